@@ -1,0 +1,86 @@
+package ledgerclient
+
+// Wire types of the ledger's JSON API. The ledger server (package ledger)
+// encodes them; this package decodes and verifies them. Byte slices are
+// standard base64 in JSON.
+//
+//	POST /api/v1/entries            body: notarize.Entry JSON  → 200/201 Receipt
+//	GET  /api/v1/digests/{digest}   → 200 LookupResponse (empty Entries when none)
+//	GET  /api/v1/info               → 200 Info
+//	GET  /checkpoint, /tile/…, /tile/entries/…   C2SP tlog-tiles (https://c2sp.org/tlog-tiles)
+//
+// Every error is an ErrorResponse with a 4xx or 5xx status.
+
+// API paths served by the ledger.
+const (
+	PathEntries = "/api/v1/entries"
+	PathDigests = "/api/v1/digests/" // followed by the digest, "sha256:…"
+	PathInfo    = "/api/v1/info"
+)
+
+// MediaTypeJSON is the content type of every API request and response body.
+const MediaTypeJSON = "application/json"
+
+// Receipt is the ledger's answer to a submission, sent only once the entry is
+// integrated into the log and covered by the checkpoint it carries.
+type Receipt struct {
+	// Index is the entry's position in the log.
+	Index uint64 `json:"index"`
+	// Duplicate is true when the same entry was already in the log at Index.
+	Duplicate bool `json:"duplicate,omitempty"`
+	// Entry is the entry's bytes exactly as stored in the log (its Merkle leaf).
+	Entry []byte `json:"entry"`
+	// Checkpoint is a C2SP signed-note checkpoint whose tree contains Index.
+	Checkpoint string `json:"checkpoint"`
+	// InclusionProof proves Entry at Index under Checkpoint's root hash (RFC 6962).
+	InclusionProof [][]byte `json:"inclusionProof"`
+}
+
+// LookupResponse lists the log entries whose statement subject is a digest,
+// each with an inclusion proof to the one checkpoint given. It is a hint: the
+// client checks every proof and every signature.
+type LookupResponse struct {
+	Digest     string        `json:"digest"`
+	Checkpoint string        `json:"checkpoint"`
+	Entries    []LookupEntry `json:"entries"`
+}
+
+// LookupEntry is one entry of a LookupResponse.
+type LookupEntry struct {
+	Index          uint64   `json:"index"`
+	Entry          []byte   `json:"entry"`
+	InclusionProof [][]byte `json:"inclusionProof"`
+}
+
+// Info describes a ledger.
+type Info struct {
+	// Origin is the checkpoint origin line (the log's name).
+	Origin string `json:"origin"`
+	// VerifierKey is the checkpoint verifier key as a signed-note verifier string.
+	VerifierKey string `json:"verifierKey"`
+	// Size is the tree size of the latest checkpoint.
+	Size uint64 `json:"size"`
+	// OpenWrites is false when only enrolled signers may submit.
+	OpenWrites bool `json:"openWrites"`
+}
+
+// ErrorResponse is the body of every error answer.
+type ErrorResponse struct {
+	// Code is a stable machine-readable code, one of the Code* constants.
+	Code string `json:"code"`
+	// Message explains the error to a person.
+	Message string `json:"message"`
+}
+
+// Error codes of ErrorResponse.
+const (
+	CodeBadRequest   = "BAD_REQUEST"   // malformed JSON, bad digest, bad statement
+	CodeBadSignature = "BAD_SIGNATURE" // envelope does not verify under its key
+	CodeTooLarge     = "TOO_LARGE"     // body over the size bound
+	CodeFuture       = "FUTURE"        // statement dated too far in the future
+	CodeNotEnrolled  = "NOT_ENROLLED"  // signer not in --signers
+	CodeNotFound     = "NOT_FOUND"     // unknown path
+	CodeUnavailable  = "UNAVAILABLE"   // overloaded (pushback) or shutting down; retry
+	CodeInternal     = "INTERNAL"      // a bug or storage failure
+	CodeMethod       = "METHOD_NOT_ALLOWED"
+)

@@ -1,0 +1,204 @@
+package notarize
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	ssldsse "github.com/secure-systems-lab/go-securesystemslib/dsse"
+	"github.com/sigstore/sigstore/pkg/cryptoutils"
+	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/sigstore/sigstore/pkg/signature/dsse"
+	"github.com/sigstore/sigstore/pkg/signature/options"
+)
+
+// MaxEntrySize bounds the serialized ledger entry (envelope plus public key).
+const MaxEntrySize = 64 << 10
+
+// ErrBadEntry is returned (wrapped) for an entry that does not parse.
+var ErrBadEntry = errors.New("bad entry")
+
+// ErrBadSignature is returned (wrapped) when an envelope does not verify under
+// the key it carries, or the key is not acceptable.
+var ErrBadSignature = errors.New("bad signature")
+
+// Entry is what the ledger stores: a DSSE envelope over a statement and the
+// PEM public key that signed it, so any replica can check it on its own.
+type Entry struct {
+	Envelope  ssldsse.Envelope `json:"envelope"`
+	PublicKey string           `json:"publicKey"`
+}
+
+// Verified is an entry whose signature has been checked and whose statement
+// has been parsed and validated.
+type Verified struct {
+	Statement *Statement
+	KeyID     string // hex SHA-256 of the signer's DER SubjectPublicKeyInfo
+	PublicKey crypto.PublicKey
+}
+
+// KeyID returns the hex SHA-256 of pub's DER SubjectPublicKeyInfo.
+func KeyID(pub crypto.PublicKey) (string, error) {
+	der, err := cryptoutils.MarshalPublicKeyToDER(pub)
+	if err != nil {
+		return "", fmt.Errorf("key id: %w", err)
+	}
+	sum := sha256.Sum256(der)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// ParsePublicKey decodes one PEM public key and checks it is a kind signers
+// may use: ECDSA P-256/P-384/P-521, Ed25519, or RSA of at least 2048 bits.
+func ParsePublicKey(pemBytes []byte) (crypto.PublicKey, error) {
+	pub, err := cryptoutils.UnmarshalPEMToPublicKey(pemBytes)
+	if err != nil {
+		return nil, fmt.Errorf("%w: public key: %v", ErrBadSignature, err)
+	}
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		if k.Curve != elliptic.P256() && k.Curve != elliptic.P384() && k.Curve != elliptic.P521() {
+			return nil, fmt.Errorf("%w: unsupported ECDSA curve", ErrBadSignature)
+		}
+	case ed25519.PublicKey:
+	case *rsa.PublicKey:
+	default:
+		return nil, fmt.Errorf("%w: unsupported public key type %T", ErrBadSignature, pub)
+	}
+	if err := cryptoutils.ValidatePubKey(pub); err != nil {
+		return nil, fmt.Errorf("%w: public key: %v", ErrBadSignature, err)
+	}
+	return pub, nil
+}
+
+func hashFor(pub crypto.PublicKey) crypto.Hash {
+	if k, ok := pub.(*ecdsa.PublicKey); ok {
+		switch k.Curve {
+		case elliptic.P384():
+			return crypto.SHA384
+		case elliptic.P521():
+			return crypto.SHA512
+		}
+	}
+	return crypto.SHA256
+}
+
+// Sign validates st, wraps it in a DSSE envelope signed by signer and returns
+// the ledger entry. The envelope's keyid is the signer's KeyID.
+func Sign(ctx context.Context, signer signature.Signer, st *Statement) (*Entry, error) {
+	payload, err := st.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	pub, err := signer.PublicKey(options.WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("sign: public key: %w", err)
+	}
+	keyID, err := KeyID(pub)
+	if err != nil {
+		return nil, err
+	}
+	pubPEM, err := cryptoutils.MarshalPublicKeyToPEM(pub)
+	if err != nil {
+		return nil, fmt.Errorf("sign: %w", err)
+	}
+	raw, err := dsse.WrapSigner(signer, PayloadType).SignMessage(bytes.NewReader(payload), options.WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("sign: %w", err)
+	}
+	e := &Entry{PublicKey: string(pubPEM)}
+	if err := json.Unmarshal(raw, &e.Envelope); err != nil {
+		return nil, fmt.Errorf("sign: decode envelope: %w", err)
+	}
+	for i := range e.Envelope.Signatures {
+		e.Envelope.Signatures[i].KeyID = keyID
+	}
+	if _, err := e.Verify(); err != nil {
+		return nil, fmt.Errorf("sign: signature does not verify: %w", err)
+	}
+	return e, nil
+}
+
+// Marshal returns the entry's canonical JSON: the bytes that go into the log.
+// Two entries with the same envelope and key marshal to the same bytes.
+func (e *Entry) Marshal() ([]byte, error) {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return nil, fmt.Errorf("marshal entry: %w", err)
+	}
+	if len(b) > MaxEntrySize {
+		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrBadEntry, len(b), MaxEntrySize)
+	}
+	return b, nil
+}
+
+// ParseEntry decodes an entry from JSON, bounded in size, refusing unknown
+// fields. It does not check the signature: call Verify.
+func ParseEntry(b []byte) (*Entry, error) {
+	if len(b) > MaxEntrySize {
+		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrBadEntry, len(b), MaxEntrySize)
+	}
+	var e Entry
+	if err := decodeStrict(b, &e); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadEntry, err)
+	}
+	if e.Envelope.PayloadType == "" || e.Envelope.Payload == "" || e.PublicKey == "" {
+		return nil, fmt.Errorf("%w: envelope payloadType, payload and publicKey are required", ErrBadEntry)
+	}
+	return &e, nil
+}
+
+// Verify checks that the envelope carries exactly one signature, that it
+// verifies under the entry's own public key over the DSSE pre-authentication
+// encoding, that the payload type is an in-toto statement and that the
+// statement is valid. It returns the statement and the signer's key ID.
+func (e *Entry) Verify() (*Verified, error) {
+	if e.Envelope.PayloadType != PayloadType {
+		return nil, fmt.Errorf("%w: payload type %q, want %q", ErrBadEntry, truncate(e.Envelope.PayloadType, 80), PayloadType)
+	}
+	if n := len(e.Envelope.Signatures); n != 1 {
+		return nil, fmt.Errorf("%w: want exactly one signature, got %d", ErrBadSignature, n)
+	}
+	// The payload must be standard base64 so that one statement has one encoding.
+	if _, err := base64.StdEncoding.DecodeString(e.Envelope.Payload); err != nil {
+		return nil, fmt.Errorf("%w: payload is not standard base64", ErrBadEntry)
+	}
+	pub, err := ParsePublicKey([]byte(e.PublicKey))
+	if err != nil {
+		return nil, err
+	}
+	keyID, err := KeyID(pub)
+	if err != nil {
+		return nil, err
+	}
+	if id := e.Envelope.Signatures[0].KeyID; id != "" && id != keyID {
+		return nil, fmt.Errorf("%w: signature keyid %q does not match the public key (%s)", ErrBadSignature, truncate(id, 80), keyID)
+	}
+	v, err := signature.LoadVerifier(pub, hashFor(pub))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadSignature, err)
+	}
+	envJSON, err := json.Marshal(e.Envelope)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadEntry, err)
+	}
+	var payload []byte
+	wv := dsse.WrapVerifier(v, dsse.WithExpectedPayloadType(PayloadType), dsse.WithDecodedPayload(&payload))
+	if err := wv.VerifySignature(bytes.NewReader(envJSON), nil); err != nil {
+		return nil, fmt.Errorf("%w: envelope does not verify under its public key %s: %v", ErrBadSignature, keyID, err)
+	}
+	st, err := ParseStatement(payload)
+	if err != nil {
+		return nil, err
+	}
+	return &Verified{Statement: st, KeyID: keyID, PublicKey: pub}, nil
+}

@@ -1,0 +1,137 @@
+package notarize
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Verdict is the answer about a digest under a set of accepted signers.
+// Its numeric value is the CLI exit code.
+type Verdict int
+
+// The four verdicts, numbered as the CLI's exit codes.
+const (
+	Trusted     Verdict = 0 // an accepted signer says trusted and none says otherwise
+	Untrusted   Verdict = 1 // an accepted signer's current status is untrusted
+	Unknown     Verdict = 2 // no statement by any accepted signer
+	Unsupported Verdict = 3 // an accepted signer's current status is unsupported (and none untrusted)
+)
+
+// ExitCouldNotVerify is the CLI exit code when no verdict could be reached
+// (ledger unreachable, bad proof, forked ledger, bad signature).
+const ExitCouldNotVerify = 4
+
+// String returns the verdict in capitals, as printed by the CLI.
+func (v Verdict) String() string {
+	switch v {
+	case Trusted:
+		return "TRUSTED"
+	case Untrusted:
+		return "UNTRUSTED"
+	case Unknown:
+		return "UNKNOWN"
+	case Unsupported:
+		return "UNSUPPORTED"
+	}
+	return fmt.Sprintf("Verdict(%d)", int(v))
+}
+
+// ExitCode returns the CLI exit code for v.
+func (v Verdict) ExitCode() int { return int(v) }
+
+// Record is a verified log entry: its index in the ledger, the signer's key
+// ID and the statement.
+type Record struct {
+	Index     uint64
+	KeyID     string
+	Statement *Statement
+}
+
+// Status returns the record's status.
+func (r Record) Status() Status { return r.Statement.Predicate.Status }
+
+// newer reports whether a is more recent than b: greater signed timestamp,
+// ties broken by the greater log index.
+func newer(a, b Record) bool {
+	ta, tb := a.Statement.Predicate.Timestamp, b.Statement.Predicate.Timestamp
+	if !ta.Equal(tb) {
+		return ta.After(tb)
+	}
+	return a.Index > b.Index
+}
+
+// Current returns the current statement of keyID about digest d among records:
+// the one with the greatest signed timestamp, ties broken by log index. A
+// replayed older "trusted" therefore cannot undo a later "untrusted".
+func Current(records []Record, d Digest, keyID string) (Record, bool) {
+	var best Record
+	found := false
+	for _, r := range records {
+		if r.KeyID != keyID || r.Statement.Digest() != d {
+			continue
+		}
+		if !found || newer(r, best) {
+			best, found = r, true
+		}
+	}
+	return best, found
+}
+
+// SignerStatus is one accepted signer's current statement about a digest.
+type SignerStatus struct {
+	KeyID  string
+	Record Record
+}
+
+// Decision is a verdict with the statements that led to it.
+type Decision struct {
+	Digest  Digest
+	Verdict Verdict
+	// Deciding is the statement that decided the verdict; nil for Unknown.
+	Deciding *Record
+	// Signers holds the current statement of each accepted signer that made one,
+	// sorted by key ID.
+	Signers []SignerStatus
+}
+
+// Reason returns a one-line explanation, naming the signer with name(keyID).
+func (d Decision) Reason(name func(keyID string) string) string {
+	if d.Deciding == nil {
+		return fmt.Sprintf("%s: no statement from an accepted signer", d.Digest)
+	}
+	p := d.Deciding.Statement.Predicate
+	return fmt.Sprintf("%s is %s by %s (%s)", d.Digest, d.Verdict, name(d.Deciding.KeyID), p.Timestamp.UTC().Format("2006-01-02T15:04:05Z"))
+}
+
+// Decide folds records into a verdict for digest d under the accepted signer
+// key IDs: UNTRUSTED if any accepted signer's current status is untrusted,
+// else UNSUPPORTED if any is unsupported, else TRUSTED if any is trusted,
+// else UNKNOWN. Records by other keys or about other digests are ignored.
+func Decide(records []Record, d Digest, accepted []string) Decision {
+	dec := Decision{Digest: d, Verdict: Unknown}
+	seen := map[string]bool{}
+	for _, k := range accepted {
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		if r, ok := Current(records, d, k); ok {
+			dec.Signers = append(dec.Signers, SignerStatus{KeyID: k, Record: r})
+		}
+	}
+	sort.Slice(dec.Signers, func(i, j int) bool { return strings.Compare(dec.Signers[i].KeyID, dec.Signers[j].KeyID) < 0 })
+	for _, want := range []struct {
+		s Status
+		v Verdict
+	}{{StatusUntrusted, Untrusted}, {StatusUnsupported, Unsupported}, {StatusTrusted, Trusted}} {
+		for i := range dec.Signers {
+			if dec.Signers[i].Record.Status() == want.s {
+				r := dec.Signers[i].Record
+				dec.Verdict, dec.Deciding = want.v, &r
+				return dec
+			}
+		}
+	}
+	return dec
+}
