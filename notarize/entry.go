@@ -187,7 +187,12 @@ func (e *Entry) Verify() (*Verified, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadSignature, err)
 	}
-	envJSON, err := json.Marshal(e.Envelope)
+	// The keyid was checked above; the DSSE verifier would skip a signature
+	// whose keyid differs from the adapter's (empty) one, so hand it a copy
+	// without it.
+	env := e.Envelope
+	env.Signatures = []ssldsse.Signature{{Sig: e.Envelope.Signatures[0].Sig}}
+	envJSON, err := json.Marshal(env)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadEntry, err)
 	}

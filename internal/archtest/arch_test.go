@@ -1,0 +1,69 @@
+// Package archtest holds the test that keeps the dependency direction of
+// DESIGN.md: cmd → plugin|proxy|ledger → ledgerclient → notarize, with a pure
+// core that does no network I/O and never logs.
+package archtest
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/notarize/docker-notarize"
+
+// allowed lists, per top-level package, the packages of this module it may
+// import (non-test code). Sub-packages inherit their parent's row.
+var allowed = map[string][]string{
+	"notarize":     {},
+	"ledgerclient": {"notarize"},
+	"ledger":       {"notarize", "ledgerclient"},
+	"proxy":        {"notarize", "ledgerclient"},
+	"plugin":       {"notarize", "ledgerclient"},
+	"internal":     {"notarize", "ledgerclient"},
+	"cmd":          {"notarize", "ledgerclient", "ledger", "proxy", "plugin", "internal"},
+	"e2e":          {"notarize", "ledgerclient", "ledger", "proxy", "plugin", "internal"},
+}
+
+// forbiddenInCore are standard or third-party packages the core must not import.
+var forbiddenInCore = []string{"net/http", "net", "os/exec", "log", "log/slog", "github.com/docker/", "github.com/google/go-containerregistry"}
+
+func TestDependencyDirection(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}}{{range .Imports}} {{.}}{{end}}`, module+"/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		fields := strings.Fields(line)
+		pkg, imports := strings.TrimPrefix(fields[0], module+"/"), fields[1:]
+		top := strings.SplitN(pkg, "/", 2)[0]
+		rules, ok := allowed[top]
+		if !ok {
+			t.Errorf("package %s is not in the layout of DESIGN.md; add it to archtest", pkg)
+			continue
+		}
+		for _, imp := range imports {
+			if top == "notarize" {
+				for _, f := range forbiddenInCore {
+					if imp == f || strings.HasSuffix(f, "/") && strings.HasPrefix(imp, f) {
+						t.Errorf("core package %s imports %s: the core does no I/O and never logs", pkg, imp)
+					}
+				}
+			}
+			rel, ours := strings.CutPrefix(imp, module+"/")
+			if !ours {
+				continue
+			}
+			impTop := strings.SplitN(rel, "/", 2)[0]
+			if impTop == top {
+				continue
+			}
+			ok := false
+			for _, a := range rules {
+				ok = ok || a == impTop
+			}
+			if !ok {
+				t.Errorf("%s imports %s: against the dependency direction (allowed: %v)", pkg, rel, rules)
+			}
+		}
+	}
+}
