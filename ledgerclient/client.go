@@ -1,0 +1,571 @@
+package ledgerclient
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/transparency-dev/tessera/client"
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/notarize/docker-notarize/notarize"
+)
+
+// DefaultTimeout bounds each call whose context has no deadline.
+const DefaultTimeout = time.Minute
+
+// Config configures a Client.
+type Config struct {
+	// URL is the ledger's base URL, http or https; required.
+	URL string
+	// VerifierKey pins the ledger's checkpoint verifier key, a signed-note
+	// verifier string ("name+hash+key"; its name is the log origin). When
+	// empty, the key pinned under Home for URL is used; when there is none,
+	// the key the ledger announces is trusted on first use and pinned.
+	VerifierKey string
+	// Home is the client's state directory (NOTARIZE_HOME): pinned keys and
+	// the last verified checkpoint per log origin; required.
+	Home string
+	// HTTPClient sends the requests; default: a client of its own. It is
+	// copied, not changed: the copy sets the User-Agent, bounds every answer
+	// and follows redirects only within the ledger's host.
+	HTTPClient *http.Client
+	// UserAgent is sent with every request; default
+	// "docker-notarize/<version of the main module>".
+	UserAgent string
+	// Timeout bounds each call whose context has no deadline; default
+	// DefaultTimeout.
+	Timeout time.Duration
+	// Logger receives a record when a key is pinned and when the stored
+	// checkpoint advances; default: discard.
+	Logger *slog.Logger
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	if _, err := parseLedgerURL(c.URL); err != nil {
+		return err
+	}
+	if c.Home == "" {
+		return errors.New("home directory is required")
+	}
+	if c.VerifierKey != "" {
+		if _, err := note.NewVerifier(c.VerifierKey); err != nil {
+			return fmt.Errorf("ledger verifier key %q: %w", clip(c.VerifierKey, 200), err)
+		}
+	}
+	if c.Timeout < 0 {
+		return fmt.Errorf("negative timeout %v", c.Timeout)
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.HTTPClient == nil {
+		c.HTTPClient = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	}
+	if c.UserAgent == "" {
+		c.UserAgent = defaultUserAgent()
+	}
+	if c.Timeout == 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+func defaultUserAgent() string {
+	v := "devel"
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		v = bi.Main.Version
+	}
+	return "docker-notarize/" + v
+}
+
+// parseLedgerURL checks and normalizes a ledger base URL; its string form
+// is the key of the ledger's pin.
+func parseLedgerURL(s string) (*url.URL, error) {
+	if s == "" {
+		return nil, errors.New("ledger URL is required")
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("ledger URL: %w", err)
+	}
+	u.Scheme = strings.ToLower(u.Scheme)
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("ledger URL %q: want http or https", s)
+	}
+	if u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("ledger URL %q: want scheme://host[:port][/path] without user, query or fragment", s)
+	}
+	u.Host = strings.ToLower(u.Host)
+	u.Path = strings.TrimRight(u.Path, "/")
+	u.RawPath = ""
+	return u, nil
+}
+
+// Client talks to one ledger and verifies everything it answers. It is safe
+// for concurrent use, also with other processes sharing its Home.
+type Client struct {
+	url      string // normalized; the key of the pin
+	ops      ops
+	store    *store
+	verifier note.Verifier
+	vkey     string
+	timeout  time.Duration
+	log      *slog.Logger
+}
+
+// New returns a client for the ledger at cfg.URL. With a verifier key
+// configured or pinned it makes no request; otherwise it fetches the ledger's
+// info and latest checkpoint, checks the checkpoint under the announced key,
+// pins that key under cfg.Home and stores the checkpoint (trust on first
+// use).
+func New(ctx context.Context, cfg Config) (*Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("ledger client: %w", err)
+	}
+	cfg = cfg.withDefaults()
+	u, _ := parseLedgerURL(cfg.URL)
+	o, err := newHTTPOps(u, cfg.HTTPClient, cfg.UserAgent)
+	if err != nil {
+		return nil, fmt.Errorf("ledger client: %w", err)
+	}
+	c, err := newClient(ctx, cfg, u.String(), o)
+	if err != nil {
+		return nil, fmt.Errorf("ledger client for %s: %w", u.Redacted(), err)
+	}
+	return c, nil
+}
+
+// newClient resolves the verifier key (configured, pinned or first use) for
+// the ledger known as url, reached through o. cfg has its defaults.
+func newClient(ctx context.Context, cfg Config, url string, o ops) (*Client, error) {
+	c := &Client{url: url, ops: o, store: newStore(cfg.Home), timeout: cfg.Timeout, log: cfg.Logger}
+	pinned, ok, err := c.store.pin(url)
+	if err != nil {
+		return nil, err
+	}
+	key := cfg.VerifierKey
+	switch {
+	case key != "":
+		if ok && pinned != key {
+			c.log.WarnContext(ctx, "configured ledger key differs from the key pinned for this ledger; using the configured one",
+				"ledger", url, "configured", key, "pinned", pinned)
+		}
+	case ok:
+		key = pinned
+	default:
+		if err := c.trustOnFirstUse(ctx); err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
+	v, err := note.NewVerifier(key)
+	if err != nil {
+		return nil, fmt.Errorf("ledger verifier key %q: %w", clip(key, 200), err)
+	}
+	c.verifier, c.vkey = v, key
+	return c, nil
+}
+
+// trustOnFirstUse takes the ledger's announced key, checks the ledger's
+// latest checkpoint under it, pins it and stores the checkpoint.
+func (c *Client) trustOnFirstUse(ctx context.Context) error {
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	b, err := c.ops.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("ledger info: %w", err)
+	}
+	var info Info
+	if err := json.Unmarshal(b, &info); err != nil {
+		return fmt.Errorf("ledger info: %w", err)
+	}
+	v, err := note.NewVerifier(info.VerifierKey)
+	if err != nil {
+		return fmt.Errorf("ledger info: verifier key %q: %w", clip(info.VerifierKey, 200), err)
+	}
+	if info.Origin != v.Name() {
+		return fmt.Errorf("ledger info: origin %q is not the name of its verifier key %q", clip(info.Origin, 200), v.Name())
+	}
+	c.verifier, c.vkey = v, info.VerifierKey
+	cp, err := c.fetchCheckpoint(ctx)
+	if err != nil {
+		return err
+	}
+	pinned, err := c.store.setPin(ctx, c.url, info.VerifierKey)
+	if err != nil {
+		return err
+	}
+	if pinned != info.VerifierKey {
+		return fmt.Errorf("%w: meanwhile %q was pinned for this ledger, which now announces %q", ErrKeyMismatch, pinned, info.VerifierKey)
+	}
+	c.log.InfoContext(ctx, "pinned ledger key on first use", "ledger", c.url, "key", info.VerifierKey)
+	before, err := c.stored()
+	if err != nil {
+		return err
+	}
+	return c.advance(ctx, cp, before)
+}
+
+// Origin returns the ledger's log origin: the name of its verifier key.
+func (c *Client) Origin() string { return c.verifier.Name() }
+
+// VerifierKey returns the ledger's verifier key this client checks
+// checkpoints with (configured, pinned, or pinned on first use).
+func (c *Client) VerifierKey() string { return c.vkey }
+
+// Latest fetches the ledger's checkpoint, verifies it and its consistency
+// with the stored one, and stores it if it is newer. A checkpoint that does
+// not extend the stored one is a *ForkError.
+func (c *Client) Latest(ctx context.Context) (Checkpoint, error) {
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	before, err := c.stored()
+	if err != nil {
+		return Checkpoint{}, fmt.Errorf("latest checkpoint: %w", err)
+	}
+	cp, err := c.fetchCheckpoint(ctx)
+	if err == nil {
+		err = c.advance(ctx, cp, before)
+	}
+	if err != nil {
+		return Checkpoint{}, fmt.Errorf("latest checkpoint: %w", err)
+	}
+	return cp, nil
+}
+
+// SubmitResult is a verified receipt.
+type SubmitResult struct {
+	// Index is the entry's position in the log.
+	Index uint64
+	// Duplicate is true when the entry was already in the log.
+	Duplicate bool
+	// Checkpoint is the verified checkpoint whose tree includes the entry.
+	Checkpoint Checkpoint
+	// Record is the entry as a verified record.
+	Record notarize.Record
+}
+
+// Submit sends e to the ledger and returns only once the receipt checks
+// out: its checkpoint verifies and is consistent with the stored one, its
+// inclusion proof leads to the checkpoint's root, its entry is e and its
+// envelope verifies. A refusal by the ledger is an *APIError.
+func (c *Client) Submit(ctx context.Context, e *notarize.Entry) (*SubmitResult, error) {
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	res, err := c.submit(ctx, e)
+	if err != nil {
+		return nil, fmt.Errorf("submit to ledger: %w", err)
+	}
+	return res, nil
+}
+
+func (c *Client) submit(ctx context.Context, e *notarize.Entry) (*SubmitResult, error) {
+	body, err := e.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	before, err := c.stored()
+	if err != nil {
+		return nil, err
+	}
+	b, err := c.ops.Submit(ctx, body)
+	if err != nil {
+		return nil, err
+	}
+	r, err := decodeReceipt(b)
+	if err != nil {
+		return nil, err
+	}
+	cp, err := c.checkpoint(ctx, []byte(r.Checkpoint))
+	if err != nil {
+		return nil, err
+	}
+	if err := c.advance(ctx, cp, before); err != nil {
+		return nil, err
+	}
+	rec, err := verifyReceipt(r, cp, body)
+	if err != nil {
+		return nil, err
+	}
+	return &SubmitResult{Index: r.Index, Duplicate: r.Duplicate, Checkpoint: cp, Record: rec}, nil
+}
+
+// decodeReceipt decodes a receipt, bounded in size.
+func decodeReceipt(b []byte) (*Receipt, error) {
+	if len(b) > maxReceiptSize {
+		return nil, fmt.Errorf("%w: receipt of %d bytes, at most %d", ErrBadProof, len(b), maxReceiptSize)
+	}
+	var r Receipt
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("%w: decode receipt: %v", ErrBadProof, err)
+	}
+	if r.Checkpoint == "" || len(r.Entry) == 0 {
+		return nil, fmt.Errorf("%w: receipt without checkpoint or entry", ErrBadProof)
+	}
+	return &r, nil
+}
+
+// verifyReceipt checks a decoded receipt against its verified checkpoint
+// and the entry bytes that were sent, and returns the entry's record.
+func verifyReceipt(r *Receipt, cp Checkpoint, sent []byte) (notarize.Record, error) {
+	if err := verifyInclusion(cp, r.Index, r.Entry, r.InclusionProof); err != nil {
+		return notarize.Record{}, err
+	}
+	got, err := notarize.ParseEntry(r.Entry)
+	if err != nil {
+		return notarize.Record{}, fmt.Errorf("%w: the receipt's entry: %v", ErrBadProof, err)
+	}
+	if !bytes.Equal(r.Entry, sent) {
+		canon, err := got.Marshal()
+		if err != nil || !bytes.Equal(canon, sent) {
+			return notarize.Record{}, fmt.Errorf("%w: the receipt is for another entry than the one submitted", ErrBadProof)
+		}
+	}
+	v, err := got.Verify()
+	if err != nil {
+		return notarize.Record{}, fmt.Errorf("entry %d: %w", r.Index, err)
+	}
+	return notarize.Record{Index: r.Index, KeyID: v.KeyID, Statement: v.Statement}, nil
+}
+
+// LookupResult is the verified part of a lookup answer.
+type LookupResult struct {
+	// Checkpoint is the verified checkpoint the records are included in.
+	Checkpoint Checkpoint
+	// Records are the entries about the digest, each verified (inclusion
+	// proof, envelope signature, subject), ordered by log index.
+	Records []notarize.Record
+}
+
+// Lookup asks the ledger for the entries about d and verifies the answer:
+// its checkpoint (and consistency with the stored one), and for every entry
+// the inclusion proof, the envelope signature and that it is about d. Any
+// entry that fails fails the lookup: the ledger's answer is a hint, never a
+// verdict. The ledger can still leave entries out; a Follow replica cannot
+// be misled that way.
+func (c *Client) Lookup(ctx context.Context, d notarize.Digest) (*LookupResult, error) {
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	res, err := c.lookup(ctx, d)
+	if err != nil {
+		return nil, fmt.Errorf("look up %s in ledger: %w", d, err)
+	}
+	return res, nil
+}
+
+func (c *Client) lookup(ctx context.Context, d notarize.Digest) (*LookupResult, error) {
+	if _, err := notarize.ParseDigest(string(d)); err != nil {
+		return nil, err
+	}
+	before, err := c.stored()
+	if err != nil {
+		return nil, err
+	}
+	b, err := c.ops.Lookup(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := decodeLookup(b)
+	if err != nil {
+		return nil, err
+	}
+	cp, err := c.checkpoint(ctx, []byte(resp.Checkpoint))
+	if err != nil {
+		return nil, err
+	}
+	if err := c.advance(ctx, cp, before); err != nil {
+		return nil, err
+	}
+	recs, err := verifyLookup(resp, cp, d)
+	if err != nil {
+		return nil, err
+	}
+	return &LookupResult{Checkpoint: cp, Records: recs}, nil
+}
+
+// decodeLookup decodes a lookup answer, bounded in size.
+func decodeLookup(b []byte) (*LookupResponse, error) {
+	if len(b) > maxLookupSize {
+		return nil, fmt.Errorf("%w: lookup answer of %d bytes, at most %d", ErrBadProof, len(b), maxLookupSize)
+	}
+	var r LookupResponse
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("%w: decode lookup answer: %v", ErrBadProof, err)
+	}
+	return &r, nil
+}
+
+// verifyLookup checks every entry of a lookup answer for d against its
+// verified checkpoint and returns them as records.
+func verifyLookup(resp *LookupResponse, cp Checkpoint, d notarize.Digest) ([]notarize.Record, error) {
+	if resp.Digest != d.String() {
+		return nil, fmt.Errorf("%w: asked about %s, the ledger answered about %q", ErrBadProof, d, clip(resp.Digest, 80))
+	}
+	recs := make([]notarize.Record, 0, len(resp.Entries))
+	seen := make(map[uint64]bool, len(resp.Entries))
+	for _, le := range resp.Entries {
+		if seen[le.Index] {
+			return nil, fmt.Errorf("%w: entry %d listed twice", ErrBadProof, le.Index)
+		}
+		seen[le.Index] = true
+		if err := verifyInclusion(cp, le.Index, le.Entry, le.InclusionProof); err != nil {
+			return nil, err
+		}
+		e, err := notarize.ParseEntry(le.Entry)
+		if err != nil {
+			return nil, fmt.Errorf("entry %d: %w", le.Index, err)
+		}
+		v, err := e.Verify()
+		if err != nil {
+			return nil, fmt.Errorf("entry %d: %w", le.Index, err)
+		}
+		if got := v.Statement.Digest(); got != d {
+			return nil, fmt.Errorf("%w: entry %d is about %s, not %s", ErrBadProof, le.Index, got, d)
+		}
+		recs = append(recs, notarize.Record{Index: le.Index, KeyID: v.KeyID, Statement: v.Statement})
+	}
+	slices.SortFunc(recs, func(a, b notarize.Record) int { return cmp.Compare(a.Index, b.Index) })
+	return recs, nil
+}
+
+// fetchCheckpoint fetches the ledger's latest checkpoint and verifies it.
+func (c *Client) fetchCheckpoint(ctx context.Context) (Checkpoint, error) {
+	var raw []byte
+	fetched := false
+	fetch := func(ctx context.Context) ([]byte, error) {
+		b, err := c.ops.ReadCheckpoint(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if len(b) > MaxCheckpointSize {
+			return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrBadCheckpoint, len(b), MaxCheckpointSize)
+		}
+		raw, fetched = b, true
+		return b, nil
+	}
+	lc, _, _, err := client.FetchCheckpoint(ctx, fetch, c.verifier, c.Origin())
+	if err != nil {
+		if !fetched {
+			return Checkpoint{}, fmt.Errorf("fetch checkpoint: %w", err)
+		}
+		return Checkpoint{}, c.explain(ctx, checkpointError(raw, c.verifier, err))
+	}
+	return checkedCheckpoint(lc, raw)
+}
+
+// checkpoint verifies a checkpoint the ledger sent inside an API answer.
+func (c *Client) checkpoint(ctx context.Context, raw []byte) (Checkpoint, error) {
+	cp, err := verifyCheckpoint(raw, c.Origin(), c.verifier)
+	if err != nil {
+		return Checkpoint{}, c.explain(ctx, err)
+	}
+	return cp, nil
+}
+
+// explain turns a checkpoint without a signature by the pinned key into
+// ErrKeyMismatch when the ledger announces another key or the checkpoint is
+// signed for the origin by another key. The ledger's info is only used to
+// word the error.
+func (c *Client) explain(ctx context.Context, err error) error {
+	var un *errUnverifiedNote
+	if !errors.As(err, &un) {
+		return err
+	}
+	if b, ierr := c.ops.Info(ctx); ierr == nil {
+		var info Info
+		if json.Unmarshal(b, &info) == nil && info.VerifierKey != "" && info.VerifierKey != c.vkey {
+			return fmt.Errorf("%w: %w: the pinned key is %q but the ledger now announces %q", ErrKeyMismatch, ErrBadCheckpoint, c.vkey, clip(info.VerifierKey, 200))
+		}
+	}
+	for _, s := range un.sigs {
+		if s.Name == c.Origin() && s.Hash != c.verifier.KeyHash() {
+			return fmt.Errorf("%w: %w: the pinned key is %q (hash %08x) but the checkpoint is signed by key hash %08x",
+				ErrKeyMismatch, ErrBadCheckpoint, c.vkey, c.verifier.KeyHash(), s.Hash)
+		}
+	}
+	return err
+}
+
+// stored returns the stored checkpoint of the ledger's origin, verified, or
+// nil when there is none.
+func (c *Client) stored() (*Checkpoint, error) {
+	raw, err := c.store.readCheckpoint(c.Origin())
+	if err != nil || raw == nil {
+		return nil, err
+	}
+	cp, err := verifyCheckpoint(raw, c.Origin(), c.verifier)
+	if err != nil {
+		path := c.store.checkpointPath(c.Origin())
+		var un *errUnverifiedNote
+		if errors.As(err, &un) {
+			return nil, fmt.Errorf("%w: the stored checkpoint %s of %q is not signed by the pinned key %q; if the ledger's key changed on purpose, remove that file",
+				ErrKeyMismatch, path, c.Origin(), c.vkey)
+		}
+		return nil, fmt.Errorf("stored checkpoint %s: %w", path, err)
+	}
+	return &cp, nil
+}
+
+// advance makes got the stored checkpoint if it extends the stored one.
+// before is the stored checkpoint read before got was fetched: a got smaller
+// than what was known when asking is a rollback. Under the lock the state is
+// read again, since another client sharing the home may have advanced it;
+// got must then be consistent with that one too. The state never moves
+// backwards and is left untouched on any error.
+func (c *Client) advance(ctx context.Context, got Checkpoint, before *Checkpoint) error {
+	if before != nil && got.Size < before.Size {
+		return &ForkError{Stored: *before, Got: got, Err: errRollback}
+	}
+	unlock, err := c.store.lockOrigin(ctx, c.Origin())
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	now, err := c.stored()
+	if err != nil {
+		return err
+	}
+	switch {
+	case now == nil:
+	case got.Size <= now.Size:
+		// Another client advanced the state meanwhile (or nothing changed):
+		// got must be a prefix of it; the state stays.
+		return checkConsistency(ctx, c.ops.ReadTile, got, *now, false)
+	default:
+		if err := checkConsistency(ctx, c.ops.ReadTile, *now, got, true); err != nil {
+			return err
+		}
+	}
+	if err := c.store.writeCheckpoint(c.Origin(), got.Raw); err != nil {
+		return err
+	}
+	var from uint64
+	if now != nil {
+		from = now.Size
+	}
+	c.log.DebugContext(ctx, "ledger checkpoint advanced", "origin", c.Origin(), "from", from, "to", got.Size)
+	return nil
+}
+
+func (c *Client) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, c.timeout)
+}

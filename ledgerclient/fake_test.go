@@ -1,0 +1,324 @@
+package ledgerclient
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/transparency-dev/formats/log"
+	"github.com/transparency-dev/merkle/testonly"
+	"github.com/transparency-dev/tessera/api"
+	"github.com/transparency-dev/tessera/api/layout"
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/notarize/docker-notarize/notarize"
+)
+
+const testOrigin = "example.test/notarize-ledger"
+
+// fakeLog is an in-memory transparency log that serves genuine checkpoints,
+// tiles and proofs, so tests can make it lie in precise ways.
+type fakeLog struct {
+	origin string
+	signer note.Signer
+	vkey   string
+	leaves [][]byte
+	tree   *testonly.Tree
+	nodes  map[[2]uint64][]byte
+}
+
+// newNoteKey returns a signed-note signer and its verifier key for origin.
+func newNoteKey(t testing.TB, origin string) (note.Signer, string) {
+	t.Helper()
+	skey, vkey, err := note.GenerateKey(rand.Reader, origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := note.NewSigner(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, vkey
+}
+
+func newFakeLog(s note.Signer, vkey string) *fakeLog {
+	return &fakeLog{origin: s.Name(), signer: s, vkey: vkey, tree: testonly.New(hasher), nodes: map[[2]uint64][]byte{}}
+}
+
+func (l *fakeLog) size() uint64 { return uint64(len(l.leaves)) }
+
+func (l *fakeLog) add(data ...[]byte) {
+	for _, d := range data {
+		l.leaves = append(l.leaves, d)
+		l.tree.AppendData(d)
+	}
+}
+
+// signNote signs a checkpoint body (origin, size, root) with s.
+func signNote(t testing.TB, s note.Signer, origin string, size uint64, root []byte) []byte {
+	t.Helper()
+	body := log.Checkpoint{Origin: origin, Size: size, Hash: root}.Marshal()
+	b, err := note.Sign(&note.Note{Text: string(body)}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func (l *fakeLog) checkpointAt(t testing.TB, size uint64) []byte {
+	return signNote(t, l.signer, l.origin, size, l.tree.HashAt(size))
+}
+
+// node returns the hash of the perfect subtree at (level, index).
+func (l *fakeLog) node(level, index uint64) []byte {
+	k := [2]uint64{level, index}
+	if h, ok := l.nodes[k]; ok {
+		return h
+	}
+	var h []byte
+	if level == 0 {
+		h = l.tree.LeafHash(index)
+	} else {
+		h = hasher.HashChildren(l.node(level-1, 2*index), l.node(level-1, 2*index+1))
+	}
+	l.nodes[k] = h
+	return h
+}
+
+// tile serves a tlog-tiles hash tile of the log at its current size.
+func (l *fakeLog) tile(level, index uint64, p uint8) ([]byte, error) {
+	w := uint64(p)
+	if w == 0 {
+		w = layout.TileWidth
+	}
+	lvl := level * layout.TileHeight
+	if (index*layout.TileWidth+w)<<lvl > l.size() {
+		return nil, fmt.Errorf("tile %d/%d.p/%d: %w", level, index, p, os.ErrNotExist)
+	}
+	var t api.HashTile
+	for i := range w {
+		t.Nodes = append(t.Nodes, l.node(lvl, index*layout.TileWidth+i))
+	}
+	return t.MarshalText()
+}
+
+func (l *fakeLog) receipt(t testing.TB, index uint64, dup bool) Receipt {
+	p, err := l.tree.InclusionProof(index, l.size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Receipt{Index: index, Duplicate: dup, Entry: l.leaves[index], Checkpoint: string(l.checkpointAt(t, l.size())), InclusionProof: p}
+}
+
+// fakeOps serves a fakeLog through the ops interface, with hooks to lie.
+type fakeOps struct {
+	t   testing.TB
+	mu  sync.Mutex
+	log *fakeLog
+	// info overrides the announced verifier key.
+	infoKey string
+	// serveSize, when set, serves checkpoints of that size (a rollback).
+	serveSize *uint64
+	// checkpointHook rewrites every checkpoint served.
+	checkpointHook func([]byte) []byte
+	tileHook       func(level, index uint64, p uint8, b []byte) []byte
+	receiptHook    func(*Receipt)
+	lookupHook     func(*LookupResponse)
+	submitErr      error
+	infoCalls      int
+	tileCalls      int
+}
+
+var _ ops = (*fakeOps)(nil)
+
+func newFakeOps(t testing.TB, l *fakeLog) *fakeOps { return &fakeOps{t: t, log: l} }
+
+func (f *fakeOps) setLog(l *fakeLog) { f.mu.Lock(); f.log = l; f.mu.Unlock() }
+
+func (f *fakeOps) grow(n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for range n {
+		f.log.add(fmt.Appendf(nil, "leaf %d", f.log.size()))
+	}
+}
+
+func (f *fakeOps) cp() []byte {
+	size := f.log.size()
+	if f.serveSize != nil {
+		size = *f.serveSize
+	}
+	b := f.log.checkpointAt(f.t, size)
+	if f.checkpointHook != nil {
+		b = f.checkpointHook(b)
+	}
+	return b
+}
+
+func (f *fakeOps) ReadCheckpoint(context.Context) ([]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.cp(), nil
+}
+
+func (f *fakeOps) ReadTile(_ context.Context, level, index uint64, p uint8) ([]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.tileCalls++
+	b, err := f.log.tile(level, index, p)
+	if err != nil && p > 0 {
+		b, err = f.log.tile(level, index, 0)
+	}
+	if err == nil && f.tileHook != nil {
+		b = f.tileHook(level, index, p, b)
+	}
+	return b, err
+}
+
+func (f *fakeOps) ReadEntryBundle(context.Context, uint64, uint8) ([]byte, error) {
+	return nil, os.ErrNotExist
+}
+
+func (f *fakeOps) Info(context.Context) ([]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.infoCalls++
+	k := f.log.vkey
+	if f.infoKey != "" {
+		k = f.infoKey
+	}
+	return json.Marshal(Info{Origin: f.log.origin, VerifierKey: k, Size: f.log.size(), OpenWrites: true})
+}
+
+func (f *fakeOps) Submit(_ context.Context, entry []byte) ([]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.submitErr != nil {
+		return nil, f.submitErr
+	}
+	for i, l := range f.log.leaves {
+		if bytes.Equal(l, entry) {
+			return f.finishReceipt(f.log.receipt(f.t, uint64(i), true))
+		}
+	}
+	f.log.add(bytes.Clone(entry))
+	return f.finishReceipt(f.log.receipt(f.t, f.log.size()-1, false))
+}
+
+func (f *fakeOps) finishReceipt(r Receipt) ([]byte, error) {
+	if f.checkpointHook != nil {
+		r.Checkpoint = string(f.checkpointHook([]byte(r.Checkpoint)))
+	}
+	if f.receiptHook != nil {
+		f.receiptHook(&r)
+	}
+	return json.Marshal(r)
+}
+
+func (f *fakeOps) Lookup(_ context.Context, d notarize.Digest) ([]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	resp := LookupResponse{Digest: d.String(), Checkpoint: string(f.cp())}
+	size := f.log.size()
+	if f.serveSize != nil {
+		size = *f.serveSize
+	}
+	for i, leaf := range f.log.leaves[:size] {
+		e, err := notarize.ParseEntry(leaf)
+		if err != nil {
+			continue
+		}
+		v, err := e.Verify()
+		if err != nil || v.Statement.Digest() != d {
+			continue
+		}
+		p, err := f.log.tree.InclusionProof(uint64(i), size)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		resp.Entries = append(resp.Entries, LookupEntry{Index: uint64(i), Entry: leaf, InclusionProof: p})
+	}
+	if f.lookupHook != nil {
+		f.lookupHook(&resp)
+	}
+	return json.Marshal(resp)
+}
+
+// Entries for tests.
+
+var (
+	digestA = notarize.DigestOf([]byte("image a"))
+	digestB = notarize.DigestOf([]byte("image b"))
+)
+
+func newEntrySigner(t testing.TB) signature.SignerVerifier {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sv, err := signature.LoadSignerVerifier(priv, crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sv
+}
+
+func signEntry(t testing.TB, s signature.Signer, d notarize.Digest, st notarize.Status, at time.Time) *notarize.Entry {
+	t.Helper()
+	e, err := notarize.Sign(t.Context(), s, notarize.NewStatement(d, "registry.test/app:1", notarize.Predicate{
+		Status: st, Kind: notarize.KindImage, Name: "release", Timestamp: at,
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func marshal(t testing.TB, e *notarize.Entry) []byte {
+	t.Helper()
+	b, err := e.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// testClient returns a client of the fake ledger with its state in home.
+func testClient(t testing.TB, f *fakeOps, home, key string) *Client {
+	t.Helper()
+	c, err := newTestClient(t, f, home, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func newTestClient(t testing.TB, f *fakeOps, home, key string) (*Client, error) {
+	t.Helper()
+	cfg := Config{URL: "https://ledger.test", Home: home, VerifierKey: key}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return newClient(t.Context(), cfg.withDefaults(), "https://ledger.test", f)
+}
+
+func stateBytes(t testing.TB, home, origin string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(newStore(home).checkpointPath(origin))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	return b
+}
