@@ -1,0 +1,326 @@
+package ledgerclient
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+
+	"github.com/transparency-dev/merkle/compact"
+	"github.com/transparency-dev/merkle/proof"
+	"github.com/transparency-dev/tessera/api"
+	"github.com/transparency-dev/tessera/api/layout"
+	"github.com/transparency-dev/tessera/client"
+
+	"github.com/notarize/docker-notarize/notarize"
+)
+
+// DefaultFollowBatch is the number of entries a Follower reads per batch
+// (64 full entry bundles) unless configured otherwise.
+const DefaultFollowBatch = 64 * layout.EntryBundleWidth
+
+// maxParallelBundles bounds the entry bundles a Follower fetches at once.
+const maxParallelBundles = 8
+
+// ErrReplicaDiverged is returned (wrapped) when the entries a replica has
+// already verified hash to another root than the ledger's verified
+// checkpoint of the same or a larger tree: the ledger rewrote the history
+// the replica holds. The replica's state must then be kept, not advanced.
+var ErrReplicaDiverged = errors.New("SECURITY ERROR: replica and ledger disagree on the log's history")
+
+// FollowState is a replica's position in a log: how many entries it has
+// verified, and the compact Merkle range over them (the RFC 6962 hashes of
+// the perfect subtrees covering [0, Size), left to right, as in package
+// github.com/transparency-dev/merkle/compact). Size 0 with no hashes is the
+// start of the log.
+type FollowState struct {
+	Size   uint64
+	Hashes [][]byte
+}
+
+// FollowedEntry is one log entry read by a Follower. Its leaf hash is proven
+// to be in the log either way; Err says why it holds nothing to believe (it
+// does not parse, or its signature does not verify) and then Record is zero.
+type FollowedEntry struct {
+	Index  uint64
+	Record notarize.Record
+	Err    error
+}
+
+// FollowBatch is a run of consecutive log entries, proven to be the entries
+// [From, State.Size) of the tree of Checkpoint.
+type FollowBatch struct {
+	// Checkpoint is the verified checkpoint the entries are proven against.
+	Checkpoint Checkpoint
+	// From is the index of the first entry.
+	From uint64
+	// Entries are the entries From, From+1, …, in order.
+	Entries []FollowedEntry
+	// State is the replica's position after the batch; persist it with the
+	// entries, atomically, and pass it to the next call of Next.
+	State FollowState
+}
+
+// Follower replicates a ledger entry by entry, believing nothing it has not
+// proven: each batch is read from the ledger's entry bundles, its leaves are
+// hashed into the replica's compact range, and the batch is accepted only
+// when that range's root is the root of a verified checkpoint (or, for a
+// batch that stops short of the checkpoint, when a consistency proof from
+// the range's root to the checkpoint's verifies). Bundles and tiles are
+// therefore never trusted, the replica's history can only be extended, and
+// the ledger cannot hide an entry from it. Every entry's signature is then
+// checked.
+//
+// A Follower keeps no replica state of its own (the caller persists
+// FollowState) but caches proof material; it is not safe for concurrent use.
+type Follower struct {
+	c        *Client
+	maxBatch uint64
+	rf       compact.RangeFactory
+
+	pbSize uint64 // tree size pb builds proofs for
+	pb     *client.ProofBuilder
+}
+
+// NewFollower returns a Follower reading through c, maxBatch entries at a
+// time at most (DefaultFollowBatch when 0; rounded up to whole bundles).
+func NewFollower(c *Client, maxBatch uint64) *Follower {
+	if maxBatch == 0 {
+		maxBatch = DefaultFollowBatch
+	}
+	w := uint64(layout.EntryBundleWidth)
+	maxBatch = (maxBatch + w - 1) / w * w
+	return &Follower{c: c, maxBatch: maxBatch, rf: compact.RangeFactory{Hash: hasher.HashChildren}}
+}
+
+// Next fetches the ledger's latest checkpoint through the Client (verified,
+// and consistent with the client's stored one) and returns the next batch of
+// entries after st, proven against it. When st is already at the
+// checkpoint's size the batch has no entries (and its State is st). Errors:
+// a *ForkError from the Client, ErrReplicaDiverged when st itself is not a
+// prefix of the verified tree, ErrBadProof when the ledger's bundles do not
+// hash to its own checkpoint.
+func (f *Follower) Next(ctx context.Context, st FollowState) (*FollowBatch, error) {
+	ctx, cancel := f.c.withTimeout(ctx)
+	defer cancel()
+	b, err := f.next(ctx, st)
+	if err != nil {
+		return nil, fmt.Errorf("follow ledger: %w", err)
+	}
+	return b, nil
+}
+
+func (f *Follower) next(ctx context.Context, st FollowState) (*FollowBatch, error) {
+	rng, err := f.rf.NewRange(0, st.Size, cloneHashes(st.Hashes))
+	if err != nil {
+		return nil, fmt.Errorf("replica state: %w", err)
+	}
+	cp, err := f.c.Latest(ctx)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case st.Size > cp.Size:
+		return nil, fmt.Errorf("%w: the replica holds %d verified entries but the ledger's verified checkpoint has %d",
+			ErrReplicaDiverged, st.Size, cp.Size)
+	case st.Size == cp.Size:
+		if err := f.checkRoot(rng, cp, ErrReplicaDiverged); err != nil {
+			return nil, err
+		}
+		return &FollowBatch{Checkpoint: cp, From: st.Size, State: st}, nil
+	}
+	w := uint64(layout.EntryBundleWidth)
+	to := min(cp.Size, (st.Size/w)*w+f.maxBatch)
+	leaves, err := f.readLeaves(ctx, st.Size, to, cp.Size)
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range leaves {
+		if err := rng.Append(hasher.HashLeaf(l), nil); err != nil {
+			return nil, fmt.Errorf("replica range: %w", err)
+		}
+	}
+	if to == cp.Size {
+		err = f.checkRoot(rng, cp, ErrBadProof)
+	} else {
+		err = f.checkPrefix(ctx, rng, cp)
+	}
+	if err != nil {
+		if st.Size > 0 {
+			// Tell a rewritten history from a corrupt bundle: the replica's
+			// own range must still be a prefix of the checkpoint's tree.
+			if perr := f.checkStatePrefix(ctx, st, cp); perr != nil {
+				return nil, perr
+			}
+		}
+		return nil, err
+	}
+	return &FollowBatch{
+		Checkpoint: cp,
+		From:       st.Size,
+		Entries:    verifyEntries(st.Size, leaves),
+		State:      FollowState{Size: to, Hashes: cloneHashes(rng.Hashes())},
+	}, nil
+}
+
+// readLeaves returns the entries [from, to) of the tree of size treeSize,
+// fetching their bundles a few at a time, in order.
+func (f *Follower) readLeaves(ctx context.Context, from, to, treeSize uint64) ([][]byte, error) {
+	w := uint64(layout.EntryBundleWidth)
+	first, last := from/w, (to-1)/w
+	n := last - first + 1
+	bundles := make([][][]byte, n)
+	errs := make([]error, n)
+	sem := make(chan struct{}, maxParallelBundles)
+	var wg sync.WaitGroup
+	for i := range n {
+		idx := first + i
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			bundles[i], errs[i] = f.readBundle(ctx, idx, treeSize)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	leaves := make([][]byte, 0, to-from)
+	for i, b := range bundles {
+		start := (first + uint64(i)) * w
+		for j, e := range b {
+			if idx := start + uint64(j); idx >= from && idx < to {
+				leaves = append(leaves, e)
+			}
+		}
+	}
+	if uint64(len(leaves)) != to-from {
+		return nil, fmt.Errorf("%w: read %d entries for [%d, %d)", ErrBadProof, len(leaves), from, to)
+	}
+	return leaves, nil
+}
+
+// readBundle fetches entry bundle idx of a tree of size treeSize and checks
+// it holds as many entries as that tree puts in it.
+func (f *Follower) readBundle(ctx context.Context, idx, treeSize uint64) ([][]byte, error) {
+	p := layout.PartialTileSize(0, idx, treeSize)
+	raw, err := f.c.ops.ReadEntryBundle(ctx, idx, p)
+	if err != nil {
+		return nil, fmt.Errorf("read entry bundle %d: %w", idx, err)
+	}
+	var b api.EntryBundle
+	if err := b.UnmarshalText(raw); err != nil {
+		return nil, fmt.Errorf("%w: entry bundle %d: %v", ErrBadProof, idx, err)
+	}
+	want := int(p)
+	if p == 0 {
+		want = layout.EntryBundleWidth
+	}
+	if len(b.Entries) != want {
+		return nil, fmt.Errorf("%w: entry bundle %d holds %d entries, want %d", ErrBadProof, idx, len(b.Entries), want)
+	}
+	return b.Entries, nil
+}
+
+// checkRoot checks that rng, a range from 0, hashes to cp's root.
+func (f *Follower) checkRoot(rng *compact.Range, cp Checkpoint, sentinel error) error {
+	root, err := rng.GetRootHash(nil)
+	if err != nil {
+		return fmt.Errorf("replica range: %w", err)
+	}
+	if !bytes.Equal(root, cp.Hash) {
+		return fmt.Errorf("%w: the %d entries hash to root %s, the ledger's checkpoint says %s",
+			sentinel, cp.Size, b64(root), b64(cp.Hash))
+	}
+	return nil
+}
+
+// checkPrefix proves that rng, a range from 0 shorter than cp's tree, is a
+// prefix of it, with a consistency proof built from the ledger's tiles and
+// checked against cp's signed root.
+func (f *Follower) checkPrefix(ctx context.Context, rng *compact.Range, cp Checkpoint) error {
+	root, err := rng.GetRootHash(nil)
+	if err != nil {
+		return fmt.Errorf("replica range: %w", err)
+	}
+	if f.pb == nil || f.pbSize != cp.Size {
+		pb, err := client.NewProofBuilder(ctx, cp.Size, f.c.ops.ReadTile)
+		if err != nil {
+			return fmt.Errorf("consistency proof to %d: %w", cp.Size, err)
+		}
+		f.pb, f.pbSize = pb, cp.Size
+	}
+	p, err := f.pb.ConsistencyProof(ctx, rng.End(), cp.Size)
+	if err != nil {
+		f.pb = nil
+		return fmt.Errorf("consistency proof %d→%d: %w", rng.End(), cp.Size, err)
+	}
+	if err := proof.VerifyConsistency(hasher, rng.End(), cp.Size, p, root, cp.Hash); err != nil {
+		f.pb = nil
+		return fmt.Errorf("%w: entries [0, %d) are not a prefix of the checkpoint's tree of size %d: %v", ErrBadProof, rng.End(), cp.Size, err)
+	}
+	return nil
+}
+
+// checkStatePrefix checks the replica's verified state against cp alone,
+// to report ErrReplicaDiverged rather than a bad bundle when the ledger has
+// rewritten what the replica already holds.
+func (f *Follower) checkStatePrefix(ctx context.Context, st FollowState, cp Checkpoint) error {
+	rng, err := f.rf.NewRange(0, st.Size, cloneHashes(st.Hashes))
+	if err != nil {
+		return err
+	}
+	if err := f.checkPrefix(ctx, rng, cp); err != nil && errors.Is(err, ErrBadProof) {
+		return fmt.Errorf("%w: %v", ErrReplicaDiverged, err)
+	}
+	return nil
+}
+
+// verifyEntries parses and verifies leaves (entries from index first on),
+// spreading the signature checks over the available cores.
+func verifyEntries(first uint64, leaves [][]byte) []FollowedEntry {
+	out := make([]FollowedEntry, len(leaves))
+	workers := min(runtime.GOMAXPROCS(0), max(1, len(leaves)/64))
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < len(leaves); i += workers {
+				out[i] = verifyLeaf(first+uint64(i), leaves[i])
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+func verifyLeaf(index uint64, leaf []byte) FollowedEntry {
+	fe := FollowedEntry{Index: index}
+	e, err := notarize.ParseEntry(leaf)
+	if err != nil {
+		fe.Err = fmt.Errorf("entry %d: %w", index, err)
+		return fe
+	}
+	v, err := e.Verify()
+	if err != nil {
+		fe.Err = fmt.Errorf("entry %d: %w", index, err)
+		return fe
+	}
+	fe.Record = notarize.Record{Index: index, KeyID: v.KeyID, Statement: v.Statement}
+	return fe
+}
+
+func cloneHashes(h [][]byte) [][]byte {
+	out := make([][]byte, len(h))
+	for i := range h {
+		out[i] = bytes.Clone(h[i])
+	}
+	return out
+}
+
+func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
