@@ -261,8 +261,8 @@ type SubmitResult struct {
 	Record notarize.Record
 }
 
-// Submit sends e to the ledger and returns only once the receipt checks
-// out: its checkpoint verifies and is consistent with the stored one, its
+// Submit checks e's signature, sends it to the ledger and returns only once
+// the receipt checks out: its checkpoint verifies and is consistent with the stored one, its
 // inclusion proof leads to the checkpoint's root, its entry is e and its
 // envelope verifies. A refusal by the ledger is an *APIError.
 func (c *Client) Submit(ctx context.Context, e *notarize.Entry) (*SubmitResult, error) {
@@ -276,11 +276,11 @@ func (c *Client) Submit(ctx context.Context, e *notarize.Entry) (*SubmitResult, 
 }
 
 func (c *Client) submit(ctx context.Context, e *notarize.Entry) (*SubmitResult, error) {
-	body, err := e.Marshal()
-	if err != nil {
+	// Refuse locally what the ledger must refuse.
+	if _, err := e.Verify(); err != nil {
 		return nil, err
 	}
-	before, err := c.stored()
+	body, err := e.Marshal()
 	if err != nil {
 		return nil, err
 	}
@@ -296,7 +296,10 @@ func (c *Client) submit(ctx context.Context, e *notarize.Entry) (*SubmitResult, 
 	if err != nil {
 		return nil, err
 	}
-	if err := c.advance(ctx, cp, before); err != nil {
+	// A receipt may carry the checkpoint that first covered the entry, older
+	// than one this client stored since: that is no rollback as long as it
+	// is a prefix of the stored tree, which advance proves.
+	if err := c.advance(ctx, cp, nil); err != nil {
 		return nil, err
 	}
 	rec, err := verifyReceipt(r, cp, body)
@@ -524,7 +527,8 @@ func (c *Client) stored() (*Checkpoint, error) {
 
 // advance makes got the stored checkpoint if it extends the stored one.
 // before is the stored checkpoint read before got was fetched: a got smaller
-// than what was known when asking is a rollback. Under the lock the state is
+// than what was known when asking is a rollback. With before nil, a smaller
+// got only has to be a prefix of the stored tree. Under the lock the state is
 // read again, since another client sharing the home may have advanced it;
 // got must then be consistent with that one too. The state never moves
 // backwards and is left untouched on any error.

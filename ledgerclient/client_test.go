@@ -398,7 +398,7 @@ func TestBadCheckpoint(t *testing.T) {
 			return b
 		}(), true, false},
 		{"empty tree", signNote(t, s, testOrigin, 0, hasher.EmptyRoot()), true, false},
-		{"unsigned", []byte(testOrigin + "\n3\n" + b64(root) + "\n"), false, false},
+		{"unsigned", []byte(testOrigin + "\n3\n" + testB64(root) + "\n"), false, false},
 		{"signed by another key", signNote(t, other, testOrigin, 3, root), false, true},
 		{"signature corrupted", append(good[:len(good)-6:len(good)-6], "AAAA=\n"...), false, false},
 		{"body changed after signing", bytes.Replace(good, []byte("\n3\n"), []byte("\n4\n"), 1), false, false},
@@ -480,21 +480,17 @@ func TestSubmitBadReceipt(t *testing.T) {
 		})
 	}
 
-	t.Run("tampered envelope in the log", func(t *testing.T) {
+	t.Run("tampered envelope is not sent", func(t *testing.T) {
 		f, c, _ := pinnedClient(t, 5)
 		e := signEntry(t, signer, digestA, notarize.StatusTrusted, t0)
-		tampered := *e
-		tampered.Envelope.Signatures = append(tampered.Envelope.Signatures[:0:0], e.Envelope.Signatures...)
-		sig := []byte(tampered.Envelope.Signatures[0].Sig)
+		e.Envelope.Signatures = append(e.Envelope.Signatures[:0:0], e.Envelope.Signatures...)
+		sig := []byte(e.Envelope.Signatures[0].Sig)
 		sig[10] ^= 1
-		tampered.Envelope.Signatures[0].Sig = string(sig)
-		// A lying ledger logs and proves the tampered entry; the client sends it
-		// as given (it does not check its own entry) and must refuse the receipt.
-		_, err := c.Submit(t.Context(), &tampered)
-		if !errors.Is(err, notarize.ErrBadSignature) && !errors.Is(err, notarize.ErrBadEntry) {
+		e.Envelope.Signatures[0].Sig = string(sig)
+		f.submitErr = errors.New("sent")
+		if _, err := c.Submit(t.Context(), e); !errors.Is(err, notarize.ErrBadSignature) {
 			t.Fatalf("err = %v, want a bad signature", err)
 		}
-		_ = f
 	})
 
 	t.Run("refusal", func(t *testing.T) {
@@ -674,5 +670,48 @@ func TestConcurrentClientsNeverMoveBackwards(t *testing.T) {
 	}
 	if len(sizes) == 0 {
 		t.Fatal("watcher saw nothing")
+	}
+}
+
+func TestSubmitReceiptWithOlderCheckpoint(t *testing.T) {
+	f, c, home := pinnedClient(t, 5)
+	e := signEntry(t, newEntrySigner(t), digestA, notarize.StatusTrusted, t0)
+	first, err := c.Submit(t.Context(), e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.grow(4)
+	if _, err := c.Latest(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	stored := stateBytes(t, home, testOrigin)
+	// receiptAt makes the receipt for entry 5 carry the checkpoint of size 6 of l.
+	receiptAt := func(l *fakeLog) func(*Receipt) {
+		return func(r *Receipt) {
+			p, err := l.tree.InclusionProof(5, 6)
+			if err != nil {
+				t.Fatal(err)
+			}
+			*r = Receipt{Index: 5, Duplicate: true, Entry: l.leaves[5], Checkpoint: string(l.checkpointAt(t, 6)), InclusionProof: p}
+		}
+	}
+	f.receiptHook = receiptAt(f.log)
+	res, err := c.Submit(t.Context(), e)
+	if err != nil {
+		t.Fatalf("older but consistent checkpoint: %v", err)
+	}
+	if res.Index != first.Index || res.Checkpoint.Size != 6 || !bytes.Equal(stateBytes(t, home, testOrigin), stored) {
+		t.Fatalf("result %+v; state moved", res)
+	}
+	forked := newFakeLog(f.log.signer, f.log.vkey)
+	forked.add([]byte("x"))
+	forked.add(f.log.leaves[1:]...)
+	f.receiptHook = receiptAt(forked)
+	var fe *ForkError
+	if _, err := c.Submit(t.Context(), e); !errors.As(err, &fe) || fe.Got.Size != 6 || fe.Stored.Size != 10 {
+		t.Fatalf("older checkpoint of another history: %v", err)
+	}
+	if !bytes.Equal(stateBytes(t, home, testOrigin), stored) {
+		t.Fatal("state changed")
 	}
 }

@@ -6,4 +6,48 @@
 //
 // It also holds the wire types of the ledger's JSON API (api.go), shared with
 // package ledger.
+//
+// # Trust
+//
+// The verifier key comes from Config.VerifierKey, else from the pin stored
+// under Config.Home for the ledger's URL, else from the ledger itself on
+// first use (its checkpoint must verify under it before it is pinned). The
+// key's name is the log origin. A checkpoint is believed only once its
+// signature and origin check out (else ErrBadCheckpoint, or ErrKeyMismatch
+// when the ledger signs with another key than the pinned one) and it is
+// consistent with the stored one: a smaller tree than the client knew when it
+// asked (a rollback), another root for the same size, or a larger tree with no
+// valid consistency proof (built from the ledger's tiles with tessera's
+// client.ProofBuilder) is a *ForkError carrying both signed checkpoints, and
+// the stored state is left untouched. Tiles that do not even hash to the
+// ledger's own signed root are ErrBadProof.
+//
+// Receipts and lookup answers are hints: each entry must have a valid
+// inclusion proof to the answer's verified checkpoint, parse, verify under
+// the key it carries and be about the digest asked for, or the whole call
+// fails. A ledger can still leave entries out of a lookup; replicas that
+// follow the whole log (Follower) cannot be misled that way.
+//
+// # State
+//
+// Under Config.Home:
+//
+//	ledgers/pins.json              pinned verifier keys by ledger URL
+//	ledgers/<origin>/checkpoint    the last verified checkpoint (signed note)
+//	ledgers/<origin>/lock, ledgers/pins.lock   flock(2) locks
+//
+// Writes are atomic (temporary file, fsync, rename) and compare-and-swap:
+// under the lock the state is read again, and a checkpoint stored meanwhile
+// by another process must be consistent with the new one too. The stored
+// checkpoint never moves backwards. A state file that does not verify is an
+// error, never silently replaced.
+//
+// # I/O
+//
+// All I/O goes through a small interface (checkpoint, tile, entry bundle,
+// info, submit, lookup) so that the verification logic is tested with
+// ledgers that lie. Over HTTP every answer is size-bounded, requests carry
+// the User-Agent "docker-notarize/<version>", redirects are followed only
+// within the ledger's scheme and host, and calls without a deadline get
+// Config.Timeout.
 package ledgerclient

@@ -76,6 +76,15 @@ func signNote(t testing.TB, s note.Signer, origin string, size uint64, root []by
 	return b
 }
 
+// checkpointText is the note text of the checkpoint of the given size.
+func (l *fakeLog) checkpointText(size uint64) []byte {
+	return l.checkpointTextOf(size, l.tree.HashAt(size))
+}
+
+func (l *fakeLog) checkpointTextOf(size uint64, root []byte) []byte {
+	return log.Checkpoint{Origin: l.origin, Size: size, Hash: root}.Marshal()
+}
+
 func (l *fakeLog) checkpointAt(t testing.TB, size uint64) []byte {
 	return signNote(t, l.signer, l.origin, size, l.tree.HashAt(size))
 }
@@ -136,8 +145,11 @@ type fakeOps struct {
 	receiptHook    func(*Receipt)
 	lookupHook     func(*LookupResponse)
 	submitErr      error
-	infoCalls      int
-	tileCalls      int
+	// rawSubmit and rawLookup, when set, are the whole answers (for fuzzing).
+	rawSubmit []byte
+	rawLookup []byte
+	infoCalls int
+	tileCalls int
 }
 
 var _ ops = (*fakeOps)(nil)
@@ -207,6 +219,9 @@ func (f *fakeOps) Submit(_ context.Context, entry []byte) ([]byte, error) {
 	if f.submitErr != nil {
 		return nil, f.submitErr
 	}
+	if f.rawSubmit != nil {
+		return f.rawSubmit, nil
+	}
 	for i, l := range f.log.leaves {
 		if bytes.Equal(l, entry) {
 			return f.finishReceipt(f.log.receipt(f.t, uint64(i), true))
@@ -229,6 +244,9 @@ func (f *fakeOps) finishReceipt(r Receipt) ([]byte, error) {
 func (f *fakeOps) Lookup(_ context.Context, d notarize.Digest) ([]byte, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.rawLookup != nil {
+		return f.rawLookup, nil
+	}
 	resp := LookupResponse{Digest: d.String(), Checkpoint: string(f.cp())}
 	size := f.log.size()
 	if f.serveSize != nil {

@@ -7,7 +7,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 )
 
-func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+func testB64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
 
 func mustVerifier(t testing.TB, vkey string) note.Verifier {
 	t.Helper()
