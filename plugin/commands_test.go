@@ -1,0 +1,217 @@
+package plugin
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/docker/cli/cli/command"
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/notarize/docker-notarize/ledger/ledgertest"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/golden files")
+
+// testPassword encrypts the fixed test keys in testdata/keys (alice, bob).
+const testPassword = "test-password"
+
+// harness runs the command tree in-process, one fresh root per invocation as
+// a new process would, against a real ledger and registry on loopback, with a
+// fixed clock and the fixed test keys.
+type harness struct {
+	t      *testing.T
+	home   string
+	ledger *ledgertest.Server
+	reg    *testRegistry
+
+	mu    sync.Mutex
+	clock time.Time
+}
+
+func newHarness(t *testing.T, keys ...string) *harness {
+	t.Helper()
+	h := &harness{
+		t:      t,
+		home:   t.TempDir(),
+		ledger: ledgertest.Start(t),
+		reg:    newTestRegistry(t, nil),
+		clock:  time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC),
+	}
+	if err := os.MkdirAll(filepath.Join(h.home, "keys"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		for _, ext := range []string{".key", ".pub"} {
+			b, err := os.ReadFile(filepath.Join("testdata", "keys", k+ext))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(h.home, "keys", k+ext), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return h
+}
+
+// now is the injected clock: one minute later on every call.
+func (h *harness) now() time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.clock = h.clock.Add(time.Minute)
+	return h.clock
+}
+
+// run executes one command and returns its stdout, stderr and exit code.
+func (h *harness) run(args ...string) (stdout, stderr string, code int) {
+	h.t.Helper()
+	var out, errOut bytes.Buffer
+	dockerCli, err := command.NewDockerCli(
+		command.WithInputStream(io.NopCloser(strings.NewReader(""))),
+		command.WithOutputStream(&out),
+		command.WithErrorStream(&errOut),
+	)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	vars := map[string]string{EnvHome: h.home, EnvPassword: testPassword, EnvLedger: h.ledger.URL}
+	e := env{
+		lookupEnv:    func(k string) (string, bool) { v, ok := vars[k]; return v, ok },
+		now:          h.now,
+		keychain:     authn.NewMultiKeychain(),
+		isTerminal:   func(int) bool { return false },
+		readPassword: func(int) ([]byte, error) { panic("no terminal in tests") },
+	}
+	cmd := newRootCmd("docker-notarize", false, dockerCli, e)
+	cmd.SetArgs(args)
+	code, msg := Exit(cmd.ExecuteContext(h.t.Context()))
+	if msg != "" {
+		errOut.WriteString(msg + "\n")
+	}
+	return out.String(), errOut.String(), code
+}
+
+// mustRun runs a command that must exit with want.
+func (h *harness) mustRun(want int, args ...string) string {
+	h.t.Helper()
+	out, errOut, code := h.run(args...)
+	if code != want {
+		h.t.Fatalf("%s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, want, out, errOut)
+	}
+	return out
+}
+
+// golden compares got, with the registry address and home directory
+// replaced by placeholders, to testdata/golden/name (rewritten with -update).
+func (h *harness) golden(name, got string) {
+	h.t.Helper()
+	got = strings.ReplaceAll(got, h.reg.host, "REGISTRY")
+	got = strings.ReplaceAll(got, h.home, "HOME")
+	checkGolden(h.t, name, got)
+}
+
+func checkGolden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", "golden", name)
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs (go test -update rewrites it)\ngot:\n%s\nwant:\n%s", name, got, want)
+	}
+}
+
+func TestCommands(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "alice")
+	app := h.reg.host + "/app:v1"
+	multi := h.reg.host + "/multi:v1"
+
+	h.golden("key-list.txt", h.mustRun(0, "key", "list"))
+
+	h.golden("sign.txt", h.mustRun(0, "sign", "--attr", "team=payments", "--attr", "ci.run=42", app))
+	h.golden("verify-trusted.txt", h.mustRun(0, "verify", app))
+	h.golden("verify-trusted.json", h.mustRun(0, "verify", "-o", "json", app))
+
+	h.golden("verify-unknown.txt", h.mustRun(2, "verify", multi))
+	h.golden("verify-unknown-signer.txt", h.mustRun(2, "verify", "--signer", "testdata/keys/bob.pub", app))
+
+	h.golden("untrust.json", h.mustRun(0, "untrust", "-o", "json", app))
+	h.golden("verify-untrusted.txt", h.mustRun(1, "verify", app))
+	h.golden("inspect.txt", h.mustRun(0, "inspect", app))
+	h.golden("inspect.json", h.mustRun(0, "inspect", "-o", "json", app))
+
+	h.golden("sign-recursive.txt", h.mustRun(0, "sign", "--recursive", multi))
+	h.golden("verify-index.json", h.mustRun(0, "verify", "-o", "json", multi))
+
+	h.ledger.Stop()
+	out := h.mustRun(ExitCouldNotVerify, "verify", "-o", "json", app)
+	var v verifyOutput
+	if err := json.Unmarshal([]byte(out), &v); err != nil || v.Status != statusError || v.Digest == "" || v.Reason == "" {
+		t.Fatalf("verify with the ledger down printed %q (%v); want status ERROR with digest and reason", out, err)
+	}
+	if _, _, code := h.run("sign", app); code == 0 {
+		t.Fatal("sign with the ledger down succeeded")
+	}
+}
+
+func TestVerifyWithoutSigners(t *testing.T) {
+	h := newHarness(t)
+	out := h.mustRun(2, "verify", h.reg.host+"/app:v1")
+	if !strings.HasPrefix(out, "UNKNOWN sha256:") || !strings.Contains(out, "no accepted signers") {
+		t.Fatalf("verify with an empty key store printed %q", out)
+	}
+	if _, errOut, code := h.run("sign", h.reg.host+"/app:v1"); code != ExitUsage || !strings.Contains(errOut, "key generate") {
+		t.Fatalf("sign without keys: exit %d, stderr %q; want %d and a hint", code, errOut, ExitUsage)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	h := newHarness(t, "alice", "bob")
+	app := h.reg.host + "/app:v1"
+	for _, tc := range []struct {
+		name string
+		args []string
+		want int
+	}{
+		{"no image", []string{"verify"}, ExitUsage},
+		{"two images", []string{"sign", "--key", "alice", "a", "b"}, ExitUsage},
+		{"unknown flag", []string{"verify", "--nope", app}, ExitUsage},
+		{"bad output", []string{"verify", "-o", "yaml", app}, ExitUsage},
+		{"bad attr", []string{"sign", "--key", "alice", "--attr", "novalue", app}, ExitUsage},
+		{"two keys, none chosen", []string{"sign", app}, ExitUsage},
+		{"bad key name", []string{"key", "generate", "--name", "../x"}, ExitUsage},
+		{"unknown command", []string{"frobnicate"}, ExitUsage},
+		{"verify with a missing signer file cannot verify", []string{"verify", "--signer", "./missing.pub", app}, ExitCouldNotVerify},
+		{"verify with an unknown signer name cannot verify", []string{"verify", "--signer", "carol", app}, ExitCouldNotVerify},
+		{"verify a missing file cannot verify", []string{"verify", "file:./missing"}, ExitCouldNotVerify},
+		{"verify a missing image cannot verify", []string{"verify", h.reg.host + "/nope:v1"}, ExitCouldNotVerify},
+		{"sign with a missing key", []string{"sign", "--key", "carol", app}, ExitError},
+		{"generate over an existing key", []string{"key", "generate", "--name", "alice"}, ExitError},
+		{"export a missing key", []string{"key", "export", "carol"}, ExitError},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, errOut, code := h.run(tc.args...)
+			if code != tc.want {
+				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", code, tc.want, out, errOut)
+			}
+			if errOut == "" {
+				t.Fatal("no message on stderr")
+			}
+		})
+	}
+}

@@ -1,0 +1,210 @@
+package plugin
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Output formats of --output.
+const (
+	formatText = "text"
+	formatJSON = "json"
+)
+
+// statusError is verify's status when no verdict could be reached (exit 4).
+const statusError = "ERROR"
+
+// timeFormat is how text output prints signed timestamps (UTC, seconds).
+const timeFormat = "2006-01-02T15:04:05Z"
+
+func validateFormat(f string) error {
+	if f != formatText && f != formatJSON {
+		return fmt.Errorf("--output %q: want text or json", f)
+	}
+	return nil
+}
+
+// verifyOutput is the result of verify. JSON field names are part of the CLI's
+// contract.
+type verifyOutput struct {
+	// Status is TRUSTED, UNTRUSTED, UNKNOWN, UNSUPPORTED, or ERROR (exit 4).
+	Status string `json:"status"`
+	// Digest is the subject digest ("" if resolution failed).
+	Digest string `json:"digest"`
+	// Signer, KeyID, Timestamp and LogIndex describe the deciding statement.
+	Signer    string     `json:"signer,omitempty"`
+	KeyID     string     `json:"keyId,omitempty"`
+	Timestamp *time.Time `json:"timestamp,omitempty"`
+	LogIndex  *uint64    `json:"logIndex,omitempty"`
+	// CheckpointSize is the size of the verified checkpoint the answer is based on.
+	CheckpointSize *uint64 `json:"checkpointSize,omitempty"`
+	// Reason explains the verdict or the failure in one line.
+	Reason string `json:"reason"`
+}
+
+// signOutput is one statement recorded by sign, untrust or unsupport.
+type signOutput struct {
+	Subject        string `json:"subject"`
+	Digest         string `json:"digest"`
+	Status         string `json:"status"`
+	LogIndex       uint64 `json:"logIndex"`
+	CheckpointSize uint64 `json:"checkpointSize"`
+	KeyID          string `json:"keyId"`
+	Duplicate      bool   `json:"duplicate"`
+}
+
+// inspectOutput is the history of verified statements about a digest.
+type inspectOutput struct {
+	Digest         string            `json:"digest"`
+	CheckpointSize uint64            `json:"checkpointSize"`
+	Statements     []statementOutput `json:"statements"`
+}
+
+// statementOutput is one verified statement in inspect's history.
+type statementOutput struct {
+	LogIndex  uint64    `json:"logIndex"`
+	Timestamp time.Time `json:"timestamp"`
+	Status    string    `json:"status"`
+	// Signer is the display name inside the statement: not authenticated
+	// beyond the key.
+	Signer string `json:"signer"`
+	KeyID  string `json:"keyId"`
+	// LocalKey is the key's name in the local key store, if it is there.
+	LocalKey   string            `json:"localKey,omitempty"`
+	Subject    string            `json:"subject,omitempty"`
+	Kind       string            `json:"kind,omitempty"`
+	MediaType  string            `json:"mediaType,omitempty"`
+	Size       int64             `json:"size,omitempty"`
+	Attributes map[string]string `json:"attributes,omitempty"`
+}
+
+// writeJSON writes v as indented JSON followed by a newline.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// writeVerifyText prints the verdict on the first line, then the reason and,
+// when a statement decided, who said it, when, and where it is in the log.
+func writeVerifyText(w io.Writer, o verifyOutput) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s\n", o.Status, o.Digest)
+	fmt.Fprintf(&b, "  reason:     %s\n", printable(o.Reason))
+	if o.KeyID != "" {
+		fmt.Fprintf(&b, "  signer:     %s (key %s)\n", printable(o.Signer), o.KeyID)
+	}
+	if o.Timestamp != nil {
+		fmt.Fprintf(&b, "  signed at:  %s\n", o.Timestamp.UTC().Format(timeFormat))
+	}
+	if o.LogIndex != nil {
+		fmt.Fprintf(&b, "  log index:  %d\n", *o.LogIndex)
+	}
+	if o.CheckpointSize != nil {
+		fmt.Fprintf(&b, "  checkpoint: size %d\n", *o.CheckpointSize)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// writeSignText prints one line per recorded statement.
+func writeSignText(w io.Writer, outs []signOutput) error {
+	var b strings.Builder
+	for _, o := range outs {
+		note := ""
+		if o.Duplicate {
+			note = ", already recorded"
+		}
+		fmt.Fprintf(&b, "%s %s %s: log index %d, checkpoint size %d%s\n", o.Status, o.Digest, o.Subject, o.LogIndex, o.CheckpointSize, note)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// writeInspectText prints a header line and a table of statements.
+func writeInspectText(w io.Writer, o inspectOutput) error {
+	if len(o.Statements) == 0 {
+		_, err := fmt.Fprintf(w, "%s: no statements (checkpoint size %d)\n", o.Digest, o.CheckpointSize)
+		return err
+	}
+	if _, err := fmt.Fprintf(w, "%s: %d statement(s) (checkpoint size %d)\n", o.Digest, len(o.Statements), o.CheckpointSize); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "INDEX\tSIGNED AT\tSTATUS\tSIGNER\tKEY ID\tATTRIBUTES")
+	for _, s := range o.Statements {
+		signer := printable(s.Signer)
+		if s.LocalKey != "" && s.LocalKey != s.Signer {
+			signer = fmt.Sprintf("%s (local: %s)", signer, s.LocalKey)
+		}
+		if signer == "" {
+			signer = "-"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", s.LogIndex, s.Timestamp.UTC().Format(timeFormat), s.Status, signer, shortKeyID(s.KeyID), formatAttrs(s.Attributes))
+	}
+	return tw.Flush()
+}
+
+// writeKeysText prints the key store as a table.
+func writeKeysText(w io.Writer, keys []Key) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tKEY ID\tPATH")
+	for _, k := range keys {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", k.Name, k.KeyID, k.Path)
+	}
+	return tw.Flush()
+}
+
+// shortKeyID abbreviates a key ID to 16 hex characters for tables.
+func shortKeyID(id string) string {
+	if len(id) > 16 {
+		return id[:16]
+	}
+	return id
+}
+
+// formatAttrs prints attributes as sorted k=v pairs, "-" for none.
+func formatAttrs(attrs map[string]string) string {
+	if len(attrs) == 0 {
+		return "-"
+	}
+	keys := make([]string, 0, len(attrs))
+	for k := range attrs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = printable(k) + "=" + printable(attrs[k])
+	}
+	return strings.Join(parts, ",")
+}
+
+// printable replaces control characters (terminal escapes included) in text
+// that came from other signers' statements, so output cannot be spoofed.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || r == utf8.RuneError {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+// printableLines is printable but keeps newlines and tabs.
+func printableLines(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r != '\n' && r != '\t' && (unicode.IsControl(r) || r == utf8.RuneError) {
+			return '?'
+		}
+		return r
+	}, s)
+}

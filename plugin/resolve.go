@@ -1,0 +1,261 @@
+package plugin
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/notarize/docker-notarize/notarize"
+)
+
+// FilePrefix marks an IMAGE argument that names a local file: file:PATH.
+const FilePrefix = "file:"
+
+// maxManifestSize bounds a manifest read from a registry (as go-containerregistry does).
+const maxManifestSize = 4 << 20
+
+// Manifest media types understood.
+const (
+	mediaTypeOCIManifest    = "application/vnd.oci.image.manifest.v1+json"
+	mediaTypeOCIIndex       = "application/vnd.oci.image.index.v1+json"
+	mediaTypeDockerManifest = "application/vnd.docker.distribution.manifest.v2+json"
+	mediaTypeDockerList     = "application/vnd.docker.distribution.manifest.list.v2+json"
+)
+
+// ErrDigestMismatch is returned (wrapped) when the bytes a registry served do
+// not hash to the digest the registry announced or the reference asked for.
+var ErrDigestMismatch = errors.New("digest mismatch")
+
+// Subject is what a statement is about, resolved to its content digest.
+type Subject struct {
+	// Name is the fully qualified image reference, or the file's base name.
+	Name string
+	// Digest is the SHA-256 of the manifest, index or file bytes, computed here.
+	Digest notarize.Digest
+	// MediaType is the manifest media type ("" for files).
+	MediaType string
+	// Size is the size in bytes of the manifest or file.
+	Size int64
+	// Kind is notarize.KindImage, KindIndex or KindFile.
+	Kind string
+	// Manifests are the manifests an index lists, each fetched and hashed;
+	// filled only when resolving an index recursively.
+	Manifests []Subject
+}
+
+// Resolver turns an IMAGE argument into a Subject: file:PATH is hashed from
+// disk; anything else is an image reference whose manifest is fetched from its
+// registry and hashed locally.
+type Resolver struct {
+	keychain authn.Keychain
+	guard    *plainHTTPGuard
+}
+
+// NewResolver returns a Resolver that authenticates with keychain (use
+// authn.DefaultKeychain for the Docker config and credential helpers) over
+// base (http.DefaultTransport if nil), allowing plain http only to loopback
+// hosts and the insecure registries given as HOST or HOST:PORT.
+func NewResolver(keychain authn.Keychain, base http.RoundTripper, insecure []string) (*Resolver, error) {
+	if keychain == nil {
+		keychain = authn.DefaultKeychain
+	}
+	guard, err := newPlainHTTPGuard(base, insecure)
+	if err != nil {
+		return nil, err
+	}
+	return &Resolver{keychain: keychain, guard: guard}, nil
+}
+
+// Resolve resolves arg (file:PATH, NAME[:TAG] or NAME@sha256:…) to its subject.
+// With recursive, an index's manifests are fetched and hashed too.
+func (r *Resolver) Resolve(ctx context.Context, arg string, recursive bool) (*Subject, error) {
+	if path, ok := strings.CutPrefix(arg, FilePrefix); ok {
+		s, err := resolveFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("resolve %s: %w", arg, err)
+		}
+		return s, nil
+	}
+	s, err := r.resolveImage(ctx, arg, recursive)
+	if err != nil {
+		return nil, fmt.Errorf("resolve %s: %w", arg, err)
+	}
+	return s, nil
+}
+
+func resolveFile(path string) (*Subject, error) {
+	if path == "" {
+		return nil, errors.New("empty path")
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, errors.New("not a regular file")
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return nil, err
+	}
+	return &Subject{
+		Name:   filepath.Base(path),
+		Digest: notarize.Digest("sha256:" + hex.EncodeToString(h.Sum(nil))),
+		Size:   n,
+		Kind:   notarize.KindFile,
+	}, nil
+}
+
+func (r *Resolver) parseReference(arg string) (name.Reference, error) {
+	ref, err := name.ParseReference(arg)
+	if err != nil {
+		return nil, err
+	}
+	if r.guard.allowsPlain(ref.Context().RegistryStr()) {
+		// Loopback or --insecure-registry: let go-containerregistry try http.
+		return name.ParseReference(arg, name.Insecure)
+	}
+	return ref, nil
+}
+
+func (r *Resolver) resolveImage(ctx context.Context, arg string, recursive bool) (*Subject, error) {
+	ref, err := r.parseReference(arg)
+	if err != nil {
+		return nil, err
+	}
+	repo := ref.Context()
+	auth, err := authn.Resolve(ctx, r.keychain, repo)
+	if err != nil {
+		return nil, fmt.Errorf("credentials for %s: %w", repo.RegistryStr(), err)
+	}
+	tr, err := transport.NewWithContext(ctx, repo.Registry, auth, r.guard, []string{repo.Scope(transport.PullScope)})
+	if err != nil {
+		return nil, err
+	}
+	m, err := fetchManifest(ctx, tr, repo, ref.Identifier())
+	if err != nil {
+		return nil, err
+	}
+	if d, ok := ref.(name.Digest); ok && d.DigestStr() != string(m.Digest) {
+		return nil, fmt.Errorf("%w: asked for %s, content hashes to %s", ErrDigestMismatch, d.DigestStr(), m.Digest)
+	}
+	s := &Subject{Name: ref.Name(), Digest: m.Digest, MediaType: m.MediaType, Size: int64(len(m.Bytes)), Kind: m.Kind}
+	if !recursive || s.Kind != notarize.KindIndex {
+		return s, nil
+	}
+	for _, child := range m.Manifests {
+		cm, err := fetchManifest(ctx, tr, repo, child.Digest)
+		if err != nil {
+			return nil, fmt.Errorf("manifest %s of the index: %w", child.Digest, err)
+		}
+		if string(cm.Digest) != child.Digest {
+			return nil, fmt.Errorf("%w: index lists %s, content hashes to %s", ErrDigestMismatch, child.Digest, cm.Digest)
+		}
+		if child.Size != 0 && child.Size != int64(len(cm.Bytes)) {
+			return nil, fmt.Errorf("%w: index lists %s with size %d, got %d bytes", ErrDigestMismatch, child.Digest, child.Size, len(cm.Bytes))
+		}
+		s.Manifests = append(s.Manifests, Subject{
+			Name:      repo.Digest(child.Digest).Name(),
+			Digest:    cm.Digest,
+			MediaType: cm.MediaType,
+			Size:      int64(len(cm.Bytes)),
+			Kind:      cm.Kind,
+		})
+	}
+	return s, nil
+}
+
+// manifest is a manifest as fetched and hashed here.
+type manifest struct {
+	Bytes     []byte
+	Digest    notarize.Digest
+	MediaType string
+	Kind      string
+	Manifests []descriptor // of an index
+}
+
+type descriptor struct {
+	MediaType string `json:"mediaType"`
+	Digest    string `json:"digest"`
+	Size      int64  `json:"size"`
+}
+
+// fetchManifest GETs /v2/REPO/manifests/IDENTIFIER, hashes the body itself and
+// refuses it when it disagrees with the registry's Docker-Content-Digest.
+func fetchManifest(ctx context.Context, tr http.RoundTripper, repo name.Repository, identifier string) (*manifest, error) {
+	u := url.URL{
+		Scheme: repo.Scheme(),
+		Host:   repo.RegistryStr(),
+		Path:   fmt.Sprintf("/v2/%s/manifests/%s", repo.RepositoryStr(), identifier),
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", strings.Join([]string{mediaTypeOCIManifest, mediaTypeOCIIndex, mediaTypeDockerManifest, mediaTypeDockerList}, ","))
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if err := transport.CheckError(resp, http.StatusOK); err != nil {
+		return nil, err
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read manifest: %w", err)
+	}
+	if len(body) > maxManifestSize {
+		return nil, fmt.Errorf("manifest larger than %d bytes", maxManifestSize)
+	}
+	m := &manifest{Bytes: body, Digest: notarize.DigestOf(body)}
+	if said := resp.Header.Get("Docker-Content-Digest"); said != "" && said != string(m.Digest) {
+		return nil, fmt.Errorf("%w: registry says %s, content hashes to %s", ErrDigestMismatch, said, m.Digest)
+	}
+	var doc struct {
+		SchemaVersion int          `json:"schemaVersion"`
+		MediaType     string       `json:"mediaType"`
+		Manifests     []descriptor `json:"manifests"`
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
+		return nil, fmt.Errorf("manifest is not JSON: %w", err)
+	}
+	m.MediaType = doc.MediaType
+	if m.MediaType == "" {
+		m.MediaType, _, _ = mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	}
+	switch m.MediaType {
+	case mediaTypeOCIManifest, mediaTypeDockerManifest:
+		m.Kind = notarize.KindImage
+	case mediaTypeOCIIndex, mediaTypeDockerList:
+		m.Kind = notarize.KindIndex
+		for _, c := range doc.Manifests {
+			if _, err := notarize.ParseDigest(c.Digest); err != nil {
+				return nil, fmt.Errorf("index lists a manifest by %w", err)
+			}
+		}
+		m.Manifests = doc.Manifests
+	default:
+		return nil, fmt.Errorf("unsupported manifest media type %q (schema version %d)", m.MediaType, doc.SchemaVersion)
+	}
+	return m, nil
+}

@@ -1,0 +1,226 @@
+package plugin
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/docker/cli/cli"
+	"github.com/docker/cli/cli-plugins/metadata"
+	dockerplugin "github.com/docker/cli/cli-plugins/plugin"
+	"github.com/docker/cli/cli/command"
+	"github.com/docker/cli/cli/config"
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/notarize/docker-notarize/ledgerclient"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+)
+
+// Environment variables read by docker notarize (besides NOTARIZE_PASSWORD).
+const (
+	// EnvHome overrides the state directory, by default
+	// ${DOCKER_CONFIG:-~/.docker}/notarize: keys, pinned ledger keys and the
+	// last verified checkpoint per ledger.
+	EnvHome = "NOTARIZE_HOME"
+	// EnvLedger is the default of --ledger.
+	EnvLedger = "NOTARIZE_LEDGER"
+	// EnvLedgerKey is the default of --ledger-key.
+	EnvLedgerKey = "NOTARIZE_LEDGER_KEY"
+)
+
+// DefaultLedgerURL is the ledger used when neither --ledger nor
+// NOTARIZE_LEDGER is set: a local `make run`.
+const DefaultLedgerURL = "http://127.0.0.1:7070"
+
+// PluginName is the name of the command under docker: `docker notarize`.
+const PluginName = "notarize"
+
+// Metadata is the plugin metadata docker reads from the binary.
+func Metadata(version string) metadata.Metadata {
+	return metadata.Metadata{
+		SchemaVersion:    "0.1.0",
+		Vendor:           "docker notarize",
+		Version:          version,
+		ShortDescription: "Sign and verify image digests against a tamper-evident ledger",
+		URL:              "https://github.com/notarize/docker-notarize",
+	}
+}
+
+// env is what commands take from the process and the world. Tests replace
+// parts of it (clock, transports, terminal).
+type env struct {
+	lookupEnv func(string) (string, bool)
+	now       func() time.Time
+	keychain  authn.Keychain
+	// registryTransport is the base transport to registries; nil means
+	// http.DefaultTransport. It is always wrapped by plainHTTPGuard.
+	registryTransport http.RoundTripper
+	// ledgerHTTP is the HTTP client for the ledger; nil means ledgerclient's default.
+	ledgerHTTP   *http.Client
+	isTerminal   func(fd int) bool
+	readPassword func(fd int) ([]byte, error)
+}
+
+func defaultEnv() env {
+	return env{
+		lookupEnv:    os.LookupEnv,
+		now:          time.Now,
+		keychain:     authn.DefaultKeychain,
+		isTerminal:   term.IsTerminal,
+		readPassword: term.ReadPassword,
+	}
+}
+
+// rootOptions holds the global flags and the environment.
+type rootOptions struct {
+	ledgerURL string
+	ledgerKey string
+	env       env
+}
+
+// NewRootCmd returns the command tree of docker notarize. name is the command
+// name: PluginName when run by docker (isPlugin), else the executable's base
+// name.
+func NewRootCmd(name string, isPlugin bool, dockerCli command.Cli) *cobra.Command {
+	return newRootCmd(name, isPlugin, dockerCli, defaultEnv())
+}
+
+func newRootCmd(name string, isPlugin bool, dockerCli command.Cli, e env) *cobra.Command {
+	opts := &rootOptions{env: e}
+	cmd := &cobra.Command{
+		Use:   name,
+		Short: "Sign and verify image digests against a tamper-evident ledger",
+		Long: `Sign and verify image digests against a tamper-evident ledger.
+
+A signer records "this digest is trusted / untrusted / unsupported, says key K"
+in an append-only ledger; anyone verifies a digest against the ledger, no matter
+which registry served the bytes. The ledger's answers are checked (signed
+checkpoints, consistency and inclusion proofs, every signature) before any
+verdict.
+
+Exit codes of verify: 0 TRUSTED, 1 UNTRUSTED, 2 UNKNOWN, 3 UNSUPPORTED,
+4 could not verify. Other commands exit 1 on failure; usage errors exit 125.`,
+		SilenceUsage:          true,
+		SilenceErrors:         true,
+		DisableFlagsInUseLine: true,
+		TraverseChildren:      true,
+		CompletionOptions:     cobra.CompletionOptions{HiddenDefaultCmd: true},
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			if isPlugin {
+				return dockerplugin.PersistentPreRunE(cmd, args)
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return cmd.Help()
+			}
+			return cli.StatusError{StatusCode: ExitUsage, Status: fmt.Sprintf("unknown command %q for %q\nRun '%s --help' for usage.", args[0], cmd.CommandPath(), cmd.CommandPath())}
+		},
+	}
+	if !isPlugin {
+		// Match docker/cli's plugin root (cli-plugins/plugin.newPluginCommand).
+		cmd.SetFlagErrorFunc(cli.FlagErrorFunc)
+		defer visitAll(cmd, func(c *cobra.Command) { c.DisableFlagsInUseLine = true })
+	}
+	flags := cmd.PersistentFlags()
+	flags.StringVar(&opts.ledgerURL, "ledger", opts.getenv(EnvLedger, DefaultLedgerURL), "Ledger URL (env "+EnvLedger+")")
+	flags.StringVar(&opts.ledgerKey, "ledger-key", opts.getenv(EnvLedgerKey, ""), "Pinned ledger verifier key (env "+EnvLedgerKey+"; default: the key pinned on first use)")
+
+	cmd.AddCommand(
+		newKeyCmd(dockerCli, opts),
+		newSignCmd(dockerCli, opts, signTrusted),
+		newSignCmd(dockerCli, opts, signUntrusted),
+		newSignCmd(dockerCli, opts, signUnsupported),
+		newVerifyCmd(dockerCli, opts),
+		newInspectCmd(dockerCli, opts),
+	)
+	return cmd
+}
+
+func (o *rootOptions) getenv(key, def string) string {
+	if v, ok := o.env.lookupEnv(key); ok && v != "" {
+		return v
+	}
+	return def
+}
+
+// home returns NOTARIZE_HOME, by default ${DOCKER_CONFIG:-~/.docker}/notarize
+// (docker's --config is honoured in plugin mode).
+func (o *rootOptions) home() string {
+	if h := o.getenv(EnvHome, ""); h != "" {
+		return h
+	}
+	return filepath.Join(config.Dir(), "notarize")
+}
+
+func (o *rootOptions) keyStore() KeyStore { return NewKeyStore(o.home()) }
+
+func (o *rootOptions) resolver(insecure []string) (*Resolver, error) {
+	return NewResolver(o.env.keychain, o.env.registryTransport, insecure)
+}
+
+func (o *rootOptions) passwords(dockerCli command.Cli) passwordPrompt {
+	return passwordPrompt{
+		lookupEnv:    o.env.lookupEnv,
+		stdinFD:      int(dockerCli.In().FD()),
+		isTerminal:   o.env.isTerminal,
+		readPassword: o.env.readPassword,
+		prompt:       dockerCli.Err(),
+	}
+}
+
+// ledger opens a verifying client for the configured ledger. Key pinning on
+// first use is reported on stderr.
+func (o *rootOptions) ledger(ctx context.Context, stderr io.Writer) (*ledgerclient.Client, error) {
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{
+		Level: slog.LevelInfo,
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		},
+	}))
+	return ledgerclient.New(ctx, ledgerclient.Config{
+		URL:         o.ledgerURL,
+		VerifierKey: o.ledgerKey,
+		Home:        o.home(),
+		HTTPClient:  o.env.ledgerHTTP,
+		Logger:      logger,
+	})
+}
+
+func visitAll(cmd *cobra.Command, fn func(*cobra.Command)) {
+	for _, c := range cmd.Commands() {
+		visitAll(c, fn)
+	}
+	fn(cmd)
+}
+
+// exactArgs is cobra.ExactArgs with docker's usage-error exit code.
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) == n {
+			return nil
+		}
+		plural := "s"
+		if n == 1 {
+			plural = ""
+		}
+		return cli.StatusError{
+			StatusCode: ExitUsage,
+			Status: fmt.Sprintf("%q requires exactly %d argument%s.\nSee '%s --help'.\n\nUsage:  %s\n\n%s",
+				cmd.CommandPath(), n, plural, cmd.CommandPath(), cmd.UseLine(), strings.TrimSpace(cmd.Short)),
+		}
+	}
+}
+
+// usageError is a bad flag value: exit 125.
+func usageError(err error) error { return withExitCode(ExitUsage, err) }

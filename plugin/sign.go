@@ -1,0 +1,186 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/docker/cli/cli/command"
+	"github.com/notarize/docker-notarize/notarize"
+	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/spf13/cobra"
+)
+
+// signCommand describes one of the three commands that record a status.
+type signCommand struct {
+	use    string
+	status notarize.Status
+	short  string
+}
+
+var (
+	signTrusted     = signCommand{use: "sign", status: notarize.StatusTrusted, short: "Record in the ledger that an image (or file) is trusted"}
+	signUntrusted   = signCommand{use: "untrust", status: notarize.StatusUntrusted, short: "Record in the ledger that an image (or file) is not trusted"}
+	signUnsupported = signCommand{use: "unsupport", status: notarize.StatusUnsupported, short: "Record in the ledger that an image (or file) is no longer supported"}
+)
+
+type signOptions struct {
+	root      *rootOptions
+	status    notarize.Status
+	image     string
+	key       string
+	attrs     []string
+	recursive bool
+	insecure  []string
+	format    string
+}
+
+func newSignCmd(dockerCli command.Cli, root *rootOptions, sc signCommand) *cobra.Command {
+	opts := signOptions{root: root, status: sc.status}
+	cmd := &cobra.Command{
+		Use:   sc.use + " [OPTIONS] IMAGE",
+		Short: sc.short,
+		Long: sc.short + `.
+
+IMAGE is NAME[:TAG], NAME@sha256:... or file:PATH. An image's manifest is
+fetched from its registry (credentials from the Docker config and credential
+helpers) and hashed here; the digest in the reference, if any, must match. The
+statement is signed with --key and submitted; success is reported only once
+the ledger's receipt (signed checkpoint, consistency and inclusion proof) has
+been verified. For an index, --recursive also covers each manifest it lists.`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts.image = args[0]
+			return runSign(cmd.Context(), dockerCli, opts)
+		},
+	}
+	flags := cmd.Flags()
+	flags.StringVar(&opts.key, "key", "", "Signing key: a name in the key store or a path to an encrypted key file (default: the only key in the store)")
+	flags.StringArrayVar(&opts.attrs, "attr", nil, "Attribute key=value to record with the statement (repeatable)")
+	flags.BoolVar(&opts.recursive, "recursive", false, "For an index, also record each manifest it lists")
+	addRegistryFlags(cmd, &opts.insecure)
+	addOutputFlag(cmd, &opts.format)
+	return cmd
+}
+
+func addRegistryFlags(cmd *cobra.Command, insecure *[]string) {
+	cmd.Flags().StringArrayVar(insecure, "insecure-registry", nil, "Allow plain http to this registry HOST or HOST:PORT (loopback always may; repeatable)")
+}
+
+func addOutputFlag(cmd *cobra.Command, format *string) {
+	cmd.Flags().StringVarP(format, "output", "o", formatText, "Output format: text or json")
+}
+
+func runSign(ctx context.Context, dockerCli command.Cli, opts signOptions) error {
+	if err := validateFormat(opts.format); err != nil {
+		return usageError(err)
+	}
+	attrs, err := parseAttrs(opts.attrs)
+	if err != nil {
+		return usageError(err)
+	}
+	resolver, err := opts.root.resolver(opts.insecure)
+	if err != nil {
+		return usageError(err)
+	}
+	signer, err := loadSigningKey(dockerCli, opts.root, opts.key)
+	if err != nil {
+		return err
+	}
+	subject, err := resolver.Resolve(ctx, opts.image, opts.recursive)
+	if err != nil {
+		return err
+	}
+	client, err := opts.root.ledger(ctx, dockerCli.Err())
+	if err != nil {
+		return err
+	}
+	subjects := append([]Subject{*subject}, subject.Manifests...)
+	outs := make([]signOutput, 0, len(subjects))
+	for _, s := range subjects {
+		st := notarize.NewStatement(s.Digest, s.Name, notarize.Predicate{
+			Status:     opts.status,
+			MediaType:  s.MediaType,
+			Size:       s.Size,
+			Kind:       s.Kind,
+			Attributes: attrs,
+			Name:       signer.name,
+			Timestamp:  opts.root.env.now().UTC(),
+		})
+		entry, err := notarize.Sign(ctx, signer.signer, st)
+		if err != nil {
+			return fmt.Errorf("sign %s: %w", s.Digest, err)
+		}
+		res, err := client.Submit(ctx, entry)
+		if err != nil {
+			return fmt.Errorf("record %s as %s: %w", s.Digest, opts.status, err)
+		}
+		if res.Record.KeyID != signer.keyID || res.Record.Statement.Digest() != s.Digest {
+			return fmt.Errorf("record %s: the verified receipt is for another key or digest", s.Digest)
+		}
+		outs = append(outs, signOutput{
+			Subject:        s.Name,
+			Digest:         string(s.Digest),
+			Status:         string(opts.status),
+			LogIndex:       res.Index,
+			CheckpointSize: res.Checkpoint.Size,
+			KeyID:          signer.keyID,
+			Duplicate:      res.Duplicate,
+		})
+	}
+	if opts.format == formatJSON {
+		return writeJSON(dockerCli.Out(), outs)
+	}
+	return writeSignText(dockerCli.Out(), outs)
+}
+
+// signingKey is a decrypted private key ready to sign.
+type signingKey struct {
+	signer signature.Signer
+	name   string
+	keyID string
+}
+
+// loadSigningKey finds the key named by ref (store name or path; "" means the
+// only key in the store), asks for its password and decrypts it.
+func loadSigningKey(dockerCli command.Cli, root *rootOptions, ref string) (*signingKey, error) {
+	ks := root.keyStore()
+	if ref == "" {
+		keys, err := ks.List()
+		if err != nil {
+			return nil, err
+		}
+		switch len(keys) {
+		case 0:
+			return nil, usageError(fmt.Errorf("no signing key: create one with `key generate --name NAME` or pass --key PATH (key store: %s)", ks.Dir))
+		case 1:
+			ref = keys[0].Name
+		default:
+			return nil, usageError(fmt.Errorf("%d keys in the key store: choose one with --key NAME", len(keys)))
+		}
+	}
+	pemBytes, name, err := ks.ResolvePrivate(ref)
+	if errors.Is(err, ErrBadKeyName) {
+		return nil, usageError(err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	pw, err := root.passwords(dockerCli).get(name, false)
+	if err != nil {
+		return nil, fmt.Errorf("key %s: %w", name, err)
+	}
+	s, err := LoadSigner(pemBytes, pw)
+	if err != nil {
+		return nil, fmt.Errorf("key %s: %w", name, err)
+	}
+	pub, err := s.PublicKey()
+	if err != nil {
+		return nil, fmt.Errorf("key %s: %w", name, err)
+	}
+	id, err := notarize.KeyID(pub)
+	if err != nil {
+		return nil, fmt.Errorf("key %s: %w", name, err)
+	}
+	return &signingKey{signer: s, name: name, keyID: id}, nil
+}

@@ -1,0 +1,160 @@
+package plugin
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/docker/cli/cli/command"
+	"github.com/notarize/docker-notarize/notarize"
+	"github.com/spf13/cobra"
+)
+
+type verifyOptions struct {
+	root     *rootOptions
+	image    string
+	signers  []string
+	insecure []string
+	format   string
+}
+
+func newVerifyCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
+	opts := verifyOptions{root: root}
+	cmd := &cobra.Command{
+		Use:   "verify [OPTIONS] IMAGE",
+		Short: "Verify an image (or file) against the ledger",
+		Long: `Verify an image (or file) against the ledger.
+
+IMAGE is NAME[:TAG], NAME@sha256:... or file:PATH; an image is resolved to its
+manifest digest, hashed here. The accepted signers are the --signer keys, or
+every key in the local key store. Each accepted signer's current statement is
+the one with the newest signed timestamp; the verdict is UNTRUSTED if any says
+untrusted, else UNSUPPORTED if any says unsupported, else TRUSTED if any says
+trusted, else UNKNOWN.
+
+Exit codes: 0 TRUSTED, 1 UNTRUSTED, 2 UNKNOWN, 3 UNSUPPORTED, 4 could not
+verify (registry or ledger unreachable, bad proof or signature, a ledger that
+rewrote its history). Nothing is TRUSTED unless everything verified.`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts.image = args[0]
+			return runVerify(cmd.Context(), dockerCli, opts)
+		},
+	}
+	cmd.Flags().StringArrayVar(&opts.signers, "signer", nil, "Accepted signer: a key name in the key store or a path to a PEM public key (repeatable; default: every key in the store)")
+	addRegistryFlags(cmd, &opts.insecure)
+	addOutputFlag(cmd, &opts.format)
+	return cmd
+}
+
+// runVerify prints the verdict and returns nil for TRUSTED, a silent exit
+// error carrying the verdict's code otherwise, and an exit-4 error when
+// anything failed.
+func runVerify(ctx context.Context, dockerCli command.Cli, opts verifyOptions) error {
+	if err := validateFormat(opts.format); err != nil {
+		return usageError(err)
+	}
+	out := verifyOutput{}
+	write := func() error {
+		if opts.format == formatJSON {
+			return writeJSON(dockerCli.Out(), out)
+		}
+		return writeVerifyText(dockerCli.Out(), out)
+	}
+	fail := func(err error) error {
+		if opts.format == formatJSON {
+			out.Status, out.Reason = statusError, err.Error()
+			out.Signer, out.KeyID, out.Timestamp, out.LogIndex = "", "", nil, nil
+			_ = write()
+		}
+		return withExitCode(ExitCouldNotVerify, fmt.Errorf("could not verify: %w", err))
+	}
+
+	accepted, err := acceptedSigners(opts.root.keyStore(), opts.signers)
+	if err != nil {
+		return fail(err)
+	}
+	resolver, err := opts.root.resolver(opts.insecure)
+	if err != nil {
+		return fail(err)
+	}
+	subject, err := resolver.Resolve(ctx, opts.image, false)
+	if err != nil {
+		return fail(err)
+	}
+	out.Digest = string(subject.Digest)
+	if len(accepted) == 0 {
+		out.Status = notarize.Unknown.String()
+		out.Reason = fmt.Sprintf("no accepted signers: the key store (%s) has no keys; pass --signer NAME|PATH, or import a signer's public key into the key store", opts.root.keyStore().Dir)
+		if err := write(); err != nil {
+			return err
+		}
+		return withExitCode(notarize.Unknown.ExitCode(), nil)
+	}
+
+	client, err := opts.root.ledger(ctx, dockerCli.Err())
+	if err != nil {
+		return fail(err)
+	}
+	res, err := client.Lookup(ctx, subject.Digest)
+	if err != nil {
+		return fail(err)
+	}
+	size := res.Checkpoint.Size
+	out.CheckpointSize = &size
+
+	ids := make([]string, 0, len(accepted))
+	for id := range accepted {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	dec := notarize.Decide(res.Records, subject.Digest, ids)
+	out.Status = dec.Verdict.String()
+	nameOf := func(id string) string { return accepted[id] }
+	if d := dec.Deciding; d != nil {
+		ts := d.Statement.Predicate.Timestamp.UTC()
+		idx := d.Index
+		out.Signer, out.KeyID, out.Timestamp, out.LogIndex = nameOf(d.KeyID), d.KeyID, &ts, &idx
+		out.Reason = dec.Reason(nameOf)
+	} else {
+		names := make([]string, 0, len(accepted))
+		for _, id := range ids {
+			names = append(names, accepted[id])
+		}
+		out.Reason = fmt.Sprintf("no statement about %s by an accepted signer (%s)", subject.Digest, strings.Join(names, ", "))
+	}
+	if err := write(); err != nil {
+		return err
+	}
+	if dec.Verdict == notarize.Trusted {
+		return nil
+	}
+	return withExitCode(dec.Verdict.ExitCode(), nil)
+}
+
+// acceptedSigners maps key ID to display name for the --signer keys, or for
+// every key in the store when none is given.
+func acceptedSigners(ks KeyStore, refs []string) (map[string]string, error) {
+	var keys []Key
+	if len(refs) == 0 {
+		var err error
+		if keys, err = ks.List(); err != nil {
+			return nil, err
+		}
+	}
+	for _, ref := range refs {
+		k, err := ks.ResolvePublic(ref)
+		if err != nil {
+			return nil, fmt.Errorf("--signer %s: %w", ref, err)
+		}
+		keys = append(keys, k)
+	}
+	accepted := make(map[string]string, len(keys))
+	for _, k := range keys {
+		if _, dup := accepted[k.KeyID]; !dup {
+			accepted[k.KeyID] = k.Name
+		}
+	}
+	return accepted, nil
+}
