@@ -207,6 +207,11 @@ func (c *Client) trustOnFirstUse(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// A state stored for this origin under another key refuses the key.
+	before, err := c.stored()
+	if err != nil {
+		return err
+	}
 	pinned, err := c.store.setPin(ctx, c.url, info.VerifierKey)
 	if err != nil {
 		return err
@@ -215,10 +220,6 @@ func (c *Client) trustOnFirstUse(ctx context.Context) error {
 		return fmt.Errorf("%w: meanwhile %q was pinned for this ledger, which now announces %q", ErrKeyMismatch, pinned, info.VerifierKey)
 	}
 	c.log.InfoContext(ctx, "pinned ledger key on first use", "ledger", c.url, "key", info.VerifierKey)
-	before, err := c.stored()
-	if err != nil {
-		return err
-	}
 	return c.advance(ctx, cp, before)
 }
 

@@ -130,6 +130,22 @@ func TestTrustOnFirstUse(t *testing.T) {
 			t.Fatalf("a key was pinned: %v", err)
 		}
 	})
+	t.Run("refuses a key when the origin's state was signed by another", func(t *testing.T) {
+		f, _, home := pinnedClient(t, 3)
+		if err := os.Remove(filepath.Join(home, "ledgers", "pins.json")); err != nil {
+			t.Fatal(err)
+		}
+		s, vkey := newNoteKey(t, testOrigin) // a new ledger with the same name
+		g := newFakeOps(t, newFakeLog(s, vkey))
+		g.grow(1)
+		if _, err := newTestClient(t, g, home, ""); !errors.Is(err, ErrKeyMismatch) {
+			t.Fatalf("err = %v, want ErrKeyMismatch", err)
+		}
+		if _, err := os.Stat(filepath.Join(home, "ledgers", "pins.json")); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("a key was pinned: %v", err)
+		}
+		_ = f
+	})
 	t.Run("refuses an origin that is not the key's name", func(t *testing.T) {
 		s, vkey := newNoteKey(t, testOrigin)
 		l := newFakeLog(s, vkey)
