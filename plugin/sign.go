@@ -138,7 +138,7 @@ func runSign(ctx context.Context, dockerCli command.Cli, opts signOptions) error
 type signingKey struct {
 	signer signature.Signer
 	name   string
-	keyID string
+	keyID  string
 }
 
 // loadSigningKey finds the key named by ref (store name or path; "" means the
