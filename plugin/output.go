@@ -123,7 +123,7 @@ func writeSignText(w io.Writer, outs []signOutput) error {
 		if o.Duplicate {
 			note = ", already recorded"
 		}
-		fmt.Fprintf(&b, "%s %s %s: log index %d, checkpoint size %d%s\n", o.Status, o.Digest, o.Subject, o.LogIndex, o.CheckpointSize, note)
+		fmt.Fprintf(&b, "%s %s %s: log index %d, checkpoint size %d%s\n", o.Status, o.Digest, printable(o.Subject), o.LogIndex, o.CheckpointSize, note)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
