@@ -228,9 +228,12 @@ func (f *Follower) readBundle(ctx context.Context, idx, treeSize uint64) ([][]by
 
 // checkRoot checks that rng, a range from 0, hashes to cp's root.
 func (f *Follower) checkRoot(rng *compact.Range, cp Checkpoint, sentinel error) error {
-	root, err := rng.GetRootHash(nil)
-	if err != nil {
-		return fmt.Errorf("replica range: %w", err)
+	root := hasher.EmptyRoot()
+	if rng.End() > 0 {
+		var err error
+		if root, err = rng.GetRootHash(nil); err != nil {
+			return fmt.Errorf("replica range: %w", err)
+		}
 	}
 	if !bytes.Equal(root, cp.Hash) {
 		return fmt.Errorf("%w: the %d entries hash to root %s, the ledger's checkpoint says %s",

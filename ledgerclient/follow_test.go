@@ -154,6 +154,22 @@ func TestFollowProvesAndVerifiesEveryEntry(t *testing.T) {
 	}
 }
 
+func TestFollowEmptyLog(t *testing.T) {
+	f, c := followLog(t, 0)
+	b, err := NewFollower(c, 0).Next(t.Context(), FollowState{})
+	if err != nil || len(b.Entries) != 0 || b.State.Size != 0 {
+		t.Fatalf("Next() on an empty log = %+v, %v", b, err)
+	}
+	f.grow(0)
+	f.mu.Lock()
+	appendEntries(t, f.log, 10)
+	f.mu.Unlock()
+	entries, st := catchUp(t, NewFollower(c, 0), b.State)
+	if len(entries) != 10 || st.Size != 10 {
+		t.Fatalf("after the first entries: %d entries, size %d", len(entries), st.Size)
+	}
+}
+
 func TestFollowRefusesLyingBundles(t *testing.T) {
 	leaves := makeLeaves(t, 0, 600)
 	for _, tc := range []struct {

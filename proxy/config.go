@@ -1,0 +1,145 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/notarize/docker-notarize/notarize"
+	"github.com/notarize/docker-notarize/proxy/replica"
+	"github.com/notarize/docker-notarize/proxy/upstream"
+)
+
+// Defaults applied to zero Config fields.
+const (
+	// DefaultUpstreamName and DefaultUpstreamURL are the upstream used when
+	// none is configured: Docker Hub, so dockerd's registry-mirrors works.
+	DefaultUpstreamName = "docker.io"
+	DefaultUpstreamURL  = "https://" + upstream.DockerHubHost
+	// DefaultMaxManifestSize bounds a manifest fetched from upstream.
+	DefaultMaxManifestSize = 4 << 20
+	// DefaultManifestTimeout bounds one manifest fetch.
+	DefaultManifestTimeout = time.Minute
+	// DefaultManifestCacheBytes bounds the in-memory manifest cache.
+	DefaultManifestCacheBytes = 64 << 20
+	// DefaultMaxTrackedDigests bounds the per-digest verification counts.
+	DefaultMaxTrackedDigests = 100_000
+)
+
+// TrustSource answers which verified statements exist about a digest. The
+// proxy's is a *replica.Replica: lookups never leave the process. An error
+// (e.g. wrapping replica.ErrStale) means no answer can be trusted now.
+type TrustSource interface {
+	Records(ctx context.Context, d notarize.Digest) ([]notarize.Record, error)
+}
+
+// trustStatus is implemented by a TrustSource that can report its state
+// (*replica.Replica); the proxy exports it as metrics.
+type trustStatus interface {
+	Status() replica.Status
+}
+
+var _ trustStatus = (*replica.Replica)(nil)
+var _ TrustSource = (*replica.Replica)(nil)
+
+// Config configures a Server.
+type Config struct {
+	// DataDir holds the blob cache (DataDir/blobs); required.
+	DataDir string
+	// Upstreams are the registries the proxy may contact; nothing else is
+	// ever contacted. Default: Docker Hub as "docker.io".
+	Upstreams []upstream.Config
+	// DefaultUpstream names the upstream for requests without ns or name
+	// prefix; default "docker.io" when configured, else the only upstream,
+	// else none (such requests are NAME_UNKNOWN).
+	DefaultUpstream string
+	// Policy decides; required. Replace it at run time with SetPolicy.
+	Policy *notarize.Evaluator
+	// Trust answers lookups; required.
+	Trust TrustSource
+	// MaxManifestSize bounds a manifest; default DefaultMaxManifestSize.
+	MaxManifestSize int64
+	// ManifestTimeout bounds one manifest fetch; default DefaultManifestTimeout.
+	ManifestTimeout time.Duration
+	// ManifestCacheBytes bounds the in-memory manifest cache (by digest);
+	// default DefaultManifestCacheBytes; negative disables it.
+	ManifestCacheBytes int64
+	// BlobFillTimeout bounds one blob download; default blobcache's.
+	BlobFillTimeout time.Duration
+	// MaxTrackedDigests bounds the per-digest verification counts; default
+	// DefaultMaxTrackedDigests.
+	MaxTrackedDigests int
+	// Logger receives one line per decision and the failures; default: discard.
+	Logger *slog.Logger
+}
+
+// Validate checks the configuration (after defaults).
+func (c *Config) Validate() error {
+	var errs []error
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("DataDir is required"))
+	}
+	if c.Policy == nil {
+		errs = append(errs, errors.New("Policy is required"))
+	}
+	if c.Trust == nil {
+		errs = append(errs, errors.New("Trust is required"))
+	}
+	seen := map[string]bool{}
+	for i := range c.Upstreams {
+		u := &c.Upstreams[i]
+		if err := u.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+		if seen[u.Name] {
+			errs = append(errs, fmt.Errorf("upstream %q configured twice", u.Name))
+		}
+		seen[u.Name] = true
+	}
+	if c.DefaultUpstream != "" && !seen[c.DefaultUpstream] && len(c.Upstreams) > 0 {
+		errs = append(errs, fmt.Errorf("default upstream %q is not configured", c.DefaultUpstream))
+	}
+	if c.MaxManifestSize < 0 || c.ManifestTimeout < 0 || c.BlobFillTimeout < 0 || c.MaxTrackedDigests < 0 {
+		errs = append(errs, errors.New("negative size or timeout"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("proxy config: %w", err)
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	if len(c.Upstreams) == 0 {
+		c.Upstreams = []upstream.Config{{Name: DefaultUpstreamName, URL: DefaultUpstreamURL}}
+	} else {
+		c.Upstreams = append([]upstream.Config(nil), c.Upstreams...)
+	}
+	if c.DefaultUpstream == "" {
+		for _, u := range c.Upstreams {
+			if u.Name == DefaultUpstreamName {
+				c.DefaultUpstream = u.Name
+			}
+		}
+		if c.DefaultUpstream == "" && len(c.Upstreams) == 1 {
+			c.DefaultUpstream = c.Upstreams[0].Name
+		}
+	}
+	if c.MaxManifestSize == 0 {
+		c.MaxManifestSize = DefaultMaxManifestSize
+	}
+	if c.ManifestTimeout == 0 {
+		c.ManifestTimeout = DefaultManifestTimeout
+	}
+	if c.ManifestCacheBytes == 0 {
+		c.ManifestCacheBytes = DefaultManifestCacheBytes
+	}
+	if c.MaxTrackedDigests == 0 {
+		c.MaxTrackedDigests = DefaultMaxTrackedDigests
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}

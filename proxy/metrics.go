@@ -1,0 +1,80 @@
+package proxy
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the proxy's Prometheus metrics, in a registry of its own.
+type metrics struct {
+	reg            *prometheus.Registry
+	decisions      *prometheus.CounterVec
+	decisionTime   prometheus.Histogram
+	requests       *prometheus.HistogramVec
+	upstreamErrors *prometheus.CounterVec
+	cache          *prometheus.CounterVec
+	blobBytes      *prometheus.CounterVec
+}
+
+func newMetrics(trust TrustSource) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "notarize_proxy_decisions_total",
+			Help: "Policy decisions on manifests, by effective verdict (TRUSTED, UNTRUSTED, UNKNOWN, UNSUPPORTED, UNVERIFIABLE), rule mode and upstream.",
+		}, []string{"verdict", "mode", "upstream"}),
+		decisionTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "notarize_proxy_decision_seconds",
+			Help:    "Time to decide on a manifest: replica lookups and policy evaluation.",
+			Buckets: []float64{1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2},
+		}),
+		requests: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "notarize_proxy_request_duration_seconds",
+			Help:    "Time to answer a request (to the end of the body), by route, method and status code.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
+		}, []string{"route", "method", "code"}),
+		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "notarize_proxy_upstream_errors_total",
+			Help: "Failed upstream requests by upstream and kind (unreachable, timeout, status_5xx, digest_mismatch, size_mismatch, too_large, refused, rate_limited…).",
+		}, []string{"upstream", "kind"}),
+		cache: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "notarize_proxy_cache_requests_total",
+			Help: "Cache lookups by cache (manifest, blob) and result (hit, miss, joined: a download already in progress).",
+		}, []string{"cache", "result"}),
+		blobBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "notarize_proxy_blob_bytes_total",
+			Help: "Blob bytes served, by source (cache, upstream).",
+		}, []string{"source"}),
+	}
+	m.reg.MustRegister(m.decisions, m.decisionTime, m.requests, m.upstreamErrors, m.cache, m.blobBytes,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if ts, ok := trust.(trustStatus); ok {
+		m.reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "notarize_proxy_replica_size",
+				Help: "Ledger entries verified and indexed by the proxy's replica.",
+			}, func() float64 { return float64(ts.Status().Size) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "notarize_proxy_replica_records",
+				Help: "Verified statements indexed by the replica.",
+			}, func() float64 { return float64(ts.Status().Records) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "notarize_proxy_replica_bad_entries",
+				Help: "Ledger entries whose statement did not parse or verify (recorded, never trusted).",
+			}, func() float64 { return float64(ts.Status().BadEntries) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "notarize_proxy_replica_age_seconds",
+				Help: "Seconds since the replica last verified the ledger's state (-1: never).",
+			}, func() float64 {
+				at := ts.Status().VerifiedAt
+				if at.IsZero() {
+					return -1
+				}
+				return time.Since(at).Seconds()
+			}),
+		)
+	}
+	return m
+}

@@ -1,0 +1,444 @@
+// Package replica keeps the proxy's own verified copy of a docker notarize
+// ledger: it follows the ledger's log (C2SP tlog-tiles) with a
+// ledgerclient.Follower, which proves every entry against a verified
+// checkpoint and checks every signature, and indexes the verified records by
+// subject digest in a bbolt file, with the compact range that proves them.
+// Lookups never leave the process. It resumes after a restart from the
+// persisted state, and when the ledger cannot be followed (unreachable,
+// forked, lying) it keeps answering from the last verified state for at
+// most MaxStaleness, then refuses with ErrStale.
+package replica
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/notarize/docker-notarize/ledgerclient"
+	"github.com/notarize/docker-notarize/notarize"
+)
+
+// Defaults applied to zero Config fields.
+const (
+	DefaultPollInterval = 300 * time.Millisecond
+	DefaultMaxStaleness = 5 * time.Minute
+	// persistEvery bounds how often an unchanged state's freshness is written.
+	persistEvery = 5 * time.Second
+	// maxRecordsPerDigest bounds a lookup answer.
+	maxRecordsPerDigest = 100_000
+	maxErrLen           = 512
+)
+
+// ErrStale is returned (wrapped) by Records when the replica has not been
+// able to verify the ledger's state for longer than MaxStaleness, or never
+// has. The message says since when and why.
+var ErrStale = errors.New("trust data is stale")
+
+// Source is where a Replica reads verified batches from; a
+// *ledgerclient.Follower.
+type Source interface {
+	Next(ctx context.Context, st ledgerclient.FollowState) (*ledgerclient.FollowBatch, error)
+}
+
+var _ Source = (*ledgerclient.Follower)(nil)
+
+// Config configures a Replica.
+type Config struct {
+	// Path is the bbolt file; required. It is created if missing.
+	Path string
+	// Source yields verified batches; required.
+	Source Source
+	// PollInterval is the pause between polls once caught up; default
+	// DefaultPollInterval.
+	PollInterval time.Duration
+	// MaxStaleness is how long lookups are answered from the last verified
+	// state when the ledger cannot be followed; default DefaultMaxStaleness.
+	MaxStaleness time.Duration
+	// Logger receives sync progress and failures; default: discard.
+	Logger *slog.Logger
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Path == "" {
+		errs = append(errs, errors.New("replica: Path is required"))
+	}
+	if c.Source == nil {
+		errs = append(errs, errors.New("replica: Source is required"))
+	}
+	if c.PollInterval < 0 || c.MaxStaleness < 0 {
+		errs = append(errs, errors.New("replica: negative PollInterval or MaxStaleness"))
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) withDefaults() Config {
+	if c.PollInterval == 0 {
+		c.PollInterval = DefaultPollInterval
+	}
+	if c.MaxStaleness == 0 {
+		c.MaxStaleness = DefaultMaxStaleness
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// Buckets and keys of the bbolt file.
+var (
+	bucketMeta    = []byte("meta")
+	bucketRecords = []byte("records") // digest (32 bytes) ‖ index (8 bytes BE) → storedRecord JSON
+	bucketBad     = []byte("bad")     // index (8 bytes BE) → why the entry holds nothing to believe
+	keySize       = []byte("size")
+	keyHashes     = []byte("hashes")
+	keyCheckpoint = []byte("checkpoint")
+	keyVerifiedAt = []byte("verifiedAt")
+	keyBad        = []byte("badCount")
+	keyRecords    = []byte("recordCount")
+)
+
+// storedRecord is what the index keeps of a verified statement: what the
+// status fold and the decision log need.
+type storedRecord struct {
+	KeyID     string          `json:"k"`
+	Status    notarize.Status `json:"s"`
+	Timestamp time.Time       `json:"t"`
+	Name      string          `json:"n,omitempty"`
+	Kind      string          `json:"kind,omitempty"`
+}
+
+// Status is a snapshot of the replica's state.
+type Status struct {
+	// Size is the number of log entries verified and indexed.
+	Size uint64
+	// CheckpointSize is the size of the last verified checkpoint.
+	CheckpointSize uint64
+	// Records is the number of verified records indexed.
+	Records uint64
+	// BadEntries counts entries whose statement did not parse or verify.
+	BadEntries uint64
+	// VerifiedAt is when the ledger's state was last verified (zero: never).
+	VerifiedAt time.Time
+	// LastError is the last failure to follow, "" after a success.
+	LastError string
+}
+
+// Replica is a verified, persisted index of a ledger's records. Records is
+// safe for concurrent use with Sync and Run.
+type Replica struct {
+	cfg Config
+	db  *bolt.DB
+
+	syncMu sync.Mutex // one Sync at a time
+	mu     sync.RWMutex
+	st     ledgerclient.FollowState
+	status Status
+	saved  time.Time // VerifiedAt as last persisted
+}
+
+// Open opens (or creates) the replica's file and loads its state. It does
+// not contact the ledger: call Sync or Run.
+func Open(cfg Config) (*Replica, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	db, err := bolt.Open(cfg.Path, 0o600, &bolt.Options{Timeout: 2 * time.Second, NoFreelistSync: true})
+	if err != nil {
+		return nil, fmt.Errorf("open replica %s: %w", cfg.Path, err)
+	}
+	r := &Replica{cfg: cfg, db: db}
+	if err := r.load(); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open replica %s: %w", cfg.Path, err)
+	}
+	return r, nil
+}
+
+func (r *Replica) load() error {
+	return r.db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketMeta, bucketRecords, bucketBad} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		m := tx.Bucket(bucketMeta)
+		if v := m.Get(keySize); v != nil {
+			if len(v) != 8 {
+				return errors.New("corrupt size")
+			}
+			r.st.Size = binary.BigEndian.Uint64(v)
+		}
+		h := m.Get(keyHashes)
+		if len(h)%32 != 0 {
+			return errors.New("corrupt compact range")
+		}
+		for i := 0; i < len(h); i += 32 {
+			r.st.Hashes = append(r.st.Hashes, bytes.Clone(h[i:i+32]))
+		}
+		r.status.Size = r.st.Size
+		r.status.Records = getU64(m, keyRecords)
+		r.status.BadEntries = getU64(m, keyBad)
+		if v := m.Get(keyVerifiedAt); len(v) == 8 {
+			r.status.VerifiedAt = time.Unix(0, int64(binary.BigEndian.Uint64(v)))
+			r.saved = r.status.VerifiedAt
+		}
+		r.status.CheckpointSize = r.st.Size
+		return nil
+	})
+}
+
+// Close closes the file.
+func (r *Replica) Close() error {
+	if err := r.db.Close(); err != nil {
+		return fmt.Errorf("close replica: %w", err)
+	}
+	return nil
+}
+
+// Status returns a snapshot of the replica's state.
+func (r *Replica) Status() Status {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.status
+}
+
+// Run polls the ledger every PollInterval (immediately again while behind)
+// until ctx is done. Failures are logged and recorded in Status; the loop
+// goes on.
+func (r *Replica) Run(ctx context.Context) {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := r.Sync(ctx); err != nil && ctx.Err() == nil {
+			r.cfg.Logger.LogAttrs(ctx, errorLevel(err), "ledger replica could not sync; serving from the last verified state until it is stale",
+				slog.String("error", err.Error()), slog.Uint64("size", r.Status().Size),
+				slog.Time("verified_at", r.Status().VerifiedAt), slog.Duration("max_staleness", r.cfg.MaxStaleness))
+		}
+		t.Reset(r.cfg.PollInterval)
+	}
+}
+
+func errorLevel(err error) slog.Level {
+	var fe *ledgerclient.ForkError
+	if errors.As(err, &fe) || errors.Is(err, ledgerclient.ErrReplicaDiverged) || errors.Is(err, ledgerclient.ErrBadProof) {
+		return slog.LevelError
+	}
+	return slog.LevelWarn
+}
+
+// Sync follows the ledger until the replica holds every entry of the
+// ledger's latest verified checkpoint, and returns how many entries it
+// added.
+func (r *Replica) Sync(ctx context.Context) (int, error) {
+	r.syncMu.Lock()
+	defer r.syncMu.Unlock()
+	added := 0
+	for {
+		r.mu.RLock()
+		st := r.st
+		r.mu.RUnlock()
+		b, err := r.cfg.Source.Next(ctx, st)
+		if err != nil {
+			r.mu.Lock()
+			r.status.LastError = clip(err.Error())
+			r.mu.Unlock()
+			return added, err
+		}
+		if err := r.apply(b); err != nil {
+			r.mu.Lock()
+			r.status.LastError = clip(err.Error())
+			r.mu.Unlock()
+			return added, err
+		}
+		added += len(b.Entries)
+		if len(b.Entries) == 0 {
+			if added > 0 {
+				r.cfg.Logger.LogAttrs(ctx, slog.LevelDebug, "ledger replica caught up", slog.Int("added", added), slog.Uint64("size", b.State.Size))
+			}
+			return added, nil
+		}
+	}
+}
+
+// apply stores a verified batch and the state after it in one transaction.
+func (r *Replica) apply(b *ledgerclient.FollowBatch) error {
+	now := r.cfg.Now()
+	r.mu.RLock()
+	saved, cur := r.saved, r.st.Size
+	r.mu.RUnlock()
+	if b.From != cur || b.State.Size != b.From+uint64(len(b.Entries)) {
+		return fmt.Errorf("replica: batch [%d, %d) does not follow size %d", b.From, b.State.Size, cur)
+	}
+	var addRecs, addBad uint64
+	if len(b.Entries) > 0 || now.Sub(saved) >= persistEvery {
+		type kv struct{ k, v []byte }
+		var recs, bad []kv
+		for _, e := range b.Entries {
+			if e.Err != nil {
+				bad = append(bad, kv{u64(e.Index), []byte(clip(e.Err.Error()))})
+				continue
+			}
+			p := e.Record.Statement.Predicate
+			v, err := json.Marshal(storedRecord{KeyID: e.Record.KeyID, Status: p.Status, Timestamp: p.Timestamp, Name: p.Name, Kind: p.Kind})
+			if err != nil {
+				return fmt.Errorf("replica: encode record %d: %w", e.Index, err)
+			}
+			dh, err := hex.DecodeString(e.Record.Statement.Digest().Hex())
+			if err != nil || len(dh) != 32 {
+				return fmt.Errorf("replica: record %d: bad digest", e.Index)
+			}
+			recs = append(recs, kv{append(dh, u64(e.Index)...), v})
+		}
+		// Sorted keys make bbolt's page splits cheap.
+		sort.Slice(recs, func(i, j int) bool { return bytes.Compare(recs[i].k, recs[j].k) < 0 })
+		err := r.db.Update(func(tx *bolt.Tx) error {
+			rb, bb, m := tx.Bucket(bucketRecords), tx.Bucket(bucketBad), tx.Bucket(bucketMeta)
+			if getU64(m, keySize) != cur {
+				return errors.New("replica file changed under the process")
+			}
+			for _, x := range recs {
+				if err := rb.Put(x.k, x.v); err != nil {
+					return err
+				}
+			}
+			for _, x := range bad {
+				if err := bb.Put(x.k, x.v); err != nil {
+					return err
+				}
+			}
+			var hs []byte
+			for _, h := range b.State.Hashes {
+				hs = append(hs, h...)
+			}
+			addRecs, addBad = uint64(len(recs)), uint64(len(bad))
+			for _, p := range []struct {
+				k, v []byte
+			}{
+				{keySize, u64(b.State.Size)}, {keyHashes, hs}, {keyCheckpoint, b.Checkpoint.Raw},
+				{keyVerifiedAt, u64(uint64(now.UnixNano()))},
+				{keyRecords, u64(getU64(m, keyRecords) + addRecs)}, {keyBad, u64(getU64(m, keyBad) + addBad)},
+			} {
+				if err := m.Put(p.k, p.v); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("replica: store batch [%d, %d): %w", b.From, b.State.Size, err)
+		}
+		saved = now
+	}
+	r.mu.Lock()
+	r.st = b.State
+	r.saved = saved
+	r.status.Size = b.State.Size
+	r.status.CheckpointSize = b.Checkpoint.Size
+	r.status.Records += addRecs
+	r.status.BadEntries += addBad
+	r.status.VerifiedAt = now
+	r.status.LastError = ""
+	r.mu.Unlock()
+	return nil
+}
+
+// Records returns the verified records about d, in log order. It fails
+// with ErrStale when the ledger's state was last verified longer than
+// MaxStaleness ago (or never).
+func (r *Replica) Records(ctx context.Context, d notarize.Digest) ([]notarize.Record, error) {
+	if err := r.Fresh(); err != nil {
+		return nil, err
+	}
+	return r.lookup(d)
+}
+
+// Fresh returns an error wrapping ErrStale when the replica is stale.
+func (r *Replica) Fresh() error {
+	s := r.Status()
+	if s.VerifiedAt.IsZero() {
+		return fmt.Errorf("%w: the ledger has not been replicated yet (%s)", ErrStale, orNone(s.LastError))
+	}
+	if age := r.cfg.Now().Sub(s.VerifiedAt); age > r.cfg.MaxStaleness {
+		return fmt.Errorf("%w: the ledger was last verified %s ago at size %d (max staleness %s): %s",
+			ErrStale, age.Round(time.Second), s.Size, r.cfg.MaxStaleness, orNone(s.LastError))
+	}
+	return nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "no error recorded"
+	}
+	return s
+}
+
+func (r *Replica) lookup(d notarize.Digest) ([]notarize.Record, error) {
+	if _, err := notarize.ParseDigest(string(d)); err != nil {
+		return nil, err
+	}
+	prefix, _ := hex.DecodeString(d.Hex())
+	var recs []notarize.Record
+	err := r.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketRecords).Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			if len(recs) >= maxRecordsPerDigest {
+				return fmt.Errorf("more than %d records about %s", maxRecordsPerDigest, d)
+			}
+			var sr storedRecord
+			if err := json.Unmarshal(v, &sr); err != nil || len(k) != 40 {
+				return fmt.Errorf("corrupt record under %x", k)
+			}
+			recs = append(recs, notarize.Record{
+				Index: binary.BigEndian.Uint64(k[32:]),
+				KeyID: sr.KeyID,
+				Statement: notarize.NewStatement(d, "", notarize.Predicate{
+					Status: sr.Status, Timestamp: sr.Timestamp, Name: sr.Name, Kind: sr.Kind,
+				}),
+			})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("replica lookup %s: %w", d, err)
+	}
+	return recs, nil
+}
+
+func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+func getU64(b *bolt.Bucket, k []byte) uint64 {
+	if v := b.Get(k); len(v) == 8 {
+		return binary.BigEndian.Uint64(v)
+	}
+	return 0
+}
+
+func clip(s string) string {
+	if len(s) <= maxErrLen {
+		return s
+	}
+	return s[:maxErrLen] + "…"
+}

@@ -1,0 +1,197 @@
+package replica_test
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"errors"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sigstore/sigstore/pkg/signature"
+
+	"github.com/notarize/docker-notarize/ledger/ledgertest"
+	"github.com/notarize/docker-notarize/ledgerclient"
+	"github.com/notarize/docker-notarize/notarize"
+	"github.com/notarize/docker-notarize/proxy/replica"
+)
+
+func newSigner(t testing.TB) signature.SignerVerifier {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sv, err := signature.LoadSignerVerifier(priv, crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sv
+}
+
+func entry(t testing.TB, sv signature.Signer, d notarize.Digest, s notarize.Status, at time.Time) *notarize.Entry {
+	t.Helper()
+	e, err := notarize.Sign(context.Background(), sv, notarize.NewStatement(d, "test", notarize.Predicate{Status: s, Name: "release", Timestamp: at}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+func TestReplicaFollowsLedger(t *testing.T) {
+	srv := ledgertest.Start(t)
+	home, dir := t.TempDir(), t.TempDir()
+	lc, err := ledgerclient.New(t.Context(), ledgerclient.Config{URL: srv.URL, Home: home, VerifierKey: srv.VerifierKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sv := newSigner(t)
+	pub, _ := sv.PublicKey()
+	keyID, _ := notarize.KeyID(pub)
+	d1, d2 := notarize.DigestOf([]byte("one")), notarize.DigestOf([]byte("two"))
+	at := time.Now().UTC().Add(-time.Hour)
+	for _, e := range []*notarize.Entry{
+		entry(t, sv, d1, notarize.StatusTrusted, at),
+		entry(t, sv, d2, notarize.StatusTrusted, at),
+		entry(t, sv, d1, notarize.StatusUntrusted, at.Add(time.Minute)),
+	} {
+		if _, err := lc.Submit(t.Context(), e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clk := &clock{now: time.Now()}
+	cfg := replica.Config{Path: filepath.Join(dir, "replica.db"), Source: ledgerclient.NewFollower(lc, 0), MaxStaleness: time.Minute, Now: clk.Now}
+	r, err := replica.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Records(t.Context(), d1); !errors.Is(err, replica.ErrStale) {
+		t.Fatalf("Records before any sync = %v, want ErrStale", err)
+	}
+	if n, err := r.Sync(t.Context()); err != nil || n != 3 {
+		t.Fatalf("Sync() = %d, %v; want 3 entries", n, err)
+	}
+	recs, err := r.Records(t.Context(), d1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := notarize.Decide(recs, d1, []string{keyID}); got.Verdict != notarize.Untrusted || len(recs) != 2 {
+		t.Fatalf("d1: %d records, verdict %v; want 2, UNTRUSTED", len(recs), got.Verdict)
+	}
+	if recs[1].Statement.Predicate.Name != "release" || recs[0].Index != 0 || recs[1].Index != 2 {
+		t.Fatalf("records %+v", recs)
+	}
+
+	// Restart: the state is persisted; only the new entry is read.
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lc.Submit(t.Context(), entry(t, sv, d2, notarize.StatusUnsupported, at.Add(time.Minute))); err != nil {
+		t.Fatal(err)
+	}
+	r, err = replica.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if s := r.Status(); s.Size != 3 || s.Records != 3 {
+		t.Fatalf("status after reopen = %+v", s)
+	}
+	if n, err := r.Sync(t.Context()); err != nil || n != 1 {
+		t.Fatalf("Sync() after reopen = %d, %v; want 1", n, err)
+	}
+	recs, _ = r.Records(t.Context(), d2)
+	if got := notarize.Decide(recs, d2, []string{keyID}); got.Verdict != notarize.Unsupported {
+		t.Fatalf("d2 verdict %v, want UNSUPPORTED", got.Verdict)
+	}
+
+	// Ledger gone: serve from the last verified state until it is stale.
+	srv.Stop()
+	if _, err := r.Sync(t.Context()); err == nil {
+		t.Fatal("Sync() with the ledger down succeeded")
+	}
+	if _, err := r.Records(t.Context(), d2); err != nil {
+		t.Fatalf("Records within max staleness = %v", err)
+	}
+	clk.Add(2 * time.Minute)
+	_, err = r.Records(t.Context(), d2)
+	if !errors.Is(err, replica.ErrStale) {
+		t.Fatalf("Records past max staleness = %v, want ErrStale", err)
+	}
+	t.Logf("stale error: %v", err)
+}
+
+// fakeSource hands out prepared batches.
+type fakeSource struct {
+	batches []*ledgerclient.FollowBatch
+	err     error
+}
+
+func (f *fakeSource) Next(_ context.Context, st ledgerclient.FollowState) (*ledgerclient.FollowBatch, error) {
+	if f.err != nil {
+		return nil, f.err
+	}
+	if len(f.batches) == 0 {
+		return &ledgerclient.FollowBatch{From: st.Size, State: st}, nil
+	}
+	b := f.batches[0]
+	f.batches = f.batches[1:]
+	return b, nil
+}
+
+func TestReplicaSkipsBadEntries(t *testing.T) {
+	sv := newSigner(t)
+	d := notarize.DigestOf([]byte("x"))
+	e := entry(t, sv, d, notarize.StatusTrusted, time.Now())
+	v, err := e.Verify()
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := &fakeSource{batches: []*ledgerclient.FollowBatch{{
+		From: 0,
+		Entries: []ledgerclient.FollowedEntry{
+			{Index: 0, Err: notarize.ErrBadSignature},
+			{Index: 1, Record: notarize.Record{Index: 1, KeyID: v.KeyID, Statement: v.Statement}},
+		},
+		State: ledgerclient.FollowState{Size: 2, Hashes: [][]byte{make([]byte, 32)}},
+	}}}
+	r, err := replica.Open(replica.Config{Path: filepath.Join(t.TempDir(), "r.db"), Source: src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.Sync(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if s := r.Status(); s.BadEntries != 1 || s.Records != 1 || s.Size != 2 {
+		t.Fatalf("status %+v", s)
+	}
+	recs, err := r.Records(t.Context(), d)
+	if err != nil || len(recs) != 1 || recs[0].Index != 1 {
+		t.Fatalf("Records = %+v, %v", recs, err)
+	}
+	// A batch that does not start at the replica's size is refused.
+	src.batches = []*ledgerclient.FollowBatch{{From: 5, State: ledgerclient.FollowState{Size: 5}, Entries: []ledgerclient.FollowedEntry{{Index: 5}}}}
+	if _, err := r.Sync(t.Context()); err == nil {
+		t.Fatal("Sync accepted a batch with a gap")
+	}
+	if s := r.Status(); s.Size != 2 || s.LastError == "" {
+		t.Fatalf("status after a bad batch %+v", s)
+	}
+}

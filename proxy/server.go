@@ -1,0 +1,539 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/distribution/distribution/v3/registry/api/errcode"
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/notarize/docker-notarize/notarize"
+	"github.com/notarize/docker-notarize/proxy/blobcache"
+	"github.com/notarize/docker-notarize/proxy/upstream"
+)
+
+// maxPassThrough bounds the tags list and referrers answers relayed.
+const maxPassThrough = 4 << 20
+
+// verdictUnverifiable labels decisions that could not be made (stale or
+// forked trust data).
+const verdictUnverifiable = "UNVERIFIABLE"
+
+// Server is the trust-enforcing registry proxy. It is safe for concurrent use.
+type Server struct {
+	cfg       Config
+	log       *slog.Logger
+	ups       []*upstream.Registry
+	router    *router
+	policy    atomic.Pointer[notarize.Evaluator]
+	trust     TrustSource
+	blobs     *blobcache.Cache
+	manifests *manifestCache
+	parents   *parentIndex
+	stats     *digestStats
+	metrics   *metrics
+	handler   http.Handler
+}
+
+// New returns a Server for cfg. It makes no request: upstreams are
+// contacted on demand, the ledger by the TrustSource.
+func New(cfg Config) (*Server, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		trust:     cfg.Trust,
+		manifests: newManifestCache(cfg.ManifestCacheBytes),
+		parents:   newParentIndex(),
+		stats:     newDigestStats(cfg.MaxTrackedDigests),
+		metrics:   newMetrics(cfg.Trust),
+	}
+	for _, uc := range cfg.Upstreams {
+		if uc.UserAgent == "" {
+			uc.UserAgent = "notarize-proxy"
+		}
+		u, err := upstream.New(uc)
+		if err != nil {
+			return nil, fmt.Errorf("proxy: %w", err)
+		}
+		s.ups = append(s.ups, u)
+	}
+	s.router = newRouter(s.ups, cfg.DefaultUpstream)
+	blobs, err := blobcache.New(blobcache.Config{Dir: filepath.Join(cfg.DataDir, "blobs"), FillTimeout: cfg.BlobFillTimeout, Logger: cfg.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
+	s.blobs = blobs
+	s.policy.Store(cfg.Policy)
+	s.handler = s.routes()
+	return s, nil
+}
+
+// Handler returns the proxy's HTTP handler: the OCI distribution pull API
+// under /v2/, /metrics, /notarize/v1/stats and /healthz.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// SetPolicy replaces the policy; requests in flight finish with the old one.
+func (s *Server) SetPolicy(ev *notarize.Evaluator) { s.policy.Store(ev) }
+
+// Upstreams returns the configured upstreams as "NAME=URL".
+func (s *Server) Upstreams() []string {
+	var out []string
+	for _, u := range s.ups {
+		out = append(out, u.Name()+"="+u.URL())
+	}
+	return out
+}
+
+// nameRE is what the router takes for a repository name (with an optional
+// upstream prefix); resolve validates it strictly.
+const nameRE = `[A-Za-z0-9._:\-]+(?:/[A-Za-z0-9._:\-]+)*`
+
+func (s *Server) routes() http.Handler {
+	r := mux.NewRouter()
+	r.NotFoundHandler = s.instrument("other", func(w http.ResponseWriter, r *http.Request) { s.writeError(w, r, "", "", errNoRoute) })
+	r.MethodNotAllowedHandler = s.instrument("other", func(w http.ResponseWriter, r *http.Request) { s.writeError(w, r, "", "", errUnsupported) })
+	unsupported := s.instrument("unsupported", func(w http.ResponseWriter, r *http.Request) { s.writeError(w, r, "", "", errUnsupported) })
+
+	r.Handle("/v2", s.instrument("base", s.serveBase)).Methods(http.MethodGet, http.MethodHead)
+	r.Handle("/v2/", s.instrument("base", s.serveBase)).Methods(http.MethodGet, http.MethodHead)
+	r.Handle("/v2/_catalog", unsupported)
+	r.PathPrefix("/v2/{name:" + nameRE + "}/blobs/uploads").Handler(unsupported)
+	r.Handle("/v2/{name:"+nameRE+"}/manifests/{reference}", s.instrument("manifests", s.serveManifest)).Methods(http.MethodGet, http.MethodHead)
+	r.Handle("/v2/{name:"+nameRE+"}/blobs/{digest}", s.instrument("blobs", s.serveBlob)).Methods(http.MethodGet, http.MethodHead)
+	r.Handle("/v2/{name:"+nameRE+"}/tags/list", s.instrument("tags", s.serveTags)).Methods(http.MethodGet, http.MethodHead)
+	r.Handle("/v2/{name:"+nameRE+"}/referrers/{digest}", s.instrument("referrers", s.serveReferrers)).Methods(http.MethodGet, http.MethodHead)
+
+	r.Handle("/metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})).Methods(http.MethodGet)
+	r.HandleFunc("/notarize/v1/stats", s.serveStats).Methods(http.MethodGet)
+	r.HandleFunc("/healthz", s.serveHealth).Methods(http.MethodGet, http.MethodHead)
+	return r
+}
+
+func (s *Server) serveBase(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	w.Header().Set("Content-Length", "3")
+	_, _ = io.WriteString(w, "{}\n")
+}
+
+// serveHealth is 200 while the trust data is fresh, 503 otherwise.
+func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
+	type fresh interface{ Fresh() error }
+	if f, ok := s.trust.(fresh); ok {
+		if err := f.Fresh(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+	}
+	_, _ = io.WriteString(w, "ok\n")
+}
+
+// target resolves the request's repository name and ns parameter.
+func (s *Server) target(r *http.Request) (target, error) {
+	return s.router.resolve(mux.Vars(r)["name"], r.URL.Query().Get("ns"))
+}
+
+func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request) {
+	t, err := s.target(r)
+	if err != nil {
+		s.writeError(w, r, "", "manifest", err)
+		return
+	}
+	ref := mux.Vars(r)["reference"]
+	var want notarize.Digest
+	if strings.Contains(ref, ":") {
+		if want, err = notarize.ParseDigest(ref); err != nil {
+			s.writeError(w, r, t.up.Name(), "manifest", &badRequestError{code: errcode.ErrorCodeDigestInvalid, msg: "only sha256 digests are supported: " + err.Error()})
+			return
+		}
+	} else if !tagRE.MatchString(ref) {
+		s.writeError(w, r, t.up.Name(), "manifest", &badRequestError{code: errcode.ErrorCodeTagInvalid, msg: fmt.Sprintf("invalid tag %q", clip(ref, 80))})
+		return
+	}
+	m, err := s.fetchManifest(r.Context(), t, ref, want, r.Header.Values("Accept"))
+	if err != nil {
+		s.writeError(w, r, t.up.Name(), "manifest", err)
+		return
+	}
+	// The decision is made on exactly the bytes that are served.
+	ev, err := s.decide(r.Context(), r.Method, t, ref, m)
+	if err != nil {
+		s.writeError(w, r, t.up.Name(), "manifest", err)
+		return
+	}
+	if !ev.Allow {
+		s.writeError(w, r, t.up.Name(), "manifest", &DeniedError{Target: t.String(), Reference: ref, Eval: ev})
+		return
+	}
+	if ev.Verdict == notarize.Trusted {
+		if kids := indexChildren(m.MediaType, m.Bytes); len(kids) > 0 {
+			s.parents.remember(m.Digest, kids)
+		}
+	}
+	h := w.Header()
+	h.Set("Content-Type", m.MediaType)
+	h.Set("Content-Length", strconv.Itoa(len(m.Bytes)))
+	h.Set("Docker-Content-Digest", string(m.Digest))
+	h.Set("Etag", `"`+string(m.Digest)+`"`)
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(m.Bytes)
+	}
+}
+
+// fetchManifest returns the manifest at ref: from the cache for a digest
+// reference, else from upstream (a tag is always asked upstream, since it
+// can move). The digest is always the hash of the returned bytes.
+func (s *Server) fetchManifest(ctx context.Context, t target, ref string, want notarize.Digest, accept []string) (*upstream.Manifest, error) {
+	if want != "" {
+		if m, ok := s.manifests.get(want); ok {
+			s.metrics.cache.WithLabelValues("manifest", "hit").Inc()
+			return m, nil
+		}
+		s.metrics.cache.WithLabelValues("manifest", "miss").Inc()
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ManifestTimeout)
+	defer cancel()
+	m, err := t.up.GetManifest(ctx, t.repo, ref, accept, s.cfg.MaxManifestSize)
+	if err != nil {
+		return nil, err
+	}
+	if want != "" && m.Digest != want { // GetManifest checks this too; never serve otherwise
+		return nil, fmt.Errorf("manifest %s: %w", want, upstream.ErrDigestMismatch)
+	}
+	s.manifests.put(m)
+	return m, nil
+}
+
+// decide applies the policy to m at t, logs the decision as one line and
+// counts it. A trust source failure fails closed under an enforcing rule
+// (a *trustError) and is served under audit or off, as UNVERIFIABLE.
+func (s *Server) decide(ctx context.Context, method string, t target, ref string, m *upstream.Manifest) (notarize.Evaluation, error) {
+	start := time.Now()
+	pol := s.policy.Load()
+	tgt := t.String()
+	recs, terr := s.trust.Records(ctx, m.Digest)
+	var parents []notarize.Parent
+	if terr == nil {
+		for _, p := range s.parents.of(m.Digest) {
+			pr, err := s.trust.Records(ctx, p)
+			if err != nil {
+				terr = err
+				break
+			}
+			parents = append(parents, notarize.Parent{Digest: p, Records: pr})
+		}
+	}
+	ev := pol.Evaluate(tgt, m.Digest, recs, parents)
+	verdict := ev.Verdict.String()
+	if terr != nil {
+		verdict = verdictUnverifiable
+		ev.Verdict, ev.Decision, ev.Via = notarize.Unknown, notarize.Decision{Digest: m.Digest, Verdict: notarize.Unknown}, nil
+		ev.Allow = ev.RuleIndex >= 0 && ev.Mode != notarize.ModeEnforce
+	}
+	elapsed := time.Since(start)
+	s.metrics.decisionTime.Observe(elapsed.Seconds())
+	s.metrics.decisions.WithLabelValues(verdict, string(ev.Mode), t.up.Name()).Inc()
+	s.stats.observe(m.Digest, tgt, verdict, ev.Allow, time.Now().UTC())
+	reason := ev.Reason()
+	if terr != nil {
+		reason = terr.Error()
+	}
+	via := ""
+	if ev.Via != nil {
+		via = string(ev.Via.Digest)
+	}
+	s.log.LogAttrs(ctx, slog.LevelInfo, "decision",
+		slog.String("upstream", t.up.Name()), slog.String("repo", t.repo), slog.String("reference", ref),
+		slog.String("digest", string(m.Digest)), slog.String("media_type", m.MediaType), slog.String("method", method),
+		slog.String("verdict", verdict), slog.Bool("allowed", ev.Allow), slog.String("mode", string(ev.Mode)),
+		slog.String("rule", ev.Rule.Match), slog.Int("rule_index", ev.RuleIndex), slog.String("signer", ev.Signer()),
+		slog.String("via_index", via), slog.String("reason", reason), slog.Duration("decision_time", elapsed))
+	if terr != nil && !ev.Allow {
+		return ev, &trustError{target: tgt + "@" + string(m.Digest), err: terr}
+	}
+	return ev, nil
+}
+
+func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request) {
+	t, err := s.target(r)
+	if err != nil {
+		s.writeError(w, r, "", "blob", err)
+		return
+	}
+	d, err := notarize.ParseDigest(mux.Vars(r)["digest"])
+	if err != nil {
+		s.writeError(w, r, t.up.Name(), "blob", &badRequestError{code: errcode.ErrorCodeDigestInvalid, msg: "only sha256 digests are supported: " + err.Error()})
+		return
+	}
+	h := w.Header()
+	h.Set("Docker-Content-Digest", string(d))
+	h.Set("Etag", `"`+string(d)+`"`)
+	h.Set("Accept-Ranges", "bytes")
+	if f, err := s.blobs.Open(d); err == nil {
+		defer f.Close()
+		s.metrics.cache.WithLabelValues("blob", "hit").Inc()
+		h.Set("Content-Type", "application/octet-stream")
+		http.ServeContent(&countingWriter{ResponseWriter: w, n: s.metrics.blobBytes.WithLabelValues("cache")}, r, "", time.Time{}, f)
+		return
+	}
+	if r.Method == http.MethodHead {
+		resp, err := t.up.Do(r.Context(), http.MethodHead, t.repo, "blobs/"+string(d), nil, nil)
+		if err != nil {
+			s.writeError(w, r, t.up.Name(), "blob", err)
+			return
+		}
+		resp.Body.Close()
+		h.Set("Content-Type", "application/octet-stream")
+		if resp.ContentLength >= 0 {
+			h.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
+		}
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	fetch := func(ctx context.Context) (io.ReadCloser, int64, error) {
+		resp, err := t.up.Do(ctx, http.MethodGet, t.repo, "blobs/"+string(d), nil, nil)
+		if err != nil {
+			return nil, 0, err
+		}
+		if resp.StatusCode != http.StatusOK {
+			resp.Body.Close()
+			return nil, 0, fmt.Errorf("upstream %s: blob %s: %w: HTTP %d instead of 200", t.up.Name(), d, upstream.ErrUnreachable, resp.StatusCode)
+		}
+		return resp.Body, resp.ContentLength, nil
+	}
+	fill, joined := s.blobs.Fill(r.Context(), d, fetch)
+	defer fill.Release()
+	if joined {
+		s.metrics.cache.WithLabelValues("blob", "joined").Inc()
+	} else {
+		s.metrics.cache.WithLabelValues("blob", "miss").Inc()
+	}
+	if r.Header.Get("Range") != "" {
+		// A range of a blob not yet verified: fetch it whole, then serve the range.
+		if err := fill.Wait(r.Context()); err != nil {
+			s.writeError(w, r, t.up.Name(), "blob", err)
+			return
+		}
+		f, err := s.blobs.Open(d)
+		if err != nil {
+			s.writeError(w, r, t.up.Name(), "blob", err)
+			return
+		}
+		defer f.Close()
+		h.Set("Content-Type", "application/octet-stream")
+		http.ServeContent(&countingWriter{ResponseWriter: w, n: s.metrics.blobBytes.WithLabelValues("cache")}, r, "", time.Time{}, f)
+		return
+	}
+	size, err := fill.Started(r.Context())
+	if err != nil {
+		s.writeError(w, r, t.up.Name(), "blob", err)
+		return
+	}
+	h.Set("Content-Type", "application/octet-stream")
+	if size >= 0 {
+		h.Set("Content-Length", strconv.FormatInt(size, 10))
+	}
+	w.WriteHeader(http.StatusOK)
+	rd := fill.NewReader(r.Context())
+	defer rd.Close()
+	n, err := io.Copy(w, rd)
+	s.metrics.blobBytes.WithLabelValues("upstream").Add(float64(n))
+	if err != nil {
+		// Headers are out: end the stream short so the client cannot take
+		// it for the blob.
+		s.log.LogAttrs(r.Context(), slog.LevelWarn, "blob stream aborted", slog.String("digest", string(d)), slog.Int64("sent", n), slog.String("error", err.Error()))
+		panic(http.ErrAbortHandler)
+	}
+}
+
+func (s *Server) serveTags(w http.ResponseWriter, r *http.Request) {
+	t, err := s.target(r)
+	if err != nil {
+		s.writeError(w, r, "", "tags", err)
+		return
+	}
+	q := url.Values{}
+	for _, k := range []string{"n", "last"} {
+		if v := r.URL.Query().Get(k); v != "" {
+			q.Set(k, v)
+		}
+	}
+	resp, err := t.up.Do(r.Context(), http.MethodGet, t.repo, "tags/list", q, http.Header{"Accept": {"application/json"}})
+	if err != nil {
+		s.writeError(w, r, t.up.Name(), "tags", err)
+		return
+	}
+	defer resp.Body.Close()
+	if next := nextLink(resp.Header.Get("Link"), r); next != "" {
+		w.Header().Set("Link", next)
+	}
+	s.relay(w, r, t, resp, "application/json")
+}
+
+func (s *Server) serveReferrers(w http.ResponseWriter, r *http.Request) {
+	t, err := s.target(r)
+	if err != nil {
+		s.writeError(w, r, "", "referrers", err)
+		return
+	}
+	d, err := notarize.ParseDigest(mux.Vars(r)["digest"])
+	if err != nil {
+		s.writeError(w, r, t.up.Name(), "referrers", &badRequestError{code: errcode.ErrorCodeDigestInvalid, msg: err.Error()})
+		return
+	}
+	q := url.Values{}
+	if v := r.URL.Query().Get("artifactType"); v != "" {
+		q.Set("artifactType", v)
+	}
+	resp, err := t.up.Do(r.Context(), http.MethodGet, t.repo, "referrers/"+string(d), q, http.Header{"Accept": {"application/vnd.oci.image.index.v1+json"}})
+	if err != nil {
+		s.writeError(w, r, t.up.Name(), "referrers", err)
+		return
+	}
+	defer resp.Body.Close()
+	if v := resp.Header.Get("OCI-Filters-Applied"); v != "" {
+		w.Header().Set("OCI-Filters-Applied", v)
+	}
+	s.relay(w, r, t, resp, "application/vnd.oci.image.index.v1+json")
+}
+
+// relay copies a bounded JSON answer from upstream.
+func (s *Server) relay(w http.ResponseWriter, r *http.Request, t target, resp *http.Response, contentType string) {
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxPassThrough+1))
+	if err == nil && len(b) > maxPassThrough {
+		err = fmt.Errorf("upstream %s: answer larger than %d bytes: %w", t.up.Name(), maxPassThrough, upstream.ErrTooLarge)
+	}
+	if err != nil {
+		s.writeError(w, r, t.up.Name(), "", fmt.Errorf("upstream %s: %w: %w", t.up.Name(), upstream.ErrUnreachable, err))
+		return
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "" {
+		contentType = ct
+	}
+	w.Header().Set("Content-Type", contentType)
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(b)
+	}
+}
+
+// nextLink rewrites an upstream tags pagination Link for the client's path.
+func nextLink(link string, r *http.Request) string {
+	start, end := strings.Index(link, "<"), strings.Index(link, ">")
+	if start < 0 || end <= start || !strings.Contains(link[end:], `rel="next"`) {
+		return ""
+	}
+	u, err := url.Parse(link[start+1 : end])
+	if err != nil {
+		return ""
+	}
+	q := url.Values{}
+	for _, k := range []string{"n", "last"} {
+		if v := u.Query().Get(k); v != "" {
+			q.Set(k, v)
+		}
+	}
+	if ns := r.URL.Query().Get("ns"); ns != "" {
+		q.Set("ns", ns)
+	}
+	return "<" + (&url.URL{Path: r.URL.Path, RawQuery: q.Encode()}).String() + `>; rel="next"`
+}
+
+// instrument times a handler and counts it by route, method and status.
+func (s *Server) instrument(route string, h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		defer func() {
+			s.metrics.requests.WithLabelValues(route, r.Method, strconv.Itoa(sw.status)).Observe(time.Since(start).Seconds())
+		}()
+		h(sw, r)
+	})
+}
+
+// statusWriter records the status code; it keeps the underlying writer's
+// ReadFrom (sendfile for cached blobs) and Flush.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.status, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.wrote = true
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
+	w.wrote = true
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{w.ResponseWriter}, r)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Hijack is never used by the proxy but keeps the interface of the writer.
+func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if h, ok := w.ResponseWriter.(http.Hijacker); ok {
+		return h.Hijack()
+	}
+	return nil, nil, errors.New("hijack not supported")
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// countingWriter counts bytes written into a counter.
+type countingWriter struct {
+	http.ResponseWriter
+	n interface{ Add(float64) }
+}
+
+func (w *countingWriter) Write(b []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(b)
+	w.n.Add(float64(n))
+	return n, err
+}
+
+func (w *countingWriter) ReadFrom(r io.Reader) (int64, error) {
+	var n int64
+	var err error
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(r)
+	} else {
+		n, err = io.Copy(struct{ io.Writer }{w.ResponseWriter}, r)
+	}
+	w.n.Add(float64(n))
+	return n, err
+}

@@ -1,0 +1,435 @@
+// Package upstream is the proxy's client of one upstream registry (OCI
+// distribution-spec, https://github.com/opencontainers/distribution-spec):
+// it authenticates like the Docker CLI (anonymous or Basic credentials from
+// the Docker config and credential helpers, exchanged for bearer tokens, via
+// go-containerregistry's transport) and makes sure those credentials only
+// ever reach the upstream's own host and the token hosts configured for it.
+// It returns bytes and answers; it decides nothing.
+package upstream
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"github.com/notarize/docker-notarize/notarize"
+)
+
+// Docker Hub's registry and token hosts.
+const (
+	DockerHubHost      = "registry-1.docker.io"
+	DockerHubTokenHost = "auth.docker.io"
+)
+
+// Defaults applied to zero Config fields.
+const (
+	DefaultResponseHeaderTimeout = 30 * time.Second
+	DefaultDialTimeout           = 10 * time.Second
+	maxErrorBody                 = 64 << 10
+	maxTransports                = 1024
+	maxRedirects                 = 5
+)
+
+// Manifest media types asked for when the client sent no Accept header.
+var DefaultAccept = []string{
+	"application/vnd.oci.image.index.v1+json",
+	"application/vnd.oci.image.manifest.v1+json",
+	"application/vnd.docker.distribution.manifest.list.v2+json",
+	"application/vnd.docker.distribution.manifest.v2+json",
+}
+
+// Sentinel errors, wrapped with the upstream and the operation.
+var (
+	// ErrUnreachable: no answer (connection refused, reset, timeout, TLS).
+	ErrUnreachable = errors.New("upstream unreachable")
+	// ErrDigestMismatch: the bytes for a digest reference hash to another digest.
+	ErrDigestMismatch = errors.New("upstream sent content that does not match the requested digest")
+	// ErrTooLarge: a manifest over the size bound.
+	ErrTooLarge = errors.New("upstream manifest too large")
+	// ErrBadManifest: a manifest that is not a JSON object.
+	ErrBadManifest = errors.New("upstream manifest is not a JSON object")
+)
+
+// Error is a non-2xx answer from an upstream registry.
+type Error struct {
+	Upstream   string
+	Method     string
+	URL        string // without credentials
+	StatusCode int
+	// Code is the first OCI error code of the body ("MANIFEST_UNKNOWN"…), if any.
+	Code    string
+	Message string
+}
+
+// Error describes the answer.
+func (e *Error) Error() string {
+	msg := e.Message
+	if e.Code != "" {
+		msg = e.Code + ": " + msg
+	}
+	return fmt.Sprintf("upstream %s: %s %s: HTTP %d %s", e.Upstream, e.Method, e.URL, e.StatusCode, strings.TrimSpace(msg))
+}
+
+// Config describes one upstream registry.
+type Config struct {
+	// Name is how policies and routes call it, e.g. "docker.io"; required.
+	Name string
+	// URL is its base URL, e.g. "https://registry-1.docker.io"; required.
+	URL string
+	// Insecure allows plain http to a host that is not loopback.
+	Insecure bool
+	// AuthHosts are further hosts ("host" or "host:port") that may receive
+	// the upstream's credentials: token realms on another host (Docker Hub's
+	// auth.docker.io is added for Docker Hub). Any other host gets none.
+	AuthHosts []string
+	// Keychain resolves credentials; default authn.DefaultKeychain (the
+	// Docker config and its credential helpers).
+	Keychain authn.Keychain
+	// Transport is the base transport; default a clone of
+	// http.DefaultTransport with the timeouts below.
+	Transport http.RoundTripper
+	// ResponseHeaderTimeout bounds the wait for an answer's headers when
+	// Transport is nil; default DefaultResponseHeaderTimeout.
+	ResponseHeaderTimeout time.Duration
+	// UserAgent is sent with every request.
+	UserAgent string
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	if c.Name == "" || strings.ContainsAny(c.Name, "/ \t?#") {
+		return fmt.Errorf("upstream name %q: want a non-empty name without '/', spaces, '?' or '#'", c.Name)
+	}
+	u, err := url.Parse(c.URL)
+	if err != nil {
+		return fmt.Errorf("upstream %s: URL: %w", c.Name, err)
+	}
+	if (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+		return fmt.Errorf("upstream %s: URL %q: want http(s)://host[:port]", c.Name, c.URL)
+	}
+	if u.Scheme == "http" && !c.Insecure && !IsLoopback(u.Hostname()) {
+		return fmt.Errorf("upstream %s: plain http to %s is allowed only for loopback hosts or upstreams marked insecure", c.Name, u.Host)
+	}
+	if _, err := name.NewRegistry(u.Host); err != nil {
+		return fmt.Errorf("upstream %s: %w", c.Name, err)
+	}
+	if c.ResponseHeaderTimeout < 0 {
+		return fmt.Errorf("upstream %s: negative timeout", c.Name)
+	}
+	return nil
+}
+
+// IsLoopback reports whether host (no port) is localhost or a loopback IP.
+func IsLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Registry is a client of one upstream registry. It is safe for concurrent use.
+type Registry struct {
+	cfg    Config
+	base   *url.URL
+	reg    name.Registry
+	authAs name.Registry // the registry whose credentials are looked up
+	rt     http.RoundTripper
+
+	mu         sync.Mutex
+	transports map[string]*repoTransport // by repository
+}
+
+type repoTransport struct {
+	ready chan struct{}
+	rt    http.RoundTripper
+	err   error
+}
+
+// New returns a client of the upstream described by cfg.
+func New(cfg Config) (*Registry, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	u, _ := url.Parse(cfg.URL)
+	u.Path = ""
+	var opts []name.Option
+	if u.Scheme == "http" {
+		opts = append(opts, name.Insecure)
+	}
+	reg, err := name.NewRegistry(u.Host, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s: %w", cfg.Name, err)
+	}
+	authAs := reg
+	allowed := map[string]bool{canonicalHost(u.Host, u.Scheme): true}
+	if isDockerHub(u.Host) {
+		// Docker Hub credentials are stored under index.docker.io.
+		authAs, _ = name.NewRegistry(name.DefaultRegistry)
+		allowed[canonicalHost(DockerHubTokenHost, "https")] = true
+	}
+	for _, h := range cfg.AuthHosts {
+		allowed[canonicalHost(h, "https")] = true
+	}
+	if cfg.Keychain == nil {
+		cfg.Keychain = authn.DefaultKeychain
+	}
+	if cfg.ResponseHeaderTimeout == 0 {
+		cfg.ResponseHeaderTimeout = DefaultResponseHeaderTimeout
+	}
+	base := cfg.Transport
+	if base == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.DialContext = (&net.Dialer{Timeout: DefaultDialTimeout, KeepAlive: 30 * time.Second}).DialContext
+		t.TLSHandshakeTimeout = DefaultDialTimeout
+		t.ResponseHeaderTimeout = cfg.ResponseHeaderTimeout
+		t.MaxIdleConnsPerHost = 64
+		base = t
+	}
+	g := &credentialGuard{inner: base, host: canonicalHost(u.Host, u.Scheme), scheme: u.Scheme, allowed: allowed}
+	return &Registry{cfg: cfg, base: u, reg: reg, authAs: authAs, rt: g, transports: map[string]*repoTransport{}}, nil
+}
+
+// Name returns the upstream's name.
+func (r *Registry) Name() string { return r.cfg.Name }
+
+// Host returns the upstream's host[:port].
+func (r *Registry) Host() string { return r.base.Host }
+
+// URL returns the upstream's base URL.
+func (r *Registry) URL() string { return r.base.String() }
+
+// IsDockerHub reports whether the upstream is Docker Hub, whose one-segment
+// repositories live under "library/".
+func (r *Registry) IsDockerHub() bool { return isDockerHub(r.base.Host) }
+
+func isDockerHub(host string) bool {
+	h := strings.ToLower(host)
+	return h == DockerHubHost || h == "index.docker.io" || h == "docker.io"
+}
+
+// transport returns the authenticated transport for repo, creating it (a
+// ping and, for bearer auth, a token exchange) once per repository.
+func (r *Registry) transport(ctx context.Context, repo string) (http.RoundTripper, error) {
+	r.mu.Lock()
+	t, ok := r.transports[repo]
+	if !ok {
+		if len(r.transports) >= maxTransports {
+			for k := range r.transports { // drop an arbitrary one
+				delete(r.transports, k)
+				break
+			}
+		}
+		t = &repoTransport{ready: make(chan struct{})}
+		r.transports[repo] = t
+	}
+	r.mu.Unlock()
+	if !ok {
+		t.rt, t.err = r.newTransport(ctx, repo)
+		close(t.ready)
+		if t.err != nil {
+			r.mu.Lock()
+			if r.transports[repo] == t {
+				delete(r.transports, repo)
+			}
+			r.mu.Unlock()
+		}
+	}
+	select {
+	case <-t.ready:
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
+	return t.rt, t.err
+}
+
+func (r *Registry) newTransport(ctx context.Context, repo string) (http.RoundTripper, error) {
+	auth, err := authn.Resolve(ctx, r.cfg.Keychain, r.authAs)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s: credentials: %w", r.cfg.Name, err)
+	}
+	scope := r.reg.Repo(repo).Scope(transport.PullScope)
+	// Detached from one request's cancellation: the transport is shared.
+	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*r.cfg.ResponseHeaderTimeout)
+	defer cancel()
+	rt, err := transport.NewWithContext(tctx, r.reg, auth, transport.NewUserAgent(r.rt, r.cfg.UserAgent), []string{scope})
+	if err != nil {
+		return nil, r.wrap("GET", r.base.JoinPath("/v2/").String(), err)
+	}
+	return rt, nil
+}
+
+// Do sends method to /v2/REPO/PATH with query and header and returns the
+// answer when it is 2xx; any other answer is an *Error (its body read and
+// closed). The caller closes a returned body.
+func (r *Registry) Do(ctx context.Context, method, repo, path string, query url.Values, header http.Header) (*http.Response, error) {
+	u := r.base.JoinPath("/v2/", repo, path)
+	u.RawQuery = query.Encode()
+	rt, err := r.transport(ctx, repo)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), nil)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s: %w", r.cfg.Name, err)
+	}
+	for k, vs := range header {
+		req.Header[k] = vs
+	}
+	c := &http.Client{Transport: rt, CheckRedirect: func(req *http.Request, via []*http.Request) error {
+		if len(via) >= maxRedirects {
+			return fmt.Errorf("stopped after %d redirects", len(via))
+		}
+		return nil
+	}}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, r.wrap(method, u.Redacted(), err)
+	}
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	return nil, r.answerError(method, u.Redacted(), resp)
+}
+
+// wrap turns a transport failure into an error: an *Error for an HTTP
+// answer go-containerregistry turned into an error, else ErrUnreachable.
+func (r *Registry) wrap(method, u string, err error) error {
+	var te *transport.Error
+	if errors.As(err, &te) {
+		e := &Error{Upstream: r.cfg.Name, Method: method, URL: u, StatusCode: te.StatusCode}
+		if len(te.Errors) > 0 {
+			e.Code, e.Message = string(te.Errors[0].Code), te.Errors[0].Message
+		}
+		return e
+	}
+	return fmt.Errorf("upstream %s: %s %s: %w: %w", r.cfg.Name, method, u, ErrUnreachable, err)
+}
+
+func (r *Registry) answerError(method, u string, resp *http.Response) *Error {
+	e := &Error{Upstream: r.cfg.Name, Method: method, URL: u, StatusCode: resp.StatusCode}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	var body struct {
+		Errors []struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"errors"`
+	}
+	if json.Unmarshal(b, &body) == nil && len(body.Errors) > 0 {
+		e.Code, e.Message = clip(body.Errors[0].Code, 64), clip(body.Errors[0].Message, 512)
+	} else {
+		e.Message = http.StatusText(resp.StatusCode)
+	}
+	return e
+}
+
+// Manifest is a manifest as fetched: its bytes, the media type the upstream
+// gave and the digest computed from the bytes.
+type Manifest struct {
+	Bytes     []byte
+	MediaType string
+	Digest    notarize.Digest
+}
+
+// GetManifest fetches the manifest of repo at reference (a tag or a
+// digest), reading at most limit bytes. The digest is computed from the
+// bytes; for a digest reference it must match (else ErrDigestMismatch).
+func (r *Registry) GetManifest(ctx context.Context, repo, reference string, accept []string, limit int64) (*Manifest, error) {
+	if len(accept) == 0 {
+		accept = DefaultAccept
+	}
+	resp, err := r.Do(ctx, http.MethodGet, repo, "manifests/"+reference, nil, http.Header{"Accept": accept})
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	where := fmt.Sprintf("upstream %s: manifest %s:%s", r.cfg.Name, repo, reference)
+	if resp.ContentLength > limit {
+		return nil, fmt.Errorf("%s: %w: %d bytes, at most %d", where, ErrTooLarge, resp.ContentLength, limit)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w: %w", where, ErrUnreachable, err)
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s: %w: more than %d bytes", where, ErrTooLarge, limit)
+	}
+	if resp.ContentLength >= 0 && int64(len(b)) != resp.ContentLength {
+		return nil, fmt.Errorf("%s: %w: %d bytes of %d", where, ErrUnreachable, len(b), resp.ContentLength)
+	}
+	d := notarize.DigestOf(b)
+	if strings.Contains(reference, ":") && string(d) != reference {
+		return nil, fmt.Errorf("%s: %w: the bytes hash to %s", where, ErrDigestMismatch, d)
+	}
+	var probe struct {
+		MediaType string `json:"mediaType"`
+	}
+	if err := json.Unmarshal(b, &probe); err != nil {
+		return nil, fmt.Errorf("%s: %w: %v", where, ErrBadManifest, err)
+	}
+	mt, _, err := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	if err != nil || mt == "" || mt == "application/json" || mt == "text/plain" {
+		mt = probe.MediaType
+	}
+	if mt == "" {
+		mt = "application/vnd.oci.image.manifest.v1+json"
+	}
+	return &Manifest{Bytes: b, MediaType: mt, Digest: d}, nil
+}
+
+// credentialGuard is the transport under go-containerregistry's: it removes
+// the Authorization header from any request to a host that may not receive
+// the upstream's credentials (a token realm or redirect elsewhere), and
+// refuses to speak another scheme than the configured one to the upstream.
+type credentialGuard struct {
+	inner   http.RoundTripper
+	host    string // canonical host:port of the upstream
+	scheme  string
+	allowed map[string]bool // canonical host:port
+}
+
+func (g *credentialGuard) RoundTrip(req *http.Request) (*http.Response, error) {
+	h := canonicalHost(req.URL.Host, req.URL.Scheme)
+	if h == g.host && req.URL.Scheme != g.scheme {
+		return nil, fmt.Errorf("refusing %s to %s: the upstream is configured for %s", req.URL.Scheme, req.URL.Host, g.scheme)
+	}
+	if req.Header.Get("Authorization") != "" && !g.allowed[h] {
+		req = req.Clone(req.Context())
+		req.Header.Del("Authorization")
+	}
+	return g.inner.RoundTrip(req)
+}
+
+// canonicalHost returns lower-case host:port, with the scheme's default port.
+func canonicalHost(host, scheme string) string {
+	host = strings.ToLower(host)
+	if h, p, err := net.SplitHostPort(host); err == nil {
+		return net.JoinHostPort(h, p)
+	}
+	port := "443"
+	if scheme == "http" {
+		port = "80"
+	}
+	return net.JoinHostPort(strings.Trim(host, "[]"), port)
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
+}
