@@ -199,7 +199,7 @@ func New(cfg Config) (*Registry, error) {
 		t.MaxIdleConnsPerHost = 64
 		base = t
 	}
-	g := &credentialGuard{inner: base, host: canonicalHost(u.Host, u.Scheme), scheme: u.Scheme, allowed: allowed}
+	g := &credentialGuard{inner: base, hostname: u.Hostname(), scheme: u.Scheme, allowed: allowed}
 	return &Registry{cfg: cfg, base: u, reg: reg, authAs: authAs, rt: g, transports: map[string]*repoTransport{}}, nil
 }
 
@@ -396,15 +396,15 @@ func (r *Registry) GetManifest(ctx context.Context, repo, reference string, acce
 // the upstream's credentials (a token realm or redirect elsewhere), and
 // refuses to speak another scheme than the configured one to the upstream.
 type credentialGuard struct {
-	inner   http.RoundTripper
-	host    string // canonical host:port of the upstream
-	scheme  string
-	allowed map[string]bool // canonical host:port
+	inner    http.RoundTripper
+	hostname string // without the port
+	scheme   string
+	allowed  map[string]bool // canonical host:port
 }
 
 func (g *credentialGuard) RoundTrip(req *http.Request) (*http.Response, error) {
 	h := canonicalHost(req.URL.Host, req.URL.Scheme)
-	if h == g.host && req.URL.Scheme != g.scheme {
+	if strings.EqualFold(req.URL.Hostname(), g.hostname) && req.URL.Scheme != g.scheme {
 		return nil, fmt.Errorf("refusing %s to %s: the upstream is configured for %s", req.URL.Scheme, req.URL.Host, g.scheme)
 	}
 	if req.Header.Get("Authorization") != "" && !g.allowed[h] {
