@@ -1,0 +1,228 @@
+// Command notarize-ledger runs a docker notarize ledger: a transparency log
+// of signed trust statements served over HTTP (see package ledger).
+//
+//	notarize-ledger --addr 127.0.0.1:7070 --data ./.notarize/ledger
+//
+// On first start it generates the checkpoint signing key in the data
+// directory and writes the verifier key to DATA/ledger.pub; clients pin it.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/notarize/docker-notarize/ledger"
+	"k8s.io/klog/v2"
+)
+
+// version is set at build time: -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+// envSignerKey holds the note signer key itself, as an alternative to --key-file.
+const envSignerKey = "NOTARIZE_LEDGER_SIGNER_KEY"
+
+const shutdownTimeout = 30 * time.Second
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+	case errors.Is(err, errUsage):
+		os.Exit(2)
+	default:
+		fmt.Fprintln(os.Stderr, "notarize-ledger:", err)
+		os.Exit(1)
+	}
+}
+
+// errUsage marks a command-line error; the flag package has printed why.
+var errUsage = errors.New("usage")
+
+// options are the command-line flags.
+type options struct {
+	addr, data, origin     string
+	signersFile, keyFile   string
+	maxFutureSkew          time.Duration
+	logFormat, logLevel    string
+	showVersion            bool
+	batchAge, checkpointIv time.Duration
+}
+
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("notarize-ledger", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.addr, "addr", "127.0.0.1:7070", "listen `address`")
+	fs.StringVar(&o.data, "data", filepath.Join(".notarize", "ledger"), "data `directory`: log, index, keys")
+	fs.StringVar(&o.origin, "origin", "", "checkpoint origin (log name); default: the persisted one, or <hostname>/notarize-ledger")
+	fs.StringVar(&o.signersFile, "signers", "", "`file` of PEM public keys allowed to write; default: open to any valid signature")
+	fs.StringVar(&o.keyFile, "key-file", "", "`file` holding the note signer key (PRIVATE+KEY+…); also $"+envSignerKey+"; default: DATA/"+ledger.KeyFile)
+	fs.DurationVar(&o.maxFutureSkew, "max-future-skew", ledger.DefaultMaxFutureSkew, "refuse statements dated further than this in the future")
+	fs.DurationVar(&o.batchAge, "batch-max-age", ledger.DefaultBatchMaxAge, "longest an entry waits for a batch")
+	fs.DurationVar(&o.checkpointIv, "checkpoint-interval", ledger.DefaultCheckpointInterval, "how often a checkpoint may be published (at least 100ms)")
+	fs.StringVar(&o.logFormat, "log-format", "text", "log format: json or text")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: notarize-ledger [flags]\n\nRuns a docker notarize ledger.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "notarize-ledger: unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
+		fs.Usage()
+		return nil, errUsage
+	}
+	return o, nil
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want json or text", format)
+}
+
+// config turns the flags and environment into a ledger.Config.
+func config(o *options, getenv func(string) string, logger *slog.Logger) (ledger.Config, error) {
+	cfg := ledger.Config{
+		DataDir:            o.data,
+		Origin:             o.origin,
+		MaxFutureSkew:      o.maxFutureSkew,
+		BatchMaxAge:        o.batchAge,
+		CheckpointInterval: o.checkpointIv,
+		Logger:             logger,
+	}
+	switch {
+	case o.keyFile != "":
+		b, err := os.ReadFile(o.keyFile)
+		if err != nil {
+			return cfg, fmt.Errorf("--key-file: %w", err)
+		}
+		cfg.NoteSignerKey = strings.TrimSpace(string(b))
+	case getenv(envSignerKey) != "":
+		cfg.NoteSignerKey = strings.TrimSpace(getenv(envSignerKey))
+	}
+	if o.signersFile != "" {
+		b, err := os.ReadFile(o.signersFile)
+		if err != nil {
+			return cfg, fmt.Errorf("--signers: %w", err)
+		}
+		if cfg.Signers, err = ledger.ParseSigners(b); err != nil {
+			return cfg, fmt.Errorf("--signers %s: %w", o.signersFile, err)
+		}
+	}
+	return cfg, cfg.Validate()
+}
+
+// run starts the ledger and serves it until ctx is done, then shuts down
+// gracefully: in-flight requests finish and the log is flushed.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	if o.showVersion {
+		fmt.Fprintln(stdout, "notarize-ledger", versionString())
+		return nil
+	}
+	logger, err := newLogger(stderr, o.logFormat, o.logLevel)
+	if err != nil {
+		return err
+	}
+	klog.SetSlogLogger(logger) // Tessera logs through klog
+	cfg, err := config(o, getenv, logger)
+	if err != nil {
+		return err
+	}
+	l, err := ledger.New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		return errors.Join(fmt.Errorf("listen: %w", err), closeLedger(l))
+	}
+	srv := &http.Server{
+		Handler:           l.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	pub := filepath.Join(cfg.DataDir, ledger.PubFile)
+	logger.InfoContext(ctx, "ledger started",
+		slog.String("version", versionString()),
+		slog.String("url", "http://"+ln.Addr().String()),
+		slog.String("origin", l.Origin()),
+		slog.String("verifier_key", l.VerifierKey()),
+		slog.String("verifier_key_file", pub),
+		slog.Bool("open_writes", len(cfg.Signers) == 0))
+	fmt.Fprintf(stdout, "notarize-ledger serving http://%s\norigin:       %s\nverifier key: %s\n              (also in %s)\n",
+		ln.Addr(), l.Origin(), l.VerifierKey(), pub)
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	select {
+	case <-ctx.Done():
+		logger.InfoContext(ctx, "shutting down")
+	case err = <-serveErr:
+		err = fmt.Errorf("serve: %w", err)
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	defer cancel()
+	if serr := srv.Shutdown(sctx); serr != nil {
+		err = errors.Join(err, fmt.Errorf("http shutdown: %w", serr))
+	}
+	if cerr := l.Close(sctx); cerr != nil {
+		err = errors.Join(err, cerr)
+	}
+	if err == nil {
+		logger.InfoContext(ctx, "stopped")
+	}
+	return err
+}
+
+func closeLedger(l *ledger.Ledger) error {
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	return l.Close(ctx)
+}
+
+func versionString() string {
+	if version != "dev" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return version
+}

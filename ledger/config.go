@@ -1,0 +1,147 @@
+package ledger
+
+import (
+	"crypto"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/notarize/docker-notarize/notarize"
+	"golang.org/x/mod/sumdb/note"
+)
+
+// Defaults applied by New to zero Config fields.
+const (
+	// DefaultMaxFutureSkew is how far in the future a statement's signed
+	// timestamp may be before the ledger refuses it.
+	DefaultMaxFutureSkew = 10 * time.Minute
+	// DefaultBatchMaxAge is how long the first entry of a batch waits for
+	// others before the batch is sequenced.
+	DefaultBatchMaxAge = 25 * time.Millisecond
+	// DefaultCheckpointInterval is how often a new checkpoint may be
+	// published. It is also the minimum the POSIX storage accepts.
+	DefaultCheckpointInterval = 100 * time.Millisecond
+)
+
+// MinCheckpointInterval is the smallest CheckpointInterval the POSIX storage accepts.
+const MinCheckpointInterval = 100 * time.Millisecond
+
+// Config configures a Ledger. Only DataDir is required.
+type Config struct {
+	// DataDir holds everything the ledger keeps: the Tessera log (DataDir/log),
+	// the digest index (DataDir/index.db), the note key (DataDir/ledger.key),
+	// its verifier key (DataDir/ledger.pub) and the origin (DataDir/origin).
+	// It is created if missing.
+	DataDir string
+	// Origin is the checkpoint origin line, the log's name. Empty means the
+	// persisted origin, or "<hostname>/notarize-ledger" on first start. Once
+	// persisted it cannot change: New refuses a different one.
+	Origin string
+	// NoteSignerKey is a sumdb/note signer key ("PRIVATE+KEY+…"); its name
+	// must be the origin. Empty means DataDir/ledger.key, generated on first start.
+	NoteSignerKey string
+	// Signers are the enrolled writers' public keys. Empty means anyone whose
+	// envelope verifies under the key it carries may write.
+	Signers []crypto.PublicKey
+	// MaxFutureSkew bounds how far a statement's timestamp may be ahead of
+	// the ledger's clock. Zero means DefaultMaxFutureSkew.
+	MaxFutureSkew time.Duration
+	// BatchMaxAge is the Tessera batching delay. Zero means DefaultBatchMaxAge.
+	BatchMaxAge time.Duration
+	// CheckpointInterval is how often Tessera may publish a checkpoint; a
+	// submission is answered after the next one. Zero means
+	// DefaultCheckpointInterval; at least MinCheckpointInterval otherwise.
+	CheckpointInterval time.Duration
+	// Logger receives the ledger's logs. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Validate reports whether c can be used to start a ledger. Zero values that
+// have defaults are valid.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("DataDir is required"))
+	}
+	if c.Origin != "" && !validOrigin(c.Origin) {
+		errs = append(errs, fmt.Errorf("origin %q: must be non-empty UTF-8 without spaces or '+'", c.Origin))
+	}
+	if c.NoteSignerKey != "" {
+		if _, err := note.NewSigner(c.NoteSignerKey); err != nil {
+			errs = append(errs, fmt.Errorf("note signer key: %w", err))
+		}
+	}
+	for i, k := range c.Signers {
+		if _, err := notarize.KeyID(k); err != nil {
+			errs = append(errs, fmt.Errorf("signer %d: %w", i, err))
+		}
+	}
+	if c.MaxFutureSkew < 0 {
+		errs = append(errs, fmt.Errorf("MaxFutureSkew %v is negative", c.MaxFutureSkew))
+	}
+	if c.BatchMaxAge < 0 {
+		errs = append(errs, fmt.Errorf("BatchMaxAge %v is negative", c.BatchMaxAge))
+	}
+	if c.CheckpointInterval != 0 && c.CheckpointInterval < MinCheckpointInterval {
+		errs = append(errs, fmt.Errorf("CheckpointInterval %v is below the minimum %v", c.CheckpointInterval, MinCheckpointInterval))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("ledger config: %w", err)
+	}
+	return nil
+}
+
+// withDefaults returns c with zero fields set to their defaults.
+func (c Config) withDefaults() Config {
+	if c.MaxFutureSkew == 0 {
+		c.MaxFutureSkew = DefaultMaxFutureSkew
+	}
+	if c.BatchMaxAge == 0 {
+		c.BatchMaxAge = DefaultBatchMaxAge
+	}
+	if c.CheckpointInterval == 0 {
+		c.CheckpointInterval = DefaultCheckpointInterval
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// validOrigin reports whether s can be a signed-note key name and so a
+// checkpoint origin: non-empty UTF-8 with no Unicode space and no '+'.
+func validOrigin(s string) bool {
+	return s != "" && utf8.ValidString(s) && strings.IndexFunc(s, unicode.IsSpace) < 0 && !strings.Contains(s, "+")
+}
+
+// ParseSigners decodes the enrolled signers file: one or more PEM "PUBLIC
+// KEY" blocks. Text outside the blocks is ignored; a file with no key, or a
+// key of a kind signers may not use, is an error.
+func ParseSigners(pemBytes []byte) ([]crypto.PublicKey, error) {
+	var keys []crypto.PublicKey
+	rest := pemBytes
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "PUBLIC KEY" {
+			return nil, fmt.Errorf("parse signers: PEM block %d is %q, want PUBLIC KEY", len(keys)+1, block.Type)
+		}
+		k, err := notarize.ParsePublicKey(pem.EncodeToMemory(block))
+		if err != nil {
+			return nil, fmt.Errorf("parse signers: key %d: %w", len(keys)+1, err)
+		}
+		keys = append(keys, k)
+	}
+	if len(keys) == 0 {
+		return nil, errors.New("parse signers: no PEM PUBLIC KEY block found")
+	}
+	return keys, nil
+}

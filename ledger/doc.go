@@ -1,0 +1,29 @@
+// Package ledger is the docker notarize ledger server: a Tessera personality
+// that stores signed notarize entries (a DSSE envelope over an in-toto
+// statement plus the signer's public key) in a transparency log, keeps an
+// index from subject digest to log entries, and serves both over HTTP.
+//
+// The log is a Tessera log on POSIX storage under Config.DataDir/log. Its
+// checkpoints are C2SP signed notes (https://c2sp.org/signed-note,
+// https://c2sp.org/tlog-checkpoint) signed with an Ed25519 key that is
+// generated on first start and kept in DataDir/ledger.key; the verifier key
+// is written to DataDir/ledger.pub.
+//
+// HTTP surface (see Ledger.Handler):
+//
+//	GET  /checkpoint, /tile/{L}/{N}[.p/{W}], /tile/entries/{N}[.p/{W}]
+//	     C2SP tlog-tiles read endpoints (https://c2sp.org/tlog-tiles)
+//	POST /api/v1/entries             submit a notarize.Entry; answers once integrated
+//	GET  /api/v1/digests/{digest}    entries about a digest, with proofs to one checkpoint
+//	GET  /api/v1/info                origin, verifier key, size
+//	GET  /metrics                    Prometheus metrics of this ledger
+//
+// The JSON wire types are those of package ledgerclient (api.go). Every
+// error is a ledgerclient.ErrorResponse; bad input always gets a 4xx.
+//
+// Duplicate detection and the digest index live in one embedded bbolt store
+// (DataDir/index.db) that implements tessera.Antispam: a decorator answers a
+// resubmitted entry with its existing index, and a follower tails the
+// integrated log to fill both the identity map and the digest index,
+// persisting its progress in the same transaction.
+package ledger

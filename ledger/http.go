@@ -1,0 +1,347 @@
+package ledger
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/notarize/docker-notarize/ledgerclient"
+	"github.com/notarize/docker-notarize/notarize"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/transparency-dev/tessera/api/layout"
+)
+
+// Errors only the HTTP layer produces.
+var (
+	errNotFound   = errors.New("not found")
+	errMethod     = errors.New("method not allowed")
+	errBadRequest = errors.New("bad request")
+)
+
+// Cache-Control values of the tlog-tiles endpoints.
+const (
+	cacheImmutable  = "public, max-age=31536000, immutable" // full tiles and bundles never change
+	cachePartial    = "public, max-age=3600"                // partial ones neither, but may be removed
+	cacheCheckpoint = "no-cache"                            // always revalidate
+)
+
+// Handler returns the ledger's HTTP handler: the JSON API, the C2SP
+// tlog-tiles read endpoints and /metrics. Every error is a JSON
+// ledgerclient.ErrorResponse.
+func (l *Ledger) Handler() http.Handler { return l.handler }
+
+// apiFunc is an HTTP handler whose errors are written by writeError.
+type apiFunc func(w http.ResponseWriter, r *http.Request) error
+
+func (l *Ledger) routes() http.Handler {
+	get := []string{http.MethodGet, http.MethodHead}
+	mux := http.NewServeMux()
+	mux.Handle("/"+layout.CheckpointPath, l.api(l.serveCheckpoint, get...))
+	mux.Handle("/tile/entries/{index...}", l.api(l.serveEntryBundle, get...))
+	mux.Handle("/tile/{level}/{index...}", l.api(l.serveTile, get...))
+	mux.Handle(ledgerclient.PathEntries, l.api(l.serveSubmit, http.MethodPost))
+	mux.Handle(ledgerclient.PathDigests+"{digest}", l.api(l.serveLookup, get...))
+	mux.Handle(ledgerclient.PathInfo, l.api(l.serveInfo, get...))
+	metrics := promhttp.HandlerFor(l.metrics.reg, promhttp.HandlerOpts{})
+	mux.Handle("/metrics", l.api(func(w http.ResponseWriter, r *http.Request) error {
+		metrics.ServeHTTP(w, r)
+		return nil
+	}, get...))
+	mux.Handle("/", l.api(func(_ http.ResponseWriter, r *http.Request) error {
+		return fmt.Errorf("%w: no such endpoint %s", errNotFound, truncate(r.URL.Path, 100))
+	}))
+	return l.recoverAndLog(mux)
+}
+
+// api adapts f, allowing only the given methods (any when none are given).
+func (l *Ledger) api(f apiFunc, methods ...string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		if len(methods) > 0 && !slices.Contains(methods, r.Method) {
+			w.Header().Set("Allow", strings.Join(methods, ", "))
+			l.writeError(w, r, fmt.Errorf("%w: %s %s (allowed: %s)", errMethod, truncate(r.Method, 20), truncate(r.URL.Path, 100), strings.Join(methods, ", ")))
+			return
+		}
+		if err := f(w, r); err != nil {
+			l.writeError(w, r, err)
+		}
+	})
+}
+
+// classify maps an error to its HTTP status and API code. It is the one
+// place where domain errors become wire errors.
+func classify(err error) (int, string) {
+	switch {
+	case errors.Is(err, errNotFound):
+		return http.StatusNotFound, ledgerclient.CodeNotFound
+	case errors.Is(err, errMethod):
+		return http.StatusMethodNotAllowed, ledgerclient.CodeMethod
+	case errors.Is(err, ErrTooLarge):
+		return http.StatusRequestEntityTooLarge, ledgerclient.CodeTooLarge
+	case errors.Is(err, ErrFuture):
+		return http.StatusBadRequest, ledgerclient.CodeFuture
+	case errors.Is(err, ErrNotEnrolled):
+		return http.StatusForbidden, ledgerclient.CodeNotEnrolled
+	case errors.Is(err, notarize.ErrBadSignature):
+		return http.StatusBadRequest, ledgerclient.CodeBadSignature
+	case errors.Is(err, errBadRequest), errors.Is(err, notarize.ErrBadEntry),
+		errors.Is(err, notarize.ErrBadStatement), errors.Is(err, notarize.ErrBadDigest):
+		return http.StatusBadRequest, ledgerclient.CodeBadRequest
+	case errors.Is(err, ErrUnavailable), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return http.StatusServiceUnavailable, ledgerclient.CodeUnavailable
+	default:
+		return http.StatusInternalServerError, ledgerclient.CodeInternal
+	}
+}
+
+// writeError answers with the JSON ErrorResponse for err.
+func (l *Ledger) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	status, code := classify(err)
+	msg := err.Error()
+	switch {
+	case status == http.StatusServiceUnavailable:
+		w.Header().Set("Retry-After", "1")
+		l.log.WarnContext(r.Context(), "request refused", slog.String("path", r.URL.Path), slog.Any("error", err))
+	case status >= 500:
+		l.log.ErrorContext(r.Context(), "request failed", slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Any("error", err))
+		msg = "internal error"
+	}
+	writeJSON(w, status, ledgerclient.ErrorResponse{Code: code, Message: msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		b = []byte(`{"code":"` + ledgerclient.CodeInternal + `","message":"encode response"}`)
+	}
+	w.Header().Set("Content-Type", ledgerclient.MediaTypeJSON)
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// serveSubmit handles POST /api/v1/entries.
+func (l *Ledger) serveSubmit(w http.ResponseWriter, r *http.Request) error {
+	start := time.Now()
+	rec, err := l.submitRequest(w, r)
+	if err != nil {
+		_, code := classify(err)
+		l.metrics.submissions.WithLabelValues(code).Inc()
+		return err
+	}
+	status, result := http.StatusCreated, "created"
+	if rec.Duplicate {
+		status, result = http.StatusOK, "duplicate"
+	}
+	l.metrics.submissions.WithLabelValues(result).Inc()
+	l.metrics.receipt.Observe(time.Since(start).Seconds())
+	l.log.DebugContext(r.Context(), "entry logged", slog.Uint64("index", rec.Index), slog.Bool("duplicate", rec.Duplicate))
+	writeJSON(w, status, rec)
+	return nil
+}
+
+func (l *Ledger) submitRequest(w http.ResponseWriter, r *http.Request) (*ledgerclient.Receipt, error) {
+	if r.ContentLength > notarize.MaxEntrySize {
+		return nil, fmt.Errorf("%w: body is %d bytes, at most %d", ErrTooLarge, r.ContentLength, notarize.MaxEntrySize)
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, notarize.MaxEntrySize))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return nil, fmt.Errorf("%w: body is over %d bytes", ErrTooLarge, notarize.MaxEntrySize)
+		}
+		return nil, fmt.Errorf("%w: read body: %v", errBadRequest, err)
+	}
+	e, err := notarize.ParseEntry(body)
+	if err != nil {
+		return nil, err
+	}
+	return l.Submit(r.Context(), e)
+}
+
+// serveLookup handles GET /api/v1/digests/{digest}.
+func (l *Ledger) serveLookup(w http.ResponseWriter, r *http.Request) error {
+	resp, err := l.lookupRequest(r)
+	if err != nil {
+		_, code := classify(err)
+		l.metrics.lookups.WithLabelValues(code).Inc()
+		return err
+	}
+	l.metrics.lookups.WithLabelValues("ok").Inc()
+	writeJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+func (l *Ledger) lookupRequest(r *http.Request) (*ledgerclient.LookupResponse, error) {
+	d, err := notarize.ParseDigest(r.PathValue("digest"))
+	if err != nil {
+		return nil, err
+	}
+	return l.Lookup(r.Context(), d)
+}
+
+// serveInfo handles GET /api/v1/info.
+func (l *Ledger) serveInfo(w http.ResponseWriter, r *http.Request) error {
+	info, err := l.Info(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, info)
+	return nil
+}
+
+// serveCheckpoint handles GET /checkpoint.
+func (l *Ledger) serveCheckpoint(w http.ResponseWriter, r *http.Request) error {
+	raw, err := l.reader.ReadCheckpoint(r.Context())
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("%w: no checkpoint yet", errNotFound)
+		}
+		return fmt.Errorf("read checkpoint: %w", err)
+	}
+	writeStatic(w, "text/plain; charset=utf-8", cacheCheckpoint, raw)
+	return nil
+}
+
+// serveTile handles GET /tile/{L}/{N}[.p/{W}].
+func (l *Ledger) serveTile(w http.ResponseWriter, r *http.Request) error {
+	level, index, p, err := layout.ParseTileLevelIndexPartial(r.PathValue("level"), r.PathValue("index"))
+	if err != nil {
+		return fmt.Errorf("%w: %s is not a tile path: %v", errBadRequest, truncate(r.URL.Path, 100), err)
+	}
+	raw, err := l.reader.ReadTile(r.Context(), level, index, p)
+	if err != nil {
+		return resourceError(r, err)
+	}
+	if p > 0 {
+		// The reader falls back to the full tile once the partial one is
+		// gone; its first p hashes are the partial tile.
+		want := int(p) * 32
+		if len(raw) < want {
+			return fmt.Errorf("%w: %s", errNotFound, truncate(r.URL.Path, 100))
+		}
+		raw = raw[:want]
+	}
+	writeStatic(w, "application/octet-stream", cacheFor(p), raw)
+	return nil
+}
+
+// serveEntryBundle handles GET /tile/entries/{N}[.p/{W}].
+func (l *Ledger) serveEntryBundle(w http.ResponseWriter, r *http.Request) error {
+	index, p, err := layout.ParseTileIndexPartial(r.PathValue("index"))
+	if err != nil {
+		return fmt.Errorf("%w: %s is not an entry bundle path: %v", errBadRequest, truncate(r.URL.Path, 100), err)
+	}
+	raw, err := l.reader.ReadEntryBundle(r.Context(), index, p)
+	if err != nil {
+		return resourceError(r, err)
+	}
+	if p > 0 {
+		var ok bool
+		if raw, ok = firstEntries(raw, int(p)); !ok {
+			return fmt.Errorf("%w: %s", errNotFound, truncate(r.URL.Path, 100))
+		}
+	}
+	writeStatic(w, "application/octet-stream", cacheFor(p), raw)
+	return nil
+}
+
+func resourceError(r *http.Request, err error) error {
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%w: %s", errNotFound, truncate(r.URL.Path, 100))
+	}
+	return fmt.Errorf("read %s: %w", r.URL.Path, err)
+}
+
+// firstEntries returns the prefix of an entry bundle holding its first n
+// entries (each a 16-bit big-endian length and the data), which is the
+// partial bundle of width n.
+func firstEntries(bundle []byte, n int) ([]byte, bool) {
+	off := 0
+	for range n {
+		if off+2 > len(bundle) {
+			return nil, false
+		}
+		off += 2 + int(binary.BigEndian.Uint16(bundle[off:]))
+		if off > len(bundle) {
+			return nil, false
+		}
+	}
+	return bundle[:off], true
+}
+
+func cacheFor(partial uint8) string {
+	if partial > 0 {
+		return cachePartial
+	}
+	return cacheImmutable
+}
+
+func writeStatic(w http.ResponseWriter, contentType, cacheControl string, body []byte) {
+	w.Header().Set("Content-Type", contentType)
+	w.Header().Set("Cache-Control", cacheControl)
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
+}
+
+// recoverAndLog logs each request at debug level and turns a panic into a
+// 500 (a bug) instead of a dropped connection.
+func (l *Ledger) recoverAndLog(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sw := &statusWriter{ResponseWriter: w}
+		start := time.Now()
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				l.log.ErrorContext(r.Context(), "panic in handler", slog.Any("panic", v), slog.String("stack", string(debug.Stack())))
+				if sw.status == 0 {
+					l.writeError(sw, r, fmt.Errorf("panic: %v", v))
+				}
+			}
+			l.log.DebugContext(r.Context(), "http request", slog.String("method", r.Method), slog.String("path", r.URL.Path),
+				slog.Int("status", sw.status), slog.Duration("duration", time.Since(start)))
+		}()
+		next.ServeHTTP(sw, r)
+	})
+}
+
+// statusWriter records the status code written.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

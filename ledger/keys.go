@@ -1,0 +1,194 @@
+package ledger
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/transparency-dev/formats/log"
+	"github.com/transparency-dev/tessera/api/layout"
+	"golang.org/x/mod/sumdb/note"
+)
+
+// Files inside Config.DataDir that operators and tests may read.
+const (
+	// KeyFile holds the note signer key ("PRIVATE+KEY+…"), mode 0600.
+	KeyFile = "ledger.key"
+	// PubFile holds the note verifier key, the string clients pin.
+	PubFile = "ledger.pub"
+)
+
+// Other files and directories inside Config.DataDir.
+const (
+	keyFileName    = KeyFile
+	pubFileName    = PubFile
+	originFileName = "origin"   // the persisted checkpoint origin
+	logDirName     = "log"      // Tessera POSIX storage
+	indexFileName  = "index.db" // bbolt: antispam identities and digest index
+)
+
+// ErrIdentityMismatch is returned (wrapped) by New when the configured
+// origin or note key disagrees with what the data directory already holds.
+var ErrIdentityMismatch = errors.New("ledger identity mismatch")
+
+// identity is the ledger's checkpoint signing identity.
+type identity struct {
+	signer   note.Signer
+	verifier note.Verifier
+	vkey     string // verifier key string, as in ledger.pub
+}
+
+// loadIdentity loads (or, on first start, creates) the note key and origin
+// kept in dir, checks them against cfg and against an existing checkpoint,
+// and writes ledger.pub and origin.
+func loadIdentity(dir string, cfg Config) (*identity, error) {
+	persisted, err := readTrimmed(filepath.Join(dir, originFileName))
+	if err != nil {
+		return nil, err
+	}
+	skey := cfg.NoteSignerKey
+	if skey == "" {
+		skey, err = readTrimmed(filepath.Join(dir, keyFileName))
+		if err != nil {
+			return nil, err
+		}
+	}
+	if skey == "" {
+		name := firstNonEmpty(cfg.Origin, persisted, defaultOrigin())
+		skey, _, err = note.GenerateKey(rand.Reader, name)
+		if err != nil {
+			return nil, fmt.Errorf("generate note key: %w", err)
+		}
+		if err := writeFileAtomic(filepath.Join(dir, keyFileName), []byte(skey+"\n"), 0o600); err != nil {
+			return nil, err
+		}
+	}
+	signer, err := note.NewSigner(skey)
+	if err != nil {
+		return nil, fmt.Errorf("note signer key: %w", err)
+	}
+	origin := signer.Name()
+	if cfg.Origin != "" && cfg.Origin != origin {
+		return nil, fmt.Errorf("%w: configured origin %q, but the note key is named %q", ErrIdentityMismatch, cfg.Origin, origin)
+	}
+	if persisted != "" && persisted != origin {
+		return nil, fmt.Errorf("%w: %s holds origin %q, but the note key is named %q", ErrIdentityMismatch, filepath.Join(dir, originFileName), persisted, origin)
+	}
+	vkey, err := verifierKeyOf(skey)
+	if err != nil {
+		return nil, err
+	}
+	verifier, err := note.NewVerifier(vkey)
+	if err != nil {
+		return nil, fmt.Errorf("note verifier key: %w", err)
+	}
+	if verifier.KeyHash() != signer.KeyHash() {
+		return nil, errors.New("note signer key: key hash does not match the key")
+	}
+	// A log that exists must have been signed by this key under this origin:
+	// anything else would hand clients a checkpoint they cannot chain to.
+	cpPath := filepath.Join(dir, logDirName, layout.CheckpointPath)
+	if cp, err := os.ReadFile(cpPath); err == nil {
+		if _, _, _, err := log.ParseCheckpoint(cp, origin, verifier); err != nil {
+			return nil, fmt.Errorf("%w: the existing checkpoint %s does not verify under key %q: %v", ErrIdentityMismatch, cpPath, vkey, err)
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("read checkpoint: %w", err)
+	}
+	if persisted == "" {
+		if err := writeFileAtomic(filepath.Join(dir, originFileName), []byte(origin+"\n"), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	if old, err := readTrimmed(filepath.Join(dir, pubFileName)); err != nil || old != vkey {
+		if err := writeFileAtomic(filepath.Join(dir, pubFileName), []byte(vkey+"\n"), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	return &identity{signer: signer, verifier: verifier, vkey: vkey}, nil
+}
+
+// verifierKeyOf derives the verifier key string from an Ed25519 note signer
+// key "PRIVATE+KEY+<name>+<hash>+<base64(0x01 || seed)>".
+func verifierKeyOf(skey string) (string, error) {
+	parts := strings.SplitN(skey, "+", 5) // base64 key data may hold "+"
+	if len(parts) != 5 || parts[0] != "PRIVATE" || parts[1] != "KEY" {
+		return "", errors.New("note signer key: malformed")
+	}
+	raw, err := base64.StdEncoding.DecodeString(parts[4])
+	if err != nil || len(raw) != 1+ed25519.SeedSize || raw[0] != 1 {
+		return "", errors.New("note signer key: not an Ed25519 key")
+	}
+	pub := ed25519.NewKeyFromSeed(raw[1:]).Public().(ed25519.PublicKey)
+	vkey, err := note.NewEd25519VerifierKey(parts[2], pub)
+	if err != nil {
+		return "", fmt.Errorf("note verifier key: %w", err)
+	}
+	return vkey, nil
+}
+
+// defaultOrigin is "<hostname>/notarize-ledger", or "localhost/notarize-ledger"
+// when the host name is unknown or not usable in an origin.
+func defaultOrigin() string {
+	h, err := os.Hostname()
+	if err != nil || !validOrigin(h) || strings.Contains(h, "/") {
+		h = "localhost"
+	}
+	return h + "/notarize-ledger"
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// readTrimmed returns the file's content without surrounding space, or ""
+// when the file does not exist.
+func readTrimmed(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", path, err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// writeFileAtomic writes data to a temporary file beside path, syncs it and
+// renames it into place.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	tmp := f.Name()
+	err = f.Chmod(perm)
+	if err == nil {
+		_, err = f.Write(data)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}

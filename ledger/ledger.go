@@ -1,0 +1,443 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/notarize/docker-notarize/ledgerclient"
+	"github.com/notarize/docker-notarize/notarize"
+	"github.com/transparency-dev/formats/log"
+	"github.com/transparency-dev/tessera"
+	"github.com/transparency-dev/tessera/api/layout"
+	"github.com/transparency-dev/tessera/client"
+	"github.com/transparency-dev/tessera/storage/posix"
+)
+
+// MaxLeafSize is the largest canonical entry the log stores: a C2SP
+// tlog-tiles entry bundle prefixes each entry with a 16-bit length.
+const MaxLeafSize = 1<<16 - 1
+
+// Errors returned (wrapped) by Submit, Lookup and Info. The HTTP layer maps
+// them, and the notarize errors, to API codes in one place (see classify).
+var (
+	// ErrTooLarge: the entry is over MaxLeafSize (or the request body over its bound).
+	ErrTooLarge = errors.New("entry too large")
+	// ErrFuture: the statement's timestamp is too far ahead of the ledger's clock.
+	ErrFuture = errors.New("statement dated in the future")
+	// ErrNotEnrolled: writes are restricted and the signer is not enrolled.
+	ErrNotEnrolled = errors.New("signer not enrolled")
+	// ErrUnavailable: the ledger is overloaded or shutting down; retry later.
+	ErrUnavailable = errors.New("ledger unavailable")
+)
+
+// Tuning that is not worth a Config field.
+const (
+	awaitPoll       = 10 * time.Millisecond // how often the publication awaiter reads the checkpoint
+	batchMaxSize    = 1024                  // Tessera batch size
+	maxInFlight     = 4096                  // concurrent submissions before the ledger answers 503
+	receiptTimeout  = 30 * time.Second      // longest a submission waits for its checkpoint
+	indexWait       = 10 * time.Second      // longest a lookup waits for the index to catch up
+	tesseraPushback = 1 << 16               // WithPushback; the POSIX driver does not use it
+)
+
+// Ledger is a running ledger: a Tessera log, its digest index and the HTTP
+// API over both. Create it with New and stop it with Close.
+type Ledger struct {
+	cfg      Config
+	log      *slog.Logger
+	id       *identity
+	enrolled map[string]bool // key IDs allowed to write; nil = open
+
+	reader   tessera.LogReader
+	add      tessera.AddFn
+	awaiter  *tessera.PublicationAwaiter
+	shutdown func(context.Context) error
+	store    store
+	cancel   context.CancelFunc
+
+	inflight  chan struct{} // semaphore bounding concurrent submissions
+	closing   atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+
+	lastCP atomic.Pointer[parsedCheckpoint] // the last checkpoint opened, to skip re-verifying it
+	prover prover
+
+	metrics *metrics
+	handler http.Handler
+}
+
+// parsedCheckpoint is a checkpoint note and what it says.
+type parsedCheckpoint struct {
+	raw []byte
+	cp  *log.Checkpoint
+}
+
+// prover builds inclusion proofs, sharing one client.ProofBuilder (and so
+// the tiles it has read) among all requests for the same tree size. Most
+// receipts of a batch are answered under the same checkpoint.
+type prover struct {
+	mu   sync.Mutex
+	size uint64
+	pb   *client.ProofBuilder
+}
+
+// inclusionProofs returns inclusion proofs for indices in a tree of the given size.
+func (l *Ledger) inclusionProofs(ctx context.Context, size uint64, indices ...uint64) ([][][]byte, error) {
+	p := &l.prover
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.pb == nil || p.size != size {
+		pb, err := client.NewProofBuilder(ctx, size, l.reader.ReadTile)
+		if err != nil {
+			return nil, fmt.Errorf("proof builder: %w", err)
+		}
+		p.pb, p.size = pb, size
+	}
+	out := make([][][]byte, len(indices))
+	for i, idx := range indices {
+		proof, err := p.pb.InclusionProof(ctx, idx)
+		if err != nil {
+			p.pb = nil // do not keep a builder that may have cached a bad tile
+			return nil, fmt.Errorf("inclusion proof for %d in %d: %w", idx, size, err)
+		}
+		out[i] = nonNil(proof)
+	}
+	return out, nil
+}
+
+// New opens (or creates) the ledger in cfg.DataDir and starts its
+// background work. ctx bounds start-up only; Close stops the ledger.
+func New(ctx context.Context, cfg Config) (*Ledger, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	if err := os.MkdirAll(filepath.Join(cfg.DataDir, logDirName), 0o700); err != nil {
+		return nil, fmt.Errorf("new ledger: %w", err)
+	}
+	// The index database is opened first: its lock keeps a second process
+	// out of the data directory.
+	st, err := openBoltStore(filepath.Join(cfg.DataDir, indexFileName), cfg.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("new ledger: %w", err)
+	}
+	l, err := newLedger(cfg, st)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("new ledger: %w", err), st.Close())
+	}
+	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	l.cancel = cancel
+	if err := l.start(ctx, bg, st); err != nil {
+		cancel()
+		return nil, errors.Join(fmt.Errorf("new ledger: %w", err), st.Close())
+	}
+	l.metrics = newMetrics(l)
+	l.handler = l.routes()
+	return l, nil
+}
+
+// newLedger sets up the parts of a Ledger that need no background work.
+func newLedger(cfg Config, st *boltStore) (*Ledger, error) {
+	id, err := loadIdentity(cfg.DataDir, cfg)
+	if err != nil {
+		return nil, err
+	}
+	l := &Ledger{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		id:       id,
+		inflight: make(chan struct{}, maxInFlight),
+	}
+	if len(cfg.Signers) > 0 {
+		l.enrolled = make(map[string]bool, len(cfg.Signers))
+		for _, k := range cfg.Signers {
+			kid, err := notarize.KeyID(k)
+			if err != nil {
+				return nil, err
+			}
+			l.enrolled[kid] = true
+		}
+	}
+	l.store = st
+	return l, nil
+}
+
+// start opens the Tessera log and waits until the index has caught up with
+// it, so that duplicate detection is exact from the first request.
+func (l *Ledger) start(ctx, bg context.Context, st *boltStore) error {
+	driver, err := posix.New(bg, posix.Config{Path: filepath.Join(l.cfg.DataDir, logDirName)})
+	if err != nil {
+		return fmt.Errorf("posix storage: %w", err)
+	}
+	opts := tessera.NewAppendOptions().
+		WithCheckpointSigner(l.id.signer).
+		WithBatching(batchMaxSize, l.cfg.BatchMaxAge).
+		WithCheckpointInterval(l.cfg.CheckpointInterval).
+		WithPushback(tesseraPushback).
+		WithAntispam(tessera.DefaultAntispamInMemorySize, st)
+	appender, shutdown, reader, err := tessera.NewAppender(bg, driver, opts)
+	if err != nil {
+		return fmt.Errorf("tessera appender: %w", err)
+	}
+	l.add, l.shutdown, l.reader = appender.Add, shutdown, reader
+	l.awaiter = tessera.NewPublicationAwaiter(bg, reader.ReadCheckpoint, awaitPoll)
+
+	size, err := reader.IntegratedSize(ctx)
+	if err != nil {
+		return fmt.Errorf("integrated size: %w", err)
+	}
+	if p := st.Processed(); p > size {
+		return fmt.Errorf("index %s covers %d entries but the log has only %d: wrong or rolled-back log directory",
+			filepath.Join(l.cfg.DataDir, indexFileName), p, size)
+	}
+	select {
+	case <-st.started():
+	case <-ctx.Done():
+		return fmt.Errorf("wait for index follower: %w", ctx.Err())
+	}
+	if st.Processed() < size {
+		l.log.InfoContext(ctx, "catching up the digest index", slog.Uint64("from", st.Processed()), slog.Uint64("to", size))
+	}
+	if err := st.WaitProcessed(ctx, size); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Origin returns the checkpoint origin, the log's name.
+func (l *Ledger) Origin() string { return l.id.signer.Name() }
+
+// VerifierKey returns the checkpoint verifier key as a signed-note verifier
+// string (also in DataDir/ledger.pub).
+func (l *Ledger) VerifierKey() string { return l.id.vkey }
+
+// Index returns the ledger's digest index.
+func (l *Ledger) Index() Index { return l.store }
+
+// Close stops accepting submissions, waits until every accepted entry is
+// covered by a published checkpoint and indexed, then stops the background
+// work and releases the data directory, which may then be reopened. Close
+// does not wait for HTTP handlers: shut the HTTP server down first.
+func (l *Ledger) Close(ctx context.Context) error {
+	l.closeOnce.Do(func() {
+		l.closing.Store(true)
+		var errs []error
+		if err := l.shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("flush log: %w", err))
+		}
+		l.cancel()
+		if err := l.store.Close(); err != nil {
+			errs = append(errs, err)
+		}
+		if err := errors.Join(errs...); err != nil {
+			l.closeErr = fmt.Errorf("close ledger: %w", err)
+		}
+	})
+	return l.closeErr
+}
+
+// Submit verifies e, appends it to the log unless the same entry is already
+// there, and returns the receipt once a published checkpoint covers it.
+// Receipt.Duplicate reports that the entry was already in the log.
+func (l *Ledger) Submit(ctx context.Context, e *notarize.Entry) (*ledgerclient.Receipt, error) {
+	if l.closing.Load() {
+		return nil, fmt.Errorf("submit: %w: shutting down", ErrUnavailable)
+	}
+	v, err := e.Verify()
+	if err != nil {
+		return nil, fmt.Errorf("submit: %w", err)
+	}
+	if ts, limit := v.Statement.Predicate.Timestamp, time.Now().Add(l.cfg.MaxFutureSkew); ts.After(limit) {
+		return nil, fmt.Errorf("submit: %w: timestamp %s is more than %v ahead of the ledger's clock",
+			ErrFuture, ts.UTC().Format(time.RFC3339), l.cfg.MaxFutureSkew)
+	}
+	if l.enrolled != nil && !l.enrolled[v.KeyID] {
+		return nil, fmt.Errorf("submit: %w: key %s", ErrNotEnrolled, v.KeyID)
+	}
+	data, err := e.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("submit: %w", err)
+	}
+	if len(data) > MaxLeafSize {
+		return nil, fmt.Errorf("submit: %w: canonical entry is %d bytes, at most %d", ErrTooLarge, len(data), MaxLeafSize)
+	}
+	select {
+	case l.inflight <- struct{}{}:
+		defer func() { <-l.inflight }()
+	default:
+		return nil, fmt.Errorf("submit: %w: %d submissions in flight", ErrUnavailable, maxInFlight)
+	}
+	actx, cancel := context.WithTimeout(ctx, receiptTimeout)
+	defer cancel()
+	idx, cpRaw, err := l.awaiter.Await(actx, l.add(actx, tessera.NewEntry(data)))
+	switch {
+	case err == nil:
+	case errors.Is(err, tessera.ErrPushback):
+		return nil, fmt.Errorf("submit: %w: %v", ErrUnavailable, err)
+	case ctx.Err() != nil:
+		return nil, fmt.Errorf("submit: %w", ctx.Err())
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return nil, fmt.Errorf("submit: %w: entry not integrated in %v: %v", ErrUnavailable, receiptTimeout, err)
+	default:
+		return nil, fmt.Errorf("submit: %w", err)
+	}
+	cp, err := l.parseCheckpoint(cpRaw)
+	if err != nil {
+		return nil, fmt.Errorf("submit: %w", err)
+	}
+	proofs, err := l.inclusionProofs(ctx, cp.Size, idx.Index)
+	if err != nil {
+		return nil, fmt.Errorf("submit: %w", err)
+	}
+	return &ledgerclient.Receipt{
+		Index:          idx.Index,
+		Duplicate:      idx.IsDup,
+		Entry:          data,
+		Checkpoint:     string(cpRaw),
+		InclusionProof: proofs[0],
+	}, nil
+}
+
+// Lookup returns every entry whose statement subject is d, each with an
+// inclusion proof to the latest checkpoint, which is returned with them.
+func (l *Ledger) Lookup(ctx context.Context, d notarize.Digest) (*ledgerclient.LookupResponse, error) {
+	if _, err := notarize.ParseDigest(string(d)); err != nil {
+		return nil, fmt.Errorf("lookup: %w", err)
+	}
+	cpRaw, cp, err := l.latestCheckpoint(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("lookup: %w", err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, indexWait)
+	defer cancel()
+	if err := l.store.WaitProcessed(wctx, cp.Size); err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("lookup: %w", ctx.Err())
+		}
+		return nil, fmt.Errorf("lookup: %w: %v", ErrUnavailable, err)
+	}
+	all, err := l.store.Lookup(ctx, d)
+	if err != nil {
+		return nil, fmt.Errorf("lookup: %w", err)
+	}
+	resp := &ledgerclient.LookupResponse{Digest: string(d), Checkpoint: string(cpRaw), Entries: []ledgerclient.LookupEntry{}}
+	if len(all) == 0 {
+		return resp, nil
+	}
+	var covered []uint64
+	for _, i := range all {
+		if i < cp.Size { // later ones were indexed after the checkpoint was read
+			covered = append(covered, i)
+		}
+	}
+	proofs, err := l.inclusionProofs(ctx, cp.Size, covered...)
+	if err != nil {
+		return nil, fmt.Errorf("lookup: %w", err)
+	}
+	bundles := map[uint64][]byte{}
+	for k, i := range covered {
+		data, err := l.entryAt(ctx, bundles, i, cp.Size)
+		if err != nil {
+			return nil, fmt.Errorf("lookup: %w", err)
+		}
+		resp.Entries = append(resp.Entries, ledgerclient.LookupEntry{Index: i, Entry: data, InclusionProof: proofs[k]})
+	}
+	return resp, nil
+}
+
+// Info describes the ledger and its latest checkpoint.
+func (l *Ledger) Info(ctx context.Context) (*ledgerclient.Info, error) {
+	_, cp, err := l.latestCheckpoint(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("info: %w", err)
+	}
+	return &ledgerclient.Info{
+		Origin:      l.Origin(),
+		VerifierKey: l.VerifierKey(),
+		Size:        cp.Size,
+		OpenWrites:  l.enrolled == nil,
+	}, nil
+}
+
+// latestCheckpoint reads and checks the published checkpoint.
+func (l *Ledger) latestCheckpoint(ctx context.Context) ([]byte, *log.Checkpoint, error) {
+	raw, err := l.reader.ReadCheckpoint(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read checkpoint: %w", err)
+	}
+	cp, err := l.parseCheckpoint(raw)
+	if err != nil {
+		return nil, nil, err
+	}
+	return raw, cp, nil
+}
+
+// parseCheckpoint opens a checkpoint this ledger signed. The last one
+// opened is remembered: every receipt of a batch carries the same one.
+func (l *Ledger) parseCheckpoint(raw []byte) (*log.Checkpoint, error) {
+	if last := l.lastCP.Load(); last != nil && bytes.Equal(last.raw, raw) {
+		return last.cp, nil
+	}
+	cp, _, _, err := log.ParseCheckpoint(raw, l.Origin(), l.id.verifier)
+	if err != nil {
+		return nil, fmt.Errorf("parse own checkpoint: %w", err)
+	}
+	l.lastCP.Store(&parsedCheckpoint{raw: bytes.Clone(raw), cp: cp})
+	return cp, nil
+}
+
+// entryAt returns the bytes of entry i in a tree of the given size, caching
+// raw bundles in bundles.
+func (l *Ledger) entryAt(ctx context.Context, bundles map[uint64][]byte, i, size uint64) ([]byte, error) {
+	bi := i / layout.EntryBundleWidth
+	raw, ok := bundles[bi]
+	if !ok {
+		var err error
+		raw, err = l.reader.ReadEntryBundle(ctx, bi, layout.PartialTileSize(0, bi, size))
+		if err != nil {
+			return nil, fmt.Errorf("read entry bundle %d: %w", bi, err)
+		}
+		bundles[bi] = raw
+	}
+	e, ok := bundleEntry(raw, int(i%layout.EntryBundleWidth))
+	if !ok {
+		return nil, fmt.Errorf("entry bundle %d does not hold entry %d", bi, i)
+	}
+	return e, nil
+}
+
+// bundleEntry returns entry j of a C2SP tlog-tiles entry bundle, a sequence
+// of entries each prefixed with its 16-bit big-endian length.
+func bundleEntry(bundle []byte, j int) ([]byte, bool) {
+	prefix, ok := firstEntries(bundle, j)
+	if !ok {
+		return nil, false
+	}
+	rest := bundle[len(prefix):]
+	if len(rest) < 2 {
+		return nil, false
+	}
+	n := int(binary.BigEndian.Uint16(rest))
+	if len(rest) < 2+n {
+		return nil, false
+	}
+	return rest[2 : 2+n], true
+}
+
+func nonNil(p [][]byte) [][]byte {
+	if p == nil {
+		return [][]byte{}
+	}
+	return p
+}

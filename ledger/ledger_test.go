@@ -1,0 +1,330 @@
+package ledger
+
+import (
+	"bytes"
+	"crypto"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/notarize/docker-notarize/ledgerclient"
+	"github.com/notarize/docker-notarize/notarize"
+)
+
+func TestSubmitAndLookup(t *testing.T) {
+	tl := startLedger(t, Config{})
+	s := newTestSigner(t)
+	d := randomDigest(t)
+	now := time.Now()
+
+	trusted := s.sign(t, d, notarize.StatusTrusted, now.Add(-time.Minute))
+	start := time.Now()
+	rec := tl.submit(t, trusted, http.StatusCreated)
+	t.Logf("time to receipt: %v", time.Since(start))
+	if rec.Duplicate {
+		t.Error("first submission marked duplicate")
+	}
+	tl.checkReceipt(t, rec, mustMarshal(t, trusted))
+
+	untrusted := s.sign(t, d, notarize.StatusUntrusted, now)
+	rec2 := tl.submit(t, untrusted, http.StatusCreated)
+	tl.checkReceipt(t, rec2, mustMarshal(t, untrusted))
+	if rec2.Index == rec.Index {
+		t.Fatalf("two entries got index %d", rec.Index)
+	}
+	// Another digest's entry must not show up under d.
+	tl.submit(t, s.sign(t, randomDigest(t), notarize.StatusTrusted, now), http.StatusCreated)
+
+	resp := tl.lookup(t, d)
+	if resp.Digest != string(d) {
+		t.Errorf("lookup digest %q, want %q", resp.Digest, d)
+	}
+	if got, want := tl.checkLookup(t, resp), []uint64{rec.Index, rec2.Index}; !slices.Equal(got, want) {
+		t.Fatalf("lookup indices %v, want %v", got, want)
+	}
+	// The entries are the signed ones and fold to UNTRUSTED.
+	var records []notarize.Record
+	for _, le := range resp.Entries {
+		e, err := notarize.ParseEntry(le.Entry)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := e.Verify()
+		if err != nil {
+			t.Fatal(err)
+		}
+		records = append(records, notarize.Record{Index: le.Index, KeyID: v.KeyID, Statement: v.Statement})
+	}
+	if dec := notarize.Decide(records, d, []string{s.keyID}); dec.Verdict != notarize.Untrusted {
+		t.Errorf("verdict %v, want UNTRUSTED", dec.Verdict)
+	}
+
+	t.Run("unknown digest", func(t *testing.T) {
+		status, _, b := do(t, http.MethodGet, tl.url+ledgerclient.PathDigests+string(randomDigest(t)), nil)
+		if status != http.StatusOK || !bytes.Contains(b, []byte(`"entries":[]`)) {
+			t.Fatalf("status %d body %s, want 200 with empty entries", status, b)
+		}
+	})
+	t.Run("info", func(t *testing.T) {
+		status, _, b := do(t, http.MethodGet, tl.url+ledgerclient.PathInfo, nil)
+		var info ledgerclient.Info
+		if status != http.StatusOK || json.Unmarshal(b, &info) != nil {
+			t.Fatalf("info: %d %s", status, b)
+		}
+		if info.Origin != tl.Origin() || info.VerifierKey != tl.VerifierKey() || info.Size < 3 || !info.OpenWrites {
+			t.Errorf("info %+v", info)
+		}
+	})
+}
+
+func TestDuplicates(t *testing.T) {
+	tl := startLedger(t, Config{})
+	s := newTestSigner(t)
+	e := s.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now())
+	canonical := mustMarshal(t, e)
+	first := tl.submit(t, e, http.StatusCreated)
+
+	// The same envelope in another JSON encoding: indented, fields reordered.
+	var generic map[string]any
+	if err := json.Unmarshal(canonical, &generic); err != nil {
+		t.Fatal(err)
+	}
+	indented, err := json.MarshalIndent(generic, "", "   ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reordered := []byte(`{"publicKey":` + mustJSON(t, e.PublicKey) + `, "envelope":` + mustJSON(t, e.Envelope) + "}\n")
+
+	for name, body := range map[string][]byte{"same bytes": canonical, "indented": indented, "reordered": reordered} {
+		t.Run(name, func(t *testing.T) {
+			rec := tl.submitBody(t, body, http.StatusOK)
+			if !rec.Duplicate || rec.Index != first.Index {
+				t.Fatalf("got index %d duplicate %v, want duplicate of %d", rec.Index, rec.Duplicate, first.Index)
+			}
+			tl.checkReceipt(t, rec, canonical)
+		})
+	}
+	resp := tl.lookup(t, mustDigest(t, e))
+	if len(resp.Entries) != 1 {
+		t.Fatalf("lookup after duplicates: %d entries, want 1", len(resp.Entries))
+	}
+}
+
+func mustJSON(t testing.TB, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func mustDigest(t testing.TB, e *notarize.Entry) notarize.Digest {
+	t.Helper()
+	v, err := e.Verify()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v.Statement.Digest()
+}
+
+func TestRestartKeepsEverything(t *testing.T) {
+	tl := startLedger(t, Config{Origin: "test.example/ledger"})
+	s := newTestSigner(t)
+	var entries []*notarize.Entry
+	var receipts []ledgerclient.Receipt
+	for range 3 {
+		e := s.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now())
+		entries = append(entries, e)
+		receipts = append(receipts, tl.submit(t, e, http.StatusCreated))
+	}
+	origin, vkey := tl.Origin(), tl.VerifierKey()
+	pub, err := os.ReadFile(filepath.Join(tl.cfg.DataDir, PubFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(string(pub)) != vkey {
+		t.Fatalf("%s holds %q, want %q", PubFile, pub, vkey)
+	}
+
+	check := func(t *testing.T) {
+		if tl.Origin() != origin || tl.VerifierKey() != vkey {
+			t.Fatalf("identity changed: %s %s", tl.Origin(), tl.VerifierKey())
+		}
+		for i, e := range entries {
+			resp := tl.lookup(t, mustDigest(t, e))
+			if got := tl.checkLookup(t, resp); !slices.Equal(got, []uint64{receipts[i].Index}) {
+				t.Fatalf("lookup entry %d: indices %v, want [%d]", i, got, receipts[i].Index)
+			}
+			// Duplicates are found in the persistent index (the in-memory
+			// cache is empty after a restart).
+			rec := tl.submit(t, e, http.StatusOK)
+			if !rec.Duplicate || rec.Index != receipts[i].Index {
+				t.Fatalf("resubmitted entry %d: index %d duplicate %v", i, rec.Index, rec.Duplicate)
+			}
+		}
+	}
+	t.Run("restart", func(t *testing.T) {
+		tl.restart(t)
+		check(t)
+	})
+	t.Run("index rebuilt from the log", func(t *testing.T) {
+		tl.close(t)
+		if err := os.Remove(filepath.Join(tl.cfg.DataDir, indexFileName)); err != nil {
+			t.Fatal(err)
+		}
+		tl.open(t)
+		check(t)
+	})
+	t.Run("new entries continue the log", func(t *testing.T) {
+		rec := tl.submit(t, s.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now()), http.StatusCreated)
+		if rec.Index != 3 {
+			t.Fatalf("index %d after restart, want 3", rec.Index)
+		}
+	})
+}
+
+func TestConcurrentSubmissions(t *testing.T) {
+	const n, workers = 1000, 100
+	tl := startLedger(t, Config{})
+	s := newTestSigner(t)
+	entries := make([]*notarize.Entry, n)
+	t0 := time.Now()
+	for i := range entries {
+		entries[i] = s.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now())
+	}
+	bodies := make([][]byte, n)
+	for i, e := range entries {
+		bodies[i] = mustMarshal(t, e)
+	}
+	t.Logf("signed %d entries in %v", n, time.Since(t0))
+	receipts := make([]ledgerclient.Receipt, n)
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range workers {
+		wg.Go(func() {
+			for i := range next {
+				status, rec, err := post(t.Context(), http.DefaultClient, tl.url, bodies[i])
+				if err != nil || status != http.StatusCreated {
+					t.Errorf("submit %d: status %d: %v", i, status, err)
+					continue
+				}
+				receipts[i] = rec
+			}
+		})
+	}
+	start := time.Now()
+	for i := range entries {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	t.Logf("%d submissions with %d clients in %v", n, workers, time.Since(start))
+	if t.Failed() {
+		return
+	}
+	seen := map[uint64]bool{}
+	for i, rec := range receipts {
+		tl.checkReceipt(t, rec, mustMarshal(t, entries[i]))
+		if seen[rec.Index] {
+			t.Fatalf("index %d assigned twice", rec.Index)
+		}
+		seen[rec.Index] = true
+	}
+	t.Logf("checked receipts at %v", time.Since(t0))
+	digests := make([]notarize.Digest, n)
+	for i, e := range entries {
+		digests[i] = mustDigest(t, e)
+	}
+	lookup := func(i int) error {
+		status, b, err := get(t.Context(), tl.url+ledgerclient.PathDigests+string(digests[i]))
+		var resp ledgerclient.LookupResponse
+		if err == nil {
+			err = json.Unmarshal(b, &resp)
+		}
+		if status != http.StatusOK || err != nil {
+			return fmt.Errorf("status %d, %v", status, err)
+		}
+		if len(resp.Entries) != 1 || resp.Entries[0].Index != receipts[i].Index || !bytes.Equal(resp.Entries[0].Entry, receipts[i].Entry) {
+			return fmt.Errorf("got %d entries, want index %d", len(resp.Entries), receipts[i].Index)
+		}
+		cp, err := verifyCheckpoint(tl.VerifierKey(), tl.Origin(), []byte(resp.Checkpoint))
+		if err != nil {
+			return err
+		}
+		return verifyInclusion(cp, resp.Entries[0].Index, resp.Entries[0].Entry, resp.Entries[0].InclusionProof)
+	}
+	lookups := make(chan int)
+	for range 8 {
+		wg.Go(func() {
+			for i := range lookups {
+				if err := lookup(i); err != nil {
+					t.Errorf("lookup %d: %v", i, err)
+				}
+			}
+		})
+	}
+	for i := range entries {
+		lookups <- i
+	}
+	close(lookups)
+	wg.Wait()
+	t.Logf("looked up at %v", time.Since(t0))
+}
+
+func TestFutureSkew(t *testing.T) {
+	tl := startLedger(t, Config{MaxFutureSkew: time.Hour})
+	s := newTestSigner(t)
+	tl.submit(t, s.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now().Add(50*time.Minute)), http.StatusCreated)
+	status, _, b := do(t, http.MethodPost, tl.url+ledgerclient.PathEntries,
+		mustMarshal(t, s.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now().Add(70*time.Minute))))
+	if er := decodeError(t, b); status != http.StatusBadRequest || er.Code != ledgerclient.CodeFuture {
+		t.Fatalf("got %d %+v, want 400 FUTURE", status, er)
+	}
+}
+
+func TestEnrolledSigners(t *testing.T) {
+	enrolled, other := newTestSigner(t), newTestSigner(t)
+	tl := startLedger(t, Config{Signers: []crypto.PublicKey{enrolled.pub}})
+	tl.submit(t, enrolled.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now()), http.StatusCreated)
+	status, _, b := do(t, http.MethodPost, tl.url+ledgerclient.PathEntries,
+		mustMarshal(t, other.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now())))
+	if er := decodeError(t, b); status != http.StatusForbidden || er.Code != ledgerclient.CodeNotEnrolled {
+		t.Fatalf("got %d %+v, want 403 NOT_ENROLLED", status, er)
+	}
+	info, err := tl.Info(t.Context())
+	if err != nil || info.OpenWrites {
+		t.Fatalf("info %+v, %v: want closed writes", info, err)
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	tl := startLedger(t, Config{})
+	s := newTestSigner(t)
+	e := s.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now())
+	tl.submit(t, e, http.StatusCreated)
+	tl.submit(t, e, http.StatusOK)
+	do(t, http.MethodPost, tl.url+ledgerclient.PathEntries, []byte("{"))
+	status, _, b := do(t, http.MethodGet, tl.url+"/metrics", nil)
+	if status != http.StatusOK {
+		t.Fatalf("metrics: %d", status)
+	}
+	for _, want := range []string{
+		`notarize_ledger_submissions_total{result="created"} 1`,
+		`notarize_ledger_submissions_total{result="duplicate"} 1`,
+		`notarize_ledger_submissions_total{result="BAD_REQUEST"} 1`,
+		`notarize_ledger_receipt_seconds_count 2`,
+		`notarize_ledger_log_size 1`,
+	} {
+		if !bytes.Contains(b, []byte(want)) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}

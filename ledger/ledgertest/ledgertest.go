@@ -1,0 +1,195 @@
+// Package ledgertest runs a real, in-process docker notarize ledger for
+// other packages' tests: Tessera on POSIX storage in a temporary directory,
+// served over HTTP on 127.0.0.1.
+//
+//	srv := ledgertest.Start(t)
+//	client, err := ledgerclient.New(ctx, ledgerclient.Config{URL: srv.URL, …})
+//
+// Two servers started with the same WithSignerKey and WithOrigin sign with
+// the same identity but keep different histories: a forked ledger.
+package ledgertest
+
+import (
+	"context"
+	"crypto"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/notarize/docker-notarize/ledger"
+)
+
+// Server is a running test ledger.
+type Server struct {
+	// URL is the ledger's base URL, "http://127.0.0.1:PORT". It survives Restart.
+	URL string
+	// Origin is the checkpoint origin.
+	Origin string
+	// VerifierKey is the checkpoint verifier key (signed-note verifier string).
+	VerifierKey string
+	// SignerKey is the note signer key; pass it to WithSignerKey to start
+	// another ledger with the same identity.
+	SignerKey string
+	// Dir is the ledger's data directory.
+	Dir string
+
+	tb   testing.TB
+	cfg  ledger.Config
+	addr string
+
+	mu     sync.Mutex
+	ledger *ledger.Ledger
+	srv    *http.Server
+	done   chan struct{} // closed when srv.Serve returns
+}
+
+// Option configures Start.
+type Option func(*ledger.Config)
+
+// WithSignerKey makes the ledger sign checkpoints with the given sumdb/note
+// signer key ("PRIVATE+KEY+…") instead of generating one.
+func WithSignerKey(noteSKey string) Option {
+	return func(c *ledger.Config) { c.NoteSignerKey = noteSKey }
+}
+
+// WithOrigin sets the checkpoint origin.
+func WithOrigin(origin string) Option {
+	return func(c *ledger.Config) { c.Origin = origin }
+}
+
+// WithSigners restricts writes to the given enrolled public keys.
+func WithSigners(keys ...crypto.PublicKey) Option {
+	return func(c *ledger.Config) { c.Signers = append(c.Signers, keys...) }
+}
+
+// WithDir keeps the ledger's data in dir instead of a new t.TempDir().
+func WithDir(dir string) Option {
+	return func(c *ledger.Config) { c.DataDir = dir }
+}
+
+// Start starts a ledger on 127.0.0.1 with a free port. It is stopped by
+// t.Cleanup; failures to start end the test.
+func Start(t testing.TB, opts ...Option) *Server {
+	t.Helper()
+	cfg := ledger.Config{
+		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = t.TempDir()
+	}
+	s := &Server{tb: t, cfg: cfg, Dir: cfg.DataDir}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("ledgertest: listen: %v", err)
+	}
+	s.addr = ln.Addr().String()
+	s.URL = "http://" + s.addr
+	if err := s.start(t, ln); err != nil {
+		_ = ln.Close()
+		t.Fatalf("ledgertest: %v", err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// Restart closes the ledger and opens it again on the same directory and
+// the same address, as a process restart would.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	if err := s.stop(); err != nil {
+		t.Fatalf("ledgertest: restart: %v", err)
+	}
+	ln, err := listenAgain(t, s.addr)
+	if err != nil {
+		t.Fatalf("ledgertest: restart: %v", err)
+	}
+	if err := s.start(t, ln); err != nil {
+		_ = ln.Close()
+		t.Fatalf("ledgertest: restart: %v", err)
+	}
+}
+
+// Stop shuts the server down and closes the ledger. It is safe to call more than once.
+func (s *Server) Stop() {
+	if err := s.stop(); err != nil {
+		s.tb.Errorf("ledgertest: stop: %v", err)
+	}
+}
+
+// Ledger returns the running ledger (nil once stopped).
+func (s *Server) Ledger() *ledger.Ledger {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ledger
+}
+
+func (s *Server) start(t testing.TB, ln net.Listener) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(t.Context()), 30*time.Second)
+	defer cancel()
+	l, err := ledger.New(ctx, s.cfg)
+	if err != nil {
+		return err
+	}
+	key, err := os.ReadFile(filepath.Join(s.Dir, ledger.KeyFile))
+	switch {
+	case s.cfg.NoteSignerKey != "":
+		s.SignerKey = s.cfg.NoteSignerKey
+	case err == nil:
+		s.SignerKey = strings.TrimSpace(string(key))
+	default:
+		return errors.Join(err, l.Close(ctx))
+	}
+	s.Origin, s.VerifierKey = l.Origin(), l.VerifierKey()
+	srv := &http.Server{
+		Handler:           l.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelWarn),
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(ln) // returns http.ErrServerClosed after Shutdown
+	}()
+	s.mu.Lock()
+	s.ledger, s.srv, s.done = l, srv, done
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Server) stop() error {
+	s.mu.Lock()
+	l, srv, done := s.ledger, s.srv, s.done
+	s.ledger, s.srv, s.done = nil, nil, nil
+	s.mu.Unlock()
+	if l == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := srv.Shutdown(ctx)
+	<-done
+	return errors.Join(err, l.Close(ctx))
+}
+
+// listenAgain listens on addr, retrying briefly while the old socket goes away.
+func listenAgain(t testing.TB, addr string) (net.Listener, error) {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ln, err := net.Listen("tcp", addr)
+		if err == nil || time.Now().After(deadline) {
+			return ln, err
+		}
+		t.Logf("ledgertest: listen %s: %v; retrying", addr, err)
+		time.Sleep(50 * time.Millisecond)
+	}
+}
