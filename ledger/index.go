@@ -56,6 +56,7 @@ var (
 // Follower tuning.
 const (
 	followPoll         = 10 * time.Millisecond // how often the follower looks for new entries
+	followMaxBackoff   = 5 * time.Second       // longest wait between retries after an error
 	followMaxBatch     = 4096                  // entries per bbolt transaction
 	antispamPushbackAt = 16384                 // follower lag (entries) at which submissions get pushback
 )
@@ -251,19 +252,24 @@ func (f *boltFollower) EntriesProcessed(context.Context) (uint64, error) {
 func (f *boltFollower) Follow(ctx context.Context, lr tessera.LogReader) {
 	close(f.s.followStarted) // Tessera starts each follower once
 	defer close(f.s.followDone)
+	backoff := followPoll
 	for {
 		caughtUp, err := f.step(ctx, lr)
 		if ctx.Err() != nil {
 			return
 		}
+		wait := followPoll
 		if err != nil {
-			f.s.log.ErrorContext(ctx, "index follower", slog.Any("error", err))
+			f.s.log.ErrorContext(ctx, "index follower", slog.Any("error", err), slog.Duration("retry_in", backoff))
+			wait, backoff = backoff, min(2*backoff, followMaxBackoff)
+		} else {
+			backoff = followPoll
 		}
 		if caughtUp || err != nil {
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(followPoll):
+			case <-time.After(wait):
 			}
 		}
 	}

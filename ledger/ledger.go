@@ -222,9 +222,6 @@ func (l *Ledger) Origin() string { return l.id.signer.Name() }
 // string (also in DataDir/ledger.pub).
 func (l *Ledger) VerifierKey() string { return l.id.vkey }
 
-// Index returns the ledger's digest index.
-func (l *Ledger) Index() Index { return l.store }
-
 // Close stops accepting submissions, waits until every accepted entry is
 // covered by a published checkpoint and indexed, then stops the background
 // work and releases the data directory, which may then be reopened. Close
@@ -287,6 +284,8 @@ func (l *Ledger) Submit(ctx context.Context, e *notarize.Entry) (*ledgerclient.R
 		return nil, fmt.Errorf("submit: %w: %v", ErrUnavailable, err)
 	case ctx.Err() != nil:
 		return nil, fmt.Errorf("submit: %w", ctx.Err())
+	case l.closing.Load():
+		return nil, fmt.Errorf("submit: %w: shutting down: %v", ErrUnavailable, err)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return nil, fmt.Errorf("submit: %w: entry not integrated in %v: %v", ErrUnavailable, receiptTimeout, err)
 	default:
