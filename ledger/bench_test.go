@@ -18,7 +18,7 @@ import (
 //
 //	go test -run '^$' -bench Ingest -benchtime 4000x ./ledger/
 func BenchmarkIngest(b *testing.B) {
-	for _, clients := range []int{16, 64, 256} {
+	for _, clients := range []int{16, 64, 256, 1024} {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
 			tl := startLedger(b, Config{})
 			s := newTestSigner(b)
