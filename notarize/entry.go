@@ -22,8 +22,9 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature/options"
 )
 
-// MaxEntrySize bounds the serialized ledger entry (envelope plus public key).
-const MaxEntrySize = 64 << 10
+// MaxEntrySize bounds the serialized ledger entry (envelope plus public key):
+// a C2SP tlog-tiles entry holds at most 65,535 bytes.
+const MaxEntrySize = 1<<16 - 1
 
 // ErrBadEntry is returned (wrapped) for an entry that does not parse.
 var ErrBadEntry = errors.New("bad entry")

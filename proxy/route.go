@@ -69,7 +69,7 @@ func (e *routeError) Error() string { return e.msg }
 // parameter (empty when absent) to a target:
 //
 //   - ns set: the upstream whose name or URL host is ns; name is the
-//     repository there;
+//     repository there, less a first segment that is that upstream's name;
 //   - else a first path segment that is an upstream's name: that upstream,
 //     the rest is the repository;
 //   - else a first segment that looks like a registry host (has '.' or ':',
@@ -94,6 +94,11 @@ func (r *router) resolve(name, ns string) (target, error) {
 		}
 		if up == nil {
 			return target{}, &routeError{unknown: true, msg: fmt.Sprintf("registry %q is not an upstream of this proxy", clip(ns, 80))}
+		}
+		// containerd adds ns also to a server URL that already carries the
+		// upstream's prefix (override_path): do not count it twice.
+		if first, rest, ok := strings.Cut(name, "/"); ok && first == up.Name() {
+			repo = rest
 		}
 	default:
 		first, rest, hasRest := strings.Cut(name, "/")
