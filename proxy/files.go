@@ -76,6 +76,8 @@ func LoadPolicy(path string) (*notarize.Evaluator, error) {
 //	ledger: https://ledger.example.com
 //	ledgerKey: ledger.pub            # verifier key or a file holding it
 //	maxStaleness: 5m
+//	tlsCert: tls/cert.pem            # serve HTTPS (with tlsKey)
+//	tlsKey: tls/key.pem
 type FileConfig struct {
 	Addr              string           `yaml:"addr,omitempty"`
 	Data              string           `yaml:"data,omitempty"`
@@ -86,6 +88,8 @@ type FileConfig struct {
 	Ledger            string           `yaml:"ledger,omitempty"`
 	LedgerKey         string           `yaml:"ledgerKey,omitempty"`
 	MaxStaleness      Duration         `yaml:"maxStaleness,omitempty"`
+	TLSCert           string           `yaml:"tlsCert,omitempty"`
+	TLSKey            string           `yaml:"tlsKey,omitempty"`
 }
 
 // UpstreamConfig is one upstream in a FileConfig.
@@ -141,7 +145,7 @@ func LoadFileConfig(path string) (*FileConfig, error) {
 		}
 		return filepath.Join(dir, p)
 	}
-	fc.Data, fc.Policy = rel(fc.Data), rel(fc.Policy)
+	fc.Data, fc.Policy, fc.TLSCert, fc.TLSKey = rel(fc.Data), rel(fc.Policy), rel(fc.TLSCert), rel(fc.TLSKey)
 	if fc.LedgerKey != "" && !strings.Contains(fc.LedgerKey, "+") {
 		fc.LedgerKey = rel(fc.LedgerKey)
 	}

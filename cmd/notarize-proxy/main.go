@@ -41,6 +41,7 @@ func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 type options struct {
 	addr, data, defaultUpstream, config, policy, ledger, ledgerKey, logLevel string
+	tlsCert, tlsKey                                                          string
 	upstreams, insecure                                                      listFlag
 	maxStaleness                                                             time.Duration
 }
@@ -59,6 +60,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.ledger, "ledger", "", "ledger URL; required")
 	fs.StringVar(&o.ledgerKey, "ledger-key", "", "ledger verifier key, or a file holding it (the ledger's DIR/ledger.pub); default: pinned on first use")
 	fs.DurationVar(&o.maxStaleness, "max-staleness", replica.DefaultMaxStaleness, "serve from the last verified ledger state for at most this long when the ledger cannot be followed, then fail closed")
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM); with --tls-key")
+	fs.StringVar(&o.tlsKey, "tls-key", "", "private key (PEM) of --tls-cert")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
@@ -105,6 +108,8 @@ func (o *options) merge(set map[string]bool) error {
 		pick(&o.policy, "policy", fc.Policy)
 		pick(&o.ledger, "ledger", fc.Ledger)
 		pick(&o.ledgerKey, "ledger-key", fc.LedgerKey)
+		pick(&o.tlsCert, "tls-cert", fc.TLSCert)
+		pick(&o.tlsKey, "tls-key", fc.TLSKey)
 		if !set["max-staleness"] && fc.MaxStaleness > 0 {
 			o.maxStaleness = time.Duration(fc.MaxStaleness)
 		}
@@ -125,6 +130,9 @@ func (o *options) merge(set map[string]bool) error {
 	}
 	if o.ledger == "" {
 		return errors.New("--ledger is required")
+	}
+	if (o.tlsCert == "") != (o.tlsKey == "") {
+		return errors.New("--tls-cert and --tls-key go together")
 	}
 	return nil
 }
@@ -205,13 +213,28 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	go reloadOnHUP(runCtx, o.policy, srv, log)
 
 	addr := ln.Addr().String()
-	log.Info("notarize-proxy listening", "addr", addr, "version", version, "upstreams", srv.Upstreams(),
+	scheme := "http"
+	if o.tlsCert != "" {
+		scheme = "https"
+	}
+	mirror := scheme + "://" + addr
+	daemonJSON := fmt.Sprintf(`{"registry-mirrors": ["%s"]}`, mirror)
+	if scheme == "http" {
+		daemonJSON = fmt.Sprintf(`{"registry-mirrors": ["%s"], "insecure-registries": ["%s"]}`, mirror, addr)
+	}
+	log.Info("notarize-proxy listening", "addr", addr, "scheme", scheme, "version", version, "upstreams", srv.Upstreams(),
 		"ledger", o.ledger, "ledger_key", lc.VerifierKey(), "policy", o.policy, "data", o.data, "max_staleness", o.maxStaleness.String(),
-		"daemon.json", fmt.Sprintf(`{"registry-mirrors": ["http://%s"], "insecure-registries": ["%s"]}`, addr, addr),
-		"hosts.toml", fmt.Sprintf(`server = "http://%s"  [host."http://%s"] capabilities = ["pull", "resolve"]`, addr, addr))
+		"daemon.json", daemonJSON,
+		"hosts.toml", fmt.Sprintf(`server = "%s"  [host."%s"] capabilities = ["pull", "resolve"]`, mirror, mirror))
 
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
+	go func() {
+		if o.tlsCert != "" {
+			errc <- hs.ServeTLS(ln, o.tlsCert, o.tlsKey)
+			return
+		}
+		errc <- hs.Serve(ln)
+	}()
 	select {
 	case err := <-errc:
 		cancel()

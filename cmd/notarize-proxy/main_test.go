@@ -23,6 +23,7 @@ func TestFlags(t *testing.T) {
 		{"no ledger", []string{"--policy", "p.yaml"}, 2, "--ledger is required"},
 		{"bad flag", []string{"--nope"}, 2, "flag provided but not defined"},
 		{"bad log level", []string{"--policy", "p", "--ledger", "http://x", "--log-level", "loud"}, 2, "--log-level"},
+		{"tls cert without key", []string{"--policy", "p", "--ledger", "http://x", "--tls-cert", "c.pem"}, 2, "go together"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errb bytes.Buffer
