@@ -80,6 +80,7 @@ type envConfig struct {
 	extra        []upstream.Config
 	maxStaleness time.Duration
 	policy       string
+	now          func() time.Time
 }
 
 func withUpstream(u upstream.Config) envOption {
@@ -89,6 +90,21 @@ func withUpstream(u upstream.Config) envOption {
 func withMaxStaleness(d time.Duration) envOption {
 	return func(c *envConfig) { c.maxStaleness = d }
 }
+
+// withClock gives the replica a clock of the test's.
+func withClock(now func() time.Time) envOption {
+	return func(c *envConfig) { c.now = now }
+}
+
+// testClock is a clock the test moves.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *testClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+
+func (c *testClock) Add(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.mu.Unlock() }
 
 func newEnv(t *testing.T, opts ...envOption) *env {
 	t.Helper()
@@ -126,7 +142,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	}
 	e.replica, err = replica.Open(replica.Config{
 		Path: filepath.Join(dir, "replica.db"), Source: ledgerclient.NewFollower(plc, 0),
-		PollInterval: 50 * time.Millisecond, MaxStaleness: ec.maxStaleness,
+		PollInterval: 50 * time.Millisecond, MaxStaleness: ec.maxStaleness, Now: ec.now,
 	})
 	if err != nil {
 		t.Fatal(err)

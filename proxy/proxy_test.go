@@ -219,7 +219,8 @@ func TestPushesRefused(t *testing.T) {
 }
 
 func TestStaleTrustDataFailsClosed(t *testing.T) {
-	e := newEnv(t, withMaxStaleness(300*time.Millisecond))
+	clk := &testClock{now: time.Now()}
+	e := newEnv(t, withMaxStaleness(time.Minute), withClock(clk.Now))
 	d := digestOf(t, e.push("stale", "v1"))
 	audit := digestOf(t, e.push("audit/stale", "v1"))
 	e.sign(e.release, d, notarize.StatusTrusted)
@@ -229,7 +230,14 @@ func TestStaleTrustDataFailsClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.ledger.Stop()
-	time.Sleep(400 * time.Millisecond)
+	clk.Add(30 * time.Second)
+	if _, err := e.replica.Sync(t.Context()); err == nil {
+		t.Fatal("sync with the ledger down succeeded")
+	}
+	if err := e.pull("local/stale:v1"); err != nil {
+		t.Fatalf("within max staleness: %v", err)
+	}
+	clk.Add(31 * time.Second)
 	if _, err := e.replica.Sync(t.Context()); err == nil {
 		t.Fatal("sync with the ledger down succeeded")
 	}
