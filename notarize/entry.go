@@ -59,7 +59,7 @@ func KeyID(pub crypto.PublicKey) (string, error) {
 }
 
 // ParsePublicKey decodes one PEM public key and checks it is a kind signers
-// may use: ECDSA P-256/P-384/P-521, Ed25519, or RSA of at least 2048 bits.
+// may use: ECDSA P-256/P-384/P-521, Ed25519, or RSA of 2048, 3072 or 4096 bits.
 func ParsePublicKey(pemBytes []byte) (crypto.PublicKey, error) {
 	pub, err := cryptoutils.UnmarshalPEMToPublicKey(pemBytes)
 	if err != nil {
@@ -81,7 +81,10 @@ func ParsePublicKey(pemBytes []byte) (crypto.PublicKey, error) {
 	return pub, nil
 }
 
-func hashFor(pub crypto.PublicKey) crypto.Hash {
+// HashFor returns the hash a signature by pub is made and checked with: SHA-384
+// for ECDSA P-384, SHA-512 for P-521, SHA-256 otherwise (Ed25519 hashes
+// internally and ignores it). Signers must use it so that Verify agrees.
+func HashFor(pub crypto.PublicKey) crypto.Hash {
 	if k, ok := pub.(*ecdsa.PublicKey); ok {
 		switch k.Curve {
 		case elliptic.P384():
@@ -184,7 +187,7 @@ func (e *Entry) Verify() (*Verified, error) {
 	if id := e.Envelope.Signatures[0].KeyID; id != "" && id != keyID {
 		return nil, fmt.Errorf("%w: signature keyid %q does not match the public key (%s)", ErrBadSignature, truncate(id, 80), keyID)
 	}
-	v, err := signature.LoadVerifier(pub, hashFor(pub))
+	v, err := signature.LoadVerifier(pub, HashFor(pub))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadSignature, err)
 	}

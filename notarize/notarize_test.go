@@ -203,6 +203,15 @@ func TestParseStatementStrict(t *testing.T) {
 		"oversized":       bytes.Repeat([]byte(" "), notarize.MaxStatementSize+1),
 		"sha512 digest":   bytes.Replace(good, []byte(`"sha256":`), []byte(`"sha512":`), 1),
 		"other predicate": bytes.Replace(good, []byte(notarize.PredicateType), []byte("https://slsa.dev/provenance/v1"), 1),
+		// encoding/json keeps the last of two equal names, other readers the
+		// first: a verifier in Go and an auditor elsewhere would disagree.
+		"predicate twice": bytes.Replace(good, []byte(`"predicate":{`), []byte(`"predicate":{"status":"untrusted"},"predicate":{`), 1),
+		"status twice":    bytes.Replace(good, []byte(`"status":"trusted"`), []byte(`"status":"untrusted","status":"trusted"`), 1),
+		"attribute twice": bytes.Replace(good, []byte(`"ticket":"REL-1"`), []byte(`"ticket":"REL-0","ticket":"REL-1"`), 1),
+		// encoding/json matches names case-insensitively; others do not.
+		"field in other case": bytes.Replace(good, []byte(`"predicate":`), []byte(`"Predicate":`), 1),
+		"nested other case":   bytes.Replace(good, []byte(`"status":`), []byte(`"STATUS":`), 1),
+		"kelvin sign":         bytes.Replace(good, []byte(`"kind":`), []byte(`"\u212aind":`), 1),
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := notarize.ParseStatement(b); !errors.Is(err, notarize.ErrBadStatement) {
@@ -216,14 +225,72 @@ func TestParseEntryStrict(t *testing.T) {
 	e := sign(t, newSigner(t), statement(digestA, notarize.StatusTrusted, t0))
 	good, _ := e.Marshal()
 	for name, b := range map[string][]byte{
-		"unknown field": bytes.Replace(good, []byte(`{"envelope"`), []byte(`{"x":1,"envelope"`), 1),
-		"missing key":   []byte(`{"envelope":{"payloadType":"a","payload":"b","signatures":[]}}`),
-		"oversized":     bytes.Repeat([]byte(" "), notarize.MaxEntrySize+1),
-		"array":         []byte(`[]`),
+		"unknown field":  bytes.Replace(good, []byte(`{"envelope"`), []byte(`{"x":1,"envelope"`), 1),
+		"missing key":    []byte(`{"envelope":{"payloadType":"a","payload":"b","signatures":[]}}`),
+		"oversized":      bytes.Repeat([]byte(" "), notarize.MaxEntrySize+1),
+		"array":          []byte(`[]`),
+		"envelope twice": bytes.Replace(good, []byte(`{"envelope"`), []byte(`{"envelope":{},"envelope"`), 1),
+		"other case":     bytes.Replace(good, []byte(`"publicKey"`), []byte(`"PublicKey"`), 1),
+		"sig twice":      bytes.Replace(good, []byte(`"sig":`), []byte(`"sig":"AA==","sig":`), 1),
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := notarize.ParseEntry(b); !errors.Is(err, notarize.ErrBadEntry) {
 				t.Fatalf("ParseEntry() = %v, want ErrBadEntry", err)
+			}
+		})
+	}
+}
+
+// TestParseStrictKeepsFreeFormMembers checks the member checks leave what
+// maps may hold alone: attribute names that differ only in case, and names
+// that look like fields.
+func TestParseStrictKeepsFreeFormMembers(t *testing.T) {
+	st := statement(digestA, notarize.StatusTrusted, t0)
+	st.Predicate.Attributes = map[string]string{"Team": "a", "team": "b", "status": "x", "Predicate": "y"}
+	b, err := st.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := notarize.ParseStatement(b)
+	if err != nil {
+		t.Fatalf("ParseStatement() = %v", err)
+	}
+	if len(got.Predicate.Attributes) != 4 || got.Predicate.Attributes["Team"] != "a" || got.Predicate.Attributes["team"] != "b" {
+		t.Fatalf("attributes %v", got.Predicate.Attributes)
+	}
+	e := sign(t, newSigner(t), st)
+	eb, err := e.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pe, err := notarize.ParseEntry(eb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pe.Verify(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestHashFor(t *testing.T) {
+	for _, tc := range []struct {
+		curve elliptic.Curve
+		want  crypto.Hash
+	}{{elliptic.P256(), crypto.SHA256}, {elliptic.P384(), crypto.SHA384}, {elliptic.P521(), crypto.SHA512}} {
+		t.Run(tc.curve.Params().Name, func(t *testing.T) {
+			priv, err := ecdsa.GenerateKey(tc.curve, rand.Reader)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := notarize.HashFor(priv.Public()); got != tc.want {
+				t.Fatalf("HashFor = %v, want %v", got, tc.want)
+			}
+			sv, err := signature.LoadSignerVerifier(priv, notarize.HashFor(priv.Public()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := sign(t, sv, statement(digestA, notarize.StatusTrusted, t0)).Verify(); err != nil {
+				t.Fatalf("a signature made with HashFor does not verify: %v", err)
 			}
 		})
 	}
