@@ -354,7 +354,7 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	rd := fill.NewReader(r.Context())
 	defer rd.Close()
-	n, err := io.Copy(w, rd)
+	n, err := io.CopyBuffer(struct{ io.Writer }{w}, rd, make([]byte, 256<<10))
 	s.metrics.blobBytes.WithLabelValues("upstream").Add(float64(n))
 	if err != nil {
 		// Headers are out: end the stream short so the client cannot take

@@ -139,13 +139,14 @@ type Fill struct {
 	started chan struct{} // closed once size is known or the fill failed
 	done    chan struct{} // closed when the fill ended
 
-	mu      sync.Mutex
-	file    *os.File // the temporary file; readers ReadAt it
-	size    int64
-	written int64
-	err     error // set before done is closed
-	notify  chan struct{}
-	refs    int
+	mu       sync.Mutex
+	file     *os.File // the temporary file; readers ReadAt it
+	size     int64
+	written  int64
+	err      error // set before done is closed
+	verified bool  // the whole blob is written and its digest checked
+	notify   chan struct{}
+	refs     int
 }
 
 func (f *Fill) acquire() {
@@ -262,6 +263,13 @@ func (f *Fill) download(ctx context.Context, fetch Fetch) (err error) {
 	if got := digestOf(h); got != f.d {
 		return fmt.Errorf("blob %s: %w: the bytes hash to %s", f.d, ErrDigestMismatch, got)
 	}
+	// Verified: readers may have the last byte now; committing to the cache
+	// (fsync, rename) follows and only decides whether the blob is kept.
+	f.mu.Lock()
+	f.verified = true
+	close(f.notify)
+	f.notify = make(chan struct{})
+	f.mu.Unlock()
 	if err := tmp.Sync(); err != nil {
 		return fmt.Errorf("blobcache: sync: %w", err)
 	}
@@ -307,13 +315,13 @@ func (r *fillReader) Read(p []byte) (int, error) {
 	f := r.f
 	for {
 		f.mu.Lock()
-		avail, finished, ferr, wait := f.written, isClosed(f.done), f.err, f.notify
+		avail, finished, ferr, wait, verified := f.written, isClosed(f.done), f.err, f.notify, f.verified
 		file := f.file
 		f.mu.Unlock()
-		if !finished && avail > 0 {
+		if !verified && avail > 0 {
 			avail-- // the last byte waits for the digest check
 		}
-		if finished && ferr != nil {
+		if !verified && finished && ferr != nil {
 			return 0, ferr
 		}
 		if r.off < avail {
@@ -328,8 +336,11 @@ func (r *fillReader) Read(p []byte) (int, error) {
 			}
 			return m, err
 		}
-		if finished {
+		if verified {
 			return 0, io.EOF
+		}
+		if finished {
+			return 0, io.ErrUnexpectedEOF
 		}
 		select {
 		case <-wait:

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark, one run, all on loopback:
+#   direct      distribution's registry (v3.1.2) serving the image
+#   notarize    notarize-proxy in front of it (verifies and decides every manifest)
+#   dist-proxy  distribution's own pull-through cache (proxy.remoteurl) in front
+#               of it, which checks nothing
+# Manifest GETs by tag and by digest (requests/s, p50, p99), and blob throughput
+# cold (first pull, through the cache fill) and warm. Then the Go benchmarks of
+# the replica (decision cost with 1,000,000 statements, catch-up speed).
+#
+# Usage: bench/proxy-bench.sh        (C=16 D=5s BLOB_MB=256 SKIP_GO=1 to tune)
+# distribution's registry is built once with `go install …@v3.1.2` into
+# ${NOTARIZE_BENCH_CACHE:-~/.cache/notarize-bench}/bin (a few minutes the first time).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/notarize-bench.XXXXXX")
+CACHE=${NOTARIZE_BENCH_CACHE:-$HOME/.cache/notarize-bench}
+BIN=$WORK/bin
+C=${C:-16}
+D=${D:-5s}
+BLOB_MB=${BLOB_MB:-256}
+export GOTOOLCHAIN=${GOTOOLCHAIN:-local} OTEL_TRACES_EXPORTER=none
+PIDS=()
+mkdir -p "$BIN" "$CACHE/bin" "$WORK/logs"
+
+cleanup() {
+  local rc=$?
+  set +e
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
+  [[ $rc -eq 0 ]] && rm -rf "$WORK" || echo "logs kept in $WORK/logs"
+  exit $rc
+}
+trap cleanup EXIT INT TERM
+start() { local n=$1; shift; "$@" >"$WORK/logs/$n.log" 2>&1 & PIDS+=($!); }
+free_port() { local p; while :; do p=$((20000 + RANDOM % 20000)); (echo >/dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo $p; return; }; done; }
+wait_http() { for _ in $(seq 1 300); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "$1 not up" >&2; exit 1; }
+
+echo "== build"
+(cd "$ROOT" && go build -o "$BIN/" ./cmd/notarize-ledger ./cmd/notarize-proxy ./cmd/docker-notarize \
+  && go build -o "$BIN/crane" github.com/google/go-containerregistry/cmd/crane \
+  && go build -o "$BIN/loadgen" bench/loadgen.go)
+if [[ ! -x $CACHE/bin/registry ]]; then
+  echo "   building distribution's registry v3.1.2 (once)"
+  GOBIN=$CACHE/bin GOFLAGS=-mod=mod go install github.com/distribution/distribution/v3/cmd/registry@v3.1.2
+fi
+export PATH=$BIN:$PATH
+
+UP_PORT=$(free_port); DP_PORT=$(free_port); NP_PORT=$(free_port); LEDGER_PORT=$(free_port)
+regconf() { # regconf PORT DIR [REMOTE]
+  cat <<EOF
+version: 0.1
+log: {level: error, accesslog: {disabled: true}}
+storage: {filesystem: {rootdirectory: $2}, delete: {enabled: false}}
+http: {addr: 127.0.0.1:$1}
+EOF
+  [[ -n ${3:-} ]] && echo "proxy: {remoteurl: $3}"
+  return 0
+}
+regconf "$UP_PORT" "$WORK/up" >"$WORK/up.yml"
+regconf "$DP_PORT" "$WORK/dp" "http://127.0.0.1:$UP_PORT" >"$WORK/dp.yml"
+start upstream "$CACHE/bin/registry" serve "$WORK/up.yml"
+start ledger notarize-ledger --addr "127.0.0.1:$LEDGER_PORT" --data "$WORK/ledger"
+wait_http "http://127.0.0.1:$UP_PORT/v2/"
+start dist-proxy "$CACHE/bin/registry" serve "$WORK/dp.yml" # pings its remote at start
+wait_http "http://127.0.0.1:$DP_PORT/v2/"
+wait_http "http://127.0.0.1:$LEDGER_PORT/api/v1/info"
+
+echo "== image, blob of $BLOB_MB MiB, signature"
+UP=127.0.0.1:$UP_PORT
+mkdir -p "$WORK/layer/etc"; echo bench >"$WORK/layer/etc/bench"
+tar -C "$WORK/layer" -cf "$WORK/layer.tar" .
+crane append --insecure -f "$WORK/layer.tar" -t "$UP/bench/app:v1" >/dev/null
+DIGEST=$(crane digest --insecure "$UP/bench/app:v1")
+head -c $((BLOB_MB << 20)) /dev/urandom >"$WORK/blob"
+BLOB=sha256:$(sha256sum "$WORK/blob" | cut -d' ' -f1)
+loc=$(curl -fsS -D - -o /dev/null -X POST "http://$UP/v2/bench/app/blobs/uploads/" | tr -d '\r' | awk -F': ' 'tolower($1)=="location"{print $2}')
+[[ $loc == http* ]] || loc="http://$UP$loc"
+sep='?'; [[ $loc == *\?* ]] && sep='&'
+curl -fsS -X PUT -H 'Content-Type: application/octet-stream' --data-binary "@$WORK/blob" "$loc${sep}digest=$BLOB" -o /dev/null
+rm -f "$WORK/blob"
+export NOTARIZE_HOME=$WORK/home NOTARIZE_PASSWORD=bench NOTARIZE_LEDGER=http://127.0.0.1:$LEDGER_PORT
+docker-notarize key generate --name release >/dev/null
+docker-notarize key export release >"$WORK/release.pub"
+docker-notarize sign "$UP/bench/app:v1" >/dev/null 2>&1
+printf 'signers: {release: {keys: [release.pub]}}\nrules: [{match: "**", require: [release]}]\n' >"$WORK/policy.yaml"
+start notarize-proxy notarize-proxy --addr "127.0.0.1:$NP_PORT" --data "$WORK/np" --upstream "local=http://$UP" \
+  --policy "$WORK/policy.yaml" --ledger "$NOTARIZE_LEDGER" --ledger-key "$WORK/ledger/ledger.pub"
+wait_http "http://127.0.0.1:$NP_PORT/healthz"
+
+declare -A BASE=([direct]="http://$UP/v2/bench/app" [notarize]="http://127.0.0.1:$NP_PORT/v2/bench/app" [dist-proxy]="http://127.0.0.1:$DP_PORT/v2/bench/app")
+ORDER=(direct notarize dist-proxy)
+for t in "${ORDER[@]}"; do # warm-up: transports, tokens, manifest caches
+  curl -fsS -o /dev/null -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' "${BASE[$t]}/manifests/v1"
+done
+
+RESULTS=$WORK/results.tsv
+: >"$RESULTS"
+run() { loadgen "$@" | tee -a "$RESULTS" | awk -F'\t' '{printf "   %-28s %9s req/s  p50 %7s ms  p99 %7s ms  %8s MB/s  errors %s\n", $1, $2, $3, $4, $5, $6}'; }
+echo "== manifests ($C workers, $D each; 2 shared cores: the load generator competes with the servers)"
+for t in "${ORDER[@]}"; do run -name "manifest-tag/$t" -c "$C" -d "$D" "${BASE[$t]}/manifests/v1"; done
+for t in "${ORDER[@]}"; do run -name "manifest-digest/$t" -c "$C" -d "$D" "${BASE[$t]}/manifests/$DIGEST"; done
+echo "== blob of $BLOB_MB MiB"
+for t in "${ORDER[@]}"; do run -name "blob-cold/$t" -once -c 1 -d 10m "${BASE[$t]}/blobs/$BLOB"; done
+for t in "${ORDER[@]}"; do run -name "blob-warm/$t" -c 2 -d "$D" "${BASE[$t]}/blobs/$BLOB"; done
+
+echo "== ratios (notarize vs direct, notarize vs dist-proxy)"
+awk -F'\t' '{split($1, a, "/"); v[a[1] "," a[2]] = (a[1] ~ /blob/) ? $5 : $2}
+  END {
+    n = split("manifest-tag manifest-digest blob-cold blob-warm", k, " ")
+    for (i = 1; i <= n; i++) {
+      d = v[k[i] ",direct"]; p = v[k[i] ",notarize"]; q = v[k[i] ",dist-proxy"]
+      printf "   %-16s notarize/direct %5.2fx   notarize/dist-proxy %5.2fx   (dist-proxy/direct %5.2fx)   [%s]\n",
+        k[i], (d ? p / d : 0), (q ? p / q : 0), (d ? q / d : 0), (k[i] ~ /blob/) ? "MB/s" : "req/s"
+    }
+  }' "$RESULTS"
+
+if [[ -z ${SKIP_GO:-} ]]; then
+  echo "== replica: decision cost with 1,000,000 statements; catch-up speed and memory"
+  (cd "$ROOT" && NOTARIZE_BENCH_STATEMENTS=${STATEMENTS:-1000000} go test -run XXX -bench Decision -benchtime 2s -benchmem ./proxy/replica/ 2>&1 |
+    grep -E '^(Benchmark|ok|FAIL)|indexed' | sed 's/^ */   /')
+  (cd "$ROOT" && NOTARIZE_BENCH_ENTRIES=${ENTRIES:-10000} go test -run XXX -bench CatchUp -benchtime 1x -benchmem ./proxy/replica/ 2>&1 |
+    grep -E '^(Benchmark|ok|FAIL)|filled' | sed 's/^ */   /')
+fi
