@@ -7,8 +7,14 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -193,5 +199,71 @@ func TestReplicaSkipsBadEntries(t *testing.T) {
 	}
 	if s := r.Status(); s.Size != 2 || s.LastError == "" {
 		t.Fatalf("status after a bad batch %+v", s)
+	}
+}
+
+// switchable forwards to one ledger, then to another.
+type switchable struct{ target atomic.Pointer[url.URL] }
+
+func (s *switchable) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	httputil.NewSingleHostReverseProxy(s.target.Load()).ServeHTTP(w, r)
+}
+
+func TestReplicaKeepsServingThroughAFork(t *testing.T) {
+	a := ledgertest.Start(t)
+	b := ledgertest.Start(t, ledgertest.WithSignerKey(a.SignerKey), ledgertest.WithOrigin(a.Origin))
+	sw := &switchable{}
+	ua, _ := url.Parse(a.URL)
+	ub, _ := url.Parse(b.URL)
+	sw.target.Store(ua)
+	front := httptest.NewServer(sw)
+	defer front.Close()
+
+	sv := newSigner(t)
+	d := notarize.DigestOf([]byte("app"))
+	submit := func(srv string, e *notarize.Entry) {
+		c, err := ledgerclient.New(t.Context(), ledgerclient.Config{URL: srv, Home: t.TempDir(), VerifierKey: a.VerifierKey})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Submit(t.Context(), e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	at := time.Now().UTC().Add(-time.Hour)
+	submit(a.URL, entry(t, sv, d, notarize.StatusTrusted, at))
+	// B: another history under the same key, longer than A's.
+	submit(b.URL, entry(t, sv, d, notarize.StatusUntrusted, at))
+	submit(b.URL, entry(t, sv, notarize.DigestOf([]byte("other")), notarize.StatusTrusted, at))
+
+	clk := &clock{now: time.Now()}
+	lc, err := ledgerclient.New(t.Context(), ledgerclient.Config{URL: front.URL, Home: t.TempDir(), VerifierKey: a.VerifierKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := replica.Open(replica.Config{Path: filepath.Join(t.TempDir(), "r.db"), Source: ledgerclient.NewFollower(lc, 0), MaxStaleness: time.Minute, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.Sync(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	sw.target.Store(ub)
+	_, err = r.Sync(t.Context())
+	var fe *ledgerclient.ForkError
+	if !errors.As(err, &fe) {
+		t.Fatalf("Sync() after the fork = %v, want *ForkError", err)
+	}
+	recs, err := r.Records(t.Context(), d)
+	if err != nil || len(recs) != 1 || recs[0].Status() != notarize.StatusTrusted {
+		t.Fatalf("within max staleness the last verified state must be served: %+v, %v", recs, err)
+	}
+	clk.Add(2 * time.Minute)
+	if _, err := r.Records(t.Context(), d); !errors.Is(err, replica.ErrStale) || !strings.Contains(err.Error(), "SECURITY ERROR") {
+		t.Fatalf("past max staleness after a fork: %v", err)
+	}
+	if s := r.Status(); s.Size != 1 {
+		t.Fatalf("the replica moved to the forked history: %+v", s)
 	}
 }
