@@ -2,7 +2,6 @@ package plugin
 
 import (
 	"crypto"
-	"crypto/ecdsa"
 	"crypto/elliptic"
 	"encoding/pem"
 	"errors"
@@ -216,24 +215,15 @@ func LoadSigner(pemBytes, password []byte) (signature.Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load private key: wrong password or corrupt key: %w", err)
 	}
-	s, err := signature.LoadSigner(priv, hashFor(priv))
+	cs, ok := priv.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("load private key: unsupported key type %T", priv)
+	}
+	s, err := signature.LoadSigner(priv, notarize.HashFor(cs.Public()))
 	if err != nil {
 		return nil, fmt.Errorf("load private key: %w", err)
 	}
 	return s, nil
-}
-
-// hashFor matches the hash notarize uses to verify signatures by this key.
-func hashFor(priv crypto.PrivateKey) crypto.Hash {
-	if k, ok := priv.(*ecdsa.PrivateKey); ok {
-		switch k.Curve {
-		case elliptic.P384():
-			return crypto.SHA384
-		case elliptic.P521():
-			return crypto.SHA512
-		}
-	}
-	return crypto.SHA256
 }
 
 func (s KeyStore) paths(name string) (priv, pub string) {
