@@ -169,6 +169,41 @@ func TestCommands(t *testing.T) {
 	}
 }
 
+// TestSignSupersedesDespiteClockSkew: a statement signed on a machine whose
+// clock runs ahead must not make a later untrust from a machine with an
+// earlier clock a silent no-op.
+func TestSignSupersedesDespiteClockSkew(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "alice")
+	app := h.reg.host + "/app:v1"
+	h.mustRun(0, "sign", app)
+	h.mu.Lock()
+	h.clock = h.clock.Add(-time.Hour) // this machine's clock is an hour behind the signing one
+	h.mu.Unlock()
+	_, errOut, code := h.run("untrust", app)
+	if code != 0 || !strings.Contains(errOut, "warning:") || !strings.Contains(errOut, "supersedes") {
+		t.Fatalf("untrust behind the clock: exit %d, stderr %q; want success with a warning", code, errOut)
+	}
+	h.mustRun(1, "verify", app)
+
+	var in inspectOutput
+	if err := json.Unmarshal([]byte(h.mustRun(0, "inspect", "-o", "json", app)), &in); err != nil {
+		t.Fatal(err)
+	}
+	if len(in.Statements) != 2 || !in.Statements[1].Timestamp.After(in.Statements[0].Timestamp) {
+		t.Fatalf("statements %+v: want the untrust dated after the trust", in.Statements)
+	}
+
+	// With the clock in order again, no warning and the clock's time.
+	h.mu.Lock()
+	h.clock = h.clock.Add(2 * time.Hour)
+	h.mu.Unlock()
+	if _, errOut, code := h.run("sign", app); code != 0 || errOut != "" {
+		t.Fatalf("sign with the clock ahead of the ledger: exit %d, stderr %q", code, errOut)
+	}
+	h.mustRun(0, "verify", app)
+}
+
 func TestVerifyWithoutSigners(t *testing.T) {
 	h := newHarness(t)
 	out := h.mustRun(2, "verify", h.reg.host+"/app:v1")

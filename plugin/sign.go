@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"time"
 
 	"github.com/docker/cli/cli/command"
+	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/spf13/cobra"
@@ -47,7 +50,11 @@ fetched from its registry (credentials from the Docker config and credential
 helpers) and hashed here; the digest in the reference, if any, must match. The
 statement is signed with --key and submitted; success is reported only once
 the ledger's receipt (signed checkpoint, consistency and inclusion proof) has
-been verified. For an index, --recursive also covers each manifest it lists.`,
+been verified. For an index, --recursive also covers each manifest it lists.
+
+The newest signed timestamp wins. If this key's current statement about the
+digest is dated at or after this machine's clock, the new one is dated just
+after it (with a warning), so that it takes effect.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.image = args[0]
@@ -98,6 +105,10 @@ func runSign(ctx context.Context, dockerCli command.Cli, opts signOptions) error
 	subjects := append([]Subject{*subject}, subject.Manifests...)
 	outs := make([]signOutput, 0, len(subjects))
 	for _, s := range subjects {
+		at, err := statementTime(ctx, dockerCli.Err(), client, s.Digest, signer.keyID, opts.root.env.now().UTC())
+		if err != nil {
+			return fmt.Errorf("record %s as %s: %w", s.Digest, opts.status, err)
+		}
 		st := notarize.NewStatement(s.Digest, s.Name, notarize.Predicate{
 			Status:     opts.status,
 			MediaType:  s.MediaType,
@@ -105,7 +116,7 @@ func runSign(ctx context.Context, dockerCli command.Cli, opts signOptions) error
 			Kind:       s.Kind,
 			Attributes: attrs,
 			Name:       signer.name,
-			Timestamp:  opts.root.env.now().UTC(),
+			Timestamp:  at,
 		})
 		entry, err := notarize.Sign(ctx, signer.signer, st)
 		if err != nil {
@@ -132,6 +143,29 @@ func runSign(ctx context.Context, dockerCli command.Cli, opts signOptions) error
 		return writeJSON(dockerCli.Out(), outs)
 	}
 	return writeSignText(dockerCli.Out(), outs)
+}
+
+// statementTime returns the timestamp of a new statement by keyID about d:
+// now, unless the key's current statement in the ledger is dated at or after
+// now (another machine's clock ran ahead, or this one was set back). The
+// newest signed timestamp wins, so a statement dated now would be recorded
+// and change nothing: an untrust reported as done while verify still says
+// TRUSTED. The new statement is then dated just after the current one, and a
+// warning says so on stderr.
+func statementTime(ctx context.Context, stderr io.Writer, client *ledgerclient.Client, d notarize.Digest, keyID string, now time.Time) (time.Time, error) {
+	res, err := client.Lookup(ctx, d)
+	if err != nil {
+		return time.Time{}, err
+	}
+	cur, ok := notarize.Current(res.Records, d, keyID)
+	if !ok || now.After(cur.Statement.Predicate.Timestamp) {
+		return now, nil
+	}
+	prev := cur.Statement.Predicate.Timestamp.UTC()
+	at := prev.Add(time.Millisecond)
+	fmt.Fprintf(stderr, "warning: this key's current statement about %s (log index %d, %s) is dated %s, not before this machine's clock (%s); the new statement is dated %s so that it supersedes it. Check the signers' clocks.\n",
+		d, cur.Index, cur.Status(), prev.Format(time.RFC3339Nano), now.Format(time.RFC3339Nano), at.Format(time.RFC3339Nano))
+	return at, nil
 }
 
 // signingKey is a decrypted private key ready to sign.
