@@ -14,7 +14,6 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -104,7 +103,7 @@ func (c Config) withDefaults() Config {
 // Buckets and keys of the bbolt file.
 var (
 	bucketMeta    = []byte("meta")
-	bucketRecords = []byte("records") // digest (32 bytes) ‖ index (8 bytes BE) → storedRecord JSON
+	bucketRecords = []byte("records") // digest (32 bytes) ‖ index (8 bytes BE) → storedRecord.encode()
 	bucketBad     = []byte("bad")     // index (8 bytes BE) → why the entry holds nothing to believe
 	keySize       = []byte("size")
 	keyHashes     = []byte("hashes")
@@ -112,16 +111,71 @@ var (
 	keyVerifiedAt = []byte("verifiedAt")
 	keyBad        = []byte("badCount")
 	keyRecords    = []byte("recordCount")
+	keyFormat     = []byte("format")
 )
 
 // storedRecord is what the index keeps of a verified statement: what the
 // status fold and the decision log need.
 type storedRecord struct {
-	KeyID     string          `json:"k"`
-	Status    notarize.Status `json:"s"`
-	Timestamp time.Time       `json:"t"`
-	Name      string          `json:"n,omitempty"`
-	Kind      string          `json:"kind,omitempty"`
+	KeyID     string
+	Status    notarize.Status
+	Timestamp time.Time
+	Name      string
+	Kind      string
+}
+
+// recordFormat is the first byte of every stored record.
+const recordFormat = 1
+
+var statusCodes = []notarize.Status{notarize.StatusTrusted, notarize.StatusUntrusted, notarize.StatusUnsupported}
+
+// encode returns the record's compact binary form: format, status, the raw
+// key ID (32 bytes), the timestamp (seconds, nanoseconds), then name and
+// kind, each length-prefixed.
+func (sr storedRecord) encode() ([]byte, error) {
+	id, err := hex.DecodeString(sr.KeyID)
+	if err != nil || len(id) != 32 {
+		return nil, fmt.Errorf("key ID %q is not 32 hex bytes", sr.KeyID)
+	}
+	st := -1
+	for i, s := range statusCodes {
+		if s == sr.Status {
+			st = i
+		}
+	}
+	if st < 0 {
+		return nil, fmt.Errorf("status %q", sr.Status)
+	}
+	b := make([]byte, 0, 48+len(sr.Name)+len(sr.Kind))
+	b = append(b, recordFormat, byte(st))
+	b = append(b, id...)
+	b = binary.BigEndian.AppendUint64(b, uint64(sr.Timestamp.Unix()))
+	b = binary.BigEndian.AppendUint32(b, uint32(sr.Timestamp.Nanosecond()))
+	b = binary.AppendUvarint(b, uint64(len(sr.Name)))
+	b = append(b, sr.Name...)
+	b = binary.AppendUvarint(b, uint64(len(sr.Kind)))
+	return append(b, sr.Kind...), nil
+}
+
+func decodeRecord(b []byte) (storedRecord, error) {
+	bad := errors.New("corrupt record")
+	if len(b) < 46 || b[0] != recordFormat || int(b[1]) >= len(statusCodes) {
+		return storedRecord{}, bad
+	}
+	sr := storedRecord{
+		Status:    statusCodes[b[1]],
+		KeyID:     hex.EncodeToString(b[2:34]),
+		Timestamp: time.Unix(int64(binary.BigEndian.Uint64(b[34:42])), int64(binary.BigEndian.Uint32(b[42:46]))).UTC(),
+	}
+	rest := b[46:]
+	for _, dst := range []*string{&sr.Name, &sr.Kind} {
+		n, k := binary.Uvarint(rest)
+		if k <= 0 || uint64(len(rest)-k) < n {
+			return storedRecord{}, bad
+		}
+		*dst, rest = string(rest[k:k+int(n)]), rest[k+int(n):]
+	}
+	return sr, nil
 }
 
 // Status is a snapshot of the replica's state.
@@ -180,6 +234,16 @@ func (r *Replica) load() error {
 			}
 		}
 		m := tx.Bucket(bucketMeta)
+		switch v := m.Get(keyFormat); {
+		case v == nil && tx.Bucket(bucketRecords).Stats().KeyN > 0:
+			return errors.New("replica file of an older format: remove it to rebuild from the ledger")
+		case v == nil:
+			if err := m.Put(keyFormat, []byte{recordFormat}); err != nil {
+				return err
+			}
+		case len(v) != 1 || v[0] != recordFormat:
+			return fmt.Errorf("replica file format %x, this proxy writes %d: remove it to rebuild from the ledger", v, recordFormat)
+		}
 		if v := m.Get(keySize); v != nil {
 			if len(v) != 8 {
 				return errors.New("corrupt size")
@@ -302,7 +366,7 @@ func (r *Replica) apply(b *ledgerclient.FollowBatch) error {
 				continue
 			}
 			p := e.Record.Statement.Predicate
-			v, err := json.Marshal(storedRecord{KeyID: e.Record.KeyID, Status: p.Status, Timestamp: p.Timestamp, Name: p.Name, Kind: p.Kind})
+			v, err := storedRecord{KeyID: e.Record.KeyID, Status: p.Status, Timestamp: p.Timestamp, Name: p.Name, Kind: p.Kind}.encode()
 			if err != nil {
 				return fmt.Errorf("replica: encode record %d: %w", e.Index, err)
 			}
@@ -407,8 +471,8 @@ func (r *Replica) lookup(d notarize.Digest) ([]notarize.Record, error) {
 			if len(recs) >= maxRecordsPerDigest {
 				return fmt.Errorf("more than %d records about %s", maxRecordsPerDigest, d)
 			}
-			var sr storedRecord
-			if err := json.Unmarshal(v, &sr); err != nil || len(k) != 40 {
+			sr, err := decodeRecord(v)
+			if err != nil || len(k) != 40 {
 				return fmt.Errorf("corrupt record under %x", k)
 			}
 			recs = append(recs, notarize.Record{
