@@ -3,6 +3,7 @@ package plugin
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"flag"
 	"io"
 	"os"
@@ -202,6 +203,50 @@ func TestSignSupersedesDespiteClockSkew(t *testing.T) {
 		t.Fatalf("sign with the clock ahead of the ledger: exit %d, stderr %q", code, errOut)
 	}
 	h.mustRun(0, "verify", app)
+}
+
+// failingWriter fails every write, as a closed pipe or a full disk would.
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("no space left on device") }
+
+// TestVerifyUnprintableVerdictCannotVerify: a verdict that could not be
+// written must not exit 1, which a script reads as UNTRUSTED, nor 0.
+func TestVerifyUnprintableVerdictCannotVerify(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "alice")
+	app := h.reg.host + "/app:v1"
+	h.mustRun(0, "sign", app)
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"trusted, text", []string{"verify", app}},
+		{"trusted, json", []string{"verify", "-o", "json", app}},
+		{"unknown", []string{"verify", h.reg.host + "/multi:v1"}},
+		{"unknown signer", []string{"verify", "--signer", "testdata/keys/bob.pub", app}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dockerCli, err := command.NewDockerCli(
+				command.WithInputStream(io.NopCloser(strings.NewReader(""))),
+				command.WithOutputStream(failingWriter{}),
+				command.WithErrorStream(io.Discard),
+			)
+			if err != nil {
+				t.Fatal(err)
+			}
+			vars := map[string]string{EnvHome: h.home, EnvLedger: h.ledger.URL}
+			e := defaultEnv()
+			e.lookupEnv = func(k string) (string, bool) { v, ok := vars[k]; return v, ok }
+			e.keychain = authn.NewMultiKeychain()
+			cmd := newRootCmd("docker-notarize", false, dockerCli, e)
+			cmd.SetArgs(tc.args)
+			code, msg := Exit(cmd.ExecuteContext(t.Context()))
+			if code != ExitCouldNotVerify || !strings.Contains(msg, "no space left") {
+				t.Fatalf("exit %d %q, want %d naming the write error", code, msg, ExitCouldNotVerify)
+			}
+		})
+	}
 }
 
 func TestVerifyWithoutSigners(t *testing.T) {

@@ -56,11 +56,19 @@ func runVerify(ctx context.Context, dockerCli command.Cli, opts verifyOptions) e
 		return usageError(err)
 	}
 	out := verifyOutput{}
+	// A verdict that cannot be printed is no verdict: exit 4, never a code
+	// that a script would read as UNTRUSTED (1).
 	write := func() error {
+		var err error
 		if opts.format == formatJSON {
-			return writeJSON(dockerCli.Out(), out)
+			err = writeJSON(dockerCli.Out(), out)
+		} else {
+			err = writeVerifyText(dockerCli.Out(), out)
 		}
-		return writeVerifyText(dockerCli.Out(), out)
+		if err != nil {
+			return withExitCode(ExitCouldNotVerify, fmt.Errorf("could not verify: write the verdict: %w", err))
+		}
+		return nil
 	}
 	fail := func(err error) error {
 		if opts.format == formatJSON {
