@@ -188,11 +188,13 @@ func formatAttrs(attrs map[string]string) string {
 	return strings.Join(parts, ",")
 }
 
-// printable replaces control characters (terminal escapes included) in text
-// that came from other signers' statements, so output cannot be spoofed.
+// printable replaces control characters (terminal escapes included) and
+// invisible formatting characters (bidirectional overrides, zero-width
+// characters, line separators) in text that came from other signers'
+// statements, so output cannot be spoofed or visually reordered.
 func printable(s string) string {
 	return strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) || r == utf8.RuneError {
+		if unsafeRune(r) {
 			return '?'
 		}
 		return r
@@ -202,9 +204,14 @@ func printable(s string) string {
 // printableLines is printable but keeps newlines and tabs.
 func printableLines(s string) string {
 	return strings.Map(func(r rune) rune {
-		if r != '\n' && r != '\t' && (unicode.IsControl(r) || r == utf8.RuneError) {
+		if r != '\n' && r != '\t' && unsafeRune(r) {
 			return '?'
 		}
 		return r
 	}, s)
+}
+
+// unsafeRune reports whether r may change how a terminal shows other text.
+func unsafeRune(r rune) bool {
+	return unicode.IsControl(r) || r == utf8.RuneError || unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp)
 }

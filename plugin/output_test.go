@@ -59,3 +59,27 @@ func TestOutputFormats(t *testing.T) {
 		})
 	}
 }
+
+func TestPrintable(t *testing.T) {
+	for _, tc := range []struct {
+		in, want, wantLines string
+	}{
+		{"alice", "alice", "alice"},
+		{"über-signer ✓", "über-signer ✓", "über-signer ✓"},
+		{"esc\x1b[2J", "esc?[2J", "esc?[2J"},
+		{"a\nb\tc", "a?b?c", "a\nb\tc"},
+		{"bad\xffutf8", "bad?utf8", "bad?utf8"},
+		// A right-to-left override makes "alice\u202egnp.exe" read as
+		// "aliceexe.png"; zero-width and separator characters hide text.
+		{"alice\u202egnp.exe", "alice?gnp.exe", "alice?gnp.exe"},
+		{"al\u200bice\ufeff", "al?ice?", "al?ice?"},
+		{"a\u2028b\u2029c", "a?b?c", "a?b?c"},
+	} {
+		if got := printable(tc.in); got != tc.want {
+			t.Errorf("printable(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+		if got := printableLines(tc.in); got != tc.wantLines {
+			t.Errorf("printableLines(%q) = %q, want %q", tc.in, got, tc.wantLines)
+		}
+	}
+}
