@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -34,6 +35,11 @@ const (
 	mediaTypeDockerManifest = "application/vnd.docker.distribution.manifest.v2+json"
 	mediaTypeDockerList     = "application/vnd.docker.distribution.manifest.list.v2+json"
 )
+
+// DefaultRegistryTimeout bounds each exchange with a registry (ping and
+// token, then each manifest): a registry that accepts a connection and never
+// answers must not hang a CI job.
+const DefaultRegistryTimeout = time.Minute
 
 // ErrDigestMismatch is returned (wrapped) when the bytes a registry served do
 // not hash to the digest the registry announced or the reference asked for.
@@ -62,6 +68,7 @@ type Subject struct {
 type Resolver struct {
 	keychain authn.Keychain
 	guard    *plainHTTPGuard
+	timeout  time.Duration // per registry exchange
 }
 
 // NewResolver returns a Resolver that authenticates with keychain (use
@@ -76,7 +83,7 @@ func NewResolver(keychain authn.Keychain, base http.RoundTripper, insecure []str
 	if err != nil {
 		return nil, err
 	}
-	return &Resolver{keychain: keychain, guard: guard}, nil
+	return &Resolver{keychain: keychain, guard: guard, timeout: DefaultRegistryTimeout}, nil
 }
 
 // Resolve resolves arg (file:PATH, NAME[:TAG] or NAME@sha256:…) to its subject.
@@ -143,15 +150,11 @@ func (r *Resolver) resolveImage(ctx context.Context, arg string, recursive bool)
 		return nil, err
 	}
 	repo := ref.Context()
-	auth, err := authn.Resolve(ctx, r.keychain, repo)
-	if err != nil {
-		return nil, fmt.Errorf("credentials for %s: %w", repo.RegistryStr(), err)
-	}
-	tr, err := transport.NewWithContext(ctx, repo.Registry, auth, r.guard, []string{repo.Scope(transport.PullScope)})
+	tr, err := r.transport(ctx, repo)
 	if err != nil {
 		return nil, err
 	}
-	m, err := fetchManifest(ctx, tr, repo, ref.Identifier())
+	m, err := r.fetchManifest(ctx, tr, repo, ref.Identifier())
 	if err != nil {
 		return nil, err
 	}
@@ -163,7 +166,7 @@ func (r *Resolver) resolveImage(ctx context.Context, arg string, recursive bool)
 		return s, nil
 	}
 	for _, child := range m.Manifests {
-		cm, err := fetchManifest(ctx, tr, repo, child.Digest)
+		cm, err := r.fetchManifest(ctx, tr, repo, child.Digest)
 		if err != nil {
 			return nil, fmt.Errorf("manifest %s of the index: %w", child.Digest, err)
 		}
@@ -182,6 +185,25 @@ func (r *Resolver) resolveImage(ctx context.Context, arg string, recursive bool)
 		})
 	}
 	return s, nil
+}
+
+// transport authenticates to repo's registry (credentials, ping, token)
+// within the registry timeout and returns a transport for pulls from repo.
+func (r *Resolver) transport(ctx context.Context, repo name.Repository) (http.RoundTripper, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	auth, err := authn.Resolve(ctx, r.keychain, repo)
+	if err != nil {
+		return nil, fmt.Errorf("credentials for %s: %w", repo.RegistryStr(), err)
+	}
+	return transport.NewWithContext(ctx, repo.Registry, auth, r.guard, []string{repo.Scope(transport.PullScope)})
+}
+
+// fetchManifest is fetchManifest within the registry timeout.
+func (r *Resolver) fetchManifest(ctx context.Context, tr http.RoundTripper, repo name.Repository, identifier string) (*manifest, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	return fetchManifest(ctx, tr, repo, identifier)
 }
 
 // manifest is a manifest as fetched and hashed here.

@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -13,7 +14,9 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -368,5 +371,42 @@ func TestPlainHTTPGuard(t *testing.T) {
 		if _, err := newPlainHTTPGuard(nil, []string{bad}); err == nil {
 			t.Errorf("newPlainHTTPGuard(%q) accepted", bad)
 		}
+	}
+}
+
+// TestResolveTimesOut: a registry that accepts the request and never answers
+// must not hang verify or sign.
+func TestResolveTimesOut(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		stall func(path string) bool
+	}{
+		{"ping", func(p string) bool { return p == "/v2/" }},
+		{"manifest", func(p string) bool { return strings.HasSuffix(p, "/manifests/v1") }},
+		{"index child", func(p string) bool { return strings.Contains(p, "/manifests/sha256:") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stalling atomic.Bool
+			reg := newTestRegistry(t, func(h http.Handler) http.Handler {
+				return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					if stalling.Load() && tc.stall(r.URL.Path) {
+						<-r.Context().Done()
+						return
+					}
+					h.ServeHTTP(w, r)
+				})
+			})
+			stalling.Store(true)
+			res := newTestResolver(t, nil)
+			res.timeout = 200 * time.Millisecond
+			start := time.Now()
+			_, err := res.Resolve(t.Context(), reg.host+"/multi:v1", true)
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("Resolve = %v, want a deadline error", err)
+			}
+			if took := time.Since(start); took > 10*time.Second {
+				t.Fatalf("Resolve took %v", took)
+			}
+		})
 	}
 }
