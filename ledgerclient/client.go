@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"runtime/debug"
 	"slices"
@@ -220,7 +221,26 @@ func (c *Client) trustOnFirstUse(ctx context.Context) error {
 		return fmt.Errorf("%w: meanwhile %q was pinned for this ledger, which now announces %q", ErrKeyMismatch, pinned, info.VerifierKey)
 	}
 	c.log.InfoContext(ctx, "pinned ledger key on first use", "ledger", c.url, "key", info.VerifierKey)
+	if plainRemote(c.url) {
+		c.log.WarnContext(ctx, "the ledger key was pinned on first use over plain http to a remote host: anyone on the network path could have put theirs in its place; compare it with the ledger's ledger.pub, or configure the key instead",
+			"ledger", c.url, "key", info.VerifierKey)
+	}
 	return c.advance(ctx, cp, before)
+}
+
+// plainRemote reports whether the ledger URL u is plain http to a host other
+// than localhost or a loopback address.
+func plainRemote(u string) bool {
+	pu, err := url.Parse(u)
+	if err != nil || pu.Scheme != "http" {
+		return false
+	}
+	h := pu.Hostname()
+	if h == "localhost" {
+		return false
+	}
+	ip, err := netip.ParseAddr(h)
+	return err != nil || !ip.IsLoopback()
 }
 
 // Origin returns the ledger's log origin: the name of its verifier key.

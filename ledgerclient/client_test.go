@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -163,6 +164,46 @@ func TestTrustOnFirstUse(t *testing.T) {
 			t.Fatal("no error")
 		}
 	})
+}
+
+// TestTrustOnFirstUseOverPlainHTTPWarns: a key pinned on first use over
+// plain http to a remote host could be a stranger's; say so.
+func TestTrustOnFirstUseOverPlainHTTPWarns(t *testing.T) {
+	for _, tc := range []struct {
+		url  string
+		warn bool
+	}{
+		{"http://ledger.example:7070", true},
+		{"http://10.0.0.7", true},
+		{"http://127.0.0.1:7070", false},
+		{"http://localhost:7070", false},
+		{"http://[::1]:7070", false},
+		{"https://ledger.example", false},
+	} {
+		t.Run(tc.url, func(t *testing.T) {
+			s, vkey := newNoteKey(t, testOrigin)
+			f := newFakeOps(t, newFakeLog(s, vkey))
+			f.grow(1)
+			var logs bytes.Buffer
+			cfg := Config{URL: tc.url, Home: t.TempDir(), Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+			if err := cfg.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			u, err := parseLedgerURL(tc.url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := newClient(t.Context(), cfg.withDefaults(), u.String(), f); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(logs.String(), "pinned ledger key on first use") {
+				t.Fatalf("no pin record: %s", logs.String())
+			}
+			if got := strings.Contains(logs.String(), "level=WARN"); got != tc.warn {
+				t.Fatalf("warned %v, want %v: %s", got, tc.warn, logs.String())
+			}
+		})
+	}
 }
 
 func TestKeyMismatch(t *testing.T) {
