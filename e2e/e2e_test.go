@@ -211,6 +211,8 @@ type verifyJSON struct {
 }
 
 type signJSON struct {
+	Signer         string `json:"signer"`
+	Timestamp      string `json:"timestamp"`
 	Digest         string `json:"digest"`
 	Status         string `json:"status"`
 	LogIndex       uint64 `json:"logIndex"`
@@ -278,14 +280,15 @@ func TestPluginLifecycle(t *testing.T) {
 	}
 
 	signed := decode[[]signJSON](t, c.notarize(0, "sign", "-o", "json", "--attr", "team=payments", app).stdout)
-	if len(signed) != 1 || signed[0].Digest != appDigest || signed[0].Status != "trusted" || signed[0].CheckpointSize <= signed[0].LogIndex {
+	if len(signed) != 1 || signed[0].Digest != appDigest || signed[0].Status != "trusted" || signed[0].CheckpointSize <= signed[0].LogIndex ||
+		signed[0].Signer != "alice" || signed[0].Timestamp == "" {
 		t.Fatalf("sign output %+v, want one trusted statement about %s", signed, appDigest)
 	}
 	firstIndex := signed[0].LogIndex
 
 	t.Run("trusted", func(t *testing.T) {
 		v := decode[verifyJSON](t, c.notarize(0, "verify", "-o", "json", app).stdout)
-		if v.Status != "TRUSTED" || v.Digest != appDigest || v.Signer != "alice" || v.KeyID != signed[0].KeyID || v.LogIndex == nil || *v.LogIndex != firstIndex || v.CheckpointSize == nil {
+		if v.Status != "TRUSTED" || v.Digest != appDigest || v.Signer != "alice" || v.KeyID != signed[0].KeyID || v.LogIndex == nil || *v.LogIndex != firstIndex || v.CheckpointSize == nil || v.Timestamp != signed[0].Timestamp {
 			t.Fatalf("verify = %+v", v)
 		}
 		c.notarize(0, "verify", "--signer", alicePub, reg.host+"/app@"+appDigest)

@@ -57,7 +57,12 @@ type signOutput struct {
 	LogIndex       uint64 `json:"logIndex"`
 	CheckpointSize uint64 `json:"checkpointSize"`
 	KeyID          string `json:"keyId"`
-	Duplicate      bool   `json:"duplicate"`
+	// Signer is the signing key's name; Timestamp the statement's signed
+	// timestamp (later than this clock when it had to supersede a statement
+	// dated ahead of it).
+	Signer    string    `json:"signer"`
+	Timestamp time.Time `json:"timestamp"`
+	Duplicate bool      `json:"duplicate"`
 }
 
 // inspectOutput is the history of verified statements about a digest.

@@ -136,6 +136,8 @@ func runSign(ctx context.Context, dockerCli command.Cli, opts signOptions) error
 			LogIndex:       res.Index,
 			CheckpointSize: res.Checkpoint.Size,
 			KeyID:          signer.keyID,
+			Signer:         signer.name,
+			Timestamp:      res.Record.Statement.Predicate.Timestamp.UTC(),
 			Duplicate:      res.Duplicate,
 		})
 	}
