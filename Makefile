@@ -9,6 +9,7 @@ DOCKER_CONFIG ?= $(HOME)/.docker
 PLUGIN_DIR  := $(DOCKER_CONFIG)/cli-plugins
 DATA        ?= $(CURDIR)/.notarize
 LEDGER_ADDR ?= 127.0.0.1:7070
+PROXY_ADDR  ?= 127.0.0.1:5000
 TEST_FLAGS  ?= -race -count=1 -timeout 15m
 BENCH       ?= .
 
@@ -18,28 +19,31 @@ export GOTOOLCHAIN ?= local
 
 .PHONY: help
 help: ## Show this help.
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
-build: ## Build docker-notarize and notarize-ledger into ./bin.
+build: ## Build docker-notarize, notarize-ledger and notarize-proxy into ./bin.
 	@mkdir -p $(BIN)
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
 .PHONY: install
-install: build ## Install the plugin into $${DOCKER_CONFIG:-~/.docker}/cli-plugins (then: docker notarize --help).
+install: build ## Install the plugin into DOCKER_CONFIG/cli-plugins (default ~/.docker; then: docker notarize --help).
 	@mkdir -p $(PLUGIN_DIR)
 	install -m 0755 $(BIN)/docker-notarize $(PLUGIN_DIR)/docker-notarize
 	@echo "installed $(PLUGIN_DIR)/docker-notarize"
 
 .PHONY: run
-run: build ## Start the stack on embedded defaults in the foreground (ledger on $(LEDGER_ADDR), data in ./.notarize).
-	@mkdir -p $(DATA)
-	$(BIN)/notarize-ledger --addr $(LEDGER_ADDR) --data $(DATA)/ledger
+run: build ## Start the ledger (127.0.0.1:7070) and the proxy (127.0.0.1:5000) in the foreground; data in ./.notarize.
+	@BIN=$(BIN) DATA=$(DATA) LEDGER_ADDR=$(LEDGER_ADDR) PROXY_ADDR=$(PROXY_ADDR) PROXY_FLAGS='$(PROXY_FLAGS)' scripts/run-stack.sh
 
 .PHONY: test
 test: ## Run the whole test suite (race detector on).
 	$(GO) vet ./...
 	$(GO) test $(TEST_FLAGS) ./...
+
+.PHONY: e2e
+e2e: ## crane, skopeo, dockerd and containerd pulling through the proxy (installs Debian packages; needs root).
+	scripts/e2e-proxy.sh
 
 .PHONY: fuzz
 fuzz: ## Run each fuzzer for FUZZTIME (default 30s).
@@ -50,8 +54,13 @@ fuzz: ## Run each fuzzer for FUZZTIME (default 30s).
 	done
 
 .PHONY: bench
-bench: ## Run the benchmarks (BENCH=regexp) and print their tables.
-	$(GO) test -run XXX -bench '$(BENCH)' -benchmem ./...
+bench: ## Run the Go benchmarks (BENCH=regexp; smaller replicas and ledgers than the published runs).
+	NOTARIZE_BENCH_STATEMENTS=$${NOTARIZE_BENCH_STATEMENTS:-100000} NOTARIZE_BENCH_ENTRIES=$${NOTARIZE_BENCH_ENTRIES:-2000} \
+	  $(GO) test -run XXX -bench '$(BENCH)' -benchmem -timeout 60m ./...
+
+.PHONY: bench-proxy
+bench-proxy: ## Proxy vs direct vs distribution's pull-through cache; replica decision cost and catch-up.
+	bench/proxy-bench.sh
 
 .PHONY: lint
 lint: ## gofmt and go vet.

@@ -4,6 +4,9 @@
 #
 #   BIN=./bin DATA=./.notarize LEDGER_ADDR=127.0.0.1:7070 PROXY_ADDR=127.0.0.1:5000 scripts/run-stack.sh
 #
+# PROXY_FLAGS adds flags to notarize-proxy, e.g. another upstream:
+#   make run PROXY_FLAGS="--upstream local=http://127.0.0.1:5001"
+#
 # Without POLICY, it writes DATA/policy.yaml once: every key of your key store
 # (NOTARIZE_HOME/keys/*.pub) is a signer and everything is enforced; with no key
 # yet, everything is served in audit mode (decisions logged, nothing refused).
@@ -18,7 +21,9 @@ KEYS=${NOTARIZE_HOME:-${DOCKER_CONFIG:-$HOME/.docker}/notarize}/keys
 POLICY=${POLICY:-$DATA/policy.yaml}
 mkdir -p "$DATA"
 
-if [[ ! -f $POLICY ]]; then
+# A policy this script wrote is written again on every start, so keys made
+# since (docker notarize key generate) are enforced without further steps.
+if [[ ! -f $POLICY ]] || head -1 "$POLICY" | grep -q '^# Written by scripts/run-stack.sh'; then
   shopt -s nullglob
   pubs=("$KEYS"/*.pub)
   mkdir -p "$DATA/keys"
@@ -46,7 +51,9 @@ if [[ ! -f $POLICY ]]; then
     echo "    mode: $mode"
   } >"$POLICY"
   echo "wrote $POLICY (mode $mode, signers: ${names[*]})"
-  [[ $mode == audit ]] && echo "  no key in $KEYS yet: run 'docker notarize key generate --name NAME', remove $POLICY and restart to enforce"
+  if [[ $mode == audit ]]; then
+    echo "  no key in $KEYS yet: run 'docker notarize key generate --name NAME' and restart to enforce"
+  fi
 fi
 
 pids=()
@@ -77,6 +84,6 @@ Point clients at the proxy on $PROXY_ADDR:
 
 EOF
 "$BIN/notarize-proxy" --addr "$PROXY_ADDR" --data "$DATA/proxy" --policy "$POLICY" \
-  --ledger "http://$LEDGER_ADDR" --ledger-key "$DATA/ledger/ledger.pub" &
+  --ledger "http://$LEDGER_ADDR" --ledger-key "$DATA/ledger/ledger.pub" ${PROXY_FLAGS:-} &
 pids+=($!)
 wait -n "${pids[@]}"
