@@ -3,9 +3,6 @@ package ledgerclient
 import (
 	"bytes"
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -23,6 +20,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/notarize/docker-notarize/notarize"
+	"github.com/notarize/docker-notarize/notarize/notarizetest"
 )
 
 const testOrigin = "example.test/notarize-ledger"
@@ -280,28 +278,12 @@ var (
 	digestB = notarize.DigestOf([]byte("image b"))
 )
 
-func newEntrySigner(t testing.TB) signature.SignerVerifier {
-	t.Helper()
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sv, err := signature.LoadSignerVerifier(priv, crypto.SHA256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sv
-}
+// newEntrySigner and signEntry are notarizetest's helpers under the names
+// this package's tests use.
+func newEntrySigner(t testing.TB) signature.SignerVerifier { return notarizetest.NewSigner(t) }
 
 func signEntry(t testing.TB, s signature.Signer, d notarize.Digest, st notarize.Status, at time.Time) *notarize.Entry {
-	t.Helper()
-	e, err := notarize.Sign(t.Context(), s, notarize.NewStatement(d, "registry.test/app:1", notarize.Predicate{
-		Status: st, Kind: notarize.KindImage, Name: "release", Timestamp: at,
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e
+	return notarizetest.Entry(t, s, d, st, at)
 }
 
 func marshal(t testing.TB, e *notarize.Entry) []byte {

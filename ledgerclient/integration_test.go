@@ -2,9 +2,6 @@ package ledgerclient_test
 
 import (
 	"bytes"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -22,40 +19,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/transparency-dev/formats/log"
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/notarize/docker-notarize/ledger/ledgertest"
 	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/notarize/docker-notarize/notarize"
+	"github.com/notarize/docker-notarize/notarize/notarizetest"
 )
 
 var t0 = time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
-
-func newSigner(t testing.TB) signature.SignerVerifier {
-	t.Helper()
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sv, err := signature.LoadSignerVerifier(priv, crypto.SHA256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sv
-}
-
-func entry(t testing.TB, s signature.Signer, d notarize.Digest, st notarize.Status, at time.Time) *notarize.Entry {
-	t.Helper()
-	e, err := notarize.Sign(t.Context(), s, notarize.NewStatement(d, "registry.test/app:1", notarize.Predicate{
-		Status: st, Kind: notarize.KindImage, Name: "ci", Timestamp: at,
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e
-}
 
 func digest(s string) notarize.Digest { return notarize.DigestOf([]byte(s)) }
 
@@ -160,12 +133,12 @@ func TestLedgerRoundTrip(t *testing.T) {
 	if c.VerifierKey() != srv.VerifierKey || c.Origin() != srv.Origin {
 		t.Fatalf("pinned %q (%q), want %q (%q)", c.VerifierKey(), c.Origin(), srv.VerifierKey, srv.Origin)
 	}
-	s := newSigner(t)
+	s := notarizetest.NewSigner(t)
 	a, b := digest("a"), digest("b")
-	e1 := entry(t, s, a, notarize.StatusTrusted, t0)
+	e1 := notarizetest.Entry(t, s, a, notarize.StatusTrusted, t0)
 	r1 := submit(t, c, e1)
-	submit(t, c, entry(t, s, b, notarize.StatusTrusted, t0))
-	r3 := submit(t, c, entry(t, s, a, notarize.StatusUntrusted, t0.Add(time.Minute)))
+	submit(t, c, notarizetest.Entry(t, s, b, notarize.StatusTrusted, t0))
+	r3 := submit(t, c, notarizetest.Entry(t, s, a, notarize.StatusUntrusted, t0.Add(time.Minute)))
 	if r1.Record.Statement.Digest() != a || r3.Checkpoint.Size <= r3.Index || !bytes.Equal(stateFile(t, home), r3.Checkpoint.Raw) {
 		t.Fatalf("receipt %+v", r3)
 	}
@@ -202,7 +175,7 @@ func TestLedgerRoundTrip(t *testing.T) {
 	}
 
 	t.Run("refusals are API errors", func(t *testing.T) {
-		_, err := c2.Submit(t.Context(), entry(t, s, a, notarize.StatusTrusted, time.Now().Add(24*time.Hour)))
+		_, err := c2.Submit(t.Context(), notarizetest.Entry(t, s, a, notarize.StatusTrusted, time.Now().Add(24*time.Hour)))
 		var ae *ledgerclient.APIError
 		if !errors.As(err, &ae) || ae.StatusCode/100 != 4 || ae.Code != ledgerclient.CodeFuture {
 			t.Fatalf("err = %v", err)
@@ -216,7 +189,7 @@ func TestLedgerKeyMismatch(t *testing.T) {
 	p := newProxy(t, a.URL)
 	home := t.TempDir()
 	c := newClient(t, p.URL, home, "")
-	submit(t, c, entry(t, newSigner(t), digest("x"), notarize.StatusTrusted, t0))
+	submit(t, c, notarizetest.Entry(t, notarizetest.NewSigner(t), digest("x"), notarize.StatusTrusted, t0))
 	stored := stateFile(t, home)
 
 	p.switchTo(t, b.URL)
@@ -225,7 +198,7 @@ func TestLedgerKeyMismatch(t *testing.T) {
 		"latest": func() error { _, err := c.Latest(t.Context()); return err },
 		"lookup": func() error { _, err := c.Lookup(t.Context(), digest("x")); return err },
 		"submit": func() error {
-			_, err := c.Submit(t.Context(), entry(t, newSigner(t), digest("y"), notarize.StatusTrusted, t0))
+			_, err := c.Submit(t.Context(), notarizetest.Entry(t, notarizetest.NewSigner(t), digest("y"), notarize.StatusTrusted, t0))
 			return err
 		},
 	} {
@@ -254,15 +227,15 @@ func TestLedgerFork(t *testing.T) {
 	p := newProxy(t, a.URL)
 	home := t.TempDir()
 	c := newClient(t, p.URL, home, "")
-	s := newSigner(t)
-	submit(t, c, entry(t, s, digest("a"), notarize.StatusTrusted, t0))
-	submit(t, c, entry(t, s, digest("b"), notarize.StatusTrusted, t0))
+	s := notarizetest.NewSigner(t)
+	submit(t, c, notarizetest.Entry(t, s, digest("a"), notarize.StatusTrusted, t0))
+	submit(t, c, notarizetest.Entry(t, s, digest("b"), notarize.StatusTrusted, t0))
 	stored := stateFile(t, home)
 
 	// b has another history: first as long as a's, then longer.
 	cb := newClient(t, b.URL, t.TempDir(), b.VerifierKey)
-	submit(t, cb, entry(t, s, digest("a"), notarize.StatusUntrusted, t0))
-	submit(t, cb, entry(t, s, digest("c"), notarize.StatusTrusted, t0))
+	submit(t, cb, notarizetest.Entry(t, s, digest("a"), notarize.StatusUntrusted, t0))
+	submit(t, cb, notarizetest.Entry(t, s, digest("c"), notarize.StatusTrusted, t0))
 	p.switchTo(t, b.URL)
 	check := func(t *testing.T, op string, err error, gotSize uint64) {
 		t.Helper()
@@ -280,12 +253,12 @@ func TestLedgerFork(t *testing.T) {
 	_, err := c.Latest(t.Context())
 	check(t, "latest, same size", err, 2)
 
-	submit(t, cb, entry(t, s, digest("d"), notarize.StatusTrusted, t0))
+	submit(t, cb, notarizetest.Entry(t, s, digest("d"), notarize.StatusTrusted, t0))
 	_, err = c.Latest(t.Context())
 	check(t, "latest, larger", err, 3)
 	_, err = c.Lookup(t.Context(), digest("a"))
 	check(t, "lookup", err, 3)
-	_, err = c.Submit(t.Context(), entry(t, s, digest("e"), notarize.StatusTrusted, t0))
+	_, err = c.Submit(t.Context(), notarizetest.Entry(t, s, digest("e"), notarize.StatusTrusted, t0))
 	check(t, "submit", err, 4)
 
 	// Back on the honest ledger, all is well again.
@@ -300,9 +273,9 @@ func TestLedgerRollback(t *testing.T) {
 	p := newProxy(t, srv.URL)
 	home := t.TempDir()
 	c := newClient(t, p.URL, home, "")
-	s := newSigner(t)
-	first := submit(t, c, entry(t, s, digest("a"), notarize.StatusTrusted, t0))
-	submit(t, c, entry(t, s, digest("a"), notarize.StatusUntrusted, t0.Add(time.Minute)))
+	s := notarizetest.NewSigner(t)
+	first := submit(t, c, notarizetest.Entry(t, s, digest("a"), notarize.StatusTrusted, t0))
+	submit(t, c, notarizetest.Entry(t, s, digest("a"), notarize.StatusUntrusted, t0.Add(time.Minute)))
 	if _, err := c.Latest(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -361,11 +334,11 @@ func signedWith(t *testing.T, raw []byte, origin string) []byte {
 
 func TestLedgerLies(t *testing.T) {
 	srv := ledgertest.Start(t)
-	s := newSigner(t)
+	s := notarizetest.NewSigner(t)
 	a, b := digest("a"), digest("b")
 	seed := newClient(t, srv.URL, t.TempDir(), srv.VerifierKey)
 	for _, e := range []*notarize.Entry{
-		entry(t, s, a, notarize.StatusTrusted, t0), entry(t, s, b, notarize.StatusTrusted, t0), entry(t, s, a, notarize.StatusUnsupported, t0.Add(time.Second)),
+		notarizetest.Entry(t, s, a, notarize.StatusTrusted, t0), notarizetest.Entry(t, s, b, notarize.StatusTrusted, t0), notarizetest.Entry(t, s, a, notarize.StatusUnsupported, t0.Add(time.Second)),
 	} {
 		submit(t, seed, e)
 	}
@@ -508,7 +481,7 @@ func TestLedgerLies(t *testing.T) {
 				t.Fatal(err)
 			}
 			if tc.op == "latest" { // make the ledger grow, so that a consistency proof is needed
-				submit(t, seed, entry(t, s, digest(tc.name), notarize.StatusTrusted, t0))
+				submit(t, seed, notarizetest.Entry(t, s, digest(tc.name), notarize.StatusTrusted, t0))
 			}
 			stored := stateFile(t, home)
 			p.setRewrite(func(r *http.Request, body []byte) []byte { return tc.rewrite(t, r, body) })
@@ -523,7 +496,7 @@ func TestLedgerLies(t *testing.T) {
 					t.Fatalf("a result with the error: %+v", res)
 				}
 			case "submit":
-				_, err = c.Submit(t.Context(), entry(t, s, digest(tc.name), notarize.StatusTrusted, t0))
+				_, err = c.Submit(t.Context(), notarizetest.Entry(t, s, digest(tc.name), notarize.StatusTrusted, t0))
 			}
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("err = %v, want %v", err, tc.want)
@@ -540,7 +513,7 @@ func TestLedgerConcurrentClientsShareHome(t *testing.T) {
 	home := t.TempDir()
 	newClient(t, srv.URL, home, "") // pin
 	const clients, rounds = 4, 3
-	s := newSigner(t)
+	s := notarizetest.NewSigner(t)
 	var wg sync.WaitGroup
 	errs := make(chan error, clients*rounds*3)
 	stop := make(chan struct{})
@@ -580,7 +553,7 @@ func TestLedgerConcurrentClientsShareHome(t *testing.T) {
 		wg.Go(func() {
 			for r := range rounds {
 				d := digest(fmt.Sprintf("%d/%d", i, r))
-				if _, err := c.Submit(t.Context(), entry(t, s, d, notarize.StatusTrusted, t0)); err != nil {
+				if _, err := c.Submit(t.Context(), notarizetest.Entry(t, s, d, notarize.StatusTrusted, t0)); err != nil {
 					errs <- err
 				}
 				if _, err := c.Latest(t.Context()); err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 
 	"github.com/notarize/docker-notarize/notarize"
+	"github.com/notarize/docker-notarize/notarize/notarizetest"
 )
 
 var (
@@ -25,19 +26,6 @@ var (
 	digestB = notarize.DigestOf([]byte("b"))
 	t0      = time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
 )
-
-func newSigner(t testing.TB) signature.SignerVerifier {
-	t.Helper()
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sv, err := signature.LoadSignerVerifier(priv, crypto.SHA256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sv
-}
 
 func statement(d notarize.Digest, s notarize.Status, at time.Time) *notarize.Statement {
 	return notarize.NewStatement(d, "registry.example/app:1", notarize.Predicate{
@@ -81,7 +69,7 @@ func TestParseDigest(t *testing.T) {
 }
 
 func TestSignVerifyRoundTrip(t *testing.T) {
-	sv := newSigner(t)
+	sv := notarizetest.NewSigner(t)
 	e := sign(t, sv, statement(digestA, notarize.StatusTrusted, t0))
 	b, err := e.Marshal()
 	if err != nil {
@@ -118,7 +106,7 @@ func TestVerifyEd25519(t *testing.T) {
 }
 
 func TestVerifyRefusesTampering(t *testing.T) {
-	sv, other := newSigner(t), newSigner(t)
+	sv, other := notarizetest.NewSigner(t), notarizetest.NewSigner(t)
 	otherPub, _ := other.PublicKey()
 	otherEntry := sign(t, other, statement(digestB, notarize.StatusTrusted, t0))
 
@@ -165,7 +153,7 @@ func TestVerifyRefusesTampering(t *testing.T) {
 }
 
 func TestSignRefusesBadStatement(t *testing.T) {
-	sv := newSigner(t)
+	sv := notarizetest.NewSigner(t)
 	for name, st := range map[string]*notarize.Statement{
 		"bad status":   statement(digestA, "maybe", t0),
 		"no timestamp": statement(digestA, notarize.StatusTrusted, time.Time{}),
@@ -222,7 +210,7 @@ func TestParseStatementStrict(t *testing.T) {
 }
 
 func TestParseEntryStrict(t *testing.T) {
-	e := sign(t, newSigner(t), statement(digestA, notarize.StatusTrusted, t0))
+	e := sign(t, notarizetest.NewSigner(t), statement(digestA, notarize.StatusTrusted, t0))
 	good, _ := e.Marshal()
 	for name, b := range map[string][]byte{
 		"unknown field":  bytes.Replace(good, []byte(`{"envelope"`), []byte(`{"x":1,"envelope"`), 1),
@@ -258,7 +246,7 @@ func TestParseStrictKeepsFreeFormMembers(t *testing.T) {
 	if len(got.Predicate.Attributes) != 4 || got.Predicate.Attributes["Team"] != "a" || got.Predicate.Attributes["team"] != "b" {
 		t.Fatalf("attributes %v", got.Predicate.Attributes)
 	}
-	e := sign(t, newSigner(t), st)
+	e := sign(t, notarizetest.NewSigner(t), st)
 	eb, err := e.Marshal()
 	if err != nil {
 		t.Fatal(err)
@@ -357,7 +345,7 @@ func TestVerdictExitCodes(t *testing.T) {
 }
 
 func FuzzParseEntry(f *testing.F) {
-	sv := newSigner(f)
+	sv := notarizetest.NewSigner(f)
 	e := sign(f, sv, statement(digestA, notarize.StatusTrusted, t0))
 	good, _ := e.Marshal()
 	f.Add(good)
