@@ -147,6 +147,7 @@ func (c *cli) standalone(want int, args ...string) result {
 
 // registryFixture is an in-process registry on loopback with two images and an index.
 type registryFixture struct {
+	srv          *httptest.Server
 	host         string
 	app, other   v1.Image
 	multi        v1.ImageIndex
@@ -157,7 +158,7 @@ func startRegistry(t *testing.T) *registryFixture {
 	t.Helper()
 	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	t.Cleanup(srv.Close)
-	r := &registryFixture{host: strings.TrimPrefix(srv.URL, "http://")}
+	r := &registryFixture{srv: srv, host: strings.TrimPrefix(srv.URL, "http://")}
 	var err error
 	if r.app, err = random.Image(1024, 1); err != nil {
 		t.Fatal(err)
@@ -426,8 +427,16 @@ func TestPluginLifecycle(t *testing.T) {
 		t.Logf("whole-process verify latency, median of 5: docker notarize %v, docker-notarize %v", median(plugin), median(direct))
 	})
 
+	t.Run("a digest reference needs no registry", func(t *testing.T) {
+		reg.srv.Close()
+		c.notarize(3, "verify", reg.host+"/app@"+appDigest)
+		c.notarize(0, "inspect", reg.host+"/app@"+appDigest)
+		c.notarize(4, "verify", app) // a tag must be resolved, and cannot be
+	})
+
 	t.Run("ledger down", func(t *testing.T) {
 		led.Stop()
+		app := reg.host + "/app@" + appDigest // the registry is down too: no tag can be resolved
 		v := decode[verifyJSON](t, c.notarize(4, "verify", "-o", "json", app).stdout)
 		if v.Status != "ERROR" || v.Digest != appDigest || v.Reason == "" {
 			t.Fatalf("verify with the ledger down: %+v", v)

@@ -52,9 +52,11 @@ func runInspect(ctx context.Context, dockerCli command.Cli, opts inspectOptions)
 			localNames[k.KeyID] = k.Name
 		}
 	}
-	subject, err := resolver.Resolve(ctx, opts.image, false)
-	if err != nil {
-		return err
+	subject, ok := DigestOnly(opts.image)
+	if !ok {
+		if subject, err = resolver.Resolve(ctx, opts.image, false); err != nil {
+			return err
+		}
 	}
 	client, err := opts.root.ledger(ctx, dockerCli.Err())
 	if err != nil {

@@ -103,6 +103,25 @@ func (r *Resolver) Resolve(ctx context.Context, arg string, recursive bool) (*Su
 	return s, nil
 }
 
+// DigestOnly returns the subject of a NAME@sha256:… reference without
+// contacting the registry: the digest already names the content, and a verdict
+// about a digest needs only the ledger. It returns false for any other
+// argument (tags, files), which must be resolved with Resolve.
+func DigestOnly(arg string) (*Subject, bool) {
+	if strings.HasPrefix(arg, FilePrefix) {
+		return nil, false
+	}
+	ref, err := name.NewDigest(arg)
+	if err != nil {
+		return nil, false
+	}
+	d, err := notarize.ParseDigest(ref.DigestStr())
+	if err != nil {
+		return nil, false
+	}
+	return &Subject{Name: ref.Name(), Digest: d}, true
+}
+
 func resolveFile(path string) (*Subject, error) {
 	if path == "" {
 		return nil, errors.New("empty path")

@@ -410,3 +410,30 @@ func TestResolveTimesOut(t *testing.T) {
 		})
 	}
 }
+
+func TestDigestOnly(t *testing.T) {
+	d := "sha256:" + strings.Repeat("ab", 32)
+	for _, tc := range []struct {
+		arg      string
+		ok       bool
+		wantName string
+	}{
+		{"registry.example/app@" + d, true, "registry.example/app"},
+		{"app@" + d, true, "index.docker.io/library/app"},
+		{"registry.example/app:v1", false, ""},
+		{"registry.example/app:v1@" + d, true, "registry.example/app"},
+		{"file:/etc/hostname", false, ""},
+		{"registry.example/app@sha256:abc", false, ""},
+		{"registry.example/app@sha512:" + strings.Repeat("ab", 64), false, ""},
+	} {
+		t.Run(tc.arg, func(t *testing.T) {
+			s, ok := DigestOnly(tc.arg)
+			if ok != tc.ok {
+				t.Fatalf("DigestOnly(%q) ok = %v, want %v", tc.arg, ok, tc.ok)
+			}
+			if ok && (s.Name != tc.wantName+"@"+d || string(s.Digest) != d) {
+				t.Fatalf("DigestOnly(%q) = %+v, want name %q digest %s", tc.arg, s, tc.wantName, d)
+			}
+		})
+	}
+}

@@ -87,9 +87,12 @@ func runVerify(ctx context.Context, dockerCli command.Cli, opts verifyOptions) e
 	if err != nil {
 		return fail(err)
 	}
-	subject, err := resolver.Resolve(ctx, opts.image, false)
-	if err != nil {
-		return fail(err)
+	// A digest reference needs no registry: the verdict is about that digest.
+	subject, ok := DigestOnly(opts.image)
+	if !ok {
+		if subject, err = resolver.Resolve(ctx, opts.image, false); err != nil {
+			return fail(err)
+		}
 	}
 	out.Digest = string(subject.Digest)
 	if len(accepted) == 0 {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"syscall"
 
 	dockerplugin "github.com/docker/cli/cli-plugins/plugin"
@@ -20,10 +21,19 @@ import (
 var version = "dev"
 
 func main() {
+	// Whatever goes wrong before a verdict exits 4 ("could not verify"),
+	// never a code a script would read as a verdict (Go's panic exits 2,
+	// which is UNKNOWN).
+	defer func() {
+		if r := recover(); r != nil {
+			fmt.Fprintf(os.Stderr, "internal error: %v\n%s", r, debug.Stack())
+			os.Exit(plugin.ExitCouldNotVerify)
+		}
+	}()
 	dockerCli, err := command.NewDockerCli()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+		os.Exit(plugin.ExitCouldNotVerify)
 	}
 	code, msg := plugin.Exit(run(dockerCli))
 	if msg != "" {
