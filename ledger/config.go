@@ -24,16 +24,42 @@ const (
 	// others before the batch is sequenced.
 	DefaultBatchMaxAge = 25 * time.Millisecond
 	// DefaultCheckpointInterval is how often a new checkpoint may be
-	// published. It is also the minimum the POSIX storage accepts.
+	// published. It is also the minimum.
 	DefaultCheckpointInterval = 100 * time.Millisecond
 )
 
 // MinCheckpointInterval is the smallest CheckpointInterval the POSIX storage accepts.
 const MinCheckpointInterval = 100 * time.Millisecond
 
-// Config configures a Ledger. Only DataDir is required.
+// Storage kinds for Config.Storage.
+const (
+	// StoragePOSIX keeps the log, the index and the key in Config.DataDir:
+	// one process, one directory. The default.
+	StoragePOSIX = "posix"
+	// StorageMySQL keeps the log (Tessera's MySQL driver), the digest index,
+	// duplicate detection, the enrolled signers and the log's identity in
+	// the MySQL/MariaDB database Config.MySQLDSN names, shared by any number
+	// of ledger instances.
+	StorageMySQL = "mysql"
+)
+
+// ErrNoSignerKey is returned (wrapped) by Validate when StorageMySQL is
+// chosen without Config.NoteSignerKey: instances sharing a database must
+// sign with one key, which is made once (notarize-ledger keygen), never by
+// an instance.
+var ErrNoSignerKey = errors.New("mysql storage needs the shared checkpoint key (--key-file FILE or $NOTARIZE_LEDGER_SIGNER_KEY); make it once with `notarize-ledger keygen --origin NAME --out FILE`")
+
+// Config configures a Ledger. DataDir is required with StoragePOSIX;
+// MySQLDSN and NoteSignerKey with StorageMySQL.
 type Config struct {
-	// DataDir holds everything the ledger keeps: the Tessera log (DataDir/log),
+	// Storage is StoragePOSIX (the default when empty) or StorageMySQL.
+	Storage string
+	// MySQLDSN names the database of StorageMySQL, as a go-sql-driver/mysql
+	// DSN: "user:password@tcp(host:3306)/dbname". The database must exist;
+	// the ledger creates and migrates its tables on start. Unset timeouts
+	// default to timeout=5s, readTimeout=30s, writeTimeout=30s.
+	MySQLDSN string
+	// DataDir (StoragePOSIX) holds everything the ledger keeps: the Tessera log (DataDir/log),
 	// the digest index (DataDir/index.db), the note key (DataDir/ledger.key),
 	// its verifier key (DataDir/ledger.pub) and the origin (DataDir/origin).
 	// It is created if missing.
@@ -43,19 +69,24 @@ type Config struct {
 	// persisted it cannot change: New refuses a different one.
 	Origin string
 	// NoteSignerKey is a sumdb/note signer key ("PRIVATE+KEY+…"); its name
-	// must be the origin. Empty means DataDir/ledger.key, generated on first start.
+	// must be the origin. Empty means DataDir/ledger.key, generated on first
+	// start (StoragePOSIX only: StorageMySQL requires it).
 	NoteSignerKey string
 	// Signers are the enrolled writers' public keys. Empty means anyone whose
-	// envelope verifies under the key it carries may write.
+	// envelope verifies under the key it carries may write. With
+	// StorageMySQL the enrolled set lives in the database: a non-empty
+	// Signers replaces it on start, an empty one keeps it, and every
+	// instance follows the database's set.
 	Signers []crypto.PublicKey
 	// MaxFutureSkew bounds how far a statement's timestamp may be ahead of
 	// the ledger's clock. Zero means DefaultMaxFutureSkew.
 	MaxFutureSkew time.Duration
 	// BatchMaxAge is the Tessera batching delay. Zero means DefaultBatchMaxAge.
 	BatchMaxAge time.Duration
-	// CheckpointInterval is how often Tessera may publish a checkpoint; a
+	// CheckpointInterval is how often a checkpoint may be published; a
 	// submission is answered after the next one. Zero means
 	// DefaultCheckpointInterval; at least MinCheckpointInterval otherwise.
+	// With StorageMySQL it is the interval across all instances.
 	CheckpointInterval time.Duration
 	// Logger receives the ledger's logs. Nil means slog.Default().
 	Logger *slog.Logger
@@ -65,8 +96,22 @@ type Config struct {
 // have defaults are valid.
 func (c *Config) Validate() error {
 	var errs []error
-	if c.DataDir == "" {
-		errs = append(errs, errors.New("DataDir is required"))
+	switch c.Storage {
+	case "", StoragePOSIX:
+		if c.DataDir == "" {
+			errs = append(errs, errors.New("DataDir is required"))
+		}
+	case StorageMySQL:
+		if c.MySQLDSN == "" {
+			errs = append(errs, errors.New("MySQLDSN is required with mysql storage"))
+		} else if _, err := parseDSN(c.MySQLDSN); err != nil {
+			errs = append(errs, err)
+		}
+		if c.NoteSignerKey == "" {
+			errs = append(errs, ErrNoSignerKey)
+		}
+	default:
+		errs = append(errs, fmt.Errorf("storage %q: want %q or %q", c.Storage, StoragePOSIX, StorageMySQL))
 	}
 	if c.Origin != "" && !validOrigin(c.Origin) {
 		errs = append(errs, fmt.Errorf("origin %q: must be non-empty UTF-8 without spaces or '+'", c.Origin))
@@ -98,6 +143,9 @@ func (c *Config) Validate() error {
 
 // withDefaults returns c with zero fields set to their defaults.
 func (c Config) withDefaults() Config {
+	if c.Storage == "" {
+		c.Storage = StoragePOSIX
+	}
 	if c.MaxFutureSkew == 0 {
 		c.MaxFutureSkew = DefaultMaxFutureSkew
 	}

@@ -9,6 +9,15 @@
 // generated on first start and kept in DataDir/ledger.key; the verifier key
 // is written to DataDir/ledger.pub.
 //
+// With Config.Storage = StorageMySQL the log lives in a MySQL/MariaDB
+// database through Tessera's MySQL driver, and so do the digest index,
+// duplicate detection, the enrolled signers and the log's identity (origin
+// and verifier key), in tables beside Tessera's (see mysql.go): any number
+// of instances on one database serve the same log, byte for byte the same
+// tiles and checkpoints as a POSIX ledger holding the same entries. The
+// instances share one checkpoint key, made once (NewSignerKey) and given to
+// each (Config.NoteSignerKey); the schema is created and migrated on start.
+//
 // HTTP surface (see Ledger.Handler):
 //
 //	GET  /checkpoint, /tile/{L}/{N}[.p/{W}], /tile/entries/{N}[.p/{W}]
@@ -22,7 +31,7 @@
 // error is a ledgerclient.ErrorResponse; bad input always gets a 4xx.
 //
 // Duplicate detection and the digest index live in one embedded bbolt store
-// (DataDir/index.db) that implements tessera.Antispam: a decorator answers a
+// (DataDir/index.db; MySQL tables with StorageMySQL) that implements tessera.Antispam: a decorator answers a
 // resubmitted entry with its existing index, and a follower tails the
 // integrated log to fill both the identity map and the digest index,
 // persisting its progress in the same transaction.

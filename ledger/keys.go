@@ -69,34 +69,20 @@ func loadIdentity(dir string, cfg Config) (*identity, error) {
 			return nil, err
 		}
 	}
-	signer, err := note.NewSigner(skey)
-	if err != nil {
-		return nil, fmt.Errorf("note signer key: %w", err)
-	}
-	origin := signer.Name()
-	if cfg.Origin != "" && cfg.Origin != origin {
-		return nil, fmt.Errorf("%w: configured origin %q, but the note key is named %q", ErrIdentityMismatch, cfg.Origin, origin)
-	}
-	if persisted != "" && persisted != origin {
-		return nil, fmt.Errorf("%w: %s holds origin %q, but the note key is named %q", ErrIdentityMismatch, filepath.Join(dir, originFileName), persisted, origin)
-	}
-	vkey, err := verifierKeyOf(skey)
+	id, err := newIdentity(skey, cfg.Origin)
 	if err != nil {
 		return nil, err
 	}
-	verifier, err := note.NewVerifier(vkey)
-	if err != nil {
-		return nil, fmt.Errorf("note verifier key: %w", err)
-	}
-	if verifier.KeyHash() != signer.KeyHash() {
-		return nil, errors.New("note signer key: key hash does not match the key")
+	origin, vkey := id.signer.Name(), id.vkey
+	if persisted != "" && persisted != origin {
+		return nil, fmt.Errorf("%w: %s holds origin %q, but the note key is named %q", ErrIdentityMismatch, filepath.Join(dir, originFileName), persisted, origin)
 	}
 	// A log that exists must have been signed by this key under this origin:
 	// anything else would hand clients a checkpoint they cannot chain to.
 	cpPath := filepath.Join(dir, logDirName, layout.CheckpointPath)
 	if cp, err := os.ReadFile(cpPath); err == nil {
-		if _, _, _, err := log.ParseCheckpoint(cp, origin, verifier); err != nil {
-			return nil, fmt.Errorf("%w: the existing checkpoint %s does not verify under key %q: %v", ErrIdentityMismatch, cpPath, vkey, err)
+		if err := id.checkExisting(cp, cpPath); err != nil {
+			return nil, err
 		}
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("read checkpoint: %w", err)
@@ -111,7 +97,55 @@ func loadIdentity(dir string, cfg Config) (*identity, error) {
 			return nil, err
 		}
 	}
+	return id, nil
+}
+
+// newIdentity opens the note signer key skey and checks that its name is
+// origin (when origin is not empty).
+func newIdentity(skey, origin string) (*identity, error) {
+	signer, err := note.NewSigner(skey)
+	if err != nil {
+		return nil, fmt.Errorf("note signer key: %w", err)
+	}
+	if origin != "" && origin != signer.Name() {
+		return nil, fmt.Errorf("%w: configured origin %q, but the note key is named %q", ErrIdentityMismatch, origin, signer.Name())
+	}
+	vkey, err := verifierKeyOf(skey)
+	if err != nil {
+		return nil, err
+	}
+	verifier, err := note.NewVerifier(vkey)
+	if err != nil {
+		return nil, fmt.Errorf("note verifier key: %w", err)
+	}
+	if verifier.KeyHash() != signer.KeyHash() {
+		return nil, errors.New("note signer key: key hash does not match the key")
+	}
 	return &identity{signer: signer, verifier: verifier, vkey: vkey}, nil
+}
+
+// checkExisting reports ErrIdentityMismatch unless the log's published
+// checkpoint cp (read from where) verifies under this identity.
+func (id *identity) checkExisting(cp []byte, where string) error {
+	if _, _, _, err := log.ParseCheckpoint(cp, id.signer.Name(), id.verifier); err != nil {
+		return fmt.Errorf("%w: the existing checkpoint %s does not verify under key %q: %v", ErrIdentityMismatch, where, id.vkey, err)
+	}
+	return nil
+}
+
+// NewSignerKey generates a checkpoint signing key for a log named origin:
+// a sumdb/note Ed25519 signer key ("PRIVATE+KEY+…") and its verifier key,
+// the string clients pin. Every instance of a ledger on shared storage
+// signs with the same key.
+func NewSignerKey(origin string) (signerKey, verifierKey string, err error) {
+	if !validOrigin(origin) {
+		return "", "", fmt.Errorf("new signer key: origin %q: must be non-empty UTF-8 without spaces or '+'", origin)
+	}
+	skey, vkey, err := note.GenerateKey(rand.Reader, origin)
+	if err != nil {
+		return "", "", fmt.Errorf("new signer key: %w", err)
+	}
+	return skey, vkey, nil
 }
 
 // verifierKeyOf derives the verifier key string from an Ed25519 note signer

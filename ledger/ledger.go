@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,7 +19,6 @@ import (
 	"github.com/transparency-dev/tessera"
 	"github.com/transparency-dev/tessera/api/layout"
 	"github.com/transparency-dev/tessera/client"
-	"github.com/transparency-dev/tessera/storage/posix"
 )
 
 // MaxLeafSize is the largest canonical entry the log stores: a C2SP
@@ -56,14 +54,15 @@ type Ledger struct {
 	cfg      Config
 	log      *slog.Logger
 	id       *identity
-	enrolled map[string]bool // key IDs allowed to write; nil = open
+	enrolled atomic.Pointer[keySet] // key IDs allowed to write; nil or empty = open
 
-	reader   tessera.LogReader
-	add      tessera.AddFn
-	awaiter  *tessera.PublicationAwaiter
-	shutdown func(context.Context) error
-	store    store
-	cancel   context.CancelFunc
+	reader       tessera.LogReader
+	add          tessera.AddFn
+	awaiter      *tessera.PublicationAwaiter
+	shutdown     func(context.Context) error
+	store        store
+	closeBackend func() error
+	cancel       context.CancelFunc
 
 	inflight  chan struct{} // semaphore bounding concurrent submissions
 	closing   atomic.Bool
@@ -87,9 +86,10 @@ type parsedCheckpoint struct {
 // the tiles it has read) among all requests for the same tree size. Most
 // receipts of a batch are answered under the same checkpoint.
 type prover struct {
-	mu   sync.Mutex
-	size uint64
-	pb   *client.ProofBuilder
+	mu      sync.Mutex
+	size    uint64
+	pb      *client.ProofBuilder
+	tileErr error // the last tile read error; ProofBuilder keeps only its text
 }
 
 // inclusionProofs returns inclusion proofs for indices in a tree of the given size.
@@ -97,8 +97,16 @@ func (l *Ledger) inclusionProofs(ctx context.Context, size uint64, indices ...ui
 	p := &l.prover
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.tileErr = nil
 	if p.pb == nil || p.size != size {
-		pb, err := client.NewProofBuilder(ctx, size, l.reader.ReadTile)
+		readTile := func(ctx context.Context, level, index uint64, w uint8) ([]byte, error) {
+			b, err := l.reader.ReadTile(ctx, level, index, w)
+			if err != nil {
+				p.tileErr = err // p.mu is held while the builder is used
+			}
+			return b, err
+		}
+		pb, err := client.NewProofBuilder(ctx, size, readTile)
 		if err != nil {
 			return nil, fmt.Errorf("proof builder: %w", err)
 		}
@@ -109,6 +117,9 @@ func (l *Ledger) inclusionProofs(ctx context.Context, size uint64, indices ...ui
 		proof, err := p.pb.InclusionProof(ctx, idx)
 		if err != nil {
 			p.pb = nil // do not keep a builder that may have cached a bad tile
+			if p.tileErr != nil {
+				err = p.tileErr // keep the storage error's kind (ErrUnavailable)
+			}
 			return nil, fmt.Errorf("inclusion proof for %d in %d: %w", idx, size, err)
 		}
 		out[i] = nonNil(proof)
@@ -116,31 +127,35 @@ func (l *Ledger) inclusionProofs(ctx context.Context, size uint64, indices ...ui
 	return out, nil
 }
 
-// New opens (or creates) the ledger in cfg.DataDir and starts its
-// background work. ctx bounds start-up only; Close stops the ledger.
+// New opens (or creates) the ledger in cfg.DataDir, or in the MySQL
+// database of cfg.MySQLDSN, and starts its background work. ctx bounds
+// start-up only; Close stops the ledger.
 func New(ctx context.Context, cfg Config) (*Ledger, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	if err := os.MkdirAll(filepath.Join(cfg.DataDir, logDirName), 0o700); err != nil {
-		return nil, fmt.Errorf("new ledger: %w", err)
-	}
-	// The index database is opened first: its lock keeps a second process
-	// out of the data directory.
-	st, err := openBoltStore(filepath.Join(cfg.DataDir, indexFileName), cfg.Logger)
-	if err != nil {
-		return nil, fmt.Errorf("new ledger: %w", err)
-	}
-	l, err := newLedger(cfg, st)
-	if err != nil {
-		return nil, errors.Join(fmt.Errorf("new ledger: %w", err), st.Close())
-	}
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	l.cancel = cancel
-	if err := l.start(ctx, bg, st); err != nil {
+	b, err := openBackend(ctx, bg, cfg)
+	if err != nil {
 		cancel()
-		return nil, errors.Join(fmt.Errorf("new ledger: %w", err), st.Close())
+		return nil, fmt.Errorf("new ledger: %w", err)
+	}
+	release := func() error {
+		cancel()
+		err := b.store.Close()
+		if b.close != nil {
+			err = errors.Join(err, b.close())
+		}
+		return err
+	}
+	l, err := newLedger(ctx, cfg, b)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("new ledger: %w", err), release())
+	}
+	l.cancel = cancel
+	if err := l.start(ctx, bg, b); err != nil {
+		return nil, errors.Join(fmt.Errorf("new ledger: %w", err), release())
 	}
 	l.metrics = newMetrics(l)
 	l.handler = l.routes()
@@ -148,58 +163,78 @@ func New(ctx context.Context, cfg Config) (*Ledger, error) {
 }
 
 // newLedger sets up the parts of a Ledger that need no background work.
-func newLedger(cfg Config, st *boltStore) (*Ledger, error) {
-	id, err := loadIdentity(cfg.DataDir, cfg)
-	if err != nil {
-		return nil, err
-	}
+func newLedger(ctx context.Context, cfg Config, b *backend) (*Ledger, error) {
 	l := &Ledger{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		id:       id,
-		inflight: make(chan struct{}, maxInFlight),
+		cfg:          cfg,
+		log:          cfg.Logger,
+		id:           b.id,
+		inflight:     make(chan struct{}, maxInFlight),
+		store:        b.store,
+		closeBackend: b.close,
 	}
-	if len(cfg.Signers) > 0 {
-		l.enrolled = make(map[string]bool, len(cfg.Signers))
+	if b.signers != nil { // shared storage holds the enrolled set
+		set, err := b.signers(ctx)
+		if err != nil {
+			return nil, err
+		}
+		l.enrolled.Store(&set)
+	} else if len(cfg.Signers) > 0 {
+		set := make(keySet, len(cfg.Signers))
 		for _, k := range cfg.Signers {
 			kid, err := notarize.KeyID(k)
 			if err != nil {
 				return nil, err
 			}
-			l.enrolled[kid] = true
+			set[kid] = true
 		}
+		l.enrolled.Store(&set)
 	}
-	l.store = st
 	return l, nil
+}
+
+// OpenWrites reports whether any valid signature may write: no signers are enrolled.
+func (l *Ledger) OpenWrites() bool {
+	set := l.enrolled.Load()
+	return set == nil || len(*set) == 0
 }
 
 // start opens the Tessera log and waits until the index has caught up with
 // it, so that duplicate detection is exact from the first request.
-func (l *Ledger) start(ctx, bg context.Context, st *boltStore) error {
-	driver, err := posix.New(bg, posix.Config{Path: filepath.Join(l.cfg.DataDir, logDirName)})
-	if err != nil {
-		return fmt.Errorf("posix storage: %w", err)
-	}
+func (l *Ledger) start(ctx, bg context.Context, b *backend) error {
+	st := b.store
 	opts := tessera.NewAppendOptions().
 		WithCheckpointSigner(l.id.signer).
 		WithBatching(batchMaxSize, l.cfg.BatchMaxAge).
-		WithCheckpointInterval(l.cfg.CheckpointInterval).
+		WithCheckpointInterval(max(l.cfg.CheckpointInterval, b.minTesseraInterval)).
 		WithPushback(tesseraPushback).
 		WithAntispam(tessera.DefaultAntispamInMemorySize, st)
-	appender, shutdown, reader, err := tessera.NewAppender(bg, driver, opts)
+	appender, shutdown, reader, err := tessera.NewAppender(bg, b.driver, opts)
 	if err != nil {
 		return fmt.Errorf("tessera appender: %w", err)
 	}
 	l.add, l.shutdown, l.reader = appender.Add, shutdown, reader
+	if b.wrapAdd != nil {
+		l.add = b.wrapAdd(l.add)
+	}
+	if b.wrapReader != nil {
+		l.reader = b.wrapReader(l.reader)
+	}
+	reader = l.reader
 	l.awaiter = tessera.NewPublicationAwaiter(bg, reader.ReadCheckpoint, awaitPoll)
+	if b.signers != nil {
+		go l.followSigners(bg, b.signers)
+	}
+	if b.publish != nil {
+		go b.publish(bg, opts.CheckpointPublisher(reader, http.DefaultClient), l.cfg.CheckpointInterval)
+	}
 
 	size, err := reader.IntegratedSize(ctx)
 	if err != nil {
 		return fmt.Errorf("integrated size: %w", err)
 	}
 	if p := st.Processed(); p > size {
-		return fmt.Errorf("index %s covers %d entries but the log has only %d: wrong or rolled-back log directory",
-			filepath.Join(l.cfg.DataDir, indexFileName), p, size)
+		return fmt.Errorf("%s covers %d entries but the log has only %d: wrong or rolled-back log",
+			b.where, p, size)
 	}
 	select {
 	case <-st.started():
@@ -212,7 +247,22 @@ func (l *Ledger) start(ctx, bg context.Context, st *boltStore) error {
 	if err := st.WaitProcessed(ctx, size); err != nil {
 		return err
 	}
-	return nil
+	// Serve only once a checkpoint exists: Tessera's MySQL driver publishes
+	// the first one in the background.
+	for {
+		_, err := reader.ReadCheckpoint(ctx)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("read checkpoint: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for the first checkpoint: %w", ctx.Err())
+		case <-time.After(awaitPoll):
+		}
+	}
 }
 
 // Origin returns the checkpoint origin, the log's name.
@@ -237,6 +287,11 @@ func (l *Ledger) Close(ctx context.Context) error {
 		if err := l.store.Close(); err != nil {
 			errs = append(errs, err)
 		}
+		if l.closeBackend != nil {
+			if err := l.closeBackend(); err != nil {
+				errs = append(errs, err)
+			}
+		}
 		if err := errors.Join(errs...); err != nil {
 			l.closeErr = fmt.Errorf("close ledger: %w", err)
 		}
@@ -259,7 +314,7 @@ func (l *Ledger) Submit(ctx context.Context, e *notarize.Entry) (*ledgerclient.R
 		return nil, fmt.Errorf("submit: %w: timestamp %s is more than %v ahead of the ledger's clock",
 			ErrFuture, ts.UTC().Format(time.RFC3339), l.cfg.MaxFutureSkew)
 	}
-	if l.enrolled != nil && !l.enrolled[v.KeyID] {
+	if set := l.enrolled.Load(); set != nil && len(*set) > 0 && !(*set)[v.KeyID] {
 		return nil, fmt.Errorf("submit: %w: key %s", ErrNotEnrolled, v.KeyID)
 	}
 	data, err := e.Marshal()
@@ -294,6 +349,14 @@ func (l *Ledger) Submit(ctx context.Context, e *notarize.Entry) (*ledgerclient.R
 	cp, err := l.parseCheckpoint(cpRaw)
 	if err != nil {
 		return nil, fmt.Errorf("submit: %w", err)
+	}
+	// Once answered, the entry is a duplicate for, and found by, every
+	// instance sharing the storage: wait for the index to cover it.
+	if err := l.store.WaitProcessed(actx, idx.Index+1); err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("submit: %w", ctx.Err())
+		}
+		return nil, fmt.Errorf("submit: %w: %v", ErrUnavailable, err)
 	}
 	proofs, err := l.inclusionProofs(ctx, cp.Size, idx.Index)
 	if err != nil {
@@ -365,7 +428,7 @@ func (l *Ledger) Info(ctx context.Context) (*ledgerclient.Info, error) {
 		Origin:      l.Origin(),
 		VerifierKey: l.VerifierKey(),
 		Size:        cp.Size,
-		OpenWrites:  l.enrolled == nil,
+		OpenWrites:  l.OpenWrites(),
 	}, nil
 }
 

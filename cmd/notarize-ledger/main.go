@@ -5,6 +5,12 @@
 //
 // On first start it generates the checkpoint signing key in the data
 // directory and writes the verifier key to DATA/ledger.pub; clients pin it.
+//
+// Several instances can share one MySQL/MariaDB database behind a load
+// balancer. They sign with one key, made once:
+//
+//	notarize-ledger keygen --origin ledger.example.com/notarize --out ledger.key
+//	notarize-ledger --storage mysql --mysql-dsn 'user:pass@tcp(db:3306)/notarize' --key-file ledger.key
 package main
 
 import (
@@ -34,6 +40,10 @@ var version = "dev"
 // envSignerKey holds the note signer key itself, as an alternative to --key-file.
 const envSignerKey = "NOTARIZE_LEDGER_SIGNER_KEY"
 
+// envMySQLDSN holds the MySQL DSN, as an alternative to --mysql-dsn (it
+// keeps the password out of the process list).
+const envMySQLDSN = "NOTARIZE_LEDGER_MYSQL_DSN"
+
 const shutdownTimeout = 30 * time.Second
 
 func main() {
@@ -56,6 +66,7 @@ var errUsage = errors.New("usage")
 // options are the command-line flags.
 type options struct {
 	addr, data, origin     string
+	storage, mysqlDSN      string
 	signersFile, keyFile   string
 	maxFutureSkew          time.Duration
 	logFormat, logLevel    string
@@ -68,18 +79,20 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("notarize-ledger", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:7070", "listen `address`")
-	fs.StringVar(&o.data, "data", filepath.Join(".notarize", "ledger"), "data `directory`: log, index, keys")
+	fs.StringVar(&o.data, "data", filepath.Join(".notarize", "ledger"), "data `directory`: log, index, keys (posix storage)")
+	fs.StringVar(&o.storage, "storage", ledger.StoragePOSIX, "where the log lives: posix (--data) or mysql (--mysql-dsn, shared by several instances)")
+	fs.StringVar(&o.mysqlDSN, "mysql-dsn", "", "MySQL/MariaDB `DSN` user:pass@tcp(host:3306)/dbname for --storage mysql; also $"+envMySQLDSN)
 	fs.StringVar(&o.origin, "origin", "", "checkpoint origin (log name); default: the persisted one, or <hostname>/notarize-ledger")
 	fs.StringVar(&o.signersFile, "signers", "", "`file` of PEM public keys allowed to write; default: open to any valid signature")
 	fs.StringVar(&o.keyFile, "key-file", "", "`file` holding the note signer key (PRIVATE+KEY+…); also $"+envSignerKey+"; default: DATA/"+ledger.KeyFile)
 	fs.DurationVar(&o.maxFutureSkew, "max-future-skew", ledger.DefaultMaxFutureSkew, "refuse statements dated further than this in the future")
 	fs.DurationVar(&o.batchAge, "batch-max-age", ledger.DefaultBatchMaxAge, "longest an entry waits for a batch")
-	fs.DurationVar(&o.checkpointIv, "checkpoint-interval", ledger.DefaultCheckpointInterval, "how often a checkpoint may be published (at least 100ms)")
+	fs.DurationVar(&o.checkpointIv, "checkpoint-interval", ledger.DefaultCheckpointInterval, "how often a checkpoint may be published (at least 100ms; with mysql, across all instances)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: json or text")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: notarize-ledger [flags]\n\nRuns a docker notarize ledger.\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: notarize-ledger [flags]\n       notarize-ledger keygen --origin NAME --out FILE\n\nRuns a docker notarize ledger.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -114,6 +127,8 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 // config turns the flags and environment into a ledger.Config.
 func config(o *options, getenv func(string) string, logger *slog.Logger) (ledger.Config, error) {
 	cfg := ledger.Config{
+		Storage:            o.storage,
+		MySQLDSN:           firstNonEmpty(o.mysqlDSN, getenv(envMySQLDSN)),
 		DataDir:            o.data,
 		Origin:             o.origin,
 		MaxFutureSkew:      o.maxFutureSkew,
@@ -146,6 +161,9 @@ func config(o *options, getenv func(string) string, logger *slog.Logger) (ledger
 // run starts the ledger and serves it until ctx is done, then shuts down
 // gracefully: in-flight requests finish and the log is flushed.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "keygen" {
+		return runKeygen(args[1:], stdout, stderr)
+	}
 	o, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
@@ -178,16 +196,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
-	pub := filepath.Join(cfg.DataDir, ledger.PubFile)
+	storage := "posix " + cfg.DataDir
+	pubNote := "(also in " + filepath.Join(cfg.DataDir, ledger.PubFile) + ")"
+	if cfg.Storage == ledger.StorageMySQL {
+		storage = "mysql " + ledger.RedactDSN(cfg.MySQLDSN)
+		pubNote = "(shared by every instance on this database)"
+	}
 	logger.InfoContext(ctx, "ledger started",
 		slog.String("version", versionString()),
 		slog.String("url", "http://"+ln.Addr().String()),
+		slog.String("storage", storage),
 		slog.String("origin", l.Origin()),
 		slog.String("verifier_key", l.VerifierKey()),
-		slog.String("verifier_key_file", pub),
-		slog.Bool("open_writes", len(cfg.Signers) == 0))
-	fmt.Fprintf(stdout, "notarize-ledger serving http://%s\norigin:       %s\nverifier key: %s\n              (also in %s)\n",
-		ln.Addr(), l.Origin(), l.VerifierKey(), pub)
+		slog.Bool("open_writes", l.OpenWrites()))
+	fmt.Fprintf(stdout, "notarize-ledger serving http://%s\nstorage:      %s\norigin:       %s\nverifier key: %s\n              %s\n",
+		ln.Addr(), storage, l.Origin(), l.VerifierKey(), pubNote)
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -225,4 +248,68 @@ func versionString() string {
 		return bi.Main.Version
 	}
 	return version
+}
+
+// runKeygen makes the checkpoint signing key of a ledger whose instances
+// share it (mysql storage): FILE (mode 0600) holds the signer key, FILE.pub
+// the verifier key clients pin. It never overwrites a key.
+func runKeygen(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("notarize-ledger keygen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	origin := fs.String("origin", "", "the log's `name`, its checkpoint origin, e.g. ledger.example.com/notarize (required)")
+	out := fs.String("out", "", "`file` to write the signer key to (mode 0600); the verifier key goes to FILE.pub (required)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: notarize-ledger keygen --origin NAME --out FILE\n\nMakes the checkpoint key shared by every instance of a ledger.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	if *origin == "" || *out == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "notarize-ledger keygen: --origin and --out are required, and nothing else")
+		fs.Usage()
+		return errUsage
+	}
+	skey, vkey, err := ledger.NewSignerKey(*origin)
+	if err != nil {
+		return err
+	}
+	if err := writeNew(*out, skey+"\n", 0o600); err != nil {
+		return err
+	}
+	if err := writeNew(*out+".pub", vkey+"\n", 0o644); err != nil {
+		return errors.Join(err, os.Remove(*out))
+	}
+	fmt.Fprintf(stdout, "signer key:   %s (keep it secret; give it to every instance with --key-file or $%s)\nverifier key: %s\n              (in %s.pub; clients pin it)\n",
+		*out, envSignerKey, vkey, *out)
+	return nil
+}
+
+// writeNew creates path with data, failing if it exists.
+func writeNew(path, data string, perm os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return fmt.Errorf("keygen: %w", err)
+	}
+	_, err = f.WriteString(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(path)
+		return fmt.Errorf("keygen: write %s: %w", path, err)
+	}
+	return nil
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
 }
