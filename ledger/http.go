@@ -186,7 +186,16 @@ func (l *Ledger) lookupRequest(r *http.Request) (*ledgerclient.LookupResponse, e
 	if err != nil {
 		return nil, err
 	}
-	return l.Lookup(r.Context(), d)
+	keyIDs := r.URL.Query()[ledgerclient.QueryKeyID]
+	if len(keyIDs) > ledgerclient.MaxLookupKeyIDs {
+		return nil, fmt.Errorf("%w: %d key IDs, at most %d", errBadRequest, len(keyIDs), ledgerclient.MaxLookupKeyIDs)
+	}
+	for _, id := range keyIDs {
+		if _, err := notarize.ParseDigest("sha256:" + id); err != nil {
+			return nil, fmt.Errorf("%w: key ID %q: want 64 lowercase hex characters", errBadRequest, truncate(id, 80))
+		}
+	}
+	return l.Lookup(r.Context(), d, keyIDs...)
 }
 
 // serveInfo handles GET /api/v1/info.

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -373,7 +374,12 @@ func (l *Ledger) Submit(ctx context.Context, e *notarize.Entry) (*ledgerclient.R
 
 // Lookup returns every entry whose statement subject is d, each with an
 // inclusion proof to the latest checkpoint, which is returned with them.
-func (l *Ledger) Lookup(ctx context.Context, d notarize.Digest) (*ledgerclient.LookupResponse, error) {
+//
+// With keyIDs, only entries whose public key has one of those key IDs are
+// returned (and proven): a verifier asks for the signers it accepts, so
+// statements by others, however many, neither bloat its answer nor cost
+// proofs.
+func (l *Ledger) Lookup(ctx context.Context, d notarize.Digest, keyIDs ...string) (*ledgerclient.LookupResponse, error) {
 	if _, err := notarize.ParseDigest(string(d)); err != nil {
 		return nil, fmt.Errorf("lookup: %w", err)
 	}
@@ -398,22 +404,27 @@ func (l *Ledger) Lookup(ctx context.Context, d notarize.Digest) (*ledgerclient.L
 		return resp, nil
 	}
 	var covered []uint64
+	var entries [][]byte
+	bundles := map[uint64][]byte{}
 	for _, i := range all {
-		if i < cp.Size { // later ones were indexed after the checkpoint was read
-			covered = append(covered, i)
+		if i >= cp.Size { // indexed after the checkpoint was read
+			continue
 		}
+		data, err := l.entryAt(ctx, bundles, i, cp.Size)
+		if err != nil {
+			return nil, fmt.Errorf("lookup: %w", err)
+		}
+		if len(keyIDs) > 0 && !slices.Contains(keyIDs, entryKeyID(data)) {
+			continue
+		}
+		covered, entries = append(covered, i), append(entries, data)
 	}
 	proofs, err := l.inclusionProofs(ctx, cp.Size, covered...)
 	if err != nil {
 		return nil, fmt.Errorf("lookup: %w", err)
 	}
-	bundles := map[uint64][]byte{}
 	for k, i := range covered {
-		data, err := l.entryAt(ctx, bundles, i, cp.Size)
-		if err != nil {
-			return nil, fmt.Errorf("lookup: %w", err)
-		}
-		resp.Entries = append(resp.Entries, ledgerclient.LookupEntry{Index: i, Entry: data, InclusionProof: proofs[k]})
+		resp.Entries = append(resp.Entries, ledgerclient.LookupEntry{Index: i, Entry: entries[k], InclusionProof: proofs[k]})
 	}
 	return resp, nil
 }
@@ -502,4 +513,22 @@ func nonNil(p [][]byte) [][]byte {
 		return [][]byte{}
 	}
 	return p
+}
+
+// entryKeyID returns the key ID of the public key an entry carries, or "" if
+// it has none that parses (entries were verified when submitted).
+func entryKeyID(data []byte) string {
+	e, err := notarize.ParseEntry(data)
+	if err != nil {
+		return ""
+	}
+	pub, err := notarize.ParsePublicKey([]byte(e.PublicKey))
+	if err != nil {
+		return ""
+	}
+	id, err := notarize.KeyID(pub)
+	if err != nil {
+		return ""
+	}
+	return id
 }

@@ -328,3 +328,57 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestLookupByKeyID: ?keyid= limits the answer to the entries of those keys,
+// each still proven; malformed key IDs are a 400.
+func TestLookupByKeyID(t *testing.T) {
+	tl := startLedger(t, Config{})
+	alice, mallory := newTestSigner(t), newTestSigner(t)
+	d := randomDigest(t)
+	now := time.Now()
+	rec := tl.submit(t, alice.sign(t, d, notarize.StatusTrusted, now.Add(-time.Minute)), http.StatusCreated)
+	for i := range 5 {
+		tl.submit(t, mallory.sign(t, d, notarize.StatusUntrusted, now.Add(-time.Duration(i)*time.Second)), http.StatusCreated)
+	}
+	get := func(query string) (int, ledgerclient.LookupResponse, []byte) {
+		status, _, b := do(t, http.MethodGet, tl.url+ledgerclient.PathDigests+string(d)+query, nil)
+		var resp ledgerclient.LookupResponse
+		if status == http.StatusOK {
+			if err := json.Unmarshal(b, &resp); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return status, resp, b
+	}
+	_, all, _ := get("")
+	if n := len(tl.checkLookup(t, all)); n != 6 {
+		t.Fatalf("unfiltered lookup: %d entries, want 6", n)
+	}
+	status, resp, b := get("?keyid=" + alice.keyID)
+	if status != http.StatusOK {
+		t.Fatalf("status %d: %s", status, b)
+	}
+	if got := tl.checkLookup(t, resp); !slices.Equal(got, []uint64{rec.Index}) {
+		t.Fatalf("lookup by alice's key: indices %v, want [%d]", got, rec.Index)
+	}
+	_, both, _ := get("?keyid=" + alice.keyID + "&keyid=" + mallory.keyID)
+	if n := len(tl.checkLookup(t, both)); n != 6 {
+		t.Fatalf("lookup by both keys: %d entries, want 6", n)
+	}
+	_, none, _ := get("?keyid=" + strings.Repeat("0", 64))
+	if len(none.Entries) != 0 {
+		t.Fatalf("lookup by an unknown key: %d entries", len(none.Entries))
+	}
+	for _, bad := range []string{"?keyid=xyz", "?keyid=" + strings.Repeat("A", 64), "?" + strings.Repeat("keyid="+alice.keyID+"&", ledgerclient.MaxLookupKeyIDs+1)} {
+		if status, _, b := get(bad); status != http.StatusBadRequest || !strings.Contains(string(b), ledgerclient.CodeBadRequest) {
+			t.Errorf("lookup%s: status %d %s, want 400 %s", clipQuery(bad), status, b, ledgerclient.CodeBadRequest)
+		}
+	}
+}
+
+func clipQuery(q string) string {
+	if len(q) > 60 {
+		return q[:60] + "…"
+	}
+	return q
+}

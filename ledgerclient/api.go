@@ -5,7 +5,7 @@ package ledgerclient
 // standard base64 in JSON.
 //
 //	POST /api/v1/entries            body: notarize.Entry JSON  → 200/201 Receipt
-//	GET  /api/v1/digests/{digest}   → 200 LookupResponse (empty Entries when none)
+//	GET  /api/v1/digests/{digest}[?keyid=K…]  → 200 LookupResponse (empty Entries when none)
 //	GET  /api/v1/info               → 200 Info
 //	GET  /checkpoint, /tile/…, /tile/entries/…   C2SP tlog-tiles (https://c2sp.org/tlog-tiles)
 //
@@ -17,6 +17,15 @@ const (
 	PathDigests = "/api/v1/digests/" // followed by the digest, "sha256:…"
 	PathInfo    = "/api/v1/info"
 )
+
+// QueryKeyID is the repeatable query parameter of a digest lookup that limits
+// the answer to entries signed by these key IDs (hex SHA-256 of the DER public
+// key). A verifier asks only for the signers it accepts, so statements by
+// anyone else, however many, cannot bloat its answer.
+const QueryKeyID = "keyid"
+
+// MaxLookupKeyIDs bounds the key IDs one lookup may name.
+const MaxLookupKeyIDs = 256
 
 // MediaTypeJSON is the content type of every API request and response body.
 const MediaTypeJSON = "application/json"

@@ -377,31 +377,35 @@ type LookupResult struct {
 	Records []notarize.Record
 }
 
-// Lookup asks the ledger for the entries about d and verifies the answer:
+// Lookup asks the ledger for the entries about d, only those signed by
+// keyIDs when any are given (what a verifier accepts), and verifies the answer:
 // its checkpoint (and consistency with the stored one), and for every entry
 // the inclusion proof, the envelope signature and that it is about d. Any
 // entry that fails fails the lookup: the ledger's answer is a hint, never a
 // verdict. The ledger can still leave entries out; a Follow replica cannot
 // be misled that way.
-func (c *Client) Lookup(ctx context.Context, d notarize.Digest) (*LookupResult, error) {
+func (c *Client) Lookup(ctx context.Context, d notarize.Digest, keyIDs ...string) (*LookupResult, error) {
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
-	res, err := c.lookup(ctx, d)
+	res, err := c.lookup(ctx, d, keyIDs)
 	if err != nil {
 		return nil, fmt.Errorf("look up %s in ledger: %w", d, err)
 	}
 	return res, nil
 }
 
-func (c *Client) lookup(ctx context.Context, d notarize.Digest) (*LookupResult, error) {
+func (c *Client) lookup(ctx context.Context, d notarize.Digest, keyIDs []string) (*LookupResult, error) {
 	if _, err := notarize.ParseDigest(string(d)); err != nil {
 		return nil, err
+	}
+	if len(keyIDs) > MaxLookupKeyIDs {
+		return nil, fmt.Errorf("%d key IDs, at most %d per lookup", len(keyIDs), MaxLookupKeyIDs)
 	}
 	before, err := c.stored()
 	if err != nil {
 		return nil, err
 	}
-	b, err := c.ops.Lookup(ctx, d)
+	b, err := c.ops.Lookup(ctx, d, keyIDs)
 	if err != nil {
 		return nil, err
 	}
@@ -416,7 +420,7 @@ func (c *Client) lookup(ctx context.Context, d notarize.Digest) (*LookupResult, 
 	if err := c.advance(ctx, cp, before); err != nil {
 		return nil, err
 	}
-	recs, err := verifyLookup(resp, cp, d)
+	recs, err := verifyLookup(resp, cp, d, keyIDs)
 	if err != nil {
 		return nil, err
 	}
@@ -436,8 +440,9 @@ func decodeLookup(b []byte) (*LookupResponse, error) {
 }
 
 // verifyLookup checks every entry of a lookup answer for d against its
-// verified checkpoint and returns them as records.
-func verifyLookup(resp *LookupResponse, cp Checkpoint, d notarize.Digest) ([]notarize.Record, error) {
+// verified checkpoint, and that it is signed by one of keyIDs when any were
+// asked for, and returns them as records.
+func verifyLookup(resp *LookupResponse, cp Checkpoint, d notarize.Digest, keyIDs []string) ([]notarize.Record, error) {
 	if resp.Digest != d.String() {
 		return nil, fmt.Errorf("%w: asked about %s, the ledger answered about %q", ErrBadProof, d, clip(resp.Digest, 80))
 	}
@@ -461,6 +466,9 @@ func verifyLookup(resp *LookupResponse, cp Checkpoint, d notarize.Digest) ([]not
 		}
 		if got := v.Statement.Digest(); got != d {
 			return nil, fmt.Errorf("%w: entry %d is about %s, not %s", ErrBadProof, le.Index, got, d)
+		}
+		if len(keyIDs) > 0 && !slices.Contains(keyIDs, v.KeyID) {
+			return nil, fmt.Errorf("%w: entry %d is signed by key %s, which the lookup did not ask for", ErrBadProof, le.Index, v.KeyID)
 		}
 		recs = append(recs, notarize.Record{Index: le.Index, KeyID: v.KeyID, Statement: v.Statement})
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sigstore/sigstore/pkg/signature"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -770,5 +771,64 @@ func TestSubmitReceiptWithOlderCheckpoint(t *testing.T) {
 	}
 	if !bytes.Equal(stateBytes(t, home, testOrigin), stored) {
 		t.Fatal("state changed")
+	}
+}
+
+// TestLookupByKeyIDs: a verifier asks only for the signers it accepts; the
+// answer holds only their entries, and an entry by any other key in the
+// answer is a lie.
+func TestLookupByKeyIDs(t *testing.T) {
+	f, c, _ := pinnedClient(t, 3)
+	alice, mallory := newEntrySigner(t), newEntrySigner(t)
+	keyID := func(s signature.SignerVerifier) string {
+		pub, err := s.PublicKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := notarize.KeyID(pub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	if _, err := c.Submit(t.Context(), signEntry(t, alice, digestA, notarize.StatusTrusted, t0)); err != nil {
+		t.Fatal(err)
+	}
+	var malloryIdx []uint64
+	for i := range 5 {
+		r, err := c.Submit(t.Context(), signEntry(t, mallory, digestA, notarize.StatusUntrusted, t0.Add(time.Duration(i)*time.Second)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		malloryIdx = append(malloryIdx, r.Index)
+	}
+	all, err := c.Lookup(t.Context(), digestA)
+	if err != nil || len(all.Records) != 6 {
+		t.Fatalf("lookup without key IDs: %v, %d records, want 6", err, len(all.Records))
+	}
+	res, err := c.Lookup(t.Context(), digestA, keyID(alice))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Records) != 1 || res.Records[0].KeyID != keyID(alice) {
+		t.Fatalf("lookup by alice's key: %+v", res.Records)
+	}
+
+	f.lookupHook = func(r *LookupResponse) {
+		// The ledger slips in mallory's entries although only alice's were asked for.
+		for _, i := range malloryIdx {
+			p, err := f.log.tree.InclusionProof(i, f.log.size())
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Entries = append(r.Entries, LookupEntry{Index: i, Entry: f.log.leaves[i], InclusionProof: p})
+		}
+	}
+	if _, err := c.Lookup(t.Context(), digestA, keyID(alice)); !errors.Is(err, ErrBadProof) {
+		t.Fatalf("entries by keys not asked for: err = %v, want ErrBadProof", err)
+	}
+	f.lookupHook = nil
+	if _, err := c.Lookup(t.Context(), digestA, make([]string, MaxLookupKeyIDs+1)...); err == nil {
+		t.Fatal("a lookup naming too many key IDs was sent")
 	}
 }

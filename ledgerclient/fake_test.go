@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -239,7 +240,7 @@ func (f *fakeOps) finishReceipt(r Receipt) ([]byte, error) {
 	return json.Marshal(r)
 }
 
-func (f *fakeOps) Lookup(_ context.Context, d notarize.Digest) ([]byte, error) {
+func (f *fakeOps) Lookup(_ context.Context, d notarize.Digest, keyIDs []string) ([]byte, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.rawLookup != nil {
@@ -256,7 +257,7 @@ func (f *fakeOps) Lookup(_ context.Context, d notarize.Digest) ([]byte, error) {
 			continue
 		}
 		v, err := e.Verify()
-		if err != nil || v.Statement.Digest() != d {
+		if err != nil || v.Statement.Digest() != d || len(keyIDs) > 0 && !slices.Contains(keyIDs, v.KeyID) {
 			continue
 		}
 		p, err := f.log.tree.InclusionProof(uint64(i), size)

@@ -116,7 +116,7 @@ func FuzzLookup(f *testing.F) {
 		l.add(marshal(f, signEntry(f, signer, d, notarize.StatusTrusted, t0)))
 	}
 	ops := newFakeOps(f, l)
-	good, err := ops.Lookup(f.Context(), digestA)
+	good, err := ops.Lookup(f.Context(), digestA, nil)
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -44,8 +44,9 @@ type ops interface {
 	Info(ctx context.Context) ([]byte, error)
 	// Submit posts an entry and returns the body of the 2xx answer (a Receipt).
 	Submit(ctx context.Context, entry []byte) ([]byte, error)
-	// Lookup returns the body of GET /api/v1/digests/{d} (a LookupResponse).
-	Lookup(ctx context.Context, d notarize.Digest) ([]byte, error)
+	// Lookup returns the body of GET /api/v1/digests/{d} (a LookupResponse),
+	// limited to entries by keyIDs when there are any.
+	Lookup(ctx context.Context, d notarize.Digest, keyIDs []string) ([]byte, error)
 }
 
 // httpOps is ops over HTTP: tlog-tiles read endpoints through tessera's
@@ -92,21 +93,22 @@ func (h *httpOps) ReadEntryBundle(ctx context.Context, index uint64, p uint8) ([
 }
 
 func (h *httpOps) Info(ctx context.Context) ([]byte, error) {
-	return h.do(ctx, http.MethodGet, PathInfo, nil, maxInfoSize)
+	return h.do(ctx, http.MethodGet, PathInfo, nil, nil, maxInfoSize)
 }
 
 func (h *httpOps) Submit(ctx context.Context, entry []byte) ([]byte, error) {
-	return h.do(ctx, http.MethodPost, PathEntries, entry, maxReceiptSize)
+	return h.do(ctx, http.MethodPost, PathEntries, nil, entry, maxReceiptSize)
 }
 
-func (h *httpOps) Lookup(ctx context.Context, d notarize.Digest) ([]byte, error) {
-	return h.do(ctx, http.MethodGet, PathDigests+d.String(), nil, maxLookupSize)
+func (h *httpOps) Lookup(ctx context.Context, d notarize.Digest, keyIDs []string) ([]byte, error) {
+	q := url.Values{QueryKeyID: keyIDs}
+	return h.do(ctx, http.MethodGet, PathDigests+d.String(), q, nil, maxLookupSize)
 }
 
 // do sends one API request and returns the body of a 2xx answer; any other
 // answer becomes an *APIError.
-func (h *httpOps) do(ctx context.Context, method, path string, body []byte, limit int64) ([]byte, error) {
-	u := h.base.ResolveReference(&url.URL{Path: strings.TrimPrefix(path, "/")})
+func (h *httpOps) do(ctx context.Context, method, path string, query url.Values, body []byte, limit int64) ([]byte, error) {
+	u := h.base.ResolveReference(&url.URL{Path: strings.TrimPrefix(path, "/"), RawQuery: query.Encode()})
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
