@@ -4,6 +4,7 @@
 #
 #   scripts/mariadb.sh start DIR PORT   # data in DIR/data, socket DIR/sock; prints DSN=…
 #   scripts/mariadb.sh stop DIR         # clean shutdown (then SIGKILL after 30 s)
+#   scripts/mariadb.sh install          # only install mariadb-server if missing (CI)
 #
 # `start` installs Debian's mariadb-server when mariadbd is missing. When it
 # cannot be installed it prints a loud message and exits with code 77, the
@@ -20,7 +21,7 @@ readonly EXIT_UNAVAILABLE=77
 readonly DB_NAME=notarize DB_USER=notarize DB_PASS=notarize
 
 usage() {
-  echo "usage: $0 start DIR PORT | stop DIR" >&2
+  echo "usage: $0 start DIR PORT | stop DIR | install" >&2
   exit 2
 }
 
@@ -134,5 +135,6 @@ stop() {
 case "${1:-}" in
 start) [ $# -eq 3 ] || usage; start "$2" "$3" ;;
 stop) [ $# -eq 2 ] || usage; stop "$2" ;;
+install) [ $# -eq 1 ] || usage; ensure_installed ;;
 *) usage ;;
 esac
