@@ -36,6 +36,15 @@ install: build ## Install the plugin into DOCKER_CONFIG/cli-plugins (default ~/.
 run: build ## Start the ledger (127.0.0.1:7070) and the proxy (127.0.0.1:5000) in the foreground; data in ./.notarize.
 	@BIN=$(BIN) DATA=$(DATA) LEDGER_ADDR=$(LEDGER_ADDR) PROXY_ADDR=$(PROXY_ADDR) PROXY_FLAGS='$(PROXY_FLAGS)' scripts/run-stack.sh
 
+.PHONY: mariadb
+mariadb: ## Start a throwaway MariaDB on 127.0.0.1:3307 (data in .notarize/mariadb); prints its DSN.
+	scripts/mariadb.sh start $(DATA)/mariadb 3307
+
+.PHONY: run-mysql
+run-mysql: build mariadb ## Run a ledger on the throwaway MariaDB (shared key in .notarize/ledger-mysql.key).
+	@test -f $(DATA)/ledger-mysql.key || $(BIN)/notarize-ledger keygen --origin localhost/notarize-ledger --out $(DATA)/ledger-mysql.key
+	NOTARIZE_LEDGER_MYSQL_DSN='notarize:notarize@tcp(127.0.0.1:3307)/notarize' $(BIN)/notarize-ledger --storage mysql --key-file $(DATA)/ledger-mysql.key --addr $(LEDGER_ADDR)
+
 .PHONY: test
 test: ## Run the whole test suite (race detector on).
 	$(GO) vet ./...
@@ -57,6 +66,10 @@ fuzz: ## Run each fuzzer for FUZZTIME (default 30s).
 bench: ## Run the Go benchmarks (BENCH=regexp; smaller replicas and ledgers than the published runs).
 	NOTARIZE_BENCH_STATEMENTS=$${NOTARIZE_BENCH_STATEMENTS:-100000} NOTARIZE_BENCH_ENTRIES=$${NOTARIZE_BENCH_ENTRIES:-2000} \
 	  $(GO) test -run XXX -bench '$(BENCH)' -benchmem -timeout 60m ./...
+
+.PHONY: bench-ingest
+bench-ingest: ## Ledger ingest benchmark: POSIX vs MariaDB, one and two instances.
+	$(GO) test -run '^$$' -bench Ingest -benchtime 4000x ./ledger/
 
 .PHONY: bench-proxy
 bench-proxy: ## Proxy vs direct vs distribution's pull-through cache; replica decision cost and catch-up.
