@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"io"
 	"mime"
 	"net/http"
@@ -30,10 +32,10 @@ const maxManifestSize = 4 << 20
 
 // Manifest media types understood.
 const (
-	mediaTypeOCIManifest    = "application/vnd.oci.image.manifest.v1+json"
-	mediaTypeOCIIndex       = "application/vnd.oci.image.index.v1+json"
-	mediaTypeDockerManifest = "application/vnd.docker.distribution.manifest.v2+json"
-	mediaTypeDockerList     = "application/vnd.docker.distribution.manifest.list.v2+json"
+	mediaTypeOCIManifest    = ocispec.MediaTypeImageManifest
+	mediaTypeOCIIndex       = ocispec.MediaTypeImageIndex
+	mediaTypeDockerManifest = string(types.DockerManifestSchema2)
+	mediaTypeDockerList     = string(types.DockerManifestList)
 )
 
 // DefaultRegistryTimeout bounds each exchange with a registry (ping and

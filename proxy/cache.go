@@ -3,6 +3,8 @@ package proxy
 import (
 	"container/list"
 	"encoding/json"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"sync"
 
 	"github.com/notarize/docker-notarize/notarize"
@@ -88,7 +90,7 @@ func indexChildren(mediaType string, b []byte) []notarize.Digest {
 		return nil
 	}
 	switch mediaType {
-	case "application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json":
+	case ocispec.MediaTypeImageIndex, string(types.DockerManifestList):
 	default:
 		return nil
 	}

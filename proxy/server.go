@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"io"
 	"log/slog"
 	"net"
@@ -403,7 +404,7 @@ func (s *Server) serveReferrers(w http.ResponseWriter, r *http.Request) {
 	if v := r.URL.Query().Get("artifactType"); v != "" {
 		q.Set("artifactType", v)
 	}
-	resp, err := t.up.Do(r.Context(), http.MethodGet, t.repo, "referrers/"+string(d), q, http.Header{"Accept": {"application/vnd.oci.image.index.v1+json"}})
+	resp, err := t.up.Do(r.Context(), http.MethodGet, t.repo, "referrers/"+string(d), q, http.Header{"Accept": {ocispec.MediaTypeImageIndex}})
 	if err != nil {
 		s.writeError(w, r, t.up.Name(), "referrers", err)
 		return
@@ -412,7 +413,7 @@ func (s *Server) serveReferrers(w http.ResponseWriter, r *http.Request) {
 	if v := resp.Header.Get("OCI-Filters-Applied"); v != "" {
 		w.Header().Set("OCI-Filters-Applied", v)
 	}
-	s.relay(w, r, t, resp, "application/vnd.oci.image.index.v1+json")
+	s.relay(w, r, t, resp, ocispec.MediaTypeImageIndex)
 }
 
 // relay copies a bounded JSON answer from upstream.

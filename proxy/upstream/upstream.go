@@ -12,6 +12,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"io"
 	"mime"
 	"net"
@@ -45,10 +47,10 @@ const (
 
 // Manifest media types asked for when the client sent no Accept header.
 var DefaultAccept = []string{
-	"application/vnd.oci.image.index.v1+json",
-	"application/vnd.oci.image.manifest.v1+json",
-	"application/vnd.docker.distribution.manifest.list.v2+json",
-	"application/vnd.docker.distribution.manifest.v2+json",
+	ocispec.MediaTypeImageIndex,
+	ocispec.MediaTypeImageManifest,
+	string(types.DockerManifestList),
+	string(types.DockerManifestSchema2),
 }
 
 // Sentinel errors, wrapped with the upstream and the operation.
@@ -386,7 +388,7 @@ func (r *Registry) GetManifest(ctx context.Context, repo, reference string, acce
 		mt = probe.MediaType
 	}
 	if mt == "" {
-		mt = "application/vnd.oci.image.manifest.v1+json"
+		mt = ocispec.MediaTypeImageManifest
 	}
 	return &Manifest{Bytes: b, MediaType: mt, Digest: d}, nil
 }
