@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -72,6 +73,12 @@ type env struct {
 	srv      *proxy.Server
 	host     string // proxy host:port
 	logs     *syncBuffer
+
+	dir    string // the proxy's state: policy, keys, ledger client home, replica, data
+	follow string // the ledger URL the replica follows
+	ec     envConfig
+	policy *notarize.Evaluator
+	ups    []upstream.Config
 }
 
 type envOption func(*envConfig)
@@ -81,6 +88,9 @@ type envConfig struct {
 	maxStaleness time.Duration
 	policy       string
 	now          func() time.Time
+	ledger       *ledgertest.Server
+	follow       string
+	peer         *env
 }
 
 func withUpstream(u upstream.Config) envOption {
@@ -89,6 +99,24 @@ func withUpstream(u upstream.Config) envOption {
 
 func withMaxStaleness(d time.Duration) envOption {
 	return func(c *envConfig) { c.maxStaleness = d }
+}
+
+// withLedger uses srv (e.g. one instance of a MySQL ledger) instead of
+// starting a ledger of the env's own.
+func withLedger(srv *ledgertest.Server) envOption {
+	return func(c *envConfig) { c.ledger = srv }
+}
+
+// withFollow makes the replica follow the ledger at url (e.g. a proxy in
+// front of it) instead of the ledger's own URL.
+func withFollow(url string) envOption {
+	return func(c *envConfig) { c.follow = url }
+}
+
+// withPeer makes the env another proxy of p's deployment: same signers,
+// same upstream registry.
+func withPeer(p *env) envOption {
+	return func(c *envConfig) { c.peer = p }
 }
 
 // withClock gives the replica a clock of the test's.
@@ -115,48 +143,69 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	if ec.policy == "" {
 		ec.policy = testPolicy
 	}
-	e := &env{t: t, logs: &syncBuffer{}}
-	e.ledger = ledgertest.Start(t)
+	e := &env{t: t, logs: &syncBuffer{}, ec: ec, ledger: ec.ledger}
+	if e.ledger == nil {
+		e.ledger = ledgertest.Start(t)
+	}
+	e.follow = cmp.Or(ec.follow, e.ledger.URL)
 	var err error
 	e.lc, err = ledgerclient.New(t.Context(), ledgerclient.Config{URL: e.ledger.URL, Home: t.TempDir(), VerifierKey: e.ledger.VerifierKey})
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	e.release, e.ops = newSigner(t), newSigner(t)
+	e.dir = dir
+	if ec.peer != nil {
+		e.release, e.ops = ec.peer.release, ec.peer.ops
+	} else {
+		e.release, e.ops = newSigner(t), newSigner(t)
+	}
 	writeKey(t, filepath.Join(dir, "release.pub"), e.release)
 	writeKey(t, filepath.Join(dir, "ops.pub"), e.ops)
 	policyPath := filepath.Join(dir, "policy.yaml")
 	if err := os.WriteFile(policyPath, []byte(ec.policy), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ev, err := proxy.LoadPolicy(policyPath)
-	if err != nil {
+	if e.policy, err = proxy.LoadPolicy(policyPath); err != nil {
 		t.Fatal(err)
 	}
 
+	if ec.peer != nil {
+		e.upstream, e.upHost = ec.peer.upstream, ec.peer.upHost
+	} else {
+		e.upstream = httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0)), registry.WithReferrersSupport(true)))
+		t.Cleanup(e.upstream.Close)
+		e.upHost = strings.TrimPrefix(e.upstream.URL, "http://")
+	}
+	e.ups = append([]upstream.Config{{Name: "local", URL: e.upstream.URL, Keychain: anonymous()}}, ec.extra...)
+	e.start()
+	e.sync()
+	return e
+}
+
+// start opens the proxy's ledger client and replica on e.dir and serves a
+// new proxy on them, as the notarize-proxy process does on start. It does
+// not sync the replica.
+func (e *env) start() {
+	t := e.t
+	t.Helper()
 	// The proxy's own ledger client, with its own state.
-	plc, err := ledgerclient.New(t.Context(), ledgerclient.Config{URL: e.ledger.URL, Home: filepath.Join(dir, "proxy-home"), VerifierKey: e.ledger.VerifierKey})
+	plc, err := ledgerclient.New(t.Context(), ledgerclient.Config{URL: e.follow, Home: filepath.Join(e.dir, "proxy-home"), VerifierKey: e.ledger.VerifierKey})
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.replica, err = replica.Open(replica.Config{
-		Path: filepath.Join(dir, "replica.db"), Source: ledgerclient.NewFollower(plc, 0),
-		PollInterval: 50 * time.Millisecond, MaxStaleness: ec.maxStaleness, Now: ec.now,
+	rep, err := replica.Open(replica.Config{
+		Path: filepath.Join(e.dir, "replica.db"), Source: ledgerclient.NewFollower(plc, 0),
+		PollInterval: 50 * time.Millisecond, MaxStaleness: e.ec.maxStaleness, Now: e.ec.now,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = e.replica.Close() })
-	e.sync()
-
-	e.upstream = httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0)), registry.WithReferrersSupport(true)))
-	t.Cleanup(e.upstream.Close)
-	e.upHost = strings.TrimPrefix(e.upstream.URL, "http://")
-	ups := append([]upstream.Config{{Name: "local", URL: e.upstream.URL, Keychain: anonymous()}}, ec.extra...)
+	e.replica = rep
+	t.Cleanup(func() { _ = rep.Close() })
 	e.srv, err = proxy.New(proxy.Config{
-		DataDir: filepath.Join(dir, "data"), Upstreams: ups, DefaultUpstream: "local",
-		Policy: ev, Trust: e.replica, ManifestTimeout: 3 * time.Second,
+		DataDir: filepath.Join(e.dir, "data"), Upstreams: e.ups, DefaultUpstream: "local",
+		Policy: e.policy, Trust: e.replica, ManifestTimeout: 3 * time.Second,
 		Logger: slog.New(slog.NewJSONHandler(e.logs, nil)),
 	})
 	if err != nil {
@@ -165,7 +214,19 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	e.proxy = httptest.NewServer(e.srv.Handler())
 	t.Cleanup(e.proxy.Close)
 	e.host = strings.TrimPrefix(e.proxy.URL, "http://")
-	return e
+}
+
+// restart stops the proxy and starts it again on the same state, as a
+// process restart would: a new ledger client, the replica reopened from
+// its file, a new proxy on a new address. It does not sync the replica.
+// Not for an env whose replica runs (runReplica).
+func (e *env) restart() {
+	e.t.Helper()
+	e.proxy.Close()
+	if err := e.replica.Close(); err != nil {
+		e.t.Fatal(err)
+	}
+	e.start()
 }
 
 // runReplica keeps the replica following the ledger for the test's life.
@@ -206,8 +267,8 @@ func writeKey(t testing.TB, path string, sv signature.SignerVerifier) {
 	}
 }
 
-// sign submits a statement about d by sv to the ledger.
-func (e *env) sign(sv signature.Signer, d notarize.Digest, s notarize.Status) {
+// sign submits a statement about d by sv to the ledger and returns the receipt.
+func (e *env) sign(sv signature.Signer, d notarize.Digest, s notarize.Status) *ledgerclient.SubmitResult {
 	e.t.Helper()
 	ent, err := notarize.Sign(e.t.Context(), sv, notarize.NewStatement(d, "test", notarize.Predicate{
 		Status: s, Kind: notarize.KindImage, Name: "release", Timestamp: time.Now().UTC(),
@@ -215,9 +276,11 @@ func (e *env) sign(sv signature.Signer, d notarize.Digest, s notarize.Status) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if _, err := e.lc.Submit(e.t.Context(), ent); err != nil {
+	res, err := e.lc.Submit(e.t.Context(), ent)
+	if err != nil {
 		e.t.Fatal(err)
 	}
+	return res
 }
 
 // sync brings the replica up to the ledger's latest checkpoint.

@@ -1,5 +1,6 @@
 // Package ledgertest runs a real, in-process docker notarize ledger for
-// other packages' tests: Tessera on POSIX storage in a temporary directory,
+// other packages' tests: Tessera on POSIX storage in a temporary directory
+// or, with WithMySQL, in a MySQL/MariaDB database (StartMariaDB gives one),
 // served over HTTP on 127.0.0.1.
 //
 //	srv := ledgertest.Start(t)
