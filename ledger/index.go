@@ -1,10 +1,8 @@
 package ledger
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -18,7 +16,6 @@ import (
 	"github.com/transparency-dev/tessera"
 	"github.com/transparency-dev/tessera/api"
 	"github.com/transparency-dev/tessera/api/layout"
-	bolt "go.etcd.io/bbolt"
 )
 
 // Index maps statement subject digests to log indices. It is filled by a
@@ -34,9 +31,8 @@ type Index interface {
 	WaitProcessed(ctx context.Context, n uint64) error
 }
 
-// store is what the ledger needs from its embedded database: the digest
-// index and Tessera antispam (duplicate detection), fed by one follower.
-// A MySQL implementation can satisfy the same interface.
+// store is what the ledger needs from its database: the digest index and
+// Tessera antispam (duplicate detection), fed by one follower.
 type store interface {
 	Index
 	tessera.Antispam
@@ -45,29 +41,48 @@ type store interface {
 	Close() error
 }
 
-// bbolt layout.
-var (
-	bucketMeta    = []byte("meta")    // nextKey → next log index to process (uint64 BE)
-	bucketIDs     = []byte("ids")     // identity hash (32 bytes) → first log index (uint64 BE)
-	bucketDigests = []byte("digests") // subject sha256 (32 bytes) || log index (uint64 BE) → empty
-	nextKey       = []byte("next")
-)
+// indexDB is what an indexStore keeps in a database (bbolt or MySQL): the
+// first log index of every entry identity, the log indices of every subject
+// digest, and the follower's position, how many log entries are indexed.
+type indexDB interface {
+	// position reads the persisted follower position.
+	position(ctx context.Context) (uint64, error)
+	// lookup returns, in increasing order, the log indices recorded for
+	// the raw SHA-256 subject digest.
+	lookup(ctx context.Context, digest []byte) ([]uint64, error)
+	// indexOf returns the first log index of the entry with identity hash id.
+	indexOf(ctx context.Context, id []byte) (uint64, bool, error)
+	// write records batch as entries [next, next+len(batch)), keeping the
+	// first index of an identity, and moves the position to
+	// next+len(batch), all at once. It reports false, having written
+	// nothing, if the position is no longer next.
+	write(ctx context.Context, next uint64, batch []followed) (bool, error)
+	// close releases what the database holds, once the follower returned.
+	close() error
+}
 
-// Follower tuning.
-const (
-	followPoll         = 10 * time.Millisecond // how often the follower looks for new entries
-	followMaxBackoff   = 5 * time.Second       // longest wait between retries after an error
-	followMaxBatch     = 4096                  // entries per bbolt transaction
-	antispamPushbackAt = 16384                 // follower lag (entries) at which submissions get pushback
-)
+// followTuning is how an indexStore's follower polls, retries and batches.
+type followTuning struct {
+	name       string        // the tessera.Follower name
+	poll       time.Duration // how often the follower looks for new entries
+	maxBackoff time.Duration // longest wait between retries after an error
+	maxBatch   uint64        // entries per write
+	errLevel   slog.Level    // level of the log record of a failed step
+}
 
-// boltStore implements store on a bbolt database.
-type boltStore struct {
-	db  *bolt.DB
-	log *slog.Logger
+// antispamPushbackAt is the follower lag (entries) at which submissions get pushback.
+const antispamPushbackAt = 16384
 
-	processed atomic.Uint64 // mirrors meta/next
-	pushback  atomic.Bool   // the follower is too far behind
+// indexStore implements store on an indexDB: the in-memory position and
+// its waiters, the antispam decorator and the follower that tails the
+// integrated log into the database.
+type indexStore struct {
+	db   indexDB
+	log  *slog.Logger
+	tune followTuning
+
+	processed atomic.Uint64 // the position, as last read or written by this process
+	pushback  atomic.Bool   // the index is too far behind the log
 
 	mu       sync.Mutex
 	advanced chan struct{} // closed and replaced whenever processed grows
@@ -76,63 +91,29 @@ type boltStore struct {
 	followDone    chan struct{} // closed when Follow returns
 }
 
-var _ store = (*boltStore)(nil)
+var _ followedStore = (*indexStore)(nil)
 
-// openBoltStore opens (creating if needed) the index database at path.
-// It fails fast if another process holds the database.
-func openBoltStore(path string, logger *slog.Logger) (*boltStore, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
-	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, fmt.Errorf("open index %s: in use by another process", path)
-		}
-		return nil, fmt.Errorf("open index %s: %w", path, err)
-	}
-	s := &boltStore{
+// newIndexStore returns the store on db, whose position is processed.
+func newIndexStore(db indexDB, logger *slog.Logger, tune followTuning, processed uint64) *indexStore {
+	s := &indexStore{
 		db:            db,
 		log:           logger,
+		tune:          tune,
 		advanced:      make(chan struct{}),
 		followStarted: make(chan struct{}),
 		followDone:    make(chan struct{}),
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketIDs, bucketDigests} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		if v := tx.Bucket(bucketMeta).Get(nextKey); v != nil {
-			if len(v) != 8 {
-				return fmt.Errorf("corrupt %q value", nextKey)
-			}
-			s.processed.Store(binary.BigEndian.Uint64(v))
-		}
-		return nil
-	})
-	if err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("open index %s: %w", path, err)
-	}
-	return s, nil
+	s.processed.Store(processed)
+	return s
 }
 
 // Lookup implements Index.
-func (s *boltStore) Lookup(_ context.Context, d notarize.Digest) ([]uint64, error) {
-	prefix, err := hex.DecodeString(d.Hex())
-	if err != nil || len(prefix) != 32 {
+func (s *indexStore) Lookup(ctx context.Context, d notarize.Digest) ([]uint64, error) {
+	raw, err := hex.DecodeString(d.Hex())
+	if err != nil || len(raw) != 32 {
 		return nil, fmt.Errorf("index lookup: %w %q", notarize.ErrBadDigest, d)
 	}
-	var out []uint64
-	err = s.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketDigests).Cursor()
-		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-			if len(k) != 40 {
-				return fmt.Errorf("corrupt digest key %x", k)
-			}
-			out = append(out, binary.BigEndian.Uint64(k[32:]))
-		}
-		return nil
-	})
+	out, err := s.db.lookup(ctx, raw)
 	if err != nil {
 		return nil, fmt.Errorf("index lookup: %w", err)
 	}
@@ -140,10 +121,10 @@ func (s *boltStore) Lookup(_ context.Context, d notarize.Digest) ([]uint64, erro
 }
 
 // Processed implements Index.
-func (s *boltStore) Processed() uint64 { return s.processed.Load() }
+func (s *indexStore) Processed() uint64 { return s.processed.Load() }
 
 // WaitProcessed implements Index.
-func (s *boltStore) WaitProcessed(ctx context.Context, n uint64) error {
+func (s *indexStore) WaitProcessed(ctx context.Context, n uint64) error {
 	for {
 		s.mu.Lock()
 		ch := s.advanced
@@ -159,47 +140,35 @@ func (s *boltStore) WaitProcessed(ctx context.Context, n uint64) error {
 	}
 }
 
-// setProcessed records progress and wakes WaitProcessed callers.
-func (s *boltStore) setProcessed(n uint64) {
-	s.processed.Store(n)
+// advance records a position at least as far as the known one and wakes
+// WaitProcessed callers.
+func (s *indexStore) advance(n uint64) {
+	for {
+		old := s.processed.Load()
+		if n <= old {
+			return
+		}
+		if s.processed.CompareAndSwap(old, n) {
+			break
+		}
+	}
 	s.mu.Lock()
 	close(s.advanced)
 	s.advanced = make(chan struct{})
 	s.mu.Unlock()
 }
 
-// indexOf returns the first log index of the entry with identity hash id.
-func (s *boltStore) indexOf(id []byte) (uint64, bool, error) {
-	var idx uint64
-	var ok bool
-	err := s.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketIDs).Get(id)
-		if v == nil {
-			return nil
-		}
-		if len(v) != 8 {
-			return fmt.Errorf("corrupt identity value for %x", id)
-		}
-		idx, ok = binary.BigEndian.Uint64(v), true
-		return nil
-	})
-	if err != nil {
-		return 0, false, fmt.Errorf("antispam lookup: %w", err)
-	}
-	return idx, ok, nil
-}
-
 // Decorator implements tessera.Antispam: an entry whose identity is already
 // in the log resolves to its existing index (IsDup) without being added.
-func (s *boltStore) Decorator() func(tessera.AddFn) tessera.AddFn {
+func (s *indexStore) Decorator() func(tessera.AddFn) tessera.AddFn {
 	return func(next tessera.AddFn) tessera.AddFn {
 		return func(ctx context.Context, e *tessera.Entry) tessera.IndexFuture {
 			if s.pushback.Load() {
 				return func() (tessera.Index, error) { return tessera.Index{}, tessera.ErrPushbackAntispam }
 			}
-			idx, ok, err := s.indexOf(e.Identity())
+			idx, ok, err := s.db.indexOf(ctx, e.Identity())
 			if err != nil {
-				return func() (tessera.Index, error) { return tessera.Index{}, err }
+				return func() (tessera.Index, error) { return tessera.Index{}, fmt.Errorf("antispam lookup: %w", err) }
 			}
 			if ok {
 				return func() (tessera.Index, error) { return tessera.Index{Index: idx, IsDup: true}, nil }
@@ -212,58 +181,56 @@ func (s *boltStore) Decorator() func(tessera.AddFn) tessera.AddFn {
 // Follower implements tessera.Antispam. idHasher turns an entry bundle into
 // the identity hashes of its entries (Tessera's, so that they match
 // tessera.Entry.Identity).
-func (s *boltStore) Follower(idHasher func(bundle []byte) ([][]byte, error)) tessera.Follower {
-	return &boltFollower{s: s, idHasher: idHasher}
+func (s *indexStore) Follower(idHasher func(bundle []byte) ([][]byte, error)) tessera.Follower {
+	return &indexFollower{s: s, idHasher: idHasher}
 }
 
 // started is closed once the follower runs.
-func (s *boltStore) started() <-chan struct{} { return s.followStarted }
+func (s *indexStore) started() <-chan struct{} { return s.followStarted }
 
 // Close implements store. The follower returns promptly once its context
-// is cancelled: it only blocks in local file reads and bbolt transactions.
-func (s *boltStore) Close() error {
+// is cancelled.
+func (s *indexStore) Close() error {
 	select {
 	case <-s.followStarted:
 		<-s.followDone
 	default:
 	}
-	if err := s.db.Close(); err != nil {
-		return fmt.Errorf("close index: %w", err)
-	}
-	return nil
+	return s.db.close()
 }
 
-// boltFollower tails the integrated log into a boltStore.
-type boltFollower struct {
-	s        *boltStore
+// indexFollower tails the integrated log into an indexStore.
+type indexFollower struct {
+	s        *indexStore
 	idHasher func([]byte) ([][]byte, error)
 }
 
 // Name implements tessera.Follower.
-func (f *boltFollower) Name() string { return "notarize bbolt index" }
+func (f *indexFollower) Name() string { return f.s.tune.name }
 
 // EntriesProcessed implements tessera.Follower.
-func (f *boltFollower) EntriesProcessed(context.Context) (uint64, error) {
+func (f *indexFollower) EntriesProcessed(context.Context) (uint64, error) {
 	return f.s.processed.Load(), nil
 }
 
 // Follow implements tessera.Follower: it indexes integrated entries in
-// order until ctx is done, resuming from the persisted position.
-func (f *boltFollower) Follow(ctx context.Context, lr tessera.LogReader) {
+// order until ctx is done, from the persisted position.
+func (f *indexFollower) Follow(ctx context.Context, lr tessera.LogReader) {
 	close(f.s.followStarted) // Tessera starts each follower once
 	defer close(f.s.followDone)
-	backoff := followPoll
+	tune := f.s.tune
+	backoff := tune.poll
 	for {
 		caughtUp, err := f.step(ctx, lr)
 		if ctx.Err() != nil {
 			return
 		}
-		wait := followPoll
+		wait := tune.poll
 		if err != nil {
-			f.s.log.ErrorContext(ctx, "index follower", slog.Any("error", err), slog.Duration("retry_in", backoff))
-			wait, backoff = backoff, min(2*backoff, followMaxBackoff)
+			f.s.log.Log(ctx, tune.errLevel, "index follower", slog.Any("error", err), slog.Duration("retry_in", backoff))
+			wait, backoff = backoff, min(2*backoff, tune.maxBackoff)
 		} else {
-			backoff = followPoll
+			backoff = tune.poll
 		}
 		if caughtUp || err != nil {
 			select {
@@ -281,9 +248,10 @@ type followed struct {
 	digest []byte // raw sha256 of the subject; nil if the entry does not parse
 }
 
-// step indexes up to followMaxBatch entries in one transaction and reports
-// whether the follower has caught up with the integrated tree.
-func (f *boltFollower) step(ctx context.Context, lr tessera.LogReader) (bool, error) {
+// step indexes up to tune.maxBatch entries in one write and reports whether
+// the index has caught up with the integrated tree. Losing the race to
+// another instance sharing the database is not an error.
+func (f *indexFollower) step(ctx context.Context, lr tessera.LogReader) (bool, error) {
 	size, err := lr.IntegratedSize(ctx)
 	if errors.Is(err, os.ErrNotExist) {
 		return true, nil
@@ -291,7 +259,11 @@ func (f *boltFollower) step(ctx context.Context, lr tessera.LogReader) (bool, er
 	if err != nil {
 		return false, fmt.Errorf("integrated size: %w", err)
 	}
-	next := f.s.processed.Load()
+	next, err := f.s.db.position(ctx)
+	if err != nil {
+		return false, err
+	}
+	f.s.advance(next)
 	if next > size {
 		return false, fmt.Errorf("index is ahead of the log: processed %d, log size %d", next, size)
 	}
@@ -300,47 +272,32 @@ func (f *boltFollower) step(ctx context.Context, lr tessera.LogReader) (bool, er
 		return true, nil
 	}
 	f.s.pushback.Store(size-next > antispamPushbackAt)
-	n := min(size-next, followMaxBatch)
-	batch, err := f.read(ctx, lr, next, n, size)
+	n := min(size-next, f.s.tune.maxBatch)
+	batch, err := readIndexEntries(ctx, lr, f.idHasher, f.s.log, next, n, size)
 	if err != nil {
 		return false, err
 	}
-	err = f.s.db.Update(func(tx *bolt.Tx) error {
-		meta, ids, digests := tx.Bucket(bucketMeta), tx.Bucket(bucketIDs), tx.Bucket(bucketDigests)
-		if v := meta.Get(nextKey); v != nil && binary.BigEndian.Uint64(v) != next {
-			return fmt.Errorf("index position moved under the follower: %d, want %d", binary.BigEndian.Uint64(v), next)
-		}
-		for i, e := range batch {
-			idx := be64(next + uint64(i))
-			if ids.Get(e.id) == nil {
-				if err := ids.Put(e.id, idx); err != nil {
-					return err
-				}
-			}
-			if e.digest != nil {
-				if err := digests.Put(append(e.digest, idx...), []byte{}); err != nil {
-					return err
-				}
-			}
-		}
-		return meta.Put(nextKey, be64(next+n))
-	})
+	won, err := f.s.db.write(ctx, next, batch)
 	if err != nil {
 		return false, fmt.Errorf("index entries [%d, %d): %w", next, next+n, err)
 	}
-	f.s.setProcessed(next + n)
+	if !won {
+		return false, nil // another instance indexed them; read the new position
+	}
+	f.s.advance(next + n)
 	return next+n == size, nil
 }
 
-// read returns entries [from, from+n) of a log of the given integrated size.
-func (f *boltFollower) read(ctx context.Context, lr tessera.LogReader, from, n, size uint64) ([]followed, error) {
+// readIndexEntries returns the identity hashes and subject digests of
+// entries [from, from+n) of a log of the given integrated size.
+func readIndexEntries(ctx context.Context, lr tessera.LogReader, idHasher func([]byte) ([][]byte, error), logger *slog.Logger, from, n, size uint64) ([]followed, error) {
 	out := make([]followed, 0, n)
 	for ri := range layout.Range(from, n, size) {
 		raw, err := lr.ReadEntryBundle(ctx, ri.Index, ri.Partial)
 		if err != nil {
 			return nil, fmt.Errorf("read entry bundle %d: %w", ri.Index, err)
 		}
-		ids, err := f.idHasher(raw)
+		ids, err := idHasher(raw)
 		if err != nil {
 			return nil, fmt.Errorf("entry bundle %d: identities: %w", ri.Index, err)
 		}
@@ -354,11 +311,10 @@ func (f *boltFollower) read(ctx context.Context, lr tessera.LogReader, from, n, 
 		}
 		for i := ri.First; i < end; i++ {
 			fe := followed{id: ids[i]}
-			d, err := subjectDigest(eb.Entries[i])
-			if err != nil {
+			if d, err := subjectDigest(eb.Entries[i]); err != nil {
 				// Only verified entries are added, so this is a bug or a
 				// foreign log; keep going so duplicates are still caught.
-				f.s.log.WarnContext(ctx, "index: entry has no readable subject", slog.Uint64("index", ri.Index*layout.EntryBundleWidth+uint64(i)), slog.Any("error", err))
+				logger.WarnContext(ctx, "index: entry has no readable subject", slog.Uint64("index", ri.Index*layout.EntryBundleWidth+uint64(i)), slog.Any("error", err))
 			} else {
 				fe.digest = d
 			}
@@ -384,10 +340,4 @@ func subjectDigest(entry []byte) ([]byte, error) {
 		return nil, err
 	}
 	return hex.DecodeString(st.Digest().Hex())
-}
-
-func be64(v uint64) []byte {
-	b := make([]byte, 8)
-	binary.BigEndian.PutUint64(b, v)
-	return b
 }

@@ -73,7 +73,7 @@ func sha256IDs(bundle []byte) ([][]byte, error) {
 }
 
 // follow runs the store's follower over lr until the returned stop is called.
-func follow(t *testing.T, st *boltStore, lr tessera.LogReader) (stop func()) {
+func follow(t *testing.T, st *indexStore, lr tessera.LogReader) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	f := st.Follower(sha256IDs)
 	go f.Follow(ctx, lr)
@@ -85,7 +85,7 @@ func follow(t *testing.T, st *boltStore, lr tessera.LogReader) (stop func()) {
 	}
 }
 
-func waitProcessed(t *testing.T, st *boltStore, n uint64) {
+func waitProcessed(t *testing.T, st *indexStore, n uint64) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
@@ -147,7 +147,7 @@ func TestIndexFollowerResumes(t *testing.T) {
 	// Every entry's identity maps to its index.
 	for i, e := range lg.entries {
 		h := sha256.Sum256(e)
-		idx, ok, err := st.indexOf(h[:])
+		idx, ok, err := st.db.indexOf(t.Context(), h[:])
 		if err != nil || !ok || idx != uint64(i) {
 			t.Fatalf("identity of entry %d: %d %v %v", i, idx, ok, err)
 		}
@@ -173,7 +173,7 @@ func TestIndexAheadOfLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = st.Close() }()
-	f := st.Follower(sha256IDs).(*boltFollower)
+	f := st.Follower(sha256IDs).(*indexFollower)
 	if _, err := f.step(t.Context(), &fakeLog{}); err == nil {
 		t.Fatal("follower accepted a log shorter than its index")
 	}
@@ -231,7 +231,7 @@ func TestWaitProcessedHonoursContext(t *testing.T) {
 	if err := st.WaitProcessed(ctx, 1); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("got %v, want deadline exceeded", err)
 	}
-	st.setProcessed(5)
+	st.advance(5)
 	if err := st.WaitProcessed(t.Context(), 5); err != nil {
 		t.Fatal(err)
 	}
