@@ -71,7 +71,7 @@ func defaultEnv() env {
 	return env{
 		lookupEnv:    os.LookupEnv,
 		now:          time.Now,
-		keychain:     authn.DefaultKeychain,
+		keychain:     dockerConfigKeychain{},
 		isTerminal:   term.IsTerminal,
 		readPassword: term.ReadPassword,
 	}
