@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -15,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/notarize/docker-notarize/internal/boundedfile"
 )
 
 // Files under Config.Home:
@@ -73,7 +74,7 @@ func (s *store) checkpointPath(origin string) string {
 // readCheckpoint returns the stored checkpoint of origin, or nil when there
 // is none. It does not verify it.
 func (s *store) readCheckpoint(origin string) ([]byte, error) {
-	b, err := readFileLimit(s.checkpointPath(origin), MaxCheckpointSize)
+	b, err := boundedfile.Read(s.checkpointPath(origin), MaxCheckpointSize)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -102,7 +103,7 @@ type pinsDoc struct {
 }
 
 func (s *store) readPins() (map[string]string, error) {
-	b, err := readFileLimit(filepath.Join(s.dir, pinsFile), maxPinsSize)
+	b, err := boundedfile.Read(filepath.Join(s.dir, pinsFile), maxPinsSize)
 	if errors.Is(err, fs.ErrNotExist) {
 		return map[string]string{}, nil
 	}
@@ -184,22 +185,6 @@ func lockPath(ctx context.Context, path string) (func(), error) {
 		case <-time.After(lockPoll):
 		}
 	}
-}
-
-func readFileLimit(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s: larger than %d bytes", path, limit)
-	}
-	return b, nil
 }
 
 // writeFileAtomic replaces path with data: a reader sees the old or the new

@@ -13,6 +13,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/notarize/docker-notarize/internal/boundedfile"
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/notarize/docker-notarize/proxy/upstream"
 )
@@ -26,7 +27,7 @@ const (
 // the policy bound to them. A key reference is inline PEM or a path to a
 // PEM file, relative to the policy file's directory.
 func LoadPolicy(path string) (*notarize.Evaluator, error) {
-	b, err := readFileLimit(path, notarize.MaxPolicySize)
+	b, err := boundedfile.Read(path, notarize.MaxPolicySize)
 	if err != nil {
 		return nil, fmt.Errorf("load policy: %w", err)
 	}
@@ -44,7 +45,7 @@ func LoadPolicy(path string) (*notarize.Evaluator, error) {
 				if !filepath.IsAbs(kp) {
 					kp = filepath.Join(dir, kp)
 				}
-				if pemBytes, err = readFileLimit(kp, maxKeyFileSize); err != nil {
+				if pemBytes, err = boundedfile.Read(kp, maxKeyFileSize); err != nil {
 					return nil, fmt.Errorf("load policy %s: signer %q: %w", path, name, err)
 				}
 			}
@@ -128,7 +129,7 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 // LoadFileConfig reads a configuration file, refusing unknown fields, and
 // makes its relative paths (data, policy, a ledgerKey file) relative to it.
 func LoadFileConfig(path string) (*FileConfig, error) {
-	b, err := readFileLimit(path, maxConfigFileSize)
+	b, err := boundedfile.Read(path, maxConfigFileSize)
 	if err != nil {
 		return nil, fmt.Errorf("load config: %w", err)
 	}
@@ -159,7 +160,7 @@ func ReadLedgerKey(s string) (string, error) {
 		return "", nil
 	}
 	if _, err := os.Stat(s); err == nil {
-		b, err := readFileLimit(s, maxKeyFileSize)
+		b, err := boundedfile.Read(s, maxKeyFileSize)
 		if err != nil {
 			return "", fmt.Errorf("ledger key: %w", err)
 		}
@@ -169,20 +170,4 @@ func ReadLedgerKey(s string) (string, error) {
 		return strings.TrimSpace(s), nil
 	}
 	return "", fmt.Errorf("ledger key %q: neither a verifier key nor a readable file", clip(s, 80))
-}
-
-func readFileLimit(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s: larger than %d bytes", path, limit)
-	}
-	return b, nil
 }
