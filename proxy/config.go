@@ -26,6 +26,9 @@ const (
 	DefaultManifestCacheBytes = 64 << 20
 	// DefaultMaxTrackedDigests bounds the per-digest verification counts.
 	DefaultMaxTrackedDigests = 100_000
+	// DefaultBlobCacheMaxBytes is notarize-proxy's --cache-max-bytes default.
+	// Config itself leaves the cache unbounded unless BlobCacheMaxBytes is set.
+	DefaultBlobCacheMaxBytes = 20 << 30
 )
 
 // TrustSource answers which verified statements exist about a digest. The
@@ -68,6 +71,10 @@ type Config struct {
 	ManifestCacheBytes int64
 	// BlobFillTimeout bounds one blob download; default blobcache's.
 	BlobFillTimeout time.Duration
+	// BlobCacheMaxBytes bounds the blob cache on disk: least recently used
+	// blobs are evicted, and a larger blob is served without being cached.
+	// 0 means unbounded.
+	BlobCacheMaxBytes int64
 	// MaxTrackedDigests bounds the per-digest verification counts; default
 	// DefaultMaxTrackedDigests.
 	MaxTrackedDigests int
@@ -101,7 +108,7 @@ func (c *Config) Validate() error {
 	if c.DefaultUpstream != "" && !seen[c.DefaultUpstream] && len(c.Upstreams) > 0 {
 		errs = append(errs, fmt.Errorf("default upstream %q is not configured", c.DefaultUpstream))
 	}
-	if c.MaxManifestSize < 0 || c.ManifestTimeout < 0 || c.BlobFillTimeout < 0 || c.MaxTrackedDigests < 0 {
+	if c.MaxManifestSize < 0 || c.ManifestTimeout < 0 || c.BlobFillTimeout < 0 || c.MaxTrackedDigests < 0 || c.BlobCacheMaxBytes < 0 {
 		errs = append(errs, errors.New("negative size or timeout"))
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -3,6 +3,7 @@ package proxy
 import (
 	"time"
 
+	"github.com/notarize/docker-notarize/proxy/blobcache"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -77,4 +78,37 @@ func newMetrics(trust TrustSource) *metrics {
 		)
 	}
 	return m
+}
+
+// watchBlobCache exports the blob cache's size, bound and evictions.
+func (m *metrics) watchBlobCache(c interface{ Stats() blobcache.Stats }) {
+	stat := func(f func(blobcache.Stats) float64) func() float64 {
+		return func() float64 { return f(c.Stats()) }
+	}
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "notarize_proxy_blob_cache_bytes",
+			Help: "Bytes of verified blobs in the blob cache.",
+		}, stat(func(s blobcache.Stats) float64 { return float64(s.Bytes) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "notarize_proxy_blob_cache_blobs",
+			Help: "Blobs in the blob cache.",
+		}, stat(func(s blobcache.Stats) float64 { return float64(s.Blobs) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "notarize_proxy_blob_cache_max_bytes",
+			Help: "The blob cache's bound (--cache-max-bytes; 0: unbounded).",
+		}, stat(func(s blobcache.Stats) float64 { return float64(s.MaxBytes) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "notarize_proxy_blob_cache_evictions_total",
+			Help: "Blobs evicted from the blob cache (least recently used first) to stay under its bound.",
+		}, stat(func(s blobcache.Stats) float64 { return float64(s.Evictions) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "notarize_proxy_blob_cache_evicted_bytes_total",
+			Help: "Bytes evicted from the blob cache.",
+		}, stat(func(s blobcache.Stats) float64 { return float64(s.EvictedBytes) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "notarize_proxy_blob_cache_uncached_total",
+			Help: "Verified blobs served without being cached: larger than the bound, or no room because the rest of the cache was being read.",
+		}, stat(func(s blobcache.Stats) float64 { return float64(s.Uncached) })),
+	)
 }

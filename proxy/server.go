@@ -76,11 +76,12 @@ func New(cfg Config) (*Server, error) {
 		s.ups = append(s.ups, u)
 	}
 	s.router = newRouter(s.ups, cfg.DefaultUpstream)
-	blobs, err := blobcache.New(blobcache.Config{Dir: filepath.Join(cfg.DataDir, "blobs"), FillTimeout: cfg.BlobFillTimeout, Logger: cfg.Logger})
+	blobs, err := blobcache.New(blobcache.Config{Dir: filepath.Join(cfg.DataDir, "blobs"), MaxBytes: cfg.BlobCacheMaxBytes, FillTimeout: cfg.BlobFillTimeout, Logger: cfg.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
 	s.blobs = blobs
+	s.metrics.watchBlobCache(blobs)
 	s.policy.Store(cfg.Policy)
 	s.handler = s.routes()
 	return s, nil
@@ -288,11 +289,11 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request) {
 	h.Set("Docker-Content-Digest", string(d))
 	h.Set("Etag", `"`+string(d)+`"`)
 	h.Set("Accept-Ranges", "bytes")
-	if f, err := s.blobs.Open(d); err == nil {
-		defer f.Close()
+	if b, err := s.blobs.Open(d); err == nil {
+		defer b.Close()
 		s.metrics.cache.WithLabelValues("blob", "hit").Inc()
 		h.Set("Content-Type", "application/octet-stream")
-		http.ServeContent(&countingWriter{ResponseWriter: w, n: s.metrics.blobBytes.WithLabelValues("cache")}, r, "", time.Time{}, f)
+		http.ServeContent(&countingWriter{ResponseWriter: w, n: s.metrics.blobBytes.WithLabelValues("cache")}, r, "", time.Time{}, b.File())
 		return
 	}
 	if r.Method == http.MethodHead {
@@ -333,14 +334,14 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request) {
 			s.writeError(w, r, t.up.Name(), "blob", err)
 			return
 		}
-		f, err := s.blobs.Open(d)
+		b, err := s.blobs.Open(d) // pinned by the fill: committed, or verified and not cached
 		if err != nil {
 			s.writeError(w, r, t.up.Name(), "blob", err)
 			return
 		}
-		defer f.Close()
+		defer b.Close()
 		h.Set("Content-Type", "application/octet-stream")
-		http.ServeContent(&countingWriter{ResponseWriter: w, n: s.metrics.blobBytes.WithLabelValues("cache")}, r, "", time.Time{}, f)
+		http.ServeContent(&countingWriter{ResponseWriter: w, n: s.metrics.blobBytes.WithLabelValues("cache")}, r, "", time.Time{}, b.File())
 		return
 	}
 	size, err := fill.Started(r.Context())

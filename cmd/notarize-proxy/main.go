@@ -11,11 +11,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -44,6 +46,44 @@ type options struct {
 	tlsCert, tlsKey                                                          string
 	upstreams, insecure                                                      listFlag
 	maxStaleness                                                             time.Duration
+	cacheMaxBytes                                                            byteSize
+}
+
+// byteSize is a flag of a size in bytes: a plain number or one with a unit
+// (KB, MB, GB, TB powers of 1000; KiB, MiB, GiB, TiB powers of 1024).
+type byteSize int64
+
+var byteUnits = []struct {
+	suffix string
+	n      int64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1},
+}
+
+func (b *byteSize) String() string {
+	for _, u := range byteUnits[:4] {
+		if v := int64(*b); v != 0 && v%u.n == 0 && (u.n == 1<<40 || v%(u.n<<10) != 0) {
+			return strconv.FormatInt(v/u.n, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(int64(*b), 10)
+}
+
+func (b *byteSize) Set(s string) error {
+	num, mult := strings.TrimSpace(s), int64(1)
+	for _, u := range byteUnits {
+		if len(num) > len(u.suffix) && strings.EqualFold(num[len(num)-len(u.suffix):], u.suffix) {
+			num, mult = strings.TrimSpace(num[:len(num)-len(u.suffix)]), u.n
+			break
+		}
+	}
+	v, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || v < 0 || v > math.MaxInt64/mult {
+		return fmt.Errorf("%q: want a size in bytes such as 20GiB, 500MB or 1048576", s)
+	}
+	*b = byteSize(v * mult)
+	return nil
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -59,6 +99,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.policy, "policy", "", "trust policy file (YAML); required")
 	fs.StringVar(&o.ledger, "ledger", "", "ledger URL; required")
 	fs.StringVar(&o.ledgerKey, "ledger-key", "", "ledger verifier key, or a file holding it (the ledger's DIR/ledger.pub); default: pinned on first use")
+	o.cacheMaxBytes = proxy.DefaultBlobCacheMaxBytes
+	fs.Var(&o.cacheMaxBytes, "cache-max-bytes", "bound of the blob cache in --data (least recently used blobs are evicted; a larger blob is served uncached), e.g. 20GiB, 500MB; 0 = unbounded")
 	fs.DurationVar(&o.maxStaleness, "max-staleness", replica.DefaultMaxStaleness, "serve from the last verified ledger state for at most this long when the ledger cannot be followed, then fail closed")
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM); with --tls-key")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "private key (PEM) of --tls-cert")
@@ -190,7 +232,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	defer rep.Close()
 	srv, err := proxy.New(proxy.Config{
 		DataDir: o.data, Upstreams: ups, DefaultUpstream: o.defaultUpstream,
-		Policy: ev, Trust: rep, Logger: log,
+		Policy: ev, Trust: rep, BlobCacheMaxBytes: int64(o.cacheMaxBytes), Logger: log,
 	})
 	if err != nil {
 		return err
@@ -223,7 +265,7 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		daemonJSON = fmt.Sprintf(`{"registry-mirrors": ["%s"], "insecure-registries": ["%s"]}`, mirror, addr)
 	}
 	log.Info("notarize-proxy listening", "addr", addr, "scheme", scheme, "version", version, "upstreams", srv.Upstreams(),
-		"ledger", o.ledger, "ledger_key", lc.VerifierKey(), "policy", o.policy, "data", o.data, "max_staleness", o.maxStaleness.String(),
+		"ledger", o.ledger, "ledger_key", lc.VerifierKey(), "policy", o.policy, "data", o.data, "cache_max_bytes", int64(o.cacheMaxBytes), "max_staleness", o.maxStaleness.String(),
 		"daemon.json", daemonJSON,
 		"hosts.toml", fmt.Sprintf(`server = "%s"  [host."%s"] capabilities = ["pull", "resolve"]`, mirror, mirror))
 

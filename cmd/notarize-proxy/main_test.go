@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -81,4 +82,49 @@ func TestE2EScript(t *testing.T) {
 		t.Fatalf("e2e script: %v", err)
 	}
 	t.Logf("e2e script took %v", time.Since(start).Round(100*time.Millisecond))
+}
+
+func TestCacheMaxBytesFlag(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int64
+		str  string
+		bad  bool
+	}{
+		{in: "0", want: 0, str: "0"},
+		{in: "1048576", want: 1 << 20, str: "1MiB"},
+		{in: "20GiB", want: 20 << 30, str: "20GiB"},
+		{in: "1536 MiB", want: 1536 << 20, str: "1536MiB"},
+		{in: "500mb", want: 500e6, str: "500000000"},
+		{in: "2TB", want: 2e12, str: "1953125000KiB"},
+		{in: "100B", want: 100, str: "100"},
+		{in: "-1", bad: true},
+		{in: "1.5GiB", bad: true},
+		{in: "GiB", bad: true},
+		{in: "10PB", bad: true},
+		{in: "9000000TiB", bad: true},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			var b byteSize
+			err := b.Set(tc.in)
+			if tc.bad {
+				if err == nil {
+					t.Fatalf("Set(%q) = %d, want an error", tc.in, b)
+				}
+				return
+			}
+			if err != nil || int64(b) != tc.want || b.String() != tc.str {
+				t.Fatalf("Set(%q) = %d (%s), %v; want %d (%s)", tc.in, b, b.String(), err, tc.want, tc.str)
+			}
+		})
+	}
+	var errb bytes.Buffer
+	if code := run(t.Context(), []string{"--cache-max-bytes", "lots"}, io.Discard, &errb); code != 2 || !strings.Contains(errb.String(), "cache-max-bytes") {
+		t.Fatalf("bad --cache-max-bytes: %d, %q", code, errb.String())
+	}
+	errb.Reset()
+	run(t.Context(), []string{"--help"}, io.Discard, &errb)
+	if !strings.Contains(errb.String(), "(default 20GiB)") {
+		t.Fatalf("--help does not show the default bound:\n%s", errb.String())
+	}
 }

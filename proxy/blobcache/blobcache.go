@@ -5,9 +5,18 @@
 // no reader ever receives the last byte of a blob before the whole blob has
 // been verified, so a complete answer is always verified content and a
 // failed download ends every reader's stream short.
+//
+// The cache can be bounded (Config.MaxBytes): when committing a blob would
+// exceed the bound, the least recently used blobs that nobody is reading are
+// evicted down to a low-water mark. A blob that cannot fit (larger than the
+// bound, or the rest of the cache is in use) is served to its readers and
+// not cached. Last use is tracked in memory and in the files' mtimes, which
+// seed the order when the cache is reopened.
 package blobcache
 
 import (
+	"cmp"
+	"container/list"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -15,9 +24,12 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -41,22 +53,48 @@ var (
 type Config struct {
 	// Dir holds the blobs (Dir/sha256/xx/…) and temporary files (Dir/tmp); required.
 	Dir string
+	// MaxBytes bounds the total size of the cached blobs; 0 means unbounded.
+	// Blobs being downloaded are not counted until they are committed.
+	MaxBytes int64
+	// LowWaterBytes is what eviction brings the cache down to (counting the
+	// blob being committed); default MaxBytes - MaxBytes/10. Only with MaxBytes.
+	LowWaterBytes int64
 	// FillTimeout bounds a download, which runs detached from the request
 	// that started it; default DefaultFillTimeout.
 	FillTimeout time.Duration
-	// Logger receives failed downloads; default: discard.
+	// Logger receives failed downloads and evictions; default: discard.
 	Logger *slog.Logger
 }
 
 // Validate checks the configuration.
 func (c *Config) Validate() error {
-	if c.Dir == "" {
+	switch {
+	case c.Dir == "":
 		return errors.New("blobcache: Dir is required")
-	}
-	if c.FillTimeout < 0 {
+	case c.FillTimeout < 0:
 		return errors.New("blobcache: negative FillTimeout")
+	case c.MaxBytes < 0 || c.LowWaterBytes < 0:
+		return errors.New("blobcache: negative MaxBytes or LowWaterBytes")
+	case c.MaxBytes == 0 && c.LowWaterBytes != 0:
+		return errors.New("blobcache: LowWaterBytes without MaxBytes")
+	case c.LowWaterBytes > c.MaxBytes:
+		return errors.New("blobcache: LowWaterBytes above MaxBytes")
 	}
 	return nil
+}
+
+// Stats describes the cache.
+type Stats struct {
+	// Bytes and Blobs are the size and number of the committed blobs.
+	Bytes int64
+	Blobs int
+	// MaxBytes is the bound (0: unbounded).
+	MaxBytes int64
+	// Evictions and EvictedBytes count the blobs evicted since New.
+	Evictions, EvictedBytes uint64
+	// Uncached counts verified blobs served without being cached since New:
+	// larger than MaxBytes, or no room because the rest was in use.
+	Uncached uint64
 }
 
 // Cache is a content-addressed blob store with shared downloads. It is safe
@@ -64,18 +102,39 @@ func (c *Config) Validate() error {
 type Cache struct {
 	cfg Config
 
-	mu    sync.Mutex
-	fills map[notarize.Digest]*Fill
+	mu      sync.Mutex
+	fills   map[notarize.Digest]*Fill  // downloads in progress
+	passing map[notarize.Digest]*Fill  // verified, not cached, still referenced
+	blobs   map[notarize.Digest]*entry // committed blobs
+	lru     list.List                  // of *entry, most recently used first
+	size    int64                      // sum of the committed blobs' sizes
+	trashN  uint64                     // names evicted files in Dir/tmp
+	stats   Stats                      // counters only
 }
 
-// New opens the cache in cfg.Dir, creating it and removing leftover
-// temporary files.
+// entry is a committed blob. refs counts the open Blobs and the Fill that
+// committed it (until the Fill's last reference): a blob with refs is never
+// evicted.
+type entry struct {
+	d    notarize.Digest
+	size int64
+	refs int
+	elem *list.Element
+}
+
+// New opens the cache in cfg.Dir, creating it, removing leftover temporary
+// files and reading the committed blobs' sizes and last use (mtime). When
+// they exceed cfg.MaxBytes (a lowered bound), it evicts down to the
+// low-water mark.
 func New(cfg Config) (*Cache, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if cfg.FillTimeout == 0 {
 		cfg.FillTimeout = DefaultFillTimeout
+	}
+	if cfg.MaxBytes > 0 && cfg.LowWaterBytes == 0 {
+		cfg.LowWaterBytes = cfg.MaxBytes - cfg.MaxBytes/10
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -87,7 +146,66 @@ func New(cfg Config) (*Cache, error) {
 	if err := os.MkdirAll(tmp, 0o700); err != nil {
 		return nil, fmt.Errorf("blobcache: %w", err)
 	}
-	return &Cache{cfg: cfg, fills: map[notarize.Digest]*Fill{}}, nil
+	c := &Cache{cfg: cfg, fills: map[notarize.Digest]*Fill{}, passing: map[notarize.Digest]*Fill{}, blobs: map[notarize.Digest]*entry{}}
+	c.stats.MaxBytes = cfg.MaxBytes
+	if err := c.load(); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	var trash []string
+	if cfg.MaxBytes > 0 && c.size > cfg.MaxBytes {
+		trash = c.evictLocked(cfg.LowWaterBytes)
+	}
+	c.mu.Unlock()
+	c.removeTrash(context.Background(), trash)
+	return c, nil
+}
+
+// load indexes the committed blobs, least recently used (oldest mtime) last.
+func (c *Cache) load() error {
+	type found struct {
+		d     notarize.Digest
+		size  int64
+		mtime time.Time
+	}
+	var all []found
+	shards, err := os.ReadDir(filepath.Join(c.cfg.Dir, "sha256"))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("blobcache: %w", err)
+	}
+	for _, shard := range shards {
+		if !shard.IsDir() {
+			continue
+		}
+		files, err := os.ReadDir(filepath.Join(c.cfg.Dir, "sha256", shard.Name()))
+		if err != nil {
+			return fmt.Errorf("blobcache: %w", err)
+		}
+		for _, de := range files {
+			d, err := notarize.ParseDigest("sha256:" + de.Name())
+			if err != nil || !de.Type().IsRegular() || d.Hex()[:2] != shard.Name() {
+				continue // not ours
+			}
+			info, err := de.Info()
+			if err != nil {
+				if errors.Is(err, fs.ErrNotExist) {
+					continue
+				}
+				return fmt.Errorf("blobcache: %w", err)
+			}
+			all = append(all, found{d, info.Size(), info.ModTime()})
+		}
+	}
+	slices.SortFunc(all, func(a, b found) int {
+		return cmp.Or(a.mtime.Compare(b.mtime), cmp.Compare(a.d, b.d))
+	})
+	for _, f := range all {
+		e := &entry{d: f.d, size: f.size}
+		e.elem = c.lru.PushFront(e)
+		c.blobs[f.d] = e
+		c.size += f.size
+	}
+	return nil
 }
 
 func (c *Cache) path(d notarize.Digest) string {
@@ -95,16 +213,199 @@ func (c *Cache) path(d notarize.Digest) string {
 	return filepath.Join(c.cfg.Dir, "sha256", h[:2], h)
 }
 
-// Open returns the committed blob d, or an error wrapping fs.ErrNotExist.
-func (c *Cache) Open(d notarize.Digest) (*os.File, error) {
+// Blob is an open blob. While it is open the blob stays in the cache, whole:
+// eviction skips it.
+type Blob struct {
+	f       *os.File
+	size    int64
+	release func()
+	once    sync.Once
+}
+
+// File returns the open file, e.g. for http.ServeContent (which can then
+// use sendfile). Do not close it: close the Blob.
+func (b *Blob) File() *os.File { return b.f }
+
+// Size returns the blob's size.
+func (b *Blob) Size() int64 { return b.size }
+
+// Read reads from the blob.
+func (b *Blob) Read(p []byte) (int, error) { return b.f.Read(p) }
+
+// ReadAt reads from the blob at off.
+func (b *Blob) ReadAt(p []byte, off int64) (int, error) { return b.f.ReadAt(p, off) }
+
+// Seek sets the offset of the next Read.
+func (b *Blob) Seek(off int64, whence int) (int64, error) { return b.f.Seek(off, whence) }
+
+// Close closes the file and unpins the blob.
+func (b *Blob) Close() error {
+	err := os.ErrClosed
+	b.once.Do(func() {
+		err = b.f.Close()
+		b.release()
+	})
+	return err
+}
+
+// Open returns the committed blob d, marked as used now, or a verified blob
+// that was served without being cached while its Fill is still referenced;
+// else an error wrapping fs.ErrNotExist. Close the Blob when done.
+func (c *Cache) Open(d notarize.Digest) (*Blob, error) {
 	if _, err := notarize.ParseDigest(string(d)); err != nil {
 		return nil, err
 	}
-	f, err := os.Open(c.path(d))
-	if err != nil {
-		return nil, fmt.Errorf("blobcache: %w", err)
+	c.mu.Lock()
+	if e := c.blobs[d]; e != nil {
+		e.refs++
+		c.lru.MoveToFront(e.elem)
+		c.mu.Unlock()
+		p := c.path(d)
+		f, err := os.Open(p)
+		if err != nil {
+			c.mu.Lock()
+			e.refs--
+			if errors.Is(err, fs.ErrNotExist) { // removed behind our back
+				c.forgetLocked(e)
+			}
+			c.mu.Unlock()
+			return nil, fmt.Errorf("blobcache: %w", err)
+		}
+		now := time.Now()
+		_ = os.Chtimes(p, time.Time{}, now) // last use, for the order after a restart
+		return &Blob{f: f, size: e.size, release: func() { c.unpin(e) }}, nil
 	}
-	return f, nil
+	if fl := c.passing[d]; fl != nil {
+		fl.refs++
+		tmp, size := fl.passTmp, fl.passSize
+		c.mu.Unlock()
+		f, err := os.Open(tmp)
+		if err != nil {
+			fl.Release()
+			return nil, fmt.Errorf("blobcache: %w", err)
+		}
+		return &Blob{f: f, size: size, release: fl.Release}, nil
+	}
+	c.mu.Unlock()
+	return nil, fmt.Errorf("blobcache: blob %s: %w", d, fs.ErrNotExist)
+}
+
+func (c *Cache) unpin(e *entry) {
+	c.mu.Lock()
+	e.refs--
+	c.mu.Unlock()
+}
+
+// forgetLocked drops e from the index.
+func (c *Cache) forgetLocked(e *entry) {
+	if c.blobs[e.d] != e {
+		return
+	}
+	delete(c.blobs, e.d)
+	c.lru.Remove(e.elem)
+	c.size -= e.size
+}
+
+// evictLocked evicts least recently used blobs that are not in use until
+// the cache holds at most target bytes or nothing more can go. Each file
+// is renamed out of the cache (atomic: Open finds the whole blob or none);
+// the caller removes the returned files without holding c.mu.
+func (c *Cache) evictLocked(target int64) (trash []string) {
+	var n int
+	var bytes int64
+	for el := c.lru.Back(); el != nil && c.size > target; {
+		e := el.Value.(*entry)
+		el = el.Prev()
+		if e.refs > 0 {
+			continue
+		}
+		c.trashN++
+		t := filepath.Join(c.cfg.Dir, "tmp", "evicted-"+e.d.Hex()+"-"+strconv.FormatUint(c.trashN, 10))
+		if err := os.Rename(c.path(e.d), t); err != nil {
+			if !errors.Is(err, fs.ErrNotExist) {
+				c.cfg.Logger.Warn("blob cache: cannot evict", slog.String("digest", string(e.d)), slog.String("error", err.Error()))
+				continue
+			}
+		} else {
+			trash = append(trash, t)
+		}
+		c.forgetLocked(e)
+		n++
+		bytes += e.size
+	}
+	c.stats.Evictions += uint64(n)
+	c.stats.EvictedBytes += uint64(bytes)
+	if n > 0 {
+		c.cfg.Logger.Debug("blob cache: evicted", slog.Int("blobs", n), slog.Int64("bytes", bytes), slog.Int64("size", c.size), slog.Int64("max_bytes", c.cfg.MaxBytes))
+	}
+	return trash
+}
+
+func (c *Cache) removeTrash(ctx context.Context, trash []string) {
+	for _, t := range trash {
+		if err := os.Remove(t); err != nil {
+			c.cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "blob cache: cannot remove an evicted blob", slog.String("file", t), slog.String("error", err.Error()))
+		}
+	}
+}
+
+// commit makes the verified temporary file tmp (size bytes) blob d, evicting
+// to make room, and pins it for f. When the blob cannot fit, tmp stays for
+// f's readers (and Open) and is removed with f's last reference.
+func (c *Cache) commit(ctx context.Context, f *Fill, tmp string, size int64) error {
+	dst := c.path(f.d)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+		return fmt.Errorf("blobcache: %w", err)
+	}
+	var trash []string
+	defer func() { c.removeTrash(ctx, trash) }()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := c.blobs[f.d]; e != nil {
+		// Committed by an earlier fill meanwhile: keep that file.
+		e.refs++
+		f.entry = e
+		c.lru.MoveToFront(e.elem)
+		trash = append(trash, tmp)
+		return nil
+	}
+	if bound := c.cfg.MaxBytes; bound > 0 {
+		if size <= bound && c.size+size > bound {
+			trash = c.evictLocked(c.cfg.LowWaterBytes - size)
+		}
+		if c.size+size > bound {
+			c.stats.Uncached++
+			f.passTmp, f.passSize = tmp, size
+			c.passing[f.d] = f
+			c.cfg.Logger.LogAttrs(ctx, slog.LevelDebug, "blob cache: served without caching", slog.String("digest", string(f.d)), slog.Int64("size", size), slog.Int64("cached", c.size), slog.Int64("max_bytes", bound))
+			return nil
+		}
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		return fmt.Errorf("blobcache: commit: %w", err)
+	}
+	e := &entry{d: f.d, size: size, refs: 1}
+	e.elem = c.lru.PushFront(e)
+	c.blobs[f.d] = e
+	c.size += size
+	f.entry = e
+	return nil
+}
+
+// Has reports whether blob d is committed in the cache.
+func (c *Cache) Has(d notarize.Digest) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.blobs[d] != nil
+}
+
+// Stats returns the cache's size and counters.
+func (c *Cache) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.stats
+	s.Bytes, s.Blobs = c.size, len(c.blobs)
+	return s
 }
 
 // Fetch is how a Fill gets the blob: the body and its announced size (-1
@@ -117,7 +418,7 @@ func (c *Cache) Fill(ctx context.Context, d notarize.Digest, fetch Fetch) (f *Fi
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if f, ok := c.fills[d]; ok {
-		f.acquire()
+		f.refs++
 		return f, true
 	}
 	f = &Fill{c: c, d: d, size: -1, started: make(chan struct{}), done: make(chan struct{}), notify: make(chan struct{}), refs: 2}
@@ -139,6 +440,12 @@ type Fill struct {
 	started chan struct{} // closed once size is known or the fill failed
 	done    chan struct{} // closed when the fill ended
 
+	// Guarded by c.mu.
+	refs     int
+	entry    *entry // the committed blob, pinned until the last reference
+	passTmp  string // the verified blob served without caching; removed with the last reference
+	passSize int64
+
 	mu       sync.Mutex
 	file     *os.File // the temporary file; readers ReadAt it
 	size     int64
@@ -146,24 +453,41 @@ type Fill struct {
 	err      error // set before done is closed
 	verified bool  // the whole blob is written and its digest checked
 	notify   chan struct{}
-	refs     int
 }
 
 func (f *Fill) acquire() {
-	f.mu.Lock()
+	f.c.mu.Lock()
 	f.refs++
-	f.mu.Unlock()
+	f.c.mu.Unlock()
 }
 
-// Release drops a reference; the temporary file is closed with the last one.
+// Release drops a reference. The last one closes the temporary file, unpins
+// the committed blob or removes the uncached one.
 func (f *Fill) Release() {
-	f.mu.Lock()
+	c := f.c
+	c.mu.Lock()
 	f.refs--
-	last := f.refs == 0
+	if f.refs > 0 {
+		c.mu.Unlock()
+		return
+	}
+	if f.entry != nil {
+		f.entry.refs--
+		f.entry = nil
+	}
+	if c.passing[f.d] == f {
+		delete(c.passing, f.d)
+	}
+	tmp := f.passTmp
+	c.mu.Unlock()
+	f.mu.Lock()
 	file := f.file
 	f.mu.Unlock()
-	if last && file != nil {
+	if file != nil {
 		_ = file.Close()
+	}
+	if tmp != "" {
+		_ = os.Remove(tmp)
 	}
 }
 
@@ -273,14 +597,7 @@ func (f *Fill) download(ctx context.Context, fetch Fetch) (err error) {
 	if err := tmp.Sync(); err != nil {
 		return fmt.Errorf("blobcache: sync: %w", err)
 	}
-	dst := f.c.path(f.d)
-	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
-		return fmt.Errorf("blobcache: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), dst); err != nil {
-		return fmt.Errorf("blobcache: commit: %w", err)
-	}
-	return nil
+	return f.c.commit(ctx, f, tmp.Name(), f.written)
 }
 
 func (f *Fill) progress(n int64) {
@@ -365,13 +682,4 @@ func isClosed(c chan struct{}) bool {
 	default:
 		return false
 	}
-}
-
-// Has reports whether blob d is committed in the cache.
-func (c *Cache) Has(d notarize.Digest) bool {
-	if _, err := notarize.ParseDigest(string(d)); err != nil {
-		return false
-	}
-	_, err := os.Stat(c.path(d))
-	return err == nil
 }

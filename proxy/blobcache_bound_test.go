@@ -1,0 +1,164 @@
+package proxy
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+
+	"github.com/notarize/docker-notarize/notarize"
+	"github.com/notarize/docker-notarize/proxy/upstream"
+)
+
+// blobUpstream serves blobs by digest and counts the GETs of each.
+type blobUpstream struct {
+	blobs map[string][]byte
+	mu    sync.Mutex
+	gets  map[string]int
+}
+
+func (u *blobUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/v2/" {
+		return
+	}
+	i := strings.LastIndex(r.URL.Path, "/blobs/")
+	b, ok := u.blobs[r.URL.Path[i+len("/blobs/"):]]
+	if i < 0 || !ok {
+		http.NotFound(w, r)
+		return
+	}
+	if r.Method == http.MethodGet {
+		u.mu.Lock()
+		u.gets[r.URL.Path[i+len("/blobs/"):]]++
+		u.mu.Unlock()
+	}
+	w.Header().Set("Content-Length", fmt.Sprint(len(b)))
+	_, _ = w.Write(b)
+}
+
+func (u *blobUpstream) count(d notarize.Digest) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.gets[string(d)]
+}
+
+// TestBoundedBlobCache runs blobs through a Server with a small cache: the
+// bound holds, least recently used blobs are evicted and fetched again, a
+// blob larger than the bound is served (also as a Range) and not cached,
+// and the metrics move.
+func TestBoundedBlobCache(t *testing.T) {
+	const bound = 4 << 10
+	up := &blobUpstream{blobs: map[string][]byte{}, gets: map[string]int{}}
+	var small []notarize.Digest
+	for i := range 6 {
+		b := bytes.Repeat([]byte{byte('a' + i)}, 1<<10)
+		d := notarize.DigestOf(b)
+		up.blobs[string(d)] = b
+		small = append(small, d)
+	}
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<10) // 16 KiB > bound
+	dBig := notarize.DigestOf(big)
+	up.blobs[string(dBig)] = big
+	us := httptest.NewServer(up)
+	defer us.Close()
+
+	p, err := notarize.ParsePolicy([]byte("rules:\n  - {match: \"**\", mode: off}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := p.Evaluator(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{
+		DataDir: t.TempDir(), Policy: ev, Trust: noTrust{}, BlobCacheMaxBytes: bound,
+		Upstreams: []upstream.Config{{Name: "up", URL: us.URL, Keychain: authn.NewMultiKeychain()}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := httptest.NewServer(s.Handler())
+	defer ps.Close()
+
+	get := func(d notarize.Digest, rng string) (int, []byte) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, ps.URL+"/v2/lib/app/blobs/"+string(d), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rng != "" {
+			req.Header.Set("Range", rng)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, b
+	}
+	metric := func(name string) float64 {
+		t.Helper()
+		mfs, err := s.metrics.reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == name {
+				m := mf.GetMetric()[0]
+				if m.GetGauge() != nil {
+					return m.GetGauge().GetValue()
+				}
+				return m.GetCounter().GetValue()
+			}
+		}
+		t.Fatalf("no metric %s", name)
+		return 0
+	}
+
+	if v := metric("notarize_proxy_blob_cache_max_bytes"); v != bound {
+		t.Fatalf("max bytes gauge %v", v)
+	}
+	for _, d := range small[:4] {
+		if code, b := get(d, ""); code != http.StatusOK || notarize.DigestOf(b) != d {
+			t.Fatalf("GET %s: %d", d, code)
+		}
+	}
+	if v := metric("notarize_proxy_blob_cache_bytes"); v != bound {
+		t.Fatalf("cache bytes gauge %v, want %d", v, bound)
+	}
+	get(small[0], "") // a hit: small[1] is now the least recently used
+	get(small[4], "") // over the bound: evicts 1 and 2 down to the low-water mark (90%)
+	if v, e := metric("notarize_proxy_blob_cache_bytes"), metric("notarize_proxy_blob_cache_evictions_total"); v != 3<<10 || e != 2 {
+		t.Fatalf("after eviction: %v bytes, %v evictions", v, e)
+	}
+	for i, want := range []int{1, 2} { // 0 kept, 1 fetched again
+		get(small[i], "")
+		if n := up.count(small[i]); n != want {
+			t.Errorf("blob %d fetched %d times, want %d", i, n, want)
+		}
+	}
+
+	code, b := get(dBig, "bytes=100-109")
+	if code != http.StatusPartialContent || !bytes.Equal(b, big[100:110]) {
+		t.Fatalf("Range of an uncached blob: %d %q", code, b)
+	}
+	if code, b := get(dBig, ""); code != http.StatusOK || !bytes.Equal(b, big) {
+		t.Fatalf("GET of an oversized blob: %d, %d bytes", code, len(b))
+	}
+	if n := up.count(dBig); n != 2 {
+		t.Fatalf("oversized blob fetched %d times, want 2 (never cached)", n)
+	}
+	if u, v := metric("notarize_proxy_blob_cache_uncached_total"), metric("notarize_proxy_blob_cache_bytes"); u != 2 || v > bound {
+		t.Fatalf("%v uncached, %v bytes cached", u, v)
+	}
+}
