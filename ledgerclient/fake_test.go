@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"sync"
@@ -40,7 +41,13 @@ type fakeLog struct {
 // newNoteKey returns a signed-note signer and its verifier key for origin.
 func newNoteKey(t testing.TB, origin string) (note.Signer, string) {
 	t.Helper()
-	skey, vkey, err := note.GenerateKey(rand.Reader, origin)
+	return noteKeyFrom(t, rand.Reader, origin)
+}
+
+// noteKeyFrom is newNoteKey with the key drawn from r.
+func noteKeyFrom(t testing.TB, r io.Reader, origin string) (note.Signer, string) {
+	t.Helper()
+	skey, vkey, err := note.GenerateKey(r, origin)
 	if err != nil {
 		t.Fatal(err)
 	}

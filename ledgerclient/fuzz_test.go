@@ -16,15 +16,7 @@ import (
 // fuzzNoteKey is a fixed note key, so that seeds stay valid across runs.
 func fuzzNoteKey(t testing.TB) (note.Signer, string) {
 	t.Helper()
-	skey, vkey, err := note.GenerateKey(rand.NewChaCha8([32]byte{1, 2, 3}), testOrigin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := note.NewSigner(skey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s, vkey
+	return noteKeyFrom(t, rand.NewChaCha8([32]byte{1, 2, 3}), testOrigin)
 }
 
 // FuzzCheckpoint feeds arbitrary bytes to checkpoint verification, both as
