@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 
@@ -83,6 +85,11 @@ func TestBoundedBlobCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { // before t.TempDir's removal: no commit may land in a removed tree
+		if err := s.Close(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
 	ps := httptest.NewServer(s.Handler())
 	defer ps.Close()
 
@@ -125,6 +132,19 @@ func TestBoundedBlobCache(t *testing.T) {
 		return 0
 	}
 
+	// A blob is committed to the cache just after its last byte reaches the
+	// client (the digest is checked first, then the file is synced and
+	// renamed), so the cache's state is awaited, not read at once.
+	eventually := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !ok(); {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not reached within 5s", what)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+
 	if v := metric("notarize_proxy_blob_cache_max_bytes"); v != bound {
 		t.Fatalf("max bytes gauge %v", v)
 	}
@@ -133,14 +153,12 @@ func TestBoundedBlobCache(t *testing.T) {
 			t.Fatalf("GET %s: %d", d, code)
 		}
 	}
-	if v := metric("notarize_proxy_blob_cache_bytes"); v != bound {
-		t.Fatalf("cache bytes gauge %v, want %d", v, bound)
-	}
+	eventually("cache full", func() bool { return metric("notarize_proxy_blob_cache_bytes") == bound })
 	get(small[0], "") // a hit: small[1] is now the least recently used
 	get(small[4], "") // over the bound: evicts 1 and 2 down to the low-water mark (90%)
-	if v, e := metric("notarize_proxy_blob_cache_bytes"), metric("notarize_proxy_blob_cache_evictions_total"); v != 3<<10 || e != 2 {
-		t.Fatalf("after eviction: %v bytes, %v evictions", v, e)
-	}
+	eventually("two evictions down to 3 KiB", func() bool {
+		return metric("notarize_proxy_blob_cache_bytes") == 3<<10 && metric("notarize_proxy_blob_cache_evictions_total") == 2
+	})
 	for i, want := range []int{1, 2} { // 0 kept, 1 fetched again
 		get(small[i], "")
 		if n := up.count(small[i]); n != want {
@@ -158,6 +176,7 @@ func TestBoundedBlobCache(t *testing.T) {
 	if n := up.count(dBig); n != 2 {
 		t.Fatalf("oversized blob fetched %d times, want 2 (never cached)", n)
 	}
+	eventually("two uncached blobs", func() bool { return metric("notarize_proxy_blob_cache_uncached_total") == 2 })
 	if u, v := metric("notarize_proxy_blob_cache_uncached_total"), metric("notarize_proxy_blob_cache_bytes"); u != 2 || v > bound {
 		t.Fatalf("%v uncached, %v bytes cached", u, v)
 	}

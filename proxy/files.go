@@ -89,8 +89,11 @@ type FileConfig struct {
 	Ledger            string           `yaml:"ledger,omitempty"`
 	LedgerKey         string           `yaml:"ledgerKey,omitempty"`
 	MaxStaleness      Duration         `yaml:"maxStaleness,omitempty"`
-	TLSCert           string           `yaml:"tlsCert,omitempty"`
-	TLSKey            string           `yaml:"tlsKey,omitempty"`
+	// CacheMaxBytes bounds the blob cache, like --cache-max-bytes: "20GiB",
+	// "500MB" or a number of bytes; "0" is unbounded.
+	CacheMaxBytes string `yaml:"cacheMaxBytes,omitempty"`
+	TLSCert       string `yaml:"tlsCert,omitempty"`
+	TLSKey        string `yaml:"tlsKey,omitempty"`
 }
 
 // UpstreamConfig is one upstream in a FileConfig.

@@ -211,6 +211,12 @@ func (e *env) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
+	srv := e.srv
+	t.Cleanup(func() { // after the HTTP server (cleanups run last first), before the data dir goes
+		if err := srv.Close(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
 	e.proxy = httptest.NewServer(e.srv.Handler())
 	t.Cleanup(e.proxy.Close)
 	e.host = strings.TrimPrefix(e.proxy.URL, "http://")

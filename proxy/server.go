@@ -87,6 +87,10 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// Close waits for the background blob downloads to end (committed to the
+// cache or discarded), or for ctx. Call it after the HTTP server stopped.
+func (s *Server) Close(ctx context.Context) error { return s.blobs.Close(ctx) }
+
 // Handler returns the proxy's HTTP handler: the OCI distribution pull API
 // under /v2/, /metrics, /notarize/v1/stats and /healthz.
 func (s *Server) Handler() http.Handler { return s.handler }

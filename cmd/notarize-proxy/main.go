@@ -152,6 +152,11 @@ func (o *options) merge(set map[string]bool) error {
 		pick(&o.ledgerKey, "ledger-key", fc.LedgerKey)
 		pick(&o.tlsCert, "tls-cert", fc.TLSCert)
 		pick(&o.tlsKey, "tls-key", fc.TLSKey)
+		if !set["cache-max-bytes"] && fc.CacheMaxBytes != "" {
+			if err := o.cacheMaxBytes.Set(fc.CacheMaxBytes); err != nil {
+				return fmt.Errorf("config %s: cacheMaxBytes: %w", o.config, err)
+			}
+		}
 		if !set["max-staleness"] && fc.MaxStaleness > 0 {
 			o.maxStaleness = time.Duration(fc.MaxStaleness)
 		}
@@ -293,7 +298,8 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
-	return err
+	// Let blob downloads in flight finish into the cache (or be discarded).
+	return errors.Join(err, srv.Close(shutdownCtx))
 }
 
 // reloadOnHUP reloads the policy file on SIGHUP; a bad file keeps the old policy.

@@ -64,6 +64,28 @@ func TestConfigFileUnderFlags(t *testing.T) {
 	if o.addr != "127.0.0.1:7000" || o.policy != filepath.Join(dir, "policy.yaml") || o.ledger != "http://ledger:7070" || len(o.insecure) != 1 {
 		t.Fatalf("%+v", o)
 	}
+
+	// cacheMaxBytes: taken from the file unless the flag was set; a bad value is an error.
+	for _, tc := range []struct {
+		line    string
+		flagSet bool
+		want    int64
+		bad     bool
+	}{
+		{"cacheMaxBytes: 5GiB\n", false, 5 << 30, false},
+		{"cacheMaxBytes: 5GiB\n", true, 1 << 20, false},
+		{"cacheMaxBytes: '0'\n", false, 0, false},
+		{"cacheMaxBytes: lots\n", false, 0, true},
+	} {
+		if err := os.WriteFile(cfg, []byte("policy: policy.yaml\nledger: http://ledger:7070\n"+tc.line), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		o := options{config: cfg, cacheMaxBytes: 1 << 20}
+		err := o.merge(map[string]bool{"cache-max-bytes": tc.flagSet})
+		if tc.bad != (err != nil) || !tc.bad && int64(o.cacheMaxBytes) != tc.want {
+			t.Errorf("%q (flag set %v): cacheMaxBytes %d, err %v; want %d, error %v", tc.line, tc.flagSet, o.cacheMaxBytes, err, tc.want, tc.bad)
+		}
+	}
 }
 
 // TestE2EScript runs scripts/e2e-proxy.sh: real crane, skopeo, dockerd and

@@ -110,6 +110,8 @@ type Cache struct {
 	size    int64                      // sum of the committed blobs' sizes
 	trashN  uint64                     // names evicted files in Dir/tmp
 	stats   Stats                      // counters only
+
+	running sync.WaitGroup // download goroutines, for Close
 }
 
 // entry is a committed blob. refs counts the open Blobs and the Fill that
@@ -424,12 +426,29 @@ func (c *Cache) Fill(ctx context.Context, d notarize.Digest, fetch Fetch) (f *Fi
 	f = &Fill{c: c, d: d, size: -1, started: make(chan struct{}), done: make(chan struct{}), notify: make(chan struct{}), refs: 2}
 	c.fills[d] = f
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.FillTimeout)
-	go func() {
+	c.running.Go(func() {
 		defer cancel()
 		defer f.Release() // the download's own reference
 		f.run(fctx, fetch)
-	}()
+	})
 	return f, false
+}
+
+// Close waits until the downloads in progress have ended (each is bounded by
+// FillTimeout) and their blobs are committed or removed, or until ctx is done.
+// Fills started after Close has returned are not waited for.
+func (c *Cache) Close(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		c.running.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("close blob cache: %w", ctx.Err())
+	}
 }
 
 // Fill is one download of a blob into the cache.
