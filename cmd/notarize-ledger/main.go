@@ -49,7 +49,7 @@ const shutdownTimeout = 30 * time.Second
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, klog.SetSlogLogger)
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 	case errors.Is(err, errUsage):
@@ -159,8 +159,11 @@ func config(o *options, getenv func(string) string, logger *slog.Logger) (ledger
 }
 
 // run starts the ledger and serves it until ctx is done, then shuts down
-// gracefully: in-flight requests finish and the log is flushed.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+// gracefully: in-flight requests finish and the log is flushed. routeLogs,
+// when not nil, is handed the logger for process-wide logs (main sends
+// Tessera's klog output there; tests, which run several ledgers in one
+// process, leave the global alone).
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, routeLogs func(*slog.Logger)) error {
 	if len(args) > 0 && args[0] == "keygen" {
 		return runKeygen(args[1:], stdout, stderr)
 	}
@@ -176,7 +179,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	klog.SetSlogLogger(logger) // Tessera logs through klog
+	if routeLogs != nil {
+		routeLogs(logger) // Tessera logs through klog
+	}
 	cfg, err := config(o, getenv, logger)
 	if err != nil {
 		return err

@@ -58,7 +58,7 @@ func TestRunServesAndShutsDown(t *testing.T) {
 	var stdout, stderr syncBuffer
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"--addr", "127.0.0.1:0", "--data", dir, "--log-format", "json", "--log-level", "debug"}, env, &stdout, &stderr)
+		done <- run(ctx, []string{"--addr", "127.0.0.1:0", "--data", dir, "--log-format", "json", "--log-level", "debug"}, env, &stdout, &stderr, nil)
 	}()
 	urlRE := regexp.MustCompile(`serving (http://127\.0\.0\.1:\d+)`)
 	var url string
@@ -109,7 +109,7 @@ func TestRunServesAndShutsDown(t *testing.T) {
 
 func TestRunVersion(t *testing.T) {
 	var stdout bytes.Buffer
-	if err := run(t.Context(), []string{"--version"}, noEnv, &stdout, io.Discard); err != nil {
+	if err := run(t.Context(), []string{"--version"}, noEnv, &stdout, io.Discard, nil); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.HasPrefix(stdout.String(), "notarize-ledger ") {
@@ -140,7 +140,7 @@ func TestRunRefusesBadFlags(t *testing.T) {
 		{"checkpoint interval too short", []string{"--checkpoint-interval", "1ms", "--data", dir}, "CheckpointInterval"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := run(t.Context(), tc.args, noEnv, io.Discard, io.Discard)
+			err := run(t.Context(), tc.args, noEnv, io.Discard, io.Discard, nil)
 			switch {
 			case tc.wantErr == "usage" && !errors.Is(err, errUsage):
 				t.Fatalf("got %v, want a usage error", err)

@@ -17,7 +17,7 @@ func TestKeygen(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "ledger.key")
 	var stdout bytes.Buffer
-	if err := run(t.Context(), []string{"keygen", "--origin", "ledger.example.com/notarize", "--out", out}, noEnv, &stdout, io.Discard); err != nil {
+	if err := run(t.Context(), []string{"keygen", "--origin", "ledger.example.com/notarize", "--out", out}, noEnv, &stdout, io.Discard, nil); err != nil {
 		t.Fatal(err)
 	}
 	skey, err := os.ReadFile(out)
@@ -46,7 +46,7 @@ func TestKeygen(t *testing.T) {
 		t.Errorf("verifier key not printed:\n%s", stdout.String())
 	}
 	// Never overwrites a key.
-	if err := run(t.Context(), []string{"keygen", "--origin", "other.example/x", "--out", out}, noEnv, io.Discard, io.Discard); err == nil || !errors.Is(err, os.ErrExist) {
+	if err := run(t.Context(), []string{"keygen", "--origin", "other.example/x", "--out", out}, noEnv, io.Discard, io.Discard, nil); err == nil || !errors.Is(err, os.ErrExist) {
 		t.Fatalf("keygen over an existing key: %v, want an error", err)
 	}
 	if again, _ := os.ReadFile(out); !bytes.Equal(again, skey) {
@@ -62,7 +62,7 @@ func TestKeygen(t *testing.T) {
 		{"bad origin", []string{"keygen", "--origin", "has space", "--out", filepath.Join(dir, "b")}, "origin"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := run(t.Context(), tc.args, noEnv, io.Discard, io.Discard)
+			err := run(t.Context(), tc.args, noEnv, io.Discard, io.Discard, nil)
 			switch {
 			case tc.wantErr == "usage" && !errors.Is(err, errUsage):
 				t.Fatalf("got %v, want a usage error", err)
@@ -82,11 +82,11 @@ func TestMySQLFlags(t *testing.T) {
 		return ""
 	}
 	// Without the shared key, an instance refuses to start, saying how to make one.
-	err := run(t.Context(), []string{"--storage", "mysql", "--mysql-dsn", dsn}, noEnv, io.Discard, io.Discard)
+	err := run(t.Context(), []string{"--storage", "mysql", "--mysql-dsn", dsn}, noEnv, io.Discard, io.Discard, nil)
 	if !errors.Is(err, ledger.ErrNoSignerKey) || !strings.Contains(err.Error(), "keygen") {
 		t.Fatalf("mysql without a key: %v, want ErrNoSignerKey", err)
 	}
-	err = run(t.Context(), []string{"--storage", "mysql"}, noEnv, io.Discard, io.Discard)
+	err = run(t.Context(), []string{"--storage", "mysql"}, noEnv, io.Discard, io.Discard, nil)
 	if err == nil || !strings.Contains(err.Error(), "MySQLDSN is required") {
 		t.Fatalf("mysql without a DSN: %v", err)
 	}
@@ -99,11 +99,11 @@ func TestMySQLFlags(t *testing.T) {
 	if err := os.WriteFile(keyFile, []byte(skey), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	err = run(t.Context(), []string{"--storage", "mysql", "--key-file", keyFile}, env, io.Discard, io.Discard)
+	err = run(t.Context(), []string{"--storage", "mysql", "--key-file", keyFile}, env, io.Discard, io.Discard, nil)
 	if !errors.Is(err, ledger.ErrUnavailable) || strings.Contains(err.Error(), "secret") {
 		t.Fatalf("unreachable database: %v, want ErrUnavailable without the password", err)
 	}
-	err = run(t.Context(), []string{"--storage", "s3"}, noEnv, io.Discard, io.Discard)
+	err = run(t.Context(), []string{"--storage", "s3"}, noEnv, io.Discard, io.Discard, nil)
 	if err == nil || !strings.Contains(err.Error(), "storage") {
 		t.Fatalf("unknown storage: %v", err)
 	}
