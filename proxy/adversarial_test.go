@@ -479,3 +479,53 @@ func TestBadNamesAndNsMakeNoRequest(t *testing.T) {
 		t.Fatalf("the upstream received %d requests for bad names", n)
 	}
 }
+
+// identityKeychain holds an OAuth2 refresh token (as ACR and some credential
+// helpers store): go-containerregistry sends it in a POST form to the realm.
+type identityKeychain struct{}
+
+func (identityKeychain) Resolve(authn.Resource) (authn.Authenticator, error) {
+	return authn.FromConfig(authn.AuthConfig{Username: "<token>", IdentityToken: "refresh-s3cret"}), nil
+}
+
+// TestRefreshTokenStaysOnTheUpstream: a token realm on another host never
+// receives the refresh token, in a header or in a form body; the pull fails
+// closed instead.
+func TestRefreshTokenStaysOnTheUpstream(t *testing.T) {
+	var mu sync.Mutex
+	var leaked []string
+	token := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		if strings.Contains(string(b), "refresh-s3cret") || r.Header.Get("Authorization") != "" {
+			leaked = append(leaked, r.Method+" "+string(b)+" "+r.Header.Get("Authorization"))
+		}
+		mu.Unlock()
+		_, _ = io.WriteString(w, `{"token":"tok"}`)
+	}))
+	defer token.Close()
+	_, tokenPort, _ := net.SplitHostPort(strings.TrimPrefix(token.URL, "http://"))
+	realm := "http://localhost:" + tokenPort + "/token" // another host than the registry's 127.0.0.1
+	m := manifestBytes(t)
+	reg := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer tok" {
+			w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm=%q,service="reg",scope="repository:app:pull"`, realm))
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		serveManifest(w, m)
+	}))
+	defer reg.Close()
+
+	e := newEnv(t, withUpstream(upstream.Config{Name: "oauth", URL: reg.URL, Keychain: identityKeychain{}}))
+	e.sign(e.release, notarize.DigestOf(m), notarize.StatusTrusted)
+	e.sync()
+	if code, _, _ := e.do(http.MethodGet, manifestPath("oauth/app", "v1"), nil); code == http.StatusOK {
+		t.Log("served through an anonymous token")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(leaked) > 0 {
+		t.Fatalf("the token server on another host received credentials: %q", leaked)
+	}
+}

@@ -395,8 +395,10 @@ func (r *Registry) GetManifest(ctx context.Context, repo, reference string, acce
 
 // credentialGuard is the transport under go-containerregistry's: it removes
 // the Authorization header from any request to a host that may not receive
-// the upstream's credentials (a token realm or redirect elsewhere), and
-// refuses to speak another scheme than the configured one to the upstream.
+// the upstream's credentials (a token realm or redirect elsewhere), refuses
+// any request but GET and HEAD to such a host (go-containerregistry's OAuth2
+// token request is a POST whose form carries the refresh token or password),
+// and refuses to speak another scheme than the configured one to the upstream.
 type credentialGuard struct {
 	inner    http.RoundTripper
 	hostname string // without the port
@@ -409,7 +411,13 @@ func (g *credentialGuard) RoundTrip(req *http.Request) (*http.Response, error) {
 	if strings.EqualFold(req.URL.Hostname(), g.hostname) && req.URL.Scheme != g.scheme {
 		return nil, fmt.Errorf("refusing %s to %s: the upstream is configured for %s", req.URL.Scheme, req.URL.Host, g.scheme)
 	}
-	if req.Header.Get("Authorization") != "" && !g.allowed[h] {
+	if g.allowed[h] {
+		return g.inner.RoundTrip(req)
+	}
+	if req.Method != http.MethodGet && req.Method != http.MethodHead {
+		return nil, fmt.Errorf("refusing %s to %s: it is not the upstream's host nor one of its auth hosts, and the body may carry credentials", req.Method, req.URL.Host)
+	}
+	if req.Header.Get("Authorization") != "" {
 		req = req.Clone(req.Context())
 		req.Header.Del("Authorization")
 	}

@@ -67,6 +67,20 @@ func TestCredentialGuard(t *testing.T) {
 			req, _ := http.NewRequest(http.MethodGet, tc.url, nil)
 			req.Header.Set("Authorization", "Basic c2VjcmV0")
 			_, err = r.rt.RoundTrip(req)
+
+			// An OAuth2 token request carries the refresh token in its body:
+			// it may go only where the credentials may go.
+			post := &captureRT{}
+			pr, err2 := New(Config{Name: "u", URL: tc.upstream, AuthHosts: tc.authHosts, Transport: post})
+			if err2 != nil {
+				t.Fatal(err2)
+			}
+			preq, _ := http.NewRequest(http.MethodPost, tc.url, strings.NewReader("grant_type=refresh_token&refresh_token=secret"))
+			_, perr := pr.rt.RoundTrip(preq)
+			if sent := perr == nil && post.got != nil; sent != (tc.keep && !tc.refused) {
+				t.Fatalf("POST sent = %v (err %v), want %v", sent, perr, tc.keep && !tc.refused)
+			}
+
 			if tc.refused {
 				if err == nil || rt.got != nil {
 					t.Fatalf("request sent: %v", err)
