@@ -86,7 +86,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 		o(&cfg)
 	}
 	if cfg.DataDir == "" {
-		cfg.DataDir = t.TempDir()
+		cfg.DataDir = tempDir(t)
 	}
 	s := &Server{tb: t, cfg: cfg, Dir: cfg.DataDir}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -193,4 +193,28 @@ func listenAgain(t testing.TB, addr string) (net.Listener, error) {
 		t.Logf("ledgertest: listen %s: %v; retrying", addr, err)
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// tempDir is t.TempDir for a ledger's data: Tessera's background goroutines
+// (checkpoint publication) are not joined by Close and may still write a
+// file just after it returns, which makes t.TempDir's strict removal fail
+// the test. The directory is removed after the ledger stopped (cleanups run
+// last first), retrying for a moment.
+func tempDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "ledgertest-")
+	if err != nil {
+		t.Fatalf("ledgertest: %v", err)
+	}
+	t.Cleanup(func() {
+		var err error
+		for range 50 {
+			if err = os.RemoveAll(dir); err == nil {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Logf("ledgertest: remove %s: %v", dir, err)
+	})
+	return dir
 }
