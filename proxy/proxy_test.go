@@ -260,9 +260,23 @@ func TestMetricsAndStats(t *testing.T) {
 	d := digestOf(t, e.push("m", "v1"))
 	e.sign(e.release, d, notarize.StatusTrusted)
 	e.sync()
-	for range 3 {
+	for i := range 3 {
 		if err := e.pull("local/m:v1"); err != nil {
 			t.Fatal(err)
+		}
+		if i == 0 {
+			// The first pull's blobs are committed to the cache just after
+			// their last byte was sent: wait for them (config and two layers), so
+			// that the next pulls hit.
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+				_, _, m := e.do(http.MethodGet, "/metrics", nil)
+				if strings.Contains(string(m), "\nnotarize_proxy_blob_cache_blobs 3\n") {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the first pull's three blobs were not cached within 5s")
+				}
+			}
 		}
 	}
 	e.do(http.MethodGet, manifestPath("local/nope", "v1"), nil)
