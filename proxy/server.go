@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -297,7 +298,7 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request) {
 		defer b.Close()
 		s.metrics.cache.WithLabelValues("blob", "hit").Inc()
 		h.Set("Content-Type", "application/octet-stream")
-		http.ServeContent(&countingWriter{ResponseWriter: w, n: s.metrics.blobBytes.WithLabelValues("cache")}, r, "", time.Time{}, b.File())
+		http.ServeContent(&countingWriter{ResponseWriter: w, n: s.metrics.blobBytes.WithLabelValues("cache")}, r, "", time.Time{}, copyNotSendfile(b.File()))
 		return
 	}
 	if r.Method == http.MethodHead {
@@ -345,7 +346,7 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request) {
 		}
 		defer b.Close()
 		h.Set("Content-Type", "application/octet-stream")
-		http.ServeContent(&countingWriter{ResponseWriter: w, n: s.metrics.blobBytes.WithLabelValues("cache")}, r, "", time.Time{}, b.File())
+		http.ServeContent(&countingWriter{ResponseWriter: w, n: s.metrics.blobBytes.WithLabelValues("cache")}, r, "", time.Time{}, copyNotSendfile(b.File()))
 		return
 	}
 	size, err := fill.Started(r.Context())
@@ -519,6 +520,14 @@ func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// copyNotSendfile hides that f is an *os.File, so that net/http copies it to
+// the connection through a buffer instead of sendfile(2). Measured here (512
+// MiB warm blob, single stream over loopback, same run): 1.6–2.0 GB/s copied
+// against 1.2–1.4 GB/s with sendfile, which stalls on a full socket buffer
+// (EAGAIN, back to the poller) every few megabytes; distribution's registry
+// copies too.
+func copyNotSendfile(f *os.File) io.ReadSeeker { return struct{ io.ReadSeeker }{f} }
 
 // countingWriter counts bytes written into a counter.
 type countingWriter struct {
