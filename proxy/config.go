@@ -46,6 +46,7 @@ type trustStatus interface {
 
 var _ trustStatus = (*replica.Replica)(nil)
 var _ TrustSource = (*replica.Replica)(nil)
+var _ trustRefresher = (*replica.Replica)(nil)
 
 // Config configures a Server.
 type Config struct {

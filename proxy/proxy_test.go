@@ -312,3 +312,22 @@ func TestTagsAndReferrers(t *testing.T) {
 		t.Fatalf("referrers: %d %s %s", code, hdr.Get("Content-Type"), body)
 	}
 }
+
+// TestSignThenPullAtOnce: a pull right after `sign` (as a CI job that signs
+// and deploys does) is served although the replica has not polled since:
+// before refusing, the proxy makes its replica catch up with the ledger.
+func TestSignThenPullAtOnce(t *testing.T) {
+	e := newEnv(t) // the replica does not run: it syncs only when asked
+	d := digestOf(t, e.push("fresh", "v1"))
+	e.push("never", "v1")
+	e.sign(e.release, d, notarize.StatusTrusted) // no e.sync()
+	if err := e.pull("local/fresh:v1"); err != nil {
+		t.Fatalf("pull right after sign: %v", err)
+	}
+	if err := e.pull("local/never:v1"); err == nil {
+		t.Fatal("an unsigned image was served")
+	}
+	// A revocation is not looked for on an allowed pull (that would send
+	// every pull to the ledger): it applies at the replica's next poll,
+	// TestRevocationWithinTwoSeconds.
+}

@@ -229,6 +229,33 @@ func (s *Server) fetchManifest(ctx context.Context, t target, ref string, want n
 	return m, nil
 }
 
+// refreshTimeout bounds the replica refresh made before a refusal.
+const refreshTimeout = 2 * time.Second
+
+// trustRefresher is implemented by a TrustSource that can catch up with the
+// ledger on demand (*replica.Replica).
+type trustRefresher interface {
+	Refresh(ctx context.Context) error
+}
+
+// evaluate applies pol to digest d at tgt with the records about d and the
+// trusted indexes known to list it. A trust source error is returned as is.
+func (s *Server) evaluate(ctx context.Context, pol *notarize.Evaluator, tgt string, d notarize.Digest) (notarize.Evaluation, error) {
+	recs, err := s.trust.Records(ctx, d)
+	if err != nil {
+		return pol.Evaluate(tgt, d, nil, nil), err
+	}
+	var parents []notarize.Parent
+	for _, p := range s.parents.of(d) {
+		pr, err := s.trust.Records(ctx, p)
+		if err != nil {
+			return pol.Evaluate(tgt, d, nil, nil), err
+		}
+		parents = append(parents, notarize.Parent{Digest: p, Records: pr})
+	}
+	return pol.Evaluate(tgt, d, recs, parents), nil
+}
+
 // decide applies the policy to m at t, logs the decision as one line and
 // counts it. A trust source failure fails closed under an enforcing rule
 // (a *trustError) and is served under audit or off, as UNVERIFIABLE.
@@ -236,19 +263,20 @@ func (s *Server) decide(ctx context.Context, method string, t target, ref string
 	start := time.Now()
 	pol := s.policy.Load()
 	tgt := t.String()
-	recs, terr := s.trust.Records(ctx, m.Digest)
-	var parents []notarize.Parent
-	if terr == nil {
-		for _, p := range s.parents.of(m.Digest) {
-			pr, err := s.trust.Records(ctx, p)
-			if err != nil {
-				terr = err
-				break
+	ev, terr := s.evaluate(ctx, pol, tgt, m.Digest)
+	if terr == nil && !ev.Allow {
+		// Before refusing, make sure the replica has seen what the ledger
+		// committed to until now: a statement signed just before this pull
+		// (sign, then deploy) must not lose to the replica's poll interval.
+		if rf, ok := s.trust.(trustRefresher); ok {
+			rctx, cancel := context.WithTimeout(ctx, refreshTimeout)
+			err := rf.Refresh(rctx)
+			cancel()
+			if err == nil {
+				ev, terr = s.evaluate(ctx, pol, tgt, m.Digest)
 			}
-			parents = append(parents, notarize.Parent{Digest: p, Records: pr})
 		}
 	}
-	ev := pol.Evaluate(tgt, m.Digest, recs, parents)
 	verdict := ev.Verdict.String()
 	if terr != nil {
 		verdict = verdictUnverifiable

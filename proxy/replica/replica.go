@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -200,7 +201,8 @@ type Replica struct {
 	cfg Config
 	db  *bolt.DB
 
-	syncMu sync.Mutex // one Sync at a time
+	syncMu sync.Mutex    // one Sync at a time
+	syncs  atomic.Uint64 // Syncs started, for Refresh
 	mu     sync.RWMutex
 	st     ledgerclient.FollowState
 	status Status
@@ -319,6 +321,31 @@ func errorLevel(err error) slog.Level {
 func (r *Replica) Sync(ctx context.Context) (int, error) {
 	r.syncMu.Lock()
 	defer r.syncMu.Unlock()
+	return r.syncLocked(ctx)
+}
+
+// Refresh makes sure a sync has started since Refresh was called: it waits
+// for the one in progress and, unless another began meanwhile, syncs now.
+// The proxy calls it before refusing a manifest, so that a statement whose
+// receipt the signer already holds (sign, then pull at once, as a CI job
+// does) is seen without waiting for the next poll. Concurrent callers share
+// one sync; syncs run one at a time, which bounds the ledger traffic a flood
+// of refused pulls can cause.
+func (r *Replica) Refresh(ctx context.Context) error {
+	asked := r.syncs.Load()
+	r.syncMu.Lock()
+	defer r.syncMu.Unlock()
+	if r.syncs.Load() > asked {
+		// A sync started after the call and, since we hold the lock, has
+		// ended: it saw everything the ledger had committed to by then.
+		return nil
+	}
+	_, err := r.syncLocked(ctx)
+	return err
+}
+
+func (r *Replica) syncLocked(ctx context.Context) (int, error) {
+	r.syncs.Add(1)
 	added := 0
 	for {
 		r.mu.RLock()
