@@ -267,3 +267,70 @@ func TestReplicaKeepsServingThroughAFork(t *testing.T) {
 		t.Fatalf("the replica moved to the forked history: %+v", s)
 	}
 }
+
+// blockingSource counts calls to Next and, while block is set, holds each
+// call until release is closed.
+type blockingSource struct {
+	calls   atomic.Int64
+	block   atomic.Bool
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingSource) Next(_ context.Context, st ledgerclient.FollowState) (*ledgerclient.FollowBatch, error) {
+	b.calls.Add(1)
+	if b.block.Load() {
+		b.entered <- struct{}{}
+		<-b.release
+	}
+	return &ledgerclient.FollowBatch{From: st.Size, State: st}, nil
+}
+
+// TestRefreshSharesSyncs: Refresh always leaves the replica synced by a sync
+// that started after it was called, and refreshes waiting behind one sync
+// share the next one instead of each running their own.
+func TestRefreshSharesSyncs(t *testing.T) {
+	src := &blockingSource{entered: make(chan struct{}), release: make(chan struct{})}
+	r, err := replica.Open(replica.Config{Path: filepath.Join(t.TempDir(), "r.db"), Source: src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for i := range 2 {
+		if err := r.Refresh(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if n := src.calls.Load(); n != int64(i+1) {
+			t.Fatalf("after %d sequential refreshes: %d syncs, want %d", i+1, n, i+1)
+		}
+	}
+
+	// A sync is in progress (it started before the refreshes were asked for,
+	// so it does not count for them): the waiting refreshes share one sync after it.
+	src.calls.Store(0)
+	src.block.Store(true)
+	syncDone := make(chan error, 1)
+	go func() { _, err := r.Sync(t.Context()); syncDone <- err }()
+	<-src.entered
+	src.block.Store(false)
+	const waiters = 8
+	var wg sync.WaitGroup
+	for range waiters {
+		wg.Go(func() {
+			if err := r.Refresh(t.Context()); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	time.Sleep(100 * time.Millisecond) // let them queue behind the sync in progress
+	close(src.release)
+	if err := <-syncDone; err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	// Exactly 2 when every waiter queued before the first sync ended, as it
+	// does unless the scheduler stalls a goroutine for the whole sleep.
+	if n := src.calls.Load(); n < 2 || n > waiters/2 {
+		t.Fatalf("a sync in progress and %d waiting refreshes made %d syncs, want 2 (shared)", waiters, n)
+	}
+}
