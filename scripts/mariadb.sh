@@ -78,8 +78,11 @@ start() {
   if [ -f "$dir/mariadbd.pid" ] && kill -0 "$(cat "$dir/mariadbd.pid")" 2>/dev/null; then
     echo "MariaDB already running in $dir (pid $(cat "$dir/mariadbd.pid"))" >&2
   else
+    # A private tmpdir: servers started at once (parallel test packages) must
+    # not share /tmp for their temporary tables.
+    mkdir -p "$dir/tmp"
     if [ ! -d "$dir/data/mysql" ]; then
-      "$(find_bin mariadb-install-db)" --no-defaults --datadir="$dir/data" --user=root \
+      "$(find_bin mariadb-install-db)" --no-defaults --datadir="$dir/data" --tmpdir="$dir/tmp" --user=root \
         --auth-root-authentication-method=normal --skip-test-db >"$dir/install.log" 2>&1 || {
         cat "$dir/install.log" >&2
         echo "mariadb-install-db failed" >&2
@@ -87,7 +90,7 @@ start() {
       }
     fi
     # setsid: the server outlives this script and is not in the caller's process group.
-    setsid "$(find_bin mariadbd)" --no-defaults --datadir="$dir/data" --user=root \
+    setsid "$(find_bin mariadbd)" --no-defaults --datadir="$dir/data" --tmpdir="$dir/tmp" --user=root \
       --bind-address=127.0.0.1 --port="$port" --socket="$dir/sock" --pid-file="$dir/mariadbd.pid" \
       --log-error="$dir/error.log" --skip-name-resolve --max-connections=500 \
       --innodb-buffer-pool-size=128M ${MARIADB_EXTRA_ARGS:-} </dev/null >/dev/null 2>&1 &
