@@ -170,6 +170,15 @@ func TestBoundedBlobCache(t *testing.T) {
 	if code != http.StatusPartialContent || !bytes.Equal(b, big[100:110]) {
 		t.Fatalf("Range of an uncached blob: %d %q", code, b)
 	}
+	// The verified, uncached blob stays openable while its download is still
+	// referenced; once released it is gone, and the next GET fetches again.
+	eventually("the oversized blob released", func() bool {
+		b, err := s.blobs.Open(dBig)
+		if err == nil {
+			b.Close()
+		}
+		return err != nil
+	})
 	if code, b := get(dBig, ""); code != http.StatusOK || !bytes.Equal(b, big) {
 		t.Fatalf("GET of an oversized blob: %d, %d bytes", code, len(b))
 	}
