@@ -32,13 +32,19 @@ func open(t *testing.T, cfg blobcache.Config) *blobcache.Cache {
 	return c
 }
 
-// fill downloads blob into c and releases the fill; it returns the digest.
+// fill downloads blob into c and releases the fill; it returns the digest
+// once the download has let go of the blob too (its goroutine ends just after
+// Wait returns), so that what the test does next sees a settled cache.
 func fill(t *testing.T, c *blobcache.Cache, blob []byte) notarize.Digest {
 	t.Helper()
 	d := notarize.DigestOf(blob)
 	f, _ := c.Fill(t.Context(), d, serve(blob))
-	defer f.Release()
-	if err := f.Wait(t.Context()); err != nil {
+	err := f.Wait(t.Context())
+	f.Release()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(t.Context()); err != nil { // waits for the download goroutines
 		t.Fatal(err)
 	}
 	return d
@@ -402,6 +408,10 @@ func TestOversizedPassesThrough(t *testing.T) {
 	b.Close()
 	if c.Has(d) || !c.Has(small) {
 		t.Fatalf("oversized cached %v, small cached %v", c.Has(d), c.Has(small))
+	}
+	// The download's own reference goes just after Wait returns: wait for it.
+	if err := c.Close(t.Context()); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := c.Open(d); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("Open after release = %v, want fs.ErrNotExist", err)
