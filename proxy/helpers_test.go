@@ -4,12 +4,9 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"github.com/notarize/docker-notarize/notarize/notarizetest"
 	"io"
 	"log"
 	"log/slog"
@@ -245,18 +242,7 @@ func (e *env) runReplica() {
 
 func anonymous() authn.Keychain { return authn.NewMultiKeychain() }
 
-func newSigner(t testing.TB) signature.SignerVerifier {
-	t.Helper()
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sv, err := signature.LoadSignerVerifier(priv, crypto.SHA256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sv
-}
+func newSigner(t testing.TB) signature.SignerVerifier { return notarizetest.NewSigner(t) }
 
 func writeKey(t testing.TB, path string, sv signature.SignerVerifier) {
 	t.Helper()

@@ -2,11 +2,8 @@ package replica_test
 
 import (
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"errors"
+	"github.com/notarize/docker-notarize/notarize/notarizetest"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -26,18 +23,7 @@ import (
 	"github.com/notarize/docker-notarize/proxy/replica"
 )
 
-func newSigner(t testing.TB) signature.SignerVerifier {
-	t.Helper()
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sv, err := signature.LoadSignerVerifier(priv, crypto.SHA256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sv
-}
+func newSigner(t testing.TB) signature.SignerVerifier { return notarizetest.NewSigner(t) }
 
 func entry(t testing.TB, sv signature.Signer, d notarize.Digest, s notarize.Status, at time.Time) *notarize.Entry {
 	t.Helper()
