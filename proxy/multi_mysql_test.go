@@ -2,7 +2,6 @@ package proxy_test
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -16,7 +15,6 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
-	"github.com/notarize/docker-notarize/ledger"
 	"github.com/notarize/docker-notarize/ledger/ledgertest"
 	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/notarize/docker-notarize/notarize"
@@ -152,27 +150,8 @@ func TestMultiProxyMySQL(t *testing.T) {
 // of the test's own, or skips the test loudly when MariaDB cannot be had.
 func mysqlInstances(t *testing.T) (a, b *ledgertest.Server) {
 	t.Helper()
-	db, err := ledgertest.StartMariaDB(t.Context())
-	if errors.Is(err, ledgertest.ErrNoMariaDB) {
-		ledgertest.SkipNoMariaDB(t, err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := db.Stop(ctx); err != nil {
-			t.Error(err)
-		}
-	})
-	dsn := db.Database(t)
-	skey, _, err := ledger.NewSignerKey("proxytest.example/mysql")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a = ledgertest.Start(t, ledgertest.WithMySQL(dsn), ledgertest.WithSignerKey(skey))
-	b = ledgertest.Start(t, ledgertest.WithMySQL(dsn), ledgertest.WithSignerKey(skey))
+	servers := ledgertest.StartInstances(t, 2, "proxytest.example/mysql")
+	a, b = servers[0], servers[1]
 	return a, b
 }
 

@@ -2,7 +2,9 @@ package ledgertest
 
 import (
 	"context"
+	"errors"
 	"testing"
+	"time"
 
 	"github.com/notarize/docker-notarize/ledger"
 	"github.com/notarize/docker-notarize/ledger/internal/mariadbtest"
@@ -39,4 +41,36 @@ func StartMariaDB(ctx context.Context) (*MariaDB, error) {
 func SkipNoMariaDB(t testing.TB, err error) {
 	t.Helper()
 	mariadbtest.Skip(t, err)
+}
+
+// StartInstances starts n instances of one ledger (origin, one shared key)
+// on a database of the test's own, on a MariaDB server started for t and
+// stopped at its end. It skips t loudly when MariaDB cannot be had here.
+// For several tests in a package, share one server from TestMain instead.
+func StartInstances(t testing.TB, n int, origin string) []*Server {
+	t.Helper()
+	db, err := StartMariaDB(t.Context())
+	if errors.Is(err, ErrNoMariaDB) {
+		SkipNoMariaDB(t, err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := db.Stop(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	dsn := db.Database(t)
+	skey, _, err := ledger.NewSignerKey(origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	servers := make([]*Server, n)
+	for i := range servers {
+		servers[i] = Start(t, WithMySQL(dsn), WithSignerKey(skey))
+	}
+	return servers
 }

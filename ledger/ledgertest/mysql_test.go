@@ -1,13 +1,9 @@
 package ledgertest_test
 
 import (
-	"context"
-	"errors"
 	"net/http"
 	"testing"
-	"time"
 
-	"github.com/notarize/docker-notarize/ledger"
 	"github.com/notarize/docker-notarize/ledger/ledgertest"
 	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/notarize/docker-notarize/notarize"
@@ -16,27 +12,8 @@ import (
 // TestMySQLInstances starts two test ledgers on one MariaDB database: one
 // ledger, two instances.
 func TestMySQLInstances(t *testing.T) {
-	db, err := ledgertest.StartMariaDB(t.Context())
-	if errors.Is(err, ledgertest.ErrNoMariaDB) {
-		ledgertest.SkipNoMariaDB(t, err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := db.Stop(ctx); err != nil {
-			t.Error(err)
-		}
-	})
-	dsn := db.Database(t)
-	skey, _, err := ledger.NewSignerKey("ledgertest.example/mysql")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := ledgertest.Start(t, ledgertest.WithMySQL(dsn), ledgertest.WithSignerKey(skey))
-	b := ledgertest.Start(t, ledgertest.WithMySQL(dsn), ledgertest.WithSignerKey(skey))
+	servers := ledgertest.StartInstances(t, 2, "ledgertest.example/mysql")
+	a, b := servers[0], servers[1]
 	if a.VerifierKey != b.VerifierKey || a.Origin != b.Origin {
 		t.Fatalf("instances disagree: %s %s", a.VerifierKey, b.VerifierKey)
 	}
