@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/notarize/docker-notarize/ledger/api"
 	"io"
 	"io/fs"
 	"log"
@@ -31,7 +32,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/notarize/docker-notarize/ledger/ledgertest"
-	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/notarize/docker-notarize/notarize"
 	"golang.org/x/mod/sumdb/note"
 )
@@ -510,12 +510,12 @@ func TestForkedLedgerIsCaught(t *testing.T) {
 // the entry at index about digest d.
 func ledgerEntry(t *testing.T, ledgerURL, d string, index uint64) []byte {
 	t.Helper()
-	resp, err := http.Get(ledgerURL + ledgerclient.PathDigests + d)
+	resp, err := http.Get(ledgerURL + api.PathDigests + d)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var lr ledgerclient.LookupResponse
+	var lr api.LookupResponse
 	if err := json.NewDecoder(resp.Body).Decode(&lr); err != nil {
 		t.Fatal(err)
 	}
@@ -530,9 +530,9 @@ func ledgerEntry(t *testing.T, ledgerURL, d string, index uint64) []byte {
 
 // submitRaw posts entry bytes straight to the ledger's API, as an attacker
 // replaying an old envelope would, and returns the ledger's receipt.
-func submitRaw(t *testing.T, ledgerURL string, entry []byte) ledgerclient.Receipt {
+func submitRaw(t *testing.T, ledgerURL string, entry []byte) api.Receipt {
 	t.Helper()
-	resp, err := http.Post(ledgerURL+ledgerclient.PathEntries, ledgerclient.MediaTypeJSON, bytes.NewReader(entry))
+	resp, err := http.Post(ledgerURL+api.PathEntries, api.MediaTypeJSON, bytes.NewReader(entry))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -544,7 +544,7 @@ func submitRaw(t *testing.T, ledgerURL string, entry []byte) ledgerclient.Receip
 	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusCreated {
 		t.Fatalf("ledger answered %d: %s", resp.StatusCode, body)
 	}
-	var rc ledgerclient.Receipt
+	var rc api.Receipt
 	if err := json.Unmarshal(body, &rc); err != nil {
 		t.Fatal(err)
 	}

@@ -27,8 +27,9 @@
 //	GET  /api/v1/info                origin, verifier key, size
 //	GET  /metrics                    Prometheus metrics of this ledger
 //
-// The JSON wire types are those of package ledgerclient (api.go). Every
-// error is a ledgerclient.ErrorResponse; bad input always gets a 4xx.
+// The JSON wire types are those of package api (ledger/api), the contract
+// shared with ledgerclient. Every error is an api.ErrorResponse; bad input
+// always gets a 4xx.
 //
 // Duplicate detection and the digest index live in one embedded bbolt store
 // (DataDir/index.db; MySQL tables with StorageMySQL) that implements tessera.Antispam: a decorator answers a

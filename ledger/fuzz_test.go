@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/notarize/docker-notarize/ledger/api"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/notarize/docker-notarize/notarize"
 )
 
@@ -44,15 +44,15 @@ func FuzzSubmit(f *testing.F) {
 	h := l.Handler()
 	f.Fuzz(func(t *testing.T, body []byte) {
 		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, ledgerclient.PathEntries, bytes.NewReader(body)))
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, api.PathEntries, bytes.NewReader(body)))
 		switch {
 		case rec.Code == http.StatusOK || rec.Code == http.StatusCreated:
-			var r ledgerclient.Receipt
+			var r api.Receipt
 			if err := json.Unmarshal(rec.Body.Bytes(), &r); err != nil || len(r.Entry) == 0 || r.Checkpoint == "" {
 				t.Fatalf("status %d with a bad receipt: %v: %s", rec.Code, err, rec.Body.Bytes())
 			}
 		case rec.Code >= 400 && rec.Code < 500:
-			var er ledgerclient.ErrorResponse
+			var er api.ErrorResponse
 			if err := json.Unmarshal(rec.Body.Bytes(), &er); err != nil || er.Code == "" {
 				t.Fatalf("status %d without a JSON error: %s", rec.Code, rec.Body.Bytes())
 			}

@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"github.com/notarize/docker-notarize/ledger/api"
 	"io"
 	"log/slog"
 	"net/http"
@@ -16,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
@@ -178,7 +178,7 @@ func do(t testing.TB, method, url string, body []byte) (int, http.Header, []byte
 		t.Fatal(err)
 	}
 	if body != nil {
-		req.Header.Set("Content-Type", ledgerclient.MediaTypeJSON)
+		req.Header.Set("Content-Type", api.MediaTypeJSON)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -193,13 +193,13 @@ func do(t testing.TB, method, url string, body []byte) (int, http.Header, []byte
 }
 
 // post submits body and decodes the receipt; it is safe in any goroutine.
-func post(ctx context.Context, c *http.Client, url string, body []byte) (int, ledgerclient.Receipt, error) {
-	var rec ledgerclient.Receipt
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+ledgerclient.PathEntries, bytes.NewReader(body))
+func post(ctx context.Context, c *http.Client, url string, body []byte) (int, api.Receipt, error) {
+	var rec api.Receipt
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+api.PathEntries, bytes.NewReader(body))
 	if err != nil {
 		return 0, rec, err
 	}
-	req.Header.Set("Content-Type", ledgerclient.MediaTypeJSON)
+	req.Header.Set("Content-Type", api.MediaTypeJSON)
 	resp, err := c.Do(req)
 	if err != nil {
 		return 0, rec, err
@@ -219,31 +219,31 @@ func post(ctx context.Context, c *http.Client, url string, body []byte) (int, le
 }
 
 // submitBody posts body and decodes the receipt, failing unless the status is want.
-func (tl *testLedger) submitBody(t testing.TB, body []byte, want int) ledgerclient.Receipt {
+func (tl *testLedger) submitBody(t testing.TB, body []byte, want int) api.Receipt {
 	t.Helper()
-	status, _, b := do(t, http.MethodPost, tl.url+ledgerclient.PathEntries, body)
+	status, _, b := do(t, http.MethodPost, tl.url+api.PathEntries, body)
 	if status != want {
 		t.Fatalf("submit: status %d, want %d: %s", status, want, b)
 	}
-	var rec ledgerclient.Receipt
+	var rec api.Receipt
 	if err := json.Unmarshal(b, &rec); err != nil {
 		t.Fatalf("submit: decode receipt: %v: %s", err, b)
 	}
 	return rec
 }
 
-func (tl *testLedger) submit(t testing.TB, e *notarize.Entry, want int) ledgerclient.Receipt {
+func (tl *testLedger) submit(t testing.TB, e *notarize.Entry, want int) api.Receipt {
 	t.Helper()
 	return tl.submitBody(t, mustMarshal(t, e), want)
 }
 
-func (tl *testLedger) lookup(t testing.TB, d notarize.Digest) ledgerclient.LookupResponse {
+func (tl *testLedger) lookup(t testing.TB, d notarize.Digest) api.LookupResponse {
 	t.Helper()
-	status, _, b := do(t, http.MethodGet, tl.url+ledgerclient.PathDigests+string(d), nil)
+	status, _, b := do(t, http.MethodGet, tl.url+api.PathDigests+string(d), nil)
 	if status != http.StatusOK {
 		t.Fatalf("lookup %s: status %d: %s", d, status, b)
 	}
-	var resp ledgerclient.LookupResponse
+	var resp api.LookupResponse
 	if err := json.Unmarshal(b, &resp); err != nil {
 		t.Fatalf("lookup: decode: %v: %s", err, b)
 	}
@@ -308,7 +308,7 @@ func get(ctx context.Context, url string) (int, []byte, error) {
 }
 
 // checkReceipt verifies a receipt completely and that it carries want.
-func (tl *testLedger) checkReceipt(t testing.TB, rec ledgerclient.Receipt, want []byte) *log.Checkpoint {
+func (tl *testLedger) checkReceipt(t testing.TB, rec api.Receipt, want []byte) *log.Checkpoint {
 	t.Helper()
 	if !bytes.Equal(rec.Entry, want) {
 		t.Fatalf("receipt entry differs from the canonical entry:\n got %s\nwant %s", rec.Entry, want)
@@ -320,7 +320,7 @@ func (tl *testLedger) checkReceipt(t testing.TB, rec ledgerclient.Receipt, want 
 
 // checkLookup verifies every entry of a lookup answer against its checkpoint
 // and returns the indices.
-func (tl *testLedger) checkLookup(t testing.TB, resp ledgerclient.LookupResponse) []uint64 {
+func (tl *testLedger) checkLookup(t testing.TB, resp api.LookupResponse) []uint64 {
 	t.Helper()
 	cp := openCheckpoint(t, tl.VerifierKey(), tl.Origin(), []byte(resp.Checkpoint))
 	var idx []uint64
@@ -331,9 +331,9 @@ func (tl *testLedger) checkLookup(t testing.TB, resp ledgerclient.LookupResponse
 	return idx
 }
 
-func decodeError(t testing.TB, b []byte) ledgerclient.ErrorResponse {
+func decodeError(t testing.TB, b []byte) api.ErrorResponse {
 	t.Helper()
-	var er ledgerclient.ErrorResponse
+	var er api.ErrorResponse
 	if err := json.Unmarshal(b, &er); err != nil || er.Code == "" || er.Message == "" {
 		t.Fatalf("not a JSON ErrorResponse (%v): %q", err, b)
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/notarize/docker-notarize/ledger/api"
 	"io"
 	"log/slog"
 	"net/http"
@@ -15,7 +16,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/transparency-dev/tessera/api/layout"
@@ -37,7 +37,7 @@ const (
 
 // Handler returns the ledger's HTTP handler: the JSON API, the C2SP
 // tlog-tiles read endpoints and /metrics. Every error is a JSON
-// ledgerclient.ErrorResponse.
+// api.ErrorResponse.
 func (l *Ledger) Handler() http.Handler { return l.handler }
 
 // apiFunc is an HTTP handler whose errors are written by writeError.
@@ -49,9 +49,9 @@ func (l *Ledger) routes() http.Handler {
 	mux.Handle("/"+layout.CheckpointPath, l.api(l.serveCheckpoint, get...))
 	mux.Handle("/tile/entries/{index...}", l.api(l.serveEntryBundle, get...))
 	mux.Handle("/tile/{level}/{index...}", l.api(l.serveTile, get...))
-	mux.Handle(ledgerclient.PathEntries, l.api(l.serveSubmit, http.MethodPost))
-	mux.Handle(ledgerclient.PathDigests+"{digest}", l.api(l.serveLookup, get...))
-	mux.Handle(ledgerclient.PathInfo, l.api(l.serveInfo, get...))
+	mux.Handle(api.PathEntries, l.api(l.serveSubmit, http.MethodPost))
+	mux.Handle(api.PathDigests+"{digest}", l.api(l.serveLookup, get...))
+	mux.Handle(api.PathInfo, l.api(l.serveInfo, get...))
 	metrics := promhttp.HandlerFor(l.metrics.reg, promhttp.HandlerOpts{})
 	mux.Handle("/metrics", l.api(func(w http.ResponseWriter, r *http.Request) error {
 		metrics.ServeHTTP(w, r)
@@ -83,24 +83,24 @@ func (l *Ledger) api(f apiFunc, methods ...string) http.Handler {
 func classify(err error) (int, string) {
 	switch {
 	case errors.Is(err, errNotFound):
-		return http.StatusNotFound, ledgerclient.CodeNotFound
+		return http.StatusNotFound, api.CodeNotFound
 	case errors.Is(err, errMethod):
-		return http.StatusMethodNotAllowed, ledgerclient.CodeMethod
+		return http.StatusMethodNotAllowed, api.CodeMethod
 	case errors.Is(err, ErrTooLarge):
-		return http.StatusRequestEntityTooLarge, ledgerclient.CodeTooLarge
+		return http.StatusRequestEntityTooLarge, api.CodeTooLarge
 	case errors.Is(err, ErrFuture):
-		return http.StatusBadRequest, ledgerclient.CodeFuture
+		return http.StatusBadRequest, api.CodeFuture
 	case errors.Is(err, ErrNotEnrolled):
-		return http.StatusForbidden, ledgerclient.CodeNotEnrolled
+		return http.StatusForbidden, api.CodeNotEnrolled
 	case errors.Is(err, notarize.ErrBadSignature):
-		return http.StatusBadRequest, ledgerclient.CodeBadSignature
+		return http.StatusBadRequest, api.CodeBadSignature
 	case errors.Is(err, errBadRequest), errors.Is(err, notarize.ErrBadEntry),
 		errors.Is(err, notarize.ErrBadStatement), errors.Is(err, notarize.ErrBadDigest):
-		return http.StatusBadRequest, ledgerclient.CodeBadRequest
+		return http.StatusBadRequest, api.CodeBadRequest
 	case errors.Is(err, ErrUnavailable), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return http.StatusServiceUnavailable, ledgerclient.CodeUnavailable
+		return http.StatusServiceUnavailable, api.CodeUnavailable
 	default:
-		return http.StatusInternalServerError, ledgerclient.CodeInternal
+		return http.StatusInternalServerError, api.CodeInternal
 	}
 }
 
@@ -116,16 +116,16 @@ func (l *Ledger) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		l.log.ErrorContext(r.Context(), "request failed", slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Any("error", err))
 		msg = "internal error"
 	}
-	writeJSON(w, status, ledgerclient.ErrorResponse{Code: code, Message: msg})
+	writeJSON(w, status, api.ErrorResponse{Code: code, Message: msg})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		status = http.StatusInternalServerError
-		b = []byte(`{"code":"` + ledgerclient.CodeInternal + `","message":"encode response"}`)
+		b = []byte(`{"code":"` + api.CodeInternal + `","message":"encode response"}`)
 	}
-	w.Header().Set("Content-Type", ledgerclient.MediaTypeJSON)
+	w.Header().Set("Content-Type", api.MediaTypeJSON)
 	w.WriteHeader(status)
 	_, _ = w.Write(append(b, '\n'))
 }
@@ -150,7 +150,7 @@ func (l *Ledger) serveSubmit(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (l *Ledger) submitRequest(w http.ResponseWriter, r *http.Request) (*ledgerclient.Receipt, error) {
+func (l *Ledger) submitRequest(w http.ResponseWriter, r *http.Request) (*api.Receipt, error) {
 	if r.ContentLength > notarize.MaxEntrySize {
 		return nil, fmt.Errorf("%w: body is %d bytes, at most %d", ErrTooLarge, r.ContentLength, notarize.MaxEntrySize)
 	}
@@ -181,14 +181,14 @@ func (l *Ledger) serveLookup(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (l *Ledger) lookupRequest(r *http.Request) (*ledgerclient.LookupResponse, error) {
+func (l *Ledger) lookupRequest(r *http.Request) (*api.LookupResponse, error) {
 	d, err := notarize.ParseDigest(r.PathValue("digest"))
 	if err != nil {
 		return nil, err
 	}
-	keyIDs := r.URL.Query()[ledgerclient.QueryKeyID]
-	if len(keyIDs) > ledgerclient.MaxLookupKeyIDs {
-		return nil, fmt.Errorf("%w: %d key IDs, at most %d", errBadRequest, len(keyIDs), ledgerclient.MaxLookupKeyIDs)
+	keyIDs := r.URL.Query()[api.QueryKeyID]
+	if len(keyIDs) > api.MaxLookupKeyIDs {
+		return nil, fmt.Errorf("%w: %d key IDs, at most %d", errBadRequest, len(keyIDs), api.MaxLookupKeyIDs)
 	}
 	for _, id := range keyIDs {
 		if _, err := notarize.ParseDigest("sha256:" + id); err != nil {

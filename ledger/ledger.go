@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/notarize/docker-notarize/ledger/api"
 	"log/slog"
 	"net/http"
 	"os"
@@ -14,7 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/transparency-dev/formats/log"
 	"github.com/transparency-dev/tessera"
@@ -303,7 +303,7 @@ func (l *Ledger) Close(ctx context.Context) error {
 // Submit verifies e, appends it to the log unless the same entry is already
 // there, and returns the receipt once a published checkpoint covers it.
 // Receipt.Duplicate reports that the entry was already in the log.
-func (l *Ledger) Submit(ctx context.Context, e *notarize.Entry) (*ledgerclient.Receipt, error) {
+func (l *Ledger) Submit(ctx context.Context, e *notarize.Entry) (*api.Receipt, error) {
 	if l.closing.Load() {
 		return nil, fmt.Errorf("submit: %w: shutting down", ErrUnavailable)
 	}
@@ -363,7 +363,7 @@ func (l *Ledger) Submit(ctx context.Context, e *notarize.Entry) (*ledgerclient.R
 	if err != nil {
 		return nil, fmt.Errorf("submit: %w", err)
 	}
-	return &ledgerclient.Receipt{
+	return &api.Receipt{
 		Index:          idx.Index,
 		Duplicate:      idx.IsDup,
 		Entry:          data,
@@ -379,7 +379,7 @@ func (l *Ledger) Submit(ctx context.Context, e *notarize.Entry) (*ledgerclient.R
 // returned (and proven): a verifier asks for the signers it accepts, so
 // statements by others, however many, neither bloat its answer nor cost
 // proofs.
-func (l *Ledger) Lookup(ctx context.Context, d notarize.Digest, keyIDs ...string) (*ledgerclient.LookupResponse, error) {
+func (l *Ledger) Lookup(ctx context.Context, d notarize.Digest, keyIDs ...string) (*api.LookupResponse, error) {
 	if _, err := notarize.ParseDigest(string(d)); err != nil {
 		return nil, fmt.Errorf("lookup: %w", err)
 	}
@@ -399,7 +399,7 @@ func (l *Ledger) Lookup(ctx context.Context, d notarize.Digest, keyIDs ...string
 	if err != nil {
 		return nil, fmt.Errorf("lookup: %w", err)
 	}
-	resp := &ledgerclient.LookupResponse{Digest: string(d), Checkpoint: string(cpRaw), Entries: []ledgerclient.LookupEntry{}}
+	resp := &api.LookupResponse{Digest: string(d), Checkpoint: string(cpRaw), Entries: []api.LookupEntry{}}
 	if len(all) == 0 {
 		return resp, nil
 	}
@@ -424,18 +424,18 @@ func (l *Ledger) Lookup(ctx context.Context, d notarize.Digest, keyIDs ...string
 		return nil, fmt.Errorf("lookup: %w", err)
 	}
 	for k, i := range covered {
-		resp.Entries = append(resp.Entries, ledgerclient.LookupEntry{Index: i, Entry: entries[k], InclusionProof: proofs[k]})
+		resp.Entries = append(resp.Entries, api.LookupEntry{Index: i, Entry: entries[k], InclusionProof: proofs[k]})
 	}
 	return resp, nil
 }
 
 // Info describes the ledger and its latest checkpoint.
-func (l *Ledger) Info(ctx context.Context) (*ledgerclient.Info, error) {
+func (l *Ledger) Info(ctx context.Context) (*api.Info, error) {
 	_, cp, err := l.latestCheckpoint(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("info: %w", err)
 	}
-	return &ledgerclient.Info{
+	return &api.Info{
 		Origin:      l.Origin(),
 		VerifierKey: l.VerifierKey(),
 		Size:        cp.Size,

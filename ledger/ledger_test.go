@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"encoding/json"
 	"fmt"
+	"github.com/notarize/docker-notarize/ledger/api"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/notarize/docker-notarize/notarize"
 )
 
@@ -67,14 +67,14 @@ func TestSubmitAndLookup(t *testing.T) {
 	}
 
 	t.Run("unknown digest", func(t *testing.T) {
-		status, _, b := do(t, http.MethodGet, tl.url+ledgerclient.PathDigests+string(randomDigest(t)), nil)
+		status, _, b := do(t, http.MethodGet, tl.url+api.PathDigests+string(randomDigest(t)), nil)
 		if status != http.StatusOK || !bytes.Contains(b, []byte(`"entries":[]`)) {
 			t.Fatalf("status %d body %s, want 200 with empty entries", status, b)
 		}
 	})
 	t.Run("info", func(t *testing.T) {
-		status, _, b := do(t, http.MethodGet, tl.url+ledgerclient.PathInfo, nil)
-		var info ledgerclient.Info
+		status, _, b := do(t, http.MethodGet, tl.url+api.PathInfo, nil)
+		var info api.Info
 		if status != http.StatusOK || json.Unmarshal(b, &info) != nil {
 			t.Fatalf("info: %d %s", status, b)
 		}
@@ -139,7 +139,7 @@ func TestRestartKeepsEverything(t *testing.T) {
 	tl := startLedger(t, Config{Origin: "test.example/ledger"})
 	s := newTestSigner(t)
 	var entries []*notarize.Entry
-	var receipts []ledgerclient.Receipt
+	var receipts []api.Receipt
 	for range 3 {
 		e := s.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now())
 		entries = append(entries, e)
@@ -205,7 +205,7 @@ func TestConcurrentSubmissions(t *testing.T) {
 		bodies[i] = mustMarshal(t, e)
 	}
 	t.Logf("signed %d entries in %v", n, time.Since(t0))
-	receipts := make([]ledgerclient.Receipt, n)
+	receipts := make([]api.Receipt, n)
 	var wg sync.WaitGroup
 	next := make(chan int)
 	for range workers {
@@ -244,8 +244,8 @@ func TestConcurrentSubmissions(t *testing.T) {
 		digests[i] = mustDigest(t, e)
 	}
 	lookup := func(i int) error {
-		status, b, err := get(t.Context(), tl.url+ledgerclient.PathDigests+string(digests[i]))
-		var resp ledgerclient.LookupResponse
+		status, b, err := get(t.Context(), tl.url+api.PathDigests+string(digests[i]))
+		var resp api.LookupResponse
 		if err == nil {
 			err = json.Unmarshal(b, &resp)
 		}
@@ -283,9 +283,9 @@ func TestFutureSkew(t *testing.T) {
 	tl := startLedger(t, Config{MaxFutureSkew: time.Hour})
 	s := newTestSigner(t)
 	tl.submit(t, s.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now().Add(50*time.Minute)), http.StatusCreated)
-	status, _, b := do(t, http.MethodPost, tl.url+ledgerclient.PathEntries,
+	status, _, b := do(t, http.MethodPost, tl.url+api.PathEntries,
 		mustMarshal(t, s.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now().Add(70*time.Minute))))
-	if er := decodeError(t, b); status != http.StatusBadRequest || er.Code != ledgerclient.CodeFuture {
+	if er := decodeError(t, b); status != http.StatusBadRequest || er.Code != api.CodeFuture {
 		t.Fatalf("got %d %+v, want 400 FUTURE", status, er)
 	}
 }
@@ -294,9 +294,9 @@ func TestEnrolledSigners(t *testing.T) {
 	enrolled, other := newTestSigner(t), newTestSigner(t)
 	tl := startLedger(t, Config{Signers: []crypto.PublicKey{enrolled.pub}})
 	tl.submit(t, enrolled.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now()), http.StatusCreated)
-	status, _, b := do(t, http.MethodPost, tl.url+ledgerclient.PathEntries,
+	status, _, b := do(t, http.MethodPost, tl.url+api.PathEntries,
 		mustMarshal(t, other.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now())))
-	if er := decodeError(t, b); status != http.StatusForbidden || er.Code != ledgerclient.CodeNotEnrolled {
+	if er := decodeError(t, b); status != http.StatusForbidden || er.Code != api.CodeNotEnrolled {
 		t.Fatalf("got %d %+v, want 403 NOT_ENROLLED", status, er)
 	}
 	info, err := tl.Info(t.Context())
@@ -311,7 +311,7 @@ func TestMetrics(t *testing.T) {
 	e := s.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now())
 	tl.submit(t, e, http.StatusCreated)
 	tl.submit(t, e, http.StatusOK)
-	do(t, http.MethodPost, tl.url+ledgerclient.PathEntries, []byte("{"))
+	do(t, http.MethodPost, tl.url+api.PathEntries, []byte("{"))
 	status, _, b := do(t, http.MethodGet, tl.url+"/metrics", nil)
 	if status != http.StatusOK {
 		t.Fatalf("metrics: %d", status)
@@ -340,9 +340,9 @@ func TestLookupByKeyID(t *testing.T) {
 	for i := range 5 {
 		tl.submit(t, mallory.sign(t, d, notarize.StatusUntrusted, now.Add(-time.Duration(i)*time.Second)), http.StatusCreated)
 	}
-	get := func(query string) (int, ledgerclient.LookupResponse, []byte) {
-		status, _, b := do(t, http.MethodGet, tl.url+ledgerclient.PathDigests+string(d)+query, nil)
-		var resp ledgerclient.LookupResponse
+	get := func(query string) (int, api.LookupResponse, []byte) {
+		status, _, b := do(t, http.MethodGet, tl.url+api.PathDigests+string(d)+query, nil)
+		var resp api.LookupResponse
 		if status == http.StatusOK {
 			if err := json.Unmarshal(b, &resp); err != nil {
 				t.Fatal(err)
@@ -369,9 +369,9 @@ func TestLookupByKeyID(t *testing.T) {
 	if len(none.Entries) != 0 {
 		t.Fatalf("lookup by an unknown key: %d entries", len(none.Entries))
 	}
-	for _, bad := range []string{"?keyid=xyz", "?keyid=" + strings.Repeat("A", 64), "?" + strings.Repeat("keyid="+alice.keyID+"&", ledgerclient.MaxLookupKeyIDs+1)} {
-		if status, _, b := get(bad); status != http.StatusBadRequest || !strings.Contains(string(b), ledgerclient.CodeBadRequest) {
-			t.Errorf("lookup%s: status %d %s, want 400 %s", clipQuery(bad), status, b, ledgerclient.CodeBadRequest)
+	for _, bad := range []string{"?keyid=xyz", "?keyid=" + strings.Repeat("A", 64), "?" + strings.Repeat("keyid="+alice.keyID+"&", api.MaxLookupKeyIDs+1)} {
+		if status, _, b := get(bad); status != http.StatusBadRequest || !strings.Contains(string(b), api.CodeBadRequest) {
+			t.Errorf("lookup%s: status %d %s, want 400 %s", clipQuery(bad), status, b, api.CodeBadRequest)
 		}
 	}
 }

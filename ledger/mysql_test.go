@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/notarize/docker-notarize/ledger/api"
 	"io"
 	"net"
 	"net/http"
@@ -758,7 +759,7 @@ func TestMySQLDatabaseRestart(t *testing.T) {
 					return
 				}
 				if err != nil {
-					var er ledgerclient.ErrorResponse
+					var er api.ErrorResponse
 					msg := err.Error()
 					if i := strings.Index(msg, "{"); i >= 0 && json.Unmarshal([]byte(msg[i:]), &er) == nil {
 						o.code = er.Code
@@ -817,13 +818,13 @@ func TestMySQLDatabaseRestart(t *testing.T) {
 		longest = max(longest, o.took)
 		switch {
 		case o.status == http.StatusCreated:
-		case o.status == http.StatusServiceUnavailable && o.code == ledgerclient.CodeUnavailable:
+		case o.status == http.StatusServiceUnavailable && o.code == api.CodeUnavailable:
 		default:
-			t.Errorf("answer %d %q after %v, want 201 or 503 %s", o.status, o.code, o.took, ledgerclient.CodeUnavailable)
+			t.Errorf("answer %d %q after %v, want 201 or 503 %s", o.status, o.code, o.took, api.CodeUnavailable)
 		}
 	}
 	t.Logf("answers: %v; longest %v", counts, longest.Round(time.Millisecond))
-	if counts["503 "+ledgerclient.CodeUnavailable] == 0 {
+	if counts["503 "+api.CodeUnavailable] == 0 {
 		t.Errorf("no 503 while the database was down")
 	}
 	if longest > bound {
@@ -860,8 +861,8 @@ func TestMySQLEnrolledSigners(t *testing.T) {
 		}
 	}
 	b.submit(t, s1.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now()), http.StatusCreated)
-	status, _, body := do(t, http.MethodPost, b.url+ledgerclient.PathEntries, mustMarshal(t, s2.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now())))
-	if er := decodeError(t, body); status != http.StatusForbidden || er.Code != ledgerclient.CodeNotEnrolled {
+	status, _, body := do(t, http.MethodPost, b.url+api.PathEntries, mustMarshal(t, s2.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now())))
+	if er := decodeError(t, body); status != http.StatusForbidden || er.Code != api.CodeNotEnrolled {
 		t.Fatalf("unenrolled signer: %d %s", status, body)
 	}
 	// A third instance enrolls s2 only; the running ones follow.

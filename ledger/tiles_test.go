@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/notarize/docker-notarize/ledger/api"
 	"net/http"
 	"os"
 	"strings"
@@ -11,10 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/transparency-dev/tessera"
-	"github.com/transparency-dev/tessera/api"
+	tapi "github.com/transparency-dev/tessera/api"
 	"github.com/transparency-dev/tessera/api/layout"
 	"github.com/transparency-dev/tessera/client"
 )
@@ -55,7 +55,7 @@ func TestTiles(t *testing.T) {
 	for i := range entries {
 		entries[i] = mustMarshal(t, s.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now()))
 	}
-	receipts := make([]ledgerclient.Receipt, n)
+	receipts := make([]api.Receipt, n)
 	var wg sync.WaitGroup
 	for w := range 50 {
 		wg.Go(func() {
@@ -106,7 +106,7 @@ func TestTiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bundles := map[uint64]api.EntryBundle{}
+	bundles := map[uint64]tapi.EntryBundle{}
 	for i := range uint64(n) {
 		bi := i / layout.EntryBundleWidth
 		bundle, ok := bundles[bi]
@@ -167,7 +167,7 @@ func TestTiles(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var eb api.EntryBundle
+		var eb tapi.EntryBundle
 		if err := eb.UnmarshalText(partBundle); err != nil || len(eb.Entries) != 3 || !bytes.HasPrefix(fullBundle, partBundle) {
 			t.Fatalf("partial bundle of width 3: %d entries, %v", len(eb.Entries), err)
 		}
@@ -188,7 +188,7 @@ func checkStaticHeaders(t testing.TB, h http.Header, p uint8) {
 	}
 }
 
-func indexOf(t testing.TB, receipts []ledgerclient.Receipt, idx uint64) int {
+func indexOf(t testing.TB, receipts []api.Receipt, idx uint64) int {
 	t.Helper()
 	for i, r := range receipts {
 		if r.Index == idx {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/notarize/docker-notarize/ledger/api"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -192,7 +193,7 @@ func (c *Client) trustOnFirstUse(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("ledger info: %w", err)
 	}
-	var info Info
+	var info api.Info
 	if err := json.Unmarshal(b, &info); err != nil {
 		return fmt.Errorf("ledger info: %w", err)
 	}
@@ -331,11 +332,11 @@ func (c *Client) submit(ctx context.Context, e *notarize.Entry) (*SubmitResult, 
 }
 
 // decodeReceipt decodes a receipt, bounded in size.
-func decodeReceipt(b []byte) (*Receipt, error) {
+func decodeReceipt(b []byte) (*api.Receipt, error) {
 	if len(b) > maxReceiptSize {
 		return nil, fmt.Errorf("%w: receipt of %d bytes, at most %d", ErrBadProof, len(b), maxReceiptSize)
 	}
-	var r Receipt
+	var r api.Receipt
 	if err := json.Unmarshal(b, &r); err != nil {
 		return nil, fmt.Errorf("%w: decode receipt: %v", ErrBadProof, err)
 	}
@@ -347,7 +348,7 @@ func decodeReceipt(b []byte) (*Receipt, error) {
 
 // verifyReceipt checks a decoded receipt against its verified checkpoint
 // and the entry bytes that were sent, and returns the entry's record.
-func verifyReceipt(r *Receipt, cp Checkpoint, sent []byte) (notarize.Record, error) {
+func verifyReceipt(r *api.Receipt, cp Checkpoint, sent []byte) (notarize.Record, error) {
 	if err := verifyInclusion(cp, r.Index, r.Entry, r.InclusionProof); err != nil {
 		return notarize.Record{}, err
 	}
@@ -398,8 +399,8 @@ func (c *Client) lookup(ctx context.Context, d notarize.Digest, keyIDs []string)
 	if _, err := notarize.ParseDigest(string(d)); err != nil {
 		return nil, err
 	}
-	if len(keyIDs) > MaxLookupKeyIDs {
-		return nil, fmt.Errorf("%d key IDs, at most %d per lookup", len(keyIDs), MaxLookupKeyIDs)
+	if len(keyIDs) > api.MaxLookupKeyIDs {
+		return nil, fmt.Errorf("%d key IDs, at most %d per lookup", len(keyIDs), api.MaxLookupKeyIDs)
 	}
 	before, err := c.stored()
 	if err != nil {
@@ -428,11 +429,11 @@ func (c *Client) lookup(ctx context.Context, d notarize.Digest, keyIDs []string)
 }
 
 // decodeLookup decodes a lookup answer, bounded in size.
-func decodeLookup(b []byte) (*LookupResponse, error) {
+func decodeLookup(b []byte) (*api.LookupResponse, error) {
 	if len(b) > maxLookupSize {
 		return nil, fmt.Errorf("%w: lookup answer of %d bytes, at most %d", ErrBadProof, len(b), maxLookupSize)
 	}
-	var r LookupResponse
+	var r api.LookupResponse
 	if err := json.Unmarshal(b, &r); err != nil {
 		return nil, fmt.Errorf("%w: decode lookup answer: %v", ErrBadProof, err)
 	}
@@ -442,7 +443,7 @@ func decodeLookup(b []byte) (*LookupResponse, error) {
 // verifyLookup checks every entry of a lookup answer for d against its
 // verified checkpoint, and that it is signed by one of keyIDs when any were
 // asked for, and returns them as records.
-func verifyLookup(resp *LookupResponse, cp Checkpoint, d notarize.Digest, keyIDs []string) ([]notarize.Record, error) {
+func verifyLookup(resp *api.LookupResponse, cp Checkpoint, d notarize.Digest, keyIDs []string) ([]notarize.Record, error) {
 	if resp.Digest != d.String() {
 		return nil, fmt.Errorf("%w: asked about %s, the ledger answered about %q", ErrBadProof, d, clip(resp.Digest, 80))
 	}
@@ -520,7 +521,7 @@ func (c *Client) explain(ctx context.Context, err error) error {
 		return err
 	}
 	if b, ierr := c.ops.Info(ctx); ierr == nil {
-		var info Info
+		var info api.Info
 		if json.Unmarshal(b, &info) == nil && info.VerifierKey != "" && info.VerifierKey != c.vkey {
 			return fmt.Errorf("%w: %w: the pinned key is %q but the ledger now announces %q", ErrKeyMismatch, ErrBadCheckpoint, c.vkey, clip(info.VerifierKey, 200))
 		}

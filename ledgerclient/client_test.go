@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/sigstore/sigstore/pkg/signature"
 	"log/slog"
 	"math/rand/v2"
@@ -504,32 +505,32 @@ func TestSubmitBadReceipt(t *testing.T) {
 	signer := newEntrySigner(t)
 	for _, tc := range []struct {
 		name string
-		lie  func(t *testing.T, f *fakeOps, r *Receipt)
+		lie  func(t *testing.T, f *fakeOps, r *api.Receipt)
 		want error
 	}{
-		{"inclusion proof flipped", func(t *testing.T, f *fakeOps, r *Receipt) { r.InclusionProof[0][3] ^= 1 }, ErrBadProof},
-		{"inclusion proof shortened", func(t *testing.T, f *fakeOps, r *Receipt) { r.InclusionProof = r.InclusionProof[1:] }, ErrBadProof},
-		{"inclusion proof missing", func(t *testing.T, f *fakeOps, r *Receipt) { r.InclusionProof = nil }, ErrBadProof},
-		{"wrong index", func(t *testing.T, f *fakeOps, r *Receipt) { r.Index-- }, ErrBadProof},
-		{"index outside the tree", func(t *testing.T, f *fakeOps, r *Receipt) { r.Index += 100 }, ErrBadProof},
-		{"receipt for another entry", func(t *testing.T, f *fakeOps, r *Receipt) {
+		{"inclusion proof flipped", func(t *testing.T, f *fakeOps, r *api.Receipt) { r.InclusionProof[0][3] ^= 1 }, ErrBadProof},
+		{"inclusion proof shortened", func(t *testing.T, f *fakeOps, r *api.Receipt) { r.InclusionProof = r.InclusionProof[1:] }, ErrBadProof},
+		{"inclusion proof missing", func(t *testing.T, f *fakeOps, r *api.Receipt) { r.InclusionProof = nil }, ErrBadProof},
+		{"wrong index", func(t *testing.T, f *fakeOps, r *api.Receipt) { r.Index-- }, ErrBadProof},
+		{"index outside the tree", func(t *testing.T, f *fakeOps, r *api.Receipt) { r.Index += 100 }, ErrBadProof},
+		{"receipt for another entry", func(t *testing.T, f *fakeOps, r *api.Receipt) {
 			*r = f.log.receipt(t, 2, false) // entry 2 is a "leaf" of the fake
 		}, ErrBadProof},
-		{"receipt for another signed entry, genuinely in the log", func(t *testing.T, f *fakeOps, r *Receipt) {
+		{"receipt for another signed entry, genuinely in the log", func(t *testing.T, f *fakeOps, r *api.Receipt) {
 			f.log.add(marshal(t, signEntry(t, signer, digestB, notarize.StatusTrusted, t0)))
 			*r = f.log.receipt(t, f.log.size()-1, false)
 		}, ErrBadProof},
-		{"entry bytes changed", func(t *testing.T, f *fakeOps, r *Receipt) {
+		{"entry bytes changed", func(t *testing.T, f *fakeOps, r *api.Receipt) {
 			r.Entry = bytes.Replace(r.Entry, []byte(`"publicKey"`), []byte(` "publicKey"`), 1)
 		}, ErrBadProof},
-		{"checkpoint unsigned", func(t *testing.T, f *fakeOps, r *Receipt) {
+		{"checkpoint unsigned", func(t *testing.T, f *fakeOps, r *api.Receipt) {
 			r.Checkpoint = r.Checkpoint[:strings.Index(r.Checkpoint, "\n\n")+1]
 		}, ErrBadCheckpoint},
-		{"no checkpoint", func(t *testing.T, f *fakeOps, r *Receipt) { r.Checkpoint = "" }, ErrBadProof},
+		{"no checkpoint", func(t *testing.T, f *fakeOps, r *api.Receipt) { r.Checkpoint = "" }, ErrBadProof},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f, c, home := pinnedClient(t, 5)
-			f.receiptHook = func(r *Receipt) { tc.lie(t, f, r) }
+			f.receiptHook = func(r *api.Receipt) { tc.lie(t, f, r) }
 			_, err := c.Submit(t.Context(), signEntry(t, signer, digestA, notarize.StatusTrusted, t0))
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("err = %v, want %v", err, tc.want)
@@ -553,10 +554,10 @@ func TestSubmitBadReceipt(t *testing.T) {
 
 	t.Run("refusal", func(t *testing.T) {
 		f, c, _ := pinnedClient(t, 1)
-		f.submitErr = &APIError{StatusCode: 400, Code: CodeBadSignature, Message: "no"}
+		f.submitErr = &APIError{StatusCode: 400, Code: api.CodeBadSignature, Message: "no"}
 		_, err := c.Submit(t.Context(), signEntry(t, signer, digestA, notarize.StatusTrusted, t0))
 		var ae *APIError
-		if !errors.As(err, &ae) || ae.Code != CodeBadSignature {
+		if !errors.As(err, &ae) || ae.Code != api.CodeBadSignature {
 			t.Fatalf("err = %v", err)
 		}
 	})
@@ -566,25 +567,25 @@ func TestLookupLies(t *testing.T) {
 	signer := newEntrySigner(t)
 	for _, tc := range []struct {
 		name string
-		lie  func(t *testing.T, f *fakeOps, r *LookupResponse)
+		lie  func(t *testing.T, f *fakeOps, r *api.LookupResponse)
 		want error
 	}{
-		{"inclusion proof flipped", func(t *testing.T, f *fakeOps, r *LookupResponse) { r.Entries[1].InclusionProof[1][0] ^= 0x80 }, ErrBadProof},
-		{"wrong index", func(t *testing.T, f *fakeOps, r *LookupResponse) { r.Entries[0].Index++ }, ErrBadProof},
-		{"entry bytes changed", func(t *testing.T, f *fakeOps, r *LookupResponse) {
+		{"inclusion proof flipped", func(t *testing.T, f *fakeOps, r *api.LookupResponse) { r.Entries[1].InclusionProof[1][0] ^= 0x80 }, ErrBadProof},
+		{"wrong index", func(t *testing.T, f *fakeOps, r *api.LookupResponse) { r.Entries[0].Index++ }, ErrBadProof},
+		{"entry bytes changed", func(t *testing.T, f *fakeOps, r *api.LookupResponse) {
 			r.Entries[0].Entry = append(r.Entries[0].Entry, ' ')
 		}, ErrBadProof},
-		{"entry about another digest", func(t *testing.T, f *fakeOps, r *LookupResponse) {
+		{"entry about another digest", func(t *testing.T, f *fakeOps, r *api.LookupResponse) {
 			// Entry 5 is genuinely in the log, and proven, but about digest B.
 			p, err := f.log.tree.InclusionProof(5, f.log.size())
 			if err != nil {
 				t.Fatal(err)
 			}
-			r.Entries = append(r.Entries, LookupEntry{Index: 5, Entry: f.log.leaves[5], InclusionProof: p})
+			r.Entries = append(r.Entries, api.LookupEntry{Index: 5, Entry: f.log.leaves[5], InclusionProof: p})
 		}, ErrBadProof},
-		{"answer about another digest", func(t *testing.T, f *fakeOps, r *LookupResponse) { r.Digest = digestB.String() }, ErrBadProof},
-		{"entry listed twice", func(t *testing.T, f *fakeOps, r *LookupResponse) { r.Entries = append(r.Entries, r.Entries[0]) }, ErrBadProof},
-		{"tampered envelope in the log", func(t *testing.T, f *fakeOps, r *LookupResponse) {
+		{"answer about another digest", func(t *testing.T, f *fakeOps, r *api.LookupResponse) { r.Digest = digestB.String() }, ErrBadProof},
+		{"entry listed twice", func(t *testing.T, f *fakeOps, r *api.LookupResponse) { r.Entries = append(r.Entries, r.Entries[0]) }, ErrBadProof},
+		{"tampered envelope in the log", func(t *testing.T, f *fakeOps, r *api.LookupResponse) {
 			e, err := notarize.ParseEntry(f.log.leaves[4])
 			if err != nil {
 				t.Fatal(err)
@@ -601,19 +602,19 @@ func TestLookupLies(t *testing.T) {
 				t.Fatal(err)
 			}
 			r.Checkpoint = string(l.checkpointAt(t, l.size()))
-			r.Entries = append(r.Entries, LookupEntry{Index: l.size() - 1, Entry: b, InclusionProof: p})
+			r.Entries = append(r.Entries, api.LookupEntry{Index: l.size() - 1, Entry: b, InclusionProof: p})
 			for i := range r.Entries {
 				if r.Entries[i].InclusionProof, err = l.tree.InclusionProof(r.Entries[i].Index, l.size()); err != nil {
 					t.Fatal(err)
 				}
 			}
 		}, notarize.ErrBadSignature},
-		{"entry not an entry", func(t *testing.T, f *fakeOps, r *LookupResponse) {
+		{"entry not an entry", func(t *testing.T, f *fakeOps, r *api.LookupResponse) {
 			p, err := f.log.tree.InclusionProof(0, f.log.size())
 			if err != nil {
 				t.Fatal(err)
 			}
-			r.Entries = append(r.Entries, LookupEntry{Index: 0, Entry: f.log.leaves[0], InclusionProof: p})
+			r.Entries = append(r.Entries, api.LookupEntry{Index: 0, Entry: f.log.leaves[0], InclusionProof: p})
 		}, notarize.ErrBadEntry},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -623,7 +624,7 @@ func TestLookupLies(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			f.lookupHook = func(r *LookupResponse) { tc.lie(t, f, r) }
+			f.lookupHook = func(r *api.LookupResponse) { tc.lie(t, f, r) }
 			res, err := c.Lookup(t.Context(), digestA)
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("err = %v, want %v", err, tc.want)
@@ -744,13 +745,13 @@ func TestSubmitReceiptWithOlderCheckpoint(t *testing.T) {
 	}
 	stored := stateBytes(t, home, testOrigin)
 	// receiptAt makes the receipt for entry 5 carry the checkpoint of size 6 of l.
-	receiptAt := func(l *fakeLog) func(*Receipt) {
-		return func(r *Receipt) {
+	receiptAt := func(l *fakeLog) func(*api.Receipt) {
+		return func(r *api.Receipt) {
 			p, err := l.tree.InclusionProof(5, 6)
 			if err != nil {
 				t.Fatal(err)
 			}
-			*r = Receipt{Index: 5, Duplicate: true, Entry: l.leaves[5], Checkpoint: string(l.checkpointAt(t, 6)), InclusionProof: p}
+			*r = api.Receipt{Index: 5, Duplicate: true, Entry: l.leaves[5], Checkpoint: string(l.checkpointAt(t, 6)), InclusionProof: p}
 		}
 	}
 	f.receiptHook = receiptAt(f.log)
@@ -814,21 +815,21 @@ func TestLookupByKeyIDs(t *testing.T) {
 		t.Fatalf("lookup by alice's key: %+v", res.Records)
 	}
 
-	f.lookupHook = func(r *LookupResponse) {
+	f.lookupHook = func(r *api.LookupResponse) {
 		// The ledger slips in mallory's entries although only alice's were asked for.
 		for _, i := range malloryIdx {
 			p, err := f.log.tree.InclusionProof(i, f.log.size())
 			if err != nil {
 				t.Fatal(err)
 			}
-			r.Entries = append(r.Entries, LookupEntry{Index: i, Entry: f.log.leaves[i], InclusionProof: p})
+			r.Entries = append(r.Entries, api.LookupEntry{Index: i, Entry: f.log.leaves[i], InclusionProof: p})
 		}
 	}
 	if _, err := c.Lookup(t.Context(), digestA, keyID(alice)); !errors.Is(err, ErrBadProof) {
 		t.Fatalf("entries by keys not asked for: err = %v, want ErrBadProof", err)
 	}
 	f.lookupHook = nil
-	if _, err := c.Lookup(t.Context(), digestA, make([]string, MaxLookupKeyIDs+1)...); err == nil {
+	if _, err := c.Lookup(t.Context(), digestA, make([]string, api.MaxLookupKeyIDs+1)...); err == nil {
 		t.Fatal("a lookup naming too many key IDs was sent")
 	}
 }

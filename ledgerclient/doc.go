@@ -4,8 +4,8 @@
 // to every newer checkpoint (C2SP tlog-checkpoint, signed-note, tlog-tiles),
 // verifies inclusion proofs and every envelope signature itself.
 //
-// It also holds the wire types of the ledger's JSON API (api.go), shared with
-// package ledger.
+// The wire types of the ledger's JSON API are in package api (ledger/api),
+// shared with the server.
 //
 // # Trust
 //

@@ -51,12 +51,12 @@ func (e *ForkError) Error() string {
 func (e *ForkError) Unwrap() error { return e.Err }
 
 // APIError is a refusal by the ledger: a non-2xx answer to an API request,
-// decoded from its ErrorResponse body.
+// decoded from its api.ErrorResponse body.
 type APIError struct {
 	// StatusCode is the HTTP status code.
 	StatusCode int
-	// Code is the ErrorResponse code (one of the Code* constants), or "" when
-	// the body was not an ErrorResponse.
+	// Code is the api.ErrorResponse code (one of the Code* constants), or "" when
+	// the body was not an api.ErrorResponse.
 	Code string
 	// Message is the ledger's explanation.
 	Message string

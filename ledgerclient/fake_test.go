@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/notarize/docker-notarize/ledger/api"
 	"io"
 	"os"
 	"slices"
@@ -17,7 +18,7 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/transparency-dev/formats/log"
 	"github.com/transparency-dev/merkle/testonly"
-	"github.com/transparency-dev/tessera/api"
+	tapi "github.com/transparency-dev/tessera/api"
 	"github.com/transparency-dev/tessera/api/layout"
 	"golang.org/x/mod/sumdb/note"
 
@@ -121,19 +122,19 @@ func (l *fakeLog) tile(level, index uint64, p uint8) ([]byte, error) {
 	if (index*layout.TileWidth+w)<<lvl > l.size() {
 		return nil, fmt.Errorf("tile %d/%d.p/%d: %w", level, index, p, os.ErrNotExist)
 	}
-	var t api.HashTile
+	var t tapi.HashTile
 	for i := range w {
 		t.Nodes = append(t.Nodes, l.node(lvl, index*layout.TileWidth+i))
 	}
 	return t.MarshalText()
 }
 
-func (l *fakeLog) receipt(t testing.TB, index uint64, dup bool) Receipt {
+func (l *fakeLog) receipt(t testing.TB, index uint64, dup bool) api.Receipt {
 	p, err := l.tree.InclusionProof(index, l.size())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Receipt{Index: index, Duplicate: dup, Entry: l.leaves[index], Checkpoint: string(l.checkpointAt(t, l.size())), InclusionProof: p}
+	return api.Receipt{Index: index, Duplicate: dup, Entry: l.leaves[index], Checkpoint: string(l.checkpointAt(t, l.size())), InclusionProof: p}
 }
 
 // fakeOps serves a fakeLog through the ops interface, with hooks to lie.
@@ -148,8 +149,8 @@ type fakeOps struct {
 	// checkpointHook rewrites every checkpoint served.
 	checkpointHook func([]byte) []byte
 	tileHook       func(level, index uint64, p uint8, b []byte) []byte
-	receiptHook    func(*Receipt)
-	lookupHook     func(*LookupResponse)
+	receiptHook    func(*api.Receipt)
+	lookupHook     func(*api.LookupResponse)
 	submitErr      error
 	// rawSubmit and rawLookup, when set, are the whole answers (for fuzzing).
 	rawSubmit []byte
@@ -216,7 +217,7 @@ func (f *fakeOps) Info(context.Context) ([]byte, error) {
 	if f.infoKey != "" {
 		k = f.infoKey
 	}
-	return json.Marshal(Info{Origin: f.log.origin, VerifierKey: k, Size: f.log.size(), OpenWrites: true})
+	return json.Marshal(api.Info{Origin: f.log.origin, VerifierKey: k, Size: f.log.size(), OpenWrites: true})
 }
 
 func (f *fakeOps) Submit(_ context.Context, entry []byte) ([]byte, error) {
@@ -237,7 +238,7 @@ func (f *fakeOps) Submit(_ context.Context, entry []byte) ([]byte, error) {
 	return f.finishReceipt(f.log.receipt(f.t, f.log.size()-1, false))
 }
 
-func (f *fakeOps) finishReceipt(r Receipt) ([]byte, error) {
+func (f *fakeOps) finishReceipt(r api.Receipt) ([]byte, error) {
 	if f.checkpointHook != nil {
 		r.Checkpoint = string(f.checkpointHook([]byte(r.Checkpoint)))
 	}
@@ -253,7 +254,7 @@ func (f *fakeOps) Lookup(_ context.Context, d notarize.Digest, keyIDs []string) 
 	if f.rawLookup != nil {
 		return f.rawLookup, nil
 	}
-	resp := LookupResponse{Digest: d.String(), Checkpoint: string(f.cp())}
+	resp := api.LookupResponse{Digest: d.String(), Checkpoint: string(f.cp())}
 	size := f.log.size()
 	if f.serveSize != nil {
 		size = *f.serveSize
@@ -271,7 +272,7 @@ func (f *fakeOps) Lookup(_ context.Context, d notarize.Digest, keyIDs []string) 
 		if err != nil {
 			f.t.Fatal(err)
 		}
-		resp.Entries = append(resp.Entries, LookupEntry{Index: uint64(i), Entry: leaf, InclusionProof: p})
+		resp.Entries = append(resp.Entries, api.LookupEntry{Index: uint64(i), Entry: leaf, InclusionProof: p})
 	}
 	if f.lookupHook != nil {
 		f.lookupHook(&resp)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/notarize/docker-notarize/ledger/api"
 	"io"
 	"net/http"
 	"net/url"
@@ -40,11 +41,11 @@ type ops interface {
 	ReadCheckpoint(ctx context.Context) ([]byte, error)
 	ReadTile(ctx context.Context, level, index uint64, p uint8) ([]byte, error)
 	ReadEntryBundle(ctx context.Context, index uint64, p uint8) ([]byte, error)
-	// Info returns the body of GET /api/v1/info.
+	// api.Info returns the body of GET /api/v1/info.
 	Info(ctx context.Context) ([]byte, error)
-	// Submit posts an entry and returns the body of the 2xx answer (a Receipt).
+	// Submit posts an entry and returns the body of the 2xx answer (a api.Receipt).
 	Submit(ctx context.Context, entry []byte) ([]byte, error)
-	// Lookup returns the body of GET /api/v1/digests/{d} (a LookupResponse),
+	// Lookup returns the body of GET /api/v1/digests/{d} (a api.LookupResponse),
 	// limited to entries by keyIDs when there are any.
 	Lookup(ctx context.Context, d notarize.Digest, keyIDs []string) ([]byte, error)
 }
@@ -93,16 +94,16 @@ func (h *httpOps) ReadEntryBundle(ctx context.Context, index uint64, p uint8) ([
 }
 
 func (h *httpOps) Info(ctx context.Context) ([]byte, error) {
-	return h.do(ctx, http.MethodGet, PathInfo, nil, nil, maxInfoSize)
+	return h.do(ctx, http.MethodGet, api.PathInfo, nil, nil, maxInfoSize)
 }
 
 func (h *httpOps) Submit(ctx context.Context, entry []byte) ([]byte, error) {
-	return h.do(ctx, http.MethodPost, PathEntries, nil, entry, maxReceiptSize)
+	return h.do(ctx, http.MethodPost, api.PathEntries, nil, entry, maxReceiptSize)
 }
 
 func (h *httpOps) Lookup(ctx context.Context, d notarize.Digest, keyIDs []string) ([]byte, error) {
-	q := url.Values{QueryKeyID: keyIDs}
-	return h.do(ctx, http.MethodGet, PathDigests+d.String(), q, nil, maxLookupSize)
+	q := url.Values{api.QueryKeyID: keyIDs}
+	return h.do(ctx, http.MethodGet, api.PathDigests+d.String(), q, nil, maxLookupSize)
 }
 
 // do sends one API request and returns the body of a 2xx answer; any other
@@ -117,9 +118,9 @@ func (h *httpOps) do(ctx context.Context, method, path string, query url.Values,
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Accept", MediaTypeJSON)
+	req.Header.Set("Accept", api.MediaTypeJSON)
 	if body != nil {
-		req.Header.Set("Content-Type", MediaTypeJSON)
+		req.Header.Set("Content-Type", api.MediaTypeJSON)
 	}
 	resp, err := h.hc.Do(req)
 	if err != nil {
@@ -141,7 +142,7 @@ func (h *httpOps) do(ctx context.Context, method, path string, query url.Values,
 
 // decodeAPIError turns a non-2xx answer into an *APIError.
 func decodeAPIError(status int, body []byte) *APIError {
-	var er ErrorResponse
+	var er api.ErrorResponse
 	if err := json.Unmarshal(body, &er); err == nil && er.Code != "" {
 		return &APIError{StatusCode: status, Code: er.Code, Message: clip(er.Message, 1024)}
 	}

@@ -3,6 +3,7 @@ package ledgerclient
 import (
 	"errors"
 	"fmt"
+	"github.com/notarize/docker-notarize/ledger/api"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -47,7 +48,7 @@ func TestHTTPOps(t *testing.T) {
 	mux.HandleFunc("POST /api/v1/entries", func(w http.ResponseWriter, r *http.Request) {
 		record(r)
 		b, _ := io.ReadAll(r.Body)
-		if r.Header.Get("Content-Type") != MediaTypeJSON || string(b) != `{"e":1}` {
+		if r.Header.Get("Content-Type") != api.MediaTypeJSON || string(b) != `{"e":1}` {
 			w.WriteHeader(http.StatusBadRequest)
 			io.WriteString(w, `{"code":"BAD_REQUEST","message":"bad body"}`)
 			return
@@ -94,7 +95,7 @@ func TestHTTPOpsAPIError(t *testing.T) {
 		body       string
 		code, text string
 	}{
-		{"json error", 400, `{"code":"BAD_SIGNATURE","message":"envelope does not verify"}`, CodeBadSignature, "envelope does not verify"},
+		{"json error", 400, `{"code":"BAD_SIGNATURE","message":"envelope does not verify"}`, api.CodeBadSignature, "envelope does not verify"},
 		{"plain text error", 502, "bad gateway from a proxy\n", "", "bad gateway from a proxy"},
 		{"empty error", 503, "", "", "Service Unavailable"},
 		{"huge error", 500, strings.Repeat("x", 200<<10), "", ""},

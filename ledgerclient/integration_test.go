@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/notarize/docker-notarize/ledger/api"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -177,7 +178,7 @@ func TestLedgerRoundTrip(t *testing.T) {
 	t.Run("refusals are API errors", func(t *testing.T) {
 		_, err := c2.Submit(t.Context(), notarizetest.Entry(t, s, a, notarize.StatusTrusted, time.Now().Add(24*time.Hour)))
 		var ae *ledgerclient.APIError
-		if !errors.As(err, &ae) || ae.StatusCode/100 != 4 || ae.Code != ledgerclient.CodeFuture {
+		if !errors.As(err, &ae) || ae.StatusCode/100 != 4 || ae.Code != api.CodeFuture {
 			t.Fatalf("err = %v", err)
 		}
 	})
@@ -285,9 +286,9 @@ func TestLedgerRollback(t *testing.T) {
 		switch {
 		case r.URL.Path == "/checkpoint":
 			return old
-		case strings.HasPrefix(r.URL.Path, ledgerclient.PathDigests):
+		case strings.HasPrefix(r.URL.Path, api.PathDigests):
 			// The answer from before the revocation.
-			var resp ledgerclient.LookupResponse
+			var resp api.LookupResponse
 			if err := json.Unmarshal(body, &resp); err != nil {
 				t.Error(err)
 				return body
@@ -378,29 +379,29 @@ func TestLedgerLies(t *testing.T) {
 			return body
 		}, "latest", ledgerclient.ErrBadProof},
 		{"bad inclusion proof in a lookup", func(t *testing.T, r *http.Request, body []byte) []byte {
-			if strings.HasPrefix(r.URL.Path, ledgerclient.PathDigests) {
+			if strings.HasPrefix(r.URL.Path, api.PathDigests) {
 				return flipProof("lookup")(r, body)
 			}
 			return body
 		}, "lookup", ledgerclient.ErrBadProof},
 		{"bad inclusion proof in a receipt", func(t *testing.T, r *http.Request, body []byte) []byte {
-			if r.URL.Path == ledgerclient.PathEntries {
+			if r.URL.Path == api.PathEntries {
 				return flipProof("receipt")(r, body)
 			}
 			return body
 		}, "submit", ledgerclient.ErrBadProof},
 		{"entry about another digest", func(t *testing.T, r *http.Request, body []byte) []byte {
-			if !strings.HasPrefix(r.URL.Path, ledgerclient.PathDigests) {
+			if !strings.HasPrefix(r.URL.Path, api.PathDigests) {
 				return body
 			}
 			// Answer with b's entries, genuinely in the log and proven.
-			resp, err := http.Get(srv.URL + ledgerclient.PathDigests + b.String())
+			resp, err := http.Get(srv.URL + api.PathDigests + b.String())
 			if err != nil {
 				t.Error(err)
 				return body
 			}
 			defer resp.Body.Close()
-			var lr ledgerclient.LookupResponse
+			var lr api.LookupResponse
 			if err := json.NewDecoder(resp.Body).Decode(&lr); err != nil {
 				t.Error(err)
 			}
@@ -409,10 +410,10 @@ func TestLedgerLies(t *testing.T) {
 			return out
 		}, "lookup", ledgerclient.ErrBadProof},
 		{"tampered envelope", func(t *testing.T, r *http.Request, body []byte) []byte {
-			if !strings.HasPrefix(r.URL.Path, ledgerclient.PathDigests) {
+			if !strings.HasPrefix(r.URL.Path, api.PathDigests) {
 				return body
 			}
-			var lr ledgerclient.LookupResponse
+			var lr api.LookupResponse
 			if err := json.Unmarshal(body, &lr); err != nil || len(lr.Entries) == 0 {
 				t.Errorf("lookup answer %s: %v", body, err)
 				return body
@@ -444,10 +445,10 @@ func TestLedgerLies(t *testing.T) {
 			return body
 		}, "latest", ledgerclient.ErrBadCheckpoint},
 		{"unsigned checkpoint in a receipt", func(t *testing.T, r *http.Request, body []byte) []byte {
-			if r.URL.Path != ledgerclient.PathEntries {
+			if r.URL.Path != api.PathEntries {
 				return body
 			}
-			var rc ledgerclient.Receipt
+			var rc api.Receipt
 			if err := json.Unmarshal(body, &rc); err != nil {
 				return body
 			}
@@ -456,10 +457,10 @@ func TestLedgerLies(t *testing.T) {
 			return out
 		}, "submit", ledgerclient.ErrBadCheckpoint},
 		{"checkpoint of another origin in a lookup", func(t *testing.T, r *http.Request, body []byte) []byte {
-			if !strings.HasPrefix(r.URL.Path, ledgerclient.PathDigests) {
+			if !strings.HasPrefix(r.URL.Path, api.PathDigests) {
 				return body
 			}
-			var lr ledgerclient.LookupResponse
+			var lr api.LookupResponse
 			if err := json.Unmarshal(body, &lr); err != nil {
 				return body
 			}

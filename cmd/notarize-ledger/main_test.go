@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"github.com/notarize/docker-notarize/ledger/api"
 	"io"
 	"net/http"
 	"os"
@@ -17,7 +18,6 @@ import (
 	"time"
 
 	"github.com/notarize/docker-notarize/ledger"
-	"github.com/notarize/docker-notarize/ledgerclient"
 	"golang.org/x/mod/sumdb/note"
 )
 
@@ -76,11 +76,11 @@ func TestRunServesAndShutsDown(t *testing.T) {
 			t.Fatalf("no URL printed:\n%s\n%s", stdout.String(), stderr.String())
 		}
 	}
-	resp, err := http.Get(url + ledgerclient.PathInfo)
+	resp, err := http.Get(url + api.PathInfo)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var info ledgerclient.Info
+	var info api.Info
 	err = json.NewDecoder(resp.Body).Decode(&info)
 	resp.Body.Close()
 	if err != nil || info.VerifierKey != vkey || info.Origin != "cmd.example/ledger" {

@@ -1,6 +1,7 @@
 // Package archtest holds the test that keeps the dependency direction of
-// DESIGN.md: cmd → plugin|proxy|ledger → ledgerclient → notarize, with a pure
-// core that does no network I/O and never logs.
+// DESIGN.md: cmd → plugin|proxy|ledger → ledgerclient → ledger/api → notarize,
+// where ledger (the server) and ledgerclient share only the wire contract
+// ledger/api, with a pure core that does no network I/O and never logs.
 package archtest
 
 import (
@@ -16,10 +17,11 @@ const module = "github.com/notarize/docker-notarize"
 // ancestor; a listed package also stands for its sub-packages.
 var allowed = map[string][]string{
 	"notarize":             {},
-	"ledgerclient":         {"notarize", "internal/boundedfile"},
-	"ledger":               {"notarize", "ledgerclient"},
-	"proxy":                {"notarize", "ledgerclient", "internal/boundedfile"},
-	"plugin":               {"notarize", "ledgerclient"},
+	"ledger/api":           {"notarize"}, // the wire contract: a leaf both sides import
+	"ledgerclient":         {"notarize", "ledger/api", "internal/boundedfile"},
+	"ledger":               {"notarize"},
+	"proxy":                {"notarize", "ledgerclient", "ledger/api", "internal/boundedfile"},
+	"plugin":               {"notarize", "ledgerclient", "ledger/api"},
 	"internal":             {"notarize", "ledgerclient"},
 	"internal/boundedfile": {}, // a leaf, so that ledgerclient may use it
 	"cmd":                  {"notarize", "ledgerclient", "ledger", "proxy", "plugin", "internal"},

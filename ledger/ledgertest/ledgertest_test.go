@@ -7,13 +7,13 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
+	"github.com/notarize/docker-notarize/ledger/api"
 	"io"
 	"net/http"
 	"testing"
 	"time"
 
 	"github.com/notarize/docker-notarize/ledger/ledgertest"
-	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/transparency-dev/formats/log"
@@ -49,15 +49,15 @@ func entry(t *testing.T, sv signature.SignerVerifier) []byte {
 	return raw
 }
 
-func submit(t *testing.T, url string, body []byte) (int, ledgerclient.Receipt) {
+func submit(t *testing.T, url string, body []byte) (int, api.Receipt) {
 	t.Helper()
-	resp, err := http.Post(url+ledgerclient.PathEntries, ledgerclient.MediaTypeJSON, bytes.NewReader(body))
+	resp, err := http.Post(url+api.PathEntries, api.MediaTypeJSON, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	var rec ledgerclient.Receipt
+	var rec api.Receipt
 	if resp.StatusCode < 300 {
 		if err := json.Unmarshal(b, &rec); err != nil {
 			t.Fatal(err)
@@ -103,7 +103,7 @@ func TestStartRestart(t *testing.T) {
 	}
 	s.Stop()
 	s.Stop() // idempotent
-	if _, err := http.Get(s.URL + ledgerclient.PathInfo); err == nil {
+	if _, err := http.Get(s.URL + api.PathInfo); err == nil {
 		t.Fatal("server still answering after Stop")
 	}
 }

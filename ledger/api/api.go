@@ -1,8 +1,9 @@
-package ledgerclient
-
-// Wire types of the ledger's JSON API. The ledger server (package ledger)
-// encodes them; this package decodes and verifies them. Byte slices are
-// standard base64 in JSON.
+// Package api is the wire contract of the docker notarize ledger's HTTP API:
+// its paths, query parameters, request and answer types and error codes. The
+// server (package ledger) encodes them and the client (package ledgerclient)
+// decodes and verifies them; neither owns them. It imports nothing of this
+// module but the core, as Tessera's api package and sumdb's tlog do for
+// theirs. Byte slices are standard base64 in JSON.
 //
 //	POST /api/v1/entries            body: notarize.Entry JSON  → 200/201 Receipt
 //	GET  /api/v1/digests/{digest}[?keyid=K…]  → 200 LookupResponse (empty Entries when none)
@@ -10,6 +11,7 @@ package ledgerclient
 //	GET  /checkpoint, /tile/…, /tile/entries/…   C2SP tlog-tiles (https://c2sp.org/tlog-tiles)
 //
 // Every error is an ErrorResponse with a 4xx or 5xx status.
+package api
 
 // API paths served by the ledger.
 const (
