@@ -46,6 +46,28 @@ type Verified struct {
 	Statement *Statement
 	KeyID     string // hex SHA-256 of the signer's DER SubjectPublicKeyInfo
 	PublicKey crypto.PublicKey
+	// Payload is the exact statement bytes that were signed.
+	Payload []byte
+}
+
+// identityDomain separates statement identities from other SHA-256 uses.
+const identityDomain = "docker-notarize statement identity v1\n"
+
+// Identity returns the statement identity of a verified entry: a SHA-256
+// over the signer's key ID and the exact signed payload. Two entries with
+// the same identity are the same statement by the same key, whatever their
+// signature bytes (ECDSA signatures are randomized, and a signature has
+// more than one valid encoding), so the ledger records a statement once and
+// answers any replay of it with the existing entry.
+func (v *Verified) Identity() [32]byte {
+	h := sha256.New()
+	h.Write([]byte(identityDomain))
+	h.Write([]byte(v.KeyID))
+	h.Write([]byte{'\n'})
+	h.Write(v.Payload)
+	var id [32]byte
+	h.Sum(id[:0])
+	return id
 }
 
 // KeyID returns the hex SHA-256 of pub's DER SubjectPublicKeyInfo.
@@ -209,5 +231,5 @@ func (e *Entry) Verify() (*Verified, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Verified{Statement: st, KeyID: keyID, PublicKey: pub}, nil
+	return &Verified{Statement: st, KeyID: keyID, PublicKey: pub, Payload: payload}, nil
 }

@@ -6,7 +6,8 @@
 // theirs. Byte slices are standard base64 in JSON.
 //
 //	POST /api/v1/entries            body: notarize.Entry JSON  → 200/201 Receipt
-//	GET  /api/v1/digests/{digest}[?keyid=K…]  → 200 LookupResponse (empty Entries when none)
+//	GET  /api/v1/digests/{digest}[?keyid=K…][&after=I][&limit=N]  → 200 LookupResponse (one page)
+//	GET  /api/v1/digests/{digest}/current?keyid=K…  → 200 LookupResponse (current statement per key)
 //	GET  /api/v1/info               → 200 Info
 //	GET  /checkpoint, /tile/…, /tile/entries/…   C2SP tlog-tiles (https://c2sp.org/tlog-tiles)
 //
@@ -18,6 +19,24 @@ const (
 	PathEntries = "/api/v1/entries"
 	PathDigests = "/api/v1/digests/" // followed by the digest, "sha256:…"
 	PathInfo    = "/api/v1/info"
+	// PathCurrentSuffix follows PathDigests+digest: the current statement
+	// of each asked-for key ("/api/v1/digests/sha256:…/current").
+	PathCurrentSuffix = "/current"
+)
+
+// Pagination of a digest lookup. Entries come in increasing log index; a
+// page that is not the last carries Next, the value of QueryAfter for the
+// following page. Statements by keys that were not asked for are never
+// read, proven or counted, so they cannot change a filtered lookup's pages.
+const (
+	// QueryAfter asks for entries with a log index greater than its value.
+	QueryAfter = "after"
+	// QueryLimit bounds the entries of one page (at most MaxLookupLimit).
+	QueryLimit = "limit"
+	// DefaultLookupLimit is a page's size when QueryLimit is absent.
+	DefaultLookupLimit = 100
+	// MaxLookupLimit is the largest QueryLimit the ledger accepts.
+	MaxLookupLimit = 1000
 )
 
 // QueryKeyID is the repeatable query parameter of a digest lookup that limits
@@ -50,10 +69,17 @@ type Receipt struct {
 // LookupResponse lists the log entries whose statement subject is a digest,
 // each with an inclusion proof to the one checkpoint given. It is a hint: the
 // client checks every proof and every signature.
+//
+// For a current lookup (PathCurrentSuffix) Entries holds at most one entry
+// per asked-for key: the statement with the newest signed timestamp, ties
+// broken by the greater log index; Next is never set.
 type LookupResponse struct {
 	Digest     string        `json:"digest"`
 	Checkpoint string        `json:"checkpoint"`
 	Entries    []LookupEntry `json:"entries"`
+	// Next, when set, is the QueryAfter value of the next page: more entries
+	// match. Absent on the last page.
+	Next *uint64 `json:"next,omitempty"`
 }
 
 // LookupEntry is one entry of a LookupResponse.
@@ -93,5 +119,6 @@ const (
 	CodeNotFound     = "NOT_FOUND"     // unknown path
 	CodeUnavailable  = "UNAVAILABLE"   // overloaded (pushback) or shutting down; retry
 	CodeInternal     = "INTERNAL"      // a bug or storage failure
+	CodeRateLimited  = "RATE_LIMITED"  // 429 with Retry-After: this key or client wrote too much
 	CodeMethod       = "METHOD_NOT_ALLOWED"
 )
