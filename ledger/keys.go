@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"github.com/notarize/docker-notarize/internal/atomicfile"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -65,7 +66,7 @@ func loadIdentity(dir string, cfg Config) (*identity, error) {
 		if err != nil {
 			return nil, fmt.Errorf("generate note key: %w", err)
 		}
-		if err := writeFileAtomic(filepath.Join(dir, keyFileName), []byte(skey+"\n"), 0o600); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, keyFileName), []byte(skey+"\n"), 0o600); err != nil {
 			return nil, err
 		}
 	}
@@ -88,12 +89,12 @@ func loadIdentity(dir string, cfg Config) (*identity, error) {
 		return nil, fmt.Errorf("read checkpoint: %w", err)
 	}
 	if persisted == "" {
-		if err := writeFileAtomic(filepath.Join(dir, originFileName), []byte(origin+"\n"), 0o644); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, originFileName), []byte(origin+"\n"), 0o644); err != nil {
 			return nil, err
 		}
 	}
 	if old, err := readTrimmed(filepath.Join(dir, pubFileName)); err != nil || old != vkey {
-		if err := writeFileAtomic(filepath.Join(dir, pubFileName), []byte(vkey+"\n"), 0o644); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, pubFileName), []byte(vkey+"\n"), 0o644); err != nil {
 			return nil, err
 		}
 	}
@@ -197,32 +198,4 @@ func readTrimmed(path string) (string, error) {
 		return "", fmt.Errorf("read %s: %w", path, err)
 	}
 	return strings.TrimSpace(string(b)), nil
-}
-
-// writeFileAtomic writes data to a temporary file beside path, syncs it and
-// renames it into place.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	err = f.Chmod(perm)
-	if err == nil {
-		_, err = f.Write(data)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
 }

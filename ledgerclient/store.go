@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/notarize/docker-notarize/internal/atomicfile"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -87,7 +88,7 @@ func (s *store) readCheckpoint(origin string) ([]byte, error) {
 // writeCheckpoint replaces the stored checkpoint of origin atomically. Call
 // it with the origin's lock held.
 func (s *store) writeCheckpoint(origin string, raw []byte) error {
-	if err := writeFileAtomic(s.checkpointPath(origin), raw); err != nil {
+	if err := atomicfile.Write(s.checkpointPath(origin), raw, 0o644); err != nil {
 		return fmt.Errorf("write client state: %w", err)
 	}
 	return nil
@@ -150,7 +151,7 @@ func (s *store) setPin(ctx context.Context, url, key string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("pin ledger key: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(s.dir, pinsFile), append(b, '\n')); err != nil {
+	if err := atomicfile.Write(filepath.Join(s.dir, pinsFile), append(b, '\n'), 0o644); err != nil {
 		return "", fmt.Errorf("pin ledger key: %w", err)
 	}
 	return key, nil
@@ -185,44 +186,4 @@ func lockPath(ctx context.Context, path string) (func(), error) {
 		case <-time.After(lockPoll):
 		}
 	}
-}
-
-// writeFileAtomic replaces path with data: a reader sees the old or the new
-// content, never a mix, and the new content is on disk when it returns.
-func writeFileAtomic(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			_ = tmp.Close()
-			_ = os.Remove(tmp.Name())
-		}
-	}()
-	if _, err := tmp.Write(data); err != nil {
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

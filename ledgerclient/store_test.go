@@ -27,24 +27,6 @@ func TestSafeName(t *testing.T) {
 	}
 }
 
-func TestWriteFileAtomic(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "sub", "checkpoint")
-	for _, content := range []string{"first", "second, longer", "3"} {
-		if err := writeFileAtomic(path, []byte(content)); err != nil {
-			t.Fatal(err)
-		}
-		b, err := os.ReadFile(path)
-		if err != nil || string(b) != content {
-			t.Fatalf("read %q, %v", b, err)
-		}
-	}
-	ents, err := os.ReadDir(filepath.Dir(path))
-	if err != nil || len(ents) != 1 {
-		t.Fatalf("directory holds %v, %v; want only the file", ents, err)
-	}
-}
-
 func TestLockPath(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "x", "lock")
 	unlock, err := lockPath(t.Context(), path)

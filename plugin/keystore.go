@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/notarize/docker-notarize/internal/atomicfile"
 	"io"
 	"io/fs"
 	"os"
@@ -259,32 +260,10 @@ func readKeyFile(path string) ([]byte, error) {
 	return b, nil
 }
 
-// createNew writes data to a new file at path with mode perm, atomically:
-// the content goes to a temporary file that is then hard-linked into place,
-// which fails if path exists. Nobody sees a partial key file.
-func createNew(path string, data []byte, perm os.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer func() { _ = os.Remove(tmp.Name()) }()
-	if err := tmp.Chmod(perm); err != nil {
-		_ = tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		_ = tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		_ = tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Link(tmp.Name(), path); err != nil {
+// createNew writes data to a new file at path with mode perm, atomically
+// (nobody sees a partial key file), failing with ErrKeyExists if path exists.
+func createNew(path string, data []byte, perm os.FileMode) error {
+	if err := atomicfile.Create(path, data, perm); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return fmt.Errorf("%w: %s", ErrKeyExists, path)
 		}

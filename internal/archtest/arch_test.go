@@ -18,12 +18,13 @@ const module = "github.com/notarize/docker-notarize"
 var allowed = map[string][]string{
 	"notarize":             {},
 	"ledger/api":           {"notarize"}, // the wire contract: a leaf both sides import
-	"ledgerclient":         {"notarize", "ledger/api", "internal/boundedfile"},
-	"ledger":               {"notarize"},
+	"ledgerclient":         {"notarize", "ledger/api", "internal/boundedfile", "internal/atomicfile"},
+	"ledger":               {"notarize", "internal/atomicfile"},
 	"proxy":                {"notarize", "ledgerclient", "ledger/api", "internal/boundedfile"},
-	"plugin":               {"notarize", "ledgerclient", "ledger/api"},
+	"plugin":               {"notarize", "ledgerclient", "ledger/api", "internal/atomicfile"},
 	"internal":             {"notarize", "ledgerclient"},
-	"internal/boundedfile": {}, // a leaf, so that ledgerclient may use it
+	"internal/boundedfile": {}, // leaves, so that every package may use them
+	"internal/atomicfile":  {},
 	"cmd":                  {"notarize", "ledgerclient", "ledger", "proxy", "plugin", "internal"},
 	"e2e":                  {"notarize", "ledgerclient", "ledger", "proxy", "plugin", "internal"},
 }
