@@ -65,6 +65,9 @@ type Policy struct {
 	Signers map[string]PolicySigner `yaml:"signers"`
 	// Rules are tried in order; the first whose Match matches applies.
 	Rules []Rule `yaml:"rules"`
+	// Access says which users may pull which targets (see AccessRule);
+	// empty leaves pulls to the proxy's authentication alone.
+	Access []AccessRule `yaml:"access,omitempty"`
 }
 
 // PolicySigner is a named signer: one or more public keys, any of which
@@ -175,7 +178,7 @@ func (p *Policy) Validate() error {
 			}
 		}
 	}
-	return nil
+	return validateAccess(p.Access)
 }
 
 // Match returns the first rule whose pattern matches target ("UPSTREAM/REPO")
