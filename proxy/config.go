@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/distribution/distribution/v3/registry/auth"
+
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/notarize/docker-notarize/proxy/replica"
 	"github.com/notarize/docker-notarize/proxy/upstream"
@@ -81,9 +83,16 @@ type Config struct {
 	MaxTrackedDigests int
 	// Logger receives one line per decision and the failures; default: discard.
 	Logger *slog.Logger
+	// Auth authenticates clients (htpasswd or bearer tokens); zero serves
+	// them anonymously. Either way the policy's access rules apply.
+	Auth AuthConfig
+
+	// access is Auth's access controller, built by Validate.
+	access auth.AccessController
 }
 
-// Validate checks the configuration (after defaults).
+// Validate checks the configuration (after defaults) and builds the
+// access controller Auth describes (reading its files).
 func (c *Config) Validate() error {
 	var errs []error
 	if c.DataDir == "" {
@@ -108,6 +117,13 @@ func (c *Config) Validate() error {
 	}
 	if c.DefaultUpstream != "" && !seen[c.DefaultUpstream] && len(c.Upstreams) > 0 {
 		errs = append(errs, fmt.Errorf("default upstream %q is not configured", c.DefaultUpstream))
+	}
+	if c.Auth.Enabled() && c.access == nil {
+		ac, err := c.Auth.accessController()
+		if err != nil {
+			errs = append(errs, err)
+		}
+		c.access = ac
 	}
 	if c.MaxManifestSize < 0 || c.ManifestTimeout < 0 || c.BlobFillTimeout < 0 || c.MaxTrackedDigests < 0 || c.BlobCacheMaxBytes < 0 {
 		errs = append(errs, errors.New("negative size or timeout"))

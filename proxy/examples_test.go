@@ -20,8 +20,8 @@ func TestExamples(t *testing.T) {
 	if i, r, ok := ev.Policy().Match("docker.io/library/nginx"); !ok || i != 0 || len(r.Require) != 2 {
 		t.Fatalf("examples/policy.yaml: docker.io/library/nginx matches rule %d %+v", i, r)
 	}
-	fc, err := proxy.LoadFileConfig(filepath.Join(dir, "proxy.yaml"))
-	if err != nil {
+	fc := proxy.DefaultConfiguration()
+	if err := proxy.LoadConfiguration(filepath.Join(dir, "proxy.yaml"), &fc); err != nil {
 		t.Fatal(err)
 	}
 	if fc.DefaultUpstream != "docker.io" || len(fc.Upstreams) < 3 {

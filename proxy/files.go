@@ -6,8 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"math"
+	"net"
 	"os"
 	"path/filepath"
+	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,6 +20,7 @@ import (
 
 	"github.com/notarize/docker-notarize/internal/boundedfile"
 	"github.com/notarize/docker-notarize/notarize"
+	"github.com/notarize/docker-notarize/proxy/replica"
 	"github.com/notarize/docker-notarize/proxy/upstream"
 )
 
@@ -63,8 +69,12 @@ func LoadPolicy(path string) (*notarize.Evaluator, error) {
 	return ev, nil
 }
 
-// FileConfig is the proxy's configuration file (YAML). Flags given on the
-// command line override it. Relative paths are relative to the file.
+// Configuration is the proxy's configuration: the one typed source that
+// the configuration file (YAML, --config) decodes into and that
+// notarize-proxy's flags are laid over, as distribution's configuration
+// package does. ProxyConfig builds the Server's runtime Config from it;
+// notarize-proxy reads the rest (listener, ledger, TLS) from it directly.
+// Relative paths in a file are relative to the file.
 //
 //	addr: 127.0.0.1:5000
 //	data: /var/lib/notarize-proxy
@@ -77,26 +87,49 @@ func LoadPolicy(path string) (*notarize.Evaluator, error) {
 //	ledger: https://ledger.example.com
 //	ledgerKey: ledger.pub            # verifier key or a file holding it
 //	maxStaleness: 5m
+//	cacheMaxBytes: 20GiB
 //	tlsCert: tls/cert.pem            # serve HTTPS (with tlsKey)
 //	tlsKey: tls/key.pem
-type FileConfig struct {
-	Addr              string           `yaml:"addr,omitempty"`
-	Data              string           `yaml:"data,omitempty"`
-	Upstreams         []UpstreamConfig `yaml:"upstreams,omitempty"`
-	DefaultUpstream   string           `yaml:"defaultUpstream,omitempty"`
-	InsecureUpstreams []string         `yaml:"insecureUpstreams,omitempty"`
-	Policy            string           `yaml:"policy,omitempty"`
-	Ledger            string           `yaml:"ledger,omitempty"`
-	LedgerKey         string           `yaml:"ledgerKey,omitempty"`
-	MaxStaleness      Duration         `yaml:"maxStaleness,omitempty"`
-	// CacheMaxBytes bounds the blob cache, like --cache-max-bytes: "20GiB",
-	// "500MB" or a number of bytes; "0" is unbounded.
-	CacheMaxBytes string `yaml:"cacheMaxBytes,omitempty"`
-	TLSCert       string `yaml:"tlsCert,omitempty"`
-	TLSKey        string `yaml:"tlsKey,omitempty"`
+//	auth:                            # client authentication (distribution's shape)
+//	  htpasswd: {realm: notarize-proxy, path: htpasswd}
+type Configuration struct {
+	// Addr is the listen address. A non-loopback address needs Auth or
+	// Anonymous (see Validate).
+	Addr string `yaml:"addr,omitempty"`
+	// Data is the data directory: blob cache, ledger replica, ledger client state.
+	Data string `yaml:"data,omitempty"`
+	// Upstreams are the registries the proxy may contact.
+	Upstreams []UpstreamConfig `yaml:"upstreams,omitempty"`
+	// DefaultUpstream takes requests without ?ns= or a /v2/NAME/ prefix.
+	DefaultUpstream string `yaml:"defaultUpstream,omitempty"`
+	// InsecureUpstreams names upstreams that may be reached over plain
+	// http, like UpstreamConfig.Insecure.
+	InsecureUpstreams []string `yaml:"insecureUpstreams,omitempty"`
+	// Policy is the trust policy file; required.
+	Policy string `yaml:"policy,omitempty"`
+	// Ledger is the ledger's URL; required.
+	Ledger string `yaml:"ledger,omitempty"`
+	// LedgerKey is the ledger's verifier key, inline or a file holding it.
+	LedgerKey string `yaml:"ledgerKey,omitempty"`
+	// MaxStaleness bounds how long the proxy serves from its last verified
+	// ledger state when the ledger cannot be followed.
+	MaxStaleness Duration `yaml:"maxStaleness,omitempty"`
+	// CacheMaxBytes bounds the blob cache: "20GiB", "500MB" or a number of
+	// bytes; 0 is unbounded.
+	CacheMaxBytes ByteSize `yaml:"cacheMaxBytes,omitempty"`
+	// TLSCert and TLSKey make the proxy serve HTTPS.
+	TLSCert string `yaml:"tlsCert,omitempty"`
+	TLSKey  string `yaml:"tlsKey,omitempty"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `yaml:"logLevel,omitempty"`
+	// Auth authenticates clients; zero serves anonymously.
+	Auth AuthConfig `yaml:"auth,omitempty"`
+	// Anonymous says, on purpose, that a proxy on a non-loopback address
+	// serves clients without authentication.
+	Anonymous bool `yaml:"anonymous,omitempty"`
 }
 
-// UpstreamConfig is one upstream in a FileConfig.
+// UpstreamConfig is one upstream in a Configuration.
 type UpstreamConfig struct {
 	Name      string   `yaml:"name"`
 	URL       string   `yaml:"url"`
@@ -106,10 +139,146 @@ type UpstreamConfig struct {
 
 // Upstream returns the upstream.Config it describes.
 func (u UpstreamConfig) Upstream() upstream.Config {
-	return upstream.Config{Name: u.Name, URL: u.URL, Insecure: u.Insecure, AuthHosts: u.AuthHosts}
+	return upstream.Config{Name: u.Name, URL: u.URL, Insecure: u.Insecure, AuthHosts: append([]string(nil), u.AuthHosts...)}
 }
 
-// Duration is a time.Duration written as "5m", "30s" in YAML.
+// Defaults of a Configuration (DefaultConfiguration).
+const (
+	DefaultAddr     = "127.0.0.1:5000"
+	DefaultData     = ".notarize/proxy"
+	DefaultLogLevel = "info"
+)
+
+// DefaultConfiguration returns the configuration a file and flags are laid
+// over: loopback address, ./.notarize/proxy, a 20 GiB blob cache, the
+// replica's default staleness bound, log level info.
+func DefaultConfiguration() Configuration {
+	return Configuration{
+		Addr: DefaultAddr, Data: DefaultData, LogLevel: DefaultLogLevel,
+		CacheMaxBytes: DefaultBlobCacheMaxBytes, MaxStaleness: Duration(replica.DefaultMaxStaleness),
+	}
+}
+
+// LoadConfiguration lays the configuration file at path over c: the keys
+// the file sets replace c's values, the others stay. It refuses unknown
+// fields and makes the file's relative paths (data, policy, a ledgerKey
+// file, TLS files, auth files) relative to the file.
+func LoadConfiguration(path string, c *Configuration) error {
+	b, err := boundedfile.Read(path, maxConfigFileSize)
+	if err != nil {
+		return fmt.Errorf("load config: %w", err)
+	}
+	// Strict decode into a zero value: refuses unknown fields, and tells
+	// which paths the file itself sets.
+	var file Configuration
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&file); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("load config %s: %w", path, err)
+	}
+	if err := yaml.Unmarshal(b, c); err != nil {
+		return fmt.Errorf("load config %s: %w", path, err)
+	}
+	dir := filepath.Dir(path)
+	rel := func(dst *string, v string) {
+		if v != "" && !filepath.IsAbs(v) {
+			*dst = filepath.Join(dir, v)
+		}
+	}
+	rel(&c.Data, file.Data)
+	rel(&c.Policy, file.Policy)
+	rel(&c.TLSCert, file.TLSCert)
+	rel(&c.TLSKey, file.TLSKey)
+	if !strings.Contains(file.LedgerKey, "+") {
+		rel(&c.LedgerKey, file.LedgerKey)
+	}
+	if h := file.Auth.Htpasswd; h != nil {
+		rel(&c.Auth.Htpasswd.Path, h.Path)
+	}
+	if tk := file.Auth.Token; tk != nil {
+		rel(&c.Auth.Token.RootCertBundle, tk.RootCertBundle)
+		rel(&c.Auth.Token.JWKS, tk.JWKS)
+	}
+	return nil
+}
+
+// Validate checks what notarize-proxy needs before it starts: a policy, a
+// ledger, TLS certificate and key together, a valid auth section, and the
+// secure default — a proxy listening on anything but a loopback address
+// must authenticate its clients (Auth) unless Anonymous says otherwise on
+// purpose, since it serves what only its upstream credentials may read.
+func (c *Configuration) Validate() error {
+	var errs []error
+	if c.Policy == "" {
+		errs = append(errs, errors.New("--policy is required (or policy: in the config file; see examples/policy.yaml)"))
+	}
+	if c.Ledger == "" {
+		errs = append(errs, errors.New("--ledger is required (or ledger: in the config file)"))
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = append(errs, errors.New("--tls-cert and --tls-key go together"))
+	}
+	if err := c.Auth.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	switch {
+	case c.Auth.Enabled() && c.Anonymous:
+		errs = append(errs, errors.New("--anonymous and --auth contradict each other: pick one"))
+	case !c.Auth.Enabled() && !c.Anonymous && !IsLoopbackAddr(c.Addr):
+		errs = append(errs, fmt.Errorf("refusing to listen on %q without client authentication: anyone who can reach it could read what the proxy's upstream credentials can; "+
+			"give --auth htpasswd:FILE (or auth: in the config file), listen on a loopback address, or pass --anonymous on purpose", c.Addr))
+	}
+	return errors.Join(errs...)
+}
+
+// IsLoopbackAddr reports whether a listen address ("host:port") binds a
+// loopback interface only: localhost or a loopback IP. An empty host (all
+// interfaces) is not loopback.
+func IsLoopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return false
+	}
+	return upstream.IsLoopback(host)
+}
+
+// ProxyConfig builds the Server's runtime configuration from c and the
+// parts built at run time: the loaded policy, the trust source (the ledger
+// replica), the logger and the User-Agent sent upstream. It is the one
+// place a Configuration becomes a Config.
+func (c *Configuration) ProxyConfig(policy *notarize.Evaluator, trust TrustSource, log *slog.Logger, userAgent string) (Config, error) {
+	insecure := map[string]bool{}
+	for _, n := range c.InsecureUpstreams {
+		insecure[n] = true
+	}
+	ups := make([]upstream.Config, 0, len(c.Upstreams))
+	for _, u := range c.Upstreams {
+		uc := u.Upstream()
+		uc.Insecure = uc.Insecure || insecure[u.Name]
+		uc.UserAgent = userAgent
+		ups = append(ups, uc)
+		delete(insecure, u.Name)
+	}
+	for _, n := range sortedNames(insecure) {
+		return Config{}, fmt.Errorf("insecure upstream %q names no configured upstream", n)
+	}
+	return Config{
+		DataDir: c.Data, Upstreams: ups, DefaultUpstream: c.DefaultUpstream,
+		Policy: policy, Trust: trust, BlobCacheMaxBytes: int64(c.CacheMaxBytes),
+		Auth: c.Auth, Logger: log,
+	}, nil
+}
+
+func sortedNames(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Duration is a time.Duration written as "5m", "30s" in YAML and flags.
 type Duration time.Duration
 
 // UnmarshalYAML parses a Go duration string.
@@ -118,6 +287,11 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	if err := n.Decode(&s); err != nil {
 		return err
 	}
+	return d.Set(s)
+}
+
+// Set parses a Go duration string (flag.Value); negative is refused.
+func (d *Duration) Set(s string) error {
 	v, err := time.ParseDuration(s)
 	if err != nil {
 		return err
@@ -129,31 +303,57 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
-// LoadFileConfig reads a configuration file, refusing unknown fields, and
-// makes its relative paths (data, policy, a ledgerKey file) relative to it.
-func LoadFileConfig(path string) (*FileConfig, error) {
-	b, err := boundedfile.Read(path, maxConfigFileSize)
-	if err != nil {
-		return nil, fmt.Errorf("load config: %w", err)
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	var fc FileConfig
-	if err := dec.Decode(&fc); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("load config %s: %w", path, err)
-	}
-	dir := filepath.Dir(path)
-	rel := func(p string) string {
-		if p == "" || filepath.IsAbs(p) {
-			return p
+// String formats the duration (flag.Value).
+func (d *Duration) String() string { return time.Duration(*d).String() }
+
+// ByteSize is a size in bytes written as a plain number or with a unit
+// (KB, MB, GB, TB powers of 1000; KiB, MiB, GiB, TiB powers of 1024), in
+// YAML and flags.
+type ByteSize int64
+
+var byteUnits = []struct {
+	suffix string
+	n      int64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1},
+}
+
+// String formats the size with the largest binary unit that divides it
+// (flag.Value).
+func (b *ByteSize) String() string {
+	for _, u := range byteUnits[:4] {
+		if v := int64(*b); v != 0 && v%u.n == 0 && (u.n == 1<<40 || v%(u.n<<10) != 0) {
+			return strconv.FormatInt(v/u.n, 10) + u.suffix
 		}
-		return filepath.Join(dir, p)
 	}
-	fc.Data, fc.Policy, fc.TLSCert, fc.TLSKey = rel(fc.Data), rel(fc.Policy), rel(fc.TLSCert), rel(fc.TLSKey)
-	if fc.LedgerKey != "" && !strings.Contains(fc.LedgerKey, "+") {
-		fc.LedgerKey = rel(fc.LedgerKey)
+	return strconv.FormatInt(int64(*b), 10)
+}
+
+// Set parses a size (flag.Value).
+func (b *ByteSize) Set(s string) error {
+	num, mult := strings.TrimSpace(s), int64(1)
+	for _, u := range byteUnits {
+		if len(num) > len(u.suffix) && strings.EqualFold(num[len(num)-len(u.suffix):], u.suffix) {
+			num, mult = strings.TrimSpace(num[:len(num)-len(u.suffix)]), u.n
+			break
+		}
 	}
-	return &fc, nil
+	v, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || v < 0 || v > math.MaxInt64/mult {
+		return fmt.Errorf("%q: want a size in bytes such as 20GiB, 500MB or 1048576", s)
+	}
+	*b = ByteSize(v * mult)
+	return nil
+}
+
+// UnmarshalYAML parses a size as Set does.
+func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	return b.Set(s)
 }
 
 // ReadLedgerKey returns a ledger verifier key given inline ("name+hash+key")

@@ -114,6 +114,7 @@ const nameRE = `[A-Za-z0-9._:\-]+(?:/[A-Za-z0-9._:\-]+)*`
 
 func (s *Server) routes() http.Handler {
 	r := mux.NewRouter()
+	r.Use(s.authorize) // authentication and access rules before any handler (auth.go)
 	r.NotFoundHandler = s.instrument("other", func(w http.ResponseWriter, r *http.Request) { s.writeError(w, r, "", "", errNoRoute) })
 	r.MethodNotAllowedHandler = s.instrument("other", func(w http.ResponseWriter, r *http.Request) { s.writeError(w, r, "", "", errUnsupported) })
 	unsupported := s.instrument("unsupported", func(w http.ResponseWriter, r *http.Request) { s.writeError(w, r, "", "", errUnsupported) })

@@ -11,21 +11,19 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/notarize/docker-notarize/ledgerclient"
+	"github.com/notarize/docker-notarize/notarize"
 	"github.com/notarize/docker-notarize/proxy"
 	"github.com/notarize/docker-notarize/proxy/replica"
-	"github.com/notarize/docker-notarize/proxy/upstream"
 )
 
 var version = "dev"
@@ -36,213 +34,231 @@ func main() {
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }
 
-type listFlag []string
-
-func (l *listFlag) String() string     { return strings.Join(*l, ",") }
-func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
-
-type options struct {
-	addr, data, defaultUpstream, config, policy, ledger, ledgerKey, logLevel string
-	tlsCert, tlsKey                                                          string
-	upstreams, insecure                                                      listFlag
-	maxStaleness                                                             time.Duration
-	cacheMaxBytes                                                            byteSize
+// listFlag is a repeatable flag over a list of the configuration: the
+// first use replaces what the configuration file said.
+type listFlag struct {
+	dst *[]string
+	set bool
 }
 
-// byteSize is a flag of a size in bytes: a plain number or one with a unit
-// (KB, MB, GB, TB powers of 1000; KiB, MiB, GiB, TiB powers of 1024).
-type byteSize int64
-
-var byteUnits = []struct {
-	suffix string
-	n      int64
-}{
-	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
-	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1},
+func (l *listFlag) String() string {
+	if l.dst == nil {
+		return ""
+	}
+	return strings.Join(*l.dst, ",")
 }
 
-func (b *byteSize) String() string {
-	for _, u := range byteUnits[:4] {
-		if v := int64(*b); v != 0 && v%u.n == 0 && (u.n == 1<<40 || v%(u.n<<10) != 0) {
-			return strconv.FormatInt(v/u.n, 10) + u.suffix
-		}
+func (l *listFlag) Set(v string) error {
+	if !l.set {
+		*l.dst, l.set = nil, true
 	}
-	return strconv.FormatInt(int64(*b), 10)
-}
-
-func (b *byteSize) Set(s string) error {
-	num, mult := strings.TrimSpace(s), int64(1)
-	for _, u := range byteUnits {
-		if len(num) > len(u.suffix) && strings.EqualFold(num[len(num)-len(u.suffix):], u.suffix) {
-			num, mult = strings.TrimSpace(num[:len(num)-len(u.suffix)]), u.n
-			break
-		}
-	}
-	v, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || v < 0 || v > math.MaxInt64/mult {
-		return fmt.Errorf("%q: want a size in bytes such as 20GiB, 500MB or 1048576", s)
-	}
-	*b = byteSize(v * mult)
+	*l.dst = append(*l.dst, v)
 	return nil
 }
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	var o options
+// upstreamsFlag is --upstream NAME=URL: the first use replaces the file's upstreams.
+type upstreamsFlag struct {
+	dst *[]proxy.UpstreamConfig
+	set bool
+}
+
+func (u *upstreamsFlag) String() string {
+	if u.dst == nil {
+		return ""
+	}
+	var out []string
+	for _, c := range *u.dst {
+		out = append(out, c.Name+"="+c.URL)
+	}
+	return strings.Join(out, ",")
+}
+
+func (u *upstreamsFlag) Set(v string) error {
+	name, url, ok := strings.Cut(v, "=")
+	if !ok || name == "" || url == "" {
+		return fmt.Errorf("%q: want NAME=URL", v)
+	}
+	if !u.set {
+		*u.dst, u.set = nil, true
+	}
+	*u.dst = append(*u.dst, proxy.UpstreamConfig{Name: name, URL: url})
+	return nil
+}
+
+// authFlag is --auth htpasswd:FILE or --auth token:realm=URL,service=S,issuer=I,rootcertbundle=FILE[,jwks=FILE].
+type authFlag struct{ dst *proxy.AuthConfig }
+
+func (a *authFlag) String() string {
+	switch {
+	case a.dst == nil:
+		return ""
+	case a.dst.Htpasswd != nil:
+		return "htpasswd:" + a.dst.Htpasswd.Path
+	case a.dst.Token != nil:
+		return "token:realm=" + a.dst.Token.Realm
+	}
+	return ""
+}
+
+func (a *authFlag) Set(v string) error {
+	kind, arg, _ := strings.Cut(v, ":")
+	switch kind {
+	case "htpasswd":
+		if arg == "" {
+			return errors.New("want htpasswd:FILE")
+		}
+		*a.dst = proxy.AuthConfig{Htpasswd: &proxy.HtpasswdAuth{Realm: proxy.DefaultRealm, Path: arg}}
+	case "token":
+		t := &proxy.TokenAuth{}
+		for _, kv := range strings.Split(arg, ",") {
+			k, val, _ := strings.Cut(kv, "=")
+			switch k {
+			case "realm":
+				t.Realm = val
+			case "service":
+				t.Service = val
+			case "issuer":
+				t.Issuer = val
+			case "rootcertbundle":
+				t.RootCertBundle = val
+			case "jwks":
+				t.JWKS = val
+			default:
+				return fmt.Errorf("token option %q: want realm, service, issuer, rootcertbundle or jwks", clip(k, 40))
+			}
+		}
+		*a.dst = proxy.AuthConfig{Token: t}
+	default:
+		return errors.New("want htpasswd:FILE or token:realm=URL,service=NAME,issuer=NAME,rootcertbundle=FILE")
+	}
+	return a.dst.Validate()
+}
+
+func clip(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
+// newFlagSet returns the command line's flags, each laid over its field of c.
+func newFlagSet(c *proxy.Configuration, configPath *string, showVersion *bool, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("notarize-proxy", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.addr, "addr", "127.0.0.1:5000", "listen address")
-	fs.StringVar(&o.data, "data", ".notarize/proxy", "data directory: blob cache, ledger replica, ledger client state")
-	fs.Var(&o.upstreams, "upstream", "upstream registry NAME=URL (repeatable); default docker.io=https://registry-1.docker.io")
-	fs.StringVar(&o.defaultUpstream, "default-upstream", "", "upstream for requests without ?ns= or a /v2/NAME/ prefix (default docker.io if configured)")
-	fs.Var(&o.insecure, "insecure-upstream", "NAME of an upstream that may be reached over plain http (loopback ones always may); repeatable")
-	fs.StringVar(&o.config, "config", "", "YAML configuration file (flags override it)")
-	fs.StringVar(&o.policy, "policy", "", "trust policy file (YAML); required")
-	fs.StringVar(&o.ledger, "ledger", "", "ledger URL; required")
-	fs.StringVar(&o.ledgerKey, "ledger-key", "", "ledger verifier key, or a file holding it (the ledger's DIR/ledger.pub); default: pinned on first use")
-	o.cacheMaxBytes = proxy.DefaultBlobCacheMaxBytes
-	fs.Var(&o.cacheMaxBytes, "cache-max-bytes", "bound of the blob cache in --data (least recently used blobs are evicted; a larger blob is served uncached), e.g. 20GiB, 500MB; 0 = unbounded")
-	fs.DurationVar(&o.maxStaleness, "max-staleness", replica.DefaultMaxStaleness, "serve from the last verified ledger state for at most this long when the ledger cannot be followed, then fail closed")
-	fs.StringVar(&o.tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM); with --tls-key")
-	fs.StringVar(&o.tlsKey, "tls-key", "", "private key (PEM) of --tls-cert")
-	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
-	showVersion := fs.Bool("version", false, "print the version and exit")
+	fs.StringVar(configPath, "config", "", "YAML configuration file (flags override it); see examples/proxy.yaml")
+	fs.StringVar(&c.Addr, "addr", c.Addr, "listen address; anything but loopback needs --auth (or --anonymous)")
+	fs.StringVar(&c.Data, "data", c.Data, "data directory: blob cache, ledger replica, ledger client state")
+	fs.Var(&upstreamsFlag{dst: &c.Upstreams}, "upstream", "upstream registry NAME=URL (repeatable); default docker.io=https://registry-1.docker.io")
+	fs.StringVar(&c.DefaultUpstream, "default-upstream", c.DefaultUpstream, "upstream for requests without ?ns= or a /v2/NAME/ prefix (default docker.io if configured)")
+	fs.Var(&listFlag{dst: &c.InsecureUpstreams}, "insecure-upstream", "NAME of an upstream that may be reached over plain http (loopback ones always may); repeatable")
+	fs.StringVar(&c.Policy, "policy", c.Policy, "trust policy file (YAML); required")
+	fs.StringVar(&c.Ledger, "ledger", c.Ledger, "ledger URL; required")
+	fs.StringVar(&c.LedgerKey, "ledger-key", c.LedgerKey, "ledger verifier key, or a file holding it (the ledger's DIR/ledger.pub); default: pinned on first use")
+	fs.Var(&c.CacheMaxBytes, "cache-max-bytes", "bound of the blob cache in --data (least recently used blobs are evicted; a larger blob is served uncached), e.g. 20GiB, 500MB; 0 = unbounded")
+	fs.Var(&c.MaxStaleness, "max-staleness", "serve from the last verified ledger state for at most this long when the ledger cannot be followed, then fail closed")
+	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "serve HTTPS with this certificate (PEM); with --tls-key")
+	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "private key (PEM) of --tls-cert")
+	fs.Var(&authFlag{dst: &c.Auth}, "auth", "client authentication: htpasswd:FILE (bcrypt, htpasswd -B) or token:realm=URL,service=NAME,issuer=NAME,rootcertbundle=FILE (Docker token spec)")
+	fs.BoolVar(&c.Anonymous, "anonymous", c.Anonymous, "serve clients without authentication on a non-loopback --addr, on purpose (everyone who can reach the proxy reads what its upstream credentials can)")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
+	fs.BoolVar(showVersion, "version", false, "print the version and exit")
+	return fs
+}
+
+// configure builds the configuration: defaults, then the --config file,
+// then the flags laid over it. It returns a usage error (exit code 2).
+func configure(args []string, stderr io.Writer) (cfg proxy.Configuration, showVersion bool, err error) {
+	// First pass: find --config (and report flag errors and --help once).
+	scratch := proxy.DefaultConfiguration()
+	var configPath string
+	if err := newFlagSet(&scratch, &configPath, &showVersion, stderr).Parse(args); err != nil {
+		return cfg, false, err
+	}
+	if showVersion {
+		return cfg, true, nil
+	}
+	cfg = proxy.DefaultConfiguration()
+	if configPath != "" {
+		if err := proxy.LoadConfiguration(configPath, &cfg); err != nil {
+			return cfg, false, err
+		}
+	}
+	fs := newFlagSet(&cfg, &configPath, &showVersion, io.Discard)
 	if err := fs.Parse(args); err != nil {
+		return cfg, false, err
+	}
+	return cfg, false, cfg.Validate()
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg, showVersion, err := configure(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
 		return 2
 	}
-	if *showVersion {
-		fmt.Fprintln(stdout, "notarize-proxy", version)
-		return 0
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	if err := o.merge(set); err != nil {
+	if err != nil {
 		fmt.Fprintln(stderr, "notarize-proxy:", err)
 		return 2
 	}
+	if showVersion {
+		fmt.Fprintln(stdout, "notarize-proxy", version)
+		return 0
+	}
 	var level slog.Level
-	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
 		fmt.Fprintln(stderr, "notarize-proxy: --log-level:", err)
 		return 2
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
-	if err := serve(ctx, o, log); err != nil {
+	if err := serve(ctx, cfg, log); err != nil {
 		log.Error("notarize-proxy stopped", "error", err.Error())
 		return 1
 	}
 	return 0
 }
 
-// merge applies the configuration file under the flags that were set.
-func (o *options) merge(set map[string]bool) error {
-	if o.config != "" {
-		fc, err := proxy.LoadFileConfig(o.config)
-		if err != nil {
-			return err
-		}
-		pick := func(dst *string, flagName, v string) {
-			if !set[flagName] && v != "" {
-				*dst = v
-			}
-		}
-		pick(&o.addr, "addr", fc.Addr)
-		pick(&o.data, "data", fc.Data)
-		pick(&o.defaultUpstream, "default-upstream", fc.DefaultUpstream)
-		pick(&o.policy, "policy", fc.Policy)
-		pick(&o.ledger, "ledger", fc.Ledger)
-		pick(&o.ledgerKey, "ledger-key", fc.LedgerKey)
-		pick(&o.tlsCert, "tls-cert", fc.TLSCert)
-		pick(&o.tlsKey, "tls-key", fc.TLSKey)
-		if !set["cache-max-bytes"] && fc.CacheMaxBytes != "" {
-			if err := o.cacheMaxBytes.Set(fc.CacheMaxBytes); err != nil {
-				return fmt.Errorf("config %s: cacheMaxBytes: %w", o.config, err)
-			}
-		}
-		if !set["max-staleness"] && fc.MaxStaleness > 0 {
-			o.maxStaleness = time.Duration(fc.MaxStaleness)
-		}
-		if !set["upstream"] {
-			for _, u := range fc.Upstreams {
-				o.upstreams = append(o.upstreams, u.Name+"="+u.URL)
-				if u.Insecure {
-					o.insecure = append(o.insecure, u.Name)
-				}
-			}
-		}
-		if !set["insecure-upstream"] {
-			o.insecure = append(o.insecure, fc.InsecureUpstreams...)
-		}
+func serve(ctx context.Context, cfg proxy.Configuration, log *slog.Logger) error {
+	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
+		return err
 	}
-	if o.policy == "" {
-		return errors.New("--policy is required (see examples/policy.yaml)")
-	}
-	if o.ledger == "" {
-		return errors.New("--ledger is required")
-	}
-	if (o.tlsCert == "") != (o.tlsKey == "") {
-		return errors.New("--tls-cert and --tls-key go together")
-	}
-	return nil
-}
-
-func (o *options) upstreamConfigs() ([]upstream.Config, error) {
-	insecure := map[string]bool{}
-	for _, n := range o.insecure {
-		insecure[n] = true
-	}
-	var ups []upstream.Config
-	for _, s := range o.upstreams {
-		name, u, ok := strings.Cut(s, "=")
-		if !ok || name == "" || u == "" {
-			return nil, fmt.Errorf("--upstream %q: want NAME=URL", s)
-		}
-		ups = append(ups, upstream.Config{Name: name, URL: u, Insecure: insecure[name], UserAgent: "notarize-proxy/" + version})
-		delete(insecure, name)
-	}
-	for n := range insecure {
-		return nil, fmt.Errorf("--insecure-upstream %q names no configured upstream", n)
-	}
-	return ups, nil
-}
-
-func serve(ctx context.Context, o options, log *slog.Logger) error {
-	ups, err := o.upstreamConfigs()
+	ev, err := loadPolicy(cfg.Policy, cfg.Auth.Enabled())
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(o.data, 0o700); err != nil {
-		return err
-	}
-	ev, err := proxy.LoadPolicy(o.policy)
-	if err != nil {
-		return err
-	}
-	key, err := proxy.ReadLedgerKey(o.ledgerKey)
+	key, err := proxy.ReadLedgerKey(cfg.LedgerKey)
 	if err != nil {
 		return err
 	}
 	lc, err := ledgerclient.New(ctx, ledgerclient.Config{
-		URL: o.ledger, VerifierKey: key, Home: filepath.Join(o.data, "ledgerclient"),
+		URL: cfg.Ledger, VerifierKey: key, Home: filepath.Join(cfg.Data, "ledgerclient"),
 		UserAgent: "notarize-proxy/" + version, Logger: log,
 	})
 	if err != nil {
 		return err
 	}
 	rep, err := replica.Open(replica.Config{
-		Path: filepath.Join(o.data, "replica.db"), Source: ledgerclient.NewFollower(lc, 0),
-		MaxStaleness: o.maxStaleness, Logger: log,
+		Path: filepath.Join(cfg.Data, "replica.db"), Source: ledgerclient.NewFollower(lc, 0),
+		MaxStaleness: time.Duration(cfg.MaxStaleness), Logger: log,
 	})
 	if err != nil {
 		return err
 	}
 	defer rep.Close()
-	srv, err := proxy.New(proxy.Config{
-		DataDir: o.data, Upstreams: ups, DefaultUpstream: o.defaultUpstream,
-		Policy: ev, Trust: rep, BlobCacheMaxBytes: int64(o.cacheMaxBytes), Logger: log,
-	})
+	pc, err := cfg.ProxyConfig(ev, rep, log, "notarize-proxy/"+version)
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", o.addr)
+	srv, err := proxy.New(pc)
+	if err != nil {
+		return err
+	}
+	authMode := "none"
+	switch {
+	case cfg.Auth.Htpasswd != nil:
+		authMode = "htpasswd"
+	case cfg.Auth.Token != nil:
+		authMode = "token"
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return err
 	}
@@ -257,11 +273,11 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	defer cancel()
 	replicaDone := make(chan struct{})
 	go func() { defer close(replicaDone); rep.Run(runCtx) }()
-	go reloadOnHUP(runCtx, o.policy, srv, log)
+	go reloadOnHUP(runCtx, cfg.Policy, cfg.Auth.Enabled(), srv, log)
 
 	addr := ln.Addr().String()
 	scheme := "http"
-	if o.tlsCert != "" {
+	if cfg.TLSCert != "" {
 		scheme = "https"
 	}
 	mirror := scheme + "://" + addr
@@ -270,14 +286,14 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 		daemonJSON = fmt.Sprintf(`{"registry-mirrors": ["%s"], "insecure-registries": ["%s"]}`, mirror, addr)
 	}
 	log.Info("notarize-proxy listening", "addr", addr, "scheme", scheme, "version", version, "upstreams", srv.Upstreams(),
-		"ledger", o.ledger, "ledger_key", lc.VerifierKey(), "policy", o.policy, "data", o.data, "cache_max_bytes", int64(o.cacheMaxBytes), "max_staleness", o.maxStaleness.String(),
+		"ledger", cfg.Ledger, "ledger_key", lc.VerifierKey(), "policy", cfg.Policy, "data", cfg.Data, "cache_max_bytes", cfg.CacheMaxBytes.String(), "max_staleness", cfg.MaxStaleness.String(), "auth", authMode, "access_rules", len(ev.Policy().Access),
 		"daemon.json", daemonJSON,
 		"hosts.toml", fmt.Sprintf(`server = "%s"  [host."%s"] capabilities = ["pull", "resolve"]`, mirror, mirror))
 
 	errc := make(chan error, 1)
 	go func() {
-		if o.tlsCert != "" {
-			errc <- hs.ServeTLS(ln, o.tlsCert, o.tlsKey)
+		if cfg.TLSCert != "" {
+			errc <- hs.ServeTLS(ln, cfg.TLSCert, cfg.TLSKey)
 			return
 		}
 		errc <- hs.Serve(ln)
@@ -302,8 +318,21 @@ func serve(ctx context.Context, o options, log *slog.Logger) error {
 	return errors.Join(err, srv.Close(shutdownCtx))
 }
 
+// loadPolicy loads the policy file. Access rules name users, so they need
+// client authentication: without it they would deny everyone.
+func loadPolicy(path string, authenticated bool) (*notarize.Evaluator, error) {
+	ev, err := proxy.LoadPolicy(path)
+	if err != nil {
+		return nil, err
+	}
+	if n := len(ev.Policy().Access); n > 0 && !authenticated {
+		return nil, fmt.Errorf("policy %s has %d access rules, which name users: configure client authentication (--auth) or remove them", path, n)
+	}
+	return ev, nil
+}
+
 // reloadOnHUP reloads the policy file on SIGHUP; a bad file keeps the old policy.
-func reloadOnHUP(ctx context.Context, path string, srv *proxy.Server, log *slog.Logger) {
+func reloadOnHUP(ctx context.Context, path string, authenticated bool, srv *proxy.Server, log *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -312,13 +341,13 @@ func reloadOnHUP(ctx context.Context, path string, srv *proxy.Server, log *slog.
 		case <-ctx.Done():
 			return
 		case <-hup:
-			ev, err := proxy.LoadPolicy(path)
+			ev, err := loadPolicy(path, authenticated)
 			if err != nil {
 				log.Error("policy reload failed; keeping the current policy", "policy", path, "error", err.Error())
 				continue
 			}
 			srv.SetPolicy(ev)
-			log.Info("policy reloaded", "policy", path, "rules", len(ev.Policy().Rules))
+			log.Info("policy reloaded", "policy", path, "rules", len(ev.Policy().Rules), "access_rules", len(ev.Policy().Access))
 		}
 	}
 }

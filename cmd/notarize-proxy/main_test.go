@@ -6,10 +6,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/notarize/docker-notarize/proxy"
 )
 
 func TestFlags(t *testing.T) {
@@ -36,55 +40,159 @@ func TestFlags(t *testing.T) {
 }
 
 func TestUpstreamFlags(t *testing.T) {
-	o := options{upstreams: listFlag{"docker.io=https://registry-1.docker.io", "lan=http://10.0.0.5:5000"}, insecure: listFlag{"lan"}}
-	ups, err := o.upstreamConfigs()
-	if err != nil || len(ups) != 2 || !ups[1].Insecure || ups[0].Insecure {
-		t.Fatalf("%+v %v", ups, err)
+	cfg, _, err := configure([]string{"--policy", "p", "--ledger", "http://x",
+		"--upstream", "docker.io=https://registry-1.docker.io", "--upstream", "lan=http://10.0.0.5:5000", "--insecure-upstream", "lan"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, bad := range []options{
-		{upstreams: listFlag{"noequals"}},
-		{upstreams: listFlag{"a=http://x"}, insecure: listFlag{"b"}},
-	} {
-		if _, err := bad.upstreamConfigs(); err == nil {
-			t.Errorf("%+v accepted", bad)
-		}
+	pc, err := cfg.ProxyConfig(nil, nil, nil, "ua")
+	if err != nil || len(pc.Upstreams) != 2 || !pc.Upstreams[1].Insecure || pc.Upstreams[0].Insecure {
+		t.Fatalf("%+v %v", pc.Upstreams, err)
 	}
+	if _, _, err := configure([]string{"--upstream", "noequals"}, io.Discard); err == nil || !strings.Contains(err.Error(), "NAME=URL") {
+		t.Errorf("--upstream noequals: %v", err)
+	}
+	cfg, _, err = configure([]string{"--policy", "p", "--ledger", "http://x", "--upstream", "a=http://x", "--insecure-upstream", "b"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cfg.ProxyConfig(nil, nil, nil, "ua"); err == nil {
+		t.Error("--insecure-upstream naming no upstream accepted")
+	}
+}
+
+func writeFile(t *testing.T, path, s string) string {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 func TestConfigFileUnderFlags(t *testing.T) {
 	dir := t.TempDir()
-	cfg := filepath.Join(dir, "proxy.yaml")
-	if err := os.WriteFile(cfg, []byte("addr: 0.0.0.0:6000\npolicy: policy.yaml\nledger: http://ledger:7070\nupstreams:\n  - {name: lan, url: 'http://10.0.0.5:5000', insecure: true}\n"), 0o600); err != nil {
+	cfgPath := writeFile(t, filepath.Join(dir, "proxy.yaml"), "addr: 127.0.0.2:6000\npolicy: policy.yaml\nledger: http://ledger:7070\nupstreams:\n  - {name: lan, url: 'http://10.0.0.5:5000', insecure: true, authHosts: [auth.lan]}\n")
+	cfg, _, err := configure([]string{"--config", cfgPath, "--addr", "127.0.0.1:7000"}, io.Discard)
+	if err != nil {
 		t.Fatal(err)
 	}
-	o := options{config: cfg, addr: "127.0.0.1:7000"}
-	if err := o.merge(map[string]bool{"addr": true}); err != nil {
-		t.Fatal(err)
+	if cfg.Addr != "127.0.0.1:7000" || cfg.Policy != filepath.Join(dir, "policy.yaml") || cfg.Ledger != "http://ledger:7070" ||
+		len(cfg.Upstreams) != 1 || !cfg.Upstreams[0].Insecure || cfg.Upstreams[0].AuthHosts[0] != "auth.lan" {
+		t.Fatalf("%+v", cfg)
 	}
-	if o.addr != "127.0.0.1:7000" || o.policy != filepath.Join(dir, "policy.yaml") || o.ledger != "http://ledger:7070" || len(o.insecure) != 1 {
-		t.Fatalf("%+v", o)
+	// --upstream replaces the file's upstreams.
+	cfg, _, err = configure([]string{"--config", cfgPath, "--upstream", "hub=https://registry-1.docker.io"}, io.Discard)
+	if err != nil || len(cfg.Upstreams) != 1 || cfg.Upstreams[0].Name != "hub" {
+		t.Fatalf("%+v %v", cfg.Upstreams, err)
 	}
 
 	// cacheMaxBytes: taken from the file unless the flag was set; a bad value is an error.
 	for _, tc := range []struct {
-		line    string
-		flagSet bool
-		want    int64
-		bad     bool
+		line string
+		flag []string
+		want int64
+		bad  bool
 	}{
-		{"cacheMaxBytes: 5GiB\n", false, 5 << 30, false},
-		{"cacheMaxBytes: 5GiB\n", true, 1 << 20, false},
-		{"cacheMaxBytes: '0'\n", false, 0, false},
-		{"cacheMaxBytes: lots\n", false, 0, true},
+		{"cacheMaxBytes: 5GiB\n", nil, 5 << 30, false},
+		{"cacheMaxBytes: 5GiB\n", []string{"--cache-max-bytes", "1MiB"}, 1 << 20, false},
+		{"cacheMaxBytes: '0'\n", nil, 0, false},
+		{"cacheMaxBytes: 0\n", nil, 0, false},
+		{"", nil, int64(proxy.DefaultBlobCacheMaxBytes), false},
+		{"cacheMaxBytes: lots\n", nil, 0, true},
 	} {
-		if err := os.WriteFile(cfg, []byte("policy: policy.yaml\nledger: http://ledger:7070\n"+tc.line), 0o600); err != nil {
-			t.Fatal(err)
+		writeFile(t, cfgPath, "policy: policy.yaml\nledger: http://ledger:7070\n"+tc.line)
+		cfg, _, err := configure(append([]string{"--config", cfgPath}, tc.flag...), io.Discard)
+		if tc.bad != (err != nil) || !tc.bad && int64(cfg.CacheMaxBytes) != tc.want {
+			t.Errorf("%q (flags %q): cacheMaxBytes %d, err %v; want %d, error %v", tc.line, tc.flag, cfg.CacheMaxBytes, err, tc.want, tc.bad)
 		}
-		o := options{config: cfg, cacheMaxBytes: 1 << 20}
-		err := o.merge(map[string]bool{"cache-max-bytes": tc.flagSet})
-		if tc.bad != (err != nil) || !tc.bad && int64(o.cacheMaxBytes) != tc.want {
-			t.Errorf("%q (flag set %v): cacheMaxBytes %d, err %v; want %d, error %v", tc.line, tc.flagSet, o.cacheMaxBytes, err, tc.want, tc.bad)
+	}
+}
+
+// TestFlagsOverConfiguration: every flag lays its value over the field of
+// the configuration file it names.
+func TestFlagsOverConfiguration(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := writeFile(t, filepath.Join(dir, "proxy.yaml"), `addr: 127.0.0.2:6000
+data: d
+upstreams: [{name: lan, url: "http://10.0.0.5:5000"}]
+defaultUpstream: lan
+insecureUpstreams: [lan]
+policy: p.yaml
+ledger: http://ledger:7070
+ledgerKey: l.pub
+maxStaleness: 7m
+cacheMaxBytes: 3GiB
+tlsCert: c.pem
+tlsKey: k.pem
+logLevel: debug
+auth: {htpasswd: {path: h}}
+`)
+	for _, tc := range []struct {
+		flags []string
+		check func(c proxy.Configuration) bool
+	}{
+		{[]string{"--addr", "127.0.0.3:1"}, func(c proxy.Configuration) bool { return c.Addr == "127.0.0.3:1" }},
+		{[]string{"--data", "/x"}, func(c proxy.Configuration) bool { return c.Data == "/x" }},
+		{[]string{"--upstream", "u=http://127.0.0.1:1", "--default-upstream", "u"}, func(c proxy.Configuration) bool {
+			return len(c.Upstreams) == 1 && c.Upstreams[0].Name == "u" && c.DefaultUpstream == "u"
+		}},
+		{[]string{"--insecure-upstream", "other"}, func(c proxy.Configuration) bool { return slices.Equal(c.InsecureUpstreams, []string{"other"}) }},
+		{[]string{"--policy", "/p"}, func(c proxy.Configuration) bool { return c.Policy == "/p" }},
+		{[]string{"--ledger", "http://l2"}, func(c proxy.Configuration) bool { return c.Ledger == "http://l2" }},
+		{[]string{"--ledger-key", "/k"}, func(c proxy.Configuration) bool { return c.LedgerKey == "/k" }},
+		{[]string{"--max-staleness", "1m"}, func(c proxy.Configuration) bool { return time.Duration(c.MaxStaleness) == time.Minute }},
+		{[]string{"--cache-max-bytes", "1KiB"}, func(c proxy.Configuration) bool { return c.CacheMaxBytes == 1024 }},
+		{[]string{"--tls-cert", "/c", "--tls-key", "/k"}, func(c proxy.Configuration) bool { return c.TLSCert == "/c" && c.TLSKey == "/k" }},
+		{[]string{"--log-level", "warn"}, func(c proxy.Configuration) bool { return c.LogLevel == "warn" }},
+		{[]string{"--auth", "htpasswd:/h2"}, func(c proxy.Configuration) bool { return c.Auth.Htpasswd.Path == "/h2" && c.Auth.Token == nil }},
+		{[]string{"--auth", "token:realm=https://a/t,service=s,issuer=i,rootcertbundle=/b"}, func(c proxy.Configuration) bool {
+			return c.Auth.Htpasswd == nil && reflect.DeepEqual(*c.Auth.Token, proxy.TokenAuth{Realm: "https://a/t", Service: "s", Issuer: "i", RootCertBundle: "/b"})
+		}},
+	} {
+		cfg, _, err := configure(append([]string{"--config", cfgPath}, tc.flags...), io.Discard)
+		if err != nil || !tc.check(cfg) {
+			t.Errorf("%q: %+v, %v", tc.flags, cfg, err)
 		}
+	}
+	// Without flags, the file's values stand.
+	cfg, _, err := configure([]string{"--config", cfgPath}, io.Discard)
+	if err != nil || cfg.Addr != "127.0.0.2:6000" || cfg.LogLevel != "debug" || cfg.Auth.Htpasswd.Path != filepath.Join(dir, "h") {
+		t.Fatalf("%+v %v", cfg, err)
+	}
+}
+
+// TestSecureDefault: a proxy reachable from the network must authenticate
+// its clients unless --anonymous says otherwise on purpose.
+func TestSecureDefault(t *testing.T) {
+	base := []string{"--policy", "p", "--ledger", "http://x"}
+	for _, tc := range []struct {
+		args []string
+		want string // "" accepted
+	}{
+		{[]string{"--addr", "127.0.0.1:5000"}, ""},
+		{[]string{"--addr", "localhost:5000"}, ""},
+		{[]string{"--addr", "[::1]:5000"}, ""},
+		{[]string{"--addr", "0.0.0.0:5000"}, "without client authentication"},
+		{[]string{"--addr", ":5000"}, "without client authentication"},
+		{[]string{"--addr", "[::]:5000"}, "without client authentication"},
+		{[]string{"--addr", "10.0.0.1:5000"}, "without client authentication"},
+		{[]string{"--addr", "myhost:5000"}, "without client authentication"},
+		{[]string{"--addr", "0.0.0.0:5000", "--anonymous"}, ""},
+		{[]string{"--addr", "0.0.0.0:5000", "--auth", "htpasswd:/etc/htpasswd"}, ""},
+		{[]string{"--addr", "0.0.0.0:5000", "--auth", "htpasswd:/etc/htpasswd", "--anonymous"}, "contradict"},
+		{[]string{"--auth", "htpasswd:"}, "htpasswd:FILE"},
+		{[]string{"--auth", "ldap:x"}, "want htpasswd:FILE or token"},
+		{[]string{"--auth", "token:realm=https://a"}, "service and issuer are required"},
+	} {
+		_, _, err := configure(append(append([]string(nil), base...), tc.args...), io.Discard)
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%q: %v, want %q", tc.args, err, tc.want)
+		}
+	}
+	// The whole command refuses to start, with exit code 2 and the reason.
+	var errb bytes.Buffer
+	if code := run(t.Context(), append(base, "--addr", "0.0.0.0:0"), io.Discard, &errb); code != 2 || !strings.Contains(errb.String(), "--anonymous") {
+		t.Fatalf("run on 0.0.0.0 without auth: %d %q", code, errb.String())
 	}
 }
 
@@ -127,7 +235,7 @@ func TestCacheMaxBytesFlag(t *testing.T) {
 		{in: "9000000TiB", bad: true},
 	} {
 		t.Run(tc.in, func(t *testing.T) {
-			var b byteSize
+			var b proxy.ByteSize
 			err := b.Set(tc.in)
 			if tc.bad {
 				if err == nil {

@@ -1,0 +1,232 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+
+	"github.com/distribution/distribution/v3/registry/api/errcode"
+	"github.com/distribution/distribution/v3/registry/auth"
+	"github.com/gorilla/mux"
+
+	// The access controllers notarize-proxy offers register themselves.
+	_ "github.com/distribution/distribution/v3/registry/auth/htpasswd"
+	_ "github.com/distribution/distribution/v3/registry/auth/token"
+)
+
+// DefaultRealm is the realm of the htpasswd Basic challenge when none is configured.
+const DefaultRealm = "notarize-proxy"
+
+// AuthConfig is client authentication, in the shape of distribution's
+// configuration (auth: {htpasswd: {...}} or auth: {token: {...}}). At most
+// one is set; none serves clients anonymously. The checks are
+// distribution's access controllers (registry/auth/htpasswd and
+// registry/auth/token); the access rules of the policy apply on top.
+type AuthConfig struct {
+	// Htpasswd authenticates Basic credentials against an htpasswd file
+	// of bcrypt hashes (htpasswd -B), re-read when it changes.
+	Htpasswd *HtpasswdAuth `yaml:"htpasswd,omitempty"`
+	// Token accepts bearer tokens of the Docker token specification
+	// (https://distribution.github.io/distribution/spec/auth/token/) issued
+	// by a token server the proxy trusts.
+	Token *TokenAuth `yaml:"token,omitempty"`
+}
+
+// HtpasswdAuth configures distribution's htpasswd access controller.
+type HtpasswdAuth struct {
+	// Realm is the realm of the Basic challenge; default DefaultRealm.
+	Realm string `yaml:"realm,omitempty"`
+	// Path is the htpasswd file; required, and it must exist (distribution
+	// would create one with a random password and log it).
+	Path string `yaml:"path"`
+}
+
+// TokenAuth configures distribution's token access controller. A token is
+// accepted when its signature chains to RootCertBundle (or its key is in
+// JWKS), its issuer is Issuer, its audience is Service, it is within its
+// validity, and its access claims grant "pull" on the repository named in
+// the request's path ("repository:NAME:pull", NAME as the client sent it,
+// e.g. "library/alpine" or "ghcr.io/acme/app").
+type TokenAuth struct {
+	// Realm is the token server's URL, sent in the Bearer challenge.
+	Realm string `yaml:"realm"`
+	// Service is the proxy's name at the token server (the tokens' audience).
+	Service string `yaml:"service"`
+	// Issuer is the token server's name (the tokens' "iss").
+	Issuer string `yaml:"issuer"`
+	// RootCertBundle is a PEM file of the certificates token signing
+	// chains must verify to.
+	RootCertBundle string `yaml:"rootcertbundle,omitempty"`
+	// JWKS is a JSON Web Key Set file of trusted token keys.
+	JWKS string `yaml:"jwks,omitempty"`
+	// SigningAlgorithms limits the accepted JWS algorithms; default
+	// distribution's list.
+	SigningAlgorithms []string `yaml:"signingalgorithms,omitempty"`
+}
+
+// Enabled reports whether clients must authenticate.
+func (a AuthConfig) Enabled() bool { return a.Htpasswd != nil || a.Token != nil }
+
+// Validate checks that at most one method is set and that it names what it needs.
+func (a AuthConfig) Validate() error {
+	switch {
+	case a.Htpasswd != nil && a.Token != nil:
+		return errors.New("auth: htpasswd and token are exclusive: configure one")
+	case a.Htpasswd != nil:
+		if a.Htpasswd.Path == "" {
+			return errors.New("auth: htpasswd: path is required")
+		}
+	case a.Token != nil:
+		t := a.Token
+		if t.Realm == "" || t.Service == "" || t.Issuer == "" {
+			return errors.New("auth: token: realm, service and issuer are required")
+		}
+		if t.RootCertBundle == "" && t.JWKS == "" {
+			return errors.New("auth: token: rootcertbundle or jwks is required (the keys tokens are checked against)")
+		}
+	}
+	return nil
+}
+
+// accessController builds the configured distribution access controller,
+// or nil when authentication is off.
+func (a AuthConfig) accessController() (auth.AccessController, error) {
+	if err := a.Validate(); err != nil {
+		return nil, err
+	}
+	switch {
+	case a.Htpasswd != nil:
+		// distribution creates a missing file with a generated password it
+		// logs; a missing file is a configuration error here.
+		st, err := os.Stat(a.Htpasswd.Path)
+		if err != nil {
+			return nil, fmt.Errorf("auth: htpasswd: %w", err)
+		}
+		if !st.Mode().IsRegular() {
+			return nil, fmt.Errorf("auth: htpasswd: %s is not a regular file", a.Htpasswd.Path)
+		}
+		realm := a.Htpasswd.Realm
+		if realm == "" {
+			realm = DefaultRealm
+		}
+		ac, err := auth.GetAccessController("htpasswd", map[string]any{"realm": realm, "path": a.Htpasswd.Path})
+		if err != nil {
+			return nil, fmt.Errorf("auth: htpasswd: %w", err)
+		}
+		return ac, nil
+	case a.Token != nil:
+		t := a.Token
+		opts := map[string]any{"realm": t.Realm, "service": t.Service, "issuer": t.Issuer,
+			"rootcertbundle": t.RootCertBundle, "jwks": t.JWKS}
+		if len(t.SigningAlgorithms) > 0 {
+			algs := make([]any, len(t.SigningAlgorithms))
+			for i, s := range t.SigningAlgorithms {
+				algs[i] = s
+			}
+			opts["signingalgorithms"] = algs
+		}
+		ac, err := auth.GetAccessController("token", opts)
+		if err != nil {
+			return nil, fmt.Errorf("auth: token: %w", err)
+		}
+		return ac, nil
+	}
+	return nil, nil
+}
+
+// authorize is the middleware in front of every matched route but
+// /healthz. It authenticates the client (when auth is configured) and, for
+// a repository route, resolves the target and applies the policy's access
+// rules — all before the handler, so a client not allowed a repository
+// causes no upstream request and learns nothing about it:
+//
+//   - no or bad credentials: 401 UNAUTHORIZED with the challenge
+//     (WWW-Authenticate), as distribution answers; with a token that does
+//     not grant pull on the repository, 401 insufficient_scope;
+//   - authenticated but not allowed by the access rules, or a name that
+//     routes to no upstream: 403 DENIED, the same answer whether the
+//     repository exists or not.
+//
+// /metrics and /notarize/v1/stats need an authenticated client (they name
+// digests); the unsupported routes answer as before once authenticated.
+func (s *Server) authorize(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		name, isRepo := mux.Vars(r)["name"]
+		user := ""
+		if ac := s.cfg.access; ac != nil {
+			var access []auth.Access
+			if isRepo {
+				access = []auth.Access{{Resource: auth.Resource{Type: "repository", Name: name}, Action: "pull"}}
+			}
+			grant, err := ac.Authorized(r, access...)
+			if err != nil {
+				s.refuseAuth(w, r, err)
+				return
+			}
+			user = grant.User.Name
+		}
+		if isRepo && !s.mayPull(r, user) {
+			s.log.LogAttrs(r.Context(), slog.LevelInfo, "access denied",
+				slog.String("user", user), slog.String("name", clip(name, 300)), slog.String("method", r.Method))
+			who := "anonymous clients"
+			if user != "" {
+				who = "user " + clip(user, 80)
+			}
+			writeOCIError(w, ociError{status: http.StatusForbidden, code: errcode.ErrorCodeDenied,
+				msg: fmt.Sprintf("notarize-proxy: %s may not pull %s (access rules of the policy)", who, clip(name, 300))})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// mayPull applies the access rules to the request's target. A name that
+// routes to no upstream matches no rule: denied like any other, so the
+// answer tells nothing about the proxy's upstreams either.
+func (s *Server) mayPull(r *http.Request, user string) bool {
+	pol := s.policy.Load().Policy()
+	if len(pol.Access) == 0 {
+		return true
+	}
+	t, err := s.target(r)
+	if err != nil {
+		return false
+	}
+	return pol.MayPull(user, t.String()).Allow
+}
+
+// refuseAuth answers a request the access controller did not authorize:
+// 401 with the controller's challenge, or 503 when it could not decide
+// (htpasswd file unreadable): failing closed.
+func (s *Server) refuseAuth(w http.ResponseWriter, r *http.Request, err error) {
+	var ch auth.Challenge
+	if !errors.As(err, &ch) {
+		s.log.LogAttrs(r.Context(), slog.LevelError, "client authentication failed", slog.String("path", r.URL.Path), slog.String("error", err.Error()))
+		writeOCIError(w, ociError{status: http.StatusServiceUnavailable, code: errcode.ErrorCodeUnavailable, msg: "notarize-proxy: client authentication is unavailable"})
+		return
+	}
+	level := slog.LevelDebug // clients ask without credentials first
+	if r.Header.Get("Authorization") != "" {
+		level = slog.LevelInfo
+	}
+	s.log.LogAttrs(r.Context(), level, "client not authenticated", slog.String("path", clip(r.URL.Path, 300)), slog.String("reason", clip(authReason(err), 200)))
+	ch.SetHeaders(r, w)
+	writeOCIError(w, ociError{status: http.StatusUnauthorized, code: errcode.ErrorCodeUnauthorized, msg: "authentication required"})
+}
+
+// authReason is the controller's reason without the realm prefix that the
+// htpasswd challenge adds.
+func authReason(err error) string {
+	msg := err.Error()
+	if i := strings.LastIndex(msg, ": "); i >= 0 && strings.HasPrefix(msg, "basic authentication challenge") {
+		return msg[i+2:]
+	}
+	return msg
+}
