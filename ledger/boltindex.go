@@ -7,18 +7,32 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
 
-// bbolt layout.
+// bbolt layout, format boltFormat. Digests and key IDs are raw 32-byte
+// SHA-256 values, indices big-endian uint64, timestamps stamps.
 var (
-	bucketMeta    = []byte("meta")    // nextKey → next log index to process (uint64 BE)
-	bucketIDs     = []byte("ids")     // identity hash (32 bytes) → first log index (uint64 BE)
-	bucketDigests = []byte("digests") // subject sha256 (32 bytes) || log index (uint64 BE) → empty
+	bucketMeta    = []byte("meta")    // nextKey → next log index to process; formatKey → boltFormat
+	bucketIDs     = []byte("ids")     // statement identity (32 bytes) → first log index
+	bucketEntries = []byte("entries") // digest || key ID || index → stamp || status
+	bucketByTime  = []byte("bytime")  // digest || key ID || stamp || index → empty
+	bucketDigests = []byte("digests") // digest || index → key ID
 	nextKey       = []byte("next")
+	formatKey     = []byte("format")
 )
+
+// boltFormat is the index layout this binary writes. A file of another
+// format (format 1 had no formatKey: identities were hashes of the entry
+// bytes and digests mapped to indices alone) is rebuilt from the log.
+const boltFormat = 2
+
+// boltBuckets are the buckets of boltFormat; the data buckets are dropped
+// when an index of another format is rebuilt.
+var boltBuckets = [][]byte{bucketMeta, bucketIDs, bucketEntries, bucketByTime, bucketDigests}
 
 // bbolt follower tuning.
 const (
@@ -46,11 +60,9 @@ func openBoltStore(path string, logger *slog.Logger) (*indexStore, error) {
 		return nil, fmt.Errorf("open index %s: %w", path, err)
 	}
 	var next uint64
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketIDs, bucketDigests} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
+	err = db.Update(func(tx *bolt.Tx) (err error) {
+		if err := boltUpgrade(tx, path, logger); err != nil {
+			return err
 		}
 		next, err = boltPosition(tx)
 		return err
@@ -67,6 +79,42 @@ func openBoltStore(path string, logger *slog.Logger) (*indexStore, error) {
 		errLevel:   slog.LevelError,
 	}
 	return newIndexStore(&boltIndex{db: db}, logger, tune, next), nil
+}
+
+// boltUpgrade creates the buckets of a new index, and empties an index of
+// another format so that the follower rebuilds it from the log.
+func boltUpgrade(tx *bolt.Tx, path string, logger *slog.Logger) error {
+	if meta := tx.Bucket(bucketMeta); meta != nil {
+		v := meta.Get(formatKey)
+		if len(v) == 8 && binary.BigEndian.Uint64(v) == boltFormat {
+			return nil
+		}
+		format := uint64(1)
+		if len(v) == 8 {
+			format = binary.BigEndian.Uint64(v)
+		}
+		if format > boltFormat {
+			return fmt.Errorf("index format %d is newer than this notarize-ledger's (%d)", format, boltFormat)
+		}
+		logger.Info("rebuilding the digest index from the log", slog.String("path", path),
+			slog.Uint64("format", format), slog.Int("new_format", boltFormat))
+		var names [][]byte
+		_ = tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+			names = append(names, bytes.Clone(name))
+			return nil
+		})
+		for _, name := range names {
+			if err := tx.DeleteBucket(name); err != nil {
+				return fmt.Errorf("drop index of format %d: %w", format, err)
+			}
+		}
+	}
+	for _, b := range boltBuckets {
+		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+			return err
+		}
+	}
+	return tx.Bucket(bucketMeta).Put(formatKey, be64(boltFormat))
 }
 
 // boltPosition reads the follower position in tx.
@@ -94,16 +142,105 @@ func (b *boltIndex) position(context.Context) (uint64, error) {
 	return next, nil
 }
 
-// lookup implements indexDB.
-func (b *boltIndex) lookup(_ context.Context, digest []byte) ([]uint64, error) {
+// page implements indexDB. A filtered page merges one cursor per key, so
+// it reads at most n+len(keyIDs) rows, none of another key.
+func (b *boltIndex) page(_ context.Context, digest []byte, keyIDs [][]byte, from, below uint64, n int) ([]uint64, error) {
 	var out []uint64
 	err := b.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketDigests).Cursor()
-		for k, _ := c.Seek(digest); k != nil && bytes.HasPrefix(k, digest); k, _ = c.Next() {
-			if len(k) != 40 {
-				return fmt.Errorf("corrupt digest key %x", k)
+		if len(keyIDs) == 0 {
+			c := tx.Bucket(bucketDigests).Cursor()
+			for k, _ := c.Seek(cat(digest, be64(from))); k != nil && bytes.HasPrefix(k, digest) && len(out) < n; k, _ = c.Next() {
+				if len(k) != 40 {
+					return fmt.Errorf("corrupt digest key %x", k)
+				}
+				i := binary.BigEndian.Uint64(k[32:])
+				if i >= below {
+					break
+				}
+				out = append(out, i)
 			}
-			out = append(out, binary.BigEndian.Uint64(k[32:]))
+			return nil
+		}
+		heads := make([]*keyCursor, 0, len(keyIDs))
+		for _, key := range keyIDs {
+			h := &keyCursor{c: tx.Bucket(bucketEntries).Cursor(), prefix: cat(digest, key), below: below}
+			k, _ := h.c.Seek(cat(h.prefix, be64(from)))
+			if err := h.at(k); err != nil {
+				return err
+			}
+			if h.ok {
+				heads = append(heads, h)
+			}
+		}
+		for len(out) < n && len(heads) > 0 {
+			m := 0
+			for j, h := range heads {
+				if h.idx < heads[m].idx {
+					m = j
+				}
+			}
+			out = append(out, heads[m].idx)
+			k, _ := heads[m].c.Next()
+			if err := heads[m].at(k); err != nil {
+				return err
+			}
+			if !heads[m].ok {
+				heads = slices.Delete(heads, m, m+1)
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// keyCursor walks the entries bucket rows of one (digest, key ID) prefix
+// in index order, up to an index bound.
+type keyCursor struct {
+	c      *bolt.Cursor
+	prefix []byte
+	below  uint64
+	idx    uint64 // the index at the cursor, when ok
+	ok     bool
+}
+
+// at positions h on key k, the cursor's current key.
+func (h *keyCursor) at(k []byte) error {
+	h.ok = false
+	if k == nil || !bytes.HasPrefix(k, h.prefix) {
+		return nil
+	}
+	if len(k) != len(h.prefix)+8 {
+		return fmt.Errorf("corrupt entry key %x", k)
+	}
+	h.idx = binary.BigEndian.Uint64(k[len(h.prefix):])
+	h.ok = h.idx < h.below
+	return nil
+}
+
+// current implements indexDB: the last bytime row of each key below the
+// index bound. Rows at or above it (entries indexed after the checkpoint
+// the caller proves against) are few: they are skipped.
+func (b *boltIndex) current(_ context.Context, digest []byte, keyIDs [][]byte, below uint64) ([]uint64, error) {
+	var out []uint64
+	err := b.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketByTime).Cursor()
+		for _, key := range keyIDs {
+			prefix := cat(digest, key)
+			k, _ := c.Seek(cat(prefix, bytes.Repeat([]byte{0xff}, len(stamp{})+8)))
+			if k == nil {
+				k, _ = c.Last()
+			} else {
+				k, _ = c.Prev()
+			}
+			for ; k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Prev() {
+				if len(k) != len(prefix)+len(stamp{})+8 {
+					return fmt.Errorf("corrupt bytime key %x", k)
+				}
+				if i := binary.BigEndian.Uint64(k[len(k)-8:]); i < below {
+					out = append(out, i)
+					break
+				}
+			}
 		}
 		return nil
 	})
@@ -132,7 +269,8 @@ func (b *boltIndex) indexOf(_ context.Context, id []byte) (uint64, bool, error) 
 // than next is an error rather than a lost race.
 func (b *boltIndex) write(_ context.Context, next uint64, batch []followed) (bool, error) {
 	err := b.db.Update(func(tx *bolt.Tx) error {
-		meta, ids, digests := tx.Bucket(bucketMeta), tx.Bucket(bucketIDs), tx.Bucket(bucketDigests)
+		meta, ids := tx.Bucket(bucketMeta), tx.Bucket(bucketIDs)
+		entries, byTime, digests := tx.Bucket(bucketEntries), tx.Bucket(bucketByTime), tx.Bucket(bucketDigests)
 		if cur, err := boltPosition(tx); err != nil {
 			return err
 		} else if cur != next {
@@ -145,10 +283,17 @@ func (b *boltIndex) write(_ context.Context, next uint64, batch []followed) (boo
 					return err
 				}
 			}
-			if e.digest != nil {
-				if err := digests.Put(append(e.digest, idx...), []byte{}); err != nil {
-					return err
-				}
+			if e.digest == nil {
+				continue
+			}
+			if err := entries.Put(cat(e.digest, e.keyID, idx), cat(e.ts[:], []byte{e.status})); err != nil {
+				return err
+			}
+			if err := byTime.Put(cat(e.digest, e.keyID, e.ts[:], idx), []byte{}); err != nil {
+				return err
+			}
+			if err := digests.Put(cat(e.digest, idx), e.keyID); err != nil {
+				return err
 			}
 		}
 		return meta.Put(nextKey, be64(next+uint64(len(batch))))
@@ -162,6 +307,11 @@ func (b *boltIndex) close() error {
 		return fmt.Errorf("close index: %w", err)
 	}
 	return nil
+}
+
+// cat returns a new slice holding the parts one after the other.
+func cat(parts ...[]byte) []byte {
+	return bytes.Join(parts, nil)
 }
 
 func be64(v uint64) []byte {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"net/netip"
 	"strings"
 	"time"
 	"unicode"
@@ -88,8 +90,97 @@ type Config struct {
 	// DefaultCheckpointInterval; at least MinCheckpointInterval otherwise.
 	// With StorageMySQL it is the interval across all instances.
 	CheckpointInterval time.Duration
+	// RateLimits bound what writers may submit and append (open and
+	// enrolled-signer ledgers alike). Zero fields take their defaults.
+	RateLimits RateLimits
+	// TrustedProxies are the networks of reverse proxies whose
+	// X-Forwarded-For header names the client for the per-client rate
+	// limit: the client is the last address of the header that is not in
+	// one of them. Empty (the default) means X-Forwarded-For is ignored
+	// and the client is the connection's remote address.
+	TrustedProxies []netip.Prefix
 	// Logger receives the ledger's logs. Nil means slog.Default().
 	Logger *slog.Logger
+}
+
+// Defaults of RateLimits.
+const (
+	DefaultKeyPerSecond       = 20  // statements a key may append per second, sustained
+	DefaultKeyBurst           = 40  // … and at once
+	DefaultClientPerSecond    = 50  // submissions a client may make per second, sustained
+	DefaultClientBurst        = 100 // … and at once
+	DefaultKeyDigestPerMinute = 10  // statements a key may append about one digest per minute (also the burst)
+	DefaultRateLimitTracked   = 1 << 16
+)
+
+// RateLimits bound writers with token buckets, so that no key and no
+// client can flood the log (and the lookups of a digest) faster than the
+// limits allow. Over a limit, a submission is refused with ErrRateLimited
+// (HTTP 429 with Retry-After) before anything is appended; other keys and
+// clients are not slowed. A key's budgets are charged only for new
+// statements whose signature verified, so nobody else can spend them, and
+// never for a replay of a logged statement. Zero fields take the defaults;
+// a negative rate disables that limit.
+type RateLimits struct {
+	// Off disables every limit (tests, or a ledger behind a gateway that
+	// limits writers itself).
+	Off bool
+	// KeyPerSecond and KeyBurst bound the statements one signer key may
+	// append: DefaultKeyPerSecond sustained, DefaultKeyBurst at once.
+	KeyPerSecond float64
+	KeyBurst     int
+	// ClientPerSecond and ClientBurst bound the submissions (valid or not,
+	// new or replayed) one client may make: DefaultClientPerSecond and
+	// DefaultClientBurst. A client is a remote IPv4 address or IPv6 /64
+	// (see Config.TrustedProxies).
+	ClientPerSecond float64
+	ClientBurst     int
+	// KeyDigestPerMinute bounds the statements one key may append about
+	// one digest per minute, and at once: DefaultKeyDigestPerMinute.
+	KeyDigestPerMinute float64
+	// Tracked bounds the buckets each limit keeps in memory
+	// (DefaultRateLimitTracked); idle buckets are evicted first.
+	Tracked int
+}
+
+// withDefaults returns r with zero fields set to their defaults.
+func (r RateLimits) withDefaults() RateLimits {
+	if r.KeyPerSecond == 0 {
+		r.KeyPerSecond = DefaultKeyPerSecond
+	}
+	if r.KeyBurst == 0 {
+		r.KeyBurst = DefaultKeyBurst
+	}
+	if r.ClientPerSecond == 0 {
+		r.ClientPerSecond = DefaultClientPerSecond
+	}
+	if r.ClientBurst == 0 {
+		r.ClientBurst = DefaultClientBurst
+	}
+	if r.KeyDigestPerMinute == 0 {
+		r.KeyDigestPerMinute = DefaultKeyDigestPerMinute
+	}
+	if r.Tracked == 0 {
+		r.Tracked = DefaultRateLimitTracked
+	}
+	return r
+}
+
+// validate reports fields that cannot be used.
+func (r RateLimits) validate() []error {
+	var errs []error
+	if r.KeyBurst < 0 || r.ClientBurst < 0 {
+		errs = append(errs, fmt.Errorf("rate limits: negative burst (key %d, client %d)", r.KeyBurst, r.ClientBurst))
+	}
+	if r.Tracked < 0 {
+		errs = append(errs, fmt.Errorf("rate limits: Tracked %d is negative", r.Tracked))
+	}
+	for name, v := range map[string]float64{"KeyPerSecond": r.KeyPerSecond, "ClientPerSecond": r.ClientPerSecond, "KeyDigestPerMinute": r.KeyDigestPerMinute} {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			errs = append(errs, fmt.Errorf("rate limits: %s is %v", name, v))
+		}
+	}
+	return errs
 }
 
 // Validate reports whether c can be used to start a ledger. Zero values that
@@ -135,6 +226,12 @@ func (c *Config) Validate() error {
 	if c.CheckpointInterval != 0 && c.CheckpointInterval < MinCheckpointInterval {
 		errs = append(errs, fmt.Errorf("CheckpointInterval %v is below the minimum %v", c.CheckpointInterval, MinCheckpointInterval))
 	}
+	errs = append(errs, c.RateLimits.validate()...)
+	for _, p := range c.TrustedProxies {
+		if !p.IsValid() {
+			errs = append(errs, fmt.Errorf("trusted proxy %v: not a valid network", p))
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("ledger config: %w", err)
 	}
@@ -158,6 +255,7 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	c.RateLimits = c.RateLimits.withDefaults()
 	return c
 }
 

@@ -18,10 +18,8 @@ import (
 	"time"
 
 	"github.com/notarize/docker-notarize/notarize"
-	"github.com/sigstore/sigstore/pkg/cryptoutils"
+	"github.com/notarize/docker-notarize/notarize/notarizetest"
 	"github.com/sigstore/sigstore/pkg/signature"
-	"github.com/sigstore/sigstore/pkg/signature/dsse"
-	"github.com/sigstore/sigstore/pkg/signature/options"
 	"github.com/transparency-dev/formats/log"
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
@@ -74,19 +72,7 @@ func (s *testSigner) sign(t testing.TB, d notarize.Digest, st notarize.Status, t
 // statement checks of notarize.Sign, to build entries the ledger must refuse.
 func (s *testSigner) signRaw(t testing.TB, payloadType string, payload []byte) *notarize.Entry {
 	t.Helper()
-	raw, err := dsse.WrapSigner(s.sv, payloadType).SignMessage(bytes.NewReader(payload), options.WithContext(context.Background()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pemKey, err := cryptoutils.MarshalPublicKeyToPEM(s.pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &notarize.Entry{PublicKey: string(pemKey)}
-	if err := json.Unmarshal(raw, &e.Envelope); err != nil {
-		t.Fatal(err)
-	}
-	return e
+	return notarizetest.Envelope(t, s.sv, payloadType, payload)
 }
 
 func randomDigest(t testing.TB) notarize.Digest {
@@ -128,6 +114,11 @@ func startLedger(t testing.TB, cfg Config) *testLedger {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(t)
+	}
+	if cfg.RateLimits == (RateLimits{}) {
+		// Most tests submit faster than a writer may; the rate limit
+		// tests set limits of their own.
+		cfg.RateLimits.Off = true
 	}
 	tl := &testLedger{cfg: cfg}
 	tl.open(t)

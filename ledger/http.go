@@ -9,10 +9,13 @@ import (
 	"github.com/notarize/docker-notarize/ledger/api"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
+	"net/url"
 	"os"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -51,6 +54,7 @@ func (l *Ledger) routes() http.Handler {
 	mux.Handle("/tile/{level}/{index...}", l.api(l.serveTile, get...))
 	mux.Handle(api.PathEntries, l.api(l.serveSubmit, http.MethodPost))
 	mux.Handle(api.PathDigests+"{digest}", l.api(l.serveLookup, get...))
+	mux.Handle(api.PathDigests+"{digest}"+api.PathCurrentSuffix, l.api(l.serveCurrent, get...))
 	mux.Handle(api.PathInfo, l.api(l.serveInfo, get...))
 	metrics := promhttp.HandlerFor(l.metrics.reg, promhttp.HandlerOpts{})
 	mux.Handle("/metrics", l.api(func(w http.ResponseWriter, r *http.Request) error {
@@ -92,6 +96,8 @@ func classify(err error) (int, string) {
 		return http.StatusBadRequest, api.CodeFuture
 	case errors.Is(err, ErrNotEnrolled):
 		return http.StatusForbidden, api.CodeNotEnrolled
+	case errors.Is(err, ErrRateLimited):
+		return http.StatusTooManyRequests, api.CodeRateLimited
 	case errors.Is(err, notarize.ErrBadSignature):
 		return http.StatusBadRequest, api.CodeBadSignature
 	case errors.Is(err, errBadRequest), errors.Is(err, notarize.ErrBadEntry),
@@ -109,6 +115,12 @@ func (l *Ledger) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status, code := classify(err)
 	msg := err.Error()
 	switch {
+	case status == http.StatusTooManyRequests:
+		if rl, ok := errors.AsType[*RateLimitError](err); ok {
+			w.Header().Set("Retry-After", rl.retryAfterSeconds())
+		} else {
+			w.Header().Set("Retry-After", "1")
+		}
 	case status == http.StatusServiceUnavailable:
 		w.Header().Set("Retry-After", "1")
 		l.log.WarnContext(r.Context(), "request refused", slog.String("path", r.URL.Path), slog.Any("error", err))
@@ -150,7 +162,13 @@ func (l *Ledger) serveSubmit(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// submitRequest charges the client's rate limit before reading anything,
+// then reads, parses and submits the entry.
 func (l *Ledger) submitRequest(w http.ResponseWriter, r *http.Request) (*api.Receipt, error) {
+	if err := l.limits.allowClient(r); err != nil {
+		l.countRateLimited(err)
+		return nil, err
+	}
 	if r.ContentLength > notarize.MaxEntrySize {
 		return nil, fmt.Errorf("%w: body is %d bytes, at most %d", ErrTooLarge, r.ContentLength, notarize.MaxEntrySize)
 	}
@@ -168,34 +186,99 @@ func (l *Ledger) submitRequest(w http.ResponseWriter, r *http.Request) (*api.Rec
 	return l.Submit(r.Context(), e)
 }
 
-// serveLookup handles GET /api/v1/digests/{digest}.
+// serveLookup handles GET /api/v1/digests/{digest}: one page.
 func (l *Ledger) serveLookup(w http.ResponseWriter, r *http.Request) error {
-	resp, err := l.lookupRequest(r)
+	return l.serveLookupKind(w, r, "page", func() (*api.LookupResponse, error) {
+		d, opts, err := lookupQuery(r)
+		if err != nil {
+			return nil, err
+		}
+		return l.Lookup(r.Context(), d, opts)
+	})
+}
+
+// serveCurrent handles GET /api/v1/digests/{digest}/current.
+func (l *Ledger) serveCurrent(w http.ResponseWriter, r *http.Request) error {
+	return l.serveLookupKind(w, r, "current", func() (*api.LookupResponse, error) {
+		d, err := notarize.ParseDigest(r.PathValue("digest"))
+		if err != nil {
+			return nil, err
+		}
+		return l.Current(r.Context(), d, r.URL.Query()[api.QueryKeyID])
+	})
+}
+
+// serveLookupKind answers with lookup's response, counting it as kind.
+func (l *Ledger) serveLookupKind(w http.ResponseWriter, r *http.Request, kind string, lookup func() (*api.LookupResponse, error)) error {
+	resp, err := lookup()
 	if err != nil {
 		_, code := classify(err)
-		l.metrics.lookups.WithLabelValues(code).Inc()
+		l.metrics.lookups.WithLabelValues(kind, code).Inc()
 		return err
 	}
-	l.metrics.lookups.WithLabelValues("ok").Inc()
+	l.metrics.lookups.WithLabelValues(kind, "ok").Inc()
 	writeJSON(w, http.StatusOK, resp)
 	return nil
 }
 
-func (l *Ledger) lookupRequest(r *http.Request) (*api.LookupResponse, error) {
+// lookupQuery parses a page lookup's digest and query: repeatable keyid,
+// after (a log index) and limit (1 to api.MaxLookupLimit), each at most
+// once. Key IDs are checked by Lookup.
+func lookupQuery(r *http.Request) (notarize.Digest, LookupOptions, error) {
+	var opts LookupOptions
 	d, err := notarize.ParseDigest(r.PathValue("digest"))
 	if err != nil {
-		return nil, err
+		return "", opts, err
 	}
-	keyIDs := r.URL.Query()[api.QueryKeyID]
-	if len(keyIDs) > api.MaxLookupKeyIDs {
-		return nil, fmt.Errorf("%w: %d key IDs, at most %d", errBadRequest, len(keyIDs), api.MaxLookupKeyIDs)
+	q := r.URL.Query()
+	opts.KeyIDs = q[api.QueryKeyID]
+	if len(opts.KeyIDs) > api.MaxLookupKeyIDs {
+		return "", opts, fmt.Errorf("%w: %d key IDs, at most %d", errBadRequest, len(opts.KeyIDs), api.MaxLookupKeyIDs)
 	}
-	for _, id := range keyIDs {
-		if _, err := notarize.ParseDigest("sha256:" + id); err != nil {
-			return nil, fmt.Errorf("%w: key ID %q: want 64 lowercase hex characters", errBadRequest, truncate(id, 80))
+	if v, ok, err := singleParam(q, api.QueryAfter); err != nil {
+		return "", opts, err
+	} else if ok {
+		after, err := parseDecimal(v, math.MaxUint64)
+		if err != nil {
+			return "", opts, fmt.Errorf("%w: %s %q: want a log index", errBadRequest, api.QueryAfter, truncate(v, 40))
 		}
+		opts.After = &after
 	}
-	return l.Lookup(r.Context(), d, keyIDs...)
+	if v, ok, err := singleParam(q, api.QueryLimit); err != nil {
+		return "", opts, err
+	} else if ok {
+		n, err := parseDecimal(v, api.MaxLookupLimit)
+		if err != nil || n == 0 {
+			return "", opts, fmt.Errorf("%w: %s %q: want 1 to %d", errBadRequest, api.QueryLimit, truncate(v, 40), api.MaxLookupLimit)
+		}
+		opts.Limit = int(n)
+	}
+	return d, opts, nil
+}
+
+// singleParam returns the value of a query parameter that may appear at most once.
+func singleParam(q url.Values, name string) (string, bool, error) {
+	switch vs := q[name]; len(vs) {
+	case 0:
+		return "", false, nil
+	case 1:
+		return vs[0], true, nil
+	default:
+		return "", false, fmt.Errorf("%w: %s given %d times", errBadRequest, name, len(vs))
+	}
+}
+
+// parseDecimal parses a decimal number of at most most, digits only (no
+// sign, no spaces).
+func parseDecimal(s string, most uint64) (uint64, error) {
+	if s == "" || strings.TrimLeft(s, "0123456789") != "" {
+		return 0, errBadRequest
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || n > most {
+		return 0, errBadRequest
+	}
+	return n, nil
 }
 
 // serveInfo handles GET /api/v1/info.

@@ -2,12 +2,15 @@ package ledger
 
 import (
 	"context"
-	"encoding/base64"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,13 +21,23 @@ import (
 	"github.com/transparency-dev/tessera/api/layout"
 )
 
-// Index maps statement subject digests to log indices. It is filled by a
-// follower that tails the integrated log, so it covers a prefix of the log:
-// the first Processed() entries.
+// Index maps (statement subject digest, signer key ID) to log indices, with
+// each statement's signed timestamp. It is filled by a follower that tails
+// the integrated log, so it covers a prefix of the log: the first
+// Processed() entries. A lookup filtered by key IDs reads only the rows of
+// those keys: statements by other keys about the same digest, however
+// many, cost it nothing.
 type Index interface {
-	// Lookup returns, in increasing order, the indices of the processed log
-	// entries whose statement subject is d.
-	Lookup(ctx context.Context, d notarize.Digest) ([]uint64, error)
+	// Page returns, in increasing order, at most n indices i with
+	// from <= i < below of the processed entries whose statement subject
+	// is d and, when keyIDs is not empty, whose signer is one of keyIDs
+	// (hex, without duplicates).
+	Page(ctx context.Context, d notarize.Digest, keyIDs []string, from, below uint64, n int) ([]uint64, error)
+	// Current returns, in increasing order, the index of the current
+	// statement about d of each of keyIDs that made one below index
+	// below: the greatest signed timestamp, ties broken by the greater
+	// index (as notarize.Current).
+	Current(ctx context.Context, d notarize.Digest, keyIDs []string, below uint64) ([]uint64, error)
 	// Processed returns how many log entries, from index 0, have been indexed.
 	Processed() uint64
 	// WaitProcessed blocks until Processed() >= n or ctx is done.
@@ -32,24 +45,32 @@ type Index interface {
 }
 
 // store is what the ledger needs from its database: the digest index and
-// Tessera antispam (duplicate detection), fed by one follower.
+// Tessera antispam (duplicate detection by statement identity), fed by one
+// follower.
 type store interface {
 	Index
 	tessera.Antispam
+	// indexOf returns the first log index of the statement whose
+	// identity (notarize.Verified.Identity) is id, if it is indexed.
+	indexOf(ctx context.Context, id [32]byte) (uint64, bool, error)
 	// Close waits for the follower to return (cancel its context first)
 	// and releases the database.
 	Close() error
 }
 
 // indexDB is what an indexStore keeps in a database (bbolt or MySQL): the
-// first log index of every entry identity, the log indices of every subject
-// digest, and the follower's position, how many log entries are indexed.
+// first log index of every statement identity, the (digest, key ID, log
+// index) rows of every verified entry with its signed timestamp, and the
+// follower's position, how many log entries are indexed. Digests and key
+// IDs are raw 32-byte SHA-256 values.
 type indexDB interface {
 	// position reads the persisted follower position.
 	position(ctx context.Context) (uint64, error)
-	// lookup returns, in increasing order, the log indices recorded for
-	// the raw SHA-256 subject digest.
-	lookup(ctx context.Context, digest []byte) ([]uint64, error)
+	// page implements Index.Page on raw digest and key IDs.
+	page(ctx context.Context, digest []byte, keyIDs [][]byte, from, below uint64, n int) ([]uint64, error)
+	// current returns, in any order, Index.Current's answer on raw
+	// digest and key IDs.
+	current(ctx context.Context, digest []byte, keyIDs [][]byte, below uint64) ([]uint64, error)
 	// indexOf returns the first log index of the entry with identity hash id.
 	indexOf(ctx context.Context, id []byte) (uint64, bool, error)
 	// write records batch as entries [next, next+len(batch)), keeping the
@@ -107,17 +128,66 @@ func newIndexStore(db indexDB, logger *slog.Logger, tune followTuning, processed
 	return s
 }
 
-// Lookup implements Index.
-func (s *indexStore) Lookup(ctx context.Context, d notarize.Digest) ([]uint64, error) {
-	raw, err := hex.DecodeString(d.Hex())
-	if err != nil || len(raw) != 32 {
-		return nil, fmt.Errorf("index lookup: %w %q", notarize.ErrBadDigest, d)
-	}
-	out, err := s.db.lookup(ctx, raw)
+// Page implements Index.
+func (s *indexStore) Page(ctx context.Context, d notarize.Digest, keyIDs []string, from, below uint64, n int) ([]uint64, error) {
+	digest, keys, err := rawDigestAndKeys(d, keyIDs)
 	if err != nil {
-		return nil, fmt.Errorf("index lookup: %w", err)
+		return nil, fmt.Errorf("index page: %w", err)
+	}
+	if n <= 0 || from >= below {
+		return nil, nil
+	}
+	out, err := s.db.page(ctx, digest, keys, from, below, n)
+	if err != nil {
+		return nil, fmt.Errorf("index page: %w", err)
 	}
 	return out, nil
+}
+
+// Current implements Index.
+func (s *indexStore) Current(ctx context.Context, d notarize.Digest, keyIDs []string, below uint64) ([]uint64, error) {
+	digest, keys, err := rawDigestAndKeys(d, keyIDs)
+	if err != nil {
+		return nil, fmt.Errorf("index current: %w", err)
+	}
+	if len(keys) == 0 || below == 0 {
+		return nil, nil
+	}
+	out, err := s.db.current(ctx, digest, keys, below)
+	if err != nil {
+		return nil, fmt.Errorf("index current: %w", err)
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+// indexOf implements store.
+func (s *indexStore) indexOf(ctx context.Context, id [32]byte) (uint64, bool, error) {
+	idx, ok, err := s.db.indexOf(ctx, id[:])
+	if err != nil {
+		return 0, false, fmt.Errorf("index: statement identity: %w", err)
+	}
+	return idx, ok, nil
+}
+
+// errBadKeyID is returned (wrapped) for a key ID that is not 64 lowercase hex characters.
+var errBadKeyID = errors.New("bad key ID")
+
+// rawDigestAndKeys decodes a digest and hex key IDs to raw SHA-256 values.
+func rawDigestAndKeys(d notarize.Digest, keyIDs []string) ([]byte, [][]byte, error) {
+	digest, err := hex.DecodeString(d.Hex())
+	if err != nil || len(digest) != 32 || !strings.HasPrefix(string(d), "sha256:") {
+		return nil, nil, fmt.Errorf("%w %q", notarize.ErrBadDigest, d)
+	}
+	keys := make([][]byte, len(keyIDs))
+	for i, id := range keyIDs {
+		k, err := hex.DecodeString(id)
+		if err != nil || len(k) != 32 || id != strings.ToLower(id) {
+			return nil, nil, fmt.Errorf("%w %q", errBadKeyID, id)
+		}
+		keys[i] = k
+	}
+	return digest, keys, nil
 }
 
 // Processed implements Index.
@@ -158,15 +228,32 @@ func (s *indexStore) advance(n uint64) {
 	s.mu.Unlock()
 }
 
-// Decorator implements tessera.Antispam: an entry whose identity is already
-// in the log resolves to its existing index (IsDup) without being added.
+// identityKey is the context key under which Submit hands the statement
+// identity of the entry it adds to Decorator.
+type identityKey struct{}
+
+// withIdentity returns ctx carrying the statement identity of the entry
+// about to be added.
+func withIdentity(ctx context.Context, id [32]byte) context.Context {
+	return context.WithValue(ctx, identityKey{}, id)
+}
+
+// Decorator implements tessera.Antispam: an entry whose statement identity
+// (notarize.Verified.Identity: key ID and signed payload, not the entry's
+// bytes) is already in the log resolves to its existing index (IsDup)
+// without being added. The identity comes from Submit through the context;
+// an entry added without one is parsed and verified here.
 func (s *indexStore) Decorator() func(tessera.AddFn) tessera.AddFn {
 	return func(next tessera.AddFn) tessera.AddFn {
 		return func(ctx context.Context, e *tessera.Entry) tessera.IndexFuture {
 			if s.pushback.Load() {
 				return func() (tessera.Index, error) { return tessera.Index{}, tessera.ErrPushbackAntispam }
 			}
-			idx, ok, err := s.db.indexOf(ctx, e.Identity())
+			id, ok := ctx.Value(identityKey{}).([32]byte)
+			if !ok {
+				id = indexEntry(e.Data()).identity()
+			}
+			idx, ok, err := s.db.indexOf(ctx, id[:])
 			if err != nil {
 				return func() (tessera.Index, error) { return tessera.Index{}, fmt.Errorf("antispam lookup: %w", err) }
 			}
@@ -178,11 +265,11 @@ func (s *indexStore) Decorator() func(tessera.AddFn) tessera.AddFn {
 	}
 }
 
-// Follower implements tessera.Antispam. idHasher turns an entry bundle into
-// the identity hashes of its entries (Tessera's, so that they match
-// tessera.Entry.Identity).
-func (s *indexStore) Follower(idHasher func(bundle []byte) ([][]byte, error)) tessera.Follower {
-	return &indexFollower{s: s, idHasher: idHasher}
+// Follower implements tessera.Antispam. The follower computes statement
+// identities itself (see indexEntry); Tessera's identity hasher, a hash of
+// the entry's bytes, is not used.
+func (s *indexStore) Follower(func(bundle []byte) ([][]byte, error)) tessera.Follower {
+	return &indexFollower{s: s}
 }
 
 // started is closed once the follower runs.
@@ -201,8 +288,7 @@ func (s *indexStore) Close() error {
 
 // indexFollower tails the integrated log into an indexStore.
 type indexFollower struct {
-	s        *indexStore
-	idHasher func([]byte) ([][]byte, error)
+	s *indexStore
 }
 
 // Name implements tessera.Follower.
@@ -244,8 +330,90 @@ func (f *indexFollower) Follow(ctx context.Context, lr tessera.LogReader) {
 
 // followed is one log entry as the index sees it.
 type followed struct {
-	id     []byte
-	digest []byte // raw sha256 of the subject; nil if the entry does not parse
+	// id is the statement identity (notarize.Verified.Identity), or the
+	// SHA-256 of the entry's bytes if it does not verify.
+	id []byte
+	// digest and keyID are the raw SHA-256 subject digest and signer key
+	// ID; both nil if the entry does not verify (it is then in no lookup).
+	digest, keyID []byte
+	ts            stamp // the signed timestamp
+	status        byte  // statusCode of the statement's status
+}
+
+// identity returns f.id as an array.
+func (f followed) identity() [32]byte { return [32]byte(f.id) }
+
+// stamp is a signed timestamp as index bytes that sort as the times do:
+// seconds since the Unix epoch (big-endian; statements are dated 2000 to
+// 9999, so positive) and nanoseconds (big-endian uint32).
+type stamp [12]byte
+
+func stampOf(t time.Time) stamp {
+	var s stamp
+	binary.BigEndian.PutUint64(s[:8], uint64(t.Unix()))
+	binary.BigEndian.PutUint32(s[8:], uint32(t.Nanosecond()))
+	return s
+}
+
+func (s stamp) seconds() int64     { return int64(binary.BigEndian.Uint64(s[:8])) }
+func (s stamp) nanoseconds() int64 { return int64(binary.BigEndian.Uint32(s[8:])) }
+
+// statusCode is how the index records a statement's status.
+func statusCode(s notarize.Status) byte {
+	switch s {
+	case notarize.StatusTrusted:
+		return 1
+	case notarize.StatusUntrusted:
+		return 2
+	case notarize.StatusUnsupported:
+		return 3
+	}
+	return 0
+}
+
+// indexEntry parses and verifies a stored entry for the index. Entries were
+// verified when submitted; one that no longer verifies (a foreign log, or
+// rules made stricter since) keeps the SHA-256 of its bytes as identity, so
+// that an exact replay is still a duplicate, and is in no lookup.
+func indexEntry(data []byte) followed {
+	f, err := verifiedEntry(data)
+	if err != nil {
+		h := sha256.Sum256(data)
+		return followed{id: h[:]}
+	}
+	return f
+}
+
+func verifiedEntry(data []byte) (followed, error) {
+	e, err := notarize.ParseEntry(data)
+	if err != nil {
+		return followed{}, err
+	}
+	v, err := e.Verify()
+	if err != nil {
+		return followed{}, err
+	}
+	return followedOf(v)
+}
+
+// followedOf returns the index row of a verified entry.
+func followedOf(v *notarize.Verified) (followed, error) {
+	digest, err := hex.DecodeString(v.Statement.Digest().Hex())
+	if err != nil || len(digest) != 32 {
+		return followed{}, fmt.Errorf("%w: subject digest %q", notarize.ErrBadDigest, v.Statement.Digest())
+	}
+	key, err := hex.DecodeString(v.KeyID)
+	if err != nil || len(key) != 32 {
+		return followed{}, fmt.Errorf("%w: key ID %q", errBadKeyID, v.KeyID)
+	}
+	id := v.Identity()
+	return followed{
+		id:     id[:],
+		digest: digest,
+		keyID:  key,
+		ts:     stampOf(v.Statement.Predicate.Timestamp),
+		status: statusCode(v.Statement.Predicate.Status),
+	}, nil
 }
 
 // step indexes up to tune.maxBatch entries in one write and reports whether
@@ -273,7 +441,7 @@ func (f *indexFollower) step(ctx context.Context, lr tessera.LogReader) (bool, e
 	}
 	f.s.pushback.Store(size-next > antispamPushbackAt)
 	n := min(size-next, f.s.tune.maxBatch)
-	batch, err := readIndexEntries(ctx, lr, f.idHasher, f.s.log, next, n, size)
+	batch, err := readIndexEntries(ctx, lr, f.s.log, next, n, size)
 	if err != nil {
 		return false, err
 	}
@@ -288,56 +456,36 @@ func (f *indexFollower) step(ctx context.Context, lr tessera.LogReader) (bool, e
 	return next+n == size, nil
 }
 
-// readIndexEntries returns the identity hashes and subject digests of
-// entries [from, from+n) of a log of the given integrated size.
-func readIndexEntries(ctx context.Context, lr tessera.LogReader, idHasher func([]byte) ([][]byte, error), logger *slog.Logger, from, n, size uint64) ([]followed, error) {
+// readIndexEntries returns the index rows of entries [from, from+n) of a
+// log of the given integrated size. Each entry is parsed and its signature
+// checked (see indexEntry).
+func readIndexEntries(ctx context.Context, lr tessera.LogReader, logger *slog.Logger, from, n, size uint64) ([]followed, error) {
 	out := make([]followed, 0, n)
 	for ri := range layout.Range(from, n, size) {
 		raw, err := lr.ReadEntryBundle(ctx, ri.Index, ri.Partial)
 		if err != nil {
 			return nil, fmt.Errorf("read entry bundle %d: %w", ri.Index, err)
 		}
-		ids, err := idHasher(raw)
-		if err != nil {
-			return nil, fmt.Errorf("entry bundle %d: identities: %w", ri.Index, err)
-		}
 		var eb api.EntryBundle
 		if err := eb.UnmarshalText(raw); err != nil {
 			return nil, fmt.Errorf("entry bundle %d: %w", ri.Index, err)
 		}
 		end := ri.First + ri.N
-		if uint(len(eb.Entries)) < end || uint(len(ids)) < end {
+		if uint(len(eb.Entries)) < end {
 			return nil, fmt.Errorf("entry bundle %d holds %d entries, want at least %d", ri.Index, len(eb.Entries), end)
 		}
 		for i := ri.First; i < end; i++ {
-			fe := followed{id: ids[i]}
-			if d, err := subjectDigest(eb.Entries[i]); err != nil {
-				// Only verified entries are added, so this is a bug or a
-				// foreign log; keep going so duplicates are still caught.
-				logger.WarnContext(ctx, "index: entry has no readable subject", slog.Uint64("index", ri.Index*layout.EntryBundleWidth+uint64(i)), slog.Any("error", err))
-			} else {
-				fe.digest = d
+			fe, err := verifiedEntry(eb.Entries[i])
+			if err != nil {
+				// Only verified entries are added, so this is a foreign
+				// log or an entry older than a stricter rule; keep going
+				// so that exact replays are still caught.
+				logger.WarnContext(ctx, "index: entry does not verify; it is left out of lookups",
+					slog.Uint64("index", ri.Index*layout.EntryBundleWidth+uint64(i)), slog.Any("error", err))
+				fe = indexEntry(eb.Entries[i])
 			}
 			out = append(out, fe)
 		}
 	}
 	return out, nil
-}
-
-// subjectDigest returns the raw SHA-256 subject digest of a stored entry.
-// The signature was checked when the entry was submitted.
-func subjectDigest(entry []byte) ([]byte, error) {
-	e, err := notarize.ParseEntry(entry)
-	if err != nil {
-		return nil, err
-	}
-	payload, err := base64.StdEncoding.DecodeString(e.Envelope.Payload)
-	if err != nil {
-		return nil, fmt.Errorf("%w: payload: %v", notarize.ErrBadEntry, err)
-	}
-	st, err := notarize.ParseStatement(payload)
-	if err != nil {
-		return nil, err
-	}
-	return hex.DecodeString(st.Digest().Hex())
 }

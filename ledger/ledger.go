@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,10 +64,16 @@ type Ledger struct {
 	closeBackend func() error
 	cancel       context.CancelFunc
 
-	inflight  chan struct{} // semaphore bounding concurrent submissions
+	inflight  chan struct{} // semaphore bounding concurrent appends
 	closing   atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
+
+	limits    *writeLimits
+	pendingMu sync.Mutex
+	pending   map[[32]byte]*submission // appends in flight, by statement identity
+	appends   sync.WaitGroup           // append goroutines (see Submit)
+	closed    chan struct{}            // closed by Close once the log is flushed
 
 	lastCP atomic.Pointer[parsedCheckpoint] // the last checkpoint opened, to skip re-verifying it
 	prover prover
@@ -172,6 +177,9 @@ func newLedger(ctx context.Context, cfg Config, b *backend) (*Ledger, error) {
 		inflight:     make(chan struct{}, maxInFlight),
 		store:        b.store,
 		closeBackend: b.close,
+		limits:       newWriteLimits(cfg.RateLimits, cfg.TrustedProxies, time.Now),
+		pending:      map[[32]byte]*submission{},
+		closed:       make(chan struct{}),
 	}
 	if b.signers != nil { // shared storage holds the enrolled set
 		set, err := b.signers(ctx)
@@ -284,6 +292,8 @@ func (l *Ledger) Close(ctx context.Context) error {
 		if err := l.shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("flush log: %w", err))
 		}
+		close(l.closed)
+		l.appends.Wait()
 		l.cancel()
 		if err := l.store.Close(); err != nil {
 			errs = append(errs, err)
@@ -298,135 +308,6 @@ func (l *Ledger) Close(ctx context.Context) error {
 		}
 	})
 	return l.closeErr
-}
-
-// Submit verifies e, appends it to the log unless the same entry is already
-// there, and returns the receipt once a published checkpoint covers it.
-// Receipt.Duplicate reports that the entry was already in the log.
-func (l *Ledger) Submit(ctx context.Context, e *notarize.Entry) (*api.Receipt, error) {
-	if l.closing.Load() {
-		return nil, fmt.Errorf("submit: %w: shutting down", ErrUnavailable)
-	}
-	v, err := e.Verify()
-	if err != nil {
-		return nil, fmt.Errorf("submit: %w", err)
-	}
-	if ts, limit := v.Statement.Predicate.Timestamp, time.Now().Add(l.cfg.MaxFutureSkew); ts.After(limit) {
-		return nil, fmt.Errorf("submit: %w: timestamp %s is more than %v ahead of the ledger's clock",
-			ErrFuture, ts.UTC().Format(time.RFC3339), l.cfg.MaxFutureSkew)
-	}
-	if set := l.enrolled.Load(); set != nil && len(*set) > 0 && !(*set)[v.KeyID] {
-		return nil, fmt.Errorf("submit: %w: key %s", ErrNotEnrolled, v.KeyID)
-	}
-	data, err := e.Marshal()
-	if err != nil {
-		return nil, fmt.Errorf("submit: %w", err)
-	}
-	if len(data) > MaxLeafSize {
-		return nil, fmt.Errorf("submit: %w: canonical entry is %d bytes, at most %d", ErrTooLarge, len(data), MaxLeafSize)
-	}
-	select {
-	case l.inflight <- struct{}{}:
-		defer func() { <-l.inflight }()
-	default:
-		return nil, fmt.Errorf("submit: %w: %d submissions in flight", ErrUnavailable, maxInFlight)
-	}
-	actx, cancel := context.WithTimeout(ctx, receiptTimeout)
-	defer cancel()
-	idx, cpRaw, err := l.awaiter.Await(actx, l.add(actx, tessera.NewEntry(data)))
-	switch {
-	case err == nil:
-	case errors.Is(err, tessera.ErrPushback):
-		return nil, fmt.Errorf("submit: %w: %v", ErrUnavailable, err)
-	case ctx.Err() != nil:
-		return nil, fmt.Errorf("submit: %w", ctx.Err())
-	case l.closing.Load():
-		return nil, fmt.Errorf("submit: %w: shutting down: %v", ErrUnavailable, err)
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		return nil, fmt.Errorf("submit: %w: entry not integrated in %v: %v", ErrUnavailable, receiptTimeout, err)
-	default:
-		return nil, fmt.Errorf("submit: %w", err)
-	}
-	cp, err := l.parseCheckpoint(cpRaw)
-	if err != nil {
-		return nil, fmt.Errorf("submit: %w", err)
-	}
-	// Once answered, the entry is a duplicate for, and found by, every
-	// instance sharing the storage: wait for the index to cover it.
-	if err := l.store.WaitProcessed(actx, idx.Index+1); err != nil {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("submit: %w", ctx.Err())
-		}
-		return nil, fmt.Errorf("submit: %w: %v", ErrUnavailable, err)
-	}
-	proofs, err := l.inclusionProofs(ctx, cp.Size, idx.Index)
-	if err != nil {
-		return nil, fmt.Errorf("submit: %w", err)
-	}
-	return &api.Receipt{
-		Index:          idx.Index,
-		Duplicate:      idx.IsDup,
-		Entry:          data,
-		Checkpoint:     string(cpRaw),
-		InclusionProof: proofs[0],
-	}, nil
-}
-
-// Lookup returns every entry whose statement subject is d, each with an
-// inclusion proof to the latest checkpoint, which is returned with them.
-//
-// With keyIDs, only entries whose public key has one of those key IDs are
-// returned (and proven): a verifier asks for the signers it accepts, so
-// statements by others, however many, neither bloat its answer nor cost
-// proofs.
-func (l *Ledger) Lookup(ctx context.Context, d notarize.Digest, keyIDs ...string) (*api.LookupResponse, error) {
-	if _, err := notarize.ParseDigest(string(d)); err != nil {
-		return nil, fmt.Errorf("lookup: %w", err)
-	}
-	cpRaw, cp, err := l.latestCheckpoint(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("lookup: %w", err)
-	}
-	wctx, cancel := context.WithTimeout(ctx, indexWait)
-	defer cancel()
-	if err := l.store.WaitProcessed(wctx, cp.Size); err != nil {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("lookup: %w", ctx.Err())
-		}
-		return nil, fmt.Errorf("lookup: %w: %v", ErrUnavailable, err)
-	}
-	all, err := l.store.Lookup(ctx, d)
-	if err != nil {
-		return nil, fmt.Errorf("lookup: %w", err)
-	}
-	resp := &api.LookupResponse{Digest: string(d), Checkpoint: string(cpRaw), Entries: []api.LookupEntry{}}
-	if len(all) == 0 {
-		return resp, nil
-	}
-	var covered []uint64
-	var entries [][]byte
-	bundles := map[uint64][]byte{}
-	for _, i := range all {
-		if i >= cp.Size { // indexed after the checkpoint was read
-			continue
-		}
-		data, err := l.entryAt(ctx, bundles, i, cp.Size)
-		if err != nil {
-			return nil, fmt.Errorf("lookup: %w", err)
-		}
-		if len(keyIDs) > 0 && !slices.Contains(keyIDs, entryKeyID(data)) {
-			continue
-		}
-		covered, entries = append(covered, i), append(entries, data)
-	}
-	proofs, err := l.inclusionProofs(ctx, cp.Size, covered...)
-	if err != nil {
-		return nil, fmt.Errorf("lookup: %w", err)
-	}
-	for k, i := range covered {
-		resp.Entries = append(resp.Entries, api.LookupEntry{Index: i, Entry: entries[k], InclusionProof: proofs[k]})
-	}
-	return resp, nil
 }
 
 // Info describes the ledger and its latest checkpoint.
@@ -513,22 +394,4 @@ func nonNil(p [][]byte) [][]byte {
 		return [][]byte{}
 	}
 	return p
-}
-
-// entryKeyID returns the key ID of the public key an entry carries, or "" if
-// it has none that parses (entries were verified when submitted).
-func entryKeyID(data []byte) string {
-	e, err := notarize.ParseEntry(data)
-	if err != nil {
-		return ""
-	}
-	pub, err := notarize.ParsePublicKey([]byte(e.PublicKey))
-	if err != nil {
-		return ""
-	}
-	id, err := notarize.KeyID(pub)
-	if err != nil {
-		return ""
-	}
-	return id
 }

@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -12,7 +13,8 @@ type metrics struct {
 	reg         *prometheus.Registry
 	submissions *prometheus.CounterVec // by result: created, duplicate or an error code
 	receipt     prometheus.Histogram   // seconds from request to receipt
-	lookups     *prometheus.CounterVec // by result: ok or an error code
+	lookups     *prometheus.CounterVec // by kind (page, current) and result: ok or an error code
+	rateLimited *prometheus.CounterVec // by limit: client, key, key-digest
 }
 
 func newMetrics(l *Ledger) *metrics {
@@ -29,11 +31,15 @@ func newMetrics(l *Ledger) *metrics {
 		}),
 		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "notarize_ledger_lookups_total",
-			Help: "Digest lookups by result: ok, or the API error code.",
-		}, []string{"result"}),
+			Help: "Digest lookups by kind (page or current) and result: ok, or the API error code.",
+		}, []string{"kind", "result"}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "notarize_ledger_rate_limited_total",
+			Help: "Submissions refused by a rate limit, by limit: client, key or key-digest.",
+		}, []string{"limit"}),
 	}
 	m.reg.MustRegister(
-		m.submissions, m.receipt, m.lookups,
+		m.submissions, m.receipt, m.lookups, m.rateLimited,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "notarize_ledger_log_size",
 			Help: "Entries integrated into the log.",
@@ -52,4 +58,11 @@ func newMetrics(l *Ledger) *metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	return m
+}
+
+// countRateLimited counts err if it is a rate limit's refusal.
+func (l *Ledger) countRateLimited(err error) {
+	if rl, ok := errors.AsType[*RateLimitError](err); ok && l.metrics != nil {
+		l.metrics.rateLimited.WithLabelValues(rl.Limit).Inc()
+	}
 }

@@ -42,7 +42,7 @@ const (
 
 // schemaVersion is the version of the ledger's tables this binary uses;
 // notarize_schema holds the database's. migrations()[v] goes from v to v+1.
-const schemaVersion = 1
+const schemaVersion = 2
 
 // migrations returns, for each schema version v, the statements that take
 // a database from v to v+1. Every statement is idempotent, so a migration
@@ -50,6 +50,7 @@ const schemaVersion = 1
 func migrations() [][]string {
 	return [][]string{
 		append(tesseraSchema(), notarizeSchemaV1()...),
+		notarizeSchemaV2(),
 	}
 }
 
@@ -88,6 +89,34 @@ func notarizeSchemaV1() []string {
 		"INSERT IGNORE INTO `TreeState` (`id`, `size`, `root`) VALUES (0, 0, X'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855')",
 	}
 }
+
+// notarizeSchemaV2 indexes statements by (digest, key ID) with their signed
+// timestamps, and detects duplicates by statement identity (key ID and
+// signed payload) instead of the entry's bytes. The new index is built
+// from the log by the follower, from its own position (row 1 of
+// notarize_follow, starting at 0): the follower is idempotent. Version 1's
+// notarize_identity, notarize_digest and position row 0 are no longer
+// read; they are left for instances of the previous version still running
+// during a rolling upgrade, and may be dropped once none is.
+func notarizeSchemaV2() []string {
+	return []string{
+		// Antispam: statement identity → first log index.
+		"CREATE TABLE IF NOT EXISTS `notarize_statement` (`hash` BINARY(32) NOT NULL, `idx` BIGINT UNSIGNED NOT NULL, PRIMARY KEY (`hash`))",
+		// Digest index: one row per verified entry. The primary key serves
+		// lookups filtered by key, by_digest unfiltered ones, by_time the
+		// current statement of a key.
+		"CREATE TABLE IF NOT EXISTS `notarize_entry` (" +
+			"`digest` BINARY(32) NOT NULL, `key_id` BINARY(32) NOT NULL, `idx` BIGINT UNSIGNED NOT NULL, " +
+			"`ts_sec` BIGINT NOT NULL, `ts_nsec` INT UNSIGNED NOT NULL, `status` TINYINT UNSIGNED NOT NULL, " +
+			"PRIMARY KEY (`digest`, `key_id`, `idx`), KEY `by_digest` (`digest`, `idx`), " +
+			"KEY `by_time` (`digest`, `key_id`, `ts_sec`, `ts_nsec`, `idx`))",
+		// How many log entries, from 0, the two tables above cover.
+		"INSERT IGNORE INTO `notarize_follow` (`id`, `next`) VALUES (" + mysqlFollowRow + ", 0)",
+	}
+}
+
+// mysqlFollowRow is the notarize_follow row of the schema version 2 index.
+const mysqlFollowRow = "1"
 
 // ErrSchemaTooNew is returned (wrapped) by New when the database was
 // migrated by a newer notarize-ledger than this one.

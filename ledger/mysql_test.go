@@ -213,7 +213,7 @@ func TestMySQLRoundTripAndRestart(t *testing.T) {
 	if err := db.QueryRowContext(t.Context(), "SELECT `version` FROM `notarize_schema` WHERE `id` = 0").Scan(&version); err != nil || version != schemaVersion {
 		t.Errorf("schema version %d (%v), want %d", version, err, schemaVersion)
 	}
-	if err := db.QueryRowContext(t.Context(), "SELECT `next` FROM `notarize_follow` WHERE `id` = 0").Scan(&next); err != nil || next != 3 {
+	if err := db.QueryRowContext(t.Context(), "SELECT `next` FROM `notarize_follow` WHERE `id` = "+mysqlFollowRow).Scan(&next); err != nil || next != 3 {
 		t.Errorf("index position %d (%v), want 3", next, err)
 	}
 }

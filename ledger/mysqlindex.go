@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 )
@@ -21,9 +22,9 @@ const (
 )
 
 // mysqlIndex implements indexDB on the ledger's MySQL tables: antispam
-// (notarize_identity), the digest index (notarize_digest) and their shared
-// position (notarize_follow), all updated in one transaction, so any number
-// of instances share one index.
+// (notarize_statement), the digest index (notarize_entry) and their shared
+// position (notarize_follow row mysqlFollowRow), all updated in one
+// transaction, so any number of instances share one index.
 type mysqlIndex struct {
 	db     *sql.DB
 	health *dbHealth
@@ -52,23 +53,54 @@ func openMySQLStore(ctx context.Context, db *sql.DB, logger *slog.Logger, health
 // position implements indexDB.
 func (m *mysqlIndex) position(ctx context.Context) (uint64, error) {
 	var next uint64
-	if err := m.db.QueryRowContext(ctx, "SELECT `next` FROM `notarize_follow` WHERE `id` = 0").Scan(&next); err != nil {
+	if err := m.db.QueryRowContext(ctx, "SELECT `next` FROM `notarize_follow` WHERE `id` = "+mysqlFollowRow).Scan(&next); err != nil {
 		return 0, fmt.Errorf("read index position: %w", err)
 	}
 	return next, nil
 }
 
-// lookup implements indexDB; a database outage is ErrUnavailable.
-func (m *mysqlIndex) lookup(ctx context.Context, digest []byte) ([]uint64, error) {
-	out, err := m.queryDigest(ctx, digest)
+// page implements indexDB; a database outage is ErrUnavailable. A filtered
+// page is one primary-key range per key, each of at most n rows.
+func (m *mysqlIndex) page(ctx context.Context, digest []byte, keyIDs [][]byte, from, below uint64, n int) ([]uint64, error) {
+	var q string
+	var args []any
+	if len(keyIDs) == 0 {
+		q = "SELECT `idx` FROM `notarize_entry` WHERE `digest` = ? AND `idx` >= ? AND `idx` < ? ORDER BY `idx` LIMIT ?"
+		args = []any{digest, from, below, n}
+	} else {
+		parts := make([]string, len(keyIDs))
+		for i, k := range keyIDs {
+			parts[i] = "(SELECT `idx` FROM `notarize_entry` WHERE `digest` = ? AND `key_id` = ? AND `idx` >= ? AND `idx` < ? ORDER BY `idx` LIMIT ?)"
+			args = append(args, digest, k, from, below, n)
+		}
+		q = strings.Join(parts, " UNION ALL ")
+	}
+	out, err := m.queryIndices(ctx, q, args...)
+	if err != nil {
+		return nil, m.health.check(ctx, err)
+	}
+	slices.Sort(out)
+	return out[:min(len(out), n)], nil
+}
+
+// current implements indexDB: one by_time range per key, read backwards.
+func (m *mysqlIndex) current(ctx context.Context, digest []byte, keyIDs [][]byte, below uint64) ([]uint64, error) {
+	parts := make([]string, len(keyIDs))
+	args := make([]any, 0, 3*len(keyIDs))
+	for i, k := range keyIDs {
+		parts[i] = "(SELECT `idx` FROM `notarize_entry` WHERE `digest` = ? AND `key_id` = ? AND `idx` < ? ORDER BY `ts_sec` DESC, `ts_nsec` DESC, `idx` DESC LIMIT 1)"
+		args = append(args, digest, k, below)
+	}
+	out, err := m.queryIndices(ctx, strings.Join(parts, " UNION ALL "), args...)
 	if err != nil {
 		return nil, m.health.check(ctx, err)
 	}
 	return out, nil
 }
 
-func (m *mysqlIndex) queryDigest(ctx context.Context, digest []byte) ([]uint64, error) {
-	rows, err := m.db.QueryContext(ctx, "SELECT `idx` FROM `notarize_digest` WHERE `digest` = ? ORDER BY `idx`", digest)
+// queryIndices runs q, whose rows are one log index each.
+func (m *mysqlIndex) queryIndices(ctx context.Context, q string, args ...any) ([]uint64, error) {
+	rows, err := m.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -87,14 +119,14 @@ func (m *mysqlIndex) queryDigest(ctx context.Context, digest []byte) ([]uint64, 
 	return out, nil
 }
 
-// indexOf implements indexDB.
+// indexOf implements indexDB; a database outage is ErrUnavailable.
 func (m *mysqlIndex) indexOf(ctx context.Context, id []byte) (uint64, bool, error) {
 	var idx uint64
-	switch err := m.db.QueryRowContext(ctx, "SELECT `idx` FROM `notarize_identity` WHERE `hash` = ?", id).Scan(&idx); {
+	switch err := m.db.QueryRowContext(ctx, "SELECT `idx` FROM `notarize_statement` WHERE `hash` = ?", id).Scan(&idx); {
 	case errors.Is(err, sql.ErrNoRows):
 		return 0, false, nil
 	case err != nil:
-		return 0, false, err
+		return 0, false, m.health.check(ctx, err)
 	}
 	return idx, true, nil
 }
@@ -111,30 +143,30 @@ func (m *mysqlIndex) write(ctx context.Context, next uint64, batch []followed) (
 	}
 	defer func() { _ = tx.Rollback() }()
 	var cur uint64
-	if err := tx.QueryRowContext(ctx, "SELECT `next` FROM `notarize_follow` WHERE `id` = 0 FOR UPDATE").Scan(&cur); err != nil {
+	if err := tx.QueryRowContext(ctx, "SELECT `next` FROM `notarize_follow` WHERE `id` = "+mysqlFollowRow+" FOR UPDATE").Scan(&cur); err != nil {
 		return false, err
 	}
 	if cur != next {
 		return false, nil
 	}
 	ids := make([]any, 0, 2*len(batch))
-	digests := make([]any, 0, 2*len(batch))
+	entries := make([]any, 0, 6*len(batch))
 	for i, e := range batch {
 		idx := next + uint64(i)
 		ids = append(ids, e.id, idx)
 		if e.digest != nil {
-			digests = append(digests, e.digest, idx)
+			entries = append(entries, e.digest, e.keyID, idx, e.ts.seconds(), e.ts.nanoseconds(), e.status)
 		}
 	}
 	// INSERT IGNORE keeps the first index of an identity: entries are
 	// written in log order.
-	if err := insertRows(ctx, tx, "INSERT IGNORE INTO `notarize_identity` (`hash`, `idx`) VALUES ", ids); err != nil {
+	if err := insertRows(ctx, tx, "INSERT IGNORE INTO `notarize_statement` (`hash`, `idx`) VALUES ", 2, ids); err != nil {
 		return false, err
 	}
-	if err := insertRows(ctx, tx, "INSERT IGNORE INTO `notarize_digest` (`digest`, `idx`) VALUES ", digests); err != nil {
+	if err := insertRows(ctx, tx, "INSERT IGNORE INTO `notarize_entry` (`digest`, `key_id`, `idx`, `ts_sec`, `ts_nsec`, `status`) VALUES ", 6, entries); err != nil {
 		return false, err
 	}
-	if _, err := tx.ExecContext(ctx, "UPDATE `notarize_follow` SET `next` = ? WHERE `id` = 0", next+uint64(len(batch))); err != nil {
+	if _, err := tx.ExecContext(ctx, "UPDATE `notarize_follow` SET `next` = ? WHERE `id` = "+mysqlFollowRow, next+uint64(len(batch))); err != nil {
 		return false, err
 	}
 	if err := tx.Commit(); err != nil {
@@ -143,16 +175,17 @@ func (m *mysqlIndex) write(ctx context.Context, next uint64, batch []followed) (
 	return true, nil
 }
 
-// insertRows runs prefix with "(?, ?)" rows for args (two per row), in
+// insertRows runs prefix with "(?, …)" rows of cols values for args, in
 // statements of at most mysqlInsertRows rows.
-func insertRows(ctx context.Context, tx *sql.Tx, prefix string, args []any) error {
+func insertRows(ctx context.Context, tx *sql.Tx, prefix string, cols int, args []any) error {
+	row := "(" + strings.TrimSuffix(strings.Repeat("?, ", cols), ", ") + "), "
 	for len(args) > 0 {
-		n := min(len(args)/2, mysqlInsertRows)
-		q := prefix + strings.TrimSuffix(strings.Repeat("(?, ?), ", n), ", ")
-		if _, err := tx.ExecContext(ctx, q, args[:2*n]...); err != nil {
+		n := min(len(args)/cols, mysqlInsertRows)
+		q := prefix + strings.TrimSuffix(strings.Repeat(row, n), ", ")
+		if _, err := tx.ExecContext(ctx, q, args[:cols*n]...); err != nil {
 			return err
 		}
-		args = args[2*n:]
+		args = args[cols*n:]
 	}
 	return nil
 }

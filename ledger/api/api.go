@@ -12,6 +12,11 @@
 //	GET  /checkpoint, /tile/…, /tile/entries/…   C2SP tlog-tiles (https://c2sp.org/tlog-tiles)
 //
 // Every error is an ErrorResponse with a 4xx or 5xx status.
+//
+// A submission over a rate limit is 429 RATE_LIMITED with a Retry-After
+// header (seconds). Replaying a logged statement, in any encoding or with
+// another signature by the same key, appends nothing: the answer is 200
+// with Duplicate set and the entry as logged.
 package api
 
 // API paths served by the ledger.
@@ -28,6 +33,10 @@ const (
 // page that is not the last carries Next, the value of QueryAfter for the
 // following page. Statements by keys that were not asked for are never
 // read, proven or counted, so they cannot change a filtered lookup's pages.
+// A page may hold fewer than QueryLimit entries and still carry Next (the
+// ledger also keeps every answer under MaxAnswerSize); only the absence of
+// Next means the last page. A page holds at least one entry when any
+// matches. An invalid after, limit or keyid is 400 BAD_REQUEST.
 const (
 	// QueryAfter asks for entries with a log index greater than its value.
 	QueryAfter = "after"
@@ -48,6 +57,16 @@ const QueryKeyID = "keyid"
 // MaxLookupKeyIDs bounds the key IDs one lookup may name.
 const MaxLookupKeyIDs = 256
 
+// MaxCurrentKeyIDs bounds the key IDs of one current lookup
+// (PathCurrentSuffix), so that its answer, one entry of up to 64 KiB per
+// key with its proof, stays under MaxAnswerSize. A client asking for more
+// keys splits them over several lookups.
+const MaxCurrentKeyIDs = 64
+
+// MaxAnswerSize bounds the body of every lookup answer the ledger sends;
+// a client may refuse a larger one.
+const MaxAnswerSize = 8 << 20
+
 // MediaTypeJSON is the content type of every API request and response body.
 const MediaTypeJSON = "application/json"
 
@@ -56,9 +75,13 @@ const MediaTypeJSON = "application/json"
 type Receipt struct {
 	// Index is the entry's position in the log.
 	Index uint64 `json:"index"`
-	// Duplicate is true when the same entry was already in the log at Index.
+	// Duplicate is true when the same statement (the same key and signed
+	// payload) was already in the log at Index.
 	Duplicate bool `json:"duplicate,omitempty"`
-	// Entry is the entry's bytes exactly as stored in the log (its Merkle leaf).
+	// Entry is the entry's bytes exactly as stored in the log (its Merkle
+	// leaf). For a Duplicate it is the logged entry, whose signature may
+	// differ from the submitted one's (ECDSA signatures are randomized):
+	// compare statements (key ID and payload), not bytes.
 	Entry []byte `json:"entry"`
 	// Checkpoint is a C2SP signed-note checkpoint whose tree contains Index.
 	Checkpoint string `json:"checkpoint"`
@@ -72,7 +95,8 @@ type Receipt struct {
 //
 // For a current lookup (PathCurrentSuffix) Entries holds at most one entry
 // per asked-for key: the statement with the newest signed timestamp, ties
-// broken by the greater log index; Next is never set.
+// broken by the greater log index; Next is never set. The keyid parameter
+// is required there (1 to MaxCurrentKeyIDs); after and limit are ignored.
 type LookupResponse struct {
 	Digest     string        `json:"digest"`
 	Checkpoint string        `json:"checkpoint"`

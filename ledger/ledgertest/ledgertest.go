@@ -70,6 +70,12 @@ func WithSigners(keys ...crypto.PublicKey) Option {
 	return func(c *ledger.Config) { c.Signers = append(c.Signers, keys...) }
 }
 
+// WithRateLimits sets the ledger's rate limits. Without it a test ledger
+// has none: tests submit faster than a writer may.
+func WithRateLimits(r ledger.RateLimits) Option {
+	return func(c *ledger.Config) { c.RateLimits = r }
+}
+
 // WithDir keeps the ledger's data in dir instead of a new t.TempDir().
 func WithDir(dir string) Option {
 	return func(c *ledger.Config) { c.DataDir = dir }
@@ -80,7 +86,8 @@ func WithDir(dir string) Option {
 func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
 	cfg := ledger.Config{
-		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Logger:     slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
+		RateLimits: ledger.RateLimits{Off: true},
 	}
 	for _, o := range opts {
 		o(&cfg)

@@ -1,0 +1,217 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/notarize/docker-notarize/ledger/api"
+	"github.com/notarize/docker-notarize/notarize"
+	"github.com/transparency-dev/tessera"
+)
+
+// submission is one statement on its way into the log. Concurrent
+// submissions of the same statement (the same identity) share the first
+// one's submission, so that a statement is appended at most once however
+// it is replayed.
+type submission struct {
+	done chan struct{} // closed once the fields below are set
+	// index is the statement's log index, entry its bytes as stored there
+	// and checkpoint a published checkpoint that covers it.
+	index      uint64
+	entry      []byte
+	checkpoint []byte
+	// dup is true when the statement was in the log before this submission.
+	dup bool
+	err error
+}
+
+// Submit verifies e and appends it to the log unless the same statement
+// (notarize.Verified.Identity: the same key and signed payload, whatever
+// the signature bytes) is already there or on its way, and returns the
+// receipt once a published checkpoint covers it. Receipt.Duplicate reports
+// that the statement was logged before, at Receipt.Index; Receipt.Entry is
+// then the entry as logged, which may carry another signature than e.
+//
+// A new statement is charged to its key's rate limits (Config.RateLimits)
+// before it is appended; a replay is not.
+func (l *Ledger) Submit(ctx context.Context, e *notarize.Entry) (*api.Receipt, error) {
+	v, data, err := l.admit(e)
+	if err != nil {
+		return nil, fmt.Errorf("submit: %w", err)
+	}
+	id := v.Identity()
+	sub, owner, err := l.join(id)
+	if err != nil {
+		return nil, fmt.Errorf("submit: %w", err)
+	}
+	if owner {
+		l.append(ctx, sub, id, v, data)
+	}
+	select {
+	case <-sub.done:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("submit: %w", ctx.Err())
+	}
+	if sub.err != nil {
+		return nil, fmt.Errorf("submit: %w", sub.err)
+	}
+	cp, err := l.parseCheckpoint(sub.checkpoint)
+	if err != nil {
+		return nil, fmt.Errorf("submit: %w", err)
+	}
+	proofs, err := l.inclusionProofs(ctx, cp.Size, sub.index)
+	if err != nil {
+		return nil, fmt.Errorf("submit: %w", err)
+	}
+	return &api.Receipt{
+		Index:          sub.index,
+		Duplicate:      sub.dup || !owner,
+		Entry:          sub.entry,
+		Checkpoint:     string(sub.checkpoint),
+		InclusionProof: proofs[0],
+	}, nil
+}
+
+// admit checks what needs no storage: the signature, the timestamp, the
+// enrolment and the size. It returns the verified statement and the
+// entry's canonical bytes.
+func (l *Ledger) admit(e *notarize.Entry) (*notarize.Verified, []byte, error) {
+	if l.closing.Load() {
+		return nil, nil, fmt.Errorf("%w: shutting down", ErrUnavailable)
+	}
+	v, err := e.Verify()
+	if err != nil {
+		return nil, nil, err
+	}
+	if ts, limit := v.Statement.Predicate.Timestamp, time.Now().Add(l.cfg.MaxFutureSkew); ts.After(limit) {
+		return nil, nil, fmt.Errorf("%w: timestamp %s is more than %v ahead of the ledger's clock",
+			ErrFuture, ts.UTC().Format(time.RFC3339), l.cfg.MaxFutureSkew)
+	}
+	if set := l.enrolled.Load(); set != nil && len(*set) > 0 && !(*set)[v.KeyID] {
+		return nil, nil, fmt.Errorf("%w: key %s", ErrNotEnrolled, v.KeyID)
+	}
+	data, err := e.Marshal()
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(data) > MaxLeafSize {
+		return nil, nil, fmt.Errorf("%w: canonical entry is %d bytes, at most %d", ErrTooLarge, len(data), MaxLeafSize)
+	}
+	return v, data, nil
+}
+
+// join returns the submission in flight for the statement identity id,
+// or registers a new one that the caller owns (owner is true).
+func (l *Ledger) join(id [32]byte) (sub *submission, owner bool, err error) {
+	l.pendingMu.Lock()
+	defer l.pendingMu.Unlock()
+	if l.closing.Load() {
+		return nil, false, fmt.Errorf("%w: shutting down", ErrUnavailable)
+	}
+	if sub, ok := l.pending[id]; ok {
+		return sub, false, nil
+	}
+	sub = &submission{done: make(chan struct{})}
+	l.pending[id] = sub
+	l.appends.Add(1) // under pendingMu with closing false: before Close waits
+	return sub, true, nil
+}
+
+// finish publishes sub's outcome to everyone waiting for it. It is removed
+// from the in-flight set only now: a statement appended is then in the
+// index (append waits for it), so a later replay finds it there.
+func (l *Ledger) finish(id [32]byte, sub *submission, cancel context.CancelFunc) {
+	l.pendingMu.Lock()
+	delete(l.pending, id)
+	l.pendingMu.Unlock()
+	close(sub.done)
+	cancel()
+	l.appends.Done()
+}
+
+// append does the work of the submission sub, which the caller owns: a
+// statement already logged is answered with its index; a new one is
+// charged to its key's rate limits and appended. The work goes on in the
+// background, bounded by receiptTimeout and by Close, so that a client
+// that goes away does not fail the others waiting for the same statement.
+func (l *Ledger) append(ctx context.Context, sub *submission, id [32]byte, v *notarize.Verified, data []byte) {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), receiptTimeout)
+	go func() { // Close ends the work
+		select {
+		case <-l.closed:
+			cancel()
+		case <-wctx.Done():
+		}
+	}()
+	fail := func(err error) {
+		sub.err = err
+		l.finish(id, sub, cancel)
+	}
+	var future tessera.IndexFuture
+	switch idx, found, err := l.store.indexOf(wctx, id); {
+	case err != nil:
+		fail(err)
+		return
+	case found:
+		future = func() (tessera.Index, error) { return tessera.Index{Index: idx, IsDup: true}, nil }
+	default:
+		if err := l.limits.allowAppend(v.KeyID, string(v.Statement.Digest())); err != nil {
+			l.countRateLimited(err)
+			fail(err)
+			return
+		}
+		select {
+		case l.inflight <- struct{}{}:
+		default:
+			fail(fmt.Errorf("%w: %d submissions in flight", ErrUnavailable, maxInFlight))
+			return
+		}
+		future = l.add(withIdentity(wctx, id), tessera.NewEntry(data))
+		release := future
+		future = func() (tessera.Index, error) {
+			defer func() { <-l.inflight }()
+			return release()
+		}
+	}
+	go func() {
+		sub.err = l.await(wctx, sub, future, data)
+		l.finish(id, sub, cancel)
+	}()
+}
+
+// await waits for future's index and a published checkpoint covering it,
+// and for the index to cover it, and fills in sub.
+func (l *Ledger) await(ctx context.Context, sub *submission, future tessera.IndexFuture, data []byte) error {
+	idx, cpRaw, err := l.awaiter.Await(ctx, future)
+	switch {
+	case err == nil:
+	case errors.Is(err, tessera.ErrPushback):
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	case l.closing.Load():
+		return fmt.Errorf("%w: shutting down: %v", ErrUnavailable, err)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return fmt.Errorf("%w: entry not integrated in %v: %v", ErrUnavailable, receiptTimeout, err)
+	default:
+		return err
+	}
+	cp, err := l.parseCheckpoint(cpRaw)
+	if err != nil {
+		return err
+	}
+	sub.index, sub.checkpoint, sub.dup, sub.entry = idx.Index, cpRaw, idx.IsDup, data
+	if idx.IsDup {
+		// Another encoding or signature of the statement may be logged:
+		// answer with the logged bytes, which the proof is for.
+		if sub.entry, err = l.entryAt(ctx, map[uint64][]byte{}, idx.Index, cp.Size); err != nil {
+			return err
+		}
+	}
+	// Once answered, the entry is a duplicate for, and found by, every
+	// instance sharing the storage: wait for the index to cover it.
+	if err := l.store.WaitProcessed(ctx, idx.Index+1); err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return nil
+}
