@@ -335,7 +335,9 @@ func (e *Evaluator) AcceptedKeys(r Rule) []string {
 }
 
 // Parent is an image index that lists the digest being evaluated, with the
-// records about the index itself.
+// records about the index itself. The caller names as parents only
+// documents that ClassifyManifest read as an index (KindIndex): the bytes
+// served are an index, whatever their statements say.
 type Parent struct {
 	Digest  Digest
 	Records []Record
@@ -371,8 +373,9 @@ type Evaluation struct {
 // Evaluate applies the policy to digest d at target ("UPSTREAM/REPO") given
 // the verified records about d and the image indexes known to list d. Only
 // records by signers the matching rule requires count. A digest with no
-// statement of its own is trusted when one of its parents is trusted; an
-// explicit UNTRUSTED or UNSUPPORTED on d is never overridden by a parent.
+// statement of its own is trusted when one of its parents is trusted by a
+// statement that says it is an index (kind "index" or an index media type);
+// an explicit UNTRUSTED or UNSUPPORTED on d is never overridden by a parent.
 // With no matching rule, nothing is allowed.
 func (e *Evaluator) Evaluate(target string, d Digest, records []Record, parents []Parent) Evaluation {
 	ev := Evaluation{Target: target, Digest: d, RuleIndex: -1, Mode: ModeEnforce, Verdict: Unknown,
@@ -388,7 +391,11 @@ func (e *Evaluator) Evaluate(target string, d Digest, records []Record, parents 
 	if ev.Verdict == Unknown {
 		for _, p := range parents {
 			pd := Decide(p.Records, p.Digest, accepted)
-			if pd.Verdict == Trusted {
+			// Trust covers what an index lists only when the statement that
+			// decided it says it is an index: one signed as an image
+			// manifest vouches for those bytes alone, even if they also
+			// read as an index (CVE-2021-41190).
+			if pd.Verdict == Trusted && saysIndex(pd.Deciding.Statement.Predicate) {
 				ev.Via, ev.Verdict = &pd, Trusted
 				break
 			}

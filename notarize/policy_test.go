@@ -194,7 +194,7 @@ func TestEvaluate(t *testing.T) {
 		{name: "unsupported", target: "quay.io/x/y", records: []notarize.Record{polRecord(t, 1, release, d, X, at)},
 			verdict: notarize.Unsupported, allow: false, mode: notarize.ModeEnforce, signer: "release", reasonHas: "UNSUPPORTED by release"},
 		{name: "trusted index trusts child", target: "docker.io/library/nginx",
-			parents: []notarize.Parent{{Digest: idx, Records: []notarize.Record{polRecord(t, 1, release, idx, T, at)}}},
+			parents: []notarize.Parent{{Digest: idx, Records: []notarize.Record{asIndex(polRecord(t, 1, release, idx, T, at))}}},
 			verdict: notarize.Trusted, allow: true, mode: notarize.ModeEnforce, signer: "release", reasonHas: "listed by index " + idx.String(), viaExpected: true},
 		{name: "untrusted index does not", target: "docker.io/library/nginx",
 			parents: []notarize.Parent{{Digest: idx, Records: []notarize.Record{polRecord(t, 1, release, idx, U, at)}}},

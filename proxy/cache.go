@@ -2,9 +2,6 @@ package proxy
 
 import (
 	"container/list"
-	"encoding/json"
-	"github.com/google/go-containerregistry/pkg/v1/types"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"sync"
 
 	"github.com/notarize/docker-notarize/notarize"
@@ -77,28 +74,18 @@ func newParentIndex() *parentIndex {
 	return &parentIndex{parents: map[notarize.Digest][]notarize.Digest{}}
 }
 
-// indexChildren returns the manifests an image index lists, or nil when b
-// is not an index.
-func indexChildren(mediaType string, b []byte) []notarize.Digest {
-	var doc struct {
-		MediaType string `json:"mediaType"`
-		Manifests []struct {
-			Digest string `json:"digest"`
-		} `json:"manifests"`
-	}
-	if json.Unmarshal(b, &doc) != nil || len(doc.Manifests) == 0 {
+// indexChildren returns the manifests m lists when the classifier read its
+// bytes as an image index (notarize.ClassifyManifest, done once by
+// upstream.GetManifest), at most maxChildrenPerIndex, and nil for anything
+// else: only a document that is an index, and nothing but an index, can
+// become a parent whose trust covers what it lists.
+func indexChildren(m *upstream.Manifest) []notarize.Digest {
+	if m == nil || m.Parsed == nil || m.Parsed.Kind != notarize.KindIndex {
 		return nil
 	}
-	switch mediaType {
-	case ocispec.MediaTypeImageIndex, string(types.DockerManifestList):
-	default:
-		return nil
-	}
-	var kids []notarize.Digest
-	for _, m := range doc.Manifests {
-		if d, err := notarize.ParseDigest(m.Digest); err == nil && len(kids) < maxChildrenPerIndex {
-			kids = append(kids, d)
-		}
+	kids := m.Parsed.Children()
+	if len(kids) > maxChildrenPerIndex {
+		kids = kids[:maxChildrenPerIndex]
 	}
 	return kids
 }

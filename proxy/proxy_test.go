@@ -92,7 +92,7 @@ func TestMultiArch(t *testing.T) {
 	if code, _, _ := e.do(http.MethodGet, manifestPath("local/multi", string(child0)), nil); code != http.StatusForbidden {
 		t.Fatalf("child before index: %d, want 403", code)
 	}
-	e.sign(e.release, index, notarize.StatusTrusted)
+	e.signKind(e.release, index, notarize.StatusTrusted, notarize.KindIndex, notarize.MediaTypeOCIIndex)
 	e.sync()
 	r, _ := name.ParseReference(e.host+"/local/multi:v1", name.Insecure)
 	got, err := remote.Index(r, remote.WithContext(t.Context()))

@@ -191,7 +191,7 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if ev.Verdict == notarize.Trusted {
-		if kids := indexChildren(m.MediaType, m.Bytes); len(kids) > 0 {
+		if kids := indexChildren(m); len(kids) > 0 {
 			s.parents.remember(m.Digest, kids)
 		}
 	}

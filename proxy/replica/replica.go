@@ -123,16 +123,22 @@ type storedRecord struct {
 	Timestamp time.Time
 	Name      string
 	Kind      string
+	// MediaType is the subject's media type as signed: with Kind, it says
+	// whether a trusted statement is about an image index, whose trust then
+	// covers the manifests the index lists (notarize.Evaluator.Evaluate).
+	MediaType string
 }
 
-// recordFormat is the first byte of every stored record.
-const recordFormat = 1
+// recordFormat is the first byte of every stored record, and the replica
+// file's format: 2 added the media type. A file of another format is
+// refused with a hint to remove it, and is rebuilt from the ledger.
+const recordFormat = 2
 
 var statusCodes = []notarize.Status{notarize.StatusTrusted, notarize.StatusUntrusted, notarize.StatusUnsupported}
 
 // encode returns the record's compact binary form: format, status, the raw
-// key ID (32 bytes), the timestamp (seconds, nanoseconds), then name and
-// kind, each length-prefixed.
+// key ID (32 bytes), the timestamp (seconds, nanoseconds), then name, kind
+// and media type, each length-prefixed.
 func (sr storedRecord) encode() ([]byte, error) {
 	id, err := hex.DecodeString(sr.KeyID)
 	if err != nil || len(id) != 32 {
@@ -147,7 +153,7 @@ func (sr storedRecord) encode() ([]byte, error) {
 	if st < 0 {
 		return nil, fmt.Errorf("status %q", sr.Status)
 	}
-	b := make([]byte, 0, 48+len(sr.Name)+len(sr.Kind))
+	b := make([]byte, 0, 50+len(sr.Name)+len(sr.Kind)+len(sr.MediaType))
 	b = append(b, recordFormat, byte(st))
 	b = append(b, id...)
 	b = binary.BigEndian.AppendUint64(b, uint64(sr.Timestamp.Unix()))
@@ -155,7 +161,9 @@ func (sr storedRecord) encode() ([]byte, error) {
 	b = binary.AppendUvarint(b, uint64(len(sr.Name)))
 	b = append(b, sr.Name...)
 	b = binary.AppendUvarint(b, uint64(len(sr.Kind)))
-	return append(b, sr.Kind...), nil
+	b = append(b, sr.Kind...)
+	b = binary.AppendUvarint(b, uint64(len(sr.MediaType)))
+	return append(b, sr.MediaType...), nil
 }
 
 func decodeRecord(b []byte) (storedRecord, error) {
@@ -169,7 +177,7 @@ func decodeRecord(b []byte) (storedRecord, error) {
 		Timestamp: time.Unix(int64(binary.BigEndian.Uint64(b[34:42])), int64(binary.BigEndian.Uint32(b[42:46]))).UTC(),
 	}
 	rest := b[46:]
-	for _, dst := range []*string{&sr.Name, &sr.Kind} {
+	for _, dst := range []*string{&sr.Name, &sr.Kind, &sr.MediaType} {
 		n, k := binary.Uvarint(rest)
 		if k <= 0 || uint64(len(rest)-k) < n {
 			return storedRecord{}, bad
@@ -393,7 +401,7 @@ func (r *Replica) apply(b *ledgerclient.FollowBatch) error {
 				continue
 			}
 			p := e.Record.Statement.Predicate
-			v, err := storedRecord{KeyID: e.Record.KeyID, Status: p.Status, Timestamp: p.Timestamp, Name: p.Name, Kind: p.Kind}.encode()
+			v, err := storedRecord{KeyID: e.Record.KeyID, Status: p.Status, Timestamp: p.Timestamp, Name: p.Name, Kind: p.Kind, MediaType: p.MediaType}.encode()
 			if err != nil {
 				return fmt.Errorf("replica: encode record %d: %w", e.Index, err)
 			}
@@ -506,7 +514,7 @@ func (r *Replica) lookup(d notarize.Digest) ([]notarize.Record, error) {
 				Index: binary.BigEndian.Uint64(k[32:]),
 				KeyID: sr.KeyID,
 				Statement: notarize.NewStatement(d, "", notarize.Predicate{
-					Status: sr.Status, Timestamp: sr.Timestamp, Name: sr.Name, Kind: sr.Kind,
+					Status: sr.Status, Timestamp: sr.Timestamp, Name: sr.Name, Kind: sr.Kind, MediaType: sr.MediaType,
 				}),
 			})
 		}

@@ -15,7 +15,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"io"
-	"mime"
 	"net"
 	"net/http"
 	"net/url"
@@ -61,8 +60,12 @@ var (
 	ErrDigestMismatch = errors.New("upstream sent content that does not match the requested digest")
 	// ErrTooLarge: a manifest over the size bound.
 	ErrTooLarge = errors.New("upstream manifest too large")
-	// ErrBadManifest: a manifest that is not a JSON object.
-	ErrBadManifest = errors.New("upstream manifest is not a JSON object")
+	// ErrBadManifest: a manifest that notarize.ClassifyManifest refuses:
+	// not one JSON object, of no known kind, or ambiguous (readable as an
+	// image and as an index, or declaring another media type than the
+	// Content-Type it came with). The wrapped *notarize.ManifestError says
+	// what was found.
+	ErrBadManifest = errors.New("upstream manifest invalid or ambiguous")
 )
 
 // Error is a non-2xx answer from an upstream registry.
@@ -339,17 +342,25 @@ func (r *Registry) answerError(method, u string, resp *http.Response) *Error {
 	return e
 }
 
-// Manifest is a manifest as fetched: its bytes, the media type the upstream
-// gave and the digest computed from the bytes.
+// Manifest is a manifest as fetched and classified once: its bytes, the
+// digest computed from them, and what they are.
 type Manifest struct {
-	Bytes     []byte
+	Bytes []byte
+	// MediaType is the media type the bytes declare (Parsed.MediaType),
+	// never the upstream's Content-Type: it is what the proxy serves.
 	MediaType string
 	Digest    notarize.Digest
+	// Parsed is the classification of Bytes: kind, the blobs of an image,
+	// the manifests of an index.
+	Parsed *notarize.Manifest
 }
 
 // GetManifest fetches the manifest of repo at reference (a tag or a
 // digest), reading at most limit bytes. The digest is computed from the
 // bytes; for a digest reference it must match (else ErrDigestMismatch).
+// The bytes are classified with the Content-Type they came with
+// (notarize.ClassifyManifest); a document it refuses, ambiguous ones
+// included, is ErrBadManifest.
 func (r *Registry) GetManifest(ctx context.Context, repo, reference string, accept []string, limit int64) (*Manifest, error) {
 	if len(accept) == 0 {
 		accept = DefaultAccept
@@ -377,20 +388,11 @@ func (r *Registry) GetManifest(ctx context.Context, repo, reference string, acce
 	if strings.Contains(reference, ":") && string(d) != reference {
 		return nil, fmt.Errorf("%s: %w: the bytes hash to %s", where, ErrDigestMismatch, d)
 	}
-	var probe struct {
-		MediaType string `json:"mediaType"`
+	parsed, err := notarize.ClassifyManifest(b, resp.Header.Get("Content-Type"))
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w: %w", where, d, ErrBadManifest, err)
 	}
-	if err := json.Unmarshal(b, &probe); err != nil {
-		return nil, fmt.Errorf("%s: %w: %v", where, ErrBadManifest, err)
-	}
-	mt, _, err := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	if err != nil || mt == "" || mt == "application/json" || mt == "text/plain" {
-		mt = probe.MediaType
-	}
-	if mt == "" {
-		mt = ocispec.MediaTypeImageManifest
-	}
-	return &Manifest{Bytes: b, MediaType: mt, Digest: d}, nil
+	return &Manifest{Bytes: b, MediaType: parsed.MediaType, Digest: d, Parsed: parsed}, nil
 }
 
 // credentialGuard is the transport under go-containerregistry's: it removes
