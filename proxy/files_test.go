@@ -273,3 +273,42 @@ func collectSet(v reflect.Value, prefix string, set map[string]bool) {
 		}
 	}
 }
+
+// TestExampleConfigurationStarts: examples/proxy.yaml listens on all
+// interfaces, so it must configure client authentication to pass the secure
+// default, and examples/policy.yaml's access rules must say what they show.
+func TestExampleConfigurationStarts(t *testing.T) {
+	dir := filepath.Join("..", "examples")
+	c := proxy.DefaultConfiguration()
+	if err := proxy.LoadConfiguration(filepath.Join(dir, "proxy.yaml"), &c); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("examples/proxy.yaml: %v", err)
+	}
+	if c.Auth.Htpasswd == nil || c.Auth.Htpasswd.Path != filepath.Join(dir, "htpasswd") {
+		t.Fatalf("examples/proxy.yaml: auth %+v", c.Auth)
+	}
+	c.Auth = proxy.AuthConfig{}
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "--anonymous") {
+		t.Fatalf("examples/proxy.yaml without auth: %v", err)
+	}
+	ev, err := proxy.LoadPolicy(filepath.Join(dir, "policy.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := ev.Policy()
+	for _, tc := range []struct {
+		user, target string
+		allow        bool
+	}{
+		{"bob", "docker.io/library/nginx", true},
+		{"alice", "ghcr.io/acme/app", true},
+		{"bob", "ghcr.io/acme/app", false},
+		{"alice", "quay.io/other/app", false},
+	} {
+		if d := p.MayPull(tc.user, tc.target); d.Allow != tc.allow {
+			t.Errorf("examples/policy.yaml: %s may pull %s: %v", tc.user, tc.target, d.Allow)
+		}
+	}
+}
