@@ -4,13 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"io"
-	"mime"
 	"net/http"
 	"net/url"
 	"os"
@@ -227,7 +225,9 @@ func (r *Resolver) fetchManifest(ctx context.Context, tr http.RoundTripper, repo
 	return fetchManifest(ctx, tr, repo, identifier)
 }
 
-// manifest is a manifest as fetched and hashed here.
+// manifest is a manifest as fetched, hashed and classified here
+// (notarize.ClassifyManifest): MediaType is what its bytes declare, Kind is
+// KindIndex only for a document that is an index and nothing else.
 type manifest struct {
 	Bytes     []byte
 	Digest    notarize.Digest
@@ -236,14 +236,19 @@ type manifest struct {
 	Manifests []descriptor // of an index
 }
 
+// descriptor is a manifest an index lists, as its index describes it.
 type descriptor struct {
-	MediaType string `json:"mediaType"`
-	Digest    string `json:"digest"`
-	Size      int64  `json:"size"`
+	MediaType string
+	Digest    string
+	Size      int64
 }
 
 // fetchManifest GETs /v2/REPO/manifests/IDENTIFIER, hashes the body itself and
-// refuses it when it disagrees with the registry's Docker-Content-Digest.
+// refuses it when it disagrees with the registry's Docker-Content-Digest. The
+// body is classified once with the Content-Type it came with: a document
+// notarize.ClassifyManifest refuses (ambiguous, a mediaType that disagrees
+// with the Content-Type, schema 1, unknown) is an error wrapping
+// notarize.ErrBadManifest, so it is never signed.
 func fetchManifest(ctx context.Context, tr http.RoundTripper, repo name.Repository, identifier string) (*manifest, error) {
 	u := url.URL{
 		Scheme: repo.Scheme(),
@@ -274,31 +279,13 @@ func fetchManifest(ctx context.Context, tr http.RoundTripper, repo name.Reposito
 	if said := resp.Header.Get("Docker-Content-Digest"); said != "" && said != string(m.Digest) {
 		return nil, fmt.Errorf("%w: registry says %s, content hashes to %s", ErrDigestMismatch, said, m.Digest)
 	}
-	var doc struct {
-		SchemaVersion int          `json:"schemaVersion"`
-		MediaType     string       `json:"mediaType"`
-		Manifests     []descriptor `json:"manifests"`
+	c, err := notarize.ClassifyManifest(body, resp.Header.Get("Content-Type"))
+	if err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", m.Digest, err)
 	}
-	if err := json.Unmarshal(body, &doc); err != nil {
-		return nil, fmt.Errorf("manifest is not JSON: %w", err)
-	}
-	m.MediaType = doc.MediaType
-	if m.MediaType == "" {
-		m.MediaType, _, _ = mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	}
-	switch m.MediaType {
-	case mediaTypeOCIManifest, mediaTypeDockerManifest:
-		m.Kind = notarize.KindImage
-	case mediaTypeOCIIndex, mediaTypeDockerList:
-		m.Kind = notarize.KindIndex
-		for _, c := range doc.Manifests {
-			if _, err := notarize.ParseDigest(c.Digest); err != nil {
-				return nil, fmt.Errorf("index lists a manifest by %w", err)
-			}
-		}
-		m.Manifests = doc.Manifests
-	default:
-		return nil, fmt.Errorf("unsupported manifest media type %q (schema version %d)", m.MediaType, doc.SchemaVersion)
+	m.MediaType, m.Kind = c.MediaType, c.Kind
+	for _, d := range c.Manifests {
+		m.Manifests = append(m.Manifests, descriptor{MediaType: d.MediaType, Digest: string(d.Digest), Size: d.Size})
 	}
 	return m, nil
 }
