@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
 	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/notarize/docker-notarize/proxy"
@@ -31,7 +33,33 @@ var version = "dev"
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(runWith(ctx, os.Args[1:], os.Stdout, os.Stderr, routeLogrus))
+}
+
+// routeLogrus sends the process-wide logrus output of distribution's access
+// controllers (why a token was refused) to the proxy's logger. Only main
+// does it: tests run several proxies in one process.
+func routeLogrus(log *slog.Logger) {
+	logrus.SetOutput(io.Discard)
+	logrus.AddHook(logrusHook{log})
+}
+
+type logrusHook struct{ log *slog.Logger }
+
+func (h logrusHook) Levels() []logrus.Level { return logrus.AllLevels }
+
+func (h logrusHook) Fire(e *logrus.Entry) error {
+	level := slog.LevelDebug
+	switch {
+	case e.Level <= logrus.ErrorLevel:
+		level = slog.LevelError
+	case e.Level == logrus.WarnLevel:
+		level = slog.LevelWarn
+	case e.Level == logrus.InfoLevel:
+		level = slog.LevelInfo
+	}
+	h.log.Log(context.Background(), level, e.Message, "component", "distribution")
+	return nil
 }
 
 // listFlag is a repeatable flag over a list of the configuration: the
@@ -191,6 +219,12 @@ func configure(args []string, stderr io.Writer) (cfg proxy.Configuration, showVe
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return runWith(ctx, args, stdout, stderr, nil)
+}
+
+// runWith runs notarize-proxy and returns its exit code. routeLogs, when
+// not nil, is handed the logger for process-wide logs.
+func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, routeLogs func(*slog.Logger)) int {
 	cfg, showVersion, err := configure(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 2
@@ -209,6 +243,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if routeLogs != nil {
+		routeLogs(log)
+	}
 	if err := serve(ctx, cfg, log); err != nil {
 		log.Error("notarize-proxy stopped", "error", err.Error())
 		return 1
@@ -224,21 +261,7 @@ func serve(ctx context.Context, cfg proxy.Configuration, log *slog.Logger) error
 	if err != nil {
 		return err
 	}
-	key, err := proxy.ReadLedgerKey(cfg.LedgerKey)
-	if err != nil {
-		return err
-	}
-	lc, err := ledgerclient.New(ctx, ledgerclient.Config{
-		URL: cfg.Ledger, VerifierKey: key, Home: filepath.Join(cfg.Data, "ledgerclient"),
-		UserAgent: "notarize-proxy/" + version, Logger: log,
-	})
-	if err != nil {
-		return err
-	}
-	rep, err := replica.Open(replica.Config{
-		Path: filepath.Join(cfg.Data, "replica.db"), Source: ledgerclient.NewFollower(lc, 0),
-		MaxStaleness: time.Duration(cfg.MaxStaleness), Logger: log,
-	})
+	lc, rep, err := openReplica(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -251,6 +274,51 @@ func serve(ctx context.Context, cfg proxy.Configuration, log *slog.Logger) error
 	if err != nil {
 		return err
 	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return err
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	replicaDone := make(chan struct{})
+	go func() { defer close(replicaDone); rep.Run(runCtx) }()
+	go reloadOnHUP(runCtx, cfg.Policy, cfg.Auth.Enabled(), srv, log)
+	logListening(log, cfg, ln.Addr().String(), srv, lc.VerifierKey(), ev)
+	err = serveHTTP(ctx, cfg, ln, srv, log)
+	cancel()
+	<-replicaDone
+	return err
+}
+
+// openReplica opens the ledger client and the proxy's replica of the ledger.
+func openReplica(ctx context.Context, cfg proxy.Configuration, log *slog.Logger) (*ledgerclient.Client, *replica.Replica, error) {
+	key, err := proxy.ReadLedgerKey(cfg.LedgerKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	lc, err := ledgerclient.New(ctx, ledgerclient.Config{
+		URL: cfg.Ledger, VerifierKey: key, Home: filepath.Join(cfg.Data, "ledgerclient"),
+		UserAgent: "notarize-proxy/" + version, Logger: log,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	rep, err := replica.Open(replica.Config{
+		Path: filepath.Join(cfg.Data, "replica.db"), Source: ledgerclient.NewFollower(lc, 0),
+		MaxStaleness: time.Duration(cfg.MaxStaleness), Logger: log,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return lc, rep, nil
+}
+
+// logListening logs the running configuration and how to point dockerd and containerd at it.
+func logListening(log *slog.Logger, cfg proxy.Configuration, addr string, srv *proxy.Server, ledgerKey string, ev *notarize.Evaluator) {
+	scheme := "http"
+	if cfg.TLSCert != "" {
+		scheme = "https"
+	}
 	authMode := "none"
 	switch {
 	case cfg.Auth.Htpasswd != nil:
@@ -258,10 +326,23 @@ func serve(ctx context.Context, cfg proxy.Configuration, log *slog.Logger) error
 	case cfg.Auth.Token != nil:
 		authMode = "token"
 	}
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return err
+	mirror := scheme + "://" + addr
+	daemonJSON := fmt.Sprintf(`{"registry-mirrors": ["%s"]}`, mirror)
+	if scheme == "http" {
+		daemonJSON = fmt.Sprintf(`{"registry-mirrors": ["%s"], "insecure-registries": ["%s"]}`, mirror, addr)
 	}
+	log.Info("notarize-proxy listening", "addr", addr, "scheme", scheme, "version", version, "upstreams", srv.Upstreams(),
+		"ledger", cfg.Ledger, "ledger_key", ledgerKey, "policy", cfg.Policy, "data", cfg.Data,
+		"cache_max_bytes", cfg.CacheMaxBytes.String(), "max_staleness", cfg.MaxStaleness.String(),
+		"auth", authMode, "anonymous", cfg.Anonymous, "access_rules", len(ev.Policy().Access),
+		"daemon.json", daemonJSON,
+		"hosts.toml", fmt.Sprintf(`server = "%s"  [host."%s"] capabilities = ["pull", "resolve"]`, mirror, mirror))
+}
+
+// serveHTTP serves srv on ln until ctx is done, then shuts down: requests
+// in flight finish, and blob downloads in flight finish into the cache (or
+// are discarded).
+func serveHTTP(ctx context.Context, cfg proxy.Configuration, ln net.Listener, srv *proxy.Server, log *slog.Logger) error {
 	hs := &http.Server{
 		Handler:           srv.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -269,27 +350,6 @@ func serve(ctx context.Context, cfg proxy.Configuration, log *slog.Logger) error
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	replicaDone := make(chan struct{})
-	go func() { defer close(replicaDone); rep.Run(runCtx) }()
-	go reloadOnHUP(runCtx, cfg.Policy, cfg.Auth.Enabled(), srv, log)
-
-	addr := ln.Addr().String()
-	scheme := "http"
-	if cfg.TLSCert != "" {
-		scheme = "https"
-	}
-	mirror := scheme + "://" + addr
-	daemonJSON := fmt.Sprintf(`{"registry-mirrors": ["%s"]}`, mirror)
-	if scheme == "http" {
-		daemonJSON = fmt.Sprintf(`{"registry-mirrors": ["%s"], "insecure-registries": ["%s"]}`, mirror, addr)
-	}
-	log.Info("notarize-proxy listening", "addr", addr, "scheme", scheme, "version", version, "upstreams", srv.Upstreams(),
-		"ledger", cfg.Ledger, "ledger_key", lc.VerifierKey(), "policy", cfg.Policy, "data", cfg.Data, "cache_max_bytes", cfg.CacheMaxBytes.String(), "max_staleness", cfg.MaxStaleness.String(), "auth", authMode, "access_rules", len(ev.Policy().Access),
-		"daemon.json", daemonJSON,
-		"hosts.toml", fmt.Sprintf(`server = "%s"  [host."%s"] capabilities = ["pull", "resolve"]`, mirror, mirror))
-
 	errc := make(chan error, 1)
 	go func() {
 		if cfg.TLSCert != "" {
@@ -300,21 +360,16 @@ func serve(ctx context.Context, cfg proxy.Configuration, log *slog.Logger) error
 	}()
 	select {
 	case err := <-errc:
-		cancel()
-		<-replicaDone
 		return err
 	case <-ctx.Done():
 	}
 	log.Info("notarize-proxy shutting down")
-	shutdownCtx, c2 := context.WithTimeout(context.Background(), 10*time.Second)
-	defer c2()
-	err = hs.Shutdown(shutdownCtx)
-	cancel()
-	<-replicaDone
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := hs.Shutdown(shutdownCtx)
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
-	// Let blob downloads in flight finish into the cache (or be discarded).
 	return errors.Join(err, srv.Close(shutdownCtx))
 }
 
