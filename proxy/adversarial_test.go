@@ -215,6 +215,7 @@ func TestAdversarialBlobs(t *testing.T) {
 
 	t.Run("truncated", func(t *testing.T) {
 		blob, d := randomBlob(1 << 20)
+		admit(t, e, ev, "b", d)
 		ev.serve(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
 			_, _ = w.Write(blob[:len(blob)/2])
@@ -237,6 +238,7 @@ func TestAdversarialBlobs(t *testing.T) {
 		blob, d := randomBlob(1 << 20)
 		bad := bytes.Clone(blob)
 		bad[len(bad)-1] ^= 1
+		admit(t, e, ev, "b", d)
 		ev.serve(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Length", strconv.Itoa(len(bad)))
 			_, _ = w.Write(bad)
@@ -257,6 +259,7 @@ func TestAdversarialBlobs(t *testing.T) {
 	})
 	t.Run("unknown", func(t *testing.T) {
 		_, d := randomBlob(10)
+		admit(t, e, ev, "b", d)
 		ev.serve(func(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(http.StatusNotFound)
 			_, _ = io.WriteString(w, `{"errors":[{"code":"BLOB_UNKNOWN","message":"nope"}]}`)
@@ -268,6 +271,7 @@ func TestAdversarialBlobs(t *testing.T) {
 	})
 	t.Run("parallel pulls fetch once", func(t *testing.T) {
 		blob, d := randomBlob(4 << 20)
+		admit(t, e, ev, "b", d)
 		ev.serve(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Length", strconv.Itoa(len(blob)))
 			for i := 0; i < len(blob); i += 256 << 10 {
@@ -307,6 +311,7 @@ func TestAdversarialBlobs(t *testing.T) {
 	})
 	t.Run("range of an uncached blob", func(t *testing.T) {
 		blob, d := randomBlob(100_000)
+		admit(t, e, ev, "b", d)
 		ev.serve(func(w http.ResponseWriter, r *http.Request) {
 			if r.Header.Get("Range") != "" {
 				t.Error("range passed upstream: the proxy must verify the whole blob")
@@ -370,7 +375,7 @@ func TestCredentialsStayOnTheUpstream(t *testing.T) {
 	_, tokenPort, _ := net.SplitHostPort(strings.TrimPrefix(token.URL, "http://"))
 	_, cdnPort, _ := net.SplitHostPort(strings.TrimPrefix(cdn.URL, "http://"))
 	realm := "http://localhost:" + tokenPort + "/token"
-	m := manifestBytes(t)
+	m := manifestWithLayers(t, blobD) // the gate serves only blobs of a manifest served
 	reg := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		regAuth.add(r)
 		if r.Header.Get("Authorization") != "Bearer tok" {

@@ -92,6 +92,7 @@ func TestBoundedBlobCache(t *testing.T) {
 	})
 	ps := httptest.NewServer(s.Handler())
 	defer ps.Close()
+	allowBlobs(t, s, "up", "lib/app", append(small, dBig)...)
 
 	get := func(d notarize.Digest, rng string) (int, []byte) {
 		t.Helper()

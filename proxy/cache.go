@@ -8,49 +8,65 @@ import (
 	"github.com/notarize/docker-notarize/proxy/upstream"
 )
 
-// manifestCache keeps verified manifest bytes by digest, least recently
-// used out first. Being content-addressed, an entry can never be wrong;
-// the policy is still applied to every request it serves.
+// manifestKey is where a manifest was served: the upstream, the repository
+// there and the digest of the bytes.
+type manifestKey struct {
+	upstream, repo string
+	digest         notarize.Digest
+}
+
+// manifestCache keeps verified manifest bytes by (upstream, repository,
+// digest), least recently used out first: a digest is served from the cache
+// for a repository only once that repository's upstream served it there, so
+// bytes fetched for one repository never answer for another (where the
+// upstream may not have them, or another rule applies). The policy is still
+// applied to every request it serves.
 type manifestCache struct {
 	mu    sync.Mutex
 	max   int64
 	bytes int64
-	ll    *list.List // of *upstream.Manifest, front = most recent
-	items map[notarize.Digest]*list.Element
+	ll    *list.List // of *manifestEntry, front = most recent
+	items map[manifestKey]*list.Element
+}
+
+type manifestEntry struct {
+	key manifestKey
+	m   *upstream.Manifest
 }
 
 func newManifestCache(maxBytes int64) *manifestCache {
-	return &manifestCache{max: maxBytes, ll: list.New(), items: map[notarize.Digest]*list.Element{}}
+	return &manifestCache{max: maxBytes, ll: list.New(), items: map[manifestKey]*list.Element{}}
 }
 
-func (c *manifestCache) get(d notarize.Digest) (*upstream.Manifest, bool) {
+func (c *manifestCache) get(k manifestKey) (*upstream.Manifest, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e, ok := c.items[d]; ok {
+	if e, ok := c.items[k]; ok {
 		c.ll.MoveToFront(e)
-		return e.Value.(*upstream.Manifest), true
+		return e.Value.(*manifestEntry).m, true
 	}
 	return nil, false
 }
 
-func (c *manifestCache) put(m *upstream.Manifest) {
-	if c.max <= 0 || int64(len(m.Bytes)) > c.max {
+// put caches m as served by upstream for repo; k.digest must be m.Digest.
+func (c *manifestCache) put(k manifestKey, m *upstream.Manifest) {
+	if c.max <= 0 || int64(len(m.Bytes)) > c.max || k.digest != m.Digest {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e, ok := c.items[m.Digest]; ok {
+	if e, ok := c.items[k]; ok {
 		c.ll.MoveToFront(e)
 		return
 	}
-	c.items[m.Digest] = c.ll.PushFront(m)
+	c.items[k] = c.ll.PushFront(&manifestEntry{key: k, m: m})
 	c.bytes += int64(len(m.Bytes))
 	for c.bytes > c.max {
 		e := c.ll.Back()
-		old := e.Value.(*upstream.Manifest)
+		old := e.Value.(*manifestEntry)
 		c.ll.Remove(e)
-		delete(c.items, old.Digest)
-		c.bytes -= int64(len(old.Bytes))
+		delete(c.items, old.key)
+		c.bytes -= int64(len(old.m.Bytes))
 	}
 }
 

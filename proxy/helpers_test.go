@@ -226,6 +226,9 @@ func (e *env) start() {
 func (e *env) restart() {
 	e.t.Helper()
 	e.proxy.Close()
+	if err := e.srv.Close(e.t.Context()); err != nil { // lets go of the data dir (the blob gate's file lock)
+		e.t.Fatal(err)
+	}
 	if err := e.replica.Close(); err != nil {
 		e.t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -43,6 +44,7 @@ type Server struct {
 	policy    atomic.Pointer[notarize.Evaluator]
 	trust     TrustSource
 	blobs     *blobcache.Cache
+	gate      *blobGate
 	manifests *manifestCache
 	parents   *parentIndex
 	stats     *digestStats
@@ -82,6 +84,9 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
 	s.blobs = blobs
+	if s.gate, err = openBlobGate(filepath.Join(cfg.DataDir, "gate.db"), time.Now, gateMaxAge, gateMaxEntries); err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
 	s.metrics.watchBlobCache(blobs)
 	s.policy.Store(cfg.Policy)
 	s.handler = s.routes()
@@ -89,8 +94,11 @@ func New(cfg Config) (*Server, error) {
 }
 
 // Close waits for the background blob downloads to end (committed to the
-// cache or discarded), or for ctx. Call it after the HTTP server stopped.
-func (s *Server) Close(ctx context.Context) error { return s.blobs.Close(ctx) }
+// cache or discarded), or for ctx, and closes the blob gate's file. Call it
+// after the HTTP server stopped; later calls only wait.
+func (s *Server) Close(ctx context.Context) error {
+	return errors.Join(s.blobs.Close(ctx), s.gate.Close())
+}
 
 // Handler returns the proxy's HTTP handler: the OCI distribution pull API
 // under /v2/, /metrics, /notarize/v1/stats and /healthz.
@@ -195,6 +203,11 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request) {
 			s.parents.remember(m.Digest, kids)
 		}
 	}
+	// Served (also under audit or off): its blobs may be fetched here.
+	if err := s.gate.record(t.up.Name(), t.repo, m.Digest, manifestRefs(m)); err != nil {
+		s.log.LogAttrs(r.Context(), slog.LevelWarn, "blob gate not updated: the manifest's blobs will be refused",
+			slog.String("upstream", t.up.Name()), slog.String("repo", t.repo), slog.String("digest", string(m.Digest)), slog.String("error", err.Error()))
+	}
 	h := w.Header()
 	h.Set("Content-Type", m.MediaType)
 	h.Set("Content-Length", strconv.Itoa(len(m.Bytes)))
@@ -207,11 +220,12 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request) {
 }
 
 // fetchManifest returns the manifest at ref: from the cache for a digest
-// reference, else from upstream (a tag is always asked upstream, since it
-// can move). The digest is always the hash of the returned bytes.
+// reference that this target's upstream served for this repository before,
+// else from upstream (a tag is always asked upstream, since it can move).
+// The digest is always the hash of the returned bytes.
 func (s *Server) fetchManifest(ctx context.Context, t target, ref string, want notarize.Digest, accept []string) (*upstream.Manifest, error) {
 	if want != "" {
-		if m, ok := s.manifests.get(want); ok {
+		if m, ok := s.manifests.get(manifestKey{upstream: t.up.Name(), repo: t.repo, digest: want}); ok {
 			s.metrics.cache.WithLabelValues("manifest", "hit").Inc()
 			return m, nil
 		}
@@ -226,7 +240,7 @@ func (s *Server) fetchManifest(ctx context.Context, t target, ref string, want n
 	if want != "" && m.Digest != want { // GetManifest checks this too; never serve otherwise
 		return nil, fmt.Errorf("manifest %s: %w", want, upstream.ErrDigestMismatch)
 	}
-	s.manifests.put(m)
+	s.manifests.put(manifestKey{upstream: t.up.Name(), repo: t.repo, digest: m.Digest}, m)
 	return m, nil
 }
 
@@ -309,14 +323,8 @@ func (s *Server) decide(ctx context.Context, method string, t target, ref string
 }
 
 func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request) {
-	t, err := s.target(r)
-	if err != nil {
-		s.writeError(w, r, "", "blob", err)
-		return
-	}
-	d, err := notarize.ParseDigest(mux.Vars(r)["digest"])
-	if err != nil {
-		s.writeError(w, r, t.up.Name(), "blob", &badRequestError{code: errcode.ErrorCodeDigestInvalid, msg: "only sha256 digests are supported: " + err.Error()})
+	t, d, ok := s.blobTarget(w, r)
+	if !ok {
 		return
 	}
 	h := w.Header()
@@ -331,21 +339,65 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method == http.MethodHead {
-		resp, err := t.up.Do(r.Context(), http.MethodHead, t.repo, "blobs/"+string(d), nil, nil)
-		if err != nil {
-			s.writeError(w, r, t.up.Name(), "blob", err)
-			return
-		}
-		resp.Body.Close()
-		h.Set("Content-Type", "application/octet-stream")
-		if resp.ContentLength >= 0 {
-			h.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
-		}
-		w.WriteHeader(http.StatusOK)
+		s.headBlob(w, r, t, d)
 		return
 	}
+	s.fillBlob(w, r, t, d)
+}
+
+// blobTarget resolves a blob request and passes it through the gate: the
+// blob must be referenced by a manifest the proxy allowed for this upstream
+// and repository. Anything else is BLOB_UNKNOWN, answered before the cache
+// or the upstream is asked, so neither reveals whether it exists. It
+// reports whether the request goes on; if not, it has been answered.
+func (s *Server) blobTarget(w http.ResponseWriter, r *http.Request) (target, notarize.Digest, bool) {
+	t, err := s.target(r)
+	if err != nil {
+		s.writeError(w, r, "", "blob", err)
+		return t, "", false
+	}
+	d, err := notarize.ParseDigest(mux.Vars(r)["digest"])
+	if err != nil {
+		s.writeError(w, r, t.up.Name(), "blob", &badRequestError{code: errcode.ErrorCodeDigestInvalid, msg: "only sha256 digests are supported: " + err.Error()})
+		return t, "", false
+	}
+	ok, err := s.gate.allowed(t.up.Name(), t.repo, d)
+	if err != nil { // fail closed
+		s.writeError(w, r, t.up.Name(), "blob", err)
+		return t, "", false
+	}
+	if !ok {
+		s.log.LogAttrs(r.Context(), slog.LevelInfo, "blob refused",
+			slog.String("upstream", t.up.Name()), slog.String("repo", t.repo), slog.String("digest", string(d)),
+			slog.String("reason", "no manifest allowed for this repository references it"))
+		writeOCIError(w, ociError{status: http.StatusNotFound, code: errcode.ErrorCodeBlobUnknown,
+			msg: fmt.Sprintf("blob %s unknown to %s: pull a manifest that references it through this proxy first", d, t)})
+		return t, "", false
+	}
+	return t, d, true
+}
+
+// headBlob answers a HEAD for a blob not in the cache from the upstream's.
+func (s *Server) headBlob(w http.ResponseWriter, r *http.Request, t target, d notarize.Digest) {
+	resp, err := t.up.GetBlob(r.Context(), http.MethodHead, t.repo, d)
+	if err != nil {
+		s.writeError(w, r, t.up.Name(), "blob", err)
+		return
+	}
+	resp.Body.Close()
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	if resp.ContentLength >= 0 {
+		h.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// fillBlob serves a blob not in the cache while it is downloaded into it
+// (one download shared by concurrent requests), checked against d.
+func (s *Server) fillBlob(w http.ResponseWriter, r *http.Request, t target, d notarize.Digest) {
 	fetch := func(ctx context.Context) (io.ReadCloser, int64, error) {
-		resp, err := t.up.Do(ctx, http.MethodGet, t.repo, "blobs/"+string(d), nil, nil)
+		resp, err := t.up.GetBlob(ctx, http.MethodGet, t.repo, d)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -362,6 +414,7 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request) {
 	} else {
 		s.metrics.cache.WithLabelValues("blob", "miss").Inc()
 	}
+	h := w.Header()
 	if r.Header.Get("Range") != "" {
 		// A range of a blob not yet verified: fetch it whole, then serve the range.
 		if err := fill.Wait(r.Context()); err != nil {
@@ -424,6 +477,9 @@ func (s *Server) serveTags(w http.ResponseWriter, r *http.Request) {
 	s.relay(w, r, t, resp, "application/json")
 }
 
+// serveReferrers answers the referrers of a digest from the upstream's
+// list, less every manifest the policy does not allow for this repository:
+// the list must not name what the proxy would refuse to serve.
 func (s *Server) serveReferrers(w http.ResponseWriter, r *http.Request) {
 	t, err := s.target(r)
 	if err != nil {
@@ -445,25 +501,92 @@ func (s *Server) serveReferrers(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer resp.Body.Close()
+	b, err := readPassThrough(t, resp)
+	if err == nil {
+		b, err = s.filterReferrers(r.Context(), t, b)
+	}
+	if err != nil {
+		s.writeError(w, r, t.up.Name(), "referrers", err)
+		return
+	}
 	if v := resp.Header.Get("OCI-Filters-Applied"); v != "" {
 		w.Header().Set("OCI-Filters-Applied", v)
 	}
-	s.relay(w, r, t, resp, ocispec.MediaTypeImageIndex)
+	writeBody(w, r, ocispec.MediaTypeImageIndex, b)
+}
+
+// filterReferrers returns the referrers index b (an OCI image index) with
+// only the descriptors whose digest the policy allows at t.
+func (s *Server) filterReferrers(ctx context.Context, t target, b []byte) ([]byte, error) {
+	var idx struct {
+		Manifests []json.RawMessage `json:"manifests"`
+	}
+	if err := json.Unmarshal(b, &idx); err != nil {
+		return nil, fmt.Errorf("upstream %s: referrers of %s: %w: %v", t.up.Name(), t, upstream.ErrBadManifest, err)
+	}
+	pol := s.policy.Load()
+	kept := make([]json.RawMessage, 0, len(idx.Manifests))
+	for _, raw := range idx.Manifests {
+		var desc struct {
+			Digest string `json:"digest"`
+		}
+		if json.Unmarshal(raw, &desc) != nil {
+			continue
+		}
+		d, err := notarize.ParseDigest(desc.Digest)
+		if err == nil && s.allows(ctx, pol, t, d) {
+			kept = append(kept, raw)
+		}
+	}
+	out, err := json.Marshal(struct {
+		SchemaVersion int               `json:"schemaVersion"`
+		MediaType     string            `json:"mediaType"`
+		Manifests     []json.RawMessage `json:"manifests"`
+	}{2, ocispec.MediaTypeImageIndex, kept})
+	if err != nil {
+		return nil, fmt.Errorf("referrers of %s: %w", t, err)
+	}
+	return out, nil
+}
+
+// allows reports whether pol allows serving manifest d at t, as decide
+// would (without its log line, count or catch-up with the ledger): a
+// trust source failure allows only under an audit or off rule.
+func (s *Server) allows(ctx context.Context, pol *notarize.Evaluator, t target, d notarize.Digest) bool {
+	ev, err := s.evaluate(ctx, pol, t.String(), d)
+	if err != nil {
+		return ev.RuleIndex >= 0 && ev.Mode != notarize.ModeEnforce
+	}
+	return ev.Allow
 }
 
 // relay copies a bounded JSON answer from upstream.
 func (s *Server) relay(w http.ResponseWriter, r *http.Request, t target, resp *http.Response, contentType string) {
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxPassThrough+1))
-	if err == nil && len(b) > maxPassThrough {
-		err = fmt.Errorf("upstream %s: answer larger than %d bytes: %w", t.up.Name(), maxPassThrough, upstream.ErrTooLarge)
-	}
+	b, err := readPassThrough(t, resp)
 	if err != nil {
-		s.writeError(w, r, t.up.Name(), "", fmt.Errorf("upstream %s: %w: %w", t.up.Name(), upstream.ErrUnreachable, err))
+		s.writeError(w, r, t.up.Name(), "", err)
 		return
 	}
 	if ct := resp.Header.Get("Content-Type"); ct != "" {
 		contentType = ct
 	}
+	writeBody(w, r, contentType, b)
+}
+
+// readPassThrough reads an upstream answer of at most maxPassThrough bytes.
+func readPassThrough(t target, resp *http.Response) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxPassThrough+1))
+	if err == nil && len(b) > maxPassThrough {
+		err = fmt.Errorf("upstream %s: answer larger than %d bytes: %w", t.up.Name(), maxPassThrough, upstream.ErrTooLarge)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s: %w: %w", t.up.Name(), upstream.ErrUnreachable, err)
+	}
+	return b, nil
+}
+
+// writeBody answers 200 with b (no body for HEAD).
+func writeBody(w http.ResponseWriter, r *http.Request, contentType string, b []byte) {
 	w.Header().Set("Content-Type", contentType)
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(http.StatusOK)

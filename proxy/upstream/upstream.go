@@ -104,8 +104,19 @@ type Config struct {
 	// Docker config and its credential helpers).
 	Keychain authn.Keychain
 	// Transport is the base transport; default a clone of
-	// http.DefaultTransport with the timeouts below.
+	// http.DefaultTransport with the timeouts below, whose dialer checks
+	// every address it connects to for another host than the upstream's
+	// and its AuthHosts (see PrivateNetwork). A Transport given here does
+	// its own dialing: only literal addresses in redirects are checked.
 	Transport http.RoundTripper
+	// Resolver resolves host names for the default transport; default
+	// net.DefaultResolver. Tests map names with it.
+	Resolver Resolver
+	// PrivateNetwork lets this upstream's redirects and token realms reach
+	// loopback, link-local and private addresses (its blob storage on the
+	// same private network). Without it they are refused at dial time,
+	// unless the upstream's URL host is itself such an address or localhost.
+	PrivateNetwork bool
 	// ResponseHeaderTimeout bounds the wait for an answer's headers when
 	// Transport is nil; default DefaultResponseHeaderTimeout.
 	ResponseHeaderTimeout time.Duration
@@ -153,6 +164,9 @@ type Registry struct {
 	reg    name.Registry
 	authAs name.Registry // the registry whose credentials are looked up
 	rt     http.RoundTripper
+	// private: the upstream is on a private network, its redirects may
+	// go to non-public addresses.
+	private bool
 
 	mu         sync.Mutex
 	transports map[string]*repoTransport // by repository
@@ -195,17 +209,23 @@ func New(cfg Config) (*Registry, error) {
 	if cfg.ResponseHeaderTimeout == 0 {
 		cfg.ResponseHeaderTimeout = DefaultResponseHeaderTimeout
 	}
+	private := cfg.PrivateNetwork || hostIsNonPublic(u.Hostname())
 	base := cfg.Transport
 	if base == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.DialContext = (&net.Dialer{Timeout: DefaultDialTimeout, KeepAlive: 30 * time.Second}).DialContext
+		dg := &dialGuard{
+			dialer:   &net.Dialer{Timeout: DefaultDialTimeout, KeepAlive: 30 * time.Second},
+			resolver: cfg.Resolver, trusted: allowed, private: private,
+		}
+		t.DialContext = dg.DialContext
+		t.Proxy = dg.proxyFunc
 		t.TLSHandshakeTimeout = DefaultDialTimeout
 		t.ResponseHeaderTimeout = cfg.ResponseHeaderTimeout
 		t.MaxIdleConnsPerHost = 64
 		base = t
 	}
 	g := &credentialGuard{inner: base, hostname: u.Hostname(), scheme: u.Scheme, allowed: allowed}
-	return &Registry{cfg: cfg, base: u, reg: reg, authAs: authAs, rt: g, transports: map[string]*repoTransport{}}, nil
+	return &Registry{cfg: cfg, base: u, reg: reg, authAs: authAs, rt: g, private: private, transports: map[string]*repoTransport{}}, nil
 }
 
 // Name returns the upstream's name.
@@ -279,8 +299,25 @@ func (r *Registry) newTransport(ctx context.Context, repo string) (http.RoundTri
 
 // Do sends method to /v2/REPO/PATH with query and header and returns the
 // answer when it is 2xx; any other answer is an *Error (its body read and
-// closed). The caller closes a returned body.
+// closed). The caller closes a returned body. A redirect is followed only
+// to the upstream's own scheme and host (else ErrRedirectRefused): what
+// Do returns is not checked against a digest (manifests by tag, tags,
+// referrers), so it must come from the upstream itself.
 func (r *Registry) Do(ctx context.Context, method, repo, path string, query url.Values, header http.Header) (*http.Response, error) {
+	return r.do(ctx, method, repo, path, query, header, false)
+}
+
+// GetBlob sends method (GET or HEAD) for blob d of repo, as Do, but follows
+// redirects to other hosts (registries serve blobs from a CDN or object
+// store): the caller must check the bytes against d. A redirect target on
+// a loopback, link-local or private address is refused unless the upstream
+// is on a private network (Config.PrivateNetwork), at dial time for the
+// default transport.
+func (r *Registry) GetBlob(ctx context.Context, method, repo string, d notarize.Digest) (*http.Response, error) {
+	return r.do(ctx, method, repo, "blobs/"+string(d), nil, nil, true)
+}
+
+func (r *Registry) do(ctx context.Context, method, repo, path string, query url.Values, header http.Header, anyHost bool) (*http.Response, error) {
 	u := r.base.JoinPath("/v2/", repo, path)
 	u.RawQuery = query.Encode()
 	rt, err := r.transport(ctx, repo)
@@ -294,12 +331,7 @@ func (r *Registry) Do(ctx context.Context, method, repo, path string, query url.
 	for k, vs := range header {
 		req.Header[k] = vs
 	}
-	c := &http.Client{Transport: rt, CheckRedirect: func(req *http.Request, via []*http.Request) error {
-		if len(via) >= maxRedirects {
-			return fmt.Errorf("stopped after %d redirects", len(via))
-		}
-		return nil
-	}}
+	c := &http.Client{Transport: rt, CheckRedirect: r.redirectPolicy(anyHost)}
 	resp, err := c.Do(req)
 	if err != nil {
 		return nil, r.wrap(method, u.Redacted(), err)
