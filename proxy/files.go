@@ -135,11 +135,14 @@ type UpstreamConfig struct {
 	URL       string   `yaml:"url"`
 	Insecure  bool     `yaml:"insecure,omitempty"`
 	AuthHosts []string `yaml:"authHosts,omitempty"`
+	// PrivateNetwork lets the upstream's redirects reach private addresses
+	// (upstream.Config.PrivateNetwork).
+	PrivateNetwork bool `yaml:"privateNetwork,omitempty"`
 }
 
 // Upstream returns the upstream.Config it describes.
 func (u UpstreamConfig) Upstream() upstream.Config {
-	return upstream.Config{Name: u.Name, URL: u.URL, Insecure: u.Insecure, AuthHosts: append([]string(nil), u.AuthHosts...)}
+	return upstream.Config{Name: u.Name, URL: u.URL, Insecure: u.Insecure, AuthHosts: append([]string(nil), u.AuthHosts...), PrivateNetwork: u.PrivateNetwork}
 }
 
 // Defaults of a Configuration (DefaultConfiguration).

@@ -141,7 +141,7 @@ func TestConfigurationReachesTheProxy(t *testing.T) {
 	common := `addr: 127.0.0.2:6000
 data: d
 upstreams:
-  - {name: lan, url: "http://10.0.0.5:5000", insecure: true, authHosts: [auth.lan:8443]}
+  - {name: lan, url: "http://10.0.0.5:5000", insecure: true, authHosts: [auth.lan:8443], privateNetwork: true}
   - {name: other, url: "http://10.0.0.6:5000"}
 defaultUpstream: other
 insecureUpstreams: [other]
@@ -169,7 +169,8 @@ anonymous: true
 		"upstreams.url": func(c proxy.Configuration, pc proxy.Config) bool {
 			return pc.Upstreams[0].URL == "http://10.0.0.5:5000"
 		},
-		"upstreams.insecure": func(c proxy.Configuration, pc proxy.Config) bool { return pc.Upstreams[0].Insecure },
+		"upstreams.insecure":       func(c proxy.Configuration, pc proxy.Config) bool { return pc.Upstreams[0].Insecure },
+		"upstreams.privateNetwork": func(c proxy.Configuration, pc proxy.Config) bool { return pc.Upstreams[0].PrivateNetwork },
 		"upstreams.authHosts": func(c proxy.Configuration, pc proxy.Config) bool {
 			return slices.Equal(pc.Upstreams[0].AuthHosts, []string{"auth.lan:8443"})
 		},
