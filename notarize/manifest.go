@@ -219,6 +219,10 @@ func ClassifyManifest(b []byte, contentType string) (*Manifest, error) {
 	}
 	var doc manifestDoc
 	if err := json.Unmarshal(b, &doc); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return nil, fail(ErrBadManifest, "", "", "member %q is a JSON %s, not what a manifest holds there", truncate(te.Field, 80), te.Value)
+		}
 		return nil, fail(ErrBadManifest, "", "", "%v", err)
 	}
 	declared := ""
@@ -267,7 +271,7 @@ func ClassifyManifest(b []byte, contentType string) (*Manifest, error) {
 		return nil, fail(ErrAmbiguousManifest, declared, structure, "its mediaType says %s but its members are those of an %s", kind, structure)
 	}
 	if served != "" && served != mt {
-		return nil, fail(ErrAmbiguousManifest, declared, structure, "the Content-Type it is served with disagrees with the media type it declares")
+		return nil, fail(ErrAmbiguousManifest, declared, structure, "the Content-Type it is served with disagrees with the media type its bytes give, %q", mt)
 	}
 	m, err := doc.descriptors(kind)
 	if err != nil {
