@@ -364,11 +364,11 @@ func checkManifestJSON(b []byte) (map[string]bool, error) {
 	if !utf8.Valid(b) {
 		return nil, errors.New("not valid UTF-8")
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
 	if !bytes.HasPrefix(bytes.TrimLeft(b, " \t\r\n"), []byte("{")) {
 		return nil, errors.New("not a JSON object")
 	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
 	present := map[string]bool{}
 	if err := checkManifestMembers(dec, reflect.TypeFor[manifestDoc](), 0, present); err != nil {
 		return nil, err
