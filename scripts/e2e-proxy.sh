@@ -6,7 +6,10 @@
 #                                                                 containerd (ctr + hosts.toml)
 #
 # A signed image pulls, an unsigned one is refused with the proxy's message, and
-# an untrust takes effect on the next pull. Installs skopeo, docker.io and
+# an untrust takes effect on the next pull. A second proxy authenticates its
+# clients (--auth htpasswd) and applies the policy's access rules: crane, docker
+# login + pull, dockerd as a mirror and ctr --user, and refused clients cause
+# no upstream request. Installs skopeo, docker.io and
 # containerd from Debian when missing (needs root for those and for the daemons).
 # Every process it starts is stopped on exit. Prints how long each phase took.
 #
@@ -99,6 +102,7 @@ command -v dockerd >/dev/null || need_pkgs+=(docker.io)
 command -v containerd >/dev/null || need_pkgs+=(containerd)
 command -v curl >/dev/null || need_pkgs+=(curl)
 command -v bc >/dev/null || need_pkgs+=(bc)
+command -v htpasswd >/dev/null || need_pkgs+=(apache2-utils)
 if ((${#need_pkgs[@]})); then
   [[ $(id -u) -eq 0 ]] || fail "missing ${need_pkgs[*]} and not root to install them"
   apt-get update -qq
@@ -113,9 +117,10 @@ fi
 export PATH=$BIN:$PATH
 
 phase "start the upstream registry, the ledger and the proxy"
-UP_PORT=$(free_port); LEDGER_PORT=$(free_port); PROXY_PORT=$(free_port)
+UP_PORT=$(free_port); LEDGER_PORT=$(free_port); PROXY_PORT=$(free_port); AUTH_PORT=$(free_port)
 UP=127.0.0.1:$UP_PORT
 PROXY=127.0.0.1:$PROXY_PORT
+AUTH_PROXY=127.0.0.1:$AUTH_PORT
 LEDGER=http://127.0.0.1:$LEDGER_PORT
 start registry crane registry serve --address "$UP"
 start ledger notarize-ledger --addr "127.0.0.1:$LEDGER_PORT" --data "$WORK/ledger"
@@ -140,6 +145,15 @@ start proxy notarize-proxy --addr "$PROXY" --data "$WORK/proxy" \
   --upstream "local=http://$UP" --default-upstream local \
   --policy "$WORK/policy.yaml" --ledger "$LEDGER" --ledger-key "$WORK/ledger/ledger.pub" --max-staleness 1m
 wait_http "http://$PROXY/healthz"
+
+# The authenticating proxy: alice may pull local/e2e/**, bob nothing.
+htpasswd -Bbc "$WORK/htpasswd" alice alice-pw 2>/dev/null
+htpasswd -Bb "$WORK/htpasswd" bob bob-pw 2>/dev/null
+{ cat "$WORK/policy.yaml"; printf 'access:\n  - match: "local/e2e/**"\n    users: [alice]\n'; } >"$WORK/policy-auth.yaml"
+start proxy-auth notarize-proxy --addr "$AUTH_PROXY" --data "$WORK/proxy-auth" \
+  --upstream "local=http://$UP" --default-upstream local --auth "htpasswd:$WORK/htpasswd" --log-level debug \
+  --policy "$WORK/policy-auth.yaml" --ledger "$LEDGER" --ledger-key "$WORK/ledger/ledger.pub" --max-staleness 1m
+wait_http "http://$AUTH_PROXY/healthz"
 
 phase "push images upstream and sign one"
 mkimage() { # mkimage REPO:TAG TEXT
@@ -170,6 +184,34 @@ skopeo copy --quiet --src-tls-verify=false "docker://$PROXY/local/e2e/signed:v1"
 expect_fail "denied" skopeo copy --quiet --src-tls-verify=false "docker://$PROXY/local/e2e/unsigned:v1" "dir:$WORK/skopeo-unsigned"
 expect_fail "UNSUPPORTED\|unsupported\|405" crane copy --insecure "$UP/e2e/signed:v1" "$PROXY/local/e2e/pushed:v1"
 
+phase "client authentication (htpasswd) and access rules, with crane"
+upstream_requests() { wc -l <"$LOGS/registry.log"; }
+no_upstream_request() { # no_upstream_request CMD... : CMD causes no request to the upstream registry
+  local before
+  before=$(upstream_requests)
+  "$@"
+  [[ $(upstream_requests) -eq $before ]] || fail "a refused client caused $(($(upstream_requests) - before)) upstream requests: $*"
+}
+[[ $(curl -s -o /dev/null -w '%{http_code}' "http://$AUTH_PROXY/v2/") == 401 ]] || fail "/v2/ without credentials is not 401"
+curl -sI "http://$AUTH_PROXY/v2/" | grep -qi '^www-authenticate: basic realm=' || fail "no Basic challenge"
+mkdir -p "$WORK/anon"
+no_upstream_request expect_fail "UNAUTHORIZED" env DOCKER_CONFIG="$WORK/anon" crane manifest --insecure "$AUTH_PROXY/local/e2e/signed:v1"
+no_upstream_request expect_fail "UNAUTHORIZED" env DOCKER_CONFIG="$WORK/anon" crane ls --insecure "$AUTH_PROXY/local/e2e/signed"
+export DOCKER_CONFIG=$WORK/crane-alice
+crane auth login "$AUTH_PROXY" -u alice -p alice-pw >/dev/null 2>&1
+crane pull --insecure "$AUTH_PROXY/local/e2e/signed:v1" "$WORK/auth-signed.tar"
+expect_fail "no statement from release" crane manifest --insecure "$AUTH_PROXY/local/e2e/unsigned:v1" # the trust policy still applies
+crane auth login "$AUTH_PROXY" -u alice -p wrong-pw >/dev/null 2>&1
+no_upstream_request expect_fail "UNAUTHORIZED" crane manifest --insecure "$AUTH_PROXY/local/e2e/signed:v1"
+export DOCKER_CONFIG=$WORK/crane-bob
+crane auth login "$AUTH_PROXY" -u bob -p bob-pw >/dev/null 2>&1
+no_upstream_request expect_fail "may not pull" crane manifest --insecure "$AUTH_PROXY/local/e2e/signed:v1"
+no_upstream_request expect_fail "may not pull" crane ls --insecure "$AUTH_PROXY/local/e2e/signed"
+no_upstream_request expect_fail "may not pull" crane manifest --insecure "$AUTH_PROXY/local/e2e/nonexistent:v1"
+unset DOCKER_CONFIG
+[[ $(curl -s -o /dev/null -w '%{http_code}' "http://$AUTH_PROXY/metrics") == 401 ]] || fail "/metrics without credentials is not 401"
+curl -fsS -o /dev/null -u alice:alice-pw "http://$AUTH_PROXY/metrics" || fail "/metrics refused alice"
+
 phase "revocation: untrust, then the next pull is refused"
 crane manifest --insecure "$PROXY/local/e2e/revoked:v1" >/dev/null
 docker-notarize untrust "$UP/e2e/revoked:v1" >/dev/null
@@ -189,7 +231,7 @@ else
   mkdir -p "$D/data" "$D/exec"
   start dockerd dockerd --data-root "$D/data" --exec-root "$D/exec" -H "unix://$D/docker.sock" \
     --pidfile "$D/docker.pid" --iptables=false --ip6tables=false --bridge=none --storage-driver vfs \
-    --registry-mirror "http://$PROXY" --insecure-registry "$PROXY"
+    --registry-mirror "http://$PROXY" --insecure-registry "$PROXY" --insecure-registry "$AUTH_PROXY"
   for _ in $(seq 1 300); do [[ -S $D/docker.sock ]] && docker -H "unix://$D/docker.sock" version >/dev/null 2>&1 && break; sleep 0.1; done
   DOCKER=(docker -H "unix://$D/docker.sock")
   "${DOCKER[@]}" pull -q e2e/signed:v1
@@ -200,6 +242,41 @@ else
   grep -q "no statement from release" "$LOGS/dockerd.log" || fail "dockerd's log lacks the proxy's message"
   echo "   refused through the mirror; dockerd log: $(grep -m1 -o 'notarize-proxy denied.\{0,100\}' "$LOGS/dockerd.log")"
   expect_fail "no statement from release" "${DOCKER[@]}" pull "$PROXY/local/e2e/unsigned:v1"
+
+  phase "docker login to the authenticating proxy, then pull"
+  export DOCKER_CONFIG=$WORK/docker-config
+  expect_fail "unauthorized\|401" "${DOCKER[@]}" login -u alice -p wrong-pw "$AUTH_PROXY"
+  echo alice-pw | "${DOCKER[@]}" login -u alice --password-stdin "$AUTH_PROXY" >/dev/null 2>&1 || fail "docker login as alice refused"
+  "${DOCKER[@]}" pull -q "$AUTH_PROXY/local/e2e/signed:v1" >/dev/null
+  echo "   docker login + pull as alice: ok"
+  expect_fail "no statement from release" "${DOCKER[@]}" pull "$AUTH_PROXY/local/e2e/unsigned:v1"
+  echo bob-pw | "${DOCKER[@]}" login -u bob --password-stdin "$AUTH_PROXY" >/dev/null 2>&1 || fail "docker login as bob refused"
+  no_upstream_request expect_fail "may not pull" "${DOCKER[@]}" pull "$AUTH_PROXY/local/e2e/signed:v1"
+  "${DOCKER[@]}" logout "$AUTH_PROXY" >/dev/null
+  no_upstream_request expect_fail "no basic auth credentials\|unauthorized" "${DOCKER[@]}" pull "$AUTH_PROXY/local/e2e/signed:v1"
+  unset DOCKER_CONFIG
+
+  phase "dockerd with the authenticating proxy as its registry mirror"
+  # dockerd sends a mirror the credentials the CLI gives it for Docker Hub
+  # (the https://index.docker.io/v1/ entry of the CLI's config), never those
+  # of a `docker login PROXY`; without them it falls back to Docker Hub.
+  D2=$WORK/docker2
+  mkdir -p "$D2/data" "$D2/exec"
+  start dockerd-auth dockerd --data-root "$D2/data" --exec-root "$D2/exec" -H "unix://$D2/docker.sock" \
+    --pidfile "$D2/docker.pid" --iptables=false --ip6tables=false --bridge=none --storage-driver vfs \
+    --registry-mirror "http://$AUTH_PROXY" --insecure-registry "$AUTH_PROXY"
+  for _ in $(seq 1 300); do [[ -S $D2/docker.sock ]] && docker -H "unix://$D2/docker.sock" version >/dev/null 2>&1 && break; sleep 0.1; done
+  DOCKER2=(docker -H "unix://$D2/docker.sock")
+  export DOCKER_CONFIG=$WORK/docker-mirror-anon
+  if "${DOCKER2[@]}" pull -q e2e/signed:v1 >/dev/null 2>&1; then fail "dockerd pulled through an authenticating mirror without credentials"; fi
+  grep -q "no basic auth credentials" "$LOGS/dockerd-auth.log" || fail "dockerd's log lacks the mirror's refusal"
+  echo "   without credentials: refused by the mirror (dockerd then tries Docker Hub itself)"
+  export DOCKER_CONFIG=$WORK/docker-mirror-alice
+  mkdir -p "$DOCKER_CONFIG"
+  printf '{"auths": {"https://index.docker.io/v1/": {"auth": "%s"}}}\n' "$(printf alice:alice-pw | base64)" >"$DOCKER_CONFIG/config.json"
+  "${DOCKER2[@]}" pull -q e2e/signed:v1 >/dev/null
+  "${DOCKER2[@]}" image inspect e2e/signed:v1 --format '   dockerd pulled through the authenticating mirror {{.RepoDigests}}'
+  unset DOCKER_CONFIG
 
   phase "containerd (ctr) with a hosts.toml whose server is the proxy"
   C=$WORK/containerd
@@ -242,6 +319,21 @@ EOF
   "${CTR[@]}" images pull --plain-http --snapshotter native --hosts-dir "$C/certs.d2" "$UP/e2e/signed:v1" >/dev/null
   expect_fail "403 Forbidden" "${CTR[@]}" images pull --plain-http --snapshotter native --hosts-dir "$C/certs.d2" "$UP/e2e/unsigned:v1"
   echo "   ctr pulled through both hosts.toml forms"
+
+  phase "containerd (ctr --user) through the authenticating proxy"
+  mkdir -p "$C/certs.d3/$UP"
+  cat >"$C/certs.d3/$UP/hosts.toml" <<EOF
+server = "http://$AUTH_PROXY"
+[host."http://$AUTH_PROXY"]
+  capabilities = ["pull", "resolve"]
+EOF
+  CTR_AUTH=("${CTR[@]}" images pull --plain-http --snapshotter native --hosts-dir "$C/certs.d3")
+  "${CTR[@]}" images rm "$UP/e2e/signed:v1" >/dev/null
+  no_upstream_request expect_fail "401 Unauthorized" "${CTR_AUTH[@]}" "$UP/e2e/signed:v1"
+  no_upstream_request expect_fail "401 Unauthorized" "${CTR_AUTH[@]}" --user alice:wrong-pw "$UP/e2e/signed:v1"
+  no_upstream_request expect_fail "403 Forbidden" "${CTR_AUTH[@]}" --user bob:bob-pw "$UP/e2e/signed:v1"
+  "${CTR_AUTH[@]}" --user alice:alice-pw "$UP/e2e/signed:v1" >/dev/null
+  echo "   ctr --user alice pulled $UP/e2e/signed:v1 through the authenticating proxy"
 fi
 
 phase "metrics and stats"
