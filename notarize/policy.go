@@ -366,6 +366,8 @@ type Evaluation struct {
 	// Allow says whether the content may be served: the verdict is Trusted,
 	// or the mode is audit or off.
 	Allow bool
+	// Err says why the verdict is Unverifiable; nil otherwise.
+	Err error
 
 	names func(string) string
 }
@@ -405,6 +407,21 @@ func (e *Evaluator) Evaluate(target string, d Digest, records []Record, parents 
 	return ev
 }
 
+// Unverifiable is the evaluation of digest d at target when the statements
+// about it could not be verified (err says why): the verdict is
+// Unverifiable, which an enforcing rule never serves (fail closed) and an
+// audit or off rule serves and reports. With no matching rule, nothing is
+// allowed.
+func (e *Evaluator) Unverifiable(target string, d Digest, err error) Evaluation {
+	ev := Evaluation{Target: target, Digest: d, RuleIndex: -1, Mode: ModeEnforce, Verdict: Unverifiable,
+		Decision: Decision{Digest: d, Verdict: Unverifiable}, Err: err, names: e.SignerName}
+	if i, rule, ok := e.policy.Match(target); ok {
+		ev.RuleIndex, ev.Rule, ev.Mode = i, rule, rule.EffectiveMode()
+		ev.Allow = ev.Mode != ModeEnforce
+	}
+	return ev
+}
+
 // Signer returns the policy name of the signer whose statement decided the
 // verdict (through the index for a trusted child), or "" when none did.
 func (ev Evaluation) Signer() string {
@@ -427,6 +444,8 @@ func (ev Evaluation) Reason() string {
 		names = func(id string) string { return id }
 	}
 	switch {
+	case ev.Verdict == Unverifiable:
+		return fmt.Sprintf("%s cannot be verified: %v", ev.Digest, ev.Err)
 	case ev.RuleIndex < 0:
 		return fmt.Sprintf("%s: no policy rule matches %s", ev.Digest, ev.Target)
 	case ev.Via != nil:

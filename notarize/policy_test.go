@@ -330,3 +330,48 @@ func FuzzPolicyMatch(f *testing.F) {
 		}
 	})
 }
+
+// TestUnverifiableFailsClosed: when the statements cannot be verified, an
+// enforcing rule serves nothing, audit and off serve and say why, and no
+// rule serves nothing.
+func TestUnverifiableFailsClosed(t *testing.T) {
+	p, err := notarize.ParsePolicy([]byte(examplePolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := p.Evaluator(map[string][]crypto.PublicKey{"release": {polKey(t)}, "ops": {polKey(t)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := notarize.DigestOf([]byte("m"))
+	cause := errors.New("trust data is stale: the ledger was last verified 6m ago")
+	for _, tc := range []struct {
+		target string
+		allow  bool
+		mode   notarize.Mode
+	}{
+		{"docker.io/library/nginx", false, notarize.ModeEnforce},
+		{"ghcr.io/acme/app", true, notarize.ModeAudit},
+		{"local/x", true, notarize.ModeOff},
+	} {
+		got := ev.Unverifiable(tc.target, d, cause)
+		if got.Verdict != notarize.Unverifiable || got.Allow != tc.allow || got.Mode != tc.mode || !errors.Is(got.Err, cause) {
+			t.Errorf("%s: verdict %v allow %v mode %v err %v, want UNVERIFIABLE %v %v", tc.target, got.Verdict, got.Allow, got.Mode, got.Err, tc.allow, tc.mode)
+		}
+		if r := got.Reason(); !strings.Contains(r, d.String()) || !strings.Contains(r, "stale") || got.Signer() != "" {
+			t.Errorf("%s: reason %q signer %q", tc.target, r, got.Signer())
+		}
+	}
+	strict := &notarize.Policy{Signers: map[string]notarize.PolicySigner{"r": {Keys: []string{"k"}}},
+		Rules: []notarize.Rule{{Match: "docker.io/**", Require: []string{"r"}}}}
+	sev, err := strict.Evaluator(map[string][]crypto.PublicKey{"r": {polKey(t)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sev.Unverifiable("quay.io/x", d, cause); got.Allow || got.RuleIndex != -1 {
+		t.Errorf("no rule: allow %v rule %d", got.Allow, got.RuleIndex)
+	}
+	if notarize.Unverifiable.String() != "UNVERIFIABLE" {
+		t.Errorf("String() = %q", notarize.Unverifiable.String())
+	}
+}

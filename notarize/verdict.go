@@ -6,23 +6,31 @@ import (
 	"strings"
 )
 
-// Verdict is the answer about a digest under a set of accepted signers.
-// Its numeric value is the CLI exit code.
+// Verdict is the answer about a digest under a set of accepted signers, or
+// Unverifiable when no answer could be reached. It is not an exit code:
+// the CLI maps verdicts to its exit codes (package plugin).
 type Verdict int
 
-// The four verdicts, numbered as the CLI's exit codes.
+// The verdicts.
 const (
 	Trusted     Verdict = 0 // an accepted signer says trusted and none says otherwise
 	Untrusted   Verdict = 1 // an accepted signer's current status is untrusted
 	Unknown     Verdict = 2 // no statement by any accepted signer
 	Unsupported Verdict = 3 // an accepted signer's current status is unsupported (and none untrusted)
+	// Unverifiable: no verdict could be reached, because the statements
+	// could not be verified (a stale replica, a forked ledger, a bad
+	// proof). It is never served under an enforcing rule.
+	Unverifiable Verdict = 4
 )
 
 // ExitCouldNotVerify is the CLI exit code when no verdict could be reached
 // (ledger unreachable, bad proof, forked ledger, bad signature).
+//
+// Deprecated: the CLI's exit codes belong to package plugin.
 const ExitCouldNotVerify = 4
 
-// String returns the verdict in capitals, as printed by the CLI.
+// String returns the verdict in capitals, as printed by the CLI and logged
+// by the proxy.
 func (v Verdict) String() string {
 	switch v {
 	case Trusted:
@@ -33,11 +41,15 @@ func (v Verdict) String() string {
 		return "UNKNOWN"
 	case Unsupported:
 		return "UNSUPPORTED"
+	case Unverifiable:
+		return "UNVERIFIABLE"
 	}
 	return fmt.Sprintf("Verdict(%d)", int(v))
 }
 
 // ExitCode returns the CLI exit code for v.
+//
+// Deprecated: the CLI's exit codes belong to package plugin.
 func (v Verdict) ExitCode() int { return int(v) }
 
 // Record is a verified log entry: its index in the ledger, the signer's key
