@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"unicode/utf8"
 
 	ssldsse "github.com/secure-systems-lab/go-securesystemslib/dsse"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
@@ -119,7 +120,9 @@ func HashFor(pub crypto.PublicKey) crypto.Hash {
 }
 
 // Sign validates st, wraps it in a DSSE envelope signed by signer and returns
-// the ledger entry. The envelope's keyid is the signer's KeyID.
+// the ledger entry, in its one accepted encoding (see ErrNotCanonical): the
+// envelope's keyid is the signer's KeyID, an ECDSA signature is in low-S form
+// and the public key is canonical PEM.
 func Sign(ctx context.Context, signer signature.Signer, st *Statement) (*Entry, error) {
 	payload, err := st.Marshal()
 	if err != nil {
@@ -146,7 +149,16 @@ func Sign(ctx context.Context, signer signature.Signer, st *Statement) (*Entry, 
 		return nil, fmt.Errorf("sign: decode envelope: %w", err)
 	}
 	for i := range e.Envelope.Signatures {
-		e.Envelope.Signatures[i].KeyID = keyID
+		s := &e.Envelope.Signatures[i]
+		s.KeyID = keyID
+		sig, err := base64.StdEncoding.DecodeString(s.Sig)
+		if err != nil {
+			return nil, fmt.Errorf("sign: decode signature: %w", err)
+		}
+		if sig, err = CanonicalSignature(pub, sig); err != nil {
+			return nil, fmt.Errorf("sign: %w", err)
+		}
+		s.Sig = base64.StdEncoding.EncodeToString(sig)
 	}
 	if _, err := e.Verify(); err != nil {
 		return nil, fmt.Errorf("sign: signature does not verify: %w", err)
@@ -155,7 +167,8 @@ func Sign(ctx context.Context, signer signature.Signer, st *Statement) (*Entry, 
 }
 
 // Marshal returns the entry's canonical JSON: the bytes that go into the log.
-// Two entries with the same envelope and key marshal to the same bytes.
+// Two entries with the same envelope and key marshal to the same bytes, and
+// ParseEntry accepts no other spelling of them.
 func (e *Entry) Marshal() ([]byte, error) {
 	b, err := json.Marshal(e)
 	if err != nil {
@@ -168,10 +181,15 @@ func (e *Entry) Marshal() ([]byte, error) {
 }
 
 // ParseEntry decodes an entry from JSON, bounded in size, refusing unknown
-// fields. It does not check the signature: call Verify.
+// fields, invalid UTF-8 (encoding/json would quietly replace it) and any
+// spelling but the entry's own Marshal output (ErrNotCanonical), so that
+// one entry has one encoding. It does not check the signature: call Verify.
 func ParseEntry(b []byte) (*Entry, error) {
 	if len(b) > MaxEntrySize {
 		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrBadEntry, len(b), MaxEntrySize)
+	}
+	if !utf8.Valid(b) {
+		return nil, fmt.Errorf("%w: entry is not valid UTF-8", ErrBadEntry)
 	}
 	var e Entry
 	if err := decodeStrict(b, &e); err != nil {
@@ -180,13 +198,22 @@ func ParseEntry(b []byte) (*Entry, error) {
 	if e.Envelope.PayloadType == "" || e.Envelope.Payload == "" || e.PublicKey == "" {
 		return nil, fmt.Errorf("%w: envelope payloadType, payload and publicKey are required", ErrBadEntry)
 	}
+	canon, err := e.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(canon, b) {
+		return nil, notCanonical(ErrBadEntry, "entry JSON must be exactly its canonical form (Go encoding/json: members in field order, no whitespace, Go's string escapes)")
+	}
 	return &e, nil
 }
 
-// Verify checks that the envelope carries exactly one signature, that it
-// verifies under the entry's own public key over the DSSE pre-authentication
-// encoding, that the payload type is an in-toto statement and that the
-// statement is valid. It returns the statement and the signer's key ID.
+// Verify checks that the entry is in its one accepted encoding (see
+// ErrNotCanonical), that the envelope carries exactly one signature, made
+// by the entry's own public key and naming its key ID, over the DSSE
+// pre-authentication encoding, that the payload type is an in-toto
+// statement and that the statement is valid. It returns the statement and
+// the signer's key ID.
 func (e *Entry) Verify() (*Verified, error) {
 	if e.Envelope.PayloadType != PayloadType {
 		return nil, fmt.Errorf("%w: payload type %q, want %q", ErrBadEntry, truncate(e.Envelope.PayloadType, 80), PayloadType)
@@ -194,37 +221,26 @@ func (e *Entry) Verify() (*Verified, error) {
 	if n := len(e.Envelope.Signatures); n != 1 {
 		return nil, fmt.Errorf("%w: want exactly one signature, got %d", ErrBadSignature, n)
 	}
-	// The payload must be standard base64 so that one statement has one encoding.
-	if _, err := base64.StdEncoding.DecodeString(e.Envelope.Payload); err != nil {
-		return nil, fmt.Errorf("%w: payload is not standard base64", ErrBadEntry)
-	}
-	pub, err := ParsePublicKey([]byte(e.PublicKey))
+	payload, err := decodeStdBase64(ErrBadEntry, "payload", e.Envelope.Payload)
 	if err != nil {
 		return nil, err
 	}
-	keyID, err := KeyID(pub)
+	sig, err := decodeStdBase64(ErrBadSignature, "signature", e.Envelope.Signatures[0].Sig)
 	if err != nil {
 		return nil, err
 	}
-	if id := e.Envelope.Signatures[0].KeyID; id != "" && id != keyID {
-		return nil, fmt.Errorf("%w: signature keyid %q does not match the public key (%s)", ErrBadSignature, truncate(id, 80), keyID)
+	pub, keyID, err := e.signerKey()
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSignatureForm(pub, sig); err != nil {
+		return nil, err
 	}
 	v, err := signature.LoadVerifier(pub, HashFor(pub))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadSignature, err)
 	}
-	// The keyid was checked above; the DSSE verifier would skip a signature
-	// whose keyid differs from the adapter's (empty) one, so hand it a copy
-	// without it.
-	env := e.Envelope
-	env.Signatures = []ssldsse.Signature{{Sig: e.Envelope.Signatures[0].Sig}}
-	envJSON, err := json.Marshal(env)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadEntry, err)
-	}
-	var payload []byte
-	wv := dsse.WrapVerifier(v, dsse.WithExpectedPayloadType(PayloadType), dsse.WithDecodedPayload(&payload))
-	if err := wv.VerifySignature(bytes.NewReader(envJSON), nil); err != nil {
+	if err := v.VerifySignature(bytes.NewReader(sig), bytes.NewReader(ssldsse.PAE(PayloadType, payload))); err != nil {
 		return nil, fmt.Errorf("%w: envelope does not verify under its public key %s: %v", ErrBadSignature, keyID, err)
 	}
 	st, err := ParseStatement(payload)
@@ -232,4 +248,27 @@ func (e *Entry) Verify() (*Verified, error) {
 		return nil, err
 	}
 	return &Verified{Statement: st, KeyID: keyID, PublicKey: pub, Payload: payload}, nil
+}
+
+// signerKey parses the entry's public key, which must be canonical PEM, and
+// checks the signature's keyid names it; it returns the key and its ID.
+func (e *Entry) signerKey() (crypto.PublicKey, string, error) {
+	pub, err := ParsePublicKey([]byte(e.PublicKey))
+	if err != nil {
+		return nil, "", err
+	}
+	if err := checkCanonicalPEM(pub, e.PublicKey); err != nil {
+		return nil, "", err
+	}
+	keyID, err := KeyID(pub)
+	if err != nil {
+		return nil, "", err
+	}
+	switch id := e.Envelope.Signatures[0].KeyID; {
+	case id == "":
+		return nil, "", notCanonical(ErrBadSignature, "signature keyid is missing; it must be the key ID %s", keyID)
+	case id != keyID:
+		return nil, "", fmt.Errorf("%w: signature keyid %q does not match the public key (%s)", ErrBadSignature, truncate(id, 80), keyID)
+	}
+	return pub, keyID, nil
 }

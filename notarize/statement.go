@@ -163,7 +163,8 @@ func (s *Statement) Validate() error {
 	return nil
 }
 
-// Marshal returns the statement's JSON, the DSSE payload that gets signed.
+// Marshal returns the statement's JSON, the DSSE payload that gets signed:
+// Go encoding/json of Statement, the one encoding ParseStatement accepts.
 func (s *Statement) Marshal() ([]byte, error) {
 	if err := s.Validate(); err != nil {
 		return nil, err
@@ -172,10 +173,18 @@ func (s *Statement) Marshal() ([]byte, error) {
 }
 
 // ParseStatement decodes and validates a statement. Unknown top-level or
-// predicate fields are refused so that what is signed is what is understood.
+// predicate fields are refused so that what is signed is what is understood;
+// invalid UTF-8 (encoding/json would quietly read it as U+FFFD, so the
+// statement would read differently elsewhere) and any spelling but the
+// statement's own Marshal output (other member order or spacing, escapes,
+// empty optional members; ErrNotCanonical) are refused so that one
+// statement has one payload.
 func ParseStatement(b []byte) (*Statement, error) {
 	if len(b) > MaxStatementSize {
 		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrBadStatement, len(b), MaxStatementSize)
+	}
+	if !utf8.Valid(b) {
+		return nil, fmt.Errorf("%w: statement is not valid UTF-8", ErrBadStatement)
 	}
 	var s Statement
 	if err := decodeStrict(b, &s); err != nil {
@@ -183,6 +192,13 @@ func ParseStatement(b []byte) (*Statement, error) {
 	}
 	if err := s.Validate(); err != nil {
 		return nil, err
+	}
+	canon, err := s.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(canon, b) {
+		return nil, notCanonical(ErrBadStatement, "statement JSON must be exactly its canonical form (Go encoding/json of the statement: members in field order, no whitespace, empty optional members left out, Go's string escapes, RFC 3339 timestamp without trailing zeros)")
 	}
 	return &s, nil
 }
