@@ -449,3 +449,71 @@ func TestAuthToken(t *testing.T) {
 		a.expectRefused(t, "/v2/team/app/manifests/v1", bearer(issuer, claims("bob", "team/app")), http.StatusForbidden, "DENIED")
 	})
 }
+
+// TestAuthTokenFlow: a real client (go-containerregistry, as docker and
+// containerd do) follows the proxy's Bearer challenge to a token server,
+// which authenticates it and issues a token for the scope it asks, and
+// pulls with it. A token for one user is not a pull of another's repository.
+// The token server shares the proxy's host:port (go-containerregistry
+// refuses a realm on another loopback address).
+func TestAuthTokenFlow(t *testing.T) {
+	issuer := newTokenIssuer(t, "test-issuer")
+	front := httptest.NewUnstartedServer(nil)
+	t.Cleanup(front.Close)
+	realm := "http://" + front.Listener.Addr().String() + "/token"
+	token := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		user, pw, ok := r.BasicAuth()
+		if !ok || !(user == "alice" && pw == alicePassword || user == "bob" && pw == bobPassword) || r.URL.Query().Get("service") != "notarize-proxy" {
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		now := time.Now()
+		c := tokenClaims{Issuer: "test-issuer", Subject: user, Audience: "notarize-proxy", Expiration: now.Add(time.Minute).Unix(),
+			NotBefore: now.Add(-time.Minute).Unix(), IssuedAt: now.Unix(), JWTID: "j"}
+		for _, scope := range r.URL.Query()["scope"] {
+			parts := strings.Split(scope, ":") // repository:NAME:pull
+			if len(parts) == 3 && parts[0] == "repository" {
+				c.Access = append(c.Access, accessClaims{Type: "repository", Name: parts[1], Actions: strings.Split(parts[2], ",")})
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"token": issuer.sign(t, c), "expires_in": 60})
+	})
+	a := newAuthEnv(t, accessPolicy, func(dir string) proxy.AuthConfig {
+		bundle := filepath.Join(dir, "token-ca.pem")
+		if err := os.WriteFile(bundle, issuer.caPEM, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return proxy.AuthConfig{Token: &proxy.TokenAuth{Realm: realm, Service: "notarize-proxy", Issuer: "test-issuer", RootCertBundle: bundle}}
+	})
+	front.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/token" {
+			token.ServeHTTP(w, r)
+			return
+		}
+		a.srv.Handler().ServeHTTP(w, r)
+	})
+	front.Start()
+	a.pushPriv("team/app", "v1")
+	ref, err := name.ParseReference(front.Listener.Addr().String()+"/team/app:v1", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(ref, remote.WithContext(t.Context()), remote.WithAuth(&authn.Basic{Username: "alice", Password: alicePassword}))
+	if err != nil {
+		t.Fatalf("alice through the token flow: %v", err)
+	}
+	if _, err := img.RawConfigFile(); err != nil {
+		t.Fatalf("alice reads the config: %v", err)
+	}
+	before := a.upstreamRequests()
+	if _, err := remote.Image(ref, remote.WithContext(t.Context()), remote.WithAuth(&authn.Basic{Username: "bob", Password: bobPassword})); err == nil || !strings.Contains(err.Error(), "DENIED") {
+		t.Fatalf("bob through the token flow: %v", err)
+	}
+	if _, err := remote.Image(ref, remote.WithContext(t.Context()), remote.WithAuth(&authn.Basic{Username: "alice", Password: "wrong"})); err == nil {
+		t.Fatal("a wrong password at the token server pulled")
+	}
+	if n := a.upstreamRequests() - before; n != 0 {
+		t.Fatalf("%d upstream requests for refused clients", n)
+	}
+}
