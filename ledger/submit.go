@@ -150,6 +150,7 @@ func (l *Ledger) append(ctx context.Context, sub *submission, id [32]byte, v *no
 		l.finish(id, sub, cancel)
 	}
 	var future tessera.IndexFuture
+	held := false // a slot of l.inflight, for a new statement
 	switch idx, found, err := l.store.indexOf(wctx, id); {
 	case err != nil:
 		fail(err)
@@ -168,15 +169,14 @@ func (l *Ledger) append(ctx context.Context, sub *submission, id [32]byte, v *no
 			fail(fmt.Errorf("%w: %d submissions in flight", ErrUnavailable, maxInFlight))
 			return
 		}
+		held = true
 		future = l.add(withIdentity(wctx, id), tessera.NewEntry(data))
-		release := future
-		future = func() (tessera.Index, error) {
-			defer func() { <-l.inflight }()
-			return release()
-		}
 	}
 	go func() {
 		sub.err = l.await(wctx, sub, future, data)
+		if held {
+			<-l.inflight
+		}
 		l.finish(id, sub, cancel)
 	}()
 }

@@ -20,8 +20,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -72,6 +74,10 @@ type options struct {
 	logFormat, logLevel    string
 	showVersion            bool
 	batchAge, checkpointIv time.Duration
+
+	rateKey, rateClient, rateKeyDigest float64
+	rateKeyBurst, rateClientBurst      int
+	trustedProxies                     []netip.Prefix
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -88,6 +94,21 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.maxFutureSkew, "max-future-skew", ledger.DefaultMaxFutureSkew, "refuse statements dated further than this in the future")
 	fs.DurationVar(&o.batchAge, "batch-max-age", ledger.DefaultBatchMaxAge, "longest an entry waits for a batch")
 	fs.DurationVar(&o.checkpointIv, "checkpoint-interval", ledger.DefaultCheckpointInterval, "how often a checkpoint may be published (at least 100ms; with mysql, across all instances)")
+	fs.Float64Var(&o.rateKey, "rate-key", ledger.DefaultKeyPerSecond, "new statements one signer key may append per second, sustained; 0 disables")
+	fs.IntVar(&o.rateKeyBurst, "rate-key-burst", ledger.DefaultKeyBurst, "… and at once")
+	fs.Float64Var(&o.rateClient, "rate-client", ledger.DefaultClientPerSecond, "submissions one client (IPv4 address or IPv6 /64) may make per second, sustained; 0 disables")
+	fs.IntVar(&o.rateClientBurst, "rate-client-burst", ledger.DefaultClientBurst, "… and at once")
+	fs.Float64Var(&o.rateKeyDigest, "rate-key-digest", ledger.DefaultKeyDigestPerMinute, "new statements one key may append about one digest per minute; 0 disables")
+	fs.Func("trusted-proxy", "`CIDR` of a reverse proxy whose X-Forwarded-For names the client for --rate-client (repeatable or comma-separated; default: X-Forwarded-For is ignored)", func(v string) error {
+		for _, c := range strings.Split(v, ",") {
+			p, err := netip.ParsePrefix(strings.TrimSpace(c))
+			if err != nil {
+				return err
+			}
+			o.trustedProxies = append(o.trustedProxies, p.Masked())
+		}
+		return nil
+	})
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: json or text")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
@@ -134,7 +155,12 @@ func config(o *options, getenv func(string) string, logger *slog.Logger) (ledger
 		MaxFutureSkew:      o.maxFutureSkew,
 		BatchMaxAge:        o.batchAge,
 		CheckpointInterval: o.checkpointIv,
+		TrustedProxies:     o.trustedProxies,
 		Logger:             logger,
+	}
+	var err error
+	if cfg.RateLimits, err = rateLimits(o); err != nil {
+		return cfg, err
 	}
 	switch {
 	case o.keyFile != "":
@@ -308,6 +334,36 @@ func writeNew(path, data string, perm os.FileMode) error {
 		return fmt.Errorf("keygen: write %s: %w", path, err)
 	}
 	return nil
+}
+
+// rateLimits turns the --rate-* flags into ledger.RateLimits: a flag's 0
+// disables its limit (a negative rate in the config).
+func rateLimits(o *options) (ledger.RateLimits, error) {
+	off := func(name string, v float64) (float64, error) {
+		switch {
+		case v < 0 || math.IsNaN(v) || math.IsInf(v, 0):
+			return 0, fmt.Errorf("--%s %v: want a rate >= 0 (0 disables)", name, v)
+		case v == 0:
+			return -1, nil
+		}
+		return v, nil
+	}
+	var r ledger.RateLimits
+	var err error
+	if r.KeyPerSecond, err = off("rate-key", o.rateKey); err != nil {
+		return r, err
+	}
+	if r.ClientPerSecond, err = off("rate-client", o.rateClient); err != nil {
+		return r, err
+	}
+	if r.KeyDigestPerMinute, err = off("rate-key-digest", o.rateKeyDigest); err != nil {
+		return r, err
+	}
+	if o.rateKeyBurst < 1 || o.rateClientBurst < 1 {
+		return r, fmt.Errorf("--rate-key-burst %d, --rate-client-burst %d: want at least 1", o.rateKeyBurst, o.rateClientBurst)
+	}
+	r.KeyBurst, r.ClientBurst = o.rateKeyBurst, o.rateClientBurst
+	return r, nil
 }
 
 func firstNonEmpty(s ...string) string {

@@ -138,6 +138,9 @@ func TestRunRefusesBadFlags(t *testing.T) {
 		{"bad signers file", []string{"--signers", garbage}, "--signers"},
 		{"bad origin", []string{"--origin", "has space", "--data", dir}, "origin"},
 		{"checkpoint interval too short", []string{"--checkpoint-interval", "1ms", "--data", dir}, "CheckpointInterval"},
+		{"negative rate", []string{"--rate-key", "-1", "--data", dir}, "--rate-key"},
+		{"zero burst", []string{"--rate-client-burst", "0", "--data", dir}, "--rate-client-burst"},
+		{"bad trusted proxy", []string{"--trusted-proxy", "10.0.0.0/33"}, "usage"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := run(t.Context(), tc.args, noEnv, io.Discard, io.Discard, nil)
