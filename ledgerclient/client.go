@@ -2,7 +2,6 @@ package ledgerclient
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,7 +12,6 @@ import (
 	"net/netip"
 	"net/url"
 	"runtime/debug"
-	"slices"
 	"strings"
 	"time"
 
@@ -367,114 +365,6 @@ func verifyReceipt(r *api.Receipt, cp Checkpoint, sent []byte) (notarize.Record,
 		return notarize.Record{}, fmt.Errorf("entry %d: %w", r.Index, err)
 	}
 	return notarize.Record{Index: r.Index, KeyID: v.KeyID, Statement: v.Statement}, nil
-}
-
-// LookupResult is the verified part of a lookup answer.
-type LookupResult struct {
-	// Checkpoint is the verified checkpoint the records are included in.
-	Checkpoint Checkpoint
-	// Records are the entries about the digest, each verified (inclusion
-	// proof, envelope signature, subject), ordered by log index.
-	Records []notarize.Record
-}
-
-// Lookup asks the ledger for the entries about d, only those signed by
-// keyIDs when any are given (what a verifier accepts), and verifies the answer:
-// its checkpoint (and consistency with the stored one), and for every entry
-// the inclusion proof, the envelope signature and that it is about d. Any
-// entry that fails fails the lookup: the ledger's answer is a hint, never a
-// verdict. The ledger can still leave entries out; a Follow replica cannot
-// be misled that way.
-func (c *Client) Lookup(ctx context.Context, d notarize.Digest, keyIDs ...string) (*LookupResult, error) {
-	ctx, cancel := c.withTimeout(ctx)
-	defer cancel()
-	res, err := c.lookup(ctx, d, keyIDs)
-	if err != nil {
-		return nil, fmt.Errorf("look up %s in ledger: %w", d, err)
-	}
-	return res, nil
-}
-
-func (c *Client) lookup(ctx context.Context, d notarize.Digest, keyIDs []string) (*LookupResult, error) {
-	if _, err := notarize.ParseDigest(string(d)); err != nil {
-		return nil, err
-	}
-	if len(keyIDs) > api.MaxLookupKeyIDs {
-		return nil, fmt.Errorf("%d key IDs, at most %d per lookup", len(keyIDs), api.MaxLookupKeyIDs)
-	}
-	before, err := c.stored()
-	if err != nil {
-		return nil, err
-	}
-	b, err := c.ops.Lookup(ctx, d, keyIDs)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := decodeLookup(b)
-	if err != nil {
-		return nil, err
-	}
-	cp, err := c.checkpoint(ctx, []byte(resp.Checkpoint))
-	if err != nil {
-		return nil, err
-	}
-	if err := c.advance(ctx, cp, before); err != nil {
-		return nil, err
-	}
-	recs, err := verifyLookup(resp, cp, d, keyIDs)
-	if err != nil {
-		return nil, err
-	}
-	return &LookupResult{Checkpoint: cp, Records: recs}, nil
-}
-
-// decodeLookup decodes a lookup answer, bounded in size.
-func decodeLookup(b []byte) (*api.LookupResponse, error) {
-	if len(b) > maxLookupSize {
-		return nil, fmt.Errorf("%w: lookup answer of %d bytes, at most %d", ErrBadProof, len(b), maxLookupSize)
-	}
-	var r api.LookupResponse
-	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, fmt.Errorf("%w: decode lookup answer: %v", ErrBadProof, err)
-	}
-	return &r, nil
-}
-
-// verifyLookup checks every entry of a lookup answer for d against its
-// verified checkpoint, and that it is signed by one of keyIDs when any were
-// asked for, and returns them as records.
-func verifyLookup(resp *api.LookupResponse, cp Checkpoint, d notarize.Digest, keyIDs []string) ([]notarize.Record, error) {
-	if resp.Digest != d.String() {
-		return nil, fmt.Errorf("%w: asked about %s, the ledger answered about %q", ErrBadProof, d, clip(resp.Digest, 80))
-	}
-	recs := make([]notarize.Record, 0, len(resp.Entries))
-	seen := make(map[uint64]bool, len(resp.Entries))
-	for _, le := range resp.Entries {
-		if seen[le.Index] {
-			return nil, fmt.Errorf("%w: entry %d listed twice", ErrBadProof, le.Index)
-		}
-		seen[le.Index] = true
-		if err := verifyInclusion(cp, le.Index, le.Entry, le.InclusionProof); err != nil {
-			return nil, err
-		}
-		e, err := notarize.ParseEntry(le.Entry)
-		if err != nil {
-			return nil, fmt.Errorf("entry %d: %w", le.Index, err)
-		}
-		v, err := e.Verify()
-		if err != nil {
-			return nil, fmt.Errorf("entry %d: %w", le.Index, err)
-		}
-		if got := v.Statement.Digest(); got != d {
-			return nil, fmt.Errorf("%w: entry %d is about %s, not %s", ErrBadProof, le.Index, got, d)
-		}
-		if len(keyIDs) > 0 && !slices.Contains(keyIDs, v.KeyID) {
-			return nil, fmt.Errorf("%w: entry %d is signed by key %s, which the lookup did not ask for", ErrBadProof, le.Index, v.KeyID)
-		}
-		recs = append(recs, notarize.Record{Index: le.Index, KeyID: v.KeyID, Statement: v.Statement})
-	}
-	slices.SortFunc(recs, func(a, b notarize.Record) int { return cmp.Compare(a.Index, b.Index) })
-	return recs, nil
 }
 
 // fetchCheckpoint fetches the ledger's latest checkpoint and verifies it.

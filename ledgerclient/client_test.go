@@ -576,12 +576,12 @@ func TestLookupLies(t *testing.T) {
 			r.Entries[0].Entry = append(r.Entries[0].Entry, ' ')
 		}, ErrBadProof},
 		{"entry about another digest", func(t *testing.T, f *fakeOps, r *api.LookupResponse) {
-			// Entry 5 is genuinely in the log, and proven, but about digest B.
-			p, err := f.log.tree.InclusionProof(5, f.log.size())
+			// Entry 4 is genuinely in the log, and proven, but about digest B.
+			p, err := f.log.tree.InclusionProof(4, f.log.size())
 			if err != nil {
 				t.Fatal(err)
 			}
-			r.Entries = append(r.Entries, api.LookupEntry{Index: 5, Entry: f.log.leaves[5], InclusionProof: p})
+			r.Entries = []api.LookupEntry{r.Entries[0], {Index: 4, Entry: f.log.leaves[4], InclusionProof: p}, r.Entries[1]}
 		}, ErrBadProof},
 		{"answer about another digest", func(t *testing.T, f *fakeOps, r *api.LookupResponse) { r.Digest = digestB.String() }, ErrBadProof},
 		{"entry listed twice", func(t *testing.T, f *fakeOps, r *api.LookupResponse) { r.Entries = append(r.Entries, r.Entries[0]) }, ErrBadProof},
@@ -614,7 +614,8 @@ func TestLookupLies(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r.Entries = append(r.Entries, api.LookupEntry{Index: 0, Entry: f.log.leaves[0], InclusionProof: p})
+			// In log order, so that only the entry itself is wrong.
+			r.Entries = append([]api.LookupEntry{{Index: 0, Entry: f.log.leaves[0], InclusionProof: p}}, r.Entries...)
 		}, notarize.ErrBadEntry},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"github.com/notarize/docker-notarize/ledger/api"
 	"io"
+	"net/http"
 	"os"
 	"slices"
 	"sync"
@@ -151,7 +152,17 @@ type fakeOps struct {
 	tileHook       func(level, index uint64, p uint8, b []byte) []byte
 	receiptHook    func(*api.Receipt)
 	lookupHook     func(*api.LookupResponse)
-	submitErr      error
+	// pageHook rewrites every lookup page, knowing what was asked.
+	pageHook func(lookupQuery, *api.LookupResponse)
+	// currentHook rewrites every current-statement answer.
+	currentHook func(*api.LookupResponse)
+	// noCurrent answers the current endpoint with 404, as an older ledger.
+	noCurrent bool
+	// queries records the lookup pages asked for.
+	queries      []lookupQuery
+	lookupCalls  int
+	currentCalls int
+	submitErr    error
 	// rawSubmit and rawLookup, when set, are the whole answers (for fuzzing).
 	rawSubmit []byte
 	rawLookup []byte
@@ -248,17 +259,14 @@ func (f *fakeOps) finishReceipt(r api.Receipt) ([]byte, error) {
 	return json.Marshal(r)
 }
 
-func (f *fakeOps) Lookup(_ context.Context, d notarize.Digest, keyIDs []string) ([]byte, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.rawLookup != nil {
-		return f.rawLookup, nil
-	}
-	resp := api.LookupResponse{Digest: d.String(), Checkpoint: string(f.cp())}
+// matching returns the entries of the served tree about d, by keyIDs when
+// any are given, each with its inclusion proof, in log order.
+func (f *fakeOps) matching(d notarize.Digest, keyIDs []string) (string, []api.LookupEntry) {
 	size := f.log.size()
 	if f.serveSize != nil {
 		size = *f.serveSize
 	}
+	var out []api.LookupEntry
 	for i, leaf := range f.log.leaves[:size] {
 		e, err := notarize.ParseEntry(leaf)
 		if err != nil {
@@ -272,10 +280,77 @@ func (f *fakeOps) Lookup(_ context.Context, d notarize.Digest, keyIDs []string) 
 		if err != nil {
 			f.t.Fatal(err)
 		}
-		resp.Entries = append(resp.Entries, api.LookupEntry{Index: uint64(i), Entry: leaf, InclusionProof: p})
+		out = append(out, api.LookupEntry{Index: uint64(i), Entry: leaf, InclusionProof: p})
+	}
+	return string(f.cp()), out
+}
+
+// Lookup serves one page as the ledger does: entries after q.after, at most
+// q.limit (api.DefaultLookupLimit without one), Next set when more match.
+func (f *fakeOps) Lookup(_ context.Context, d notarize.Digest, q lookupQuery) ([]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lookupCalls++
+	f.queries = append(f.queries, q)
+	if f.rawLookup != nil {
+		return f.rawLookup, nil
+	}
+	cp, all := f.matching(d, q.keyIDs)
+	resp := api.LookupResponse{Digest: d.String(), Checkpoint: cp, Entries: []api.LookupEntry{}}
+	limit := q.limit
+	if limit == 0 {
+		limit = api.DefaultLookupLimit
+	}
+	for _, le := range all {
+		if q.after != nil && le.Index <= *q.after {
+			continue
+		}
+		if len(resp.Entries) == limit {
+			next := resp.Entries[len(resp.Entries)-1].Index
+			resp.Next = &next
+			break
+		}
+		resp.Entries = append(resp.Entries, le)
 	}
 	if f.lookupHook != nil {
 		f.lookupHook(&resp)
+	}
+	if f.pageHook != nil {
+		f.pageHook(q, &resp)
+	}
+	return json.Marshal(resp)
+}
+
+// Current serves each asked key's current statement, or the 404 of a ledger
+// without the endpoint when noCurrent is set.
+func (f *fakeOps) Current(_ context.Context, d notarize.Digest, keyIDs []string) ([]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.currentCalls++
+	if f.noCurrent {
+		return nil, &APIError{StatusCode: http.StatusNotFound, Code: api.CodeNotFound, Message: "no such path"}
+	}
+	cp, all := f.matching(d, keyIDs)
+	resp := api.LookupResponse{Digest: d.String(), Checkpoint: cp, Entries: []api.LookupEntry{}}
+	best := map[string]int{}
+	var recs []notarize.Record
+	for _, le := range all {
+		e, _ := notarize.ParseEntry(le.Entry)
+		v, _ := e.Verify()
+		recs = append(recs, notarize.Record{Index: le.Index, KeyID: v.KeyID, Statement: v.Statement})
+	}
+	for i, r := range recs {
+		if cur, ok := notarize.Current(recs, d, r.KeyID); ok && cur.Index == r.Index {
+			best[r.KeyID] = i
+		}
+	}
+	for i, le := range all {
+		if best[recs[i].KeyID] == i {
+			resp.Entries = append(resp.Entries, le)
+		}
+	}
+	if f.currentHook != nil {
+		f.currentHook(&resp)
 	}
 	return json.Marshal(resp)
 }

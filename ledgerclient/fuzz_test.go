@@ -108,7 +108,7 @@ func FuzzLookup(f *testing.F) {
 		l.add(marshal(f, signEntry(f, signer, d, notarize.StatusTrusted, t0)))
 	}
 	ops := newFakeOps(f, l)
-	good, err := ops.Lookup(f.Context(), digestA, nil)
+	good, err := ops.Lookup(f.Context(), digestA, lookupQuery{limit: PageLimit})
 	if err != nil {
 		f.Fatal(err)
 	}

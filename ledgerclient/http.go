@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -24,7 +25,6 @@ const (
 	maxInfoSize    = 64 << 10
 	maxErrorSize   = 64 << 10
 	maxReceiptSize = 1 << 20
-	maxLookupSize  = 8 << 20
 	maxTileSize    = layout.TileWidth * 32
 	// An entry bundle holds up to 256 entries, each with a 2-byte length.
 	maxBundleSize = layout.EntryBundleWidth * (2 + notarize.MaxEntrySize)
@@ -45,9 +45,13 @@ type ops interface {
 	Info(ctx context.Context) ([]byte, error)
 	// Submit posts an entry and returns the body of the 2xx answer (a api.Receipt).
 	Submit(ctx context.Context, entry []byte) ([]byte, error)
-	// Lookup returns the body of GET /api/v1/digests/{d} (a api.LookupResponse),
-	// limited to entries by keyIDs when there are any.
-	Lookup(ctx context.Context, d notarize.Digest, keyIDs []string) ([]byte, error)
+	// Lookup returns the body of GET /api/v1/digests/{d} (one page of a
+	// api.LookupResponse) for q: entries by q.keyIDs when there are any,
+	// after q.after when set, at most q.limit.
+	Lookup(ctx context.Context, d notarize.Digest, q lookupQuery) ([]byte, error)
+	// Current returns the body of GET /api/v1/digests/{d}/current (a
+	// api.LookupResponse): the current statement of each of keyIDs.
+	Current(ctx context.Context, d notarize.Digest, keyIDs []string) ([]byte, error)
 }
 
 // httpOps is ops over HTTP: tlog-tiles read endpoints through tessera's
@@ -101,9 +105,23 @@ func (h *httpOps) Submit(ctx context.Context, entry []byte) ([]byte, error) {
 	return h.do(ctx, http.MethodPost, api.PathEntries, nil, entry, maxReceiptSize)
 }
 
-func (h *httpOps) Lookup(ctx context.Context, d notarize.Digest, keyIDs []string) ([]byte, error) {
-	q := url.Values{api.QueryKeyID: keyIDs}
-	return h.do(ctx, http.MethodGet, api.PathDigests+d.String(), q, nil, maxLookupSize)
+func (h *httpOps) Lookup(ctx context.Context, d notarize.Digest, q lookupQuery) ([]byte, error) {
+	v := url.Values{}
+	if len(q.keyIDs) > 0 {
+		v[api.QueryKeyID] = q.keyIDs
+	}
+	if q.after != nil {
+		v.Set(api.QueryAfter, strconv.FormatUint(*q.after, 10))
+	}
+	if q.limit > 0 {
+		v.Set(api.QueryLimit, strconv.Itoa(q.limit))
+	}
+	return h.do(ctx, http.MethodGet, api.PathDigests+d.String(), v, nil, maxLookupAnswer(q.limit))
+}
+
+func (h *httpOps) Current(ctx context.Context, d notarize.Digest, keyIDs []string) ([]byte, error) {
+	v := url.Values{api.QueryKeyID: keyIDs}
+	return h.do(ctx, http.MethodGet, api.PathDigests+d.String()+api.PathCurrentSuffix, v, nil, maxLookupAnswer(len(keyIDs)))
 }
 
 // do sends one API request and returns the body of a 2xx answer; any other

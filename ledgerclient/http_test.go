@@ -69,7 +69,7 @@ func TestHTTPOps(t *testing.T) {
 		{"entry bundle", func() ([]byte, error) { return o.ReadEntryBundle(ctx, 1234, 0) }, "bundle"},
 		{"info", func() ([]byte, error) { return o.Info(ctx) }, `{"origin":"o"}`},
 		{"submit", func() ([]byte, error) { return o.Submit(ctx, []byte(`{"e":1}`)) }, "receipt"},
-		{"lookup", func() ([]byte, error) { return o.Lookup(ctx, digestA, nil) }, digestA.String()},
+		{"lookup", func() ([]byte, error) { return o.Lookup(ctx, digestA, lookupQuery{}) }, digestA.String()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, err := tc.call()
@@ -177,7 +177,7 @@ func TestHTTPOpsRedirects(t *testing.T) {
 	if b, err := o.Info(t.Context()); err != nil || string(b) != "same host" {
 		t.Fatalf("redirect on the same host: %q, %v", b, err)
 	}
-	if _, err := o.Lookup(t.Context(), digestA, nil); err == nil {
+	if _, err := o.Lookup(t.Context(), digestA, lookupQuery{}); err == nil {
 		t.Fatal("redirect loop: no error")
 	}
 }
