@@ -35,20 +35,22 @@ const (
 
 // TrustSource answers which verified statements exist about a digest. The
 // proxy's is a *replica.Replica: lookups never leave the process. An error
-// (e.g. wrapping replica.ErrStale) means no answer can be trusted now.
+// (e.g. wrapping replica.ErrStale) means no answer can be trusted now: the
+// decision is then UNVERIFIABLE and fails closed under an enforcing rule.
 type TrustSource interface {
+	// Records returns the verified records about d.
 	Records(ctx context.Context, d notarize.Digest) ([]notarize.Record, error)
-}
-
-// trustStatus is implemented by a TrustSource that can report its state
-// (*replica.Replica); the proxy exports it as metrics.
-type trustStatus interface {
+	// Refresh catches up with the ledger now; the proxy calls it before
+	// refusing a manifest, so that a statement signed just before a pull
+	// counts.
+	Refresh(ctx context.Context) error
+	// Fresh returns why no answer can be trusted now, or nil (/healthz).
+	Fresh() error
+	// Status reports the source's state (metrics, stats).
 	Status() replica.Status
 }
 
-var _ trustStatus = (*replica.Replica)(nil)
 var _ TrustSource = (*replica.Replica)(nil)
-var _ trustRefresher = (*replica.Replica)(nil)
 
 // Config configures a Server.
 type Config struct {

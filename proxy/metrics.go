@@ -51,7 +51,8 @@ func newMetrics(trust TrustSource) *metrics {
 	}
 	m.reg.MustRegister(m.decisions, m.decisionTime, m.requests, m.upstreamErrors, m.cache, m.blobBytes,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if ts, ok := trust.(trustStatus); ok {
+	{
+		ts := trust
 		m.reg.MustRegister(
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "notarize_proxy_replica_size",

@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"errors"
+	"github.com/notarize/docker-notarize/proxy/replica"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -137,6 +138,9 @@ func FuzzResolve(f *testing.F) {
 type noTrust struct{}
 
 func (noTrust) Records(context.Context, notarize.Digest) ([]notarize.Record, error) { return nil, nil }
+func (noTrust) Refresh(context.Context) error                                       { return nil }
+func (noTrust) Fresh() error                                                        { return nil }
+func (noTrust) Status() replica.Status                                              { return replica.Status{} }
 
 // FuzzHandler sends arbitrary requests to the whole handler and checks it
 // never panics, never answers 500 and never contacts a host that is not a

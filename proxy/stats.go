@@ -148,10 +148,7 @@ func (s *Server) serveStats(w http.ResponseWriter, r *http.Request) {
 		limit = n
 	}
 	st := s.stats.snapshot(d, limit)
-	if ts, ok := s.trust.(trustStatus); ok {
-		rs := ts.Status()
-		st.Replica = replicaStats(rs)
-	}
+	st.Replica = replicaStats(s.trust.Status())
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
