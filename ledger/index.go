@@ -461,6 +461,15 @@ func (f *indexFollower) step(ctx context.Context, lr tessera.LogReader) (bool, e
 // checked (see indexEntry).
 func readIndexEntries(ctx context.Context, lr tessera.LogReader, logger *slog.Logger, from, n, size uint64) ([]followed, error) {
 	out := make([]followed, 0, n)
+	var skipped []uint64 // entries that do not verify, logged once per batch
+	var firstErr error
+	defer func() {
+		if len(skipped) > 0 {
+			logger.WarnContext(ctx, "index: entries do not verify; they are left out of lookups",
+				slog.Int("count", len(skipped)), slog.Any("first_indices", skipped[:min(len(skipped), 10)]),
+				slog.Any("first_error", firstErr))
+		}
+	}()
 	for ri := range layout.Range(from, n, size) {
 		raw, err := lr.ReadEntryBundle(ctx, ri.Index, ri.Partial)
 		if err != nil {
@@ -480,8 +489,10 @@ func readIndexEntries(ctx context.Context, lr tessera.LogReader, logger *slog.Lo
 				// Only verified entries are added, so this is a foreign
 				// log or an entry older than a stricter rule; keep going
 				// so that exact replays are still caught.
-				logger.WarnContext(ctx, "index: entry does not verify; it is left out of lookups",
-					slog.Uint64("index", ri.Index*layout.EntryBundleWidth+uint64(i)), slog.Any("error", err))
+				if firstErr == nil {
+					firstErr = err
+				}
+				skipped = append(skipped, ri.Index*layout.EntryBundleWidth+uint64(i))
 				fe = indexEntry(eb.Entries[i])
 			}
 			out = append(out, fe)
