@@ -75,8 +75,9 @@ type Ledger struct {
 	appends   sync.WaitGroup           // append goroutines (see Submit)
 	closed    chan struct{}            // closed by Close once the log is flushed
 
-	lastCP atomic.Pointer[parsedCheckpoint] // the last checkpoint opened, to skip re-verifying it
-	prover prover
+	lastCP  atomic.Pointer[parsedCheckpoint] // the last checkpoint opened, to skip re-verifying it
+	prover  prover
+	bundles *bundleCache // full entry bundles recently read
 
 	metrics *metrics
 	handler http.Handler
@@ -179,6 +180,7 @@ func newLedger(ctx context.Context, cfg Config, b *backend) (*Ledger, error) {
 		closeBackend: b.close,
 		limits:       newWriteLimits(cfg.RateLimits, cfg.TrustedProxies, time.Now),
 		pending:      map[[32]byte]*submission{},
+		bundles:      newBundleCache(bundleCacheBytes),
 		closed:       make(chan struct{}),
 	}
 	if b.signers != nil { // shared storage holds the enrolled set
@@ -352,18 +354,25 @@ func (l *Ledger) parseCheckpoint(raw []byte) (*log.Checkpoint, error) {
 }
 
 // entryAt returns the bytes of entry i in a tree of the given size, caching
-// raw bundles in bundles.
+// raw bundles in bundles (one request's) and full ones in l.bundles.
 func (l *Ledger) entryAt(ctx context.Context, bundles map[uint64][]byte, i, size uint64) ([]byte, error) {
 	bi := i / layout.EntryBundleWidth
 	raw, ok := bundles[bi]
 	if !ok {
+		raw, ok = l.bundles.get(bi)
+	}
+	if !ok {
 		var err error
-		raw, err = l.reader.ReadEntryBundle(ctx, bi, layout.PartialTileSize(0, bi, size))
+		p := layout.PartialTileSize(0, bi, size)
+		raw, err = l.reader.ReadEntryBundle(ctx, bi, p)
 		if err != nil {
 			return nil, fmt.Errorf("read entry bundle %d: %w", bi, err)
 		}
-		bundles[bi] = raw
+		if p == 0 {
+			l.bundles.put(bi, raw)
+		}
 	}
+	bundles[bi] = raw
 	e, ok := bundleEntry(raw, int(i%layout.EntryBundleWidth))
 	if !ok {
 		return nil, fmt.Errorf("entry bundle %d does not hold entry %d", bi, i)
