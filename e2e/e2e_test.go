@@ -345,8 +345,8 @@ func TestPluginLifecycle(t *testing.T) {
 			t.Fatalf("exact replay: index %d duplicate %v, want the existing index %d", rc.Index, rc.Duplicate, firstIndex)
 		}
 		c.notarize(1, "verify", app)
-		// The same signed statement re-encoded (keyid dropped) is new bytes and
-		// gets a new, later index; its older signed timestamp still loses.
+		// The same signed statement re-encoded (keyid dropped) is not its one
+		// accepted encoding: refused, never logged (issue 8, class 3).
 		e, err := notarize.ParseEntry(entry)
 		if err != nil {
 			t.Fatal(err)
@@ -356,9 +356,13 @@ func TestPluginLifecycle(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rc = submitRaw(t, led.URL, reencoded)
-		if rc.Duplicate || rc.Index <= firstIndex {
-			t.Fatalf("re-encoded replay: index %d duplicate %v, want a new index", rc.Index, rc.Duplicate)
+		resp, err := http.Post(led.URL+api.PathEntries, api.MediaTypeJSON, bytes.NewReader(reencoded))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("re-encoded replay: status %d, want 400", resp.StatusCode)
 		}
 		r := c.notarize(1, "verify", app)
 		if !strings.HasPrefix(r.stdout, "UNTRUSTED ") {
@@ -377,10 +381,10 @@ func TestPluginLifecycle(t *testing.T) {
 		for _, s := range in.Statements {
 			statuses = append(statuses, s.Status)
 		}
-		if in.Digest != appDigest || !slices.Equal(statuses, []string{"trusted", "untrusted", "trusted", "unsupported"}) { // the replay is history too
+		if in.Digest != appDigest || !slices.Equal(statuses, []string{"trusted", "untrusted", "unsupported"}) { // the re-encoded replay was refused
 			t.Fatalf("inspect after restart: digest %s statuses %v", in.Digest, statuses)
 		}
-		if txt := c.notarize(0, "inspect", app).stdout; strings.Count(txt, "alice") != 4 {
+		if txt := c.notarize(0, "inspect", app).stdout; strings.Count(txt, "alice") != 3 {
 			t.Fatalf("inspect text:\n%s", txt)
 		}
 	})
