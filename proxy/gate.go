@@ -2,7 +2,9 @@ package proxy
 
 import (
 	"cmp"
+	"context"
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"slices"
 	"sync"
@@ -20,8 +22,13 @@ const (
 	// the last allowed manifest answer that referenced it there.
 	gateMaxAge = 7 * 24 * time.Hour
 	// gateMaxEntries bounds the gate file: past it, the entries least
-	// recently allowed are removed down to 90% (about 150 bytes each).
+	// recently allowed are removed down to 90% (each about 150 bytes, up
+	// to 340 with maxGrantsPerBlob grants).
 	gateMaxEntries = 1 << 20
+	// maxGrantsPerBlob bounds the manifests remembered per blob and
+	// repository (most recently allowed first; a layer shared by many
+	// tags keeps the latest).
+	maxGrantsPerBlob = 4
 	// gateRefresh: a manifest allowed again for the same repository within
 	// this time is not written again (its entries' age is refreshed at
 	// most this often), so repeated pulls cost no disk write.
@@ -35,12 +42,18 @@ const (
 var gateBucket = []byte("allowed")
 
 // blobGate remembers, per upstream and repository, the blobs the proxy may
-// serve there: those referenced by a manifest it allowed there (config and
-// layers of an image manifest, the children of an index). It persists in
-// a bbolt file, so a restart does not refuse the blobs of an image whose
+// serve there and why: the manifests it allowed there that reference them
+// (config and layers of an image manifest, the children of an index), as
+// grants the server judges again at each blob request. It persists in a
+// bbolt file, so a restart does not refuse the blobs of an image whose
 // manifest a client already has. Growth is bounded by gateMaxAge (older
-// entries are refused and swept) and gateMaxEntries (least recently
-// allowed evicted). It is safe for concurrent use.
+// entries are refused and swept), gateMaxEntries (least recently allowed
+// evicted) and maxGrantsPerBlob. It is safe for concurrent use.
+//
+// File layout: bucket "allowed", key UPSTREAM \x00 REPO \x00 BLOB DIGEST,
+// value the Unix time of the last allowed answer (8 bytes, big endian)
+// then each grant as the raw SHA-256 of the manifest and of its index
+// (zeros when none), 64 bytes.
 type blobGate struct {
 	db         *bolt.DB
 	now        func() time.Time
@@ -49,7 +62,7 @@ type blobGate struct {
 
 	mu      sync.Mutex
 	count   int                  // entries in the file
-	recent  map[string]time.Time // up\x00repo\x00manifest digest → last written
+	recent  map[string]time.Time // up\x00repo\x00manifest\x00via → last written
 	closing sync.Once
 }
 
@@ -89,53 +102,112 @@ func gateKey(upstream, repo string, d notarize.Digest) []byte {
 	return []byte(upstream + "\x00" + repo + "\x00" + string(d))
 }
 
-// allowed reports whether blob d may be served for repo at upstream.
-func (g *blobGate) allowed(upstream, repo string, d notarize.Digest) (bool, error) {
-	var ok bool
+// grant is why a blob may be served for a repository: a manifest allowed
+// there that references it and, when that manifest was allowed through the
+// trust of an index that lists it, that index. It is judged again at every
+// blob request, so a revocation or a stricter rule stops the blobs as it
+// stops the manifest.
+type grant struct {
+	manifest notarize.Digest
+	via      notarize.Digest // "" when the manifest was allowed on its own
+}
+
+const grantLen = 2 * 32
+
+func rawDigest(d notarize.Digest) [32]byte {
+	var out [32]byte
+	_, _ = hex.Decode(out[:], []byte(d.Hex())) // digests are validated sha256
+	return out
+}
+
+func digestFromRaw(b []byte) notarize.Digest {
+	if len(b) != 32 || [32]byte(b) == [32]byte{} {
+		return ""
+	}
+	return notarize.Digest("sha256:" + hex.EncodeToString(b))
+}
+
+func encodeGrants(ts time.Time, gs []grant) []byte {
+	v := binary.BigEndian.AppendUint64(make([]byte, 0, 8+grantLen*len(gs)), uint64(ts.Unix()))
+	for _, g := range gs {
+		m, via := rawDigest(g.manifest), [32]byte{}
+		if g.via != "" {
+			via = rawDigest(g.via)
+		}
+		v = append(append(v, m[:]...), via[:]...)
+	}
+	return v
+}
+
+// decodeGrants reads a value; ok is false for a malformed one.
+func decodeGrants(v []byte) (ts time.Time, gs []grant, ok bool) {
+	if len(v) < 8 || (len(v)-8)%grantLen != 0 {
+		return time.Time{}, nil, false
+	}
+	ts = time.Unix(int64(binary.BigEndian.Uint64(v)), 0)
+	for r := v[8:]; len(r) > 0; r = r[grantLen:] {
+		gs = append(gs, grant{manifest: digestFromRaw(r[:32]), via: digestFromRaw(r[32:grantLen])})
+	}
+	return ts, gs, true
+}
+
+// grants returns why blob d may be served for repo at upstream, most
+// recent first; none when it was never allowed there or too long ago.
+func (g *blobGate) grants(upstream, repo string, d notarize.Digest) ([]grant, error) {
+	var gs []grant
 	err := g.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(gateBucket).Get(gateKey(upstream, repo, d))
-		ok = len(v) == 8 && g.now().Sub(time.Unix(int64(binary.BigEndian.Uint64(v)), 0)) <= g.maxAge
+		ts, got, ok := decodeGrants(tx.Bucket(gateBucket).Get(gateKey(upstream, repo, d)))
+		if ok && g.now().Sub(ts) <= g.maxAge {
+			gs = got
+		}
 		return nil
 	})
 	if err != nil {
-		return false, fmt.Errorf("blob gate: %w", err)
+		return nil, fmt.Errorf("blob gate: %w", err)
 	}
-	return ok, nil
+	return gs, nil
 }
 
-// record remembers refs as servable for repo at upstream, because manifest
-// m, which references them, was allowed there.
-func (g *blobGate) record(upstream, repo string, m notarize.Digest, refs []notarize.Digest) error {
+// record remembers refs as servable for repo at upstream, because of gr:
+// its manifest, which references them, was allowed there.
+func (g *blobGate) record(upstream, repo string, gr grant, refs []notarize.Digest) error {
 	if len(refs) == 0 {
 		return nil
 	}
 	now := g.now()
-	rk := string(gateKey(upstream, repo, m))
+	rk := string(gateKey(upstream, repo, gr.manifest)) + "\x00" + string(gr.via)
 	g.mu.Lock()
 	last, seen := g.recent[rk]
 	g.mu.Unlock()
 	if seen && now.Sub(last) < gateRefresh {
 		return nil
 	}
-	var ts [8]byte
-	binary.BigEndian.PutUint64(ts[:], uint64(now.Unix()))
 	var added int
 	err := g.db.Batch(func(tx *bolt.Tx) error {
 		added = 0
 		b := tx.Bucket(gateBucket)
 		for _, d := range refs {
 			k := gateKey(upstream, repo, d)
-			if b.Get(k) == nil {
+			old := b.Get(k)
+			if old == nil {
 				added++
 			}
-			if err := b.Put(k, ts[:]); err != nil {
+			gs := []grant{gr}
+			if _, prev, ok := decodeGrants(old); ok {
+				for _, p := range prev {
+					if p != gr && len(gs) < maxGrantsPerBlob {
+						gs = append(gs, p)
+					}
+				}
+			}
+			if err := b.Put(k, encodeGrants(now, gs)); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("blob gate: record %s for %s/%s: %w", m, upstream, repo, err)
+		return fmt.Errorf("blob gate: record %s for %s/%s: %w", gr.manifest, upstream, repo, err)
 	}
 	g.mu.Lock()
 	if len(g.recent) >= gateRecentMax {
@@ -181,7 +253,7 @@ func sweep(b *bolt.Bucket, cutoff time.Time, keep int) (int, error) {
 	var dead [][]byte
 	min := uint64(max(cutoff.Unix(), 0))
 	err := b.ForEach(func(k, v []byte) error {
-		if len(v) != 8 || binary.BigEndian.Uint64(v) < min {
+		if len(v) < 8 || (len(v)-8)%grantLen != 0 || binary.BigEndian.Uint64(v) < min {
 			dead = append(dead, slices.Clone(k))
 		} else {
 			live = append(live, entry{k: slices.Clone(k), ts: binary.BigEndian.Uint64(v)})
@@ -220,4 +292,43 @@ func manifestRefs(m *upstream.Manifest) []notarize.Digest {
 		refs = refs[:maxRefsPerManifest]
 	}
 	return refs
+}
+
+// blobAllowed reports whether blob d may be served at t: whether one of
+// the manifests that let it through the gate there would still be served
+// (the current policy, records and index trust; without the catch-up with
+// the ledger a refused manifest gets: the blob's manifest was allowed, a
+// revocation applies at the next poll). When only UNVERIFIABLE decisions
+// refuse it, it is a *trustError (503).
+func (s *Server) blobAllowed(ctx context.Context, t target, d notarize.Digest) (bool, error) {
+	gs, err := s.gate.grants(t.up.Name(), t.repo, d)
+	if err != nil {
+		return false, err
+	}
+	pol, tgt := s.policy.Load(), t.String()
+	var terr error
+	for _, g := range gs {
+		ev := s.evaluateGrant(ctx, pol, tgt, g)
+		if ev.Allow {
+			return true, nil
+		}
+		if ev.Verdict == notarize.Unverifiable {
+			terr = ev.Err
+		}
+	}
+	if terr != nil {
+		return false, &trustError{target: tgt + "@" + string(d), err: terr}
+	}
+	return false, nil
+}
+
+// evaluateGrant applies pol to g's manifest at tgt as evaluate does, with
+// g's index among the indexes that list it (the proxy's memory of them
+// starts empty at each start; the gate's does not).
+func (s *Server) evaluateGrant(ctx context.Context, pol *notarize.Evaluator, tgt string, g grant) notarize.Evaluation {
+	ps := s.parents.of(g.manifest)
+	if g.via != "" && !slices.Contains(ps, g.via) {
+		ps = append(ps, g.via)
+	}
+	return s.evaluateWith(ctx, pol, tgt, g.manifest, ps)
 }

@@ -15,7 +15,7 @@ import (
 // manifest listing them would, for tests about blobs alone.
 func allowBlobs(t testing.TB, s *Server, upstream, repo string, ds ...notarize.Digest) {
 	t.Helper()
-	if err := s.gate.record(upstream, repo, notarize.DigestOf([]byte(repo)), ds); err != nil {
+	if err := s.gate.record(upstream, repo, grant{manifest: notarize.DigestOf([]byte(repo))}, ds); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -31,11 +31,11 @@ func digestN(i int) notarize.Digest      { return notarize.DigestOf([]byte{byte(
 func (g *blobGate) size() int            { g.mu.Lock(); defer g.mu.Unlock(); return g.count }
 func mustAllowed(t *testing.T, g *blobGate, up, repo string, d notarize.Digest) bool {
 	t.Helper()
-	ok, err := g.allowed(up, repo, d)
+	gs, err := g.grants(up, repo, d)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ok
+	return len(gs) > 0
 }
 
 // TestBlobGate: entries are per upstream and repository, survive a reopen,
@@ -49,7 +49,7 @@ func TestBlobGate(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, b := digestN(1), digestN(2)
-	if err := g.record("up", "app", digestN(100), []notarize.Digest{a, b}); err != nil {
+	if err := g.record("up", "app", grant{manifest: digestN(100)}, []notarize.Digest{a, b}); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
@@ -90,7 +90,7 @@ func TestBlobGate(t *testing.T) {
 	// Bound: 12 entries in manifests a minute apart; past 10, down to 9,
 	// oldest out.
 	for i := range 12 {
-		if err := g.record("up", "app", digestN(200+i), []notarize.Digest{digestN(10 + i)}); err != nil {
+		if err := g.record("up", "app", grant{manifest: digestN(200 + i)}, []notarize.Digest{digestN(10 + i)}); err != nil {
 			t.Fatal(err)
 		}
 		clock.add(time.Minute)
@@ -104,6 +104,41 @@ func TestBlobGate(t *testing.T) {
 	_ = g.Close()
 	if err := g.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
+	}
+}
+
+// TestBlobGrants: a blob keeps the manifests that let it through, most
+// recent first, without repeats, at most maxGrantsPerBlob; an index that
+// vouched for a manifest is kept with it.
+func TestBlobGrants(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(1_800_000_000, 0)}
+	g, err := openBlobGate(filepath.Join(t.TempDir(), "gate.db"), clock.now, 100*time.Hour, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	layer := digestN(1)
+	var want []grant
+	for i := range maxGrantsPerBlob + 2 {
+		gr := grant{manifest: digestN(100 + i)}
+		if i%2 == 1 {
+			gr.via = digestN(200 + i)
+		}
+		for range 2 { // the second is a repeat
+			if err := g.record("up", "app", gr, []notarize.Digest{layer}); err != nil {
+				t.Fatal(err)
+			}
+			clock.add(2 * gateRefresh)
+		}
+		want = append([]grant{gr}, want...)
+	}
+	want = want[:maxGrantsPerBlob]
+	got, err := g.grants("up", "app", layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("grants %v, want %v", got, want)
 	}
 }
 

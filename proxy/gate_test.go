@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"fmt"
 	"io"
 	"log"
@@ -262,12 +263,14 @@ func TestIndexThenChildrenThenBlobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var all []notarize.Digest
 	for i, desc := range im.Manifests {
 		child, err := idx.Image(desc.Digest)
 		if err != nil {
 			t.Fatal(err)
 		}
 		blobs := blobsOf(t, child)
+		all = append(all, blobs...)
 		e.wantBlobUnknown(http.MethodGet, "local/multi", blobs[1])
 		if code, _, body := e.do(http.MethodGet, manifestPath("local/multi", desc.Digest.String()), accept); code != http.StatusOK {
 			t.Fatalf("child %d: %d %s", i, code, body)
@@ -278,6 +281,61 @@ func TestIndexThenChildrenThenBlobs(t *testing.T) {
 			}
 		}
 	}
+	// After a restart the proxy knows no index until one is pulled again;
+	// the gate remembers which index vouched for each child.
+	e.restart()
+	e.sync()
+	for _, d := range all {
+		if code, _, _ := e.do(http.MethodGet, "/v2/local/multi/blobs/"+string(d), nil); code != http.StatusOK {
+			t.Fatalf("blob %s of a child after restart: %d", d, code)
+		}
+	}
+}
+
+// TestBlobsStopWithTheirManifest: once the manifest that let a blob
+// through is refused (untrusted, or its rule made stricter), the blob is
+// refused too, also from the cache.
+func TestBlobsStopWithTheirManifest(t *testing.T) {
+	e := newEnv(t)
+	img := e.push("rev/app", "v1")
+	d := digestOf(t, img)
+	e.sign(e.release, d, notarize.StatusTrusted)
+	e.sync()
+	if err := e.pull("local/rev/app:v1"); err != nil {
+		t.Fatal(err)
+	}
+	layer := blobsOf(t, img)[1]
+	if code, _, _ := e.do(http.MethodGet, "/v2/local/rev/app/blobs/"+string(layer), nil); code != http.StatusOK {
+		t.Fatalf("blob of a trusted image: %d", code)
+	}
+	e.sign(e.release, d, notarize.StatusUntrusted)
+	e.sync()
+	e.wantBlobUnknown(http.MethodGet, "local/rev/app", layer)
+	e.wantBlobUnknown(http.MethodHead, "local/rev/app", layer)
+
+	// An unsigned image served under audit, then the rule enforced.
+	img = e.push("audit/later", "v1")
+	if err := e.pull("local/audit/later:v1"); err != nil {
+		t.Fatal(err)
+	}
+	layer = blobsOf(t, img)[1]
+	if code, _, _ := e.do(http.MethodGet, "/v2/local/audit/later/blobs/"+string(layer), nil); code != http.StatusOK {
+		t.Fatalf("blob under audit: %d", code)
+	}
+	pol, err := notarize.ParsePolicy([]byte("rules:\n  - {match: \"**\", mode: enforce, require: [release]}\nsigners:\n  release: {keys: [release.pub]}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := e.release.PublicKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := pol.Evaluator(map[string][]crypto.PublicKey{"release": {pub}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv.SetPolicy(ev)
+	e.wantBlobUnknown(http.MethodGet, "local/audit/later", layer)
 }
 
 // signIndex has release sign d as trusted, saying it is an image index

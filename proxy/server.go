@@ -31,10 +31,6 @@ import (
 // maxPassThrough bounds the tags list and referrers answers relayed.
 const maxPassThrough = 4 << 20
 
-// verdictUnverifiable labels decisions that could not be made (stale or
-// forked trust data).
-const verdictUnverifiable = "UNVERIFIABLE"
-
 // Server is the trust-enforcing registry proxy. It is safe for concurrent use.
 type Server struct {
 	cfg       Config
@@ -151,12 +147,9 @@ func (s *Server) serveBase(w http.ResponseWriter, r *http.Request) {
 
 // serveHealth is 200 while the trust data is fresh, 503 otherwise.
 func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
-	type fresh interface{ Fresh() error }
-	if f, ok := s.trust.(fresh); ok {
-		if err := f.Fresh(); err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
+	if err := s.trust.Fresh(); err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
 	}
 	_, _ = io.WriteString(w, "ok\n")
 }
@@ -203,8 +196,13 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request) {
 			s.parents.remember(m.Digest, kids)
 		}
 	}
-	// Served (also under audit or off): its blobs may be fetched here.
-	if err := s.gate.record(t.up.Name(), t.repo, m.Digest, manifestRefs(m)); err != nil {
+	// Served (also under audit or off): its blobs may be fetched here,
+	// as long as it would still be served.
+	gr := grant{manifest: m.Digest}
+	if ev.Via != nil {
+		gr.via = ev.Via.Digest
+	}
+	if err := s.gate.record(t.up.Name(), t.repo, gr, manifestRefs(m)); err != nil {
 		s.log.LogAttrs(r.Context(), slog.LevelWarn, "blob gate not updated: the manifest's blobs will be refused",
 			slog.String("upstream", t.up.Name()), slog.String("repo", t.repo), slog.String("digest", string(m.Digest)), slog.String("error", err.Error()))
 	}
@@ -247,65 +245,55 @@ func (s *Server) fetchManifest(ctx context.Context, t target, ref string, want n
 // refreshTimeout bounds the replica refresh made before a refusal.
 const refreshTimeout = 2 * time.Second
 
-// trustRefresher is implemented by a TrustSource that can catch up with the
-// ledger on demand (*replica.Replica).
-type trustRefresher interface {
-	Refresh(ctx context.Context) error
+// evaluate applies pol to digest d at tgt with the records about d and the
+// trusted indexes known to list it. When the trust source cannot answer,
+// the evaluation is UNVERIFIABLE (the core fails closed under enforce).
+func (s *Server) evaluate(ctx context.Context, pol *notarize.Evaluator, tgt string, d notarize.Digest) notarize.Evaluation {
+	return s.evaluateWith(ctx, pol, tgt, d, s.parents.of(d))
 }
 
-// evaluate applies pol to digest d at tgt with the records about d and the
-// trusted indexes known to list it. A trust source error is returned as is.
-func (s *Server) evaluate(ctx context.Context, pol *notarize.Evaluator, tgt string, d notarize.Digest) (notarize.Evaluation, error) {
+// evaluateWith is evaluate with the indexes that may lend d their trust
+// given (parents).
+func (s *Server) evaluateWith(ctx context.Context, pol *notarize.Evaluator, tgt string, d notarize.Digest, parents []notarize.Digest) notarize.Evaluation {
 	recs, err := s.trust.Records(ctx, d)
 	if err != nil {
-		return pol.Evaluate(tgt, d, nil, nil), err
+		return pol.Unverifiable(tgt, d, err)
 	}
-	var parents []notarize.Parent
-	for _, p := range s.parents.of(d) {
+	var ps []notarize.Parent
+	for _, p := range parents {
 		pr, err := s.trust.Records(ctx, p)
 		if err != nil {
-			return pol.Evaluate(tgt, d, nil, nil), err
+			return pol.Unverifiable(tgt, d, err)
 		}
-		parents = append(parents, notarize.Parent{Digest: p, Records: pr})
+		ps = append(ps, notarize.Parent{Digest: p, Records: pr})
 	}
-	return pol.Evaluate(tgt, d, recs, parents), nil
+	return pol.Evaluate(tgt, d, recs, ps)
 }
 
 // decide applies the policy to m at t, logs the decision as one line and
-// counts it. A trust source failure fails closed under an enforcing rule
-// (a *trustError) and is served under audit or off, as UNVERIFIABLE.
+// counts it. An UNVERIFIABLE decision that is not allowed is a
+// *trustError (503); one an audit or off rule allows is served.
 func (s *Server) decide(ctx context.Context, method string, t target, ref string, m *upstream.Manifest) (notarize.Evaluation, error) {
 	start := time.Now()
 	pol := s.policy.Load()
 	tgt := t.String()
-	ev, terr := s.evaluate(ctx, pol, tgt, m.Digest)
-	if terr == nil && !ev.Allow {
+	ev := s.evaluate(ctx, pol, tgt, m.Digest)
+	if !ev.Allow && ev.Verdict != notarize.Unverifiable {
 		// Before refusing, make sure the replica has seen what the ledger
 		// committed to until now: a statement signed just before this pull
 		// (sign, then deploy) must not lose to the replica's poll interval.
-		if rf, ok := s.trust.(trustRefresher); ok {
-			rctx, cancel := context.WithTimeout(ctx, refreshTimeout)
-			err := rf.Refresh(rctx)
-			cancel()
-			if err == nil {
-				ev, terr = s.evaluate(ctx, pol, tgt, m.Digest)
-			}
+		rctx, cancel := context.WithTimeout(ctx, refreshTimeout)
+		err := s.trust.Refresh(rctx)
+		cancel()
+		if err == nil {
+			ev = s.evaluate(ctx, pol, tgt, m.Digest)
 		}
 	}
 	verdict := ev.Verdict.String()
-	if terr != nil {
-		verdict = verdictUnverifiable
-		ev.Verdict, ev.Decision, ev.Via = notarize.Unknown, notarize.Decision{Digest: m.Digest, Verdict: notarize.Unknown}, nil
-		ev.Allow = ev.RuleIndex >= 0 && ev.Mode != notarize.ModeEnforce
-	}
 	elapsed := time.Since(start)
 	s.metrics.decisionTime.Observe(elapsed.Seconds())
 	s.metrics.decisions.WithLabelValues(verdict, string(ev.Mode), t.up.Name()).Inc()
 	s.stats.observe(m.Digest, tgt, verdict, ev.Allow, time.Now().UTC())
-	reason := ev.Reason()
-	if terr != nil {
-		reason = terr.Error()
-	}
 	via := ""
 	if ev.Via != nil {
 		via = string(ev.Via.Digest)
@@ -315,9 +303,9 @@ func (s *Server) decide(ctx context.Context, method string, t target, ref string
 		slog.String("digest", string(m.Digest)), slog.String("media_type", m.MediaType), slog.String("method", method),
 		slog.String("verdict", verdict), slog.Bool("allowed", ev.Allow), slog.String("mode", string(ev.Mode)),
 		slog.String("rule", ev.Rule.Match), slog.Int("rule_index", ev.RuleIndex), slog.String("signer", ev.Signer()),
-		slog.String("via_index", via), slog.String("reason", reason), slog.Duration("decision_time", elapsed))
-	if terr != nil && !ev.Allow {
-		return ev, &trustError{target: tgt + "@" + string(m.Digest), err: terr}
+		slog.String("via_index", via), slog.String("reason", ev.Reason()), slog.Duration("decision_time", elapsed))
+	if ev.Verdict == notarize.Unverifiable && !ev.Allow {
+		return ev, &trustError{target: tgt + "@" + string(m.Digest), err: ev.Err}
 	}
 	return ev, nil
 }
@@ -361,7 +349,7 @@ func (s *Server) blobTarget(w http.ResponseWriter, r *http.Request) (target, not
 		s.writeError(w, r, t.up.Name(), "blob", &badRequestError{code: errcode.ErrorCodeDigestInvalid, msg: "only sha256 digests are supported: " + err.Error()})
 		return t, "", false
 	}
-	ok, err := s.gate.allowed(t.up.Name(), t.repo, d)
+	ok, err := s.blobAllowed(r.Context(), t, d)
 	if err != nil { // fail closed
 		s.writeError(w, r, t.up.Name(), "blob", err)
 		return t, "", false
@@ -553,11 +541,7 @@ func (s *Server) filterReferrers(ctx context.Context, t target, b []byte) ([]byt
 // would (without its log line, count or catch-up with the ledger): a
 // trust source failure allows only under an audit or off rule.
 func (s *Server) allows(ctx context.Context, pol *notarize.Evaluator, t target, d notarize.Digest) bool {
-	ev, err := s.evaluate(ctx, pol, t.String(), d)
-	if err != nil {
-		return ev.RuleIndex >= 0 && ev.Mode != notarize.ModeEnforce
-	}
-	return ev.Allow
+	return s.evaluate(ctx, pol, t.String(), d).Allow
 }
 
 // relay copies a bounded JSON answer from upstream.
