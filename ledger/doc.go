@@ -1,7 +1,8 @@
 // Package ledger is the docker notarize ledger server: a Tessera personality
 // that stores signed notarize entries (a DSSE envelope over an in-toto
 // statement plus the signer's public key) in a transparency log, keeps an
-// index from subject digest to log entries, and serves both over HTTP.
+// index from (subject digest, signer key ID) to log entries and their signed
+// timestamps, and serves both over HTTP.
 //
 // The log is a Tessera log on POSIX storage under Config.DataDir/log. Its
 // checkpoints are C2SP signed notes (https://c2sp.org/signed-note,
@@ -23,7 +24,8 @@
 //	GET  /checkpoint, /tile/{L}/{N}[.p/{W}], /tile/entries/{N}[.p/{W}]
 //	     C2SP tlog-tiles read endpoints (https://c2sp.org/tlog-tiles)
 //	POST /api/v1/entries             submit a notarize.Entry; answers once integrated
-//	GET  /api/v1/digests/{digest}    entries about a digest, with proofs to one checkpoint
+//	GET  /api/v1/digests/{digest}    one page of the entries about a digest (?keyid, after, limit), with proofs to one checkpoint
+//	GET  /api/v1/digests/{digest}/current?keyid=K…  the current statement of each key, with its proof
 //	GET  /api/v1/info                origin, verifier key, size
 //	GET  /metrics                    Prometheus metrics of this ledger
 //
@@ -32,8 +34,19 @@
 // always gets a 4xx.
 //
 // Duplicate detection and the digest index live in one embedded bbolt store
-// (DataDir/index.db; MySQL tables with StorageMySQL) that implements tessera.Antispam: a decorator answers a
-// resubmitted entry with its existing index, and a follower tails the
-// integrated log to fill both the identity map and the digest index,
-// persisting its progress in the same transaction.
+// (DataDir/index.db; MySQL tables with StorageMySQL) that implements
+// tessera.Antispam: a statement is identified by its key and signed payload
+// (notarize.Verified.Identity), not its bytes, so a replay re-signed or
+// re-encoded is answered with the existing index and never appended;
+// concurrent submissions of one statement share one append. A follower
+// tails the integrated log, verifies each entry and fills both the identity
+// map and the digest index, persisting its progress in the same
+// transaction. The index is keyed by (digest, key ID), so a lookup filtered
+// by key, its pages and the current statement never read other keys'
+// entries: statements by strangers about a digest cannot bloat or slow
+// them.
+//
+// Writers are bounded by token buckets per client, per key and per (key,
+// digest) (Config.RateLimits); over a limit a submission is refused with
+// 429 and Retry-After before anything is appended. Limits are per instance.
 package ledger
