@@ -8,7 +8,7 @@
 # cold (first pull, through the cache fill) and warm. Then the Go benchmarks of
 # the replica (decision cost with 1,000,000 statements, catch-up speed).
 #
-# Usage: bench/proxy-bench.sh        (C=16 D=5s BLOB_MB=256 SKIP_GO=1 to tune)
+# Usage: bench/proxy-bench.sh        (C=16 D=5s BLOB_MB=256 SKIP_GO=1 to tune; needs curl and jq)
 # distribution's registry is built once with `go install …@v3.1.2` into
 # ${NOTARIZE_BENCH_CACHE:-~/.cache/notarize-bench}/bin (a few minutes the first time).
 set -euo pipefail
@@ -72,7 +72,6 @@ UP=127.0.0.1:$UP_PORT
 mkdir -p "$WORK/layer/etc"; echo bench >"$WORK/layer/etc/bench"
 tar -C "$WORK/layer" -cf "$WORK/layer.tar" .
 crane append --insecure -f "$WORK/layer.tar" -t "$UP/bench/app:v1" >/dev/null
-DIGEST=$(crane digest --insecure "$UP/bench/app:v1")
 head -c $((BLOB_MB << 20)) /dev/urandom >"$WORK/blob"
 BLOB=sha256:$(sha256sum "$WORK/blob" | cut -d' ' -f1)
 loc=$(curl -fsS -D - -o /dev/null -X POST "http://$UP/v2/bench/app/blobs/uploads/" | tr -d '\r' | awk -F': ' 'tolower($1)=="location"{print $2}')
@@ -80,6 +79,13 @@ loc=$(curl -fsS -D - -o /dev/null -X POST "http://$UP/v2/bench/app/blobs/uploads
 sep='?'; [[ $loc == *\?* ]] && sep='&'
 curl -fsS -X PUT -H 'Content-Type: application/octet-stream' --data-binary "@$WORK/blob" "$loc${sep}digest=$BLOB" -o /dev/null
 rm -f "$WORK/blob"
+# The blob is a layer of bench/app:v1: notarize-proxy serves only the blobs
+# of a manifest it allowed for the repository (the warm-up pulls it).
+crane manifest --insecure "$UP/bench/app:v1" |
+  jq -c --arg d "$BLOB" --argjson s $((BLOB_MB << 20)) '.layers += [{mediaType: .layers[0].mediaType, digest: $d, size: $s}]' >"$WORK/manifest.json"
+curl -fsS -X PUT -H "Content-Type: $(jq -r .mediaType "$WORK/manifest.json")" --data-binary "@$WORK/manifest.json" \
+  "http://$UP/v2/bench/app/manifests/v1" -o /dev/null
+DIGEST=$(crane digest --insecure "$UP/bench/app:v1")
 export NOTARIZE_HOME=$WORK/home NOTARIZE_PASSWORD=bench NOTARIZE_LEDGER=http://127.0.0.1:$LEDGER_PORT
 docker-notarize key generate --name release >/dev/null
 docker-notarize key export release >"$WORK/release.pub"
