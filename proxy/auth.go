@@ -27,7 +27,9 @@ const DefaultRealm = "notarize-proxy"
 // registry/auth/token); the access rules of the policy apply on top.
 type AuthConfig struct {
 	// Htpasswd authenticates Basic credentials against an htpasswd file
-	// of bcrypt hashes (htpasswd -B), re-read when it changes.
+	// of bcrypt hashes (htpasswd -B), re-read when it changes. Accepted
+	// credentials are remembered for a minute while the file is unchanged,
+	// so the requests of a pull do not each pay bcrypt.
 	Htpasswd *HtpasswdAuth `yaml:"htpasswd,omitempty"`
 	// Token accepts bearer tokens of the Docker token specification
 	// (https://distribution.github.io/distribution/spec/auth/token/) issued
@@ -116,7 +118,7 @@ func (a AuthConfig) accessController() (auth.AccessController, error) {
 		if err != nil {
 			return nil, fmt.Errorf("auth: htpasswd: %w", err)
 		}
-		return ac, nil
+		return newCredentialCache(ac, a.Htpasswd.Path), nil
 	case a.Token != nil:
 		t := a.Token
 		opts := map[string]any{"realm": t.Realm, "service": t.Service, "issuer": t.Issuer,

@@ -314,7 +314,7 @@ type tokenIssuer struct {
 	leaf  *x509.Certificate
 }
 
-func newTokenIssuer(t *testing.T, cn string) *tokenIssuer {
+func newTokenIssuer(t testing.TB, cn string) *tokenIssuer {
 	t.Helper()
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn + " CA"},
@@ -354,7 +354,7 @@ type accessClaims struct {
 }
 
 // sign returns a JWS of claims with the issuer's leaf certificate in x5c.
-func (ti *tokenIssuer) sign(t *testing.T, c tokenClaims) string {
+func (ti *tokenIssuer) sign(t testing.TB, c tokenClaims) string {
 	t.Helper()
 	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: ti.key},
 		(&jose.SignerOptions{}).WithType("JWT").WithHeader("x5c", []string{base64.StdEncoding.EncodeToString(ti.leaf.Raw)}))

@@ -1,0 +1,97 @@
+package proxy
+
+import (
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/distribution/distribution/v3/registry/auth"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// countingController counts the verifications of the real htpasswd controller.
+type countingController struct {
+	auth.AccessController
+	n atomic.Int32
+}
+
+func (c *countingController) Authorized(r *http.Request, access ...auth.Access) (*auth.Grant, error) {
+	c.n.Add(1)
+	return c.AccessController.Authorized(r, access...)
+}
+
+func TestCredentialCache(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "htpasswd")
+	line := func(user, pw string) string {
+		h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.MinCost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return user + ":" + string(h) + "\n"
+	}
+	if err := os.WriteFile(path, []byte(line("alice", "pw-a")+line("bob", "pw-b")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ac, err := AuthConfig{Htpasswd: &HtpasswdAuth{Path: path}}.accessController()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache := ac.(*credentialCache)
+	inner := &countingController{AccessController: cache.inner}
+	cache.inner = inner
+	clock := time.Now()
+	cache.now = func() time.Time { return clock }
+
+	try := func(user, pw string) (string, bool) {
+		r, _ := http.NewRequest(http.MethodGet, "http://proxy/v2/", nil)
+		r.SetBasicAuth(user, pw)
+		g, err := cache.Authorized(r)
+		if err != nil {
+			return "", false
+		}
+		return g.User.Name, true
+	}
+	expect := func(step, user, pw string, ok bool, verifications int32) {
+		t.Helper()
+		before := inner.n.Load()
+		name, got := try(user, pw)
+		if got != ok || ok && name != user {
+			t.Fatalf("%s: %s/%s accepted=%v as %q, want %v", step, user, pw, got, name, ok)
+		}
+		if n := inner.n.Load() - before; n != verifications {
+			t.Fatalf("%s: %d bcrypt verifications, want %d", step, n, verifications)
+		}
+	}
+	expect("first", "alice", "pw-a", true, 1)
+	expect("again: remembered", "alice", "pw-a", true, 0)
+	expect("wrong password", "alice", "pw-b", false, 1)
+	expect("wrong password again: never remembered", "alice", "pw-b", false, 1)
+	expect("bob with alice's password", "bob", "pw-a", false, 1)
+	expect("a prefix of the password", "alice", "pw-", false, 1)
+	expect("user/password split elsewhere", "alic", "epw-a", false, 1)
+	expect("still remembered", "alice", "pw-a", true, 0)
+
+	clock = clock.Add(credentialCacheTTL)
+	expect("after the TTL", "alice", "pw-a", true, 1)
+
+	// alice is removed: the very next request is refused.
+	if err := os.WriteFile(path, []byte(line("bob", "pw-b")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	expect("user removed", "alice", "pw-a", false, 1)
+	// bob's password changes (same file size): refused at once too.
+	expect("bob", "bob", "pw-b", true, 1)
+	expect("bob remembered", "bob", "pw-b", true, 0)
+	if err := os.WriteFile(path, []byte(line("bob", "pw-c")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	future := time.Now().Add(time.Hour) // a file system with coarse timestamps still sees a change
+	if err := os.Chtimes(path, future, future); err != nil {
+		t.Fatal(err)
+	}
+	expect("password changed", "bob", "pw-b", false, 1)
+	expect("new password", "bob", "pw-c", true, 1)
+}
