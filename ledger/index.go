@@ -389,7 +389,7 @@ func verifiedEntry(data []byte) (followed, error) {
 	if err != nil {
 		return followed{}, err
 	}
-	v, err := e.Verify()
+	v, err := e.VerifyLogged()
 	if err != nil {
 		return followed{}, err
 	}

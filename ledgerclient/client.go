@@ -360,7 +360,7 @@ func verifyReceipt(r *api.Receipt, cp Checkpoint, sent []byte) (notarize.Record,
 			return notarize.Record{}, fmt.Errorf("%w: the receipt is for another entry than the one submitted", ErrBadProof)
 		}
 	}
-	v, err := got.Verify()
+	v, err := got.VerifyLogged()
 	if err != nil {
 		return notarize.Record{}, fmt.Errorf("entry %d: %w", r.Index, err)
 	}

@@ -309,7 +309,7 @@ func verifyLeaf(index uint64, leaf []byte) FollowedEntry {
 		fe.Err = fmt.Errorf("entry %d: %w", index, err)
 		return fe
 	}
-	v, err := e.Verify()
+	v, err := e.VerifyLogged()
 	if err != nil {
 		fe.Err = fmt.Errorf("entry %d: %w", index, err)
 		return fe

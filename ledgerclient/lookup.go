@@ -366,7 +366,7 @@ func verifyLookupEntry(le api.LookupEntry, cp Checkpoint, d notarize.Digest, key
 	if err != nil {
 		return notarize.Record{}, fmt.Errorf("entry %d: %w", le.Index, err)
 	}
-	v, err := e.Verify()
+	v, err := e.VerifyLogged()
 	if err != nil {
 		return notarize.Record{}, fmt.Errorf("entry %d: %w", le.Index, err)
 	}

@@ -105,8 +105,9 @@ func parseECDSASignature(k *ecdsa.PublicKey, sig []byte) (*ecdsaSignature, error
 
 // checkSignatureForm checks that sig, by pub, is in its one accepted form.
 // (r, s) and (r, n-s) are both valid ECDSA signatures of the same message,
-// so anyone could turn one into the other: only s <= n/2 is accepted.
-func checkSignatureForm(pub crypto.PublicKey, sig []byte) error {
+// so anyone could turn one into the other: only s <= n/2 is accepted when
+// lowS is set (see Entry.VerifyLogged for when it is not).
+func checkSignatureForm(pub crypto.PublicKey, sig []byte, lowS bool) error {
 	k, ok := pub.(*ecdsa.PublicKey)
 	if !ok {
 		return nil
@@ -115,7 +116,7 @@ func checkSignatureForm(pub crypto.PublicKey, sig []byte) error {
 	if err != nil {
 		return err
 	}
-	if es.S.Cmp(halfOrder(k)) > 0 {
+	if lowS && es.S.Cmp(halfOrder(k)) > 0 {
 		return notCanonical(ErrBadSignature, "ECDSA signature is in high-S form (s > n/2); only its low-S twin is accepted")
 	}
 	return nil

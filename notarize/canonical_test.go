@@ -321,3 +321,43 @@ func FuzzEntryOneEncoding(f *testing.F) {
 		}
 	})
 }
+
+// TestVerifyLoggedAcceptsOnlyTheHighSTwin: an entry read from a log may
+// carry an ECDSA signature in high-S form (earlier ledgers logged either
+// form): VerifyLogged accepts it, as the same statement (same identity),
+// while Verify, which the ledger applies to submissions, refuses it. Every
+// other re-encoding is refused by both.
+func TestVerifyLoggedAcceptsOnlyTheHighSTwin(t *testing.T) {
+	signer := notarizetest.NewSigner(t)
+	e := notarizetest.Entry(t, signer, notarize.DigestOf([]byte("m")), notarize.StatusTrusted, time.Now())
+	honest, err := e.Verify()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, re := range notarizetest.ReEncodings(t, e) {
+		parsed, perr := notarize.ParseEntry(re.Body)
+		var verr, lerr error
+		var logged *notarize.Verified
+		if perr == nil {
+			_, verr = parsed.Verify()
+			logged, lerr = parsed.VerifyLogged()
+		}
+		if perr == nil && verr == nil {
+			t.Errorf("%s: Verify accepted it", re.Name)
+		}
+		if re.Name == "signature's high-S twin" {
+			if perr != nil || lerr != nil {
+				t.Errorf("%s: VerifyLogged refused a logged high-S signature: parse %v, verify %v", re.Name, perr, lerr)
+			} else if logged.Identity() != honest.Identity() {
+				t.Errorf("%s: another statement identity than the low-S entry's", re.Name)
+			}
+			if !errors.Is(verr, notarize.ErrNotCanonical) {
+				t.Errorf("%s: Verify = %v, want ErrNotCanonical", re.Name, verr)
+			}
+			continue
+		}
+		if perr == nil && lerr == nil {
+			t.Errorf("%s: VerifyLogged accepted it", re.Name)
+		}
+	}
+}

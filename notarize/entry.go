@@ -215,6 +215,21 @@ func ParseEntry(b []byte) (*Entry, error) {
 // statement and that the statement is valid. It returns the statement and
 // the signer's key ID.
 func (e *Entry) Verify() (*Verified, error) {
+	return e.verify(true)
+}
+
+// VerifyLogged is Verify for an entry read from a ledger's log rather than
+// submitted to it: it also accepts an ECDSA signature in its high-S form.
+// Ledgers of earlier versions logged either form (about half of them
+// high-S), and what they logged is an authentic signature either way; the
+// low-S rule exists so that nobody can append a statement twice, and the
+// ledger applies it to every submission (Verify). Every other encoding rule
+// holds for logged entries too.
+func (e *Entry) VerifyLogged() (*Verified, error) {
+	return e.verify(false)
+}
+
+func (e *Entry) verify(lowS bool) (*Verified, error) {
 	if e.Envelope.PayloadType != PayloadType {
 		return nil, fmt.Errorf("%w: payload type %q, want %q", ErrBadEntry, truncate(e.Envelope.PayloadType, 80), PayloadType)
 	}
@@ -233,7 +248,7 @@ func (e *Entry) Verify() (*Verified, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkSignatureForm(pub, sig); err != nil {
+	if err := checkSignatureForm(pub, sig, lowS); err != nil {
 		return nil, err
 	}
 	v, err := signature.LoadVerifier(pub, HashFor(pub))
