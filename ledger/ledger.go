@@ -289,7 +289,9 @@ func (l *Ledger) VerifierKey() string { return l.id.vkey }
 // does not wait for HTTP handlers: shut the HTTP server down first.
 func (l *Ledger) Close(ctx context.Context) error {
 	l.closeOnce.Do(func() {
+		l.pendingMu.Lock() // join registers appends under it: none after this
 		l.closing.Store(true)
+		l.pendingMu.Unlock()
 		var errs []error
 		if err := l.shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("flush log: %w", err))
