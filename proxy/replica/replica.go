@@ -129,10 +129,15 @@ type storedRecord struct {
 	MediaType string
 }
 
-// recordFormat is the first byte of every stored record, and the replica
-// file's format: 2 added the media type. A file of another format is
-// refused with a hint to remove it, and is rebuilt from the ledger.
+// recordFormat is the first byte of every stored record: 2 added the
+// media type.
 const recordFormat = 2
+
+// fileFormat is the replica file's format: 2 added the media type to
+// records, 3 the per-key tallies, current statements and recent
+// revocations (tally.go). A file of another format is refused with a hint
+// to remove it, and is rebuilt from the ledger.
+const fileFormat = 3
 
 var statusCodes = []notarize.Status{notarize.StatusTrusted, notarize.StatusUntrusted, notarize.StatusUnsupported}
 
@@ -238,7 +243,7 @@ func Open(cfg Config) (*Replica, error) {
 
 func (r *Replica) load() error {
 	return r.db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketRecords, bucketBad} {
+		for _, b := range [][]byte{bucketMeta, bucketRecords, bucketBad, bucketCurrent, bucketTallies, bucketRevocations} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -248,11 +253,11 @@ func (r *Replica) load() error {
 		case v == nil && tx.Bucket(bucketRecords).Stats().KeyN > 0:
 			return errors.New("replica file of an older format: remove it to rebuild from the ledger")
 		case v == nil:
-			if err := m.Put(keyFormat, []byte{recordFormat}); err != nil {
+			if err := m.Put(keyFormat, []byte{fileFormat}); err != nil {
 				return err
 			}
-		case len(v) != 1 || v[0] != recordFormat:
-			return fmt.Errorf("replica file format %x, this proxy writes %d: remove it to rebuild from the ledger", v, recordFormat)
+		case len(v) != 1 || v[0] != fileFormat:
+			return fmt.Errorf("replica file format %x, this proxy writes %d: remove it to rebuild from the ledger", v, fileFormat)
 		}
 		if v := m.Get(keySize); v != nil {
 			if len(v) != 8 {
@@ -395,6 +400,7 @@ func (r *Replica) apply(b *ledgerclient.FollowBatch) error {
 	if len(b.Entries) > 0 || now.Sub(saved) >= persistEvery {
 		type kv struct{ k, v []byte }
 		var recs, bad []kv
+		var tallies []tallyRecord
 		for _, e := range b.Entries {
 			if e.Err != nil {
 				bad = append(bad, kv{u64(e.Index), []byte(clip(e.Err.Error()))})
@@ -410,6 +416,7 @@ func (r *Replica) apply(b *ledgerclient.FollowBatch) error {
 				return fmt.Errorf("replica: record %d: bad digest", e.Index)
 			}
 			recs = append(recs, kv{append(dh, u64(e.Index)...), v})
+			tallies = append(tallies, tallyRecord{digest: dh, keyID: v[2:34], status: v[1], ts: p.Timestamp, index: e.Index})
 		}
 		// Sorted keys make bbolt's page splits cheap.
 		sort.Slice(recs, func(i, j int) bool { return bytes.Compare(recs[i].k, recs[j].k) < 0 })
@@ -427,6 +434,9 @@ func (r *Replica) apply(b *ledgerclient.FollowBatch) error {
 				if err := bb.Put(x.k, x.v); err != nil {
 					return err
 				}
+			}
+			if err := applyTallies(tx, tallies); err != nil {
+				return err
 			}
 			var hs []byte
 			for _, h := range b.State.Hashes {

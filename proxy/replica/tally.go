@@ -1,0 +1,220 @@
+package replica
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/notarize/docker-notarize/notarize"
+)
+
+// What the dashboard reads, kept as entries are applied (in the same
+// transaction as the records, so they never disagree with them):
+//
+//   - current: digest (32) ‖ key ID (32) → status code (1) ‖ timestamp
+//     (seconds 8, nanoseconds 4) ‖ log index (8): the current statement of
+//     each key about each digest, chosen as notarize.Current chooses it
+//     (greatest signed timestamp, ties by log index), so a replayed older
+//     statement does not change a tally;
+//   - tallies: key ID (32) → three counters (8 bytes each, in statusCodes
+//     order): how many digests the key currently says are trusted,
+//     untrusted, unsupported;
+//   - revocations: log index (8) → digest (32) ‖ key ID (32) ‖ status code
+//     (1) ‖ timestamp (12): the last MaxRevocations untrusted or
+//     unsupported statements applied, oldest deleted first.
+var (
+	bucketCurrent     = []byte("current")
+	bucketTallies     = []byte("tallies")
+	bucketRevocations = []byte("revocations")
+)
+
+// MaxRevocations bounds the recent revocations the replica keeps.
+const MaxRevocations = 1000
+
+// Tally counts the digests one key currently vouches for or revokes: each
+// (digest, key) pair counts once, under the status of the key's current
+// statement about the digest.
+type Tally struct {
+	KeyID       string `json:"keyID"`
+	Trusted     uint64 `json:"trusted"`
+	Untrusted   uint64 `json:"untrusted"`
+	Unsupported uint64 `json:"unsupported"`
+}
+
+// Revoked is the number of digests the key says are untrusted or
+// unsupported.
+func (t Tally) Revoked() uint64 { return t.Untrusted + t.Unsupported }
+
+// Revocation is an untrusted or unsupported statement the replica applied.
+type Revocation struct {
+	Index     uint64          `json:"index"`
+	Digest    notarize.Digest `json:"digest"`
+	KeyID     string          `json:"keyID"`
+	Status    notarize.Status `json:"status"`
+	Timestamp time.Time       `json:"timestamp"`
+}
+
+// tallyRecord is one verified record as the tallies see it.
+type tallyRecord struct {
+	digest, keyID []byte // 32 bytes each
+	status        byte   // index in statusCodes
+	ts            time.Time
+	index         uint64
+}
+
+func (x tallyRecord) currentValue() []byte {
+	b := make([]byte, 0, 21)
+	b = append(b, x.status)
+	b = binary.BigEndian.AppendUint64(b, uint64(x.ts.Unix()))
+	b = binary.BigEndian.AppendUint32(b, uint32(x.ts.Nanosecond()))
+	return binary.BigEndian.AppendUint64(b, x.index)
+}
+
+func decodeCurrent(v []byte) (status byte, ts time.Time, index uint64, err error) {
+	if len(v) != 21 || int(v[0]) >= len(statusCodes) {
+		return 0, time.Time{}, 0, errors.New("corrupt current statement")
+	}
+	ts = time.Unix(int64(binary.BigEndian.Uint64(v[1:9])), int64(binary.BigEndian.Uint32(v[9:13]))).UTC()
+	return v[0], ts, binary.BigEndian.Uint64(v[13:21]), nil
+}
+
+// newerThan is notarize.Current's order: greater timestamp, ties by index.
+func (x tallyRecord) newerThan(ts time.Time, index uint64) bool {
+	if !x.ts.Equal(ts) {
+		return x.ts.After(ts)
+	}
+	return x.index > index
+}
+
+// applyTallies updates the current statements, tallies and revocations for
+// recs (in log order) inside tx.
+func applyTallies(tx *bolt.Tx, recs []tallyRecord) error {
+	cur, tal, rev := tx.Bucket(bucketCurrent), tx.Bucket(bucketTallies), tx.Bucket(bucketRevocations)
+	for _, x := range recs {
+		k := append(bytes.Clone(x.digest), x.keyID...)
+		old := -1
+		if v := cur.Get(k); v != nil {
+			st, ts, idx, err := decodeCurrent(v)
+			if err != nil {
+				return fmt.Errorf("%w under %x", err, k)
+			}
+			if !x.newerThan(ts, idx) {
+				continue // an older statement (a replay): the current one stands
+			}
+			old = int(st)
+		}
+		if err := cur.Put(k, x.currentValue()); err != nil {
+			return err
+		}
+		if err := bumpTally(tal, x.keyID, old, int(x.status)); err != nil {
+			return err
+		}
+		if statusCodes[x.status] != notarize.StatusTrusted {
+			v := append(bytes.Clone(k), x.currentValue()[:13]...)
+			if err := rev.Put(u64(x.index), v); err != nil {
+				return err
+			}
+		}
+	}
+	// Bounded: drop the oldest revocations past MaxRevocations.
+	for n := rev.Stats().KeyN; n > MaxRevocations; n-- {
+		c := rev.Cursor()
+		k, _ := c.First()
+		if k == nil {
+			break
+		}
+		if err := c.Delete(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// bumpTally moves one count of key from status old (-1: none) to status now.
+func bumpTally(tal *bolt.Bucket, key []byte, old, now int) error {
+	v := make([]byte, 8*len(statusCodes))
+	if cur := tal.Get(key); cur != nil {
+		if len(cur) != len(v) {
+			return fmt.Errorf("corrupt tally of %x", key)
+		}
+		copy(v, cur)
+	}
+	add := func(i int, d int64) {
+		n := binary.BigEndian.Uint64(v[8*i:])
+		binary.BigEndian.PutUint64(v[8*i:], uint64(int64(n)+d))
+	}
+	if old >= 0 {
+		add(old, -1)
+	}
+	add(now, 1)
+	return tal.Put(key, v)
+}
+
+// Tallies returns the tally of each key ID asked for (zero for a key with
+// no statement), in the order asked. It reads one small value per key.
+func (r *Replica) Tallies(keyIDs []string) ([]Tally, error) {
+	out := make([]Tally, len(keyIDs))
+	err := r.db.View(func(tx *bolt.Tx) error {
+		tal := tx.Bucket(bucketTallies)
+		for i, id := range keyIDs {
+			out[i].KeyID = id
+			k, err := hex.DecodeString(id)
+			if err != nil || len(k) != 32 {
+				return fmt.Errorf("key ID %q is not 32 hex bytes", id)
+			}
+			v := tal.Get(k)
+			if v == nil {
+				continue
+			}
+			if len(v) != 8*len(statusCodes) {
+				return fmt.Errorf("corrupt tally of %s", id)
+			}
+			out[i].Trusted = binary.BigEndian.Uint64(v[0:])
+			out[i].Untrusted = binary.BigEndian.Uint64(v[8:])
+			out[i].Unsupported = binary.BigEndian.Uint64(v[16:])
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("replica tallies: %w", err)
+	}
+	return out, nil
+}
+
+// Revocations returns at most limit of the recent revocations, newest
+// (greatest log index) first.
+func (r *Replica) Revocations(limit int) ([]Revocation, error) {
+	var out []Revocation
+	err := r.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketRevocations).Cursor()
+		for k, v := c.Last(); k != nil && len(out) < limit; k, v = c.Prev() {
+			if len(k) != 8 || len(v) != 77 || int(v[64]) >= len(statusCodes) {
+				return fmt.Errorf("corrupt revocation under %x", k)
+			}
+			out = append(out, Revocation{
+				Index:     binary.BigEndian.Uint64(k),
+				Digest:    notarize.Digest("sha256:" + hex.EncodeToString(v[:32])),
+				KeyID:     hex.EncodeToString(v[32:64]),
+				Status:    statusCodes[v[64]],
+				Timestamp: time.Unix(int64(binary.BigEndian.Uint64(v[65:73])), int64(binary.BigEndian.Uint32(v[73:77]))).UTC(),
+			})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("replica revocations: %w", err)
+	}
+	return out, nil
+}
+
+// History returns every verified record about d, in log order, whether or
+// not the replica is fresh: it is what the replica holds, for display.
+// Decisions use Records, which refuses stale data.
+func (r *Replica) History(d notarize.Digest) ([]notarize.Record, error) {
+	return r.lookup(d)
+}

@@ -1,0 +1,140 @@
+package replica_test
+
+import (
+	"crypto"
+	"github.com/sigstore/sigstore/pkg/signature"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/notarize/docker-notarize/ledger/ledgertest"
+	"github.com/notarize/docker-notarize/ledgerclient"
+	"github.com/notarize/docker-notarize/notarize"
+	"github.com/notarize/docker-notarize/proxy/replica"
+)
+
+// TestReplicaTallies: each key's tally counts every digest once, under
+// the status of its current statement (greatest signed timestamp), so a
+// later revocation moves a count and an older statement logged after it (a
+// replay) does not move it back; revocations are listed newest first;
+// History is a digest's whole record; all of it survives a reopen.
+func TestReplicaTallies(t *testing.T) {
+	srv := ledgertest.Start(t)
+	lc, err := ledgerclient.New(t.Context(), ledgerclient.Config{URL: srv.URL, Home: t.TempDir(), VerifierKey: srv.VerifierKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := newSigner(t), newSigner(t)
+	keyA, keyB := keyIDOf(t, a), keyIDOf(t, b)
+	d1, d2, d3 := notarize.DigestOf([]byte("one")), notarize.DigestOf([]byte("two")), notarize.DigestOf([]byte("three"))
+	at := time.Now().UTC().Add(-time.Hour)
+	for _, e := range []*notarize.Entry{
+		entry(t, a, d1, notarize.StatusTrusted, at),
+		entry(t, a, d2, notarize.StatusTrusted, at),
+		entry(t, a, d1, notarize.StatusUntrusted, at.Add(2*time.Minute)),
+		entry(t, a, d1, notarize.StatusTrusted, at.Add(time.Minute)), // older than the revocation
+		entry(t, b, d3, notarize.StatusUnsupported, at),
+	} {
+		if _, err := lc.Submit(t.Context(), e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := replica.Config{Path: filepath.Join(t.TempDir(), "replica.db"), Source: ledgerclient.NewFollower(lc, 0)}
+	r, err := replica.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Sync(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	check := func(r *replica.Replica) {
+		t.Helper()
+		tal, err := r.Tallies([]string{keyA, keyB, strings.Repeat("00", 32)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []replica.Tally{
+			{KeyID: keyA, Trusted: 1, Untrusted: 1},
+			{KeyID: keyB, Unsupported: 1},
+			{KeyID: strings.Repeat("00", 32)},
+		}
+		for i := range want {
+			if tal[i] != want[i] {
+				t.Errorf("tally %d = %+v, want %+v", i, tal[i], want[i])
+			}
+		}
+		revs, err := r.Revocations(10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(revs) != 2 || revs[0].Digest != d3 || revs[0].KeyID != keyB || revs[0].Status != notarize.StatusUnsupported ||
+			revs[1].Digest != d1 || revs[1].Index != 2 || revs[1].Status != notarize.StatusUntrusted || !revs[1].Timestamp.Equal(at.Add(2*time.Minute)) {
+			t.Errorf("revocations = %+v", revs)
+		}
+		hist, err := r.History(d1)
+		if err != nil || len(hist) != 3 || hist[2].Index != 3 || hist[2].KeyID != keyA {
+			t.Errorf("History(d1) = %+v, %v", hist, err)
+		}
+	}
+	check(r)
+	if _, err := r.Tallies([]string{"nothex"}); err == nil {
+		t.Error("Tallies of a malformed key ID succeeded")
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r, err = replica.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	check(r)
+}
+
+// TestReplicaRefusesFormat2File: a file of format 2 has records but no
+// tallies; counting from it would show zeros, so it is refused with the fix.
+func TestReplicaRefusesFormat2File(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "r.db")
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		m, err := tx.CreateBucketIfNotExists([]byte("meta"))
+		if err != nil {
+			return err
+		}
+		return m.Put([]byte("format"), []byte{2})
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := replica.Open(replica.Config{Path: path, Source: &fakeSource{}}); err == nil || !strings.Contains(err.Error(), "remove it to rebuild") {
+		t.Fatalf("Open of a format 2 file = %v, want a refusal saying to remove it", err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func keyIDOf(t *testing.T, sv interface {
+	PublicKey(...signature.PublicKeyOption) (crypto.PublicKey, error)
+}) string {
+	t.Helper()
+	pub, err := sv.PublicKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := notarize.KeyID(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
