@@ -160,6 +160,9 @@ func TestRateLimitPerKey(t *testing.T) {
 	if n, err := strconv.Atoi(retry); err != nil || n < 1 {
 		t.Fatalf("Retry-After %q, want whole seconds >= 1", retry)
 	}
+	if _, _, m := do(t, http.MethodGet, tl.url+"/metrics", nil); !bytes.Contains(m, []byte(`notarize_ledger_rate_limited_total{limit="key"} 1`)) {
+		t.Errorf("refusal not counted in /metrics")
+	}
 	// Another key is not affected, and a replay costs the limited key nothing.
 	tl.submit(t, b.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now()), http.StatusCreated)
 	if rec := tl.submit(t, first, http.StatusOK); !rec.Duplicate {
