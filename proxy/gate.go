@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
+	"net/http"
 	"slices"
 	"sync"
 	"time"
@@ -50,10 +52,18 @@ var gateBucket = []byte("allowed")
 // entries are refused and swept), gateMaxEntries (least recently allowed
 // evicted) and maxGrantsPerBlob. It is safe for concurrent use.
 //
+// Each entry also says whether this repository's upstream itself served or
+// acknowledged the blob: the blob cache is shared, and a manifest naming a
+// blob proves nothing about the upstream holding it there (a registry that
+// does not check references at push), so a blob is served from the cache
+// or from another request's download only once that upstream answered for
+// it.
+//
 // File layout: bucket "allowed", key UPSTREAM \x00 REPO \x00 BLOB DIGEST,
-// value the Unix time of the last allowed answer (8 bytes, big endian)
-// then each grant as the raw SHA-256 of the manifest and of its index
-// (zeros when none), 64 bytes.
+// value the Unix time of the last allowed answer (8 bytes, big endian),
+// flags (1 byte: 1 = the upstream answered for the blob), then each grant
+// as the raw SHA-256 of the manifest and of its index (zeros when none),
+// 64 bytes.
 type blobGate struct {
 	db         *bolt.DB
 	now        func() time.Time
@@ -112,7 +122,20 @@ type grant struct {
 	via      notarize.Digest // "" when the manifest was allowed on its own
 }
 
-const grantLen = 2 * 32
+const (
+	grantLen    = 2 * 32
+	entryHeader = 9 // Unix time, flags
+	// flagUpstreamHas: the repository's upstream served or acknowledged
+	// the blob.
+	flagUpstreamHas = 1
+)
+
+// gateEntry is what the gate knows about a blob at a repository.
+type gateEntry struct {
+	at          time.Time // the last allowed answer that referenced it
+	upstreamHas bool      // the repository's upstream answered for it
+	grants      []grant   // most recent first
+}
 
 func rawDigest(d notarize.Digest) [32]byte {
 	var out [32]byte
@@ -127,9 +150,16 @@ func digestFromRaw(b []byte) notarize.Digest {
 	return notarize.Digest("sha256:" + hex.EncodeToString(b))
 }
 
-func encodeGrants(ts time.Time, gs []grant) []byte {
-	v := binary.BigEndian.AppendUint64(make([]byte, 0, 8+grantLen*len(gs)), uint64(ts.Unix()))
-	for _, g := range gs {
+func validEntry(v []byte) bool { return len(v) >= entryHeader && (len(v)-entryHeader)%grantLen == 0 }
+
+func encodeEntry(e gateEntry) []byte {
+	v := binary.BigEndian.AppendUint64(make([]byte, 0, entryHeader+grantLen*len(e.grants)), uint64(e.at.Unix()))
+	var flags byte
+	if e.upstreamHas {
+		flags |= flagUpstreamHas
+	}
+	v = append(v, flags)
+	for _, g := range e.grants {
 		m, via := rawDigest(g.manifest), [32]byte{}
 		if g.via != "" {
 			via = rawDigest(g.via)
@@ -139,33 +169,52 @@ func encodeGrants(ts time.Time, gs []grant) []byte {
 	return v
 }
 
-// decodeGrants reads a value; ok is false for a malformed one.
-func decodeGrants(v []byte) (ts time.Time, gs []grant, ok bool) {
-	if len(v) < 8 || (len(v)-8)%grantLen != 0 {
-		return time.Time{}, nil, false
+// decodeEntry reads a value; ok is false for a malformed one.
+func decodeEntry(v []byte) (e gateEntry, ok bool) {
+	if !validEntry(v) {
+		return gateEntry{}, false
 	}
-	ts = time.Unix(int64(binary.BigEndian.Uint64(v)), 0)
-	for r := v[8:]; len(r) > 0; r = r[grantLen:] {
-		gs = append(gs, grant{manifest: digestFromRaw(r[:32]), via: digestFromRaw(r[32:grantLen])})
+	e.at = time.Unix(int64(binary.BigEndian.Uint64(v)), 0)
+	e.upstreamHas = v[8]&flagUpstreamHas != 0
+	for r := v[entryHeader:]; len(r) > 0; r = r[grantLen:] {
+		e.grants = append(e.grants, grant{manifest: digestFromRaw(r[:32]), via: digestFromRaw(r[32:grantLen])})
 	}
-	return ts, gs, true
+	return e, true
 }
 
-// grants returns why blob d may be served for repo at upstream, most
-// recent first; none when it was never allowed there or too long ago.
-func (g *blobGate) grants(upstream, repo string, d notarize.Digest) ([]grant, error) {
-	var gs []grant
+// entry returns what the gate knows about blob d at repo of upstream: no
+// grants when it was never allowed there or too long ago.
+func (g *blobGate) entry(upstream, repo string, d notarize.Digest) (gateEntry, error) {
+	var e gateEntry
 	err := g.db.View(func(tx *bolt.Tx) error {
-		ts, got, ok := decodeGrants(tx.Bucket(gateBucket).Get(gateKey(upstream, repo, d)))
-		if ok && g.now().Sub(ts) <= g.maxAge {
-			gs = got
+		got, ok := decodeEntry(tx.Bucket(gateBucket).Get(gateKey(upstream, repo, d)))
+		if ok && g.now().Sub(got.at) <= g.maxAge {
+			e = got
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("blob gate: %w", err)
+		return gateEntry{}, fmt.Errorf("blob gate: %w", err)
 	}
-	return gs, nil
+	return e, nil
+}
+
+// upstreamHas records that repo's upstream served or acknowledged blob d,
+// if the gate has an entry for it there.
+func (g *blobGate) upstreamHas(upstream, repo string, d notarize.Digest) error {
+	err := g.db.Batch(func(tx *bolt.Tx) error {
+		b, k := tx.Bucket(gateBucket), gateKey(upstream, repo, d)
+		e, ok := decodeEntry(b.Get(k))
+		if !ok || e.upstreamHas {
+			return nil
+		}
+		e.upstreamHas = true
+		return b.Put(k, encodeEntry(e))
+	})
+	if err != nil {
+		return fmt.Errorf("blob gate: %s at %s/%s: %w", d, upstream, repo, err)
+	}
+	return nil
 }
 
 // record remembers refs as servable for repo at upstream, because of gr:
@@ -192,15 +241,16 @@ func (g *blobGate) record(upstream, repo string, gr grant, refs []notarize.Diges
 			if old == nil {
 				added++
 			}
-			gs := []grant{gr}
-			if _, prev, ok := decodeGrants(old); ok {
-				for _, p := range prev {
-					if p != gr && len(gs) < maxGrantsPerBlob {
-						gs = append(gs, p)
+			e := gateEntry{at: now, grants: []grant{gr}}
+			if prev, ok := decodeEntry(old); ok {
+				e.upstreamHas = prev.upstreamHas
+				for _, p := range prev.grants {
+					if p != gr && len(e.grants) < maxGrantsPerBlob {
+						e.grants = append(e.grants, p)
 					}
 				}
 			}
-			if err := b.Put(k, encodeGrants(now, gs)); err != nil {
+			if err := b.Put(k, encodeEntry(e)); err != nil {
 				return err
 			}
 		}
@@ -253,7 +303,7 @@ func sweep(b *bolt.Bucket, cutoff time.Time, keep int) (int, error) {
 	var dead [][]byte
 	min := uint64(max(cutoff.Unix(), 0))
 	err := b.ForEach(func(k, v []byte) error {
-		if len(v) < 8 || (len(v)-8)%grantLen != 0 || binary.BigEndian.Uint64(v) < min {
+		if !validEntry(v) || binary.BigEndian.Uint64(v) < min {
 			dead = append(dead, slices.Clone(k))
 		} else {
 			live = append(live, entry{k: slices.Clone(k), ts: binary.BigEndian.Uint64(v)})
@@ -300,26 +350,50 @@ func manifestRefs(m *upstream.Manifest) []notarize.Digest {
 // the ledger a refused manifest gets: the blob's manifest was allowed, a
 // revocation applies at the next poll). When only UNVERIFIABLE decisions
 // refuse it, it is a *trustError (503).
-func (s *Server) blobAllowed(ctx context.Context, t target, d notarize.Digest) (bool, error) {
-	gs, err := s.gate.grants(t.up.Name(), t.repo, d)
+func (s *Server) blobAllowed(ctx context.Context, t target, d notarize.Digest) (allowed, upstreamHas bool, err error) {
+	e, err := s.gate.entry(t.up.Name(), t.repo, d)
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	pol, tgt := s.policy.Load(), t.String()
 	var terr error
-	for _, g := range gs {
+	for _, g := range e.grants {
 		ev := s.evaluateGrant(ctx, pol, tgt, g)
 		if ev.Allow {
-			return true, nil
+			return true, e.upstreamHas, nil
 		}
 		if ev.Verdict == notarize.Unverifiable {
 			terr = ev.Err
 		}
 	}
 	if terr != nil {
-		return false, &trustError{target: tgt + "@" + string(d), err: terr}
+		return false, false, &trustError{target: tgt + "@" + string(d), err: terr}
 	}
-	return false, nil
+	return false, false, nil
+}
+
+// upstreamAnswered notes that t's upstream served or acknowledged blob d.
+// A failure to note it costs a HEAD to the upstream at the next request.
+func (s *Server) upstreamAnswered(ctx context.Context, t target, d notarize.Digest) {
+	if err := s.gate.upstreamHas(t.up.Name(), t.repo, d); err != nil {
+		s.log.LogAttrs(ctx, slog.LevelWarn, "blob gate not updated", slog.String("error", err.Error()))
+	}
+}
+
+// confirmUpstream asks t's upstream whether it has blob d (a HEAD) before
+// the blob is served there from the cache or from another request's
+// download, and notes the answer. It reports whether to go on; if not, the
+// request has been answered (BLOB_UNKNOWN when the upstream has no such
+// blob there).
+func (s *Server) confirmUpstream(w http.ResponseWriter, r *http.Request, t target, d notarize.Digest) bool {
+	resp, err := t.up.GetBlob(r.Context(), http.MethodHead, t.repo, d)
+	if err != nil {
+		s.writeError(w, r, t.up.Name(), "blob", err)
+		return false
+	}
+	resp.Body.Close()
+	s.upstreamAnswered(r.Context(), t, d)
+	return true
 }
 
 // evaluateGrant applies pol to g's manifest at tgt as evaluate does, with

@@ -31,11 +31,11 @@ func digestN(i int) notarize.Digest      { return notarize.DigestOf([]byte{byte(
 func (g *blobGate) size() int            { g.mu.Lock(); defer g.mu.Unlock(); return g.count }
 func mustAllowed(t *testing.T, g *blobGate, up, repo string, d notarize.Digest) bool {
 	t.Helper()
-	gs, err := g.grants(up, repo, d)
+	e, err := g.entry(up, repo, d)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return len(gs) > 0
+	return len(e.grants) > 0
 }
 
 // TestBlobGate: entries are per upstream and repository, survive a reopen,
@@ -133,12 +133,31 @@ func TestBlobGrants(t *testing.T) {
 		want = append([]grant{gr}, want...)
 	}
 	want = want[:maxGrantsPerBlob]
-	got, err := g.grants("up", "app", layer)
+	e, err := g.entry("up", "app", layer)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(got, want) {
-		t.Fatalf("grants %v, want %v", got, want)
+	if !slices.Equal(e.grants, want) {
+		t.Fatalf("grants %v, want %v", e.grants, want)
+	}
+	// The upstream's answer is kept across later grants.
+	if e.upstreamHas {
+		t.Fatal("upstreamHas before any answer")
+	}
+	if err := g.upstreamHas("up", "app", layer); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.record("up", "app", grant{manifest: digestN(999)}, []notarize.Digest{layer}); err != nil {
+		t.Fatal(err)
+	}
+	if e, err = g.entry("up", "app", layer); err != nil || !e.upstreamHas || e.grants[0].manifest != digestN(999) {
+		t.Fatalf("%+v %v", e, err)
+	}
+	if err := g.upstreamHas("up", "other", layer); err != nil { // no entry: nothing to note
+		t.Fatal(err)
+	}
+	if e, _ := g.entry("up", "other", layer); e.upstreamHas || len(e.grants) > 0 {
+		t.Fatalf("an entry was made by an upstream's answer alone: %+v", e)
 	}
 }
 

@@ -525,3 +525,64 @@ func TestBlobRedirectToPrivateAddressRefused(t *testing.T) {
 		t.Fatalf("private-network upstream's redirect: %d %s", code, body)
 	}
 }
+
+// waitCachedBlobs waits until the proxy's blob cache holds n blobs (a blob
+// is committed just after its last byte was sent).
+func (e *env) waitCachedBlobs(n int) {
+	e.t.Helper()
+	want := fmt.Sprintf("\nnotarize_proxy_blob_cache_blobs %d\n", n)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, _, b := e.do(http.MethodGet, "/metrics", nil); bytes.Contains(b, []byte(want)) {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("the blob cache does not hold %d blobs", n)
+		}
+	}
+}
+
+// TestCachedBlobNeedsItsOwnUpstream: a manifest in one repository that
+// names blobs cached for another (a registry that does not check the
+// references of a pushed manifest lets anyone write one) does not get them
+// from the shared cache: the repository's own upstream must answer for
+// them first, and here it has none.
+func TestCachedBlobNeedsItsOwnUpstream(t *testing.T) {
+	ev := newEvil(t)
+	e := newEnv(t, withUpstream(ev.config()))
+	img := e.push("priv/app", "v1")
+	e.sign(e.release, digestOf(t, img), notarize.StatusTrusted)
+	e.sync()
+	if err := e.pull("local/priv/app:v1"); err != nil {
+		t.Fatal(err)
+	}
+	blobs := blobsOf(t, img)
+	e.waitCachedBlobs(len(blobs))
+
+	m := manifestWithLayers(t, blobs...)
+	ev.serve(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/manifests/") {
+			serveManifest(w, m)
+			return
+		}
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = io.WriteString(w, `{"errors":[{"code":"BLOB_UNKNOWN","message":"no such blob here"}]}`)
+	})
+	e.sign(e.release, notarize.DigestOf(m), notarize.StatusTrusted)
+	e.sync()
+	if code, _, body := e.do(http.MethodGet, manifestPath("evil/thief", "v1"), nil); code != http.StatusOK {
+		t.Fatalf("the naming manifest: %d %s", code, body)
+	}
+	for _, d := range blobs {
+		e.wantBlobUnknown(http.MethodGet, "evil/thief", d)
+		e.wantBlobUnknown(http.MethodHead, "evil/thief", d)
+	}
+	if n := ev.rec.count("/blobs/"); n == 0 {
+		t.Fatal("the repository's upstream was not asked")
+	}
+	// The repository the blobs were fetched for still gets them.
+	for _, d := range blobs {
+		if code, _, body := e.do(http.MethodGet, "/v2/local/priv/app/blobs/"+string(d), nil); code != http.StatusOK || notarize.DigestOf(body) != d {
+			t.Fatalf("blob %s for its own repository: %d", d, code)
+		}
+	}
+}

@@ -311,7 +311,7 @@ func (s *Server) decide(ctx context.Context, method string, t target, ref string
 }
 
 func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request) {
-	t, d, ok := s.blobTarget(w, r)
+	t, d, upstreamHas, ok := s.blobTarget(w, r)
 	if !ok {
 		return
 	}
@@ -321,6 +321,9 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request) {
 	h.Set("Accept-Ranges", "bytes")
 	if b, err := s.blobs.Open(d); err == nil {
 		defer b.Close()
+		if !upstreamHas && !s.confirmUpstream(w, r, t, d) {
+			return
+		}
 		s.metrics.cache.WithLabelValues("blob", "hit").Inc()
 		h.Set("Content-Type", "application/octet-stream")
 		http.ServeContent(&countingWriter{ResponseWriter: w, n: s.metrics.blobBytes.WithLabelValues("cache")}, r, "", time.Time{}, copyNotSendfile(b.File()))
@@ -330,7 +333,7 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request) {
 		s.headBlob(w, r, t, d)
 		return
 	}
-	s.fillBlob(w, r, t, d)
+	s.fillBlob(w, r, t, d, upstreamHas)
 }
 
 // blobTarget resolves a blob request and passes it through the gate: the
@@ -338,21 +341,23 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request) {
 // and repository. Anything else is BLOB_UNKNOWN, answered before the cache
 // or the upstream is asked, so neither reveals whether it exists. It
 // reports whether the request goes on; if not, it has been answered.
-func (s *Server) blobTarget(w http.ResponseWriter, r *http.Request) (target, notarize.Digest, bool) {
+// upstreamHas says whether the repository's upstream answered for the blob
+// before.
+func (s *Server) blobTarget(w http.ResponseWriter, r *http.Request) (t target, d notarize.Digest, upstreamHas, ok bool) {
 	t, err := s.target(r)
 	if err != nil {
 		s.writeError(w, r, "", "blob", err)
-		return t, "", false
+		return t, "", false, false
 	}
-	d, err := notarize.ParseDigest(mux.Vars(r)["digest"])
+	d, err = notarize.ParseDigest(mux.Vars(r)["digest"])
 	if err != nil {
 		s.writeError(w, r, t.up.Name(), "blob", &badRequestError{code: errcode.ErrorCodeDigestInvalid, msg: "only sha256 digests are supported: " + err.Error()})
-		return t, "", false
+		return t, "", false, false
 	}
-	ok, err := s.blobAllowed(r.Context(), t, d)
+	ok, upstreamHas, err = s.blobAllowed(r.Context(), t, d)
 	if err != nil { // fail closed
 		s.writeError(w, r, t.up.Name(), "blob", err)
-		return t, "", false
+		return t, "", false, false
 	}
 	if !ok {
 		s.log.LogAttrs(r.Context(), slog.LevelInfo, "blob refused",
@@ -360,9 +365,9 @@ func (s *Server) blobTarget(w http.ResponseWriter, r *http.Request) (target, not
 			slog.String("reason", "no manifest allowed for this repository references it"))
 		writeOCIError(w, ociError{status: http.StatusNotFound, code: errcode.ErrorCodeBlobUnknown,
 			msg: fmt.Sprintf("blob %s unknown to %s: pull a manifest that references it through this proxy first", d, t)})
-		return t, "", false
+		return t, "", false, false
 	}
-	return t, d, true
+	return t, d, upstreamHas, true
 }
 
 // headBlob answers a HEAD for a blob not in the cache from the upstream's.
@@ -373,6 +378,7 @@ func (s *Server) headBlob(w http.ResponseWriter, r *http.Request, t target, d no
 		return
 	}
 	resp.Body.Close()
+	s.upstreamAnswered(r.Context(), t, d)
 	h := w.Header()
 	h.Set("Content-Type", "application/octet-stream")
 	if resp.ContentLength >= 0 {
@@ -382,8 +388,11 @@ func (s *Server) headBlob(w http.ResponseWriter, r *http.Request, t target, d no
 }
 
 // fillBlob serves a blob not in the cache while it is downloaded into it
-// (one download shared by concurrent requests), checked against d.
-func (s *Server) fillBlob(w http.ResponseWriter, r *http.Request, t target, d notarize.Digest) {
+// (one download shared by concurrent requests), checked against d. A
+// request that joins another's download waits until it started and, unless
+// that download came from its own repository's upstream, asks that
+// upstream first.
+func (s *Server) fillBlob(w http.ResponseWriter, r *http.Request, t target, d notarize.Digest, upstreamHas bool) {
 	fetch := func(ctx context.Context) (io.ReadCloser, int64, error) {
 		resp, err := t.up.GetBlob(ctx, http.MethodGet, t.repo, d)
 		if err != nil {
@@ -393,6 +402,7 @@ func (s *Server) fillBlob(w http.ResponseWriter, r *http.Request, t target, d no
 			resp.Body.Close()
 			return nil, 0, fmt.Errorf("upstream %s: blob %s: %w: HTTP %d instead of 200", t.up.Name(), d, upstream.ErrUnreachable, resp.StatusCode)
 		}
+		s.upstreamAnswered(ctx, t, d)
 		return resp.Body, resp.ContentLength, nil
 	}
 	fill, joined := s.blobs.Fill(r.Context(), d, fetch)
@@ -401,6 +411,17 @@ func (s *Server) fillBlob(w http.ResponseWriter, r *http.Request, t target, d no
 		s.metrics.cache.WithLabelValues("blob", "joined").Inc()
 	} else {
 		s.metrics.cache.WithLabelValues("blob", "miss").Inc()
+	}
+	if joined && !upstreamHas {
+		if _, err := fill.Started(r.Context()); err != nil {
+			s.writeError(w, r, t.up.Name(), "blob", err)
+			return
+		}
+		if e, err := s.gate.entry(t.up.Name(), t.repo, d); err != nil || !e.upstreamHas { // not started for this repository
+			if !s.confirmUpstream(w, r, t, d) {
+				return
+			}
+		}
 	}
 	h := w.Header()
 	if r.Header.Get("Range") != "" {
