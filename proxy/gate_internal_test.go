@@ -193,3 +193,24 @@ func TestManifestRefs(t *testing.T) {
 		t.Fatalf("unclassified: %v", got)
 	}
 }
+
+// FuzzDecodeEntry: any bytes in the gate file decode without panicking,
+// and what decodes encodes back to the same bytes (flags other than
+// flagUpstreamHas aside).
+func FuzzDecodeEntry(f *testing.F) {
+	f.Add(encodeEntry(gateEntry{at: time.Unix(1_800_000_000, 0), upstreamHas: true,
+		grants: []grant{{manifest: digestN(1)}, {manifest: digestN(2), via: digestN(3)}}}))
+	f.Add([]byte{})
+	f.Add(make([]byte, entryHeader+grantLen-1))
+	f.Fuzz(func(t *testing.T, v []byte) {
+		e, ok := decodeEntry(v)
+		if !ok {
+			return
+		}
+		want := slices.Clone(v)
+		want[8] &= flagUpstreamHas
+		if got := encodeEntry(e); !slices.Equal(got, want) {
+			t.Fatalf("%x decodes to %+v, which encodes to %x", v, e, got)
+		}
+	})
+}
