@@ -162,7 +162,9 @@ type fakeOps struct {
 	queries      []lookupQuery
 	lookupCalls  int
 	currentCalls int
-	submitErr    error
+	// verified caches the verification of leaves by their bytes.
+	verified  map[string]*notarize.Verified
+	submitErr error
 	// rawSubmit and rawLookup, when set, are the whole answers (for fuzzing).
 	rawSubmit []byte
 	rawLookup []byte
@@ -259,30 +261,44 @@ func (f *fakeOps) finishReceipt(r api.Receipt) ([]byte, error) {
 	return json.Marshal(r)
 }
 
-// matching returns the entries of the served tree about d, by keyIDs when
-// any are given, each with its inclusion proof, in log order.
-func (f *fakeOps) matching(d notarize.Digest, keyIDs []string) (string, []api.LookupEntry) {
+// matching returns the indexes of the entries of the served tree about d,
+// by keyIDs when any are given, in log order, and the served checkpoint.
+func (f *fakeOps) matching(d notarize.Digest, keyIDs []string) (string, []uint64) {
 	size := f.log.size()
 	if f.serveSize != nil {
 		size = *f.serveSize
 	}
-	var out []api.LookupEntry
+	if f.verified == nil {
+		f.verified = map[string]*notarize.Verified{}
+	}
+	var out []uint64
 	for i, leaf := range f.log.leaves[:size] {
-		e, err := notarize.ParseEntry(leaf)
-		if err != nil {
+		v, ok := f.verified[string(leaf)]
+		if !ok {
+			if e, err := notarize.ParseEntry(leaf); err == nil {
+				v, _ = e.VerifyLogged()
+			}
+			f.verified[string(leaf)] = v
+		}
+		if v == nil || v.Statement.Digest() != d || len(keyIDs) > 0 && !slices.Contains(keyIDs, v.KeyID) {
 			continue
 		}
-		v, err := e.Verify()
-		if err != nil || v.Statement.Digest() != d || len(keyIDs) > 0 && !slices.Contains(keyIDs, v.KeyID) {
-			continue
-		}
-		p, err := f.log.tree.InclusionProof(uint64(i), size)
-		if err != nil {
-			f.t.Fatal(err)
-		}
-		out = append(out, api.LookupEntry{Index: uint64(i), Entry: leaf, InclusionProof: p})
+		out = append(out, uint64(i))
 	}
 	return string(f.cp()), out
+}
+
+// proven returns entry i of the served tree with its inclusion proof.
+func (f *fakeOps) proven(i uint64) api.LookupEntry {
+	size := f.log.size()
+	if f.serveSize != nil {
+		size = *f.serveSize
+	}
+	p, err := f.log.tree.InclusionProof(i, size)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return api.LookupEntry{Index: i, Entry: f.log.leaves[i], InclusionProof: p}
 }
 
 // Lookup serves one page as the ledger does: entries after q.after, at most
@@ -301,8 +317,8 @@ func (f *fakeOps) Lookup(_ context.Context, d notarize.Digest, q lookupQuery) ([
 	if limit == 0 {
 		limit = api.DefaultLookupLimit
 	}
-	for _, le := range all {
-		if q.after != nil && le.Index <= *q.after {
+	for _, i := range all {
+		if q.after != nil && i <= *q.after {
 			continue
 		}
 		if len(resp.Entries) == limit {
@@ -310,7 +326,7 @@ func (f *fakeOps) Lookup(_ context.Context, d notarize.Digest, q lookupQuery) ([
 			resp.Next = &next
 			break
 		}
-		resp.Entries = append(resp.Entries, le)
+		resp.Entries = append(resp.Entries, f.proven(i))
 	}
 	if f.lookupHook != nil {
 		f.lookupHook(&resp)
@@ -332,21 +348,14 @@ func (f *fakeOps) Current(_ context.Context, d notarize.Digest, keyIDs []string)
 	}
 	cp, all := f.matching(d, keyIDs)
 	resp := api.LookupResponse{Digest: d.String(), Checkpoint: cp, Entries: []api.LookupEntry{}}
-	best := map[string]int{}
 	var recs []notarize.Record
-	for _, le := range all {
-		e, _ := notarize.ParseEntry(le.Entry)
-		v, _ := e.Verify()
-		recs = append(recs, notarize.Record{Index: le.Index, KeyID: v.KeyID, Statement: v.Statement})
+	for _, i := range all {
+		v := f.verified[string(f.log.leaves[i])]
+		recs = append(recs, notarize.Record{Index: i, KeyID: v.KeyID, Statement: v.Statement})
 	}
-	for i, r := range recs {
-		if cur, ok := notarize.Current(recs, d, r.KeyID); ok && cur.Index == r.Index {
-			best[r.KeyID] = i
-		}
-	}
-	for i, le := range all {
-		if best[recs[i].KeyID] == i {
-			resp.Entries = append(resp.Entries, le)
+	for _, r := range recs {
+		if cur, _ := notarize.Current(recs, d, r.KeyID); cur.Index == r.Index {
+			resp.Entries = append(resp.Entries, f.proven(r.Index))
 		}
 	}
 	if f.currentHook != nil {

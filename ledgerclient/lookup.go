@@ -38,11 +38,12 @@ const maxEntryJSON = 4*((notarize.MaxEntrySize+2)/3) + 64*(4*((32+2)/3)+3) + 128
 
 // maxLookupAnswer is the size bound of a lookup answer of at most n entries:
 // the checkpoint escaped in JSON (at most 6 bytes a byte), the digest and
-// names, and n entries. No honest answer is larger, so the answer to what
-// the client asked for is never refused for its size, whatever other keys
-// wrote.
+// names, and n entries, and never more than api.MaxAnswerSize (a ledger
+// ends a page early to stay under it). No honest answer is larger, so the
+// answer to what the client asked for is never refused for its size,
+// whatever other keys wrote.
 func maxLookupAnswer(n int) int64 {
-	return 6*int64(MaxCheckpointSize) + 4<<10 + int64(n)*maxEntryJSON
+	return min(6*int64(MaxCheckpointSize)+4<<10+int64(n)*maxEntryJSON, api.MaxAnswerSize)
 }
 
 // lookupQuery is what one lookup request asks for.
@@ -154,7 +155,7 @@ func (c *Client) lookupPage(ctx context.Context, d notarize.Digest, q lookupQuer
 // signature, that it is about d, that it is by one of keyIDs and that no key
 // has two. Its cost does not grow with the digest's history nor with other
 // keys' statements. At least one key ID is required; more than
-// api.MaxLookupKeyIDs are asked for in several requests. Like Lookup, the
+// api.MaxCurrentKeyIDs are asked for in several requests. Like Lookup, the
 // answer is a hint: the ledger can leave a newer statement out, which only a
 // Follow replica detects.
 //
@@ -169,7 +170,7 @@ func (c *Client) Current(ctx context.Context, d notarize.Digest, keyIDs ...strin
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
 	res := &LookupResult{Records: []notarize.Record{}}
-	for chunk := range slices.Chunk(ids, api.MaxLookupKeyIDs) {
+	for chunk := range slices.Chunk(ids, api.MaxCurrentKeyIDs) {
 		r, err := c.current(ctx, d, chunk)
 		if err != nil {
 			return nil, fmt.Errorf("current statements about %s in ledger: %w", d, err)
@@ -188,6 +189,9 @@ func (c *Client) current(ctx context.Context, d notarize.Digest, keyIDs []string
 	defer cancel()
 	if err := checkLookupArgs(d, keyIDs); err != nil {
 		return nil, err
+	}
+	if len(keyIDs) > api.MaxCurrentKeyIDs {
+		return nil, fmt.Errorf("%d key IDs, at most %d per current lookup", len(keyIDs), api.MaxCurrentKeyIDs)
 	}
 	b, err := c.ops.Current(tctx, d, keyIDs)
 	if ae, ok := errors.AsType[*APIError](err); ok && ae.StatusCode == http.StatusNotFound && ae.Code == api.CodeNotFound {
@@ -286,8 +290,10 @@ func decodeLookup(b []byte, limit int64) (*api.LookupResponse, error) {
 
 // verifyPage checks one page of a lookup for d against its verified
 // checkpoint: at most the entries asked for, each after q.after and in
-// increasing log index, each verified by verifyLookupEntry, and a Next that
-// moves forward without skipping back over the page's entries.
+// increasing log index, each verified by verifyLookupEntry, and a Next only
+// on a page with entries (a ledger never sends an empty page that is not
+// the last), not behind the page's last entry and within the checkpoint's
+// tree, so that every page moves forward.
 func verifyPage(resp *api.LookupResponse, cp Checkpoint, d notarize.Digest, q lookupQuery) ([]notarize.Record, error) {
 	if resp.Digest != d.String() {
 		return nil, fmt.Errorf("%w: asked about %s, the ledger answered about %q", ErrBadProof, d, clip(resp.Digest, 80))
@@ -315,9 +321,9 @@ func verifyPage(resp *api.LookupResponse, cp Checkpoint, d notarize.Digest, q lo
 		return recs, nil
 	}
 	switch next := *resp.Next; {
-	case q.after != nil && next <= *q.after:
-		return nil, fmt.Errorf("%w: the page after %d names %d as the next one: no progress", ErrBadProof, *q.after, next)
-	case len(recs) > 0 && next < last:
+	case len(recs) == 0:
+		return nil, fmt.Errorf("%w: an empty page announcing another", ErrBadProof)
+	case next < last:
 		return nil, fmt.Errorf("%w: the next page after %d would repeat entry %d", ErrBadProof, next, last)
 	case next >= cp.Size:
 		return nil, fmt.Errorf("%w: a next page after %d, beyond the checkpoint's %d entries", ErrBadProof, next, cp.Size)

@@ -129,7 +129,10 @@ func TestLookupPageLies(t *testing.T) {
 		{"second page repeats the first", false, func(t *testing.T, fl *floodedLog, q lookupQuery, r *api.LookupResponse) {
 			if second(q) {
 				_, all := fl.f.matching(digestA, q.keyIDs) // hooks run under f.mu
-				r.Entries = all[:q.limit]
+				r.Entries = nil
+				for _, i := range all[:q.limit] {
+					r.Entries = append(r.Entries, fl.f.proven(i))
+				}
 			}
 		}, ErrBadProof},
 		{"an entry repeated within a page", false, func(t *testing.T, fl *floodedLog, q lookupQuery, r *api.LookupResponse) {
@@ -141,12 +144,17 @@ func TestLookupPageLies(t *testing.T) {
 		{"a page larger than asked", false, func(t *testing.T, fl *floodedLog, q lookupQuery, r *api.LookupResponse) {
 			if !second(q) {
 				_, all := fl.f.matching(digestA, q.keyIDs)
-				r.Entries = all[:q.limit+1]
+				r.Entries = append(r.Entries, fl.f.proven(all[q.limit]))
 			}
 		}, ErrBadProof},
 		{"next does not advance", false, func(t *testing.T, fl *floodedLog, q lookupQuery, r *api.LookupResponse) {
 			if second(q) {
 				r.Next = q.after
+			}
+		}, ErrBadProof},
+		{"an empty page announcing another", false, func(t *testing.T, fl *floodedLog, q lookupQuery, r *api.LookupResponse) {
+			if second(q) {
+				r.Entries = nil
 			}
 		}, ErrBadProof},
 		{"next behind the page's last entry", false, func(t *testing.T, fl *floodedLog, q lookupQuery, r *api.LookupResponse) {
@@ -165,11 +173,7 @@ func TestLookupPageLies(t *testing.T) {
 				r.Entries = r.Entries[:1]
 				return
 			}
-			p, err := fl.f.log.tree.InclusionProof(fl.aliceIdx[0]+1, fl.f.log.size())
-			if err != nil {
-				t.Fatal(err)
-			}
-			r.Entries = append([]api.LookupEntry{{Index: fl.aliceIdx[0] + 1, Entry: fl.f.log.leaves[fl.aliceIdx[0]+1], InclusionProof: p}}, r.Entries...)
+			r.Entries = append([]api.LookupEntry{fl.f.proven(fl.aliceIdx[0] + 1)}, r.Entries...)
 		}, ErrBadProof},
 		{"later page about another digest", false, func(t *testing.T, fl *floodedLog, q lookupQuery, r *api.LookupResponse) {
 			if second(q) {
@@ -213,16 +217,15 @@ func TestLookupPageLies(t *testing.T) {
 	}
 }
 
-// TestLookupEndlessPages: a ledger that answers every page with an empty
-// one announcing another is cut off after MaxLookupPages requests.
+// TestLookupEndlessPages: a ledger that answers every page with one entry
+// and announces another is cut off after MaxLookupPages requests.
 func TestLookupEndlessPages(t *testing.T) {
-	f, c, _ := pinnedClient(t, MaxLookupPages+10)
+	f, c, _ := pinnedClient(t, 1)
+	appendStatements(t, f, newEntrySigner(t), digestA, notarize.StatusTrusted, t0, MaxLookupPages+5)
 	f.pageHook = func(q lookupQuery, r *api.LookupResponse) {
-		var n uint64
-		if q.after != nil {
-			n = *q.after + 1
-		}
-		r.Entries, r.Next = nil, &n
+		r.Entries = r.Entries[:1]
+		next := r.Entries[0].Index
+		r.Next = &next
 	}
 	if _, err := c.Lookup(t.Context(), digestA); !errors.Is(err, ErrTooMany) {
 		t.Fatalf("err = %v, want ErrTooMany", err)
@@ -302,7 +305,7 @@ func TestCurrent(t *testing.T) {
 func TestCurrentManyKeys(t *testing.T) {
 	fl := newFloodedLog(t, 2)
 	ids := []string{keyIDOf(t, fl.alice)}
-	for i := range api.MaxLookupKeyIDs {
+	for i := range api.MaxCurrentKeyIDs {
 		ids = append(ids, notarize.DigestOf([]byte{byte(i), byte(i >> 8)}).Hex())
 	}
 	res, err := fl.c.Current(t.Context(), digestA, ids...)
@@ -339,13 +342,7 @@ func TestCurrentWithoutEndpoint(t *testing.T) {
 
 // TestCurrentLies: every way a current-statement answer can lie is refused.
 func TestCurrentLies(t *testing.T) {
-	proven := func(t *testing.T, f *fakeOps, i uint64) api.LookupEntry {
-		p, err := f.log.tree.InclusionProof(i, f.log.size())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return api.LookupEntry{Index: i, Entry: f.log.leaves[i], InclusionProof: p}
-	}
+	proven := func(t *testing.T, f *fakeOps, i uint64) api.LookupEntry { return f.proven(i) }
 	for _, tc := range []struct {
 		name string
 		lie  func(t *testing.T, fl *floodedLog, r *api.LookupResponse)
@@ -403,14 +400,16 @@ func TestCurrentLies(t *testing.T) {
 }
 
 // TestLookupAnswerBound: the size bound of an answer holds an honest answer
-// of that many entries of the largest size, with the longest proofs.
+// of that many entries of the largest size, with the longest proofs, up to
+// the most a current lookup may ask for; pages are kept under
+// api.MaxAnswerSize by the ledger, which is the bound of every answer.
 func TestLookupAnswerBound(t *testing.T) {
 	cp := strings.Repeat("c", MaxCheckpointSize)
 	le := api.LookupEntry{Index: 1<<63 - 1, Entry: make([]byte, notarize.MaxEntrySize)}
 	for range 64 {
 		le.InclusionProof = append(le.InclusionProof, make([]byte, 32))
 	}
-	for _, n := range []int{1, PageLimit, api.MaxLookupKeyIDs} {
+	for _, n := range []int{1, 10, api.MaxCurrentKeyIDs} {
 		next := uint64(1<<63 - 1)
 		r := api.LookupResponse{Digest: digestA.String(), Checkpoint: cp, Next: &next}
 		for range n {
@@ -423,5 +422,8 @@ func TestLookupAnswerBound(t *testing.T) {
 		if int64(len(b)) > maxLookupAnswer(n) {
 			t.Fatalf("%d entries: %d bytes over the bound %d", n, len(b), maxLookupAnswer(n))
 		}
+	}
+	if maxLookupAnswer(PageLimit) != api.MaxAnswerSize {
+		t.Fatalf("a page's bound %d, want api.MaxAnswerSize", maxLookupAnswer(PageLimit))
 	}
 }
