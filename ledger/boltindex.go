@@ -265,6 +265,13 @@ func (b *boltIndex) indexOf(_ context.Context, id []byte) (uint64, bool, error) 
 	return idx, ok, err
 }
 
+// claim implements indexDB: the file lock keeps every other process out,
+// and the ledger joins concurrent submissions of a statement in memory.
+func (b *boltIndex) claim(context.Context, []byte) (bool, error) { return true, nil }
+
+// release implements indexDB.
+func (b *boltIndex) release(context.Context, []byte) error { return nil }
+
 // write implements indexDB. Only the follower writes, so a position other
 // than next is an error rather than a lost race.
 func (b *boltIndex) write(_ context.Context, next uint64, batch []followed) (bool, error) {

@@ -38,7 +38,8 @@
 // tessera.Antispam: a statement is identified by its key and signed payload
 // (notarize.Verified.Identity), not its bytes, so a replay re-signed or
 // re-encoded is answered with the existing index and never appended;
-// concurrent submissions of one statement share one append. A follower
+// concurrent submissions of one statement share one append (across MySQL
+// instances too, through a claim row). A follower
 // tails the integrated log, verifies each entry and fills both the identity
 // map and the digest index, persisting its progress in the same
 // transaction. The index is keyed by (digest, key ID), so a lookup filtered

@@ -53,6 +53,11 @@ type store interface {
 	// indexOf returns the first log index of the statement whose
 	// identity (notarize.Verified.Identity) is id, if it is indexed.
 	indexOf(ctx context.Context, id [32]byte) (uint64, bool, error)
+	// claim reserves the append of the statement with identity id for
+	// this instance; false means another instance sharing the storage
+	// holds a claim younger than claimStale. release gives it up.
+	claim(ctx context.Context, id [32]byte) (bool, error)
+	release(ctx context.Context, id [32]byte) error
 	// Close waits for the follower to return (cancel its context first)
 	// and releases the database.
 	Close() error
@@ -73,6 +78,9 @@ type indexDB interface {
 	current(ctx context.Context, digest []byte, keyIDs [][]byte, below uint64) ([]uint64, error)
 	// indexOf returns the first log index of the entry with identity hash id.
 	indexOf(ctx context.Context, id []byte) (uint64, bool, error)
+	// claim and release implement store's, on a raw identity.
+	claim(ctx context.Context, id []byte) (bool, error)
+	release(ctx context.Context, id []byte) error
 	// write records batch as entries [next, next+len(batch)), keeping the
 	// first index of an identity, and moves the position to
 	// next+len(batch), all at once. It reports false, having written
@@ -168,6 +176,27 @@ func (s *indexStore) indexOf(ctx context.Context, id [32]byte) (uint64, bool, er
 		return 0, false, fmt.Errorf("index: statement identity: %w", err)
 	}
 	return idx, ok, nil
+}
+
+// claimStale is how long a claim on a statement's append holds: an
+// instance that died while appending blocks the statement no longer.
+const claimStale = receiptTimeout
+
+// claim implements store.
+func (s *indexStore) claim(ctx context.Context, id [32]byte) (bool, error) {
+	won, err := s.db.claim(ctx, id[:])
+	if err != nil {
+		return false, fmt.Errorf("index: claim statement: %w", err)
+	}
+	return won, nil
+}
+
+// release implements store.
+func (s *indexStore) release(ctx context.Context, id [32]byte) error {
+	if err := s.db.release(ctx, id[:]); err != nil {
+		return fmt.Errorf("index: release statement: %w", err)
+	}
+	return nil
 }
 
 // errBadKeyID is returned (wrapped) for a key ID that is not 64 lowercase hex characters.

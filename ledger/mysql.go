@@ -110,7 +110,10 @@ func notarizeSchemaV2() []string {
 			"`ts_sec` BIGINT NOT NULL, `ts_nsec` INT UNSIGNED NOT NULL, `status` TINYINT UNSIGNED NOT NULL, " +
 			"PRIMARY KEY (`digest`, `key_id`, `idx`), KEY `by_digest` (`digest`, `idx`), " +
 			"KEY `by_time` (`digest`, `key_id`, `ts_sec`, `ts_nsec`, `idx`))",
-		// How many log entries, from 0, the two tables above cover.
+		// Appends in progress, by statement identity, so that instances
+		// receiving the same statement at once append it once.
+		"CREATE TABLE IF NOT EXISTS `notarize_claim` (`hash` BINARY(32) NOT NULL, `at` BIGINT NOT NULL, PRIMARY KEY (`hash`))",
+		// How many log entries, from 0, notarize_statement and notarize_entry cover.
 		"INSERT IGNORE INTO `notarize_follow` (`id`, `next`) VALUES (" + mysqlFollowRow + ", 0)",
 	}
 }

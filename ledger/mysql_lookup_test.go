@@ -3,6 +3,7 @@ package ledger
 import (
 	"net/http"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -81,5 +82,42 @@ func TestMySQLMigrationRebuildsIndex(t *testing.T) {
 	var version int
 	if err := db.QueryRowContext(t.Context(), "SELECT `version` FROM `notarize_schema` WHERE `id` = 0").Scan(&version); err != nil || version != schemaVersion {
 		t.Fatalf("schema version %d (%v), want %d", version, err, schemaVersion)
+	}
+}
+
+// TestMySQLConcurrentReplaysAcrossInstances: copies of one statement, each
+// signed anew, submitted at once to two instances sharing a database, are
+// appended once; every receipt names that entry.
+func TestMySQLConcurrentReplaysAcrossInstances(t *testing.T) {
+	dsn := mysqlEnv.database(t)
+	skey := noteKey(t, "mysql.example/replays")
+	ledgers := []*testLedger{startLedger(t, mysqlConfig(t, dsn, skey)), startLedger(t, mysqlConfig(t, dsn, skey))}
+	s := newTestSigner(t)
+	for round := range 5 {
+		d := randomDigest(t)
+		entries := s.resign(t, statementAbout(d), 8)
+		recs := make([]api.Receipt, len(entries))
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i, e := range entries {
+			body := mustMarshal(t, e)
+			wg.Go(func() {
+				<-start
+				var err error
+				if _, recs[i], err = post(t.Context(), http.DefaultClient, ledgers[i%2].url, body); err != nil {
+					t.Errorf("submit %d: %v", i, err)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		for i := range recs {
+			if recs[i].Index != recs[0].Index {
+				t.Errorf("round %d: receipts name indices %d and %d", round, recs[0].Index, recs[i].Index)
+			}
+		}
+		if got := ledgers[0].walk(t, d, nil); len(got) != 1 {
+			t.Fatalf("round %d: %d entries about the digest, want 1", round, len(got))
+		}
 	}
 }

@@ -131,6 +131,35 @@ func (m *mysqlIndex) indexOf(ctx context.Context, id []byte) (uint64, bool, erro
 	return idx, true, nil
 }
 
+// claim implements indexDB with a row of notarize_claim: inserted, or
+// taken over once older than claimStale. Only row counts of an INSERT
+// IGNORE and of an UPDATE whose condition is the staleness are read, so
+// the DSN's clientFoundRows does not change the answer.
+func (m *mysqlIndex) claim(ctx context.Context, id []byte) (bool, error) {
+	now := time.Now().UnixMilli()
+	res, err := m.db.ExecContext(ctx, "INSERT IGNORE INTO `notarize_claim` (`hash`, `at`) VALUES (?, ?)", id, now)
+	if err != nil {
+		return false, m.health.check(ctx, err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 1 {
+		return n == 1, err
+	}
+	res, err = m.db.ExecContext(ctx, "UPDATE `notarize_claim` SET `at` = ? WHERE `hash` = ? AND `at` < ?", now, id, now-claimStale.Milliseconds())
+	if err != nil {
+		return false, m.health.check(ctx, err)
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
+// release implements indexDB.
+func (m *mysqlIndex) release(ctx context.Context, id []byte) error {
+	if _, err := m.db.ExecContext(ctx, "DELETE FROM `notarize_claim` WHERE `hash` = ?", id); err != nil {
+		return m.health.check(ctx, err)
+	}
+	return nil
+}
+
 // close implements indexDB: the database is the backend's to close.
 func (m *mysqlIndex) close() error { return nil }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/notarize/docker-notarize/ledger/api"
@@ -29,7 +30,8 @@ type submission struct {
 
 // Submit verifies e and appends it to the log unless the same statement
 // (notarize.Verified.Identity: the same key and signed payload, whatever
-// the signature bytes) is already there or on its way, and returns the
+// the signature bytes) is already there or on its way — in this instance,
+// or in another sharing its MySQL database (a claim row) — and returns the
 // receipt once a published checkpoint covers it. Receipt.Duplicate reports
 // that the statement was logged before, at Receipt.Index; Receipt.Entry is
 // then the entry as logged, which may carry another signature than e.
@@ -131,10 +133,8 @@ func (l *Ledger) finish(id [32]byte, sub *submission, cancel context.CancelFunc)
 	l.appends.Done()
 }
 
-// append does the work of the submission sub, which the caller owns: a
-// statement already logged is answered with its index; a new one is
-// charged to its key's rate limits and appended. The work goes on in the
-// background, bounded by receiptTimeout and by Close, so that a client
+// append does the work of the submission sub, which the caller owns, in
+// the background, bounded by receiptTimeout and by Close, so that a client
 // that goes away does not fail the others waiting for the same statement.
 func (l *Ledger) append(ctx context.Context, sub *submission, id [32]byte, v *notarize.Verified, data []byte) {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), receiptTimeout)
@@ -145,40 +145,75 @@ func (l *Ledger) append(ctx context.Context, sub *submission, id [32]byte, v *no
 		case <-wctx.Done():
 		}
 	}()
-	fail := func(err error) {
-		sub.err = err
-		l.finish(id, sub, cancel)
-	}
-	var future tessera.IndexFuture
-	held := false // a slot of l.inflight, for a new statement
-	switch idx, found, err := l.store.indexOf(wctx, id); {
-	case err != nil:
-		fail(err)
-		return
-	case found:
-		future = func() (tessera.Index, error) { return tessera.Index{Index: idx, IsDup: true}, nil }
-	default:
-		if err := l.limits.allowAppend(v.KeyID, string(v.Statement.Digest())); err != nil {
-			l.countRateLimited(err)
-			fail(err)
-			return
-		}
-		select {
-		case l.inflight <- struct{}{}:
-		default:
-			fail(fmt.Errorf("%w: %d submissions in flight", ErrUnavailable, maxInFlight))
-			return
-		}
-		held = true
-		future = l.add(withIdentity(wctx, id), tessera.NewEntry(data))
-	}
 	go func() {
-		sub.err = l.await(wctx, sub, future, data)
-		if held {
-			<-l.inflight
-		}
+		sub.err = l.logOnce(wctx, sub, id, v, data)
 		l.finish(id, sub, cancel)
 	}()
+}
+
+// logOnce answers a statement already logged with its index, and appends a
+// new one, charged to its key's rate limits, then fills in sub.
+func (l *Ledger) logOnce(ctx context.Context, sub *submission, id [32]byte, v *notarize.Verified, data []byte) error {
+	future, done, err := l.future(ctx, id, v, data)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return l.await(ctx, sub, future, data)
+}
+
+// claimPoll is how often an instance waiting for another one's append of
+// the same statement looks for it in the index.
+const claimPoll = 20 * time.Millisecond
+
+// future returns the index future of the statement id: its logged index,
+// or, once this instance holds the claim on its append and its key may
+// append, that of a new entry. done releases what the append holds, once
+// the entry is indexed or failed.
+func (l *Ledger) future(ctx context.Context, id [32]byte, v *notarize.Verified, data []byte) (tessera.IndexFuture, func(), error) {
+	for {
+		idx, found, err := l.store.indexOf(ctx, id)
+		if err != nil {
+			return nil, nil, err
+		}
+		if found {
+			dup := func() (tessera.Index, error) { return tessera.Index{Index: idx, IsDup: true}, nil }
+			return dup, func() {}, nil
+		}
+		won, err := l.store.claim(ctx, id)
+		if err != nil {
+			return nil, nil, err
+		}
+		if won {
+			break
+		}
+		// Another instance sharing the storage is appending it.
+		select {
+		case <-ctx.Done():
+			return nil, nil, fmt.Errorf("%w: waiting for another instance to log the same statement: %v", ErrUnavailable, ctx.Err())
+		case <-time.After(claimPoll):
+		}
+	}
+	release := func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pingTimeout)
+		defer cancel()
+		if err := l.store.release(rctx, id); err != nil {
+			l.log.DebugContext(ctx, "claim not released; it expires", slog.Any("error", err), slog.Duration("after", claimStale))
+		}
+	}
+	if err := l.limits.allowAppend(v.KeyID, string(v.Statement.Digest())); err != nil {
+		release()
+		l.countRateLimited(err)
+		return nil, nil, err
+	}
+	select {
+	case l.inflight <- struct{}{}:
+	default:
+		release()
+		return nil, nil, fmt.Errorf("%w: %d submissions in flight", ErrUnavailable, maxInFlight)
+	}
+	future := l.add(withIdentity(ctx, id), tessera.NewEntry(data))
+	return future, func() { <-l.inflight; release() }, nil
 }
 
 // await waits for future's index and a published checkpoint covering it,
