@@ -2,15 +2,25 @@ package plugin
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"sort"
+	"strings"
+	"text/tabwriter"
 
 	"github.com/docker/cli/cli/command"
+	"github.com/notarize/docker-notarize/ledgerclient"
+	"github.com/notarize/docker-notarize/notarize"
 	"github.com/spf13/cobra"
 )
 
 type inspectOptions struct {
 	root     *rootOptions
 	image    string
+	signers  []string
+	all      bool
 	insecure []string
 	format   string
 }
@@ -19,16 +29,26 @@ func newInspectCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
 	opts := inspectOptions{root: root}
 	cmd := &cobra.Command{
 		Use:   "inspect [OPTIONS] IMAGE",
-		Short: "Show every verified statement the ledger holds about an image (or file)",
-		Long: `Show every statement the ledger holds about an image (or file), by any signer,
-in log order. Each one's inclusion proof and signature are verified first. The
-signer name is what the statement says; only the key ID is authenticated.`,
+		Short: "Show the verified statements the ledger holds about an image (or file)",
+		Long: fmt.Sprintf(`Show the statements the ledger holds about an image (or file), in log order:
+those of the keys in the local key store, or of the --signer keys; with --all,
+those of every signer. Each one's inclusion proof and signature are verified
+first. The signer name is what the statement says; only the key ID is
+authenticated.
+
+On an open ledger anyone can write statements about any digest. Without
+--all only the chosen keys' statements are asked for, so nobody else's can
+change the answer or its cost. --all reads every signer's statements page by
+page (%d a page, at most %d pages) and prints each page as it is verified.`, ledgerclient.PageLimit, ledgerclient.MaxLookupPages),
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.image = args[0]
 			return runInspect(cmd.Context(), dockerCli, opts)
 		},
 	}
+	flags := cmd.Flags()
+	flags.StringArrayVar(&opts.signers, "signer", nil, "Show this signer's statements: a key name in the key store or a path to a PEM public key (repeatable; default: every key in the store)")
+	flags.BoolVar(&opts.all, "all", false, "Show every signer's statements, page by page")
 	addRegistryFlags(cmd, &opts.insecure)
 	addOutputFlag(cmd, &opts.format)
 	return cmd
@@ -38,11 +58,15 @@ func runInspect(ctx context.Context, dockerCli command.Cli, opts inspectOptions)
 	if err := validateFormat(opts.format); err != nil {
 		return usageError(err)
 	}
+	if opts.all && len(opts.signers) > 0 {
+		return usageError(errors.New("--all shows every signer's statements: use it without --signer"))
+	}
 	resolver, err := opts.root.resolver(opts.insecure)
 	if err != nil {
 		return usageError(err)
 	}
-	local, err := opts.root.keyStore().List()
+	ks := opts.root.keyStore()
+	local, err := ks.List()
 	if err != nil {
 		return err
 	}
@@ -51,6 +75,20 @@ func runInspect(ctx context.Context, dockerCli command.Cli, opts inspectOptions)
 		if _, dup := localNames[k.KeyID]; !dup {
 			localNames[k.KeyID] = k.Name
 		}
+	}
+	var ids []string
+	if !opts.all {
+		keys, err := acceptedSigners(ks, opts.signers)
+		if err != nil {
+			return err
+		}
+		if len(keys) == 0 {
+			return usageError(fmt.Errorf("no keys to inspect: the key store (%s) has no keys; pass --signer NAME|PATH, or --all for every signer's statements", ks.Dir))
+		}
+		for id := range keys {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
 	}
 	subject, ok := DigestOnly(opts.image)
 	if !ok {
@@ -62,34 +100,173 @@ func runInspect(ctx context.Context, dockerCli command.Cli, opts inspectOptions)
 	if err != nil {
 		return err
 	}
-	res, err := client.Lookup(ctx, subject.Digest)
+	if opts.all {
+		return inspectAll(ctx, dockerCli.Out(), client, subject.Digest, opts.format, localNames)
+	}
+	res, err := client.Lookup(ctx, subject.Digest, ids...)
 	if err != nil {
 		return err
 	}
 	out := inspectOutput{Digest: string(subject.Digest), CheckpointSize: res.Checkpoint.Size, Statements: []statementOutput{}}
 	for _, r := range res.Records {
-		p := r.Statement.Predicate
-		name := ""
-		if len(r.Statement.Subject) > 0 {
-			name = r.Statement.Subject[0].Name
-		}
-		out.Statements = append(out.Statements, statementOutput{
-			LogIndex:   r.Index,
-			Timestamp:  p.Timestamp.UTC(),
-			Status:     string(p.Status),
-			Signer:     p.Name,
-			KeyID:      r.KeyID,
-			LocalKey:   localNames[r.KeyID],
-			Subject:    name,
-			Kind:       p.Kind,
-			MediaType:  p.MediaType,
-			Size:       p.Size,
-			Attributes: p.Attributes,
-		})
+		out.Statements = append(out.Statements, statementOf(r, localNames))
 	}
 	sort.Slice(out.Statements, func(i, j int) bool { return out.Statements[i].LogIndex < out.Statements[j].LogIndex })
 	if opts.format == formatJSON {
 		return writeJSON(dockerCli.Out(), out)
 	}
 	return writeInspectText(dockerCli.Out(), out)
+}
+
+// statementOf is the output of one verified record; localNames maps the key
+// IDs of the local key store to their names.
+func statementOf(r notarize.Record, localNames map[string]string) statementOutput {
+	p := r.Statement.Predicate
+	name := ""
+	if len(r.Statement.Subject) > 0 {
+		name = r.Statement.Subject[0].Name
+	}
+	return statementOutput{
+		LogIndex:   r.Index,
+		Timestamp:  p.Timestamp.UTC(),
+		Status:     string(p.Status),
+		Signer:     p.Name,
+		KeyID:      r.KeyID,
+		LocalKey:   localNames[r.KeyID],
+		Subject:    name,
+		Kind:       p.Kind,
+		MediaType:  p.MediaType,
+		Size:       p.Size,
+		Attributes: p.Attributes,
+	}
+}
+
+// inspectAll prints every signer's statements about d page by page, each
+// page once verified, so that memory does not grow with the history. JSON
+// has inspectOutput's members, checkpointSize (the last page's) last. A
+// failure after some pages leaves them printed and is returned.
+func inspectAll(ctx context.Context, w io.Writer, client *ledgerclient.Client, d notarize.Digest, format string, localNames map[string]string) error {
+	var p inspectPrinter = &inspectTextPrinter{w: w, digest: d}
+	if format == formatJSON {
+		p = &inspectJSONPrinter{w: w, digest: d}
+	}
+	if err := p.begin(); err != nil {
+		return err
+	}
+	var size uint64
+	for page, err := range client.LookupPages(ctx, d) {
+		if err != nil {
+			return err
+		}
+		size = max(size, page.Checkpoint.Size)
+		outs := make([]statementOutput, 0, len(page.Records))
+		for _, r := range page.Records {
+			outs = append(outs, statementOf(r, localNames))
+		}
+		if err := p.page(outs); err != nil {
+			return err
+		}
+	}
+	return p.end(size)
+}
+
+// inspectPrinter writes inspect --all output as the pages come.
+type inspectPrinter interface {
+	begin() error
+	page([]statementOutput) error
+	end(checkpointSize uint64) error
+}
+
+// inspectTextPrinter writes a header, one table per page and a summary.
+type inspectTextPrinter struct {
+	w      io.Writer
+	digest notarize.Digest
+	n      int
+}
+
+func (p *inspectTextPrinter) begin() error {
+	_, err := fmt.Fprintf(p.w, "%s: statements by every signer, in log order\n", p.digest)
+	return err
+}
+
+func (p *inspectTextPrinter) page(outs []statementOutput) error {
+	if len(outs) == 0 {
+		return nil
+	}
+	tw := tabwriter.NewWriter(p.w, 0, 4, 2, ' ', 0)
+	if p.n == 0 {
+		fmt.Fprintln(tw, "INDEX\tSIGNED AT\tSTATUS\tSIGNER\tKEY ID\tATTRIBUTES")
+	}
+	for _, s := range outs {
+		writeStatementRow(tw, s)
+	}
+	p.n += len(outs)
+	return tw.Flush()
+}
+
+func (p *inspectTextPrinter) end(size uint64) error {
+	if p.n == 0 {
+		_, err := fmt.Fprintf(p.w, "no statements (checkpoint size %d)\n", size)
+		return err
+	}
+	_, err := fmt.Fprintf(p.w, "%d statement(s) (checkpoint size %d)\n", p.n, size)
+	return err
+}
+
+// writeStatementRow writes one statement as a row of inspect's table.
+func writeStatementRow(w io.Writer, s statementOutput) {
+	signer := printable(s.Signer)
+	if s.LocalKey != "" && s.LocalKey != s.Signer {
+		signer = fmt.Sprintf("%s (local: %s)", signer, s.LocalKey)
+	}
+	if signer == "" {
+		signer = "-"
+	}
+	fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\n", s.LogIndex, s.Timestamp.UTC().Format(timeFormat), s.Status, signer, shortKeyID(s.KeyID), formatAttrs(s.Attributes))
+}
+
+// inspectJSONPrinter streams an inspectOutput object, indented as writeJSON.
+type inspectJSONPrinter struct {
+	w      io.Writer
+	digest notarize.Digest
+	n      int
+}
+
+func (p *inspectJSONPrinter) begin() error {
+	d, err := json.Marshal(p.digest.String())
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(p.w, "{\n  \"digest\": %s,\n  \"statements\": [", d)
+	return err
+}
+
+func (p *inspectJSONPrinter) page(outs []statementOutput) error {
+	var b strings.Builder
+	for _, s := range outs {
+		var one strings.Builder
+		enc := json.NewEncoder(&one)
+		enc.SetEscapeHTML(false)
+		enc.SetIndent("    ", "  ")
+		if err := enc.Encode(s); err != nil {
+			return err
+		}
+		if p.n > 0 {
+			b.WriteString(",")
+		}
+		b.WriteString("\n    ")
+		b.WriteString(strings.TrimSuffix(one.String(), "\n"))
+		p.n++
+	}
+	_, err := io.WriteString(p.w, b.String())
+	return err
+}
+
+func (p *inspectJSONPrinter) end(size uint64) error {
+	closing := "\n  ]"
+	if p.n == 0 {
+		closing = "]"
+	}
+	_, err := fmt.Fprintf(p.w, "%s,\n  \"checkpointSize\": %d\n}\n", closing, size)
+	return err
 }

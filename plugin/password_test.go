@@ -27,12 +27,13 @@ func TestPasswordPrompt(t *testing.T) {
 		wantErr error
 	}{
 		{name: "env wins", p: passwordPrompt{lookupEnv: func(string) (string, bool) { return "from-env", true }, isTerminal: tty, readPassword: answers("typed")}, want: "from-env"},
-		{name: "env set but empty", p: passwordPrompt{lookupEnv: func(string) (string, bool) { return "", true }}, confirm: true, want: ""},
+		{name: "env set but empty refused for a new key", p: passwordPrompt{lookupEnv: func(string) (string, bool) { return "", true }}, confirm: true, wantErr: ErrEmptyPassword},
+		{name: "env set but empty opens an existing key", p: passwordPrompt{lookupEnv: func(string) (string, bool) { return "", true }}, want: ""},
 		{name: "no terminal", p: passwordPrompt{lookupEnv: noEnv, isTerminal: func(int) bool { return false }, readPassword: answers("x")}, wantErr: ErrNoPassword},
 		{name: "prompt", p: passwordPrompt{lookupEnv: noEnv, isTerminal: tty, readPassword: answers("typed")}, want: "typed"},
 		{name: "prompt with confirmation", p: passwordPrompt{lookupEnv: noEnv, isTerminal: tty, readPassword: answers("typed", "typed")}, confirm: true, want: "typed"},
 		{name: "confirmation differs", p: passwordPrompt{lookupEnv: noEnv, isTerminal: tty, readPassword: answers("typed", "other")}, confirm: true, wantErr: errAny},
-		{name: "empty refused for a new key", p: passwordPrompt{lookupEnv: noEnv, isTerminal: tty, readPassword: answers("", "")}, confirm: true, wantErr: errAny},
+		{name: "empty refused for a new key", p: passwordPrompt{lookupEnv: noEnv, isTerminal: tty, readPassword: answers("", "")}, confirm: true, wantErr: ErrEmptyPassword},
 		{name: "read fails", p: passwordPrompt{lookupEnv: noEnv, isTerminal: tty, readPassword: answers()}, wantErr: io.EOF},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

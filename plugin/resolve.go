@@ -90,7 +90,7 @@ func NewResolver(keychain authn.Keychain, base http.RoundTripper, insecure []str
 // With recursive, an index's manifests are fetched and hashed too.
 func (r *Resolver) Resolve(ctx context.Context, arg string, recursive bool) (*Subject, error) {
 	if path, ok := strings.CutPrefix(arg, FilePrefix); ok {
-		s, err := resolveFile(path)
+		s, err := resolveFile(ctx, path)
 		if err != nil {
 			return nil, fmt.Errorf("resolve %s: %w", arg, err)
 		}
@@ -122,24 +122,24 @@ func DigestOnly(arg string) (*Subject, bool) {
 	return &Subject{Name: ref.Name(), Digest: d}, true
 }
 
-func resolveFile(path string) (*Subject, error) {
+// resolveFile hashes the regular file at path. Anything else (a directory, a
+// FIFO, a device) is refused without blocking (openRegular), and ctx ends the
+// hash.
+func resolveFile(ctx context.Context, path string) (*Subject, error) {
 	if path == "" {
 		return nil, errors.New("empty path")
 	}
-	f, err := os.Open(path)
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	f, err := openRegular(path, fi)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, errors.New("not a regular file")
-	}
 	h := sha256.New()
-	n, err := io.Copy(h, f)
+	n, err := io.Copy(h, contextReader{ctx: ctx, r: f})
 	if err != nil {
 		return nil, err
 	}

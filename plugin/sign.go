@@ -54,7 +54,9 @@ been verified. For an index, --recursive also covers each manifest it lists.
 
 The newest signed timestamp wins. If this key's current statement about the
 digest is dated at or after this machine's clock, the new one is dated just
-after it (with a warning), so that it takes effect.`,
+after it (with a warning), so that it takes effect. Only this key's current
+statement is looked up: statements by other keys, however many, cannot
+delay or block it.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.image = args[0]
@@ -153,9 +155,10 @@ func runSign(ctx context.Context, dockerCli command.Cli, opts signOptions) error
 // newest signed timestamp wins, so a statement dated now would be recorded
 // and change nothing: an untrust reported as done while verify still says
 // TRUSTED. The new statement is then dated just after the current one, and a
-// warning says so on stderr.
+// warning says so on stderr. Only this key's current statement is asked for:
+// what other keys wrote about d, however much, cannot stop a revocation.
 func statementTime(ctx context.Context, stderr io.Writer, client *ledgerclient.Client, d notarize.Digest, keyID string, now time.Time) (time.Time, error) {
-	res, err := client.Lookup(ctx, d)
+	res, err := client.Current(ctx, d, keyID)
 	if err != nil {
 		return time.Time{}, err
 	}

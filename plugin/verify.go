@@ -31,7 +31,9 @@ manifest digest, hashed here. The accepted signers are the --signer keys, or
 every key in the local key store. Each accepted signer's current statement is
 the one with the newest signed timestamp; the verdict is UNTRUSTED if any says
 untrusted, else UNSUPPORTED if any says unsupported, else TRUSTED if any says
-trusted, else UNKNOWN.
+trusted, else UNKNOWN. Only the accepted signers' current statements are asked
+for, each with its inclusion proof: statements by anyone else, and the length
+of the digest's history, change neither the verdict nor the cost.
 
 Exit codes: 0 TRUSTED, 1 UNTRUSTED, 2 UNKNOWN, 3 UNSUPPORTED, 4 could not
 verify (registry or ledger unreachable, bad proof or signature, a ledger that
@@ -113,9 +115,10 @@ func runVerify(ctx context.Context, dockerCli command.Cli, opts verifyOptions) e
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
-	// Only the accepted signers' statements can change the verdict: asking
-	// for just those keeps the answer small whatever others wrote.
-	res, err := client.Lookup(ctx, subject.Digest, ids...)
+	// Only the accepted signers' current statements can change the verdict:
+	// asking for just those keeps the answer to one statement per signer,
+	// whatever others wrote and however long the digest's history.
+	res, err := client.Current(ctx, subject.Digest, ids...)
 	if err != nil {
 		return fail(err)
 	}
