@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -257,5 +258,41 @@ func TestRateLimitDefaults(t *testing.T) {
 		if err := (&Config{DataDir: "d", RateLimits: bad}).Validate(); err == nil {
 			t.Errorf("%+v accepted", bad)
 		}
+	}
+}
+
+// TestDefaultLimitsBoundAFlood is the attack of issue 8 under the default
+// limits: a throwaway key posts 110 large statements about the owner's
+// digest at once. The (key, digest) cap lets DefaultKeyDigestPerMinute of
+// them in (plus what refills while the test runs), the rest are 429, and
+// the owner still revokes and reads its own statement.
+func TestDefaultLimitsBoundAFlood(t *testing.T) {
+	tl := startLedger(t, Config{RateLimits: RateLimits{Tracked: DefaultRateLimitTracked}}) // defaults, not Off
+	owner, stranger := newTestSigner(t), newTestSigner(t)
+	d := randomDigest(t)
+	now := time.Now()
+	tl.submit(t, owner.sign(t, d, notarize.StatusTrusted, now.Add(-time.Hour)), http.StatusCreated)
+
+	start := time.Now()
+	statuses := make([]int, 110)
+	var wg sync.WaitGroup
+	for i := range statuses {
+		body := mustMarshal(t, stranger.signLarge(t, d, notarize.StatusTrusted, now.Add(time.Duration(i)*time.Millisecond)))
+		wg.Go(func() { statuses[i], _, _ = post(t.Context(), http.DefaultClient, tl.url, body) })
+	}
+	wg.Wait()
+	counts := map[int]int{}
+	for _, s := range statuses {
+		counts[s]++
+	}
+	refilled := int(time.Since(start)/(time.Minute/DefaultKeyDigestPerMinute)) + 1
+	if c := counts[http.StatusCreated]; c < DefaultKeyDigestPerMinute || c > DefaultKeyDigestPerMinute+refilled ||
+		c+counts[http.StatusTooManyRequests] != len(statuses) {
+		t.Fatalf("answers %v: want %d created (+%d refilled) and the rest 429", counts, DefaultKeyDigestPerMinute, refilled)
+	}
+	revoked := tl.submit(t, owner.sign(t, d, notarize.StatusUntrusted, now), http.StatusCreated)
+	resp, _ := tl.getLookup(t, lookupURL(tl.url, d, api.PathCurrentSuffix, keyQuery(owner.keyID)))
+	if got := indices(resp); len(got) != 1 || got[0] != revoked.Index {
+		t.Fatalf("owner's current statement %v, want [%d]", got, revoked.Index)
 	}
 }
