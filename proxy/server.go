@@ -83,6 +83,9 @@ func New(cfg Config) (*Server, error) {
 	if s.gate, err = openBlobGate(filepath.Join(cfg.DataDir, "gate.db"), time.Now, gateMaxAge, gateMaxEntries); err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
+	if err := s.stats.open(filepath.Join(cfg.DataDir, "decisions.db"), cfg.Logger); err != nil { // decisions_store.go
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
 	s.metrics.watchBlobCache(blobs)
 	s.policy.Store(cfg.Policy)
 	s.handler = s.routes()
@@ -93,7 +96,7 @@ func New(cfg Config) (*Server, error) {
 // cache or discarded), or for ctx, and closes the blob gate's file. Call it
 // after the HTTP server stopped; later calls only wait.
 func (s *Server) Close(ctx context.Context) error {
-	return errors.Join(s.blobs.Close(ctx), s.gate.Close())
+	return errors.Join(s.blobs.Close(ctx), s.gate.Close(), s.stats.close(ctx))
 }
 
 // Handler returns the proxy's HTTP handler: the OCI distribution pull API
@@ -134,6 +137,7 @@ func (s *Server) routes() http.Handler {
 
 	r.Handle("/metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})).Methods(http.MethodGet)
 	r.HandleFunc("/notarize/v1/stats", s.serveStats).Methods(http.MethodGet)
+	r.PathPrefix("/ui").Handler(s.dashboard()).Methods(http.MethodGet, http.MethodHead) // authenticated like /notarize/v1/stats (decisions_ui.go)
 	r.HandleFunc("/healthz", s.serveHealth).Methods(http.MethodGet, http.MethodHead)
 	return r
 }
@@ -293,7 +297,7 @@ func (s *Server) decide(ctx context.Context, method string, t target, ref string
 	elapsed := time.Since(start)
 	s.metrics.decisionTime.Observe(elapsed.Seconds())
 	s.metrics.decisions.WithLabelValues(verdict, string(ev.Mode), t.up.Name()).Inc()
-	s.stats.observe(m.Digest, tgt, verdict, ev.Allow, time.Now().UTC())
+	s.stats.observe(newDecision(t, ref, m.Digest, ev, time.Now().UTC()))
 	via := ""
 	if ev.Via != nil {
 		via = string(ev.Via.Digest)

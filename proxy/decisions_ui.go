@@ -1,0 +1,275 @@
+package proxy
+
+import (
+	"encoding/json"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/notarize/docker-notarize/notarize"
+	"github.com/notarize/docker-notarize/proxy/replica"
+	"github.com/notarize/docker-notarize/proxy/ui"
+)
+
+// Dashboard bounds: what one page shows.
+const (
+	uiRefusals     = 20
+	uiRepos        = 15
+	uiImages       = 15
+	uiRevocations  = 15
+	uiDigestRecent = 20
+)
+
+// ledgerView is what the dashboard reads from the trust source besides
+// TrustSource: a *replica.Replica's tallies, revocations and histories.
+// A trust source without them (a test's) shows those panels as
+// unavailable.
+type ledgerView interface {
+	Tallies(keyIDs []string) ([]replica.Tally, error)
+	Revocations(limit int) ([]replica.Revocation, error)
+	History(d notarize.Digest) ([]notarize.Record, error)
+}
+
+var _ ledgerView = (*replica.Replica)(nil)
+
+var renderer = sync.OnceValues(ui.New)
+
+// dashboard serves the read-only dashboard under /ui/: the overview at
+// /ui/, a digest's page at /ui/digest/DIGEST, the data of the overview as
+// JSON at /ui/decisions.json, and the embedded assets at /ui/static/.
+// routes() registers it inside the authenticated router.
+func (s *Server) dashboard() http.Handler {
+	static := ui.Static("/ui/static/")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		switch {
+		case p == "/ui":
+			http.Redirect(w, r, "/ui/", http.StatusMovedPermanently)
+		case p == "/ui/":
+			s.serveOverview(w, r)
+		case p == "/ui/decisions.json":
+			s.serveDecisionsJSON(w, r)
+		case strings.HasPrefix(p, "/ui/digest/"):
+			s.serveDigestPage(w, r, strings.TrimPrefix(p, "/ui/digest/"))
+		case strings.HasPrefix(p, "/ui/static/"):
+			static.ServeHTTP(w, r)
+		default:
+			ui.SetHeaders(w.Header())
+			http.NotFound(w, r)
+		}
+	})
+}
+
+func uiError(w http.ResponseWriter, msg string, code int) {
+	ui.SetHeaders(w.Header())
+	http.Error(w, msg, code)
+}
+
+func (s *Server) serveOverview(w http.ResponseWriter, r *http.Request) {
+	rd, err := renderer()
+	if err != nil {
+		uiError(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	now := time.Now().UTC()
+	f, ferr := ParseDecisionFilter(r.URL.Query())
+	page := ui.Overview{Now: now}
+	if ferr != nil {
+		page.Error = ferr.Error()
+		f = DecisionFilter{Range: DefaultRange}
+	}
+	s.fillOverview(&page, f, now)
+	code := http.StatusOK
+	if ferr != nil {
+		code = http.StatusBadRequest
+	}
+	rd.Overview(w, code, page)
+}
+
+// fillOverview gathers the overview's numbers: each from a precomputed
+// aggregate or a bounded list, never from all the decisions.
+func (s *Server) fillOverview(page *ui.Overview, f DecisionFilter, now time.Time) {
+	pol := s.policy.Load()
+	page.Filter = s.filterForm(f, pol)
+	bars, sum := s.stats.series(f, now)
+	_, width, _ := rangeOf(f.Range)
+	layout := "15:04"
+	if width >= 24*time.Hour {
+		layout = "Jan 2"
+	} else if width >= 6*time.Hour {
+		layout = "Jan 2 15:04"
+	}
+	for _, b := range bars {
+		page.Bars = append(page.Bars, ui.Bar{Label: b.Start.UTC().Format(layout), Allowed: b.Counts[0], Refused: b.Counts[1], Audit: b.Counts[2]})
+	}
+	page.Chart = ui.NewChart(page.Bars)
+	page.Totals = ui.Bar{Allowed: sum[0], Refused: sum[1], Audit: sum[2]}
+	for _, d := range s.stats.recentMatching(f, true, uiRefusals, now) {
+		page.Refusals = append(page.Refusals, ui.Refusal{Time: d.Time, Target: d.Target(), Reference: d.Reference, Digest: string(d.Digest),
+			Verdict: d.Verdict, Reason: d.Reason, Mode: d.Mode, SignCommand: signCommand(d.Target(), d.Digest)})
+	}
+	for _, rs := range s.stats.reposMatching(f, uiRepos) {
+		page.Repos = append(page.Repos, ui.Repo{Upstream: rs.Upstream, Repo: rs.Repo, Allowed: rs.Allowed, Refused: rs.Denied, Audit: rs.AuditOnly,
+			LastVerdict: rs.LastVerdict, LastDigest: string(rs.LastDigest), LastSeen: rs.LastSeen})
+	}
+	for _, ds := range s.stats.topDigestsNow(uiImages, now) {
+		page.Images = append(page.Images, uiImage(ds))
+	}
+	page.Signers, page.Revocations = s.signerPanels(pol)
+	page.Replica = s.replicaHealth(now)
+	tracked, repos, untracked, dropped, werr := s.stats.recordHealth()
+	page.Record = ui.Record{Digests: tracked, Repos: repos, Untracked: untracked, Dropped: dropped, WriteError: werr,
+		Retention: "30 days, at most " + itoa(s.stats.max) + " digests and " + itoa(maxTrackedRepos) + " repositories"}
+}
+
+func uiImage(ds DigestStats) ui.Image {
+	return ui.Image{Digest: string(ds.Digest), Targets: ds.Targets, Allowed: ds.Allowed, Refused: ds.Denied, Audit: ds.AuditOnly,
+		LastVerdict: ds.LastVerdict, LastSigner: ds.LastSigner, LastSeen: ds.LastSeen}
+}
+
+// signCommand is what a signer runs to trust digest d pulled as target.
+func signCommand(target string, d notarize.Digest) string {
+	return "docker notarize sign " + target + "@" + string(d)
+}
+
+func (s *Server) filterForm(f DecisionFilter, pol *notarize.Evaluator) ui.Filter {
+	form := ui.Filter{Upstream: f.Upstream, Repo: f.Repo, Verdict: f.Verdict, Signer: f.Signer, Outcome: string(f.Outcome), Range: f.Range,
+		Verdicts: Verdicts}
+	for _, u := range s.ups {
+		form.Upstreams = append(form.Upstreams, u.Name())
+	}
+	for _, o := range Outcomes {
+		form.Outcomes = append(form.Outcomes, string(o))
+	}
+	for _, r := range Ranges {
+		form.Ranges = append(form.Ranges, r.Name)
+	}
+	form.Signers = signerNames(pol)
+	return form
+}
+
+func signerNames(pol *notarize.Evaluator) []string {
+	names := make([]string, 0, len(pol.Policy().Signers))
+	for n := range pol.Policy().Signers {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// signerPanels returns the policy's signers with their tallies and the
+// recent revocations, from the replica (empty when the trust source has
+// none).
+func (s *Server) signerPanels(pol *notarize.Evaluator) ([]ui.Signer, []ui.Revocation) {
+	lv, _ := s.trust.(ledgerView)
+	var signers []ui.Signer
+	for _, name := range signerNames(pol) {
+		sg := ui.Signer{Name: name, Keys: pol.AcceptedKeys(notarize.Rule{Require: []string{name}})}
+		if lv != nil {
+			if ts, err := lv.Tallies(sg.Keys); err == nil {
+				for _, t := range ts {
+					sg.Trusted += t.Trusted
+					sg.Untrusted += t.Untrusted
+					sg.Unsupported += t.Unsupported
+				}
+			}
+		}
+		signers = append(signers, sg)
+	}
+	var revs []ui.Revocation
+	if lv != nil {
+		rs, _ := lv.Revocations(uiRevocations)
+		for _, r := range rs {
+			revs = append(revs, ui.Revocation{Index: r.Index, Time: r.Timestamp, Digest: string(r.Digest), Signer: pol.SignerName(r.KeyID), Status: strings.ToUpper(string(r.Status))})
+		}
+	}
+	return signers, revs
+}
+
+func (s *Server) replicaHealth(now time.Time) ui.Replica {
+	st := s.trust.Status()
+	h := ui.Replica{Available: true, Size: st.Size, Records: st.Records, BadEntries: st.BadEntries, VerifiedAt: st.VerifiedAt, LastError: st.LastError}
+	if st.VerifiedAt.IsZero() {
+		h.Age = "never"
+	} else {
+		h.Age = now.Sub(st.VerifiedAt).Round(time.Second).String() + " ago"
+	}
+	if err := s.trust.Fresh(); err != nil {
+		h.Problem = err.Error()
+	} else {
+		h.Fresh = true
+	}
+	return h
+}
+
+func (s *Server) serveDigestPage(w http.ResponseWriter, r *http.Request, raw string) {
+	rd, err := renderer()
+	if err != nil {
+		uiError(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	d, err := notarize.ParseDigest(raw)
+	if err != nil {
+		uiError(w, "not a digest: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	pol := s.policy.Load()
+	page := ui.DigestPage{Now: time.Now().UTC(), Digest: string(d)}
+	if ds, ok := s.stats.digest(d); ok {
+		page.Known, page.Image = true, uiImage(ds)
+		if len(ds.Targets) > 0 && ds.LastVerdict != notarize.Trusted.String() {
+			page.SignCommand = signCommand(ds.Targets[0], d)
+		}
+	}
+	if lv, ok := s.trust.(ledgerView); ok {
+		recs, err := lv.History(d)
+		if err != nil {
+			page.HistoryErr = err.Error()
+		}
+		for _, rec := range recs {
+			p := rec.Statement.Predicate
+			name := pol.SignerName(rec.KeyID)
+			page.History = append(page.History, ui.Statement{Index: rec.Index, Signer: name, KeyID: rec.KeyID,
+				Status: strings.ToUpper(string(p.Status)), Timestamp: p.Timestamp, Name: p.Name, Kind: p.Kind,
+				InPolicy: !strings.HasPrefix(name, "key ")})
+		}
+	} else {
+		page.HistoryErr = "this trust source keeps no statement history"
+	}
+	for _, x := range s.stats.recentOf(d, uiDigestRecent) {
+		page.Decisions = append(page.Decisions, ui.Decision{Time: x.Time, Target: x.Target(), Reference: x.Reference,
+			Verdict: x.Verdict, Outcome: string(x.Outcome), Reason: x.Reason})
+	}
+	rd.Digest(w, page)
+}
+
+// DecisionsJSON is the body of GET /ui/decisions.json: the overview's
+// decisions over time and recent refusals for the same filter.
+type DecisionsJSON struct {
+	Range    string     `json:"range"`
+	Totals   Counts     `json:"totals"`
+	Bars     []Bar      `json:"bars"`
+	Refusals []Decision `json:"refusals"`
+}
+
+func (s *Server) serveDecisionsJSON(w http.ResponseWriter, r *http.Request) {
+	f, err := ParseDecisionFilter(r.URL.Query())
+	if err != nil {
+		uiError(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	now := time.Now().UTC()
+	bars, sum := s.stats.series(f, now)
+	out := DecisionsJSON{Range: f.Range, Bars: bars, Totals: Counts{Allowed: sum[0] + sum[2], Denied: sum[1], AuditOnly: sum[2]},
+		Refusals: s.stats.recentMatching(f, true, 100, now)}
+	ui.SetHeaders(w.Header())
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(out)
+}
+
+func itoa(n int) string {
+	b, _ := json.Marshal(n)
+	return string(b)
+}
