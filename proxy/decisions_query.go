@@ -19,6 +19,10 @@ type DecisionFilter struct {
 	Outcome  Outcome
 	// Range is how far back from now, one of Ranges.
 	Range string
+
+	// sees, when set, is whether the viewer may see target "UPSTREAM/REPO"
+	// (the policy's access rules for the authenticated user).
+	sees func(target string) bool
 }
 
 // Ranges are the time ranges the dashboard offers, with the width of one
@@ -86,12 +90,29 @@ func rangeOf(name string) (span, bar time.Duration, ok bool) {
 // bySeries reports whether the filter needs the per-series counts (not
 // only the buckets' totals).
 func (f DecisionFilter) bySeries() bool {
-	return f.Upstream != "" || f.Repo != "" || f.Verdict != "" || f.Signer != ""
+	return f.Upstream != "" || f.Repo != "" || f.Verdict != "" || f.Signer != "" || f.sees != nil
 }
 
 func (f DecisionFilter) matchesSeries(k seriesKey) bool {
 	return (f.Upstream == "" || f.Upstream == k.Upstream) && (f.Repo == "" || f.Repo == k.Repo) &&
-		(f.Verdict == "" || f.Verdict == k.Verdict) && (f.Signer == "" || f.Signer == k.Signer)
+		(f.Verdict == "" || f.Verdict == k.Verdict) && (f.Signer == "" || f.Signer == k.Signer) &&
+		(f.sees == nil || (k != otherSeries && f.sees(k.Upstream+"/"+k.Repo)))
+}
+
+// visible returns ds with only the targets sees allows, and whether any is
+// left (sees nil: everything is visible).
+func visible(ds DigestStats, sees func(string) bool) (DigestStats, bool) {
+	if sees == nil {
+		return ds, true
+	}
+	var ts []string
+	for _, t := range ds.Targets {
+		if sees(t) {
+			ts = append(ts, t)
+		}
+	}
+	ds.Targets = ts
+	return ds, len(ts) > 0
 }
 
 func (f DecisionFilter) matches(d Decision) bool {
@@ -173,13 +194,14 @@ func (s *digestStats) recentMatching(f DecisionFilter, refusals bool, limit int,
 	return out
 }
 
-// recentOf returns at most limit recent decisions about digest d, newest first.
-func (s *digestStats) recentOf(d notarize.Digest, limit int) []Decision {
+// recentOf returns at most limit recent decisions about digest d that
+// sees allows, newest first.
+func (s *digestStats) recentOf(d notarize.Digest, limit int, sees func(string) bool) []Decision {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []Decision
 	s.recent.each(func(x Decision) bool {
-		if x.Digest == d {
+		if x.Digest == d && (sees == nil || sees(x.Target())) {
 			out = append(out, x)
 		}
 		return len(out) < limit
@@ -187,15 +209,15 @@ func (s *digestStats) recentOf(d notarize.Digest, limit int) []Decision {
 	return out
 }
 
-// digest returns the counts of d.
-func (s *digestStats) digest(d notarize.Digest) (DigestStats, bool) {
+// digest returns the counts of d, if sees allows one of its targets.
+func (s *digestStats) digest(d notarize.Digest, sees func(string) bool) (DigestStats, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ds, ok := s.byDigest[d]
 	if !ok {
 		return DigestStats{}, false
 	}
-	return ds.clone(), true
+	return visible(ds.clone(), sees)
 }
 
 // reposMatching returns the limit most decided-on repositories that f's
@@ -203,18 +225,18 @@ func (s *digestStats) digest(d notarize.Digest) (DigestStats, bool) {
 func (s *digestStats) reposMatching(f DecisionFilter, limit int) []RepoStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if f.Upstream == "" && f.Repo == "" {
+	if f.Upstream == "" && f.Repo == "" && f.sees == nil {
 		return s.topRepos(limit)
 	}
 	var out []RepoStats
 	if f.Upstream != "" && f.Repo != "" {
-		if rs, ok := s.byRepo[f.Upstream+"/"+f.Repo]; ok {
+		if rs, ok := s.byRepo[f.Upstream+"/"+f.Repo]; ok && (f.sees == nil || f.sees(rs.Target())) {
 			out = append(out, *rs)
 		}
 		return out
 	}
 	for _, rs := range s.topRepos(maxTrackedRepos) {
-		if (f.Upstream == "" || rs.Upstream == f.Upstream) && (f.Repo == "" || rs.Repo == f.Repo) {
+		if (f.Upstream == "" || rs.Upstream == f.Upstream) && (f.Repo == "" || rs.Repo == f.Repo) && (f.sees == nil || f.sees(rs.Target())) {
 			out = append(out, rs)
 			if len(out) == limit {
 				break
@@ -225,10 +247,10 @@ func (s *digestStats) reposMatching(f DecisionFilter, limit int) []RepoStats {
 }
 
 // topDigestsNow is topDigests under the lock.
-func (s *digestStats) topDigestsNow(limit int, now time.Time) []DigestStats {
+func (s *digestStats) topDigestsNow(limit int, now time.Time, sees func(string) bool) []DigestStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.topDigests(limit, now)
+	return s.topDigests(limit, now, sees)
 }
 
 // recordHealth reports the decision record's bounds and writer state.

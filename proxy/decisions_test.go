@@ -124,3 +124,42 @@ func (e *env) stats(query string) proxy.Stats {
 	}
 	return st
 }
+
+// TestDashboardHidesClosedRepositories: with access rules, the dashboard,
+// its JSON and /notarize/v1/stats name only what the user may pull: bob,
+// given nothing under priv/team/**, learns neither the repository nor the
+// digest alice pulled there (and a digest page answers as for an unknown
+// digest), while alice sees both.
+func TestDashboardHidesClosedRepositories(t *testing.T) {
+	a := newAuthEnv(t, accessPolicy, htpasswdAuth)
+	a.pushPriv("team/app", "v1")
+	alice, bob := "alice:"+alicePassword, "bob:"+bobPassword
+	st, hdr, _ := a.get(t, "/v2/team/app/manifests/v1", alice)
+	digest := hdr.Get("Docker-Content-Digest")
+	if st != http.StatusOK || digest == "" {
+		t.Fatalf("alice pulls: HTTP %d", st)
+	}
+	pages := []string{"/ui/", "/ui/?range=30d&outcome=allowed", "/ui/decisions.json", "/notarize/v1/stats",
+		"/notarize/v1/stats?repo=priv/team/app", "/notarize/v1/stats?digest=" + digest}
+	for _, p := range pages {
+		st, _, body := a.get(t, p, bob)
+		if st != http.StatusOK {
+			t.Fatalf("bob GET %s: HTTP %d", p, st)
+		}
+		for _, secret := range []string{digest, "team/app"} {
+			if strings.Contains(string(body), secret) {
+				t.Errorf("bob reads %q from GET %s", secret, p)
+			}
+		}
+	}
+	stUnknown, _, bodyUnknown := a.get(t, "/ui/digest/sha256:"+strings.Repeat("0", 64), bob)
+	stKnown, _, bodyKnown := a.get(t, "/ui/digest/"+digest, bob)
+	if stKnown != http.StatusNotFound || stKnown != stUnknown || string(bodyKnown) != string(bodyUnknown) {
+		t.Errorf("bob's digest pages: known %d %q, unknown %d %q: want the same 404", stKnown, bodyKnown, stUnknown, bodyUnknown)
+	}
+	for _, p := range []string{"/ui/", "/notarize/v1/stats", "/ui/digest/" + digest} {
+		if st, _, body := a.get(t, p, alice); st != http.StatusOK || !strings.Contains(string(body), "team/app") {
+			t.Errorf("alice GET %s: HTTP %d, lacks team/app", p, st)
+		}
+	}
+}

@@ -80,6 +80,7 @@ func (s *Server) serveOverview(w http.ResponseWriter, r *http.Request) {
 		page.Error = ferr.Error()
 		f = DecisionFilter{Range: DefaultRange}
 	}
+	f.sees = s.viewer(r)
 	s.fillOverview(&page, f, now)
 	code := http.StatusOK
 	if ferr != nil {
@@ -114,10 +115,10 @@ func (s *Server) fillOverview(page *ui.Overview, f DecisionFilter, now time.Time
 		page.Repos = append(page.Repos, ui.Repo{Upstream: rs.Upstream, Repo: rs.Repo, Allowed: rs.Allowed, Refused: rs.Denied, Audit: rs.AuditOnly,
 			LastVerdict: rs.LastVerdict, LastDigest: string(rs.LastDigest), LastSeen: rs.LastSeen})
 	}
-	for _, ds := range s.stats.topDigestsNow(uiImages, now) {
+	for _, ds := range s.stats.topDigestsNow(uiImages, now, f.sees) {
 		page.Images = append(page.Images, uiImage(ds))
 	}
-	page.Signers, page.Revocations = s.signerPanels(pol)
+	page.Signers, page.Revocations = s.signerPanels(pol, f.sees)
 	page.Replica = s.replicaHealth(now)
 	tracked, repos, untracked, dropped, werr := s.stats.recordHealth()
 	page.Record = ui.Record{Digests: tracked, Repos: repos, Untracked: untracked, Dropped: dropped, WriteError: werr,
@@ -161,8 +162,9 @@ func signerNames(pol *notarize.Evaluator) []string {
 
 // signerPanels returns the policy's signers with their tallies and the
 // recent revocations, from the replica (empty when the trust source has
-// none).
-func (s *Server) signerPanels(pol *notarize.Evaluator) ([]ui.Signer, []ui.Revocation) {
+// none). A viewer restricted by the access rules (sees) is shown only the
+// revocations of digests pulled through a repository it may see.
+func (s *Server) signerPanels(pol *notarize.Evaluator, sees func(string) bool) ([]ui.Signer, []ui.Revocation) {
 	lv, _ := s.trust.(ledgerView)
 	var signers []ui.Signer
 	for _, name := range signerNames(pol) {
@@ -182,6 +184,11 @@ func (s *Server) signerPanels(pol *notarize.Evaluator) ([]ui.Signer, []ui.Revoca
 	if lv != nil {
 		rs, _ := lv.Revocations(uiRevocations)
 		for _, r := range rs {
+			if sees != nil {
+				if _, ok := s.stats.digest(r.Digest, sees); !ok {
+					continue
+				}
+			}
 			revs = append(revs, ui.Revocation{Index: r.Index, Time: r.Timestamp, Digest: string(r.Digest), Signer: pol.SignerName(r.KeyID), Status: strings.ToUpper(string(r.Status))})
 		}
 	}
@@ -216,8 +223,17 @@ func (s *Server) serveDigestPage(w http.ResponseWriter, r *http.Request, raw str
 		return
 	}
 	pol := s.policy.Load()
+	sees := s.viewer(r)
 	page := ui.DigestPage{Now: time.Now().UTC(), Digest: string(d)}
-	if ds, ok := s.stats.digest(d); ok {
+	ds, known := s.stats.digest(d, sees)
+	if !known && sees != nil {
+		// Restricted by the access rules: only digests pulled through a
+		// repository the viewer may see have a page; the answer is the
+		// same whether the digest exists or not, and does not repeat it.
+		uiError(w, "no such digest page", http.StatusNotFound)
+		return
+	}
+	if known {
 		page.Known, page.Image = true, uiImage(ds)
 		if len(ds.Targets) > 0 && ds.LastVerdict != notarize.Trusted.String() {
 			page.SignCommand = signCommand(ds.Targets[0], d)
@@ -238,7 +254,7 @@ func (s *Server) serveDigestPage(w http.ResponseWriter, r *http.Request, raw str
 	} else {
 		page.HistoryErr = "this trust source keeps no statement history"
 	}
-	for _, x := range s.stats.recentOf(d, uiDigestRecent) {
+	for _, x := range s.stats.recentOf(d, uiDigestRecent, sees) {
 		page.Decisions = append(page.Decisions, ui.Decision{Time: x.Time, Target: x.Target(), Reference: x.Reference,
 			Verdict: x.Verdict, Outcome: string(x.Outcome), Reason: x.Reason})
 	}
@@ -260,6 +276,7 @@ func (s *Server) serveDecisionsJSON(w http.ResponseWriter, r *http.Request) {
 		uiError(w, err.Error(), http.StatusBadRequest)
 		return
 	}
+	f.sees = s.viewer(r)
 	now := time.Now().UTC()
 	bars, sum := s.stats.series(f, now)
 	out := DecisionsJSON{Range: f.Range, Bars: bars, Totals: Counts{Allowed: sum[0] + sum[2], Denied: sum[1], AuditOnly: sum[2]},
@@ -267,6 +284,37 @@ func (s *Server) serveDecisionsJSON(w http.ResponseWriter, r *http.Request) {
 	ui.SetHeaders(w.Header())
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(out)
+}
+
+// viewer returns what the request's user may see of the decisions: nil
+// (everything) when the policy has no access rules, else whether the access
+// rules let the user pull a target "UPSTREAM/REPO" (memoized for the
+// request): a user refused a repository learns nothing about it here
+// either. The user is the one the authorize middleware accepted, asked of
+// the access controller again (cached for htpasswd); if it now fails,
+// nothing is visible.
+func (s *Server) viewer(r *http.Request) func(string) bool {
+	pol := s.policy.Load().Policy()
+	if len(pol.Access) == 0 {
+		return nil
+	}
+	user := ""
+	if ac := s.cfg.access; ac != nil {
+		g, err := ac.Authorized(r)
+		if err != nil || g == nil {
+			return func(string) bool { return false }
+		}
+		user = g.User.Name
+	}
+	memo := map[string]bool{}
+	return func(target string) bool {
+		v, ok := memo[target]
+		if !ok {
+			v = pol.MayPull(user, target).Allow
+			memo[target] = v
+		}
+		return v
+	}
 }
 
 func itoa(n int) string {

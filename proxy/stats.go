@@ -185,10 +185,11 @@ func (s *digestStats) observeRepo(d Decision) {
 	rs.LastDigest, rs.LastVerdict, rs.LastSigner, rs.LastReason, rs.LastSeen = d.Digest, d.Verdict, d.Signer, d.Reason, d.Time
 }
 
-// topDigests returns the limit most decided-on digests. The order is
-// computed at most every topCacheFor (or when the set changed size), so a
-// page view does not sort every digest.
-func (s *digestStats) topDigests(limit int, now time.Time) []DigestStats {
+// topDigests returns the limit most decided-on digests that sees allows
+// (with only the targets it allows). The order is computed at most every
+// topCacheFor (or when the set changed size), so a page view does not sort
+// every digest.
+func (s *digestStats) topDigests(limit int, now time.Time, sees func(string) bool) []DigestStats {
 	if s.top == nil || now.Sub(s.topAt) > topCacheFor || s.topLen != len(s.byDigest) || now.Before(s.topAt) {
 		all := make([]*DigestStats, 0, len(s.byDigest))
 		for _, ds := range s.byDigest {
@@ -204,8 +205,13 @@ func (s *digestStats) topDigests(limit int, now time.Time) []DigestStats {
 		s.top, s.topAt, s.topLen = all, now, len(s.byDigest)
 	}
 	out := make([]DigestStats, 0, min(limit, len(s.top)))
-	for _, ds := range s.top[:min(limit, len(s.top))] {
-		out = append(out, ds.clone())
+	for _, ds := range s.top {
+		if len(out) == limit {
+			break
+		}
+		if v, ok := visible(ds.clone(), sees); ok {
+			out = append(out, v)
+		}
 	}
 	return out
 }
@@ -229,8 +235,9 @@ func (s *digestStats) topRepos(limit int) []RepoStats {
 
 // snapshot returns the counts: of digest d when given, else of the limit
 // most verified digests; of repository repo ("UPSTREAM/REPO") when given,
-// else of the limit most decided-on repositories.
-func (s *digestStats) snapshot(d notarize.Digest, repo string, limit int) Stats {
+// else of the limit most decided-on repositories. Only digests and
+// repositories that sees allows are named (sees nil: all).
+func (s *digestStats) snapshot(d notarize.Digest, repo string, limit int, sees func(string) bool) Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := Stats{Decisions: map[string]uint64{}, Tracked: len(s.byDigest), Untracked: s.untracked, Dropped: s.dropped.Load(),
@@ -241,18 +248,27 @@ func (s *digestStats) snapshot(d notarize.Digest, repo string, limit int) Stats 
 	switch {
 	case d != "":
 		if ds, ok := s.byDigest[d]; ok {
-			st.Digests = append(st.Digests, ds.clone())
+			if v, ok := visible(ds.clone(), sees); ok {
+				st.Digests = append(st.Digests, v)
+			}
 		}
 	case repo == "":
-		st.Digests = s.topDigests(limit, time.Now())
+		st.Digests = s.topDigests(limit, time.Now(), sees)
 	}
 	switch {
 	case repo != "":
-		if rs, ok := s.byRepo[repo]; ok {
+		if rs, ok := s.byRepo[repo]; ok && (sees == nil || sees(repo)) {
 			st.Repositories = append(st.Repositories, *rs)
 		}
 	case d == "":
-		st.Repositories = s.topRepos(limit)
+		for _, rs := range s.topRepos(len(s.byRepo)) {
+			if len(st.Repositories) == limit {
+				break
+			}
+			if sees == nil || sees(rs.Target()) {
+				st.Repositories = append(st.Repositories, rs)
+			}
+		}
 	}
 	return st
 }
@@ -283,7 +299,7 @@ func (s *Server) serveStats(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	st := s.stats.snapshot(d, repo, limit)
+	st := s.stats.snapshot(d, repo, limit, s.viewer(r))
 	st.Replica = replicaStats(s.trust.Status())
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)

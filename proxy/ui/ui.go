@@ -199,7 +199,9 @@ func (r *Renderer) Overview(w http.ResponseWriter, code int, p Overview) {
 }
 
 // Digest writes a digest's page.
-func (r *Renderer) Digest(w http.ResponseWriter, p DigestPage) { r.render(w, http.StatusOK, "digest.html", p) }
+func (r *Renderer) Digest(w http.ResponseWriter, p DigestPage) {
+	r.render(w, http.StatusOK, "digest.html", p)
+}
 
 func (r *Renderer) render(w http.ResponseWriter, code int, name string, data any) {
 	var buf bytes.Buffer
