@@ -139,6 +139,7 @@ Exit codes of verify: 0 TRUSTED, 1 UNTRUSTED, 2 UNKNOWN, 3 UNSUPPORTED,
 		newSignCmd(dockerCli, opts, signUntrusted),
 		newSignCmd(dockerCli, opts, signUnsupported),
 		newVerifyCmd(dockerCli, opts),
+		newAuditCmd(dockerCli, opts),
 		newInspectCmd(dockerCli, opts),
 	)
 	return cmd

@@ -1,0 +1,216 @@
+package plugin
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/docker/cli/cli/command"
+	"github.com/notarize/docker-notarize/ledgerclient"
+	"github.com/notarize/docker-notarize/notarize"
+)
+
+// ErrSignDeclined is returned (wrapped) when the confirmation was not given.
+var ErrSignDeclined = errors.New("not confirmed")
+
+// maxConfirmLine bounds the answer read at the confirmation prompt.
+const maxConfirmLine = 1024
+
+// stdinIsTerminal reports whether the command's stdin is a terminal.
+func (e env) stdinIsTerminal(dockerCli command.Cli) bool {
+	return e.isTerminal != nil && e.isTerminal(int(dockerCli.In().FD()))
+}
+
+// signUnknown records each UNKNOWN digest of out as trusted with --key, after
+// listing them and asking (unless --yes), then judges them again. Only
+// UNKNOWN subjects with a digest are candidates: a revocation (UNTRUSTED,
+// UNSUPPORTED) is never overridden here, and an image without a registry
+// digest has nothing to sign. Each manifest is fetched and hashed again
+// first, so only content the registry still serves under that digest is
+// signed. It returns the statements recorded; a digest that could not be
+// signed keeps its verdict, and the first such failure is reported on
+// stderr for each.
+func (o *auditOptions) signUnknown(ctx context.Context, dockerCli command.Cli, resolver *Resolver, out *auditOutput, j *judge, prog *progress) ([]signOutput, error) {
+	var digests []string
+	bySubject := map[string]int{}
+	for i, s := range out.Subjects {
+		if s.Verdict != notarize.Unknown.String() || s.Digest == "" {
+			continue
+		}
+		if _, ok := bySubject[s.Digest]; !ok {
+			bySubject[s.Digest] = i
+			digests = append(digests, s.Digest)
+		}
+	}
+	stderr := dockerCli.Err()
+	if len(digests) == 0 {
+		fmt.Fprintln(stderr, "--sign: no UNKNOWN digest to sign")
+		return nil, nil
+	}
+	signer, err := loadSigningKey(dockerCli, o.root, o.key)
+	if err != nil {
+		return nil, err
+	}
+	if !o.yes {
+		if err := confirmSign(dockerCli.In(), stderr, out.Subjects, digests, bySubject, signer); errors.Is(err, ErrSignDeclined) {
+			fmt.Fprintln(stderr, "nothing was signed")
+			return nil, nil
+		} else if err != nil {
+			return nil, err
+		}
+	}
+	if !acceptedKey(out.Signers, signer.keyID) {
+		fmt.Fprintf(stderr, "warning: key %s (%s) is not an accepted signer of this audit: its statements do not change these verdicts\n", printable(signer.name), signer.keyID)
+	}
+	client := j.client
+	if client == nil {
+		if client, err = o.root.ledger(ctx, stderr); err != nil {
+			return nil, err
+		}
+	}
+	var signed []signOutput
+	var failed int
+	prog.start("signing", len(digests))
+	for _, d := range digests {
+		s := &out.Subjects[bySubject[d]]
+		so, err := o.signSubject(ctx, stderr, resolver, client, signer, s)
+		prog.add(1)
+		if err != nil {
+			failed++
+			prog.finish()
+			fmt.Fprintf(stderr, "could not sign %s: %s\n", d, printable(err.Error()))
+			continue
+		}
+		signed = append(signed, so)
+	}
+	prog.finish()
+	// Judge the signed digests again: the output shows what the ledger now says.
+	again := map[string]bool{}
+	for _, so := range signed {
+		again[so.Digest] = true
+	}
+	for i := range out.Subjects {
+		if again[out.Subjects[i].Digest] {
+			out.Subjects[i].Verdict = ""
+		}
+	}
+	if j.client == nil && len(j.signers) > 0 {
+		j.client = client
+	}
+	j.judgeAll(ctx, out.Subjects, prog)
+	prog.finish()
+	if failed > 0 {
+		fmt.Fprintf(stderr, "%d of %d digests could not be signed\n", failed, len(digests))
+	}
+	return signed, nil
+}
+
+// confirmSign lists what would be signed on stderr and asks; anything but
+// y or yes declines.
+func confirmSign(in io.Reader, stderr io.Writer, subjects []auditSubject, digests []string, bySubject map[string]int, signer *signingKey) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "UNKNOWN digests:\n")
+	for _, d := range digests {
+		s := subjects[bySubject[d]]
+		fmt.Fprintf(&b, "  %s %s\n", d, tableRefs(s))
+	}
+	fmt.Fprintf(&b, "Sign %d digest(s) as TRUSTED with key %s (%s)? [y/N] ", len(digests), printable(signer.name), shortKeyID(signer.keyID))
+	if _, err := io.WriteString(stderr, b.String()); err != nil {
+		return err
+	}
+	line, err := bufio.NewReaderSize(io.LimitReader(in, maxConfirmLine), 64).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("read the confirmation: %w", err)
+	}
+	switch strings.ToLower(strings.TrimSpace(line)) {
+	case "y", "yes":
+		return nil
+	}
+	return ErrSignDeclined
+}
+
+// signSubject records s's digest as trusted: the manifest is fetched and
+// hashed again (a registry audit already did), the statement is dated by
+// statementTime, signed and submitted, and the receipt must be for this key
+// and digest, as sign does.
+func (o *auditOptions) signSubject(ctx context.Context, stderr io.Writer, resolver *Resolver, client *ledgerclient.Client, signer *signingKey, s *auditSubject) (signOutput, error) {
+	subj, err := auditSignSubject(ctx, resolver, s)
+	if err != nil {
+		return signOutput{}, err
+	}
+	at, err := statementTime(ctx, stderr, client, subj.Digest, signer.keyID, o.root.env.now().UTC())
+	if err != nil {
+		return signOutput{}, err
+	}
+	st := notarize.NewStatement(subj.Digest, subj.Name, notarize.Predicate{
+		Status:    notarize.StatusTrusted,
+		MediaType: subj.MediaType,
+		Size:      subj.Size,
+		Kind:      subj.Kind,
+		Name:      signer.name,
+		Timestamp: at,
+	})
+	entry, err := notarize.Sign(ctx, signer.signer, st)
+	if err != nil {
+		return signOutput{}, fmt.Errorf("sign: %w", err)
+	}
+	res, err := client.Submit(ctx, entry)
+	if err != nil {
+		return signOutput{}, fmt.Errorf("record as trusted: %w", err)
+	}
+	if res.Record.KeyID != signer.keyID || res.Record.Statement.Digest() != subj.Digest {
+		return signOutput{}, errors.New("the verified receipt is for another key or digest")
+	}
+	return signOutput{
+		Subject:        subj.Name,
+		Digest:         string(subj.Digest),
+		Status:         string(notarize.StatusTrusted),
+		LogIndex:       res.Index,
+		CheckpointSize: res.Checkpoint.Size,
+		KeyID:          signer.keyID,
+		Signer:         signer.name,
+		Timestamp:      res.Record.Statement.Predicate.Timestamp.UTC(),
+		Duplicate:      res.Duplicate,
+	}, nil
+}
+
+// auditSignSubject is what a statement about s says: from the registry
+// audit's fetch, or for a local image by fetching REPO@DIGEST from its
+// registry, which must serve bytes that hash to that digest.
+func auditSignSubject(ctx context.Context, resolver *Resolver, s *auditSubject) (*Subject, error) {
+	d := notarize.Digest(s.Digest)
+	if s.kind != "" {
+		return &Subject{Name: s.References[0], Digest: d, MediaType: s.mediaType, Size: s.size, Kind: s.kind}, nil
+	}
+	var errs []error
+	for _, ref := range s.References {
+		if !strings.HasSuffix(ref, "@"+s.Digest) {
+			continue
+		}
+		subj, err := resolver.Resolve(ctx, ref, false)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if subj.Digest != d { // Resolve checks this; a statement must never be about another digest
+			return nil, fmt.Errorf("%w: %s resolved to %s", ErrDigestMismatch, ref, subj.Digest)
+		}
+		return subj, nil
+	}
+	if len(errs) == 0 {
+		return nil, fmt.Errorf("no registry reference names %s", s.Digest)
+	}
+	return nil, errors.Join(errs...)
+}
+
+func acceptedKey(signers []auditSigner, keyID string) bool {
+	for _, s := range signers {
+		if s.KeyID == keyID {
+			return true
+		}
+	}
+	return false
+}
