@@ -28,6 +28,17 @@
 // fails. A ledger can still leave entries out of a lookup; replicas that
 // follow the whole log (Follower) cannot be misled that way.
 //
+// # Lookups
+//
+// Lookups are filtered by the keys a caller is about and paginated, so that
+// statements by other keys, however many, change neither their outcome nor
+// their cost. LookupPages walks the pages (at most MaxLookupPages), each
+// verified and proven against a checkpoint consistent with the pages before,
+// each page after the previous one's last entry; Lookup collects them (at
+// most MaxLookupRecords). Current asks for the current statement of each
+// given key only: at most one entry per key, each by a key asked for. Every
+// answer is size-bounded by what was asked for.
+//
 // # State
 //
 // Under Config.Home:
@@ -45,7 +56,7 @@
 // # I/O
 //
 // All I/O goes through a small interface (checkpoint, tile, entry bundle,
-// info, submit, lookup) so that the verification logic is tested with
+// info, submit, lookup page, current statements) so that the verification logic is tested with
 // ledgers that lie. Over HTTP every answer is size-bounded, requests carry
 // the User-Agent "docker-notarize/<version>", redirects are followed only
 // within the ledger's scheme and host, and calls without a deadline get

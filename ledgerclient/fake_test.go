@@ -158,6 +158,8 @@ type fakeOps struct {
 	currentHook func(*api.LookupResponse)
 	// noCurrent answers the current endpoint with 404, as an older ledger.
 	noCurrent bool
+	// rawCurrent, when set, is the whole current-statement answer (for fuzzing).
+	rawCurrent []byte
 	// queries records the lookup pages asked for.
 	queries      []lookupQuery
 	lookupCalls  int
@@ -345,6 +347,9 @@ func (f *fakeOps) Current(_ context.Context, d notarize.Digest, keyIDs []string)
 	f.currentCalls++
 	if f.noCurrent {
 		return nil, &APIError{StatusCode: http.StatusNotFound, Code: api.CodeNotFound, Message: "no such path"}
+	}
+	if f.rawCurrent != nil {
+		return f.rawCurrent, nil
 	}
 	cp, all := f.matching(d, keyIDs)
 	resp := api.LookupResponse{Digest: d.String(), Checkpoint: cp, Entries: []api.LookupEntry{}}
