@@ -39,7 +39,9 @@ authenticated.
 On an open ledger anyone can write statements about any digest. Without
 --all only the chosen keys' statements are asked for, so nobody else's can
 change the answer or its cost. --all reads every signer's statements page by
-page (%d a page, at most %d pages) and prints each page as it is verified.`, ledgerclient.PageLimit, ledgerclient.MaxLookupPages),
+page (%d a page, at most %d pages) and prints each page as it is verified;
+should a page fail to verify, the pages before it stay printed and the
+command fails.`, ledgerclient.PageLimit, ledgerclient.MaxLookupPages),
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.image = args[0]
