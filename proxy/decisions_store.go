@@ -72,6 +72,9 @@ func (s *digestStats) open(path string, log *slog.Logger) error {
 		_ = db.Close()
 		return fmt.Errorf("open decision record %s: %w", path, err)
 	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	s.db, s.queue, s.done = db, make(chan Decision, decisionQueue), make(chan struct{})
 	go s.run(log, seq)
 	return nil
