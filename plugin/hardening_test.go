@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"github.com/docker/cli/cli/command"
 	"github.com/google/go-containerregistry/pkg/authn"
 
+	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/notarize/docker-notarize/notarize/notarizetest"
@@ -26,6 +28,12 @@ import (
 // runEnv is harness.run with the environment variables vars instead of the
 // harness's own.
 func (h *harness) runEnv(vars map[string]string, args ...string) (stdout, stderr string, code int) {
+	h.t.Helper()
+	return h.runWith(vars, nil, args...)
+}
+
+// runWith is runEnv with the environment changed by mod.
+func (h *harness) runWith(vars map[string]string, mod func(*env), args ...string) (stdout, stderr string, code int) {
 	h.t.Helper()
 	var out, errOut bytes.Buffer
 	dockerCli, err := command.NewDockerCli(
@@ -42,6 +50,9 @@ func (h *harness) runEnv(vars map[string]string, args ...string) (stdout, stderr
 		keychain:     authn.NewMultiKeychain(),
 		isTerminal:   func(int) bool { return false },
 		readPassword: func(int) ([]byte, error) { panic("no terminal in tests") },
+	}
+	if mod != nil {
+		mod(&e)
 	}
 	cmd := newRootCmd("docker-notarize", false, dockerCli, e)
 	cmd.SetArgs(args)
@@ -215,8 +226,21 @@ func TestStrangerCannotBlockRevocation(t *testing.T) {
 	const strangers = 2*ledgerclient.PageLimit + 10
 	floodStatements(t, h.ledger.URL, d, strangers)
 
-	h.mustRun(0, "untrust", app)
-	h.mustRun(1, "verify", app)
+	// untrust and verify ask for alice's current statement only, in one
+	// small answer each, whatever the stranger wrote.
+	vars := map[string]string{EnvHome: h.home, EnvPassword: testPassword, EnvLedger: h.ledger.URL}
+	for _, c := range []struct {
+		args []string
+		code int
+	}{{[]string{"untrust", app}, 0}, {[]string{"verify", app}, 1}} {
+		var lookups countingTransport
+		if out, errOut, code := h.runWith(vars, func(e *env) { e.ledgerHTTP = &http.Client{Transport: &lookups} }, c.args...); code != c.code {
+			t.Fatalf("%s after the flood: exit %d, want %d\n%s%s", c.args[0], code, c.code, out, errOut)
+		}
+		if len(lookups.paths) != 1 || !strings.HasSuffix(lookups.paths[0], api.PathCurrentSuffix) || lookups.bytes > 64<<10 {
+			t.Fatalf("%s asked %v and read %d bytes; want one current statement, a few KB", c.args[0], lookups.paths, lookups.bytes)
+		}
+	}
 
 	// The owner's machine is two hours behind: sign must still supersede
 	// the untrust, which it can only do if it finds it among the flood.
@@ -283,4 +307,30 @@ func TestInspectUsage(t *testing.T) {
 	if out := h.mustRun(0, "inspect", "--all", app); !strings.Contains(out, "no statements") {
 		t.Fatalf("inspect --all text of an unsigned image: %q", out)
 	}
+}
+
+// countingTransport records the paths of the ledger API lookups it carries
+// and the bytes of their answers.
+type countingTransport struct {
+	mu    sync.Mutex
+	paths []string
+	bytes int64
+}
+
+func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(r)
+	if err != nil || !strings.HasPrefix(r.URL.Path, api.PathDigests) {
+		return resp, err
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.paths = append(c.paths, r.URL.Path)
+	c.bytes += int64(len(b))
+	c.mu.Unlock()
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	return resp, nil
 }
