@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/notarize/docker-notarize/notarize"
 )
 
@@ -42,6 +44,62 @@ func TestRecordingNeverBlocks(t *testing.T) {
 	_ = tx.Rollback()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if err := s.close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDecisionRetention: counters and buckets not touched for
+// decisionRetention are swept from memory and from the file, and a file
+// holding expired ones (the proxy was down) loads without them; the rings
+// keep only their last entries across a reopen.
+func TestDecisionRetention(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "decisions.db")
+	s := newDigestStats(100)
+	if err := s.open(path, nil); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	old, fresh := notarize.DigestOf([]byte("old")), notarize.DigestOf([]byte("fresh"))
+	s.observe(Decision{Time: now.Add(-decisionRetention - time.Hour), Upstream: "local", Repo: "old", Digest: old, Verdict: "UNKNOWN", Outcome: OutcomeRefused})
+	for range recentRefusals + 5 {
+		s.observe(Decision{Time: now, Upstream: "local", Repo: "fresh", Digest: fresh, Verdict: "UNKNOWN", Outcome: OutcomeRefused})
+	}
+	ctx := t.Context()
+	if err := s.close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Reopened: the expired counters are not loaded, the rings are bounded.
+	s = newDigestStats(100)
+	if err := s.open(path, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.digest(old, nil); ok {
+		t.Error("an expired digest was loaded")
+	}
+	if ds, ok := s.digest(fresh, nil); !ok || ds.Denied != recentRefusals+5 {
+		t.Errorf("fresh digest after reopen: %+v", ds)
+	}
+	if s.refusals.n != recentRefusals || s.recent.n != recentRefusals+6 {
+		t.Errorf("rings after reopen: %d refusals, %d decisions", s.refusals.n, s.recent.n)
+	}
+	// A sweep removes from memory and from the file.
+	x := s.expire(now.Add(decisionRetention + time.Hour))
+	if len(x.digests) != 1 || len(x.repos) != 1 || len(x.buckets) == 0 {
+		t.Fatalf("sweep removed %+v", x)
+	}
+	var seq [2]uint64
+	if err := s.flush(nil, x, &seq); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		if n := tx.Bucket(decDigests).Stats().KeyN + tx.Bucket(decRepos).Stats().KeyN + tx.Bucket(decBuckets).Stats().KeyN; n != 0 {
+			t.Errorf("%d counters left in the file after the sweep", n)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.close(ctx); err != nil {
 		t.Fatal(err)
 	}

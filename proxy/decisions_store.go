@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -105,6 +106,7 @@ func (s *digestStats) load(tx *bolt.Tx, now time.Time, seq *[2]uint64) error {
 		s.untracked = binary.BigEndian.Uint64(v)
 	}
 	cutoff := now.Add(-decisionRetention)
+	var expired [][2][]byte // bucket, key: removed from the file once read
 	err := tx.Bucket(decDigests).ForEach(func(k, v []byte) error {
 		var ds DigestStats
 		if err := json.Unmarshal(v, &ds); err != nil || ds.Digest != notarize.Digest(k) {
@@ -112,6 +114,8 @@ func (s *digestStats) load(tx *bolt.Tx, now time.Time, seq *[2]uint64) error {
 		}
 		if ds.LastSeen.After(cutoff) && len(s.byDigest) < s.max {
 			s.byDigest[ds.Digest] = &ds
+		} else {
+			expired = append(expired, [2][]byte{decDigests, k})
 		}
 		return nil
 	})
@@ -125,6 +129,8 @@ func (s *digestStats) load(tx *bolt.Tx, now time.Time, seq *[2]uint64) error {
 		}
 		if rs.LastSeen.After(cutoff) && len(s.byRepo) < maxTrackedRepos {
 			s.byRepo[rs.Target()] = &rs
+		} else {
+			expired = append(expired, [2][]byte{decRepos, k})
 		}
 		return nil
 	})
@@ -137,6 +143,7 @@ func (s *digestStats) load(tx *bolt.Tx, now time.Time, seq *[2]uint64) error {
 			return fmt.Errorf("corrupt time bucket under %x", k)
 		}
 		if time.Unix(sb.Start, 0).Before(cutoff) {
+			expired = append(expired, [2][]byte{decBuckets, k})
 			return nil
 		}
 		b := &timeBucket{Start: sb.Start, Total: sb.Total, Series: make(map[seriesKey]*[3]uint64, len(sb.Series))}
@@ -149,6 +156,11 @@ func (s *digestStats) load(tx *bolt.Tx, now time.Time, seq *[2]uint64) error {
 	})
 	if err != nil {
 		return err
+	}
+	for _, x := range expired {
+		if err := tx.Bucket(x[0]).Delete(bytes.Clone(x[1])); err != nil {
+			return err
+		}
 	}
 	for i, x := range []struct {
 		name []byte
