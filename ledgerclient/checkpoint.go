@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/transparency-dev/formats/log"
 	"github.com/transparency-dev/merkle/compact"
@@ -29,6 +30,11 @@ type Checkpoint struct {
 	Hash   []byte
 	// Raw is the signed note text, as served by the ledger.
 	Raw []byte
+	// WitnessedAt is, with a witness policy, the newest time at which the
+	// cosignatures made at or after it satisfy the policy's quorum (see
+	// WitnessPolicy.Witnessed); the checkpoint's age counts from it. Zero
+	// without a witness policy, and for the stored checkpoint.
+	WitnessedAt time.Time
 }
 
 // errUnverifiedNote marks a well-formed note that carries no signature by the

@@ -49,6 +49,16 @@ type Config struct {
 	// Logger receives a record when a key is pinned and when the stored
 	// checkpoint advances; default: discard.
 	Logger *slog.Logger
+	// WitnessPolicy, when set, makes every checkpoint the ledger shows count
+	// only when a quorum of its witnesses has cosigned it (a
+	// *WitnessQuorumError otherwise), and sets Checkpoint.WitnessedAt. Without
+	// it, a ledger (or a front before it) can show one history to some
+	// clients and another to others, and hold back new entries unnoticed.
+	WitnessPolicy *WitnessPolicy
+	// MaxWitnessAge, when positive (with a WitnessPolicy), refuses every
+	// checkpoint whose quorum was completed longer ago with a
+	// *StaleCheckpointError.
+	MaxWitnessAge time.Duration
 }
 
 // Validate checks the configuration.
@@ -66,6 +76,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Timeout < 0 {
 		return fmt.Errorf("negative timeout %v", c.Timeout)
+	}
+	if c.MaxWitnessAge < 0 || c.MaxWitnessAge > 0 && c.WitnessPolicy == nil {
+		return fmt.Errorf("maximum witness age %v needs a witness policy and must not be negative", c.MaxWitnessAge)
 	}
 	return nil
 }
@@ -127,6 +140,10 @@ type Client struct {
 	vkey     string
 	timeout  time.Duration
 	log      *slog.Logger
+	// witnesses and maxAge check each checkpoint the ledger shows (witness.go).
+	witnesses *WitnessPolicy
+	maxAge    time.Duration
+	now       func() time.Time
 }
 
 // New returns a client for the ledger at cfg.URL. With a verifier key
@@ -154,7 +171,8 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 // newClient resolves the verifier key (configured, pinned or first use) for
 // the ledger known as url, reached through o. cfg has its defaults.
 func newClient(ctx context.Context, cfg Config, url string, o ops) (*Client, error) {
-	c := &Client{url: url, ops: o, store: newStore(cfg.Home), timeout: cfg.Timeout, log: cfg.Logger}
+	c := &Client{url: url, ops: o, store: newStore(cfg.Home), timeout: cfg.Timeout, log: cfg.Logger,
+		witnesses: cfg.WitnessPolicy, maxAge: cfg.MaxWitnessAge, now: time.Now}
 	pinned, ok, err := c.store.pin(url)
 	if err != nil {
 		return nil, err
@@ -389,7 +407,7 @@ func (c *Client) fetchCheckpoint(ctx context.Context) (Checkpoint, error) {
 		}
 		return Checkpoint{}, c.explain(ctx, checkpointError(raw, c.verifier, err))
 	}
-	return checkedCheckpoint(lc, raw)
+	return c.witnessed(checkedCheckpoint(lc, raw))
 }
 
 // checkpoint verifies a checkpoint the ledger sent inside an API answer.
@@ -398,7 +416,7 @@ func (c *Client) checkpoint(ctx context.Context, raw []byte) (Checkpoint, error)
 	if err != nil {
 		return Checkpoint{}, c.explain(ctx, err)
 	}
-	return cp, nil
+	return c.witnessed(cp, nil)
 }
 
 // explain turns a checkpoint without a signature by the pinned key into

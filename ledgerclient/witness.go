@@ -1,0 +1,310 @@
+package ledgerclient
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	fnote "github.com/transparency-dev/formats/note"
+	"github.com/transparency-dev/tessera"
+	"golang.org/x/mod/sumdb/note"
+)
+
+// MaxWitnessPolicySize bounds a witness policy file.
+const MaxWitnessPolicySize = 64 << 10
+
+// maxPolicyNodes bounds the witnesses and groups a policy's quorum reaches,
+// counted along every path (a group may name another group more than once),
+// so that checking a checkpoint against it stays cheap.
+const maxPolicyNodes = 1000
+
+// ErrWitnessQuorum is matched (errors.Is) by a *WitnessQuorumError.
+var ErrWitnessQuorum = errors.New("checkpoint not cosigned by a quorum of the witness policy")
+
+// ErrStaleCheckpoint is matched (errors.Is) by a *StaleCheckpointError.
+var ErrStaleCheckpoint = errors.New("witnessed checkpoint too old")
+
+// WitnessPolicy is which witnesses must cosign a ledger checkpoint before a
+// client believes it: a C2SP tlog-cosignature (cosignature/v1) quorum, read
+// from a policy file in the format of Tessera's NewWitnessGroupFromPolicy
+// (Sigsum's policy format: "witness NAME VKEY URL", "group NAME N|any|all
+// MEMBER...", "quorum NAME"; a "log" line is ignored, the ledger's key is
+// pinned separately). Witnesses see every checkpoint the ledger publishes and
+// cosign only one that extends the ones they cosigned before, so a quorum of
+// cosignatures means that history is the one every client sees, and the
+// newest cosignature timestamp completing the quorum says how fresh it is.
+type WitnessPolicy struct {
+	group     tessera.WitnessGroup
+	witnesses []policyWitness // every witness the quorum reaches, once
+}
+
+// policyWitness is one witness of a policy: its label in the policy file and
+// its cosignature/v1 verifier.
+type policyWitness struct {
+	label string
+	key   note.Verifier
+}
+
+// name is how errors name the witness: its policy label and its key name.
+func (w policyWitness) name() string {
+	if w.label == "" || w.label == w.key.Name() {
+		return w.key.Name()
+	}
+	return w.label + " (" + w.key.Name() + ")"
+}
+
+type keyID struct {
+	name string
+	hash uint32
+}
+
+func idOf(v note.Verifier) keyID { return keyID{v.Name(), v.KeyHash()} }
+
+// ParseWitnessPolicy parses a witness policy file with Tessera's parser and
+// refuses what would make a quorum mean less than it says: a quorum of
+// "none" or a group of threshold 0, two policy names for the same witness
+// key, a group naming the same witness twice, and a policy too large.
+func ParseWitnessPolicy(b []byte) (*WitnessPolicy, error) {
+	if len(b) > MaxWitnessPolicySize {
+		return nil, fmt.Errorf("witness policy of %d bytes, at most %d", len(b), MaxWitnessPolicySize)
+	}
+	g, err := tessera.NewWitnessGroupFromPolicy(b)
+	if err != nil {
+		return nil, fmt.Errorf("witness policy: %w", err)
+	}
+	if g.N == 0 {
+		return nil, errors.New(`witness policy: the quorum requires no witness ("none" or a threshold of 0); leave the policy out instead`)
+	}
+	labels, err := witnessLabels(b)
+	if err != nil {
+		return nil, err
+	}
+	p := &WitnessPolicy{group: g}
+	seen := map[keyID]bool{}
+	nodes := 0
+	var walk func(c any) error
+	walk = func(c any) error {
+		if nodes++; nodes > maxPolicyNodes {
+			return fmt.Errorf("witness policy: the quorum reaches more than %d witnesses and groups", maxPolicyNodes)
+		}
+		switch c := c.(type) {
+		case tessera.Witness:
+			if id := idOf(c.Key); !seen[id] {
+				seen[id] = true
+				p.witnesses = append(p.witnesses, policyWitness{label: labels[id], key: c.Key})
+			}
+			return nil
+		case tessera.WitnessGroup:
+			if c.N <= 0 {
+				return errors.New("witness policy: a group of threshold 0 is satisfied by no witness at all")
+			}
+			members := map[keyID]bool{}
+			for _, m := range c.Components {
+				if w, ok := m.(tessera.Witness); ok {
+					if members[idOf(w.Key)] {
+						return fmt.Errorf("witness policy: a group names witness %q twice, so one cosignature would count twice", w.Key.Name())
+					}
+					members[idOf(w.Key)] = true
+				}
+				if err := walk(m); err != nil {
+					return err
+				}
+			}
+			return nil
+		default:
+			return fmt.Errorf("witness policy: unknown component %T", c)
+		}
+	}
+	if err := walk(g); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// witnessLabels maps each witness key of a policy Tessera has parsed to its
+// NAME in the policy file, for messages, and refuses one key under two names
+// (which would let one witness count as two).
+func witnessLabels(b []byte) (map[keyID]string, error) {
+	labels := map[keyID]string{}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		line, _, _ := strings.Cut(sc.Text(), "#")
+		f := strings.Fields(line)
+		if len(f) != 4 || f[0] != "witness" {
+			continue
+		}
+		v, err := fnote.NewVerifierForCosignatureV1(f[2])
+		if err != nil {
+			return nil, fmt.Errorf("witness policy: witness %q: %w", f[1], err)
+		}
+		if prev, ok := labels[idOf(v)]; ok {
+			return nil, fmt.Errorf("witness policy: witnesses %q and %q have the same key, so one witness would count twice", prev, f[1])
+		}
+		labels[idOf(v)] = f[1]
+	}
+	return labels, sc.Err()
+}
+
+// Witnesses returns the names of the policy's witnesses ("NAME (key name)").
+func (p *WitnessPolicy) Witnesses() []string {
+	out := make([]string, len(p.witnesses))
+	for i, w := range p.witnesses {
+		out[i] = w.name()
+	}
+	return out
+}
+
+// WitnessQuorumError refuses a checkpoint signed by the ledger's key but not
+// cosigned by a quorum of the witness policy: the witnesses did not see (or
+// did not accept) the history it commits to — a split view shown to this
+// client only — or too many of them are down. It keeps the checkpoint as
+// served, with its signatures, as evidence.
+type WitnessQuorumError struct {
+	// Checkpoint is the ledger-signed checkpoint that was refused; its Raw
+	// is the note as served.
+	Checkpoint Checkpoint
+	// Cosigned names the policy's witnesses whose cosignature verified.
+	Cosigned []string
+	// Missing names the policy's witnesses without a valid cosignature.
+	Missing []string
+	// Forged names those of Missing with a cosignature line under their key
+	// that does not verify.
+	Forged []string
+}
+
+// Error names the checkpoint and the missing, forged and present cosigners.
+func (e *WitnessQuorumError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "SECURITY ERROR: ledger %q checkpoint size %d root %s is not cosigned by a quorum of the witness policy: missing %s",
+		e.Checkpoint.Origin, e.Checkpoint.Size, base64.StdEncoding.EncodeToString(e.Checkpoint.Hash), list(e.Missing))
+	if len(e.Forged) > 0 {
+		fmt.Fprintf(&b, " (forged cosignature by %s)", list(e.Forged))
+	}
+	fmt.Fprintf(&b, "; cosigned by %s. The ledger shows a history its witnesses did not cosign (a split view), or too many witnesses are down", list(e.Cosigned))
+	return b.String()
+}
+
+// Is matches ErrWitnessQuorum and ErrBadCheckpoint.
+func (e *WitnessQuorumError) Is(target error) bool {
+	return target == ErrWitnessQuorum || target == ErrBadCheckpoint
+}
+
+// StaleCheckpointError refuses a checkpoint whose witness quorum was
+// completed longer ago than the client accepts: the ledger, or a front
+// before it, may be holding back newer entries (a revocation).
+type StaleCheckpointError struct {
+	// Checkpoint is the refused checkpoint, WitnessedAt set.
+	Checkpoint Checkpoint
+	// Age is how long ago the quorum was completed; MaxAge the bound.
+	Age, MaxAge time.Duration
+}
+
+// Error names the checkpoint, its age and the bound.
+func (e *StaleCheckpointError) Error() string {
+	return fmt.Sprintf("ledger %q checkpoint size %d was last cosigned by a witness quorum %s ago (at %s), more than the accepted %s: the ledger or a front before it may be holding back newer entries",
+		e.Checkpoint.Origin, e.Checkpoint.Size, e.Age.Round(time.Second), e.Checkpoint.WitnessedAt.UTC().Format(time.RFC3339), e.MaxAge)
+}
+
+// Is matches ErrStaleCheckpoint.
+func (e *StaleCheckpointError) Is(target error) bool { return target == ErrStaleCheckpoint }
+
+func list(names []string) string {
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ", ")
+}
+
+// Witnessed checks cp (already verified under the ledger's key) against the
+// policy and returns it with WitnessedAt set: the newest time at which the
+// cosignatures made at or after it still satisfy the quorum. It refuses a
+// checkpoint without a quorum with a *WitnessQuorumError.
+func (p *WitnessPolicy) Witnessed(cp Checkpoint) (Checkpoint, error) {
+	at := map[keyID]time.Time{}
+	var cosigned, missing, forged []string
+	for _, w := range p.witnesses {
+		t, err := cosignedAt(cp.Raw, w.key)
+		switch {
+		case err == nil:
+			at[idOf(w.key)] = t
+			cosigned = append(cosigned, w.name())
+		default:
+			missing = append(missing, w.name())
+			var inv *note.InvalidSignatureError
+			if errors.As(err, &inv) {
+				forged = append(forged, w.name())
+			}
+		}
+	}
+	t, ok := quorumTime(p.group, at)
+	// Tessera's own predicate must agree: a quorum counts only when both do.
+	if !ok || !p.group.Satisfied(cp.Raw) {
+		return Checkpoint{}, &WitnessQuorumError{Checkpoint: cp, Cosigned: cosigned, Missing: missing, Forged: forged}
+	}
+	cp.WitnessedAt = t
+	return cp, nil
+}
+
+// cosignedAt verifies w's cosignature/v1 on the note raw and returns its
+// timestamp. Only the first of several lines by one key counts (note.Open).
+func cosignedAt(raw []byte, w note.Verifier) (time.Time, error) {
+	n, err := note.Open(raw, note.VerifierList(w))
+	if err != nil {
+		return time.Time{}, err
+	}
+	if len(n.Sigs) != 1 {
+		return time.Time{}, fmt.Errorf("%d cosignatures by %q", len(n.Sigs), w.Name())
+	}
+	return fnote.CoSigV1Timestamp(n.Sigs[0])
+}
+
+// quorumTime evaluates a policy component given each witness's verified
+// cosignature time: whether it is satisfied and the newest time T such that
+// the cosignatures made at or after T satisfy it (a group of threshold N
+// takes the N-th newest of its satisfied members).
+func quorumTime(c any, at map[keyID]time.Time) (time.Time, bool) {
+	switch c := c.(type) {
+	case tessera.Witness:
+		t, ok := at[idOf(c.Key)]
+		return t, ok
+	case tessera.WitnessGroup:
+		if c.N <= 0 {
+			return time.Time{}, false
+		}
+		var ts []time.Time
+		for _, m := range c.Components {
+			if t, ok := quorumTime(m, at); ok {
+				ts = append(ts, t)
+			}
+		}
+		if len(ts) < c.N {
+			return time.Time{}, false
+		}
+		slices.SortFunc(ts, func(a, b time.Time) int { return b.Compare(a) })
+		return ts[c.N-1], true
+	default:
+		return time.Time{}, false
+	}
+}
+
+// witnessed applies the client's witness policy and maximum age to a
+// checkpoint the ledger showed (verified under its key, or err). Without a
+// policy it returns cp as it is.
+func (c *Client) witnessed(cp Checkpoint, err error) (Checkpoint, error) {
+	if err != nil || c.witnesses == nil {
+		return cp, err
+	}
+	cp, err = c.witnesses.Witnessed(cp)
+	if err != nil {
+		return Checkpoint{}, err
+	}
+	if age := c.now().Sub(cp.WitnessedAt); c.maxAge > 0 && age > c.maxAge {
+		return Checkpoint{}, &StaleCheckpointError{Checkpoint: cp, Age: age, MaxAge: c.maxAge}
+	}
+	return cp, nil
+}

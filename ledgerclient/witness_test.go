@@ -1,0 +1,273 @@
+package ledgerclient
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/notarize/docker-notarize/internal/witnesstest"
+	"github.com/notarize/docker-notarize/notarize"
+)
+
+// threeWitnesses returns three test witnesses and a 2-of-3 policy over them.
+func threeWitnesses(t *testing.T) ([]*witnesstest.Witness, *WitnessPolicy) {
+	t.Helper()
+	ws := []*witnesstest.Witness{
+		witnesstest.New(t, "w1", "witness1.test"),
+		witnesstest.New(t, "w2", "witness2.test"),
+		witnesstest.New(t, "w3", "witness3.test"),
+	}
+	p, err := ParseWitnessPolicy(witnesstest.Policy(2, ws...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ws, p
+}
+
+// witnessedClient returns a fake ledger of n leaves and a client with the
+// policy, pinned to the ledger's key, whose clock reads now.
+func witnessedClient(t *testing.T, n int, p *WitnessPolicy, maxAge time.Duration, now time.Time) (*fakeOps, *Client) {
+	t.Helper()
+	s, vkey := newNoteKey(t, testOrigin)
+	f := newFakeOps(t, newFakeLog(s, vkey))
+	f.grow(n)
+	cfg := Config{URL: "https://ledger.test", Home: t.TempDir(), VerifierKey: vkey, WitnessPolicy: p, MaxWitnessAge: maxAge}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := newClient(t.Context(), cfg.withDefaults(), "https://ledger.test", f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.now = func() time.Time { return now }
+	return f, c
+}
+
+// cosignedBy is a checkpoint hook adding each witness's cosignature at its time.
+func cosignedBy(sigs ...func([]byte) []byte) func([]byte) []byte {
+	return func(b []byte) []byte {
+		for _, s := range sigs {
+			b = s(b)
+		}
+		return b
+	}
+}
+
+func at(w *witnesstest.Witness, t time.Time) func([]byte) []byte {
+	return func(b []byte) []byte { return w.Cosign(b, t) }
+}
+
+func TestParseWitnessPolicy(t *testing.T) {
+	w1 := witnesstest.New(t, "w1", "witness1.test")
+	w2 := witnesstest.New(t, "w2", "witness2.test")
+	line := func(w *witnesstest.Witness, label string) string {
+		return fmt.Sprintf("witness %s %s https://%s.test/\n", label, w.VKey, label)
+	}
+	for _, tc := range []struct {
+		name, policy, wantErr string
+	}{
+		{"two of two", line(w1, "w1") + line(w2, "w2") + "group g all w1 w2\nquorum g\n", ""},
+		{"single witness", line(w1, "w1") + "quorum w1\n", ""},
+		{"log line ignored", "log " + w1.VKey + "\n" + line(w1, "w1") + "quorum w1\n", ""},
+		{"quorum none", line(w1, "w1") + "quorum none\n", "requires no witness"},
+		{"no quorum", line(w1, "w1"), "must define a quorum"},
+		{"threshold zero", line(w1, "w1") + line(w2, "w2") + "group z 0 w1\ngroup g 1 z w2\nquorum g\n", "threshold 0"},
+		{"one key two names", line(w1, "w1") + line(w1, "w1bis") + "group g 2 w1 w1bis\nquorum g\n", "same key"},
+		{"witness twice in a group", line(w1, "w1") + line(w2, "w2") + "group g 2 w1 w1 w2\nquorum g\n", "twice"},
+		{"bad key", "witness w1 nokey https://w1.test/\nquorum w1\n", "invalid witness config"},
+		{"unknown keyword", "quorate w1\n", "unknown keyword"},
+		{"too large", strings.Repeat("#", MaxWitnessPolicySize+1), "at most"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := ParseWitnessPolicy([]byte(tc.policy))
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(p.Witnesses()) == 0 {
+					t.Fatal("no witnesses")
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("err = %v, want %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestWitnessQuorum(t *testing.T) {
+	now := time.Now().Truncate(time.Second)
+	ws, p := threeWitnesses(t)
+	w1, w2, w3 := ws[0], ws[1], ws[2]
+	stranger := witnesstest.New(t, "w9", "witness9.test")
+	// An impostor under w2's name and label but another key.
+	impostor := witnesstest.New(t, "w2", "witness2.test")
+	for _, tc := range []struct {
+		name      string
+		hook      func([]byte) []byte
+		wantAt    time.Time // quorum met
+		missing   []string  // quorum not met
+		forged    []string
+		cosignedN int
+	}{
+		{name: "two of three", hook: cosignedBy(at(w1, now.Add(-time.Hour)), at(w3, now.Add(-2*time.Hour))), wantAt: now.Add(-2 * time.Hour)},
+		{name: "age from the cosignature completing the quorum",
+			hook:   cosignedBy(at(w1, now.Add(-3*time.Hour)), at(w2, now.Add(-time.Hour)), at(w3, now.Add(-2*time.Hour))),
+			wantAt: now.Add(-2 * time.Hour)},
+		{name: "one short", hook: at(w2, now), missing: []string{"w1 (witness1.test)", "w3 (witness3.test)"}, cosignedN: 1},
+		{name: "none", hook: nil, missing: []string{"w1 (witness1.test)", "w2 (witness2.test)", "w3 (witness3.test)"}},
+		{name: "forged cosignature", hook: cosignedBy(at(w1, now), func(b []byte) []byte { return w2.Forge(b, now) }),
+			missing: []string{"w2 (witness2.test)", "w3 (witness3.test)"}, forged: []string{"w2 (witness2.test)"}, cosignedN: 1},
+		{name: "witness not in the policy", hook: cosignedBy(at(w1, now), at(stranger, now)),
+			missing: []string{"w2 (witness2.test)", "w3 (witness3.test)"}, cosignedN: 1},
+		{name: "impostor under a witness's name", hook: cosignedBy(at(w1, now), at(impostor, now)),
+			missing: []string{"w2 (witness2.test)", "w3 (witness3.test)"}, cosignedN: 1},
+		{name: "duplicate cosignature counted once", hook: cosignedBy(at(w1, now), at(w1, now.Add(-time.Minute))),
+			missing: []string{"w2 (witness2.test)", "w3 (witness3.test)"}, cosignedN: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, c := witnessedClient(t, 5, p, 0, now)
+			f.checkpointHook = tc.hook
+			if tc.hook == nil {
+				f.checkpointHook = func(b []byte) []byte { return b }
+			}
+			cp, err := c.Latest(t.Context())
+			if tc.missing == nil {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !cp.WitnessedAt.Equal(tc.wantAt) {
+					t.Fatalf("WitnessedAt = %v, want %v", cp.WitnessedAt, tc.wantAt)
+				}
+				return
+			}
+			var qe *WitnessQuorumError
+			if !errors.As(err, &qe) || !errors.Is(err, ErrWitnessQuorum) || !errors.Is(err, ErrBadCheckpoint) {
+				t.Fatalf("err = %v, want a *WitnessQuorumError", err)
+			}
+			if !slices.Equal(qe.Missing, tc.missing) || !slices.Equal(qe.Forged, tc.forged) || len(qe.Cosigned) != tc.cosignedN {
+				t.Fatalf("missing %q forged %q cosigned %q; want missing %q forged %q and %d cosigned",
+					qe.Missing, qe.Forged, qe.Cosigned, tc.missing, tc.forged, tc.cosignedN)
+			}
+			for _, m := range tc.missing {
+				if !strings.Contains(err.Error(), m) {
+					t.Fatalf("error %q does not name %s", err, m)
+				}
+			}
+			if qe.Checkpoint.Size != 5 || len(qe.Checkpoint.Raw) == 0 {
+				t.Fatalf("evidence %+v", qe.Checkpoint)
+			}
+			if b, _ := c.store.readCheckpoint(testOrigin); b != nil {
+				t.Fatal("a checkpoint without quorum was stored")
+			}
+		})
+	}
+}
+
+// TestWitnessSplitView: a ledger forked under its own key shows history B to
+// a second client. The honest witnesses cosigned history A only; B carries
+// the cosignature of one colluding witness. The client requiring 2 of 3
+// refuses B and names the witnesses that did not cosign it.
+func TestWitnessSplitView(t *testing.T) {
+	now := time.Now().Truncate(time.Second)
+	ws, p := threeWitnesses(t)
+	w1, w2, w3 := ws[0], ws[1], ws[2]
+
+	fa, ca := witnessedClient(t, 4, p, 0, now)
+	fa.checkpointHook = cosignedBy(at(w1, now), at(w2, now), at(w3, now))
+	cpA, err := ca.Latest(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// History B: the same key, other entries; only w3 colludes.
+	forked := newFakeLog(fa.log.signer, fa.log.vkey)
+	for i := range 4 {
+		forked.add(fmt.Appendf(nil, "forked leaf %d", i))
+	}
+	fb, cb := witnessedClient(t, 0, p, 0, now)
+	fb.setLog(forked)
+	cb.verifier, cb.vkey = ca.verifier, ca.vkey
+	fb.checkpointHook = at(w3, now)
+	_, err = cb.Latest(t.Context())
+	var qe *WitnessQuorumError
+	if !errors.As(err, &qe) {
+		t.Fatalf("history B accepted: err = %v", err)
+	}
+	if !slices.Equal(qe.Missing, []string{"w1 (witness1.test)", "w2 (witness2.test)"}) || !slices.Equal(qe.Cosigned, []string{"w3 (witness3.test)"}) {
+		t.Fatalf("missing %q cosigned %q", qe.Missing, qe.Cosigned)
+	}
+	if qe.Checkpoint.Size != cpA.Size || string(qe.Checkpoint.Hash) == string(cpA.Hash) {
+		t.Fatal("the evidence is not history B's checkpoint")
+	}
+	// Without the policy the same client accepts history B: the defence is the quorum.
+	cb.witnesses = nil
+	if _, err := cb.Latest(t.Context()); err != nil {
+		t.Fatalf("without a policy: %v", err)
+	}
+}
+
+// TestWitnessAPIAnswers: the checkpoints inside receipts and lookup answers
+// need the quorum too, and each is held to the maximum age.
+func TestWitnessAPIAnswers(t *testing.T) {
+	now := time.Now().Truncate(time.Second)
+	ws, p := threeWitnesses(t)
+	w1, w2 := ws[0], ws[1]
+	f, c := witnessedClient(t, 2, p, time.Hour, now)
+	f.checkpointHook = cosignedBy(at(w1, now.Add(-time.Minute)), at(w2, now))
+	signer := newEntrySigner(t)
+	res, err := c.Submit(t.Context(), signEntry(t, signer, digestA, notarize.StatusTrusted, t0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Checkpoint.WitnessedAt.Equal(now.Add(-time.Minute)) {
+		t.Fatalf("receipt checkpoint WitnessedAt = %v", res.Checkpoint.WitnessedAt)
+	}
+	lr, err := c.Lookup(t.Context(), digestA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lr.Checkpoint.WitnessedAt.IsZero() {
+		t.Fatal("lookup checkpoint not witnessed")
+	}
+
+	f.checkpointHook = at(w1, now)
+	if _, err := c.Lookup(t.Context(), digestA); !errors.Is(err, ErrWitnessQuorum) {
+		t.Fatalf("lookup without quorum: %v", err)
+	}
+	if _, err := c.Current(t.Context(), digestA, res.Record.KeyID); !errors.Is(err, ErrWitnessQuorum) {
+		t.Fatalf("current without quorum: %v", err)
+	}
+	if _, err := c.Submit(t.Context(), signEntry(t, signer, digestB, notarize.StatusTrusted, t0)); !errors.Is(err, ErrWitnessQuorum) {
+		t.Fatalf("receipt without quorum: %v", err)
+	}
+
+	// A quorum completed two hours ago: a frozen or held-back view.
+	f.checkpointHook = cosignedBy(at(w1, now.Add(-2*time.Hour)), at(w2, now))
+	var se *StaleCheckpointError
+	if _, err := c.Lookup(t.Context(), digestA); !errors.As(err, &se) || !errors.Is(err, ErrStaleCheckpoint) {
+		t.Fatalf("stale lookup: %v", err)
+	}
+	if se.Age != 2*time.Hour || se.MaxAge != time.Hour || !strings.Contains(se.Error(), "2h0m0s ago") {
+		t.Fatalf("stale error %v", se)
+	}
+	if _, err := c.Latest(t.Context()); !errors.Is(err, ErrStaleCheckpoint) {
+		t.Fatalf("stale latest: %v", err)
+	}
+}
+
+func TestWitnessConfig(t *testing.T) {
+	_, p := threeWitnesses(t)
+	for _, cfg := range []Config{
+		{URL: "https://l.test", Home: "h", MaxWitnessAge: time.Hour},
+		{URL: "https://l.test", Home: "h", WitnessPolicy: p, MaxWitnessAge: -time.Second},
+	} {
+		if err := cfg.Validate(); err == nil {
+			t.Errorf("%+v: valid", cfg)
+		}
+	}
+}
