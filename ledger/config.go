@@ -28,6 +28,15 @@ const (
 	// DefaultCheckpointInterval is how often a new checkpoint may be
 	// published. It is also the minimum.
 	DefaultCheckpointInterval = 100 * time.Millisecond
+	// DefaultCheckpointRepublishInterval is how often an unchanged
+	// checkpoint is published again (and so witnessed again).
+	DefaultCheckpointRepublishInterval = time.Minute
+	// DefaultWitnessTimeout bounds one attempt to gather the witness
+	// quorum's cosignatures for a checkpoint.
+	DefaultWitnessTimeout = 5 * time.Second
+	// DefaultReceiptTimeout is how long a submission waits for a published
+	// checkpoint covering its entry before it is answered ErrUnavailable.
+	DefaultReceiptTimeout = 30 * time.Second
 )
 
 // MinCheckpointInterval is the smallest CheckpointInterval the POSIX storage accepts.
@@ -90,6 +99,31 @@ type Config struct {
 	// DefaultCheckpointInterval; at least MinCheckpointInterval otherwise.
 	// With StorageMySQL it is the interval across all instances.
 	CheckpointInterval time.Duration
+	// WitnessPolicy, when not empty, is a witness policy file in the format
+	// Tessera's NewWitnessGroupFromPolicy reads (Sigsum's policy format:
+	// "log", "witness NAME VKEY URL", "group NAME N|any|all MEMBERS…" and
+	// "quorum NAME" lines, with C2SP tlog-cosignature verifier keys). Every
+	// checkpoint is then sent to the witnesses (C2SP tlog-witness) and
+	// published only once the quorum has cosigned it; /checkpoint serves
+	// the cosigned note. See witness.go for what happens while the quorum
+	// is unreachable.
+	WitnessPolicy []byte
+	// WitnessTimeout bounds one attempt to gather the quorum's cosignatures
+	// (DefaultWitnessTimeout); a failed attempt is retried at the next
+	// checkpoint interval.
+	WitnessTimeout time.Duration
+	// CheckpointRepublishInterval is how often the checkpoint is published,
+	// and witnessed, again when the log has not grown, so that the newest
+	// cosignature's timestamp shows how fresh the checkpoint is. Zero means
+	// DefaultCheckpointRepublishInterval; otherwise at least
+	// CheckpointInterval.
+	CheckpointRepublishInterval time.Duration
+	// ReceiptTimeout bounds how long a submission waits for a published
+	// checkpoint covering its entry (DefaultReceiptTimeout). Past it the
+	// submission is answered ErrUnavailable (HTTP 503, Retry-After); the
+	// entry stays sequenced and is published with the next checkpoint. At
+	// most DefaultReceiptTimeout.
+	ReceiptTimeout time.Duration
 	// RateLimits bound what writers may submit and append (open and
 	// enrolled-signer ledgers alike). Zero fields take their defaults.
 	RateLimits RateLimits
@@ -226,6 +260,7 @@ func (c *Config) Validate() error {
 	if c.CheckpointInterval != 0 && c.CheckpointInterval < MinCheckpointInterval {
 		errs = append(errs, fmt.Errorf("CheckpointInterval %v is below the minimum %v", c.CheckpointInterval, MinCheckpointInterval))
 	}
+	errs = append(errs, c.validateWitnessing()...)
 	errs = append(errs, c.RateLimits.validate()...)
 	for _, p := range c.TrustedProxies {
 		if !p.IsValid() {
@@ -251,6 +286,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.CheckpointInterval == 0 {
 		c.CheckpointInterval = DefaultCheckpointInterval
+	}
+	if c.CheckpointRepublishInterval == 0 {
+		c.CheckpointRepublishInterval = DefaultCheckpointRepublishInterval
+	}
+	if c.WitnessTimeout == 0 {
+		c.WitnessTimeout = DefaultWitnessTimeout
+	}
+	if c.ReceiptTimeout == 0 {
+		c.ReceiptTimeout = DefaultReceiptTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

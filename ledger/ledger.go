@@ -43,7 +43,7 @@ const (
 	awaitPoll       = 10 * time.Millisecond // how often the publication awaiter reads the checkpoint
 	batchMaxSize    = 1024                  // Tessera batch size
 	maxInFlight     = 4096                  // concurrent submissions before the ledger answers 503
-	receiptTimeout  = 30 * time.Second      // longest a submission waits for its checkpoint
+	receiptTimeout  = DefaultReceiptTimeout // how long a claim on an append may be held (see claimStale)
 	indexWait       = 10 * time.Second      // longest a lookup waits for the index to catch up
 	tesseraPushback = 1 << 16               // WithPushback; the POSIX driver does not use it
 )
@@ -63,6 +63,8 @@ type Ledger struct {
 	store        store
 	closeBackend func() error
 	cancel       context.CancelFunc
+
+	witnessed bool // checkpoints are published once a witness quorum cosigned them
 
 	inflight  chan struct{} // semaphore bounding concurrent appends
 	closing   atomic.Bool
@@ -219,6 +221,11 @@ func (l *Ledger) start(ctx, bg context.Context, b *backend) error {
 		WithCheckpointInterval(max(l.cfg.CheckpointInterval, b.minTesseraInterval)).
 		WithPushback(tesseraPushback).
 		WithAntispam(tessera.DefaultAntispamInMemorySize, st)
+	witnessed, err := l.cfg.withWitnesses(opts)
+	if err != nil {
+		return err
+	}
+	l.witnessed = witnessed
 	appender, shutdown, reader, err := tessera.NewAppender(bg, b.driver, opts)
 	if err != nil {
 		return fmt.Errorf("tessera appender: %w", err)

@@ -205,7 +205,7 @@ func openMySQL(ctx, bg context.Context, cfg Config) (_ *backend, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("mysql %s: %w", where, err)
 	}
-	pub := &checkpointPublisher{db: db, log: cfg.Logger, id: id, done: make(chan struct{})}
+	pub := &checkpointPublisher{db: db, log: cfg.Logger, id: id, republish: cfg.CheckpointRepublishInterval, done: make(chan struct{})}
 	return &backend{
 		driver:             driver,
 		store:              st,
@@ -236,11 +236,14 @@ const tesseraMySQLMinInterval = time.Second
 // keeps running beside this one. Publishers serialize on the Checkpoint row
 // and read the tree under it, so published sizes never go down.
 type checkpointPublisher struct {
-	db      *sql.DB
-	log     *slog.Logger
-	id      *identity
-	started atomic.Bool
-	done    chan struct{} // closed when run returns
+	db  *sql.DB
+	log *slog.Logger
+	id  *identity
+	// republish is how often an unchanged checkpoint is published (and
+	// witnessed) again; zero never.
+	republish time.Duration
+	started   atomic.Bool
+	done      chan struct{} // closed when run returns
 
 	lastNote []byte // the last checkpoint note read, and its size
 	lastSize uint64
@@ -280,13 +283,16 @@ func (p *checkpointPublisher) wait() {
 	}
 }
 
-// publish signs and stores a checkpoint of the current tree if it grew
-// and no instance published one in the last 90 % of interval (the slack
-// keeps a ticker at the same interval from skipping every other tick).
+// publish signs (sign also gathers the witness quorum's cosignatures)
+// and stores a checkpoint of the current tree if it grew, or if the
+// published one is older than the republish interval, and no instance
+// published one in the last 90 % of interval (the slack keeps a ticker at
+// the same interval from skipping every other tick).
 func (p *checkpointPublisher) publish(ctx context.Context, sign func(context.Context, uint64, []byte) ([]byte, error), interval time.Duration) error {
 	var size uint64
 	var note []byte
-	err := p.db.QueryRowContext(ctx, "SELECT t.`size`, c.`note` FROM `TreeState` t LEFT JOIN `Checkpoint` c ON c.`id` = 0 WHERE t.`id` = 0").Scan(&size, &note)
+	var publishedAt sql.NullInt64
+	err := p.db.QueryRowContext(ctx, "SELECT t.`size`, c.`note`, c.`published_at` FROM `TreeState` t LEFT JOIN `Checkpoint` c ON c.`id` = 0 WHERE t.`id` = 0").Scan(&size, &note, &publishedAt)
 	if err != nil {
 		return fmt.Errorf("read tree state: %w", err)
 	}
@@ -298,7 +304,8 @@ func (p *checkpointPublisher) publish(ctx context.Context, sign func(context.Con
 			}
 			p.lastNote, p.lastSize = note, cp.Size
 		}
-		if p.lastSize >= size {
+		stale := p.republish > 0 && time.Since(time.UnixMilli(publishedAt.Int64)) >= p.republish
+		if p.lastSize >= size && !stale {
 			return nil
 		}
 	}

@@ -134,10 +134,10 @@ func (l *Ledger) finish(id [32]byte, sub *submission, cancel context.CancelFunc)
 }
 
 // append does the work of the submission sub, which the caller owns, in
-// the background, bounded by receiptTimeout and by Close, so that a client
+// the background, bounded by Config.ReceiptTimeout and by Close, so that a client
 // that goes away does not fail the others waiting for the same statement.
 func (l *Ledger) append(ctx context.Context, sub *submission, id [32]byte, v *notarize.Verified, data []byte) {
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), receiptTimeout)
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.ReceiptTimeout)
 	go func() { // Close ends the work
 		select {
 		case <-l.closed:
@@ -227,7 +227,7 @@ func (l *Ledger) await(ctx context.Context, sub *submission, future tessera.Inde
 	case l.closing.Load():
 		return fmt.Errorf("%w: shutting down: %v", ErrUnavailable, err)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		return fmt.Errorf("%w: entry not integrated in %v: %v", ErrUnavailable, receiptTimeout, err)
+		return l.errNotPublished(err)
 	default:
 		return err
 	}

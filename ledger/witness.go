@@ -1,0 +1,110 @@
+package ledger
+
+// Witnessing: the ledger asks independent witnesses (C2SP tlog-witness) to
+// cosign each checkpoint (C2SP tlog-cosignature) before it is published,
+// following a witness policy file (Config.WitnessPolicy) read by Tessera's
+// NewWitnessGroupFromPolicy. A witness cosigns a checkpoint only if it is
+// consistent with every checkpoint of the same log it cosigned before, so
+// a quorum of honest witnesses will not cosign two different histories:
+// a ledger cannot show one history to some clients and another to others
+// without a quorum of witnesses colluding.
+//
+// While the quorum is unreachable (witnesses down, partitioned, or
+// refusing), no new checkpoint can be published:
+//   - submissions are still verified, sequenced and indexed (nothing that
+//     was accepted is dropped), but their receipt needs a published
+//     checkpoint covering them, so each is answered ErrUnavailable (HTTP
+//     503, Retry-After) once Config.ReceiptTimeout has passed;
+//   - publication is retried every checkpoint interval; once the quorum
+//     answers again, the next checkpoint covers every entry sequenced
+//     meanwhile, and a resubmission of the same statement gets its receipt
+//     (it is a duplicate of the sequenced entry);
+//   - lookups keep answering from the last published checkpoint, so an
+//     entry sequenced but not yet published is not served yet;
+//   - a new POSIX ledger cannot start (its first checkpoint must be
+//     witnessed), and Close waits (up to its context) for the entries in
+//     flight to be published.
+// Checkpoints are republished and witnessed again every
+// Config.CheckpointRepublishInterval even when the log has not grown, so
+// the newest cosignature's timestamp tells a client how fresh the
+// checkpoint is.
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/transparency-dev/tessera"
+)
+
+// MaxWitnessPolicySize bounds a witness policy file.
+const MaxWitnessPolicySize = 64 << 10
+
+// Witnessed reports whether the ledger's checkpoints are witnessed: a
+// policy is configured and its quorum names at least one witness.
+func (l *Ledger) Witnessed() bool { return l.witnessed }
+
+// witnessGroup parses c.WitnessPolicy. ok is false when there is none.
+func (c *Config) witnessGroup() (g tessera.WitnessGroup, ok bool, err error) {
+	if len(c.WitnessPolicy) == 0 {
+		return tessera.WitnessGroup{}, false, nil
+	}
+	if len(c.WitnessPolicy) > MaxWitnessPolicySize {
+		return tessera.WitnessGroup{}, false, fmt.Errorf("witness policy: %d bytes, at most %d", len(c.WitnessPolicy), MaxWitnessPolicySize)
+	}
+	g, err = tessera.NewWitnessGroupFromPolicy(c.WitnessPolicy)
+	if err != nil {
+		return tessera.WitnessGroup{}, false, fmt.Errorf("witness policy: %w", err)
+	}
+	return g, true, nil
+}
+
+// validateWitnessing reports witnessing and freshness fields that cannot be used.
+func (c *Config) validateWitnessing() []error {
+	var errs []error
+	if _, _, err := c.witnessGroup(); err != nil {
+		errs = append(errs, err)
+	}
+	for name, d := range map[string]time.Duration{
+		"WitnessTimeout":              c.WitnessTimeout,
+		"CheckpointRepublishInterval": c.CheckpointRepublishInterval,
+		"ReceiptTimeout":              c.ReceiptTimeout,
+	} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("%s %v is negative", name, d))
+		}
+	}
+	if c.ReceiptTimeout > claimStale {
+		errs = append(errs, fmt.Errorf("ReceiptTimeout %v is above %v, after which a claim on an append expires", c.ReceiptTimeout, claimStale))
+	}
+	ci := c.CheckpointInterval
+	if ci == 0 {
+		ci = DefaultCheckpointInterval
+	}
+	if r := c.CheckpointRepublishInterval; r > 0 && r < ci {
+		errs = append(errs, fmt.Errorf("CheckpointRepublishInterval %v is below CheckpointInterval %v", r, ci))
+	}
+	return errs
+}
+
+// withWitnesses adds the witness policy, the witness timeout and the
+// republish interval to opts. It reports whether any witness is required.
+func (c *Config) withWitnesses(opts *tessera.AppendOptions) (bool, error) {
+	opts.WithCheckpointRepublishInterval(c.CheckpointRepublishInterval)
+	g, ok, err := c.witnessGroup()
+	if err != nil || !ok {
+		return false, err
+	}
+	opts.WithWitnesses(g, &tessera.WitnessOptions{Timeout: c.WitnessTimeout})
+	return len(g.Endpoints()) > 0, nil
+}
+
+// errNotPublished explains a receipt that timed out: the entry is
+// sequenced but no checkpoint covering it was published in time.
+func (l *Ledger) errNotPublished(err error) error {
+	if l.witnessed {
+		return fmt.Errorf("%w: entry sequenced but not covered by a published checkpoint in %v: "+
+			"the witness quorum may be unreachable; it will be published once the quorum answers "+
+			"(submit the same statement again to get its receipt): %w", ErrUnavailable, l.cfg.ReceiptTimeout, err)
+	}
+	return fmt.Errorf("%w: entry not integrated in %v: %w", ErrUnavailable, l.cfg.ReceiptTimeout, err)
+}
