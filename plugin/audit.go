@@ -48,6 +48,8 @@ type auditOptions struct {
 	yes      bool
 	// daemon is the Docker daemon to audit; nil means dockerCli.Client().
 	daemon dockerDaemon
+	// jobs bounds the ledger lookups under way at once; 0 means auditJobs.
+	jobs int
 }
 
 func newAuditCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
@@ -206,7 +208,7 @@ func runAudit(ctx context.Context, dockerCli command.Cli, opts auditOptions) err
 			return fail(err)
 		}
 	}
-	j := &judge{client: client, signers: out.Signers}
+	j := &judge{client: client, signers: out.Signers, jobs: opts.jobs}
 	j.judgeAll(ctx, out.Subjects, prog)
 	prog.finish()
 	if err := ctx.Err(); err != nil {

@@ -13,10 +13,11 @@ import (
 	"github.com/notarize/docker-notarize/notarize"
 )
 
-// judge asks one ledger client about many digests, auditJobs at a time.
+// judge asks one ledger client about many digests, jobs at a time.
 type judge struct {
 	client  *ledgerclient.Client // nil when there is nothing to ask
 	signers []auditSigner
+	jobs    int // lookups under way at once; 0 means auditJobs
 
 	mu         sync.Mutex
 	checkpoint uint64 // the largest verified checkpoint size seen
@@ -45,7 +46,7 @@ func (j *judge) judgeAll(ctx context.Context, subjects []auditSubject, prog *pro
 	}
 	results := make([]judgement, len(digests))
 	prog.start("judging", len(digests))
-	forEachBounded(len(digests), func(i int) {
+	forEachBounded(len(digests), j.jobs, func(i int) {
 		results[i] = j.judgeDigest(ctx, notarize.Digest(digests[i]))
 		prog.add(1)
 	})
@@ -56,10 +57,13 @@ func (j *judge) judgeAll(ctx context.Context, subjects []auditSubject, prog *pro
 	}
 }
 
-// forEachBounded calls fn(0..n-1), auditJobs calls at a time, and returns
-// when all have returned.
-func forEachBounded(n int, fn func(i int)) {
-	sem := make(chan struct{}, auditJobs)
+// forEachBounded calls fn(0..n-1), jobs calls at a time (auditJobs when jobs
+// is 0), and returns when all have returned.
+func forEachBounded(n, jobs int, fn func(i int)) {
+	if jobs <= 0 {
+		jobs = auditJobs
+	}
+	sem := make(chan struct{}, jobs)
 	var wg sync.WaitGroup
 	for i := range n {
 		sem <- struct{}{}

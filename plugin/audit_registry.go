@@ -56,7 +56,7 @@ func registrySubjects(ctx context.Context, r *Resolver, repoArg string, keep fun
 	}
 	resolved := make([]auditSubject, len(tags))
 	prog.start("resolving", len(tags))
-	forEachBounded(len(tags), func(i int) {
+	forEachBounded(len(tags), auditJobs, func(i int) {
 		resolved[i] = r.tagSubject(ctx, tr, repo, tags[i])
 		prog.add(1)
 	})

@@ -324,7 +324,16 @@ func TestAuditLyingRegistry(t *testing.T) {
 			case mode == "endless" && strings.HasSuffix(r.URL.Path, "/tags/list"):
 				w.Header().Set("Link", `</v2/evil/tags/list?n=1&last=x>; rel="next"`)
 				w.Header().Set("Content-Type", "application/json")
-				fmt.Fprint(w, `{"name":"evil","tags":["t"]}`)
+				fmt.Fprint(w, `{"name":"evil","tags":[]}`)
+				return
+			case mode == "many" && strings.HasSuffix(r.URL.Path, "/tags/list"):
+				w.Header().Set("Content-Type", "application/json")
+				tags := make([]string, maxAuditTags+1)
+				for i := range tags {
+					tags[i] = fmt.Sprintf("t%d", i)
+				}
+				b, _ := json.Marshal(map[string]any{"name": "evil", "tags": tags})
+				w.Write(b)
 				return
 			case mode == "huge" && strings.HasSuffix(r.URL.Path, "/tags/list"):
 				w.Header().Set("Content-Type", "application/json")
@@ -353,6 +362,10 @@ func TestAuditLyingRegistry(t *testing.T) {
 		t.Fatalf("endless tag pages: %+v", o)
 	}
 	t.Logf("endless tag list cut off after %v", time.Since(start))
+	mode = "many"
+	if o := h.mustAudit(ExitCouldNotVerify, auditOptions{repo: lying.host + "/evil", allTags: true}); !strings.Contains(o.Error, ErrTooManyTags.Error()) {
+		t.Fatalf("too many tags: %+v", o)
+	}
 	mode = "huge"
 	if o := h.mustAudit(ExitCouldNotVerify, auditOptions{repo: lying.host + "/evil", allTags: true}); !strings.Contains(o.Error, errBodyTooLarge.Error()) {
 		t.Fatalf("huge tag page: %+v", o)
