@@ -18,8 +18,9 @@ import (
 //     decisionRetention, each with at most maxSeriesPerBucket distinct
 //     (upstream, repository, verdict, signer) series (more are counted in
 //     the bucket's total and in an "(other)" series);
-//   - the last recentDecisions decisions and the last recentRefusals
-//     refusals, whole (reason, signer, reference).
+//   - the last recentRefusals refusals, whole (reason, signer, reference);
+//     the last recentDecisions decisions of any outcome are kept in memory
+//     only (decisions_store.go).
 const (
 	decisionRetention  = 30 * 24 * time.Hour
 	decisionBucketSize = 5 * time.Minute
@@ -27,9 +28,10 @@ const (
 	maxSeriesPerBucket = 2_000
 	recentDecisions    = 10_000
 	recentRefusals     = 1_000
-	// decisionQueue is the buffer between the request path and the
-	// writer: when it is full, a decision is counted in memory but not
-	// written (it is counted as dropped), so recording never blocks a pull.
+	// decisionQueue is the buffer of refusals between the request path and
+	// the writer: when it is full, a refusal is counted in memory but not
+	// written to the recent refusals (it is counted as dropped), so
+	// recording never blocks a pull.
 	decisionQueue = 8192
 	// decisionBatch and decisionFlushEvery bound a write transaction.
 	decisionBatch      = 1024

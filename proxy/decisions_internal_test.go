@@ -30,7 +30,7 @@ func TestRecordingNeverBlocks(t *testing.T) {
 	go func() {
 		defer close(done)
 		for i := range n {
-			s.observe(Decision{Time: time.Now(), Upstream: "local", Repo: "app", Digest: d, Verdict: "TRUSTED", Outcome: OutcomeAllowed, Reference: string(rune('a' + i%26))})
+			s.observe(Decision{Time: time.Now(), Upstream: "local", Repo: "app", Digest: d, Verdict: "UNKNOWN", Outcome: OutcomeRefused, Reference: string(rune('a' + i%26))})
 		}
 	}()
 	select {
@@ -38,8 +38,8 @@ func TestRecordingNeverBlocks(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("observe blocked on a stuck writer")
 	}
-	if got := s.snapshot(d, "", 1, nil); got.Digests[0].Allowed != uint64(n) || got.Dropped == 0 {
-		t.Fatalf("after %d decisions: allowed %d, dropped %d; want all counted and some writes dropped", n, got.Digests[0].Allowed, got.Dropped)
+	if got := s.snapshot(d, "", 1, nil); got.Digests[0].Denied != uint64(n) || got.Dropped == 0 {
+		t.Fatalf("after %d refusals: denied %d, dropped %d; want all counted and some writes dropped", n, got.Digests[0].Denied, got.Dropped)
 	}
 	_ = tx.Rollback()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -80,7 +80,7 @@ func TestDecisionRetention(t *testing.T) {
 	if ds, ok := s.digest(fresh, nil); !ok || ds.Denied != recentRefusals+5 {
 		t.Errorf("fresh digest after reopen: %+v", ds)
 	}
-	if s.refusals.n != recentRefusals || s.recent.n != recentRefusals+6 {
+	if s.refusals.n != recentRefusals || s.recent.n != recentRefusals {
 		t.Errorf("rings after reopen: %d refusals, %d decisions", s.refusals.n, s.recent.n)
 	}
 	// A sweep removes from memory and from the file.
@@ -88,7 +88,7 @@ func TestDecisionRetention(t *testing.T) {
 	if len(x.digests) != 1 || len(x.repos) != 1 || len(x.buckets) == 0 {
 		t.Fatalf("sweep removed %+v", x)
 	}
-	var seq [2]uint64
+	var seq uint64
 	if err := s.flush(nil, x, &seq); err != nil {
 		t.Fatal(err)
 	}

@@ -22,8 +22,13 @@ import (
 //	digests:   digest → DigestStats
 //	repos:     "UPSTREAM/REPO" → RepoStats
 //	buckets:   start (unix seconds, u64 BE) → storedBucket
-//	recent:    sequence (u64 BE) → Decision (the last recentDecisions)
 //	refusals:  sequence (u64 BE) → Decision (the last recentRefusals)
+//
+// The recent decisions of every outcome (a digest page's "recent
+// decisions") are kept in memory only: writing each allowed pull would
+// cost every pull a write, and the counters already hold what lasts. Only
+// refusals go through the writer's queue; the counters are written as
+// snapshots of what changed, at most every decisionFlushEvery.
 //
 // A file of another format is refused with the fix: remove it (the
 // counters start again from zero; nothing else depends on them).
@@ -32,7 +37,6 @@ var (
 	decDigests   = []byte("digests")
 	decRepos     = []byte("repos")
 	decBuckets   = []byte("buckets")
-	decRecent    = []byte("recent")
 	decRefusals  = []byte("refusals")
 	decFormatKey = []byte("format")
 	decVerdicts  = []byte("verdicts")
@@ -68,7 +72,7 @@ func (s *digestStats) open(path string, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("open decision record %s: %w", path, err)
 	}
-	var seq [2]uint64
+	var seq uint64
 	if err := db.Update(func(tx *bolt.Tx) error { return s.load(tx, time.Now(), &seq) }); err != nil {
 		_ = db.Close()
 		return fmt.Errorf("open decision record %s: %w", path, err)
@@ -82,8 +86,8 @@ func (s *digestStats) open(path string, log *slog.Logger) error {
 }
 
 // load reads the file into memory, skipping what expired.
-func (s *digestStats) load(tx *bolt.Tx, now time.Time, seq *[2]uint64) error {
-	for _, b := range [][]byte{decMeta, decDigests, decRepos, decBuckets, decRecent, decRefusals} {
+func (s *digestStats) load(tx *bolt.Tx, now time.Time, seq *uint64) error {
+	for _, b := range [][]byte{decMeta, decDigests, decRepos, decBuckets, decRefusals} {
 		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 			return err
 		}
@@ -162,31 +166,23 @@ func (s *digestStats) load(tx *bolt.Tx, now time.Time, seq *[2]uint64) error {
 			return err
 		}
 	}
-	for i, x := range []struct {
-		name []byte
-		r    *ring
-	}{{decRecent, &s.recent}, {decRefusals, &s.refusals}} {
-		err := tx.Bucket(x.name).ForEach(func(k, v []byte) error {
-			var d Decision
-			if len(k) != 8 || json.Unmarshal(v, &d) != nil {
-				return fmt.Errorf("corrupt decision under %x", k)
-			}
-			x.r.add(d)
-			seq[i] = binary.BigEndian.Uint64(k) + 1
-			return nil
-		})
-		if err != nil {
-			return err
+	return tx.Bucket(decRefusals).ForEach(func(k, v []byte) error {
+		var d Decision
+		if len(k) != 8 || json.Unmarshal(v, &d) != nil {
+			return fmt.Errorf("corrupt decision under %x", k)
 		}
-	}
-	return nil
+		s.refusals.add(d)
+		s.recent.add(d)
+		*seq = binary.BigEndian.Uint64(k) + 1
+		return nil
+	})
 }
 
 // run is the writer: it batches queued decisions and the counters they
 // changed into one transaction per decisionBatch or decisionFlushEvery,
 // and sweeps expired counters every decisionSweepEvery. It returns once the
 // queue is closed and written.
-func (s *digestStats) run(log *slog.Logger, seq [2]uint64) {
+func (s *digestStats) run(log *slog.Logger, seq uint64) {
 	defer close(s.done)
 	flush := time.NewTicker(decisionFlushEvery)
 	defer flush.Stop()
@@ -306,7 +302,7 @@ func (s *digestStats) dirty() (digests, repos, buckets []kv, verdicts []byte, un
 
 // flush writes batch, the changed counters and what expired in one
 // transaction, and trims the recent decisions and refusals.
-func (s *digestStats) flush(batch []Decision, expired *expiry, seq *[2]uint64) error {
+func (s *digestStats) flush(batch []Decision, expired *expiry, seq *uint64) error {
 	digests, repos, buckets, verdicts, untracked, err := s.dirty()
 	if err != nil {
 		return fmt.Errorf("decision record: %w", err)
@@ -346,39 +342,32 @@ func (s *digestStats) flush(batch []Decision, expired *expiry, seq *[2]uint64) e
 	return nil
 }
 
-// appendDecisions adds batch to the recent decisions and refusals and
-// deletes those past their bound.
-func (s *digestStats) appendDecisions(tx *bolt.Tx, batch []Decision, seq *[2]uint64) error {
-	rb, fb := tx.Bucket(decRecent), tx.Bucket(decRefusals)
+// appendDecisions adds the refusals of batch to the recent refusals and
+// deletes those past recentRefusals.
+func (s *digestStats) appendDecisions(tx *bolt.Tx, batch []Decision, seq *uint64) error {
+	fb := tx.Bucket(decRefusals)
 	for _, d := range batch {
 		v, err := json.Marshal(d)
 		if err != nil {
 			return err
 		}
-		if err := rb.Put(u64be(seq[0]), v); err != nil {
+		if err := fb.Put(u64be(*seq), v); err != nil {
 			return err
 		}
-		seq[0]++
-		if d.Outcome == OutcomeRefused {
-			if err := fb.Put(u64be(seq[1]), v); err != nil {
-				return err
-			}
-			seq[1]++
-		}
+		*seq++
 	}
-	for i, x := range []struct {
-		b   *bolt.Bucket
-		max uint64
-	}{{rb, recentDecisions}, {fb, recentRefusals}} {
-		if seq[i] <= x.max {
-			continue
-		}
-		keep := u64be(seq[i] - x.max)
-		c := x.b.Cursor()
-		for k, _ := c.First(); k != nil && string(k) < string(keep); k, _ = c.Next() {
-			if err := c.Delete(); err != nil {
-				return err
-			}
+	if *seq <= recentRefusals {
+		return nil
+	}
+	keep := u64be(*seq - recentRefusals)
+	var old [][]byte // deleting under a cursor would skip every other key
+	c := fb.Cursor()
+	for k, _ := c.First(); k != nil && bytes.Compare(k, keep) < 0; k, _ = c.Next() {
+		old = append(old, bytes.Clone(k))
+	}
+	for _, k := range old {
+		if err := fb.Delete(k); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -42,8 +42,8 @@ type Stats struct {
 	// about digests beyond the bound.
 	Tracked   int    `json:"tracked"`
 	Untracked uint64 `json:"untracked"`
-	// Dropped counts decisions counted in memory but not written to the
-	// decision record because its queue was full.
+	// Dropped counts refusals counted in memory but not written to the
+	// decision record's recent refusals because its queue was full.
 	Dropped uint64 `json:"dropped"`
 	// Replica is the replica's state, when the trust source reports one.
 	Replica *ReplicaStats `json:"replica,omitempty"`
@@ -109,8 +109,9 @@ func newDigestStats(max int) *digestStats {
 	}
 }
 
-// observe counts decision d. It never blocks on I/O: the decision goes to
-// the writer's queue, or is dropped (and counted) when the queue is full.
+// observe counts decision d. It never blocks on I/O: the counters it
+// changed are marked for the writer's next flush, and a refusal goes to the
+// writer's queue, or is dropped (and counted) when the queue is full.
 func (s *digestStats) observe(d Decision) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -141,6 +142,9 @@ func (s *digestStats) observe(d Decision) {
 		s.dirtyRepos[d.Target()] = true
 	}
 	s.dirtyBuckets[start] = true
+	if d.Outcome != OutcomeRefused {
+		return
+	}
 	select {
 	case s.queue <- d:
 	default:

@@ -121,14 +121,31 @@ func applyTallies(tx *bolt.Tx, recs []tallyRecord) error {
 			}
 		}
 	}
-	// Bounded: drop the oldest revocations past MaxRevocations.
-	for n := rev.Stats().KeyN; n > MaxRevocations; n-- {
-		c := rev.Cursor()
-		k, _ := c.First()
-		if k == nil {
+	return trimRevocations(rev)
+}
+
+// trimRevocations deletes the oldest revocations past MaxRevocations. It
+// walks at most MaxRevocations+1 keys from the newest, then the ones to
+// delete (collected first: deleting under a cursor skips keys).
+func trimRevocations(rev *bolt.Bucket) error {
+	c := rev.Cursor()
+	n := 0
+	var cut []byte
+	for k, _ := c.Last(); k != nil; k, _ = c.Prev() {
+		if n++; n > MaxRevocations {
+			cut = bytes.Clone(k)
 			break
 		}
-		if err := c.Delete(); err != nil {
+	}
+	if cut == nil {
+		return nil
+	}
+	var old [][]byte
+	for k, _ := c.First(); k != nil && bytes.Compare(k, cut) <= 0; k, _ = c.Next() {
+		old = append(old, bytes.Clone(k))
+	}
+	for _, k := range old {
+		if err := rev.Delete(k); err != nil {
 			return err
 		}
 	}

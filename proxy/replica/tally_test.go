@@ -2,6 +2,7 @@ package replica_test
 
 import (
 	"crypto"
+	"fmt"
 	"github.com/sigstore/sigstore/pkg/signature"
 	"os"
 	"path/filepath"
@@ -137,4 +138,42 @@ func keyIDOf(t *testing.T, sv interface {
 		t.Fatal(err)
 	}
 	return id
+}
+
+// TestReplicaRevocationsBounded: past MaxRevocations, the oldest
+// revocations are dropped, across batches, and the tallies still count
+// every digest.
+func TestReplicaRevocationsBounded(t *testing.T) {
+	keyID := strings.Repeat("ab", 32)
+	var batches []*ledgerclient.FollowBatch
+	n := uint64(0)
+	for _, size := range []int{700, 700} {
+		b := &ledgerclient.FollowBatch{From: n}
+		for range size {
+			d := notarize.DigestOf([]byte(fmt.Sprint("revoked ", n)))
+			b.Entries = append(b.Entries, ledgerclient.FollowedEntry{Index: n, Record: notarize.Record{Index: n, KeyID: keyID,
+				Statement: notarize.NewStatement(d, "x", notarize.Predicate{Status: notarize.StatusUntrusted, Timestamp: time.Unix(1, 0)})}})
+			n++
+		}
+		b.State = ledgerclient.FollowState{Size: n, Hashes: [][]byte{make([]byte, 32)}}
+		batches = append(batches, b)
+	}
+	r, err := replica.Open(replica.Config{Path: filepath.Join(t.TempDir(), "r.db"), Source: &fakeSource{batches: batches}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.Sync(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	revs, err := r.Revocations(2 * replica.MaxRevocations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(revs) != replica.MaxRevocations || revs[0].Index != n-1 || revs[len(revs)-1].Index != n-replica.MaxRevocations {
+		t.Fatalf("%d revocations kept, newest %d, oldest %d; want the last %d", len(revs), revs[0].Index, revs[len(revs)-1].Index, replica.MaxRevocations)
+	}
+	if tal, err := r.Tallies([]string{keyID}); err != nil || tal[0].Untrusted != n {
+		t.Fatalf("tally %+v, %v; want %d untrusted", tal, err, n)
+	}
 }
