@@ -30,7 +30,8 @@ func benchProxy(b *testing.B) (*proxy.Server, *httptest.Server) {
 	b.Helper()
 	dir := b.TempDir()
 	writeKey(b, filepath.Join(dir, "release.pub"), newSigner(b))
-	pol := "signers: {release: {keys: [release.pub]}, ops: {keys: [release.pub]}}\nrules: [{match: '**', require: [release], mode: audit}]\n"
+	pol := "signers: {release: {keys: [release.pub]}, ops: {keys: [release.pub]}}\n" +
+		"rules: [{match: 'local/deny/**', require: [release]}, {match: '**', require: [release], mode: audit}]\n"
 	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(pol), 0o600); err != nil {
 		b.Fatal(err)
 	}
@@ -52,47 +53,58 @@ func benchProxy(b *testing.B) (*proxy.Server, *httptest.Server) {
 // BenchmarkManifestRecording is the cost of recording decisions: GET of a
 // manifest by digest (from the proxy's manifest cache, so the request is
 // the decision and little else) with the decision record on and off, in
-// the same run.
+// the same run; served (audit-only: counters only) and refused (the
+// refusal also goes through the writer's queue).
 //
 //	go test -run '^$' -bench ManifestRecording ./proxy/
 func BenchmarkManifestRecording(b *testing.B) {
 	srv, up := benchProxy(b)
-	img, err := random.Image(1024, 1)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ref, err := name.ParseReference(strings.TrimPrefix(up.URL, "http://")+"/app:v1", name.Insecure)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := remote.Write(ref, img, remote.WithContext(b.Context())); err != nil {
-		b.Fatal(err)
-	}
-	d, err := img.Digest()
-	if err != nil {
-		b.Fatal(err)
-	}
 	h := srv.Handler()
-	get := func(b *testing.B) {
-		req := httptest.NewRequest(http.MethodGet, "/v2/app/manifests/"+d.String(), nil)
+	push := func(repo string) string {
+		img, err := random.Image(1024, 1)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ref, err := name.ParseReference(strings.TrimPrefix(up.URL, "http://")+"/"+repo+":v1", name.Insecure)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := remote.Write(ref, img, remote.WithContext(b.Context())); err != nil {
+			b.Fatal(err)
+		}
+		d, err := img.Digest()
+		if err != nil {
+			b.Fatal(err)
+		}
+		return "/v2/" + repo + "/manifests/" + d.String()
+	}
+	served, refused := push("app"), push("deny/app")
+	get := func(b *testing.B, path string, want int) {
+		req := httptest.NewRequest(http.MethodGet, path, nil)
 		req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json")
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, req)
-		if w.Code != http.StatusOK {
+		if w.Code != want {
 			b.Fatalf("HTTP %d %s", w.Code, w.Body)
 		}
 	}
-	for _, on := range []bool{false, true} {
-		b.Run(fmt.Sprintf("recording=%v", on), func(b *testing.B) {
-			proxy.SetDecisionRecording(srv, on)
-			get(b) // warm the manifest cache
-			b.ReportAllocs()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					get(b)
-				}
+	for _, tc := range []struct {
+		name string
+		path string
+		want int
+	}{{"served", served, http.StatusOK}, {"refused", refused, http.StatusForbidden}} {
+		for _, on := range []bool{false, true} {
+			b.Run(fmt.Sprintf("%s/recording=%v", tc.name, on), func(b *testing.B) {
+				proxy.SetDecisionRecording(srv, on)
+				get(b, tc.path, tc.want) // warm the manifest cache
+				b.ReportAllocs()
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						get(b, tc.path, tc.want)
+					}
+				})
 			})
-		})
+		}
 	}
 }
 
