@@ -1,9 +1,11 @@
 package ledger
 
 import (
+	"context"
 	"crypto/rand"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 	"github.com/notarize/docker-notarize/ledger/witnesstest"
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/transparency-dev/tessera/api/layout"
+	"github.com/transparency-dev/tessera/client"
 	"golang.org/x/mod/sumdb/note"
 )
 
@@ -162,4 +165,115 @@ func TestWitnessQuorum(t *testing.T) {
 			t.Fatalf("after restarts, cosigned by %v (%v), want at least 2", got, err)
 		}
 	})
+}
+
+// TestWitnessRefusesFork: a second ledger with the same key and origin but
+// another history (a split view) cannot get its checkpoints cosigned by a
+// witness that cosigned the first one's: the witness refuses the
+// inconsistent checkpoint (C2SP tlog-witness 422), the forked ledger
+// publishes nothing new and answers its submissions 503, while the honest
+// ledger keeps getting cosigned checkpoints from the same witness.
+func TestWitnessRefusesFork(t *testing.T) {
+	cfg, vkey := witnessedConfig(t, "example.com/forked-ledger")
+	w := witnesstest.StartN(t, 1, cfg.Origin, vkey)[0]
+	ws := []*witnesstest.Witness{w}
+	honest := cfg
+	honest.WitnessPolicy = witnesstest.Policy(1, w)
+	a := startLedger(t, honest)
+	s := newTestSigner(t)
+	for range 2 {
+		rec := a.submit(t, s.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now()), http.StatusCreated)
+		checkCosigned(t, []byte(rec.Checkpoint), ws, w.Name)
+	}
+
+	// The fork: same key and origin, three other entries, grown unwitnessed.
+	forkCfg := cfg
+	b := startLedger(t, forkCfg)
+	var last api.Receipt
+	for range 3 {
+		last = b.submit(t, s.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now()), http.StatusCreated)
+	}
+	forkCP := openCheckpoint(t, vkey, cfg.Origin, []byte(last.Checkpoint))
+	pb, err := client.NewProofBuilder(t.Context(), forkCP.Size, b.reader.ReadTile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proof, err := pb.ConsistencyProof(t.Context(), 2, forkCP.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, body, err := w.AddCheckpoint(t.Context(), 2, proof, []byte(last.Checkpoint))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status != http.StatusUnprocessableEntity {
+		t.Fatalf("witness answered the forked checkpoint %d %q, want 422 (inconsistent)", status, body)
+	}
+
+	// The fork, now asking the witness: refused, nothing published.
+	b.close(t)
+	b.cfg.WitnessPolicy = witnesstest.Policy(1, w)
+	b.open(t)
+	d := randomDigest(t)
+	st, _, msg := do(t, http.MethodPost, b.url+api.PathEntries, mustMarshal(t, s.sign(t, d, notarize.StatusTrusted, time.Now())))
+	if st != http.StatusServiceUnavailable {
+		t.Fatalf("forked ledger's submission: status %d, want 503: %s", st, msg)
+	}
+	raw := b.publishedCheckpoint(t)
+	if got, _, _ := witnesstest.Cosigners(raw, ws...); len(got) != 0 {
+		t.Fatalf("the forked ledger's checkpoint is cosigned by %v:\n%s", got, raw)
+	}
+	if got := openCheckpoint(t, vkey, cfg.Origin, raw); got.Size != forkCP.Size {
+		t.Fatalf("forked ledger published size %d, want still %d", got.Size, forkCP.Size)
+	}
+
+	// The honest ledger is still witnessed.
+	rec := a.submit(t, s.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now()), http.StatusCreated)
+	checkCosigned(t, []byte(rec.Checkpoint), ws, w.Name)
+
+	// The fork cannot flush its sequenced entry: Close gives up with its context.
+	b.srv.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	if err := b.Ledger.Close(ctx); err == nil {
+		t.Error("the forked ledger closed cleanly: its last entry was published without the witness")
+	}
+	b.Ledger = nil
+}
+
+// TestWitnessConfigValidate: a witness policy Tessera cannot read, or
+// witnessing durations that cannot work, are refused before anything starts.
+func TestWitnessConfigValidate(t *testing.T) {
+	const wkey = "localhost/w1+7b9b0a8d+BPzuzLDrHJ9PS0vmzE6wD54VIJjdsAJSrXuE4zYmXLYv"
+	for _, tc := range []struct {
+		name string
+		mod  func(*Config)
+		want string
+	}{
+		{"no quorum line", func(c *Config) { c.WitnessPolicy = []byte("witness w1 " + wkey + " http://127.0.0.1:1\n") }, "quorum"},
+		{"unknown keyword", func(c *Config) { c.WitnessPolicy = []byte("witnesses w1\nquorum none\n") }, "unknown keyword"},
+		{"threshold above members", func(c *Config) {
+			c.WitnessPolicy = []byte("witness w1 " + wkey + " http://127.0.0.1:1\ngroup g 2 w1\nquorum g\n")
+		}, "threshold"},
+		{"malformed witness key", func(c *Config) {
+			c.WitnessPolicy = []byte("witness w1 localhost/w1+zz+!! http://127.0.0.1:1\nquorum w1\n")
+		}, "witness"},
+		{"policy too large", func(c *Config) { c.WitnessPolicy = make([]byte, MaxWitnessPolicySize+1) }, "at most"},
+		{"negative witness timeout", func(c *Config) { c.WitnessTimeout = -time.Second }, "WitnessTimeout"},
+		{"republish below the checkpoint interval", func(c *Config) { c.CheckpointRepublishInterval = 50 * time.Millisecond }, "CheckpointRepublishInterval"},
+		{"receipt timeout above the claim lifetime", func(c *Config) { c.ReceiptTimeout = time.Hour }, "ReceiptTimeout"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Config{DataDir: t.TempDir()}
+			tc.mod(&c)
+			err := c.Validate()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Validate: %v, want an error about %q", err, tc.want)
+			}
+		})
+	}
+	ok := Config{DataDir: t.TempDir(), WitnessPolicy: []byte("# none\nquorum none\n"), CheckpointRepublishInterval: time.Second}
+	if err := ok.Validate(); err != nil {
+		t.Fatalf("Validate of a valid config: %v", err)
+	}
 }

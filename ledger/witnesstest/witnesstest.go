@@ -13,10 +13,14 @@ package witnesstest
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -278,4 +282,29 @@ func Cosigners(noteText []byte, ws ...*Witness) ([]string, time.Time, error) {
 		names = append(names, w.Name)
 	}
 	return names, newest, nil
+}
+
+// AddCheckpoint sends one C2SP tlog-witness add-checkpoint request, as a
+// log does: cp (a signed checkpoint), the size the log believes the
+// witness holds, and a consistency proof from it. It returns the
+// witness's status and body (a cosignature line on 200, its size on 409).
+func (w *Witness) AddCheckpoint(ctx context.Context, oldSize uint64, proof [][]byte, cp []byte) (int, []byte, error) {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "old %d\n", oldSize)
+	for _, h := range proof {
+		fmt.Fprintln(&b, base64.StdEncoding.EncodeToString(h))
+	}
+	b.WriteString("\n")
+	b.Write(cp)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL+"/add-checkpoint", &b)
+	if err != nil {
+		return 0, nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, fmt.Errorf("add-checkpoint to %s: %w", w.Name, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	return resp.StatusCode, body, err
 }
