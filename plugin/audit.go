@@ -7,10 +7,8 @@ import (
 	"path"
 	"sort"
 
-	"github.com/docker/cli/cli"
 	"github.com/docker/cli/cli/command"
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/spf13/cobra"
 )
 
@@ -159,25 +157,8 @@ func runAudit(ctx context.Context, dockerCli command.Cli, opts auditOptions) err
 	if opts.sign && !opts.yes && !opts.root.env.stdinIsTerminal(dockerCli) {
 		return usageError(errors.New("--sign asks for confirmation on a terminal: pass --yes to sign without one"))
 	}
-	out := &auditOutput{SchemaVersion: auditSchemaVersion, Source: auditSourceDaemon, Subjects: []auditSubject{}, Signers: []auditSigner{}}
-	if opts.repo != "" {
-		out.Source, out.Repository = auditSourceRegistry, opts.repo
-	}
-	// A failure exits 4 (a usage error found late, such as no signing key,
-	// keeps its 125), never a code a script would read as a verdict.
-	fail := func(err error) error {
-		code := ExitCouldNotVerify
-		if st, ok := errors.AsType[cli.StatusError](err); ok && st.StatusCode != 0 {
-			code = st.StatusCode
-		}
-		err = fmt.Errorf("could not audit: %w", err)
-		out.Verdict, out.ExitCode, out.Error = statusError, code, err.Error()
-		if opts.format == formatJSON {
-			_ = writeJSON(dockerCli.Out(), out)
-		}
-		return withExitCode(code, err)
-	}
-
+	out := newAuditOutput(opts.repo)
+	fail := func(err error) error { return out.fail(dockerCli.Out(), opts.format, err) }
 	accepted, err := acceptedSigners(opts.root.keyStore(), opts.signers)
 	if err != nil {
 		return fail(err)
@@ -190,35 +171,23 @@ func runAudit(ctx context.Context, dockerCli command.Cli, opts auditOptions) err
 	stderrTTY := opts.root.env.isTerminal != nil && opts.root.env.isTerminal(int(dockerCli.Err().FD()))
 	prog := newProgress(dockerCli.Err(), stderrTTY)
 	defer prog.finish()
-	if opts.repo != "" {
-		out.Subjects, err = registrySubjects(ctx, resolver, opts.repo, opts.tagFilter(), prog)
-	} else {
-		out.Subjects, err = opts.daemonSubjects(ctx, dockerCli)
-	}
-	if err != nil {
+
+	if out.Subjects, err = opts.collect(ctx, dockerCli, resolver, prog); err != nil {
 		return fail(err)
 	}
-	if out.Subjects == nil {
-		out.Subjects = []auditSubject{}
-	}
-
-	var client *ledgerclient.Client
+	j := &judge{signers: out.Signers, jobs: opts.jobs}
 	if len(accepted) > 0 && hasDigests(out.Subjects) {
-		if client, err = opts.root.ledger(ctx, dockerCli.Err()); err != nil {
+		if j.client, err = opts.root.ledger(ctx, dockerCli.Err()); err != nil {
 			return fail(err)
 		}
 	}
-	j := &judge{client: client, signers: out.Signers, jobs: opts.jobs}
 	j.judgeAll(ctx, out.Subjects, prog)
 	prog.finish()
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("audit: %w", err) // interrupted: exit 130, no partial verdict
 	}
-
 	if opts.sign {
-		signed, err := opts.signUnknown(ctx, dockerCli, resolver, out, j, prog)
-		out.Signed = signed
-		if err != nil {
+		if out.Signed, err = opts.signUnknown(ctx, dockerCli, resolver, out, j, prog); err != nil {
 			return fail(err)
 		}
 	}
@@ -231,6 +200,22 @@ func runAudit(ctx context.Context, dockerCli command.Cli, opts auditOptions) err
 		return nil
 	}
 	return withExitCode(out.ExitCode, nil)
+}
+
+// collect returns the subjects to judge: the repository's tags, or the
+// daemon's images and containers.
+func (o *auditOptions) collect(ctx context.Context, dockerCli command.Cli, resolver *Resolver, prog *progress) ([]auditSubject, error) {
+	var subjects []auditSubject
+	var err error
+	if o.repo != "" {
+		subjects, err = registrySubjects(ctx, resolver, o.repo, o.tagFilter(), prog)
+	} else {
+		subjects, err = o.daemonSubjects(ctx, dockerCli)
+	}
+	if subjects == nil {
+		subjects = []auditSubject{}
+	}
+	return subjects, err
 }
 
 // tagFilter returns whether a tag is to be judged.

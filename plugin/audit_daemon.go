@@ -145,28 +145,7 @@ func imageSubjects(im image.Summary, cs []auditContainer) []auditSubject {
 			tags = append(tags, t)
 		}
 	}
-	groups := map[string]*digestGroup{}
-	reposWithDigest := map[string]bool{}
-	var order []string
-	for _, rd := range im.RepoDigests {
-		if rd == "" || rd == "<none>@<none>" {
-			continue
-		}
-		repo, d, err := parseRepoDigest(rd)
-		key := string(d)
-		if err != nil {
-			key = "bad:" + rd
-		}
-		g, ok := groups[key]
-		if !ok {
-			g = &digestGroup{err: err}
-			groups[key] = g
-			order = append(order, key)
-		}
-		g.repos = append(g.repos, repo)
-		g.refs = append(g.refs, rd)
-		reposWithDigest[repo] = true
-	}
+	groups, order, reposWithDigest := groupRepoDigests(im.RepoDigests)
 	if len(order) == 0 {
 		return []auditSubject{{
 			References: orEmpty(tags), ImageID: im.ID, Verdict: statusNoDigest, Reason: noDigestReason,
@@ -193,6 +172,35 @@ func imageSubjects(im image.Summary, cs []auditContainer) []auditSubject {
 		subjects = append(subjects, s)
 	}
 	return subjects
+}
+
+// groupRepoDigests groups an image's RepoDigests entries by digest (an
+// entry that does not parse is a group of its own, with its error), in the
+// order first seen, and returns the repositories that have a digest.
+func groupRepoDigests(repoDigests []string) (groups map[string]*digestGroup, order []string, reposWithDigest map[string]bool) {
+	groups, reposWithDigest = map[string]*digestGroup{}, map[string]bool{}
+	for _, rd := range repoDigests {
+		if rd == "" || rd == "<none>@<none>" {
+			continue
+		}
+		repo, d, err := parseRepoDigest(rd)
+		key := string(d)
+		if err != nil {
+			key = "bad:" + rd
+		}
+		g, ok := groups[key]
+		if !ok {
+			g = &digestGroup{err: err}
+			groups[key] = g
+			order = append(order, key)
+		}
+		g.repos = append(g.repos, repo)
+		g.refs = append(g.refs, rd)
+		if err == nil {
+			reposWithDigest[repo] = true
+		}
+	}
+	return groups, order, reposWithDigest
 }
 
 // parseRepoDigest splits a RepoDigests entry (REPO@sha256:HEX) into its

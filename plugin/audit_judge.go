@@ -57,6 +57,21 @@ func (j *judge) judgeAll(ctx context.Context, subjects []auditSubject, prog *pro
 	}
 }
 
+// rejudge judges again the subjects about the signed digests.
+func (j *judge) rejudge(ctx context.Context, subjects []auditSubject, signed []signOutput, prog *progress) {
+	again := map[string]bool{}
+	for _, so := range signed {
+		again[so.Digest] = true
+	}
+	for i := range subjects {
+		if again[subjects[i].Digest] {
+			subjects[i].Verdict = ""
+		}
+	}
+	j.judgeAll(ctx, subjects, prog)
+	prog.finish()
+}
+
 // forEachBounded calls fn(0..n-1), jobs calls at a time (auditJobs when jobs
 // is 0), and returns when all have returned.
 func forEachBounded(n, jobs int, fn func(i int)) {

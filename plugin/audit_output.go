@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -8,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/docker/cli/cli"
 	"github.com/notarize/docker-notarize/notarize"
 )
 
@@ -37,6 +39,33 @@ type auditOutput struct {
 	Subjects []auditSubject `json:"subjects"`
 	// Signed are the statements --sign recorded.
 	Signed []signOutput `json:"signed,omitempty"`
+}
+
+// newAuditOutput is an empty result, of the registry repository repo or,
+// when repo is "", of the daemon.
+func newAuditOutput(repo string) *auditOutput {
+	out := &auditOutput{SchemaVersion: auditSchemaVersion, Source: auditSourceDaemon, Subjects: []auditSubject{}, Signers: []auditSigner{}}
+	if repo != "" {
+		out.Source, out.Repository = auditSourceRegistry, repo
+	}
+	return out
+}
+
+// fail reports an audit that reached no result: in JSON, the output with
+// verdict ERROR and the error; the exit code is 4 (a usage error found late,
+// such as no signing key, keeps its 125), never a code a script would read
+// as a verdict.
+func (o *auditOutput) fail(w io.Writer, format string, err error) error {
+	code := ExitCouldNotVerify
+	if st, ok := errors.AsType[cli.StatusError](err); ok && st.StatusCode != 0 {
+		code = st.StatusCode
+	}
+	err = fmt.Errorf("could not audit: %w", err)
+	o.Verdict, o.ExitCode, o.Error = statusError, code, err.Error()
+	if format == formatJSON {
+		_ = writeJSON(w, o)
+	}
+	return withExitCode(code, err)
 }
 
 // auditSigner is an accepted signer.

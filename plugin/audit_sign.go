@@ -31,20 +31,9 @@ func (e env) stdinIsTerminal(dockerCli command.Cli) bool {
 // digest has nothing to sign. Each manifest is fetched and hashed again
 // first, so only content the registry still serves under that digest is
 // signed. It returns the statements recorded; a digest that could not be
-// signed keeps its verdict, and the first such failure is reported on
-// stderr for each.
+// signed keeps its verdict and is reported on stderr.
 func (o *auditOptions) signUnknown(ctx context.Context, dockerCli command.Cli, resolver *Resolver, out *auditOutput, j *judge, prog *progress) ([]signOutput, error) {
-	var digests []string
-	bySubject := map[string]int{}
-	for i, s := range out.Subjects {
-		if s.Verdict != notarize.Unknown.String() || s.Digest == "" {
-			continue
-		}
-		if _, ok := bySubject[s.Digest]; !ok {
-			bySubject[s.Digest] = i
-			digests = append(digests, s.Digest)
-		}
-	}
+	digests, bySubject := unknownDigests(out.Subjects)
 	stderr := dockerCli.Err()
 	if len(digests) == 0 {
 		fmt.Fprintln(stderr, "--sign: no UNKNOWN digest to sign")
@@ -55,10 +44,12 @@ func (o *auditOptions) signUnknown(ctx context.Context, dockerCli command.Cli, r
 		return nil, err
 	}
 	if !o.yes {
-		if err := confirmSign(dockerCli.In(), stderr, out.Subjects, digests, bySubject, signer); errors.Is(err, ErrSignDeclined) {
+		err := confirmSign(dockerCli.In(), stderr, out.Subjects, digests, bySubject, signer)
+		if errors.Is(err, ErrSignDeclined) {
 			fmt.Fprintln(stderr, "nothing was signed")
 			return nil, nil
-		} else if err != nil {
+		}
+		if err != nil {
 			return nil, err
 		}
 	}
@@ -72,14 +63,11 @@ func (o *auditOptions) signUnknown(ctx context.Context, dockerCli command.Cli, r
 		}
 	}
 	var signed []signOutput
-	var failed int
 	prog.start("signing", len(digests))
 	for _, d := range digests {
-		s := &out.Subjects[bySubject[d]]
-		so, err := o.signSubject(ctx, stderr, resolver, client, signer, s)
+		so, err := o.signSubject(ctx, stderr, resolver, client, signer, &out.Subjects[bySubject[d]])
 		prog.add(1)
 		if err != nil {
-			failed++
 			prog.finish()
 			fmt.Fprintf(stderr, "could not sign %s: %s\n", d, printable(err.Error()))
 			continue
@@ -87,25 +75,31 @@ func (o *auditOptions) signUnknown(ctx context.Context, dockerCli command.Cli, r
 		signed = append(signed, so)
 	}
 	prog.finish()
+	if n := len(digests) - len(signed); n > 0 {
+		fmt.Fprintf(stderr, "%d of %d digests could not be signed\n", n, len(digests))
+	}
 	// Judge the signed digests again: the output shows what the ledger now says.
-	again := map[string]bool{}
-	for _, so := range signed {
-		again[so.Digest] = true
-	}
-	for i := range out.Subjects {
-		if again[out.Subjects[i].Digest] {
-			out.Subjects[i].Verdict = ""
-		}
-	}
 	if j.client == nil && len(j.signers) > 0 {
 		j.client = client
 	}
-	j.judgeAll(ctx, out.Subjects, prog)
-	prog.finish()
-	if failed > 0 {
-		fmt.Fprintf(stderr, "%d of %d digests could not be signed\n", failed, len(digests))
-	}
+	j.rejudge(ctx, out.Subjects, signed, prog)
 	return signed, nil
+}
+
+// unknownDigests returns the distinct digests of the UNKNOWN subjects, in
+// order, and the first subject of each.
+func unknownDigests(subjects []auditSubject) (digests []string, bySubject map[string]int) {
+	bySubject = map[string]int{}
+	for i, s := range subjects {
+		if s.Verdict != notarize.Unknown.String() || s.Digest == "" {
+			continue
+		}
+		if _, ok := bySubject[s.Digest]; !ok {
+			bySubject[s.Digest] = i
+			digests = append(digests, s.Digest)
+		}
+	}
+	return digests, bySubject
 }
 
 // confirmSign lists what would be signed on stderr and asks; anything but
