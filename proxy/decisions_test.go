@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/notarize/docker-notarize/proxy"
@@ -161,5 +162,39 @@ func TestDashboardHidesClosedRepositories(t *testing.T) {
 		if st, _, body := a.get(t, p, alice); st != http.StatusOK || !strings.Contains(string(body), "team/app") {
 			t.Errorf("alice GET %s: HTTP %d, lacks team/app", p, st)
 		}
+	}
+}
+
+// TestDashboardEscapesLedgerText: anyone can log a statement about any
+// digest with their own key, and its name and kind are shown on the
+// digest's page: they are escaped as text, never markup, and a key not in
+// the policy is labelled so.
+func TestDashboardEscapesLedgerText(t *testing.T) {
+	e := newEnv(t)
+	d := digestOf(t, e.push("app", "v1"))
+	stranger := newSigner(t)
+	ent, err := notarize.Sign(t.Context(), stranger, notarize.NewStatement(d, "test", notarize.Predicate{
+		Status: notarize.StatusTrusted, Kind: notarize.KindImage, Name: `<script>alert(1)</script><img src=x onerror=alert(2)>`, Timestamp: time.Now().UTC(),
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.lc.Submit(t.Context(), ent); err != nil {
+		t.Skipf("the ledger refuses the hostile name itself: %v", err)
+	}
+	e.sync()
+	if err := e.pull("local/app:v1"); err == nil {
+		t.Fatal("a stranger's statement made the image trusted")
+	}
+	code, _, body := e.do(http.MethodGet, "/ui/digest/"+string(d), nil)
+	if code != http.StatusOK {
+		t.Fatalf("digest page: HTTP %d", code)
+	}
+	page := string(body)
+	if strings.Contains(page, "<script>alert") || strings.Contains(page, "<img src=x") {
+		t.Fatal("a statement's name is rendered as markup")
+	}
+	if !strings.Contains(page, "&lt;script&gt;alert(1)&lt;/script&gt;") || !strings.Contains(page, "(not in the policy)") {
+		t.Errorf("the stranger's statement is not shown as text from a key outside the policy:\n%s", page)
 	}
 }
