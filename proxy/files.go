@@ -87,6 +87,7 @@ func LoadPolicy(path string) (*notarize.Evaluator, error) {
 //	ledger: https://ledger.example.com
 //	ledgerKey: ledger.pub            # verifier key or a file holding it
 //	maxStaleness: 5m
+//	witnessPolicy: witnesses.policy   # checkpoints count only when a quorum of witnesses cosigned them
 //	cacheMaxBytes: 20GiB
 //	tlsCert: tls/cert.pem            # serve HTTPS (with tlsKey)
 //	tlsKey: tls/key.pem
@@ -114,6 +115,12 @@ type Configuration struct {
 	// MaxStaleness bounds how long the proxy serves from its last verified
 	// ledger state when the ledger cannot be followed.
 	MaxStaleness Duration `yaml:"maxStaleness,omitempty"`
+	// WitnessPolicy is a witness policy file (Tessera's witness policy
+	// format): every ledger checkpoint must be cosigned by a quorum of its
+	// witnesses, and MaxStaleness then also counts from the newest quorum's
+	// cosignatures, so a front that freezes the ledger's checkpoint cannot
+	// hold back a revocation past it. See ledgerclient.WitnessPolicy.
+	WitnessPolicy string `yaml:"witnessPolicy,omitempty"`
 	// CacheMaxBytes bounds the blob cache: "20GiB", "500MB" or a number of
 	// bytes; 0 is unbounded.
 	CacheMaxBytes ByteSize `yaml:"cacheMaxBytes,omitempty"`
@@ -190,6 +197,7 @@ func LoadConfiguration(path string, c *Configuration) error {
 	}
 	rel(&c.Data, file.Data)
 	rel(&c.Policy, file.Policy)
+	rel(&c.WitnessPolicy, file.WitnessPolicy)
 	rel(&c.TLSCert, file.TLSCert)
 	rel(&c.TLSKey, file.TLSKey)
 	if !strings.Contains(file.LedgerKey, "+") {

@@ -149,6 +149,7 @@ policy: p.yaml
 ledger: http://ledger:7070
 ledgerKey: l.pub
 maxStaleness: 7m
+witnessPolicy: w.policy
 cacheMaxBytes: 3GiB
 tlsCert: c.pem
 tlsKey: k.pem
@@ -160,7 +161,7 @@ anonymous: true
 		common + "auth: {token: {realm: 'https://auth/token', service: svc, issuer: iss, rootcertbundle: bundle.pem, jwks: keys.jwks, signingalgorithms: [ES256]}}\n",
 	}
 	// Read by notarize-proxy itself from the Configuration.
-	readByMain := map[string]bool{"addr": true, "policy": true, "ledger": true, "ledgerKey": true, "maxStaleness": true,
+	readByMain := map[string]bool{"addr": true, "policy": true, "ledger": true, "ledgerKey": true, "maxStaleness": true, "witnessPolicy": true,
 		"tlsCert": true, "tlsKey": true, "logLevel": true, "anonymous": true}
 	// Found again in the Server's Config.
 	inProxy := map[string]func(c proxy.Configuration, pc proxy.Config) bool{

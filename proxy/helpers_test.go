@@ -88,6 +88,7 @@ type envConfig struct {
 	ledger       *ledgertest.Server
 	follow       string
 	peer         *env
+	witnesses    *ledgerclient.WitnessPolicy
 }
 
 func withUpstream(u upstream.Config) envOption {
@@ -114,6 +115,11 @@ func withFollow(url string) envOption {
 // same upstream registry.
 func withPeer(p *env) envOption {
 	return func(c *envConfig) { c.peer = p }
+}
+
+// withWitnesses gives the proxy's ledger client and replica a witness policy.
+func withWitnesses(p *ledgerclient.WitnessPolicy) envOption {
+	return func(c *envConfig) { c.witnesses = p }
 }
 
 // withClock gives the replica a clock of the test's.
@@ -187,13 +193,15 @@ func (e *env) start() {
 	t := e.t
 	t.Helper()
 	// The proxy's own ledger client, with its own state.
-	plc, err := ledgerclient.New(t.Context(), ledgerclient.Config{URL: e.follow, Home: filepath.Join(e.dir, "proxy-home"), VerifierKey: e.ledger.VerifierKey})
+	plc, err := ledgerclient.New(t.Context(), ledgerclient.Config{URL: e.follow, Home: filepath.Join(e.dir, "proxy-home"), VerifierKey: e.ledger.VerifierKey,
+		WitnessPolicy: e.ec.witnesses})
 	if err != nil {
 		t.Fatal(err)
 	}
 	rep, err := replica.Open(replica.Config{
 		Path: filepath.Join(e.dir, "replica.db"), Source: ledgerclient.NewFollower(plc, 0),
 		PollInterval: 50 * time.Millisecond, MaxStaleness: e.ec.maxStaleness, Now: e.ec.now,
+		Witnesses: e.ec.witnesses,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -137,6 +137,8 @@ func (s *Server) routes() http.Handler {
 
 	r.Handle("/metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})).Methods(http.MethodGet)
 	r.HandleFunc("/notarize/v1/stats", s.serveStats).Methods(http.MethodGet)
+	// Authenticated like /notarize/v1/stats (checkpoint.go).
+	r.HandleFunc("/notarize/v1/checkpoint", s.serveCheckpoint).Methods(http.MethodGet, http.MethodHead)
 	r.PathPrefix("/ui").Handler(s.dashboard()).Methods(http.MethodGet, http.MethodHead) // authenticated like /notarize/v1/stats (decisions_ui.go)
 	r.HandleFunc("/healthz", s.serveHealth).Methods(http.MethodGet, http.MethodHead)
 	return r

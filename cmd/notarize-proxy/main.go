@@ -22,6 +22,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/notarize/docker-notarize/internal/boundedfile"
 	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/notarize/docker-notarize/proxy"
@@ -184,6 +185,7 @@ func newFlagSet(c *proxy.Configuration, configPath *string, showVersion *bool, s
 	fs.StringVar(&c.LedgerKey, "ledger-key", c.LedgerKey, "ledger verifier key, or a file holding it (the ledger's DIR/ledger.pub); default: pinned on first use")
 	fs.Var(&c.CacheMaxBytes, "cache-max-bytes", "bound of the blob cache in --data (least recently used blobs are evicted; a larger blob is served uncached), e.g. 20GiB, 500MB; 0 = unbounded")
 	fs.Var(&c.MaxStaleness, "max-staleness", "serve from the last verified ledger state for at most this long when the ledger cannot be followed, then fail closed")
+	fs.StringVar(&c.WitnessPolicy, "witness-policy", c.WitnessPolicy, "witness policy FILE (Tessera's format): a ledger checkpoint counts only when a quorum of its witnesses cosigned it, and --max-staleness also counts from the newest quorum's cosignatures")
 	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "serve HTTPS with this certificate (PEM); with --tls-key")
 	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "private key (PEM) of --tls-cert")
 	fs.Var(&authFlag{dst: &c.Auth}, "auth", "client authentication: htpasswd:FILE (bcrypt, htpasswd -B) or token:realm=URL,service=NAME,issuer=NAME,rootcertbundle=FILE (Docker token spec)")
@@ -296,16 +298,20 @@ func openReplica(ctx context.Context, cfg proxy.Configuration, log *slog.Logger)
 	if err != nil {
 		return nil, nil, err
 	}
+	witnesses, err := loadWitnessPolicy(cfg.WitnessPolicy)
+	if err != nil {
+		return nil, nil, err
+	}
 	lc, err := ledgerclient.New(ctx, ledgerclient.Config{
 		URL: cfg.Ledger, VerifierKey: key, Home: filepath.Join(cfg.Data, "ledgerclient"),
-		UserAgent: "notarize-proxy/" + version, Logger: log,
+		UserAgent: "notarize-proxy/" + version, Logger: log, WitnessPolicy: witnesses,
 	})
 	if err != nil {
 		return nil, nil, err
 	}
 	rep, err := replica.Open(replica.Config{
 		Path: filepath.Join(cfg.Data, "replica.db"), Source: ledgerclient.NewFollower(lc, 0),
-		MaxStaleness: time.Duration(cfg.MaxStaleness), Logger: log,
+		MaxStaleness: time.Duration(cfg.MaxStaleness), Logger: log, Witnesses: witnesses,
 	})
 	if err != nil {
 		return nil, nil, err
@@ -333,7 +339,7 @@ func logListening(log *slog.Logger, cfg proxy.Configuration, addr string, srv *p
 	}
 	log.Info("notarize-proxy listening", "addr", addr, "scheme", scheme, "version", version, "upstreams", srv.Upstreams(),
 		"ledger", cfg.Ledger, "ledger_key", ledgerKey, "policy", cfg.Policy, "data", cfg.Data,
-		"cache_max_bytes", cfg.CacheMaxBytes.String(), "max_staleness", cfg.MaxStaleness.String(),
+		"cache_max_bytes", cfg.CacheMaxBytes.String(), "max_staleness", cfg.MaxStaleness.String(), "witness_policy", cfg.WitnessPolicy,
 		"auth", authMode, "anonymous", cfg.Anonymous, "access_rules", len(ev.Policy().Access),
 		"daemon.json", daemonJSON,
 		"hosts.toml", fmt.Sprintf(`server = "%s"  [host."%s"] capabilities = ["pull", "resolve"]`, mirror, mirror))
@@ -371,6 +377,22 @@ func serveHTTP(ctx context.Context, cfg proxy.Configuration, ln net.Listener, sr
 		err = nil
 	}
 	return errors.Join(err, srv.Close(shutdownCtx))
+}
+
+// loadWitnessPolicy reads and parses the witness policy file; nil without one.
+func loadWitnessPolicy(path string) (*ledgerclient.WitnessPolicy, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := boundedfile.Read(path, ledgerclient.MaxWitnessPolicySize)
+	if err != nil {
+		return nil, fmt.Errorf("witness policy: %w", err)
+	}
+	p, err := ledgerclient.ParseWitnessPolicy(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return p, nil
 }
 
 // loadPolicy loads the policy file. Access rules name users, so they need

@@ -171,6 +171,13 @@ func (f *Front) Freeze() {
 	f.frozen = true
 }
 
+// Thaw makes the front pass the ledger's checkpoints on again.
+func (f *Front) Thaw() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.frozen = false
+}
+
 // Frozen reports whether the front is frozen.
 func (f *Front) Frozen() bool {
 	f.mu.Lock()

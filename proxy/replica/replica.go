@@ -68,6 +68,14 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Witnesses, when set, is the witness policy the Source's client checks
+	// every checkpoint against (ledgerclient.Config.WitnessPolicy). Freshness
+	// then also counts from the cosignatures: lookups fail with ErrStale
+	// once the newest checkpoint cosigned by a quorum is older than
+	// MaxStaleness, however recently the ledger (or a front that froze its
+	// /checkpoint) answered. The stored checkpoint is checked against it
+	// again at Open.
+	Witnesses *ledgerclient.WitnessPolicy
 }
 
 // Validate checks the configuration.
@@ -206,6 +214,12 @@ type Status struct {
 	VerifiedAt time.Time
 	// LastError is the last failure to follow, "" after a success.
 	LastError string
+	// WitnessedAt is, with Config.Witnesses, when the newest verified
+	// checkpoint's witness quorum was completed (zero: none yet).
+	WitnessedAt time.Time
+	// Checkpoint is the last verified checkpoint, as the ledger signed (and
+	// its witnesses cosigned) it; nil before the first sync.
+	Checkpoint []byte
 }
 
 // Replica is a verified, persisted index of a ledger's records. Records is
@@ -280,6 +294,7 @@ func (r *Replica) load() error {
 			r.saved = r.status.VerifiedAt
 		}
 		r.status.CheckpointSize = r.st.Size
+		r.loadCheckpoint(m.Get(keyCheckpoint))
 		return nil
 	})
 }
@@ -470,6 +485,7 @@ func (r *Replica) apply(b *ledgerclient.FollowBatch) error {
 	r.status.BadEntries += addBad
 	r.status.VerifiedAt = now
 	r.status.LastError = ""
+	r.witnessed(b.Checkpoint)
 	r.mu.Unlock()
 	return nil
 }
@@ -494,7 +510,7 @@ func (r *Replica) Fresh() error {
 		return fmt.Errorf("%w: the ledger was last verified %s ago at size %d (max staleness %s): %s",
 			ErrStale, age.Round(time.Second), s.Size, r.cfg.MaxStaleness, orNone(s.LastError))
 	}
-	return nil
+	return r.witnessFresh(s)
 }
 
 func orNone(s string) string {

@@ -1,0 +1,57 @@
+package replica
+
+import (
+	"bytes"
+	"fmt"
+	"time"
+
+	"github.com/notarize/docker-notarize/ledgerclient"
+)
+
+// witnessed records cp as the replica's latest verified checkpoint and,
+// with a witness policy, its quorum time (never moving backwards: a quorum
+// completed at T says the witnesses' view was this checkpoint at T, and a
+// later checkpoint cannot have been cosigned before it). r.mu is held.
+func (r *Replica) witnessed(cp ledgerclient.Checkpoint) {
+	if len(cp.Raw) > 0 {
+		r.status.Checkpoint = bytes.Clone(cp.Raw)
+	}
+	if cp.WitnessedAt.After(r.status.WitnessedAt) {
+		r.status.WitnessedAt = cp.WitnessedAt
+	}
+}
+
+// loadCheckpoint restores the stored checkpoint and, with a witness policy,
+// its quorum time, checked again: a checkpoint stored without a quorum (or
+// under another policy) leaves WitnessedAt zero, so the replica is stale
+// until it verifies a cosigned one.
+func (r *Replica) loadCheckpoint(raw []byte) {
+	if len(raw) == 0 {
+		return
+	}
+	r.status.Checkpoint = bytes.Clone(raw)
+	if r.cfg.Witnesses == nil {
+		return
+	}
+	if cp, err := r.cfg.Witnesses.Witnessed(ledgerclient.Checkpoint{Raw: bytes.Clone(raw)}); err == nil {
+		r.status.WitnessedAt = cp.WitnessedAt
+	}
+}
+
+// witnessFresh is Fresh's check of the witness quorum's age, with a
+// witness policy: the replica may have polled a second ago, but if the
+// newest checkpoint a quorum cosigned is older than MaxStaleness, the ledger
+// or a front before it may be holding back entries (a revocation).
+func (r *Replica) witnessFresh(s Status) error {
+	if r.cfg.Witnesses == nil {
+		return nil
+	}
+	if s.WitnessedAt.IsZero() {
+		return fmt.Errorf("%w: no ledger checkpoint cosigned by a quorum of the witness policy has been verified yet (%s)", ErrStale, orNone(s.LastError))
+	}
+	if age := r.cfg.Now().Sub(s.WitnessedAt); age > r.cfg.MaxStaleness {
+		return fmt.Errorf("%w: the newest ledger checkpoint cosigned by a quorum of the witness policy (size %d) was cosigned %s ago, at %s (max staleness %s): the ledger, or a front before it, may be holding back newer entries; last error: %s",
+			ErrStale, s.CheckpointSize, age.Round(time.Second), s.WitnessedAt.UTC().Format(time.RFC3339), r.cfg.MaxStaleness, orNone(s.LastError))
+	}
+	return nil
+}
