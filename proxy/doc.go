@@ -22,4 +22,7 @@
 //
 // Every decision is one slog line and a Prometheus count; per-digest
 // verification counts are served as JSON at /notarize/v1/stats.
+// Decisions are also recorded in DataDir/decisions.db (bounded retention:
+// decisions.go) and shown by the read-only dashboard at /ui/ (package ui,
+// decisions_ui.go), behind the same client authentication.
 package proxy
