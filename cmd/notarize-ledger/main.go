@@ -11,10 +11,15 @@
 //
 //	notarize-ledger keygen --origin ledger.example.com/notarize --out ledger.key
 //	notarize-ledger --storage mysql --mysql-dsn 'user:pass@tcp(db:3306)/notarize' --key-file ledger.key
+//
+// With --witness-policy FILE every checkpoint is cosigned by a quorum of
+// witnesses (C2SP tlog-witness) before it is published; with --tls-cert
+// and --tls-key the ledger serves HTTPS (see docs/DEPLOYMENT.md).
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -78,6 +83,11 @@ type options struct {
 	rateKey, rateClient, rateKeyDigest float64
 	rateKeyBurst, rateClientBurst      int
 	trustedProxies                     []netip.Prefix
+
+	witnessPolicy               string
+	witnessTimeout, republishIv time.Duration
+	receiptTimeout              time.Duration
+	tlsCert, tlsKey             string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -109,6 +119,12 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		}
 		return nil
 	})
+	fs.StringVar(&o.witnessPolicy, "witness-policy", "", "witness policy `file` (log/witness NAME VKEY URL/group/quorum lines, as Tessera reads it): every checkpoint is published only once the quorum cosigned it")
+	fs.DurationVar(&o.witnessTimeout, "witness-timeout", ledger.DefaultWitnessTimeout, "longest one attempt to gather the witness quorum's cosignatures may take")
+	fs.DurationVar(&o.republishIv, "checkpoint-republish-interval", ledger.DefaultCheckpointRepublishInterval, "publish (and witness) the checkpoint again after this long without new entries, so its cosignatures show it is fresh")
+	fs.DurationVar(&o.receiptTimeout, "receipt-timeout", ledger.DefaultReceiptTimeout, "longest a submission waits for a published checkpoint (then 503; the entry is published later)")
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate chain `file`: serve HTTPS (with --tls-key)")
+	fs.StringVar(&o.tlsKey, "tls-key", "", "PEM private key `file` of --tls-cert")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: json or text")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
@@ -157,8 +173,17 @@ func config(o *options, getenv func(string) string, logger *slog.Logger) (ledger
 		CheckpointInterval: o.checkpointIv,
 		TrustedProxies:     o.trustedProxies,
 		Logger:             logger,
+
+		WitnessTimeout:              o.witnessTimeout,
+		CheckpointRepublishInterval: o.republishIv,
+		ReceiptTimeout:              o.receiptTimeout,
 	}
 	var err error
+	if o.witnessPolicy != "" {
+		if cfg.WitnessPolicy, err = readBounded(o.witnessPolicy, ledger.MaxWitnessPolicySize); err != nil {
+			return cfg, fmt.Errorf("--witness-policy: %w", err)
+		}
+	}
 	if cfg.RateLimits, err = rateLimits(o); err != nil {
 		return cfg, err
 	}
@@ -212,6 +237,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	tlsCfg, err := serverTLS(o.tlsCert, o.tlsKey)
+	if err != nil {
+		return err
+	}
 	l, err := ledger.New(ctx, cfg)
 	if err != nil {
 		return err
@@ -226,6 +255,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		TLSConfig:         tlsCfg,
+	}
+	scheme := "http"
+	if tlsCfg != nil {
+		scheme = "https"
 	}
 	storage := "posix " + cfg.DataDir
 	pubNote := "(also in " + filepath.Join(cfg.DataDir, ledger.PubFile) + ")"
@@ -235,16 +269,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	logger.InfoContext(ctx, "ledger started",
 		slog.String("version", versionString()),
-		slog.String("url", "http://"+ln.Addr().String()),
+		slog.String("url", scheme+"://"+ln.Addr().String()),
+		slog.Bool("witnessed", l.Witnessed()),
 		slog.String("storage", storage),
 		slog.String("origin", l.Origin()),
 		slog.String("verifier_key", l.VerifierKey()),
 		slog.Bool("open_writes", l.OpenWrites()))
-	fmt.Fprintf(stdout, "notarize-ledger serving http://%s\nstorage:      %s\norigin:       %s\nverifier key: %s\n              %s\n",
-		ln.Addr(), storage, l.Origin(), l.VerifierKey(), pubNote)
+	fmt.Fprintf(stdout, "notarize-ledger serving %s://%s\nstorage:      %s\norigin:       %s\nverifier key: %s\n              %s\n",
+		scheme, ln.Addr(), storage, l.Origin(), l.VerifierKey(), pubNote)
+	if l.Witnessed() {
+		fmt.Fprintf(stdout, "witnessed:    checkpoints need the quorum of %s\n", o.witnessPolicy)
+	}
 
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() {
+		if tlsCfg != nil {
+			serveErr <- srv.ServeTLS(ln, "", "")
+			return
+		}
+		serveErr <- srv.Serve(ln)
+	}()
 	select {
 	case <-ctx.Done():
 		logger.InfoContext(ctx, "shutting down")
@@ -373,4 +417,36 @@ func firstNonEmpty(s ...string) string {
 		}
 	}
 	return ""
+}
+
+// serverTLS loads --tls-cert and --tls-key: nil when neither is set.
+func serverTLS(certFile, keyFile string) (*tls.Config, error) {
+	if certFile == "" && keyFile == "" {
+		return nil, nil
+	}
+	if certFile == "" || keyFile == "" {
+		return nil, errors.New("--tls-cert and --tls-key go together")
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
+
+// readBounded reads a file of at most limit bytes.
+func readBounded(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s: over %d bytes", path, limit)
+	}
+	return b, nil
 }
