@@ -46,7 +46,8 @@ type auditOptions struct {
 	yes      bool
 	// daemon is the Docker daemon to audit; nil means dockerCli.Client().
 	daemon dockerDaemon
-	// jobs bounds the ledger lookups under way at once; 0 means auditJobs.
+	// jobs bounds the ledger lookups and signatures under way at once; 0
+	// means auditJobs.
 	jobs int
 }
 
@@ -187,7 +188,9 @@ func runAudit(ctx context.Context, dockerCli command.Cli, opts auditOptions) err
 		return fmt.Errorf("audit: %w", err) // interrupted: exit 130, no partial verdict
 	}
 	if opts.sign {
-		if out.Signed, err = opts.signUnknown(ctx, dockerCli, resolver, out, j, prog); err != nil {
+		if out.Signed, err = opts.signUnknown(ctx, dockerCli, resolver, out, j, prog); errors.Is(err, context.Canceled) {
+			return err // interrupted: exit 130; what was recorded is on stderr
+		} else if err != nil {
 			return fail(err)
 		}
 	}

@@ -62,27 +62,55 @@ func (o *auditOptions) signUnknown(ctx context.Context, dockerCli command.Cli, r
 			return nil, err
 		}
 	}
-	var signed []signOutput
-	prog.start("signing", len(digests))
-	for _, d := range digests {
-		so, err := o.signSubject(ctx, stderr, resolver, client, signer, &out.Subjects[bySubject[d]])
-		prog.add(1)
-		if err != nil {
-			prog.finish()
-			fmt.Fprintf(stderr, "could not sign %s: %s\n", d, printable(err.Error()))
-			continue
-		}
-		signed = append(signed, so)
-	}
-	prog.finish()
-	if n := len(digests) - len(signed); n > 0 {
-		fmt.Fprintf(stderr, "%d of %d digests could not be signed\n", n, len(digests))
+	signed, err := o.signAll(ctx, stderr, resolver, client, signer, out.Subjects, digests, bySubject, prog)
+	if err != nil {
+		return signed, err
 	}
 	// Judge the signed digests again: the output shows what the ledger now says.
 	if j.client == nil && len(j.signers) > 0 {
 		j.client = client
 	}
 	j.rejudge(ctx, out.Subjects, signed, prog)
+	return signed, nil
+}
+
+// signAll signs digests, auditJobs at a time (the ledger integrates
+// concurrent submissions together), and returns what was recorded, in the
+// order of digests. A digest that could not be signed is reported on stderr.
+// Interrupted, it reports what was recorded so far on stderr and returns the
+// context's error (exit 130).
+func (o *auditOptions) signAll(ctx context.Context, stderr io.Writer, resolver *Resolver, client *ledgerclient.Client, signer *signingKey, subjects []auditSubject, digests []string, bySubject map[string]int, prog *progress) ([]signOutput, error) {
+	results := make([]signOutput, len(digests))
+	errs := make([]error, len(digests))
+	prog.start("signing", len(digests))
+	forEachBounded(len(digests), o.jobs, func(i int) {
+		if errs[i] = ctx.Err(); errs[i] != nil {
+			return
+		}
+		results[i], errs[i] = o.signSubject(ctx, stderr, resolver, client, signer, &subjects[bySubject[digests[i]]])
+		prog.add(1)
+	})
+	prog.finish()
+	var signed []signOutput
+	var failed []string
+	for i, d := range digests {
+		if errs[i] != nil {
+			failed = append(failed, fmt.Sprintf("could not sign %s: %s\n", d, printable(errs[i].Error())))
+			continue
+		}
+		signed = append(signed, results[i])
+	}
+	if err := ctx.Err(); err != nil {
+		fmt.Fprintf(stderr, "interrupted: %d of %d digests were recorded as trusted:\n", len(signed), len(digests))
+		_ = writeSignText(stderr, signed)
+		return signed, fmt.Errorf("audit --sign: %w", err)
+	}
+	for _, f := range failed {
+		io.WriteString(stderr, f)
+	}
+	if len(failed) > 0 {
+		fmt.Fprintf(stderr, "%d of %d digests could not be signed\n", len(failed), len(digests))
+	}
 	return signed, nil
 }
 
