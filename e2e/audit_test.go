@@ -80,13 +80,19 @@ func TestAuditRealDaemon(t *testing.T) {
 	signedRef, unsignedRef := repo+":signed", repo+":unsigned"
 	signedDigest := pushRunnable(t, signedRef)
 	unsignedDigest := pushRunnable(t, unsignedRef)
+	// The signed image in a second registry too: the same manifest, so one
+	// digest with two registry references.
+	mirror := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(mirror.Close)
+	mirrorRef := strings.TrimPrefix(mirror.URL, "http://") + "/mirror/app:signed"
+	copyImage(t, signedRef, mirrorRef)
 
 	c := newCLI(t, led.URL)
 	c.env["DOCKER_HOST"] = "unix://" + sock
 	c.notarize(0, "key", "generate", "--name", "alice")
 	c.notarize(0, "sign", signedRef)
 
-	for _, ref := range []string{signedRef, unsignedRef} {
+	for _, ref := range []string{signedRef, unsignedRef, mirrorRef} {
 		if r := c.docker("pull", "-q", ref); r.code != 0 {
 			t.Fatalf("docker pull %s: exit %d\n%s%s", ref, r.code, r.stdout, r.stderr)
 		}
@@ -108,6 +114,12 @@ func TestAuditRealDaemon(t *testing.T) {
 		if s.Verdict != "TRUSTED" || s.Digest != signedDigest || len(s.Containers) != 1 || s.Containers[0].Name != "signed-ctr" || s.Containers[0].State != "created" ||
 			len(s.Signers) != 1 || s.Signers[0].Name != "alice" || s.Signers[0].Status != "trusted" {
 			t.Errorf("signed image: %+v", s)
+		}
+		if i := a.subject(t, mirrorRef); i != a.subject(t, signedRef) {
+			t.Errorf("the image pulled from two registries is two subjects: %+v and %+v", a.Subjects[i], s)
+		}
+		if !slices.Contains(s.References, strings.TrimSuffix(mirrorRef, ":signed")+"@"+signedDigest) || !slices.Contains(s.References, repo+"@"+signedDigest) {
+			t.Errorf("the signed image's references lack a registry digest: %v", s.References)
 		}
 		u := a.Subjects[a.subject(t, unsignedRef)]
 		if u.Verdict != "UNKNOWN" || u.Digest != unsignedDigest || len(u.Containers) != 1 || u.Containers[0].Name != "unsigned-ctr" || u.Signers[0].Status != "none" {
@@ -178,6 +190,26 @@ func TestAuditRealDaemon(t *testing.T) {
 			t.Fatalf("--sign signed %+v over a revocation", a.Signed)
 		}
 	})
+}
+
+// copyImage copies the image at src to dst, manifest bytes unchanged.
+func copyImage(t *testing.T, src, dst string) {
+	t.Helper()
+	s, err := name.ParseReference(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := name.ParseReference(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(s, remote.WithContext(t.Context()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(d, img, remote.WithContext(t.Context())); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // pushRunnable pushes a random image that `docker create` accepts (a config
