@@ -34,7 +34,11 @@ install: build ## Install the plugin into DOCKER_CONFIG/cli-plugins (default ~/.
 
 .PHONY: run
 run: build ## Start the ledger (127.0.0.1:7070) and the proxy (127.0.0.1:5000) in the foreground; data in ./.notarize.
-	@BIN=$(BIN) DATA=$(DATA) LEDGER_ADDR=$(LEDGER_ADDR) PROXY_ADDR=$(PROXY_ADDR) PROXY_FLAGS='$(PROXY_FLAGS)' scripts/run-stack.sh
+	@BIN=$(BIN) DATA=$(DATA) LEDGER_ADDR=$(LEDGER_ADDR) PROXY_ADDR=$(PROXY_ADDR) PROXY_FLAGS='$(PROXY_FLAGS)' WITNESSES=$(or $(WITNESSES),0) scripts/run-stack.sh
+
+.PHONY: run-witnessed
+run-witnessed: build ## `make run` with WITNESSES (default 3) local omniwitness processes cosigning every checkpoint (2 of 3).
+	@BIN=$(BIN) DATA=$(DATA) LEDGER_ADDR=$(LEDGER_ADDR) PROXY_ADDR=$(PROXY_ADDR) PROXY_FLAGS='$(PROXY_FLAGS)' WITNESSES=$(or $(WITNESSES),3) scripts/run-stack.sh
 
 .PHONY: mariadb
 mariadb: ## Start a throwaway MariaDB on 127.0.0.1:3307 (data in .notarize/mariadb); prints its DSN.

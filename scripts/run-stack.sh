@@ -7,6 +7,14 @@
 # PROXY_FLAGS adds flags to notarize-proxy, e.g. another upstream:
 #   make run PROXY_FLAGS="--upstream local=http://127.0.0.1:5001"
 #
+# WITNESSES=N (1-5; `make run-witnessed` is WITNESSES=3) also starts N local
+# omniwitness processes (scripts/witness.sh; ports WITNESS_PORT,
+# WITNESS_PORT+1, …, default 7081; data in DATA/witnesses/wI) and runs the
+# ledger with the witness policy DATA/witnesses/policy: a majority of them
+# must cosign every checkpoint. The proxy gets the same policy when it has
+# --witness-policy. The ledger's key is made before its first start (the
+# witnesses must know it); an existing ledger is witnessed from its size.
+#
 # Without POLICY, it writes DATA/policy.yaml once: every key of your key store
 # (NOTARIZE_HOME/keys/*.pub) is a signer and everything is enforced; with no key
 # yet, everything is served in audit mode (decisions logged, nothing refused).
@@ -19,6 +27,8 @@ LEDGER_ADDR=${LEDGER_ADDR:-127.0.0.1:7070}
 PROXY_ADDR=${PROXY_ADDR:-127.0.0.1:5000}
 KEYS=${NOTARIZE_HOME:-${DOCKER_CONFIG:-$HOME/.docker}/notarize}/keys
 POLICY=${POLICY:-$DATA/policy.yaml}
+WITNESSES=${WITNESSES:-0}
+WITNESS_PORT=${WITNESS_PORT:-7081}
 mkdir -p "$DATA"
 
 # A policy this script wrote is written again on every start, so keys made
@@ -57,13 +67,51 @@ if [[ ! -f $POLICY ]] || head -1 "$POLICY" | grep -q '^# Written by scripts/run-
 fi
 
 pids=()
+witness_dirs=()
 stop() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for d in "${witness_dirs[@]}"; do "$ROOT/scripts/witness.sh" stop "$d" || true; done
 }
 trap stop EXIT INT TERM
 
-"$BIN/notarize-ledger" --addr "$LEDGER_ADDR" --data "$DATA/ledger" &
+ledger_flags=()
+proxy_witness_flags=()
+if [[ $WITNESSES =~ ^[1-5]$ ]]; then
+  mkdir -p "$DATA/ledger" "$DATA/witnesses"
+  if [[ ! -f $DATA/ledger/ledger.key ]]; then
+    "$BIN/notarize-ledger" keygen --origin "$(hostname)/notarize-ledger" --out "$DATA/ledger/ledger.key" >/dev/null
+  fi
+  vkey=$(cat "$DATA/ledger/ledger.pub" 2>/dev/null || cat "$DATA/ledger/ledger.key.pub")
+  origin=${vkey%%+*}
+  policy=$DATA/witnesses/policy
+  quorum=$((WITNESSES / 2 + 1))
+  {
+    echo "# Written by scripts/run-stack.sh: $quorum of $WITNESSES local witnesses."
+    names=()
+    for i in $(seq 1 "$WITNESSES"); do
+      d=$DATA/witnesses/w$i
+      witness_dirs+=("$d")
+      line=$("$ROOT/scripts/witness.sh" start "$d" $((WITNESS_PORT + i - 1)) "$origin" "$vkey" "http://$LEDGER_ADDR")
+      echo "$line"
+      names+=("$(echo "$line" | cut -d' ' -f2)")
+    done
+    echo "group local-witnesses $quorum ${names[*]}"
+    echo "quorum local-witnesses"
+  } >"$policy.tmp"
+  mv "$policy.tmp" "$policy"
+  echo "started $WITNESSES witnesses; policy $policy (quorum $quorum)"
+  ledger_flags+=(--witness-policy "$policy")
+  proxy_help=$("$BIN/notarize-proxy" --help 2>&1 || true)
+  if [[ $proxy_help == *-witness-policy* ]]; then
+    proxy_witness_flags+=(--witness-policy "$policy")
+  fi
+elif [[ $WITNESSES != 0 ]]; then
+  echo "WITNESSES=$WITNESSES: want 0 to 5" >&2
+  exit 2
+fi
+
+"$BIN/notarize-ledger" --addr "$LEDGER_ADDR" --data "$DATA/ledger" ${ledger_flags[@]+"${ledger_flags[@]}"} &
 pids+=($!)
 for _ in $(seq 1 100); do
   [[ -f $DATA/ledger/ledger.pub ]] && curl -fsS -o /dev/null "http://$LEDGER_ADDR/api/v1/info" 2>/dev/null && break
@@ -84,6 +132,6 @@ Point clients at the proxy on $PROXY_ADDR:
 
 EOF
 "$BIN/notarize-proxy" --addr "$PROXY_ADDR" --data "$DATA/proxy" --policy "$POLICY" \
-  --ledger "http://$LEDGER_ADDR" --ledger-key "$DATA/ledger/ledger.pub" ${PROXY_FLAGS:-} &
+  --ledger "http://$LEDGER_ADDR" --ledger-key "$DATA/ledger/ledger.pub" ${proxy_witness_flags[@]+"${proxy_witness_flags[@]}"} ${PROXY_FLAGS:-} &
 pids+=($!)
 wait -n "${pids[@]}"
