@@ -130,11 +130,13 @@ type RepoStats struct {
 	Upstream string `json:"upstream"`
 	Repo     string `json:"repo"`
 	Counts
-	LastDigest  notarize.Digest `json:"lastDigest"`
-	LastVerdict string          `json:"lastVerdict"`
-	LastSigner  string          `json:"lastSigner,omitempty"`
-	LastReason  string          `json:"lastReason,omitempty"`
-	LastSeen    time.Time       `json:"lastSeen"`
+	// Verdicts counts the decisions by effective verdict.
+	Verdicts    map[string]uint64 `json:"verdicts,omitempty"`
+	LastDigest  notarize.Digest   `json:"lastDigest"`
+	LastVerdict string            `json:"lastVerdict"`
+	LastSigner  string            `json:"lastSigner,omitempty"`
+	LastReason  string            `json:"lastReason,omitempty"`
+	LastSeen    time.Time         `json:"lastSeen"`
 }
 
 // Target is "UPSTREAM/REPO".

@@ -99,19 +99,27 @@ func (f DecisionFilter) matchesSeries(k seriesKey) bool {
 		(f.sees == nil || (k != otherSeries && f.sees(k.Upstream+"/"+k.Repo)))
 }
 
-// visible returns ds with only the targets sees allows, and whether any is
+// visible returns ds (a clone) as sees may see it: only the targets sees
+// allows, and only the decisions made there; and whether any target is
 // left (sees nil: everything is visible).
 func visible(ds DigestStats, sees func(string) bool) (DigestStats, bool) {
 	if sees == nil {
 		return ds, true
 	}
 	var ts []string
+	bt := map[string]Counts{}
+	ds.Counts = Counts{}
 	for _, t := range ds.Targets {
 		if sees(t) {
 			ts = append(ts, t)
+			c := ds.ByTarget[t]
+			bt[t] = c
+			ds.Allowed += c.Allowed
+			ds.Denied += c.Denied
+			ds.AuditOnly += c.AuditOnly
 		}
 	}
-	ds.Targets = ts
+	ds.Targets, ds.ByTarget = ts, bt
 	return ds, len(ts) > 0
 }
 

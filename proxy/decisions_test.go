@@ -153,6 +153,15 @@ func TestDashboardHidesClosedRepositories(t *testing.T) {
 			}
 		}
 	}
+	// Nor how many decisions were made there.
+	_, _, body := a.get(t, "/notarize/v1/stats", bob)
+	var st2 proxy.Stats
+	if err := json.Unmarshal(body, &st2); err != nil {
+		t.Fatal(err)
+	}
+	if len(st2.Decisions) != 0 || st2.Tracked != 0 {
+		t.Errorf("bob's stats count decisions at repositories closed to him: %+v", st2)
+	}
 	stUnknown, _, bodyUnknown := a.get(t, "/ui/digest/sha256:"+strings.Repeat("0", 64), bob)
 	stKnown, _, bodyKnown := a.get(t, "/ui/digest/"+digest, bob)
 	if stKnown != http.StatusNotFound || stKnown != stUnknown || string(bodyKnown) != string(bodyUnknown) {

@@ -121,6 +121,9 @@ func (s *Server) fillOverview(page *ui.Overview, f DecisionFilter, now time.Time
 	page.Signers, page.Revocations = s.signerPanels(pol, f.sees)
 	page.Replica = s.replicaHealth(now)
 	tracked, repos, untracked, dropped, werr := s.stats.recordHealth()
+	if f.sees != nil { // proxy-wide numbers are not for a viewer restricted by the access rules
+		tracked, repos, untracked, dropped = len(page.Images), len(page.Repos), 0, 0
+	}
 	page.Record = ui.Record{Digests: tracked, Repos: repos, Untracked: untracked, Dropped: dropped, WriteError: werr,
 		Retention: "30 days, at most " + itoa(s.stats.max) + " digests and " + itoa(maxTrackedRepos) + " repositories"}
 }

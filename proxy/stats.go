@@ -3,6 +3,7 @@ package proxy
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -27,10 +28,20 @@ type DigestStats struct {
 	LastReason  string    `json:"lastReason,omitempty"`
 	LastSeen    time.Time `json:"lastSeen"`
 	Targets     []string  `json:"targets"`
+	// ByTarget counts the decisions at each of Targets ("UPSTREAM/REPO");
+	// decisions at targets past maxTargetsPerDigest are in Counts only.
+	ByTarget map[string]Counts `json:"byTarget,omitempty"`
 }
 
 func (ds DigestStats) clone() DigestStats {
 	ds.Targets = append([]string(nil), ds.Targets...)
+	if ds.ByTarget != nil {
+		bt := make(map[string]Counts, len(ds.ByTarget))
+		for k, v := range ds.ByTarget {
+			bt[k] = v
+		}
+		ds.ByTarget = bt
+	}
 	return ds
 }
 
@@ -165,14 +176,18 @@ func (s *digestStats) observeDigest(d Decision) {
 	ds.Counts.add(d.Outcome)
 	ds.LastVerdict, ds.LastSigner, ds.LastReason, ds.LastSeen = d.Verdict, d.Signer, d.Reason, d.Time
 	target := d.Target()
-	for _, t := range ds.Targets {
-		if t == target {
+	if !slices.Contains(ds.Targets, target) {
+		if len(ds.Targets) >= maxTargetsPerDigest {
 			return
 		}
-	}
-	if len(ds.Targets) < maxTargetsPerDigest {
 		ds.Targets = append(ds.Targets, target)
 	}
+	if ds.ByTarget == nil {
+		ds.ByTarget = map[string]Counts{}
+	}
+	c := ds.ByTarget[target]
+	c.add(d.Outcome)
+	ds.ByTarget[target] = c
 }
 
 func (s *digestStats) observeRepo(d Decision) {
@@ -186,6 +201,10 @@ func (s *digestStats) observeRepo(d Decision) {
 		s.byRepo[k] = rs
 	}
 	rs.Counts.add(d.Outcome)
+	if rs.Verdicts == nil {
+		rs.Verdicts = map[string]uint64{}
+	}
+	rs.Verdicts[d.Verdict]++
 	rs.LastDigest, rs.LastVerdict, rs.LastSigner, rs.LastReason, rs.LastSeen = d.Digest, d.Verdict, d.Signer, d.Reason, d.Time
 }
 
@@ -246,8 +265,21 @@ func (s *digestStats) snapshot(d notarize.Digest, repo string, limit int, sees f
 	defer s.mu.Unlock()
 	st := Stats{Decisions: map[string]uint64{}, Tracked: len(s.byDigest), Untracked: s.untracked, Dropped: s.dropped.Load(),
 		Digests: []DigestStats{}, Repositories: []RepoStats{}}
-	for k, v := range s.verdicts {
-		st.Decisions[k] = v
+	if sees == nil {
+		for k, v := range s.verdicts {
+			st.Decisions[k] = v
+		}
+	} else {
+		// A viewer restricted by the access rules is told only about what
+		// was decided at repositories it may pull.
+		st.Tracked, st.Untracked, st.Dropped = 0, 0, 0
+		for _, rs := range s.byRepo {
+			if sees(rs.Target()) {
+				for k, v := range rs.Verdicts {
+					st.Decisions[k] += v
+				}
+			}
+		}
 	}
 	switch {
 	case d != "":
