@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/image"
 	"github.com/moby/moby/client"
+	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/notarize"
 )
 
@@ -55,6 +57,12 @@ type auditRun struct {
 // audit runs runAudit with opts (root filled in) and stdin, on a terminal or not.
 func (h *harness) audit(opts auditOptions, stdin string, tty bool) auditRun {
 	h.t.Helper()
+	return h.auditWith(h.t.Context(), nil, opts, stdin, tty)
+}
+
+// auditWith is audit under ctx, reaching the ledger through ledgerHTTP (nil: the default).
+func (h *harness) auditWith(ctx context.Context, ledgerHTTP *http.Client, opts auditOptions, stdin string, tty bool) auditRun {
+	h.t.Helper()
 	var out, errOut bytes.Buffer
 	dockerCli, err := command.NewDockerCli(
 		command.WithInputStream(io.NopCloser(strings.NewReader(stdin))),
@@ -71,11 +79,12 @@ func (h *harness) audit(opts auditOptions, stdin string, tty bool) auditRun {
 		keychain:     authn.NewMultiKeychain(),
 		isTerminal:   func(int) bool { return tty },
 		readPassword: func(int) ([]byte, error) { panic("no password prompt in tests") },
+		ledgerHTTP:   ledgerHTTP,
 	}}
 	if opts.format == "" {
 		opts.format = formatJSON
 	}
-	code, msg := Exit(runAudit(h.t.Context(), dockerCli, opts))
+	code, msg := Exit(runAudit(ctx, dockerCli, opts))
 	if msg != "" {
 		errOut.WriteString(msg + "\n")
 	}
@@ -421,6 +430,41 @@ func TestAuditSign(t *testing.T) {
 		}
 	})
 }
+
+// TestAuditSignInterrupted: Ctrl-C while signing stops the signing (no
+// further submission), says what was recorded, and exits 130 — not 4 after
+// trying every remaining digest.
+func TestAuditSignInterrupted(t *testing.T) {
+	h := newHarness(t, "alice")
+	for i := range 10 {
+		h.pushRandom(fmt.Sprintf("many:t%d", i))
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var submits atomic.Int32
+	ledgerHTTP := &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		resp, err := http.DefaultTransport.RoundTrip(r)
+		if r.Method == http.MethodPost && r.URL.Path == api.PathEntries {
+			submits.Add(1)
+			cancel() // Ctrl-C once the first statement is submitted
+		}
+		return resp, err
+	})}
+	r := h.auditWith(ctx, ledgerHTTP, auditOptions{repo: h.reg.host + "/many", allTags: true, sign: true, yes: true, jobs: 1, format: formatTable}, "", false)
+	if r.code != ExitInterrupted || !strings.Contains(r.stderr, "interrupted") {
+		t.Fatalf("exit %d, want 130\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	if n := submits.Load(); n != 1 {
+		t.Errorf("%d statements submitted after the interrupt, want 1", n)
+	}
+	if strings.Count(r.stderr, "could not sign") > 0 {
+		t.Errorf("every remaining digest was tried:\n%s", r.stderr)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 func TestAuditExitCodes(t *testing.T) {
 	for _, tc := range []struct {
