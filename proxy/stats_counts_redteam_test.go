@@ -13,8 +13,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
-// Red team: the numbers of the statistics, per digest and in total, count
-// decisions at repositories the viewer may not pull.
+// Red team: the numbers of the statistics, per digest and in total, must
+// not count decisions at repositories the viewer may not pull.
 
 // TestRedTeamStatsSharedDigest: one digest at a repository bob may pull
 // (priv/public/app) and at one he may not (priv/team/app). bob sees the
