@@ -20,6 +20,9 @@ const (
 	uiImages       = 15
 	uiRevocations  = 15
 	uiDigestRecent = 20
+	// uiOtherStatements bounds the statements shown by keys outside the
+	// policy (anyone may log statements about any digest).
+	uiOtherStatements = 50
 )
 
 // ledgerView is what the dashboard reads from the trust source besides
@@ -29,7 +32,7 @@ const (
 type ledgerView interface {
 	Tallies(keyIDs []string) ([]replica.Tally, error)
 	Revocations(limit int) ([]replica.Revocation, error)
-	History(d notarize.Digest) ([]notarize.Record, error)
+	History(d notarize.Digest, keep func(keyID string) bool, others int) ([]notarize.Record, int, error)
 }
 
 var _ ledgerView = (*replica.Replica)(nil)
@@ -243,10 +246,17 @@ func (s *Server) serveDigestPage(w http.ResponseWriter, r *http.Request, raw str
 		}
 	}
 	if lv, ok := s.trust.(ledgerView); ok {
-		recs, err := lv.History(d)
+		inPolicy := map[string]bool{}
+		for _, name := range signerNames(pol) {
+			for _, id := range pol.AcceptedKeys(notarize.Rule{Require: []string{name}}) {
+				inPolicy[id] = true
+			}
+		}
+		recs, omitted, err := lv.History(d, func(id string) bool { return inPolicy[id] }, uiOtherStatements)
 		if err != nil {
 			page.HistoryErr = err.Error()
 		}
+		page.Omitted = omitted
 		for _, rec := range recs {
 			p := rec.Statement.Predicate
 			name := pol.SignerName(rec.KeyID)

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -229,9 +230,52 @@ func (r *Replica) Revocations(limit int) ([]Revocation, error) {
 	return out, nil
 }
 
-// History returns every verified record about d, in log order, whether or
-// not the replica is fresh: it is what the replica holds, for display.
-// Decisions use Records, which refuses stale data.
-func (r *Replica) History(d notarize.Digest) ([]notarize.Record, error) {
-	return r.lookup(d)
+// History returns the verified records about d for display, in log
+// order, whether or not the replica is fresh (decisions use Records, which
+// refuses stale data): every record by a key keep selects (the policy's
+// signers), and at most others of the latest records by other keys, so
+// that a flood of statements by strangers cannot make the answer large.
+// omitted is the number of other records left out.
+func (r *Replica) History(d notarize.Digest, keep func(keyID string) bool, others int) (recs []notarize.Record, omitted int, err error) {
+	if _, err := notarize.ParseDigest(string(d)); err != nil {
+		return nil, 0, err
+	}
+	prefix, _ := hex.DecodeString(d.Hex())
+	end := append(bytes.Clone(prefix), bytes.Repeat([]byte{0xff}, 8)...)
+	err = r.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketRecords).Cursor()
+		k, v := c.Seek(end)
+		if k == nil || !bytes.Equal(k, end) {
+			k, v = c.Prev()
+		}
+		for n := 0; k != nil && bytes.HasPrefix(k, prefix); k, v = c.Prev() {
+			if n++; n > maxRecordsPerDigest {
+				return fmt.Errorf("more than %d records about %s", maxRecordsPerDigest, d)
+			}
+			sr, err := decodeRecord(v)
+			if err != nil || len(k) != 40 {
+				return fmt.Errorf("corrupt record under %x", k)
+			}
+			if !keep(sr.KeyID) {
+				if others == 0 {
+					omitted++
+					continue
+				}
+				others--
+			}
+			recs = append(recs, notarize.Record{
+				Index: binary.BigEndian.Uint64(k[32:]),
+				KeyID: sr.KeyID,
+				Statement: notarize.NewStatement(d, "", notarize.Predicate{
+					Status: sr.Status, Timestamp: sr.Timestamp, Name: sr.Name, Kind: sr.Kind, MediaType: sr.MediaType,
+				}),
+			})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("replica history %s: %w", d, err)
+	}
+	slices.Reverse(recs)
+	return recs, omitted, nil
 }

@@ -76,9 +76,18 @@ func TestReplicaTallies(t *testing.T) {
 			revs[1].Digest != d1 || revs[1].Index != 2 || revs[1].Status != notarize.StatusUntrusted || !revs[1].Timestamp.Equal(at.Add(2*time.Minute)) {
 			t.Errorf("revocations = %+v", revs)
 		}
-		hist, err := r.History(d1)
-		if err != nil || len(hist) != 3 || hist[2].Index != 3 || hist[2].KeyID != keyA {
-			t.Errorf("History(d1) = %+v, %v", hist, err)
+		all := func(string) bool { return true }
+		hist, omitted, err := r.History(d1, all, 0)
+		if err != nil || omitted != 0 || len(hist) != 3 || hist[0].Index != 0 || hist[2].Index != 3 || hist[2].KeyID != keyA {
+			t.Errorf("History(d1) = %+v, %d omitted, %v", hist, omitted, err)
+		}
+		// Only keyB's records are kept whole; of the others, the latest one.
+		hist, omitted, err = r.History(d1, func(id string) bool { return id == keyB }, 1)
+		if err != nil || omitted != 2 || len(hist) != 1 || hist[0].Index != 3 {
+			t.Errorf("History(d1, none kept, 1 other) = %+v, %d omitted, %v", hist, omitted, err)
+		}
+		if hist, _, err := r.History(d3, all, 0); err != nil || len(hist) != 1 || hist[0].KeyID != keyB {
+			t.Errorf("History(d3) = %+v, %v", hist, err)
 		}
 	}
 	check(r)

@@ -149,7 +149,9 @@ type DigestPage struct {
 	SignCommand string
 	History     []Statement
 	HistoryErr  string
-	Decisions   []Decision
+	// Omitted counts older statements by keys outside the policy not shown.
+	Omitted   int
+	Decisions []Decision
 }
 
 // Renderer renders the dashboard's pages. It is safe for concurrent use.
