@@ -31,7 +31,7 @@ const (
 // unavailable.
 type ledgerView interface {
 	Tallies(keyIDs []string) ([]replica.Tally, error)
-	Revocations(limit int) ([]replica.Revocation, error)
+	Revocations(keyIDs []string, limit int) ([]replica.Revocation, error)
 	History(d notarize.Digest, keep func(keyID string) bool, others int) ([]notarize.Record, int, error)
 }
 
@@ -188,7 +188,11 @@ func (s *Server) signerPanels(pol *notarize.Evaluator, sees func(string) bool) (
 	}
 	var revs []ui.Revocation
 	if lv != nil {
-		rs, _ := lv.Revocations(uiRevocations)
+		var keys []string
+		for _, sg := range signers {
+			keys = append(keys, sg.Keys...)
+		}
+		rs, _ := lv.Revocations(keys, uiRevocations)
 		for _, r := range rs {
 			if sees != nil {
 				if _, ok := s.stats.digest(r.Digest, sees); !ok {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sort"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -25,16 +26,19 @@ import (
 //   - tallies: key ID (32) → three counters (8 bytes each, in statusCodes
 //     order): how many digests the key currently says are trusted,
 //     untrusted, unsupported;
-//   - revocations: log index (8) → digest (32) ‖ key ID (32) ‖ status code
-//     (1) ‖ timestamp (12): the last MaxRevocations untrusted or
-//     unsupported statements applied, oldest deleted first.
+//   - revocations: key ID (32) ‖ log index (8) → digest (32) ‖ status code
+//     (1) ‖ timestamp (12): each key's last MaxRevocations untrusted or
+//     unsupported statements that became current, its oldest deleted
+//     first. Per key, so that a stranger's flood of revocations cannot push
+//     the policy signers' out (the bucket is a subset of the records, so it
+//     grows no faster than the replica).
 var (
 	bucketCurrent     = []byte("current")
 	bucketTallies     = []byte("tallies")
 	bucketRevocations = []byte("revocations")
 )
 
-// MaxRevocations bounds the recent revocations the replica keeps.
+// MaxRevocations bounds the recent revocations the replica keeps per key.
 const MaxRevocations = 1000
 
 // Tally counts the digests one key currently vouches for or revokes: each
@@ -96,6 +100,7 @@ func (x tallyRecord) newerThan(ts time.Time, index uint64) bool {
 // recs (in log order) inside tx.
 func applyTallies(tx *bolt.Tx, recs []tallyRecord) error {
 	cur, tal, rev := tx.Bucket(bucketCurrent), tx.Bucket(bucketTallies), tx.Bucket(bucketRevocations)
+	revoked := map[string]bool{}
 	for _, x := range recs {
 		k := append(bytes.Clone(x.digest), x.keyID...)
 		old := -1
@@ -116,34 +121,32 @@ func applyTallies(tx *bolt.Tx, recs []tallyRecord) error {
 			return err
 		}
 		if statusCodes[x.status] != notarize.StatusTrusted {
-			v := append(bytes.Clone(k), x.currentValue()[:13]...)
-			if err := rev.Put(u64(x.index), v); err != nil {
+			v := append(bytes.Clone(x.digest), x.currentValue()[:13]...)
+			if err := rev.Put(append(bytes.Clone(x.keyID), u64(x.index)...), v); err != nil {
 				return err
 			}
+			revoked[string(x.keyID)] = true
 		}
 	}
-	return trimRevocations(rev)
+	for key := range revoked {
+		if err := trimRevocations(rev, []byte(key)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-// trimRevocations deletes the oldest revocations past MaxRevocations. It
-// walks at most MaxRevocations+1 keys from the newest, then the ones to
-// delete (collected first: deleting under a cursor skips keys).
-func trimRevocations(rev *bolt.Bucket) error {
+// trimRevocations deletes key's oldest revocations past MaxRevocations.
+// It walks at most MaxRevocations+1 entries from the key's newest, then
+// the ones to delete (collected first: deleting under a cursor skips keys).
+func trimRevocations(rev *bolt.Bucket, key []byte) error {
 	c := rev.Cursor()
-	n := 0
-	var cut []byte
-	for k, _ := c.Last(); k != nil; k, _ = c.Prev() {
-		if n++; n > MaxRevocations {
-			cut = bytes.Clone(k)
-			break
-		}
-	}
-	if cut == nil {
-		return nil
-	}
 	var old [][]byte
-	for k, _ := c.First(); k != nil && bytes.Compare(k, cut) <= 0; k, _ = c.Next() {
-		old = append(old, bytes.Clone(k))
+	n := 0
+	for k, _ := lastWithPrefix(c, key); k != nil && bytes.HasPrefix(k, key); k, _ = c.Prev() {
+		if n++; n > MaxRevocations {
+			old = append(old, bytes.Clone(k))
+		}
 	}
 	for _, k := range old {
 		if err := rev.Delete(k); err != nil {
@@ -151,6 +154,17 @@ func trimRevocations(rev *bolt.Bucket) error {
 		}
 	}
 	return nil
+}
+
+// lastWithPrefix positions c on the last key starting with prefix (or
+// before it: the caller checks the prefix) and returns it.
+func lastWithPrefix(c *bolt.Cursor, prefix []byte) ([]byte, []byte) {
+	end := append(bytes.Clone(prefix), bytes.Repeat([]byte{0xff}, 8)...)
+	k, v := c.Seek(end)
+	if k == nil || !bytes.Equal(k, end) {
+		k, v = c.Prev()
+	}
+	return k, v
 }
 
 // bumpTally moves one count of key from status old (-1: none) to status now.
@@ -204,30 +218,39 @@ func (r *Replica) Tallies(keyIDs []string) ([]Tally, error) {
 	return out, nil
 }
 
-// Revocations returns at most limit of the recent revocations, newest
-// (greatest log index) first.
-func (r *Replica) Revocations(limit int) ([]Revocation, error) {
+// Revocations returns at most limit of the recent revocations by the
+// keys asked for, newest (greatest log index) first.
+func (r *Replica) Revocations(keyIDs []string, limit int) ([]Revocation, error) {
 	var out []Revocation
 	err := r.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketRevocations).Cursor()
-		for k, v := c.Last(); k != nil && len(out) < limit; k, v = c.Prev() {
-			if len(k) != 8 || len(v) != 77 || int(v[64]) >= len(statusCodes) {
-				return fmt.Errorf("corrupt revocation under %x", k)
+		for _, id := range keyIDs {
+			key, err := hex.DecodeString(id)
+			if err != nil || len(key) != 32 {
+				return fmt.Errorf("key ID %q is not 32 hex bytes", id)
 			}
-			out = append(out, Revocation{
-				Index:     binary.BigEndian.Uint64(k),
-				Digest:    notarize.Digest("sha256:" + hex.EncodeToString(v[:32])),
-				KeyID:     hex.EncodeToString(v[32:64]),
-				Status:    statusCodes[v[64]],
-				Timestamp: time.Unix(int64(binary.BigEndian.Uint64(v[65:73])), int64(binary.BigEndian.Uint32(v[73:77]))).UTC(),
-			})
+			n := 0
+			for k, v := lastWithPrefix(c, key); k != nil && bytes.HasPrefix(k, key) && n < limit; k, v = c.Prev() {
+				if len(k) != 40 || len(v) != 45 || int(v[32]) >= len(statusCodes) {
+					return fmt.Errorf("corrupt revocation under %x", k)
+				}
+				out = append(out, Revocation{
+					Index:     binary.BigEndian.Uint64(k[32:]),
+					Digest:    notarize.Digest("sha256:" + hex.EncodeToString(v[:32])),
+					KeyID:     id,
+					Status:    statusCodes[v[32]],
+					Timestamp: time.Unix(int64(binary.BigEndian.Uint64(v[33:41])), int64(binary.BigEndian.Uint32(v[41:45]))).UTC(),
+				})
+				n++
+			}
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("replica revocations: %w", err)
 	}
-	return out, nil
+	sort.Slice(out, func(i, j int) bool { return out[i].Index > out[j].Index })
+	return out[:min(limit, len(out))], nil
 }
 
 // History returns the verified records about d for display, in log
@@ -241,13 +264,9 @@ func (r *Replica) History(d notarize.Digest, keep func(keyID string) bool, other
 		return nil, 0, err
 	}
 	prefix, _ := hex.DecodeString(d.Hex())
-	end := append(bytes.Clone(prefix), bytes.Repeat([]byte{0xff}, 8)...)
 	err = r.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketRecords).Cursor()
-		k, v := c.Seek(end)
-		if k == nil || !bytes.Equal(k, end) {
-			k, v = c.Prev()
-		}
+		k, v := lastWithPrefix(c, prefix)
 		for n := 0; k != nil && bytes.HasPrefix(k, prefix); k, v = c.Prev() {
 			if n++; n > maxRecordsPerDigest {
 				return fmt.Errorf("more than %d records about %s", maxRecordsPerDigest, d)

@@ -68,7 +68,7 @@ func TestReplicaTallies(t *testing.T) {
 				t.Errorf("tally %d = %+v, want %+v", i, tal[i], want[i])
 			}
 		}
-		revs, err := r.Revocations(10)
+		revs, err := r.Revocations([]string{keyA, keyB}, 10)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -149,20 +149,27 @@ func keyIDOf(t *testing.T, sv interface {
 	return id
 }
 
-// TestReplicaRevocationsBounded: past MaxRevocations, the oldest
-// revocations are dropped, across batches, and the tallies still count
-// every digest.
+// TestReplicaRevocationsBounded: each key keeps its last MaxRevocations
+// revocations, across batches, so a stranger's flood of revocations
+// neither grows without bound nor pushes a policy signer's out; the
+// tallies still count every digest.
 func TestReplicaRevocationsBounded(t *testing.T) {
-	keyID := strings.Repeat("ab", 32)
+	signer, stranger := strings.Repeat("cd", 32), strings.Repeat("ab", 32)
 	var batches []*ledgerclient.FollowBatch
 	n := uint64(0)
-	for _, size := range []int{700, 700} {
+	add := func(b *ledgerclient.FollowBatch, key string) {
+		d := notarize.DigestOf([]byte(fmt.Sprint("revoked ", n)))
+		b.Entries = append(b.Entries, ledgerclient.FollowedEntry{Index: n, Record: notarize.Record{Index: n, KeyID: key,
+			Statement: notarize.NewStatement(d, "x", notarize.Predicate{Status: notarize.StatusUntrusted, Timestamp: time.Unix(1, 0)})}})
+		n++
+	}
+	for i, size := range []int{700, 700} {
 		b := &ledgerclient.FollowBatch{From: n}
+		if i == 0 {
+			add(b, signer)
+		}
 		for range size {
-			d := notarize.DigestOf([]byte(fmt.Sprint("revoked ", n)))
-			b.Entries = append(b.Entries, ledgerclient.FollowedEntry{Index: n, Record: notarize.Record{Index: n, KeyID: keyID,
-				Statement: notarize.NewStatement(d, "x", notarize.Predicate{Status: notarize.StatusUntrusted, Timestamp: time.Unix(1, 0)})}})
-			n++
+			add(b, stranger)
 		}
 		b.State = ledgerclient.FollowState{Size: n, Hashes: [][]byte{make([]byte, 32)}}
 		batches = append(batches, b)
@@ -175,14 +182,20 @@ func TestReplicaRevocationsBounded(t *testing.T) {
 	if _, err := r.Sync(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	revs, err := r.Revocations(2 * replica.MaxRevocations)
+	revs, err := r.Revocations([]string{stranger}, 2*replica.MaxRevocations)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(revs) != replica.MaxRevocations || revs[0].Index != n-1 || revs[len(revs)-1].Index != n-replica.MaxRevocations {
 		t.Fatalf("%d revocations kept, newest %d, oldest %d; want the last %d", len(revs), revs[0].Index, revs[len(revs)-1].Index, replica.MaxRevocations)
 	}
-	if tal, err := r.Tallies([]string{keyID}); err != nil || tal[0].Untrusted != n {
-		t.Fatalf("tally %+v, %v; want %d untrusted", tal, err, n)
+	if revs, err := r.Revocations([]string{signer}, 10); err != nil || len(revs) != 1 || revs[0].Index != 0 || revs[0].KeyID != signer {
+		t.Fatalf("the signer's revocation after a stranger's flood: %+v, %v", revs, err)
+	}
+	if revs, err := r.Revocations([]string{signer, stranger}, 3); err != nil || len(revs) != 3 || revs[0].Index != n-1 || revs[2].Index != n-3 {
+		t.Fatalf("merged revocations: %+v, %v", revs, err)
+	}
+	if tal, err := r.Tallies([]string{stranger}); err != nil || tal[0].Untrusted != n-1 {
+		t.Fatalf("tally %+v, %v; want %d untrusted", tal, err, n-1)
 	}
 }
