@@ -58,7 +58,9 @@ type lookupQuery struct {
 
 // LookupResult is the verified part of a lookup answer.
 type LookupResult struct {
-	// Checkpoint is the verified checkpoint the records are included in.
+	// Checkpoint is the newest verified checkpoint of the answers read; every
+	// record is included in it (each page's checkpoint was proven
+	// consistent with the ones before).
 	Checkpoint Checkpoint
 	// Records are the entries about the digest, each verified (inclusion
 	// proof, envelope signature, subject, signer), ordered by log index.
