@@ -130,9 +130,9 @@ func (f DecisionFilter) matches(d Decision) bool {
 
 // Bar is one bar of the decisions-over-time chart.
 type Bar struct {
-	Start time.Time
+	Start time.Time `json:"start"`
 	// Counts are by outcome, in Outcomes order.
-	Counts [3]uint64
+	Counts [3]uint64 `json:"counts"`
 }
 
 // series returns the bars of f's range ending at now, and their sum. It
