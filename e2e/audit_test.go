@@ -141,6 +141,13 @@ func TestAuditRealDaemon(t *testing.T) {
 			}
 		}
 		c.standalone(2, "audit") // standalone: the docker client from DOCKER_HOST
+		// A docker context that does not exist: could not audit (4), never
+		// docker/cli's exit 1, which would read as UNTRUSTED.
+		noCtx := newCLI(t, led.URL)
+		noCtx.env["DOCKER_CONTEXT"] = "no-such-context"
+		if r := noCtx.standalone(4, "audit"); !strings.Contains(r.stderr, "no-such-context") {
+			t.Errorf("missing context: %s", r.stderr)
+		}
 	})
 
 	t.Run("registry repository", func(t *testing.T) {

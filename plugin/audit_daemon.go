@@ -24,9 +24,10 @@ type dockerDaemon interface {
 	ContainerList(ctx context.Context, options client.ContainerListOptions) (client.ContainerListResult, error)
 }
 
-// maxAuditLocal bounds the images and containers an audit reads from a
-// daemon: a daemon (DOCKER_HOST may be anyone's) that answers with more
-// fails the audit instead of exhausting memory.
+// maxAuditLocal bounds the images and containers an audit judges: a daemon
+// (DOCKER_HOST may be anyone's) that lists more fails the audit instead of
+// sending a ledger lookup for each. (The docker client has decoded the lists
+// by then.)
 const maxAuditLocal = 100_000
 
 // noDigestReason explains an image without a registry digest.
