@@ -372,17 +372,31 @@ func verifyReceipt(r *api.Receipt, cp Checkpoint, sent []byte) (notarize.Record,
 	if err != nil {
 		return notarize.Record{}, fmt.Errorf("%w: the receipt's entry: %v", ErrBadProof, err)
 	}
-	if !bytes.Equal(r.Entry, sent) {
-		canon, err := got.Marshal()
-		if err != nil || !bytes.Equal(canon, sent) {
-			return notarize.Record{}, fmt.Errorf("%w: the receipt is for another entry than the one submitted", ErrBadProof)
-		}
-	}
 	v, err := got.VerifyLogged()
 	if err != nil {
 		return notarize.Record{}, fmt.Errorf("entry %d: %w", r.Index, err)
 	}
+	if !bytes.Equal(r.Entry, sent) {
+		// A statement is logged once: a duplicate's receipt carries the
+		// entry as logged, which may hold other signature bytes (ECDSA
+		// signatures are randomized). It must be the same statement by the
+		// same key; any other entry is not a receipt for this submission.
+		if !r.Duplicate || !sameStatement(sent, v) {
+			return notarize.Record{}, fmt.Errorf("%w: the receipt is for another entry than the one submitted", ErrBadProof)
+		}
+	}
 	return notarize.Record{Index: r.Index, KeyID: v.KeyID, Statement: v.Statement}, nil
+}
+
+// sameStatement reports whether the entry sent holds the statement of the
+// verified logged entry: the same key and the same signed payload.
+func sameStatement(sent []byte, logged *notarize.Verified) bool {
+	e, err := notarize.ParseEntry(sent)
+	if err != nil {
+		return false
+	}
+	v, err := e.Verify()
+	return err == nil && v.Identity() == logged.Identity()
 }
 
 // fetchCheckpoint fetches the ledger's latest checkpoint and verifies it.

@@ -582,3 +582,35 @@ func TestLedgerConcurrentClientsShareHome(t *testing.T) {
 		t.Fatalf("final state %v, want size %d", sizes[max(0, len(sizes)-1):], clients*rounds)
 	}
 }
+
+// TestResignedStatementReceipt: a statement is logged once, so submitting
+// it again signed anew (other signature bytes, same key and payload) is
+// answered as a duplicate carrying the entry as first logged; the client
+// accepts that receipt, and refuses one that names another statement.
+func TestResignedStatementReceipt(t *testing.T) {
+	srv := ledgertest.Start(t)
+	c := newClient(t, srv.URL, t.TempDir(), srv.VerifierKey)
+	s := notarizetest.NewSigner(t)
+	st := notarize.NewStatement(digest("resigned"), "registry.test/app:1", notarize.Predicate{
+		Status: notarize.StatusTrusted, Kind: notarize.KindImage, Name: "test", Timestamp: t0,
+	})
+	first, err := notarize.Sign(t.Context(), s, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := notarize.Sign(t.Context(), s, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Envelope.Signatures[0].Sig == again.Envelope.Signatures[0].Sig {
+		t.Fatal("two ECDSA signatures of one statement are equal: the test needs them to differ")
+	}
+	r1 := submit(t, c, first)
+	r2, err := c.Submit(t.Context(), again)
+	if err != nil {
+		t.Fatalf("re-signed statement: %v", err)
+	}
+	if !r2.Duplicate || r2.Index != r1.Index {
+		t.Fatalf("re-signed statement: duplicate %v at %d, want a duplicate of %d", r2.Duplicate, r2.Index, r1.Index)
+	}
+}
