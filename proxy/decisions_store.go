@@ -92,7 +92,72 @@ func (s *digestStats) load(tx *bolt.Tx, now time.Time, seq *uint64) error {
 			return err
 		}
 	}
-	m := tx.Bucket(decMeta)
+	if err := s.loadMeta(tx.Bucket(decMeta)); err != nil {
+		return err
+	}
+	cutoff := now.Add(-decisionRetention)
+	err := loadEach(tx.Bucket(decDigests), func(k, v []byte) (bool, error) {
+		var ds DigestStats
+		if err := json.Unmarshal(v, &ds); err != nil || ds.Digest != notarize.Digest(k) {
+			return false, fmt.Errorf("corrupt digest counts under %q", k)
+		}
+		if !ds.LastSeen.After(cutoff) || len(s.byDigest) >= s.max {
+			return false, nil
+		}
+		s.byDigest[ds.Digest] = &ds
+		return true, nil
+	})
+	if err != nil {
+		return err
+	}
+	err = loadEach(tx.Bucket(decRepos), func(k, v []byte) (bool, error) {
+		var rs RepoStats
+		if err := json.Unmarshal(v, &rs); err != nil || rs.Target() != string(k) {
+			return false, fmt.Errorf("corrupt repository counts under %q", k)
+		}
+		if !rs.LastSeen.After(cutoff) || len(s.byRepo) >= maxTrackedRepos {
+			return false, nil
+		}
+		s.byRepo[rs.Target()] = &rs
+		return true, nil
+	})
+	if err != nil {
+		return err
+	}
+	err = loadEach(tx.Bucket(decBuckets), func(k, v []byte) (bool, error) {
+		var sb storedBucket
+		if err := json.Unmarshal(v, &sb); err != nil {
+			return false, fmt.Errorf("corrupt time bucket under %x", k)
+		}
+		if time.Unix(sb.Start, 0).Before(cutoff) {
+			return false, nil
+		}
+		b := &timeBucket{Start: sb.Start, Total: sb.Total, Series: make(map[seriesKey]*[3]uint64, len(sb.Series))}
+		for _, x := range sb.Series {
+			n := x.N
+			b.Series[x.seriesKey] = &n
+		}
+		s.buckets[sb.Start] = b
+		return true, nil
+	})
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(decRefusals).ForEach(func(k, v []byte) error {
+		var d Decision
+		if len(k) != 8 || json.Unmarshal(v, &d) != nil {
+			return fmt.Errorf("corrupt decision under %x", k)
+		}
+		s.refusals.add(d)
+		s.recent.add(d)
+		*seq = binary.BigEndian.Uint64(k) + 1
+		return nil
+	})
+}
+
+// loadMeta checks the file's format (setting it in a new file) and reads
+// the verdict totals.
+func (s *digestStats) loadMeta(m *bolt.Bucket) error {
 	switch v := m.Get(decFormatKey); {
 	case v == nil:
 		if err := m.Put(decFormatKey, []byte{decisionsFormat}); err != nil {
@@ -109,73 +174,29 @@ func (s *digestStats) load(tx *bolt.Tx, now time.Time, seq *uint64) error {
 	if v := m.Get(decUntracked); len(v) == 8 {
 		s.untracked = binary.BigEndian.Uint64(v)
 	}
-	cutoff := now.Add(-decisionRetention)
-	var expired [][2][]byte // bucket, key: removed from the file once read
-	err := tx.Bucket(decDigests).ForEach(func(k, v []byte) error {
-		var ds DigestStats
-		if err := json.Unmarshal(v, &ds); err != nil || ds.Digest != notarize.Digest(k) {
-			return fmt.Errorf("corrupt digest counts under %q", k)
+	return nil
+}
+
+// loadEach calls f on every entry of b and deletes those f does not keep
+// (expired, or past a bound).
+func loadEach(b *bolt.Bucket, f func(k, v []byte) (keep bool, err error)) error {
+	var drop [][]byte
+	err := b.ForEach(func(k, v []byte) error {
+		keep, err := f(k, v)
+		if err == nil && !keep {
+			drop = append(drop, bytes.Clone(k))
 		}
-		if ds.LastSeen.After(cutoff) && len(s.byDigest) < s.max {
-			s.byDigest[ds.Digest] = &ds
-		} else {
-			expired = append(expired, [2][]byte{decDigests, k})
-		}
-		return nil
+		return err
 	})
 	if err != nil {
 		return err
 	}
-	err = tx.Bucket(decRepos).ForEach(func(k, v []byte) error {
-		var rs RepoStats
-		if err := json.Unmarshal(v, &rs); err != nil || rs.Target() != string(k) {
-			return fmt.Errorf("corrupt repository counts under %q", k)
-		}
-		if rs.LastSeen.After(cutoff) && len(s.byRepo) < maxTrackedRepos {
-			s.byRepo[rs.Target()] = &rs
-		} else {
-			expired = append(expired, [2][]byte{decRepos, k})
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	err = tx.Bucket(decBuckets).ForEach(func(k, v []byte) error {
-		var sb storedBucket
-		if err := json.Unmarshal(v, &sb); err != nil {
-			return fmt.Errorf("corrupt time bucket under %x", k)
-		}
-		if time.Unix(sb.Start, 0).Before(cutoff) {
-			expired = append(expired, [2][]byte{decBuckets, k})
-			return nil
-		}
-		b := &timeBucket{Start: sb.Start, Total: sb.Total, Series: make(map[seriesKey]*[3]uint64, len(sb.Series))}
-		for _, x := range sb.Series {
-			n := x.N
-			b.Series[x.seriesKey] = &n
-		}
-		s.buckets[sb.Start] = b
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	for _, x := range expired {
-		if err := tx.Bucket(x[0]).Delete(bytes.Clone(x[1])); err != nil {
+	for _, k := range drop {
+		if err := b.Delete(k); err != nil {
 			return err
 		}
 	}
-	return tx.Bucket(decRefusals).ForEach(func(k, v []byte) error {
-		var d Decision
-		if len(k) != 8 || json.Unmarshal(v, &d) != nil {
-			return fmt.Errorf("corrupt decision under %x", k)
-		}
-		s.refusals.add(d)
-		s.recent.add(d)
-		*seq = binary.BigEndian.Uint64(k) + 1
-		return nil
-	})
+	return nil
 }
 
 // run is the writer: it batches queued decisions and the counters they
