@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -102,5 +103,45 @@ func TestDecisionRetention(t *testing.T) {
 	}
 	if err := s.close(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestDecisionRecordRefusesBadFile: a file of another format, or with a
+// corrupt entry, is refused with the fix (remove it), not read as zeros.
+func TestDecisionRecordRefusesBadFile(t *testing.T) {
+	for name, put := range map[string]func(tx *bolt.Tx) error{
+		"format": func(tx *bolt.Tx) error {
+			m, err := tx.CreateBucketIfNotExists(decMeta)
+			if err != nil {
+				return err
+			}
+			return m.Put(decFormatKey, []byte{9})
+		},
+		"corrupt": func(tx *bolt.Tx) error {
+			b, err := tx.CreateBucketIfNotExists(decDigests)
+			if err != nil {
+				return err
+			}
+			return b.Put([]byte("sha256:x"), []byte("{not json"))
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "decisions.db")
+			db, err := bolt.Open(path, 0o600, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = db.Update(put)
+			if cerr := db.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = newDigestStats(10).open(path, nil)
+			if err == nil || !strings.Contains(err.Error(), "remove it") {
+				t.Fatalf("open = %v, want a refusal saying to remove the file", err)
+			}
+		})
 	}
 }

@@ -75,7 +75,7 @@ func (s *digestStats) open(path string, log *slog.Logger) error {
 	var seq uint64
 	if err := db.Update(func(tx *bolt.Tx) error { return s.load(tx, time.Now(), &seq) }); err != nil {
 		_ = db.Close()
-		return fmt.Errorf("open decision record %s: %w", path, err)
+		return fmt.Errorf("open decision record %s (the counters only: remove it to start counting again): %w", path, err)
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
