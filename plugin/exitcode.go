@@ -15,12 +15,30 @@ const (
 	// ExitError is the exit code of a command that failed (other than verify).
 	ExitError = 1
 	// ExitCouldNotVerify is verify's exit code when no verdict could be reached.
-	ExitCouldNotVerify = notarize.ExitCouldNotVerify
+	ExitCouldNotVerify = 4
 	// ExitUsage is the exit code for bad flags or arguments, as in docker/cli.
 	ExitUsage = 125
 	// ExitInterrupted is the exit code after an interrupt (128 + SIGINT).
 	ExitInterrupted = 130
 )
+
+// VerdictExitCode maps a verdict to the exit code of verify (and of audit,
+// for its worst verdict): TRUSTED 0, UNTRUSTED 1, UNKNOWN 2, UNSUPPORTED 3,
+// and ExitCouldNotVerify for UNVERIFIABLE or anything else. The verdict is
+// the core's; the exit code is this command line's contract.
+func VerdictExitCode(v notarize.Verdict) int {
+	switch v {
+	case notarize.Trusted:
+		return 0
+	case notarize.Untrusted:
+		return 1
+	case notarize.Unknown:
+		return 2
+	case notarize.Unsupported:
+		return 3
+	}
+	return ExitCouldNotVerify
+}
 
 // withExitCode returns err as a cli.StatusError carrying code, the error type
 // docker/cli's plugin machinery and this module's main both understand. A nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/notarize/docker-notarize/notarize"
 	"testing"
 
 	"github.com/docker/cli/cli"
@@ -32,5 +33,18 @@ func TestExit(t *testing.T) {
 				t.Fatalf("Exit(%v) = %d, %q; want %d, %q", tc.err, code, msg, tc.wantCode, tc.wantMsg)
 			}
 		})
+	}
+}
+
+// TestVerdictExitCode pins the exit codes of the README's table: the
+// core's verdicts are not exit codes, the plugin maps them.
+func TestVerdictExitCode(t *testing.T) {
+	for v, want := range map[notarize.Verdict]int{
+		notarize.Trusted: 0, notarize.Untrusted: 1, notarize.Unknown: 2, notarize.Unsupported: 3,
+		notarize.Unverifiable: 4, notarize.Verdict(99): 4,
+	} {
+		if got := VerdictExitCode(v); got != want {
+			t.Errorf("VerdictExitCode(%v) = %d, want %d", v, got, want)
+		}
 	}
 }
