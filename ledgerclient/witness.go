@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/notarize/docker-notarize/internal/boundedfile"
 	fnote "github.com/transparency-dev/formats/note"
 	"github.com/transparency-dev/tessera"
 	"golang.org/x/mod/sumdb/note"
@@ -307,4 +308,18 @@ func (c *Client) witnessed(cp Checkpoint, err error) (Checkpoint, error) {
 		return Checkpoint{}, &StaleCheckpointError{Checkpoint: cp, Age: age, MaxAge: c.maxAge}
 	}
 	return cp, nil
+}
+
+// ReadWitnessPolicy reads and parses the witness policy file at path
+// (at most MaxWitnessPolicySize bytes).
+func ReadWitnessPolicy(path string) (*WitnessPolicy, error) {
+	b, err := boundedfile.Read(path, MaxWitnessPolicySize)
+	if err != nil {
+		return nil, fmt.Errorf("witness policy: %w", err)
+	}
+	p, err := ParseWitnessPolicy(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return p, nil
 }

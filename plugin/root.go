@@ -32,6 +32,8 @@ const (
 	EnvLedger = "NOTARIZE_LEDGER"
 	// EnvLedgerKey is the default of --ledger-key.
 	EnvLedgerKey = "NOTARIZE_LEDGER_KEY"
+	// EnvWitnessPolicy is the default of --witness-policy.
+	EnvWitnessPolicy = "NOTARIZE_WITNESS_POLICY"
 )
 
 // DefaultLedgerURL is the ledger used when neither --ledger nor
@@ -81,7 +83,11 @@ func defaultEnv() env {
 type rootOptions struct {
 	ledgerURL string
 	ledgerKey string
-	env       env
+	// witnessPolicy is the witness policy file; maxWitnessAge (verify's
+	// --max-age) bounds the age of a witnessed checkpoint.
+	witnessPolicy string
+	maxWitnessAge time.Duration
+	env           env
 }
 
 // NewRootCmd returns the command tree of docker notarize. name is the command
@@ -132,6 +138,7 @@ Exit codes of verify: 0 TRUSTED, 1 UNTRUSTED, 2 UNKNOWN, 3 UNSUPPORTED,
 	flags := cmd.PersistentFlags()
 	flags.StringVar(&opts.ledgerURL, "ledger", opts.getenv(EnvLedger, DefaultLedgerURL), "Ledger URL (env "+EnvLedger+")")
 	flags.StringVar(&opts.ledgerKey, "ledger-key", opts.getenv(EnvLedgerKey, ""), "Pinned ledger verifier key (env "+EnvLedgerKey+"; default: the key pinned on first use)")
+	flags.StringVar(&opts.witnessPolicy, "witness-policy", opts.getenv(EnvWitnessPolicy, ""), "Witness policy file: a ledger checkpoint counts only when a quorum of its witnesses cosigned it (env "+EnvWitnessPolicy+")")
 
 	cmd.AddCommand(
 		newKeyCmd(dockerCli, opts),
@@ -189,13 +196,17 @@ func (o *rootOptions) ledger(ctx context.Context, stderr io.Writer) (*ledgerclie
 			return a
 		},
 	}))
-	return ledgerclient.New(ctx, ledgerclient.Config{
+	cfg := ledgerclient.Config{
 		URL:         o.ledgerURL,
 		VerifierKey: o.ledgerKey,
 		Home:        o.home(),
 		HTTPClient:  o.env.ledgerHTTP,
 		Logger:      logger,
-	})
+	}
+	if err := o.witnesses(&cfg); err != nil {
+		return nil, err
+	}
+	return ledgerclient.New(ctx, cfg)
 }
 
 func visitAll(cmd *cobra.Command, fn func(*cobra.Command)) {

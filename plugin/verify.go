@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/docker/cli/cli/command"
 	"github.com/notarize/docker-notarize/notarize"
@@ -17,6 +18,7 @@ type verifyOptions struct {
 	signers  []string
 	insecure []string
 	format   string
+	maxAge   time.Duration
 }
 
 func newVerifyCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
@@ -37,7 +39,15 @@ of the digest's history, change neither the verdict nor the cost.
 
 Exit codes: 0 TRUSTED, 1 UNTRUSTED, 2 UNKNOWN, 3 UNSUPPORTED, 4 could not
 verify (registry or ledger unreachable, bad proof or signature, a ledger that
-rewrote its history). Nothing is TRUSTED unless everything verified.`,
+rewrote its history). Nothing is TRUSTED unless everything verified.
+
+With --witness-policy FILE (or NOTARIZE_WITNESS_POLICY), a ledger checkpoint
+counts only when a quorum of the policy's witnesses cosigned it, and verify
+exits 4 when the quorum is missing (the message names the missing witnesses:
+a ledger showing this client a history its witnesses did not see) or when the
+newest quorum's cosignatures are older than --max-age (default 24h: a ledger,
+or a front before it, holding back newer statements such as a revocation).
+Without a witness policy neither is checked.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.image = args[0]
@@ -45,6 +55,7 @@ rewrote its history). Nothing is TRUSTED unless everything verified.`,
 		},
 	}
 	cmd.Flags().StringArrayVar(&opts.signers, "signer", nil, "Accepted signer: a key name in the key store or a path to a PEM public key (repeatable; default: every key in the store)")
+	cmd.Flags().DurationVar(&opts.maxAge, "max-age", DefaultMaxWitnessAge, "With --witness-policy: exit 4 when the ledger's checkpoint was last cosigned by a witness quorum longer ago than this")
 	addRegistryFlags(cmd, &opts.insecure)
 	addOutputFlag(cmd, &opts.format)
 	return cmd
@@ -56,6 +67,9 @@ rewrote its history). Nothing is TRUSTED unless everything verified.`,
 func runVerify(ctx context.Context, dockerCli command.Cli, opts verifyOptions) error {
 	if err := validateFormat(opts.format); err != nil {
 		return usageError(err)
+	}
+	if opts.maxAge <= 0 {
+		return usageError(fmt.Errorf("--max-age %s: want a positive duration", opts.maxAge))
 	}
 	out := verifyOutput{}
 	// A verdict that cannot be printed is no verdict: exit 4, never a code
@@ -103,9 +117,10 @@ func runVerify(ctx context.Context, dockerCli command.Cli, opts verifyOptions) e
 		if err := write(); err != nil {
 			return err
 		}
-		return withExitCode(notarize.Unknown.ExitCode(), nil)
+		return withExitCode(VerdictExitCode(notarize.Unknown), nil)
 	}
 
+	opts.root.maxWitnessAge = opts.maxAge
 	client, err := opts.root.ledger(ctx, dockerCli.Err())
 	if err != nil {
 		return fail(err)
@@ -145,7 +160,7 @@ func runVerify(ctx context.Context, dockerCli command.Cli, opts verifyOptions) e
 	if dec.Verdict == notarize.Trusted {
 		return nil
 	}
-	return withExitCode(dec.Verdict.ExitCode(), nil)
+	return withExitCode(VerdictExitCode(dec.Verdict), nil)
 }
 
 // acceptedSigners maps key ID to display name for the --signer keys, or for

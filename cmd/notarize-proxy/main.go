@@ -22,7 +22,6 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/notarize/docker-notarize/internal/boundedfile"
 	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/notarize/docker-notarize/proxy"
@@ -384,15 +383,7 @@ func loadWitnessPolicy(path string) (*ledgerclient.WitnessPolicy, error) {
 	if path == "" {
 		return nil, nil
 	}
-	b, err := boundedfile.Read(path, ledgerclient.MaxWitnessPolicySize)
-	if err != nil {
-		return nil, fmt.Errorf("witness policy: %w", err)
-	}
-	p, err := ledgerclient.ParseWitnessPolicy(b)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return p, nil
+	return ledgerclient.ReadWitnessPolicy(path)
 }
 
 // loadPolicy loads the policy file. Access rules name users, so they need
