@@ -154,49 +154,15 @@ func confirmSign(in io.Reader, stderr io.Writer, subjects []auditSubject, digest
 	return ErrSignDeclined
 }
 
-// signSubject records s's digest as trusted: the manifest is fetched and
-// hashed again (a registry audit already did), the statement is dated by
-// statementTime, signed and submitted, and the receipt must be for this key
-// and digest, as sign does.
+// signSubject records s's digest as trusted as sign does
+// (recordStatement), after fetching and hashing its manifest again (a
+// registry audit already did).
 func (o *auditOptions) signSubject(ctx context.Context, stderr io.Writer, resolver *Resolver, client *ledgerclient.Client, signer *signingKey, s *auditSubject) (signOutput, error) {
 	subj, err := auditSignSubject(ctx, resolver, s)
 	if err != nil {
 		return signOutput{}, err
 	}
-	at, err := statementTime(ctx, stderr, client, subj.Digest, signer.keyID, o.root.env.now().UTC())
-	if err != nil {
-		return signOutput{}, err
-	}
-	st := notarize.NewStatement(subj.Digest, subj.Name, notarize.Predicate{
-		Status:    notarize.StatusTrusted,
-		MediaType: subj.MediaType,
-		Size:      subj.Size,
-		Kind:      subj.Kind,
-		Name:      signer.name,
-		Timestamp: at,
-	})
-	entry, err := notarize.Sign(ctx, signer.signer, st)
-	if err != nil {
-		return signOutput{}, fmt.Errorf("sign: %w", err)
-	}
-	res, err := client.Submit(ctx, entry)
-	if err != nil {
-		return signOutput{}, fmt.Errorf("record as trusted: %w", err)
-	}
-	if res.Record.KeyID != signer.keyID || res.Record.Statement.Digest() != subj.Digest {
-		return signOutput{}, errors.New("the verified receipt is for another key or digest")
-	}
-	return signOutput{
-		Subject:        subj.Name,
-		Digest:         string(subj.Digest),
-		Status:         string(notarize.StatusTrusted),
-		LogIndex:       res.Index,
-		CheckpointSize: res.Checkpoint.Size,
-		KeyID:          signer.keyID,
-		Signer:         signer.name,
-		Timestamp:      res.Record.Statement.Predicate.Timestamp.UTC(),
-		Duplicate:      res.Duplicate,
-	}, nil
+	return recordStatement(ctx, stderr, client, signer, *subj, notarize.StatusTrusted, nil, o.root.env.now().UTC())
 }
 
 // auditSignSubject is what a statement about s says: from the registry

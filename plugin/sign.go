@@ -107,46 +107,58 @@ func runSign(ctx context.Context, dockerCli command.Cli, opts signOptions) error
 	subjects := append([]Subject{*subject}, subject.Manifests...)
 	outs := make([]signOutput, 0, len(subjects))
 	for _, s := range subjects {
-		at, err := statementTime(ctx, dockerCli.Err(), client, s.Digest, signer.keyID, opts.root.env.now().UTC())
+		o, err := recordStatement(ctx, dockerCli.Err(), client, signer, s, opts.status, attrs, opts.root.env.now().UTC())
 		if err != nil {
-			return fmt.Errorf("record %s as %s: %w", s.Digest, opts.status, err)
+			return err
 		}
-		st := notarize.NewStatement(s.Digest, s.Name, notarize.Predicate{
-			Status:     opts.status,
-			MediaType:  s.MediaType,
-			Size:       s.Size,
-			Kind:       s.Kind,
-			Attributes: attrs,
-			Name:       signer.name,
-			Timestamp:  at,
-		})
-		entry, err := notarize.Sign(ctx, signer.signer, st)
-		if err != nil {
-			return fmt.Errorf("sign %s: %w", s.Digest, err)
-		}
-		res, err := client.Submit(ctx, entry)
-		if err != nil {
-			return fmt.Errorf("record %s as %s: %w", s.Digest, opts.status, err)
-		}
-		if res.Record.KeyID != signer.keyID || res.Record.Statement.Digest() != s.Digest {
-			return fmt.Errorf("record %s: the verified receipt is for another key or digest", s.Digest)
-		}
-		outs = append(outs, signOutput{
-			Subject:        s.Name,
-			Digest:         string(s.Digest),
-			Status:         string(opts.status),
-			LogIndex:       res.Index,
-			CheckpointSize: res.Checkpoint.Size,
-			KeyID:          signer.keyID,
-			Signer:         signer.name,
-			Timestamp:      res.Record.Statement.Predicate.Timestamp.UTC(),
-			Duplicate:      res.Duplicate,
-		})
+		outs = append(outs, o)
 	}
 	if opts.format == formatJSON {
 		return writeJSON(dockerCli.Out(), outs)
 	}
 	return writeSignText(dockerCli.Out(), outs)
+}
+
+// recordStatement records in the ledger that s has status, by signer: the
+// statement is dated by statementTime, signed and submitted, and the
+// verified receipt must be for this key and digest. sign, untrust, unsupport
+// and audit --sign record through it.
+func recordStatement(ctx context.Context, stderr io.Writer, client *ledgerclient.Client, signer *signingKey, s Subject, status notarize.Status, attrs map[string]string, now time.Time) (signOutput, error) {
+	at, err := statementTime(ctx, stderr, client, s.Digest, signer.keyID, now)
+	if err != nil {
+		return signOutput{}, fmt.Errorf("record %s as %s: %w", s.Digest, status, err)
+	}
+	st := notarize.NewStatement(s.Digest, s.Name, notarize.Predicate{
+		Status:     status,
+		MediaType:  s.MediaType,
+		Size:       s.Size,
+		Kind:       s.Kind,
+		Attributes: attrs,
+		Name:       signer.name,
+		Timestamp:  at,
+	})
+	entry, err := notarize.Sign(ctx, signer.signer, st)
+	if err != nil {
+		return signOutput{}, fmt.Errorf("sign %s: %w", s.Digest, err)
+	}
+	res, err := client.Submit(ctx, entry)
+	if err != nil {
+		return signOutput{}, fmt.Errorf("record %s as %s: %w", s.Digest, status, err)
+	}
+	if res.Record.KeyID != signer.keyID || res.Record.Statement.Digest() != s.Digest {
+		return signOutput{}, fmt.Errorf("record %s: the verified receipt is for another key or digest", s.Digest)
+	}
+	return signOutput{
+		Subject:        s.Name,
+		Digest:         string(s.Digest),
+		Status:         string(status),
+		LogIndex:       res.Index,
+		CheckpointSize: res.Checkpoint.Size,
+		KeyID:          signer.keyID,
+		Signer:         signer.name,
+		Timestamp:      res.Record.Statement.Predicate.Timestamp.UTC(),
+		Duplicate:      res.Duplicate,
+	}, nil
 }
 
 // statementTime returns the timestamp of a new statement by keyID about d:
