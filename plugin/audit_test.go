@@ -344,6 +344,12 @@ func TestAuditLyingRegistry(t *testing.T) {
 				b, _ := json.Marshal(map[string]any{"name": "evil", "tags": tags})
 				w.Write(b)
 				return
+			case mode == "badtag" && strings.HasSuffix(r.URL.Path, "/tags/list"):
+				w.Header().Set("Content-Type", "application/json")
+				fmt.Fprint(w, `{"name":"evil","tags":["v1","../../app/manifests/v1"]}`)
+				return
+			case mode == "badtag" && strings.Contains(r.URL.Path, ".."):
+				t.Errorf("a request for a listed tag that is not a tag: %s", r.URL.Path)
 			case mode == "huge" && strings.HasSuffix(r.URL.Path, "/tags/list"):
 				w.Header().Set("Content-Type", "application/json")
 				fmt.Fprint(w, `{"name":"evil","tags":["`+strings.Repeat("a", maxTagPageSize)+`"]}`)
@@ -364,6 +370,15 @@ func TestAuditLyingRegistry(t *testing.T) {
 	o := h.mustAudit(ExitCouldNotVerify, auditOptions{repo: lying.host + "/evil", allTags: true})
 	if len(o.Subjects) != 1 || o.Subjects[0].Verdict != statusError || o.Subjects[0].Digest != "" || !strings.Contains(o.Subjects[0].Reason, "digest mismatch") {
 		t.Fatalf("lying Docker-Content-Digest: %+v", o.Subjects)
+	}
+	// A listed "tag" that is a path is not requested: ERROR, the real tag judged.
+	mode = "badtag"
+	o = h.mustAudit(ExitCouldNotVerify, auditOptions{repo: lying.host + "/evil", allTags: true})
+	if bad := subjectByRef(t, o, lying.host+"/evil:../../app/manifests/v1"); bad.Verdict != statusError || bad.Digest != "" || !strings.Contains(bad.Reason, "not a valid tag") {
+		t.Fatalf("a tag that is a path: %+v", bad)
+	}
+	if v1 := subjectByRef(t, o, lying.host+"/evil:v1"); v1.Verdict != "UNKNOWN" {
+		t.Fatalf("evil:v1: %+v", v1)
 	}
 	mode = "endless"
 	start := time.Now()
