@@ -19,6 +19,7 @@ import (
 	"github.com/transparency-dev/tessera"
 	"github.com/transparency-dev/tessera/api/layout"
 	"github.com/transparency-dev/tessera/client"
+	"golang.org/x/mod/sumdb/note"
 )
 
 // MaxLeafSize is the largest canonical entry the log stores: a C2SP
@@ -64,9 +65,11 @@ type Ledger struct {
 	closeBackend func() error
 	cancel       context.CancelFunc
 
-	witnessed bool // checkpoints are published once a witness quorum cosigned them
+	witnessed bool            // checkpoints are published once a witness quorum cosigned them
+	witnesses []note.Verifier // the policy's witnesses' cosignature verifiers
 
 	inflight  chan struct{} // semaphore bounding concurrent appends
+	lookups   lookupGate    // bounds concurrent lookups (lookup.go)
 	closing   atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
@@ -221,11 +224,11 @@ func (l *Ledger) start(ctx, bg context.Context, b *backend) error {
 		WithCheckpointInterval(max(l.cfg.CheckpointInterval, b.minTesseraInterval)).
 		WithPushback(tesseraPushback).
 		WithAntispam(tessera.DefaultAntispamInMemorySize, st)
-	witnessed, err := l.cfg.withWitnesses(opts)
+	witnesses, err := l.cfg.withWitnesses(opts)
 	if err != nil {
 		return err
 	}
-	l.witnessed = witnessed
+	l.witnesses, l.witnessed = witnesses, len(witnesses) > 0
 	appender, shutdown, reader, err := tessera.NewAppender(bg, b.driver, opts)
 	if err != nil {
 		return fmt.Errorf("tessera appender: %w", err)

@@ -57,6 +57,7 @@ func newMetrics(l *Ledger) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	m.reg.MustRegister(l.witnessCollectors()...)
 	return m
 }
 

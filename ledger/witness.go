@@ -30,10 +30,14 @@ package ledger
 // checkpoint is.
 
 import (
+	"context"
 	"fmt"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	f_note "github.com/transparency-dev/formats/note"
 	"github.com/transparency-dev/tessera"
+	"golang.org/x/mod/sumdb/note"
 )
 
 // MaxWitnessPolicySize bounds a witness policy file.
@@ -87,15 +91,75 @@ func (c *Config) validateWitnessing() []error {
 }
 
 // withWitnesses adds the witness policy, the witness timeout and the
-// republish interval to opts. It reports whether any witness is required.
-func (c *Config) withWitnesses(opts *tessera.AppendOptions) (bool, error) {
+// republish interval to opts. It returns the cosignature verifiers of the
+// policy's witnesses (none without a policy).
+func (c *Config) withWitnesses(opts *tessera.AppendOptions) ([]note.Verifier, error) {
 	opts.WithCheckpointRepublishInterval(c.CheckpointRepublishInterval)
 	g, ok, err := c.witnessGroup()
 	if err != nil || !ok {
-		return false, err
+		return nil, err
 	}
 	opts.WithWitnesses(g, &tessera.WitnessOptions{Timeout: c.WitnessTimeout})
-	return len(g.Endpoints()) > 0, nil
+	var vs []note.Verifier
+	for _, v := range g.Endpoints() {
+		vs = append(vs, v)
+	}
+	return vs, nil
+}
+
+// newestCosignature returns the time of the newest valid witness
+// cosignature on the checkpoint note raw; ok is false if there is none.
+func (l *Ledger) newestCosignature(raw []byte) (newest time.Time, ok bool) {
+	for _, v := range l.witnesses {
+		n, err := note.Open(raw, note.VerifierList(v))
+		if err != nil {
+			continue
+		}
+		for _, s := range n.Sigs {
+			if ts, err := f_note.CoSigV1Timestamp(s); err == nil && ts.After(newest) {
+				newest, ok = ts, true
+			}
+		}
+	}
+	return newest, ok
+}
+
+// witnessCollectors are the witnessing metrics: the published size (the
+// log size minus it is what waits for the quorum) and, when witnessed,
+// the age of the newest cosignature on the published checkpoint (it grows
+// past the republish interval once the quorum is lost).
+func (l *Ledger) witnessCollectors() []prometheus.Collector {
+	published := func() (raw []byte, size uint64, ok bool) {
+		raw, cp, err := l.latestCheckpoint(context.Background())
+		if err != nil {
+			return nil, 0, false
+		}
+		return raw, cp.Size, true
+	}
+	cs := []prometheus.Collector{prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "notarize_ledger_published_size",
+		Help: "Entries covered by the published checkpoint; notarize_ledger_log_size minus it waits for publication (and the witness quorum).",
+	}, func() float64 {
+		_, size, _ := published()
+		return float64(size)
+	})}
+	if l.witnessed {
+		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "notarize_ledger_witness_cosignature_age_seconds",
+			Help: "Seconds since the newest witness cosignature on the published checkpoint; above the republish interval, the witness quorum is not answering.",
+		}, func() float64 {
+			raw, _, ok := published()
+			if !ok {
+				return 0
+			}
+			newest, ok := l.newestCosignature(raw)
+			if !ok {
+				return 0
+			}
+			return time.Since(newest).Seconds()
+		}))
+	}
+	return cs
 }
 
 // errNotPublished explains a receipt that timed out: the entry is

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -92,6 +93,9 @@ func TestWitnessQuorum(t *testing.T) {
 		if err != nil || len(got) < 2 {
 			t.Fatalf("/checkpoint cosigned by %v (%v), want at least 2 of 3", got, err)
 		}
+		if age := tl.metric(t, "notarize_ledger_witness_cosignature_age_seconds"); age < 0 || age > 60 {
+			t.Fatalf("cosignature age %v s just after a cosigned receipt", age)
+		}
 	})
 
 	t.Run("republished and re-witnessed without new entries", func(t *testing.T) {
@@ -140,6 +144,9 @@ func TestWitnessQuorum(t *testing.T) {
 		}
 		if got := tl.lookup(t, d); len(got.Entries) != 0 {
 			t.Fatalf("an entry not yet witnessed is served: %+v", got.Entries)
+		}
+		if pub, all := tl.metric(t, "notarize_ledger_published_size"), tl.metric(t, "notarize_ledger_log_size"); pub >= all {
+			t.Fatalf("published size %v, log size %v: the entry waiting for the quorum is not visible in /metrics", pub, all)
 		}
 		ws[1].Start(t) // a restart on the same key and database
 		rec := tl.submit(t, e, http.StatusOK)
@@ -276,4 +283,24 @@ func TestWitnessConfigValidate(t *testing.T) {
 	if err := ok.Validate(); err != nil {
 		t.Fatalf("Validate of a valid config: %v", err)
 	}
+}
+
+// metric returns the value of an unlabelled metric from /metrics.
+func (tl *testLedger) metric(t testing.TB, name string) float64 {
+	t.Helper()
+	status, _, b := do(t, http.MethodGet, tl.url+"/metrics", nil)
+	if status != http.StatusOK {
+		t.Fatalf("GET /metrics: %d", status)
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("/metrics has no %s:\n%s", name, b)
+	return 0
 }
