@@ -2,9 +2,7 @@ package replica_test
 
 import (
 	"context"
-	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -86,10 +84,17 @@ func TestReplicaRefusesFormat1File(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := replica.Open(replica.Config{Path: path, Source: &fakeSource{}}); err == nil || !strings.Contains(err.Error(), "remove it to rebuild") {
-		t.Fatalf("Open of a format 1 file = %v, want a refusal saying to remove it", err)
+	old, err := replica.Open(replica.Config{Path: path, Source: &fakeSource{}})
+	if err != nil {
+		t.Fatalf("Open of a format 1 file: %v, want it rebuilt", err)
 	}
-	if err := os.Remove(path); err != nil {
+	if st := old.Status(); st.Size != 0 || st.Records != 0 || !st.VerifiedAt.IsZero() {
+		t.Fatalf("a format 1 file was kept: %+v, want an empty replica to rebuild from the ledger", st)
+	}
+	if _, err := old.Records(t.Context(), notarize.DigestOf([]byte("x"))); err == nil {
+		t.Fatal("a replica being rebuilt answered a lookup: it must fail closed until it has caught up")
+	}
+	if err := old.Close(); err != nil {
 		t.Fatal(err)
 	}
 	r, err := replica.Open(replica.Config{Path: path, Source: &fakeSource{}})

@@ -220,6 +220,10 @@ type Status struct {
 	// Checkpoint is the last verified checkpoint, as the ledger signed (and
 	// its witnesses cosigned) it; nil before the first sync.
 	Checkpoint []byte
+	// Fork is evidence, reported by ReportFork, that the ledger showed
+	// another client a history this replica's cannot extend; while it is
+	// set the replica fails closed.
+	Fork string
 }
 
 // Replica is a verified, persisted index of a ledger's records. Records is
@@ -255,23 +259,43 @@ func Open(cfg Config) (*Replica, error) {
 	return r, nil
 }
 
+// replicaBuckets are every bucket of the replica's file.
+var replicaBuckets = [][]byte{bucketMeta, bucketRecords, bucketBad, bucketCurrent, bucketTallies, bucketRevocations}
+
 func (r *Replica) load() error {
 	return r.db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketRecords, bucketBad, bucketCurrent, bucketTallies, bucketRevocations} {
+		for _, b := range replicaBuckets {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
 		m := tx.Bucket(bucketMeta)
 		switch v := m.Get(keyFormat); {
-		case v == nil && tx.Bucket(bucketRecords).Stats().KeyN > 0:
-			return errors.New("replica file of an older format: remove it to rebuild from the ledger")
-		case v == nil:
+		case v == nil && tx.Bucket(bucketRecords).Stats().KeyN == 0:
 			if err := m.Put(keyFormat, []byte{fileFormat}); err != nil {
 				return err
 			}
-		case len(v) != 1 || v[0] != fileFormat:
-			return fmt.Errorf("replica file format %x, this proxy writes %d: remove it to rebuild from the ledger", v, fileFormat)
+		case v != nil && len(v) == 1 && v[0] == fileFormat:
+		case v != nil && len(v) == 1 && v[0] > fileFormat:
+			return fmt.Errorf("replica file format %d is newer than this proxy's (%d): upgrade notarize-proxy, or remove the file to rebuild it from the ledger", v[0], fileFormat)
+		default:
+			// An older format: the replica is derived data, proven again
+			// entry by entry as it is rebuilt. Until it has caught up,
+			// lookups fail closed (nothing is verified yet).
+			r.cfg.Logger.Warn("replica file of an older format: rebuilding it from the ledger (enforced pulls are refused until it has caught up)",
+				slog.String("path", r.cfg.Path), slog.Any("format", v), slog.Int("format_now", fileFormat))
+			for _, b := range replicaBuckets {
+				if err := tx.DeleteBucket(b); err != nil {
+					return err
+				}
+				if _, err := tx.CreateBucket(b); err != nil {
+					return err
+				}
+			}
+			m = tx.Bucket(bucketMeta)
+			if err := m.Put(keyFormat, []byte{fileFormat}); err != nil {
+				return err
+			}
 		}
 		if v := m.Get(keySize); v != nil {
 			if len(v) != 8 {
