@@ -21,24 +21,27 @@ var (
 	bucketEntries = []byte("entries") // digest || key ID || index → stamp || status
 	bucketByTime  = []byte("bytime")  // digest || key ID || stamp || index → empty
 	bucketDigests = []byte("digests") // digest || index → key ID
+	bucketData    = []byte("data")    // index → the entry's bytes as logged
 	nextKey       = []byte("next")
 	formatKey     = []byte("format")
 )
 
 // boltFormat is the index layout this binary writes. A file of another
 // format (format 1 had no formatKey: identities were hashes of the entry
-// bytes and digests mapped to indices alone) is rebuilt from the log.
-const boltFormat = 2
+// bytes and digests mapped to indices alone; format 2 had no data bucket:
+// lookups read entry bundles) is rebuilt from the log.
+const boltFormat = 3
 
 // boltBuckets are the buckets of boltFormat; the data buckets are dropped
 // when an index of another format is rebuilt.
-var boltBuckets = [][]byte{bucketMeta, bucketIDs, bucketEntries, bucketByTime, bucketDigests}
+var boltBuckets = [][]byte{bucketMeta, bucketIDs, bucketEntries, bucketByTime, bucketDigests, bucketData}
 
 // bbolt follower tuning.
 const (
 	followPoll       = 10 * time.Millisecond // how often the follower looks for new entries
 	followMaxBackoff = 5 * time.Second       // longest wait between retries after an error
 	followMaxBatch   = 4096                  // entries per bbolt transaction
+	followMaxBytes   = 64 << 20              // entry bytes per bbolt transaction
 )
 
 // boltIndex implements indexDB on a bbolt database. The database's file
@@ -76,6 +79,7 @@ func openBoltStore(path string, logger *slog.Logger) (*indexStore, error) {
 		poll:       followPoll,
 		maxBackoff: followMaxBackoff,
 		maxBatch:   followMaxBatch,
+		maxBytes:   followMaxBytes,
 		errLevel:   slog.LevelError,
 	}
 	return newIndexStore(&boltIndex{db: db}, logger, tune, next), nil
@@ -265,6 +269,23 @@ func (b *boltIndex) indexOf(_ context.Context, id []byte) (uint64, bool, error) 
 	return idx, ok, err
 }
 
+// entries implements indexDB: one Get per entry, in one read transaction.
+func (b *boltIndex) entries(_ context.Context, indices []uint64, take func(i uint64, data []byte) bool) error {
+	return b.db.View(func(tx *bolt.Tx) error {
+		data := tx.Bucket(bucketData)
+		for _, i := range indices {
+			v := data.Get(be64(i))
+			if v == nil {
+				return fmt.Errorf("no bytes stored for entry %d", i)
+			}
+			if !take(i, bytes.Clone(v)) {
+				return nil
+			}
+		}
+		return nil
+	})
+}
+
 // claim implements indexDB: the file lock keeps every other process out,
 // and the ledger joins concurrent submissions of a statement in memory.
 func (b *boltIndex) claim(context.Context, []byte) (bool, error) { return true, nil }
@@ -278,6 +299,7 @@ func (b *boltIndex) write(_ context.Context, next uint64, batch []followed) (boo
 	err := b.db.Update(func(tx *bolt.Tx) error {
 		meta, ids := tx.Bucket(bucketMeta), tx.Bucket(bucketIDs)
 		entries, byTime, digests := tx.Bucket(bucketEntries), tx.Bucket(bucketByTime), tx.Bucket(bucketDigests)
+		data := tx.Bucket(bucketData)
 		if cur, err := boltPosition(tx); err != nil {
 			return err
 		} else if cur != next {
@@ -289,6 +311,9 @@ func (b *boltIndex) write(_ context.Context, next uint64, batch []followed) (boo
 				if err := ids.Put(e.id, idx); err != nil {
 					return err
 				}
+			}
+			if err := data.Put(idx, e.data); err != nil {
+				return err
 			}
 			if e.digest == nil {
 				continue

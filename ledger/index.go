@@ -44,12 +44,18 @@ type Index interface {
 	WaitProcessed(ctx context.Context, n uint64) error
 }
 
-// store is what the ledger needs from its database: the digest index and
-// Tessera antispam (duplicate detection by statement identity), fed by one
-// follower.
+// store is what the ledger needs from its database: the digest index,
+// each entry's bytes and Tessera antispam (duplicate detection by
+// statement identity), fed by one follower.
 type store interface {
 	Index
 	tessera.Antispam
+	// entries calls take with the stored bytes of each entry at indices
+	// (processed, increasing), in order, until take returns false. It
+	// reads those entries alone, never an entry bundle, so what it costs
+	// does not depend on the entries beside them in the log. data is
+	// take's to keep.
+	entries(ctx context.Context, indices []uint64, take func(i uint64, data []byte) bool) error
 	// indexOf returns the first log index of the statement whose
 	// identity (notarize.Verified.Identity) is id, if it is indexed.
 	indexOf(ctx context.Context, id [32]byte) (uint64, bool, error)
@@ -65,9 +71,9 @@ type store interface {
 
 // indexDB is what an indexStore keeps in a database (bbolt or MySQL): the
 // first log index of every statement identity, the (digest, key ID, log
-// index) rows of every verified entry with its signed timestamp, and the
-// follower's position, how many log entries are indexed. Digests and key
-// IDs are raw 32-byte SHA-256 values.
+// index) rows of every verified entry with its signed timestamp, the bytes
+// of every entry by log index, and the follower's position, how many log
+// entries are indexed. Digests and key IDs are raw 32-byte SHA-256 values.
 type indexDB interface {
 	// position reads the persisted follower position.
 	position(ctx context.Context) (uint64, error)
@@ -78,11 +84,13 @@ type indexDB interface {
 	current(ctx context.Context, digest []byte, keyIDs [][]byte, below uint64) ([]uint64, error)
 	// indexOf returns the first log index of the entry with identity hash id.
 	indexOf(ctx context.Context, id []byte) (uint64, bool, error)
+	// entries implements store's; an index without stored bytes is an error.
+	entries(ctx context.Context, indices []uint64, take func(i uint64, data []byte) bool) error
 	// claim and release implement store's, on a raw identity.
 	claim(ctx context.Context, id []byte) (bool, error)
 	release(ctx context.Context, id []byte) error
 	// write records batch as entries [next, next+len(batch)), keeping the
-	// first index of an identity, and moves the position to
+	// first index of an identity and every entry's bytes, and moves the position to
 	// next+len(batch), all at once. It reports false, having written
 	// nothing, if the position is no longer next.
 	write(ctx context.Context, next uint64, batch []followed) (bool, error)
@@ -96,6 +104,7 @@ type followTuning struct {
 	poll       time.Duration // how often the follower looks for new entries
 	maxBackoff time.Duration // longest wait between retries after an error
 	maxBatch   uint64        // entries per write
+	maxBytes   int           // entry bytes per write (at least one entry)
 	errLevel   slog.Level    // level of the log record of a failed step
 }
 
@@ -167,6 +176,17 @@ func (s *indexStore) Current(ctx context.Context, d notarize.Digest, keyIDs []st
 	}
 	slices.Sort(out)
 	return slices.Compact(out), nil
+}
+
+// entries implements store.
+func (s *indexStore) entries(ctx context.Context, indices []uint64, take func(i uint64, data []byte) bool) error {
+	if len(indices) == 0 {
+		return nil
+	}
+	if err := s.db.entries(ctx, indices, take); err != nil {
+		return fmt.Errorf("index: entry bytes: %w", err)
+	}
+	return nil
 }
 
 // indexOf implements store.
@@ -367,6 +387,9 @@ type followed struct {
 	digest, keyID []byte
 	ts            stamp // the signed timestamp
 	status        byte  // statusCode of the statement's status
+	// data is the entry's bytes as logged, kept for every entry so that
+	// lookups and duplicate receipts never read an entry bundle.
+	data []byte
 }
 
 // identity returns f.id as an array.
@@ -408,7 +431,7 @@ func indexEntry(data []byte) followed {
 	f, err := verifiedEntry(data)
 	if err != nil {
 		h := sha256.Sum256(data)
-		return followed{id: h[:]}
+		return followed{id: h[:], data: data}
 	}
 	return f
 }
@@ -422,7 +445,9 @@ func verifiedEntry(data []byte) (followed, error) {
 	if err != nil {
 		return followed{}, err
 	}
-	return followedOf(v)
+	f, err := followedOf(v)
+	f.data = data
+	return f, err
 }
 
 // followedOf returns the index row of a verified entry.
@@ -470,10 +495,11 @@ func (f *indexFollower) step(ctx context.Context, lr tessera.LogReader) (bool, e
 	}
 	f.s.pushback.Store(size-next > antispamPushbackAt)
 	n := min(size-next, f.s.tune.maxBatch)
-	batch, err := readIndexEntries(ctx, lr, f.s.log, next, n, size)
+	batch, err := readIndexEntries(ctx, lr, f.s.log, next, n, size, f.s.tune.maxBytes)
 	if err != nil {
 		return false, err
 	}
+	n = uint64(len(batch))
 	won, err := f.s.db.write(ctx, next, batch)
 	if err != nil {
 		return false, fmt.Errorf("index entries [%d, %d): %w", next, next+n, err)
@@ -486,9 +512,10 @@ func (f *indexFollower) step(ctx context.Context, lr tessera.LogReader) (bool, e
 }
 
 // readIndexEntries returns the index rows of entries [from, from+n) of a
-// log of the given integrated size. Each entry is parsed and its signature
-// checked (see indexEntry).
-func readIndexEntries(ctx context.Context, lr tessera.LogReader, logger *slog.Logger, from, n, size uint64) ([]followed, error) {
+// log of the given integrated size, or of a prefix of them whose bytes add
+// up to at most maxBytes (at least one entry). Each entry is parsed and its
+// signature checked (see indexEntry).
+func readIndexEntries(ctx context.Context, lr tessera.LogReader, logger *slog.Logger, from, n, size uint64, maxBytes int) ([]followed, error) {
 	out := make([]followed, 0, n)
 	var skipped []uint64 // entries that do not verify, logged once per batch
 	var firstErr error
@@ -499,7 +526,11 @@ func readIndexEntries(ctx context.Context, lr tessera.LogReader, logger *slog.Lo
 				slog.Any("first_error", firstErr))
 		}
 	}()
+	total := 0
 	for ri := range layout.Range(from, n, size) {
+		if len(out) > 0 && total >= maxBytes {
+			break
+		}
 		raw, err := lr.ReadEntryBundle(ctx, ri.Index, ri.Partial)
 		if err != nil {
 			return nil, fmt.Errorf("read entry bundle %d: %w", ri.Index, err)
@@ -513,6 +544,9 @@ func readIndexEntries(ctx context.Context, lr tessera.LogReader, logger *slog.Lo
 			return nil, fmt.Errorf("entry bundle %d holds %d entries, want at least %d", ri.Index, len(eb.Entries), end)
 		}
 		for i := ri.First; i < end; i++ {
+			if total += len(eb.Entries[i]); len(out) > 0 && total > maxBytes {
+				return out, nil
+			}
 			fe, err := verifiedEntry(eb.Entries[i])
 			if err != nil {
 				// Only verified entries are added, so this is a foreign

@@ -6,23 +6,47 @@ import (
 	"math"
 	"math/bits"
 	"slices"
+	"sync/atomic"
 
 	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/transparency-dev/formats/log"
-	"github.com/transparency-dev/tessera/api/layout"
 )
 
-// Bounds of the work of one lookup, beside api.MaxLookupLimit and the key
-// ID counts.
+// Bounds of the work of lookups, beside api.MaxLookupLimit and the key
+// ID counts. A lookup reads the bytes of the entries it answers with from
+// the index (store.entries), never an entry bundle: what it reads is what
+// it returns.
 const (
 	// maxAnswerEstimate bounds the estimated JSON size of one answer,
-	// below api.MaxAnswerSize: a page ends early (with Next) at it.
+	// below api.MaxAnswerSize: a page ends early (with Next) at it, and a
+	// current answer over it (which api.MaxCurrentKeyIDs entries of
+	// MaxLeafSize cannot reach) is refused.
 	maxAnswerEstimate = api.MaxAnswerSize * 3 / 4
-	// maxBundleBytes bounds the entry bundle bytes one page reads: a page
-	// whose entries lie in many bundles full of large entries ends early.
-	maxBundleBytes = 64 << 20
+	// maxConcurrentLookups bounds the lookups (pages and current answers)
+	// reading the index at once; one more is ErrUnavailable (503,
+	// Retry-After). With maxAnswerEstimate, it bounds what lookups hold:
+	// about 32 × 6 MiB.
+	maxConcurrentLookups = 32
 )
+
+// lookupGate counts the lookups in progress, up to maxConcurrentLookups.
+// Its zero value is ready to use.
+type lookupGate struct {
+	n atomic.Int64
+}
+
+// enter takes a place, or fails with ErrUnavailable when all are taken.
+func (g *lookupGate) enter() error {
+	if g.n.Add(1) > maxConcurrentLookups {
+		g.n.Add(-1)
+		return fmt.Errorf("%w: %d lookups in progress", ErrUnavailable, maxConcurrentLookups)
+	}
+	return nil
+}
+
+// leave gives back a place taken by enter.
+func (g *lookupGate) leave() { g.n.Add(-1) }
 
 // LookupOptions selects one page of a digest lookup.
 type LookupOptions struct {
@@ -67,13 +91,17 @@ func (l *Ledger) Lookup(ctx context.Context, d notarize.Digest, opts LookupOptio
 	if err != nil {
 		return nil, fmt.Errorf("lookup: %w", err)
 	}
+	if err := l.lookups.enter(); err != nil {
+		return nil, fmt.Errorf("lookup: %w", err)
+	}
+	defer l.lookups.leave()
 	indices, err := l.store.Page(ctx, d, keys, from, cp.Size, limit+1)
 	if err != nil {
 		return nil, fmt.Errorf("lookup: %w", err)
 	}
 	more := len(indices) > limit
 	indices = indices[:min(len(indices), limit)]
-	resp, err := l.answer(ctx, d, cpRaw, cp, indices, true)
+	resp, err := l.answer(ctx, d, cpRaw, cp, indices)
 	if err != nil {
 		return nil, fmt.Errorf("lookup: %w", err)
 	}
@@ -89,7 +117,10 @@ func (l *Ledger) Lookup(ctx context.Context, d notarize.Digest, opts LookupOptio
 // newest signed timestamp, ties broken by the greater log index (as
 // notarize.Current), with an inclusion proof to the latest checkpoint.
 // Entries in increasing log index; Next is never set. Its cost does not
-// grow with the digest's history, nor with other keys' statements.
+// grow with the digest's history, nor with other keys' statements: it
+// reads one index row and one entry per key. An answer that would pass
+// maxAnswerEstimate is refused rather than cut short, so that a current
+// statement is never silently left out.
 func (l *Ledger) Current(ctx context.Context, d notarize.Digest, keyIDs []string) (*api.LookupResponse, error) {
 	keys, err := lookupKeyIDs(keyIDs, 1, api.MaxCurrentKeyIDs)
 	if err != nil {
@@ -99,13 +130,20 @@ func (l *Ledger) Current(ctx context.Context, d notarize.Digest, keyIDs []string
 	if err != nil {
 		return nil, fmt.Errorf("current: %w", err)
 	}
+	if err := l.lookups.enter(); err != nil {
+		return nil, fmt.Errorf("current: %w", err)
+	}
+	defer l.lookups.leave()
 	indices, err := l.store.Current(ctx, d, keys, cp.Size)
 	if err != nil {
 		return nil, fmt.Errorf("current: %w", err)
 	}
-	resp, err := l.answer(ctx, d, cpRaw, cp, indices, false)
+	resp, err := l.answer(ctx, d, cpRaw, cp, indices)
 	if err != nil {
 		return nil, fmt.Errorf("current: %w", err)
+	}
+	if len(resp.Entries) < len(indices) {
+		return nil, fmt.Errorf("current: %w: the current statements of %d keys are too large for one answer; ask for fewer keys", errBadRequest, len(keys))
 	}
 	return resp, nil
 }
@@ -164,31 +202,25 @@ func (l *Ledger) indexedCheckpoint(ctx context.Context, d notarize.Digest) ([]by
 	return cpRaw, cp, nil
 }
 
-// answer reads the entries at indices (increasing, below cp.Size) and
-// proves them under cp. When bounded, it stops before the answer's
-// estimated size would pass maxAnswerEstimate or the bundles read would
-// pass maxBundleBytes, keeping at least one entry.
-func (l *Ledger) answer(ctx context.Context, d notarize.Digest, cpRaw []byte, cp *log.Checkpoint, indices []uint64, bounded bool) (*api.LookupResponse, error) {
+// answer reads the entries at indices (increasing, below cp.Size) from the
+// index and proves them under cp. It stops before the answer's estimated
+// size would pass maxAnswerEstimate, keeping at least one entry: it reads
+// at most one entry past what it returns.
+func (l *Ledger) answer(ctx context.Context, d notarize.Digest, cpRaw []byte, cp *log.Checkpoint, indices []uint64) (*api.LookupResponse, error) {
 	resp := &api.LookupResponse{Digest: string(d), Checkpoint: string(cpRaw), Entries: []api.LookupEntry{}}
 	proofSize := 48 * bits.Len64(cp.Size) // base64 hashes in JSON, per entry
 	size := len(cpRaw) + 2*len(d) + 64
-	bundles := map[uint64][]byte{}
-	read := 0
 	var entries [][]byte
-	for _, i := range indices {
-		before := len(bundles)
-		data, err := l.entryAt(ctx, bundles, i, cp.Size)
-		if err != nil {
-			return nil, err
-		}
-		if len(bundles) > before {
-			read += len(bundles[i/layout.EntryBundleWidth])
-		}
+	err := l.store.entries(ctx, indices, func(_ uint64, data []byte) bool {
 		size += base64Len(len(data)) + proofSize + 64
-		if bounded && len(entries) > 0 && (size > maxAnswerEstimate || read > maxBundleBytes) {
-			break
+		if len(entries) > 0 && size > maxAnswerEstimate {
+			return false
 		}
 		entries = append(entries, data)
+		return true
+	})
+	if err != nil {
+		return nil, err
 	}
 	if len(entries) == 0 {
 		return resp, nil

@@ -42,7 +42,7 @@ const (
 
 // schemaVersion is the version of the ledger's tables this binary uses;
 // notarize_schema holds the database's. migrations()[v] goes from v to v+1.
-const schemaVersion = 2
+const schemaVersion = 3
 
 // migrations returns, for each schema version v, the statements that take
 // a database from v to v+1. Every statement is idempotent, so a migration
@@ -51,6 +51,7 @@ func migrations() [][]string {
 	return [][]string{
 		append(tesseraSchema(), notarizeSchemaV1()...),
 		notarizeSchemaV2(),
+		notarizeSchemaV3(),
 	}
 }
 
@@ -114,12 +115,30 @@ func notarizeSchemaV2() []string {
 		// receiving the same statement at once append it once.
 		"CREATE TABLE IF NOT EXISTS `notarize_claim` (`hash` BINARY(32) NOT NULL, `at` BIGINT NOT NULL, PRIMARY KEY (`hash`))",
 		// How many log entries, from 0, notarize_statement and notarize_entry cover.
+		"INSERT IGNORE INTO `notarize_follow` (`id`, `next`) VALUES (1, 0)",
+	}
+}
+
+// notarizeSchemaV3 keeps every entry's bytes by log index, so that a lookup
+// reads exactly the entries it answers with and never an entry bundle
+// (whose other 255 entries anyone may fill). The follower rebuilds the
+// index from the log from a new position (row 2 of notarize_follow,
+// starting at 0), writing the bytes beside the rows of version 2, which
+// it re-inserts with INSERT IGNORE. Version 2's position row 1 is left for
+// instances of the previous version still running during a rolling
+// upgrade.
+func notarizeSchemaV3() []string {
+	return []string{
+		// Entry bytes: log index → the entry as logged (at most MaxLeafSize).
+		"CREATE TABLE IF NOT EXISTS `notarize_entry_data` (`idx` BIGINT UNSIGNED NOT NULL, `data` MEDIUMBLOB NOT NULL, PRIMARY KEY (`idx`))",
+		// How many log entries, from 0, notarize_statement, notarize_entry and notarize_entry_data cover.
 		"INSERT IGNORE INTO `notarize_follow` (`id`, `next`) VALUES (" + mysqlFollowRow + ", 0)",
 	}
 }
 
-// mysqlFollowRow is the notarize_follow row of the schema version 2 index.
-const mysqlFollowRow = "1"
+// mysqlFollowRow is the notarize_follow row of the index this binary
+// writes (schema version 3; version 2's was row 1).
+const mysqlFollowRow = "2"
 
 // ErrSchemaTooNew is returned (wrapped) by New when the database was
 // migrated by a newer notarize-ledger than this one.

@@ -18,12 +18,16 @@ const (
 	mysqlFollowPoll       = 20 * time.Millisecond // how often an instance reads the shared position
 	mysqlFollowMaxBackoff = 2 * time.Second       // longest wait between retries after an error
 	mysqlFollowMaxBatch   = 4096                  // entries per transaction
+	mysqlFollowMaxBytes   = 8 << 20               // entry bytes per transaction (InnoDB bounds BLOB bytes per transaction by the redo log)
 	mysqlInsertRows       = 512                   // rows per INSERT statement
+	mysqlInsertDataBytes  = 2 << 20               // entry bytes per INSERT statement, well under max_allowed_packet
+	mysqlReadEntries      = 64                    // entries per SELECT of entry bytes
 )
 
 // mysqlIndex implements indexDB on the ledger's MySQL tables: antispam
-// (notarize_statement), the digest index (notarize_entry) and their shared
-// position (notarize_follow row mysqlFollowRow), all updated in one
+// (notarize_statement), the digest index (notarize_entry), the entries'
+// bytes (notarize_entry_data) and their shared position (notarize_follow
+// row mysqlFollowRow), all updated in one
 // transaction, so any number of instances share one index.
 type mysqlIndex struct {
 	db     *sql.DB
@@ -45,6 +49,7 @@ func openMySQLStore(ctx context.Context, db *sql.DB, logger *slog.Logger, health
 		poll:       mysqlFollowPoll,
 		maxBackoff: mysqlFollowMaxBackoff,
 		maxBatch:   mysqlFollowMaxBatch,
+		maxBytes:   mysqlFollowMaxBytes,
 		errLevel:   slog.LevelWarn,
 	}
 	return newIndexStore(idx, logger, tune, next), nil
@@ -131,6 +136,62 @@ func (m *mysqlIndex) indexOf(ctx context.Context, id []byte) (uint64, bool, erro
 	return idx, true, nil
 }
 
+// entries implements indexDB: primary-key reads of mysqlReadEntries rows
+// at a time, so that a caller that stops early reads little past it; a
+// database outage is ErrUnavailable.
+func (m *mysqlIndex) entries(ctx context.Context, indices []uint64, take func(i uint64, data []byte) bool) error {
+	for len(indices) > 0 {
+		chunk := indices[:min(len(indices), mysqlReadEntries)]
+		indices = indices[len(chunk):]
+		args := make([]any, len(chunk))
+		for k, i := range chunk {
+			args[k] = i
+		}
+		q := "SELECT `idx`, `data` FROM `notarize_entry_data` WHERE `idx` IN (" +
+			strings.TrimSuffix(strings.Repeat("?, ", len(chunk)), ", ") + ") ORDER BY `idx`"
+		more, err := m.readEntries(ctx, chunk, q, args, take)
+		if err != nil {
+			return m.health.check(ctx, err)
+		}
+		if !more {
+			return nil
+		}
+	}
+	return nil
+}
+
+// readEntries runs q, whose rows are the (idx, data) of want in order, and
+// hands them to take; more is false once take returned false.
+func (m *mysqlIndex) readEntries(ctx context.Context, want []uint64, q string, args []any, take func(i uint64, data []byte) bool) (more bool, err error) {
+	rows, err := m.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return false, err
+	}
+	defer func() { err = errors.Join(err, rows.Close()) }()
+	k := 0
+	for rows.Next() {
+		var i uint64
+		var data []byte
+		if err := rows.Scan(&i, &data); err != nil {
+			return false, err
+		}
+		if k >= len(want) || i != want[k] {
+			break
+		}
+		k++
+		if !take(i, data) {
+			return false, nil
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return false, err
+	}
+	if k < len(want) {
+		return false, fmt.Errorf("no bytes stored for entry %d", want[k])
+	}
+	return true, nil
+}
+
 // claim implements indexDB with a row of notarize_claim: inserted, or
 // taken over once older than claimStale. Only row counts of an INSERT
 // IGNORE and of an UPDATE whose condition is the staleness are read, so
@@ -180,9 +241,11 @@ func (m *mysqlIndex) write(ctx context.Context, next uint64, batch []followed) (
 	}
 	ids := make([]any, 0, 2*len(batch))
 	entries := make([]any, 0, 6*len(batch))
+	data := make([]any, 0, 2*len(batch))
 	for i, e := range batch {
 		idx := next + uint64(i)
 		ids = append(ids, e.id, idx)
+		data = append(data, idx, e.data)
 		if e.digest != nil {
 			entries = append(entries, e.digest, e.keyID, idx, e.ts.seconds(), e.ts.nanoseconds(), e.status)
 		}
@@ -195,6 +258,9 @@ func (m *mysqlIndex) write(ctx context.Context, next uint64, batch []followed) (
 	if err := insertRows(ctx, tx, "INSERT IGNORE INTO `notarize_entry` (`digest`, `key_id`, `idx`, `ts_sec`, `ts_nsec`, `status`) VALUES ", 6, entries); err != nil {
 		return false, err
 	}
+	if err := insertData(ctx, tx, data); err != nil {
+		return false, err
+	}
 	if _, err := tx.ExecContext(ctx, "UPDATE `notarize_follow` SET `next` = ? WHERE `id` = "+mysqlFollowRow, next+uint64(len(batch))); err != nil {
 		return false, err
 	}
@@ -202,6 +268,25 @@ func (m *mysqlIndex) write(ctx context.Context, next uint64, batch []followed) (
 		return false, err
 	}
 	return true, nil
+}
+
+// insertData inserts the (idx, data) pairs of args into
+// notarize_entry_data, in statements of at most mysqlInsertRows rows and
+// about mysqlInsertDataBytes bytes. INSERT IGNORE: a rebuild rewrites the
+// same bytes.
+func insertData(ctx context.Context, tx *sql.Tx, args []any) error {
+	for len(args) > 0 {
+		n, size := 0, 0
+		for 2*n < len(args) && n < mysqlInsertRows && (n == 0 || size+len(args[2*n+1].([]byte)) <= mysqlInsertDataBytes) {
+			size += len(args[2*n+1].([]byte))
+			n++
+		}
+		if err := insertRows(ctx, tx, "INSERT IGNORE INTO `notarize_entry_data` (`idx`, `data`) VALUES ", 2, args[:2*n]); err != nil {
+			return err
+		}
+		args = args[2*n:]
+	}
+	return nil
 }
 
 // insertRows runs prefix with "(?, …)" rows of cols values for args, in

@@ -231,22 +231,24 @@ func (l *Ledger) await(ctx context.Context, sub *submission, future tessera.Inde
 	default:
 		return err
 	}
-	cp, err := l.parseCheckpoint(cpRaw)
-	if err != nil {
-		return err
-	}
 	sub.index, sub.checkpoint, sub.dup, sub.entry = idx.Index, cpRaw, idx.IsDup, data
-	if idx.IsDup {
-		// Another encoding or signature of the statement may be logged:
-		// answer with the logged bytes, which the proof is for.
-		if sub.entry, err = l.entryAt(ctx, map[uint64][]byte{}, idx.Index, cp.Size); err != nil {
-			return err
-		}
-	}
 	// Once answered, the entry is a duplicate for, and found by, every
 	// instance sharing the storage: wait for the index to cover it.
 	if err := l.store.WaitProcessed(ctx, idx.Index+1); err != nil {
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	if idx.IsDup {
+		// Another encoding or signature of the statement may be logged:
+		// answer with the logged bytes, which the proof is for, read from
+		// the index (never the entry bundle, which strangers may fill).
+		sub.entry = nil
+		err := l.store.entries(ctx, []uint64{idx.Index}, func(_ uint64, b []byte) bool {
+			sub.entry = b
+			return false
+		})
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }

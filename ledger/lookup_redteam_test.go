@@ -1,0 +1,78 @@
+package ledger
+
+import (
+	"context"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/notarize/docker-notarize/notarize"
+	"github.com/transparency-dev/tessera"
+)
+
+// Red team: the cost of an owner's filtered and current lookups when
+// strangers' entries share its entry bundle.
+
+// countingReader counts the entry bundle bytes a lookup reads.
+type countingReader struct {
+	tessera.LogReader
+	bundleBytes atomic.Int64
+}
+
+func (c *countingReader) ReadEntryBundle(ctx context.Context, index uint64, p uint8) ([]byte, error) {
+	b, err := c.LogReader.ReadEntryBundle(ctx, index, p)
+	c.bundleBytes.Add(int64(len(b)))
+	return b, err
+}
+
+// TestRedTeamOwnerLookupCostIndependentOfStrangers: the owner's statement
+// is the first entry of a bundle that a stranger then fills with 255 large
+// statements (about other digests: the stranger's keys and digests are
+// free). Lookups filtered by the owner's key, and its current statement,
+// are documented to cost nothing for other keys' statements ("Entries by
+// other keys are never read", "Its cost does not grow ... with other keys'
+// statements"); each read the whole bundle, ~11 MiB, to answer with one
+// ~1 KiB entry. With api.MaxCurrentKeyIDs keys, each the only
+// statement of a key in its own stranger-filled bundle, one unauthenticated
+// GET .../current held 64 such bundles in memory at once (~700 MiB), and
+// lookups were not bounded. The index now keeps each entry's bytes: a
+// lookup reads the entries it returns and no bundle, and at most
+// maxConcurrentLookups lookups run at once.
+func TestRedTeamOwnerLookupCostIndependentOfStrangers(t *testing.T) {
+	tl := startLedger(t, Config{})
+	owner, stranger := newTestSigner(t), newTestSigner(t)
+	d := randomDigest(t)
+	now := time.Now()
+	rec := tl.submit(t, owner.sign(t, d, notarize.StatusTrusted, now.Add(-time.Hour)), http.StatusCreated)
+	if rec.Index != 0 {
+		t.Fatalf("owner's entry at %d, want 0", rec.Index)
+	}
+	flood := make([]*notarize.Entry, 255)
+	for i := range flood {
+		flood[i] = stranger.signLarge(t, randomDigest(t), notarize.StatusTrusted, now.Add(time.Duration(i)*time.Millisecond))
+	}
+	submitAll(t, tl.url, flood)
+	ownerEntry := mustMarshal(t, owner.sign(t, d, notarize.StatusTrusted, now))
+
+	cr := &countingReader{LogReader: tl.Ledger.reader}
+	tl.Ledger.reader = cr
+	tl.Ledger.bundles = newBundleCache(bundleCacheBytes)
+	budget := int64(64 * len(ownerEntry)) // generous: a few entries' worth
+
+	resp, err := tl.Ledger.Current(t.Context(), d, []string{owner.keyID})
+	if err != nil || len(resp.Entries) != 1 {
+		t.Fatalf("current: %v %+v", err, resp)
+	}
+	if n := cr.bundleBytes.Swap(0); n > budget {
+		t.Errorf("BYPASS (cost): the owner's current statement (one %d-byte entry) read %d bytes of entry bundles, filled by a stranger's statements", len(ownerEntry), n)
+	}
+	tl.Ledger.bundles = newBundleCache(bundleCacheBytes)
+	page, err := tl.Ledger.Lookup(t.Context(), d, LookupOptions{KeyIDs: []string{owner.keyID}})
+	if err != nil || len(page.Entries) != 1 {
+		t.Fatalf("lookup: %v %+v", err, page)
+	}
+	if n := cr.bundleBytes.Swap(0); n > budget {
+		t.Errorf("BYPASS (cost): the owner's filtered lookup (one %d-byte entry) read %d bytes of entry bundles, filled by a stranger's statements", len(ownerEntry), n)
+	}
+}
