@@ -3,6 +3,7 @@ package ledgerclient
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -322,4 +323,42 @@ func ReadWitnessPolicy(path string) (*WitnessPolicy, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return p, nil
+}
+
+// CompareCheckpoint checks raw, a checkpoint of this ledger that someone
+// else was shown (another proxy's /notarize/v1/checkpoint), against what
+// this client was shown: raw must verify under the pinned key (and, with a
+// witness policy, carry a quorum of cosignatures; its age does not matter),
+// and it must be consistent with the client's stored checkpoint, proven
+// from the ledger's tiles. Two checkpoints signed by the ledger that cannot
+// both be true are a *ForkError (Stored: this client's, Got: raw), or
+// ErrBadProof when the ledger cannot prove them consistent: evidence that
+// the ledger shows different histories to different clients. The stored
+// state is never changed.
+func (c *Client) CompareCheckpoint(ctx context.Context, raw []byte) (Checkpoint, error) {
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	cp, err := verifyCheckpoint(raw, c.Origin(), c.verifier)
+	if err == nil && c.witnesses != nil {
+		cp, err = c.witnesses.Witnessed(cp)
+	}
+	if err != nil {
+		return Checkpoint{}, fmt.Errorf("compare checkpoint: %w", err)
+	}
+	mine, err := c.stored()
+	if err == nil && mine == nil {
+		err = errors.New("no checkpoint of this ledger verified yet")
+	}
+	if err != nil {
+		return Checkpoint{}, fmt.Errorf("compare checkpoint: %w", err)
+	}
+	if cp.Size <= mine.Size {
+		err = checkConsistency(ctx, c.ops.ReadTile, cp, *mine, false)
+	} else {
+		err = checkConsistency(ctx, c.ops.ReadTile, *mine, cp, true)
+	}
+	if err != nil {
+		return Checkpoint{}, fmt.Errorf("compare checkpoint of size %d with ours of size %d: %w", cp.Size, mine.Size, err)
+	}
+	return cp, nil
 }

@@ -88,6 +88,7 @@ func LoadPolicy(path string) (*notarize.Evaluator, error) {
 //	ledgerKey: ledger.pub            # verifier key or a file holding it
 //	maxStaleness: 5m
 //	witnessPolicy: witnesses.policy   # checkpoints count only when a quorum of witnesses cosigned them
+//	peers: ["https://proxy-b.example:5000"] # compare ledger views with other proxies
 //	cacheMaxBytes: 20GiB
 //	tlsCert: tls/cert.pem            # serve HTTPS (with tlsKey)
 //	tlsKey: tls/key.pem
@@ -121,6 +122,11 @@ type Configuration struct {
 	// cosignatures, so a front that freezes the ledger's checkpoint cannot
 	// hold back a revocation past it. See ledgerclient.WitnessPolicy.
 	WitnessPolicy string `yaml:"witnessPolicy,omitempty"`
+	// Peers are other notarize-proxies (base URLs; user:password@ for basic
+	// authentication) whose latest verified checkpoint this proxy compares
+	// with its own (package proxy/peer): a ledger showing them another
+	// history makes it fail closed.
+	Peers []string `yaml:"peers,omitempty"`
 	// CacheMaxBytes bounds the blob cache: "20GiB", "500MB" or a number of
 	// bytes; 0 is unbounded.
 	CacheMaxBytes ByteSize `yaml:"cacheMaxBytes,omitempty"`

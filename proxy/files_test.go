@@ -150,6 +150,7 @@ ledger: http://ledger:7070
 ledgerKey: l.pub
 maxStaleness: 7m
 witnessPolicy: w.policy
+peers: ["https://peer:5000"]
 cacheMaxBytes: 3GiB
 tlsCert: c.pem
 tlsKey: k.pem
@@ -161,7 +162,7 @@ anonymous: true
 		common + "auth: {token: {realm: 'https://auth/token', service: svc, issuer: iss, rootcertbundle: bundle.pem, jwks: keys.jwks, signingalgorithms: [ES256]}}\n",
 	}
 	// Read by notarize-proxy itself from the Configuration.
-	readByMain := map[string]bool{"addr": true, "policy": true, "ledger": true, "ledgerKey": true, "maxStaleness": true, "witnessPolicy": true,
+	readByMain := map[string]bool{"addr": true, "policy": true, "ledger": true, "ledgerKey": true, "maxStaleness": true, "witnessPolicy": true, "peers": true,
 		"tlsCert": true, "tlsKey": true, "logLevel": true, "anonymous": true}
 	// Found again in the Server's Config.
 	inProxy := map[string]func(c proxy.Configuration, pc proxy.Config) bool{

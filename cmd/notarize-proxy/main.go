@@ -25,6 +25,7 @@ import (
 	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/notarize/docker-notarize/proxy"
+	"github.com/notarize/docker-notarize/proxy/peer"
 	"github.com/notarize/docker-notarize/proxy/replica"
 )
 
@@ -184,6 +185,7 @@ func newFlagSet(c *proxy.Configuration, configPath *string, showVersion *bool, s
 	fs.StringVar(&c.LedgerKey, "ledger-key", c.LedgerKey, "ledger verifier key, or a file holding it (the ledger's DIR/ledger.pub); default: pinned on first use")
 	fs.Var(&c.CacheMaxBytes, "cache-max-bytes", "bound of the blob cache in --data (least recently used blobs are evicted; a larger blob is served uncached), e.g. 20GiB, 500MB; 0 = unbounded")
 	fs.Var(&c.MaxStaleness, "max-staleness", "serve from the last verified ledger state for at most this long when the ledger cannot be followed, then fail closed")
+	fs.Var(&listFlag{dst: &c.Peers}, "peer", "URL of another notarize-proxy whose ledger view (/notarize/v1/checkpoint) this one checks for consistency with its own; a fork fails closed (repeatable)")
 	fs.StringVar(&c.WitnessPolicy, "witness-policy", c.WitnessPolicy, "witness policy FILE (Tessera's format): a ledger checkpoint counts only when a quorum of its witnesses cosigned it, and --max-staleness also counts from the newest quorum's cosignatures")
 	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "serve HTTPS with this certificate (PEM); with --tls-key")
 	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "private key (PEM) of --tls-cert")
@@ -283,6 +285,11 @@ func serve(ctx context.Context, cfg proxy.Configuration, log *slog.Logger) error
 	defer cancel()
 	replicaDone := make(chan struct{})
 	go func() { defer close(replicaDone); rep.Run(runCtx) }()
+	peersDone, err := comparePeers(runCtx, cfg, lc, rep, log)
+	if err != nil {
+		return err
+	}
+	defer func() { <-peersDone }()
 	go reloadOnHUP(runCtx, cfg.Policy, cfg.Auth.Enabled(), srv, log)
 	logListening(log, cfg, ln.Addr().String(), srv, lc.VerifierKey(), ev)
 	err = serveHTTP(ctx, cfg, ln, srv, log)
@@ -316,6 +323,23 @@ func openReplica(ctx context.Context, cfg proxy.Configuration, log *slog.Logger)
 		return nil, nil, err
 	}
 	return lc, rep, nil
+}
+
+// comparePeers starts comparing the ledger's view with the --peer proxies'
+// until ctx is done; the channel closes when it stopped.
+func comparePeers(ctx context.Context, cfg proxy.Configuration, lc *ledgerclient.Client, rep *replica.Replica, log *slog.Logger) (<-chan struct{}, error) {
+	done := make(chan struct{})
+	if len(cfg.Peers) == 0 {
+		close(done)
+		return done, nil
+	}
+	pc, err := peer.New(peer.Config{Peers: cfg.Peers, Ledger: lc, OnFork: rep.ReportFork, Logger: log})
+	if err != nil {
+		close(done)
+		return done, err
+	}
+	go func() { defer close(done); pc.Run(ctx) }()
+	return done, nil
 }
 
 // logListening logs the running configuration and how to point dockerd and containerd at it.

@@ -142,6 +142,7 @@ auth: {htpasswd: {path: h}}
 		{[]string{"--ledger-key", "/k"}, func(c proxy.Configuration) bool { return c.LedgerKey == "/k" }},
 		{[]string{"--max-staleness", "1m"}, func(c proxy.Configuration) bool { return time.Duration(c.MaxStaleness) == time.Minute }},
 		{[]string{"--witness-policy", "/w"}, func(c proxy.Configuration) bool { return c.WitnessPolicy == "/w" }},
+		{[]string{"--peer", "http://p1", "--peer", "http://p2"}, func(c proxy.Configuration) bool { return slices.Equal(c.Peers, []string{"http://p1", "http://p2"}) }},
 		{[]string{"--cache-max-bytes", "1KiB"}, func(c proxy.Configuration) bool { return c.CacheMaxBytes == 1024 }},
 		{[]string{"--tls-cert", "/c", "--tls-key", "/k"}, func(c proxy.Configuration) bool { return c.TLSCert == "/c" && c.TLSKey == "/k" }},
 		{[]string{"--log-level", "warn"}, func(c proxy.Configuration) bool { return c.LogLevel == "warn" }},

@@ -38,11 +38,14 @@ func (r *Replica) loadCheckpoint(raw []byte) {
 	}
 }
 
-// witnessFresh is Fresh's check of the witness quorum's age, with a
-// witness policy: the replica may have polled a second ago, but if the
+// witnessFresh is Fresh's check of a reported fork (ReportFork) and of the
+// witness quorum's age, with a witness policy: the replica may have polled a second ago, but if the
 // newest checkpoint a quorum cosigned is older than MaxStaleness, the ledger
 // or a front before it may be holding back entries (a revocation).
 func (r *Replica) witnessFresh(s Status) error {
+	if s.Fork != "" {
+		return fmt.Errorf("%w: %s", ErrStale, s.Fork)
+	}
 	if r.cfg.Witnesses == nil {
 		return nil
 	}
@@ -54,4 +57,20 @@ func (r *Replica) witnessFresh(s Status) error {
 			ErrStale, s.CheckpointSize, age.Round(time.Second), s.WitnessedAt.UTC().Format(time.RFC3339), r.cfg.MaxStaleness, orNone(s.LastError))
 	}
 	return nil
+}
+
+// ReportFork records evidence that the ledger showed someone else (another
+// proxy, see package proxy/peer) a history that the replica's own cannot
+// extend. The replica then fails closed (ErrStale, with the evidence) until
+// the process restarts: two histories signed by the ledger are an incident
+// for an operator, not something a later poll can settle.
+func (r *Replica) ReportFork(evidence error) {
+	if evidence == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.status.Fork == "" {
+		r.status.Fork = clip("SECURITY ERROR: the ledger shows another proxy a history inconsistent with this replica's: " + evidence.Error())
+	}
 }
