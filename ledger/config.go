@@ -76,7 +76,7 @@ type Config struct {
 	// It is created if missing.
 	DataDir string
 	// Origin is the checkpoint origin line, the log's name. Empty means the
-	// persisted origin, or "<hostname>/notarize-ledger" on first start. Once
+	// persisted origin, or "<hostname>/notarize-ledger/<key id>" on first start. Once
 	// persisted it cannot change: New refuses a different one.
 	Origin string
 	// NoteSignerKey is a sumdb/note signer key ("PRIVATE+KEY+…"); its name

@@ -159,7 +159,7 @@ func TestIdentity(t *testing.T) {
 	})
 	t.Run("default origin", func(t *testing.T) {
 		tl := startLedger(t, Config{})
-		if !strings.HasSuffix(tl.Origin(), "/notarize-ledger") {
+		if !strings.Contains(tl.Origin(), "/notarize-ledger/") {
 			t.Fatalf("default origin %q", tl.Origin())
 		}
 	})

@@ -3,7 +3,9 @@ package ledger
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"github.com/notarize/docker-notarize/internal/atomicfile"
@@ -61,10 +63,9 @@ func loadIdentity(dir string, cfg Config) (*identity, error) {
 		}
 	}
 	if skey == "" {
-		name := firstNonEmpty(cfg.Origin, persisted, defaultOrigin())
-		skey, _, err = note.GenerateKey(rand.Reader, name)
+		skey, err = generateSignerKey(firstNonEmpty(cfg.Origin, persisted))
 		if err != nil {
-			return nil, fmt.Errorf("generate note key: %w", err)
+			return nil, err
 		}
 		if err := atomicfile.Write(filepath.Join(dir, keyFileName), []byte(skey+"\n"), 0o600); err != nil {
 			return nil, err
@@ -168,14 +169,42 @@ func verifierKeyOf(skey string) (string, error) {
 	return vkey, nil
 }
 
-// defaultOrigin is "<hostname>/notarize-ledger", or "localhost/notarize-ledger"
-// when the host name is unknown or not usable in an origin.
-func defaultOrigin() string {
+// generateSignerKey generates a note signer key named origin or, when
+// origin is empty, named by defaultOrigin after its own public key: every
+// ledger started without --origin gets an origin of its own, so that a reset
+// or a second ledger on the same host is a different log to its clients,
+// not the same log under another key.
+func generateSignerKey(origin string) (string, error) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return "", fmt.Errorf("generate note key: %w", err)
+	}
+	if origin == "" {
+		origin = defaultOrigin(pub)
+	}
+	vkey, err := note.NewEd25519VerifierKey(origin, pub)
+	if err != nil {
+		return "", fmt.Errorf("generate note key: %w", err)
+	}
+	// vkey is "<name>+<hash>+<key>": the signer key shares its name and hash.
+	parts := strings.SplitN(vkey, "+", 3) // base64 key data may hold "+"
+	if len(parts) != 3 {
+		return "", fmt.Errorf("generate note key: unexpected verifier key %q", vkey)
+	}
+	seed := append([]byte{1}, priv.Seed()...) // 1: the Ed25519 algorithm
+	return "PRIVATE+KEY+" + origin + "+" + parts[1] + "+" + base64.StdEncoding.EncodeToString(seed), nil
+}
+
+// defaultOrigin is "<hostname>/notarize-ledger/<first 8 hex digits of the
+// SHA-256 of the checkpoint public key pub>", with "localhost" when the host
+// name is unknown or not usable in an origin.
+func defaultOrigin(pub ed25519.PublicKey) string {
 	h, err := os.Hostname()
 	if err != nil || !validOrigin(h) || strings.Contains(h, "/") {
 		h = "localhost"
 	}
-	return h + "/notarize-ledger"
+	sum := sha256.Sum256(pub)
+	return h + "/notarize-ledger/" + hex.EncodeToString(sum[:4])
 }
 
 func firstNonEmpty(s ...string) string {
