@@ -147,6 +147,18 @@ const (
 	DefaultRateLimitTracked   = 1 << 16
 )
 
+// The per-client limit charges an IPv6 client to its /64 and also to the
+// /56 and the /48 holding it, whose buckets have these multiples of the
+// per-client rate and burst: one party holding a delegation (a home /56:
+// 256 /64s; a hosting customer's or tunnel broker's /48: 65,536) gets a
+// few clients' budgets, not one per /64. With the defaults a /64 may make
+// 50 submissions per second (burst 100), a /56 200 (burst 400) and a /48
+// 400 (burst 800).
+const (
+	Client56Scale = 4 // an IPv6 /56 may submit 4 times what one client may
+	Client48Scale = 8 // an IPv6 /48 may submit 8 times what one client may
+)
+
 // RateLimits bound writers with token buckets, so that no key and no
 // client can flood the log (and the lookups of a digest) faster than the
 // limits allow. Over a limit, a submission is refused with ErrRateLimited
@@ -166,7 +178,8 @@ type RateLimits struct {
 	// ClientPerSecond and ClientBurst bound the submissions (valid or not,
 	// new or replayed) one client may make: DefaultClientPerSecond and
 	// DefaultClientBurst. A client is a remote IPv4 address or IPv6 /64
-	// (see Config.TrustedProxies).
+	// (see Config.TrustedProxies); an IPv6 /56 and /48 are also bounded,
+	// at Client56Scale and Client48Scale times these.
 	ClientPerSecond float64
 	ClientBurst     int
 	// KeyDigestPerMinute bounds the statements one key may append about

@@ -58,10 +58,12 @@ type limiter struct {
 	buckets map[string]*bucket
 }
 
-// bucket is one name's tokens as of last.
+// bucket is one name's tokens as of last. Its rate and burst are the
+// limiter's times scale (1 but for the wider IPv6 client prefixes).
 type bucket struct {
 	tokens float64
 	last   time.Time
+	scale  float64
 }
 
 // newLimiter returns a limiter of rate tokens per second and burst, or nil
@@ -78,31 +80,53 @@ func max1(n int) int { return max(n, 1) }
 // allow takes a token from name's bucket, or returns a *RateLimitError
 // saying when one will be there. A nil limiter allows everything.
 func (l *limiter) allow(name string) error {
+	return l.allowAll(scaled{name, 1})
+}
+
+// scaled names a bucket whose rate and burst are the limiter's times scale.
+type scaled struct {
+	name  string
+	scale float64
+}
+
+// allowAll takes a token from each named bucket if every one has one, and
+// otherwise takes none and returns a *RateLimitError saying when all will.
+// A nil limiter allows everything.
+func (l *limiter) allowAll(names ...scaled) error {
 	if l == nil {
 		return nil
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
-	b, ok := l.buckets[name]
-	if !ok {
-		l.makeRoom(now)
-		b = &bucket{tokens: l.burst, last: now}
-		l.buckets[name] = b
+	bs := make([]*bucket, len(names))
+	var wait time.Duration
+	for i, n := range names {
+		b, ok := l.buckets[n.name]
+		if !ok {
+			l.makeRoom(now)
+			b = &bucket{tokens: l.burst * n.scale, last: now, scale: n.scale}
+			l.buckets[n.name] = b
+		}
+		b.refill(now, l.rate, l.burst)
+		if b.tokens < 1 {
+			wait = max(wait, time.Duration((1-b.tokens)/(l.rate*b.scale)*float64(time.Second)))
+		}
+		bs[i] = b
 	}
-	b.refill(now, l.rate, l.burst)
-	if b.tokens >= 1 {
+	if wait > 0 {
+		return &RateLimitError{Limit: l.name, RetryAfter: wait}
+	}
+	for _, b := range bs {
 		b.tokens--
-		return nil
 	}
-	wait := time.Duration((1 - b.tokens) / l.rate * float64(time.Second))
-	return &RateLimitError{Limit: l.name, RetryAfter: wait}
+	return nil
 }
 
-// refill adds the tokens earned since b.last.
+// refill adds the tokens earned since b.last, at b's scale of rate and burst.
 func (b *bucket) refill(now time.Time, rate, burst float64) {
 	if dt := now.Sub(b.last).Seconds(); dt > 0 {
-		b.tokens = min(burst, b.tokens+dt*rate)
+		b.tokens = min(burst*b.scale, b.tokens+dt*rate*b.scale)
 	}
 	b.last = now
 }
@@ -116,7 +140,7 @@ func (l *limiter) makeRoom(now time.Time) {
 	}
 	for name, b := range l.buckets {
 		b.refill(now, l.rate, l.burst)
-		if b.tokens >= l.burst {
+		if b.tokens >= l.burst*b.scale {
 			delete(l.buckets, name)
 		}
 	}
@@ -156,12 +180,20 @@ func newWriteLimits(r RateLimits, trusted []netip.Prefix, now func() time.Time) 
 	return w
 }
 
-// allowClient charges one submission to the client of r.
+// allowClient charges one submission to the client of r: an IPv4 address,
+// or an IPv6 /64 together with its /56 and /48 (Client56Scale,
+// Client48Scale). A refusal by any of them charges none.
 func (w *writeLimits) allowClient(r *http.Request) error {
 	if w.client == nil {
 		return nil
 	}
-	return w.client.allow(clientName(r, w.trusted))
+	addr, name := clientAddr(r, w.trusted)
+	if !addr.Is6() {
+		return w.client.allow(name)
+	}
+	p56, _ := addr.Prefix(56)
+	p48, _ := addr.Prefix(48)
+	return w.client.allowAll(scaled{name, 1}, scaled{p56.String(), Client56Scale}, scaled{p48.String(), Client48Scale})
 }
 
 // allowAppend charges one new statement to its key and to (key, digest):
@@ -177,6 +209,13 @@ func (w *writeLimits) allowAppend(keyID, digest string) error {
 // address or IPv6 /64. The remote address is the client unless it is a
 // trusted proxy; then the last X-Forwarded-For address that is not one is.
 func clientName(r *http.Request, trusted []netip.Prefix) string {
+	_, name := clientAddr(r, trusted)
+	return name
+}
+
+// clientAddr returns the address of the client of r (invalid if r's
+// remote address does not parse) and its rate-limit name (see clientName).
+func clientAddr(r *http.Request, trusted []netip.Prefix) (netip.Addr, string) {
 	addr := remoteAddr(r.RemoteAddr)
 	if addr.IsValid() && inAny(addr, trusted) {
 		hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
@@ -192,13 +231,13 @@ func clientName(r *http.Request, trusted []netip.Prefix) string {
 		}
 	}
 	if !addr.IsValid() {
-		return r.RemoteAddr
+		return addr, r.RemoteAddr
 	}
 	if addr.Is6() {
 		p, _ := addr.Prefix(64)
-		return p.String()
+		return addr, p.String()
 	}
-	return addr.String()
+	return addr, addr.String()
 }
 
 // remoteAddr parses the address of a request's RemoteAddr ("ip:port").

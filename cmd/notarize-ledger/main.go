@@ -106,8 +106,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.checkpointIv, "checkpoint-interval", ledger.DefaultCheckpointInterval, "how often a checkpoint may be published (at least 100ms; with mysql, across all instances)")
 	fs.Float64Var(&o.rateKey, "rate-key", ledger.DefaultKeyPerSecond, "new statements one signer key may append per second, sustained; 0 disables")
 	fs.IntVar(&o.rateKeyBurst, "rate-key-burst", ledger.DefaultKeyBurst, "… and at once")
-	fs.Float64Var(&o.rateClient, "rate-client", ledger.DefaultClientPerSecond, "submissions one client (IPv4 address or IPv6 /64) may make per second, sustained; 0 disables")
-	fs.IntVar(&o.rateClientBurst, "rate-client-burst", ledger.DefaultClientBurst, "… and at once")
+	fs.Float64Var(&o.rateClient, "rate-client", ledger.DefaultClientPerSecond, fmt.Sprintf("submissions one client (IPv4 address or IPv6 /64) may make per second, sustained; an IPv6 /56 may make %d times as many, a /48 %d times; 0 disables", ledger.Client56Scale, ledger.Client48Scale))
+	fs.IntVar(&o.rateClientBurst, "rate-client-burst", ledger.DefaultClientBurst, fmt.Sprintf("… and at once (an IPv6 /56 %d times as many, a /48 %d times)", ledger.Client56Scale, ledger.Client48Scale))
 	fs.Float64Var(&o.rateKeyDigest, "rate-key-digest", ledger.DefaultKeyDigestPerMinute, "new statements one key may append about one digest per minute; 0 disables")
 	fs.Func("trusted-proxy", "`CIDR` of a reverse proxy whose X-Forwarded-For names the client for --rate-client (repeatable or comma-separated; default: X-Forwarded-For is ignored)", func(v string) error {
 		for _, c := range strings.Split(v, ",") {
