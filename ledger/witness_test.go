@@ -3,7 +3,12 @@ package ledger
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,6 +18,7 @@ import (
 	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/ledger/witnesstest"
 	"github.com/notarize/docker-notarize/notarize"
+	f_note "github.com/transparency-dev/formats/note"
 	"github.com/transparency-dev/tessera/api/layout"
 	"github.com/transparency-dev/tessera/client"
 	"golang.org/x/mod/sumdb/note"
@@ -303,4 +309,78 @@ func (tl *testLedger) metric(t testing.TB, name string) float64 {
 	}
 	t.Fatalf("/metrics has no %s:\n%s", name, b)
 	return 0
+}
+
+// lyingWitness is a fake witness (an injected fault) that answers every
+// add-checkpoint with a well-formed cosignature line under the name and
+// key hash of its policy key, whose signature is garbage: a witness that
+// claims to cosign without holding the key.
+func lyingWitness(t *testing.T, name string) (policyLine, vkey string) {
+	t.Helper()
+	_, pub, err := note.GenerateKey(rand.Reader, "localhost/liar-"+name) // the liar throws the key away
+	if err != nil {
+		t.Fatal(err)
+	}
+	vkey, err = f_note.VKeyToCosignatureV1(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyName, hash, _ := strings.Cut(vkey, "+")
+	hash, _, _ = strings.Cut(hash, "+")
+	kh, err := strconv.ParseUint(hash, 16, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		sig := make([]byte, 4+8+64)
+		binary.BigEndian.PutUint32(sig, uint32(kh))
+		binary.BigEndian.PutUint64(sig[4:], uint64(time.Now().Unix()))
+		_, _ = rand.Read(sig[12:])
+		fmt.Fprintf(w, "— %s %s\n", keyName, base64.StdEncoding.EncodeToString(sig))
+	}))
+	t.Cleanup(srv.Close)
+	return fmt.Sprintf("witness %s %s %s", name, vkey, srv.URL), vkey
+}
+
+// TestWitnessForgedCosignature: a witness whose cosignature does not
+// verify under its policy key never counts toward the quorum and never
+// reaches a published checkpoint: with 2 of {honest, liar} nothing is
+// published (503), with 2 of {honest, honest, liar} the checkpoint carries
+// only the honest cosignatures.
+func TestWitnessForgedCosignature(t *testing.T) {
+	cfg, vkey := witnessedConfig(t, "example.com/lied-to-ledger")
+	ws := witnesstest.StartN(t, 2, cfg.Origin, vkey)
+	liarLine, liarKey := lyingWitness(t, "liar")
+	liar, err := f_note.NewVerifierForCosignatureV1(liarKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newTestSigner(t)
+
+	cfg.WitnessPolicy = []byte(ws[0].PolicyLine() + "\n" + ws[1].PolicyLine() + "\n" + liarLine + "\ngroup g 2 w1 w2 liar\nquorum g\n")
+	tl := startLedger(t, cfg)
+	rec := tl.submit(t, s.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now()), http.StatusCreated)
+	checkCosigned(t, []byte(rec.Checkpoint), ws, ws[0].Name, ws[1].Name)
+	if _, err := note.Open([]byte(rec.Checkpoint), note.VerifierList(liar)); err == nil || strings.Contains(rec.Checkpoint, "liar") {
+		t.Fatalf("the liar's line reached the published checkpoint:\n%s", rec.Checkpoint)
+	}
+
+	tl.close(t)
+	tl.cfg.WitnessPolicy = []byte(ws[0].PolicyLine() + "\n" + liarLine + "\ngroup g 2 w1 liar\nquorum g\n")
+	tl.open(t)
+	status, _, b := do(t, http.MethodPost, tl.url+api.PathEntries, mustMarshal(t, s.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now())))
+	if status != http.StatusServiceUnavailable {
+		t.Fatalf("with a lying witness in a 2-of-2 quorum: status %d, want 503: %s", status, b)
+	}
+	if raw := tl.publishedCheckpoint(t); strings.Contains(string(raw), "liar") {
+		t.Fatalf("the liar's line reached the published checkpoint:\n%s", raw)
+	}
+	tl.srv.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	if err := tl.Ledger.Close(ctx); err == nil {
+		t.Error("the ledger flushed an entry the quorum never cosigned")
+	}
+	tl.Ledger = nil
 }
