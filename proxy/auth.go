@@ -49,9 +49,12 @@ type HtpasswdAuth struct {
 // TokenAuth configures distribution's token access controller. A token is
 // accepted when its signature chains to RootCertBundle (or its key is in
 // JWKS), its issuer is Issuer, its audience is Service, it is within its
-// validity, and its access claims grant "pull" on the repository named in
-// the request's path ("repository:NAME:pull", NAME as the client sent it,
-// e.g. "library/alpine" or "ghcr.io/acme/app").
+// validity, and its access claims grant "pull" on the repository the
+// request names ("repository:NAME:pull"): NAME as the client sent it in
+// the path (e.g. "library/alpine", or "ghcr/acme/app" in the prefix form
+// /v2/UPSTREAM/REPO), except when containerd's ?ns= routes the request
+// elsewhere than that name routes without it; then NAME is the resolved
+// "UPSTREAM/REPO" (see scopeName), and the Bearer challenge names it.
 type TokenAuth struct {
 	// Realm is the token server's URL, sent in the Bearer challenge.
 	Realm string `yaml:"realm"`
@@ -165,7 +168,7 @@ func (s *Server) authorize(next http.Handler) http.Handler {
 		if ac := s.cfg.access; ac != nil {
 			var access []auth.Access
 			if isRepo {
-				access = []auth.Access{{Resource: auth.Resource{Type: "repository", Name: name}, Action: "pull"}}
+				access = []auth.Access{{Resource: auth.Resource{Type: "repository", Name: s.scopeName(r, name)}, Action: "pull"}}
 			}
 			grant, err := ac.Authorized(r, access...)
 			if err != nil {
@@ -187,6 +190,45 @@ func (s *Server) authorize(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// scopeName is the repository name whose pull a token must grant for a
+// request that names name: the name under which the request's target is
+// reached without ?ns=, so that a token server, which grants by name,
+// grants one target per name.
+//
+//   - without ns: name as sent (the default upstream's "team/app" or
+//     "alpine", or the prefix form "UPSTREAM/REPO");
+//   - ns selecting the default upstream: the name less containerd's
+//     upstream prefix, when that reaches the same repository without ns
+//     (so "library/alpine?ns=docker.io" asks what "library/alpine" asks);
+//   - otherwise the resolved "UPSTREAM/REPO": with ?ns=local, "team/app"
+//     is local/team/app, not the default upstream's team/app, and a token
+//     for "team/app" must not read it; nor may a token for another
+//     upstream's "local/team/app" read the default upstream's repository
+//     of that name through ?ns=DEFAULT.
+//
+// A request whose ns routes nowhere is checked for the name as sent; the
+// handler then refuses it (NAME_UNKNOWN) whatever the token grants.
+func (s *Server) scopeName(r *http.Request, name string) string {
+	ns := r.URL.Query().Get("ns")
+	if ns == "" {
+		return name
+	}
+	t, err := s.router.resolve(name, ns)
+	if err != nil {
+		return name
+	}
+	if t.up == s.router.def {
+		bare := name
+		if first, rest, ok := strings.Cut(name, "/"); ok && first == t.up.Name() {
+			bare = rest
+		}
+		if plain, err := s.router.resolve(bare, ""); err == nil && plain.up == t.up && plain.repo == t.repo {
+			return bare
+		}
+	}
+	return t.String()
 }
 
 // mayPull applies the access rules to the request's target. A name that
