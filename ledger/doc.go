@@ -19,6 +19,13 @@
 // instances share one checkpoint key, made once (NewSignerKey) and given to
 // each (Config.NoteSignerKey); the schema is created and migrated on start.
 //
+// With Config.WitnessPolicy every checkpoint is cosigned by a quorum of
+// witnesses (https://c2sp.org/tlog-witness, https://c2sp.org/tlog-cosignature)
+// before it is published, and republished (re-witnessed) every
+// Config.CheckpointRepublishInterval so the cosignatures' timestamps show
+// freshness; while the quorum is unreachable submissions are sequenced but
+// answered 503 after Config.ReceiptTimeout (see witness.go).
+//
 // HTTP surface (see Ledger.Handler):
 //
 //	GET  /checkpoint, /tile/{L}/{N}[.p/{W}], /tile/entries/{N}[.p/{W}]
