@@ -29,7 +29,9 @@ type AuthConfig struct {
 	// Htpasswd authenticates Basic credentials against an htpasswd file
 	// of bcrypt hashes (htpasswd -B), re-read when it changes. Accepted
 	// credentials are remembered for a minute while the file is unchanged,
-	// so the requests of a pull do not each pay bcrypt.
+	// so the requests of a pull do not each pay bcrypt; refused logins are
+	// limited per client, and concurrent bcrypt checks bounded
+	// (auth_cache.go).
 	Htpasswd *HtpasswdAuth `yaml:"htpasswd,omitempty"`
 	// Token accepts bearer tokens of the Docker token specification
 	// (https://distribution.github.io/distribution/spec/auth/token/) issued
@@ -247,9 +249,17 @@ func (s *Server) mayPull(r *http.Request, user string) bool {
 }
 
 // refuseAuth answers a request the access controller did not authorize:
-// 401 with the controller's challenge, or 503 when it could not decide
-// (htpasswd file unreadable): failing closed.
+// 401 with the controller's challenge, 429 with Retry-After to a client
+// past its budget of refused logins (auth_cache.go), or 503 when it could
+// not decide (htpasswd file unreadable): failing closed.
 func (s *Server) refuseAuth(w http.ResponseWriter, r *http.Request, err error) {
+	var limited *loginRateError
+	if errors.As(err, &limited) {
+		s.log.LogAttrs(r.Context(), slog.LevelInfo, "client login rate limited", slog.String("client", loginClient(r.RemoteAddr)), slog.String("path", clip(r.URL.Path, 300)))
+		w.Header().Set("Retry-After", limited.retryAfterHeader())
+		writeOCIError(w, ociError{status: http.StatusTooManyRequests, code: errcode.ErrorCodeTooManyRequests, msg: "notarize-proxy: " + limited.Error()})
+		return
+	}
 	var ch auth.Challenge
 	if !errors.As(err, &ch) {
 		s.log.LogAttrs(r.Context(), slog.LevelError, "client authentication failed", slog.String("path", r.URL.Path), slog.String("error", err.Error()))

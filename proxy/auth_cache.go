@@ -1,11 +1,18 @@
 package proxy
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"errors"
+	"fmt"
+	"math"
+	"net"
 	"net/http"
+	"net/netip"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 
@@ -27,13 +34,21 @@ const (
 // HMAC under a per-process random key, never the password — and only while
 // the htpasswd file is unchanged (same modification time and size), so
 // removing a user or changing a password applies to the next request.
-// Refused credentials are never remembered: each wrong guess still costs
-// bcrypt.
+// Refused credentials are never remembered, so each verification is
+// bounded instead (an anonymous client could otherwise keep every core
+// busy with wrong guesses): every verification takes a token from its
+// client's failedLogins bucket, given back when the credentials are
+// accepted, so only failures spend it; a client with an empty bucket is
+// answered 429 (*loginRateError) before any bcrypt; and at most
+// bcryptSlots() verifications run at once (bcryptGate).
 type credentialCache struct {
 	inner auth.AccessController
 	path  string
 	key   [credentialCacheKeySize]byte
 	now   func() time.Time
+
+	failed     *loginLimiter
+	bcryptGate chan struct{}
 
 	mu   sync.Mutex
 	seen map[[sha256.Size]byte]verifiedCredential
@@ -49,7 +64,9 @@ type verifiedCredential struct {
 var _ auth.AccessController = (*credentialCache)(nil)
 
 func newCredentialCache(inner auth.AccessController, path string) *credentialCache {
-	c := &credentialCache{inner: inner, path: path, now: time.Now, seen: map[[sha256.Size]byte]verifiedCredential{}}
+	c := &credentialCache{inner: inner, path: path, now: time.Now, seen: map[[sha256.Size]byte]verifiedCredential{},
+		bcryptGate: make(chan struct{}, bcryptSlots())}
+	c.failed = newLoginLimiter(func() time.Time { return c.now() })
 	_, _ = rand.Read(c.key[:]) // crypto/rand.Read never fails
 	return c
 }
@@ -80,7 +97,7 @@ func (c *credentialCache) Authorized(r *http.Request, access ...auth.Access) (*a
 	if hit && v.user == user && v.modTime.Equal(st.ModTime()) && v.size == st.Size() && now.Before(v.until) {
 		return &auth.Grant{User: auth.UserInfo{Name: user}}, nil
 	}
-	g, err := c.inner.Authorized(r, access...)
+	g, err := c.verify(r, access)
 	if err != nil {
 		return nil, err
 	}
@@ -100,4 +117,180 @@ func (c *credentialCache) Authorized(r *http.Request, access ...auth.Access) (*a
 	// the next request verify again.
 	c.seen[k] = verifiedCredential{user: user, modTime: st.ModTime(), size: st.Size(), until: now.Add(credentialCacheTTL)}
 	return g, nil
+}
+
+// Bounds of the htpasswd verifications (bcrypt) that clients can cause.
+const (
+	// failedLoginRate and failedLoginBurst are one client's token bucket
+	// of refused logins: 20 at once, then 5 a second. A refused login
+	// costs ~100 ms of CPU, so one client can keep at most half a core
+	// busy; a person mistyping a password or a misconfigured CI job never
+	// comes close.
+	failedLoginRate  = 5.0
+	failedLoginBurst = 20
+	// maxLoginClients bounds the buckets kept (~100 bytes each); clients
+	// beyond it share one bucket until idle buckets are dropped.
+	maxLoginClients = 10_000
+	// loginSweepInterval is how often idle (refilled) buckets are dropped
+	// at most; when the table is full, at most once a second.
+	loginSweepInterval = time.Minute
+	// bcryptWaitMax bounds the wait for a verification slot; past it the
+	// client is answered 429.
+	bcryptWaitMax = 10 * time.Second
+)
+
+// bcryptSlots is how many verifications run at once: half the usable
+// cores (at least one), so a flood of logins from many addresses leaves
+// the other half to requests whose credentials are cached.
+func bcryptSlots() int { return max(1, runtime.GOMAXPROCS(0)/2) }
+
+// loginRateError refuses a login without verifying it: the client spent
+// its refused logins (failedLoginRate, failedLoginBurst), or no
+// verification slot came free within bcryptWaitMax. authorize answers it
+// 429 TOOMANYREQUESTS with Retry-After.
+type loginRateError struct {
+	retryAfter time.Duration
+}
+
+func (e *loginRateError) Error() string {
+	return fmt.Sprintf("too many failed logins from this address: retry in %s", e.retryAfterHeader()+"s")
+}
+
+// retryAfterHeader is the Retry-After value: whole seconds, at least 1.
+func (e *loginRateError) retryAfterHeader() string {
+	return fmt.Sprint(max(1, int64(math.Ceil(e.retryAfter.Seconds()))))
+}
+
+// verify asks the htpasswd controller, within the client's budget of
+// refused logins and a free verification slot; an accepted login gives its
+// token back.
+func (c *credentialCache) verify(r *http.Request, access []auth.Access) (*auth.Grant, error) {
+	client := loginClient(r.RemoteAddr)
+	if wait, ok := c.failed.take(client); !ok {
+		return nil, &loginRateError{retryAfter: wait}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), bcryptWaitMax)
+	defer cancel()
+	select {
+	case c.bcryptGate <- struct{}{}:
+	case <-ctx.Done():
+		c.failed.give(client)
+		if r.Context().Err() != nil {
+			return nil, fmt.Errorf("waiting to verify credentials: %w", r.Context().Err())
+		}
+		return nil, &loginRateError{retryAfter: time.Second}
+	}
+	g, err := c.inner.Authorized(r, access...)
+	<-c.bcryptGate
+	var ch auth.Challenge
+	if err == nil || !errors.As(err, &ch) {
+		c.failed.give(client) // accepted, or not decided (file unreadable): not a refused login
+	}
+	return g, err
+}
+
+// loginClient names the client of a request for the refused-logins
+// budget: its IPv4 address or IPv6 /64 (one host commonly holds a whole
+// /64). Behind a reverse proxy every client has the proxy's address.
+func loginClient(remoteAddr string) string {
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		host = remoteAddr
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return remoteAddr
+	}
+	a = a.Unmap().WithZone("")
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.String()
+	}
+	return a.String()
+}
+
+// loginLimiter is a token bucket per client, of failedLoginRate and
+// failedLoginBurst, in bounded memory: a bucket that has refilled is the
+// same as none and is dropped by a sweep; clients beyond maxLoginClients
+// share one bucket.
+type loginLimiter struct {
+	now func() time.Time
+
+	mu        sync.Mutex
+	buckets   map[string]*loginBucket
+	overflow  loginBucket
+	lastSweep time.Time
+}
+
+type loginBucket struct {
+	tokens float64
+	last   time.Time
+}
+
+func newLoginLimiter(now func() time.Time) *loginLimiter {
+	t := now()
+	return &loginLimiter{now: now, buckets: map[string]*loginBucket{}, lastSweep: t,
+		overflow: loginBucket{tokens: failedLoginBurst, last: t}}
+}
+
+// refill brings b's tokens up to now.
+func (b *loginBucket) refill(now time.Time) {
+	if el := now.Sub(b.last).Seconds(); el > 0 {
+		b.tokens = min(failedLoginBurst, b.tokens+el*failedLoginRate)
+	}
+	b.last = now
+}
+
+// bucket returns client's bucket, creating it (or answering the shared
+// overflow bucket when the table is full); l.mu is held.
+func (l *loginLimiter) bucket(client string, now time.Time) *loginBucket {
+	if b, ok := l.buckets[client]; ok {
+		return b
+	}
+	full := len(l.buckets) >= maxLoginClients
+	if since := now.Sub(l.lastSweep); since >= loginSweepInterval || full && since >= time.Second {
+		l.lastSweep = now
+		for k, b := range l.buckets {
+			if b.refill(now); b.tokens >= failedLoginBurst {
+				delete(l.buckets, k)
+			}
+		}
+		full = len(l.buckets) >= maxLoginClients
+	}
+	if full {
+		return &l.overflow
+	}
+	b := &loginBucket{tokens: failedLoginBurst, last: now}
+	l.buckets[client] = b
+	return b
+}
+
+// take spends one of client's tokens, or reports how long until one is there.
+func (l *loginLimiter) take(client string) (time.Duration, bool) {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.bucket(client, now)
+	b.refill(now)
+	if b.tokens < 1 {
+		return time.Duration((1 - b.tokens) / failedLoginRate * float64(time.Second)), false
+	}
+	b.tokens--
+	return 0, true
+}
+
+// give returns a token taken for a login that was not refused.
+func (l *loginLimiter) give(client string) {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.buckets[client]
+	if !ok {
+		if len(l.buckets) < maxLoginClients {
+			return // dropped while full: a new one starts full
+		}
+		b = &l.overflow
+	}
+	b.refill(now)
+	b.tokens = min(failedLoginBurst, b.tokens+1)
 }
