@@ -80,7 +80,9 @@ proxy_witness_flags=()
 if [[ $WITNESSES =~ ^[1-5]$ ]]; then
   mkdir -p "$DATA/ledger" "$DATA/witnesses"
   if [[ ! -f $DATA/ledger/ledger.key ]]; then
-    "$BIN/notarize-ledger" keygen --origin "$(hostname)/notarize-ledger" --out "$DATA/ledger/ledger.key" >/dev/null
+    # Unique per ledger, like the ledger's own default origin.
+    "$BIN/notarize-ledger" keygen --origin "$(hostname)/notarize-ledger/$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')" \
+      --out "$DATA/ledger/ledger.key" >/dev/null
   fi
   vkey=$(cat "$DATA/ledger/ledger.pub" 2>/dev/null || cat "$DATA/ledger/ledger.key.pub")
   origin=${vkey%%+*}
