@@ -531,25 +531,36 @@ func (s *Server) serveReferrers(w http.ResponseWriter, r *http.Request) {
 }
 
 // filterReferrers returns the referrers index b (an OCI image index) with
-// only the descriptors whose digest the policy allows at t.
+// only the descriptors whose digest the policy allows at t, each relayed as
+// the upstream sent it. The list must have one reading: it is classified
+// as an index first (notarize.ClassifyManifest), which refuses a member
+// repeated in one object or spelled in another case (a descriptor
+// {"digest":A,"digest":B} is B to encoding/json and A to readers that take
+// the first member or match names exactly), a descriptor without a
+// mediaType or with a digest other than sha256, and anything but an index;
+// such an answer is refused whole (502), never filtered by one reading and
+// relayed to clients that read another.
 func (s *Server) filterReferrers(ctx context.Context, t target, b []byte) ([]byte, error) {
+	bad := func(err error) error {
+		return fmt.Errorf("upstream %s: referrers of %s: %w: %v", t.up.Name(), t, upstream.ErrBadManifest, err)
+	}
+	m, err := notarize.ClassifyManifest(b, ocispec.MediaTypeImageIndex)
+	if err != nil {
+		return nil, bad(err)
+	}
 	var idx struct {
 		Manifests []json.RawMessage `json:"manifests"`
 	}
 	if err := json.Unmarshal(b, &idx); err != nil {
-		return nil, fmt.Errorf("upstream %s: referrers of %s: %w: %v", t.up.Name(), t, upstream.ErrBadManifest, err)
+		return nil, bad(err)
+	}
+	if m.Kind != notarize.KindIndex || len(idx.Manifests) != len(m.Manifests) {
+		return nil, bad(errors.New("not one reading of an image index"))
 	}
 	pol := s.policy.Load()
 	kept := make([]json.RawMessage, 0, len(idx.Manifests))
-	for _, raw := range idx.Manifests {
-		var desc struct {
-			Digest string `json:"digest"`
-		}
-		if json.Unmarshal(raw, &desc) != nil {
-			continue
-		}
-		d, err := notarize.ParseDigest(desc.Digest)
-		if err == nil && s.allows(ctx, pol, t, d) {
+	for i, raw := range idx.Manifests {
+		if s.allows(ctx, pol, t, m.Manifests[i].Digest) {
 			kept = append(kept, raw)
 		}
 	}
