@@ -197,6 +197,22 @@ func TestAuditRealDaemon(t *testing.T) {
 			t.Fatalf("--sign signed %+v over a revocation", a.Signed)
 		}
 	})
+
+	t.Run("a local image under a signed tag", func(t *testing.T) {
+		c.notarize(0, "sign", unsignedRef) // already trusted; the tag below is what matters
+		// Loaded (or built) under the tag of a pulled, trusted image: the tag
+		// moves to it, and it is judged by what it is, not by its name.
+		id := loadImage(t, c, unsignedRef)
+		a := decode[auditJSON](t, c.notarize(1, "audit", "-o", "json").stdout)
+		l := a.Subjects[a.subject(t, unsignedRef)]
+		if l.Verdict != "UNVERIFIABLE" || l.ImageID != id || l.Digest != "" {
+			t.Fatalf("a loaded image under a trusted tag: %+v", l)
+		}
+		p := a.Subjects[a.subject(t, repo+"@"+unsignedDigest)]
+		if p.Verdict != "TRUSTED" || slices.Contains(p.References, unsignedRef) || len(p.Containers) != 1 || p.Containers[0].Name != "unsigned-ctr" {
+			t.Fatalf("the pulled image that lost its tag: %+v", p)
+		}
+	})
 }
 
 // copyImage copies the image at src to dst, manifest bytes unchanged.

@@ -206,6 +206,34 @@ func TestAuditDaemon(t *testing.T) {
 	}
 }
 
+// TestAuditLocalBuildUnderSignedTag: `docker build -t REG/app:v1` over a
+// pulled, signed app:v1 moves the tag to the local image; an audit that
+// judged by name would call it TRUSTED. It is UNVERIFIABLE, with its
+// container, and the pulled image is judged by its digest.
+func TestAuditLocalBuildUnderSignedTag(t *testing.T) {
+	h := newHarness(t, "alice")
+	host := h.reg.host
+	signed := digestOf(t, h.reg.image)
+	h.mustRun(0, "sign", host+"/app:v1")
+	daemon := &fakeDaemon{
+		images: []image.Summary{
+			{ID: "sha256:" + strings.Repeat("a", 64), RepoTags: []string{}, RepoDigests: []string{host + "/app@" + string(signed)}},
+			{ID: "sha256:" + strings.Repeat("b", 64), RepoTags: []string{host + "/app:v1"}},
+		},
+		containers: []container.Summary{
+			{ID: strings.Repeat("1", 64), Names: []string{"/web"}, Image: host + "/app:v1", ImageID: "sha256:" + strings.Repeat("b", 64), State: container.StateRunning},
+		},
+	}
+	o := h.mustAudit(2, auditOptions{daemon: daemon})
+	built := subjectByRef(t, o, host+"/app:v1")
+	if built.Verdict != statusNoDigest || built.Digest != "" || len(built.Containers) != 1 || built.Containers[0].Name != "web" {
+		t.Errorf("the local build under the signed tag: %+v", built)
+	}
+	if pulled := subjectByRef(t, o, host+"/app@"+string(signed)); pulled.Verdict != "TRUSTED" || len(pulled.Containers) != 0 {
+		t.Errorf("the pulled image: %+v", pulled)
+	}
+}
+
 func TestAuditTable(t *testing.T) {
 	h := newHarness(t, "alice")
 	host := h.reg.host
