@@ -251,6 +251,38 @@ func (b *boltIndex) current(_ context.Context, digest []byte, keyIDs [][]byte, b
 	return out, err
 }
 
+// latest implements indexDB: the last bytime row of the key, and its
+// entries row for the status.
+func (b *boltIndex) latest(_ context.Context, digest, keyID []byte) (stamp, byte, bool, error) {
+	var ts stamp
+	var status byte
+	var ok bool
+	err := b.db.View(func(tx *bolt.Tx) error {
+		prefix := cat(digest, keyID)
+		c := tx.Bucket(bucketByTime).Cursor()
+		k, _ := c.Seek(cat(prefix, bytes.Repeat([]byte{0xff}, len(stamp{})+8)))
+		if k == nil {
+			k, _ = c.Last()
+		} else {
+			k, _ = c.Prev()
+		}
+		if k == nil || !bytes.HasPrefix(k, prefix) {
+			return nil
+		}
+		if len(k) != len(prefix)+len(stamp{})+8 {
+			return fmt.Errorf("corrupt bytime key %x", k)
+		}
+		v := tx.Bucket(bucketEntries).Get(cat(prefix, k[len(k)-8:]))
+		if len(v) != len(stamp{})+1 {
+			return fmt.Errorf("corrupt entry row for bytime key %x", k)
+		}
+		copy(ts[:], v)
+		status, ok = v[len(stamp{})], true
+		return nil
+	})
+	return ts, status, ok, err
+}
+
 // indexOf implements indexDB.
 func (b *boltIndex) indexOf(_ context.Context, id []byte) (uint64, bool, error) {
 	var idx uint64

@@ -56,6 +56,10 @@ type store interface {
 	// does not depend on the entries beside them in the log. data is
 	// take's to keep.
 	entries(ctx context.Context, indices []uint64, take func(i uint64, data []byte) bool) error
+	// latest returns the signed timestamp and status of the current
+	// statement about d of key keyID among the processed entries; ok is
+	// false if it made none.
+	latest(ctx context.Context, d notarize.Digest, keyID string) (ts time.Time, status notarize.Status, ok bool, err error)
 	// indexOf returns the first log index of the statement whose
 	// identity (notarize.Verified.Identity) is id, if it is indexed.
 	indexOf(ctx context.Context, id [32]byte) (uint64, bool, error)
@@ -86,6 +90,9 @@ type indexDB interface {
 	indexOf(ctx context.Context, id []byte) (uint64, bool, error)
 	// entries implements store's; an index without stored bytes is an error.
 	entries(ctx context.Context, indices []uint64, take func(i uint64, data []byte) bool) error
+	// latest returns the stamp and statusCode of the current statement
+	// about digest of keyID (raw), if any.
+	latest(ctx context.Context, digest, keyID []byte) (stamp, byte, bool, error)
 	// claim and release implement store's, on a raw identity.
 	claim(ctx context.Context, id []byte) (bool, error)
 	release(ctx context.Context, id []byte) error
@@ -187,6 +194,22 @@ func (s *indexStore) entries(ctx context.Context, indices []uint64, take func(i 
 		return fmt.Errorf("index: entry bytes: %w", err)
 	}
 	return nil
+}
+
+// latest implements store.
+func (s *indexStore) latest(ctx context.Context, d notarize.Digest, keyID string) (time.Time, notarize.Status, bool, error) {
+	digest, keys, err := rawDigestAndKeys(d, []string{keyID})
+	if err != nil {
+		return time.Time{}, "", false, fmt.Errorf("index latest: %w", err)
+	}
+	ts, code, ok, err := s.db.latest(ctx, digest, keys[0])
+	if err != nil || !ok {
+		if err != nil {
+			err = fmt.Errorf("index latest: %w", err)
+		}
+		return time.Time{}, "", false, err
+	}
+	return time.Unix(ts.seconds(), ts.nanoseconds()), statusOf(code), true, nil
 }
 
 // indexOf implements store.
@@ -421,6 +444,16 @@ func statusCode(s notarize.Status) byte {
 		return 3
 	}
 	return 0
+}
+
+// statusOf is the status of a statusCode ("" for an unknown code).
+func statusOf(code byte) notarize.Status {
+	for _, s := range []notarize.Status{notarize.StatusTrusted, notarize.StatusUntrusted, notarize.StatusUnsupported} {
+		if statusCode(s) == code {
+			return s
+		}
+	}
+	return ""
 }
 
 // indexEntry parses and verifies a stored entry for the index. Entries were

@@ -124,6 +124,23 @@ func (m *mysqlIndex) queryIndices(ctx context.Context, q string, args ...any) ([
 	return out, nil
 }
 
+// latest implements indexDB: the last by_time row of the key; a database
+// outage is ErrUnavailable.
+func (m *mysqlIndex) latest(ctx context.Context, digest, keyID []byte) (stamp, byte, bool, error) {
+	var sec int64
+	var nsec uint32
+	var status byte
+	err := m.db.QueryRowContext(ctx, "SELECT `ts_sec`, `ts_nsec`, `status` FROM `notarize_entry` WHERE `digest` = ? AND `key_id` = ? "+
+		"ORDER BY `ts_sec` DESC, `ts_nsec` DESC, `idx` DESC LIMIT 1", digest, keyID).Scan(&sec, &nsec, &status)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return stamp{}, 0, false, nil
+	case err != nil:
+		return stamp{}, 0, false, m.health.check(ctx, err)
+	}
+	return stampOf(time.Unix(sec, int64(nsec))), status, true, nil
+}
+
 // indexOf implements indexDB; a database outage is ErrUnavailable.
 func (m *mysqlIndex) indexOf(ctx context.Context, id []byte) (uint64, bool, error) {
 	var idx uint64

@@ -198,9 +198,18 @@ func (w *writeLimits) allowClient(r *http.Request) error {
 
 // allowAppend charges one new statement to its key and to (key, digest):
 // the narrower limit first, so that a refusal by it costs the key nothing.
-func (w *writeLimits) allowAppend(keyID, digest string) error {
-	if err := w.keyDigest.allow(keyID + " " + digest); err != nil {
-		return err
+// A statement that changes the key's current status for the digest
+// (changes) is never refused by, nor charged to, the (key, digest) cap:
+// statements are valid on every ledger, so anyone may post a key's
+// statements copied from other ledgers and spend that cap, which must
+// never delay the key's revocation. It only helps the key's holder, who
+// alone can sign a change; the per-key and per-client limits still bound
+// it.
+func (w *writeLimits) allowAppend(keyID, digest string, changes bool) error {
+	if !changes {
+		if err := w.keyDigest.allow(keyID + " " + digest); err != nil {
+			return err
+		}
 	}
 	return w.key.allow(keyID)
 }

@@ -200,10 +200,17 @@ func TestRateLimitPerKeyAndDigest(t *testing.T) {
 	for i := range 2 {
 		tl.submit(t, k.signAt(t, d, notarize.StatusTrusted, now.Add(time.Duration(i))), http.StatusCreated)
 	}
-	status, retry, code := tl.submitStatus(t, mustMarshal(t, k.signAt(t, d, notarize.StatusUntrusted, now.Add(time.Second))), "")
+	status, retry, code := tl.submitStatus(t, mustMarshal(t, k.signAt(t, d, notarize.StatusTrusted, now.Add(time.Second))), "")
 	if status != http.StatusTooManyRequests || code != api.CodeRateLimited || retry == "" {
 		t.Fatalf("third statement about one digest in a minute: %d %s Retry-After %q, want 429", status, code, retry)
 	}
+	// A statement that changes the key's current status (newer, another
+	// status) is never refused by the cap; an older one is.
+	status, _, _ = tl.submitStatus(t, mustMarshal(t, k.signAt(t, d, notarize.StatusUntrusted, now.Add(-time.Second))), "")
+	if status != http.StatusTooManyRequests {
+		t.Fatalf("an older statement of another status over the cap: %d, want 429", status)
+	}
+	tl.submit(t, k.signAt(t, d, notarize.StatusUntrusted, now.Add(time.Second)), http.StatusCreated)
 	tl.submit(t, k.sign(t, randomDigest(t), notarize.StatusTrusted, now), http.StatusCreated)  // another digest
 	tl.submit(t, newTestSigner(t).sign(t, d, notarize.StatusTrusted, now), http.StatusCreated) // another key
 }

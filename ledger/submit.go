@@ -201,7 +201,12 @@ func (l *Ledger) future(ctx context.Context, id [32]byte, v *notarize.Verified, 
 			l.log.DebugContext(ctx, "claim not released; it expires", slog.Any("error", err), slog.Duration("after", claimStale))
 		}
 	}
-	if err := l.limits.allowAppend(v.KeyID, string(v.Statement.Digest())); err != nil {
+	changes, err := l.changesCurrent(ctx, v)
+	if err != nil {
+		release()
+		return nil, nil, err
+	}
+	if err := l.limits.allowAppend(v.KeyID, string(v.Statement.Digest()), changes); err != nil {
 		release()
 		l.countRateLimited(err)
 		return nil, nil, err
@@ -214,6 +219,19 @@ func (l *Ledger) future(ctx context.Context, id [32]byte, v *notarize.Verified, 
 	}
 	future := l.add(withIdentity(ctx, id), tessera.NewEntry(data))
 	return future, func() { <-l.inflight; release() }, nil
+}
+
+// changesCurrent reports whether v would change its key's current status
+// for its digest as indexed: the key made a statement about the digest,
+// v is signed later and says another status. A first statement is not a
+// change (a flood of them is what the (key, digest) cap bounds).
+func (l *Ledger) changesCurrent(ctx context.Context, v *notarize.Verified) (bool, error) {
+	ts, status, ok, err := l.store.latest(ctx, v.Statement.Digest(), v.KeyID)
+	if err != nil || !ok {
+		return false, err
+	}
+	p := v.Statement.Predicate
+	return p.Timestamp.After(ts) && p.Status != status, nil
 }
 
 // await waits for future's index and a published checkpoint covering it,
