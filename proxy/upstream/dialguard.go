@@ -97,18 +97,48 @@ type dialGuard struct {
 
 // proxyFunc returns the environment's proxy for req (as
 // http.ProxyFromEnvironment) and remembers it as a trusted dial target:
-// a proxy is configured by the operator.
+// a proxy is configured by the operator. A request that goes through it
+// is connected by the proxy, out of DialContext's sight, so its host is
+// checked here first (checkProxied).
 func (g *dialGuard) proxyFunc(req *http.Request) (*url.URL, error) {
 	u, err := http.ProxyFromEnvironment(req)
-	if u != nil && err == nil {
-		g.mu.Lock()
-		if g.proxies == nil {
-			g.proxies = map[string]bool{}
-		}
-		g.proxies[canonicalHost(u.Host, u.Scheme)] = true
-		g.mu.Unlock()
+	if u == nil || err != nil {
+		return u, err
 	}
-	return u, err
+	g.mu.Lock()
+	if g.proxies == nil {
+		g.proxies = map[string]bool{}
+	}
+	g.proxies[canonicalHost(u.Host, u.Scheme)] = true
+	g.mu.Unlock()
+	if err := g.checkProxied(req); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+// checkProxied refuses, before it is sent, a request through the
+// environment's proxy to a host other than the upstream's own and its auth
+// hosts (a redirect target, a token realm elsewhere) whose name resolves to
+// any non-public address, unless the upstream is on a private network. The
+// egress proxy resolves the name again, maybe to other addresses (its DNS,
+// or a rebinding answer): it must refuse internal ranges itself too. A
+// name that does not resolve here is refused: closed.
+func (g *dialGuard) checkProxied(req *http.Request) error {
+	if g.private || g.trusted[canonicalHost(req.URL.Host, req.URL.Scheme)] {
+		return nil
+	}
+	host := req.URL.Hostname()
+	ips, err := g.lookup(req.Context(), host)
+	if err != nil {
+		return fmt.Errorf("checking %s before sending it through the HTTP proxy: %w", host, err)
+	}
+	for _, a := range ips {
+		if IsNonPublic(a) {
+			return fmt.Errorf("%s (%s) through the HTTP proxy: %w", host, a, ErrPrivateAddress)
+		}
+	}
+	return nil
 }
 
 func (g *dialGuard) isTrusted(addr string) bool {

@@ -312,7 +312,9 @@ func (r *Registry) Do(ctx context.Context, method, repo, path string, query url.
 // store): the caller must check the bytes against d. A redirect target on
 // a loopback, link-local or private address is refused unless the upstream
 // is on a private network (Config.PrivateNetwork), at dial time for the
-// default transport.
+// default transport, or, when the environment routes the request through
+// an HTTP proxy (HTTP_PROXY, HTTPS_PROXY), by resolving its host before
+// it is sent (the egress proxy must refuse internal ranges too).
 func (r *Registry) GetBlob(ctx context.Context, method, repo string, d notarize.Digest) (*http.Response, error) {
 	return r.do(ctx, method, repo, "blobs/"+string(d), nil, nil, true)
 }
