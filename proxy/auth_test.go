@@ -207,7 +207,7 @@ func TestAuthHtpasswd(t *testing.T) {
 	t.Run("anonymous reads nothing", func(t *testing.T) {
 		for _, p := range []string{"/v2/team/app/manifests/v1", "/v2/public/base/manifests/v1", "/v2/team/app/tags/list",
 			"/v2/team/app/blobs/sha256:" + strings.Repeat("a", 64), "/v2/team/app/referrers/sha256:" + strings.Repeat("a", 64),
-			"/metrics", "/notarize/v1/stats", "/v2/_catalog"} {
+			"/metrics", "/notarize/v1/stats", "/notarize/v1/checkpoint", "/v2/_catalog"} {
 			a.expectRefused(t, p, "", http.StatusUnauthorized, "UNAUTHORIZED")
 		}
 		if st, _, _ := a.get(t, "/healthz", ""); st != http.StatusOK {
@@ -228,7 +228,7 @@ func TestAuthHtpasswd(t *testing.T) {
 				t.Fatalf("alice reads %s's config: %v", ref, err)
 			}
 		}
-		for _, p := range []string{"/metrics", "/notarize/v1/stats"} {
+		for _, p := range []string{"/metrics", "/notarize/v1/stats", "/notarize/v1/checkpoint"} {
 			if st, _, body := a.get(t, p, alice); st != http.StatusOK && st != http.StatusBadRequest {
 				t.Fatalf("alice %s: HTTP %d %s", p, st, body)
 			}
