@@ -150,10 +150,14 @@ func bcryptSlots() int { return max(1, runtime.GOMAXPROCS(0)/2) }
 // 429 TOOMANYREQUESTS with Retry-After.
 type loginRateError struct {
 	retryAfter time.Duration
+	busy       bool // no verification slot came free, rather than the client's budget
 }
 
 func (e *loginRateError) Error() string {
-	return fmt.Sprintf("too many failed logins from this address: retry in %s", e.retryAfterHeader()+"s")
+	if e.busy {
+		return fmt.Sprintf("too many logins being verified: retry in %ss", e.retryAfterHeader())
+	}
+	return fmt.Sprintf("too many failed logins from this address: retry in %ss", e.retryAfterHeader())
 }
 
 // retryAfterHeader is the Retry-After value: whole seconds, at least 1.
@@ -178,7 +182,7 @@ func (c *credentialCache) verify(r *http.Request, access []auth.Access) (*auth.G
 		if r.Context().Err() != nil {
 			return nil, fmt.Errorf("waiting to verify credentials: %w", r.Context().Err())
 		}
-		return nil, &loginRateError{retryAfter: time.Second}
+		return nil, &loginRateError{retryAfter: time.Second, busy: true}
 	}
 	g, err := c.inner.Authorized(r, access...)
 	<-c.bcryptGate
