@@ -225,17 +225,24 @@ func (c *Client) trustOnFirstUse(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// A state stored for this origin under another key refuses the key.
+	// A state stored for this origin under another key refuses the key:
+	// only the user may trust a new key for a log known under another.
 	before, err := c.stored()
 	if err != nil {
 		return err
+	}
+	if other, err := c.store.otherKeyState(c.vkey); err != nil {
+		return err
+	} else if other != "" {
+		return fmt.Errorf("%w: the ledger at %s announces key %q, but this client holds a checkpoint of the log %q signed by another key (%s). %s",
+			ErrKeyMismatch, c.url, info.VerifierKey, c.Origin(), other, changedKeyAdvice(c.url))
 	}
 	pinned, err := c.store.setPin(ctx, c.url, info.VerifierKey)
 	if err != nil {
 		return err
 	}
 	if pinned != info.VerifierKey {
-		return fmt.Errorf("%w: meanwhile %q was pinned for this ledger, which now announces %q", ErrKeyMismatch, pinned, info.VerifierKey)
+		return fmt.Errorf("%w: meanwhile %q was pinned for the ledger at %s, which now announces %q. %s", ErrKeyMismatch, pinned, c.url, info.VerifierKey, changedKeyAdvice(c.url))
 	}
 	c.log.InfoContext(ctx, "pinned ledger key on first use", "ledger", c.url, "key", info.VerifierKey)
 	if plainRemote(c.url) {
@@ -445,13 +452,14 @@ func (c *Client) explain(ctx context.Context, err error) error {
 	if b, ierr := c.ops.Info(ctx); ierr == nil {
 		var info api.Info
 		if json.Unmarshal(b, &info) == nil && info.VerifierKey != "" && info.VerifierKey != c.vkey {
-			return fmt.Errorf("%w: %w: the pinned key is %q but the ledger now announces %q", ErrKeyMismatch, ErrBadCheckpoint, c.vkey, clip(info.VerifierKey, 200))
+			return fmt.Errorf("%w: %w: the key pinned for the ledger at %s is %q, but the ledger now announces %q. %s",
+				ErrKeyMismatch, ErrBadCheckpoint, c.url, c.vkey, clip(info.VerifierKey, 200), changedKeyAdvice(c.url))
 		}
 	}
 	for _, s := range un.sigs {
 		if s.Name == c.Origin() && s.Hash != c.verifier.KeyHash() {
-			return fmt.Errorf("%w: %w: the pinned key is %q (hash %08x) but the checkpoint is signed by key hash %08x",
-				ErrKeyMismatch, ErrBadCheckpoint, c.vkey, c.verifier.KeyHash(), s.Hash)
+			return fmt.Errorf("%w: %w: the key pinned for the ledger at %s is %q (hash %08x), but its checkpoint is signed by key hash %08x. %s",
+				ErrKeyMismatch, ErrBadCheckpoint, c.url, c.vkey, c.verifier.KeyHash(), s.Hash, changedKeyAdvice(c.url))
 		}
 	}
 	return err
@@ -460,16 +468,16 @@ func (c *Client) explain(ctx context.Context, err error) error {
 // stored returns the stored checkpoint of the ledger's origin, verified, or
 // nil when there is none.
 func (c *Client) stored() (*Checkpoint, error) {
-	raw, err := c.store.readCheckpoint(c.Origin())
+	raw, err := c.store.readCheckpoint(c.vkey)
 	if err != nil || raw == nil {
 		return nil, err
 	}
 	cp, err := verifyCheckpoint(raw, c.Origin(), c.verifier)
 	if err != nil {
-		path := c.store.checkpointPath(c.Origin())
+		path := c.store.checkpointPath(c.vkey)
 		var un *errUnverifiedNote
 		if errors.As(err, &un) {
-			return nil, fmt.Errorf("%w: the stored checkpoint %s of %q is not signed by the pinned key %q; if the ledger's key changed on purpose, remove that file",
+			return nil, fmt.Errorf("%w: the stored checkpoint %s of %q is not signed by the key it is kept for, %q: something other than this client changed it; it is left as evidence (move it away only once you know why)",
 				ErrKeyMismatch, path, c.Origin(), c.vkey)
 		}
 		return nil, fmt.Errorf("stored checkpoint %s: %w", path, err)
@@ -488,7 +496,7 @@ func (c *Client) advance(ctx context.Context, got Checkpoint, before *Checkpoint
 	if before != nil && got.Size < before.Size {
 		return &ForkError{Stored: *before, Got: got, Err: errRollback}
 	}
-	unlock, err := c.store.lockOrigin(ctx, c.Origin())
+	unlock, err := c.store.lockState(ctx, c.vkey)
 	if err != nil {
 		return err
 	}
@@ -508,7 +516,7 @@ func (c *Client) advance(ctx context.Context, got Checkpoint, before *Checkpoint
 			return err
 		}
 	}
-	if err := c.store.writeCheckpoint(c.Origin(), got.Raw); err != nil {
+	if err := c.store.writeCheckpoint(c.vkey, got.Raw); err != nil {
 		return err
 	}
 	var from uint64

@@ -265,11 +265,16 @@ func TestKeyMismatch(t *testing.T) {
 	t.Run("configured key wins over the pin", func(t *testing.T) {
 		f, _, home := pinnedClient(t, 5)
 		_, otherVkey := newNoteKey(t, testOrigin)
-		// New makes no request when a key is configured; the state of the
-		// origin was stored under the pinned key.
+		// New makes no request when a key is configured; the state is kept
+		// per (origin, key), so the ledger's checkpoint is what is refused,
+		// and the state stored under the pinned key stays.
+		stored := stateBytes(t, home, testOrigin)
 		c := testClient(t, f, home, otherVkey)
-		if _, err := c.Latest(t.Context()); !errors.Is(err, ErrKeyMismatch) || !strings.Contains(err.Error(), "stored checkpoint") {
+		if _, err := c.Latest(t.Context()); !errors.Is(err, ErrKeyMismatch) || !strings.Contains(err.Error(), otherVkey) || !strings.Contains(err.Error(), f.log.vkey) {
 			t.Fatalf("latest: %v", err)
+		}
+		if !bytes.Equal(stateBytes(t, home, testOrigin), stored) {
+			t.Fatal("stored state changed")
 		}
 		c, err := newTestClient(t, f, t.TempDir(), otherVkey)
 		if err != nil {
@@ -368,11 +373,7 @@ func TestClientBadTiles(t *testing.T) {
 	// fresh returns a client whose home holds the checkpoint of size 100.
 	fresh := func(t *testing.T) (*Client, string) {
 		home := t.TempDir()
-		path := newStore(home).checkpointPath(testOrigin)
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, stored, 0o600); err != nil {
+		if err := newStore(home).writeCheckpoint(c.VerifierKey(), stored); err != nil {
 			t.Fatal(err)
 		}
 		return testClient(t, f, home, c.VerifierKey()), home

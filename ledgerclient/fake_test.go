@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"github.com/notarize/docker-notarize/ledger/api"
 	"io"
@@ -414,9 +413,22 @@ func newTestClient(t testing.TB, f *fakeOps, home, key string) (*Client, error) 
 
 func stateBytes(t testing.TB, home, origin string) []byte {
 	t.Helper()
-	b, err := os.ReadFile(newStore(home).checkpointPath(origin))
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
+	// The state is kept per (origin, key): find the one of origin.
+	states, err := newStore(home).states()
+	if err != nil {
 		t.Fatal(err)
+	}
+	var b []byte
+	for _, st := range states {
+		if keyOrigin(st.vkey) != origin || !st.hasCheckpoint {
+			continue
+		}
+		if b != nil {
+			t.Fatalf("more than one state of %q", origin)
+		}
+		if b, err = os.ReadFile(newStore(home).checkpointPath(st.vkey)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return b
 }

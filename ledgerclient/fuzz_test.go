@@ -41,7 +41,7 @@ func FuzzCheckpoint(f *testing.F) {
 	v := mustVerifier(f, vkey)
 	home := f.TempDir()
 	c := testClient(f, newFakeOps(f, l), home, vkey)
-	path := newStore(home).checkpointPath(testOrigin)
+	path := newStore(home).checkpointPath(vkey)
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		f.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/sys/unix"
 
 	"github.com/notarize/docker-notarize/internal/boundedfile"
@@ -23,8 +24,16 @@ import (
 //
 //	ledgers/pins.json              {"pins": {"<ledger URL>": "<verifier key>"}}
 //	ledgers/pins.lock              flock(2) lock for pins.json
-//	ledgers/<origin>/checkpoint    last verified checkpoint (signed note) of that log
-//	ledgers/<origin>/lock          flock(2) lock for checkpoint
+//	ledgers/<origin>-<key>/key         the verifier key the state belongs to
+//	ledgers/<origin>-<key>/checkpoint  last verified checkpoint (signed note) of that log under that key
+//	ledgers/<origin>-<key>/lock        flock(2) lock for checkpoint
+//
+// The state of a log is keyed by its origin AND its verifier key: a ledger
+// that was reset, or another ledger with the same origin, is another log,
+// whose state does not collide with the old one's. A state directory of
+// earlier versions, ledgers/<origin>/checkpoint, is moved to the keyed one
+// when it verifies under the key in use, and left alone (as evidence)
+// otherwise.
 //
 // Every write is atomic (temporary file, fsync, rename, fsync of the
 // directory) and done under the lock, after re-reading the file.
@@ -33,9 +42,11 @@ const (
 	pinsFile       = "pins.json"
 	pinsLock       = "pins.lock"
 	checkpointFile = "checkpoint"
+	keyFile        = "key"
 	lockFile       = "lock"
 
 	maxPinsSize = 1 << 20
+	maxKeySize  = 4 << 10
 	lockPoll    = 5 * time.Millisecond
 )
 
@@ -68,16 +79,37 @@ func safeName(origin string) string {
 	return strings.TrimLeft(b.String(), ".") + "-" + hex.EncodeToString(sum[:6])
 }
 
-func (s *store) checkpointPath(origin string) string {
+// keyOrigin returns the name of the verifier key vkey: the log origin.
+func keyOrigin(vkey string) string {
+	name, _, _ := strings.Cut(vkey, "+")
+	return name
+}
+
+// stateName is the directory name of the state of the log signed by the
+// verifier key vkey: its origin's safeName and a hash of the whole key.
+func stateName(vkey string) string {
+	sum := sha256.Sum256([]byte(vkey))
+	return safeName(keyOrigin(vkey)) + "-" + hex.EncodeToString(sum[:8])
+}
+
+// checkpointPath is the stored checkpoint of the log signed by vkey.
+func (s *store) checkpointPath(vkey string) string {
+	return filepath.Join(s.dir, stateName(vkey), checkpointFile)
+}
+
+// legacyPath is where earlier versions stored the checkpoint of origin,
+// whatever the key.
+func (s *store) legacyPath(origin string) string {
 	return filepath.Join(s.dir, safeName(origin), checkpointFile)
 }
 
-// readCheckpoint returns the stored checkpoint of origin, or nil when there
-// is none. It does not verify it.
-func (s *store) readCheckpoint(origin string) ([]byte, error) {
-	b, err := boundedfile.Read(s.checkpointPath(origin), MaxCheckpointSize)
+// readCheckpoint returns the stored checkpoint of the log signed by vkey,
+// or nil when there is none. It does not verify it (but a legacy state is
+// only taken over when it verifies under vkey).
+func (s *store) readCheckpoint(vkey string) ([]byte, error) {
+	b, err := boundedfile.Read(s.checkpointPath(vkey), MaxCheckpointSize)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		return s.migrate(vkey)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read client state: %w", err)
@@ -85,18 +117,127 @@ func (s *store) readCheckpoint(origin string) ([]byte, error) {
 	return b, nil
 }
 
-// writeCheckpoint replaces the stored checkpoint of origin atomically. Call
-// it with the origin's lock held.
-func (s *store) writeCheckpoint(origin string, raw []byte) error {
-	if err := atomicfile.Write(s.checkpointPath(origin), raw, 0o644); err != nil {
+// migrate takes over the legacy state of vkey's origin when it verifies
+// under vkey: it is hard-linked to the keyed path (which fails, and so
+// changes nothing, when another process made the keyed state meanwhile)
+// and then removed. A legacy state that does not verify under vkey belongs
+// to another key and stays where it is. It returns the keyed state.
+func (s *store) migrate(vkey string) ([]byte, error) {
+	origin := keyOrigin(vkey)
+	legacy := s.legacyPath(origin)
+	raw, err := boundedfile.Read(legacy, MaxCheckpointSize)
+	if err != nil {
+		return nil, nil // no legacy state (or none readable): nothing to take over
+	}
+	v, err := note.NewVerifier(vkey)
+	if err != nil {
+		return nil, nil
+	}
+	if _, err := verifyCheckpoint(raw, origin, v); err != nil {
+		return nil, nil
+	}
+	path := s.checkpointPath(vkey)
+	if err := s.writeKey(vkey); err != nil {
+		return nil, err
+	}
+	if err := os.Link(legacy, path); err != nil && !errors.Is(err, fs.ErrExist) {
+		return nil, fmt.Errorf("move client state %s to %s: %w", legacy, path, err)
+	}
+	_ = os.Remove(legacy) // now under the keyed path; a leftover is harmless
+	b, err := boundedfile.Read(path, MaxCheckpointSize)
+	if err != nil {
+		return nil, fmt.Errorf("read client state: %w", err)
+	}
+	return b, nil
+}
+
+// writeKey records vkey in its state directory, creating it.
+func (s *store) writeKey(vkey string) error {
+	path := filepath.Join(s.dir, stateName(vkey), keyFile)
+	if b, err := boundedfile.Read(path, maxKeySize); err == nil && strings.TrimSpace(string(b)) == vkey {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("write client state: %w", err)
+	}
+	if err := atomicfile.Write(path, []byte(vkey+"\n"), 0o644); err != nil {
 		return fmt.Errorf("write client state: %w", err)
 	}
 	return nil
 }
 
-// lockOrigin takes the exclusive lock of origin's state.
-func (s *store) lockOrigin(ctx context.Context, origin string) (unlock func(), err error) {
-	return lockPath(ctx, filepath.Join(s.dir, safeName(origin), lockFile))
+// writeCheckpoint replaces the stored checkpoint of the log signed by vkey
+// atomically. Call it with the state's lock held.
+func (s *store) writeCheckpoint(vkey string, raw []byte) error {
+	if err := s.writeKey(vkey); err != nil {
+		return err
+	}
+	if err := atomicfile.Write(s.checkpointPath(vkey), raw, 0o644); err != nil {
+		return fmt.Errorf("write client state: %w", err)
+	}
+	return nil
+}
+
+// lockState takes the exclusive lock of the state of the log signed by vkey.
+func (s *store) lockState(ctx context.Context, vkey string) (unlock func(), err error) {
+	return lockPath(ctx, filepath.Join(s.dir, stateName(vkey), lockFile))
+}
+
+// otherKeyState returns the path of a checkpoint stored for vkey's origin
+// under another key, or "" when there is none: a legacy state that does not
+// verify under vkey, or a keyed state of another key of the same name.
+func (s *store) otherKeyState(vkey string) (string, error) {
+	origin := keyOrigin(vkey)
+	if _, err := os.Stat(s.legacyPath(origin)); err == nil {
+		if raw, _ := s.migrate(vkey); raw == nil {
+			return s.legacyPath(origin), nil
+		}
+	}
+	states, err := s.states()
+	if err != nil {
+		return "", err
+	}
+	for _, st := range states {
+		if keyOrigin(st.vkey) == origin && st.vkey != vkey && st.hasCheckpoint {
+			return filepath.Join(s.dir, st.name, checkpointFile), nil
+		}
+	}
+	return "", nil
+}
+
+// state is one keyed state directory.
+type state struct {
+	name          string // directory name under ledgers/
+	vkey          string
+	hasCheckpoint bool
+}
+
+// states lists the keyed state directories (those that name their key).
+func (s *store) states() ([]state, error) {
+	ents, err := os.ReadDir(s.dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read client state: %w", err)
+	}
+	var out []state
+	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
+		b, err := boundedfile.Read(filepath.Join(s.dir, e.Name(), keyFile), maxKeySize)
+		if err != nil {
+			continue // a legacy state, or not ours
+		}
+		vkey := strings.TrimSpace(string(b))
+		if stateName(vkey) != e.Name() {
+			continue
+		}
+		_, err = os.Stat(filepath.Join(s.dir, e.Name(), checkpointFile))
+		out = append(out, state{name: e.Name(), vkey: vkey, hasCheckpoint: err == nil})
+	}
+	return out, nil
 }
 
 type pinsDoc struct {
@@ -134,27 +275,41 @@ func (s *store) pin(url string) (string, bool, error) {
 // setPin pins key for url unless another key is pinned already (perhaps by
 // another process meanwhile), and returns the key pinned in the end.
 func (s *store) setPin(ctx context.Context, url, key string) (string, error) {
+	pinned := key
+	err := s.updatePins(ctx, func(pins map[string]string) bool {
+		if k, ok := pins[url]; ok {
+			pinned = k
+			return false
+		}
+		pins[url] = key
+		return true
+	})
+	return pinned, err
+}
+
+// updatePins reads the pins under their lock, lets change edit them and
+// writes them back atomically when change reports a change.
+func (s *store) updatePins(ctx context.Context, change func(pins map[string]string) bool) error {
 	unlock, err := lockPath(ctx, filepath.Join(s.dir, pinsLock))
 	if err != nil {
-		return "", err
+		return err
 	}
 	defer unlock()
 	pins, err := s.readPins()
 	if err != nil {
-		return "", err
+		return err
 	}
-	if k, ok := pins[url]; ok {
-		return k, nil
+	if !change(pins) {
+		return nil
 	}
-	pins[url] = key
 	b, err := json.MarshalIndent(pinsDoc{Pins: pins}, "", "  ")
 	if err != nil {
-		return "", fmt.Errorf("pin ledger key: %w", err)
+		return fmt.Errorf("pin ledger key: %w", err)
 	}
 	if err := atomicfile.Write(filepath.Join(s.dir, pinsFile), append(b, '\n'), 0o644); err != nil {
-		return "", fmt.Errorf("pin ledger key: %w", err)
+		return fmt.Errorf("pin ledger key: %w", err)
 	}
-	return key, nil
+	return nil
 }
 
 // lockPath takes an exclusive flock(2) on path, creating it and its directory

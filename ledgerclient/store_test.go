@@ -80,7 +80,7 @@ func TestSetPin(t *testing.T) {
 
 func TestCorruptStateIsNotReset(t *testing.T) {
 	_, c, home := pinnedClient(t, 3)
-	path := newStore(home).checkpointPath(testOrigin)
+	path := newStore(home).checkpointPath(c.VerifierKey())
 	for _, content := range []string{"garbage", "", strings.Repeat("x", MaxCheckpointSize+1)} {
 		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 			t.Fatal(err)

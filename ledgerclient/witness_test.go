@@ -161,7 +161,7 @@ func TestWitnessQuorum(t *testing.T) {
 			if qe.Checkpoint.Size != 5 || len(qe.Checkpoint.Raw) == 0 {
 				t.Fatalf("evidence %+v", qe.Checkpoint)
 			}
-			if b, _ := c.store.readCheckpoint(testOrigin); b != nil {
+			if b, _ := c.store.readCheckpoint(c.vkey); b != nil {
 				t.Fatal("a checkpoint without quorum was stored")
 			}
 		})
