@@ -25,6 +25,11 @@ const MaxWitnessPolicySize = 64 << 10
 // so that checking a checkpoint against it stays cheap.
 const maxPolicyNodes = 1000
 
+// MaxWitnessClockSkew is how far in the future the cosignatures completing
+// a witness quorum may be dated (witness clocks slightly ahead); a quorum
+// dated later is refused, since it would keep a frozen view fresh.
+const MaxWitnessClockSkew = 10 * time.Minute
+
 // ErrWitnessQuorum is matched (errors.Is) by a *WitnessQuorumError.
 var ErrWitnessQuorum = errors.New("checkpoint not cosigned by a quorum of the witness policy")
 
@@ -305,7 +310,17 @@ func (c *Client) witnessed(cp Checkpoint, err error) (Checkpoint, error) {
 	if err != nil {
 		return Checkpoint{}, err
 	}
-	if age := c.now().Sub(cp.WitnessedAt); c.maxAge > 0 && age > c.maxAge {
+	now := c.now()
+	if cp.WitnessedAt.After(now.Add(MaxWitnessClockSkew)) {
+		// A quorum dated in the future would keep a frozen view fresh until
+		// that date: refused.
+		return Checkpoint{}, fmt.Errorf("%w: ledger %q checkpoint size %d: its witness quorum is dated %s, more than %s ahead of this clock",
+			ErrBadCheckpoint, cp.Origin, cp.Size, cp.WitnessedAt.UTC().Format(time.RFC3339), MaxWitnessClockSkew)
+	}
+	if cp.WitnessedAt.After(now) {
+		cp.WitnessedAt = now // a witness clock slightly ahead vouches for now only
+	}
+	if age := now.Sub(cp.WitnessedAt); c.maxAge > 0 && age > c.maxAge {
 		return Checkpoint{}, &StaleCheckpointError{Checkpoint: cp, Age: age, MaxAge: c.maxAge}
 	}
 	return cp, nil

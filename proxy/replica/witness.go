@@ -34,7 +34,12 @@ func (r *Replica) loadCheckpoint(raw []byte) {
 		return
 	}
 	if cp, err := r.cfg.Witnesses.Witnessed(ledgerclient.Checkpoint{Raw: bytes.Clone(raw)}); err == nil {
-		r.status.WitnessedAt = cp.WitnessedAt
+		if now := r.cfg.Now(); !cp.WitnessedAt.After(now.Add(ledgerclient.MaxWitnessClockSkew)) {
+			r.status.WitnessedAt = cp.WitnessedAt
+			if cp.WitnessedAt.After(now) {
+				r.status.WitnessedAt = now // a witness clock slightly ahead vouches for now only
+			}
+		}
 	}
 }
 
