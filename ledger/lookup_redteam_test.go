@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/transparency-dev/tessera"
 )
@@ -40,7 +41,17 @@ func (c *countingReader) ReadEntryBundle(ctx context.Context, index uint64, p ui
 // lookup reads the entries it returns and no bundle, and at most
 // maxConcurrentLookups lookups run at once.
 func TestRedTeamOwnerLookupCostIndependentOfStrangers(t *testing.T) {
-	tl := startLedger(t, Config{})
+	ownerLookupCost(t, Config{})
+}
+
+// TestRedTeamMySQLOwnerLookupCostIndependentOfStrangers: the same on MySQL
+// storage, whose entry bytes live in notarize_entry_data.
+func TestRedTeamMySQLOwnerLookupCostIndependentOfStrangers(t *testing.T) {
+	ownerLookupCost(t, mysqlConfig(t, mysqlEnv.database(t), noteKey(t, "mysql.example/lookupcost")))
+}
+
+func ownerLookupCost(t *testing.T, cfg Config) {
+	tl := startLedger(t, cfg)
 	owner, stranger := newTestSigner(t), newTestSigner(t)
 	d := randomDigest(t)
 	now := time.Now()
@@ -74,5 +85,34 @@ func TestRedTeamOwnerLookupCostIndependentOfStrangers(t *testing.T) {
 	}
 	if n := cr.bundleBytes.Swap(0); n > budget {
 		t.Errorf("BYPASS (cost): the owner's filtered lookup (one %d-byte entry) read %d bytes of entry bundles, filled by a stranger's statements", len(ownerEntry), n)
+	}
+}
+
+// TestRedTeamLookupsBoundedAtOnce: lookups are unauthenticated, so at most
+// maxConcurrentLookups read the index at once; one more is 503 with
+// Retry-After (it holds nothing), and lookups work again once one ends.
+func TestRedTeamLookupsBoundedAtOnce(t *testing.T) {
+	tl := startLedger(t, Config{})
+	owner := newTestSigner(t)
+	d := randomDigest(t)
+	tl.submit(t, owner.sign(t, d, notarize.StatusTrusted, time.Now()), http.StatusCreated)
+	for i := range maxConcurrentLookups {
+		if err := tl.Ledger.lookups.enter(); err != nil {
+			t.Fatalf("lookup %d of %d refused: %v", i+1, maxConcurrentLookups, err)
+		}
+	}
+	for _, path := range []string{"", api.PathCurrentSuffix} {
+		resp, err := http.Get(lookupURL(tl.url, d, path, keyQuery(owner.keyID)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+			t.Errorf("lookup %q beyond %d at once: %d (Retry-After %q), want 503 with Retry-After", path, maxConcurrentLookups, resp.StatusCode, resp.Header.Get("Retry-After"))
+		}
+	}
+	tl.Ledger.lookups.leave()
+	if resp, _ := tl.getLookup(t, lookupURL(tl.url, d, api.PathCurrentSuffix, keyQuery(owner.keyID))); len(resp.Entries) != 1 {
+		t.Fatalf("lookup once a place is free: %d entries, want 1", len(resp.Entries))
 	}
 }
