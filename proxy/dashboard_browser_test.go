@@ -149,7 +149,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		}
 	}
 	refusals := text(`document.querySelector("ol.refusals").innerText`)
-	for _, want := range []string{"local/web/unsigned", string(unsigned), "docker notarize sign local/web/unsigned@" + string(unsigned),
+	for _, want := range []string{"local/web/unsigned", string(unsigned), "docker notarize sign " + e.upHost + "/web/unsigned@" + string(unsigned),
 		"no statement from release", "local/web/old", "UNTRUSTED by release"} {
 		if !strings.Contains(refusals, want) {
 			t.Errorf("recent refusals lack %q:\n%s", want, refusals)

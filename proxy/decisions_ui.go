@@ -112,7 +112,7 @@ func (s *Server) fillOverview(page *ui.Overview, f DecisionFilter, now time.Time
 	page.Totals = ui.Bar{Allowed: sum[0], Refused: sum[1], Audit: sum[2]}
 	for _, d := range s.stats.recentMatching(f, true, uiRefusals, now) {
 		page.Refusals = append(page.Refusals, ui.Refusal{Time: d.Time, Target: d.Target(), Reference: d.Reference, Digest: string(d.Digest),
-			Verdict: d.Verdict, Reason: d.Reason, Mode: d.Mode, SignCommand: signCommand(d.Target(), d.Digest)})
+			Verdict: d.Verdict, Reason: d.Reason, Mode: d.Mode, SignCommand: s.signCommand(d.Target(), d.Digest)})
 	}
 	for _, rs := range s.stats.reposMatching(f, uiRepos) {
 		page.Repos = append(page.Repos, ui.Repo{Upstream: rs.Upstream, Repo: rs.Repo, Allowed: rs.Allowed, Refused: rs.Denied, Audit: rs.AuditOnly,
@@ -136,9 +136,23 @@ func uiImage(ds DigestStats) ui.Image {
 		LastVerdict: ds.LastVerdict, LastSigner: ds.LastSigner, LastSeen: ds.LastSeen}
 }
 
-// signCommand is what a signer runs to trust digest d pulled as target.
-func signCommand(target string, d notarize.Digest) string {
-	return "docker notarize sign " + target + "@" + string(d)
+// signCommand is what a signer runs to trust digest d pulled as target
+// ("UPSTREAM/REPO"): `docker notarize sign` resolves the reference at the
+// upstream registry itself (it hashes the manifest), so the command names
+// the upstream's host ("docker.io" for Docker Hub), not the proxy's name
+// for it.
+func (s *Server) signCommand(target string, d notarize.Digest) string {
+	ref := target
+	if name, repo, ok := strings.Cut(target, "/"); ok {
+		if u := s.router.byName[name]; u != nil {
+			host := u.Host()
+			if u.IsDockerHub() {
+				host = "docker.io"
+			}
+			ref = host + "/" + repo
+		}
+	}
+	return "docker notarize sign " + ref + "@" + string(d)
 }
 
 func (s *Server) filterForm(f DecisionFilter, pol *notarize.Evaluator) ui.Filter {
@@ -246,7 +260,7 @@ func (s *Server) serveDigestPage(w http.ResponseWriter, r *http.Request, raw str
 	if known {
 		page.Known, page.Image = true, uiImage(ds)
 		if len(ds.Targets) > 0 && ds.LastVerdict != notarize.Trusted.String() {
-			page.SignCommand = signCommand(ds.Targets[0], d)
+			page.SignCommand = s.signCommand(ds.Targets[0], d)
 		}
 	}
 	if lv, ok := s.trust.(ledgerView); ok {
