@@ -148,6 +148,7 @@ Exit codes of verify: 0 TRUSTED, 1 UNTRUSTED, 2 UNKNOWN, 3 UNSUPPORTED,
 		newVerifyCmd(dockerCli, opts),
 		newAuditCmd(dockerCli, opts),
 		newInspectCmd(dockerCli, opts),
+		newLedgerCmd(dockerCli, opts),
 	)
 	return cmd
 }
