@@ -317,9 +317,6 @@ func (c *Client) witnessed(cp Checkpoint, err error) (Checkpoint, error) {
 		return Checkpoint{}, fmt.Errorf("%w: ledger %q checkpoint size %d: its witness quorum is dated %s, more than %s ahead of this clock",
 			ErrBadCheckpoint, cp.Origin, cp.Size, cp.WitnessedAt.UTC().Format(time.RFC3339), MaxWitnessClockSkew)
 	}
-	if cp.WitnessedAt.After(now) {
-		cp.WitnessedAt = now // a witness clock slightly ahead vouches for now only
-	}
 	if age := now.Sub(cp.WitnessedAt); c.maxAge > 0 && age > c.maxAge {
 		return Checkpoint{}, &StaleCheckpointError{Checkpoint: cp, Age: age, MaxAge: c.maxAge}
 	}

@@ -238,6 +238,10 @@ type Replica struct {
 	st     ledgerclient.FollowState
 	status Status
 	saved  time.Time // VerifiedAt as last persisted
+	// quorumAt is the newest witness quorum time seen, as the witnesses
+	// dated it (witness.go); status.WitnessedAt is when it was seen, if
+	// earlier.
+	quorumAt time.Time
 }
 
 // Open opens (or creates) the replica's file and loads its state. It does

@@ -16,8 +16,16 @@ func (r *Replica) witnessed(cp ledgerclient.Checkpoint) {
 	if len(cp.Raw) > 0 {
 		r.status.Checkpoint = bytes.Clone(cp.Raw)
 	}
-	if cp.WitnessedAt.After(r.status.WitnessedAt) {
-		r.status.WitnessedAt = cp.WitnessedAt
+	if !cp.WitnessedAt.After(r.quorumAt) {
+		return // no newer quorum: the same (possibly frozen) view
+	}
+	r.quorumAt = cp.WitnessedAt
+	t := cp.WitnessedAt
+	if now := r.cfg.Now(); t.After(now) {
+		t = now // a witness clock slightly ahead vouches for when it was seen only
+	}
+	if t.After(r.status.WitnessedAt) {
+		r.status.WitnessedAt = t
 	}
 }
 
@@ -35,7 +43,7 @@ func (r *Replica) loadCheckpoint(raw []byte) {
 	}
 	if cp, err := r.cfg.Witnesses.Witnessed(ledgerclient.Checkpoint{Raw: bytes.Clone(raw)}); err == nil {
 		if now := r.cfg.Now(); !cp.WitnessedAt.After(now.Add(ledgerclient.MaxWitnessClockSkew)) {
-			r.status.WitnessedAt = cp.WitnessedAt
+			r.quorumAt, r.status.WitnessedAt = cp.WitnessedAt, cp.WitnessedAt
 			if cp.WitnessedAt.After(now) {
 				r.status.WitnessedAt = now // a witness clock slightly ahead vouches for now only
 			}

@@ -166,3 +166,43 @@ func TestReplicaWitnessedAtSurvivesRestart(t *testing.T) {
 		t.Fatalf("stored checkpoint under another policy: %v", err)
 	}
 }
+
+// TestReplicaWitnessClockAhead: cosignatures dated minutes ahead (witness
+// clocks ahead) count from the replica's now, so a front that freezes such
+// a checkpoint still goes stale after MaxStaleness, not after the witnesses'
+// date plus MaxStaleness.
+func TestReplicaWitnessClockAhead(t *testing.T) {
+	srv := ledgertest.Start(t)
+	w1 := witnesstest.New(t, "w1", "witness1.test")
+	policy, err := ledgerclient.ParseWitnessPolicy(witnesstest.Policy(1, w1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &clock{now: time.Now().Truncate(time.Second)}
+	front := witnesstest.NewFront(t, srv.URL, w1)
+	front.SetClock(func() time.Time { return clk.Now().Add(5 * time.Minute) })
+	lc, err := ledgerclient.New(t.Context(), ledgerclient.Config{URL: front.URL, Home: t.TempDir(), VerifierKey: srv.VerifierKey, WitnessPolicy: policy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := replica.Open(replica.Config{Path: filepath.Join(t.TempDir(), "replica.db"), Source: ledgerclient.NewFollower(lc, 0),
+		MaxStaleness: time.Minute, Now: clk.Now, Witnesses: policy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.Sync(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Status().WitnessedAt; !got.Equal(clk.Now()) {
+		t.Fatalf("WitnessedAt = %v, want the replica's now %v", got, clk.Now())
+	}
+	front.Freeze()
+	clk.Add(61 * time.Second)
+	if _, err := r.Sync(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Fresh(); !errors.Is(err, replica.ErrStale) {
+		t.Fatalf("frozen front, cosignatures dated ahead: %v", err)
+	}
+}
