@@ -24,9 +24,14 @@ type noRecords struct{}
 func (noRecords) Records(context.Context, notarize.Digest) ([]notarize.Record, error) {
 	return nil, nil
 }
-func (noRecords) Refresh(context.Context) error { return nil }
-func (noRecords) Fresh() error                  { return nil }
-func (noRecords) Status() replica.Status        { return replica.Status{} }
+func (noRecords) Refresh(context.Context) error                           { return nil }
+func (noRecords) Fresh() error                                            { return nil }
+func (noRecords) Status() replica.Status                                  { return replica.Status{} }
+func (noRecords) Tallies([]string) ([]replica.Tally, error)               { return nil, nil }
+func (noRecords) Revocations([]string, int) ([]replica.Revocation, error) { return nil, nil }
+func (noRecords) History(notarize.Digest, func(string) bool, int) ([]notarize.Record, int, error) {
+	return nil, 0, nil
+}
 
 // BenchmarkAuthCost is what client authentication adds to each request:
 // GET /v2/ (no upstream, no decision) with auth off, htpasswd entries of

@@ -48,6 +48,12 @@ type TrustSource interface {
 	Fresh() error
 	// Status reports the source's state (metrics, stats).
 	Status() replica.Status
+	// Tallies, Revocations and History are what the dashboard shows of the
+	// ledger: each key's count of current statements by status, recent
+	// revocations, and a digest's statements (see package replica).
+	Tallies(keyIDs []string) ([]replica.Tally, error)
+	Revocations(keyIDs []string, limit int) ([]replica.Revocation, error)
+	History(d notarize.Digest, keep func(keyID string) bool, others int) ([]notarize.Record, int, error)
 }
 
 var _ TrustSource = (*replica.Replica)(nil)

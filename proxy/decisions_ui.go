@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/notarize/docker-notarize/notarize"
-	"github.com/notarize/docker-notarize/proxy/replica"
 	"github.com/notarize/docker-notarize/proxy/ui"
 )
 
@@ -24,18 +23,6 @@ const (
 	// policy (anyone may log statements about any digest).
 	uiOtherStatements = 50
 )
-
-// ledgerView is what the dashboard reads from the trust source besides
-// TrustSource: a *replica.Replica's tallies, revocations and histories.
-// A trust source without them (a test's) shows those panels as
-// unavailable.
-type ledgerView interface {
-	Tallies(keyIDs []string) ([]replica.Tally, error)
-	Revocations(keyIDs []string, limit int) ([]replica.Revocation, error)
-	History(d notarize.Digest, keep func(keyID string) bool, others int) ([]notarize.Record, int, error)
-}
-
-var _ ledgerView = (*replica.Replica)(nil)
 
 var renderer = sync.OnceValues(ui.New)
 
@@ -181,40 +168,35 @@ func signerNames(pol *notarize.Evaluator) []string {
 }
 
 // signerPanels returns the policy's signers with their tallies and the
-// recent revocations, from the replica (empty when the trust source has
-// none). A viewer restricted by the access rules (sees) is shown only the
-// revocations of digests pulled through a repository it may see.
+// recent revocations, from the trust source (the replica). A viewer
+// restricted by the access rules (sees) is shown only the revocations of
+// digests pulled through a repository it may see.
 func (s *Server) signerPanels(pol *notarize.Evaluator, sees func(string) bool) ([]ui.Signer, []ui.Revocation) {
-	lv, _ := s.trust.(ledgerView)
 	var signers []ui.Signer
 	for _, name := range signerNames(pol) {
 		sg := ui.Signer{Name: name, Keys: pol.AcceptedKeys(notarize.Rule{Require: []string{name}})}
-		if lv != nil {
-			if ts, err := lv.Tallies(sg.Keys); err == nil {
-				for _, t := range ts {
-					sg.Trusted += t.Trusted
-					sg.Untrusted += t.Untrusted
-					sg.Unsupported += t.Unsupported
-				}
+		if ts, err := s.trust.Tallies(sg.Keys); err == nil {
+			for _, t := range ts {
+				sg.Trusted += t.Trusted
+				sg.Untrusted += t.Untrusted
+				sg.Unsupported += t.Unsupported
 			}
 		}
 		signers = append(signers, sg)
 	}
+	var keys []string
+	for _, sg := range signers {
+		keys = append(keys, sg.Keys...)
+	}
 	var revs []ui.Revocation
-	if lv != nil {
-		var keys []string
-		for _, sg := range signers {
-			keys = append(keys, sg.Keys...)
-		}
-		rs, _ := lv.Revocations(keys, uiRevocations)
-		for _, r := range rs {
-			if sees != nil {
-				if _, ok := s.stats.digest(r.Digest, sees); !ok {
-					continue
-				}
+	rs, _ := s.trust.Revocations(keys, uiRevocations)
+	for _, r := range rs {
+		if sees != nil {
+			if _, ok := s.stats.digest(r.Digest, sees); !ok {
+				continue
 			}
-			revs = append(revs, ui.Revocation{Index: r.Index, Time: r.Timestamp, Digest: string(r.Digest), Signer: pol.SignerName(r.KeyID), Status: strings.ToUpper(string(r.Status))})
 		}
+		revs = append(revs, ui.Revocation{Index: r.Index, Time: r.Timestamp, Digest: string(r.Digest), Signer: pol.SignerName(r.KeyID), Status: strings.ToUpper(string(r.Status))})
 	}
 	return signers, revs
 }
@@ -263,27 +245,23 @@ func (s *Server) serveDigestPage(w http.ResponseWriter, r *http.Request, raw str
 			page.SignCommand = s.signCommand(ds.Targets[0], d)
 		}
 	}
-	if lv, ok := s.trust.(ledgerView); ok {
-		inPolicy := map[string]bool{}
-		for _, name := range signerNames(pol) {
-			for _, id := range pol.AcceptedKeys(notarize.Rule{Require: []string{name}}) {
-				inPolicy[id] = true
-			}
+	inPolicy := map[string]bool{}
+	for _, name := range signerNames(pol) {
+		for _, id := range pol.AcceptedKeys(notarize.Rule{Require: []string{name}}) {
+			inPolicy[id] = true
 		}
-		recs, omitted, err := lv.History(d, func(id string) bool { return inPolicy[id] }, uiOtherStatements)
-		if err != nil {
-			page.HistoryErr = err.Error()
-		}
-		page.Omitted = omitted
-		for _, rec := range recs {
-			p := rec.Statement.Predicate
-			name := pol.SignerName(rec.KeyID)
-			page.History = append(page.History, ui.Statement{Index: rec.Index, Signer: name, KeyID: rec.KeyID,
-				Status: strings.ToUpper(string(p.Status)), Timestamp: p.Timestamp, Name: p.Name, Kind: p.Kind,
-				InPolicy: !strings.HasPrefix(name, "key ")})
-		}
-	} else {
-		page.HistoryErr = "this trust source keeps no statement history"
+	}
+	recs, omitted, err := s.trust.History(d, func(id string) bool { return inPolicy[id] }, uiOtherStatements)
+	if err != nil {
+		page.HistoryErr = err.Error()
+	}
+	page.Omitted = omitted
+	for _, rec := range recs {
+		p := rec.Statement.Predicate
+		name := pol.SignerName(rec.KeyID)
+		page.History = append(page.History, ui.Statement{Index: rec.Index, Signer: name, KeyID: rec.KeyID,
+			Status: strings.ToUpper(string(p.Status)), Timestamp: p.Timestamp, Name: p.Name, Kind: p.Kind,
+			InPolicy: !strings.HasPrefix(name, "key ")})
 	}
 	for _, x := range s.stats.recentOf(d, uiDigestRecent, sees) {
 		page.Decisions = append(page.Decisions, ui.Decision{Time: x.Time, Target: x.Target(), Reference: x.Reference,
