@@ -1,7 +1,9 @@
 package plugin
 
 import (
+	"bytes"
 	"encoding/json"
+	"io"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
@@ -11,6 +13,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/docker/cli/cli/command"
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/notarize/docker-notarize/ledger"
 	"github.com/notarize/docker-notarize/ledger/ledgertest"
 	"github.com/notarize/docker-notarize/ledgerclient"
@@ -271,5 +275,74 @@ func TestLedgerTrustForget(t *testing.T) {
 		if _, _, code := h.run(args...); code != ExitUsage {
 			t.Fatalf("%v: exit %d, want %d", args, code, ExitUsage)
 		}
+	}
+}
+
+// runOnTerminal runs one command with stdin a terminal answering input.
+func (h *harness) runOnTerminal(input string, args ...string) (stdout, stderr string, code int) {
+	h.t.Helper()
+	var out, errOut bytes.Buffer
+	dockerCli, err := command.NewDockerCli(
+		command.WithInputStream(io.NopCloser(strings.NewReader(input))),
+		command.WithOutputStream(&out),
+		command.WithErrorStream(&errOut),
+	)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	vars := map[string]string{EnvHome: h.home, EnvLedger: h.ledger.URL}
+	e := env{
+		lookupEnv:    func(k string) (string, bool) { v, ok := vars[k]; return v, ok },
+		now:          h.now,
+		keychain:     authn.NewMultiKeychain(),
+		isTerminal:   func(int) bool { return true },
+		readPassword: func(int) ([]byte, error) { panic("no password in these tests") },
+	}
+	cmd := newRootCmd("docker-notarize", false, dockerCli, e)
+	cmd.SetArgs(args)
+	code, msg := Exit(cmd.ExecuteContext(h.t.Context()))
+	if msg != "" {
+		errOut.WriteString(msg + "\n")
+	}
+	return out.String(), errOut.String(), code
+}
+
+// TestLedgerTrustConfirm: without --key the announced key is shown and
+// pinned only when the user says yes.
+func TestLedgerTrustConfirm(t *testing.T) {
+	h := newHarness(t)
+	for _, answer := range []string{"", "n\n", "no\n", "yess\n"} {
+		_, errOut, code := h.runOnTerminal(answer, "ledger", "trust", h.ledger.URL)
+		if code != ExitError || !strings.Contains(errOut, h.ledger.VerifierKey) || !strings.Contains(errOut, "ledger.pub") {
+			t.Fatalf("answer %q: exit %d, stderr %s", answer, code, errOut)
+		}
+		if pins := h.ledgers(); len(pins) != 0 {
+			t.Fatalf("answer %q pinned %+v", answer, pins)
+		}
+	}
+	if _, errOut, code := h.runOnTerminal("y\n", "ledger", "trust", h.ledger.URL); code != 0 {
+		t.Fatalf("answer y: exit %d, stderr %s", code, errOut)
+	}
+	if pins := h.ledgers(); len(pins) != 1 || pins[0].VerifierKey != h.ledger.VerifierKey {
+		t.Fatalf("pins %+v", pins)
+	}
+}
+
+// TestLedgerKeyFlagAfterReset: --ledger-key with the new key works after a
+// reset (before, the state of the old key under the same origin refused it),
+// and leaves the pin alone.
+func TestLedgerKeyFlagAfterReset(t *testing.T) {
+	h := newHarness(t, "alice")
+	const origin = "example.test/team-ledger"
+	old := ledgertest.Start(t, ledgertest.WithOrigin(origin))
+	fr := newFront(t, old.URL)
+	app := h.reg.host + "/app:v1"
+	h.mustRun(0, "--ledger", fr.URL, "sign", app)
+	renewed := ledgertest.Start(t, ledgertest.WithOrigin(origin))
+	fr.switchTo(t, renewed.URL)
+	h.mustRun(0, "--ledger", fr.URL, "--ledger-key", renewed.VerifierKey, "sign", app)
+	h.mustRun(0, "--ledger", fr.URL, "--ledger-key", renewed.VerifierKey, "verify", app)
+	if pins := h.ledgers(); len(pins) != 1 || pins[0].VerifierKey != old.VerifierKey {
+		t.Fatalf("pins %+v", pins)
 	}
 }
