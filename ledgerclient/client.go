@@ -34,7 +34,7 @@ type Config struct {
 	// the key the ledger announces is trusted on first use and pinned.
 	VerifierKey string
 	// Home is the client's state directory (NOTARIZE_HOME): pinned keys and
-	// the last verified checkpoint per log origin; required.
+	// the last verified checkpoint per log origin and key; required.
 	Home string
 	// HTTPClient sends the requests; default: a client of its own. It is
 	// copied, not changed: the copy sets the User-Agent, bounds every answer

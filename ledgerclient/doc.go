@@ -1,6 +1,6 @@
 // Package ledgerclient talks to a docker notarize ledger and believes nothing
 // it has not verified: it pins the ledger's checkpoint verifier key, keeps the
-// last verified checkpoint per log origin on disk, proves consistency from it
+// last verified checkpoint per log (origin and key) on disk, proves consistency from it
 // to every newer checkpoint (C2SP tlog-checkpoint, signed-note, tlog-tiles),
 // verifies inclusion proofs and every envelope signature itself.
 //
@@ -44,8 +44,13 @@
 // Under Config.Home:
 //
 //	ledgers/pins.json              pinned verifier keys by ledger URL
-//	ledgers/<origin>/checkpoint    the last verified checkpoint (signed note)
-//	ledgers/<origin>/lock, ledgers/pins.lock   flock(2) locks
+//	ledgers/<origin>-<key>/checkpoint    the last verified checkpoint (signed note)
+//	ledgers/<origin>-<key>/key           the verifier key it was verified under
+//	ledgers/<origin>-<key>/lock, ledgers/pins.lock   flock(2) locks
+//
+// A ledger that was reset, or another with the same origin, signs with
+// another key and so gets a state of its own; the pin decides which key a
+// URL is checked with (Pin, Unpin, ListPins).
 //
 // Writes are atomic (temporary file, fsync, rename) and compare-and-swap:
 // under the lock the state is read again, and a checkpoint stored meanwhile
