@@ -342,25 +342,96 @@ func (r *Replica) Status() Status {
 	return r.status
 }
 
-// Run polls the ledger every PollInterval (immediately again while behind)
-// until ctx is done. Failures are logged and recorded in Status; the loop
-// goes on.
+// Run polls the ledger every PollInterval until ctx is done. Failures are
+// recorded in Status and the loop goes on, retrying with a backoff: the pause
+// doubles from PollInterval up to MaxRetryInterval while the ledger cannot be
+// followed, and is PollInterval again after a successful sync. Refresh is not
+// slowed by the backoff: it syncs at once.
+//
+// The log shows state changes, not every attempt: the first failure (with
+// its error), a failure of a graver kind (a fork, a bad proof), at most one
+// summary line per FailureLogInterval while failures go on (how many, the
+// last error), and the recovery.
 func (r *Replica) Run(ctx context.Context) {
 	t := time.NewTimer(0)
 	defer t.Stop()
+	var down syncFailures
+	wait := r.cfg.PollInterval
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		if _, err := r.Sync(ctx); err != nil && ctx.Err() == nil {
-			r.cfg.Logger.LogAttrs(ctx, errorLevel(err), "ledger replica could not sync; serving from the last verified state until it is stale",
-				slog.String("error", err.Error()), slog.Uint64("size", r.Status().Size),
-				slog.Time("verified_at", r.Status().VerifiedAt), slog.Duration("max_staleness", r.cfg.MaxStaleness))
+		_, err := r.Sync(ctx)
+		if ctx.Err() != nil {
+			return
 		}
-		t.Reset(r.cfg.PollInterval)
+		if err != nil {
+			if down.count > 0 {
+				wait = min(2*wait, max(MaxRetryInterval, r.cfg.PollInterval))
+			}
+			r.logFailure(ctx, &down, err, wait)
+		} else {
+			if down.count > 0 {
+				st := r.Status()
+				r.cfg.Logger.LogAttrs(ctx, slog.LevelInfo, "ledger replica recovered: following the ledger again",
+					slog.Int("failures", down.count), slog.Duration("down_for", r.cfg.Now().Sub(down.since)),
+					slog.Uint64("size", st.Size))
+			}
+			down = syncFailures{}
+			wait = r.cfg.PollInterval
+		}
+		t.Reset(wait)
 	}
+}
+
+// Backoff and log pacing of Run while the ledger cannot be followed.
+const (
+	// MaxRetryInterval bounds the pause between Run's retries while syncs
+	// fail (unless PollInterval is longer).
+	MaxRetryInterval = 10 * time.Second
+	// FailureLogInterval is the least time between two summary lines of
+	// the same failure state.
+	FailureLogInterval = time.Minute
+)
+
+// syncFailures is Run's record of the failures since its last successful sync.
+type syncFailures struct {
+	count    int        // failed syncs since the last success
+	since    time.Time  // the first of them
+	logged   time.Time  // the last line logged about them
+	level    slog.Level // the gravest level logged so far
+	unlogged int        // failures since that line
+}
+
+// logFailure logs a failed sync if it changes the state (the first failure,
+// or a graver kind of error) or a summary is due; else it only counts it.
+func (r *Replica) logFailure(ctx context.Context, f *syncFailures, err error, retryIn time.Duration) {
+	now := r.cfg.Now()
+	f.count++
+	f.unlogged++
+	level := errorLevel(err)
+	st := r.Status()
+	switch {
+	case f.count == 1 || level > f.level:
+		if f.count == 1 {
+			f.since = now
+		}
+		r.cfg.Logger.LogAttrs(ctx, level, "ledger replica could not sync; serving from the last verified state until it is stale",
+			slog.String("error", err.Error()), slog.Uint64("size", st.Size),
+			slog.Time("verified_at", st.VerifiedAt), slog.Duration("max_staleness", r.cfg.MaxStaleness),
+			slog.Duration("retry_in", retryIn))
+	case now.Sub(f.logged) >= FailureLogInterval:
+		r.cfg.Logger.LogAttrs(ctx, max(level, f.level), "ledger replica still cannot sync",
+			slog.Int("failures", f.unlogged), slog.Int("failures_total", f.count),
+			slog.Time("failing_since", f.since), slog.String("last_error", err.Error()),
+			slog.Uint64("size", st.Size), slog.Time("verified_at", st.VerifiedAt),
+			slog.Duration("retry_in", retryIn))
+	default:
+		return
+	}
+	f.logged, f.unlogged, f.level = now, 0, max(level, f.level)
 }
 
 func errorLevel(err error) slog.Level {
