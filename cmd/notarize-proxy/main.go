@@ -230,7 +230,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, routeLogs func(*slog.Logger)) int {
 	cfg, showVersion, err := configure(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
-		return 2
+		// Asked for: the usage is on stderr and that is success.
+		return 0
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "notarize-proxy:", err)
