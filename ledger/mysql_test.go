@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/notarize/docker-notarize/ledger/api"
 	"io"
 	"net"
 	"net/http"
@@ -24,12 +23,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/notarize/docker-notarize/internal/testutil"
+	"github.com/notarize/docker-notarize/ledger/api"
+
 	"github.com/go-sql-driver/mysql"
-	"github.com/notarize/docker-notarize/ledgerclient"
-	"github.com/notarize/docker-notarize/notarize"
 	"github.com/transparency-dev/merkle/rfc6962"
 	"github.com/transparency-dev/tessera"
 	"github.com/transparency-dev/tessera/api/layout"
+
+	"github.com/notarize/docker-notarize/ledgerclient"
+	"github.com/notarize/docker-notarize/notarize"
 )
 
 // Tests of the ledger on MySQL storage, against a real MariaDB server (see
@@ -527,26 +530,8 @@ func TestMySQLTwoInstances(t *testing.T) {
 type ledgerProcess struct {
 	cmd    *exec.Cmd
 	url    string
-	stderr *syncBuffer
+	stderr *testutil.SyncBuffer
 	done   chan struct{}
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // startLedgerProcess runs the built binary with args and waits until it serves.
@@ -558,7 +543,7 @@ func startLedgerProcess(t *testing.T, env []string, args ...string) *ledgerProce
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &ledgerProcess{cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
+	p := &ledgerProcess{cmd: cmd, stderr: &testutil.SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

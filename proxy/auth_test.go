@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/notarize/docker-notarize/internal/testutil"
+
 	"github.com/go-jose/go-jose/v4"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -58,7 +60,7 @@ type authEnv struct {
 	upHost  string
 	authed  *httptest.Server
 	srv     *proxy.Server
-	logs    *syncBuffer
+	logs    *testutil.SyncBuffer
 	htpFile string
 }
 
@@ -73,7 +75,7 @@ func newAuthEnv(t *testing.T, policy string, auth func(dir string) proxy.AuthCon
 	ups := httptest.NewServer(up)
 	t.Cleanup(ups.Close)
 	e := newEnv(t, withUpstream(upstream.Config{Name: "priv", URL: ups.URL, Keychain: anonymous()}))
-	a := &authEnv{env: e, up: up, upHost: strings.TrimPrefix(ups.URL, "http://"), logs: &syncBuffer{}}
+	a := &authEnv{env: e, up: up, upHost: strings.TrimPrefix(ups.URL, "http://"), logs: &testutil.SyncBuffer{}}
 	a.htpFile = filepath.Join(e.dir, "htpasswd")
 	var b strings.Builder
 	for _, u := range [][2]string{{"alice", alicePassword}, {"bob", bobPassword}} {

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/notarize/docker-notarize/notarize/notarizetest"
 	"io"
 	"log"
 	"log/slog"
@@ -19,6 +18,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/notarize/docker-notarize/internal/testutil"
+	"github.com/notarize/docker-notarize/notarize/notarizetest"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -69,7 +71,7 @@ type env struct {
 	proxy    *httptest.Server
 	srv      *proxy.Server
 	host     string // proxy host:port
-	logs     *syncBuffer
+	logs     *testutil.SyncBuffer
 
 	dir    string // the proxy's state: policy, keys, ledger client home, replica, data
 	follow string // the ledger URL the replica follows
@@ -146,7 +148,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	if ec.policy == "" {
 		ec.policy = testPolicy
 	}
-	e := &env{t: t, logs: &syncBuffer{}, ec: ec, ledger: ec.ledger}
+	e := &env{t: t, logs: &testutil.SyncBuffer{}, ec: ec, ledger: ec.ledger}
 	if e.ledger == nil {
 		e.ledger = ledgertest.Start(t)
 	}
@@ -414,23 +416,6 @@ func (e *env) decisions() []map[string]any {
 		}
 	}
 	return out
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) Bytes() []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return bytes.Clone(s.b.Bytes())
 }
 
 // recorder is an upstream handler that records every request.

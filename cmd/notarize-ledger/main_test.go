@@ -6,38 +6,22 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
-	"github.com/notarize/docker-notarize/ledger/api"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/notarize/docker-notarize/ledger"
+	"github.com/notarize/docker-notarize/internal/testutil"
+	"github.com/notarize/docker-notarize/ledger/api"
+
 	"golang.org/x/mod/sumdb/note"
+
+	"github.com/notarize/docker-notarize/ledger"
 )
-
-// syncBuffer is a bytes.Buffer safe for one writer and one reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func noEnv(string) string { return "" }
 
@@ -55,7 +39,7 @@ func TestRunServesAndShutsDown(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr testutil.SyncBuffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"--addr", "127.0.0.1:0", "--data", dir, "--log-format", "json", "--log-level", "debug"}, env, &stdout, &stderr, nil)

@@ -20,9 +20,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/notarize/docker-notarize/internal/testutil"
+
+	"golang.org/x/mod/sumdb/note"
+
 	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/ledger/witnesstest"
-	"golang.org/x/mod/sumdb/note"
 )
 
 // testCA makes a CA and a server certificate for 127.0.0.1 it issued, in
@@ -78,7 +81,7 @@ func testCA(t *testing.T, dir string) (certFile, keyFile string, pool *x509.Cert
 
 // startRun runs the command with args and the signer key in the
 // environment until the test ends, and returns the URL it prints.
-func startRun(t *testing.T, skey string, args ...string) (string, *syncBuffer) {
+func startRun(t *testing.T, skey string, args ...string) (string, *testutil.SyncBuffer) {
 	t.Helper()
 	env := func(k string) string {
 		if k == envSignerKey {
@@ -87,7 +90,7 @@ func startRun(t *testing.T, skey string, args ...string) (string, *syncBuffer) {
 		return ""
 	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
-	var stdout, stderr syncBuffer
+	var stdout, stderr testutil.SyncBuffer
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, args, env, &stdout, &stderr, nil) }()
 	t.Cleanup(func() {

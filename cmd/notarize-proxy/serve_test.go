@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -14,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/notarize/docker-notarize/internal/testutil"
+
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"golang.org/x/crypto/bcrypt"
@@ -21,23 +22,6 @@ import (
 	"github.com/notarize/docker-notarize/ledger/ledgertest"
 	"github.com/notarize/docker-notarize/notarize/notarizetest"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // countingUpstream is a real registry that counts the requests it serves.
 type countingUpstream struct {
@@ -93,7 +77,7 @@ func (s *stack) args(extra ...string) []string {
 func (s *stack) start(t *testing.T, args []string) string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, args, io.Discard, &logs) }()
 	t.Cleanup(func() { cancel(); <-done })
@@ -169,8 +153,18 @@ func TestServeWithAuth(t *testing.T) {
 	if st, _ := get(t, base+"/v2/team/app/manifests/v1", "alice", "alice-pw"); st != http.StatusNotFound || s.up.count() == before {
 		t.Fatalf("alice: %d after %d upstream requests", st, s.up.count()-before)
 	}
-	if st, _ := get(t, base+"/healthz", "", ""); st != http.StatusOK {
-		t.Fatalf("/healthz: %d", st)
+	// /healthz needs no login; it is 200 once the replica has verified the
+	// ledger's state, which the process does in the background after start.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, _ := get(t, base+"/healthz", "", "")
+		if st == http.StatusOK {
+			break
+		}
+		if st != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			t.Fatalf("/healthz: %d", st)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -178,7 +172,7 @@ func TestServeWithAuth(t *testing.T) {
 // that authenticates nobody would deny everyone, so it does not start.
 func TestServeRefusesAccessRulesWithoutAuth(t *testing.T) {
 	s := newStack(t, accessPolicy)
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	if code := run(t.Context(), s.args(), io.Discard, &logs); code != 1 || !strings.Contains(logs.String(), "access rules") {
 		t.Fatalf("exit %d:\n%s", code, logs.String())
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/notarize/docker-notarize/internal/testutil"
 	"github.com/notarize/docker-notarize/internal/witnesstest"
 )
 
@@ -45,7 +46,7 @@ func TestServeWitnessPolicy(t *testing.T) {
 	waitHealth(t, base, http.StatusServiceUnavailable, "cosigned 2h0m")
 
 	bad := writeFile(t, filepath.Join(s.dir, "bad.policy"), "quorum none\n")
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	if code := run(t.Context(), s.args("--witness-policy", bad), io.Discard, &logs); code != 1 || !strings.Contains(logs.String(), "requires no witness") {
 		t.Fatalf("bad witness policy: exit %d\n%s", code, logs.String())
 	}
