@@ -3,7 +3,6 @@ package ledger
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"github.com/notarize/docker-notarize/ledger/api"
@@ -17,7 +16,6 @@ import (
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/transparency-dev/formats/log"
 	"github.com/transparency-dev/tessera"
-	"github.com/transparency-dev/tessera/api/layout"
 	"github.com/transparency-dev/tessera/client"
 	"golang.org/x/mod/sumdb/note"
 )
@@ -80,9 +78,8 @@ type Ledger struct {
 	appends   sync.WaitGroup           // append goroutines (see Submit)
 	closed    chan struct{}            // closed by Close once the log is flushed
 
-	lastCP  atomic.Pointer[parsedCheckpoint] // the last checkpoint opened, to skip re-verifying it
-	prover  prover
-	bundles *bundleCache // full entry bundles recently read
+	lastCP atomic.Pointer[parsedCheckpoint] // the last checkpoint opened, to skip re-verifying it
+	prover prover
 
 	metrics *metrics
 	handler http.Handler
@@ -185,7 +182,6 @@ func newLedger(ctx context.Context, cfg Config, b *backend) (*Ledger, error) {
 		closeBackend: b.close,
 		limits:       newWriteLimits(cfg.RateLimits, cfg.TrustedProxies, time.Now),
 		pending:      map[[32]byte]*submission{},
-		bundles:      newBundleCache(bundleCacheBytes),
 		closed:       make(chan struct{}),
 	}
 	if b.signers != nil { // shared storage holds the enrolled set
@@ -363,51 +359,6 @@ func (l *Ledger) parseCheckpoint(raw []byte) (*log.Checkpoint, error) {
 	}
 	l.lastCP.Store(&parsedCheckpoint{raw: bytes.Clone(raw), cp: cp})
 	return cp, nil
-}
-
-// entryAt returns the bytes of entry i in a tree of the given size, caching
-// raw bundles in bundles (one request's) and full ones in l.bundles.
-func (l *Ledger) entryAt(ctx context.Context, bundles map[uint64][]byte, i, size uint64) ([]byte, error) {
-	bi := i / layout.EntryBundleWidth
-	raw, ok := bundles[bi]
-	if !ok {
-		raw, ok = l.bundles.get(bi)
-	}
-	if !ok {
-		var err error
-		p := layout.PartialTileSize(0, bi, size)
-		raw, err = l.reader.ReadEntryBundle(ctx, bi, p)
-		if err != nil {
-			return nil, fmt.Errorf("read entry bundle %d: %w", bi, err)
-		}
-		if p == 0 {
-			l.bundles.put(bi, raw)
-		}
-	}
-	bundles[bi] = raw
-	e, ok := bundleEntry(raw, int(i%layout.EntryBundleWidth))
-	if !ok {
-		return nil, fmt.Errorf("entry bundle %d does not hold entry %d", bi, i)
-	}
-	return e, nil
-}
-
-// bundleEntry returns entry j of a C2SP tlog-tiles entry bundle, a sequence
-// of entries each prefixed with its 16-bit big-endian length.
-func bundleEntry(bundle []byte, j int) ([]byte, bool) {
-	prefix, ok := firstEntries(bundle, j)
-	if !ok {
-		return nil, false
-	}
-	rest := bundle[len(prefix):]
-	if len(rest) < 2 {
-		return nil, false
-	}
-	n := int(binary.BigEndian.Uint16(rest))
-	if len(rest) < 2+n {
-		return nil, false
-	}
-	return rest[2 : 2+n], true
 }
 
 func nonNil(p [][]byte) [][]byte {

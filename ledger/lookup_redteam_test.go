@@ -68,7 +68,6 @@ func ownerLookupCost(t *testing.T, cfg Config) {
 
 	cr := &countingReader{LogReader: tl.Ledger.reader}
 	tl.Ledger.reader = cr
-	tl.Ledger.bundles = newBundleCache(bundleCacheBytes)
 	budget := int64(64 * len(ownerEntry)) // generous: a few entries' worth
 
 	resp, err := tl.Ledger.Current(t.Context(), d, []string{owner.keyID})
@@ -78,7 +77,6 @@ func ownerLookupCost(t *testing.T, cfg Config) {
 	if n := cr.bundleBytes.Swap(0); n > budget {
 		t.Errorf("BYPASS (cost): the owner's current statement (one %d-byte entry) read %d bytes of entry bundles, filled by a stranger's statements", len(ownerEntry), n)
 	}
-	tl.Ledger.bundles = newBundleCache(bundleCacheBytes)
 	page, err := tl.Ledger.Lookup(t.Context(), d, LookupOptions{KeyIDs: []string{owner.keyID}})
 	if err != nil || len(page.Entries) != 1 {
 		t.Fatalf("lookup: %v %+v", err, page)

@@ -208,7 +208,9 @@ func mustDigestBytes(t testing.TB, entry []byte) notarize.Digest {
 	return mustDigest(t, e)
 }
 
-func TestBundleEntry(t *testing.T) {
+// TestFirstEntries: the prefix of an entry bundle holding its first n
+// entries is the partial bundle of width n; a truncated bundle has none.
+func TestFirstEntries(t *testing.T) {
 	var bundle []byte
 	for i, e := range []string{"a", "", "ccc"} {
 		bundle = append(bundle, tessera.NewEntry([]byte(e)).MarshalBundleData(uint64(i))...)
@@ -216,26 +218,23 @@ func TestBundleEntry(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		bundle []byte
-		j      int
-		want   string
+		n      int
+		want   []byte
 		ok     bool
 	}{
-		{"first", bundle, 0, "a", true},
-		{"empty entry", bundle, 1, "", true},
-		{"last", bundle, 2, "ccc", true},
-		{"past the end", bundle, 3, "", false},
-		{"truncated data", bundle[:len(bundle)-1], 2, "", false},
-		{"truncated length", bundle[:1], 0, "", false},
-		{"empty bundle", nil, 0, "", false},
+		{"none", bundle, 0, bundle[:0], true},
+		{"first", bundle, 1, bundle[:3], true},
+		{"two", bundle, 2, bundle[:2+1+2], true},
+		{"all", bundle, 3, bundle, true},
+		{"past the end", bundle, 4, nil, false},
+		{"truncated data", bundle[:len(bundle)-1], 3, nil, false},
+		{"truncated length", bundle[:1], 1, nil, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, ok := bundleEntry(tc.bundle, tc.j)
-			if ok != tc.ok || string(got) != tc.want {
-				t.Fatalf("bundleEntry(%d) = %q, %v; want %q, %v", tc.j, got, ok, tc.want, tc.ok)
+			got, ok := firstEntries(tc.bundle, tc.n)
+			if ok != tc.ok || !bytes.Equal(got, tc.want) {
+				t.Fatalf("firstEntries(%d) = %q, %v; want %q, %v", tc.n, got, ok, tc.want, tc.ok)
 			}
 		})
-	}
-	if p, ok := firstEntries(bundle, 2); !ok || !bytes.Equal(p, bundle[:2+1+2]) {
-		t.Fatalf("firstEntries(2) = %q, %v", p, ok)
 	}
 }
