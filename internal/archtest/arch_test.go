@@ -21,7 +21,7 @@ var allowed = map[string][]string{
 	"ledgerclient":         {"notarize", "ledger/api", "internal/boundedfile", "internal/atomicfile"},
 	"ledger":               {"notarize", "internal/atomicfile"},
 	"proxy":                {"notarize", "ledgerclient", "ledger/api", "internal/boundedfile"},
-	"plugin":               {"notarize", "ledgerclient", "ledger/api", "internal/atomicfile"},
+	"plugin":               {"notarize", "ledgerclient", "ledger/api", "internal/atomicfile", "internal/boundedfile"},
 	"internal":             {"notarize", "ledgerclient"},
 	"internal/boundedfile": {}, // leaves, so that every package may use them
 	"internal/atomicfile":  {},
