@@ -94,6 +94,10 @@ JSON output (-o json) is one object:
        none", "timestamp", "logIndex"}],
      "containers": [{"id", "name", "state"}]}],
    "signed": [the statements --sign recorded, as 'sign -o json' prints them]}`,
+		Example: `  docker notarize audit
+  docker notarize audit --all-tags registry.example.com/app
+  docker notarize audit --tags 'v1.*' -o json registry.example.com/app
+  docker notarize audit --sign --key release --yes`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 1 {
 				return exactArgs(1)(cmd, args)

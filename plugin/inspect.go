@@ -42,6 +42,9 @@ change the answer or its cost. --all reads every signer's statements page by
 page (%d a page, at most %d pages) and prints each page as it is verified;
 should a page fail to verify, the pages before it stay printed and the
 command fails.`, ledgerclient.PageLimit, ledgerclient.MaxLookupPages),
+		Example: `  docker notarize inspect registry.example.com/app:1.0
+  docker notarize inspect --signer release -o json registry.example.com/app@sha256:…
+  docker notarize inspect --all file:dist/app.tar.gz`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.image = args[0]

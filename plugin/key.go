@@ -13,7 +13,10 @@ func newKeyCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "key",
 		Short: "Manage signing keys (in NOTARIZE_HOME/keys)",
-		Args:  exactArgs(0),
+		Example: `  docker notarize key generate --name release
+  docker notarize key list
+  docker notarize key export release > release.pub`,
+		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return cmd.Help()
 		},
@@ -39,6 +42,8 @@ func newKeyGenerateCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command 
 		Long: `Generate an ECDSA P-256 signing key pair in the key store. The private key is
 encrypted with a password taken from NOTARIZE_PASSWORD, or asked for (twice)
 when stdin is a terminal. An existing key is never overwritten.`,
+		Example: `  docker notarize key generate --name release
+  NOTARIZE_PASSWORD=… docker notarize key generate --name ci-signer`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runKeyGenerate(cmd.Context(), dockerCli, opts)
@@ -81,7 +86,9 @@ func newKeyListCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
 		Use:     "list",
 		Aliases: []string{"ls"},
 		Short:   "List the keys in the key store",
-		Args:    exactArgs(0),
+		Example: `  docker notarize key list
+  docker notarize key ls`,
+		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runKeyList(cmd.Context(), dockerCli, opts)
 		},
@@ -106,7 +113,9 @@ func newKeyExportCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
 	return &cobra.Command{
 		Use:   "export NAME",
 		Short: "Print a key's public key as PEM (for a policy or another verifier)",
-		Args:  exactArgs(1),
+		Example: `  docker notarize key export release
+  docker notarize key export release > release.pub`,
+		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.name = args[0]
 			return runKeyExport(cmd.Context(), dockerCli, opts)

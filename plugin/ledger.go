@@ -34,6 +34,9 @@ The first command that talks to a ledger pins the key it announces (trust on
 first use). After that, a ledger that signs with another key is refused: that
 is what an attack looks like, and also what a reset ledger looks like. Check
 the new key out of band and trust it with "ledger trust URL --key KEY --force".`,
+		Example: `  docker notarize ledger trust https://ledger.example.com --key ledger.pub
+  docker notarize ledger list
+  docker notarize ledger forget https://ledger.example.com`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return cmd.Help()

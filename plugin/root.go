@@ -112,6 +112,10 @@ verdict.
 
 Exit codes of verify: 0 TRUSTED, 1 UNTRUSTED, 2 UNKNOWN, 3 UNSUPPORTED,
 4 could not verify. Other commands exit 1 on failure; usage errors exit 125.`,
+		Example: `  docker notarize key generate --name release
+  docker notarize sign --key release registry.example.com/app:1.0
+  docker notarize verify registry.example.com/app:1.0
+  docker notarize --ledger https://ledger.example.com verify -o json registry.example.com/app@sha256:…`,
 		SilenceUsage:          true,
 		SilenceErrors:         true,
 		DisableFlagsInUseLine: true,
@@ -134,6 +138,7 @@ Exit codes of verify: 0 TRUSTED, 1 UNTRUSTED, 2 UNKNOWN, 3 UNSUPPORTED,
 		// Match docker/cli's plugin root (cli-plugins/plugin.newPluginCommand).
 		cmd.SetFlagErrorFunc(cli.FlagErrorFunc)
 		defer visitAll(cmd, func(c *cobra.Command) { c.DisableFlagsInUseLine = true })
+		cmd.Version = Version // --version; docker has its own as a plugin
 	}
 	flags := cmd.PersistentFlags()
 	flags.StringVar(&opts.ledgerURL, "ledger", opts.getenv(EnvLedger, DefaultLedgerURL), "Ledger URL (env "+EnvLedger+")")
@@ -149,6 +154,7 @@ Exit codes of verify: 0 TRUSTED, 1 UNTRUSTED, 2 UNKNOWN, 3 UNSUPPORTED,
 		newAuditCmd(dockerCli, opts),
 		newInspectCmd(dockerCli, opts),
 		newLedgerCmd(dockerCli, opts),
+		newVersionCmd(dockerCli),
 	)
 	return cmd
 }

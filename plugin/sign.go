@@ -19,12 +19,21 @@ type signCommand struct {
 	use    string
 	status notarize.Status
 	short  string
+	// example is the command's Examples section.
+	example string
 }
 
 var (
-	signTrusted     = signCommand{use: "sign", status: notarize.StatusTrusted, short: "Record in the ledger that an image (or file) is trusted"}
-	signUntrusted   = signCommand{use: "untrust", status: notarize.StatusUntrusted, short: "Record in the ledger that an image (or file) is not trusted"}
-	signUnsupported = signCommand{use: "unsupport", status: notarize.StatusUnsupported, short: "Record in the ledger that an image (or file) is no longer supported"}
+	signTrusted = signCommand{use: "sign", status: notarize.StatusTrusted, short: "Record in the ledger that an image (or file) is trusted",
+		example: `  docker notarize sign --key release registry.example.com/app:1.0
+  docker notarize sign --key release --recursive --attr build=1234 registry.example.com/app@sha256:…
+  docker notarize sign --key release -o json file:dist/app.tar.gz`}
+	signUntrusted = signCommand{use: "untrust", status: notarize.StatusUntrusted, short: "Record in the ledger that an image (or file) is not trusted",
+		example: `  docker notarize untrust --key release registry.example.com/app@sha256:…
+  docker notarize untrust --key release --attr reason=CVE-2026-0001 registry.example.com/app:1.0`}
+	signUnsupported = signCommand{use: "unsupport", status: notarize.StatusUnsupported, short: "Record in the ledger that an image (or file) is no longer supported",
+		example: `  docker notarize unsupport --key release registry.example.com/app:0.9
+  docker notarize unsupport --key release --recursive registry.example.com/app@sha256:…`}
 )
 
 type signOptions struct {
@@ -57,7 +66,8 @@ digest is dated at or after this machine's clock, the new one is dated just
 after it (with a warning), so that it takes effect. Only this key's current
 statement is looked up: statements by other keys, however many, cannot
 delay or block it.`,
-		Args: exactArgs(1),
+		Example: sc.example,
+		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.image = args[0]
 			return runSign(cmd.Context(), dockerCli, opts)

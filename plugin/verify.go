@@ -48,6 +48,10 @@ a ledger showing this client a history its witnesses did not see) or when the
 newest quorum's cosignatures are older than --max-age (default 24h: a ledger,
 or a front before it, holding back newer statements such as a revocation).
 Without a witness policy neither is checked.`,
+		Example: `  docker notarize verify registry.example.com/app:1.0
+  docker notarize verify --signer release --signer ./partner.pub -o json registry.example.com/app@sha256:…
+  docker notarize verify file:dist/app.tar.gz
+  docker notarize verify --witness-policy witnesses.txt --max-age 1h registry.example.com/app:1.0`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.image = args[0]

@@ -53,6 +53,7 @@ func main() {
 func run(dockerCli *command.DockerCli) error {
 	ctx, stop := interruptible(dockerCli.Err(), forceExitAfter)
 	defer stop()
+	plugin.Version = version
 	if dockerplugin.RunningStandalone() {
 		return plugin.NewRootCmd(filepath.Base(os.Args[0]), false, dockerCli).ExecuteContext(ctx)
 	}
