@@ -144,11 +144,35 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, upstreamName
 	if oe.upstreamKind != "" {
 		s.metrics.upstreamErrors.WithLabelValues(upstreamName, oe.upstreamKind).Inc()
 	}
+	var route *routeError
+	if errors.As(err, &route) && route.unknown {
+		s.logUnknownUpstream(r, route)
+	}
 	if oe.status >= 500 {
 		s.log.LogAttrs(r.Context(), slog.LevelWarn, "request failed",
 			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Int("status", oe.status), slog.String("error", err.Error()))
 	}
 	writeOCIError(w, oe)
+}
+
+// logUnknownUpstream logs a request answered NAME_UNKNOWN because it named
+// no configured upstream: once per name per unknownLogEvery, with the count
+// of the requests not logged since, so that a client pointed at the wrong
+// registry is seen without a line per request.
+func (s *Server) logUnknownUpstream(r *http.Request, route *routeError) {
+	logIt, suppressed, overflow := s.router.unknown.note(route.registry)
+	if !logIt {
+		return
+	}
+	attrs := []slog.Attr{
+		slog.String("registry", route.registry), slog.String("method", r.Method),
+		slog.String("path", clip(r.URL.Path, 200)), slog.String("reason", route.msg),
+		slog.Int("more_requests", suppressed), slog.Duration("interval", s.router.unknown.every),
+	}
+	if overflow {
+		attrs = append(attrs, slog.Bool("other_names", true))
+	}
+	s.log.LogAttrs(r.Context(), slog.LevelInfo, "request for an upstream that is not configured: NAME_UNKNOWN", attrs...)
 }
 
 func writeOCIError(w http.ResponseWriter, oe ociError) {

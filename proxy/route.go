@@ -5,6 +5,7 @@ import (
 	"net"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/notarize/docker-notarize/proxy/upstream"
 )
@@ -36,10 +37,12 @@ type router struct {
 	byName map[string]*upstream.Registry
 	byHost map[string]*upstream.Registry // lower-case host[:port] as in the URL
 	def    *upstream.Registry
+	// unknown paces the log of requests naming no upstream (writeError).
+	unknown *unknownNames
 }
 
 func newRouter(ups []*upstream.Registry, def string) *router {
-	r := &router{byName: map[string]*upstream.Registry{}, byHost: map[string]*upstream.Registry{}}
+	r := &router{byName: map[string]*upstream.Registry{}, byHost: map[string]*upstream.Registry{}, unknown: newUnknownNames(time.Now)}
 	for _, u := range ups {
 		r.byName[u.Name()] = u
 		r.byHost[strings.ToLower(u.Host())] = u
@@ -60,7 +63,11 @@ func newRouter(ups []*upstream.Registry, def string) *router {
 // routeError is a request naming no configured upstream or no valid repository.
 type routeError struct {
 	unknown bool // NAME_UNKNOWN rather than NAME_INVALID
-	msg     string
+	// registry is, for NAME_UNKNOWN, the registry the request named (ns or
+	// the first path segment, clipped); "" when it named none and there is
+	// no default upstream.
+	registry string
+	msg      string
 }
 
 func (e *routeError) Error() string { return e.msg }
@@ -86,14 +93,14 @@ func (r *router) resolve(name, ns string) (target, error) {
 	switch {
 	case ns != "":
 		if !hostRE.MatchString(ns) {
-			return target{}, &routeError{unknown: true, msg: fmt.Sprintf("ns %q is not a registry host", clip(ns, 80))}
+			return target{}, &routeError{unknown: true, registry: clip(ns, 80), msg: fmt.Sprintf("ns %q is not a registry host", clip(ns, 80))}
 		}
 		up = r.byName[ns]
 		if up == nil {
 			up = r.byHost[strings.ToLower(ns)]
 		}
 		if up == nil {
-			return target{}, &routeError{unknown: true, msg: fmt.Sprintf("registry %q is not an upstream of this proxy", clip(ns, 80))}
+			return target{}, &routeError{unknown: true, registry: clip(ns, 80), msg: fmt.Sprintf("registry %q is not an upstream of this proxy", clip(ns, 80))}
 		}
 		// containerd adds ns also to a server URL that already carries the
 		// upstream's prefix (override_path): do not count it twice.
@@ -107,7 +114,7 @@ func (r *router) resolve(name, ns string) (target, error) {
 			break
 		}
 		if hasRest && looksLikeHost(first) {
-			return target{}, &routeError{unknown: true, msg: fmt.Sprintf("registry %q is not an upstream of this proxy", clip(first, 80))}
+			return target{}, &routeError{unknown: true, registry: clip(first, 80), msg: fmt.Sprintf("registry %q is not an upstream of this proxy", clip(first, 80))}
 		}
 		if r.def == nil {
 			return target{}, &routeError{unknown: true, msg: "no default upstream: name the registry with ?ns= or a /v2/REGISTRY/… prefix"}
