@@ -166,15 +166,23 @@ func pinnedKey(home, url string) (string, error) {
 
 // ledgerConfig is the client configuration to ask the ledger at url,
 // verifying with key ("" for the announced one).
-func (o *rootOptions) ledgerConfig(url, key string) ledgerclient.Config {
-	return ledgerclient.Config{URL: url, VerifierKey: key, Home: o.home(), HTTPClient: o.env.ledgerHTTP}
+func (o *rootOptions) ledgerConfig(url, key string) (ledgerclient.Config, error) {
+	hc, err := o.ledgerHTTPClient()
+	if err != nil {
+		return ledgerclient.Config{}, err
+	}
+	return ledgerclient.Config{URL: url, VerifierKey: key, Home: o.home(), HTTPClient: hc}, nil
 }
 
 // checkLedgerSigns refuses key when the ledger at url answers with a
 // checkpoint not signed by it; a ledger that cannot be reached is only
 // reported: the key the user brings is what counts.
 func checkLedgerSigns(ctx context.Context, stderr io.Writer, root *rootOptions, url, key string) error {
-	announced, _, err := ledgerclient.Announced(ctx, root.ledgerConfig(url, key))
+	cfg, err := root.ledgerConfig(url, key)
+	if err != nil {
+		return err
+	}
+	announced, _, err := ledgerclient.Announced(ctx, cfg)
 	switch {
 	case err == nil:
 		return nil
@@ -189,7 +197,11 @@ func checkLedgerSigns(ctx context.Context, stderr io.Writer, root *rootOptions, 
 // its checkpoint under it, shows it and asks for a confirmation (or takes
 // --yes).
 func confirmAnnouncedKey(ctx context.Context, dockerCli command.Cli, opts ledgerTrustOptions, url string) (string, error) {
-	key, cp, err := ledgerclient.Announced(ctx, opts.root.ledgerConfig(url, ""))
+	cfg, err := opts.root.ledgerConfig(url, "")
+	if err != nil {
+		return "", err
+	}
+	key, cp, err := ledgerclient.Announced(ctx, cfg)
 	if err != nil {
 		return "", fmt.Errorf("trust ledger: %w", err)
 	}

@@ -34,6 +34,8 @@ const (
 	EnvLedgerKey = "NOTARIZE_LEDGER_KEY"
 	// EnvWitnessPolicy is the default of --witness-policy.
 	EnvWitnessPolicy = "NOTARIZE_WITNESS_POLICY"
+	// EnvLedgerCA is the default of --ledger-ca.
+	EnvLedgerCA = "NOTARIZE_LEDGER_CA"
 )
 
 // DefaultLedgerURL is the ledger used when neither --ledger nor
@@ -83,6 +85,9 @@ func defaultEnv() env {
 type rootOptions struct {
 	ledgerURL string
 	ledgerKey string
+	// ledgerCA is a PEM file of CA certificates an https ledger's
+	// certificate may chain to, besides the system's roots.
+	ledgerCA string
 	// witnessPolicy is the witness policy file; maxWitnessAge (verify's
 	// --max-age) bounds the age of a witnessed checkpoint.
 	witnessPolicy string
@@ -143,6 +148,7 @@ Exit codes of verify: 0 TRUSTED, 1 UNTRUSTED, 2 UNKNOWN, 3 UNSUPPORTED,
 	flags := cmd.PersistentFlags()
 	flags.StringVar(&opts.ledgerURL, "ledger", opts.getenv(EnvLedger, DefaultLedgerURL), "Ledger URL (env "+EnvLedger+")")
 	flags.StringVar(&opts.ledgerKey, "ledger-key", opts.getenv(EnvLedgerKey, ""), "Pinned ledger verifier key (env "+EnvLedgerKey+"; default: the key pinned on first use)")
+	flags.StringVar(&opts.ledgerCA, "ledger-ca", opts.getenv(EnvLedgerCA, ""), "PEM file of CA certificates to trust for an https ledger, besides the system's (a private CA; env "+EnvLedgerCA+")")
 	flags.StringVar(&opts.witnessPolicy, "witness-policy", opts.getenv(EnvWitnessPolicy, ""), "Witness policy file: a ledger checkpoint counts only when a quorum of its witnesses cosigned it (env "+EnvWitnessPolicy+")")
 
 	cmd.AddCommand(
@@ -203,17 +209,37 @@ func (o *rootOptions) ledger(ctx context.Context, stderr io.Writer) (*ledgerclie
 			return a
 		},
 	}))
+	hc, err := o.ledgerHTTPClient()
+	if err != nil {
+		return nil, err
+	}
 	cfg := ledgerclient.Config{
 		URL:         o.ledgerURL,
 		VerifierKey: o.ledgerKey,
 		Home:        o.home(),
-		HTTPClient:  o.env.ledgerHTTP,
+		HTTPClient:  hc,
 		Logger:      logger,
 	}
 	if err := o.witnesses(&cfg); err != nil {
 		return nil, err
 	}
 	return ledgerclient.New(ctx, cfg)
+}
+
+// ledgerHTTPClient is the HTTP client for the ledger: the test's, or one
+// that also trusts --ledger-ca, or nil for ledgerclient's default.
+func (o *rootOptions) ledgerHTTPClient() (*http.Client, error) {
+	switch {
+	case o.env.ledgerHTTP != nil:
+		return o.env.ledgerHTTP, nil
+	case o.ledgerCA != "":
+		hc, err := ledgerclient.NewHTTPClient(o.ledgerCA)
+		if err != nil {
+			return nil, usageError(fmt.Errorf("--ledger-ca: %w", err))
+		}
+		return hc, nil
+	}
+	return nil, nil
 }
 
 func visitAll(cmd *cobra.Command, fn func(*cobra.Command)) {

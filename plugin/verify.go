@@ -2,14 +2,17 @@ package plugin
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/docker/cli/cli"
 	"github.com/docker/cli/cli/command"
-	"github.com/notarize/docker-notarize/notarize"
 	"github.com/spf13/cobra"
+
+	"github.com/notarize/docker-notarize/notarize"
 )
 
 type verifyOptions struct {
@@ -95,6 +98,9 @@ func runVerify(ctx context.Context, dockerCli command.Cli, opts verifyOptions) e
 			out.Status, out.Reason = statusError, err.Error()
 			out.Signer, out.KeyID, out.Timestamp, out.LogIndex = "", "", nil, nil
 			_ = write()
+		}
+		if st, ok := errors.AsType[cli.StatusError](err); ok && st.StatusCode == ExitUsage {
+			return err // a usage or configuration error, found before any request
 		}
 		return withExitCode(ExitCouldNotVerify, fmt.Errorf("could not verify: %w", err))
 	}

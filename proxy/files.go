@@ -113,6 +113,9 @@ type Configuration struct {
 	Ledger string `yaml:"ledger,omitempty"`
 	// LedgerKey is the ledger's verifier key, inline or a file holding it.
 	LedgerKey string `yaml:"ledgerKey,omitempty"`
+	// LedgerCA is a PEM file of CA certificates an https ledger's
+	// certificate may chain to, besides the system's roots (a private CA).
+	LedgerCA string `yaml:"ledgerCA,omitempty"`
 	// MaxStaleness bounds how long the proxy serves from its last verified
 	// ledger state when the ledger cannot be followed.
 	MaxStaleness Duration `yaml:"maxStaleness,omitempty"`
@@ -204,6 +207,7 @@ func LoadConfiguration(path string, c *Configuration) error {
 	rel(&c.Data, file.Data)
 	rel(&c.Policy, file.Policy)
 	rel(&c.WitnessPolicy, file.WitnessPolicy)
+	rel(&c.LedgerCA, file.LedgerCA)
 	rel(&c.TLSCert, file.TLSCert)
 	rel(&c.TLSKey, file.TLSKey)
 	if !strings.Contains(file.LedgerKey, "+") {

@@ -148,6 +148,7 @@ insecureUpstreams: [other]
 policy: p.yaml
 ledger: http://ledger:7070
 ledgerKey: l.pub
+ledgerCA: ca.pem
 maxStaleness: 7m
 witnessPolicy: w.policy
 peers: ["https://peer:5000"]
@@ -162,7 +163,7 @@ anonymous: true
 		common + "auth: {token: {realm: 'https://auth/token', service: svc, issuer: iss, rootcertbundle: bundle.pem, jwks: keys.jwks, signingalgorithms: [ES256]}}\n",
 	}
 	// Read by notarize-proxy itself from the Configuration.
-	readByMain := map[string]bool{"addr": true, "policy": true, "ledger": true, "ledgerKey": true, "maxStaleness": true, "witnessPolicy": true, "peers": true,
+	readByMain := map[string]bool{"addr": true, "policy": true, "ledger": true, "ledgerKey": true, "ledgerCA": true, "maxStaleness": true, "witnessPolicy": true, "peers": true,
 		"tlsCert": true, "tlsKey": true, "logLevel": true, "anonymous": true}
 	// Found again in the Server's Config.
 	inProxy := map[string]func(c proxy.Configuration, pc proxy.Config) bool{

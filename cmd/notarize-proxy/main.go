@@ -186,6 +186,7 @@ func newFlagSet(c *proxy.Configuration, configPath *string, showVersion *bool, s
 	fs.Var(&c.CacheMaxBytes, "cache-max-bytes", "bound of the blob cache in --data (least recently used blobs are evicted; a larger blob is served uncached), e.g. 20GiB, 500MB; 0 = unbounded")
 	fs.Var(&c.MaxStaleness, "max-staleness", "serve from the last verified ledger state for at most this long when the ledger cannot be followed, then fail closed")
 	fs.Var(&listFlag{dst: &c.Peers}, "peer", "URL of another notarize-proxy whose ledger view (/notarize/v1/checkpoint) this one checks for consistency with its own; a fork fails closed (repeatable)")
+	fs.StringVar(&c.LedgerCA, "ledger-ca", c.LedgerCA, "PEM file of CA certificates to trust for an https ledger, besides the system's (a private CA)")
 	fs.StringVar(&c.WitnessPolicy, "witness-policy", c.WitnessPolicy, "witness policy FILE (Tessera's format): a ledger checkpoint counts only when a quorum of its witnesses cosigned it, and --max-staleness also counts from the newest quorum's cosignatures")
 	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "serve HTTPS with this certificate (PEM); with --tls-key")
 	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "private key (PEM) of --tls-cert")
@@ -309,8 +310,12 @@ func openReplica(ctx context.Context, cfg proxy.Configuration, log *slog.Logger)
 	if err != nil {
 		return nil, nil, err
 	}
+	hc, err := ledgerclient.NewHTTPClient(cfg.LedgerCA)
+	if err != nil {
+		return nil, nil, err
+	}
 	lc, err := ledgerclient.New(ctx, ledgerclient.Config{
-		URL: cfg.Ledger, VerifierKey: key, Home: filepath.Join(cfg.Data, "ledgerclient"),
+		URL: cfg.Ledger, VerifierKey: key, Home: filepath.Join(cfg.Data, "ledgerclient"), HTTPClient: hc,
 		UserAgent: "notarize-proxy/" + version, Logger: log, WitnessPolicy: witnesses,
 	})
 	if err != nil {
