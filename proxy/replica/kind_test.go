@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/notarize/docker-notarize/proxy/replica"
@@ -60,46 +58,4 @@ func TestReplicaKeepsKindAndMediaType(t *testing.T) {
 	if recs, err := r.Records(t.Context(), d); err != nil || len(recs) != 1 || recs[0].Statement.Predicate.MediaType != notarize.MediaTypeOCIIndex {
 		t.Fatalf("after reopening: %+v, %v", recs, err)
 	}
-}
-
-// TestReplicaRefusesFormat1File: a file written before records kept the
-// media type would answer without it; it is refused with the fix, and a
-// new one is built in its place once removed.
-func TestReplicaRefusesFormat1File(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "r.db")
-	db, err := bolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		m, err := tx.CreateBucketIfNotExists([]byte("meta"))
-		if err != nil {
-			return err
-		}
-		return m.Put([]byte("format"), []byte{1})
-	})
-	if cerr := db.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	old, err := replica.Open(replica.Config{Path: path, Source: &fakeSource{}})
-	if err != nil {
-		t.Fatalf("Open of a format 1 file: %v, want it rebuilt", err)
-	}
-	if st := old.Status(); st.Size != 0 || st.Records != 0 || !st.VerifiedAt.IsZero() {
-		t.Fatalf("a format 1 file was kept: %+v, want an empty replica to rebuild from the ledger", st)
-	}
-	if _, err := old.Records(t.Context(), notarize.DigestOf([]byte("x"))); err == nil {
-		t.Fatal("a replica being rebuilt answered a lookup: it must fail closed until it has caught up")
-	}
-	if err := old.Close(); err != nil {
-		t.Fatal(err)
-	}
-	r, err := replica.Open(replica.Config{Path: path, Source: &fakeSource{}})
-	if err != nil {
-		t.Fatalf("Open after removing the old file: %v", err)
-	}
-	_ = r.Close()
 }

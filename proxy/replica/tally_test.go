@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/notarize/docker-notarize/ledger/ledgertest"
 	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/notarize/docker-notarize/notarize"
@@ -102,42 +100,6 @@ func TestReplicaTallies(t *testing.T) {
 	}
 	defer r.Close()
 	check(r)
-}
-
-// TestReplicaRefusesFormat2File: a file of format 2 has records but no
-// tallies; counting from it would show zeros, so it is refused with the fix.
-func TestReplicaRefusesFormat2File(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "r.db")
-	db, err := bolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		m, err := tx.CreateBucketIfNotExists([]byte("meta"))
-		if err != nil {
-			return err
-		}
-		return m.Put([]byte("format"), []byte{2})
-	})
-	if cerr := db.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	old, err := replica.Open(replica.Config{Path: path, Source: &fakeSource{}})
-	if err != nil {
-		t.Fatalf("Open of a format 2 file: %v, want it rebuilt", err)
-	}
-	if st := old.Status(); st.Size != 0 || st.Records != 0 || !st.VerifiedAt.IsZero() {
-		t.Fatalf("a format 2 file was kept: %+v, want an empty replica to rebuild from the ledger", st)
-	}
-	if _, err := old.Records(t.Context(), notarize.DigestOf([]byte("x"))); err == nil {
-		t.Fatal("a replica being rebuilt answered a lookup: it must fail closed until it has caught up")
-	}
-	if err := old.Close(); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func keyIDOf(t *testing.T, sv interface {
