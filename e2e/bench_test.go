@@ -17,13 +17,16 @@ import (
 
 	"github.com/sigstore/sigstore/pkg/signature"
 
+	"github.com/notarize/docker-notarize/internal/witnesstest"
 	"github.com/notarize/docker-notarize/ledger/ledgertest"
 	"github.com/notarize/docker-notarize/notarize"
 )
 
 // BenchmarkVerifyWholeProcess times `docker notarize verify file:F` (and the
 // plugin run standalone) as a user runs it, on a ledger holding
-// NOTARIZE_BENCH_ENTRIES entries (default 100,000) from 1,000 other signers.
+// NOTARIZE_BENCH_ENTRIES entries (default 100,000) from 1,000 other signers,
+// with and without a witness policy (2 of 3 witnesses, whose cosignatures a
+// front adds to the ledger's checkpoints).
 //
 //	warm: the client's stored checkpoint is the ledger's latest;
 //	cold: a new NOTARIZE_HOME pinned to the ledger key with no stored
@@ -78,19 +81,35 @@ func BenchmarkVerifyWholeProcess(b *testing.B) {
 	run(b, 0, env, "docker", "notarize", "key", "generate", "--name", "release")
 	run(b, 0, env, "docker", "notarize", "sign", "file:"+file)
 
+	// The same ledger behind a front that adds 3 witnesses' cosignatures,
+	// verified against a 2-of-3 witness policy (issue 9).
+	w1, w2, w3 := witnesstest.New(b, "w1", "witness1.test"), witnesstest.New(b, "w2", "witness2.test"), witnesstest.New(b, "w3", "witness3.test")
+	front := witnesstest.NewFront(b, l.URL, w1, w2, w3)
+	policy := filepath.Join(b.TempDir(), "witnesses.policy")
+	if err := os.WriteFile(policy, witnesstest.Policy(2, w1, w2, w3), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	witnessed := append(env[:len(env):len(env)], "NOTARIZE_LEDGER="+front.URL, "NOTARIZE_WITNESS_POLICY="+policy)
+
 	for _, bc := range []struct {
-		name string
-		cold bool
-		cmd  []string
+		name      string
+		cold      bool
+		witnessed bool
+		cmd       []string
 	}{
-		{"docker-notarize/warm", false, []string{"docker", "notarize", "verify", "file:" + file}},
-		{"standalone/warm", false, []string{bin, "verify", "file:" + file}},
-		{"docker-notarize/cold", true, []string{"docker", "notarize", "verify", "file:" + file}},
-		{"docker-version", false, []string{"docker", "--version"}},
+		{"docker-notarize/warm", false, false, []string{"docker", "notarize", "verify", "file:" + file}},
+		{"docker-notarize/warm/witnessed-2-of-3", false, true, []string{"docker", "notarize", "verify", "file:" + file}},
+		{"standalone/warm/witnessed-2-of-3", false, true, []string{bin, "verify", "file:" + file}},
+		{"standalone/warm", false, false, []string{bin, "verify", "file:" + file}},
+		{"docker-notarize/cold", true, false, []string{"docker", "notarize", "verify", "file:" + file}},
+		{"docker-version", false, false, []string{"docker", "--version"}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			for b.Loop() {
 				env := env
+				if bc.witnessed {
+					env = witnessed
+				}
 				if bc.cold {
 					b.StopTimer()
 					home := b.TempDir()
