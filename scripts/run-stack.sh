@@ -130,7 +130,7 @@ Point clients at the proxy on $PROXY_ADDR:
     [host."http://$PROXY_ADDR"]
       capabilities = ["pull", "resolve"]
   Sign with: NOTARIZE_LEDGER=http://$LEDGER_ADDR docker notarize sign IMAGE
-  Decisions: the proxy's JSON log below; counts: http://$PROXY_ADDR/metrics and /notarize/v1/stats
+  Decisions: the dashboard http://$PROXY_ADDR/ui/, the proxy's JSON log below, http://$PROXY_ADDR/metrics and /notarize/v1/stats
 
 EOF
 "$BIN/notarize-proxy" --addr "$PROXY_ADDR" --data "$DATA/proxy" --policy "$POLICY" \
