@@ -139,7 +139,7 @@ func (a AuthConfig) accessController() (auth.AccessController, error) {
 		if err != nil {
 			return nil, fmt.Errorf("auth: token: %w", err)
 		}
-		return ac, nil
+		return newTokenCache(ac), nil
 	}
 	return nil, nil
 }
