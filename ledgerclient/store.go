@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
@@ -50,10 +51,17 @@ const (
 	lockPoll    = 5 * time.Millisecond
 )
 
-// store keeps the client's state on disk. It holds no mutable state itself:
-// every call goes to the files, so separate processes sharing a home agree.
+// store keeps the client's state on disk. It holds no state of its own but
+// its locks: every call goes to the files, so separate processes sharing a
+// home agree.
 type store struct {
 	dir string // <home>/ledgers
+	// locks serializes, within this client, the holders of each state lock
+	// (path → chan struct{} of capacity 1): goroutines wait on a channel,
+	// woken as soon as the lock is free, instead of polling flock(2), which
+	// only other processes need (a parallel audit's lookups contended on
+	// that poll).
+	locks sync.Map
 }
 
 func newStore(home string) *store {
@@ -180,7 +188,7 @@ func (s *store) writeCheckpoint(vkey string, raw []byte) error {
 
 // lockState takes the exclusive lock of the state of the log signed by vkey.
 func (s *store) lockState(ctx context.Context, vkey string) (unlock func(), err error) {
-	return lockPath(ctx, filepath.Join(s.dir, stateName(vkey), lockFile))
+	return s.lockPath(ctx, filepath.Join(s.dir, stateName(vkey), lockFile))
 }
 
 // otherKeyState returns the path of a checkpoint stored for vkey's origin
@@ -290,7 +298,7 @@ func (s *store) setPin(ctx context.Context, url, key string) (string, error) {
 // updatePins reads the pins under their lock, lets change edit them and
 // writes them back atomically when change reports a change.
 func (s *store) updatePins(ctx context.Context, change func(pins map[string]string) bool) error {
-	unlock, err := lockPath(ctx, filepath.Join(s.dir, pinsLock))
+	unlock, err := s.lockPath(ctx, filepath.Join(s.dir, pinsLock))
 	if err != nil {
 		return err
 	}
@@ -312,9 +320,27 @@ func (s *store) updatePins(ctx context.Context, change func(pins map[string]stri
 	return nil
 }
 
-// lockPath takes an exclusive flock(2) on path, creating it and its directory
-// if needed, polling so that ctx can cancel the wait.
-func lockPath(ctx context.Context, path string) (func(), error) {
+// lockPath takes the exclusive lock at path: first this client's own (see
+// store.locks), then flock(2) for other processes; ctx cancels either wait.
+func (s *store) lockPath(ctx context.Context, path string) (func(), error) {
+	v, _ := s.locks.LoadOrStore(path, make(chan struct{}, 1))
+	local := v.(chan struct{})
+	select {
+	case local <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("lock client state %s: %w", path, context.Cause(ctx))
+	}
+	unlock, err := flockPath(ctx, path)
+	if err != nil {
+		<-local
+		return nil, err
+	}
+	return func() { unlock(); <-local }, nil
+}
+
+// flockPath takes an exclusive flock(2) on path, creating it and its
+// directory if needed, polling so that ctx can cancel the wait.
+func flockPath(ctx context.Context, path string) (func(), error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("lock client state: %w", err)
 	}

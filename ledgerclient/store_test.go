@@ -27,29 +27,45 @@ func TestSafeName(t *testing.T) {
 	}
 }
 
+// TestLockPath: the state lock excludes other goroutines of the same
+// client (its own lock, woken at once on release) and other clients of the
+// same home (flock(2), as other processes); a cancelled wait gives up.
 func TestLockPath(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "x", "lock")
-	unlock, err := lockPath(t.Context(), path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
-	defer cancel()
-	if _, err := lockPath(ctx, path); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("second lock while held: %v", err)
-	}
-	got := make(chan error, 1)
-	go func() {
-		u, err := lockPath(t.Context(), path)
-		if err == nil {
-			u()
-		}
-		got <- err
-	}()
-	time.Sleep(20 * time.Millisecond)
-	unlock()
-	if err := <-got; err != nil {
-		t.Fatalf("lock after release: %v", err)
+	home := t.TempDir()
+	path := filepath.Join(home, "x", "lock")
+	for _, tc := range []struct {
+		name  string
+		other *store // the one that waits
+	}{{"same client", nil}, {"another client (process)", newStore(home)}} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newStore(home)
+			waiter := tc.other
+			if waiter == nil {
+				waiter = s
+			}
+			unlock, err := s.lockPath(t.Context(), path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+			defer cancel()
+			if _, err := waiter.lockPath(ctx, path); !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("second lock while held: %v", err)
+			}
+			got := make(chan error, 1)
+			go func() {
+				u, err := waiter.lockPath(t.Context(), path)
+				if err == nil {
+					u()
+				}
+				got <- err
+			}()
+			time.Sleep(20 * time.Millisecond)
+			unlock()
+			if err := <-got; err != nil {
+				t.Fatalf("lock after release: %v", err)
+			}
+		})
 	}
 }
 
