@@ -61,6 +61,7 @@ func (l *Ledger) routes() http.Handler {
 		metrics.ServeHTTP(w, r)
 		return nil
 	}, get...))
+	l.routePage(mux)
 	mux.Handle("/", l.api(func(_ http.ResponseWriter, r *http.Request) error {
 		return fmt.Errorf("%w: no such endpoint %s", errNotFound, truncate(r.URL.Path, 100))
 	}))

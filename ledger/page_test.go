@@ -1,0 +1,261 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/notarize/docker-notarize/notarize"
+)
+
+// signNamed returns an entry by s saying d has status st at ts, with the
+// display name name.
+func (s *testSigner) signNamed(t testing.TB, d notarize.Digest, st notarize.Status, ts time.Time, name string) *notarize.Entry {
+	t.Helper()
+	stmt := notarize.NewStatement(d, "registry.example/app:1", notarize.Predicate{
+		Status:    st,
+		Kind:      notarize.KindImage,
+		Name:      name,
+		Timestamp: ts.UTC().Truncate(time.Second),
+	})
+	e, err := notarize.Sign(context.Background(), s.sv, stmt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// pageRows returns, per key ID, the status shown in its row of the page.
+func pageRows(t testing.TB, body string) map[string]string {
+	t.Helper()
+	re := regexp.MustCompile(`(?s)<tr class="st-(\w+)">.*?<code class="keyid">([0-9a-f]{64})</code></td></tr>`)
+	out := map[string]string{}
+	for _, m := range re.FindAllStringSubmatch(body, -1) {
+		if _, dup := out[m[2]]; dup {
+			t.Fatalf("key %s has two rows", m[2])
+		}
+		out[m[2]] = m[1]
+	}
+	return out
+}
+
+// checkPageHeaders checks the security headers of a page or asset answer.
+func checkPageHeaders(t testing.TB, h http.Header) {
+	t.Helper()
+	csp := h.Get("Content-Security-Policy")
+	for _, want := range []string{"default-src 'none'", "script-src 'self'", "style-src 'self'", "frame-ancestors 'none'", "form-action 'self'"} {
+		if !strings.Contains(csp, want) {
+			t.Errorf("Content-Security-Policy %q lacks %q", csp, want)
+		}
+	}
+	for _, bad := range []string{"unsafe-inline", "unsafe-eval", "*", "http:", "https:", "data:"} {
+		if strings.Contains(csp, bad) {
+			t.Errorf("Content-Security-Policy %q allows %q", csp, bad)
+		}
+	}
+	if got := h.Get("X-Content-Type-Options"); got != "nosniff" {
+		t.Errorf("X-Content-Type-Options = %q", got)
+	}
+}
+
+func TestPageLookupShowsEachSignersCurrentStatement(t *testing.T) {
+	tl := startLedger(t, Config{})
+	a, b := newTestSigner(t), newTestSigner(t)
+	d := randomDigest(t)
+	now := time.Now()
+	tl.submit(t, a.signNamed(t, d, notarize.StatusTrusted, now.Add(-2*time.Hour), "Alice"), http.StatusCreated)
+	rec := tl.submit(t, a.signNamed(t, d, notarize.StatusUntrusted, now.Add(-time.Hour), "Alice"), http.StatusCreated)
+	// A replayed older statement, logged later, must not become current.
+	tl.submit(t, a.signNamed(t, d, notarize.StatusTrusted, now.Add(-3*time.Hour), "Alice"), http.StatusCreated)
+	tl.submit(t, b.signNamed(t, d, notarize.StatusTrusted, now.Add(-time.Minute), "Bob"), http.StatusCreated)
+	tl.submit(t, b.signNamed(t, randomDigest(t), notarize.StatusUntrusted, now, "Bob"), http.StatusCreated)
+
+	status, h, body := do(t, http.MethodGet, tl.url+"/?digest="+d.String(), nil)
+	if status != http.StatusOK {
+		t.Fatalf("GET /?digest: %d\n%s", status, body)
+	}
+	checkPageHeaders(t, h)
+	if ct := h.Get("Content-Type"); ct != "text/html; charset=utf-8" {
+		t.Errorf("Content-Type = %q", ct)
+	}
+	page := string(body)
+	rows := pageRows(t, page)
+	want := map[string]string{a.keyID: "untrusted", b.keyID: "trusted"}
+	if fmt.Sprint(rows) != fmt.Sprint(want) {
+		t.Fatalf("rows = %v, want %v", rows, want)
+	}
+	for _, s := range []string{
+		fmt.Sprintf("<td>%d</td>", rec.Index), "Alice", "Bob", "unauthenticated",
+		"own index", "docker notarize verify", d.String(),
+		now.Add(-time.Hour).UTC().Truncate(time.Second).Format(time.RFC3339),
+	} {
+		if !strings.Contains(page, s) {
+			t.Errorf("page lacks %q", s)
+		}
+	}
+
+	// A digest nobody signed: 200, and says so.
+	status, _, body = do(t, http.MethodGet, tl.url+"/?digest="+randomDigest(t).String(), nil)
+	if status != http.StatusOK || !strings.Contains(string(body), `id="none"`) || len(pageRows(t, string(body))) != 0 {
+		t.Fatalf("unsigned digest: %d\n%s", status, body)
+	}
+	// No digest: the form alone.
+	status, h, body = do(t, http.MethodGet, tl.url+"/", nil)
+	if status != http.StatusOK || strings.Contains(string(body), `id="result"`) || !strings.Contains(string(body), `<form method="get" action="/"`) {
+		t.Fatalf("GET /: %d\n%s", status, body)
+	}
+	checkPageHeaders(t, h)
+}
+
+func TestPageBadInput(t *testing.T) {
+	tl := startLedger(t, Config{})
+	for _, q := range []string{
+		"nope", "sha256:", "sha256:" + strings.Repeat("A", 64), "sha512:" + strings.Repeat("a", 128),
+		"sha256:" + strings.Repeat("a", 63), strings.Repeat("x", 10000),
+		`"><script>alert(1)</script>`,
+	} {
+		status, h, body := do(t, http.MethodGet, tl.url+"/?digest="+urlQueryEscape(q), nil)
+		if status != http.StatusBadRequest {
+			t.Errorf("digest %.40q: status %d, want 400", q, status)
+		}
+		checkPageHeaders(t, h)
+		page := string(body)
+		if !strings.Contains(page, `id="error"`) || strings.Contains(page, `id="result"`) {
+			t.Errorf("digest %.40q: no error shown, or a result:\n%s", q, page)
+		}
+		if strings.Contains(page, "<script>alert") || strings.Contains(page, `"><script`) {
+			t.Errorf("digest %.40q: reflected unescaped:\n%s", q, page)
+		}
+		if len(page) > 8<<10 {
+			t.Errorf("digest %.40q: %d-byte page: the input is reflected unbounded", q, len(page))
+		}
+	}
+}
+
+func urlQueryEscape(s string) string {
+	r := strings.NewReplacer("%", "%25", "&", "%26", "+", "%2B", "#", "%23", " ", "%20", `"`, "%22", "<", "%3C", ">", "%3E")
+	return r.Replace(s)
+}
+
+func TestPageEscapesHostileStatementText(t *testing.T) {
+	tl := startLedger(t, Config{})
+	s := newTestSigner(t)
+	d := randomDigest(t)
+	hostile := `</code></td><script>alert(1)</script><img src=x onerror=alert(2)>"'&`
+	tl.submit(t, s.signNamed(t, d, notarize.StatusTrusted, time.Now(), hostile), http.StatusCreated)
+	status, _, body := do(t, http.MethodGet, tl.url+"/?digest="+d.String(), nil)
+	if status != http.StatusOK {
+		t.Fatalf("status %d\n%s", status, body)
+	}
+	page := string(body)
+	for _, bad := range []string{"<script>alert", "<img src=x", "onerror=alert(2)>"} {
+		if strings.Contains(page, bad) {
+			t.Errorf("page holds the signer's text unescaped (%q):\n%s", bad, page)
+		}
+	}
+	if !strings.Contains(page, "&lt;script&gt;alert(1)&lt;/script&gt;") {
+		t.Errorf("page lacks the escaped name:\n%s", page)
+	}
+	if rows := pageRows(t, page); rows[s.keyID] != "trusted" || len(rows) != 1 {
+		t.Errorf("rows = %v", rows)
+	}
+}
+
+func TestPageRoutesAndAssets(t *testing.T) {
+	tl := startLedger(t, Config{})
+	// Every other unknown path keeps the JSON 404.
+	for _, p := range []string{"/nope", "/index.html", "/static", "/x/"} {
+		status, h, body := do(t, http.MethodGet, tl.url+p, nil)
+		if status != http.StatusNotFound {
+			t.Errorf("GET %s: %d, want 404", p, status)
+		}
+		if p != "/static" && decodeError(t, body).Code == "" {
+			t.Errorf("GET %s: not a JSON error: %s", p, body)
+		}
+		_ = h
+	}
+	status, h, _ := do(t, http.MethodPost, tl.url+"/", []byte("{}"))
+	if status != http.StatusMethodNotAllowed || h.Get("Allow") != "GET, HEAD" {
+		t.Errorf("POST /: %d Allow %q", status, h.Get("Allow"))
+	}
+	for p, ct := range map[string]string{"/static/app.js": "text/javascript", "/static/style.css": "text/css"} {
+		status, h, body := do(t, http.MethodGet, tl.url+p, nil)
+		if status != http.StatusOK || !strings.HasPrefix(h.Get("Content-Type"), ct) {
+			t.Errorf("GET %s: %d %q", p, status, h.Get("Content-Type"))
+		}
+		checkPageHeaders(t, h)
+		// No request to another host: no absolute URL in any asset.
+		if regexp.MustCompile(`(?i)(https?:)?//[a-z0-9]`).Match(body) && !strings.Contains(p, ".js") {
+			t.Errorf("%s names another host", p)
+		}
+		if regexp.MustCompile(`(?i)https?://|fetch\(|XMLHttpRequest`).Match(body) {
+			t.Errorf("%s may reach another host", p)
+		}
+	}
+	for _, p := range []string{"/static/", "/static/nope.js", "/static/../http.go", "/static/%2e%2e/page.go"} {
+		if status, _, body := do(t, http.MethodGet, tl.url+p, nil); status == http.StatusOK {
+			t.Errorf("GET %s: 200:\n%.200s", p, body)
+		}
+	}
+	// The page itself: scripts only from this origin, none inline, no
+	// inline style, no absolute URL.
+	_, _, body := do(t, http.MethodGet, tl.url+"/?digest="+randomDigest(t).String(), nil)
+	page := string(body)
+	for _, m := range regexp.MustCompile(`(?s)<script([^>]*)>(.*?)</script>`).FindAllStringSubmatch(page, -1) {
+		if !strings.Contains(m[1], `src="/static/`) || strings.TrimSpace(m[2]) != "" {
+			t.Errorf("inline or foreign script: %s", m[0])
+		}
+	}
+	if regexp.MustCompile(`(?i)\sstyle=|\son[a-z]+=|https?://|<style`).MatchString(page) {
+		t.Errorf("page has inline style, an event attribute or an absolute URL:\n%s", page)
+	}
+}
+
+// TestPageMoreEntriesThanItReads: a signer whose newest statement comes
+// after the entries the page reads is still shown with it, not with the
+// older statement among them, and the page says that more exist.
+func TestPageMoreEntriesThanItReads(t *testing.T) {
+	if testing.Short() {
+		t.Skip("submits over 200 entries")
+	}
+	tl := startLedger(t, Config{})
+	a := newTestSigner(t)
+	d := randomDigest(t)
+	now := time.Now()
+	tl.submit(t, a.signNamed(t, d, notarize.StatusTrusted, now.Add(-time.Hour), "A"), http.StatusCreated)
+	var wg sync.WaitGroup
+	signers := make([]*testSigner, 8)
+	for i := range signers {
+		signers[i] = newTestSigner(t)
+	}
+	for i := range pageMaxEntries {
+		wg.Go(func() {
+			tl.submit(t, signers[i%len(signers)].signNamed(t, d, notarize.StatusTrusted, now.Add(time.Duration(-i)*time.Second), "filler"), http.StatusCreated)
+		})
+		if i%32 == 31 {
+			wg.Wait()
+		}
+	}
+	wg.Wait()
+	tl.submit(t, a.signNamed(t, d, notarize.StatusUntrusted, now, "A"), http.StatusCreated)
+	status, _, body := do(t, http.MethodGet, tl.url+"/?digest="+d.String(), nil)
+	if status != http.StatusOK {
+		t.Fatalf("status %d\n%s", status, body)
+	}
+	page := string(body)
+	if !strings.Contains(page, `id="truncated"`) {
+		t.Errorf("page does not say that more entries exist")
+	}
+	rows := pageRows(t, page)
+	if rows[a.keyID] != "untrusted" {
+		t.Errorf("signer's row: %q, want its newest statement, untrusted", rows[a.keyID])
+	}
+	if len(rows) != 1+len(signers) {
+		t.Errorf("%d rows, want %d", len(rows), 1+len(signers))
+	}
+}

@@ -1,0 +1,79 @@
+// Package ui holds the ledger's public page: its html/template and its
+// static assets (style sheet and script), embedded in the binary so that
+// the page never asks another host for anything. Package ledger renders it
+// (ledger/page.go); this package only owns the markup and the view model.
+package ui
+
+import (
+	"embed"
+	"html/template"
+	"io"
+	"io/fs"
+	"net/http"
+	"strings"
+)
+
+//go:embed templates/index.html
+var templates embed.FS
+
+//go:embed static/style.css static/app.js
+var static embed.FS
+
+// page is the parsed public page; html/template escapes every value by
+// its context.
+var page = template.Must(template.ParseFS(templates, "templates/index.html"))
+
+// Statement is one signer's current statement about the looked-up digest,
+// as the page shows it.
+type Statement struct {
+	KeyID  string
+	Status string
+	// Signed is the signer's own timestamp, RFC 3339 in UTC.
+	Signed string
+	Index  uint64
+	// Name is the display name from the statement: it is the signer's
+	// claim, not authenticated beyond the key.
+	Name string
+}
+
+// Data is the view model of the page.
+type Data struct {
+	// Digest is the digest asked for, as typed (it may be invalid).
+	Digest string
+	// Looked is true when a valid digest was looked up.
+	Looked bool
+	// Error is a message for a person when the lookup could not be made.
+	Error string
+	// Statements holds the current statement of each signer, by key ID.
+	Statements []Statement
+	// Entries is the number of entries read to build Statements.
+	Entries int
+	// Truncated is set when more entries match than the page reads.
+	Truncated bool
+	// MaxEntries is the bound on the entries the page reads.
+	MaxEntries int
+	// LogSize is the tree size of the checkpoint the answer was read under.
+	LogSize uint64
+}
+
+// Render writes the page for d to w.
+func Render(w io.Writer, d Data) error {
+	return page.Execute(w, d)
+}
+
+// Static serves the embedded assets under the path prefix /static/. It
+// answers 404 for anything else, directories included (no listings).
+func Static() http.Handler {
+	sub, err := fs.Sub(static, "static")
+	if err != nil {
+		panic(err) // the embed pattern above guarantees the directory
+	}
+	files := http.StripPrefix("/static/", http.FileServerFS(sub))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/") {
+			http.NotFound(w, r)
+			return
+		}
+		files.ServeHTTP(w, r)
+	})
+}
