@@ -132,7 +132,15 @@ func TestPageInBrowser(t *testing.T) {
 	}
 	if png, err := chromedp.Run(step, chromedp.CaptureScreenshot()); err != nil {
 		t.Errorf("screenshot: %v", err)
-	} else if p := filepath.Join(t.TempDir(), "ledger-page.png"); os.WriteFile(p, png, 0o644) == nil {
+	} else {
+		dir := os.Getenv("NOTARIZE_ARTIFACTS") // as the proxy's browser test; else a temp dir
+		if dir == "" {
+			dir = t.TempDir()
+		}
+		p := filepath.Join(dir, "ledger-page.png")
+		if err := os.WriteFile(p, png, 0o644); err != nil {
+			t.Errorf("screenshot: %v", err)
+		}
 		t.Logf("screenshot: %s", p)
 	}
 
