@@ -4,10 +4,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,71 +13,16 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/notarize/docker-notarize/internal/browsertest"
 	"github.com/notarize/docker-notarize/notarize"
 )
-
-// pageChromium returns the path of Debian's chromium, installing it with
-// scripts/chromium.sh when missing; the test is skipped, loudly, only when
-// the script says it cannot be installed (exit 77).
-func pageChromium(t *testing.T) string {
-	t.Helper()
-	out, err := exec.Command("../scripts/chromium.sh").Output()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) && ee.ExitCode() == 77 {
-		t.Skip("SKIPPING THE BROWSER TEST: chromium is not installed and cannot be installed here (scripts/chromium.sh: " +
-			strings.TrimSpace(string(ee.Stderr)) + ")")
-	}
-	if err != nil {
-		t.Fatalf("scripts/chromium.sh: %v", err)
-	}
-	return strings.TrimSpace(string(out))
-}
-
-// pageBrowser starts headless chromium with a fresh profile at the given
-// viewport and returns a tab.
-func pageBrowser(t *testing.T, width, height int) context.Context {
-	t.Helper()
-	path := pageChromium(t)
-	profile, err := os.MkdirTemp("", "notarize-chromium-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		for range 50 { // chromium's children may still write for a moment after it stops
-			if os.RemoveAll(profile) == nil {
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	})
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(path),
-		chromedp.Flag("headless", true),
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.UserDataDir(profile),
-		chromedp.WindowSize(width, height),
-	)
-	ctx, cancel := chromedp.NewContext(actx)
-	t.Cleanup(func() { cancel(); cancelAlloc() })
-	if err := chromedp.Do(ctx, chromedp.EmulateViewport(int64(width), int64(height))); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	return ctx
-}
 
 // TestPageInBrowser drives headless Chromium over the ledger's public
 // page at phone width: a file chosen (and one dropped) is hashed in the
 // browser, and the page then shows that digest's current statements;
 // the script and style sheet load under the CSP; Tab reaches the form.
 func TestPageInBrowser(t *testing.T) {
-	ctx := pageBrowser(t, 375, 800)
+	ctx := browsertest.Start(t, 375, 800)
 	tl := startLedger(t, Config{})
 	content := []byte("a file whose SHA-256 the browser computes\n")
 	sum := sha256.Sum256(content)
@@ -133,11 +76,7 @@ func TestPageInBrowser(t *testing.T) {
 	if png, err := chromedp.Run(step, chromedp.CaptureScreenshot()); err != nil {
 		t.Errorf("screenshot: %v", err)
 	} else {
-		dir := os.Getenv("NOTARIZE_ARTIFACTS") // as the proxy's browser test; else a temp dir
-		if dir == "" {
-			dir = t.TempDir()
-		}
-		p := filepath.Join(dir, "ledger-page.png")
+		p := filepath.Join(browsertest.Artifacts(t), "ledger-page.png")
 		if err := os.WriteFile(p, png, 0o644); err != nil {
 			t.Errorf("screenshot: %v", err)
 		}

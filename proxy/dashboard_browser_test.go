@@ -2,9 +2,7 @@ package proxy_test
 
 import (
 	"context"
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,80 +10,11 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/notarize/docker-notarize/internal/browsertest"
 	"github.com/notarize/docker-notarize/notarize"
 )
 
-// chromium returns the path of Debian's chromium, installing it with
-// scripts/chromium.sh when missing. The test is skipped, loudly, only when
-// the script says it cannot be installed (exit 77: not root).
-func chromium(t *testing.T) string {
-	t.Helper()
-	out, err := exec.Command("../scripts/chromium.sh").Output()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) && ee.ExitCode() == 77 {
-		t.Skip("SKIPPING THE BROWSER TEST: chromium is not installed and cannot be installed here (scripts/chromium.sh: " +
-			strings.TrimSpace(string(ee.Stderr)) + ")")
-	}
-	if err != nil {
-		t.Fatalf("scripts/chromium.sh: %v", err)
-	}
-	return strings.TrimSpace(string(out))
-}
-
-// browser starts headless chromium with a fresh profile and returns a tab.
-func browser(t *testing.T, width, height int) context.Context {
-	t.Helper()
-	path := chromium(t)
-	profile, err := os.MkdirTemp("", "notarize-chromium-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		for range 50 { // chromium's children may still write for a moment after it stops
-			if os.RemoveAll(profile) == nil {
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	})
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(path),
-		chromedp.Flag("headless", true),
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.Flag("disable-quic", true),
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.Flag("hide-scrollbars", true),
-		chromedp.UserDataDir(profile),
-		chromedp.WindowSize(width, height),
-	)
-	ctx, cancel := chromedp.NewContext(actx)
-	t.Cleanup(func() { cancel(); cancelAlloc() })
-	// The first Run starts the browser; it must not carry a timeout.
-	if err := chromedp.Do(ctx, chromedp.EmulateViewport(int64(width), int64(height))); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	return ctx
-}
-
-// artifacts is where the screenshots go: $NOTARIZE_ARTIFACTS or a temp dir.
-func artifacts(t *testing.T) string {
-	t.Helper()
-	dir := os.Getenv("NOTARIZE_ARTIFACTS")
-	if dir == "" {
-		dir = t.TempDir()
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
+// screenshot saves the tab's screenshot at path.
 func screenshot(t *testing.T, ctx context.Context, path string) {
 	t.Helper()
 	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
@@ -105,7 +34,7 @@ func screenshot(t *testing.T, ctx context.Context, path string) {
 // desktop and phone width, by keyboard, with the CSP in force (the style
 // sheet and script load from the proxy itself).
 func TestDashboardInBrowser(t *testing.T) {
-	ctx := browser(t, 1200, 800)
+	ctx := browsertest.Start(t, 1200, 800)
 	e := newEnv(t)
 	signed := digestOf(t, e.push("web/app", "v1"))
 	unsigned := digestOf(t, e.push("web/unsigned", "v1"))
@@ -128,7 +57,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	if err := e.pull("local/audit/tool:v1"); err != nil {
 		t.Fatal(err)
 	}
-	dir := artifacts(t)
+	dir := browsertest.Artifacts(t)
 
 	step, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()

@@ -26,6 +26,7 @@ var allowed = map[string][]string{
 	"internal/boundedfile": {}, // leaves, so that every package may use them
 	"internal/atomicfile":  {},
 	"internal/testutil":    {}, // imported from tests only
+	"internal/browsertest": {}, // imported from tests only
 	"cmd":                  {"notarize", "ledgerclient", "ledger", "proxy", "plugin", "internal"},
 	"e2e":                  {"notarize", "ledgerclient", "ledger", "proxy", "plugin", "internal"},
 }
