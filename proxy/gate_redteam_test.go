@@ -18,28 +18,7 @@ import (
 // thief's repository, nor the victim's repository name under the thief's
 // upstream gets a byte of them.
 func TestRedTeamGateRangeAndSpellings(t *testing.T) {
-	ev := newEvil(t)
-	e := newEnv(t, withUpstream(ev.config()))
-	img := e.push("priv/app", "v1")
-	e.sign(e.release, digestOf(t, img), notarize.StatusTrusted)
-	e.sync()
-	if err := e.pull("local/priv/app:v1"); err != nil {
-		t.Fatal(err)
-	}
-	blobs := blobsOf(t, img)
-	e.waitCachedBlobs(len(blobs))
-
-	m := manifestWithLayers(t, blobs...)
-	ev.serve(func(w http.ResponseWriter, r *http.Request) {
-		if strings.Contains(r.URL.Path, "/manifests/") {
-			serveManifest(w, m)
-			return
-		}
-		w.WriteHeader(http.StatusNotFound)
-		_, _ = io.WriteString(w, `{"errors":[{"code":"BLOB_UNKNOWN","message":"no such blob here"}]}`)
-	})
-	e.sign(e.release, notarize.DigestOf(m), notarize.StatusTrusted)
-	e.sync()
+	e, _, blobs := blobsNamedElsewhere(t)
 	for _, repo := range []string{"evil/thief", "evil/priv/app"} {
 		if code, _, body := e.do(http.MethodGet, manifestPath(repo, "v1"), nil); code != http.StatusOK {
 			t.Fatalf("the naming manifest at %s: %d %s", repo, code, body)

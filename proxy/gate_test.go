@@ -547,6 +547,31 @@ func (e *env) waitCachedBlobs(n int) {
 // from the shared cache: the repository's own upstream must answer for
 // them first, and here it has none.
 func TestCachedBlobNeedsItsOwnUpstream(t *testing.T) {
+	e, ev, blobs := blobsNamedElsewhere(t)
+	if code, _, body := e.do(http.MethodGet, manifestPath("evil/thief", "v1"), nil); code != http.StatusOK {
+		t.Fatalf("the naming manifest: %d %s", code, body)
+	}
+	for _, d := range blobs {
+		e.wantBlobUnknown(http.MethodGet, "evil/thief", d)
+		e.wantBlobUnknown(http.MethodHead, "evil/thief", d)
+	}
+	if n := ev.rec.count("/blobs/"); n == 0 {
+		t.Fatal("the repository's upstream was not asked")
+	}
+	// The repository the blobs were fetched for still gets them.
+	for _, d := range blobs {
+		if code, _, body := e.do(http.MethodGet, "/v2/local/priv/app/blobs/"+string(d), nil); code != http.StatusOK || notarize.DigestOf(body) != d {
+			t.Fatalf("blob %s for its own repository: %d", d, code)
+		}
+	}
+}
+
+// blobsNamedElsewhere sets up the stolen-cache case: the blobs of a signed
+// image at local/priv/app are pulled and cached; the "evil" upstream serves,
+// for any repository, a signed manifest naming those blobs, and has none of
+// them. It returns the env, the evil upstream and the blobs.
+func blobsNamedElsewhere(t *testing.T) (*env, *evil, []notarize.Digest) {
+	t.Helper()
 	ev := newEvil(t)
 	e := newEnv(t, withUpstream(ev.config()))
 	img := e.push("priv/app", "v1")
@@ -569,20 +594,5 @@ func TestCachedBlobNeedsItsOwnUpstream(t *testing.T) {
 	})
 	e.sign(e.release, notarize.DigestOf(m), notarize.StatusTrusted)
 	e.sync()
-	if code, _, body := e.do(http.MethodGet, manifestPath("evil/thief", "v1"), nil); code != http.StatusOK {
-		t.Fatalf("the naming manifest: %d %s", code, body)
-	}
-	for _, d := range blobs {
-		e.wantBlobUnknown(http.MethodGet, "evil/thief", d)
-		e.wantBlobUnknown(http.MethodHead, "evil/thief", d)
-	}
-	if n := ev.rec.count("/blobs/"); n == 0 {
-		t.Fatal("the repository's upstream was not asked")
-	}
-	// The repository the blobs were fetched for still gets them.
-	for _, d := range blobs {
-		if code, _, body := e.do(http.MethodGet, "/v2/local/priv/app/blobs/"+string(d), nil); code != http.StatusOK || notarize.DigestOf(body) != d {
-			t.Fatalf("blob %s for its own repository: %d", d, code)
-		}
-	}
+	return e, ev, blobs
 }
