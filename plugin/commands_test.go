@@ -15,6 +15,7 @@ import (
 
 	"github.com/docker/cli/cli/command"
 	"github.com/google/go-containerregistry/pkg/authn"
+
 	"github.com/notarize/docker-notarize/ledger/ledgertest"
 )
 
@@ -73,6 +74,12 @@ func (h *harness) now() time.Time {
 // run executes one command and returns its stdout, stderr and exit code.
 func (h *harness) run(args ...string) (stdout, stderr string, code int) {
 	h.t.Helper()
+	return h.runWithEnv(nil, args...)
+}
+
+// runWithEnv is harness.run with more environment variables.
+func (h *harness) runWithEnv(extra map[string]string, args ...string) (stdout, stderr string, code int) {
+	h.t.Helper()
 	var out, errOut bytes.Buffer
 	dockerCli, err := command.NewDockerCli(
 		command.WithInputStream(io.NopCloser(strings.NewReader(""))),
@@ -83,6 +90,9 @@ func (h *harness) run(args ...string) (stdout, stderr string, code int) {
 		h.t.Fatal(err)
 	}
 	vars := map[string]string{EnvHome: h.home, EnvPassword: testPassword, EnvLedger: h.ledger.URL}
+	for k, v := range extra {
+		vars[k] = v
+	}
 	e := env{
 		lookupEnv:    func(k string) (string, bool) { v, ok := vars[k]; return v, ok },
 		now:          h.now,

@@ -1,8 +1,6 @@
 package plugin
 
 import (
-	"bytes"
-	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -11,43 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/cli/cli/command"
-	"github.com/google/go-containerregistry/pkg/authn"
-
 	"github.com/notarize/docker-notarize/internal/witnesstest"
 )
-
-// runWithEnv is harness.run with more environment variables.
-func (h *harness) runWithEnv(extra map[string]string, args ...string) (stdout, stderr string, code int) {
-	h.t.Helper()
-	var out, errOut bytes.Buffer
-	dockerCli, err := command.NewDockerCli(
-		command.WithInputStream(io.NopCloser(strings.NewReader(""))),
-		command.WithOutputStream(&out),
-		command.WithErrorStream(&errOut),
-	)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	vars := map[string]string{EnvHome: h.home, EnvPassword: testPassword, EnvLedger: h.ledger.URL}
-	for k, v := range extra {
-		vars[k] = v
-	}
-	e := env{
-		lookupEnv:    func(k string) (string, bool) { v, ok := vars[k]; return v, ok },
-		now:          h.now,
-		keychain:     authn.NewMultiKeychain(),
-		isTerminal:   func(int) bool { return false },
-		readPassword: func(int) ([]byte, error) { panic("no terminal in tests") },
-	}
-	cmd := newRootCmd("docker-notarize", false, dockerCli, e)
-	cmd.SetArgs(args)
-	code, msg := Exit(cmd.ExecuteContext(h.t.Context()))
-	if msg != "" {
-		errOut.WriteString(msg + "\n")
-	}
-	return out.String(), errOut.String(), code
-}
 
 // TestVerifyWitnessed: with a witness policy, verify exits 4 when the
 // ledger's checkpoint lacks a quorum of cosignatures (naming the missing
