@@ -83,7 +83,7 @@ func BenchmarkVerifyWholeProcess(b *testing.B) {
 
 	// The same ledger behind a front that adds 3 witnesses' cosignatures,
 	// verified against a 2-of-3 witness policy (issue 9).
-	w1, w2, w3 := witnesstest.New(b, "w1", "witness1.test"), witnesstest.New(b, "w2", "witness2.test"), witnesstest.New(b, "w3", "witness3.test")
+	w1, w2, w3 := witnesstest.Three(b)
 	front := witnesstest.NewFront(b, l.URL, w1, w2, w3)
 	policy := filepath.Join(b.TempDir(), "witnesses.policy")
 	if err := os.WriteFile(policy, witnesstest.Policy(2, w1, w2, w3), 0o644); err != nil {

@@ -22,7 +22,7 @@ func TestVerifyWitnessed(t *testing.T) {
 	app := h.reg.host + "/app:v1"
 	h.mustRun(0, "sign", app)
 
-	w1, w2, w3 := witnesstest.New(t, "w1", "witness1.test"), witnesstest.New(t, "w2", "witness2.test"), witnesstest.New(t, "w3", "witness3.test")
+	w1, w2, w3 := witnesstest.Three(t)
 	policy := filepath.Join(t.TempDir(), "witnesses.policy")
 	if err := os.WriteFile(policy, witnesstest.Policy(2, w1, w2, w3), 0o600); err != nil {
 		t.Fatal(err)

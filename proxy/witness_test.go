@@ -22,7 +22,7 @@ import (
 // enforced and the proxy is healthy.
 func TestFrozenCheckpointFailsClosedWithWitnesses(t *testing.T) {
 	ledger := ledgertest.Start(t)
-	w1, w2, w3 := witnesstest.New(t, "w1", "witness1.test"), witnesstest.New(t, "w2", "witness2.test"), witnesstest.New(t, "w3", "witness3.test")
+	w1, w2, w3 := witnesstest.Three(t)
 	policy, err := ledgerclient.ParseWitnessPolicy(witnesstest.Policy(2, w1, w2, w3))
 	if err != nil {
 		t.Fatal(err)

@@ -25,7 +25,7 @@ rules:
 // /healthz is 503 and says how old; a bad policy file stops it at start.
 func TestServeWitnessPolicy(t *testing.T) {
 	s := newStack(t, offPolicy)
-	w1, w2, w3 := witnesstest.New(t, "w1", "witness1.test"), witnesstest.New(t, "w2", "witness2.test"), witnesstest.New(t, "w3", "witness3.test")
+	w1, w2, w3 := witnesstest.Three(t)
 	policy := writeFile(t, filepath.Join(s.dir, "witnesses.policy"), string(witnesstest.Policy(2, w1, w2, w3)))
 
 	fresh := witnesstest.NewFront(t, s.ledger.URL, w1, w3)

@@ -97,6 +97,13 @@ func (w *Witness) Verifier() note.Verifier {
 	return v
 }
 
+// Three returns three test witnesses, w1, w2 and w3, named
+// witness1.test, witness2.test and witness3.test: a 2-of-3 quorum's worth.
+func Three(t testing.TB) (w1, w2, w3 *Witness) {
+	t.Helper()
+	return New(t, "w1", "witness1.test"), New(t, "w2", "witness2.test"), New(t, "w3", "witness3.test")
+}
+
 // Policy returns a policy file whose quorum is a group of threshold n over
 // the witnesses.
 func Policy(n int, ws ...*Witness) []byte {

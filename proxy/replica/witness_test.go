@@ -23,7 +23,7 @@ import (
 // Thawed, it catches up and is fresh again.
 func TestReplicaWitnessedFreshness(t *testing.T) {
 	srv := ledgertest.Start(t)
-	w1, w2, w3 := witnesstest.New(t, "w1", "witness1.test"), witnesstest.New(t, "w2", "witness2.test"), witnesstest.New(t, "w3", "witness3.test")
+	w1, w2, w3 := witnesstest.Three(t)
 	policy, err := ledgerclient.ParseWitnessPolicy(witnesstest.Policy(2, w1, w2, w3))
 	if err != nil {
 		t.Fatal(err)
