@@ -8,6 +8,7 @@
 //	POST /api/v1/entries            body: notarize.Entry JSON  → 200/201 Receipt
 //	GET  /api/v1/digests/{digest}[?keyid=K…][&after=I][&limit=N]  → 200 LookupResponse (one page)
 //	GET  /api/v1/digests/{digest}/current?keyid=K…  → 200 LookupResponse (current statement per key)
+//	GET  /api/v1/keys/{keyid}/digests[?status=S][&cursor=C][&limit=N]  → 200 KeyDigestsResponse (one page)
 //	GET  /api/v1/info               → 200 Info
 //	GET  /checkpoint, /tile/…, /tile/entries/…   C2SP tlog-tiles (https://c2sp.org/tlog-tiles)
 //
@@ -28,6 +29,36 @@ const (
 	// of each asked-for key ("/api/v1/digests/sha256:…/current").
 	PathCurrentSuffix = "/current"
 )
+
+// A key lookup (PathKeys + key ID + PathKeyDigestsSuffix) lists the digests
+// one signer key has statements about, with the current statement of each
+// (newest signed timestamp, ties broken by the greater log index), in
+// increasing digest order. QueryStatus keeps only digests whose current
+// statement has that status; QueryCursor continues after the digest a
+// previous page gave as Next; QueryLimit bounds a page (DefaultLookupLimit,
+// at most MaxLookupLimit). Every entry carries an inclusion proof to the
+// answer's checkpoint, so the client checks that each listed statement is
+// logged and signed by the key; that the list is complete is not proven.
+const (
+	// PathKeys is followed by the key ID and PathKeyDigestsSuffix.
+	PathKeys = "/api/v1/keys/"
+	// PathKeyDigestsSuffix follows PathKeys+keyID ("/api/v1/keys/3f…/digests").
+	PathKeyDigestsSuffix = "/digests"
+	// QueryStatus filters a key lookup by current status: trusted, untrusted or unsupported.
+	QueryStatus = "status"
+	// QueryCursor asks a key lookup for digests after its value ("sha256:…").
+	QueryCursor = "cursor"
+)
+
+// KeyDigestsResponse is one page of a key lookup: at most one entry per
+// digest, the key's current statement about it, in increasing digest order.
+type KeyDigestsResponse struct {
+	KeyID      string        `json:"keyID"`
+	Checkpoint string        `json:"checkpoint"`
+	Entries    []LookupEntry `json:"entries"`
+	// Next, when set, is the QueryCursor value of the next page.
+	Next string `json:"next,omitempty"`
+}
 
 // Pagination of a digest lookup. Entries come in increasing log index; a
 // page that is not the last carries Next, the value of QueryAfter for the
