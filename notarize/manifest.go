@@ -357,7 +357,7 @@ func servedMediaType(contentType string) string {
 // checkManifestJSON checks b is one JSON object of valid UTF-8, nested at
 // most maxManifestDepth deep, in which no object repeats a member name and
 // no member name differs only in case from one manifestDoc reads (see
-// checkMembers: encoding/json would read the last of two, or a miscased
+// memberWalk: encoding/json would read the last of two, or a miscased
 // name, where another reader reads the first or nothing). It returns the
 // top-level member names.
 func checkManifestJSON(b []byte) (map[string]bool, error) {
@@ -370,79 +370,14 @@ func checkManifestJSON(b []byte) (map[string]bool, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
 	present := map[string]bool{}
-	if err := checkManifestMembers(dec, reflect.TypeFor[manifestDoc](), 0, present); err != nil {
+	w := memberWalk{unknown: refuseCaseVariants, maxDepth: maxManifestDepth, top: present}
+	if err := w.walk(dec, reflect.TypeFor[manifestDoc](), 0); err != nil {
 		return nil, err
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, errors.New("trailing data after the JSON object")
 	}
 	return present, nil
-}
-
-// checkManifestMembers reads one JSON value from dec, shaped after Go type t
-// (nil for any shape), refusing repeated member names in any object, and
-// member names that differ only in case from a field of t. Unknown members
-// are allowed. With names set, it records the member names of the object
-// read (the top level).
-func checkManifestMembers(dec *json.Decoder, t reflect.Type, depth int, names map[string]bool) error {
-	if depth > maxManifestDepth {
-		return fmt.Errorf("nested deeper than %d", maxManifestDepth)
-	}
-	tok, err := dec.Token()
-	if err != nil {
-		return err
-	}
-	for t != nil && t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	switch tok {
-	case json.Delim('{'):
-		var fields map[string]reflect.Type
-		if t != nil && t.Kind() == reflect.Struct {
-			fields = jsonFields(t)
-		}
-		seen := map[string]bool{}
-		for dec.More() {
-			kt, err := dec.Token()
-			if err != nil {
-				return err
-			}
-			k, _ := kt.(string)
-			if seen[k] {
-				return fmt.Errorf("member %q appears twice in one object", truncate(k, 40))
-			}
-			seen[k] = true
-			if names != nil {
-				names[k] = true
-			}
-			next, ok := fields[k]
-			if !ok {
-				for f := range fields {
-					if strings.EqualFold(f, k) {
-						return fmt.Errorf("member %q differs from %q only in case", truncate(k, 40), f)
-					}
-				}
-			}
-			if err := checkManifestMembers(dec, next, depth+1, nil); err != nil {
-				return err
-			}
-		}
-		_, err = dec.Token()
-		return err
-	case json.Delim('['):
-		var elem reflect.Type
-		if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
-			elem = t.Elem()
-		}
-		for dec.More() {
-			if err := checkManifestMembers(dec, elem, depth+1, nil); err != nil {
-				return err
-			}
-		}
-		_, err = dec.Token()
-		return err
-	}
-	return nil
 }
 
 // saysIndex reports whether a statement's predicate says its subject is an

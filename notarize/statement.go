@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"reflect"
-	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -205,12 +204,12 @@ func ParseStatement(b []byte) (*Statement, error) {
 
 // decodeStrict decodes exactly one JSON value into v, refusing unknown fields,
 // trailing data and what encoding/json would quietly accept but another JSON
-// reader may read differently (see checkMembers): what is signed must mean
+// reader may read differently (see memberWalk): what is signed must mean
 // the same to every verifier and auditor.
 func decodeStrict(b []byte, v any) error {
 	pre := json.NewDecoder(bytes.NewReader(b))
 	pre.UseNumber()
-	if err := checkMembers(pre, reflect.TypeOf(v)); err != nil {
+	if err := (memberWalk{unknown: refuseUnknown, maxDepth: maxStrictDepth}).walk(pre, reflect.TypeOf(v), 0); err != nil {
 		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
@@ -219,96 +218,7 @@ func decodeStrict(b []byte, v any) error {
 		return err
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("trailing data after JSON value")
+		return errTrailing
 	}
 	return nil
-}
-
-// checkMembers reads one JSON value from dec, shaped after Go type t (nil for
-// any shape), and refuses two things encoding/json lets pass where other JSON
-// readers differ: an object that repeats a member name (encoding/json keeps
-// the last, others the first), and, where t is a struct, a member name not
-// spelled exactly as one of its JSON field names (encoding/json matches names
-// case-insensitively, so "Predicate" would fill the predicate field that a
-// case-sensitive reader leaves empty). Maps accept any member names.
-func checkMembers(dec *json.Decoder, t reflect.Type) error {
-	tok, err := dec.Token()
-	if err != nil {
-		return err
-	}
-	for t != nil && t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if u := reflect.TypeFor[json.Unmarshaler](); t != nil && (t.Implements(u) || reflect.PointerTo(t).Implements(u)) {
-		t = nil // decodes itself (time.Time): only its own objects' members are checked
-	}
-	switch tok {
-	case json.Delim('{'):
-		var fields map[string]reflect.Type
-		var elem reflect.Type
-		switch {
-		case t != nil && t.Kind() == reflect.Struct:
-			fields = jsonFields(t)
-		case t != nil && t.Kind() == reflect.Map:
-			elem = t.Elem()
-		}
-		seen := map[string]bool{}
-		for dec.More() {
-			kt, err := dec.Token()
-			if err != nil {
-				return err
-			}
-			k, _ := kt.(string)
-			if seen[k] {
-				return fmt.Errorf("member %q appears twice in one object", truncate(k, 40))
-			}
-			seen[k] = true
-			next := elem
-			if fields != nil {
-				ft, ok := fields[k]
-				if !ok {
-					return fmt.Errorf("unknown member %q", truncate(k, 40))
-				}
-				next = ft
-			}
-			if err := checkMembers(dec, next); err != nil {
-				return err
-			}
-		}
-		_, err = dec.Token()
-		return err
-	case json.Delim('['):
-		var elem reflect.Type
-		if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
-			elem = t.Elem()
-		}
-		for dec.More() {
-			if err := checkMembers(dec, elem); err != nil {
-				return err
-			}
-		}
-		_, err = dec.Token()
-		return err
-	}
-	return nil
-}
-
-// jsonFields returns the exact JSON member names of struct type t, as
-// encoding/json names them, with their types.
-func jsonFields(t reflect.Type) map[string]reflect.Type {
-	fields := make(map[string]reflect.Type, t.NumField())
-	for f := range t.Fields() {
-		if !f.IsExported() {
-			continue
-		}
-		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		if name == "-" {
-			continue
-		}
-		if name == "" {
-			name = f.Name
-		}
-		fields[name] = f.Type
-	}
-	return fields
 }
