@@ -1,134 +1,20 @@
 package ledgerclient
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/notarize/docker-notarize/ledger/api"
 	"log/slog"
-	"net/http"
 	"net/netip"
 	"net/url"
-	"runtime/debug"
-	"strings"
 	"time"
 
 	"github.com/transparency-dev/tessera/client"
 	"golang.org/x/mod/sumdb/note"
 
-	"github.com/notarize/docker-notarize/notarize"
+	"github.com/notarize/docker-notarize/ledger/api"
 )
-
-// DefaultTimeout bounds each call whose context has no deadline.
-const DefaultTimeout = time.Minute
-
-// Config configures a Client.
-type Config struct {
-	// URL is the ledger's base URL, http or https; required.
-	URL string
-	// VerifierKey pins the ledger's checkpoint verifier key, a signed-note
-	// verifier string ("name+hash+key"; its name is the log origin). When
-	// empty, the key pinned under Home for URL is used; when there is none,
-	// the key the ledger announces is trusted on first use and pinned.
-	VerifierKey string
-	// Home is the client's state directory (NOTARIZE_HOME): pinned keys and
-	// the last verified checkpoint per log origin and key; required.
-	Home string
-	// HTTPClient sends the requests; default: a client of its own. It is
-	// copied, not changed: the copy sets the User-Agent, bounds every answer
-	// and follows redirects only within the ledger's host.
-	HTTPClient *http.Client
-	// UserAgent is sent with every request; default
-	// "docker-notarize/<version of the main module>".
-	UserAgent string
-	// Timeout bounds each call whose context has no deadline; default
-	// DefaultTimeout.
-	Timeout time.Duration
-	// Logger receives a record when a key is pinned and when the stored
-	// checkpoint advances; default: discard.
-	Logger *slog.Logger
-	// WitnessPolicy, when set, makes every checkpoint the ledger shows count
-	// only when a quorum of its witnesses has cosigned it (a
-	// *WitnessQuorumError otherwise), and sets Checkpoint.WitnessedAt. Without
-	// it, a ledger (or a front before it) can show one history to some
-	// clients and another to others, and hold back new entries unnoticed.
-	WitnessPolicy *WitnessPolicy
-	// MaxWitnessAge, when positive (with a WitnessPolicy), refuses every
-	// checkpoint whose quorum was completed longer ago with a
-	// *StaleCheckpointError.
-	MaxWitnessAge time.Duration
-}
-
-// Validate checks the configuration.
-func (c *Config) Validate() error {
-	if _, err := parseLedgerURL(c.URL); err != nil {
-		return err
-	}
-	if c.Home == "" {
-		return errors.New("home directory is required")
-	}
-	if c.VerifierKey != "" {
-		if _, err := note.NewVerifier(c.VerifierKey); err != nil {
-			return fmt.Errorf("ledger verifier key %q: %w", clip(c.VerifierKey, 200), err)
-		}
-	}
-	if c.Timeout < 0 {
-		return fmt.Errorf("negative timeout %v", c.Timeout)
-	}
-	if c.MaxWitnessAge < 0 || c.MaxWitnessAge > 0 && c.WitnessPolicy == nil {
-		return fmt.Errorf("maximum witness age %v needs a witness policy and must not be negative", c.MaxWitnessAge)
-	}
-	return nil
-}
-
-func (c Config) withDefaults() Config {
-	if c.HTTPClient == nil {
-		c.HTTPClient = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
-	}
-	if c.UserAgent == "" {
-		c.UserAgent = defaultUserAgent()
-	}
-	if c.Timeout == 0 {
-		c.Timeout = DefaultTimeout
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
-	return c
-}
-
-func defaultUserAgent() string {
-	v := "devel"
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		v = bi.Main.Version
-	}
-	return "docker-notarize/" + v
-}
-
-// parseLedgerURL checks and normalizes a ledger base URL; its string form
-// is the key of the ledger's pin.
-func parseLedgerURL(s string) (*url.URL, error) {
-	if s == "" {
-		return nil, errors.New("ledger URL is required")
-	}
-	u, err := url.Parse(s)
-	if err != nil {
-		return nil, fmt.Errorf("ledger URL: %w", err)
-	}
-	u.Scheme = strings.ToLower(u.Scheme)
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, fmt.Errorf("ledger URL %q: want http or https", s)
-	}
-	if u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("ledger URL %q: want scheme://host[:port][/path] without user, query or fragment", s)
-	}
-	u.Host = strings.ToLower(u.Host)
-	u.Path = strings.TrimRight(u.Path, "/")
-	u.RawPath = ""
-	return u, nil
-}
 
 // Client talks to one ledger and verifies everything it answers. It is safe
 // for concurrent use, also with other processes sharing its Home.
@@ -292,118 +178,6 @@ func (c *Client) Latest(ctx context.Context) (Checkpoint, error) {
 		return Checkpoint{}, fmt.Errorf("latest checkpoint: %w", err)
 	}
 	return cp, nil
-}
-
-// SubmitResult is a verified receipt.
-type SubmitResult struct {
-	// Index is the entry's position in the log.
-	Index uint64
-	// Duplicate is true when the entry was already in the log.
-	Duplicate bool
-	// Checkpoint is the verified checkpoint whose tree includes the entry.
-	Checkpoint Checkpoint
-	// Record is the entry as a verified record.
-	Record notarize.Record
-}
-
-// Submit checks e's signature, sends it to the ledger and returns only once
-// the receipt checks out: its checkpoint verifies and is consistent with the stored one, its
-// inclusion proof leads to the checkpoint's root, its entry is e and its
-// envelope verifies. A refusal by the ledger is an *APIError.
-func (c *Client) Submit(ctx context.Context, e *notarize.Entry) (*SubmitResult, error) {
-	ctx, cancel := c.withTimeout(ctx)
-	defer cancel()
-	res, err := c.submit(ctx, e)
-	if err != nil {
-		return nil, fmt.Errorf("submit to ledger: %w", err)
-	}
-	return res, nil
-}
-
-func (c *Client) submit(ctx context.Context, e *notarize.Entry) (*SubmitResult, error) {
-	// Refuse locally what the ledger must refuse.
-	if _, err := e.Verify(); err != nil {
-		return nil, err
-	}
-	body, err := e.Marshal()
-	if err != nil {
-		return nil, err
-	}
-	b, err := c.ops.Submit(ctx, body)
-	if err != nil {
-		return nil, err
-	}
-	r, err := decodeReceipt(b)
-	if err != nil {
-		return nil, err
-	}
-	cp, err := c.checkpoint(ctx, []byte(r.Checkpoint))
-	if err != nil {
-		return nil, err
-	}
-	// A receipt may carry the checkpoint that first covered the entry, older
-	// than one this client stored since: that is no rollback as long as it
-	// is a prefix of the stored tree, which advance proves.
-	if err := c.advance(ctx, cp, nil); err != nil {
-		return nil, err
-	}
-	rec, err := verifyReceipt(r, cp, body)
-	if err != nil {
-		return nil, err
-	}
-	return &SubmitResult{Index: r.Index, Duplicate: r.Duplicate, Checkpoint: cp, Record: rec}, nil
-}
-
-// decodeReceipt decodes a receipt, bounded in size.
-func decodeReceipt(b []byte) (*api.Receipt, error) {
-	if len(b) > maxReceiptSize {
-		return nil, fmt.Errorf("%w: receipt of %d bytes, at most %d", ErrBadProof, len(b), maxReceiptSize)
-	}
-	var r api.Receipt
-	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, fmt.Errorf("%w: decode receipt: %v", ErrBadProof, err)
-	}
-	if r.Checkpoint == "" || len(r.Entry) == 0 {
-		return nil, fmt.Errorf("%w: receipt without checkpoint or entry", ErrBadProof)
-	}
-	return &r, nil
-}
-
-// verifyReceipt checks a decoded receipt against its verified checkpoint
-// and the entry bytes that were sent, and returns the entry's record.
-func verifyReceipt(r *api.Receipt, cp Checkpoint, sent []byte) (notarize.Record, error) {
-	if err := verifyInclusion(cp, r.Index, r.Entry, r.InclusionProof); err != nil {
-		return notarize.Record{}, err
-	}
-	got, err := notarize.ParseEntry(r.Entry)
-	if err != nil {
-		return notarize.Record{}, fmt.Errorf("%w: the receipt's entry: %v", ErrBadProof, err)
-	}
-	v, err := got.VerifyLogged()
-	if err != nil {
-		return notarize.Record{}, fmt.Errorf("entry %d: %w", r.Index, err)
-	}
-	if !bytes.Equal(r.Entry, sent) {
-		// A statement is logged once: a duplicate's receipt carries the
-		// entry as logged, which may hold other signature bytes (ECDSA
-		// signatures are randomized). It must be the same statement by the
-		// same key; any other entry is not a receipt for this submission.
-		if !r.Duplicate || !sameStatement(sent, v) {
-			return notarize.Record{}, fmt.Errorf("%w: the receipt is for another entry than the one submitted", ErrBadProof)
-		}
-	}
-	return notarize.Record{Index: r.Index, KeyID: v.KeyID, Statement: v.Statement}, nil
-}
-
-// sameStatement reports whether the entry sent holds the statement of the
-// verified logged entry: the same key and the same signed payload.
-func sameStatement(sent []byte, logged *notarize.Verified) bool {
-	e, err := notarize.ParseEntry(sent)
-	if err != nil {
-		return false
-	}
-	v, err := e.Verify()
-	return err == nil && v.Identity() == logged.Identity()
 }
 
 // fetchCheckpoint fetches the ledger's latest checkpoint and verifies it.
