@@ -18,9 +18,10 @@ const module = "github.com/notarize/docker-notarize"
 var allowed = map[string][]string{
 	"notarize":             {},
 	"ledger/api":           {"notarize"}, // the wire contract: a leaf both sides import
-	"ledgerclient":         {"notarize", "ledger/api", "internal/boundedfile", "internal/atomicfile"},
-	"ledger":               {"notarize", "internal/atomicfile"},
-	"proxy":                {"notarize", "ledgerclient", "ledger/api", "internal/boundedfile"},
+	"vindex":               {"notarize"}, // the verifiable index's tree (pure, like the core)
+	"ledgerclient":         {"notarize", "ledger/api", "vindex", "internal/boundedfile", "internal/atomicfile"},
+	"ledger":               {"notarize", "vindex", "internal/atomicfile"},
+	"proxy":                {"notarize", "ledgerclient", "ledger/api", "vindex", "internal/boundedfile"},
 	"plugin":               {"notarize", "ledgerclient", "ledger/api", "internal/atomicfile", "internal/boundedfile"},
 	"internal":             {"notarize", "ledgerclient"},
 	"internal/boundedfile": {}, // leaves, so that every package may use them
