@@ -33,7 +33,7 @@ install: build ## Install the plugin into DOCKER_CONFIG/cli-plugins (default ~/.
 	@echo "installed $(PLUGIN_DIR)/docker-notarize"
 
 .PHONY: run
-run: build ## Start the ledger (127.0.0.1:7070) and the proxy (127.0.0.1:5000) in the foreground; data in ./.notarize.
+run: build ## Start the ledger (127.0.0.1:7070) and the proxy (127.0.0.1:5000) in the foreground (Ctrl-C or `make stop` stops them); data in ./.notarize.
 	@BIN=$(BIN) DATA=$(DATA) LEDGER_ADDR=$(LEDGER_ADDR) PROXY_ADDR=$(PROXY_ADDR) PROXY_FLAGS='$(PROXY_FLAGS)' WITNESSES=$(or $(WITNESSES),0) scripts/run-stack.sh
 
 .PHONY: run-witnessed
@@ -45,9 +45,12 @@ mariadb: ## Start a throwaway MariaDB on 127.0.0.1:3307 (data in .notarize/maria
 	scripts/mariadb.sh start $(DATA)/mariadb 3307
 
 .PHONY: run-mysql
-run-mysql: build mariadb ## Run a ledger on the throwaway MariaDB (shared key in .notarize/ledger-mysql.key).
-	@test -f $(DATA)/ledger-mysql.key || $(BIN)/notarize-ledger keygen --origin localhost/notarize-ledger --out $(DATA)/ledger-mysql.key
-	NOTARIZE_LEDGER_MYSQL_DSN='notarize:notarize@tcp(127.0.0.1:3307)/notarize' $(BIN)/notarize-ledger --storage mysql --key-file $(DATA)/ledger-mysql.key --addr $(LEDGER_ADDR)
+run-mysql: build ## `make run` with the ledger on a throwaway MariaDB (127.0.0.1:3307, stopped with the rest; key in .notarize/ledger-mysql.key).
+	@BIN=$(BIN) DATA=$(DATA) LEDGER_ADDR=$(LEDGER_ADDR) PROXY_ADDR=$(PROXY_ADDR) PROXY_FLAGS='$(PROXY_FLAGS)' WITNESSES=$(or $(WITNESSES),0) STORAGE=mysql scripts/run-stack.sh
+
+.PHONY: stop
+stop: ## Stop what `make run`, `run-mysql` or `run-witnessed` of this checkout started (pid files in .notarize/run).
+	@DATA=$(DATA) scripts/stop-stack.sh
 
 .PHONY: test
 test: ## Run the whole test suite (race detector on).
