@@ -52,6 +52,9 @@ type ops interface {
 	// Current returns the body of GET /api/v1/digests/{d}/current (a
 	// api.LookupResponse): the current statement of each of keyIDs.
 	Current(ctx context.Context, d notarize.Digest, keyIDs []string) ([]byte, error)
+	// KeyDigests returns the body of GET /api/v1/keys/{keyID}/digests (one
+	// page of an api.KeyDigestsResponse) for q (keys.go).
+	KeyDigests(ctx context.Context, keyID string, q KeyQuery) ([]byte, error)
 }
 
 // httpOps is ops over HTTP: tlog-tiles read endpoints through tessera's
