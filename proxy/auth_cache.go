@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/distribution/distribution/v3/registry/auth"
+
+	"github.com/notarize/docker-notarize/internal/ratelimit"
 )
 
 // Bounds of the cache of verified htpasswd credentials.
@@ -47,7 +49,7 @@ type credentialCache struct {
 	key   [credentialCacheKeySize]byte
 	now   func() time.Time
 
-	failed     *loginLimiter
+	failed     *ratelimit.Limiter
 	bcryptGate chan struct{}
 
 	mu   sync.Mutex
@@ -66,7 +68,7 @@ var _ auth.AccessController = (*credentialCache)(nil)
 func newCredentialCache(inner auth.AccessController, path string) *credentialCache {
 	c := &credentialCache{inner: inner, path: path, now: time.Now, seen: map[[sha256.Size]byte]verifiedCredential{},
 		bcryptGate: make(chan struct{}, bcryptSlots())}
-	c.failed = newLoginLimiter(func() time.Time { return c.now() })
+	c.failed = ratelimit.New(failedLoginRate, failedLoginBurst, maxLoginClients, func() time.Time { return c.now() })
 	_, _ = rand.Read(c.key[:]) // crypto/rand.Read never fails
 	return c
 }
@@ -129,11 +131,9 @@ const (
 	failedLoginRate  = 5.0
 	failedLoginBurst = 20
 	// maxLoginClients bounds the buckets kept (~100 bytes each); clients
-	// beyond it share one bucket until idle buckets are dropped.
+	// beyond it share one bucket until idle buckets are dropped (see
+	// internal/ratelimit).
 	maxLoginClients = 10_000
-	// loginSweepInterval is how often idle (refilled) buckets are dropped
-	// at most; when the table is full, at most once a second.
-	loginSweepInterval = time.Minute
 	// bcryptWaitMax bounds the wait for a verification slot; past it the
 	// client is answered 429.
 	bcryptWaitMax = 10 * time.Second
@@ -170,7 +170,7 @@ func (e *loginRateError) retryAfterHeader() string {
 // token back.
 func (c *credentialCache) verify(r *http.Request, access []auth.Access) (*auth.Grant, error) {
 	client := loginClient(r.RemoteAddr)
-	if wait, ok := c.failed.take(client); !ok {
+	if wait, ok := c.failed.Take(client); !ok {
 		return nil, &loginRateError{retryAfter: wait}
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), bcryptWaitMax)
@@ -178,7 +178,7 @@ func (c *credentialCache) verify(r *http.Request, access []auth.Access) (*auth.G
 	select {
 	case c.bcryptGate <- struct{}{}:
 	case <-ctx.Done():
-		c.failed.give(client)
+		c.failed.Give(client)
 		if r.Context().Err() != nil {
 			return nil, fmt.Errorf("waiting to verify credentials: %w", r.Context().Err())
 		}
@@ -188,7 +188,7 @@ func (c *credentialCache) verify(r *http.Request, access []auth.Access) (*auth.G
 	<-c.bcryptGate
 	var ch auth.Challenge
 	if err == nil || !errors.As(err, &ch) {
-		c.failed.give(client) // accepted, or not decided (file unreadable): not a refused login
+		c.failed.Give(client) // accepted, or not decided (file unreadable): not a refused login
 	}
 	return g, err
 }
@@ -211,90 +211,4 @@ func loginClient(remoteAddr string) string {
 		return p.String()
 	}
 	return a.String()
-}
-
-// loginLimiter is a token bucket per client, of failedLoginRate and
-// failedLoginBurst, in bounded memory: a bucket that has refilled is the
-// same as none and is dropped by a sweep; clients beyond maxLoginClients
-// share one bucket.
-type loginLimiter struct {
-	now func() time.Time
-
-	mu        sync.Mutex
-	buckets   map[string]*loginBucket
-	overflow  loginBucket
-	lastSweep time.Time
-}
-
-type loginBucket struct {
-	tokens float64
-	last   time.Time
-}
-
-func newLoginLimiter(now func() time.Time) *loginLimiter {
-	t := now()
-	return &loginLimiter{now: now, buckets: map[string]*loginBucket{}, lastSweep: t,
-		overflow: loginBucket{tokens: failedLoginBurst, last: t}}
-}
-
-// refill brings b's tokens up to now.
-func (b *loginBucket) refill(now time.Time) {
-	if el := now.Sub(b.last).Seconds(); el > 0 {
-		b.tokens = min(failedLoginBurst, b.tokens+el*failedLoginRate)
-	}
-	b.last = now
-}
-
-// bucket returns client's bucket, creating it (or answering the shared
-// overflow bucket when the table is full); l.mu is held.
-func (l *loginLimiter) bucket(client string, now time.Time) *loginBucket {
-	if b, ok := l.buckets[client]; ok {
-		return b
-	}
-	full := len(l.buckets) >= maxLoginClients
-	if since := now.Sub(l.lastSweep); since >= loginSweepInterval || full && since >= time.Second {
-		l.lastSweep = now
-		for k, b := range l.buckets {
-			if b.refill(now); b.tokens >= failedLoginBurst {
-				delete(l.buckets, k)
-			}
-		}
-		full = len(l.buckets) >= maxLoginClients
-	}
-	if full {
-		return &l.overflow
-	}
-	b := &loginBucket{tokens: failedLoginBurst, last: now}
-	l.buckets[client] = b
-	return b
-}
-
-// take spends one of client's tokens, or reports how long until one is there.
-func (l *loginLimiter) take(client string) (time.Duration, bool) {
-	now := l.now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b := l.bucket(client, now)
-	b.refill(now)
-	if b.tokens < 1 {
-		return time.Duration((1 - b.tokens) / failedLoginRate * float64(time.Second)), false
-	}
-	b.tokens--
-	return 0, true
-}
-
-// give returns a token taken for a login that was not refused.
-func (l *loginLimiter) give(client string) {
-	now := l.now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b, ok := l.buckets[client]
-	if !ok {
-		if len(l.buckets) < maxLoginClients {
-			return // dropped while full: a new one starts full
-		}
-		b = &l.overflow
-	}
-	b.refill(now)
-	b.tokens = min(failedLoginBurst, b.tokens+1)
 }

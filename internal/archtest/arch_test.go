@@ -20,12 +20,13 @@ var allowed = map[string][]string{
 	"ledger/api":           {"notarize"}, // the wire contract: a leaf both sides import
 	"vindex":               {"notarize"}, // the verifiable index's tree (pure, like the core)
 	"ledgerclient":         {"notarize", "ledger/api", "vindex", "internal/boundedfile", "internal/atomicfile"},
-	"ledger":               {"notarize", "vindex", "internal/atomicfile"},
-	"proxy":                {"notarize", "ledgerclient", "ledger/api", "vindex", "internal/boundedfile"},
+	"ledger":               {"notarize", "vindex", "internal/atomicfile", "internal/ratelimit"},
+	"proxy":                {"notarize", "ledgerclient", "ledger/api", "vindex", "internal/boundedfile", "internal/ratelimit"},
 	"plugin":               {"notarize", "ledgerclient", "ledger/api", "internal/atomicfile", "internal/boundedfile"},
 	"internal":             {"notarize", "ledgerclient"},
 	"internal/boundedfile": {}, // leaves, so that every package may use them
 	"internal/atomicfile":  {},
+	"internal/ratelimit":   {},
 	"internal/testutil":    {}, // imported from tests only
 	"internal/browsertest": {}, // imported from tests only
 	"cmd":                  {"notarize", "ledgerclient", "ledger", "proxy", "plugin", "internal"},
