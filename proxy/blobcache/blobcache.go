@@ -64,6 +64,10 @@ type Config struct {
 	FillTimeout time.Duration
 	// Logger receives failed downloads and evictions; default: discard.
 	Logger *slog.Logger
+	// Shared is the fleet tier (optional): a blob missing here is read from
+	// it, hashed like any download, before the upstream is asked; a blob
+	// downloaded from the upstream is put there once verified.
+	Shared *Shared
 }
 
 // Validate checks the configuration.
@@ -95,6 +99,11 @@ type Stats struct {
 	// Uncached counts verified blobs served without being cached since New:
 	// larger than MaxBytes, or no room because the rest was in use.
 	Uncached uint64
+	// SharedHits counts fills read from the shared store, SharedPuts the
+	// blobs this instance put there, SharedBad the copies there that did
+	// not hash to their digest (removed), SharedErrors the failed reads and
+	// puts (the fill went to the upstream, or the blob stayed local).
+	SharedHits, SharedPuts, SharedBad, SharedErrors uint64
 }
 
 // Cache is a content-addressed blob store with shared downloads. It is safe
@@ -465,6 +474,9 @@ type Fill struct {
 	passTmp  string // the verified blob served without caching; removed with the last reference
 	passSize int64
 
+	fromShared bool // read from the shared store; set before started is closed
+	upload     bool // from the upstream: put into the shared store once verified
+
 	mu       sync.Mutex
 	file     *os.File // the temporary file; readers ReadAt it
 	size     int64
@@ -538,8 +550,15 @@ func (f *Fill) Wait(ctx context.Context) error {
 	return f.err
 }
 
+// FromShared reports whether the blob is read from the shared store rather
+// than fetched from the upstream. Call it after Started succeeded.
+func (f *Fill) FromShared() bool {
+	<-f.started
+	return f.fromShared
+}
+
 func (f *Fill) run(ctx context.Context, fetch Fetch) {
-	err := f.download(ctx, fetch)
+	err := f.download(ctx, f.c.source(f, fetch))
 	f.c.mu.Lock()
 	delete(f.c.fills, f.d)
 	f.c.mu.Unlock()
@@ -555,7 +574,14 @@ func (f *Fill) run(ctx context.Context, fetch Fetch) {
 	close(f.done)
 	f.mu.Unlock()
 	if err != nil {
-		f.c.cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "blob download failed; nothing cached", slog.String("digest", string(f.d)), slog.String("error", err.Error()))
+		f.c.cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "blob download failed; nothing cached", slog.String("digest", string(f.d)), slog.Bool("from_shared", f.fromShared), slog.String("error", err.Error()))
+		if f.fromShared && (errors.Is(err, ErrDigestMismatch) || errors.Is(err, ErrSizeMismatch)) {
+			f.c.dropBadShared(ctx, f.d)
+		}
+		return
+	}
+	if f.upload {
+		f.c.putShared(ctx, f)
 	}
 }
 
