@@ -5,12 +5,13 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"github.com/notarize/docker-notarize/ledger/api"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/notarize/docker-notarize/ledger/api"
 
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/transparency-dev/tessera"
@@ -155,7 +156,7 @@ func TestUnavailable(t *testing.T) {
 		{"closing", func(l *Ledger) { l.closing.Store(true) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			l, err := New(t.Context(), Config{DataDir: t.TempDir(), Logger: testLogger(t)})
+			l, err := openPOSIX(t, t.TempDir(), Config{})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -8,11 +8,9 @@ import (
 	"log/slog"
 	"math"
 	"net/netip"
-	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
+	"github.com/notarize/docker-notarize/ledger/storage"
 	"github.com/notarize/docker-notarize/notarize"
 	"golang.org/x/mod/sumdb/note"
 )
@@ -39,55 +37,27 @@ const (
 	DefaultReceiptTimeout = 30 * time.Second
 )
 
-// MinCheckpointInterval is the smallest CheckpointInterval the POSIX storage accepts.
+// MinCheckpointInterval is the smallest CheckpointInterval the ledger accepts.
 const MinCheckpointInterval = 100 * time.Millisecond
 
-// Storage kinds for Config.Storage.
-const (
-	// StoragePOSIX keeps the log, the index and the key in Config.DataDir:
-	// one process, one directory. The default.
-	StoragePOSIX = "posix"
-	// StorageMySQL keeps the log (Tessera's MySQL driver), the digest index,
-	// duplicate detection, the enrolled signers and the log's identity in
-	// the MySQL/MariaDB database Config.MySQLDSN names, shared by any number
-	// of ledger instances.
-	StorageMySQL = "mysql"
-)
-
-// ErrNoSignerKey is returned (wrapped) by Validate when StorageMySQL is
-// chosen without Config.NoteSignerKey: instances sharing a database must
-// sign with one key, which is made once (notarize-ledger keygen), never by
-// an instance.
-var ErrNoSignerKey = errors.New("mysql storage needs the shared checkpoint key (--key-file FILE or $NOTARIZE_LEDGER_SIGNER_KEY); make it once with `notarize-ledger keygen --origin NAME --out FILE`")
-
-// Config configures a Ledger. DataDir is required with StoragePOSIX;
-// MySQLDSN and NoteSignerKey with StorageMySQL.
+// Config configures a Ledger. Where it keeps its data is the Storage given
+// to New, not a field.
 type Config struct {
-	// Storage is StoragePOSIX (the default when empty) or StorageMySQL.
-	Storage string
-	// MySQLDSN names the database of StorageMySQL, as a go-sql-driver/mysql
-	// DSN: "user:password@tcp(host:3306)/dbname". The database must exist;
-	// the ledger creates and migrates its tables on start. Unset timeouts
-	// default to timeout=5s, readTimeout=30s, writeTimeout=30s.
-	MySQLDSN string
-	// DataDir (StoragePOSIX) holds everything the ledger keeps: the Tessera log (DataDir/log),
-	// the digest index (DataDir/index.db), the note key (DataDir/ledger.key),
-	// its verifier key (DataDir/ledger.pub) and the origin (DataDir/origin).
-	// It is created if missing.
-	DataDir string
 	// Origin is the checkpoint origin line, the log's name. Empty means the
-	// persisted origin, or "<hostname>/notarize-ledger/<key id>" on first start. Once
-	// persisted it cannot change: New refuses a different one.
+	// origin the storage holds, or "<hostname>/notarize-ledger/<key id>" on
+	// first start. Once persisted it cannot change: New refuses a different
+	// one (ErrIdentityMismatch).
 	Origin string
 	// NoteSignerKey is a sumdb/note signer key ("PRIVATE+KEY+…"); its name
-	// must be the origin. Empty means DataDir/ledger.key, generated on first
-	// start (StoragePOSIX only: StorageMySQL requires it).
+	// must be the origin. Empty means the key the storage keeps: the POSIX
+	// driver generates one on first start (posix.KeyFile); the MySQL driver
+	// requires it (mysql.ErrNoSignerKey), since instances sharing a
+	// database must sign with one key.
 	NoteSignerKey string
-	// Signers are the enrolled writers' public keys. Empty means anyone whose
-	// envelope verifies under the key it carries may write. With
-	// StorageMySQL the enrolled set lives in the database: a non-empty
-	// Signers replaces it on start, an empty one keeps it, and every
-	// instance follows the database's set.
+	// Signers are the enrolled writers' public keys. A non-empty Signers
+	// replaces the set the storage keeps on start; an empty one keeps it
+	// (empty: anyone whose envelope verifies under the key it carries may
+	// write). Every instance sharing the storage follows the stored set.
 	Signers []crypto.PublicKey
 	// MaxFutureSkew bounds how far a statement's timestamp may be ahead of
 	// the ledger's clock. Zero means DefaultMaxFutureSkew.
@@ -97,7 +67,7 @@ type Config struct {
 	// CheckpointInterval is how often a checkpoint may be published; a
 	// submission is answered after the next one. Zero means
 	// DefaultCheckpointInterval; at least MinCheckpointInterval otherwise.
-	// With StorageMySQL it is the interval across all instances.
+	// On storage shared by instances it is the interval across all of them.
 	CheckpointInterval time.Duration
 	// WitnessPolicy, when not empty, is a witness policy file in the format
 	// Tessera's NewWitnessGroupFromPolicy reads (Sigsum's policy format:
@@ -234,24 +204,7 @@ func (r RateLimits) validate() []error {
 // have defaults are valid.
 func (c *Config) Validate() error {
 	var errs []error
-	switch c.Storage {
-	case "", StoragePOSIX:
-		if c.DataDir == "" {
-			errs = append(errs, errors.New("DataDir is required"))
-		}
-	case StorageMySQL:
-		if c.MySQLDSN == "" {
-			errs = append(errs, errors.New("MySQLDSN is required with mysql storage"))
-		} else if _, err := parseDSN(c.MySQLDSN); err != nil {
-			errs = append(errs, err)
-		}
-		if c.NoteSignerKey == "" {
-			errs = append(errs, ErrNoSignerKey)
-		}
-	default:
-		errs = append(errs, fmt.Errorf("storage %q: want %q or %q", c.Storage, StoragePOSIX, StorageMySQL))
-	}
-	if c.Origin != "" && !validOrigin(c.Origin) {
+	if c.Origin != "" && !storage.ValidOrigin(c.Origin) {
 		errs = append(errs, fmt.Errorf("origin %q: must be non-empty UTF-8 without spaces or '+'", c.Origin))
 	}
 	if c.NoteSignerKey != "" {
@@ -288,9 +241,6 @@ func (c *Config) Validate() error {
 
 // withDefaults returns c with zero fields set to their defaults.
 func (c Config) withDefaults() Config {
-	if c.Storage == "" {
-		c.Storage = StoragePOSIX
-	}
 	if c.MaxFutureSkew == 0 {
 		c.MaxFutureSkew = DefaultMaxFutureSkew
 	}
@@ -314,12 +264,6 @@ func (c Config) withDefaults() Config {
 	}
 	c.RateLimits = c.RateLimits.withDefaults()
 	return c
-}
-
-// validOrigin reports whether s can be a signed-note key name and so a
-// checkpoint origin: non-empty UTF-8 with no Unicode space and no '+'.
-func validOrigin(s string) bool {
-	return s != "" && utf8.ValidString(s) && strings.IndexFunc(s, unicode.IsSpace) < 0 && !strings.Contains(s, "+")
 }
 
 // ParseSigners decodes the enrolled signers file: one or more PEM "PUBLIC

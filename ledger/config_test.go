@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/notarize/docker-notarize/ledger/storage/posix"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"golang.org/x/mod/sumdb/note"
 )
@@ -28,17 +29,16 @@ func TestConfigValidate(t *testing.T) {
 		cfg     Config
 		wantErr string
 	}{
-		{"minimal", Config{DataDir: "d"}, ""},
-		{"everything", Config{DataDir: "d", Origin: "example.com/log", NoteSignerKey: skey, Signers: []crypto.PublicKey{newTestSigner(t).pub},
+		{"minimal", Config{}, ""},
+		{"everything", Config{Origin: "example.com/log", NoteSignerKey: skey, Signers: []crypto.PublicKey{newTestSigner(t).pub},
 			MaxFutureSkew: time.Minute, BatchMaxAge: time.Millisecond, CheckpointInterval: time.Second}, ""},
-		{"no data dir", Config{}, "DataDir is required"},
-		{"origin with space", Config{DataDir: "d", Origin: "a b"}, "origin"},
-		{"origin with plus", Config{DataDir: "d", Origin: "a+b"}, "origin"},
-		{"bad note key", Config{DataDir: "d", NoteSignerKey: "PRIVATE+KEY+nope"}, "note signer key"},
-		{"negative skew", Config{DataDir: "d", MaxFutureSkew: -time.Second}, "MaxFutureSkew"},
-		{"negative batch age", Config{DataDir: "d", BatchMaxAge: -time.Second}, "BatchMaxAge"},
-		{"checkpoint too often", Config{DataDir: "d", CheckpointInterval: 10 * time.Millisecond}, "CheckpointInterval"},
-		{"unusable signer key", Config{DataDir: "d", Signers: []crypto.PublicKey{"not a key"}}, "signer 0"},
+		{"origin with space", Config{Origin: "a b"}, "origin"},
+		{"origin with plus", Config{Origin: "a+b"}, "origin"},
+		{"bad note key", Config{NoteSignerKey: "PRIVATE+KEY+nope"}, "note signer key"},
+		{"negative skew", Config{MaxFutureSkew: -time.Second}, "MaxFutureSkew"},
+		{"negative batch age", Config{BatchMaxAge: -time.Second}, "BatchMaxAge"},
+		{"checkpoint too often", Config{CheckpointInterval: 10 * time.Millisecond}, "CheckpointInterval"},
+		{"unusable signer key", Config{Signers: []crypto.PublicKey{"not a key"}}, "signer 0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.cfg.Validate()
@@ -97,16 +97,16 @@ func TestParseSigners(t *testing.T) {
 // first start, and refused when a later start disagrees with them.
 func TestIdentity(t *testing.T) {
 	dir := t.TempDir()
-	tl := startLedger(t, Config{DataDir: dir, Origin: "example.com/ledger"})
+	tl := startLedgerIn(t, dir, Config{Origin: "example.com/ledger"})
 	origin, vkey := tl.Origin(), tl.VerifierKey()
 	if origin != "example.com/ledger" || !strings.HasPrefix(vkey, origin+"+") {
 		t.Fatalf("origin %q verifier key %q", origin, vkey)
 	}
-	fi, err := os.Stat(filepath.Join(dir, KeyFile))
+	fi, err := os.Stat(filepath.Join(dir, posix.KeyFile))
 	if err != nil || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("%s: %v, mode %v; want 0600", KeyFile, err, fi.Mode())
+		t.Fatalf("%s: %v, mode %v; want 0600", posix.KeyFile, err, fi.Mode())
 	}
-	skey, err := os.ReadFile(filepath.Join(dir, KeyFile))
+	skey, err := os.ReadFile(filepath.Join(dir, posix.KeyFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +115,7 @@ func TestIdentity(t *testing.T) {
 	tl.submit(t, s.sign(t, randomDigest(t), "trusted", time.Now()), 201)
 
 	t.Run("second process on the same dir", func(t *testing.T) {
-		_, err := New(t.Context(), Config{DataDir: dir, Logger: testLogger(t)})
+		_, err := openPOSIX(t, dir, Config{})
 		if err == nil || !strings.Contains(err.Error(), "in use") {
 			t.Fatalf("got %v, want the data dir to be in use", err)
 		}
@@ -140,8 +140,7 @@ func TestIdentity(t *testing.T) {
 		{"key and origin disagree", Config{NoteSignerKey: strings.TrimSpace(string(skey)), Origin: "other.example/ledger"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tc.cfg.DataDir, tc.cfg.Logger = dir, testLogger(t)
-			l, err := New(t.Context(), tc.cfg)
+			l, err := openPOSIX(t, dir, tc.cfg)
 			if err == nil {
 				_ = l.Close(t.Context())
 				t.Fatal("New accepted a conflicting identity")
@@ -152,7 +151,7 @@ func TestIdentity(t *testing.T) {
 		})
 	}
 	t.Run("same key given explicitly", func(t *testing.T) {
-		tl := startLedger(t, Config{DataDir: dir, NoteSignerKey: strings.TrimSpace(string(skey))})
+		tl := startLedgerIn(t, dir, Config{NoteSignerKey: strings.TrimSpace(string(skey))})
 		if tl.Origin() != origin || tl.VerifierKey() != vkey {
 			t.Fatalf("identity changed: %s %s", tl.Origin(), tl.VerifierKey())
 		}

@@ -4,20 +4,32 @@
 // index from (subject digest, signer key ID) to log entries and their signed
 // timestamps, and serves both over HTTP.
 //
-// The log is a Tessera log on POSIX storage under Config.DataDir/log. Its
-// checkpoints are C2SP signed notes (https://c2sp.org/signed-note,
-// https://c2sp.org/tlog-checkpoint) signed with an Ed25519 key that is
-// generated on first start and kept in DataDir/ledger.key; the verifier key
-// is written to DataDir/ledger.pub.
+// Storage is a driver, constructed first and handed to New, as a
+// tessera.Driver is to tessera.NewAppender:
 //
-// With Config.Storage = StorageMySQL the log lives in a MySQL/MariaDB
-// database through Tessera's MySQL driver, and so do the digest index,
-// duplicate detection, the enrolled signers and the log's identity (origin
-// and verifier key), in tables beside Tessera's (see mysql.go): any number
-// of instances on one database serve the same log, byte for byte the same
-// tiles and checkpoints as a POSIX ledger holding the same entries. The
-// instances share one checkpoint key, made once (NewSignerKey) and given to
-// each (Config.NoteSignerKey); the schema is created and migrated on start.
+//	st, err := posix.New(ctx, posix.Config{Dir: dir})      // ledger/storage/posix
+//	st, err := mysql.New(ctx, mysql.Config{DSN: dsn})      // ledger/storage/mysql
+//	l, err := ledger.New(ctx, st, ledger.Config{…})
+//
+// The contract a driver implements (the Tessera driver, the index
+// primitives, identity, enrolled signers, optional publisher and health) is
+// package storage (ledger/storage); the follower, antispam, lookups and
+// their bounds and proofs are this package's, the same on every driver.
+//
+// On POSIX storage the log is a Tessera log under the directory's log/.
+// Its checkpoints are C2SP signed notes (https://c2sp.org/signed-note,
+// https://c2sp.org/tlog-checkpoint) signed with an Ed25519 key that is
+// generated on first start and kept in the directory (posix.KeyFile); the
+// verifier key is written beside it (posix.PubFile).
+//
+// On MySQL storage the log lives in a MySQL/MariaDB database through
+// Tessera's MySQL driver, and so do the digest index, duplicate detection,
+// the enrolled signers and the log's identity (origin and verifier key), in
+// tables beside Tessera's: any number of instances on one database serve
+// the same log, byte for byte the same tiles and checkpoints as a POSIX
+// ledger holding the same entries. The instances share one checkpoint key,
+// made once (NewSignerKey) and given to each (Config.NoteSignerKey); the
+// schema is created and migrated on start.
 //
 // With Config.WitnessPolicy every checkpoint is cosigned by a quorum of
 // witnesses (https://c2sp.org/tlog-witness, https://c2sp.org/tlog-cosignature)
@@ -40,9 +52,9 @@
 // shared with ledgerclient. Every error is an api.ErrorResponse; bad input
 // always gets a 4xx.
 //
-// Duplicate detection and the digest index live in one embedded bbolt store
-// (DataDir/index.db; MySQL tables with StorageMySQL) that implements
-// tessera.Antispam: a statement is identified by its key and signed payload
+// Duplicate detection and the digest index live in the driver's database
+// (an embedded bbolt file on POSIX, tables on MySQL), behind an index that
+// implements tessera.Antispam: a statement is identified by its key and signed payload
 // (notarize.Verified.Identity), not its bytes, so a replay re-signed or
 // re-encoded is answered with the existing index and never appended;
 // concurrent submissions of one statement share one append (across MySQL

@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	mysqlstorage "github.com/notarize/docker-notarize/ledger/storage/mysql"
+	"github.com/notarize/docker-notarize/ledger/storage/posix"
+
 	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/notarize"
 	bolt "go.etcd.io/bbolt"
@@ -69,21 +72,21 @@ func checkEntryBytes(t *testing.T, tl *testLedger, owner *testSigner, d notarize
 // rebuilt, so lookups find every entry's bytes.
 func TestBoltIndexFormat2IsRebuilt(t *testing.T) {
 	dir := t.TempDir()
-	tl := startLedger(t, Config{DataDir: dir})
+	tl := startLedgerIn(t, dir, Config{})
 	owner, d, idx, logged := entryBytesLedger(t, tl)
 	tl.close(t)
 
-	db, err := bolt.Open(filepath.Join(dir, indexFileName), 0o600, nil)
+	db, err := bolt.Open(filepath.Join(dir, posix.IndexFile), 0o600, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		if err := tx.DeleteBucket(bucketData); err != nil {
+		if err := tx.DeleteBucket([]byte("data")); err != nil {
 			return err
 		}
 		v := make([]byte, 8)
 		binary.BigEndian.PutUint64(v, 2)
-		return tx.Bucket(bucketMeta).Put(formatKey, v)
+		return tx.Bucket([]byte("meta")).Put([]byte("format"), v)
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -100,14 +103,15 @@ func TestBoltIndexFormat2IsRebuilt(t *testing.T) {
 // entry bytes filled in from the log.
 func TestMySQLMigrationV3StoresEntryBytes(t *testing.T) {
 	dsn := mysqlEnv.database(t)
-	tl := startLedger(t, mysqlConfig(t, dsn, noteKey(t, "mysql.example/migrate3")))
+	tl := startLedgerAt(t, mysqlAt(dsn), mysqlConfig(t, noteKey(t, "mysql.example/migrate3")))
 	owner, d, idx, logged := entryBytesLedger(t, tl)
 	tl.close(t)
 
 	db := openSQL(t, dsn)
 	for _, stmt := range []string{
 		"DROP TABLE `notarize_entry_data`",
-		"DELETE FROM `notarize_follow` WHERE `id` = " + mysqlFollowRow,
+		"DROP TABLE `notarize_key_current`",
+		"DELETE FROM `notarize_follow` WHERE `id` >= 2",
 		"UPDATE `notarize_schema` SET `version` = 2",
 	} {
 		if _, err := db.ExecContext(t.Context(), stmt); err != nil {
@@ -117,7 +121,7 @@ func TestMySQLMigrationV3StoresEntryBytes(t *testing.T) {
 	tl.open(t)
 	checkEntryBytes(t, tl, owner, d, idx, logged)
 	var version int
-	if err := db.QueryRowContext(t.Context(), "SELECT `version` FROM `notarize_schema` WHERE `id` = 0").Scan(&version); err != nil || version != schemaVersion {
-		t.Fatalf("schema version %d (%v), want %d", version, err, schemaVersion)
+	if err := db.QueryRowContext(t.Context(), "SELECT `version` FROM `notarize_schema` WHERE `id` = 0").Scan(&version); err != nil || version != mysqlstorage.SchemaVersion {
+		t.Fatalf("schema version %d (%v), want %d", version, err, mysqlstorage.SchemaVersion)
 	}
 }

@@ -3,7 +3,6 @@ package ledger
 import (
 	"crypto/sha256"
 	"math"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -17,7 +16,7 @@ import (
 // duplicate. Rows carry the key, so a filtered page and the current
 // statement see only the keys asked for.
 func TestFollowerIndexesVerifiedEntriesOnly(t *testing.T) {
-	st, err := openBoltStore(filepath.Join(t.TempDir(), "index.db"), testLogger(t))
+	st, err := openTestIndex(t, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

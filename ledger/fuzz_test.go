@@ -4,12 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"github.com/notarize/docker-notarize/ledger/api"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/notarize/docker-notarize/ledger/api"
 
 	"github.com/notarize/docker-notarize/notarize"
 )
@@ -32,7 +33,7 @@ func FuzzSubmit(f *testing.F) {
 	} {
 		f.Add(seed)
 	}
-	l, err := New(f.Context(), Config{DataDir: f.TempDir(), Logger: testLogger(f)})
+	l, err := openPOSIX(f, f.TempDir(), Config{})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -8,14 +8,18 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"github.com/notarize/docker-notarize/ledger/api"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
+
+	"github.com/notarize/docker-notarize/ledger/api"
+	"github.com/notarize/docker-notarize/ledger/storage/mysql"
+	"github.com/notarize/docker-notarize/ledger/storage/posix"
 
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/notarize/docker-notarize/notarize/notarizetest"
@@ -97,6 +101,8 @@ func mustMarshal(t testing.TB, e *notarize.Entry) []byte {
 type testLedger struct {
 	*Ledger
 	cfg Config
+	at  storageAt
+	dir string // the POSIX data directory, if it is one
 	srv *httptest.Server
 	url string
 }
@@ -105,13 +111,28 @@ func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
-// startLedger opens a ledger on cfg (DataDir defaults to a temp dir) and
+// startLedger opens a ledger on cfg on POSIX storage in a temp dir and
 // serves it; both are stopped by t.Cleanup.
 func startLedger(t testing.TB, cfg Config) *testLedger {
 	t.Helper()
-	if cfg.DataDir == "" {
-		cfg.DataDir = t.TempDir()
-	}
+	dir := t.TempDir()
+	tl := startLedgerAt(t, posixAt(dir), cfg)
+	tl.dir = dir
+	return tl
+}
+
+// startLedgerIn is startLedger on POSIX storage in dir.
+func startLedgerIn(t testing.TB, dir string, cfg Config) *testLedger {
+	t.Helper()
+	tl := startLedgerAt(t, posixAt(dir), cfg)
+	tl.dir = dir
+	return tl
+}
+
+// startLedgerAt opens a ledger on cfg and the storage at opens, and
+// serves it; both are stopped by t.Cleanup.
+func startLedgerAt(t testing.TB, at storageAt, cfg Config) *testLedger {
+	t.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(t)
 	}
@@ -120,7 +141,7 @@ func startLedger(t testing.TB, cfg Config) *testLedger {
 		// tests set limits of their own.
 		cfg.RateLimits.Off = true
 	}
-	tl := &testLedger{cfg: cfg}
+	tl := &testLedger{cfg: cfg, at: at}
 	tl.open(t)
 	t.Cleanup(func() { tl.close(t) })
 	return tl
@@ -128,7 +149,7 @@ func startLedger(t testing.TB, cfg Config) *testLedger {
 
 func (tl *testLedger) open(t testing.TB) {
 	t.Helper()
-	l, err := New(t.Context(), tl.cfg)
+	l, err := New(t.Context(), tl.at(t), tl.cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -329,4 +350,70 @@ func decodeError(t testing.TB, b []byte) api.ErrorResponse {
 		t.Fatalf("not a JSON ErrorResponse (%v): %q", err, b)
 	}
 	return er
+}
+
+// testIndex is an index on the database of a POSIX driver in a directory.
+type testIndex struct {
+	*index
+	st Storage
+}
+
+// openTestIndex opens the POSIX storage in dir and the index on it.
+func openTestIndex(t testing.TB, dir string) (*testIndex, error) {
+	t.Helper()
+	st, err := posix.New(t.Context(), posix.Config{Dir: dir, Logger: testLogger(t)})
+	if err != nil {
+		return nil, err
+	}
+	idx, err := newIndex(t.Context(), st.Index(), testLogger(t))
+	if err != nil {
+		return nil, errors.Join(err, st.Close())
+	}
+	return &testIndex{index: idx, st: st}, nil
+}
+
+// Close waits for the follower (cancel its context first) and closes the storage.
+func (ti *testIndex) Close() error {
+	ti.stop()
+	return ti.st.Close()
+}
+
+// storageAt opens a ledger's storage for a test.
+type storageAt func(t testing.TB) Storage
+
+// posixAt is the POSIX storage in dir.
+func posixAt(dir string) storageAt {
+	return func(t testing.TB) Storage {
+		t.Helper()
+		st, err := posix.New(t.Context(), posix.Config{Dir: dir, Logger: testLogger(t)})
+		if err != nil {
+			t.Fatalf("posix storage: %v", err)
+		}
+		return st
+	}
+}
+
+// mysqlAt is the MySQL storage of the database dsn.
+func mysqlAt(dsn string) storageAt {
+	return func(t testing.TB) Storage {
+		t.Helper()
+		st, err := mysql.New(t.Context(), mysql.Config{DSN: dsn, Logger: testLogger(t)})
+		if err != nil {
+			t.Fatalf("mysql storage: %v", err)
+		}
+		return st
+	}
+}
+
+// openPOSIX opens a ledger on the POSIX storage in dir, returning New's error.
+func openPOSIX(t testing.TB, dir string, cfg Config) (*Ledger, error) {
+	t.Helper()
+	st, err := posix.New(t.Context(), posix.Config{Dir: dir, Logger: testLogger(t)})
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger(t)
+	}
+	return New(t.Context(), st, cfg)
 }

@@ -2,7 +2,6 @@ package ledger
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/notarize/docker-notarize/ledger/storage"
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/transparency-dev/tessera/api/layout"
@@ -340,7 +340,7 @@ func (l *Ledger) serveEntryBundle(w http.ResponseWriter, r *http.Request) error 
 	}
 	if p > 0 {
 		var ok bool
-		if raw, ok = firstEntries(raw, int(p)); !ok {
+		if raw, ok = storage.FirstEntries(raw, int(p)); !ok {
 			return fmt.Errorf("%w: %s", errNotFound, truncate(r.URL.Path, 100))
 		}
 	}
@@ -353,23 +353,6 @@ func resourceError(r *http.Request, err error) error {
 		return fmt.Errorf("%w: %s", errNotFound, truncate(r.URL.Path, 100))
 	}
 	return fmt.Errorf("read %s: %w", r.URL.Path, err)
-}
-
-// firstEntries returns the prefix of an entry bundle holding its first n
-// entries (each a 16-bit big-endian length and the data), which is the
-// partial bundle of width n.
-func firstEntries(bundle []byte, n int) ([]byte, bool) {
-	off := 0
-	for range n {
-		if off+2 > len(bundle) {
-			return nil, false
-		}
-		off += 2 + int(binary.BigEndian.Uint16(bundle[off:]))
-		if off > len(bundle) {
-			return nil, false
-		}
-	}
-	return bundle[:off], true
 }
 
 func cacheFor(partial uint8) string {

@@ -3,7 +3,6 @@ package ledger
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -15,116 +14,24 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/notarize/docker-notarize/ledger/storage"
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/transparency-dev/tessera"
-	"github.com/transparency-dev/tessera/api"
+	tapi "github.com/transparency-dev/tessera/api"
 	"github.com/transparency-dev/tessera/api/layout"
 )
 
-// Index maps (statement subject digest, signer key ID) to log indices, with
-// each statement's signed timestamp. It is filled by a follower that tails
-// the integrated log, so it covers a prefix of the log: the first
-// Processed() entries. A lookup filtered by key IDs reads only the rows of
-// those keys: statements by other keys about the same digest, however
-// many, cost it nothing.
-type Index interface {
-	// Page returns, in increasing order, at most n indices i with
-	// from <= i < below of the processed entries whose statement subject
-	// is d and, when keyIDs is not empty, whose signer is one of keyIDs
-	// (hex, without duplicates).
-	Page(ctx context.Context, d notarize.Digest, keyIDs []string, from, below uint64, n int) ([]uint64, error)
-	// Current returns, in increasing order, the index of the current
-	// statement about d of each of keyIDs that made one below index
-	// below: the greatest signed timestamp, ties broken by the greater
-	// index (as notarize.Current).
-	Current(ctx context.Context, d notarize.Digest, keyIDs []string, below uint64) ([]uint64, error)
-	// Processed returns how many log entries, from index 0, have been indexed.
-	Processed() uint64
-	// WaitProcessed blocks until Processed() >= n or ctx is done.
-	WaitProcessed(ctx context.Context, n uint64) error
-}
-
-// store is what the ledger needs from its database: the digest index,
-// each entry's bytes and Tessera antispam (duplicate detection by
-// statement identity), fed by one follower.
-type store interface {
-	Index
-	tessera.Antispam
-	// entries calls take with the stored bytes of each entry at indices
-	// (processed, increasing), in order, until take returns false. It
-	// reads those entries alone, never an entry bundle, so what it costs
-	// does not depend on the entries beside them in the log. data is
-	// take's to keep.
-	entries(ctx context.Context, indices []uint64, take func(i uint64, data []byte) bool) error
-	// latest returns the signed timestamp and status of the current
-	// statement about d of key keyID among the processed entries; ok is
-	// false if it made none.
-	latest(ctx context.Context, d notarize.Digest, keyID string) (ts time.Time, status notarize.Status, ok bool, err error)
-	// indexOf returns the first log index of the statement whose
-	// identity (notarize.Verified.Identity) is id, if it is indexed.
-	indexOf(ctx context.Context, id [32]byte) (uint64, bool, error)
-	// claim reserves the append of the statement with identity id for
-	// this instance; false means another instance sharing the storage
-	// holds a claim younger than claimStale. release gives it up.
-	claim(ctx context.Context, id [32]byte) (bool, error)
-	release(ctx context.Context, id [32]byte) error
-	// Close waits for the follower to return (cancel its context first)
-	// and releases the database.
-	Close() error
-}
-
-// indexDB is what an indexStore keeps in a database (bbolt or MySQL): the
-// first log index of every statement identity, the (digest, key ID, log
-// index) rows of every verified entry with its signed timestamp, the bytes
-// of every entry by log index, and the follower's position, how many log
-// entries are indexed. Digests and key IDs are raw 32-byte SHA-256 values.
-type indexDB interface {
-	// position reads the persisted follower position.
-	position(ctx context.Context) (uint64, error)
-	// page implements Index.Page on raw digest and key IDs.
-	page(ctx context.Context, digest []byte, keyIDs [][]byte, from, below uint64, n int) ([]uint64, error)
-	// current returns, in any order, Index.Current's answer on raw
-	// digest and key IDs.
-	current(ctx context.Context, digest []byte, keyIDs [][]byte, below uint64) ([]uint64, error)
-	// indexOf returns the first log index of the entry with identity hash id.
-	indexOf(ctx context.Context, id []byte) (uint64, bool, error)
-	// entries implements store's; an index without stored bytes is an error.
-	entries(ctx context.Context, indices []uint64, take func(i uint64, data []byte) bool) error
-	// latest returns the stamp and statusCode of the current statement
-	// about digest of keyID (raw), if any.
-	latest(ctx context.Context, digest, keyID []byte) (stamp, byte, bool, error)
-	// claim and release implement store's, on a raw identity.
-	claim(ctx context.Context, id []byte) (bool, error)
-	release(ctx context.Context, id []byte) error
-	// write records batch as entries [next, next+len(batch)), keeping the
-	// first index of an identity and every entry's bytes, and moves the position to
-	// next+len(batch), all at once. It reports false, having written
-	// nothing, if the position is no longer next.
-	write(ctx context.Context, next uint64, batch []followed) (bool, error)
-	// close releases what the database holds, once the follower returned.
-	close() error
-}
-
-// followTuning is how an indexStore's follower polls, retries and batches.
-type followTuning struct {
-	name       string        // the tessera.Follower name
-	poll       time.Duration // how often the follower looks for new entries
-	maxBackoff time.Duration // longest wait between retries after an error
-	maxBatch   uint64        // entries per write
-	maxBytes   int           // entry bytes per write (at least one entry)
-	errLevel   slog.Level    // level of the log record of a failed step
-}
-
-// antispamPushbackAt is the follower lag (entries) at which submissions get pushback.
-const antispamPushbackAt = 16384
-
-// indexStore implements store on an indexDB: the in-memory position and
-// its waiters, the antispam decorator and the follower that tails the
-// integrated log into the database.
-type indexStore struct {
-	db   indexDB
+// index is the ledger's digest index on a driver's storage.Index: it
+// implements tessera.Antispam (duplicate detection by statement identity)
+// and is filled by a follower that tails the integrated log, so it covers
+// a prefix of the log: the first Processed() entries. A lookup filtered by
+// key IDs reads only the rows of those keys, and a key lookup only the
+// key's rows of the key index: statements by other keys, however many,
+// cost it nothing. It keeps the position in memory with its waiters.
+type index struct {
+	db   storage.Index
 	log  *slog.Logger
-	tune followTuning
+	tune storage.FollowTuning
 
 	processed atomic.Uint64 // the position, as last read or written by this process
 	pushback  atomic.Bool   // the index is too far behind the log
@@ -136,24 +43,34 @@ type indexStore struct {
 	followDone    chan struct{} // closed when Follow returns
 }
 
-var _ followedStore = (*indexStore)(nil)
+var _ tessera.Antispam = (*index)(nil)
 
-// newIndexStore returns the store on db, whose position is processed.
-func newIndexStore(db indexDB, logger *slog.Logger, tune followTuning, processed uint64) *indexStore {
-	s := &indexStore{
+// newIndex returns the index on db, reading its position.
+func newIndex(ctx context.Context, db storage.Index, logger *slog.Logger) (*index, error) {
+	processed, err := db.Position(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s := &index{
 		db:            db,
 		log:           logger,
-		tune:          tune,
+		tune:          db.Tuning(),
 		advanced:      make(chan struct{}),
 		followStarted: make(chan struct{}),
 		followDone:    make(chan struct{}),
 	}
 	s.processed.Store(processed)
-	return s
+	return s, nil
 }
 
-// Page implements Index.
-func (s *indexStore) Page(ctx context.Context, d notarize.Digest, keyIDs []string, from, below uint64, n int) ([]uint64, error) {
+// antispamPushbackAt is the follower lag (entries) at which submissions get pushback.
+const antispamPushbackAt = 16384
+
+// Page returns, in increasing order, at most n indices i with
+// from <= i < below of the processed entries whose statement subject is d
+// and, when keyIDs is not empty, whose signer is one of keyIDs (hex,
+// without duplicates).
+func (s *index) Page(ctx context.Context, d notarize.Digest, keyIDs []string, from, below uint64, n int) ([]uint64, error) {
 	digest, keys, err := rawDigestAndKeys(d, keyIDs)
 	if err != nil {
 		return nil, fmt.Errorf("index page: %w", err)
@@ -161,15 +78,18 @@ func (s *indexStore) Page(ctx context.Context, d notarize.Digest, keyIDs []strin
 	if n <= 0 || from >= below {
 		return nil, nil
 	}
-	out, err := s.db.page(ctx, digest, keys, from, below, n)
+	out, err := s.db.Page(ctx, digest, keys, from, below, n)
 	if err != nil {
 		return nil, fmt.Errorf("index page: %w", err)
 	}
 	return out, nil
 }
 
-// Current implements Index.
-func (s *indexStore) Current(ctx context.Context, d notarize.Digest, keyIDs []string, below uint64) ([]uint64, error) {
+// Current returns, in increasing order, the index of the current
+// statement about d of each of keyIDs that made one below index below:
+// the greatest signed timestamp, ties broken by the greater index (as
+// notarize.Current).
+func (s *index) Current(ctx context.Context, d notarize.Digest, keyIDs []string, below uint64) ([]uint64, error) {
 	digest, keys, err := rawDigestAndKeys(d, keyIDs)
 	if err != nil {
 		return nil, fmt.Errorf("index current: %w", err)
@@ -177,7 +97,7 @@ func (s *indexStore) Current(ctx context.Context, d notarize.Digest, keyIDs []st
 	if len(keys) == 0 || below == 0 {
 		return nil, nil
 	}
-	out, err := s.db.current(ctx, digest, keys, below)
+	out, err := s.db.Current(ctx, digest, keys, below)
 	if err != nil {
 		return nil, fmt.Errorf("index current: %w", err)
 	}
@@ -185,36 +105,42 @@ func (s *indexStore) Current(ctx context.Context, d notarize.Digest, keyIDs []st
 	return slices.Compact(out), nil
 }
 
-// entries implements store.
-func (s *indexStore) entries(ctx context.Context, indices []uint64, take func(i uint64, data []byte) bool) error {
+// entries calls take with the stored bytes of each entry at indices
+// (processed, increasing), in order, until take returns false. It reads
+// those entries alone, never an entry bundle, so what it costs does not
+// depend on the entries beside them in the log. data is take's to keep.
+func (s *index) entries(ctx context.Context, indices []uint64, take func(i uint64, data []byte) bool) error {
 	if len(indices) == 0 {
 		return nil
 	}
-	if err := s.db.entries(ctx, indices, take); err != nil {
+	if err := s.db.Entries(ctx, indices, take); err != nil {
 		return fmt.Errorf("index: entry bytes: %w", err)
 	}
 	return nil
 }
 
-// latest implements store.
-func (s *indexStore) latest(ctx context.Context, d notarize.Digest, keyID string) (time.Time, notarize.Status, bool, error) {
+// latest returns the signed timestamp and status of the current statement
+// about d of key keyID among the processed entries; ok is false if it made
+// none.
+func (s *index) latest(ctx context.Context, d notarize.Digest, keyID string) (time.Time, notarize.Status, bool, error) {
 	digest, keys, err := rawDigestAndKeys(d, []string{keyID})
 	if err != nil {
 		return time.Time{}, "", false, fmt.Errorf("index latest: %w", err)
 	}
-	ts, code, ok, err := s.db.latest(ctx, digest, keys[0])
+	ts, code, ok, err := s.db.Latest(ctx, digest, keys[0])
 	if err != nil || !ok {
 		if err != nil {
 			err = fmt.Errorf("index latest: %w", err)
 		}
 		return time.Time{}, "", false, err
 	}
-	return time.Unix(ts.seconds(), ts.nanoseconds()), statusOf(code), true, nil
+	return ts.Time(), storage.StatusOf(code), true, nil
 }
 
-// indexOf implements store.
-func (s *indexStore) indexOf(ctx context.Context, id [32]byte) (uint64, bool, error) {
-	idx, ok, err := s.db.indexOf(ctx, id[:])
+// indexOf returns the first log index of the statement whose identity
+// (notarize.Verified.Identity) is id, if it is indexed.
+func (s *index) indexOf(ctx context.Context, id [32]byte) (uint64, bool, error) {
+	idx, ok, err := s.db.IndexOf(ctx, id[:])
 	if err != nil {
 		return 0, false, fmt.Errorf("index: statement identity: %w", err)
 	}
@@ -223,20 +149,22 @@ func (s *indexStore) indexOf(ctx context.Context, id [32]byte) (uint64, bool, er
 
 // claimStale is how long a claim on a statement's append holds: an
 // instance that died while appending blocks the statement no longer.
-const claimStale = receiptTimeout
+const claimStale = storage.ClaimStale
 
-// claim implements store.
-func (s *indexStore) claim(ctx context.Context, id [32]byte) (bool, error) {
-	won, err := s.db.claim(ctx, id[:])
+// claim reserves the append of the statement with identity id for this
+// instance; false means another instance sharing the storage holds a
+// claim younger than claimStale. release gives it up.
+func (s *index) claim(ctx context.Context, id [32]byte) (bool, error) {
+	won, err := s.db.Claim(ctx, id[:])
 	if err != nil {
 		return false, fmt.Errorf("index: claim statement: %w", err)
 	}
 	return won, nil
 }
 
-// release implements store.
-func (s *indexStore) release(ctx context.Context, id [32]byte) error {
-	if err := s.db.release(ctx, id[:]); err != nil {
+// release gives up a claim.
+func (s *index) release(ctx context.Context, id [32]byte) error {
+	if err := s.db.Release(ctx, id[:]); err != nil {
 		return fmt.Errorf("index: release statement: %w", err)
 	}
 	return nil
@@ -262,11 +190,11 @@ func rawDigestAndKeys(d notarize.Digest, keyIDs []string) ([]byte, [][]byte, err
 	return digest, keys, nil
 }
 
-// Processed implements Index.
-func (s *indexStore) Processed() uint64 { return s.processed.Load() }
+// Processed returns how many log entries, from index 0, have been indexed.
+func (s *index) Processed() uint64 { return s.processed.Load() }
 
-// WaitProcessed implements Index.
-func (s *indexStore) WaitProcessed(ctx context.Context, n uint64) error {
+// WaitProcessed blocks until Processed() >= n or ctx is done.
+func (s *index) WaitProcessed(ctx context.Context, n uint64) error {
 	for {
 		s.mu.Lock()
 		ch := s.advanced
@@ -284,7 +212,7 @@ func (s *indexStore) WaitProcessed(ctx context.Context, n uint64) error {
 
 // advance records a position at least as far as the known one and wakes
 // WaitProcessed callers.
-func (s *indexStore) advance(n uint64) {
+func (s *index) advance(n uint64) {
 	for {
 		old := s.processed.Load()
 		if n <= old {
@@ -315,7 +243,7 @@ func withIdentity(ctx context.Context, id [32]byte) context.Context {
 // bytes) is already in the log resolves to its existing index (IsDup)
 // without being added. The identity comes from Submit through the context;
 // an entry added without one is parsed and verified here.
-func (s *indexStore) Decorator() func(tessera.AddFn) tessera.AddFn {
+func (s *index) Decorator() func(tessera.AddFn) tessera.AddFn {
 	return func(next tessera.AddFn) tessera.AddFn {
 		return func(ctx context.Context, e *tessera.Entry) tessera.IndexFuture {
 			if s.pushback.Load() {
@@ -323,9 +251,9 @@ func (s *indexStore) Decorator() func(tessera.AddFn) tessera.AddFn {
 			}
 			id, ok := ctx.Value(identityKey{}).([32]byte)
 			if !ok {
-				id = indexEntry(e.Data()).identity()
+				id = [32]byte(indexEntry(e.Data()).ID)
 			}
-			idx, ok, err := s.db.indexOf(ctx, id[:])
+			idx, ok, err := s.db.IndexOf(ctx, id[:])
 			if err != nil {
 				return func() (tessera.Index, error) { return tessera.Index{}, fmt.Errorf("antispam lookup: %w", err) }
 			}
@@ -340,31 +268,30 @@ func (s *indexStore) Decorator() func(tessera.AddFn) tessera.AddFn {
 // Follower implements tessera.Antispam. The follower computes statement
 // identities itself (see indexEntry); Tessera's identity hasher, a hash of
 // the entry's bytes, is not used.
-func (s *indexStore) Follower(func(bundle []byte) ([][]byte, error)) tessera.Follower {
+func (s *index) Follower(func(bundle []byte) ([][]byte, error)) tessera.Follower {
 	return &indexFollower{s: s}
 }
 
 // started is closed once the follower runs.
-func (s *indexStore) started() <-chan struct{} { return s.followStarted }
+func (s *index) started() <-chan struct{} { return s.followStarted }
 
-// Close implements store. The follower returns promptly once its context
-// is cancelled.
-func (s *indexStore) Close() error {
+// stop waits for the follower to return (cancel its context first); it
+// returns promptly once its context is cancelled.
+func (s *index) stop() {
 	select {
 	case <-s.followStarted:
 		<-s.followDone
 	default:
 	}
-	return s.db.close()
 }
 
-// indexFollower tails the integrated log into an indexStore.
+// indexFollower tails the integrated log into an index.
 type indexFollower struct {
-	s *indexStore
+	s *index
 }
 
 // Name implements tessera.Follower.
-func (f *indexFollower) Name() string { return f.s.tune.name }
+func (f *indexFollower) Name() string { return f.s.tune.Name }
 
 // EntriesProcessed implements tessera.Follower.
 func (f *indexFollower) EntriesProcessed(context.Context) (uint64, error) {
@@ -377,18 +304,18 @@ func (f *indexFollower) Follow(ctx context.Context, lr tessera.LogReader) {
 	close(f.s.followStarted) // Tessera starts each follower once
 	defer close(f.s.followDone)
 	tune := f.s.tune
-	backoff := tune.poll
+	backoff := tune.Poll
 	for {
 		caughtUp, err := f.step(ctx, lr)
 		if ctx.Err() != nil {
 			return
 		}
-		wait := tune.poll
+		wait := tune.Poll
 		if err != nil {
-			f.s.log.Log(ctx, tune.errLevel, "index follower", slog.Any("error", err), slog.Duration("retry_in", backoff))
-			wait, backoff = backoff, min(2*backoff, tune.maxBackoff)
+			f.s.log.Log(ctx, tune.ErrLevel, "index follower", slog.Any("error", err), slog.Duration("retry_in", backoff))
+			wait, backoff = backoff, min(2*backoff, tune.MaxBackoff)
 		} else {
-			backoff = tune.poll
+			backoff = tune.Poll
 		}
 		if caughtUp || err != nil {
 			select {
@@ -400,106 +327,50 @@ func (f *indexFollower) Follow(ctx context.Context, lr tessera.LogReader) {
 	}
 }
 
-// followed is one log entry as the index sees it.
-type followed struct {
-	// id is the statement identity (notarize.Verified.Identity), or the
-	// SHA-256 of the entry's bytes if it does not verify.
-	id []byte
-	// digest and keyID are the raw SHA-256 subject digest and signer key
-	// ID; both nil if the entry does not verify (it is then in no lookup).
-	digest, keyID []byte
-	ts            stamp // the signed timestamp
-	status        byte  // statusCode of the statement's status
-	// data is the entry's bytes as logged, kept for every entry so that
-	// lookups and duplicate receipts never read an entry bundle.
-	data []byte
-}
-
-// identity returns f.id as an array.
-func (f followed) identity() [32]byte { return [32]byte(f.id) }
-
-// stamp is a signed timestamp as index bytes that sort as the times do:
-// seconds since the Unix epoch (big-endian; statements are dated 2000 to
-// 9999, so positive) and nanoseconds (big-endian uint32).
-type stamp [12]byte
-
-func stampOf(t time.Time) stamp {
-	var s stamp
-	binary.BigEndian.PutUint64(s[:8], uint64(t.Unix()))
-	binary.BigEndian.PutUint32(s[8:], uint32(t.Nanosecond()))
-	return s
-}
-
-func (s stamp) seconds() int64     { return int64(binary.BigEndian.Uint64(s[:8])) }
-func (s stamp) nanoseconds() int64 { return int64(binary.BigEndian.Uint32(s[8:])) }
-
-// statusCode is how the index records a statement's status.
-func statusCode(s notarize.Status) byte {
-	switch s {
-	case notarize.StatusTrusted:
-		return 1
-	case notarize.StatusUntrusted:
-		return 2
-	case notarize.StatusUnsupported:
-		return 3
-	}
-	return 0
-}
-
-// statusOf is the status of a statusCode ("" for an unknown code).
-func statusOf(code byte) notarize.Status {
-	for _, s := range []notarize.Status{notarize.StatusTrusted, notarize.StatusUntrusted, notarize.StatusUnsupported} {
-		if statusCode(s) == code {
-			return s
-		}
-	}
-	return ""
-}
-
 // indexEntry parses and verifies a stored entry for the index. Entries were
 // verified when submitted; one that no longer verifies (a foreign log, or
 // rules made stricter since) keeps the SHA-256 of its bytes as identity, so
 // that an exact replay is still a duplicate, and is in no lookup.
-func indexEntry(data []byte) followed {
+func indexEntry(data []byte) storage.Row {
 	f, err := verifiedEntry(data)
 	if err != nil {
 		h := sha256.Sum256(data)
-		return followed{id: h[:], data: data}
+		return storage.Row{ID: h[:], Data: data}
 	}
 	return f
 }
 
-func verifiedEntry(data []byte) (followed, error) {
+func verifiedEntry(data []byte) (storage.Row, error) {
 	e, err := notarize.ParseEntry(data)
 	if err != nil {
-		return followed{}, err
+		return storage.Row{}, err
 	}
 	v, err := e.VerifyLogged()
 	if err != nil {
-		return followed{}, err
+		return storage.Row{}, err
 	}
-	f, err := followedOf(v)
-	f.data = data
+	f, err := rowOf(v)
+	f.Data = data
 	return f, err
 }
 
-// followedOf returns the index row of a verified entry.
-func followedOf(v *notarize.Verified) (followed, error) {
+// rowOf returns the index row of a verified entry.
+func rowOf(v *notarize.Verified) (storage.Row, error) {
 	digest, err := hex.DecodeString(v.Statement.Digest().Hex())
 	if err != nil || len(digest) != 32 {
-		return followed{}, fmt.Errorf("%w: subject digest %q", notarize.ErrBadDigest, v.Statement.Digest())
+		return storage.Row{}, fmt.Errorf("%w: subject digest %q", notarize.ErrBadDigest, v.Statement.Digest())
 	}
 	key, err := hex.DecodeString(v.KeyID)
 	if err != nil || len(key) != 32 {
-		return followed{}, fmt.Errorf("%w: key ID %q", errBadKeyID, v.KeyID)
+		return storage.Row{}, fmt.Errorf("%w: key ID %q", errBadKeyID, v.KeyID)
 	}
 	id := v.Identity()
-	return followed{
-		id:     id[:],
-		digest: digest,
-		keyID:  key,
-		ts:     stampOf(v.Statement.Predicate.Timestamp),
-		status: statusCode(v.Statement.Predicate.Status),
+	return storage.Row{
+		ID:     id[:],
+		Digest: digest,
+		KeyID:  key,
+		Stamp:  storage.StampOf(v.Statement.Predicate.Timestamp),
+		Status: storage.StatusCode(v.Statement.Predicate.Status),
 	}, nil
 }
 
@@ -514,7 +385,7 @@ func (f *indexFollower) step(ctx context.Context, lr tessera.LogReader) (bool, e
 	if err != nil {
 		return false, fmt.Errorf("integrated size: %w", err)
 	}
-	next, err := f.s.db.position(ctx)
+	next, err := f.s.db.Position(ctx)
 	if err != nil {
 		return false, err
 	}
@@ -527,13 +398,13 @@ func (f *indexFollower) step(ctx context.Context, lr tessera.LogReader) (bool, e
 		return true, nil
 	}
 	f.s.pushback.Store(size-next > antispamPushbackAt)
-	n := min(size-next, f.s.tune.maxBatch)
-	batch, err := readIndexEntries(ctx, lr, f.s.log, next, n, size, f.s.tune.maxBytes)
+	n := min(size-next, f.s.tune.MaxBatch)
+	batch, err := readIndexEntries(ctx, lr, f.s.log, next, n, size, f.s.tune.MaxBytes)
 	if err != nil {
 		return false, err
 	}
 	n = uint64(len(batch))
-	won, err := f.s.db.write(ctx, next, batch)
+	won, err := f.s.db.Write(ctx, next, batch)
 	if err != nil {
 		return false, fmt.Errorf("index entries [%d, %d): %w", next, next+n, err)
 	}
@@ -548,8 +419,8 @@ func (f *indexFollower) step(ctx context.Context, lr tessera.LogReader) (bool, e
 // log of the given integrated size, or of a prefix of them whose bytes add
 // up to at most maxBytes (at least one entry). Each entry is parsed and its
 // signature checked (see indexEntry).
-func readIndexEntries(ctx context.Context, lr tessera.LogReader, logger *slog.Logger, from, n, size uint64, maxBytes int) ([]followed, error) {
-	out := make([]followed, 0, n)
+func readIndexEntries(ctx context.Context, lr tessera.LogReader, logger *slog.Logger, from, n, size uint64, maxBytes int) ([]storage.Row, error) {
+	out := make([]storage.Row, 0, n)
 	var skipped []uint64 // entries that do not verify, logged once per batch
 	var firstErr error
 	defer func() {
@@ -568,7 +439,7 @@ func readIndexEntries(ctx context.Context, lr tessera.LogReader, logger *slog.Lo
 		if err != nil {
 			return nil, fmt.Errorf("read entry bundle %d: %w", ri.Index, err)
 		}
-		var eb api.EntryBundle
+		var eb tapi.EntryBundle
 		if err := eb.UnmarshalText(raw); err != nil {
 			return nil, fmt.Errorf("entry bundle %d: %w", ri.Index, err)
 		}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"math"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -74,7 +73,7 @@ func sha256IDs(bundle []byte) ([][]byte, error) {
 }
 
 // follow runs the store's follower over lr until the returned stop is called.
-func follow(t *testing.T, st *indexStore, lr tessera.LogReader) (stop func()) {
+func follow(t *testing.T, st *testIndex, lr tessera.LogReader) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	f := st.Follower(sha256IDs)
 	go f.Follow(ctx, lr)
@@ -86,7 +85,7 @@ func follow(t *testing.T, st *indexStore, lr tessera.LogReader) (stop func()) {
 	}
 }
 
-func waitProcessed(t *testing.T, st *indexStore, n uint64) {
+func waitProcessed(t *testing.T, st *testIndex, n uint64) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
@@ -96,7 +95,7 @@ func waitProcessed(t *testing.T, st *indexStore, n uint64) {
 }
 
 func TestIndexFollowerResumes(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "index.db")
+	dir := t.TempDir()
 	s := newTestSigner(t)
 	d1, d2 := randomDigest(t), randomDigest(t)
 	lg := &fakeLog{}
@@ -115,7 +114,7 @@ func TestIndexFollowerResumes(t *testing.T) {
 	}
 	add(300) // crosses an entry bundle boundary
 
-	st, err := openBoltStore(path, testLogger(t))
+	st, err := openTestIndex(t, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +124,7 @@ func TestIndexFollowerResumes(t *testing.T) {
 	waitProcessed(t, st, 320)
 	stop()
 
-	st, err = openBoltStore(path, testLogger(t))
+	st, err = openTestIndex(t, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +148,7 @@ func TestIndexFollowerResumes(t *testing.T) {
 	// statement (entries signed in the same second are the same statement).
 	first := map[[32]byte]uint64{}
 	for i, e := range lg.entries {
-		id := indexEntry(e).identity()
+		id := [32]byte(indexEntry(e).ID)
 		if _, ok := first[id]; !ok {
 			first[id] = uint64(i)
 		}
@@ -161,20 +160,20 @@ func TestIndexFollowerResumes(t *testing.T) {
 }
 
 func TestIndexAheadOfLog(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "index.db")
+	dir := t.TempDir()
 	s := newTestSigner(t)
 	lg := &fakeLog{}
 	for range 3 {
 		lg.append(mustMarshal(t, s.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now())))
 	}
-	st, err := openBoltStore(path, testLogger(t))
+	st, err := openTestIndex(t, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	stop := follow(t, st, lg)
 	waitProcessed(t, st, 3)
 	stop()
-	st, err = openBoltStore(path, testLogger(t))
+	st, err = openTestIndex(t, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +185,7 @@ func TestIndexAheadOfLog(t *testing.T) {
 }
 
 func TestAntispamDecorator(t *testing.T) {
-	st, err := openBoltStore(filepath.Join(t.TempDir(), "index.db"), testLogger(t))
+	st, err := openTestIndex(t, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +226,7 @@ func TestAntispamDecorator(t *testing.T) {
 }
 
 func TestWaitProcessedHonoursContext(t *testing.T) {
-	st, err := openBoltStore(filepath.Join(t.TempDir(), "index.db"), testLogger(t))
+	st, err := openTestIndex(t, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/notarize/docker-notarize/notarize"
+	"github.com/notarize/docker-notarize/ledger/storage"
 	"github.com/transparency-dev/formats/log"
 	"github.com/transparency-dev/tessera"
 	"github.com/transparency-dev/tessera/client"
@@ -33,8 +33,13 @@ var (
 	ErrFuture = errors.New("statement dated in the future")
 	// ErrNotEnrolled: writes are restricted and the signer is not enrolled.
 	ErrNotEnrolled = errors.New("signer not enrolled")
-	// ErrUnavailable: the ledger is overloaded or shutting down; retry later.
-	ErrUnavailable = errors.New("ledger unavailable")
+	// ErrUnavailable: the ledger is overloaded or shutting down, or its
+	// storage cannot be reached; retry later. It is storage.ErrUnavailable.
+	ErrUnavailable = storage.ErrUnavailable
+	// ErrIdentityMismatch: the configured origin or checkpoint key
+	// disagrees with what the storage already holds (New). It is
+	// storage.ErrIdentityMismatch.
+	ErrIdentityMismatch = storage.ErrIdentityMismatch
 )
 
 // Tuning that is not worth a Config field.
@@ -52,16 +57,16 @@ const (
 type Ledger struct {
 	cfg      Config
 	log      *slog.Logger
-	id       *identity
-	enrolled atomic.Pointer[keySet] // key IDs allowed to write; nil or empty = open
+	id       *storage.Identity
+	st       Storage
+	enrolled atomic.Pointer[storage.KeySet] // key IDs allowed to write; nil or empty = open
 
-	reader       tessera.LogReader
-	add          tessera.AddFn
-	awaiter      *tessera.PublicationAwaiter
-	shutdown     func(context.Context) error
-	store        store
-	closeBackend func() error
-	cancel       context.CancelFunc
+	reader   tessera.LogReader
+	add      tessera.AddFn
+	awaiter  *tessera.PublicationAwaiter
+	shutdown func(context.Context) error
+	store    *index
+	cancel   context.CancelFunc
 
 	witnessed bool            // checkpoints are published once a witness quorum cosigned them
 	witnesses []note.Verifier // the policy's witnesses' cosignature verifiers
@@ -136,72 +141,63 @@ func (l *Ledger) inclusionProofs(ctx context.Context, size uint64, indices ...ui
 	return out, nil
 }
 
-// New opens (or creates) the ledger in cfg.DataDir, or in the MySQL
-// database of cfg.MySQLDSN, and starts its background work. ctx bounds
-// start-up only; Close stops the ledger.
-func New(ctx context.Context, cfg Config) (*Ledger, error) {
+// New opens the ledger on st, a constructed storage driver (posix.New,
+// mysql.New), and starts its background work. ctx bounds start-up only;
+// Close stops the ledger. New takes ownership of st: Close closes it, and
+// so does New when it fails.
+func New(ctx context.Context, st Storage, cfg Config) (*Ledger, error) {
+	if st == nil {
+		return nil, errors.New("new ledger: no storage")
+	}
 	if err := cfg.Validate(); err != nil {
-		return nil, err
+		return nil, errors.Join(err, st.Close())
 	}
 	cfg = cfg.withDefaults()
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	b, err := openBackend(ctx, bg, cfg)
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("new ledger: %w", err)
+	l := &Ledger{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		st:       st,
+		cancel:   cancel,
+		inflight: make(chan struct{}, maxInFlight),
+		limits:   newWriteLimits(cfg.RateLimits, cfg.TrustedProxies, time.Now),
+		pending:  map[[32]byte]*submission{},
+		closed:   make(chan struct{}),
 	}
-	release := func() error {
+	if err := l.open(ctx, bg); err != nil {
 		cancel()
-		err := b.store.Close()
-		if b.close != nil {
-			err = errors.Join(err, b.close())
+		if l.store != nil {
+			l.store.stop()
 		}
-		return err
-	}
-	l, err := newLedger(ctx, cfg, b)
-	if err != nil {
-		return nil, errors.Join(fmt.Errorf("new ledger: %w", err), release())
-	}
-	l.cancel = cancel
-	if err := l.start(ctx, bg, b); err != nil {
-		return nil, errors.Join(fmt.Errorf("new ledger: %w", err), release())
+		return nil, errors.Join(fmt.Errorf("new ledger: %w", err), st.Close())
 	}
 	l.metrics = newMetrics(l)
 	l.handler = l.routes()
 	return l, nil
 }
 
-// newLedger sets up the parts of a Ledger that need no background work.
-func newLedger(ctx context.Context, cfg Config, b *backend) (*Ledger, error) {
-	l := &Ledger{
-		cfg:          cfg,
-		log:          cfg.Logger,
-		id:           b.id,
-		inflight:     make(chan struct{}, maxInFlight),
-		store:        b.store,
-		closeBackend: b.close,
-		limits:       newWriteLimits(cfg.RateLimits, cfg.TrustedProxies, time.Now),
-		pending:      map[[32]byte]*submission{},
-		closed:       make(chan struct{}),
+// open reads what the storage holds (identity, enrolled signers, index
+// position) and starts the log.
+func (l *Ledger) open(ctx, bg context.Context) error {
+	id, err := l.st.Identity(ctx, l.cfg.Origin, l.cfg.NoteSignerKey)
+	if err != nil {
+		return err
 	}
-	if b.signers != nil { // shared storage holds the enrolled set
-		set, err := b.signers(ctx)
-		if err != nil {
-			return nil, err
+	l.id = id
+	if len(l.cfg.Signers) > 0 {
+		if err := l.st.EnrollSigners(ctx, l.cfg.Signers); err != nil {
+			return err
 		}
-		l.enrolled.Store(&set)
-	} else if len(cfg.Signers) > 0 {
-		set := make(keySet, len(cfg.Signers))
-		for _, k := range cfg.Signers {
-			kid, err := notarize.KeyID(k)
-			if err != nil {
-				return nil, err
-			}
-			set[kid] = true
-		}
-		l.enrolled.Store(&set)
 	}
-	return l, nil
+	set, err := l.st.Signers(ctx)
+	if err != nil {
+		return err
+	}
+	l.enrolled.Store(&set)
+	if l.store, err = newIndex(ctx, l.st.Index(), l.log); err != nil {
+		return fmt.Errorf("%s: %w", l.st, err)
+	}
+	return l.start(ctx, bg)
 }
 
 // OpenWrites reports whether any valid signature may write: no signers are enrolled.
@@ -212,12 +208,12 @@ func (l *Ledger) OpenWrites() bool {
 
 // start opens the Tessera log and waits until the index has caught up with
 // it, so that duplicate detection is exact from the first request.
-func (l *Ledger) start(ctx, bg context.Context, b *backend) error {
-	st := b.store
+func (l *Ledger) start(ctx, bg context.Context) error {
+	st := l.store
 	opts := tessera.NewAppendOptions().
-		WithCheckpointSigner(l.id.signer).
+		WithCheckpointSigner(l.id.Signer).
 		WithBatching(batchMaxSize, l.cfg.BatchMaxAge).
-		WithCheckpointInterval(max(l.cfg.CheckpointInterval, b.minTesseraInterval)).
+		WithCheckpointInterval(max(l.cfg.CheckpointInterval, l.st.MinCheckpointInterval())).
 		WithPushback(tesseraPushback).
 		WithAntispam(tessera.DefaultAntispamInMemorySize, st)
 	witnesses, err := l.cfg.withWitnesses(opts)
@@ -225,25 +221,21 @@ func (l *Ledger) start(ctx, bg context.Context, b *backend) error {
 		return err
 	}
 	l.witnesses, l.witnessed = witnesses, len(witnesses) > 0
-	appender, shutdown, reader, err := tessera.NewAppender(bg, b.driver, opts)
+	appender, shutdown, reader, err := tessera.NewAppender(bg, l.st.Driver(), opts)
 	if err != nil {
 		return fmt.Errorf("tessera appender: %w", err)
 	}
-	l.add, l.shutdown, l.reader = appender.Add, shutdown, reader
-	if b.wrapAdd != nil {
-		l.add = b.wrapAdd(l.add)
-	}
-	if b.wrapReader != nil {
-		l.reader = b.wrapReader(l.reader)
-	}
+	l.add, l.shutdown = l.st.WrapAdd(appender.Add), shutdown
+	l.reader = l.st.WrapReader(reader)
 	reader = l.reader
 	l.awaiter = tessera.NewPublicationAwaiter(bg, reader.ReadCheckpoint, awaitPoll)
-	if b.signers != nil {
-		go l.followSigners(bg, b.signers)
-	}
-	if b.publish != nil {
-		go b.publish(bg, opts.CheckpointPublisher(reader, http.DefaultClient), l.cfg.CheckpointInterval)
-	}
+	go l.followSigners(bg, l.st)
+	go l.st.PublishCheckpoints(bg, storage.Publication{
+		Sign:      opts.CheckpointPublisher(reader, http.DefaultClient),
+		Identity:  l.id,
+		Interval:  l.cfg.CheckpointInterval,
+		Republish: l.cfg.CheckpointRepublishInterval,
+	})
 
 	size, err := reader.IntegratedSize(ctx)
 	if err != nil {
@@ -251,7 +243,7 @@ func (l *Ledger) start(ctx, bg context.Context, b *backend) error {
 	}
 	if p := st.Processed(); p > size {
 		return fmt.Errorf("%s covers %d entries but the log has only %d: wrong or rolled-back log",
-			b.where, p, size)
+			l.st, p, size)
 	}
 	select {
 	case <-st.started():
@@ -283,15 +275,15 @@ func (l *Ledger) start(ctx, bg context.Context, b *backend) error {
 }
 
 // Origin returns the checkpoint origin, the log's name.
-func (l *Ledger) Origin() string { return l.id.signer.Name() }
+func (l *Ledger) Origin() string { return l.id.Origin() }
 
 // VerifierKey returns the checkpoint verifier key as a signed-note verifier
-// string (also in DataDir/ledger.pub).
-func (l *Ledger) VerifierKey() string { return l.id.vkey }
+// string (the POSIX driver also keeps it in a file, posix.PubFile).
+func (l *Ledger) VerifierKey() string { return l.id.VerifierKey }
 
 // Close stops accepting submissions, waits until every accepted entry is
 // covered by a published checkpoint and indexed, then stops the background
-// work and releases the data directory, which may then be reopened. Close
+// work and closes the storage, which may then be opened again. Close
 // does not wait for HTTP handlers: shut the HTTP server down first.
 func (l *Ledger) Close(ctx context.Context) error {
 	l.closeOnce.Do(func() {
@@ -305,13 +297,9 @@ func (l *Ledger) Close(ctx context.Context) error {
 		close(l.closed)
 		l.appends.Wait()
 		l.cancel()
-		if err := l.store.Close(); err != nil {
+		l.store.stop()
+		if err := l.st.Close(); err != nil {
 			errs = append(errs, err)
-		}
-		if l.closeBackend != nil {
-			if err := l.closeBackend(); err != nil {
-				errs = append(errs, err)
-			}
 		}
 		if err := errors.Join(errs...); err != nil {
 			l.closeErr = fmt.Errorf("close ledger: %w", err)
@@ -353,7 +341,7 @@ func (l *Ledger) parseCheckpoint(raw []byte) (*log.Checkpoint, error) {
 	if last := l.lastCP.Load(); last != nil && bytes.Equal(last.raw, raw) {
 		return last.cp, nil
 	}
-	cp, _, _, err := log.ParseCheckpoint(raw, l.Origin(), l.id.verifier)
+	cp, _, _, err := log.ParseCheckpoint(raw, l.Origin(), l.id.Verifier)
 	if err != nil {
 		return nil, fmt.Errorf("parse own checkpoint: %w", err)
 	}

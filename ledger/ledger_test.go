@@ -5,7 +5,6 @@ import (
 	"crypto"
 	"encoding/json"
 	"fmt"
-	"github.com/notarize/docker-notarize/ledger/api"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,6 +13,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/notarize/docker-notarize/ledger/api"
+	"github.com/notarize/docker-notarize/ledger/storage/posix"
 
 	"github.com/notarize/docker-notarize/notarize"
 )
@@ -154,12 +156,12 @@ func TestRestartKeepsEverything(t *testing.T) {
 		receipts = append(receipts, tl.submit(t, e, http.StatusCreated))
 	}
 	origin, vkey := tl.Origin(), tl.VerifierKey()
-	pub, err := os.ReadFile(filepath.Join(tl.cfg.DataDir, PubFile))
+	pub, err := os.ReadFile(filepath.Join(tl.dir, posix.PubFile))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if strings.TrimSpace(string(pub)) != vkey {
-		t.Fatalf("%s holds %q, want %q", PubFile, pub, vkey)
+		t.Fatalf("%s holds %q, want %q", posix.PubFile, pub, vkey)
 	}
 
 	check := func(t *testing.T) {
@@ -185,7 +187,7 @@ func TestRestartKeepsEverything(t *testing.T) {
 	})
 	t.Run("index rebuilt from the log", func(t *testing.T) {
 		tl.close(t)
-		if err := os.Remove(filepath.Join(tl.cfg.DataDir, indexFileName)); err != nil {
+		if err := os.Remove(filepath.Join(tl.dir, posix.IndexFile)); err != nil {
 			t.Fatal(err)
 		}
 		tl.open(t)

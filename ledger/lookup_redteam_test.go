@@ -41,17 +41,17 @@ func (c *countingReader) ReadEntryBundle(ctx context.Context, index uint64, p ui
 // lookup reads the entries it returns and no bundle, and at most
 // maxConcurrentLookups lookups run at once.
 func TestRedTeamOwnerLookupCostIndependentOfStrangers(t *testing.T) {
-	ownerLookupCost(t, Config{})
+	ownerLookupCost(t, posixAt(t.TempDir()), Config{})
 }
 
 // TestRedTeamMySQLOwnerLookupCostIndependentOfStrangers: the same on MySQL
 // storage, whose entry bytes live in notarize_entry_data.
 func TestRedTeamMySQLOwnerLookupCostIndependentOfStrangers(t *testing.T) {
-	ownerLookupCost(t, mysqlConfig(t, mysqlEnv.database(t), noteKey(t, "mysql.example/lookupcost")))
+	ownerLookupCost(t, mysqlAt(mysqlEnv.database(t)), mysqlConfig(t, noteKey(t, "mysql.example/lookupcost")))
 }
 
-func ownerLookupCost(t *testing.T, cfg Config) {
-	tl := startLedger(t, cfg)
+func ownerLookupCost(t *testing.T, at storageAt, cfg Config) {
+	tl := startLedgerAt(t, at, cfg)
 	owner, stranger := newTestSigner(t), newTestSigner(t)
 	d := randomDigest(t)
 	now := time.Now()

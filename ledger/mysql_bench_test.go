@@ -19,7 +19,7 @@ func BenchmarkIngestMySQL(b *testing.B) {
 				skey := noteKey(b, "bench.example/ledger")
 				var urls []string
 				for range instances {
-					urls = append(urls, startLedger(b, mysqlConfig(b, dsn, skey)).url)
+					urls = append(urls, startLedgerAt(b, mysqlAt(dsn), mysqlConfig(b, skey)).url)
 				}
 				ingest(b, urls, clients)
 			})

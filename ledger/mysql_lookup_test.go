@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	mysqlstorage "github.com/notarize/docker-notarize/ledger/storage/mysql"
+
 	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/notarize"
 )
@@ -15,12 +17,12 @@ import (
 // storage, and the migration of a schema version 1 database.
 
 func TestMySQLLookupFloodByStranger(t *testing.T) {
-	tl := startLedger(t, mysqlConfig(t, mysqlEnv.database(t), noteKey(t, "mysql.example/flood")))
+	tl := startLedgerAt(t, mysqlAt(mysqlEnv.database(t)), mysqlConfig(t, noteKey(t, "mysql.example/flood")))
 	floodLookups(t, tl, 60)
 }
 
 func TestMySQLCurrentAndReplays(t *testing.T) {
-	tl := startLedger(t, mysqlConfig(t, mysqlEnv.database(t), noteKey(t, "mysql.example/current")))
+	tl := startLedgerAt(t, mysqlAt(mysqlEnv.database(t)), mysqlConfig(t, noteKey(t, "mysql.example/current")))
 	a, b := newTestSigner(t), newTestSigner(t)
 	d := randomDigest(t)
 	t0 := time.Now().Add(-time.Hour)
@@ -43,7 +45,7 @@ func TestMySQLCurrentAndReplays(t *testing.T) {
 // index rebuilt from the log.
 func TestMySQLMigrationRebuildsIndex(t *testing.T) {
 	dsn := mysqlEnv.database(t)
-	tl := startLedger(t, mysqlConfig(t, dsn, noteKey(t, "mysql.example/migrate")))
+	tl := startLedgerAt(t, mysqlAt(dsn), mysqlConfig(t, noteKey(t, "mysql.example/migrate")))
 	owner := newTestSigner(t)
 	d := randomDigest(t)
 	now := time.Now()
@@ -56,7 +58,8 @@ func TestMySQLMigrationRebuildsIndex(t *testing.T) {
 	for _, stmt := range []string{
 		"DROP TABLE `notarize_entry`",
 		"DROP TABLE `notarize_statement`",
-		"DELETE FROM `notarize_follow` WHERE `id` = " + mysqlFollowRow,
+		"DROP TABLE `notarize_key_current`",
+		"DELETE FROM `notarize_follow` WHERE `id` >= 1",
 		"UPDATE `notarize_schema` SET `version` = 1",
 	} {
 		if _, err := db.ExecContext(t.Context(), stmt); err != nil {
@@ -80,8 +83,8 @@ func TestMySQLMigrationRebuildsIndex(t *testing.T) {
 		t.Fatalf("re-signed replay after migration: %+v", rec)
 	}
 	var version int
-	if err := db.QueryRowContext(t.Context(), "SELECT `version` FROM `notarize_schema` WHERE `id` = 0").Scan(&version); err != nil || version != schemaVersion {
-		t.Fatalf("schema version %d (%v), want %d", version, err, schemaVersion)
+	if err := db.QueryRowContext(t.Context(), "SELECT `version` FROM `notarize_schema` WHERE `id` = 0").Scan(&version); err != nil || version != mysqlstorage.SchemaVersion {
+		t.Fatalf("schema version %d (%v), want %d", version, err, mysqlstorage.SchemaVersion)
 	}
 }
 
@@ -91,7 +94,7 @@ func TestMySQLMigrationRebuildsIndex(t *testing.T) {
 func TestMySQLConcurrentReplaysAcrossInstances(t *testing.T) {
 	dsn := mysqlEnv.database(t)
 	skey := noteKey(t, "mysql.example/replays")
-	ledgers := []*testLedger{startLedger(t, mysqlConfig(t, dsn, skey)), startLedger(t, mysqlConfig(t, dsn, skey))}
+	ledgers := []*testLedger{startLedgerAt(t, mysqlAt(dsn), mysqlConfig(t, skey)), startLedgerAt(t, mysqlAt(dsn), mysqlConfig(t, skey))}
 	s := newTestSigner(t)
 	for round := range 5 {
 		d := randomDigest(t)

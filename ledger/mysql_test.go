@@ -25,9 +25,9 @@ import (
 
 	"github.com/notarize/docker-notarize/internal/testutil"
 	"github.com/notarize/docker-notarize/ledger/api"
+	"github.com/notarize/docker-notarize/ledger/storage"
+	mysqlstorage "github.com/notarize/docker-notarize/ledger/storage/mysql"
 
-	"github.com/go-sql-driver/mysql"
-	"github.com/transparency-dev/merkle/rfc6962"
 	"github.com/transparency-dev/tessera"
 	"github.com/transparency-dev/tessera/api/layout"
 
@@ -38,8 +38,10 @@ import (
 // Tests of the ledger on MySQL storage, against a real MariaDB server (see
 // mysql_env_test.go). Every test has a database of its own.
 
-func mysqlConfig(t testing.TB, dsn, skey string) Config {
-	return Config{Storage: StorageMySQL, MySQLDSN: dsn, NoteSignerKey: skey, Logger: testLogger(t)}
+// mysqlConfig is the configuration of a ledger on MySQL storage
+// (mysqlAt) signing with skey.
+func mysqlConfig(t testing.TB, skey string) Config {
+	return Config{NoteSignerKey: skey, Logger: testLogger(t)}
 }
 
 func noteKey(t testing.TB, origin string) string {
@@ -71,117 +73,9 @@ func newLedgerClient(t testing.TB, url, vkey, home string) *ledgerclient.Client 
 	return c
 }
 
-func TestMySQLConfig(t *testing.T) {
-	skey := noteKey(t, "example.com/log")
-	const dsn = "u:secret@tcp(127.0.0.1:3306)/notarize"
-	for _, tc := range []struct {
-		name    string
-		cfg     Config
-		wantErr string
-		wantIs  error
-	}{
-		{"minimal", Config{Storage: StorageMySQL, MySQLDSN: dsn, NoteSignerKey: skey}, "", nil},
-		{"no DSN", Config{Storage: StorageMySQL, NoteSignerKey: skey}, "MySQLDSN is required", nil},
-		{"no key", Config{Storage: StorageMySQL, MySQLDSN: dsn}, "notarize-ledger keygen", ErrNoSignerKey},
-		{"bad DSN", Config{Storage: StorageMySQL, MySQLDSN: "no slash", NoteSignerKey: skey}, "mysql DSN", nil},
-		{"no database", Config{Storage: StorageMySQL, MySQLDSN: "u:p@tcp(127.0.0.1:3306)/", NoteSignerKey: skey}, "no database name", nil},
-		{"checkpoint too often", Config{Storage: StorageMySQL, MySQLDSN: dsn, NoteSignerKey: skey, CheckpointInterval: 50 * time.Millisecond}, "below the minimum", nil},
-		{"unknown storage", Config{Storage: "s3", DataDir: "d"}, `storage "s3"`, nil},
-		{"posix still needs a dir", Config{Storage: StoragePOSIX}, "DataDir is required", nil},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			err := tc.cfg.Validate()
-			switch {
-			case tc.wantErr == "" && err != nil:
-				t.Fatalf("unexpected error: %v", err)
-			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
-				t.Fatalf("error %v, want one mentioning %q", err, tc.wantErr)
-			case tc.wantIs != nil && !errors.Is(err, tc.wantIs):
-				t.Fatalf("error %v is not %v", err, tc.wantIs)
-			case err != nil && strings.Contains(err.Error(), "secret"):
-				t.Fatalf("error shows the password: %v", err)
-			}
-		})
-	}
-	if got := RedactDSN(dsn); strings.Contains(got, "secret") || !strings.Contains(got, "127.0.0.1:3306") {
-		t.Errorf("RedactDSN = %q", got)
-	}
-	mc, err := parseDSN(dsn + "?readTimeout=3s")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if mc.Timeout != mysqlDialTimeout || mc.ReadTimeout != 3*time.Second || mc.WriteTimeout != mysqlIOTimeout {
-		t.Errorf("DSN defaults: timeout %v read %v write %v", mc.Timeout, mc.ReadTimeout, mc.WriteTimeout)
-	}
-}
-
-func TestTransientDBError(t *testing.T) {
-	for _, tc := range []struct {
-		err  error
-		want bool
-	}{
-		{&mysql.MySQLError{Number: 1213, Message: "Deadlock found"}, true},
-		{fmt.Errorf("begin tx: %w", &mysql.MySQLError{Number: 1053, Message: "Server shutdown in progress"}), true},
-		{fmt.Errorf("begin tx: %v", mysql.ErrInvalidConn), true}, // Tessera's %v drops the type
-		{fmt.Errorf("x: %v", &net.OpError{Op: "dial", Err: errors.New("connect: connection refused")}), true},
-		{&net.OpError{Op: "read", Err: errors.New("boom")}, true},
-		{&mysql.MySQLError{Number: 1146, Message: "Table 'x' doesn't exist"}, false},
-		{errors.New("scan tile: sql: Scan error"), false},
-	} {
-		t.Run(tc.err.Error(), func(t *testing.T) {
-			if got := transientDBError(tc.err); got != tc.want {
-				t.Errorf("transientDBError = %v, want %v", got, tc.want)
-			}
-		})
-	}
-}
-
-// TestTesseraSchemaMatchesModule checks that the Tessera tables the ledger
-// creates are those of the Tessera module it is built with.
-func TestTesseraSchemaMatchesModule(t *testing.T) {
-	out, err := exec.Command(goTool(), "list", "-m", "-f", "{{.Dir}}", "github.com/transparency-dev/tessera").Output()
-	if err != nil {
-		t.Fatalf("go list: %v", err)
-	}
-	raw, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(out)), "storage", "mysql", "schema.sql"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var lines []string
-	for l := range strings.SplitSeq(string(raw), "\n") {
-		if !strings.HasPrefix(strings.TrimSpace(l), "--") {
-			lines = append(lines, l)
-		}
-	}
-	var want []string
-	for stmt := range strings.SplitSeq(strings.Join(lines, "\n"), ";") {
-		if s := strings.TrimSpace(stmt); s != "" {
-			want = append(want, s)
-		}
-	}
-	if got := tesseraSchema(); !slices.Equal(got, want) {
-		t.Fatalf("tesseraSchema() differs from the module's schema.sql:\n got %q\nwant %q", got, want)
-	}
-}
-
-// TestEmptyTreeRow checks the TreeState row the migration writes: the
-// root of the empty tree, as Tessera would write it.
-func TestEmptyTreeRow(t *testing.T) {
-	want := fmt.Sprintf("VALUES (0, 0, X'%x')", rfc6962.DefaultHasher.EmptyRoot())
-	for _, stmt := range notarizeSchemaV1() {
-		if strings.Contains(stmt, "`TreeState`") {
-			if !strings.Contains(stmt, want) {
-				t.Fatalf("%s\nwant %s", stmt, want)
-			}
-			return
-		}
-	}
-	t.Fatal("no TreeState row in the schema")
-}
-
 func TestMySQLRoundTripAndRestart(t *testing.T) {
 	dsn := mysqlEnv.database(t)
-	tl := startLedger(t, mysqlConfig(t, dsn, noteKey(t, "mysql.example/ledger")))
+	tl := startLedgerAt(t, mysqlAt(dsn), mysqlConfig(t, noteKey(t, "mysql.example/ledger")))
 	s := newTestSigner(t)
 	d := randomDigest(t)
 	now := time.Now()
@@ -213,10 +107,10 @@ func TestMySQLRoundTripAndRestart(t *testing.T) {
 	}
 	db := openSQL(t, dsn)
 	var version, next int
-	if err := db.QueryRowContext(t.Context(), "SELECT `version` FROM `notarize_schema` WHERE `id` = 0").Scan(&version); err != nil || version != schemaVersion {
-		t.Errorf("schema version %d (%v), want %d", version, err, schemaVersion)
+	if err := db.QueryRowContext(t.Context(), "SELECT `version` FROM `notarize_schema` WHERE `id` = 0").Scan(&version); err != nil || version != mysqlstorage.SchemaVersion {
+		t.Errorf("schema version %d (%v), want %d", version, err, mysqlstorage.SchemaVersion)
 	}
-	if err := db.QueryRowContext(t.Context(), "SELECT `next` FROM `notarize_follow` WHERE `id` = "+mysqlFollowRow).Scan(&next); err != nil || next != 3 {
+	if err := db.QueryRowContext(t.Context(), "SELECT `next` FROM `notarize_follow` WHERE `id` = 3").Scan(&next); err != nil || next != 3 {
 		t.Errorf("index position %d (%v), want 3", next, err)
 	}
 }
@@ -224,8 +118,12 @@ func TestMySQLRoundTripAndRestart(t *testing.T) {
 func TestMySQLIdentity(t *testing.T) {
 	const origin = "mysql.example/identity"
 	skey := noteKey(t, origin)
-	openLedger := func(t *testing.T, cfg Config) (*Ledger, error) {
-		l, err := New(t.Context(), cfg)
+	openLedger := func(t *testing.T, dsn string, cfg Config) (*Ledger, error) {
+		st, err := mysqlstorage.New(t.Context(), mysqlstorage.Config{DSN: dsn, Logger: testLogger(t)})
+		if err != nil {
+			return nil, err
+		}
+		l, err := New(t.Context(), st, cfg)
 		if err == nil {
 			t.Cleanup(func() {
 				if err := l.Close(context.Background()); err != nil {
@@ -237,24 +135,24 @@ func TestMySQLIdentity(t *testing.T) {
 	}
 	t.Run("mismatches", func(t *testing.T) {
 		dsn := mysqlEnv.database(t)
-		tl := startLedger(t, mysqlConfig(t, dsn, skey))
+		tl := startLedgerAt(t, mysqlAt(dsn), mysqlConfig(t, skey))
 		tl.submit(t, newTestSigner(t).sign(t, randomDigest(t), notarize.StatusTrusted, time.Now()), http.StatusCreated)
 		for name, cfg := range map[string]Config{
-			"other key, same origin": mysqlConfig(t, dsn, noteKey(t, origin)),
-			"other origin":           mysqlConfig(t, dsn, noteKey(t, "mysql.example/other")),
-			"configured origin":      func() Config { c := mysqlConfig(t, dsn, skey); c.Origin = "mysql.example/other"; return c }(),
+			"other key, same origin": mysqlConfig(t, noteKey(t, origin)),
+			"other origin":           mysqlConfig(t, noteKey(t, "mysql.example/other")),
+			"configured origin":      func() Config { c := mysqlConfig(t, skey); c.Origin = "mysql.example/other"; return c }(),
 		} {
 			t.Run(name, func(t *testing.T) {
-				if _, err := openLedger(t, cfg); !errors.Is(err, ErrIdentityMismatch) {
+				if _, err := openLedger(t, dsn, cfg); !errors.Is(err, ErrIdentityMismatch) {
 					t.Fatalf("New: %v, want ErrIdentityMismatch", err)
 				}
 			})
 		}
-		if _, err := openLedger(t, mysqlConfig(t, dsn, "")); !errors.Is(err, ErrNoSignerKey) {
+		if _, err := openLedger(t, dsn, mysqlConfig(t, "")); !errors.Is(err, mysqlstorage.ErrNoSignerKey) {
 			t.Fatalf("New without a key: %v, want ErrNoSignerKey", err)
 		}
 		// A second instance with the right identity joins.
-		other := startLedger(t, mysqlConfig(t, dsn, skey))
+		other := startLedgerAt(t, mysqlAt(dsn), mysqlConfig(t, skey))
 		if other.VerifierKey() != tl.VerifierKey() || other.Origin() != origin {
 			t.Fatalf("second instance has another identity")
 		}
@@ -265,7 +163,7 @@ func TestMySQLIdentity(t *testing.T) {
 		var wg sync.WaitGroup
 		errs := make([]error, n)
 		for i := range n {
-			wg.Go(func() { _, errs[i] = openLedger(t, mysqlConfig(t, dsn, skey)) })
+			wg.Go(func() { _, errs[i] = openLedger(t, dsn, mysqlConfig(t, skey)) })
 		}
 		wg.Wait()
 		if err := errors.Join(errs...); err != nil {
@@ -278,7 +176,7 @@ func TestMySQLIdentity(t *testing.T) {
 		var wg sync.WaitGroup
 		errs := make([]error, len(keys))
 		for i, k := range keys {
-			wg.Go(func() { _, errs[i] = openLedger(t, mysqlConfig(t, dsn, k)) })
+			wg.Go(func() { _, errs[i] = openLedger(t, dsn, mysqlConfig(t, k)) })
 		}
 		wg.Wait()
 		won := 0
@@ -296,7 +194,7 @@ func TestMySQLIdentity(t *testing.T) {
 	})
 	t.Run("schema from the future", func(t *testing.T) {
 		dsn := mysqlEnv.database(t)
-		l, err := openLedger(t, mysqlConfig(t, dsn, skey))
+		l, err := openLedger(t, dsn, mysqlConfig(t, skey))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -306,7 +204,7 @@ func TestMySQLIdentity(t *testing.T) {
 		if _, err := openSQL(t, dsn).ExecContext(t.Context(), "UPDATE `notarize_schema` SET `version` = 99"); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := openLedger(t, mysqlConfig(t, dsn, skey)); !errors.Is(err, ErrSchemaTooNew) {
+		if _, err := openLedger(t, dsn, mysqlConfig(t, skey)); !errors.Is(err, mysqlstorage.ErrSchemaTooNew) {
 			t.Fatalf("New on a newer schema: %v, want ErrSchemaTooNew", err)
 		}
 	})
@@ -318,7 +216,7 @@ func TestMySQLIdentity(t *testing.T) {
 		addr := ln.Addr().String()
 		ln.Close()
 		start := time.Now()
-		_, err = openLedger(t, mysqlConfig(t, "u:p@tcp("+addr+")/db?timeout=2s", skey))
+		_, err = openLedger(t, "u:p@tcp("+addr+")/db?timeout=2s", mysqlConfig(t, skey))
 		if !errors.Is(err, ErrUnavailable) || strings.Contains(err.Error(), "u:p@") {
 			t.Fatalf("New on a closed port: %v, want ErrUnavailable without the password", err)
 		}
@@ -335,7 +233,7 @@ func TestMySQLIdentity(t *testing.T) {
 func TestMySQLSameAsPOSIX(t *testing.T) {
 	skey := noteKey(t, "same.example/ledger")
 	px := startLedger(t, Config{NoteSignerKey: skey})
-	my := startLedger(t, mysqlConfig(t, mysqlEnv.database(t), skey))
+	my := startLedgerAt(t, mysqlAt(mysqlEnv.database(t)), mysqlConfig(t, skey))
 	s := newTestSigner(t)
 	now := time.Now()
 	d := randomDigest(t)
@@ -451,8 +349,8 @@ func TestMySQLTwoInstances(t *testing.T) {
 	const workers, rounds = 24, 3
 	dsn := mysqlEnv.database(t)
 	skey := noteKey(t, "mysql.example/two")
-	a := startLedger(t, mysqlConfig(t, dsn, skey))
-	b := startLedger(t, mysqlConfig(t, dsn, skey))
+	a := startLedgerAt(t, mysqlAt(dsn), mysqlConfig(t, skey))
+	b := startLedgerAt(t, mysqlAt(dsn), mysqlConfig(t, skey))
 	ledgers := []*testLedger{a, b}
 	clients := []*ledgerclient.Client{
 		newLedgerClient(t, a.url, a.VerifierKey(), t.TempDir()),
@@ -702,7 +600,7 @@ func TestMySQLDatabaseRestart(t *testing.T) {
 		t.Skip("the MariaDB server named by $" + "NOTARIZE_MYSQL_DSN is not ours to restart")
 	}
 	dsn := srv.Database(t)
-	tl := startLedger(t, mysqlConfig(t, dsn, noteKey(t, "mysql.example/dbrestart")))
+	tl := startLedgerAt(t, mysqlAt(dsn), mysqlConfig(t, noteKey(t, "mysql.example/dbrestart")))
 	c := newLedgerClient(t, tl.url, tl.VerifierKey(), t.TempDir())
 	s := newTestSigner(t)
 	if _, err := c.Submit(t.Context(), s.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now())); err != nil {
@@ -834,12 +732,12 @@ func TestMySQLEnrolledSigners(t *testing.T) {
 	skey := noteKey(t, "mysql.example/signers")
 	s1, s2 := newTestSigner(t), newTestSigner(t)
 	withSigners := func(keys ...crypto.PublicKey) Config {
-		c := mysqlConfig(t, dsn, skey)
+		c := mysqlConfig(t, skey)
 		c.Signers = keys
 		return c
 	}
-	a := startLedger(t, withSigners(s1.pub))
-	b := startLedger(t, withSigners()) // no --signers: the database's set
+	a := startLedgerAt(t, mysqlAt(dsn), withSigners(s1.pub))
+	b := startLedgerAt(t, mysqlAt(dsn), withSigners()) // no --signers: the database's set
 	for _, tl := range []*testLedger{a, b} {
 		if tl.OpenWrites() {
 			t.Fatal("instance has open writes, want the enrolled set")
@@ -851,8 +749,8 @@ func TestMySQLEnrolledSigners(t *testing.T) {
 		t.Fatalf("unenrolled signer: %d %s", status, body)
 	}
 	// A third instance enrolls s2 only; the running ones follow.
-	startLedger(t, withSigners(s2.pub))
-	deadline := time.Now().Add(2*signersRefresh + time.Second)
+	startLedgerAt(t, mysqlAt(dsn), withSigners(s2.pub))
+	deadline := time.Now().Add(2*storage.SignersRefresh + time.Second)
 	for _, tl := range []*testLedger{a, b} {
 		for {
 			set := tl.enrolled.Load()

@@ -19,8 +19,8 @@ import (
 // seen one refused the other for good.
 func TestDefaultOriginIsUniquePerLedger(t *testing.T) {
 	dirA, dirB := t.TempDir(), t.TempDir()
-	a := startLedger(t, Config{DataDir: dirA})
-	b := startLedger(t, Config{DataDir: dirB})
+	a := startLedgerIn(t, dirA, Config{})
+	b := startLedgerIn(t, dirB, Config{})
 	if a.Origin() == b.Origin() {
 		t.Fatalf("two ledgers share the default origin %q", a.Origin())
 	}
@@ -47,26 +47,26 @@ func TestDefaultOriginIsUniquePerLedger(t *testing.T) {
 	// Persisted: a restart keeps the origin and key.
 	origin, vkey := a.Origin(), a.VerifierKey()
 	a.close(t)
-	a2 := startLedger(t, Config{DataDir: dirA})
+	a2 := startLedgerIn(t, dirA, Config{})
 	if a2.Origin() != origin || a2.VerifierKey() != vkey {
 		t.Fatalf("restart changed the identity: %s %s", a2.Origin(), a2.VerifierKey())
 	}
-	if b, err := os.ReadFile(filepath.Join(dirA, originFileName)); err != nil || strings.TrimSpace(string(b)) != origin {
+	if b, err := os.ReadFile(filepath.Join(dirA, "origin")); err != nil || strings.TrimSpace(string(b)) != origin {
 		t.Fatalf("persisted origin %q, %v", b, err)
 	}
 
 	// An existing data dir with the old default origin keeps it.
 	dirC := t.TempDir()
 	old := "example.test/notarize-ledger"
-	if err := os.WriteFile(filepath.Join(dirC, originFileName), []byte(old+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dirC, "origin"), []byte(old+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if c := startLedger(t, Config{DataDir: dirC}); c.Origin() != old {
+	if c := startLedgerIn(t, dirC, Config{}); c.Origin() != old {
 		t.Fatalf("persisted origin %q replaced by %q", old, c.Origin())
 	}
 
 	// --origin wins on first start.
-	if d := startLedger(t, Config{DataDir: t.TempDir(), Origin: "example.test/mine"}); d.Origin() != "example.test/mine" {
+	if d := startLedgerIn(t, t.TempDir(), Config{Origin: "example.test/mine"}); d.Origin() != "example.test/mine" {
 		t.Fatalf("configured origin ignored: %q", d.Origin())
 	}
 }

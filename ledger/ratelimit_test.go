@@ -262,7 +262,7 @@ func TestRateLimitDefaults(t *testing.T) {
 		t.Fatal("Off leaves a limit on")
 	}
 	for _, bad := range []RateLimits{{KeyBurst: -1}, {Tracked: -1}, {KeyPerSecond: math.NaN()}} {
-		if err := (&Config{DataDir: "d", RateLimits: bad}).Validate(); err == nil {
+		if err := (&Config{RateLimits: bad}).Validate(); err == nil {
 			t.Errorf("%+v accepted", bad)
 		}
 	}

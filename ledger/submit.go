@@ -166,6 +166,9 @@ func (l *Ledger) logOnce(ctx context.Context, sub *submission, id [32]byte, v *n
 // the same statement looks for it in the index.
 const claimPoll = 20 * time.Millisecond
 
+// releaseTimeout bounds giving up a claim; one not given up expires.
+const releaseTimeout = 2 * time.Second
+
 // future returns the index future of the statement id: its logged index,
 // or, once this instance holds the claim on its append and its key may
 // append, that of a new entry. done releases what the append holds, once
@@ -195,7 +198,7 @@ func (l *Ledger) future(ctx context.Context, id [32]byte, v *notarize.Verified, 
 		}
 	}
 	release := func() {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pingTimeout)
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 		defer cancel()
 		if err := l.store.release(rctx, id); err != nil {
 			l.log.DebugContext(ctx, "claim not released; it expires", slog.Any("error", err), slog.Duration("after", claimStale))

@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/notarize/docker-notarize/ledger/api"
 	"net/http"
 	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/notarize/docker-notarize/ledger/storage"
+
+	"github.com/notarize/docker-notarize/ledger/api"
 
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/transparency-dev/tessera"
@@ -231,9 +234,9 @@ func TestFirstEntries(t *testing.T) {
 		{"truncated length", bundle[:1], 1, nil, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, ok := firstEntries(tc.bundle, tc.n)
+			got, ok := storage.FirstEntries(tc.bundle, tc.n)
 			if ok != tc.ok || !bytes.Equal(got, tc.want) {
-				t.Fatalf("firstEntries(%d) = %q, %v; want %q, %v", tc.n, got, ok, tc.want, tc.ok)
+				t.Fatalf("storage.FirstEntries(%d) = %q, %v; want %q, %v", tc.n, got, ok, tc.want, tc.ok)
 			}
 		})
 	}

@@ -1,7 +1,9 @@
 package ledger
 
 import (
+	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"net/http"
 	"path/filepath"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"github.com/notarize/docker-notarize/ledger/api"
+	"github.com/notarize/docker-notarize/ledger/storage/posix"
 	"github.com/notarize/docker-notarize/notarize"
 	bolt "go.etcd.io/bbolt"
 )
@@ -21,7 +24,7 @@ import (
 // work on the log's old entries.
 func TestBoltIndexOfOldFormatIsRebuilt(t *testing.T) {
 	dir := t.TempDir()
-	tl := startLedger(t, Config{DataDir: dir})
+	tl := startLedgerIn(t, dir, Config{})
 	owner, other := newTestSigner(t), newTestSigner(t)
 	d := randomDigest(t)
 	now := time.Now()
@@ -41,20 +44,20 @@ func TestBoltIndexOfOldFormatIsRebuilt(t *testing.T) {
 	tl.close(t)
 
 	// Rewrite index.db as the previous release left it.
-	db, err := bolt.Open(filepath.Join(dir, indexFileName), 0o600, nil)
+	db, err := bolt.Open(filepath.Join(dir, posix.IndexFile), 0o600, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	raw, _ := hex.DecodeString(d.Hex())
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range boltBuckets {
-			if err := tx.DeleteBucket(b); err != nil {
+		for _, b := range []string{"meta", "ids", "entries", "bytime", "digests", "data", "keys"} {
+			if err := tx.DeleteBucket([]byte(b)); err != nil {
 				return err
 			}
 		}
-		meta, _ := tx.CreateBucket(bucketMeta)
-		ids, _ := tx.CreateBucket(bucketIDs)
-		digests, _ := tx.CreateBucket(bucketDigests)
+		meta, _ := tx.CreateBucket([]byte("meta"))
+		ids, _ := tx.CreateBucket([]byte("ids"))
+		digests, _ := tx.CreateBucket([]byte("digests"))
 		for i, e := range entries {
 			h := sha256.Sum256(e)
 			if err := ids.Put(h[:], be64(uint64(i))); err != nil {
@@ -64,7 +67,7 @@ func TestBoltIndexOfOldFormatIsRebuilt(t *testing.T) {
 				return err
 			}
 		}
-		return meta.Put(nextKey, be64(uint64(len(entries))))
+		return meta.Put([]byte("next"), be64(uint64(len(entries))))
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -95,3 +98,9 @@ func TestBoltIndexOfOldFormatIsRebuilt(t *testing.T) {
 		t.Fatalf("re-signed replay of an old entry: %+v", rec)
 	}
 }
+
+// cat returns a new slice holding the parts one after the other.
+func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+
+// be64 is v as 8 big-endian bytes.
+func be64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }

@@ -23,12 +23,12 @@ func TestMySQLWitnessed(t *testing.T) {
 		t.Fatal(err)
 	}
 	ws := witnesstest.StartN(t, 2, origin, vkey)
-	cfg := mysqlConfig(t, dsn, skey)
+	cfg := mysqlConfig(t, skey)
 	cfg.WitnessPolicy = witnesstest.Policy(2, ws...)
 	cfg.WitnessTimeout = 2 * time.Second
 	cfg.ReceiptTimeout = 4 * time.Second
 	cfg.RateLimits.Off = true
-	a, b := startLedger(t, cfg), startLedger(t, cfg)
+	a, b := startLedgerAt(t, mysqlAt(dsn), cfg), startLedgerAt(t, mysqlAt(dsn), cfg)
 	s := newTestSigner(t)
 	for _, tl := range []*testLedger{a, b, a} {
 		e := s.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now())

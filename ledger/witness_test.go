@@ -277,7 +277,7 @@ func TestWitnessConfigValidate(t *testing.T) {
 		{"receipt timeout above the claim lifetime", func(c *Config) { c.ReceiptTimeout = time.Hour }, "ReceiptTimeout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := Config{DataDir: t.TempDir()}
+			c := Config{}
 			tc.mod(&c)
 			err := c.Validate()
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -285,7 +285,7 @@ func TestWitnessConfigValidate(t *testing.T) {
 			}
 		})
 	}
-	ok := Config{DataDir: t.TempDir(), WitnessPolicy: []byte("# none\nquorum none\n"), CheckpointRepublishInterval: time.Second}
+	ok := Config{WitnessPolicy: []byte("# none\nquorum none\n"), CheckpointRepublishInterval: time.Second}
 	if err := ok.Validate(); err != nil {
 		t.Fatalf("Validate of a valid config: %v", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 
 	"github.com/notarize/docker-notarize/ledger"
+	"github.com/notarize/docker-notarize/ledger/storage/posix"
 	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/notarize/docker-notarize/notarize"
 )
@@ -71,7 +72,11 @@ func startLedger(ctx context.Context) (string, func()) {
 	if err != nil {
 		panic(err)
 	}
-	l, err := ledger.New(ctx, ledger.Config{DataDir: dir, Logger: slog.New(slog.DiscardHandler)})
+	st, err := posix.New(ctx, posix.Config{Dir: dir, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		panic(err)
+	}
+	l, err := ledger.New(ctx, st, ledger.Config{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		panic(err)
 	}

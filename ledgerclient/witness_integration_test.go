@@ -32,13 +32,13 @@ func TestWitnessedLedgerEndToEnd(t *testing.T) {
 	}
 	ws := lwitnesstest.StartN(t, 3, origin, vkey)
 	policyFile := lwitnesstest.Policy(2, ws...)
-	srv := ledgertest.Start(t, ledgertest.WithSignerKey(skey), ledgertest.WithOrigin(origin), func(c *ledger.Config) {
+	srv := ledgertest.Start(t, ledgertest.WithSignerKey(skey), ledgertest.WithOrigin(origin), ledgertest.WithConfig(func(c *ledger.Config) {
 		c.WitnessPolicy = policyFile
 		c.CheckpointInterval = 200 * time.Millisecond
 		c.CheckpointRepublishInterval = 500 * time.Millisecond
 		c.WitnessTimeout = 2 * time.Second
 		c.ReceiptTimeout = 3 * time.Second
-	})
+	}))
 	policy, err := ledgerclient.ParseWitnessPolicy(policyFile)
 	if err != nil {
 		t.Fatal(err)

@@ -15,8 +15,8 @@ import (
 
 	"github.com/docker/cli/cli/command"
 	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/notarize/docker-notarize/ledger"
 	"github.com/notarize/docker-notarize/ledger/ledgertest"
+	"github.com/notarize/docker-notarize/ledger/storage/posix"
 	"github.com/notarize/docker-notarize/ledgerclient"
 )
 
@@ -134,7 +134,7 @@ func TestLedgerReset(t *testing.T) {
 	}
 
 	// Without --force the pin stays, and both keys are shown.
-	pub := filepath.Join(reset.Dir, ledger.PubFile)
+	pub := filepath.Join(reset.Dir, posix.PubFile)
 	_, errOut, code := h.run("ledger", "trust", fr.URL, "--key", pub)
 	if code != ExitError || !strings.Contains(errOut, h.ledger.VerifierKey) || !strings.Contains(errOut, reset.VerifierKey) || !strings.Contains(errOut, "--force") {
 		t.Fatalf("trust over a pin without --force: exit %d, stderr %s", code, errOut)

@@ -38,6 +38,7 @@ import (
 	"time"
 
 	"github.com/notarize/docker-notarize/ledger"
+	"github.com/notarize/docker-notarize/ledger/storage/posix"
 	"k8s.io/klog/v2"
 )
 
@@ -96,11 +97,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:7070", "listen `address`")
 	fs.StringVar(&o.data, "data", filepath.Join(".notarize", "ledger"), "data `directory`: log, index, keys (posix storage)")
-	fs.StringVar(&o.storage, "storage", ledger.StoragePOSIX, "where the log lives: posix (--data) or mysql (--mysql-dsn, shared by several instances)")
+	fs.StringVar(&o.storage, "storage", storagePOSIX, "where the log lives: posix (--data) or mysql (--mysql-dsn, shared by several instances)")
 	fs.StringVar(&o.mysqlDSN, "mysql-dsn", "", "MySQL/MariaDB `DSN` user:pass@tcp(host:3306)/dbname for --storage mysql; also $"+envMySQLDSN)
 	fs.StringVar(&o.origin, "origin", "", "checkpoint origin (log name); default: the persisted one, or <hostname>/notarize-ledger")
 	fs.StringVar(&o.signersFile, "signers", "", "`file` of PEM public keys allowed to write; default: open to any valid signature")
-	fs.StringVar(&o.keyFile, "key-file", "", "`file` holding the note signer key (PRIVATE+KEY+…); also $"+envSignerKey+"; default: DATA/"+ledger.KeyFile)
+	fs.StringVar(&o.keyFile, "key-file", "", "`file` holding the note signer key (PRIVATE+KEY+…); also $"+envSignerKey+"; default: DATA/"+posix.KeyFile)
 	fs.DurationVar(&o.maxFutureSkew, "max-future-skew", ledger.DefaultMaxFutureSkew, "refuse statements dated further than this in the future")
 	fs.DurationVar(&o.batchAge, "batch-max-age", ledger.DefaultBatchMaxAge, "longest an entry waits for a batch")
 	fs.DurationVar(&o.checkpointIv, "checkpoint-interval", ledger.DefaultCheckpointInterval, "how often a checkpoint may be published (at least 100ms; with mysql, across all instances)")
@@ -164,9 +165,6 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 // config turns the flags and environment into a ledger.Config.
 func config(o *options, getenv func(string) string, logger *slog.Logger) (ledger.Config, error) {
 	cfg := ledger.Config{
-		Storage:            o.storage,
-		MySQLDSN:           firstNonEmpty(o.mysqlDSN, getenv(envMySQLDSN)),
-		DataDir:            o.data,
 		Origin:             o.origin,
 		MaxFutureSkew:      o.maxFutureSkew,
 		BatchMaxAge:        o.batchAge,
@@ -237,11 +235,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	sf, err := storageOf(o, getenv, cfg, logger)
+	if err != nil {
+		return err
+	}
 	tlsCfg, err := serverTLS(o.tlsCert, o.tlsKey)
 	if err != nil {
 		return err
 	}
-	l, err := ledger.New(ctx, cfg)
+	st, err := sf.open(ctx)
+	if err != nil {
+		return err
+	}
+	l, err := ledger.New(ctx, st, cfg)
 	if err != nil {
 		return err
 	}
@@ -261,12 +267,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if tlsCfg != nil {
 		scheme = "https"
 	}
-	storage := "posix " + cfg.DataDir
-	pubNote := "(also in " + filepath.Join(cfg.DataDir, ledger.PubFile) + ")"
-	if cfg.Storage == ledger.StorageMySQL {
-		storage = "mysql " + ledger.RedactDSN(cfg.MySQLDSN)
-		pubNote = "(shared by every instance on this database)"
-	}
+	storage, pubNote := sf.describe()
 	logger.InfoContext(ctx, "ledger started",
 		slog.String("version", versionString()),
 		slog.String("url", scheme+"://"+ln.Addr().String()),

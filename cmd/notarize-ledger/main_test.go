@@ -20,7 +20,7 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 
-	"github.com/notarize/docker-notarize/ledger"
+	"github.com/notarize/docker-notarize/ledger/storage/posix"
 )
 
 func noEnv(string) string { return "" }
@@ -73,9 +73,9 @@ func TestRunServesAndShutsDown(t *testing.T) {
 	if !strings.Contains(stdout.String(), vkey) || !strings.Contains(stderr.String(), `"verifier_key":"`+vkey+`"`) {
 		t.Errorf("verifier key not printed and logged:\n%s\n%s", stdout.String(), stderr.String())
 	}
-	pub, err := os.ReadFile(filepath.Join(dir, ledger.PubFile))
+	pub, err := os.ReadFile(filepath.Join(dir, posix.PubFile))
 	if err != nil || strings.TrimSpace(string(pub)) != vkey {
-		t.Errorf("%s: %q, %v", ledger.PubFile, pub, err)
+		t.Errorf("%s: %q, %v", posix.PubFile, pub, err)
 	}
 	cancel()
 	select {

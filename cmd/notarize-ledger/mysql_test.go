@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/notarize/docker-notarize/ledger"
+	"github.com/notarize/docker-notarize/ledger/storage/mysql"
 	"golang.org/x/mod/sumdb/note"
 )
 
@@ -83,11 +84,11 @@ func TestMySQLFlags(t *testing.T) {
 	}
 	// Without the shared key, an instance refuses to start, saying how to make one.
 	err := run(t.Context(), []string{"--storage", "mysql", "--mysql-dsn", dsn}, noEnv, io.Discard, io.Discard, nil)
-	if !errors.Is(err, ledger.ErrNoSignerKey) || !strings.Contains(err.Error(), "keygen") {
+	if !errors.Is(err, mysql.ErrNoSignerKey) || !strings.Contains(err.Error(), "keygen") {
 		t.Fatalf("mysql without a key: %v, want ErrNoSignerKey", err)
 	}
 	err = run(t.Context(), []string{"--storage", "mysql"}, noEnv, io.Discard, io.Discard, nil)
-	if err == nil || !strings.Contains(err.Error(), "MySQLDSN is required") {
+	if err == nil || !strings.Contains(err.Error(), "DSN is required") {
 		t.Fatalf("mysql without a DSN: %v", err)
 	}
 	// The DSN from the environment, and an unreachable database: a clear error, no password.

@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"github.com/notarize/docker-notarize/ledger"
+	"github.com/notarize/docker-notarize/ledger/storage/mysql"
+	"github.com/notarize/docker-notarize/ledger/storage/posix"
 )
 
 // Server is a running test ledger.
@@ -43,6 +45,7 @@ type Server struct {
 
 	tb   testing.TB
 	cfg  ledger.Config
+	dsn  string // the MySQL database, when not a directory
 	addr string
 
 	mu     sync.Mutex
@@ -52,50 +55,63 @@ type Server struct {
 }
 
 // Option configures Start.
-type Option func(*ledger.Config)
+type Option func(*settings)
+
+// settings are what Start is configured with: the ledger's configuration
+// and where it keeps its data.
+type settings struct {
+	cfg ledger.Config
+	dir string // POSIX storage (ledger/storage/posix)
+	dsn string // MySQL storage (ledger/storage/mysql), when set
+}
+
+// WithConfig lets f change the ledger's configuration directly.
+func WithConfig(f func(*ledger.Config)) Option {
+	return func(s *settings) { f(&s.cfg) }
+}
 
 // WithSignerKey makes the ledger sign checkpoints with the given sumdb/note
 // signer key ("PRIVATE+KEY+…") instead of generating one.
 func WithSignerKey(noteSKey string) Option {
-	return func(c *ledger.Config) { c.NoteSignerKey = noteSKey }
+	return WithConfig(func(c *ledger.Config) { c.NoteSignerKey = noteSKey })
 }
 
 // WithOrigin sets the checkpoint origin.
 func WithOrigin(origin string) Option {
-	return func(c *ledger.Config) { c.Origin = origin }
+	return WithConfig(func(c *ledger.Config) { c.Origin = origin })
 }
 
 // WithSigners restricts writes to the given enrolled public keys.
 func WithSigners(keys ...crypto.PublicKey) Option {
-	return func(c *ledger.Config) { c.Signers = append(c.Signers, keys...) }
+	return WithConfig(func(c *ledger.Config) { c.Signers = append(c.Signers, keys...) })
 }
 
 // WithRateLimits sets the ledger's rate limits. Without it a test ledger
 // has none: tests submit faster than a writer may.
 func WithRateLimits(r ledger.RateLimits) Option {
-	return func(c *ledger.Config) { c.RateLimits = r }
+	return WithConfig(func(c *ledger.Config) { c.RateLimits = r })
 }
 
 // WithDir keeps the ledger's data in dir instead of a new t.TempDir().
 func WithDir(dir string) Option {
-	return func(c *ledger.Config) { c.DataDir = dir }
+	return func(s *settings) { s.dir = dir }
 }
 
 // Start starts a ledger on 127.0.0.1 with a free port. It is stopped by
 // t.Cleanup; failures to start end the test.
 func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
-	cfg := ledger.Config{
+	set := settings{cfg: ledger.Config{
 		Logger:     slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
 		RateLimits: ledger.RateLimits{Off: true},
-	}
+	}}
 	for _, o := range opts {
-		o(&cfg)
+		o(&set)
 	}
-	if cfg.DataDir == "" {
-		cfg.DataDir = tempDir(t)
+	if set.dir == "" && set.dsn == "" {
+		set.dir = tempDir(t)
 	}
-	s := &Server{tb: t, cfg: cfg, Dir: cfg.DataDir}
+	s := &Server{tb: t, cfg: set.cfg, Dir: set.dir, dsn: set.dsn}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("ledgertest: listen: %v", err)
@@ -144,11 +160,21 @@ func (s *Server) Ledger() *ledger.Ledger {
 func (s *Server) start(t testing.TB, ln net.Listener) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(t.Context()), 30*time.Second)
 	defer cancel()
-	l, err := ledger.New(ctx, s.cfg)
+	var st ledger.Storage
+	var err error
+	if s.dsn != "" {
+		st, err = mysql.New(ctx, mysql.Config{DSN: s.dsn, Logger: s.cfg.Logger})
+	} else {
+		st, err = posix.New(ctx, posix.Config{Dir: s.Dir, Logger: s.cfg.Logger})
+	}
 	if err != nil {
 		return err
 	}
-	key, err := os.ReadFile(filepath.Join(s.Dir, ledger.KeyFile))
+	l, err := ledger.New(ctx, st, s.cfg)
+	if err != nil {
+		return err
+	}
+	key, err := os.ReadFile(filepath.Join(s.Dir, posix.KeyFile))
 	switch {
 	case s.cfg.NoteSignerKey != "":
 		s.SignerKey = s.cfg.NoteSignerKey

@@ -10,15 +10,13 @@ import (
 	"github.com/notarize/docker-notarize/ledger/internal/mariadbtest"
 )
 
-// WithMySQL keeps the ledger in the MySQL/MariaDB database dsn
-// (ledger.StorageMySQL) instead of a directory. It needs WithSignerKey:
-// instances on one database share one key. Servers started with the same
-// dsn and key are instances of one ledger, as behind a load balancer.
+// WithMySQL keeps the ledger in the MySQL/MariaDB database dsn (the
+// ledger/storage/mysql driver) instead of a directory. It needs
+// WithSignerKey: instances on one database share one key. Servers started
+// with the same dsn and key are instances of one ledger, as behind a load
+// balancer.
 func WithMySQL(dsn string) Option {
-	return func(c *ledger.Config) {
-		c.Storage = ledger.StorageMySQL
-		c.MySQLDSN = dsn
-	}
+	return func(s *settings) { s.dsn = dsn }
 }
 
 // MariaDB is a MariaDB server for tests: a throwaway one started by the

@@ -1,14 +1,17 @@
-package ledger
+package mysql
 
 import (
 	"context"
 	"database/sql"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/notarize/docker-notarize/ledger/storage"
 )
 
 // MySQL follower tuning. Every instance runs a follower; they take turns
@@ -24,39 +27,32 @@ const (
 	mysqlReadEntries      = 64                    // entries per SELECT of entry bytes
 )
 
-// mysqlIndex implements indexDB on the ledger's MySQL tables: antispam
-// (notarize_statement), the digest index (notarize_entry), the entries'
-// bytes (notarize_entry_data) and their shared position (notarize_follow
-// row mysqlFollowRow), all updated in one
-// transaction, so any number of instances share one index.
-type mysqlIndex struct {
+// index implements storage.Index on the ledger's MySQL tables: antispam
+// (notarize_statement), the digest index (notarize_entry), the key index
+// (notarize_key_current), the entries' bytes (notarize_entry_data) and
+// their shared position (notarize_follow row mysqlFollowRow), all updated
+// in one transaction, so any number of instances share one index.
+type index struct {
 	db     *sql.DB
 	health *dbHealth
 }
 
-var _ indexDB = (*mysqlIndex)(nil)
+var _ storage.Index = (*index)(nil)
 
-// openMySQLStore opens the index on db, whose schema is migrated. The
-// database is the backend's to close.
-func openMySQLStore(ctx context.Context, db *sql.DB, logger *slog.Logger, health *dbHealth) (*indexStore, error) {
-	idx := &mysqlIndex{db: db, health: health}
-	next, err := idx.position(ctx)
-	if err != nil {
-		return nil, err
+// Tuning implements storage.Index.
+func (m *index) Tuning() storage.FollowTuning {
+	return storage.FollowTuning{
+		Name:       "notarize mysql index",
+		Poll:       mysqlFollowPoll,
+		MaxBackoff: mysqlFollowMaxBackoff,
+		MaxBatch:   mysqlFollowMaxBatch,
+		MaxBytes:   mysqlFollowMaxBytes,
+		ErrLevel:   slog.LevelWarn,
 	}
-	tune := followTuning{
-		name:       "notarize mysql index",
-		poll:       mysqlFollowPoll,
-		maxBackoff: mysqlFollowMaxBackoff,
-		maxBatch:   mysqlFollowMaxBatch,
-		maxBytes:   mysqlFollowMaxBytes,
-		errLevel:   slog.LevelWarn,
-	}
-	return newIndexStore(idx, logger, tune, next), nil
 }
 
-// position implements indexDB.
-func (m *mysqlIndex) position(ctx context.Context) (uint64, error) {
+// Position implements storage.Index.
+func (m *index) Position(ctx context.Context) (uint64, error) {
 	var next uint64
 	if err := m.db.QueryRowContext(ctx, "SELECT `next` FROM `notarize_follow` WHERE `id` = "+mysqlFollowRow).Scan(&next); err != nil {
 		return 0, fmt.Errorf("read index position: %w", err)
@@ -64,9 +60,9 @@ func (m *mysqlIndex) position(ctx context.Context) (uint64, error) {
 	return next, nil
 }
 
-// page implements indexDB; a database outage is ErrUnavailable. A filtered
+// Page implements storage.Index; a database outage is ErrUnavailable. A filtered
 // page is one primary-key range per key, each of at most n rows.
-func (m *mysqlIndex) page(ctx context.Context, digest []byte, keyIDs [][]byte, from, below uint64, n int) ([]uint64, error) {
+func (m *index) Page(ctx context.Context, digest []byte, keyIDs [][]byte, from, below uint64, n int) ([]uint64, error) {
 	var q string
 	var args []any
 	if len(keyIDs) == 0 {
@@ -88,8 +84,8 @@ func (m *mysqlIndex) page(ctx context.Context, digest []byte, keyIDs [][]byte, f
 	return out[:min(len(out), n)], nil
 }
 
-// current implements indexDB: one by_time range per key, read backwards.
-func (m *mysqlIndex) current(ctx context.Context, digest []byte, keyIDs [][]byte, below uint64) ([]uint64, error) {
+// Current implements storage.Index: one by_time range per key, read backwards.
+func (m *index) Current(ctx context.Context, digest []byte, keyIDs [][]byte, below uint64) ([]uint64, error) {
 	parts := make([]string, len(keyIDs))
 	args := make([]any, 0, 3*len(keyIDs))
 	for i, k := range keyIDs {
@@ -104,7 +100,7 @@ func (m *mysqlIndex) current(ctx context.Context, digest []byte, keyIDs [][]byte
 }
 
 // queryIndices runs q, whose rows are one log index each.
-func (m *mysqlIndex) queryIndices(ctx context.Context, q string, args ...any) ([]uint64, error) {
+func (m *index) queryIndices(ctx context.Context, q string, args ...any) ([]uint64, error) {
 	rows, err := m.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
@@ -124,9 +120,9 @@ func (m *mysqlIndex) queryIndices(ctx context.Context, q string, args ...any) ([
 	return out, nil
 }
 
-// latest implements indexDB: the last by_time row of the key; a database
+// Latest implements storage.Index: the last by_time row of the key; a database
 // outage is ErrUnavailable.
-func (m *mysqlIndex) latest(ctx context.Context, digest, keyID []byte) (stamp, byte, bool, error) {
+func (m *index) Latest(ctx context.Context, digest, keyID []byte) (storage.Stamp, byte, bool, error) {
 	var sec int64
 	var nsec uint32
 	var status byte
@@ -134,15 +130,15 @@ func (m *mysqlIndex) latest(ctx context.Context, digest, keyID []byte) (stamp, b
 		"ORDER BY `ts_sec` DESC, `ts_nsec` DESC, `idx` DESC LIMIT 1", digest, keyID).Scan(&sec, &nsec, &status)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		return stamp{}, 0, false, nil
+		return storage.Stamp{}, 0, false, nil
 	case err != nil:
-		return stamp{}, 0, false, m.health.check(ctx, err)
+		return storage.Stamp{}, 0, false, m.health.check(ctx, err)
 	}
-	return stampOf(time.Unix(sec, int64(nsec))), status, true, nil
+	return storage.StampOf(time.Unix(sec, int64(nsec))), status, true, nil
 }
 
-// indexOf implements indexDB; a database outage is ErrUnavailable.
-func (m *mysqlIndex) indexOf(ctx context.Context, id []byte) (uint64, bool, error) {
+// IndexOf implements storage.Index; a database outage is ErrUnavailable.
+func (m *index) IndexOf(ctx context.Context, id []byte) (uint64, bool, error) {
 	var idx uint64
 	switch err := m.db.QueryRowContext(ctx, "SELECT `idx` FROM `notarize_statement` WHERE `hash` = ?", id).Scan(&idx); {
 	case errors.Is(err, sql.ErrNoRows):
@@ -153,10 +149,10 @@ func (m *mysqlIndex) indexOf(ctx context.Context, id []byte) (uint64, bool, erro
 	return idx, true, nil
 }
 
-// entries implements indexDB: primary-key reads of mysqlReadEntries rows
+// Entries implements storage.Index: primary-key reads of mysqlReadEntries rows
 // at a time, so that a caller that stops early reads little past it; a
 // database outage is ErrUnavailable.
-func (m *mysqlIndex) entries(ctx context.Context, indices []uint64, take func(i uint64, data []byte) bool) error {
+func (m *index) Entries(ctx context.Context, indices []uint64, take func(i uint64, data []byte) bool) error {
 	for len(indices) > 0 {
 		chunk := indices[:min(len(indices), mysqlReadEntries)]
 		indices = indices[len(chunk):]
@@ -179,7 +175,7 @@ func (m *mysqlIndex) entries(ctx context.Context, indices []uint64, take func(i 
 
 // readEntries runs q, whose rows are the (idx, data) of want in order, and
 // hands them to take; more is false once take returned false.
-func (m *mysqlIndex) readEntries(ctx context.Context, want []uint64, q string, args []any, take func(i uint64, data []byte) bool) (more bool, err error) {
+func (m *index) readEntries(ctx context.Context, want []uint64, q string, args []any, take func(i uint64, data []byte) bool) (more bool, err error) {
 	rows, err := m.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return false, err
@@ -209,11 +205,11 @@ func (m *mysqlIndex) readEntries(ctx context.Context, want []uint64, q string, a
 	return true, nil
 }
 
-// claim implements indexDB with a row of notarize_claim: inserted, or
-// taken over once older than claimStale. Only row counts of an INSERT
+// Claim implements storage.Index with a row of notarize_claim: inserted, or
+// taken over once older than storage.ClaimStale. Only row counts of an INSERT
 // IGNORE and of an UPDATE whose condition is the staleness are read, so
 // the DSN's clientFoundRows does not change the answer.
-func (m *mysqlIndex) claim(ctx context.Context, id []byte) (bool, error) {
+func (m *index) Claim(ctx context.Context, id []byte) (bool, error) {
 	now := time.Now().UnixMilli()
 	res, err := m.db.ExecContext(ctx, "INSERT IGNORE INTO `notarize_claim` (`hash`, `at`) VALUES (?, ?)", id, now)
 	if err != nil {
@@ -222,7 +218,7 @@ func (m *mysqlIndex) claim(ctx context.Context, id []byte) (bool, error) {
 	if n, err := res.RowsAffected(); err != nil || n == 1 {
 		return n == 1, err
 	}
-	res, err = m.db.ExecContext(ctx, "UPDATE `notarize_claim` SET `at` = ? WHERE `hash` = ? AND `at` < ?", now, id, now-claimStale.Milliseconds())
+	res, err = m.db.ExecContext(ctx, "UPDATE `notarize_claim` SET `at` = ? WHERE `hash` = ? AND `at` < ?", now, id, now-storage.ClaimStale.Milliseconds())
 	if err != nil {
 		return false, m.health.check(ctx, err)
 	}
@@ -230,20 +226,17 @@ func (m *mysqlIndex) claim(ctx context.Context, id []byte) (bool, error) {
 	return n == 1, err
 }
 
-// release implements indexDB.
-func (m *mysqlIndex) release(ctx context.Context, id []byte) error {
+// Release implements storage.Index.
+func (m *index) Release(ctx context.Context, id []byte) error {
 	if _, err := m.db.ExecContext(ctx, "DELETE FROM `notarize_claim` WHERE `hash` = ?", id); err != nil {
 		return m.health.check(ctx, err)
 	}
 	return nil
 }
 
-// close implements indexDB: the database is the backend's to close.
-func (m *mysqlIndex) close() error { return nil }
-
-// write implements indexDB in one transaction. Another instance may have
+// Write implements storage.Index in one transaction. Another instance may have
 // moved the position: then it writes nothing and reports false.
-func (m *mysqlIndex) write(ctx context.Context, next uint64, batch []followed) (bool, error) {
+func (m *index) Write(ctx context.Context, next uint64, batch []storage.Row) (bool, error) {
 	tx, err := m.db.BeginTx(ctx, nil)
 	if err != nil {
 		return false, err
@@ -259,20 +252,30 @@ func (m *mysqlIndex) write(ctx context.Context, next uint64, batch []followed) (
 	ids := make([]any, 0, 2*len(batch))
 	entries := make([]any, 0, 6*len(batch))
 	data := make([]any, 0, 2*len(batch))
+	keys := make([]any, 0, 5*len(batch))
 	for i, e := range batch {
 		idx := next + uint64(i)
-		ids = append(ids, e.id, idx)
-		data = append(data, idx, e.data)
-		if e.digest != nil {
-			entries = append(entries, e.digest, e.keyID, idx, e.ts.seconds(), e.ts.nanoseconds(), e.status)
+		ids = append(ids, e.ID, idx)
+		data = append(data, idx, e.Data)
+		if e.Digest != nil {
+			entries = append(entries, e.Digest, e.KeyID, idx, e.Stamp.Seconds(), e.Stamp.Nanoseconds(), e.Status)
+			keys = append(keys, e.KeyID, e.Digest, keyOrder(e.Stamp, idx), idx, e.Status)
 		}
 	}
 	// INSERT IGNORE keeps the first index of an identity: entries are
 	// written in log order.
-	if err := insertRows(ctx, tx, "INSERT IGNORE INTO `notarize_statement` (`hash`, `idx`) VALUES ", 2, ids); err != nil {
+	if err := insertRows(ctx, tx, "INSERT IGNORE INTO `notarize_statement` (`hash`, `idx`) VALUES ", 2, ids, ""); err != nil {
 		return false, err
 	}
-	if err := insertRows(ctx, tx, "INSERT IGNORE INTO `notarize_entry` (`digest`, `key_id`, `idx`, `ts_sec`, `ts_nsec`, `status`) VALUES ", 6, entries); err != nil {
+	if err := insertRows(ctx, tx, "INSERT IGNORE INTO `notarize_entry` (`digest`, `key_id`, `idx`, `ts_sec`, `ts_nsec`, `status`) VALUES ", 6, entries, ""); err != nil {
+		return false, err
+	}
+	// The key index keeps, per (key, digest), the row of the greatest
+	// (stamp, index): ord is their concatenation, compared as bytes. The
+	// assignments read the old ord, which is assigned last.
+	if err := insertRows(ctx, tx, "INSERT INTO `notarize_key_current` (`key_id`, `digest`, `ord`, `idx`, `status`) VALUES ", 5, keys,
+		" ON DUPLICATE KEY UPDATE `idx` = IF(VALUES(`ord`) > `ord`, VALUES(`idx`), `idx`), "+
+			"`status` = IF(VALUES(`ord`) > `ord`, VALUES(`status`), `status`), `ord` = GREATEST(`ord`, VALUES(`ord`))"); err != nil {
 		return false, err
 	}
 	if err := insertData(ctx, tx, data); err != nil {
@@ -298,7 +301,7 @@ func insertData(ctx context.Context, tx *sql.Tx, args []any) error {
 			size += len(args[2*n+1].([]byte))
 			n++
 		}
-		if err := insertRows(ctx, tx, "INSERT IGNORE INTO `notarize_entry_data` (`idx`, `data`) VALUES ", 2, args[:2*n]); err != nil {
+		if err := insertRows(ctx, tx, "INSERT IGNORE INTO `notarize_entry_data` (`idx`, `data`) VALUES ", 2, args[:2*n], ""); err != nil {
 			return err
 		}
 		args = args[2*n:]
@@ -306,17 +309,55 @@ func insertData(ctx context.Context, tx *sql.Tx, args []any) error {
 	return nil
 }
 
-// insertRows runs prefix with "(?, …)" rows of cols values for args, in
-// statements of at most mysqlInsertRows rows.
-func insertRows(ctx context.Context, tx *sql.Tx, prefix string, cols int, args []any) error {
+// insertRows runs prefix with "(?, …)" rows of cols values for args and
+// suffix, in statements of at most mysqlInsertRows rows.
+func insertRows(ctx context.Context, tx *sql.Tx, prefix string, cols int, args []any, suffix string) error {
 	row := "(" + strings.TrimSuffix(strings.Repeat("?, ", cols), ", ") + "), "
 	for len(args) > 0 {
 		n := min(len(args)/cols, mysqlInsertRows)
-		q := prefix + strings.TrimSuffix(strings.Repeat(row, n), ", ")
+		q := prefix + strings.TrimSuffix(strings.Repeat(row, n), ", ") + suffix
 		if _, err := tx.ExecContext(ctx, q, args[:cols*n]...); err != nil {
 			return err
 		}
 		args = args[cols*n:]
 	}
 	return nil
+}
+
+// keyOrder is the ord column of notarize_key_current: the stamp and the
+// big-endian index, which compare as bytes as storage.Newer does.
+func keyOrder(s storage.Stamp, idx uint64) []byte {
+	return binary.BigEndian.AppendUint64(s[:], idx)
+}
+
+// KeyDigests implements storage.Index: one primary-key range of the key's
+// rows of notarize_key_current; a database outage is ErrUnavailable.
+func (m *index) KeyDigests(ctx context.Context, keyID, after []byte, n int) ([]storage.KeyRow, error) {
+	if after == nil {
+		after = []byte{}
+	}
+	rows, err := m.db.QueryContext(ctx, "SELECT `digest`, `ord`, `idx`, `status` FROM `notarize_key_current` "+
+		"WHERE `key_id` = ? AND `digest` > ? ORDER BY `digest` LIMIT ?", keyID, after, n)
+	if err != nil {
+		return nil, m.health.check(ctx, err)
+	}
+	var out []storage.KeyRow
+	for rows.Next() {
+		var r storage.KeyRow
+		var ord []byte
+		if err := rows.Scan(&r.Digest, &ord, &r.Index, &r.Status); err != nil {
+			_ = rows.Close()
+			return nil, m.health.check(ctx, err)
+		}
+		if len(ord) != len(r.Stamp)+8 || len(r.Digest) != 32 {
+			_ = rows.Close()
+			return nil, fmt.Errorf("corrupt key index row for digest %x", r.Digest)
+		}
+		copy(r.Stamp[:], ord)
+		out = append(out, r)
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return nil, m.health.check(ctx, err)
+	}
+	return out, nil
 }

@@ -1,4 +1,4 @@
-package ledger
+package posix
 
 import (
 	"bytes"
@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/notarize/docker-notarize/ledger/storage"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -22,6 +23,7 @@ var (
 	bucketByTime  = []byte("bytime")  // digest || key ID || stamp || index → empty
 	bucketDigests = []byte("digests") // digest || index → key ID
 	bucketData    = []byte("data")    // index → the entry's bytes as logged
+	bucketKeys    = []byte("keys")    // key ID || digest → stamp || index || status of the key's current statement
 	nextKey       = []byte("next")
 	formatKey     = []byte("format")
 )
@@ -29,12 +31,13 @@ var (
 // boltFormat is the index layout this binary writes. A file of another
 // format (format 1 had no formatKey: identities were hashes of the entry
 // bytes and digests mapped to indices alone; format 2 had no data bucket:
-// lookups read entry bundles) is rebuilt from the log.
-const boltFormat = 3
+// lookups read entry bundles; format 3 had no keys bucket) is rebuilt from
+// the log.
+const boltFormat = 4
 
 // boltBuckets are the buckets of boltFormat; the data buckets are dropped
 // when an index of another format is rebuilt.
-var boltBuckets = [][]byte{bucketMeta, bucketIDs, bucketEntries, bucketByTime, bucketDigests, bucketData}
+var boltBuckets = [][]byte{bucketMeta, bucketIDs, bucketEntries, bucketByTime, bucketDigests, bucketData, bucketKeys}
 
 // bbolt follower tuning.
 const (
@@ -44,17 +47,17 @@ const (
 	followMaxBytes   = 64 << 20              // entry bytes per bbolt transaction
 )
 
-// boltIndex implements indexDB on a bbolt database. The database's file
+// index implements storage.Index on a bbolt database. The database's file
 // lock keeps other processes out, so the follower is its only writer.
-type boltIndex struct {
+type index struct {
 	db *bolt.DB
 }
 
-var _ indexDB = (*boltIndex)(nil)
+var _ storage.Index = (*index)(nil)
 
-// openBoltStore opens (creating if needed) the index database at path.
+// openIndex opens (creating if needed) the index database at path.
 // It fails fast if another process holds the database.
-func openBoltStore(path string, logger *slog.Logger) (*indexStore, error) {
+func openIndex(path string, logger *slog.Logger) (*index, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
@@ -62,27 +65,30 @@ func openBoltStore(path string, logger *slog.Logger) (*indexStore, error) {
 		}
 		return nil, fmt.Errorf("open index %s: %w", path, err)
 	}
-	var next uint64
-	err = db.Update(func(tx *bolt.Tx) (err error) {
+	err = db.Update(func(tx *bolt.Tx) error {
 		if err := boltUpgrade(tx, path, logger); err != nil {
 			return err
 		}
-		next, err = boltPosition(tx)
+		_, err := boltPosition(tx)
 		return err
 	})
 	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open index %s: %w", path, err)
 	}
-	tune := followTuning{
-		name:       "notarize bbolt index",
-		poll:       followPoll,
-		maxBackoff: followMaxBackoff,
-		maxBatch:   followMaxBatch,
-		maxBytes:   followMaxBytes,
-		errLevel:   slog.LevelError,
+	return &index{db: db}, nil
+}
+
+// Tuning implements storage.Index.
+func (b *index) Tuning() storage.FollowTuning {
+	return storage.FollowTuning{
+		Name:       "notarize bbolt index",
+		Poll:       followPoll,
+		MaxBackoff: followMaxBackoff,
+		MaxBatch:   followMaxBatch,
+		MaxBytes:   followMaxBytes,
+		ErrLevel:   slog.LevelError,
 	}
-	return newIndexStore(&boltIndex{db: db}, logger, tune, next), nil
 }
 
 // boltUpgrade creates the buckets of a new index, and empties an index of
@@ -133,8 +139,8 @@ func boltPosition(tx *bolt.Tx) (uint64, error) {
 	return binary.BigEndian.Uint64(v), nil
 }
 
-// position implements indexDB.
-func (b *boltIndex) position(context.Context) (uint64, error) {
+// Position implements storage.Index.
+func (b *index) Position(context.Context) (uint64, error) {
 	var next uint64
 	err := b.db.View(func(tx *bolt.Tx) (err error) {
 		next, err = boltPosition(tx)
@@ -146,9 +152,9 @@ func (b *boltIndex) position(context.Context) (uint64, error) {
 	return next, nil
 }
 
-// page implements indexDB. A filtered page merges one cursor per key, so
+// Page implements storage.Index. A filtered page merges one cursor per key, so
 // it reads at most n+len(keyIDs) rows, none of another key.
-func (b *boltIndex) page(_ context.Context, digest []byte, keyIDs [][]byte, from, below uint64, n int) ([]uint64, error) {
+func (b *index) Page(_ context.Context, digest []byte, keyIDs [][]byte, from, below uint64, n int) ([]uint64, error) {
 	var out []uint64
 	err := b.db.View(func(tx *bolt.Tx) error {
 		if len(keyIDs) == 0 {
@@ -221,23 +227,23 @@ func (h *keyCursor) at(k []byte) error {
 	return nil
 }
 
-// current implements indexDB: the last bytime row of each key below the
+// Current implements storage.Index: the last bytime row of each key below the
 // index bound. Rows at or above it (entries indexed after the checkpoint
 // the caller proves against) are few: they are skipped.
-func (b *boltIndex) current(_ context.Context, digest []byte, keyIDs [][]byte, below uint64) ([]uint64, error) {
+func (b *index) Current(_ context.Context, digest []byte, keyIDs [][]byte, below uint64) ([]uint64, error) {
 	var out []uint64
 	err := b.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketByTime).Cursor()
 		for _, key := range keyIDs {
 			prefix := cat(digest, key)
-			k, _ := c.Seek(cat(prefix, bytes.Repeat([]byte{0xff}, len(stamp{})+8)))
+			k, _ := c.Seek(cat(prefix, bytes.Repeat([]byte{0xff}, len(storage.Stamp{})+8)))
 			if k == nil {
 				k, _ = c.Last()
 			} else {
 				k, _ = c.Prev()
 			}
 			for ; k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Prev() {
-				if len(k) != len(prefix)+len(stamp{})+8 {
+				if len(k) != len(prefix)+len(storage.Stamp{})+8 {
 					return fmt.Errorf("corrupt bytime key %x", k)
 				}
 				if i := binary.BigEndian.Uint64(k[len(k)-8:]); i < below {
@@ -251,16 +257,16 @@ func (b *boltIndex) current(_ context.Context, digest []byte, keyIDs [][]byte, b
 	return out, err
 }
 
-// latest implements indexDB: the last bytime row of the key, and its
+// Latest implements storage.Index: the last bytime row of the key, and its
 // entries row for the status.
-func (b *boltIndex) latest(_ context.Context, digest, keyID []byte) (stamp, byte, bool, error) {
-	var ts stamp
+func (b *index) Latest(_ context.Context, digest, keyID []byte) (storage.Stamp, byte, bool, error) {
+	var ts storage.Stamp
 	var status byte
 	var ok bool
 	err := b.db.View(func(tx *bolt.Tx) error {
 		prefix := cat(digest, keyID)
 		c := tx.Bucket(bucketByTime).Cursor()
-		k, _ := c.Seek(cat(prefix, bytes.Repeat([]byte{0xff}, len(stamp{})+8)))
+		k, _ := c.Seek(cat(prefix, bytes.Repeat([]byte{0xff}, len(storage.Stamp{})+8)))
 		if k == nil {
 			k, _ = c.Last()
 		} else {
@@ -269,22 +275,22 @@ func (b *boltIndex) latest(_ context.Context, digest, keyID []byte) (stamp, byte
 		if k == nil || !bytes.HasPrefix(k, prefix) {
 			return nil
 		}
-		if len(k) != len(prefix)+len(stamp{})+8 {
+		if len(k) != len(prefix)+len(storage.Stamp{})+8 {
 			return fmt.Errorf("corrupt bytime key %x", k)
 		}
 		v := tx.Bucket(bucketEntries).Get(cat(prefix, k[len(k)-8:]))
-		if len(v) != len(stamp{})+1 {
+		if len(v) != len(storage.Stamp{})+1 {
 			return fmt.Errorf("corrupt entry row for bytime key %x", k)
 		}
 		copy(ts[:], v)
-		status, ok = v[len(stamp{})], true
+		status, ok = v[len(storage.Stamp{})], true
 		return nil
 	})
 	return ts, status, ok, err
 }
 
-// indexOf implements indexDB.
-func (b *boltIndex) indexOf(_ context.Context, id []byte) (uint64, bool, error) {
+// IndexOf implements storage.Index.
+func (b *index) IndexOf(_ context.Context, id []byte) (uint64, bool, error) {
 	var idx uint64
 	var ok bool
 	err := b.db.View(func(tx *bolt.Tx) error {
@@ -301,8 +307,8 @@ func (b *boltIndex) indexOf(_ context.Context, id []byte) (uint64, bool, error) 
 	return idx, ok, err
 }
 
-// entries implements indexDB: one Get per entry, in one read transaction.
-func (b *boltIndex) entries(_ context.Context, indices []uint64, take func(i uint64, data []byte) bool) error {
+// Entries implements storage.Index: one Get per entry, in one read transaction.
+func (b *index) Entries(_ context.Context, indices []uint64, take func(i uint64, data []byte) bool) error {
 	return b.db.View(func(tx *bolt.Tx) error {
 		data := tx.Bucket(bucketData)
 		for _, i := range indices {
@@ -318,20 +324,20 @@ func (b *boltIndex) entries(_ context.Context, indices []uint64, take func(i uin
 	})
 }
 
-// claim implements indexDB: the file lock keeps every other process out,
+// Claim implements storage.Index: the file lock keeps every other process out,
 // and the ledger joins concurrent submissions of a statement in memory.
-func (b *boltIndex) claim(context.Context, []byte) (bool, error) { return true, nil }
+func (b *index) Claim(context.Context, []byte) (bool, error) { return true, nil }
 
-// release implements indexDB.
-func (b *boltIndex) release(context.Context, []byte) error { return nil }
+// Release implements storage.Index.
+func (b *index) Release(context.Context, []byte) error { return nil }
 
-// write implements indexDB. Only the follower writes, so a position other
+// Write implements storage.Index. Only the follower writes, so a position other
 // than next is an error rather than a lost race.
-func (b *boltIndex) write(_ context.Context, next uint64, batch []followed) (bool, error) {
+func (b *index) Write(_ context.Context, next uint64, batch []storage.Row) (bool, error) {
 	err := b.db.Update(func(tx *bolt.Tx) error {
 		meta, ids := tx.Bucket(bucketMeta), tx.Bucket(bucketIDs)
 		entries, byTime, digests := tx.Bucket(bucketEntries), tx.Bucket(bucketByTime), tx.Bucket(bucketDigests)
-		data := tx.Bucket(bucketData)
+		data, keys := tx.Bucket(bucketData), tx.Bucket(bucketKeys)
 		if cur, err := boltPosition(tx); err != nil {
 			return err
 		} else if cur != next {
@@ -339,24 +345,27 @@ func (b *boltIndex) write(_ context.Context, next uint64, batch []followed) (boo
 		}
 		for i, e := range batch {
 			idx := be64(next + uint64(i))
-			if ids.Get(e.id) == nil {
-				if err := ids.Put(e.id, idx); err != nil {
+			if ids.Get(e.ID) == nil {
+				if err := ids.Put(e.ID, idx); err != nil {
 					return err
 				}
 			}
-			if err := data.Put(idx, e.data); err != nil {
+			if err := data.Put(idx, e.Data); err != nil {
 				return err
 			}
-			if e.digest == nil {
+			if e.Digest == nil {
 				continue
 			}
-			if err := entries.Put(cat(e.digest, e.keyID, idx), cat(e.ts[:], []byte{e.status})); err != nil {
+			if err := entries.Put(cat(e.Digest, e.KeyID, idx), cat(e.Stamp[:], []byte{e.Status})); err != nil {
 				return err
 			}
-			if err := byTime.Put(cat(e.digest, e.keyID, e.ts[:], idx), []byte{}); err != nil {
+			if err := byTime.Put(cat(e.Digest, e.KeyID, e.Stamp[:], idx), []byte{}); err != nil {
 				return err
 			}
-			if err := digests.Put(cat(e.digest, idx), e.keyID); err != nil {
+			if err := digests.Put(cat(e.Digest, idx), e.KeyID); err != nil {
+				return err
+			}
+			if err := putKeyCurrent(keys, e, next+uint64(i)); err != nil {
 				return err
 			}
 		}
@@ -365,8 +374,8 @@ func (b *boltIndex) write(_ context.Context, next uint64, batch []followed) (boo
 	return err == nil, err
 }
 
-// close implements indexDB.
-func (b *boltIndex) close() error {
+// close releases the database.
+func (b *index) close() error {
 	if err := b.db.Close(); err != nil {
 		return fmt.Errorf("close index: %w", err)
 	}
@@ -382,4 +391,58 @@ func be64(v uint64) []byte {
 	b := make([]byte, 8)
 	binary.BigEndian.PutUint64(b, v)
 	return b
+}
+
+// keyRowSize is the size of a keys bucket value: stamp, index, status.
+const keyRowSize = len(storage.Stamp{}) + 8 + 1
+
+// putKeyCurrent makes e, at log index idx, the current statement of its
+// key about its digest unless the current one is newer.
+func putKeyCurrent(keys *bolt.Bucket, e storage.Row, idx uint64) error {
+	k := cat(e.KeyID, e.Digest)
+	if v := keys.Get(k); v != nil {
+		cur, err := keyRowOf(e.Digest, v)
+		if err != nil {
+			return err
+		}
+		if !storage.Newer(e.Stamp, idx, cur.Stamp, cur.Index) {
+			return nil
+		}
+	}
+	return keys.Put(k, cat(e.Stamp[:], be64(idx), []byte{e.Status}))
+}
+
+// keyRowOf decodes a keys bucket value.
+func keyRowOf(digest, v []byte) (storage.KeyRow, error) {
+	if len(v) != keyRowSize {
+		return storage.KeyRow{}, fmt.Errorf("corrupt key row for digest %x", digest)
+	}
+	r := storage.KeyRow{Digest: bytes.Clone(digest), Index: binary.BigEndian.Uint64(v[len(storage.Stamp{}):]), Status: v[keyRowSize-1]}
+	copy(r.Stamp[:], v)
+	return r, nil
+}
+
+// KeyDigests implements storage.Index: a cursor over the key's prefix of
+// the keys bucket, so no other key's row is read.
+func (b *index) KeyDigests(_ context.Context, keyID, after []byte, n int) ([]storage.KeyRow, error) {
+	var out []storage.KeyRow
+	err := b.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketKeys).Cursor()
+		k, v := c.Seek(cat(keyID, after))
+		if after != nil && k != nil && bytes.Equal(k, cat(keyID, after)) {
+			k, v = c.Next()
+		}
+		for ; k != nil && bytes.HasPrefix(k, keyID) && len(out) < n; k, v = c.Next() {
+			if len(k) != len(keyID)+32 {
+				return fmt.Errorf("corrupt key index key %x", k)
+			}
+			r, err := keyRowOf(k[len(keyID):], v)
+			if err != nil {
+				return err
+			}
+			out = append(out, r)
+		}
+		return nil
+	})
+	return out, err
 }
