@@ -1,0 +1,426 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/docker/cli/cli"
+	"github.com/docker/cli/cli/command"
+	"github.com/spf13/cobra"
+
+	"github.com/notarize/docker-notarize/internal/boundedfile"
+	"github.com/notarize/docker-notarize/ledgerclient"
+	"github.com/notarize/docker-notarize/notarize"
+)
+
+// lsSchemaVersion is the schemaVersion of ls's JSON output.
+const lsSchemaVersion = 1
+
+// maxPolicyKeyFile bounds a public key file named by a policy.
+const maxPolicyKeyFile = 64 << 10
+
+type lsOptions struct {
+	root    *rootOptions
+	signers []string
+	policy  string
+	status  string
+	format  string
+}
+
+func newLsCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
+	opts := lsOptions{root: root}
+	cmd := &cobra.Command{
+		Use:     "ls [OPTIONS]",
+		Aliases: []string{"list"},
+		Short:   "List the assets signer keys have statements about, with their current status",
+		Long: `List the assets (digests) each signer key has statements about in the ledger,
+with the key's current statement about each (its newest signed timestamp,
+ties broken by log index), and per signer "N assets signed by NAME: T trusted,
+M revoked (U untrusted, S unsupported)".
+
+The signers are the --signer keys (a name in the key store or a path to a PEM
+public key), or every signer of a trust policy (--policy FILE, the proxy's
+policy format; its key paths are relative to the file), or by default every
+key in the local key store. With several signers a last line counts the
+whole team's distinct assets. --status keeps only the assets whose current
+status is trusted, untrusted or unsupported.
+
+The ledger answers a lookup by key, one page at a time. Every page is
+checked: its checkpoint (the pinned ledger key, the witness policy, and
+consistency with the last checkpoint this client saw), every entry's
+inclusion proof and signature, that it is by the key asked for and has the
+asked status, and that the digests come in strictly increasing order across
+pages, so a ledger or a front that repeats or reorders assets is refused
+(exit 4). What is listed is proven to be logged and signed by the key;
+that nothing was left out is NOT proven yet: completeness will be, once the
+ledger's verifiable map lands. 'docker notarize verify' of one digest checks
+its current status.
+
+Exit codes: 0 listed; 4 the ledger's answer did not verify or the ledger was
+unreachable; 125 a bad flag, signer or policy file.
+
+JSON output (-o json) is one object:
+  {"schemaVersion": 1, "status": "the --status filter, if any",
+   "checkpointSize": N, "complete": false,
+   "signers": [{"name", "keyIds": [...], "assets": N, "trusted": N,
+     "untrusted": N, "unsupported": N, "revoked": N,
+     "statements": [{"digest", "status": "TRUSTED|UNTRUSTED|UNSUPPORTED",
+       "keyId", "subject", "kind",
+       "timestamp", "logIndex"}]}],
+   "team": {"assets", "trusted", "untrusted", "unsupported", "revoked"},
+   "error": "why it failed, if it did"}`,
+		Example: `  docker notarize ls --signer release
+  docker notarize ls --signer release --status untrusted
+  docker notarize ls --policy /etc/notarize/policy.yaml -o json
+  docker notarize ls`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runLs(cmd.Context(), dockerCli, opts)
+		},
+	}
+	flags := cmd.Flags()
+	flags.StringArrayVar(&opts.signers, "signer", nil, "Signer: a key name in the key store or a path to a PEM public key (repeatable; default: every key in the store)")
+	flags.StringVar(&opts.policy, "policy", "", "List every signer of this trust policy file (the proxy's format) instead")
+	flags.StringVar(&opts.status, "status", "", "Only assets whose current status is trusted, untrusted or unsupported")
+	flags.StringVarP(&opts.format, "output", "o", formatText, "Output format: text (a table) or json")
+	return cmd
+}
+
+// lsOutput is the result of ls. JSON field names are part of the CLI's
+// contract.
+type lsOutput struct {
+	SchemaVersion int `json:"schemaVersion"`
+	// Status is the --status filter (TRUSTED, UNTRUSTED or UNSUPPORTED), ""
+	// for none.
+	Status string `json:"status,omitempty"`
+	// CheckpointSize is the newest verified checkpoint the pages were read under.
+	CheckpointSize uint64 `json:"checkpointSize"`
+	// Complete is false: the ledger does not prove yet that no statement
+	// was left out.
+	Complete bool       `json:"complete"`
+	Signers  []lsSigner `json:"signers"`
+	// Team counts the distinct assets of all signers (an asset is revoked
+	// when any signer's current statement revokes it).
+	Team  lsCounts `json:"team"`
+	Error string   `json:"error,omitempty"`
+}
+
+// lsCounts tallies current statements by status. Revoked is Untrusted +
+// Unsupported.
+type lsCounts struct {
+	Assets      int `json:"assets"`
+	Trusted     int `json:"trusted"`
+	Untrusted   int `json:"untrusted"`
+	Unsupported int `json:"unsupported"`
+	Revoked     int `json:"revoked"`
+}
+
+func (c *lsCounts) add(s notarize.Status) {
+	c.Assets++
+	switch s {
+	case notarize.StatusTrusted:
+		c.Trusted++
+	case notarize.StatusUntrusted:
+		c.Untrusted++
+		c.Revoked++
+	case notarize.StatusUnsupported:
+		c.Unsupported++
+		c.Revoked++
+	}
+}
+
+// lsSigner is one signer (one key of the store, or a policy signer with
+// all its keys) and its current statements.
+type lsSigner struct {
+	Name   string   `json:"name"`
+	KeyIDs []string `json:"keyIds"`
+	lsCounts
+	Statements []lsStatement `json:"statements"`
+}
+
+// lsStatement is a key's current statement about one asset.
+type lsStatement struct {
+	Digest    string    `json:"digest"`
+	Status    string    `json:"status"`
+	KeyID     string    `json:"keyId"`
+	Subject   string    `json:"subject,omitempty"`
+	Kind      string    `json:"kind,omitempty"`
+	Timestamp time.Time `json:"timestamp"`
+	LogIndex  uint64    `json:"logIndex"`
+}
+
+// validate checks the flags against each other.
+func (o *lsOptions) validate() error {
+	switch o.format {
+	case formatText, formatTable, formatJSON:
+	default:
+		return fmt.Errorf("--output %q: want text (a table) or json", o.format)
+	}
+	if o.status != "" {
+		s := notarize.Status(strings.ToLower(o.status))
+		if !s.Valid() {
+			return fmt.Errorf("--status %q: want trusted, untrusted or unsupported", o.status)
+		}
+		o.status = string(s)
+	}
+	if o.policy != "" && len(o.signers) > 0 {
+		return errors.New("--signer and --policy: choose one")
+	}
+	return nil
+}
+
+// runLs resolves the signers (a usage error when they cannot be: exit
+// 125), walks each key's verified pages and prints the assets and tallies.
+func runLs(ctx context.Context, dockerCli command.Cli, opts lsOptions) error {
+	out := lsOutput{SchemaVersion: lsSchemaVersion, Signers: []lsSigner{}}
+	fail := func(code int, err error) error {
+		if opts.format == formatJSON {
+			out.Error = err.Error()
+			_ = writeJSON(dockerCli.Out(), out)
+		}
+		return withExitCode(code, err)
+	}
+	if err := opts.validate(); err != nil {
+		return fail(ExitUsage, err)
+	}
+	out.Status = strings.ToUpper(opts.status)
+	signers, err := opts.resolveSigners()
+	if err != nil {
+		return fail(ExitUsage, err)
+	}
+	client, err := opts.root.ledger(ctx, dockerCli.Err())
+	if err != nil {
+		if st, ok := errors.AsType[cli.StatusError](err); ok && st.StatusCode == ExitUsage {
+			return fail(ExitUsage, err) // a bad --ledger-ca or witness policy file
+		}
+		return fail(ExitCouldNotVerify, fmt.Errorf("could not list: %w", err))
+	}
+	team := map[notarize.Digest]notarize.Status{}
+	for i := range signers {
+		size, err := listSigner(ctx, client, &signers[i], notarize.Status(opts.status), team)
+		if err != nil {
+			if errors.Is(err, context.Canceled) {
+				return fmt.Errorf("ls: %w", err)
+			}
+			return fail(ExitCouldNotVerify, fmt.Errorf("could not list: %w", err))
+		}
+		out.CheckpointSize = max(out.CheckpointSize, size)
+	}
+	for _, st := range team {
+		out.Team.add(st)
+	}
+	out.Signers = signers
+	if opts.format == formatJSON {
+		err = writeJSON(dockerCli.Out(), out)
+	} else {
+		err = writeLsTable(dockerCli.Out(), out)
+		if err == nil {
+			_, err = fmt.Fprintf(dockerCli.Err(), "Checked against the ledger's checkpoint of size %d: each statement listed is logged and signed by its key. That none is missing is not proven yet.\n", out.CheckpointSize)
+		}
+	}
+	if err != nil {
+		return withExitCode(ExitCouldNotVerify, fmt.Errorf("could not list: write the result: %w", err))
+	}
+	return nil
+}
+
+// listSigner walks every verified page of each of s's keys, records each
+// key's current statement per asset in s, and folds the assets into team
+// (an asset revoked by any signer stays revoked). It returns the largest
+// checkpoint size seen.
+func listSigner(ctx context.Context, c *ledgerclient.Client, s *lsSigner, status notarize.Status, team map[notarize.Digest]notarize.Status) (uint64, error) {
+	var size uint64
+	mine := map[notarize.Digest]notarize.Status{}
+	s.Statements = []lsStatement{}
+	for _, id := range s.KeyIDs {
+		for p, err := range c.KeyDigestPages(ctx, id, status) {
+			if err != nil {
+				return 0, fmt.Errorf("signer %s: %w", s.Name, err)
+			}
+			size = max(size, p.Checkpoint.Size)
+			for _, r := range p.Records {
+				pr := r.Statement.Predicate
+				d := r.Statement.Digest()
+				st := lsStatement{Digest: string(d), Status: strings.ToUpper(string(pr.Status)), KeyID: r.KeyID,
+					Kind: string(pr.Kind), Timestamp: pr.Timestamp.UTC(), LogIndex: r.Index}
+				if len(r.Statement.Subject) > 0 {
+					st.Subject = r.Statement.Subject[0].Name
+				}
+				s.Statements = append(s.Statements, st)
+				mine[d] = worse(mine[d], pr.Status)
+			}
+		}
+	}
+	sort.SliceStable(s.Statements, func(i, j int) bool { return s.Statements[i].Digest < s.Statements[j].Digest })
+	for d, st := range mine {
+		s.add(st)
+		team[d] = worse(team[d], st)
+	}
+	return size, nil
+}
+
+// worse returns the status that decides between two current statements
+// about one asset, as a verdict does: untrusted over unsupported over
+// trusted ("" is none).
+func worse(a, b notarize.Status) notarize.Status {
+	rank := func(s notarize.Status) int {
+		switch s {
+		case notarize.StatusUntrusted:
+			return 3
+		case notarize.StatusUnsupported:
+			return 2
+		case notarize.StatusTrusted:
+			return 1
+		}
+		return 0
+	}
+	if rank(b) > rank(a) {
+		return b
+	}
+	return a
+}
+
+// resolveSigners returns the signers to list, each with its key IDs: the
+// --signer keys, the signers of --policy, or every key in the store. It
+// never contacts the ledger; an empty store is a configuration error.
+func (o *lsOptions) resolveSigners() ([]lsSigner, error) {
+	if o.policy != "" {
+		return policySigners(o.policy)
+	}
+	ks := o.root.keyStore()
+	var keys []Key
+	if len(o.signers) == 0 {
+		var err error
+		if keys, err = ks.List(); err != nil {
+			return nil, err
+		}
+		if len(keys) == 0 {
+			return nil, fmt.Errorf("no signers: the key store (%s) has no keys; pass --signer NAME|PATH or --policy FILE, or import a signer's public key", ks.Dir)
+		}
+	}
+	for _, ref := range o.signers {
+		k, err := ks.ResolvePublic(ref)
+		if err != nil {
+			return nil, fmt.Errorf("--signer %s: %w", ref, err)
+		}
+		keys = append(keys, k)
+	}
+	var out []lsSigner
+	seen := map[string]bool{}
+	for _, k := range keys {
+		if seen[k.KeyID] {
+			continue
+		}
+		seen[k.KeyID] = true
+		out = append(out, lsSigner{Name: k.Name, KeyIDs: []string{k.KeyID}})
+	}
+	return out, nil
+}
+
+// policySigners reads a trust policy and the public keys it names (inline
+// PEM, or a file path relative to the policy's directory), and returns its
+// signers by name, each with its key IDs.
+func policySigners(path string) ([]lsSigner, error) {
+	b, err := boundedfile.Read(path, notarize.MaxPolicySize)
+	if err != nil {
+		return nil, fmt.Errorf("--policy: %w", err)
+	}
+	p, err := notarize.ParsePolicy(b)
+	if err != nil {
+		return nil, fmt.Errorf("--policy %s: %w", path, err)
+	}
+	names := make([]string, 0, len(p.Signers))
+	for n := range p.Signers {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	out := make([]lsSigner, 0, len(names))
+	for _, n := range names {
+		s := lsSigner{Name: n}
+		for _, ref := range p.Signers[n].Keys {
+			pemBytes := []byte(ref)
+			if !strings.HasPrefix(strings.TrimSpace(ref), "-----BEGIN") {
+				kp := ref
+				if !filepath.IsAbs(kp) {
+					kp = filepath.Join(filepath.Dir(path), kp)
+				}
+				if pemBytes, err = boundedfile.Read(kp, maxPolicyKeyFile); err != nil {
+					return nil, fmt.Errorf("--policy %s: signer %q: %w", path, n, err)
+				}
+			}
+			pub, err := notarize.ParsePublicKey(pemBytes)
+			if err != nil {
+				return nil, fmt.Errorf("--policy %s: signer %q: key %s: %w", path, n, printable(clipRef(ref)), err)
+			}
+			id, err := notarize.KeyID(pub)
+			if err != nil {
+				return nil, fmt.Errorf("--policy %s: signer %q: %w", path, n, err)
+			}
+			if !slices.Contains(s.KeyIDs, id) {
+				s.KeyIDs = append(s.KeyIDs, id)
+			}
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func clipRef(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "…"
+	}
+	return s
+}
+
+// writeLsTable prints one row per current statement, then per signer "N
+// assets signed by NAME: …", and for several signers the team's line.
+func writeLsTable(w io.Writer, o lsOutput) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SIGNER\tDIGEST\tSTATUS\tSIGNED AT\tLOG INDEX\tKEY ID\tSUBJECT")
+	for _, s := range o.Signers {
+		for _, st := range s.Statements {
+			subject := printable(st.Subject)
+			if subject == "" {
+				subject = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", printable(s.Name), st.Digest, st.Status,
+				st.Timestamp.UTC().Format(timeFormat), st.LogIndex, shortKeyID(st.KeyID), subject)
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	var b strings.Builder
+	b.WriteString("\n")
+	filter := ""
+	if o.Status != "" {
+		filter = " (current status " + strings.ToUpper(o.Status) + ")"
+	}
+	for _, s := range o.Signers {
+		fmt.Fprintf(&b, "%s%s\n", countsLine(s.lsCounts, "signed by "+printable(s.Name)), filter)
+	}
+	if len(o.Signers) > 1 {
+		fmt.Fprintf(&b, "%s%s\n", countsLine(o.Team, fmt.Sprintf("signed by the team (%d signers)", len(o.Signers))), filter)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// countsLine is "N assets signed by NAME: T trusted, M revoked (U
+// untrusted, S unsupported)".
+func countsLine(c lsCounts, who string) string {
+	noun := "assets"
+	if c.Assets == 1 {
+		noun = "asset"
+	}
+	return fmt.Sprintf("%d %s %s: %d trusted, %d revoked (%d untrusted, %d unsupported)",
+		c.Assets, noun, who, c.Trusted, c.Revoked, c.Untrusted, c.Unsupported)
+}
