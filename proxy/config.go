@@ -7,9 +7,11 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/distribution/distribution/v3/configuration"
 	"github.com/distribution/distribution/v3/registry/auth"
 
 	"github.com/notarize/docker-notarize/notarize"
+	"github.com/notarize/docker-notarize/proxy/blobcache"
 	"github.com/notarize/docker-notarize/proxy/replica"
 	"github.com/notarize/docker-notarize/proxy/upstream"
 )
@@ -86,6 +88,11 @@ type Config struct {
 	// blobs are evicted, and a larger blob is served without being cached.
 	// 0 means unbounded.
 	BlobCacheMaxBytes int64
+	// Storage is where blobs are cached (distribution's storage section):
+	// zero is filesystem under DataDir/blobs; s3, gcs or azure make a cache
+	// shared by a fleet of proxies (blobcache.ParseStorage), the drivers
+	// being registered by the main package (proxy/blobcache/drivers).
+	Storage configuration.Storage
 	// MaxTrackedDigests bounds the per-digest verification counts; default
 	// DefaultMaxTrackedDigests.
 	MaxTrackedDigests int
@@ -132,6 +139,9 @@ func (c *Config) Validate() error {
 			errs = append(errs, err)
 		}
 		c.access = ac
+	}
+	if _, err := blobcache.ParseStorage(c.Storage); err != nil {
+		errs = append(errs, err)
 	}
 	if c.MaxManifestSize < 0 || c.ManifestTimeout < 0 || c.BlobFillTimeout < 0 || c.MaxTrackedDigests < 0 || c.BlobCacheMaxBytes < 0 {
 		errs = append(errs, errors.New("negative size or timeout"))

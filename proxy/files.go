@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/distribution/distribution/v3/configuration"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/notarize/docker-notarize/internal/boundedfile"
@@ -133,6 +134,11 @@ type Configuration struct {
 	// CacheMaxBytes bounds the blob cache: "20GiB", "500MB" or a number of
 	// bytes; 0 is unbounded.
 	CacheMaxBytes ByteSize `yaml:"cacheMaxBytes,omitempty"`
+	// Storage is where the blob cache lives, in distribution's shape:
+	// filesystem (the default: DATA/blobs, bounded by CacheMaxBytes), or
+	// s3, gcs or azure shared by a fleet of proxies, the local cache then
+	// being this instance's hot tier. See blobcache.ParseStorage.
+	Storage configuration.Storage `yaml:"storage,omitempty"`
 	// TLSCert and TLSKey make the proxy serve HTTPS.
 	TLSCert string `yaml:"tlsCert,omitempty"`
 	TLSKey  string `yaml:"tlsKey,omitempty"`
@@ -286,7 +292,7 @@ func (c *Configuration) ProxyConfig(policy *notarize.Evaluator, trust TrustSourc
 	return Config{
 		DataDir: c.Data, Upstreams: ups, DefaultUpstream: c.DefaultUpstream,
 		Policy: policy, Trust: trust, BlobCacheMaxBytes: int64(c.CacheMaxBytes),
-		Auth: c.Auth, Logger: log,
+		Storage: c.Storage, Auth: c.Auth, Logger: log,
 	}, nil
 }
 
