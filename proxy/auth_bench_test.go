@@ -27,6 +27,7 @@ func (noRecords) Records(context.Context, notarize.Digest) ([]notarize.Record, e
 func (noRecords) Refresh(context.Context) error                           { return nil }
 func (noRecords) Fresh() error                                            { return nil }
 func (noRecords) Status() replica.Status                                  { return replica.Status{} }
+func (noRecords) Witnesses() replica.WitnessHealth                        { return replica.WitnessHealth{} }
 func (noRecords) Tallies([]string) ([]replica.Tally, error)               { return nil, nil }
 func (noRecords) Revocations([]string, int) ([]replica.Revocation, error) { return nil, nil }
 func (noRecords) History(notarize.Digest, func(string) bool, int) ([]notarize.Record, int, error) {

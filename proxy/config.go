@@ -56,6 +56,9 @@ type TrustSource interface {
 	Tallies(keyIDs []string) ([]replica.Tally, error)
 	Revocations(keyIDs []string, limit int) ([]replica.Revocation, error)
 	History(d notarize.Digest, keep func(keyID string) bool, others int) ([]notarize.Record, int, error)
+	// Witnesses reports the witness policy's witnesses and their
+	// cosignatures on the last verified checkpoint (the dashboard).
+	Witnesses() replica.WitnessHealth
 }
 
 var _ TrustSource = (*replica.Replica)(nil)

@@ -1,9 +1,17 @@
 package proxy_test
 
 import (
+	"bytes"
 	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +19,9 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/notarize/docker-notarize/internal/browsertest"
+	"github.com/notarize/docker-notarize/internal/witnesstest"
+	"github.com/notarize/docker-notarize/ledger/ledgertest"
+	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/notarize/docker-notarize/notarize"
 )
 
@@ -136,4 +147,105 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Errorf("at 390 px the page scrolls sideways (%s px wide)", text(`String(document.documentElement.scrollWidth)`))
 	}
 	screenshot(t, step, filepath.Join(dir, "dashboard-phone.png"))
+
+	// The witnesses panel of a proxy with a witness policy: each witness's
+	// cosignature on the last verified checkpoint, a forged one named so.
+	w := witnessedEnv(t)
+	if err := chromedp.Do(step, chromedp.EmulateViewport(1200, 800), chromedp.Navigate(w.proxy.URL+"/ui/"), chromedp.WaitVisible(chromedp.ID("witnesses"))); err != nil {
+		t.Fatalf("load the witnessed dashboard: %v", err)
+	}
+	panel := text(`document.getElementById("witnesses").innerText`)
+	for _, want := range []string{"w1 (witness1.test)", "w2 (witness2.test)", "w3 (witness3.test)", "FORGED cosignature", "none on this checkpoint"} {
+		if !strings.Contains(panel, want) {
+			t.Errorf("witnesses panel lacks %q:\n%s", want, panel)
+		}
+	}
+	if strings.Count(panel, "cosigned") < 2 {
+		t.Errorf("witnesses panel shows no cosigned witness:\n%s", panel)
+	}
+	if got := text(`document.getElementById("witness-quorum").innerText`); !strings.Contains(got, "quorum fresh") || !strings.Contains(got, "2 of 3") {
+		t.Errorf("quorum line %q", got)
+	}
+	screenshot(t, step, filepath.Join(dir, "dashboard-witnesses.png"))
+}
+
+// witnessedEnv is a proxy whose replica checks a 2-of-3 witness policy and
+// follows the ledger through a front where w1 and w2 cosign every
+// checkpoint and a line under w3's key is forged.
+func witnessedEnv(t *testing.T) *env {
+	t.Helper()
+	ledger := ledgertest.Start(t)
+	w1, w2, w3 := witnesstest.Three(t)
+	policy, err := ledgerclient.ParseWitnessPolicy(witnesstest.Policy(2, w1, w2, w3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	front := witnesstest.NewFront(t, ledger.URL, w1, w2)
+	u, err := url.Parse(front.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.ModifyResponse = func(resp *http.Response) error {
+		if resp.StatusCode != http.StatusOK || !strings.HasSuffix(resp.Request.URL.Path, "/checkpoint") {
+			return nil
+		}
+		b, err := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		b = w3.Forge(b, time.Now())
+		resp.Body = io.NopCloser(bytes.NewReader(b))
+		resp.ContentLength = int64(len(b))
+		resp.Header.Set("Content-Length", strconv.Itoa(len(b)))
+		return nil
+	}
+	forger := httptest.NewServer(rp)
+	t.Cleanup(forger.Close)
+	e := newEnv(t, withLedger(ledger), withFollow(forger.URL), withWitnesses(policy))
+	e.sign(e.release, digestOf(t, e.push("web/app", "v1")), notarize.StatusTrusted)
+	e.sync()
+	return e
+}
+
+// witnessRows returns each witness row of the dashboard's witnesses table
+// as "NAME: STATE".
+func witnessRows(t *testing.T, body string) map[string]string {
+	t.Helper()
+	re := regexp.MustCompile(`<tr data-witness="([^"]+)">.*?<td class="w-(\w+)">`)
+	out := map[string]string{}
+	for _, m := range re.FindAllStringSubmatch(body, -1) {
+		out[m[1]] = m[2]
+	}
+	return out
+}
+
+// TestDashboardWitnessPanel: the dashboard shows the witness policy's
+// quorum and each witness's cosignature on the replica's last verified
+// checkpoint; a forged line under a witness's key is shown as forged,
+// never as a cosignature. Without a policy the panel says so.
+func TestDashboardWitnessPanel(t *testing.T) {
+	e := witnessedEnv(t)
+	code, _, body := e.do(http.MethodGet, "/ui/", nil)
+	if code != http.StatusOK {
+		t.Fatalf("GET /ui/: %d", code)
+	}
+	page := string(body)
+	rows := witnessRows(t, page)
+	want := map[string]string{"w1 (witness1.test)": "cosigned", "w2 (witness2.test)": "cosigned", "w3 (witness3.test)": "forged"}
+	if len(rows) != 3 || rows["w1 (witness1.test)"] != want["w1 (witness1.test)"] || rows["w2 (witness2.test)"] != want["w2 (witness2.test)"] || rows["w3 (witness3.test)"] != want["w3 (witness3.test)"] {
+		t.Fatalf("witness rows %v, want %v", rows, want)
+	}
+	for _, s := range []string{"quorum fresh", "2 of 3 must cosign", "FORGED cosignature", "size " + strconv.FormatUint(e.replica.Status().CheckpointSize, 10)} {
+		if !strings.Contains(page, s) {
+			t.Errorf("the dashboard lacks %q", s)
+		}
+	}
+
+	plain := newEnv(t)
+	_, _, body = plain.do(http.MethodGet, "/ui/", nil)
+	if !strings.Contains(string(body), "No witness policy") || strings.Contains(string(body), `id="witnesses"`) {
+		t.Fatalf("the dashboard of a proxy without witnesses:\n%s", body)
+	}
 }

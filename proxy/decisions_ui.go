@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"sort"
 	"strings"
@@ -110,6 +111,7 @@ func (s *Server) fillOverview(page *ui.Overview, f DecisionFilter, now time.Time
 	}
 	page.Signers, page.Revocations = s.signerPanels(pol, f.sees)
 	page.Replica = s.replicaHealth(now)
+	page.Witnesses = s.witnessHealth(now)
 	tracked, repos, untracked, dropped, werr := s.stats.recordHealth()
 	if f.sees != nil { // proxy-wide numbers are not for a viewer restricted by the access rules
 		tracked, repos, untracked, dropped = len(page.Images), len(page.Repos), 0, 0
@@ -215,6 +217,33 @@ func (s *Server) replicaHealth(now time.Time) ui.Replica {
 		h.Fresh = true
 	}
 	return h
+}
+
+// witnessHealth is the witnesses panel: the replica's witness policy, its
+// quorum's age against the maximum staleness, and each witness's
+// cosignature on the last verified checkpoint.
+func (s *Server) witnessHealth(now time.Time) ui.Witnesses {
+	wh := s.trust.Witnesses()
+	if !wh.Policy {
+		return ui.Witnesses{}
+	}
+	out := ui.Witnesses{Policy: true, Quorum: fmt.Sprintf("%d of %d", wh.QuorumN, wh.QuorumOf), CheckpointSize: wh.CheckpointSize,
+		QuorumAt: wh.QuorumAt, MaxStaleness: wh.MaxStaleness.String(),
+		Fresh: !wh.QuorumAt.IsZero() && now.Sub(wh.QuorumAt) <= wh.MaxStaleness}
+	for _, w := range wh.Witnesses {
+		st := "missing"
+		switch {
+		case w.Forged:
+			st = "forged"
+		case w.CosignedAt.IsZero():
+		case now.Sub(w.CosignedAt) > wh.MaxStaleness:
+			st = "old"
+		default:
+			st = "cosigned"
+		}
+		out.List = append(out.List, ui.Witness{Name: w.Name, CosignedAt: w.CosignedAt, State: st})
+	}
+	return out
 }
 
 func (s *Server) serveDigestPage(w http.ResponseWriter, r *http.Request, raw string) {

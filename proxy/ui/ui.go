@@ -98,6 +98,33 @@ type Replica struct {
 	Problem, LastError string
 }
 
+// Witness is one witness of the proxy's witness policy with its
+// cosignature on the replica's last verified checkpoint.
+type Witness struct {
+	Name       string
+	CosignedAt time.Time
+	// State is "cosigned", "old" (cosigned longer ago than the replica's
+	// maximum staleness), "missing" (no cosignature on the checkpoint) or
+	// "forged" (a line under its key that does not verify).
+	State string
+}
+
+// Witnesses is the health of the witness policy the replica checks
+// every ledger checkpoint against.
+type Witnesses struct {
+	// Policy is false without a witness policy.
+	Policy bool
+	// Quorum reads "2 of 3".
+	Quorum         string
+	CheckpointSize uint64
+	// QuorumAt is when the newest verified quorum was completed.
+	QuorumAt     time.Time
+	MaxStaleness string
+	// Fresh is whether the quorum is younger than MaxStaleness.
+	Fresh bool
+	List  []Witness
+}
+
 // Record is the state of the proxy's decision record.
 type Record struct {
 	Digests, Repos     int
@@ -120,6 +147,7 @@ type Overview struct {
 	Signers     []Signer
 	Revocations []Revocation
 	Replica     Replica
+	Witnesses   Witnesses
 	Record      Record
 }
 
