@@ -38,6 +38,8 @@ type index struct {
 
 	mu       sync.Mutex
 	advanced chan struct{} // closed and replaced whenever processed grows
+	wake     chan struct{} // WaitProcessed wakes an idle follower (capacity 1)
+	idleMax  time.Duration // the follower's longest wait while the log does not grow (followIdlePoll)
 
 	followStarted chan struct{} // closed when Follow starts
 	followDone    chan struct{} // closed when Follow returns
@@ -56,12 +58,21 @@ func newIndex(ctx context.Context, db storage.Index, logger *slog.Logger) (*inde
 		log:           logger,
 		tune:          db.Tuning(),
 		advanced:      make(chan struct{}),
+		wake:          make(chan struct{}, 1),
+		idleMax:       followIdlePoll,
 		followStarted: make(chan struct{}),
 		followDone:    make(chan struct{}),
 	}
 	s.processed.Store(processed)
 	return s, nil
 }
+
+// followIdlePoll is the longest the follower waits between looks at a log
+// that does not grow while nobody waits for the index (WaitProcessed wakes
+// it at once): an idle ledger then reads its tree state about once a second
+// instead of every tune.Poll (a 10 ms poll cost an idle ledger about 1% of
+// a core).
+const followIdlePoll = time.Second
 
 // antispamPushbackAt is the follower lag (entries) at which submissions get pushback.
 const antispamPushbackAt = 16384
@@ -202,6 +213,10 @@ func (s *index) WaitProcessed(ctx context.Context, n uint64) error {
 		if s.processed.Load() >= n {
 			return nil
 		}
+		select { // the follower may be idling (Follow): look now
+		case s.wake <- struct{}{}:
+		default:
+		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("wait for index to reach %d (at %d): %w", n, s.processed.Load(), ctx.Err())
@@ -304,8 +319,9 @@ func (f *indexFollower) Follow(ctx context.Context, lr tessera.LogReader) {
 	close(f.s.followStarted) // Tessera starts each follower once
 	defer close(f.s.followDone)
 	tune := f.s.tune
-	backoff := tune.Poll
+	backoff, idle := tune.Poll, tune.Poll
 	for {
+		before := f.s.processed.Load()
 		caughtUp, err := f.step(ctx, lr)
 		if ctx.Err() != nil {
 			return
@@ -316,12 +332,28 @@ func (f *indexFollower) Follow(ctx context.Context, lr tessera.LogReader) {
 			wait, backoff = backoff, min(2*backoff, tune.MaxBackoff)
 		} else {
 			backoff = tune.Poll
+			// While the log does not grow, look at it less and less often,
+			// up to idleMax; a waiter (WaitProcessed) wakes the follower.
+			if f.s.processed.Load() == before {
+				wait, idle = idle, min(2*idle, max(tune.Poll, f.s.idleMax))
+			} else {
+				idle = tune.Poll
+			}
 		}
 		if caughtUp || err != nil {
+			wake := f.s.wake
+			if err != nil {
+				wake = nil // waiters do not cut a retry backoff short
+			}
+			t := time.NewTimer(wait)
 			select {
 			case <-ctx.Done():
+				t.Stop()
 				return
-			case <-time.After(wait):
+			case <-t.C:
+			case <-wake:
+				t.Stop()
+				idle = tune.Poll
 			}
 		}
 	}
