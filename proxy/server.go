@@ -44,6 +44,7 @@ type Server struct {
 	manifests *manifestCache
 	parents   *parentIndex
 	stats     *digestStats
+	refusals  *refusalLog // the paced log of refused decisions (refusal_log.go)
 	metrics   *metrics
 	handler   http.Handler
 }
@@ -62,6 +63,7 @@ func New(cfg Config) (*Server, error) {
 		manifests: newManifestCache(cfg.ManifestCacheBytes),
 		parents:   newParentIndex(),
 		stats:     newDigestStats(cfg.MaxTrackedDigests),
+		refusals:  newRefusalLog(cfg.Logger, time.Now),
 		metrics:   newMetrics(cfg.Trust),
 	}
 	for _, uc := range cfg.Upstreams {
@@ -89,6 +91,7 @@ func New(cfg Config) (*Server, error) {
 	s.metrics.watchBlobCache(blobs)
 	s.policy.Store(cfg.Policy)
 	s.handler = s.routes()
+	go s.refusals.run()
 	return s, nil
 }
 
@@ -96,6 +99,7 @@ func New(cfg Config) (*Server, error) {
 // cache or discarded), or for ctx, and closes the blob gate's file. Call it
 // after the HTTP server stopped; later calls only wait.
 func (s *Server) Close(ctx context.Context) error {
+	s.refusals.close()
 	return errors.Join(s.blobs.Close(ctx), s.gate.Close(), s.stats.close(ctx))
 }
 
@@ -304,12 +308,18 @@ func (s *Server) decide(ctx context.Context, method string, t target, ref string
 	if ev.Via != nil {
 		via = string(ev.Via.Digest)
 	}
-	s.log.LogAttrs(ctx, slog.LevelInfo, "decision",
+	attrs := []slog.Attr{
 		slog.String("upstream", t.up.Name()), slog.String("repo", t.repo), slog.String("reference", ref),
 		slog.String("digest", string(m.Digest)), slog.String("media_type", m.MediaType), slog.String("method", method),
 		slog.String("verdict", verdict), slog.Bool("allowed", ev.Allow), slog.String("mode", string(ev.Mode)),
 		slog.String("rule", ev.Rule.Match), slog.Int("rule_index", ev.RuleIndex), slog.String("signer", ev.Signer()),
-		slog.String("via_index", via), slog.String("reason", ev.Reason()), slog.Duration("decision_time", elapsed))
+		slog.String("via_index", via), slog.String("reason", ev.Reason()), slog.Duration("decision_time", elapsed),
+	}
+	if ev.Allow {
+		s.log.LogAttrs(ctx, slog.LevelInfo, "decision", attrs...)
+	} else { // once per kind per interval, with the count of the others
+		s.refusals.note(ctx, fmt.Sprintf("%s@%s %s %d", tgt, m.Digest, verdict, ev.RuleIndex), "decision", attrs...)
+	}
 	if ev.Verdict == notarize.Unverifiable && !ev.Allow {
 		return ev, &trustError{target: tgt + "@" + string(m.Digest), err: ev.Err}
 	}
