@@ -25,25 +25,39 @@ func newKeyCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
 		newKeyGenerateCmd(dockerCli, root),
 		newKeyListCmd(dockerCli, root),
 		newKeyExportCmd(dockerCli, root),
+		newKeyImportCmd(dockerCli, root),
 	)
 	return cmd
 }
 
 type keyGenerateOptions struct {
-	root *rootOptions
-	name string
+	root     *rootOptions
+	name     string
+	external externalKeyFlags
 }
 
 func newKeyGenerateCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
 	opts := keyGenerateOptions{root: root}
 	cmd := &cobra.Command{
 		Use:   "generate --name NAME",
-		Short: "Generate an ECDSA P-256 signing key, encrypted with a password",
+		Short: "Generate an ECDSA P-256 signing key, encrypted with a password, or in a KMS or HSM",
 		Long: `Generate an ECDSA P-256 signing key pair in the key store. The private key is
 encrypted with a password taken from NOTARIZE_PASSWORD, or asked for (twice)
-when stdin is a terminal. An existing key is never overwritten.`,
+when stdin is a terminal. An existing key is never overwritten.
+
+With --kms URI the key is created in a cloud KMS, or an existing one is
+adopted (awskms://[ENDPOINT]/alias/NAME, awskms:///KEY-ID or ARN; credentials
+from the provider's usual chain). With --pkcs11 URI (RFC 7512) it is
+generated in, or adopted from, an HSM token; the PIN comes from the URI's
+pin-value or pin-source, or NOTARIZE_PKCS11_PIN, and is never stored. Either
+way the key store records only the public key and the URI, and the key signs
+once to show it can. Then sign, untrust, unsupport and key export use it by
+NAME like any other key.`,
 		Example: `  docker notarize key generate --name release
-  NOTARIZE_PASSWORD=… docker notarize key generate --name ci-signer`,
+  NOTARIZE_PASSWORD=… docker notarize key generate --name ci-signer
+  docker notarize key generate --name release --kms awskms:///alias/notarize-release
+  NOTARIZE_PKCS11_PIN=… docker notarize key generate --name hsm \
+    --pkcs11 'pkcs11:token=signing;object=release?module-path=/usr/lib/softhsm/libsofthsm2.so'`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runKeyGenerate(cmd.Context(), dockerCli, opts)
@@ -51,12 +65,18 @@ when stdin is a terminal. An existing key is never overwritten.`,
 	}
 	cmd.Flags().StringVar(&opts.name, "name", "", "Key name (letters, digits, '.', '_', '-')")
 	_ = cmd.MarkFlagRequired("name")
+	cmd.Flags().StringVar(&opts.external.kms, "kms", "", "Create or adopt the key in a KMS (awskms://, gcpkms://, azurekms://, hashivault://)")
+	cmd.Flags().StringVar(&opts.external.pkcs11, "pkcs11", "", "Generate or adopt the key in a PKCS#11 token (RFC 7512 pkcs11: URI)")
+	cmd.MarkFlagsMutuallyExclusive("kms", "pkcs11")
 	return cmd
 }
 
-func runKeyGenerate(_ context.Context, dockerCli command.Cli, opts keyGenerateOptions) error {
+func runKeyGenerate(ctx context.Context, dockerCli command.Cli, opts keyGenerateOptions) error {
 	if err := ValidateKeyName(opts.name); err != nil {
 		return usageError(err)
+	}
+	if opts.external.set() {
+		return runKeyGenerateExternal(ctx, dockerCli, opts)
 	}
 	ks := opts.root.keyStore()
 	if _, err := ks.Public(opts.name); err == nil {

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Installs and runs nsmithuk/local-kms, an AWS-KMS-compatible server, on
+# loopback: the KMS of the plugin's `key generate --kms awskms://…` tests.
+#
+#   scripts/localkms.sh install              # build local-kms once; prints its directory
+#   scripts/localkms.sh start DIR PORT       # start it on 127.0.0.1:PORT, data in DIR
+#   scripts/localkms.sh stop DIR
+#
+# The binary is installed with `go install` from the module at a pinned
+# pseudo-version (the module has no tagged release) into
+# ${NOTARIZE_CACHE:-~/.cache/notarize}/bin, so a second run is instant; the
+# tests look for it there (or on PATH). local-kms keeps its keys in DIR
+# (KMS_DATA_PATH) and makes no outbound call. Clients reach it with an
+# endpoint in the key URI (awskms://127.0.0.1:PORT/alias/NAME) and any
+# static credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_REGION).
+set -euo pipefail
+
+readonly LOCALKMS_MODULE=github.com/nsmithuk/local-kms
+readonly LOCALKMS_VERSION=v0.0.0-20260228092603-2a5e92d09ab6
+readonly EXIT_UNAVAILABLE=77
+CACHE=${NOTARIZE_CACHE:-$HOME/.cache/notarize}
+BINDIR=$CACHE/bin
+
+usage() {
+  echo "usage: $0 install | start DIR PORT | stop DIR" >&2
+  exit 2
+}
+
+loud() {
+  {
+    echo "################################################################################"
+    echo "## scripts/localkms.sh: $*"
+    echo "################################################################################"
+  } >&2
+}
+
+install_bin() {
+  if [ -x "$BINDIR/local-kms" ] &&
+    [ "$(cat "$BINDIR/.local-kms-version" 2>/dev/null)" = "$LOCALKMS_VERSION" ]; then
+    echo "$BINDIR"
+    return 0
+  fi
+  if ! command -v go >/dev/null; then
+    loud "go is not installed: cannot build local-kms. KMS tests will be SKIPPED."
+    exit "$EXIT_UNAVAILABLE"
+  fi
+  mkdir -p "$BINDIR"
+  echo "installing local-kms $LOCALKMS_VERSION into $BINDIR (about a minute the first time)" >&2
+  if ! GOTOOLCHAIN=${GOTOOLCHAIN:-local} GOBIN=$BINDIR GOFLAGS=-buildvcs=false go install \
+    "$LOCALKMS_MODULE@$LOCALKMS_VERSION" >&2; then
+    loud "go install $LOCALKMS_MODULE@$LOCALKMS_VERSION failed. KMS tests will be SKIPPED."
+    exit "$EXIT_UNAVAILABLE"
+  fi
+  echo "$LOCALKMS_VERSION" >"$BINDIR/.local-kms-version"
+  echo "$BINDIR"
+}
+
+wait_listening() { # wait_listening PORT PID: up to 10 s
+  local i
+  for i in $(seq 1 100); do
+    if ! kill -0 "$2" 2>/dev/null; then return 1; fi
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  return 1
+}
+
+start_kms() {
+  local dir=$1 port=$2
+  install_bin >/dev/null
+  mkdir -p "$dir/data"
+  dir=$(cd "$dir" && pwd)
+  if [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
+    echo "local-kms in $dir already running (pid $(cat "$dir/pid"))" >&2
+    exit 1
+  fi
+  # local-kms listens on all interfaces by default; LISTEN_ADDRESS binds it
+  # to loopback where the version supports it.
+  PORT=$port KMS_DATA_PATH=$dir/data LISTEN_ADDRESS=127.0.0.1 \
+    "$BINDIR/local-kms" >>"$dir/local-kms.log" 2>&1 &
+  echo $! >"$dir/pid"
+  if ! wait_listening "$port" "$(cat "$dir/pid")"; then
+    tail -n 20 "$dir/local-kms.log" >&2
+    echo "local-kms did not start on 127.0.0.1:$port (log: $dir/local-kms.log)" >&2
+    exit 1
+  fi
+  echo "http://127.0.0.1:$port"
+}
+
+stop_kms() {
+  local dir=$1 pid
+  [ -f "$dir/pid" ] || return 0
+  pid=$(cat "$dir/pid")
+  if kill -TERM "$pid" 2>/dev/null; then
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$dir/pid"
+}
+
+case ${1:-} in
+install) install_bin ;;
+start) [ $# -eq 3 ] || usage; start_kms "$2" "$3" ;;
+stop) [ $# -eq 2 ] || usage; stop_kms "$2" ;;
+*) usage ;;
+esac
