@@ -42,6 +42,9 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request) {
 		http.ServeContent(&countingWriter{ResponseWriter: w, n: s.metrics.blobBytes.WithLabelValues("cache")}, r, "", time.Time{}, copyNotSendfile(b.File()))
 		return
 	}
+	if s.redirectBlob(w, r, t, d, upstreamHas) { // storage.go
+		return
+	}
 	if r.Method == http.MethodHead {
 		s.headBlob(w, r, t, d)
 		return
@@ -102,9 +105,9 @@ func (s *Server) headBlob(w http.ResponseWriter, r *http.Request, t target, d no
 
 // fillBlob serves a blob not in the cache while it is downloaded into it
 // (one download shared by concurrent requests), checked against d. A
-// request that joins another's download waits until it started and, unless
-// that download came from its own repository's upstream, asks that
-// upstream first.
+// request that joins another's download, or whose download reads the
+// fleet's shared store, waits until it started and, unless that download
+// came from its own repository's upstream, asks that upstream first.
 func (s *Server) fillBlob(w http.ResponseWriter, r *http.Request, t target, d notarize.Digest, upstreamHas bool) {
 	fetch := func(ctx context.Context) (io.ReadCloser, int64, error) {
 		resp, err := t.up.GetBlob(ctx, http.MethodGet, t.repo, d)
@@ -125,7 +128,7 @@ func (s *Server) fillBlob(w http.ResponseWriter, r *http.Request, t target, d no
 	} else {
 		s.metrics.cache.WithLabelValues("blob", "miss").Inc()
 	}
-	if joined && !upstreamHas {
+	if !upstreamHas && (joined || fill.FromShared()) {
 		if _, err := fill.Started(r.Context()); err != nil {
 			s.writeError(w, r, t.up.Name(), "blob", err)
 			return
@@ -166,7 +169,7 @@ func (s *Server) fillBlob(w http.ResponseWriter, r *http.Request, t target, d no
 	rd := fill.NewReader(r.Context())
 	defer rd.Close()
 	n, err := io.CopyBuffer(struct{ io.Writer }{w}, rd, make([]byte, 256<<10))
-	s.metrics.blobBytes.WithLabelValues("upstream").Add(float64(n))
+	s.metrics.blobBytes.WithLabelValues(fillSource(fill)).Add(float64(n))
 	if err != nil {
 		// Headers are out: end the stream short so the client cannot take
 		// it for the blob.

@@ -157,6 +157,7 @@ tlsCert: c.pem
 tlsKey: k.pem
 logLevel: debug
 anonymous: true
+storage: {s3: {bucket: fleet, region: us-east-1}, redirect: {disable: false}}
 `
 	docs := []string{
 		common + "auth: {htpasswd: {realm: r1, path: htpasswd}}\n",
@@ -177,9 +178,12 @@ anonymous: true
 		"upstreams.authHosts": func(c proxy.Configuration, pc proxy.Config) bool {
 			return slices.Equal(pc.Upstreams[0].AuthHosts, []string{"auth.lan:8443"})
 		},
-		"defaultUpstream":     func(c proxy.Configuration, pc proxy.Config) bool { return pc.DefaultUpstream == "other" },
-		"insecureUpstreams":   func(c proxy.Configuration, pc proxy.Config) bool { return pc.Upstreams[1].Insecure },
-		"cacheMaxBytes":       func(c proxy.Configuration, pc proxy.Config) bool { return pc.BlobCacheMaxBytes == 3<<30 },
+		"defaultUpstream":   func(c proxy.Configuration, pc proxy.Config) bool { return pc.DefaultUpstream == "other" },
+		"insecureUpstreams": func(c proxy.Configuration, pc proxy.Config) bool { return pc.Upstreams[1].Insecure },
+		"cacheMaxBytes":     func(c proxy.Configuration, pc proxy.Config) bool { return pc.BlobCacheMaxBytes == 3<<30 },
+		"storage": func(c proxy.Configuration, pc proxy.Config) bool {
+			return pc.Storage["s3"]["bucket"] == "fleet" && pc.Storage["redirect"]["disable"] == false
+		},
 		"auth.htpasswd.realm": func(c proxy.Configuration, pc proxy.Config) bool { return pc.Auth.Htpasswd.Realm == "r1" },
 		"auth.htpasswd.path": func(c proxy.Configuration, pc proxy.Config) bool {
 			return pc.Auth.Htpasswd.Path == filepath.Join(dir, "htpasswd")

@@ -22,6 +22,7 @@ import (
 	"github.com/notarize/docker-notarize/internal/testutil"
 	"github.com/notarize/docker-notarize/notarize/notarizetest"
 
+	"github.com/distribution/distribution/v3/configuration"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
@@ -91,6 +92,7 @@ type envConfig struct {
 	follow       string
 	peer         *env
 	witnesses    *ledgerclient.WitnessPolicy
+	storage      configuration.Storage
 }
 
 func withUpstream(u upstream.Config) envOption {
@@ -122,6 +124,11 @@ func withPeer(p *env) envOption {
 // withWitnesses gives the proxy's ledger client and replica a witness policy.
 func withWitnesses(p *ledgerclient.WitnessPolicy) envOption {
 	return func(c *envConfig) { c.witnesses = p }
+}
+
+// withStorage gives the proxy a storage section (a shared blob store: fleet_test.go).
+func withStorage(st configuration.Storage) envOption {
+	return func(c *envConfig) { c.storage = st }
 }
 
 // withClock gives the replica a clock of the test's.
@@ -213,7 +220,7 @@ func (e *env) start() {
 	e.srv, err = proxy.New(proxy.Config{
 		DataDir: filepath.Join(e.dir, "data"), Upstreams: e.ups, DefaultUpstream: "local",
 		Policy: e.policy, Trust: e.replica, ManifestTimeout: 3 * time.Second,
-		Logger: slog.New(slog.NewJSONHandler(e.logs, nil)),
+		Logger: slog.New(slog.NewJSONHandler(e.logs, nil)), Storage: e.ec.storage,
 	})
 	if err != nil {
 		t.Fatal(err)

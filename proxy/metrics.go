@@ -42,11 +42,11 @@ func newMetrics(trust TrustSource) *metrics {
 		}, []string{"upstream", "kind"}),
 		cache: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "notarize_proxy_cache_requests_total",
-			Help: "Cache lookups by cache (manifest, blob) and result (hit, miss, joined: a download already in progress).",
+			Help: "Cache lookups by cache (manifest, blob) and result (hit, miss, joined: a download already in progress, redirect: to the shared store).",
 		}, []string{"cache", "result"}),
 		blobBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "notarize_proxy_blob_bytes_total",
-			Help: "Blob bytes served, by source (cache, upstream).",
+			Help: "Blob bytes served, by source (cache, upstream, shared: the fleet's shared store, re-hashed).",
 		}, []string{"source"}),
 	}
 	m.reg.MustRegister(m.decisions, m.decisionTime, m.requests, m.upstreamErrors, m.cache, m.blobBytes,

@@ -77,7 +77,7 @@ func New(cfg Config) (*Server, error) {
 		s.ups = append(s.ups, u)
 	}
 	s.router = newRouter(s.ups, cfg.DefaultUpstream)
-	blobs, err := blobcache.New(blobcache.Config{Dir: filepath.Join(cfg.DataDir, "blobs"), MaxBytes: cfg.BlobCacheMaxBytes, FillTimeout: cfg.BlobFillTimeout, Logger: cfg.Logger})
+	blobs, err := openBlobCache(cfg) // storage.go
 	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}

@@ -3,9 +3,12 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"net/http"
 	"path/filepath"
 	"time"
 
+	"github.com/notarize/docker-notarize/notarize"
 	"github.com/notarize/docker-notarize/proxy/blobcache"
 )
 
@@ -37,4 +40,43 @@ func openBlobCache(cfg Config) (*blobcache.Cache, error) {
 		}
 	}
 	return blobcache.New(blobcache.Config{Dir: dir, MaxBytes: cfg.BlobCacheMaxBytes, FillTimeout: cfg.BlobFillTimeout, Logger: cfg.Logger, Shared: shared})
+}
+
+// redirectBlob answers a request for a blob that is not in the local cache
+// with a redirect to the shared store's (presigned) URL, when redirects are
+// configured and the shared store has the blob; it reports whether it
+// answered. The gate has passed the request; the repository's own upstream
+// must have answered for the blob, as for a blob served from the cache.
+// The client checks the bytes against the digest itself, as registry
+// clients do; nothing the proxy decides depends on them.
+func (s *Server) redirectBlob(w http.ResponseWriter, r *http.Request, t target, d notarize.Digest, upstreamHas bool) bool {
+	sh := s.blobs.Shared()
+	if sh == nil || !sh.Redirects() {
+		return false
+	}
+	if _, err := sh.Stat(r.Context(), d); err != nil {
+		return false // not there, or unreadable: stream it through the cache
+	}
+	if !upstreamHas && !s.confirmUpstream(w, r, t, d) {
+		return true
+	}
+	u, err := sh.RedirectURL(r, d)
+	if err != nil || u == "" {
+		if err != nil {
+			s.log.LogAttrs(r.Context(), slog.LevelWarn, "shared blob store: no redirect; streaming", slog.String("digest", string(d)), slog.String("error", err.Error()))
+		}
+		return false
+	}
+	s.metrics.cache.WithLabelValues("blob", "redirect").Inc()
+	http.Redirect(w, r, u, http.StatusTemporaryRedirect)
+	return true
+}
+
+// fillSource labels the bytes a fill streamed: "shared" from the fleet's
+// store, "upstream" otherwise.
+func fillSource(f *blobcache.Fill) string {
+	if f.FromShared() {
+		return "shared"
+	}
+	return "upstream"
 }

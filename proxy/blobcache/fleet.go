@@ -11,6 +11,9 @@ import (
 	"github.com/notarize/docker-notarize/notarize"
 )
 
+// Shared returns the shared store, nil without one.
+func (c *Cache) Shared() *Shared { return c.cfg.Shared }
+
 // source returns how f gets the blob: from the shared store when it has
 // it, else with fetch (from the upstream), in which case the verified blob
 // is put into the shared store after the fill. A shared store that cannot

@@ -1,0 +1,186 @@
+// Package seaweedtest starts a real S3-compatible object store for tests
+// and benchmarks: SeaweedFS (Apache-2.0), built and started on loopback by
+// scripts/seaweedfs.sh, with one bucket per caller. It is what the fleet
+// tests of the shared blob cache (issue 15) run against; the parameters it
+// returns are those of distribution's s3 driver.
+package seaweedtest
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// exitUnavailable is scripts/seaweedfs.sh's exit code for "cannot be had here".
+const exitUnavailable = 77
+
+// Server is a SeaweedFS server on 127.0.0.1 with anonymous S3.
+type Server struct {
+	// Endpoint is the S3 endpoint, http://127.0.0.1:PORT.
+	Endpoint string
+	script   string
+	dir      string
+	mu       sync.Mutex
+	buckets  int
+}
+
+// Start starts a server for t, stopped at t's end. When SeaweedFS cannot be
+// built or found here it skips t loudly, unless $CI is set: then it fails.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	s, err := start(t.TempDir())
+	if errors.Is(err, errUnavailable) {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("SeaweedFS is required under CI: %v", err)
+		}
+		bar := strings.Repeat("#", 78)
+		t.Skipf("\n%s\n## SKIPPED: no SeaweedFS for the S3 tests: %v\n## Run scripts/seaweedfs.sh install (go build, about 8 min once).\n%s", bar, err, bar)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+var errUnavailable = errors.New("SeaweedFS unavailable")
+
+// StartDir starts a server keeping its data in dir, for benchmarks and
+// TestMain; stop it with Stop. The error wraps an "unavailable" condition
+// when SeaweedFS cannot be had here (see Available).
+func StartDir(dir string) (*Server, error) { return start(dir) }
+
+// Available reports whether err from StartDir means SeaweedFS cannot be had
+// here (rather than a failure to start it).
+func Available(err error) bool { return !errors.Is(err, errUnavailable) }
+
+func start(dir string) (*Server, error) {
+	script, err := findScript()
+	if err != nil {
+		return nil, err
+	}
+	// Outside CI, a missing binary skips (building it takes minutes on a
+	// shared machine: run scripts/seaweedfs.sh install); under CI it is built.
+	cmd := "installed"
+	if os.Getenv("CI") != "" {
+		cmd = "install"
+	}
+	if out, err := exec.Command(script, cmd).CombinedOutput(); err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) && ee.ExitCode() == exitUnavailable {
+			return nil, fmt.Errorf("%w: %s", errUnavailable, lastLines(out))
+		}
+		return nil, fmt.Errorf("seaweedfs install: %v: %s", err, lastLines(out))
+	}
+	port, err := freeBase()
+	if err != nil {
+		return nil, err
+	}
+	out, err := exec.Command(script, "start", dir, fmt.Sprint(port)).Output()
+	if err != nil {
+		return nil, fmt.Errorf("seaweedfs start: %v: %s", err, lastLines(out))
+	}
+	return &Server{Endpoint: strings.TrimSpace(string(out)), script: script, dir: dir}, nil
+}
+
+// Bucket creates a new bucket and returns its name.
+func (s *Server) Bucket(t testing.TB) string {
+	t.Helper()
+	name, err := s.NewBucket()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+// NewBucket creates a new bucket and returns its name.
+func (s *Server) NewBucket() (string, error) {
+	s.mu.Lock()
+	s.buckets++
+	n := s.buckets
+	s.mu.Unlock()
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	name := fmt.Sprintf("b%d-%s", n, hex.EncodeToString(b))
+	if out, err := exec.Command(s.script, "bucket", s.Endpoint, name).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("seaweedfs bucket: %v: %s", err, lastLines(out))
+	}
+	return name, nil
+}
+
+// Params returns distribution's s3 driver parameters for bucket on s.
+func (s *Server) Params(bucket string) map[string]any {
+	return map[string]any{
+		"region": "us-east-1", "bucket": bucket, "regionendpoint": s.Endpoint,
+		"forcepathstyle": true, "secure": false, "accesskey": "notarize", "secretkey": "notarize-test-only",
+	}
+}
+
+// Stop stops the server.
+func (s *Server) Stop() {
+	_ = exec.Command(s.script, "stop", s.dir).Run()
+}
+
+// freeBase finds a port p with p+1..p+3 and their gRPC ports (+10000)
+// free (a race with other processes is possible, and fails loudly).
+func freeBase() (int, error) {
+	for range 50 {
+		b := make([]byte, 2)
+		_, _ = rand.Read(b)
+		p := 20000 + int(b[0])<<8%20000 + int(b[1])
+		p -= p % 4
+		ok := true
+		for _, q := range []int{p, p + 1, p + 2, p + 3, p + 10001, p + 10002, p + 10003} {
+			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", q))
+			if err != nil {
+				ok = false
+				break
+			}
+			l.Close()
+		}
+		if ok {
+			return p, nil
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return 0, errors.New("seaweedtest: no free ports")
+}
+
+func findScript() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			p := filepath.Join(dir, "scripts", "seaweedfs.sh")
+			if _, err := os.Stat(p); err != nil {
+				return "", fmt.Errorf("%w: %v", errUnavailable, err)
+			}
+			return p, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("%w: scripts/seaweedfs.sh not found above the working directory", errUnavailable)
+		}
+		dir = parent
+	}
+}
+
+func lastLines(b []byte) string {
+	lines := bytes.Split(bytes.TrimSpace(b), []byte("\n"))
+	if len(lines) > 10 {
+		lines = lines[len(lines)-10:]
+	}
+	return string(bytes.Join(lines, []byte("\n")))
+}
