@@ -25,6 +25,7 @@ import (
 	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/notarize/docker-notarize/proxy"
+	_ "github.com/notarize/docker-notarize/proxy/blobcache/drivers" // storage: s3, gcs, azure (issue 15)
 	"github.com/notarize/docker-notarize/proxy/peer"
 	"github.com/notarize/docker-notarize/proxy/replica"
 )
