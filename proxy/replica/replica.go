@@ -473,31 +473,84 @@ func (r *Replica) Refresh(ctx context.Context) error {
 
 func (r *Replica) syncLocked(ctx context.Context) (int, error) {
 	r.syncs.Add(1)
+	r.mu.RLock()
+	st := r.st
+	r.mu.RUnlock()
+	batches, stop := r.prefetch(ctx, st)
+	defer stop()
 	added := 0
-	for {
-		r.mu.RLock()
-		st := r.st
-		r.mu.RUnlock()
-		b, err := r.cfg.Source.Next(ctx, st)
+	for f := range batches {
+		err := f.err
+		if err == nil {
+			err = context.Cause(ctx) // a sync whose context ended stores nothing more
+		}
+		if err == nil {
+			err = r.apply(f.b)
+		}
 		if err != nil {
 			r.mu.Lock()
 			r.status.LastError = clip(err.Error())
 			r.mu.Unlock()
 			return added, err
 		}
-		if err := r.apply(b); err != nil {
-			r.mu.Lock()
-			r.status.LastError = clip(err.Error())
-			r.mu.Unlock()
-			return added, err
-		}
-		added += len(b.Entries)
-		if len(b.Entries) == 0 {
+		added += len(f.b.Entries)
+		if len(f.b.Entries) == 0 {
 			if added > 0 {
-				r.cfg.Logger.LogAttrs(ctx, slog.LevelDebug, "ledger replica caught up", slog.Int("added", added), slog.Uint64("size", b.State.Size))
+				r.cfg.Logger.LogAttrs(ctx, slog.LevelDebug, "ledger replica caught up", slog.Int("added", added), slog.Uint64("size", f.b.State.Size))
 			}
 			return added, nil
 		}
+	}
+	// The reader ended without a result: ctx ended while it waited to hand
+	// one over.
+	return added, fmt.Errorf("replica: sync: %w", context.Cause(ctx))
+}
+
+// fetched is one result of the Source: a verified batch or the error that
+// ends the sync.
+type fetched struct {
+	b   *ledgerclient.FollowBatch
+	err error
+}
+
+// prefetch reads batches from the Source one after the other, starting at
+// st, each from the state the previous one ends at, so that the next batch
+// is read, proven and signature-checked (on every core, by the Follower)
+// while the caller stores the one before: catch-up overlaps the ledger's
+// round trips and the checks with bbolt's commit. It hands them over in
+// order on an unbuffered channel (at most one batch waits besides the one
+// being stored, which bounds memory) and ends after an error or an empty
+// batch. A batch is only ever applied by the caller, in order, and apply
+// still refuses one that does not follow the stored state; when the caller
+// stops early (a batch failed to store) the batches read after it are
+// dropped. stop cancels the reader and waits for it, so that the Source is
+// never used by two goroutines (syncs run under syncMu).
+func (r *Replica) prefetch(ctx context.Context, st ledgerclient.FollowState) (<-chan fetched, func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	out := make(chan fetched)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer close(out)
+		for {
+			b, err := r.cfg.Source.Next(ctx, st)
+			if err == nil && b == nil {
+				err = errors.New("replica: the ledger source returned no batch")
+			}
+			select {
+			case out <- fetched{b, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil || len(b.Entries) == 0 {
+				return
+			}
+			st = b.State
+		}
+	}()
+	return out, func() {
+		cancel()
+		<-done
 	}
 }
 
