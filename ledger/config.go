@@ -105,6 +105,12 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// Logger receives the ledger's logs. Nil means slog.Default().
 	Logger *slog.Logger
+	// MapCommitEntries and MapCommitInterval set how often the verifiable
+	// index's root is committed to the log (vindex.go): once this many
+	// entries wait, or once the first of them waited this long. Zero means
+	// DefaultMapCommitEntries and DefaultMapCommitInterval.
+	MapCommitEntries  int
+	MapCommitInterval time.Duration
 }
 
 // Defaults of RateLimits.

@@ -488,10 +488,13 @@ func readIndexEntries(ctx context.Context, lr tessera.LogReader, logger *slog.Lo
 				// Only verified entries are added, so this is a foreign
 				// log or an entry older than a stricter rule; keep going
 				// so that exact replays are still caught.
-				if firstErr == nil {
+				// Map roots (vindex.go) are no statements either, as expected.
+				if firstErr == nil && !notarize.IsMapRoot(eb.Entries[i]) {
 					firstErr = err
 				}
-				skipped = append(skipped, ri.Index*layout.EntryBundleWidth+uint64(i))
+				if !notarize.IsMapRoot(eb.Entries[i]) {
+					skipped = append(skipped, ri.Index*layout.EntryBundleWidth+uint64(i))
+				}
 				fe = indexEntry(eb.Entries[i])
 			}
 			out = append(out, fe)

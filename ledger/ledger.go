@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -88,6 +89,8 @@ type Ledger struct {
 
 	metrics *metrics
 	handler http.Handler
+
+	vmap *mapFollower // the verifiable index (vindex.go); nil without one
 }
 
 // parsedCheckpoint is a checkpoint note and what it says.
@@ -197,7 +200,16 @@ func (l *Ledger) open(ctx, bg context.Context) error {
 	if l.store, err = newIndex(ctx, l.st.Index(), l.log); err != nil {
 		return fmt.Errorf("%s: %w", l.st, err)
 	}
-	return l.start(ctx, bg)
+	if err := l.start(ctx, bg); err != nil {
+		return err
+	}
+	// The verifiable index (vindex.go) keeps its map beside the data.
+	if d, ok := l.st.(interface{ Dir() string }); ok {
+		if err := l.startMap(bg, filepath.Join(d.Dir(), mapFileName)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // OpenWrites reports whether any valid signature may write: no signers are enrolled.
@@ -291,6 +303,9 @@ func (l *Ledger) Close(ctx context.Context) error {
 		l.closing.Store(true)
 		l.pendingMu.Unlock()
 		var errs []error
+		if err := l.closeMap(); err != nil { // before the log stops: see closeMap
+			errs = append(errs, err)
+		}
 		if err := l.shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("flush log: %w", err))
 		}

@@ -126,6 +126,10 @@ func (l *Ledger) Current(ctx context.Context, d notarize.Digest, keyIDs []string
 	if err != nil {
 		return nil, fmt.Errorf("current: %w", err)
 	}
+	mp, mroot, err := l.mapProof(d, keys) // before the checkpoint, which must cover its root
+	if err != nil {
+		return nil, fmt.Errorf("current: %w", err)
+	}
 	cpRaw, cp, err := l.indexedCheckpoint(ctx, d)
 	if err != nil {
 		return nil, fmt.Errorf("current: %w", err)
@@ -145,6 +149,10 @@ func (l *Ledger) Current(ctx context.Context, d notarize.Digest, keyIDs []string
 	if len(resp.Entries) < len(indices) {
 		return nil, fmt.Errorf("current: %w: the current statements of %d keys are too large for one answer; ask for fewer keys", errBadRequest, len(keys))
 	}
+	if err := l.proveMapRoot(ctx, mp, mroot, cp.Size); err != nil {
+		return nil, fmt.Errorf("current: %w", err)
+	}
+	resp.Map = mp
 	return resp, nil
 }
 
@@ -181,12 +189,18 @@ func isKeyID(s string) bool {
 	return true
 }
 
-// indexedCheckpoint returns the latest checkpoint once the index covers
-// it, so that a lookup answers for exactly the entries it commits to.
+// indexedCheckpoint checks d and returns the latest checkpoint once the
+// index covers it, so that a lookup answers for exactly the entries it
+// commits to.
 func (l *Ledger) indexedCheckpoint(ctx context.Context, d notarize.Digest) ([]byte, *log.Checkpoint, error) {
 	if _, err := notarize.ParseDigest(string(d)); err != nil {
 		return nil, nil, err
 	}
+	return l.coveredCheckpoint(ctx)
+}
+
+// coveredCheckpoint returns the latest checkpoint once the index covers it.
+func (l *Ledger) coveredCheckpoint(ctx context.Context) ([]byte, *log.Checkpoint, error) {
 	cpRaw, cp, err := l.latestCheckpoint(ctx)
 	if err != nil {
 		return nil, nil, err

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"github.com/notarize/docker-notarize/ledger/api"
@@ -219,8 +220,23 @@ func (f *fakeOps) ReadTile(_ context.Context, level, index uint64, p uint8) ([]b
 	return b, err
 }
 
-func (f *fakeOps) ReadEntryBundle(context.Context, uint64, uint8) ([]byte, error) {
-	return nil, os.ErrNotExist
+// ReadEntryBundle serves the log's genuine entry bundles (C2SP tlog-tiles:
+// each entry as a 2-byte big-endian length and its bytes).
+func (f *fakeOps) ReadEntryBundle(_ context.Context, index uint64, p uint8) ([]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	w, n := uint64(layout.EntryBundleWidth), uint64(p)
+	if n == 0 {
+		n = w
+	}
+	if index*w+n > f.log.size() {
+		return nil, os.ErrNotExist
+	}
+	var b []byte
+	for _, l := range f.log.leaves[index*w : index*w+n] {
+		b = append(binary.BigEndian.AppendUint16(b, uint16(len(l))), l...)
+	}
+	return b, nil
 }
 
 func (f *fakeOps) Info(context.Context) ([]byte, error) {

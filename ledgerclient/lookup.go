@@ -211,6 +211,9 @@ func (c *Client) current(ctx context.Context, d notarize.Digest, keyIDs []string
 	if err != nil {
 		return nil, err
 	}
+	if err := c.verifyComplete(tctx, resp.Map, cp, d, keyIDs, recs); err != nil {
+		return nil, err
+	}
 	return &LookupResult{Checkpoint: cp, Records: recs}, nil
 }
 
@@ -236,6 +239,11 @@ func (c *Client) currentByPages(ctx context.Context, d notarize.Digest, keyIDs [
 	res.Records = make([]notarize.Record, 0, len(cur))
 	for _, r := range cur {
 		res.Records = append(res.Records, r)
+	}
+	// Without the current endpoint there is no map proof either (a front
+	// may have hidden both): the whole log is the tail.
+	if err := c.verifyComplete(ctx, nil, res.Checkpoint, d, keyIDs, res.Records); err != nil {
+		return nil, err
 	}
 	return res, nil
 }

@@ -135,6 +135,46 @@ type LookupResponse struct {
 	// Next, when set, is the QueryAfter value of the next page: more entries
 	// match. Absent on the last page.
 	Next *uint64 `json:"next,omitempty"`
+	// Map, on a current lookup, proves the answer complete (issue 11):
+	// what the ledger's verifiable index holds for each asked-for key under
+	// the newest map root committed in the log. Absent from ledgers of
+	// earlier versions.
+	Map *MapProof `json:"map,omitempty"`
+}
+
+// MapProof proves what a ledger's verifiable index (package vindex) holds
+// for the keys of a lookup under one committed map root: a map-root entry
+// (notarize.MapRoot, signed by the ledger's checkpoint key) in the log,
+// covering the log's first Size entries. The client checks the root
+// entry's inclusion proof against the answer's checkpoint, each key's proof
+// against the root, and reads the log's tail, the entries from the root's
+// Size to the checkpoint's, from the public entry bundles itself. Without a
+// committed root (RootIndex absent) the tail is the whole log.
+type MapProof struct {
+	// RootIndex is the log index of the map-root entry.
+	RootIndex *uint64 `json:"rootIndex,omitempty"`
+	// RootEntry is the map-root entry's bytes as logged.
+	RootEntry []byte `json:"rootEntry,omitempty"`
+	// RootInclusionProof proves RootEntry at RootIndex under the answer's checkpoint.
+	RootInclusionProof [][]byte `json:"rootInclusionProof,omitempty"`
+	// Keys holds one proof per asked-for key ID, in increasing key ID order.
+	Keys []KeyMapProof `json:"keys"`
+}
+
+// KeyMapProof is the map proof of one (digest, key ID): a vindex.Proof and,
+// when the key is present, its value (vindex.Value encoded).
+type KeyMapProof struct {
+	KeyID string `json:"keyID"`
+	// Value is the map value when the key has statements about the digest.
+	Value []byte `json:"value,omitempty"`
+	// Depth, Bitmap and Siblings are the path (vindex.Proof).
+	Depth    int      `json:"depth"`
+	Bitmap   []byte   `json:"bitmap,omitempty"`
+	Siblings [][]byte `json:"siblings,omitempty"`
+	// LeafKey and LeafValueHash name the leaf where the path ends, when it
+	// ends at one: this key's own, or another key's (proving absence).
+	LeafKey       []byte `json:"leafKey,omitempty"`
+	LeafValueHash []byte `json:"leafValueHash,omitempty"`
 }
 
 // LookupEntry is one entry of a LookupResponse.

@@ -1,0 +1,231 @@
+package ledgerclient
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/transparency-dev/tessera/client"
+
+	"github.com/notarize/docker-notarize/ledger/api"
+	"github.com/notarize/docker-notarize/notarize"
+	"github.com/notarize/docker-notarize/vindex"
+)
+
+// ErrIncomplete is returned (wrapped) when a current-statement answer is not
+// proven complete: the ledger's verifiable index (a map committed to by the
+// log, package vindex) and the log's tail after its root name another
+// current statement than the answer gives for a key, or one where the answer
+// gives none, or the answer's map proofs do not check out. A front that
+// leaves a revocation out of an answer, reorders or substitutes entries, is
+// caught this way.
+var ErrIncomplete = errors.New("lookup answer not proven complete")
+
+// MaxMapTail bounds the log entries after the newest committed map root that
+// a client reads (from the public entry bundles) to complete a lookup. A
+// ledger commits a root every api-documented few seconds or thousand
+// entries, so an honest tail is far shorter; a longer one, or a ledger that
+// commits no root and holds more entries, fails the lookup.
+const MaxMapTail = 16384
+
+// mapExpect is what the map and the tail prove about one key's current
+// statement: none (found false), or the entry at index signed at ts.
+type mapExpect struct {
+	found bool
+	index uint64
+	ts    time.Time
+}
+
+// verifyComplete proves that recs, the verified current statements of
+// keyIDs about d in an answer under cp, are all of them: it checks the
+// answer's map proof (the root entry's inclusion and signature, each key's
+// proof against the root), reads the log from the root's size to cp's from
+// the entry bundles, each entry proven included in cp, folds the tail's
+// statements by keyIDs about d into what the map says, and compares the
+// result with recs. mp nil (a ledger without the index) means the tail is
+// the whole log.
+func (c *Client) verifyComplete(ctx context.Context, mp *api.MapProof, cp Checkpoint, d notarize.Digest, keyIDs []string, recs []notarize.Record) error {
+	ids := slices.Clone(keyIDs)
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	want, from, err := c.verifyMapProof(mp, cp, d, ids)
+	if err != nil {
+		return err
+	}
+	if err := c.foldTail(ctx, cp, from, d, want); err != nil {
+		return err
+	}
+	got := make(map[string]notarize.Record, len(recs))
+	for _, r := range recs {
+		got[r.KeyID] = r
+	}
+	for _, k := range ids {
+		e, r := want[k], got[k]
+		_, answered := got[k]
+		switch {
+		case !e.found && answered:
+			return fmt.Errorf("%w: the answer gives entry %d as key %s's current statement about %s, but the ledger's index and log hold none", ErrIncomplete, r.Index, k, d)
+		case e.found && !answered:
+			return fmt.Errorf("%w: key %s's current statement about %s is entry %d, which the answer leaves out", ErrIncomplete, k, d, e.index)
+		case e.found && (r.Index != e.index || !r.Statement.Predicate.Timestamp.Equal(e.ts)):
+			return fmt.Errorf("%w: key %s's current statement about %s is entry %d, the answer gives entry %d", ErrIncomplete, k, d, e.index, r.Index)
+		}
+	}
+	return nil
+}
+
+// verifyMapProof checks mp for d and ids (sorted) under cp and returns what
+// the map says of each key and the size of the log the map covers.
+func (c *Client) verifyMapProof(mp *api.MapProof, cp Checkpoint, d notarize.Digest, ids []string) (map[string]mapExpect, uint64, error) {
+	want := make(map[string]mapExpect, len(ids))
+	for _, k := range ids {
+		want[k] = mapExpect{}
+	}
+	if mp == nil || mp.RootIndex == nil {
+		return want, 0, nil
+	}
+	idx := *mp.RootIndex
+	if err := verifyInclusion(cp, idx, mp.RootEntry, mp.RootInclusionProof); err != nil {
+		return nil, 0, fmt.Errorf("map root entry %d: %w", idx, err)
+	}
+	mr, err := notarize.ParseMapRoot(mp.RootEntry, c.verifier)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: entry %d: %w", ErrIncomplete, idx, err)
+	}
+	if mr.Size > idx {
+		return nil, 0, fmt.Errorf("%w: map root entry %d covers %d entries, beyond itself", ErrIncomplete, idx, mr.Size)
+	}
+	if len(mp.Keys) != len(ids) {
+		return nil, 0, fmt.Errorf("%w: %d map proofs for %d keys", ErrIncomplete, len(mp.Keys), len(ids))
+	}
+	for i, k := range ids {
+		kp := mp.Keys[i]
+		if kp.KeyID != k {
+			return nil, 0, fmt.Errorf("%w: map proof %d is for key %q, want %s", ErrIncomplete, i, clip(kp.KeyID, 80), k)
+		}
+		e, err := verifyKeyMapProof(kp, mr, d, k)
+		if err != nil {
+			return nil, 0, err
+		}
+		want[k] = e
+	}
+	return want, mr.Size, nil
+}
+
+// verifyKeyMapProof checks the proof of key k for d against mr.
+func verifyKeyMapProof(kp api.KeyMapProof, mr *notarize.MapRoot, d notarize.Digest, k string) (mapExpect, error) {
+	p, err := proofOf(kp)
+	if err != nil {
+		return mapExpect{}, fmt.Errorf("%w: map proof of key %s: %w", ErrIncomplete, k, err)
+	}
+	vh, err := p.Verify(mr.Root, vindex.MapKey(d, k))
+	if err != nil {
+		return mapExpect{}, fmt.Errorf("%w: key %s: %w", ErrIncomplete, k, err)
+	}
+	if vh == nil {
+		if len(kp.Value) != 0 {
+			return mapExpect{}, fmt.Errorf("%w: key %s: a value with a proof of absence", ErrIncomplete, k)
+		}
+		return mapExpect{}, nil
+	}
+	if vindex.HashValue(kp.Value) != *vh {
+		return mapExpect{}, fmt.Errorf("%w: key %s: the value is not the one the map holds", ErrIncomplete, k)
+	}
+	v, err := vindex.UnmarshalValue(kp.Value)
+	if err != nil {
+		return mapExpect{}, fmt.Errorf("%w: key %s: %w", ErrIncomplete, k, err)
+	}
+	if v.Current >= mr.Size {
+		return mapExpect{}, fmt.Errorf("%w: key %s: current statement %d beyond the map's %d entries", ErrIncomplete, k, v.Current, mr.Size)
+	}
+	return mapExpect{found: true, index: v.Current, ts: v.Time}, nil
+}
+
+// proofOf decodes a map proof from the wire.
+func proofOf(kp api.KeyMapProof) (*vindex.Proof, error) {
+	p := &vindex.Proof{Depth: kp.Depth, Bitmap: kp.Bitmap}
+	if len(kp.Siblings) > vindex.KeyBits {
+		return nil, fmt.Errorf("%d siblings", len(kp.Siblings))
+	}
+	for _, s := range kp.Siblings {
+		if len(s) != 32 {
+			return nil, fmt.Errorf("a sibling of %d bytes", len(s))
+		}
+		p.Siblings = append(p.Siblings, vindex.Hash(s))
+	}
+	switch {
+	case kp.LeafKey == nil && kp.LeafValueHash == nil:
+	case len(kp.LeafKey) == vindex.KeySize && len(kp.LeafValueHash) == 32:
+		k, vh := vindex.Key(kp.LeafKey), vindex.Hash(kp.LeafValueHash)
+		p.LeafKey, p.LeafValueHash = &k, &vh
+	default:
+		return nil, errors.New("a leaf key or value hash of the wrong size")
+	}
+	return p, nil
+}
+
+// foldTail reads the log entries [from, cp.Size), proves each included in
+// cp, and folds the statements about d by the keys of want into want.
+func (c *Client) foldTail(ctx context.Context, cp Checkpoint, from uint64, d notarize.Digest, want map[string]mapExpect) error {
+	if from >= cp.Size {
+		return nil
+	}
+	if n := cp.Size - from; n > MaxMapTail {
+		return fmt.Errorf("%w: %d log entries after the ledger's newest committed map root (at most %d are read): the ledger commits no map roots, or not often enough", ErrIncomplete, n, MaxMapTail)
+	}
+	leaves, err := NewFollower(c, 0).readLeaves(ctx, from, cp.Size, cp.Size)
+	if err != nil {
+		return fmt.Errorf("read the log after the map root: %w", err)
+	}
+	pb, err := client.NewProofBuilder(ctx, cp.Size, c.ops.ReadTile)
+	if err != nil {
+		return fmt.Errorf("read the log after the map root: %w", err)
+	}
+	for j, leaf := range leaves {
+		i := from + uint64(j)
+		p, err := pb.InclusionProof(ctx, i)
+		if err != nil {
+			return fmt.Errorf("inclusion proof of entry %d: %w", i, err)
+		}
+		if err := verifyInclusion(cp, i, leaf, p); err != nil {
+			return fmt.Errorf("entry %d after the map root: %w", i, err)
+		}
+		if notarize.IsMapRoot(leaf) {
+			continue
+		}
+		if !mayConcern(leaf, d) {
+			continue
+		}
+		fe := verifyLeaf(i, leaf)
+		if fe.Err != nil || fe.Record.Statement.Digest() != d {
+			continue
+		}
+		e, asked := want[fe.Record.KeyID]
+		if !asked {
+			continue
+		}
+		if ts := fe.Record.Statement.Predicate.Timestamp; !e.found || !ts.Before(e.ts) {
+			want[fe.Record.KeyID] = mapExpect{found: true, index: i, ts: ts}
+		}
+	}
+	return nil
+}
+
+// mayConcern reports whether the log entry leaf may be a statement about
+// d, reading its statement without checking the signature: entries about
+// other digests, most of the tail, are skipped before the costly check.
+func mayConcern(leaf []byte, d notarize.Digest) bool {
+	e, err := notarize.ParseEntry(leaf)
+	if err != nil {
+		return false
+	}
+	payload, err := base64.StdEncoding.DecodeString(e.Envelope.Payload)
+	if err != nil {
+		return false
+	}
+	st, err := notarize.ParseStatement(payload)
+	return err == nil && st.Digest() == d
+}
