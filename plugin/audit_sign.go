@@ -39,7 +39,7 @@ func (o *auditOptions) signUnknown(ctx context.Context, dockerCli command.Cli, r
 		fmt.Fprintln(stderr, "--sign: no UNKNOWN digest to sign")
 		return nil, nil
 	}
-	signer, err := loadSigningKey(dockerCli, o.root, o.key)
+	signer, err := loadSigningKey(ctx, dockerCli, o.root, o.key)
 	if err != nil {
 		return nil, err
 	}

@@ -169,6 +169,23 @@ func (s KeyStore) List() ([]Key, error) {
 	return keys, nil
 }
 
+// SigningKeys returns the store's keys that can sign (an encrypted private
+// key, or a key held by a KMS or an HSM), sorted by name: List without the
+// imported public keys.
+func (s KeyStore) SigningKeys() ([]Key, error) {
+	keys, err := s.List()
+	if err != nil {
+		return nil, err
+	}
+	out := keys[:0]
+	for _, k := range keys {
+		if k.Provider != "" {
+			out = append(out, k)
+		}
+	}
+	return out, nil
+}
+
 // Public returns the public key of the store entry name.
 func (s KeyStore) Public(name string) (Key, error) {
 	if err := ValidateKeyName(name); err != nil {

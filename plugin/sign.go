@@ -102,7 +102,7 @@ func runSign(ctx context.Context, dockerCli command.Cli, opts signOptions) error
 	if err != nil {
 		return usageError(err)
 	}
-	signer, err := loadSigningKey(dockerCli, opts.root, opts.key)
+	signer, err := loadSigningKey(ctx, dockerCli, opts.root, opts.key)
 	if err != nil {
 		return err
 	}
@@ -204,10 +204,10 @@ type signingKey struct {
 
 // loadSigningKey finds the key named by ref (store name or path; "" means the
 // only key in the store), asks for its password and decrypts it.
-func loadSigningKey(dockerCli command.Cli, root *rootOptions, ref string) (*signingKey, error) {
+func loadSigningKey(ctx context.Context, dockerCli command.Cli, root *rootOptions, ref string) (*signingKey, error) {
 	ks := root.keyStore()
 	if ref == "" {
-		keys, err := ks.List()
+		keys, err := ks.SigningKeys()
 		if err != nil {
 			return nil, err
 		}
@@ -220,20 +220,17 @@ func loadSigningKey(dockerCli command.Cli, root *rootOptions, ref string) (*sign
 			return nil, usageError(fmt.Errorf("%d keys in the key store: choose one with --key NAME", len(keys)))
 		}
 	}
-	pemBytes, name, err := ks.ResolvePrivate(ref)
+	src, err := ks.ResolveSigner(ref)
 	if errors.Is(err, ErrBadKeyName) {
 		return nil, usageError(err)
 	}
 	if err != nil {
 		return nil, err
 	}
-	pw, err := root.passwords(dockerCli).get(name, false)
+	name := src.Name
+	s, err := src.Open(ctx, func() ([]byte, error) { return root.passwords(dockerCli).get(name, false) }, root.env.lookupEnv)
 	if err != nil {
-		return nil, fmt.Errorf("key %s: %w", name, err)
-	}
-	s, err := LoadSigner(pemBytes, pw)
-	if err != nil {
-		return nil, fmt.Errorf("key %s: %w", name, err)
+		return nil, err
 	}
 	pub, err := s.PublicKey()
 	if err != nil {

@@ -6,10 +6,10 @@
 #   scripts/localkms.sh start DIR PORT       # start it on 127.0.0.1:PORT, data in DIR
 #   scripts/localkms.sh stop DIR
 #
-# The binary is installed with `go install` from the module at a pinned
-# pseudo-version (the module has no tagged release) into
-# ${NOTARIZE_CACHE:-~/.cache/notarize}/bin, so a second run is instant; the
-# tests look for it there (or on PATH). local-kms keeps its keys in DIR
+# The binary is built from the module at a pinned pseudo-version (the module
+# has no tagged release), patched to listen on 127.0.0.1 only (upstream binds
+# every interface), into ${NOTARIZE_CACHE:-~/.cache/notarize}/bin, so a
+# second run is instant; the tests look for it there (or on PATH). local-kms keeps its keys in DIR
 # (KMS_DATA_PATH) and makes no outbound call. Clients reach it with an
 # endpoint in the key URI (awskms://127.0.0.1:PORT/alias/NAME) and any
 # static credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_REGION).
@@ -17,6 +17,7 @@ set -euo pipefail
 
 readonly LOCALKMS_MODULE=github.com/nsmithuk/local-kms
 readonly LOCALKMS_VERSION=v0.0.0-20260228092603-2a5e92d09ab6
+readonly LOOPBACK_PATCH=loopback1
 readonly EXIT_UNAVAILABLE=77
 CACHE=${NOTARIZE_CACHE:-$HOME/.cache/notarize}
 BINDIR=$CACHE/bin
@@ -36,7 +37,7 @@ loud() {
 
 install_bin() {
   if [ -x "$BINDIR/local-kms" ] &&
-    [ "$(cat "$BINDIR/.local-kms-version" 2>/dev/null)" = "$LOCALKMS_VERSION" ]; then
+    [ "$(cat "$BINDIR/.local-kms-version" 2>/dev/null)" = "$LOCALKMS_VERSION+$LOOPBACK_PATCH" ]; then
     echo "$BINDIR"
     return 0
   fi
@@ -45,13 +46,29 @@ install_bin() {
     exit "$EXIT_UNAVAILABLE"
   fi
   mkdir -p "$BINDIR"
-  echo "installing local-kms $LOCALKMS_VERSION into $BINDIR (about a minute the first time)" >&2
-  if ! GOTOOLCHAIN=${GOTOOLCHAIN:-local} GOBIN=$BINDIR GOFLAGS=-buildvcs=false go install \
-    "$LOCALKMS_MODULE@$LOCALKMS_VERSION" >&2; then
-    loud "go install $LOCALKMS_MODULE@$LOCALKMS_VERSION failed. KMS tests will be SKIPPED."
+  echo "building local-kms $LOCALKMS_VERSION into $BINDIR (about a minute the first time)" >&2
+  local src work
+  if ! src=$(GOTOOLCHAIN=${GOTOOLCHAIN:-local} GOFLAGS=-mod=mod go mod download -json "$LOCALKMS_MODULE@$LOCALKMS_VERSION" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p') || [ -z "$src" ]; then
+    loud "go mod download $LOCALKMS_MODULE@$LOCALKMS_VERSION failed. KMS tests will be SKIPPED."
     exit "$EXIT_UNAVAILABLE"
   fi
-  echo "$LOCALKMS_VERSION" >"$BINDIR/.local-kms-version"
+  # local-kms listens on every interface (":PORT"), with no option to
+  # change it; the copy built here listens on loopback only.
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' RETURN
+  cp -R "$src/." "$work/"
+  chmod -R u+w "$work"
+  sed -i 's|addr := ":"+port|addr := "127.0.0.1:"+port|; s|Local KMS started on 0.0.0.0:|Local KMS started on 127.0.0.1:|' "$work/src/server.go"
+  if ! grep -q 'addr := "127.0.0.1:"+port' "$work/src/server.go"; then
+    loud "local-kms $LOCALKMS_VERSION: the loopback patch no longer applies. KMS tests will be SKIPPED."
+    exit "$EXIT_UNAVAILABLE"
+  fi
+  if ! (cd "$work" && GOTOOLCHAIN=${GOTOOLCHAIN:-local} GOFLAGS=-mod=mod go build -buildvcs=false -o "$BINDIR/local-kms" .) >&2; then
+    loud "go build of $LOCALKMS_MODULE@$LOCALKMS_VERSION failed. KMS tests will be SKIPPED."
+    exit "$EXIT_UNAVAILABLE"
+  fi
+  echo "$LOCALKMS_VERSION+$LOOPBACK_PATCH" >"$BINDIR/.local-kms-version"
   echo "$BINDIR"
 }
 
@@ -74,9 +91,7 @@ start_kms() {
     echo "local-kms in $dir already running (pid $(cat "$dir/pid"))" >&2
     exit 1
   fi
-  # local-kms listens on all interfaces by default; LISTEN_ADDRESS binds it
-  # to loopback where the version supports it.
-  PORT=$port KMS_DATA_PATH=$dir/data LISTEN_ADDRESS=127.0.0.1 \
+  PORT=$port KMS_DATA_PATH=$dir/data \
     "$BINDIR/local-kms" >>"$dir/local-kms.log" 2>&1 &
   echo $! >"$dir/pid"
   if ! wait_listening "$port" "$(cat "$dir/pid")"; then
