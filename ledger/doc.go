@@ -45,6 +45,7 @@
 //	POST /api/v1/entries             submit a notarize.Entry; answers once integrated
 //	GET  /api/v1/digests/{digest}    one page of the entries about a digest (?keyid, after, limit), with proofs to one checkpoint
 //	GET  /api/v1/digests/{digest}/current?keyid=K…  the current statement of each key, with its proof
+//	GET  /api/v1/keys/{keyid}/digests  one page of the digests a key has statements about (?status, cursor, limit), with proofs
 //	GET  /api/v1/info                origin, verifier key, size
 //	GET  /metrics                    Prometheus metrics of this ledger
 //
@@ -65,6 +66,25 @@
 // by key, its pages and the current statement never read other keys'
 // entries: statements by strangers about a digest cannot bloat or slow
 // them.
+//
+// The key lookup (GET /api/v1/keys/{keyid}/digests, Ledger.KeyDigests;
+// `docker notarize ls`) lists the digests one key has statements about, in
+// increasing digest order, each with the key's current statement (newest
+// signed timestamp, ties broken by the greater log index) under the
+// answer's checkpoint and its inclusion proof; ?status=trusted|untrusted|
+// unsupported keeps the digests whose current statement has that status,
+// so a revocation moves a digest from one filter to the other. It reads a
+// key index, (key ID, digest) → current statement, that the follower fills
+// in the same transaction as the digest index (bbolt bucket "keys"; MySQL
+// table notarize_key_current): only the asked-for key's rows and entries,
+// whatever other keys signed. A page is bounded like a digest lookup: at
+// most ?limit entries (api.MaxLookupLimit), an answer under
+// api.MaxAnswerSize, at most maxKeyScan key index rows read, and the
+// concurrency cap of lookups; a page cut short by a bound carries Next (the
+// cursor of the next page, a digest) and may hold fewer entries, even none.
+// A bad key ID, status, cursor or limit is 400. That each listed statement
+// is logged and signed by the key is proven; that the list is complete is
+// not (a client that needs completeness asks the digest lookup).
 //
 // Writers are bounded by token buckets per client, per key and per (key,
 // digest) (Config.RateLimits); over a limit a submission is refused with

@@ -55,6 +55,7 @@ func (l *Ledger) routes() http.Handler {
 	mux.Handle(api.PathEntries, l.api(l.serveSubmit, http.MethodPost))
 	mux.Handle(api.PathDigests+"{digest}", l.api(l.serveLookup, get...))
 	mux.Handle(api.PathDigests+"{digest}"+api.PathCurrentSuffix, l.api(l.serveCurrent, get...))
+	mux.Handle(api.PathKeys+"{keyid}"+api.PathKeyDigestsSuffix, l.api(l.serveKeyDigests, get...))
 	mux.Handle(api.PathInfo, l.api(l.serveInfo, get...))
 	metrics := promhttp.HandlerFor(l.metrics.reg, promhttp.HandlerOpts{})
 	mux.Handle("/metrics", l.api(func(w http.ResponseWriter, r *http.Request) error {
@@ -280,6 +281,53 @@ func parseDecimal(s string, most uint64) (uint64, error) {
 		return 0, errBadRequest
 	}
 	return n, nil
+}
+
+// serveKeyDigests handles GET /api/v1/keys/{keyid}/digests: one page of
+// a key lookup.
+func (l *Ledger) serveKeyDigests(w http.ResponseWriter, r *http.Request) error {
+	resp, err := l.keyDigestsRequest(r)
+	if err != nil {
+		_, code := classify(err)
+		l.metrics.lookups.WithLabelValues("key", code).Inc()
+		return err
+	}
+	l.metrics.lookups.WithLabelValues("key", "ok").Inc()
+	writeJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+// keyDigestsRequest parses a key lookup's query, status, cursor and limit
+// each at most once, and answers it. KeyDigests checks the values.
+func (l *Ledger) keyDigestsRequest(r *http.Request) (*api.KeyDigestsResponse, error) {
+	var opts KeyDigestsOptions
+	q := r.URL.Query()
+	if v, ok, err := singleParam(q, api.QueryStatus); err != nil {
+		return nil, err
+	} else if ok {
+		if v == "" {
+			return nil, fmt.Errorf("%w: empty %s", errBadRequest, api.QueryStatus)
+		}
+		opts.Status = notarize.Status(v)
+	}
+	if v, ok, err := singleParam(q, api.QueryCursor); err != nil {
+		return nil, err
+	} else if ok {
+		if v == "" {
+			return nil, fmt.Errorf("%w: empty %s", errBadRequest, api.QueryCursor)
+		}
+		opts.Cursor = notarize.Digest(v)
+	}
+	if v, ok, err := singleParam(q, api.QueryLimit); err != nil {
+		return nil, err
+	} else if ok {
+		n, err := parseDecimal(v, api.MaxLookupLimit)
+		if err != nil || n == 0 {
+			return nil, fmt.Errorf("%w: %s %q: want 1 to %d", errBadRequest, api.QueryLimit, truncate(v, 40), api.MaxLookupLimit)
+		}
+		opts.Limit = int(n)
+	}
+	return l.KeyDigests(r.Context(), r.PathValue("keyid"), opts)
 }
 
 // serveInfo handles GET /api/v1/info.

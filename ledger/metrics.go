@@ -31,7 +31,7 @@ func newMetrics(l *Ledger) *metrics {
 		}),
 		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "notarize_ledger_lookups_total",
-			Help: "Digest lookups by kind (page or current) and result: ok, or the API error code.",
+			Help: "Lookups by kind (page or current of a digest, key for a key lookup) and result: ok, or the API error code.",
 		}, []string{"kind", "result"}),
 		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "notarize_ledger_rate_limited_total",
