@@ -18,7 +18,6 @@ import (
 	"cmp"
 	"container/list"
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -484,6 +483,10 @@ type Fill struct {
 	err      error // set before done is closed
 	verified bool  // the whole blob is written and its digest checked
 	notify   chan struct{}
+	waiters  int        // readers waiting on notify
+	mem      []memChunk // recent bytes, for readers (pipeline.go)
+	fileOff  int64      // bytes in the temporary file
+	hashed   int64      // bytes hashed
 }
 
 func (f *Fill) acquire() {
@@ -564,6 +567,7 @@ func (f *Fill) run(ctx context.Context, fetch Fetch) {
 	f.c.mu.Unlock()
 	f.mu.Lock()
 	f.err = err
+	f.mem = nil // readers go on from the file
 	close(f.notify)
 	f.notify = make(chan struct{})
 	select {
@@ -605,31 +609,19 @@ func (f *Fill) download(ctx context.Context, fetch Fetch) (err error) {
 	close(f.started)
 	f.mu.Unlock()
 
-	h := sha256.New()
-	buf := make([]byte, chunkSize)
-	for {
-		n, rerr := body.Read(buf)
-		if n > 0 {
-			if size >= 0 && f.written+int64(n) > size {
-				return fmt.Errorf("blob %s: %w: more than %d bytes", f.d, ErrSizeMismatch, size)
-			}
-			if _, err := tmp.Write(buf[:n]); err != nil {
-				return fmt.Errorf("blobcache: write: %w", err)
-			}
-			h.Write(buf[:n])
-			f.progress(int64(n))
-		}
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			return fmt.Errorf("blob %s: read from upstream after %d bytes: %w", f.d, f.written, rerr)
-		}
+	st := f.startStages(tmp)
+	rerr := f.receive(body, size, st)
+	got, werr := st.finish()
+	switch {
+	case werr != nil:
+		return werr
+	case rerr != nil:
+		return rerr
 	}
 	if size >= 0 && f.written != size {
 		return fmt.Errorf("blob %s: %w: %d bytes of %d", f.d, ErrSizeMismatch, f.written, size)
 	}
-	if got := digestOf(h); got != f.d {
+	if got != f.d {
 		return fmt.Errorf("blob %s: %w: the bytes hash to %s", f.d, ErrDigestMismatch, got)
 	}
 	// Verified: readers may have the last byte now; committing to the cache
@@ -643,14 +635,6 @@ func (f *Fill) download(ctx context.Context, fetch Fetch) (err error) {
 		return fmt.Errorf("blobcache: sync: %w", err)
 	}
 	return f.c.commit(ctx, f, tmp.Name(), f.written)
-}
-
-func (f *Fill) progress(n int64) {
-	f.mu.Lock()
-	f.written += n
-	close(f.notify)
-	f.notify = make(chan struct{})
-	f.mu.Unlock()
 }
 
 func digestOf(h hash.Hash) notarize.Digest {
@@ -679,13 +663,23 @@ func (r *fillReader) Read(p []byte) (int, error) {
 		f.mu.Lock()
 		avail, finished, ferr, wait, verified := f.written, isClosed(f.done), f.err, f.notify, f.verified
 		file := f.file
-		f.mu.Unlock()
 		if !verified && avail > 0 {
 			avail-- // the last byte waits for the digest check
 		}
 		if !verified && finished && ferr != nil {
+			f.mu.Unlock()
 			return 0, ferr
 		}
+		if src := f.memAtLocked(r.off, avail); len(src) > 0 {
+			f.mu.Unlock()
+			n := copy(p, src)
+			r.off += int64(n)
+			return n, nil
+		}
+		if r.off >= avail && !verified && !finished {
+			f.waiters++
+		}
+		f.mu.Unlock()
 		if r.off < avail {
 			n := int64(len(p))
 			if n > avail-r.off {
