@@ -14,18 +14,21 @@ import (
 
 // TestLastByteWaitsForVerification streams a blob whose body stays open
 // after its last byte: readers get everything but the last byte until the
-// fill has verified it.
+// fill has verified it. The large blobs span many memory chunks: a reader
+// that starts late reads the first of them from the file (dropped from
+// memory once written and hashed) and the rest from memory.
 func TestLastByteWaitsForVerification(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		corrupt bool
-	}{{"good", false}, {"corrupt", true}} {
+		size    int
+	}{{"good", false, 100_000}, {"corrupt", true, 100_000}, {"large", false, 40<<20 + 123}, {"large corrupt", true, 40<<20 + 123}} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := blobcache.New(blobcache.Config{Dir: t.TempDir()})
 			if err != nil {
 				t.Fatal(err)
 			}
-			blob := bytes.Repeat([]byte("0123456789"), 10_000)
+			blob := blobOf(7, tc.size)
 			d := notarize.DigestOf(blob)
 			sent := bytes.Clone(blob)
 			if tc.corrupt {
@@ -37,15 +40,20 @@ func TestLastByteWaitsForVerification(t *testing.T) {
 			if joined {
 				t.Fatal("first fill joined another")
 			}
-			go func() { _, _ = pw.Write(sent) }()
+			wrote := make(chan struct{})
+			go func() { _, _ = pw.Write(sent); close(wrote) }()
 			if size, err := fill.Started(t.Context()); err != nil || size != int64(len(blob)) {
 				t.Fatalf("Started() = %d, %v", size, err)
 			}
+			<-wrote // the fill has every byte; the body is still open
 			rd := fill.NewReader(t.Context())
 			defer rd.Close()
 			got := make([]byte, len(blob)-1)
 			if _, err := io.ReadFull(rd, got); err != nil {
 				t.Fatal(err)
+			}
+			if !bytes.Equal(got, sent[:len(sent)-1]) {
+				t.Fatal("the reader got other bytes than the upstream sent")
 			}
 			// Nothing more until the body ends and the digest is checked.
 			more := make(chan error, 1)
