@@ -40,6 +40,10 @@ run: build ## Start the ledger (127.0.0.1:7070) and the proxy (127.0.0.1:5000) i
 run-witnessed: build ## `make run` with WITNESSES (default 3) local omniwitness processes cosigning every checkpoint (2 of 3).
 	@BIN=$(BIN) DATA=$(DATA) LEDGER_ADDR=$(LEDGER_ADDR) PROXY_ADDR=$(PROXY_ADDR) PROXY_FLAGS='$(PROXY_FLAGS)' WITNESSES=$(or $(WITNESSES),3) scripts/run-stack.sh
 
+.PHONY: run-fleet
+run-fleet: build ## `make run` plus a second proxy (127.0.0.1:5001), both caching blobs in one S3 bucket on a local SeaweedFS (127.0.0.1:8333); REDIRECT=1: the second redirects to presigned URLs.
+	@BIN=$(BIN) DATA=$(DATA) LEDGER_ADDR=$(LEDGER_ADDR) PROXY_ADDR=$(PROXY_ADDR) PROXY_FLAGS='$(PROXY_FLAGS)' REDIRECT=$(or $(REDIRECT),0) scripts/run-fleet.sh
+
 .PHONY: mariadb
 mariadb: ## Start a throwaway MariaDB on 127.0.0.1:3307 (data in .notarize/mariadb); prints its DSN.
 	scripts/mariadb.sh start $(DATA)/mariadb 3307
