@@ -8,7 +8,17 @@
 # cold (first pull, through the cache fill) and warm. Then the Go benchmarks of
 # the replica (decision cost with 1,000,000 statements, catch-up speed).
 #
-# Usage: bench/proxy-bench.sh        (C=16 D=5s BLOB_MB=256 SKIP_GO=1 to tune; needs curl and jq)
+# The fleet rows (issue 15; FLEET=0 skips them) put the blob caches in S3
+# buckets on one local SeaweedFS (scripts/seaweedfs.sh; built once):
+#   notarize-s3       notarize-proxy A with storage: s3 (streams)
+#   notarize-s3-b     notarize-proxy B on A's bucket: its cold pull is its first
+#                     pull of a blob A cached, read from the bucket (re-hashed);
+#                     the script checks that B made no upstream blob GET
+#   notarize-s3-redir notarize-proxy C on the bucket with redirect: {disable:
+#                     false}: blobs answered with a 307 to a presigned URL
+#   dist-proxy-s3     distribution's pull-through cache with storage: s3
+#
+# Usage: bench/proxy-bench.sh        (C=16 D=5s BLOB_MB=256 SKIP_GO=1 FLEET=0 to tune; needs curl and jq)
 # distribution's registry is built once with `go install …@v3.1.2` into
 # ${NOTARIZE_BENCH_CACHE:-~/.cache/notarize-bench}/bin (a few minutes the first time).
 set -euo pipefail
@@ -20,8 +30,10 @@ BIN=$WORK/bin
 C=${C:-16}
 D=${D:-5s}
 BLOB_MB=${BLOB_MB:-256}
+export BLOB_MB
 export GOTOOLCHAIN=${GOTOOLCHAIN:-local} OTEL_TRACES_EXPORTER=none
 PIDS=()
+declare -A METRICS=()
 mkdir -p "$BIN" "$CACHE/bin" "$WORK/logs"
 
 cleanup() {
@@ -97,6 +109,34 @@ wait_http "http://127.0.0.1:$NP_PORT/healthz"
 
 declare -A BASE=([direct]="http://$UP/v2/bench/app" [notarize]="http://127.0.0.1:$NP_PORT/v2/bench/app" [dist-proxy]="http://127.0.0.1:$DP_PORT/v2/bench/app")
 ORDER=(direct notarize dist-proxy)
+FLEET_ORDER=()
+if [[ ${FLEET:-1} != 0 ]]; then
+  echo "== fleet: SeaweedFS, three notarize-proxies on one bucket, distribution's pull-through cache on another"
+  "$ROOT/scripts/seaweedfs.sh" install >/dev/null
+  S3_PORT=$(free_port)
+  S3=$("$ROOT/scripts/seaweedfs.sh" start "$WORK/weed" "$S3_PORT")
+  PIDS+=("$(cat "$WORK/weed/pid")")
+  "$ROOT/scripts/seaweedfs.sh" bucket "$S3" np
+  "$ROOT/scripts/seaweedfs.sh" bucket "$S3" dp
+  s3params() { echo "{region: us-east-1, bucket: $1, regionendpoint: \"$S3\", forcepathstyle: true, secure: false, accesskey: bench, secretkey: bench}"; }
+  printf 'storage:\n  s3: %s\n' "$(s3params np)" >"$WORK/np-s3.yaml"
+  printf 'storage:\n  s3: %s\n  redirect: {disable: false}\n' "$(s3params np)" >"$WORK/np-s3-redir.yaml"
+  for n in notarize-s3:np-s3 notarize-s3-b:np-s3 notarize-s3-redir:np-s3-redir; do
+    name=${n%%:*} conf=${n#*:} port=$(free_port)
+    start "$name" notarize-proxy --config "$WORK/$conf.yaml" --addr "127.0.0.1:$port" --data "$WORK/$name" --upstream "local=http://$UP" \
+      --policy "$WORK/policy.yaml" --ledger "$NOTARIZE_LEDGER" --ledger-key "$WORK/ledger/ledger.pub"
+    wait_http "http://127.0.0.1:$port/healthz"
+    BASE[$name]="http://127.0.0.1:$port/v2/bench/app"
+    METRICS[$name]="http://127.0.0.1:$port/metrics"
+  done
+  DS_PORT=$(free_port)
+  regconf "$DS_PORT" "$WORK/ds" "http://127.0.0.1:$UP_PORT" | sed "s|^storage: .*|storage: {s3: $(s3params dp | sed 's/[&|]/\\&/g'), redirect: {disable: true}, delete: {enabled: false}}|" >"$WORK/ds.yml"
+  start dist-proxy-s3 "$CACHE/bin/registry" serve "$WORK/ds.yml"
+  wait_http "http://127.0.0.1:$DS_PORT/v2/"
+  BASE[dist-proxy-s3]="http://127.0.0.1:$DS_PORT/v2/bench/app"
+  FLEET_ORDER=(notarize-s3 notarize-s3-b dist-proxy-s3)
+  ORDER+=(notarize-s3 notarize-s3-b notarize-s3-redir dist-proxy-s3)
+fi
 for t in "${ORDER[@]}"; do # warm-up: transports, tokens, manifest caches
   curl -fsS -o /dev/null -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' "${BASE[$t]}/manifests/v1"
 done
@@ -108,17 +148,39 @@ echo "== manifests ($C workers, $D each; 2 shared cores: the load generator comp
 for t in "${ORDER[@]}"; do run -name "manifest-tag/$t" -c "$C" -d "$D" "${BASE[$t]}/manifests/v1"; done
 for t in "${ORDER[@]}"; do run -name "manifest-digest/$t" -c "$C" -d "$D" "${BASE[$t]}/manifests/$DIGEST"; done
 echo "== blob of $BLOB_MB MiB"
-for t in "${ORDER[@]}"; do run -name "blob-cold/$t" -once -c 1 -d 10m "${BASE[$t]}/blobs/$BLOB"; done
+for t in direct notarize dist-proxy "${FLEET_ORDER[@]}"; do
+  if [[ $t == notarize-s3-b ]]; then # B's first pull of what A cached: wait for A's put into the bucket
+    key=notarize/v1/blobs/sha256/${BLOB:7:2}/${BLOB#sha256:}
+    for _ in $(seq 1 600); do curl -fsS -o /dev/null -I "$S3/np/$key" 2>/dev/null && break; sleep 0.1; done
+  fi
+  run -name "blob-cold/$t" -once -c 1 -d 10m "${BASE[$t]}/blobs/$BLOB"
+done
+if [[ ${#FLEET_ORDER[@]} -gt 0 ]]; then
+  m=$(curl -fsS "${METRICS[notarize-s3-b]}")
+  if grep -q 'notarize_proxy_blob_bytes_total{source="upstream"}' <<<"$m" || ! grep -q 'notarize_proxy_blob_bytes_total{source="shared"}' <<<"$m"; then
+    echo "   FAIL: notarize-s3-b did not serve its first pull from the bucket:" >&2
+    grep blob_bytes <<<"$m" >&2
+    exit 1
+  fi
+  echo "   notarize-s3-b: first pull served from the bucket, no upstream blob bytes ($(grep 'blob_bytes_total{source="shared"}' <<<"$m"))"
+fi
 for t in "${ORDER[@]}"; do run -name "blob-warm/$t" -c 2 -d "$D" "${BASE[$t]}/blobs/$BLOB"; done
 
 echo "== ratios (notarize vs direct, notarize vs dist-proxy)"
-awk -F'\t' '{split($1, a, "/"); v[a[1] "," a[2]] = (a[1] ~ /blob/) ? $5 : $2}
+awk -F'\t' '{split($1, a, "/"); v[a[1] "," a[2]] = (a[1] ~ /blob/) ? $5 : $2; if (a[1] ~ /blob/) b[a[1] "," a[2]] = $5}
   END {
     n = split("manifest-tag manifest-digest blob-cold blob-warm", k, " ")
     for (i = 1; i <= n; i++) {
       d = v[k[i] ",direct"]; p = v[k[i] ",notarize"]; q = v[k[i] ",dist-proxy"]
       printf "   %-16s notarize/direct %5.2fx   notarize/dist-proxy %5.2fx   (dist-proxy/direct %5.2fx)   [%s]\n",
         k[i], (d ? p / d : 0), (q ? p / q : 0), (d ? q / d : 0), (k[i] ~ /blob/) ? "MB/s" : "req/s"
+    }
+    split("direct notarize dist-proxy notarize-s3 notarize-s3-b notarize-s3-redir dist-proxy-s3", t, " ")
+    printf "\n   %-18s %12s %12s   (MB/s; x direct)\n", "blob, " ENVIRON["BLOB_MB"] " MiB", "cold", "warm"
+    for (j = 1; j <= 7; j++) {
+      c = b["blob-cold," t[j]]; w = b["blob-warm," t[j]]
+      if (c == "" && w == "") continue
+      printf "   %-18s %7s %4.2fx %7s %4.2fx\n", t[j], (c == "" ? "-" : c), (c && b["blob-cold,direct"] ? c / b["blob-cold,direct"] : 0), w, (w && b["blob-warm,direct"] ? w / b["blob-warm,direct"] : 0)
     }
   }' "$RESULTS"
 
