@@ -1,17 +1,3 @@
-// Package blobcache is the proxy's content-addressed blob store: a blob is
-// written to a temporary file while it streams in, its SHA-256 and size are
-// checked, and only then is it renamed into place. Parallel requests for a
-// blob share one download (a Fill) and can all stream from it as it grows;
-// no reader ever receives the last byte of a blob before the whole blob has
-// been verified, so a complete answer is always verified content and a
-// failed download ends every reader's stream short.
-//
-// The cache can be bounded (Config.MaxBytes): when committing a blob would
-// exceed the bound, the least recently used blobs that nobody is reading are
-// evicted down to a low-water mark. A blob that cannot fit (larger than the
-// bound, or the rest of the cache is in use) is served to its readers and
-// not cached. Last use is tracked in memory and in the files' mtimes, which
-// seed the order when the cache is reopened.
 package blobcache
 
 import (
