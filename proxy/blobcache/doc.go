@@ -77,9 +77,10 @@
 // lifecycle Expiration and AbortIncompleteMultipartUpload; GCS and Azure
 // have equivalents). An expired blob is fetched from the upstream again at
 // its next pull and put back. When a blob is deleted while an instance is
-// reading it, the read fails: the fill fails, that client's stream is
-// aborted short (never a wrong or truncated blob taken for whole), nothing
-// is cached, and the client's retry is fetched from the upstream; a client
-// following a redirect to a deleted blob gets 404 from the store and its
-// retry is streamed from the upstream.
+// reading it, the read may still complete (S3 finishes a GET in progress);
+// if it fails, the fill fails: that client's stream is aborted short (never
+// a truncated blob taken for whole), nothing is cached, and the client's
+// retry is fetched from the upstream. A client following a redirect to a
+// deleted blob gets 404 from the store; its retry finds the blob missing
+// there and is streamed from the upstream.
 package blobcache
