@@ -128,11 +128,13 @@ func (s *Server) fillBlob(w http.ResponseWriter, r *http.Request, t target, d no
 	} else {
 		s.metrics.cache.WithLabelValues("blob", "miss").Inc()
 	}
-	if !upstreamHas && (joined || fill.FromShared()) {
+	if !upstreamHas {
 		if _, err := fill.Started(r.Context()); err != nil {
 			s.writeError(w, r, t.up.Name(), "blob", err)
 			return
 		}
+	}
+	if !upstreamHas && (joined || fill.FromShared()) {
 		if e, err := s.gate.entry(t.up.Name(), t.repo, d); err != nil || !e.upstreamHas { // not started for this repository
 			if !s.confirmUpstream(w, r, t, d) {
 				return
