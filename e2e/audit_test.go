@@ -298,9 +298,10 @@ func loadImage(t *testing.T, c *cli, ref string) string {
 
 // startDockerd starts a dockerd of its own (data root, exec root and socket
 // in a temporary directory; no iptables, no bridge, the vfs storage driver)
-// and returns its socket. It stops it when the test ends. Without root or
-// dockerd the test is skipped, loudly.
-func startDockerd(t testing.TB) string {
+// and returns its socket, with extra flags of dockerd (a --registry-mirror).
+// It stops it when the test ends. Without root or dockerd the test is
+// skipped, loudly.
+func startDockerd(t testing.TB, extra ...string) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		skipLoudly(t, "not root: a real dockerd needs root")
@@ -322,6 +323,7 @@ func startDockerd(t testing.TB) string {
 	cmd := exec.Command(bin, "--data-root", filepath.Join(dir, "data"), "--exec-root", filepath.Join(dir, "exec"),
 		"-H", "unix://"+sock, "--pidfile", filepath.Join(dir, "docker.pid"),
 		"--iptables=false", "--ip6tables=false", "--bridge=none", "--storage-driver", "vfs")
+	cmd.Args = append(cmd.Args, extra...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
