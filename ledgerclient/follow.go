@@ -48,6 +48,9 @@ type FollowedEntry struct {
 	Index  uint64
 	Record notarize.Record
 	Err    error
+	// Leaf is the entry's bytes as logged (for a map-root entry,
+	// notarize.IsMapRoot, and to audit the ledger's verifiable index).
+	Leaf []byte
 }
 
 // FollowBatch is a run of consecutive log entries, proven to be the entries
@@ -303,7 +306,7 @@ func verifyEntries(first uint64, leaves [][]byte) []FollowedEntry {
 }
 
 func verifyLeaf(index uint64, leaf []byte) FollowedEntry {
-	fe := FollowedEntry{Index: index}
+	fe := FollowedEntry{Index: index, Leaf: leaf}
 	e, err := notarize.ParseEntry(leaf)
 	if err != nil {
 		fe.Err = fmt.Errorf("entry %d: %w", index, err)

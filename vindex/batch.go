@@ -3,6 +3,7 @@ package vindex
 import (
 	"crypto/sha256"
 	"fmt"
+	"time"
 
 	"github.com/notarize/docker-notarize/notarize"
 )
@@ -74,7 +75,13 @@ func (b *Batch) Add(index uint64, data []byte) (bool, error) {
 // AddVerified folds the verified statement at index, whose entry has leaf
 // hash leafHash, into the batch.
 func (b *Batch) AddVerified(index uint64, v *notarize.Verified, leafHash Hash) error {
-	k := MapKey(v.Statement.Digest(), v.KeyID)
+	return b.AddStatement(index, v.Statement.Digest(), v.KeyID, v.Statement.Predicate.Timestamp, leafHash)
+}
+
+// AddStatement folds the statement at index about d by keyID, signed at
+// ts, whose entry has leaf hash leafHash, into the batch.
+func (b *Batch) AddStatement(index uint64, d notarize.Digest, keyID string, ts time.Time, leafHash Hash) error {
+	k := MapKey(d, keyID)
 	cur, ok := b.vals[k]
 	if !ok {
 		raw, found, err := Get(b.r, k)
@@ -88,7 +95,7 @@ func (b *Batch) AddVerified(index uint64, v *notarize.Verified, leafHash Hash) e
 		}
 		b.keys = append(b.keys, k)
 	}
-	b.vals[k] = cur.Add(index, v.Statement.Predicate.Timestamp, leafHash)
+	b.vals[k] = cur.Add(index, ts, leafHash)
 	return nil
 }
 

@@ -322,12 +322,18 @@ func openReplica(ctx context.Context, cfg proxy.Configuration, log *slog.Logger)
 	if err != nil {
 		return nil, nil, err
 	}
-	rep, err := replica.Open(replica.Config{
-		Path: filepath.Join(cfg.Data, "replica.db"), Source: ledgerclient.NewFollower(lc, 0),
-		MaxStaleness: time.Duration(cfg.MaxStaleness), Logger: log, Witnesses: witnesses,
-	})
+	// The replica audits the ledger's verifiable index (issue 11): it
+	// recomputes the map and checks every root the ledger commits.
+	audit, err := replica.OpenMapAudit(filepath.Join(cfg.Data, "vindex.db"), lc.VerifierKey())
 	if err != nil {
 		return nil, nil, err
+	}
+	rep, err := replica.Open(replica.Config{
+		Path: filepath.Join(cfg.Data, "replica.db"), Source: ledgerclient.NewFollower(lc, 0),
+		MaxStaleness: time.Duration(cfg.MaxStaleness), Logger: log, Witnesses: witnesses, MapAudit: audit,
+	})
+	if err != nil {
+		return nil, nil, errors.Join(err, audit.Close())
 	}
 	return lc, rep, nil
 }

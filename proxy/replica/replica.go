@@ -76,6 +76,10 @@ type Config struct {
 	// /checkpoint) answered. The stored checkpoint is checked against it
 	// again at Open.
 	Witnesses *ledgerclient.WitnessPolicy
+	// MapAudit, when set, recomputes the ledger's verifiable index from
+	// every batch and checks each map root the ledger commits (vindex.go);
+	// once a root is wrong, lookups fail with its evidence (fail closed).
+	MapAudit *MapAudit
 }
 
 // Validate checks the configuration.
@@ -327,9 +331,13 @@ func (r *Replica) load() error {
 	})
 }
 
-// Close closes the file.
+// Close closes the file, and the MapAudit if there is one.
 func (r *Replica) Close() error {
-	if err := r.db.Close(); err != nil {
+	err := r.db.Close()
+	if r.cfg.MapAudit != nil {
+		err = errors.Join(err, r.cfg.MapAudit.Close())
+	}
+	if err != nil {
 		return fmt.Errorf("close replica: %w", err)
 	}
 	return nil
@@ -563,6 +571,11 @@ func (r *Replica) apply(b *ledgerclient.FollowBatch) error {
 	if b.From != cur || b.State.Size != b.From+uint64(len(b.Entries)) {
 		return fmt.Errorf("replica: batch [%d, %d) does not follow size %d", b.From, b.State.Size, cur)
 	}
+	if r.cfg.MapAudit != nil && len(b.Entries) > 0 {
+		if err := r.cfg.MapAudit.Observe(b); err != nil {
+			return fmt.Errorf("replica: %w", err)
+		}
+	}
 	var addRecs, addBad uint64
 	if len(b.Entries) > 0 || now.Sub(saved) >= persistEvery {
 		type kv struct{ k, v []byte }
@@ -652,8 +665,15 @@ func (r *Replica) Records(ctx context.Context, d notarize.Digest) ([]notarize.Re
 	return r.lookup(d)
 }
 
-// Fresh returns an error wrapping ErrStale when the replica is stale.
+// Fresh returns an error wrapping ErrStale when the replica is stale, and
+// the *WrongMapRootError of its MapAudit once the ledger committed a wrong
+// map root.
 func (r *Replica) Fresh() error {
+	if r.cfg.MapAudit != nil {
+		if err := r.cfg.MapAudit.Err(); err != nil {
+			return err
+		}
+	}
 	s := r.Status()
 	if s.VerifiedAt.IsZero() {
 		return fmt.Errorf("%w: the ledger has not been replicated yet (%s)", ErrStale, orNone(s.LastError))
