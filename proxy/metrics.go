@@ -66,6 +66,19 @@ func newMetrics(trust TrustSource) *metrics {
 				Name: "notarize_proxy_replica_bad_entries",
 				Help: "Ledger entries whose statement did not parse or verify (recorded, never trusted).",
 			}, func() float64 { return float64(ts.Status().BadEntries) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "notarize_proxy_replica_map_roots_checked_total",
+				Help: "The ledger's verifiable-index roots the replica recomputed and found right.",
+			}, func() float64 { return float64(ts.Status().MapRootsChecked) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "notarize_proxy_replica_wrong_map_roots",
+				Help: "1 once the ledger committed a wrong verifiable-index root (evidence at /notarize/v1/evidence; the proxy fails closed), else 0.",
+			}, func() float64 {
+				if ts.Status().WrongMapRoot != nil {
+					return 1
+				}
+				return 0
+			}),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "notarize_proxy_replica_age_seconds",
 				Help: "Seconds since the replica last verified the ledger's state (-1: never).",

@@ -143,6 +143,7 @@ func (s *Server) routes() http.Handler {
 	r.HandleFunc("/notarize/v1/stats", s.serveStats).Methods(http.MethodGet)
 	// Authenticated like /notarize/v1/stats (checkpoint.go).
 	r.HandleFunc("/notarize/v1/checkpoint", s.serveCheckpoint).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc("/notarize/v1/evidence", s.serveEvidence).Methods(http.MethodGet)      // authenticated like stats (evidence.go)
 	r.PathPrefix("/ui").Handler(s.dashboard()).Methods(http.MethodGet, http.MethodHead) // authenticated like /notarize/v1/stats (decisions_ui.go)
 	r.HandleFunc("/healthz", s.serveHealth).Methods(http.MethodGet, http.MethodHead)
 	return r
