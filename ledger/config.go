@@ -111,6 +111,9 @@ type Config struct {
 	// DefaultMapCommitEntries and DefaultMapCommitInterval.
 	MapCommitEntries  int
 	MapCommitInterval time.Duration
+
+	// noMap turns the verifiable index off (benchmarks comparing its cost).
+	noMap bool
 }
 
 // Defaults of RateLimits.

@@ -210,6 +210,9 @@ type mapFollower struct {
 // startMap opens the map at path and starts its follower; it stops when
 // ctx is done, and close waits for it.
 func (l *Ledger) startMap(ctx context.Context, path string) error {
+	if l.cfg.noMap {
+		return nil
+	}
 	m, err := openMapStore(path)
 	if err != nil {
 		return err

@@ -1,0 +1,148 @@
+package ledger
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/notarize/docker-notarize/notarize"
+	"github.com/notarize/docker-notarize/vindex"
+)
+
+// waitMapCovers waits until the ledger's map was folded over the log's
+// first n entries (and its root committed, when any of them is a statement).
+func waitMapCovers(t testing.TB, tl *testLedger, n uint64) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st, err := tl.vmap.m.state()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.position >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the map covers %d entries, want %d", st.position, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// recomputeRoots reads the ledger's whole log and checks every map-root
+// entry in it against the map recomputed, in memory, from the entries
+// before it; it returns how many roots it checked.
+func recomputeRoots(t *testing.T, tl *testLedger) int {
+	t.Helper()
+	size := tl.store.Processed()
+	idx := make([]uint64, size)
+	for i := range idx {
+		idx[i] = uint64(i)
+	}
+	var entries [][]byte
+	if err := tl.store.entries(t.Context(), idx, func(_ uint64, data []byte) bool {
+		entries = append(entries, data)
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	m := vindex.NewMemStore()
+	folded, roots := uint64(0), 0
+	for i, e := range entries {
+		if !notarize.IsMapRoot(e) {
+			continue
+		}
+		mr, err := notarize.ParseMapRoot(e, tl.id.Verifier)
+		if err != nil {
+			t.Fatalf("entry %d: %v", i, err)
+		}
+		if mr.Size < folded || mr.Size > uint64(i) {
+			t.Fatalf("root entry %d covers %d entries; %d were covered before", i, mr.Size, folded)
+		}
+		b := vindex.NewBatch(m)
+		for j := folded; j < mr.Size; j++ {
+			if _, err := b.Add(j, entries[j]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		root, writes, err := vindex.Apply(m, b.Updates())
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Write(writes)
+		folded = mr.Size
+		if root != mr.Root {
+			t.Fatalf("root entry %d (size %d): committed %x, recomputed %x", i, mr.Size, mr.Root, root)
+		}
+		roots++
+	}
+	return roots
+}
+
+// TestMapRootsRecomputedFromLog: every map root the ledger commits is the
+// root of the map recomputed from the log's entries before it (statements
+// about repeated and new digests, status changes, older-dated statements),
+// and a rebuild of the map from the log (its file removed) commits roots
+// that recompute the same way.
+func TestMapRootsRecomputedFromLog(t *testing.T) {
+	tl := startLedger(t, Config{MapCommitInterval: 30 * time.Millisecond})
+	alice, bob := newTestSigner(t), newTestSigner(t)
+	shared := randomDigest(t)
+	t0 := time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
+	submitRound := func(round int) {
+		for i, e := range []*notarize.Entry{
+			alice.sign(t, shared, notarize.StatusTrusted, t0.Add(time.Duration(round)*time.Minute)),
+			bob.sign(t, shared, notarize.StatusUntrusted, t0.Add(time.Duration(10-round)*time.Minute)),
+			alice.sign(t, randomDigest(t), notarize.StatusUnsupported, t0),
+		} {
+			if status, _, err := post(t.Context(), http.DefaultClient, tl.url, mustMarshal(t, e)); err != nil || status != http.StatusCreated {
+				t.Fatalf("round %d entry %d: %d %v", round, i, status, err)
+			}
+		}
+		waitMapCovers(t, tl, tl.store.Processed())
+	}
+	for round := range 3 {
+		submitRound(round)
+	}
+	if n := recomputeRoots(t, tl); n < 3 {
+		t.Fatalf("%d roots checked, want at least 3", n)
+	}
+
+	// Rebuild: the map's file removed, the ledger folds the whole log again.
+	tl.close(t)
+	if err := os.Remove(filepath.Join(tl.dir, mapFileName)); err != nil {
+		t.Fatal(err)
+	}
+	tl.open(t)
+	submitRound(3)
+	before := recomputeRoots(t, tl)
+	st, err := tl.vmap.m.state()
+	if err != nil || st.root == nil {
+		t.Fatalf("rebuilt map: %v %+v", err, st)
+	}
+	if before < 4 {
+		t.Fatalf("%d roots after the rebuild, want at least 4", before)
+	}
+}
+
+// BenchmarkIngestWithMap measures ingest with and without the verifiable
+// index, in the same run (issue 11: maintaining the map costs at most 20%
+// of ingest throughput).
+//
+//	go test -run '^$' -bench IngestWithMap -benchtime 4000x ./ledger/
+func BenchmarkIngestWithMap(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		b.Run(fmt.Sprintf("map=%v", on), func(b *testing.B) {
+			tl := startLedger(b, Config{noMap: !on})
+			ingest(b, []string{tl.url}, 64)
+			if on {
+				// The map catches up with what was ingested: its cost
+				// is counted, not deferred past the benchmark.
+				waitMapCovers(b, tl, uint64(b.N))
+			}
+		})
+	}
+}
