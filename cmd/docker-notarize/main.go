@@ -17,6 +17,10 @@ import (
 
 	dockerplugin "github.com/docker/cli/cli-plugins/plugin"
 	"github.com/docker/cli/cli/command"
+	// Answers `docker-cli-plugin-metadata` (the first of the docker CLI's
+	// two runs of the plugin per command) and exits before the packages
+	// below are initialised: see its doc.
+	_ "github.com/notarize/docker-notarize/cmd/docker-notarize/internal/fastmeta"
 	"github.com/notarize/docker-notarize/plugin"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
