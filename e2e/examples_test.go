@@ -369,3 +369,36 @@ func TestExamplesDaemonAndContainerd(t *testing.T) {
 		}
 	})
 }
+
+// TestExamplesReadme runs examples/README.md's "Try it on one machine" and
+// then "Use them for your team" on a fresh clone, as quickstart_test.go runs
+// the README: without Docker Hub, and without changing a file of the clone
+// (examples/ is under version control; the README has you edit a copy).
+func TestExamplesReadme(t *testing.T) {
+	for _, tool := range []string{"git", "make", "go", "docker", "curl"} {
+		requireTool(t, tool)
+	}
+	work := t.TempDir()
+	clone := filepath.Join(work, "clone")
+	if out, err := exec.Command("git", "clone", "--quiet", "--no-hardlinks", repoRoot(t), clone).CombinedOutput(); err != nil {
+		t.Fatalf("git clone: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(filepath.Join(clone, "examples", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := parseReadme(t, string(b))
+	sh := newQuickShell(t, clone, work, "", "")
+	sh.env["NOTARIZE_PASSWORD"] = "examples-password" // the README's user answers the prompt
+	sh.runBlocks(doc.section("Try it on one machine"))
+	if sh.stack != nil {
+		sh.stack.waitStopped() // its last command is make stop
+	}
+	sh.runBlocks(doc.section("Use them for your team"))
+	if _, err := os.Stat(filepath.Join(sh.env["HOME"], "notarize-team", "keys", "release.pub")); err != nil {
+		t.Errorf("the team's copy lacks the exported key: %v", err)
+	}
+	if out, err := exec.Command("git", "-C", clone, "status", "--porcelain", "--untracked-files=no").CombinedOutput(); err != nil || len(out) > 0 {
+		t.Fatalf("examples/README.md changed committed files of the clone: %v\n%s", err, out)
+	}
+}

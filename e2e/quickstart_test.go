@@ -292,10 +292,15 @@ type quickShell struct {
 	stack *stackRun         // the `make run` running, if any
 }
 
+// newQuickShell returns a shell in dir with a HOME in work, the Docker daemon
+// at sock ("": none) and Docker Hub's images at hubHost ("": none).
 func newQuickShell(t *testing.T, dir, work, sock, hubHost string) *quickShell {
 	home := filepath.Join(work, "home")
 	sh := &quickShell{t: t, dir: dir, addr: map[string]string{}}
-	pairs := []string{"alpine:3.20", hubHost + "/library/alpine:3.20", "busybox:1.36", hubHost + "/library/busybox:1.36"}
+	var pairs []string
+	if hubHost != "" {
+		pairs = append(pairs, "alpine:3.20", hubHost+"/library/alpine:3.20", "busybox:1.36", hubHost+"/library/busybox:1.36")
+	}
 	for _, a := range []string{"127.0.0.1:7070", "127.0.0.1:5000", "127.0.0.1:5001"} {
 		sh.addr[a] = a
 		if !portFree(a) {
@@ -307,12 +312,14 @@ func newQuickShell(t *testing.T, dir, work, sock, hubHost string) *quickShell {
 	sh.env = map[string]string{
 		"HOME":             home,
 		"DOCKER_CONFIG":    filepath.Join(home, ".docker"),
-		"DOCKER_HOST":      "unix://" + sock,
 		"DOCKER_CLI_HINTS": "false",
 		"PATH":             filepath.Join(home, "go", "bin") + ":" + os.Getenv("PATH"),
 		"GOTOOLCHAIN":      "local",
 		"LEDGER_ADDR":      sh.addr["127.0.0.1:7070"],
 		"PROXY_ADDR":       sh.addr["127.0.0.1:5000"],
+	}
+	if sock != "" {
+		sh.env["DOCKER_HOST"] = "unix://" + sock
 	}
 	if sh.addr["127.0.0.1:7070"] != "127.0.0.1:7070" {
 		sh.env["NOTARIZE_LEDGER"] = "http://" + sh.addr["127.0.0.1:7070"]
@@ -450,6 +457,7 @@ func (sh *quickShell) step(cmd, comment string) {
 	var fragments []string
 	if denied {
 		text := strings.TrimSuffix(strings.TrimPrefix(comment, "DENIED:"), ", within a second")
+		text = strings.ReplaceAll(text, "…", "...")
 		for f := range strings.SplitSeq(text, "...") {
 			if f = strings.TrimSpace(f); f != "" {
 				fragments = append(fragments, f)
