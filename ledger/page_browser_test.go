@@ -102,6 +102,47 @@ func TestPageInBrowser(t *testing.T) {
 	if got := text(`document.getElementById("result-digest").innerText`); got != want {
 		t.Errorf("dropped file: looked-up digest %q, want %q", got, want)
 	}
+
+	// The signer's row links to the key's page: its tallies and its most
+	// recent statements, the newest (a revocation) first.
+	other := notarize.Digest("sha256:" + strings.Repeat("ab", 32))
+	tl.submit(t, s.signNamed(t, other, notarize.StatusTrusted, time.Now().Add(-time.Hour), "release"), http.StatusCreated)
+	tl.submit(t, s.signNamed(t, other, notarize.StatusUntrusted, time.Now().Add(time.Second), "release"), http.StatusCreated)
+	if err := chromedp.Do(step, chromedp.Navigate(tl.url+"/?digest="+want), chromedp.WaitVisible(chromedp.ID("result")),
+		chromedp.Click(chromedp.CSS("tr.st-trusted a.keylink")), chromedp.WaitVisible(chromedp.ID("tallies"))); err != nil {
+		t.Fatalf("open the key's page from the digest view: %v", err)
+	}
+	if got := text(`document.getElementById("key-id").innerText`); got != s.keyID {
+		t.Errorf("key page of %q, want %q", got, s.keyID)
+	}
+	if got := text(`document.getElementById("tallies").innerText`); !strings.Contains(got, "1 trusted") || !strings.Contains(got, "1 untrusted") || !strings.Contains(got, "0 unsupported") {
+		t.Errorf("key page tallies %q, want 1 trusted, 1 untrusted, 0 unsupported", got)
+	}
+	if got := text(`document.querySelector("#recent tbody tr").innerText`); !strings.Contains(got, "untrusted") || !strings.Contains(got, string(other)) {
+		t.Errorf("the newest statement row reads %q, want the revocation of %s", got, other)
+	}
+	if got := text(`getComputedStyle(document.querySelector("#tallies")).display`); got != "flex" {
+		t.Errorf("style sheet not applied on the key page: tallies display %q", got)
+	}
+	if got := text(`String(document.documentElement.scrollWidth)`); got != "375" {
+		t.Errorf("key page is %s px wide at a 375 px viewport", got)
+	}
+	if png, err := chromedp.Run(step, chromedp.CaptureScreenshot()); err != nil {
+		t.Errorf("screenshot: %v", err)
+	} else {
+		p := filepath.Join(browsertest.Artifacts(t), "ledger-key-page.png")
+		if err := os.WriteFile(p, png, 0o644); err != nil {
+			t.Errorf("screenshot: %v", err)
+		}
+		t.Logf("screenshot: %s", p)
+	}
+	// From the key's page back to a digest: its link looks it up.
+	if err := chromedp.Do(step, chromedp.Click(chromedp.CSS("#recent a.digest")), chromedp.WaitVisible(chromedp.ID("result"))); err != nil {
+		t.Fatalf("follow a digest link: %v", err)
+	}
+	if got := text(`document.getElementById("result-digest").innerText`); got != string(other) {
+		t.Errorf("digest link led to %q, want %s", got, other)
+	}
 }
 
 // jsString quotes s as a JavaScript string literal.

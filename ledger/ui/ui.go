@@ -13,7 +13,7 @@ import (
 	"strings"
 )
 
-//go:embed templates/index.html
+//go:embed templates/index.html templates/key.html
 var templates embed.FS
 
 //go:embed static/style.css static/app.js
@@ -22,6 +22,9 @@ var static embed.FS
 // page is the parsed public page; html/template escapes every value by
 // its context.
 var page = template.Must(template.ParseFS(templates, "templates/index.html"))
+
+// keyPage is the parsed page of one signer key.
+var keyPage = template.Must(template.ParseFS(templates, "templates/key.html"))
 
 // Statement is one signer's current statement about the looked-up digest,
 // as the page shows it.
@@ -59,6 +62,50 @@ type Data struct {
 // Render writes the page for d to w.
 func Render(w io.Writer, d Data) error {
 	return page.Execute(w, d)
+}
+
+// KeyStatement is a signer key's current statement about one digest, as
+// the key's page shows it.
+type KeyStatement struct {
+	Digest string
+	Status string
+	// Signed is the signer's own timestamp, RFC 3339 in UTC.
+	Signed string
+	Index  uint64
+	// Name is the display name the signer claims in the statement.
+	Name string
+	// Subject is the subject's name in the statement (an image reference
+	// or a file name), as the signer wrote it.
+	Subject string
+}
+
+// KeyData is the view model of a signer key's page.
+type KeyData struct {
+	// KeyID is the key asked for, as typed (it may be invalid).
+	KeyID string
+	// Looked is true when a valid key ID was looked up.
+	Looked bool
+	// Error is a message for a person when the lookup could not be made.
+	Error string
+	// Trusted, Untrusted and Unsupported count the digests by the key's
+	// current statement about each, among the Digests read.
+	Trusted, Untrusted, Unsupported int
+	// Digests is how many digests were read; AtLeast is set when the key
+	// has statements about more than the page reads (MaxDigests), so the
+	// counts are lower bounds.
+	Digests    int
+	AtLeast    bool
+	MaxDigests int
+	// Recent are the key's most recent current statements among those
+	// read, newest signed first.
+	Recent []KeyStatement
+	// LogSize is the tree size of the checkpoint the answer was read under.
+	LogSize uint64
+}
+
+// RenderKey writes the page of one signer key to w.
+func RenderKey(w io.Writer, d KeyData) error {
+	return keyPage.Execute(w, d)
 }
 
 // Static serves the embedded assets under the path prefix /static/. It
