@@ -322,3 +322,33 @@ func TestLsPolicyTeam(t *testing.T) {
 	}
 	checkLs(t, decodeLs(t, out), "release", ds, revoked)
 }
+
+// TestLsAgainstLedger: against a real ledger's key lookup, ls lists every
+// asset the key signed with its current status (a later untrust counts),
+// filters by status, and shows no other key's assets.
+func TestLsAgainstLedger(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "alice", "bob")
+	ds, revoked := lsAssets(t, h, 5)
+	dir := t.TempDir()
+	p := filepath.Join(dir, "bob.bin")
+	if err := os.WriteFile(p, []byte("bob's asset"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.mustRun(0, "sign", "--key", "bob", "file:"+p)
+
+	checkLs(t, decodeLs(t, h.mustRun(0, "ls", "--signer", "alice", "-o", "json")), "alice", ds, revoked)
+	o := decodeLs(t, h.mustRun(0, "ls", "--signer", "alice", "--status", "UNTRUSTED", "-o", "json"))
+	if o.Status != "UNTRUSTED" || len(o.Signers) != 1 || len(o.Signers[0].Statements) != len(revoked) || o.Signers[0].Untrusted != len(revoked) {
+		t.Fatalf("ls --status untrusted: %+v", o)
+	}
+	for _, st := range o.Signers[0].Statements {
+		if !revoked[notarize.Digest(st.Digest)] || st.Status != "UNTRUSTED" {
+			t.Fatalf("ls --status untrusted listed %+v", st)
+		}
+	}
+	o = decodeLs(t, h.mustRun(0, "ls", "-o", "json"))
+	if len(o.Signers) != 2 || o.Team.Assets != len(ds)+1 || o.Team.Revoked != len(revoked) {
+		t.Fatalf("ls of the whole store: %+v", o)
+	}
+}
