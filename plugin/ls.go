@@ -59,10 +59,13 @@ consistency with the last checkpoint this client saw), every entry's
 inclusion proof and signature, that it is by the key asked for and has the
 asked status, and that the digests come in strictly increasing order across
 pages, so a ledger or a front that repeats or reorders assets is refused
-(exit 4). What is listed is proven to be logged and signed by the key;
-that nothing was left out is NOT proven yet: completeness will be, once the
-ledger's verifiable map lands. 'docker notarize verify' of one digest checks
-its current status.
+(exit 4). What is listed is proven to be logged and signed by the key.
+That nothing was left out, and that each statement listed is the key's
+newest about its asset, is NOT proven yet: the ledger's verifiable map
+proves one digest's current statements, not a key's whole list, so a
+ledger can still hide assets from ls; completeness will be proven once the
+map is also kept by key. 'docker notarize verify --signer KEY IMAGE' proves
+one asset's current status.
 
 Exit codes: 0 listed; 4 the ledger's answer did not verify or the ledger was
 unreachable; 125 a bad flag, signer or policy file.
