@@ -136,7 +136,11 @@ func TestMapRootsRecomputedFromLog(t *testing.T) {
 func BenchmarkIngestWithMap(b *testing.B) {
 	for _, on := range []bool{false, true} {
 		b.Run(fmt.Sprintf("map=%v", on), func(b *testing.B) {
-			tl := startLedger(b, Config{noMap: !on})
+			cfg := Config{noMap: !on}
+			if on {
+				cfg.MapCommitEntries = DefaultMapCommitEntries // the defaults, opted into (startLedgerAt)
+			}
+			tl := startLedger(b, cfg)
 			ingest(b, []string{tl.url}, 64)
 			if on {
 				// The map catches up with what was ingested: its cost
