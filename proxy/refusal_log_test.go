@@ -1,6 +1,8 @@
 package proxy_test
 
 import (
+	"bytes"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -55,5 +57,36 @@ func TestRefusalLoggedOncePerInterval(t *testing.T) {
 	_, _, metrics := e.do(http.MethodGet, "/metrics", nil)
 	if want := `notarize_proxy_decisions_total{mode="enforce",upstream="local",verdict="UNKNOWN"} 30`; !strings.Contains(string(metrics), want) {
 		t.Errorf("metrics lack %s", want)
+	}
+}
+
+// TestBlobRefusalLoggedOncePerInterval: a client asking again and again for
+// a blob no allowed manifest references (a scanner, a stolen digest) makes
+// one "blob refused" line per blob per interval; every request is refused.
+func TestBlobRefusalLoggedOncePerInterval(t *testing.T) {
+	e := newEnv(t)
+	img := e.push("app/unsigned", "v1")
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := layers[0].Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		if code, _, _ := e.do(http.MethodGet, "/v2/local/app/unsigned/blobs/"+d.String(), nil); code != http.StatusNotFound {
+			t.Fatalf("blob of a manifest never allowed: %d, want 404", code)
+		}
+	}
+	n := 0
+	for _, line := range bytes.Split(e.logs.Bytes(), []byte("\n")) {
+		var m map[string]any
+		if json.Unmarshal(line, &m) == nil && m["msg"] == "blob refused" && m["digest"] == d.String() {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("20 refusals of one blob: %d log lines, want 1", n)
 	}
 }
