@@ -180,7 +180,7 @@ func (s *Server) authorize(next http.Handler) http.Handler {
 			user = grant.User.Name
 		}
 		if isRepo && !s.mayPull(r, user) {
-			s.log.LogAttrs(r.Context(), slog.LevelInfo, "access denied",
+			s.logRefusal(r.Context(), "access "+user+" "+clip(name, 300), "access denied", // refusal_log.go: once per interval
 				slog.String("user", user), slog.String("name", clip(name, 300)), slog.String("method", r.Method))
 			who := "anonymous clients"
 			if user != "" {
@@ -255,7 +255,7 @@ func (s *Server) mayPull(r *http.Request, user string) bool {
 func (s *Server) refuseAuth(w http.ResponseWriter, r *http.Request, err error) {
 	var limited *loginRateError
 	if errors.As(err, &limited) {
-		s.log.LogAttrs(r.Context(), slog.LevelInfo, "client login rate limited", slog.String("client", loginClient(r.RemoteAddr)), slog.String("path", clip(r.URL.Path, 300)))
+		s.logRefusal(r.Context(), "rate "+loginClient(r.RemoteAddr), "client login rate limited", slog.String("client", loginClient(r.RemoteAddr)), slog.String("path", clip(r.URL.Path, 300)))
 		w.Header().Set("Retry-After", limited.retryAfterHeader())
 		writeOCIError(w, ociError{status: http.StatusTooManyRequests, code: errcode.ErrorCodeTooManyRequests, msg: "notarize-proxy: " + limited.Error()})
 		return
@@ -266,11 +266,13 @@ func (s *Server) refuseAuth(w http.ResponseWriter, r *http.Request, err error) {
 		writeOCIError(w, ociError{status: http.StatusServiceUnavailable, code: errcode.ErrorCodeUnavailable, msg: "notarize-proxy: client authentication is unavailable"})
 		return
 	}
-	level := slog.LevelDebug // clients ask without credentials first
-	if r.Header.Get("Authorization") != "" {
-		level = slog.LevelInfo
+	attrs := []slog.Attr{slog.String("path", clip(r.URL.Path, 300)), slog.String("reason", clip(authReason(err), 200))}
+	if r.Header.Get("Authorization") != "" { // wrong credentials: once per client and reason per interval
+		s.logRefusal(r.Context(), "auth "+loginClient(r.RemoteAddr)+" "+clip(authReason(err), 200), "client not authenticated",
+			append(attrs, slog.String("client", loginClient(r.RemoteAddr)))...)
+	} else { // clients ask without credentials first
+		s.log.LogAttrs(r.Context(), slog.LevelDebug, "client not authenticated", attrs...)
 	}
-	s.log.LogAttrs(r.Context(), level, "client not authenticated", slog.String("path", clip(r.URL.Path, 300)), slog.String("reason", clip(authReason(err), 200)))
 	ch.SetHeaders(r, w)
 	writeOCIError(w, ociError{status: http.StatusUnauthorized, code: errcode.ErrorCodeUnauthorized, msg: "authentication required"})
 }

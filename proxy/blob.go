@@ -76,7 +76,7 @@ func (s *Server) blobTarget(w http.ResponseWriter, r *http.Request) (t target, d
 		return t, "", false, false
 	}
 	if !ok {
-		s.refusals.note(r.Context(), "blob "+t.String()+"@"+string(d), "blob refused", // refusal_log.go: once per interval
+		s.logRefusal(r.Context(), "blob "+t.String()+"@"+string(d), "blob refused", // refusal_log.go: once per interval
 			slog.String("upstream", t.up.Name()), slog.String("repo", t.repo), slog.String("digest", string(d)),
 			slog.String("reason", "no manifest allowed for this repository references it"))
 		writeOCIError(w, ociError{status: http.StatusNotFound, code: errcode.ErrorCodeBlobUnknown,

@@ -164,3 +164,14 @@ func (l *refusalLog) close() {
 	l.stopOnce.Do(func() { close(l.stop) })
 	<-l.done
 }
+
+// logRefusal logs a refused request of kind key through s.refusals (once
+// per kind per interval, with the count), or at once on a Server made
+// without New.
+func (s *Server) logRefusal(ctx context.Context, key, msg string, attrs ...slog.Attr) {
+	if s.refusals == nil {
+		s.log.LogAttrs(ctx, slog.LevelInfo, msg, attrs...)
+		return
+	}
+	s.refusals.note(ctx, key, msg, attrs...)
+}

@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -88,5 +89,31 @@ func TestBlobRefusalLoggedOncePerInterval(t *testing.T) {
 	}
 	if n != 1 {
 		t.Fatalf("20 refusals of one blob: %d log lines, want 1", n)
+	}
+}
+
+// TestAuthRefusalsLoggedOncePerInterval: a client retrying wrong
+// credentials (a script with a stale password, or guessing) and a user
+// pulling what the access rules refuse make one line per kind per
+// interval, not one per request; every request is still refused.
+func TestAuthRefusalsLoggedOncePerInterval(t *testing.T) {
+	a := newAuthEnv(t, accessPolicy, htpasswdAuth)
+	for range 20 {
+		if st, _, _ := a.get(t, "/v2/", "alice:wrong"); st != http.StatusUnauthorized {
+			t.Fatalf("wrong password: HTTP %d", st)
+		}
+		if st, _, _ := a.get(t, "/v2/team/app/manifests/v1", "bob:"+bobPassword); st != http.StatusForbidden {
+			t.Fatalf("bob pulling team/app: HTTP %d", st)
+		}
+	}
+	count := map[string]int{}
+	for _, line := range bytes.Split(a.logs.Bytes(), []byte("\n")) {
+		var m map[string]any
+		if json.Unmarshal(line, &m) == nil {
+			count[fmt.Sprint(m["msg"])]++
+		}
+	}
+	if count["client not authenticated"] != 1 || count["access denied"] != 1 {
+		t.Fatalf("20 wrong passwords and 20 refused pulls: %d and %d lines, want 1 and 1", count["client not authenticated"], count["access denied"])
 	}
 }
