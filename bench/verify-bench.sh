@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# Whole-process verify, side by side in one run, all on loopback (issue 14):
+#   docker notarize verify IMAGE       through the docker CLI (which runs the
+#                                      plugin twice: metadata, then the command)
+#   docker-notarize verify IMAGE       the plugin run standalone
+#   cosign verify --key (offline)      the peer: a key-signed image, no
+#                                      transparency log (--insecure-ignore-tlog)
+#   crane digest IMAGE                 the floor: process start plus one
+#                                      registry round trip
+#   docker --version                   the docker CLI alone
+#   docker-notarize docker-cli-plugin-metadata   the plugin's metadata answer
+# The registry is crane's (go-containerregistry), the ledger notarize-ledger;
+# the image is signed by both tools. Timing by hyperfine (apt) when present,
+# else a shell loop over `date +%s%N` (less precise, same for every row).
+#
+# Usage: bench/verify-bench.sh         (RUNS=40 WARMUP=5 to tune)
+#        BASELINE=REF bench/verify-bench.sh   also times the plugin built from
+#        git REF (e.g. HEAD~3), through the docker CLI and standalone, in the
+#        same run: before/after figures for a change.
+# cosign (v2.6.5) and crane (v0.22.1) are built once with `go install` into
+# ${NOTARIZE_BENCH_CACHE:-~/.cache/notarize-bench}/bin (cosign takes minutes
+# the first time). Prints a table: mean and σ per command, and the ratios the
+# issue asks for.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/notarize-vbench.XXXXXX")
+CACHE=${NOTARIZE_BENCH_CACHE:-$HOME/.cache/notarize-bench}
+BIN=$WORK/bin
+RUNS=${RUNS:-40}
+WARMUP=${WARMUP:-5}
+export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
+PIDS=()
+mkdir -p "$BIN" "$CACHE/bin" "$WORK/logs"
+
+cleanup() {
+  local rc=$?
+  set +e
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
+  [[ $rc -eq 0 ]] && rm -rf "$WORK" || echo "logs kept in $WORK/logs"
+  exit $rc
+}
+trap cleanup EXIT INT TERM
+start() { local n=$1; shift; "$@" >"$WORK/logs/$n.log" 2>&1 & PIDS+=($!); }
+free_port() { local p; while :; do p=$((20000 + RANDOM % 20000)); (echo >/dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo $p; return; }; done; }
+wait_http() { for _ in $(seq 1 300); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "$1 not up" >&2; exit 1; }
+
+echo "== build"
+(cd "$ROOT" && go build -trimpath -ldflags '-s -w' -o "$BIN/" ./cmd/notarize-ledger ./cmd/docker-notarize)
+if [[ -n ${BASELINE:-} ]]; then
+  echo "   baseline plugin from $BASELINE"
+  git -C "$ROOT" worktree add --detach "$WORK/baseline" "$BASELINE" >/dev/null
+  (cd "$WORK/baseline" && go build -trimpath -ldflags '-s -w' -o "$BIN/baseline/docker-notarize" ./cmd/docker-notarize)
+  git -C "$ROOT" worktree remove --force "$WORK/baseline"
+fi
+for tool in crane:github.com/google/go-containerregistry/cmd/crane@v0.22.1 cosign:github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5; do
+  name=${tool%%:*}
+  if [[ ! -x $CACHE/bin/$name ]]; then
+    echo "   building $name (once)"
+    GOBIN=$CACHE/bin GOFLAGS=-trimpath go install "${tool#*:}"
+  fi
+done
+export PATH=$BIN:$CACHE/bin:$PATH
+
+REG_PORT=$(free_port); LEDGER_PORT=$(free_port)
+start registry crane registry serve --address "127.0.0.1:$REG_PORT"
+start ledger notarize-ledger --addr "127.0.0.1:$LEDGER_PORT" --data "$WORK/ledger"
+wait_http "http://127.0.0.1:$REG_PORT/v2/"
+wait_http "http://127.0.0.1:$LEDGER_PORT/api/v1/info"
+
+echo "== image, signed by docker notarize and by cosign"
+IMAGE=127.0.0.1:$REG_PORT/bench/app:v1
+mkdir -p "$WORK/layer/etc"; echo bench >"$WORK/layer/etc/bench"
+tar -C "$WORK/layer" -cf "$WORK/layer.tar" .
+crane append --insecure -f "$WORK/layer.tar" -t "$IMAGE" >/dev/null
+DIGEST=$(crane digest --insecure "$IMAGE")
+
+export DOCKER_CONFIG=$WORK/docker DOCKER_CLI_HINTS=false
+export NOTARIZE_HOME=$WORK/home NOTARIZE_PASSWORD=bench NOTARIZE_LEDGER=http://127.0.0.1:$LEDGER_PORT
+export NOTARIZE_LEDGER_KEY="$(cat "$WORK/ledger/ledger.pub")"
+mkdir -p "$DOCKER_CONFIG/cli-plugins"
+install -m 0755 "$BIN/docker-notarize" "$DOCKER_CONFIG/cli-plugins/docker-notarize"
+if [[ -n ${BASELINE:-} ]]; then
+  mkdir -p "$WORK/docker-baseline/cli-plugins"
+  install -m 0755 "$BIN/baseline/docker-notarize" "$WORK/docker-baseline/cli-plugins/docker-notarize"
+fi
+docker-notarize key generate --name release >/dev/null
+docker-notarize sign "$IMAGE" >/dev/null 2>&1
+
+export COSIGN_PASSWORD=bench COSIGN_YES=true TUF_ROOT=$WORK/tuf SIGSTORE_NO_CACHE=true
+(cd "$WORK" && cosign generate-key-pair >/dev/null 2>&1)
+cosign sign --key "$WORK/cosign.key" --tlog-upload=false --allow-insecure-registry "${IMAGE%:*}@$DIGEST" >"$WORK/logs/cosign-sign.log" 2>&1
+
+COSIGN=(cosign verify --key "$WORK/cosign.pub" --insecure-ignore-tlog=true --allow-insecure-registry --output text "$IMAGE")
+declare -A CMD=(
+  [docker-notarize-cli]="docker notarize verify $IMAGE"
+  [standalone]="docker-notarize verify $IMAGE"
+  [cosign]="${COSIGN[*]}"
+  [crane-digest]="crane digest --insecure $IMAGE"
+  [docker-version]="docker --version"
+  [metadata]="docker-notarize docker-cli-plugin-metadata"
+)
+ORDER=(docker-notarize-cli standalone cosign crane-digest docker-version metadata)
+if [[ -n ${BASELINE:-} ]]; then
+  CMD[baseline-cli]="env DOCKER_CONFIG=$WORK/docker-baseline docker notarize verify $IMAGE"
+  CMD[baseline-standalone]="$BIN/baseline/docker-notarize verify $IMAGE"
+  CMD[baseline-metadata]="$BIN/baseline/docker-notarize docker-cli-plugin-metadata"
+  ORDER+=(baseline-cli baseline-standalone baseline-metadata)
+fi
+for k in "${ORDER[@]}"; do # every command must succeed before it is timed
+  if ! ${CMD[$k]} >"$WORK/logs/check-$k.log" 2>&1; then
+    echo "$k failed: ${CMD[$k]}" >&2; cat "$WORK/logs/check-$k.log" >&2; exit 1
+  fi
+done
+
+echo "== timing ($RUNS runs each after $WARMUP warm-up runs, interleaved by hyperfine per command)"
+RESULTS=$WORK/results.tsv
+: >"$RESULTS"
+if command -v hyperfine >/dev/null; then
+  args=()
+  for k in "${ORDER[@]}"; do args+=(-n "$k" "${CMD[$k]}"); done
+  hyperfine -N -w "$WARMUP" -r "$RUNS" --export-json "$WORK/h.json" "${args[@]}" >"$WORK/logs/hyperfine.log"
+  jq -r '.results[] | [.command, (.mean * 1000), (.stddev * 1000), (.median * 1000)] | @tsv' "$WORK/h.json" >"$RESULTS"
+else
+  for k in "${ORDER[@]}"; do
+    for _ in $(seq "$WARMUP"); do ${CMD[$k]} >/dev/null 2>&1; done
+    ts=()
+    for _ in $(seq "$RUNS"); do
+      s=$(date +%s%N); ${CMD[$k]} >/dev/null 2>&1; e=$(date +%s%N); ts+=($(((e - s) / 1000)))
+    done
+    printf '%s\n' "${ts[@]}" | sort -n | awk -v k="$k" '{a[NR] = $1 / 1000; s += a[NR]; q += a[NR] * a[NR]}
+      END {m = s / NR; printf "%s\t%f\t%f\t%f\n", k, m, sqrt(q / NR - m * m), a[int((NR + 1) / 2)]}' >>"$RESULTS"
+  done
+fi
+awk -F'\t' '{printf "   %-22s mean %7.1f ms  σ %5.1f ms  median %7.1f ms\n", $1, $2, $3, $4}' "$RESULTS"
+
+echo "== ratios (medians)"
+awk -F'\t' '{m[$1] = $4}
+  END {
+    printf "   docker notarize verify / cosign   %5.2fx   (target <= 0.5x)\n", m["docker-notarize-cli"] / m["cosign"]
+    printf "   docker-notarize verify / cosign   %5.2fx   (target <= 0.25x)\n", m["standalone"] / m["cosign"]
+    printf "   docker-notarize verify / floor    %5.2fx   (target <= 1.2x; floor = crane digest)\n", m["standalone"] / m["crane-digest"]
+    printf "   docker notarize verify - docker --version - 2x metadata - standalone = %.1f ms (the docker CLI'"'"'s plugin handling)\n",
+      m["docker-notarize-cli"] - m["docker-version"] - 2 * m["metadata"] - m["standalone"]
+    if ("baseline-cli" in m) {
+      printf "   baseline: docker notarize verify / cosign %5.2fx, standalone / cosign %5.2fx, standalone / floor %5.2fx\n",
+        m["baseline-cli"] / m["cosign"], m["baseline-standalone"] / m["cosign"], m["baseline-standalone"] / m["crane-digest"]
+      printf "   this tree vs baseline: through docker %5.2fx, standalone %5.2fx, metadata %5.2fx\n",
+        m["docker-notarize-cli"] / m["baseline-cli"], m["standalone"] / m["baseline-standalone"], m["metadata"] / m["baseline-metadata"]
+    }
+  }' "$RESULTS"
