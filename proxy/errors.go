@@ -156,23 +156,13 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, upstreamName
 }
 
 // logUnknownUpstream logs a request answered NAME_UNKNOWN because it named
-// no configured upstream: once per name per unknownLogEvery, with the count
-// of the requests not logged since, so that a client pointed at the wrong
-// registry is seen without a line per request.
+// no configured upstream, through the refusal log (refusal_log.go): once per
+// registry per interval, with the count of the requests not logged, so that
+// a client pointed at the wrong registry is seen without a line per request.
 func (s *Server) logUnknownUpstream(r *http.Request, route *routeError) {
-	logIt, suppressed, overflow := s.router.unknown.note(route.registry)
-	if !logIt {
-		return
-	}
-	attrs := []slog.Attr{
+	s.logRefusal(r.Context(), "unknown "+route.registry, "request for an upstream that is not configured: NAME_UNKNOWN",
 		slog.String("registry", route.registry), slog.String("method", r.Method),
-		slog.String("path", clip(r.URL.Path, 200)), slog.String("reason", route.msg),
-		slog.Int("more_requests", suppressed), slog.Duration("interval", s.router.unknown.every),
-	}
-	if overflow {
-		attrs = append(attrs, slog.Bool("other_names", true))
-	}
-	s.log.LogAttrs(r.Context(), slog.LevelInfo, "request for an upstream that is not configured: NAME_UNKNOWN", attrs...)
+		slog.String("path", clip(r.URL.Path, 200)), slog.String("reason", route.msg))
 }
 
 func writeOCIError(w http.ResponseWriter, oe ociError) {

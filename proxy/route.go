@@ -5,7 +5,6 @@ import (
 	"net"
 	"regexp"
 	"strings"
-	"time"
 
 	"github.com/notarize/docker-notarize/proxy/upstream"
 )
@@ -37,12 +36,10 @@ type router struct {
 	byName map[string]*upstream.Registry
 	byHost map[string]*upstream.Registry // lower-case host[:port] as in the URL
 	def    *upstream.Registry
-	// unknown paces the log of requests naming no upstream (writeError).
-	unknown *unknownNames
 }
 
 func newRouter(ups []*upstream.Registry, def string) *router {
-	r := &router{byName: map[string]*upstream.Registry{}, byHost: map[string]*upstream.Registry{}, unknown: newUnknownNames(time.Now)}
+	r := &router{byName: map[string]*upstream.Registry{}, byHost: map[string]*upstream.Registry{}}
 	for _, u := range ups {
 		r.byName[u.Name()] = u
 		r.byHost[strings.ToLower(u.Host())] = u
