@@ -86,8 +86,9 @@ type LookupPage struct {
 // envelope signature, that it is about d and by a key asked for. Any entry
 // that fails fails the lookup: the ledger's answer is a hint, never a
 // verdict. More than MaxLookupRecords records is ErrTooMany: walk
-// LookupPages for long histories. The ledger can still leave entries out; a
-// Follow replica cannot be misled that way.
+// LookupPages for long histories. The ledger can still leave entries out of
+// a paginated lookup (Current's answers are proven complete; a Follow
+// replica cannot be misled either).
 func (c *Client) Lookup(ctx context.Context, d notarize.Digest, keyIDs ...string) (*LookupResult, error) {
 	res := &LookupResult{Records: []notarize.Record{}}
 	for p, err := range c.LookupPages(ctx, d, keyIDs...) {
@@ -157,9 +158,15 @@ func (c *Client) lookupPage(ctx context.Context, d notarize.Digest, q lookupQuer
 // signature, that it is about d, that it is by one of keyIDs and that no key
 // has two. Its cost does not grow with the digest's history nor with other
 // keys' statements. At least one key ID is required; more than
-// api.MaxCurrentKeyIDs are asked for in several requests. Like Lookup, the
-// answer is a hint: the ledger can leave a newer statement out, which only a
-// Follow replica detects.
+// api.MaxCurrentKeyIDs are asked for in several requests.
+//
+// The answer is proven complete (issue 11): each key's proof against the
+// newest map root the ledger committed in its log (its verifiable index,
+// package vindex) says which entry is the key's current statement up to the
+// root, and the client reads the log after the root itself (at most
+// MaxMapTail entries, each proven included). An answer that leaves a
+// statement out, or gives another one, is ErrIncomplete; so is a ledger
+// without a map whose log is longer than MaxMapTail.
 //
 // A ledger without the current endpoint (404 NOT_FOUND) is asked with a
 // paginated Lookup by the same keys instead, and the current statements are
