@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 )
@@ -222,14 +223,23 @@ func pkcs11Escape(v string) string {
 
 // module returns the PKCS#11 module path: module-path, else
 // NOTARIZE_PKCS11_MODULE.
+//
+// The path must be absolute: a module is a shared library the plugin loads
+// and runs, and a relative path would load whatever the current directory
+// (a checked-out repository, say) holds under that name.
 func (u *pkcs11URI) module(lookupEnv func(string) (string, bool)) (string, error) {
-	if u.modulePath != "" {
-		return u.modulePath, nil
+	m, from := u.modulePath, "module-path"
+	if m == "" {
+		m, _ = lookupEnv(EnvPKCS11Module)
+		from = EnvPKCS11Module
 	}
-	if m, ok := lookupEnv(EnvPKCS11Module); ok && m != "" {
-		return m, nil
+	if m == "" {
+		return "", fmt.Errorf("no PKCS#11 module: give module-path=… in the URI or set %s", EnvPKCS11Module)
 	}
-	return "", fmt.Errorf("no PKCS#11 module: give module-path=… in the URI or set %s", EnvPKCS11Module)
+	if !filepath.IsAbs(m) {
+		return "", fmt.Errorf("%s %q is not an absolute path: a relative module would be loaded from the current directory", from, m)
+	}
+	return m, nil
 }
 
 // pin returns the user PIN: pin-value, else the file pin-source names

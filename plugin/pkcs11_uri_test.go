@@ -67,6 +67,21 @@ func TestPKCS11PIN(t *testing.T) {
 	if _, err := u.module(env(nil)); err == nil || !strings.Contains(err.Error(), EnvPKCS11Module) {
 		t.Fatalf("no module anywhere: %v", err)
 	}
+	for _, rel := range []string{"libsofthsm2.so", "./evil.so", "lib/evil.so"} {
+		if _, err := u.module(env(map[string]string{EnvPKCS11Module: rel})); err == nil || !strings.Contains(err.Error(), "not an absolute path") {
+			t.Fatalf("relative module %q from the environment: %v", rel, err)
+		}
+		ur, err := parsePKCS11URI("pkcs11:token=t;object=o?module-path=" + rel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ur.module(env(nil)); err == nil || !strings.Contains(err.Error(), "not an absolute path") {
+			t.Fatalf("relative module-path %q: %v", rel, err)
+		}
+	}
+	if m, err := u.module(env(map[string]string{EnvPKCS11Module: "/usr/lib/softhsm/libsofthsm2.so"})); err != nil || m != "/usr/lib/softhsm/libsofthsm2.so" {
+		t.Fatalf("absolute module from the environment: %q, %v", m, err)
+	}
 	empty := writeTestFile(t, "empty", nil)
 	u2, err := parsePKCS11URI("pkcs11:token=t;object=o?pin-source=" + empty)
 	if err != nil {

@@ -3,7 +3,8 @@
 # loopback: the KMS of the plugin's `key generate --kms awskms://…` tests.
 #
 #   scripts/localkms.sh install              # build local-kms once; prints its directory
-#   scripts/localkms.sh start DIR PORT       # start it on 127.0.0.1:PORT, data in DIR
+#   scripts/localkms.sh start DIR PORT       # start it on 127.0.0.1:PORT (0: a free one), data in DIR;
+#                                            # prints its URL
 #   scripts/localkms.sh stop DIR
 #
 # The binary is built from the module at a pinned pseudo-version (the module
@@ -94,6 +95,15 @@ start_kms() {
   PORT=$port KMS_DATA_PATH=$dir/data \
     "$BINDIR/local-kms" >>"$dir/local-kms.log" 2>&1 &
   echo $! >"$dir/pid"
+  if [ "$port" = 0 ]; then # a free port: local-kms logs the one it took
+    local i
+    for i in $(seq 1 100); do
+      port=$(sed -n 's/.*Local KMS started on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$dir/local-kms.log" | tail -n 1)
+      [ -n "$port" ] && break
+      sleep 0.1
+    done
+    port=${port:-0}
+  fi
   if ! wait_listening "$port" "$(cat "$dir/pid")"; then
     tail -n 20 "$dir/local-kms.log" >&2
     echo "local-kms did not start on 127.0.0.1:$port (log: $dir/local-kms.log)" >&2
