@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -389,5 +391,34 @@ func (l *Ledger) proveMapRoot(ctx context.Context, mp *api.MapProof, root *commi
 	}
 	idx := root.index
 	mp.RootIndex, mp.RootEntry, mp.RootInclusionProof = &idx, root.entry, proofs[0]
+	return nil
+}
+
+// ErrMapInUse is returned by RebuildMap while a ledger holds the map.
+var ErrMapInUse = errors.New("the verifiable index is in use by a running ledger; stop it first")
+
+// RebuildMap drops the verifiable index of the ledger whose POSIX data
+// directory is dir, so that the ledger folds it again from the whole log
+// when it next starts, and commits a new root (the map is derived data:
+// every committed root can be recomputed from the log, by the ledger or by
+// anyone following it). It refuses while a ledger holds the map.
+func RebuildMap(dir string) error {
+	path := filepath.Join(dir, mapFileName)
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 500 * time.Millisecond})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return fmt.Errorf("rebuild map %s: %w", path, ErrMapInUse)
+	}
+	if err != nil {
+		return fmt.Errorf("rebuild map %s: %w", path, err)
+	}
+	if err := db.Close(); err != nil {
+		return fmt.Errorf("rebuild map %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("rebuild map: %w", err)
+	}
 	return nil
 }
