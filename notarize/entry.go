@@ -184,6 +184,8 @@ func (e *Entry) Marshal() ([]byte, error) {
 // fields, invalid UTF-8 (encoding/json would quietly replace it) and any
 // spelling but the entry's own Marshal output (ErrNotCanonical), so that
 // one entry has one encoding. It does not check the signature: call Verify.
+// A log also holds map-root entries (IsMapRoot, ParseMapRoot), which it
+// refuses: they are no statements.
 func ParseEntry(b []byte) (*Entry, error) {
 	if len(b) > MaxEntrySize {
 		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrBadEntry, len(b), MaxEntrySize)

@@ -1,0 +1,79 @@
+package notarize_test
+
+import (
+	"crypto/rand"
+	"errors"
+	"strings"
+	"testing"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/notarize/docker-notarize/notarize"
+)
+
+func noteKey(t *testing.T, origin string) (note.Signer, note.Verifier) {
+	t.Helper()
+	skey, vkey, err := note.GenerateKey(rand.Reader, origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := note.NewSigner(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := note.NewVerifier(vkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, v
+}
+
+// TestMapRoot: a map-root entry round-trips under the ledger's key, and is
+// refused under another key, for another origin, in another spelling, or
+// when it is a statement entry.
+func TestMapRoot(t *testing.T) {
+	s, v := noteKey(t, "ledger.test/log")
+	other, otherV := noteKey(t, "ledger.test/log")
+	mr := &notarize.MapRoot{Origin: "ledger.test/log", Size: 42, Root: [32]byte{1, 2, 3}}
+	b, err := mr.Sign(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !notarize.IsMapRoot(b) {
+		t.Fatal("not recognized")
+	}
+	got, err := notarize.ParseMapRoot(b, v)
+	if err != nil || *got != *mr {
+		t.Fatalf("round trip: %+v %v", got, err)
+	}
+	if _, err := notarize.ParseMapRoot(b, otherV); !errors.Is(err, notarize.ErrBadMapRoot) {
+		t.Fatalf("under another key: %v", err)
+	}
+	forged, _ := mr.Sign(other)
+	if _, err := notarize.ParseMapRoot(forged, v); !errors.Is(err, notarize.ErrBadMapRoot) {
+		t.Fatalf("signed by another key: %v", err)
+	}
+	if _, err := (&notarize.MapRoot{Origin: "elsewhere"}).Sign(s); err == nil {
+		t.Fatal("signed for another origin")
+	}
+	for name, text := range map[string]string{
+		"size with a leading zero": notarize.MapRootHeader + "ledger.test/log\n042\n" + strings.Split(mr.Text(), "\n")[3] + "\n",
+		"short root":               notarize.MapRootHeader + "ledger.test/log\n42\nAAEC\n",
+		"extra line":               mr.Text() + "x\n",
+		"other origin":             notarize.MapRootHeader + "other/log\n42\n" + strings.Split(mr.Text(), "\n")[3] + "\n",
+	} {
+		b, err := note.Sign(&note.Note{Text: text}, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := notarize.ParseMapRoot(b, v); !errors.Is(err, notarize.ErrBadMapRoot) {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	if notarize.IsMapRoot([]byte(`{"envelope":{}}`)) {
+		t.Fatal("a statement entry taken for a map root")
+	}
+	if _, err := notarize.ParseEntry(b); err == nil {
+		t.Fatal("ParseEntry accepted a map root")
+	}
+}
