@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
@@ -122,10 +123,12 @@ func builtInKMSProviders() []string {
 // generateKMS creates the key uri names in its KMS, or adopts it when it
 // exists, and returns its public key. It proves the key can sign before
 // anything is recorded.
-func generateKMS(ctx context.Context, name, provider, uri string) (crypto.PublicKey, error) {
+func generateKMS(ctx context.Context, name, provider, uri string, timeout time.Duration) (crypto.PublicKey, error) {
 	fail := func(op string, err error) error {
-		return &KeyProviderError{Key: name, Provider: provider, URI: uri, Op: op, Err: err}
+		return &KeyProviderError{Key: name, Provider: provider, URI: uri, Op: op, Err: timedOut(ctx, err, timeout)}
 	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	sv, err := openKMS(ctx, provider, uri, crypto.SHA256)
 	if err != nil {
 		return nil, fail("open", err)
@@ -192,16 +195,17 @@ type boundSigner struct {
 	pub      crypto.PublicKey
 	verifier signature.Verifier
 	fail     func(op string, err error) error
+	timeout  time.Duration // of each signature; 0: none
 }
 
 var _ signature.Signer = (*boundSigner)(nil)
 
-func newBoundSigner(inner signature.Signer, pub crypto.PublicKey, fail func(string, error) error) (*boundSigner, error) {
+func newBoundSigner(inner signature.Signer, pub crypto.PublicKey, timeout time.Duration, fail func(string, error) error) (*boundSigner, error) {
 	v, err := signature.LoadVerifier(pub, notarize.HashFor(pub))
 	if err != nil {
 		return nil, fail("open", err)
 	}
-	return &boundSigner{inner: inner, pub: pub, verifier: v, fail: fail}, nil
+	return &boundSigner{inner: inner, pub: pub, verifier: v, fail: fail, timeout: timeout}, nil
 }
 
 // PublicKey returns the recorded public key.
@@ -216,9 +220,20 @@ func (b *boundSigner) SignMessage(message io.Reader, opts ...signature.SignOptio
 	if err != nil {
 		return nil, b.fail("sign", err)
 	}
+	ctx := context.Background()
+	for _, o := range opts {
+		o.ApplyContext(&ctx)
+	}
+	if b.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, b.timeout)
+		defer cancel()
+		// The last WithContext wins in sigstore's options.
+		opts = append(slices.Clone(opts), options.WithContext(ctx))
+	}
 	sig, err := b.inner.SignMessage(bytes.NewReader(msg), opts...)
 	if err != nil {
-		return nil, b.fail("sign", err)
+		return nil, b.fail("sign", timedOut(ctx, err, b.timeout))
 	}
 	if err := b.verifier.VerifySignature(bytes.NewReader(sig), bytes.NewReader(msg)); err != nil {
 		return nil, b.fail("sign", fmt.Errorf("%w: its signature does not verify under the recorded public key", ErrKeyProviderMismatch))
@@ -233,6 +248,13 @@ func openReferenced(ctx context.Context, name string, ref KeyReference, recorded
 	fail := func(op string, err error) error {
 		return &KeyProviderError{Key: name, Provider: ref.Provider, URI: ref.URI, Op: op, Err: err}
 	}
+	timeout, err := keyTimeout(lookupEnv)
+	if err != nil {
+		return nil, fail("open", err)
+	}
+	openCtx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	failOpen := func(err error) error { return fail("open", timedOut(openCtx, err, timeout)) }
 	provider, err := providerOf(ref.URI)
 	if err != nil {
 		return nil, fail("open", err)
@@ -250,12 +272,12 @@ func openReferenced(ctx context.Context, name string, ref KeyReference, recorded
 		}
 		inner, pub = s, s.Public()
 	default:
-		sv, err := openKMS(ctx, provider, ref.URI, notarize.HashFor(recorded.PublicKey))
+		sv, err := openKMS(openCtx, provider, ref.URI, notarize.HashFor(recorded.PublicKey))
 		if err != nil {
-			return nil, fail("open", err)
+			return nil, failOpen(err)
 		}
-		if pub, err = sv.PublicKey(options.WithContext(ctx)); err != nil {
-			return nil, fail("open", err)
+		if pub, err = sv.PublicKey(options.WithContext(openCtx)); err != nil {
+			return nil, failOpen(err)
 		}
 		inner = sv
 	}
@@ -266,7 +288,36 @@ func openReferenced(ctx context.Context, name string, ref KeyReference, recorded
 	if id != recorded.KeyID {
 		return nil, fail("open", fmt.Errorf("%w: it holds key ID %s, the store recorded %s (was the alias or object replaced?)", ErrKeyProviderMismatch, id, recorded.KeyID))
 	}
-	return newBoundSigner(inner, recorded.PublicKey, fail)
+	return newBoundSigner(inner, recorded.PublicKey, timeout, fail)
+}
+
+// EnvKeyTimeout bounds each call to a KMS (open, create, sign): a Go
+// duration, default DefaultKeyTimeout. A provider that does not answer in
+// time is an error naming the key, not a hang.
+const EnvKeyTimeout = "NOTARIZE_KEY_TIMEOUT"
+
+// DefaultKeyTimeout is the KMS call timeout without NOTARIZE_KEY_TIMEOUT.
+const DefaultKeyTimeout = time.Minute
+
+// keyTimeout returns NOTARIZE_KEY_TIMEOUT, or DefaultKeyTimeout.
+func keyTimeout(lookupEnv func(string) (string, bool)) (time.Duration, error) {
+	v, ok := lookupEnv(EnvKeyTimeout)
+	if !ok || v == "" {
+		return DefaultKeyTimeout, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%s=%q: want a positive duration such as 30s", EnvKeyTimeout, v)
+	}
+	return d, nil
+}
+
+// timedOut says so when err came from ctx's deadline.
+func timedOut(ctx context.Context, err error, timeout time.Duration) error {
+	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("no answer within %s (%s): %w", timeout, EnvKeyTimeout, err)
+	}
+	return err
 }
 
 // redactKeyURI returns uri without the query attributes that carry secrets

@@ -48,7 +48,11 @@ func runKeyGenerateExternal(ctx context.Context, dockerCli command.Cli, opts key
 	if provider == ProviderPKCS11 {
 		pub, record, err = generatePKCS11Key(ctx, opts.name, uri, opts.root.env.lookupEnv)
 	} else {
-		pub, err = generateKMS(ctx, opts.name, provider, uri)
+		timeout, terr := keyTimeout(opts.root.env.lookupEnv)
+		if terr != nil {
+			return usageError(fmt.Errorf("generate key %s: %w", opts.name, terr))
+		}
+		pub, err = generateKMS(ctx, opts.name, provider, uri, timeout)
 	}
 	if err != nil {
 		return err

@@ -273,7 +273,7 @@ func TestBoundSignerRefusesOtherKeysSignature(t *testing.T) {
 	ctx := t.Context()
 	lk.createKey(t, types.KeySpecEccNistP256, types.KeyUsageTypeSignVerify, "alias/a")
 	b := lk.createKey(t, types.KeySpecEccNistP256, types.KeyUsageTypeSignVerify, "")
-	pubA, err := generateKMS(ctx, "a", ProviderAWSKMS, lk.uri("alias/a"))
+	pubA, err := generateKMS(ctx, "a", ProviderAWSKMS, lk.uri("alias/a"), time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,7 +281,7 @@ func TestBoundSignerRefusesOtherKeysSignature(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bs, err := newBoundSigner(svB, pubA, func(op string, err error) error {
+	bs, err := newBoundSigner(svB, pubA, time.Minute, func(op string, err error) error {
 		return &KeyProviderError{Key: "a", Provider: ProviderAWSKMS, URI: lk.uri("alias/a"), Op: op, Err: err}
 	})
 	if err != nil {
@@ -412,5 +412,52 @@ func TestProviderOf(t *testing.T) {
 		if got != tc.want || (err == nil) != (tc.want != "") {
 			t.Errorf("providerOf(%q) = %q, %v; want %q", tc.uri, got, err, tc.want)
 		}
+	}
+}
+
+// A KMS that accepts connections and never answers (a lying or stuck
+// endpoint) is an error naming the key and provider after
+// NOTARIZE_KEY_TIMEOUT, not a sign that hangs forever.
+func TestKMSHangingProviderTimesOut(t *testing.T) {
+	lk := startLocalKMS(t)
+	h := newHarness(t)
+	h.mustRun(0, "key", "generate", "--name", "release", "--kms", lk.uri("alias/release"))
+	release := make(chan struct{})
+	hang := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	t.Cleanup(func() { close(release); hang.Close() })
+	hangHost := strings.TrimPrefix(hang.URL, "https://") // same test certificate as the front: trusted
+	ref := filepath.Join(h.home, "keys", "release.ref")
+	b := mustRead(t, ref)
+	if err := os.WriteFile(ref, []byte(strings.ReplaceAll(string(b), lk.host, hangHost)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	file := "file:" + signTarget(t, "stuck")
+	type result struct {
+		errOut string
+		code   int
+	}
+	done := make(chan result, 1)
+	go func() {
+		_, errOut, code := h.runWithEnv(map[string]string{EnvKeyTimeout: "1s"}, "sign", "--key", "release", file)
+		done <- result{errOut, code}
+	}()
+	select {
+	case r := <-done:
+		for _, want := range []string{"key release (awskms awskms://" + hangHost, "no answer within 1s", EnvKeyTimeout} {
+			if r.code == 0 || !strings.Contains(r.errOut, want) {
+				t.Fatalf("sign against a stuck KMS: exit %d, want %q in:\n%s", r.code, want, r.errOut)
+			}
+		}
+	case <-time.After(45 * time.Second):
+		t.Fatal("sign against a stuck KMS did not return within 45 s (NOTARIZE_KEY_TIMEOUT=1s)")
+	}
+	// A bad timeout is a usage error.
+	if _, errOut, code := h.runWithEnv(map[string]string{EnvKeyTimeout: "soon"}, "key", "generate", "--name", "x", "--kms", lk.uri("alias/x")); code != ExitUsage || !strings.Contains(errOut, EnvKeyTimeout) {
+		t.Fatalf("NOTARIZE_KEY_TIMEOUT=soon: exit %d\n%s", code, errOut)
 	}
 }
