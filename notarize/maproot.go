@@ -68,6 +68,9 @@ func ParseMapRoot(b []byte, v note.Verifier) (*MapRoot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadMapRoot, err)
 	}
+	if len(n.Sigs) != 1 || len(n.UnverifiedSigs) != 0 {
+		return nil, fmt.Errorf("%w: want exactly the ledger's signature", ErrBadMapRoot)
+	}
 	lines := strings.Split(strings.TrimSuffix(strings.TrimPrefix(n.Text, MapRootHeader), "\n"), "\n")
 	if len(lines) != 3 {
 		return nil, fmt.Errorf("%w: want origin, size and root lines", ErrBadMapRoot)

@@ -77,3 +77,24 @@ func TestMapRoot(t *testing.T) {
 		t.Fatal("ParseEntry accepted a map root")
 	}
 }
+
+// FuzzParseMapRoot: whatever bytes a log holds, ParseMapRoot never panics,
+// and what it accepts is signed and spelled as Sign spells it.
+func FuzzParseMapRoot(f *testing.F) {
+	skey, vkey, _ := note.GenerateKey(rand.Reader, "ledger.test/log")
+	s, _ := note.NewSigner(skey)
+	v, _ := note.NewVerifier(vkey)
+	good, _ := (&notarize.MapRoot{Origin: "ledger.test/log", Size: 7}).Sign(s)
+	f.Add(good)
+	f.Add([]byte(notarize.MapRootHeader))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		mr, err := notarize.ParseMapRoot(b, v)
+		if err != nil {
+			return
+		}
+		again, err := mr.Sign(s)
+		if err != nil || string(again) != string(b) {
+			t.Fatalf("accepted another spelling: %q", b)
+		}
+	})
+}
