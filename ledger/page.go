@@ -4,14 +4,19 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/http"
+	"runtime"
 	"slices"
-	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/notarize/docker-notarize/ledger/api"
+	"github.com/notarize/docker-notarize/ledger/storage"
 	"github.com/notarize/docker-notarize/ledger/ui"
 	"github.com/notarize/docker-notarize/notarize"
 )
@@ -20,15 +25,14 @@ import (
 // (over as many Lookup pages as it takes); the page says when more exist.
 const pageMaxEntries = 200
 
-// Bounds of a signer key's page: the digests it reads from the key lookup
+// Bounds of a signer key's page: the digests it reads from the key index
 // to count the key's tallies (past it the page says "at least"), and the
 // most recent statements it lists.
 const (
-	pageKeyMaxDigests = api.MaxLookupLimit
+	pageKeyMaxDigests = 10_000
 	pageKeyRecent     = 20
-	// pageKeyMaxPages bounds the key lookup pages read for one view (a
-	// page may end early, short of its limit).
-	pageKeyMaxPages = 8
+	// pageKeyScanChunk is the key index rows read at a time.
+	pageKeyScanChunk = 512
 )
 
 // pageCSP is the Content-Security-Policy of the public page and its
@@ -106,36 +110,33 @@ func pageErrorMessage(status int) string {
 	}
 }
 
-// pageLookup reads up to pageMaxEntries entries about d from the index
-// and folds them, per key, to the current statement (notarize.Current).
-// When more entries exist, the current statements of the keys seen are
-// asked for with Ledger.Current, so that a later statement of a shown
-// key is never hidden; keys seen only later remain unlisted, and the
-// page says so.
+// pageLookup reads the first pageMaxEntries entries about d from the
+// index (below the latest checkpoint, once the index has caught up with
+// it) and folds them, per key, to the current statement
+// (notarize.Current). When more entries exist, the current statement of
+// each key seen is read too, so that a later statement of a shown key is
+// never hidden; keys seen only later remain unlisted, and the page says
+// so. It builds no proof: the page is a convenience, verify proves.
 func (l *Ledger) pageLookup(ctx context.Context, d notarize.Digest, data *ui.Data) error {
-	var (
-		records []notarize.Record
-		after   *uint64
-		size    uint64
-	)
-	for len(records) < pageMaxEntries {
-		resp, err := l.Lookup(ctx, d, LookupOptions{After: after, Limit: pageMaxEntries - len(records)})
-		if err != nil {
-			return err
-		}
-		recs, sz, err := pageRecords(resp)
-		if err != nil {
-			return err
-		}
-		records, size = append(records, recs...), sz
-		if resp.Next == nil {
-			after = nil
-			break
-		}
-		after = resp.Next
+	_, cp, err := l.coveredCheckpoint(ctx)
+	if err != nil {
+		return err
+	}
+	if err := l.lookups.enter(); err != nil {
+		return err
+	}
+	defer l.lookups.leave()
+	indices, err := l.store.Page(ctx, d, nil, 0, cp.Size, pageMaxEntries+1)
+	if err != nil {
+		return err
+	}
+	data.Truncated = len(indices) > pageMaxEntries
+	indices = indices[:min(len(indices), pageMaxEntries)]
+	records, err := l.pageRead(ctx, indices)
+	if err != nil {
+		return err
 	}
 	data.Entries = len(records)
-	data.Truncated = after != nil
 	keys := make([]string, 0)
 	for _, r := range records {
 		if !slices.Contains(keys, r.KeyID) {
@@ -144,17 +145,16 @@ func (l *Ledger) pageLookup(ctx context.Context, d notarize.Digest, data *ui.Dat
 	}
 	slices.Sort(keys)
 	if data.Truncated {
-		for chunk := range slices.Chunk(keys, api.MaxCurrentKeyIDs) {
-			resp, err := l.Current(ctx, d, chunk)
-			if err != nil {
-				return err
-			}
-			recs, _, err := pageRecords(resp)
-			if err != nil {
-				return err
-			}
-			records = append(records, recs...)
+		cur, err := l.store.Current(ctx, d, keys, cp.Size)
+		if err != nil {
+			return err
 		}
+		slices.Sort(cur)
+		more, err := l.pageRead(ctx, cur)
+		if err != nil {
+			return err
+		}
+		records = append(records, more...)
 	}
 	for _, k := range keys {
 		rec, ok := notarize.Current(records, d, k)
@@ -171,52 +171,67 @@ func (l *Ledger) pageLookup(ctx context.Context, d notarize.Digest, data *ui.Dat
 		})
 	}
 	data.Looked = true
-	data.LogSize = size
+	data.LogSize = cp.Size
 	return nil
 }
 
-// pageRecords verifies the entries of resp (as logged: VerifyLogged) and
-// returns them as records, with the size of resp's checkpoint. An entry
-// of the index that does not verify is an internal error (not wrapped,
-// so that it classifies as 500): the ledger accepted only verified ones.
-func pageRecords(resp *api.LookupResponse) ([]notarize.Record, uint64, error) {
-	out, err := pageEntries(resp.Entries)
+// pageRead reads the entries at indices (increasing) from the index and
+// returns them as records, each verified as logged; one that does not
+// verify is an internal error (the ledger indexed only verified ones).
+func (l *Ledger) pageRead(ctx context.Context, indices []uint64) ([]notarize.Record, error) {
+	entries := make([]api.LookupEntry, 0, len(indices))
+	err := l.store.entries(ctx, indices, func(i uint64, data []byte) bool {
+		entries = append(entries, api.LookupEntry{Index: i, Entry: data})
+		return true
+	})
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
-	return out, checkpointSize(resp.Checkpoint), nil
+	return pageEntries(entries)
 }
 
 // pageEntries verifies lookup entries as logged and returns them as
-// records; one that does not verify is an internal error.
+// records, in their order; one that does not verify is an internal error.
+// The signature checks, most of a page's time, are spread over the
+// machine's cores.
 func pageEntries(entries []api.LookupEntry) ([]notarize.Record, error) {
-	out := make([]notarize.Record, 0, len(entries))
-	for _, le := range entries {
-		e, err := notarize.ParseEntry(le.Entry)
-		if err != nil {
-			return nil, fmt.Errorf("page: entry %d of the index does not verify: %v", le.Index, err)
-		}
-		v, err := e.VerifyLogged()
-		if err != nil {
-			return nil, fmt.Errorf("page: entry %d of the index does not verify: %v", le.Index, err)
-		}
-		out = append(out, notarize.Record{Index: le.Index, KeyID: v.KeyID, Statement: v.Statement})
+	out := make([]notarize.Record, len(entries))
+	errs := make([]error, len(entries))
+	workers := min(runtime.GOMAXPROCS(0), (len(entries)+pageVerifyChunk-1)/pageVerifyChunk)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(entries) {
+					return
+				}
+				out[i], errs[i] = pageRecord(entries[i])
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
 
-// checkpointSize returns the tree size of a checkpoint note (its second
-// line), or 0 when it has none.
-func checkpointSize(cp string) uint64 {
-	lines := strings.SplitN(cp, "\n", 3)
-	if len(lines) < 3 {
-		return 0
-	}
-	n, err := strconv.ParseUint(lines[1], 10, 64)
+// pageVerifyChunk is the fewest entries per core worth a goroutine.
+const pageVerifyChunk = 16
+
+// pageRecord verifies one entry as logged.
+func pageRecord(le api.LookupEntry) (notarize.Record, error) {
+	e, err := notarize.ParseEntry(le.Entry)
 	if err != nil {
-		return 0
+		return notarize.Record{}, fmt.Errorf("page: entry %d of the index does not verify: %v", le.Index, err)
 	}
-	return n
+	v, err := e.VerifyLogged()
+	if err != nil {
+		return notarize.Record{}, fmt.Errorf("page: entry %d of the index does not verify: %v", le.Index, err)
+	}
+	return notarize.Record{Index: le.Index, KeyID: v.KeyID, Statement: v.Statement}, nil
 }
 
 // serveKeyPage renders the page of one signer key: its tallies of current
@@ -259,51 +274,79 @@ func writePage(w http.ResponseWriter, r *http.Request, status int, body []byte) 
 	}
 }
 
-// pageKey reads up to bound digests of keyID from the key lookup (in
-// digest order, each with the key's current statement), counts them by
-// status and keeps the pageKeyRecent most recently signed. When more
-// digests follow, the counts are lower bounds (AtLeast).
+// pageKey counts, from the key index, the digests keyID has statements
+// about by the key's current statement about each, reading at most bound
+// rows (past it the counts are lower bounds: AtLeast), and shows the
+// pageKeyRecent most recently signed of them, reading only those entries.
+// It waits for the index to catch up with the latest checkpoint, and
+// builds no proof: the page is a convenience, ls proves.
 func (l *Ledger) pageKey(ctx context.Context, keyID string, bound int, data *ui.KeyData) error {
 	data.MaxDigests = bound
+	key, err := hex.DecodeString(keyID)
+	if err != nil || len(key) != 32 {
+		return fmt.Errorf("%w: key ID %q", errBadRequest, truncate(keyID, 80))
+	}
+	_, cp, err := l.coveredCheckpoint(ctx)
+	if err != nil {
+		return err
+	}
+	if err := l.lookups.enter(); err != nil {
+		return err
+	}
+	defer l.lookups.leave()
 	var (
-		cursor notarize.Digest
-		recs   []notarize.Record
-		size   uint64
+		recent []storage.KeyRow // the newest rows, newest first
+		after  []byte
+		n      int
+		done   bool
 	)
-	for range pageKeyMaxPages {
-		resp, err := l.KeyDigests(ctx, keyID, KeyDigestsOptions{Cursor: cursor, Limit: bound - len(recs)})
+	for !done && n < bound {
+		want := min(pageKeyScanChunk, bound-n)
+		rows, err := l.store.db.KeyDigests(ctx, key, after, want)
 		if err != nil {
-			return err
+			return fmt.Errorf("page: key digests: %w", err)
 		}
-		got, err := pageEntries(resp.Entries)
-		if err != nil {
-			return err
+		for _, r := range rows {
+			switch storage.StatusOf(r.Status) {
+			case notarize.StatusTrusted:
+				data.Trusted++
+			case notarize.StatusUntrusted:
+				data.Untrusted++
+			case notarize.StatusUnsupported:
+				data.Unsupported++
+			}
+			recent = keepNewest(recent, r, pageKeyRecent)
 		}
-		recs, size = append(recs, got...), checkpointSize(resp.Checkpoint)
-		cursor = notarize.Digest(resp.Next)
-		if cursor == "" || len(recs) >= bound {
-			break
+		n += len(rows)
+		done = len(rows) < want // the key has no more rows
+		if len(rows) > 0 {
+			after = rows[len(rows)-1].Digest
 		}
 	}
-	data.AtLeast = cursor != ""
-	for _, rec := range recs {
-		switch rec.Statement.Predicate.Status {
-		case notarize.StatusTrusted:
-			data.Trusted++
-		case notarize.StatusUntrusted:
-			data.Untrusted++
-		case notarize.StatusUnsupported:
-			data.Unsupported++
+	data.Digests = n
+	if !done {
+		more, err := l.store.db.KeyDigests(ctx, key, after, 1)
+		if err != nil {
+			return fmt.Errorf("page: key digests: %w", err)
 		}
+		data.AtLeast = len(more) > 0
 	}
-	data.Digests = len(recs)
+	indices := make([]uint64, len(recent))
+	for i, r := range recent {
+		indices[i] = r.Index
+	}
+	slices.Sort(indices)
+	recs, err := l.pageRead(ctx, indices)
+	if err != nil {
+		return err
+	}
 	slices.SortFunc(recs, func(a, b notarize.Record) int {
 		if c := b.Statement.Predicate.Timestamp.Compare(a.Statement.Predicate.Timestamp); c != 0 {
 			return c
 		}
 		return cmp.Compare(b.Index, a.Index)
 	})
-	for _, rec := range recs[:min(len(recs), pageKeyRecent)] {
+	for _, rec := range recs {
 		p := rec.Statement.Predicate
 		st := ui.KeyStatement{Digest: rec.Statement.Digest().String(), Status: string(p.Status),
 			Signed: p.Timestamp.UTC().Format(time.RFC3339), Index: rec.Index, Name: truncate(p.Name, notarize.MaxNameLen)}
@@ -313,6 +356,20 @@ func (l *Ledger) pageKey(ctx context.Context, keyID string, bound int, data *ui.
 		data.Recent = append(data.Recent, st)
 	}
 	data.Looked = true
-	data.LogSize = size
+	data.LogSize = max(cp.Size, l.store.Processed())
 	return nil
+}
+
+// keepNewest inserts r into newest (newest signed first, ties broken by
+// the greater log index) and keeps at most k rows.
+func keepNewest(newest []storage.KeyRow, r storage.KeyRow, k int) []storage.KeyRow {
+	i := len(newest)
+	for i > 0 && storage.Newer(r.Stamp, r.Index, newest[i-1].Stamp, newest[i-1].Index) {
+		i--
+	}
+	if i >= k {
+		return newest
+	}
+	newest = slices.Insert(newest, i, r)
+	return newest[:min(len(newest), k)]
 }

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -409,18 +411,25 @@ func TestKeyPageBadInput(t *testing.T) {
 }
 
 // BenchmarkPage is the server time to render the ledger's public pages
-// (handler only, no network) in a log of 100,000 statements: the form
-// alone; a digest with 2,000 statements by 100 keys (the page reads its
-// bound of 200, then each seen key's current statement); and the page of
-// a key with 98,000 digests (the page reads its bound of 1,000). The issue
-// asks for under 200 ms.
+// (handler only, no network) in a log of 20,000 statements (or
+// $NOTARIZE_PAGE_BENCH_ENTRIES): the form alone; a digest with 2,000
+// statements by 100 keys (the page reads its bound of 200, then each seen
+// key's current statement); and the page of a key with all the other
+// statements, each about its own digest (the page counts its bound of
+// 10,000 rows of the key index and reads its 20 most recent entries). What
+// a page reads is bounded, so its time hardly grows with the log. The
+// issue asks for under 200 ms.
 //
 //	go test -run '^$' -bench 'Page$' -benchtime 20x ./ledger/
 func BenchmarkPage(b *testing.B) {
 	tl := startLedger(b, Config{RateLimits: RateLimits{Off: true}})
 	release := newTestSigner(b)
 	busy := randomDigest(b)
-	const total, perKey, keys = 100_000, 20, 100
+	const perKey, keys = 20, 100
+	total := 20_000
+	if n, err := strconv.Atoi(os.Getenv("NOTARIZE_PAGE_BENCH_ENTRIES")); err == nil && n > keys*perKey {
+		total = n
+	}
 	signers := make([]*testSigner, keys)
 	for i := range signers {
 		signers[i] = newTestSigner(b)
@@ -460,7 +469,7 @@ func BenchmarkPage(b *testing.B) {
 	for _, tc := range []struct{ name, path, want string }{
 		{"form", "/", `<form method="get" action="/"`},
 		{"digest-2000-statements", "/?digest=" + busy.String(), `id="truncated"`},
-		{"key-98000-digests", "/keys/" + release.keyID, `id="atleast"`},
+		{fmt.Sprintf("key-%d-digests", total-keys*perKey), "/keys/" + release.keyID, `id="tallies"`},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			for b.Loop() {
