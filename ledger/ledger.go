@@ -64,7 +64,7 @@ type Ledger struct {
 
 	reader   tessera.LogReader
 	add      tessera.AddFn
-	awaiter  *tessera.PublicationAwaiter
+	awaiter  *awaiter
 	shutdown func(context.Context) error
 	store    *index
 	cancel   context.CancelFunc
@@ -240,7 +240,7 @@ func (l *Ledger) start(ctx, bg context.Context) error {
 	l.add, l.shutdown = l.st.WrapAdd(appender.Add), shutdown
 	l.reader = l.st.WrapReader(reader)
 	reader = l.reader
-	l.awaiter = tessera.NewPublicationAwaiter(bg, reader.ReadCheckpoint, awaitPoll)
+	l.awaiter = newAwaiter(bg, reader.ReadCheckpoint, awaitPoll) // await.go: reads only while a submission waits
 	go l.followSigners(bg, l.st)
 	go l.st.PublishCheckpoints(bg, storage.Publication{
 		Sign:      opts.CheckpointPublisher(reader, http.DefaultClient),
