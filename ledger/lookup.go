@@ -87,6 +87,13 @@ func (l *Ledger) Lookup(ctx context.Context, d notarize.Digest, opts LookupOptio
 		}
 		from = *opts.After + 1
 	}
+	var mp *api.MapProof
+	var mroot *committedRoot
+	if len(keys) > 0 { // the map is keyed by signer: a walk by keys is proven complete
+		if mp, mroot, err = l.mapProof(d, keys); err != nil { // before the checkpoint, which must cover its root
+			return nil, fmt.Errorf("lookup: %w", err)
+		}
+	}
 	cpRaw, cp, err := l.indexedCheckpoint(ctx, d)
 	if err != nil {
 		return nil, fmt.Errorf("lookup: %w", err)
@@ -109,6 +116,10 @@ func (l *Ledger) Lookup(ctx context.Context, d notarize.Digest, opts LookupOptio
 		next := resp.Entries[n-1].Index
 		resp.Next = &next
 	}
+	if err := l.proveMapRoot(ctx, mp, mroot, cp.Size); err != nil {
+		return nil, fmt.Errorf("lookup: %w", err)
+	}
+	resp.Map = mp
 	return resp, nil
 }
 

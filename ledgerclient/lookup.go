@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"maps"
 	"net/http"
 	"slices"
 
 	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/notarize"
+	"github.com/notarize/docker-notarize/vindex"
 )
 
 // Bounds of lookups. A ledger's answers, however many entries it holds about
@@ -77,6 +79,11 @@ type LookupPage struct {
 	// Next is the log index after which the following page starts; nil on
 	// the last page.
 	Next *uint64
+
+	// mp is the page's map proof, leaves its entries' leaf hashes by log
+	// index: what Lookup proves the walk complete with (vindex.go).
+	mp     *api.MapProof
+	leaves map[uint64]vindex.Hash
 }
 
 // Lookup asks the ledger for the entries about d, only those signed by
@@ -91,6 +98,8 @@ type LookupPage struct {
 // replica cannot be misled either).
 func (c *Client) Lookup(ctx context.Context, d notarize.Digest, keyIDs ...string) (*LookupResult, error) {
 	res := &LookupResult{Records: []notarize.Record{}}
+	leaves := map[uint64]vindex.Hash{}
+	var last *LookupPage
 	for p, err := range c.LookupPages(ctx, d, keyIDs...) {
 		if err != nil {
 			return nil, err
@@ -101,6 +110,15 @@ func (c *Client) Lookup(ctx context.Context, d notarize.Digest, keyIDs ...string
 		res.Records = append(res.Records, p.Records...)
 		if p.Checkpoint.Size >= res.Checkpoint.Size {
 			res.Checkpoint = p.Checkpoint
+		}
+		maps.Copy(leaves, p.leaves)
+		last = p
+	}
+	if len(keyIDs) > 0 && last != nil {
+		// The walk by these keys is proven complete against the last
+		// page's map proof and checkpoint (the newest).
+		if err := c.verifyLookupComplete(ctx, last.mp, last.Checkpoint, d, keyIDs, res.Records, leaves); err != nil {
+			return nil, fmt.Errorf("look up %s in ledger: %w", d, err)
 		}
 	}
 	return res, nil
@@ -148,7 +166,11 @@ func (c *Client) lookupPage(ctx context.Context, d notarize.Digest, q lookupQuer
 	if err != nil {
 		return nil, err
 	}
-	return &LookupPage{Checkpoint: cp, Records: recs, Next: resp.Next}, nil
+	leaves := make(map[uint64]vindex.Hash, len(resp.Entries))
+	for _, le := range resp.Entries {
+		leaves[le.Index] = vindex.EntryLeafHash(le.Entry)
+	}
+	return &LookupPage{Checkpoint: cp, Records: recs, Next: resp.Next, mp: resp.Map, leaves: leaves}, nil
 }
 
 // Current asks the ledger for the current statement about d of each of

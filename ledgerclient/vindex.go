@@ -37,6 +37,11 @@ type mapExpect struct {
 	found bool
 	index uint64
 	ts    time.Time
+	// count and chain are the map value's (statements before the root);
+	// tail lists the statements after the root, in log order.
+	count uint64
+	chain vindex.Hash
+	tail  []uint64
 }
 
 // verifyComplete proves that recs, the verified current statements of
@@ -145,7 +150,7 @@ func verifyKeyMapProof(kp api.KeyMapProof, mr *notarize.MapRoot, d notarize.Dige
 	if v.Current >= mr.Size {
 		return mapExpect{}, fmt.Errorf("%w: key %s: current statement %d beyond the map's %d entries", ErrIncomplete, k, v.Current, mr.Size)
 	}
-	return mapExpect{found: true, index: v.Current, ts: v.Time}, nil
+	return mapExpect{found: true, index: v.Current, ts: v.Time, count: v.Count, chain: v.Chain}, nil
 }
 
 // proofOf decodes a map proof from the wire.
@@ -212,8 +217,10 @@ func (c *Client) foldTail(ctx context.Context, cp Checkpoint, from uint64, d not
 			continue
 		}
 		if ts := fe.Record.Statement.Predicate.Timestamp; !e.found || !ts.Before(e.ts) {
-			want[fe.Record.KeyID] = mapExpect{found: true, index: i, ts: ts}
+			e.found, e.index, e.ts = true, i, ts
 		}
+		e.tail = append(e.tail, i)
+		want[fe.Record.KeyID] = e
 	}
 	return nil
 }
@@ -232,4 +239,61 @@ func mayConcern(leaf []byte, d notarize.Digest) bool {
 	}
 	st, err := notarize.ParseStatement(payload)
 	return err == nil && st.Digest() == d
+}
+
+// verifyLookupComplete proves that recs, the verified records of a whole
+// paginated lookup of d by ids (ids not empty), whose entries have the leaf
+// hashes leaves, are every statement of those keys about d in the log of
+// cp: for each key, the records before the map's root hash to the map
+// value's chain and count, and the records after it are exactly the tail's.
+func (c *Client) verifyLookupComplete(ctx context.Context, mp *api.MapProof, cp Checkpoint, d notarize.Digest, keyIDs []string, recs []notarize.Record, leaves map[uint64]vindex.Hash) error {
+	ids := slices.Clone(keyIDs)
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	want, from, err := c.verifyMapProof(mp, cp, d, ids)
+	if err != nil {
+		return err
+	}
+	if mp != nil && mp.RootIndex != nil && from == *mp.RootIndex && cp.Size == from+1 {
+		from = cp.Size // the tail is the root entry alone
+	}
+	if err := c.foldTail(ctx, cp, from, d, want); err != nil {
+		return err
+	}
+	byKey := make(map[string][]notarize.Record, len(ids))
+	for _, r := range recs {
+		byKey[r.KeyID] = append(byKey[r.KeyID], r)
+	}
+	for _, k := range ids {
+		e := want[k]
+		var (
+			chain  vindex.Hash
+			count  uint64
+			after  []uint64
+			before = true
+		)
+		for _, r := range byKey[k] { // in log order
+			if r.Index >= from {
+				before = false
+				after = append(after, r.Index)
+				continue
+			}
+			if !before {
+				return fmt.Errorf("%w: key %s's records out of log order", ErrIncomplete, k)
+			}
+			lh, ok := leaves[r.Index]
+			if !ok {
+				return fmt.Errorf("%w: no entry bytes for record %d", ErrIncomplete, r.Index)
+			}
+			chain = vindex.ChainNext(chain, r.Index, lh)
+			count++
+		}
+		if count != e.count || chain != e.chain {
+			return fmt.Errorf("%w: key %s made %d statements about %s before the map root, the answer gives %d (or other ones)", ErrIncomplete, k, e.count, d, count)
+		}
+		if !slices.Equal(after, e.tail) {
+			return fmt.Errorf("%w: key %s made the statements %v about %s after the map root, the answer gives %v", ErrIncomplete, k, e.tail, d, after)
+		}
+	}
+	return nil
 }

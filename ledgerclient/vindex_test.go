@@ -259,3 +259,32 @@ func lookupEntry(t *testing.T, url string, d notarize.Digest, keyID string, idx 
 	t.Fatalf("entry %d not in the lookup", idx)
 	return api.LookupEntry{}
 }
+
+// TestLookupProvenComplete: a paginated lookup by key IDs (what inspect
+// shows) is proven complete too: a front that drops any of the key's
+// statements, before the map root (the chain and count differ) or after it
+// (the tail differs), is caught; the honest walk passes.
+func TestLookupProvenComplete(t *testing.T) {
+	srv := ledgertest.Start(t, ledgertest.WithConfig(fastMap))
+	front := newLyingFront(t, srv.URL)
+	direct := newClient(t, srv.URL, t.TempDir(), srv.VerifierKey)
+	d := digest("history")
+	alice := notarizetest.NewSigner(t)
+	ka := keyID(t, alice)
+	first := submit(t, direct, notarizetest.Entry(t, alice, d, notarize.StatusTrusted, t0))
+	second := submit(t, direct, notarizetest.Entry(t, alice, d, notarize.StatusUntrusted, t0.Add(time.Minute)))
+	waitMapRoot(t, srv.URL, d, ka, second.Index+1)
+	third := submit(t, direct, notarizetest.Entry(t, alice, d, notarize.StatusTrusted, t0.Add(2*time.Minute)))
+
+	c := newClient(t, front.URL, t.TempDir(), srv.VerifierKey)
+	res, err := c.Lookup(t.Context(), d, ka)
+	if err != nil || len(res.Records) != 3 {
+		t.Fatalf("honest walk: %v %+v", err, res)
+	}
+	for _, idx := range []uint64{first.Index, second.Index, third.Index} {
+		front.dropIndex.Store(int64(idx))
+		if _, err := c.Lookup(t.Context(), d, ka); !errors.Is(err, ledgerclient.ErrIncomplete) {
+			t.Fatalf("entry %d dropped from the pages: %v", idx, err)
+		}
+	}
+}

@@ -135,10 +135,12 @@ type LookupResponse struct {
 	// Next, when set, is the QueryAfter value of the next page: more entries
 	// match. Absent on the last page.
 	Next *uint64 `json:"next,omitempty"`
-	// Map, on a current lookup, proves the answer complete (issue 11):
-	// what the ledger's verifiable index holds for each asked-for key under
-	// the newest map root committed in the log. Absent from ledgers of
-	// earlier versions.
+	// Map, on a current lookup and on each page of a lookup by key IDs,
+	// proves the answer complete (issue 11): what the ledger's verifiable
+	// index holds for each asked-for key under the newest map root
+	// committed in the log (for a paginated lookup, the client checks the
+	// whole walk against the last page's). Absent from ledgers of earlier
+	// versions.
 	Map *MapProof `json:"map,omitempty"`
 }
 
