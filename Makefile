@@ -32,6 +32,10 @@ install: build ## Install the plugin into DOCKER_CONFIG/cli-plugins (default ~/.
 	install -m 0755 $(BIN)/docker-notarize $(PLUGIN_DIR)/docker-notarize
 	@echo "installed $(PLUGIN_DIR)/docker-notarize"
 
+.PHONY: man
+man: ## Generate the man pages of docker-notarize (docker-notarize(1), docker-notarize-sign(1), …) into ./man (MANDIR).
+	$(GO) run -ldflags '-X main.version=$(VERSION)' ./cmd/docker-notarize/mangen.go $(or $(MANDIR),$(CURDIR)/man)
+
 .PHONY: run
 run: build ## Start the ledger (127.0.0.1:7070) and the proxy (127.0.0.1:5000) in the foreground (Ctrl-C or `make stop` stops them); data in ./.notarize.
 	@BIN=$(BIN) DATA=$(DATA) LEDGER_ADDR=$(LEDGER_ADDR) PROXY_ADDR=$(PROXY_ADDR) PROXY_FLAGS='$(PROXY_FLAGS)' WITNESSES=$(or $(WITNESSES),0) scripts/run-stack.sh

@@ -120,6 +120,7 @@ JSON output (-o json) is one object:
 	flags.BoolVarP(&opts.yes, "yes", "y", false, "With --sign: do not ask for confirmation (needed without a terminal)")
 	addRegistryFlags(cmd, &opts.insecure)
 	cmd.Flags().StringVarP(&opts.format, "output", "o", formatTable, "Output format: table or json")
+	ledgerCommand(cmd, dockerCli, root, &opts.format)
 	return cmd
 }
 

@@ -124,7 +124,7 @@ func (j *judge) judgeDigest(ctx context.Context, d notarize.Digest) judgement {
 		for _, ss := range dec.Signers {
 			if ss.KeyID == s.KeyID {
 				ts, idx := ss.Record.Statement.Predicate.Timestamp.UTC(), ss.Record.Index
-				st.Status, st.Timestamp, st.LogIndex = string(ss.Record.Status()), &ts, &idx
+				st.Status, st.Timestamp, st.LogIndex = outputStatus(ss.Record.Status()), &ts, &idx
 			}
 		}
 		out.signers = append(out.signers, st)

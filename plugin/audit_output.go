@@ -44,7 +44,7 @@ type auditOutput struct {
 // newAuditOutput is an empty result, of the registry repository repo or,
 // when repo is "", of the daemon.
 func newAuditOutput(repo string) *auditOutput {
-	out := &auditOutput{SchemaVersion: auditSchemaVersion, Source: auditSourceDaemon, Subjects: []auditSubject{}, Signers: []auditSigner{}}
+	out := &auditOutput{SchemaVersion: schemaVersion, Source: auditSourceDaemon, Subjects: []auditSubject{}, Signers: []auditSigner{}}
 	if repo != "" {
 		out.Source, out.Repository = auditSourceRegistry, repo
 	}
@@ -62,8 +62,16 @@ func (o *auditOutput) fail(w io.Writer, format string, err error) error {
 	}
 	err = fmt.Errorf("could not audit: %w", err)
 	o.Verdict, o.ExitCode, o.Error = statusError, code, err.Error()
+	// Subjects collected before the failure were not judged: say so
+	// rather than leave their verdict empty.
+	for i := range o.Subjects {
+		if o.Subjects[i].Verdict == "" {
+			o.Subjects[i].Verdict, o.Subjects[i].Reason = statusError, "not judged: "+err.Error()
+		}
+	}
 	if format == formatJSON {
 		_ = writeJSON(w, o)
+		return reported(withExitCode(code, err))
 	}
 	return withExitCode(code, err)
 }
@@ -103,14 +111,14 @@ type auditSubject struct {
 type auditSignerStatus struct {
 	Name  string `json:"name"`
 	KeyID string `json:"keyId"`
-	// Status is trusted, untrusted, unsupported, or none (no statement).
+	// Status is TRUSTED, UNTRUSTED, UNSUPPORTED, or NONE (no statement).
 	Status    string     `json:"status"`
 	Timestamp *time.Time `json:"timestamp,omitempty"`
 	LogIndex  *uint64    `json:"logIndex,omitempty"`
 }
 
 // statusNone is a signer's status when it made no statement about a digest.
-const statusNone = "none"
+const statusNone = "NONE"
 
 // auditContainer is a container, running or stopped, of an audited image.
 type auditContainer struct {

@@ -176,10 +176,10 @@ func TestAuditDaemon(t *testing.T) {
 	}
 	app := subjectByRef(t, o, host+"/app:v1")
 	if app.Verdict != "TRUSTED" || app.Digest != string(d["app"]) || len(app.Containers) != 1 || app.Containers[0].Name != "web" || app.Containers[0].State != "running" ||
-		len(app.Signers) != 1 || app.Signers[0].Status != "trusted" || app.Signers[0].LogIndex == nil {
+		len(app.Signers) != 1 || app.Signers[0].Status != "TRUSTED" || app.Signers[0].LogIndex == nil {
 		t.Errorf("app: %+v", app)
 	}
-	if s := subjectByRef(t, o, host+"/other:v1"); s.Verdict != "UNKNOWN" || s.Digest != string(d["other"]) || s.Signers[0].Status != "none" {
+	if s := subjectByRef(t, o, host+"/other:v1"); s.Verdict != "UNKNOWN" || s.Digest != string(d["other"]) || s.Signers[0].Status != "NONE" {
 		t.Errorf("other: %+v", s)
 	}
 	// A local image named like a trusted one is not judged by its name.

@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -16,6 +17,7 @@ import (
 	"github.com/docker/cli/cli/command"
 	"github.com/google/go-containerregistry/pkg/authn"
 
+	"github.com/notarize/docker-notarize/ledger"
 	"github.com/notarize/docker-notarize/ledger/ledgertest"
 )
 
@@ -39,10 +41,25 @@ type harness struct {
 
 func newHarness(t *testing.T, keys ...string) *harness {
 	t.Helper()
+	return newHarnessWith(t, nil, keys...)
+}
+
+// quietMap keeps the ledger's verifiable-index commits (map-root entries,
+// which take log indices of their own on a timer) out of the test's log, so
+// that the log indices and checkpoint sizes in golden files do not depend on
+// how fast the machine is.
+func quietMap(c *ledger.Config) {
+	c.MapCommitEntries = 1 << 20
+	c.MapCommitInterval = time.Hour
+}
+
+// newHarnessWith is newHarness with options for its ledger.
+func newHarnessWith(t *testing.T, opts []ledgertest.Option, keys ...string) *harness {
+	t.Helper()
 	h := &harness{
 		t:      t,
 		home:   t.TempDir(),
-		ledger: ledgertest.Start(t),
+		ledger: ledgertest.Start(t, opts...),
 		reg:    newTestRegistry(t, nil),
 		clock:  time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC),
 	}
@@ -80,6 +97,13 @@ func (h *harness) run(args ...string) (stdout, stderr string, code int) {
 // runWithEnv is harness.run with more environment variables.
 func (h *harness) runWithEnv(extra map[string]string, args ...string) (stdout, stderr string, code int) {
 	h.t.Helper()
+	return h.runContext(h.t.Context(), extra, args...)
+}
+
+// runContext is harness.runWithEnv under ctx (a cancelled one: an
+// interrupted command).
+func (h *harness) runContext(ctx context.Context, extra map[string]string, args ...string) (stdout, stderr string, code int) {
+	h.t.Helper()
 	var out, errOut bytes.Buffer
 	dockerCli, err := command.NewDockerCli(
 		command.WithInputStream(io.NopCloser(strings.NewReader(""))),
@@ -102,7 +126,10 @@ func (h *harness) runWithEnv(extra map[string]string, args ...string) (stdout, s
 	}
 	cmd := newRootCmd("docker-notarize", false, dockerCli, e)
 	cmd.SetArgs(args)
-	code, msg := Exit(cmd.ExecuteContext(h.t.Context()))
+	// Help and completions go where docker's do: stdout (and stderr).
+	cmd.SetOut(&out)
+	cmd.SetErr(&errOut)
+	code, msg := Exit(cmd.ExecuteContext(ctx))
 	if msg != "" {
 		errOut.WriteString(msg + "\n")
 	}
@@ -148,7 +175,7 @@ func checkGolden(t *testing.T, name, got string) {
 
 func TestCommands(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, "alice")
+	h := newHarnessWith(t, []ledgertest.Option{ledgertest.WithConfig(quietMap)}, "alice")
 	app := h.reg.host + "/app:v1"
 	multi := h.reg.host + "/multi:v1"
 
@@ -259,11 +286,25 @@ func TestVerifyUnprintableVerdictCannotVerify(t *testing.T) {
 	}
 }
 
+// TestVerifyWithoutSigners: verifying with an empty key store is a
+// configuration error with a hint (125), not UNKNOWN (2), which would read as
+// "nobody signed it"; found before any request, so even with no registry
+// and no ledger.
 func TestVerifyWithoutSigners(t *testing.T) {
 	h := newHarness(t)
-	out := h.mustRun(2, "verify", h.reg.host+"/app:v1")
-	if !strings.HasPrefix(out, "UNKNOWN sha256:") || !strings.Contains(out, "no accepted signers") {
-		t.Fatalf("verify with an empty key store printed %q", out)
+	for _, args := range [][]string{
+		{"verify", h.reg.host + "/app:v1"},
+		{"verify", "--ledger", "http://127.0.0.1:1", "127.0.0.1:1/app@sha256:2181334efa40a79364938fab1719774de580df6e930eee1c1422c41f2642324f"},
+	} {
+		out, errOut, code := h.run(args...)
+		if code != ExitUsage || out != "" || !strings.Contains(errOut, "no accepted signers") || !strings.Contains(errOut, "--signer") || !strings.Contains(errOut, "key import") {
+			t.Fatalf("%v with an empty key store: exit %d, stdout %q, stderr %q; want %d and a hint", args, code, out, errOut, ExitUsage)
+		}
+	}
+	out, _, code := h.run("verify", "-o", "json", h.reg.host+"/app:v1")
+	var v verifyOutput
+	if err := json.Unmarshal([]byte(out), &v); err != nil || code != ExitUsage || v.Status != statusError || v.ExitCode != ExitUsage || !strings.Contains(v.Error, "no accepted signers") {
+		t.Fatalf("verify -o json with an empty key store: exit %d, %q (%v)", code, out, err)
 	}
 	if _, errOut, code := h.run("sign", h.reg.host+"/app:v1"); code != ExitUsage || !strings.Contains(errOut, "key generate") {
 		t.Fatalf("sign without keys: exit %d, stderr %q; want %d and a hint", code, errOut, ExitUsage)
@@ -286,11 +327,21 @@ func TestUsageErrors(t *testing.T) {
 		{"two keys, none chosen", []string{"sign", app}, ExitUsage},
 		{"bad key name", []string{"key", "generate", "--name", "../x"}, ExitUsage},
 		{"unknown command", []string{"frobnicate"}, ExitUsage},
-		{"verify with a missing signer file cannot verify", []string{"verify", "--signer", "./missing.pub", app}, ExitCouldNotVerify},
-		{"verify with an unknown signer name cannot verify", []string{"verify", "--signer", "carol", app}, ExitCouldNotVerify},
+		{"verify with a missing signer file", []string{"verify", "--signer", "./missing.pub", app}, ExitUsage},
+		{"verify with a typo in --signer", []string{"verify", "--signer", "carol", app}, ExitUsage},
+		{"verify with a signer file that is no key", []string{"verify", "--signer", "testdata/keys/alice.key", app}, ExitUsage},
+		{"inspect with a typo in --signer", []string{"inspect", "--signer", "carol", app}, ExitUsage},
+		{"sign with a typo in --key", []string{"sign", "--key", "carol", app}, ExitUsage},
+		{"sign with a missing key file", []string{"sign", "--key", "./missing.key", app}, ExitUsage},
+		{"generate without --name", []string{"key", "generate"}, ExitUsage},
+		{"bad ledger URL", []string{"verify", "--ledger", "ftp://ledger.example", app}, ExitUsage},
+		{"bad ledger key", []string{"verify", "--ledger-key", "not-a-key", app}, ExitUsage},
+		{"missing ledger CA file", []string{"sign", "--key", "alice", "--ledger-ca", "./missing.pem", app}, ExitUsage},
+		{"missing witness policy", []string{"inspect", "--witness-policy", "./missing.policy", app}, ExitUsage},
+		{"ledger flag on a command without a ledger", []string{"key", "list", "--ledger", "http://127.0.0.1:1"}, ExitUsage},
+		{"bad --max-age", []string{"verify", "--max-age", "soon", app}, ExitUsage},
 		{"verify a missing file cannot verify", []string{"verify", "file:./missing"}, ExitCouldNotVerify},
 		{"verify a missing image cannot verify", []string{"verify", h.reg.host + "/nope:v1"}, ExitCouldNotVerify},
-		{"sign with a missing key", []string{"sign", "--key", "carol", app}, ExitError},
 		{"generate over an existing key", []string{"key", "generate", "--name", "alice"}, ExitError},
 		{"export a missing key", []string{"key", "export", "carol"}, ExitError},
 	} {
@@ -304,4 +355,37 @@ func TestUsageErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestLedgerKeyFileOrValue: --ledger-key (and NOTARIZE_LEDGER_KEY) take the
+// ledger's verifier key or a file holding it (its ledger.pub), as the
+// proxy's ledgerKey does; the key from the file is enforced: a file with
+// another ledger's key is refused, exit 4, and nothing is pinned.
+func TestLedgerKeyFileOrValue(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "alice")
+	app := h.reg.host + "/app:v1"
+	dir := t.TempDir()
+	pub := filepath.Join(dir, "ledger.pub")
+	if err := os.WriteFile(pub, []byte(h.ledger.VerifierKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	other := ledgertest.Start(t)
+	otherPub := filepath.Join(dir, "other.pub")
+	if err := os.WriteFile(otherPub, []byte(other.VerifierKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	if out, errOut, code := h.run("verify", "--ledger-key", otherPub, app); code != ExitCouldNotVerify {
+		t.Fatalf("verify with another ledger's key file: exit %d, want %d\n%s\n%s", code, ExitCouldNotVerify, out, errOut)
+	}
+	if pins := h.mustRun(0, "ledger", "list"); strings.Contains(pins, h.ledger.URL) {
+		t.Fatalf("a refused key was pinned:\n%s", pins)
+	}
+	h.mustRun(2, "verify", "--ledger-key", pub, app)
+	h.mustRun(2, "verify", "--ledger-key", h.ledger.VerifierKey, app)
+	if out, errOut, code := h.runWithEnv(map[string]string{EnvLedgerKey: pub}, "sign", app); code != 0 {
+		t.Fatalf("sign with NOTARIZE_LEDGER_KEY=FILE: exit %d\n%s\n%s", code, out, errOut)
+	}
+	h.mustRun(0, "inspect", "--ledger-key", pub, app)
 }

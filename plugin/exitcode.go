@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/docker/cli/cli"
 	"github.com/notarize/docker-notarize/notarize"
@@ -67,4 +68,36 @@ func Exit(err error) (code int, message string) {
 		return ExitInterrupted, printableLines(fmt.Sprintf("interrupted: %v", err))
 	}
 	return ExitError, printableLines(err.Error())
+}
+
+// ExitCodeRow is one row of the exit-code table of docker notarize: every
+// exit code the CLI uses, what it means and which commands use it.
+type ExitCodeRow struct {
+	Code int
+	// Name is what a script sees: the verdict, or the kind of failure.
+	Name string
+	// Meaning says when it happens.
+	Meaning string
+}
+
+// ExitCodes is the exit-code table, the one the README prints (a test keeps
+// the two the same) and `docker notarize --help` summarizes.
+var ExitCodes = []ExitCodeRow{
+	{0, "`TRUSTED` / success", "verify: an accepted signer says trusted and none says otherwise; audit: every subject is TRUSTED; any other command: done"},
+	{1, "`UNTRUSTED` / failed", "verify: an accepted signer's current statement is untrusted; audit: a subject is UNTRUSTED; any other command: it failed after it started its work (ledger or registry unreachable or refusing, a receipt that did not verify, a wrong key password)"},
+	{2, "`UNKNOWN`", "verify: no statement about the digest by any accepted signer; audit: the worst subject is UNKNOWN or has no registry digest"},
+	{3, "`UNSUPPORTED`", "verify: an accepted signer's current statement is unsupported (and none untrusted); audit: the worst subject is UNSUPPORTED"},
+	{ExitCouldNotVerify, "could not verify", "verify, audit, ls: no verdict could be reached: ledger or registry unreachable, bad proof, bad signature, a ledger that rewrote its history, a witness quorum missing or too old, a verdict that could not be written"},
+	{ExitUsage, "usage or configuration error", "found before any network call: an unknown command or flag, a bad flag value (`--output`, `--attr`, `--ledger`, `--ledger-key`, `--ledger-ca`, `--witness-policy`), a missing argument or required flag, a `--signer` or `--key` that names no key or no readable key file, an empty key store (verify, inspect, sign without `--key`)"},
+	{ExitInterrupted, "interrupted", "Ctrl-C or SIGTERM stopped the command (verify exits 4 instead: no verdict); 128 + the signal's number when it had to be ended at once"},
+}
+
+// ExitCodeTable is ExitCodes as the Markdown table of the README.
+func ExitCodeTable() string {
+	var b strings.Builder
+	b.WriteString("| exit | verdict or failure | when |\n|---|---|---|\n")
+	for _, r := range ExitCodes {
+		fmt.Fprintf(&b, "| %d | %s | %s |\n", r.Code, r.Name, r.Meaning)
+	}
+	return b.String()
 }

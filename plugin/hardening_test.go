@@ -260,7 +260,7 @@ func TestStrangerCannotBlockRevocation(t *testing.T) {
 	if len(in.Statements) != 3 {
 		t.Fatalf("inspect shows %d statements, want alice's 3", len(in.Statements))
 	}
-	for i, want := range []string{"trusted", "untrusted", "trusted"} {
+	for i, want := range []string{"TRUSTED", "UNTRUSTED", "TRUSTED"} {
 		if s := in.Statements[i]; s.Status != want || s.LocalKey != "alice" {
 			t.Fatalf("statement %d: %+v, want alice's %s", i, s, want)
 		}

@@ -56,6 +56,7 @@ command fails.`, ledgerclient.PageLimit, ledgerclient.MaxLookupPages),
 	flags.BoolVar(&opts.all, "all", false, "Show every signer's statements, page by page")
 	addRegistryFlags(cmd, &opts.insecure)
 	addOutputFlag(cmd, &opts.format)
+	ledgerCommand(cmd, dockerCli, root, &opts.format)
 	return cmd
 }
 
@@ -95,13 +96,17 @@ func runInspect(ctx context.Context, dockerCli command.Cli, opts inspectOptions)
 		}
 		sort.Strings(ids)
 	}
+	cfg, err := opts.root.clientConfig(dockerCli.Err())
+	if err != nil {
+		return err
+	}
 	subject, ok := DigestOnly(opts.image)
 	if !ok {
 		if subject, err = resolver.Resolve(ctx, opts.image, false); err != nil {
 			return err
 		}
 	}
-	client, err := opts.root.ledger(ctx, dockerCli.Err())
+	client, err := ledgerclient.New(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -112,7 +117,7 @@ func runInspect(ctx context.Context, dockerCli command.Cli, opts inspectOptions)
 	if err != nil {
 		return err
 	}
-	out := inspectOutput{Digest: string(subject.Digest), CheckpointSize: res.Checkpoint.Size, Statements: []statementOutput{}}
+	out := inspectOutput{SchemaVersion: schemaVersion, Digest: string(subject.Digest), CheckpointSize: res.Checkpoint.Size, Statements: []statementOutput{}}
 	for _, r := range res.Records {
 		out.Statements = append(out.Statements, statementOf(r, localNames))
 	}
@@ -134,7 +139,7 @@ func statementOf(r notarize.Record, localNames map[string]string) statementOutpu
 	return statementOutput{
 		LogIndex:   r.Index,
 		Timestamp:  p.Timestamp.UTC(),
-		Status:     string(p.Status),
+		Status:     outputStatus(p.Status),
 		Signer:     p.Name,
 		KeyID:      r.KeyID,
 		LocalKey:   localNames[r.KeyID],
@@ -149,7 +154,8 @@ func statementOf(r notarize.Record, localNames map[string]string) statementOutpu
 // inspectAll prints every signer's statements about d page by page, each
 // page once verified, so that memory does not grow with the history. JSON
 // has inspectOutput's members, checkpointSize (the last page's) last. A
-// failure after some pages leaves them printed and is returned.
+// failure after some pages leaves them printed and is returned; in JSON the
+// object is closed with the error and exit code instead of checkpointSize.
 func inspectAll(ctx context.Context, w io.Writer, client *ledgerclient.Client, d notarize.Digest, format string, localNames map[string]string) error {
 	var p inspectPrinter = &inspectTextPrinter{w: w, digest: d}
 	if format == formatJSON {
@@ -161,7 +167,7 @@ func inspectAll(ctx context.Context, w io.Writer, client *ledgerclient.Client, d
 	var size uint64
 	for page, err := range client.LookupPages(ctx, d) {
 		if err != nil {
-			return err
+			return p.fail(err)
 		}
 		size = max(size, page.Checkpoint.Size)
 		outs := make([]statementOutput, 0, len(page.Records))
@@ -180,6 +186,8 @@ type inspectPrinter interface {
 	begin() error
 	page([]statementOutput) error
 	end(checkpointSize uint64) error
+	// fail ends the output after err and returns the error to exit with.
+	fail(err error) error
 }
 
 // inspectTextPrinter writes a header, one table per page and a summary.
@@ -208,6 +216,8 @@ func (p *inspectTextPrinter) page(outs []statementOutput) error {
 	p.n += len(outs)
 	return tw.Flush()
 }
+
+func (p *inspectTextPrinter) fail(err error) error { return err }
 
 func (p *inspectTextPrinter) end(size uint64) error {
 	if p.n == 0 {
@@ -242,7 +252,7 @@ func (p *inspectJSONPrinter) begin() error {
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(p.w, "{\n  \"digest\": %s,\n  \"statements\": [", d)
+	_, err = fmt.Fprintf(p.w, "{\n  \"schemaVersion\": %d,\n  \"digest\": %s,\n  \"statements\": [", schemaVersion, d)
 	return err
 }
 
@@ -268,10 +278,24 @@ func (p *inspectJSONPrinter) page(outs []statementOutput) error {
 }
 
 func (p *inspectJSONPrinter) end(size uint64) error {
-	closing := "\n  ]"
-	if p.n == 0 {
-		closing = "]"
-	}
-	_, err := fmt.Fprintf(p.w, "%s,\n  \"checkpointSize\": %d\n}\n", closing, size)
+	_, err := fmt.Fprintf(p.w, "%s,\n  \"checkpointSize\": %d\n}\n", p.closing(), size)
 	return err
+}
+
+// fail closes the object with the error and the exit code.
+func (p *inspectJSONPrinter) fail(err error) error {
+	code, msg := Exit(err)
+	m, merr := json.Marshal(msg)
+	if merr != nil {
+		return err
+	}
+	_, _ = fmt.Fprintf(p.w, "%s,\n  \"error\": %s,\n  \"exitCode\": %d\n}\n", p.closing(), m, code)
+	return reported(err)
+}
+
+func (p *inspectJSONPrinter) closing() string {
+	if p.n == 0 {
+		return "]"
+	}
+	return "\n  ]"
 }

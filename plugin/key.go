@@ -97,28 +97,38 @@ func runKeyGenerate(ctx context.Context, dockerCli command.Cli, opts keyGenerate
 }
 
 type keyListOptions struct {
-	root *rootOptions
+	root   *rootOptions
+	format string
 }
 
 func newKeyListCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
 	opts := keyListOptions{root: root}
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
 		Short:   "List the keys in the key store",
 		Example: `  docker notarize key list
-  docker notarize key ls`,
+  docker notarize key ls -o json`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runKeyList(cmd.Context(), dockerCli, opts)
 		},
 	}
+	addOutputFlag(cmd, &opts.format)
+	outputCommand(cmd, dockerCli, &opts.format)
+	return cmd
 }
 
 func runKeyList(_ context.Context, dockerCli command.Cli, opts keyListOptions) error {
+	if err := validateFormat(opts.format); err != nil {
+		return usageError(err)
+	}
 	keys, err := opts.root.keyStore().List()
 	if err != nil {
 		return err
+	}
+	if opts.format == formatJSON {
+		return writeKeysJSON(dockerCli.Out(), keys)
 	}
 	return writeKeysText(dockerCli.Out(), keys)
 }
@@ -130,7 +140,7 @@ type keyExportOptions struct {
 
 func newKeyExportCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
 	opts := keyExportOptions{root: root}
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "export NAME",
 		Short: "Print a key's public key as PEM (for a policy or another verifier)",
 		Example: `  docker notarize key export release
@@ -141,6 +151,8 @@ func newKeyExportCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
 			return runKeyExport(cmd.Context(), dockerCli, opts)
 		},
 	}
+	completeKeyNameArg(cmd, root)
+	return cmd
 }
 
 func runKeyExport(_ context.Context, dockerCli command.Cli, opts keyExportOptions) error {

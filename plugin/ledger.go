@@ -87,6 +87,8 @@ the old key stay as evidence (see "ledger forget --purge").`,
 	flags.StringVar(&opts.key, "key", "", "Verifier key to pin, or a file holding it (the ledger's ledger.pub)")
 	flags.BoolVarP(&opts.yes, "yes", "y", false, "Pin the announced key without asking (without --key)")
 	flags.BoolVar(&opts.force, "force", false, "Replace the key pinned for this ledger")
+	addLedgerCAFlag(cmd, root)
+	_ = cmd.MarkFlagFilename("key", "pub")
 	return cmd
 }
 
@@ -97,7 +99,7 @@ func runLedgerTrust(ctx context.Context, dockerCli command.Cli, opts ledgerTrust
 	}
 	key := ""
 	if opts.key != "" {
-		if key, err = readLedgerKey(opts.key); err != nil {
+		if key, err = readLedgerKey("--key", opts.key); err != nil {
 			return usageError(err)
 		}
 	}
@@ -131,21 +133,23 @@ func runLedgerTrust(ctx context.Context, dockerCli command.Cli, opts ledgerTrust
 	return err
 }
 
-// readLedgerKey takes --key: a verifier key string, or a file holding one.
-func readLedgerKey(arg string) (string, error) {
+// readLedgerKey takes the value of flag (ledger trust's --key, the
+// commands' --ledger-key): a verifier key string, or a file holding one, as
+// the proxy's ledgerKey does.
+func readLedgerKey(flag, arg string) (string, error) {
 	if _, err := note.NewVerifier(arg); err == nil {
 		return arg, nil
 	}
 	b, err := boundedfile.Read(arg, maxLedgerKeyFile)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return "", fmt.Errorf("--key %q: neither a verifier key (name+hash+key) nor a file", arg)
+			return "", fmt.Errorf("%s %q: neither a verifier key (name+hash+key) nor a file", flag, arg)
 		}
-		return "", fmt.Errorf("--key: %w", err)
+		return "", fmt.Errorf("%s: %w", flag, err)
 	}
 	key := strings.TrimSpace(string(b))
 	if _, err := note.NewVerifier(key); err != nil {
-		return "", fmt.Errorf("--key %s: not a verifier key file: %w", arg, err)
+		return "", fmt.Errorf("%s %s: not a verifier key file: %w", flag, arg, err)
 	}
 	return key, nil
 }
@@ -296,14 +300,16 @@ func newLedgerListCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
 			return runLedgerList(cmd.Context(), dockerCli, opts)
 		},
 	}
-	cmd.Flags().StringVarP(&opts.format, "output", "o", formatText, "Output format: text or json")
+	addOutputFlag(cmd, &opts.format)
+	outputCommand(cmd, dockerCli, &opts.format)
 	return cmd
 }
 
 // ledgerListOutput is `ledger list -o json`. Field names are part of the
 // CLI's contract.
 type ledgerListOutput struct {
-	Ledgers []ledgerclient.LedgerPin `json:"ledgers"`
+	SchemaVersion int                      `json:"schemaVersion"`
+	Ledgers       []ledgerclient.LedgerPin `json:"ledgers"`
 }
 
 func runLedgerList(_ context.Context, dockerCli command.Cli, opts ledgerListOptions) error {
@@ -315,7 +321,10 @@ func runLedgerList(_ context.Context, dockerCli command.Cli, opts ledgerListOpti
 		return err
 	}
 	if opts.format == formatJSON {
-		return writeJSON(dockerCli.Out(), ledgerListOutput{Ledgers: pins})
+		if pins == nil {
+			pins = []ledgerclient.LedgerPin{}
+		}
+		return writeJSON(dockerCli.Out(), ledgerListOutput{SchemaVersion: schemaVersion, Ledgers: pins})
 	}
 	return writeLedgersText(dockerCli.Out(), pins)
 }

@@ -94,6 +94,7 @@ JSON output (-o json) is one object:
 	flags.StringVar(&opts.policy, "policy", "", "List every signer of this trust policy file (the proxy's format) instead")
 	flags.StringVar(&opts.status, "status", "", "Only assets whose current status is trusted, untrusted or unsupported")
 	flags.StringVarP(&opts.format, "output", "o", formatText, "Output format: text (a table) or json")
+	ledgerCommand(cmd, dockerCli, root, &opts.format)
 	return cmd
 }
 
@@ -114,6 +115,8 @@ type lsOutput struct {
 	// when any signer's current statement revokes it).
 	Team  lsCounts `json:"team"`
 	Error string   `json:"error,omitempty"`
+	// ExitCode is the process's exit code, with Error.
+	ExitCode int `json:"exitCode,omitempty"`
 }
 
 // lsCounts tallies current statements by status. Revoked is Untrusted +
@@ -186,8 +189,9 @@ func runLs(ctx context.Context, dockerCli command.Cli, opts lsOptions) error {
 	out := lsOutput{SchemaVersion: lsSchemaVersion, Signers: []lsSigner{}}
 	fail := func(code int, err error) error {
 		if opts.format == formatJSON {
-			out.Error = err.Error()
+			out.Error, out.ExitCode = err.Error(), code
 			_ = writeJSON(dockerCli.Out(), out)
+			return reported(withExitCode(code, err))
 		}
 		return withExitCode(code, err)
 	}

@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -10,6 +11,12 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/docker/cli/cli"
+	"github.com/docker/cli/cli/command"
+	"github.com/spf13/cobra"
+
+	"github.com/notarize/docker-notarize/notarize"
 )
 
 // Output formats of --output.
@@ -18,8 +25,20 @@ const (
 	formatJSON = "json"
 )
 
-// statusError is verify's status when no verdict could be reached (exit 4).
+// schemaVersion is the version of the JSON contract of --output json: every
+// command prints one object whose first member is "schemaVersion"
+// (docs/schema/docker-notarize.schema.json). It changes only when a member
+// changes meaning or goes away; new members may appear within a version.
+const schemaVersion = 1
+
+// statusError is the status of a result that could not be reached (verify's
+// ERROR, exit 4; an audit subject that could not be judged).
 const statusError = "ERROR"
+
+// outputStatus is how output spells a statement's status: upper case, as the
+// verdicts (TRUSTED, UNTRUSTED, UNSUPPORTED). The ledger's statements keep
+// their own lower-case predicate values; only output is spelled one way.
+func outputStatus(s notarize.Status) string { return strings.ToUpper(string(s)) }
 
 // timeFormat is how text output prints signed timestamps (UTC, seconds).
 const timeFormat = "2006-01-02T15:04:05Z"
@@ -34,8 +53,11 @@ func validateFormat(f string) error {
 // verifyOutput is the result of verify. JSON field names are part of the CLI's
 // contract.
 type verifyOutput struct {
-	// Status is TRUSTED, UNTRUSTED, UNKNOWN, UNSUPPORTED, or ERROR (exit 4).
+	SchemaVersion int `json:"schemaVersion"`
+	// Status is TRUSTED, UNTRUSTED, UNKNOWN, UNSUPPORTED, or ERROR.
 	Status string `json:"status"`
+	// ExitCode is the process's exit code for this result.
+	ExitCode int `json:"exitCode"`
 	// Digest is the subject digest ("" if resolution failed).
 	Digest string `json:"digest"`
 	// Signer, KeyID, Timestamp and LogIndex describe the deciding statement.
@@ -47,12 +69,27 @@ type verifyOutput struct {
 	CheckpointSize *uint64 `json:"checkpointSize,omitempty"`
 	// Reason explains the verdict or the failure in one line.
 	Reason string `json:"reason"`
+	// Error is set, with status ERROR, when no verdict was reached.
+	Error string `json:"error,omitempty"`
 }
 
-// signOutput is one statement recorded by sign, untrust or unsupport.
+// signResult is the result of sign, untrust and unsupport: the statements
+// recorded, in order (an index first, then with --recursive each manifest
+// it lists). When a later one failed, the ones recorded before it are
+// listed with the error.
+type signResult struct {
+	SchemaVersion int          `json:"schemaVersion"`
+	Statements    []signOutput `json:"statements"`
+	Error         string       `json:"error,omitempty"`
+	ExitCode      int          `json:"exitCode,omitempty"`
+}
+
+// signOutput is one statement recorded by sign, untrust or unsupport (or
+// audit --sign).
 type signOutput struct {
-	Subject        string `json:"subject"`
-	Digest         string `json:"digest"`
+	Subject string `json:"subject"`
+	Digest  string `json:"digest"`
+	// Status is TRUSTED, UNTRUSTED or UNSUPPORTED.
 	Status         string `json:"status"`
 	LogIndex       uint64 `json:"logIndex"`
 	CheckpointSize uint64 `json:"checkpointSize"`
@@ -67,16 +104,40 @@ type signOutput struct {
 
 // inspectOutput is the history of verified statements about a digest.
 type inspectOutput struct {
+	SchemaVersion  int               `json:"schemaVersion"`
 	Digest         string            `json:"digest"`
 	CheckpointSize uint64            `json:"checkpointSize"`
 	Statements     []statementOutput `json:"statements"`
+}
+
+// keyListOutput is key list's result: the key store's public keys.
+type keyListOutput struct {
+	SchemaVersion int         `json:"schemaVersion"`
+	Keys          []keyOutput `json:"keys"`
+}
+
+// keyOutput is one key of the key store.
+type keyOutput struct {
+	Name  string `json:"name"`
+	KeyID string `json:"keyId"`
+	// Path is the public key file.
+	Path string `json:"path"`
+}
+
+// errorOutput is what a command prints in JSON mode when it fails before it
+// has a result of its own: the message and the process's exit code.
+type errorOutput struct {
+	SchemaVersion int    `json:"schemaVersion"`
+	Error         string `json:"error"`
+	ExitCode      int    `json:"exitCode"`
 }
 
 // statementOutput is one verified statement in inspect's history.
 type statementOutput struct {
 	LogIndex  uint64    `json:"logIndex"`
 	Timestamp time.Time `json:"timestamp"`
-	Status    string    `json:"status"`
+	// Status is TRUSTED, UNTRUSTED or UNSUPPORTED.
+	Status string `json:"status"`
 	// Signer is the display name inside the statement: not authenticated
 	// beyond the key.
 	Signer string `json:"signer"`
@@ -158,6 +219,15 @@ func writeInspectText(w io.Writer, o inspectOutput) error {
 	return tw.Flush()
 }
 
+// writeKeysJSON prints the key store as a keyListOutput.
+func writeKeysJSON(w io.Writer, keys []Key) error {
+	out := keyListOutput{SchemaVersion: schemaVersion, Keys: make([]keyOutput, 0, len(keys))}
+	for _, k := range keys {
+		out.Keys = append(out.Keys, keyOutput{Name: k.Name, KeyID: k.KeyID, Path: k.Path})
+	}
+	return writeJSON(w, out)
+}
+
 // writeKeysText prints the key store as a table.
 func writeKeysText(w io.Writer, keys []Key) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -219,4 +289,62 @@ func printableLines(s string) string {
 // unsafeRune reports whether r may change how a terminal shows other text.
 func unsafeRune(r rune) bool {
 	return unicode.IsControl(r) || r == utf8.RuneError || unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp)
+}
+
+// reportedError is an error whose command already printed it in JSON mode
+// (within its own result, as verify's status ERROR): jsonErrors prints
+// nothing more.
+type reportedError struct{ error }
+
+func (e reportedError) Unwrap() error { return e.error }
+
+// reported marks err as printed on stdout already.
+func reported(err error) error {
+	if err == nil {
+		return nil
+	}
+	return reportedError{err}
+}
+
+// writeJSONError prints err in JSON mode as an errorOutput, unless it is a
+// verdict's silent exit (printed already) or reported.
+func writeJSONError(w io.Writer, err error) {
+	if err == nil || errors.As(err, new(reportedError)) {
+		return
+	}
+	if st, ok := errors.AsType[cli.StatusError](err); ok && st.Cause == nil && st.Status == "" {
+		return
+	}
+	code, msg := Exit(err)
+	_ = writeJSON(w, errorOutput{SchemaVersion: schemaVersion, Error: msg, ExitCode: code})
+}
+
+// jsonErrors makes cmd, a command with an --output flag bound to format,
+// print every error in JSON mode as a JSON object on stdout besides the
+// message on stderr and the exit code: errors of its arguments and flag
+// values as well as of its run. The arguments are checked in its RunE, so
+// that the output format is known by then.
+func jsonErrors(cmd *cobra.Command, dockerCli command.Cli, format *string) {
+	args, run := cmd.Args, cmd.RunE
+	cmd.Args = cobra.ArbitraryArgs
+	cmd.RunE = func(c *cobra.Command, a []string) error {
+		var err error
+		if args != nil {
+			err = args(c, a)
+		}
+		if err == nil {
+			err = run(c, a)
+		}
+		if err != nil && *format == formatJSON {
+			writeJSONError(dockerCli.Out(), err)
+		}
+		return err
+	}
+	cmd.SetFlagErrorFunc(func(c *cobra.Command, ferr error) error {
+		err := cli.FlagErrorFunc(c, ferr)
+		if *format == formatJSON {
+			writeJSONError(dockerCli.Out(), err)
+		}
+		return err
+	})
 }

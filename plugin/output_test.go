@@ -17,7 +17,7 @@ func TestOutputFormats(t *testing.T) {
 		Statements: []statementOutput{{
 			LogIndex:   3,
 			Timestamp:  ts,
-			Status:     "trusted",
+			Status:     "TRUSTED",
 			Signer:     "alice\x1b[2J\x1b[32m TRUSTED",
 			KeyID:      "c64dd13f1e213c4a3b06dfa957bafe74d3087646b277d2ffea49d59c066f1b68",
 			LocalKey:   "bob",
@@ -25,7 +25,7 @@ func TestOutputFormats(t *testing.T) {
 		}, {
 			LogIndex:  5,
 			Timestamp: ts.Add(time.Hour),
-			Status:    "untrusted",
+			Status:    "UNTRUSTED",
 			KeyID:     "4296131516ca6e70a30a4b613434ddea71746f3fd2910b9fc52c4582408c7760",
 		}},
 	}
@@ -38,13 +38,13 @@ func TestOutputFormats(t *testing.T) {
 			return writeInspectText(b, inspectOutput{Digest: hostile.Digest, CheckpointSize: 7})
 		}},
 		{"verify-error.json", func(b *bytes.Buffer) error {
-			return writeJSON(b, verifyOutput{Status: statusError, Digest: hostile.Digest, Reason: "look up: ledger unreachable"})
+			return writeJSON(b, verifyOutput{SchemaVersion: schemaVersion, Status: statusError, ExitCode: ExitCouldNotVerify, Digest: hostile.Digest, Reason: "could not verify: look up: ledger unreachable", Error: "could not verify: look up: ledger unreachable"})
 		}},
 		{"verify-hostile.txt", func(b *bytes.Buffer) error {
 			return writeVerifyText(b, verifyOutput{Status: "UNKNOWN", Digest: hostile.Digest, CheckpointSize: &size, Reason: "ledger said \x1b]0;pwned\x07"})
 		}},
 		{"sign-duplicate.txt", func(b *bytes.Buffer) error {
-			return writeSignText(b, []signOutput{{Subject: "file.tar", Digest: hostile.Digest, Status: "trusted", LogIndex: 3, CheckpointSize: 7, Duplicate: true}})
+			return writeSignText(b, []signOutput{{Subject: "file.tar", Digest: hostile.Digest, Status: "TRUSTED", LogIndex: 3, CheckpointSize: 7, Duplicate: true}})
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/term"
 )
 
@@ -116,7 +117,13 @@ checkpoints, consistency and inclusion proofs, every signature) before any
 verdict.
 
 Exit codes of verify: 0 TRUSTED, 1 UNTRUSTED, 2 UNKNOWN, 3 UNSUPPORTED,
-4 could not verify. Other commands exit 1 on failure; usage errors exit 125.`,
+4 could not verify. Other commands exit 1 on failure. Usage and
+configuration errors (a bad flag, a --signer or --key that names no key, an
+empty key store) exit 125, before any network call; an interrupt exits 130.
+
+With -o json every command prints one JSON object with "schemaVersion",
+failures too ("error" and "exitCode"); the schema is
+docs/schema/docker-notarize.schema.json.`,
 		Example: `  docker notarize key generate --name release
   docker notarize sign --key release registry.example.com/app:1.0
   docker notarize verify registry.example.com/app:1.0
@@ -127,6 +134,14 @@ Exit codes of verify: 0 TRUSTED, 1 UNTRUSTED, 2 UNKNOWN, 3 UNSUPPORTED,
 		TraverseChildren:      true,
 		CompletionOptions:     cobra.CompletionOptions{HiddenDefaultCmd: true},
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			// Cobra checks required flags after this hook, with a plain
+			// error (exit 1): check them here, a usage error (125).
+			if err := cmd.ValidateRequiredFlags(); err != nil {
+				return usageError(fmt.Errorf("%w\nSee '%s --help'.", err, cmd.CommandPath()))
+			}
+			if err := cmd.ValidateFlagGroups(); err != nil {
+				return usageError(fmt.Errorf("%w\nSee '%s --help'.", err, cmd.CommandPath()))
+			}
 			if isPlugin {
 				return dockerplugin.PersistentPreRunE(cmd, args)
 			}
@@ -145,11 +160,11 @@ Exit codes of verify: 0 TRUSTED, 1 UNTRUSTED, 2 UNKNOWN, 3 UNSUPPORTED,
 		defer visitAll(cmd, func(c *cobra.Command) { c.DisableFlagsInUseLine = true })
 		cmd.Version = Version // --version; docker has its own as a plugin
 	}
-	flags := cmd.PersistentFlags()
-	flags.StringVar(&opts.ledgerURL, "ledger", opts.getenv(EnvLedger, DefaultLedgerURL), "Ledger URL (env "+EnvLedger+")")
-	flags.StringVar(&opts.ledgerKey, "ledger-key", opts.getenv(EnvLedgerKey, ""), "Pinned ledger verifier key (env "+EnvLedgerKey+"; default: the key pinned on first use)")
-	flags.StringVar(&opts.ledgerCA, "ledger-ca", opts.getenv(EnvLedgerCA, ""), "PEM file of CA certificates to trust for an https ledger, besides the system's (a private CA; env "+EnvLedgerCA+")")
-	flags.StringVar(&opts.witnessPolicy, "witness-policy", opts.getenv(EnvWitnessPolicy, ""), "Witness policy file: a ledger checkpoint counts only when a quorum of its witnesses cosigned it (env "+EnvWitnessPolicy+")")
+	// The ledger flags are flags of the commands that talk to a ledger; the
+	// root takes them too, hidden, before the command's name
+	// (`docker notarize --ledger URL verify IMAGE`).
+	addLedgerFlags(cmd, opts)
+	cmd.Flags().VisitAll(func(f *pflag.Flag) { f.Hidden = true })
 
 	cmd.AddCommand(
 		newKeyCmd(dockerCli, opts),
@@ -198,9 +213,51 @@ func (o *rootOptions) passwords(dockerCli command.Cli) passwordPrompt {
 	}
 }
 
+// addLedgerFlags gives cmd, a command that talks to a ledger, the flags of
+// the connection to it: --ledger, --ledger-key, --ledger-ca and
+// --witness-policy, bound to o. Commands that do not talk to a ledger do not
+// take them.
+func addLedgerFlags(cmd *cobra.Command, o *rootOptions) {
+	flags := cmd.Flags()
+	flags.StringVar(&o.ledgerURL, "ledger", o.getenv(EnvLedger, DefaultLedgerURL), "Ledger URL (env "+EnvLedger+")")
+	flags.StringVar(&o.ledgerKey, "ledger-key", o.getenv(EnvLedgerKey, ""), "Ledger verifier key to pin, or a file holding it (the ledger's ledger.pub; env "+EnvLedgerKey+"; default: the key pinned on first use)")
+	addLedgerCAFlag(cmd, o)
+	flags.StringVar(&o.witnessPolicy, "witness-policy", o.getenv(EnvWitnessPolicy, ""), "Witness policy file: a ledger checkpoint counts only when a quorum of its witnesses cosigned it (env "+EnvWitnessPolicy+")")
+	_ = cmd.MarkFlagFilename("witness-policy")
+	_ = cmd.MarkFlagFilename("ledger-key", "pub")
+}
+
+// addLedgerCAFlag gives cmd the --ledger-ca flag, bound to o.
+func addLedgerCAFlag(cmd *cobra.Command, o *rootOptions) {
+	cmd.Flags().StringVar(&o.ledgerCA, "ledger-ca", o.getenv(EnvLedgerCA, ""), "PEM file of CA certificates to trust for an https ledger, besides the system's (a private CA; env "+EnvLedgerCA+")")
+	_ = cmd.MarkFlagFilename("ledger-ca", "pem", "crt", "cer")
+}
+
 // ledger opens a verifying client for the configured ledger. Key pinning on
-// first use is reported on stderr.
+// first use is reported on stderr. A bad flag value is a usage error.
 func (o *rootOptions) ledger(ctx context.Context, stderr io.Writer) (*ledgerclient.Client, error) {
+	cfg, err := o.clientConfig(stderr)
+	if err != nil {
+		return nil, err
+	}
+	return ledgerclient.New(ctx, cfg)
+}
+
+// clientConfig checks the ledger flags and returns the configuration of a
+// client, without any network call: a bad --ledger URL, --ledger-key,
+// --ledger-ca or --witness-policy is a usage error (exit 125), found before
+// the command does anything else.
+func (o *rootOptions) clientConfig(stderr io.Writer) (ledgerclient.Config, error) {
+	if _, err := ledgerclient.NormalizeURL(o.ledgerURL); err != nil {
+		return ledgerclient.Config{}, usageError(fmt.Errorf("--ledger: %w", err))
+	}
+	key := ""
+	if o.ledgerKey != "" {
+		var err error
+		if key, err = readLedgerKey("--ledger-key", o.ledgerKey); err != nil {
+			return ledgerclient.Config{}, usageError(err)
+		}
+	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{
 		Level: slog.LevelInfo,
 		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
@@ -212,19 +269,19 @@ func (o *rootOptions) ledger(ctx context.Context, stderr io.Writer) (*ledgerclie
 	}))
 	hc, err := o.ledgerHTTPClient()
 	if err != nil {
-		return nil, err
+		return ledgerclient.Config{}, err
 	}
 	cfg := ledgerclient.Config{
 		URL:         o.ledgerURL,
-		VerifierKey: o.ledgerKey,
+		VerifierKey: key,
 		Home:        o.home(),
 		HTTPClient:  hc,
 		Logger:      logger,
 	}
 	if err := o.witnesses(&cfg); err != nil {
-		return nil, err
+		return ledgerclient.Config{}, usageError(fmt.Errorf("--witness-policy: %w", err))
 	}
-	return ledgerclient.New(ctx, cfg)
+	return cfg, nil
 }
 
 // ledgerHTTPClient is the HTTP client for the ledger: the test's, or one

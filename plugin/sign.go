@@ -2,7 +2,6 @@ package plugin
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -79,6 +78,7 @@ delay or block it.`,
 	flags.BoolVar(&opts.recursive, "recursive", false, "For an index, also record each manifest it lists")
 	addRegistryFlags(cmd, &opts.insecure)
 	addOutputFlag(cmd, &opts.format)
+	ledgerCommand(cmd, dockerCli, root, &opts.format)
 	return cmd
 }
 
@@ -90,6 +90,11 @@ func addOutputFlag(cmd *cobra.Command, format *string) {
 	cmd.Flags().StringVarP(format, "output", "o", formatText, "Output format: text or json")
 }
 
+// runSign checks every flag and the signing key before any network call
+// (usage and configuration errors exit 125), then resolves the subject,
+// records a statement for it (and with --recursive for each manifest of an
+// index) and prints what was recorded, including, when a later statement
+// failed, the ones recorded before it.
 func runSign(ctx context.Context, dockerCli command.Cli, opts signOptions) error {
 	if err := validateFormat(opts.format); err != nil {
 		return usageError(err)
@@ -102,6 +107,10 @@ func runSign(ctx context.Context, dockerCli command.Cli, opts signOptions) error
 	if err != nil {
 		return usageError(err)
 	}
+	cfg, err := opts.root.clientConfig(dockerCli.Err())
+	if err != nil {
+		return err
+	}
 	signer, err := loadSigningKey(ctx, dockerCli, opts.root, opts.key)
 	if err != nil {
 		return err
@@ -110,23 +119,39 @@ func runSign(ctx context.Context, dockerCli command.Cli, opts signOptions) error
 	if err != nil {
 		return err
 	}
-	client, err := opts.root.ledger(ctx, dockerCli.Err())
+	client, err := ledgerclient.New(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	subjects := append([]Subject{*subject}, subject.Manifests...)
-	outs := make([]signOutput, 0, len(subjects))
+	res := signResult{SchemaVersion: schemaVersion, Statements: make([]signOutput, 0, len(subjects))}
 	for _, s := range subjects {
 		o, err := recordStatement(ctx, dockerCli.Err(), client, signer, s, opts.status, attrs, opts.root.env.now().UTC())
 		if err != nil {
-			return err
+			return signFailed(dockerCli.Out(), opts.format, res, err)
 		}
-		outs = append(outs, o)
+		res.Statements = append(res.Statements, o)
 	}
 	if opts.format == formatJSON {
-		return writeJSON(dockerCli.Out(), outs)
+		return writeJSON(dockerCli.Out(), res)
 	}
-	return writeSignText(dockerCli.Out(), outs)
+	return writeSignText(dockerCli.Out(), res.Statements)
+}
+
+// signFailed reports err after the statements in res were recorded: in JSON
+// as res with the error and exit code; in text, the recorded ones are
+// printed before the error goes to stderr.
+func signFailed(w io.Writer, format string, res signResult, err error) error {
+	if len(res.Statements) == 0 {
+		return err // nothing recorded: the error alone (jsonErrors prints it)
+	}
+	if format != formatJSON {
+		_ = writeSignText(w, res.Statements)
+		return err
+	}
+	res.ExitCode, res.Error = Exit(err)
+	_ = writeJSON(w, res)
+	return reported(err)
 }
 
 // recordStatement records in the ledger that s has status, by signer: the
@@ -161,7 +186,7 @@ func recordStatement(ctx context.Context, stderr io.Writer, client *ledgerclient
 	return signOutput{
 		Subject:        s.Name,
 		Digest:         string(s.Digest),
-		Status:         string(status),
+		Status:         outputStatus(status),
 		LogIndex:       res.Index,
 		CheckpointSize: res.Checkpoint.Size,
 		KeyID:          signer.keyID,
@@ -203,7 +228,8 @@ type signingKey struct {
 }
 
 // loadSigningKey finds the key named by ref (store name or path; "" means the
-// only key in the store), asks for its password and decrypts it.
+// only signing key in the store) and opens it: an encrypted key is decrypted
+// with its password, a KMS or HSM key is opened through its provider.
 func loadSigningKey(ctx context.Context, dockerCli command.Cli, root *rootOptions, ref string) (*signingKey, error) {
 	ks := root.keyStore()
 	if ref == "" {
@@ -221,16 +247,15 @@ func loadSigningKey(ctx context.Context, dockerCli command.Cli, root *rootOption
 		}
 	}
 	src, err := ks.ResolveSigner(ref)
-	if errors.Is(err, ErrBadKeyName) {
-		return nil, usageError(err)
-	}
 	if err != nil {
-		return nil, err
+		// No such key, a bad name, a file that cannot be read, a public
+		// key only: a configuration error, found before any request.
+		return nil, usageError(fmt.Errorf("--key %s: %w", ref, err))
 	}
 	name := src.Name
 	s, err := src.Open(ctx, func() ([]byte, error) { return root.passwords(dockerCli).get(name, false) }, root.env.lookupEnv)
 	if err != nil {
-		return nil, err
+		return nil, err // names the key (and its provider)
 	}
 	pub, err := s.PublicKey()
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/docker/cli/cli/command"
 	"github.com/spf13/cobra"
 
+	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/notarize/docker-notarize/notarize"
 )
 
@@ -42,7 +43,9 @@ of the digest's history, change neither the verdict nor the cost.
 
 Exit codes: 0 TRUSTED, 1 UNTRUSTED, 2 UNKNOWN, 3 UNSUPPORTED, 4 could not
 verify (registry or ledger unreachable, bad proof or signature, a ledger that
-rewrote its history). Nothing is TRUSTED unless everything verified.
+rewrote its history), 125 usage or configuration error, found before any
+request (a --signer that names no key, an empty key store, a bad ledger
+flag). Nothing is TRUSTED unless everything verified.
 
 With --witness-policy FILE (or NOTARIZE_WITNESS_POLICY), a ledger checkpoint
 counts only when a quorum of the policy's witnesses cosigned it, and verify
@@ -65,20 +68,17 @@ Without a witness policy neither is checked.`,
 	cmd.Flags().DurationVar(&opts.maxAge, "max-age", DefaultMaxWitnessAge, "With --witness-policy: exit 4 when the ledger's checkpoint was last cosigned by a witness quorum longer ago than this")
 	addRegistryFlags(cmd, &opts.insecure)
 	addOutputFlag(cmd, &opts.format)
+	ledgerCommand(cmd, dockerCli, root, &opts.format)
 	return cmd
 }
 
 // runVerify prints the verdict and returns nil for TRUSTED, a silent exit
 // error carrying the verdict's code otherwise, and an exit-4 error when
-// anything failed.
+// anything failed. Usage and configuration errors (flags, --signer keys, an
+// empty key store, the ledger flags) are found before any network call and
+// exit 125.
 func runVerify(ctx context.Context, dockerCli command.Cli, opts verifyOptions) error {
-	if err := validateFormat(opts.format); err != nil {
-		return usageError(err)
-	}
-	if opts.maxAge <= 0 {
-		return usageError(fmt.Errorf("--max-age %s: want a positive duration", opts.maxAge))
-	}
-	out := verifyOutput{}
+	out := verifyOutput{SchemaVersion: schemaVersion}
 	// A verdict that cannot be printed is no verdict: exit 4, never a code
 	// that a script would read as UNTRUSTED (1).
 	write := func() error {
@@ -93,23 +93,41 @@ func runVerify(ctx context.Context, dockerCli command.Cli, opts verifyOptions) e
 		}
 		return nil
 	}
+	// fail reports err: in JSON as status ERROR with the exit code. A usage
+	// or configuration error keeps its 125; anything else is exit 4.
 	fail := func(err error) error {
-		if opts.format == formatJSON {
-			out.Status, out.Reason = statusError, err.Error()
-			out.Signer, out.KeyID, out.Timestamp, out.LogIndex = "", "", nil, nil
-			_ = write()
+		if st, ok := errors.AsType[cli.StatusError](err); !ok || st.StatusCode != ExitUsage {
+			err = withExitCode(ExitCouldNotVerify, fmt.Errorf("could not verify: %w", err))
 		}
-		if st, ok := errors.AsType[cli.StatusError](err); ok && st.StatusCode == ExitUsage {
-			return err // a usage or configuration error, found before any request
+		if opts.format != formatJSON {
+			return err
 		}
-		return withExitCode(ExitCouldNotVerify, fmt.Errorf("could not verify: %w", err))
+		out.Status, out.Reason = statusError, err.Error()
+		out.ExitCode, out.Error = Exit(err)
+		out.Signer, out.KeyID, out.Timestamp, out.LogIndex = "", "", nil, nil
+		_ = write()
+		return reported(err)
 	}
-
+	if err := validateFormat(opts.format); err != nil {
+		return usageError(err)
+	}
+	if opts.maxAge <= 0 {
+		return fail(usageError(fmt.Errorf("--max-age %s: want a positive duration", opts.maxAge)))
+	}
 	accepted, err := acceptedSigners(opts.root.keyStore(), opts.signers)
 	if err != nil {
 		return fail(err)
 	}
+	if len(accepted) == 0 {
+		// Not UNKNOWN: that would read as "nobody signed it".
+		return fail(usageError(fmt.Errorf("no accepted signers: the key store (%s) has no keys; pass --signer NAME|PATH with a signer's public key, or import one into the key store (docker notarize key import NAME FILE)", opts.root.keyStore().Dir)))
+	}
 	resolver, err := opts.root.resolver(opts.insecure)
+	if err != nil {
+		return fail(usageError(err))
+	}
+	opts.root.maxWitnessAge = opts.maxAge
+	cfg, err := opts.root.clientConfig(dockerCli.Err())
 	if err != nil {
 		return fail(err)
 	}
@@ -121,17 +139,7 @@ func runVerify(ctx context.Context, dockerCli command.Cli, opts verifyOptions) e
 		}
 	}
 	out.Digest = string(subject.Digest)
-	if len(accepted) == 0 {
-		out.Status = notarize.Unknown.String()
-		out.Reason = fmt.Sprintf("no accepted signers: the key store (%s) has no keys; pass --signer NAME|PATH, or import a signer's public key into the key store", opts.root.keyStore().Dir)
-		if err := write(); err != nil {
-			return err
-		}
-		return withExitCode(VerdictExitCode(notarize.Unknown), nil)
-	}
-
-	opts.root.maxWitnessAge = opts.maxAge
-	client, err := opts.root.ledger(ctx, dockerCli.Err())
+	client, err := ledgerclient.New(ctx, cfg)
 	if err != nil {
 		return fail(err)
 	}
@@ -150,7 +158,7 @@ func runVerify(ctx context.Context, dockerCli command.Cli, opts verifyOptions) e
 	size := res.Checkpoint.Size
 	out.CheckpointSize = &size
 	dec := notarize.Decide(res.Records, subject.Digest, ids)
-	out.Status = dec.Verdict.String()
+	out.Status, out.ExitCode = dec.Verdict.String(), VerdictExitCode(dec.Verdict)
 	nameOf := func(id string) string { return accepted[id] }
 	if d := dec.Deciding; d != nil {
 		ts := d.Statement.Predicate.Timestamp.UTC()
@@ -170,7 +178,7 @@ func runVerify(ctx context.Context, dockerCli command.Cli, opts verifyOptions) e
 	if dec.Verdict == notarize.Trusted {
 		return nil
 	}
-	return withExitCode(VerdictExitCode(dec.Verdict), nil)
+	return withExitCode(out.ExitCode, nil)
 }
 
 // acceptedSigners maps key ID to display name for the --signer keys, or for
@@ -180,13 +188,15 @@ func acceptedSigners(ks KeyStore, refs []string) (map[string]string, error) {
 	if len(refs) == 0 {
 		var err error
 		if keys, err = ks.List(); err != nil {
-			return nil, err
+			return nil, usageError(err)
 		}
 	}
 	for _, ref := range refs {
 		k, err := ks.ResolvePublic(ref)
 		if err != nil {
-			return nil, fmt.Errorf("--signer %s: %w", ref, err)
+			// A typo in a name, a missing or bad file: a configuration
+			// error, found before any request (exit 125, not 4).
+			return nil, usageError(fmt.Errorf("--signer %s: %w", ref, err))
 		}
 		keys = append(keys, k)
 	}

@@ -18,10 +18,11 @@ var Version = "dev"
 // versionOutput is version's JSON output; field names are part of the CLI's
 // contract.
 type versionOutput struct {
-	Version   string `json:"version"`
-	GoVersion string `json:"goVersion"`
-	OS        string `json:"os"`
-	Arch      string `json:"arch"`
+	SchemaVersion int    `json:"schemaVersion"`
+	Version       string `json:"version"`
+	GoVersion     string `json:"goVersion"`
+	OS            string `json:"os"`
+	Arch          string `json:"arch"`
 }
 
 func newVersionCmd(dockerCli command.Cli) *cobra.Command {
@@ -36,7 +37,7 @@ func newVersionCmd(dockerCli command.Cli) *cobra.Command {
 			if err := validateFormat(format); err != nil {
 				return usageError(err)
 			}
-			v := versionOutput{Version: Version, GoVersion: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH}
+			v := versionOutput{SchemaVersion: schemaVersion, Version: Version, GoVersion: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH}
 			out := dockerCli.Out()
 			if format == formatJSON {
 				enc := json.NewEncoder(out)
@@ -54,5 +55,6 @@ func newVersionCmd(dockerCli command.Cli) *cobra.Command {
 		},
 	}
 	addOutputFlag(cmd, &format)
+	outputCommand(cmd, dockerCli, &format)
 	return cmd
 }

@@ -72,5 +72,7 @@ func TestVerifyWitnessed(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("quorum none\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	verify(map[string]string{EnvLedger: front.URL, EnvWitnessPolicy: bad}, ExitCouldNotVerify)
+	// A policy file that does not parse is a configuration error, found
+	// before any request: exit 125, as a bad flag value.
+	verify(map[string]string{EnvLedger: front.URL, EnvWitnessPolicy: bad}, ExitUsage)
 }
