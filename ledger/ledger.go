@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -203,9 +202,8 @@ func (l *Ledger) open(ctx, bg context.Context) error {
 	if err := l.start(ctx, bg); err != nil {
 		return err
 	}
-	// The verifiable index (vindex.go) keeps its map beside the data.
-	if d, ok := l.st.(interface{ Dir() string }); ok {
-		if err := l.startMap(bg, filepath.Join(d.Dir(), mapFileName)); err != nil {
+	if p := l.mapPath(); p != "" { // the verifiable index (vindex.go)
+		if err := l.startMap(bg, p); err != nil {
 			return err
 		}
 	}

@@ -209,6 +209,18 @@ type mapFollower struct {
 	done    chan struct{}
 }
 
+// mapPath returns where the map's file is: in Config.MapDir, else in the
+// storage's data directory (POSIX); "" when there is neither.
+func (l *Ledger) mapPath() string {
+	if l.cfg.MapDir != "" {
+		return filepath.Join(l.cfg.MapDir, mapFileName)
+	}
+	if d, ok := l.st.(interface{ Dir() string }); ok {
+		return filepath.Join(d.Dir(), mapFileName)
+	}
+	return ""
+}
+
 // startMap opens the map at path and starts its follower; it stops when
 // ctx is done, and close waits for it.
 func (l *Ledger) startMap(ctx context.Context, path string) error {
