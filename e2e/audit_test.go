@@ -112,7 +112,7 @@ func TestAuditRealDaemon(t *testing.T) {
 		}
 		s := a.Subjects[a.subject(t, signedRef)]
 		if s.Verdict != "TRUSTED" || s.Digest != signedDigest || len(s.Containers) != 1 || s.Containers[0].Name != "signed-ctr" || s.Containers[0].State != "created" ||
-			len(s.Signers) != 1 || s.Signers[0].Name != "alice" || s.Signers[0].Status != "trusted" {
+			len(s.Signers) != 1 || s.Signers[0].Name != "alice" || s.Signers[0].Status != "TRUSTED" {
 			t.Errorf("signed image: %+v", s)
 		}
 		if i := a.subject(t, mirrorRef); i != a.subject(t, signedRef) {
@@ -122,7 +122,7 @@ func TestAuditRealDaemon(t *testing.T) {
 			t.Errorf("the signed image's references lack a registry digest: %v", s.References)
 		}
 		u := a.Subjects[a.subject(t, unsignedRef)]
-		if u.Verdict != "UNKNOWN" || u.Digest != unsignedDigest || len(u.Containers) != 1 || u.Containers[0].Name != "unsigned-ctr" || u.Signers[0].Status != "none" {
+		if u.Verdict != "UNKNOWN" || u.Digest != unsignedDigest || len(u.Containers) != 1 || u.Containers[0].Name != "unsigned-ctr" || u.Signers[0].Status != "NONE" {
 			t.Errorf("unsigned image: %+v", u)
 		}
 		l := a.Subjects[a.subject(t, "local/loaded:v1")]
@@ -168,7 +168,7 @@ func TestAuditRealDaemon(t *testing.T) {
 			t.Errorf("refusal without a terminal: %s", r.stderr)
 		}
 		a := decode[auditJSON](t, c.notarize(2, "audit", "--sign", "--yes", "-o", "json").stdout)
-		if len(a.Signed) != 1 || a.Signed[0].Digest != unsignedDigest || a.Signed[0].Status != "trusted" {
+		if len(a.Signed) != 1 || a.Signed[0].Digest != unsignedDigest || a.Signed[0].Status != "TRUSTED" {
 			t.Fatalf("--sign recorded %+v, want only %s", a.Signed, unsignedDigest)
 		}
 		a = decode[auditJSON](t, c.notarize(2, "audit", "-o", "json").stdout)

@@ -222,6 +222,12 @@ type signJSON struct {
 	Duplicate      bool   `json:"duplicate"`
 }
 
+// signResultJSON is what sign, untrust and unsupport print with -o json.
+type signResultJSON struct {
+	SchemaVersion int        `json:"schemaVersion"`
+	Statements    []signJSON `json:"statements"`
+}
+
 type inspectJSON struct {
 	Digest         string `json:"digest"`
 	CheckpointSize uint64 `json:"checkpointSize"`
@@ -280,8 +286,8 @@ func TestPluginLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	signed := decode[[]signJSON](t, c.notarize(0, "sign", "-o", "json", "--attr", "team=payments", app).stdout)
-	if len(signed) != 1 || signed[0].Digest != appDigest || signed[0].Status != "trusted" || signed[0].CheckpointSize <= signed[0].LogIndex ||
+	signed := decode[signResultJSON](t, c.notarize(0, "sign", "-o", "json", "--attr", "team=payments", app).stdout).Statements
+	if len(signed) != 1 || signed[0].Digest != appDigest || signed[0].Status != "TRUSTED" || signed[0].CheckpointSize <= signed[0].LogIndex ||
 		signed[0].Signer != "alice" || signed[0].Timestamp == "" {
 		t.Fatalf("sign output %+v, want one trusted statement about %s", signed, appDigest)
 	}
@@ -381,7 +387,7 @@ func TestPluginLifecycle(t *testing.T) {
 		for _, s := range in.Statements {
 			statuses = append(statuses, s.Status)
 		}
-		if in.Digest != appDigest || !slices.Equal(statuses, []string{"trusted", "untrusted", "unsupported"}) { // the re-encoded replay was refused
+		if in.Digest != appDigest || !slices.Equal(statuses, []string{"TRUSTED", "UNTRUSTED", "UNSUPPORTED"}) { // the re-encoded replay was refused
 			t.Fatalf("inspect after restart: digest %s statuses %v", in.Digest, statuses)
 		}
 		if txt := c.notarize(0, "inspect", app).stdout; strings.Count(txt, "alice") != 3 {
@@ -390,7 +396,7 @@ func TestPluginLifecycle(t *testing.T) {
 	})
 
 	t.Run("index with --recursive", func(t *testing.T) {
-		out := decode[[]signJSON](t, c.notarize(0, "sign", "--recursive", "-o", "json", multi).stdout)
+		out := decode[signResultJSON](t, c.notarize(0, "sign", "--recursive", "-o", "json", multi).stdout).Statements
 		var got []string
 		for _, s := range out {
 			got = append(got, s.Digest)
@@ -411,7 +417,7 @@ func TestPluginLifecycle(t *testing.T) {
 			t.Fatal(err)
 		}
 		sum := sha256.Sum256([]byte("release artifact"))
-		out := decode[[]signJSON](t, c.notarize(0, "sign", "-o", "json", "file:"+path).stdout)
+		out := decode[signResultJSON](t, c.notarize(0, "sign", "-o", "json", "file:"+path).stdout).Statements
 		if len(out) != 1 || out[0].Digest != "sha256:"+hex.EncodeToString(sum[:]) {
 			t.Fatalf("sign file: %+v", out)
 		}

@@ -74,7 +74,8 @@ func Exit(err error) (code int, message string) {
 // exit code the CLI uses, what it means and which commands use it.
 type ExitCodeRow struct {
 	Code int
-	// Name is what a script sees: the verdict, or the kind of failure.
+	// Name is the verdict (in backquotes: the README's cell, which the
+	// quickstart's test reads), or the kind of failure.
 	Name string
 	// Meaning says when it happens.
 	Meaning string
@@ -83,8 +84,8 @@ type ExitCodeRow struct {
 // ExitCodes is the exit-code table, the one the README prints (a test keeps
 // the two the same) and `docker notarize --help` summarizes.
 var ExitCodes = []ExitCodeRow{
-	{0, "`TRUSTED` / success", "verify: an accepted signer says trusted and none says otherwise; audit: every subject is TRUSTED; any other command: done"},
-	{1, "`UNTRUSTED` / failed", "verify: an accepted signer's current statement is untrusted; audit: a subject is UNTRUSTED; any other command: it failed after it started its work (ledger or registry unreachable or refusing, a receipt that did not verify, a wrong key password)"},
+	{0, "`TRUSTED`", "verify: an accepted signer says trusted and none says otherwise; audit: every subject is TRUSTED; any other command: success"},
+	{1, "`UNTRUSTED`", "verify: an accepted signer's current statement is untrusted; audit: a subject is UNTRUSTED; any other command: failed after it started its work (ledger or registry unreachable or refusing, a receipt that did not verify, a wrong key password)"},
 	{2, "`UNKNOWN`", "verify: no statement about the digest by any accepted signer; audit: the worst subject is UNKNOWN or has no registry digest"},
 	{3, "`UNSUPPORTED`", "verify: an accepted signer's current statement is unsupported (and none untrusted); audit: the worst subject is UNSUPPORTED"},
 	{ExitCouldNotVerify, "could not verify", "verify, audit, ls: no verdict could be reached: ledger or registry unreachable, bad proof, bad signature, a ledger that rewrote its history, a witness quorum missing or too old, a verdict that could not be written"},
