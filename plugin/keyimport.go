@@ -38,7 +38,7 @@ store). FILE is a PEM public key, as 'docker notarize key export' prints it;
 A name already taken, or a key already stored under another name, is refused
 and named.`,
 		Example: `  docker notarize key import alice alice.pub
-  ssh build-host docker notarize key export ci | docker notarize key import ci -`,
+  docker notarize key import ci - < ci.pub`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.name, opts.file = args[0], args[1]
