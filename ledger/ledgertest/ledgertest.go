@@ -104,6 +104,11 @@ func Start(t testing.TB, opts ...Option) *Server {
 	set := settings{cfg: ledger.Config{
 		Logger:     slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
 		RateLimits: ledger.RateLimits{Off: true},
+		// Map roots (the verifiable index) only every MapCommitEntries
+		// entries, not after an idle moment: tests that count log entries
+		// or golden log indices stay exact. Tests of the map set a short
+		// MapCommitInterval with WithConfig.
+		MapCommitInterval: time.Hour,
 	}}
 	for _, o := range opts {
 		o(&set)
