@@ -351,6 +351,29 @@ func TestKeyPage(t *testing.T) {
 	}
 }
 
+// TestKeyPageEscapesHostileStatementText: a signer's subject name and
+// display name are shown escaped on the key's page.
+func TestKeyPageEscapesHostileStatementText(t *testing.T) {
+	tl := startLedger(t, Config{})
+	s := newTestSigner(t)
+	hostile := `</code></td><script>alert(1)</script><img src=x onerror=alert(2)>"'&`
+	tl.submit(t, s.signSubject(t, randomDigest(t), hostile, notarize.StatusTrusted, time.Now()), http.StatusCreated)
+	tl.submit(t, s.signNamed(t, randomDigest(t), notarize.StatusTrusted, time.Now(), hostile), http.StatusCreated)
+	status, _, body := do(t, http.MethodGet, tl.url+"/keys/"+s.keyID, nil)
+	if status != http.StatusOK {
+		t.Fatalf("status %d\n%s", status, body)
+	}
+	page := string(body)
+	for _, bad := range []string{"<script>alert", "<img src=x", "onerror=alert(2)>"} {
+		if strings.Contains(page, bad) {
+			t.Errorf("key page holds the signer's text unescaped (%q):\n%s", bad, page)
+		}
+	}
+	if strings.Count(page, "&lt;script&gt;alert(1)&lt;/script&gt;") != 2 {
+		t.Errorf("key page lacks the escaped subject and name:\n%s", page)
+	}
+}
+
 // TestKeyPageBound: past its bound the page reads no more and says the
 // counts are lower bounds ("at least").
 func TestKeyPageBound(t *testing.T) {

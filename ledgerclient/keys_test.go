@@ -27,11 +27,16 @@ func (f *fakeOps) KeyDigests(_ context.Context, keyID string, q KeyQuery) ([]byt
 type keyFake struct {
 	*fakeOps
 	hook func(KeyQuery, *api.KeyDigestsResponse)
+	// raw, when set, is the whole answer (for fuzzing).
+	raw []byte
 }
 
 func (k *keyFake) KeyDigests(_ context.Context, keyID string, q KeyQuery) ([]byte, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if k.raw != nil {
+		return k.raw, nil
+	}
 	resp := k.keyPage(keyID, q)
 	if k.hook != nil {
 		k.hook(q, resp)
@@ -370,4 +375,57 @@ func TestKeyDigestsBadArguments(t *testing.T) {
 	if calls != 0 {
 		t.Fatalf("%d requests for bad arguments", calls)
 	}
+}
+
+// FuzzKeyDigests feeds arbitrary bytes to KeyDigests as the ledger's
+// answer. It must not panic, and what it accepts must be genuinely in the
+// log, signed by the key asked for, with the asked status, in strictly
+// increasing digest order, with a next cursor not behind the last digest.
+func FuzzKeyDigests(f *testing.F) {
+	s, vkey := fuzzNoteKey(f)
+	kf := &keyFake{fakeOps: newFakeOps(f, newFakeLog(s, vkey))}
+	alice, bob := newEntrySigner(f), newEntrySigner(f)
+	aliceID := keyIDOf(f, alice)
+	for i, st := range []notarize.Status{notarize.StatusTrusted, notarize.StatusUntrusted, notarize.StatusTrusted, notarize.StatusUnsupported} {
+		for _, sg := range []signature.Signer{alice, bob} {
+			kf.log.add(marshal(f, signEntry(f, sg, notarize.DigestOf(fmt.Appendf(nil, "fuzz %d", i)), st, t0)))
+		}
+	}
+	for _, q := range []KeyQuery{{}, {Limit: 2}, {Status: notarize.StatusTrusted}} {
+		good, err := kf.fakeOps.KeyDigests(f.Context(), aliceID, q)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(good, string(q.Status))
+	}
+	f.Add([]byte(`{"keyID":"`+aliceID+`","checkpoint":"","entries":[],"next":"sha256:00"}`), "")
+	cfg := Config{URL: "https://ledger.test", Home: f.TempDir(), VerifierKey: vkey}
+	c, err := newClient(f.Context(), cfg.withDefaults(), "https://ledger.test", kf)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, raw []byte, status string) {
+		st := notarize.Status(status)
+		if !st.Valid() {
+			st = ""
+		}
+		kf.mu.Lock()
+		kf.raw = raw
+		kf.mu.Unlock()
+		p, err := c.KeyDigests(t.Context(), aliceID, KeyQuery{Status: st})
+		if err != nil {
+			return
+		}
+		var last notarize.Digest
+		for _, r := range p.Records {
+			d := r.Statement.Digest()
+			if r.KeyID != aliceID || (st != "" && r.Statement.Predicate.Status != st) || d <= last {
+				t.Fatalf("accepted a false or misordered record: %+v", r)
+			}
+			last = d
+		}
+		if p.Next != "" && p.Next < last {
+			t.Fatalf("accepted a next cursor %s behind %s", p.Next, last)
+		}
+	})
 }
