@@ -129,6 +129,8 @@ func TestJSONSchema(t *testing.T) {
 		{name: "audit of a repository", def: "audit", args: []string{"audit", "-o", "json", "--all-tags", h.reg.host + "/multi"}, code: 0},
 		{name: "audit, ledger down", def: "audit", args: []string{"audit", "-o", "json", "--ledger", down, "--all-tags", h.reg.host + "/app"}, code: ExitCouldNotVerify},
 		{name: "audit, bad flags", def: "error", args: []string{"audit", "-o", "json", "--tags", "v1"}, code: ExitUsage},
+		{name: "ls", def: "ls", args: []string{"ls", "-o", "json"}, code: 0},
+		{name: "ls --status", def: "ls", args: []string{"ls", "-o", "json", "--status", "untrusted"}, code: 0},
 		{name: "ls, bad --status", def: "ls", args: []string{"ls", "-o", "json", "--status", "fine"}, code: ExitUsage},
 		{name: "ls, ledger down", def: "ls", args: []string{"ls", "-o", "json", "--ledger", down}, code: ExitCouldNotVerify},
 		{name: "version", def: "version", args: []string{"version", "-o", "json"}, code: 0},
