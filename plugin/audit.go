@@ -169,6 +169,11 @@ func runAudit(ctx context.Context, dockerCli command.Cli, opts auditOptions) err
 	if err != nil {
 		return fail(err)
 	}
+	if len(accepted) == 0 {
+		// As verify: not a column of UNKNOWN, which would read as "nobody
+		// signed them", but a configuration error (125) with a hint.
+		return fail(usageError(fmt.Errorf("no accepted signers: the key store (%s) has no keys; pass --signer NAME|PATH with a signer's public key, or import one into the key store (docker notarize key import NAME FILE)", opts.root.keyStore().Dir)))
+	}
 	out.Signers = signerList(accepted)
 	resolver, err := opts.root.resolver(opts.insecure)
 	if err != nil {

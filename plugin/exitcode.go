@@ -89,7 +89,7 @@ var ExitCodes = []ExitCodeRow{
 	{2, "`UNKNOWN`", "verify: no statement about the digest by any accepted signer; audit: the worst subject is UNKNOWN or has no registry digest"},
 	{3, "`UNSUPPORTED`", "verify: an accepted signer's current statement is unsupported (and none untrusted); audit: the worst subject is UNSUPPORTED"},
 	{ExitCouldNotVerify, "could not verify", "verify, audit, ls: no verdict could be reached: ledger or registry unreachable, bad proof, bad signature, a ledger that rewrote its history, a witness quorum missing or too old, a verdict that could not be written"},
-	{ExitUsage, "usage or configuration error", "found before any network call: an unknown command or flag, a bad flag value (`--output`, `--attr`, `--ledger`, `--ledger-key`, `--ledger-ca`, `--witness-policy`), a missing argument or required flag, a `--signer` or `--key` that names no key or no readable key file, an empty key store (verify, inspect, sign without `--key`)"},
+	{ExitUsage, "usage or configuration error", "found before any network call: an unknown command or flag, a bad flag value (`--output`, `--attr`, `--ledger`, `--ledger-key`, `--ledger-ca`, `--witness-policy`), a missing argument or required flag, a `--signer` or `--key` that names no key or no readable key file, an empty key store (verify, audit, inspect, sign without `--key`)"},
 	{ExitInterrupted, "interrupted", "Ctrl-C or SIGTERM stopped the command (verify exits 4 instead: no verdict); 128 + the signal's number when it had to be ended at once"},
 }
 

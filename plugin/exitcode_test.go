@@ -114,6 +114,8 @@ func TestExitCodeTable(t *testing.T) {
 			{name: "bad --ledger-key", args: []string{"verify", "--ledger-key", "./missing.pub", app}},
 			{name: "missing --signer file", args: []string{"verify", "--signer", "alice", "--signer", "./missing.pub", app}},
 			{name: "verify with an empty key store", env: map[string]string{EnvHome: t.TempDir()}, args: []string{"verify", app}},
+			{name: "audit with an empty key store", env: map[string]string{EnvHome: t.TempDir()}, args: []string{"audit", "--tags", "v1", h.reg.host + "/app"}},
+			{name: "inspect with an empty key store", env: map[string]string{EnvHome: t.TempDir()}, args: []string{"inspect", app}},
 		},
 		ExitInterrupted: {{name: "sign interrupted", ctx: cancelled, args: []string{"sign", app}}},
 	}
