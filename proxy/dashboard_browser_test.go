@@ -166,6 +166,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	if got := text(`document.getElementById("witness-quorum").innerText`); !strings.Contains(got, "quorum fresh") || !strings.Contains(got, "2 of 3") {
 		t.Errorf("quorum line %q", got)
 	}
+	if err := chromedp.Do(step, chromedp.ScrollIntoView(chromedp.ID("health"))); err != nil {
+		t.Fatal(err)
+	}
 	screenshot(t, step, filepath.Join(dir, "dashboard-witnesses.png"))
 }
 
