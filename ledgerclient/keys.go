@@ -3,11 +3,13 @@ package ledgerclient
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"iter"
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync"
 
 	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/notarize"
@@ -116,6 +118,64 @@ func (c *Client) KeyDigestPages(ctx context.Context, keyID string, status notari
 		}
 		yield(nil, fmt.Errorf("look up the digests of key %s in ledger: %w: more than %d pages", keyID, ErrTooMany, MaxKeyPages))
 	}
+}
+
+// proveJobs bounds the current lookups ProveCurrent has under way at once.
+const proveJobs = 8
+
+// ProveCurrent checks that each record, listed by a key lookup of keyID,
+// is the key's current statement about its digest, as a current lookup
+// proves it (Current: with the ledger's verifiable map, the answer is
+// proven complete). A key lookup proves each listed statement logged and
+// signed, not that it is the newest: a ledger, or a front before it, could
+// list an older "trusted" statement about an asset the key has since
+// revoked. A record that is not the proven current statement is
+// ErrIncomplete, naming both entries. It costs one current lookup per
+// record, proveJobs at a time.
+func (c *Client) ProveCurrent(ctx context.Context, keyID string, records []notarize.Record) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make([]error, len(records))
+	sem := make(chan struct{}, proveJobs)
+	var wg sync.WaitGroup
+	for i, r := range records {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			errs[i] = c.proveOne(ctx, keyID, r)
+			if errs[i] != nil {
+				cancel()
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// proveOne checks that r is keyID's proven current statement about its
+// digest.
+func (c *Client) proveOne(ctx context.Context, keyID string, r notarize.Record) error {
+	d := r.Statement.Digest()
+	if r.KeyID != keyID {
+		return fmt.Errorf("prove the current statement about %s: %w: entry %d is by key %s, not %s", d, ErrBadProof, r.Index, r.KeyID, keyID)
+	}
+	res, err := c.Current(ctx, d, keyID)
+	if err != nil {
+		return fmt.Errorf("prove the current statement of key %s about %s: %w", keyID, d, err)
+	}
+	if len(res.Records) != 1 || res.Records[0].Index != r.Index {
+		cur := "none"
+		if len(res.Records) == 1 {
+			cur = fmt.Sprintf("entry %d", res.Records[0].Index)
+		}
+		return fmt.Errorf("%w: the key lookup gave entry %d as key %s's current statement about %s, the proven current statement is %s", ErrIncomplete, r.Index, keyID, d, cur)
+	}
+	return nil
 }
 
 // checkKeyQuery refuses a malformed key ID, status, cursor or limit before

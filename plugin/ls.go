@@ -33,6 +33,9 @@ type lsOptions struct {
 	policy  string
 	status  string
 	format  string
+	// prove checks each listed statement against a current lookup, which
+	// the ledger's verifiable map proves complete.
+	prove bool
 }
 
 func newLsCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
@@ -64,8 +67,9 @@ That nothing was left out, and that each statement listed is the key's
 newest about its asset, is NOT proven yet: the ledger's verifiable map
 proves one digest's current statements, not a key's whole list, so a
 ledger can still hide assets from ls; completeness will be proven once the
-map is also kept by key. 'docker notarize verify --signer KEY IMAGE' proves
-one asset's current status.
+map is also kept by key. With --prove, each listed status is also proven
+current by a current lookup per asset (as verify makes), so a statement the
+key has since superseded is refused (exit 4).
 
 Exit codes: 0 listed; 4 the ledger's answer did not verify or the ledger was
 unreachable; 125 a bad flag, signer or policy file.
@@ -93,6 +97,7 @@ JSON output (-o json) is one object:
 	flags.StringArrayVar(&opts.signers, "signer", nil, "Signer: a key name in the key store or a path to a PEM public key (repeatable; default: every key in the store)")
 	flags.StringVar(&opts.policy, "policy", "", "List every signer of this trust policy file (the proxy's format) instead")
 	flags.StringVar(&opts.status, "status", "", "Only assets whose current status is trusted, untrusted or unsupported")
+	flags.BoolVar(&opts.prove, "prove", false, "Also prove each listed status current with a verified current lookup per asset (the ledger's verifiable map): a ledger listing a statement the key has since superseded exits 4")
 	flags.StringVarP(&opts.format, "output", "o", formatText, "Output format: text (a table) or json")
 	ledgerCommand(cmd, dockerCli, root, &opts.format)
 	return cmd
@@ -212,7 +217,7 @@ func runLs(ctx context.Context, dockerCli command.Cli, opts lsOptions) error {
 	}
 	team := map[notarize.Digest]notarize.Status{}
 	for i := range signers {
-		size, err := listSigner(ctx, client, &signers[i], notarize.Status(opts.status), team)
+		size, err := listSigner(ctx, client, &signers[i], notarize.Status(opts.status), opts.prove, team)
 		if err != nil {
 			if errors.Is(err, context.Canceled) {
 				return fmt.Errorf("ls: %w", err)
@@ -230,7 +235,11 @@ func runLs(ctx context.Context, dockerCli command.Cli, opts lsOptions) error {
 	} else {
 		err = writeLsTable(dockerCli.Out(), out)
 		if err == nil {
-			_, err = fmt.Fprintf(dockerCli.Err(), "Checked against the ledger's checkpoint of size %d: each statement listed is logged and signed by its key. That none is missing is not proven yet.\n", out.CheckpointSize)
+			proven := ""
+			if opts.prove {
+				proven = " and is its proven current statement about the asset"
+			}
+			_, err = fmt.Fprintf(dockerCli.Err(), "Checked against the ledger's checkpoint of size %d: each statement listed is logged and signed by its key%s. That no asset is missing is not proven yet.\n", out.CheckpointSize, proven)
 		}
 	}
 	if err != nil {
@@ -239,11 +248,12 @@ func runLs(ctx context.Context, dockerCli command.Cli, opts lsOptions) error {
 	return nil
 }
 
-// listSigner walks every verified page of each of s's keys, records each
+// listSigner walks every verified page of each of s's keys (with prove,
+// each statement also proven current by a current lookup), records each
 // key's current statement per asset in s, and folds the assets into team
 // (an asset revoked by any signer stays revoked). It returns the largest
 // checkpoint size seen.
-func listSigner(ctx context.Context, c *ledgerclient.Client, s *lsSigner, status notarize.Status, team map[notarize.Digest]notarize.Status) (uint64, error) {
+func listSigner(ctx context.Context, c *ledgerclient.Client, s *lsSigner, status notarize.Status, prove bool, team map[notarize.Digest]notarize.Status) (uint64, error) {
 	var size uint64
 	mine := map[notarize.Digest]notarize.Status{}
 	s.Statements = []lsStatement{}
@@ -253,6 +263,11 @@ func listSigner(ctx context.Context, c *ledgerclient.Client, s *lsSigner, status
 				return 0, fmt.Errorf("signer %s: %w", s.Name, err)
 			}
 			size = max(size, p.Checkpoint.Size)
+			if prove {
+				if err := c.ProveCurrent(ctx, id, p.Records); err != nil {
+					return 0, fmt.Errorf("signer %s: %w", s.Name, err)
+				}
+			}
 			for _, r := range p.Records {
 				pr := r.Statement.Predicate
 				d := r.Statement.Digest()

@@ -352,3 +352,72 @@ func TestLsAgainstLedger(t *testing.T) {
 		t.Fatalf("ls of the whole store: %+v", o)
 	}
 }
+
+// history asks the real ledger for every statement of keyID about d, each
+// with its proof.
+func (f *lsFront) history(d notarize.Digest, keyID string) api.LookupResponse {
+	resp, err := http.Get(f.ledger + api.PathDigests + d.String() + "?" + api.QueryKeyID + "=" + keyID)
+	if err != nil {
+		f.t.Error(err)
+		return api.LookupResponse{}
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var lr api.LookupResponse
+	if err := json.Unmarshal(b, &lr); err != nil {
+		f.t.Errorf("lookup of %s: %v %s", d, err, b)
+	}
+	return lr
+}
+
+// TestLsProveRefusesSupersededStatement: a front that lists the key's
+// older "trusted" statement about an asset it has since untrusted passes
+// the key lookup's checks (the statement is logged and signed by the key):
+// ls alone shows it TRUSTED. With --prove, each listed statement is
+// checked against a current lookup, proven complete by the ledger's
+// verifiable map, and ls exits 4 naming both entries.
+func TestLsProveRefusesSupersededStatement(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "alice")
+	ds, revoked := lsAssets(t, h, 3) // the first is untrusted after being trusted
+	front := &lsFront{t: t, ledger: h.ledger.URL, digests: ds, perPage: 10}
+	srv := httptest.NewServer(front)
+	t.Cleanup(srv.Close)
+	env := map[string]string{EnvLedger: srv.URL}
+
+	// Honest pages: --prove agrees with every listed statement.
+	out, errOut, code := h.runWithEnv(env, "ls", "--signer", "alice", "--prove", "-o", "json")
+	if code != 0 {
+		t.Fatalf("ls --prove of honest pages: exit %d\n%s\n%s", code, out, errOut)
+	}
+	checkLs(t, decodeLs(t, out), "alice", ds, revoked)
+
+	var stale notarize.Digest
+	for d := range revoked {
+		stale = d
+	}
+	front.set(func(_ int, r *api.KeyDigestsResponse) {
+		for i := range r.Entries {
+			e, _ := notarize.ParseEntry(r.Entries[i].Entry)
+			if v, err := e.VerifyLogged(); err == nil && v.Statement.Digest() == stale {
+				hist := front.history(stale, r.KeyID)
+				r.Entries[i] = hist.Entries[0] // the older "trusted" statement
+				r.Checkpoint = hist.Checkpoint
+			}
+		}
+	})
+	out, errOut, code = h.runWithEnv(env, "ls", "--signer", "alice", "-o", "json")
+	if code != 0 || !strings.Contains(out, string(stale)) {
+		t.Fatalf("ls without --prove: exit %d\n%s\n%s", code, out, errOut)
+	}
+	for _, st := range decodeLs(t, out).Signers[0].Statements {
+		if st.Digest == string(stale) && st.Status != "TRUSTED" {
+			t.Fatalf("the lie did not take: %+v", st)
+		}
+	}
+	out, errOut, code = h.runWithEnv(env, "ls", "--signer", "alice", "--prove", "-o", "json")
+	o := decodeLs(t, out)
+	if code != ExitCouldNotVerify || !strings.Contains(o.Error, "proven current statement") || len(o.Signers) != 0 {
+		t.Fatalf("ls --prove of a superseded statement: exit %d, %+v\n%s", code, o, errOut)
+	}
+}
