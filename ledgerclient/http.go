@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/transparency-dev/tessera/api/layout"
@@ -165,13 +166,27 @@ func (h *httpOps) do(ctx context.Context, method, path string, query url.Values,
 func decodeAPIError(status int, body []byte) *APIError {
 	var er api.ErrorResponse
 	if err := json.Unmarshal(body, &er); err == nil && er.Code != "" {
-		return &APIError{StatusCode: status, Code: er.Code, Message: clip(er.Message, 1024)}
+		return &APIError{StatusCode: status, Code: oneLine(clip(er.Code, 80)), Message: oneLine(clip(er.Message, 1024))}
 	}
 	msg := strings.TrimSpace(string(body))
 	if msg == "" || !utf8.ValidString(msg) {
 		msg = http.StatusText(status)
 	}
-	return &APIError{StatusCode: status, Message: clip(msg, 1024)}
+	return &APIError{StatusCode: status, Message: oneLine(clip(msg, 1024))}
+}
+
+// oneLine replaces the line breaks, control characters (terminal escapes
+// included) and invisible formatting characters of text a ledger sent with
+// spaces: an error message shown to a person or a script stays on its line,
+// so a ledger or a front cannot put a forged verdict ("TRUSTED sha256:…") on
+// a line of its own in the output of a command that failed.
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || r == utf8.RuneError || unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp) {
+			return ' '
+		}
+		return r
+	}, s)
 }
 
 func clip(s string, n int) string {

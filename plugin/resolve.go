@@ -98,7 +98,7 @@ func (r *Resolver) Resolve(ctx context.Context, arg string, recursive bool) (*Su
 	}
 	s, err := r.resolveImage(ctx, arg, recursive)
 	if err != nil {
-		return nil, fmt.Errorf("resolve %s: %w", arg, err)
+		return nil, fmt.Errorf("resolve %s: %w", arg, remoteError{err}) // a registry's text: one line
 	}
 	return s, nil
 }
