@@ -26,6 +26,7 @@ func newKeyCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
 		newKeyListCmd(dockerCli, root),
 		newKeyExportCmd(dockerCli, root),
 		newKeyImportCmd(dockerCli, root),
+		newKeyRotateCmd(dockerCli, root),
 	)
 	return cmd
 }
