@@ -59,7 +59,7 @@ install_bin() {
     exit "$EXIT_UNAVAILABLE"
   fi
   work=$(mktemp -d)
-  trap 'rm -rf "$work"' EXIT
+  trap 'rm -rf "${work:-}"' EXIT
   cp -r "$src/." "$work/"
   chmod -R u+w "$work"
   if ! (cd "$work" && GOTOOLCHAIN=${GOTOOLCHAIN:-local} GOFLAGS=-buildvcs=false go build -o "$BINDIR/weed.new" ./weed >&2); then
@@ -91,7 +91,7 @@ start_server() {
     exit 1
   fi
   "$BINDIR/weed" server -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
-    -master.port=$((port + 1)) -volume.port=$((port + 2)) -volume.max=0 \
+    -master.port=$((port + 1)) -master.volumeSizeLimitMB=256 -volume.port=$((port + 2)) -volume.max=1000 \
     -filer -filer.port=$((port + 3)) -s3 -s3.port="$port" \
     >>"$dir/weed.log" 2>&1 &
   echo $! >"$dir/pid"
