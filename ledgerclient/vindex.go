@@ -1,6 +1,7 @@
 package ledgerclient
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -8,6 +9,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/transparency-dev/merkle/compact"
+	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/tessera/client"
 
 	"github.com/notarize/docker-notarize/ledger/api"
@@ -189,19 +192,11 @@ func (c *Client) foldTail(ctx context.Context, cp Checkpoint, from uint64, d not
 	if err != nil {
 		return fmt.Errorf("read the log after the map root: %w", err)
 	}
-	pb, err := client.NewProofBuilder(ctx, cp.Size, c.ops.ReadTile)
-	if err != nil {
-		return fmt.Errorf("read the log after the map root: %w", err)
+	if err := c.proveTail(ctx, cp, from, leaves); err != nil {
+		return fmt.Errorf("the log after the map root: %w", err)
 	}
 	for j, leaf := range leaves {
 		i := from + uint64(j)
-		p, err := pb.InclusionProof(ctx, i)
-		if err != nil {
-			return fmt.Errorf("inclusion proof of entry %d: %w", i, err)
-		}
-		if err := verifyInclusion(cp, i, leaf, p); err != nil {
-			return fmt.Errorf("entry %d after the map root: %w", i, err)
-		}
 		if notarize.IsMapRoot(leaf) {
 			continue
 		}
@@ -226,19 +221,85 @@ func (c *Client) foldTail(ctx context.Context, cp Checkpoint, from uint64, d not
 }
 
 // mayConcern reports whether the log entry leaf may be a statement about
-// d, reading its statement without checking the signature: entries about
-// other digests, most of the tail, are skipped before the costly check.
+// d: whether its signed payload holds d's hex at all. Entries about other
+// digests, most of the tail, are skipped before they are parsed and their
+// signatures checked; an entry about d always holds it (its subject).
 func mayConcern(leaf []byte, d notarize.Digest) bool {
-	e, err := notarize.ParseEntry(leaf)
-	if err != nil {
+	const key = `"payload":"`
+	i := bytes.Index(leaf, []byte(key))
+	if i < 0 {
 		return false
 	}
-	payload, err := base64.StdEncoding.DecodeString(e.Envelope.Payload)
-	if err != nil {
+	rest := leaf[i+len(key):]
+	j := bytes.IndexByte(rest, '"')
+	if j < 0 {
 		return false
 	}
-	st, err := notarize.ParseStatement(payload)
-	return err == nil && st.Digest() == d
+	payload := make([]byte, base64.StdEncoding.DecodedLen(j))
+	n, err := base64.StdEncoding.Decode(payload, rest[:j])
+	return err == nil && bytes.Contains(payload[:n], []byte(d.Hex()))
+}
+
+// proveTail proves that leaves are the entries [from, cp.Size) of cp's
+// tree, with one inclusion proof: the proof of entry from holds, as its
+// left siblings, the compact range of [0, from); the tail's leaves
+// appended to it must hash to cp's signed root.
+func (c *Client) proveTail(ctx context.Context, cp Checkpoint, from uint64, leaves [][]byte) error {
+	if from+uint64(len(leaves)) != cp.Size {
+		return fmt.Errorf("%w: %d entries for [%d, %d)", ErrBadProof, len(leaves), from, cp.Size)
+	}
+	pb, err := client.NewProofBuilder(ctx, cp.Size, c.ops.ReadTile)
+	if err != nil {
+		return fmt.Errorf("proof builder: %w", err)
+	}
+	p, err := pb.InclusionProof(ctx, from)
+	if err != nil {
+		return fmt.Errorf("inclusion proof of entry %d: %w", from, err)
+	}
+	nodes, err := proof.Inclusion(from, cp.Size)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrBadProof, err)
+	}
+	_, begin, end := nodes.Ephem()
+	collapsed := 0
+	if end > begin {
+		collapsed = end - begin - 1
+	}
+	if len(p) != len(nodes.IDs)-collapsed {
+		return fmt.Errorf("%w: inclusion proof of %d hashes, want %d", ErrBadProof, len(p), len(nodes.IDs)-collapsed)
+	}
+	var left [][]byte // the compact range of [0, from), from the leaf up
+	for i, id := range nodes.IDs {
+		if i >= begin && i < end {
+			continue // the right border: never a left sibling
+		}
+		pos := i
+		if i >= end {
+			pos = i - collapsed
+		}
+		if (from>>id.Level)&1 == 1 {
+			left = append(left, p[pos])
+		}
+	}
+	slices.Reverse(left)
+	rf := compact.RangeFactory{Hash: hasher.HashChildren}
+	rng, err := rf.NewRange(0, from, left)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrBadProof, err)
+	}
+	for _, l := range leaves {
+		if err := rng.Append(hasher.HashLeaf(l), nil); err != nil {
+			return fmt.Errorf("%w: %v", ErrBadProof, err)
+		}
+	}
+	root, err := rng.GetRootHash(nil)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrBadProof, err)
+	}
+	if !bytes.Equal(root, cp.Hash) {
+		return fmt.Errorf("%w: the entries [%d, %d) do not hash to the checkpoint's root", ErrBadProof, from, cp.Size)
+	}
+	return nil
 }
 
 // verifyLookupComplete proves that recs, the verified records of a whole

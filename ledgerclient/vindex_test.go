@@ -36,6 +36,8 @@ type lyingFront struct {
 	// dropIndex, when not negative, removes the entry of this log index
 	// from paginated lookups.
 	dropIndex atomic.Int64
+	// flipBundles alters the last byte of every entry bundle served.
+	flipBundles atomic.Bool
 }
 
 func newLyingFront(t *testing.T, upstream string) *lyingFront {
@@ -71,6 +73,10 @@ func newLyingFront(t *testing.T, upstream string) *lyingFront {
 				lr.Entries = dropEntry(lr.Entries, uint64(f.dropIndex.Load()))
 			}
 			body, _ = json.Marshal(&lr)
+		}
+		if f.flipBundles.Load() && strings.HasPrefix(r.URL.Path, "/tile/entries/") && len(body) > 0 {
+			body = bytes.Clone(body)
+			body[len(body)-1] ^= 1
 		}
 		for k, v := range resp.Header {
 			if k != "Content-Length" {
@@ -209,6 +215,12 @@ func TestCurrentProvenComplete(t *testing.T) {
 	check(t, "a map root entry from elsewhere", true, func(r *api.LookupResponse) {
 		r.Map.RootEntry = bytes.Replace(r.Map.RootEntry, []byte("map root v1\n"), []byte("map root v1\nx"), 1)
 	})
+	// Without the map the client reads the whole log: honest bundles pass,
+	// an altered one does not hash to the checkpoint.
+	check(t, "strip the map", false, func(r *api.LookupResponse) { r.Map = nil })
+	front.flipBundles.Store(true)
+	check(t, "strip the map and alter a bundle", true, func(r *api.LookupResponse) { r.Map = nil })
+	front.flipBundles.Store(false)
 	check(t, "reordered entries", false, func(r *api.LookupResponse) {
 		// Order alone changes nothing the client believes: it sorts.
 		for i, j := 0, len(r.Entries)-1; i < j; i, j = i+1, j-1 {
