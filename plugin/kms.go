@@ -72,7 +72,7 @@ func (e *KeyProviderError) Unwrap() error { return e.Err }
 func providerOf(uri string) (string, error) {
 	scheme, _, ok := strings.Cut(uri, ":")
 	if !ok || scheme == "" {
-		return "", fmt.Errorf("key URI %q: no scheme (want %s://… or pkcs11:…)", uri, strings.Join(kmsProviders, "://…, "))
+		return "", fmt.Errorf("key URI %q: no scheme (want %s://… or pkcs11:…)", keyURIHead(uri), strings.Join(kmsProviders, "://…, "))
 	}
 	scheme = strings.ToLower(scheme)
 	if scheme == ProviderPKCS11 {
@@ -80,11 +80,21 @@ func providerOf(uri string) (string, error) {
 	}
 	if slices.Contains(kmsProviders, scheme) {
 		if !strings.HasPrefix(uri[len(scheme)+1:], "//") {
-			return "", fmt.Errorf("key URI %q: want %s://…", uri, scheme)
+			return "", fmt.Errorf("key URI %q: want %s://…", keyURIHead(uri), scheme)
 		}
 		return scheme, nil
 	}
-	return "", fmt.Errorf("key URI %q: unsupported provider %q (supported: %s, %s)", uri, scheme, strings.Join(kmsProviders, ", "), ProviderPKCS11)
+	return "", fmt.Errorf("key URI %q: unsupported provider %q (supported: %s, %s)", keyURIHead(uri), scheme, strings.Join(kmsProviders, ", "), ProviderPKCS11)
+}
+
+// keyURIHead returns uri up to its first attribute separator (';', '?' or
+// '&'), for an error about a URI that did not parse: the attributes after it
+// may hold a PKCS#11 pin-value, which is never printed.
+func keyURIHead(uri string) string {
+	if i := strings.IndexAny(uri, ";?&"); i >= 0 {
+		return uri[:i] + "…"
+	}
+	return uri
 }
 
 // kmsBuiltIn reports whether this binary has the sigstore provider for the

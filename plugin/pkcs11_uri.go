@@ -161,10 +161,17 @@ func splitNonEmpty(s, sep string) []string {
 func pkcs11Attr(attr string) (string, string, error) {
 	k, v, ok := strings.Cut(attr, "=")
 	if !ok {
+		if strings.Contains(strings.ToLower(attr), "pin") {
+			// Maybe a PIN with a typo before it: never printed.
+			return "", "", errors.New("an attribute has no '=' (not shown: it may hold the PIN)")
+		}
 		return "", "", fmt.Errorf("attribute %q has no '='", attr)
 	}
 	dv, err := url.PathUnescape(v)
 	if err != nil {
+		if strings.Contains(strings.ToLower(k), "pin") {
+			return "", "", fmt.Errorf("attribute %q: bad percent-encoding (the value is not shown)", k)
+		}
 		return "", "", fmt.Errorf("attribute %q: %v", k, err)
 	}
 	return strings.ToLower(k), dv, nil
