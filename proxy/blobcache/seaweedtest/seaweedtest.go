@@ -82,15 +82,25 @@ func start(dir string) (*Server, error) {
 		}
 		return nil, fmt.Errorf("seaweedfs install: %v: %s", err, lastLines(out))
 	}
-	port, err := freeBase()
-	if err != nil {
-		return nil, err
+	// Another process may take one of the ports between the check and the
+	// start: try again on others.
+	for attempt := 1; ; attempt++ {
+		port, err := freeBase()
+		if err != nil {
+			return nil, err
+		}
+		var stderr bytes.Buffer
+		cmd := exec.Command(script, "start", dir, fmt.Sprint(port))
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err == nil {
+			return &Server{Endpoint: strings.TrimSpace(string(out)), script: script, dir: dir}, nil
+		}
+		_ = exec.Command(script, "stop", dir).Run()
+		if attempt == 3 {
+			return nil, fmt.Errorf("seaweedfs start: %v: %s", err, lastLines(stderr.Bytes()))
+		}
 	}
-	out, err := exec.Command(script, "start", dir, fmt.Sprint(port)).Output()
-	if err != nil {
-		return nil, fmt.Errorf("seaweedfs start: %v: %s", err, lastLines(out))
-	}
-	return &Server{Endpoint: strings.TrimSpace(string(out)), script: script, dir: dir}, nil
 }
 
 // Bucket creates a new bucket and returns its name.
@@ -131,8 +141,8 @@ func (s *Server) Stop() {
 	_ = exec.Command(s.script, "stop", s.dir).Run()
 }
 
-// freeBase finds a port p with p+1..p+3 and their gRPC ports (+10000)
-// free (a race with other processes is possible, and fails loudly).
+// freeBase finds a port p with p+1..p+3 and the gRPC ports of all four
+// (+10000) free (a race with other processes is possible, and fails loudly).
 func freeBase() (int, error) {
 	for range 50 {
 		b := make([]byte, 2)
@@ -140,7 +150,7 @@ func freeBase() (int, error) {
 		p := 20000 + int(b[0])<<8%20000 + int(b[1])
 		p -= p % 4
 		ok := true
-		for _, q := range []int{p, p + 1, p + 2, p + 3, p + 10001, p + 10002, p + 10003} {
+		for _, q := range []int{p, p + 1, p + 2, p + 3, p + 10000, p + 10001, p + 10002, p + 10003} {
 			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", q))
 			if err != nil {
 				ok = false
