@@ -89,6 +89,11 @@ func TestJSONSchema(t *testing.T) {
 	schema := compileSchema(t)
 	h := newHarness(t, "alice")
 	app, multi := h.reg.host+"/app:v1", h.reg.host+"/multi:v1"
+	// bob is the key alice's statements are rotated to (key rotate).
+	bob := filepath.Join(t.TempDir(), "bob.key")
+	if b, err := os.ReadFile(filepath.Join("testdata", "keys", "bob.key")); err != nil || os.WriteFile(bob, b, 0o600) != nil {
+		t.Fatal("copy bob's key:", err)
+	}
 	file := filepath.Join(t.TempDir(), "dist.tar")
 	if err := os.WriteFile(file, []byte("an artifact"), 0o600); err != nil {
 		t.Fatal(err)
@@ -134,6 +139,9 @@ func TestJSONSchema(t *testing.T) {
 		{name: "ls, bad --status", def: "ls", args: []string{"ls", "-o", "json", "--status", "fine"}, code: ExitUsage},
 		{name: "ls, ledger down", def: "ls", args: []string{"ls", "-o", "json", "--ledger", down}, code: ExitCouldNotVerify},
 		{name: "version", def: "version", args: []string{"version", "-o", "json"}, code: 0},
+		{name: "key rotate --dry-run", def: "keyRotate", args: []string{"key", "rotate", "-o", "json", "--dry-run", "alice", bob}, code: 0},
+		{name: "key rotate", def: "keyRotate", args: []string{"key", "rotate", "-o", "json", "alice", bob}, code: 0},
+		{name: "key rotate, the same key twice", def: "error", args: []string{"key", "rotate", "-o", "json", "alice", "alice"}, code: ExitUsage},
 	} {
 		ctx := tc.ctx
 		if ctx == nil {
