@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net/http"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/docker/cli/cli/command"
 	"github.com/spf13/cobra"
 
+	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/notarize/docker-notarize/notarize"
 )
@@ -27,14 +29,14 @@ const rotateJobs = 8
 
 // rotateMaxRetries bounds how often one request refused with HTTP 429 (the
 // ledger's rate limits) is tried again before the digest counts as failed.
-const rotateMaxRetries = 6
+const rotateMaxRetries = 10
 
 // rotateBackoff is the first wait after a 429; it doubles on every retry,
 // up to rotateMaxBackoff.
-var rotateBackoff = time.Second
+const rotateBackoff = time.Second
 
 // rotateMaxBackoff caps the wait after a 429.
-const rotateMaxBackoff = 30 * time.Second
+const rotateMaxBackoff = 8 * time.Second
 
 // Actions of one digest in rotate's output.
 const (
@@ -388,16 +390,16 @@ func subjectName(st *notarize.Statement) string {
 	return st.Subject[0].Name
 }
 
-// retry429 calls fn until it does not fail with the ledger's HTTP 429 (rate
-// limited), waiting rotateBackoff, doubling, between tries, at most
-// rotateMaxRetries times. The ledger's Retry-After is not surfaced by
-// ledgerclient, so the wait is this backoff.
+// retry429 calls fn until it does not fail with the ledger's HTTP 429 (a
+// rate limit) or 503 UNAVAILABLE (pushback), waiting rotateBackoff,
+// doubling up to rotateMaxBackoff, between tries, at most rotateMaxRetries
+// times; the interrupt ends the wait. ledgerclient's APIError does not carry
+// the ledger's Retry-After, so the wait is this backoff.
 func retry429(ctx context.Context, fn func() error) error {
 	wait := rotateBackoff
 	for try := 0; ; try++ {
 		err := fn()
-		var apiErr *ledgerclient.APIError
-		if err == nil || try >= rotateMaxRetries || !errors.As(err, &apiErr) || apiErr.StatusCode != 429 {
+		if err == nil || try >= rotateMaxRetries || !retryable(err) {
 			return err
 		}
 		t := time.NewTimer(wait)
@@ -409,6 +411,15 @@ func retry429(ctx context.Context, fn func() error) error {
 		}
 		wait = min(2*wait, rotateMaxBackoff)
 	}
+}
+
+// retryable reports whether err is the ledger asking to be tried later.
+func retryable(err error) bool {
+	var apiErr *ledgerclient.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	return apiErr.StatusCode == http.StatusTooManyRequests || apiErr.StatusCode == http.StatusServiceUnavailable && apiErr.Code == api.CodeUnavailable
 }
 
 // rotateDone prints out (JSON, or the text lines and summary) and returns

@@ -287,3 +287,62 @@ func TestKeyRotateUsageErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestKeyRotateRateLimited: a ledger that refuses submissions for its rate
+// limits (HTTP 429 RATE_LIMITED with Retry-After, as the ledger answers) is
+// tried again after a wait: every digest ends re-stated, none failed.
+func TestKeyRotateRateLimited(t *testing.T) {
+	t.Parallel()
+	h := newHarnessWith(t, nil, "alice", "bob")
+	as := rotateAssets(t, h, 4)
+	u, _ := url.Parse(h.ledger.URL)
+	proxy := httputil.NewSingleHostReverseProxy(u)
+	var refused atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && r.URL.Path == api.PathEntries && refused.Add(1) <= 3 {
+			w.Header().Set("Content-Type", api.MediaTypeJSON)
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusTooManyRequests)
+			_ = json.NewEncoder(w).Encode(api.ErrorResponse{Code: api.CodeRateLimited, Message: "key over its rate limit"})
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	out, errOut, code := h.runWithEnv(map[string]string{EnvLedger: srv.URL}, "key", "rotate", "-o", "json", "alice", "bob")
+	o := decodeRotate(t, out)
+	if code != 0 || o.Restated != len(as) || o.Failed != 0 || refused.Load() < 3 {
+		t.Fatalf("rotate through a rate-limited ledger: exit %d %+v (%d refused)\n%s", code, o, refused.Load(), errOut)
+	}
+}
+
+// TestKeyRotateReportsFailures: a digest the ledger keeps refusing is
+// FAILED in the output and the summary, the others are re-stated, and the
+// exit code is 1; run again, only it is left to do.
+func TestKeyRotateReportsFailures(t *testing.T) {
+	t.Parallel()
+	h := newHarnessWith(t, nil, "alice", "bob")
+	as := rotateAssets(t, h, 3)
+	u, _ := url.Parse(h.ledger.URL)
+	proxy := httputil.NewSingleHostReverseProxy(u)
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && r.URL.Path == api.PathEntries && n.Add(1) == 1 {
+			w.Header().Set("Content-Type", api.MediaTypeJSON)
+			w.WriteHeader(http.StatusBadRequest)
+			_ = json.NewEncoder(w).Encode(api.ErrorResponse{Code: api.CodeBadRequest, Message: "refused"})
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	out, errOut, code := h.runWithEnv(map[string]string{EnvLedger: srv.URL}, "key", "rotate", "alice", "bob")
+	if code != ExitError || !strings.Contains(out, "2 re-stated, 0 already current, 0 kept (NEW's newer statement differs), 1 failed") || !strings.Contains(out, "FAILED") || !strings.Contains(errOut, "could not re-state") {
+		t.Fatalf("rotate with one refusal: exit %d\n%s\n%s", code, out, errOut)
+	}
+	out, errOut, code = h.run("key", "rotate", "alice", "bob")
+	if code != 0 || !strings.Contains(out, "1 re-stated, 2 already current") {
+		t.Fatalf("second rotate: exit %d\n%s\n%s", code, out, errOut)
+	}
+	_ = as
+}
