@@ -346,3 +346,28 @@ func TestKeyRotateReportsFailures(t *testing.T) {
 	}
 	_ = as
 }
+
+// TestKeyRotateKeepsNewerDecision: after a rotation, NEW untrusts an asset
+// OLD still trusts; a second rotation keeps NEW's later revocation (KEPT)
+// instead of re-stating OLD's older "trusted" over it.
+func TestKeyRotateKeepsNewerDecision(t *testing.T) {
+	t.Parallel()
+	h := newHarnessWith(t, nil, "alice", "bob")
+	as := rotateAssets(t, h, 3) // as[1] and as[2] trusted
+	h.mustRun(0, "key", "rotate", "alice", "bob")
+	h.mustRun(0, "untrust", "--key", "bob", "file:"+as[1].path)
+
+	out, errOut, code := h.run("key", "rotate", "-o", "json", "alice", "bob")
+	o := decodeRotate(t, out)
+	if code != 0 || o.Kept != 1 || o.Current != 2 || o.Restated != 0 {
+		t.Fatalf("second rotate: exit %d %+v\n%s", code, o, errOut)
+	}
+	for _, d := range o.Digests {
+		if d.Digest == string(as[1].digest) && d.Action != rotateKept {
+			t.Fatalf("bob's later revocation: %+v, want KEPT", d)
+		}
+	}
+	if c := verdicts(h, "bob", as[1:2])[0]; c != VerdictExitCode(notarize.Untrusted) {
+		t.Fatalf("bob's revocation was overridden: verify exits %d", c)
+	}
+}
