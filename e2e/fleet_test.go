@@ -97,6 +97,9 @@ func TestFleetProcesses(t *testing.T) {
 		if err != nil {
 			return err
 		}
+		if _, err := img.RawConfigFile(); err != nil { // checks the config's digest
+			return err
+		}
 		layers, err := img.Layers()
 		if err != nil {
 			return err
@@ -147,14 +150,20 @@ func TestFleetProcesses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the blobs in the bucket", func() bool {
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		var missing []notarize.Digest
 		for _, d := range want {
 			if _, err := drv.Stat(context.Background(), blobcache.BlobPath(d)); err != nil {
-				return false
+				missing = append(missing, d)
 			}
 		}
-		return true
-	}, time.Minute, &lockedBuffer{})
+		if len(missing) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("blobs not in the bucket after a minute: %v\nproxy A:\n%s\nproxy B:\n%s", missing, blobMetrics(a), blobMetrics(b))
+		}
+	}
 
 	// A third instance's first pull: from the bucket, no upstream blob GET.
 	before := blobGETs.Load()
@@ -184,4 +193,21 @@ func TestFleetProcesses(t *testing.T) {
 			t.Fatalf("the bucket's copy of %s: %v", d, err)
 		}
 	}
+}
+
+// blobMetrics returns the blob lines of a proxy's /metrics.
+func blobMetrics(addr string) string {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "blob") && !strings.HasPrefix(l, "#") {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
