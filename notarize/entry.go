@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"unicode/utf8"
 
 	ssldsse "github.com/secure-systems-lab/go-securesystemslib/dsse"
@@ -193,21 +194,32 @@ func ParseEntry(b []byte) (*Entry, error) {
 	if !utf8.Valid(b) {
 		return nil, fmt.Errorf("%w: entry is not valid UTF-8", ErrBadEntry)
 	}
+	// As in ParseStatement, the member walk only explains a refusal: the
+	// canonical comparison accepts nothing it would refuse.
 	var e Entry
-	if err := decodeStrict(b, &e); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadEntry, err)
+	derr := decodeOne(b, &e)
+	if derr == nil {
+		if e.Envelope.PayloadType == "" || e.Envelope.Payload == "" || e.PublicKey == "" {
+			if werr := explainJSON(b, reflect.TypeFor[Entry]()); werr != nil {
+				return nil, fmt.Errorf("%w: %v", ErrBadEntry, werr)
+			}
+			return nil, fmt.Errorf("%w: envelope payloadType, payload and publicKey are required", ErrBadEntry)
+		}
+		canon, err := e.Marshal()
+		if err != nil {
+			return nil, err
+		}
+		if bytes.Equal(canon, b) {
+			return &e, nil
+		}
 	}
-	if e.Envelope.PayloadType == "" || e.Envelope.Payload == "" || e.PublicKey == "" {
-		return nil, fmt.Errorf("%w: envelope payloadType, payload and publicKey are required", ErrBadEntry)
+	if werr := explainJSON(b, reflect.TypeFor[Entry]()); werr != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadEntry, werr)
 	}
-	canon, err := e.Marshal()
-	if err != nil {
-		return nil, err
+	if derr != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadEntry, derr)
 	}
-	if !bytes.Equal(canon, b) {
-		return nil, notCanonical(ErrBadEntry, "entry JSON must be exactly its canonical form (Go encoding/json: members in field order, no whitespace, Go's string escapes)")
-	}
-	return &e, nil
+	return nil, notCanonical(ErrBadEntry, "entry JSON must be exactly its canonical form (Go encoding/json: members in field order, no whitespace, Go's string escapes)")
 }
 
 // Verify checks that the entry is in its one accepted encoding (see

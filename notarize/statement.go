@@ -185,33 +185,38 @@ func ParseStatement(b []byte) (*Statement, error) {
 	if !utf8.Valid(b) {
 		return nil, fmt.Errorf("%w: statement is not valid UTF-8", ErrBadStatement)
 	}
+	// The canonical comparison accepts only bytes that json.Marshal
+	// writes, which never repeat a member, miscase one or nest deeper than
+	// the type: so the member walk (memberWalk) runs only to explain a
+	// refusal, not on every statement.
 	var s Statement
-	if err := decodeStrict(b, &s); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadStatement, err)
+	derr := decodeOne(b, &s)
+	if derr == nil {
+		if err := s.Validate(); err != nil {
+			if werr := explainJSON(b, reflect.TypeFor[Statement]()); werr != nil {
+				return nil, fmt.Errorf("%w: %v", ErrBadStatement, werr)
+			}
+			return nil, err
+		}
+		if canon, err := json.Marshal(&s); err == nil && bytes.Equal(canon, b) {
+			return &s, nil
+		}
 	}
-	if err := s.Validate(); err != nil {
-		return nil, err
+	if werr := explainJSON(b, reflect.TypeFor[Statement]()); werr != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadStatement, werr)
 	}
-	canon, err := s.Marshal()
-	if err != nil {
-		return nil, err
+	if derr != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadStatement, derr)
 	}
-	if !bytes.Equal(canon, b) {
-		return nil, notCanonical(ErrBadStatement, "statement JSON must be exactly its canonical form (Go encoding/json of the statement: members in field order, no whitespace, empty optional members left out, Go's string escapes, RFC 3339 timestamp without trailing zeros)")
-	}
-	return &s, nil
+	return nil, notCanonical(ErrBadStatement, "statement JSON must be exactly its canonical form (Go encoding/json of the statement: members in field order, no whitespace, empty optional members left out, Go's string escapes, RFC 3339 timestamp without trailing zeros)")
 }
 
-// decodeStrict decodes exactly one JSON value into v, refusing unknown fields,
-// trailing data and what encoding/json would quietly accept but another JSON
-// reader may read differently (see memberWalk): what is signed must mean
-// the same to every verifier and auditor.
-func decodeStrict(b []byte, v any) error {
-	pre := json.NewDecoder(bytes.NewReader(b))
-	pre.UseNumber()
-	if err := (memberWalk{unknown: refuseUnknown, maxDepth: maxStrictDepth}).walk(pre, reflect.TypeOf(v), 0); err != nil {
-		return err
-	}
+// decodeOne decodes exactly one JSON value into v, refusing unknown
+// fields and trailing data. What encoding/json would quietly accept but
+// another JSON reader may read differently (repeated or miscased members)
+// is left to the caller's canonical comparison, and explained by
+// explainJSON.
+func decodeOne(b []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -221,4 +226,12 @@ func decodeStrict(b []byte, v any) error {
 		return errTrailing
 	}
 	return nil
+}
+
+// explainJSON returns why b is not strict JSON for Go type t (memberWalk:
+// a repeated, unknown or miscased member, nesting too deep), or nil.
+func explainJSON(b []byte, t reflect.Type) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	return (memberWalk{unknown: refuseUnknown, maxDepth: maxStrictDepth}).walk(dec, t, 0)
 }

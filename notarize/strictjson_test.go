@@ -1,6 +1,7 @@
 package notarize
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -42,4 +43,27 @@ func TestStrictJSONWalkModes(t *testing.T) {
 	if _, err := ClassifyManifest([]byte(`{"schemaVersion":2,"mediaType":"`+mt+`","layers":[],"layers":[]}`), mt); err == nil || !strings.Contains(err.Error(), "appears twice") {
 		t.Errorf("ClassifyManifest(repeated) = %v, want a repeated-member error", err)
 	}
+}
+
+// FuzzCanonicalImpliesStrict: ParseStatement and ParseEntry run the member
+// walk only to explain a refusal, relying on the canonical comparison to
+// accept nothing the walk would refuse. Whatever they accept, the walk
+// accepts too.
+func FuzzCanonicalImpliesStrict(f *testing.F) {
+	f.Add([]byte(`{"_type":"` + StatementType + `","subject":[{"digest":{"sha256":"` + strings.Repeat("a", 64) +
+		`"}}],"predicateType":"` + PredicateType + `","predicate":{"status":"trusted","timestamp":"2026-01-01T00:00:00Z"}}`))
+	f.Add([]byte(`{"_type":"x","_type":"y"}`))
+	f.Add([]byte(`{"envelope":{"payloadType":"a","payload":"b","signatures":[{"keyid":"k","sig":"c"}]},"publicKey":"p"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if _, err := ParseStatement(b); err == nil {
+			if werr := explainJSON(b, reflect.TypeFor[Statement]()); werr != nil {
+				t.Fatalf("ParseStatement accepted what the member walk refuses (%v): %q", werr, b)
+			}
+		}
+		if _, err := ParseEntry(b); err == nil {
+			if werr := explainJSON(b, reflect.TypeFor[Entry]()); werr != nil {
+				t.Fatalf("ParseEntry accepted what the member walk refuses (%v): %q", werr, b)
+			}
+		}
+	})
 }

@@ -1,0 +1,75 @@
+package notarize_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"testing"
+
+	"github.com/sigstore/sigstore/pkg/signature"
+
+	"github.com/notarize/docker-notarize/notarize"
+)
+
+// BenchmarkEntryCheck is the per-entry check of a replica's catch-up and a
+// ledger's submission: ParseEntry then VerifyLogged, on an ECDSA P-256
+// entry. Its sub-benchmarks split the cost.
+func BenchmarkEntryCheck(b *testing.B) {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := signature.LoadECDSASignerVerifier(k, notarize.HashFor(k.Public()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := sign(b, s, statement(digestA, notarize.StatusTrusted, t0))
+	raw, err := e.Marshal()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("parse+verify", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			e, err := notarize.ParseEntry(raw)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := e.VerifyLogged(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("parse", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := notarize.ParseEntry(raw); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	v, err := e.VerifyLogged()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("statement", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := notarize.ParseStatement(v.Payload); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("key", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			pub, err := notarize.ParsePublicKey([]byte(e.PublicKey))
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := notarize.KeyID(pub); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
