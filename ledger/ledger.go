@@ -154,6 +154,9 @@ func New(ctx context.Context, st Storage, cfg Config) (*Ledger, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, errors.Join(err, st.Close())
 	}
+	if _, local := st.(interface{ Dir() string }); !local && !cfg.noMap && cfg.MapDir == "" {
+		return nil, errors.Join(fmt.Errorf("new ledger: %w", ErrNoMapDir), st.Close())
+	}
 	cfg = cfg.withDefaults()
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	l := &Ledger{

@@ -407,6 +407,13 @@ func (l *Ledger) proveMapRoot(ctx context.Context, mp *api.MapProof, root *commi
 }
 
 // ErrMapInUse is returned by RebuildMap while a ledger holds the map.
+// ErrNoMapDir is returned by New for a storage that keeps no files of its
+// own (MySQL) when Config.MapDir is empty: without a map, every lookup's
+// completeness proof would be missing and clients would fail closed once
+// the log outgrows what they read themselves, so the ledger refuses to
+// start instead.
+var ErrNoMapDir = errors.New("this storage keeps the log in a database: the verifiable index needs a directory for this instance's copy of it (notarize-ledger --map-dir DIR; any empty directory, derived data rebuilt from the log)")
+
 var ErrMapInUse = errors.New("the verifiable index is in use by a running ledger; stop it first")
 
 // RebuildMap drops the verifiable index of the ledger whose POSIX data

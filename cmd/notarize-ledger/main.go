@@ -98,7 +98,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:7070", "listen `address`")
 	fs.StringVar(&o.data, "data", filepath.Join(".notarize", "ledger"), "data `directory`: log, index, keys (posix storage)")
-	fs.StringVar(&o.mapDir, "map-dir", "", "`directory` for this instance's copy of the verifiable index (mysql storage; posix keeps it in --data)")
+	fs.StringVar(&o.mapDir, "map-dir", "", "`directory` for this instance's copy of the verifiable index: required with --storage mysql (derived from the log, rebuilt when empty); posix keeps it in --data")
 	fs.StringVar(&o.storage, "storage", storagePOSIX, "where the log lives: posix (--data) or mysql (--mysql-dsn, shared by several instances)")
 	fs.StringVar(&o.mysqlDSN, "mysql-dsn", "", "MySQL/MariaDB `DSN` user:pass@tcp(host:3306)/dbname for --storage mysql; also $"+envMySQLDSN)
 	fs.StringVar(&o.origin, "origin", "", "checkpoint origin (log name); default: the persisted one, or <hostname>/notarize-ledger")

@@ -113,7 +113,9 @@ func Start(t testing.TB, opts ...Option) *Server {
 	for _, o := range opts {
 		o(&set)
 	}
-	if set.dir == "" && set.dsn == "" {
+	if set.dir == "" {
+		// With MySQL, the directory holds only this instance's copy of the
+		// verifiable index (Config.MapDir).
 		set.dir = tempDir(t)
 	}
 	s := &Server{tb: t, cfg: set.cfg, Dir: set.dir, dsn: set.dsn}
@@ -168,6 +170,9 @@ func (s *Server) start(t testing.TB, ln net.Listener) error {
 	var st ledger.Storage
 	var err error
 	if s.dsn != "" {
+		if s.cfg.MapDir == "" {
+			s.cfg.MapDir = s.Dir // this instance's copy of the verifiable index
+		}
 		st, err = mysql.New(ctx, mysql.Config{DSN: s.dsn, Logger: s.cfg.Logger})
 	} else {
 		st, err = posix.New(ctx, posix.Config{Dir: s.Dir, Logger: s.cfg.Logger})
