@@ -116,11 +116,11 @@ if [[ ${FLEET:-1} != 0 ]]; then
   S3_PORT=$(free_port)
   S3=$("$ROOT/scripts/seaweedfs.sh" start "$WORK/weed" "$S3_PORT")
   PIDS+=("$(cat "$WORK/weed/pid")")
-  "$ROOT/scripts/seaweedfs.sh" bucket "$S3" np
-  "$ROOT/scripts/seaweedfs.sh" bucket "$S3" dp
+  "$ROOT/scripts/seaweedfs.sh" bucket "$S3" notarize-fleet
+  "$ROOT/scripts/seaweedfs.sh" bucket "$S3" dist-fleet
   s3params() { echo "{region: us-east-1, bucket: $1, regionendpoint: \"$S3\", forcepathstyle: true, secure: false, accesskey: bench, secretkey: bench}"; }
-  printf 'storage:\n  s3: %s\n' "$(s3params np)" >"$WORK/np-s3.yaml"
-  printf 'storage:\n  s3: %s\n  redirect: {disable: false}\n' "$(s3params np)" >"$WORK/np-s3-redir.yaml"
+  printf 'storage:\n  s3: %s\n' "$(s3params notarize-fleet)" >"$WORK/np-s3.yaml"
+  printf 'storage:\n  s3: %s\n  redirect: {disable: false}\n' "$(s3params notarize-fleet)" >"$WORK/np-s3-redir.yaml"
   for n in notarize-s3:np-s3 notarize-s3-b:np-s3 notarize-s3-redir:np-s3-redir; do
     name=${n%%:*} conf=${n#*:} port=$(free_port)
     start "$name" notarize-proxy --config "$WORK/$conf.yaml" --addr "127.0.0.1:$port" --data "$WORK/$name" --upstream "local=http://$UP" \
@@ -130,7 +130,7 @@ if [[ ${FLEET:-1} != 0 ]]; then
     METRICS[$name]="http://127.0.0.1:$port/metrics"
   done
   DS_PORT=$(free_port)
-  regconf "$DS_PORT" "$WORK/ds" "http://127.0.0.1:$UP_PORT" | sed "s|^storage: .*|storage: {s3: $(s3params dp | sed 's/[&|]/\\&/g'), redirect: {disable: true}, delete: {enabled: false}}|" >"$WORK/ds.yml"
+  regconf "$DS_PORT" "$WORK/ds" "http://127.0.0.1:$UP_PORT" | sed "s|^storage: .*|storage: {s3: $(s3params dist-fleet | sed 's/[&|]/\\&/g'), redirect: {disable: true}, delete: {enabled: false}}|" >"$WORK/ds.yml"
   start dist-proxy-s3 "$CACHE/bin/registry" serve "$WORK/ds.yml"
   wait_http "http://127.0.0.1:$DS_PORT/v2/"
   BASE[dist-proxy-s3]="http://127.0.0.1:$DS_PORT/v2/bench/app"
@@ -151,7 +151,7 @@ echo "== blob of $BLOB_MB MiB"
 for t in direct notarize dist-proxy "${FLEET_ORDER[@]}"; do
   if [[ $t == notarize-s3-b ]]; then # B's first pull of what A cached: wait for A's put into the bucket
     key=notarize/v1/blobs/sha256/${BLOB:7:2}/${BLOB#sha256:}
-    for _ in $(seq 1 600); do curl -fsS -o /dev/null -I "$S3/np/$key" 2>/dev/null && break; sleep 0.1; done
+    for _ in $(seq 1 600); do curl -fsS -o /dev/null -I "$S3/notarize-fleet/$key" 2>/dev/null && break; sleep 0.1; done
   fi
   run -name "blob-cold/$t" -once -c 1 -d 10m "${BASE[$t]}/blobs/$BLOB"
 done
