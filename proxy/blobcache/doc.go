@@ -12,8 +12,10 @@
 // the upstream into 1 MiB memory chunks, which readers stream from at once;
 // a writer fills the temporary file and a hasher hashes, each free to run on
 // its own core. Chunks stay in memory until both have them and a window of
-// 16 MiB is full; a reader further behind reads the file. The last byte is
-// held back until the hasher has checked every byte.
+// 4 MiB is full; a reader further behind reads the file; the upstream is
+// read at most 8 spans ahead of the slower stage, so a fill holds about
+// 13 MiB at most. The last byte is held back until the hasher has checked
+// every byte.
 //
 // # Bound
 //

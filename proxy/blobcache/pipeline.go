@@ -25,13 +25,13 @@ const (
 	memChunkSize = 1 << 20
 	// memWindow is how many bytes of a fill are kept in memory for its
 	// readers once written and hashed.
-	memWindow = 16 << 20
+	memWindow = 4 << 20
 	// spanMin is the least a span handed to the writer and the hasher
 	// holds (except the last of a chunk and of the blob).
 	spanMin = 256 << 10
 	// stageDepth bounds the spans queued for the writer and the hasher:
 	// the upstream is read at most this far ahead of the slower of them.
-	stageDepth = 32
+	stageDepth = 8
 )
 
 // memChunk is bytes [off, off+len(b)) of the blob. b only grows, under
