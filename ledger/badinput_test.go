@@ -156,7 +156,7 @@ func TestUnavailable(t *testing.T) {
 		{"closing", func(l *Ledger) { l.closing.Store(true) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			l, err := openPOSIX(t, t.TempDir(), Config{})
+			l, err := openPOSIX(t, ledgerDir(t), Config{})
 			if err != nil {
 				t.Fatal(err)
 			}

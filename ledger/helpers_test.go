@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"testing"
 	"time"
 
@@ -422,4 +423,28 @@ func openPOSIX(t testing.TB, dir string, cfg Config) (*Ledger, error) {
 		cfg.Logger = testLogger(t)
 	}
 	return New(t.Context(), st, cfg)
+}
+
+// ledgerDir is t.TempDir for a ledger closed while submissions were
+// refused in flight: Tessera's background goroutines are not joined by
+// Close and may still write a file just after it returns, which makes
+// t.TempDir's strict removal fail the test. The directory is removed after
+// the ledger stopped, retrying for a moment.
+func ledgerDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "ledger-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		var err error
+		for range 50 {
+			if err = os.RemoveAll(dir); err == nil {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Logf("remove %s: %v", dir, err)
+	})
+	return dir
 }
