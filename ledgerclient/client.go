@@ -107,16 +107,18 @@ func (c *Client) trustOnFirstUse(ctx context.Context) error {
 		return fmt.Errorf("ledger info: origin %q is not the name of its verifier key %q", clip(info.Origin, 200), v.Name())
 	}
 	c.verifier, c.vkey = v, info.VerifierKey
+	// The state stored before the checkpoint is fetched: one stored
+	// meanwhile by a concurrent client is not a rollback (see advance).
+	before, err := c.stored()
+	if err != nil {
+		return err
+	}
 	cp, err := c.fetchCheckpoint(ctx)
 	if err != nil {
 		return err
 	}
 	// A state stored for this origin under another key refuses the key:
 	// only the user may trust a new key for a log known under another.
-	before, err := c.stored()
-	if err != nil {
-		return err
-	}
 	if other, err := c.store.otherKeyState(c.vkey); err != nil {
 		return err
 	} else if other != "" {

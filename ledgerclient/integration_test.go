@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -612,5 +613,42 @@ func TestResignedStatementReceipt(t *testing.T) {
 	}
 	if !r2.Duplicate || r2.Index != r1.Index {
 		t.Fatalf("re-signed statement: duplicate %v at %d, want a duplicate of %d", r2.Duplicate, r2.Index, r1.Index)
+	}
+}
+
+// TestLookupRacingAReceipt: a lookup answered at checkpoint N while a
+// concurrent submission's receipt stores N+1 (another goroutine or process
+// sharing the client's home) is no rollback: the answer was the newest when
+// it was sent, and it is a prefix of the stored checkpoint. Before, the
+// stored checkpoint was read after the answer arrived, and the race made
+// `key rotate` fail with "rolled back its history". A rollback from before
+// the request was sent is still one (TestLedgerRollback).
+func TestLookupRacingAReceipt(t *testing.T) {
+	srv := ledgertest.Start(t)
+	p := newProxy(t, srv.URL)
+	home := t.TempDir()
+	c := newClient(t, p.URL, home, "")
+	other := newClient(t, srv.URL, home, srv.VerifierKey) // the same home, straight to the ledger
+	s := notarizetest.NewSigner(t)
+	submit(t, c, notarizetest.Entry(t, s, digest("a"), notarize.StatusTrusted, t0))
+	var raced atomic.Int32
+	p.setRewrite(func(r *http.Request, body []byte) []byte {
+		if strings.HasPrefix(r.URL.Path, api.PathDigests) && raced.Add(1) == 1 {
+			// The answer has left the ledger; a receipt lands first.
+			submit(t, other, notarizetest.Entry(t, s, digest("b"), notarize.StatusTrusted, t0))
+		}
+		return body
+	})
+	for op, call := range map[string]func() error{
+		"current": func() error { _, err := c.Current(t.Context(), digest("a"), keyID(t, s)); return err },
+		"lookup":  func() error { _, err := c.Lookup(t.Context(), digest("a")); return err },
+	} {
+		raced.Store(0)
+		if err := call(); err != nil {
+			t.Fatalf("%s racing a receipt: %v", op, err)
+		}
+		if raced.Load() == 0 {
+			t.Fatalf("%s: the front saw no lookup", op)
+		}
 	}
 }

@@ -154,11 +154,15 @@ func (c *Client) lookupPage(ctx context.Context, d notarize.Digest, q lookupQuer
 	if err := checkLookupArgs(d, q.keyIDs); err != nil {
 		return nil, err
 	}
+	before, err := c.stored()
+	if err != nil {
+		return nil, err
+	}
 	b, err := c.ops.Lookup(ctx, d, q)
 	if err != nil {
 		return nil, err
 	}
-	resp, cp, err := c.lookupAnswer(ctx, b, q.limit)
+	resp, cp, err := c.lookupAnswer(ctx, before, b, q.limit)
 	if err != nil {
 		return nil, err
 	}
@@ -224,6 +228,10 @@ func (c *Client) current(ctx context.Context, d notarize.Digest, keyIDs []string
 	if len(keyIDs) > api.MaxCurrentKeyIDs {
 		return nil, fmt.Errorf("%d key IDs, at most %d per current lookup", len(keyIDs), api.MaxCurrentKeyIDs)
 	}
+	before, err := c.stored()
+	if err != nil {
+		return nil, err
+	}
 	b, err := c.ops.Current(tctx, d, keyIDs)
 	if ae, ok := errors.AsType[*APIError](err); ok && ae.StatusCode == http.StatusNotFound && ae.Code == api.CodeNotFound {
 		cancel()
@@ -232,7 +240,7 @@ func (c *Client) current(ctx context.Context, d notarize.Digest, keyIDs []string
 	if err != nil {
 		return nil, err
 	}
-	resp, cp, err := c.lookupAnswer(tctx, b, len(keyIDs))
+	resp, cp, err := c.lookupAnswer(tctx, before, b, len(keyIDs))
 	if err != nil {
 		return nil, err
 	}
@@ -296,11 +304,11 @@ func checkLookupArgs(d notarize.Digest, keyIDs []string) error {
 
 // lookupAnswer decodes a lookup answer of at most n entries and verifies its
 // checkpoint and consistency with the stored one (which it advances).
-func (c *Client) lookupAnswer(ctx context.Context, b []byte, n int) (*api.LookupResponse, Checkpoint, error) {
-	before, err := c.stored()
-	if err != nil {
-		return nil, Checkpoint{}, err
-	}
+// before is the checkpoint stored when the request was sent: an answer
+// older than it is a rollback, while one older only than a checkpoint
+// stored meanwhile (a concurrent submission's receipt, in this process or
+// another sharing its Home) must merely be its prefix.
+func (c *Client) lookupAnswer(ctx context.Context, before *Checkpoint, b []byte, n int) (*api.LookupResponse, Checkpoint, error) {
 	resp, err := decodeLookup(b, maxLookupAnswer(n))
 	if err != nil {
 		return nil, Checkpoint{}, err

@@ -77,11 +77,15 @@ func BenchmarkCurrentCompleteness(b *testing.B) {
 		}
 	})
 	b.Run("completeness-step", func(b *testing.B) {
+		before, err := c.stored()
+		if err != nil {
+			b.Fatal(err)
+		}
 		raw, err := c.ops.Current(b.Context(), d, []string{kid})
 		if err != nil {
 			b.Fatal(err)
 		}
-		resp, cp, err := c.lookupAnswer(b.Context(), raw, 1)
+		resp, cp, err := c.lookupAnswer(b.Context(), before, raw, 1)
 		if err != nil {
 			b.Fatal(err)
 		}
