@@ -174,7 +174,9 @@ type RateLimits struct {
 	// one digest per minute, and at once: DefaultKeyDigestPerMinute.
 	KeyDigestPerMinute float64
 	// Tracked bounds the buckets each limit keeps in memory
-	// (DefaultRateLimitTracked); idle buckets are evicted first.
+	// (DefaultRateLimitTracked): idle (refilled) buckets are dropped, and
+	// names past the bound share one overflow bucket until some are, so a
+	// flood of new names never hands a spent name a fresh burst.
 	Tracked int
 }
 

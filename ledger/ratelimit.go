@@ -8,8 +8,9 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
-	"sync"
 	"time"
+
+	"github.com/notarize/docker-notarize/internal/ratelimit"
 )
 
 // ErrRateLimited is returned (wrapped in a *RateLimitError) when a key or a
@@ -43,50 +44,33 @@ const (
 	limitKeyDigest = "key-digest"
 )
 
-// limiter is a set of token buckets, one per name, with the same rate and
-// burst. It keeps at most max buckets: full buckets (idle long enough to
-// have refilled, the same as a new one) are dropped first, then any, so
-// memory stays bounded whatever the number of names.
+// limiter is one of a ledger's rate limits: token buckets per name, all of
+// one rate and burst, in bounded memory (internal/ratelimit: names past the
+// bound share an overflow bucket, so a flood of new names can neither grow
+// memory nor hand a spent name a fresh burst). A nil limiter allows
+// everything.
 type limiter struct {
-	name  string
-	rate  float64 // tokens per second; the limiter is off when rate <= 0
-	burst float64
-	max   int
-	now   func() time.Time
-
-	mu      sync.Mutex
-	buckets map[string]*bucket
+	name    string // the limit's name, as in RateLimitError.Limit
+	buckets *ratelimit.Limiter
 }
 
-// bucket is one name's tokens as of last. Its rate and burst are the
-// limiter's times scale (1 but for the wider IPv6 client prefixes).
-type bucket struct {
-	tokens float64
-	last   time.Time
-	scale  float64
-}
-
-// newLimiter returns a limiter of rate tokens per second and burst, or nil
-// (allowing everything) when rate <= 0.
+// newLimiter returns a limiter of rate tokens per second and burst keeping
+// at most max buckets, or nil (allowing everything) when rate <= 0.
 func newLimiter(name string, rate float64, burst, max int, now func() time.Time) *limiter {
-	if rate <= 0 {
+	b := ratelimit.New(rate, burst, max, now)
+	if b == nil {
 		return nil
 	}
-	return &limiter{name: name, rate: rate, burst: float64(max1(burst)), max: max1(max), now: now, buckets: map[string]*bucket{}}
+	return &limiter{name: name, buckets: b}
 }
 
-func max1(n int) int { return max(n, 1) }
+// scaled names a bucket whose rate and burst are the limiter's times scale.
+type scaled = ratelimit.Name
 
 // allow takes a token from name's bucket, or returns a *RateLimitError
 // saying when one will be there. A nil limiter allows everything.
 func (l *limiter) allow(name string) error {
-	return l.allowAll(scaled{name, 1})
-}
-
-// scaled names a bucket whose rate and burst are the limiter's times scale.
-type scaled struct {
-	name  string
-	scale float64
+	return l.allowAll(scaled{Key: name, Scale: 1})
 }
 
 // allowAll takes a token from each named bucket if every one has one, and
@@ -96,60 +80,10 @@ func (l *limiter) allowAll(names ...scaled) error {
 	if l == nil {
 		return nil
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
-	bs := make([]*bucket, len(names))
-	var wait time.Duration
-	for i, n := range names {
-		b, ok := l.buckets[n.name]
-		if !ok {
-			l.makeRoom(now)
-			b = &bucket{tokens: l.burst * n.scale, last: now, scale: n.scale}
-			l.buckets[n.name] = b
-		}
-		b.refill(now, l.rate, l.burst)
-		if b.tokens < 1 {
-			wait = max(wait, time.Duration((1-b.tokens)/(l.rate*b.scale)*float64(time.Second)))
-		}
-		bs[i] = b
-	}
-	if wait > 0 {
+	if wait, ok := l.buckets.TakeAll(names...); !ok {
 		return &RateLimitError{Limit: l.name, RetryAfter: wait}
 	}
-	for _, b := range bs {
-		b.tokens--
-	}
 	return nil
-}
-
-// refill adds the tokens earned since b.last, at b's scale of rate and burst.
-func (b *bucket) refill(now time.Time, rate, burst float64) {
-	if dt := now.Sub(b.last).Seconds(); dt > 0 {
-		b.tokens = min(burst*b.scale, b.tokens+dt*rate*b.scale)
-	}
-	b.last = now
-}
-
-// makeRoom drops buckets once the limiter holds max: the full ones, then
-// arbitrary ones until a quarter is free, so that the work is amortized.
-// Dropping a bucket that is not full only forgives its name some tokens.
-func (l *limiter) makeRoom(now time.Time) {
-	if len(l.buckets) < l.max {
-		return
-	}
-	for name, b := range l.buckets {
-		b.refill(now, l.rate, l.burst)
-		if b.tokens >= l.burst*b.scale {
-			delete(l.buckets, name)
-		}
-	}
-	for name := range l.buckets {
-		if len(l.buckets) <= l.max*3/4 {
-			break
-		}
-		delete(l.buckets, name)
-	}
 }
 
 // size returns how many buckets l holds.
@@ -157,9 +91,7 @@ func (l *limiter) size() int {
 	if l == nil {
 		return 0
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.buckets)
+	return l.buckets.Len()
 }
 
 // writeLimits are a ledger's rate limits (Config.RateLimits).
@@ -193,7 +125,7 @@ func (w *writeLimits) allowClient(r *http.Request) error {
 	}
 	p56, _ := addr.Prefix(56)
 	p48, _ := addr.Prefix(48)
-	return w.client.allowAll(scaled{name, 1}, scaled{p56.String(), Client56Scale}, scaled{p48.String(), Client48Scale})
+	return w.client.allowAll(scaled{Key: name, Scale: 1}, scaled{Key: p56.String(), Scale: Client56Scale}, scaled{Key: p48.String(), Scale: Client48Scale})
 }
 
 // allowAppend charges one new statement to its key and to (key, digest):

@@ -303,3 +303,21 @@ func TestDefaultLimitsBoundAFlood(t *testing.T) {
 		t.Fatalf("owner's current statement %v, want [%d]", got, revoked.Index)
 	}
 }
+
+// TestLimiterFloodCannotResetABucket: a writer who spent its key's budget
+// cannot win a fresh one by flooding the table with new names (other keys
+// of its own, other clients): before, a full table dropped arbitrary
+// buckets, the spent one among them.
+func TestLimiterFloodCannotResetABucket(t *testing.T) {
+	clock := newFakeClock()
+	l := newLimiter("key", 1, 1, 100, clock.now)
+	if err := l.allow("spent"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 1000 {
+		_ = l.allow("flood" + strconv.Itoa(i))
+	}
+	if err := l.allow("spent"); err == nil {
+		t.Fatal("a flood of new names reset a spent bucket")
+	}
+}
