@@ -302,6 +302,19 @@ func (f *mapFollower) step(ctx context.Context, pendingSince time.Time) (time.Ti
 	if size-st.position < uint64(f.entries) && time.Since(pendingSince) < f.every {
 		return pendingSince, nil
 	}
+	if locker, ok := f.l.st.(mapCommitLocker); ok {
+		// Instances sharing a log take turns: under the lock, fold up to
+		// the latest published checkpoint, which holds every root an
+		// earlier turn appended, so this root covers more than any.
+		release, err := locker.MapCommitLock(ctx)
+		if err != nil {
+			return pendingSince, err
+		}
+		defer release()
+		if size, err = f.publishedSize(ctx); err != nil {
+			return pendingSince, err
+		}
+	}
 	root, writes, stmts, err := f.fold(ctx, st.position, size)
 	if err != nil {
 		return pendingSince, fmt.Errorf("fold entries [%d, %d): %w", st.position, size, err)
@@ -320,6 +333,28 @@ func (f *mapFollower) step(ctx context.Context, pendingSince time.Time) (time.Ti
 	}
 	f.l.log.DebugContext(ctx, "map root committed", slog.Uint64("size", size), slog.Uint64("index", cr.index), slog.Int("statements", stmts))
 	return time.Time{}, nil
+}
+
+// mapCommitLocker is a storage shared by several ledger instances
+// (ledger/storage/mysql): its lock serializes their map commitments.
+type mapCommitLocker interface {
+	MapCommitLock(ctx context.Context) (release func(), err error)
+}
+
+// publishedSize waits until the index covers the latest published
+// checkpoint and returns the entries it has processed (at least that
+// checkpoint's size).
+func (f *mapFollower) publishedSize(ctx context.Context) (uint64, error) {
+	_, cp, err := f.l.latestCheckpoint(ctx)
+	if err != nil {
+		return 0, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, indexWait)
+	defer cancel()
+	if err := f.l.store.WaitProcessed(wctx, cp.Size); err != nil {
+		return 0, fmt.Errorf("wait for the index to cover %d entries: %w", cp.Size, err)
+	}
+	return f.l.store.Processed(), nil
 }
 
 // fold computes the map after the entries [from, to) (from being the
