@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/notarize/docker-notarize/internal/testutil"
 )
 
 // Chromium returns the path of Debian's chromium, installing it with
@@ -91,22 +93,12 @@ func Artifacts(t *testing.T) string {
 	return dir
 }
 
-// moduleRoot is the directory of the module's go.mod, above the test's
-// working directory (its package's directory).
+// moduleRoot is the directory of the module's go.mod (testutil.ModuleRoot).
 func moduleRoot(t *testing.T) string {
 	t.Helper()
-	dir, err := os.Getwd()
+	dir, err := testutil.ModuleRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test's directory")
-		}
-		dir = parent
-	}
+	return dir
 }

@@ -31,6 +31,8 @@ import (
 
 	f_note "github.com/transparency-dev/formats/note"
 	"golang.org/x/mod/sumdb/note"
+
+	"github.com/notarize/docker-notarize/internal/testutil"
 )
 
 // exitUnavailable is scripts/witness.sh's exit code for "omniwitness
@@ -72,7 +74,7 @@ func findBinary() (string, error) {
 	if p, err := exec.LookPath("omniwitness"); err == nil {
 		return p, nil
 	}
-	script, err := findScript()
+	script, err := testutil.Script("witness.sh")
 	if err != nil {
 		return "", fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
@@ -84,28 +86,6 @@ func findBinary() (string, error) {
 		return "", fmt.Errorf("%s install: %w", script, err)
 	}
 	return filepath.Join(strings.TrimSpace(string(out)), "omniwitness"), nil
-}
-
-// findScript returns scripts/witness.sh of the module the test runs in.
-func findScript() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			p := filepath.Join(dir, "scripts", "witness.sh")
-			if _, err := os.Stat(p); err != nil {
-				return "", fmt.Errorf("witness script: %w", err)
-			}
-			return p, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("witness script: no go.mod above the working directory")
-		}
-		dir = parent
-	}
 }
 
 // RequireBinary returns the omniwitness binary or skips t loudly.

@@ -19,13 +19,14 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+
+	"github.com/notarize/docker-notarize/internal/testutil"
 )
 
 // EnvDSN names an existing server to use instead of starting one: a DSN
@@ -60,7 +61,7 @@ func Start(ctx context.Context) (*Server, error) {
 		}
 		return &Server{DSN: dsn}, nil
 	}
-	script, err := findScript()
+	script, err := testutil.Script("mariadb.sh")
 	if err != nil {
 		return nil, err
 	}
@@ -174,28 +175,6 @@ func Skip(t testing.TB, err error) {
 	t.Helper()
 	bar := strings.Repeat("#", 78)
 	t.Skipf("\n%s\n## SKIPPED: no MariaDB server for the MySQL tests: %v\n## Set $%s or let scripts/mariadb.sh install mariadb-server (root + apt).\n%s", bar, err, EnvDSN, bar)
-}
-
-// findScript finds scripts/mariadb.sh above the working directory.
-func findScript() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			p := filepath.Join(dir, "scripts", "mariadb.sh")
-			if _, err := os.Stat(p); err != nil {
-				return "", fmt.Errorf("mariadb: %w", err)
-			}
-			return p, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("mariadb: no go.mod above the working directory")
-		}
-		dir = parent
-	}
 }
 
 func freePort() (int, error) {

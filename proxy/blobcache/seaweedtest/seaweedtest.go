@@ -14,11 +14,12 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/notarize/docker-notarize/internal/testutil"
 )
 
 // exitUnavailable is scripts/seaweedfs.sh's exit code for "cannot be had here".
@@ -65,9 +66,9 @@ func StartDir(dir string) (*Server, error) { return start(dir) }
 func Available(err error) bool { return !errors.Is(err, errUnavailable) }
 
 func start(dir string) (*Server, error) {
-	script, err := findScript()
+	script, err := testutil.Script("seaweedfs.sh")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %v", errUnavailable, err)
 	}
 	// Outside CI, a missing binary skips (building it takes minutes on a
 	// shared machine: run scripts/seaweedfs.sh install); under CI it is built.
@@ -164,27 +165,6 @@ func freeBase() (int, error) {
 		time.Sleep(time.Millisecond)
 	}
 	return 0, errors.New("seaweedtest: no free ports")
-}
-
-func findScript() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			p := filepath.Join(dir, "scripts", "seaweedfs.sh")
-			if _, err := os.Stat(p); err != nil {
-				return "", fmt.Errorf("%w: %v", errUnavailable, err)
-			}
-			return p, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("%w: scripts/seaweedfs.sh not found above the working directory", errUnavailable)
-		}
-		dir = parent
-	}
 }
 
 func lastLines(b []byte) string {
