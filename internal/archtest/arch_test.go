@@ -28,10 +28,14 @@ var allowed = map[string][]string{
 	"internal/boundedfile": {}, // leaves, so that every package may use them
 	"internal/atomicfile":  {},
 	"internal/ratelimit":   {},
-	"internal/testutil":    {}, // imported from tests only
-	"internal/browsertest": {}, // imported from tests only
-	"cmd":                  {"notarize", "ledgerclient", "ledger", "proxy", "plugin", "internal"},
-	"e2e":                  {"notarize", "ledgerclient", "ledger", "proxy", "plugin", "internal"},
+	"internal/testutil":    {}, // imported from tests and the test-support packages below only
+	// Test support: start what tests need through the project's scripts.
+	"ledger/witnesstest":          {"internal/testutil"},
+	"ledger/internal/mariadbtest": {"internal/testutil"},
+	"proxy/blobcache/seaweedtest": {"internal/testutil"},
+	"internal/browsertest":        {}, // imported from tests only
+	"cmd":                         {"notarize", "ledgerclient", "ledger", "proxy", "plugin", "internal"},
+	"e2e":                         {"notarize", "ledgerclient", "ledger", "proxy", "plugin", "internal"},
 }
 
 // within reports whether pkg is p or one of its sub-packages.
