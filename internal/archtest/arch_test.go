@@ -33,7 +33,7 @@ var allowed = map[string][]string{
 	"ledger/witnesstest":          {"internal/testutil"},
 	"ledger/internal/mariadbtest": {"internal/testutil"},
 	"proxy/blobcache/seaweedtest": {"internal/testutil"},
-	"internal/browsertest":        {}, // imported from tests only
+	"internal/browsertest":        {"internal/testutil"}, // imported from tests only
 	"cmd":                         {"notarize", "ledgerclient", "ledger", "proxy", "plugin", "internal"},
 	"e2e":                         {"notarize", "ledgerclient", "ledger", "proxy", "plugin", "internal"},
 }
