@@ -264,16 +264,9 @@ func verifyKeyPage(resp *api.KeyDigestsResponse, cp Checkpoint, keyID string, q 
 // checkpoint: the inclusion proof, the envelope signature, that it is signed
 // by keyID and, when status is set, that it has that status.
 func verifyKeyEntry(le api.LookupEntry, cp Checkpoint, keyID string, status notarize.Status) (notarize.Record, error) {
-	if err := verifyInclusion(cp, le.Index, le.Entry, le.InclusionProof); err != nil {
+	v, err := provenEntry(le, cp)
+	if err != nil {
 		return notarize.Record{}, err
-	}
-	e, err := notarize.ParseEntry(le.Entry)
-	if err != nil {
-		return notarize.Record{}, fmt.Errorf("entry %d: %w", le.Index, err)
-	}
-	v, err := e.VerifyLogged()
-	if err != nil {
-		return notarize.Record{}, fmt.Errorf("entry %d: %w", le.Index, err)
 	}
 	if v.KeyID != keyID {
 		return notarize.Record{}, fmt.Errorf("%w: entry %d is signed by key %s, not by the key asked about (%s)", ErrBadProof, le.Index, v.KeyID, keyID)

@@ -408,20 +408,31 @@ func verifyCurrent(resp *api.LookupResponse, cp Checkpoint, d notarize.Digest, k
 	return recs, nil
 }
 
+// provenEntry checks one entry of an answer against its verified
+// checkpoint, its inclusion proof and its envelope signature, and returns
+// the verified statement; what it must be about is the caller's to check.
+func provenEntry(le api.LookupEntry, cp Checkpoint) (*notarize.Verified, error) {
+	if err := verifyInclusion(cp, le.Index, le.Entry, le.InclusionProof); err != nil {
+		return nil, err
+	}
+	e, err := notarize.ParseEntry(le.Entry)
+	if err != nil {
+		return nil, fmt.Errorf("entry %d: %w", le.Index, err)
+	}
+	v, err := e.VerifyLogged()
+	if err != nil {
+		return nil, fmt.Errorf("entry %d: %w", le.Index, err)
+	}
+	return v, nil
+}
+
 // verifyLookupEntry checks one entry of a lookup answer for d against its
 // verified checkpoint: the inclusion proof, the envelope signature, that it
 // is about d and, when keyIDs are given, signed by one of them.
 func verifyLookupEntry(le api.LookupEntry, cp Checkpoint, d notarize.Digest, keyIDs []string) (notarize.Record, error) {
-	if err := verifyInclusion(cp, le.Index, le.Entry, le.InclusionProof); err != nil {
+	v, err := provenEntry(le, cp)
+	if err != nil {
 		return notarize.Record{}, err
-	}
-	e, err := notarize.ParseEntry(le.Entry)
-	if err != nil {
-		return notarize.Record{}, fmt.Errorf("entry %d: %w", le.Index, err)
-	}
-	v, err := e.VerifyLogged()
-	if err != nil {
-		return notarize.Record{}, fmt.Errorf("entry %d: %w", le.Index, err)
 	}
 	if got := v.Statement.Digest(); got != d {
 		return notarize.Record{}, fmt.Errorf("%w: entry %d is about %s, not %s", ErrBadProof, le.Index, got, d)
