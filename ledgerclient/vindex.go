@@ -179,8 +179,16 @@ func proofOf(kp api.KeyMapProof) (*vindex.Proof, error) {
 	return p, nil
 }
 
+// tailChunk is how many tail entries foldTail reads at once (four entry
+// bundles, fetched in parallel): it keeps only their leaf hashes and its
+// findings, so a tail of large entries never sits in memory whole (at most
+// MaxMapTail entries of up to 64 KiB each would be ~1 GiB).
+const tailChunk = 4 * 256
+
 // foldTail reads the log entries [from, cp.Size), proves each included in
-// cp, and folds the statements about d by the keys of want into want.
+// cp, and folds the statements about d by the keys of want into want. It
+// is bounded by the client's timeout when ctx has no deadline, so a front
+// dripping the tail's bundles cannot hang a verify.
 func (c *Client) foldTail(ctx context.Context, cp Checkpoint, from uint64, d notarize.Digest, want map[string]mapExpect) error {
 	if from >= cp.Size {
 		return nil
@@ -188,34 +196,47 @@ func (c *Client) foldTail(ctx context.Context, cp Checkpoint, from uint64, d not
 	if n := cp.Size - from; n > MaxMapTail {
 		return fmt.Errorf("%w: %d log entries after the ledger's newest committed map root (at most %d are read): the ledger commits no map roots, or not often enough", ErrIncomplete, n, MaxMapTail)
 	}
-	leaves, err := NewFollower(c, 0).readLeaves(ctx, from, cp.Size, cp.Size)
-	if err != nil {
-		return fmt.Errorf("read the log after the map root: %w", err)
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	type hit struct {
+		keyID string
+		index uint64
+		ts    time.Time
 	}
-	if err := c.proveTail(ctx, cp, from, leaves); err != nil {
+	var hits []hit // applied to want only once the whole tail is proven
+	hashes := make([][]byte, 0, cp.Size-from)
+	f := NewFollower(c, 0)
+	for start := from; start < cp.Size; start += tailChunk {
+		end := min(start+tailChunk, cp.Size)
+		leaves, err := f.readLeaves(ctx, start, end, cp.Size)
+		if err != nil {
+			return fmt.Errorf("read the log after the map root: %w", err)
+		}
+		for j, leaf := range leaves {
+			i := start + uint64(j)
+			hashes = append(hashes, hasher.HashLeaf(leaf))
+			if notarize.IsMapRoot(leaf) || !mayConcern(leaf, d) {
+				continue
+			}
+			fe := verifyLeaf(i, leaf)
+			if fe.Err != nil || fe.Record.Statement.Digest() != d {
+				continue
+			}
+			if _, asked := want[fe.Record.KeyID]; asked {
+				hits = append(hits, hit{fe.Record.KeyID, i, fe.Record.Statement.Predicate.Timestamp})
+			}
+		}
+	}
+	if err := c.proveTail(ctx, cp, from, hashes); err != nil {
 		return fmt.Errorf("the log after the map root: %w", err)
 	}
-	for j, leaf := range leaves {
-		i := from + uint64(j)
-		if notarize.IsMapRoot(leaf) {
-			continue
+	for _, h := range hits {
+		e := want[h.keyID]
+		if !e.found || !h.ts.Before(e.ts) {
+			e.found, e.index, e.ts = true, h.index, h.ts
 		}
-		if !mayConcern(leaf, d) {
-			continue
-		}
-		fe := verifyLeaf(i, leaf)
-		if fe.Err != nil || fe.Record.Statement.Digest() != d {
-			continue
-		}
-		e, asked := want[fe.Record.KeyID]
-		if !asked {
-			continue
-		}
-		if ts := fe.Record.Statement.Predicate.Timestamp; !e.found || !ts.Before(e.ts) {
-			e.found, e.index, e.ts = true, i, ts
-		}
-		e.tail = append(e.tail, i)
-		want[fe.Record.KeyID] = e
+		e.tail = append(e.tail, h.index)
+		want[h.keyID] = e
 	}
 	return nil
 }
@@ -240,13 +261,14 @@ func mayConcern(leaf []byte, d notarize.Digest) bool {
 	return err == nil && bytes.Contains(payload[:n], []byte(d.Hex()))
 }
 
-// proveTail proves that leaves are the entries [from, cp.Size) of cp's
-// tree, with one inclusion proof: the proof of entry from holds, as its
-// left siblings, the compact range of [0, from); the tail's leaves
-// appended to it must hash to cp's signed root.
-func (c *Client) proveTail(ctx context.Context, cp Checkpoint, from uint64, leaves [][]byte) error {
-	if from+uint64(len(leaves)) != cp.Size {
-		return fmt.Errorf("%w: %d entries for [%d, %d)", ErrBadProof, len(leaves), from, cp.Size)
+// proveTail proves that leafHashes are the RFC 6962 leaf hashes of the
+// entries [from, cp.Size) of cp's tree, with one inclusion proof: the proof
+// of entry from holds, as its left siblings, the compact range of [0,
+// from); the tail's leaf hashes appended to it must hash to cp's signed
+// root.
+func (c *Client) proveTail(ctx context.Context, cp Checkpoint, from uint64, leafHashes [][]byte) error {
+	if from+uint64(len(leafHashes)) != cp.Size {
+		return fmt.Errorf("%w: %d entries for [%d, %d)", ErrBadProof, len(leafHashes), from, cp.Size)
 	}
 	pb, err := client.NewProofBuilder(ctx, cp.Size, c.ops.ReadTile)
 	if err != nil {
@@ -287,8 +309,8 @@ func (c *Client) proveTail(ctx context.Context, cp Checkpoint, from uint64, leav
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrBadProof, err)
 	}
-	for _, l := range leaves {
-		if err := rng.Append(hasher.HashLeaf(l), nil); err != nil {
+	for _, h := range leafHashes {
+		if err := rng.Append(h, nil); err != nil {
 			return fmt.Errorf("%w: %v", ErrBadProof, err)
 		}
 	}

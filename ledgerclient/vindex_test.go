@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -298,5 +300,49 @@ func TestLookupProvenComplete(t *testing.T) {
 		if _, err := c.Lookup(t.Context(), d, ka); !errors.Is(err, ledgerclient.ErrIncomplete) {
 			t.Fatalf("entry %d dropped from the pages: %v", idx, err)
 		}
+	}
+}
+
+// TestCurrentLongTail: a tail longer than one read (tailChunk) is read in
+// chunks, every entry proven, and a revocation in its last chunk still
+// counts: a front that omits it is caught, the honest answer returns it.
+func TestCurrentLongTail(t *testing.T) {
+	srv := ledgertest.Start(t, ledgertest.WithConfig(func(c *ledger.Config) { c.MapCommitEntries = 1 << 20 }))
+	front := newLyingFront(t, srv.URL)
+	direct := newClient(t, srv.URL, t.TempDir(), srv.VerifierKey)
+	d := digest("long-tail")
+	alice, other := notarizetest.NewSigner(t), notarizetest.NewSigner(t)
+	ka := keyID(t, alice)
+	submit(t, direct, notarizetest.Entry(t, alice, d, notarize.StatusTrusted, t0))
+	var wg sync.WaitGroup
+	errs := make(chan error, 1300)
+	sem := make(chan struct{}, 128) // batched by the ledger: ~one integration per batch
+	for i := range 1300 {
+		e := notarizetest.Entry(t, other, digest(fmt.Sprint("filler-", i)), notarize.StatusTrusted, t0)
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if _, err := srv.Ledger().Submit(t.Context(), e); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	revoked := submit(t, direct, notarizetest.Entry(t, alice, d, notarize.StatusUntrusted, t0.Add(time.Minute)))
+	c := newClient(t, front.URL, t.TempDir(), srv.VerifierKey)
+	res, err := c.Current(t.Context(), d, ka)
+	if err != nil || len(res.Records) != 1 || res.Records[0].Index != revoked.Index {
+		t.Fatalf("honest answer over a %d-entry tail: %v %+v", revoked.Index, err, res)
+	}
+	omit := func(r *api.LookupResponse) { r.Entries = dropEntry(r.Entries, revoked.Index) }
+	front.rewrite.Store(&omit)
+	defer front.rewrite.Store(nil)
+	c = newClient(t, front.URL, t.TempDir(), srv.VerifierKey)
+	if res, err := c.Current(t.Context(), d, ka); !errors.Is(err, ledgerclient.ErrIncomplete) {
+		t.Fatalf("a revocation omitted in the tail's last chunk: %v %+v", err, res)
 	}
 }
