@@ -186,9 +186,7 @@ func proofOf(kp api.KeyMapProof) (*vindex.Proof, error) {
 const tailChunk = 4 * 256
 
 // foldTail reads the log entries [from, cp.Size), proves each included in
-// cp, and folds the statements about d by the keys of want into want. It
-// is bounded by the client's timeout when ctx has no deadline, so a front
-// dripping the tail's bundles cannot hang a verify.
+// cp, and folds the statements about d by the keys of want into want.
 func (c *Client) foldTail(ctx context.Context, cp Checkpoint, from uint64, d notarize.Digest, want map[string]mapExpect) error {
 	if from >= cp.Size {
 		return nil
@@ -196,8 +194,6 @@ func (c *Client) foldTail(ctx context.Context, cp Checkpoint, from uint64, d not
 	if n := cp.Size - from; n > MaxMapTail {
 		return fmt.Errorf("%w: %d log entries after the ledger's newest committed map root (at most %d are read): the ledger commits no map roots, or not often enough", ErrIncomplete, n, MaxMapTail)
 	}
-	ctx, cancel := c.withTimeout(ctx)
-	defer cancel()
 	type hit struct {
 		keyID string
 		index uint64
