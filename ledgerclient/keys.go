@@ -3,7 +3,6 @@ package ledgerclient
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"iter"
 	"net/http"
@@ -135,26 +134,24 @@ const proveJobs = 8
 func (c *Client) ProveCurrent(ctx context.Context, keyID string, records []notarize.Record) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errs := make([]error, len(records))
+	// The first failure is the answer: it cancels the others, whose
+	// errors (a fetch cut short, not always wrapping context.Canceled)
+	// would only hide it.
+	var first error
+	var once sync.Once
 	sem := make(chan struct{}, proveJobs)
 	var wg sync.WaitGroup
-	for i, r := range records {
+	for _, r := range records {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			errs[i] = c.proveOne(ctx, keyID, r)
-			if errs[i] != nil {
-				cancel()
+			if err := c.proveOne(ctx, keyID, r); err != nil {
+				once.Do(func() { first = err; cancel() })
 			}
 		})
 	}
 	wg.Wait()
-	for _, err := range errs {
-		if err != nil && !errors.Is(err, context.Canceled) {
-			return err
-		}
-	}
-	return errors.Join(errs...)
+	return first
 }
 
 // proveOne checks that r is keyID's proven current statement about its
