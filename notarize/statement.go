@@ -71,6 +71,10 @@ type Predicate struct {
 	Attributes map[string]string `json:"attributes,omitempty"`
 	// Name is the signer's display name; it is not authenticated beyond the key.
 	Name string `json:"name,omitempty"`
+	// Email is the signer's optional email address, a bare addr-spec
+	// (ValidateEmail); like Name it is the signer's claim, which a ledger
+	// with enrolled identities checks against the key's (CheckClaim).
+	Email string `json:"email,omitempty"`
 	// Timestamp is the signer's clock when signing; the newest one wins.
 	Timestamp time.Time `json:"timestamp"`
 }
@@ -136,6 +140,9 @@ func (s *Statement) Validate() error {
 	if !p.Status.Valid() {
 		return bad("status %q, want trusted, untrusted or unsupported", truncate(string(p.Status), 40))
 	}
+	if err := validateKeyPredicate(p); err != nil { // keyrevoke.go
+		return bad("%v", err)
+	}
 	if p.Timestamp.IsZero() {
 		return bad("predicate timestamp missing")
 	}
@@ -150,6 +157,11 @@ func (s *Statement) Validate() error {
 	}
 	if !utf8.ValidString(p.MediaType) || !utf8.ValidString(p.Kind) || !utf8.ValidString(p.Name) {
 		return bad("mediaType, kind or name not UTF-8")
+	}
+	if p.Email != "" {
+		if err := ValidateEmail(p.Email); err != nil {
+			return fmt.Errorf("%w: %w", ErrBadStatement, err)
+		}
 	}
 	if len(p.Attributes) > MaxAttributes {
 		return bad("%d attributes, at most %d", len(p.Attributes), MaxAttributes)
