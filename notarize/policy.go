@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -18,6 +19,7 @@ import (
 //
 //	signers:
 //	  release: {keys: [keys/release.pub]}   # PEM public keys; the caller resolves the references
+//	  ci: {keys: [keys/ci.pub], revokers: [keys/security.pub]} # keys that may revoke ci's keys
 //	rules:                                  # first match wins; patterns over "UPSTREAM/REPO"
 //	  - match: "docker.io/library/**"
 //	    require: [release]                  # trusted if one says TRUSTED and none UNTRUSTED/UNSUPPORTED
@@ -76,6 +78,15 @@ type PolicySigner struct {
 	// Keys are references to PEM public keys (for the proxy: file paths
 	// relative to the policy file, or inline PEM).
 	Keys []string `yaml:"keys"`
+	// Revokers are references to PEM public keys (like Keys) that may
+	// revoke this signer's keys (`docker notarize key revoke --revoker`),
+	// besides each key itself. A revocation by any other key does not
+	// count. Optional.
+	Revokers []string `yaml:"revokers,omitempty"`
+	// Email is the signer's email address (a bare addr-spec, see
+	// ValidateEmail), shown with its name; optional. Like the name, the
+	// policy's author vouches for it, not the statements.
+	Email string `yaml:"email,omitempty"`
 }
 
 // Rule applies to the targets ("UPSTREAM/REPO") its Match pattern matches.
@@ -145,12 +156,25 @@ func (p *Policy) Validate() error {
 		if len(s.Keys) == 0 {
 			return bad("signer %q has no keys", name)
 		}
+		if s.Email != "" {
+			if err := ValidateEmail(s.Email); err != nil {
+				return bad("signer %q: %v", name, err)
+			}
+		}
 		if len(s.Keys) > MaxSignerKeys {
 			return bad("signer %q has %d keys, at most %d", name, len(s.Keys), MaxSignerKeys)
 		}
 		for _, k := range s.Keys {
 			if strings.TrimSpace(k) == "" || len(k) > maxKeyRefLen {
 				return bad("signer %q: empty or oversized key reference", name)
+			}
+		}
+		if len(s.Revokers) > MaxSignerKeys {
+			return bad("signer %q has %d revokers, at most %d", name, len(s.Revokers), MaxSignerKeys)
+		}
+		for _, k := range s.Revokers {
+			if strings.TrimSpace(k) == "" || len(k) > maxKeyRefLen {
+				return bad("signer %q: empty or oversized revoker key reference", name)
 			}
 		}
 	}
@@ -273,15 +297,63 @@ func segmentMatch(pat, s string) bool {
 // records about a digest into an Evaluation. It is immutable and safe for
 // concurrent use.
 type Evaluator struct {
-	policy *Policy
-	keyIDs map[string][]string // signer name → key IDs
-	names  map[string]string   // key ID → signer name (the first, by name)
+	policy   *Policy
+	keyIDs   map[string][]string // signer name → key IDs
+	names    map[string]string   // key ID → signer name (the first, by name)
+	revokers map[string][]string // key ID → key IDs that may revoke it (its signers' revokers)
 }
 
 // Evaluator binds the policy's signer names to keys: keys[name] holds the
 // public keys loaded for Signers[name].Keys. Every signer must have at least
-// one key.
+// one key. A policy whose signers name revokers needs
+// EvaluatorWithRevokers: here it is an error, never revokers left out.
 func (p *Policy) Evaluator(keys map[string][]crypto.PublicKey) (*Evaluator, error) {
+	return p.EvaluatorWithRevokers(keys, nil)
+}
+
+// EvaluatorWithRevokers is Evaluator with revokers[name] holding the public
+// keys loaded for Signers[name].Revokers: each signer that names revokers
+// must have them loaded, and no other.
+func (p *Policy) EvaluatorWithRevokers(keys, revokers map[string][]crypto.PublicKey) (*Evaluator, error) {
+	ev, err := p.bindKeys(keys)
+	if err != nil {
+		return nil, err
+	}
+	ev.revokers = map[string][]string{}
+	for _, name := range sortedKeys(p.Signers) {
+		if len(p.Signers[name].Revokers) == 0 {
+			continue
+		}
+		pubs := revokers[name]
+		if len(pubs) == 0 {
+			return nil, fmt.Errorf("%w: signer %q names revokers, but none were loaded", ErrBadPolicy, name)
+		}
+		var ids []string
+		for _, pub := range pubs {
+			id, err := KeyID(pub)
+			if err != nil {
+				return nil, fmt.Errorf("%w: signer %q: revoker: %v", ErrBadPolicy, name, err)
+			}
+			ids = append(ids, id)
+		}
+		for _, k := range ev.keyIDs[name] {
+			ev.revokers[k] = append(ev.revokers[k], ids...)
+		}
+	}
+	for name, pubs := range revokers {
+		if s, ok := p.Signers[name]; !ok || len(s.Revokers) == 0 && len(pubs) > 0 {
+			return nil, fmt.Errorf("%w: revoker keys given for signer %q, which names no revokers", ErrBadPolicy, name)
+		}
+	}
+	for k, ids := range ev.revokers {
+		slices.Sort(ids)
+		ev.revokers[k] = slices.Compact(ids)
+	}
+	return ev, nil
+}
+
+// bindKeys binds the signer names to keys (see Evaluator).
+func (p *Policy) bindKeys(keys map[string][]crypto.PublicKey) (*Evaluator, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
@@ -323,6 +395,30 @@ func (e *Evaluator) SignerName(keyID string) string {
 		return "key " + keyID[:12]
 	}
 	return "key " + keyID
+}
+
+// Revokers returns the key IDs that may revoke keyID besides itself: the
+// revokers of every policy signer that holds keyID.
+func (e *Evaluator) Revokers(keyID string) []string { return slices.Clone(e.revokers[keyID]) }
+
+// Keys returns the key IDs of every policy signer, sorted, each once.
+func (e *Evaluator) Keys() []string {
+	ids := sortedKeys(e.names)
+	return ids
+}
+
+// Revocations returns the counting revocation of each policy key found
+// among records (FindKeyRevocation with the key's revokers): records are
+// the verified records about the keys' revocation digests
+// (KeyRevocationDigest), all of them, from a complete source.
+func (e *Evaluator) Revocations(records []Record) Revocations {
+	rv := Revocations{}
+	for id := range e.names {
+		if r, ok := FindKeyRevocation(records, id, e.revokers[id]); ok {
+			rv[id] = r
+		}
+	}
+	return rv
 }
 
 // AcceptedKeys returns the key IDs of the signers rule requires.
@@ -378,8 +474,17 @@ type Evaluation struct {
 // statement of its own is trusted when one of its parents is trusted by a
 // statement that says it is an index (kind "index" or an index media type);
 // an explicit UNTRUSTED or UNSUPPORTED on d is never overridden by a parent.
-// With no matching rule, nothing is allowed.
+// With no matching rule, nothing is allowed. It knows of no key
+// revocation: see EvaluateWithRevocations.
 func (e *Evaluator) Evaluate(target string, d Digest, records []Record, parents []Parent) Evaluation {
+	return e.EvaluateWithRevocations(target, d, records, parents, nil)
+}
+
+// EvaluateWithRevocations is Evaluate under the key revocations revs (see
+// Evaluator.Revocations and DecideWithRevocations): a revoked key's
+// statements after its revocation count neither about d nor about its
+// parents, and records must hold all of the key's statements before it.
+func (e *Evaluator) EvaluateWithRevocations(target string, d Digest, records []Record, parents []Parent, revs Revocations) Evaluation {
 	ev := Evaluation{Target: target, Digest: d, RuleIndex: -1, Mode: ModeEnforce, Verdict: Unknown,
 		Decision: Decision{Digest: d, Verdict: Unknown}, names: e.SignerName}
 	i, rule, ok := e.policy.Match(target)
@@ -388,11 +493,11 @@ func (e *Evaluator) Evaluate(target string, d Digest, records []Record, parents 
 	}
 	ev.RuleIndex, ev.Rule, ev.Mode = i, rule, rule.EffectiveMode()
 	accepted := e.AcceptedKeys(rule)
-	ev.Decision = Decide(records, d, accepted)
+	ev.Decision = DecideWithRevocations(records, d, accepted, revs)
 	ev.Verdict = ev.Decision.Verdict
 	if ev.Verdict == Unknown {
 		for _, p := range parents {
-			pd := Decide(p.Records, p.Digest, accepted)
+			pd := DecideWithRevocations(p.Records, p.Digest, accepted, revs)
 			// Trust covers what an index lists only when the statement that
 			// decided it says it is an index: one signed as an image
 			// manifest vouches for those bytes alone, even if they also
@@ -454,7 +559,7 @@ func (ev Evaluation) Reason() string {
 		if len(ev.Rule.Require) == 0 {
 			return fmt.Sprintf("%s is UNKNOWN: the rule for %s requires no signer", ev.Digest, ev.Rule.Match)
 		}
-		return fmt.Sprintf("%s is UNKNOWN: no statement from %s", ev.Digest, strings.Join(ev.Rule.Require, ", "))
+		return fmt.Sprintf("%s is UNKNOWN: no statement from %s", ev.Digest, strings.Join(ev.Rule.Require, ", ")) + revokedNote(ev.Decision.Revoked, names)
 	}
 	return ev.Decision.Reason(names)
 }

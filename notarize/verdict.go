@@ -105,22 +105,45 @@ type Decision struct {
 	// Signers holds the current statement of each accepted signer that made one,
 	// sorted by key ID.
 	Signers []SignerStatus
+	// Revoked holds the revocations of accepted keys (DecideWithRevocations),
+	// sorted by key ID: those keys' statements after their revocation did
+	// not count.
+	Revoked []KeyRevocation
 }
 
 // Reason returns a one-line explanation, naming the signer with name(keyID).
+// A revoked accepted key is named with the index of its revocation.
 func (d Decision) Reason(name func(keyID string) string) string {
 	if d.Deciding == nil {
-		return fmt.Sprintf("%s: no statement from an accepted signer", d.Digest)
+		return fmt.Sprintf("%s: no statement from an accepted signer", d.Digest) + revokedNote(d.Revoked, name)
 	}
 	p := d.Deciding.Statement.Predicate
-	return fmt.Sprintf("%s is %s by %s (%s)", d.Digest, d.Verdict, name(d.Deciding.KeyID), p.Timestamp.UTC().Format("2006-01-02T15:04:05Z"))
+	return fmt.Sprintf("%s is %s by %s (%s)", d.Digest, d.Verdict, name(d.Deciding.KeyID), p.Timestamp.UTC().Format("2006-01-02T15:04:05Z")) + revokedNote(d.Revoked, name)
 }
 
 // Decide folds records into a verdict for digest d under the accepted signer
 // key IDs: UNTRUSTED if any accepted signer's current status is untrusted,
 // else UNSUPPORTED if any is unsupported, else TRUSTED if any is trusted,
 // else UNKNOWN. Records by other keys or about other digests are ignored.
+// It knows of no key revocation: see DecideWithRevocations.
 func Decide(records []Record, d Digest, accepted []string) Decision {
+	return DecideWithRevocations(records, d, accepted, nil)
+}
+
+// DecideWithRevocations is Decide under the key revocations revs: a
+// revoked key's records at or after its revocation's log index do not
+// count, whatever their signed timestamps, and its current statement is
+// chosen among the records before it. For a revoked key, records must
+// hold all its statements about d before the revocation (a complete
+// lookup by that key), not only the ledger's current one, which may be a
+// thief's later statement. The decision lists the accepted keys' revocations.
+func DecideWithRevocations(records []Record, d Digest, accepted []string, revs Revocations) Decision {
+	dec := decide(revs.Filter(records), d, accepted)
+	dec.Revoked = revs.Of(accepted)
+	return dec
+}
+
+func decide(records []Record, d Digest, accepted []string) Decision {
 	dec := Decision{Digest: d, Verdict: Unknown}
 	seen := map[string]bool{}
 	for _, k := range accepted {
