@@ -143,9 +143,6 @@ func (s *Statement) Validate() error {
 	if err := validateKeyPredicate(p); err != nil { // keyrevoke.go
 		return bad("%v", err)
 	}
-	if err := validateKeyPredicate(p); err != nil { // keyrevoke.go
-		return bad("%v", err)
-	}
 	if p.Timestamp.IsZero() {
 		return bad("predicate timestamp missing")
 	}
