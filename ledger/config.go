@@ -59,6 +59,13 @@ type Config struct {
 	// (empty: anyone whose envelope verifies under the key it carries may
 	// write). Every instance sharing the storage follows the stored set.
 	Signers []crypto.PublicKey
+	// Identities maps enrolled key IDs to their signers' identities (the
+	// YAML form of --signers, LoadSigners). When set, a statement whose
+	// claimed name or email is not its key's (notarize.CheckClaim) is
+	// refused (notarize.ErrIdentityMismatch, 403), as is a key with no
+	// identity; an empty claim is accepted (the enrolment says who signed).
+	// Each instance enforces its own; give every instance the same file.
+	Identities map[string]notarize.Identity
 	// MaxFutureSkew bounds how far a statement's timestamp may be ahead of
 	// the ledger's clock. Zero means DefaultMaxFutureSkew.
 	MaxFutureSkew time.Duration
@@ -235,6 +242,11 @@ func (c *Config) Validate() error {
 	for i, k := range c.Signers {
 		if _, err := notarize.KeyID(k); err != nil {
 			errs = append(errs, fmt.Errorf("signer %d: %w", i, err))
+		}
+	}
+	for id, ident := range c.Identities {
+		if err := ident.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("identity of key %s: %w", id, err))
 		}
 	}
 	if c.MaxFutureSkew < 0 {

@@ -134,6 +134,9 @@ func (l *Ledger) admit(e *notarize.Entry) (*notarize.Verified, []byte, error) {
 	if set := l.enrolled.Load(); set != nil && len(*set) > 0 && !(*set)[v.KeyID] {
 		return nil, nil, fmt.Errorf("%w: key %s", ErrNotEnrolled, v.KeyID)
 	}
+	if err := l.checkIdentity(v); err != nil {
+		return nil, nil, err
+	}
 	data, err := e.Marshal()
 	if err != nil {
 		return nil, nil, err

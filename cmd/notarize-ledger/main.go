@@ -102,7 +102,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.storage, "storage", storagePOSIX, "where the log lives: posix (--data) or mysql (--mysql-dsn, shared by several instances)")
 	fs.StringVar(&o.mysqlDSN, "mysql-dsn", "", "MySQL/MariaDB `DSN` user:pass@tcp(host:3306)/dbname for --storage mysql; also $"+envMySQLDSN)
 	fs.StringVar(&o.origin, "origin", "", "checkpoint origin (log name); default: the persisted one, or <hostname>/notarize-ledger")
-	fs.StringVar(&o.signersFile, "signers", "", "`file` of PEM public keys allowed to write; default: open to any valid signature")
+	fs.StringVar(&o.signersFile, "signers", "", "`file` of the signers allowed to write: PEM public keys, or YAML identities (signers: {NAME: {email: …, keys: [PEM file or inline]}}), whose statements must then claim their own name and email or none; default: open to any valid signature")
 	fs.StringVar(&o.keyFile, "key-file", "", "`file` holding the note signer key (PRIVATE+KEY+…); also $"+envSignerKey+"; default: DATA/"+posix.KeyFile)
 	fs.DurationVar(&o.maxFutureSkew, "max-future-skew", ledger.DefaultMaxFutureSkew, "refuse statements dated further than this in the future")
 	fs.DurationVar(&o.batchAge, "batch-max-age", ledger.DefaultBatchMaxAge, "longest an entry waits for a batch")
@@ -199,13 +199,15 @@ func config(o *options, getenv func(string) string, logger *slog.Logger) (ledger
 		cfg.NoteSignerKey = strings.TrimSpace(getenv(envSignerKey))
 	}
 	if o.signersFile != "" {
-		b, err := os.ReadFile(o.signersFile)
+		b, err := readBounded(o.signersFile, ledger.MaxSignersFileSize)
 		if err != nil {
 			return cfg, fmt.Errorf("--signers: %w", err)
 		}
-		if cfg.Signers, err = ledger.ParseSigners(b); err != nil {
+		signers, err := ledger.LoadSigners(b, filepath.Dir(o.signersFile))
+		if err != nil {
 			return cfg, fmt.Errorf("--signers %s: %w", o.signersFile, err)
 		}
+		cfg.Signers, cfg.Identities = signers.Keys, signers.Identities
 	}
 	return cfg, cfg.Validate()
 }

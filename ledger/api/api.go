@@ -219,3 +219,7 @@ const (
 	CodeRateLimited  = "RATE_LIMITED"  // 429 with Retry-After: this key or client wrote too much
 	CodeMethod       = "METHOD_NOT_ALLOWED"
 )
+
+// CodeIdentityMismatch is the ErrorResponse code (403) of a statement that
+// claims a name or email its key is not enrolled with in --signers.
+const CodeIdentityMismatch = "IDENTITY_MISMATCH"

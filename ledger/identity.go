@@ -1,0 +1,131 @@
+package ledger
+
+import (
+	"bytes"
+	"crypto"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/notarize/docker-notarize/notarize"
+)
+
+// MaxSignersFileSize bounds a --signers file (either form).
+const MaxSignersFileSize = notarize.MaxSignersFileSize
+
+// maxSignerKeyFile bounds a public key file a signers file names.
+const maxSignerKeyFile = 64 << 10
+
+// Signers is what a --signers file enrols: the keys allowed to write and,
+// from the YAML form, each key's identity.
+type Signers struct {
+	// Keys are the enrolled writers' public keys (Config.Signers).
+	Keys []crypto.PublicKey
+	// Identities maps each key ID to the identity it is enrolled with
+	// (Config.Identities); empty for a file of PEM keys.
+	Identities map[string]notarize.Identity
+}
+
+// LoadSigners parses an enrolled signers file, in either form:
+//
+//   - PEM: one or more "PUBLIC KEY" blocks (ParseSigners); keys without
+//     identities.
+//   - YAML (notarize.SignersFile): signers: {NAME: {email: …, keys: […]}},
+//     each key inline PEM or a file path, relative to dir.
+//
+// A file that starts with a PEM block, or that holds no "signers" key, is
+// read as PEM.
+func LoadSigners(b []byte, dir string) (Signers, error) {
+	trimmed := bytes.TrimSpace(b)
+	if bytes.HasPrefix(trimmed, []byte("-----BEGIN")) || !bytes.Contains(b, []byte("signers")) {
+		keys, err := ParseSigners(b)
+		return Signers{Keys: keys}, err
+	}
+	f, err := notarize.ParseSignersFile(b)
+	if err != nil {
+		return Signers{}, fmt.Errorf("parse signers: %w", err)
+	}
+	var out Signers
+	ids := map[string][]string{}
+	for _, name := range f.Names() {
+		for _, ref := range f.Signers[name].Keys {
+			pub, id, err := resolveSignerKey(ref, dir)
+			if err != nil {
+				return Signers{}, fmt.Errorf("parse signers: signer %q: %w", name, err)
+			}
+			out.Keys = append(out.Keys, pub)
+			ids[name] = append(ids[name], id)
+		}
+	}
+	if out.Identities, err = f.IdentitiesByKey(ids); err != nil {
+		return Signers{}, fmt.Errorf("parse signers: %w", err)
+	}
+	return out, nil
+}
+
+// resolveSignerKey reads one key reference of a signers file: inline PEM,
+// or a PEM file (relative to dir).
+func resolveSignerKey(ref, dir string) (crypto.PublicKey, string, error) {
+	pemBytes := []byte(ref)
+	if !notarize.IsInlineKey(ref) {
+		p := ref
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(dir, p)
+		}
+		var err error
+		if pemBytes, err = readSmall(p, maxSignerKeyFile); err != nil {
+			return nil, "", fmt.Errorf("key %s: %w", ref, err)
+		}
+	}
+	pub, err := notarize.ParsePublicKey(pemBytes)
+	if err != nil {
+		return nil, "", fmt.Errorf("key %s: %w", truncate(ref, 80), err)
+	}
+	id, err := notarize.KeyID(pub)
+	if err != nil {
+		return nil, "", fmt.Errorf("key %s: %w", truncate(ref, 80), err)
+	}
+	return pub, id, nil
+}
+
+// readSmall reads the file at path, refusing one larger than limit bytes.
+func readSmall(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s: larger than %d bytes", path, limit)
+	}
+	return b, nil
+}
+
+// checkIdentity refuses a statement whose claimed identity (name, email)
+// is not the identity its key is enrolled with, when the ledger enrols
+// identities (Config.Identities): an enrolled key cannot claim to be
+// another signer. A key without an enrolled identity is refused too
+// (ErrNotEnrolled): with identities, every writer has one. Without
+// identities nothing is checked.
+func (l *Ledger) checkIdentity(v *notarize.Verified) error {
+	if len(l.cfg.Identities) == 0 {
+		return nil
+	}
+	enrolled, ok := l.cfg.Identities[v.KeyID]
+	if !ok {
+		return fmt.Errorf("%w: key %s has no enrolled identity", ErrNotEnrolled, v.KeyID)
+	}
+	return notarize.CheckClaim(v.KeyID, v.Statement.Claimed(), enrolled)
+}
+
+// EnrolledIdentity returns the identity keyID is enrolled with
+// (Config.Identities), and false when it has none.
+func (l *Ledger) EnrolledIdentity(keyID string) (notarize.Identity, bool) {
+	id, ok := l.cfg.Identities[keyID]
+	return id, ok
+}
