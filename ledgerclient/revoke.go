@@ -1,0 +1,147 @@
+package ledgerclient
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+
+	"github.com/notarize/docker-notarize/ledger/api"
+	"github.com/notarize/docker-notarize/notarize"
+)
+
+// maxRevocationLookups bounds the revocation lookups Revocations runs at
+// once.
+const maxRevocationLookups = 8
+
+// Revocations finds the counting revocation (notarize.FindKeyRevocation) of
+// each of keyIDs: a lookup of the key's revocation digest (sha256:<key ID>)
+// by the key itself and its revokers (revokers[keyID]), which Lookup
+// proves complete against the ledger's verifiable index and the log after
+// it. A ledger, or a front before it, that leaves a revocation out fails
+// the call (ErrIncomplete); a revocation by any other key is never asked
+// for and never counts. The lookups run concurrently, one round trip each
+// when the key has no statement about its revocation digest.
+func (c *Client) Revocations(ctx context.Context, keyIDs []string, revokers map[string][]string) (notarize.Revocations, error) {
+	ids := slices.Clone(keyIDs)
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	type found struct {
+		rev notarize.KeyRevocation
+		ok  bool
+		err error
+	}
+	results := make([]found, len(ids))
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sem := make(chan struct{}, maxRevocationLookups)
+	var wg sync.WaitGroup
+	for i, k := range ids {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			rev, ok, err := c.revocation(ctx, k, revokers[k])
+			if err != nil {
+				cancel() // the first failure decides; the others need not finish
+			}
+			results[i] = found{rev, ok, err}
+		})
+	}
+	wg.Wait()
+	revs := notarize.Revocations{}
+	var errs []error
+	for i, r := range results {
+		switch {
+		case r.err != nil:
+			errs = append(errs, r.err)
+		case r.ok:
+			revs[ids[i]] = r.rev
+		}
+	}
+	if len(errs) > 0 {
+		return nil, firstCause(errs)
+	}
+	return revs, nil
+}
+
+// firstCause returns the error that is not a cancellation caused by another
+// lookup's failure, or the first one.
+func firstCause(errs []error) error {
+	for _, err := range errs {
+		if !errors.Is(err, context.Canceled) {
+			return err
+		}
+	}
+	return errs[0]
+}
+
+// revocation looks up key k's revocations by k and revokers and returns
+// the one that counts.
+func (c *Client) revocation(ctx context.Context, k string, revokers []string) (notarize.KeyRevocation, bool, error) {
+	d, err := notarize.KeyRevocationDigest(k)
+	if err != nil {
+		return notarize.KeyRevocation{}, false, fmt.Errorf("revocations of key %s: %w", clip(k, 80), err)
+	}
+	by := append([]string{k}, revokers...)
+	slices.Sort(by)
+	by = slices.Compact(by)
+	if len(by) > api.MaxLookupKeyIDs {
+		return notarize.KeyRevocation{}, false, fmt.Errorf("revocations of key %s: %d revokers, at most %d", k, len(by)-1, api.MaxLookupKeyIDs-1)
+	}
+	res, err := c.Lookup(ctx, d, by...)
+	if err != nil {
+		return notarize.KeyRevocation{}, false, fmt.Errorf("revocations of key %s: %w", k, err)
+	}
+	rev, ok := notarize.FindKeyRevocation(res.Records, k, revokers)
+	return rev, ok, nil
+}
+
+// CurrentRevoked is Current under the key revocations revs: the records
+// from which notarize.DecideWithRevocations decides d. For a key of keyIDs
+// that revs revokes, the ledger's current statement may be a thief's
+// (made after the revocation, whatever its timestamp), so every statement
+// of that key about d is read (Lookup, proven complete) and the current
+// one is chosen among those before the revocation; the other keys' records
+// are Current's. A key without a revocation costs nothing more than
+// Current.
+func (c *Client) CurrentRevoked(ctx context.Context, d notarize.Digest, keyIDs []string, revs notarize.Revocations) (*LookupResult, error) {
+	res, err := c.Current(ctx, d, keyIDs...)
+	if err != nil {
+		return nil, err
+	}
+	revoked := map[string]bool{}
+	for _, k := range keyIDs {
+		if _, ok := revs[k]; ok {
+			revoked[k] = true
+		}
+	}
+	if len(revoked) == 0 {
+		return res, nil
+	}
+	recs := make([]notarize.Record, 0, len(res.Records))
+	for _, r := range res.Records {
+		if !revoked[r.KeyID] {
+			recs = append(recs, r)
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(revoked)) {
+		all, err := c.Lookup(ctx, d, k)
+		if err != nil {
+			return nil, fmt.Errorf("statements about %s by revoked key %s: %w", d, k, err)
+		}
+		for _, r := range all.Records {
+			if revs.Counts(r) {
+				recs = append(recs, r)
+			}
+		}
+		if all.Checkpoint.Size > res.Checkpoint.Size {
+			res.Checkpoint = all.Checkpoint
+		}
+	}
+	slices.SortFunc(recs, func(a, b notarize.Record) int { return cmp.Compare(a.Index, b.Index) })
+	res.Records = recs
+	return res, nil
+}

@@ -1,0 +1,122 @@
+package ledgerclient_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/notarize/docker-notarize/ledger/ledgertest"
+	"github.com/notarize/docker-notarize/ledgerclient"
+	"github.com/notarize/docker-notarize/notarize"
+	"github.com/notarize/docker-notarize/notarize/notarizetest"
+)
+
+// TestRevocationsAgainstThief: against a real ledger, key K is revoked by
+// itself, then its thief signs with it: a backdated "trusted" on a new
+// digest, a newer "trusted" over K's earlier "untrusted", and a "trusted"
+// about sha256:K (an un-revoke). Revocations finds the revocation at its
+// log index; CurrentRevoked gives the records before it, so the verdicts
+// are what they were before the theft. Current alone (no revocation)
+// would have read the thief's statements: the test checks that too, so
+// it fails if the revocation stops mattering.
+func TestRevocationsAgainstThief(t *testing.T) {
+	srv := ledgertest.Start(t, ledgertest.WithConfig(fastMap))
+	c := newClient(t, srv.URL, t.TempDir(), srv.VerifierKey)
+	k := notarizetest.NewSigner(t)
+	kid := keyID(t, k)
+	approved, vetoed, stolen := digest("approved"), digest("vetoed"), digest("stolen")
+	submit(t, c, notarizetest.Entry(t, k, approved, notarize.StatusTrusted, t0))
+	veto := submit(t, c, notarizetest.Entry(t, k, vetoed, notarize.StatusUntrusted, t0))
+	rev := submit(t, c, notarizetest.KeyRevocation(t, k, kid, t0.Add(time.Minute)))
+	// The thief, after the revocation.
+	submit(t, c, notarizetest.Entry(t, k, stolen, notarize.StatusTrusted, t0.Add(-24*time.Hour)))
+	submit(t, c, notarizetest.Entry(t, k, vetoed, notarize.StatusTrusted, t0.Add(time.Hour)))
+	kd, _ := notarize.KeyRevocationDigest(kid)
+	submit(t, c, notarizetest.Entry(t, k, kd, notarize.StatusTrusted, t0.Add(time.Hour)))
+
+	revs, err := c.Revocations(t.Context(), []string{kid}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := revs[kid]; !ok || r.Index != rev.Index || r.By != kid {
+		t.Fatalf("revocations = %+v, want key %s at %d", revs, kid, rev.Index)
+	}
+	for _, tc := range []struct {
+		d              notarize.Digest
+		want, unrevoke notarize.Verdict
+	}{
+		{approved, notarize.Trusted, notarize.Trusted},
+		{stolen, notarize.Unknown, notarize.Trusted},
+		{vetoed, notarize.Untrusted, notarize.Trusted},
+	} {
+		res, err := c.CurrentRevoked(t.Context(), tc.d, []string{kid}, revs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec := notarize.DecideWithRevocations(res.Records, tc.d, []string{kid}, revs)
+		if dec.Verdict != tc.want {
+			t.Fatalf("%s: %v, want %v (%s)", tc.d, dec.Verdict, tc.want, dec.Reason(func(s string) string { return s }))
+		}
+		if tc.d == vetoed && dec.Deciding.Index != veto.Index {
+			t.Fatalf("vetoed decided by entry %d, want %d", dec.Deciding.Index, veto.Index)
+		}
+		plain, err := c.Current(t.Context(), tc.d, kid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := notarize.Decide(plain.Records, tc.d, []string{kid}).Verdict; got != tc.unrevoke {
+			t.Fatalf("%s without the revocation: %v, want %v", tc.d, got, tc.unrevoke)
+		}
+	}
+}
+
+// TestRevocationsWhoMayRevoke: a revocation counts only by the key itself
+// or a revoker the verifier designates; a thief's revocation of a key it
+// does not hold, and one by a revoker the verifier did not name, do not.
+func TestRevocationsWhoMayRevoke(t *testing.T) {
+	srv := ledgertest.Start(t, ledgertest.WithConfig(fastMap))
+	c := newClient(t, srv.URL, t.TempDir(), srv.VerifierKey)
+	k, revoker, thief := notarizetest.NewSigner(t), notarizetest.NewSigner(t), notarizetest.NewSigner(t)
+	kid, rid := keyID(t, k), keyID(t, revoker)
+	submit(t, c, notarizetest.KeyRevocation(t, thief, kid, t0))
+	byRevoker := submit(t, c, notarizetest.KeyRevocation(t, revoker, kid, t0))
+
+	revs, err := c.Revocations(t.Context(), []string{kid}, nil)
+	if err != nil || len(revs) != 0 {
+		t.Fatalf("no revoker designated: %+v %v, want none", revs, err)
+	}
+	revs, err = c.Revocations(t.Context(), []string{kid}, map[string][]string{kid: {rid}})
+	if err != nil || revs[kid].Index != byRevoker.Index || revs[kid].By != rid {
+		t.Fatalf("revoker designated: %+v %v, want the revoker's at %d", revs, err, byRevoker.Index)
+	}
+}
+
+// TestRevocationsFrontHidesRevocation: a front that drops the revocation
+// from the lookup answer, before or after the ledger's map root covers
+// it, fails the call with ErrIncomplete: never "not revoked".
+func TestRevocationsFrontHidesRevocation(t *testing.T) {
+	srv := ledgertest.Start(t, ledgertest.WithConfig(fastMap))
+	front := newLyingFront(t, srv.URL)
+	direct := newClient(t, srv.URL, t.TempDir(), srv.VerifierKey)
+	k := notarizetest.NewSigner(t)
+	kid := keyID(t, k)
+	submit(t, direct, notarizetest.Entry(t, k, digest("x"), notarize.StatusTrusted, t0))
+	rev := submit(t, direct, notarizetest.KeyRevocation(t, k, kid, t0))
+	kd, _ := notarize.KeyRevocationDigest(kid)
+
+	check := func(stage string) {
+		t.Helper()
+		c := newClient(t, front.URL, t.TempDir(), srv.VerifierKey)
+		front.dropIndex.Store(int64(rev.Index))
+		if revs, err := c.Revocations(t.Context(), []string{kid}, nil); !errors.Is(err, ledgerclient.ErrIncomplete) {
+			t.Fatalf("%s: revocation hidden: %+v %v, want ErrIncomplete", stage, revs, err)
+		}
+		front.dropIndex.Store(-1)
+		if revs, err := c.Revocations(t.Context(), []string{kid}, nil); err != nil || revs[kid].Index != rev.Index {
+			t.Fatalf("%s: honest front: %+v %v", stage, revs, err)
+		}
+	}
+	check("in the log's tail")
+	waitMapRoot(t, srv.URL, kd, kid, rev.Index+1)
+	check("under the map root")
+}
