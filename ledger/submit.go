@@ -298,7 +298,7 @@ func (l *Ledger) await(ctx context.Context, sub *submission, future tessera.Inde
 	sub.index, sub.checkpoint, sub.dup, sub.entry = idx.Index, cpRaw, idx.IsDup, data
 	// Once answered, the entry is a duplicate for, and found by, every
 	// instance sharing the storage: wait for the index to cover it.
-	if err := l.store.WaitProcessed(ctx, idx.Index+1); err != nil {
+	if err := l.store.waitIndexed(ctx, idx.Index+1); err != nil {
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	if idx.IsDup {

@@ -55,7 +55,7 @@ func (m *index) Tuning() storage.FollowTuning {
 func (m *index) Position(ctx context.Context) (uint64, error) {
 	var next uint64
 	if err := m.db.QueryRowContext(ctx, "SELECT `next` FROM `notarize_follow` WHERE `id` = "+mysqlFollowRow).Scan(&next); err != nil {
-		return 0, fmt.Errorf("read index position: %w", err)
+		return 0, fmt.Errorf("read index position: %w", m.health.check(ctx, err))
 	}
 	return next, nil
 }
@@ -234,9 +234,16 @@ func (m *index) Release(ctx context.Context, id []byte) error {
 	return nil
 }
 
-// Write implements storage.Index in one transaction. Another instance may have
-// moved the position: then it writes nothing and reports false.
+// Write implements storage.Index in one transaction; a database outage is
+// ErrUnavailable. Another instance may have moved the position: then it
+// writes nothing and reports false.
 func (m *index) Write(ctx context.Context, next uint64, batch []storage.Row) (bool, error) {
+	won, err := m.write(ctx, next, batch)
+	return won, m.health.check(ctx, err)
+}
+
+// write is Write, its errors as the database gave them.
+func (m *index) write(ctx context.Context, next uint64, batch []storage.Row) (bool, error) {
 	tx, err := m.db.BeginTx(ctx, nil)
 	if err != nil {
 		return false, err
