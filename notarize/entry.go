@@ -229,7 +229,7 @@ func ParseEntry(b []byte) (*Entry, error) {
 // statement and that the statement is valid. It returns the statement and
 // the signer's key ID.
 func (e *Entry) Verify() (*Verified, error) {
-	return e.verify(true)
+	return e.verify(true, nil)
 }
 
 // VerifyLogged is Verify for an entry read from a ledger's log rather than
@@ -240,10 +240,24 @@ func (e *Entry) Verify() (*Verified, error) {
 // ledger applies it to every submission (Verify). Every other encoding rule
 // holds for logged entries too.
 func (e *Entry) VerifyLogged() (*Verified, error) {
-	return e.verify(false)
+	return e.verify(false, nil)
 }
 
-func (e *Entry) verify(lowS bool) (*Verified, error) {
+// VerifyWith is Verify with the signer's key taken from keys when it
+// parsed the same PEM text before (see KeyCache); every check still runs.
+func (e *Entry) VerifyWith(keys *KeyCache) (*Verified, error) {
+	return e.verify(true, keys)
+}
+
+// VerifyLoggedWith is VerifyLogged with the signer's key taken from keys
+// when it parsed the same PEM text before (see KeyCache); every check
+// still runs. A replica checking a whole log pays the key's parse once per
+// key instead of once per entry.
+func (e *Entry) VerifyLoggedWith(keys *KeyCache) (*Verified, error) {
+	return e.verify(false, keys)
+}
+
+func (e *Entry) verify(lowS bool, keys *KeyCache) (*Verified, error) {
 	if e.Envelope.PayloadType != PayloadType {
 		return nil, fmt.Errorf("%w: payload type %q, want %q", ErrBadEntry, truncate(e.Envelope.PayloadType, 80), PayloadType)
 	}
@@ -258,18 +272,15 @@ func (e *Entry) verify(lowS bool) (*Verified, error) {
 	if err != nil {
 		return nil, err
 	}
-	pub, keyID, err := e.signerKey()
+	k, err := e.signerKey(keys)
 	if err != nil {
 		return nil, err
 	}
+	pub, keyID := k.pub, k.keyID
 	if err := checkSignatureForm(pub, sig, lowS); err != nil {
 		return nil, err
 	}
-	v, err := signature.LoadVerifier(pub, HashFor(pub))
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadSignature, err)
-	}
-	if err := v.VerifySignature(bytes.NewReader(sig), bytes.NewReader(ssldsse.PAE(PayloadType, payload))); err != nil {
+	if err := k.verifier.VerifySignature(bytes.NewReader(sig), bytes.NewReader(ssldsse.PAE(PayloadType, payload))); err != nil {
 		return nil, fmt.Errorf("%w: envelope does not verify under its public key %s: %v", ErrBadSignature, keyID, err)
 	}
 	st, err := ParseStatement(payload)
@@ -279,25 +290,24 @@ func (e *Entry) verify(lowS bool) (*Verified, error) {
 	return &Verified{Statement: st, KeyID: keyID, PublicKey: pub, Payload: payload}, nil
 }
 
-// signerKey parses the entry's public key, which must be canonical PEM, and
-// checks the signature's keyid names it; it returns the key and its ID.
-func (e *Entry) signerKey() (crypto.PublicKey, string, error) {
-	pub, err := ParsePublicKey([]byte(e.PublicKey))
+// signerKey parses the entry's public key, which must be canonical PEM (or
+// takes it from keys, which may be nil, when it parsed the same text
+// before), and checks the signature's keyid names it.
+func (e *Entry) signerKey(keys *KeyCache) (*cachedKey, error) {
+	k, err := keys.signerKey(e.PublicKey)
 	if err != nil {
-		return nil, "", err
-	}
-	if err := checkCanonicalPEM(pub, e.PublicKey); err != nil {
-		return nil, "", err
-	}
-	keyID, err := KeyID(pub)
-	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	switch id := e.Envelope.Signatures[0].KeyID; {
 	case id == "":
-		return nil, "", notCanonical(ErrBadSignature, "signature keyid is missing; it must be the key ID %s", keyID)
-	case id != keyID:
-		return nil, "", fmt.Errorf("%w: signature keyid %q does not match the public key (%s)", ErrBadSignature, truncate(id, 80), keyID)
+		return nil, notCanonical(ErrBadSignature, "signature keyid is missing; it must be the key ID %s", k.keyID)
+	case id != k.keyID:
+		return nil, fmt.Errorf("%w: signature keyid %q does not match the public key (%s)", ErrBadSignature, truncate(id, 80), k.keyID)
 	}
-	return pub, keyID, nil
+	return k, nil
+}
+
+// errBadVerifier is the error of a key no signature verifier takes.
+func errBadVerifier(err error) error {
+	return fmt.Errorf("%w: %v", ErrBadSignature, err)
 }

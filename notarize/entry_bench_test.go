@@ -40,6 +40,19 @@ func BenchmarkEntryCheck(b *testing.B) {
 			}
 		}
 	})
+	b.Run("parse+verify/key-cached", func(b *testing.B) {
+		keys := notarize.NewKeyCache(0)
+		b.ReportAllocs()
+		for b.Loop() {
+			e, err := notarize.ParseEntry(raw)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := e.VerifyLoggedWith(keys); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("parse", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {

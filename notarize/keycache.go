@@ -1,0 +1,122 @@
+package notarize
+
+import (
+	"container/list"
+	"crypto"
+	"sync"
+
+	"github.com/sigstore/sigstore/pkg/signature"
+)
+
+// DefaultKeyCacheSize is the number of signer keys a KeyCache made with
+// size 0 remembers: far more than the signers of a team's ledger.
+const DefaultKeyCacheSize = 1024
+
+// KeyCache remembers signer keys that entries carried, by their exact PEM
+// text: the parsed key, its key ID and the signature verifier built for
+// it. Parsing a key, checking that its PEM is canonical and hashing its
+// DER cost about as much as decoding the entry around it, and a log holds
+// thousands of entries per key. A cached key is only what parsing that same
+// text gave before, so what it saves is the parse, never a check: every
+// entry's keyid, signature form and signature are still checked
+// (Entry.VerifyWith, Entry.VerifyLoggedWith). Only keys that parsed and are
+// acceptable are kept; text that failed is parsed (and refused) again each
+// time. It is bounded (least recently used keys are dropped) and safe for
+// concurrent use.
+type KeyCache struct {
+	mu    sync.Mutex
+	max   int
+	byPEM map[string]*list.Element // PEM text → element of lru holding a *cachedKey
+	lru   list.List                // front: most recently used
+}
+
+// cachedKey is what parsing one PEM text gave.
+type cachedKey struct {
+	pem      string
+	pub      crypto.PublicKey
+	keyID    string
+	verifier signature.Verifier
+}
+
+// NewKeyCache returns a cache of at most size keys (DefaultKeyCacheSize
+// when size <= 0).
+func NewKeyCache(size int) *KeyCache {
+	if size <= 0 {
+		size = DefaultKeyCacheSize
+	}
+	return &KeyCache{max: size, byPEM: make(map[string]*list.Element)}
+}
+
+// Len returns the number of keys held.
+func (c *KeyCache) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lru.Len()
+}
+
+// get returns the key parsed from pemText before, or nil.
+func (c *KeyCache) get(pemText string) *cachedKey {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, ok := c.byPEM[pemText]
+	if !ok {
+		return nil
+	}
+	c.lru.MoveToFront(el)
+	return el.Value.(*cachedKey)
+}
+
+// add remembers k, dropping the least recently used key when full.
+func (c *KeyCache) add(k *cachedKey) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.byPEM[k.pem]; ok {
+		c.lru.MoveToFront(el)
+		return
+	}
+	c.byPEM[k.pem] = c.lru.PushFront(k)
+	for c.lru.Len() > c.max {
+		old := c.lru.Back()
+		c.lru.Remove(old)
+		delete(c.byPEM, old.Value.(*cachedKey).pem)
+	}
+}
+
+// parseSignerKey parses pemText, which must be one canonical PEM public key
+// of an acceptable kind, and returns it with its key ID and verifier.
+func parseSignerKey(pemText string) (*cachedKey, error) {
+	pub, err := ParsePublicKey([]byte(pemText))
+	if err != nil {
+		return nil, err
+	}
+	if err := checkCanonicalPEM(pub, pemText); err != nil {
+		return nil, err
+	}
+	keyID, err := KeyID(pub)
+	if err != nil {
+		return nil, err
+	}
+	v, err := signature.LoadVerifier(pub, HashFor(pub))
+	if err != nil {
+		return nil, errBadVerifier(err)
+	}
+	return &cachedKey{pem: pemText, pub: pub, keyID: keyID, verifier: v}, nil
+}
+
+// signerKey returns the parsed key of pemText, from c when it holds it
+// (c may be nil: no cache).
+func (c *KeyCache) signerKey(pemText string) (*cachedKey, error) {
+	if c != nil {
+		if k := c.get(pemText); k != nil {
+			return k, nil
+		}
+	}
+	k, err := parseSignerKey(pemText)
+	if err != nil {
+		return nil, err
+	}
+	if c != nil {
+		c.add(k)
+	}
+	return k, nil
+}
