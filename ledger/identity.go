@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/notarize/docker-notarize/ledger/ui"
 	"github.com/notarize/docker-notarize/notarize"
 )
 
@@ -121,6 +122,16 @@ func (l *Ledger) checkIdentity(v *notarize.Verified) error {
 		return fmt.Errorf("%w: key %s has no enrolled identity", ErrNotEnrolled, v.KeyID)
 	}
 	return notarize.CheckClaim(v.KeyID, v.Statement.Claimed(), enrolled)
+}
+
+// enrolledIdentity is the page's view of keyID's enrolled identity, nil
+// when it has none.
+func (l *Ledger) enrolledIdentity(keyID string) *ui.Identity {
+	id, ok := l.EnrolledIdentity(keyID)
+	if !ok {
+		return nil
+	}
+	return &ui.Identity{Name: id.Name, Email: id.Email}
 }
 
 // EnrolledIdentity returns the identity keyID is enrolled with

@@ -154,3 +154,41 @@ func TestConfigValidateIdentities(t *testing.T) {
 		t.Fatalf("Validate = %v", err)
 	}
 }
+
+// TestPageShowsIdentityEscaped: the public page and the key's page show a
+// statement's claimed name and email, marked as claimed, and the key's
+// enrolled identity, marked as enrolled; markup in either is escaped.
+func TestPageShowsIdentityEscaped(t *testing.T) {
+	s, open := newTestSigner(t), newTestSigner(t)
+	hostile := `<img src=x onerror=alert(1)>Eve`
+	tl := startLedger(t, Config{
+		Signers:    []crypto.PublicKey{s.pub, open.pub},
+		Identities: map[string]notarize.Identity{s.keyID: {Name: hostile, Email: "eve&co@example.com"}, open.keyID: {Name: "open"}},
+	})
+	d := randomDigest(t)
+	tl.submit(t, s.signAs(t, d, hostile, "eve&co@example.com"), http.StatusCreated)
+	for _, path := range []string{"/?digest=" + d.String(), "/keys/" + s.keyID} {
+		status, _, body := do(t, http.MethodGet, tl.url+path, nil)
+		if status != http.StatusOK {
+			t.Fatalf("%s: status %d\n%s", path, status, body)
+		}
+		page := string(body)
+		if strings.Contains(page, "<img src=x") {
+			t.Errorf("%s holds the identity unescaped:\n%s", path, page)
+		}
+		if !strings.Contains(page, `<strong class="enrolled">&lt;img src=x onerror=alert(1)&gt;Eve</strong> <span class="email">&lt;eve&amp;co@example.com&gt;</span>`) {
+			t.Errorf("%s lacks the escaped enrolled identity:\n%s", path, page)
+		}
+		if !strings.Contains(page, `<span class="claimed">&lt;img src=x onerror=alert(1)&gt;Eve &lt;eve&amp;co@example.com&gt;</span>`) {
+			t.Errorf("%s lacks the escaped claimed identity:\n%s", path, page)
+		}
+	}
+	// A key with no enrolled identity (open ledger) shows the claim only.
+	tl2 := startLedger(t, Config{})
+	d2 := randomDigest(t)
+	tl2.submit(t, s.signAs(t, d2, "release", ""), http.StatusCreated)
+	_, _, body := do(t, http.MethodGet, tl2.url+"/?digest="+d2.String(), nil)
+	if page := string(body); strings.Contains(page, `class="enrolled"`) || !strings.Contains(page, `<span class="claimed">release</span>`) {
+		t.Errorf("open ledger page:\n%s", page)
+	}
+}

@@ -164,11 +164,13 @@ func (l *Ledger) pageLookup(ctx context.Context, d notarize.Digest, data *ui.Dat
 		}
 		p := rec.Statement.Predicate
 		data.Statements = append(data.Statements, ui.Statement{
-			KeyID:  rec.KeyID,
-			Status: string(p.Status),
-			Signed: p.Timestamp.UTC().Format(time.RFC3339),
-			Index:  rec.Index,
-			Name:   truncate(p.Name, notarize.MaxNameLen),
+			KeyID:    rec.KeyID,
+			Status:   string(p.Status),
+			Signed:   p.Timestamp.UTC().Format(time.RFC3339),
+			Index:    rec.Index,
+			Name:     truncate(p.Name, notarize.MaxNameLen),
+			Email:    p.Email,
+			Enrolled: l.enrolledIdentity(rec.KeyID),
 		})
 	}
 	data.Looked = true
@@ -257,7 +259,7 @@ func pageRecord(le api.LookupEntry) (notarize.Record, error) {
 // lookup, bounded by pageKeyMaxDigests.
 func (l *Ledger) serveKeyPage(w http.ResponseWriter, r *http.Request) {
 	raw := r.PathValue("keyid")
-	data := ui.KeyData{KeyID: truncate(raw, 200)}
+	data := ui.KeyData{KeyID: truncate(raw, 200), Enrolled: l.enrolledIdentity(raw)}
 	status := http.StatusOK
 	if !isKeyID(raw) {
 		status = http.StatusBadRequest
@@ -367,7 +369,7 @@ func (l *Ledger) pageKey(ctx context.Context, keyID string, bound int, data *ui.
 	for _, rec := range recs {
 		p := rec.Statement.Predicate
 		st := ui.KeyStatement{Digest: rec.Statement.Digest().String(), Status: string(p.Status),
-			Signed: p.Timestamp.UTC().Format(time.RFC3339), Index: rec.Index, Name: truncate(p.Name, notarize.MaxNameLen)}
+			Signed: p.Timestamp.UTC().Format(time.RFC3339), Index: rec.Index, Name: truncate(p.Name, notarize.MaxNameLen), Email: p.Email}
 		if len(rec.Statement.Subject) > 0 {
 			st.Subject = truncate(rec.Statement.Subject[0].Name, 200)
 		}

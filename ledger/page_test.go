@@ -96,7 +96,7 @@ func TestPageLookupShowsEachSignersCurrentStatement(t *testing.T) {
 		t.Fatalf("rows = %v, want %v", rows, want)
 	}
 	for _, s := range []string{
-		fmt.Sprintf(`<td data-label="Log index">%d</td>`, rec.Index), "Alice", "Bob", "unauthenticated",
+		fmt.Sprintf(`<td data-label="Log index">%d</td>`, rec.Index), "Alice", "Bob", "claimed by the signer, not verified",
 		"own index", "docker notarize verify", d.String(),
 		now.Add(-time.Hour).UTC().Truncate(time.Second).Format(time.RFC3339),
 	} {

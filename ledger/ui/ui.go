@@ -37,6 +37,17 @@ type Statement struct {
 	// Name is the display name from the statement: it is the signer's
 	// claim, not authenticated beyond the key.
 	Name string
+	// Email is the email from the statement, the signer's claim too.
+	Email string
+	// Enrolled is the identity the ledger enrols the key with (its
+	// --signers file), nil when it enrols none.
+	Enrolled *Identity
+}
+
+// Identity is a signer's enrolled identity as the pages show it.
+type Identity struct {
+	Name  string
+	Email string
 }
 
 // Data is the view model of the page.
@@ -74,6 +85,8 @@ type KeyStatement struct {
 	Index  uint64
 	// Name is the display name the signer claims in the statement.
 	Name string
+	// Email is the email the signer claims in the statement.
+	Email string
 	// Subject is the subject's name in the statement (an image reference
 	// or a file name), as the signer wrote it.
 	Subject string
@@ -83,6 +96,9 @@ type KeyStatement struct {
 type KeyData struct {
 	// KeyID is the key asked for, as typed (it may be invalid).
 	KeyID string
+	// Enrolled is the identity the ledger enrols the key with (its
+	// --signers file), nil when it enrols none.
+	Enrolled *Identity
 	// Looked is true when a valid key ID was looked up.
 	Looked bool
 	// Error is a message for a person when the lookup could not be made.
