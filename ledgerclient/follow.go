@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/proof"
@@ -86,6 +87,11 @@ type Follower struct {
 
 	pbSize uint64 // tree size pb builds proofs for
 	pb     *client.ProofBuilder
+
+	// keys remembers the signer keys of entries checked so far: a log
+	// holds thousands of entries per key, and each key's parse is paid
+	// once (every entry's signature is still checked).
+	keys *notarize.KeyCache
 }
 
 // NewFollower returns a Follower reading through c, maxBatch entries at a
@@ -96,7 +102,7 @@ func NewFollower(c *Client, maxBatch uint64) *Follower {
 	}
 	w := uint64(layout.EntryBundleWidth)
 	maxBatch = (maxBatch + w - 1) / w * w
-	return &Follower{c: c, maxBatch: maxBatch, rf: compact.RangeFactory{Hash: hasher.HashChildren}}
+	return &Follower{c: c, maxBatch: maxBatch, rf: compact.RangeFactory{Hash: hasher.HashChildren}, keys: notarize.NewKeyCache(0)}
 }
 
 // Next fetches the ledger's latest checkpoint through the Client (verified,
@@ -164,7 +170,7 @@ func (f *Follower) next(ctx context.Context, st FollowState) (*FollowBatch, erro
 	return &FollowBatch{
 		Checkpoint: cp,
 		From:       st.Size,
-		Entries:    verifyEntries(st.Size, leaves),
+		Entries:    verifyEntries(st.Size, leaves, f.keys),
 		State:      FollowState{Size: to, Hashes: cloneHashes(rng.Hashes())},
 	}, nil
 }
@@ -287,32 +293,48 @@ func (f *Follower) checkStatePrefix(ctx context.Context, st FollowState, cp Chec
 }
 
 // verifyEntries parses and verifies leaves (entries from index first on),
-// spreading the signature checks over the available cores.
-func verifyEntries(first uint64, leaves [][]byte) []FollowedEntry {
+// spreading the signature checks over the available cores: each worker
+// takes the next unchecked entry and writes its result at that entry's
+// place, so the results are in log order whichever worker checked which.
+func verifyEntries(first uint64, leaves [][]byte, keys *notarize.KeyCache) []FollowedEntry {
 	out := make([]FollowedEntry, len(leaves))
 	workers := min(runtime.GOMAXPROCS(0), max(1, len(leaves)/64))
+	var next atomic.Int64
 	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := w; i < len(leaves); i += workers {
-				out[i] = verifyLeaf(first+uint64(i), leaves[i])
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(len(leaves)) {
+					return
+				}
+				out[i] = verifyLeafWith(first+uint64(i), leaves[i], keys)
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	return out
 }
 
-func verifyLeaf(index uint64, leaf []byte) FollowedEntry {
+// verifyLeaf parses and checks the entry at index.
+func verifyLeaf(index uint64, leaf []byte) FollowedEntry { return verifyLeafWith(index, leaf, nil) }
+
+// verifyLeafWith parses and checks the entry at index, taking its signer's
+// parsed key from keys (which may be nil) when it holds it. A map-root
+// entry is no statement (a replica's MapAudit checks it); it is refused as
+// an entry without being parsed as one.
+func verifyLeafWith(index uint64, leaf []byte, keys *notarize.KeyCache) FollowedEntry {
 	fe := FollowedEntry{Index: index, Leaf: leaf}
+	if notarize.IsMapRoot(leaf) {
+		fe.Err = fmt.Errorf("entry %d: %w: a map-root entry, not a statement", index, notarize.ErrBadEntry)
+		return fe
+	}
 	e, err := notarize.ParseEntry(leaf)
 	if err != nil {
 		fe.Err = fmt.Errorf("entry %d: %w", index, err)
 		return fe
 	}
-	v, err := e.VerifyLogged()
+	v, err := e.VerifyLoggedWith(keys)
 	if err != nil {
 		fe.Err = fmt.Errorf("entry %d: %w", index, err)
 		return fe
