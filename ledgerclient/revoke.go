@@ -3,7 +3,6 @@ package ledgerclient
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -32,50 +31,44 @@ func (c *Client) Revocations(ctx context.Context, keyIDs []string, revokers map[
 	type found struct {
 		rev notarize.KeyRevocation
 		ok  bool
-		err error
 	}
 	results := make([]found, len(ids))
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	sem := make(chan struct{}, maxRevocationLookups)
-	var wg sync.WaitGroup
+	var (
+		mu    sync.Mutex
+		first error // the first failure, which cancelled the others
+		sem   = make(chan struct{}, maxRevocationLookups)
+		wg    sync.WaitGroup
+	)
 	for i, k := range ids {
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			rev, ok, err := c.revocation(ctx, k, revokers[k])
 			if err != nil {
-				cancel() // the first failure decides; the others need not finish
+				mu.Lock()
+				if first == nil {
+					first = err
+				}
+				mu.Unlock()
+				cancel()
+				return
 			}
-			results[i] = found{rev, ok, err}
+			results[i] = found{rev, ok}
 		})
 	}
 	wg.Wait()
+	if first != nil {
+		return nil, first
+	}
 	revs := notarize.Revocations{}
-	var errs []error
 	for i, r := range results {
-		switch {
-		case r.err != nil:
-			errs = append(errs, r.err)
-		case r.ok:
+		if r.ok {
 			revs[ids[i]] = r.rev
 		}
 	}
-	if len(errs) > 0 {
-		return nil, firstCause(errs)
-	}
 	return revs, nil
-}
-
-// firstCause returns the error that is not a cancellation caused by another
-// lookup's failure, or the first one.
-func firstCause(errs []error) error {
-	for _, err := range errs {
-		if !errors.Is(err, context.Canceled) {
-			return err
-		}
-	}
-	return errs[0]
 }
 
 // revocation looks up key k's revocations by k and revokers and returns
@@ -112,6 +105,60 @@ func (c *Client) CurrentRevoked(ctx context.Context, d notarize.Digest, keyIDs [
 	if err != nil {
 		return nil, err
 	}
+	return c.beforeRevocations(ctx, d, keyIDs, revs, res)
+}
+
+// CurrentWithRevocations finds the revocations of keyIDs (Revocations,
+// with revokers) and the records that decide d under them (CurrentRevoked)
+// in one go: the revocation lookups run alongside the current lookup, so
+// a verifier whose keys are not revoked waits for one round trip more at
+// most.
+func (c *Client) CurrentWithRevocations(ctx context.Context, d notarize.Digest, keyIDs []string, revokers map[string][]string) (*LookupResult, notarize.Revocations, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// The first failure cancels the other lookup and is the one reported:
+	// the other's error is then only the cancellation (tessera's fetch
+	// errors do not always wrap context.Canceled).
+	var (
+		mu    sync.Mutex
+		first error
+		fail  = func(err error) {
+			mu.Lock()
+			if first == nil {
+				first = err
+			}
+			mu.Unlock()
+			cancel()
+		}
+		revs notarize.Revocations
+		done = make(chan struct{})
+	)
+	go func() {
+		defer close(done)
+		var err error
+		if revs, err = c.Revocations(ctx, keyIDs, revokers); err != nil {
+			fail(err)
+		}
+	}()
+	res, err := c.Current(ctx, d, keyIDs...)
+	if err != nil {
+		fail(err)
+	}
+	<-done
+	if first != nil {
+		return nil, nil, first
+	}
+	res, err = c.beforeRevocations(ctx, d, keyIDs, revs, res)
+	if err != nil {
+		return nil, nil, err
+	}
+	return res, revs, nil
+}
+
+// beforeRevocations replaces in res, Current's answer about d, the records
+// of each revoked key of keyIDs by all its statements about d before its
+// revocation.
+func (c *Client) beforeRevocations(ctx context.Context, d notarize.Digest, keyIDs []string, revs notarize.Revocations, res *LookupResult) (*LookupResult, error) {
 	revoked := map[string]bool{}
 	for _, k := range keyIDs {
 		if _, ok := revs[k]; ok {
@@ -142,6 +189,5 @@ func (c *Client) CurrentRevoked(ctx context.Context, d notarize.Digest, keyIDs [
 		}
 	}
 	slices.SortFunc(recs, func(a, b notarize.Record) int { return cmp.Compare(a.Index, b.Index) })
-	res.Records = recs
-	return res, nil
+	return &LookupResult{Checkpoint: res.Checkpoint, Records: recs}, nil
 }

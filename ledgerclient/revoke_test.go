@@ -60,6 +60,13 @@ func TestRevocationsAgainstThief(t *testing.T) {
 		if tc.d == vetoed && dec.Deciding.Index != veto.Index {
 			t.Fatalf("vetoed decided by entry %d, want %d", dec.Deciding.Index, veto.Index)
 		}
+		both, revs2, err := c.CurrentWithRevocations(t.Context(), tc.d, []string{kid}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := notarize.DecideWithRevocations(both.Records, tc.d, []string{kid}, revs2).Verdict; got != tc.want {
+			t.Fatalf("%s by CurrentWithRevocations: %v, want %v", tc.d, got, tc.want)
+		}
 		plain, err := c.Current(t.Context(), tc.d, kid)
 		if err != nil {
 			t.Fatal(err)
@@ -110,6 +117,9 @@ func TestRevocationsFrontHidesRevocation(t *testing.T) {
 		front.dropIndex.Store(int64(rev.Index))
 		if revs, err := c.Revocations(t.Context(), []string{kid}, nil); !errors.Is(err, ledgerclient.ErrIncomplete) {
 			t.Fatalf("%s: revocation hidden: %+v %v, want ErrIncomplete", stage, revs, err)
+		}
+		if res, _, err := c.CurrentWithRevocations(t.Context(), digest("x"), []string{kid}, nil); !errors.Is(err, ledgerclient.ErrIncomplete) {
+			t.Fatalf("%s: revocation hidden from CurrentWithRevocations: %+v %v, want ErrIncomplete", stage, res, err)
 		}
 		front.dropIndex.Store(-1)
 		if revs, err := c.Revocations(t.Context(), []string{kid}, nil); err != nil || revs[kid].Index != rev.Index {

@@ -30,9 +30,10 @@ const (
 	maxConfigFileSize = 1 << 20
 )
 
-// LoadPolicy reads a policy file and the public keys it names, and returns
-// the policy bound to them. A key reference is inline PEM or a path to a
-// PEM file, relative to the policy file's directory.
+// LoadPolicy reads a policy file and the public keys it names (signers'
+// keys and revokers), and returns the policy bound to them. A key
+// reference is inline PEM or a path to a PEM file, relative to the policy
+// file's directory.
 func LoadPolicy(path string) (*notarize.Evaluator, error) {
 	b, err := boundedfile.Read(path, notarize.MaxPolicySize)
 	if err != nil {
@@ -43,31 +44,49 @@ func LoadPolicy(path string) (*notarize.Evaluator, error) {
 		return nil, fmt.Errorf("load policy %s: %w", path, err)
 	}
 	dir := filepath.Dir(path)
-	keys := map[string][]crypto.PublicKey{}
+	keys, revokers := map[string][]crypto.PublicKey{}, map[string][]crypto.PublicKey{}
 	for name, s := range p.Signers {
 		for _, ref := range s.Keys {
-			pemBytes := []byte(ref)
-			if !strings.HasPrefix(strings.TrimSpace(ref), "-----BEGIN") {
-				kp := ref
-				if !filepath.IsAbs(kp) {
-					kp = filepath.Join(dir, kp)
-				}
-				if pemBytes, err = boundedfile.Read(kp, maxKeyFileSize); err != nil {
-					return nil, fmt.Errorf("load policy %s: signer %q: %w", path, name, err)
-				}
-			}
-			pub, err := notarize.ParsePublicKey(pemBytes)
+			pub, err := loadPolicyKey(dir, ref)
 			if err != nil {
-				return nil, fmt.Errorf("load policy %s: signer %q: key %s: %w", path, name, clip(ref, 80), err)
+				return nil, fmt.Errorf("load policy %s: signer %q: %w", path, name, err)
 			}
 			keys[name] = append(keys[name], pub)
 		}
+		for _, ref := range s.Revokers {
+			pub, err := loadPolicyKey(dir, ref)
+			if err != nil {
+				return nil, fmt.Errorf("load policy %s: signer %q: revoker: %w", path, name, err)
+			}
+			revokers[name] = append(revokers[name], pub)
+		}
 	}
-	ev, err := p.Evaluator(keys)
+	ev, err := p.EvaluatorWithRevokers(keys, revokers)
 	if err != nil {
 		return nil, fmt.Errorf("load policy %s: %w", path, err)
 	}
 	return ev, nil
+}
+
+// loadPolicyKey reads the public key ref names: inline PEM, or a PEM file
+// (relative paths are relative to dir).
+func loadPolicyKey(dir, ref string) (crypto.PublicKey, error) {
+	pemBytes := []byte(ref)
+	if !strings.HasPrefix(strings.TrimSpace(ref), "-----BEGIN") {
+		kp := ref
+		if !filepath.IsAbs(kp) {
+			kp = filepath.Join(dir, kp)
+		}
+		var err error
+		if pemBytes, err = boundedfile.Read(kp, maxKeyFileSize); err != nil {
+			return nil, err
+		}
+	}
+	pub, err := notarize.ParsePublicKey(pemBytes)
+	if err != nil {
+		return nil, fmt.Errorf("key %s: %w", clip(ref, 80), err)
+	}
+	return pub, nil
 }
 
 // Configuration is the proxy's configuration: the one typed source that

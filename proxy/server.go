@@ -270,6 +270,10 @@ func (s *Server) evaluateWith(ctx context.Context, pol *notarize.Evaluator, tgt 
 	if err != nil {
 		return pol.Unverifiable(tgt, d, err)
 	}
+	revs, err := s.revocations(ctx, pol, tgt) // revoke.go
+	if err != nil {
+		return pol.Unverifiable(tgt, d, err)
+	}
 	var ps []notarize.Parent
 	for _, p := range parents {
 		pr, err := s.trust.Records(ctx, p)
@@ -278,7 +282,7 @@ func (s *Server) evaluateWith(ctx context.Context, pol *notarize.Evaluator, tgt 
 		}
 		ps = append(ps, notarize.Parent{Digest: p, Records: pr})
 	}
-	return pol.Evaluate(tgt, d, recs, ps)
+	return pol.EvaluateWithRevocations(tgt, d, recs, ps, revs)
 }
 
 // decide applies the policy to m at t, logs the decision as one line and
