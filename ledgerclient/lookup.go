@@ -116,8 +116,12 @@ func (c *Client) Lookup(ctx context.Context, d notarize.Digest, keyIDs ...string
 	}
 	if len(keyIDs) > 0 && last != nil {
 		// The walk by these keys is proven complete against the last
-		// page's map proof and checkpoint (the newest).
-		if err := c.verifyLookupComplete(ctx, last.mp, last.Checkpoint, d, keyIDs, res.Records, leaves); err != nil {
+		// page's map proof and checkpoint (the newest), under the
+		// client's timeout like each page: a front dripping the tail's
+		// bundles cannot hang the lookup.
+		tctx, cancel := c.withTimeout(ctx)
+		defer cancel()
+		if err := c.verifyLookupComplete(tctx, last.mp, last.Checkpoint, d, keyIDs, res.Records, leaves); err != nil {
 			return nil, fmt.Errorf("look up %s in ledger: %w", d, err)
 		}
 	}

@@ -2,6 +2,7 @@ package ledgerclient_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,6 +41,9 @@ type lyingFront struct {
 	dropIndex atomic.Int64
 	// flipBundles alters the last byte of every entry bundle served.
 	flipBundles atomic.Bool
+	// dripBundles serves entry bundles one byte a second: a front that
+	// never quite stops answering.
+	dripBundles atomic.Bool
 }
 
 func newLyingFront(t *testing.T, upstream string) *lyingFront {
@@ -86,6 +90,20 @@ func newLyingFront(t *testing.T, upstream string) *lyingFront {
 			}
 		}
 		w.WriteHeader(resp.StatusCode)
+		if f.dripBundles.Load() && strings.HasPrefix(r.URL.Path, "/tile/entries/") {
+			for _, b := range body {
+				if _, err := w.Write([]byte{b}); err != nil {
+					return
+				}
+				w.(http.Flusher).Flush()
+				select {
+				case <-r.Context().Done():
+					return
+				case <-time.After(time.Second):
+				}
+			}
+			return
+		}
 		_, _ = w.Write(body)
 	}))
 	t.Cleanup(f.Close)
@@ -344,5 +362,40 @@ func TestCurrentLongTail(t *testing.T) {
 	c = newClient(t, front.URL, t.TempDir(), srv.VerifierKey)
 	if res, err := c.Current(t.Context(), d, ka); !errors.Is(err, ledgerclient.ErrIncomplete) {
 		t.Fatalf("a revocation omitted in the tail's last chunk: %v %+v", err, res)
+	}
+}
+
+// TestLookupTailDripBounded: a front that drips the tail's entry bundles a
+// byte at a time cannot hang a key-filtered lookup whose context has no
+// deadline: the completeness step (reading the tail after the map root)
+// runs under the client's timeout like the pages before it.
+func TestLookupTailDripBounded(t *testing.T) {
+	srv := ledgertest.Start(t, ledgertest.WithConfig(func(c *ledger.Config) { c.MapCommitEntries = 1 << 20 }))
+	front := newLyingFront(t, srv.URL)
+	direct := newClient(t, srv.URL, t.TempDir(), srv.VerifierKey)
+	d := digest("drip")
+	alice := notarizetest.NewSigner(t)
+	submit(t, direct, notarizetest.Entry(t, alice, d, notarize.StatusTrusted, t0))
+	c, err := ledgerclient.New(t.Context(), ledgerclient.Config{URL: front.URL, Home: t.TempDir(), VerifierKey: srv.VerifierKey, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	front.dripBundles.Store(true)
+	done := make(chan error, 1)
+	// No deadline (the case under test); cancelled only when the test
+	// ends, before the front closes, so a failure does not hang it.
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go func() {
+		_, err := c.Lookup(ctx, d, keyID(t, alice))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("a lookup whose tail was never served completed")
+		}
+	case <-time.After(45 * time.Second):
+		t.Fatal("a front dripping the tail's bundles held a lookup past the client's 2 s timeout for 45 s")
 	}
 }
