@@ -74,7 +74,7 @@ wait_http() { for _ in $(seq 1 600); do curl -fsS -o /dev/null "$1" 2>/dev/null 
 # edit must apply exactly once, or the script stops.
 patch_nomap() {
   local src=$1
-  perl -0pi -e 's/(func \(l \*Ledger\) startMap\(ctx context.Context, path string\) error \{\n\tif )l\.cfg\.noMap( \{)/${1}true${2}/ or die "ledger/vindex.go: startMap not found\n"' "$src/ledger/vindex.go"
+  perl -0pi -e 's/(func \(l \*Ledger\) startMap\([^)]*\) error \{\n\tif )l\.cfg\.noMap( \{)/${1}true${2}/ or die "ledger/vindex.go: startMap not found\n"' "$src/ledger/vindex.go"
   perl -0pi -e 's/(func \(c \*Client\) verifyComplete\([^\n]*\) error \{\n)/${1}\tif true {\n\t\treturn nil \/\/ bench: no completeness step\n\t}\n/ or die "ledgerclient/vindex.go: verifyComplete not found\n"' "$src/ledgerclient/vindex.go"
 }
 
@@ -85,10 +85,10 @@ git -C "$ROOT" worktree add --detach "$WORK/src" "$REV" >/dev/null 2>&1
 patch_nomap "$WORK/src"
 (cd "$WORK/src" && go build -trimpath -ldflags '-s -w' -o "$BIN/nomap/" ./cmd/notarize-ledger ./cmd/docker-notarize)
 # The cache key: the code that decides what the ledger holds on disk (the
-# storage drivers, the map's tree, the entry formats, Tessera's version) and
+# POSIX driver, the map's tree and store, the entry formats, Tessera's version) and
 # FILL_VERSION, raised when bench/fill1m changes what it logs.
 FILL_VERSION=1
-FORMAT=$({ git -C "$ROOT" ls-tree -r "$REV" -- vindex ledger/storage notarize/entry.go notarize/statement.go notarize/maproot.go |
+FORMAT=$({ git -C "$ROOT" ls-tree -r "$REV" -- vindex ledger/storage/posix notarize/entry.go notarize/statement.go notarize/maproot.go ledger/mapstore_bolt.go |
   grep -v '_test.go'; grep 'transparency-dev/tessera ' "$WORK/src/go.mod"; echo "fill $FILL_VERSION $N $KEYS $SMALL_N"; } | sha256sum | cut -c1-12)
 git -C "$ROOT" worktree remove --force "$WORK/src"
 if [[ ! -x $TOOLS/crane ]]; then
@@ -213,7 +213,7 @@ for row in "${ROWS[@]}" "${TAIL_ROWS[@]}"; do
   "$d" key import release "$l/test.pub" >/dev/null
   "$d" ledger trust "$NOTARIZE_LEDGER" --key "$(jq -r .verifierKey "$l/summary.json")" >/dev/null
   if ! "$d" verify "$IMAGE" >"$WORK/logs/check-$row.log" 2>&1; then
-    echo "$row: verify failed (a ledger format change? REBUILD=1):" >&2; cat "$WORK/logs/check-$row.log" >&2; exit 1
+    echo "$row: verify failed (a change of the ledger's or the map's format? REBUILD=1 builds the ledgers again; notarize-ledger map-rebuild --data DIR folds the map again):" >&2; cat "$WORK/logs/check-$row.log" >&2; exit 1
   fi
   echo "   $row: $(head -1 "$WORK/logs/check-$row.log")"
   "$WORK/ctl.sh" stop
