@@ -33,8 +33,10 @@ func newInspectCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
 		Long: fmt.Sprintf(`Show the statements the ledger holds about an image (or file), in log order:
 those of the keys in the local key store, or of the --signer keys; with --all,
 those of every signer. Each one's inclusion proof and signature are verified
-first. The signer name is what the statement says; only the key ID is
-authenticated.
+first. The signer's name and email in a statement are its claim; only the
+key ID is authenticated. A key in your key store is shown by the identity
+the store records for it (key generate/import --display-name, --email; by
+default its name), with the statement's claim after it when they differ.
 
 On an open ledger anyone can write statements about any digest. Without
 --all only the chosen keys' statements are asked for, so nobody else's can
@@ -76,11 +78,9 @@ func runInspect(ctx context.Context, dockerCli command.Cli, opts inspectOptions)
 	if err != nil {
 		return err
 	}
-	localNames := map[string]string{}
-	for _, k := range local {
-		if _, dup := localNames[k.KeyID]; !dup {
-			localNames[k.KeyID] = k.Name
-		}
+	localNames, err := localKeyIdentities(ks, local)
+	if err != nil {
+		return err
 	}
 	var ids []string
 	if !opts.all {
@@ -128,26 +128,88 @@ func runInspect(ctx context.Context, dockerCli command.Cli, opts inspectOptions)
 	return writeInspectText(dockerCli.Out(), out)
 }
 
+// localKey is a key of the local key store as inspect shows it: its name
+// and the identity the store records for it.
+type localKey struct {
+	name     string
+	identity notarize.Identity
+}
+
+// localKeyIdentities maps the key IDs of the store's keys to their names
+// and identities (the first name, for a key stored twice).
+func localKeyIdentities(ks KeyStore, keys []Key) (map[string]localKey, error) {
+	out := map[string]localKey{}
+	for _, k := range keys {
+		if _, dup := out[k.KeyID]; dup {
+			continue
+		}
+		id, err := ks.Identity(k.Name)
+		if err != nil {
+			return nil, err
+		}
+		out[k.KeyID] = localKey{name: k.Name, identity: id}
+	}
+	return out, nil
+}
+
+// identityOutput is a signer identity in JSON output.
+type identityOutput struct {
+	Name  string `json:"name"`
+	Email string `json:"email,omitempty"`
+}
+
+// signerColumn is the SIGNER column of a statement: the identity the local
+// key store records for the key, authenticated by your having stored it,
+// then the statement's claim in parentheses when it says something else;
+// for a key not in the store, the claim marked as such; "-" when there is
+// neither.
+func signerColumn(s statementOutput) string {
+	claim := notarize.Identity{Name: s.Signer, Email: s.Email}
+	var local *notarize.Identity
+	switch {
+	case s.LocalIdentity != nil:
+		local = &notarize.Identity{Name: s.LocalIdentity.Name, Email: s.LocalIdentity.Email}
+	case s.LocalKey != "":
+		local = &notarize.Identity{Name: s.LocalKey}
+	}
+	switch {
+	case local != nil && (claim == notarize.Identity{} || claim == *local):
+		return formatIdentity(*local)
+	case local != nil:
+		return formatIdentity(*local) + " (claims: " + formatIdentity(claim) + ")"
+	case claim != notarize.Identity{}:
+		return formatIdentity(claim) + " (claimed)"
+	}
+	return "-"
+}
+
 // statementOf is the output of one verified record; localNames maps the key
-// IDs of the local key store to their names.
-func statementOf(r notarize.Record, localNames map[string]string) statementOutput {
+// IDs of the local key store to their names and identities.
+func statementOf(r notarize.Record, localNames map[string]localKey) statementOutput {
 	p := r.Statement.Predicate
 	name := ""
 	if len(r.Statement.Subject) > 0 {
 		name = r.Statement.Subject[0].Name
 	}
+	var localID *identityOutput
+	local, isLocal := localNames[r.KeyID]
+	if isLocal {
+		localID = &identityOutput{Name: local.identity.Name, Email: local.identity.Email}
+	}
 	return statementOutput{
-		LogIndex:   r.Index,
-		Timestamp:  p.Timestamp.UTC(),
-		Status:     outputStatus(p.Status),
-		Signer:     p.Name,
-		KeyID:      r.KeyID,
-		LocalKey:   localNames[r.KeyID],
-		Subject:    name,
-		Kind:       p.Kind,
-		MediaType:  p.MediaType,
-		Size:       p.Size,
-		Attributes: p.Attributes,
+		LogIndex:      r.Index,
+		Timestamp:     p.Timestamp.UTC(),
+		Status:        outputStatus(p.Status),
+		Signer:        p.Name,
+		Email:         p.Email,
+		KeyID:         r.KeyID,
+		LocalKey:      local.name,
+		LocalIdentity: localID,
+		Subject:       name,
+		Kind:          p.Kind,
+		MediaType:     p.MediaType,
+		Size:          p.Size,
+		Attributes:    p.Attributes,
 	}
 }
 
@@ -156,7 +218,7 @@ func statementOf(r notarize.Record, localNames map[string]string) statementOutpu
 // has inspectOutput's members, checkpointSize (the last page's) last. A
 // failure after some pages leaves them printed and is returned; in JSON the
 // object is closed with the error and exit code instead of checkpointSize.
-func inspectAll(ctx context.Context, w io.Writer, client *ledgerclient.Client, d notarize.Digest, format string, localNames map[string]string) error {
+func inspectAll(ctx context.Context, w io.Writer, client *ledgerclient.Client, d notarize.Digest, format string, localNames map[string]localKey) error {
 	var p inspectPrinter = &inspectTextPrinter{w: w, digest: d}
 	if format == formatJSON {
 		p = &inspectJSONPrinter{w: w, digest: d}
@@ -230,14 +292,7 @@ func (p *inspectTextPrinter) end(size uint64) error {
 
 // writeStatementRow writes one statement as a row of inspect's table.
 func writeStatementRow(w io.Writer, s statementOutput) {
-	signer := printable(s.Signer)
-	if s.LocalKey != "" && s.LocalKey != s.Signer {
-		signer = fmt.Sprintf("%s (local: %s)", signer, s.LocalKey)
-	}
-	if signer == "" {
-		signer = "-"
-	}
-	fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\n", s.LogIndex, s.Timestamp.UTC().Format(timeFormat), s.Status, signer, shortKeyID(s.KeyID), formatAttrs(s.Attributes))
+	fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\n", s.LogIndex, s.Timestamp.UTC().Format(timeFormat), s.Status, signerColumn(s), shortKeyID(s.KeyID), formatAttrs(s.Attributes))
 }
 
 // inspectJSONPrinter streams an inspectOutput object, indented as writeJSON.

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/docker/cli/cli/command"
 	"github.com/spf13/cobra"
+
+	"github.com/notarize/docker-notarize/notarize"
 )
 
 func newKeyCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
@@ -35,6 +38,7 @@ type keyGenerateOptions struct {
 	root     *rootOptions
 	name     string
 	external externalKeyFlags
+	identity identityFlags
 }
 
 func newKeyGenerateCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
@@ -53,9 +57,15 @@ generated in, or adopted from, an HSM token; the PIN comes from the URI's
 pin-value or pin-source, or NOTARIZE_PKCS11_PIN, and is never stored. Either
 way the key store records only the public key and the URI, and the key signs
 once to show it can. Then sign, untrust, unsupport and key export use it by
-NAME like any other key.`,
+NAME like any other key.
+
+The signer's identity, recorded in the key store and put in every statement
+the key signs, is --display-name (default: the key name) and --email. A
+ledger that enrols identities (notarize-ledger --signers) refuses
+statements claiming another identity than the key's.`,
 		Example: `  docker notarize key generate --name release
   NOTARIZE_PASSWORD=… docker notarize key generate --name ci-signer
+  docker notarize key generate --name release --email release@example.com
   docker notarize key generate --name release --kms awskms:///alias/notarize-release
   NOTARIZE_PKCS11_PIN=… docker notarize key generate --name hsm \
     --pkcs11 'pkcs11:token=signing;object=release?module-path=/usr/lib/softhsm/libsofthsm2.so'`,
@@ -69,6 +79,7 @@ NAME like any other key.`,
 	cmd.Flags().StringVar(&opts.external.kms, "kms", "", "Create or adopt the key in a KMS (awskms://, gcpkms://, azurekms://, hashivault://)")
 	cmd.Flags().StringVar(&opts.external.pkcs11, "pkcs11", "", "Generate or adopt the key in a PKCS#11 token (RFC 7512 pkcs11: URI)")
 	cmd.MarkFlagsMutuallyExclusive("kms", "pkcs11")
+	addIdentityFlags(cmd, &opts.identity)
 	return cmd
 }
 
@@ -76,8 +87,15 @@ func runKeyGenerate(ctx context.Context, dockerCli command.Cli, opts keyGenerate
 	if err := ValidateKeyName(opts.name); err != nil {
 		return usageError(err)
 	}
+	ident, err := opts.identity.identity(opts.name)
+	if err != nil {
+		return err
+	}
 	if opts.external.set() {
-		return runKeyGenerateExternal(ctx, dockerCli, opts)
+		if err := runKeyGenerateExternal(ctx, dockerCli, opts); err != nil {
+			return err
+		}
+		return recordIdentity(dockerCli.Out(), opts.root.keyStore(), opts.name, ident, opts.identity.set())
 	}
 	ks := opts.root.keyStore()
 	if _, err := ks.Public(opts.name); err == nil {
@@ -92,8 +110,22 @@ func runKeyGenerate(ctx context.Context, dockerCli command.Cli, opts keyGenerate
 		return err
 	}
 	privPath, _ := ks.paths(k.Name)
-	_, err = fmt.Fprintf(dockerCli.Out(), "Generated key %s\n  key ID:      %s\n  public key:  %s\n  private key: %s (encrypted)\n",
-		k.Name, k.KeyID, k.Path, privPath)
+	if _, err = fmt.Fprintf(dockerCli.Out(), "Generated key %s\n  key ID:      %s\n  public key:  %s\n  private key: %s (encrypted)\n",
+		k.Name, k.KeyID, k.Path, privPath); err != nil {
+		return err
+	}
+	return recordIdentity(dockerCli.Out(), ks, k.Name, ident, opts.identity.set())
+}
+
+// recordIdentity records the identity of the new key name when the flags
+// gave one (set), and prints it; a key without flags is known by its name.
+func recordIdentity(w io.Writer, ks KeyStore, name string, id notarize.Identity, set bool) error {
+	if set {
+		if err := ks.SetIdentity(name, id); err != nil {
+			return err
+		}
+	}
+	_, err := fmt.Fprintf(w, "  identity:    %s\n", formatIdentity(id))
 	return err
 }
 

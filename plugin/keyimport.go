@@ -21,14 +21,15 @@ import (
 var ErrNotPublicKey = errors.New("not a PEM public key")
 
 type keyImportOptions struct {
-	root *rootOptions
-	name string
-	file string
+	root     *rootOptions
+	name     string
+	file     string
+	identity identityFlags
 }
 
 func newKeyImportCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
 	opts := keyImportOptions{root: root}
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "import NAME FILE",
 		Short: "Add a teammate's public key (PEM) to the key store, to verify their statements",
 		Long: `Add a teammate's public key to the key store under NAME, so that verify,
@@ -36,8 +37,11 @@ audit and inspect accept their statements (--signer NAME, or every key in the
 store). FILE is a PEM public key, as 'docker notarize key export' prints it;
 '-' reads it from stdin. A private key is refused: ask for the public half.
 A name already taken, or a key already stored under another name, is refused
-and named.`,
+and named. --display-name and --email record who the key belongs to (your
+word for it, as a policy's signers are): inspect shows it beside what the
+statements claim.`,
 		Example: `  docker notarize key import alice alice.pub
+  docker notarize key import alice --display-name "Alice Example" --email alice@example.com alice.pub
   docker notarize key import ci - < ci.pub`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -45,14 +49,19 @@ and named.`,
 			return runKeyImport(cmd.Context(), dockerCli, opts)
 		},
 	}
+	addIdentityFlags(cmd, &opts.identity)
+	return cmd
 }
 
 func runKeyImport(_ context.Context, dockerCli command.Cli, opts keyImportOptions) error {
 	if err := ValidateKeyName(opts.name); err != nil {
 		return usageError(fmt.Errorf("import key: %w", err))
 	}
+	ident, err := opts.identity.identity(opts.name)
+	if err != nil {
+		return err
+	}
 	var b []byte
-	var err error
 	if opts.file == "-" {
 		b, err = readLimited(dockerCli.In(), "stdin")
 	} else {
@@ -68,9 +77,11 @@ func runKeyImport(_ context.Context, dockerCli command.Cli, opts keyImportOption
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(dockerCli.Out(), "Imported key %s (public key only: it verifies, it cannot sign)\n  key ID:      %s\n  public key:  %s\n",
-		k.Name, k.KeyID, k.Path)
-	return err
+	if _, err = fmt.Fprintf(dockerCli.Out(), "Imported key %s (public key only: it verifies, it cannot sign)\n  key ID:      %s\n  public key:  %s\n",
+		k.Name, k.KeyID, k.Path); err != nil {
+		return err
+	}
+	return recordIdentity(dockerCli.Out(), opts.root.keyStore(), k.Name, ident, opts.identity.set())
 }
 
 func readLimited(r io.Reader, what string) ([]byte, error) {

@@ -142,8 +142,16 @@ type statementOutput struct {
 	// beyond the key.
 	Signer string `json:"signer"`
 	KeyID  string `json:"keyId"`
+	// Email is the email inside the statement: like Signer, the signer's
+	// claim.
+	Email string `json:"email,omitempty"`
 	// LocalKey is the key's name in the local key store, if it is there.
-	LocalKey   string            `json:"localKey,omitempty"`
+	LocalKey string `json:"localKey,omitempty"`
+	// LocalIdentity is who the local key store says the key belongs to
+	// (key generate/import --display-name, --email; by default the key
+	// name): your own record, shown over the statement's claim.
+	LocalIdentity *identityOutput `json:"localIdentity,omitempty"`
+
 	Subject    string            `json:"subject,omitempty"`
 	Kind       string            `json:"kind,omitempty"`
 	MediaType  string            `json:"mediaType,omitempty"`
@@ -207,14 +215,7 @@ func writeInspectText(w io.Writer, o inspectOutput) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "INDEX\tSIGNED AT\tSTATUS\tSIGNER\tKEY ID\tATTRIBUTES")
 	for _, s := range o.Statements {
-		signer := printable(s.Signer)
-		if s.LocalKey != "" && s.LocalKey != s.Signer {
-			signer = fmt.Sprintf("%s (local: %s)", signer, s.LocalKey)
-		}
-		if signer == "" {
-			signer = "-"
-		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", s.LogIndex, s.Timestamp.UTC().Format(timeFormat), s.Status, signer, shortKeyID(s.KeyID), formatAttrs(s.Attributes))
+		writeStatementRow(tw, s)
 	}
 	return tw.Flush()
 }

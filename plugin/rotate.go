@@ -335,7 +335,7 @@ func (r *rotation) one(ctx context.Context, listed notarize.Record) (rotateDiges
 	if hasNew && !at.After(newCur.Statement.Predicate.Timestamp) {
 		at = newCur.Statement.Predicate.Timestamp.UTC().Add(time.Millisecond)
 	}
-	st, err := restatement(oldCur, r.signer.name, at)
+	st, err := restatement(oldCur, r.signer.identity, at)
 	if err != nil {
 		return fail(err)
 	}
@@ -361,8 +361,9 @@ func (r *rotation) one(ctx context.Context, listed notarize.Record) (rotateDiges
 }
 
 // restatement is old's statement as NEW states it: the same subject and
-// predicate, signed by name at at, with AttrRotatedFrom added.
-func restatement(old notarize.Record, name string, at time.Time) (*notarize.Statement, error) {
+// predicate, claiming the signer identity of NEW, dated at, with
+// AttrRotatedFrom added.
+func restatement(old notarize.Record, signer notarize.Identity, at time.Time) (*notarize.Statement, error) {
 	p := old.Statement.Predicate
 	attrs := maps.Clone(p.Attributes)
 	if attrs == nil {
@@ -373,7 +374,7 @@ func restatement(old notarize.Record, name string, at time.Time) (*notarize.Stat
 		return nil, fmt.Errorf("re-state %s: its statement has %d attributes, no room for %q (at most %d)", old.Statement.Digest(), len(p.Attributes), AttrRotatedFrom, notarize.MaxAttributes)
 	}
 	p.Attributes = attrs
-	p.Name = name
+	p.Name, p.Email = signer.Name, signer.Email // NEW's identity, never OLD's
 	p.Timestamp = at
 	st := notarize.NewStatement(old.Statement.Digest(), subjectName(old.Statement), p)
 	if err := st.Validate(); err != nil {

@@ -169,7 +169,8 @@ func recordStatement(ctx context.Context, stderr io.Writer, client *ledgerclient
 		Size:       s.Size,
 		Kind:       s.Kind,
 		Attributes: attrs,
-		Name:       signer.name,
+		Name:       signer.identity.Name,
+		Email:      signer.identity.Email,
 		Timestamp:  at,
 	})
 	entry, err := notarize.Sign(ctx, signer.signer, st)
@@ -190,7 +191,7 @@ func recordStatement(ctx context.Context, stderr io.Writer, client *ledgerclient
 		LogIndex:       res.Index,
 		CheckpointSize: res.Checkpoint.Size,
 		KeyID:          signer.keyID,
-		Signer:         signer.name,
+		Signer:         signer.identity.Name,
 		Timestamp:      res.Record.Statement.Predicate.Timestamp.UTC(),
 		Duplicate:      res.Duplicate,
 	}, nil
@@ -225,6 +226,10 @@ type signingKey struct {
 	signer signature.Signer
 	name   string
 	keyID  string
+	// identity is who the statements say signed: the key store's record
+	// of the key (KeyStore.Identity), or the file's base name for a key
+	// given by path.
+	identity notarize.Identity
 }
 
 // loadSigningKey finds the key named by ref (store name or path; "" means the
@@ -253,6 +258,12 @@ func loadSigningKey(ctx context.Context, dockerCli command.Cli, root *rootOption
 		return nil, usageError(fmt.Errorf("--key %s: %w", ref, err))
 	}
 	name := src.Name
+	ident := notarize.Identity{Name: name}
+	if !isPath(ref) {
+		if ident, err = ks.Identity(ref); err != nil {
+			return nil, usageError(fmt.Errorf("--key %s: %w", ref, err))
+		}
+	}
 	s, err := src.Open(ctx, func() ([]byte, error) { return root.passwords(dockerCli).get(name, false) }, root.env.lookupEnv)
 	if err != nil {
 		return nil, err // names the key (and its provider)
@@ -265,5 +276,5 @@ func loadSigningKey(ctx context.Context, dockerCli command.Cli, root *rootOption
 	if err != nil {
 		return nil, fmt.Errorf("key %s: %w", name, err)
 	}
-	return &signingKey{signer: s, name: name, keyID: id}, nil
+	return &signingKey{signer: s, name: name, keyID: id, identity: ident}, nil
 }
