@@ -25,12 +25,21 @@ const maxRevocationLookups = 8
 // for and never counts. The lookups run concurrently, one round trip each
 // when the key has no statement about its revocation digest.
 func (c *Client) Revocations(ctx context.Context, keyIDs []string, revokers map[string][]string) (notarize.Revocations, error) {
+	revs, _, err := c.revocations(ctx, keyIDs, revokers)
+	return revs, err
+}
+
+// revocations is Revocations that also returns the size of the smallest
+// checkpoint a lookup was proven complete in: every revocation up to that
+// log size was seen.
+func (c *Client) revocations(ctx context.Context, keyIDs []string, revokers map[string][]string) (notarize.Revocations, uint64, error) {
 	ids := slices.Clone(keyIDs)
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
 	type found struct {
-		rev notarize.KeyRevocation
-		ok  bool
+		rev  notarize.KeyRevocation
+		ok   bool
+		size uint64
 	}
 	results := make([]found, len(ids))
 	ctx, cancel := context.WithCancel(ctx)
@@ -45,7 +54,7 @@ func (c *Client) Revocations(ctx context.Context, keyIDs []string, revokers map[
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			rev, ok, err := c.revocation(ctx, k, revokers[k])
+			rev, ok, size, err := c.revocation(ctx, k, revokers[k])
 			if err != nil {
 				mu.Lock()
 				if first == nil {
@@ -55,41 +64,45 @@ func (c *Client) Revocations(ctx context.Context, keyIDs []string, revokers map[
 				cancel()
 				return
 			}
-			results[i] = found{rev, ok}
+			results[i] = found{rev, ok, size}
 		})
 	}
 	wg.Wait()
 	if first != nil {
-		return nil, first
+		return nil, 0, first
 	}
 	revs := notarize.Revocations{}
+	minSize := uint64(0)
 	for i, r := range results {
+		if i == 0 || r.size < minSize {
+			minSize = r.size
+		}
 		if r.ok {
 			revs[ids[i]] = r.rev
 		}
 	}
-	return revs, nil
+	return revs, minSize, nil
 }
 
 // revocation looks up key k's revocations by k and revokers and returns
 // the one that counts.
-func (c *Client) revocation(ctx context.Context, k string, revokers []string) (notarize.KeyRevocation, bool, error) {
+func (c *Client) revocation(ctx context.Context, k string, revokers []string) (notarize.KeyRevocation, bool, uint64, error) {
 	d, err := notarize.KeyRevocationDigest(k)
 	if err != nil {
-		return notarize.KeyRevocation{}, false, fmt.Errorf("revocations of key %s: %w", clip(k, 80), err)
+		return notarize.KeyRevocation{}, false, 0, fmt.Errorf("revocations of key %s: %w", clip(k, 80), err)
 	}
 	by := append([]string{k}, revokers...)
 	slices.Sort(by)
 	by = slices.Compact(by)
 	if len(by) > api.MaxLookupKeyIDs {
-		return notarize.KeyRevocation{}, false, fmt.Errorf("revocations of key %s: %d revokers, at most %d", k, len(by)-1, api.MaxLookupKeyIDs-1)
+		return notarize.KeyRevocation{}, false, 0, fmt.Errorf("revocations of key %s: %d revokers, at most %d", k, len(by)-1, api.MaxLookupKeyIDs-1)
 	}
 	res, err := c.Lookup(ctx, d, by...)
 	if err != nil {
-		return notarize.KeyRevocation{}, false, fmt.Errorf("revocations of key %s: %w", k, err)
+		return notarize.KeyRevocation{}, false, 0, fmt.Errorf("revocations of key %s: %w", k, err)
 	}
 	rev, ok := notarize.FindKeyRevocation(res.Records, k, revokers)
-	return rev, ok, nil
+	return rev, ok, res.Checkpoint.Size, nil
 }
 
 // CurrentRevoked is Current under the key revocations revs: the records
@@ -130,13 +143,14 @@ func (c *Client) CurrentWithRevocations(ctx context.Context, d notarize.Digest, 
 			mu.Unlock()
 			cancel()
 		}
-		revs notarize.Revocations
-		done = make(chan struct{})
+		revs    notarize.Revocations
+		revSize uint64
+		done    = make(chan struct{})
 	)
 	go func() {
 		defer close(done)
 		var err error
-		if revs, err = c.Revocations(ctx, keyIDs, revokers); err != nil {
+		if revs, revSize, err = c.revocations(ctx, keyIDs, revokers); err != nil {
 			fail(err)
 		}
 	}()
@@ -147,6 +161,20 @@ func (c *Client) CurrentWithRevocations(ctx context.Context, d notarize.Digest, 
 	<-done
 	if first != nil {
 		return nil, nil, first
+	}
+	if revSize < res.Checkpoint.Size {
+		// The revocations were proven in a smaller log than the
+		// statements: a revocation in between (before a thief's
+		// statement in the answer) would be missed, by chance or by a
+		// front that answers the revocation lookups from an older
+		// checkpoint. Ask again: the stored checkpoint is now at least
+		// the answer's, and an older answer is a rollback.
+		if revs, revSize, err = c.revocations(ctx, keyIDs, revokers); err != nil {
+			return nil, nil, err
+		}
+		if revSize < res.Checkpoint.Size {
+			return nil, nil, fmt.Errorf("%w: the revocation lookups answered for %d entries, the statements for %d", ErrBadProof, revSize, res.Checkpoint.Size)
+		}
 	}
 	res, err = c.beforeRevocations(ctx, d, keyIDs, revs, res)
 	if err != nil {

@@ -2,9 +2,15 @@ package ledgerclient_test
 
 import (
 	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/ledger/ledgertest"
 	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/notarize/docker-notarize/notarize"
@@ -129,4 +135,61 @@ func TestRevocationsFrontHidesRevocation(t *testing.T) {
 	check("in the log's tail")
 	waitMapRoot(t, srv.URL, kd, kid, rev.Index+1)
 	check("under the map root")
+}
+
+// TestRevocationsFrozenByFront: a front answers the lookup of K's
+// revocation digest with a genuine answer recorded before the revocation
+// (an older, consistent checkpoint), and the current lookup, a little
+// later, from the ledger as it is, with the thief's statement made after
+// the revocation. The revocations were then proven only for a log too
+// short to hold the revocation: CurrentWithRevocations asks again, and
+// the frozen answer, now older than what the client has verified, fails.
+func TestRevocationsFrozenByFront(t *testing.T) {
+	srv := ledgertest.Start(t, ledgertest.WithConfig(fastMap))
+	direct := newClient(t, srv.URL, t.TempDir(), srv.VerifierKey)
+	k := notarizetest.NewSigner(t)
+	kid := keyID(t, k)
+	kd, _ := notarize.KeyRevocationDigest(kid)
+	submit(t, direct, notarizetest.Entry(t, k, digest("before"), notarize.StatusTrusted, t0))
+
+	var frozen atomic.Pointer[[]byte]
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		revLookup := r.URL.Path == api.PathDigests+string(kd)
+		if b := frozen.Load(); revLookup && b != nil {
+			w.Header().Set("Content-Type", api.MediaTypeJSON)
+			_, _ = w.Write(*b)
+			return
+		}
+		if strings.HasSuffix(r.URL.Path, api.PathCurrentSuffix) {
+			time.Sleep(300 * time.Millisecond) // after the revocation lookups
+		}
+		req, _ := http.NewRequestWithContext(r.Context(), r.Method, srv.URL+r.URL.RequestURI(), r.Body)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if revLookup && resp.StatusCode == http.StatusOK {
+			frozen.Store(&body) // the answer before the revocation
+		}
+		w.Header().Set("Content-Type", resp.Header.Get("Content-Type"))
+		w.WriteHeader(resp.StatusCode)
+		_, _ = w.Write(body)
+	}))
+	t.Cleanup(front.Close)
+	if revs, err := newClient(t, front.URL, t.TempDir(), srv.VerifierKey).Revocations(t.Context(), []string{kid}, nil); err != nil || len(revs) != 0 {
+		t.Fatalf("before the revocation: %+v %v", revs, err)
+	}
+
+	submit(t, direct, notarizetest.KeyRevocation(t, k, kid, t0))
+	stolen := digest("stolen")
+	submit(t, direct, notarizetest.Entry(t, k, stolen, notarize.StatusTrusted, t0.Add(-time.Hour)))
+	c := newClient(t, front.URL, t.TempDir(), srv.VerifierKey)
+	res, revs, err := c.CurrentWithRevocations(t.Context(), stolen, []string{kid}, nil)
+	if err == nil {
+		t.Fatalf("a frozen revocation lookup verified: %v, revocations %+v", notarize.DecideWithRevocations(res.Records, stolen, []string{kid}, revs).Verdict, revs)
+	}
+	t.Logf("refused: %v", err)
 }
