@@ -32,7 +32,9 @@
 #
 # Usage: bench/verify-1m.sh        (RUNS=40 WARMUP=5 TAIL_RATE=600 N=1000000
 #                                   KEYS=300 SMALL_N=1000 CLIENTS=128 REF=HEAD
-#                                   SKIP_TAIL=1 to tune)
+#                                   SKIP_TAIL=1 PROFILE_RUNS=100 to tune;
+#                                   PROFILE_DIR=D keeps CPU profiles of the
+#                                   lookups, from bench/currentprof)
 # Prints a table: median, mean, σ per row, map/nomap ratios (the bound is
 # <= 1.2x), the load average before and after.
 set -euo pipefail
@@ -46,6 +48,7 @@ CLIENTS=${CLIENTS:-128}
 RUNS=${RUNS:-40}
 WARMUP=${WARMUP:-5}
 TAIL_RATE=${TAIL_RATE:-600}
+PROFILE_RUNS=${PROFILE_RUNS:-100}
 CACHE=${NOTARIZE_BENCH_1M:-$HOME/.cache/notarize/bench-1m}
 TOOLS=${NOTARIZE_BENCH_CACHE:-$HOME/.cache/notarize-bench}/bin
 export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
@@ -81,9 +84,9 @@ patch_nomap() {
 REV=$(git -C "$ROOT" rev-parse --short "$REF")
 echo "== build ($REF, $REV)"
 git -C "$ROOT" worktree add --detach "$WORK/src" "$REV" >/dev/null 2>&1
-(cd "$WORK/src" && go build -trimpath -ldflags '-s -w' -o "$BIN/map/" ./cmd/notarize-ledger ./cmd/docker-notarize ./bench/fill1m)
+(cd "$WORK/src" && go build -trimpath -ldflags '-s -w' -o "$BIN/map/" ./cmd/notarize-ledger ./cmd/docker-notarize ./bench/fill1m ./bench/currentprof)
 patch_nomap "$WORK/src"
-(cd "$WORK/src" && go build -trimpath -ldflags '-s -w' -o "$BIN/nomap/" ./cmd/notarize-ledger ./cmd/docker-notarize)
+(cd "$WORK/src" && go build -trimpath -ldflags '-s -w' -o "$BIN/nomap/" ./cmd/notarize-ledger ./cmd/docker-notarize ./bench/currentprof)
 # The cache key: the code that decides what the ledger holds on disk (the
 # POSIX driver, the map's tree and store, the entry formats, Tessera's version) and
 # FILL_VERSION, raised when bench/fill1m changes what it logs.
@@ -273,3 +276,15 @@ for row in "${TAIL_ROWS[@]}"; do
   grep -h 'fed' "$WORK/logs/feed-$row.log" 2>/dev/null | tail -1 | sed "s/^/   $row: /"
 done
 echo "   load average: before $LOAD0, after the rows $LOAD1, after the tail $LOAD2; $(nproc) cores"
+if ((${#TAIL_ROWS[@]})); then
+  # Where a lookup's time goes, in-process (bench/currentprof: the client's
+  # Current, the call verify makes), same conditions as the tail rows.
+  echo "== where the time goes: ledgerclient Current x $PROFILE_RUNS per row, requests timed by kind${PROFILE_DIR:+, CPU profiles in $PROFILE_DIR}"
+  for row in "${ROWS[@]:0:2}" "${TAIL_ROWS[@]}"; do
+    case $row in *nomap) b=$BIN/nomap ;; *) b=$BIN/map ;; esac
+    "$WORK/ctl.sh" start "$row"
+    "$b/currentprof" -url "$NOTARIZE_LEDGER" -key "$(jq -r .verifierKey "$BIG/summary.json")" -digest "$DIGEST" -keyid "$TEST_KEY_ID" \
+      -r "$PROFILE_RUNS" ${PROFILE_DIR:+-cpuprofile "$PROFILE_DIR/current-$row.pprof"} 2>&1 | sed "s/^/   $row: /" || echo "   $row: currentprof failed"
+    "$WORK/ctl.sh" stop
+  done
+fi

@@ -36,7 +36,7 @@ var allowed = map[string][]string{
 	"internal/browsertest":        {"internal/testutil"}, // imported from tests only
 	"cmd":                         {"notarize", "ledgerclient", "ledger", "proxy", "plugin", "internal"},
 	"e2e":                         {"notarize", "ledgerclient", "ledger", "proxy", "plugin", "internal"},
-	"bench":                       {"notarize", "ledger"}, // bench/fill1m: fills a ledger in-process for bench/verify-1m.sh
+	"bench":                       {"notarize", "ledgerclient", "ledger"}, // bench/fill1m, bench/currentprof: bench/verify-1m.sh's programs
 }
 
 // within reports whether pkg is p or one of its sub-packages.

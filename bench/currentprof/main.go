@@ -1,0 +1,170 @@
+// Command currentprof shows where the time of a verify's ledger lookup goes:
+// it runs ledgerclient.Client.Current (the call `docker notarize verify`
+// makes) R times against a running ledger, each time with a fresh client
+// (as each verify process makes) over one client state directory (the
+// stored checkpoint: each lookup proves consistency with the one before,
+// as verify does), and prints the median wall
+// time of a lookup and, per kind of request (checkpoint, current lookup,
+// Merkle tiles, entry bundles), the requests, bytes and summed wall time
+// per lookup. With -cpuprofile it writes a CPU profile of the R lookups.
+// bench/verify-1m.sh uses it to explain the tail case.
+//
+//	currentprof -url http://127.0.0.1:PORT -key VERIFIER -digest sha256:… -keyid HEX [-r 50] [-cpuprofile F]
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/notarize/docker-notarize/ledgerclient"
+	"github.com/notarize/docker-notarize/notarize"
+)
+
+func main() {
+	url := flag.String("url", "", "the ledger's base `URL`")
+	key := flag.String("key", "", "the ledger's verifier key")
+	digest := flag.String("digest", "", "the `digest` to look up")
+	keyID := flag.String("keyid", "", "the signer key ID to ask about")
+	runs := flag.Int("r", 50, "lookups")
+	profile := flag.String("cpuprofile", "", "write a CPU profile of the lookups to this `file`")
+	flag.Parse()
+	if err := run(*url, *key, *digest, *keyID, *runs, *profile); err != nil {
+		fmt.Fprintln(os.Stderr, "currentprof:", err)
+		os.Exit(1)
+	}
+}
+
+// kind names the request class of a ledger URL path.
+func kind(path string) string {
+	switch {
+	case path == "/checkpoint":
+		return "checkpoint"
+	case strings.HasPrefix(path, "/tile/entries/"):
+		return "entry bundles"
+	case strings.HasPrefix(path, "/tile/"):
+		return "tiles"
+	case strings.HasSuffix(path, "/current"):
+		return "current lookup"
+	}
+	return "other"
+}
+
+// timing records, per request kind, the requests, bytes and wall time.
+type timing struct {
+	mu    sync.Mutex
+	n     map[string]int
+	bytes map[string]int64
+	wall  map[string]time.Duration
+}
+
+// transport times each request until its body is read and closed.
+type transport struct {
+	next http.RoundTripper
+	t    *timing
+}
+
+func (tr transport) RoundTrip(r *http.Request) (*http.Response, error) {
+	start := time.Now()
+	resp, err := tr.next.RoundTrip(r)
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = &timedBody{ReadCloser: resp.Body, start: start, k: kind(r.URL.Path), t: tr.t}
+	return resp, nil
+}
+
+// timedBody adds its request's time and bytes once it is closed.
+type timedBody struct {
+	io.ReadCloser
+	start time.Time
+	k     string
+	t     *timing
+	n     int64
+	once  sync.Once
+}
+
+func (b *timedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n += int64(n)
+	return n, err
+}
+
+func (b *timedBody) Close() error {
+	b.once.Do(func() {
+		b.t.mu.Lock()
+		defer b.t.mu.Unlock()
+		b.t.n[b.k]++
+		b.t.bytes[b.k] += b.n
+		b.t.wall[b.k] += time.Since(b.start)
+	})
+	return b.ReadCloser.Close()
+}
+
+func run(url, key, digest, keyID string, runs int, profile string) error {
+	d, err := notarize.ParseDigest(digest)
+	if err != nil {
+		return fmt.Errorf("-digest: %w", err)
+	}
+	if url == "" || key == "" || keyID == "" || runs < 1 {
+		return fmt.Errorf("need -url, -key, -keyid and -r >= 1")
+	}
+	t := &timing{n: map[string]int{}, bytes: map[string]int64{}, wall: map[string]time.Duration{}}
+	hc := &http.Client{Transport: transport{next: http.DefaultTransport, t: t}}
+	if profile != "" {
+		f, err := os.Create(profile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	ctx := context.Background()
+	walls := make([]time.Duration, 0, runs)
+	var size uint64
+	home, err := os.MkdirTemp("", "currentprof-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(home)
+	for range runs {
+		start := time.Now()
+		c, err := ledgerclient.New(ctx, ledgerclient.Config{URL: url, VerifierKey: key, Home: home, HTTPClient: hc})
+		if err == nil {
+			var res *ledgerclient.LookupResult
+			if res, err = c.Current(ctx, d, keyID); err == nil {
+				size = res.Checkpoint.Size
+			}
+		}
+		walls = append(walls, time.Since(start))
+		if err != nil {
+			return err
+		}
+	}
+	slices.Sort(walls)
+	fmt.Printf("%d lookups, ledger size %d: median %.2f ms, min %.2f ms, max %.2f ms\n",
+		runs, size, ms(walls[len(walls)/2]), ms(walls[0]), ms(walls[len(walls)-1]))
+	kinds := make([]string, 0, len(t.n))
+	for k := range t.n {
+		kinds = append(kinds, k)
+	}
+	slices.Sort(kinds)
+	for _, k := range kinds {
+		fmt.Printf("  %-15s %6.1f requests  %9.0f bytes  %7.2f ms per lookup (summed; some run in parallel)\n",
+			k, float64(t.n[k])/float64(runs), float64(t.bytes[k])/float64(runs), ms(t.wall[k])/float64(runs))
+	}
+	return nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
