@@ -176,7 +176,7 @@ func signerNames(pol *notarize.Evaluator) []string {
 func (s *Server) signerPanels(pol *notarize.Evaluator, sees func(string) bool) ([]ui.Signer, []ui.Revocation) {
 	var signers []ui.Signer
 	for _, name := range signerNames(pol) {
-		sg := ui.Signer{Name: name, Keys: pol.AcceptedKeys(notarize.Rule{Require: []string{name}})}
+		sg := ui.Signer{Name: name, Email: pol.Policy().Signers[name].Email, Keys: pol.AcceptedKeys(notarize.Rule{Require: []string{name}})}
 		if ts, err := s.trust.Tallies(sg.Keys); err == nil {
 			for _, t := range ts {
 				sg.Trusted += t.Trusted
@@ -280,6 +280,7 @@ func (s *Server) serveDigestPage(w http.ResponseWriter, r *http.Request, raw str
 			inPolicy[id] = true
 		}
 	}
+	signers := pol.Policy().Signers
 	recs, omitted, err := s.trust.History(d, func(id string) bool { return inPolicy[id] }, uiOtherStatements)
 	if err != nil {
 		page.HistoryErr = err.Error()
@@ -287,16 +288,34 @@ func (s *Server) serveDigestPage(w http.ResponseWriter, r *http.Request, raw str
 	page.Omitted = omitted
 	for _, rec := range recs {
 		p := rec.Statement.Predicate
-		name := pol.SignerName(rec.KeyID)
-		page.History = append(page.History, ui.Statement{Index: rec.Index, Signer: name, KeyID: rec.KeyID,
-			Status: strings.ToUpper(string(p.Status)), Timestamp: p.Timestamp, Name: p.Name, Kind: p.Kind,
-			InPolicy: !strings.HasPrefix(name, "key ")})
+		// A policy key is shown by the policy's name and email, which the
+		// policy's author vouches for, never by what its statement
+		// claims; a key outside it by its ID, with its claim marked.
+		st := ui.Statement{Index: rec.Index, Signer: pol.SignerName(rec.KeyID), KeyID: rec.KeyID,
+			Status: strings.ToUpper(string(p.Status)), Timestamp: p.Timestamp, Kind: p.Kind, InPolicy: inPolicy[rec.KeyID]}
+		if st.InPolicy {
+			st.Email = signers[st.Signer].Email
+		} else {
+			st.Claim = claimText(p.Name, p.Email)
+		}
+		page.History = append(page.History, st)
 	}
 	for _, x := range s.stats.recentOf(d, uiDigestRecent, sees) {
 		page.Decisions = append(page.Decisions, ui.Decision{Time: x.Time, Target: x.Target(), Reference: x.Reference,
 			Verdict: x.Verdict, Outcome: string(x.Outcome), Reason: x.Reason})
 	}
 	rd.Digest(w, page)
+}
+
+// claimText is a statement's claimed name and email as one line of text.
+func claimText(name, email string) string {
+	switch {
+	case email == "":
+		return name
+	case name == "":
+		return "<" + email + ">"
+	}
+	return name + " <" + email + ">"
 }
 
 // DecisionsJSON is the body of GET /ui/decisions.json: the overview's

@@ -74,7 +74,8 @@ type Refusal struct {
 
 // Signer is a signer of the policy with its tallies from the replica.
 type Signer struct {
-	Name                            string
+	// Name and Email are the policy's: its author vouches for them.
+	Name, Email                     string
 	Keys                            []string
 	Trusted, Untrusted, Unsupported uint64
 }
@@ -153,13 +154,19 @@ type Overview struct {
 
 // Statement is one statement of a digest's history.
 type Statement struct {
-	Index      uint64
-	Signer     string
-	KeyID      string
-	Status     string
-	Timestamp  time.Time
-	Name, Kind string
-	InPolicy   bool
+	Index uint64
+	// Signer is the policy's name for the key (and Email its email), never
+	// the statement's claim; "key …" for a key outside the policy.
+	Signer, Email string
+	KeyID         string
+	Status        string
+	Timestamp     time.Time
+	// Claim is the name and email the statement claims, shown only for a
+	// key outside the policy (marked as its claim): a policy key is shown
+	// by the policy's name, whatever its statements say.
+	Claim    string
+	Kind     string
+	InPolicy bool
 }
 
 // Decision is one recent decision about a digest.
