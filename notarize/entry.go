@@ -194,12 +194,17 @@ func ParseEntry(b []byte) (*Entry, error) {
 	if !utf8.Valid(b) {
 		return nil, fmt.Errorf("%w: entry is not valid UTF-8", ErrBadEntry)
 	}
+	if e, ok := scanCanonicalEntry(b); ok && e.hasRequired() {
+		if canon, err := e.Marshal(); err == nil && bytes.Equal(canon, b) {
+			return &e, nil
+		}
+	}
 	// As in ParseStatement, the member walk only explains a refusal: the
 	// canonical comparison accepts nothing it would refuse.
 	var e Entry
 	derr := decodeOne(b, &e)
 	if derr == nil {
-		if e.Envelope.PayloadType == "" || e.Envelope.Payload == "" || e.PublicKey == "" {
+		if !e.hasRequired() {
 			if werr := explainJSON(b, reflect.TypeFor[Entry]()); werr != nil {
 				return nil, fmt.Errorf("%w: %v", ErrBadEntry, werr)
 			}
@@ -220,6 +225,11 @@ func ParseEntry(b []byte) (*Entry, error) {
 		return nil, fmt.Errorf("%w: %v", ErrBadEntry, derr)
 	}
 	return nil, notCanonical(ErrBadEntry, "entry JSON must be exactly its canonical form (Go encoding/json: members in field order, no whitespace, Go's string escapes)")
+}
+
+// hasRequired reports whether the members every entry needs are set.
+func (e *Entry) hasRequired() bool {
+	return e.Envelope.PayloadType != "" && e.Envelope.Payload != "" && e.PublicKey != ""
 }
 
 // Verify checks that the entry is in its one accepted encoding (see
