@@ -106,7 +106,16 @@ type Cache struct {
 	stats   Stats                      // counters only
 
 	running sync.WaitGroup // download goroutines, for Close
+	// quit is cancelled when Close gives up waiting: the downloads and
+	// shared-store uploads in progress stop, removing what they wrote.
+	quit context.Context
+	stop context.CancelFunc
 }
+
+// abortWait bounds how long Close waits, once its context is done, for the
+// downloads and uploads it cancelled to remove their temporary files and
+// uploads (each removal is bounded by SharedConfig.CleanupTimeout too).
+const abortWait = 5 * time.Second
 
 // entry is a committed blob. refs counts the open Blobs and the Fill that
 // committed it (until the Fill's last reference): a blob with refs is never
@@ -143,6 +152,7 @@ func New(cfg Config) (*Cache, error) {
 		return nil, fmt.Errorf("blobcache: %w", err)
 	}
 	c := &Cache{cfg: cfg, fills: map[notarize.Digest]*Fill{}, passing: map[notarize.Digest]*Fill{}, blobs: map[notarize.Digest]*entry{}}
+	c.quit, c.stop = context.WithCancel(context.Background())
 	c.stats.MaxBytes = cfg.MaxBytes
 	if err := c.load(); err != nil {
 		return nil, err
@@ -420,7 +430,9 @@ func (c *Cache) Fill(ctx context.Context, d notarize.Digest, fetch Fetch) (f *Fi
 	f = &Fill{c: c, d: d, size: -1, started: make(chan struct{}), done: make(chan struct{}), notify: make(chan struct{}), refs: 2}
 	c.fills[d] = f
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.FillTimeout)
+	unhook := context.AfterFunc(c.quit, cancel)
 	c.running.Go(func() {
+		defer unhook()
 		defer cancel()
 		defer f.Release() // the download's own reference
 		f.run(fctx, fetch)
@@ -429,8 +441,13 @@ func (c *Cache) Fill(ctx context.Context, d notarize.Digest, fetch Fetch) (f *Fi
 }
 
 // Close waits until the downloads in progress have ended (each is bounded by
-// FillTimeout) and their blobs are committed or removed, or until ctx is done.
-// Fills started after Close has returned are not waited for.
+// FillTimeout) and their blobs are committed or removed, and their puts
+// into the shared store have ended, or until ctx is done. Then it cancels
+// those still running and waits (at most abortWait more) while they remove
+// their temporary files and temporary uploads, so that a shutdown does not
+// leave them in the shared store, and returns ctx's error. Fills started
+// after Close gave up fail at once; those started after a Close that
+// returned nil are not waited for.
 func (c *Cache) Close(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
@@ -441,7 +458,15 @@ func (c *Cache) Close(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("close blob cache: %w", ctx.Err())
+	}
+	c.stop()
+	t := time.NewTimer(abortWait)
+	defer t.Stop()
+	select {
+	case <-done:
+		return fmt.Errorf("close blob cache: downloads cancelled: %w", ctx.Err())
+	case <-t.C:
+		return fmt.Errorf("close blob cache: downloads cancelled, still ending after %v: %w", abortWait, ctx.Err())
 	}
 }
 

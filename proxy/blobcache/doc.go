@@ -47,11 +47,20 @@
 // it: written to a temporary path of this instance, hashed again as it is
 // written, committed, and only then moved (the driver's Move) under its
 // digest; bytes that do not hash to the digest never reach that path.
-// Two instances filling one blob at once both serve their clients and both
-// move identical bytes under the digest: one copy, whole either way. At
-// start an instance removes its own temporary uploads (a crash) and other
+// Two instances filling one blob at once both serve their clients; the one
+// whose upload ends second finds the blob in place and removes its upload
+// instead of moving it (were both to move, identical bytes: one copy, whole
+// either way). No temporary upload outlives its put: whether it was moved,
+// failed, lost to another instance, or was cut short by the fill's timeout
+// or by Close at shutdown (which cancels the puts still running once its
+// context ends, and waits for them to clean up), it is removed under a
+// context detached from the put's, bounded by SharedConfig.CleanupTimeout.
+// The puts run after the fills, detached from the clients: a client that
+// disconnects does not stop them, and a client's pull can end before the
+// put of its blobs has. Only a process killed outright leaves an upload
+// behind: at start an instance removes its own temporary uploads and other
 // instances' older than SharedConfig.StaleUploadAge; incomplete multipart
-// uploads of a crashed instance need the bucket rule below.
+// uploads of a killed instance need the bucket rule below.
 //
 // Nothing trust-related is read from the store: the manifests, the
 // decisions and the gate (which blobs a repository may have, and the

@@ -33,6 +33,12 @@ func TestS3(t *testing.T) {
 	t.Run("BadCopy", func(t *testing.T) { testBadCopy(t, driver(t)) })
 	t.Run("ConcurrentFills", func(t *testing.T) { testConcurrentFills(t, driver(t)) })
 	t.Run("Redirect", func(t *testing.T) { testRedirect(t, driver(t)) })
+	// No temporary upload outlives a put (cleanup_test.go).
+	t.Run("PutLoserLeavesNoUpload", func(t *testing.T) { testPutLoserLeavesNoUpload(t, driver(t)) })
+	t.Run("PutMoveCutShort", func(t *testing.T) { testPutMoveCutShort(t, driver(t)) })
+	t.Run("PutCleanupOutlivesItsContext", func(t *testing.T) { testPutCleanupOutlivesItsContext(t, driver(t)) })
+	t.Run("ClientLeavesMidStream", func(t *testing.T) { testClientLeavesMidStream(t, driver(t)) })
+	t.Run("CloseCancelsUploads", func(t *testing.T) { testCloseCancelsUploads(t, driver(t)) })
 }
 
 // testRedirect: with redirects on, a blob in the shared store has a

@@ -27,6 +27,11 @@ import (
 // must be before Shared removes it as left behind by a crash.
 const DefaultStaleUploadAge = 24 * time.Hour
 
+// DefaultCleanupTimeout bounds removing a temporary upload that was not
+// moved into place (the upload failed, was cancelled, or another instance
+// stored the blob first) unless configured otherwise.
+const DefaultCleanupTimeout = time.Minute
+
 // sharedRoot is where Shared keeps everything in the driver's namespace
 // (under the driver's own rootdirectory, if any): committed blobs at
 // sharedRoot/blobs/sha256/XX/HEX and temporary uploads at
@@ -50,6 +55,11 @@ type SharedConfig struct {
 	// to be removed at start (a crashed instance that never came back);
 	// default DefaultStaleUploadAge.
 	StaleUploadAge time.Duration
+	// CleanupTimeout bounds removing a temporary upload that was not moved
+	// into place. The removal runs detached from the upload's context, so
+	// that an upload cut short (a cancelled or timed-out fill, a shutdown)
+	// still removes what it wrote; default DefaultCleanupTimeout.
+	CleanupTimeout time.Duration
 	// Logger receives failed uploads and cleanups; default: discard.
 	Logger *slog.Logger
 }
@@ -94,9 +104,14 @@ func NewShared(ctx context.Context, cfg SharedConfig) (*Shared, error) {
 		return nil, errors.New("blobcache: shared store: InstanceDir is required")
 	case cfg.StaleUploadAge < 0:
 		return nil, errors.New("blobcache: shared store: negative StaleUploadAge")
+	case cfg.CleanupTimeout < 0:
+		return nil, errors.New("blobcache: shared store: negative CleanupTimeout")
 	}
 	if cfg.StaleUploadAge == 0 {
 		cfg.StaleUploadAge = DefaultStaleUploadAge
+	}
+	if cfg.CleanupTimeout == 0 {
+		cfg.CleanupTimeout = DefaultCleanupTimeout
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -228,11 +243,19 @@ func (s *Shared) Fetch(ctx context.Context, d notarize.Digest) (io.ReadCloser, i
 
 // Put stores the verified blob d (size bytes read from src) unless the
 // store has it already: written to a temporary path of this instance,
-// committed, then moved under its digest. Two instances putting the same
-// blob at once both move identical bytes there; a reader sees one whole
-// copy or the other. The bytes are hashed as they are uploaded: bytes that
-// do not hash to d are never moved under d (ErrDigestMismatch), and the
-// temporary upload is removed.
+// committed, then moved under its digest. The bytes are hashed as they are
+// uploaded: bytes that do not hash to d are never moved under d
+// (ErrDigestMismatch). When another instance stored d while this one was
+// uploading, the upload is not moved (stored is false): the copy in place
+// is left alone. Two instances that both move identical bytes there leave
+// one whole copy or the other.
+//
+// Whatever happens (a failed or cancelled upload, a failed move, another
+// instance first), the temporary upload is gone when Put returns, unless
+// removing it failed too (then the error says so; NewShared removes it at
+// this instance's next start). The removal runs under a context detached
+// from ctx and bounded by CleanupTimeout, so that an upload cut short by
+// ctx still removes what it wrote.
 func (s *Shared) Put(ctx context.Context, d notarize.Digest, src io.Reader, size int64) (stored bool, err error) {
 	if have, err := s.Stat(ctx, d); err == nil && have == size {
 		return false, nil
@@ -242,10 +265,13 @@ func (s *Shared) Put(ctx context.Context, d notarize.Digest, src io.Reader, size
 	if err != nil {
 		return false, fmt.Errorf("shared blob %s: upload: %w", d, err)
 	}
+	moved, committed := false, false
 	defer func() {
-		if err != nil {
-			_ = w.Cancel(context.WithoutCancel(ctx))
-			_ = s.cfg.Driver.Delete(context.WithoutCancel(ctx), tmp)
+		if moved {
+			return
+		}
+		if cerr := s.removeUpload(ctx, w, tmp, committed); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("shared blob %s: %w", d, cerr))
 		}
 	}()
 	h := sha256.New()
@@ -259,16 +285,43 @@ func (s *Shared) Put(ctx context.Context, d notarize.Digest, src io.Reader, size
 	if got := digestOf(h); got != d { // never under d unless the bytes hash to d
 		return false, fmt.Errorf("shared blob %s: upload: %w: the bytes hash to %s", d, ErrDigestMismatch, got)
 	}
+	committed = true // from here on the writer is done with, whatever Commit says
 	if err := w.Commit(ctx); err != nil {
 		return false, fmt.Errorf("shared blob %s: upload: commit: %w", d, err)
 	}
 	if err := w.Close(); err != nil {
 		return false, fmt.Errorf("shared blob %s: upload: close: %w", d, err)
 	}
+	if have, err := s.Stat(ctx, d); err == nil && have == size {
+		return false, nil // another instance stored it meanwhile: its copy stays
+	}
 	if err := s.cfg.Driver.Move(ctx, tmp, BlobPath(d)); err != nil {
+		// s3's Move is a copy then a delete: the blob may be in place and
+		// the temporary upload still there; the deferred removal sees to it.
 		return false, fmt.Errorf("shared blob %s: move into place: %w", d, err)
 	}
+	moved = true
 	return true, nil
+}
+
+// removeUpload removes the temporary upload tmp that was not moved into
+// place: the writer's upload is cancelled unless it was committed (a
+// pending multipart upload is aborted), and whatever reached tmp is
+// deleted; both under a context detached from ctx, bounded by
+// CleanupTimeout.
+func (s *Shared) removeUpload(ctx context.Context, w storagedriver.FileWriter, tmp string, committed bool) error {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.CleanupTimeout)
+	defer cancel()
+	var errs []error
+	if !committed {
+		if err := w.Cancel(cctx); err != nil {
+			errs = append(errs, fmt.Errorf("cancel the upload: %w", err))
+		}
+	}
+	if err := s.cfg.Driver.Delete(cctx, tmp); err != nil && !isNotFound(err) {
+		errs = append(errs, fmt.Errorf("remove the temporary upload %s: %w", tmp, err))
+	}
+	return errors.Join(errs...)
 }
 
 // Remove deletes blob d from the shared store: a copy that did not hash to
