@@ -156,14 +156,19 @@ func runKeyList(_ context.Context, dockerCli command.Cli, opts keyListOptions) e
 	if err := validateFormat(opts.format); err != nil {
 		return usageError(err)
 	}
-	keys, err := opts.root.keyStore().List()
+	ks := opts.root.keyStore()
+	keys, err := ks.List()
+	if err != nil {
+		return err
+	}
+	idents, err := keyIdentities(ks, keys)
 	if err != nil {
 		return err
 	}
 	if opts.format == formatJSON {
-		return writeKeysJSON(dockerCli.Out(), keys)
+		return writeKeysJSON(dockerCli.Out(), keys, idents)
 	}
-	return writeKeysText(dockerCli.Out(), keys)
+	return writeKeysText(dockerCli.Out(), keys, idents)
 }
 
 type keyExportOptions struct {

@@ -104,6 +104,19 @@ func (f identityFlags) identity(keyName string) (notarize.Identity, error) {
 	return id, nil
 }
 
+// keyIdentities returns the identity of each of keys, by key name.
+func keyIdentities(ks KeyStore, keys []Key) (map[string]notarize.Identity, error) {
+	out := make(map[string]notarize.Identity, len(keys))
+	for _, k := range keys {
+		id, err := ks.Identity(k.Name)
+		if err != nil {
+			return nil, err
+		}
+		out[k.Name] = id
+	}
+	return out, nil
+}
+
 // formatIdentity is an identity as one line of text: NAME or NAME <EMAIL>,
 // printable.
 func formatIdentity(id notarize.Identity) string {

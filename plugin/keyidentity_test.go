@@ -71,6 +71,14 @@ func TestSignRecordsIdentity(t *testing.T) {
 	if !strings.Contains(out, "identity:    Release Bot <rel@example.com>") {
 		t.Fatalf("generate output lacks the identity:\n%s", out)
 	}
+	if out := h.mustRun(0, "key", "list"); !strings.Contains(out, "rel   Release Bot <rel@example.com>  ") {
+		t.Fatalf("key list:\n%s", out)
+	}
+	var kl keyListOutput
+	if err := json.Unmarshal([]byte(h.mustRun(0, "key", "list", "-o", "json")), &kl); err != nil || len(kl.Keys) != 1 ||
+		kl.Keys[0].Identity != (identityOutput{Name: "Release Bot", Email: "rel@example.com"}) {
+		t.Fatalf("key list -o json: %+v, %v", kl, err)
+	}
 	file := filepath.Join(t.TempDir(), "app.tar")
 	if err := os.WriteFile(file, []byte("app"), 0o644); err != nil {
 		t.Fatal(err)

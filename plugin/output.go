@@ -122,6 +122,9 @@ type keyOutput struct {
 	KeyID string `json:"keyId"`
 	// Path is the public key file.
 	Path string `json:"path"`
+	// Identity is the signer identity the store records for the key
+	// (KeyStore.Identity), which sign puts in its statements.
+	Identity identityOutput `json:"identity"`
 }
 
 // errorOutput is what a command prints in JSON mode when it fails before it
@@ -221,20 +224,21 @@ func writeInspectText(w io.Writer, o inspectOutput) error {
 }
 
 // writeKeysJSON prints the key store as a keyListOutput.
-func writeKeysJSON(w io.Writer, keys []Key) error {
+func writeKeysJSON(w io.Writer, keys []Key, idents map[string]notarize.Identity) error {
 	out := keyListOutput{SchemaVersion: schemaVersion, Keys: make([]keyOutput, 0, len(keys))}
 	for _, k := range keys {
-		out.Keys = append(out.Keys, keyOutput{Name: k.Name, KeyID: k.KeyID, Path: k.Path})
+		id := idents[k.Name]
+		out.Keys = append(out.Keys, keyOutput{Name: k.Name, KeyID: k.KeyID, Path: k.Path, Identity: identityOutput{Name: id.Name, Email: id.Email}})
 	}
 	return writeJSON(w, out)
 }
 
 // writeKeysText prints the key store as a table.
-func writeKeysText(w io.Writer, keys []Key) error {
+func writeKeysText(w io.Writer, keys []Key, idents map[string]notarize.Identity) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tKEY ID\tPATH")
+	fmt.Fprintln(tw, "NAME\tIDENTITY\tKEY ID\tPATH")
 	for _, k := range keys {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", k.Name, k.KeyID, k.Path)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", k.Name, formatIdentity(idents[k.Name]), k.KeyID, k.Path)
 	}
 	return tw.Flush()
 }
