@@ -118,18 +118,17 @@ type Config struct {
 	// DefaultMapCommitEntries and DefaultMapCommitInterval.
 	MapCommitEntries  int
 	MapCommitInterval time.Duration
-	// MapDir holds the verifiable index's bbolt file when the storage has
-	// no data directory of its own (MySQL): each instance keeps its own
-	// copy, folded from the shared log in log order, so every instance
-	// computes the same root for the same log size and any of them may
-	// commit it. Empty with MySQL means no map: clients then read the
-	// whole log as the tail and refuse a log longer than
-	// ledgerclient.MaxMapTail. POSIX storage keeps the map in its data
-	// directory (MapDir, when set, takes precedence).
+	// MapDir holds the verifiable index's bbolt file instead of the POSIX
+	// storage's data directory. A storage that keeps the map itself
+	// (storage.Storage.Map: MySQL, one map in the database shared by every
+	// instance) ignores it, with a deprecation warning: it was each MySQL
+	// instance's copy of the map before schema version 5.
 	MapDir string
 
 	// noMap turns the verifiable index off (benchmarks comparing its cost).
 	noMap bool
+	// mapBuildChunk overrides the map's build chunk (vindex.go), for tests.
+	mapBuildChunk int
 }
 
 // Defaults of RateLimits.

@@ -154,7 +154,7 @@ func New(ctx context.Context, st Storage, cfg Config) (*Ledger, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, errors.Join(err, st.Close())
 	}
-	if _, local := st.(interface{ Dir() string }); !local && !cfg.noMap && cfg.MapDir == "" {
+	if _, local := st.(interface{ Dir() string }); !local && st.Map() == nil && !cfg.noMap && cfg.MapDir == "" {
 		return nil, errors.Join(fmt.Errorf("new ledger: %w", ErrNoMapDir), st.Close())
 	}
 	cfg = cfg.withDefaults()
@@ -205,12 +205,7 @@ func (l *Ledger) open(ctx, bg context.Context) error {
 	if err := l.start(ctx, bg); err != nil {
 		return err
 	}
-	if p := l.mapPath(); p != "" { // the verifiable index (vindex.go)
-		if err := l.startMap(bg, p); err != nil {
-			return err
-		}
-	}
-	return nil
+	return l.startMap(bg) // the verifiable index (vindex.go)
 }
 
 // OpenWrites reports whether any valid signature may write: no signers are enrolled.

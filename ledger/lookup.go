@@ -90,7 +90,7 @@ func (l *Ledger) Lookup(ctx context.Context, d notarize.Digest, opts LookupOptio
 	var mp *api.MapProof
 	var mroot *committedRoot
 	if len(keys) > 0 { // the map is keyed by signer: a walk by keys is proven complete
-		if mp, mroot, err = l.mapProof(d, keys); err != nil { // before the checkpoint, which must cover its root
+		if mp, mroot, err = l.mapProof(ctx, d, keys); err != nil { // before the checkpoint, which must cover its root
 			return nil, fmt.Errorf("lookup: %w", err)
 		}
 	}
@@ -137,7 +137,7 @@ func (l *Ledger) Current(ctx context.Context, d notarize.Digest, keyIDs []string
 	if err != nil {
 		return nil, fmt.Errorf("current: %w", err)
 	}
-	mp, mroot, err := l.mapProof(d, keys) // before the checkpoint, which must cover its root
+	mp, mroot, err := l.mapProof(ctx, d, keys) // before the checkpoint, which must cover its root
 	if err != nil {
 		return nil, fmt.Errorf("current: %w", err)
 	}

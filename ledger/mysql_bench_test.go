@@ -3,6 +3,7 @@ package ledger
 import (
 	"fmt"
 	"testing"
+	"time"
 )
 
 // BenchmarkIngestMySQL is BenchmarkIngest on MySQL storage (the MariaDB
@@ -25,4 +26,58 @@ func BenchmarkIngestMySQL(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkIngestMySQLWithMap measures ingest on MySQL storage with and
+// without the verifiable index, in the same run (issue 11: maintaining the
+// map costs at most 20% of ingest throughput), with the default commit
+// cadence and two instances sharing the database and its one map. It
+// reports the map's commits (roots) and their mean time, from reading the
+// position under the lock to storing the commit (the root's publication
+// wait included).
+//
+//	go test -run '^$' -bench 'IngestMySQLWithMap' -benchtime 20000x ./ledger/
+func BenchmarkIngestMySQLWithMap(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		b.Run(fmt.Sprintf("map=%v", on), func(b *testing.B) {
+			dsn := mysqlEnv.database(b)
+			skey := noteKey(b, "bench.example/ledger")
+			cfg := mysqlConfig(b, skey)
+			cfg.noMap = !on
+			if on {
+				cfg.MapCommitEntries = DefaultMapCommitEntries // the defaults, opted into (startLedgerAt)
+			}
+			a := startLedgerAt(b, mysqlAt(dsn), cfg)
+			c := startLedgerAt(b, mysqlAt(dsn), cfg)
+			ingest(b, []string{a.url, c.url}, 256)
+			if !on {
+				return
+			}
+			// The map catches up with what was ingested: its cost is
+			// counted, not deferred past the benchmark.
+			start := time.Now()
+			waitMapCovers(b, a, uint64(b.N))
+			b.ReportMetric(time.Since(start).Seconds(), "map-lag-s")
+			st, err := a.vmap.m.MapState(b.Context())
+			if err != nil || st.Root == nil {
+				b.Fatalf("map state %+v %v", st, err)
+			}
+			commits, took := mapCommits(a.vmap, c.vmap)
+			if commits > 0 {
+				b.ReportMetric(float64(commits), "roots")
+				b.ReportMetric(float64(took.Milliseconds())/float64(commits), "ms/root")
+			}
+		})
+	}
+}
+
+// mapCommits sums the followers' root commits and their time.
+func mapCommits(fs ...*mapFollower) (int64, time.Duration) {
+	var n int64
+	var d time.Duration
+	for _, f := range fs {
+		n += f.roots.Load()
+		d += time.Duration(f.rootTime.Load())
+	}
+	return n, d
 }

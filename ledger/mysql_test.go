@@ -41,7 +41,7 @@ import (
 // mysqlConfig is the configuration of a ledger on MySQL storage
 // (mysqlAt) signing with skey.
 func mysqlConfig(t testing.TB, skey string) Config {
-	return Config{NoteSignerKey: skey, Logger: testLogger(t), MapDir: t.TempDir()}
+	return Config{NoteSignerKey: skey, Logger: testLogger(t)}
 }
 
 func noteKey(t testing.TB, origin string) string {
@@ -150,12 +150,6 @@ func TestMySQLIdentity(t *testing.T) {
 		}
 		if _, err := openLedger(t, dsn, mysqlConfig(t, "")); !errors.Is(err, mysqlstorage.ErrNoSignerKey) {
 			t.Fatalf("New without a key: %v, want ErrNoSignerKey", err)
-		}
-		// Without a directory for its copy of the verifiable index an
-		// instance would answer lookups that no client can prove complete:
-		// it refuses to start.
-		if _, err := openLedger(t, dsn, Config{NoteSignerKey: skey, Logger: testLogger(t)}); !errors.Is(err, ErrNoMapDir) || !strings.Contains(err.Error(), "--map-dir") {
-			t.Fatalf("New without MapDir: %v, want ErrNoMapDir naming --map-dir", err)
 		}
 		// A second instance with the right identity joins.
 		other := startLedgerAt(t, mysqlAt(dsn), mysqlConfig(t, skey))
@@ -501,7 +495,7 @@ func TestMySQLKill9(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	env := []string{"NOTARIZE_LEDGER_MYSQL_DSN=" + dsn}
-	args := []string{"--storage", "mysql", "--addr", addr, "--key-file", keyFile, "--map-dir", t.TempDir(), "--log-level", "error"}
+	args := []string{"--storage", "mysql", "--addr", addr, "--key-file", keyFile, "--log-level", "error"}
 	p := startLedgerProcess(t, env, args...)
 
 	home := t.TempDir()

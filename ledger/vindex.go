@@ -2,19 +2,20 @@ package ledger
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/transparency-dev/tessera"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/notarize/docker-notarize/ledger/api"
+	"github.com/notarize/docker-notarize/ledger/storage"
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/notarize/docker-notarize/vindex"
 )
@@ -39,139 +40,41 @@ const (
 	DefaultMapCommitInterval = 2 * time.Second
 )
 
-// mapFileName is the map's bbolt file in the data directory (POSIX storage).
-const mapFileName = "vindex.db"
-
 // mapPoll is how often the map follower looks for new entries.
 const mapPoll = 50 * time.Millisecond
 
-// bbolt layout of the map: nodes by vindex.NodeID.Bytes(), and in meta the
-// position (entries folded into the stored map) and the newest committed
-// root (its log index, then the entry's bytes).
-var (
-	mapBucketNodes = []byte("nodes")
-	mapBucketMeta  = []byte("meta")
-	mapKeyPosition = []byte("position")
-	mapKeyRoot     = []byte("root")
-)
-
-// mapStore keeps the map in a bbolt file of its own.
-type mapStore struct {
-	db *bolt.DB
-}
-
-// openMapStore opens (creating if needed) the map database at path.
-func openMapStore(path string) (*mapStore, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
-	if err != nil {
-		return nil, fmt.Errorf("open map %s: %w", path, err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{mapBucketNodes, mapBucketMeta} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, errors.Join(fmt.Errorf("open map %s: %w", path, err), db.Close())
-	}
-	return &mapStore{db: db}, nil
-}
-
-// boltNodes reads map nodes in one bbolt transaction.
-type boltNodes struct{ b *bolt.Bucket }
-
-// ReadNode implements vindex.NodeReader.
-func (r boltNodes) ReadNode(id vindex.NodeID) (vindex.Node, bool, error) {
-	v := r.b.Get(id.Bytes())
-	if v == nil {
-		return vindex.Node{}, false, nil
-	}
-	n, err := vindex.UnmarshalNode(v)
-	return n, err == nil, err
-}
+// mapBuildChunk bounds the entries folded into one commit while the map is
+// being built (no root committed yet: a new map, a rebuild, an upgrade):
+// the map is then stored in chunks, without a root, until it has caught
+// up with the log, and the first root covers the whole log, never fewer
+// entries than a root already in it. Once a root is committed, every
+// commit folds everything waiting and commits a root.
+const mapBuildChunk = 8192
 
 // committedRoot is the newest map-root entry in the log.
-type committedRoot struct {
-	index uint64
-	entry []byte
-}
-
-// mapState is what the map holds: its position and newest committed root.
-type mapState struct {
-	position uint64
-	root     *committedRoot
-}
-
-func readMapState(tx *bolt.Tx) (mapState, error) {
-	meta := tx.Bucket(mapBucketMeta)
-	var st mapState
-	if v := meta.Get(mapKeyPosition); v != nil {
-		if len(v) != 8 {
-			return st, fmt.Errorf("map position of %d bytes", len(v))
-		}
-		st.position = binary.BigEndian.Uint64(v)
-	}
-	if v := meta.Get(mapKeyRoot); v != nil {
-		if len(v) < 8 {
-			return st, fmt.Errorf("map root record of %d bytes", len(v))
-		}
-		st.root = &committedRoot{index: binary.BigEndian.Uint64(v), entry: slices.Clone(v[8:])}
-	}
-	return st, nil
-}
-
-// state returns the map's position and newest committed root.
-func (m *mapStore) state() (st mapState, err error) {
-	err = m.db.View(func(tx *bolt.Tx) error {
-		st, err = readMapState(tx)
-		return err
-	})
-	return st, err
-}
-
-// commit stores writes, the new position and the committed root at once.
-func (m *mapStore) commit(writes []vindex.NodeWrite, position uint64, root *committedRoot) error {
-	return m.db.Update(func(tx *bolt.Tx) error {
-		nodes := tx.Bucket(mapBucketNodes)
-		for _, w := range writes {
-			var err error
-			if w.Delete {
-				err = nodes.Delete(w.ID.Bytes())
-			} else {
-				err = nodes.Put(w.ID.Bytes(), w.Node.Marshal())
-			}
-			if err != nil {
-				return err
-			}
-		}
-		meta := tx.Bucket(mapBucketMeta)
-		if err := meta.Put(mapKeyPosition, binary.BigEndian.AppendUint64(nil, position)); err != nil {
-			return err
-		}
-		if root != nil {
-			return meta.Put(mapKeyRoot, append(binary.BigEndian.AppendUint64(nil, root.index), root.entry...))
-		}
-		return nil
-	})
-}
+type committedRoot = storage.MapRoot
 
 // proofs returns the newest committed root and the proof of each of keyIDs
-// (sorted) for d, read in one transaction so that they agree.
-func (m *mapStore) proofs(d notarize.Digest, keyIDs []string) (*committedRoot, []api.KeyMapProof, error) {
+// (sorted) for d, read in one snapshot so that they agree; no root (nil)
+// while the map is being built.
+func proofs(ctx context.Context, m storage.MapStore, d notarize.Digest, keyIDs []string) (*committedRoot, []api.KeyMapProof, error) {
 	var root *committedRoot
 	out := make([]api.KeyMapProof, 0, len(keyIDs))
-	err := m.db.View(func(tx *bolt.Tx) error {
-		st, err := readMapState(tx)
-		if err != nil {
+	err := m.MapView(ctx, func(st storage.MapState, r storage.MapNodeReader) error {
+		if st.Root == nil {
+			return nil
+		}
+		root = st.Root
+		nodes := newNodeCache(ctx, r)
+		keys := make([]vindex.Key, len(keyIDs))
+		for i, k := range keyIDs {
+			keys[i] = vindex.MapKey(d, k)
+		}
+		if err := nodes.prefetch(keys); err != nil {
 			return err
 		}
-		root = st.root
-		r := boltNodes{tx.Bucket(mapBucketNodes)}
-		for _, k := range keyIDs {
-			p, value, err := vindex.Prove(r, vindex.MapKey(d, k))
+		for i, k := range keyIDs {
+			p, value, err := vindex.Prove(nodes, keys[i])
 			if err != nil {
 				return err
 			}
@@ -197,20 +100,24 @@ func keyMapProof(keyID string, p *vindex.Proof, value []byte) api.KeyMapProof {
 	return kp
 }
 
-func (m *mapStore) close() error { return m.db.Close() }
-
 // mapFollower folds the log into the map and commits its roots.
 type mapFollower struct {
 	l       *Ledger
-	m       *mapStore
+	m       storage.MapStore
+	close   func() error // closes m, when the ledger opened it
+	shared  bool         // m is the storage's, shared by several instances
 	entries int
 	every   time.Duration
 	cancel  context.CancelFunc
 	done    chan struct{}
+
+	roots    atomic.Int64 // roots committed by this instance
+	rootTime atomic.Int64 // their MapUpdate time, in nanoseconds
 }
 
-// mapPath returns where the map's file is: in Config.MapDir, else in the
-// storage's data directory (POSIX); "" when there is neither.
+// mapPath returns where the map's file is when the storage keeps no map of
+// its own: in Config.MapDir, else in the storage's data directory (POSIX);
+// "" when there is neither.
 func (l *Ledger) mapPath() string {
 	if l.cfg.MapDir != "" {
 		return filepath.Join(l.cfg.MapDir, mapFileName)
@@ -221,19 +128,31 @@ func (l *Ledger) mapPath() string {
 	return ""
 }
 
-// startMap opens the map at path and starts its follower; it stops when
-// ctx is done, and close waits for it.
-func (l *Ledger) startMap(ctx context.Context, path string) error {
+// startMap opens the map, the storage's (shared) or a bbolt file of the
+// ledger's own, and starts its follower; it stops when ctx is done, and
+// closeMap waits for it.
+func (l *Ledger) startMap(ctx context.Context) error {
 	if l.cfg.noMap {
 		return nil
 	}
-	m, err := openMapStore(path)
-	if err != nil {
-		return err
+	f := &mapFollower{l: l, m: l.st.Map(), close: func() error { return nil }, shared: l.st.Map() != nil,
+		entries: l.cfg.mapCommitEntries(), every: l.cfg.mapCommitInterval(), done: make(chan struct{})}
+	switch {
+	case f.shared && l.cfg.MapDir != "":
+		l.log.WarnContext(ctx, "--map-dir is deprecated and ignored: the verifiable index lives in the database, one map shared by every instance; the directory may be deleted",
+			slog.String("map_dir", l.cfg.MapDir))
+	case !f.shared:
+		path := l.mapPath()
+		if path == "" {
+			return nil // New refused this storage: ErrNoMapDir
+		}
+		m, err := openBoltMapStore(path)
+		if err != nil {
+			return err
+		}
+		f.m, f.close = m, m.close
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	f := &mapFollower{l: l, m: m, entries: l.cfg.mapCommitEntries(), every: l.cfg.mapCommitInterval(),
-		cancel: cancel, done: make(chan struct{})}
+	ctx, f.cancel = context.WithCancel(ctx)
 	l.vmap = f
 	go f.run(ctx)
 	return nil
@@ -248,7 +167,7 @@ func (l *Ledger) closeMap() error {
 	}
 	l.vmap.cancel()
 	<-l.vmap.done
-	return l.vmap.m.close()
+	return l.vmap.close()
 }
 
 func (c Config) mapCommitEntries() int {
@@ -283,110 +202,161 @@ func (f *mapFollower) run(ctx context.Context) {
 	}
 }
 
-// step folds the entries after the map's position into it and commits a
-// new root, once MapCommitEntries entries wait or the first waited
-// MapCommitInterval. It returns when the waiting entries were first seen
-// (zero when none wait).
+// step advances the map over the entries after its position, once
+// MapCommitEntries entries wait or the first waited MapCommitInterval. It
+// returns when the waiting entries
+// were first seen (zero when none wait). Another instance updating the
+// shared map meanwhile is no error: its commit covers these entries, or
+// the next step does.
 func (f *mapFollower) step(ctx context.Context, pendingSince time.Time) (time.Time, error) {
-	st, err := f.m.state()
+	st, err := f.m.MapState(ctx)
 	if err != nil {
-		return pendingSince, err
+		return pendingSince, fmt.Errorf("read map state: %w", err)
 	}
 	size := f.l.store.Processed()
-	if size <= st.position {
+	if size <= st.Position {
 		return time.Time{}, nil
 	}
 	if pendingSince.IsZero() {
 		pendingSince = time.Now()
 	}
-	if size-st.position < uint64(f.entries) && time.Since(pendingSince) < f.every {
+	if size-st.Position < uint64(f.entries) && time.Since(pendingSince) < f.every {
 		return pendingSince, nil
 	}
-	if locker, ok := f.l.st.(mapCommitLocker); ok {
-		// Instances sharing a log take turns: under the lock, fold up to
-		// the latest published checkpoint, which holds every root an
-		// earlier turn appended, so this root covers more than any.
-		release, err := locker.MapCommitLock(ctx)
-		if err != nil {
-			return pendingSince, err
-		}
-		defer release()
-		if size, err = f.publishedSize(ctx); err != nil {
-			return pendingSince, err
-		}
-	}
-	root, writes, stmts, err := f.fold(ctx, st.position, size)
-	if err != nil {
-		return pendingSince, fmt.Errorf("fold entries [%d, %d): %w", st.position, size, err)
-	}
-	if stmts == 0 {
-		// Only map roots or entries that are no statements: the map and
-		// its root stay.
-		return time.Time{}, f.m.commit(nil, size, nil)
-	}
-	cr, err := f.appendRoot(ctx, size, root)
-	if err != nil {
+	var done *storage.MapCommit
+	start := time.Now()
+	err = f.m.MapUpdate(ctx, func(st storage.MapState, r storage.MapNodeReader) (*storage.MapCommit, error) {
+		c, err := f.advance(ctx, st, r)
+		done = c
+		return c, err
+	})
+	switch {
+	case errors.Is(err, storage.ErrMapBusy):
+		return pendingSince, nil
+	case err != nil:
 		return pendingSince, err
+	case done == nil:
+		return pendingSince, nil
 	}
-	if err := f.m.commit(writes, size, cr); err != nil {
-		return pendingSince, fmt.Errorf("store map at %d: %w", size, err)
+	if done.Root != nil {
+		f.roots.Add(1)
+		f.rootTime.Add(int64(time.Since(start)))
+		f.l.log.DebugContext(ctx, "map root committed", slog.Uint64("size", done.Position), slog.Uint64("index", done.Root.Index))
 	}
-	f.l.log.DebugContext(ctx, "map root committed", slog.Uint64("size", size), slog.Uint64("index", cr.index), slog.Int("statements", stmts))
 	return time.Time{}, nil
 }
 
-// mapCommitLocker is a storage shared by several ledger instances
-// (ledger/storage/mysql): its lock serializes their map commitments.
-type mapCommitLocker interface {
-	MapCommitLock(ctx context.Context) (release func(), err error)
+// advance folds the entries after the stored map's position (st, read
+// under the map's update lock) into the map and, when any was a
+// statement, appends the new root to the log and waits for its
+// publication. It returns the commit that stores them.
+func (f *mapFollower) advance(ctx context.Context, st storage.MapState, r storage.MapNodeReader) (*storage.MapCommit, error) {
+	to, err := f.target(ctx)
+	if err != nil || to <= st.Position {
+		return nil, err
+	}
+	chunk := uint64(mapBuildChunk)
+	if f.l.cfg.mapBuildChunk > 0 {
+		chunk = uint64(f.l.cfg.mapBuildChunk)
+	}
+	building, final := st.Root == nil, true
+	if building && to-st.Position > chunk {
+		to, final = st.Position+chunk, false
+	}
+	root, writes, stmts, err := f.fold(ctx, newNodeCache(ctx, r), st.Position, to)
+	if err != nil {
+		return nil, fmt.Errorf("fold entries [%d, %d): %w", st.Position, to, err)
+	}
+	c := &storage.MapCommit{From: st.Position, Position: to, Writes: make([]storage.MapNodeWrite, len(writes))}
+	for i, w := range writes {
+		c.Writes[i] = storage.MapNodeWrite{ID: w.ID.Bytes(), Node: w.Node.Marshal(), Delete: w.Delete}
+	}
+	if !final || root == vindex.Empty || stmts == 0 && !building {
+		// The map is being built in chunks, or holds nothing yet, or the
+		// entries were only map roots or no statements: the root stays.
+		return c, nil
+	}
+	if c.Root, err = f.appendRoot(ctx, to, root); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
-// publishedSize waits until the index covers the latest published
-// checkpoint and returns the entries it has processed (at least that
-// checkpoint's size).
-func (f *mapFollower) publishedSize(ctx context.Context) (uint64, error) {
-	_, cp, err := f.l.latestCheckpoint(ctx)
-	if err != nil {
-		return 0, err
-	}
-	wctx, cancel := context.WithTimeout(ctx, indexWait)
-	defer cancel()
-	if err := f.l.store.WaitProcessed(wctx, cp.Size); err != nil {
-		return 0, fmt.Errorf("wait for the index to cover %d entries: %w", cp.Size, err)
+// target returns how many entries the map may cover now: those the index
+// covers. On a map shared by several instances, it first waits for the
+// index to cover every entry already sequenced, a root entry another
+// instance appended and did not commit (it failed or died) among them, so
+// that the root this instance commits covers at least as many entries as
+// any root before it in the log (the proxy's audit fails closed on a root
+// covering fewer).
+func (f *mapFollower) target(ctx context.Context) (uint64, error) {
+	if f.shared {
+		n, err := f.l.reader.NextIndex(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("read the log's next index: %w", err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, indexWait)
+		defer cancel()
+		if err := f.l.store.WaitProcessed(wctx, n); err != nil {
+			return 0, fmt.Errorf("wait for the index to cover %d entries: %w", n, err)
+		}
 	}
 	return f.l.store.Processed(), nil
 }
 
+// mapStatement returns the statement of a log entry that the map folds,
+// as vindex.Batch.Add decides: one that parses and verifies as logged;
+// false for any other entry, a map root among them.
+func mapStatement(data []byte) (*notarize.Verified, bool) {
+	if notarize.IsMapRoot(data) {
+		return nil, false
+	}
+	e, err := notarize.ParseEntry(data)
+	if err != nil {
+		return nil, false
+	}
+	v, err := e.VerifyLogged()
+	return v, err == nil
+}
+
 // fold computes the map after the entries [from, to) (from being the
-// stored map's position): its root, the writes that store it and the
-// number of statements among the entries.
-func (f *mapFollower) fold(ctx context.Context, from, to uint64) (root vindex.Hash, writes []vindex.NodeWrite, stmts int, err error) {
-	err = f.m.db.View(func(tx *bolt.Tx) error {
-		nodes := boltNodes{tx.Bucket(mapBucketNodes)}
-		batch := vindex.NewBatch(nodes)
-		idx := make([]uint64, 0, to-from)
-		for i := from; i < to; i++ {
-			idx = append(idx, i)
+// stored map's position, nodes reading it): its root, the writes that
+// store it and the number of statements among the entries. The paths of
+// the keys the statements update are read first, a level at a time.
+func (f *mapFollower) fold(ctx context.Context, nodes *nodeCache, from, to uint64) (root vindex.Hash, writes []vindex.NodeWrite, stmts int, err error) {
+	type statement struct {
+		index uint64
+		v     *notarize.Verified
+		leaf  vindex.Hash
+	}
+	var found []statement
+	idx := make([]uint64, 0, to-from)
+	for i := from; i < to; i++ {
+		idx = append(idx, i)
+	}
+	if err := f.l.store.entries(ctx, idx, func(i uint64, data []byte) bool {
+		if v, ok := mapStatement(data); ok {
+			found = append(found, statement{i, v, vindex.EntryLeafHash(data)})
 		}
-		var addErr error
-		if err := f.l.store.entries(ctx, idx, func(i uint64, data []byte) bool {
-			ok, err := batch.Add(i, data)
-			if ok {
-				stmts++
-			}
-			addErr = err
-			return err == nil
-		}); err != nil {
-			return err
+		return true
+	}); err != nil {
+		return root, nil, 0, err
+	}
+	keys := make([]vindex.Key, len(found))
+	for i, s := range found {
+		keys[i] = vindex.MapKey(s.v.Statement.Digest(), s.v.KeyID)
+	}
+	if err := nodes.prefetch(keys); err != nil {
+		return root, nil, 0, err
+	}
+	batch := vindex.NewBatch(nodes)
+	for _, s := range found {
+		if err := batch.AddVerified(s.index, s.v, s.leaf); err != nil {
+			return root, nil, 0, err
 		}
-		if addErr != nil || stmts == 0 {
-			return addErr
-		}
-		var err error
-		root, writes, err = vindex.Apply(nodes, batch.Updates())
-		return err
-	})
-	return root, writes, stmts, err
+	}
+	root, writes, err = vindex.Apply(nodes, batch.Updates())
+	return root, writes, len(found), err
 }
 
 // appendRoot appends the map-root entry of root after the log's first
@@ -403,21 +373,23 @@ func (f *mapFollower) appendRoot(ctx context.Context, size uint64, root vindex.H
 	if err != nil {
 		return nil, fmt.Errorf("append map root for %d entries: %w", size, err)
 	}
-	return &committedRoot{index: idx.Index, entry: entry}, nil
+	return &committedRoot{Index: idx.Index, Entry: entry}, nil
 }
 
 // mapProof returns the map proof of a current lookup for d by keyIDs, or
-// nil when the ledger keeps no map. It is read before the answer's
-// checkpoint, so that the checkpoint covers the root entry.
-func (l *Ledger) mapProof(d notarize.Digest, keyIDs []string) (*api.MapProof, *committedRoot, error) {
+// nil when the ledger keeps no map or has committed no root yet. It is
+// read before the answer's checkpoint, so that the checkpoint covers the
+// root entry: a root is stored only once a published checkpoint covers
+// its entry, and the stored map is always the map of the stored root.
+func (l *Ledger) mapProof(ctx context.Context, d notarize.Digest, keyIDs []string) (*api.MapProof, *committedRoot, error) {
 	if l.vmap == nil {
 		return nil, nil, nil
 	}
 	ids := slices.Clone(keyIDs)
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
-	root, keys, err := l.vmap.m.proofs(d, ids)
-	if err != nil {
+	root, keys, err := proofs(ctx, l.vmap.m, d, ids)
+	if err != nil || root == nil {
 		return nil, nil, err
 	}
 	return &api.MapProof{Keys: keys}, root, nil
@@ -429,26 +401,27 @@ func (l *Ledger) proveMapRoot(ctx context.Context, mp *api.MapProof, root *commi
 	if mp == nil || root == nil {
 		return nil
 	}
-	if root.index >= size {
-		return fmt.Errorf("%w: map root entry %d is not yet in the checkpoint of %d entries", ErrUnavailable, root.index, size)
+	if root.Index >= size {
+		return fmt.Errorf("%w: map root entry %d is not yet in the checkpoint of %d entries", ErrUnavailable, root.Index, size)
 	}
-	proofs, err := l.inclusionProofs(ctx, size, root.index)
+	proofs, err := l.inclusionProofs(ctx, size, root.Index)
 	if err != nil {
 		return err
 	}
-	idx := root.index
-	mp.RootIndex, mp.RootEntry, mp.RootInclusionProof = &idx, root.entry, proofs[0]
+	idx := root.Index
+	mp.RootIndex, mp.RootEntry, mp.RootInclusionProof = &idx, root.Entry, proofs[0]
 	return nil
 }
 
-// ErrMapInUse is returned by RebuildMap while a ledger holds the map.
-// ErrNoMapDir is returned by New for a storage that keeps no files of its
-// own (MySQL) when Config.MapDir is empty: without a map, every lookup's
-// completeness proof would be missing and clients would fail closed once
-// the log outgrows what they read themselves, so the ledger refuses to
-// start instead.
-var ErrNoMapDir = errors.New("this storage keeps the log in a database: the verifiable index needs a directory for this instance's copy of it (notarize-ledger --map-dir DIR; any empty directory, derived data rebuilt from the log)")
+// ErrNoMapDir is returned by New for a storage that keeps neither a map of
+// its own (storage.Storage.Map) nor a data directory, when Config.MapDir
+// is empty: without a map, every lookup's completeness proof would be
+// missing and clients would fail closed once the log outgrows what they
+// read themselves, so the ledger refuses to start instead. (MySQL keeps
+// the map in its database: it needs no directory.)
+var ErrNoMapDir = errors.New("this storage keeps no verifiable index and has no data directory: give the ledger a directory for it (notarize-ledger --map-dir DIR; any empty directory, derived data rebuilt from the log)")
 
+// ErrMapInUse is returned by RebuildMap while a ledger holds the map.
 var ErrMapInUse = errors.New("the verifiable index is in use by a running ledger; stop it first")
 
 // RebuildMap drops the verifiable index of the ledger whose POSIX data
@@ -475,4 +448,37 @@ func RebuildMap(dir string) error {
 		return fmt.Errorf("rebuild map: %w", err)
 	}
 	return nil
+}
+
+// mapResetWait bounds RebuildSharedMap's wait for the instances' map
+// updates, each of which holds the update lock until its root is published.
+const mapResetWait = 2 * time.Minute
+
+// RebuildSharedMap drops the verifiable index kept in st, a storage shared
+// by several instances (MySQL), so that the instances fold it again from
+// the whole log: in chunks of mapBuildChunk entries, then one root that
+// covers the whole log. Instances may keep running: until that root is
+// committed, their lookups carry no map proof (clients read the whole log
+// as the tail, and refuse one longer than they read). It waits for an
+// update in progress (storage.ErrMapBusy) up to mapResetWait.
+func RebuildSharedMap(ctx context.Context, st Storage) error {
+	m := st.Map()
+	if m == nil {
+		return fmt.Errorf("rebuild map: %s keeps no shared map (POSIX: notarize-ledger map-rebuild --data DIR)", st)
+	}
+	deadline := time.Now().Add(mapResetWait)
+	for {
+		err := m.MapReset(ctx)
+		if !errors.Is(err, storage.ErrMapBusy) || time.Now().After(deadline) {
+			if err != nil {
+				return fmt.Errorf("rebuild map: %w", err)
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("rebuild map: %w", ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }

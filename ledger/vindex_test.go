@@ -1,6 +1,8 @@
 package ledger
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -9,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/notarize/docker-notarize/vindex"
 )
@@ -19,15 +22,15 @@ func waitMapCovers(t testing.TB, tl *testLedger, n uint64) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		st, err := tl.vmap.m.state()
+		st, err := tl.vmap.m.MapState(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.position >= n {
+		if st.Position >= n {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the map covers %d entries, want %d", st.position, n)
+			t.Fatalf("the map covers %d entries, want %d", st.Position, n)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -128,8 +131,8 @@ func TestMapRootsRecomputedFromLog(t *testing.T) {
 	tl.open(t)
 	submitRound(3)
 	before := recomputeRoots(t, tl)
-	st, err := tl.vmap.m.state()
-	if err != nil || st.root == nil {
+	st, err := tl.vmap.m.MapState(t.Context())
+	if err != nil || st.Root == nil {
 		t.Fatalf("rebuilt map: %v %+v", err, st)
 	}
 	if before < 4 {
@@ -160,20 +163,24 @@ func BenchmarkIngestWithMap(b *testing.B) {
 	}
 }
 
-// TestMapMySQLTwoInstances: two instances on one MySQL database, each with
-// its own copy of the map (MapDir), fold the shared log in log order and
-// commit roots; every root either committed recomputes from the log, so
-// both instances' roots agree with each other and with a rebuild.
+// TestMapMySQLTwoInstances: two instances on one MySQL database keep one
+// map, in the database: each advances it in turn, in log order, and
+// commits roots; every root committed recomputes from the log and covers
+// at least as many entries as the one before, and both instances serve
+// the same state.
 func TestMapMySQLTwoInstances(t *testing.T) {
 	dsn := mysqlEnv.database(t)
 	skey := noteKey(t, "map.example/ledger")
 	cfg := func() Config {
 		c := mysqlConfig(t, skey)
-		c.MapDir, c.MapCommitInterval = t.TempDir(), 50*time.Millisecond
+		c.MapCommitInterval = 50 * time.Millisecond
 		return c
 	}
 	a := startLedgerAt(t, mysqlAt(dsn), cfg())
 	b := startLedgerAt(t, mysqlAt(dsn), cfg())
+	if !a.vmap.shared || !b.vmap.shared {
+		t.Fatal("the instances keep maps of their own, not the database's")
+	}
 	s := newTestSigner(t)
 	d := randomDigest(t)
 	t0 := time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
@@ -198,12 +205,22 @@ func TestMapMySQLTwoInstances(t *testing.T) {
 	if n := recomputeRoots(t, a); n < 4 {
 		t.Fatalf("%d roots from both instances, want at least 4", n)
 	}
-	ra, err := a.vmap.m.state()
+	ra, err := a.vmap.m.MapState(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
-	rb, err := b.vmap.m.state()
-	if err != nil || ra.root == nil || rb.root == nil {
+	rb, err := b.vmap.m.MapState(t.Context())
+	if err != nil || ra.Root == nil || rb.Root == nil {
 		t.Fatalf("instances' roots: %v %+v %+v", err, ra, rb)
+	}
+	if ra.Position != rb.Position || ra.Root.Index != rb.Root.Index || !bytes.Equal(ra.Root.Entry, rb.Root.Entry) {
+		t.Fatalf("two maps: instance a at %d (root %d), b at %d (root %d)", ra.Position, ra.Root.Index, rb.Position, rb.Root.Index)
+	}
+	// Both answer a current lookup with a proof against that one root.
+	for _, tl := range []*testLedger{a, b} {
+		resp, _ := tl.getLookup(t, lookupURL(tl.url, d, api.PathCurrentSuffix, keyQuery(s.keyID)))
+		if resp.Map == nil || resp.Map.RootIndex == nil || *resp.Map.RootIndex != ra.Root.Index {
+			t.Fatalf("current lookup's map proof: %+v, want one against root entry %d", resp.Map, ra.Root.Index)
+		}
 	}
 }

@@ -165,8 +165,7 @@ if [[ $STORAGE == mysql ]]; then
   if [[ ! -f $key ]]; then
     "$BIN/notarize-ledger" keygen --origin "$(hostname)/notarize-ledger/$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')" --out "$key" >/dev/null
   fi
-  mkdir -p "$DATA/ledger-mysql-map"
-  ledger_flags=(--storage mysql --key-file "$key" --map-dir "$DATA/ledger-mysql-map")
+  ledger_flags=(--storage mysql --key-file "$key")
   ledger_env=(NOTARIZE_LEDGER_MYSQL_DSN="notarize:notarize@tcp(127.0.0.1:$MARIADB_PORT)/notarize")
   ledger_pub=$key.pub
 fi

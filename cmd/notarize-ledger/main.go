@@ -80,7 +80,7 @@ type options struct {
 	logFormat, logLevel    string
 	showVersion            bool
 	batchAge, checkpointIv time.Duration
-	mapDir                 string // --map-dir: the verifiable index of a mysql instance
+	mapDir                 string // --map-dir: the verifiable index's directory (posix; ignored with mysql)
 
 	rateKey, rateClient, rateKeyDigest float64
 	rateKeyBurst, rateClientBurst      int
@@ -98,7 +98,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:7070", "listen `address`")
 	fs.StringVar(&o.data, "data", filepath.Join(".notarize", "ledger"), "data `directory`: log, index, keys (posix storage)")
-	fs.StringVar(&o.mapDir, "map-dir", "", "`directory` for this instance's copy of the verifiable index: required with --storage mysql (derived from the log, rebuilt when empty); posix keeps it in --data")
+	fs.StringVar(&o.mapDir, "map-dir", "", "`directory` for the verifiable index's file instead of --data (posix); deprecated and ignored with --storage mysql, which keeps one map in the database for every instance")
 	fs.StringVar(&o.storage, "storage", storagePOSIX, "where the log lives: posix (--data) or mysql (--mysql-dsn, shared by several instances)")
 	fs.StringVar(&o.mysqlDSN, "mysql-dsn", "", "MySQL/MariaDB `DSN` user:pass@tcp(host:3306)/dbname for --storage mysql; also $"+envMySQLDSN)
 	fs.StringVar(&o.origin, "origin", "", "checkpoint origin (log name); default: the persisted one, or <hostname>/notarize-ledger")
@@ -222,7 +222,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runKeygen(args[1:], stdout, stderr)
 	}
 	if len(args) > 0 && args[0] == "map-rebuild" {
-		return runMapRebuild(args[1:], stdout, stderr)
+		return runMapRebuild(ctx, args[1:], getenv, stdout, stderr)
 	}
 	o, err := parseFlags(args, stderr)
 	if err != nil {

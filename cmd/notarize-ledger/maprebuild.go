@@ -1,23 +1,36 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"path/filepath"
 
 	"github.com/notarize/docker-notarize/ledger"
+	"github.com/notarize/docker-notarize/ledger/storage/mysql"
 )
 
-// runMapRebuild drops the verifiable index of a stopped POSIX ledger
-// (issue 11): the ledger folds it again from its log when it next starts.
-func runMapRebuild(args []string, stdout, stderr io.Writer) error {
+// runMapRebuild rebuilds the verifiable index from the log (issue 11): for
+// a stopped POSIX ledger it drops the map's file, which the ledger folds
+// again when it next starts; for MySQL it drops the map shared by every
+// instance in the database, which the running instances fold again.
+func runMapRebuild(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("notarize-ledger map-rebuild", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	kind := fs.String("storage", storagePOSIX, "where the log lives: posix (--data) or mysql (--mysql-dsn)")
 	data := fs.String("data", filepath.Join(".notarize", "ledger"), "the stopped ledger's data `directory` (posix storage)")
+	dsn := fs.String("mysql-dsn", "", "MySQL/MariaDB `DSN` user:pass@tcp(host:3306)/dbname for --storage mysql; also $"+envMySQLDSN)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: notarize-ledger map-rebuild [--data DIR]\n\nRebuilds the verifiable index from the log: run it with the ledger stopped;\nthe ledger recomputes the map from every entry when it starts, and commits\na new root.\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: notarize-ledger map-rebuild [--data DIR | --storage mysql --mysql-dsn DSN]\n\n"+
+			"Rebuilds the verifiable index from the log.\n"+
+			"posix: run it with the ledger stopped; the ledger recomputes the map from\n"+
+			"every entry when it starts, and commits a new root.\n"+
+			"mysql: instances may keep running; they recompute the one map they share\n"+
+			"and commit a root covering the whole log. Until then lookups carry no map\n"+
+			"proof (clients read the whole log as its tail, and refuse a long one).\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -30,9 +43,32 @@ func runMapRebuild(args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return errUsage
 	}
-	if err := ledger.RebuildMap(*data); err != nil {
-		return err
+	switch *kind {
+	case storagePOSIX:
+		if err := ledger.RebuildMap(*data); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "the verifiable index of %s will be rebuilt from the log when the ledger starts\n", *data)
+		return nil
+	case storageMySQL:
+		cfg := mysql.Config{DSN: firstNonEmpty(*dsn, getenv(envMySQLDSN)),
+			Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+		if err := cfg.Validate(); err != nil {
+			return fmt.Errorf("--mysql-dsn: %w", err)
+		}
+		st, err := mysql.New(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		err = ledger.RebuildSharedMap(ctx, st)
+		if cerr := st.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "the verifiable index in %s was dropped: the running instances rebuild it from the log\n", mysql.RedactDSN(cfg.DSN))
+		return nil
 	}
-	fmt.Fprintf(stdout, "the verifiable index of %s will be rebuilt from the log when the ledger starts\n", *data)
-	return nil
+	return fmt.Errorf("%w: --storage %q: want %q or %q", errUsage, *kind, storagePOSIX, storageMySQL)
 }

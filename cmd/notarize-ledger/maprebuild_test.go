@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/notarize/docker-notarize/ledger"
 )
 
 // TestMapRebuild: `notarize-ledger map-rebuild --data DIR` drops the
@@ -35,5 +37,29 @@ func TestMapRebuild(t *testing.T) {
 	}
 	if err := run(t.Context(), []string{"map-rebuild", "extra"}, noEnv, io.Discard, io.Discard, nil); !errors.Is(err, errUsage) {
 		t.Fatalf("stray argument: %v", err)
+	}
+}
+
+// TestMapRebuildMySQL: `notarize-ledger map-rebuild --storage mysql` needs
+// a DSN (flag or environment), refuses an unknown storage, and reports a
+// database it cannot reach as unavailable without repeating the password.
+// The rebuild itself, with instances running, is ledger's
+// TestMapMySQLRebuild.
+func TestMapRebuildMySQL(t *testing.T) {
+	if err := run(t.Context(), []string{"map-rebuild", "--storage", "mysql"}, noEnv, io.Discard, io.Discard, nil); err == nil || !strings.Contains(err.Error(), "--mysql-dsn") {
+		t.Fatalf("without a DSN: %v", err)
+	}
+	if err := run(t.Context(), []string{"map-rebuild", "--storage", "s3"}, noEnv, io.Discard, io.Discard, nil); !errors.Is(err, errUsage) {
+		t.Fatalf("unknown storage: %v", err)
+	}
+	env := func(k string) string {
+		if k == envMySQLDSN {
+			return "u:secret@tcp(127.0.0.1:1)/notarize"
+		}
+		return ""
+	}
+	err := run(t.Context(), []string{"map-rebuild", "--storage", "mysql"}, env, io.Discard, io.Discard, nil)
+	if !errors.Is(err, ledger.ErrUnavailable) || strings.Contains(err.Error(), "secret") {
+		t.Fatalf("unreachable database: %v, want ErrUnavailable without the password", err)
 	}
 }

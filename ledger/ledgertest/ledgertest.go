@@ -114,8 +114,8 @@ func Start(t testing.TB, opts ...Option) *Server {
 		o(&set)
 	}
 	if set.dir == "" {
-		// With MySQL, the directory holds only this instance's copy of the
-		// verifiable index (Config.MapDir).
+		// With MySQL the directory holds nothing of the ledger's (the
+		// verifiable index is in the database too).
 		set.dir = tempDir(t)
 	}
 	s := &Server{tb: t, cfg: set.cfg, Dir: set.dir, dsn: set.dsn}
@@ -170,9 +170,6 @@ func (s *Server) start(t testing.TB, ln net.Listener) error {
 	var st ledger.Storage
 	var err error
 	if s.dsn != "" {
-		if s.cfg.MapDir == "" {
-			s.cfg.MapDir = s.Dir // this instance's copy of the verifiable index
-		}
 		st, err = mysql.New(ctx, mysql.Config{DSN: s.dsn, Logger: s.cfg.Logger})
 	} else {
 		st, err = posix.New(ctx, posix.Config{Dir: s.Dir, Logger: s.cfg.Logger})

@@ -20,12 +20,14 @@
 //     checked (NewIdentity and Identity.CheckCheckpoint do the checking);
 //   - EnrollSigners and Signers: where the enrolled writers are kept;
 //   - PublishCheckpoints and MinCheckpointInterval, WrapReader and
-//     WrapAdd, String and Close.
+//     WrapAdd, String and Close;
+//   - Map: the verifiable index's nodes, position and root (MapStore),
+//     for a storage shared by several instances.
 //
 // A driver used by one process embeds Local, which implements the
-// enrolled signers in memory, no publisher of its own and no wrapping, and
-// then writes only Driver, Index, Identity, String and Close. Each driver
-// asserts at compile time that it implements Storage
+// enrolled signers in memory, no publisher of its own, no wrapping and no
+// map store, and then writes only Driver, Index, Identity, String and
+// Close. Each driver asserts at compile time that it implements Storage
 // (var _ storage.Storage = (*Storage)(nil)).
 //
 // Drivers import this package and the core (notarize), never package
@@ -87,6 +89,11 @@ type Storage interface {
 	// function: a driver maps its outages to ErrUnavailable there.
 	WrapReader(tessera.LogReader) tessera.LogReader
 	WrapAdd(tessera.AddFn) tessera.AddFn
+	// Map returns where the verifiable index is kept beside the log,
+	// shared by every instance on the storage (mapstore.go), or nil when
+	// the ledger keeps it in a file in the storage's data directory
+	// (storage used by one process).
+	Map() MapStore
 	// String names the storage in messages and logs, without secrets.
 	String() string
 	// Close releases the storage, once the ledger's background work has
@@ -155,3 +162,7 @@ func (*Local) WrapReader(r tessera.LogReader) tessera.LogReader { return r }
 
 // WrapAdd implements Storage: add as it is.
 func (*Local) WrapAdd(add tessera.AddFn) tessera.AddFn { return add }
+
+// Map implements Storage: nil, the ledger keeps the map in a file of its
+// own in the data directory.
+func (*Local) Map() MapStore { return nil }

@@ -13,7 +13,8 @@
 // migrations, run on start under a named lock), identity.go (the shared
 // identity), signers.go (enrolment), publisher.go (checkpoints published
 // across instances), health.go (outages as storage.ErrUnavailable),
-// index.go (the index tables).
+// index.go (the index tables), mapstore.go (the verifiable index: one map
+// shared by every instance, updated under a row lock in log order).
 package mysql
 
 import (
@@ -67,6 +68,7 @@ type Storage struct {
 	health *dbHealth
 	index  *index
 	pub    *checkpointPublisher
+	maps   *mapStore
 }
 
 var _ storage.Storage = (*Storage)(nil)
@@ -119,6 +121,7 @@ func New(ctx context.Context, cfg Config) (_ *Storage, err error) {
 		health: h,
 		index:  &index{db: db, health: h},
 		pub:    &checkpointPublisher{db: db, log: cfg.Logger, done: make(chan struct{})},
+		maps:   &mapStore{db: db, health: h},
 	}, nil
 }
 

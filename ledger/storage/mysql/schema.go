@@ -10,8 +10,9 @@ import (
 
 // SchemaVersion is the version of the ledger's tables this binary uses;
 // the table notarize_schema holds the database's. migrations()[v] goes
-// from v to v+1. Version 4 added the key index (notarize_key_current).
-const SchemaVersion = 4
+// from v to v+1. Version 4 added the key index (notarize_key_current),
+// version 5 the verifiable index (notarize_map_node, notarize_map_state).
+const SchemaVersion = 5
 
 // migrations returns, for each schema version v, the statements that take
 // a database from v to v+1. Every statement is idempotent, so a migration
@@ -22,6 +23,7 @@ func migrations() [][]string {
 		notarizeSchemaV2(),
 		notarizeSchemaV3(),
 		notarizeSchemaV4(),
+		notarizeSchemaV5(),
 	}
 }
 
@@ -126,6 +128,32 @@ func notarizeSchemaV4() []string {
 			"`idx` BIGINT UNSIGNED NOT NULL, `status` TINYINT UNSIGNED NOT NULL, PRIMARY KEY (`key_id`, `digest`))",
 		// How many log entries, from 0, the index tables and notarize_key_current cover.
 		"INSERT IGNORE INTO `notarize_follow` (`id`, `next`) VALUES (" + mysqlFollowRow + ", 0)",
+	}
+}
+
+// notarizeSchemaV5 keeps the verifiable index in the database, one map for
+// every instance (mapstore.go), instead of a bbolt file per instance
+// (--map-dir, now ignored). The map starts empty at position 0: the first
+// instance of this version to get the update lock folds the whole log
+// into it, in chunks without a root, then commits one root covering the
+// whole log (never fewer entries than a root already in it); the other
+// instances serve proofs from that shared map once it has a root. Version
+// 4 instances still running during a rolling upgrade keep their own map
+// files and the named lock they took turns under; their roots and this
+// version's are each correct, but a version 4 root appended after a
+// version 5 root may cover fewer entries: finish the upgrade promptly.
+func notarizeSchemaV5() []string {
+	return []string{
+		// Map nodes: vindex.NodeID bytes (2-byte depth and up to 32 prefix
+		// bytes) → vindex.Node bytes (an inner hash, or a leaf's key and
+		// value of at most vindex.MaxValueSize bytes).
+		"CREATE TABLE IF NOT EXISTS `notarize_map_node` (`id` VARBINARY(34) NOT NULL, `node` VARBINARY(320) NOT NULL, PRIMARY KEY (`id`))",
+		// The map's one state row: entries folded in, and the newest
+		// committed map-root entry (its log index and bytes; NULL before
+		// the first). Locked FOR UPDATE by the instance updating the map.
+		"CREATE TABLE IF NOT EXISTS `notarize_map_state` (`id` TINYINT UNSIGNED NOT NULL, `position` BIGINT UNSIGNED NOT NULL, " +
+			"`root_index` BIGINT UNSIGNED NULL, `root_entry` BLOB NULL, PRIMARY KEY (`id`))",
+		"INSERT IGNORE INTO `notarize_map_state` (`id`, `position`) VALUES (0, 0)",
 	}
 }
 

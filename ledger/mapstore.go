@@ -1,0 +1,143 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/notarize/docker-notarize/ledger/storage"
+	"github.com/notarize/docker-notarize/vindex"
+)
+
+// The verifiable index is kept in a storage.MapStore: the driver's, shared
+// by every instance on the storage (MySQL: tables beside the log), or,
+// for a storage used by one process (POSIX), a bbolt file in its data
+// directory (boltMapStore). Both read nodes through nodeCache, which turns
+// the tree's one-node-at-a-time reads into a few batched reads per level.
+
+// nodeCache is a vindex.NodeReader over a storage.MapNodeReader, for one
+// fold or one lookup. prefetch reads the nodes on the paths of the keys
+// about to be read or updated, and their siblings, one batched read per
+// tree level; any other node is read on demand. Every node read is kept.
+// A node below a stored leaf or below an empty subtree is known absent
+// without a read (the tree is compressed: nothing is stored under them).
+type nodeCache struct {
+	ctx   context.Context
+	r     storage.MapNodeReader
+	nodes map[vindex.NodeID]cachedNode
+	reads int // batched reads from r, for tests and benchmarks
+}
+
+type cachedNode struct {
+	n  vindex.Node
+	ok bool
+}
+
+func newNodeCache(ctx context.Context, r storage.MapNodeReader) *nodeCache {
+	return &nodeCache{ctx: ctx, r: r, nodes: make(map[vindex.NodeID]cachedNode)}
+}
+
+// pathID returns the ID of the node at depth on key's path.
+func pathID(key vindex.Key, depth int) vindex.NodeID {
+	id := vindex.NodeID{Depth: depth}
+	full := depth / 8
+	copy(id.Prefix[:full], key[:full])
+	if r := depth % 8; r != 0 {
+		id.Prefix[full] = key[full] & byte(0xff<<(8-r))
+	}
+	return id
+}
+
+// siblingID returns the ID of the sibling of the node at depth (>= 1) on
+// key's path.
+func siblingID(key vindex.Key, depth int) vindex.NodeID {
+	id := pathID(key, depth)
+	i := depth - 1
+	id.Prefix[i/8] ^= 1 << (7 - uint(i%8))
+	return id
+}
+
+// ReadNode implements vindex.NodeReader.
+func (c *nodeCache) ReadNode(id vindex.NodeID) (vindex.Node, bool, error) {
+	if cn, ok := c.nodes[id]; ok {
+		return cn.n, cn.ok, nil
+	}
+	for d := id.Depth - 1; d >= 0; d-- { // the nearest known ancestor
+		if cn, ok := c.nodes[pathID(id.Prefix, d)]; ok {
+			if !cn.ok || cn.n.Leaf {
+				c.nodes[id] = cachedNode{}
+				return vindex.Node{}, false, nil
+			}
+			break
+		}
+	}
+	if err := c.fetch([]vindex.NodeID{id}); err != nil {
+		return vindex.Node{}, false, err
+	}
+	cn := c.nodes[id]
+	return cn.n, cn.ok, nil
+}
+
+// fetch reads ids (none of them cached) in one batched read and keeps them.
+func (c *nodeCache) fetch(ids []vindex.NodeID) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	raw := make([][]byte, len(ids))
+	for i, id := range ids {
+		raw[i] = id.Bytes()
+	}
+	vals, err := c.r.MapNodes(c.ctx, raw)
+	if err != nil {
+		return fmt.Errorf("read map nodes: %w", err)
+	}
+	c.reads++
+	if len(vals) != len(ids) {
+		return fmt.Errorf("read map nodes: %d answers for %d nodes", len(vals), len(ids))
+	}
+	for i, id := range ids {
+		if vals[i] == nil {
+			c.nodes[id] = cachedNode{}
+			continue
+		}
+		n, err := vindex.UnmarshalNode(vals[i])
+		if err != nil {
+			return fmt.Errorf("map node %d/%x: %w", id.Depth, raw[i][2:], err)
+		}
+		c.nodes[id] = cachedNode{n: n, ok: true}
+	}
+	return nil
+}
+
+// prefetch reads, level by level from the root, the nodes on the paths of
+// keys and their siblings, down to where each path ends (an empty subtree
+// or a leaf): what vindex.Get, vindex.Apply and vindex.Prove read for them.
+func (c *nodeCache) prefetch(keys []vindex.Key) error {
+	frontier := keys
+	for d := 0; len(frontier) > 0 && d <= vindex.KeyBits; d++ {
+		var ids []vindex.NodeID
+		seen := make(map[vindex.NodeID]bool)
+		want := func(id vindex.NodeID) {
+			if _, cached := c.nodes[id]; !cached && !seen[id] {
+				seen[id] = true
+				ids = append(ids, id)
+			}
+		}
+		for _, k := range frontier {
+			want(pathID(k, d))
+			if d > 0 {
+				want(siblingID(k, d))
+			}
+		}
+		if err := c.fetch(ids); err != nil {
+			return err
+		}
+		next := frontier[:0:0]
+		for _, k := range frontier {
+			if cn := c.nodes[pathID(k, d)]; cn.ok && !cn.n.Leaf {
+				next = append(next, k)
+			}
+		}
+		frontier = next
+	}
+	return nil
+}
