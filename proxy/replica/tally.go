@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"time"
@@ -97,12 +98,22 @@ func (x tallyRecord) newerThan(ts time.Time, index uint64) bool {
 }
 
 // applyTallies updates the current statements, tallies and revocations for
-// recs (in log order) inside tx.
+// recs (in log order) inside tx. The current statements are visited in key
+// order (each of bbolt's pages is then touched once), each key's records
+// still in log order, and each key's tally is written once per batch.
 func applyTallies(tx *bolt.Tx, recs []tallyRecord) error {
 	cur, tal, rev := tx.Bucket(bucketCurrent), tx.Bucket(bucketTallies), tx.Bucket(bucketRevocations)
+	keys := make([][]byte, len(recs))
+	order := make([]int, len(recs))
+	for i, x := range recs {
+		keys[i] = append(bytes.Clone(x.digest), x.keyID...)
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool { return bytes.Compare(keys[order[a]], keys[order[b]]) < 0 })
+	deltas := map[string]*[3]int64{} // key ID → change of each status count
 	revoked := map[string]bool{}
-	for _, x := range recs {
-		k := append(bytes.Clone(x.digest), x.keyID...)
+	for _, i := range order {
+		x, k := recs[i], keys[i]
 		old := -1
 		if v := cur.Get(k); v != nil {
 			st, ts, idx, err := decodeCurrent(v)
@@ -117,15 +128,26 @@ func applyTallies(tx *bolt.Tx, recs []tallyRecord) error {
 		if err := cur.Put(k, x.currentValue()); err != nil {
 			return err
 		}
-		if err := bumpTally(tal, x.keyID, old, int(x.status)); err != nil {
-			return err
+		d := deltas[string(x.keyID)]
+		if d == nil {
+			d = new([3]int64)
+			deltas[string(x.keyID)] = d
 		}
+		if old >= 0 {
+			d[old]--
+		}
+		d[x.status]++
 		if statusCodes[x.status] != notarize.StatusTrusted {
 			v := append(bytes.Clone(x.digest), x.currentValue()[:13]...)
 			if err := rev.Put(append(bytes.Clone(x.keyID), u64(x.index)...), v); err != nil {
 				return err
 			}
 			revoked[string(x.keyID)] = true
+		}
+	}
+	for _, key := range slices.Sorted(maps.Keys(deltas)) {
+		if err := addTally(tal, []byte(key), deltas[key]); err != nil {
+			return err
 		}
 	}
 	for key := range revoked {
@@ -167,8 +189,8 @@ func lastWithPrefix(c *bolt.Cursor, prefix []byte) ([]byte, []byte) {
 	return k, v
 }
 
-// bumpTally moves one count of key from status old (-1: none) to status now.
-func bumpTally(tal *bolt.Bucket, key []byte, old, now int) error {
+// addTally adds d (a change of each status count) to key's tally.
+func addTally(tal *bolt.Bucket, key []byte, d *[3]int64) error {
 	v := make([]byte, 8*len(statusCodes))
 	if cur := tal.Get(key); cur != nil {
 		if len(cur) != len(v) {
@@ -176,14 +198,9 @@ func bumpTally(tal *bolt.Bucket, key []byte, old, now int) error {
 		}
 		copy(v, cur)
 	}
-	add := func(i int, d int64) {
-		n := binary.BigEndian.Uint64(v[8*i:])
-		binary.BigEndian.PutUint64(v[8*i:], uint64(int64(n)+d))
+	for i, n := range d {
+		binary.BigEndian.PutUint64(v[8*i:], uint64(int64(binary.BigEndian.Uint64(v[8*i:]))+n))
 	}
-	if old >= 0 {
-		add(old, -1)
-	}
-	add(now, 1)
 	return tal.Put(key, v)
 }
 
