@@ -3,6 +3,7 @@ package notarize_test
 import (
 	"bytes"
 	"errors"
+	"net/mail"
 	"strings"
 	"testing"
 
@@ -193,4 +194,54 @@ func TestParseSignersFile(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPolicySignerEmail: a policy signer may carry an email, a bare
+// address like a statement's; anything else is a bad policy.
+func TestPolicySignerEmail(t *testing.T) {
+	const doc = "signers:\n  intern:\n    email: %s\n    keys: [intern.pub]\nrules:\n  - match: \"**\"\n    require: [intern]\n"
+	p, err := notarize.ParsePolicy([]byte(strings.Replace(doc, "%s", "intern@example.com", 1)))
+	if err != nil || p.Signers["intern"].Email != "intern@example.com" {
+		t.Fatalf("ParsePolicy = %+v, %v", p, err)
+	}
+	for _, bad := range []string{"'Intern <intern@example.com>'", "intern", "'a@b (c)'"} {
+		if _, err := notarize.ParsePolicy([]byte(strings.Replace(doc, "%s", bad, 1))); !errors.Is(err, notarize.ErrBadPolicy) {
+			t.Errorf("email %s: ParsePolicy = %v, want ErrBadPolicy", bad, err)
+		}
+	}
+}
+
+// FuzzValidateEmail: an address ValidateEmail accepts is one bare
+// addr-spec that net/mail reads back as itself, within the bound.
+func FuzzValidateEmail(f *testing.F) {
+	for _, s := range []string{"alice@example.com", "A <a@b>", `"a b"@c`, "a@b (c)", "a\u202e@b", "a&b@example.com"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if notarize.ValidateEmail(s) != nil {
+			return
+		}
+		a, err := mail.ParseAddress(s)
+		if err != nil || a.Name != "" || a.Address != s || len(s) > notarize.MaxEmailLen || strings.ContainsAny(s, "<>\" \n\r\t") {
+			t.Fatalf("accepted %q: %v %+v", s, err, a)
+		}
+	})
+}
+
+// FuzzParseSignersFile: the signers file parser never panics, and what it
+// accepts has valid identities only.
+func FuzzParseSignersFile(f *testing.F) {
+	f.Add([]byte("signers:\n  a:\n    email: a@example.com\n    keys: [a.pub]\n"))
+	f.Add([]byte("signers: {b: {keys: ['-----BEGIN PUBLIC KEY-----']}}"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		sf, err := notarize.ParseSignersFile(b)
+		if err != nil {
+			return
+		}
+		for _, name := range sf.Names() {
+			if err := (notarize.Identity{Name: name, Email: sf.Signers[name].Email}).Validate(); err != nil {
+				t.Fatalf("accepted an invalid identity %q: %v", name, err)
+			}
+		}
+	})
 }
