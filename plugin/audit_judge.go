@@ -110,14 +110,16 @@ func (j *judge) judgeDigest(ctx context.Context, d notarize.Digest) judgement {
 		ids[i] = s.KeyID
 		names[s.KeyID] = s.Name
 	}
-	res, err := j.client.Current(ctx, d, ids...)
+	// With the keys' revocations, as verify (keyrevoke.go): a stolen key's
+	// later statements do not count.
+	res, revs, err := j.client.CurrentWithRevocations(ctx, d, ids, nil)
 	if err != nil {
 		return judgement{verdict: statusError, reason: fmt.Sprintf("could not verify: %v", err), signers: []auditSignerStatus{}}
 	}
 	j.mu.Lock()
 	j.checkpoint = max(j.checkpoint, res.Checkpoint.Size)
 	j.mu.Unlock()
-	dec := notarize.Decide(res.Records, d, ids)
+	dec := notarize.DecideWithRevocations(res.Records, d, ids, revs)
 	out := judgement{verdict: dec.Verdict.String(), signers: make([]auditSignerStatus, 0, len(j.signers))}
 	for _, s := range j.signers {
 		st := auditSignerStatus{Name: s.Name, KeyID: s.KeyID, Status: statusNone}
@@ -129,7 +131,7 @@ func (j *judge) judgeDigest(ctx context.Context, d notarize.Digest) judgement {
 		}
 		out.signers = append(out.signers, st)
 	}
-	if dec.Deciding != nil {
+	if dec.Deciding != nil || len(dec.Revoked) > 0 {
 		out.reason = dec.Reason(func(id string) string { return names[id] })
 	} else {
 		n := make([]string, len(j.signers))

@@ -30,6 +30,7 @@ func newKeyCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
 		newKeyExportCmd(dockerCli, root),
 		newKeyImportCmd(dockerCli, root),
 		newKeyRotateCmd(dockerCli, root),
+		newKeyRevokeCmd(dockerCli, root), // keyrevoke.go
 	)
 	return cmd
 }

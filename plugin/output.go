@@ -71,6 +71,8 @@ type verifyOutput struct {
 	Reason string `json:"reason"`
 	// Error is set, with status ERROR, when no verdict was reached.
 	Error string `json:"error,omitempty"`
+	// Revoked lists the accepted keys found revoked (keyrevoke.go).
+	Revoked []revokedKeyOutput `json:"revoked,omitempty"`
 }
 
 // signResult is the result of sign, untrust and unsupport: the statements

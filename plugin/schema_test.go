@@ -142,6 +142,10 @@ func TestJSONSchema(t *testing.T) {
 		{name: "key rotate --dry-run", def: "keyRotate", args: []string{"key", "rotate", "-o", "json", "--dry-run", "alice", bob}, code: 0},
 		{name: "key rotate", def: "keyRotate", args: []string{"key", "rotate", "-o", "json", "alice", bob}, code: 0},
 		{name: "key rotate, the same key twice", def: "error", args: []string{"key", "rotate", "-o", "json", "alice", "alice"}, code: ExitUsage},
+		{name: "key revoke, not confirmed", def: "error", args: []string{"key", "revoke", "-o", "json", "alice"}, code: ExitUsage},
+		{name: "key revoke", def: "keyRevoke", args: []string{"key", "revoke", "-o", "json", "--yes", "--reason", "stolen", "alice"}, code: 0},
+		{name: "key revoke again", def: "keyRevoke", args: []string{"key", "revoke", "-o", "json", "--yes", "alice"}, code: 0},
+		{name: "verify, a revoked signer", def: "verify", args: []string{"verify", "-o", "json", app}, code: 1},
 	} {
 		ctx := tc.ctx
 		if ctx == nil {

@@ -20,6 +20,7 @@ type verifyOptions struct {
 	root     *rootOptions
 	image    string
 	signers  []string
+	revokers []string
 	insecure []string
 	format   string
 	maxAge   time.Duration
@@ -53,10 +54,18 @@ exits 4 when the quorum is missing (the message names the missing witnesses:
 a ledger showing this client a history its witnesses did not see) or when the
 newest quorum's cosignatures are older than --max-age (default 24h: a ledger,
 or a front before it, holding back newer statements such as a revocation).
-Without a witness policy neither is checked.`,
+Without a witness policy neither is checked.
+
+A key revoked in the ledger (docker notarize key revoke) by itself, or by a
+--revoker key, counts only with the statements it signed before the
+revocation's log index: a thief's later statements, however they are dated,
+do not count. A revocation by any other key is ignored. The revocations are
+looked up alongside the statements, each lookup proven complete, so a ledger
+or a front that hides a revocation makes verify exit 4.`,
 		Example: `  docker notarize verify registry.example.com/app:1.0
   docker notarize verify --signer release --signer ./partner.pub -o json registry.example.com/app@sha256:…
   docker notarize verify file:dist/app.tar.gz
+  docker notarize verify --signer ci --revoker security registry.example.com/app:1.0
   docker notarize verify --witness-policy witnesses.txt --max-age 1h registry.example.com/app:1.0`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -65,6 +74,8 @@ Without a witness policy neither is checked.`,
 		},
 	}
 	cmd.Flags().StringArrayVar(&opts.signers, "signer", nil, "Accepted signer: a key name in the key store or a path to a PEM public key (repeatable; default: every key in the store)")
+	cmd.Flags().StringArrayVar(&opts.revokers, "revoker", nil, "A key that may revoke the accepted signers' keys besides each key itself: a key name in the key store or a path to a PEM public key (repeatable)")
+	_ = cmd.RegisterFlagCompletionFunc("revoker", keyNameCompletion(root, cobra.ShellCompDirectiveDefault))
 	cmd.Flags().DurationVar(&opts.maxAge, "max-age", DefaultMaxWitnessAge, "With --witness-policy: exit 4 when the ledger's checkpoint was last cosigned by a witness quorum longer ago than this")
 	addRegistryFlags(cmd, &opts.insecure)
 	addOutputFlag(cmd, &opts.format)
@@ -87,6 +98,9 @@ func runVerify(ctx context.Context, dockerCli command.Cli, opts verifyOptions) e
 			err = writeJSON(dockerCli.Out(), out)
 		} else {
 			err = writeVerifyText(dockerCli.Out(), out)
+			if err == nil {
+				err = writeRevokedText(dockerCli.Out(), out.Revoked)
+			}
 		}
 		if err != nil {
 			return withExitCode(ExitCouldNotVerify, fmt.Errorf("could not verify: write the verdict: %w", err))
@@ -104,7 +118,7 @@ func runVerify(ctx context.Context, dockerCli command.Cli, opts verifyOptions) e
 		}
 		out.Status, out.Reason = statusError, err.Error()
 		out.ExitCode, out.Error = Exit(err)
-		out.Signer, out.KeyID, out.Timestamp, out.LogIndex = "", "", nil, nil
+		out.Signer, out.KeyID, out.Timestamp, out.LogIndex, out.Revoked = "", "", nil, nil, nil
 		_ = write()
 		return reported(err)
 	}
@@ -121,6 +135,10 @@ func runVerify(ctx context.Context, dockerCli command.Cli, opts verifyOptions) e
 	if len(accepted) == 0 {
 		// Not UNKNOWN: that would read as "nobody signed it".
 		return fail(usageError(fmt.Errorf("no accepted signers: the key store (%s) has no keys; pass --signer NAME|PATH with a signer's public key, or import one into the key store (docker notarize key import NAME FILE)", opts.root.keyStore().Dir)))
+	}
+	revokers, err := revokerKeys(opts.root.keyStore(), opts.revokers)
+	if err != nil {
+		return fail(err)
 	}
 	resolver, err := opts.root.resolver(opts.insecure)
 	if err != nil {
@@ -150,14 +168,17 @@ func runVerify(ctx context.Context, dockerCli command.Cli, opts verifyOptions) e
 	sort.Strings(ids)
 	// Only the accepted signers' current statements can change the verdict:
 	// asking for just those keeps the answer to one statement per signer,
-	// whatever others wrote and however long the digest's history.
-	res, err := client.Current(ctx, subject.Digest, ids...)
+	// whatever others wrote and however long the digest's history. Their
+	// revocations are asked for alongside (keyrevoke.go): a revoked key's
+	// statements are read whole and only those before it count.
+	res, revs, err := client.CurrentWithRevocations(ctx, subject.Digest, ids, revokerMap(ids, revokers))
 	if err != nil {
 		return fail(err)
 	}
 	size := res.Checkpoint.Size
 	out.CheckpointSize = &size
-	dec := notarize.Decide(res.Records, subject.Digest, ids)
+	dec := notarize.DecideWithRevocations(res.Records, subject.Digest, ids, revs)
+	out.Revoked = revokedOutputs(dec.Revoked, accepted)
 	out.Status, out.ExitCode = dec.Verdict.String(), VerdictExitCode(dec.Verdict)
 	nameOf := func(id string) string { return accepted[id] }
 	if d := dec.Deciding; d != nil {
@@ -171,6 +192,9 @@ func runVerify(ctx context.Context, dockerCli command.Cli, opts verifyOptions) e
 			names = append(names, accepted[id])
 		}
 		out.Reason = fmt.Sprintf("no statement about %s by an accepted signer (%s)", subject.Digest, strings.Join(names, ", "))
+		if len(dec.Revoked) > 0 {
+			out.Reason = dec.Reason(nameOf) // names the revocations
+		}
 	}
 	if err := write(); err != nil {
 		return err

@@ -1,0 +1,240 @@
+package plugin
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sigstore/sigstore/pkg/signature"
+
+	"github.com/notarize/docker-notarize/ledger/api"
+	"github.com/notarize/docker-notarize/ledgerclient"
+	"github.com/notarize/docker-notarize/notarize"
+)
+
+// thief holds a copy of a test key's private key and writes to the
+// harness's ledger directly, with the timestamps it likes.
+type thief struct {
+	t      *testing.T
+	signer signature.Signer
+	keyID  string
+	client *ledgerclient.Client
+}
+
+func newThief(t *testing.T, h *harness, key string) *thief {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", "keys", key+".key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := LoadSigner(b, []byte(testPassword))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := s.PublicKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := notarize.KeyID(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ledgerclient.New(t.Context(), ledgerclient.Config{URL: h.ledger.URL, Home: t.TempDir(), VerifierKey: h.ledger.VerifierKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &thief{t: t, signer: s, keyID: id, client: c}
+}
+
+// state records st with the given kind and signed timestamp.
+func (th *thief) state(d notarize.Digest, st notarize.Status, kind string, at time.Time) uint64 {
+	th.t.Helper()
+	e, err := notarize.Sign(th.t.Context(), th.signer, notarize.NewStatement(d, "x", notarize.Predicate{Status: st, Kind: kind, Name: "alice", Timestamp: at.UTC()}))
+	if err != nil {
+		th.t.Fatal(err)
+	}
+	res, err := th.client.Submit(th.t.Context(), e)
+	if err != nil {
+		th.t.Fatal(err)
+	}
+	return res.Index
+}
+
+// writeFile writes content to a new file and returns its file: reference
+// and digest.
+func writeFile(t *testing.T, name, content string) (string, notarize.Digest) {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return "file:" + p, notarize.DigestOf([]byte(content))
+}
+
+// TestKeyRevokeStopsThief: alice's key is stolen. Before the revocation
+// she trusted "approved" and untrusted "vetoed". She revokes her key
+// (confirmation required: without a terminal, --yes). Her thief then signs
+// with it: "trusted", backdated a year, on a new file; "trusted" over
+// "vetoed", dated after her untrust; and "trusted" about the key itself
+// (an un-revoke). verify --signer alice: approved stays TRUSTED, the new
+// file is UNKNOWN, vetoed stays UNTRUSTED, and the output names the
+// revocation; -o json lists it.
+func TestKeyRevokeStopsThief(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "alice")
+	approved, _ := writeFile(t, "approved", "approved before the theft")
+	vetoed, vetoedD := writeFile(t, "vetoed", "vetoed before the theft")
+	stolen, stolenD := writeFile(t, "stolen", "the thief's build")
+	h.mustRun(0, "sign", "--key", "alice", approved)
+	h.mustRun(0, "untrust", "--key", "alice", vetoed)
+
+	out, errOut, code := h.run("key", "revoke", "alice")
+	if code != ExitUsage || !strings.Contains(errOut, "--yes") {
+		t.Fatalf("revoke without a terminal or --yes: exit %d\n%s%s", code, out, errOut)
+	}
+	h.mustRun(0, "verify", "--signer", "alice", approved) // nothing was recorded
+	out = h.mustRun(0, "key", "revoke", "--yes", "--reason", "laptop stolen", "alice")
+	if !strings.Contains(out, "Revoked key alice") || !strings.Contains(out, "laptop stolen") {
+		t.Fatalf("revoke output:\n%s", out)
+	}
+	if again := h.mustRun(0, "key", "revoke", "--yes", "alice"); !strings.Contains(again, "Already revoked") {
+		t.Fatalf("second revoke:\n%s", again)
+	}
+
+	th := newThief(t, h, "alice")
+	year := time.Date(2024, 6, 1, 0, 0, 0, 0, time.UTC)
+	th.state(stolenD, notarize.StatusTrusted, notarize.KindFile, year)
+	th.state(vetoedD, notarize.StatusTrusted, notarize.KindFile, time.Now())
+	kd, err := notarize.KeyRevocationDigest(th.keyID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	th.state(kd, notarize.StatusTrusted, notarize.KindFile, time.Now())
+
+	h.mustRun(0, "verify", "--signer", "alice", approved)
+	out = h.mustRun(2, "verify", "--signer", "alice", stolen)
+	if !strings.Contains(out, "revoked at log index") || !strings.Contains(out, "REVOKED:") {
+		t.Fatalf("verify of the thief's file does not name the revocation:\n%s", out)
+	}
+	h.mustRun(1, "verify", "--signer", "alice", vetoed)
+
+	var v struct {
+		Status  string             `json:"status"`
+		Revoked []revokedKeyOutput `json:"revoked"`
+	}
+	if err := json.Unmarshal([]byte(h.mustRun(2, "verify", "-o", "json", "--signer", "alice", stolen)), &v); err != nil {
+		t.Fatal(err)
+	}
+	if v.Status != "UNKNOWN" || len(v.Revoked) != 1 || v.Revoked[0].KeyID != th.keyID || v.Revoked[0].RevokerKeyID != th.keyID {
+		t.Fatalf("verify -o json = %+v", v)
+	}
+}
+
+// TestKeyRevokeByRevoker: bob revokes alice's key with --revoker. It
+// counts for verify only where bob is designated (--revoker bob); a
+// revocation of alice's key by a key verify does not designate (the
+// thief's own) never counts.
+func TestKeyRevokeByRevoker(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "alice", "bob")
+	later, laterD := writeFile(t, "later", "signed after the revocation")
+	out := h.mustRun(0, "key", "revoke", "--yes", "--revoker", "bob", "alice")
+	if !strings.Contains(out, "signed by bob") {
+		t.Fatalf("revoke output:\n%s", out)
+	}
+	th := newThief(t, h, "alice")
+	th.state(laterD, notarize.StatusTrusted, notarize.KindFile, time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC))
+
+	h.mustRun(0, "verify", "--signer", "alice", later)                     // bob not designated: his revocation does not count
+	h.mustRun(2, "verify", "--signer", "alice", "--revoker", "bob", later) // designated: it does
+	if _, errOut, code := h.run("verify", "--signer", "alice", "--revoker", "carol", later); code != ExitUsage {
+		t.Fatalf("--revoker naming no key: exit %d, want %d\n%s", code, ExitUsage, errOut)
+	}
+
+	// The key "alice" names a public key only: revoking it needs a revoker.
+	h2 := newHarness(t, "bob")
+	pub := filepath.Join(h2.home, "keys", "alice.pub")
+	if b, err := os.ReadFile(filepath.Join("testdata", "keys", "alice.pub")); err != nil || os.WriteFile(pub, b, 0o600) != nil {
+		t.Fatal("copy alice.pub:", err)
+	}
+	if _, errOut, code := h2.run("key", "revoke", "--yes", "alice"); code != ExitUsage || !strings.Contains(errOut, "--revoker") {
+		t.Fatalf("revoke of a public-only key without --revoker: exit %d\n%s", code, errOut)
+	}
+}
+
+// TestVerifyFrontHidesRevocation: a front before the ledger that drops
+// alice's revocation from the lookup of her revocation digest makes verify
+// exit 4, never TRUSTED on the thief's statement.
+func TestVerifyFrontHidesRevocation(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "alice")
+	later, laterD := writeFile(t, "later", "signed after the revocation")
+	h.mustRun(0, "key", "revoke", "--yes", "alice")
+	th := newThief(t, h, "alice")
+	th.state(laterD, notarize.StatusTrusted, notarize.KindFile, time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC))
+	h.mustRun(2, "verify", "--signer", "alice", later)
+
+	kd, _ := notarize.KeyRevocationDigest(th.keyID)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req, _ := http.NewRequestWithContext(r.Context(), r.Method, h.ledger.URL+r.URL.RequestURI(), r.Body)
+		req.Header = r.Header.Clone()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode == http.StatusOK && strings.HasPrefix(r.URL.Path, api.PathDigests+string(kd)) {
+			var lr api.LookupResponse
+			if json.Unmarshal(body, &lr) == nil {
+				lr.Entries = []api.LookupEntry{}
+				body, _ = json.Marshal(&lr)
+			}
+		}
+		w.Header().Set("Content-Type", resp.Header.Get("Content-Type"))
+		w.WriteHeader(resp.StatusCode)
+		_, _ = w.Write(body)
+	}))
+	t.Cleanup(front.Close)
+	out, errOut, code := h.runWithEnv(map[string]string{EnvLedger: front.URL}, "verify", "--signer", "alice", later)
+	if code != ExitCouldNotVerify {
+		t.Fatalf("revocation hidden: exit %d, want %d\n%s%s", code, ExitCouldNotVerify, out, errOut)
+	}
+	h.mustRun(2, "verify", "--signer", "alice", later) // the honest ledger still answers
+}
+
+// TestAuditHonoursRevocation: audit judges as verify does: after alice's
+// key is revoked, her thief's backdated "trusted" on an image does not
+// make it TRUSTED in the audit.
+func TestAuditHonoursRevocation(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "alice")
+	app := h.reg.host + "/app:v1"
+	var v verifyOutput
+	if err := json.Unmarshal([]byte(h.mustRun(2, "verify", "-o", "json", app)), &v); err != nil {
+		t.Fatal(err)
+	}
+	h.mustRun(0, "key", "revoke", "--yes", "alice")
+	th := newThief(t, h, "alice")
+	th.state(notarize.Digest(v.Digest), notarize.StatusTrusted, notarize.KindImage, time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC))
+
+	out, errOut, _ := h.run("audit", "-o", "json", "--all-tags", h.reg.host+"/app")
+	var a struct {
+		Subjects []struct {
+			Digest, Verdict, Reason string
+		} `json:"subjects"`
+	}
+	if err := json.Unmarshal([]byte(out), &a); err != nil {
+		t.Fatalf("%v\n%s%s", err, out, errOut)
+	}
+	if len(a.Subjects) != 1 || a.Subjects[0].Verdict != "UNKNOWN" || !strings.Contains(a.Subjects[0].Reason, "revoked at log index") {
+		t.Fatalf("audit after the revocation: %+v", a.Subjects)
+	}
+}
