@@ -34,10 +34,13 @@ var (
 )
 
 // ValidateEmail checks s is one bare RFC 5322 addr-spec (local@domain) of
-// at most MaxEmailLen bytes, spelled as net/mail reads it back: no display
-// name, no angle brackets, no comments, no quoting that net/mail would
-// spell otherwise, no spaces or control characters. One address has then
-// one spelling, so that what is signed is what is shown and compared.
+// at most MaxEmailLen bytes of printable ASCII, spelled as net/mail reads
+// it back: no display name, no angle brackets, no comments, no quoting
+// that net/mail would spell otherwise, no spaces or control characters.
+// One address has then one spelling, so that what is signed is what is
+// shown and compared; ASCII only (an internationalized domain in its
+// xn-- form), so that no look-alike letter or case folding (the Kelvin
+// sign folds to k) makes two addresses compare or read the same.
 func ValidateEmail(s string) error {
 	if s == "" {
 		return fmt.Errorf("%w: empty", ErrBadEmail)
@@ -45,11 +48,11 @@ func ValidateEmail(s string) error {
 	if len(s) > MaxEmailLen {
 		return fmt.Errorf("%w: %d bytes, at most %d", ErrBadEmail, len(s), MaxEmailLen)
 	}
-	if !utf8.ValidString(s) {
-		return fmt.Errorf("%w: not UTF-8", ErrBadEmail)
-	}
 	for _, r := range s {
-		if unicode.IsSpace(r) || unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || r == '<' || r == '>' || r == '"' || r == '(' || r == ')' || r == ',' || r == ';' {
+		if r > unicode.MaxASCII {
+			return fmt.Errorf("%w: %q: not ASCII (write an internationalized domain in its xn-- form)", ErrBadEmail, truncate(s, 80))
+		}
+		if unicode.IsSpace(r) || unicode.IsControl(r) || r == '<' || r == '>' || r == '"' || r == '(' || r == ')' || r == ',' || r == ';' {
 			return fmt.Errorf("%w: %q: want a bare address such as alice@example.com (no display name, angle brackets, quotes, comments or spaces)", ErrBadEmail, truncate(s, 80))
 		}
 	}
@@ -144,15 +147,37 @@ func (e *IdentityMismatchError) Unwrap() error { return ErrIdentityMismatch }
 // CheckClaim checks what a statement by keyID claims against the identity
 // the key is enrolled with. A claim may leave out the name, the email or
 // both (nothing is claimed then: the enrolment alone says who signed); what
-// it does say must match: the name exactly, the email ignoring case. An
+// it does say must match: the name exactly, the email ignoring ASCII case. An
 // email claimed by a key enrolled without one is refused.
 func CheckClaim(keyID string, claimed, enrolled Identity) error {
 	nameOK := claimed.Name == "" || claimed.Name == enrolled.Name
-	emailOK := claimed.Email == "" || (enrolled.Email != "" && strings.EqualFold(claimed.Email, enrolled.Email))
+	emailOK := claimed.Email == "" || (enrolled.Email != "" && asciiEqualFold(claimed.Email, enrolled.Email))
 	if nameOK && emailOK {
 		return nil
 	}
 	return &IdentityMismatchError{KeyID: keyID, Claimed: claimed, Enrolled: enrolled}
+}
+
+// asciiEqualFold reports whether a and b are equal ignoring the case of
+// ASCII letters only (strings.EqualFold also folds other letters: the
+// Kelvin sign to k).
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 // SignersFile is a ledger's enrolled identities (notarize-ledger

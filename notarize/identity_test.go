@@ -11,7 +11,7 @@ import (
 )
 
 func TestValidateEmail(t *testing.T) {
-	good := []string{"alice@example.com", "a.b+tag@sub.example.org", "ci_bot-1@example.co.uk", "x@localhost"}
+	good := []string{"alice@example.com", "a.b+tag@sub.example.org", "ci_bot-1@example.co.uk", "x@localhost", "a@xn--bcher-kva.example"}
 	for _, s := range good {
 		if err := notarize.ValidateEmail(s); err != nil {
 			t.Errorf("ValidateEmail(%q) = %v, want nil", s, err)
@@ -35,6 +35,9 @@ func TestValidateEmail(t *testing.T) {
 		"not UTF-8":       "al\xffce@example.com",
 		"html":            "<script>@example.com",
 		"bidi override":   "alice\u202e@example.com",
+		"non-ASCII":       "zoë@example.com",
+		"kelvin sign":     "\u212aate@example.com",
+		"IDN unencoded":   "a@bücher.example",
 		"unquoted at x 2": "a@b@example.com",
 	}
 	for name, s := range bad {
@@ -156,6 +159,10 @@ func TestCheckClaim(t *testing.T) {
 		if !errors.Is(err, notarize.ErrIdentityMismatch) || !errors.As(err, &me) || me.Enrolled != enrolled {
 			t.Errorf("claim %+v: %v, want an IdentityMismatchError", c, err)
 		}
+	}
+	// Only ASCII letters fold: the Kelvin sign is not k.
+	if err := notarize.CheckClaim("k", notarize.Identity{Email: "\u212aate@example.com"}, notarize.Identity{Name: "kate", Email: "kate@example.com"}); err == nil {
+		t.Error("a claim with a Kelvin sign matched kate@example.com")
 	}
 	if err := notarize.CheckClaim("k", notarize.Identity{Email: "x@example.com"}, notarize.Identity{Name: "bot"}); err == nil {
 		t.Error("an email claimed by a key enrolled without one was accepted")
