@@ -244,7 +244,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	for id, ident := range c.Identities {
-		if err := ident.Validate(); err != nil {
+		if !isKeyID(id) {
+			errs = append(errs, fmt.Errorf("identity of key %q: not a key ID (64 lowercase hex characters)", truncate(id, 80)))
+		} else if err := ident.Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("identity of key %s: %w", id, err))
 		}
 	}

@@ -149,8 +149,13 @@ func TestIdentityWithoutIdentitiesUnchecked(t *testing.T) {
 }
 
 func TestConfigValidateIdentities(t *testing.T) {
-	c := Config{Identities: map[string]notarize.Identity{"k": {Name: "a\nb"}}}
-	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "identity of key k") {
+	k := strings.Repeat("ab", 32)
+	c := Config{Identities: map[string]notarize.Identity{k: {Name: "a\nb"}}}
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "identity of key "+k) {
+		t.Fatalf("Validate = %v", err)
+	}
+	c = Config{Identities: map[string]notarize.Identity{"k": {Name: "a"}}}
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "not a key ID") {
 		t.Fatalf("Validate = %v", err)
 	}
 }
