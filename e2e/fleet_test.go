@@ -3,15 +3,18 @@ package e2e
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -81,12 +84,12 @@ func TestFleetProcesses(t *testing.T) {
 	conf := write("fleet.yaml", "storage:\n  s3: {region: us-east-1, bucket: "+bucket+", regionendpoint: \""+s3.Endpoint+
 		"\", forcepathstyle: true, secure: false, accesskey: e2e, secretkey: e2e}\n")
 	proxyBin := buildBinary(t, "notarize-proxy")
-	startProxy := func() string {
+	startProxy := func() (string, func() error) {
 		addr := freeAddr(t)
-		out := startProcess(t, proxyBin, "--config", conf, "--addr", addr, "--data", t.TempDir(), "--policy", policy,
+		out, stop := startStoppable(t, proxyBin, "--config", conf, "--addr", addr, "--data", t.TempDir(), "--policy", policy,
 			"--ledger", led.URL, "--ledger-key", led.VerifierKey, "--upstream", "local="+up.URL)
 		waitHTTP(t, "http://"+addr+"/healthz", http.StatusOK, out)
-		return addr
+		return addr, stop
 	}
 	pull := func(addr string) error {
 		r, err := name.ParseReference(addr+"/local/team/app:v1", name.Insecure)
@@ -119,7 +122,8 @@ func TestFleetProcesses(t *testing.T) {
 		}
 		return nil
 	}
-	a, b := startProxy(), startProxy()
+	a, stopA := startProxy()
+	b, stopB := startProxy()
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
 	for i, addr := range []string{a, b} {
@@ -165,9 +169,22 @@ func TestFleetProcesses(t *testing.T) {
 		}
 	}
 
+	// The clients had every blob before the puts into the bucket ended (they
+	// run detached, after each fill): the first copy under a digest says
+	// nothing of the other proxy's put of the same blob, which may still be
+	// uploading. A graceful stop waits for the puts in progress, as a
+	// rolling restart does; both must exit cleanly (a put cut short by the
+	// shutdown would make the exit fail).
+	for name, stop := range map[string]func() error{"A": stopA, "B": stopB} {
+		if err := stop(); err != nil {
+			t.Fatalf("proxy %s did not shut down cleanly: %v", name, err)
+		}
+	}
+
 	// A third instance's first pull: from the bucket, no upstream blob GET.
 	before := blobGETs.Load()
-	if err := pull(startProxy()); err != nil {
+	c3, _ := startProxy()
+	if err := pull(c3); err != nil {
 		t.Fatal(err)
 	}
 	if n := blobGETs.Load() - before; n != 0 {
@@ -193,6 +210,41 @@ func TestFleetProcesses(t *testing.T) {
 			t.Fatalf("the bucket's copy of %s: %v", d, err)
 		}
 	}
+}
+
+// startStoppable starts bin as startProcess does and returns, with its
+// output, a stop that sends SIGTERM and waits for the exit (its error, nil
+// for exit status 0); t's end stops it too, if it still runs.
+func startStoppable(t *testing.T, bin string, args ...string) (*lockedBuffer, func() error) {
+	t.Helper()
+	var out lockedBuffer
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var exitErr error
+	exited := make(chan struct{})
+	go func() { exitErr = cmd.Wait(); close(exited) }()
+	stop := func() error {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-exited
+			return fmt.Errorf("%s still running 30s after SIGTERM (killed)", filepath.Base(bin))
+		}
+		return exitErr
+	}
+	t.Cleanup(func() {
+		_ = stop()
+		if t.Failed() {
+			t.Logf("%s output:\n%s", filepath.Base(bin), tail([]byte(out.String()), 3000))
+		}
+	})
+	return &out, stop
 }
 
 // blobMetrics returns the blob lines of a proxy's /metrics.
