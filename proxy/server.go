@@ -270,10 +270,6 @@ func (s *Server) evaluateWith(ctx context.Context, pol *notarize.Evaluator, tgt 
 	if err != nil {
 		return pol.Unverifiable(tgt, d, err)
 	}
-	revs, err := s.revocations(ctx, pol, tgt) // revoke.go
-	if err != nil {
-		return pol.Unverifiable(tgt, d, err)
-	}
 	var ps []notarize.Parent
 	for _, p := range parents {
 		pr, err := s.trust.Records(ctx, p)
@@ -281,6 +277,14 @@ func (s *Server) evaluateWith(ctx context.Context, pol *notarize.Evaluator, tgt 
 			return pol.Unverifiable(tgt, d, err)
 		}
 		ps = append(ps, notarize.Parent{Digest: p, Records: pr})
+	}
+	// The revocations are read last: the replica may apply entries
+	// between two reads, and every record read before them is then older
+	// than what they cover, so a thief's statement is never read without
+	// the revocation logged before it (TestRedteam3RevocationAndThiefInOneBatch).
+	revs, err := s.revocations(ctx, pol, tgt) // revoke.go
+	if err != nil {
+		return pol.Unverifiable(tgt, d, err)
 	}
 	return pol.EvaluateWithRevocations(tgt, d, recs, ps, revs)
 }
