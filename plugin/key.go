@@ -29,6 +29,7 @@ func newKeyCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
 		newKeyListCmd(dockerCli, root),
 		newKeyExportCmd(dockerCli, root),
 		newKeyImportCmd(dockerCli, root),
+		newKeyIdentityCmd(dockerCli, root),
 		newKeyRotateCmd(dockerCli, root),
 		newKeyRevokeCmd(dockerCli, root), // keyrevoke.go
 	)

@@ -159,3 +159,36 @@ func TestSignIdentityLedgerRefusesImpersonation(t *testing.T) {
 
 // keyStore is the harness's key store.
 func (h *harness) keyStore() KeyStore { return NewKeyStore(h.home) }
+
+// TestKeyIdentityCommand: key identity shows a key's identity, sets its
+// name and email separately, clears the email with --email "", refuses a
+// bad email and a missing key (usage errors) and replaces a corrupt record.
+func TestKeyIdentityCommand(t *testing.T) {
+	h := newHarness(t, "alice")
+	if out := h.mustRun(0, "key", "identity", "alice"); out != "alice: alice\n" {
+		t.Fatalf("old key: %q", out)
+	}
+	if out := h.mustRun(0, "key", "identity", "alice", "--email", "alice@example.com"); out != "alice: alice <alice@example.com>\n" {
+		t.Fatalf("set email: %q", out)
+	}
+	if out := h.mustRun(0, "key", "identity", "alice", "--display-name", "Alice Example"); out != "alice: Alice Example <alice@example.com>\n" {
+		t.Fatalf("set name: %q", out)
+	}
+	if out := h.mustRun(0, "key", "identity", "alice", "--email", ""); out != "alice: Alice Example\n" {
+		t.Fatalf("clear email: %q", out)
+	}
+	h.mustRun(ExitUsage, "key", "identity", "alice", "--email", "Alice <alice@example.com>")
+	h.mustRun(ExitUsage, "key", "identity", "nobody")
+	if err := os.WriteFile(filepath.Join(h.home, "keys", "alice.id"), []byte("{"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, code := h.run("key", "identity", "alice"); code == 0 {
+		t.Fatal("a corrupt identity was shown")
+	}
+	if _, _, code := h.run("sign", "--key", "alice", "file:"+filepath.Join(h.home, "keys", "alice.pub")); code != ExitUsage {
+		t.Fatalf("sign with a corrupt identity: exit %d, want %d", code, ExitUsage)
+	}
+	if out := h.mustRun(0, "key", "identity", "alice", "--display-name", "alice"); out != "alice: alice\n" {
+		t.Fatalf("replace a corrupt record: %q", out)
+	}
+}
