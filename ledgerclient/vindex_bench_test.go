@@ -76,6 +76,36 @@ func BenchmarkCurrentCompleteness(b *testing.B) {
 			}
 		}
 	})
+	// What verify asks since key revocations (revoke.go): the current
+	// lookup with the key's revocation lookup alongside, for a key that is
+	// not revoked, then (last) for a revoked one, whose statements about
+	// the digest are read whole.
+	b.Run("current+revocations", func(b *testing.B) {
+		for b.Loop() {
+			res, revs, err := c.CurrentWithRevocations(b.Context(), d, []string{kid}, nil)
+			if err != nil || len(res.Records) != 1 || len(revs) != 0 {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("lookup", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := c.Lookup(b.Context(), d, kid); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	defer b.Run("current+revocations, revoked", func(b *testing.B) {
+		if _, err := c.Submit(b.Context(), notarizetest.KeyRevocation(b, s, kid, time.Now())); err != nil {
+			b.Fatal(err)
+		}
+		for b.Loop() {
+			res, revs, err := c.CurrentWithRevocations(b.Context(), d, []string{kid}, nil)
+			if err != nil || len(res.Records) != 1 || len(revs) != 1 {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("completeness-step", func(b *testing.B) {
 		before, err := c.stored()
 		if err != nil {
