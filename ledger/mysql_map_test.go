@@ -7,11 +7,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/ledger/storage"
+	mysqlstorage "github.com/notarize/docker-notarize/ledger/storage/mysql"
 	"github.com/notarize/docker-notarize/notarize"
 )
 
@@ -236,7 +239,9 @@ func TestMapMySQLRebuild(t *testing.T) {
 	if after < before {
 		t.Fatalf("the rebuilt map's root covers %d entries, an earlier root %d", after, before)
 	}
-	waitShared(t, a, b)
+	if err := a.store.WaitProcessed(t.Context(), state.Root.Index+1); err != nil { // the new root's entry is in what a reads
+		t.Fatal(err)
+	}
 	if n := recomputeRoots(t, a); n <= rootsBefore {
 		t.Fatalf("%d roots after the rebuild, %d before", n, rootsBefore)
 	}
@@ -293,8 +298,12 @@ func TestMapMySQLUpgradeFromV4(t *testing.T) {
 		t.Fatalf("schema version %d (%v), want 5", version, err)
 	}
 	waitShared(t, tl)
-	if _, after := mapRootCovers(t, tl); after < before {
+	state, after := mapRootCovers(t, tl)
+	if after < before {
 		t.Fatalf("the upgraded map's root covers %d entries, the version 4 root %d", after, before)
+	}
+	if err := tl.store.WaitProcessed(t.Context(), state.Root.Index+1); err != nil {
+		t.Fatal(err)
 	}
 	if recomputeRoots(t, tl) < 2 {
 		t.Fatal("fewer than 2 roots in the log")
@@ -311,5 +320,116 @@ func TestMapMySQLUpgradeFromV4(t *testing.T) {
 	var nodes int
 	if err := db.QueryRowContext(context.Background(), "SELECT COUNT(*) FROM `notarize_map_node`").Scan(&nodes); err != nil || nodes == 0 {
 		t.Fatalf("map nodes in the database: %d %v", nodes, err)
+	}
+}
+
+// frozenIndex is a MySQL index an instance stops following while frozen:
+// the instance's index lags behind the shared one (a slow instance).
+type frozenIndex struct {
+	storage.Index
+	frozen atomic.Bool
+	at     atomic.Uint64
+}
+
+func (f *frozenIndex) Position(ctx context.Context) (uint64, error) {
+	if f.frozen.Load() {
+		return f.at.Load(), nil
+	}
+	return f.Index.Position(ctx)
+}
+
+func (f *frozenIndex) Write(ctx context.Context, next uint64, batch []storage.Row) (bool, error) {
+	if f.frozen.Load() {
+		return false, errors.New("index frozen by the test")
+	}
+	return f.Index.Write(ctx, next, batch)
+}
+
+// laggingStorage is MySQL storage whose index is idx.
+type laggingStorage struct {
+	*mysqlstorage.Storage
+	idx *frozenIndex
+}
+
+func (s laggingStorage) Index() storage.Index { return s.idx }
+
+// orphaningMap appends its update's root entry, then fails before storing
+// the commit, as an instance that dies (or times out) between the two.
+type orphaningMap struct{ storage.MapStore }
+
+func (m orphaningMap) MapUpdate(ctx context.Context, fn func(storage.MapState, storage.MapNodeReader) (*storage.MapCommit, error)) error {
+	return m.MapStore.MapUpdate(ctx, func(st storage.MapState, r storage.MapNodeReader) (*storage.MapCommit, error) {
+		c, err := fn(st, r)
+		if err == nil && c != nil && c.Root != nil {
+			return nil, errors.New("instance died after appending its root")
+		}
+		return c, err
+	})
+}
+
+// manualMap is a map follower of tl on m that the test steps itself.
+func manualMap(tl *testLedger, m storage.MapStore) *mapFollower {
+	return &mapFollower{l: tl.Ledger, m: m, close: func() error { return nil }, shared: true,
+		entries: 1, every: time.Hour, done: make(chan struct{}), backoff: mapPoll}
+}
+
+// TestMapMySQLOrphanRootNotUndercut: an instance appends a map root to the
+// log and dies before storing it in the shared map (an orphan root: a
+// correct root the map's state does not know). The next instance to
+// commit, whose own index lags behind the orphan's entries, must not
+// append a root covering fewer entries than the orphan (the proxy's audit
+// fails closed on that): it first waits for its index to cover every
+// entry already in the log, and commits nothing until it does.
+func TestMapMySQLOrphanRootNotUndercut(t *testing.T) {
+	dsn := mysqlEnv.database(t)
+	cfg := mysqlConfig(t, noteKey(t, "map.example/orphan")) // no map follower of their own: the test steps them
+	a := startLedgerAt(t, mysqlAt(dsn), cfg)
+	lag := &frozenIndex{}
+	b := startLedgerAt(t, func(t testing.TB) Storage {
+		st := mysqlAt(dsn)(t).(*mysqlstorage.Storage)
+		lag.Index = st.Index()
+		return laggingStorage{Storage: st, idx: lag}
+	}, cfg)
+	fa, fb := manualMap(a, orphaningMap{a.st.Map()}), manualMap(b, b.st.Map())
+	s := newTestSigner(t)
+	submit := func(n int) {
+		for range n {
+			a.submit(t, s.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now()), http.StatusCreated)
+		}
+	}
+	submit(2)
+	if _, err := fb.step(t.Context(), time.Time{}); err != nil { // B commits the first root
+		t.Fatal(err)
+	}
+	submit(2)
+	if err := b.store.WaitProcessed(t.Context(), a.store.Processed()); err != nil {
+		t.Fatal(err)
+	}
+	lag.at.Store(b.store.Processed()) // B's index stops here
+	lag.frozen.Store(true)
+	submit(2)
+	if _, err := fa.step(t.Context(), time.Time{}); err == nil || !strings.Contains(err.Error(), "died") {
+		t.Fatalf("A's update: %v, want its injected death", err)
+	}
+	// B, behind: no root while its index does not cover the orphan.
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	_, err := fb.step(ctx, time.Time{})
+	cancel()
+	if err == nil {
+		t.Error("an instance whose index lags behind a root in the log committed a root")
+	}
+	lag.frozen.Store(false)
+	if _, err := fb.step(t.Context(), time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := b.st.Map().MapState(t.Context())
+	if err != nil || st.Root == nil {
+		t.Fatalf("map state: %+v %v", st, err)
+	}
+	if err := a.store.WaitProcessed(t.Context(), st.Root.Index+1); err != nil {
+		t.Fatal(err)
+	}
+	if n := recomputeRoots(t, a); n != 3 {
+		t.Fatalf("%d roots in the log, want 3 (B's, A's orphan, B's after it)", n)
 	}
 }

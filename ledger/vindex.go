@@ -113,6 +113,12 @@ type mapFollower struct {
 
 	roots    atomic.Int64 // roots committed by this instance
 	rootTime atomic.Int64 // their MapUpdate time, in nanoseconds
+
+	// Used by run's goroutine alone.
+	seen        uint64        // the map's position as last read
+	seenAt      time.Time     // when
+	pendingFrom uint64        // the position from which pendingSince counts
+	backoff     time.Duration // the wait after the next error
 }
 
 // mapPath returns where the map's file is when the storage keeps no map of
@@ -136,7 +142,7 @@ func (l *Ledger) startMap(ctx context.Context) error {
 		return nil
 	}
 	f := &mapFollower{l: l, m: l.st.Map(), close: func() error { return nil }, shared: l.st.Map() != nil,
-		entries: l.cfg.mapCommitEntries(), every: l.cfg.mapCommitInterval(), done: make(chan struct{})}
+		entries: l.cfg.mapCommitEntries(), every: l.cfg.mapCommitInterval(), done: make(chan struct{}), backoff: mapPoll}
 	switch {
 	case f.shared && l.cfg.MapDir != "":
 		l.log.WarnContext(ctx, "--map-dir is deprecated and ignored: the verifiable index lives in the database, one map shared by every instance; the directory may be deleted",
@@ -184,41 +190,59 @@ func (c Config) mapCommitInterval() time.Duration {
 	return DefaultMapCommitInterval
 }
 
+// mapIdleRead is how often the follower reads the map's state while the
+// index has nothing it has not seen folded: a shared map reset by
+// map-rebuild is noticed within it. mapMaxBackoff bounds the wait after
+// errors (a database outage).
+const (
+	mapIdleRead   = time.Second
+	mapMaxBackoff = 2 * time.Second
+)
+
 // run commits map roots until ctx is done.
 func (f *mapFollower) run(ctx context.Context) {
 	defer close(f.done)
 	var pendingSince time.Time // when entries after the map's position were first seen
+	wait := mapPoll
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(mapPoll):
+		case <-time.After(wait):
 		}
 		since, err := f.step(ctx, pendingSince)
 		pendingSince = since
+		wait = mapPoll
 		if err != nil && ctx.Err() == nil {
-			f.l.log.WarnContext(ctx, "verifiable index", slog.Any("error", err))
+			f.l.log.WarnContext(ctx, "verifiable index", slog.Any("error", err), slog.Duration("retry_in", f.backoff))
+			wait, f.backoff = f.backoff, min(2*f.backoff, mapMaxBackoff)
+		} else {
+			f.backoff = mapPoll
 		}
 	}
 }
 
 // step advances the map over the entries after its position, once
 // MapCommitEntries entries wait or the first waited MapCommitInterval. It
-// returns when the waiting entries
-// were first seen (zero when none wait). Another instance updating the
-// shared map meanwhile is no error: its commit covers these entries, or
-// the next step does.
+// returns when the waiting entries were first seen (zero when none wait).
+// Another instance updating the shared map meanwhile is no error: its
+// commit covers these entries, or the next step does; the wait starts
+// again from the position it stored.
 func (f *mapFollower) step(ctx context.Context, pendingSince time.Time) (time.Time, error) {
+	size := f.l.store.Processed()
+	if size <= f.seen && time.Since(f.seenAt) < mapIdleRead {
+		return pendingSince, nil // nothing new to the map as last read
+	}
 	st, err := f.m.MapState(ctx)
 	if err != nil {
 		return pendingSince, fmt.Errorf("read map state: %w", err)
 	}
-	size := f.l.store.Processed()
+	f.seen, f.seenAt = st.Position, time.Now()
 	if size <= st.Position {
 		return time.Time{}, nil
 	}
-	if pendingSince.IsZero() {
-		pendingSince = time.Now()
+	if pendingSince.IsZero() || st.Position != f.pendingFrom {
+		pendingSince, f.pendingFrom = time.Now(), st.Position
 	}
 	if size-st.Position < uint64(f.entries) && time.Since(pendingSince) < f.every {
 		return pendingSince, nil
