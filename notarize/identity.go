@@ -85,8 +85,12 @@ func ValidateDisplayName(s string) error {
 		return fmt.Errorf("%w: name %q has leading or trailing space", ErrBadIdentity, truncate(s, 80))
 	}
 	for _, r := range s {
-		if unicode.IsControl(r) || r == '\u2028' || r == '\u2029' || (r >= '\u202a' && r <= '\u202e') || (r >= '\u2066' && r <= '\u2069') {
-			return fmt.Errorf("%w: name %q holds a control or bidirectional formatting character", ErrBadIdentity, truncate(s, 80))
+		// Format characters (Unicode Cf: zero-width spaces and joiners,
+		// bidirectional marks and overrides, soft hyphen, BOM, tags) are
+		// invisible: "security\u200b-team" would read as another enrolled
+		// name (TestRedteam3DisplayNameLookAlikes).
+		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || r == '\u2028' || r == '\u2029' {
+			return fmt.Errorf("%w: name %q holds a control, invisible or bidirectional formatting character", ErrBadIdentity, truncate(s, 80))
 		}
 	}
 	return nil
