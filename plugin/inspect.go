@@ -122,6 +122,9 @@ func runInspect(ctx context.Context, dockerCli command.Cli, opts inspectOptions)
 		out.Statements = append(out.Statements, statementOf(r, localNames))
 	}
 	sort.Slice(out.Statements, func(i, j int) bool { return out.Statements[i].LogIndex < out.Statements[j].LogIndex })
+	if err := markRevoked(ctx, client, ids, out.Statements); err != nil { // keyrevoke.go
+		return err
+	}
 	if opts.format == formatJSON {
 		return writeJSON(dockerCli.Out(), out)
 	}
@@ -292,7 +295,11 @@ func (p *inspectTextPrinter) end(size uint64) error {
 
 // writeStatementRow writes one statement as a row of inspect's table.
 func writeStatementRow(w io.Writer, s statementOutput) {
-	fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\n", s.LogIndex, s.Timestamp.UTC().Format(timeFormat), s.Status, signerColumn(s), shortKeyID(s.KeyID), formatAttrs(s.Attributes))
+	status := s.Status
+	if s.KeyRevokedAt != nil { // keyrevoke.go
+		status += fmt.Sprintf(" (key revoked at %d: does not count)", *s.KeyRevokedAt)
+	}
+	fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\n", s.LogIndex, s.Timestamp.UTC().Format(timeFormat), status, signerColumn(s), shortKeyID(s.KeyID), formatAttrs(s.Attributes))
 }
 
 // inspectJSONPrinter streams an inspectOutput object, indented as writeJSON.

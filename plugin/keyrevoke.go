@@ -311,3 +311,21 @@ func revokerMap(accepted, revokers []string) map[string][]string {
 	}
 	return m
 }
+
+// markRevoked looks up the revocations of keyIDs (by each key itself,
+// proven complete) and marks each statement recorded after its key's
+// revocation with KeyRevokedAt: inspect shows it does not count.
+func markRevoked(ctx context.Context, client *ledgerclient.Client, keyIDs []string, statements []statementOutput) error {
+	revs, err := client.Revocations(ctx, keyIDs, nil)
+	if err != nil {
+		return err
+	}
+	for i := range statements {
+		s := &statements[i]
+		if r, ok := revs[s.KeyID]; ok && s.LogIndex > r.Index {
+			idx := r.Index
+			s.KeyRevokedAt = &idx
+		}
+	}
+	return nil
+}

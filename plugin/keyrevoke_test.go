@@ -124,6 +124,16 @@ func TestKeyRevokeStopsThief(t *testing.T) {
 	}
 	h.mustRun(1, "verify", "--signer", "alice", vetoed)
 
+	if out := h.mustRun(0, "inspect", "--signer", "alice", stolen); !strings.Contains(out, "key revoked at") {
+		t.Fatalf("inspect does not mark the thief's statement:\n%s", out)
+	}
+	insp := checkJSONOutput(t, compileSchema(t), "inspect", h.mustRun(0, "inspect", "-o", "json", "--signer", "alice", stolen), 0)
+	if sts, _ := insp["statements"].([]any); len(sts) != 1 || sts[0].(map[string]any)["keyRevokedAt"] == nil {
+		t.Fatalf("inspect -o json does not mark the thief's statement: %v", insp)
+	}
+	if out := h.mustRun(0, "inspect", "--signer", "alice", approved); strings.Contains(out, "key revoked at") {
+		t.Fatalf("inspect marks a statement made before the revocation:\n%s", out)
+	}
 	var v struct {
 		Status  string             `json:"status"`
 		Revoked []revokedKeyOutput `json:"revoked"`

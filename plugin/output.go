@@ -152,6 +152,9 @@ type statementOutput struct {
 	Email string `json:"email,omitempty"`
 	// LocalKey is the key's name in the local key store, if it is there.
 	LocalKey string `json:"localKey,omitempty"`
+	// KeyRevokedAt is the log index of the key's revocation when this
+	// statement was recorded after it: it does not count (keyrevoke.go).
+	KeyRevokedAt *uint64 `json:"keyRevokedAt,omitempty"`
 	// LocalIdentity is who the local key store says the key belongs to
 	// (key generate/import --display-name, --email; by default the key
 	// name): your own record, shown over the statement's claim.

@@ -146,6 +146,7 @@ func TestJSONSchema(t *testing.T) {
 		{name: "key revoke", def: "keyRevoke", args: []string{"key", "revoke", "-o", "json", "--yes", "--reason", "stolen", "alice"}, code: 0},
 		{name: "key revoke again", def: "keyRevoke", args: []string{"key", "revoke", "-o", "json", "--yes", "alice"}, code: 0},
 		{name: "verify, a revoked signer", def: "verify", args: []string{"verify", "-o", "json", app}, code: 1},
+		{name: "inspect, a revoked signer", def: "inspect", args: []string{"inspect", "-o", "json", app}, code: 0},
 	} {
 		ctx := tc.ctx
 		if ctx == nil {
