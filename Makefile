@@ -27,10 +27,11 @@ build: ## Build docker-notarize, notarize-ledger and notarize-proxy into ./bin.
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
 .PHONY: install
-install: build ## Install the plugin into DOCKER_CONFIG/cli-plugins (default ~/.docker; then: docker notarize --help).
+install: build ## Install the plugin and its KMS helper into DOCKER_CONFIG/cli-plugins (default ~/.docker; then: docker notarize --help).
 	@mkdir -p $(PLUGIN_DIR)
 	install -m 0755 $(BIN)/docker-notarize $(PLUGIN_DIR)/docker-notarize
-	@echo "installed $(PLUGIN_DIR)/docker-notarize"
+	install -m 0755 $(BIN)/notarize-kms $(PLUGIN_DIR)/notarize-kms
+	@echo "installed $(PLUGIN_DIR)/docker-notarize and its KMS helper $(PLUGIN_DIR)/notarize-kms"
 
 .PHONY: man
 man: ## Generate the man pages of docker-notarize (docker-notarize(1), docker-notarize-sign(1), …) into ./man (MANDIR).

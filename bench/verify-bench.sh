@@ -47,11 +47,15 @@ free_port() { local p; while :; do p=$((20000 + RANDOM % 20000)); (echo >/dev/tc
 wait_http() { for _ in $(seq 1 300); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "$1 not up" >&2; exit 1; }
 
 echo "== build"
-(cd "$ROOT" && go build -trimpath -ldflags '-s -w' -o "$BIN/" ./cmd/notarize-ledger ./cmd/docker-notarize)
+# The plugin and, since issue 14, its KMS helper (cmd/notarize-kms), which
+# is installed next to it as `make install` does.
+plugin_pkgs() { local d=$1; echo ./cmd/docker-notarize; [[ -d $d/cmd/notarize-kms ]] && echo ./cmd/notarize-kms || true; }
+(cd "$ROOT" && go build -trimpath -ldflags '-s -w' -o "$BIN/" ./cmd/notarize-ledger $(plugin_pkgs "$ROOT"))
 if [[ -n ${BASELINE:-} ]]; then
   echo "   baseline plugin from $BASELINE"
   git -C "$ROOT" worktree add --detach "$WORK/baseline" "$BASELINE" >/dev/null
-  (cd "$WORK/baseline" && go build -trimpath -ldflags '-s -w' -o "$BIN/baseline/docker-notarize" ./cmd/docker-notarize)
+  mkdir -p "$BIN/baseline"
+  (cd "$WORK/baseline" && go build -trimpath -ldflags '-s -w' -o "$BIN/baseline/" $(plugin_pkgs "$WORK/baseline"))
   git -C "$ROOT" worktree remove --force "$WORK/baseline"
 fi
 for tool in crane:github.com/google/go-containerregistry/cmd/crane@v0.22.1 cosign:github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5; do
@@ -79,11 +83,16 @@ DIGEST=$(crane digest --insecure "$IMAGE")
 export DOCKER_CONFIG=$WORK/docker DOCKER_CLI_HINTS=false
 export NOTARIZE_HOME=$WORK/home NOTARIZE_PASSWORD=bench NOTARIZE_LEDGER=http://127.0.0.1:$LEDGER_PORT
 export NOTARIZE_LEDGER_KEY="$(cat "$WORK/ledger/ledger.pub")"
-mkdir -p "$DOCKER_CONFIG/cli-plugins"
-install -m 0755 "$BIN/docker-notarize" "$DOCKER_CONFIG/cli-plugins/docker-notarize"
+install_plugin() { # DIR BINDIR: the plugin and its helper, as make install does
+  mkdir -p "$1"
+  for b in docker-notarize notarize-kms; do
+    [[ -x $2/$b ]] && install -m 0755 "$2/$b" "$1/$b"
+  done
+  return 0
+}
+install_plugin "$DOCKER_CONFIG/cli-plugins" "$BIN"
 if [[ -n ${BASELINE:-} ]]; then
-  mkdir -p "$WORK/docker-baseline/cli-plugins"
-  install -m 0755 "$BIN/baseline/docker-notarize" "$WORK/docker-baseline/cli-plugins/docker-notarize"
+  install_plugin "$WORK/docker-baseline/cli-plugins" "$BIN/baseline"
 fi
 docker-notarize key generate --name release >/dev/null
 docker-notarize sign "$IMAGE" >/dev/null 2>&1

@@ -14,10 +14,10 @@ import (
 
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
-	sigkms "github.com/sigstore/sigstore/pkg/signature/kms"
 	"github.com/sigstore/sigstore/pkg/signature/options"
 
 	"github.com/notarize/docker-notarize/notarize"
+	"github.com/notarize/docker-notarize/plugin/kmswire"
 )
 
 // Providers of keys held outside the key store: the value of
@@ -30,9 +30,9 @@ const (
 	ProviderPKCS11     = "pkcs11"
 )
 
-// kmsProviders are the sigstore KMS schemes the plugin accepts. Any other
-// scheme is refused before sigstore is asked: sigstore's kms.Get would
-// otherwise look for an executable "sigstore-kms-SCHEME" on PATH and run it.
+// kmsProviders are the KMS schemes the plugin accepts; the KMS helper
+// (notarize-kms, kms_helper.go) serves them. Any other scheme is
+// refused before anything is run.
 var kmsProviders = []string{ProviderAWSKMS, ProviderGCPKMS, ProviderAzureKMS, ProviderHashiVault}
 
 // ErrKeyProviderMismatch is returned when a key's provider now holds another
@@ -95,67 +95,6 @@ func keyURIHead(uri string) string {
 		return uri[:i] + "…"
 	}
 	return uri
-}
-
-// kmsBuiltIn reports whether this binary has the sigstore provider for the
-// KMS scheme provider (registered by its package's init).
-func kmsBuiltIn(provider string) bool {
-	return slices.Contains(sigkms.SupportedProviders(), provider+"://")
-}
-
-// openKMS returns the sigstore signer-verifier of a KMS key URI. Only the
-// providers built into this binary are asked; sigstore's executable plugins
-// are never run.
-func openKMS(ctx context.Context, provider, uri string, hash crypto.Hash) (sigkms.SignerVerifier, error) {
-	if !slices.Contains(kmsProviders, provider) {
-		return nil, fmt.Errorf("unsupported KMS provider %q", provider)
-	}
-	if !kmsBuiltIn(provider) {
-		return nil, fmt.Errorf("the %s provider is not built into this binary (built in: %s)", provider, strings.Join(builtInKMSProviders(), ", "))
-	}
-	sv, err := sigkms.Get(ctx, uri, hash)
-	if err != nil {
-		return nil, err
-	}
-	return sv, nil
-}
-
-func builtInKMSProviders() []string {
-	var out []string
-	for _, p := range kmsProviders {
-		if kmsBuiltIn(p) {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-// generateKMS creates the key uri names in its KMS, or adopts it when it
-// exists, and returns its public key. It proves the key can sign before
-// anything is recorded.
-func generateKMS(ctx context.Context, name, provider, uri string, timeout time.Duration) (crypto.PublicKey, error) {
-	fail := func(op string, err error) error {
-		return &KeyProviderError{Key: name, Provider: provider, URI: uri, Op: op, Err: timedOut(ctx, err, timeout)}
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	sv, err := openKMS(ctx, provider, uri, crypto.SHA256)
-	if err != nil {
-		return nil, fail("open", err)
-	}
-	pub, createErr := sv.CreateKey(ctx, sv.DefaultAlgorithm())
-	if createErr != nil {
-		// A key named by ID or ARN rather than by alias cannot be created,
-		// only adopted.
-		var err error
-		if pub, err = sv.PublicKey(options.WithContext(ctx)); err != nil {
-			return nil, fail("generate", fmt.Errorf("%w; adopting it as an existing key: %w", createErr, err))
-		}
-	}
-	if err := probeSigner(ctx, sv, pub); err != nil {
-		return nil, fail("test signature", err)
-	}
-	return pub, nil
 }
 
 // probeMessage is what a new KMS or HSM key signs once, to show it can.
@@ -253,7 +192,8 @@ func (b *boundSigner) SignMessage(message io.Reader, opts ...signature.SignOptio
 
 // openReferenced opens the signer of the store entry name, held by the
 // provider its reference names, and checks that the provider's public key is
-// the recorded one.
+// the recorded one: when opening a PKCS#11 key, with every signature of a KMS
+// key (the helper returns the key with the signature).
 func openReferenced(ctx context.Context, name string, ref KeyReference, recorded Key, lookupEnv func(string) (string, bool)) (signature.Signer, error) {
 	fail := func(op string, err error) error {
 		return &KeyProviderError{Key: name, Provider: ref.Provider, URI: ref.URI, Op: op, Err: err}
@@ -262,9 +202,6 @@ func openReferenced(ctx context.Context, name string, ref KeyReference, recorded
 	if err != nil {
 		return nil, fail("open", err)
 	}
-	openCtx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	failOpen := func(err error) error { return fail("open", timedOut(openCtx, err, timeout)) }
 	provider, err := providerOf(ref.URI)
 	if err != nil {
 		return nil, fail("open", err)
@@ -272,25 +209,21 @@ func openReferenced(ctx context.Context, name string, ref KeyReference, recorded
 	if provider != ref.Provider {
 		return nil, fail("open", fmt.Errorf("the store's reference names provider %q for a %s URI", ref.Provider, provider))
 	}
-	var inner signature.Signer
-	var pub crypto.PublicKey
-	switch provider {
-	case ProviderPKCS11:
-		s, err := openPKCS11Signer(ctx, ref.URI, lookupEnv)
+	if provider != ProviderPKCS11 {
+		// A KMS key signs through the helper, which answers each signature
+		// with the public key that made it: helperSigner checks its key
+		// ID, boundSigner the signature, on every call.
+		hs, err := openHelperSigner(provider, ref.URI, recorded)
 		if err != nil {
 			return nil, fail("open", err)
 		}
-		inner, pub = s, s.Public()
-	default:
-		sv, err := openKMS(openCtx, provider, ref.URI, notarize.HashFor(recorded.PublicKey))
-		if err != nil {
-			return nil, failOpen(err)
-		}
-		if pub, err = sv.PublicKey(options.WithContext(openCtx)); err != nil {
-			return nil, failOpen(err)
-		}
-		inner = sv
+		return newBoundSigner(hs, recorded.PublicKey, timeout, fail)
 	}
+	s, err := openPKCS11Signer(ctx, ref.URI, lookupEnv)
+	if err != nil {
+		return nil, fail("open", err)
+	}
+	pub := s.Public()
 	id, err := notarize.KeyID(pub)
 	if err != nil {
 		return nil, fail("open", err)
@@ -298,7 +231,7 @@ func openReferenced(ctx context.Context, name string, ref KeyReference, recorded
 	if id != recorded.KeyID {
 		return nil, fail("open", fmt.Errorf("%w: it holds key ID %s, the store recorded %s (was the alias or object replaced?)", ErrKeyProviderMismatch, id, recorded.KeyID))
 	}
-	return newBoundSigner(inner, recorded.PublicKey, timeout, fail)
+	return newBoundSigner(s, recorded.PublicKey, timeout, fail)
 }
 
 // EnvKeyTimeout bounds each call to a KMS (open, create, sign): a Go
@@ -322,13 +255,32 @@ func keyTimeout(lookupEnv func(string) (string, bool)) (time.Duration, error) {
 	return d, nil
 }
 
-// timedOut says so when err came from ctx's deadline.
+// timedOut says so, once, when err came from ctx's deadline or the KMS
+// helper's.
 func timedOut(ctx context.Context, err error, timeout time.Duration) error {
-	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return fmt.Errorf("no answer within %s (%s): %w", timeout, EnvKeyTimeout, err)
+	var te *keyTimeoutError
+	if err == nil || errors.As(err, &te) {
+		return err
+	}
+	var he *kmswire.Error
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.As(err, &he) && he.Code == kmswire.CodeTimeout {
+		return &keyTimeoutError{timeout: timeout, err: err}
 	}
 	return err
 }
+
+// keyTimeoutError is a provider call that did not end within
+// NOTARIZE_KEY_TIMEOUT.
+type keyTimeoutError struct {
+	timeout time.Duration
+	err     error
+}
+
+func (e *keyTimeoutError) Error() string {
+	return fmt.Sprintf("no answer within %s (%s): %v", e.timeout, EnvKeyTimeout, e.err)
+}
+
+func (e *keyTimeoutError) Unwrap() error { return e.err }
 
 // redactKeyURI returns uri without the query attributes that carry secrets
 // (an RFC 7512 pin-value); other URIs are returned as they are.

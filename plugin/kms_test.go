@@ -2,10 +2,13 @@ package plugin
 
 import (
 	"bufio"
+	"context"
+	"crypto"
 	"crypto/tls"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -22,6 +25,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
+	"github.com/sigstore/sigstore/pkg/signature"
+
+	"github.com/notarize/docker-notarize/plugin/kmswire"
 )
 
 // localKMS is a real AWS-KMS-compatible server (nsmithuk/local-kms, built by
@@ -267,7 +273,10 @@ func TestKMSAliasRepointedRefused(t *testing.T) {
 }
 
 // boundSigner checks each signature against the recorded key, so a provider
-// that swaps keys between opening and signing is caught too.
+// that swaps keys between opening and signing is caught too: here the real
+// helper signs with key B of the real KMS, through a signer that (unlike
+// helperSigner) does not check the key it reports, for a store that recorded
+// key A.
 func TestBoundSignerRefusesOtherKeysSignature(t *testing.T) {
 	lk := startLocalKMS(t)
 	ctx := t.Context()
@@ -277,11 +286,11 @@ func TestBoundSignerRefusesOtherKeysSignature(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svB, err := openKMS(ctx, ProviderAWSKMS, lk.uri(b), 0)
+	helper, err := kmsHelperPath()
 	if err != nil {
 		t.Fatal(err)
 	}
-	bs, err := newBoundSigner(svB, pubA, time.Minute, func(op string, err error) error {
+	bs, err := newBoundSigner(uncheckedHelperSigner{path: helper, uri: lk.uri(b)}, pubA, time.Minute, func(op string, err error) error {
 		return &KeyProviderError{Key: "a", Provider: ProviderAWSKMS, URI: lk.uri("alias/a"), Op: op, Err: err}
 	})
 	if err != nil {
@@ -292,6 +301,25 @@ func TestBoundSignerRefusesOtherKeysSignature(t *testing.T) {
 	if !errors.Is(err, ErrKeyProviderMismatch) || !errors.As(err, &kpe) || kpe.Key != "a" {
 		t.Fatalf("signature by another key: %v, want ErrKeyProviderMismatch naming key a", err)
 	}
+}
+
+// uncheckedHelperSigner returns whatever signature the helper makes.
+type uncheckedHelperSigner struct{ path, uri string }
+
+func (u uncheckedHelperSigner) PublicKey(...signature.PublicKeyOption) (crypto.PublicKey, error) {
+	return nil, errors.New("not used")
+}
+
+func (u uncheckedHelperSigner) SignMessage(message io.Reader, _ ...signature.SignOption) ([]byte, error) {
+	msg, err := io.ReadAll(message)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := kmswire.Call(context.Background(), u.path, kmswire.Request{Op: kmswire.OpSign, URI: u.uri, Hash: "sha256", Message: msg}, os.Environ())
+	if err != nil {
+		return nil, err
+	}
+	return resp.Signature, nil
 }
 
 // A key that cannot sign is an error naming the key, the provider and the
@@ -375,10 +403,19 @@ func TestKMSUnknownSchemeRunsNothing(t *testing.T) {
 	if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
 		t.Fatal("an unknown KMS scheme ran an executable from PATH")
 	}
-	// The same directly against sigstore's lookup, to show the test can fail:
-	// without the allow-list, kms.Get runs the program.
-	if _, err := openKMS(t.Context(), "evil", "evil://key", 0); err == nil {
-		t.Fatal("openKMS accepted an unknown provider")
+	// The helper, asked directly, refuses it too: without its own
+	// allow-list, sigstore's kms.Get would run sigstore-kms-evil from PATH.
+	helper, err := kmsHelperPath()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = kmswire.Call(t.Context(), helper, kmswire.Request{Op: kmswire.OpPublicKey, URI: "evil://key", Hash: "sha256"}, os.Environ())
+	var he *kmswire.Error
+	if !errors.As(err, &he) || he.Code != kmswire.CodeUnsupported {
+		t.Fatalf("the helper asked for evil://key: %v, want %s", err, kmswire.CodeUnsupported)
+	}
+	if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("the KMS helper ran an executable from PATH for an unknown scheme")
 	}
 }
 
