@@ -248,3 +248,36 @@ func TestAuditHonoursRevocation(t *testing.T) {
 		t.Fatalf("audit after the revocation: %+v", a.Subjects)
 	}
 }
+
+// TestRotateAfterRevocation: alice's key is stolen and revoked; rotating
+// alice to bob re-states what alice said before the revocation and never
+// what her thief signed after it (REVOKED), which bob would otherwise
+// vouch for; a revoked NEW is refused.
+func TestRotateAfterRevocation(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "alice", "bob")
+	approved, _ := writeFile(t, "approved", "approved before the theft")
+	stolen, stolenD := writeFile(t, "stolen", "the thief's build")
+	h.mustRun(0, "sign", "--key", "alice", approved)
+	h.mustRun(0, "key", "revoke", "--yes", "alice")
+	th := newThief(t, h, "alice")
+	th.state(stolenD, notarize.StatusTrusted, notarize.KindFile, time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC))
+
+	schema := compileSchema(t)
+	o := checkJSONOutput(t, schema, "keyRotate", h.mustRun(0, "key", "rotate", "-o", "json", "alice", "bob"), 0)
+	actions := map[string]string{}
+	for _, d := range o["digests"].([]any) {
+		m := d.(map[string]any)
+		actions[m["digest"].(string)] = m["action"].(string)
+	}
+	if actions[string(stolenD)] != "REVOKED" {
+		t.Fatalf("the thief's statement: %v", actions)
+	}
+	h.mustRun(0, "verify", "--signer", "bob", approved)
+	h.mustRun(2, "verify", "--signer", "bob", stolen)
+
+	h.mustRun(0, "key", "revoke", "--yes", "bob")
+	if _, errOut, code := h.run("key", "rotate", "alice", "bob"); code == 0 || !strings.Contains(errOut, "revoked") {
+		t.Fatalf("rotate to a revoked NEW: exit %d\n%s", code, errOut)
+	}
+}

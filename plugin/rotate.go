@@ -45,6 +45,9 @@ const (
 	rotateKept         = "KEPT"
 	rotateWouldRestate = "WOULD_RESTATE"
 	rotateFailed       = "FAILED"
+	// rotateRevoked: every statement of OLD about the digest was recorded
+	// after OLD's revocation (key revoke), a thief's: nothing is re-stated.
+	rotateRevoked = "REVOKED"
 )
 
 type keyRotateOptions struct {
@@ -88,6 +91,11 @@ statement says otherwise and is dated after OLD's is KEPT, not overridden:
 NEW decided later. Up to --jobs digests are worked on at once; a request the
 ledger refuses for its rate limits (HTTP 429) is tried again after a growing
 wait.
+
+If OLD was revoked (docker notarize key revoke, by itself), only its
+statements recorded before the revocation are carried over: a digest that
+OLD's thief signed after it is REVOKED, never re-stated by NEW. A revoked NEW
+is refused.
 
 Not proven: that the ledger listed every digest OLD has statements about. A
 ledger or a front that leaves a digest out of the key lookup cannot be caught
@@ -175,6 +183,8 @@ type rotation struct {
 	stderr io.Writer
 	now    func() time.Time
 	jobs   int
+	// revs holds OLD's revocation, if any (keyrevoke.go).
+	revs notarize.Revocations
 }
 
 func runKeyRotate(ctx context.Context, dockerCli command.Cli, opts keyRotateOptions) error {
@@ -242,6 +252,16 @@ func sameKey(opts keyRotateOptions, keyID string) error {
 
 // run lists OLD's digests (every page verified), then works on each.
 func (r *rotation) run(ctx context.Context, out *rotateOutput, prog *progress) error {
+	// A revoked OLD carries over only what it said before its revocation;
+	// a revoked NEW would re-state into a key whose statements do not count.
+	revs, err := r.client.Revocations(ctx, []string{r.old.KeyID, r.newID}, nil)
+	if err != nil {
+		return fmt.Errorf("key rotate: %w", err)
+	}
+	if rv, ok := revs[r.newID]; ok {
+		return fmt.Errorf("key rotate: NEW key %s was revoked at log index %d: its statements would not count", r.newID, rv.Index)
+	}
+	r.revs = revs
 	var records []notarize.Record
 	for page, err := range r.client.KeyDigestPages(ctx, r.old.KeyID, "") {
 		if err != nil {
@@ -302,13 +322,17 @@ func (r *rotation) one(ctx context.Context, listed notarize.Record) (rotateDiges
 	var cur *ledgerclient.LookupResult
 	err := retry429(ctx, func() error {
 		var err error
-		cur, err = r.client.Current(ctx, d, r.old.KeyID, r.newID)
+		cur, err = r.client.CurrentRevoked(ctx, d, []string{r.old.KeyID, r.newID}, r.revs)
 		return err
 	})
 	if err != nil {
 		return fail(err)
 	}
 	oldCur, ok := notarize.Current(cur.Records, d, r.old.KeyID)
+	if _, revoked := r.revs[r.old.KeyID]; !ok && revoked {
+		res.Action = rotateRevoked
+		return res, nil
+	}
 	if !ok {
 		return fail(fmt.Errorf("%w: the key lookup listed entry %d of key %s about %s, the proven current lookup has no statement by it", ledgerclient.ErrIncomplete, listed.Index, r.old.KeyID, d))
 	}
