@@ -163,3 +163,49 @@ func TestRedteam3RevocationRace(t *testing.T) {
 		}
 	}
 }
+
+// TestRedteam3RevocationFromAnotherLog: a front answers the revocation
+// lookups from another ledger (its own log, where K is not revoked, or
+// where a thief "revoked" the key of a signer it wants to silence) and
+// everything else from the real one. The answers are signed by another
+// log's key: the call fails, it never reads "not revoked" nor "revoked".
+func TestRedteam3RevocationFromAnotherLog(t *testing.T) {
+	ledgerA := ledgertest.Start(t, ledgertest.WithConfig(fastMap))
+	other := ledgertest.Start(t, ledgertest.WithConfig(fastMap))
+	direct := newClient(t, ledgerA.URL, t.TempDir(), ledgerA.VerifierKey)
+	k, victim := notarizetest.NewSigner(t), notarizetest.NewSigner(t)
+	kid, vid := keyID(t, k), keyID(t, victim)
+	stolen := digest("stolen elsewhere")
+	submit(t, direct, notarizetest.KeyRevocation(t, k, kid, t0))
+	submit(t, direct, notarizetest.Entry(t, k, stolen, notarize.StatusTrusted, t0.Add(-time.Hour)))
+	submit(t, direct, notarizetest.Entry(t, victim, stolen, notarize.StatusTrusted, t0))
+	submit(t, newClient(t, other.URL, t.TempDir(), other.VerifierKey), notarizetest.KeyRevocation(t, victim, vid, t0))
+
+	kd, _ := notarize.KeyRevocationDigest(kid)
+	vd, _ := notarize.KeyRevocationDigest(vid)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		up := ledgerA.URL
+		if strings.HasPrefix(r.URL.Path, api.PathDigests+string(kd)) || strings.HasPrefix(r.URL.Path, api.PathDigests+string(vd)) {
+			up = other.URL
+		}
+		req, _ := http.NewRequestWithContext(r.Context(), r.Method, up+r.URL.RequestURI(), r.Body)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		w.Header().Set("Content-Type", resp.Header.Get("Content-Type"))
+		w.WriteHeader(resp.StatusCode)
+		_, _ = w.Write(body)
+	}))
+	t.Cleanup(front.Close)
+	for _, ids := range [][]string{{kid}, {vid}, {kid, vid}} {
+		c := newClient(t, front.URL, t.TempDir(), ledgerA.VerifierKey)
+		if res, revs, err := c.CurrentWithRevocations(t.Context(), stolen, ids, nil); err == nil {
+			t.Fatalf("BYPASS: revocations of %v answered from another log: %v, revocations %+v", ids,
+				notarize.DecideWithRevocations(res.Records, stolen, ids, revs).Verdict, revs)
+		}
+	}
+}
