@@ -46,6 +46,9 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method == http.MethodHead {
+		if upstreamHas && s.headShared(w, r, d) {
+			return
+		}
 		s.headBlob(w, r, t, d)
 		return
 	}
@@ -84,6 +87,30 @@ func (s *Server) blobTarget(w http.ResponseWriter, r *http.Request) (t target, d
 		return t, "", false, false
 	}
 	return t, d, upstreamHas, true
+}
+
+// headShared answers a HEAD for a blob not in the local cache from the
+// fleet's shared store, when it has the blob; it reports whether it
+// answered. Only for a repository whose upstream already answered for the
+// blob (the gate's confirmation stands, as for a local hit): otherwise
+// that upstream must be asked anyway, and headBlob does. The size is the
+// stored object's, not checked here: a GET of the blob is hashed (or, when
+// redirected, checked by the client), so a wrong size fails that GET.
+func (s *Server) headShared(w http.ResponseWriter, r *http.Request, d notarize.Digest) bool {
+	sh := s.blobs.Shared()
+	if sh == nil {
+		return false
+	}
+	size, err := sh.Stat(r.Context(), d)
+	if err != nil {
+		return false // not there, or unreadable: the upstream answers
+	}
+	s.metrics.cache.WithLabelValues("blob", "shared_head").Inc()
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Content-Length", strconv.FormatInt(size, 10))
+	w.WriteHeader(http.StatusOK)
+	return true
 }
 
 // headBlob answers a HEAD for a blob not in the cache from the upstream's.

@@ -7,6 +7,7 @@ import (
 	"log"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -33,10 +34,12 @@ import (
 // distribution's s3 driver (issue 15).
 
 type fleet struct {
-	a, b   *env
-	up     *recorder // the upstream "fleet" both proxies reach
-	upURL  string
-	bucket storagedriver.StorageDriver
+	a, b       *env
+	up         *recorder // the upstream "fleet" both proxies reach
+	upURL      string
+	bucket     storagedriver.StorageDriver
+	srv        *seaweedtest.Server
+	bucketName string
 }
 
 func fleetStorage(srv *seaweedtest.Server, bucket string, redirect bool) configuration.Storage {
@@ -53,7 +56,7 @@ func newFleet(t *testing.T, redirectB bool, extra ...envOption) *fleet {
 	t.Helper()
 	srv := seaweedtest.Start(t)
 	bucket := srv.Bucket(t)
-	f := &fleet{up: &recorder{h: registry.New(registry.Logger(log.New(io.Discard, "", 0)))}}
+	f := &fleet{up: &recorder{h: registry.New(registry.Logger(log.New(io.Discard, "", 0)))}, srv: srv, bucketName: bucket}
 	hs := httptest.NewServer(f.up)
 	t.Cleanup(hs.Close)
 	f.upURL = hs.URL
@@ -303,4 +306,111 @@ func grepLines(b []byte, s string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestFleetHeadFromShared: a HEAD for a blob this proxy does not have
+// locally, in a repository whose upstream already answered for it, is
+// answered from the shared store (size and digest) without asking the
+// upstream again. The first HEAD there still asks the upstream: the gate's
+// confirmation that the repository's own upstream has the blob.
+func TestFleetHeadFromShared(t *testing.T) {
+	f := newFleet(t, false)
+	blobs := f.pushSigned(t, "team/head", 300<<10, 1)
+	if err := f.a.pull("fleet/team/head:v1"); err != nil {
+		t.Fatal(err)
+	}
+	f.waitShared(t, blobs)
+	if _, _, body := f.b.do(http.MethodGet, manifestPath("fleet/team/head", "v1"), nil); len(body) == 0 { // the gate learns the blobs
+		t.Fatal("no manifest")
+	}
+	heads := func() int {
+		n := 0
+		for _, r := range f.up.all() {
+			if r.Method == http.MethodHead && strings.Contains(r.URL.Path, "/blobs/") {
+				n++
+			}
+		}
+		return n
+	}
+	for _, d := range blobs {
+		size, err := f.bucket.Stat(t.Context(), blobcache.BlobPath(d))
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := "/v2/fleet/team/head/blobs/" + string(d)
+		before := heads()
+		if code, _, _ := f.b.do(http.MethodHead, path, nil); code != http.StatusOK {
+			t.Fatalf("first HEAD: HTTP %d", code)
+		}
+		if n := heads() - before; n != 1 {
+			t.Fatalf("the first HEAD made %d upstream HEADs, want 1 (the gate's confirmation)", n)
+		}
+		code, h, _ := f.b.do(http.MethodHead, path, nil)
+		if code != http.StatusOK || h.Get("Content-Length") != strconv.FormatInt(size.Size(), 10) || h.Get("Docker-Content-Digest") != string(d) {
+			t.Fatalf("second HEAD: HTTP %d, Content-Length %q, digest %q", code, h.Get("Content-Length"), h.Get("Docker-Content-Digest"))
+		}
+		if n := heads() - before; n != 1 {
+			t.Fatalf("a HEAD for a blob the shared store has went to the upstream again (%d upstream HEADs)", n)
+		}
+	}
+	if f.blobGETs() != len(blobs) {
+		t.Fatalf("%d upstream blob GETs, want %d (A's pull only)", f.blobGETs(), len(blobs))
+	}
+}
+
+// TestFleetRedirectClientChecksDigest: a redirecting proxy does not read
+// the bucket's copy before redirecting (that would cost the transfer the
+// redirect spares); the client checks the bytes against the digest it
+// asked for. A copy corrupted in the bucket behind the proxies' back is
+// refused by a real client (go-containerregistry, as docker and containerd
+// do), never taken for the blob. A streaming proxy of the fleet hashes it,
+// aborts that stream, removes the bad copy and puts a good one back from
+// the upstream; after that, the redirect serves a good copy again.
+func TestFleetRedirectClientChecksDigest(t *testing.T) {
+	f := newFleet(t, true)
+	blobs := f.pushSigned(t, "team/rot", 256<<10, 1)
+	if err := f.a.pull("fleet/team/rot:v1"); err != nil {
+		t.Fatal(err)
+	}
+	f.waitShared(t, blobs)
+	layer := blobs[len(blobs)-1] // blobsOf lists the config first
+	good, err := f.bucket.GetContent(t.Context(), blobcache.BlobPath(layer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := bytes.Clone(good)
+	bad[len(bad)/2] ^= 0xff // same size: only the digest can tell
+	if err := f.bucket.PutContent(t.Context(), blobcache.BlobPath(layer), bad); err != nil {
+		t.Fatal(err)
+	}
+	err = f.b.pull("fleet/team/rot:v1")
+	if err == nil || !strings.Contains(err.Error(), "checksum") || !strings.Contains(err.Error(), string(layer)) {
+		t.Fatalf("a client following the redirect to a corrupt copy got %v, want a checksum mismatch for %s", err, layer)
+	}
+	if _, _, m := f.b.do(http.MethodGet, "/metrics", nil); !bytes.Contains(m, []byte(`notarize_proxy_cache_requests_total{cache="blob",result="redirect"}`)) {
+		t.Fatal("the blob was not redirected: the test checks nothing")
+	}
+	// A streaming instance of the fleet hashes the copy and removes it.
+	gets := f.blobGETs()
+	c := newEnv(t, withUpstream(upstream.Config{Name: "fleet", URL: f.upURL, Keychain: anonymous()}),
+		withStorage(fleetStorage(f.srv, f.bucketName, false)), withPeer(f.a), withLedger(f.a.ledger))
+	c.sync()
+	// Its first stream of the layer is aborted short (the client's retry,
+	// which go-containerregistry makes on a cut stream, is fetched from the
+	// upstream): the pull ends whole, checked by the client.
+	if err := c.pull("fleet/team/rot:v1"); err != nil {
+		t.Fatalf("a streaming proxy's pull of a blob with a corrupt shared copy: %v", err)
+	}
+	if f.blobGETs() == gets {
+		t.Fatal("the streaming proxy did not go to the upstream: it took the corrupt copy")
+	}
+	if err := c.srv.Close(t.Context()); err != nil { // its put of the good copy has ended
+		t.Fatal(err)
+	}
+	if got, err := f.bucket.GetContent(t.Context(), blobcache.BlobPath(layer)); err != nil || !bytes.Equal(got, good) {
+		t.Fatalf("the bucket's copy after a streaming pull: %d bytes, %v; want the good copy back", len(got), err)
+	}
+	if err := f.b.pull("fleet/team/rot:v1"); err != nil {
+		t.Fatalf("the redirect after the copy was put back: %v", err)
+	}
 }

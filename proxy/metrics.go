@@ -42,7 +42,7 @@ func newMetrics(trust TrustSource) *metrics {
 		}, []string{"upstream", "kind"}),
 		cache: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "notarize_proxy_cache_requests_total",
-			Help: "Cache lookups by cache (manifest, blob) and result (hit, miss, joined: a download already in progress, redirect: to the shared store).",
+			Help: "Cache lookups by cache (manifest, blob) and result (hit, miss, joined: a download already in progress, redirect: to the shared store, shared_head: a HEAD answered from the shared store).",
 		}, []string{"cache", "result"}),
 		blobBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "notarize_proxy_blob_bytes_total",

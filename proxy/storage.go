@@ -47,8 +47,13 @@ func openBlobCache(cfg Config) (*blobcache.Cache, error) {
 // configured and the shared store has the blob; it reports whether it
 // answered. The gate has passed the request; the repository's own upstream
 // must have answered for the blob, as for a blob served from the cache.
-// The client checks the bytes against the digest itself, as registry
-// clients do; nothing the proxy decides depends on them.
+// The proxy does not read the copy before redirecting (that would cost the
+// transfer the redirect spares): the client checks the bytes against the
+// digest it asked for, as docker, containerd and go-containerregistry do
+// (TestFleetRedirectClientChecksDigest), and nothing the proxy decides
+// depends on them. A copy corrupted in the bucket fails those clients'
+// pulls until a streaming instance of the fleet (which hashes it) removes
+// it, or the operator deletes the object.
 func (s *Server) redirectBlob(w http.ResponseWriter, r *http.Request, t target, d notarize.Digest, upstreamHas bool) bool {
 	sh := s.blobs.Shared()
 	if sh == nil || !sh.Redirects() {
