@@ -134,6 +134,20 @@ func TestKeyRevokeStopsThief(t *testing.T) {
 	if out := h.mustRun(0, "inspect", "--signer", "alice", approved); strings.Contains(out, "key revoked at") {
 		t.Fatalf("inspect marks a statement made before the revocation:\n%s", out)
 	}
+	ls := checkJSONOutput(t, compileSchema(t), "ls", h.mustRun(0, "ls", "-o", "json", "--signer", "alice"), 0)
+	marked := 0
+	for _, st := range ls["signers"].([]any)[0].(map[string]any)["statements"].([]any) {
+		m := st.(map[string]any)
+		if m["keyRevokedAt"] != nil {
+			marked++
+			if m["digest"] == string(notarize.DigestOf([]byte("approved before the theft"))) {
+				t.Fatalf("ls marks the approved image: %v", m)
+			}
+		}
+	}
+	if marked != 3 { // stolen, vetoed and the un-revoke
+		t.Fatalf("ls marks %d statements, want 3: %v", marked, ls)
+	}
 	var v struct {
 		Status  string             `json:"status"`
 		Revoked []revokedKeyOutput `json:"revoked"`

@@ -166,6 +166,9 @@ type lsStatement struct {
 	Kind      string    `json:"kind,omitempty"`
 	Timestamp time.Time `json:"timestamp"`
 	LogIndex  uint64    `json:"logIndex"`
+	// KeyRevokedAt is the log index of the key's revocation when this
+	// statement was recorded after it: it does not count (keyrevoke.go).
+	KeyRevokedAt *uint64 `json:"keyRevokedAt,omitempty"`
 }
 
 // validate checks the flags against each other.
@@ -257,6 +260,12 @@ func listSigner(ctx context.Context, c *ledgerclient.Client, s *lsSigner, status
 	var size uint64
 	mine := map[notarize.Digest]notarize.Status{}
 	s.Statements = []lsStatement{}
+	// A key's statements after its revocation (by itself) are listed
+	// marked, and left out of the tallies (keyrevoke.go).
+	revs, err := c.Revocations(ctx, s.KeyIDs, nil)
+	if err != nil {
+		return 0, fmt.Errorf("signer %s: %w", s.Name, err)
+	}
 	for _, id := range s.KeyIDs {
 		for p, err := range c.KeyDigestPages(ctx, id, status) {
 			if err != nil {
@@ -275,6 +284,12 @@ func listSigner(ctx context.Context, c *ledgerclient.Client, s *lsSigner, status
 					Kind: string(pr.Kind), Timestamp: pr.Timestamp.UTC(), LogIndex: r.Index}
 				if len(r.Statement.Subject) > 0 {
 					st.Subject = r.Statement.Subject[0].Name
+				}
+				if rv, ok := revs[r.KeyID]; ok && r.Index > rv.Index {
+					idx := rv.Index
+					st.KeyRevokedAt = &idx
+					s.Statements = append(s.Statements, st)
+					continue
 				}
 				s.Statements = append(s.Statements, st)
 				mine[d] = worse(mine[d], pr.Status)
@@ -413,7 +428,11 @@ func writeLsTable(w io.Writer, o lsOutput) error {
 			if subject == "" {
 				subject = "-"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", printable(s.Name), st.Digest, st.Status,
+			status := st.Status
+			if st.KeyRevokedAt != nil {
+				status += fmt.Sprintf(" (key revoked at %d: does not count)", *st.KeyRevokedAt)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", printable(s.Name), st.Digest, status,
 				st.Timestamp.UTC().Format(timeFormat), st.LogIndex, shortKeyID(st.KeyID), subject)
 		}
 	}
