@@ -10,8 +10,10 @@
 #   docker --version                   the docker CLI alone
 #   docker-notarize docker-cli-plugin-metadata   the plugin's metadata answer
 # The registry is crane's (go-containerregistry), the ledger notarize-ledger;
-# the image is signed by both tools. Timing by hyperfine (apt) when present,
-# else a shell loop over `date +%s%N` (less precise, same for every row).
+# the image is signed by both tools. Timing by bench/roundrobin (default:
+# every command once per round, wall and CPU time), TIMER=hyperfine (apt;
+# each command's runs one after the other), or TIMER=loop (a shell loop over
+# `date +%s%N`, less precise, same for every row).
 #
 # Usage: bench/verify-bench.sh         (RUNS=40 WARMUP=5 to tune)
 #        BASELINE=REF bench/verify-bench.sh   also times the plugin built from
@@ -50,7 +52,7 @@ echo "== build"
 # The plugin and, since issue 14, its KMS helper (cmd/notarize-kms), which
 # is installed next to it as `make install` does.
 plugin_pkgs() { local d=$1; echo ./cmd/docker-notarize; [[ -d $d/cmd/notarize-kms ]] && echo ./cmd/notarize-kms || true; }
-(cd "$ROOT" && go build -trimpath -ldflags '-s -w' -o "$BIN/" ./cmd/notarize-ledger $(plugin_pkgs "$ROOT"))
+(cd "$ROOT" && go build -trimpath -ldflags '-s -w' -o "$BIN/" ./cmd/notarize-ledger ./bench/roundrobin $(plugin_pkgs "$ROOT"))
 if [[ -n ${BASELINE:-} ]]; then
   echo "   baseline plugin from $BASELINE"
   git -C "$ROOT" worktree add --detach "$WORK/baseline" "$BASELINE" >/dev/null
@@ -123,15 +125,24 @@ for k in "${ORDER[@]}"; do # every command must succeed before it is timed
   fi
 done
 
-echo "== timing ($RUNS runs each after $WARMUP warm-up runs, interleaved by hyperfine per command)"
 RESULTS=$WORK/results.tsv
 : >"$RESULTS"
-if command -v hyperfine >/dev/null; then
+if [[ ${TIMER:-roundrobin} == roundrobin ]]; then
+  # One run of each command per round: on a shared machine the load falls
+  # on every row alike, so the ratios hold when the absolute times drift.
+  # Columns: name, median wall, mean wall, σ, median CPU (user + sys).
+  echo "== timing ($RUNS rounds after $WARMUP warm-up rounds; each round runs every command once, in turn)"
+  args=()
+  for k in "${ORDER[@]}"; do args+=("$k=${CMD[$k]}"); done
+  "$BIN/roundrobin" -rounds "$RUNS" -warmup "$WARMUP" "${args[@]}" | awk -F'\t' -v OFS='\t' '{print $1, $3, $4, $2, $5}' >"$RESULTS"
+elif command -v hyperfine >/dev/null; then
+  echo "== timing ($RUNS runs each after $WARMUP warm-up runs, by hyperfine, command after command)"
   args=()
   for k in "${ORDER[@]}"; do args+=(-n "$k" "${CMD[$k]}"); done
   hyperfine -N -w "$WARMUP" -r "$RUNS" --export-json "$WORK/h.json" "${args[@]}" >"$WORK/logs/hyperfine.log"
-  jq -r '.results[] | [.command, (.mean * 1000), (.stddev * 1000), (.median * 1000)] | @tsv' "$WORK/h.json" >"$RESULTS"
+  jq -r '.results[] | [.command, (.mean * 1000), (.stddev * 1000), (.median * 1000), ((.user + .system) * 1000)] | @tsv' "$WORK/h.json" >"$RESULTS"
 else
+  echo "== timing ($RUNS runs each after $WARMUP warm-up runs, shell loop)"
   for k in "${ORDER[@]}"; do
     for _ in $(seq "$WARMUP"); do ${CMD[$k]} >/dev/null 2>&1; done
     ts=()
@@ -139,23 +150,29 @@ else
       s=$(date +%s%N); ${CMD[$k]} >/dev/null 2>&1; e=$(date +%s%N); ts+=($(((e - s) / 1000)))
     done
     printf '%s\n' "${ts[@]}" | sort -n | awk -v k="$k" '{a[NR] = $1 / 1000; s += a[NR]; q += a[NR] * a[NR]}
-      END {m = s / NR; printf "%s\t%f\t%f\t%f\n", k, m, sqrt(q / NR - m * m), a[int((NR + 1) / 2)]}' >>"$RESULTS"
+      END {m = s / NR; printf "%s\t%f\t%f\t%f\t0\n", k, m, sqrt(q / NR - m * m), a[int((NR + 1) / 2)]}' >>"$RESULTS"
   done
 fi
-awk -F'\t' '{printf "   %-22s mean %7.1f ms  σ %5.1f ms  median %7.1f ms\n", $1, $2, $3, $4}' "$RESULTS"
+awk -F'\t' '{printf "   %-22s mean %7.1f ms  σ %5.1f ms  median %7.1f ms  CPU %6.1f ms\n", $1, $2, $3, $4, $5}' "$RESULTS"
+echo "   load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-echo "== ratios (medians)"
-awk -F'\t' '{m[$1] = $4}
-  END {
-    printf "   docker notarize verify / cosign   %5.2fx   (target <= 0.5x)\n", m["docker-notarize-cli"] / m["cosign"]
-    printf "   docker-notarize verify / cosign   %5.2fx   (target <= 0.25x)\n", m["standalone"] / m["cosign"]
-    printf "   docker-notarize verify / floor    %5.2fx   (target <= 1.2x; floor = crane digest)\n", m["standalone"] / m["crane-digest"]
-    printf "   docker notarize verify - docker --version - 2x metadata - standalone = %.1f ms (the docker CLI'"'"'s plugin handling)\n",
-      m["docker-notarize-cli"] - m["docker-version"] - 2 * m["metadata"] - m["standalone"]
-    if ("baseline-cli" in m) {
-      printf "   baseline: docker notarize verify / cosign %5.2fx, standalone / cosign %5.2fx, standalone / floor %5.2fx\n",
-        m["baseline-cli"] / m["cosign"], m["baseline-standalone"] / m["cosign"], m["baseline-standalone"] / m["crane-digest"]
-      printf "   this tree vs baseline: through docker %5.2fx, standalone %5.2fx, metadata %5.2fx\n",
-        m["docker-notarize-cli"] / m["baseline-cli"], m["standalone"] / m["baseline-standalone"], m["metadata"] / m["baseline-metadata"]
-    }
-  }' "$RESULTS"
+ratios() { # COLUMN LABEL
+  awk -F'\t' -v col="$1" -v label="$2" '{m[$1] = $col}
+    END {
+      if (m["cosign"] == 0) exit
+      print "== ratios (" label ")"
+      printf "   docker notarize verify / cosign   %5.2fx   (target <= 0.5x)\n", m["docker-notarize-cli"] / m["cosign"]
+      printf "   docker-notarize verify / cosign   %5.2fx   (target <= 0.25x)\n", m["standalone"] / m["cosign"]
+      printf "   docker-notarize verify / floor    %5.2fx   (target <= 1.2x; floor = crane digest)\n", m["standalone"] / m["crane-digest"]
+      printf "   docker notarize verify - docker --version - 2x metadata - standalone = %.1f ms (the docker CLI'"'"'s plugin handling)\n",
+        m["docker-notarize-cli"] - m["docker-version"] - 2 * m["metadata"] - m["standalone"]
+      if ("baseline-cli" in m) {
+        printf "   baseline: docker notarize verify / cosign %5.2fx, standalone / cosign %5.2fx, standalone / floor %5.2fx\n",
+          m["baseline-cli"] / m["cosign"], m["baseline-standalone"] / m["cosign"], m["baseline-standalone"] / m["crane-digest"]
+        printf "   this tree vs baseline: through docker %5.2fx, standalone %5.2fx, metadata %5.2fx\n",
+          m["docker-notarize-cli"] / m["baseline-cli"], m["standalone"] / m["baseline-standalone"], m["metadata"] / m["baseline-metadata"]
+      }
+    }' "$RESULTS"
+}
+ratios 4 "median wall time"
+ratios 5 "median CPU time, user + system"
