@@ -64,3 +64,27 @@ func TestSignersFlagYAML(t *testing.T) {
 		t.Fatalf("bad file: %v", err)
 	}
 }
+
+// TestExampleSignersFile: examples/signers.yaml loads as the ledger loads
+// it, enrolling its keys with their identities.
+func TestExampleSignersFile(t *testing.T) {
+	path := filepath.Join("..", "..", "examples", "signers.yaml")
+	o, err := parseFlags([]string{"--signers", path, "--data", t.TempDir()}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config(o, func(string) string { return "" }, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Signers) != 2 || len(cfg.Identities) != 2 {
+		t.Fatalf("%d keys, identities %v", len(cfg.Signers), cfg.Identities)
+	}
+	names := map[string]string{}
+	for _, id := range cfg.Identities {
+		names[id.Name] = id.Email
+	}
+	if names["release"] != "release@example.com" || names["security"] != "security@example.com" {
+		t.Fatalf("identities %v", cfg.Identities)
+	}
+}
