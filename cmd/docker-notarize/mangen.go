@@ -11,6 +11,7 @@ import (
 	"os"
 
 	"github.com/notarize/docker-notarize/plugin"
+	"github.com/notarize/docker-notarize/plugin/manpages"
 )
 
 // version is the version the pages name, from -ldflags as for the plugin.
@@ -22,7 +23,7 @@ func main() {
 		os.Exit(125)
 	}
 	plugin.Version = version
-	if err := plugin.GenerateManPages(os.Args[1]); err != nil {
+	if err := manpages.Generate(os.Args[1]); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}

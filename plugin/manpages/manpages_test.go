@@ -1,4 +1,4 @@
-package plugin
+package manpages
 
 import (
 	"os"
@@ -7,19 +7,24 @@ import (
 	"testing"
 
 	"github.com/spf13/cobra"
+
+	"github.com/notarize/docker-notarize/plugin"
 )
 
-// TestGenerateManPages: one page per command of the tree, named as
+// TestGenerate: one page per command of the tree, named as
 // docker's own (docker-notarize-key-list.1), with the command's examples,
 // its flags, and no default taken from the environment of who generated
 // them.
-func TestGenerateManPages(t *testing.T) {
-	t.Setenv(EnvLedger, "http://ledger.from-my-shell.example")
+func TestGenerate(t *testing.T) {
+	t.Setenv(plugin.EnvLedger, "http://ledger.from-my-shell.example")
 	dir := t.TempDir()
-	if err := GenerateManPages(dir); err != nil {
+	if err := Generate(dir); err != nil {
 		t.Fatal(err)
 	}
-	root := newRootCmd("docker-notarize", false, nil, defaultEnv())
+	root, err := plugin.ManCommandTree()
+	if err != nil {
+		t.Fatal(err)
+	}
 	var want []string
 	visitAll(root, func(c *cobra.Command) {
 		if c.IsAvailableCommand() || c == root {
@@ -54,4 +59,11 @@ func TestGenerateManPages(t *testing.T) {
 	if strings.Contains(string(keyList), "ledger-key") {
 		t.Errorf("key list's page lists the ledger flags:\n%s", keyList)
 	}
+}
+
+func visitAll(cmd *cobra.Command, fn func(*cobra.Command)) {
+	for _, c := range cmd.Commands() {
+		visitAll(c, fn)
+	}
+	fn(cmd)
 }
