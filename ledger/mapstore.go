@@ -108,12 +108,21 @@ func (c *nodeCache) fetch(ids []vindex.NodeID) error {
 	return nil
 }
 
-// prefetch reads, level by level from the root, the nodes on the paths of
-// keys and their siblings, down to where each path ends (an empty subtree
-// or a leaf): what vindex.Get, vindex.Apply and vindex.Prove read for them.
+// prefetchIDs is about how many node IDs prefetch asks for at once: a
+// few keys' paths are read several levels at a time (a lookup's one key:
+// 32 levels, its path and siblings, in one read), many keys' one level at
+// a time.
+const prefetchIDs = 64
+
+// prefetch reads, from the root down, the nodes on the paths of keys and
+// their siblings, down to where each path ends (an empty subtree or a
+// leaf): what vindex.Get, vindex.Apply and vindex.Prove read for them. A
+// read covers as many levels as keep it near prefetchIDs node IDs.
 func (c *nodeCache) prefetch(keys []vindex.Key) error {
 	frontier := keys
-	for d := 0; len(frontier) > 0 && d <= vindex.KeyBits; d++ {
+	for d := 0; len(frontier) > 0 && d <= vindex.KeyBits; {
+		levels := max(1, min(32, prefetchIDs/(2*len(frontier))))
+		end := min(d+levels, vindex.KeyBits+1)
 		var ids []vindex.NodeID
 		seen := make(map[vindex.NodeID]bool)
 		want := func(id vindex.NodeID) {
@@ -123,21 +132,27 @@ func (c *nodeCache) prefetch(keys []vindex.Key) error {
 			}
 		}
 		for _, k := range frontier {
-			want(pathID(k, d))
-			if d > 0 {
-				want(siblingID(k, d))
+			for dd := d; dd < end; dd++ {
+				want(pathID(k, dd))
+				if dd > 0 {
+					want(siblingID(k, dd))
+				}
 			}
 		}
 		if err := c.fetch(ids); err != nil {
 			return err
 		}
-		next := frontier[:0:0]
+		var next []vindex.Key
+	keys:
 		for _, k := range frontier {
-			if cn := c.nodes[pathID(k, d)]; cn.ok && !cn.n.Leaf {
-				next = append(next, k)
+			for dd := d; dd < end; dd++ {
+				if cn := c.nodes[pathID(k, dd)]; !cn.ok || cn.n.Leaf {
+					continue keys // the path ends here
+				}
 			}
+			next = append(next, k)
 		}
-		frontier = next
+		frontier, d = next, end
 	}
 	return nil
 }
