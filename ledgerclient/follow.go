@@ -143,7 +143,13 @@ func (f *Follower) next(ctx context.Context, st FollowState) (*FollowBatch, erro
 	}
 	w := uint64(layout.EntryBundleWidth)
 	to := min(cp.Size, (st.Size/w)*w+f.maxBatch)
-	leaves, err := f.readLeaves(ctx, st.Size, to, cp.Size)
+	// Each bundle's entries are parsed and signature-checked as soon as it
+	// arrives, overlapping the checks with the other bundles' reads; the
+	// results count only once the whole batch is proven below.
+	checked := make([]FollowedEntry, to-st.Size)
+	leaves, err := f.readLeavesThen(ctx, st.Size, to, cp.Size, func(first uint64, entries [][]byte) {
+		checkEntries(checked[first-st.Size:], first, entries, f.keys)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -170,7 +176,7 @@ func (f *Follower) next(ctx context.Context, st FollowState) (*FollowBatch, erro
 	return &FollowBatch{
 		Checkpoint: cp,
 		From:       st.Size,
-		Entries:    verifyEntries(st.Size, leaves, f.keys),
+		Entries:    checked,
 		State:      FollowState{Size: to, Hashes: cloneHashes(rng.Hashes())},
 	}, nil
 }
@@ -178,6 +184,14 @@ func (f *Follower) next(ctx context.Context, st FollowState) (*FollowBatch, erro
 // readLeaves returns the entries [from, to) of the tree of size treeSize,
 // fetching their bundles a few at a time, in order.
 func (f *Follower) readLeaves(ctx context.Context, from, to, treeSize uint64) ([][]byte, error) {
+	return f.readLeavesThen(ctx, from, to, treeSize, nil)
+}
+
+// readLeavesThen is readLeaves that also hands each bundle's entries in
+// [from, to) to then (unless nil) as soon as the bundle is read and holds
+// as many entries as the tree puts in it, from the goroutine that read it:
+// first is the index of entries[0]. Nothing then sees is proven yet.
+func (f *Follower) readLeavesThen(ctx context.Context, from, to, treeSize uint64, then func(first uint64, entries [][]byte)) ([][]byte, error) {
 	w := uint64(layout.EntryBundleWidth)
 	first, last := from/w, (to-1)/w
 	n := last - first + 1
@@ -192,6 +206,13 @@ func (f *Follower) readLeaves(ctx context.Context, from, to, treeSize uint64) ([
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			bundles[i], errs[i] = f.readBundle(ctx, idx, treeSize)
+			if errs[i] == nil && then != nil {
+				start := idx * w
+				lo, hi := max(from, start)-start, min(to, start+uint64(len(bundles[i])))-start
+				if lo < hi {
+					then(start+lo, bundles[i][lo:hi])
+				}
+			}
 		}()
 	}
 	wg.Wait()
@@ -292,28 +313,27 @@ func (f *Follower) checkStatePrefix(ctx context.Context, st FollowState, cp Chec
 	return nil
 }
 
-// verifyEntries parses and verifies leaves (entries from index first on),
-// spreading the signature checks over the available cores: each worker
-// takes the next unchecked entry and writes its result at that entry's
-// place, so the results are in log order whichever worker checked which.
-func verifyEntries(first uint64, leaves [][]byte, keys *notarize.KeyCache) []FollowedEntry {
-	out := make([]FollowedEntry, len(leaves))
-	workers := min(runtime.GOMAXPROCS(0), max(1, len(leaves)/64))
+// checkEntries parses and verifies entries (entries from index first on)
+// into out, spreading the signature checks over the available cores: each
+// worker takes the next unchecked entry and writes its result at that
+// entry's place, so the results are in log order whichever worker checked
+// which.
+func checkEntries(out []FollowedEntry, first uint64, entries [][]byte, keys *notarize.KeyCache) {
+	workers := min(runtime.GOMAXPROCS(0), max(1, len(entries)/64))
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
 			for {
 				i := next.Add(1) - 1
-				if i >= int64(len(leaves)) {
+				if i >= int64(len(entries)) {
 					return
 				}
-				out[i] = verifyLeafWith(first+uint64(i), leaves[i], keys)
+				out[i] = verifyLeafWith(first+uint64(i), entries[i], keys)
 			}
 		})
 	}
 	wg.Wait()
-	return out
 }
 
 // verifyLeaf parses and checks the entry at index.
