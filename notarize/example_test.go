@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/sigstore/sigstore/pkg/signature"
@@ -80,6 +81,28 @@ func ExampleDecide() {
 	dec := notarize.Decide(records, d, []string{"k1"})
 	fmt.Println(dec.Verdict, "by the statement at log index", dec.Deciding.Index)
 	// Output: UNTRUSTED by the statement at log index 1
+}
+
+// A stolen key is revoked at a log index; the thief's statements after it
+// do not count, however they are dated, and those before it still do.
+func ExampleDecideWithRevocations() {
+	key := strings.Repeat("ab", 32) // the stolen key's ID
+	approved, stolen := notarize.DigestOf([]byte("approved")), notarize.DigestOf([]byte("stolen"))
+	at := time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)
+	revocation, _ := notarize.NewKeyRevocation(key, "ci", "security", "laptop stolen", at)
+	records := []notarize.Record{
+		{Index: 3, KeyID: key, Statement: notarize.NewStatement(approved, "", notarize.Predicate{Status: notarize.StatusTrusted, Timestamp: at})},
+		{Index: 7, KeyID: key, Statement: revocation},
+		{Index: 9, KeyID: key, Statement: notarize.NewStatement(stolen, "", notarize.Predicate{Status: notarize.StatusTrusted, Timestamp: at.AddDate(-1, 0, 0)})},
+	}
+	rev, _ := notarize.FindKeyRevocation(records, key, nil)
+	revs := notarize.Revocations{key: rev}
+	for _, d := range []notarize.Digest{approved, stolen} {
+		fmt.Println(notarize.DecideWithRevocations(records, d, []string{key}, revs).Verdict)
+	}
+	// Output:
+	// TRUSTED
+	// UNKNOWN
 }
 
 // A policy names signers and says, per "UPSTREAM/REPO" pattern, whose
