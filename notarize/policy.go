@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -107,7 +106,7 @@ func (r Rule) EffectiveMode() Mode {
 	return r.Mode
 }
 
-var signerNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+var signerNameRE = NameRule{Max: 64, Extra: "._-"} // ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$
 
 // ParsePolicy decodes a YAML policy, refusing unknown fields, duplicate keys,
 // more than one document and anything over MaxPolicySize, and validates it.

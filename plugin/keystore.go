@@ -13,7 +13,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 
@@ -46,7 +45,7 @@ var (
 	ErrKeyNotEncrypted = errors.New("private key is not encrypted")
 )
 
-var keyNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+var keyNameRE = notarize.NameRule{Max: 64, Extra: "_.-"} // ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$
 
 // ValidateKeyName checks name is 1–64 characters of letters, digits, '.', '_'
 // and '-', starting with a letter or digit. Such a name cannot escape the
