@@ -78,7 +78,15 @@
 // the driver's): the bytes then flow from the bucket to the client (ranges
 // work, the store serves them), the proxy's CPU and bandwidth are spared,
 // and the client checks the digest, as docker, containerd and crane do.
-// The gate still decides before the redirect.
+// The gate still decides before the redirect. The proxy does not read the
+// copy before redirecting (that would cost the transfer the redirect
+// spares): a copy corrupted in the bucket is refused by those clients, never
+// taken for the blob, but their pulls fail until an instance that streams
+// the blob (hashing it) removes the copy and puts a good one back, or the
+// operator deletes the object. A HEAD for a blob missing locally is
+// answered from the store's object size when the repository's upstream has
+// already answered for the blob (as a local hit is); the first HEAD there
+// asks that upstream, the gate's confirmation.
 //
 // # Bounding the shared store, and eviction under a reader
 //

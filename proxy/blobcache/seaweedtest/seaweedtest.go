@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -95,7 +96,14 @@ func start(dir string) (*Server, error) {
 		cmd.Stderr = &stderr
 		out, err := cmd.Output()
 		if err == nil {
-			return &Server{Endpoint: strings.TrimSpace(string(out)), script: script, dir: dir}, nil
+			// S3 listening is not S3 ready: the filer behind it may still
+			// fail (a port of the master or volume server taken meanwhile).
+			// A first bucket proves it; else start again on other ports.
+			s := &Server{Endpoint: strings.TrimSpace(string(out)), script: script, dir: dir}
+			if _, err = s.NewBucket(); err == nil {
+				return s, nil
+			}
+			stderr.WriteString(err.Error())
 		}
 		_ = exec.Command(script, "stop", dir).Run()
 		if attempt == 3 {
@@ -124,7 +132,8 @@ func (s *Server) NewBucket() (string, error) {
 	_, _ = rand.Read(b)
 	name := fmt.Sprintf("b%d-%s", n, hex.EncodeToString(b))
 	if out, err := exec.Command(s.script, "bucket", s.Endpoint, name).CombinedOutput(); err != nil {
-		return "", fmt.Errorf("seaweedfs bucket: %v: %s", err, lastLines(out))
+		log, _ := os.ReadFile(filepath.Join(s.dir, "weed.log"))
+		return "", fmt.Errorf("seaweedfs bucket: %v: %s\nweed.log (last lines):\n%s", err, lastLines(out), lastLines(log))
 	}
 	return name, nil
 }
