@@ -287,8 +287,10 @@ func (e *Entry) verify(lowS bool, keys *KeyCache) (*Verified, error) {
 		return nil, err
 	}
 	pub, keyID := k.pub, k.keyID
-	if err := checkSignatureForm(pub, sig, lowS); err != nil {
-		return nil, err
+	if !signatureFormOK(pub, sig, lowS) {
+		if err := checkSignatureForm(pub, sig, lowS); err != nil {
+			return nil, err
+		}
 	}
 	if err := k.verifier.VerifySignature(bytes.NewReader(sig), bytes.NewReader(ssldsse.PAE(PayloadType, payload))); err != nil {
 		return nil, fmt.Errorf("%w: envelope does not verify under its public key %s: %v", ErrBadSignature, keyID, err)
