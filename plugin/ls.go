@@ -155,6 +155,9 @@ type lsSigner struct {
 	KeyIDs []string `json:"keyIds"`
 	lsCounts
 	Statements []lsStatement `json:"statements"`
+	// revokers are the key IDs that may revoke the signer's keys besides
+	// each key itself (a policy signer's revokers).
+	revokers []string
 }
 
 // lsStatement is a key's current statement about one asset.
@@ -260,9 +263,10 @@ func listSigner(ctx context.Context, c *ledgerclient.Client, s *lsSigner, status
 	var size uint64
 	mine := map[notarize.Digest]notarize.Status{}
 	s.Statements = []lsStatement{}
-	// A key's statements after its revocation (by itself) are listed
-	// marked, and left out of the tallies (keyrevoke.go).
-	revs, err := c.Revocations(ctx, s.KeyIDs, nil)
+	// A key's statements after its revocation (by itself, or by one of a
+	// policy signer's revokers) are listed marked, and left out of the
+	// tallies (keyrevoke.go).
+	revs, err := c.Revocations(ctx, s.KeyIDs, revokerMap(s.KeyIDs, s.revokers))
 	if err != nil {
 		return 0, fmt.Errorf("signer %s: %w", s.Name, err)
 	}
@@ -382,32 +386,49 @@ func policySigners(path string) ([]lsSigner, error) {
 	out := make([]lsSigner, 0, len(names))
 	for _, n := range names {
 		s := lsSigner{Name: n}
-		for _, ref := range p.Signers[n].Keys {
-			pemBytes := []byte(ref)
-			if !strings.HasPrefix(strings.TrimSpace(ref), "-----BEGIN") {
-				kp := ref
-				if !filepath.IsAbs(kp) {
-					kp = filepath.Join(filepath.Dir(path), kp)
-				}
-				if pemBytes, err = boundedfile.Read(kp, maxPolicyKeyFile); err != nil {
-					return nil, fmt.Errorf("--policy %s: signer %q: %w", path, n, err)
-				}
-			}
-			pub, err := notarize.ParsePublicKey(pemBytes)
-			if err != nil {
-				return nil, fmt.Errorf("--policy %s: signer %q: key %s: %w", path, n, printable(clipRef(ref)), err)
-			}
-			id, err := notarize.KeyID(pub)
-			if err != nil {
-				return nil, fmt.Errorf("--policy %s: signer %q: %w", path, n, err)
-			}
-			if !slices.Contains(s.KeyIDs, id) {
-				s.KeyIDs = append(s.KeyIDs, id)
-			}
+		if s.KeyIDs, err = policyKeyIDs(path, n, p.Signers[n].Keys); err != nil {
+			return nil, err
+		}
+		// The signer's revokers, as the proxy applies them: a revocation
+		// of its keys by one of them counts here too.
+		if s.revokers, err = policyKeyIDs(path, n, p.Signers[n].Revokers); err != nil {
+			return nil, err
 		}
 		out = append(out, s)
 	}
 	return out, nil
+}
+
+// policyKeyIDs resolves signer n's key references of the policy at path
+// (inline PEM, or a file path relative to the policy's directory) to key
+// IDs, each once.
+func policyKeyIDs(path, n string, refs []string) ([]string, error) {
+	var ids []string
+	for _, ref := range refs {
+		pemBytes := []byte(ref)
+		if !strings.HasPrefix(strings.TrimSpace(ref), "-----BEGIN") {
+			kp := ref
+			if !filepath.IsAbs(kp) {
+				kp = filepath.Join(filepath.Dir(path), kp)
+			}
+			var err error
+			if pemBytes, err = boundedfile.Read(kp, maxPolicyKeyFile); err != nil {
+				return nil, fmt.Errorf("--policy %s: signer %q: %w", path, n, err)
+			}
+		}
+		pub, err := notarize.ParsePublicKey(pemBytes)
+		if err != nil {
+			return nil, fmt.Errorf("--policy %s: signer %q: key %s: %w", path, n, printable(clipRef(ref)), err)
+		}
+		id, err := notarize.KeyID(pub)
+		if err != nil {
+			return nil, fmt.Errorf("--policy %s: signer %q: %w", path, n, err)
+		}
+		if !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
 }
 
 func clipRef(s string) string {
