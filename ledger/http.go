@@ -56,6 +56,7 @@ func (l *Ledger) routes() http.Handler {
 	mux.Handle(api.PathDigests+"{digest}", l.api(l.serveLookup, get...))
 	mux.Handle(api.PathDigests+"{digest}"+api.PathCurrentSuffix, l.api(l.serveCurrent, get...))
 	mux.Handle(api.PathKeys+"{keyid}"+api.PathKeyDigestsSuffix, l.api(l.serveKeyDigests, get...))
+	mux.Handle(api.PathKeys+"{keyid}"+api.PathKeyIdentitySuffix, l.api(l.serveKeyIdentity, get...))
 	mux.Handle(api.PathInfo, l.api(l.serveInfo, get...))
 	metrics := promhttp.HandlerFor(l.metrics.reg, promhttp.HandlerOpts{})
 	mux.Handle("/metrics", l.api(func(w http.ResponseWriter, r *http.Request) error {

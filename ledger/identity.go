@@ -5,9 +5,11 @@ import (
 	"crypto"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 
+	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/ledger/ui"
 	"github.com/notarize/docker-notarize/notarize"
 )
@@ -132,6 +134,21 @@ func (l *Ledger) enrolledIdentity(keyID string) *ui.Identity {
 		return nil
 	}
 	return &ui.Identity{Name: id.Name, Email: id.Email}
+}
+
+// serveKeyIdentity handles GET /api/v1/keys/{keyid}/identity: the key's
+// enrolled identity, or 404 when it has none.
+func (l *Ledger) serveKeyIdentity(w http.ResponseWriter, r *http.Request) error {
+	keyID := r.PathValue("keyid")
+	if !isKeyID(keyID) {
+		return fmt.Errorf("%w: key ID %q: want 64 lowercase hex characters", errBadRequest, truncate(keyID, 80))
+	}
+	id, ok := l.EnrolledIdentity(keyID)
+	if !ok {
+		return fmt.Errorf("%w: key %s has no enrolled identity", errNotFound, keyID)
+	}
+	writeJSON(w, http.StatusOK, api.KeyIdentity{KeyID: keyID, Name: id.Name, Email: id.Email})
+	return nil
 }
 
 // EnrolledIdentity returns the identity keyID is enrolled with

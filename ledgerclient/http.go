@@ -56,6 +56,9 @@ type ops interface {
 	// KeyDigests returns the body of GET /api/v1/keys/{keyID}/digests (one
 	// page of an api.KeyDigestsResponse) for q (keys.go).
 	KeyDigests(ctx context.Context, keyID string, q KeyQuery) ([]byte, error)
+	// KeyIdentity returns the body of GET /api/v1/keys/{keyID}/identity
+	// (an api.KeyIdentity; identity.go).
+	KeyIdentity(ctx context.Context, keyID string) ([]byte, error)
 }
 
 // httpOps is ops over HTTP: tlog-tiles read endpoints through tessera's

@@ -110,8 +110,9 @@ func runInspect(ctx context.Context, dockerCli command.Cli, opts inspectOptions)
 	if err != nil {
 		return err
 	}
+	enrolled := &enrolments{client: client, stderr: dockerCli.Err(), known: map[string]*identityOutput{}}
 	if opts.all {
-		return inspectAll(ctx, dockerCli.Out(), client, subject.Digest, opts.format, localNames)
+		return inspectAll(ctx, dockerCli.Out(), client, subject.Digest, opts.format, localNames, enrolled)
 	}
 	res, err := client.Lookup(ctx, subject.Digest, ids...)
 	if err != nil {
@@ -121,6 +122,7 @@ func runInspect(ctx context.Context, dockerCli command.Cli, opts inspectOptions)
 	for _, r := range res.Records {
 		out.Statements = append(out.Statements, statementOf(r, localNames))
 	}
+	enrolled.fill(ctx, out.Statements)
 	sort.Slice(out.Statements, func(i, j int) bool { return out.Statements[i].LogIndex < out.Statements[j].LogIndex })
 	if err := markRevoked(ctx, client, ids, out.Statements); err != nil { // keyrevoke.go
 		return err
@@ -162,28 +164,69 @@ type identityOutput struct {
 }
 
 // signerColumn is the SIGNER column of a statement: the identity the local
-// key store records for the key, authenticated by your having stored it,
-// then the statement's claim in parentheses when it says something else;
-// for a key not in the store, the claim marked as such; "-" when there is
-// neither.
+// key store records for the key, authenticated by your having stored it;
+// else the one the ledger enrols it with, marked "(enrolled)"; either way
+// followed by the statement's claim in parentheses when it says something
+// else. For a key known to neither, the claim marked as such; "-" when
+// there is nothing.
 func signerColumn(s statementOutput) string {
 	claim := notarize.Identity{Name: s.Signer, Email: s.Email}
-	var local *notarize.Identity
+	var known *notarize.Identity
+	mark := ""
 	switch {
 	case s.LocalIdentity != nil:
-		local = &notarize.Identity{Name: s.LocalIdentity.Name, Email: s.LocalIdentity.Email}
+		known = &notarize.Identity{Name: s.LocalIdentity.Name, Email: s.LocalIdentity.Email}
 	case s.LocalKey != "":
-		local = &notarize.Identity{Name: s.LocalKey}
+		known = &notarize.Identity{Name: s.LocalKey}
+	case s.Enrolled != nil:
+		known, mark = &notarize.Identity{Name: s.Enrolled.Name, Email: s.Enrolled.Email}, " (enrolled)"
 	}
 	switch {
-	case local != nil && (claim == notarize.Identity{} || claim == *local):
-		return formatIdentity(*local)
-	case local != nil:
-		return formatIdentity(*local) + " (claims: " + formatIdentity(claim) + ")"
+	case known != nil && (claim == notarize.Identity{} || claim == *known):
+		return formatIdentity(*known) + mark
+	case known != nil:
+		return formatIdentity(*known) + mark + " (claims: " + formatIdentity(claim) + ")"
 	case claim != notarize.Identity{}:
 		return formatIdentity(claim) + " (claimed)"
 	}
 	return "-"
+}
+
+// maxEnrolmentLookups bounds the keys whose enrolled identity one inspect
+// asks the ledger for (one request each); statements by further keys are
+// shown without it.
+const maxEnrolmentLookups = 64
+
+// enrolments asks the ledger for the enrolled identities of the keys of
+// inspect's statements, once per key. They are display information, the
+// ledger's word (not proven by the log): a failure is a warning on stderr,
+// and the statements are shown without them.
+type enrolments struct {
+	client *ledgerclient.Client
+	stderr io.Writer
+	known  map[string]*identityOutput // by key ID; nil: none enrolled
+	failed bool
+}
+
+// fill sets the Enrolled identity of each of outs.
+func (e *enrolments) fill(ctx context.Context, outs []statementOutput) {
+	for i := range outs {
+		id := outs[i].KeyID
+		got, asked := e.known[id]
+		if !asked && !e.failed && len(e.known) < maxEnrolmentLookups {
+			ident, ok, err := e.client.EnrolledIdentity(ctx, id)
+			if err != nil {
+				fmt.Fprintf(e.stderr, "warning: the ledger's enrolled signer identities are not shown: %v\n", err)
+				e.failed = true
+				continue
+			}
+			if ok {
+				got = &identityOutput{Name: ident.Name, Email: ident.Email}
+			}
+			e.known[id] = got
+		}
+		outs[i].Enrolled = got
+	}
 }
 
 // statementOf is the output of one verified record; localNames maps the key
@@ -221,7 +264,7 @@ func statementOf(r notarize.Record, localNames map[string]localKey) statementOut
 // has inspectOutput's members, checkpointSize (the last page's) last. A
 // failure after some pages leaves them printed and is returned; in JSON the
 // object is closed with the error and exit code instead of checkpointSize.
-func inspectAll(ctx context.Context, w io.Writer, client *ledgerclient.Client, d notarize.Digest, format string, localNames map[string]localKey) error {
+func inspectAll(ctx context.Context, w io.Writer, client *ledgerclient.Client, d notarize.Digest, format string, localNames map[string]localKey, enrolled *enrolments) error {
 	var p inspectPrinter = &inspectTextPrinter{w: w, digest: d}
 	if format == formatJSON {
 		p = &inspectJSONPrinter{w: w, digest: d}
@@ -239,6 +282,7 @@ func inspectAll(ctx context.Context, w io.Writer, client *ledgerclient.Client, d
 		for _, r := range page.Records {
 			outs = append(outs, statementOf(r, localNames))
 		}
+		enrolled.fill(ctx, outs)
 		if err := p.page(outs); err != nil {
 			return err
 		}

@@ -192,3 +192,34 @@ func TestKeyIdentityCommand(t *testing.T) {
 		t.Fatalf("replace a corrupt record: %q", out)
 	}
 }
+
+// TestInspectShowsEnrolledIdentity: for a key not in the local key store,
+// inspect shows the identity the ledger enrols it with, marked
+// "(enrolled)" (JSON: enrolled), not the claim alone.
+func TestInspectShowsEnrolledIdentity(t *testing.T) {
+	aliceID := "4296131516ca6e70a30a4b613434ddea71746f3fd2910b9fc52c4582408c7760"
+	h := newHarnessWith(t, []ledgertest.Option{ledgertest.WithConfig(func(c *ledger.Config) {
+		c.Identities = map[string]notarize.Identity{aliceID: {Name: "Alice Example", Email: "alice@example.com"}}
+	})}, "alice")
+	file := filepath.Join(t.TempDir(), "app.tar")
+	if err := os.WriteFile(file, []byte("app"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.mustRun(0, "key", "identity", "alice", "--display-name", "Alice Example", "--email", "alice@example.com")
+	h.mustRun(0, "sign", "--key", "alice", "file:"+file)
+	for _, ext := range []string{".key", ".pub", ".id"} {
+		if err := os.Remove(filepath.Join(h.home, "keys", "alice"+ext)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out := h.mustRun(0, "inspect", "--all", "file:"+file); !strings.Contains(out, "Alice Example <alice@example.com> (enrolled)") {
+		t.Fatalf("inspect --all:\n%s", out)
+	}
+	var in inspectOutput
+	if err := json.Unmarshal([]byte(h.mustRun(0, "inspect", "--all", "-o", "json", "file:"+file)), &in); err != nil {
+		t.Fatal(err)
+	}
+	if len(in.Statements) != 1 || in.Statements[0].Enrolled == nil || *in.Statements[0].Enrolled != (identityOutput{Name: "Alice Example", Email: "alice@example.com"}) || in.Statements[0].LocalIdentity != nil {
+		t.Fatalf("inspect -o json: %+v", in.Statements)
+	}
+}

@@ -159,6 +159,10 @@ type statementOutput struct {
 	// (key generate/import --display-name, --email; by default the key
 	// name): your own record, shown over the statement's claim.
 	LocalIdentity *identityOutput `json:"localIdentity,omitempty"`
+	// Enrolled is the identity the ledger enrols the key with (its
+	// --signers), as the ledger says: it checked the statement's claim
+	// against it when the statement was submitted.
+	Enrolled *identityOutput `json:"enrolled,omitempty"`
 
 	Subject    string            `json:"subject,omitempty"`
 	Kind       string            `json:"kind,omitempty"`

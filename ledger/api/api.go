@@ -9,6 +9,7 @@
 //	GET  /api/v1/digests/{digest}[?keyid=K…][&after=I][&limit=N]  → 200 LookupResponse (one page)
 //	GET  /api/v1/digests/{digest}/current?keyid=K…  → 200 LookupResponse (current statement per key)
 //	GET  /api/v1/keys/{keyid}/digests[?status=S][&cursor=C][&limit=N]  → 200 KeyDigestsResponse (one page)
+//	GET  /api/v1/keys/{keyid}/identity  → 200 KeyIdentity, 404 when the key has no enrolled identity
 //	GET  /api/v1/info               → 200 Info
 //	GET  /checkpoint, /tile/…, /tile/entries/…   C2SP tlog-tiles (https://c2sp.org/tlog-tiles)
 //
@@ -219,6 +220,20 @@ const (
 	CodeRateLimited  = "RATE_LIMITED"  // 429 with Retry-After: this key or client wrote too much
 	CodeMethod       = "METHOD_NOT_ALLOWED"
 )
+
+// PathKeyIdentitySuffix follows PathKeys+keyID: the identity the ledger
+// enrols the key with (its --signers file), a KeyIdentity; 404 NOT_FOUND
+// when it enrols none for the key. It is the ledger's word, not proven by
+// the log: the ledger checks each statement's claimed name and email
+// against it when the statement is submitted.
+const PathKeyIdentitySuffix = "/identity"
+
+// KeyIdentity is a key's enrolled signer identity.
+type KeyIdentity struct {
+	KeyID string `json:"keyID"`
+	Name  string `json:"name"`
+	Email string `json:"email,omitempty"`
+}
 
 // CodeIdentityMismatch is the ErrorResponse code (403) of a statement that
 // claims a name or email its key is not enrolled with in --signers.
