@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -13,6 +14,7 @@ import (
 	"github.com/docker/cli/cli/command"
 	"github.com/spf13/cobra"
 
+	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/notarize/docker-notarize/notarize"
 )
@@ -328,4 +330,28 @@ func markRevoked(ctx context.Context, client *ledgerclient.Client, keyIDs []stri
 		}
 	}
 	return nil
+}
+
+// rotateRevokers is whose revocation of OLD key rotate honours besides
+// OLD's own: the --revoker keys and every key of the store. Counting more
+// revokers than a verifier does is safe there: a revocation only makes
+// rotate carry over less, never more.
+func rotateRevokers(ks KeyStore, refs []string) ([]string, error) {
+	ids, err := revokerKeys(ks, refs)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := ks.List()
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range keys {
+		ids = append(ids, k.KeyID)
+	}
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	if len(ids) >= api.MaxLookupKeyIDs {
+		return nil, usageError(fmt.Errorf("%d revoker keys (the key store's and --revoker), at most %d", len(ids), api.MaxLookupKeyIDs-1))
+	}
+	return ids, nil
 }

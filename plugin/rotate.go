@@ -51,12 +51,13 @@ const (
 )
 
 type keyRotateOptions struct {
-	root   *rootOptions
-	old    string
-	new    string
-	dryRun bool
-	jobs   int
-	format string
+	root     *rootOptions
+	old      string
+	new      string
+	dryRun   bool
+	jobs     int
+	format   string
+	revokers []string
 }
 
 func newKeyRotateCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
@@ -92,10 +93,11 @@ NEW decided later. Up to --jobs digests are worked on at once; a request the
 ledger refuses for its rate limits (HTTP 429) is tried again after a growing
 wait.
 
-If OLD was revoked (docker notarize key revoke, by itself), only its
-statements recorded before the revocation are carried over: a digest that
-OLD's thief signed after it is REVOKED, never re-stated by NEW. A revoked NEW
-is refused.
+If OLD was revoked (docker notarize key revoke), only its statements
+recorded before the revocation are carried over: a digest that OLD's thief
+signed after it is REVOKED, never re-stated by NEW. A revocation counts here
+when OLD itself, a --revoker key or any key of the key store signed it: a
+revocation can only make rotate carry over less. A revoked NEW is refused.
 
 Not proven: that the ledger listed every digest OLD has statements about. A
 ledger or a front that leaves a digest out of the key lookup cannot be caught
@@ -121,6 +123,8 @@ same key twice, or a NEW that cannot sign (found before any network call);
 	flags := cmd.Flags()
 	flags.BoolVar(&opts.dryRun, "dry-run", false, "List what would be re-stated, sign nothing")
 	flags.IntVar(&opts.jobs, "jobs", rotateJobs, "Digests worked on at once (1 to 64)")
+	flags.StringArrayVar(&opts.revokers, "revoker", nil, "A key whose revocation of OLD counts, besides OLD itself and every key in the key store: a key name or a path to a PEM public key (repeatable)")
+	_ = cmd.RegisterFlagCompletionFunc("revoker", keyNameCompletion(root, cobra.ShellCompDirectiveDefault))
 	addOutputFlag(cmd, &opts.format)
 	ledgerCommand(cmd, dockerCli, root, &opts.format)
 	names := keyNameCompletion(root, cobra.ShellCompDirectiveDefault)
@@ -183,8 +187,10 @@ type rotation struct {
 	stderr io.Writer
 	now    func() time.Time
 	jobs   int
-	// revs holds OLD's revocation, if any (keyrevoke.go).
-	revs notarize.Revocations
+	// revs holds OLD's revocation, if any (keyrevoke.go), by OLD or one of
+	// revokers.
+	revs     notarize.Revocations
+	revokers []string
 }
 
 func runKeyRotate(ctx context.Context, dockerCli command.Cli, opts keyRotateOptions) error {
@@ -218,7 +224,11 @@ func runKeyRotate(ctx context.Context, dockerCli command.Cli, opts keyRotateOpti
 			return sameKey(opts, old.KeyID)
 		}
 	}
-	r := &rotation{old: old, stderr: dockerCli.Err(), now: opts.root.env.now, jobs: opts.jobs}
+	revokers, err := rotateRevokers(ks, opts.revokers)
+	if err != nil {
+		return err
+	}
+	r := &rotation{old: old, stderr: dockerCli.Err(), now: opts.root.env.now, jobs: opts.jobs, revokers: revokers}
 	// The key is opened (a password, a KMS or an HSM) even with --dry-run:
 	// a rotation that could not sign is refused before any lookup.
 	if r.signer, err = loadSigningKey(ctx, dockerCli, opts.root, opts.new); err != nil {
@@ -254,7 +264,7 @@ func sameKey(opts keyRotateOptions, keyID string) error {
 func (r *rotation) run(ctx context.Context, out *rotateOutput, prog *progress) error {
 	// A revoked OLD carries over only what it said before its revocation;
 	// a revoked NEW would re-state into a key whose statements do not count.
-	revs, err := r.client.Revocations(ctx, []string{r.old.KeyID, r.newID}, nil)
+	revs, err := r.client.Revocations(ctx, []string{r.old.KeyID, r.newID}, map[string][]string{r.old.KeyID: r.revokers, r.newID: r.revokers})
 	if err != nil {
 		return fmt.Errorf("key rotate: %w", err)
 	}
