@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -53,7 +54,11 @@ func helperNextTo(exe string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("locating %s: %w", kmswire.HelperName, err)
 	}
-	p := filepath.Join(filepath.Dir(target), kmswire.HelperName)
+	name := kmswire.HelperName
+	if runtime.GOOS == "windows" {
+		name += ".exe"
+	}
+	p := filepath.Join(filepath.Dir(target), name)
 	if err := checkHelper(p); err != nil {
 		return "", err
 	}
@@ -71,6 +76,12 @@ func checkHelper(p string) error {
 	if err != nil {
 		return fmt.Errorf("KMS helper: %w", err)
 	}
+	if runtime.GOOS == "windows" { // no permission bits to check: the directory's ACL decides
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("KMS helper %s: not a regular file (%s)", p, fi.Mode())
+		}
+		return nil
+	}
 	switch mode := fi.Mode(); {
 	case !mode.IsRegular():
 		return fmt.Errorf("KMS helper %s: not a regular file (%s)", p, mode)
@@ -87,7 +98,7 @@ func checkHelper(p string) error {
 	if di.Mode().Perm()&0o002 != 0 && di.Mode()&os.ModeSticky == 0 {
 		return fmt.Errorf("KMS helper %s: refused, anyone may replace it: its directory is world-writable (%s)", p, di.Mode())
 	}
-	return nil
+	return checkHelperTrust(p) // kms_helper_trust_unix.go: owners, ancestors, symlink target
 }
 
 // helperEnv is the helper's environment: this process's, without the
