@@ -1,13 +1,13 @@
 package ledger
 
 import (
-	"bytes"
 	"crypto"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 
 	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/ledger/ui"
@@ -16,6 +16,9 @@ import (
 
 // MaxSignersFileSize bounds a --signers file (either form).
 const MaxSignersFileSize = notarize.MaxSignersFileSize
+
+// yamlSigners finds the top-level key of a YAML signers file.
+var yamlSigners = regexp.MustCompile(`(?m)^signers[ \t]*:`)
 
 // maxSignerKeyFile bounds a public key file a signers file names.
 const maxSignerKeyFile = 64 << 10
@@ -37,11 +40,10 @@ type Signers struct {
 //   - YAML (notarize.SignersFile): signers: {NAME: {email: …, keys: […]}},
 //     each key inline PEM or a file path, relative to dir.
 //
-// A file that starts with a PEM block, or that holds no "signers" key, is
-// read as PEM.
+// A file with a line starting "signers:" is read as YAML, any other as
+// PEM (text around PEM blocks, such as comments, is ignored).
 func LoadSigners(b []byte, dir string) (Signers, error) {
-	trimmed := bytes.TrimSpace(b)
-	if bytes.HasPrefix(trimmed, []byte("-----BEGIN")) || !bytes.Contains(b, []byte("signers")) {
+	if !yamlSigners.Match(b) {
 		keys, err := ParseSigners(b)
 		return Signers{Keys: keys}, err
 	}

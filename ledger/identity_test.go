@@ -62,7 +62,7 @@ func TestLoadSigners(t *testing.T) {
 		t.Fatalf("loaded %+v", s)
 	}
 	// The PEM form still works, with comments before the blocks.
-	p, err := LoadSigners([]byte("# our writers\n"+pubPEM(t, intern.pub)+pubPEM(t, team.pub)), dir)
+	p, err := LoadSigners([]byte("# our signers: the release team\n"+pubPEM(t, intern.pub)+pubPEM(t, team.pub)), dir)
 	if err != nil || len(p.Keys) != 2 || len(p.Identities) != 0 {
 		t.Fatalf("PEM form: %+v, %v", p, err)
 	}
