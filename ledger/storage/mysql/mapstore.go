@@ -86,9 +86,15 @@ func (m *mapStore) MapView(ctx context.Context, fn func(storage.MapState, storag
 }
 
 // lockedState begins a transaction and locks the state row in it, at once
-// or ErrMapBusy.
+// or ErrMapBusy. The transaction is not bound to ctx's cancellation (its
+// statements are): database/sql would otherwise roll it back, releasing
+// the lock, the moment ctx ends, while the update still runs — with its
+// map-root entry handed to the log but not yet sequenced, so that another
+// instance could take the lock, not wait for that root, and commit one
+// covering more entries before it (red team 4). The lock is released
+// when the update returns, by the caller's Commit or Rollback.
 func (m *mapStore) lockedState(ctx context.Context) (*sql.Tx, storage.MapState, error) {
-	tx, err := m.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead})
+	tx, err := m.db.BeginTx(context.WithoutCancel(ctx), &sql.TxOptions{Isolation: sql.LevelRepeatableRead})
 	if err != nil {
 		return nil, storage.MapState{}, fmt.Errorf("lock map: %w", m.health.check(ctx, err))
 	}
