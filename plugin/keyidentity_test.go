@@ -149,7 +149,7 @@ func TestSignIdentityLedgerRefusesImpersonation(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, errOut, code := h.run("untrust", "--key", "alice", "file:"+file)
-	if code == 0 || !strings.Contains(errOut, "enrolled as") || !strings.Contains(errOut, `"bob"`) {
+	if code == 0 || !strings.Contains(errOut, "enrolled as") || !strings.Contains(errOut, `"bob"`) || !strings.Contains(errOut, "docker notarize key identity alice") {
 		t.Fatalf("impersonation: exit %d\n%s", code, errOut)
 	}
 	if out := h.mustRun(0, "inspect", "--signer", "alice", "file:"+file); strings.Contains(out, "UNTRUSTED") {

@@ -2,11 +2,13 @@ package plugin
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"time"
 
 	"github.com/docker/cli/cli/command"
+	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/sigstore/sigstore/pkg/signature"
@@ -178,6 +180,10 @@ func recordStatement(ctx context.Context, stderr io.Writer, client *ledgerclient
 		return signOutput{}, fmt.Errorf("sign %s: %w", s.Digest, err)
 	}
 	res, err := client.Submit(ctx, entry)
+	if apiErr, ok := errors.AsType[*ledgerclient.APIError](err); ok && apiErr.Code == api.CodeIdentityMismatch {
+		return signOutput{}, fmt.Errorf("record %s as %s: %w (this key signs as %s; give it the identity the ledger enrolled: docker notarize key identity %s --display-name NAME --email EMAIL)",
+			s.Digest, status, err, formatIdentity(signer.identity), signer.name)
+	}
 	if err != nil {
 		return signOutput{}, fmt.Errorf("record %s as %s: %w", s.Digest, status, err)
 	}
