@@ -121,7 +121,7 @@ crane push --insecure "$CACHE/image.tar" "$IMAGE" >/dev/null 2>&1
 DIGEST=$(crane digest --insecure "$IMAGE")
 echo "   $IMAGE = $DIGEST"
 
-KEY=$FORMAT-$(echo "$DIGEST" | cut -c8-19)
+KEY=${CACHE_KEY:-$FORMAT-$(echo "$DIGEST" | cut -c8-19)} # CACHE_KEY=DIR reuses a ledger built by an earlier REF
 # ledger NAME SIZE: the cached ledger of SIZE statements, built when missing.
 ledger() {
   local name=$1 size=$2 dir=$CACHE/$KEY/$1
@@ -153,7 +153,9 @@ stop() {
     [[ -e \$f ]] || continue
     pid=\$(cat "\$f"); rm -f "\$f"
     kill -TERM "\$pid" 2>/dev/null || continue
-    for _ in \$(seq 1 300); do kill -0 "\$pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in \$(seq 1 600); do kill -0 "\$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "\$pid" 2>/dev/null || true # a ledger still draining after 60 s
+    for _ in \$(seq 1 50); do kill -0 "\$pid" 2>/dev/null || break; sleep 0.1; done
   done
 }
 case \$1 in
@@ -180,8 +182,16 @@ start)
     setsid "\$W/sample.sh" "\$row" >>"\$W/logs/tail-\$row.tsv" 2>/dev/null </dev/null &
     echo \$! >"\$W/run/sample.pid"
     sleep 5 # the feed reaches its rate and the tail its steady range
-  else
-    sleep 3 # a tail left by an earlier run is folded and its root committed (every 2 s)
+  elif [[ \$row == nomap ]]; then
+    sleep 3
+  else # a tail left by an earlier run is folded and its root committed (every 2 s): wait for the root to be the last entry
+    kid=\$(jq -r .testKeyID "\$data/../summary.json")
+    for _ in \$(seq 1 300); do
+      t=\$(curl -fsS "http://127.0.0.1:$LEDGER_PORT/api/v1/digests/$DIGEST/current?keyid=\$kid" 2>/dev/null |
+        jq -r '(.checkpoint | split("\\n")[1] | tonumber) - (.map.rootIndex // -2) - 1' 2>/dev/null || echo x)
+      [[ \$t == 0 ]] && break
+      sleep 0.2
+    done
   fi
   ;;
 esac
