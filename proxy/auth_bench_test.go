@@ -24,6 +24,9 @@ type noRecords struct{}
 func (noRecords) Records(context.Context, notarize.Digest) ([]notarize.Record, error) {
 	return nil, nil
 }
+func (noRecords) RecordsBy(context.Context, notarize.Digest, []string) ([]notarize.Record, error) {
+	return nil, nil
+}
 func (noRecords) Refresh(context.Context) error                           { return nil }
 func (noRecords) Fresh() error                                            { return nil }
 func (noRecords) Status() replica.Status                                  { return replica.Status{} }

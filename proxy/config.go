@@ -42,6 +42,9 @@ const (
 type TrustSource interface {
 	// Records returns the verified records about d.
 	Records(ctx context.Context, d notarize.Digest) ([]notarize.Record, error)
+	// RecordsBy returns the verified records about d by the keys keyIDs
+	// only, in log order: what a decision reads.
+	RecordsBy(ctx context.Context, d notarize.Digest, keyIDs []string) ([]notarize.Record, error)
 	// Refresh catches up with the ledger now; the proxy calls it before
 	// refusing a manifest, so that a statement signed just before a pull
 	// counts.

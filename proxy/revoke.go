@@ -31,7 +31,10 @@ func (s *Server) revocations(ctx context.Context, pol *notarize.Evaluator, tgt s
 		if err != nil {
 			return nil, fmt.Errorf("revocations of key %s: %w", k, err)
 		}
-		r, err := s.trust.Records(ctx, d)
+		// Only the key's and its revokers' records: a revocation by
+		// anyone else does not count, and strangers flooding the
+		// revocation digest cannot push the decision into UNVERIFIABLE.
+		r, err := s.trust.RecordsBy(ctx, d, append([]string{k}, pol.Revokers(k)...))
 		if err != nil {
 			return nil, fmt.Errorf("revocations of key %s: %w", k, err)
 		}

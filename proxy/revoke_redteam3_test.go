@@ -23,7 +23,7 @@ import (
 )
 
 // batchLandsTrust is the proxy's replica with one injected fault of
-// timing: right after the proxy's n-th read (Records) of one evaluation,
+// timing: right after the proxy's n-th read (RecordsBy) of one evaluation,
 // the replica applies the ledger's pending entries, as its background
 // follower may at any moment between two reads.
 type batchLandsTrust struct {
@@ -33,8 +33,8 @@ type batchLandsTrust struct {
 	err   error
 }
 
-func (b *batchLandsTrust) Records(ctx context.Context, d notarize.Digest) ([]notarize.Record, error) {
-	recs, err := b.Replica.Records(ctx, d)
+func (b *batchLandsTrust) RecordsBy(ctx context.Context, d notarize.Digest, keyIDs []string) ([]notarize.Record, error) {
+	recs, err := b.Replica.RecordsBy(ctx, d, keyIDs)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.armed > 0 {

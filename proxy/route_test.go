@@ -138,12 +138,15 @@ func FuzzResolve(f *testing.F) {
 type noTrust struct{}
 
 func (noTrust) Records(context.Context, notarize.Digest) ([]notarize.Record, error) { return nil, nil }
-func (noTrust) Refresh(context.Context) error                                       { return nil }
-func (noTrust) Fresh() error                                                        { return nil }
-func (noTrust) Status() replica.Status                                              { return replica.Status{} }
-func (noTrust) Witnesses() replica.WitnessHealth                                    { return replica.WitnessHealth{} }
-func (noTrust) Tallies([]string) ([]replica.Tally, error)                           { return nil, nil }
-func (noTrust) Revocations([]string, int) ([]replica.Revocation, error)             { return nil, nil }
+func (noTrust) RecordsBy(context.Context, notarize.Digest, []string) ([]notarize.Record, error) {
+	return nil, nil
+}
+func (noTrust) Refresh(context.Context) error                           { return nil }
+func (noTrust) Fresh() error                                            { return nil }
+func (noTrust) Status() replica.Status                                  { return replica.Status{} }
+func (noTrust) Witnesses() replica.WitnessHealth                        { return replica.WitnessHealth{} }
+func (noTrust) Tallies([]string) ([]replica.Tally, error)               { return nil, nil }
+func (noTrust) Revocations([]string, int) ([]replica.Revocation, error) { return nil, nil }
 func (noTrust) History(notarize.Digest, func(string) bool, int) ([]notarize.Record, int, error) {
 	return nil, 0, nil
 }

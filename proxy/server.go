@@ -266,13 +266,21 @@ func (s *Server) evaluate(ctx context.Context, pol *notarize.Evaluator, tgt stri
 // evaluateWith is evaluate with the indexes that may lend d their trust
 // given (parents).
 func (s *Server) evaluateWith(ctx context.Context, pol *notarize.Evaluator, tgt string, d notarize.Digest, parents []notarize.Digest) notarize.Evaluation {
-	recs, err := s.trust.Records(ctx, d)
+	// Only the records of the keys the matching rule accepts are read:
+	// strangers' statements about d, however many, count for nothing and
+	// cannot slow the decision or make it UNVERIFIABLE
+	// (TestDecisionIgnoresStrangersFlood).
+	var keys []string
+	if _, rule, ok := pol.Policy().Match(tgt); ok {
+		keys = pol.AcceptedKeys(rule)
+	}
+	recs, err := s.trust.RecordsBy(ctx, d, keys)
 	if err != nil {
 		return pol.Unverifiable(tgt, d, err)
 	}
 	var ps []notarize.Parent
 	for _, p := range parents {
-		pr, err := s.trust.Records(ctx, p)
+		pr, err := s.trust.RecordsBy(ctx, p, keys)
 		if err != nil {
 			return pol.Unverifiable(tgt, d, err)
 		}

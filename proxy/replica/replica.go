@@ -34,10 +34,11 @@ const (
 	DefaultMaxStaleness = 5 * time.Minute
 	// persistEvery bounds how often an unchanged state's freshness is written.
 	persistEvery = 5 * time.Second
-	// maxRecordsPerDigest bounds a lookup answer.
-	maxRecordsPerDigest = 100_000
-	maxErrLen           = 512
+	maxErrLen    = 512
 )
+
+// maxRecordsPerDigest bounds a lookup answer (a variable for tests).
+var maxRecordsPerDigest = 100_000
 
 // ErrStale is returned (wrapped) by Records when the replica has not been
 // able to verify the ledger's state for longer than MaxStaleness, or never
@@ -147,9 +148,10 @@ const recordFormat = 2
 
 // fileFormat is the replica file's format: 2 added the media type to
 // records, 3 the per-key tallies, current statements and recent
-// revocations (tally.go). A file of another format is refused with a hint
-// to remove it, and is rebuilt from the ledger.
-const fileFormat = 3
+// revocations (tally.go), 4 the records' index by key (bykey.go). A file
+// of a newer format is refused with a hint to remove it; one of an older
+// format is rebuilt from the ledger.
+const fileFormat = 4
 
 var statusCodes = []notarize.Status{notarize.StatusTrusted, notarize.StatusUntrusted, notarize.StatusUnsupported}
 
@@ -273,7 +275,7 @@ func Open(cfg Config) (*Replica, error) {
 }
 
 // replicaBuckets are every bucket of the replica's file.
-var replicaBuckets = [][]byte{bucketMeta, bucketRecords, bucketBad, bucketCurrent, bucketTallies, bucketRevocations}
+var replicaBuckets = [][]byte{bucketMeta, bucketRecords, bucketBad, bucketCurrent, bucketTallies, bucketRevocations, bucketByKey}
 
 func (r *Replica) load() error {
 	return r.db.Update(func(tx *bolt.Tx) error {
@@ -613,11 +615,15 @@ func (r *Replica) apply(b *ledgerclient.FollowBatch) error {
 		sort.Slice(recs, func(i, j int) bool { return bytes.Compare(recs[i].k, recs[j].k) < 0 })
 		err := r.db.Update(func(tx *bolt.Tx) error {
 			rb, bb, m := tx.Bucket(bucketRecords), tx.Bucket(bucketBad), tx.Bucket(bucketMeta)
+			kb := tx.Bucket(bucketByKey)
 			if getU64(m, keySize) != cur {
 				return errors.New("replica file changed under the process")
 			}
 			for _, x := range recs {
 				if err := rb.Put(x.k, x.v); err != nil {
+					return err
+				}
+				if err := kb.Put(byKeyEntry(x.k[:32], x.v[2:34], binary.BigEndian.Uint64(x.k[32:])), []byte{}); err != nil {
 					return err
 				}
 			}
