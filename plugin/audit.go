@@ -39,6 +39,7 @@ type auditOptions struct {
 	allTags  bool
 	tags     string // a path.Match glob over tag names
 	signers  []string
+	revokers []string
 	insecure []string
 	format   string
 	sign     bool
@@ -115,6 +116,8 @@ JSON output (-o json) is one object:
 	flags.BoolVar(&opts.allTags, "all-tags", false, "With REGISTRY/REPO: judge every tag")
 	flags.StringVar(&opts.tags, "tags", "", "With REGISTRY/REPO: judge the tags matching this glob (path.Match syntax, e.g. 'v1.*')")
 	flags.StringArrayVar(&opts.signers, "signer", nil, "Accepted signer: a key name in the key store or a path to a PEM public key (repeatable; default: every key in the store)")
+	flags.StringArrayVar(&opts.revokers, "revoker", nil, "A key that may revoke the accepted signers' keys besides each key itself, as verify's --revoker (repeatable)")
+	_ = cmd.RegisterFlagCompletionFunc("revoker", keyNameCompletion(root, cobra.ShellCompDirectiveDefault))
 	flags.BoolVar(&opts.sign, "sign", false, "Record every UNKNOWN digest as trusted, after confirmation")
 	flags.StringVar(&opts.key, "key", "", "With --sign: the signing key, a name in the key store or a path to an encrypted key file (default: the only key in the store)")
 	flags.BoolVarP(&opts.yes, "yes", "y", false, "With --sign: do not ask for confirmation (needed without a terminal)")
@@ -175,6 +178,10 @@ func runAudit(ctx context.Context, dockerCli command.Cli, opts auditOptions) err
 		return fail(usageError(fmt.Errorf("no accepted signers: the key store (%s) has no keys; pass --signer NAME|PATH with a signer's public key, or import one into the key store (docker notarize key import NAME FILE)", opts.root.keyStore().Dir)))
 	}
 	out.Signers = signerList(accepted)
+	revokers, err := revokerKeys(opts.root.keyStore(), opts.revokers)
+	if err != nil {
+		return fail(err)
+	}
 	resolver, err := opts.root.resolver(opts.insecure)
 	if err != nil {
 		return usageError(err)
@@ -186,7 +193,7 @@ func runAudit(ctx context.Context, dockerCli command.Cli, opts auditOptions) err
 	if out.Subjects, err = opts.collect(ctx, dockerCli, resolver, prog); err != nil {
 		return fail(err)
 	}
-	j := &judge{signers: out.Signers, jobs: opts.jobs}
+	j := &judge{signers: out.Signers, revokers: revokers, jobs: opts.jobs}
 	if len(accepted) > 0 && hasDigests(out.Subjects) {
 		if j.client, err = opts.root.ledger(ctx, dockerCli.Err()); err != nil {
 			return fail(err)

@@ -17,7 +17,10 @@ import (
 type judge struct {
 	client  *ledgerclient.Client // nil when there is nothing to ask
 	signers []auditSigner
-	jobs    int // lookups under way at once; 0 means auditJobs
+	// revokers may revoke any accepted signer's key besides the key
+	// itself (--revoker, as verify's).
+	revokers []string
+	jobs     int // lookups under way at once; 0 means auditJobs
 
 	mu         sync.Mutex
 	checkpoint uint64 // the largest verified checkpoint size seen
@@ -112,7 +115,7 @@ func (j *judge) judgeDigest(ctx context.Context, d notarize.Digest) judgement {
 	}
 	// With the keys' revocations, as verify (keyrevoke.go): a stolen key's
 	// later statements do not count.
-	res, revs, err := j.client.CurrentWithRevocations(ctx, d, ids, nil)
+	res, revs, err := j.client.CurrentWithRevocations(ctx, d, ids, revokerMap(ids, j.revokers))
 	if err != nil {
 		return judgement{verdict: statusError, reason: fmt.Sprintf("could not verify: %v", err), signers: []auditSignerStatus{}}
 	}

@@ -20,6 +20,7 @@ type inspectOptions struct {
 	root     *rootOptions
 	image    string
 	signers  []string
+	revokers []string
 	all      bool
 	insecure []string
 	format   string
@@ -56,6 +57,8 @@ command fails.`, ledgerclient.PageLimit, ledgerclient.MaxLookupPages),
 	flags := cmd.Flags()
 	flags.StringArrayVar(&opts.signers, "signer", nil, "Show this signer's statements: a key name in the key store or a path to a PEM public key (repeatable; default: every key in the store)")
 	flags.BoolVar(&opts.all, "all", false, "Show every signer's statements, page by page")
+	flags.StringArrayVar(&opts.revokers, "revoker", nil, "A key whose revocations of the shown keys count besides each key's own, as verify's --revoker (repeatable)")
+	_ = cmd.RegisterFlagCompletionFunc("revoker", keyNameCompletion(root, cobra.ShellCompDirectiveDefault))
 	addRegistryFlags(cmd, &opts.insecure)
 	addOutputFlag(cmd, &opts.format)
 	ledgerCommand(cmd, dockerCli, root, &opts.format)
@@ -69,6 +72,9 @@ func runInspect(ctx context.Context, dockerCli command.Cli, opts inspectOptions)
 	if opts.all && len(opts.signers) > 0 {
 		return usageError(errors.New("--all shows every signer's statements: use it without --signer"))
 	}
+	if opts.all && len(opts.revokers) > 0 {
+		return usageError(errors.New("--revoker marks the shown keys' revoked statements: use it without --all"))
+	}
 	resolver, err := opts.root.resolver(opts.insecure)
 	if err != nil {
 		return usageError(err)
@@ -79,6 +85,10 @@ func runInspect(ctx context.Context, dockerCli command.Cli, opts inspectOptions)
 		return err
 	}
 	localNames, err := localKeyIdentities(ks, local)
+	if err != nil {
+		return err
+	}
+	revokers, err := revokerKeys(ks, opts.revokers)
 	if err != nil {
 		return err
 	}
@@ -124,7 +134,7 @@ func runInspect(ctx context.Context, dockerCli command.Cli, opts inspectOptions)
 	}
 	enrolled.fill(ctx, out.Statements)
 	sort.Slice(out.Statements, func(i, j int) bool { return out.Statements[i].LogIndex < out.Statements[j].LogIndex })
-	if err := markRevoked(ctx, client, ids, out.Statements); err != nil { // keyrevoke.go
+	if err := markRevoked(ctx, client, ids, revokers, out.Statements); err != nil { // keyrevoke.go
 		return err
 	}
 	if opts.format == formatJSON {

@@ -314,11 +314,12 @@ func revokerMap(accepted, revokers []string) map[string][]string {
 	return m
 }
 
-// markRevoked looks up the revocations of keyIDs (by each key itself,
-// proven complete) and marks each statement recorded after its key's
-// revocation with KeyRevokedAt: inspect shows it does not count.
-func markRevoked(ctx context.Context, client *ledgerclient.Client, keyIDs []string, statements []statementOutput) error {
-	revs, err := client.Revocations(ctx, keyIDs, nil)
+// markRevoked looks up the revocations of keyIDs (by each key itself or
+// one of revokers, proven complete) and marks each statement recorded
+// after its key's revocation with KeyRevokedAt: inspect shows it does not
+// count.
+func markRevoked(ctx context.Context, client *ledgerclient.Client, keyIDs, revokers []string, statements []statementOutput) error {
+	revs, err := client.Revocations(ctx, keyIDs, revokerMap(keyIDs, revokers))
 	if err != nil {
 		return err
 	}

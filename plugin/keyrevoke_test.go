@@ -295,3 +295,57 @@ func TestRotateAfterRevocation(t *testing.T) {
 		t.Fatalf("rotate to a revoked NEW: exit %d\n%s", code, errOut)
 	}
 }
+
+// TestAuditAndInspectHonourRevoker: bob, a revoker, revokes alice's key
+// and her thief trusts an image afterwards. audit and inspect count bob's
+// revocation only when told to (--revoker bob, as verify): then audit does
+// not say TRUSTED and inspect marks the thief's statement; without it,
+// the thief's statement stands, as for verify.
+func TestAuditAndInspectHonourRevoker(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "alice", "bob")
+	app := h.reg.host + "/app:v1"
+	var v verifyOutput
+	if err := json.Unmarshal([]byte(h.mustRun(2, "verify", "-o", "json", "--signer", "alice", app)), &v); err != nil {
+		t.Fatal(err)
+	}
+	h.mustRun(0, "key", "revoke", "--yes", "--revoker", "bob", "alice")
+	th := newThief(t, h, "alice")
+	th.state(notarize.Digest(v.Digest), notarize.StatusTrusted, notarize.KindImage, time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC))
+
+	audit := func(args ...string) string {
+		t.Helper()
+		out, errOut, _ := h.run(append([]string{"audit", "-o", "json", "--all-tags", "--signer", "alice"}, append(args, h.reg.host+"/app")...)...)
+		var a struct {
+			Subjects []struct{ Verdict, Reason string } `json:"subjects"`
+		}
+		if err := json.Unmarshal([]byte(out), &a); err != nil || len(a.Subjects) != 1 {
+			t.Fatalf("audit %v: %v\n%s%s", args, err, out, errOut)
+		}
+		return a.Subjects[0].Verdict
+	}
+	if got := audit(); got != "TRUSTED" {
+		t.Fatalf("audit without --revoker: %s (bob is designated by nobody: the thief's statement stands)", got)
+	}
+	if got := audit("--revoker", "bob"); got == "TRUSTED" {
+		t.Fatal("audit --revoker bob counted the thief's statement after bob's revocation of alice's key")
+	}
+
+	inspect := func(args ...string) []statementOutput {
+		t.Helper()
+		var out inspectOutput
+		if err := json.Unmarshal([]byte(h.mustRun(0, append([]string{"inspect", "-o", "json", "--signer", "alice"}, append(args, app)...)...)), &out); err != nil {
+			t.Fatal(err)
+		}
+		return out.Statements
+	}
+	if st := inspect(); len(st) != 1 || st[0].KeyRevokedAt != nil {
+		t.Fatalf("inspect without --revoker: %+v", st)
+	}
+	if st := inspect("--revoker", "bob"); len(st) != 1 || st[0].KeyRevokedAt == nil {
+		t.Fatalf("inspect --revoker bob did not mark the thief's statement: %+v", st)
+	}
+	if _, errOut, code := h.run("inspect", "--all", "--revoker", "bob", app); code != ExitUsage {
+		t.Fatalf("inspect --all --revoker: exit %d, want %d\n%s", code, ExitUsage, errOut)
+	}
+}
