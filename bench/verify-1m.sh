@@ -33,6 +33,8 @@
 # Usage: bench/verify-1m.sh        (RUNS=40 WARMUP=5 TAIL_RATE=600 N=1000000
 #                                   KEYS=300 SMALL_N=1000 CLIENTS=128 REF=HEAD
 #                                   SKIP_TAIL=1 PROFILE_RUNS=100 to tune;
+#                                   CADENCE=256,500ms adds a tail row whose
+#                                   ledger commits map roots at that cadence;
 #                                   PROFILE_DIR=D keeps CPU profiles of the
 #                                   lookups, from bench/currentprof)
 # Prints a table: median, mean, σ per row, map/nomap ratios (the bound is
@@ -85,6 +87,12 @@ REV=$(git -C "$ROOT" rev-parse --short "$REF")
 echo "== build ($REF, $REV)"
 git -C "$ROOT" worktree add --detach "$WORK/src" "$REV" >/dev/null 2>&1
 (cd "$WORK/src" && go build -trimpath -ldflags '-s -w' -o "$BIN/map/" ./cmd/notarize-ledger ./cmd/docker-notarize ./bench/fill1m ./bench/currentprof)
+if [[ -n ${CADENCE:-} ]]; then # CADENCE=ENTRIES,INTERVAL: a ledger committing map roots at another cadence (tail-cadence row)
+  mkdir -p "$BIN/cadence"
+  perl -0pi -e 's/(DefaultMapCommitEntries\s*=\s*)1024/${1}'"${CADENCE%,*}"'/ or die "DefaultMapCommitEntries not found\n"; s/(DefaultMapCommitInterval\s*=\s*)2 \* time.Second/${1}'"$(echo "${CADENCE#*,}" | sed 's/ms$/ * time.Millisecond/; s/s$/ * time.Second/')"'/ or die "DefaultMapCommitInterval not found\n"' "$WORK/src/ledger/vindex.go"
+  (cd "$WORK/src" && go build -trimpath -ldflags '-s -w' -o "$BIN/cadence/" ./cmd/notarize-ledger)
+  git -C "$WORK/src" checkout -q -- ledger/vindex.go
+fi
 patch_nomap "$WORK/src"
 (cd "$WORK/src" && go build -trimpath -ldflags '-s -w' -o "$BIN/nomap/" ./cmd/notarize-ledger ./cmd/docker-notarize ./bench/currentprof)
 # The cache key: the code that decides what the ledger holds on disk (the
@@ -165,6 +173,7 @@ start)
   row=\$2; mkdir -p "\$W/run"
   case \$row in
   map|tail-map) bin=$BIN/map data=$BIG/data ;;
+  tail-cadence) bin=$BIN/cadence data=$BIG/data ;;
   nomap|tail-nomap) bin=$BIN/nomap data=$BIG/data ;;
   small) bin=$BIN/map data=$SMALL/data ;;
   *) echo "unknown row \$row" >&2; exit 2 ;;
@@ -215,6 +224,7 @@ echo "== client homes (the test key imported, the ledger key pinned), and one ve
 export NOTARIZE_HOME=$WORK/home NOTARIZE_LEDGER=http://127.0.0.1:$LEDGER_PORT DOCKER_CONFIG=$WORK/docker
 ROWS=(map nomap small)
 TAIL_ROWS=(tail-map tail-nomap)
+[[ -n ${CADENCE:-} ]] && TAIL_ROWS+=(tail-cadence)
 [[ -n ${SKIP_TAIL:-} ]] && TAIL_ROWS=()
 for row in "${ROWS[@]}" "${TAIL_ROWS[@]}"; do
   case $row in *nomap) b=$BIN/nomap ;; *) b=$BIN/map ;; esac
@@ -276,10 +286,12 @@ awk -F'\t' '{m[$1] = $2}
     printf "   map 1M / map 1k         %5.2fx   (size sensitivity)\n", m["map"] / m["small"]
     if ("tail-map" in m)
       printf "   tail: map / nomap       %5.2fx   (while ingesting; bound <= 1.2x)\n", m["tail-map"] / m["tail-nomap"]
-  }' "$RESULTS"
+    if ("tail-cadence" in m)
+      printf "   tail: cadence / nomap   %5.2fx   (map roots every %s)\n", m["tail-cadence"] / m["tail-nomap"], cadence
+  }' cadence="${CADENCE:-}" "$RESULTS"
 for row in "${TAIL_ROWS[@]}"; do
   f=$WORK/logs/tail-$row.tsv
-  [[ $row == tail-map && -s $f ]] || continue # a nomap ledger has no root: its "tail" is the whole log
+  [[ $row != tail-nomap && -s $f ]] || continue # a nomap ledger has no root: its "tail" is the whole log
   cut -f3 "$f" | sort -n | awk -v r="$row" '{a[NR] = $1} END {printf "   %s: tail after the newest map root, %d samples: min %d, median %d, max %d entries\n", r, NR, a[1], a[int((NR + 1) / 2)], a[NR]}'
 done
 for row in "${TAIL_ROWS[@]}"; do
