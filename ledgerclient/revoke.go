@@ -105,6 +105,15 @@ func (c *Client) revocation(ctx context.Context, k string, revokers []string) (n
 	return rev, ok, res.Checkpoint.Size, nil
 }
 
+// RevocationsAt is Revocations with the size of the smallest checkpoint
+// its lookups were proven complete in: every revocation logged before that
+// size is in its answer. A caller deciding with CurrentRevoked must check
+// that the answer's checkpoint is not larger, else ask again: a
+// revocation logged in between would be missed.
+func (c *Client) RevocationsAt(ctx context.Context, keyIDs []string, revokers map[string][]string) (notarize.Revocations, uint64, error) {
+	return c.revocations(ctx, keyIDs, revokers)
+}
+
 // CurrentRevoked is Current under the key revocations revs: the records
 // from which notarize.DecideWithRevocations decides d. For a key of keyIDs
 // that revs revokes, the ledger's current statement may be a thief's
@@ -112,7 +121,9 @@ func (c *Client) revocation(ctx context.Context, k string, revokers []string) (n
 // of that key about d is read (Lookup, proven complete) and the current
 // one is chosen among those before the revocation; the other keys' records
 // are Current's. A key without a revocation costs nothing more than
-// Current.
+// Current. revs must cover the answer's checkpoint (RevocationsAt's size
+// at least as large as its Checkpoint.Size), which is the caller's to
+// check; CurrentWithRevocations does it.
 func (c *Client) CurrentRevoked(ctx context.Context, d notarize.Digest, keyIDs []string, revs notarize.Revocations) (*LookupResult, error) {
 	res, err := c.Current(ctx, d, keyIDs...)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -347,5 +348,63 @@ func TestAuditAndInspectHonourRevoker(t *testing.T) {
 	}
 	if _, errOut, code := h.run("inspect", "--all", "--revoker", "bob", app); code != ExitUsage {
 		t.Fatalf("inspect --all --revoker: exit %d, want %d\n%s", code, ExitUsage, errOut)
+	}
+}
+
+// TestRotateRevokedDuringTheRun: alice's key is stolen while she rotates it
+// to bob. Between the rotation's first look at the revocations and its
+// lookup of one digest — alice had untrusted it — alice's key is revoked
+// and the thief trusts that digest with a later timestamp. Rotate must not
+// carry the thief's statement over to bob: the digest's answer comes from
+// a larger log than the revocations rotate holds, so it asks for them
+// again, and the thief's statement, after the revocation, does not count.
+func TestRotateRevokedDuringTheRun(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "alice", "bob")
+	vetoed, vetoedD := writeFile(t, "vetoed", "alice untrusted this")
+	h.mustRun(0, "untrust", "--key", "alice", vetoed)
+	th := newThief(t, h, "alice")
+	kd, err := notarize.KeyRevocationDigest(th.keyID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var landed atomic.Bool
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, api.PathDigests+string(vetoedD)) && strings.HasSuffix(r.URL.Path, api.PathCurrentSuffix) && landed.CompareAndSwap(false, true) {
+			// The theft lands now, before this lookup is answered.
+			th.state(kd, notarize.StatusUntrusted, notarize.KindKey, time.Now())
+			th.state(vetoedD, notarize.StatusTrusted, notarize.KindFile, time.Now().Add(time.Minute))
+		}
+		req, _ := http.NewRequestWithContext(r.Context(), r.Method, h.ledger.URL+r.URL.RequestURI(), r.Body)
+		req.Header = r.Header.Clone()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		for k, v := range resp.Header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(resp.StatusCode)
+		_, _ = io.Copy(w, resp.Body)
+	}))
+	t.Cleanup(front.Close)
+
+	out, errOut, code := h.runWithEnv(map[string]string{EnvLedger: front.URL}, "key", "rotate", "-o", "json", "alice", "bob")
+	if !landed.Load() {
+		t.Fatalf("the front never saw the digest's current lookup (exit %d)\n%s%s", code, out, errOut)
+	}
+	var o struct {
+		Digests []struct{ Digest, Action, Status string } `json:"digests"`
+	}
+	if err := json.Unmarshal([]byte(out), &o); err != nil {
+		t.Fatalf("%v\n%s%s", err, out, errOut)
+	}
+	if len(o.Digests) != 1 || o.Digests[0].Digest != string(vetoedD) || o.Digests[0].Status != "UNTRUSTED" {
+		t.Fatalf("rotate carried over something else than alice's untrust from before the revocation: %+v", o.Digests)
+	}
+	if _, _, code := h.run("verify", "--signer", "bob", vetoed); code != VerdictExitCode(notarize.Untrusted) {
+		t.Fatalf("verify --signer bob of the digest alice untrusted and her thief trusted: exit %d, want %d", code, VerdictExitCode(notarize.Untrusted))
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net/http"
 	"strconv"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -188,9 +189,39 @@ type rotation struct {
 	now    func() time.Time
 	jobs   int
 	// revs holds OLD's revocation, if any (keyrevoke.go), by OLD or one of
-	// revokers.
+	// revokers, as proven in a log of revSize entries; a digest's current
+	// lookup answered at a larger checkpoint asks for them again
+	// (revocationsCovering). revMu guards both.
+	revMu    sync.Mutex
 	revs     notarize.Revocations
+	revSize  uint64
 	revokers []string
+}
+
+// maxRevocationRefresh bounds how often one digest asks for the
+// revocations again while the ledger grows under it.
+const maxRevocationRefresh = 3
+
+// revocationsCovering returns revocations of OLD and NEW proven in a log
+// of at least size entries, asking the ledger again when the ones held are
+// older; a NEW revoked meanwhile is an error.
+func (r *rotation) revocationsCovering(ctx context.Context, size uint64) (notarize.Revocations, uint64, error) {
+	r.revMu.Lock()
+	defer r.revMu.Unlock()
+	if r.revSize >= size {
+		return r.revs, r.revSize, nil
+	}
+	revs, revSize, err := r.client.RevocationsAt(ctx, []string{r.old.KeyID, r.newID}, map[string][]string{r.old.KeyID: r.revokers, r.newID: r.revokers})
+	if err != nil {
+		return nil, 0, err
+	}
+	if rv, ok := revs[r.newID]; ok {
+		return nil, 0, fmt.Errorf("NEW key %s was revoked at log index %d during the rotation: its statements would not count", r.newID, rv.Index)
+	}
+	if revSize > r.revSize {
+		r.revs, r.revSize = revs, revSize
+	}
+	return r.revs, r.revSize, nil
 }
 
 func runKeyRotate(ctx context.Context, dockerCli command.Cli, opts keyRotateOptions) error {
@@ -264,14 +295,14 @@ func sameKey(opts keyRotateOptions, keyID string) error {
 func (r *rotation) run(ctx context.Context, out *rotateOutput, prog *progress) error {
 	// A revoked OLD carries over only what it said before its revocation;
 	// a revoked NEW would re-state into a key whose statements do not count.
-	revs, err := r.client.Revocations(ctx, []string{r.old.KeyID, r.newID}, map[string][]string{r.old.KeyID: r.revokers, r.newID: r.revokers})
+	revs, revSize, err := r.client.RevocationsAt(ctx, []string{r.old.KeyID, r.newID}, map[string][]string{r.old.KeyID: r.revokers, r.newID: r.revokers})
 	if err != nil {
 		return fmt.Errorf("key rotate: %w", err)
 	}
 	if rv, ok := revs[r.newID]; ok {
 		return fmt.Errorf("key rotate: NEW key %s was revoked at log index %d: its statements would not count", r.newID, rv.Index)
 	}
-	r.revs = revs
+	r.revs, r.revSize = revs, revSize
 	var records []notarize.Record
 	for page, err := range r.client.KeyDigestPages(ctx, r.old.KeyID, "") {
 		if err != nil {
@@ -329,17 +360,41 @@ func (r *rotation) one(ctx context.Context, listed notarize.Record) (rotateDiges
 		res.Action, res.Error = rotateFailed, printable(err.Error())
 		return res, err
 	}
+	// The revocations must cover the log the current statements come from:
+	// OLD revoked (and its thief signing) while the rotation runs would
+	// otherwise carry the thief's statement over to NEW.
 	var cur *ledgerclient.LookupResult
-	err := retry429(ctx, func() error {
-		var err error
-		cur, err = r.client.CurrentRevoked(ctx, d, []string{r.old.KeyID, r.newID}, r.revs)
-		return err
-	})
-	if err != nil {
-		return fail(err)
+	r.revMu.Lock()
+	revs, revSize := r.revs, r.revSize
+	r.revMu.Unlock()
+	for attempt := 0; ; attempt++ {
+		err := retry429(ctx, func() error {
+			var err error
+			cur, err = r.client.CurrentRevoked(ctx, d, []string{r.old.KeyID, r.newID}, revs)
+			return err
+		})
+		if err != nil {
+			return fail(err)
+		}
+		if cur.Checkpoint.Size <= revSize {
+			break
+		}
+		if attempt == maxRevocationRefresh {
+			return fail(fmt.Errorf("%w: the revocations of %s were proven in a log of %d entries, its statements about %s in one of %d", ledgerclient.ErrIncomplete, r.old.KeyID, revSize, d, cur.Checkpoint.Size))
+		}
+		fresh, freshSize, err := r.revocationsCovering(ctx, cur.Checkpoint.Size)
+		if err != nil {
+			return fail(err)
+		}
+		if freshSize >= cur.Checkpoint.Size && maps.Equal(fresh, revs) {
+			// Nothing was revoked in between: the answer stands.
+			revs, revSize = fresh, freshSize
+			break
+		}
+		revs, revSize = fresh, freshSize // decide again under the new revocations
 	}
 	oldCur, ok := notarize.Current(cur.Records, d, r.old.KeyID)
-	if _, revoked := r.revs[r.old.KeyID]; !ok && revoked {
+	if _, revoked := revs[r.old.KeyID]; !ok && revoked {
 		res.Action = rotateRevoked
 		return res, nil
 	}
