@@ -201,6 +201,25 @@ func (c *Client) foldTail(ctx context.Context, cp Checkpoint, from uint64, d not
 	}
 	var hits []hit // applied to want only once the whole tail is proven
 	hashes := make([][]byte, 0, cp.Size-from)
+	// The inclusion proof of the tail's first entry depends only on cp and
+	// from: its tiles are fetched while the bundles are read.
+	pctx, cancel := context.WithCancel(ctx)
+	type fetched struct {
+		p   [][]byte
+		err error
+	}
+	pch := make(chan fetched, 1)
+	go func() {
+		p, err := c.tailInclusionProof(pctx, cp, from)
+		pch <- fetched{p, err}
+	}()
+	received := false
+	defer func() {
+		cancel()
+		if !received {
+			<-pch // the fetch ends with its context
+		}
+	}()
 	f := NewFollower(c, 0)
 	for start := from; start < cp.Size; start += tailChunk {
 		end := min(start+tailChunk, cp.Size)
@@ -223,7 +242,12 @@ func (c *Client) foldTail(ctx context.Context, cp Checkpoint, from uint64, d not
 			}
 		}
 	}
-	if err := c.proveTail(ctx, cp, from, hashes); err != nil {
+	pf := <-pch
+	received = true
+	if pf.err != nil {
+		return fmt.Errorf("the log after the map root: %w", pf.err)
+	}
+	if err := proveTail(cp, from, pf.p, hashes); err != nil {
 		return fmt.Errorf("the log after the map root: %w", err)
 	}
 	for _, h := range hits {
@@ -257,22 +281,28 @@ func mayConcern(leaf []byte, d notarize.Digest) bool {
 	return err == nil && bytes.Contains(payload[:n], []byte(d.Hex()))
 }
 
-// proveTail proves that leafHashes are the RFC 6962 leaf hashes of the
-// entries [from, cp.Size) of cp's tree, with one inclusion proof: the proof
-// of entry from holds, as its left siblings, the compact range of [0,
-// from); the tail's leaf hashes appended to it must hash to cp's signed
-// root.
-func (c *Client) proveTail(ctx context.Context, cp Checkpoint, from uint64, leafHashes [][]byte) error {
-	if from+uint64(len(leafHashes)) != cp.Size {
-		return fmt.Errorf("%w: %d entries for [%d, %d)", ErrBadProof, len(leafHashes), from, cp.Size)
-	}
+// tailInclusionProof fetches, from the tiles, the inclusion proof of entry
+// from in cp's tree: what proveTail checks the tail with.
+func (c *Client) tailInclusionProof(ctx context.Context, cp Checkpoint, from uint64) ([][]byte, error) {
 	pb, err := client.NewProofBuilder(ctx, cp.Size, c.ops.ReadTile)
 	if err != nil {
-		return fmt.Errorf("proof builder: %w", err)
+		return nil, fmt.Errorf("proof builder: %w", err)
 	}
 	p, err := pb.InclusionProof(ctx, from)
 	if err != nil {
-		return fmt.Errorf("inclusion proof of entry %d: %w", from, err)
+		return nil, fmt.Errorf("inclusion proof of entry %d: %w", from, err)
+	}
+	return p, nil
+}
+
+// proveTail proves that leafHashes are the RFC 6962 leaf hashes of the
+// entries [from, cp.Size) of cp's tree, with p, the inclusion proof of
+// entry from: it holds, as its left siblings, the compact range of [0,
+// from); the tail's leaf hashes appended to it must hash to cp's signed
+// root.
+func proveTail(cp Checkpoint, from uint64, p [][]byte, leafHashes [][]byte) error {
+	if from+uint64(len(leafHashes)) != cp.Size {
+		return fmt.Errorf("%w: %d entries for [%d, %d)", ErrBadProof, len(leafHashes), from, cp.Size)
 	}
 	nodes, err := proof.Inclusion(from, cp.Size)
 	if err != nil {
