@@ -38,6 +38,11 @@ type faultDriver struct {
 	// blockDelete makes Delete of a temporary upload wait until its context
 	// is done and fail with it: a store that hangs.
 	blockDelete bool
+	// failCommit makes an upload's Commit fail before it completes, as
+	// s3's does when its last part cannot be flushed; cancels counts the
+	// writers cancelled.
+	failCommit bool
+	cancels    atomic.Int64
 
 	moves       atomic.Int64
 	moveStarted chan struct{} // closed at the first Move
@@ -77,6 +82,50 @@ func (d *faultDriver) Delete(ctx context.Context, p string) error {
 		return context.Cause(ctx)
 	}
 	return d.StorageDriver.Delete(ctx, p)
+}
+
+func (d *faultDriver) Writer(ctx context.Context, p string, append bool) (storagedriver.FileWriter, error) {
+	w, err := d.StorageDriver.Writer(ctx, p, append)
+	if err != nil || !d.failCommit {
+		return w, err
+	}
+	return &failCommitWriter{FileWriter: w, d: d}, nil
+}
+
+// failCommitWriter is an upload whose Commit fails without completing it.
+type failCommitWriter struct {
+	storagedriver.FileWriter
+	d *faultDriver
+}
+
+func (w *failCommitWriter) Commit(context.Context) error {
+	return errors.New("injected: the upload's last part could not be flushed")
+}
+
+func (w *failCommitWriter) Cancel(ctx context.Context) error {
+	w.d.cancels.Add(1)
+	return w.FileWriter.Cancel(ctx)
+}
+
+// TestSharedPutCommitFailedCancels: an upload whose Commit fails is
+// cancelled (aborting s3's pending multipart upload, closing a file) and
+// leaves nothing in the store; before, a failed Commit counted as
+// committed, so the writer was neither cancelled nor closed.
+func TestSharedPutCommitFailedCancels(t *testing.T) {
+	drv := newFaultDriver(inmemory.New())
+	drv.failCommit = true
+	sh := newShared(t, drv, blobcache.SharedConfig{})
+	blob := []byte("a blob whose upload cannot be committed")
+	d := notarize.DigestOf(blob)
+	if stored, err := sh.Put(t.Context(), d, bytes.NewReader(blob), int64(len(blob))); err == nil || stored {
+		t.Fatalf("Put with a failing commit: stored=%v err=%v", stored, err)
+	}
+	if n := drv.cancels.Load(); n != 1 {
+		t.Fatalf("the failed upload was cancelled %d times, want 1", n)
+	}
+	if left := uploadsLeft(t, drv); len(left) != 0 {
+		t.Fatalf("temporary uploads left: %v", left)
+	}
 }
 
 // uploadsLeft lists the temporary uploads in drv.

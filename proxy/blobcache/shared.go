@@ -285,10 +285,14 @@ func (s *Shared) Put(ctx context.Context, d notarize.Digest, src io.Reader, size
 	if got := digestOf(h); got != d { // never under d unless the bytes hash to d
 		return false, fmt.Errorf("shared blob %s: upload: %w: the bytes hash to %s", d, ErrDigestMismatch, got)
 	}
-	committed = true // from here on the writer is done with, whatever Commit says
 	if err := w.Commit(ctx); err != nil {
+		// Not committed: the deferred removal cancels the writer, which
+		// aborts a pending multipart upload (s3's Commit can fail before
+		// it completes one) and closes a file; a Cancel after a Commit
+		// that did complete only errs, and the delete follows anyway.
 		return false, fmt.Errorf("shared blob %s: upload: commit: %w", d, err)
 	}
+	committed = true
 	if err := w.Close(); err != nil {
 		return false, fmt.Errorf("shared blob %s: upload: close: %w", d, err)
 	}
