@@ -93,9 +93,12 @@ type LookupPage struct {
 // envelope signature, that it is about d and by a key asked for. Any entry
 // that fails fails the lookup: the ledger's answer is a hint, never a
 // verdict. More than MaxLookupRecords records is ErrTooMany: walk
-// LookupPages for long histories. The ledger can still leave entries out of
-// a paginated lookup (Current's answers are proven complete; a Follow
-// replica cannot be misled either).
+// LookupPages for long histories. With keyIDs, the whole walk is proven
+// complete against the verifiable index (each key's statements about d
+// hash to its map value's chain and count, plus the log's tail after the
+// map root), so an omitted entry is ErrIncomplete; without keyIDs (every
+// signer) the ledger can still leave entries out, as it can of
+// LookupPages' pages on their own.
 func (c *Client) Lookup(ctx context.Context, d notarize.Digest, keyIDs ...string) (*LookupResult, error) {
 	res := &LookupResult{Records: []notarize.Record{}}
 	leaves := map[uint64]vindex.Hash{}
