@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"net/http"
@@ -143,6 +144,13 @@ func TestFleetSecondInstanceNoUpstreamGet(t *testing.T) {
 	f.b.waitCachedBlobs(len(blobs))
 	if _, _, m := f.b.do(http.MethodGet, "/metrics", nil); !bytes.Contains(m, []byte(`notarize_proxy_blob_bytes_total{source="shared"}`)) {
 		t.Fatalf("no bytes counted from the shared store:\n%s", grepLines(m, "blob_bytes"))
+	}
+	// Each instance's shared-store counters: A put the blobs, B read them.
+	if _, _, m := f.b.do(http.MethodGet, "/metrics", nil); !bytes.Contains(m, []byte(fmt.Sprintf("notarize_proxy_blob_shared_hits_total %d\n", len(blobs)))) {
+		t.Fatalf("B's shared hits:\n%s", grepLines(m, "blob_shared"))
+	}
+	if _, _, m := f.a.do(http.MethodGet, "/metrics", nil); !bytes.Contains(m, []byte(fmt.Sprintf("notarize_proxy_blob_shared_puts_total %d\n", len(blobs)))) {
+		t.Fatalf("A's shared puts:\n%s", grepLines(m, "blob_shared"))
 	}
 }
 

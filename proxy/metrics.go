@@ -124,5 +124,21 @@ func (m *metrics) watchBlobCache(c interface{ Stats() blobcache.Stats }) {
 			Name: "notarize_proxy_blob_cache_uncached_total",
 			Help: "Verified blobs served without being cached: larger than the bound, or no room because the rest of the cache was being read.",
 		}, stat(func(s blobcache.Stats) float64 { return float64(s.Uncached) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "notarize_proxy_blob_shared_hits_total",
+			Help: "Blob fills read from the fleet's shared store instead of the upstream.",
+		}, stat(func(s blobcache.Stats) float64 { return float64(s.SharedHits) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "notarize_proxy_blob_shared_puts_total",
+			Help: "Verified blobs this instance put into the fleet's shared store.",
+		}, stat(func(s blobcache.Stats) float64 { return float64(s.SharedPuts) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "notarize_proxy_blob_shared_bad_total",
+			Help: "Copies in the fleet's shared store that did not hash to their digest (removed; never served).",
+		}, stat(func(s blobcache.Stats) float64 { return float64(s.SharedBad) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "notarize_proxy_blob_shared_errors_total",
+			Help: "Failed reads from and puts into the fleet's shared store (the upstream served instead).",
+		}, stat(func(s blobcache.Stats) float64 { return float64(s.SharedErrors) })),
 	)
 }
