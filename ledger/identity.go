@@ -3,12 +3,11 @@ package ledger
 import (
 	"crypto"
 	"fmt"
-	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"regexp"
 
+	"github.com/notarize/docker-notarize/internal/boundedfile"
 	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/ledger/ui"
 	"github.com/notarize/docker-notarize/notarize"
@@ -79,7 +78,7 @@ func resolveSignerKey(ref, dir string) (crypto.PublicKey, string, error) {
 			p = filepath.Join(dir, p)
 		}
 		var err error
-		if pemBytes, err = readSmall(p, maxSignerKeyFile); err != nil {
+		if pemBytes, err = boundedfile.Read(p, maxSignerKeyFile); err != nil {
 			return nil, "", fmt.Errorf("key %s: %w", ref, err)
 		}
 	}
@@ -92,23 +91,6 @@ func resolveSignerKey(ref, dir string) (crypto.PublicKey, string, error) {
 		return nil, "", fmt.Errorf("key %s: %w", truncate(ref, 80), err)
 	}
 	return pub, id, nil
-}
-
-// readSmall reads the file at path, refusing one larger than limit bytes.
-func readSmall(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s: larger than %d bytes", path, limit)
-	}
-	return b, nil
 }
 
 // checkIdentity refuses a statement whose claimed identity (name, email)

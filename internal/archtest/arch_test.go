@@ -20,7 +20,7 @@ var allowed = map[string][]string{
 	"ledger/api":           {"notarize"}, // the wire contract: a leaf both sides import
 	"vindex":               {"notarize"}, // the verifiable index's tree (pure, like the core)
 	"ledgerclient":         {"notarize", "ledger/api", "vindex", "internal/boundedfile", "internal/atomicfile"},
-	"ledger":               {"notarize", "vindex", "internal/atomicfile", "internal/ratelimit"},
+	"ledger":               {"notarize", "vindex", "internal/atomicfile", "internal/boundedfile", "internal/ratelimit"},
 	"ledger/storage":       {"notarize", "internal/atomicfile"}, // drivers and their contract: below package ledger, never importing it
 	"proxy":                {"notarize", "ledgerclient", "ledger/api", "vindex", "internal/boundedfile", "internal/ratelimit"},
 	"plugin":               {"notarize", "ledgerclient", "ledger/api", "internal/atomicfile", "internal/boundedfile"},
