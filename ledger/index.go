@@ -208,23 +208,7 @@ func (s *index) Processed() uint64 { return s.processed.Load() }
 
 // WaitProcessed blocks until Processed() >= n or ctx is done.
 func (s *index) WaitProcessed(ctx context.Context, n uint64) error {
-	for {
-		s.mu.Lock()
-		ch := s.advanced
-		s.mu.Unlock()
-		if s.processed.Load() >= n {
-			return nil
-		}
-		select { // the follower may be idling (Follow): look now
-		case s.wake <- struct{}{}:
-		default:
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("wait for index to reach %d (at %d): %w", n, s.processed.Load(), ctx.Err())
-		case <-ch:
-		}
-	}
+	return s.wait(ctx, n, false)
 }
 
 // waitIndexed is WaitProcessed for a submission whose entry is logged and
@@ -236,6 +220,13 @@ func (s *index) WaitProcessed(ctx context.Context, n uint64) error {
 // writers waiting here while MariaDB restarted got no 503 for 4.9 s:
 // TestMySQLDatabaseRestart, TestWaitIndexedFailsOnOutage.)
 func (s *index) waitIndexed(ctx context.Context, n uint64) error {
+	return s.wait(ctx, n, true)
+}
+
+// wait waits until the index has processed n entries, or ctx ends; with
+// failOnOutage, also until the follower fails on a storage outage after
+// the wait began.
+func (s *index) wait(ctx context.Context, n uint64, failOnOutage bool) error {
 	s.mu.Lock()
 	start := s.outages
 	s.mu.Unlock()
@@ -246,7 +237,7 @@ func (s *index) waitIndexed(ctx context.Context, n uint64) error {
 		if s.processed.Load() >= n {
 			return nil
 		}
-		if outages > start {
+		if failOnOutage && outages > start {
 			return fmt.Errorf("wait for index to reach %d (at %d): %w", n, s.processed.Load(), outage)
 		}
 		select { // the follower may be idling (Follow): look now

@@ -2,6 +2,7 @@ package replica
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/hex"
@@ -70,13 +71,7 @@ func (r *Replica) RecordsBy(ctx context.Context, d notarize.Digest, keyIDs []str
 				if err != nil || sr.KeyID != id {
 					return fmt.Errorf("key index entry %x has no record of that key", k)
 				}
-				recs = append(recs, notarize.Record{
-					Index: index,
-					KeyID: sr.KeyID,
-					Statement: notarize.NewStatement(d, "", notarize.Predicate{
-						Status: sr.Status, Timestamp: sr.Timestamp, Name: sr.Name, Kind: sr.Kind, MediaType: sr.MediaType,
-					}),
-				})
+				recs = append(recs, sr.record(d, index))
 			}
 		}
 		return nil
@@ -84,16 +79,6 @@ func (r *Replica) RecordsBy(ctx context.Context, d notarize.Digest, keyIDs []str
 	if err != nil {
 		return nil, fmt.Errorf("replica lookup %s by key: %w", d, err)
 	}
-	slices.SortFunc(recs, func(a, b notarize.Record) int { return cmpU64(a.Index, b.Index) })
+	slices.SortFunc(recs, func(a, b notarize.Record) int { return cmp.Compare(a.Index, b.Index) })
 	return recs, nil
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

@@ -725,13 +725,7 @@ func (r *Replica) lookup(d notarize.Digest) ([]notarize.Record, error) {
 			if err != nil || len(k) != 40 {
 				return fmt.Errorf("corrupt record under %x", k)
 			}
-			recs = append(recs, notarize.Record{
-				Index: binary.BigEndian.Uint64(k[32:]),
-				KeyID: sr.KeyID,
-				Statement: notarize.NewStatement(d, "", notarize.Predicate{
-					Status: sr.Status, Timestamp: sr.Timestamp, Name: sr.Name, Kind: sr.Kind, MediaType: sr.MediaType,
-				}),
-			})
+			recs = append(recs, sr.record(d, binary.BigEndian.Uint64(k[32:])))
 		}
 		return nil
 	})
@@ -739,6 +733,18 @@ func (r *Replica) lookup(d notarize.Digest) ([]notarize.Record, error) {
 		return nil, fmt.Errorf("replica lookup %s: %w", d, err)
 	}
 	return recs, nil
+}
+
+// record returns the stored record at log index about d as the core's
+// Record (what the status fold and the decision log read of it).
+func (sr storedRecord) record(d notarize.Digest, index uint64) notarize.Record {
+	return notarize.Record{
+		Index: index,
+		KeyID: sr.KeyID,
+		Statement: notarize.NewStatement(d, "", notarize.Predicate{
+			Status: sr.Status, Timestamp: sr.Timestamp, Name: sr.Name, Kind: sr.Kind, MediaType: sr.MediaType,
+		}),
+	}
 }
 
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }

@@ -299,13 +299,7 @@ func (r *Replica) History(d notarize.Digest, keep func(keyID string) bool, other
 				}
 				others--
 			}
-			recs = append(recs, notarize.Record{
-				Index: binary.BigEndian.Uint64(k[32:]),
-				KeyID: sr.KeyID,
-				Statement: notarize.NewStatement(d, "", notarize.Predicate{
-					Status: sr.Status, Timestamp: sr.Timestamp, Name: sr.Name, Kind: sr.Kind, MediaType: sr.MediaType,
-				}),
-			})
+			recs = append(recs, sr.record(d, binary.BigEndian.Uint64(k[32:])))
 		}
 		return nil
 	})
