@@ -298,7 +298,7 @@ func TestRotateAfterRevocation(t *testing.T) {
 }
 
 // TestAuditAndInspectHonourRevoker: bob, a revoker, revokes alice's key
-// and her thief trusts an image afterwards. audit and inspect count bob's
+// and her thief trusts an image afterwards. audit, inspect and ls count bob's
 // revocation only when told to (--revoker bob, as verify): then audit does
 // not say TRUSTED and inspect marks the thief's statement; without it,
 // the thief's statement stands, as for verify.
@@ -348,6 +348,21 @@ func TestAuditAndInspectHonourRevoker(t *testing.T) {
 	}
 	if _, errOut, code := h.run("inspect", "--all", "--revoker", "bob", app); code != ExitUsage {
 		t.Fatalf("inspect --all --revoker: exit %d, want %d\n%s", code, ExitUsage, errOut)
+	}
+
+	ls := func(args ...string) lsOutput {
+		t.Helper()
+		var out lsOutput
+		if err := json.Unmarshal([]byte(h.mustRun(0, append([]string{"ls", "-o", "json", "--signer", "alice"}, args...)...)), &out); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	if o := ls(); len(o.Signers) != 1 || len(o.Signers[0].Statements) != 1 || o.Signers[0].Statements[0].KeyRevokedAt != nil || o.Team.Trusted != 1 {
+		t.Fatalf("ls without --revoker: %+v", o)
+	}
+	if o := ls("--revoker", "bob"); len(o.Signers) != 1 || len(o.Signers[0].Statements) != 1 || o.Signers[0].Statements[0].KeyRevokedAt == nil || o.Team.Trusted != 0 {
+		t.Fatalf("ls --revoker bob counted the thief's statement: %+v", o)
 	}
 }
 

@@ -30,9 +30,12 @@ const maxPolicyKeyFile = 64 << 10
 type lsOptions struct {
 	root    *rootOptions
 	signers []string
-	policy  string
-	status  string
-	format  string
+	// revokers may revoke the signers' keys besides each key itself
+	// (--revoker, as verify's; a policy names its own).
+	revokers []string
+	policy   string
+	status   string
+	format   string
 	// prove checks each listed statement against a current lookup, which
 	// the ledger's verifiable map proves complete.
 	prove bool
@@ -96,6 +99,8 @@ JSON output (-o json) is one object:
 	flags := cmd.Flags()
 	flags.StringArrayVar(&opts.signers, "signer", nil, "Signer: a key name in the key store or a path to a PEM public key (repeatable; default: every key in the store)")
 	flags.StringVar(&opts.policy, "policy", "", "List every signer of this trust policy file (the proxy's format) instead")
+	flags.StringArrayVar(&opts.revokers, "revoker", nil, "A key whose revocations of the signers' keys count besides each key's own, as verify's --revoker (repeatable; a --policy names its own)")
+	_ = cmd.RegisterFlagCompletionFunc("revoker", keyNameCompletion(root, cobra.ShellCompDirectiveDefault))
 	flags.StringVar(&opts.status, "status", "", "Only assets whose current status is trusted, untrusted or unsupported")
 	flags.BoolVar(&opts.prove, "prove", false, "Also prove each listed status current with a verified current lookup per asset (the ledger's verifiable map): a ledger listing a statement the key has since superseded exits 4")
 	flags.StringVarP(&opts.format, "output", "o", formatText, "Output format: text (a table) or json")
@@ -190,6 +195,9 @@ func (o *lsOptions) validate() error {
 	}
 	if o.policy != "" && len(o.signers) > 0 {
 		return errors.New("--signer and --policy: choose one")
+	}
+	if o.policy != "" && len(o.revokers) > 0 {
+		return errors.New("--revoker and --policy: the policy names its signers' revokers")
 	}
 	return nil
 }
@@ -354,6 +362,10 @@ func (o *lsOptions) resolveSigners() ([]lsSigner, error) {
 		}
 		keys = append(keys, k)
 	}
+	revokers, err := revokerKeys(ks, o.revokers)
+	if err != nil {
+		return nil, err
+	}
 	var out []lsSigner
 	seen := map[string]bool{}
 	for _, k := range keys {
@@ -361,7 +373,7 @@ func (o *lsOptions) resolveSigners() ([]lsSigner, error) {
 			continue
 		}
 		seen[k.KeyID] = true
-		out = append(out, lsSigner{Name: k.Name, KeyIDs: []string{k.KeyID}})
+		out = append(out, lsSigner{Name: k.Name, KeyIDs: []string{k.KeyID}, revokers: revokers})
 	}
 	return out, nil
 }
