@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/notarize/docker-notarize/ledger/api"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -20,6 +19,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/notarize/docker-notarize/ledger/api"
 
 	"github.com/transparency-dev/formats/log"
 	"golang.org/x/mod/sumdb/note"
@@ -640,7 +641,7 @@ func TestLookupRacingAReceipt(t *testing.T) {
 		return body
 	})
 	for op, call := range map[string]func() error{
-		"current": func() error { _, err := c.Current(t.Context(), digest("a"), keyID(t, s)); return err },
+		"current": func() error { _, err := c.Current(t.Context(), digest("a"), notarizetest.KeyID(t, s)); return err },
 		"lookup":  func() error { _, err := c.Lookup(t.Context(), digest("a")); return err },
 	} {
 		raced.Store(0)

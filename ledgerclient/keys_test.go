@@ -14,6 +14,7 @@ import (
 
 	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/notarize"
+	"github.com/notarize/docker-notarize/notarize/notarizetest"
 )
 
 // KeyDigests serves a key lookup page as the ledger does (keyPage).
@@ -123,7 +124,7 @@ func newKeyedLog(t *testing.T, n int) *keyedLog {
 		t.Fatal(err)
 	}
 	kl := &keyedLog{f: f, c: c, alice: newEntrySigner(t), mallory: newEntrySigner(t), untrusted: map[notarize.Digest]bool{}}
-	kl.aliceID = keyIDOf(t, kl.alice)
+	kl.aliceID = notarizetest.KeyID(t, kl.alice)
 	for i := range n {
 		d := notarize.DigestOf(fmt.Appendf(nil, "asset %d", i))
 		kl.digests = append(kl.digests, d)
@@ -207,7 +208,7 @@ func TestKeyDigestsRefusesLies(t *testing.T) {
 		want   error
 	}{
 		{"answer about another key", "", func(t *testing.T, kl *keyedLog, q KeyQuery, r *api.KeyDigestsResponse) {
-			r.KeyID = keyIDOf(t, kl.mallory)
+			r.KeyID = notarizetest.KeyID(t, kl.mallory)
 		}, ErrBadProof},
 		{"a stranger's statement listed as the key's", "", func(t *testing.T, kl *keyedLog, q KeyQuery, r *api.KeyDigestsResponse) {
 			r.Entries[3] = kl.f.proven(1 + 2) // entry 3 of the log is mallory's
@@ -385,7 +386,7 @@ func FuzzKeyDigests(f *testing.F) {
 	s, vkey := fuzzNoteKey(f)
 	kf := &keyFake{fakeOps: newFakeOps(f, newFakeLog(s, vkey))}
 	alice, bob := newEntrySigner(f), newEntrySigner(f)
-	aliceID := keyIDOf(f, alice)
+	aliceID := notarizetest.KeyID(f, alice)
 	for i, st := range []notarize.Status{notarize.StatusTrusted, notarize.StatusUntrusted, notarize.StatusTrusted, notarize.StatusUnsupported} {
 		for _, sg := range []signature.Signer{alice, bob} {
 			kf.log.add(marshal(f, signEntry(f, sg, notarize.DigestOf(fmt.Appendf(nil, "fuzz %d", i)), st, t0)))

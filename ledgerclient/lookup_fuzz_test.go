@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/notarize/docker-notarize/notarize"
+	"github.com/notarize/docker-notarize/notarize/notarizetest"
 )
 
 // FuzzCurrent feeds arbitrary bytes to Current as the ledger's answer. It
@@ -18,13 +19,13 @@ func FuzzCurrent(f *testing.F) {
 	l.add(marshal(f, signEntry(f, alice, digestB, notarize.StatusTrusted, t0)))
 	l.add(marshal(f, signEntry(f, alice, digestA, notarize.StatusUntrusted, t0)))
 	ops := newFakeOps(f, l)
-	aliceID := keyIDOf(f, alice)
+	aliceID := notarizetest.KeyID(f, alice)
 	good, err := ops.Current(f.Context(), digestA, []string{aliceID})
 	if err != nil {
 		f.Fatal(err)
 	}
 	f.Add(good)
-	both, err := ops.Current(f.Context(), digestA, []string{aliceID, keyIDOf(f, bob)})
+	both, err := ops.Current(f.Context(), digestA, []string{aliceID, notarizetest.KeyID(f, bob)})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -1,14 +1,11 @@
 package ledgerclient_test
 
 import (
-	"crypto"
 	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/sigstore/sigstore/pkg/signature"
 
 	"github.com/notarize/docker-notarize/ledger/ledgertest"
 	"github.com/notarize/docker-notarize/ledgerclient"
@@ -60,12 +57,12 @@ func TestLookupAgainstFloodedLedger(t *testing.T) {
 	}
 	last := submit(t, c, notarizetest.Entry(t, alice, d, notarize.StatusUntrusted, t0.Add(time.Minute)))
 
-	aliceID := keyID(t, alice)
+	aliceID := notarizetest.KeyID(t, alice)
 	mine, err := c.Lookup(t.Context(), d, aliceID)
 	if err != nil || len(mine.Records) != 2 || mine.Records[1].Index != last.Index {
 		t.Fatalf("alice's lookup: %v, %+v", err, mine)
 	}
-	cur, err := c.Current(t.Context(), d, aliceID, keyID(t, notarizetest.NewSigner(t)))
+	cur, err := c.Current(t.Context(), d, aliceID, notarizetest.KeyID(t, notarizetest.NewSigner(t)))
 	if err != nil || len(cur.Records) != 1 || cur.Records[0].Index != last.Index || cur.Records[0].Status() != notarize.StatusUntrusted {
 		t.Fatalf("alice's current statement: %v, %+v", err, cur)
 	}
@@ -87,19 +84,4 @@ func TestLookupAgainstFloodedLedger(t *testing.T) {
 	if n != strangers+2 || pages < 3 {
 		t.Fatalf("walk: %d records in %d pages, want %d in at least 3", n, pages, strangers+2)
 	}
-}
-
-func keyID(t testing.TB, s interface {
-	PublicKey(...signature.PublicKeyOption) (crypto.PublicKey, error)
-}) string {
-	t.Helper()
-	pub, err := s.PublicKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := notarize.KeyID(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
 }

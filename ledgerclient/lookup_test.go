@@ -11,20 +11,8 @@ import (
 
 	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/notarize"
+	"github.com/notarize/docker-notarize/notarize/notarizetest"
 )
-
-func keyIDOf(t testing.TB, s signature.SignerVerifier) string {
-	t.Helper()
-	pub, err := s.PublicKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := notarize.KeyID(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
-}
 
 // appendStatements appends n statements by s about d, dated a second apart
 // from at, straight into the fake log, and returns their indexes.
@@ -91,7 +79,7 @@ func TestLookupWalksPages(t *testing.T) {
 	}
 
 	fl.f.queries = nil
-	mine, err := fl.c.Lookup(t.Context(), digestA, keyIDOf(t, fl.alice))
+	mine, err := fl.c.Lookup(t.Context(), digestA, notarizetest.KeyID(t, fl.alice))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +186,7 @@ func TestLookupPageLies(t *testing.T) {
 			fl := newFloodedLog(t, 2*PageLimit+10)
 			var keys []string
 			if tc.keys {
-				keys = []string{keyIDOf(t, fl.alice)}
+				keys = []string{notarizetest.KeyID(t, fl.alice)}
 			}
 			fl.f.pageHook = func(q lookupQuery, r *api.LookupResponse) { tc.lie(t, fl, q, r) }
 			res, err := fl.c.Lookup(t.Context(), digestA, keys...)
@@ -263,7 +251,7 @@ func TestCurrent(t *testing.T) {
 	// bob's later log entry is dated earlier: his current one is the first.
 	appendStatements(t, fl.f, bob, digestA, notarize.StatusUnsupported, t0.Add(3*time.Hour), 1)
 	appendStatements(t, fl.f, bob, digestA, notarize.StatusTrusted, t0, 1)
-	alice, bobID := keyIDOf(t, fl.alice), keyIDOf(t, bob)
+	alice, bobID := notarizetest.KeyID(t, fl.alice), notarizetest.KeyID(t, bob)
 	res, err := fl.c.Current(t.Context(), digestA, alice, bobID, alice)
 	if err != nil {
 		t.Fatal(err)
@@ -304,7 +292,7 @@ func TestCurrent(t *testing.T) {
 // several requests.
 func TestCurrentManyKeys(t *testing.T) {
 	fl := newFloodedLog(t, 2)
-	ids := []string{keyIDOf(t, fl.alice)}
+	ids := []string{notarizetest.KeyID(t, fl.alice)}
 	for i := range api.MaxCurrentKeyIDs {
 		ids = append(ids, notarize.DigestOf([]byte{byte(i), byte(i >> 8)}).Hex())
 	}
@@ -322,7 +310,7 @@ func TestCurrentManyKeys(t *testing.T) {
 func TestCurrentWithoutEndpoint(t *testing.T) {
 	fl := newFloodedLog(t, 3*PageLimit)
 	fl.f.noCurrent = true
-	alice := keyIDOf(t, fl.alice)
+	alice := notarizetest.KeyID(t, fl.alice)
 	res, err := fl.c.Current(t.Context(), digestA, alice)
 	if err != nil {
 		t.Fatal(err)
@@ -383,7 +371,7 @@ func TestCurrentLies(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			fl := newFloodedLog(t, 20)
 			fl.f.currentHook = func(r *api.LookupResponse) { tc.lie(t, fl, r) }
-			res, err := fl.c.Current(t.Context(), digestA, keyIDOf(t, fl.alice))
+			res, err := fl.c.Current(t.Context(), digestA, notarizetest.KeyID(t, fl.alice))
 			var fe *ForkError
 			if errors.As(tc.want, &fe) {
 				if !errors.As(err, &fe) {

@@ -28,7 +28,7 @@ func TestRedteam3FrozenKeyHistory(t *testing.T) {
 	srv := ledgertest.Start(t, ledgertest.WithConfig(fastMap))
 	direct := newClient(t, srv.URL, t.TempDir(), srv.VerifierKey)
 	k := notarizetest.NewSigner(t)
-	kid := keyID(t, k)
+	kid := notarizetest.KeyID(t, k)
 	d := digest("vetoed later")
 	submit(t, direct, notarizetest.Entry(t, k, d, notarize.StatusTrusted, t0))
 
@@ -97,7 +97,7 @@ func TestRedteam3KeyIDSpellings(t *testing.T) {
 	srv := ledgertest.Start(t, ledgertest.WithConfig(fastMap))
 	c := newClient(t, srv.URL, t.TempDir(), srv.VerifierKey)
 	k := notarizetest.NewSigner(t)
-	kid := keyID(t, k)
+	kid := notarizetest.KeyID(t, k)
 	submit(t, c, notarizetest.KeyRevocation(t, k, kid, t0))
 	for _, id := range []string{strings.ToUpper(kid), "sha256:" + kid, kid[:63], kid + "0", " " + kid} {
 		if revs, err := c.Revocations(t.Context(), []string{id}, nil); err == nil {
@@ -123,7 +123,7 @@ func TestRedteam3RevocationRace(t *testing.T) {
 	const rounds = 6
 	for i := range rounds {
 		k := notarizetest.NewSigner(t)
-		kid := keyID(t, k)
+		kid := notarizetest.KeyID(t, k)
 		stolen := digest(fmt.Sprintf("stolen %d", i))
 		submit(t, direct, notarizetest.Entry(t, k, digest(fmt.Sprintf("before %d", i)), notarize.StatusTrusted, t0))
 		var (
@@ -174,7 +174,7 @@ func TestRedteam3RevocationFromAnotherLog(t *testing.T) {
 	other := ledgertest.Start(t, ledgertest.WithConfig(fastMap))
 	direct := newClient(t, ledgerA.URL, t.TempDir(), ledgerA.VerifierKey)
 	k, victim := notarizetest.NewSigner(t), notarizetest.NewSigner(t)
-	kid, vid := keyID(t, k), keyID(t, victim)
+	kid, vid := notarizetest.KeyID(t, k), notarizetest.KeyID(t, victim)
 	stolen := digest("stolen elsewhere")
 	submit(t, direct, notarizetest.KeyRevocation(t, k, kid, t0))
 	submit(t, direct, notarizetest.Entry(t, k, stolen, notarize.StatusTrusted, t0.Add(-time.Hour)))

@@ -1,13 +1,10 @@
 package ledgerclient
 
 import (
-	"crypto"
 	"fmt"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/sigstore/sigstore/pkg/signature"
 
 	"github.com/notarize/docker-notarize/ledger"
 	"github.com/notarize/docker-notarize/ledger/ledgertest"
@@ -50,7 +47,7 @@ func BenchmarkCurrentCompleteness(b *testing.B) {
 	close(work)
 	wg.Wait()
 	d := notarize.DigestOf([]byte("bench 7"))
-	kid := keyIDOfSigner(b, s)
+	kid := notarizetest.KeyID(b, s)
 	// Wait for a root after the last entry: the tail is what arrived since.
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		b1, err := c.ops.Current(b.Context(), d, []string{kid})
@@ -129,18 +126,4 @@ func BenchmarkCurrentCompleteness(b *testing.B) {
 			}
 		}
 	})
-}
-
-func keyIDOfSigner(b *testing.B, s interface {
-	PublicKey(...signature.PublicKeyOption) (crypto.PublicKey, error)
-}) string {
-	pub, err := s.PublicKey()
-	if err != nil {
-		b.Fatal(err)
-	}
-	id, err := notarize.KeyID(pub)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return id
 }

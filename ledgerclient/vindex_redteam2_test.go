@@ -44,7 +44,7 @@ func TestRedteam2CurrentMapLies(t *testing.T) {
 	direct := newClient(t, srv.URL, t.TempDir(), srv.VerifierKey)
 	d, d2 := digest("redteam2-revoked"), digest("redteam2-other")
 	alice, bob, mallory := notarizetest.NewSigner(t), notarizetest.NewSigner(t), notarizetest.NewSigner(t)
-	ka, kb, km := keyID(t, alice), keyID(t, bob), keyID(t, mallory)
+	ka, kb, km := notarizetest.KeyID(t, alice), notarizetest.KeyID(t, bob), notarizetest.KeyID(t, mallory)
 	submit(t, direct, notarizetest.Entry(t, alice, d, notarize.StatusTrusted, t0))
 	untrusted := submit(t, direct, notarizetest.Entry(t, alice, d, notarize.StatusUntrusted, t0.Add(time.Minute)))
 	submit(t, direct, notarizetest.Entry(t, bob, d, notarize.StatusTrusted, t0))

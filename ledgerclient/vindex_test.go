@@ -169,7 +169,7 @@ func TestCurrentProvenComplete(t *testing.T) {
 	direct := newClient(t, srv.URL, t.TempDir(), srv.VerifierKey)
 	d := digest("revoked-image")
 	alice, bob := notarizetest.NewSigner(t), notarizetest.NewSigner(t)
-	ka, kb := keyID(t, alice), keyID(t, bob)
+	ka, kb := notarizetest.KeyID(t, alice), notarizetest.KeyID(t, bob)
 	trusted := submit(t, direct, notarizetest.Entry(t, alice, d, notarize.StatusTrusted, t0))
 	untrusted := submit(t, direct, notarizetest.Entry(t, alice, d, notarize.StatusUntrusted, t0.Add(time.Minute)))
 	submit(t, direct, notarizetest.Entry(t, bob, d, notarize.StatusTrusted, t0))
@@ -302,7 +302,7 @@ func TestLookupProvenComplete(t *testing.T) {
 	direct := newClient(t, srv.URL, t.TempDir(), srv.VerifierKey)
 	d := digest("history")
 	alice := notarizetest.NewSigner(t)
-	ka := keyID(t, alice)
+	ka := notarizetest.KeyID(t, alice)
 	first := submit(t, direct, notarizetest.Entry(t, alice, d, notarize.StatusTrusted, t0))
 	second := submit(t, direct, notarizetest.Entry(t, alice, d, notarize.StatusUntrusted, t0.Add(time.Minute)))
 	waitMapRoot(t, srv.URL, d, ka, second.Index+1)
@@ -330,7 +330,7 @@ func TestCurrentLongTail(t *testing.T) {
 	direct := newClient(t, srv.URL, t.TempDir(), srv.VerifierKey)
 	d := digest("long-tail")
 	alice, other := notarizetest.NewSigner(t), notarizetest.NewSigner(t)
-	ka := keyID(t, alice)
+	ka := notarizetest.KeyID(t, alice)
 	submit(t, direct, notarizetest.Entry(t, alice, d, notarize.StatusTrusted, t0))
 	var wg sync.WaitGroup
 	errs := make(chan error, 1300)
@@ -387,7 +387,7 @@ func TestLookupTailDripBounded(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	go func() {
-		_, err := c.Lookup(ctx, d, keyID(t, alice))
+		_, err := c.Lookup(ctx, d, notarizetest.KeyID(t, alice))
 		done <- err
 	}()
 	select {

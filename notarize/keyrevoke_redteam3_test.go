@@ -39,19 +39,6 @@ func logged(t *testing.T, first uint64, entries ...*notarize.Entry) []notarize.R
 	return recs
 }
 
-func signerKeyID(t testing.TB, s signature.SignerVerifier) string {
-	t.Helper()
-	pub, err := s.PublicKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := notarize.KeyID(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
-}
-
 // rawStatementEntry signs a hand-written statement payload, as a thief
 // holding the key can: whatever bytes it likes, under the key.
 func rawStatementEntry(t *testing.T, s signature.Signer, payload string) *notarize.Entry {
@@ -67,7 +54,7 @@ func rawStatementEntry(t *testing.T, s signature.Signer, payload string) *notari
 // moves the revocation or brings a later statement back.
 func TestRedteam3ThiefCannotUnrevoke(t *testing.T) {
 	k := notarizetest.NewSigner(t)
-	kid := signerKeyID(t, k)
+	kid := notarizetest.KeyID(t, k)
 	kd, err := notarize.KeyRevocationDigest(kid)
 	if err != nil {
 		t.Fatal(err)
@@ -135,7 +122,7 @@ func TestRedteam3ThiefCannotUnrevoke(t *testing.T) {
 // counted as the revoker's.
 func TestRedteam3WhoRevokes(t *testing.T) {
 	k, revoker, thief := notarizetest.NewSigner(t), notarizetest.NewSigner(t), notarizetest.NewSigner(t)
-	kid, rid := signerKeyID(t, k), signerKeyID(t, revoker)
+	kid, rid := notarizetest.KeyID(t, k), notarizetest.KeyID(t, revoker)
 	at := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
 	byRevoker := notarizetest.KeyRevocation(t, revoker, kid, at)
 	byThief := notarizetest.KeyRevocation(t, thief, kid, at)

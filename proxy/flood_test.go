@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/notarize/docker-notarize/notarize"
+	"github.com/notarize/docker-notarize/notarize/notarizetest"
 	"github.com/notarize/docker-notarize/proxy"
 	"github.com/notarize/docker-notarize/proxy/replica"
 )
@@ -59,7 +60,7 @@ func TestDecisionIgnoresStrangersFlood(t *testing.T) {
 	if err := pull("v1"); err != nil {
 		t.Fatalf("release's trusted image, its digest flooded by strangers: %v", err)
 	}
-	kid := keyIDOf(t, e.release)
+	kid := notarizetest.KeyID(t, e.release)
 	e.revoke(e.release, kid)
 	e.signAt(e.release, digestOf(t, e.push("app", "v2")), notarize.StatusTrusted, time.Now().Add(-time.Hour))
 	e.sync()

@@ -18,6 +18,7 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 
 	"github.com/notarize/docker-notarize/notarize"
+	"github.com/notarize/docker-notarize/notarize/notarizetest"
 	"github.com/notarize/docker-notarize/proxy"
 	"github.com/notarize/docker-notarize/proxy/replica"
 )
@@ -128,7 +129,7 @@ func TestRedteam3RevocationAndThiefInOneBatch(t *testing.T) {
 			}
 
 			// The theft: revocation first, then the thief's un-veto, one batch.
-			e.revoke(e.release, keyIDOf(t, e.release))
+			e.revoke(e.release, notarizetest.KeyID(t, e.release))
 			e.submitAt(e.release, index, notarize.StatusTrusted, notarize.KindIndex, notarize.MediaTypeOCIIndex, now)
 			rt.arm(after)
 			code, body := get()

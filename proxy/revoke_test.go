@@ -11,6 +11,7 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 
 	"github.com/notarize/docker-notarize/notarize"
+	"github.com/notarize/docker-notarize/notarize/notarizetest"
 )
 
 // revokerPolicy: release's keys may also be revoked by the security key
@@ -79,19 +80,6 @@ func (e *env) signAt(sv signature.Signer, d notarize.Digest, s notarize.Status, 
 	}
 }
 
-func keyIDOf(t testing.TB, sv signature.SignerVerifier) string {
-	t.Helper()
-	pub, err := sv.PublicKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := notarize.KeyID(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
-}
-
 // refused asserts that ref's manifest is refused 403 with a message
 // holding want.
 func (e *env) refused(repo, tag, want string) {
@@ -115,7 +103,7 @@ func (e *env) refused(repo, tag, want string) {
 func TestProxyKeyRevocation(t *testing.T) {
 	e := newEnv(t)
 	e.runReplica()
-	kid := keyIDOf(t, e.release)
+	kid := notarizetest.KeyID(t, e.release)
 	old := digestOf(t, e.push("app", "old"))
 	vetoed := digestOf(t, e.push("app", "vetoed"))
 	e.sign(e.release, old, notarize.StatusTrusted)
@@ -159,7 +147,7 @@ func TestProxyKeyRevocation(t *testing.T) {
 func TestProxyRevocationWhoMayRevoke(t *testing.T) {
 	security, thief := newSigner(t), newSigner(t)
 	e := newRevokerEnv(t, security)
-	kid := keyIDOf(t, e.release)
+	kid := notarizetest.KeyID(t, e.release)
 	e.sign(e.release, digestOf(t, e.push("app", "v1")), notarize.StatusTrusted)
 
 	e.revoke(thief, kid)

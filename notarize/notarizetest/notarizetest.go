@@ -3,6 +3,7 @@
 package notarizetest
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -46,4 +47,20 @@ func Entry(t testing.TB, s signature.Signer, d notarize.Digest, st notarize.Stat
 		t.Fatal(err)
 	}
 	return e
+}
+
+// KeyID returns the key ID of s's public key.
+func KeyID(t testing.TB, s interface {
+	PublicKey(...signature.PublicKeyOption) (crypto.PublicKey, error)
+}) string {
+	t.Helper()
+	pub, err := s.PublicKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := notarize.KeyID(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
 }

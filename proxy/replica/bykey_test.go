@@ -9,6 +9,7 @@ import (
 	"github.com/notarize/docker-notarize/ledger/ledgertest"
 	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/notarize/docker-notarize/notarize"
+	"github.com/notarize/docker-notarize/notarize/notarizetest"
 	"github.com/notarize/docker-notarize/proxy/replica"
 )
 
@@ -25,7 +26,7 @@ func TestRecordsByIgnoresStrangersFlood(t *testing.T) {
 		t.Fatal(err)
 	}
 	alice, bob := newSigner(t), newSigner(t)
-	ka, kb := keyIDOf(t, alice), keyIDOf(t, bob)
+	ka, kb := notarizetest.KeyID(t, alice), notarizetest.KeyID(t, bob)
 	d := notarize.DigestOf([]byte("flooded"))
 	at := time.Now().UTC().Add(-time.Hour)
 	submitAll := func(es ...*notarize.Entry) {

@@ -1,9 +1,7 @@
 package replica_test
 
 import (
-	"crypto"
 	"fmt"
-	"github.com/sigstore/sigstore/pkg/signature"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,6 +10,7 @@ import (
 	"github.com/notarize/docker-notarize/ledger/ledgertest"
 	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/notarize/docker-notarize/notarize"
+	"github.com/notarize/docker-notarize/notarize/notarizetest"
 	"github.com/notarize/docker-notarize/proxy/replica"
 )
 
@@ -27,7 +26,7 @@ func TestReplicaTallies(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, b := newSigner(t), newSigner(t)
-	keyA, keyB := keyIDOf(t, a), keyIDOf(t, b)
+	keyA, keyB := notarizetest.KeyID(t, a), notarizetest.KeyID(t, b)
 	d1, d2, d3 := notarize.DigestOf([]byte("one")), notarize.DigestOf([]byte("two")), notarize.DigestOf([]byte("three"))
 	at := time.Now().UTC().Add(-time.Hour)
 	for _, e := range []*notarize.Entry{
@@ -100,21 +99,6 @@ func TestReplicaTallies(t *testing.T) {
 	}
 	defer r.Close()
 	check(r)
-}
-
-func keyIDOf(t *testing.T, sv interface {
-	PublicKey(...signature.PublicKeyOption) (crypto.PublicKey, error)
-}) string {
-	t.Helper()
-	pub, err := sv.PublicKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := notarize.KeyID(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
 }
 
 // TestReplicaRevocationsBounded: each key keeps its last MaxRevocations
