@@ -158,7 +158,22 @@ func (l *Ledger) pageLookup(ctx context.Context, d notarize.Digest, data *ui.Dat
 		records = append(records, more...)
 	}
 	for _, k := range keys {
-		rec, ok := notarize.Current(records, d, k)
+		rv, cut, err := l.selfRevocation(ctx, k, cp.Size)
+		if err != nil {
+			return err
+		}
+		// A revoked key's current statement is chosen among those before
+		// its revocation. When the page read only some of the statements
+		// (Truncated), that choice could be wrong: the newest is shown,
+		// marked if it comes after the revocation.
+		counted := records
+		if rv != nil && !data.Truncated {
+			counted = notarize.Revocations{k: *rv}.Filter(records)
+		}
+		rec, ok := notarize.Current(counted, d, k)
+		if !ok {
+			rec, ok = notarize.Current(records, d, k)
+		}
 		if !ok {
 			continue
 		}
@@ -171,6 +186,7 @@ func (l *Ledger) pageLookup(ctx context.Context, d notarize.Digest, data *ui.Dat
 			Name:     truncate(p.Name, notarize.MaxNameLen),
 			Email:    p.Email,
 			Enrolled: l.enrolledIdentity(rec.KeyID),
+			Revoked:  pageRevoked(rv, cut, rec.Index),
 		})
 	}
 	data.Looked = true
@@ -366,9 +382,14 @@ func (l *Ledger) pageKey(ctx context.Context, keyID string, bound int, data *ui.
 		}
 		return cmp.Compare(b.Index, a.Index)
 	})
+	rv, cut, err := l.selfRevocation(ctx, keyID, cp.Size)
+	if err != nil {
+		return err
+	}
+	data.Revoked = pageRevoked(rv, cut, 0)
 	for _, rec := range recs {
 		p := rec.Statement.Predicate
-		st := ui.KeyStatement{Digest: rec.Statement.Digest().String(), Status: string(p.Status),
+		st := ui.KeyStatement{AfterRevocation: rv != nil && rec.Index > rv.Index, Digest: rec.Statement.Digest().String(), Status: string(p.Status),
 			Signed: p.Timestamp.UTC().Format(time.RFC3339), Index: rec.Index, Name: truncate(p.Name, notarize.MaxNameLen), Email: p.Email}
 		if len(rec.Statement.Subject) > 0 {
 			st.Subject = truncate(rec.Statement.Subject[0].Name, 200)

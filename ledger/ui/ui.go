@@ -42,6 +42,27 @@ type Statement struct {
 	// Enrolled is the identity the ledger enrols the key with (its
 	// --signers file), nil when it enrols none.
 	Enrolled *Identity
+	// Revoked is the key's self-revocation, nil when it has none.
+	Revoked *Revoked
+}
+
+// Revoked is a key's revocation of itself as the pages show it: every
+// statement by the key at a later log index does not count, whatever
+// date it carries.
+type Revoked struct {
+	// Index is the revocation's log index; Signed its signed timestamp,
+	// RFC 3339 in UTC (informational); Reason its reason attribute.
+	Index  uint64
+	Signed string
+	Reason string
+	// After is set when the statement shown beside it comes after the
+	// revocation in the log, and so does not count.
+	After bool
+	// Unread is set when the key has more statements about its own
+	// revocation digest than the page reads (Scanned): the page cannot
+	// say whether it is revoked.
+	Unread  bool
+	Scanned int
 }
 
 // Identity is a signer's enrolled identity as the pages show it.
@@ -90,6 +111,9 @@ type KeyStatement struct {
 	// Subject is the subject's name in the statement (an image reference
 	// or a file name), as the signer wrote it.
 	Subject string
+	// AfterRevocation is set when the key revoked itself at a lower log
+	// index: the statement does not count.
+	AfterRevocation bool
 }
 
 // KeyData is the view model of a signer key's page.
@@ -99,6 +123,8 @@ type KeyData struct {
 	// Enrolled is the identity the ledger enrols the key with (its
 	// --signers file), nil when it enrols none.
 	Enrolled *Identity
+	// Revoked is the key's self-revocation, nil when it has none.
+	Revoked *Revoked
 	// Looked is true when a valid key ID was looked up.
 	Looked bool
 	// Error is a message for a person when the lookup could not be made.

@@ -1,0 +1,105 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/notarize/docker-notarize/notarize"
+)
+
+// revoke returns by's revocation of keyID, dated at, with reason.
+func (s *testSigner) revoke(t testing.TB, keyID, reason string, at time.Time) *notarize.Entry {
+	t.Helper()
+	st, err := notarize.NewKeyRevocation(keyID, "laptop key", "security", reason, at.UTC().Truncate(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := notarize.Sign(context.Background(), s.sv, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// TestPagesShowSelfRevocation: once a key revoked itself, the pages mark it,
+// a thief's later statement is not shown as the key's current one on the
+// digest view, and the key page marks what comes after the revocation. A
+// revocation by another key (a revoker only a verifier's policy can name)
+// is not shown as one.
+func TestPagesShowSelfRevocation(t *testing.T) {
+	tl := startLedger(t, Config{})
+	a, b, c := newTestSigner(t), newTestSigner(t), newTestSigner(t)
+	d, d3 := randomDigest(t), randomDigest(t)
+	now := time.Now().Add(-time.Hour)
+	tl.submit(t, a.signSubject(t, d, "registry.example/app:1", notarize.StatusTrusted, now), http.StatusCreated)
+	rev := tl.submit(t, a.revoke(t, a.keyID, "laptop <stolen>", now.Add(time.Minute)), http.StatusCreated)
+	// The thief, holding a's key: a newer "unsupported" about d and a
+	// "trusted" about d3, both logged after the revocation.
+	thief := tl.submit(t, a.signSubject(t, d, "registry.example/app:1", notarize.StatusUnsupported, now.Add(30*time.Minute)), http.StatusCreated)
+	tl.submit(t, a.signSubject(t, d3, "registry.example/evil:1", notarize.StatusTrusted, now.Add(31*time.Minute)), http.StatusCreated)
+	// b is revoked by c only: not a self-revocation.
+	tl.submit(t, b.signSubject(t, d, "registry.example/app:1", notarize.StatusTrusted, now), http.StatusCreated)
+	tl.submit(t, c.revoke(t, b.keyID, "", now.Add(time.Minute)), http.StatusCreated)
+	if thief.Index <= rev.Index {
+		t.Fatalf("thief's statement at %d, revocation at %d", thief.Index, rev.Index)
+	}
+
+	_, _, body := do(t, http.MethodGet, tl.url+"/?digest="+d.String(), nil)
+	page := string(body)
+	rows := pageRows(t, page)
+	if want := map[string]string{a.keyID: "trusted", b.keyID: "trusted"}; fmt.Sprint(rows) != fmt.Sprint(want) {
+		t.Fatalf("rows = %v, want %v (the thief's statement after the revocation must not be a's current one)\n%s", rows, want, page)
+	}
+	mark := fmt.Sprintf("key revoked by itself at log index %d", rev.Index)
+	if strings.Count(page, mark) != 1 || strings.Contains(page, "does not count") {
+		t.Errorf("digest view: want one mark %q (on a's row only) and no statement marked as not counting\n%s", mark, page)
+	}
+
+	_, _, body = do(t, http.MethodGet, tl.url+"/keys/"+a.keyID, nil)
+	page = string(body)
+	for _, s := range []string{`id="revoked"`, fmt.Sprintf(`<strong id="revoked-index">%d</strong>`, rev.Index), "laptop &lt;stolen&gt;", "after the revocation: does not count"} {
+		if !strings.Contains(page, s) {
+			t.Errorf("a's key page lacks %q", s)
+		}
+	}
+	if n := strings.Count(page, "after the revocation: does not count"); n != 2 {
+		t.Errorf("a's key page marks %d statements as after the revocation, want 2 (d's and d3's)\n%s", n, page)
+	}
+	_, _, body = do(t, http.MethodGet, tl.url+"/keys/"+b.keyID, nil)
+	if strings.Contains(string(body), `id="revoked"`) {
+		t.Errorf("b's key page shows a revocation that only c signed")
+	}
+}
+
+// TestPagesRevocationScanBound: a key with more statements about its own
+// revocation digest than the page reads is not shown as unrevoked: the
+// page says it did not read them all.
+func TestPagesRevocationScanBound(t *testing.T) {
+	chunk, scan := pageRevocationChunk, pageRevocationScan
+	pageRevocationChunk, pageRevocationScan = 2, 4
+	t.Cleanup(func() { pageRevocationChunk, pageRevocationScan = chunk, scan })
+	tl := startLedger(t, Config{})
+	a := newTestSigner(t)
+	rd, err := notarize.KeyRevocationDigest(a.keyID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().Add(-time.Hour)
+	for i := range 5 {
+		tl.submit(t, a.signSubject(t, rd, fmt.Sprint("filler-", i), notarize.StatusTrusted, now.Add(time.Duration(i)*time.Second)), http.StatusCreated)
+	}
+	tl.submit(t, a.revoke(t, a.keyID, "", now.Add(time.Minute)), http.StatusCreated)
+	_, _, body := do(t, http.MethodGet, tl.url+"/keys/"+a.keyID, nil)
+	if !strings.Contains(string(body), `id="revoked-unread"`) || strings.Contains(string(body), `id="revoked"`) {
+		t.Fatalf("key page past the scan bound:\n%s", body)
+	}
+	pageRevocationChunk, pageRevocationScan = 2, 8
+	_, _, body = do(t, http.MethodGet, tl.url+"/keys/"+a.keyID, nil)
+	if !strings.Contains(string(body), `id="revoked"`) {
+		t.Fatalf("key page within the scan bound does not show the revocation:\n%s", body)
+	}
+}
