@@ -188,7 +188,7 @@ func (l *Ledger) submitRequest(w http.ResponseWriter, r *http.Request) (*api.Rec
 	if err != nil {
 		return nil, err
 	}
-	return l.Submit(r.Context(), e)
+	return l.submit(r.Context(), e, body)
 }
 
 // serveLookup handles GET /api/v1/digests/{digest}: one page.

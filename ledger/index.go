@@ -33,6 +33,13 @@ type index struct {
 	log  *slog.Logger
 	tune storage.FollowTuning
 
+	// verified holds the rows of the entries this process verified at
+	// submission, which the follower takes instead of verifying them again
+	// (ingest_verified.go); keys caches signer keys for the entries it
+	// does verify.
+	verified *verifiedRows
+	keys     *notarize.KeyCache
+
 	processed atomic.Uint64 // the position, as last read or written by this process
 	pushback  atomic.Bool   // the index is too far behind the log
 
@@ -59,6 +66,8 @@ func newIndex(ctx context.Context, db storage.Index, logger *slog.Logger) (*inde
 		db:            db,
 		log:           logger,
 		tune:          db.Tuning(),
+		verified:      newVerifiedRows(),
+		keys:          notarize.NewKeyCache(0),
 		advanced:      make(chan struct{}),
 		wake:          make(chan struct{}, 1),
 		idleMax:       followIdlePoll,
@@ -405,20 +414,29 @@ func (f *indexFollower) Follow(ctx context.Context, lr tessera.LogReader) {
 // rules made stricter since) keeps the SHA-256 of its bytes as identity, so
 // that an exact replay is still a duplicate, and is in no lookup.
 func indexEntry(data []byte) storage.Row {
-	f, err := verifiedEntry(data)
+	f, err := verifiedEntry(data, nil)
 	if err != nil {
-		h := sha256.Sum256(data)
-		return storage.Row{ID: h[:], Data: data}
+		return unverifiedRow(data)
 	}
 	return f
 }
 
-func verifiedEntry(data []byte) (storage.Row, error) {
+// unverifiedRow is the index row of an entry that does not verify: the
+// SHA-256 of its bytes as identity, in no lookup.
+func unverifiedRow(data []byte) storage.Row {
+	h := sha256.Sum256(data)
+	return storage.Row{ID: h[:], Data: data}
+}
+
+// verifiedEntry parses data strictly and checks its signature
+// (VerifyLogged, with signer keys from keys, which may be nil), and
+// returns its index row.
+func verifiedEntry(data []byte, keys *notarize.KeyCache) (storage.Row, error) {
 	e, err := notarize.ParseEntry(data)
 	if err != nil {
 		return storage.Row{}, err
 	}
-	v, err := e.VerifyLogged()
+	v, err := e.VerifyLoggedWith(keys)
 	if err != nil {
 		return storage.Row{}, err
 	}
@@ -472,7 +490,7 @@ func (f *indexFollower) step(ctx context.Context, lr tessera.LogReader) (bool, e
 	}
 	f.s.pushback.Store(size-next > antispamPushbackAt)
 	n := min(size-next, f.s.tune.MaxBatch)
-	batch, err := readIndexEntries(ctx, lr, f.s.log, next, n, size, f.s.tune.MaxBytes)
+	batch, err := readIndexEntries(ctx, lr, f.s.log, next, n, size, f.s.tune.MaxBytes, f.s.verified, f.s.keys)
 	if err != nil {
 		return false, err
 	}
@@ -491,8 +509,11 @@ func (f *indexFollower) step(ctx context.Context, lr tessera.LogReader) (bool, e
 // readIndexEntries returns the index rows of entries [from, from+n) of a
 // log of the given integrated size, or of a prefix of them whose bytes add
 // up to at most maxBytes (at least one entry). Each entry is parsed and its
-// signature checked (see indexEntry).
-func readIndexEntries(ctx context.Context, lr tessera.LogReader, logger *slog.Logger, from, n, size uint64, maxBytes int) ([]storage.Row, error) {
+// signature checked (see indexEntry), with signer keys from keys, unless
+// verified (which may be nil) holds the row of its exact bytes: this
+// process checked them when they were submitted.
+func readIndexEntries(ctx context.Context, lr tessera.LogReader, logger *slog.Logger, from, n, size uint64, maxBytes int,
+	verified *verifiedRows, keys *notarize.KeyCache) ([]storage.Row, error) {
 	out := make([]storage.Row, 0, n)
 	var skipped []uint64 // entries that do not verify, logged once per batch
 	var firstErr error
@@ -524,7 +545,11 @@ func readIndexEntries(ctx context.Context, lr tessera.LogReader, logger *slog.Lo
 			if total += len(eb.Entries[i]); len(out) > 0 && total > maxBytes {
 				return out, nil
 			}
-			fe, err := verifiedEntry(eb.Entries[i])
+			if fe, ok := verified.row(eb.Entries[i]); ok {
+				out = append(out, fe)
+				continue
+			}
+			fe, err := verifiedEntry(eb.Entries[i], keys)
 			if err != nil {
 				// Only verified entries are added, so this is a foreign
 				// log or an entry older than a stricter rule; keep going
@@ -536,7 +561,7 @@ func readIndexEntries(ctx context.Context, lr tessera.LogReader, logger *slog.Lo
 				if !notarize.IsMapRoot(eb.Entries[i]) {
 					skipped = append(skipped, ri.Index*layout.EntryBundleWidth+uint64(i))
 				}
-				fe = indexEntry(eb.Entries[i])
+				fe = unverifiedRow(eb.Entries[i])
 			}
 			out = append(out, fe)
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/notarize/docker-notarize/ledger/api"
+	"github.com/notarize/docker-notarize/ledger/storage"
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/transparency-dev/formats/log"
 	"github.com/transparency-dev/tessera"
@@ -42,6 +43,14 @@ type submission struct {
 // A new statement is charged to its key's rate limits (Config.RateLimits)
 // before it is appended; a replay is not.
 func (l *Ledger) Submit(ctx context.Context, e *notarize.Entry) (*api.Receipt, error) {
+	return l.submit(ctx, e, nil)
+}
+
+// submit is Submit of e, which was parsed (notarize.ParseEntry) from raw
+// when raw is not nil. When raw is exactly the canonical bytes that get
+// logged, the index row established here is handed to the index follower,
+// which then need not parse and verify those bytes again (verifiedRows).
+func (l *Ledger) submit(ctx context.Context, e *notarize.Entry, raw []byte) (*api.Receipt, error) {
 	v, data, err := l.admit(e)
 	if err != nil {
 		return nil, fmt.Errorf("submit: %w", err)
@@ -52,7 +61,13 @@ func (l *Ledger) Submit(ctx context.Context, e *notarize.Entry) (*api.Receipt, e
 		return nil, fmt.Errorf("submit: %w", err)
 	}
 	if owner {
-		l.append(ctx, sub, id, v, data)
+		var row *storage.Row
+		if raw != nil && bytes.Equal(raw, data) {
+			if r, err := rowOf(v); err == nil {
+				row = &r
+			}
+		}
+		l.append(ctx, sub, id, v, data, row)
 	}
 	select {
 	case <-sub.done:
@@ -123,7 +138,7 @@ func (l *Ledger) admit(e *notarize.Entry) (*notarize.Verified, []byte, error) {
 	if l.closing.Load() {
 		return nil, nil, fmt.Errorf("%w: shutting down", ErrUnavailable)
 	}
-	v, err := e.Verify()
+	v, err := e.VerifyWith(l.store.keys)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -179,7 +194,11 @@ func (l *Ledger) finish(id [32]byte, sub *submission, cancel context.CancelFunc)
 // append does the work of the submission sub, which the caller owns, in
 // the background, bounded by Config.ReceiptTimeout and by Close, so that a client
 // that goes away does not fail the others waiting for the same statement.
-func (l *Ledger) append(ctx context.Context, sub *submission, id [32]byte, v *notarize.Verified, data []byte) {
+// row, when not nil, is the index row of data's exact bytes, verified: the
+// follower is handed it while the submission runs (verifiedRows), and it is
+// forgotten when the submission finishes, before its slot in l.pending is
+// given up.
+func (l *Ledger) append(ctx context.Context, sub *submission, id [32]byte, v *notarize.Verified, data []byte, row *storage.Row) {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.ReceiptTimeout)
 	go func() { // Close ends the work
 		select {
@@ -189,7 +208,11 @@ func (l *Ledger) append(ctx context.Context, sub *submission, id [32]byte, v *no
 		}
 	}()
 	go func() {
+		remembered := row != nil && l.store.verified.remember(data, *row)
 		sub.err = l.logOnce(wctx, sub, id, v, data)
+		if remembered {
+			l.store.verified.forget(data)
+		}
 		l.finish(id, sub, cancel)
 	}()
 }
