@@ -19,6 +19,25 @@
 #        BASELINE=REF bench/verify-bench.sh   also times the plugin built from
 #        git REF (e.g. HEAD~3), through the docker CLI and standalone, in the
 #        same run: before/after figures for a change.
+#        STARTUP=1 bench/verify-bench.sh   also times where a verify's start-up
+#        goes (issue 14), with probes built from HEAD in a scratch worktree:
+#          startup-allinits  the plugin, exiting from package main's init
+#                            (every package init, no command)
+#          startup-early     the plugin, exiting from an init that imports
+#                            only what a verify itself needs (ledgerclient,
+#                            notarize, go-containerregistry's transport and
+#                            authn, docker/cli/cli/config, pflag): what a
+#                            verify fast path run from a package init, as
+#                            cmd/docker-notarize/internal/fastmeta runs the
+#                            metadata, would still pay (Go initialises
+#                            packages in import-path order, each once its
+#                            imports are done)
+#          startup-slim      a binary linking only those packages (no
+#                            docker/cli command package, no cobra), exiting
+#                            from the same init: the start-up floor of a
+#                            verify in a binary of its own
+#          startup-version   the plugin's --version: every init, the docker
+#                            CLI object and the command tree, no network
 # cosign (v2.6.5) and crane (v0.22.1) are built once with `go install` into
 # ${NOTARIZE_BENCH_CACHE:-~/.cache/notarize-bench}/bin (cosign takes minutes
 # the first time). Prints a table: mean and σ per command, and the ratios the
@@ -59,6 +78,61 @@ if [[ -n ${BASELINE:-} ]]; then
   mkdir -p "$BIN/baseline"
   (cd "$WORK/baseline" && go build -trimpath -ldflags '-s -w' -o "$BIN/baseline/" $(plugin_pkgs "$WORK/baseline"))
   git -C "$ROOT" worktree remove --force "$WORK/baseline"
+fi
+if [[ -n ${STARTUP:-} ]]; then
+  echo "   start-up probes from HEAD"
+  git -C "$ROOT" worktree add --detach "$WORK/startup" HEAD >/dev/null
+  P=$WORK/startup/cmd/docker-notarize
+  mkdir -p "$P/internal/zzstartup/slim"
+  cat >"$P/internal/zzstartup/zzstartup.go" <<'EOF'
+// Package zzstartup is a start-up probe (bench/verify-bench.sh STARTUP=1):
+// it imports what a verify itself needs and exits from its init.
+package zzstartup
+
+import (
+	"os"
+
+	_ "github.com/docker/cli/cli/config"
+	_ "github.com/google/go-containerregistry/pkg/authn"
+	_ "github.com/google/go-containerregistry/pkg/name"
+	_ "github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	_ "github.com/notarize/docker-notarize/ledgerclient"
+	_ "github.com/notarize/docker-notarize/notarize"
+	_ "github.com/spf13/pflag"
+)
+
+func init() {
+	if len(os.Args) == 2 && os.Args[1] == "zz-startup-early" {
+		os.Exit(0)
+	}
+}
+EOF
+  cat >"$P/internal/zzstartup/slim/main.go" <<'EOF'
+package main
+
+import _ "github.com/notarize/docker-notarize/cmd/docker-notarize/internal/zzstartup"
+
+func main() {}
+EOF
+  cat >"$P/zz_startup.go" <<'EOF'
+package main
+
+import (
+	"os"
+
+	_ "github.com/notarize/docker-notarize/cmd/docker-notarize/internal/zzstartup"
+)
+
+func init() {
+	if len(os.Args) == 2 && os.Args[1] == "zz-startup-main" {
+		os.Exit(0)
+	}
+}
+EOF
+  mkdir -p "$BIN/startup"
+  (cd "$WORK/startup" && go build -trimpath -ldflags '-s -w' -o "$BIN/startup/docker-notarize" ./cmd/docker-notarize &&
+    go build -trimpath -ldflags '-s -w' -o "$BIN/startup/slim" ./cmd/docker-notarize/internal/zzstartup/slim)
+  git -C "$ROOT" worktree remove --force "$WORK/startup"
 fi
 for tool in crane:github.com/google/go-containerregistry/cmd/crane@v0.22.1 cosign:github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5; do
   name=${tool%%:*}
@@ -119,6 +193,13 @@ if [[ -n ${BASELINE:-} ]]; then
   CMD[baseline-metadata]="$BIN/baseline/docker-notarize docker-cli-plugin-metadata"
   ORDER+=(baseline-cli baseline-standalone baseline-metadata)
 fi
+if [[ -n ${STARTUP:-} ]]; then
+  CMD[startup-allinits]="$BIN/startup/docker-notarize zz-startup-main"
+  CMD[startup-early]="$BIN/startup/docker-notarize zz-startup-early"
+  CMD[startup-slim]="$BIN/startup/slim zz-startup-early"
+  CMD[startup-version]="docker-notarize --version"
+  ORDER+=(startup-allinits startup-early startup-slim startup-version)
+fi
 for k in "${ORDER[@]}"; do # every command must succeed before it is timed
   if ! ${CMD[$k]} >"$WORK/logs/check-$k.log" 2>&1; then
     echo "$k failed: ${CMD[$k]}" >&2; cat "$WORK/logs/check-$k.log" >&2; exit 1
@@ -173,6 +254,14 @@ ratios() { # COLUMN LABEL
           m["baseline-cli"] / m["cosign"], m["baseline-standalone"] / m["cosign"], m["baseline-standalone"] / m["crane-digest"]
         printf "   this tree vs baseline: through docker %5.2fx, standalone %5.2fx, metadata %5.2fx\n",
           m["docker-notarize-cli"] / m["baseline-cli"], m["standalone"] / m["baseline-standalone"], m["metadata"] / m["baseline-metadata"]
+      }
+      if ("startup-allinits" in m) {
+        printf "   start-up: every init %.1f ms; from an early init %.1f ms (a fast path saves %.1f); a verify-only binary %.1f ms (saves %.1f)\n",
+          m["startup-allinits"], m["startup-early"], m["startup-allinits"] - m["startup-early"], m["startup-slim"], m["startup-allinits"] - m["startup-slim"]
+        printf "   start-up: the docker CLI object and the command tree (--version - every init) %.1f ms; the verify itself (standalone - --version) %.1f ms\n",
+          m["startup-version"] - m["startup-allinits"], m["standalone"] - m["startup-version"]
+        printf "   best case of an in-process fast path: standalone / floor %5.2fx\n",
+          (m["standalone"] - (m["startup-allinits"] - m["startup-early"]) - (m["startup-version"] - m["startup-allinits"])) / m["crane-digest"]
       }
     }' "$RESULTS"
 }
