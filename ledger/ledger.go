@@ -199,7 +199,7 @@ func (l *Ledger) open(ctx, bg context.Context) error {
 		return err
 	}
 	l.enrolled.Store(&set)
-	if l.store, err = newIndex(ctx, l.st.Index(), l.log); err != nil {
+	if l.store, err = newIndex(ctx, l.tapRows(l.st.Index()), l.log); err != nil {
 		return fmt.Errorf("%s: %w", l.st, err)
 	}
 	if err := l.start(ctx, bg); err != nil {

@@ -105,6 +105,7 @@ type mapFollower struct {
 	l       *Ledger
 	m       storage.MapStore
 	close   func() error // closes m, when the ledger opened it
+	tap     *rowTap      // the index's rows not yet folded (fold_rows.go); nil: none
 	shared  bool         // m is the storage's, shared by several instances
 	entries int
 	every   time.Duration
@@ -142,7 +143,8 @@ func (l *Ledger) startMap(ctx context.Context) error {
 		return nil
 	}
 	f := &mapFollower{l: l, m: l.st.Map(), close: func() error { return nil }, shared: l.st.Map() != nil,
-		entries: l.cfg.mapCommitEntries(), every: l.cfg.mapCommitInterval(), done: make(chan struct{}), backoff: mapPoll}
+		entries: l.cfg.mapCommitEntries(), every: l.cfg.mapCommitInterval(), done: make(chan struct{}), backoff: mapPoll,
+		tap: l.rowTapOf()}
 	switch {
 	case f.shared && l.cfg.MapDir != "":
 		l.log.WarnContext(ctx, "--map-dir is deprecated and ignored: the verifiable index lives in the database, one map shared by every instance; the directory may be deleted",
@@ -238,6 +240,9 @@ func (f *mapFollower) step(ctx context.Context, pendingSince time.Time) (time.Ti
 		return pendingSince, fmt.Errorf("read map state: %w", err)
 	}
 	f.seen, f.seenAt = st.Position, time.Now()
+	if f.tap != nil {
+		f.tap.forget(st.Position)
+	}
 	if size <= st.Position {
 		return time.Time{}, nil
 	}
@@ -261,6 +266,9 @@ func (f *mapFollower) step(ctx context.Context, pendingSince time.Time) (time.Ti
 		return pendingSince, err
 	case done == nil:
 		return pendingSince, nil
+	}
+	if f.tap != nil {
+		f.tap.forget(done.Position)
 	}
 	if done.Root != nil {
 		f.roots.Add(1)
@@ -345,37 +353,24 @@ func mapStatement(data []byte) (*notarize.Verified, bool) {
 
 // fold computes the map after the entries [from, to) (from being the
 // stored map's position, nodes reading it): its root, the writes that
-// store it and the number of statements among the entries. The paths of
-// the keys the statements update are read first, a level at a time.
+// store it and the number of statements among the entries, taken from the
+// index's rows where the tap keeps them (fold_rows.go). The paths of the
+// keys the statements update are read first, a level at a time.
 func (f *mapFollower) fold(ctx context.Context, nodes *nodeCache, from, to uint64) (root vindex.Hash, writes []vindex.NodeWrite, stmts int, err error) {
-	type statement struct {
-		index uint64
-		v     *notarize.Verified
-		leaf  vindex.Hash
-	}
-	var found []statement
-	idx := make([]uint64, 0, to-from)
-	for i := from; i < to; i++ {
-		idx = append(idx, i)
-	}
-	if err := f.l.store.entries(ctx, idx, func(i uint64, data []byte) bool {
-		if v, ok := mapStatement(data); ok {
-			found = append(found, statement{i, v, vindex.EntryLeafHash(data)})
-		}
-		return true
-	}); err != nil {
+	found, err := f.l.foldStatements(ctx, f.tap, from, to)
+	if err != nil {
 		return root, nil, 0, err
 	}
 	keys := make([]vindex.Key, len(found))
 	for i, s := range found {
-		keys[i] = vindex.MapKey(s.v.Statement.Digest(), s.v.KeyID)
+		keys[i] = vindex.MapKey(s.d, s.keyID)
 	}
 	if err := nodes.prefetch(keys); err != nil {
 		return root, nil, 0, err
 	}
 	batch := vindex.NewBatch(nodes)
 	for _, s := range found {
-		if err := batch.AddVerified(s.index, s.v, s.leaf); err != nil {
+		if err := batch.AddStatement(s.index, s.d, s.keyID, s.ts, s.leaf); err != nil {
 			return root, nil, 0, err
 		}
 	}
