@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -278,8 +279,17 @@ func listSigner(ctx context.Context, c *ledgerclient.Client, s *lsSigner, status
 	if err != nil {
 		return 0, fmt.Errorf("signer %s: %w", s.Name, err)
 	}
+	var after []revokedCurrent // a revoked key's assets whose ledger-current statement is after the revocation
 	for _, id := range s.KeyIDs {
-		for p, err := range c.KeyDigestPages(ctx, id, status) {
+		// A revoked key's current statement about an asset is chosen among
+		// those before its revocation, so the ledger's current one (maybe a
+		// thief's) is no filter: read them all, filter below.
+		_, revoked := revs[id]
+		want := status
+		if revoked {
+			want = ""
+		}
+		for p, err := range c.KeyDigestPages(ctx, id, want) {
 			if err != nil {
 				return 0, fmt.Errorf("signer %s: %w", s.Name, err)
 			}
@@ -300,13 +310,34 @@ func listSigner(ctx context.Context, c *ledgerclient.Client, s *lsSigner, status
 				if rv, ok := revs[r.KeyID]; ok && r.Index > rv.Index {
 					idx := rv.Index
 					st.KeyRevokedAt = &idx
-					s.Statements = append(s.Statements, st)
+					after = append(after, revokedCurrent{digest: d, keyID: r.KeyID})
+				}
+				if status != "" && pr.Status != status {
 					continue
 				}
 				s.Statements = append(s.Statements, st)
-				mine[d] = worse(mine[d], pr.Status)
+				if st.KeyRevokedAt == nil {
+					mine[d] = worse(mine[d], pr.Status)
+				}
 			}
 		}
+	}
+	before, err := currentBeforeRevocation(ctx, c, after, revs)
+	if err != nil {
+		return 0, fmt.Errorf("signer %s: %w", s.Name, err)
+	}
+	for _, r := range before {
+		pr := r.Statement.Predicate
+		if status != "" && pr.Status != status {
+			continue
+		}
+		st := lsStatement{Digest: string(r.Statement.Digest()), Status: strings.ToUpper(string(pr.Status)), KeyID: r.KeyID,
+			Kind: string(pr.Kind), Timestamp: pr.Timestamp.UTC(), LogIndex: r.Index}
+		if len(r.Statement.Subject) > 0 {
+			st.Subject = r.Statement.Subject[0].Name
+		}
+		s.Statements = append(s.Statements, st)
+		mine[r.Statement.Digest()] = worse(mine[r.Statement.Digest()], pr.Status)
 	}
 	sort.SliceStable(s.Statements, func(i, j int) bool { return s.Statements[i].Digest < s.Statements[j].Digest })
 	for d, st := range mine {
@@ -314,6 +345,53 @@ func listSigner(ctx context.Context, c *ledgerclient.Client, s *lsSigner, status
 		team[d] = worse(team[d], st)
 	}
 	return size, nil
+}
+
+// revokedCurrent is an asset whose current statement by a revoked key,
+// as the ledger's key index has it, comes after the key's revocation.
+type revokedCurrent struct {
+	digest notarize.Digest
+	keyID  string
+}
+
+// lsRevokedLookups bounds the lookups currentBeforeRevocation runs at once.
+const lsRevokedLookups = 8
+
+// currentBeforeRevocation returns, for each of after, the key's current
+// statement about the asset among its statements before its revocation
+// (read with CurrentRevoked: every statement by the key about the digest,
+// proven complete), when it has one. The ledger's key index knows only the
+// newest statement per asset, which after a theft may be the thief's.
+func currentBeforeRevocation(ctx context.Context, c *ledgerclient.Client, after []revokedCurrent, revs notarize.Revocations) ([]notarize.Record, error) {
+	out := make([]*notarize.Record, len(after))
+	errs := make([]error, len(after))
+	sem := make(chan struct{}, lsRevokedLookups)
+	var wg sync.WaitGroup
+	for i, a := range after {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			res, err := c.CurrentRevoked(ctx, a.digest, []string{a.keyID}, revs)
+			if err != nil {
+				errs[i] = fmt.Errorf("%s before the revocation of key %s: %w", a.digest, a.keyID, err)
+				return
+			}
+			if r, ok := notarize.Current(res.Records, a.digest, a.keyID); ok {
+				out[i] = &r
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	var recs []notarize.Record
+	for _, r := range out {
+		if r != nil {
+			recs = append(recs, *r)
+		}
+	}
+	return recs, nil
 }
 
 // worse returns the status that decides between two current statements
