@@ -16,7 +16,6 @@ import (
 	"github.com/notarize/docker-notarize/ledger/storage"
 	"github.com/transparency-dev/formats/log"
 	"github.com/transparency-dev/tessera"
-	"github.com/transparency-dev/tessera/client"
 	"golang.org/x/mod/sumdb/note"
 )
 
@@ -84,7 +83,7 @@ type Ledger struct {
 	closed    chan struct{}            // closed by Close once the log is flushed
 
 	lastCP atomic.Pointer[parsedCheckpoint] // the last checkpoint opened, to skip re-verifying it
-	prover prover
+	proofs *proofNodes                      // builds inclusion proofs (ingest_proof.go)
 
 	metrics *metrics
 	handler http.Handler
@@ -98,44 +97,12 @@ type parsedCheckpoint struct {
 	cp  *log.Checkpoint
 }
 
-// prover builds inclusion proofs, sharing one client.ProofBuilder (and so
-// the tiles it has read) among all requests for the same tree size. Most
-// receipts of a batch are answered under the same checkpoint.
-type prover struct {
-	mu      sync.Mutex
-	size    uint64
-	pb      *client.ProofBuilder
-	tileErr error // the last tile read error; ProofBuilder keeps only its text
-}
-
 // inclusionProofs returns inclusion proofs for indices in a tree of the given size.
 func (l *Ledger) inclusionProofs(ctx context.Context, size uint64, indices ...uint64) ([][][]byte, error) {
-	p := &l.prover
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.tileErr = nil
-	if p.pb == nil || p.size != size {
-		readTile := func(ctx context.Context, level, index uint64, w uint8) ([]byte, error) {
-			b, err := l.reader.ReadTile(ctx, level, index, w)
-			if err != nil {
-				p.tileErr = err // p.mu is held while the builder is used
-			}
-			return b, err
-		}
-		pb, err := client.NewProofBuilder(ctx, size, readTile)
-		if err != nil {
-			return nil, fmt.Errorf("proof builder: %w", err)
-		}
-		p.pb, p.size = pb, size
-	}
 	out := make([][][]byte, len(indices))
 	for i, idx := range indices {
-		proof, err := p.pb.InclusionProof(ctx, idx)
+		proof, err := l.proofs.inclusion(ctx, idx, size)
 		if err != nil {
-			p.pb = nil // do not keep a builder that may have cached a bad tile
-			if p.tileErr != nil {
-				err = p.tileErr // keep the storage error's kind (ErrUnavailable)
-			}
 			return nil, fmt.Errorf("inclusion proof for %d in %d: %w", idx, size, err)
 		}
 		out[i] = nonNil(proof)
@@ -236,6 +203,7 @@ func (l *Ledger) start(ctx, bg context.Context) error {
 	l.add, l.shutdown = l.st.WrapAdd(appender.Add), shutdown
 	l.reader = l.st.WrapReader(reader)
 	reader = l.reader
+	l.proofs = newProofNodes(reader.ReadTile)
 	l.awaiter = newAwaiter(bg, reader.ReadCheckpoint, awaitPoll) // await.go: reads only while a submission waits
 	go l.followSigners(bg, l.st)
 	go l.st.PublishCheckpoints(bg, storage.Publication{

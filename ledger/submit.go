@@ -81,7 +81,7 @@ func (l *Ledger) submit(ctx context.Context, e *notarize.Entry, raw []byte) (*ap
 	if err != nil {
 		return nil, fmt.Errorf("submit: %w", err)
 	}
-	proofs, err := l.inclusionProofs(ctx, cp.Size, sub.index)
+	incl, err := l.receiptProof(ctx, cp, sub.index, sub.entry)
 	if err != nil {
 		return nil, fmt.Errorf("submit: %w", err)
 	}
@@ -90,7 +90,7 @@ func (l *Ledger) submit(ctx context.Context, e *notarize.Entry, raw []byte) (*ap
 		Duplicate:      sub.dup || !owner,
 		Entry:          sub.entry,
 		Checkpoint:     string(cpRaw),
-		InclusionProof: proofs[0],
+		InclusionProof: incl,
 	}, nil
 }
 

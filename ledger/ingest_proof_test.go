@@ -1,0 +1,112 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/notarize/docker-notarize/notarize"
+	"github.com/transparency-dev/tessera/client"
+)
+
+// submitMany submits n new statements at once through the Go API.
+func submitMany(t *testing.T, l *Ledger, n int) {
+	t.Helper()
+	s := newTestSigner(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for range n {
+		e := s.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now())
+		wg.Go(func() {
+			if _, err := l.Submit(t.Context(), e); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+// TestProofNodesMatchTessera: the proofs built from remembered subtree
+// hashes are Tessera's own (client.ProofBuilder) for every leaf of trees of
+// many sizes, asked in an order that moves between sizes (partial tiles
+// read at one size, complete ones at another, tile levels 0 and 1), with
+// one proofNodes for all of them.
+func TestProofNodesMatchTessera(t *testing.T) {
+	tl := startLedger(t, Config{})
+	var sizes []uint64 // sizes the log had a checkpoint at: their partial tiles were written
+	for _, n := range []int{1, 2, 200, 60, 300, 150} {
+		submitMany(t, tl.Ledger, n)
+		_, cp, err := tl.latestCheckpoint(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizes = append(sizes, cp.Size)
+	}
+	if last := sizes[len(sizes)-1]; last < 700 {
+		t.Fatalf("log size %d, want at least 700", last)
+	}
+	// Between sizes, back and forth, levels 0 and 1 of the tiles, full
+	// tiles (256, 512) and partial ones.
+	sizes = append([]uint64{sizes[len(sizes)-1], 256, sizes[2]}, append(sizes, 512, sizes[3])...)
+	pn := newProofNodes(tl.reader.ReadTile)
+	for _, size := range sizes {
+		pb, err := client.NewProofBuilder(t.Context(), size, tl.reader.ReadTile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := uint64(0); i < size; i++ {
+			want, err := pb.InclusionProof(t.Context(), i)
+			if err != nil {
+				t.Fatalf("tessera proof of %d in %d: %v", i, size, err)
+			}
+			got, err := pn.inclusion(t.Context(), i, size)
+			if err != nil {
+				t.Fatalf("proof of %d in %d: %v", i, size, err)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("proof of %d in %d:\n got %x\nwant %x", i, size, got, want)
+			}
+		}
+	}
+	if _, err := pn.inclusion(t.Context(), sizes[0], sizes[0]); err == nil {
+		t.Fatal("a proof for a leaf outside the tree was built")
+	}
+}
+
+// TestReceiptProofChecked: a receipt's inclusion proof is checked against
+// its checkpoint before it is handed out. With every remembered subtree
+// hash corrupted (a misread tile), Submit forgets them, builds the proof
+// again from the tiles and answers with one that verifies, instead of a
+// receipt whose proof does not.
+func TestReceiptProofChecked(t *testing.T) {
+	tl := startLedger(t, Config{})
+	submitMany(t, tl.Ledger, 40)
+	tl.proofs.mu.Lock()
+	n := len(tl.proofs.nodes)
+	for id := range tl.proofs.nodes {
+		tl.proofs.nodes[id] = bytes.Repeat([]byte{0xee}, 32)
+	}
+	tl.proofs.mu.Unlock()
+	if n == 0 {
+		t.Fatal("no subtree hashes remembered")
+	}
+	s := newTestSigner(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	rec, err := tl.Submit(ctx, s.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, err := verifyCheckpoint(tl.VerifierKey(), tl.Origin(), []byte(rec.Checkpoint))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkInclusion(t, cp, rec.Index, rec.Entry, rec.InclusionProof)
+}
