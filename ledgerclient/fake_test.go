@@ -150,8 +150,11 @@ type fakeOps struct {
 	// checkpointHook rewrites every checkpoint served.
 	checkpointHook func([]byte) []byte
 	tileHook       func(level, index uint64, p uint8, b []byte) []byte
-	receiptHook    func(*api.Receipt)
-	lookupHook     func(*api.LookupResponse)
+	// bundleHook, set before use, rewrites every entry bundle served (b,
+	// err: the genuine answer), outside the fake's lock: it may block.
+	bundleHook  func(ctx context.Context, index uint64, p uint8, b []byte, err error) ([]byte, error)
+	receiptHook func(*api.Receipt)
+	lookupHook  func(*api.LookupResponse)
 	// pageHook rewrites every lookup page, knowing what was asked.
 	pageHook func(lookupQuery, *api.LookupResponse)
 	// currentHook rewrites every current-statement answer.
@@ -222,7 +225,16 @@ func (f *fakeOps) ReadTile(_ context.Context, level, index uint64, p uint8) ([]b
 
 // ReadEntryBundle serves the log's genuine entry bundles (C2SP tlog-tiles:
 // each entry as a 2-byte big-endian length and its bytes).
-func (f *fakeOps) ReadEntryBundle(_ context.Context, index uint64, p uint8) ([]byte, error) {
+func (f *fakeOps) ReadEntryBundle(ctx context.Context, index uint64, p uint8) ([]byte, error) {
+	b, err := f.entryBundle(index, p)
+	if hook := f.bundleHook; hook != nil {
+		return hook(ctx, index, p, b, err)
+	}
+	return b, err
+}
+
+// entryBundle is bundle index of width p (0: full) of the log as it is.
+func (f *fakeOps) entryBundle(index uint64, p uint8) ([]byte, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	w, n := uint64(layout.EntryBundleWidth), uint64(p)

@@ -9,10 +9,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/transparency-dev/merkle/compact"
-	"github.com/transparency-dev/merkle/proof"
-	"github.com/transparency-dev/tessera/client"
-
 	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/notarize/docker-notarize/vindex"
@@ -179,14 +175,9 @@ func proofOf(kp api.KeyMapProof) (*vindex.Proof, error) {
 	return p, nil
 }
 
-// tailChunk is how many tail entries foldTail reads at once (four entry
-// bundles, fetched in parallel): it keeps only their leaf hashes and its
-// findings, so a tail of large entries never sits in memory whole (at most
-// MaxMapTail entries of up to 64 KiB each would be ~1 GiB).
-const tailChunk = 4 * 256
-
-// foldTail reads the log entries [from, cp.Size), proves each included in
-// cp, and folds the statements about d by the keys of want into want.
+// foldTail reads the log entries [from, cp.Size) (readTail: all at once,
+// each proven included in cp) and folds the statements about d by the keys
+// of want into want, once the whole tail is proven.
 func (c *Client) foldTail(ctx context.Context, cp Checkpoint, from uint64, d notarize.Digest, want map[string]mapExpect) error {
 	if from >= cp.Size {
 		return nil
@@ -194,60 +185,8 @@ func (c *Client) foldTail(ctx context.Context, cp Checkpoint, from uint64, d not
 	if n := cp.Size - from; n > MaxMapTail {
 		return fmt.Errorf("%w: %d log entries after the ledger's newest committed map root (at most %d are read): the ledger commits no map roots, or not often enough", ErrIncomplete, n, MaxMapTail)
 	}
-	type hit struct {
-		keyID string
-		index uint64
-		ts    time.Time
-	}
-	var hits []hit // applied to want only once the whole tail is proven
-	hashes := make([][]byte, 0, cp.Size-from)
-	// The inclusion proof of the tail's first entry depends only on cp and
-	// from: its tiles are fetched while the bundles are read.
-	pctx, cancel := context.WithCancel(ctx)
-	type fetched struct {
-		p   [][]byte
-		err error
-	}
-	pch := make(chan fetched, 1)
-	go func() {
-		p, err := c.tailInclusionProof(pctx, cp, from)
-		pch <- fetched{p, err}
-	}()
-	received := false
-	defer func() {
-		cancel()
-		if !received {
-			<-pch // the fetch ends with its context
-		}
-	}()
-	f := NewFollower(c, 0)
-	for start := from; start < cp.Size; start += tailChunk {
-		end := min(start+tailChunk, cp.Size)
-		leaves, err := f.readLeaves(ctx, start, end, cp.Size)
-		if err != nil {
-			return fmt.Errorf("read the log after the map root: %w", err)
-		}
-		for j, leaf := range leaves {
-			i := start + uint64(j)
-			hashes = append(hashes, hasher.HashLeaf(leaf))
-			if notarize.IsMapRoot(leaf) || !mayConcern(leaf, d) {
-				continue
-			}
-			fe := verifyLeaf(i, leaf)
-			if fe.Err != nil || fe.Record.Statement.Digest() != d {
-				continue
-			}
-			if _, asked := want[fe.Record.KeyID]; asked {
-				hits = append(hits, hit{fe.Record.KeyID, i, fe.Record.Statement.Predicate.Timestamp})
-			}
-		}
-	}
-	pf := <-pch
-	received = true
-	if pf.err != nil {
-		return fmt.Errorf("the log after the map root: %w", pf.err)
-	}
-	if err := proveTail(cp, from, pf.p, hashes); err != nil {
+	hits, err := c.readTail(ctx, cp, from, d, func(k string) bool { _, ok := want[k]; return ok })
+	if err != nil {
 		return fmt.Errorf("the log after the map root: %w", err)
 	}
 	for _, h := range hits {
@@ -279,75 +218,6 @@ func mayConcern(leaf []byte, d notarize.Digest) bool {
 	payload := make([]byte, base64.StdEncoding.DecodedLen(j))
 	n, err := base64.StdEncoding.Decode(payload, rest[:j])
 	return err == nil && bytes.Contains(payload[:n], []byte(d.Hex()))
-}
-
-// tailInclusionProof fetches, from the tiles, the inclusion proof of entry
-// from in cp's tree: what proveTail checks the tail with.
-func (c *Client) tailInclusionProof(ctx context.Context, cp Checkpoint, from uint64) ([][]byte, error) {
-	pb, err := client.NewProofBuilder(ctx, cp.Size, c.ops.ReadTile)
-	if err != nil {
-		return nil, fmt.Errorf("proof builder: %w", err)
-	}
-	p, err := pb.InclusionProof(ctx, from)
-	if err != nil {
-		return nil, fmt.Errorf("inclusion proof of entry %d: %w", from, err)
-	}
-	return p, nil
-}
-
-// proveTail proves that leafHashes are the RFC 6962 leaf hashes of the
-// entries [from, cp.Size) of cp's tree, with p, the inclusion proof of
-// entry from: it holds, as its left siblings, the compact range of [0,
-// from); the tail's leaf hashes appended to it must hash to cp's signed
-// root.
-func proveTail(cp Checkpoint, from uint64, p [][]byte, leafHashes [][]byte) error {
-	if from+uint64(len(leafHashes)) != cp.Size {
-		return fmt.Errorf("%w: %d entries for [%d, %d)", ErrBadProof, len(leafHashes), from, cp.Size)
-	}
-	nodes, err := proof.Inclusion(from, cp.Size)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrBadProof, err)
-	}
-	_, begin, end := nodes.Ephem()
-	collapsed := 0
-	if end > begin {
-		collapsed = end - begin - 1
-	}
-	if len(p) != len(nodes.IDs)-collapsed {
-		return fmt.Errorf("%w: inclusion proof of %d hashes, want %d", ErrBadProof, len(p), len(nodes.IDs)-collapsed)
-	}
-	var left [][]byte // the compact range of [0, from), from the leaf up
-	for i, id := range nodes.IDs {
-		if i >= begin && i < end {
-			continue // the right border: never a left sibling
-		}
-		pos := i
-		if i >= end {
-			pos = i - collapsed
-		}
-		if (from>>id.Level)&1 == 1 {
-			left = append(left, p[pos])
-		}
-	}
-	slices.Reverse(left)
-	rf := compact.RangeFactory{Hash: hasher.HashChildren}
-	rng, err := rf.NewRange(0, from, left)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrBadProof, err)
-	}
-	for _, h := range leafHashes {
-		if err := rng.Append(h, nil); err != nil {
-			return fmt.Errorf("%w: %v", ErrBadProof, err)
-		}
-	}
-	root, err := rng.GetRootHash(nil)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrBadProof, err)
-	}
-	if !bytes.Equal(root, cp.Hash) {
-		return fmt.Errorf("%w: the entries [%d, %d) do not hash to the checkpoint's root", ErrBadProof, from, cp.Size)
-	}
-	return nil
 }
 
 // verifyLookupComplete proves that recs, the verified records of a whole

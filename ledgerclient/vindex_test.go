@@ -321,9 +321,9 @@ func TestLookupProvenComplete(t *testing.T) {
 	}
 }
 
-// TestCurrentLongTail: a tail longer than one read (tailChunk) is read in
-// chunks, every entry proven, and a revocation in its last chunk still
-// counts: a front that omits it is caught, the honest answer returns it.
+// TestCurrentLongTail: a tail of several entry bundles is read, every entry
+// proven, and a revocation in its last bundle still counts: a front that
+// omits it is caught, the honest answer returns it.
 func TestCurrentLongTail(t *testing.T) {
 	srv := ledgertest.Start(t, ledgertest.WithConfig(func(c *ledger.Config) { c.MapCommitEntries = 1 << 20 }))
 	front := newLyingFront(t, srv.URL)
@@ -361,7 +361,7 @@ func TestCurrentLongTail(t *testing.T) {
 	defer front.rewrite.Store(nil)
 	c = newClient(t, front.URL, t.TempDir(), srv.VerifierKey)
 	if res, err := c.Current(t.Context(), d, ka); !errors.Is(err, ledgerclient.ErrIncomplete) {
-		t.Fatalf("a revocation omitted in the tail's last chunk: %v %+v", err, res)
+		t.Fatalf("a revocation omitted in the tail's last bundle: %v %+v", err, res)
 	}
 }
 

@@ -1,0 +1,263 @@
+package ledgerclient
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/transparency-dev/merkle/compact"
+	tapi "github.com/transparency-dev/tessera/api"
+	"github.com/transparency-dev/tessera/api/layout"
+
+	"github.com/notarize/docker-notarize/notarize"
+)
+
+// tailBundleFetches bounds the entry bundles a tail read has in flight, or
+// being checked, at once: an honest tail (a few entry bundles, the map
+// commits a root every thousand entries) is fetched in one round, while a
+// hostile ledger serving bundles of 256 entries of 64 KiB each holds at
+// most this many bundles' bytes in memory (~16 MiB each), as a Follower.
+// The few hash tiles of the tail's left edge (one per tile level, at most
+// eight) are fetched beside them, unbounded by it.
+const tailBundleFetches = maxParallelBundles
+
+// tailHit is a statement about the looked-up digest, by an asked-for key,
+// found in the log's tail after the map root.
+type tailHit struct {
+	keyID string
+	index uint64
+	ts    time.Time
+}
+
+// readTail reads the log entries [from, cp.Size) (from < cp.Size), proves
+// them to be exactly the entries of cp's tree there, and returns the tail's
+// statements about d by the keys for which asked is true, in log order.
+//
+// Every fetch the proof needs is issued at once: the entry bundles holding
+// the tail (the first from its bundle's start), at most tailBundleFetches
+// in flight, and the hash tiles holding the compact range of [0, start),
+// start the first bundle's first index. Each bundle is checked as it
+// arrives, whatever the order: it must hold as many entries as cp's tree
+// puts in it (a full bundle stands for a partial one only as its first
+// entries, as a ledger serves once the partial is gone); its entries are
+// hashed into its own slot, by its index, and those from from on that may
+// concern d (mayConcern) are parsed strictly and their signatures checked.
+// The tail counts only once the compact range of [0, start) from the tiles,
+// extended by every bundle's leaf hashes in index order, hashes to cp's
+// signed root: a bundle served for another index, twice, short, reordered
+// or altered, or a tile that lies, fails the read with ErrBadProof. The
+// first failure cancels the other fetches.
+func (c *Client) readTail(ctx context.Context, cp Checkpoint, from uint64, d notarize.Digest, asked func(keyID string) bool) ([]tailHit, error) {
+	if from >= cp.Size {
+		return nil, fmt.Errorf("%w: a tail from %d in a tree of %d entries", ErrBadProof, from, cp.Size)
+	}
+	w := uint64(layout.EntryBundleWidth)
+	start := from / w * w
+	first, last := start/w, (cp.Size-1)/w
+	tiles := leftTiles(start, cp.Size)
+
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		once sync.Once
+		ferr error
+	)
+	fail := func(err error) {
+		once.Do(func() {
+			ferr = err
+			cancel()
+		})
+	}
+	var (
+		wg     sync.WaitGroup
+		left   = make([][][]byte, len(tiles))
+		hashes = make([][][]byte, last-first+1)
+		hits   = make([][]tailHit, last-first+1)
+	)
+	for i, t := range tiles {
+		wg.Go(func() {
+			h, err := c.tileRange(fctx, t)
+			if err != nil {
+				fail(err)
+				return
+			}
+			left[i] = h
+		})
+	}
+	sem := make(chan struct{}, tailBundleFetches)
+issue:
+	for i := range hashes {
+		select {
+		case sem <- struct{}{}:
+		case <-fctx.Done():
+			break issue
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			h, found, err := c.tailBundle(fctx, first+uint64(i), cp.Size, from, d, asked)
+			if err != nil {
+				fail(err)
+				return
+			}
+			hashes[i], hits[i] = h, found
+		})
+	}
+	wg.Wait()
+	if ferr != nil {
+		return nil, ferr
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := proveTailRange(cp, start, tiles, left, hashes); err != nil {
+		return nil, err
+	}
+	var out []tailHit
+	for _, h := range hits {
+		out = append(out, h...)
+	}
+	return out, nil
+}
+
+// tailBundle fetches entry bundle idx of cp's tree of size size, checks it
+// holds the entries the tree puts in it, and returns their leaf hashes and
+// the statements about d by asked-for keys among those from from on.
+// Nothing it returns is proven yet.
+func (c *Client) tailBundle(ctx context.Context, idx, size, from uint64, d notarize.Digest, asked func(string) bool) ([][]byte, []tailHit, error) {
+	p := layout.PartialTileSize(0, idx, size)
+	raw, err := c.ops.ReadEntryBundle(ctx, idx, p)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read the log after the map root: entry bundle %d: %w", idx, err)
+	}
+	var b tapi.EntryBundle
+	if err := b.UnmarshalText(raw); err != nil {
+		return nil, nil, fmt.Errorf("%w: entry bundle %d: %v", ErrBadProof, idx, err)
+	}
+	want := int(p)
+	if p == 0 {
+		want = layout.EntryBundleWidth
+	}
+	if n := len(b.Entries); n != want && (p == 0 || n != layout.EntryBundleWidth) {
+		return nil, nil, fmt.Errorf("%w: entry bundle %d holds %d entries, want %d", ErrBadProof, idx, n, want)
+	}
+	base := idx * uint64(layout.EntryBundleWidth)
+	hashes := make([][]byte, want)
+	var hits []tailHit
+	for j, leaf := range b.Entries[:want] {
+		i := base + uint64(j)
+		hashes[j] = hasher.HashLeaf(leaf)
+		if i < from || notarize.IsMapRoot(leaf) || !mayConcern(leaf, d) {
+			continue
+		}
+		fe := verifyLeaf(i, leaf)
+		if fe.Err != nil || fe.Record.Statement.Digest() != d || !asked(fe.Record.KeyID) {
+			continue
+		}
+		hits = append(hits, tailHit{fe.Record.KeyID, i, fe.Record.Statement.Predicate.Timestamp})
+	}
+	return hashes, hits, nil
+}
+
+// leftTile is a hash tile holding part of the compact range of [0, start):
+// the first k hashes of its bottom row (tree level 8·level) are the
+// leaves of the range's perfect subtrees at levels 8·level to 8·level+7.
+type leftTile struct {
+	level, index uint64
+	p            uint8 // the tile's width in the tree (0: full), as fetched
+	k            uint64
+}
+
+// leftTiles lists the tiles holding the compact range of [0, start) in a
+// tree of size size, start a multiple of the entry bundle width (so tile
+// level 0 holds none of it), lowest level first.
+func leftTiles(start, size uint64) []leftTile {
+	var ts []leftTile
+	for lvl := uint64(1); lvl*layout.TileHeight < 64 && start>>(lvl*layout.TileHeight) > 0; lvl++ {
+		k := (start >> (lvl * layout.TileHeight)) % layout.TileWidth
+		if k == 0 {
+			continue
+		}
+		idx := start >> ((lvl + 1) * layout.TileHeight) // 0 once the shift reaches 64
+		ts = append(ts, leftTile{level: lvl, index: idx, p: layout.PartialTileSize(lvl, idx, size), k: k})
+	}
+	return ts
+}
+
+// tileRange fetches tile t and returns the roots of the perfect subtrees
+// covering the first t.k hashes of its bottom row, largest (leftmost)
+// first. Nothing it returns is proven yet.
+func (c *Client) tileRange(ctx context.Context, t leftTile) ([][]byte, error) {
+	raw, err := c.ops.ReadTile(ctx, t.level, t.index, t.p)
+	if err != nil {
+		return nil, fmt.Errorf("read the log after the map root: tile %d/%d: %w", t.level, t.index, err)
+	}
+	var ht tapi.HashTile
+	if err := ht.UnmarshalText(raw); err != nil {
+		return nil, fmt.Errorf("%w: tile %d/%d: %v", ErrBadProof, t.level, t.index, err)
+	}
+	want := int(t.p)
+	if t.p == 0 {
+		want = layout.TileWidth
+	}
+	if n := len(ht.Nodes); n != want && (t.p == 0 || n != layout.TileWidth) {
+		return nil, fmt.Errorf("%w: tile %d/%d holds %d hashes, want %d", ErrBadProof, t.level, t.index, n, want)
+	}
+	var out [][]byte
+	off := uint64(0)
+	for b := layout.TileHeight - 1; b >= 0; b-- {
+		if n := uint64(1) << b; t.k&n != 0 {
+			out = append(out, subtreeRoot(ht.Nodes[off:off+n]))
+			off += n
+		}
+	}
+	return out, nil
+}
+
+// subtreeRoot returns the RFC 6962 root of the perfect subtree whose
+// bottom row is row (a power of two long).
+func subtreeRoot(row [][]byte) []byte {
+	level := append([][]byte(nil), row...)
+	for len(level) > 1 {
+		for i := range len(level) / 2 {
+			level[i] = hasher.HashChildren(level[2*i], level[2*i+1])
+		}
+		level = level[:len(level)/2]
+	}
+	return level[0]
+}
+
+// proveTailRange proves that bundles, the leaf hashes of the entries
+// [start, cp.Size) bundle by bundle, are those of cp's tree: the compact
+// range of [0, start), the tiles' subtree roots (left, per tile of tiles,
+// highest level leftmost), extended by them, must hash to cp's signed root.
+func proveTailRange(cp Checkpoint, start uint64, tiles []leftTile, left [][][]byte, bundles [][][]byte) error {
+	var hs [][]byte
+	for i := len(tiles) - 1; i >= 0; i-- {
+		hs = append(hs, left[i]...)
+	}
+	rf := compact.RangeFactory{Hash: hasher.HashChildren}
+	rng, err := rf.NewRange(0, start, hs)
+	if err != nil {
+		return fmt.Errorf("%w: the log before entry %d: %v", ErrBadProof, start, err)
+	}
+	for _, b := range bundles {
+		for _, h := range b {
+			if err := rng.Append(h, nil); err != nil {
+				return fmt.Errorf("%w: %v", ErrBadProof, err)
+			}
+		}
+	}
+	if rng.End() != cp.Size {
+		return fmt.Errorf("%w: %d entries for [%d, %d)", ErrBadProof, rng.End()-start, start, cp.Size)
+	}
+	root, err := rng.GetRootHash(nil)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrBadProof, err)
+	}
+	if !bytes.Equal(root, cp.Hash) {
+		return fmt.Errorf("%w: the log's entries [%d, %d) and the tiles before them do not hash to the checkpoint's root", ErrBadProof, start, cp.Size)
+	}
+	return nil
+}
