@@ -18,7 +18,10 @@
 #                     false}: blobs answered with a 307 to a presigned URL
 #   dist-proxy-s3     distribution's pull-through cache with storage: s3
 #
-# Usage: bench/proxy-bench.sh        (C=16 D=5s BLOB_MB=256 SKIP_GO=1 FLEET=0 to tune; needs curl and jq)
+# Usage: bench/proxy-bench.sh        (C=16 D=5s BLOB_MB=256 SKIP_GO=1 FLEET=0 MANIFESTS=0 PERF=DIR to tune; needs curl and jq)
+# Each cold pull also prints the CPU seconds per GB of the serving process
+# and of the upstream (from /proc), which a loaded machine changes less than
+# the throughput.
 # distribution's registry is built once with `go install …@v3.1.2` into
 # ${NOTARIZE_BENCH_CACHE:-~/.cache/notarize-bench}/bin (a few minutes the first time).
 set -euo pipefail
@@ -45,7 +48,10 @@ cleanup() {
   exit $rc
 }
 trap cleanup EXIT INT TERM
-start() { local n=$1; shift; "$@" >"$WORK/logs/$n.log" 2>&1 & PIDS+=($!); }
+declare -A PID_OF=()
+start() { local n=$1; shift; "$@" >"$WORK/logs/$n.log" 2>&1 & PIDS+=($!); PID_OF[$n]=$!; }
+# cpu_ns PID: CPU time of a process's threads so far, in nanoseconds (schedstat).
+cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{n += $1} END {printf "%d\n", n}'; }
 free_port() { local p; while :; do p=$((20000 + RANDOM % 20000)); (echo >/dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo $p; return; }; done; }
 wait_http() { for _ in $(seq 1 300); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "$1 not up" >&2; exit 1; }
 
@@ -144,16 +150,33 @@ done
 RESULTS=$WORK/results.tsv
 : >"$RESULTS"
 run() { loadgen "$@" | tee -a "$RESULTS" | awk -F'\t' '{printf "   %-28s %9s req/s  p50 %7s ms  p99 %7s ms  %8s MB/s  errors %s\n", $1, $2, $3, $4, $5, $6}'; }
-echo "== manifests ($C workers, $D each; 2 shared cores: the load generator competes with the servers)"
-for t in "${ORDER[@]}"; do run -name "manifest-tag/$t" -c "$C" -d "$D" "${BASE[$t]}/manifests/v1"; done
-for t in "${ORDER[@]}"; do run -name "manifest-digest/$t" -c "$C" -d "$D" "${BASE[$t]}/manifests/$DIGEST"; done
+if [[ ${MANIFESTS:-1} != 0 ]]; then
+  echo "== manifests ($C workers, $D each; 2 shared cores: the load generator competes with the servers)"
+  for t in "${ORDER[@]}"; do run -name "manifest-tag/$t" -c "$C" -d "$D" "${BASE[$t]}/manifests/v1"; done
+  for t in "${ORDER[@]}"; do run -name "manifest-digest/$t" -c "$C" -d "$D" "${BASE[$t]}/manifests/$DIGEST"; done
+fi
 echo "== blob of $BLOB_MB MiB"
 for t in direct notarize dist-proxy "${FLEET_ORDER[@]}"; do
   if [[ $t == notarize-s3-b ]]; then # B's first pull of what A cached: wait for A's put into the bucket
     key=notarize/v1/blobs/sha256/${BLOB:7:2}/${BLOB#sha256:}
     for _ in $(seq 1 600); do curl -fsS -o /dev/null -I "$S3/notarize-fleet/$key" 2>/dev/null && break; sleep 0.1; done
   fi
+  # CPU seconds per GB of the serving process and of the upstream during the
+  # pull (load slows a run down but adds little CPU to it: compare these
+  # across runs); PERF=DIR records the serving process with perf(1) there.
+  case $t in direct) srv=${PID_OF[upstream]} ;; notarize) srv=${PID_OF[notarize-proxy]} ;; *) srv=${PID_OF[$t]} ;; esac
+  s0=$(cpu_ns "$srv") u0=$(cpu_ns "${PID_OF[upstream]}") perf_pid=
+  if [[ -n ${PERF:-} && $t != direct ]]; then
+    mkdir -p "$PERF"; perf record -q -g -p "$srv" -o "$PERF/cold-$t.data" 2>/dev/null & perf_pid=$!; sleep 0.5
+  fi
   run -name "blob-cold/$t" -once -c 1 -d 10m "${BASE[$t]}/blobs/$BLOB"
+  [[ -n $perf_pid ]] && { kill -INT "$perf_pid"; wait "$perf_pid" || true; }
+  s1=$(cpu_ns "$srv") u1=$(cpu_ns "${PID_OF[upstream]}")
+  awk -v s=$((s1 - s0)) -v u=$((u1 - u0)) -v mb="$BLOB_MB" -v t="$t" 'BEGIN {
+    gb = mb * 1048576 / 1e9
+    if (t == "direct") printf "   %-28s upstream %.2f cpu-s/GB\n", "", u / 1e9 / gb
+    else printf "   %-28s %s %.2f cpu-s/GB, upstream %.2f cpu-s/GB\n", "", t, s / 1e9 / gb, u / 1e9 / gb
+  }'
 done
 if [[ ${#FLEET_ORDER[@]} -gt 0 ]]; then
   m=$(curl -fsS "${METRICS[notarize-s3-b]}")

@@ -197,7 +197,9 @@ func (s *Server) fillBlob(w http.ResponseWriter, r *http.Request, t target, d no
 	w.WriteHeader(http.StatusOK)
 	rd := fill.NewReader(r.Context())
 	defer rd.Close()
-	n, err := io.CopyBuffer(struct{ io.Writer }{w}, rd, make([]byte, 256<<10))
+	// The reader's WriteTo writes from the fill's memory chunks (or 1 MiB
+	// reads of the file) straight to the connection.
+	n, err := io.Copy(struct{ io.Writer }{w}, rd)
 	s.metrics.blobBytes.WithLabelValues(fillSource(fill)).Add(float64(n))
 	if err != nil {
 		// Headers are out: end the stream short so the client cannot take

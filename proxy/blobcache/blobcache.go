@@ -494,10 +494,10 @@ type Fill struct {
 	err      error // set before done is closed
 	verified bool  // the whole blob is written and its digest checked
 	notify   chan struct{}
-	waiters  int        // readers waiting on notify
-	mem      []memChunk // recent bytes, for readers (pipeline.go)
-	fileOff  int64      // bytes in the temporary file
-	hashed   int64      // bytes hashed
+	waiters  int         // readers waiting on notify
+	mem      []*memChunk // recent bytes, for readers (pipeline.go)
+	fileOff  int64       // bytes in the temporary file
+	hashed   int64       // bytes hashed
 }
 
 func (f *Fill) acquire() {
@@ -578,7 +578,7 @@ func (f *Fill) run(ctx context.Context, fetch Fetch) {
 	f.c.mu.Unlock()
 	f.mu.Lock()
 	f.err = err
-	f.mem = nil // readers go on from the file
+	f.dropAllLocked() // readers go on from the file
 	close(f.notify)
 	f.notify = make(chan struct{})
 	select {
@@ -668,7 +668,19 @@ type fillReader struct {
 	closed bool
 }
 
-func (r *fillReader) Read(p []byte) (int, error) {
+// segment is where a reader's next bytes are: in memory (mem, in chunk c,
+// which the reader pinned), or n bytes in file at the reader's offset.
+type segment struct {
+	c    *memChunk
+	mem  []byte
+	file *os.File
+	n    int64
+}
+
+// next waits until the reader may have more bytes, at most max, and says
+// where they are. It returns io.EOF after the last verified byte and the
+// fill's failure, if it failed before verifying the blob.
+func (r *fillReader) next(max int) (segment, error) {
 	f := r.f
 	for {
 		f.mu.Lock()
@@ -679,40 +691,97 @@ func (r *fillReader) Read(p []byte) (int, error) {
 		}
 		if !verified && finished && ferr != nil {
 			f.mu.Unlock()
-			return 0, ferr
+			return segment{}, ferr
 		}
-		if src := f.memAtLocked(r.off, avail); len(src) > 0 {
+		if c, src := f.memAtLocked(r.off, avail); len(src) > 0 {
+			c.pins++ // the chunk's buffer is not reused until unpinned
 			f.mu.Unlock()
-			n := copy(p, src)
-			r.off += int64(n)
-			return n, nil
+			return segment{c: c, mem: src[:min(len(src), max)]}, nil
 		}
 		if r.off >= avail && !verified && !finished {
 			f.waiters++
 		}
 		f.mu.Unlock()
 		if r.off < avail {
-			n := int64(len(p))
-			if n > avail-r.off {
-				n = avail - r.off
-			}
-			m, err := file.ReadAt(p[:n], r.off)
-			r.off += int64(m)
-			if err == io.EOF && m > 0 {
-				err = nil
-			}
-			return m, err
+			return segment{file: file, n: min(avail-r.off, int64(max))}, nil
 		}
 		if verified {
-			return 0, io.EOF
+			return segment{}, io.EOF
 		}
 		if finished {
-			return 0, io.ErrUnexpectedEOF
+			return segment{}, io.ErrUnexpectedEOF
 		}
 		select {
 		case <-wait:
 		case <-r.ctx.Done():
-			return 0, context.Cause(r.ctx)
+			return segment{}, context.Cause(r.ctx)
+		}
+	}
+}
+
+func (r *fillReader) Read(p []byte) (int, error) {
+	seg, err := r.next(len(p))
+	if err != nil {
+		return 0, err
+	}
+	if seg.c != nil {
+		n := copy(p, seg.mem)
+		r.f.unpin(seg.c)
+		r.off += int64(n)
+		return n, nil
+	}
+	m, err := seg.file.ReadAt(p[:seg.n], r.off)
+	r.off += int64(m)
+	if err == io.EOF && m > 0 {
+		err = nil
+	}
+	return m, err
+}
+
+// WriteTo writes the blob to w as it streams in, straight from the fill's
+// memory chunks (no copy through a buffer of the caller's) or, for bytes
+// no longer in memory, from the file in reads of memChunkSize. Like Read it
+// holds back the last byte until the fill verified the blob, and returns
+// the fill's failure; io.Copy uses it.
+func (r *fillReader) WriteTo(w io.Writer) (int64, error) {
+	var (
+		start = r.off
+		buf   *[]byte // for bytes read from the file
+	)
+	defer func() {
+		if buf != nil {
+			chunkPool.Put(buf)
+		}
+	}()
+	for {
+		seg, err := r.next(memChunkSize)
+		if err == io.EOF {
+			return r.off - start, nil
+		}
+		if err != nil {
+			return r.off - start, err
+		}
+		b := seg.mem
+		if seg.c == nil {
+			if buf == nil {
+				buf = chunkPool.Get().(*[]byte)
+			}
+			m, err := seg.file.ReadAt((*buf)[:seg.n], r.off)
+			if m == 0 {
+				if err == nil || err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				return r.off - start, fmt.Errorf("blobcache: read %s at %d: %w", r.f.d, r.off, err)
+			}
+			b = (*buf)[:m]
+		}
+		n, werr := w.Write(b)
+		if seg.c != nil {
+			r.f.unpin(seg.c)
+		}
+		r.off += int64(n)
+		if werr != nil {
+			return r.off - start, werr
 		}
 	}
 }
