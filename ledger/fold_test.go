@@ -6,6 +6,7 @@ import (
 
 	"github.com/transparency-dev/tessera"
 
+	"github.com/notarize/docker-notarize/ledger/storage"
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/notarize/docker-notarize/vindex"
 )
@@ -252,5 +253,75 @@ func TestMySQLFoldFromRowsTwoInstances(t *testing.T) {
 	}
 	if hits := a.rowTapOf().hits.Load() + b.rowTapOf().hits.Load(); hits == 0 {
 		t.Fatal("no entry was folded from an index row")
+	}
+}
+
+// TestFoldAheadMatchesLog: while each root waits for its publication, the
+// follower folds the entries that keep arriving (fold_ahead.go), and the
+// next update continues from that fold. Under a stream of foldMix rounds
+// (statements, entries that do not verify, ties), the updates that
+// continued a fold ahead commit roots that recompute from the log, in log
+// order, each covering at least as many entries as the one before
+// (recomputeRoots); and the map a rebuild folds from scratch has the same
+// root over the same entries.
+func TestFoldAheadMatchesLog(t *testing.T) {
+	tl := startLedger(t, Config{MapCommitInterval: 20 * time.Millisecond, CheckpointInterval: 400 * time.Millisecond})
+	alice, bob := newTestSigner(t), newTestSigner(t)
+	shared := randomDigest(t)
+	t0 := time.Now().Add(-time.Hour).UTC()
+	deadline := time.Now().Add(30 * time.Second)
+	for round := 0; round < 12 || tl.vmap.aheadUsed.Load() < 3; round++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %d rounds, %d updates continued a fold ahead; want 3", round, tl.vmap.aheadUsed.Load())
+		}
+		appendRaw(t, tl, foldMix(t, alice, bob, shared, t0, round))
+	}
+	waitMapCovers(t, tl, tl.store.Processed())
+	waitRootIndexed(t, tl)
+	if n := recomputeRoots(t, tl); n < 3 {
+		t.Fatalf("%d roots checked, want at least 3", n)
+	}
+	st, err := tl.vmap.m.MapState(t.Context())
+	if err != nil || st.Root == nil {
+		t.Fatalf("map state: %+v %v", st, err)
+	}
+	mr, err := notarize.ParseMapRoot(st.Root.Entry, tl.id.Verifier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := scratchRoot(t, tl, mr.Size); got != mr.Root {
+		t.Fatalf("root of the first %d entries: committed %x, from scratch %x", mr.Size, mr.Root, got)
+	}
+}
+
+// TestTakeAheadOnlyFromItsPosition: a fold ahead is continued only by an
+// update that finds the stored map where the fold started, with a root:
+// not after another instance sharing the map advanced it, nor after a
+// rebuild reset it; it is used once.
+func TestTakeAheadOnlyFromItsPosition(t *testing.T) {
+	f := &mapFollower{}
+	root := &storage.MapRoot{Index: 9, Entry: []byte("root")}
+	ahead := &folded{from: 10, to: 14, stmts: 2, writes: map[string]storage.MapNodeWrite{"x": {ID: []byte("x")}}}
+	for _, tc := range []struct {
+		name string
+		st   storage.MapState
+		used bool
+	}{
+		{"moved by another instance", storage.MapState{Position: 12, Root: root}, false},
+		{"reset by a rebuild", storage.MapState{Position: 0}, false},
+		{"rebuilt to the same position, no root yet", storage.MapState{Position: 10}, false},
+		{"where it started", storage.MapState{Position: 10, Root: root}, true},
+	} {
+		f.ahead = ahead
+		got := f.takeAhead(tc.st)
+		if used := got == ahead; used != tc.used {
+			t.Fatalf("%s: fold ahead used %v, want %v", tc.name, used, tc.used)
+		}
+		if !tc.used && (got.from != tc.st.Position || got.to != tc.st.Position || got.stmts != 0 || len(got.writes) != 0) {
+			t.Fatalf("%s: fresh fold %+v, want an empty one at %d", tc.name, got, tc.st.Position)
+		}
+		if f.ahead != nil {
+			t.Fatalf("%s: the fold ahead is kept after it was taken", tc.name)
+		}
 	}
 }

@@ -62,22 +62,40 @@ func BenchmarkIngestMySQLWithMap(b *testing.B) {
 			if err != nil || st.Root == nil {
 				b.Fatalf("map state %+v %v", st, err)
 			}
-			commits, took := mapCommits(a.vmap, c.vmap)
-			if commits > 0 {
-				b.ReportMetric(float64(commits), "roots")
-				b.ReportMetric(float64(took.Milliseconds())/float64(commits), "ms/root")
-			}
+			reportRoots(b, a.vmap, c.vmap)
 		})
 	}
 }
 
-// mapCommits sums the followers' root commits and their time.
-func mapCommits(fs ...*mapFollower) (int64, time.Duration) {
+// reportRoots reports the followers' root commits, their mean time from
+// reading the map's position under the lock to storing the commit (the
+// root's latency: the range folded ends when the fold starts, and the
+// commit is stored once a published checkpoint covers the root) and the
+// part of it spent folding, and the share of the entries folded that were
+// read and checked again instead of taken from the index's rows, and how
+// many updates continued a fold ahead (fold_ahead.go).
+func reportRoots(b *testing.B, fs ...*mapFollower) {
 	var n int64
-	var d time.Duration
+	var took, folding time.Duration
+	var hits, misses uint64
+	var ahead int64
 	for _, f := range fs {
+		ahead += f.aheadUsed.Load()
 		n += f.roots.Load()
-		d += time.Duration(f.rootTime.Load())
+		took += time.Duration(f.rootTime.Load())
+		folding += time.Duration(f.foldTime.Load())
+		if f.tap != nil {
+			hits, misses = hits+f.tap.hits.Load(), misses+f.tap.misses.Load()
+		}
 	}
-	return n, d
+	if hits+misses > 0 {
+		b.ReportMetric(100*float64(misses)/float64(hits+misses), "reread-%")
+	}
+	if n == 0 {
+		return
+	}
+	b.ReportMetric(float64(n), "roots")
+	b.ReportMetric(float64(took.Milliseconds())/float64(n), "ms/root")
+	b.ReportMetric(float64(folding.Microseconds())/1000/float64(n), "fold-ms/root")
+	b.ReportMetric(float64(ahead), "ahead")
 }

@@ -114,8 +114,13 @@ type mapFollower struct {
 
 	roots    atomic.Int64 // roots committed by this instance
 	rootTime atomic.Int64 // their MapUpdate time, in nanoseconds
+	foldTime atomic.Int64 // the part of it spent folding (advance, before the root's append)
+
+	aheadUsed atomic.Int64 // updates that continued a fold ahead (fold_ahead.go)
 
 	// Used by run's goroutine alone.
+	ahead       *folded       // the fold ahead of the last commit stored (fold_ahead.go)
+	nextAhead   *folded       // the fold ahead of the commit in progress
 	seen        uint64        // the map's position as last read
 	seenAt      time.Time     // when
 	pendingFrom uint64        // the position from which pendingSince counts
@@ -254,11 +259,16 @@ func (f *mapFollower) step(ctx context.Context, pendingSince time.Time) (time.Ti
 	}
 	var done *storage.MapCommit
 	start := time.Now()
+	f.nextAhead = nil
 	err = f.m.MapUpdate(ctx, func(st storage.MapState, r storage.MapNodeReader) (*storage.MapCommit, error) {
 		c, err := f.advance(ctx, st, r)
 		done = c
 		return c, err
 	})
+	if err == nil && done != nil {
+		f.ahead = f.nextAhead // continued by the next update if the map is still at done.Position
+	}
+	f.nextAhead = nil
 	switch {
 	case errors.Is(err, storage.ErrMapBusy):
 		return pendingSince, nil
@@ -295,22 +305,25 @@ func (f *mapFollower) advance(ctx context.Context, st storage.MapState, r storag
 	if building && to-st.Position > chunk {
 		to, final = st.Position+chunk, false
 	}
-	root, writes, stmts, err := f.fold(ctx, newNodeCache(ctx, r), st.Position, to)
-	if err != nil {
-		return nil, fmt.Errorf("fold entries [%d, %d): %w", st.Position, to, err)
+	start := time.Now()
+	fd := f.takeAhead(st) // the entries folded while the previous root was published
+	if err := f.foldTo(ctx, fd, nil, r, max(to, fd.to)); err != nil {
+		return nil, err
 	}
-	c := &storage.MapCommit{From: st.Position, Position: to, Writes: make([]storage.MapNodeWrite, len(writes))}
-	for i, w := range writes {
-		c.Writes[i] = storage.MapNodeWrite{ID: w.ID.Bytes(), Node: w.Node.Marshal(), Delete: w.Delete}
-	}
-	if !final || root == vindex.Empty || stmts == 0 && !building {
+	foldTook := time.Since(start)
+	c := &storage.MapCommit{From: st.Position, Position: fd.to, Writes: fd.commitWrites()}
+	if !final || fd.root == vindex.Empty || fd.stmts == 0 && !building {
 		// The map is being built in chunks, or holds nothing yet, or the
 		// entries were only map roots or no statements: the root stays.
 		return c, nil
 	}
-	if c.Root, err = f.appendRoot(ctx, to, root); err != nil {
+	stop := f.foldAhead(ctx, r, fd)
+	c.Root, err = f.appendRoot(ctx, fd.to, fd.root)
+	f.nextAhead = stop()
+	if err != nil {
 		return nil, err
 	}
+	f.foldTime.Add(int64(foldTook))
 	return c, nil
 }
 

@@ -158,6 +158,7 @@ func BenchmarkIngestWithMap(b *testing.B) {
 				// The map catches up with what was ingested: its cost
 				// is counted, not deferred past the benchmark.
 				waitMapCovers(b, tl, uint64(b.N))
+				reportRoots(b, tl.vmap)
 			}
 		})
 	}
