@@ -247,15 +247,38 @@ func (c *Client) current(ctx context.Context, d notarize.Digest, keyIDs []string
 	if err != nil {
 		return nil, err
 	}
-	resp, cp, err := c.lookupAnswer(tctx, before, b, len(keyIDs))
+	resp, err := decodeLookup(b, maxLookupAnswer(len(keyIDs)))
 	if err != nil {
 		return nil, err
 	}
+	cp, err := c.checkpoint(tctx, []byte(resp.Checkpoint))
+	if err != nil {
+		return nil, err
+	}
+	// The consistency proof from the stored checkpoint (advance) and the
+	// answer's proofs under cp (its entries, the map proof, the log's tail
+	// after the map root) need only cp's signature: they run at once, each
+	// fetching its tiles and bundles, and the answer counts only when both
+	// hold. A failed advance (a fork, a rollback) stops the tail's read and
+	// is the error returned, whatever the answer's proofs say.
+	pctx, stop := context.WithCancel(tctx)
+	defer stop()
+	advanced := make(chan error, 1)
+	go func() {
+		err := c.advance(tctx, cp, before)
+		if err != nil {
+			stop()
+		}
+		advanced <- err
+	}()
 	recs, err := verifyCurrent(resp, cp, d, keyIDs)
-	if err != nil {
-		return nil, err
+	if err == nil {
+		err = c.verifyComplete(pctx, resp.Map, cp, d, keyIDs, recs)
 	}
-	if err := c.verifyComplete(tctx, resp.Map, cp, d, keyIDs, recs); err != nil {
+	if aerr := <-advanced; aerr != nil {
+		return nil, aerr
+	}
+	if err != nil {
 		return nil, err
 	}
 	return &LookupResult{Checkpoint: cp, Records: recs}, nil

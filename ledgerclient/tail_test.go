@@ -285,3 +285,30 @@ func TestCurrentTailOutOfOrder(t *testing.T) {
 		t.Fatalf("the earlier of two statements dated alike given as current: %v %+v", err, res)
 	}
 }
+
+// TestCurrentForkDespiteAGoodAnswer: the consistency proof from the stored
+// checkpoint runs beside the answer's proofs and the tail's read, and the
+// answer counts only once it holds: a ledger that forked its log after the
+// client stored a checkpoint, and answers honestly from the forked log
+// (entries, proofs, bundles and tiles all of it), is a *ForkError with no
+// result.
+func TestCurrentForkDespiteAGoodAnswer(t *testing.T) {
+	f, c, _ := pinnedClient(t, 3)
+	alice := newEntrySigner(t)
+	ka := notarizetest.KeyID(t, alice)
+	appendStatements(t, f, alice, digestA, notarize.StatusTrusted, t0, 1)
+	f.grow(10)
+	if _, err := c.Current(t.Context(), digestA, ka); err != nil {
+		t.Fatal(err)
+	}
+	fork := newFakeLog(f.log.signer, f.log.vkey)
+	fork.add([]byte("leaf 0"), []byte("another leaf 1"))
+	f.setLog(fork)
+	appendStatements(t, f, alice, digestA, notarize.StatusTrusted, t0, 1)
+	f.grow(300)
+	res, err := c.Current(t.Context(), digestA, ka)
+	var fe *ForkError
+	if !errors.As(err, &fe) || res != nil {
+		t.Fatalf("an honest answer from a forked log: %v %+v, want a *ForkError and no result", err, res)
+	}
+}

@@ -6,7 +6,9 @@
 // as verify does), and prints the median wall
 // time of a lookup and, per kind of request (checkpoint, current lookup,
 // Merkle tiles, entry bundles), the requests, bytes and summed wall time
-// per lookup. With -cpuprofile it writes a CPU profile of the R lookups.
+// per lookup, and the tail after the newest map root that the lookups
+// read (probed with one untimed request after each lookup, outside the
+// counts). With -cpuprofile it writes a CPU profile of the R lookups.
 // bench/verify-1m.sh uses it to explain the tail case.
 //
 //	currentprof -url http://127.0.0.1:PORT -key VERIFIER -digest sha256:… -keyid HEX [-r 50] [-cpuprofile F]
@@ -14,6 +16,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -25,6 +28,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/notarize/docker-notarize/notarize"
 )
@@ -132,6 +136,7 @@ func run(url, key, digest, keyID string, runs int, profile string) error {
 	}
 	ctx := context.Background()
 	walls := make([]time.Duration, 0, runs)
+	var tails []uint64
 	var size uint64
 	home, err := os.MkdirTemp("", "currentprof-")
 	if err != nil {
@@ -151,8 +156,16 @@ func run(url, key, digest, keyID string, runs int, profile string) error {
 		if err != nil {
 			return err
 		}
+		if n, ok := probeTail(ctx, url, d, keyID); ok {
+			tails = append(tails, n)
+		}
 	}
 	slices.Sort(walls)
+	if len(tails) > 0 {
+		slices.Sort(tails)
+		fmt.Printf("tail after the newest map root (probed after each lookup): median %d, min %d, max %d entries\n",
+			tails[len(tails)/2], tails[0], tails[len(tails)-1])
+	}
 	fmt.Printf("%d lookups, ledger size %d: median %.2f ms, min %.2f ms, max %.2f ms\n",
 		runs, size, ms(walls[len(walls)/2]), ms(walls[0]), ms(walls[len(walls)-1]))
 	kinds := make([]string, 0, len(t.n))
@@ -165,6 +178,35 @@ func run(url, key, digest, keyID string, runs int, profile string) error {
 			k, float64(t.n[k])/float64(runs), float64(t.bytes[k])/float64(runs), ms(t.wall[k])/float64(runs))
 	}
 	return nil
+}
+
+// probeTail asks the ledger's current endpoint for d by keyID, untimed
+// and unverified, and returns the tail after the answer's newest map root:
+// the checkpoint's size less the root entry's index and one (ok false for
+// an answer without a map root, or on any error).
+func probeTail(ctx context.Context, url string, d notarize.Digest, keyID string) (uint64, bool) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(url, "/")+api.PathDigests+d.String()+api.PathCurrentSuffix+"?"+api.QueryKeyID+"="+keyID, nil)
+	if err != nil {
+		return 0, false
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, false
+	}
+	defer resp.Body.Close()
+	var lr api.LookupResponse
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&lr) != nil || lr.Map == nil || lr.Map.RootIndex == nil {
+		return 0, false
+	}
+	lines := strings.SplitN(lr.Checkpoint, "\n", 3)
+	var size uint64
+	if len(lines) < 2 {
+		return 0, false
+	}
+	if _, err := fmt.Sscan(lines[1], &size); err != nil || size <= *lr.Map.RootIndex {
+		return 0, false
+	}
+	return size - *lr.Map.RootIndex - 1, true
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
