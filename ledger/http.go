@@ -177,7 +177,7 @@ func (l *Ledger) submitRequest(w http.ResponseWriter, r *http.Request) (*api.Rec
 	if r.ContentLength > notarize.MaxEntrySize {
 		return nil, fmt.Errorf("%w: body is %d bytes, at most %d", ErrTooLarge, r.ContentLength, notarize.MaxEntrySize)
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, notarize.MaxEntrySize))
+	body, err := readBody(http.MaxBytesReader(w, r.Body, notarize.MaxEntrySize), r.ContentLength)
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 			return nil, fmt.Errorf("%w: body is over %d bytes", ErrTooLarge, notarize.MaxEntrySize)
@@ -189,6 +189,24 @@ func (l *Ledger) submitRequest(w http.ResponseWriter, r *http.Request) (*api.Rec
 		return nil, err
 	}
 	return l.submit(r.Context(), e, body)
+}
+
+// readBody reads a request body that says it is length bytes long (-1:
+// unknown) into a buffer of that size, instead of growing one as it reads.
+func readBody(body io.Reader, length int64) ([]byte, error) {
+	if length < 0 || length > notarize.MaxEntrySize {
+		return io.ReadAll(body)
+	}
+	buf := make([]byte, length+1) // one more: a body longer than it says is read whole
+	n, err := io.ReadFull(body, buf)
+	switch {
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return buf[:n], nil
+	case err != nil:
+		return nil, err
+	}
+	rest, err := io.ReadAll(body)
+	return append(buf, rest...), err
 }
 
 // serveLookup handles GET /api/v1/digests/{digest}: one page.

@@ -1,10 +1,15 @@
 package ledger
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -194,3 +199,22 @@ func TestVerifiedRowsBounded(t *testing.T) {
 }
 
 func rowWithID(i int) storage.Row { return storage.Row{ID: []byte{byte(i)}} }
+
+// TestReadBody: a body is read whole whatever length it claims (shorter,
+// exact, longer, unknown), and the request body bound still applies.
+func TestReadBody(t *testing.T) {
+	body := []byte(strings.Repeat("x", 100))
+	for _, length := range []int64{-1, 0, 50, 99, 100, 101, 4000} {
+		got, err := readBody(bytes.NewReader(body), length)
+		if err != nil || !bytes.Equal(got, body) {
+			t.Fatalf("length %d: %d bytes, %v", length, len(got), err)
+		}
+	}
+	rec := httptest.NewRecorder()
+	for _, length := range []int64{-1, 10, 100} {
+		_, err := readBody(http.MaxBytesReader(rec, io.NopCloser(bytes.NewReader(body)), 50), length)
+		if _, ok := errors.AsType[*http.MaxBytesError](err); !ok {
+			t.Fatalf("length %d over the bound: %v, want a MaxBytesError", length, err)
+		}
+	}
+}

@@ -81,6 +81,8 @@ type Ledger struct {
 	pending   map[[32]byte]*submission // appends in flight, by statement identity
 	appends   sync.WaitGroup           // append goroutines (see Submit)
 	closed    chan struct{}            // closed by Close once the log is flushed
+	closedCtx context.Context          // cancelled when closed is closed
+	closeCtx  context.CancelFunc
 
 	lastCP atomic.Pointer[parsedCheckpoint] // the last checkpoint opened, to skip re-verifying it
 	proofs *proofNodes                      // builds inclusion proofs (ingest_proof.go)
@@ -136,6 +138,7 @@ func New(ctx context.Context, st Storage, cfg Config) (*Ledger, error) {
 		pending:  map[[32]byte]*submission{},
 		closed:   make(chan struct{}),
 	}
+	l.closedCtx, l.closeCtx = context.WithCancel(context.Background())
 	if err := l.open(ctx, bg); err != nil {
 		cancel()
 		if l.store != nil {
@@ -274,6 +277,7 @@ func (l *Ledger) Close(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("flush log: %w", err))
 		}
 		close(l.closed)
+		l.closeCtx()
 		l.appends.Wait()
 		l.cancel()
 		l.store.stop()

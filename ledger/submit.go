@@ -51,7 +51,7 @@ func (l *Ledger) Submit(ctx context.Context, e *notarize.Entry) (*api.Receipt, e
 // logged, the index row established here is handed to the index follower,
 // which then need not parse and verify those bytes again (verifiedRows).
 func (l *Ledger) submit(ctx context.Context, e *notarize.Entry, raw []byte) (*api.Receipt, error) {
-	v, data, err := l.admit(e)
+	v, data, err := l.admit(e, raw)
 	if err != nil {
 		return nil, fmt.Errorf("submit: %w", err)
 	}
@@ -62,7 +62,7 @@ func (l *Ledger) submit(ctx context.Context, e *notarize.Entry, raw []byte) (*ap
 	}
 	if owner {
 		var row *storage.Row
-		if raw != nil && bytes.Equal(raw, data) {
+		if raw != nil { // data is raw: the bytes parsed and verified
 			if r, err := rowOf(v); err == nil {
 				row = &r
 			}
@@ -133,8 +133,10 @@ func statedSize(raw []byte) (uint64, bool) {
 
 // admit checks what needs no storage: the signature, the timestamp, the
 // enrolment and the size. It returns the verified statement and the
-// entry's canonical bytes.
-func (l *Ledger) admit(e *notarize.Entry) (*notarize.Verified, []byte, error) {
+// entry's canonical bytes: raw when e was parsed from raw (ParseEntry
+// accepts only an entry's canonical bytes, so they are e.Marshal()'s),
+// e.Marshal() when raw is nil.
+func (l *Ledger) admit(e *notarize.Entry, raw []byte) (*notarize.Verified, []byte, error) {
 	if l.closing.Load() {
 		return nil, nil, fmt.Errorf("%w: shutting down", ErrUnavailable)
 	}
@@ -152,9 +154,11 @@ func (l *Ledger) admit(e *notarize.Entry) (*notarize.Verified, []byte, error) {
 	if err := l.checkIdentity(v); err != nil {
 		return nil, nil, err
 	}
-	data, err := e.Marshal()
-	if err != nil {
-		return nil, nil, err
+	data := raw
+	if data == nil {
+		if data, err = e.Marshal(); err != nil {
+			return nil, nil, err
+		}
 	}
 	if len(data) > MaxLeafSize {
 		return nil, nil, fmt.Errorf("%w: canonical entry is %d bytes, at most %d", ErrTooLarge, len(data), MaxLeafSize)
@@ -200,14 +204,9 @@ func (l *Ledger) finish(id [32]byte, sub *submission, cancel context.CancelFunc)
 // given up.
 func (l *Ledger) append(ctx context.Context, sub *submission, id [32]byte, v *notarize.Verified, data []byte, row *storage.Row) {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.ReceiptTimeout)
-	go func() { // Close ends the work
-		select {
-		case <-l.closed:
-			cancel()
-		case <-wctx.Done():
-		}
-	}()
+	stop := context.AfterFunc(l.closedCtx, cancel) // Close ends the work (no goroutine per submission)
 	go func() {
+		defer stop()
 		remembered := row != nil && l.store.verified.remember(data, *row)
 		sub.err = l.logOnce(wctx, sub, id, v, data)
 		if remembered {
