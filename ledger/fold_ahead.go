@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -27,6 +28,12 @@ import (
 // P entries is one tree whatever folded it (the tree is canonical), so
 // nodes read under the next lock, with the writes folded ahead over them,
 // are the nodes the fold ahead read.
+
+// Between updates, while entries accumulate towards the next commit
+// (Config.MapCommitEntries or MapCommitInterval), preFold folds them too,
+// over a snapshot of the stored map (MapView): a quarter of the cadence at
+// a time, so that the update, under the lock, folds only what arrived
+// since. The same position check applies.
 
 // aheadPoll is how often the fold ahead looks for new entries while the
 // root's append waits.
@@ -117,17 +124,25 @@ func (f *mapFollower) foldTo(ctx context.Context, fd *folded, below map[string]s
 	return nil
 }
 
-// takeAhead returns the fold to continue from the stored state st: the
-// fold ahead of the previous commit when it starts at st's position (a
-// root is stored), and an empty fold at st's position otherwise.
-func (f *mapFollower) takeAhead(st storage.MapState) *folded {
-	a := f.ahead
-	f.ahead = nil
-	if a == nil || st.Root == nil || a.from != st.Position {
-		return newFolded(st.Position)
+// aheadAt returns the fold ahead if it continues the stored state st: it
+// starts at st's position, where a root is stored. Otherwise it returns an
+// empty fold at st's position, and false.
+func (f *mapFollower) aheadAt(st storage.MapState) (*folded, bool) {
+	if a := f.ahead; a != nil && st.Root != nil && a.from == st.Position {
+		return a, true
 	}
-	f.aheadUsed.Add(1)
-	return a
+	return newFolded(st.Position), false
+}
+
+// takeAhead returns the fold for an update of the stored state st to
+// continue (aheadAt); the fold ahead is used once.
+func (f *mapFollower) takeAhead(st storage.MapState) *folded {
+	fd, ok := f.aheadAt(st)
+	f.ahead = nil
+	if ok {
+		f.aheadUsed.Add(1)
+	}
+	return fd
 }
 
 // foldAhead folds, until stop is called, the entries after done's range
@@ -166,5 +181,36 @@ func (f *mapFollower) foldAhead(ctx context.Context, base storage.MapNodeReader,
 			return nil
 		}
 		return fd
+	}
+}
+
+// errMapMoved ends a preFold whose snapshot is not at the fold's position.
+var errMapMoved = errors.New("the stored map moved")
+
+// preFold folds the entries after the stored map's position st, up to
+// size, while they wait for the next update: continuing the fold ahead if
+// it starts at st's position, from st's position otherwise. It folds once
+// a quarter of MapCommitEntries entries, or of MapCommitInterval, has
+// passed since it last did, and only past a committed root (not while the
+// map is being built in chunks). An error leaves the update to fold those
+// entries itself: it is not reported.
+func (f *mapFollower) preFold(ctx context.Context, st storage.MapState, size uint64) {
+	if st.Root == nil {
+		return
+	}
+	fd, _ := f.aheadAt(st)
+	if size-fd.to < uint64(max(1, f.entries/4)) && time.Since(f.preFoldAt) < f.every/4 || size <= fd.to {
+		return
+	}
+	f.preFoldAt = time.Now()
+	err := f.m.MapView(ctx, func(vst storage.MapState, r storage.MapNodeReader) error {
+		if vst.Position != fd.from || vst.Root == nil {
+			return errMapMoved
+		}
+		return f.foldTo(ctx, fd, nil, r, size)
+	})
+	if err == nil {
+		f.ahead = fd
+		f.preFolds.Add(1)
 	}
 }

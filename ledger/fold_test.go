@@ -256,41 +256,56 @@ func TestMySQLFoldFromRowsTwoInstances(t *testing.T) {
 	}
 }
 
-// TestFoldAheadMatchesLog: while each root waits for its publication, the
-// follower folds the entries that keep arriving (fold_ahead.go), and the
-// next update continues from that fold. Under a stream of foldMix rounds
+// TestFoldAheadMatchesLog: the follower folds the entries that keep
+// arriving while each root waits for its publication and, between
+// updates, while they accumulate towards the next commit (fold_ahead.go);
+// the next update continues that fold. Under a stream of foldMix rounds
 // (statements, entries that do not verify, ties), the updates that
 // continued a fold ahead commit roots that recompute from the log, in log
 // order, each covering at least as many entries as the one before
-// (recomputeRoots); and the map a rebuild folds from scratch has the same
-// root over the same entries.
+// (recomputeRoots); and the newest root is the root of the same entries
+// folded from scratch.
 func TestFoldAheadMatchesLog(t *testing.T) {
-	tl := startLedger(t, Config{MapCommitInterval: 20 * time.Millisecond, CheckpointInterval: 400 * time.Millisecond})
-	alice, bob := newTestSigner(t), newTestSigner(t)
-	shared := randomDigest(t)
-	t0 := time.Now().Add(-time.Hour).UTC()
-	deadline := time.Now().Add(30 * time.Second)
-	for round := 0; round < 12 || tl.vmap.aheadUsed.Load() < 3; round++ {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %d rounds, %d updates continued a fold ahead; want 3", round, tl.vmap.aheadUsed.Load())
-		}
-		appendRaw(t, tl, foldMix(t, alice, bob, shared, t0, round))
-	}
-	waitMapCovers(t, tl, tl.store.Processed())
-	waitRootIndexed(t, tl)
-	if n := recomputeRoots(t, tl); n < 3 {
-		t.Fatalf("%d roots checked, want at least 3", n)
-	}
-	st, err := tl.vmap.m.MapState(t.Context())
-	if err != nil || st.Root == nil {
-		t.Fatalf("map state: %+v %v", st, err)
-	}
-	mr, err := notarize.ParseMapRoot(st.Root.Entry, tl.id.Verifier)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := scratchRoot(t, tl, mr.Size); got != mr.Root {
-		t.Fatalf("root of the first %d entries: committed %x, from scratch %x", mr.Size, mr.Root, got)
+	for _, tc := range []struct {
+		name     string
+		cfg      Config
+		preFolds bool
+	}{
+		{"while a root is published", Config{MapCommitInterval: 20 * time.Millisecond, CheckpointInterval: 400 * time.Millisecond}, false},
+		{"between updates", Config{MapCommitEntries: 40, MapCommitInterval: time.Second}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tl := startLedger(t, tc.cfg)
+			alice, bob := newTestSigner(t), newTestSigner(t)
+			shared := randomDigest(t)
+			t0 := time.Now().Add(-time.Hour).UTC()
+			deadline := time.Now().Add(30 * time.Second)
+			enough := func() bool {
+				return tl.vmap.aheadUsed.Load() >= 3 && (!tc.preFolds || tl.vmap.preFolds.Load() >= 3)
+			}
+			for round := 0; round < 12 || !enough(); round++ {
+				if time.Now().After(deadline) {
+					t.Fatalf("after %d rounds, %d updates continued a fold ahead, %d folds between updates", round, tl.vmap.aheadUsed.Load(), tl.vmap.preFolds.Load())
+				}
+				appendRaw(t, tl, foldMix(t, alice, bob, shared, t0, round))
+			}
+			waitMapCovers(t, tl, tl.store.Processed())
+			waitRootIndexed(t, tl)
+			if n := recomputeRoots(t, tl); n < 3 {
+				t.Fatalf("%d roots checked, want at least 3", n)
+			}
+			st, err := tl.vmap.m.MapState(t.Context())
+			if err != nil || st.Root == nil {
+				t.Fatalf("map state: %+v %v", st, err)
+			}
+			mr, err := notarize.ParseMapRoot(st.Root.Entry, tl.id.Verifier)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := scratchRoot(t, tl, mr.Size); got != mr.Root {
+				t.Fatalf("root of the first %d entries: committed %x, from scratch %x", mr.Size, mr.Root, got)
+			}
+		})
 	}
 }
 

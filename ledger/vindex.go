@@ -117,9 +117,11 @@ type mapFollower struct {
 	foldTime atomic.Int64 // the part of it spent folding (advance, before the root's append)
 
 	aheadUsed atomic.Int64 // updates that continued a fold ahead (fold_ahead.go)
+	preFolds  atomic.Int64 // folds ahead between updates (preFold)
 
 	// Used by run's goroutine alone.
-	ahead       *folded       // the fold ahead of the last commit stored (fold_ahead.go)
+	ahead       *folded       // the fold ahead of the stored map (fold_ahead.go)
+	preFoldAt   time.Time     // when preFold last folded
 	nextAhead   *folded       // the fold ahead of the commit in progress
 	seen        uint64        // the map's position as last read
 	seenAt      time.Time     // when
@@ -255,6 +257,7 @@ func (f *mapFollower) step(ctx context.Context, pendingSince time.Time) (time.Ti
 		pendingSince, f.pendingFrom = time.Now(), st.Position
 	}
 	if size-st.Position < uint64(f.entries) && time.Since(pendingSince) < f.every {
+		f.preFold(ctx, st, size) // fold_ahead.go
 		return pendingSince, nil
 	}
 	var done *storage.MapCommit
