@@ -28,6 +28,20 @@ func BenchmarkIngestCPU(b *testing.B) {
 	}
 }
 
+// BenchmarkIngestBatchAge is BenchmarkIngestCPU at 1,024 clients with
+// Tessera batches of several ages (Config.BatchMaxAge): an older batch is
+// larger, and the POSIX driver rewrites the log's partial entry bundle and
+// tiles once per batch.
+//
+//	go test -run '^$' -bench IngestBatchAge -benchtime 8000x ./ledger/
+func BenchmarkIngestBatchAge(b *testing.B) {
+	for _, age := range []time.Duration{DefaultBatchMaxAge, 50 * time.Millisecond, 100 * time.Millisecond} {
+		b.Run(fmt.Sprintf("age=%v", age), func(b *testing.B) {
+			ingestCPU(b, startLedger(b, Config{BatchMaxAge: age}).url, 1024)
+		})
+	}
+}
+
 // processCPU returns the CPU time the process used so far.
 func processCPU(b *testing.B) time.Duration {
 	var ru syscall.Rusage
