@@ -122,7 +122,11 @@ func checkConsistency(ctx context.Context, tiles client.TileFetcherFunc, small, 
 	case small.Size == 0:
 		return nil // the empty tree is a prefix of every tree
 	}
-	pb, err := client.NewProofBuilder(ctx, big.Size, tiles)
+	pbTiles := tiles
+	if nodes, err := proof.Consistency(small.Size, big.Size); err == nil {
+		pbTiles = prefetchTiles(ctx, tiles, big.Size, nodes.IDs)
+	}
+	pb, err := client.NewProofBuilder(ctx, big.Size, pbTiles)
 	if err != nil {
 		return fmt.Errorf("consistency proof %d→%d: %w", small.Size, big.Size, err)
 	}

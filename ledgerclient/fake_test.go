@@ -150,6 +150,9 @@ type fakeOps struct {
 	// checkpointHook rewrites every checkpoint served.
 	checkpointHook func([]byte) []byte
 	tileHook       func(level, index uint64, p uint8, b []byte) []byte
+	// tileGate, set before use, runs before each tile is served, outside
+	// the fake's lock (it may block); its error is the answer.
+	tileGate func(ctx context.Context, level, index uint64, p uint8) error
 	// bundleHook, set before use, rewrites every entry bundle served (b,
 	// err: the genuine answer), outside the fake's lock: it may block.
 	bundleHook  func(ctx context.Context, index uint64, p uint8, b []byte, err error) ([]byte, error)
@@ -209,7 +212,12 @@ func (f *fakeOps) ReadCheckpoint(context.Context) ([]byte, error) {
 	return f.cp(), nil
 }
 
-func (f *fakeOps) ReadTile(_ context.Context, level, index uint64, p uint8) ([]byte, error) {
+func (f *fakeOps) ReadTile(ctx context.Context, level, index uint64, p uint8) ([]byte, error) {
+	if gate := f.tileGate; gate != nil {
+		if err := gate(ctx, level, index, p); err != nil {
+			return nil, err
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.tileCalls++

@@ -43,7 +43,7 @@ type tailHit struct {
 // puts in it (a full bundle stands for a partial one only as its first
 // entries, as a ledger serves once the partial is gone); its entries are
 // hashed into its own slot, by its index, and those from from on that may
-// concern d (mayConcern) are parsed strictly and their signatures checked.
+// concern d (subjectTest) are parsed strictly and their signatures checked.
 // The tail counts only once the compact range of [0, start) from the tiles,
 // extended by every bundle's leaf hashes in index order, hashes to cp's
 // signed root: a bundle served for another index, twice, short, reordered
@@ -86,6 +86,7 @@ func (c *Client) readTail(ctx context.Context, cp Checkpoint, from uint64, d not
 			left[i] = h
 		})
 	}
+	subject := newSubjectTest(d)
 	sem := make(chan struct{}, tailBundleFetches)
 issue:
 	for i := range hashes {
@@ -96,7 +97,7 @@ issue:
 		}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			h, found, err := c.tailBundle(fctx, first+uint64(i), cp.Size, from, d, asked)
+			h, found, err := c.tailBundle(fctx, first+uint64(i), cp.Size, from, d, subject, asked)
 			if err != nil {
 				fail(err)
 				return
@@ -125,7 +126,7 @@ issue:
 // holds the entries the tree puts in it, and returns their leaf hashes and
 // the statements about d by asked-for keys among those from from on.
 // Nothing it returns is proven yet.
-func (c *Client) tailBundle(ctx context.Context, idx, size, from uint64, d notarize.Digest, asked func(string) bool) ([][]byte, []tailHit, error) {
+func (c *Client) tailBundle(ctx context.Context, idx, size, from uint64, d notarize.Digest, subject subjectTest, asked func(string) bool) ([][]byte, []tailHit, error) {
 	p := layout.PartialTileSize(0, idx, size)
 	raw, err := c.ops.ReadEntryBundle(ctx, idx, p)
 	if err != nil {
@@ -148,7 +149,7 @@ func (c *Client) tailBundle(ctx context.Context, idx, size, from uint64, d notar
 	for j, leaf := range b.Entries[:want] {
 		i := base + uint64(j)
 		hashes[j] = hasher.HashLeaf(leaf)
-		if i < from || notarize.IsMapRoot(leaf) || !mayConcern(leaf, d) {
+		if i < from || notarize.IsMapRoot(leaf) || !subject.mayConcern(leaf) {
 			continue
 		}
 		fe := verifyLeaf(i, leaf)

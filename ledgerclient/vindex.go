@@ -201,23 +201,46 @@ func (c *Client) foldTail(ctx context.Context, cp Checkpoint, from uint64, d not
 }
 
 // mayConcern reports whether the log entry leaf may be a statement about
-// d: whether its signed payload holds d's hex at all. Entries about other
-// digests, most of the tail, are skipped before they are parsed and their
-// signatures checked; an entry about d always holds it (its subject).
-func mayConcern(leaf []byte, d notarize.Digest) bool {
-	const key = `"payload":"`
-	i := bytes.Index(leaf, []byte(key))
-	if i < 0 {
-		return false
+// d (subjectTest.mayConcern).
+func mayConcern(leaf []byte, d notarize.Digest) bool { return newSubjectTest(d).mayConcern(leaf) }
+
+// subjectTest is the tail's cheap test of whether an entry may be about a
+// digest, so that entries about other digests, most of the tail, are
+// skipped before they are parsed and their signatures checked. It holds
+// the standard base64 of the digest's hex at the three byte alignments the
+// signed payload can put it at: from the hex's first, second or third
+// character, as many whole 3-byte groups as follow.
+//
+// It never misses an entry the strict path (verifyLeaf) reads as about d:
+// that entry is in its one canonical encoding, so its payload is exactly
+// the standard base64 of the statement, spelled without escapes in the
+// entry's JSON, and the statement is its canonical JSON, which holds the
+// hex verbatim as its subject's digest. The hex's whole groups from the
+// first group boundary inside it are then encoded, group for group, in
+// the payload, and so in the entry (FuzzMayConcernLeaf and
+// FuzzMayConcernStatement check it against the strict path).
+type subjectTest [3][]byte
+
+// newSubjectTest returns the test for d.
+func newSubjectTest(d notarize.Digest) subjectTest {
+	hex := d.Hex()
+	var st subjectTest
+	for skip := range st {
+		n := (len(hex) - skip) / 3 * 3
+		st[skip] = []byte(base64.StdEncoding.EncodeToString([]byte(hex[skip : skip+n])))
 	}
-	rest := leaf[i+len(key):]
-	j := bytes.IndexByte(rest, '"')
-	if j < 0 {
-		return false
+	return st
+}
+
+// mayConcern reports whether leaf holds one of st's spellings: false means
+// leaf is no statement about the digest.
+func (st subjectTest) mayConcern(leaf []byte) bool {
+	for _, p := range st {
+		if bytes.Contains(leaf, p) {
+			return true
+		}
 	}
-	payload := make([]byte, base64.StdEncoding.DecodedLen(j))
-	n, err := base64.StdEncoding.Decode(payload, rest[:j])
-	return err == nil && bytes.Contains(payload[:n], []byte(d.Hex()))
+	return false
 }
 
 // verifyLookupComplete proves that recs, the verified records of a whole
