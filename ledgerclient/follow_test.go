@@ -279,3 +279,32 @@ func TestFollowReportsFork(t *testing.T) {
 		t.Fatalf("Next() after a fork = %v, want *ForkError", err)
 	}
 }
+
+// TestFollowFullBundleForPartial: a replica behind the ledger asks for a
+// partial bundle that Tessera has since removed, the bundle being full, and
+// is served the full one: its first entries are read, proven as any; a full
+// bundle whose first entries differ is ErrBadProof.
+func TestFollowFullBundleForPartial(t *testing.T) {
+	for _, altered := range []bool{false, true} {
+		f, c := followLog(t, 600)
+		served := uint64(500) // bundle 1 is partial (244 entries) at this size
+		f.serveSize = &served
+		f.bundleHook = func(idx uint64, e [][]byte) [][]byte {
+			if len(e) == layout.EntryBundleWidth {
+				return e
+			}
+			full := append([][]byte(nil), f.log.leaves[idx*layout.EntryBundleWidth:(idx+1)*layout.EntryBundleWidth]...)
+			if altered {
+				full[0] = full[1]
+			}
+			return full
+		}
+		b, err := NewFollower(c, 0).Next(t.Context(), FollowState{})
+		switch {
+		case altered && !errors.Is(err, ErrBadProof):
+			t.Fatalf("a full bundle with other first entries: %v, want ErrBadProof", err)
+		case !altered && (err != nil || b.State.Size != served || len(b.Entries) != int(served)):
+			t.Fatalf("a full bundle for the partial one: %v %+v", err, b)
+		}
+	}
+}
