@@ -2,6 +2,7 @@ package vindex
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -117,6 +118,16 @@ func (id NodeID) Bytes() []byte {
 	binary.BigEndian.PutUint16(b, uint16(id.Depth))
 	copy(b[2:], id.Prefix[:n])
 	return b
+}
+
+// compareIDs orders IDs as their Bytes do (depth, then the prefix's first
+// ceil(Depth/8) bytes) without making them.
+func compareIDs(a, b NodeID) int {
+	if a.Depth != b.Depth {
+		return cmp.Compare(a.Depth, b.Depth)
+	}
+	n := (a.Depth + 7) / 8
+	return bytes.Compare(a.Prefix[:n], b.Prefix[:n])
 }
 
 // Node is a stored node: an inner node (Leaf false) with its hash, or a
@@ -260,7 +271,7 @@ func Apply(r NodeReader, updates []Update) (Hash, []NodeWrite, error) {
 	for _, w := range o.pending {
 		writes = append(writes, *w)
 	}
-	slices.SortFunc(writes, func(a, b NodeWrite) int { return bytes.Compare(a.ID.Bytes(), b.ID.Bytes()) })
+	slices.SortFunc(writes, func(a, b NodeWrite) int { return compareIDs(a.ID, b.ID) })
 	return root, writes, nil
 }
 

@@ -265,3 +265,22 @@ func FuzzProof(f *testing.F) {
 		}
 	})
 }
+
+// TestCompareIDsOrdersAsBytes: the writes' order (compareIDs) is the order
+// of their storage keys (NodeID.Bytes), at every depth, prefixes sharing
+// and differing in the last partial byte included.
+func TestCompareIDsOrdersAsBytes(t *testing.T) {
+	var ids []NodeID
+	for _, k := range []Key{{}, {0x80}, {0xff, 0xff}, {0x12, 0x34, 0x56}, {0x12, 0x35}} {
+		for _, d := range []int{0, 1, 7, 8, 9, 15, 16, 17, 24, 255, 256} {
+			ids = append(ids, nodeIDOf(k, d))
+		}
+	}
+	for _, a := range ids {
+		for _, b := range ids {
+			if got, want := compareIDs(a, b), bytes.Compare(a.Bytes(), b.Bytes()); got != want {
+				t.Fatalf("compareIDs(%d/%x, %d/%x) = %d, Bytes order %d", a.Depth, a.Prefix[:4], b.Depth, b.Prefix[:4], got, want)
+			}
+		}
+	}
+}
