@@ -269,82 +269,140 @@ func runLs(ctx context.Context, dockerCli command.Cli, opts lsOptions) error {
 // (an asset revoked by any signer stays revoked). It returns the largest
 // checkpoint size seen.
 func listSigner(ctx context.Context, c *ledgerclient.Client, s *lsSigner, status notarize.Status, prove bool, team map[notarize.Digest]notarize.Status) (uint64, error) {
-	var size uint64
-	mine := map[notarize.Digest]notarize.Status{}
-	s.Statements = []lsStatement{}
 	// A key's statements after its revocation (by itself, or by one of a
 	// policy signer's revokers) are listed marked, and left out of the
-	// tallies (keyrevoke.go).
-	revs, err := c.Revocations(ctx, s.KeyIDs, revokerMap(s.KeyIDs, s.revokers))
+	// tallies (keyrevoke.go). The revocations are asked after the pages
+	// are read, and must be proven in a log at least as large as the
+	// pages': else a revocation in between (before a thief's statement on
+	// a page) would be missed, by chance or by a front answering the
+	// revocation lookups from an older checkpoint.
+	recs := make(map[string][]notarize.Record, len(s.KeyIDs))
+	var size uint64
+	for _, id := range s.KeyIDs {
+		n, err := keyRecords(ctx, c, id, status, prove, recs)
+		if err != nil {
+			return 0, fmt.Errorf("signer %s: %w", s.Name, err)
+		}
+		size = max(size, n)
+	}
+	revokers := revokerMap(s.KeyIDs, s.revokers)
+	revs, revSize, err := c.RevocationsAt(ctx, s.KeyIDs, revokers)
+	if err == nil && revSize < size {
+		// The stored checkpoint is now at least the pages': an older
+		// answer is a rollback.
+		revs, revSize, err = c.RevocationsAt(ctx, s.KeyIDs, revokers)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("signer %s: %w", s.Name, err)
 	}
-	var after []revokedCurrent // a revoked key's assets whose ledger-current statement is after the revocation
+	if revSize < size {
+		return 0, fmt.Errorf("signer %s: %w: the revocation lookups answered for %d entries, the statements for %d", s.Name, ledgerclient.ErrBadProof, revSize, size)
+	}
+	// A revoked key's current statement about an asset is chosen among
+	// those before its revocation, so the ledger's current one (maybe a
+	// thief's) is no filter: read its pages again, all of them. (They may
+	// come from a larger log: what it adds is after the revocation.)
 	for _, id := range s.KeyIDs {
-		// A revoked key's current statement about an asset is chosen among
-		// those before its revocation, so the ledger's current one (maybe a
-		// thief's) is no filter: read them all, filter below.
-		_, revoked := revs[id]
-		want := status
-		if revoked {
-			want = ""
-		}
-		for p, err := range c.KeyDigestPages(ctx, id, want) {
+		if _, revoked := revs[id]; revoked && status != "" {
+			delete(recs, id)
+			n, err := keyRecords(ctx, c, id, "", prove, recs)
 			if err != nil {
 				return 0, fmt.Errorf("signer %s: %w", s.Name, err)
 			}
-			size = max(size, p.Checkpoint.Size)
-			if prove {
-				if err := c.ProveCurrent(ctx, id, p.Records); err != nil {
-					return 0, fmt.Errorf("signer %s: %w", s.Name, err)
-				}
-			}
-			for _, r := range p.Records {
-				pr := r.Statement.Predicate
-				d := r.Statement.Digest()
-				st := lsStatement{Digest: string(d), Status: strings.ToUpper(string(pr.Status)), KeyID: r.KeyID,
-					Kind: string(pr.Kind), Timestamp: pr.Timestamp.UTC(), LogIndex: r.Index}
-				if len(r.Statement.Subject) > 0 {
-					st.Subject = r.Statement.Subject[0].Name
-				}
-				if rv, ok := revs[r.KeyID]; ok && r.Index > rv.Index {
-					idx := rv.Index
-					st.KeyRevokedAt = &idx
-					after = append(after, revokedCurrent{digest: d, keyID: r.KeyID})
-				}
-				if status != "" && pr.Status != status {
-					continue
-				}
-				s.Statements = append(s.Statements, st)
-				if st.KeyRevokedAt == nil {
-					mine[d] = worse(mine[d], pr.Status)
-				}
-			}
+			size = max(size, n)
 		}
 	}
-	before, err := currentBeforeRevocation(ctx, c, after, revs)
-	if err != nil {
+	w := signerWalk{mine: map[notarize.Digest]notarize.Status{}, statements: []lsStatement{}}
+	if err := w.judge(ctx, c, s.KeyIDs, recs, status, revs); err != nil {
 		return 0, fmt.Errorf("signer %s: %w", s.Name, err)
 	}
-	for _, r := range before {
-		pr := r.Statement.Predicate
-		if status != "" && pr.Status != status {
-			continue
-		}
-		st := lsStatement{Digest: string(r.Statement.Digest()), Status: strings.ToUpper(string(pr.Status)), KeyID: r.KeyID,
-			Kind: string(pr.Kind), Timestamp: pr.Timestamp.UTC(), LogIndex: r.Index}
-		if len(r.Statement.Subject) > 0 {
-			st.Subject = r.Statement.Subject[0].Name
-		}
-		s.Statements = append(s.Statements, st)
-		mine[r.Statement.Digest()] = worse(mine[r.Statement.Digest()], pr.Status)
-	}
+	s.Statements = w.statements
+	mine := w.mine
 	sort.SliceStable(s.Statements, func(i, j int) bool { return s.Statements[i].Digest < s.Statements[j].Digest })
 	for d, st := range mine {
 		s.add(st)
 		team[d] = worse(team[d], st)
 	}
 	return size, nil
+}
+
+// signerWalk is what listSigner gathers from one signer's key pages: the
+// statements to list and each asset's status by the signer.
+type signerWalk struct {
+	statements []lsStatement
+	mine       map[notarize.Digest]notarize.Status
+}
+
+// keyRecords reads every verified page of key id's current statements
+// (with status, only those with it; with prove, each also proven current)
+// into recs[id], and returns the largest checkpoint size seen.
+func keyRecords(ctx context.Context, c *ledgerclient.Client, id string, status notarize.Status, prove bool, recs map[string][]notarize.Record) (uint64, error) {
+	var size uint64
+	for p, err := range c.KeyDigestPages(ctx, id, status) {
+		if err != nil {
+			return 0, err
+		}
+		size = max(size, p.Checkpoint.Size)
+		if prove {
+			if err := c.ProveCurrent(ctx, id, p.Records); err != nil {
+				return 0, err
+			}
+		}
+		recs[id] = append(recs[id], p.Records...)
+	}
+	return size, nil
+}
+
+// judge lists and counts the records of keyIDs (recs, by key) under the
+// revocations revs, and, for a revoked key, its current statement before
+// the revocation about each asset whose ledger-current statement comes
+// after it.
+func (w *signerWalk) judge(ctx context.Context, c *ledgerclient.Client, keyIDs []string, recs map[string][]notarize.Record, status notarize.Status, revs notarize.Revocations) error {
+	var after []revokedCurrent // a revoked key's assets whose ledger-current statement is after the revocation
+	for _, id := range keyIDs {
+		for _, r := range recs[id] {
+			st := lsStatementOf(r)
+			if rv, ok := revs[r.KeyID]; ok && r.Index > rv.Index {
+				idx := rv.Index
+				st.KeyRevokedAt = &idx
+				after = append(after, revokedCurrent{digest: r.Statement.Digest(), keyID: r.KeyID})
+			}
+			w.add(st, r, status)
+		}
+	}
+	before, err := currentBeforeRevocation(ctx, c, after, revs)
+	if err != nil {
+		return err
+	}
+	for _, r := range before {
+		w.add(lsStatementOf(r), r, status)
+	}
+	return nil
+}
+
+// add lists st, the statement of record r, unless status filters it out,
+// and counts it unless it comes after its key's revocation.
+func (w *signerWalk) add(st lsStatement, r notarize.Record, status notarize.Status) {
+	pr := r.Statement.Predicate
+	if status != "" && pr.Status != status {
+		return
+	}
+	w.statements = append(w.statements, st)
+	if st.KeyRevokedAt == nil {
+		d := r.Statement.Digest()
+		w.mine[d] = worse(w.mine[d], pr.Status)
+	}
+}
+
+// lsStatementOf returns the listing of record r.
+func lsStatementOf(r notarize.Record) lsStatement {
+	pr := r.Statement.Predicate
+	st := lsStatement{Digest: string(r.Statement.Digest()), Status: strings.ToUpper(string(pr.Status)), KeyID: r.KeyID,
+		Kind: string(pr.Kind), Timestamp: pr.Timestamp.UTC(), LogIndex: r.Index}
+	if len(r.Statement.Subject) > 0 {
+		st.Subject = r.Statement.Subject[0].Name
+	}
+	return st
 }
 
 // revokedCurrent is an asset whose current statement by a revoked key,
