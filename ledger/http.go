@@ -163,7 +163,7 @@ func (l *Ledger) serveSubmit(w http.ResponseWriter, r *http.Request) error {
 	l.metrics.submissions.WithLabelValues(result).Inc()
 	l.metrics.receipt.Observe(time.Since(start).Seconds())
 	l.log.DebugContext(r.Context(), "entry logged", slog.Uint64("index", rec.Index), slog.Bool("duplicate", rec.Duplicate))
-	writeJSON(w, status, rec)
+	writeReceipt(w, status, rec)
 	return nil
 }
 
