@@ -292,9 +292,10 @@ func (f *mapFollower) step(ctx context.Context, pendingSince time.Time) (time.Ti
 }
 
 // advance folds the entries after the stored map's position (st, read
-// under the map's update lock) into the map and, when any was a
-// statement, appends the new root to the log and waits for its
-// publication. It returns the commit that stores them.
+// under the map's update lock) into the map, continuing the fold ahead
+// when it starts there (fold_ahead.go), and, when any was a statement,
+// appends the new root to the log and waits for its publication, folding
+// ahead meanwhile. It returns the commit that stores them.
 func (f *mapFollower) advance(ctx context.Context, st storage.MapState, r storage.MapNodeReader) (*storage.MapCommit, error) {
 	to, err := f.target(ctx)
 	if err != nil || to <= st.Position {
@@ -309,7 +310,7 @@ func (f *mapFollower) advance(ctx context.Context, st storage.MapState, r storag
 		to, final = st.Position+chunk, false
 	}
 	start := time.Now()
-	fd := f.takeAhead(st) // the entries folded while the previous root was published
+	fd := f.takeAhead(st) // what was folded ahead of st, if anything
 	if err := f.foldTo(ctx, fd, nil, r, max(to, fd.to)); err != nil {
 		return nil, err
 	}
