@@ -308,8 +308,12 @@ func (c *Client) currentByPages(ctx context.Context, d notarize.Digest, keyIDs [
 		res.Records = append(res.Records, r)
 	}
 	// Without the current endpoint there is no map proof either (a front
-	// may have hidden both): the whole log is the tail.
-	if err := c.verifyComplete(ctx, nil, res.Checkpoint, d, keyIDs, res.Records); err != nil {
+	// may have hidden both): the whole log is the tail, read under the
+	// client's timeout like Lookup's, so that a front that never answers
+	// the bundles cannot hang a caller without a deadline.
+	tctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	if err := c.verifyComplete(tctx, nil, res.Checkpoint, d, keyIDs, res.Records); err != nil {
 		return nil, err
 	}
 	return res, nil
