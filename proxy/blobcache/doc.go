@@ -14,8 +14,11 @@
 // its own core. Chunks stay in memory until both have them and a window of
 // 4 MiB is full; a reader further behind reads the file; the upstream is
 // read at most 8 spans ahead of the slower stage, so a fill holds about
-// 13 MiB at most. The last byte is held back until the hasher has checked
-// every byte.
+// 15 MiB at most (TestFillMemoryBounded). Chunk buffers are recycled
+// through a pool, not left to the garbage collector; a chunk a reader is
+// still writing from is pinned until it is done. Readers write to the
+// client straight from the chunks (WriteTo, which io.Copy uses). The last
+// byte is held back until the hasher has checked every byte.
 //
 // # Bound
 //
