@@ -35,6 +35,23 @@ import (
 // a time, so that the update, under the lock, folds only what arrived
 // since. The same position check applies.
 
+// aheadEnd returns where a fold ahead from from may end when size entries
+// are indexed: at most a build chunk of entries (mapBuildChunk), since its
+// writes are kept in memory until an update stores them. While updates
+// fail (a database outage, a root that is not published) it stops
+// growing, and the update folds the rest itself.
+func (f *mapFollower) aheadEnd(from, size uint64) uint64 {
+	chunk := uint64(mapBuildChunk)
+	if f.l.cfg.mapBuildChunk > 0 {
+		chunk = uint64(f.l.cfg.mapBuildChunk)
+	}
+	if size > from+chunk {
+		f.aheadCapped.Add(1)
+		return from + chunk
+	}
+	return size
+}
+
 // aheadPoll is how often the fold ahead looks for new entries while the
 // root's append waits.
 const aheadPoll = 100 * time.Millisecond
@@ -167,7 +184,7 @@ func (f *mapFollower) foldAhead(ctx context.Context, base storage.MapNodeReader,
 				return
 			case <-time.After(aheadPoll):
 			}
-			if n := f.l.store.Processed(); n > fd.to {
+			if n := f.aheadEnd(fd.from, f.l.store.Processed()); n > fd.to {
 				if err := f.foldTo(ctx, fd, done.writes, base, n); err != nil {
 					return // keep what was folded; the next update folds the rest
 				}
@@ -199,7 +216,8 @@ func (f *mapFollower) preFold(ctx context.Context, st storage.MapState, size uin
 		return
 	}
 	fd, _ := f.aheadAt(st)
-	if size-fd.to < uint64(max(1, f.entries/4)) && time.Since(f.preFoldAt) < f.every/4 || size <= fd.to {
+	size = f.aheadEnd(fd.from, size)
+	if size <= fd.to || size-fd.to < uint64(max(1, f.entries/4)) && time.Since(f.preFoldAt) < f.every/4 {
 		return
 	}
 	f.preFoldAt = time.Now()

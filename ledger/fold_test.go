@@ -273,6 +273,10 @@ func TestFoldAheadMatchesLog(t *testing.T) {
 	}{
 		{"while a root is published", Config{MapCommitInterval: 20 * time.Millisecond, CheckpointInterval: 400 * time.Millisecond}, false},
 		{"between updates", Config{MapCommitEntries: 40, MapCommitInterval: time.Second}, true},
+		// A fold ahead stops at its bound (a build chunk of entries,
+		// here 25, more than the cadence's 10; the map is built in such
+		// chunks first), and the update folds the rest.
+		{"bounded", Config{MapCommitEntries: 10, MapCommitInterval: time.Second, CheckpointInterval: 400 * time.Millisecond, mapBuildChunk: 25}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tl := startLedger(t, tc.cfg)
@@ -280,12 +284,15 @@ func TestFoldAheadMatchesLog(t *testing.T) {
 			shared := randomDigest(t)
 			t0 := time.Now().Add(-time.Hour).UTC()
 			deadline := time.Now().Add(30 * time.Second)
+			bounded := tc.cfg.mapBuildChunk > 0
 			enough := func() bool {
-				return tl.vmap.aheadUsed.Load() >= 3 && (!tc.preFolds || tl.vmap.preFolds.Load() >= 3)
+				return tl.vmap.aheadUsed.Load() >= 3 && (!tc.preFolds || tl.vmap.preFolds.Load() >= 3) &&
+					(!bounded || tl.vmap.aheadCapped.Load() >= 1)
 			}
 			for round := 0; round < 12 || !enough(); round++ {
 				if time.Now().After(deadline) {
-					t.Fatalf("after %d rounds, %d updates continued a fold ahead, %d folds between updates", round, tl.vmap.aheadUsed.Load(), tl.vmap.preFolds.Load())
+					t.Fatalf("after %d rounds, %d updates continued a fold ahead, %d folds between updates, %d stopped at the bound",
+						round, tl.vmap.aheadUsed.Load(), tl.vmap.preFolds.Load(), tl.vmap.aheadCapped.Load())
 				}
 				appendRaw(t, tl, foldMix(t, alice, bob, shared, t0, round))
 			}

@@ -116,8 +116,9 @@ type mapFollower struct {
 	rootTime atomic.Int64 // their MapUpdate time, in nanoseconds
 	foldTime atomic.Int64 // the part of it spent folding (advance, before the root's append)
 
-	aheadUsed atomic.Int64 // updates that continued a fold ahead (fold_ahead.go)
-	preFolds  atomic.Int64 // folds ahead between updates (preFold)
+	aheadUsed   atomic.Int64 // updates that continued a fold ahead (fold_ahead.go)
+	preFolds    atomic.Int64 // folds ahead between updates (preFold)
+	aheadCapped atomic.Int64 // folds ahead that stopped at their bound (aheadEnd)
 
 	// Used by run's goroutine alone.
 	ahead       *folded       // the fold ahead of the stored map (fold_ahead.go)
