@@ -170,7 +170,7 @@ for t in direct notarize dist-proxy "${FLEET_ORDER[@]}"; do
     mkdir -p "$PERF"; perf record -q -g -p "$srv" -o "$PERF/cold-$t.data" 2>/dev/null & perf_pid=$!; sleep 0.5
   fi
   run -name "blob-cold/$t" -once -c 1 -d 10m "${BASE[$t]}/blobs/$BLOB"
-  [[ -n $perf_pid ]] && { kill -INT "$perf_pid"; wait "$perf_pid" || true; }
+  [[ -n $perf_pid ]] && { kill -INT "$perf_pid" 2>/dev/null || true; wait "$perf_pid" || true; }
   s1=$(cpu_ns "$srv") u1=$(cpu_ns "${PID_OF[upstream]}")
   awk -v s=$((s1 - s0)) -v u=$((u1 - u0)) -v mb="$BLOB_MB" -v t="$t" 'BEGIN {
     gb = mb * 1048576 / 1e9
