@@ -30,6 +30,8 @@ type Client struct {
 	witnesses *WitnessPolicy
 	maxAge    time.Duration
 	now       func() time.Time
+	// fetches shares the tail's bundle and tile reads between lookups (fetchcache.go).
+	fetches fetchCache
 }
 
 // New returns a client for the ledger at cfg.URL. With a verifier key

@@ -48,7 +48,9 @@ type tailHit struct {
 // extended by every bundle's leaf hashes in index order, hashes to cp's
 // signed root: a bundle served for another index, twice, short, reordered
 // or altered, or a tile that lies, fails the read with ErrBadProof. The
-// first failure cancels the other fetches.
+// first failure cancels the other fetches. Bundles and tiles are read
+// through the Client's fetch cache (fetchcache.go), shared with its other
+// lookups; a failed read drops what it read from it.
 func (c *Client) readTail(ctx context.Context, cp Checkpoint, from uint64, d notarize.Digest, asked func(keyID string) bool) ([]tailHit, error) {
 	if from >= cp.Size {
 		return nil, fmt.Errorf("%w: a tail from %d in a tree of %d entries", ErrBadProof, from, cp.Size)
@@ -106,13 +108,24 @@ issue:
 		})
 	}
 	wg.Wait()
-	if ferr != nil {
-		return nil, ferr
+	err := ferr
+	if err == nil {
+		err = ctx.Err()
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
+	if err == nil {
+		err = proveTailRange(cp, start, tiles, left, hashes)
 	}
-	if err := proveTailRange(cp, start, tiles, left, hashes); err != nil {
+	if err != nil {
+		// Whatever failed, the next lookup fetches the tail afresh.
+		keys := make([]fetchKey, 0, len(tiles)+len(hashes))
+		for _, t := range tiles {
+			keys = append(keys, fetchKey{t.level, t.index, t.p})
+		}
+		for i := range hashes {
+			idx := first + uint64(i)
+			keys = append(keys, fetchKey{bundleLevel, idx, layout.PartialTileSize(0, idx, cp.Size)})
+		}
+		c.fetches.forget(keys)
 		return nil, err
 	}
 	var out []tailHit
@@ -128,7 +141,7 @@ issue:
 // Nothing it returns is proven yet.
 func (c *Client) tailBundle(ctx context.Context, idx, size, from uint64, d notarize.Digest, subject subjectTest, asked func(string) bool) ([][]byte, []tailHit, error) {
 	p := layout.PartialTileSize(0, idx, size)
-	raw, err := c.ops.ReadEntryBundle(ctx, idx, p)
+	raw, err := c.readBundle(ctx, idx, p)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read the log after the map root: entry bundle %d: %w", idx, err)
 	}
@@ -190,7 +203,7 @@ func leftTiles(start, size uint64) []leftTile {
 // covering the first t.k hashes of its bottom row, largest (leftmost)
 // first. Nothing it returns is proven yet.
 func (c *Client) tileRange(ctx context.Context, t leftTile) ([][]byte, error) {
-	raw, err := c.ops.ReadTile(ctx, t.level, t.index, t.p)
+	raw, err := c.readTile(ctx, t.level, t.index, t.p)
 	if err != nil {
 		return nil, fmt.Errorf("read the log after the map root: tile %d/%d: %w", t.level, t.index, err)
 	}

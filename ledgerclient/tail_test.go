@@ -46,6 +46,7 @@ func TestReadTailFromTiles(t *testing.T) {
 		f.mu.Lock()
 		f.tileCalls = 0
 		f.mu.Unlock()
+		c := testClient(t, f, t.TempDir(), c.VerifierKey()) // an empty fetch cache
 		if _, err := c.readTail(t.Context(), cpAt(f, tc.size), tc.from, digestA, func(string) bool { return true }); err != nil {
 			t.Fatalf("size %d from %d: %v", tc.size, tc.from, err)
 		}
@@ -190,6 +191,7 @@ func TestReadTailLies(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			c := testClient(t, f, t.TempDir(), c.VerifierKey()) // an empty fetch cache
 			f.tileHook, f.bundleHook = nil, nil
 			if tc.tile != nil {
 				f.tileHook = tc.tile
