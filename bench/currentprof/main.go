@@ -11,7 +11,11 @@
 // counts). With -cpuprofile it writes a CPU profile of the R lookups.
 // bench/verify-1m.sh uses it to explain the tail case.
 //
-//	currentprof -url http://127.0.0.1:PORT -key VERIFIER -digest sha256:… -keyid HEX [-r 50] [-cpuprofile F]
+// With -verify each run makes verify's own call instead,
+// CurrentWithRevocations: the current lookup and, at once, the lookup of
+// the key's revocations, both proven complete.
+//
+//	currentprof -url http://127.0.0.1:PORT -key VERIFIER -digest sha256:… -keyid HEX [-r 50] [-verify] [-cpuprofile F]
 package main
 
 import (
@@ -40,8 +44,9 @@ func main() {
 	keyID := flag.String("keyid", "", "the signer key ID to ask about")
 	runs := flag.Int("r", 50, "lookups")
 	profile := flag.String("cpuprofile", "", "write a CPU profile of the lookups to this `file`")
+	verify := flag.Bool("verify", false, "make verify's call, CurrentWithRevocations (the key's revocations looked up at once)")
 	flag.Parse()
-	if err := run(*url, *key, *digest, *keyID, *runs, *profile); err != nil {
+	if err := run(*url, *key, *digest, *keyID, *runs, *profile, *verify); err != nil {
 		fmt.Fprintln(os.Stderr, "currentprof:", err)
 		os.Exit(1)
 	}
@@ -58,6 +63,8 @@ func kind(path string) string {
 		return "tiles"
 	case strings.HasSuffix(path, "/current"):
 		return "current lookup"
+	case strings.HasPrefix(path, api.PathDigests):
+		return "lookup"
 	}
 	return "other"
 }
@@ -113,7 +120,7 @@ func (b *timedBody) Close() error {
 	return b.ReadCloser.Close()
 }
 
-func run(url, key, digest, keyID string, runs int, profile string) error {
+func run(url, key, digest, keyID string, runs int, profile string, verify bool) error {
 	d, err := notarize.ParseDigest(digest)
 	if err != nil {
 		return fmt.Errorf("-digest: %w", err)
@@ -148,7 +155,12 @@ func run(url, key, digest, keyID string, runs int, profile string) error {
 		c, err := ledgerclient.New(ctx, ledgerclient.Config{URL: url, VerifierKey: key, Home: home, HTTPClient: hc})
 		if err == nil {
 			var res *ledgerclient.LookupResult
-			if res, err = c.Current(ctx, d, keyID); err == nil {
+			if verify {
+				res, _, err = c.CurrentWithRevocations(ctx, d, []string{keyID}, nil)
+			} else {
+				res, err = c.Current(ctx, d, keyID)
+			}
+			if err == nil {
 				size = res.Checkpoint.Size
 			}
 		}
