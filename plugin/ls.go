@@ -412,35 +412,71 @@ type revokedCurrent struct {
 	keyID  string
 }
 
-// lsRevokedLookups bounds the lookups currentBeforeRevocation runs at once.
+// lsRevokedLookups is how many lookups currentBeforeRevocation runs at
+// once.
 const lsRevokedLookups = 8
+
+// lsMaxRevokedLookups bounds how many it runs for one listing (a variable
+// so that a test can lower it).
+var lsMaxRevokedLookups = 4096
+
+// errTooManyAfterRevocation is the error of a listing in which a revoked
+// key's ledger-current statement comes after the revocation for more
+// assets than ls reads back (a thief's flood).
+var errTooManyAfterRevocation = errors.New("too many statements after a key's revocation")
 
 // currentBeforeRevocation returns, for each of after, the key's current
 // statement about the asset among its statements before its revocation
 // (read with CurrentRevoked: every statement by the key about the digest,
 // proven complete), when it has one. The ledger's key index knows only the
-// newest statement per asset, which after a theft may be the thief's.
+// newest statement per asset, which after a theft may be the thief's. It
+// reads at most lsMaxRevokedLookups assets, lsRevokedLookups at a time:
+// past that it fails rather than count what it did not read.
 func currentBeforeRevocation(ctx context.Context, c *ledgerclient.Client, after []revokedCurrent, revs notarize.Revocations) ([]notarize.Record, error) {
+	if len(after) > lsMaxRevokedLookups {
+		return nil, fmt.Errorf("%w: %d assets have a statement by a revoked key after its revocation; ls reads back what came before it for at most %d (inspect --signer reads one asset)", errTooManyAfterRevocation, len(after), lsMaxRevokedLookups)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	out := make([]*notarize.Record, len(after))
-	errs := make([]error, len(after))
-	sem := make(chan struct{}, lsRevokedLookups)
-	var wg sync.WaitGroup
-	for i, a := range after {
+	var (
+		mu    sync.Mutex
+		first error // the first failure, which stops the others
+		next  = make(chan int)
+		wg    sync.WaitGroup
+	)
+	for range min(lsRevokedLookups, len(after)) {
 		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			res, err := c.CurrentRevoked(ctx, a.digest, []string{a.keyID}, revs)
-			if err != nil {
-				errs[i] = fmt.Errorf("%s before the revocation of key %s: %w", a.digest, a.keyID, err)
-				return
-			}
-			if r, ok := notarize.Current(res.Records, a.digest, a.keyID); ok {
-				out[i] = &r
+			for i := range next {
+				a := after[i]
+				res, err := c.CurrentRevoked(ctx, a.digest, []string{a.keyID}, revs)
+				if err != nil {
+					mu.Lock()
+					if first == nil {
+						first = fmt.Errorf("%s before the revocation of key %s: %w", a.digest, a.keyID, err)
+					}
+					mu.Unlock()
+					cancel()
+					continue
+				}
+				if r, ok := notarize.Current(res.Records, a.digest, a.keyID); ok {
+					out[i] = &r
+				}
 			}
 		})
 	}
+	for i := range after {
+		if ctx.Err() != nil {
+			break
+		}
+		next <- i
+	}
+	close(next)
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	if first != nil {
+		return nil, first
+	}
+	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	var recs []notarize.Record

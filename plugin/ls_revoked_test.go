@@ -2,6 +2,8 @@ package plugin
 
 import (
 	"encoding/json"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -66,5 +68,34 @@ func TestLsRevokedKeyCountsWhatCameBefore(t *testing.T) {
 		if st.Digest == string(approvedD) && st.KeyRevokedAt == nil {
 			t.Fatalf("ls --status untrusted counts the thief's statement: %+v", o)
 		}
+	}
+}
+
+// TestLsRevokedKeyFloodBounded: a thief who floods assets with the revoked
+// key's statements cannot make ls read each back without bound: past
+// lsMaxRevokedLookups it fails (exit 4) rather than count what it did not
+// read. Not parallel: it lowers the bound, which parallel tests read.
+func TestLsRevokedKeyFloodBounded(t *testing.T) {
+	bound := lsMaxRevokedLookups
+	lsMaxRevokedLookups = 2
+	t.Cleanup(func() { lsMaxRevokedLookups = bound })
+	h := newHarness(t, "alice")
+	h.mustRun(0, "key", "revoke", "--yes", "alice")
+	th := newThief(t, h, "alice")
+	for i := range 3 {
+		_, d := writeFile(t, fmt.Sprint("flood-", i), fmt.Sprint("the thief's build ", i))
+		th.state(d, notarize.StatusTrusted, notarize.KindFile, time.Now())
+	}
+	_, errOut, code := h.run("ls", "--signer", "alice")
+	if code != ExitCouldNotVerify || !strings.Contains(errOut, "too many statements after a key's revocation") {
+		t.Fatalf("ls over the bound: exit %d, want %d and the bound named\n%s", code, ExitCouldNotVerify, errOut)
+	}
+	lsMaxRevokedLookups = 3
+	var o lsOutput
+	if err := json.Unmarshal([]byte(h.mustRun(0, "ls", "-o", "json", "--signer", "alice")), &o); err != nil {
+		t.Fatal(err)
+	}
+	if len(o.Signers) != 1 || o.Signers[0].Trusted != 0 {
+		t.Fatalf("ls within the bound counts the thief's statements: %+v", o)
 	}
 }
