@@ -47,9 +47,10 @@ func (l *Ledger) Submit(ctx context.Context, e *notarize.Entry) (*api.Receipt, e
 }
 
 // submit is Submit of e, which was parsed (notarize.ParseEntry) from raw
-// when raw is not nil. When raw is exactly the canonical bytes that get
-// logged, the index row established here is handed to the index follower,
-// which then need not parse and verify those bytes again (verifiedRows).
+// when raw is not nil. ParseEntry accepts only an entry's canonical bytes,
+// so raw is then exactly what gets logged, and the index row established
+// here for it is handed to the index follower, which then need not parse
+// and verify those bytes again (verifiedRows).
 func (l *Ledger) submit(ctx context.Context, e *notarize.Entry, raw []byte) (*api.Receipt, error) {
 	v, data, err := l.admit(e, raw)
 	if err != nil {
