@@ -36,7 +36,9 @@
 #                                   CADENCE=256,500ms adds a tail row whose
 #                                   ledger commits map roots at that cadence;
 #                                   PROFILE_DIR=D keeps CPU profiles of the
-#                                   lookups, from bench/currentprof)
+#                                   lookups, from bench/currentprof;
+#                                   PROFILE_VERIFY=1 profiles verify's own
+#                                   call, CurrentWithRevocations)
 # Prints a table: median, mean, σ per row, map/nomap ratios (the bound is
 # <= 1.2x), the load average before and after.
 set -euo pipefail
@@ -307,7 +309,7 @@ if ((${#TAIL_ROWS[@]})); then
     case $row in *nomap) b=$BIN/nomap ;; *) b=$BIN/map ;; esac
     "$WORK/ctl.sh" start "$row"
     "$b/currentprof" -url "$NOTARIZE_LEDGER" -key "$(jq -r .verifierKey "$BIG/summary.json")" -digest "$DIGEST" -keyid "$TEST_KEY_ID" \
-      -r "$PROFILE_RUNS" ${PROFILE_DIR:+-cpuprofile "$PROFILE_DIR/current-$row.pprof"} 2>&1 | sed "s/^/   $row: /" || echo "   $row: currentprof failed"
+      -r "$PROFILE_RUNS" ${PROFILE_VERIFY:+-verify} ${PROFILE_DIR:+-cpuprofile "$PROFILE_DIR/current-$row.pprof"} 2>&1 | sed "s/^/   $row: /" || echo "   $row: currentprof failed"
     "$WORK/ctl.sh" stop
   done
 fi
