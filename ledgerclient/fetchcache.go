@@ -127,6 +127,26 @@ func (fc *fetchCache) forget(keys []fetchKey) {
 	}
 }
 
+// reset drops every answer kept: after a fork or a rollback, nothing read
+// from that ledger's view is kept for the next lookup (fetches still
+// running keep their readers, and are not kept once done if they fail).
+func (fc *fetchCache) reset() {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	for k, c := range fc.calls {
+		select {
+		case <-c.done:
+			delete(fc.calls, k)
+		default:
+		}
+	}
+	fc.order = slices.DeleteFunc(fc.order, func(k fetchKey) bool { _, ok := fc.calls[k]; return !ok })
+	fc.bytes = 0
+	for _, k := range fc.order {
+		fc.bytes += len(fc.calls[k].b)
+	}
+}
+
 // readBundle is c.ops.ReadEntryBundle through c's fetch cache.
 func (c *Client) readBundle(ctx context.Context, index uint64, p uint8) ([]byte, error) {
 	return c.fetches.get(ctx, fetchKey{bundleLevel, index, p}, func(ctx context.Context) ([]byte, error) {

@@ -276,6 +276,7 @@ func (c *Client) current(ctx context.Context, d notarize.Digest, keyIDs []string
 		err = c.verifyComplete(pctx, resp.Map, cp, d, keyIDs, recs)
 	}
 	if aerr := <-advanced; aerr != nil {
+		c.fetches.reset() // the tail read from the forked view is not kept
 		return nil, aerr
 	}
 	if err != nil {
