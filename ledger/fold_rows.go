@@ -41,8 +41,8 @@ type rowTap struct {
 	storage.Index
 
 	mu    sync.Mutex
-	rows  map[uint64]storage.Row // by log index; the entries' bytes included
-	floor uint64                 // rows below it are folded: not kept
+	rows  map[uint64]keptRow // by log index
+	floor uint64             // rows below it are folded: not kept
 
 	hits, misses atomic.Uint64 // statements and other entries folded from rows, entries read and checked again
 }
@@ -53,7 +53,7 @@ func (l *Ledger) tapRows(db storage.Index) storage.Index {
 	if l.cfg.noMap {
 		return db
 	}
-	return &rowTap{Index: db, rows: make(map[uint64]storage.Row)}
+	return &rowTap{Index: db, rows: make(map[uint64]keptRow)}
 }
 
 // rowTapOf returns the tap of the ledger's index, nil when there is none.
@@ -75,6 +75,15 @@ func (t *rowTap) Write(ctx context.Context, next uint64, batch []storage.Row) (b
 	return won, err
 }
 
+// keptRow is what the tap keeps of a row: the statement the map folds
+// from it (rowStatement), if any. Not the row itself: its Data is a slice
+// of the entry bundle the follower read, and keeping it would pin a whole
+// bundle per row (a partial bundle is read again at each step).
+type keptRow struct {
+	s    foldStatement
+	stmt bool
+}
+
 // keep keeps the rows of batch, the entries at next, next+1, …, up to
 // foldRowsMax rows in all.
 func (t *rowTap) keep(next uint64, batch []storage.Row) {
@@ -88,7 +97,8 @@ func (t *rowTap) keep(next uint64, batch []storage.Row) {
 		if len(t.rows) >= foldRowsMax {
 			return
 		}
-		t.rows[idx] = r
+		s, ok := rowStatement(idx, r)
+		t.rows[idx] = keptRow{s: s, stmt: ok}
 	}
 }
 
@@ -109,8 +119,8 @@ func (t *rowTap) forget(position uint64) {
 
 // take returns the kept row of each of the entries [from, to), by offset
 // from from; ok[i] is false where no row is kept.
-func (t *rowTap) take(from, to uint64) (rows []storage.Row, ok []bool) {
-	rows, ok = make([]storage.Row, to-from), make([]bool, to-from)
+func (t *rowTap) take(from, to uint64) (rows []keptRow, ok []bool) {
+	rows, ok = make([]keptRow, to-from), make([]bool, to-from)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if len(t.rows) == 0 {
@@ -158,7 +168,7 @@ func rowStatement(index uint64, r storage.Row) (foldStatement, bool) {
 // nil), and, for the entries it does not, from their bytes, read and
 // checked (mapStatement).
 func (l *Ledger) foldStatements(ctx context.Context, tap *rowTap, from, to uint64) ([]foldStatement, error) {
-	var rows []storage.Row
+	var rows []keptRow
 	var kept []bool
 	if tap != nil {
 		rows, kept = tap.take(from, to)
@@ -181,8 +191,8 @@ func (l *Ledger) foldStatements(ctx context.Context, tap *rowTap, from, to uint6
 	out := make([]foldStatement, 0, to-from)
 	for i := from; i < to; i++ {
 		if kept != nil && kept[i-from] {
-			if s, ok := rowStatement(i, rows[i-from]); ok {
-				out = append(out, s)
+			if rows[i-from].stmt {
+				out = append(out, rows[i-from].s)
 			}
 			continue
 		}
