@@ -157,11 +157,12 @@ func (l *Ledger) pageLookup(ctx context.Context, d notarize.Digest, data *ui.Dat
 		}
 		records = append(records, more...)
 	}
-	for _, k := range keys {
-		rv, cut, err := l.selfRevocation(ctx, k, cp.Size)
-		if err != nil {
-			return err
-		}
+	revs, err := l.selfRevocations(ctx, keys, cp.Size)
+	if err != nil {
+		return err
+	}
+	for i, k := range keys {
+		rv, cut := revs[i].rv, revs[i].cut
 		// A revoked key's current statement is chosen among those before
 		// its revocation. When the page read only some of the statements
 		// (Truncated), that choice could be wrong: the newest is shown,

@@ -2,7 +2,9 @@ package ledger
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/notarize/docker-notarize/ledger/ui"
@@ -55,6 +57,55 @@ func (l *Ledger) selfRevocation(ctx context.Context, keyID string, below uint64)
 		from = indices[len(indices)-1] + 1
 	}
 	return nil, true, nil
+}
+
+// pageRevocationWorkers is how many keys' self-revocations a page looks
+// up at once: a digest with statements by many keys must not cost one
+// index round trip after another while the page holds a lookup slot.
+const pageRevocationWorkers = 8
+
+// selfRevocationOf is one key's selfRevocation answer.
+type selfRevocationOf struct {
+	rv  *notarize.KeyRevocation
+	cut bool
+}
+
+// selfRevocations returns selfRevocation of each of keyIDs, in their
+// order, looked up pageRevocationWorkers at a time; the first error stops
+// the others.
+func (l *Ledger) selfRevocations(ctx context.Context, keyIDs []string, below uint64) ([]selfRevocationOf, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	out := make([]selfRevocationOf, len(keyIDs))
+	errs := make([]error, len(keyIDs))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(pageRevocationWorkers, len(keyIDs)) {
+		wg.Go(func() {
+			for i := range next {
+				rv, cut, err := l.selfRevocation(ctx, keyIDs[i], below)
+				out[i], errs[i] = selfRevocationOf{rv: rv, cut: cut}, err
+				if err != nil {
+					cancel()
+				}
+			}
+		})
+	}
+	for i := range keyIDs {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	var first error // the cause, not another lookup's cancellation by it
+	for _, err := range errs {
+		if err != nil && (first == nil || errors.Is(first, context.Canceled) && !errors.Is(err, context.Canceled)) {
+			first = err
+		}
+	}
+	if first != nil {
+		return nil, first
+	}
+	return out, nil
 }
 
 // pageRevoked returns the page's view of a self-revocation (nil for none):
