@@ -200,6 +200,9 @@ func readBody(body io.Reader, length int64) ([]byte, error) {
 	buf := make([]byte, length+1) // one more: a body longer than it says is read whole
 	n, err := io.ReadFull(body, buf)
 	switch {
+	case (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) && int64(n) < length:
+		// Shorter than it says: the client went away mid-upload.
+		return nil, fmt.Errorf("body of %d bytes, %d declared: %w", n, length, io.ErrUnexpectedEOF)
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return buf[:n], nil
 	case err != nil:
