@@ -117,22 +117,40 @@ func (pn *proofNodes) node(ctx context.Context, id compact.NodeID, size uint64) 
 }
 
 // receiptProof returns the inclusion proof of entry, at index, in the
-// checkpoint cp, checked against cp's root before it is handed out: a
-// remembered node that was wrong (a tile misread) would otherwise be in
-// every receipt until it is forgotten. On a proof that does not verify the
-// nodes are forgotten and the proof built once more from the tiles.
+// checkpoint cp (checkedProofs).
 func (l *Ledger) receiptProof(ctx context.Context, cp *log.Checkpoint, index uint64, entry []byte) ([][]byte, error) {
-	leaf := rfc6962.DefaultHasher.HashLeaf(entry)
+	proofs, err := l.checkedProofs(ctx, cp, []uint64{index}, [][]byte{entry})
+	if err != nil {
+		return nil, err
+	}
+	return proofs[0], nil
+}
+
+// checkedProofs returns the inclusion proofs of entries, at indices, in the
+// checkpoint cp, each checked against cp's root before it is handed out
+// (a receipt's or a lookup's): a remembered node that was wrong (a tile
+// misread) would otherwise be in every proof that uses it until it is
+// forgotten. On a proof that does not verify the nodes are forgotten and
+// the proofs built once more from the tiles.
+func (l *Ledger) checkedProofs(ctx context.Context, cp *log.Checkpoint, indices []uint64, entries [][]byte) ([][][]byte, error) {
 	var verr error
 	for range 2 {
-		proofs, err := l.inclusionProofs(ctx, cp.Size, index)
+		proofs, err := l.inclusionProofs(ctx, cp.Size, indices...)
 		if err != nil {
 			return nil, err
 		}
-		if verr = proof.VerifyInclusion(rfc6962.DefaultHasher, index, cp.Size, leaf, proofs[0], cp.Hash); verr == nil {
-			return proofs[0], nil
+		verr = nil
+		for k, idx := range indices {
+			leaf := rfc6962.DefaultHasher.HashLeaf(entries[k])
+			if err := proof.VerifyInclusion(rfc6962.DefaultHasher, idx, cp.Size, leaf, proofs[k], cp.Hash); err != nil {
+				verr = fmt.Errorf("inclusion proof for %d in %d does not verify against the checkpoint: %w", idx, cp.Size, err)
+				break
+			}
+		}
+		if verr == nil {
+			return proofs, nil
 		}
 		l.proofs.reset()
 	}
-	return nil, fmt.Errorf("inclusion proof for %d in %d does not verify against the checkpoint: %w", index, cp.Size, verr)
+	return nil, verr
 }

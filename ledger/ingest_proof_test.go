@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -109,4 +110,38 @@ func TestReceiptProofChecked(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkInclusion(t, cp, rec.Index, rec.Entry, rec.InclusionProof)
+}
+
+// TestLookupProofChecked: a lookup's inclusion proofs come from the same
+// remembered subtree hashes as receipts' and are checked the same way:
+// with every remembered node corrupted (a misread tile), a lookup still
+// answers proofs that verify, instead of serving the bad node to every
+// client until a receipt happens to touch it.
+func TestLookupProofChecked(t *testing.T) {
+	tl := startLedger(t, Config{})
+	s := newTestSigner(t)
+	d := randomDigest(t)
+	tl.submit(t, s.sign(t, d, notarize.StatusTrusted, time.Now().Add(-time.Minute)), http.StatusCreated)
+	submitMany(t, tl.Ledger, 40)
+	tl.proofs.mu.Lock()
+	n := len(tl.proofs.nodes)
+	for id := range tl.proofs.nodes {
+		tl.proofs.nodes[id] = bytes.Repeat([]byte{0xee}, 32)
+	}
+	tl.proofs.mu.Unlock()
+	if n == 0 {
+		t.Fatal("no subtree hashes remembered")
+	}
+	resp, err := tl.Lookup(t.Context(), d, LookupOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, err := verifyCheckpoint(tl.VerifierKey(), tl.Origin(), []byte(resp.Checkpoint))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Entries) != 1 {
+		t.Fatalf("%d entries, want 1", len(resp.Entries))
+	}
+	checkInclusion(t, cp, resp.Entries[0].Index, resp.Entries[0].Entry, resp.Entries[0].InclusionProof)
 }

@@ -221,7 +221,7 @@ func (l *Ledger) keyAnswer(ctx context.Context, keyID string, cpRaw []byte, cp *
 	if len(entries) == 0 {
 		return resp, nil
 	}
-	proofs, err := l.inclusionProofs(ctx, cp.Size, indices...)
+	proofs, err := l.checkedProofs(ctx, cp, indices, entries)
 	if err != nil {
 		return nil, err
 	}

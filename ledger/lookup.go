@@ -250,7 +250,7 @@ func (l *Ledger) answer(ctx context.Context, d notarize.Digest, cpRaw []byte, cp
 	if len(entries) == 0 {
 		return resp, nil
 	}
-	proofs, err := l.inclusionProofs(ctx, cp.Size, indices[:len(entries)]...)
+	proofs, err := l.checkedProofs(ctx, cp, indices[:len(entries)], entries)
 	if err != nil {
 		return nil, err
 	}
