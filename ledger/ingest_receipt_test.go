@@ -3,6 +3,7 @@ package ledger
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"testing"
 
 	"github.com/notarize/docker-notarize/ledger/api"
@@ -63,4 +64,40 @@ func FuzzAppendReceipt(f *testing.F) {
 			t.Fatalf("\n got %s\nwant %s", got, want)
 		}
 	})
+}
+
+// TestAppendReceiptKnowsEveryField: appendReceipt writes api.Receipt's
+// fields by hand, so a field added to the wire contract would be dropped
+// from every receipt without this test failing: every field, set to a
+// non-zero value by reflection, must change the encoder's bytes as it
+// changes json.Marshal's.
+func TestAppendReceiptKnowsEveryField(t *testing.T) {
+	typ := reflect.TypeFor[api.Receipt]()
+	for i := range typ.NumField() {
+		var r api.Receipt
+		f := reflect.ValueOf(&r).Elem().Field(i)
+		switch f.Kind() {
+		case reflect.Uint64:
+			f.SetUint(42)
+		case reflect.Bool:
+			f.SetBool(true)
+		case reflect.String:
+			f.SetString("x")
+		case reflect.Slice:
+			if f.Type().Elem().Kind() == reflect.Uint8 {
+				f.SetBytes([]byte("x"))
+			} else {
+				f.Set(reflect.ValueOf([][]byte{[]byte("x")}))
+			}
+		default:
+			t.Fatalf("api.Receipt.%s is a %s: teach appendReceipt and this test about it", typ.Field(i).Name, f.Kind())
+		}
+		want, err := json.Marshal(&r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := appendReceipt(nil, &r); !bytes.Equal(got, want) {
+			t.Errorf("api.Receipt.%s set: appendReceipt writes %s, json.Marshal %s", typ.Field(i).Name, got, want)
+		}
+	}
 }

@@ -143,7 +143,7 @@ func (c *Client) tailBundle(ctx context.Context, idx, size, from uint64, d notar
 	p := layout.PartialTileSize(0, idx, size)
 	raw, err := c.readBundle(ctx, idx, p)
 	if err != nil {
-		return nil, nil, fmt.Errorf("read the log after the map root: entry bundle %d: %w", idx, err)
+		return nil, nil, fmt.Errorf("entry bundle %d: %w", idx, err)
 	}
 	var b tapi.EntryBundle
 	if err := b.UnmarshalText(raw); err != nil {
@@ -205,7 +205,7 @@ func leftTiles(start, size uint64) []leftTile {
 func (c *Client) tileRange(ctx context.Context, t leftTile) ([][]byte, error) {
 	raw, err := c.readTile(ctx, t.level, t.index, t.p)
 	if err != nil {
-		return nil, fmt.Errorf("read the log after the map root: tile %d/%d: %w", t.level, t.index, err)
+		return nil, fmt.Errorf("tile %d/%d: %w", t.level, t.index, err)
 	}
 	var ht tapi.HashTile
 	if err := ht.UnmarshalText(raw); err != nil {
