@@ -211,13 +211,14 @@ EOF
 chmod +x "$WORK/ctl.sh"
 
 # sample.sh ROW: every 0.3 s, the tail a current lookup of the subject sees:
-# checkpoint size - map root index - 1 (a map row) or the size (nomap).
+# checkpoint size - the size the map root covers (its entry's third line; 0
+# when the root entry is the log's last), or the size (nomap).
 TEST_KEY_ID=$(jq -r .testKeyID "$BIG/summary.json")
 cat >"$WORK/sample.sh" <<EOF
 #!/usr/bin/env bash
 while :; do
   curl -fsS "http://127.0.0.1:$LEDGER_PORT/api/v1/digests/$DIGEST/current?keyid=$TEST_KEY_ID" 2>/dev/null |
-    jq -r '[(.checkpoint | split("\n")[1] | tonumber), (.map.rootIndex // -1)] | "\(.[0])\t\(.[1])\t\(if .[1] >= 0 then .[0] - .[1] - 1 else .[0] end)"' || true
+    jq -r '[(.checkpoint | split("\n")[1] | tonumber), (.map.rootIndex // -1), (if .map.rootEntry then (.map.rootEntry | @base64d | split("\n")[2] | tonumber) else -1 end)] | "\(.[0])\t\(.[1])\t\(if .[1] < 0 then .[0] elif .[0] == .[1] + 1 and .[2] == .[1] then 0 else .[0] - .[2] end)"' || true
   sleep 0.3
 done
 EOF

@@ -218,7 +218,20 @@ func probeTail(ctx context.Context, url string, d notarize.Digest, keyID string)
 	if _, err := fmt.Sscan(lines[1], &size); err != nil || size <= *lr.Map.RootIndex {
 		return 0, false
 	}
-	return size - *lr.Map.RootIndex - 1, true
+	// The client reads the log from the size the root covers (the root
+	// entry's third line; not its own index: entries sequenced while the
+	// root was folded and appended come between), unless the root entry is
+	// the log's last.
+	var covered uint64
+	if rl := strings.SplitN(string(lr.Map.RootEntry), "\n", 4); len(rl) < 4 || !notarize.IsMapRoot(lr.Map.RootEntry) {
+		return 0, false
+	} else if _, err := fmt.Sscan(rl[2], &covered); err != nil || covered > size {
+		return 0, false
+	}
+	if size == *lr.Map.RootIndex+1 && covered == *lr.Map.RootIndex {
+		return 0, true
+	}
+	return size - covered, true
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
