@@ -87,9 +87,13 @@ type keptRow struct {
 // keep keeps the rows of batch, the entries at next, next+1, …, up to
 // foldRowsMax rows in all.
 func (t *rowTap) keep(next uint64, batch []storage.Row) {
+	kept := make([]keptRow, len(batch)) // hashed and encoded before the lock, which take needs too
+	for i, r := range batch {
+		kept[i].s, kept[i].stmt = rowStatement(next+uint64(i), r)
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for i, r := range batch {
+	for i, k := range kept {
 		idx := next + uint64(i)
 		if idx < t.floor {
 			continue
@@ -97,8 +101,7 @@ func (t *rowTap) keep(next uint64, batch []storage.Row) {
 		if len(t.rows) >= foldRowsMax {
 			return
 		}
-		s, ok := rowStatement(idx, r)
-		t.rows[idx] = keptRow{s: s, stmt: ok}
+		t.rows[idx] = k
 	}
 }
 

@@ -145,3 +145,35 @@ func TestLookupProofChecked(t *testing.T) {
 	}
 	checkInclusion(t, cp, resp.Entries[0].Index, resp.Entries[0].Entry, resp.Entries[0].InclusionProof)
 }
+
+// TestMapRootProofChecked: the map root's inclusion proof in a current
+// lookup comes from the same remembered subtree hashes and is checked the
+// same way.
+func TestMapRootProofChecked(t *testing.T) {
+	tl := startLedger(t, Config{MapCommitEntries: 1, MapCommitInterval: 50 * time.Millisecond})
+	s := newTestSigner(t)
+	d := randomDigest(t)
+	tl.submit(t, s.sign(t, d, notarize.StatusTrusted, time.Now().Add(-time.Minute)), http.StatusCreated)
+	submitMany(t, tl.Ledger, 40)
+	waitMapCovers(t, tl, 41)
+	waitRootIndexed(t, tl)
+	tl.proofs.mu.Lock()
+	for id := range tl.proofs.nodes {
+		tl.proofs.nodes[id] = bytes.Repeat([]byte{0xee}, 32)
+	}
+	tl.proofs.mu.Unlock()
+	// A key with no statement about d: the answer has no entry, so the
+	// root's proof is the only one built (no entry's check resets first).
+	resp, err := tl.Current(t.Context(), d, []string{newTestSigner(t).keyID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, err := verifyCheckpoint(tl.VerifierKey(), tl.Origin(), []byte(resp.Checkpoint))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Entries) != 0 || resp.Map == nil || resp.Map.RootIndex == nil {
+		t.Fatalf("no map root in the answer: %+v", resp.Map)
+	}
+	checkInclusion(t, cp, *resp.Map.RootIndex, resp.Map.RootEntry, resp.Map.RootInclusionProof)
+}

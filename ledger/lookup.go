@@ -116,7 +116,7 @@ func (l *Ledger) Lookup(ctx context.Context, d notarize.Digest, opts LookupOptio
 		next := resp.Entries[n-1].Index
 		resp.Next = &next
 	}
-	if err := l.proveMapRoot(ctx, mp, mroot, cp.Size); err != nil {
+	if err := l.proveMapRoot(ctx, mp, mroot, cp); err != nil {
 		return nil, fmt.Errorf("lookup: %w", err)
 	}
 	resp.Map = mp
@@ -160,7 +160,7 @@ func (l *Ledger) Current(ctx context.Context, d notarize.Digest, keyIDs []string
 	if len(resp.Entries) < len(indices) {
 		return nil, fmt.Errorf("current: %w: the current statements of %d keys are too large for one answer; ask for fewer keys", errBadRequest, len(keys))
 	}
-	if err := l.proveMapRoot(ctx, mp, mroot, cp.Size); err != nil {
+	if err := l.proveMapRoot(ctx, mp, mroot, cp); err != nil {
 		return nil, fmt.Errorf("current: %w", err)
 	}
 	resp.Map = mp

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/transparency-dev/formats/log"
 	"github.com/transparency-dev/tessera"
 	bolt "go.etcd.io/bbolt"
 
@@ -433,15 +434,15 @@ func (l *Ledger) mapProof(ctx context.Context, d notarize.Digest, keyIDs []strin
 }
 
 // proveMapRoot adds the committed root entry and its inclusion proof under
-// a checkpoint of size to mp.
-func (l *Ledger) proveMapRoot(ctx context.Context, mp *api.MapProof, root *committedRoot, size uint64) error {
+// the checkpoint cp (checked against it, checkedProofs) to mp.
+func (l *Ledger) proveMapRoot(ctx context.Context, mp *api.MapProof, root *committedRoot, cp *log.Checkpoint) error {
 	if mp == nil || root == nil {
 		return nil
 	}
-	if root.Index >= size {
-		return fmt.Errorf("%w: map root entry %d is not yet in the checkpoint of %d entries", ErrUnavailable, root.Index, size)
+	if root.Index >= cp.Size {
+		return fmt.Errorf("%w: map root entry %d is not yet in the checkpoint of %d entries", ErrUnavailable, root.Index, cp.Size)
 	}
-	proofs, err := l.inclusionProofs(ctx, size, root.Index)
+	proofs, err := l.checkedProofs(ctx, cp, []uint64{root.Index}, [][]byte{root.Entry})
 	if err != nil {
 		return err
 	}
