@@ -89,15 +89,7 @@ func TestProofNodesMatchTessera(t *testing.T) {
 func TestReceiptProofChecked(t *testing.T) {
 	tl := startLedger(t, Config{})
 	submitMany(t, tl.Ledger, 40)
-	tl.proofs.mu.Lock()
-	n := len(tl.proofs.nodes)
-	for id := range tl.proofs.nodes {
-		tl.proofs.nodes[id] = bytes.Repeat([]byte{0xee}, 32)
-	}
-	tl.proofs.mu.Unlock()
-	if n == 0 {
-		t.Fatal("no subtree hashes remembered")
-	}
+	corruptProofNodes(t, tl)
 	s := newTestSigner(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
@@ -123,15 +115,7 @@ func TestLookupProofChecked(t *testing.T) {
 	d := randomDigest(t)
 	tl.submit(t, s.sign(t, d, notarize.StatusTrusted, time.Now().Add(-time.Minute)), http.StatusCreated)
 	submitMany(t, tl.Ledger, 40)
-	tl.proofs.mu.Lock()
-	n := len(tl.proofs.nodes)
-	for id := range tl.proofs.nodes {
-		tl.proofs.nodes[id] = bytes.Repeat([]byte{0xee}, 32)
-	}
-	tl.proofs.mu.Unlock()
-	if n == 0 {
-		t.Fatal("no subtree hashes remembered")
-	}
+	corruptProofNodes(t, tl)
 	resp, err := tl.Lookup(t.Context(), d, LookupOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -157,11 +141,7 @@ func TestMapRootProofChecked(t *testing.T) {
 	submitMany(t, tl.Ledger, 40)
 	waitMapCovers(t, tl, 41)
 	waitRootIndexed(t, tl)
-	tl.proofs.mu.Lock()
-	for id := range tl.proofs.nodes {
-		tl.proofs.nodes[id] = bytes.Repeat([]byte{0xee}, 32)
-	}
-	tl.proofs.mu.Unlock()
+	corruptProofNodes(t, tl)
 	// A key with no statement about d: the answer has no entry, so the
 	// root's proof is the only one built (no entry's check resets first).
 	resp, err := tl.Current(t.Context(), d, []string{newTestSigner(t).keyID})
@@ -176,4 +156,18 @@ func TestMapRootProofChecked(t *testing.T) {
 		t.Fatalf("no map root in the answer: %+v", resp.Map)
 	}
 	checkInclusion(t, cp, *resp.Map.RootIndex, resp.Map.RootEntry, resp.Map.RootInclusionProof)
+}
+
+// corruptProofNodes overwrites every subtree hash the ledger remembers, as
+// a misread tile would, and fails if it remembers none.
+func corruptProofNodes(t *testing.T, tl *testLedger) {
+	t.Helper()
+	tl.proofs.mu.Lock()
+	defer tl.proofs.mu.Unlock()
+	if len(tl.proofs.nodes) == 0 {
+		t.Fatal("no subtree hashes remembered")
+	}
+	for id := range tl.proofs.nodes {
+		tl.proofs.nodes[id] = bytes.Repeat([]byte{0xee}, 32)
+	}
 }
