@@ -61,6 +61,16 @@ func mayConcernSeeds(t testing.TB) (leaves [][]byte, statements [][]byte) {
 	for _, st := range []notarize.Status{notarize.StatusTrusted, notarize.StatusUntrusted} {
 		leaves = append(leaves, marshal(t, notarizetest.Entry(t, s, d, st, t0)))
 	}
+	// Subject names of 1, 2 and 3 bytes (the subject's name comes before
+	// its digest) put the digest's hex at each of the three base64
+	// alignments of the payload, so the seeds catch a test that drops one.
+	for _, name := range []string{"a", "ab", "abc"} {
+		e, err := notarize.Sign(t.Context(), s, notarize.NewStatement(d, name, notarize.Predicate{Status: notarize.StatusTrusted, Timestamp: t0}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaves = append(leaves, marshal(t, e))
+	}
 	st := notarize.NewStatement(d, `x","payload":"`+other.Hex(), notarize.Predicate{
 		Status: notarize.StatusTrusted, Attributes: map[string]string{"digest": other.String()}, Timestamp: t0,
 	})
