@@ -157,12 +157,18 @@ func (l *Ledger) pageLookup(ctx context.Context, d notarize.Digest, data *ui.Dat
 		}
 		records = append(records, more...)
 	}
-	revs, err := l.selfRevocations(ctx, keys, cp.Size)
+	first := make(map[string]uint64, len(keys)) // each key's first statement read
+	for _, r := range records {
+		if _, ok := first[r.KeyID]; !ok || r.Index < first[r.KeyID] {
+			first[r.KeyID] = r.Index
+		}
+	}
+	revs, err := l.selfRevocations(ctx, keys, first, cp.Size)
 	if err != nil {
 		return err
 	}
 	for i, k := range keys {
-		rv, cut := revs[i].rv, revs[i].cut
+		rv := revs[i].rv
 		// A revoked key's current statement is chosen among those before
 		// its revocation. When the page read only some of the statements
 		// (Truncated), that choice could be wrong: the newest is shown,
@@ -187,7 +193,7 @@ func (l *Ledger) pageLookup(ctx context.Context, d notarize.Digest, data *ui.Dat
 			Name:     truncate(p.Name, notarize.MaxNameLen),
 			Email:    p.Email,
 			Enrolled: l.enrolledIdentity(rec.KeyID),
-			Revoked:  pageRevoked(rv, cut, rec.Index),
+			Revoked:  pageRevokedOf(revs[i], rec.Index),
 		})
 	}
 	data.Looked = true

@@ -1,9 +1,11 @@
 package ledger
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -62,25 +64,46 @@ func (l *Ledger) selfRevocation(ctx context.Context, keyID string, below uint64)
 // pageRevocationWorkers is how many keys' self-revocations a page looks
 // up at once: a digest with statements by many keys must not cost one
 // index round trip after another while the page holds a lookup slot.
-const pageRevocationWorkers = 8
+// pageRevocationKeys bounds how many keys' it looks up in all (in the
+// order of their first statement on the page): strangers' keys signing one digest
+// must not turn an anonymous page view into hundreds of index reads, on
+// a gate the API's lookups share. The others are marked as not looked up.
+const (
+	pageRevocationWorkers = 8
+	pageRevocationKeys    = 32
+)
 
-// selfRevocationOf is one key's selfRevocation answer.
+// selfRevocationOf is one key's selfRevocation answer; skipped when the
+// page did not look it up (pageRevocationKeys).
 type selfRevocationOf struct {
-	rv  *notarize.KeyRevocation
-	cut bool
+	rv      *notarize.KeyRevocation
+	cut     bool
+	skipped bool
 }
 
 // selfRevocations returns selfRevocation of each of keyIDs, in their
-// order, looked up pageRevocationWorkers at a time; the first error stops
-// the others.
-func (l *Ledger) selfRevocations(ctx context.Context, keyIDs []string, below uint64) ([]selfRevocationOf, error) {
+// order, looked up pageRevocationWorkers at a time, for the
+// pageRevocationKeys keys whose first statement (first, by log index)
+// comes first; the first error stops the others.
+func (l *Ledger) selfRevocations(ctx context.Context, keyIDs []string, first map[string]uint64, below uint64) ([]selfRevocationOf, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	out := make([]selfRevocationOf, len(keyIDs))
 	errs := make([]error, len(keyIDs))
+	order := make([]int, len(keyIDs)) // by first statement in the log: signers before the strangers who follow them
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(first[keyIDs[a]], first[keyIDs[b]]) })
+	if len(order) > pageRevocationKeys {
+		for _, i := range order[pageRevocationKeys:] {
+			out[i].skipped = true
+		}
+		order = order[:pageRevocationKeys]
+	}
 	next := make(chan int)
 	var wg sync.WaitGroup
-	for range min(pageRevocationWorkers, len(keyIDs)) {
+	for range min(pageRevocationWorkers, len(order)) {
 		wg.Go(func() {
 			for i := range next {
 				rv, cut, err := l.selfRevocation(ctx, keyIDs[i], below)
@@ -91,21 +114,30 @@ func (l *Ledger) selfRevocations(ctx context.Context, keyIDs []string, below uin
 			}
 		})
 	}
-	for i := range keyIDs {
+	for _, i := range order {
 		next <- i
 	}
 	close(next)
 	wg.Wait()
-	var first error // the cause, not another lookup's cancellation by it
+	var cause error // not another lookup's cancellation by it
 	for _, err := range errs {
-		if err != nil && (first == nil || errors.Is(first, context.Canceled) && !errors.Is(err, context.Canceled)) {
-			first = err
+		if err != nil && (cause == nil || errors.Is(cause, context.Canceled) && !errors.Is(err, context.Canceled)) {
+			cause = err
 		}
 	}
-	if first != nil {
-		return nil, first
+	if cause != nil {
+		return nil, cause
 	}
 	return out, nil
+}
+
+// pageRevokedOf is pageRevoked of r, or the mark of a key the page did
+// not look up.
+func pageRevokedOf(r selfRevocationOf, shown uint64) *ui.Revoked {
+	if r.skipped {
+		return &ui.Revoked{Skipped: true, Scanned: pageRevocationKeys}
+	}
+	return pageRevoked(r.rv, r.cut, shown)
 }
 
 // pageRevoked returns the page's view of a self-revocation (nil for none):

@@ -103,3 +103,29 @@ func TestPagesRevocationScanBound(t *testing.T) {
 		t.Fatalf("key page within the scan bound does not show the revocation:\n%s", body)
 	}
 }
+
+// TestPagesRevocationKeysBound: a digest signed by more keys than the page
+// looks revocations up for (strangers' keys, on an open ledger) costs the
+// page at most pageRevocationKeys lookups; the others are marked as not
+// looked up, never as unrevoked, and the keys that signed first are the
+// ones looked up: a flood of strangers after the signer cannot push the
+// signer's revocation off the page.
+func TestPagesRevocationKeysBound(t *testing.T) {
+	tl := startLedger(t, Config{})
+	d := randomDigest(t)
+	now := time.Now().Add(-time.Hour)
+	signer := newTestSigner(t)
+	tl.submit(t, signer.signSubject(t, d, "registry.example/app:1", notarize.StatusTrusted, now), http.StatusCreated)
+	rev := tl.submit(t, signer.revoke(t, signer.keyID, "", now.Add(time.Minute)), http.StatusCreated)
+	for range pageRevocationKeys + 1 {
+		tl.submit(t, newTestSigner(t).signSubject(t, d, "registry.example/app:1", notarize.StatusTrusted, now), http.StatusCreated)
+	}
+	_, _, body := do(t, http.MethodGet, tl.url+"/?digest="+d.String(), nil)
+	page := string(body)
+	if n := strings.Count(page, "revocation not looked up"); n != 2 {
+		t.Errorf("%d keys marked as not looked up, want 2 of %d", n, pageRevocationKeys+2)
+	}
+	if mark := fmt.Sprintf("key revoked by itself at log index %d", rev.Index); !strings.Contains(page, mark) {
+		t.Errorf("the signer's revocation is not shown (%q) behind the strangers who signed after it", mark)
+	}
+}

@@ -60,8 +60,10 @@ type Revoked struct {
 	After bool
 	// Unread is set when the key has more statements about its own
 	// revocation digest than the page reads (Scanned): the page cannot
-	// say whether it is revoked.
+	// say whether it is revoked. Skipped is set when the page did not look
+	// the key up at all: it looks up Scanned signers' at most.
 	Unread  bool
+	Skipped bool
 	Scanned int
 }
 
