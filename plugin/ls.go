@@ -440,37 +440,26 @@ func currentBeforeRevocation(ctx context.Context, c *ledgerclient.Client, after 
 	var (
 		mu    sync.Mutex
 		first error // the first failure, which stops the others
-		next  = make(chan int)
-		wg    sync.WaitGroup
 	)
-	for range min(lsRevokedLookups, len(after)) {
-		wg.Go(func() {
-			for i := range next {
-				a := after[i]
-				res, err := c.CurrentRevoked(ctx, a.digest, []string{a.keyID}, revs)
-				if err != nil {
-					mu.Lock()
-					if first == nil {
-						first = fmt.Errorf("%s before the revocation of key %s: %w", a.digest, a.keyID, err)
-					}
-					mu.Unlock()
-					cancel()
-					continue
-				}
-				if r, ok := notarize.Current(res.Records, a.digest, a.keyID); ok {
-					out[i] = &r
-				}
-			}
-		})
-	}
-	for i := range after {
+	forEachBounded(len(after), lsRevokedLookups, func(i int) {
 		if ctx.Err() != nil {
-			break
+			return
 		}
-		next <- i
-	}
-	close(next)
-	wg.Wait()
+		a := after[i]
+		res, err := c.CurrentRevoked(ctx, a.digest, []string{a.keyID}, revs)
+		if err != nil {
+			mu.Lock()
+			if first == nil {
+				first = fmt.Errorf("%s before the revocation of key %s: %w", a.digest, a.keyID, err)
+			}
+			mu.Unlock()
+			cancel()
+			return
+		}
+		if r, ok := notarize.Current(res.Records, a.digest, a.keyID); ok {
+			out[i] = &r
+		}
+	})
 	if first != nil {
 		return nil, first
 	}
