@@ -234,17 +234,24 @@ func (f *Follower) readLeavesThen(ctx context.Context, from, to, treeSize uint64
 	return leaves, nil
 }
 
-// readBundle fetches entry bundle idx of a tree of size treeSize and checks
-// it holds as many entries as that tree puts in it. A full bundle stands for
-// a partial one as its first entries: Tessera removes a partial bundle once
-// the bundle is full, and its fetcher then serves the full one to a reader
-// of an older tree (the entries are proven by the caller either way).
+// readBundle fetches entry bundle idx of a tree of size treeSize and
+// returns its entries (bundleEntries).
 func (f *Follower) readBundle(ctx context.Context, idx, treeSize uint64) ([][]byte, error) {
 	p := layout.PartialTileSize(0, idx, treeSize)
 	raw, err := f.c.ops.ReadEntryBundle(ctx, idx, p)
 	if err != nil {
 		return nil, fmt.Errorf("read entry bundle %d: %w", idx, err)
 	}
+	return bundleEntries(raw, idx, p)
+}
+
+// bundleEntries parses raw, entry bundle idx fetched at width p (0: full),
+// and checks it holds as many entries as that width. A full bundle stands
+// for a partial one as its first entries: Tessera removes a partial bundle
+// once the bundle is full, and its fetcher then serves the full one to a
+// reader of an older tree (the entries are proven by the caller either
+// way).
+func bundleEntries(raw []byte, idx uint64, p uint8) ([][]byte, error) {
 	var b api.EntryBundle
 	if err := b.UnmarshalText(raw); err != nil {
 		return nil, fmt.Errorf("%w: entry bundle %d: %v", ErrBadProof, idx, err)

@@ -145,21 +145,14 @@ func (c *Client) tailBundle(ctx context.Context, idx, size, from uint64, d notar
 	if err != nil {
 		return nil, nil, fmt.Errorf("entry bundle %d: %w", idx, err)
 	}
-	var b tapi.EntryBundle
-	if err := b.UnmarshalText(raw); err != nil {
-		return nil, nil, fmt.Errorf("%w: entry bundle %d: %v", ErrBadProof, idx, err)
-	}
-	want := int(p)
-	if p == 0 {
-		want = layout.EntryBundleWidth
-	}
-	if n := len(b.Entries); n != want && (p == 0 || n != layout.EntryBundleWidth) {
-		return nil, nil, fmt.Errorf("%w: entry bundle %d holds %d entries, want %d", ErrBadProof, idx, n, want)
+	entries, err := bundleEntries(raw, idx, p)
+	if err != nil {
+		return nil, nil, err
 	}
 	base := idx * uint64(layout.EntryBundleWidth)
-	hashes := make([][]byte, want)
+	hashes := make([][]byte, len(entries))
 	var hits []tailHit
-	for j, leaf := range b.Entries[:want] {
+	for j, leaf := range entries {
 		i := base + uint64(j)
 		hashes[j] = hasher.HashLeaf(leaf)
 		if i < from || notarize.IsMapRoot(leaf) || !subject.mayConcern(leaf) {
