@@ -171,3 +171,25 @@ func corruptProofNodes(t *testing.T, tl *testLedger) {
 		tl.proofs.nodes[id] = bytes.Repeat([]byte{0xee}, 32)
 	}
 }
+
+// TestKeyLookupProofChecked: a key lookup's inclusion proofs are checked
+// the same way.
+func TestKeyLookupProofChecked(t *testing.T) {
+	tl := startLedger(t, Config{})
+	s := newTestSigner(t)
+	tl.submit(t, s.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now().Add(-time.Minute)), http.StatusCreated)
+	submitMany(t, tl.Ledger, 40)
+	corruptProofNodes(t, tl)
+	resp, err := tl.KeyDigests(t.Context(), s.keyID, KeyDigestsOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, err := verifyCheckpoint(tl.VerifierKey(), tl.Origin(), []byte(resp.Checkpoint))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Entries) != 1 {
+		t.Fatalf("%d entries, want 1", len(resp.Entries))
+	}
+	checkInclusion(t, cp, resp.Entries[0].Index, resp.Entries[0].Entry, resp.Entries[0].InclusionProof)
+}

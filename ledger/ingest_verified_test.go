@@ -3,6 +3,7 @@ package ledger
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -222,5 +223,25 @@ func TestReadBody(t *testing.T) {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); !ok {
 			t.Fatalf("length %d over the bound: %v, want a MaxBytesError", length, err)
 		}
+	}
+}
+
+// TestVerifiedRowsCompareInFull: a row is found by the SHA-256 of the
+// entry but given only for bytes equal to those it was computed from: a
+// row filed under another entry's hash (a collision) is not given for it.
+func TestVerifiedRowsCompareInFull(t *testing.T) {
+	c := newVerifiedRows()
+	a, b := []byte(`{"entry":"a"}`), []byte(`{"entry":"b"}`)
+	if !c.remember(a, storage.Row{Digest: make([]byte, 32), KeyID: make([]byte, 32)}) {
+		t.Fatal("not remembered")
+	}
+	c.mu.Lock()
+	c.rows[sha256.Sum256(b)] = c.rows[sha256.Sum256(a)] // b's hash now finds a's row
+	c.mu.Unlock()
+	if _, ok := c.row(b); ok {
+		t.Fatal("a row computed from other bytes was given for b")
+	}
+	if _, ok := c.row(a); !ok {
+		t.Fatal("a's own row was not given")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -114,11 +115,18 @@ func TestPagesRevocationKeysBound(t *testing.T) {
 	tl := startLedger(t, Config{})
 	d := randomDigest(t)
 	now := time.Now().Add(-time.Hour)
-	signer := newTestSigner(t)
+	// The signer's key ID sorts after every stranger's, so that only the
+	// order of first statements, not the page's key order, looks it up.
+	keys := make([]*testSigner, pageRevocationKeys+2)
+	for i := range keys {
+		keys[i] = newTestSigner(t)
+	}
+	slices.SortFunc(keys, func(a, b *testSigner) int { return strings.Compare(a.keyID, b.keyID) })
+	signer, strangers := keys[len(keys)-1], keys[:len(keys)-1]
 	tl.submit(t, signer.signSubject(t, d, "registry.example/app:1", notarize.StatusTrusted, now), http.StatusCreated)
 	rev := tl.submit(t, signer.revoke(t, signer.keyID, "", now.Add(time.Minute)), http.StatusCreated)
-	for range pageRevocationKeys + 1 {
-		tl.submit(t, newTestSigner(t).signSubject(t, d, "registry.example/app:1", notarize.StatusTrusted, now), http.StatusCreated)
+	for _, s := range strangers {
+		tl.submit(t, s.signSubject(t, d, "registry.example/app:1", notarize.StatusTrusted, now), http.StatusCreated)
 	}
 	_, _, body := do(t, http.MethodGet, tl.url+"/?digest="+d.String(), nil)
 	page := string(body)
