@@ -389,7 +389,7 @@ func (l *Ledger) pageKey(ctx context.Context, keyID string, bound int, data *ui.
 		}
 		return cmp.Compare(b.Index, a.Index)
 	})
-	rv, cut, err := l.selfRevocation(ctx, keyID, cp.Size)
+	rv, cut, err := l.selfRevocation(ctx, keyID, cp.Size, newScanBudget())
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/notarize/docker-notarize/ledger/ui"
@@ -22,7 +23,8 @@ var (
 	// pageRevocationChunk is how many of a key's statements about its own
 	// revocation digest a page reads at a time.
 	pageRevocationChunk = 256
-	// pageRevocationScan bounds how many it reads in all. A thief who held
+	// pageRevocationScan bounds how many a page reads in all, for all its
+	// keys (newScanBudget). A thief who held
 	// the key before it was revoked can write statements about that digest
 	// before the revocation; past the bound the page says it did not read
 	// them all instead of saying the key is not revoked.
@@ -33,18 +35,20 @@ var (
 // the log size below: its key revocation, signed by keyID itself, at the
 // lowest log index (notarize.FindKeyRevocation with no revokers), or nil
 // with cut set when the key has more statements about its revocation
-// digest than the page reads.
-func (l *Ledger) selfRevocation(ctx context.Context, keyID string, below uint64) (rv *notarize.KeyRevocation, cut bool, err error) {
+// digest than the page's scan budget (newScanBudget, shared by every key
+// a page looks up) lets it read.
+func (l *Ledger) selfRevocation(ctx context.Context, keyID string, below uint64, budget *atomic.Int64) (rv *notarize.KeyRevocation, cut bool, err error) {
 	d, err := notarize.KeyRevocationDigest(keyID)
 	if err != nil {
 		return nil, false, fmt.Errorf("%w: %w", errBadRequest, err)
 	}
 	var from uint64
-	for read := 0; read < pageRevocationScan; {
+	for budget.Load() > 0 {
 		indices, err := l.store.Page(ctx, d, []string{keyID}, from, below, pageRevocationChunk)
 		if err != nil {
 			return nil, false, err
 		}
+		budget.Add(-int64(len(indices)))
 		records, err := l.pageRead(ctx, indices)
 		if err != nil {
 			return nil, false, err
@@ -55,10 +59,18 @@ func (l *Ledger) selfRevocation(ctx context.Context, keyID string, below uint64)
 		if len(indices) < pageRevocationChunk {
 			return nil, false, nil
 		}
-		read += len(indices)
 		from = indices[len(indices)-1] + 1
 	}
 	return nil, true, nil
+}
+
+// newScanBudget returns a page's budget of entries to read looking for
+// self-revocations: pageRevocationScan for the whole page, whatever the
+// number of keys on it.
+func newScanBudget() *atomic.Int64 {
+	b := new(atomic.Int64)
+	b.Store(int64(pageRevocationScan))
+	return b
 }
 
 // pageRevocationWorkers is how many keys' self-revocations a page looks
@@ -90,6 +102,7 @@ func (l *Ledger) selfRevocations(ctx context.Context, keyIDs []string, first map
 	defer cancel()
 	out := make([]selfRevocationOf, len(keyIDs))
 	errs := make([]error, len(keyIDs))
+	budget := newScanBudget()
 	order := make([]int, len(keyIDs)) // by first statement in the log: signers before the strangers who follow them
 	for i := range order {
 		order[i] = i
@@ -106,7 +119,7 @@ func (l *Ledger) selfRevocations(ctx context.Context, keyIDs []string, first map
 	for range min(pageRevocationWorkers, len(order)) {
 		wg.Go(func() {
 			for i := range next {
-				rv, cut, err := l.selfRevocation(ctx, keyIDs[i], below)
+				rv, cut, err := l.selfRevocation(ctx, keyIDs[i], below, budget)
 				out[i], errs[i] = selfRevocationOf{rv: rv, cut: cut}, err
 				if err != nil {
 					cancel()

@@ -137,3 +137,36 @@ func TestPagesRevocationKeysBound(t *testing.T) {
 		t.Errorf("the signer's revocation is not shown (%q) behind the strangers who signed after it", mark)
 	}
 }
+
+// TestPagesRevocationScanShared: the digest page's scan budget is one for
+// all its keys, so keys that each stay under it cannot together make an
+// anonymous page view read the bound once per key; what the budget does
+// not reach is marked "not read", never "not revoked".
+func TestPagesRevocationScanShared(t *testing.T) {
+	chunk, scan := pageRevocationChunk, pageRevocationScan
+	pageRevocationChunk, pageRevocationScan = 2, 4
+	t.Cleanup(func() { pageRevocationChunk, pageRevocationScan = chunk, scan })
+	tl := startLedger(t, Config{})
+	d := randomDigest(t)
+	now := time.Now().Add(-time.Hour)
+	for range 2 {
+		k := newTestSigner(t)
+		rd, err := notarize.KeyRevocationDigest(k.keyID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 3 {
+			tl.submit(t, k.signSubject(t, rd, fmt.Sprint("filler-", i), notarize.StatusTrusted, now.Add(time.Duration(i)*time.Second)), http.StatusCreated)
+		}
+		tl.submit(t, k.revoke(t, k.keyID, "", now.Add(time.Minute)), http.StatusCreated)
+		tl.submit(t, k.signSubject(t, d, "registry.example/app:1", notarize.StatusTrusted, now), http.StatusCreated)
+	}
+	_, _, body := do(t, http.MethodGet, tl.url+"/?digest="+d.String(), nil)
+	page := string(body)
+	if strings.Count(page, "revocation not read") == 0 {
+		t.Fatalf("two keys, each reaching its revocation at the page's whole scan bound, were both read:\n%s", page)
+	}
+	if n := strings.Count(page, "revocation not read") + strings.Count(page, "key revoked by itself"); n != 2 {
+		t.Fatalf("%d of 2 revoked keys marked", n)
+	}
+}

@@ -58,9 +58,9 @@ type Revoked struct {
 	// After is set when the statement shown beside it comes after the
 	// revocation in the log, and so does not count.
 	After bool
-	// Unread is set when the key has more statements about its own
-	// revocation digest than the page reads (Scanned): the page cannot
-	// say whether it is revoked. Skipped is set when the page did not look
+	// Unread is set when the page read Scanned statements about its
+	// signers' revocation digests (the key's own, on a key's page) without
+	// reaching the end of this key's: it cannot say whether it is revoked. Skipped is set when the page did not look
 	// the key up at all: it looks up Scanned signers' at most.
 	Unread  bool
 	Skipped bool
