@@ -91,6 +91,8 @@ type Ledger struct {
 	handler http.Handler
 
 	vmap *mapFollower // the verifiable index (vindex.go); nil without one
+
+	pageLimits pageLimits // the pages' revocation look-up bounds (page_revoked.go); zero: the defaults
 }
 
 // parsedCheckpoint is a checkpoint note and what it says.

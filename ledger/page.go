@@ -193,7 +193,7 @@ func (l *Ledger) pageLookup(ctx context.Context, d notarize.Digest, data *ui.Dat
 			Name:     truncate(p.Name, notarize.MaxNameLen),
 			Email:    p.Email,
 			Enrolled: l.enrolledIdentity(rec.KeyID),
-			Revoked:  pageRevokedOf(revs[i], rec.Index),
+			Revoked:  l.pageRevokedOf(revs[i], rec.Index),
 		})
 	}
 	data.Looked = true
@@ -389,11 +389,11 @@ func (l *Ledger) pageKey(ctx context.Context, keyID string, bound int, data *ui.
 		}
 		return cmp.Compare(b.Index, a.Index)
 	})
-	rv, cut, err := l.selfRevocation(ctx, keyID, cp.Size, newScanBudget())
+	rv, cut, err := l.selfRevocation(ctx, keyID, cp.Size, l.newScanBudget())
 	if err != nil {
 		return err
 	}
-	data.Revoked = pageRevoked(rv, cut, 0)
+	data.Revoked = l.pageRevoked(rv, cut, 0)
 	for _, rec := range recs {
 		p := rec.Statement.Predicate
 		st := ui.KeyStatement{AfterRevocation: rv != nil && rec.Index > rv.Index, Digest: rec.Statement.Digest().String(), Status: string(p.Status),

@@ -17,9 +17,8 @@ import (
 // A key's self-revocation as the pages show it. A revocation by another
 // key (a revoker a verifier's policy names) counts only under that
 // policy, which the pages do not know, so they show self-revocations
-// only: the one every verifier honours. (Variables so that a test can
-// shrink them.)
-var (
+// only: the one every verifier honours.
+const (
 	// pageRevocationChunk is how many of a key's statements about its own
 	// revocation digest a page reads at a time.
 	pageRevocationChunk = 256
@@ -30,6 +29,30 @@ var (
 	// them all instead of saying the key is not revoked.
 	pageRevocationScan = 4096
 )
+
+// pageLimits are one Ledger's bounds of its pages' revocation look-ups
+// (Ledger.pageLimits). The zero value means pageRevocationChunk and
+// pageRevocationScan; a test lowers them on its own ledger, so that tests
+// running in parallel share no package state.
+type pageLimits struct {
+	chunk, scan int
+}
+
+// revocationChunk is pageRevocationChunk, or the ledger's own bound.
+func (l *Ledger) revocationChunk() int {
+	if l.pageLimits.chunk > 0 {
+		return l.pageLimits.chunk
+	}
+	return pageRevocationChunk
+}
+
+// revocationScan is pageRevocationScan, or the ledger's own bound.
+func (l *Ledger) revocationScan() int {
+	if l.pageLimits.scan > 0 {
+		return l.pageLimits.scan
+	}
+	return pageRevocationScan
+}
 
 // selfRevocation returns keyID's self-revocation among the entries below
 // the log size below: its key revocation, signed by keyID itself, at the
@@ -42,9 +65,10 @@ func (l *Ledger) selfRevocation(ctx context.Context, keyID string, below uint64,
 	if err != nil {
 		return nil, false, fmt.Errorf("%w: %w", errBadRequest, err)
 	}
+	chunk := l.revocationChunk()
 	var from uint64
 	for budget.Load() > 0 {
-		indices, err := l.store.Page(ctx, d, []string{keyID}, from, below, pageRevocationChunk)
+		indices, err := l.store.Page(ctx, d, []string{keyID}, from, below, chunk)
 		if err != nil {
 			return nil, false, err
 		}
@@ -56,7 +80,7 @@ func (l *Ledger) selfRevocation(ctx context.Context, keyID string, below uint64,
 		if r, ok := notarize.FindKeyRevocation(records, keyID, nil); ok {
 			return &r, false, nil
 		}
-		if len(indices) < pageRevocationChunk {
+		if len(indices) < chunk {
 			return nil, false, nil
 		}
 		from = indices[len(indices)-1] + 1
@@ -65,25 +89,66 @@ func (l *Ledger) selfRevocation(ctx context.Context, keyID string, below uint64,
 }
 
 // newScanBudget returns a page's budget of entries to read looking for
-// self-revocations: pageRevocationScan for the whole page, whatever the
+// self-revocations: revocationScan for the whole page, whatever the
 // number of keys on it.
-func newScanBudget() *atomic.Int64 {
+func (l *Ledger) newScanBudget() *atomic.Int64 {
 	b := new(atomic.Int64)
-	b.Store(int64(pageRevocationScan))
+	b.Store(int64(l.revocationScan()))
 	return b
 }
 
 // pageRevocationWorkers is how many keys' self-revocations a page looks
 // up at once: a digest with statements by many keys must not cost one
 // index round trip after another while the page holds a lookup slot.
-// pageRevocationKeys bounds how many keys' it looks up in all (in the
-// order of their first statement on the page): strangers' keys signing one digest
-// must not turn an anonymous page view into hundreds of index reads, on
-// a gate the API's lookups share. The others are marked as not looked up.
+// pageRevocationKeys bounds how many keys' it looks up in all
+// (revocationOrder chooses them): strangers' keys signing one digest must
+// not turn an anonymous page view into hundreds of index reads, on a gate
+// the API's lookups share. The others are marked as not looked up.
 const (
 	pageRevocationWorkers = 8
 	pageRevocationKeys    = 32
 )
+
+// Enrolment ranks of a key (Ledger.enrolment), the order in which a page
+// looks up self-revocations.
+const (
+	rankIdentity = iota // enrolled with an identity (Config.Identities)
+	rankWriter          // an enrolled writer (Config.Signers, the storage's set)
+	rankStranger        // anyone else: on an open ledger, anyone at all
+)
+
+// enrolment returns keyID's enrolment rank. Only the operator enrols a
+// key (the --signers file, read at start, and the storage's set of
+// writers); nothing a writer submits gives a key an identity or a place
+// among the writers, so strangers cannot rank above a signer.
+func (l *Ledger) enrolment(keyID string) int {
+	if _, ok := l.EnrolledIdentity(keyID); ok {
+		return rankIdentity
+	}
+	if set := l.enrolled.Load(); set != nil && (*set)[keyID] {
+		return rankWriter
+	}
+	return rankStranger
+}
+
+// revocationOrder returns the positions of keyIDs in the order a page
+// looks their self-revocations up: keys enrolled with an identity first,
+// then the other enrolled writers, then the rest, each group by its first
+// statement on the page (first, by log index). Strangers who sign a
+// digest before its signer therefore cannot push an enrolled signer past
+// pageRevocationKeys; on an open ledger without enrolments, the keys that
+// signed first come first.
+func (l *Ledger) revocationOrder(keyIDs []string, first map[string]uint64) []int {
+	rank := make([]int, len(keyIDs))
+	order := make([]int, len(keyIDs))
+	for i, k := range keyIDs {
+		rank[i], order[i] = l.enrolment(k), i
+	}
+	slices.SortStableFunc(order, func(a, b int) int {
+		return cmp.Or(cmp.Compare(rank[a], rank[b]), cmp.Compare(first[keyIDs[a]], first[keyIDs[b]]))
+	})
+	return order
+}
 
 // selfRevocationOf is one key's selfRevocation answer; skipped when the
 // page did not look it up (pageRevocationKeys).
@@ -94,20 +159,16 @@ type selfRevocationOf struct {
 }
 
 // selfRevocations returns selfRevocation of each of keyIDs, in their
-// order, looked up pageRevocationWorkers at a time, for the
-// pageRevocationKeys keys whose first statement (first, by log index)
-// comes first; the first error stops the others.
+// order, looked up pageRevocationWorkers at a time, for the first
+// pageRevocationKeys keys of revocationOrder (enrolled keys, then by
+// first statement, by log index); the first error stops the others.
 func (l *Ledger) selfRevocations(ctx context.Context, keyIDs []string, first map[string]uint64, below uint64) ([]selfRevocationOf, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	out := make([]selfRevocationOf, len(keyIDs))
 	errs := make([]error, len(keyIDs))
-	budget := newScanBudget()
-	order := make([]int, len(keyIDs)) // by first statement in the log: signers before the strangers who follow them
-	for i := range order {
-		order[i] = i
-	}
-	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(first[keyIDs[a]], first[keyIDs[b]]) })
+	budget := l.newScanBudget()
+	order := l.revocationOrder(keyIDs, first)
 	if len(order) > pageRevocationKeys {
 		for _, i := range order[pageRevocationKeys:] {
 			out[i].skipped = true
@@ -146,17 +207,17 @@ func (l *Ledger) selfRevocations(ctx context.Context, keyIDs []string, first map
 
 // pageRevokedOf is pageRevoked of r, or the mark of a key the page did
 // not look up.
-func pageRevokedOf(r selfRevocationOf, shown uint64) *ui.Revoked {
+func (l *Ledger) pageRevokedOf(r selfRevocationOf, shown uint64) *ui.Revoked {
 	if r.skipped {
 		return &ui.Revoked{Skipped: true, Scanned: pageRevocationKeys}
 	}
-	return pageRevoked(r.rv, r.cut, shown)
+	return l.pageRevoked(r.rv, r.cut, shown)
 }
 
 // pageRevoked returns the page's view of a self-revocation (nil for none):
 // its index, signed timestamp and reason, and whether the statement shown
 // beside it (at log index shown) comes after it and so does not count.
-func pageRevoked(rv *notarize.KeyRevocation, cut bool, shown uint64) *ui.Revoked {
+func (l *Ledger) pageRevoked(rv *notarize.KeyRevocation, cut bool, shown uint64) *ui.Revoked {
 	switch {
 	case rv != nil:
 		return &ui.Revoked{
@@ -166,7 +227,7 @@ func pageRevoked(rv *notarize.KeyRevocation, cut bool, shown uint64) *ui.Revoked
 			After:  shown > rv.Index,
 		}
 	case cut:
-		return &ui.Revoked{Unread: true, Scanned: pageRevocationScan}
+		return &ui.Revoked{Unread: true, Scanned: l.revocationScan()}
 	}
 	return nil
 }

@@ -1,14 +1,19 @@
 package ledger
 
 import (
+	"bytes"
 	"context"
+	"crypto"
 	"fmt"
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/notarize/docker-notarize/internal/testutil"
+	"github.com/notarize/docker-notarize/ledger/storage"
 	"github.com/notarize/docker-notarize/notarize"
 )
 
@@ -80,10 +85,8 @@ func TestPagesShowSelfRevocation(t *testing.T) {
 // revocation digest than the page reads is not shown as unrevoked: the
 // page says it did not read them all.
 func TestPagesRevocationScanBound(t *testing.T) {
-	chunk, scan := pageRevocationChunk, pageRevocationScan
-	pageRevocationChunk, pageRevocationScan = 2, 4
-	t.Cleanup(func() { pageRevocationChunk, pageRevocationScan = chunk, scan })
 	tl := startLedger(t, Config{})
+	tl.pageLimits = pageLimits{chunk: 2, scan: 4}
 	a := newTestSigner(t)
 	rd, err := notarize.KeyRevocationDigest(a.keyID)
 	if err != nil {
@@ -98,7 +101,7 @@ func TestPagesRevocationScanBound(t *testing.T) {
 	if !strings.Contains(string(body), `id="revoked-unread"`) || strings.Contains(string(body), `id="revoked"`) {
 		t.Fatalf("key page past the scan bound:\n%s", body)
 	}
-	pageRevocationChunk, pageRevocationScan = 2, 8
+	tl.pageLimits = pageLimits{chunk: 2, scan: 8}
 	_, _, body = do(t, http.MethodGet, tl.url+"/keys/"+a.keyID, nil)
 	if !strings.Contains(string(body), `id="revoked"`) {
 		t.Fatalf("key page within the scan bound does not show the revocation:\n%s", body)
@@ -143,10 +146,8 @@ func TestPagesRevocationKeysBound(t *testing.T) {
 // anonymous page view read the bound once per key; what the budget does
 // not reach is marked "not read", never "not revoked".
 func TestPagesRevocationScanShared(t *testing.T) {
-	chunk, scan := pageRevocationChunk, pageRevocationScan
-	pageRevocationChunk, pageRevocationScan = 2, 4
-	t.Cleanup(func() { pageRevocationChunk, pageRevocationScan = chunk, scan })
 	tl := startLedger(t, Config{})
+	tl.pageLimits = pageLimits{chunk: 2, scan: 4}
 	d := randomDigest(t)
 	now := time.Now().Add(-time.Hour)
 	for range 2 {
@@ -168,5 +169,146 @@ func TestPagesRevocationScanShared(t *testing.T) {
 	}
 	if n := strings.Count(page, "revocation not read") + strings.Count(page, "key revoked by itself"); n != 2 {
 		t.Fatalf("%d of 2 revoked keys marked", n)
+	}
+}
+
+// selfRevoke returns s's revocation of its own key, claiming name.
+func (s *testSigner) selfRevoke(t testing.TB, name string, at time.Time) *notarize.Entry {
+	t.Helper()
+	st, err := notarize.NewKeyRevocation(s.keyID, "laptop key", name, "", at.UTC().Truncate(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := notarize.Sign(context.Background(), s.sv, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// submitAll submits entries at once and fails unless each is appended.
+func (tl *testLedger) submitAll(t testing.TB, entries []*notarize.Entry) {
+	t.Helper()
+	errs := make(chan error, len(entries))
+	for _, e := range entries {
+		go func() {
+			status, _, err := post(t.Context(), http.DefaultClient, tl.url, mustMarshal(t, e))
+			if err == nil && status != http.StatusCreated {
+				err = fmt.Errorf("status %d", status)
+			}
+			errs <- err
+		}()
+	}
+	for range entries {
+		if err := <-errs; err != nil {
+			t.Fatalf("submit: %v", err)
+		}
+	}
+}
+
+// TestPagesRevocationEnrolledFirst: more strangers than the digest page
+// looks revocations up for sign a digest before its signer (on an open
+// ledger, or one that enrolled its signers later), then the signer, whom
+// the operator enrolled, signs it and revokes its key. The page looks the
+// enrolled key up before the strangers (an identity first, then an
+// enrolled writer): its revocation is marked, and only strangers are
+// marked as not looked up. By the order of first statements alone, the
+// signer came last and was not looked up.
+func TestPagesRevocationEnrolledFirst(t *testing.T) {
+	const strangers = 40
+	for _, tc := range []struct {
+		name  string
+		enrol func(c *Config, s *testSigner)
+	}{
+		{"identity", func(c *Config, s *testSigner) {
+			c.Identities = map[string]notarize.Identity{s.keyID: {Name: "release", Email: "release@example.com"}}
+		}},
+		{"writer", func(c *Config, s *testSigner) { c.Signers = []crypto.PublicKey{s.pub} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tl := startLedger(t, Config{})
+			d := randomDigest(t)
+			now := time.Now().Add(-time.Hour)
+			var flood []*notarize.Entry
+			for range strangers {
+				flood = append(flood, newTestSigner(t).signSubject(t, d, "registry.example/app:1", notarize.StatusTrusted, now))
+			}
+			tl.submitAll(t, flood)
+			signer := newTestSigner(t)
+			tc.enrol(&tl.cfg, signer)
+			tl.restart(t)
+			tl.submit(t, signer.signSubject(t, d, "registry.example/app:1", notarize.StatusTrusted, now), http.StatusCreated)
+			rev := tl.submit(t, signer.selfRevoke(t, "release", now.Add(time.Minute)), http.StatusCreated)
+
+			_, _, body := do(t, http.MethodGet, tl.url+"/?digest="+d.String(), nil)
+			page := string(body)
+			if len(pageRows(t, page)) != strangers+1 {
+				t.Fatalf("%d rows, want %d", len(pageRows(t, page)), strangers+1)
+			}
+			if mark := fmt.Sprintf("key revoked by itself at log index %d", rev.Index); !strings.Contains(page, mark) {
+				t.Errorf("the enrolled signer's revocation is not shown (%q): %d strangers who signed first pushed it off the page", mark, strangers)
+			}
+			if n := strings.Count(page, "revocation not looked up"); n != strangers+1-pageRevocationKeys {
+				t.Errorf("%d keys marked as not looked up, want %d strangers", n, strangers+1-pageRevocationKeys)
+			}
+		})
+	}
+}
+
+// gatedIndex holds the index reads of keys' self-revocations (a Page by
+// one key of its own revocation digest) in gate, when one is set.
+type gatedIndex struct {
+	storage.Index
+	gate atomic.Pointer[testutil.InFlight]
+}
+
+func (g *gatedIndex) Page(ctx context.Context, digest []byte, keyIDs [][]byte, from, below uint64, n int) ([]uint64, error) {
+	if gate := g.gate.Load(); gate != nil && len(keyIDs) == 1 && bytes.Equal(digest, keyIDs[0]) {
+		defer gate.Enter()()
+	}
+	return g.Index.Page(ctx, digest, keyIDs, from, below, n)
+}
+
+// gatedStorage is a storage whose index is a gatedIndex.
+type gatedStorage struct {
+	Storage
+	idx *gatedIndex
+}
+
+func (g *gatedStorage) Index() storage.Index { return g.idx }
+
+// TestPagesRevocationWorkersBound: the digest page looks the keys'
+// self-revocations up pageRevocationWorkers at a time, never more. The
+// index holds each of those reads until more are in flight than the bound
+// or none comes for a while, so every read the page starts at once is
+// counted together.
+func TestPagesRevocationWorkersBound(t *testing.T) {
+	const keys = 20
+	dir := t.TempDir()
+	var idx *gatedIndex
+	tl := startLedgerAt(t, func(t testing.TB) Storage {
+		st := posixAt(dir)(t)
+		idx = &gatedIndex{Index: st.Index()}
+		return &gatedStorage{Storage: st, idx: idx}
+	}, Config{})
+	d := randomDigest(t)
+	now := time.Now().Add(-time.Hour)
+	var entries []*notarize.Entry
+	for range keys {
+		entries = append(entries, newTestSigner(t).signSubject(t, d, "registry.example/app:1", notarize.StatusTrusted, now))
+	}
+	tl.submitAll(t, entries)
+	gate := &testutil.InFlight{Bound: pageRevocationWorkers, Idle: 100 * time.Millisecond}
+	idx.gate.Store(gate)
+	status, _, body := do(t, http.MethodGet, tl.url+"/?digest="+d.String(), nil)
+	idx.gate.Store(nil)
+	if status != http.StatusOK || len(pageRows(t, string(body))) != keys {
+		t.Fatalf("page: status %d, %d rows, want %d", status, len(pageRows(t, string(body))), keys)
+	}
+	if gate.Calls() != keys {
+		t.Fatalf("%d self-revocation reads, want one per key (%d)", gate.Calls(), keys)
+	}
+	if most := gate.Most(); most > pageRevocationWorkers {
+		t.Fatalf("%d self-revocation reads in flight at once, at most %d", most, pageRevocationWorkers)
 	}
 }
