@@ -35,7 +35,7 @@ func BenchmarkIngestCPU(b *testing.B) {
 //
 //	go test -run '^$' -bench IngestBatchAge -benchtime 8000x ./ledger/
 func BenchmarkIngestBatchAge(b *testing.B) {
-	for _, age := range []time.Duration{DefaultBatchMaxAge, 50 * time.Millisecond, 100 * time.Millisecond} {
+	for _, age := range []time.Duration{25 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond} {
 		b.Run(fmt.Sprintf("age=%v", age), func(b *testing.B) {
 			ingestCPU(b, startLedger(b, Config{BatchMaxAge: age}).url, 1024)
 		})
