@@ -18,7 +18,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/notarize/docker-notarize/ledger/storage"
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/transparency-dev/tessera/api/layout"
@@ -230,7 +229,8 @@ func (l *Ledger) serveCurrent(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return nil, err
 		}
-		return l.Current(r.Context(), d, r.URL.Query()[api.QueryKeyID])
+		q := r.URL.Query()
+		return l.current(r.Context(), d, q[api.QueryKeyID], q.Get(api.QueryTail) == api.TailInline)
 	})
 }
 
@@ -258,6 +258,7 @@ func lookupQuery(r *http.Request) (notarize.Digest, LookupOptions, error) {
 	}
 	q := r.URL.Query()
 	opts.KeyIDs = q[api.QueryKeyID]
+	opts.InlineTail = q.Get(api.QueryTail) == api.TailInline
 	if len(opts.KeyIDs) > api.MaxLookupKeyIDs {
 		return "", opts, fmt.Errorf("%w: %d key IDs, at most %d", errBadRequest, len(opts.KeyIDs), api.MaxLookupKeyIDs)
 	}
@@ -383,18 +384,9 @@ func (l *Ledger) serveTile(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return fmt.Errorf("%w: %s is not a tile path: %v", errBadRequest, truncate(r.URL.Path, 100), err)
 	}
-	raw, err := l.reader.ReadTile(r.Context(), level, index, p)
+	raw, err := l.tileBytes(r.Context(), level, index, p)
 	if err != nil {
 		return resourceError(r, err)
-	}
-	if p > 0 {
-		// The reader falls back to the full tile once the partial one is
-		// gone; its first p hashes are the partial tile.
-		want := int(p) * 32
-		if len(raw) < want {
-			return fmt.Errorf("%w: %s", errNotFound, truncate(r.URL.Path, 100))
-		}
-		raw = raw[:want]
 	}
 	writeStatic(w, "application/octet-stream", cacheFor(p), raw)
 	return nil
@@ -406,15 +398,9 @@ func (l *Ledger) serveEntryBundle(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return fmt.Errorf("%w: %s is not an entry bundle path: %v", errBadRequest, truncate(r.URL.Path, 100), err)
 	}
-	raw, err := l.reader.ReadEntryBundle(r.Context(), index, p)
+	raw, err := l.bundleBytes(r.Context(), index, p)
 	if err != nil {
 		return resourceError(r, err)
-	}
-	if p > 0 {
-		var ok bool
-		if raw, ok = storage.FirstEntries(raw, int(p)); !ok {
-			return fmt.Errorf("%w: %s", errNotFound, truncate(r.URL.Path, 100))
-		}
 	}
 	writeStatic(w, "application/octet-stream", cacheFor(p), raw)
 	return nil

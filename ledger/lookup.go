@@ -60,6 +60,9 @@ type LookupOptions struct {
 	// Limit bounds the page's entries: 1 to api.MaxLookupLimit, or 0 for
 	// api.DefaultLookupLimit.
 	Limit int
+	// InlineTail asks for the log's tail after the map root inline
+	// (api.QueryTail), carried by the last page only.
+	InlineTail bool
 }
 
 // Lookup returns one page of the entries whose statement subject is d, in
@@ -119,6 +122,11 @@ func (l *Ledger) Lookup(ctx context.Context, d notarize.Digest, opts LookupOptio
 	if err := l.proveMapRoot(ctx, mp, mroot, cp); err != nil {
 		return nil, fmt.Errorf("lookup: %w", err)
 	}
+	if opts.InlineTail && resp.Next == nil {
+		if err := l.withInlineTail(ctx, resp, mp, mroot, cp); err != nil {
+			return nil, fmt.Errorf("lookup: %w", err)
+		}
+	}
 	resp.Map = mp
 	return resp, nil
 }
@@ -133,6 +141,12 @@ func (l *Ledger) Lookup(ctx context.Context, d notarize.Digest, opts LookupOptio
 // maxAnswerEstimate is refused rather than cut short, so that a current
 // statement is never silently left out.
 func (l *Ledger) Current(ctx context.Context, d notarize.Digest, keyIDs []string) (*api.LookupResponse, error) {
+	return l.current(ctx, d, keyIDs, false)
+}
+
+// current is Current, with the log's tail after the map root inline when
+// inline is set (api.QueryTail).
+func (l *Ledger) current(ctx context.Context, d notarize.Digest, keyIDs []string, inline bool) (*api.LookupResponse, error) {
 	keys, err := lookupKeyIDs(keyIDs, 1, api.MaxCurrentKeyIDs)
 	if err != nil {
 		return nil, fmt.Errorf("current: %w", err)
@@ -162,6 +176,11 @@ func (l *Ledger) Current(ctx context.Context, d notarize.Digest, keyIDs []string
 	}
 	if err := l.proveMapRoot(ctx, mp, mroot, cp); err != nil {
 		return nil, fmt.Errorf("current: %w", err)
+	}
+	if inline {
+		if err := l.withInlineTail(ctx, resp, mp, mroot, cp); err != nil {
+			return nil, fmt.Errorf("current: %w", err)
+		}
 	}
 	resp.Map = mp
 	return resp, nil

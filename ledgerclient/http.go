@@ -123,11 +123,14 @@ func (h *httpOps) Lookup(ctx context.Context, d notarize.Digest, q lookupQuery) 
 	if q.limit > 0 {
 		v.Set(api.QueryLimit, strconv.Itoa(q.limit))
 	}
+	if len(q.keyIDs) > 0 {
+		v.Set(api.QueryTail, api.TailInline) // the log's tail after the map root, inline (tail.go)
+	}
 	return h.do(ctx, http.MethodGet, api.PathDigests+d.String(), v, nil, maxLookupAnswer(q.limit))
 }
 
 func (h *httpOps) Current(ctx context.Context, d notarize.Digest, keyIDs []string) ([]byte, error) {
-	v := url.Values{api.QueryKeyID: keyIDs}
+	v := url.Values{api.QueryKeyID: keyIDs, api.QueryTail: {api.TailInline}} // the tail inline (tail.go)
 	return h.do(ctx, http.MethodGet, api.PathDigests+d.String()+api.PathCurrentSuffix, v, nil, maxLookupAnswer(len(keyIDs)))
 }
 

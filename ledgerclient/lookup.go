@@ -40,12 +40,13 @@ const maxEntryJSON = 4*((notarize.MaxEntrySize+2)/3) + 64*(4*((32+2)/3)+3) + 128
 
 // maxLookupAnswer is the size bound of a lookup answer of at most n entries:
 // the checkpoint escaped in JSON (at most 6 bytes a byte), the digest and
-// names, and n entries, and never more than api.MaxAnswerSize (a ledger
-// ends a page early to stay under it). No honest answer is larger, so the
-// answer to what the client asked for is never refused for its size,
-// whatever other keys wrote.
+// names, n entries and the inline tail the client asks for
+// (maxInlineTailJSON), and never more than api.MaxAnswerSize (a ledger
+// ends a page early, or carries less of the tail, to stay under it). No
+// honest answer is larger, so the answer to what the client asked for is
+// never refused for its size, whatever other keys wrote.
 func maxLookupAnswer(n int) int64 {
-	return min(6*int64(MaxCheckpointSize)+4<<10+int64(n)*maxEntryJSON, api.MaxAnswerSize)
+	return min(6*int64(MaxCheckpointSize)+4<<10+int64(n)*maxEntryJSON+maxInlineTailJSON, api.MaxAnswerSize)
 }
 
 // lookupQuery is what one lookup request asks for.

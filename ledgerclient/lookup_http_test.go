@@ -44,10 +44,10 @@ func TestHTTPLookupQueries(t *testing.T) {
 	}
 	path := api.PathDigests + digestA.String()
 	want := []string{
-		path + "?" + url.Values{api.QueryKeyID: {"k1", "k2"}, api.QueryAfter: {"41"}, api.QueryLimit: {"7"}}.Encode(),
+		path + "?" + url.Values{api.QueryKeyID: {"k1", "k2"}, api.QueryAfter: {"41"}, api.QueryLimit: {"7"}, api.QueryTail: {api.TailInline}}.Encode(),
 		path + "?",
-		path + api.PathCurrentSuffix + "?keyid=k1",
-		path + api.PathCurrentSuffix + "?keyid=big",
+		path + api.PathCurrentSuffix + "?keyid=k1&tail=inline",
+		path + api.PathCurrentSuffix + "?keyid=big&tail=inline",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("requests:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))

@@ -3,6 +3,7 @@ package ledgerclient
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"sync"
 	"time"
@@ -11,6 +12,7 @@ import (
 	tapi "github.com/transparency-dev/tessera/api"
 	"github.com/transparency-dev/tessera/api/layout"
 
+	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/notarize"
 )
 
@@ -48,15 +50,17 @@ type tailHit struct {
 // extended by every bundle's leaf hashes in index order, hashes to cp's
 // signed root: a bundle served for another index, twice, short, reordered
 // or altered, or a tile that lies, fails the read with ErrBadProof. The
-// first failure cancels the other fetches. Bundles and tiles are read
-// through the Client's fetch cache (fetchcache.go), shared with its other
-// lookups; a failed read drops what it read from it.
-func (c *Client) readTail(ctx context.Context, cp Checkpoint, from uint64, d notarize.Digest, asked func(keyID string) bool) ([]tailHit, error) {
+// first failure cancels the other fetches. A resource the lookup's answer
+// carried inline (pushed, by key) is taken from it instead of fetched, and
+// proven the same way; the others are read through the Client's fetch
+// cache (fetchcache.go), shared with its other lookups, which never holds
+// pushed bytes; a failed read drops what it read from it.
+func (c *Client) readTail(ctx context.Context, cp Checkpoint, from uint64, d notarize.Digest, asked func(keyID string) bool, pushed tailResources) ([]tailHit, error) {
 	if from >= cp.Size {
 		return nil, fmt.Errorf("%w: a tail from %d in a tree of %d entries", ErrBadProof, from, cp.Size)
 	}
 	w := uint64(layout.EntryBundleWidth)
-	start := from / w * w
+	start := api.TailStart(from)
 	first, last := start/w, (cp.Size-1)/w
 	tiles := leftTiles(start, cp.Size)
 
@@ -80,7 +84,7 @@ func (c *Client) readTail(ctx context.Context, cp Checkpoint, from uint64, d not
 	)
 	for i, t := range tiles {
 		wg.Go(func() {
-			h, err := c.tileRange(fctx, t)
+			h, err := c.tileRange(fctx, t, pushed)
 			if err != nil {
 				fail(err)
 				return
@@ -99,7 +103,7 @@ issue:
 		}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			h, found, err := c.tailBundle(fctx, first+uint64(i), cp.Size, from, d, subject, asked)
+			h, found, err := c.tailBundle(fctx, first+uint64(i), cp.Size, from, subject, tailAsk{d, asked}, pushed)
 			if err != nil {
 				fail(err)
 				return
@@ -135,15 +139,25 @@ issue:
 	return out, nil
 }
 
-// tailBundle fetches entry bundle idx of cp's tree of size size, checks it
-// holds the entries the tree puts in it, and returns their leaf hashes and
-// the statements about d by asked-for keys among those from from on.
-// Nothing it returns is proven yet.
-func (c *Client) tailBundle(ctx context.Context, idx, size, from uint64, d notarize.Digest, subject subjectTest, asked func(string) bool) ([][]byte, []tailHit, error) {
+// tailAsk is what a tail read looks for: statements about d by keys for
+// which asked is true.
+type tailAsk struct {
+	d     notarize.Digest
+	asked func(keyID string) bool
+}
+
+// tailBundle fetches entry bundle idx of cp's tree of size size (or takes
+// it from pushed), checks it holds the entries the tree puts in it, and
+// returns their leaf hashes and the statements about d by asked-for keys
+// among those from from on. Nothing it returns is proven yet.
+func (c *Client) tailBundle(ctx context.Context, idx, size, from uint64, subject subjectTest, q tailAsk, pushed tailResources) ([][]byte, []tailHit, error) {
 	p := layout.PartialTileSize(0, idx, size)
-	raw, err := c.readBundle(ctx, idx, p)
-	if err != nil {
-		return nil, nil, fmt.Errorf("entry bundle %d: %w", idx, err)
+	raw, ok := pushed[fetchKey{bundleLevel, idx, p}]
+	if !ok {
+		var err error
+		if raw, err = c.readBundle(ctx, idx, p); err != nil {
+			return nil, nil, fmt.Errorf("entry bundle %d: %w", idx, err)
+		}
 	}
 	entries, err := bundleEntries(raw, idx, p)
 	if err != nil {
@@ -158,13 +172,38 @@ func (c *Client) tailBundle(ctx context.Context, idx, size, from uint64, d notar
 		if i < from || notarize.IsMapRoot(leaf) || !subject.mayConcern(leaf) {
 			continue
 		}
-		fe := verifyLeaf(i, leaf)
-		if fe.Err != nil || fe.Record.Statement.Digest() != d || !asked(fe.Record.KeyID) {
-			continue
+		if h, ok := tailStatement(i, leaf, q); ok {
+			hits = append(hits, h)
 		}
-		hits = append(hits, tailHit{fe.Record.KeyID, i, fe.Record.Statement.Predicate.Timestamp})
 	}
 	return hashes, hits, nil
+}
+
+// tailStatement returns the statement of the tail's entry leaf at index i
+// when it is one about q.d by an asked-for key whose signature verifies
+// (verifyLeaf), as the tail has always counted it. The cheap checks come
+// first, on the entry parsed strictly but not yet verified: the key ID its
+// signature names must be asked for (verifyLeaf refuses an entry whose
+// signature names another key than its public key's), and its statement
+// must be about q.d; only then is the signature checked. An entry that
+// fails any check is not a statement of the tail, as before.
+func tailStatement(i uint64, leaf []byte, q tailAsk) (tailHit, bool) {
+	e, err := notarize.ParseEntry(leaf)
+	if err != nil || len(e.Envelope.Signatures) != 1 || !q.asked(e.Envelope.Signatures[0].KeyID) {
+		return tailHit{}, false
+	}
+	payload, err := base64.StdEncoding.DecodeString(e.Envelope.Payload) // as lenient as Verify: it skips nothing Verify accepts
+	if err != nil {
+		return tailHit{}, false
+	}
+	if st, err := notarize.ParseStatement(payload); err != nil || st.Digest() != q.d {
+		return tailHit{}, false
+	}
+	fe := verifyLeaf(i, leaf)
+	if fe.Err != nil || fe.Record.Statement.Digest() != q.d || !q.asked(fe.Record.KeyID) {
+		return tailHit{}, false
+	}
+	return tailHit{fe.Record.KeyID, i, fe.Record.Statement.Predicate.Timestamp}, true
 }
 
 // leftTile is a hash tile holding part of the compact range of [0, start):
@@ -178,27 +217,27 @@ type leftTile struct {
 
 // leftTiles lists the tiles holding the compact range of [0, start) in a
 // tree of size size, start a multiple of the entry bundle width (so tile
-// level 0 holds none of it), lowest level first.
+// level 0 holds none of it), lowest level first (api.TailTiles, the
+// tiles a ledger carries inline).
 func leftTiles(start, size uint64) []leftTile {
 	var ts []leftTile
-	for lvl := uint64(1); lvl*layout.TileHeight < 64 && start>>(lvl*layout.TileHeight) > 0; lvl++ {
-		k := (start >> (lvl * layout.TileHeight)) % layout.TileWidth
-		if k == 0 {
-			continue
-		}
-		idx := start >> ((lvl + 1) * layout.TileHeight) // 0 once the shift reaches 64
-		ts = append(ts, leftTile{level: lvl, index: idx, p: layout.PartialTileSize(lvl, idx, size), k: k})
+	for _, id := range api.TailTiles(start, size) {
+		k := (start >> (id.Level * layout.TileHeight)) % layout.TileWidth
+		ts = append(ts, leftTile{level: id.Level, index: id.Index, p: id.Width, k: k})
 	}
 	return ts
 }
 
-// tileRange fetches tile t and returns the roots of the perfect subtrees
-// covering the first t.k hashes of its bottom row, largest (leftmost)
-// first. Nothing it returns is proven yet.
-func (c *Client) tileRange(ctx context.Context, t leftTile) ([][]byte, error) {
-	raw, err := c.readTile(ctx, t.level, t.index, t.p)
-	if err != nil {
-		return nil, fmt.Errorf("tile %d/%d: %w", t.level, t.index, err)
+// tileRange fetches tile t (or takes it from pushed) and returns the roots
+// of the perfect subtrees covering the first t.k hashes of its bottom row,
+// largest (leftmost) first. Nothing it returns is proven yet.
+func (c *Client) tileRange(ctx context.Context, t leftTile, pushed tailResources) ([][]byte, error) {
+	raw, ok := pushed[fetchKey{t.level, t.index, t.p}]
+	if !ok {
+		var err error
+		if raw, err = c.readTile(ctx, t.level, t.index, t.p); err != nil {
+			return nil, fmt.Errorf("tile %d/%d: %w", t.level, t.index, err)
+		}
 	}
 	var ht tapi.HashTile
 	if err := ht.UnmarshalText(raw); err != nil {
@@ -267,4 +306,58 @@ func proveTailRange(cp Checkpoint, start uint64, tiles []leftTile, left [][][]by
 		return fmt.Errorf("%w: the log's entries [%d, %d) and the tiles before them do not hash to the checkpoint's root", ErrBadProof, start, cp.Size)
 	}
 	return nil
+}
+
+// tailResources are the tail's resources a lookup's answer carried inline
+// (api.InlineTail), by key: unproven bytes, scoped to the lookup that
+// received them and never put in the Client's fetch cache, where another
+// lookup could meet them.
+type tailResources map[fetchKey][]byte
+
+// maxInlineTailJSON bounds the JSON of an answer's inline tail: its bytes
+// in base64 and each item's names.
+const maxInlineTailJSON = 4*(api.MaxInlineTailBytes+2)/3 + (api.MaxInlineBundles+api.MaxInlineTiles)*128
+
+// inlineResources checks that t, an answer's inline tail, is within the
+// bounds a ledger keeps (api.MaxInlineBundles, api.MaxInlineTiles,
+// api.MaxInlineTailBytes; a bundle or tile no larger than one served at
+// its path) and names no resource twice, and returns its resources by key.
+// Which of them a tail read takes, and whether they are the log's, is
+// readTail's to decide: an item the read does not need is never read.
+func inlineResources(t *api.InlineTail) (tailResources, error) {
+	if t == nil {
+		return nil, nil
+	}
+	if len(t.Bundles) > api.MaxInlineBundles || len(t.Tiles) > api.MaxInlineTiles {
+		return nil, fmt.Errorf("%w: an inline tail of %d entry bundles and %d tiles, at most %d and %d", ErrBadProof, len(t.Bundles), len(t.Tiles), api.MaxInlineBundles, api.MaxInlineTiles)
+	}
+	out := make(tailResources, len(t.Bundles)+len(t.Tiles))
+	total := 0
+	add := func(k fetchKey, b []byte, most int, what string) error {
+		if len(b) > most {
+			return fmt.Errorf("%w: inline %s of %d bytes, at most %d", ErrBadProof, what, len(b), most)
+		}
+		if total += len(b); total > api.MaxInlineTailBytes {
+			return fmt.Errorf("%w: an inline tail of more than %d bytes", ErrBadProof, api.MaxInlineTailBytes)
+		}
+		if _, dup := out[k]; dup {
+			return fmt.Errorf("%w: inline %s given twice", ErrBadProof, what)
+		}
+		out[k] = b
+		return nil
+	}
+	for _, b := range t.Bundles {
+		if err := add(fetchKey{bundleLevel, b.Index, b.Width}, b.Data, maxBundleSize, fmt.Sprintf("entry bundle %d", b.Index)); err != nil {
+			return nil, err
+		}
+	}
+	for _, tl := range t.Tiles {
+		if tl.Level == bundleLevel {
+			return nil, fmt.Errorf("%w: inline tile at level %d", ErrBadProof, tl.Level)
+		}
+		if err := add(fetchKey{tl.Level, tl.Index, tl.Width}, tl.Data, maxTileSize, fmt.Sprintf("tile %d/%d", tl.Level, tl.Index)); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }

@@ -63,7 +63,7 @@ func (c *Client) verifyComplete(ctx context.Context, mp *api.MapProof, cp Checkp
 		// The tail is the root entry alone, already proven: nothing to read.
 		from = cp.Size
 	}
-	if err := c.foldTail(ctx, cp, from, d, want); err != nil {
+	if err := c.foldTail(ctx, mp, cp, from, d, want); err != nil {
 		return err
 	}
 	got := make(map[string]notarize.Record, len(recs))
@@ -177,15 +177,25 @@ func proofOf(kp api.KeyMapProof) (*vindex.Proof, error) {
 
 // foldTail reads the log entries [from, cp.Size) (readTail: all at once,
 // each proven included in cp) and folds the statements about d by the keys
-// of want into want, once the whole tail is proven.
-func (c *Client) foldTail(ctx context.Context, cp Checkpoint, from uint64, d notarize.Digest, want map[string]mapExpect) error {
+// of want into want, once the whole tail is proven. The resources of the
+// answer's inline tail (mp.Tail, when mp carries one) are read first: an
+// inline tail over its bounds fails the lookup, whether or not the read
+// needs it.
+func (c *Client) foldTail(ctx context.Context, mp *api.MapProof, cp Checkpoint, from uint64, d notarize.Digest, want map[string]mapExpect) error {
+	var pushed tailResources
+	if mp != nil {
+		var err error
+		if pushed, err = inlineResources(mp.Tail); err != nil {
+			return fmt.Errorf("the log after the map root: %w", err)
+		}
+	}
 	if from >= cp.Size {
 		return nil
 	}
 	if n := cp.Size - from; n > MaxMapTail {
 		return fmt.Errorf("%w: %d log entries after the ledger's newest committed map root (at most %d are read): the ledger commits no map roots, or not often enough", ErrIncomplete, n, MaxMapTail)
 	}
-	hits, err := c.readTail(ctx, cp, from, d, func(k string) bool { _, ok := want[k]; return ok })
+	hits, err := c.readTail(ctx, cp, from, d, func(k string) bool { _, ok := want[k]; return ok }, pushed)
 	if err != nil {
 		return fmt.Errorf("the log after the map root: %w", err)
 	}
@@ -259,7 +269,7 @@ func (c *Client) verifyLookupComplete(ctx context.Context, mp *api.MapProof, cp 
 	if mp != nil && mp.RootIndex != nil && from == *mp.RootIndex && cp.Size == from+1 {
 		from = cp.Size // the tail is the root entry alone
 	}
-	if err := c.foldTail(ctx, cp, from, d, want); err != nil {
+	if err := c.foldTail(ctx, mp, cp, from, d, want); err != nil {
 		return err
 	}
 	byKey := make(map[string][]notarize.Record, len(ids))

@@ -6,8 +6,8 @@
 // theirs. Byte slices are standard base64 in JSON.
 //
 //	POST /api/v1/entries            body: notarize.Entry JSON  → 200/201 Receipt
-//	GET  /api/v1/digests/{digest}[?keyid=K…][&after=I][&limit=N]  → 200 LookupResponse (one page)
-//	GET  /api/v1/digests/{digest}/current?keyid=K…  → 200 LookupResponse (current statement per key)
+//	GET  /api/v1/digests/{digest}[?keyid=K…][&after=I][&limit=N][&tail=inline]  → 200 LookupResponse (one page)
+//	GET  /api/v1/digests/{digest}/current?keyid=K…[&tail=inline]  → 200 LookupResponse (current statement per key)
 //	GET  /api/v1/keys/{keyid}/digests[?status=S][&cursor=C][&limit=N]  → 200 KeyDigestsResponse (one page)
 //	GET  /api/v1/keys/{keyid}/identity  → 200 KeyIdentity, 404 when the key has no enrolled identity
 //	GET  /api/v1/info               → 200 Info
@@ -20,6 +20,8 @@
 // another signature by the same key, appends nothing: the answer is 200
 // with Duplicate set and the entry as logged.
 package api
+
+import "github.com/transparency-dev/tessera/api/layout"
 
 // API paths served by the ledger.
 const (
@@ -162,6 +164,11 @@ type MapProof struct {
 	RootInclusionProof [][]byte `json:"rootInclusionProof,omitempty"`
 	// Keys holds one proof per asked-for key ID, in increasing key ID order.
 	Keys []KeyMapProof `json:"keys"`
+	// Tail, only when the lookup asked for it (QueryTail), holds the
+	// resources of the log's tail after the root for the answer's
+	// checkpoint, unproven (InlineTail). Absent when there is no root or
+	// no tail to read, and on a page that is not the last.
+	Tail *InlineTail `json:"tail,omitempty"`
 }
 
 // KeyMapProof is the map proof of one (digest, key ID): a vindex.Proof and,
@@ -238,3 +245,87 @@ type KeyIdentity struct {
 // CodeIdentityMismatch is the ErrorResponse code (403) of a statement that
 // claims a name or email its key is not enrolled with in --signers.
 const CodeIdentityMismatch = "IDENTITY_MISMATCH"
+
+// QueryTail, set to TailInline on a current lookup or on a page of a
+// lookup by key IDs, asks the ledger to carry the log's tail after the
+// answer's map root inline (MapProof.Tail): the tlog-tiles resources the
+// client would otherwise fetch to prove the answer complete, so that a
+// verify is one request to the ledger. Other values are ignored; an answer
+// not asked for it never carries it, so older clients pay nothing.
+const (
+	QueryTail  = "tail"
+	TailInline = "inline"
+)
+
+// Bounds of an inline tail. A ledger carries at most MaxInlineBundles
+// entry bundles and MaxInlineTailBytes of resource bytes (bundles and
+// tiles), and keeps the whole answer under MaxAnswerSize; beyond that it
+// carries the first bundles only, and the client fetches the rest. A
+// client refuses an answer whose inline tail passes these bounds.
+const (
+	MaxInlineBundles   = 16
+	MaxInlineTiles     = 8
+	MaxInlineTailBytes = 4 << 20
+)
+
+// InlineTail holds the raw tlog-tiles resources of a lookup's tail, as
+// /tile/entries/… and /tile/… serve them, for the answer's checkpoint:
+// the entry bundles holding the log entries from TailStart(size the map
+// root covers) to the checkpoint's size, and the hash tiles TailTiles
+// names for the compact range before them. Nothing in it is trusted: the
+// client proves every byte exactly as it proves bytes it fetched (each
+// bundle's leaves and the tiles' hashes must hash to the checkpoint's
+// signed root), takes an item only under the (level, index, width) the
+// proof needs, and fetches any it does not find. It may hold a prefix of
+// the bundles only.
+type InlineTail struct {
+	Bundles []InlineBundle `json:"bundles,omitempty"`
+	Tiles   []InlineTile   `json:"tiles,omitempty"`
+}
+
+// InlineBundle is one entry bundle of an InlineTail: the bytes of
+// /tile/entries/<Index>[.p/<Width>] (Width 0: a full bundle).
+type InlineBundle struct {
+	Index uint64 `json:"index"`
+	Width uint8  `json:"width,omitempty"`
+	Data  []byte `json:"data"`
+}
+
+// InlineTile is one hash tile of an InlineTail: the bytes of
+// /tile/<Level>/<Index>[.p/<Width>] (Width 0: a full tile).
+type InlineTile struct {
+	Level uint64 `json:"level"`
+	Index uint64 `json:"index"`
+	Width uint8  `json:"width,omitempty"`
+	Data  []byte `json:"data"`
+}
+
+// TileID names a hash tile of a tree: its level, index and width (0: full).
+type TileID struct {
+	Level, Index uint64
+	Width        uint8
+}
+
+// TailStart is the first log index of the entry bundle holding index from:
+// a tail read from from reads the bundles from TailStart(from) on.
+func TailStart(from uint64) uint64 {
+	w := uint64(layout.EntryBundleWidth)
+	return from / w * w
+}
+
+// TailTiles lists the hash tiles holding the compact range of [0, start)
+// in a tree of size entries (start a multiple of the bundle width, as
+// TailStart gives, so tile level 0 holds none of it), lowest level first,
+// each with the width the tree gives it: the tiles a tail read from start
+// needs besides its entry bundles.
+func TailTiles(start, size uint64) []TileID {
+	var ts []TileID
+	for lvl := uint64(1); lvl*layout.TileHeight < 64 && start>>(lvl*layout.TileHeight) > 0; lvl++ {
+		if (start>>(lvl*layout.TileHeight))%layout.TileWidth == 0 {
+			continue
+		}
+		idx := start >> ((lvl + 1) * layout.TileHeight) // 0 once the shift reaches 64
+		ts = append(ts, TileID{Level: lvl, Index: idx, Width: layout.PartialTileSize(lvl, idx, size)})
+	}
+	return ts
+}
