@@ -40,6 +40,9 @@ type lsOptions struct {
 	// prove checks each listed statement against a current lookup, which
 	// the ledger's verifiable map proves complete.
 	prove bool
+	// maxRevokedLookups is lsMaxRevokedLookups, or a test's lower bound
+	// (0: the constant).
+	maxRevokedLookups int
 }
 
 func newLsCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
@@ -232,7 +235,7 @@ func runLs(ctx context.Context, dockerCli command.Cli, opts lsOptions) error {
 	}
 	team := map[notarize.Digest]notarize.Status{}
 	for i := range signers {
-		size, err := listSigner(ctx, client, &signers[i], notarize.Status(opts.status), opts.prove, team)
+		size, err := listSigner(ctx, client, &signers[i], opts, team)
 		if err != nil {
 			if errors.Is(err, context.Canceled) {
 				return fmt.Errorf("ls: %w", err)
@@ -263,12 +266,14 @@ func runLs(ctx context.Context, dockerCli command.Cli, opts lsOptions) error {
 	return nil
 }
 
-// listSigner walks every verified page of each of s's keys (with prove,
-// each statement also proven current by a current lookup), records each
-// key's current statement per asset in s, and folds the assets into team
-// (an asset revoked by any signer stays revoked). It returns the largest
-// checkpoint size seen.
-func listSigner(ctx context.Context, c *ledgerclient.Client, s *lsSigner, status notarize.Status, prove bool, team map[notarize.Digest]notarize.Status) (uint64, error) {
+// listSigner walks every verified page of each of s's keys (with
+// opts.prove, each statement also proven current by a current lookup),
+// records each key's current statement per asset in s (with opts.status,
+// only those with it), and folds the assets into team (an asset revoked
+// by any signer stays revoked). It returns the largest checkpoint size
+// seen.
+func listSigner(ctx context.Context, c *ledgerclient.Client, s *lsSigner, opts lsOptions, team map[notarize.Digest]notarize.Status) (uint64, error) {
+	status, prove := notarize.Status(opts.status), opts.prove
 	// A key's statements after its revocation (by itself, or by one of a
 	// policy signer's revokers) are listed marked, and left out of the
 	// tallies (keyrevoke.go). The revocations are asked after the pages
@@ -285,14 +290,20 @@ func listSigner(ctx context.Context, c *ledgerclient.Client, s *lsSigner, status
 		}
 		size = max(size, n)
 	}
-	// Reading the pages advanced the client's stored checkpoint to their
-	// size, so an older answer to the revocation lookups is already a
-	// rollback (exit 4) in the client; the comparison below stays as the
-	// rule's own check.
 	revs, revSize, err := c.RevocationsAt(ctx, s.KeyIDs, revokerMap(s.KeyIDs, s.revokers))
 	if err != nil {
 		return 0, fmt.Errorf("signer %s: %w", s.Name, err)
 	}
+	// Defence in depth: no answer reaches this check today. Reading the
+	// pages advanced the client's stored checkpoint to at least their
+	// size, and every lookup compares its answer with the checkpoint
+	// stored when it was sent, so a front answering the revocation lookups
+	// from an older checkpoint is a rollback (ForkError, exit 4) in the
+	// client first (TestRedteam5LsStaleRevocationLookup). Only a stored
+	// state removed while ls runs (another process's "ledger forget
+	// --purge" between the pages and the revocation lookups) lets an older
+	// answer through as a first use; this check refuses it then, and
+	// keeps the rule here should the client's own check change.
 	if revSize < size {
 		return 0, fmt.Errorf("signer %s: %w: the revocation lookups answered for %d entries, the statements for %d", s.Name, ledgerclient.ErrBadProof, revSize, size)
 	}
@@ -311,7 +322,7 @@ func listSigner(ctx context.Context, c *ledgerclient.Client, s *lsSigner, status
 		}
 	}
 	w := signerWalk{mine: map[notarize.Digest]notarize.Status{}, statements: []lsStatement{}}
-	if err := w.judge(ctx, c, s.KeyIDs, recs, status, revs); err != nil {
+	if err := w.judge(ctx, c, s.KeyIDs, recs, status, revs, opts.revokedLookupBound()); err != nil {
 		return 0, fmt.Errorf("signer %s: %w", s.Name, err)
 	}
 	s.Statements = w.statements
@@ -354,8 +365,8 @@ func keyRecords(ctx context.Context, c *ledgerclient.Client, id string, status n
 // judge lists and counts the records of keyIDs (recs, by key) under the
 // revocations revs, and, for a revoked key, its current statement before
 // the revocation about each asset whose ledger-current statement comes
-// after it.
-func (w *signerWalk) judge(ctx context.Context, c *ledgerclient.Client, keyIDs []string, recs map[string][]notarize.Record, status notarize.Status, revs notarize.Revocations) error {
+// after it (for at most bound assets: currentBeforeRevocation).
+func (w *signerWalk) judge(ctx context.Context, c *ledgerclient.Client, keyIDs []string, recs map[string][]notarize.Record, status notarize.Status, revs notarize.Revocations, bound int) error {
 	var after []revokedCurrent // a revoked key's assets whose ledger-current statement is after the revocation
 	for _, id := range keyIDs {
 		for _, r := range recs[id] {
@@ -368,7 +379,7 @@ func (w *signerWalk) judge(ctx context.Context, c *ledgerclient.Client, keyIDs [
 			w.add(st, r, status)
 		}
 	}
-	before, err := currentBeforeRevocation(ctx, c, after, revs)
+	before, err := currentBeforeRevocation(ctx, c, after, revs, bound)
 	if err != nil {
 		return err
 	}
@@ -411,12 +422,20 @@ type revokedCurrent struct {
 }
 
 // lsRevokedLookups is how many lookups currentBeforeRevocation runs at
-// once.
-const lsRevokedLookups = 8
+// once; lsMaxRevokedLookups bounds how many it runs for one signer's
+// listing (lsOptions.maxRevokedLookups lowers it in tests).
+const (
+	lsRevokedLookups    = 8
+	lsMaxRevokedLookups = 4096
+)
 
-// lsMaxRevokedLookups bounds how many it runs for one listing (a variable
-// so that a test can lower it).
-var lsMaxRevokedLookups = 4096
+// revokedLookupBound is lsMaxRevokedLookups, or the options' lower bound.
+func (o *lsOptions) revokedLookupBound() int {
+	if o.maxRevokedLookups > 0 {
+		return o.maxRevokedLookups
+	}
+	return lsMaxRevokedLookups
+}
 
 // errTooManyAfterRevocation is the error of a listing in which a revoked
 // key's ledger-current statement comes after the revocation for more
@@ -428,11 +447,11 @@ var errTooManyAfterRevocation = errors.New("too many statements after a key's re
 // (read with CurrentRevoked: every statement by the key about the digest,
 // proven complete), when it has one. The ledger's key index knows only the
 // newest statement per asset, which after a theft may be the thief's. It
-// reads at most lsMaxRevokedLookups assets, lsRevokedLookups at a time:
-// past that it fails rather than count what it did not read.
-func currentBeforeRevocation(ctx context.Context, c *ledgerclient.Client, after []revokedCurrent, revs notarize.Revocations) ([]notarize.Record, error) {
-	if len(after) > lsMaxRevokedLookups {
-		return nil, fmt.Errorf("%w: %d assets have a statement by a revoked key after its revocation; ls reads back what came before it for at most %d (inspect --signer reads one asset)", errTooManyAfterRevocation, len(after), lsMaxRevokedLookups)
+// reads at most bound assets, lsRevokedLookups at a time: past that it
+// fails rather than count what it did not read.
+func currentBeforeRevocation(ctx context.Context, c *ledgerclient.Client, after []revokedCurrent, revs notarize.Revocations, bound int) ([]notarize.Record, error) {
+	if len(after) > bound {
+		return nil, fmt.Errorf("%w: %d assets have a statement by a revoked key after its revocation; ls reads back what came before it for at most %d (inspect --signer reads one asset)", errTooManyAfterRevocation, len(after), bound)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

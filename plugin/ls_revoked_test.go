@@ -1,12 +1,23 @@
 package plugin
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/docker/cli/cli/command"
+	"github.com/google/go-containerregistry/pkg/authn"
+
+	"github.com/notarize/docker-notarize/internal/testutil"
+	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/notarize"
 )
 
@@ -71,14 +82,44 @@ func TestLsRevokedKeyCountsWhatCameBefore(t *testing.T) {
 	}
 }
 
+// runLs runs ls with opts (its options that no flag sets, such as a lower
+// maxRevokedLookups) against the harness's ledger and home, as harness.run
+// runs a command line, and returns its stdout, stderr and exit code.
+func (h *harness) runLs(opts lsOptions) (stdout, stderr string, code int) {
+	h.t.Helper()
+	var out, errOut bytes.Buffer
+	dockerCli, err := command.NewDockerCli(
+		command.WithInputStream(io.NopCloser(strings.NewReader(""))),
+		command.WithOutputStream(&out),
+		command.WithErrorStream(&errOut),
+	)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	vars := map[string]string{EnvHome: h.home, EnvPassword: testPassword, EnvLedger: h.ledger.URL}
+	opts.root = &rootOptions{env: env{
+		lookupEnv:    func(k string) (string, bool) { v, ok := vars[k]; return v, ok },
+		now:          h.now,
+		keychain:     authn.NewMultiKeychain(),
+		isTerminal:   func(int) bool { return false },
+		readPassword: func(int) ([]byte, error) { panic("no terminal in tests") },
+	}, ledgerURL: h.ledger.URL}
+	if opts.format == "" {
+		opts.format = formatText
+	}
+	code, msg := Exit(runLs(h.t.Context(), dockerCli, opts))
+	if msg != "" {
+		errOut.WriteString(msg + "\n")
+	}
+	return out.String(), errOut.String(), code
+}
+
 // TestLsRevokedKeyFloodBounded: a thief who floods assets with the revoked
-// key's statements cannot make ls read each back without bound: past
-// lsMaxRevokedLookups it fails (exit 4) rather than count what it did not
-// read. Not parallel: it lowers the bound, which parallel tests read.
+// key's statements cannot make ls read each back without bound: past the
+// bound (lsMaxRevokedLookups, lowered here through ls's options) it fails
+// (exit 4) rather than count what it did not read.
 func TestLsRevokedKeyFloodBounded(t *testing.T) {
-	bound := lsMaxRevokedLookups
-	lsMaxRevokedLookups = 2
-	t.Cleanup(func() { lsMaxRevokedLookups = bound })
+	t.Parallel()
 	h := newHarness(t, "alice")
 	h.mustRun(0, "key", "revoke", "--yes", "alice")
 	th := newThief(t, h, "alice")
@@ -86,16 +127,58 @@ func TestLsRevokedKeyFloodBounded(t *testing.T) {
 		_, d := writeFile(t, fmt.Sprint("flood-", i), fmt.Sprint("the thief's build ", i))
 		th.state(d, notarize.StatusTrusted, notarize.KindFile, time.Now())
 	}
-	_, errOut, code := h.run("ls", "--signer", "alice")
+	_, errOut, code := h.runLs(lsOptions{signers: []string{"alice"}, maxRevokedLookups: 2})
 	if code != ExitCouldNotVerify || !strings.Contains(errOut, "too many statements after a key's revocation") {
 		t.Fatalf("ls over the bound: exit %d, want %d and the bound named\n%s", code, ExitCouldNotVerify, errOut)
 	}
-	lsMaxRevokedLookups = 3
-	var o lsOutput
-	if err := json.Unmarshal([]byte(h.mustRun(0, "ls", "-o", "json", "--signer", "alice")), &o); err != nil {
+	out, errOut, code := h.runLs(lsOptions{signers: []string{"alice"}, format: formatJSON, maxRevokedLookups: 3})
+	if code != 0 {
+		t.Fatalf("ls within the bound: exit %d\n%s", code, errOut)
+	}
+	if o := decodeLs(t, out); len(o.Signers) != 1 || o.Signers[0].Trusted != 0 {
+		t.Fatalf("ls within the bound counts the thief's statements: %+v", o)
+	}
+}
+
+// TestLsRevokedLookupsAtOnce: ls reads back what a revoked key said before
+// its revocation lsRevokedLookups (8) assets at a time, never more, however
+// many assets the thief's statements cover. A front before the ledger holds
+// every lookup until more than 8 are in flight or none comes for a while,
+// so every lookup ls starts at once is counted together.
+func TestLsRevokedLookupsAtOnce(t *testing.T) {
+	t.Parallel()
+	const assets = 12
+	h := newHarness(t, "alice")
+	h.mustRun(0, "key", "revoke", "--yes", "alice")
+	th := newThief(t, h, "alice")
+	for i := range assets {
+		_, d := writeFile(t, fmt.Sprint("flood-", i), fmt.Sprint("the thief's build ", i))
+		th.state(d, notarize.StatusTrusted, notarize.KindFile, time.Now())
+	}
+	gate := &testutil.InFlight{Bound: lsRevokedLookups, Idle: 100 * time.Millisecond}
+	u, err := url.Parse(h.ledger.URL)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if len(o.Signers) != 1 || o.Signers[0].Trusted != 0 {
-		t.Fatalf("ls within the bound counts the thief's statements: %+v", o)
+	proxy := httputil.NewSingleHostReverseProxy(u)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, api.PathDigests) {
+			defer gate.Enter()()
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	out, errOut, code := h.runWithEnv(map[string]string{EnvLedger: front.URL}, "ls", "--signer", "alice", "-o", "json")
+	if code != 0 {
+		t.Fatalf("ls: exit %d\n%s", code, errOut)
+	}
+	if o := decodeLs(t, out); len(o.Signers) != 1 || len(o.Signers[0].Statements) != assets+1 || o.Signers[0].Trusted != 0 {
+		t.Fatalf("ls: want the revocation and the thief's %d statements listed, none counted as trusted: %+v", assets, o)
+	}
+	if gate.Calls() < 2*assets {
+		t.Fatalf("%d digest lookups through the front, want at least two per asset read back (%d)", gate.Calls(), 2*assets)
+	}
+	if most := gate.Most(); most > lsRevokedLookups {
+		t.Fatalf("%d digest lookups in flight at once, at most %d", most, lsRevokedLookups)
 	}
 }
