@@ -55,6 +55,7 @@ const envMySQLDSN = "NOTARIZE_LEDGER_MYSQL_DSN"
 const shutdownTimeout = 30 * time.Second
 
 func main() {
+	applyGCDefault(os.Getenv, debug.SetGCPercent) // only the process's main: tests run ledgers in-process
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, klog.SetSlogLogger)
@@ -105,7 +106,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.signersFile, "signers", "", "`file` of the signers allowed to write: PEM public keys, or YAML identities (signers: {NAME: {email: …, keys: [PEM file or inline]}}), whose statements must then claim their own name and email or none; default: open to any valid signature")
 	fs.StringVar(&o.keyFile, "key-file", "", "`file` holding the note signer key (PRIVATE+KEY+…); also $"+envSignerKey+"; default: DATA/"+posix.KeyFile)
 	fs.DurationVar(&o.maxFutureSkew, "max-future-skew", ledger.DefaultMaxFutureSkew, "refuse statements dated further than this in the future")
-	fs.DurationVar(&o.batchAge, "batch-max-age", ledger.DefaultBatchMaxAge, "longest an entry waits for a batch")
+	fs.DurationVar(&o.batchAge, "batch-max-age", ledger.DefaultBatchMaxAge, "longest an entry waits for a batch (longer: less CPU per statement under load, a lone submission waits longer)")
 	fs.DurationVar(&o.checkpointIv, "checkpoint-interval", ledger.DefaultCheckpointInterval, "how often a checkpoint may be published (at least 100ms; with mysql, across all instances)")
 	fs.Float64Var(&o.rateKey, "rate-key", ledger.DefaultKeyPerSecond, "new statements one signer key may append per second, sustained; 0 disables")
 	fs.IntVar(&o.rateKeyBurst, "rate-key-burst", ledger.DefaultKeyBurst, "… and at once")
@@ -134,6 +135,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: notarize-ledger [flags]\n       notarize-ledger keygen --origin NAME --out FILE\n\nRuns a docker notarize ledger.\n\nFlags:\n")
 		fs.PrintDefaults()
+		fmt.Fprint(fs.Output(), gcHelp)
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
