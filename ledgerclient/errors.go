@@ -4,6 +4,10 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
 )
 
 // ErrBadProof is returned (wrapped) when the ledger's evidence does not check
@@ -60,12 +64,56 @@ type APIError struct {
 	Code string
 	// Message is the ledger's explanation.
 	Message string
+	// RetryAfter is how long the ledger asked the client to wait before
+	// trying again: the Retry-After of a 429 (a rate limit) or a 503 (the
+	// ledger busy), in seconds or as an HTTP date (RFC 9110, 10.2.3), at
+	// most MaxRetryAfter. Zero when it gave none, one that does not parse,
+	// or a date already past. The client never retries on its own.
+	RetryAfter time.Duration
 }
 
-// Error returns the status, code and message.
+// MaxRetryAfter bounds APIError.RetryAfter: a longer wait asked for (by a
+// ledger, or a front before it) is taken as this one.
+const MaxRetryAfter = time.Hour
+
+// Error returns the status, code and message, and when to try again.
 func (e *APIError) Error() string {
+	msg := fmt.Sprintf("ledger refused (HTTP %d %s): %s", e.StatusCode, e.Code, e.Message)
 	if e.Code == "" {
-		return fmt.Sprintf("ledger answered HTTP %d: %s", e.StatusCode, e.Message)
+		msg = fmt.Sprintf("ledger answered HTTP %d: %s", e.StatusCode, e.Message)
 	}
-	return fmt.Sprintf("ledger refused (HTTP %d %s): %s", e.StatusCode, e.Code, e.Message)
+	if e.RetryAfter > 0 {
+		msg += fmt.Sprintf(" (the ledger asks to try again in %v)", e.RetryAfter)
+	}
+	return msg
+}
+
+// maxRetryAfterLen bounds the Retry-After values parsed: an HTTP date is
+// 29 characters.
+const maxRetryAfterLen = 64
+
+// parseRetryAfter reads a Retry-After value received at now: a number of
+// seconds or an HTTP date, as a wait of at most MaxRetryAfter. It returns
+// zero for a value that is neither, or a date not after now.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" || len(v) > maxRetryAfterLen {
+		return 0
+	}
+	if strings.Trim(v, "0123456789") == "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || n > uint64(MaxRetryAfter/time.Second) {
+			return MaxRetryAfter // only digits: too many is a long wait
+		}
+		return time.Duration(n) * time.Second
+	}
+	at, err := http.ParseTime(v)
+	if err != nil {
+		return 0
+	}
+	d := at.Sub(now)
+	if d <= 0 {
+		return 0
+	}
+	return min(d.Round(time.Second), MaxRetryAfter)
 }

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -160,7 +161,11 @@ func (h *httpOps) do(ctx context.Context, method, path string, query url.Values,
 		return nil, fmt.Errorf("%s %s: read answer: %w", method, u.Redacted(), err)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return nil, decodeAPIError(resp.StatusCode, b)
+		e := decodeAPIError(resp.StatusCode, b)
+		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+			e.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+		}
+		return nil, e
 	}
 	if int64(len(b)) > limit {
 		return nil, fmt.Errorf("%s %s: answer larger than %d bytes", method, u.Redacted(), limit)
