@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/notarize/docker-notarize/notarize"
@@ -25,6 +26,12 @@ import (
 const DefaultFillTimeout = 30 * time.Minute
 
 const chunkSize = 256 << 10
+
+// DefaultFillMemoryBytes is the default Config.FillMemoryBytes: room for
+// about eight fills at full speed at once (each keeps up to ~8 MiB of 1 MiB
+// chunks while its client streams), beyond which fills stream through
+// their temporary files with 32 KiB buffers.
+const DefaultFillMemoryBytes = 64 << 20
 
 // Errors of a failed fill, wrapped with the digest.
 var (
@@ -49,6 +56,16 @@ type Config struct {
 	FillTimeout time.Duration
 	// Logger receives failed downloads and evictions; default: discard.
 	Logger *slog.Logger
+	// FillMemoryBytes bounds the memory that all fills and their readers
+	// hold at once in 1 MiB chunks (the window of recent bytes readers
+	// stream from, the spans queued for the file and the hash); default
+	// DefaultFillMemoryBytes. Past it a fill, or a reader reading the
+	// file, uses 32 KiB buffers and the fill keeps no window: it never
+	// waits for room and is never refused, so slow fills (a slow
+	// upstream, a client that does not read) cannot make the proxy hold
+	// memory per fill beyond the budget (red team 6, F6). Below 1 MiB,
+	// every fill streams through its file.
+	FillMemoryBytes int64
 	// Shared is the fleet tier (optional): a blob missing here is read from
 	// it, hashed like any download, before the upstream is asked; a blob
 	// downloaded from the upstream is put there once verified.
@@ -62,6 +79,8 @@ func (c *Config) Validate() error {
 		return errors.New("blobcache: Dir is required")
 	case c.FillTimeout < 0:
 		return errors.New("blobcache: negative FillTimeout")
+	case c.FillMemoryBytes < 0:
+		return errors.New("blobcache: negative FillMemoryBytes")
 	case c.MaxBytes < 0 || c.LowWaterBytes < 0:
 		return errors.New("blobcache: negative MaxBytes or LowWaterBytes")
 	case c.MaxBytes == 0 && c.LowWaterBytes != 0:
@@ -89,6 +108,12 @@ type Stats struct {
 	// not hash to their digest (removed), SharedErrors the failed reads and
 	// puts (the fill went to the upstream, or the blob stayed local).
 	SharedHits, SharedPuts, SharedBad, SharedErrors uint64
+	// FillMemory is the memory the fills and their readers hold in 1 MiB
+	// chunks now, FillMemoryMax its bound (Config.FillMemoryBytes), and
+	// SmallBuffers counts the 32 KiB buffers taken since New because the
+	// bound was reached.
+	FillMemory, FillMemoryMax int64
+	SmallBuffers              uint64
 }
 
 // Cache is a content-addressed blob store with shared downloads. It is safe
@@ -104,6 +129,9 @@ type Cache struct {
 	size    int64                      // sum of the committed blobs' sizes
 	trashN  uint64                     // names evicted files in Dir/tmp
 	stats   Stats                      // counters only
+
+	mem       memBudget     // of the fills' 1 MiB chunks (pipeline.go)
+	smallBufs atomic.Uint64 // small buffers taken past mem
 
 	running sync.WaitGroup // download goroutines, for Close
 	// quit is cancelled when Close gives up waiting: the downloads and
@@ -138,6 +166,9 @@ func New(cfg Config) (*Cache, error) {
 	if cfg.FillTimeout == 0 {
 		cfg.FillTimeout = DefaultFillTimeout
 	}
+	if cfg.FillMemoryBytes == 0 {
+		cfg.FillMemoryBytes = DefaultFillMemoryBytes
+	}
 	if cfg.MaxBytes > 0 && cfg.LowWaterBytes == 0 {
 		cfg.LowWaterBytes = cfg.MaxBytes - cfg.MaxBytes/10
 	}
@@ -154,6 +185,7 @@ func New(cfg Config) (*Cache, error) {
 	c := &Cache{cfg: cfg, fills: map[notarize.Digest]*Fill{}, passing: map[notarize.Digest]*Fill{}, blobs: map[notarize.Digest]*entry{}}
 	c.quit, c.stop = context.WithCancel(context.Background())
 	c.stats.MaxBytes = cfg.MaxBytes
+	c.mem.max = cfg.FillMemoryBytes
 	if err := c.load(); err != nil {
 		return nil, err
 	}
@@ -411,6 +443,7 @@ func (c *Cache) Stats() Stats {
 	defer c.mu.Unlock()
 	s := c.stats
 	s.Bytes, s.Blobs = c.size, len(c.blobs)
+	s.FillMemory, s.FillMemoryMax, s.SmallBuffers = c.mem.used.Load(), c.mem.max, c.smallBufs.Load()
 	return s
 }
 
@@ -740,7 +773,8 @@ func (r *fillReader) Read(p []byte) (int, error) {
 
 // WriteTo writes the blob to w as it streams in, straight from the fill's
 // memory chunks (no copy through a buffer of the caller's) or, for bytes
-// no longer in memory, from the file in reads of memChunkSize. Like Read it
+// no longer in memory, from the file in reads of memChunkSize (of
+// smallChunkSize when the fill memory budget is spent). Like Read it
 // holds back the last byte until the fill verified the blob, and returns
 // the fill's failure; io.Copy uses it.
 func (r *fillReader) WriteTo(w io.Writer) (int64, error) {
@@ -750,7 +784,7 @@ func (r *fillReader) WriteTo(w io.Writer) (int64, error) {
 	)
 	defer func() {
 		if buf != nil {
-			chunkPool.Put(buf)
+			r.f.c.putBuf(buf)
 		}
 	}()
 	for {
@@ -764,9 +798,9 @@ func (r *fillReader) WriteTo(w io.Writer) (int64, error) {
 		b := seg.mem
 		if seg.c == nil {
 			if buf == nil {
-				buf = chunkPool.Get().(*[]byte)
+				buf, _ = r.f.c.takeBuf()
 			}
-			m, err := seg.file.ReadAt((*buf)[:seg.n], r.off)
+			m, err := seg.file.ReadAt((*buf)[:min(seg.n, int64(len(*buf)))], r.off)
 			if m == 0 {
 				if err == nil || err == io.EOF {
 					err = io.ErrUnexpectedEOF

@@ -20,6 +20,17 @@
 // client straight from the chunks (WriteTo, which io.Copy uses). The last
 // byte is held back until the hasher has checked every byte.
 //
+// What all fills hold at once is bounded too (red team 6, F6: 64 slow
+// fills held 347 MiB, and a manifest may list 4,096 layers): every 1 MiB
+// chunk, and a reader's 1 MiB buffer for the file, is charged to the
+// cache's fill memory budget (Config.FillMemoryBytes, default 64 MiB).
+// Past it a fill takes 32 KiB buffers, keeps no window and waits for the
+// file and the hash before each new one (two small chunks at most), and a
+// reader reads the file 32 KiB at a time: no fill waits for room or is
+// refused, so slow fills cannot take memory from the others, and the
+// digest check and the held-back last byte are the same either way
+// (TestFillMemoryBudgetShared).
+//
 // # Bound
 //
 // The cache can be bounded (Config.MaxBytes): when committing a blob would

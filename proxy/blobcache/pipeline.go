@@ -37,29 +37,91 @@ const (
 // chunkPool recycles the buffers of memory chunks. Without it a cold fill
 // allocated, zeroed and left to the garbage collector its blob's whole size
 // (1 MiB at a time; a tenth of the proxy's CPU in a 200 MiB cold pull).
-// What a fill holds at once is still bounded by memWindow and stageDepth.
+// What a fill holds at once is still bounded by memWindow and stageDepth,
+// and what all fills and their readers hold at once by the cache's fill
+// memory budget (Config.FillMemoryBytes): every buffer of chunkPool in use
+// is charged to it (takeBuf, putBuf).
 var chunkPool = sync.Pool{New: func() any {
 	b := make([]byte, memChunkSize)
 	return &b
 }}
 
+// smallChunkSize is the size of the buffers a fill or a reader uses when
+// the fill memory budget is spent (red team 6, F6): the size io.Copy uses,
+// so that a fill then costs about what a reader of a cached blob does.
+const smallChunkSize = 32 << 10
+
+// smallPool recycles the small buffers; they are not charged to the budget.
+var smallPool = sync.Pool{New: func() any {
+	b := make([]byte, smallChunkSize)
+	return &b
+}}
+
+// memBudget bounds the bytes of chunkPool buffers that the fills of one
+// cache and their readers hold at once. It never waits: past it, a fill
+// streams through its temporary file with small buffers. It is safe for
+// concurrent use.
+type memBudget struct {
+	max  int64
+	used atomic.Int64
+}
+
+// take charges n bytes, or reports false when they do not fit.
+func (b *memBudget) take(n int64) bool {
+	for {
+		u := b.used.Load()
+		if u+n > b.max {
+			return false
+		}
+		if b.used.CompareAndSwap(u, u+n) {
+			return true
+		}
+	}
+}
+
+// give returns n bytes taken.
+func (b *memBudget) give(n int64) { b.used.Add(-n) }
+
+// takeBuf returns a buffer of memChunkSize charged to the budget, or, with
+// the budget spent, one of smallChunkSize (small reports which). Give it
+// back with putBuf.
+func (c *Cache) takeBuf() (buf *[]byte, small bool) {
+	if c.mem.take(memChunkSize) {
+		return chunkPool.Get().(*[]byte), false
+	}
+	c.smallBufs.Add(1)
+	return smallPool.Get().(*[]byte), true
+}
+
+// putBuf returns a buffer from takeBuf to its pool and, for a large one,
+// its bytes to the budget.
+func (c *Cache) putBuf(buf *[]byte) {
+	if len(*buf) == memChunkSize {
+		chunkPool.Put(buf)
+		c.mem.give(memChunkSize)
+		return
+	}
+	smallPool.Put(buf)
+}
+
 // memChunk is bytes [off, off+len(b)) of the blob, in buf. b only grows,
 // under Fill.mu; the bytes it holds do not change while the chunk is in
 // Fill.mem or pinned. All fields are guarded by Fill.mu.
 type memChunk struct {
-	off  int64
-	b    []byte
-	buf  *[]byte // from chunkPool; nil once returned there
-	pins int     // readers using b outside Fill.mu
-	gone bool    // out of Fill.mem: back to the pool once unpinned
+	off   int64
+	b     []byte
+	buf   *[]byte // from Cache.takeBuf; nil once given back
+	small bool    // buf is a small buffer: the budget was spent
+	pins  int     // readers using b outside Fill.mu
+	gone  bool    // out of Fill.mem: back to the pool once unpinned
 }
 
 // dropChunkLocked takes c out of use by the fill: its buffer goes back to
-// the pool now, or when the last reader using it unpins it.
-func dropChunkLocked(c *memChunk) {
+// the pool (and the budget) now, or when the last reader using it unpins it.
+func (f *Fill) dropChunkLocked(c *memChunk) {
 	c.gone = true
 	if c.pins == 0 && c.buf != nil {
-		chunkPool.Put(c.buf)
+		f.c.putBuf(c.buf)
 		c.buf, c.b = nil, nil
 	}
 }
@@ -69,7 +131,7 @@ func (f *Fill) unpin(c *memChunk) {
 	f.mu.Lock()
 	c.pins--
 	if c.gone {
-		dropChunkLocked(c)
+		f.dropChunkLocked(c)
 	}
 	f.mu.Unlock()
 }
@@ -78,7 +140,7 @@ func (f *Fill) unpin(c *memChunk) {
 // on from the file.
 func (f *Fill) dropAllLocked() {
 	for _, c := range f.mem {
-		dropChunkLocked(c)
+		f.dropChunkLocked(c)
 	}
 	f.mem = nil
 }
@@ -96,10 +158,13 @@ type stages struct {
 	hash      hash.Hash
 	writeErr  error       // the writer's; read after wg.Wait
 	writeFail atomic.Bool // tells the receiver to stop early
+	// progress is signalled (under Fill.mu) when the file or the hash
+	// advances, or the writer fails: see waitDone.
+	progress *sync.Cond
 }
 
 func (f *Fill) startStages(tmp *os.File) *stages {
-	s := &stages{f: f, w: make(chan span, stageDepth), h: make(chan span, stageDepth), hash: sha256.New()}
+	s := &stages{f: f, w: make(chan span, stageDepth), h: make(chan span, stageDepth), hash: sha256.New(), progress: sync.NewCond(&f.mu)}
 	s.wg.Go(func() {
 		for sp := range s.w {
 			if s.writeErr != nil {
@@ -108,11 +173,15 @@ func (f *Fill) startStages(tmp *os.File) *stages {
 			if _, err := tmp.Write(sp.b); err != nil {
 				s.writeErr = fmt.Errorf("blobcache: write: %w", err)
 				s.writeFail.Store(true)
+				f.mu.Lock()
+				s.progress.Broadcast()
+				f.mu.Unlock()
 				continue
 			}
 			f.mu.Lock()
 			f.fileOff = sp.off + int64(len(sp.b))
 			f.dropLocked()
+			s.progress.Broadcast()
 			f.mu.Unlock()
 		}
 	})
@@ -122,6 +191,7 @@ func (f *Fill) startStages(tmp *os.File) *stages {
 			f.mu.Lock()
 			f.hashed = sp.off + int64(len(sp.b))
 			f.dropLocked()
+			s.progress.Broadcast()
 			f.mu.Unlock()
 		}
 	})
@@ -141,6 +211,22 @@ func (s *stages) push(sp span) error {
 
 var errWriteFailed = fmt.Errorf("blobcache: write failed")
 
+// waitDone waits until the file and the hash have every byte before off,
+// or the writer failed. A fill whose budget is spent waits so before each
+// new small chunk: it then holds two small chunks, not stageDepth spans.
+func (s *stages) waitDone(off int64) error {
+	f := s.f
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for min(f.fileOff, f.hashed) < off {
+		if s.writeFail.Load() {
+			return errWriteFailed
+		}
+		s.progress.Wait()
+	}
+	return nil
+}
+
 // finish waits for the writer and the hasher and returns the digest of the
 // bytes hashed and the writer's failure.
 func (s *stages) finish() (notarize.Digest, error) {
@@ -151,7 +237,10 @@ func (s *stages) finish() (notarize.Digest, error) {
 }
 
 // receive reads the upstream body into memory chunks, publishing each read
-// to the readers and handing spans of at least spanMin to the stages.
+// to the readers and handing spans of at least spanMin to the stages. Each
+// chunk is a large buffer charged to the cache's fill memory budget or,
+// with the budget spent, a small one; then the fill keeps no window of
+// recent bytes (readers read the file) and at most two small chunks.
 func (f *Fill) receive(body io.Reader, size int64, st *stages) error {
 	var (
 		buf    []byte // the current chunk's buffer
@@ -172,11 +261,18 @@ func (f *Fill) receive(body io.Reader, size int64, st *stages) error {
 			if err := flush(); err != nil {
 				return err
 			}
+			prev := off // the chunk just filled starts there
 			off += int64(filled)
-			pb := chunkPool.Get().(*[]byte)
+			pb, small := f.c.takeBuf()
+			if small {
+				if err := st.waitDone(prev); err != nil {
+					f.c.putBuf(pb)
+					return err
+				}
+			}
 			buf, filled, sent = *pb, 0, 0
 			f.mu.Lock()
-			f.mem = append(f.mem, &memChunk{off: off, buf: pb})
+			f.mem = append(f.mem, &memChunk{off: off, buf: pb, small: small})
 			f.mu.Unlock()
 		}
 		n, rerr := body.Read(buf[filled:])
@@ -215,16 +311,22 @@ func (f *Fill) wakeLocked() {
 }
 
 // dropLocked lets go of the oldest chunks that the file and the hash both
-// have, beyond memWindow bytes (readers then read them from the file).
+// have, beyond memWindow bytes (readers then read them from the file). A
+// small chunk, or any chunk once the newest is small (the budget is spent),
+// goes as soon as the file and the hash have it.
 func (f *Fill) dropLocked() {
 	done := min(f.fileOff, f.hashed)
+	lean := len(f.mem) > 0 && f.mem[len(f.mem)-1].small
 	for len(f.mem) > 1 {
 		c := f.mem[0]
 		end := c.off + int64(len(c.b))
-		if end > done || f.written-f.mem[1].off < memWindow || len(c.b) < memChunkSize {
+		if end > done || len(c.b) < len(*c.buf) {
 			return
 		}
-		dropChunkLocked(c)
+		if !lean && !c.small && f.written-f.mem[1].off < memWindow {
+			return
+		}
+		f.dropChunkLocked(c)
 		f.mem[0] = nil
 		f.mem = f.mem[1:]
 	}

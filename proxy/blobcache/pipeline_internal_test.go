@@ -17,7 +17,11 @@ import (
 func (f *Fill) heldBytes() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return len(f.mem) * memChunkSize
+	n := 0
+	for _, c := range f.mem {
+		n += len(*c.buf)
+	}
+	return n
 }
 
 // caughtUp reports whether the file and the hash have every byte received.

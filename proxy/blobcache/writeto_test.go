@@ -37,15 +37,20 @@ func (w *recorder) len() int {
 // open; the last byte only once the digest is checked, and a mismatch ends
 // WriteTo with ErrDigestMismatch, the last byte never written, nothing
 // committed. The large blobs are read late: their first bytes come from
-// the file, the rest from memory.
+// the file, the rest from memory. The lean ones run with the fill memory
+// budget spent: every byte goes through the file in small buffers.
 func TestWriteToWaitsForVerification(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		corrupt bool
 		size    int
-	}{{"good", false, 100_000}, {"corrupt", true, 100_000}, {"large", false, 40<<20 + 123}, {"large corrupt", true, 40<<20 + 123}} {
+		budget  int64 // Config.FillMemoryBytes; 1: every buffer is small
+	}{
+		{"good", false, 100_000, 0}, {"corrupt", true, 100_000, 0}, {"large", false, 40<<20 + 123, 0}, {"large corrupt", true, 40<<20 + 123, 0},
+		{"large lean", false, 40<<20 + 123, 1}, {"large lean corrupt", true, 40<<20 + 123, 1},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := blobcache.New(blobcache.Config{Dir: t.TempDir()})
+			c, err := blobcache.New(blobcache.Config{Dir: t.TempDir(), FillMemoryBytes: tc.budget})
 			if err != nil {
 				t.Fatal(err)
 			}
