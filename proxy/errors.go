@@ -80,6 +80,9 @@ func toOCI(err error, kind string) ociError {
 		bad    *badRequestError
 		ue     *upstream.Error
 	)
+	if busy, ok := asBusy(err); ok { // inflight.go; Retry-After set by fail
+		return ociError{status: http.StatusServiceUnavailable, code: errcode.ErrorCodeUnavailable, msg: busy.Error()}
+	}
 	switch {
 	case errors.As(err, &denied):
 		return ociError{status: http.StatusForbidden, code: errcode.ErrorCodeDenied, msg: denied.Error(),
@@ -125,6 +128,8 @@ func toOCI(err error, kind string) ociError {
 		return ociError{status: http.StatusBadGateway, code: errcode.ErrorCodeUnavailable, msg: err.Error() + " (refused; nothing cached)", upstreamKind: "size_mismatch"}
 	case errors.Is(err, upstream.ErrTooLarge):
 		return ociError{status: http.StatusBadGateway, code: errcode.ErrorCodeManifestInvalid, msg: err.Error(), upstreamKind: "too_large"}
+	case errors.Is(err, upstream.ErrBadAnswer):
+		return ociError{status: http.StatusBadGateway, code: errcode.ErrorCodeUnavailable, msg: err.Error(), upstreamKind: "bad_answer"}
 	case errors.Is(err, upstream.ErrBadManifest):
 		return ociError{status: http.StatusBadGateway, code: errcode.ErrorCodeManifestInvalid, msg: err.Error(), upstreamKind: "bad_manifest"}
 	case errors.Is(err, context.DeadlineExceeded):

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,8 +17,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
-
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	"github.com/gorilla/mux"
@@ -47,6 +46,13 @@ type Server struct {
 	refusals  *refusalLog // the paced log of refused decisions (refusal_log.go)
 	metrics   *metrics
 	handler   http.Handler
+	// inflight bounds the upstream answer bytes held at once (manifests,
+	// tags and referrers lists); flights shares one manifest fetch
+	// between the requests for it; referrerFilters bounds the referrers
+	// lists judged at once (inflight.go).
+	inflight        *byteBudget
+	flights         *manifestFlights
+	referrerFilters *slots
 }
 
 // New returns a Server for cfg. It makes no request: upstreams are
@@ -65,6 +71,10 @@ func New(cfg Config) (*Server, error) {
 		stats:     newDigestStats(cfg.MaxTrackedDigests),
 		refusals:  newRefusalLog(cfg.Logger, time.Now),
 		metrics:   newMetrics(cfg.Trust),
+
+		inflight:        newByteBudget("upstream answers in memory", max(defaultInFlightBytes, 2*cfg.MaxManifestSize)),
+		flights:         newManifestFlights(),
+		referrerFilters: newSlots("referrers lists being judged", maxReferrersFilters),
 	}
 	for _, uc := range cfg.Upstreams {
 		if uc.UserAgent == "" {
@@ -146,7 +156,22 @@ func (s *Server) routes() http.Handler {
 	r.HandleFunc("/notarize/v1/evidence", s.serveEvidence).Methods(http.MethodGet)      // authenticated like stats (evidence.go)
 	r.PathPrefix("/ui").Handler(s.dashboard()).Methods(http.MethodGet, http.MethodHead) // authenticated like /notarize/v1/stats (decisions_ui.go)
 	r.HandleFunc("/healthz", s.serveHealth).Methods(http.MethodGet, http.MethodHead)
-	return r
+	return registryHeaders(r)
+}
+
+// registryHeaders marks every answer under /v2 (the registry API, whose
+// bodies come from upstreams: manifests, blobs, tags and referrers lists,
+// and the errors) as never to be sniffed nor rendered as a document by a
+// browser: a lying upstream's bytes must not run as script on the proxy's
+// origin, where the dashboard and its credentials live (red team 6, F4).
+func registryHeaders(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2" || strings.HasPrefix(r.URL.Path, "/v2/") {
+			w.Header().Set("X-Content-Type-Options", "nosniff")
+			w.Header().Set("Content-Security-Policy", "default-src 'none'; sandbox")
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 func (s *Server) serveBase(w http.ResponseWriter, r *http.Request) {
@@ -187,9 +212,10 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, t.up.Name(), "manifest", &badRequestError{code: errcode.ErrorCodeTagInvalid, msg: fmt.Sprintf("invalid tag %q", clip(ref, 80))})
 		return
 	}
-	m, err := s.fetchManifest(r.Context(), t, ref, want, r.Header.Values("Accept"))
+	m, done, err := s.fetchManifest(r.Context(), t, ref, want, r.Header.Values("Accept"))
+	defer done()
 	if err != nil {
-		s.writeError(w, r, t.up.Name(), "manifest", err)
+		s.fail(w, r, t.up.Name(), "manifest", err)
 		return
 	}
 	// The decision is made on exactly the bytes that are served.
@@ -230,19 +256,70 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request) {
 
 // fetchManifest returns the manifest at ref: from the cache for a digest
 // reference that this target's upstream served for this repository before,
-// else from upstream (a tag is always asked upstream, since it can move).
-// The digest is always the hash of the returned bytes.
-func (s *Server) fetchManifest(ctx context.Context, t target, ref string, want notarize.Digest, accept []string) (*upstream.Manifest, error) {
+// else from upstream (a tag is always asked upstream, since it can move),
+// one fetch shared by the requests that ask for it at once. The digest is
+// always the hash of the returned bytes. The caller calls done once it has
+// answered, also on error: the bytes stay counted in flight until then.
+func (s *Server) fetchManifest(ctx context.Context, t target, ref string, want notarize.Digest, accept []string) (m *upstream.Manifest, done func(), err error) {
 	if want != "" {
-		if m, ok := s.manifests.get(manifestKey{upstream: t.up.Name(), repo: t.repo, digest: want}); ok {
-			s.metrics.cache.WithLabelValues("manifest", "hit").Inc()
-			return m, nil
+		if m, ok := s.cachedManifest(t, want); ok {
+			return m, func() {}, nil
 		}
-		s.metrics.cache.WithLabelValues("manifest", "miss").Inc()
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.ManifestTimeout)
-	defer cancel()
-	m, err := t.up.GetManifest(ctx, t.repo, ref, accept, s.cfg.MaxManifestSize)
+	return s.flights.do(ctx, newFlightKey(t, ref, accept), func(ctx context.Context, hold func(release func())) (*upstream.Manifest, error) {
+		ctx, cancel := context.WithTimeout(ctx, s.cfg.ManifestTimeout)
+		defer cancel()
+		return s.fetchUpstream(ctx, t, ref, want, accept, hold)
+	})
+}
+
+// cachedManifest returns the manifest of digest d that t's upstream served
+// for t's repository before, if the cache still has it, and counts the hit
+// or miss.
+func (s *Server) cachedManifest(t target, d notarize.Digest) (*upstream.Manifest, bool) {
+	m, ok := s.manifests.get(manifestKey{upstream: t.up.Name(), repo: t.repo, digest: d})
+	result := "miss"
+	if ok {
+		result = "hit"
+	}
+	s.metrics.cache.WithLabelValues("manifest", result).Inc()
+	return m, ok
+}
+
+// fetchUpstream asks t's upstream for the manifest at ref. A tag is asked
+// with HEAD first, as distribution's proxy does (Docker Hub counts GETs,
+// not HEADs, against the pull quota): the Docker-Content-Digest it answers
+// is only a key to the manifest cache, whose bytes were hashed when they
+// were cached (the policy is applied to them again by the caller); on a
+// miss, or when the upstream names no digest, the manifest is fetched with
+// GET and its digest is the hash of the bytes, whatever the HEAD said. The
+// bytes of a GET are taken from the in-flight budget before they are read
+// (503 beyond), and given back through hold.
+func (s *Server) fetchUpstream(ctx context.Context, t target, ref string, want notarize.Digest, accept []string, hold func(release func())) (*upstream.Manifest, error) {
+	if want == "" {
+		d, err := t.up.HeadManifest(ctx, t.repo, ref, accept)
+		var ue *upstream.Error
+		switch {
+		case err == nil && d != "":
+			if m, ok := s.cachedManifest(t, d); ok {
+				return m, nil
+			}
+		case err == nil:
+		case errors.As(err, &ue) && ue.StatusCode != http.StatusNotFound && ue.StatusCode != http.StatusTooManyRequests:
+			// A registry that does not answer HEAD well: the GET says.
+		default:
+			return nil, err
+		}
+	}
+	admit := func(size int64) error {
+		release, err := s.inflight.acquire(ctx, size)
+		if err != nil {
+			return err
+		}
+		hold(release)
+		return nil
+	}
+	m, err := t.up.GetManifestAdmitted(ctx, t.repo, ref, accept, s.cfg.MaxManifestSize, admit)
 	if err != nil {
 		return nil, err
 	}
@@ -251,6 +328,13 @@ func (s *Server) fetchManifest(ctx context.Context, t target, ref string, want n
 	}
 	s.manifests.put(manifestKey{upstream: t.up.Name(), repo: t.repo, digest: m.Digest}, m)
 	return m, nil
+}
+
+// fail is writeError with Retry-After on a 503 for a bound of the work in
+// flight (*busyError).
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, upstreamName, kind string, err error) {
+	retryAfter(w, err)
+	s.writeError(w, r, upstreamName, kind, err)
 }
 
 // refreshTimeout bounds the replica refresh made before a refusal.
@@ -266,6 +350,24 @@ func (s *Server) evaluate(ctx context.Context, pol *notarize.Evaluator, tgt stri
 // evaluateWith is evaluate with the indexes that may lend d their trust
 // given (parents).
 func (s *Server) evaluateWith(ctx context.Context, pol *notarize.Evaluator, tgt string, d notarize.Digest, parents []notarize.Digest) notarize.Evaluation {
+	return s.evaluateAll(ctx, pol, tgt, []judged{{digest: d, parents: parents}})[0]
+}
+
+// judged is a digest to evaluate and the indexes that may lend it their
+// trust.
+type judged struct {
+	digest  notarize.Digest
+	parents []notarize.Digest
+}
+
+// evaluateAll applies pol at tgt to each of js, for an answer that judges
+// many digests (a referrers list) or one. Each digest's records are read
+// once however often it appears (as a digest or a parent), all of them
+// before the revocations, which are read once, last: one answer costs one
+// read per distinct digest plus one per accepted key, never a revocation
+// read per digest (red team 6, F2). A digest whose records (or a parent's)
+// cannot be read is UNVERIFIABLE (the core fails closed under enforce).
+func (s *Server) evaluateAll(ctx context.Context, pol *notarize.Evaluator, tgt string, js []judged) []notarize.Evaluation {
 	// Only the records of the keys the matching rule accepts are read:
 	// strangers' statements about d, however many, count for nothing and
 	// cannot slow the decision or make it UNVERIFIABLE
@@ -274,27 +376,57 @@ func (s *Server) evaluateWith(ctx context.Context, pol *notarize.Evaluator, tgt 
 	if _, rule, ok := pol.Policy().Match(tgt); ok {
 		keys = pol.AcceptedKeys(rule)
 	}
-	recs, err := s.trust.RecordsBy(ctx, d, keys)
-	if err != nil {
-		return pol.Unverifiable(tgt, d, err)
+	type read struct {
+		recs []notarize.Record
+		err  error
 	}
-	var ps []notarize.Parent
-	for _, p := range parents {
-		pr, err := s.trust.RecordsBy(ctx, p, keys)
-		if err != nil {
-			return pol.Unverifiable(tgt, d, err)
+	reads := map[notarize.Digest]read{}
+	get := func(d notarize.Digest) read {
+		r, ok := reads[d]
+		if !ok {
+			r.recs, r.err = s.trust.RecordsBy(ctx, d, keys)
+			reads[d] = r
 		}
-		ps = append(ps, notarize.Parent{Digest: p, Records: pr})
+		return r
+	}
+	out := make([]notarize.Evaluation, len(js))
+	failed := make([]bool, len(js))
+	ps := make([][]notarize.Parent, len(js))
+	anyRead := false
+	for i, j := range js {
+		r := get(j.digest)
+		if r.err != nil {
+			out[i], failed[i] = pol.Unverifiable(tgt, j.digest, r.err), true
+			continue
+		}
+		for _, p := range j.parents {
+			pr := get(p)
+			if pr.err != nil {
+				out[i], failed[i] = pol.Unverifiable(tgt, j.digest, pr.err), true
+				break
+			}
+			ps[i] = append(ps[i], notarize.Parent{Digest: p, Records: pr.recs})
+		}
+		anyRead = anyRead || !failed[i]
+	}
+	if !anyRead {
+		return out
 	}
 	// The revocations are read last: the replica may apply entries
 	// between two reads, and every record read before them is then older
 	// than what they cover, so a thief's statement is never read without
 	// the revocation logged before it (TestRedteam3RevocationAndThiefInOneBatch).
 	revs, err := s.revocations(ctx, pol, tgt) // revoke.go
-	if err != nil {
-		return pol.Unverifiable(tgt, d, err)
+	for i, j := range js {
+		switch {
+		case failed[i]:
+		case err != nil:
+			out[i] = pol.Unverifiable(tgt, j.digest, err)
+		default:
+			out[i] = pol.EvaluateWithRevocations(tgt, j.digest, get(j.digest).recs, ps[i], revs)
+		}
 	}
-	return pol.EvaluateWithRevocations(tgt, d, recs, ps, revs)
+	return out
 }
 
 // decide applies the policy to m at t, logs the decision as one line and
@@ -343,6 +475,11 @@ func (s *Server) decide(ctx context.Context, method string, t target, ref string
 	return ev, nil
 }
 
+// serveTags answers the upstream's tags list as one JSON object
+// {"name":…,"tags":[…]}, encoded by the proxy and served as
+// application/json whatever Content-Type the upstream sent: an answer that
+// is not one such object, or names a tag that is not one, is refused (502),
+// never relayed (red team 6, F4).
 func (s *Server) serveTags(w http.ResponseWriter, r *http.Request) {
 	t, err := s.target(r)
 	if err != nil {
@@ -361,125 +498,85 @@ func (s *Server) serveTags(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer resp.Body.Close()
+	b, release, err := s.readPassThrough(r.Context(), t, resp)
+	if err != nil {
+		s.fail(w, r, t.up.Name(), "tags", err)
+		return
+	}
+	defer release()
+	if b, err = tagsList(t, b); err != nil {
+		s.writeError(w, r, t.up.Name(), "tags", err)
+		return
+	}
 	if next := nextLink(resp.Header.Get("Link"), r); next != "" {
 		w.Header().Set("Link", next)
 	}
-	s.relay(w, r, t, resp, "application/json")
+	writeBody(w, r, "application/json", b)
 }
 
-// serveReferrers answers the referrers of a digest from the upstream's
-// list, less every manifest the policy does not allow for this repository:
-// the list must not name what the proxy would refuse to serve.
-func (s *Server) serveReferrers(w http.ResponseWriter, r *http.Request) {
-	t, err := s.target(r)
-	if err != nil {
-		s.writeError(w, r, "", "referrers", err)
-		return
+// tagsList returns the tags list b as the proxy serves it: b must be one
+// JSON object with a string "name" and a "tags" array of tags (null for
+// none), nothing after it; it is encoded again (encoding/json escapes
+// '<', '>' and '&'), other members dropped.
+func tagsList(t target, b []byte) ([]byte, error) {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("upstream %s: tags of %s: %w: %s", t.up.Name(), t, upstream.ErrBadAnswer, fmt.Sprintf(format, args...))
 	}
-	d, err := notarize.ParseDigest(mux.Vars(r)["digest"])
-	if err != nil {
-		s.writeError(w, r, t.up.Name(), "referrers", &badRequestError{code: errcode.ErrorCodeDigestInvalid, msg: err.Error()})
-		return
+	var list struct {
+		Name *string   `json:"name"`
+		Tags *[]string `json:"tags"`
 	}
-	q := url.Values{}
-	if v := r.URL.Query().Get("artifactType"); v != "" {
-		q.Set("artifactType", v)
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(&list); err != nil {
+		return nil, bad("not a JSON object {name, tags}: %v", err)
 	}
-	resp, err := t.up.Do(r.Context(), http.MethodGet, t.repo, "referrers/"+string(d), q, http.Header{"Accept": {ocispec.MediaTypeImageIndex}})
-	if err != nil {
-		s.writeError(w, r, t.up.Name(), "referrers", err)
-		return
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, bad("more than one JSON value")
 	}
-	defer resp.Body.Close()
-	b, err := readPassThrough(t, resp)
-	if err == nil {
-		b, err = s.filterReferrers(r.Context(), t, b)
+	if list.Name == nil || *list.Name == "" {
+		return nil, bad("no name")
 	}
-	if err != nil {
-		s.writeError(w, r, t.up.Name(), "referrers", err)
-		return
+	tags := []string{}
+	if list.Tags != nil && *list.Tags != nil {
+		tags = *list.Tags
 	}
-	if v := resp.Header.Get("OCI-Filters-Applied"); v != "" {
-		w.Header().Set("OCI-Filters-Applied", v)
-	}
-	writeBody(w, r, ocispec.MediaTypeImageIndex, b)
-}
-
-// filterReferrers returns the referrers index b (an OCI image index) with
-// only the descriptors whose digest the policy allows at t, each relayed as
-// the upstream sent it. The list must have one reading: it is classified
-// as an index first (notarize.ClassifyManifest), which refuses a member
-// repeated in one object or spelled in another case (a descriptor
-// {"digest":A,"digest":B} is B to encoding/json and A to readers that take
-// the first member or match names exactly), a descriptor without a
-// mediaType or with a digest other than sha256, and anything but an index;
-// such an answer is refused whole (502), never filtered by one reading and
-// relayed to clients that read another.
-func (s *Server) filterReferrers(ctx context.Context, t target, b []byte) ([]byte, error) {
-	bad := func(err error) error {
-		return fmt.Errorf("upstream %s: referrers of %s: %w: %v", t.up.Name(), t, upstream.ErrBadManifest, err)
-	}
-	m, err := notarize.ClassifyManifest(b, ocispec.MediaTypeImageIndex)
-	if err != nil {
-		return nil, bad(err)
-	}
-	var idx struct {
-		Manifests []json.RawMessage `json:"manifests"`
-	}
-	if err := json.Unmarshal(b, &idx); err != nil {
-		return nil, bad(err)
-	}
-	if m.Kind != notarize.KindIndex || len(idx.Manifests) != len(m.Manifests) {
-		return nil, bad(errors.New("not one reading of an image index"))
-	}
-	pol := s.policy.Load()
-	kept := make([]json.RawMessage, 0, len(idx.Manifests))
-	for i, raw := range idx.Manifests {
-		if s.allows(ctx, pol, t, m.Manifests[i].Digest) {
-			kept = append(kept, raw)
+	for _, tag := range tags {
+		if !tagRE.MatchString(tag) {
+			return nil, bad("%q is not a tag", clip(tag, 80))
 		}
 	}
 	out, err := json.Marshal(struct {
-		SchemaVersion int               `json:"schemaVersion"`
-		MediaType     string            `json:"mediaType"`
-		Manifests     []json.RawMessage `json:"manifests"`
-	}{2, ocispec.MediaTypeImageIndex, kept})
+		Name string   `json:"name"`
+		Tags []string `json:"tags"`
+	}{*list.Name, tags})
 	if err != nil {
-		return nil, fmt.Errorf("referrers of %s: %w", t, err)
+		return nil, fmt.Errorf("tags of %s: %w", t, err)
 	}
 	return out, nil
 }
 
-// allows reports whether pol allows serving manifest d at t, as decide
-// would (without its log line, count or catch-up with the ledger): a
-// trust source failure allows only under an audit or off rule.
-func (s *Server) allows(ctx context.Context, pol *notarize.Evaluator, t target, d notarize.Digest) bool {
-	return s.evaluate(ctx, pol, t.String(), d).Allow
-}
-
-// relay copies a bounded JSON answer from upstream.
-func (s *Server) relay(w http.ResponseWriter, r *http.Request, t target, resp *http.Response, contentType string) {
-	b, err := readPassThrough(t, resp)
+// readPassThrough reads an upstream answer of at most maxPassThrough bytes,
+// taken from the in-flight budget (by its Content-Length, or the bound when
+// it has none) before it is read; the caller calls release once it has
+// answered.
+func (s *Server) readPassThrough(ctx context.Context, t target, resp *http.Response) (b []byte, release func(), err error) {
+	size := resp.ContentLength
+	if size < 0 || size > maxPassThrough {
+		size = maxPassThrough
+	}
+	release, err = s.inflight.acquire(ctx, size)
 	if err != nil {
-		s.writeError(w, r, t.up.Name(), "", err)
-		return
+		return nil, nil, err
 	}
-	if ct := resp.Header.Get("Content-Type"); ct != "" {
-		contentType = ct
-	}
-	writeBody(w, r, contentType, b)
-}
-
-// readPassThrough reads an upstream answer of at most maxPassThrough bytes.
-func readPassThrough(t target, resp *http.Response) ([]byte, error) {
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxPassThrough+1))
+	b, err = io.ReadAll(io.LimitReader(resp.Body, maxPassThrough+1))
 	if err == nil && len(b) > maxPassThrough {
 		err = fmt.Errorf("upstream %s: answer larger than %d bytes: %w", t.up.Name(), maxPassThrough, upstream.ErrTooLarge)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("upstream %s: %w: %w", t.up.Name(), upstream.ErrUnreachable, err)
+		release()
+		return nil, nil, fmt.Errorf("upstream %s: %w: %w", t.up.Name(), upstream.ErrUnreachable, err)
 	}
-	return b, nil
+	return b, release, nil
 }
 
 // writeBody answers 200 with b (no body for HEAD).

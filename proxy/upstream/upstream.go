@@ -66,6 +66,9 @@ var (
 	// Content-Type it came with). The wrapped *notarize.ManifestError says
 	// what was found.
 	ErrBadManifest = errors.New("upstream manifest invalid or ambiguous")
+	// ErrBadAnswer: an answer that is not what the API defines (a tags
+	// list that is not one JSON object of a name and tags).
+	ErrBadAnswer = errors.New("upstream answer invalid")
 )
 
 // Error is a non-2xx answer from an upstream registry.
@@ -396,6 +399,19 @@ type Manifest struct {
 // (notarize.ClassifyManifest); a document it refuses, ambiguous ones
 // included, is ErrBadManifest.
 func (r *Registry) GetManifest(ctx context.Context, repo, reference string, accept []string, limit int64) (*Manifest, error) {
+	return r.GetManifestAdmitted(ctx, repo, reference, accept, limit, nil)
+}
+
+// Admit is asked, once the answer's headers are in and before its body is
+// read, whether size bytes may be read now: size is the answer's
+// Content-Length, or the read limit when the upstream sent none. An error
+// abandons the answer unread and is returned (wrapped).
+type Admit func(size int64) error
+
+// GetManifestAdmitted is GetManifest with admit (if not nil) asked before
+// the body is read, so that the caller can bound the bytes it holds in
+// flight by what each answer says it will send.
+func (r *Registry) GetManifestAdmitted(ctx context.Context, repo, reference string, accept []string, limit int64, admit Admit) (*Manifest, error) {
 	if len(accept) == 0 {
 		accept = DefaultAccept
 	}
@@ -407,6 +423,15 @@ func (r *Registry) GetManifest(ctx context.Context, repo, reference string, acce
 	where := fmt.Sprintf("upstream %s: manifest %s:%s", r.cfg.Name, repo, reference)
 	if resp.ContentLength > limit {
 		return nil, fmt.Errorf("%s: %w: %d bytes, at most %d", where, ErrTooLarge, resp.ContentLength, limit)
+	}
+	if admit != nil {
+		size := resp.ContentLength
+		if size < 0 {
+			size = limit
+		}
+		if err := admit(size); err != nil {
+			return nil, fmt.Errorf("%s: %w", where, err)
+		}
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
@@ -427,6 +452,28 @@ func (r *Registry) GetManifest(ctx context.Context, repo, reference string, acce
 		return nil, fmt.Errorf("%s %s: %w: %w", where, d, ErrBadManifest, err)
 	}
 	return &Manifest{Bytes: b, MediaType: parsed.MediaType, Digest: d, Parsed: parsed}, nil
+}
+
+// HeadManifest asks the upstream, with HEAD (which Docker Hub does not count
+// against the pull quota), for the digest of repo's manifest at reference,
+// as its Docker-Content-Digest header says. The digest is the upstream's
+// word only, never checked here: callers may use it as a key to look up
+// bytes they hashed themselves, never to vouch for bytes. It is "" when the
+// answer names no sha256 digest. A non-2xx answer is an *Error.
+func (r *Registry) HeadManifest(ctx context.Context, repo, reference string, accept []string) (notarize.Digest, error) {
+	if len(accept) == 0 {
+		accept = DefaultAccept
+	}
+	resp, err := r.Do(ctx, http.MethodHead, repo, "manifests/"+reference, nil, http.Header{"Accept": accept})
+	if err != nil {
+		return "", err
+	}
+	_ = resp.Body.Close()
+	d, err := notarize.ParseDigest(resp.Header.Get("Docker-Content-Digest"))
+	if err != nil {
+		return "", nil
+	}
+	return d, nil
 }
 
 // credentialGuard is the transport under go-containerregistry's: it removes

@@ -1,0 +1,137 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+
+	"github.com/distribution/distribution/v3/registry/api/errcode"
+	"github.com/gorilla/mux"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/notarize/docker-notarize/notarize"
+	"github.com/notarize/docker-notarize/proxy/upstream"
+)
+
+// maxReferrersJudged bounds the descriptors of one referrers list that are
+// judged and answered: the first ones in the upstream's order, the rest
+// left out (with a Warning header). A thousand is more than any honest
+// subject has (signatures, SBOMs, attestations), and what registries that
+// page the referrers API put on one page at most.
+const maxReferrersJudged = 1000
+
+// serveReferrers answers the referrers of a digest from the upstream's
+// list, less every manifest the policy does not allow for this repository:
+// the list must not name what the proxy would refuse to serve. At most
+// maxReferrersFilters lists are fetched and judged at once (503 with
+// Retry-After beyond), each of at most maxReferrersJudged descriptors, with
+// one read of the revocations: one anonymous request costs a bounded
+// amount of work (red team 6, F2).
+func (s *Server) serveReferrers(w http.ResponseWriter, r *http.Request) {
+	t, err := s.target(r)
+	if err != nil {
+		s.writeError(w, r, "", "referrers", err)
+		return
+	}
+	d, err := notarize.ParseDigest(mux.Vars(r)["digest"])
+	if err != nil {
+		s.writeError(w, r, t.up.Name(), "referrers", &badRequestError{code: errcode.ErrorCodeDigestInvalid, msg: err.Error()})
+		return
+	}
+	done, err := s.referrerFilters.take(r.Context())
+	if err != nil {
+		s.fail(w, r, t.up.Name(), "referrers", err)
+		return
+	}
+	defer done()
+	q := url.Values{}
+	if v := r.URL.Query().Get("artifactType"); v != "" {
+		q.Set("artifactType", v)
+	}
+	resp, err := t.up.Do(r.Context(), http.MethodGet, t.repo, "referrers/"+string(d), q, http.Header{"Accept": {ocispec.MediaTypeImageIndex}})
+	if err != nil {
+		s.writeError(w, r, t.up.Name(), "referrers", err)
+		return
+	}
+	defer resp.Body.Close()
+	b, release, err := s.readPassThrough(r.Context(), t, resp)
+	if err != nil {
+		s.fail(w, r, t.up.Name(), "referrers", err)
+		return
+	}
+	defer release()
+	b, total, err := s.filterReferrers(r.Context(), t, b)
+	if err != nil {
+		s.writeError(w, r, t.up.Name(), "referrers", err)
+		return
+	}
+	if v := resp.Header.Get("OCI-Filters-Applied"); v != "" {
+		w.Header().Set("OCI-Filters-Applied", v)
+	}
+	if total > maxReferrersJudged {
+		w.Header().Set("Warning", fmt.Sprintf(`299 - "notarize-proxy: only the first %d of %d referrers were judged and listed"`, maxReferrersJudged, total))
+		s.logRefusal(r.Context(), "referrers truncated "+t.String(), "referrers list truncated",
+			slog.String("upstream", t.up.Name()), slog.String("repo", t.repo), slog.String("subject", string(d)),
+			slog.Int("referrers", total), slog.Int("judged", maxReferrersJudged))
+	}
+	writeBody(w, r, ocispec.MediaTypeImageIndex, b)
+}
+
+// filterReferrers returns the referrers index b (an OCI image index) with
+// only the descriptors whose digest the policy allows at t, each relayed as
+// the upstream sent it, of the first maxReferrersJudged descriptors, and
+// the number of descriptors b has. The list must have one reading: it is
+// classified as an index first (notarize.ClassifyManifest), which refuses a
+// member repeated in one object or spelled in another case (a descriptor
+// {"digest":A,"digest":B} is B to encoding/json and A to readers that take
+// the first member or match names exactly), a descriptor without a
+// mediaType or with a digest other than sha256, and anything but an index;
+// such an answer is refused whole (502), never filtered by one reading and
+// relayed to clients that read another. The descriptors are judged
+// together (evaluateAll): the revocations are read once, after all their
+// records, never once per descriptor.
+func (s *Server) filterReferrers(ctx context.Context, t target, b []byte) ([]byte, int, error) {
+	bad := func(err error) error {
+		return fmt.Errorf("upstream %s: referrers of %s: %w: %v", t.up.Name(), t, upstream.ErrBadManifest, err)
+	}
+	m, err := notarize.ClassifyManifest(b, ocispec.MediaTypeImageIndex)
+	if err != nil {
+		return nil, 0, bad(err)
+	}
+	var idx struct {
+		Manifests []json.RawMessage `json:"manifests"`
+	}
+	if err := json.Unmarshal(b, &idx); err != nil {
+		return nil, 0, bad(err)
+	}
+	if m.Kind != notarize.KindIndex || len(idx.Manifests) != len(m.Manifests) {
+		return nil, 0, bad(errors.New("not one reading of an image index"))
+	}
+	total := len(idx.Manifests)
+	raws := idx.Manifests[:min(total, maxReferrersJudged)]
+	js := make([]judged, len(raws))
+	for i := range raws {
+		d := m.Manifests[i].Digest
+		js[i] = judged{digest: d, parents: s.parents.of(d)}
+	}
+	evs := s.evaluateAll(ctx, s.policy.Load(), t.String(), js)
+	kept := make([]json.RawMessage, 0, len(raws))
+	for i, raw := range raws {
+		if evs[i].Allow {
+			kept = append(kept, raw)
+		}
+	}
+	out, err := json.Marshal(struct {
+		SchemaVersion int               `json:"schemaVersion"`
+		MediaType     string            `json:"mediaType"`
+		Manifests     []json.RawMessage `json:"manifests"`
+	}{2, ocispec.MediaTypeImageIndex, kept})
+	if err != nil {
+		return nil, 0, fmt.Errorf("referrers of %s: %w", t, err)
+	}
+	return out, total, nil
+}
