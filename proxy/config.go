@@ -94,6 +94,12 @@ type Config struct {
 	// blobs are evicted, and a larger blob is served without being cached.
 	// 0 means unbounded.
 	BlobCacheMaxBytes int64
+	// BlobFillMemoryBytes bounds the memory all blob downloads in progress
+	// and their clients hold at once in 1 MiB chunks; past it downloads
+	// stream through their temporary files with 32 KiB buffers, never
+	// waiting or refused (blobcache.Config.FillMemoryBytes); default
+	// blobcache.DefaultFillMemoryBytes (64 MiB).
+	BlobFillMemoryBytes int64
 	// Storage is where blobs are cached (distribution's storage section):
 	// zero is filesystem under DataDir/blobs; s3, gcs or azure make a cache
 	// shared by a fleet of proxies (blobcache.ParseStorage), the drivers
@@ -149,7 +155,7 @@ func (c *Config) Validate() error {
 	if _, err := blobcache.ParseStorage(c.Storage); err != nil {
 		errs = append(errs, err)
 	}
-	if c.MaxManifestSize < 0 || c.ManifestTimeout < 0 || c.BlobFillTimeout < 0 || c.MaxTrackedDigests < 0 || c.BlobCacheMaxBytes < 0 {
+	if c.MaxManifestSize < 0 || c.ManifestTimeout < 0 || c.BlobFillTimeout < 0 || c.MaxTrackedDigests < 0 || c.BlobCacheMaxBytes < 0 || c.BlobFillMemoryBytes < 0 {
 		errs = append(errs, errors.New("negative size or timeout"))
 	}
 	if err := errors.Join(errs...); err != nil {

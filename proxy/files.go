@@ -110,6 +110,7 @@ func loadPolicyKey(dir, ref string) (crypto.PublicKey, error) {
 //	witnessPolicy: witnesses.policy   # checkpoints count only when a quorum of witnesses cosigned them
 //	peers: ["https://proxy-b.example:5000"] # compare ledger views with other proxies
 //	cacheMaxBytes: 20GiB
+//	fillMemoryBytes: 64MiB           # memory of the cold blob downloads at once
 //	tlsCert: tls/cert.pem            # serve HTTPS (with tlsKey)
 //	tlsKey: tls/key.pem
 //	auth:                            # client authentication (distribution's shape)
@@ -153,6 +154,11 @@ type Configuration struct {
 	// CacheMaxBytes bounds the blob cache: "20GiB", "500MB" or a number of
 	// bytes; 0 is unbounded.
 	CacheMaxBytes ByteSize `yaml:"cacheMaxBytes,omitempty"`
+	// FillMemoryBytes bounds the memory that all cold blob downloads and
+	// their clients hold at once in 1 MiB chunks ("64MiB"; 0 is
+	// blobcache.DefaultFillMemoryBytes); past it downloads stream through
+	// their temporary files with small buffers (Config.BlobFillMemoryBytes).
+	FillMemoryBytes ByteSize `yaml:"fillMemoryBytes,omitempty"`
 	// Storage is where the blob cache lives, in distribution's shape:
 	// filesystem (the default: DATA/blobs, bounded by CacheMaxBytes), or
 	// s3, gcs or azure shared by a fleet of proxies, the local cache then
@@ -310,7 +316,7 @@ func (c *Configuration) ProxyConfig(policy *notarize.Evaluator, trust TrustSourc
 	}
 	return Config{
 		DataDir: c.Data, Upstreams: ups, DefaultUpstream: c.DefaultUpstream,
-		Policy: policy, Trust: trust, BlobCacheMaxBytes: int64(c.CacheMaxBytes),
+		Policy: policy, Trust: trust, BlobCacheMaxBytes: int64(c.CacheMaxBytes), BlobFillMemoryBytes: int64(c.FillMemoryBytes),
 		Storage: c.Storage, Auth: c.Auth, Logger: log,
 	}, nil
 }

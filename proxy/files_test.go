@@ -153,6 +153,7 @@ maxStaleness: 7m
 witnessPolicy: w.policy
 peers: ["https://peer:5000"]
 cacheMaxBytes: 3GiB
+fillMemoryBytes: 8MiB
 tlsCert: c.pem
 tlsKey: k.pem
 logLevel: debug
@@ -181,6 +182,7 @@ storage: {s3: {bucket: fleet, region: us-east-1}, redirect: {disable: false}}
 		"defaultUpstream":   func(c proxy.Configuration, pc proxy.Config) bool { return pc.DefaultUpstream == "other" },
 		"insecureUpstreams": func(c proxy.Configuration, pc proxy.Config) bool { return pc.Upstreams[1].Insecure },
 		"cacheMaxBytes":     func(c proxy.Configuration, pc proxy.Config) bool { return pc.BlobCacheMaxBytes == 3<<30 },
+		"fillMemoryBytes":   func(c proxy.Configuration, pc proxy.Config) bool { return pc.BlobFillMemoryBytes == 8<<20 },
 		"storage": func(c proxy.Configuration, pc proxy.Config) bool {
 			return pc.Storage["s3"]["bucket"] == "fleet" && pc.Storage["redirect"]["disable"] == false
 		},

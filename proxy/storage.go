@@ -39,7 +39,7 @@ func openBlobCache(cfg Config) (*blobcache.Cache, error) {
 			return nil, fmt.Errorf("open the shared blob store: %w", err)
 		}
 	}
-	return blobcache.New(blobcache.Config{Dir: dir, MaxBytes: cfg.BlobCacheMaxBytes, FillTimeout: cfg.BlobFillTimeout, Logger: cfg.Logger, Shared: shared})
+	return blobcache.New(blobcache.Config{Dir: dir, MaxBytes: cfg.BlobCacheMaxBytes, FillMemoryBytes: cfg.BlobFillMemoryBytes, FillTimeout: cfg.BlobFillTimeout, Logger: cfg.Logger, Shared: shared})
 }
 
 // redirectBlob answers a request for a blob that is not in the local cache

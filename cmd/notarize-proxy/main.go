@@ -185,6 +185,7 @@ func newFlagSet(c *proxy.Configuration, configPath *string, showVersion *bool, s
 	fs.StringVar(&c.Ledger, "ledger", c.Ledger, "ledger URL; required")
 	fs.StringVar(&c.LedgerKey, "ledger-key", c.LedgerKey, "ledger verifier key, or a file holding it (the ledger's DIR/ledger.pub); default: pinned on first use")
 	fs.Var(&c.CacheMaxBytes, "cache-max-bytes", "bound of the blob cache in --data (least recently used blobs are evicted; a larger blob is served uncached), e.g. 20GiB, 500MB; 0 = unbounded")
+	fs.Var(&c.FillMemoryBytes, "fill-memory-bytes", "memory that all cold blob downloads and their clients hold at once in 1 MiB chunks, e.g. 64MiB (the default, for 0); past it downloads stream through their temporary files with 32 KiB buffers")
 	fs.Var(&c.MaxStaleness, "max-staleness", "serve from the last verified ledger state for at most this long when the ledger cannot be followed, then fail closed")
 	fs.Var(&listFlag{dst: &c.Peers}, "peer", "URL of another notarize-proxy whose ledger view (/notarize/v1/checkpoint) this one checks for consistency with its own; a fork fails closed (repeatable)")
 	fs.StringVar(&c.LedgerCA, "ledger-ca", c.LedgerCA, "PEM file of CA certificates to trust for an https ledger, besides the system's (a private CA)")

@@ -144,6 +144,7 @@ auth: {htpasswd: {path: h}}
 		{[]string{"--witness-policy", "/w"}, func(c proxy.Configuration) bool { return c.WitnessPolicy == "/w" }},
 		{[]string{"--peer", "http://p1", "--peer", "http://p2"}, func(c proxy.Configuration) bool { return slices.Equal(c.Peers, []string{"http://p1", "http://p2"}) }},
 		{[]string{"--cache-max-bytes", "1KiB"}, func(c proxy.Configuration) bool { return c.CacheMaxBytes == 1024 }},
+		{[]string{"--fill-memory-bytes", "16MiB"}, func(c proxy.Configuration) bool { return c.FillMemoryBytes == 16<<20 }},
 		{[]string{"--tls-cert", "/c", "--tls-key", "/k"}, func(c proxy.Configuration) bool { return c.TLSCert == "/c" && c.TLSKey == "/k" }},
 		{[]string{"--log-level", "warn"}, func(c proxy.Configuration) bool { return c.LogLevel == "warn" }},
 		{[]string{"--auth", "htpasswd:/h2"}, func(c proxy.Configuration) bool { return c.Auth.Htpasswd.Path == "/h2" && c.Auth.Token == nil }},
