@@ -21,7 +21,9 @@ import (
 // reader), as the proxy's cold path does, and "proxy" serves that reader
 // to an HTTP client over loopback as proxy.fillBlob does (io.Copy, so the
 // reader's WriteTo), one more hop than "direct", as a real pull through the
-// proxy has. Compare the MB/s in one run;
+// proxy has; "proxy-lean" is "proxy" with the fill memory budget spent
+// (every buffer small, the client served from the temporary file). Compare
+// the MB/s in one run;
 // cpu-s/GB (the process's user and system CPU time per GB, which the
 // machine's load affects less than throughput) includes the loopback
 // server and the client in both.
@@ -58,7 +60,7 @@ func BenchmarkColdBlob(b *testing.B) {
 			body.Close()
 		}
 	})
-	b.Run("proxy", func(b *testing.B) {
+	proxy := func(b *testing.B, budget int64) {
 		b.SetBytes(size)
 		var c *blobcache.Cache
 		px := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -81,7 +83,7 @@ func BenchmarkColdBlob(b *testing.B) {
 		for b.Loop() {
 			b.StopTimer()
 			var err error
-			if c, err = blobcache.New(blobcache.Config{Dir: b.TempDir()}); err != nil {
+			if c, err = blobcache.New(blobcache.Config{Dir: b.TempDir(), FillMemoryBytes: budget}); err != nil {
 				b.Fatal(err)
 			}
 			b.StartTimer()
@@ -100,7 +102,11 @@ func BenchmarkColdBlob(b *testing.B) {
 			}
 			b.StartTimer()
 		}
-	})
+	}
+	b.Run("proxy", func(b *testing.B) { proxy(b, 0) })
+	// The same with the fill memory budget spent: 32 KiB buffers, no
+	// window, the client served from the file.
+	b.Run("proxy-lean", func(b *testing.B) { proxy(b, 1) })
 	b.Run("fill", func(b *testing.B) {
 		b.SetBytes(size)
 		defer reportCPU(b, size)()
