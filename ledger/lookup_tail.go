@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 
 	"github.com/transparency-dev/formats/log"
@@ -62,7 +63,9 @@ func (l *Ledger) withInlineTail(ctx context.Context, resp *api.LookupResponse, m
 	if mp == nil || root == nil {
 		return nil
 	}
-	budget := min(api.MaxInlineTailBytes, (maxAnswerEstimate-answerEstimate(resp, mp))*3/4)
+	// The tail's bytes travel raw (api.MarshalTailAnswer), each with a
+	// header of a few bytes.
+	budget := min(api.MaxInlineTailBytes, maxAnswerEstimate-answerEstimate(resp, mp)-(api.MaxInlineBundles+api.MaxInlineTiles)*64)
 	t, err := l.inlineTail(ctx, root, cp, budget)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -135,4 +138,21 @@ func answerEstimate(resp *api.LookupResponse, mp *api.MapProof) int {
 		}
 	}
 	return size
+}
+
+// writeLookup writes resp as api.MarshalLookupAnswer encodes it: framed
+// when its map proof carries an inline tail, else as JSON.
+func writeLookup(w http.ResponseWriter, resp *api.LookupResponse) {
+	if resp.Map == nil || resp.Map.Tail == nil {
+		writeJSON(w, http.StatusOK, resp)
+		return
+	}
+	b, err := api.MarshalLookupAnswer(resp)
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, api.ErrorResponse{Code: api.CodeInternal, Message: "encode response"})
+		return
+	}
+	w.Header().Set("Content-Type", api.MediaTypeTailAnswer)
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
 }

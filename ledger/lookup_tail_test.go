@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -20,6 +21,13 @@ import (
 // more than api.MaxInlineBundles entry bundles (raw entries, as a foreign
 // log holds, and a statement by alice about d at the end), and alice.
 func inlineTailLedger(t *testing.T) (*testLedger, *testSigner, notarize.Digest) {
+	t.Helper()
+	return inlineTailLedgerN(t, (api.MaxInlineBundles+1)*layout.EntryBundleWidth+40, 0)
+}
+
+// inlineTailLedgerN is inlineTailLedger with a tail of n raw entries of
+// at least size bytes each.
+func inlineTailLedgerN(t testing.TB, n, size int) (*testLedger, *testSigner, notarize.Digest) {
 	t.Helper()
 	tl := startLedger(t, Config{MapCommitInterval: 20 * time.Millisecond})
 	alice, d := newTestSigner(t), randomDigest(t)
@@ -48,7 +56,13 @@ func inlineTailLedger(t *testing.T) (*testLedger, *testSigner, notarize.Digest) 
 	tl.close(t)
 	tl.cfg.MapCommitInterval, tl.cfg.MapCommitEntries = time.Hour, 1<<20
 	tl.open(t)
-	appendRaw(t, tl, rawEntries((api.MaxInlineBundles+1)*layout.EntryBundleWidth+40, "after"))
+	tail := rawEntries(n, "after")
+	for i := range tail {
+		if pad := size - len(tail[i]); pad > 0 {
+			tail[i] = append(tail[i], bytes.Repeat([]byte{'.'}, pad)...)
+		}
+	}
+	appendRaw(t, tl, tail)
 	tl.submit(t, alice.sign(t, d, notarize.StatusUntrusted, t0.Add(time.Minute)), http.StatusCreated)
 	return tl, alice, d
 }
@@ -68,6 +82,13 @@ func getLookup(t *testing.T, tl *testLedger, path string, q url.Values) api.Look
 	status, _, b := do(t, http.MethodGet, tl.url+path+"?"+q.Encode(), nil)
 	if status != http.StatusOK {
 		t.Fatalf("GET %s?%s: %d %s", path, q.Encode(), status, b)
+	}
+	if api.IsTailAnswer(b) {
+		lr, err := api.UnmarshalTailAnswer(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return *lr
 	}
 	var lr api.LookupResponse
 	if err := json.Unmarshal(b, &lr); err != nil {
@@ -174,4 +195,54 @@ func TestInlineTailBudget(t *testing.T) {
 	if got, err := tl.inlineTail(t.Context(), st.Root, cp, tiles+len(full.Bundles[0].Data)-1); err != nil || got != nil {
 		t.Fatalf("within less than the tiles and one bundle: %+v %v; want nothing", got, err)
 	}
+}
+
+// BenchmarkInlineTail: a current lookup over a tail of 1,000 entries of
+// 1.5 KB after the map root, with the tail inline (one request, decoded
+// as the client decodes it) and without (the answer, then each bundle and
+// tile of the tail as the client fetches them).
+func BenchmarkInlineTail(b *testing.B) {
+	tl, alice, d := inlineTailLedgerN(b, 1000, 1500)
+	current := tl.url + api.PathDigests + string(d) + api.PathCurrentSuffix + "?" + api.QueryKeyID + "=" + alice.keyID
+	get := func(u string) []byte {
+		resp, err := http.Get(u)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			b.Fatalf("GET %s: %d %v", u, resp.StatusCode, err)
+		}
+		return body
+	}
+	b.Run("inline", func(b *testing.B) {
+		for b.Loop() {
+			lr, err := api.UnmarshalTailAnswer(get(current + "&" + api.QueryTail + "=" + api.TailInline))
+			if err != nil || lr.Map.Tail == nil {
+				b.Fatalf("%v %+v", err, lr)
+			}
+			b.ReportMetric(float64(len(lr.Map.Tail.Bundles)), "bundles")
+		}
+	})
+	b.Run("fetched", func(b *testing.B) {
+		for b.Loop() {
+			var lr api.LookupResponse
+			if err := json.Unmarshal(get(current), &lr); err != nil {
+				b.Fatal(err)
+			}
+			cp := openCheckpoint(b, tl.VerifierKey(), tl.Origin(), []byte(lr.Checkpoint))
+			mr, err := notarize.ParseMapRoot(lr.Map.RootEntry, tl.id.Verifier)
+			if err != nil {
+				b.Fatal(err)
+			}
+			start := api.TailStart(mr.Size)
+			for idx := start / layout.EntryBundleWidth; idx <= (cp.Size-1)/layout.EntryBundleWidth; idx++ {
+				get(tl.url + "/" + layout.EntriesPath(idx, layout.PartialTileSize(0, idx, cp.Size)))
+			}
+			for _, id := range api.TailTiles(start, cp.Size) {
+				get(tl.url + "/" + layout.TilePath(id.Level, id.Index, id.Width))
+			}
+		}
+	})
 }

@@ -41,12 +41,12 @@ const maxEntryJSON = 4*((notarize.MaxEntrySize+2)/3) + 64*(4*((32+2)/3)+3) + 128
 // maxLookupAnswer is the size bound of a lookup answer of at most n entries:
 // the checkpoint escaped in JSON (at most 6 bytes a byte), the digest and
 // names, n entries and the inline tail the client asks for
-// (maxInlineTailJSON), and never more than api.MaxAnswerSize (a ledger
+// (maxInlineTailAnswer), and never more than api.MaxAnswerSize (a ledger
 // ends a page early, or carries less of the tail, to stay under it). No
 // honest answer is larger, so the answer to what the client asked for is
 // never refused for its size, whatever other keys wrote.
 func maxLookupAnswer(n int) int64 {
-	return min(6*int64(MaxCheckpointSize)+4<<10+int64(n)*maxEntryJSON+maxInlineTailJSON, api.MaxAnswerSize)
+	return min(6*int64(MaxCheckpointSize)+4<<10+int64(n)*maxEntryJSON+maxInlineTailAnswer, api.MaxAnswerSize)
 }
 
 // lookupQuery is what one lookup request asks for.
@@ -359,10 +359,18 @@ func (c *Client) lookupAnswer(ctx context.Context, before *Checkpoint, b []byte,
 	return resp, cp, nil
 }
 
-// decodeLookup decodes a lookup answer of at most limit bytes.
+// decodeLookup decodes a lookup answer of at most limit bytes: JSON, or
+// framed when it carries an inline tail (api.UnmarshalTailAnswer).
 func decodeLookup(b []byte, limit int64) (*api.LookupResponse, error) {
 	if int64(len(b)) > limit {
 		return nil, fmt.Errorf("%w: lookup answer of %d bytes, at most %d", ErrBadProof, len(b), limit)
+	}
+	if api.IsTailAnswer(b) {
+		r, err := api.UnmarshalTailAnswer(b)
+		if err != nil {
+			return nil, fmt.Errorf("%w: decode lookup answer: %w", ErrBadProof, err)
+		}
+		return r, nil
 	}
 	var r api.LookupResponse
 	if err := json.Unmarshal(b, &r); err != nil {

@@ -45,7 +45,8 @@ type tailHit struct {
 // puts in it (a full bundle stands for a partial one only as its first
 // entries, as a ledger serves once the partial is gone); its entries are
 // hashed into its own slot, by its index, and those from from on that may
-// concern d (subjectTest) are parsed strictly and their signatures checked.
+// concern d (subjectTest) are parsed strictly, and their signatures checked
+// when they name an asked-for key and d (tailStatement).
 // The tail counts only once the compact range of [0, start) from the tiles,
 // extended by every bundle's leaf hashes in index order, hashes to cp's
 // signed root: a bundle served for another index, twice, short, reordered
@@ -314,9 +315,10 @@ func proveTailRange(cp Checkpoint, start uint64, tiles []leftTile, left [][][]by
 // lookup could meet them.
 type tailResources map[fetchKey][]byte
 
-// maxInlineTailJSON bounds the JSON of an answer's inline tail: its bytes
-// in base64 and each item's names.
-const maxInlineTailJSON = 4*(api.MaxInlineTailBytes+2)/3 + (api.MaxInlineBundles+api.MaxInlineTiles)*128
+// maxInlineTailAnswer bounds what an answer's inline tail adds to it, in
+// a framed answer (api.MarshalTailAnswer): its bytes, raw, and each
+// item's header.
+const maxInlineTailAnswer = api.MaxInlineTailBytes + (api.MaxInlineBundles+api.MaxInlineTiles)*64 + 64
 
 // inlineResources checks that t, an answer's inline tail, is within the
 // bounds a ledger keeps (api.MaxInlineBundles, api.MaxInlineTiles,

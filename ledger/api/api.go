@@ -21,7 +21,14 @@
 // with Duplicate set and the entry as logged.
 package api
 
-import "github.com/transparency-dev/tessera/api/layout"
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/transparency-dev/tessera/api/layout"
+)
 
 // API paths served by the ledger.
 const (
@@ -153,8 +160,9 @@ type LookupResponse struct {
 // covering the log's first Size entries. The client checks the root
 // entry's inclusion proof against the answer's checkpoint, each key's proof
 // against the root, and reads the log's tail, the entries from the root's
-// Size to the checkpoint's, from the public entry bundles itself. Without a
-// committed root (RootIndex absent) the tail is the whole log.
+// Size to the checkpoint's, from the public entry bundles itself (or from
+// Tail, when the answer carries it). Without a committed root (RootIndex
+// absent) the tail is the whole log.
 type MapProof struct {
 	// RootIndex is the log index of the map-root entry.
 	RootIndex *uint64 `json:"rootIndex,omitempty"`
@@ -166,9 +174,10 @@ type MapProof struct {
 	Keys []KeyMapProof `json:"keys"`
 	// Tail, only when the lookup asked for it (QueryTail), holds the
 	// resources of the log's tail after the root for the answer's
-	// checkpoint, unproven (InlineTail). Absent when there is no root or
+	// checkpoint, unproven (InlineTail). It travels in a framed answer
+	// (MarshalTailAnswer), never in JSON. Absent when there is no root or
 	// no tail to read, and on a page that is not the last.
-	Tail *InlineTail `json:"tail,omitempty"`
+	Tail *InlineTail `json:"-"`
 }
 
 // KeyMapProof is the map proof of one (digest, key ID): a vindex.Proof and,
@@ -251,7 +260,9 @@ const CodeIdentityMismatch = "IDENTITY_MISMATCH"
 // answer's map root inline (MapProof.Tail): the tlog-tiles resources the
 // client would otherwise fetch to prove the answer complete, so that a
 // verify is one request to the ledger. Other values are ignored; an answer
-// not asked for it never carries it, so older clients pay nothing.
+// not asked for it never carries it, so older clients pay nothing. An
+// answer that carries a tail is framed (MarshalTailAnswer: the JSON answer
+// and the resources' raw bytes, no base64), one that does not is JSON.
 const (
 	QueryTail  = "tail"
 	TailInline = "inline"
@@ -328,4 +339,166 @@ func TailTiles(start, size uint64) []TileID {
 		ts = append(ts, TileID{Level: lvl, Index: idx, Width: layout.PartialTileSize(lvl, idx, size)})
 	}
 	return ts
+}
+
+// MediaTypeTailAnswer is the content type of a framed lookup answer, one
+// that carries an inline tail (MarshalTailAnswer).
+const MediaTypeTailAnswer = "application/vnd.docker-notarize.lookup-tail"
+
+// tailAnswerMagic starts a framed lookup answer (MarshalTailAnswer); no
+// JSON text starts with it.
+const tailAnswerMagic = "NTAIL1\n"
+
+// Kinds of the resources of a framed answer.
+const (
+	tailKindBundle = 'b'
+	tailKindTile   = 't'
+)
+
+// tailItemHeader is the size of a resource's header in a framed answer:
+// kind, level, index, width and length.
+const tailItemHeader = 1 + 8 + 8 + 1 + 4
+
+// ErrBadTailAnswer is returned (wrapped) for a framed lookup answer that
+// does not decode or passes the inline tail's bounds.
+var ErrBadTailAnswer = errors.New("bad framed lookup answer")
+
+// IsTailAnswer reports whether b is a framed lookup answer (one carrying
+// an inline tail) rather than JSON.
+func IsTailAnswer(b []byte) bool {
+	return len(b) >= len(tailAnswerMagic) && string(b[:len(tailAnswerMagic)]) == tailAnswerMagic
+}
+
+// MarshalTailAnswer encodes r, whose map proof carries an inline tail, as
+// a framed answer: tailAnswerMagic; the JSON of r (without the tail) after
+// its length (4 bytes, big-endian); then each resource, bundles first:
+// its kind ('b' or 't'), level, index (8 bytes each, big-endian; level 0
+// for a bundle), width (1 byte) and length (4 bytes), and its bytes. Raw
+// bytes cost neither side a base64 pass over the tail.
+func MarshalTailAnswer(r *LookupResponse) ([]byte, error) {
+	j, err := json.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("encode lookup answer: %w", err)
+	}
+	n := len(tailAnswerMagic) + 4 + len(j)
+	var t InlineTail
+	if r.Map != nil && r.Map.Tail != nil {
+		t = *r.Map.Tail
+	}
+	for _, b := range t.Bundles {
+		n += tailItemHeader + len(b.Data)
+	}
+	for _, tl := range t.Tiles {
+		n += tailItemHeader + len(tl.Data)
+	}
+	out := make([]byte, 0, n)
+	out = append(out, tailAnswerMagic...)
+	out = binary.BigEndian.AppendUint32(out, uint32(len(j)))
+	out = append(out, j...)
+	item := func(kind byte, level, index uint64, width uint8, data []byte) {
+		out = append(out, kind)
+		out = binary.BigEndian.AppendUint64(out, level)
+		out = binary.BigEndian.AppendUint64(out, index)
+		out = append(out, width)
+		out = binary.BigEndian.AppendUint32(out, uint32(len(data)))
+		out = append(out, data...)
+	}
+	for _, b := range t.Bundles {
+		item(tailKindBundle, 0, b.Index, b.Width, b.Data)
+	}
+	for _, tl := range t.Tiles {
+		item(tailKindTile, tl.Level, tl.Index, tl.Width, tl.Data)
+	}
+	return out, nil
+}
+
+// UnmarshalTailAnswer decodes a framed answer (MarshalTailAnswer) of at
+// most MaxAnswerSize bytes, refusing one with more than MaxInlineBundles
+// bundles, MaxInlineTiles tiles or MaxInlineTailBytes of resources, or one
+// that ends early or has bytes left over. Its resources' bytes alias b.
+// Nothing in them is checked here: they are unproven, like fetched bytes.
+func UnmarshalTailAnswer(b []byte) (*LookupResponse, error) {
+	if len(b) > MaxAnswerSize {
+		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrBadTailAnswer, len(b), MaxAnswerSize)
+	}
+	if !IsTailAnswer(b) {
+		return nil, fmt.Errorf("%w: no framed answer", ErrBadTailAnswer)
+	}
+	b = b[len(tailAnswerMagic):]
+	if len(b) < 4 || uint64(binary.BigEndian.Uint32(b)) > uint64(len(b)-4) {
+		return nil, fmt.Errorf("%w: the JSON answer's length", ErrBadTailAnswer)
+	}
+	n := int(binary.BigEndian.Uint32(b))
+	var r LookupResponse
+	if err := json.Unmarshal(b[4:4+n], &r); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadTailAnswer, err)
+	}
+	b = b[4+n:]
+	t := &InlineTail{}
+	total := 0
+	for len(b) > 0 {
+		if len(b) < tailItemHeader {
+			return nil, fmt.Errorf("%w: a resource's header cut short", ErrBadTailAnswer)
+		}
+		kind, level, index, width := b[0], binary.BigEndian.Uint64(b[1:]), binary.BigEndian.Uint64(b[9:]), b[17]
+		size := uint64(binary.BigEndian.Uint32(b[18:]))
+		b = b[tailItemHeader:]
+		if size > uint64(len(b)) {
+			return nil, fmt.Errorf("%w: a resource of %d bytes, %d left", ErrBadTailAnswer, size, len(b))
+		}
+		if total += int(size); total > MaxInlineTailBytes {
+			return nil, fmt.Errorf("%w: more than %d bytes of resources", ErrBadTailAnswer, MaxInlineTailBytes)
+		}
+		data := b[:size:size]
+		b = b[size:]
+		switch kind {
+		case tailKindBundle:
+			if level != 0 {
+				return nil, fmt.Errorf("%w: an entry bundle at level %d", ErrBadTailAnswer, level)
+			}
+			t.Bundles = append(t.Bundles, InlineBundle{Index: index, Width: width, Data: data})
+		case tailKindTile:
+			t.Tiles = append(t.Tiles, InlineTile{Level: level, Index: index, Width: width, Data: data})
+		default:
+			return nil, fmt.Errorf("%w: a resource of kind %d", ErrBadTailAnswer, kind)
+		}
+		if len(t.Bundles) > MaxInlineBundles || len(t.Tiles) > MaxInlineTiles {
+			return nil, fmt.Errorf("%w: more than %d entry bundles or %d tiles", ErrBadTailAnswer, MaxInlineBundles, MaxInlineTiles)
+		}
+	}
+	if r.Map == nil {
+		if len(t.Bundles)+len(t.Tiles) > 0 {
+			return nil, fmt.Errorf("%w: resources without a map proof", ErrBadTailAnswer)
+		}
+		return &r, nil
+	}
+	r.Map.Tail = t
+	return &r, nil
+}
+
+// UnmarshalLookupAnswer decodes a lookup answer as the ledger sends it:
+// framed when it carries an inline tail (IsTailAnswer,
+// UnmarshalTailAnswer), else JSON.
+func UnmarshalLookupAnswer(b []byte) (*LookupResponse, error) {
+	if IsTailAnswer(b) {
+		return UnmarshalTailAnswer(b)
+	}
+	var r LookupResponse
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("decode lookup answer: %w", err)
+	}
+	return &r, nil
+}
+
+// MarshalLookupAnswer encodes r as the ledger sends it: framed when its
+// map proof carries an inline tail (MarshalTailAnswer), else JSON.
+func MarshalLookupAnswer(r *LookupResponse) ([]byte, error) {
+	if r.Map != nil && r.Map.Tail != nil {
+		return MarshalTailAnswer(r)
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("encode lookup answer: %w", err)
+	}
+	return b, nil
 }
