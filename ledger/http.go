@@ -66,7 +66,7 @@ func (l *Ledger) routes() http.Handler {
 	mux.Handle("/", l.api(func(_ http.ResponseWriter, r *http.Request) error {
 		return fmt.Errorf("%w: no such endpoint %s", errNotFound, truncate(r.URL.Path, 100))
 	}))
-	return l.recoverAndLog(mux)
+	return l.recoverAndLog(l.withLookupClient(mux))
 }
 
 // api adapts f, allowing only the given methods (any when none are given).

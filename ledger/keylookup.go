@@ -74,10 +74,11 @@ func (l *Ledger) KeyDigests(ctx context.Context, keyID string, opts KeyDigestsOp
 	if err != nil {
 		return nil, fmt.Errorf("key lookup: %w", err)
 	}
-	if err := l.lookups.enter(); err != nil {
+	leave, err := l.enterLookup(ctx, lookupAPI)
+	if err != nil {
 		return nil, fmt.Errorf("key lookup: %w", err)
 	}
-	defer l.lookups.leave()
+	defer leave()
 	picks, next, err := l.store.keyDigests(ctx, key, storage.StatusCode(opts.Status), after, cp.Size, limit)
 	if err != nil {
 		return nil, fmt.Errorf("key lookup: %w", err)

@@ -6,7 +6,6 @@ import (
 	"math"
 	"math/bits"
 	"slices"
-	"sync/atomic"
 
 	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/notarize"
@@ -23,30 +22,11 @@ const (
 	// current answer over it (which api.MaxCurrentKeyIDs entries of
 	// MaxLeafSize cannot reach) is refused.
 	maxAnswerEstimate = api.MaxAnswerSize * 3 / 4
-	// maxConcurrentLookups bounds the lookups (pages and current answers)
-	// reading the index at once; one more is ErrUnavailable (503,
-	// Retry-After). With maxAnswerEstimate, it bounds what lookups hold:
-	// about 32 × 6 MiB.
-	maxConcurrentLookups = 32
 )
 
-// lookupGate counts the lookups in progress, up to maxConcurrentLookups.
-// Its zero value is ready to use.
-type lookupGate struct {
-	n atomic.Int64
-}
-
-// enter takes a place, or fails with ErrUnavailable when all are taken.
-func (g *lookupGate) enter() error {
-	if g.n.Add(1) > maxConcurrentLookups {
-		g.n.Add(-1)
-		return fmt.Errorf("%w: %d lookups in progress", ErrUnavailable, maxConcurrentLookups)
-	}
-	return nil
-}
-
-// leave gives back a place taken by enter.
-func (g *lookupGate) leave() { g.n.Add(-1) }
+// The lookups reading the index at once are bounded and shared among
+// clients by the lookup gate (lookupgate.go): with maxAnswerEstimate, it
+// bounds what lookups hold, about 32 × 6 MiB.
 
 // LookupOptions selects one page of a digest lookup.
 type LookupOptions struct {
@@ -101,10 +81,11 @@ func (l *Ledger) Lookup(ctx context.Context, d notarize.Digest, opts LookupOptio
 	if err != nil {
 		return nil, fmt.Errorf("lookup: %w", err)
 	}
-	if err := l.lookups.enter(); err != nil {
+	leave, err := l.enterLookup(ctx, lookupAPI)
+	if err != nil {
 		return nil, fmt.Errorf("lookup: %w", err)
 	}
-	defer l.lookups.leave()
+	defer leave()
 	indices, err := l.store.Page(ctx, d, keys, from, cp.Size, limit+1)
 	if err != nil {
 		return nil, fmt.Errorf("lookup: %w", err)
@@ -159,10 +140,11 @@ func (l *Ledger) current(ctx context.Context, d notarize.Digest, keyIDs []string
 	if err != nil {
 		return nil, fmt.Errorf("current: %w", err)
 	}
-	if err := l.lookups.enter(); err != nil {
+	leave, err := l.enterLookup(ctx, lookupAPI)
+	if err != nil {
 		return nil, fmt.Errorf("current: %w", err)
 	}
-	defer l.lookups.leave()
+	defer leave()
 	indices, err := l.store.Current(ctx, d, keys, cp.Size)
 	if err != nil {
 		return nil, fmt.Errorf("current: %w", err)

@@ -94,10 +94,14 @@ func TestRedTeamLookupsBoundedAtOnce(t *testing.T) {
 	owner := newTestSigner(t)
 	d := randomDigest(t)
 	tl.submit(t, owner.sign(t, d, notarize.StatusTrusted, time.Now()), http.StatusCreated)
+	tl.Ledger.lookups.limits = lookupLimits{wait: time.Millisecond} // a full gate answers at once
+	var leaves []func()
 	for i := range maxConcurrentLookups {
-		if err := tl.Ledger.lookups.enter(); err != nil {
+		leave, err := tl.Ledger.enterLookup(t.Context(), lookupAPI)
+		if err != nil {
 			t.Fatalf("lookup %d of %d refused: %v", i+1, maxConcurrentLookups, err)
 		}
+		leaves = append(leaves, leave)
 	}
 	for _, path := range []string{"", api.PathCurrentSuffix} {
 		resp, err := http.Get(lookupURL(tl.url, d, path, keyQuery(owner.keyID)))
@@ -109,7 +113,12 @@ func TestRedTeamLookupsBoundedAtOnce(t *testing.T) {
 			t.Errorf("lookup %q beyond %d at once: %d (Retry-After %q), want 503 with Retry-After", path, maxConcurrentLookups, resp.StatusCode, resp.Header.Get("Retry-After"))
 		}
 	}
-	tl.Ledger.lookups.leave()
+	leaves[0]()
+	defer func() {
+		for _, leave := range leaves[1:] {
+			leave()
+		}
+	}()
 	if resp, _ := tl.getLookup(t, lookupURL(tl.url, d, api.PathCurrentSuffix, keyQuery(owner.keyID))); len(resp.Entries) != 1 {
 		t.Fatalf("lookup once a place is free: %d entries, want 1", len(resp.Entries))
 	}

@@ -123,10 +123,11 @@ func (l *Ledger) pageLookup(ctx context.Context, d notarize.Digest, data *ui.Dat
 	if err != nil {
 		return err
 	}
-	if err := l.lookups.enter(); err != nil {
+	leave, err := l.enterLookup(ctx, lookupPage)
+	if err != nil {
 		return err
 	}
-	defer l.lookups.leave()
+	defer leave()
 	indices, err := l.store.Page(ctx, d, nil, 0, cp.Size, pageMaxEntries+1)
 	if err != nil {
 		return err
@@ -333,10 +334,11 @@ func (l *Ledger) pageKey(ctx context.Context, keyID string, bound int, data *ui.
 	if err != nil {
 		return err
 	}
-	if err := l.lookups.enter(); err != nil {
+	leave, err := l.enterLookup(ctx, lookupPage)
+	if err != nil {
 		return err
 	}
-	defer l.lookups.leave()
+	defer leave()
 	var (
 		recent []storage.KeyRow // the newest rows, newest first
 		after  []byte

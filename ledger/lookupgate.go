@@ -1,0 +1,345 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// The lookup gate bounds the lookups (API pages, current answers, key
+// lookups and the public pages' views) reading the index at once, and
+// shares its places among clients, so that one anonymous client cannot
+// take them all from a key's owner running untrust or verify (red team 6,
+// F1). A client is what the write limiter charges (clientAddr): an IPv4
+// address or an IPv6 /64, its address taken from X-Forwarded-For only
+// when the connection comes from a trusted proxy.
+//
+//   - At most maxConcurrentLookups lookups run at once; they hold at most
+//     about maxConcurrentLookups × maxAnswerEstimate.
+//   - Page views (the HTML pages at / and /keys/) take at most
+//     lookupPagePlaces of them: the rest are a reserve for the API that
+//     verify, untrust and ls use.
+//   - One client holds or waits for at most lookupClientPlaces API
+//     lookups (the clients' own concurrency, maxRevocationLookups, is 8)
+//     and lookupClientPagePlaces page views, each counted apart; an IPv6
+//     /56, and a /48, at most lookupPrefixScale times as many.
+//   - A lookup that finds no place free waits for one, at most
+//     lookupWait and at most lookupMaxWaiting lookups at once: a place
+//     given back goes to the waiting lookup whose client (its /48 for
+//     IPv6) holds the fewest, the oldest first among equals. A client
+//     flooding the gate from several addresses therefore only delays an
+//     honest client by about one lookup's duration.
+//
+// Beyond its share, or once its wait is over, a lookup is ErrUnavailable
+// (HTTP 503 with Retry-After), having read nothing.
+const (
+	// maxConcurrentLookups bounds the lookups reading the index at once.
+	maxConcurrentLookups = 32
+	// lookupPagePlaces bounds the page views among them.
+	lookupPagePlaces = 8
+	// lookupClientPlaces bounds the API lookups one client holds or
+	// waits for.
+	lookupClientPlaces = 8
+	// lookupClientPagePlaces bounds the page views one client holds or
+	// waits for.
+	lookupClientPagePlaces = 2
+	// lookupPrefixScale is how many clients' shares an IPv6 /56, and a
+	// /48, may hold together.
+	lookupPrefixScale = 2
+	// lookupMaxWaiting bounds the lookups waiting for a place.
+	lookupMaxWaiting = 64
+	// lookupWait bounds how long a lookup waits for a place.
+	lookupWait = 2 * time.Second
+)
+
+// lookupClass is what a lookup is for: the API or a public page view.
+type lookupClass uint8
+
+const (
+	lookupAPI lookupClass = iota
+	lookupPage
+)
+
+func (c lookupClass) String() string {
+	if c == lookupPage {
+		return "page view"
+	}
+	return "lookup"
+}
+
+// lookupLimits are the gate's bounds; zero fields take the constants
+// above (tests set smaller ones).
+type lookupLimits struct {
+	places, pagePlaces, clientPlaces, clientPagePlaces, maxWaiting int
+	wait                                                           time.Duration
+}
+
+func (b lookupLimits) withDefaults() lookupLimits {
+	pick := func(v, def int) int {
+		if v > 0 {
+			return v
+		}
+		return def
+	}
+	b.places = pick(b.places, maxConcurrentLookups)
+	b.pagePlaces = pick(b.pagePlaces, lookupPagePlaces)
+	b.clientPlaces = pick(b.clientPlaces, lookupClientPlaces)
+	b.clientPagePlaces = pick(b.clientPagePlaces, lookupClientPagePlaces)
+	b.maxWaiting = pick(b.maxWaiting, lookupMaxWaiting)
+	if b.wait <= 0 {
+		b.wait = lookupWait
+	}
+	return b
+}
+
+// lookupGate hands out the places of lookups (see maxConcurrentLookups).
+// Its zero value is ready to use, with the default bounds.
+type lookupGate struct {
+	limits lookupLimits // zero: the defaults; set before first use
+
+	mu      sync.Mutex
+	held    int                 // places taken
+	pages   int                 // places taken by page views
+	shares  map[shareKey]*share // per client (and IPv6 prefix) and class
+	waiting []*lookupWaiter     // in arrival order
+}
+
+// shareKey names one client's (or IPv6 prefix's) share of one class.
+type shareKey struct {
+	class lookupClass
+	name  string
+}
+
+// share counts the places a client holds, and the lookups it has waiting.
+type share struct{ held, waiting int }
+
+// lookupClaim is one lookup's class and the shares it is charged to,
+// narrowest first; the last one ranks it for a freed place.
+type lookupClaim struct {
+	class lookupClass
+	keys  []shareKey
+	caps  []int
+}
+
+// lookupWaiter is a lookup waiting for a place; granted is closed when it
+// is given one.
+type lookupWaiter struct {
+	claim   lookupClaim
+	granted chan struct{}
+}
+
+// lookupClientKey is the context key of a request's lookupClient.
+type lookupClientKey struct{}
+
+// lookupClient is the client of a request, as clientAddr derives it.
+type lookupClient struct {
+	addr netip.Addr
+	name string
+}
+
+// withLookupClient puts the client of each request (clientAddr, trusting
+// X-Forwarded-For only from Config.TrustedProxies) in its context, where
+// the lookup gate charges it.
+func (l *Ledger) withLookupClient(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		addr, name := clientAddr(r, l.limits.trusted)
+		ctx := context.WithValue(r.Context(), lookupClientKey{}, lookupClient{addr: addr, name: name})
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// enterLookup takes a place of the lookup gate for a lookup of class by
+// the client of ctx, waiting for one as the gate allows; it returns the
+// function that gives it back, or ErrUnavailable.
+func (l *Ledger) enterLookup(ctx context.Context, class lookupClass) (func(), error) {
+	return l.lookups.enter(ctx, l.lookups.claim(ctx, class))
+}
+
+// claim returns the shares a lookup of class by the client of ctx is
+// charged to: none for an in-process caller (no client in ctx).
+func (g *lookupGate) claim(ctx context.Context, class lookupClass) lookupClaim {
+	b := g.limits.withDefaults()
+	c := lookupClaim{class: class}
+	lc, ok := ctx.Value(lookupClientKey{}).(lookupClient)
+	if !ok {
+		return c
+	}
+	one := b.clientPlaces
+	if class == lookupPage {
+		one = b.clientPagePlaces
+	}
+	c.keys = append(c.keys, shareKey{class, lc.name})
+	c.caps = append(c.caps, one)
+	if lc.addr.Is6() {
+		p56, _ := lc.addr.Prefix(56)
+		p48, _ := lc.addr.Prefix(48)
+		c.keys = append(c.keys, shareKey{class, p56.String()}, shareKey{class, p48.String()})
+		c.caps = append(c.caps, one*lookupPrefixScale, one*lookupPrefixScale)
+	}
+	return c
+}
+
+// enter takes a place for c, or waits for one (see lookupWait); it
+// returns the function giving the place back, or ErrUnavailable when c's
+// client is over its share, too many lookups wait, or the wait ends.
+func (g *lookupGate) enter(ctx context.Context, c lookupClaim) (func(), error) {
+	b := g.limits.withDefaults()
+	g.mu.Lock()
+	if g.shares == nil {
+		g.shares = make(map[shareKey]*share)
+	}
+	for i, k := range c.keys {
+		if s := g.shares[k]; s != nil && s.held+s.waiting >= c.caps[i] {
+			n := s.held + s.waiting
+			g.mu.Unlock()
+			return nil, fmt.Errorf("%w: this client has %d %ss in progress or waiting, at most %d", ErrUnavailable, n, c.class, c.caps[i])
+		}
+	}
+	if g.fits(b, c.class) {
+		g.take(c)
+		g.mu.Unlock()
+		return g.leaver(c), nil
+	}
+	if n := len(g.waiting); n >= b.maxWaiting {
+		g.mu.Unlock()
+		return nil, fmt.Errorf("%w: %d lookups in progress and %d waiting", ErrUnavailable, b.places, n)
+	}
+	w := &lookupWaiter{claim: c, granted: make(chan struct{})}
+	g.waiting = append(g.waiting, w)
+	for _, k := range c.keys {
+		g.shareOf(k).waiting++
+	}
+	g.mu.Unlock()
+
+	t := time.NewTimer(b.wait)
+	defer t.Stop()
+	var why error
+	select {
+	case <-w.granted:
+		return g.leaver(c), nil
+	case <-t.C:
+		why = fmt.Errorf("%w: %d lookups in progress; no place came free in %v", ErrUnavailable, b.places, b.wait)
+	case <-ctx.Done():
+		why = fmt.Errorf("%w: waiting for a lookup place: %w", ErrUnavailable, ctx.Err())
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	select {
+	case <-w.granted: // granted as the wait ended: give the place on
+		g.release(c)
+		return nil, why
+	default:
+	}
+	for i, o := range g.waiting {
+		if o == w {
+			g.waiting = append(g.waiting[:i], g.waiting[i+1:]...)
+			break
+		}
+	}
+	for _, k := range c.keys {
+		g.unshare(k, 0, 1)
+	}
+	return nil, why
+}
+
+// fits reports whether a lookup of class may take a place now (under mu).
+func (g *lookupGate) fits(b lookupLimits, class lookupClass) bool {
+	return g.held < b.places && (class != lookupPage || g.pages < b.pagePlaces)
+}
+
+// take gives c a place (under mu).
+func (g *lookupGate) take(c lookupClaim) {
+	g.held++
+	if c.class == lookupPage {
+		g.pages++
+	}
+	for _, k := range c.keys {
+		g.shareOf(k).held++
+	}
+}
+
+// leaver returns the function giving back a place taken for c; calls
+// after the first do nothing.
+func (g *lookupGate) leaver(c lookupClaim) func() {
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			g.release(c)
+		})
+	}
+}
+
+// release gives back c's place and hands free places to the waiting
+// lookups that fit, the one whose client holds the fewest first (under mu).
+func (g *lookupGate) release(c lookupClaim) {
+	g.held--
+	if c.class == lookupPage {
+		g.pages--
+	}
+	for _, k := range c.keys {
+		g.unshare(k, 1, 0)
+	}
+	b := g.limits.withDefaults()
+	for {
+		best := -1
+		for i, w := range g.waiting {
+			if !g.fits(b, w.claim.class) {
+				continue
+			}
+			if best < 0 || g.rank(w.claim) < g.rank(g.waiting[best].claim) {
+				best = i
+			}
+		}
+		if best < 0 {
+			return
+		}
+		w := g.waiting[best]
+		g.waiting = append(g.waiting[:best], g.waiting[best+1:]...)
+		for _, k := range w.claim.keys {
+			g.shareOf(k).waiting--
+		}
+		g.take(w.claim)
+		close(w.granted)
+	}
+}
+
+// rank is how many places the widest share of c holds: the fewer, the
+// sooner c gets a freed place (under mu).
+func (g *lookupGate) rank(c lookupClaim) int {
+	if len(c.keys) == 0 {
+		return 0
+	}
+	if s := g.shares[c.keys[len(c.keys)-1]]; s != nil {
+		return s.held
+	}
+	return 0
+}
+
+// shareOf returns k's share, adding it (under mu).
+func (g *lookupGate) shareOf(k shareKey) *share {
+	s := g.shares[k]
+	if s == nil {
+		s = &share{}
+		g.shares[k] = s
+	}
+	return s
+}
+
+// unshare takes held and waiting off k's share and forgets it once empty,
+// so the map holds only clients with lookups in progress (under mu).
+func (g *lookupGate) unshare(k shareKey, held, waiting int) {
+	s := g.shares[k]
+	if s == nil {
+		return
+	}
+	s.held -= held
+	s.waiting -= waiting
+	if s.held <= 0 && s.waiting <= 0 {
+		delete(g.shares, k)
+	}
+}
