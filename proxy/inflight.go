@@ -77,7 +77,9 @@ func newByteBudget(what string, max int64) *byteBudget {
 // them back (idempotent). It fails with a *busyError after budgetWait, or
 // with ctx's cause.
 func (b *byteBudget) acquire(ctx context.Context, n int64) (func(), error) {
+	b.mu.Lock()
 	n = min(max(n, 1), b.max)
+	b.mu.Unlock()
 	timer := time.NewTimer(budgetWait)
 	defer timer.Stop()
 	for {
@@ -98,6 +100,15 @@ func (b *byteBudget) acquire(ctx context.Context, n int64) (func(), error) {
 			return nil, context.Cause(ctx)
 		}
 	}
+}
+
+// setMax changes the budget (tests); requests already holding bytes keep them.
+func (b *byteBudget) setMax(n int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.max = n
+	close(b.wake)
+	b.wake = make(chan struct{})
 }
 
 func (b *byteBudget) release(n int64) {
