@@ -34,9 +34,12 @@ type auditOutput struct {
 	ExitCode int    `json:"exitCode"`
 	// CheckpointSize is the largest verified checkpoint an answer was based on.
 	CheckpointSize *uint64 `json:"checkpointSize,omitempty"`
-	// Error says why the whole audit failed (verdict ERROR, no subjects).
-	Error    string         `json:"error,omitempty"`
-	Subjects []auditSubject `json:"subjects"`
+	// Error says why the whole audit failed (verdict ERROR, no subjects);
+	// RetryAfter, the seconds the ledger asked to wait before trying again
+	// (retryAfterSeconds).
+	Error      string         `json:"error,omitempty"`
+	RetryAfter int            `json:"retryAfter,omitempty"`
+	Subjects   []auditSubject `json:"subjects"`
 	// Signed are the statements --sign recorded.
 	Signed []signOutput `json:"signed,omitempty"`
 }
@@ -61,7 +64,7 @@ func (o *auditOutput) fail(w io.Writer, format string, err error) error {
 		code = st.StatusCode
 	}
 	err = fmt.Errorf("could not audit: %w", err)
-	o.Verdict, o.ExitCode, o.Error = statusError, code, err.Error()
+	o.Verdict, o.ExitCode, o.Error, o.RetryAfter = statusError, code, err.Error(), retryAfterSeconds(err)
 	// Subjects collected before the failure were not judged: say so
 	// rather than leave their verdict empty.
 	for i := range o.Subjects {

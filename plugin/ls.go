@@ -90,7 +90,8 @@ JSON output (-o json) is one object:
        "keyId", "subject", "kind",
        "timestamp", "logIndex"}]}],
    "team": {"assets", "trusted", "untrusted", "unsupported", "revoked"},
-   "error": "why it failed, if it did"}`,
+   "error": "why it failed, if it did",
+   "retryAfter": N (with error: the seconds the ledger asked to wait)}`,
 		Example: `  docker notarize ls --signer release
   docker notarize ls --signer release --status untrusted
   docker notarize ls --policy /etc/notarize/policy.yaml -o json
@@ -131,6 +132,9 @@ type lsOutput struct {
 	Error string   `json:"error,omitempty"`
 	// ExitCode is the process's exit code, with Error.
 	ExitCode int `json:"exitCode,omitempty"`
+	// RetryAfter is, with Error, the seconds the ledger asked to wait
+	// before trying again (retryAfterSeconds).
+	RetryAfter int `json:"retryAfter,omitempty"`
 }
 
 // lsCounts tallies current statements by status. Revoked is Untrusted +
@@ -212,7 +216,7 @@ func runLs(ctx context.Context, dockerCli command.Cli, opts lsOptions) error {
 	out := lsOutput{SchemaVersion: lsSchemaVersion, Signers: []lsSigner{}}
 	fail := func(code int, err error) error {
 		if opts.format == formatJSON {
-			out.Error, out.ExitCode = err.Error(), code
+			out.Error, out.ExitCode, out.RetryAfter = err.Error(), code, retryAfterSeconds(err)
 			_ = writeJSON(dockerCli.Out(), out)
 			return reported(withExitCode(code, err))
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/docker/cli/cli/command"
 	"github.com/spf13/cobra"
 
+	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/notarize/docker-notarize/notarize"
 )
 
@@ -71,6 +72,9 @@ type verifyOutput struct {
 	Reason string `json:"reason"`
 	// Error is set, with status ERROR, when no verdict was reached.
 	Error string `json:"error,omitempty"`
+	// RetryAfter is, with Error, the seconds the ledger asked to wait
+	// before trying again (retryAfterSeconds).
+	RetryAfter int `json:"retryAfter,omitempty"`
 	// Revoked lists the accepted keys found revoked (keyrevoke.go).
 	Revoked []revokedKeyOutput `json:"revoked,omitempty"`
 }
@@ -84,6 +88,9 @@ type signResult struct {
 	Statements    []signOutput `json:"statements"`
 	Error         string       `json:"error,omitempty"`
 	ExitCode      int          `json:"exitCode,omitempty"`
+	// RetryAfter is, with Error, the seconds the ledger asked to wait
+	// before trying again (retryAfterSeconds).
+	RetryAfter int `json:"retryAfter,omitempty"`
 }
 
 // signOutput is one statement recorded by sign, untrust or unsupport (or
@@ -135,6 +142,22 @@ type errorOutput struct {
 	SchemaVersion int    `json:"schemaVersion"`
 	Error         string `json:"error"`
 	ExitCode      int    `json:"exitCode"`
+	// RetryAfter is the seconds the ledger asked to wait before trying
+	// again (retryAfterSeconds).
+	RetryAfter int `json:"retryAfter,omitempty"`
+}
+
+// retryAfterSeconds is how long the ledger asked to wait before trying
+// again, in whole seconds rounded up, when err carries its Retry-After (a
+// 429 rate limit or a 503 busy answer: ledgerclient.APIError.RetryAfter),
+// and 0 otherwise: the "retryAfter" of the JSON outputs that carry an
+// error. Nothing is retried on its own.
+func retryAfterSeconds(err error) int {
+	ae, ok := errors.AsType[*ledgerclient.APIError](err)
+	if !ok || ae.RetryAfter <= 0 {
+		return 0
+	}
+	return int((ae.RetryAfter + time.Second - 1) / time.Second)
 }
 
 // statementOutput is one verified statement in inspect's history.
@@ -330,7 +353,7 @@ func writeJSONError(w io.Writer, err error) {
 		return
 	}
 	code, msg := Exit(err)
-	_ = writeJSON(w, errorOutput{SchemaVersion: schemaVersion, Error: msg, ExitCode: code})
+	_ = writeJSON(w, errorOutput{SchemaVersion: schemaVersion, Error: msg, ExitCode: code, RetryAfter: retryAfterSeconds(err)})
 }
 
 // jsonErrors makes cmd, a command with an --output flag bound to format,

@@ -160,6 +160,9 @@ type rotateOutput struct {
 	Digests  []rotateDigest `json:"digests"`
 	Error    string         `json:"error,omitempty"`
 	ExitCode int            `json:"exitCode,omitempty"`
+	// RetryAfter is, with Error, the seconds the ledger asked to wait
+	// before trying again (retryAfterSeconds).
+	RetryAfter int `json:"retryAfter,omitempty"`
 }
 
 // rotateDigest is what rotate did about one digest.
@@ -483,8 +486,9 @@ func subjectName(st *notarize.Statement) string {
 // retry429 calls fn until it does not fail with the ledger's HTTP 429 (a
 // rate limit) or 503 UNAVAILABLE (pushback), waiting rotateBackoff,
 // doubling up to rotateMaxBackoff, between tries, at most rotateMaxRetries
-// times; the interrupt ends the wait. ledgerclient's APIError does not carry
-// the ledger's Retry-After, so the wait is this backoff.
+// times; the interrupt ends the wait. The wait is this backoff, not the
+// ledger's Retry-After (APIError.RetryAfter, which the output reports when
+// the retries run out).
 func retry429(ctx context.Context, fn func() error) error {
 	wait := rotateBackoff
 	for try := 0; ; try++ {
@@ -518,6 +522,7 @@ func rotateDone(stdout, stderr io.Writer, format string, out *rotateOutput, err 
 	if format == formatJSON {
 		if err != nil {
 			out.ExitCode, out.Error = Exit(err)
+			out.RetryAfter = retryAfterSeconds(err)
 		}
 		if werr := writeJSON(stdout, out); werr != nil && err == nil {
 			return werr

@@ -152,6 +152,7 @@ func signFailed(w io.Writer, format string, res signResult, err error) error {
 		return err
 	}
 	res.ExitCode, res.Error = Exit(err)
+	res.RetryAfter = retryAfterSeconds(err)
 	_ = writeJSON(w, res)
 	return reported(err)
 }

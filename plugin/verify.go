@@ -118,6 +118,7 @@ func runVerify(ctx context.Context, dockerCli command.Cli, opts verifyOptions) e
 		}
 		out.Status, out.Reason = statusError, err.Error()
 		out.ExitCode, out.Error = Exit(err)
+		out.RetryAfter = retryAfterSeconds(err)
 		out.Signer, out.KeyID, out.Timestamp, out.LogIndex, out.Revoked = "", "", nil, nil, nil
 		_ = write()
 		return reported(err)
