@@ -108,6 +108,9 @@ type Stats struct {
 	// not hash to their digest (removed), SharedErrors the failed reads and
 	// puts (the fill went to the upstream, or the blob stayed local).
 	SharedHits, SharedPuts, SharedBad, SharedErrors uint64
+	// SharedSkipped counts the verified blobs not put into the shared store
+	// because too many puts were already running and waiting.
+	SharedSkipped uint64
 	// FillMemory is the memory the fills and their readers hold in 1 MiB
 	// chunks now, FillMemoryMax its bound (Config.FillMemoryBytes), and
 	// SmallBuffers counts the 32 KiB buffers taken since New because the
@@ -132,6 +135,9 @@ type Cache struct {
 
 	mem       memBudget     // of the fills' 1 MiB chunks (pipeline.go)
 	smallBufs atomic.Uint64 // small buffers taken past mem
+
+	puts        chan struct{} // a place per shared-store put running (fleet.go)
+	putsWaiting atomic.Int64  // puts waiting for a place, and taking one
 
 	running sync.WaitGroup // download goroutines, for Close
 	// quit is cancelled when Close gives up waiting: the downloads and
@@ -186,6 +192,7 @@ func New(cfg Config) (*Cache, error) {
 	c.quit, c.stop = context.WithCancel(context.Background())
 	c.stats.MaxBytes = cfg.MaxBytes
 	c.mem.max = cfg.FillMemoryBytes
+	c.puts = make(chan struct{}, maxSharedPuts)
 	if err := c.load(); err != nil {
 		return nil, err
 	}

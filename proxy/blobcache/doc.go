@@ -71,7 +71,11 @@
 // context detached from the put's, bounded by SharedConfig.CleanupTimeout.
 // The puts run after the fills, detached from the clients: a client that
 // disconnects does not stop them, and a client's pull can end before the
-// put of its blobs has. Only a process killed outright leaves an upload
+// put of its blobs has. At most four puts run at once, 64 more wait their
+// turn, and a put beyond those is skipped (Stats.SharedSkipped; the blob
+// stays local, the next instance needing it fetches and puts it): a put may
+// hold its driver's part buffer (10 MiB with s3) for as long as a slow
+// store takes (TestSharedPutsBounded). Only a process killed outright leaves an upload
 // behind: at start an instance removes its own temporary uploads and other
 // instances' older than SharedConfig.StaleUploadAge; incomplete multipart
 // uploads of a killed instance need the bucket rule below.

@@ -11,6 +11,21 @@ import (
 	"github.com/notarize/docker-notarize/notarize"
 )
 
+// Bounds of the puts into the shared store. A put may hold its driver's
+// part buffer (distribution's s3 driver: chunksize, 10 MiB by default) for
+// as long as the store takes, and every verified download from the
+// upstream makes one: without a bound, many fills ending at once before a
+// slow store held that buffer each (red team 6, F6, in a fleet).
+const (
+	// maxSharedPuts is how many puts run at once.
+	maxSharedPuts = 4
+	// maxQueuedPuts is how many more wait for their turn (each holding only
+	// its fill's temporary file or pinned blob); past it a put is skipped
+	// (Stats.SharedSkipped): the blob stays local, and the next instance
+	// to need it fetches it from the upstream and puts it then.
+	maxQueuedPuts = 64
+)
+
 // Shared returns the shared store, nil without one.
 func (c *Cache) Shared() *Shared { return c.cfg.Shared }
 
@@ -57,7 +72,8 @@ func (c *Cache) dropBadShared(ctx context.Context, d notarize.Digest) {
 }
 
 // putShared puts f's verified blob into the shared store, from the local
-// file f pins (committed, or served without caching). A failure only costs
+// file f pins (committed, or served without caching), at most
+// maxSharedPuts at once, maxQueuedPuts more waiting. A failure only costs
 // the fleet a download: the blob was served and may be cached here.
 func (c *Cache) putShared(ctx context.Context, f *Fill) {
 	c.mu.Lock()
@@ -70,6 +86,22 @@ func (c *Cache) putShared(ctx context.Context, f *Fill) {
 	}
 	c.mu.Unlock()
 	if p == "" {
+		return
+	}
+	if c.putsWaiting.Add(1) > maxQueuedPuts {
+		c.putsWaiting.Add(-1)
+		c.count(func(s *Stats) { s.SharedSkipped++ })
+		c.cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "shared blob store: too many puts waiting; the blob stays local", slog.String("digest", string(f.d)), slog.Int("running", maxSharedPuts), slog.Int("waiting", maxQueuedPuts))
+		return
+	}
+	select {
+	case c.puts <- struct{}{}:
+		c.putsWaiting.Add(-1)
+		defer func() { <-c.puts }()
+	case <-ctx.Done():
+		c.putsWaiting.Add(-1)
+		c.count(func(s *Stats) { s.SharedErrors++ })
+		c.cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "shared blob store: put not started; the blob stays local", slog.String("digest", string(f.d)), slog.String("error", context.Cause(ctx).Error()))
 		return
 	}
 	f.mu.Lock()
