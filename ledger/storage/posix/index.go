@@ -333,18 +333,26 @@ func (b *index) Release(context.Context, []byte) error { return nil }
 
 // Write implements storage.Index. Only the follower writes, so a position other
 // than next is an error rather than a lost race.
+//
+// The keys and values of a batch are cut from one buffer (rowArena): bbolt
+// keeps them until the transaction commits, and one allocation per batch
+// instead of eight per row is less for the collector. The data bucket's
+// keys are log indices, only ever appended, so its pages are filled before
+// they split (FillPercent 1) rather than left half empty.
 func (b *index) Write(_ context.Context, next uint64, batch []storage.Row) (bool, error) {
 	err := b.db.Update(func(tx *bolt.Tx) error {
 		meta, ids := tx.Bucket(bucketMeta), tx.Bucket(bucketIDs)
 		entries, byTime, digests := tx.Bucket(bucketEntries), tx.Bucket(bucketByTime), tx.Bucket(bucketDigests)
 		data, keys := tx.Bucket(bucketData), tx.Bucket(bucketKeys)
+		data.FillPercent = appendFillPercent
 		if cur, err := boltPosition(tx); err != nil {
 			return err
 		} else if cur != next {
 			return fmt.Errorf("index position moved under the follower: %d, want %d", cur, next)
 		}
+		a := rowArena(make([]byte, 0, len(batch)*rowArenaSize))
 		for i, e := range batch {
-			idx := be64(next + uint64(i))
+			idx := a.cat(be64Array(next + uint64(i)))
 			if ids.Get(e.ID) == nil {
 				if err := ids.Put(e.ID, idx); err != nil {
 					return err
@@ -356,22 +364,61 @@ func (b *index) Write(_ context.Context, next uint64, batch []storage.Row) (bool
 			if e.Digest == nil {
 				continue
 			}
-			if err := entries.Put(cat(e.Digest, e.KeyID, idx), cat(e.Stamp[:], []byte{e.Status})); err != nil {
+			if err := entries.Put(a.cat(e.Digest, e.KeyID, idx), a.cat(e.Stamp[:], []byte{e.Status})); err != nil {
 				return err
 			}
-			if err := byTime.Put(cat(e.Digest, e.KeyID, e.Stamp[:], idx), []byte{}); err != nil {
+			if err := byTime.Put(a.cat(e.Digest, e.KeyID, e.Stamp[:], idx), []byte{}); err != nil {
 				return err
 			}
-			if err := digests.Put(cat(e.Digest, idx), e.KeyID); err != nil {
+			if err := digests.Put(a.cat(e.Digest, idx), e.KeyID); err != nil {
 				return err
 			}
-			if err := putKeyCurrent(keys, e, next+uint64(i)); err != nil {
+			if err := putKeyCurrent(keys, e, next+uint64(i), &a); err != nil {
 				return err
 			}
 		}
 		return meta.Put(nextKey, be64(next+uint64(len(batch))))
 	})
 	return err == nil, err
+}
+
+// appendFillPercent is the data bucket's Bucket.FillPercent: bbolt's
+// largest (its default, 0.5, suits keys inserted anywhere).
+const appendFillPercent = 1.0
+
+// rowArenaSize is what one row's keys and values take of a rowArena: the
+// index (8), the entries key and value (72, 13), the bytime key (84), the
+// digests key (40), the keys key and value (64, 21).
+const rowArenaSize = 8 + 72 + 13 + 84 + 40 + 64 + 21
+
+// rowArena hands out the keys and values of one write transaction from one
+// buffer. Each slice it returns is capped at its length, so appending to
+// one never overwrites the next; when the buffer is full a new one is
+// started (the old one stays referenced by the slices cut from it).
+type rowArena []byte
+
+// cat returns the parts one after the other in a slice of a.
+func (a *rowArena) cat(parts ...[]byte) []byte {
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	if cap(*a)-len(*a) < n {
+		*a = make([]byte, 0, max(n, 2*cap(*a)))
+	}
+	start := len(*a)
+	for _, p := range parts {
+		*a = append(*a, p...)
+	}
+	return (*a)[start:len(*a):len(*a)]
+}
+
+// be64Array is v big-endian, as a slice of a fresh array for rowArena.cat
+// (which copies it, so it need not escape).
+func be64Array(v uint64) []byte {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], v)
+	return b[:]
 }
 
 // close releases the database.
@@ -398,8 +445,8 @@ const keyRowSize = len(storage.Stamp{}) + 8 + 1
 
 // putKeyCurrent makes e, at log index idx, the current statement of its
 // key about its digest unless the current one is newer.
-func putKeyCurrent(keys *bolt.Bucket, e storage.Row, idx uint64) error {
-	k := cat(e.KeyID, e.Digest)
+func putKeyCurrent(keys *bolt.Bucket, e storage.Row, idx uint64, a *rowArena) error {
+	k := a.cat(e.KeyID, e.Digest)
 	if v := keys.Get(k); v != nil {
 		cur, err := keyRowOf(e.Digest, v)
 		if err != nil {
@@ -409,7 +456,7 @@ func putKeyCurrent(keys *bolt.Bucket, e storage.Row, idx uint64) error {
 			return nil
 		}
 	}
-	return keys.Put(k, cat(e.Stamp[:], be64(idx), []byte{e.Status}))
+	return keys.Put(k, a.cat(e.Stamp[:], be64Array(idx), []byte{e.Status}))
 }
 
 // keyRowOf decodes a keys bucket value.
