@@ -81,11 +81,12 @@ func proxyOver(t *testing.T, e *env, trust proxy.TrustSource) string {
 	return hs.URL
 }
 
-// get sends method to url with ctx and returns the status, headers and body.
-func get(ctx context.Context, t *testing.T, method, url string) (int, http.Header, []byte, error) {
+// get sends method to url with ctx and returns the status, headers and
+// body (safe to call from any goroutine).
+func get(ctx context.Context, method, url string) (int, http.Header, []byte, error) {
 	req, err := http.NewRequestWithContext(ctx, method, url, nil)
 	if err != nil {
-		t.Fatal(err)
+		return 0, nil, nil, err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -112,7 +113,7 @@ func TestReferrersRevocationsReadOnce(t *testing.T) {
 	ct := &countingTrust{TrustSource: e.replica}
 	url := proxyOver(t, e, ct)
 
-	code, _, body, err := get(t.Context(), t, http.MethodGet, url+"/v2/evil/app/referrers/"+string(notarize.DigestOf([]byte("subject"))))
+	code, _, body, err := get(t.Context(), http.MethodGet, url+"/v2/evil/app/referrers/"+string(notarize.DigestOf([]byte("subject"))))
 	if err != nil || code != http.StatusOK {
 		t.Fatalf("referrers: %d %v %s", code, err, body)
 	}
@@ -139,7 +140,7 @@ func TestReferrersJudgedBounded(t *testing.T) {
 	ct := &countingTrust{TrustSource: e.replica}
 	url := proxyOver(t, e, ct)
 
-	code, h, body, err := get(t.Context(), t, http.MethodGet, url+"/v2/evil/app/referrers/"+string(notarize.DigestOf([]byte("subject"))))
+	code, h, body, err := get(t.Context(), http.MethodGet, url+"/v2/evil/app/referrers/"+string(notarize.DigestOf([]byte("subject"))))
 	if err != nil || code != http.StatusOK {
 		t.Fatalf("referrers: %d %v %s", code, err, body)
 	}
@@ -184,7 +185,7 @@ func TestReferrersFiltersAtOnce(t *testing.T) {
 	var wg sync.WaitGroup
 	codes := make([]int, 4)
 	for i := range codes {
-		wg.Go(func() { codes[i], _, _, _ = get(t.Context(), t, http.MethodGet, path) })
+		wg.Go(func() { codes[i], _, _, _ = get(t.Context(), http.MethodGet, path) })
 	}
 	t.Cleanup(func() {
 		select {
@@ -201,7 +202,7 @@ func TestReferrersFiltersAtOnce(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	code, h, body, err := get(ctx, t, http.MethodGet, path)
+	code, h, body, err := get(ctx, http.MethodGet, path)
 	if err != nil {
 		t.Fatalf("a fifth referrers request while 4 are judged was not answered: %v", err)
 	}
@@ -242,7 +243,7 @@ func TestReferrersRevocationReadLast(t *testing.T) {
 			e.revoke(e.release, notarizetest.KeyID(t, e.release))
 			e.sign(e.release, ds[1], notarize.StatusTrusted)
 			rt.arm(after)
-			code, _, body, err := get(t.Context(), t, http.MethodGet, path)
+			code, _, body, err := get(t.Context(), http.MethodGet, path)
 			if rt.err != nil {
 				t.Fatalf("injected sync: %v", rt.err)
 			}
@@ -407,7 +408,9 @@ func TestManifestInFlightBudget(t *testing.T) {
 	})
 	var wg sync.WaitGroup
 	var codeA int
-	wg.Go(func() { codeA, _, _, _ = get(t.Context(), t, http.MethodGet, e.proxy.URL+manifestPath("evil/app", "a")) })
+	wg.Go(func() {
+		codeA, _, _, _ = get(t.Context(), http.MethodGet, e.proxy.URL+manifestPath("evil/app", "a"))
+	})
 	t.Cleanup(wg.Wait)
 	for deadline := time.Now().Add(10 * time.Second); getsA.Load() == 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -415,7 +418,7 @@ func TestManifestInFlightBudget(t *testing.T) {
 			t.Fatal("the upstream saw no GET of tag a")
 		}
 	}
-	code, h, b, err := get(t.Context(), t, http.MethodGet, e.proxy.URL+manifestPath("evil/app", "b"))
+	code, h, b, err := get(t.Context(), http.MethodGet, e.proxy.URL+manifestPath("evil/app", "b"))
 	close(release)
 	if err != nil || code != http.StatusServiceUnavailable || h.Get("Retry-After") != "1" {
 		t.Fatalf("tag b while tag a holds the budget: HTTP %d, Retry-After %q, %v %s; want 503 with Retry-After 1", code, h.Get("Retry-After"), err, b)
@@ -475,11 +478,11 @@ func TestManifestFlightShared(t *testing.T) {
 	// One request starts the fetch and leaves; eight more join it.
 	first, cancelFirst := context.WithCancel(t.Context())
 	var wg sync.WaitGroup
-	wg.Go(func() { _, _, _, _ = get(first, t, http.MethodGet, url) })
+	wg.Go(func() { _, _, _, _ = get(first, http.MethodGet, url) })
 	waitGets(1)
 	codes := make([]int, 8)
 	for i := range codes {
-		wg.Go(func() { codes[i], _, _, _ = get(t.Context(), t, http.MethodGet, url) })
+		wg.Go(func() { codes[i], _, _, _ = get(t.Context(), http.MethodGet, url) })
 	}
 	time.Sleep(300 * time.Millisecond)
 	cancelFirst()
@@ -500,7 +503,10 @@ func TestManifestFlightShared(t *testing.T) {
 	defer close(release)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
-	go func() { defer close(done); _, _, _, _ = get(ctx, t, http.MethodGet, e.proxy.URL+manifestPath("evil/app", "v2")) }()
+	go func() {
+		defer close(done)
+		_, _, _, _ = get(ctx, http.MethodGet, e.proxy.URL+manifestPath("evil/app", "v2"))
+	}()
 	waitGets(2)
 	cancel()
 	<-done
