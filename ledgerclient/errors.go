@@ -68,7 +68,8 @@ type APIError struct {
 	// trying again: the Retry-After of a 429 (a rate limit) or a 503 (the
 	// ledger busy), in seconds or as an HTTP date (RFC 9110, 10.2.3), at
 	// most MaxRetryAfter. Zero when it gave none, one that does not parse,
-	// or a date already past. The client never retries on its own.
+	// or a date already past. A refused read has been retried first, a
+	// few times within the client's timeout (retry.go); a submission never is.
 	RetryAfter time.Duration
 }
 

@@ -80,7 +80,7 @@ func newHTTPOps(base *url.URL, hc *http.Client, userAgent string) (*httpOps, err
 	if rt == nil {
 		rt = http.DefaultTransport
 	}
-	c.Transport = &boundedTransport{base: rt, userAgent: userAgent}
+	c.Transport = &boundedTransport{base: &retryTransport{base: rt}, userAgent: userAgent} // busy reads retried (retry.go)
 	c.CheckRedirect = sameHostRedirects
 	u := *base
 	if !strings.HasSuffix(u.Path, "/") {

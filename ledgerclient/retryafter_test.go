@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/notarize/docker-notarize/ledger/api"
-	"github.com/notarize/docker-notarize/notarize"
 )
 
 // TestParseRetryAfter: Retry-After in seconds or as an HTTP date (the three
@@ -48,7 +47,7 @@ func TestParseRetryAfter(t *testing.T) {
 
 // TestAPIErrorRetryAfter: a 429 or 503 answer's Retry-After is carried by
 // the APIError and said in its message; another status's is not (a 500's
-// Retry-After is no promise), and the client sends the request once.
+// Retry-After is no promise), and the client sends the submission once.
 func TestAPIErrorRetryAfter(t *testing.T) {
 	for _, tc := range []struct {
 		status int
@@ -76,7 +75,7 @@ func TestAPIErrorRetryAfter(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = h.Current(t.Context(), notarize.Digest("sha256:"+strings.Repeat("ab", 32)), []string{strings.Repeat("cd", 32)})
+		_, err = h.Submit(t.Context(), []byte("{}")) // a submission is never retried; a read would be (retry.go)
 		srv.Close()
 		ae, ok := errors.AsType[*APIError](err)
 		if !ok || ae.StatusCode != tc.status || ae.RetryAfter != tc.want {
