@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/notarize/docker-notarize/internal/testutil"
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/notarize/docker-notarize/notarize/notarizetest"
 	"github.com/notarize/docker-notarize/proxy"
@@ -67,18 +69,28 @@ func serveReferrersList(ev *evil, list []byte) {
 // returns its URL.
 func proxyOver(t *testing.T, e *env, trust proxy.TrustSource) string {
 	t.Helper()
-	srv, err := proxy.New(proxy.Config{
+	_, url := proxyWith(t, e, trust, func(*proxy.Config) {})
+	return url
+}
+
+// proxyWith is proxyOver with the configuration changed by set; it returns
+// the proxy and its URL.
+func proxyWith(t *testing.T, e *env, trust proxy.TrustSource, set func(*proxy.Config)) (*proxy.Server, string) {
+	t.Helper()
+	cfg := proxy.Config{
 		DataDir: filepath.Join(t.TempDir(), "data"), Upstreams: e.ups, DefaultUpstream: "local",
 		Policy: e.policy, Trust: trust, ManifestTimeout: 3 * time.Second,
 		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),
-	})
+	}
+	set(&cfg)
+	srv, err := proxy.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = srv.Close(context.Background()) })
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
-	return hs.URL
+	return srv, hs.URL
 }
 
 // get sends method to url with ctx and returns the status, headers and
@@ -433,6 +445,65 @@ func TestManifestInFlightBudget(t *testing.T) {
 	// The budget is given back: b fits now.
 	if code, _, b := e.do(http.MethodGet, manifestPath("evil/app", "b"), nil); code != http.StatusForbidden {
 		t.Fatalf("tag b once a is done: HTTP %d %s, want 403 (fetched and judged)", code, b)
+	}
+}
+
+// TestManifestSlowReaderHoldsNoBudget: a client that asks for a large
+// manifest and does not read the answer does not keep its bytes in the
+// in-flight budget: they count until the decision, not while written, so
+// the next fetch fits.
+func TestManifestSlowReaderHoldsNoBudget(t *testing.T) {
+	ev := newEvil(t)
+	e := newEnv(t, withUpstream(ev.config()))
+	const size = 24 << 20 // more than loopback's socket buffers hold
+	big := func(tag string) []byte {
+		return fmt.Appendf(nil, `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":2},"layers":[],"annotations":{"tag":%q,"pad":"%s"}}`,
+			notarize.DigestOf([]byte("{}")), tag, strings.Repeat("x", size))
+	}
+	ms := map[string][]byte{"a": big("a"), "b": big("b")}
+	for _, m := range ms {
+		e.sign(e.release, notarize.DigestOf(m), notarize.StatusTrusted)
+	}
+	e.sync()
+	var servedA atomic.Int64
+	ev.serve(func(w http.ResponseWriter, r *http.Request) {
+		tag := r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]
+		m := ms[tag]
+		w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+		w.Header().Set("Content-Length", strconv.Itoa(len(m)))
+		if r.Method == http.MethodGet {
+			_, _ = w.Write(m)
+			if tag == "a" {
+				servedA.Add(1)
+			}
+		}
+	})
+	logs := &testutil.SyncBuffer{}
+	srv, url := proxyWith(t, e, e.replica, func(c *proxy.Config) {
+		c.MaxManifestSize = 32 << 20
+		c.ManifestTimeout = 30 * time.Second
+		c.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+	})
+	proxy.SetInFlightBudget(srv, 40<<20) // one of the two at a time
+
+	conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	if _, err := io.WriteString(conn, "GET /v2/evil/app/manifests/a HTTP/1.1\r\nHost: proxy\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	// Read, decided, being written to a client that does not read.
+	for deadline := time.Now().Add(30 * time.Second); !bytes.Contains(logs.Bytes(), []byte(`"reference":"a"`)); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no decision about tag a (upstream served it %d times)", servedA.Load())
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	code, h, b, err := get(t.Context(), http.MethodGet, url+manifestPath("evil/app", "b"))
+	if err != nil || code != http.StatusOK || !bytes.Equal(b, ms["b"]) {
+		t.Fatalf("tag b while a client does not read tag a: HTTP %d %v, Retry-After %q, %.300s", code, err, h.Get("Retry-After"), b)
 	}
 }
 

@@ -42,35 +42,13 @@ func (s *Server) serveReferrers(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, t.up.Name(), "referrers", &badRequestError{code: errcode.ErrorCodeDigestInvalid, msg: err.Error()})
 		return
 	}
-	done, err := s.referrerFilters.take(r.Context())
+	b, filters, total, err := s.judgeReferrers(r.Context(), t, d, r.URL.Query().Get("artifactType"))
 	if err != nil {
 		s.fail(w, r, t.up.Name(), "referrers", err)
 		return
 	}
-	defer done()
-	q := url.Values{}
-	if v := r.URL.Query().Get("artifactType"); v != "" {
-		q.Set("artifactType", v)
-	}
-	resp, err := t.up.Do(r.Context(), http.MethodGet, t.repo, "referrers/"+string(d), q, http.Header{"Accept": {ocispec.MediaTypeImageIndex}})
-	if err != nil {
-		s.writeError(w, r, t.up.Name(), "referrers", err)
-		return
-	}
-	defer resp.Body.Close()
-	b, release, err := s.readPassThrough(r.Context(), t, resp)
-	if err != nil {
-		s.fail(w, r, t.up.Name(), "referrers", err)
-		return
-	}
-	defer release()
-	b, total, err := s.filterReferrers(r.Context(), t, b)
-	if err != nil {
-		s.writeError(w, r, t.up.Name(), "referrers", err)
-		return
-	}
-	if v := resp.Header.Get("OCI-Filters-Applied"); v != "" {
-		w.Header().Set("OCI-Filters-Applied", v)
+	if filters != "" {
+		w.Header().Set("OCI-Filters-Applied", filters)
 	}
 	if total > maxReferrersJudged {
 		w.Header().Set("Warning", fmt.Sprintf(`299 - "notarize-proxy: only the first %d of %d referrers were judged and listed"`, maxReferrersJudged, total))
@@ -79,6 +57,39 @@ func (s *Server) serveReferrers(w http.ResponseWriter, r *http.Request) {
 			slog.Int("referrers", total), slog.Int("judged", maxReferrersJudged))
 	}
 	writeBody(w, r, ocispec.MediaTypeImageIndex, b)
+}
+
+// judgeReferrers fetches the upstream's referrers list of d at t (with the
+// request's artifactType filter) and filters it (filterReferrers), holding
+// a referrers filter place and the list's bytes in the in-flight budget
+// until it returns, not while the answer is written. It returns the answer,
+// the upstream's OCI-Filters-Applied and the number of descriptors the
+// upstream listed.
+func (s *Server) judgeReferrers(ctx context.Context, t target, d notarize.Digest, artifactType string) (answer []byte, filters string, total int, err error) {
+	done, err := s.referrerFilters.take(ctx)
+	if err != nil {
+		return nil, "", 0, err
+	}
+	defer done()
+	q := url.Values{}
+	if artifactType != "" {
+		q.Set("artifactType", artifactType)
+	}
+	resp, err := t.up.Do(ctx, http.MethodGet, t.repo, "referrers/"+string(d), q, http.Header{"Accept": {ocispec.MediaTypeImageIndex}})
+	if err != nil {
+		return nil, "", 0, err
+	}
+	defer resp.Body.Close()
+	b, release, err := s.readPassThrough(ctx, t, resp)
+	if err != nil {
+		return nil, "", 0, err
+	}
+	defer release()
+	answer, total, err = s.filterReferrers(ctx, t, b)
+	if err != nil {
+		return nil, "", 0, err
+	}
+	return answer, resp.Header.Get("OCI-Filters-Applied"), total, nil
 }
 
 // filterReferrers returns the referrers index b (an OCI image index) with

@@ -212,21 +212,41 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, t.up.Name(), "manifest", &badRequestError{code: errcode.ErrorCodeTagInvalid, msg: fmt.Sprintf("invalid tag %q", clip(ref, 80))})
 		return
 	}
-	m, done, err := s.fetchManifest(r.Context(), t, ref, want, r.Header.Values("Accept"))
-	defer done()
+	m, err := s.allowedManifest(r.Context(), r.Method, t, ref, want, r.Header.Values("Accept"))
 	if err != nil {
 		s.fail(w, r, t.up.Name(), "manifest", err)
 		return
 	}
-	// The decision is made on exactly the bytes that are served.
-	ev, err := s.decide(r.Context(), r.Method, t, ref, m)
+	h := w.Header()
+	h.Set("Content-Type", m.MediaType)
+	h.Set("Content-Length", strconv.Itoa(len(m.Bytes)))
+	h.Set("Docker-Content-Digest", string(m.Digest))
+	h.Set("Etag", `"`+string(m.Digest)+`"`)
+	writeDeadline(w)
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(m.Bytes)
+	}
+}
+
+// allowedManifest returns the manifest at ref when the policy allows
+// serving it at t, else the error to answer (a *DeniedError for a
+// refusal). The bytes fetched count in the in-flight budget until the
+// decision is made, not while they are written to the client (a client
+// that does not read must not hold the budget; writeDeadline bounds it).
+func (s *Server) allowedManifest(ctx context.Context, method string, t target, ref string, want notarize.Digest, accept []string) (*upstream.Manifest, error) {
+	m, done, err := s.fetchManifest(ctx, t, ref, want, accept)
+	defer done()
 	if err != nil {
-		s.writeError(w, r, t.up.Name(), "manifest", err)
-		return
+		return nil, err
+	}
+	// The decision is made on exactly the bytes that are served.
+	ev, err := s.decide(ctx, method, t, ref, m)
+	if err != nil {
+		return nil, err
 	}
 	if !ev.Allow {
-		s.writeError(w, r, t.up.Name(), "manifest", &DeniedError{Target: t.String(), Reference: ref, Eval: ev})
-		return
+		return nil, &DeniedError{Target: t.String(), Reference: ref, Eval: ev}
 	}
 	if ev.Verdict == notarize.Trusted {
 		if kids := indexChildren(m); len(kids) > 0 {
@@ -240,26 +260,29 @@ func (s *Server) serveManifest(w http.ResponseWriter, r *http.Request) {
 		gr.via = ev.Via.Digest
 	}
 	if err := s.gate.record(t.up.Name(), t.repo, gr, manifestRefs(m)); err != nil {
-		s.log.LogAttrs(r.Context(), slog.LevelWarn, "blob gate not updated: the manifest's blobs will be refused",
+		s.log.LogAttrs(ctx, slog.LevelWarn, "blob gate not updated: the manifest's blobs will be refused",
 			slog.String("upstream", t.up.Name()), slog.String("repo", t.repo), slog.String("digest", string(m.Digest)), slog.String("error", err.Error()))
 	}
-	h := w.Header()
-	h.Set("Content-Type", m.MediaType)
-	h.Set("Content-Length", strconv.Itoa(len(m.Bytes)))
-	h.Set("Docker-Content-Digest", string(m.Digest))
-	h.Set("Etag", `"`+string(m.Digest)+`"`)
-	w.WriteHeader(http.StatusOK)
-	if r.Method != http.MethodHead {
-		_, _ = w.Write(m.Bytes)
-	}
+	return m, nil
+}
+
+// answerWriteTimeout bounds the writing of an answer held in memory (a
+// manifest, a tags or referrers list) to the client: one that does not
+// read keeps the bytes no longer.
+const answerWriteTimeout = time.Minute
+
+// writeDeadline bounds the answer about to be written on w by
+// answerWriteTimeout, where the connection supports it.
+func writeDeadline(w http.ResponseWriter) {
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(answerWriteTimeout))
 }
 
 // fetchManifest returns the manifest at ref: from the cache for a digest
 // reference that this target's upstream served for this repository before,
 // else from upstream (a tag is always asked upstream, since it can move),
 // one fetch shared by the requests that ask for it at once. The digest is
-// always the hash of the returned bytes. The caller calls done once it has
-// answered, also on error: the bytes stay counted in flight until then.
+// always the hash of the returned bytes. The caller calls done once it no
+// longer needs the bytes counted in flight (decided), also on error.
 func (s *Server) fetchManifest(ctx context.Context, t target, ref string, want notarize.Digest, accept []string) (m *upstream.Manifest, done func(), err error) {
 	if want != "" {
 		if m, ok := s.cachedManifest(t, want); ok {
@@ -503,8 +526,9 @@ func (s *Server) serveTags(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, t.up.Name(), "tags", err)
 		return
 	}
-	defer release()
-	if b, err = tagsList(t, b); err != nil {
+	b, err = tagsList(t, b)
+	release() // the upstream's bytes are dropped; the answer is at most as large
+	if err != nil {
 		s.writeError(w, r, t.up.Name(), "tags", err)
 		return
 	}
@@ -557,8 +581,8 @@ func tagsList(t target, b []byte) ([]byte, error) {
 
 // readPassThrough reads an upstream answer of at most maxPassThrough bytes,
 // taken from the in-flight budget (by its Content-Length, or the bound when
-// it has none) before it is read; the caller calls release once it has
-// answered.
+// it has none) before it is read; the caller calls release once it no
+// longer holds the bytes, before it writes its answer.
 func (s *Server) readPassThrough(ctx context.Context, t target, resp *http.Response) (b []byte, release func(), err error) {
 	size := resp.ContentLength
 	if size < 0 || size > maxPassThrough {
@@ -579,10 +603,11 @@ func (s *Server) readPassThrough(ctx context.Context, t target, resp *http.Respo
 	return b, release, nil
 }
 
-// writeBody answers 200 with b (no body for HEAD).
+// writeBody answers 200 with b (no body for HEAD), within answerWriteTimeout.
 func writeBody(w http.ResponseWriter, r *http.Request, contentType string, b []byte) {
 	w.Header().Set("Content-Type", contentType)
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	writeDeadline(w)
 	w.WriteHeader(http.StatusOK)
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(b)
