@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -56,7 +57,7 @@ type tailHit struct {
 // proven the same way; the others are read through the Client's fetch
 // cache (fetchcache.go), shared with its other lookups, which never holds
 // pushed bytes; a failed read drops what it read from it.
-func (c *Client) readTail(ctx context.Context, cp Checkpoint, from uint64, d notarize.Digest, asked func(keyID string) bool, pushed tailResources) ([]tailHit, error) {
+func (c *Client) readTail(ctx context.Context, cp Checkpoint, from uint64, q tailAsk, pushed tailResources) ([]tailHit, error) {
 	if from >= cp.Size {
 		return nil, fmt.Errorf("%w: a tail from %d in a tree of %d entries", ErrBadProof, from, cp.Size)
 	}
@@ -93,7 +94,7 @@ func (c *Client) readTail(ctx context.Context, cp Checkpoint, from uint64, d not
 			left[i] = h
 		})
 	}
-	subject := newSubjectTest(d)
+	subject := newSubjectTest(q.d)
 	sem := make(chan struct{}, tailBundleFetches)
 issue:
 	for i := range hashes {
@@ -104,7 +105,7 @@ issue:
 		}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			h, found, err := c.tailBundle(fctx, first+uint64(i), cp.Size, from, subject, tailAsk{d, asked}, pushed)
+			h, found, err := c.tailBundle(fctx, first+uint64(i), cp.Size, from, subject, q, pushed)
 			if err != nil {
 				fail(err)
 				return
@@ -141,10 +142,12 @@ issue:
 }
 
 // tailAsk is what a tail read looks for: statements about d by keys for
-// which asked is true.
+// which asked is true. ids, when not nil, lists those keys' IDs (hex):
+// an entry holding none of them is no statement by an asked-for key.
 type tailAsk struct {
 	d     notarize.Digest
 	asked func(keyID string) bool
+	ids   [][]byte
 }
 
 // tailBundle fetches entry bundle idx of cp's tree of size size (or takes
@@ -183,12 +186,18 @@ func (c *Client) tailBundle(ctx context.Context, idx, size, from uint64, subject
 // tailStatement returns the statement of the tail's entry leaf at index i
 // when it is one about q.d by an asked-for key whose signature verifies
 // (verifyLeaf), as the tail has always counted it. The cheap checks come
-// first, on the entry parsed strictly but not yet verified: the key ID its
-// signature names must be asked for (verifyLeaf refuses an entry whose
-// signature names another key than its public key's), and its statement
-// must be about q.d; only then is the signature checked. An entry that
-// fails any check is not a statement of the tail, as before.
+// first. The entry must hold an asked-for key's ID (q.ids): one that
+// verifies names its key's ID in its signature's keyid member, 64
+// lowercase hex characters that its one canonical JSON encoding spells
+// verbatim. Then, on the entry parsed strictly but not yet verified, the
+// key ID its signature names must be asked for (verifyLeaf refuses an
+// entry whose signature names another key than its public key's), and its
+// statement must be about q.d; only then is the signature checked. An
+// entry that fails any check is not a statement of the tail, as before.
 func tailStatement(i uint64, leaf []byte, q tailAsk) (tailHit, bool) {
+	if q.ids != nil && !slices.ContainsFunc(q.ids, func(id []byte) bool { return bytes.Contains(leaf, id) }) {
+		return tailHit{}, false
+	}
 	e, err := notarize.ParseEntry(leaf)
 	if err != nil || len(e.Envelope.Signatures) != 1 || !q.asked(e.Envelope.Signatures[0].KeyID) {
 		return tailHit{}, false

@@ -47,7 +47,7 @@ func TestReadTailFromTiles(t *testing.T) {
 		f.tileCalls = 0
 		f.mu.Unlock()
 		c := testClient(t, f, t.TempDir(), c.VerifierKey()) // an empty fetch cache
-		if _, err := c.readTail(t.Context(), cpAt(f, tc.size), tc.from, digestA, func(string) bool { return true }, nil); err != nil {
+		if _, err := c.readTail(t.Context(), cpAt(f, tc.size), tc.from, tailAsk{d: digestA, asked: func(string) bool { return true }}, nil); err != nil {
 			t.Fatalf("size %d from %d: %v", tc.size, tc.from, err)
 		}
 		start := tc.from / layout.EntryBundleWidth * layout.EntryBundleWidth
@@ -208,7 +208,7 @@ func TestReadTailLies(t *testing.T) {
 				}
 				return b, err
 			}
-			_, err := c.readTail(t.Context(), cp, from, digestA, func(string) bool { return true }, nil)
+			_, err := c.readTail(t.Context(), cp, from, tailAsk{d: digestA, asked: func(string) bool { return true }}, nil)
 			switch {
 			case tc.ok && err != nil:
 				t.Fatalf("honest tail: %v", err)
@@ -245,7 +245,7 @@ func TestReadTailFetchesAtOnce(t *testing.T) {
 			return nil, fmt.Errorf("bundle %d: the other bundles were not asked for meanwhile", index)
 		}
 	}
-	if _, err := c.readTail(t.Context(), cpAt(f, size), from, digestA, func(string) bool { return true }, nil); err != nil {
+	if _, err := c.readTail(t.Context(), cpAt(f, size), from, tailAsk{d: digestA, asked: func(string) bool { return true }}, nil); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -195,7 +195,11 @@ func (c *Client) foldTail(ctx context.Context, mp *api.MapProof, cp Checkpoint, 
 	if n := cp.Size - from; n > MaxMapTail {
 		return fmt.Errorf("%w: %d log entries after the ledger's newest committed map root (at most %d are read): the ledger commits no map roots, or not often enough", ErrIncomplete, n, MaxMapTail)
 	}
-	hits, err := c.readTail(ctx, cp, from, d, func(k string) bool { _, ok := want[k]; return ok }, pushed)
+	q := tailAsk{d: d, asked: func(k string) bool { _, ok := want[k]; return ok }, ids: [][]byte{}}
+	for k := range want {
+		q.ids = append(q.ids, []byte(k))
+	}
+	hits, err := c.readTail(ctx, cp, from, q, pushed)
 	if err != nil {
 		return fmt.Errorf("the log after the map root: %w", err)
 	}
