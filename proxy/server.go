@@ -272,7 +272,9 @@ func (s *Server) allowedManifest(ctx context.Context, method string, t target, r
 const answerWriteTimeout = time.Minute
 
 // writeDeadline bounds the answer about to be written on w by
-// answerWriteTimeout, where the connection supports it.
+// answerWriteTimeout, where the connection supports it (net/http lifts it
+// once the answer is written: the next answers on the connection, blobs
+// that stream for as long as they take, are not bound by it).
 func writeDeadline(w http.ResponseWriter) {
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(answerWriteTimeout))
 }
