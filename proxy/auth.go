@@ -28,10 +28,12 @@ const DefaultRealm = "notarize-proxy"
 type AuthConfig struct {
 	// Htpasswd authenticates Basic credentials against an htpasswd file
 	// of bcrypt hashes (htpasswd -B), re-read when it changes. Accepted
-	// credentials are remembered for a minute while the file is unchanged,
-	// so the requests of a pull do not each pay bcrypt; refused logins are
-	// limited per client, and concurrent bcrypt checks bounded
-	// (auth_cache.go).
+	// credentials are remembered (as a keyed hash) while the file is
+	// unchanged and they are used at least every 12 hours, so the requests
+	// of a pull do not each pay bcrypt and active users never queue behind
+	// guesses; refused logins are limited per client (and IPv6 /56 and
+	// /48), and concurrent bcrypt checks bounded, with a bounded queue per
+	// client (auth_cache.go, auth_slots.go).
 	Htpasswd *HtpasswdAuth `yaml:"htpasswd,omitempty"`
 	// Token accepts bearer tokens of the Docker token specification
 	// (https://distribution.github.io/distribution/spec/auth/token/) issued

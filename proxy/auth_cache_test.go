@@ -1,9 +1,12 @@
 package proxy
 
 import (
+	"crypto/sha256"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -74,8 +77,24 @@ func TestCredentialCache(t *testing.T) {
 	expect("user/password split elsewhere", "alic", "epw-a", false, 1)
 	expect("still remembered", "alice", "pw-a", true, 0)
 
-	clock = clock.Add(credentialCacheTTL)
-	expect("after the TTL", "alice", "pw-a", true, 1)
+	// Remembered while used (red team 6, F5: a one-minute TTL put every
+	// user back in the bcrypt queue, behind any flood of guesses).
+	clock = clock.Add(credentialCacheIdle - time.Second)
+	expect("used within the idle time", "alice", "pw-a", true, 0)
+	clock = clock.Add(credentialCacheIdle - time.Second)
+	expect("the idle time runs from the last use", "alice", "pw-a", true, 0)
+	clock = clock.Add(credentialCacheIdle)
+	expect("unused for the idle time", "alice", "pw-a", true, 1)
+	for k, v := range cache.seen { // neither the password nor an unkeyed hash of it is kept
+		for _, unkeyed := range [][sha256.Size]byte{sha256.Sum256([]byte("pw-a")), sha256.Sum256([]byte("alice\x00pw-a"))} {
+			if k == unkeyed {
+				t.Fatalf("the cache is keyed by an unkeyed hash of the password")
+			}
+		}
+		if strings.Contains(fmt.Sprintf("%+v", *v), "pw-a") {
+			t.Fatalf("the cache holds the password: %+v", *v)
+		}
+	}
 
 	// alice is removed: the very next request is refused.
 	if err := os.WriteFile(path, []byte(line("bob", "pw-b")), 0o600); err != nil {

@@ -161,8 +161,10 @@ func TestFailedLoginBudget(t *testing.T) {
 }
 
 // TestBcryptSlots: no more than bcryptSlots() verifications run at once; a
-// login that finds every slot taken waits (for its own context) without
-// spending its client's budget.
+// login that finds every slot taken waits (for its own context), and one
+// that gives up keeps its client's token spent: it held a place in the
+// queue (red team 6, F5: guesses given back when their wait ended cost the
+// flood nothing).
 func TestBcryptSlots(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "htpasswd")
 	if err := os.WriteFile(path, []byte("alice:$2y$04$invalidinvalidinvalidinvalidinvalidinvalidinvalidinval\n"), 0o600); err != nil {
@@ -175,8 +177,10 @@ func TestBcryptSlots(t *testing.T) {
 	cache := ac.(*credentialCache)
 	inner := &countingController{AccessController: cache.inner}
 	cache.inner = inner
-	for range cap(cache.bcryptGate) { // every slot busy
-		cache.bcryptGate <- struct{}{}
+	for range bcryptSlots() { // every slot busy
+		if err := cache.slots.acquire(t.Context(), loginNames("192.0.2.1:1")); err != nil {
+			t.Fatal(err)
+		}
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	r, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://proxy/v2/", nil)
@@ -194,10 +198,13 @@ func TestBcryptSlots(t *testing.T) {
 	if n := inner.n.Load(); n != 0 {
 		t.Fatalf("%d verifications while every slot was busy", n)
 	}
-	for i := range failedLoginBurst {
+	for i := range failedLoginBurst - 1 {
 		if wait, ok := cache.failed.Take("198.51.100.7"); !ok {
-			t.Fatalf("refused login %d of the burst: the client's budget was spent by a login never verified (wait %v)", i, wait)
+			t.Fatalf("refused login %d of the burst: more than one token spent by one queued login (wait %v)", i, wait)
 		}
+	}
+	if _, ok := cache.failed.Take("198.51.100.7"); ok {
+		t.Fatalf("the client's whole burst is left after a queued guess gave up: its token was given back")
 	}
 }
 
