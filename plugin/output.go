@@ -151,7 +151,8 @@ type errorOutput struct {
 // again, in whole seconds rounded up, when err carries its Retry-After (a
 // 429 rate limit or a 503 busy answer: ledgerclient.APIError.RetryAfter),
 // and 0 otherwise: the "retryAfter" of the JSON outputs that carry an
-// error. Nothing is retried on its own.
+// error. A refused read was retried a few times first (ledgerclient/retry.go);
+// a submission never is.
 func retryAfterSeconds(err error) int {
 	ae, ok := errors.AsType[*ledgerclient.APIError](err)
 	if !ok || ae.RetryAfter <= 0 {
