@@ -273,6 +273,9 @@ func (f *Fill) receive(body io.Reader, size int64, st *stages) error {
 			buf, filled, sent = *pb, 0, 0
 			f.mu.Lock()
 			f.mem = append(f.mem, &memChunk{off: off, buf: pb, small: small})
+			if small {
+				f.dropLocked() // the window's large chunks go back to the budget now
+			}
 			f.mu.Unlock()
 		}
 		n, rerr := body.Read(buf[filled:])
