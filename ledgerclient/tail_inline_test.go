@@ -119,6 +119,10 @@ type inlineFix struct {
 	ka             string
 	trust, untrust uint64
 	filler         signature.SignerVerifier
+	// trustEntry is alice's trust as a page answers it, with its proof
+	// under the fixture's final checkpoint: what a front puts in a current
+	// answer in place of the untrust.
+	trustEntry api.LookupEntry
 }
 
 func newInlineFix(t *testing.T) *inlineFix {
@@ -136,6 +140,17 @@ func newInlineFix(t *testing.T) *inlineFix {
 	fx.fill(t, 150, "tail-a")
 	fx.untrust = submit(t, direct, notarizetest.Entry(t, alice, fx.d, notarize.StatusUntrusted, t0.Add(time.Minute))).Index
 	fx.fill(t, 150, "tail-b")
+	resp, err := http.Get(srv.URL + api.PathDigests + string(fx.d) + "?" + api.QueryKeyID + "=" + fx.ka)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, e := range decodeAnswer(t, body).Entries {
+		if e.Index == fx.trust {
+			fx.trustEntry = e
+		}
+	}
 	return fx
 }
 
@@ -248,7 +263,14 @@ func TestInlineTailLies(t *testing.T) {
 	fx := newInlineFix(t)
 	flip := func(b []byte) []byte { b = bytes.Clone(b); b[len(b)-1] ^= 1; return b }
 	flipFirst := func(b []byte) []byte { b = bytes.Clone(b); b[0] ^= 1; return b }
-	omit := func(lr *api.LookupResponse) { lr.Entries = dropEntry(lr.Entries, fx.untrust) }
+	// omit hides the untrust: alice's trust is her current statement
+	// (in a current answer, it takes the untrust's place).
+	omit := func(lr *api.LookupResponse) {
+		lr.Entries = dropEntry(lr.Entries, fx.untrust)
+		if !slices.ContainsFunc(lr.Entries, func(e api.LookupEntry) bool { return e.Index == fx.trust }) {
+			lr.Entries = append(lr.Entries, fx.trustEntry)
+		}
+	}
 	junk := func(n int) []byte { return bytes.Repeat([]byte{0x55}, n) }
 	cases := []struct {
 		name string
