@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 
 	"github.com/notarize/docker-notarize/notarize"
+	"github.com/notarize/docker-notarize/proxy/blobcache"
 	"github.com/notarize/docker-notarize/proxy/upstream"
 )
 
@@ -148,6 +149,12 @@ func TestBoundedBlobCache(t *testing.T) {
 
 	if v := metric("notarize_proxy_blob_cache_max_bytes"); v != bound {
 		t.Fatalf("max bytes gauge %v", v)
+	}
+	if v := metric("notarize_proxy_blob_fill_memory_max_bytes"); v != float64(blobcache.DefaultFillMemoryBytes) {
+		t.Fatalf("fill memory budget gauge %v, want the default %d", v, blobcache.DefaultFillMemoryBytes)
+	}
+	for _, name := range []string{"notarize_proxy_blob_fill_memory_bytes", "notarize_proxy_blob_fill_small_buffers_total", "notarize_proxy_blob_shared_skipped_total"} {
+		metric(name) // exported
 	}
 	for _, d := range small[:4] {
 		if code, b := get(d, ""); code != http.StatusOK || notarize.DigestOf(b) != d {

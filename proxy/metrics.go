@@ -140,5 +140,21 @@ func (m *metrics) watchBlobCache(c interface{ Stats() blobcache.Stats }) {
 			Name: "notarize_proxy_blob_shared_errors_total",
 			Help: "Failed reads from and puts into the fleet's shared store (the upstream served instead).",
 		}, stat(func(s blobcache.Stats) float64 { return float64(s.SharedErrors) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "notarize_proxy_blob_shared_skipped_total",
+			Help: "Verified blobs not put into the fleet's shared store because too many puts were running and waiting (they stay local).",
+		}, stat(func(s blobcache.Stats) float64 { return float64(s.SharedSkipped) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "notarize_proxy_blob_fill_memory_bytes",
+			Help: "Memory the cold blob downloads and their readers hold now, in 1 MiB chunks.",
+		}, stat(func(s blobcache.Stats) float64 { return float64(s.FillMemory) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "notarize_proxy_blob_fill_memory_max_bytes",
+			Help: "The cold downloads' memory budget (--fill-memory-bytes); past it they stream through their files.",
+		}, stat(func(s blobcache.Stats) float64 { return float64(s.FillMemoryMax) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "notarize_proxy_blob_fill_small_buffers_total",
+			Help: "32 KiB buffers taken by cold downloads because the fill memory budget was spent.",
+		}, stat(func(s blobcache.Stats) float64 { return float64(s.SmallBuffers) })),
 	)
 }
