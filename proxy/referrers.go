@@ -5,9 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
+	"strings"
 
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	"github.com/gorilla/mux"
@@ -18,11 +19,18 @@ import (
 )
 
 // maxReferrersJudged bounds the descriptors of one referrers list that are
-// judged and answered: the first ones in the upstream's order, the rest
-// left out (with a Warning header). A thousand is more than any honest
-// subject has (signatures, SBOMs, attestations), and what registries that
-// page the referrers API put on one page at most.
+// judged and answered in one answer: a page of the upstream's list, in its
+// order; the next page is linked (Link: <…>; rel="next", as the OCI
+// distribution spec pages the referrers API), so that junk artifacts pushed
+// ahead of a real signature cannot push it out of every answer. A thousand
+// is more than any honest subject has (signatures, SBOMs, attestations),
+// and what registries that page the referrers API put on one page at most.
 const maxReferrersJudged = 1000
+
+// referrersOffsetParam is the proxy's own query parameter of a referrers
+// page after the first: how many of the upstream list's descriptors come
+// before it. Clients do not build it: they follow the Link header.
+const referrersOffsetParam = "offset"
 
 // serveReferrers answers the referrers of a digest from the upstream's
 // list, less every manifest the policy does not allow for this repository:
@@ -42,7 +50,16 @@ func (s *Server) serveReferrers(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, t.up.Name(), "referrers", &badRequestError{code: errcode.ErrorCodeDigestInvalid, msg: err.Error()})
 		return
 	}
-	b, filters, total, err := s.judgeReferrers(r.Context(), t, d, r.URL.Query().Get("artifactType"))
+	offset := 0
+	if v, ok := r.URL.Query()[referrersOffsetParam]; ok {
+		n, err := strconv.Atoi(v[0])
+		if err != nil || n < 0 || len(v) != 1 {
+			s.writeError(w, r, t.up.Name(), "referrers", &badRequestError{code: errcode.ErrorCodePaginationNumberInvalid, msg: fmt.Sprintf("invalid referrers page offset %q", clip(strings.Join(v, ","), 40))})
+			return
+		}
+		offset = n
+	}
+	b, filters, total, err := s.judgeReferrers(r.Context(), t, d, r.URL.Query().Get("artifactType"), offset)
 	if err != nil {
 		s.fail(w, r, t.up.Name(), "referrers", err)
 		return
@@ -50,11 +67,12 @@ func (s *Server) serveReferrers(w http.ResponseWriter, r *http.Request) {
 	if filters != "" {
 		w.Header().Set("OCI-Filters-Applied", filters)
 	}
-	if total > maxReferrersJudged {
-		w.Header().Set("Warning", fmt.Sprintf(`299 - "notarize-proxy: only the first %d of %d referrers were judged and listed"`, maxReferrersJudged, total))
-		s.logRefusal(r.Context(), "referrers truncated "+t.String(), "referrers list truncated",
-			slog.String("upstream", t.up.Name()), slog.String("repo", t.repo), slog.String("subject", string(d)),
-			slog.Int("referrers", total), slog.Int("judged", maxReferrersJudged))
+	if next := offset + maxReferrersJudged; next < total {
+		u := url.URL{Path: r.URL.Path}
+		q := r.URL.Query()
+		q.Set(referrersOffsetParam, strconv.Itoa(next))
+		u.RawQuery = q.Encode()
+		w.Header().Set("Link", fmt.Sprintf(`<%s>; rel="next"`, u.String()))
 	}
 	writeBody(w, r, ocispec.MediaTypeImageIndex, b)
 }
@@ -65,7 +83,7 @@ func (s *Server) serveReferrers(w http.ResponseWriter, r *http.Request) {
 // until it returns, not while the answer is written. It returns the answer,
 // the upstream's OCI-Filters-Applied and the number of descriptors the
 // upstream listed.
-func (s *Server) judgeReferrers(ctx context.Context, t target, d notarize.Digest, artifactType string) (answer []byte, filters string, total int, err error) {
+func (s *Server) judgeReferrers(ctx context.Context, t target, d notarize.Digest, artifactType string, offset int) (answer []byte, filters string, total int, err error) {
 	done, err := s.referrerFilters.take(ctx)
 	if err != nil {
 		return nil, "", 0, err
@@ -85,7 +103,7 @@ func (s *Server) judgeReferrers(ctx context.Context, t target, d notarize.Digest
 		return nil, "", 0, err
 	}
 	defer release()
-	answer, total, err = s.filterReferrers(ctx, t, b)
+	answer, total, err = s.filterReferrers(ctx, t, b, offset)
 	if err != nil {
 		return nil, "", 0, err
 	}
@@ -94,8 +112,9 @@ func (s *Server) judgeReferrers(ctx context.Context, t target, d notarize.Digest
 
 // filterReferrers returns the referrers index b (an OCI image index) with
 // only the descriptors whose digest the policy allows at t, each relayed as
-// the upstream sent it, of the first maxReferrersJudged descriptors, and
-// the number of descriptors b has. The list must have one reading: it is
+// the upstream sent it, of the maxReferrersJudged descriptors from offset
+// on (none when offset is past the list's end), and the number of
+// descriptors b has. The list must have one reading: it is
 // classified as an index first (notarize.ClassifyManifest), which refuses a
 // member repeated in one object or spelled in another case (a descriptor
 // {"digest":A,"digest":B} is B to encoding/json and A to readers that take
@@ -105,7 +124,7 @@ func (s *Server) judgeReferrers(ctx context.Context, t target, d notarize.Digest
 // relayed to clients that read another. The descriptors are judged
 // together (evaluateAll): the revocations are read once, after all their
 // records, never once per descriptor.
-func (s *Server) filterReferrers(ctx context.Context, t target, b []byte) ([]byte, int, error) {
+func (s *Server) filterReferrers(ctx context.Context, t target, b []byte, offset int) ([]byte, int, error) {
 	bad := func(err error) error {
 		return fmt.Errorf("upstream %s: referrers of %s: %w: %v", t.up.Name(), t, upstream.ErrBadManifest, err)
 	}
@@ -123,10 +142,11 @@ func (s *Server) filterReferrers(ctx context.Context, t target, b []byte) ([]byt
 		return nil, 0, bad(errors.New("not one reading of an image index"))
 	}
 	total := len(idx.Manifests)
-	raws := idx.Manifests[:min(total, maxReferrersJudged)]
+	from := min(offset, total)
+	raws := idx.Manifests[from:min(total, from+maxReferrersJudged)]
 	js := make([]judged, len(raws))
 	for i := range raws {
-		d := m.Manifests[i].Digest
+		d := m.Manifests[from+i].Digest
 		js[i] = judged{digest: d, parents: s.parents.of(d)}
 	}
 	evs := s.evaluateAll(ctx, s.policy.Load(), t.String(), js)
