@@ -22,29 +22,35 @@ import (
 //   - Page views (the HTML pages at / and /keys/) take at most
 //     lookupPagePlaces of them: the rest are a reserve for the API that
 //     verify, untrust and ls use.
-//   - One client holds or waits for at most lookupClientPlaces API
-//     lookups (the clients' own concurrency, maxRevocationLookups, is 8)
-//     and lookupClientPagePlaces page views, each counted apart; an IPv6
-//     /56, and a /48, at most lookupPrefixScale times as many.
-//   - A lookup that finds no place free waits for one, at most
-//     lookupWait and at most lookupMaxWaiting lookups at once: a place
-//     given back goes to the waiting lookup whose client (its /48 for
-//     IPv6) holds the fewest, the oldest first among equals. A client
-//     flooding the gate from several addresses therefore only delays an
-//     honest client by about one lookup's duration.
+//   - One client holds at most lookupClientPlaces API lookups (the
+//     clients' own concurrency, maxRevocationLookups, is 8) and
+//     lookupClientPagePlaces page views, each counted apart, and has at
+//     most as many waiting; an IPv6 /56, and a /48, lookupPrefixScale
+//     times as many.
+//   - A lookup that finds no place free, or its client's share taken,
+//     waits for one, at most lookupWait and at most lookupMaxWaiting
+//     lookups at once: a place given back goes to the waiting lookup
+//     that fits whose client (its /48 for IPv6) holds the fewest, the
+//     oldest first among equals; a lookup finding the queue full pushes
+//     out the waiting one whose client holds the most, if that is more
+//     than its own client holds. A client flooding the gate from several
+//     addresses therefore only delays an honest client by about one
+//     lookup's duration.
+//   - In-process callers (no client in the context) have no share.
 //
-// Beyond its share, or once its wait is over, a lookup is ErrUnavailable
-// (HTTP 503 with Retry-After), having read nothing.
+// A lookup whose client has its share waiting already, or that finds the
+// queue full, or whose wait ends, is ErrUnavailable (HTTP 503 with
+// Retry-After), having read nothing.
 const (
 	// maxConcurrentLookups bounds the lookups reading the index at once.
 	maxConcurrentLookups = 32
 	// lookupPagePlaces bounds the page views among them.
 	lookupPagePlaces = 8
-	// lookupClientPlaces bounds the API lookups one client holds or
-	// waits for.
+	// lookupClientPlaces bounds the API lookups one client holds, and
+	// those it has waiting.
 	lookupClientPlaces = 8
-	// lookupClientPagePlaces bounds the page views one client holds or
-	// waits for.
+	// lookupClientPagePlaces bounds the page views one client holds, and
+	// those it has waiting.
 	lookupClientPagePlaces = 2
 	// lookupPrefixScale is how many clients' shares an IPv6 /56, and a
 	// /48, may hold together.
@@ -124,11 +130,12 @@ type lookupClaim struct {
 	caps  []int
 }
 
-// lookupWaiter is a lookup waiting for a place; granted is closed when it
-// is given one.
+// lookupWaiter is a lookup waiting for a place; done is closed when it
+// is given one (granted) or pushed out of a full queue.
 type lookupWaiter struct {
 	claim   lookupClaim
-	granted chan struct{}
+	done    chan struct{}
+	granted bool // set under mu before done is closed
 }
 
 // lookupClientKey is the context key of a request's lookupClient.
@@ -184,7 +191,7 @@ func (g *lookupGate) claim(ctx context.Context, class lookupClass) lookupClaim {
 
 // enter takes a place for c, or waits for one (see lookupWait); it
 // returns the function giving the place back, or ErrUnavailable when c's
-// client is over its share, too many lookups wait, or the wait ends.
+// client has its share waiting, too many lookups wait, or the wait ends.
 func (g *lookupGate) enter(ctx context.Context, c lookupClaim) (func(), error) {
 	b := g.limits.withDefaults()
 	g.mu.Lock()
@@ -192,22 +199,22 @@ func (g *lookupGate) enter(ctx context.Context, c lookupClaim) (func(), error) {
 		g.shares = make(map[shareKey]*share)
 	}
 	for i, k := range c.keys {
-		if s := g.shares[k]; s != nil && s.held+s.waiting >= c.caps[i] {
-			n := s.held + s.waiting
+		if s := g.shares[k]; s != nil && s.waiting >= c.caps[i] {
+			held, waiting := s.held, s.waiting
 			g.mu.Unlock()
-			return nil, fmt.Errorf("%w: this client has %d %ss in progress or waiting, at most %d", ErrUnavailable, n, c.class, c.caps[i])
+			return nil, fmt.Errorf("%w: this client has %d %ss in progress and %d waiting, at most %d of each", ErrUnavailable, held, c.class, waiting, c.caps[i])
 		}
 	}
-	if g.fits(b, c.class) {
+	if g.fits(b, c) {
 		g.take(c)
 		g.mu.Unlock()
 		return g.leaver(c), nil
 	}
-	if n := len(g.waiting); n >= b.maxWaiting {
+	if n := len(g.waiting); n >= b.maxWaiting && !g.pushOut(c) {
 		g.mu.Unlock()
 		return nil, fmt.Errorf("%w: %d lookups in progress and %d waiting", ErrUnavailable, b.places, n)
 	}
-	w := &lookupWaiter{claim: c, granted: make(chan struct{})}
+	w := &lookupWaiter{claim: c, done: make(chan struct{})}
 	g.waiting = append(g.waiting, w)
 	for _, k := range c.keys {
 		g.shareOf(k).waiting++
@@ -218,8 +225,11 @@ func (g *lookupGate) enter(ctx context.Context, c lookupClaim) (func(), error) {
 	defer t.Stop()
 	var why error
 	select {
-	case <-w.granted:
-		return g.leaver(c), nil
+	case <-w.done:
+		if w.granted {
+			return g.leaver(c), nil
+		}
+		return nil, fmt.Errorf("%w: %d lookups in progress; the queue is full of lookups of clients holding fewer", ErrUnavailable, b.places)
 	case <-t.C:
 		why = fmt.Errorf("%w: %d lookups in progress; no place came free in %v", ErrUnavailable, b.places, b.wait)
 	case <-ctx.Done():
@@ -228,8 +238,10 @@ func (g *lookupGate) enter(ctx context.Context, c lookupClaim) (func(), error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	select {
-	case <-w.granted: // granted as the wait ended: give the place on
-		g.release(c)
+	case <-w.done: // granted (give the place on) or pushed out as the wait ended
+		if w.granted {
+			g.release(c)
+		}
 		return nil, why
 	default:
 	}
@@ -245,9 +257,19 @@ func (g *lookupGate) enter(ctx context.Context, c lookupClaim) (func(), error) {
 	return nil, why
 }
 
-// fits reports whether a lookup of class may take a place now (under mu).
-func (g *lookupGate) fits(b lookupLimits, class lookupClass) bool {
-	return g.held < b.places && (class != lookupPage || g.pages < b.pagePlaces)
+// fits reports whether c may take a place now: one is free, for a page
+// view one of the pages' places, and c's client holds less than its share
+// (under mu).
+func (g *lookupGate) fits(b lookupLimits, c lookupClaim) bool {
+	if g.held >= b.places || c.class == lookupPage && g.pages >= b.pagePlaces {
+		return false
+	}
+	for i, k := range c.keys {
+		if s := g.shares[k]; s != nil && s.held >= c.caps[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // take gives c a place (under mu).
@@ -288,7 +310,7 @@ func (g *lookupGate) release(c lookupClaim) {
 	for {
 		best := -1
 		for i, w := range g.waiting {
-			if !g.fits(b, w.claim.class) {
+			if !g.fits(b, w.claim) {
 				continue
 			}
 			if best < 0 || g.rank(w.claim) < g.rank(g.waiting[best].claim) {
@@ -304,8 +326,33 @@ func (g *lookupGate) release(c lookupClaim) {
 			g.shareOf(k).waiting--
 		}
 		g.take(w.claim)
-		close(w.granted)
+		w.granted = true
+		close(w.done)
 	}
+}
+
+// pushOut makes room in the full queue for c: it takes out the waiting
+// lookup whose client holds the most places (the newest among equals) if
+// that is more than c's client holds, so that a flood from several
+// addresses cannot fill the queue against a client holding none (under
+// mu). It reports whether it made room.
+func (g *lookupGate) pushOut(c lookupClaim) bool {
+	worst := -1
+	for i, w := range g.waiting {
+		if worst < 0 || g.rank(w.claim) >= g.rank(g.waiting[worst].claim) {
+			worst = i
+		}
+	}
+	if worst < 0 || g.rank(g.waiting[worst].claim) <= g.rank(c) {
+		return false
+	}
+	w := g.waiting[worst]
+	g.waiting = append(g.waiting[:worst], g.waiting[worst+1:]...)
+	for _, k := range w.claim.keys {
+		g.unshare(k, 0, 1)
+	}
+	close(w.done)
+	return true
 }
 
 // rank is how many places the widest share of c holds: the fewer, the

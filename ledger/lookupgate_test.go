@@ -47,32 +47,66 @@ func enterNow(g *lookupGate, ctx context.Context, class lookupClass) (func(), er
 }
 
 // TestLookupGateClientShare: one client holds at most its share of API
-// lookups (the next is refused at once, without waiting) while another
-// client still gets a place; an IPv6 client is its /64, and the /64s of
-// one /56 share lookupPrefixScale shares.
+// lookups: past it, a lookup waits for one of its client's places even
+// with places free, and at most a share's worth wait (the next is refused
+// at once), while another client gets a place at once; an IPv6 client is
+// its /64, and the /64s of one /56 share lookupPrefixScale shares.
 func TestLookupGateClientShare(t *testing.T) {
-	g := &lookupGate{limits: lookupLimits{wait: time.Hour}} // a wait would hang: refusals must be immediate
+	g := &lookupGate{limits: lookupLimits{wait: time.Hour}}
 	attacker := clientCtx(t, "192.0.2.1")
-	holdLookups(t, g, attacker, lookupAPI, lookupClientPlaces)
-	if _, err := enterNow(g, attacker, lookupAPI); !errors.Is(err, ErrUnavailable) {
-		t.Fatalf("lookup %d of one client: %v, want ErrUnavailable", lookupClientPlaces+1, err)
+	leaves := holdLookups(t, g, attacker, lookupAPI, lookupClientPlaces)
+	shortly := func(ctx context.Context) context.Context {
+		ctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		t.Cleanup(cancel)
+		return ctx
+	}
+	if _, err := enterNow(g, shortly(attacker), lookupAPI); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("lookup %d of one client, %d places free: %v, want it kept waiting", lookupClientPlaces+1, maxConcurrentLookups-lookupClientPlaces, err)
+	}
+	granted := make(chan func(), lookupClientPlaces)
+	for range lookupClientPlaces {
+		go func() {
+			leave, err := enterNow(g, attacker, lookupAPI)
+			if err != nil {
+				t.Error(err)
+			}
+			granted <- leave
+		}()
+	}
+	waitUntil(t, func() bool { g.mu.Lock(); defer g.mu.Unlock(); return len(g.waiting) == lookupClientPlaces })
+	start := time.Now()
+	if _, err := enterNow(g, attacker, lookupAPI); !errors.Is(err, ErrUnavailable) || time.Since(start) > time.Second {
+		t.Fatalf("lookup of one client with %d held and %d waiting: %v after %v, want ErrUnavailable at once", lookupClientPlaces, lookupClientPlaces, err, time.Since(start))
 	}
 	leave, err := enterNow(g, clientCtx(t, "192.0.2.2"), lookupAPI)
 	if err != nil {
 		t.Fatalf("another client's lookup while the first holds its share: %v", err)
 	}
 	leave()
+	leaves[0]() // one of the client's places: one of its waiting lookups takes it
+	(<-granted)()
+	for _, leave := range leaves[1:] {
+		leave()
+	}
+	for range lookupClientPlaces - 1 {
+		(<-granted)()
+	}
 
 	// One /56: its first lookupPrefixScale /64s fill the /56's share.
 	for _, a := range []string{"2001:db8:0:100::1", "2001:db8:0:101::1"} {
 		holdLookups(t, g, clientCtx(t, a), lookupAPI, lookupClientPlaces)
 	}
-	if _, err := enterNow(g, clientCtx(t, "2001:db8:0:1ff::1"), lookupAPI); !errors.Is(err, ErrUnavailable) {
-		t.Fatalf("a third /64 of a full /56: %v, want ErrUnavailable", err)
+	if _, err := enterNow(g, shortly(clientCtx(t, "2001:db8:0:1ff::1")), lookupAPI); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("a third /64 of a /56 holding its share, places free: %v, want it kept waiting", err)
 	}
-	if _, err := enterNow(g, clientCtx(t, "2001:db8:0:100::2"), lookupAPI); !errors.Is(err, ErrUnavailable) {
-		t.Fatalf("another address of a /64 at its share: %v, want ErrUnavailable", err)
+	if _, err := enterNow(g, shortly(clientCtx(t, "2001:db8:0:100::2")), lookupAPI); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("another address of a /64 holding its share: %v, want it kept waiting", err)
 	}
+	leave, err = enterNow(g, clientCtx(t, "2001:db8:1::1"), lookupAPI)
+	if err != nil {
+		t.Fatalf("a client of another /48: %v", err)
+	}
+	leave()
 }
 
 // TestLookupGatePageReserve: page views take at most lookupPagePlaces
@@ -117,16 +151,14 @@ func TestLookupGateFairWaiting(t *testing.T) {
 	filler := clientCtx(t, "198.51.100.1")
 	leaves = append(leaves, holdLookups(t, g, filler, lookupAPI, maxConcurrentLookups-len(leaves))...)
 	type result struct {
-		who string
-		err error
+		who   string
+		leave func()
+		err   error
 	}
 	got := make(chan result, len(attackers)+1)
 	waitFor := func(who string, ctx context.Context) {
 		leave, err := enterNow(g, ctx, lookupAPI)
-		if err == nil {
-			defer leave()
-		}
-		got <- result{who, err}
+		got <- result{who, leave, err}
 	}
 	for _, ctx := range attackers {
 		go waitFor("attacker", ctx)
@@ -140,12 +172,15 @@ func TestLookupGateFairWaiting(t *testing.T) {
 	if r.who != "owner" || r.err != nil {
 		t.Fatalf("the first place given back went to the %s (%v), want the owner, whose client held none", r.who, r.err)
 	}
+	r.leave()
 	for _, leave := range leaves[:len(leaves)-1] {
 		leave()
 	}
 	for range attackers {
 		if r := <-got; r.err != nil {
 			t.Errorf("a waiting lookup once places are free: %v", r.err)
+		} else {
+			r.leave()
 		}
 	}
 	g.mu.Lock()
@@ -221,5 +256,65 @@ func waitUntil(t *testing.T, cond func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatal("condition not met in 10s")
 		}
+	}
+}
+
+// TestLookupGateQueueFullPushOut: a flooding client fills the queue; a
+// lookup of a client holding no place pushes out one of its waiting
+// lookups (refused at once) rather than being refused, until the queue
+// holds only lookups of clients holding as few as it does.
+func TestLookupGateQueueFullPushOut(t *testing.T) {
+	g := &lookupGate{limits: lookupLimits{places: 2, maxWaiting: 2, wait: time.Hour}}
+	flood := clientCtx(t, "192.0.2.1")
+	leaves := holdLookups(t, g, flood, lookupAPI, 2)
+	type result struct {
+		leave func()
+		err   error
+	}
+	wait := func(ctx context.Context) <-chan result {
+		ch := make(chan result, 1)
+		k := g.claim(ctx, lookupAPI).keys[0]
+		waiting := func() int {
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			if s := g.shares[k]; s != nil {
+				return s.waiting
+			}
+			return 0
+		}
+		before := waiting()
+		go func() {
+			leave, err := enterNow(g, ctx, lookupAPI)
+			ch <- result{leave, err}
+		}()
+		waitUntil(t, func() bool { return waiting() > before || len(ch) > 0 })
+		return ch
+	}
+	floodWaits := []<-chan result{wait(flood), wait(flood)}
+	owner := wait(clientCtx(t, "203.0.113.7"))
+	other := wait(clientCtx(t, "203.0.113.8"))
+	for i, ch := range floodWaits {
+		select {
+		case r := <-ch:
+			if !errors.Is(r.err, ErrUnavailable) {
+				t.Fatalf("flooding client's waiting lookup %d: %v, want pushed out", i, r.err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("flooding client's waiting lookup %d still waits: not pushed out by clients holding none", i)
+		}
+	}
+	if _, err := enterNow(g, clientCtx(t, "203.0.113.9"), lookupAPI); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("a lookup finding the queue full of clients holding none: %v, want refused", err)
+	}
+	leaves[0]()
+	r := <-owner
+	if r.err != nil {
+		t.Fatalf("the owner's waiting lookup: %v", r.err)
+	}
+	r.leave()
+	if r := <-other; r.err != nil {
+		t.Fatalf("the other client's waiting lookup: %v", r.err)
+	} else {
+		r.leave()
 	}
 }
