@@ -32,7 +32,8 @@ const (
 // behind every queued guess of a flood. A login waits at most
 // bcryptWaitMax.
 type loginSlots struct {
-	now func() time.Time
+	now          func() time.Time
+	waitingBound int // tests: the queue's bound instead of maxWaitingLogins
 
 	mu      sync.Mutex
 	free    int
@@ -41,11 +42,12 @@ type loginSlots struct {
 	refuses map[string]time.Time // last refused login per client, bounded by maxLoginClients
 }
 
-// loginWaiter is a login waiting for a slot; granted is closed when it is
-// given one.
+// loginWaiter is a login waiting for a slot; done is closed when it is
+// given one (granted) or pushed out of a full queue.
 type loginWaiter struct {
 	names   []ratelimit.Name
-	granted chan struct{}
+	done    chan struct{}
+	granted bool // set under mu before done is closed
 }
 
 func newLoginSlots(n int, now func() time.Time) *loginSlots {
@@ -69,11 +71,11 @@ func (s *loginSlots) acquire(ctx context.Context, names []ratelimit.Name) error 
 			return &loginRateError{retryAfter: time.Second, busy: true}
 		}
 	}
-	if len(s.waiting) >= maxWaitingLogins {
+	w := &loginWaiter{names: names, done: make(chan struct{})}
+	if len(s.waiting) >= s.maxWaiting() && !s.pushOut(w) {
 		s.mu.Unlock()
 		return &loginRateError{retryAfter: time.Second, busy: true}
 	}
-	w := &loginWaiter{names: names, granted: make(chan struct{})}
 	s.waiting = append(s.waiting, w)
 	for _, n := range names {
 		s.queued[n.Key]++
@@ -84,8 +86,11 @@ func (s *loginSlots) acquire(ctx context.Context, names []ratelimit.Name) error 
 	defer t.Stop()
 	var why error
 	select {
-	case <-w.granted:
-		return nil
+	case <-w.done:
+		if w.granted {
+			return nil
+		}
+		return &loginRateError{retryAfter: time.Second, busy: true}
 	case <-t.C:
 		why = &loginRateError{retryAfter: time.Second, busy: true}
 	case <-ctx.Done():
@@ -94,8 +99,10 @@ func (s *loginSlots) acquire(ctx context.Context, names []ratelimit.Name) error 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	select {
-	case <-w.granted: // granted as the wait ended: hand the slot on
-		s.releaseLocked()
+	case <-w.done: // granted (hand the slot on) or pushed out as the wait ended
+		if w.granted {
+			s.releaseLocked()
+		}
 		return why
 	default:
 	}
@@ -134,7 +141,38 @@ func (s *loginSlots) releaseLocked() {
 	w := s.waiting[pick]
 	s.waiting = append(s.waiting[:pick], s.waiting[pick+1:]...)
 	s.unqueue(w)
-	close(w.granted)
+	w.granted = true
+	close(w.done)
+}
+
+// pushOut makes room in the full queue for w: it takes out the waiting
+// login ranked last (the newest among equals) if it ranks after w, so
+// that guesses from many addresses cannot fill the queue against a client
+// with no refused login (under mu). It reports whether it made room.
+func (s *loginSlots) pushOut(w *loginWaiter) bool {
+	worst := -1
+	for i, o := range s.waiting {
+		if worst < 0 || s.rank(o) >= s.rank(s.waiting[worst]) {
+			worst = i
+		}
+	}
+	// w is not queued yet: its rank counts it as one of its client's.
+	if worst < 0 || s.rank(s.waiting[worst]) <= s.rank(w)+1 {
+		return false
+	}
+	o := s.waiting[worst]
+	s.waiting = append(s.waiting[:worst], s.waiting[worst+1:]...)
+	s.unqueue(o)
+	close(o.done)
+	return true
+}
+
+// maxWaiting is the bound of the queue: maxWaitingLogins, or the test's.
+func (s *loginSlots) maxWaiting() int {
+	if s.waitingBound > 0 {
+		return s.waitingBound
+	}
+	return maxWaitingLogins
 }
 
 // unqueue takes w off its clients' waiting counts (under mu).

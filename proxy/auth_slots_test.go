@@ -27,17 +27,18 @@ func fullSlots(t *testing.T) *loginSlots {
 func queueLogin(t *testing.T, s *loginSlots, addr string) <-chan error {
 	t.Helper()
 	done := make(chan error, 1)
-	s.mu.Lock()
-	before := len(s.waiting)
-	s.mu.Unlock()
+	client := loginNames(addr)[0].Key
+	queued := func() int {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.queued[client]
+	}
+	before := queued()
 	go func() {
 		done <- s.acquire(t.Context(), loginNames(addr))
 	}()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
-		s.mu.Lock()
-		n := len(s.waiting)
-		s.mu.Unlock()
-		if n > before {
+		if queued() > before {
 			return done
 		}
 		select {
@@ -80,7 +81,8 @@ func TestLoginQueuePerClient(t *testing.T) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, w := range s.waiting { // let the waiters go
-		close(w.granted)
+		w.granted = true
+		close(w.done)
 	}
 	s.waiting = nil
 }
@@ -180,4 +182,40 @@ func TestLoginSlotToClientAskingOnce(t *testing.T) {
 			t.Errorf("a waiting login once slots are free: %v", err)
 		}
 	}
+}
+
+// TestLoginQueueFullPushOut: guesses fill the queue; a login of a client
+// with no refused login pushes out the last-ranked guess (429 at once)
+// rather than being refused, and gets the next slot.
+func TestLoginQueueFullPushOut(t *testing.T) {
+	s := fullSlots(t)
+	s.waitingBound = 2
+	s.refused("203.0.113.10")
+	s.refused("203.0.113.11")
+	guesses := []<-chan error{queueLogin(t, s, "203.0.113.10:1"), queueLogin(t, s, "203.0.113.11:1")}
+	honest := queueLogin(t, s, "198.51.100.20:1")
+	pushed := 0
+	for _, ch := range guesses {
+		select {
+		case err := <-ch:
+			if !busyRefusal(err) {
+				t.Fatalf("a guess in the full queue: %v, want pushed out (429)", err)
+			}
+			pushed++
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if pushed != 1 {
+		t.Fatalf("%d guesses pushed out of the full queue by the honest login, want 1", pushed)
+	}
+	s.release()
+	select {
+	case err := <-honest:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the honest login did not get the freed slot")
+	}
+	s.release() // the guess left waiting
 }
