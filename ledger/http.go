@@ -213,37 +213,41 @@ func readBody(body io.Reader, length int64) ([]byte, error) {
 
 // serveLookup handles GET /api/v1/digests/{digest}: one page.
 func (l *Ledger) serveLookup(w http.ResponseWriter, r *http.Request) error {
-	return l.serveLookupKind(w, r, "page", func() (*api.LookupResponse, error) {
+	return l.serveLookupKind(w, r, "page", func(ctx context.Context) (*api.LookupResponse, error) {
 		d, opts, err := lookupQuery(r)
 		if err != nil {
 			return nil, err
 		}
-		return l.Lookup(r.Context(), d, opts)
+		return l.Lookup(ctx, d, opts)
 	})
 }
 
 // serveCurrent handles GET /api/v1/digests/{digest}/current.
 func (l *Ledger) serveCurrent(w http.ResponseWriter, r *http.Request) error {
-	return l.serveLookupKind(w, r, "current", func() (*api.LookupResponse, error) {
+	return l.serveLookupKind(w, r, "current", func(ctx context.Context) (*api.LookupResponse, error) {
 		d, err := notarize.ParseDigest(r.PathValue("digest"))
 		if err != nil {
 			return nil, err
 		}
 		q := r.URL.Query()
-		return l.current(r.Context(), d, q[api.QueryKeyID], q.Get(api.QueryTail) == api.TailInline)
+		return l.current(ctx, d, q[api.QueryKeyID], q.Get(api.QueryTail) == api.TailInline)
 	})
 }
 
 // serveLookupKind answers with lookup's response, counting it as kind.
-func (l *Ledger) serveLookupKind(w http.ResponseWriter, r *http.Request, kind string, lookup func() (*api.LookupResponse, error)) error {
-	resp, err := lookup()
+// The inline tail it may carry holds its part of the tail budget
+// (tail_budget.go) until the answer is written.
+func (l *Ledger) serveLookupKind(w http.ResponseWriter, r *http.Request, kind string, lookup func(context.Context) (*api.LookupResponse, error)) error {
+	ctx, release := l.holdTails(r.Context())
+	defer release()
+	resp, err := lookup(ctx)
 	if err != nil {
 		_, code := classify(err)
 		l.metrics.lookups.WithLabelValues(kind, code).Inc()
 		return err
 	}
 	l.metrics.lookups.WithLabelValues(kind, "ok").Inc()
-	writeLookup(w, resp)
+	l.writeLookup(w, resp)
 	return nil
 }
 

@@ -72,6 +72,7 @@ type Ledger struct {
 
 	inflight  chan struct{} // semaphore bounding concurrent appends
 	lookups   lookupGate    // bounds concurrent lookups (lookup.go)
+	tails     tailBudget    // bounds inline tails built and not yet written (lookup_tail.go)
 	closing   atomic.Bool
 	closeOnce sync.Once
 	closeErr  error

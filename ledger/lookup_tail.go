@@ -66,6 +66,19 @@ func (l *Ledger) withInlineTail(ctx context.Context, resp *api.LookupResponse, m
 	// The tail's bytes travel raw (api.MarshalTailAnswer), each with a
 	// header of a few bytes.
 	budget := min(api.MaxInlineTailBytes, maxAnswerEstimate-answerEstimate(resp, mp)-(api.MaxInlineBundles+api.MaxInlineTiles)*64)
+	if budget <= 0 {
+		return nil
+	}
+	// The bytes the tail may take are held until the answer is written
+	// (tail_budget.go); past the budget the answer goes without it.
+	hold := tailHoldOf(ctx)
+	if hold != nil {
+		if !hold.reserve(budget) {
+			l.log.DebugContext(ctx, "lookup answered without its inline tail: too many inline tails held by answers not yet written")
+			return nil
+		}
+		defer func() { hold.keep(tailSize(mp.Tail)) }()
+	}
 	t, err := l.inlineTail(ctx, root, cp, budget)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -124,6 +137,21 @@ func (l *Ledger) inlineTail(ctx context.Context, root *committedRoot, cp *log.Ch
 	return t, nil
 }
 
+// tailSize returns the bytes of t's resources; 0 for nil.
+func tailSize(t *api.InlineTail) int {
+	if t == nil {
+		return 0
+	}
+	n := 0
+	for _, b := range t.Bundles {
+		n += len(b.Data)
+	}
+	for _, tl := range t.Tiles {
+		n += len(tl.Data)
+	}
+	return n
+}
+
 // answerEstimate estimates the JSON size of resp with its map proof mp,
 // as answer does for its entries.
 func answerEstimate(resp *api.LookupResponse, mp *api.MapProof) int {
@@ -141,18 +169,26 @@ func answerEstimate(resp *api.LookupResponse, mp *api.MapProof) int {
 }
 
 // writeLookup writes resp as api.MarshalLookupAnswer encodes it: framed
-// when its map proof carries an inline tail, else as JSON.
-func writeLookup(w http.ResponseWriter, resp *api.LookupResponse) {
-	if resp.Map == nil || resp.Map.Tail == nil {
-		writeJSON(w, http.StatusOK, resp)
-		return
-	}
+// when its map proof carries an inline tail, else as JSON (with a final
+// newline, as writeJSON). The answer must be written by its deadline
+// (setWriteDeadline). The tail is dropped from resp once framed, so that
+// a slow reader keeps one copy of its bytes, not two.
+func (l *Ledger) writeLookup(w http.ResponseWriter, resp *api.LookupResponse) {
+	framed := resp.Map != nil && resp.Map.Tail != nil
 	b, err := api.MarshalLookupAnswer(resp)
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, api.ErrorResponse{Code: api.CodeInternal, Message: "encode response"})
 		return
 	}
-	w.Header().Set("Content-Type", api.MediaTypeTailAnswer)
+	contentType := api.MediaTypeJSON
+	if framed {
+		resp.Map.Tail = nil
+		contentType = api.MediaTypeTailAnswer
+	} else {
+		b = append(b, '\n')
+	}
+	l.setWriteDeadline(w, len(b))
+	w.Header().Set("Content-Type", contentType)
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(b)
 }

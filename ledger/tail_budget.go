@@ -1,0 +1,155 @@
+package ledger
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// The inline tails (api.QueryTail) built and not yet written are bounded
+// in bytes and in time (red team 7, F1). A lookup asking for the tail
+// takes the bytes it may read from a budget before it reads them, and
+// gives them back once its answer is written: the lookup gate's places
+// are given back before the answer is written, so without it every
+// client that does not read would keep up to api.MaxInlineTailBytes in
+// the ledger's memory.
+//
+//   - At most maxHeldTailBytes of inline tails are held at once, and one
+//     client (the lookup gate's client: an IPv4 address or an IPv6 /64)
+//     holds at most clientHeldTailBytes of them.
+//   - A lookup that finds the budget, or its client's share, taken is
+//     answered without the inline tail rather than refused: its client
+//     fetches the tail's tiles (GET /tile/…, cacheable) as it does when
+//     it did not ask, and checks them the same way.
+//   - Every lookup answer is written within lookupWriteTimeout plus its
+//     size at lookupWriteRate; past it the connection is closed and the
+//     answer dropped. The tiles endpoints stream files for as long as
+//     they take, so the deadline is per answer, not the server's.
+const (
+	// maxHeldTailBytes bounds the inline tails' bytes held by answers
+	// built and not yet written.
+	maxHeldTailBytes = 64 << 20
+	// clientHeldTailBytes bounds those one client holds: four answers
+	// with a full tail.
+	clientHeldTailBytes = 16 << 20
+	// lookupWriteTimeout is the time any lookup answer has to be written.
+	lookupWriteTimeout = 30 * time.Second
+	// lookupWriteRate is the slowest reader a large answer waits for past
+	// lookupWriteTimeout, in bytes a second: 4 MiB get another 64 s.
+	lookupWriteRate = 64 << 10
+)
+
+// tailBudget hands out the bytes of inline tails built and not yet
+// written (see maxHeldTailBytes). Its zero value is ready to use, with the
+// default bounds; tests set smaller ones before first use.
+type tailBudget struct {
+	total, client int64         // zero: maxHeldTailBytes, clientHeldTailBytes
+	writeTimeout  time.Duration // zero: lookupWriteTimeout
+
+	mu      sync.Mutex
+	held    int64
+	clients map[string]int64
+}
+
+// take takes n bytes for client, or reports that they do not fit.
+func (b *tailBudget) take(client string, n int64) bool {
+	total, share := b.total, b.client
+	if total <= 0 {
+		total = maxHeldTailBytes
+	}
+	if share <= 0 {
+		share = clientHeldTailBytes
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if n < 0 || b.held+n > total || b.clients[client]+n > share {
+		return false
+	}
+	if b.clients == nil {
+		b.clients = map[string]int64{}
+	}
+	b.held += n
+	b.clients[client] += n
+	return true
+}
+
+// give gives back n bytes that client took.
+func (b *tailBudget) give(client string, n int64) {
+	if n <= 0 {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.held -= n
+	if b.clients[client] -= n; b.clients[client] <= 0 {
+		delete(b.clients, client)
+	}
+}
+
+// inUse returns the bytes held, in all and by client.
+func (b *tailBudget) inUse(client string) (held, byClient int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.held, b.clients[client]
+}
+
+// writeDeadline is when an answer of n bytes started now must be written.
+func (b *tailBudget) writeDeadline(now time.Time, n int) time.Time {
+	d := b.writeTimeout
+	if d <= 0 {
+		d = lookupWriteTimeout
+	}
+	return now.Add(d + time.Duration(n)*time.Second/lookupWriteRate)
+}
+
+// tailHoldKey is the context key of a request's *tailHold.
+type tailHoldKey struct{}
+
+// tailHold is the part of the tail budget one answer holds, from before
+// its inline tail is read until it is written. Only one goroutine (the
+// request's) uses it.
+type tailHold struct {
+	budget *tailBudget
+	client string
+	n      int64
+}
+
+// holdTails returns ctx carrying a tailHold for the client of ctx, and
+// the function giving back whatever the answer still holds.
+func (l *Ledger) holdTails(ctx context.Context) (context.Context, func()) {
+	lc, _ := ctx.Value(lookupClientKey{}).(lookupClient)
+	h := &tailHold{budget: &l.tails, client: lc.name}
+	return context.WithValue(ctx, tailHoldKey{}, h), func() { h.keep(0) }
+}
+
+// tailHoldOf returns the tailHold of ctx, nil for an in-process caller,
+// which holds its answer itself.
+func tailHoldOf(ctx context.Context) *tailHold {
+	h, _ := ctx.Value(tailHoldKey{}).(*tailHold)
+	return h
+}
+
+// reserve takes n more bytes, or reports that they do not fit.
+func (h *tailHold) reserve(n int) bool {
+	if !h.budget.take(h.client, int64(n)) {
+		return false
+	}
+	h.n += int64(n)
+	return true
+}
+
+// keep gives back what the hold has past n bytes.
+func (h *tailHold) keep(n int) {
+	if extra := h.n - int64(n); extra > 0 {
+		h.budget.give(h.client, extra)
+		h.n = int64(n)
+	}
+}
+
+// setWriteDeadline bounds the writing of an answer of n bytes on w (see
+// lookupWriteTimeout), where the connection supports it; net/http lifts it
+// once the answer is written.
+func (l *Ledger) setWriteDeadline(w http.ResponseWriter, n int) {
+	_ = http.NewResponseController(w).SetWriteDeadline(l.tails.writeDeadline(time.Now(), n))
+}
