@@ -121,11 +121,18 @@ func (a AuthConfig) accessController() (auth.AccessController, error) {
 		if realm == "" {
 			realm = DefaultRealm
 		}
-		ac, err := auth.GetAccessController("htpasswd", map[string]any{"realm": realm, "path": a.Htpasswd.Path})
+		fresh := func() (auth.AccessController, error) {
+			// never let distribution provision a file that went missing
+			if _, err := os.Stat(a.Htpasswd.Path); err != nil {
+				return nil, err
+			}
+			return auth.GetAccessController("htpasswd", map[string]any{"realm": realm, "path": a.Htpasswd.Path})
+		}
+		ac, err := fresh()
 		if err != nil {
 			return nil, fmt.Errorf("auth: htpasswd: %w", err)
 		}
-		return newCredentialCache(ac, a.Htpasswd.Path), nil
+		return newCredentialCache(ac, a.Htpasswd.Path, fresh), nil
 	case a.Token != nil:
 		t := a.Token
 		opts := map[string]any{"realm": t.Realm, "service": t.Service, "issuer": t.Issuer,

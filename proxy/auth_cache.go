@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -38,11 +39,17 @@ const (
 // the requests of one pull (a manifest and every blob, each with the same
 // Basic credentials) do not each pay a bcrypt verification: at cost 10 that
 // is ~100 ms of CPU per request. It remembers that a user and password were
-// accepted — keyed by an HMAC under a per-process random key, never the
-// password nor an unkeyed hash of it — while the htpasswd file is unchanged
-// (same modification time and size), so removing a user or changing a
-// password applies to the next request, and for at most
-// credentialCacheIdle after the credential's last use.
+// accepted — keyed by an HMAC under a per-process random key of the
+// length-prefixed user and the password, never the password nor an unkeyed
+// hash of it — while the htpasswd file is unchanged (htpasswdIdentity: on
+// Linux its device, inode, change time, modification time and size, so
+// that a change keeping the modification time, as cp -p, rsync -a or a
+// restore make, is seen too; red team 7, W1), so removing a user or
+// changing a password applies to the next request, and for at most
+// credentialCacheIdle after the credential's last use. When the file
+// changes every remembered credential is forgotten and a fresh htpasswd
+// controller reads it (distribution's re-reads the file only when its
+// modification time changes).
 // Refused credentials are never remembered, so each verification is
 // bounded instead (an anonymous client could otherwise keep every core
 // busy with wrong guesses): every verification takes a token from its
@@ -54,31 +61,87 @@ const (
 // queueing at most maxQueuedLogins for them, clients with no refused login
 // in the last minute served first.
 type credentialCache struct {
-	inner auth.AccessController
-	path  string
-	key   [credentialCacheKeySize]byte
-	now   func() time.Time
+	inner    auth.AccessController // htpasswd, or a wrapper of it (tests)
+	htpasswd *reloadingController
+	path     string
+	key      [credentialCacheKeySize]byte
+	now      func() time.Time
 
 	failed *ratelimit.Limiter
 	slots  *loginSlots
 
 	mu   sync.Mutex
+	file htpasswdIdentity // what htpasswd reads: the file as it was then, or later
 	seen map[[sha256.Size]byte]*verifiedCredential
+}
+
+// reloadingController is distribution's htpasswd controller, replaced by
+// a fresh one (which reads the file anew) on reload.
+type reloadingController struct {
+	fresh func() (auth.AccessController, error)
+
+	mu sync.Mutex
+	ac auth.AccessController
+}
+
+// Authorized asks the current htpasswd controller.
+func (rc *reloadingController) Authorized(r *http.Request, access ...auth.Access) (*auth.Grant, error) {
+	rc.mu.Lock()
+	ac := rc.ac
+	rc.mu.Unlock()
+	return ac.Authorized(r, access...)
+}
+
+// reload replaces the htpasswd controller by a fresh one.
+func (rc *reloadingController) reload() error {
+	ac, err := rc.fresh()
+	if err != nil {
+		return err
+	}
+	rc.mu.Lock()
+	rc.ac = ac
+	rc.mu.Unlock()
+	return nil
 }
 
 // verifiedCredential is an accepted credential: its user, the htpasswd
 // file it was accepted under, and when it was last used.
 type verifiedCredential struct {
 	user     string
-	modTime  time.Time
-	size     int64
+	file     htpasswdIdentity
 	lastUsed time.Time
+}
+
+// htpasswdIdentity names one version of the htpasswd file: a changed
+// file has another identity. On Linux it is the file's device, inode,
+// change time (which no user tool can set), modification time and size
+// (htpasswd_identity_linux.go); elsewhere its modification time, size and
+// the SHA-256 of its content.
+type htpasswdIdentity struct {
+	dev, ino     uint64
+	ctime, mtime int64 // nanoseconds since the epoch
+	size         int64
+	sum          [sha256.Size]byte // zero where the change time is known
+}
+
+// htpasswdIdentityByContent is the identity of the file at path by its
+// content, for systems that give no change time.
+func htpasswdIdentityByContent(path string, st os.FileInfo) (htpasswdIdentity, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return htpasswdIdentity{}, fmt.Errorf("htpasswd: %w", err)
+	}
+	return htpasswdIdentity{mtime: st.ModTime().UnixNano(), size: int64(len(b)), sum: sha256.Sum256(b)}, nil
 }
 
 var _ auth.AccessController = (*credentialCache)(nil)
 
-func newCredentialCache(inner auth.AccessController, path string) *credentialCache {
-	c := &credentialCache{inner: inner, path: path, now: time.Now, seen: map[[sha256.Size]byte]*verifiedCredential{}}
+// newCredentialCache wraps inner, distribution's htpasswd controller for
+// the file at path; fresh makes a new one for when the file changes.
+func newCredentialCache(inner auth.AccessController, path string, fresh func() (auth.AccessController, error)) *credentialCache {
+	rc := &reloadingController{fresh: fresh, ac: inner}
+	c := &credentialCache{inner: rc, htpasswd: rc, path: path, now: time.Now, seen: map[[sha256.Size]byte]*verifiedCredential{}}
+	c.file, _ = htpasswdIdentityOf(path) // inner reads the file at its first use, after this
 	c.failed = ratelimit.New(failedLoginRate, failedLoginBurst, maxLoginClients, func() time.Time { return c.now() })
 	c.slots = newLoginSlots(bcryptSlots(), func() time.Time { return c.now() })
 	_, _ = rand.Read(c.key[:]) // crypto/rand.Read never fails
@@ -93,53 +156,87 @@ func (c *credentialCache) Authorized(r *http.Request, access ...auth.Access) (*a
 	if !ok {
 		return c.inner.Authorized(r, access...)
 	}
-	st, err := os.Stat(c.path)
+	file, err := htpasswdIdentityOf(c.path)
 	if err != nil {
 		return c.inner.Authorized(r, access...) // fails with the file's error: closed
 	}
-	mac := hmac.New(sha256.New, c.key[:])
-	mac.Write([]byte(user))
-	mac.Write([]byte{0})
-	mac.Write([]byte(password))
-	var k [sha256.Size]byte
-	mac.Sum(k[:0])
+	if err := c.forFile(file); err != nil {
+		return nil, err
+	}
+	k := c.credentialKey(user, password)
 	now := c.now()
 
-	if c.remembered(k, user, st, now) {
+	if c.remembered(k, user, file, now) {
 		return &auth.Grant{User: auth.UserInfo{Name: user}}, nil
 	}
 	g, err := c.verify(r, access)
 	if err != nil {
 		return nil, err
 	}
-	c.remember(k, user, st, now)
+	c.remember(k, user, file, now)
 	return g, nil
 }
 
+// credentialKey is the HMAC of user (after its length, so that no two
+// splits of one string into user and password share a key) and password.
+func (c *credentialCache) credentialKey(user, password string) [sha256.Size]byte {
+	mac := hmac.New(sha256.New, c.key[:])
+	mac.Write(binary.BigEndian.AppendUint64(nil, uint64(len(user))))
+	mac.Write([]byte(user))
+	mac.Write([]byte(password))
+	var k [sha256.Size]byte
+	mac.Sum(k[:0])
+	return k
+}
+
+// forFile readies the cache for the file as identified by file (stat
+// before the verification): when the file changed since the last request,
+// every remembered credential is forgotten and a fresh htpasswd controller
+// reads the file, so that nothing keeps its old content.
+func (c *credentialCache) forFile(file htpasswdIdentity) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if file == c.file {
+		return nil
+	}
+	clear(c.seen)
+	if err := c.htpasswd.reload(); err != nil {
+		c.file = htpasswdIdentity{} // try again at the next request
+		return fmt.Errorf("htpasswd: reload %s: %w", c.path, err)
+	}
+	c.file = file
+	return nil
+}
+
 // remembered reports whether k is an accepted credential of user under
-// the file st, used within credentialCacheIdle, and marks it used now.
-func (c *credentialCache) remembered(k [sha256.Size]byte, user string, st os.FileInfo, now time.Time) bool {
+// the file as identified by file, used within credentialCacheIdle, and
+// marks it used now.
+func (c *credentialCache) remembered(k [sha256.Size]byte, user string, file htpasswdIdentity, now time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	v := c.seen[k]
-	if v == nil || v.user != user || !v.modTime.Equal(st.ModTime()) || v.size != st.Size() || now.Sub(v.lastUsed) >= credentialCacheIdle {
+	if v == nil || v.user != user || v.file != file || c.file != file || now.Sub(v.lastUsed) >= credentialCacheIdle {
 		return false
 	}
 	v.lastUsed = now
 	return true
 }
 
-// remember keeps k, accepted for user under the file st as it was before
-// the verification (a change since makes the next request verify again),
-// forgetting the least recently used credential when the cache is full.
-func (c *credentialCache) remember(k [sha256.Size]byte, user string, st os.FileInfo, now time.Time) {
+// remember keeps k, accepted for user under the file as identified by
+// file before the verification (a change since makes the next request
+// verify again), forgetting the least recently used credential when the
+// cache is full.
+func (c *credentialCache) remember(k [sha256.Size]byte, user string, file htpasswdIdentity, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.file != file {
+		return // the file changed during the verification
+	}
 	if _, ok := c.seen[k]; !ok && len(c.seen) >= maxCachedCredentials {
 		var oldest [sha256.Size]byte
 		var at time.Time
 		for k, v := range c.seen {
-			if now.Sub(v.lastUsed) >= credentialCacheIdle || !v.modTime.Equal(st.ModTime()) || v.size != st.Size() {
+			if now.Sub(v.lastUsed) >= credentialCacheIdle || v.file != file {
 				delete(c.seen, k) // stale: never granted again
 				continue
 			}
@@ -151,7 +248,7 @@ func (c *credentialCache) remember(k [sha256.Size]byte, user string, st os.FileI
 			delete(c.seen, oldest)
 		}
 	}
-	c.seen[k] = &verifiedCredential{user: user, modTime: st.ModTime(), size: st.Size(), lastUsed: now}
+	c.seen[k] = &verifiedCredential{user: user, file: file, lastUsed: now}
 }
 
 // Bounds of the htpasswd verifications (bcrypt) that clients can cause.

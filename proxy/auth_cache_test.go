@@ -114,3 +114,81 @@ func TestCredentialCache(t *testing.T) {
 	expect("password changed", "bob", "pw-b", false, 1)
 	expect("new password", "bob", "pw-c", true, 1)
 }
+
+// TestCredentialCacheSeesChangeKeepingMtime: a password changed in place
+// (same inode, same size, the modification time set back, as cp -p onto
+// the file or a restore do) is seen at the very next request: the old
+// password is refused, the new one accepted (red team 7, W1; the renamed
+// file case is TestRedteam7PasswordChangeKeepingMtime).
+func TestCredentialCacheSeesChangeKeepingMtime(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "htpasswd")
+	line := func(user, pw string) []byte {
+		h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.MinCost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []byte(user + ":" + string(h) + "\n")
+	}
+	if err := os.WriteFile(path, line("bob", "old-pw"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac, err := AuthConfig{Htpasswd: &HtpasswdAuth{Path: path}}.accessController()
+	if err != nil {
+		t.Fatal(err)
+	}
+	try := func(pw string) bool {
+		r, _ := http.NewRequest(http.MethodGet, "http://proxy/v2/", nil)
+		r.SetBasicAuth("bob", pw)
+		_, err := ac.Authorized(r)
+		return err == nil
+	}
+	for step, tc := range []struct {
+		old, new string
+	}{{"old-pw", "new-pw"}, {"new-pw", "pw-3"}} {
+		if !try(tc.old) || !try(tc.old) { // verified, then remembered
+			t.Fatalf("step %d: %s refused before the change", step, tc.old)
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0) // in place: same inode
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write(line("bob", tc.new)); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(path, st.ModTime(), st.ModTime()); err != nil {
+			t.Fatal(err)
+		}
+		if now, err := os.Stat(path); err != nil || now.Size() != st.Size() || !now.ModTime().Equal(st.ModTime()) {
+			t.Fatalf("the file's size or modification time changed: %v", err)
+		}
+		if try(tc.old) {
+			t.Errorf("step %d: the old password %s is still accepted after an in-place change keeping size and mtime", step, tc.old)
+		}
+		if !try(tc.new) {
+			t.Errorf("step %d: the new password %s is refused after the change", step, tc.new)
+		}
+	}
+}
+
+// TestCredentialKeyLengthPrefixed: no two splits of one string into user
+// and password share a cache key ("a\x00"/"b" and "a"/"\x00b" did, with
+// the user and password joined by a NUL), so the key alone never serves
+// one user's acceptance to another.
+func TestCredentialKeyLengthPrefixed(t *testing.T) {
+	c := newCredentialCache(nil, filepath.Join(t.TempDir(), "htpasswd"), nil)
+	seen := map[[sha256.Size]byte]string{}
+	for _, p := range [][2]string{{"a\x00", "b"}, {"a", "\x00b"}, {"a\x00b", ""}, {"", "a\x00b"}, {"ab", ""}, {"a", "b"}} {
+		k := c.credentialKey(p[0], p[1])
+		if other, ok := seen[k]; ok {
+			t.Fatalf("user/password %q and %q share a cache key", p, other)
+		}
+		seen[k] = fmt.Sprintf("%q", p)
+	}
+}
