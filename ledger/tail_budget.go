@@ -46,6 +46,7 @@ const (
 type tailBudget struct {
 	total, client int64         // zero: maxHeldTailBytes, clientHeldTailBytes
 	writeTimeout  time.Duration // zero: lookupWriteTimeout
+	writeRate     int           // zero: lookupWriteRate
 
 	mu      sync.Mutex
 	held    int64
@@ -100,7 +101,11 @@ func (b *tailBudget) writeDeadline(now time.Time, n int) time.Time {
 	if d <= 0 {
 		d = lookupWriteTimeout
 	}
-	return now.Add(d + time.Duration(n)*time.Second/lookupWriteRate)
+	rate := b.writeRate
+	if rate <= 0 {
+		rate = lookupWriteRate
+	}
+	return now.Add(d + time.Duration(n)*time.Second/time.Duration(rate))
 }
 
 // tailHoldKey is the context key of a request's *tailHold.
