@@ -27,15 +27,23 @@ import (
 //     lookupClientPagePlaces page views, each counted apart, and has at
 //     most as many waiting; an IPv6 /56, and a /48, lookupPrefixScale
 //     times as many.
+//   - Beyond its share a client borrows free places while nothing waits
+//     and one share's worth stays free for others (of the pages' places,
+//     one page share): many honest clients behind one NAT address (a CI
+//     fleet) use the idle gate whole, and a newcomer still finds a place
+//     at once; a borrowed place is given back like any other, and a freed
+//     place goes to a lookup within its share first.
 //   - A lookup that finds no place free, or its client's share taken,
 //     waits for one, at most lookupWait and at most lookupMaxWaiting
 //     lookups at once: a place given back goes to the waiting lookup
 //     that fits whose client (its /48 for IPv6) holds the fewest, the
 //     oldest first among equals; a lookup finding the queue full pushes
 //     out the waiting one whose client holds the most, if that is more
-//     than its own client holds. A client flooding the gate from several
+//     than its own client holds. A client flooding the gate from a few
 //     addresses therefore only delays an honest client by about one
-//     lookup's duration.
+//     lookup's duration; from more addresses than the gate has places
+//     and waiting lookups (96), each holding one, it can keep an honest
+//     client's lookups refused, as any flood of that many clients can.
 //   - In-process callers (no client in the context) have no share.
 //
 // A lookup whose client has its share waiting already, or that finds the
@@ -205,7 +213,7 @@ func (g *lookupGate) enter(ctx context.Context, c lookupClaim) (func(), error) {
 			return nil, fmt.Errorf("%w: this client has %d %ss in progress and %d waiting, at most %d of each", ErrUnavailable, held, c.class, waiting, c.caps[i])
 		}
 	}
-	if g.fits(b, c) {
+	if g.fits(b, c) || len(g.waiting) == 0 && g.borrows(b, c) {
 		g.take(c)
 		g.mu.Unlock()
 		return g.leaver(c), nil
@@ -272,6 +280,16 @@ func (g *lookupGate) fits(b lookupLimits, c lookupClaim) bool {
 	return true
 }
 
+// borrows reports whether c may take a place beyond its client's share:
+// one is free with a client share's worth left for others (for a page
+// view, of the pages' places too) (under mu).
+func (g *lookupGate) borrows(b lookupLimits, c lookupClaim) bool {
+	if c.class == lookupPage {
+		return g.held < b.places-b.clientPagePlaces && g.pages < b.pagePlaces-b.clientPagePlaces
+	}
+	return g.held < b.places-b.clientPlaces
+}
+
 // take gives c a place (under mu).
 func (g *lookupGate) take(c lookupClaim) {
 	g.held++
@@ -315,6 +333,13 @@ func (g *lookupGate) release(c lookupClaim) {
 			}
 			if best < 0 || g.rank(w.claim) < g.rank(g.waiting[best].claim) {
 				best = i
+			}
+		}
+		if best < 0 { // none within its share: one that may borrow
+			for i, w := range g.waiting {
+				if g.borrows(b, w.claim) && (best < 0 || g.rank(w.claim) < g.rank(g.waiting[best].claim)) {
+					best = i
+				}
 			}
 		}
 		if best < 0 {
