@@ -147,7 +147,11 @@ func (h *httpOps) do(ctx context.Context, method, path string, query url.Values,
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Accept", api.MediaTypeJSON)
+	accept := api.MediaTypeJSON
+	if query.Get(api.QueryTail) == api.TailInline {
+		accept = api.MediaTypeTailAnswer + ", " + api.MediaTypeJSON
+	}
+	req.Header.Set("Accept", accept)
 	if body != nil {
 		req.Header.Set("Content-Type", api.MediaTypeJSON)
 	}

@@ -67,7 +67,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		_, _ = io.CopyN(io.Discard, resp.Body, maxRefusalDrain)
 		_ = resp.Body.Close()
 		if err := sleepCtx(req.Context(), wait); err != nil {
-			return nil, fmt.Errorf("%s %s: waiting to retry after HTTP %d: %w", req.Method, req.URL.Redacted(), resp.StatusCode, err)
+			return nil, fmt.Errorf("waiting to retry after HTTP %d: %w", resp.StatusCode, err) // http.Client names the request
 		}
 	}
 }

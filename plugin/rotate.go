@@ -39,6 +39,10 @@ const rotateBackoff = time.Second
 // rotateMaxBackoff caps the wait after a 429.
 const rotateMaxBackoff = 8 * time.Second
 
+// rotateMaxRetryAfter caps how long rotate honours a ledger's Retry-After
+// between two tries of one request.
+const rotateMaxRetryAfter = time.Minute
+
 // Actions of one digest in rotate's output.
 const (
 	rotateRestated     = "RESTATED"
@@ -485,10 +489,10 @@ func subjectName(st *notarize.Statement) string {
 
 // retry429 calls fn until it does not fail with the ledger's HTTP 429 (a
 // rate limit) or 503 UNAVAILABLE (pushback), waiting rotateBackoff,
-// doubling up to rotateMaxBackoff, between tries, at most rotateMaxRetries
-// times; the interrupt ends the wait. The wait is this backoff, not the
-// ledger's Retry-After (APIError.RetryAfter, which the output reports when
-// the retries run out).
+// doubling up to rotateMaxBackoff, or the ledger's Retry-After when it asks
+// for longer (at most rotateMaxRetryAfter), between tries, at most
+// rotateMaxRetries times; the interrupt ends the wait. The output reports
+// the last Retry-After when the retries run out.
 func retry429(ctx context.Context, fn func() error) error {
 	wait := rotateBackoff
 	for try := 0; ; try++ {
@@ -496,7 +500,12 @@ func retry429(ctx context.Context, fn func() error) error {
 		if err == nil || try >= rotateMaxRetries || !retryable(err) {
 			return err
 		}
-		t := time.NewTimer(wait)
+		pause := wait
+		var apiErr *ledgerclient.APIError
+		if errors.As(err, &apiErr) && apiErr.RetryAfter > pause {
+			pause = min(apiErr.RetryAfter, rotateMaxRetryAfter)
+		}
+		t := time.NewTimer(pause)
 		select {
 		case <-ctx.Done():
 			t.Stop()
