@@ -1,0 +1,37 @@
+package ledger
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/notarize/docker-notarize/ledger/api"
+)
+
+// rt8ClientName is the name the lookup gate and the tail budget charge for
+// a request from addr.
+func rt8ClientName(t *testing.T, addr string) string {
+	t.Helper()
+	lc, _ := clientCtx(t, addr).Value(lookupClientKey{}).(lookupClient)
+	return lc.name
+}
+
+// Red team 8: the tail budget charges only a client's /64. Many /64s of
+// one /48 (one party's delegation) still never hold more than the whole
+// budget: the memory pinned by stalled readers stays bounded however many
+// /64s ask. The test fails ("DoS:") if the total bound is not applied.
+func TestRedteam8TailBudgetManySlash64sBounded(t *testing.T) {
+	var b tailBudget
+	var taken int64
+	for i := range 4096 {
+		name := rt8ClientName(t, fmt.Sprintf("2001:db8:77:%x::1", i))
+		for b.take(name, api.MaxInlineTailBytes) {
+			taken += api.MaxInlineTailBytes
+		}
+	}
+	if taken > maxHeldTailBytes {
+		t.Fatalf("DoS: 4096 /64s of one /48 hold %d bytes of inline tails, more than the whole budget %d", taken, maxHeldTailBytes)
+	}
+	if held, _ := b.inUse(""); held != taken {
+		t.Fatalf("budget says %d held, %d taken", held, taken)
+	}
+}
