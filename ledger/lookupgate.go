@@ -25,14 +25,17 @@ import (
 //   - One client holds at most lookupClientPlaces API lookups (the
 //     clients' own concurrency, maxRevocationLookups, is 8) and
 //     lookupClientPagePlaces page views, each counted apart, and has at
-//     most as many waiting; an IPv6 /56, and a /48, lookupPrefixScale
-//     times as many.
+//     most twice as many waiting (a verify asks 9 at once: its current
+//     lookup and 8 revocation lookups); an IPv6 /56, and a /48,
+//     lookupPrefixScale times as many.
 //   - Beyond its share a client borrows free places while nothing waits
-//     and one share's worth stays free for others (of the pages' places,
-//     one page share): many honest clients behind one NAT address (a CI
-//     fleet) use the idle gate whole, and a newcomer still finds a place
-//     at once; a borrowed place is given back like any other, and a freed
-//     place goes to a lookup within its share first.
+//     and two shares' worth stay free for others (of the pages' places,
+//     two page shares): many honest clients behind one NAT address (a CI
+//     fleet) use half the idle gate, another client taking its share
+//     still leaves one share free, and three addresses are needed to
+//     fill the gate (four without borrowing); a borrowed place is given
+//     back like any other, and a freed place goes to a lookup within its
+//     share first.
 //   - A lookup that finds no place free, or its client's share taken,
 //     waits for one, at most lookupWait and at most lookupMaxWaiting
 //     lookups at once: a place given back goes to the waiting lookup
@@ -54,11 +57,11 @@ const (
 	maxConcurrentLookups = 32
 	// lookupPagePlaces bounds the page views among them.
 	lookupPagePlaces = 8
-	// lookupClientPlaces bounds the API lookups one client holds, and
-	// those it has waiting.
+	// lookupClientPlaces bounds the API lookups one client holds within
+	// its share, and half those it has waiting.
 	lookupClientPlaces = 8
-	// lookupClientPagePlaces bounds the page views one client holds, and
-	// those it has waiting.
+	// lookupClientPagePlaces bounds the page views one client holds
+	// within its share, and half those it has waiting.
 	lookupClientPagePlaces = 2
 	// lookupPrefixScale is how many clients' shares an IPv6 /56, and a
 	// /48, may hold together.
@@ -207,10 +210,10 @@ func (g *lookupGate) enter(ctx context.Context, c lookupClaim) (func(), error) {
 		g.shares = make(map[shareKey]*share)
 	}
 	for i, k := range c.keys {
-		if s := g.shares[k]; s != nil && s.waiting >= c.caps[i] {
+		if s := g.shares[k]; s != nil && s.waiting >= 2*c.caps[i] {
 			held, waiting := s.held, s.waiting
 			g.mu.Unlock()
-			return nil, fmt.Errorf("%w: this client has %d %ss in progress and %d waiting, at most %d of each", ErrUnavailable, held, c.class, waiting, c.caps[i])
+			return nil, fmt.Errorf("%w: this client has %d %ss in progress and %d waiting, at most %d waiting", ErrUnavailable, held, c.class, waiting, 2*c.caps[i])
 		}
 	}
 	if g.fits(b, c) || len(g.waiting) == 0 && g.borrows(b, c) {
@@ -281,13 +284,13 @@ func (g *lookupGate) fits(b lookupLimits, c lookupClaim) bool {
 }
 
 // borrows reports whether c may take a place beyond its client's share:
-// one is free with a client share's worth left for others (for a page
+// one is free with two client shares' worth left for others (for a page
 // view, of the pages' places too) (under mu).
 func (g *lookupGate) borrows(b lookupLimits, c lookupClaim) bool {
 	if c.class == lookupPage {
-		return g.held < b.places-b.clientPagePlaces && g.pages < b.pagePlaces-b.clientPagePlaces
+		return g.held < b.places-2*b.clientPagePlaces && g.pages < b.pagePlaces-2*b.clientPagePlaces
 	}
-	return g.held < b.places-b.clientPlaces
+	return g.held < b.places-2*b.clientPlaces
 }
 
 // take gives c a place (under mu).

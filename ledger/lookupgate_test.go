@@ -47,16 +47,17 @@ func enterNow(g *lookupGate, ctx context.Context, class lookupClass) (func(), er
 }
 
 // TestLookupGateClientShare: one client holds its share of API lookups
-// and borrows free places beyond it only while one share's worth stays
-// free: past that, a lookup waits even with places free, at most a
-// share's worth wait (the next is refused at once), and another client
-// gets a place at once; a place given back goes to the waiting lookup. An
+// and borrows free places beyond it only while two shares' worth stay
+// free: past that, a lookup waits even with places free, at most two
+// shares' worth wait (the next is refused at once), and another client
+// gets its share at once; a place given back goes to the waiting lookup. An
 // IPv6 client is its /64, and the /64s of one /56 share lookupPrefixScale
 // shares.
 func TestLookupGateClientShare(t *testing.T) {
 	g := &lookupGate{limits: lookupLimits{wait: time.Hour}}
 	attacker := clientCtx(t, "192.0.2.1")
-	borrowed := maxConcurrentLookups - lookupClientPlaces
+	borrowed := maxConcurrentLookups - 2*lookupClientPlaces
+	waiters := 2 * lookupClientPlaces
 	leaves := holdLookups(t, g, attacker, lookupAPI, borrowed)
 	shortly := func(ctx context.Context) context.Context {
 		ctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
@@ -64,10 +65,10 @@ func TestLookupGateClientShare(t *testing.T) {
 		return ctx
 	}
 	if _, err := enterNow(g, shortly(attacker), lookupAPI); !errors.Is(err, ErrUnavailable) {
-		t.Fatalf("lookup %d of one client, %d places free: %v, want it kept waiting", borrowed+1, lookupClientPlaces, err)
+		t.Fatalf("lookup %d of one client, %d places free: %v, want it kept waiting", borrowed+1, maxConcurrentLookups-borrowed, err)
 	}
-	granted := make(chan func(), lookupClientPlaces)
-	for range lookupClientPlaces {
+	granted := make(chan func(), waiters)
+	for range waiters {
 		go func() {
 			leave, err := enterNow(g, attacker, lookupAPI)
 			if err != nil {
@@ -76,10 +77,10 @@ func TestLookupGateClientShare(t *testing.T) {
 			granted <- leave
 		}()
 	}
-	waitUntil(t, func() bool { g.mu.Lock(); defer g.mu.Unlock(); return len(g.waiting) == lookupClientPlaces })
+	waitUntil(t, func() bool { g.mu.Lock(); defer g.mu.Unlock(); return len(g.waiting) == waiters })
 	start := time.Now()
 	if _, err := enterNow(g, attacker, lookupAPI); !errors.Is(err, ErrUnavailable) || time.Since(start) > time.Second {
-		t.Fatalf("lookup of one client with %d held and %d waiting: %v after %v, want ErrUnavailable at once", borrowed, lookupClientPlaces, err, time.Since(start))
+		t.Fatalf("lookup of one client with %d held and %d waiting: %v after %v, want ErrUnavailable at once", borrowed, waiters, err, time.Since(start))
 	}
 	var others []func()
 	for i := range lookupClientPlaces {
@@ -97,13 +98,13 @@ func TestLookupGateClientShare(t *testing.T) {
 	for _, leave := range leaves[1:] {
 		leave()
 	}
-	for range lookupClientPlaces - 1 {
+	for range waiters - 1 {
 		(<-granted)()
 	}
 
 	// One /56: its first lookupPrefixScale /64s fill the /56's share, and
 	// the gate has no place to lend beyond one share's worth.
-	g = &lookupGate{limits: lookupLimits{places: lookupPrefixScale*lookupClientPlaces + lookupClientPlaces, wait: time.Hour}}
+	g = &lookupGate{limits: lookupLimits{places: lookupPrefixScale*lookupClientPlaces + 2*lookupClientPlaces, wait: time.Hour}}
 	for _, a := range []string{"2001:db8:0:100::1", "2001:db8:0:101::1"} {
 		holdLookups(t, g, clientCtx(t, a), lookupAPI, lookupClientPlaces)
 	}
@@ -128,7 +129,7 @@ func TestLookupGateClientShare(t *testing.T) {
 func TestLookupGateOneAddressUsesIdleGate(t *testing.T) {
 	g := &lookupGate{limits: lookupLimits{wait: 10 * time.Second}}
 	nat := clientCtx(t, "192.0.2.1")
-	leaves := holdLookups(t, g, nat, lookupAPI, maxConcurrentLookups-lookupClientPlaces)
+	leaves := holdLookups(t, g, nat, lookupAPI, maxConcurrentLookups-2*lookupClientPlaces)
 	got := make(chan error, 1)
 	go func() {
 		leave, err := enterNow(g, nat, lookupAPI)
@@ -145,17 +146,18 @@ func TestLookupGateOneAddressUsesIdleGate(t *testing.T) {
 }
 
 // TestLookupGatePageReserve: page views take at most lookupPagePlaces
-// places, and one client its share of them, or more borrowed while one
-// share's worth stays free; the API lookups of the same client still get
+// places, and one client its share of them, or more borrowed while two
+// shares' worth stay free; the API lookups of the same client still get
 // places.
 func TestLookupGatePageReserve(t *testing.T) {
 	g := &lookupGate{limits: lookupLimits{wait: 10 * time.Millisecond}}
 	one := clientCtx(t, "192.0.2.1")
-	holdLookups(t, g, one, lookupPage, lookupPagePlaces-lookupClientPagePlaces)
+	holdLookups(t, g, one, lookupPage, lookupPagePlaces-2*lookupClientPagePlaces)
 	if _, err := enterNow(g, one, lookupPage); !errors.Is(err, ErrUnavailable) {
-		t.Fatalf("page view %d of one client: %v, want ErrUnavailable", lookupPagePlaces-lookupClientPagePlaces+1, err)
+		t.Fatalf("page view %d of one client: %v, want ErrUnavailable", lookupPagePlaces-2*lookupClientPagePlaces+1, err)
 	}
 	holdLookups(t, g, clientCtx(t, "198.51.100.1"), lookupPage, lookupClientPagePlaces)
+	holdLookups(t, g, clientCtx(t, "198.51.100.2"), lookupPage, lookupClientPagePlaces)
 	if _, err := enterNow(g, clientCtx(t, "203.0.113.9"), lookupPage); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("page view %d: %v, want ErrUnavailable", lookupPagePlaces+1, err)
 	}
@@ -350,5 +352,53 @@ func TestLookupGateQueueFullPushOut(t *testing.T) {
 		t.Fatalf("the other client's waiting lookup: %v", r.err)
 	} else {
 		r.leave()
+	}
+}
+
+// TestLookupGateTwoAddressesLeaveTheOwnerItsShare: one address borrowing
+// all it may and a second taking its share still leave a client holding
+// nothing its whole share at once, and its ninth lookup (a verify asks
+// nine at once) waits for one of its places instead of being refused (red
+// team 8: with one share's worth kept free, two addresses filled the gate
+// and the owner's ninth lookup was refused at once).
+func TestLookupGateTwoAddressesLeaveTheOwnerItsShare(t *testing.T) {
+	g := &lookupGate{limits: lookupLimits{wait: 10 * time.Second}}
+	a, b := clientCtx(t, "192.0.2.1"), clientCtx(t, "192.0.2.2")
+	for i := 0; ; i++ {
+		ctx, cancel := context.WithTimeout(a, 20*time.Millisecond)
+		leave, err := enterNow(g, ctx, lookupAPI)
+		cancel()
+		if err != nil {
+			break
+		}
+		t.Cleanup(leave)
+	}
+	holdLookups(t, g, b, lookupAPI, lookupClientPlaces)
+	owner := clientCtx(t, "203.0.113.7")
+	ctx, cancel := context.WithTimeout(owner, 50*time.Millisecond)
+	defer cancel()
+	var mine []func()
+	for i := range lookupClientPlaces {
+		leave, err := enterNow(g, ctx, lookupAPI)
+		if err != nil {
+			t.Fatalf("the owner's lookup %d while two addresses flood: %v, want a place at once", i+1, err)
+		}
+		mine = append(mine, leave)
+	}
+	ninth := make(chan error, 1)
+	go func() {
+		leave, err := enterNow(g, owner, lookupAPI)
+		if err == nil {
+			leave()
+		}
+		ninth <- err
+	}()
+	waitUntil(t, func() bool { g.mu.Lock(); defer g.mu.Unlock(); return len(g.waiting) > 0 })
+	mine[0]()
+	if err := <-ninth; err != nil {
+		t.Fatalf("the owner's ninth lookup once one of its places is given back: %v", err)
+	}
+	for _, leave := range mine[1:] {
+		leave()
 	}
 }
