@@ -122,9 +122,15 @@ func (a AuthConfig) accessController() (auth.AccessController, error) {
 			realm = DefaultRealm
 		}
 		fresh := func() (auth.AccessController, error) {
-			// never let distribution provision a file that went missing
-			if _, err := os.Stat(a.Htpasswd.Path); err != nil {
+			// never let distribution provision a file that went missing,
+			// nor open one that is not a regular file (a FIFO would block
+			// every request behind the reload; red team 8)
+			st, err := os.Stat(a.Htpasswd.Path)
+			if err != nil {
 				return nil, err
+			}
+			if !st.Mode().IsRegular() {
+				return nil, fmt.Errorf("%s is not a regular file", a.Htpasswd.Path)
 			}
 			return auth.GetAccessController("htpasswd", map[string]any{"realm": realm, "path": a.Htpasswd.Path})
 		}

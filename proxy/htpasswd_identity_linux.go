@@ -14,6 +14,9 @@ func htpasswdIdentityOf(path string) (htpasswdIdentity, error) {
 	if err != nil {
 		return htpasswdIdentity{}, fmt.Errorf("htpasswd: %w", err)
 	}
+	if !st.Mode().IsRegular() {
+		return htpasswdIdentity{}, fmt.Errorf("htpasswd: %s is not a regular file", path)
+	}
 	s, ok := st.Sys().(*syscall.Stat_t)
 	if !ok {
 		return htpasswdIdentityByContent(path, st)

@@ -15,5 +15,8 @@ func htpasswdIdentityOf(path string) (htpasswdIdentity, error) {
 	if err != nil {
 		return htpasswdIdentity{}, fmt.Errorf("htpasswd: %w", err)
 	}
+	if !st.Mode().IsRegular() {
+		return htpasswdIdentity{}, fmt.Errorf("htpasswd: %s is not a regular file", path)
+	}
 	return htpasswdIdentityByContent(path, st)
 }
