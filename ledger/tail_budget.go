@@ -17,7 +17,10 @@ import (
 //
 //   - At most maxHeldTailBytes of inline tails are held at once, and one
 //     client (the lookup gate's client: an IPv4 address or an IPv6 /64)
-//     holds at most clientHeldTailBytes of them.
+//     holds at most clientHeldTailBytes of them; an IPv6 /56, and a /48,
+//     lookupPrefixScale times as much (red team 8: the /64s of one /48
+//     took the whole budget, and every other client's answers went
+//     without their tails).
 //   - A lookup that finds the budget, or its client's share, taken is
 //     answered without the inline tail rather than refused: its client
 //     fetches the tail's tiles (GET /tile/…, cacheable) as it does when
@@ -53,8 +56,34 @@ type tailBudget struct {
 	clients map[string]int64
 }
 
-// take takes n bytes for client, or reports that they do not fit.
+// tailShare is one share of the tail budget a hold is charged to: its
+// client's, or the IPv6 /56 or /48 holding it, which may hold scale
+// clients' shares.
+type tailShare struct {
+	name  string
+	scale int64
+}
+
+// tailSharesOf returns the shares a lookup by lc is charged to, the
+// client's own first.
+func tailSharesOf(lc lookupClient) []tailShare {
+	shares := []tailShare{{lc.name, 1}}
+	if lc.addr.Is6() {
+		p56, _ := lc.addr.Prefix(56)
+		p48, _ := lc.addr.Prefix(48)
+		shares = append(shares, tailShare{p56.String(), lookupPrefixScale}, tailShare{p48.String(), lookupPrefixScale})
+	}
+	return shares
+}
+
+// take takes n bytes for client alone, or reports that they do not fit.
 func (b *tailBudget) take(client string, n int64) bool {
+	return b.takeShares([]tailShare{{client, 1}}, n)
+}
+
+// takeShares takes n bytes charged to each of shares, or reports that
+// they do not fit.
+func (b *tailBudget) takeShares(shares []tailShare, n int64) bool {
 	total, share := b.total, b.client
 	if total <= 0 {
 		total = maxHeldTailBytes
@@ -64,27 +93,41 @@ func (b *tailBudget) take(client string, n int64) bool {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if n < 0 || b.held+n > total || b.clients[client]+n > share {
+	if n < 0 || b.held+n > total {
 		return false
+	}
+	for _, s := range shares {
+		if b.clients[s.name]+n > share*s.scale {
+			return false
+		}
 	}
 	if b.clients == nil {
 		b.clients = map[string]int64{}
 	}
 	b.held += n
-	b.clients[client] += n
+	for _, s := range shares {
+		b.clients[s.name] += n
+	}
 	return true
 }
 
-// give gives back n bytes that client took.
+// give gives back n bytes that client alone took.
 func (b *tailBudget) give(client string, n int64) {
+	b.giveShares([]tailShare{{client, 1}}, n)
+}
+
+// giveShares gives back n bytes charged to each of shares.
+func (b *tailBudget) giveShares(shares []tailShare, n int64) {
 	if n <= 0 {
 		return
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.held -= n
-	if b.clients[client] -= n; b.clients[client] <= 0 {
-		delete(b.clients, client)
+	for _, s := range shares {
+		if b.clients[s.name] -= n; b.clients[s.name] <= 0 {
+			delete(b.clients, s.name)
+		}
 	}
 }
 
@@ -116,7 +159,7 @@ type tailHoldKey struct{}
 // request's) uses it.
 type tailHold struct {
 	budget *tailBudget
-	client string
+	shares []tailShare
 	n      int64
 }
 
@@ -124,7 +167,7 @@ type tailHold struct {
 // the function giving back whatever the answer still holds.
 func (l *Ledger) holdTails(ctx context.Context) (context.Context, func()) {
 	lc, _ := ctx.Value(lookupClientKey{}).(lookupClient)
-	h := &tailHold{budget: &l.tails, client: lc.name}
+	h := &tailHold{budget: &l.tails, shares: tailSharesOf(lc)}
 	return context.WithValue(ctx, tailHoldKey{}, h), func() { h.keep(0) }
 }
 
@@ -137,7 +180,7 @@ func tailHoldOf(ctx context.Context) *tailHold {
 
 // reserve takes n more bytes, or reports that they do not fit.
 func (h *tailHold) reserve(n int) bool {
-	if !h.budget.take(h.client, int64(n)) {
+	if !h.budget.takeShares(h.shares, int64(n)) {
 		return false
 	}
 	h.n += int64(n)
@@ -147,7 +190,7 @@ func (h *tailHold) reserve(n int) bool {
 // keep gives back what the hold has past n bytes.
 func (h *tailHold) keep(n int) {
 	if extra := h.n - int64(n); extra > 0 {
-		h.budget.give(h.client, extra)
+		h.budget.giveShares(h.shares, extra)
 		h.n = int64(n)
 	}
 }

@@ -35,3 +35,21 @@ func TestRedteam8TailBudgetManySlash64sBounded(t *testing.T) {
 		t.Fatalf("budget says %d held, %d taken", held, taken)
 	}
 }
+
+// Red team 8, F2: the /64s of one /48 (one party's delegation), each
+// holding stalled answers, took the whole budget, and every other client's
+// answers went without their inline tails. The /56 and /48 are charged
+// too, as the lookup gate charges them, so another client still gets a
+// tail.
+func TestRedteam8TailBudgetOneSlash48DeniesOthers(t *testing.T) {
+	var b tailBudget
+	for i := range 16 {
+		shares := tailSharesOf(clientCtx(t, fmt.Sprintf("2001:db8:77:%x::1", i)).Value(lookupClientKey{}).(lookupClient))
+		for b.takeShares(shares, api.MaxInlineTailBytes) {
+		}
+	}
+	if !b.take(rt8ClientName(t, "192.0.2.50"), api.MaxInlineTailBytes) {
+		held, _ := b.inUse("")
+		t.Fatalf("DoS: one /48 holds %d of %d bytes; an honest client gets no inline tail", held, maxHeldTailBytes)
+	}
+}
