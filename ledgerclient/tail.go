@@ -192,10 +192,11 @@ func (c *Client) tailBundle(ctx context.Context, idx, size, from uint64, subject
 // verbatim. Then, on the entry parsed strictly but not yet verified, the
 // key ID its signature names must be asked for (verifyLeaf refuses an
 // entry whose signature names another key than its public key's), and its
-// statement must be about q.d; only then is the signature checked. An
+// statement must be about q.d; only then is the signature checked, on
+// that parsed entry (VerifyLoggedWith), not on a second parse. An
 // entry that fails any check is not a statement of the tail, as before.
 func tailStatement(i uint64, leaf []byte, q tailAsk) (tailHit, bool) {
-	if q.ids != nil && !slices.ContainsFunc(q.ids, func(id []byte) bool { return bytes.Contains(leaf, id) }) {
+	if notarize.IsMapRoot(leaf) || q.ids != nil && !slices.ContainsFunc(q.ids, func(id []byte) bool { return bytes.Contains(leaf, id) }) {
 		return tailHit{}, false
 	}
 	e, err := notarize.ParseEntry(leaf)
@@ -209,11 +210,11 @@ func tailStatement(i uint64, leaf []byte, q tailAsk) (tailHit, bool) {
 	if st, err := notarize.ParseStatement(payload); err != nil || st.Digest() != q.d {
 		return tailHit{}, false
 	}
-	fe := verifyLeaf(i, leaf)
-	if fe.Err != nil || fe.Record.Statement.Digest() != q.d || !q.asked(fe.Record.KeyID) {
+	v, err := e.VerifyLoggedWith(nil) // the entry parsed above, checked as verifyLeaf checks it
+	if err != nil || v.Statement.Digest() != q.d || !q.asked(v.KeyID) {
 		return tailHit{}, false
 	}
-	return tailHit{fe.Record.KeyID, i, fe.Record.Statement.Predicate.Timestamp}, true
+	return tailHit{v.KeyID, i, v.Statement.Predicate.Timestamp}, true
 }
 
 // leftTile is a hash tile holding part of the compact range of [0, start):
