@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/mod/sumdb/note"
 )
@@ -17,6 +18,10 @@ import (
 // the log's checkpoints, and the witnesses cosigning them, commit to the
 // index too. No statement entry starts with it (they are JSON objects).
 const MapRootHeader = "docker-notarize map root v1\n"
+
+// maxMapRootTime bounds a map root's time line (Unix seconds): the year
+// 9999, so that every accepted time formats and compares as a time.Time.
+const maxMapRootTime = 253402300799
 
 // ErrBadMapRoot is returned (wrapped) for a map-root entry that does not
 // parse or is not signed by the ledger's key.
@@ -30,10 +35,22 @@ var ErrBadMapRoot = errors.New("bad map root")
 //	<origin>
 //	<size, decimal>
 //	<root hash, standard base64>
+//	<time, decimal Unix seconds>
+//
+// The time line is optional: roots committed before it was added have
+// three lines, and parse with a zero Time.
 type MapRoot struct {
 	Origin string
 	Size   uint64
 	Root   [32]byte
+	// Time is when the ledger read Size, truncated to the second: every
+	// entry the ledger had indexed by then is among the first Size. Zero
+	// for a root without the line. A client may take a root whose Time is
+	// recent as proof that its lookup is complete up to Time without
+	// reading the log after it (ledgerclient: the anchored check); a
+	// ledger signing a later Time than it read Size at would be claiming
+	// to cover entries its map does not.
+	Time time.Time
 }
 
 // IsMapRoot reports whether the log entry b is a map-root entry (by its
@@ -42,7 +59,11 @@ func IsMapRoot(b []byte) bool { return bytes.HasPrefix(b, []byte(MapRootHeader))
 
 // Text returns the note text of r.
 func (r *MapRoot) Text() string {
-	return fmt.Sprintf("%s%s\n%d\n%s\n", MapRootHeader, r.Origin, r.Size, base64.StdEncoding.EncodeToString(r.Root[:]))
+	t := fmt.Sprintf("%s%s\n%d\n%s\n", MapRootHeader, r.Origin, r.Size, base64.StdEncoding.EncodeToString(r.Root[:]))
+	if !r.Time.IsZero() {
+		t += strconv.FormatInt(r.Time.Unix(), 10) + "\n"
+	}
+	return t
 }
 
 // Sign returns the map-root entry of r signed by signer, whose name must be
@@ -72,8 +93,8 @@ func ParseMapRoot(b []byte, v note.Verifier) (*MapRoot, error) {
 		return nil, fmt.Errorf("%w: want exactly the ledger's signature", ErrBadMapRoot)
 	}
 	lines := strings.Split(strings.TrimSuffix(strings.TrimPrefix(n.Text, MapRootHeader), "\n"), "\n")
-	if len(lines) != 3 {
-		return nil, fmt.Errorf("%w: want origin, size and root lines", ErrBadMapRoot)
+	if len(lines) != 3 && len(lines) != 4 {
+		return nil, fmt.Errorf("%w: want origin, size and root lines, and a time line", ErrBadMapRoot)
 	}
 	r := &MapRoot{Origin: lines[0]}
 	if r.Origin != v.Name() {
@@ -87,6 +108,13 @@ func ParseMapRoot(b []byte, v note.Verifier) (*MapRoot, error) {
 		return nil, fmt.Errorf("%w: root %q", ErrBadMapRoot, truncate(lines[2], 60))
 	}
 	copy(r.Root[:], root)
+	if len(lines) == 4 {
+		sec, err := strconv.ParseInt(lines[3], 10, 64)
+		if err != nil || sec <= 0 || sec > maxMapRootTime || strconv.FormatInt(sec, 10) != lines[3] {
+			return nil, fmt.Errorf("%w: time %q", ErrBadMapRoot, truncate(lines[3], 40))
+		}
+		r.Time = time.Unix(sec, 0).UTC()
+	}
 	if n.Text != r.Text() {
 		return nil, fmt.Errorf("%w: not in its one encoding", ErrBadMapRoot)
 	}

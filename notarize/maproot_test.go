@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/mod/sumdb/note"
 
@@ -43,7 +44,7 @@ func TestMapRoot(t *testing.T) {
 		t.Fatal("not recognized")
 	}
 	got, err := notarize.ParseMapRoot(b, v)
-	if err != nil || *got != *mr {
+	if err != nil || got.Origin != mr.Origin || got.Size != mr.Size || got.Root != mr.Root || !got.Time.IsZero() {
 		t.Fatalf("round trip: %+v %v", got, err)
 	}
 	if _, err := notarize.ParseMapRoot(b, otherV); !errors.Is(err, notarize.ErrBadMapRoot) {
@@ -78,6 +79,50 @@ func TestMapRoot(t *testing.T) {
 	}
 }
 
+// TestMapRootTime: a root with its time line round-trips at second
+// precision, and a root without one (committed before the line existed)
+// still parses, with a zero Time; a time spelled otherwise than Sign
+// spells it, zero, negative or past the year 9999 is refused.
+func TestMapRootTime(t *testing.T) {
+	s, v := noteKey(t, "ledger.test/log")
+	at := time.Date(2026, 11, 30, 21, 0, 5, 0, time.UTC)
+	mr := &notarize.MapRoot{Origin: "ledger.test/log", Size: 42, Root: [32]byte{9}, Time: at}
+	b, err := mr.Sign(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(mr.Text(), "\n1796072405\n") {
+		t.Fatalf("text %q", mr.Text())
+	}
+	got, err := notarize.ParseMapRoot(b, v)
+	if err != nil || !got.Time.Equal(at) || got.Size != 42 || got.Root != mr.Root {
+		t.Fatalf("round trip: %+v %v", got, err)
+	}
+	legacy, _ := (&notarize.MapRoot{Origin: "ledger.test/log", Size: 42}).Sign(s)
+	if got, err := notarize.ParseMapRoot(legacy, v); err != nil || !got.Time.IsZero() {
+		t.Fatalf("a root without a time line: %+v %v", got, err)
+	}
+	three := strings.TrimSuffix(mr.Text(), "1796072405\n")
+	for name, line := range map[string]string{
+		"leading zero": "01796072405",
+		"plus sign":    "+1796072405",
+		"fraction":     "1796072405.5",
+		"zero":         "0",
+		"negative":     "-5",
+		"year 10000":   "253402300800",
+		"RFC 3339":     "2026-11-30T21:00:05Z",
+		"empty":        "",
+	} {
+		b, err := note.Sign(&note.Note{Text: three + line + "\n"}, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := notarize.ParseMapRoot(b, v); !errors.Is(err, notarize.ErrBadMapRoot) {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+}
+
 // FuzzParseMapRoot: whatever bytes a log holds, ParseMapRoot never panics,
 // and what it accepts is signed and spelled as Sign spells it.
 func FuzzParseMapRoot(f *testing.F) {
@@ -86,6 +131,8 @@ func FuzzParseMapRoot(f *testing.F) {
 	v, _ := note.NewVerifier(vkey)
 	good, _ := (&notarize.MapRoot{Origin: "ledger.test/log", Size: 7}).Sign(s)
 	f.Add(good)
+	timed, _ := (&notarize.MapRoot{Origin: "ledger.test/log", Size: 7, Time: time.Unix(1796072405, 0)}).Sign(s)
+	f.Add(timed)
 	f.Add([]byte(notarize.MapRootHeader))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		mr, err := notarize.ParseMapRoot(b, v)

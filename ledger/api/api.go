@@ -26,6 +26,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/transparency-dev/tessera/api/layout"
 )
@@ -263,10 +264,27 @@ const CodeIdentityMismatch = "IDENTITY_MISMATCH"
 // not asked for it never carries it, so older clients pay nothing. An
 // answer that carries a tail is framed (MarshalTailAnswer: the JSON answer
 // and the resources' raw bytes, no base64), one that does not is JSON.
+//
+// TailAnchor asks for the same, except when the answer's map root carries
+// a time (notarize.MapRoot.Time) at most AnchorMaxAge old by the ledger's
+// clock: the answer then carries no tail, and the client proves it complete
+// up to that root's time instead of up to the checkpoint (the anchored
+// check, ledgerclient). A ledger that does not know the value answers as
+// for TailInline; an older ledger, as for no value.
 const (
 	QueryTail  = "tail"
 	TailInline = "inline"
+	TailAnchor = "anchor"
 )
+
+// AnchorMaxAge is how recent a map root must be, by the ledger's clock, for
+// an answer asked with TailAnchor to go without its tail. A ledger commits
+// a root every few seconds under load (DefaultMapCommitInterval after the
+// first entry waiting), so its newest root is younger than this while it
+// works as it should; a client accepts a root up to its own bound
+// (ledgerclient.Config.MaxIndexLag), larger than this to leave room for the
+// answer's travel and clock skew, and reads the tail itself past it.
+const AnchorMaxAge = 5 * time.Second
 
 // Bounds of an inline tail. A ledger carries at most MaxInlineBundles
 // entry bundles and MaxInlineTailBytes of resource bytes (bundles and
