@@ -29,7 +29,10 @@ type Client struct {
 	// witnesses and maxAge check each checkpoint the ledger shows (witness.go).
 	witnesses *WitnessPolicy
 	maxAge    time.Duration
-	now       func() time.Time
+	// maxLag is Config.MaxIndexLag: how old a map root may be for the
+	// anchored check (vindex.go); 0 reads every tail.
+	maxLag time.Duration
+	now    func() time.Time
 	// fetches shares the tail's bundle and tile reads between lookups (fetchcache.go).
 	fetches fetchCache
 }
@@ -46,6 +49,9 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	cfg = cfg.withDefaults()
 	u, _ := parseLedgerURL(cfg.URL)
 	o, err := newHTTPOps(u, cfg.HTTPClient, cfg.UserAgent)
+	if err == nil && cfg.MaxIndexLag > 0 {
+		o.tail = api.TailAnchor // no tail in answers whose root is recent (vindex.go)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("ledger client: %w", err)
 	}
@@ -60,7 +66,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 // the ledger known as url, reached through o. cfg has its defaults.
 func newClient(ctx context.Context, cfg Config, url string, o ops) (*Client, error) {
 	c := &Client{url: url, ops: o, store: newStore(cfg.Home), timeout: cfg.Timeout, log: cfg.Logger,
-		witnesses: cfg.WitnessPolicy, maxAge: cfg.MaxWitnessAge, now: time.Now}
+		witnesses: cfg.WitnessPolicy, maxAge: cfg.MaxWitnessAge, maxLag: cfg.MaxIndexLag, now: time.Now}
 	pinned, ok, err := c.store.pin(url)
 	if err != nil {
 		return nil, err

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
+
+	"github.com/notarize/docker-notarize/ledger/api"
 )
 
 // DefaultTimeout bounds each call whose context has no deadline.
@@ -51,7 +53,25 @@ type Config struct {
 	// checkpoint whose quorum was completed longer ago with a
 	// *StaleCheckpointError.
 	MaxWitnessAge time.Duration
+	// MaxIndexLag, when positive, lets a lookup be proven complete up to a
+	// recent map root instead of up to its checkpoint (the anchored check,
+	// vindex.go): when the answer's root was read by the ledger at most
+	// MaxIndexLag ago by this client's clock (notarize.MapRoot.Time), the
+	// client does not read the log after it, and takes the statements
+	// after it as the ledger's answer gives them. Every statement indexed
+	// before the root's time is then proven to be in the answer or left out
+	// by no one; a front can hide at most the statements of the last
+	// MaxIndexLag. Zero (the default) reads the whole tail: complete up to
+	// the checkpoint. The plugin's verify sets DefaultMaxIndexLag
+	// (--max-index-lag).
+	MaxIndexLag time.Duration
 }
+
+// DefaultMaxIndexLag is the MaxIndexLag of the plugin's commands: twice
+// what a ledger lets its newest root age before it carries the tail again
+// (api.AnchorMaxAge), so that a root the ledger finds recent is still
+// recent when the answer arrives, under a few seconds of clock skew.
+const DefaultMaxIndexLag = 2 * api.AnchorMaxAge
 
 // Validate checks the configuration.
 func (c *Config) Validate() error {
@@ -68,6 +88,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Timeout < 0 {
 		return fmt.Errorf("negative timeout %v", c.Timeout)
+	}
+	if c.MaxIndexLag < 0 {
+		return fmt.Errorf("negative maximum index lag %v", c.MaxIndexLag)
 	}
 	if c.MaxWitnessAge < 0 || c.MaxWitnessAge > 0 && c.WitnessPolicy == nil {
 		return fmt.Errorf("maximum witness age %v needs a witness policy and must not be negative", c.MaxWitnessAge)

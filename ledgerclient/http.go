@@ -68,6 +68,9 @@ type httpOps struct {
 	base  *url.URL // with a trailing slash
 	hc    *http.Client
 	tiles *client.HTTPFetcher
+	// tail is the api.QueryTail value of keyed lookups: TailInline, or
+	// TailAnchor for a client that takes recent map roots (MaxIndexLag).
+	tail string
 }
 
 var _ ops = (*httpOps)(nil)
@@ -90,7 +93,7 @@ func newHTTPOps(base *url.URL, hc *http.Client, userAgent string) (*httpOps, err
 	if err != nil {
 		return nil, fmt.Errorf("ledger fetcher: %w", err)
 	}
-	return &httpOps{base: &u, hc: &c, tiles: f}, nil
+	return &httpOps{base: &u, hc: &c, tiles: f, tail: api.TailInline}, nil
 }
 
 func (h *httpOps) ReadCheckpoint(ctx context.Context) ([]byte, error) {
@@ -125,13 +128,13 @@ func (h *httpOps) Lookup(ctx context.Context, d notarize.Digest, q lookupQuery) 
 		v.Set(api.QueryLimit, strconv.Itoa(q.limit))
 	}
 	if len(q.keyIDs) > 0 {
-		v.Set(api.QueryTail, api.TailInline) // the log's tail after the map root, inline (tail.go)
+		v.Set(api.QueryTail, h.tail) // the log's tail after the map root, inline (tail.go)
 	}
 	return h.do(ctx, http.MethodGet, api.PathDigests+d.String(), v, nil, maxLookupAnswer(q.limit))
 }
 
 func (h *httpOps) Current(ctx context.Context, d notarize.Digest, keyIDs []string) ([]byte, error) {
-	v := url.Values{api.QueryKeyID: keyIDs, api.QueryTail: {api.TailInline}} // the tail inline (tail.go)
+	v := url.Values{api.QueryKeyID: keyIDs, api.QueryTail: {h.tail}} // the tail inline (tail.go)
 	return h.do(ctx, http.MethodGet, api.PathDigests+d.String()+api.PathCurrentSuffix, v, nil, maxLookupAnswer(len(keyIDs)))
 }
 
@@ -148,7 +151,7 @@ func (h *httpOps) do(ctx context.Context, method, path string, query url.Values,
 		return nil, err
 	}
 	accept := api.MediaTypeJSON
-	if query.Get(api.QueryTail) == api.TailInline {
+	if t := query.Get(api.QueryTail); t == api.TailInline || t == api.TailAnchor {
 		accept = api.MediaTypeTailAnswer + ", " + api.MediaTypeJSON
 	}
 	req.Header.Set("Accept", accept)

@@ -68,6 +68,20 @@ type LookupResult struct {
 	// Records are the entries about the digest, each verified (inclusion
 	// proof, envelope signature, subject, signer), ordered by log index.
 	Records []notarize.Record
+	// Complete says what the answer was proven complete up to, for a
+	// lookup by key IDs (Current, and Lookup with key IDs); the zero
+	// value for a lookup of every signer, which is not proven complete.
+	Complete Completeness
+}
+
+// weakest returns what two answers' proofs together establish: the
+// smaller map, and the earlier anchor when either was anchored.
+func (a Completeness) weakest(b Completeness) Completeness {
+	out := Completeness{MapSize: min(a.MapSize, b.MapSize), AnchoredAt: a.AnchoredAt}
+	if !b.AnchoredAt.IsZero() && (out.AnchoredAt.IsZero() || b.AnchoredAt.Before(out.AnchoredAt)) {
+		out.AnchoredAt = b.AnchoredAt
+	}
+	return out
 }
 
 // LookupPage is one verified page of a digest lookup.
@@ -125,9 +139,11 @@ func (c *Client) Lookup(ctx context.Context, d notarize.Digest, keyIDs ...string
 		// bundles cannot hang the lookup.
 		tctx, cancel := c.withTimeout(ctx)
 		defer cancel()
-		if err := c.verifyLookupComplete(tctx, last.mp, last.Checkpoint, d, keyIDs, res.Records, leaves); err != nil {
+		done, err := c.verifyLookupComplete(tctx, last.mp, last.Checkpoint, d, keyIDs, res.Records, leaves)
+		if err != nil {
 			return nil, fmt.Errorf("look up %s in ledger: %w", d, err)
 		}
+		res.Complete = done
 	}
 	return res, nil
 }
@@ -213,10 +229,15 @@ func (c *Client) Current(ctx context.Context, d notarize.Digest, keyIDs ...strin
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
 	res := &LookupResult{Records: []notarize.Record{}}
-	for chunk := range slices.Chunk(ids, api.MaxCurrentKeyIDs) {
+	for i, chunk := range slices.Collect(slices.Chunk(ids, api.MaxCurrentKeyIDs)) {
 		r, err := c.current(ctx, d, chunk)
 		if err != nil {
 			return nil, fmt.Errorf("current statements about %s in ledger: %w", d, err)
+		}
+		if i == 0 {
+			res.Complete = r.Complete
+		} else {
+			res.Complete = res.Complete.weakest(r.Complete)
 		}
 		res.Records = append(res.Records, r.Records...)
 		if r.Checkpoint.Size >= res.Checkpoint.Size {
@@ -273,8 +294,9 @@ func (c *Client) current(ctx context.Context, d notarize.Digest, keyIDs []string
 		advanced <- err
 	}()
 	recs, err := verifyCurrent(resp, cp, d, keyIDs)
+	var done Completeness
 	if err == nil {
-		err = c.verifyComplete(pctx, resp.Map, cp, d, keyIDs, recs)
+		done, err = c.verifyComplete(pctx, resp.Map, cp, d, keyIDs, recs)
 	}
 	if aerr := <-advanced; aerr != nil {
 		c.fetches.reset() // the tail read from the forked view is not kept
@@ -283,7 +305,7 @@ func (c *Client) current(ctx context.Context, d notarize.Digest, keyIDs []string
 	if err != nil {
 		return nil, err
 	}
-	return &LookupResult{Checkpoint: cp, Records: recs}, nil
+	return &LookupResult{Checkpoint: cp, Records: recs, Complete: done}, nil
 }
 
 // currentByPages chooses each key's current statement from a paginated
@@ -315,7 +337,7 @@ func (c *Client) currentByPages(ctx context.Context, d notarize.Digest, keyIDs [
 	// the bundles cannot hang a caller without a deadline.
 	tctx, cancel := c.withTimeout(ctx)
 	defer cancel()
-	if err := c.verifyComplete(tctx, nil, res.Checkpoint, d, keyIDs, res.Records); err != nil {
+	if _, err := c.verifyComplete(tctx, nil, res.Checkpoint, d, keyIDs, res.Records); err != nil {
 		return nil, err
 	}
 	return res, nil

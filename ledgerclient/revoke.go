@@ -226,7 +226,8 @@ func (c *Client) beforeRevocations(ctx context.Context, d notarize.Digest, keyID
 		if all.Checkpoint.Size > res.Checkpoint.Size {
 			res.Checkpoint = all.Checkpoint
 		}
+		res.Complete = res.Complete.weakest(all.Complete)
 	}
 	slices.SortFunc(recs, func(a, b notarize.Record) int { return cmp.Compare(a.Index, b.Index) })
-	return &LookupResult{Checkpoint: res.Checkpoint, Records: recs}, nil
+	return &LookupResult{Checkpoint: res.Checkpoint, Records: recs, Complete: res.Complete}, nil
 }

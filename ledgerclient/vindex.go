@@ -43,6 +43,21 @@ type mapExpect struct {
 	tail  []uint64
 }
 
+// Completeness is what a lookup was proven complete up to (vindex.go).
+type Completeness struct {
+	// MapSize is the number of log entries the answer's verified map root
+	// covers; 0 without a map root.
+	MapSize uint64
+	// AnchoredAt is zero when the answer was proven complete up to its
+	// checkpoint: the map root, and every log entry after it read and
+	// checked. Otherwise the answer was anchored (Config.MaxIndexLag): it
+	// is proven complete up to the root, which the ledger read at
+	// AnchoredAt, and the statements after the root are as the ledger
+	// gave them, each proven included; a front may have left out
+	// statements indexed after AnchoredAt.
+	AnchoredAt time.Time
+}
+
 // verifyComplete proves that recs, the verified current statements of
 // keyIDs about d in an answer under cp, are all of them: it checks the
 // answer's map proof (the root entry's inclusion and signature, each key's
@@ -51,20 +66,30 @@ type mapExpect struct {
 // statements by keyIDs about d into what the map says, and compares the
 // result with recs. mp nil (a ledger without the index) means the tail is
 // the whole log.
-func (c *Client) verifyComplete(ctx context.Context, mp *api.MapProof, cp Checkpoint, d notarize.Digest, keyIDs []string, recs []notarize.Record) error {
+//
+// Anchored (c.anchored): the log after a recent root is not read; a record
+// before the root must then be the map's current statement, and one after
+// it (as the answer gives it) must not be older than the map's.
+func (c *Client) verifyComplete(ctx context.Context, mp *api.MapProof, cp Checkpoint, d notarize.Digest, keyIDs []string, recs []notarize.Record) (Completeness, error) {
 	ids := slices.Clone(keyIDs)
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
-	want, from, err := c.verifyMapProof(mp, cp, d, ids)
+	want, mr, from, err := c.verifyMapProof(mp, cp, d, ids)
 	if err != nil {
-		return err
+		return Completeness{}, err
 	}
 	if mp != nil && mp.RootIndex != nil && from == *mp.RootIndex && cp.Size == from+1 {
 		// The tail is the root entry alone, already proven: nothing to read.
 		from = cp.Size
 	}
-	if err := c.foldTail(ctx, mp, cp, from, d, want); err != nil {
-		return err
+	done := Completeness{MapSize: from}
+	if mr != nil {
+		done.MapSize = mr.Size
+	}
+	if c.anchored(mp, mr, cp, from) {
+		done.AnchoredAt = mr.Time
+	} else if err := c.foldTail(ctx, mp, cp, from, d, want); err != nil {
+		return Completeness{}, err
 	}
 	got := make(map[string]notarize.Record, len(recs))
 	for _, r := range recs {
@@ -73,54 +98,79 @@ func (c *Client) verifyComplete(ctx context.Context, mp *api.MapProof, cp Checkp
 	for _, k := range ids {
 		e, r := want[k], got[k]
 		_, answered := got[k]
+		if !done.AnchoredAt.IsZero() && answered && r.Index >= from {
+			// After the root: as the ledger gives it, but never older
+			// than the map's current statement, which it would hide.
+			if e.found && r.Statement.Predicate.Timestamp.Before(e.ts) {
+				return Completeness{}, fmt.Errorf("%w: the answer gives entry %d as key %s's current statement about %s, but entry %d, before the map root, is newer", ErrIncomplete, r.Index, k, d, e.index)
+			}
+			continue
+		}
 		switch {
 		case !e.found && answered:
-			return fmt.Errorf("%w: the answer gives entry %d as key %s's current statement about %s, but the ledger's index and log hold none", ErrIncomplete, r.Index, k, d)
+			return Completeness{}, fmt.Errorf("%w: the answer gives entry %d as key %s's current statement about %s, but the ledger's index and log hold none", ErrIncomplete, r.Index, k, d)
 		case e.found && !answered:
-			return fmt.Errorf("%w: key %s's current statement about %s is entry %d, which the answer leaves out", ErrIncomplete, k, d, e.index)
+			return Completeness{}, fmt.Errorf("%w: key %s's current statement about %s is entry %d, which the answer leaves out", ErrIncomplete, k, d, e.index)
 		case e.found && (r.Index != e.index || !r.Statement.Predicate.Timestamp.Equal(e.ts)):
-			return fmt.Errorf("%w: key %s's current statement about %s is entry %d, the answer gives entry %d", ErrIncomplete, k, d, e.index, r.Index)
+			return Completeness{}, fmt.Errorf("%w: key %s's current statement about %s is entry %d, the answer gives entry %d", ErrIncomplete, k, d, e.index, r.Index)
 		}
 	}
-	return nil
+	return done, nil
+}
+
+// anchored reports whether an answer under cp whose verified map root mr
+// covers the log up to from may be proven complete up to the root alone:
+// the client takes recent roots (Config.MaxIndexLag), the tail after the
+// root is not empty, the answer carries none of it inline (when it does,
+// the tail is read: its cost is paid), and the root has a time within
+// MaxIndexLag of this client's clock, either way. A root without a time,
+// or an older one, is proven with the whole tail, as is every answer of a
+// client that takes no recent roots.
+func (c *Client) anchored(mp *api.MapProof, mr *notarize.MapRoot, cp Checkpoint, from uint64) bool {
+	if c.maxLag <= 0 || mr == nil || mr.Time.IsZero() || from >= cp.Size || mp.Tail != nil {
+		return false
+	}
+	age := c.now().Sub(mr.Time)
+	return age <= c.maxLag && -age <= c.maxLag
 }
 
 // verifyMapProof checks mp for d and ids (sorted) under cp and returns what
-// the map says of each key and the size of the log the map covers.
-func (c *Client) verifyMapProof(mp *api.MapProof, cp Checkpoint, d notarize.Digest, ids []string) (map[string]mapExpect, uint64, error) {
+// the map says of each key, the verified root (nil without one) and the
+// size of the log the map covers.
+func (c *Client) verifyMapProof(mp *api.MapProof, cp Checkpoint, d notarize.Digest, ids []string) (map[string]mapExpect, *notarize.MapRoot, uint64, error) {
 	want := make(map[string]mapExpect, len(ids))
 	for _, k := range ids {
 		want[k] = mapExpect{}
 	}
 	if mp == nil || mp.RootIndex == nil {
-		return want, 0, nil
+		return want, nil, 0, nil
 	}
 	idx := *mp.RootIndex
 	if err := verifyInclusion(cp, idx, mp.RootEntry, mp.RootInclusionProof); err != nil {
-		return nil, 0, fmt.Errorf("map root entry %d: %w", idx, err)
+		return nil, nil, 0, fmt.Errorf("map root entry %d: %w", idx, err)
 	}
 	mr, err := notarize.ParseMapRoot(mp.RootEntry, c.verifier)
 	if err != nil {
-		return nil, 0, fmt.Errorf("%w: entry %d: %w", ErrIncomplete, idx, err)
+		return nil, nil, 0, fmt.Errorf("%w: entry %d: %w", ErrIncomplete, idx, err)
 	}
 	if mr.Size > idx {
-		return nil, 0, fmt.Errorf("%w: map root entry %d covers %d entries, beyond itself", ErrIncomplete, idx, mr.Size)
+		return nil, nil, 0, fmt.Errorf("%w: map root entry %d covers %d entries, beyond itself", ErrIncomplete, idx, mr.Size)
 	}
 	if len(mp.Keys) != len(ids) {
-		return nil, 0, fmt.Errorf("%w: %d map proofs for %d keys", ErrIncomplete, len(mp.Keys), len(ids))
+		return nil, nil, 0, fmt.Errorf("%w: %d map proofs for %d keys", ErrIncomplete, len(mp.Keys), len(ids))
 	}
 	for i, k := range ids {
 		kp := mp.Keys[i]
 		if kp.KeyID != k {
-			return nil, 0, fmt.Errorf("%w: map proof %d is for key %q, want %s", ErrIncomplete, i, clip(kp.KeyID, 80), k)
+			return nil, nil, 0, fmt.Errorf("%w: map proof %d is for key %q, want %s", ErrIncomplete, i, clip(kp.KeyID, 80), k)
 		}
 		e, err := verifyKeyMapProof(kp, mr, d, k)
 		if err != nil {
-			return nil, 0, err
+			return nil, nil, 0, err
 		}
 		want[k] = e
 	}
-	return want, mr.Size, nil
+	return want, mr, mr.Size, nil
 }
 
 // verifyKeyMapProof checks the proof of key k for d against mr.
@@ -261,20 +311,27 @@ func (st subjectTest) mayConcern(leaf []byte) bool {
 // paginated lookup of d by ids (ids not empty), whose entries have the leaf
 // hashes leaves, are every statement of those keys about d in the log of
 // cp: for each key, the records before the map's root hash to the map
-// value's chain and count, and the records after it are exactly the tail's.
-func (c *Client) verifyLookupComplete(ctx context.Context, mp *api.MapProof, cp Checkpoint, d notarize.Digest, keyIDs []string, recs []notarize.Record, leaves map[uint64]vindex.Hash) error {
+// value's chain and count, and the records after it are exactly the tail's
+// (anchored, c.anchored: as the answer gives them, each proven included).
+func (c *Client) verifyLookupComplete(ctx context.Context, mp *api.MapProof, cp Checkpoint, d notarize.Digest, keyIDs []string, recs []notarize.Record, leaves map[uint64]vindex.Hash) (Completeness, error) {
 	ids := slices.Clone(keyIDs)
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
-	want, from, err := c.verifyMapProof(mp, cp, d, ids)
+	want, mr, from, err := c.verifyMapProof(mp, cp, d, ids)
 	if err != nil {
-		return err
+		return Completeness{}, err
 	}
 	if mp != nil && mp.RootIndex != nil && from == *mp.RootIndex && cp.Size == from+1 {
 		from = cp.Size // the tail is the root entry alone
 	}
-	if err := c.foldTail(ctx, mp, cp, from, d, want); err != nil {
-		return err
+	done := Completeness{MapSize: from}
+	if mr != nil {
+		done.MapSize = mr.Size
+	}
+	if c.anchored(mp, mr, cp, from) {
+		done.AnchoredAt = mr.Time
+	} else if err := c.foldTail(ctx, mp, cp, from, d, want); err != nil {
+		return Completeness{}, err
 	}
 	byKey := make(map[string][]notarize.Record, len(ids))
 	for _, r := range recs {
@@ -295,21 +352,21 @@ func (c *Client) verifyLookupComplete(ctx context.Context, mp *api.MapProof, cp 
 				continue
 			}
 			if !before {
-				return fmt.Errorf("%w: key %s's records out of log order", ErrIncomplete, k)
+				return Completeness{}, fmt.Errorf("%w: key %s's records out of log order", ErrIncomplete, k)
 			}
 			lh, ok := leaves[r.Index]
 			if !ok {
-				return fmt.Errorf("%w: no entry bytes for record %d", ErrIncomplete, r.Index)
+				return Completeness{}, fmt.Errorf("%w: no entry bytes for record %d", ErrIncomplete, r.Index)
 			}
 			chain = vindex.ChainNext(chain, r.Index, lh)
 			count++
 		}
 		if count != e.count || chain != e.chain {
-			return fmt.Errorf("%w: key %s made %d statements about %s before the map root, the answer gives %d (or other ones)", ErrIncomplete, k, e.count, d, count)
+			return Completeness{}, fmt.Errorf("%w: key %s made %d statements about %s before the map root, the answer gives %d (or other ones)", ErrIncomplete, k, e.count, d, count)
 		}
-		if !slices.Equal(after, e.tail) {
-			return fmt.Errorf("%w: key %s made the statements %v about %s after the map root, the answer gives %v", ErrIncomplete, k, e.tail, d, after)
+		if done.AnchoredAt.IsZero() && !slices.Equal(after, e.tail) {
+			return Completeness{}, fmt.Errorf("%w: key %s made the statements %v about %s after the map root, the answer gives %v", ErrIncomplete, k, e.tail, d, after)
 		}
 	}
-	return nil
+	return done, nil
 }

@@ -121,7 +121,7 @@ func BenchmarkCurrentCompleteness(b *testing.B) {
 			b.Fatal(err)
 		}
 		for b.Loop() {
-			if err := c.verifyComplete(b.Context(), resp.Map, cp, d, []string{kid}, recs); err != nil {
+			if _, err := c.verifyComplete(b.Context(), resp.Map, cp, d, []string{kid}, recs); err != nil {
 				b.Fatal(err)
 			}
 		}

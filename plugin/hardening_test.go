@@ -244,9 +244,11 @@ func TestStrangerCannotBlockRevocation(t *testing.T) {
 		if c.args[0] == "verify" {
 			want = append(want, api.PathDigests+"sha256:"+v.KeyID)
 		}
+		// (untrust asks again, the same small question, until the
+		// ledger's index covers the untrust: --index-wait.)
 		slices.Sort(want)
 		slices.Sort(lookups.paths)
-		if !slices.Equal(lookups.paths, want) || lookups.bytes > 64<<10 {
+		if !slices.Equal(slices.Compact(lookups.paths), want) || lookups.bytes > 64<<10 {
 			t.Fatalf("%s asked %v and read %d bytes; want %v, a few KB", c.args[0], lookups.paths, lookups.bytes, want)
 		}
 	}

@@ -39,6 +39,9 @@ type keyRevokeOutput struct {
 	// AlreadyRevoked says the ledger held a revocation of the key by this
 	// signer already (LogIndex is the one that counts); nothing was added.
 	AlreadyRevoked bool `json:"alreadyRevoked"`
+	// Indexed is, with --index-wait, whether a map root of the ledger's
+	// verifiable index covers the revocation (plugin/indexed.go).
+	Indexed *bool `json:"indexed,omitempty"`
 }
 
 type keyRevokeOptions struct {
@@ -48,6 +51,8 @@ type keyRevokeOptions struct {
 	reason  string
 	yes     bool
 	format  string
+	// indexWait is --index-wait.
+	indexWait time.Duration
 }
 
 func newKeyRevokeCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
@@ -87,6 +92,7 @@ and nothing is appended.`,
 	flags.StringVar(&opts.revoker, "revoker", "", "Sign the revocation with this revoker key (a signing key name in the store or an encrypted key file) instead of the key itself")
 	flags.StringVar(&opts.reason, "reason", "", "Why the key is revoked, recorded with the revocation (at most 1024 bytes)")
 	flags.BoolVarP(&opts.yes, "yes", "y", false, "Revoke without asking for confirmation")
+	addIndexWaitFlag(cmd, &opts.indexWait)
 	addOutputFlag(cmd, &opts.format)
 	ledgerCommand(cmd, dockerCli, root, &opts.format)
 	_ = cmd.RegisterFlagCompletionFunc("revoker", keyNameCompletion(root, cobra.ShellCompDirectiveDefault))
@@ -101,6 +107,9 @@ and nothing is appended.`,
 func runKeyRevoke(ctx context.Context, dockerCli command.Cli, opts keyRevokeOptions) error {
 	if err := validateFormat(opts.format); err != nil {
 		return usageError(err)
+	}
+	if opts.indexWait < 0 {
+		return usageError(fmt.Errorf("--index-wait %s: want 0 or a positive duration", opts.indexWait))
 	}
 	if len(opts.reason) > notarize.MaxAttributeVal || !utf8.ValidString(opts.reason) {
 		return usageError(fmt.Errorf("--reason: at most %d bytes of UTF-8", notarize.MaxAttributeVal))
@@ -141,6 +150,9 @@ func runKeyRevoke(ctx context.Context, dockerCli command.Cli, opts keyRevokeOpti
 	out, err := recordRevocation(ctx, client, signer, target, opts.reason, opts.root.env.now())
 	if err != nil {
 		return err
+	}
+	if kd, err := notarize.KeyRevocationDigest(target.KeyID); err == nil {
+		out.Indexed = awaitIndexed(ctx, dockerCli.Err(), client, kd, out.RevokerKeyID, out.LogIndex, opts.indexWait)
 	}
 	if opts.format == formatJSON {
 		return writeJSON(dockerCli.Out(), out)

@@ -68,6 +68,11 @@ type verifyOutput struct {
 	LogIndex  *uint64    `json:"logIndex,omitempty"`
 	// CheckpointSize is the size of the verified checkpoint the answer is based on.
 	CheckpointSize *uint64 `json:"checkpointSize,omitempty"`
+	// AnchoredAt is set when the answer was proven complete up to a recent
+	// map root rather than up to the checkpoint (--max-index-lag,
+	// ledgerclient.Completeness): statements indexed after it are as the
+	// ledger gave them.
+	AnchoredAt *time.Time `json:"anchoredAt,omitempty"`
 	// Reason explains the verdict or the failure in one line.
 	Reason string `json:"reason"`
 	// Error is set, with status ERROR, when no verdict was reached.
@@ -86,8 +91,12 @@ type verifyOutput struct {
 type signResult struct {
 	SchemaVersion int          `json:"schemaVersion"`
 	Statements    []signOutput `json:"statements"`
-	Error         string       `json:"error,omitempty"`
-	ExitCode      int          `json:"exitCode,omitempty"`
+	// Indexed is, for untrust and unsupport with --index-wait, whether a
+	// map root of the ledger's verifiable index covers the statements
+	// (plugin/indexed.go).
+	Indexed  *bool  `json:"indexed,omitempty"`
+	Error    string `json:"error,omitempty"`
+	ExitCode int    `json:"exitCode,omitempty"`
 	// RetryAfter is, with Error, the seconds the ledger asked to wait
 	// before trying again (retryAfterSeconds).
 	RetryAfter int `json:"retryAfter,omitempty"`

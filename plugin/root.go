@@ -93,7 +93,10 @@ type rootOptions struct {
 	// --max-age) bounds the age of a witnessed checkpoint.
 	witnessPolicy string
 	maxWitnessAge time.Duration
-	env           env
+	// maxIndexLag is verify's --max-index-lag; nil (other commands):
+	// ledgerclient.DefaultMaxIndexLag.
+	maxIndexLag *time.Duration
+	env         env
 }
 
 // NewRootCmd returns the command tree of docker notarize. name is the command
@@ -277,6 +280,10 @@ func (o *rootOptions) clientConfig(stderr io.Writer) (ledgerclient.Config, error
 		Home:        o.home(),
 		HTTPClient:  hc,
 		Logger:      logger,
+		MaxIndexLag: ledgerclient.DefaultMaxIndexLag,
+	}
+	if o.maxIndexLag != nil {
+		cfg.MaxIndexLag = *o.maxIndexLag
 	}
 	if err := o.witnesses(&cfg); err != nil {
 		return ledgerclient.Config{}, usageError(fmt.Errorf("--witness-policy: %w", err))

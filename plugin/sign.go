@@ -46,6 +46,8 @@ type signOptions struct {
 	recursive bool
 	insecure  []string
 	format    string
+	// indexWait is untrust's and unsupport's --index-wait.
+	indexWait time.Duration
 }
 
 func newSignCmd(dockerCli command.Cli, root *rootOptions, sc signCommand) *cobra.Command {
@@ -78,6 +80,9 @@ delay or block it.`,
 	flags.StringVar(&opts.key, "key", "", "Signing key: a name in the key store or a path to an encrypted key file (default: the only key in the store)")
 	flags.StringArrayVar(&opts.attrs, "attr", nil, "Attribute key=value to record with the statement (repeatable)")
 	flags.BoolVar(&opts.recursive, "recursive", false, "For an index, also record each manifest it lists")
+	if sc.status != notarize.StatusTrusted {
+		addIndexWaitFlag(cmd, &opts.indexWait)
+	}
 	addRegistryFlags(cmd, &opts.insecure)
 	addOutputFlag(cmd, &opts.format)
 	ledgerCommand(cmd, dockerCli, root, &opts.format)
@@ -100,6 +105,9 @@ func addOutputFlag(cmd *cobra.Command, format *string) {
 func runSign(ctx context.Context, dockerCli command.Cli, opts signOptions) error {
 	if err := validateFormat(opts.format); err != nil {
 		return usageError(err)
+	}
+	if opts.indexWait < 0 {
+		return usageError(fmt.Errorf("--index-wait %s: want 0 or a positive duration", opts.indexWait))
 	}
 	attrs, err := parseAttrs(opts.attrs)
 	if err != nil {
@@ -133,6 +141,12 @@ func runSign(ctx context.Context, dockerCli command.Cli, opts signOptions) error
 			return signFailed(dockerCli.Out(), opts.format, res, err)
 		}
 		res.Statements = append(res.Statements, o)
+	}
+	// A revocation is waited for until the ledger's index covers it (a
+	// root covering the last one covers them all); a new trust is not:
+	// until then it can only be missed, which fails safe.
+	if last := res.Statements[len(res.Statements)-1]; opts.status != notarize.StatusTrusted {
+		res.Indexed = awaitIndexed(ctx, dockerCli.Err(), client, notarize.Digest(last.Digest), last.KeyID, last.LogIndex, opts.indexWait)
 	}
 	if opts.format == formatJSON {
 		return writeJSON(dockerCli.Out(), res)

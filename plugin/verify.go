@@ -24,6 +24,8 @@ type verifyOptions struct {
 	insecure []string
 	format   string
 	maxAge   time.Duration
+	// maxIndexLag is --max-index-lag (ledgerclient.Config.MaxIndexLag).
+	maxIndexLag time.Duration
 }
 
 func newVerifyCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
@@ -77,6 +79,7 @@ or a front that hides a revocation makes verify exit 4.`,
 	cmd.Flags().StringArrayVar(&opts.revokers, "revoker", nil, "A key that may revoke the accepted signers' keys besides each key itself: a key name in the key store or a path to a PEM public key (repeatable)")
 	_ = cmd.RegisterFlagCompletionFunc("revoker", keyNameCompletion(root, cobra.ShellCompDirectiveDefault))
 	cmd.Flags().DurationVar(&opts.maxAge, "max-age", DefaultMaxWitnessAge, "With --witness-policy: exit 4 when the ledger's checkpoint was last cosigned by a witness quorum longer ago than this")
+	cmd.Flags().DurationVar(&opts.maxIndexLag, "max-index-lag", ledgerclient.DefaultMaxIndexLag, "Take the ledger's map root as the proof of completeness when it is at most this old, without reading the log after it (a front could then hide statements of this last interval only); 0 reads the whole log after the root: complete up to the checkpoint")
 	addRegistryFlags(cmd, &opts.insecure)
 	addOutputFlag(cmd, &opts.format)
 	ledgerCommand(cmd, dockerCli, root, &opts.format)
@@ -145,7 +148,11 @@ func runVerify(ctx context.Context, dockerCli command.Cli, opts verifyOptions) e
 	if err != nil {
 		return fail(usageError(err))
 	}
+	if opts.maxIndexLag < 0 {
+		return fail(usageError(fmt.Errorf("--max-index-lag %s: want 0 or a positive duration", opts.maxIndexLag)))
+	}
 	opts.root.maxWitnessAge = opts.maxAge
+	opts.root.maxIndexLag = &opts.maxIndexLag
 	cfg, err := opts.root.clientConfig(dockerCli.Err())
 	if err != nil {
 		return fail(err)
@@ -178,6 +185,10 @@ func runVerify(ctx context.Context, dockerCli command.Cli, opts verifyOptions) e
 	}
 	size := res.Checkpoint.Size
 	out.CheckpointSize = &size
+	if at := res.Complete.AnchoredAt; !at.IsZero() {
+		at = at.UTC()
+		out.AnchoredAt = &at
+	}
 	dec := notarize.DecideWithRevocations(res.Records, subject.Digest, ids, revs)
 	out.Revoked = revokedOutputs(dec.Revoked, accepted)
 	out.Status, out.ExitCode = dec.Verdict.String(), VerdictExitCode(dec.Verdict)
