@@ -15,10 +15,13 @@
 #            patch_nomap below; a client of the commit before the map,
 #            47b1610^, would also lack 100+ later start-up changes)
 #   small    map binaries on a 1,000-entry ledger (size sensitivity)
-# Then the tail case, a second hyperfine run: map and nomap while a feeder
-# submits TAIL_RATE statements/s over HTTP (the tail after the newest map
-# root then holds up to ~1,024 entries: a root is committed every 1,024
-# entries or 2 s); a sampler records the tail length seen by lookups.
+# Then the tail case, a second hyperfine run: map, nomap and strict while a
+# feeder submits TAIL_RATE statements/s over HTTP (the tail after the newest
+# map root then holds up to ~1,024 entries: a root is committed every 1,024
+# entries or 2 s); a sampler records the tail length seen by lookups. The
+# map row's client takes a recent root as the proof (--max-index-lag, 10 s
+# by default: the anchored check, no tail read); the strict row's is REF's
+# client with the default set to 0, reading the whole tail.
 #
 # The ledgers are built once per ledger format, in-process by bench/fill1m
 # (ledger.New on POSIX storage, statements signed by KEYS keys, submitted
@@ -96,6 +99,11 @@ if [[ -n ${CADENCE:-} ]]; then # CADENCE=ENTRIES,INTERVAL: a ledger committing m
   (cd "$WORK/src" && go build -trimpath -ldflags '-s -w' -o "$BIN/cadence/" ./cmd/notarize-ledger)
   git -C "$WORK/src" checkout -q -- ledger/vindex.go
 fi
+# strict: REF's docker-notarize reading every tail, as --max-index-lag 0 (the
+# tail-strict row; a flag would need a wrapper process in hyperfine's -N runs).
+perl -0pi -e 's/(const DefaultMaxIndexLag = )2 \* api.AnchorMaxAge/${1}0/ or die "DefaultMaxIndexLag not found\n"' "$WORK/src/ledgerclient/config.go"
+(cd "$WORK/src" && go build -trimpath -ldflags '-s -w' -o "$BIN/strict/" ./cmd/docker-notarize ./bench/currentprof)
+git -C "$WORK/src" checkout -q -- ledgerclient/config.go
 patch_nomap "$WORK/src"
 (cd "$WORK/src" && go build -trimpath -ldflags '-s -w' -o "$BIN/nomap/" ./cmd/notarize-ledger ./cmd/docker-notarize ./bench/currentprof)
 # The cache key: the code that decides what the ledger holds on disk (the
@@ -175,7 +183,7 @@ start)
   stop
   row=\$2; mkdir -p "\$W/run"
   case \$row in
-  map|tail-map) bin=$BIN/map data=$BIG/data ;;
+  map|tail-map|tail-strict) bin=$BIN/map data=$BIG/data ;;
   tail-cadence) bin=$BIN/cadence data=$BIG/data ;;
   nomap|tail-nomap) bin=$BIN/nomap data=$BIG/data ;;
   small) bin=$BIN/map data=$SMALL/data ;;
@@ -227,11 +235,11 @@ chmod +x "$WORK/sample.sh"
 echo "== client homes (the test key imported, the ledger key pinned), and one verify per row"
 export NOTARIZE_HOME=$WORK/home NOTARIZE_LEDGER=http://127.0.0.1:$LEDGER_PORT DOCKER_CONFIG=$WORK/docker
 ROWS=(map nomap small)
-TAIL_ROWS=(tail-map tail-nomap)
+TAIL_ROWS=(tail-map tail-nomap tail-strict)
 [[ -n ${CADENCE:-} ]] && TAIL_ROWS+=(tail-cadence)
 [[ -n ${SKIP_TAIL:-} ]] && TAIL_ROWS=()
 for row in "${ROWS[@]}" "${TAIL_ROWS[@]}"; do
-  case $row in *nomap) b=$BIN/nomap ;; *) b=$BIN/map ;; esac
+  case $row in *nomap) b=$BIN/nomap ;; *strict) b=$BIN/strict ;; *) b=$BIN/map ;; esac
   case $row in small) l=$SMALL ;; *) l=$BIG ;; esac
   mkdir -p "$WORK/rows/$row/home"
   install -m 0755 "$b/docker-notarize" "$WORK/rows/$row/docker-notarize"
@@ -290,6 +298,8 @@ awk -F'\t' '{m[$1] = $2}
     printf "   map 1M / map 1k         %5.2fx   (size sensitivity)\n", m["map"] / m["small"]
     if ("tail-map" in m)
       printf "   tail: map / nomap       %5.2fx   (while ingesting; bound <= 1.2x)\n", m["tail-map"] / m["tail-nomap"]
+    if ("tail-strict" in m)
+      printf "   tail: strict / nomap    %5.2fx   (--max-index-lag 0: the whole tail read)\n", m["tail-strict"] / m["tail-nomap"]
     if ("tail-cadence" in m)
       printf "   tail: cadence / nomap   %5.2fx   (map roots every %s)\n", m["tail-cadence"] / m["tail-nomap"], cadence
   }' cadence="${CADENCE:-}" "$RESULTS"
@@ -307,7 +317,7 @@ if ((${#TAIL_ROWS[@]})); then
   # Current, the call verify makes), same conditions as the tail rows.
   echo "== where the time goes: ledgerclient Current x $PROFILE_RUNS per row, requests timed by kind${PROFILE_DIR:+, CPU profiles in $PROFILE_DIR}"
   for row in "${ROWS[@]:0:2}" "${TAIL_ROWS[@]}"; do
-    case $row in *nomap) b=$BIN/nomap ;; *) b=$BIN/map ;; esac
+    case $row in *nomap) b=$BIN/nomap ;; *strict) b=$BIN/strict ;; *) b=$BIN/map ;; esac
     "$WORK/ctl.sh" start "$row"
     "$b/currentprof" -url "$NOTARIZE_LEDGER" -key "$(jq -r .verifierKey "$BIG/summary.json")" -digest "$DIGEST" -keyid "$TEST_KEY_ID" \
       -r "$PROFILE_RUNS" ${PROFILE_VERIFY:+-verify} ${PROFILE_DIR:+-cpuprofile "$PROFILE_DIR/current-$row.pprof"} 2>&1 | sed "s/^/   $row: /" || echo "   $row: currentprof failed"

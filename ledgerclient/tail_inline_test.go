@@ -34,6 +34,9 @@ type inlineFront struct {
 	tails          atomic.Int64 // lookup answers that carried an inline tail
 	// rewrite, when set, rewrites the decoded answer of a lookup request.
 	rewrite atomic.Pointer[func(*http.Request, *api.LookupResponse)]
+	// inline, when set, asks the ledger for the inline tail on every
+	// lookup, whatever the client asked (tail=anchor among others).
+	inline atomic.Bool
 }
 
 func newInlineFront(t *testing.T, upstream string) *inlineFront {
@@ -46,7 +49,13 @@ func newInlineFront(t *testing.T, upstream string) *inlineFront {
 		case strings.HasPrefix(r.URL.Path, "/tile/"):
 			f.tiles.Add(1)
 		}
-		req, _ := http.NewRequestWithContext(r.Context(), r.Method, u.String()+r.URL.RequestURI(), r.Body)
+		uri := r.URL.RequestURI()
+		if f.inline.Load() && strings.HasPrefix(r.URL.Path, api.PathDigests) {
+			q := r.URL.Query()
+			q.Set(api.QueryTail, api.TailInline)
+			uri = r.URL.Path + "?" + q.Encode()
+		}
+		req, _ := http.NewRequestWithContext(r.Context(), r.Method, u.String()+uri, r.Body)
 		req.Header = r.Header.Clone()
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -118,7 +127,7 @@ type inlineFix struct {
 	d, d2          notarize.Digest
 	ka             string
 	trust, untrust uint64
-	filler         signature.SignerVerifier
+	alice, filler  signature.SignerVerifier
 	// trustEntry is alice's trust as a page answers it, with its proof
 	// under the fixture's final checkpoint: what a front puts in a current
 	// answer in place of the untrust.
@@ -131,7 +140,7 @@ func newInlineFix(t *testing.T) *inlineFix {
 	fx := &inlineFix{srv: srv, front: newInlineFront(t, srv.URL), d: digest("inline-tail"), d2: digest("inline-tail-2")}
 	direct := newClient(t, srv.URL, t.TempDir(), srv.VerifierKey)
 	alice := notarizetest.NewSigner(t)
-	fx.filler = notarizetest.NewSigner(t)
+	fx.alice, fx.filler = alice, notarizetest.NewSigner(t)
 	fx.ka = notarizetest.KeyID(t, alice)
 	fx.trust = submit(t, direct, notarizetest.Entry(t, alice, fx.d, notarize.StatusTrusted, t0)).Index
 	submit(t, direct, notarizetest.Entry(t, alice, fx.d2, notarize.StatusTrusted, t0))

@@ -45,6 +45,7 @@ func main() {
 	runs := flag.Int("r", 50, "lookups")
 	profile := flag.String("cpuprofile", "", "write a CPU profile of the lookups to this `file`")
 	verify := flag.Bool("verify", false, "make verify's call, CurrentWithRevocations (the key's revocations looked up at once)")
+	flag.DurationVar(&maxIndexLag, "max-index-lag", ledgerclient.DefaultMaxIndexLag, "the client's MaxIndexLag, as verify's --max-index-lag (0: read every tail)")
 	flag.Parse()
 	if err := run(*url, *key, *digest, *keyID, *runs, *profile, *verify); err != nil {
 		fmt.Fprintln(os.Stderr, "currentprof:", err)
@@ -120,6 +121,9 @@ func (b *timedBody) Close() error {
 	return b.ReadCloser.Close()
 }
 
+// maxIndexLag is -max-index-lag.
+var maxIndexLag time.Duration
+
 func run(url, key, digest, keyID string, runs int, profile string, verify bool) error {
 	d, err := notarize.ParseDigest(digest)
 	if err != nil {
@@ -152,7 +156,7 @@ func run(url, key, digest, keyID string, runs int, profile string, verify bool) 
 	defer os.RemoveAll(home)
 	for range runs {
 		start := time.Now()
-		c, err := ledgerclient.New(ctx, ledgerclient.Config{URL: url, VerifierKey: key, Home: home, HTTPClient: hc})
+		c, err := ledgerclient.New(ctx, ledgerclient.Config{URL: url, VerifierKey: key, Home: home, HTTPClient: hc, MaxIndexLag: maxIndexLag})
 		if err == nil {
 			var res *ledgerclient.LookupResult
 			if verify {
