@@ -135,6 +135,9 @@ type Config struct {
 	noMap bool
 	// mapBuildChunk overrides the map's build chunk (vindex.go), for tests.
 	mapBuildChunk int
+	// clock is the ledger's clock for map roots' times and anchored
+	// answers (vindex.go, lookup_tail.go), for tests; nil means time.Now.
+	clock func() time.Time
 }
 
 // Defaults of RateLimits.

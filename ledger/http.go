@@ -230,7 +230,7 @@ func (l *Ledger) serveCurrent(w http.ResponseWriter, r *http.Request) error {
 			return nil, err
 		}
 		q := r.URL.Query()
-		return l.current(ctx, d, q[api.QueryKeyID], q.Get(api.QueryTail) == api.TailInline)
+		return l.current(ctx, d, q[api.QueryKeyID], tailMode(q))
 	})
 }
 
@@ -262,7 +262,7 @@ func lookupQuery(r *http.Request) (notarize.Digest, LookupOptions, error) {
 	}
 	q := r.URL.Query()
 	opts.KeyIDs = q[api.QueryKeyID]
-	opts.InlineTail = q.Get(api.QueryTail) == api.TailInline
+	opts.Tail = tailMode(q)
 	if len(opts.KeyIDs) > api.MaxLookupKeyIDs {
 		return "", opts, fmt.Errorf("%w: %d key IDs, at most %d", errBadRequest, len(opts.KeyIDs), api.MaxLookupKeyIDs)
 	}
@@ -285,6 +285,19 @@ func lookupQuery(r *http.Request) (notarize.Digest, LookupOptions, error) {
 		opts.Limit = int(n)
 	}
 	return d, opts, nil
+}
+
+// tailMode returns the tail a lookup asks for (api.QueryTail): a value the
+// ledger does not know asks for none, as before the parameter existed.
+func tailMode(q url.Values) TailMode {
+	switch q.Get(api.QueryTail) {
+	case api.TailInline:
+		return TailInline
+	case api.TailAnchor:
+		return TailAnchor
+	default:
+		return TailNone
+	}
 }
 
 // singleParam returns the value of a query parameter that may appear at most once.

@@ -40,10 +40,30 @@ type LookupOptions struct {
 	// Limit bounds the page's entries: 1 to api.MaxLookupLimit, or 0 for
 	// api.DefaultLookupLimit.
 	Limit int
-	// InlineTail asks for the log's tail after the map root inline
+	// Tail asks for the log's tail after the map root inline
 	// (api.QueryTail), carried by the last page only.
-	InlineTail bool
+	Tail TailMode
 }
+
+// TailMode is what an answer carries of the log's tail after its map root
+// (api.QueryTail).
+type TailMode int
+
+// The tail modes. A value of api.QueryTail the ledger does not know is
+// TailNone, as it was before the parameter existed.
+const (
+	// TailNone carries no tail: the client reads it (no value; an
+	// older client).
+	TailNone TailMode = iota
+	// TailInline carries it inline (api.TailInline), within the answer's
+	// bounds (withInlineTail).
+	TailInline
+	// TailAnchor carries it as TailInline does, except when the answer's
+	// root carries a time at most api.AnchorMaxAge from the ledger's clock
+	// (api.TailAnchor, anchored): the answer then carries none, and the
+	// client proves it complete up to the root's time.
+	TailAnchor
+)
 
 // Lookup returns one page of the entries whose statement subject is d, in
 // increasing log index, each with an inclusion proof to the latest
@@ -71,7 +91,7 @@ func (l *Ledger) Lookup(ctx context.Context, d notarize.Digest, opts LookupOptio
 		from = *opts.After + 1
 	}
 	var mp *api.MapProof
-	var mroot *committedRoot
+	var mroot *parsedRoot
 	if len(keys) > 0 { // the map is keyed by signer: a walk by keys is proven complete
 		if mp, mroot, err = l.mapProof(ctx, d, keys); err != nil { // before the checkpoint, which must cover its root
 			return nil, fmt.Errorf("lookup: %w", err)
@@ -103,8 +123,8 @@ func (l *Ledger) Lookup(ctx context.Context, d notarize.Digest, opts LookupOptio
 	if err := l.proveMapRoot(ctx, mp, mroot, cp); err != nil {
 		return nil, fmt.Errorf("lookup: %w", err)
 	}
-	if opts.InlineTail && resp.Next == nil {
-		if err := l.withInlineTail(ctx, resp, mp, mroot, cp); err != nil {
+	if resp.Next == nil {
+		if err := l.withTail(ctx, opts.Tail, resp, mp, mroot, cp); err != nil {
 			return nil, fmt.Errorf("lookup: %w", err)
 		}
 	}
@@ -122,12 +142,12 @@ func (l *Ledger) Lookup(ctx context.Context, d notarize.Digest, opts LookupOptio
 // maxAnswerEstimate is refused rather than cut short, so that a current
 // statement is never silently left out.
 func (l *Ledger) Current(ctx context.Context, d notarize.Digest, keyIDs []string) (*api.LookupResponse, error) {
-	return l.current(ctx, d, keyIDs, false)
+	return l.current(ctx, d, keyIDs, TailNone)
 }
 
-// current is Current, with the log's tail after the map root inline when
-// inline is set (api.QueryTail).
-func (l *Ledger) current(ctx context.Context, d notarize.Digest, keyIDs []string, inline bool) (*api.LookupResponse, error) {
+// current is Current, with the log's tail after the map root as tail asks
+// (api.QueryTail).
+func (l *Ledger) current(ctx context.Context, d notarize.Digest, keyIDs []string, tail TailMode) (*api.LookupResponse, error) {
 	keys, err := lookupKeyIDs(keyIDs, 1, api.MaxCurrentKeyIDs)
 	if err != nil {
 		return nil, fmt.Errorf("current: %w", err)
@@ -159,10 +179,8 @@ func (l *Ledger) current(ctx context.Context, d notarize.Digest, keyIDs []string
 	if err := l.proveMapRoot(ctx, mp, mroot, cp); err != nil {
 		return nil, fmt.Errorf("current: %w", err)
 	}
-	if inline {
-		if err := l.withInlineTail(ctx, resp, mp, mroot, cp); err != nil {
-			return nil, fmt.Errorf("current: %w", err)
-		}
+	if err := l.withTail(ctx, tail, resp, mp, mroot, cp); err != nil {
+		return nil, fmt.Errorf("current: %w", err)
 	}
 	resp.Map = mp
 	return resp, nil

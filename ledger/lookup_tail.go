@@ -6,13 +6,13 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"time"
 
 	"github.com/transparency-dev/formats/log"
 	"github.com/transparency-dev/tessera/api/layout"
 
 	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/ledger/storage"
-	"github.com/notarize/docker-notarize/notarize"
 )
 
 // tileBytes reads hash tile (level, index) of width p (0: full) exactly as
@@ -51,6 +51,44 @@ func (l *Ledger) bundleBytes(ctx context.Context, index uint64, p uint8) ([]byte
 	return raw, nil
 }
 
+// withTail gives resp, whose map proof mp is against root under cp, the
+// log's tail after root as mode asks (TailMode), and counts the answer
+// (metrics.tails). A TailAnchor answer whose root is recent (anchored)
+// goes without it: it still holds every indexed statement of the asked
+// keys up to cp, with inclusion proofs, as every answer does.
+func (l *Ledger) withTail(ctx context.Context, mode TailMode, resp *api.LookupResponse, mp *api.MapProof, root *parsedRoot, cp *log.Checkpoint) error {
+	if mode == TailNone || mp == nil || root == nil {
+		return nil
+	}
+	if mode == TailAnchor && anchored(root, l.vmap.clock()) {
+		l.countTail(mode, tailAnchored)
+		return nil
+	}
+	if err := l.withInlineTail(ctx, resp, mp, root, cp); err != nil {
+		return err
+	}
+	if mp.Tail != nil {
+		l.countTail(mode, tailInline)
+	} else {
+		l.countTail(mode, tailNone)
+	}
+	return nil
+}
+
+// anchored reports whether root is recent by the ledger's clock now, for
+// an answer asked with api.TailAnchor to go without its tail: it carries a
+// time (a root committed before the time line existed does not) at most
+// api.AnchorMaxAge before now, and not more than that after it (a root
+// signed by a clock ahead, or a clock set back since: not a time this
+// ledger can vouch for). The bounds are inclusive.
+func anchored(root *parsedRoot, now time.Time) bool {
+	if root == nil || root.time.IsZero() {
+		return false
+	}
+	age := now.Sub(root.time)
+	return age <= api.AnchorMaxAge && age >= -api.AnchorMaxAge
+}
+
 // withInlineTail sets mp.Tail (api.InlineTail) to the resources of the
 // log's tail after root under cp, the answer's checkpoint, within what
 // resp (whose map proof mp is) leaves of maxAnswerEstimate. It carries
@@ -59,7 +97,7 @@ func (l *Ledger) bundleBytes(ctx context.Context, index uint64, p uint8) ([]byte
 // api.MaxInlineTailBytes: the first ones only, when not all fit. A failed
 // read leaves the tail out (the client fetches it); only the end of ctx is
 // an error.
-func (l *Ledger) withInlineTail(ctx context.Context, resp *api.LookupResponse, mp *api.MapProof, root *committedRoot, cp *log.Checkpoint) error {
+func (l *Ledger) withInlineTail(ctx context.Context, resp *api.LookupResponse, mp *api.MapProof, root *parsedRoot, cp *log.Checkpoint) error {
 	if mp == nil || root == nil {
 		return nil
 	}
@@ -93,12 +131,8 @@ func (l *Ledger) withInlineTail(ctx context.Context, resp *api.LookupResponse, m
 
 // inlineTail reads the tail after root under cp, at most budget bytes of
 // resources; nil when there is no tail to read or nothing fits.
-func (l *Ledger) inlineTail(ctx context.Context, root *committedRoot, cp *log.Checkpoint, budget int) (*api.InlineTail, error) {
-	mr, err := notarize.ParseMapRoot(root.Entry, l.id.Verifier)
-	if err != nil {
-		return nil, fmt.Errorf("inline tail: map root entry %d: %w", root.Index, err)
-	}
-	from := mr.Size
+func (l *Ledger) inlineTail(ctx context.Context, root *parsedRoot, cp *log.Checkpoint, budget int) (*api.InlineTail, error) {
+	from := root.size
 	if from == root.Index && cp.Size == from+1 {
 		from = cp.Size // the tail is the root entry alone, which the answer proves
 	}

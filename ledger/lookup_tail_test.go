@@ -179,7 +179,11 @@ func TestInlineTailBudget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	full, err := tl.inlineTail(t.Context(), st.Root, cp, api.MaxInlineTailBytes)
+	root, err := tl.vmap.parsed(st.Root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	full, err := tl.inlineTail(t.Context(), root, cp, api.MaxInlineTailBytes)
 	if err != nil || full == nil || len(full.Bundles) < 2 {
 		t.Fatalf("the tail: %+v %v", full, err)
 	}
@@ -188,11 +192,11 @@ func TestInlineTailBudget(t *testing.T) {
 		tiles += len(tile.Data)
 	}
 	budget := tiles + len(full.Bundles[0].Data) + len(full.Bundles[1].Data) - 1
-	got, err := tl.inlineTail(t.Context(), st.Root, cp, budget)
+	got, err := tl.inlineTail(t.Context(), root, cp, budget)
 	if err != nil || got == nil || len(got.Bundles) != 1 || got.Bundles[0].Index != full.Bundles[0].Index || len(got.Tiles) != len(full.Tiles) {
 		t.Fatalf("within %d bytes: %+v %v; want the tiles and the first bundle", budget, got, err)
 	}
-	if got, err := tl.inlineTail(t.Context(), st.Root, cp, tiles+len(full.Bundles[0].Data)-1); err != nil || got != nil {
+	if got, err := tl.inlineTail(t.Context(), root, cp, tiles+len(full.Bundles[0].Data)-1); err != nil || got != nil {
 		t.Fatalf("within less than the tiles and one bundle: %+v %v; want nothing", got, err)
 	}
 }

@@ -3,9 +3,13 @@ package ledger
 import (
 	"context"
 	"errors"
+	"math"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/notarize/docker-notarize/ledger/api"
 )
 
 // metrics are one ledger's Prometheus metrics, in a registry of its own.
@@ -15,7 +19,19 @@ type metrics struct {
 	receipt     prometheus.Histogram   // seconds from request to receipt
 	lookups     *prometheus.CounterVec // by kind (page, current) and result: ok or an error code
 	rateLimited *prometheus.CounterVec // by limit: client, key, key-digest
+	tails       *prometheus.CounterVec // lookup answers asked for the tail, by asked (TailMode) and answer
 }
+
+// The answer label of metrics.tails: what an answer asked for the log's
+// tail after its map root carried.
+const (
+	tailAnchored = "anchored" // none: its root is recent (api.TailAnchor)
+	tailInline   = "inline"   // the tail, inline
+	tailNone     = "none"     // none: nothing after the root, or it did not fit (the client reads it)
+)
+
+// mapRootAgeRead bounds the read of the stored map root at a scrape.
+const mapRootAgeRead = 2 * time.Second
 
 func newMetrics(l *Ledger) *metrics {
 	m := &metrics{
@@ -37,9 +53,17 @@ func newMetrics(l *Ledger) *metrics {
 			Name: "notarize_ledger_rate_limited_total",
 			Help: "Submissions refused by a rate limit, by limit: client, key or key-digest.",
 		}, []string{"limit"}),
+		tails: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "notarize_ledger_lookup_tails_total",
+			Help: "Lookup answers that asked for the log's tail after their map root, by what they asked (tail=inline or anchor) and what they carried: anchored (none, the root being recent), inline, or none (nothing after the root, or it did not fit).",
+		}, []string{"asked", "answer"}),
 	}
 	m.reg.MustRegister(
-		m.submissions, m.receipt, m.lookups, m.rateLimited,
+		m.submissions, m.receipt, m.lookups, m.rateLimited, m.tails,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "notarize_ledger_map_root_age_seconds",
+			Help: "Age, by the ledger's clock, of the time carried by the newest committed map root; NaN when the map has no root yet or its root carries no time. Past 5 s (AnchorMaxAge), answers asked with tail=anchor carry the tail, and past their bound clients read the tail themselves: alert on it.",
+		}, l.mapRootAge),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "notarize_ledger_log_size",
 			Help: "Entries integrated into the log.",
@@ -59,6 +83,39 @@ func newMetrics(l *Ledger) *metrics {
 	)
 	m.reg.MustRegister(l.witnessCollectors()...)
 	return m
+}
+
+// countTail counts an answer asked for the tail by mode that carried answer.
+func (l *Ledger) countTail(mode TailMode, answer string) {
+	if l.metrics == nil {
+		return
+	}
+	asked := api.TailInline
+	if mode == TailAnchor {
+		asked = api.TailAnchor
+	}
+	l.metrics.tails.WithLabelValues(asked, answer).Inc()
+}
+
+// mapRootAge returns the age in seconds of the stored map root's time, by
+// the ledger's clock, read at the scrape; NaN without a map, a root, or a
+// time in the root, or when the map cannot be read.
+func (l *Ledger) mapRootAge() float64 {
+	f := l.vmap
+	if f == nil {
+		return math.NaN()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), mapRootAgeRead)
+	defer cancel()
+	st, err := f.m.MapState(ctx)
+	if err != nil || st.Root == nil {
+		return math.NaN()
+	}
+	pr, err := f.parsed(st.Root)
+	if err != nil || pr.time.IsZero() {
+		return math.NaN()
+	}
+	return f.clock().Sub(pr.time).Seconds()
 }
 
 // countRateLimited counts err if it is a rate limit's refusal.

@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -55,6 +56,15 @@ const mapBuildChunk = 8192
 // committedRoot is the newest map-root entry in the log.
 type committedRoot = storage.MapRoot
 
+// parsedRoot is a committed root with what its entry says
+// (notarize.MapRoot), parsed and its signature checked once per root
+// (mapFollower.parsed), not once per lookup.
+type parsedRoot struct {
+	committedRoot
+	size uint64    // the log entries the root covers
+	time time.Time // when the ledger read size (MapRoot.Time); zero for a root without it
+}
+
 // proofs returns the newest committed root and the proof of each of keyIDs
 // (sorted) for d, read in one snapshot so that they agree; no root (nil)
 // while the map is being built.
@@ -105,9 +115,10 @@ func keyMapProof(keyID string, p *vindex.Proof, value []byte) api.KeyMapProof {
 type mapFollower struct {
 	l       *Ledger
 	m       storage.MapStore
-	close   func() error // closes m, when the ledger opened it
-	tap     *rowTap      // the index's rows not yet folded (fold_rows.go); nil: none
-	shared  bool         // m is the storage's, shared by several instances
+	close   func() error     // closes m, when the ledger opened it
+	tap     *rowTap          // the index's rows not yet folded (fold_rows.go); nil: none
+	shared  bool             // m is the storage's, shared by several instances
+	now     func() time.Time // the ledger's clock (clock); nil: time.Now
 	entries int
 	every   time.Duration
 	cancel  context.CancelFunc
@@ -120,6 +131,9 @@ type mapFollower struct {
 	aheadUsed   atomic.Int64 // updates that continued a fold ahead (fold_ahead.go)
 	preFolds    atomic.Int64 // folds ahead between updates (preFold)
 	aheadCapped atomic.Int64 // folds ahead that stopped at their bound (aheadEnd)
+
+	newest     atomic.Pointer[parsedRoot] // the newest root parsed (parsed)
+	rootParses atomic.Int64               // root entries parsed: once per root, not per lookup
 
 	// Used by run's goroutine alone.
 	ahead       *folded       // the fold ahead of the stored map (fold_ahead.go)
@@ -153,7 +167,7 @@ func (l *Ledger) startMap(ctx context.Context) error {
 	}
 	f := &mapFollower{l: l, m: l.st.Map(), close: func() error { return nil }, shared: l.st.Map() != nil,
 		entries: l.cfg.mapCommitEntries(), every: l.cfg.mapCommitInterval(), done: make(chan struct{}), backoff: mapPoll,
-		tap: l.rowTapOf()}
+		tap: l.rowTapOf(), now: l.cfg.clock}
 	switch {
 	case f.shared && l.cfg.MapDir != "":
 		l.log.WarnContext(ctx, "--map-dir is deprecated and ignored: the verifiable index lives in the database, one map shared by every instance; the directory may be deleted",
@@ -169,6 +183,7 @@ func (l *Ledger) startMap(ctx context.Context) error {
 		}
 		f.m, f.close = m, m.close
 	}
+	f.loadRoot(ctx)
 	ctx, f.cancel = context.WithCancel(ctx)
 	l.vmap = f
 	go f.run(ctx)
@@ -299,7 +314,7 @@ func (f *mapFollower) step(ctx context.Context, pendingSince time.Time) (time.Ti
 // appends the new root to the log and waits for its publication, folding
 // ahead meanwhile. It returns the commit that stores them.
 func (f *mapFollower) advance(ctx context.Context, st storage.MapState, r storage.MapNodeReader) (*storage.MapCommit, error) {
-	to, err := f.target(ctx)
+	to, at, err := f.target(ctx)
 	if err != nil || to <= st.Position {
 		return nil, err
 	}
@@ -324,7 +339,7 @@ func (f *mapFollower) advance(ctx context.Context, st storage.MapState, r storag
 		return c, nil
 	}
 	stop := f.foldAhead(ctx, r, fd)
-	c.Root, err = f.appendRoot(ctx, fd.to, fd.root)
+	c.Root, err = f.appendRoot(ctx, fd.to, fd.root, at) // fd.to >= to: entries folded ahead were indexed before at
 	f.nextAhead = stop()
 	if err != nil {
 		return nil, err
@@ -334,25 +349,27 @@ func (f *mapFollower) advance(ctx context.Context, st storage.MapState, r storag
 }
 
 // target returns how many entries the map may cover now: those the index
-// covers. On a map shared by several instances, it first waits for the
-// index to cover every entry already sequenced, a root entry another
-// instance appended and did not commit (it failed or died) among them, so
-// that the root this instance commits covers at least as many entries as
-// any root before it in the log (the proxy's audit fails closed on a root
-// covering fewer).
-func (f *mapFollower) target(ctx context.Context) (uint64, error) {
+// covers, and the time at which it read that, just before: every entry
+// indexed before it is among them. On a map shared by several instances,
+// it first waits for the index to cover every entry already sequenced, a
+// root entry another instance appended and did not commit (it failed or
+// died) among them, so that the root this instance commits covers at least
+// as many entries as any root before it in the log (the proxy's audit
+// fails closed on a root covering fewer).
+func (f *mapFollower) target(ctx context.Context) (uint64, time.Time, error) {
 	if f.shared {
 		n, err := f.l.reader.NextIndex(ctx)
 		if err != nil {
-			return 0, fmt.Errorf("read the log's next index: %w", err)
+			return 0, time.Time{}, fmt.Errorf("read the log's next index: %w", err)
 		}
 		wctx, cancel := context.WithTimeout(ctx, indexWait)
 		defer cancel()
 		if err := f.l.store.WaitProcessed(wctx, n); err != nil {
-			return 0, fmt.Errorf("wait for the index to cover %d entries: %w", n, err)
+			return 0, time.Time{}, fmt.Errorf("wait for the index to cover %d entries: %w", n, err)
 		}
 	}
-	return f.l.store.Processed(), nil
+	at := f.clock() // before the read: an entry indexed between the two is counted, never claimed and left out
+	return f.l.store.Processed(), at, nil
 }
 
 // mapStatement returns the statement of a log entry that the map folds,
@@ -398,9 +415,24 @@ func (f *mapFollower) fold(ctx context.Context, nodes *nodeCache, from, to uint6
 }
 
 // appendRoot appends the map-root entry of root after the log's first
-// size entries and waits until a published checkpoint covers it.
-func (f *mapFollower) appendRoot(ctx context.Context, size uint64, root vindex.Hash) (*committedRoot, error) {
+// size entries, whose size the ledger read at the time at, and waits until
+// a published checkpoint covers it.
+//
+// The root's time (notarize.MapRoot.Time) is at, truncated to the second:
+// every entry indexed before it is below size. target read the index's
+// size after taking at, so it counts every entry indexed before at; size
+// is at least that, the entries folded ahead beyond it (fold_ahead.go)
+// having been indexed earlier still; on a map shared by several instances
+// target first waited for the index to cover every entry sequenced. A
+// client that finds the root recent takes the answer proven against it as
+// complete up to its time, without reading the log after it
+// (api.TailAnchor). A zero at, or one before 1970, signs a root without a
+// time, as roots were before the line existed.
+func (f *mapFollower) appendRoot(ctx context.Context, size uint64, root vindex.Hash, at time.Time) (*committedRoot, error) {
 	mr := &notarize.MapRoot{Origin: f.l.Origin(), Size: size, Root: root}
+	if at.Unix() > 0 {
+		mr.Time = time.Unix(at.Unix(), 0).UTC()
+	}
 	entry, err := mr.Sign(f.l.id.Signer)
 	if err != nil {
 		return nil, err
@@ -411,7 +443,49 @@ func (f *mapFollower) appendRoot(ctx context.Context, size uint64, root vindex.H
 	if err != nil {
 		return nil, fmt.Errorf("append map root for %d entries: %w", size, err)
 	}
-	return &committedRoot{Index: idx.Index, Entry: entry}, nil
+	c := &committedRoot{Index: idx.Index, Entry: entry}
+	f.newest.Store(&parsedRoot{committedRoot: *c, size: size, time: mr.Time}) // signed here: no parse
+	return c, nil
+}
+
+// clock returns the time by the ledger's clock (Config.clock, for tests).
+func (f *mapFollower) clock() time.Time {
+	if f.now != nil {
+		return f.now()
+	}
+	return time.Now()
+}
+
+// parsed returns r with what its entry says. Only a root other than the
+// newest one seen is parsed and its signature checked: the newest is kept
+// from this instance's commits (appendRoot), from the stored root read at
+// start (loadRoot), and from the first lookup that proves against a root
+// another instance committed to a shared map.
+func (f *mapFollower) parsed(r *committedRoot) (*parsedRoot, error) {
+	if p := f.newest.Load(); p != nil && p.Index == r.Index && bytes.Equal(p.Entry, r.Entry) {
+		return p, nil
+	}
+	f.rootParses.Add(1)
+	mr, err := notarize.ParseMapRoot(r.Entry, f.l.id.Verifier)
+	if err != nil {
+		return nil, fmt.Errorf("map root entry %d: %w", r.Index, err)
+	}
+	p := &parsedRoot{committedRoot: committedRoot{Index: r.Index, Entry: slices.Clone(r.Entry)}, size: mr.Size, time: mr.Time}
+	f.newest.Store(p)
+	return p, nil
+}
+
+// loadRoot parses the stored root, if any, as the ledger starts, so that
+// lookups find it parsed. A map that cannot be read, or a root that does
+// not parse, is left to the follower and to lookups, which report it.
+func (f *mapFollower) loadRoot(ctx context.Context) {
+	st, err := f.m.MapState(ctx)
+	if err != nil || st.Root == nil {
+		return
+	}
+	if _, err := f.parsed(st.Root); err != nil {
+		f.l.log.WarnContext(ctx, "verifiable index: the stored map root", slog.Any("error", err))
+	}
 }
 
 // mapProof returns the map proof of a current lookup for d by keyIDs, or
@@ -419,7 +493,7 @@ func (f *mapFollower) appendRoot(ctx context.Context, size uint64, root vindex.H
 // read before the answer's checkpoint, so that the checkpoint covers the
 // root entry: a root is stored only once a published checkpoint covers
 // its entry, and the stored map is always the map of the stored root.
-func (l *Ledger) mapProof(ctx context.Context, d notarize.Digest, keyIDs []string) (*api.MapProof, *committedRoot, error) {
+func (l *Ledger) mapProof(ctx context.Context, d notarize.Digest, keyIDs []string) (*api.MapProof, *parsedRoot, error) {
 	if l.vmap == nil {
 		return nil, nil, nil
 	}
@@ -430,12 +504,16 @@ func (l *Ledger) mapProof(ctx context.Context, d notarize.Digest, keyIDs []strin
 	if err != nil || root == nil {
 		return nil, nil, err
 	}
-	return &api.MapProof{Keys: keys}, root, nil
+	pr, err := l.vmap.parsed(root)
+	if err != nil {
+		return nil, nil, fmt.Errorf("map proofs: %w", err)
+	}
+	return &api.MapProof{Keys: keys}, pr, nil
 }
 
 // proveMapRoot adds the committed root entry and its inclusion proof under
 // the checkpoint cp (checked against it, checkedProofs) to mp.
-func (l *Ledger) proveMapRoot(ctx context.Context, mp *api.MapProof, root *committedRoot, cp *log.Checkpoint) error {
+func (l *Ledger) proveMapRoot(ctx context.Context, mp *api.MapProof, root *parsedRoot, cp *log.Checkpoint) error {
 	if mp == nil || root == nil {
 		return nil
 	}
