@@ -420,10 +420,10 @@ func TestAnchored(t *testing.T) {
 	}
 }
 
-// TestAnchorRootTimeNotBefore1970: a clock before 1970 (or none) signs a
-// root without a time rather than one that does not parse.
-func TestAnchorRootTimeNotBefore1970(t *testing.T) {
-	for _, at := range []time.Time{{}, time.Unix(-5, 0), time.Unix(0, 0)} {
+// TestAnchorRootTimeOutOfRange: a clock before 1970 or after 9999 (or
+// none) signs a root without a time rather than one that does not parse.
+func TestAnchorRootTimeOutOfRange(t *testing.T) {
+	for _, at := range []time.Time{{}, time.Unix(-5, 0), time.Unix(0, 0), time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)} {
 		clock := func() time.Time { return at }
 		tl := startLedger(t, Config{MapCommitInterval: 20 * time.Millisecond, clock: clock})
 		rec := tl.submit(t, newTestSigner(t).sign(t, randomDigest(t), notarize.StatusTrusted, time.Now()), http.StatusCreated)

@@ -426,11 +426,11 @@ func (f *mapFollower) fold(ctx context.Context, nodes *nodeCache, from, to uint6
 // target first waited for the index to cover every entry sequenced. A
 // client that finds the root recent takes the answer proven against it as
 // complete up to its time, without reading the log after it
-// (api.TailAnchor). A zero at, or one before 1970, signs a root without a
-// time, as roots were before the line existed.
+// (api.TailAnchor). A zero at, or one before 1970 or after 9999, signs a
+// root without a time, as roots were before the line existed.
 func (f *mapFollower) appendRoot(ctx context.Context, size uint64, root vindex.Hash, at time.Time) (*committedRoot, error) {
 	mr := &notarize.MapRoot{Origin: f.l.Origin(), Size: size, Root: root}
-	if at.Unix() > 0 {
+	if at.Unix() > 0 && at.Year() <= 9999 { // what notarize.ParseMapRoot accepts
 		mr.Time = time.Unix(at.Unix(), 0).UTC()
 	}
 	entry, err := mr.Sign(f.l.id.Signer)
