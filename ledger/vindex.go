@@ -31,7 +31,9 @@ import (
 // S, signed by the checkpoint key) and, once that entry is published, keeps
 // the new map. The stored map is therefore always the map of the newest
 // committed root, and a current lookup proves each asked-for key against it
-// (api.MapProof); the client reads the log after S itself.
+// (api.MapProof); the client reads the log after S itself, or takes it
+// inline (api.TailInline), or, when the root is recent, proves its answer
+// complete up to the root's time without it (api.TailAnchor, appendRoot).
 
 // Defaults of the map's commitment cadence (Config.MapCommitEntries,
 // Config.MapCommitInterval). A client reads the tail of the log after the
