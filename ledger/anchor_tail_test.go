@@ -366,6 +366,9 @@ func TestAnchorRootAgeBounds(t *testing.T) {
 	if n := tl.vmap.rootParses.Load(); n != 1 {
 		t.Fatalf("the stored root was parsed %d times: want once, when the ledger started", n)
 	}
+	if lag, want := metricValue(t, tl, "notarize_ledger_map_root_lag_entries"), float64(tl.store.Processed()-root.size); lag != want || lag < 302 {
+		t.Fatalf("root lag gauge %v, want %v (the tail of 300 raw entries, the untrust and the root's own entry)", lag, want)
+	}
 }
 
 // TestAnchorLegacyRootCarriesTail: a root committed before roots carried a

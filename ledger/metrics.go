@@ -62,8 +62,12 @@ func newMetrics(l *Ledger) *metrics {
 		m.submissions, m.receipt, m.lookups, m.rateLimited, m.tails,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "notarize_ledger_map_root_age_seconds",
-			Help: "Age, by the ledger's clock, of the time carried by the newest committed map root; NaN when the map has no root yet or its root carries no time. Past 5 s (AnchorMaxAge), answers asked with tail=anchor carry the tail, and past their bound clients read the tail themselves: alert on it.",
+			Help: "Age, by the ledger's clock, of the time carried by the newest committed map root; NaN when the map has no root yet or its root carries no time. Past 5 s (AnchorMaxAge), answers asked with tail=anchor carry the tail, and past their bound clients read the tail themselves: alert on it while notarize_ledger_map_root_lag_entries is above 1 (an idle ledger commits no root, and its root ages with nothing after it).",
 		}, l.mapRootAge),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "notarize_ledger_map_root_lag_entries",
+			Help: "Log entries indexed after those the newest committed map root covers: the tail a lookup's client reads or is given, 1 on an idle ledger (the root's own entry); NaN when the map has no root yet.",
+		}, l.mapRootLag),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "notarize_ledger_log_size",
 			Help: "Entries integrated into the log.",
@@ -101,21 +105,42 @@ func (l *Ledger) countTail(mode TailMode, answer string) {
 // the ledger's clock, read at the scrape; NaN without a map, a root, or a
 // time in the root, or when the map cannot be read.
 func (l *Ledger) mapRootAge() float64 {
+	pr := l.scrapeMapRoot()
+	if pr == nil || pr.time.IsZero() {
+		return math.NaN()
+	}
+	return l.vmap.clock().Sub(pr.time).Seconds()
+}
+
+// mapRootLag returns how many indexed entries follow those the stored map
+// root covers, read at the scrape; NaN without a map or a root, or when
+// the map cannot be read.
+func (l *Ledger) mapRootLag() float64 {
+	pr := l.scrapeMapRoot()
+	if pr == nil {
+		return math.NaN()
+	}
+	return float64(l.store.Processed()) - float64(pr.size)
+}
+
+// scrapeMapRoot returns the stored map root, parsed (once per root); nil
+// without a map or a root, or when it cannot be read or parsed.
+func (l *Ledger) scrapeMapRoot() *parsedRoot {
 	f := l.vmap
 	if f == nil {
-		return math.NaN()
+		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), mapRootAgeRead)
 	defer cancel()
 	st, err := f.m.MapState(ctx)
 	if err != nil || st.Root == nil {
-		return math.NaN()
+		return nil
 	}
 	pr, err := f.parsed(st.Root)
-	if err != nil || pr.time.IsZero() {
-		return math.NaN()
+	if err != nil {
+		return nil
 	}
-	return f.clock().Sub(pr.time).Seconds()
+	return pr
 }
 
 // countRateLimited counts err if it is a rate limit's refusal.
