@@ -85,8 +85,8 @@ wait_http() { for _ in $(seq 1 600); do curl -fsS -o /dev/null "$1" 2>/dev/null 
 patch_nomap() {
   local src=$1
   perl -0pi -e 's/(func \(l \*Ledger\) startMap\([^)]*\) error \{\n\tif )l\.cfg\.noMap( \{)/${1}true${2}/ or die "ledger/vindex.go: startMap not found\n"' "$src/ledger/vindex.go"
-  perl -0pi -e 's/(func \(c \*Client\) verifyComplete\([^\n]*\) error \{\n)/${1}\tif true {\n\t\treturn nil \/\/ bench: no completeness step\n\t}\n/ or die "ledgerclient/vindex.go: verifyComplete not found\n"' "$src/ledgerclient/vindex.go"
-  perl -0pi -e 's/(func \(c \*Client\) verifyLookupComplete\([^\n]*\) error \{\n)/${1}\tif true {\n\t\treturn nil \/\/ bench: no completeness step (verify'"'"'s revocation lookups)\n\t}\n/ or die "ledgerclient/vindex.go: verifyLookupComplete not found\n"' "$src/ledgerclient/vindex.go"
+  perl -0pi -e 's/(func \(c \*Client\) verifyComplete\([^\n]*\) \(Completeness, error\) \{\n)/${1}\tif true {\n\t\treturn Completeness{}, nil \/\/ bench: no completeness step\n\t}\n/ or die "ledgerclient/vindex.go: verifyComplete not found\n"' "$src/ledgerclient/vindex.go"
+  perl -0pi -e 's/(func \(c \*Client\) verifyLookupComplete\([^\n]*\) \(Completeness, error\) \{\n)/${1}\tif true {\n\t\treturn Completeness{}, nil \/\/ bench: no completeness step (verify'"'"'s revocation lookups)\n\t}\n/ or die "ledgerclient/vindex.go: verifyLookupComplete not found\n"' "$src/ledgerclient/vindex.go"
 }
 
 REV=$(git -C "$ROOT" rev-parse --short "$REF")
@@ -101,7 +101,7 @@ if [[ -n ${CADENCE:-} ]]; then # CADENCE=ENTRIES,INTERVAL: a ledger committing m
 fi
 # strict: REF's docker-notarize reading every tail, as --max-index-lag 0 (the
 # tail-strict row; a flag would need a wrapper process in hyperfine's -N runs).
-perl -0pi -e 's/(const DefaultMaxIndexLag = )2 \* api.AnchorMaxAge/${1}0/ or die "DefaultMaxIndexLag not found\n"' "$WORK/src/ledgerclient/config.go"
+perl -0pi -e 's/(const DefaultMaxIndexLag = )2 \* api.AnchorMaxAge/${1}0 * api.AnchorMaxAge/ or die "DefaultMaxIndexLag not found\n"' "$WORK/src/ledgerclient/config.go"
 (cd "$WORK/src" && go build -trimpath -ldflags '-s -w' -o "$BIN/strict/" ./cmd/docker-notarize ./bench/currentprof)
 git -C "$WORK/src" checkout -q -- ledgerclient/config.go
 patch_nomap "$WORK/src"
