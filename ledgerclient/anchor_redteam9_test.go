@@ -365,3 +365,44 @@ func TestRedteam9AnchoredPageInjection(t *testing.T) {
 		t.Fatalf("the uninjected answer: %v %+v", err, res)
 	}
 }
+
+// TestRedteam9AwaitIndexedOtherDigestsRoot: AwaitIndexed cannot be made to
+// report an entry indexed with another lookup's map proof: a front that
+// answers the lookup of d with the (genuine, newest, covering) map proof of
+// another digest's answer fails each lookup, so AwaitIndexed returns an
+// error, never success.
+func TestRedteam9AwaitIndexedOtherDigestsRoot(t *testing.T) {
+	fx := newRT9Fix(t, "redteam9-await-other")
+	direct := newClient(t, fx.srv.URL, t.TempDir(), fx.srv.VerifierKey)
+	other := digest("redteam9-await-other-2")
+	o := submit(t, direct, notarizetest.Entry(t, fx.alice, other, notarize.StatusTrusted, t0)).Index
+	waitMapRoot(t, fx.srv.URL, other, fx.ka, o+1)
+	for _, lag := range []time.Duration{0, time.Hour} {
+		front := newInlineFront(t, fx.srv.URL)
+		front.set(func(r *http.Request, lr *api.LookupResponse) {
+			if lr.Digest != string(fx.d) {
+				return
+			}
+			oa := rt9CurrentAnswer(t, fx.srv.URL, other, fx.ka)
+			lr.Checkpoint, lr.Map = oa.Checkpoint, oa.Map
+			n, _ := rt9CheckpointSize(lr.Checkpoint)
+			// The entries re-proven under the other answer's checkpoint.
+			for i, e := range lr.Entries {
+				ps, err := fx.prover.proofs(r.Context(), n, e.Index)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				lr.Entries[i].InclusionProof = ps[0]
+			}
+		})
+		ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+		done, err := fx.client(t, front.URL, lag).AwaitIndexed(ctx, fx.d, fx.ka, fx.un)
+		cancel()
+		if err == nil {
+			t.Errorf("BYPASS: lag %v: AwaitIndexed returned %+v with another digest's map proof", lag, done)
+		} else if !errors.Is(err, ledgerclient.ErrIncomplete) {
+			t.Errorf("lag %v: %v, want ErrIncomplete", lag, err)
+		}
+	}
+}
