@@ -290,6 +290,14 @@ func TestAnchorFreshRootOmitsTail(t *testing.T) {
 		t.Fatalf("the current statement after the root is %q, want untrusted", v)
 	}
 
+	// As clients ask it: tail=inline&anchor=1, which a ledger from before
+	// the anchored check answers with the tail.
+	q := tailQuery(alice.keyID, api.TailInline)
+	q.Set(api.QueryAnchor, api.AnchorYes)
+	if b, ct := rawGet(t, lookupURL(tl.url, d, api.PathCurrentSuffix, q)); api.IsTailAnswer(b) || ct != api.MediaTypeJSON {
+		t.Fatalf("tail=inline&anchor=1 with a recent root: framed (%s), want plain JSON without the tail", ct)
+	}
+
 	page, _ := rawGet(t, lookupURL(tl.url, d, "", tailQuery(alice.keyID, api.TailAnchor)))
 	pr := decodeAnswer(t, page)
 	tl.checkLookup(t, *pr)
@@ -307,8 +315,8 @@ func TestAnchorFreshRootOmitsTail(t *testing.T) {
 			t.Fatalf("tail=%q: framed %v; want the map proof and no tail", tail, api.IsTailAnswer(b))
 		}
 	}
-	if n := metricValue(t, tl, "notarize_ledger_lookup_tails_total", "asked", "anchor", "answer", "anchored"); n != 2 {
-		t.Fatalf("anchored answers counted: %v, want 2", n)
+	if n := metricValue(t, tl, "notarize_ledger_lookup_tails_total", "asked", "anchor", "answer", "anchored"); n != 3 {
+		t.Fatalf("anchored answers counted: %v, want 3 (current, tail=inline&anchor=1, page)", n)
 	}
 	if n := metricValue(t, tl, "notarize_ledger_lookup_tails_total", "asked", "inline", "answer", "inline"); n != 1 {
 		t.Fatalf("inline answers counted: %v, want 1", n)

@@ -292,6 +292,9 @@ func lookupQuery(r *http.Request) (notarize.Digest, LookupOptions, error) {
 func tailMode(q url.Values) TailMode {
 	switch q.Get(api.QueryTail) {
 	case api.TailInline:
+		if q.Get(api.QueryAnchor) == api.AnchorYes {
+			return TailAnchor // asked so that an older ledger carries the tail
+		}
 		return TailInline
 	case api.TailAnchor:
 		return TailAnchor

@@ -359,6 +359,12 @@ func (f *mapFollower) advance(ctx context.Context, st storage.MapState, r storag
 // as many entries as any root before it in the log (the proxy's audit
 // fails closed on a root covering fewer).
 func (f *mapFollower) target(ctx context.Context) (uint64, time.Time, error) {
+	// The clock is read first: an entry indexed before it, by this
+	// instance or (on a shared map) another one, was sequenced before it,
+	// so it is below the next index read below, which the index covers
+	// before Processed is read (review 3: read after the wait, an entry
+	// another instance indexed meanwhile could be claimed and left out).
+	at := f.clock()
 	if f.shared {
 		n, err := f.l.reader.NextIndex(ctx)
 		if err != nil {
@@ -370,7 +376,6 @@ func (f *mapFollower) target(ctx context.Context) (uint64, time.Time, error) {
 			return 0, time.Time{}, fmt.Errorf("wait for the index to cover %d entries: %w", n, err)
 		}
 	}
-	at := f.clock() // before the read: an entry indexed between the two is counted, never claimed and left out
 	return f.l.store.Processed(), at, nil
 }
 

@@ -259,10 +259,10 @@ func TestRedteam9AwaitIndexedNotFooledByReplay(t *testing.T) {
 	front := fx.replay(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 1500*time.Millisecond)
 	defer cancel()
-	if done, err := fx.client(t, front.URL, time.Hour).AwaitIndexed(ctx, fx.d, fx.ka, fx.un); !errors.Is(err, ledgerclient.ErrNotIndexed) {
+	if done, err := fx.client(t, front.URL, time.Hour).AwaitIndexed(ctx, fx.d, fx.ka, fx.un, time.Time{}); !errors.Is(err, ledgerclient.ErrNotIndexed) {
 		t.Errorf("anchored: AwaitIndexed %+v %v, want ErrNotIndexed (BYPASS if nil)", done, err)
 	}
-	if done, err := fx.client(t, front.URL, 0).AwaitIndexed(t.Context(), fx.d, fx.ka, fx.un); err == nil {
+	if done, err := fx.client(t, front.URL, 0).AwaitIndexed(t.Context(), fx.d, fx.ka, fx.un, time.Time{}); err == nil {
 		t.Errorf("BYPASS: strict: AwaitIndexed returned %+v through a replaying front", done)
 	}
 }
@@ -397,7 +397,7 @@ func TestRedteam9AwaitIndexedOtherDigestsRoot(t *testing.T) {
 			}
 		})
 		ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
-		done, err := fx.client(t, front.URL, lag).AwaitIndexed(ctx, fx.d, fx.ka, fx.un)
+		done, err := fx.client(t, front.URL, lag).AwaitIndexed(ctx, fx.d, fx.ka, fx.un, time.Time{})
 		cancel()
 		if err == nil {
 			t.Errorf("BYPASS: lag %v: AwaitIndexed returned %+v with another digest's map proof", lag, done)

@@ -194,9 +194,20 @@ func TestAwaitIndexed(t *testing.T) {
 	submit(t, c, notarizetest.Entry(t, alice, d, notarize.StatusTrusted, t0))
 	waitMapRoot(t, srv.URL, d, ka, 1) // a ledger whose map has no root yet is read whole: nothing to wait for
 	un := submit(t, c, notarizetest.Entry(t, alice, d, notarize.StatusUntrusted, t0.Add(time.Minute))).Index
-	done, err := c.AwaitIndexed(t.Context(), d, ka, un)
+	hold := time.Now().Add(time.Second)
+	done, err := c.AwaitIndexed(t.Context(), d, ka, un, hold)
 	if err != nil || done.MapSize <= un {
 		t.Fatalf("await: %+v %v, want a root covering %d", done, err, un)
+	}
+	if time.Now().Before(hold) {
+		t.Fatal("AwaitIndexed returned before its hold")
+	}
+	// A root covers the entry, but an older root is still recent: the wait
+	// goes on until hold, and ends with ErrNotIndexed when ctx ends first.
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := c.AwaitIndexed(ctx, d, ka, un, time.Now().Add(time.Hour)); !errors.Is(err, ledgerclient.ErrNotIndexed) {
+		t.Fatalf("hold not reached: %v, want ErrNotIndexed", err)
 	}
 
 	slow := ledgertest.Start(t) // a root every 1,024 entries or hour
@@ -206,9 +217,9 @@ func TestAwaitIndexed(t *testing.T) {
 	fx.fill(t, 1030, "await")
 	waitMapRoot(t, slow.URL, d, ka, 1024)
 	un = submit(t, c, notarizetest.Entry(t, alice, d, notarize.StatusUntrusted, t0.Add(time.Minute))).Index
-	ctx, cancel := context.WithTimeout(t.Context(), 600*time.Millisecond)
+	ctx, cancel = context.WithTimeout(t.Context(), 600*time.Millisecond)
 	defer cancel()
-	if _, err := c.AwaitIndexed(ctx, d, ka, un); !errors.Is(err, ledgerclient.ErrNotIndexed) {
+	if _, err := c.AwaitIndexed(ctx, d, ka, un, time.Time{}); !errors.Is(err, ledgerclient.ErrNotIndexed) {
 		t.Fatalf("no root in time: %v, want ErrNotIndexed", err)
 	}
 }

@@ -50,7 +50,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	u, _ := parseLedgerURL(cfg.URL)
 	o, err := newHTTPOps(u, cfg.HTTPClient, cfg.UserAgent)
 	if err == nil && cfg.MaxIndexLag > 0 {
-		o.tail = api.TailAnchor // no tail in answers whose root is recent (vindex.go)
+		o.anchor = true // no tail in answers whose root is recent (vindex.go)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("ledger client: %w", err)

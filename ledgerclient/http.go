@@ -68,9 +68,11 @@ type httpOps struct {
 	base  *url.URL // with a trailing slash
 	hc    *http.Client
 	tiles *client.HTTPFetcher
-	// tail is the api.QueryTail value of keyed lookups: TailInline, or
-	// TailAnchor for a client that takes recent map roots (MaxIndexLag).
-	tail string
+	// anchor asks keyed lookups for api.TailAnchor (api.QueryAnchor), for
+	// a client that takes recent map roots (MaxIndexLag); they ask
+	// tail=inline either way, which a ledger from before the anchored
+	// check answers with the tail.
+	anchor bool
 }
 
 var _ ops = (*httpOps)(nil)
@@ -93,7 +95,7 @@ func newHTTPOps(base *url.URL, hc *http.Client, userAgent string) (*httpOps, err
 	if err != nil {
 		return nil, fmt.Errorf("ledger fetcher: %w", err)
 	}
-	return &httpOps{base: &u, hc: &c, tiles: f, tail: api.TailInline}, nil
+	return &httpOps{base: &u, hc: &c, tiles: f}, nil
 }
 
 func (h *httpOps) ReadCheckpoint(ctx context.Context) ([]byte, error) {
@@ -128,14 +130,23 @@ func (h *httpOps) Lookup(ctx context.Context, d notarize.Digest, q lookupQuery) 
 		v.Set(api.QueryLimit, strconv.Itoa(q.limit))
 	}
 	if len(q.keyIDs) > 0 {
-		v.Set(api.QueryTail, h.tail) // the log's tail after the map root, inline (tail.go)
+		h.askTail(v) // the log's tail after the map root, inline (tail.go)
 	}
 	return h.do(ctx, http.MethodGet, api.PathDigests+d.String(), v, nil, maxLookupAnswer(q.limit))
 }
 
 func (h *httpOps) Current(ctx context.Context, d notarize.Digest, keyIDs []string) ([]byte, error) {
-	v := url.Values{api.QueryKeyID: keyIDs, api.QueryTail: {h.tail}} // the tail inline (tail.go)
+	v := url.Values{api.QueryKeyID: keyIDs}
+	h.askTail(v) // the tail inline (tail.go)
 	return h.do(ctx, http.MethodGet, api.PathDigests+d.String()+api.PathCurrentSuffix, v, nil, maxLookupAnswer(len(keyIDs)))
+}
+
+// askTail sets the tail a keyed lookup asks for in v.
+func (h *httpOps) askTail(v url.Values) {
+	v.Set(api.QueryTail, api.TailInline)
+	if h.anchor {
+		v.Set(api.QueryAnchor, api.AnchorYes)
+	}
 }
 
 // do sends one API request and returns the body of a 2xx answer; any other
@@ -151,7 +162,7 @@ func (h *httpOps) do(ctx context.Context, method, path string, query url.Values,
 		return nil, err
 	}
 	accept := api.MediaTypeJSON
-	if t := query.Get(api.QueryTail); t == api.TailInline || t == api.TailAnchor {
+	if query.Get(api.QueryTail) == api.TailInline {
 		accept = api.MediaTypeTailAnswer + ", " + api.MediaTypeJSON
 	}
 	req.Header.Set("Accept", accept)

@@ -25,17 +25,42 @@ const (
 
 // AwaitIndexed returns once a map root the ledger committed in its log
 // covers the log entry index, a statement by keyID about d that the caller
-// submitted (its verified receipt's index): from then on, every lookup of
-// keyID's statements about d is proven to include it, however a front
-// answers, whether or not the client takes recent map roots. It asks the
-// ledger for keyID's current statement about d (Current, every answer
-// verified), waiting between the asks, until the answer's map root covers
-// index; it returns ErrNotIndexed when ctx ends first. A ledger that keeps
-// no map (its answers carry no map root) is read whole by every client
-// (the completeness proof is the whole log up to the checkpoint), so there
-// is nothing to wait for. It returns what the last answer was proven
+// submitted (its verified receipt's index), and this client's clock has
+// passed hold. It asks the ledger for keyID's current statement about d
+// (Current, every answer verified), waiting between the asks, until the
+// answer's map root covers index (an answer without a map root, from a
+// ledger that keeps none or a front that strips it, is proven with the
+// whole log and ends the asking too); then it waits for hold. It returns
+// ErrNotIndexed when ctx ends first, and what the last answer was proven
 // complete up to.
-func (c *Client) AwaitIndexed(ctx context.Context, d notarize.Digest, keyID string, index uint64) (Completeness, error) {
+//
+// The root alone proves nothing to other clients: a front can show a
+// client that takes recent roots an older root, still recent, that misses
+// the entry (red team 9). But every root that misses it had its time read
+// before the entry was indexed, and so before its receipt: with hold the
+// receipt's time plus the largest Config.MaxIndexLag of the clients to
+// protect (plus clock skew), no such root is recent to them any more once
+// AwaitIndexed returns, and every lookup they make of keyID's statements
+// about d is proven to include the entry, however a front answers.
+func (c *Client) AwaitIndexed(ctx context.Context, d notarize.Digest, keyID string, index uint64, hold time.Time) (Completeness, error) {
+	done, err := c.awaitRoot(ctx, d, keyID, index)
+	if err != nil {
+		return done, err
+	}
+	if wait := hold.Sub(c.now()); wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return done, fmt.Errorf("entry %d: %w: a root covers it, but an older root is recent for another %s: %w", index, ErrNotIndexed, wait.Round(time.Second), ctx.Err())
+		case <-t.C:
+		}
+	}
+	return done, nil
+}
+
+// awaitRoot asks until an answer's map root covers index, or carries none.
+func (c *Client) awaitRoot(ctx context.Context, d notarize.Digest, keyID string, index uint64) (Completeness, error) {
 	wait := awaitPoll
 	for {
 		res, err := c.Current(ctx, d, keyID)

@@ -25,14 +25,14 @@ const maxRevocationLookups = 8
 // for and never counts. The lookups run concurrently, one round trip each
 // when the key has no statement about its revocation digest.
 func (c *Client) Revocations(ctx context.Context, keyIDs []string, revokers map[string][]string) (notarize.Revocations, error) {
-	revs, _, err := c.revocations(ctx, keyIDs, revokers)
+	revs, _, _, err := c.revocations(ctx, keyIDs, revokers)
 	return revs, err
 }
 
 // revocations is Revocations that also returns the size of the smallest
 // checkpoint a lookup was proven complete in: every revocation up to that
 // log size was seen.
-func (c *Client) revocations(ctx context.Context, keyIDs []string, revokers map[string][]string) (notarize.Revocations, uint64, error) {
+func (c *Client) revocations(ctx context.Context, keyIDs []string, revokers map[string][]string) (notarize.Revocations, uint64, Completeness, error) {
 	ids := slices.Clone(keyIDs)
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
@@ -40,6 +40,7 @@ func (c *Client) revocations(ctx context.Context, keyIDs []string, revokers map[
 		rev  notarize.KeyRevocation
 		ok   bool
 		size uint64
+		done Completeness
 	}
 	results := make([]found, len(ids))
 	ctx, cancel := context.WithCancel(ctx)
@@ -54,7 +55,7 @@ func (c *Client) revocations(ctx context.Context, keyIDs []string, revokers map[
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			rev, ok, size, err := c.revocation(ctx, k, revokers[k])
+			rev, ok, size, done, err := c.revocation(ctx, k, revokers[k])
 			if err != nil {
 				mu.Lock()
 				if first == nil {
@@ -64,54 +65,63 @@ func (c *Client) revocations(ctx context.Context, keyIDs []string, revokers map[
 				cancel()
 				return
 			}
-			results[i] = found{rev, ok, size}
+			results[i] = found{rev, ok, size, done}
 		})
 	}
 	wg.Wait()
 	if first != nil {
-		return nil, 0, first
+		return nil, 0, Completeness{}, first
 	}
 	revs := notarize.Revocations{}
 	minSize := uint64(0)
+	var done Completeness
 	for i, r := range results {
 		if i == 0 || r.size < minSize {
 			minSize = r.size
+		}
+		if i == 0 {
+			done = r.done
+		} else {
+			done = done.weakest(r.done)
 		}
 		if r.ok {
 			revs[ids[i]] = r.rev
 		}
 	}
-	return revs, minSize, nil
+	return revs, minSize, done, nil
 }
 
 // revocation looks up key k's revocations by k and revokers and returns
 // the one that counts.
-func (c *Client) revocation(ctx context.Context, k string, revokers []string) (notarize.KeyRevocation, bool, uint64, error) {
+func (c *Client) revocation(ctx context.Context, k string, revokers []string) (notarize.KeyRevocation, bool, uint64, Completeness, error) {
 	d, err := notarize.KeyRevocationDigest(k)
 	if err != nil {
-		return notarize.KeyRevocation{}, false, 0, fmt.Errorf("revocations of key %s: %w", clip(k, 80), err)
+		return notarize.KeyRevocation{}, false, 0, Completeness{}, fmt.Errorf("revocations of key %s: %w", clip(k, 80), err)
 	}
 	by := append([]string{k}, revokers...)
 	slices.Sort(by)
 	by = slices.Compact(by)
 	if len(by) > api.MaxLookupKeyIDs {
-		return notarize.KeyRevocation{}, false, 0, fmt.Errorf("revocations of key %s: %d revokers, at most %d", k, len(by)-1, api.MaxLookupKeyIDs-1)
+		return notarize.KeyRevocation{}, false, 0, Completeness{}, fmt.Errorf("revocations of key %s: %d revokers, at most %d", k, len(by)-1, api.MaxLookupKeyIDs-1)
 	}
 	res, err := c.Lookup(ctx, d, by...)
 	if err != nil {
-		return notarize.KeyRevocation{}, false, 0, fmt.Errorf("revocations of key %s: %w", k, err)
+		return notarize.KeyRevocation{}, false, 0, Completeness{}, fmt.Errorf("revocations of key %s: %w", k, err)
 	}
 	rev, ok := notarize.FindKeyRevocation(res.Records, k, revokers)
-	return rev, ok, res.Checkpoint.Size, nil
+	return rev, ok, res.Checkpoint.Size, res.Complete, nil
 }
 
 // RevocationsAt is Revocations with the size of the smallest checkpoint
 // its lookups were proven complete in: every revocation logged before that
-// size is in its answer. A caller deciding with CurrentRevoked must check
+// size is in its answer (for a client that takes recent map roots,
+// Config.MaxIndexLag: every revocation logged before the roots its answers
+// were anchored at, and those after as the ledger gave them). A caller deciding with CurrentRevoked must check
 // that the answer's checkpoint is not larger, else ask again: a
 // revocation logged in between would be missed.
 func (c *Client) RevocationsAt(ctx context.Context, keyIDs []string, revokers map[string][]string) (notarize.Revocations, uint64, error) {
-	return c.revocations(ctx, keyIDs, revokers)
+	revs, size, _, err := c.revocations(ctx, keyIDs, revokers)
+	return revs, size, err
 }
 
 // CurrentRevoked is Current under the key revocations revs: the records
@@ -156,12 +166,13 @@ func (c *Client) CurrentWithRevocations(ctx context.Context, d notarize.Digest, 
 		}
 		revs    notarize.Revocations
 		revSize uint64
+		revDone Completeness
 		done    = make(chan struct{})
 	)
 	go func() {
 		defer close(done)
 		var err error
-		if revs, revSize, err = c.revocations(ctx, keyIDs, revokers); err != nil {
+		if revs, revSize, revDone, err = c.revocations(ctx, keyIDs, revokers); err != nil {
 			fail(err)
 		}
 	}()
@@ -180,12 +191,15 @@ func (c *Client) CurrentWithRevocations(ctx context.Context, d notarize.Digest, 
 		// front that answers the revocation lookups from an older
 		// checkpoint. Ask again: the stored checkpoint is now at least
 		// the answer's, and an older answer is a rollback.
-		if revs, revSize, err = c.revocations(ctx, keyIDs, revokers); err != nil {
+		if revs, revSize, revDone, err = c.revocations(ctx, keyIDs, revokers); err != nil {
 			return nil, nil, err
 		}
 		if revSize < res.Checkpoint.Size {
 			return nil, nil, fmt.Errorf("%w: the revocation lookups answered for %d entries, the statements for %d", ErrBadProof, revSize, res.Checkpoint.Size)
 		}
+	}
+	if len(keyIDs) > 0 {
+		res.Complete = res.Complete.weakest(revDone) // verify's anchoredAt covers its revocation lookups too
 	}
 	res, err = c.beforeRevocations(ctx, d, keyIDs, revs, res)
 	if err != nil {

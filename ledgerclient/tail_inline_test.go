@@ -53,6 +53,7 @@ func newInlineFront(t *testing.T, upstream string) *inlineFront {
 		if f.inline.Load() && strings.HasPrefix(r.URL.Path, api.PathDigests) {
 			q := r.URL.Query()
 			q.Set(api.QueryTail, api.TailInline)
+			q.Del(api.QueryAnchor)
 			uri = r.URL.Path + "?" + q.Encode()
 		}
 		req, _ := http.NewRequestWithContext(r.Context(), r.Method, u.String()+uri, r.Body)

@@ -37,6 +37,9 @@ type harness struct {
 
 	mu    sync.Mutex
 	clock time.Time
+	// indexHold is the commands' env.indexHold: 0 unless a test attacks
+	// the window after a revocation (indexed.go).
+	indexHold time.Duration
 }
 
 func newHarness(t *testing.T, keys ...string) *harness {
@@ -123,6 +126,7 @@ func (h *harness) runContext(ctx context.Context, extra map[string]string, args 
 		keychain:     authn.NewMultiKeychain(),
 		isTerminal:   func(int) bool { return false },
 		readPassword: func(int) ([]byte, error) { panic("no terminal in tests") },
+		indexHold:    h.indexHold,
 	}
 	cmd := newRootCmd("docker-notarize", false, dockerCli, e)
 	cmd.SetArgs(args)

@@ -59,17 +59,21 @@ func hidingFront(t *testing.T, upstream string) *httptest.Server {
 }
 
 // TestUntrustWaitsForTheIndex: untrust returns only once a map root covers
-// the untrust (--index-wait, "indexed": true), so that a verify started
-// after it, through a front hiding the untrust, exits 4 even though it
-// takes a recent root as the proof (--max-index-lag): without the wait,
-// the untrust was still in the log after the newest root, where such a
-// verify takes the statements as the ledger gives them, and the front's
-// TRUSTED was believed. --index-wait 0 returns at the receipt.
+// the untrust and every root from before it is older than verify's default
+// --max-index-lag (--index-wait, "indexed": true), so that a verify
+// started after it, through a front hiding the untrust behind the root
+// from before it, exits 4 even though it takes a recent root as the proof:
+// without the wait that root was still recent, the untrust in the log
+// after it, where such a verify takes the statements as the ledger gives
+// them, and the front's TRUSTED was believed (red team 9 showed the root
+// alone is not enough: TestRedteam9UntrustIndexedThenRootReplayed).
+// --index-wait 0 returns at the receipt.
 func TestUntrustWaitsForTheIndex(t *testing.T) {
 	t.Parallel()
 	h := newHarnessWith(t, []ledgertest.Option{ledgertest.WithConfig(func(c *ledger.Config) {
 		c.MapCommitInterval = 2 * time.Second
 	})}, "alice")
+	h.indexHold = defaultIndexHold
 	app := h.reg.host + "/app:v1"
 	var s signResult
 	if err := json.Unmarshal([]byte(h.mustRun(0, "sign", "-o", "json", app)), &s); err != nil {

@@ -152,7 +152,10 @@ func runKeyRevoke(ctx context.Context, dockerCli command.Cli, opts keyRevokeOpti
 		return err
 	}
 	if kd, err := notarize.KeyRevocationDigest(target.KeyID); err == nil {
-		out.Indexed = awaitIndexed(ctx, dockerCli.Err(), client, kd, out.RevokerKeyID, out.LogIndex, opts.indexWait)
+		if out.Indexed, err = awaitIndexed(ctx, dockerCli.Err(), client, kd, out.RevokerKeyID, out.LogIndex, opts.indexWait, opts.root.env.indexHold); err != nil {
+			_ = writeKeyRevokeText(dockerCli.Err(), out) // what was recorded, before the error
+			return err
+		}
 	}
 	if opts.format == formatJSON {
 		return writeJSON(dockerCli.Out(), out)

@@ -70,6 +70,10 @@ type env struct {
 	ledgerHTTP   *http.Client
 	isTerminal   func(fd int) bool
 	readPassword func(fd int) ([]byte, error)
+	// indexHold is how long untrust, unsupport and key revoke wait at
+	// least after their receipt (indexed.go): defaultIndexHold; tests that
+	// do not attack the index leave it 0.
+	indexHold time.Duration
 }
 
 func defaultEnv() env {
@@ -79,6 +83,7 @@ func defaultEnv() env {
 		keychain:     dockerConfigKeychain{},
 		isTerminal:   term.IsTerminal,
 		readPassword: term.ReadPassword,
+		indexHold:    defaultIndexHold,
 	}
 }
 
@@ -93,8 +98,8 @@ type rootOptions struct {
 	// --max-age) bounds the age of a witnessed checkpoint.
 	witnessPolicy string
 	maxWitnessAge time.Duration
-	// maxIndexLag is verify's --max-index-lag; nil (other commands):
-	// ledgerclient.DefaultMaxIndexLag.
+	// maxIndexLag is verify's --max-index-lag; nil (other commands): 0,
+	// every tail read.
 	maxIndexLag *time.Duration
 	env         env
 }
@@ -280,8 +285,12 @@ func (o *rootOptions) clientConfig(stderr io.Writer) (ledgerclient.Config, error
 		Home:        o.home(),
 		HTTPClient:  hc,
 		Logger:      logger,
-		MaxIndexLag: ledgerclient.DefaultMaxIndexLag,
 	}
+	// Only verify takes a recent map root as the proof (--max-index-lag);
+	// every other command reads the whole log after the root. Commands that
+	// write decide from their lookups (untrust dates its statement after
+	// the key's current one): a front hiding a recent statement from them
+	// could make an untrust that never takes effect (red team 9).
 	if o.maxIndexLag != nil {
 		cfg.MaxIndexLag = *o.maxIndexLag
 	}

@@ -1,10 +1,12 @@
 package plugin
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/docker/cli/cli/command"
@@ -145,8 +147,11 @@ func runSign(ctx context.Context, dockerCli command.Cli, opts signOptions) error
 	// A revocation is waited for until the ledger's index covers it (a
 	// root covering the last one covers them all); a new trust is not:
 	// until then it can only be missed, which fails safe.
-	if last := res.Statements[len(res.Statements)-1]; opts.status != notarize.StatusTrusted {
-		res.Indexed = awaitIndexed(ctx, dockerCli.Err(), client, notarize.Digest(last.Digest), last.KeyID, last.LogIndex, opts.indexWait)
+	if opts.status != notarize.StatusTrusted {
+		last := slices.MaxFunc(res.Statements, func(a, b signOutput) int { return cmp.Compare(a.LogIndex, b.LogIndex) })
+		if res.Indexed, err = awaitIndexed(ctx, dockerCli.Err(), client, notarize.Digest(last.Digest), last.KeyID, last.LogIndex, opts.indexWait, opts.root.env.indexHold); err != nil {
+			return signFailed(dockerCli.Out(), opts.format, res, err)
+		}
 	}
 	if opts.format == formatJSON {
 		return writeJSON(dockerCli.Out(), res)

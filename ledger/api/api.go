@@ -269,12 +269,16 @@ const CodeIdentityMismatch = "IDENTITY_MISMATCH"
 // a time (notarize.MapRoot.Time) at most AnchorMaxAge old by the ledger's
 // clock: the answer then carries no tail, and the client proves it complete
 // up to that root's time instead of up to the checkpoint (the anchored
-// check, ledgerclient). A ledger that does not know the value answers as
-// for TailInline; an older ledger, as for no value.
+// check, ledgerclient). A client asks it as tail=inline with QueryAnchor
+// set to AnchorYes, so that a ledger from before the anchored check (which
+// ignores the unknown parameter) still carries the tail; tail=anchor is
+// accepted too.
 const (
-	QueryTail  = "tail"
-	TailInline = "inline"
-	TailAnchor = "anchor"
+	QueryTail   = "tail"
+	TailInline  = "inline"
+	TailAnchor  = "anchor"
+	QueryAnchor = "anchor"
+	AnchorYes   = "1"
 )
 
 // AnchorMaxAge is how recent a map root must be, by the ledger's clock, for
