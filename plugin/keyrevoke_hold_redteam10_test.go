@@ -1,0 +1,120 @@
+package plugin
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/transparency-dev/tessera/client"
+
+	"github.com/notarize/docker-notarize/ledger"
+	"github.com/notarize/docker-notarize/ledger/api"
+	"github.com/notarize/docker-notarize/ledger/ledgertest"
+	"github.com/notarize/docker-notarize/notarize"
+)
+
+// TestRedteam10KeyRevokeThenRevocationRootReplayed: once key revoke
+// returns, the thief signs "trusted" with the stolen key, and a front
+// answers verify's revocation lookup (the key-revocation digest, a paged
+// lookup) with the map root from before the revocation and no records
+// (its absence proof, the root re-proven under the newest checkpoint). A
+// default verify of the thief's file must not exit 0: key revoke's hold
+// made every root without the revocation too old for the verifier. Fails
+// with the hold at 0.
+func TestRedteam10KeyRevokeThenRevocationRootReplayed(t *testing.T) {
+	t.Parallel()
+	h := newHarnessWith(t, []ledgertest.Option{ledgertest.WithConfig(func(c *ledger.Config) {
+		c.MapCommitInterval = 200 * time.Millisecond
+	})}, "alice")
+	warm, _ := writeFile(t, "warm", "a statement, so that the ledger commits a map root")
+	h.mustRun(0, "sign", "--key", "alice", warm)
+	kd, err := notarize.KeyRevocationDigest(newHarnessKeyID(t, "alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ka := newHarnessKeyID(t, "alice")
+	var before api.LookupResponse
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		before = api.LookupResponse{}
+		b := rt9Get(t, h.ledger.URL+api.PathDigests+string(kd)+"?"+api.QueryKeyID+"="+ka)
+		if err := json.Unmarshal(b, &before); err == nil && before.Map != nil && before.Map.RootIndex != nil && len(before.Entries) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no map root before the revocation")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	h.indexHold = defaultIndexHold // as in production
+	h.mustRun(0, "key", "revoke", "--yes", "alice")
+	returned := time.Now()
+	th := newThief(t, h, "alice")
+	stolen, stolenD := writeFile(t, "stolen", "the thief's build")
+	th.state(stolenD, notarize.StatusTrusted, notarize.KindFile, time.Now())
+
+	front := rt10ReplayRevocationPage(t, h.ledger.URL, string(kd), before.Map)
+	out, errOut, code := h.runWithEnv(map[string]string{EnvLedger: front.URL}, "verify", "--signer", "alice", stolen)
+	if code == 0 {
+		t.Fatalf("BYPASS: key revoke returned; %v later a default verify of the thief's statement, through a front replaying the root before the revocation for its revocation lookup, exits 0:\n%s%s",
+			time.Since(returned).Round(time.Millisecond), out, errOut)
+	}
+	if code != ExitCouldNotVerify && code != 2 {
+		t.Fatalf("verify of the thief's statement through the replaying front: exit %d, want %d (answer refused) or 2 (revocation seen)\n%s%s", code, ExitCouldNotVerify, out, errOut)
+	}
+}
+
+// rt10ReplayRevocationPage is a front before upstream that answers every
+// paged lookup of digest d with no records and the map proof old, its root
+// entry's inclusion proof rebuilt under the ledger's newest checkpoint from
+// the public tiles; everything else passes through.
+func rt10ReplayRevocationPage(t *testing.T, upstream, d string, old *api.MapProof) *httptest.Server {
+	t.Helper()
+	u, err := url.Parse(upstream + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tiles, err := client.NewHTTPFetcher(u, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != api.PathDigests+d {
+			rp.ServeHTTP(w, r)
+			return
+		}
+		cp, err := tiles.ReadCheckpoint(r.Context())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		n, err := strconv.ParseUint(strings.SplitN(string(cp), "\n", 3)[1], 10, 64)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		pb, err := client.NewProofBuilder(r.Context(), n, tiles.ReadTile)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		rootp, err := pb.InclusionProof(r.Context(), *old.RootIndex)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		m := *old
+		m.RootInclusionProof, m.Tail = rootp, nil
+		w.Header().Set("Content-Type", api.MediaTypeJSON)
+		_ = json.NewEncoder(w).Encode(&api.LookupResponse{Digest: d, Checkpoint: string(cp), Map: &m, Entries: []api.LookupEntry{}})
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
