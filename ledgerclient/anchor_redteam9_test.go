@@ -206,7 +206,9 @@ func TestRedteam9ForgedRootRefused(t *testing.T) {
 	redated := strings.Split(string(fx.before0.Map.RootEntry), "\n")
 	for i, l := range redated {
 		if l == strconv.FormatInt(fx.root0.Time.Unix(), 10) {
-			redated[i] = strconv.FormatInt(time.Now().Unix(), 10)
+			// Another second than the root's own, always: a root made in
+			// this second, "re-dated" to it, would be the genuine one.
+			redated[i] = strconv.FormatInt(max(time.Now().Unix(), fx.root0.Time.Unix()+1), 10)
 		}
 	}
 	for name, forge := range map[string]func(n uint64, m *api.MapProof, lr *api.LookupResponse) error{
@@ -259,10 +261,10 @@ func TestRedteam9AwaitIndexedNotFooledByReplay(t *testing.T) {
 	front := fx.replay(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 1500*time.Millisecond)
 	defer cancel()
-	if done, err := fx.client(t, front.URL, time.Hour).AwaitIndexed(ctx, fx.d, fx.ka, fx.un, time.Time{}); !errors.Is(err, ledgerclient.ErrNotIndexed) {
+	if done, err := fx.client(t, front.URL, time.Hour).AwaitIndexed(ctx, fx.d, fx.ka, fx.un, 0); !errors.Is(err, ledgerclient.ErrNotIndexed) {
 		t.Errorf("anchored: AwaitIndexed %+v %v, want ErrNotIndexed (BYPASS if nil)", done, err)
 	}
-	if done, err := fx.client(t, front.URL, 0).AwaitIndexed(t.Context(), fx.d, fx.ka, fx.un, time.Time{}); err == nil {
+	if done, err := fx.client(t, front.URL, 0).AwaitIndexed(t.Context(), fx.d, fx.ka, fx.un, 0); err == nil {
 		t.Errorf("BYPASS: strict: AwaitIndexed returned %+v through a replaying front", done)
 	}
 }
@@ -397,7 +399,7 @@ func TestRedteam9AwaitIndexedOtherDigestsRoot(t *testing.T) {
 			}
 		})
 		ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
-		done, err := fx.client(t, front.URL, lag).AwaitIndexed(ctx, fx.d, fx.ka, fx.un, time.Time{})
+		done, err := fx.client(t, front.URL, lag).AwaitIndexed(ctx, fx.d, fx.ka, fx.un, 0)
 		cancel()
 		if err == nil {
 			t.Errorf("BYPASS: lag %v: AwaitIndexed returned %+v with another digest's map proof", lag, done)

@@ -182,8 +182,9 @@ func TestAnchoredChecksBeforeTheRoot(t *testing.T) {
 	}
 }
 
-// TestAwaitIndexed: AwaitIndexed returns once a map root covers the
-// entry, and, when the ledger commits none in time, ErrNotIndexed when its
+// TestAwaitIndexed: AwaitIndexed returns once a map root covers the entry
+// and the lag has passed from that root's time, and, when the lag has not
+// passed or the ledger commits no root in time, ErrNotIndexed when its
 // context ends.
 func TestAwaitIndexed(t *testing.T) {
 	srv := ledgertest.Start(t, ledgertest.WithConfig(func(c *ledger.Config) { c.MapCommitInterval = 200 * time.Millisecond }))
@@ -192,22 +193,22 @@ func TestAwaitIndexed(t *testing.T) {
 	ka := notarizetest.KeyID(t, alice)
 	d := digest("await-indexed")
 	submit(t, c, notarizetest.Entry(t, alice, d, notarize.StatusTrusted, t0))
-	waitMapRoot(t, srv.URL, d, ka, 1) // a ledger whose map has no root yet is read whole: nothing to wait for
+	waitMapRoot(t, srv.URL, d, ka, 1)
 	un := submit(t, c, notarizetest.Entry(t, alice, d, notarize.StatusUntrusted, t0.Add(time.Minute))).Index
-	hold := time.Now().Add(time.Second)
-	done, err := c.AwaitIndexed(t.Context(), d, ka, un, hold)
-	if err != nil || done.MapSize <= un {
-		t.Fatalf("await: %+v %v, want a root covering %d", done, err, un)
+	done, err := c.AwaitIndexed(t.Context(), d, ka, un, time.Second)
+	if err != nil || done.MapSize <= un || done.RootTime.IsZero() {
+		t.Fatalf("await: %+v %v, want a timed root covering %d", done, err, un)
 	}
-	if time.Now().Before(hold) {
-		t.Fatal("AwaitIndexed returned before its hold")
+	if time.Now().Before(done.RootTime.Add(time.Second)) {
+		t.Fatal("AwaitIndexed returned before the covering root's time plus the lag")
 	}
-	// A root covers the entry, but an older root is still recent: the wait
-	// goes on until hold, and ends with ErrNotIndexed when ctx ends first.
+	// A root covers the entry, but an older root is still recent for the
+	// lag: the wait goes on, and ends with ErrNotIndexed when ctx ends
+	// first.
 	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
 	defer cancel()
-	if _, err := c.AwaitIndexed(ctx, d, ka, un, time.Now().Add(time.Hour)); !errors.Is(err, ledgerclient.ErrNotIndexed) {
-		t.Fatalf("hold not reached: %v, want ErrNotIndexed", err)
+	if _, err := c.AwaitIndexed(ctx, d, ka, un, time.Hour); !errors.Is(err, ledgerclient.ErrNotIndexed) {
+		t.Fatalf("lag not passed: %v, want ErrNotIndexed", err)
 	}
 
 	slow := ledgertest.Start(t) // a root every 1,024 entries or hour
@@ -219,7 +220,7 @@ func TestAwaitIndexed(t *testing.T) {
 	un = submit(t, c, notarizetest.Entry(t, alice, d, notarize.StatusUntrusted, t0.Add(time.Minute))).Index
 	ctx, cancel = context.WithTimeout(t.Context(), 600*time.Millisecond)
 	defer cancel()
-	if _, err := c.AwaitIndexed(ctx, d, ka, un, time.Time{}); !errors.Is(err, ledgerclient.ErrNotIndexed) {
+	if _, err := c.AwaitIndexed(ctx, d, ka, un, 0); !errors.Is(err, ledgerclient.ErrNotIndexed) {
 		t.Fatalf("no root in time: %v, want ErrNotIndexed", err)
 	}
 }

@@ -25,29 +25,38 @@ const (
 
 // AwaitIndexed returns once a map root the ledger committed in its log
 // covers the log entry index, a statement by keyID about d that the caller
-// submitted (its verified receipt's index), and this client's clock has
-// passed hold. It asks the ledger for keyID's current statement about d
-// (Current, every answer verified), waiting between the asks, until the
-// answer's map root covers index (an answer without a map root, from a
-// ledger that keeps none or a front that strips it, is proven with the
-// whole log and ends the asking too); then it waits for hold. It returns
-// ErrNotIndexed when ctx ends first, and what the last answer was proven
-// complete up to.
+// submitted (its verified receipt's index), and then, with lag positive,
+// once this client's clock has passed that root's time plus lag. It asks
+// the ledger for keyID's current statement about d (Current, every answer
+// verified), waiting between the asks, until the answer's root covers
+// index, then waits; it returns ErrNotIndexed when ctx ends first, and what
+// the last answer was proven complete up to. An answer without a root (a
+// ledger that has committed none, or a front that strips it) does not end
+// the asking.
 //
-// The root alone proves nothing to other clients: a front can show a
-// client that takes recent roots an older root, still recent, that misses
-// the entry (red team 9). But every root that misses it had its time read
-// before the entry was indexed, and so before its receipt: with hold the
-// receipt's time plus the largest Config.MaxIndexLag of the clients to
-// protect (plus clock skew), no such root is recent to them any more once
-// AwaitIndexed returns, and every lookup they make of keyID's statements
-// about d is proven to include the entry, however a front answers.
-func (c *Client) AwaitIndexed(ctx context.Context, d notarize.Digest, keyID string, index uint64, hold time.Time) (Completeness, error) {
+// The covering root alone proves nothing to other clients: a front can
+// show a client that takes recent roots (Config.MaxIndexLag) an older
+// root, still recent, that misses the entry (red team 9). But a root that
+// misses the entry had its time read before the entry was indexed, and the
+// covering root's after it was: once the covering root's time plus the
+// largest MaxIndexLag of the clients to protect has passed (plus their
+// clock skew, the caller's to add to lag), no root that misses the entry
+// is recent to them any more, and every lookup they make of keyID's
+// statements about d is proven to include it, however a front answers.
+// The start is the ledger's signed time, not the receipt's arrival, which
+// a front could hand over before the entry is indexed (red team 10). A
+// covering root without a time (from a ledger before root times) starts
+// the lag at this client's clock.
+func (c *Client) AwaitIndexed(ctx context.Context, d notarize.Digest, keyID string, index uint64, lag time.Duration) (Completeness, error) {
 	done, err := c.awaitRoot(ctx, d, keyID, index)
-	if err != nil {
+	if err != nil || lag <= 0 {
 		return done, err
 	}
-	if wait := hold.Sub(c.now()); wait > 0 {
+	from := done.RootTime
+	if from.IsZero() {
+		from = c.now()
+	}
+	if wait := from.Add(lag).Sub(c.now()); wait > 0 {
 		t := time.NewTimer(wait)
 		defer t.Stop()
 		select {
@@ -59,7 +68,7 @@ func (c *Client) AwaitIndexed(ctx context.Context, d notarize.Digest, keyID stri
 	return done, nil
 }
 
-// awaitRoot asks until an answer's map root covers index, or carries none.
+// awaitRoot asks until an answer's map root covers index.
 func (c *Client) awaitRoot(ctx context.Context, d notarize.Digest, keyID string, index uint64) (Completeness, error) {
 	wait := awaitPoll
 	for {
@@ -70,14 +79,14 @@ func (c *Client) awaitRoot(ctx context.Context, d notarize.Digest, keyID string,
 			}
 			return Completeness{}, fmt.Errorf("wait for entry %d in the ledger's index: %w", index, err)
 		}
-		if res.Complete.MapSize > index || res.Complete.MapSize == 0 {
+		if res.Complete.MapSize > index {
 			return res.Complete, nil
 		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return res.Complete, fmt.Errorf("entry %d: %w: the newest map root covers %d entries: %w", index, ErrNotIndexed, res.Complete.MapSize, ctx.Err())
+			return res.Complete, fmt.Errorf("entry %d: %w: the newest map root shown covers %d entries: %w", index, ErrNotIndexed, res.Complete.MapSize, ctx.Err())
 		case <-t.C:
 		}
 		wait = min(2*wait, awaitPollMax)

@@ -77,7 +77,10 @@ type LookupResult struct {
 // weakest returns what two answers' proofs together establish: the
 // smaller map, and the earlier anchor when either was anchored.
 func (a Completeness) weakest(b Completeness) Completeness {
-	out := Completeness{MapSize: min(a.MapSize, b.MapSize), AnchoredAt: a.AnchoredAt}
+	out := Completeness{MapSize: min(a.MapSize, b.MapSize), AnchoredAt: a.AnchoredAt, RootTime: a.RootTime}
+	if a.MapSize > b.MapSize {
+		out.RootTime = b.RootTime // the smaller map's root
+	}
 	if !b.AnchoredAt.IsZero() && (out.AnchoredAt.IsZero() || b.AnchoredAt.Before(out.AnchoredAt)) {
 		out.AnchoredAt = b.AnchoredAt
 	}

@@ -48,6 +48,9 @@ type Completeness struct {
 	// MapSize is the number of log entries the answer's verified map root
 	// covers; 0 without a map root.
 	MapSize uint64
+	// RootTime is the verified root's time (notarize.MapRoot.Time): zero
+	// without a root, or for a root without one.
+	RootTime time.Time
 	// AnchoredAt is zero when the answer was proven complete up to its
 	// checkpoint: the map root, and every log entry after it read and
 	// checked. Otherwise the answer was anchored (Config.MaxIndexLag): it
@@ -84,7 +87,7 @@ func (c *Client) verifyComplete(ctx context.Context, mp *api.MapProof, cp Checkp
 	}
 	done := Completeness{MapSize: from}
 	if mr != nil {
-		done.MapSize = mr.Size
+		done.MapSize, done.RootTime = mr.Size, mr.Time
 	}
 	if c.anchored(mp, mr, cp, from) {
 		done.AnchoredAt = mr.Time
@@ -326,7 +329,7 @@ func (c *Client) verifyLookupComplete(ctx context.Context, mp *api.MapProof, cp 
 	}
 	done := Completeness{MapSize: from}
 	if mr != nil {
-		done.MapSize = mr.Size
+		done.MapSize, done.RootTime = mr.Size, mr.Time
 	}
 	if c.anchored(mp, mr, cp, from) {
 		done.AnchoredAt = mr.Time

@@ -20,10 +20,11 @@ import (
 // to stop counting as recent (indexHold).
 const DefaultIndexWait = 30 * time.Second
 
-// defaultIndexHold is how long after recording a revocation the commands
-// wait at least: verify's default --max-index-lag, during which a front can
-// still show a verifier a root from before the revocation, plus a second
-// for the clocks of the ledger, this machine and the verifier.
+// defaultIndexHold is how long after the time of the first map root
+// covering a revocation the commands wait: verify's default
+// --max-index-lag, during which a front can still show a verifier a root
+// from before the revocation, plus a second for the clocks of the ledger,
+// this machine and the verifier.
 const defaultIndexHold = ledgerclient.DefaultMaxIndexLag + time.Second
 
 // addIndexWaitFlag adds --index-wait to a command that records a
@@ -34,21 +35,21 @@ func addIndexWaitFlag(cmd *cobra.Command, wait *time.Duration) {
 }
 
 // awaitIndexed waits up to wait for a map root covering the entry index,
-// keyID's statement about d, and for hold to pass since now, just after
-// the entry's receipt (ledgerclient.Client.AwaitIndexed), and reports
-// whether both happened; nil when wait is 0 (not asked). A wait that ends
-// first, or fails to reach the ledger, is a warning on stderr, not an
-// error: the entry is in the log, and verify clients that read the whole
-// log after the newest root (--max-index-lag 0) already see it. An answer
-// that fails its proofs while waiting (a lie, a fork) is the error
-// returned: whoever answers is hiding something.
+// keyID's statement about d, and for hold to pass from that root's time
+// (ledgerclient.Client.AwaitIndexed), and reports whether both happened;
+// nil when wait is 0 (not asked) or hold is (tests that do not attack the
+// window). A wait that ends first, or fails to reach the ledger, is a
+// warning on stderr, not an error: the entry is in the log, and verify
+// clients that read the whole log after the newest root (--max-index-lag
+// 0) already see it. An answer that fails its proofs while waiting (a lie,
+// a fork) is the error returned: whoever answers is hiding something.
 func awaitIndexed(ctx context.Context, stderr io.Writer, client *ledgerclient.Client, d notarize.Digest, keyID string, index uint64, wait, hold time.Duration) (*bool, error) {
-	if wait <= 0 {
+	if wait <= 0 || hold <= 0 {
 		return nil, nil
 	}
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	_, err := client.AwaitIndexed(wctx, d, keyID, index, time.Now().Add(hold))
+	_, err := client.AwaitIndexed(wctx, d, keyID, index, hold)
 	if _, fork := errors.AsType[*ledgerclient.ForkError](err); fork || errors.Is(err, ledgerclient.ErrIncomplete) || errors.Is(err, ledgerclient.ErrBadProof) {
 		return nil, fmt.Errorf("log index %d is recorded, but waiting for the ledger's index: %w", index, err)
 	}

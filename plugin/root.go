@@ -70,9 +70,10 @@ type env struct {
 	ledgerHTTP   *http.Client
 	isTerminal   func(fd int) bool
 	readPassword func(fd int) ([]byte, error)
-	// indexHold is how long untrust, unsupport and key revoke wait at
-	// least after their receipt (indexed.go): defaultIndexHold; tests that
-	// do not attack the index leave it 0.
+	// indexHold is how long untrust, unsupport, key revoke and key rotate
+	// wait after the time of the first root covering what they recorded
+	// (indexed.go): defaultIndexHold; 0 (tests that do not attack the
+	// window) skips the wait.
 	indexHold time.Duration
 }
 

@@ -63,6 +63,8 @@ type keyRotateOptions struct {
 	jobs     int
 	format   string
 	revokers []string
+	// indexWait is --index-wait (indexed.go).
+	indexWait time.Duration
 }
 
 func newKeyRotateCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
@@ -128,6 +130,7 @@ same key twice, or a NEW that cannot sign (found before any network call);
 	flags := cmd.Flags()
 	flags.BoolVar(&opts.dryRun, "dry-run", false, "List what would be re-stated, sign nothing")
 	flags.IntVar(&opts.jobs, "jobs", rotateJobs, "Digests worked on at once (1 to 64)")
+	addIndexWaitFlag(cmd, &opts.indexWait)
 	flags.StringArrayVar(&opts.revokers, "revoker", nil, "A key whose revocation of OLD counts, besides OLD itself and every key in the key store: a key name or a path to a PEM public key (repeatable)")
 	_ = cmd.RegisterFlagCompletionFunc("revoker", keyNameCompletion(root, cobra.ShellCompDirectiveDefault))
 	addOutputFlag(cmd, &opts.format)
@@ -162,8 +165,12 @@ type rotateOutput struct {
 	Kept     int            `json:"kept"`
 	Failed   int            `json:"failed"`
 	Digests  []rotateDigest `json:"digests"`
-	Error    string         `json:"error,omitempty"`
-	ExitCode int            `json:"exitCode,omitempty"`
+	// Indexed is, with --index-wait and re-stated revocations, whether
+	// the ledger's index covers them for every default verify
+	// (indexed.go).
+	Indexed  *bool  `json:"indexed,omitempty"`
+	Error    string `json:"error,omitempty"`
+	ExitCode int    `json:"exitCode,omitempty"`
 	// RetryAfter is, with Error, the seconds the ledger asked to wait
 	// before trying again (retryAfterSeconds).
 	RetryAfter int `json:"retryAfter,omitempty"`
@@ -195,6 +202,9 @@ type rotation struct {
 	stderr io.Writer
 	now    func() time.Time
 	jobs   int
+	// indexWait and indexHold: the wait for the re-stated revocations
+	// (indexed.go).
+	indexWait, indexHold time.Duration
 	// revs holds OLD's revocation, if any (keyrevoke.go), by OLD or one of
 	// revokers, as proven in a log of revSize entries; a digest's current
 	// lookup answered at a larger checkpoint asks for them again
@@ -238,6 +248,9 @@ func runKeyRotate(ctx context.Context, dockerCli command.Cli, opts keyRotateOpti
 	if opts.jobs < 1 || opts.jobs > 64 {
 		return usageError(fmt.Errorf("--jobs %d: want 1 to 64", opts.jobs))
 	}
+	if opts.indexWait < 0 {
+		return usageError(fmt.Errorf("--index-wait %s: want 0 or a positive duration", opts.indexWait))
+	}
 	ks := opts.root.keyStore()
 	old, err := ks.ResolvePublic(opts.old)
 	if err != nil {
@@ -266,7 +279,8 @@ func runKeyRotate(ctx context.Context, dockerCli command.Cli, opts keyRotateOpti
 	if err != nil {
 		return err
 	}
-	r := &rotation{old: old, stderr: dockerCli.Err(), now: opts.root.env.now, jobs: opts.jobs, revokers: revokers}
+	r := &rotation{old: old, stderr: dockerCli.Err(), now: opts.root.env.now, jobs: opts.jobs, revokers: revokers,
+		indexWait: opts.indexWait, indexHold: opts.root.env.indexHold}
 	// The key is opened (a password, a KMS or an HSM) even with --dry-run:
 	// a rotation that could not sign is refused before any lookup.
 	if r.signer, err = loadSigningKey(ctx, dockerCli, opts.root, opts.new); err != nil {
@@ -346,6 +360,20 @@ func (r *rotation) run(ctx context.Context, out *rotateOutput, prog *progress) e
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("key rotate: %w (what was recorded stays; run it again to resume)", err)
+	}
+	// NEW's re-stated UNTRUSTED and UNSUPPORTED are revocations under a
+	// policy that switches to NEW: wait for them as untrust does (red team
+	// 10: a front hid them for a default verify right after rotate).
+	var last *rotateDigest
+	for i, d := range out.Digests {
+		if d.Action == rotateRestated && d.Status != outputStatus(notarize.StatusTrusted) && d.LogIndex != nil && (last == nil || *d.LogIndex > *last.LogIndex) {
+			last = &out.Digests[i]
+		}
+	}
+	if last != nil {
+		if out.Indexed, err = awaitIndexed(ctx, r.stderr, r.client, notarize.Digest(last.Digest), r.newID, *last.LogIndex, r.indexWait, r.indexHold); err != nil {
+			return fmt.Errorf("key rotate: %w", err)
+		}
 	}
 	if out.Failed > 0 {
 		return fmt.Errorf("key rotate: %w", ErrRotateFailed)

@@ -79,7 +79,7 @@ or a front that hides a revocation makes verify exit 4.`,
 	cmd.Flags().StringArrayVar(&opts.revokers, "revoker", nil, "A key that may revoke the accepted signers' keys besides each key itself: a key name in the key store or a path to a PEM public key (repeatable)")
 	_ = cmd.RegisterFlagCompletionFunc("revoker", keyNameCompletion(root, cobra.ShellCompDirectiveDefault))
 	cmd.Flags().DurationVar(&opts.maxAge, "max-age", DefaultMaxWitnessAge, "With --witness-policy: exit 4 when the ledger's checkpoint was last cosigned by a witness quorum longer ago than this")
-	cmd.Flags().DurationVar(&opts.maxIndexLag, "max-index-lag", ledgerclient.DefaultMaxIndexLag, "Take the ledger's map root as the proof of completeness when it is at most this old, without reading the log after it (a front could then hide statements of this last interval only); 0 reads the whole log after the root: complete up to the checkpoint")
+	cmd.Flags().DurationVar(&opts.maxIndexLag, "max-index-lag", ledgerclient.DefaultMaxIndexLag, "Take the ledger's map root as the proof of completeness when it is at most this old, without reading the log after it (a front could then hide statements of this last interval only; untrust and key revoke wait out the default, so a larger value widens their window by the difference); 0 reads the whole log after the root: complete up to the checkpoint")
 	addRegistryFlags(cmd, &opts.insecure)
 	addOutputFlag(cmd, &opts.format)
 	ledgerCommand(cmd, dockerCli, root, &opts.format)
