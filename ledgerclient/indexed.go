@@ -10,9 +10,10 @@ import (
 )
 
 // ErrNotIndexed is returned (wrapped) by AwaitIndexed when ctx ends before
-// a map root covers the entry: the entry is in the log (its receipt was
-// verified), but a client that takes recent map roots (Config.MaxIndexLag)
-// may not be shown it, by a front, for up to its lag after a root covers it.
+// a map root covers the entry and the lag has passed from that root's
+// time: the entry is in the log (its receipt was verified), but a client
+// that takes recent map roots (Config.MaxIndexLag) may still be shown,
+// by a front, an older root without it.
 var ErrNotIndexed = errors.New("not yet in the ledger's verifiable index")
 
 // awaitPoll is the first wait between AwaitIndexed's lookups, doubled up to
