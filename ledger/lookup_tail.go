@@ -13,6 +13,7 @@ import (
 
 	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/ledger/storage"
+	"github.com/notarize/docker-notarize/notarize"
 )
 
 // tileBytes reads hash tile (level, index) of width p (0: full) exactly as
@@ -82,11 +83,10 @@ func (l *Ledger) withTail(ctx context.Context, mode TailMode, resp *api.LookupRe
 // signed by a clock ahead, or a clock set back since: not a time this
 // ledger can vouch for). The bounds are inclusive.
 func anchored(root *parsedRoot, now time.Time) bool {
-	if root == nil || root.time.IsZero() {
+	if root == nil {
 		return false
 	}
-	age := now.Sub(root.time)
-	return age <= api.AnchorMaxAge && age >= -api.AnchorMaxAge
+	return (&notarize.MapRoot{Time: root.time}).RecentAt(now, api.AnchorMaxAge)
 }
 
 // withInlineTail sets mp.Tail (api.InlineTail) to the resources of the

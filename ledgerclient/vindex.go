@@ -130,11 +130,10 @@ func (c *Client) verifyComplete(ctx context.Context, mp *api.MapProof, cp Checkp
 // or an older one, is proven with the whole tail, as is every answer of a
 // client that takes no recent roots.
 func (c *Client) anchored(mp *api.MapProof, mr *notarize.MapRoot, cp Checkpoint, from uint64) bool {
-	if c.maxLag <= 0 || mr == nil || mr.Time.IsZero() || from >= cp.Size || mp.Tail != nil {
+	if c.maxLag <= 0 || from >= cp.Size || mp == nil || mp.Tail != nil {
 		return false
 	}
-	age := c.now().Sub(mr.Time)
-	return age <= c.maxLag && -age <= c.maxLag
+	return mr.RecentAt(c.now(), c.maxLag)
 }
 
 // verifyMapProof checks mp for d and ids (sorted) under cp and returns what

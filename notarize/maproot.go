@@ -53,6 +53,18 @@ type MapRoot struct {
 	Time time.Time
 }
 
+// RecentAt reports whether r has a time within maxAge of now, either way:
+// the rule by which a ledger leaves an answer's tail out and a client takes
+// r alone as the proof of completeness (the anchored check; each with its
+// own bound). A root without a time is never recent.
+func (r *MapRoot) RecentAt(now time.Time, maxAge time.Duration) bool {
+	if r == nil || r.Time.IsZero() {
+		return false
+	}
+	age := now.Sub(r.Time)
+	return age <= maxAge && age >= -maxAge // not -age: Sub saturates, and -minDuration overflows
+}
+
 // IsMapRoot reports whether the log entry b is a map-root entry (by its
 // first line; ParseMapRoot checks the rest).
 func IsMapRoot(b []byte) bool { return bytes.HasPrefix(b, []byte(MapRootHeader)) }

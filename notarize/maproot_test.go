@@ -145,3 +145,35 @@ func FuzzParseMapRoot(f *testing.F) {
 		}
 	})
 }
+
+// TestMapRootRecentAt: the recency rule of the anchored check, inclusive
+// both ways; never for a root without a time, nor for one so far ahead or
+// behind that the age saturates (a root dated in the year 9999 was recent
+// for ever to a client that negated the saturated age).
+func TestMapRootRecentAt(t *testing.T) {
+	at := time.Unix(1796072405, 0).UTC()
+	r := &notarize.MapRoot{Time: at}
+	for _, c := range []struct {
+		now  time.Time
+		want bool
+	}{
+		{at, true},
+		{at.Add(10 * time.Second), true},
+		{at.Add(10*time.Second + 1), false},
+		{at.Add(-10 * time.Second), true},
+		{at.Add(-10*time.Second - 1), false},
+		{time.Time{}, false},
+		{time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC), false},
+	} {
+		if got := r.RecentAt(c.now, 10*time.Second); got != c.want {
+			t.Errorf("root at %v, now %v: recent %v, want %v", at, c.now, got, c.want)
+		}
+	}
+	far := &notarize.MapRoot{Time: time.Unix(253402300799, 0)} // the latest time ParseMapRoot accepts
+	if far.RecentAt(at, 10*time.Second) {
+		t.Error("a root dated in the year 9999 is recent now")
+	}
+	if (&notarize.MapRoot{}).RecentAt(at, time.Hour) || (*notarize.MapRoot)(nil).RecentAt(at, time.Hour) {
+		t.Error("a root without a time is recent")
+	}
+}
