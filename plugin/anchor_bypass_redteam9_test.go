@@ -8,15 +8,10 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/transparency-dev/tessera/client"
 
 	"github.com/notarize/docker-notarize/ledger"
 	"github.com/notarize/docker-notarize/ledger/api"
@@ -41,19 +36,7 @@ func TestRedteam9UntrustIndexedThenRootReplayed(t *testing.T) {
 		t.Fatal(err)
 	}
 	d, ka := s.Statements[0].Digest, s.Statements[0].KeyID
-	var before api.LookupResponse
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		before = api.LookupResponse{}
-		b := rt9Get(t, h.ledger.URL+api.PathDigests+d+api.PathCurrentSuffix+"?"+api.QueryKeyID+"="+ka)
-		if err := json.Unmarshal(b, &before); err == nil && before.Map != nil && before.Map.RootIndex != nil && len(before.Entries) == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no map root covering the trust")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	before := rt9WaitRoot(t, h.ledger.URL, d, ka)
 	var u signResult
 	if err := json.Unmarshal([]byte(h.mustRun(0, "untrust", "-o", "json", app)), &u); err != nil {
 		t.Fatal(err)
@@ -129,47 +112,12 @@ func TestRedteam9UntrustSkewHiddenByFront(t *testing.T) {
 }
 
 // rt9ReplayOnce answers the first current lookup of d with the map proof
-// old and no entries (re-proven under the newest checkpoint), and passes
-// everything else, later lookups of d included, through.
+// old and no entries (rt9Replay), and passes everything else, later
+// lookups of d included, through.
 func rt9ReplayOnce(t *testing.T, upstream, d string, old *api.MapProof) *httptest.Server {
 	t.Helper()
-	u, _ := url.Parse(upstream + "/")
-	tiles, err := client.NewHTTPFetcher(u, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rp := httputil.NewSingleHostReverseProxy(u)
 	var done atomic.Bool
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != api.PathDigests+d+api.PathCurrentSuffix || done.Swap(true) {
-			rp.ServeHTTP(w, r)
-			return
-		}
-		cp, err := tiles.ReadCheckpoint(r.Context())
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		n, err := strconv.ParseUint(strings.SplitN(string(cp), "\n", 3)[1], 10, 64)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		pb, err := client.NewProofBuilder(r.Context(), n, tiles.ReadTile)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		rootp, err := pb.InclusionProof(r.Context(), *old.RootIndex)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		m := *old
-		m.RootInclusionProof, m.Tail = rootp, nil
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(&api.LookupResponse{Digest: d, Checkpoint: string(cp), Map: &m, Entries: []api.LookupEntry{}})
-	}))
-	t.Cleanup(srv.Close)
-	return srv
+	return rt9Replay(t, upstream, d, old, nil, func(r *http.Request) bool {
+		return r.URL.Path == api.PathDigests+d+api.PathCurrentSuffix && !done.Swap(true)
+	})
 }

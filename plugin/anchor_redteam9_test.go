@@ -36,14 +36,13 @@ func rt9Get(t *testing.T, u string) []byte {
 	return b
 }
 
-// rt9ReplayFront is a front before the ledger at upstream that answers the
-// current lookup of digest d by building, for the ledger's newest
-// checkpoint, an answer from what it saw before the untrust: the map proof
-// old (against the root that was the newest then, a genuine log entry) and
-// the trust entry, both with inclusion proofs recomputed from the ledger's
-// public tiles under that checkpoint (no rollback: the checkpoint is the
-// newest). Every other request passes through.
-func rt9ReplayFront(t *testing.T, upstream, d string, old *api.MapProof, trust api.LookupEntry) *httptest.Server {
+// rt9Replay is a front before the ledger at upstream that answers the
+// requests match selects (lookups of digest d) with what the ledger said
+// earlier: the map proof old (against the root that was the newest then, a
+// genuine log entry) and entries, every inclusion proof rebuilt from the
+// ledger's public tiles under its newest checkpoint (no rollback: the
+// checkpoint is the newest). Every other request passes through.
+func rt9Replay(t *testing.T, upstream, d string, old *api.MapProof, entries []api.LookupEntry, match func(*http.Request) bool) *httptest.Server {
 	t.Helper()
 	u, err := url.Parse(upstream + "/")
 	if err != nil {
@@ -55,7 +54,7 @@ func rt9ReplayFront(t *testing.T, upstream, d string, old *api.MapProof, trust a
 	}
 	rp := httputil.NewSingleHostReverseProxy(u)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != api.PathDigests+d+api.PathCurrentSuffix {
+		if !match(r) {
 			rp.ServeHTTP(w, r)
 			return
 		}
@@ -64,8 +63,7 @@ func rt9ReplayFront(t *testing.T, upstream, d string, old *api.MapProof, trust a
 			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
 		}
-		lines := strings.SplitN(string(cp), "\n", 3)
-		n, err := strconv.ParseUint(lines[1], 10, 64)
+		n, err := strconv.ParseUint(strings.SplitN(string(cp), "\n", 3)[1], 10, 64)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
@@ -75,22 +73,52 @@ func rt9ReplayFront(t *testing.T, upstream, d string, old *api.MapProof, trust a
 			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
 		}
-		tp, err1 := pb.InclusionProof(r.Context(), trust.Index)
-		rootp, err2 := pb.InclusionProof(r.Context(), *old.RootIndex)
-		if err1 != nil || err2 != nil {
-			http.Error(w, "proofs", http.StatusBadGateway)
+		m := *old
+		if m.RootInclusionProof, err = pb.InclusionProof(r.Context(), *old.RootIndex); err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
 		}
-		m := *old
-		m.RootInclusionProof, m.Tail = rootp, nil
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(&api.LookupResponse{
-			Digest: d, Checkpoint: string(cp), Map: &m,
-			Entries: []api.LookupEntry{{Index: trust.Index, Entry: trust.Entry, InclusionProof: tp}},
-		})
+		m.Tail = nil
+		out := []api.LookupEntry{}
+		for _, e := range entries {
+			if e.InclusionProof, err = pb.InclusionProof(r.Context(), e.Index); err != nil {
+				http.Error(w, err.Error(), http.StatusBadGateway)
+				return
+			}
+			out = append(out, e)
+		}
+		w.Header().Set("Content-Type", api.MediaTypeJSON)
+		_ = json.NewEncoder(w).Encode(&api.LookupResponse{Digest: d, Checkpoint: string(cp), Map: &m, Entries: out})
 	}))
 	t.Cleanup(srv.Close)
 	return srv
+}
+
+// rt9ReplayFront answers every current lookup of d with the map proof old
+// and the trust entry (rt9Replay).
+func rt9ReplayFront(t *testing.T, upstream, d string, old *api.MapProof, trust api.LookupEntry) *httptest.Server {
+	t.Helper()
+	return rt9Replay(t, upstream, d, old, []api.LookupEntry{trust}, func(r *http.Request) bool {
+		return r.URL.Path == api.PathDigests+d+api.PathCurrentSuffix
+	})
+}
+
+// rt9WaitRoot waits until the ledger's current answer about d by keyID
+// has a map root and one statement, and returns it.
+func rt9WaitRoot(t *testing.T, ledgerURL, d, keyID string) api.LookupResponse {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var lr api.LookupResponse
+		b := rt9Get(t, ledgerURL+api.PathDigests+d+api.PathCurrentSuffix+"?"+api.QueryKeyID+"="+keyID)
+		if err := json.Unmarshal(b, &lr); err == nil && lr.Map != nil && lr.Map.RootIndex != nil && len(lr.Entries) == 1 {
+			return lr
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no map root covering the statement")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // rt9SignedBefore signs app with alice on h, waits for a map root covering
@@ -102,18 +130,7 @@ func rt9SignedBefore(t *testing.T, h *harness, app string) (signOutput, api.Look
 		t.Fatal(err)
 	}
 	st := s.Statements[0]
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		var before api.LookupResponse
-		b := rt9Get(t, h.ledger.URL+api.PathDigests+st.Digest+api.PathCurrentSuffix+"?"+api.QueryKeyID+"="+st.KeyID)
-		if err := json.Unmarshal(b, &before); err == nil && before.Map != nil && before.Map.RootIndex != nil && len(before.Entries) == 1 {
-			return st, before
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no map root covering the trust")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return st, rt9WaitRoot(t, h.ledger.URL, st.Digest, st.KeyID)
 }
 
 // TestRedteam9VerifyReplayedRootPastLag: a front answering verify with the

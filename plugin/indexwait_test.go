@@ -84,23 +84,7 @@ func TestUntrustWaitsForTheIndex(t *testing.T) {
 	}
 	// A root covering the trust, so that the verify below has a recent
 	// root that does not cover the untrust unless untrust waited.
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get(h.ledger.URL + api.PathDigests + s.Statements[0].Digest + api.PathCurrentSuffix + "?" + api.QueryKeyID + "=" + s.Statements[0].KeyID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var lr api.LookupResponse
-		err = json.NewDecoder(resp.Body).Decode(&lr)
-		resp.Body.Close()
-		if err == nil && lr.Map != nil && lr.Map.RootIndex != nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no map root")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	rt9WaitRoot(t, h.ledger.URL, s.Statements[0].Digest, s.Statements[0].KeyID)
 	var u signResult
 	if err := json.Unmarshal([]byte(h.mustRun(0, "untrust", "-o", "json", app)), &u); err != nil {
 		t.Fatal(err)

@@ -4,14 +4,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
-
-	"github.com/transparency-dev/tessera/client"
 
 	"github.com/notarize/docker-notarize/ledger"
 	"github.com/notarize/docker-notarize/ledger/api"
@@ -76,45 +70,5 @@ func TestRedteam10KeyRevokeThenRevocationRootReplayed(t *testing.T) {
 // the public tiles; everything else passes through.
 func rt10ReplayRevocationPage(t *testing.T, upstream, d string, old *api.MapProof) *httptest.Server {
 	t.Helper()
-	u, err := url.Parse(upstream + "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tiles, err := client.NewHTTPFetcher(u, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rp := httputil.NewSingleHostReverseProxy(u)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != api.PathDigests+d {
-			rp.ServeHTTP(w, r)
-			return
-		}
-		cp, err := tiles.ReadCheckpoint(r.Context())
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		n, err := strconv.ParseUint(strings.SplitN(string(cp), "\n", 3)[1], 10, 64)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		pb, err := client.NewProofBuilder(r.Context(), n, tiles.ReadTile)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		rootp, err := pb.InclusionProof(r.Context(), *old.RootIndex)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		m := *old
-		m.RootInclusionProof, m.Tail = rootp, nil
-		w.Header().Set("Content-Type", api.MediaTypeJSON)
-		_ = json.NewEncoder(w).Encode(&api.LookupResponse{Digest: d, Checkpoint: string(cp), Map: &m, Entries: []api.LookupEntry{}})
-	}))
-	t.Cleanup(srv.Close)
-	return srv
+	return rt9Replay(t, upstream, d, old, nil, func(r *http.Request) bool { return r.URL.Path == api.PathDigests+d })
 }
