@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Ledger ingest, whole process, side by side in one run (issue 14):
+#   tessera      bench/tesserapeer: bare Tessera on POSIX storage (its own
+#                conformance personality) with the ledger's batching and
+#                checkpoint settings; appends the bytes it is sent and answers
+#                once a published checkpoint covers them. No parse, no
+#                signature check, no duplicate detection, no index, no map.
+#   ledger       notarize-ledger as it ships (verifiable index on, its GOGC),
+#                from an empty data directory; rate limits off (one load
+#                generator on loopback stands for many clients).
+#   ledger-big   the same binary on a copy of a large ledger (BIG=DIR, a data
+#                directory, e.g. bench/verify-1m.sh's 1,000,000-entry one),
+#                which is what a ledger in service pays per statement.
+# bench/ingestgen is the load generator: C clients (one connection each, one
+# statement at a time), N real statements (ECDSA P-256, 256 keys, fresh
+# digests) signed before the clock starts, HTTP/1.1 spoken directly so its own
+# CPU stays small; it prints the server's CPU per statement (/proc) and its own.
+# Rows alternate for ROUNDS rounds, so the machine's load falls on each alike.
+#
+# Usage: bench/ingest-bench.sh          (C="256 1024" N=30000 ROUNDS=2 BIG=DIR to tune)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/notarize-ingest.XXXXXX")
+BIN=$WORK/bin
+C=${C:-256 1024}
+N=${N:-30000}
+ROUNDS=${ROUNDS:-2}
+BIG=${BIG:-}
+export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
+PIDS=()
+mkdir -p "$BIN" "$WORK/logs"
+
+cleanup() {
+  local rc=$?
+  set +e
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
+  [[ $rc -eq 0 ]] && rm -rf "$WORK" || echo "logs kept in $WORK/logs"
+  exit $rc
+}
+trap cleanup EXIT INT TERM
+free_port() { local p; while :; do p=$((20000 + RANDOM % 20000)); (echo >/dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo $p; return; }; done; }
+wait_http() { for _ in $(seq 1 600); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "$1 not up" >&2; exit 1; }
+
+echo "== build"
+(cd "$ROOT" && go build -o "$BIN/" ./cmd/notarize-ledger ./bench/tesserapeer ./bench/ingestgen)
+
+# serve NAME PORT CMD...: starts a server, waits until it answers, sets SPID.
+serve() {
+  local name=$1 port=$2; shift 2
+  "$@" >"$WORK/logs/$name.log" 2>&1 &
+  SPID=$!
+  PIDS+=("$SPID")
+  wait_http "http://127.0.0.1:$port/checkpoint"
+}
+ledger() { # ledger NAME DATA: notarize-ledger on DATA
+  local port; port=$(free_port)
+  serve "$1" "$port" "$BIN/notarize-ledger" --data "$2" --addr "127.0.0.1:$port" \
+    --rate-key 0 --rate-client 0 --rate-key-digest 0
+  URL_OF[$1]="http://127.0.0.1:$port/api/v1/entries"
+  PID_OF[$1]=$SPID
+}
+declare -A URL_OF=() PID_OF=()
+
+echo "== servers"
+port=$(free_port)
+serve tessera "$port" "$BIN/tesserapeer" -dir "$WORK/tessera" -addr "127.0.0.1:$port"
+URL_OF[tessera]="http://127.0.0.1:$port/add"
+PID_OF[tessera]=$SPID
+ledger ledger "$WORK/ledger"
+ROWS=(tessera ledger)
+if [[ -n $BIG ]]; then
+  echo "   copying $BIG ($(du -sh "$BIG" | cut -f1))"
+  cp -r "$BIG" "$WORK/big"
+  ledger ledger-big "$WORK/big"
+  ROWS+=(ledger-big)
+fi
+
+echo "== ingest: $N statements per row and round, $ROUNDS rounds, load $(cut -d' ' -f1-3 /proc/loadavg)"
+RESULTS=$WORK/results.tsv
+for r in $(seq 1 "$ROUNDS"); do
+  for c in $C; do
+    for row in "${ROWS[@]}"; do
+      "$BIN/ingestgen" -name "$row c=$c" -url "${URL_OF[$row]}" -c "$c" -n "$N" -pid "${PID_OF[$row]}" | tee -a "$RESULTS" |
+        awk -F'\t' -v r="$r" '{printf "   round %s  %-20s %6s stmts/s  p50 %7s ms  p99 %7s ms  errors %s  server %5s µs/stmt  generator %3s µs/stmt\n", r, $1, $2, $3, $4, $5, $6, $7}'
+    done
+  done
+done
+echo "== medians over $ROUNDS rounds (load $(cut -d' ' -f1-3 /proc/loadavg))"
+sort -t$'\t' -k1,1 "$RESULTS" | awk -F'\t' '
+  function med(s,   a, n) { n = split(s, a, " "); asort(a); return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2 }
+  { k = $1; rate[k] = rate[k] " " $2; p50[k] = p50[k] " " $3; p99[k] = p99[k] " " $4; cpu[k] = cpu[k] " " $6; gen[k] = gen[k] " " $7; errs[k] += $5 }
+  END {
+    printf "| %-20s | %10s | %8s | %8s | %14s | %11s | %6s |\n", "row", "stmts/s", "p50 ms", "p99 ms", "server µs/stmt", "gen µs/stmt", "errors"
+    for (k in rate) printf "| %-20s | %10.0f | %8.1f | %8.1f | %14.0f | %11.0f | %6d |\n", k, med(rate[k]), med(p50[k]), med(p99[k]), med(cpu[k]), med(gen[k]), errs[k]
+  }'
