@@ -6,8 +6,9 @@
 #                once a published checkpoint covers them. No parse, no
 #                signature check, no duplicate detection, no index, no map.
 #   ledger       notarize-ledger as it ships (verifiable index on, its GOGC),
-#                from an empty data directory; rate limits off (one load
-#                generator on loopback stands for many clients).
+#                from an empty data directory (a new one for every step); rate
+#                limits off (one load generator on loopback stands for many
+#                clients).
 #   ledger-big   the same binary on a copy of a large ledger (BIG=DIR, a data
 #                directory, e.g. bench/verify-1m.sh's 1,000,000-entry one),
 #                which is what a ledger in service pays per statement.
@@ -63,25 +64,39 @@ ledger() { # ledger NAME DATA: notarize-ledger on DATA
 }
 declare -A URL_OF=() PID_OF=()
 
+# fresh NAME: starts the row NAME on an empty data directory (tessera,
+# ledger) or, once, on the copy of BIG (ledger-big), and sets URL_OF/PID_OF.
+fresh() {
+  local port; port=$(free_port)
+  case $1 in
+  tessera)
+    if [[ -n ${PID_OF[tessera]:-} ]]; then kill -TERM "${PID_OF[tessera]}"; wait "${PID_OF[tessera]}" 2>/dev/null || true; fi
+    rm -rf "$WORK/tessera"
+    serve tessera "$port" "$BIN/tesserapeer" -dir "$WORK/tessera" -addr "127.0.0.1:$port"
+    URL_OF[tessera]="http://127.0.0.1:$port/add" PID_OF[tessera]=$SPID ;;
+  ledger)
+    if [[ -n ${PID_OF[ledger]:-} ]]; then kill -TERM "${PID_OF[ledger]}"; wait "${PID_OF[ledger]}" 2>/dev/null || true; fi
+    rm -rf "$WORK/ledger"
+    ledger ledger "$WORK/ledger" ;;
+  ledger-big)
+    [[ -n ${PID_OF[ledger-big]:-} ]] && return 0
+    echo "   copying $BIG ($(du -sh "$BIG" | cut -f1))"
+    cp -r "$BIG" "$WORK/big"
+    ledger ledger-big "$WORK/big" ;;
+  esac
+}
+
 echo "== servers"
-port=$(free_port)
-serve tessera "$port" "$BIN/tesserapeer" -dir "$WORK/tessera" -addr "127.0.0.1:$port"
-URL_OF[tessera]="http://127.0.0.1:$port/add"
-PID_OF[tessera]=$SPID
-ledger ledger "$WORK/ledger"
 ROWS=(tessera ledger)
-if [[ -n $BIG ]]; then
-  echo "   copying $BIG ($(du -sh "$BIG" | cut -f1))"
-  cp -r "$BIG" "$WORK/big"
-  ledger ledger-big "$WORK/big"
-  ROWS+=(ledger-big)
-fi
+[[ -n $BIG ]] && ROWS+=(ledger-big)
+for row in "${ROWS[@]}"; do fresh "$row"; done
 
 echo "== ingest: $N statements per row and round, $ROUNDS rounds, load $(cut -d' ' -f1-3 /proc/loadavg)"
 RESULTS=$WORK/results.tsv
 for r in $(seq 1 "$ROUNDS"); do
   for c in $C; do
     for row in "${ROWS[@]}"; do
+      fresh "$row" # tessera and ledger start empty at every step; ledger-big keeps growing by N (small beside BIG)
       "$BIN/ingestgen" -name "$row c=$c" -url "${URL_OF[$row]}" -c "$c" -n "$N" -pid "${PID_OF[$row]}" | tee -a "$RESULTS" |
         awk -F'\t' -v r="$r" '{printf "   round %s  %-20s %6s stmts/s  p50 %7s ms  p99 %7s ms  errors %s  server %5s µs/stmt  generator %3s µs/stmt\n", r, $1, $2, $3, $4, $5, $6, $7}'
     done
