@@ -137,21 +137,32 @@ func runSign(ctx context.Context, dockerCli command.Cli, opts signOptions) error
 	}
 	subjects := append([]Subject{*subject}, subject.Manifests...)
 	res := signResult{SchemaVersion: schemaVersion, Statements: make([]signOutput, 0, len(subjects))}
+	// A revocation is waited for until the ledger's index covers it (a
+	// root covering the last one covers them all); a new trust is not:
+	// until then it can only be missed, which fails safe. What was
+	// recorded before a later statement failed is waited for too: those
+	// revocations are in the log, and the command must not return before
+	// every default verify sees them.
+	awaitRecorded := func() (err error) {
+		if opts.status == notarize.StatusTrusted || len(res.Statements) == 0 {
+			return nil
+		}
+		last := slices.MaxFunc(res.Statements, func(a, b signOutput) int { return cmp.Compare(a.LogIndex, b.LogIndex) })
+		res.Indexed, err = awaitIndexed(ctx, dockerCli.Err(), client, notarize.Digest(last.Digest), last.KeyID, last.LogIndex, opts.indexWait, opts.root.env.indexHold)
+		return err
+	}
 	for _, s := range subjects {
 		o, err := recordStatement(ctx, dockerCli.Err(), client, signer, s, opts.status, attrs, opts.root.env.now().UTC())
 		if err != nil {
+			if werr := awaitRecorded(); werr != nil {
+				err = errors.Join(err, werr)
+			}
 			return signFailed(dockerCli.Out(), opts.format, res, err)
 		}
 		res.Statements = append(res.Statements, o)
 	}
-	// A revocation is waited for until the ledger's index covers it (a
-	// root covering the last one covers them all); a new trust is not:
-	// until then it can only be missed, which fails safe.
-	if opts.status != notarize.StatusTrusted {
-		last := slices.MaxFunc(res.Statements, func(a, b signOutput) int { return cmp.Compare(a.LogIndex, b.LogIndex) })
-		if res.Indexed, err = awaitIndexed(ctx, dockerCli.Err(), client, notarize.Digest(last.Digest), last.KeyID, last.LogIndex, opts.indexWait, opts.root.env.indexHold); err != nil {
-			return signFailed(dockerCli.Out(), opts.format, res, err)
-		}
+	if err := awaitRecorded(); err != nil {
+		return signFailed(dockerCli.Out(), opts.format, res, err)
 	}
 	if opts.format == formatJSON {
 		return writeJSON(dockerCli.Out(), res)
