@@ -34,19 +34,7 @@ func TestPartialRecursiveUntrustWaits(t *testing.T) {
 		t.Fatalf("sign --recursive: %v %+v", err, s)
 	}
 	index := s.Statements[0] // the index itself, recorded first
-	var before api.LookupResponse
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		before = api.LookupResponse{}
-		b := rt9Get(t, h.ledger.URL+api.PathDigests+index.Digest+api.PathCurrentSuffix+"?"+api.QueryKeyID+"="+index.KeyID)
-		if err := json.Unmarshal(b, &before); err == nil && before.Map != nil && before.Map.RootIndex != nil && len(before.Entries) == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no map root covering the trust")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	before := rt10CoveredTrust(t, h.ledger.URL, index.Digest, index.KeyID)
 
 	// A front that passes everything to the ledger but refuses every
 	// submission after the first.

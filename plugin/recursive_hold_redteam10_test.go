@@ -30,19 +30,7 @@ func TestRedteam10RecursiveUntrustHoldCoversEveryStatement(t *testing.T) {
 		t.Fatalf("sign --recursive: %v %+v", err, s)
 	}
 	first := s.Statements[1] // a manifest of the index, not the last one recorded
-	var before api.LookupResponse
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		before = api.LookupResponse{}
-		b := rt9Get(t, h.ledger.URL+api.PathDigests+first.Digest+api.PathCurrentSuffix+"?"+api.QueryKeyID+"="+first.KeyID)
-		if err := json.Unmarshal(b, &before); err == nil && before.Map != nil && before.Map.RootIndex != nil && len(before.Entries) == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no map root covering the trust")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	before := rt10CoveredTrust(t, h.ledger.URL, first.Digest, first.KeyID)
 	h.indexHold = defaultIndexHold // as in production
 	var u signResult
 	if err := json.Unmarshal([]byte(h.mustRun(0, "untrust", "--recursive", "-o", "json", multi)), &u); err != nil || len(u.Statements) != len(s.Statements) {
@@ -71,5 +59,25 @@ func TestRedteam10RecursiveUntrustHoldCoversEveryStatement(t *testing.T) {
 	}
 	if code != ExitCouldNotVerify {
 		t.Fatalf("verify %s through the replaying front: exit %d, want %d\n%s%s", child, code, ExitCouldNotVerify, out, errOut)
+	}
+}
+
+// rt10CoveredTrust waits until the ledger's current lookup of keyID's
+// statement about digest carries a map root and exactly one entry (the
+// trust a test just signed, covered by a root) and returns that answer: the
+// state a replaying front later shows.
+func rt10CoveredTrust(t *testing.T, ledgerURL, digest, keyID string) api.LookupResponse {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var before api.LookupResponse
+		b := rt9Get(t, ledgerURL+api.PathDigests+digest+api.PathCurrentSuffix+"?"+api.QueryKeyID+"="+keyID)
+		if err := json.Unmarshal(b, &before); err == nil && before.Map != nil && before.Map.RootIndex != nil && len(before.Entries) == 1 {
+			return before
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no map root covering the trust")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
