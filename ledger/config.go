@@ -130,6 +130,12 @@ type Config struct {
 	// instance) ignores it, with a deprecation warning: it was each MySQL
 	// instance's copy of the map before schema version 5.
 	MapDir string
+	// AdmitSelfRevoked admits new statements by a key that revoked itself,
+	// which the ledger otherwise refuses (SelfRevokedError, selfrevoked.go):
+	// they would not count, for any verifier. It is for tests of verifiers,
+	// which must apply the positional rule to what a ledger admitted in the
+	// window before a revocation is indexed, or before this check existed.
+	AdmitSelfRevoked bool
 
 	// noMap turns the verifiable index off (benchmarks comparing its cost).
 	noMap bool

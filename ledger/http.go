@@ -98,6 +98,8 @@ func classify(err error) (int, string) {
 		return http.StatusBadRequest, api.CodeFuture
 	case errors.Is(err, ErrNotEnrolled):
 		return http.StatusForbidden, api.CodeNotEnrolled
+	case errors.Is(err, ErrSelfRevoked):
+		return http.StatusForbidden, api.CodeKeyRevoked
 	case errors.Is(err, notarize.ErrIdentityMismatch):
 		return http.StatusForbidden, api.CodeIdentityMismatch
 	case errors.Is(err, ErrRateLimited):

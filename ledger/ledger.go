@@ -94,6 +94,8 @@ type Ledger struct {
 	vmap *mapFollower // the verifiable index (vindex.go); nil without one
 
 	pageLimits pageLimits // the pages' revocation look-up bounds (page_revoked.go); zero: the defaults
+
+	selfRevoked selfRevokedCache // keys found self-revoked, and how far others were read (selfrevoked.go)
 }
 
 // parsedCheckpoint is a checkpoint note and what it says.

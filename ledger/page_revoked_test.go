@@ -37,7 +37,7 @@ func (s *testSigner) revoke(t testing.TB, keyID, reason string, at time.Time) *n
 // revocation by another key (a revoker only a verifier's policy can name)
 // is not shown as one.
 func TestPagesShowSelfRevocation(t *testing.T) {
-	tl := startLedger(t, Config{})
+	tl := startLedger(t, Config{AdmitSelfRevoked: true}) // the thief's statements after the revocation: the window before it is indexed
 	a, b, c := newTestSigner(t), newTestSigner(t), newTestSigner(t)
 	d, d3 := randomDigest(t), randomDigest(t)
 	now := time.Now().Add(-time.Hour)
@@ -146,7 +146,7 @@ func TestPagesRevocationKeysBound(t *testing.T) {
 // anonymous page view read the bound once per key; what the budget does
 // not reach is marked "not read", never "not revoked".
 func TestPagesRevocationScanShared(t *testing.T) {
-	tl := startLedger(t, Config{})
+	tl := startLedger(t, Config{AdmitSelfRevoked: true}) // the thief's statements after the revocation: the window before it is indexed
 	tl.pageLimits = pageLimits{chunk: 2, scan: 4}
 	d := randomDigest(t)
 	now := time.Now().Add(-time.Hour)

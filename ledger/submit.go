@@ -237,7 +237,8 @@ const releaseTimeout = 2 * time.Second
 
 // future returns the index future of the statement id: its logged index,
 // or, once this instance holds the claim on its append and its key may
-// append, that of a new entry. done releases what the append holds, once
+// append (it did not revoke itself: refuseSelfRevoked; its rate limits),
+// that of a new entry. done releases what the append holds, once
 // the entry is indexed or failed.
 func (l *Ledger) future(ctx context.Context, id [32]byte, v *notarize.Verified, data []byte) (tessera.IndexFuture, func(), error) {
 	for {
@@ -269,6 +270,10 @@ func (l *Ledger) future(ctx context.Context, id [32]byte, v *notarize.Verified, 
 		if err := l.store.release(rctx, id); err != nil {
 			l.log.DebugContext(ctx, "claim not released; it expires", slog.Any("error", err), slog.Duration("after", claimStale))
 		}
+	}
+	if err := l.refuseSelfRevoked(ctx, v); err != nil {
+		release()
+		return nil, nil, err
 	}
 	changes, err := l.changesCurrent(ctx, v)
 	if err != nil {

@@ -256,6 +256,13 @@ type KeyIdentity struct {
 // claims a name or email its key is not enrolled with in --signers.
 const CodeIdentityMismatch = "IDENTITY_MISMATCH"
 
+// CodeKeyRevoked is the ErrorResponse code (403) of a statement new to the
+// log whose key revoked itself (a key revocation about sha256:<its key ID>,
+// signed by it, is in the ledger's index): it would not count for any
+// verifier. A replay of a statement logged before the revocation is still
+// answered with its receipt.
+const CodeKeyRevoked = "KEY_REVOKED"
+
 // QueryTail, set to TailInline on a current lookup or on a page of a
 // lookup by key IDs, asks the ledger to carry the log's tail after the
 // answer's map root inline (MapProof.Tail): the tlog-tiles resources the

@@ -109,6 +109,11 @@ func Start(t testing.TB, opts ...Option) *Server {
 		// or golden log indices stay exact. Tests of the map set a short
 		// MapCommitInterval with WithConfig.
 		MapCommitInterval: time.Hour,
+		// Admit a self-revoked key's statements, as a ledger does in the
+		// window before the revocation is indexed: verifiers' tests write
+		// them to show they do not count. A test of the ledger's refusal
+		// sets it back with WithConfig.
+		AdmitSelfRevoked: true,
 	}}
 	for _, o := range opts {
 		o(&set)
