@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/notarize/docker-notarize/ledger/api"
+	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/notarize/docker-notarize/notarize"
 )
 
@@ -159,5 +160,54 @@ func TestRedteam11SelfRevokedFloodRefused(t *testing.T) {
 	if logged > 0 || probe.Index != rev.Index+1 {
 		t.Fatalf("DoS: %d of %d statements by key %s after its self-revocation at %d were logged (the next entry is at %d, want %d): every verifier of %s must read them, none counts",
 			logged, flood, k.keyID, rev.Index, probe.Index, rev.Index+1, d)
+	}
+}
+
+// TestSelfRevokedClientError: the verifying client surfaces the refusal as
+// an *ledgerclient.APIError, 403 KEY_REVOKED, whose text names the key and
+// the revocation's log index.
+func TestSelfRevokedClientError(t *testing.T) {
+	tl := startLedger(t, Config{})
+	c := newLedgerClient(t, tl.url, tl.VerifierKey(), t.TempDir())
+	k := newTestSigner(t)
+	now := time.Now().Add(-time.Hour)
+	rev, err := c.Submit(t.Context(), k.revoke(t, k.keyID, "", now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Submit(t.Context(), k.sign(t, randomDigest(t), notarize.StatusTrusted, now.Add(time.Minute)))
+	ae, ok := errors.AsType[*ledgerclient.APIError](err)
+	want := fmt.Sprintf("key %s revoked itself at log index %d", k.keyID, rev.Index)
+	if !ok || ae.StatusCode != http.StatusForbidden || ae.Code != api.CodeKeyRevoked || !strings.Contains(err.Error(), want) {
+		t.Fatalf("client Submit = %v, want an APIError 403 %s containing %q", err, api.CodeKeyRevoked, want)
+	}
+}
+
+// BenchmarkSelfRevokedCheck is what the check costs a statement new to the
+// log by a key that did not revoke itself (the hot path: one index point
+// read), and by one that did (a cached answer).
+func BenchmarkSelfRevokedCheck(b *testing.B) {
+	tl := startLedger(b, Config{})
+	live, revoked := newTestSigner(b), newTestSigner(b)
+	now := time.Now().Add(-time.Hour)
+	tl.submit(b, live.sign(b, randomDigest(b), notarize.StatusTrusted, now), http.StatusCreated)
+	tl.submit(b, revoked.revoke(b, revoked.keyID, "", now), http.StatusCreated)
+	for _, s := range []struct {
+		name   string
+		signer *testSigner
+		want   error
+	}{{"live", live, nil}, {"revoked", revoked, ErrSelfRevoked}} {
+		e := s.signer.sign(b, randomDigest(b), notarize.StatusTrusted, now.Add(time.Minute))
+		v, err := e.Verify()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(s.name, func(b *testing.B) {
+			for b.Loop() {
+				if err := tl.refuseSelfRevoked(b.Context(), v); !errors.Is(err, s.want) {
+					b.Fatalf("refuseSelfRevoked = %v, want %v", err, s.want)
+				}
+			}
+		})
 	}
 }
