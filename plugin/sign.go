@@ -215,6 +215,10 @@ func recordStatement(ctx context.Context, stderr io.Writer, client *ledgerclient
 		return signOutput{}, fmt.Errorf("record %s as %s: %w (this key signs as %s; give it the identity the ledger enrolled: docker notarize key identity %s --display-name NAME --email EMAIL)",
 			s.Digest, status, err, formatIdentity(signer.identity), signer.name)
 	}
+	if apiErr, ok := errors.AsType[*ledgerclient.APIError](err); ok && apiErr.Code == api.CodeKeyRevoked {
+		return signOutput{}, fmt.Errorf("record %s as %s: %w (key %s was revoked: sign with another key, e.g. docker notarize key generate, then key rotate to move its statements)",
+			s.Digest, status, err, signer.name)
+	}
 	if err != nil {
 		return signOutput{}, fmt.Errorf("record %s as %s: %w", s.Digest, status, err)
 	}
