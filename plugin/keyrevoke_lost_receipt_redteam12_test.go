@@ -1,0 +1,76 @@
+//go:build redteam12
+
+package plugin
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/notarize/docker-notarize/ledger"
+	"github.com/notarize/docker-notarize/ledger/api"
+	"github.com/notarize/docker-notarize/ledger/ledgertest"
+	"github.com/notarize/docker-notarize/notarize"
+)
+
+// TestRedteam12KeyRevokeReceiptLost: key revoke whose submission the
+// ledger logs but whose receipt a front replaces with a 502
+// (rt12ForwardThenFail). The command exits non-zero without waiting for the
+// revocation that is in the log. Right after it returns, the thief signs
+// "trusted" with the stolen key, and a front answers verify's revocation
+// lookup with the map root from before the revocation (still within the
+// default --max-index-lag): a default verify of the thief's file exits 0.
+// Fails with BYPASS: while a submission with an unknown outcome is neither
+// looked up (recordRevocation's prior lookup, run again) nor waited for.
+func TestRedteam12KeyRevokeReceiptLost(t *testing.T) {
+	t.Parallel()
+	h := newHarnessWith(t, []ledgertest.Option{ledgertest.WithConfig(func(c *ledger.Config) {
+		c.MapCommitInterval = 200 * time.Millisecond
+	})}, "alice")
+	warm, _ := writeFile(t, "warm", "a statement, so that the ledger commits a map root")
+	h.mustRun(0, "sign", "--key", "alice", warm)
+	ka := newHarnessKeyID(t, "alice")
+	kd, err := notarize.KeyRevocationDigest(ka)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var before api.LookupResponse
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		before = api.LookupResponse{}
+		b := rt9Get(t, h.ledger.URL+api.PathDigests+string(kd)+"?"+api.QueryKeyID+"="+ka)
+		if err := json.Unmarshal(b, &before); err == nil && before.Map != nil && before.Map.RootIndex != nil && len(before.Entries) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no map root before the revocation")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	lying := rt12ForwardThenFail(t, h.ledger.URL)
+	h.indexHold = defaultIndexHold // as in production
+	out, errOut, code := h.runWithEnv(map[string]string{EnvLedger: lying.URL}, "key", "revoke", "--yes", "alice")
+	returned := time.Now()
+	if code == 0 {
+		t.Fatalf("key revoke through a front answering 502 to its submission exits 0:\n%s%s", out, errOut)
+	}
+	// The ledger logged it: run again directly, it says so.
+	if again := h.mustRun(0, "key", "revoke", "--index-wait", "0", "--yes", "alice"); !strings.Contains(again, "Already revoked") {
+		t.Skipf("the ledger did not log the revocation behind the 502: %s", again)
+	}
+
+	th := newThief(t, h, "alice")
+	stolen, stolenD := writeFile(t, "stolen", "the thief's build")
+	th.state(stolenD, notarize.StatusTrusted, notarize.KindFile, time.Now())
+	front := rt10ReplayRevocationPage(t, h.ledger.URL, string(kd), before.Map)
+	vout, verr, vcode := h.runWithEnv(map[string]string{EnvLedger: front.URL}, "verify", "--signer", "alice", stolen)
+	if vcode == 0 {
+		t.Fatalf("BYPASS: key revoke's submission was logged behind a 502; the command exited %d without waiting; %v later a default verify of the thief's statement, through a front replaying the root before the revocation, exits 0:\nkey revoke stdout:\n%s\nkey revoke stderr:\n%s\nverify:\n%s%s",
+			code, time.Since(returned).Round(time.Millisecond), out, errOut, vout, verr)
+	}
+	if vcode != ExitCouldNotVerify && vcode != 2 {
+		t.Fatalf("verify of the thief's statement through the replaying front: exit %d, want %d or 2\n%s%s", vcode, ExitCouldNotVerify, out, errOut)
+	}
+}
