@@ -1,0 +1,92 @@
+//go:build redteam12
+
+package plugin
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/notarize/docker-notarize/ledger"
+	"github.com/notarize/docker-notarize/ledger/api"
+	"github.com/notarize/docker-notarize/ledger/ledgertest"
+	"github.com/notarize/docker-notarize/notarize"
+)
+
+// TestRedteam12KeyRevokeWaitCutByOne500: key revoke through a front that
+// passes the revocation, then answers the wait's first lookup of the
+// key-revocation digest with one 500. The wait (awaitIndexed, shared with
+// untrust) gives up at once with a warning and key revoke exits 0. Right
+// after, the thief signs "trusted" with the stolen key and a front replays
+// the root before the revocation for verify's revocation lookup: a default
+// verify exits 0. Fails with BYPASS: while one failed lookup ends the wait.
+func TestRedteam12KeyRevokeWaitCutByOne500(t *testing.T) {
+	t.Parallel()
+	h := newHarnessWith(t, []ledgertest.Option{ledgertest.WithConfig(func(c *ledger.Config) {
+		c.MapCommitInterval = 200 * time.Millisecond
+	})}, "alice")
+	warm, _ := writeFile(t, "warm", "a statement, so that the ledger commits a map root")
+	h.mustRun(0, "sign", "--key", "alice", warm)
+	ka := newHarnessKeyID(t, "alice")
+	kd, err := notarize.KeyRevocationDigest(ka)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var before api.LookupResponse
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		before = api.LookupResponse{}
+		b := rt9Get(t, h.ledger.URL+api.PathDigests+string(kd)+"?"+api.QueryKeyID+"="+ka)
+		if err := json.Unmarshal(b, &before); err == nil && before.Map != nil && before.Map.RootIndex != nil && len(before.Entries) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no map root before the revocation")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	up, err := url.Parse(h.ledger.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(up)
+	var posted atomic.Bool
+	var failed atomic.Int32
+	flaky := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && r.URL.Path == api.PathEntries {
+			defer posted.Store(true)
+		} else if posted.Load() && r.URL.Path == api.PathDigests+string(kd)+api.PathCurrentSuffix && failed.Add(1) == 1 {
+			http.Error(w, `{"error":"failed"}`, http.StatusInternalServerError)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(flaky.Close)
+
+	h.indexHold = defaultIndexHold // as in production
+	start := time.Now()
+	out, errOut, code := h.runWithEnv(map[string]string{EnvLedger: flaky.URL}, "key", "revoke", "--yes", "alice")
+	took := time.Since(start)
+	returned := time.Now()
+	if code != 0 {
+		t.Skipf("key revoke through a front failing one lookup during the wait exits %d (fails closed):\n%s%s", code, out, errOut)
+	}
+	th := newThief(t, h, "alice")
+	stolen, stolenD := writeFile(t, "stolen", "the thief's build")
+	th.state(stolenD, notarize.StatusTrusted, notarize.KindFile, time.Now())
+	front := rt10ReplayRevocationPage(t, h.ledger.URL, string(kd), before.Map)
+	vout, verr, vcode := h.runWithEnv(map[string]string{EnvLedger: front.URL}, "verify", "--signer", "alice", stolen)
+	if vcode == 0 {
+		t.Fatalf("BYPASS: key revoke exited 0 after %v (%d wait lookup answered 500); %v later a default verify of the thief's statement, through a front replaying the root before the revocation, exits 0:\nkey revoke stdout:\n%s\nkey revoke stderr:\n%s\nverify:\n%s%s",
+			took.Round(time.Millisecond), failed.Load(), time.Since(returned).Round(time.Millisecond), out, errOut, vout, verr)
+	}
+	if vcode != ExitCouldNotVerify && vcode != 2 {
+		t.Fatalf("verify of the thief's statement through the replaying front: exit %d, want %d or 2\n%s%s", vcode, ExitCouldNotVerify, vout, verr)
+	}
+}
