@@ -69,27 +69,47 @@ func (c *Client) AwaitIndexed(ctx context.Context, d notarize.Digest, keyID stri
 	return done, nil
 }
 
-// awaitRoot asks until an answer's map root covers index.
+// awaitRoot asks until an answer's map root covers index. An answer that
+// fails its proofs (a fork, a bad proof, an incomplete answer: whoever
+// answers is lying) ends the asking with that error; any other failure (a
+// 404, a 500, a dropped connection) is asked again until ctx ends (red
+// team 12: one 404 from a front ended the wait at once, and the command
+// returned before every root without the entry was stale).
 func (c *Client) awaitRoot(ctx context.Context, d notarize.Digest, keyID string, index uint64) (Completeness, error) {
 	wait := awaitPoll
+	var last Completeness
+	var lastErr error
 	for {
 		res, err := c.Current(ctx, d, keyID)
-		if err != nil {
-			if ctx.Err() != nil {
-				return Completeness{}, fmt.Errorf("entry %d: %w: %w", index, ErrNotIndexed, ctx.Err())
-			}
-			return Completeness{}, fmt.Errorf("wait for entry %d in the ledger's index: %w", index, err)
-		}
-		if res.Complete.MapSize > index {
+		switch {
+		case err == nil && res.Complete.MapSize > index:
 			return res.Complete, nil
+		case err == nil:
+			last, lastErr = res.Complete, nil
+		case ctx.Err() != nil:
+			return last, fmt.Errorf("entry %d: %w: %w", index, ErrNotIndexed, ctx.Err())
+		case isLie(err):
+			return Completeness{}, fmt.Errorf("wait for entry %d in the ledger's index: %w", index, err)
+		default:
+			lastErr = err
 		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return res.Complete, fmt.Errorf("entry %d: %w: the newest map root shown covers %d entries: %w", index, ErrNotIndexed, res.Complete.MapSize, ctx.Err())
+			if lastErr != nil {
+				return last, fmt.Errorf("entry %d: %w: the last lookup failed (%w): %w", index, ErrNotIndexed, lastErr, ctx.Err())
+			}
+			return last, fmt.Errorf("entry %d: %w: the newest map root shown covers %d entries: %w", index, ErrNotIndexed, last.MapSize, ctx.Err())
 		case <-t.C:
 		}
 		wait = min(2*wait, awaitPollMax)
 	}
+}
+
+// isLie reports whether err says an answer failed its proofs: a fork, a
+// bad proof or an answer missing what it must hold.
+func isLie(err error) bool {
+	_, fork := errors.AsType[*ForkError](err)
+	return fork || errors.Is(err, ErrIncomplete) || errors.Is(err, ErrBadProof)
 }
