@@ -88,7 +88,7 @@ func (c *Client) awaitRoot(ctx context.Context, d notarize.Digest, keyID string,
 			last, lastErr = res.Complete, nil
 		case ctx.Err() != nil:
 			return last, fmt.Errorf("entry %d: %w: %w", index, ErrNotIndexed, ctx.Err())
-		case isLie(err):
+		case IsLie(err):
 			return Completeness{}, fmt.Errorf("wait for entry %d in the ledger's index: %w", index, err)
 		default:
 			lastErr = err
@@ -107,9 +107,9 @@ func (c *Client) awaitRoot(ctx context.Context, d notarize.Digest, keyID string,
 	}
 }
 
-// isLie reports whether err says an answer failed its proofs: a fork, a
+// IsLie reports whether err says an answer failed its proofs: a fork, a
 // bad proof or an answer missing what it must hold.
-func isLie(err error) bool {
+func IsLie(err error) bool {
 	_, fork := errors.AsType[*ForkError](err)
 	return fork || errors.Is(err, ErrIncomplete) || errors.Is(err, ErrBadProof)
 }

@@ -2,7 +2,6 @@ package plugin
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -50,7 +49,7 @@ func awaitIndexed(ctx context.Context, stderr io.Writer, client *ledgerclient.Cl
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	_, err := client.AwaitIndexed(wctx, d, keyID, index, hold)
-	if _, fork := errors.AsType[*ledgerclient.ForkError](err); fork || errors.Is(err, ledgerclient.ErrIncomplete) || errors.Is(err, ledgerclient.ErrBadProof) {
+	if ledgerclient.IsLie(err) {
 		return nil, fmt.Errorf("log index %d is recorded, but waiting for the ledger's index: %w", index, err)
 	}
 	ok := err == nil
