@@ -1,5 +1,3 @@
-//go:build redteam12
-
 package plugin
 
 import (
