@@ -4,9 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -41,13 +38,8 @@ func TestRedteam12InterruptedRecursiveUntrustReports(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	up, err := url.Parse(h.ledger.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := httputil.NewSingleHostReverseProxy(up)
 	var posts atomic.Int32
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	front := interceptFront(t, h.ledger.URL, func(w http.ResponseWriter, r *http.Request, next http.Handler) {
 		if r.Method == http.MethodPost && r.URL.Path == api.PathEntries && posts.Add(1) > 1 {
 			cancel() // Ctrl-C while the second submission is in flight
 			select {
@@ -57,9 +49,8 @@ func TestRedteam12InterruptedRecursiveUntrustReports(t *testing.T) {
 			http.Error(w, `{"error":"unavailable"}`, http.StatusServiceUnavailable)
 			return
 		}
-		proxy.ServeHTTP(w, r)
-	}))
-	t.Cleanup(front.Close)
+		next.ServeHTTP(w, r)
+	})
 
 	h.indexHold = defaultIndexHold // as in production
 	out, errOut, code := h.runContext(ctx, map[string]string{EnvLedger: front.URL}, "untrust", "--recursive", "-o", "json", multi)

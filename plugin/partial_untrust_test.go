@@ -38,20 +38,14 @@ func TestPartialRecursiveUntrustWaits(t *testing.T) {
 
 	// A front that passes everything to the ledger but refuses every
 	// submission after the first.
-	up, err := url.Parse(h.ledger.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := httputil.NewSingleHostReverseProxy(up)
 	var posts atomic.Int32
-	failing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	failing := interceptFront(t, h.ledger.URL, func(w http.ResponseWriter, r *http.Request, next http.Handler) {
 		if r.Method == http.MethodPost && r.URL.Path == api.PathEntries && posts.Add(1) > 1 {
 			http.Error(w, `{"error":"broken"}`, http.StatusInternalServerError)
 			return
 		}
-		proxy.ServeHTTP(w, r)
-	}))
-	t.Cleanup(failing.Close)
+		next.ServeHTTP(w, r)
+	})
 
 	h.indexHold = defaultIndexHold // as in production
 	out, errOut, code := h.runWithEnv(map[string]string{EnvLedger: failing.URL}, "untrust", "--recursive", "-o", "json", multi)
@@ -77,4 +71,19 @@ func TestPartialRecursiveUntrustWaits(t *testing.T) {
 	if vcode != ExitCouldNotVerify {
 		t.Fatalf("verify %s through the replaying front: exit %d, want %d\n%s%s", target, vcode, ExitCouldNotVerify, vout, verr)
 	}
+}
+
+// interceptFront serves ledgerURL through a front on loopback: handle sees
+// every request first and either answers it itself or passes it on to the
+// ledger with next (a reverse proxy). The front stops with the test.
+func interceptFront(t *testing.T, ledgerURL string, handle func(w http.ResponseWriter, r *http.Request, next http.Handler)) *httptest.Server {
+	t.Helper()
+	u, err := url.Parse(ledgerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := httputil.NewSingleHostReverseProxy(u)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { handle(w, r, next) }))
+	t.Cleanup(front.Close)
+	return front
 }

@@ -22,13 +22,8 @@ import (
 // hide (the wait for the index is then the attacker's to answer).
 func rt12WaitFront(t *testing.T, ledgerURL, d string, hide http.Handler) *httptest.Server {
 	t.Helper()
-	up, err := url.Parse(ledgerURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := httputil.NewSingleHostReverseProxy(up)
 	var posts atomic.Int32
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	front := interceptFront(t, ledgerURL, func(w http.ResponseWriter, r *http.Request, next http.Handler) {
 		switch {
 		case r.Method == http.MethodPost && r.URL.Path == api.PathEntries:
 			if posts.Add(1) > 1 {
@@ -39,9 +34,8 @@ func rt12WaitFront(t *testing.T, ledgerURL, d string, hide http.Handler) *httpte
 			hide.ServeHTTP(w, r)
 			return
 		}
-		proxy.ServeHTTP(w, r)
-	}))
-	t.Cleanup(front.Close)
+		next.ServeHTTP(w, r)
+	})
 	return front
 }
 

@@ -3,9 +3,6 @@ package plugin
 import (
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -54,23 +51,17 @@ func rt12WaitCut(t *testing.T, failCode int) {
 	index := s.Statements[0]
 	before := rt10CoveredTrust(t, h.ledger.URL, index.Digest, index.KeyID)
 
-	up, err := url.Parse(h.ledger.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := httputil.NewSingleHostReverseProxy(up)
 	var posted atomic.Bool
 	var failed atomic.Int32
-	flaky := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	flaky := interceptFront(t, h.ledger.URL, func(w http.ResponseWriter, r *http.Request, next http.Handler) {
 		if r.Method == http.MethodPost && r.URL.Path == api.PathEntries {
 			defer posted.Store(true)
 		} else if posted.Load() && r.URL.Path == api.PathDigests+index.Digest+api.PathCurrentSuffix && failed.Add(1) == 1 {
 			http.Error(w, `{"error":"failed"}`, failCode)
 			return
 		}
-		proxy.ServeHTTP(w, r)
-	}))
-	t.Cleanup(flaky.Close)
+		next.ServeHTTP(w, r)
+	})
 
 	h.indexHold = defaultIndexHold // as in production
 	start := time.Now()
