@@ -100,8 +100,13 @@ func (a *awaiter) loop() {
 			}
 			t.Reset(a.poll)
 		}
-		if a.ctx.Err() != nil {
-			err = a.ctx.Err() // the ledger stops: fail every waiter
+		// The ledger's end is read once: the loop fails its waiters and
+		// stops on the same reading. (Read twice, an end between the
+		// two stopped the loop after a good poll, leaving its waiters
+		// unreleased for ever.)
+		ended := a.ctx.Err()
+		if ended != nil {
+			err = ended // the ledger stops: fail every waiter
 		}
 		a.mu.Lock()
 		a.gen++
@@ -112,7 +117,7 @@ func (a *awaiter) loop() {
 		}
 		close(a.changed)
 		a.changed = make(chan struct{})
-		stop := a.waiters == 0 || a.ctx.Err() != nil
+		stop := a.waiters == 0 || ended != nil
 		if stop {
 			a.running = false
 		}
