@@ -160,8 +160,8 @@ func (l *Ledger) mapPath() string {
 	return ""
 }
 
-// startMap opens the map, the storage's (shared) or a bbolt file of the
-// ledger's own, and starts its follower; it stops when ctx is done, and
+// startMap opens the map, the storage's (shared) or a bbolt file or pebble
+// directory of the ledger's own (openLocalMapStore), and starts its follower; it stops when ctx is done, and
 // closeMap waits for it.
 func (l *Ledger) startMap(ctx context.Context) error {
 	if l.cfg.noMap {
@@ -179,11 +179,11 @@ func (l *Ledger) startMap(ctx context.Context) error {
 		if path == "" {
 			return nil // New refused this storage: ErrNoMapDir
 		}
-		m, err := openBoltMapStore(path)
+		m, closeMap, err := openLocalMapStore(filepath.Dir(path), l.st)
 		if err != nil {
 			return err
 		}
-		f.m, f.close = m, m.close
+		f.m, f.close = m, closeMap
 	}
 	f.loadRoot(ctx)
 	ctx, f.cancel = context.WithCancel(ctx)
@@ -553,6 +553,9 @@ var ErrMapInUse = errors.New("the verifiable index is in use by a running ledger
 // every committed root can be recomputed from the log, by the ledger or by
 // anyone following it). It refuses while a ledger holds the map.
 func RebuildMap(dir string) error {
+	if err := rebuildPebbleMap(filepath.Join(dir, mapDirName)); err != nil {
+		return err
+	}
 	path := filepath.Join(dir, mapFileName)
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		return nil

@@ -82,6 +82,7 @@ type options struct {
 	showVersion            bool
 	batchAge, checkpointIv time.Duration
 	mapDir                 string // --map-dir: the verifiable index's directory (posix; ignored with mysql)
+	indexEngine            string // --index-engine: bbolt or pebble (posix; storage.go)
 
 	rateKey, rateClient, rateKeyDigest float64
 	rateKeyBurst, rateClientBurst      int
@@ -100,6 +101,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:7070", "listen `address`")
 	fs.StringVar(&o.data, "data", filepath.Join(".notarize", "ledger"), "data `directory`: log, index, keys (posix storage)")
 	fs.StringVar(&o.mapDir, "map-dir", "", "`directory` for the verifiable index's file instead of --data (posix); deprecated and ignored with --storage mysql, which keeps one map in the database for every instance")
+	fs.StringVar(&o.indexEngine, "index-engine", "", indexEngineHelp)
 	fs.StringVar(&o.storage, "storage", storagePOSIX, "where the log lives: posix (--data) or mysql (--mysql-dsn, shared by several instances)")
 	fs.StringVar(&o.mysqlDSN, "mysql-dsn", "", "MySQL/MariaDB `DSN` user:pass@tcp(host:3306)/dbname for --storage mysql; also $"+envMySQLDSN)
 	fs.StringVar(&o.origin, "origin", "", "checkpoint origin (log name); default: the persisted one, or <hostname>/notarize-ledger")
@@ -133,7 +135,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: notarize-ledger [flags]\n       notarize-ledger keygen --origin NAME --out FILE\n\nRuns a docker notarize ledger.\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: notarize-ledger [flags]\n       notarize-ledger keygen --origin NAME --out FILE\n       notarize-ledger migrate-index --data DIR --to pebble\n\nRuns a docker notarize ledger.\n\nFlags:\n")
 		fs.PrintDefaults()
 		fmt.Fprint(fs.Output(), gcHelp)
 	}
@@ -225,6 +227,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if len(args) > 0 && args[0] == "map-rebuild" {
 		return runMapRebuild(ctx, args[1:], getenv, stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "migrate-index" {
+		return runMigrateIndex(ctx, args[1:], stdout, stderr)
 	}
 	o, err := parseFlags(args, stderr)
 	if err != nil {

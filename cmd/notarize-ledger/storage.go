@@ -17,6 +17,10 @@ const (
 	storageMySQL = "mysql"
 )
 
+// indexEngineHelp is --index-engine's usage.
+const indexEngineHelp = "storage engine of the digest index and verifiable index of a NEW --data directory: bbolt or pebble (an LSM: faster ingest on a large ledger); " +
+	"default $" + posix.EnvIndexEngine + ", else bbolt. A directory keeps the engine it has; move one with notarize-ledger migrate-index --data DIR --to pebble"
+
 // storageFlags is the storage driver the flags name, checked before
 // anything is opened.
 type storageFlags struct {
@@ -31,9 +35,15 @@ func storageOf(o *options, getenv func(string) string, cfg ledger.Config, logger
 	sf := storageFlags{kind: o.storage}
 	switch o.storage {
 	case storagePOSIX:
-		sf.posix = posix.Config{Dir: o.data, Logger: logger}
-		return sf, sf.posix.Validate()
+		sf.posix = posix.Config{Dir: o.data, Logger: logger, Engine: o.indexEngine}
+		if err := sf.posix.Validate(); err != nil {
+			return sf, fmt.Errorf("--index-engine: %w", err)
+		}
+		return sf, nil
 	case storageMySQL:
+		if o.indexEngine != "" {
+			return sf, fmt.Errorf("--index-engine %q: only for --storage posix (mysql keeps its index in the database)", o.indexEngine)
+		}
 		sf.mysql = mysql.Config{DSN: firstNonEmpty(o.mysqlDSN, getenv(envMySQLDSN)), Logger: logger}
 		if err := sf.mysql.Validate(); err != nil {
 			return sf, fmt.Errorf("--mysql-dsn: %w", err)

@@ -1,6 +1,7 @@
 // Package posix is the ledger's storage driver for one process and one
 // directory: the Tessera log on POSIX storage (Dir/log), the digest index
-// in an embedded bbolt database (Dir/index.db), and the checkpoint key and
+// in an embedded bbolt database (Dir/index.db) or pebble database
+// (Dir/index.pebble, Config.Engine), and the checkpoint key and
 // origin in files (Dir/ledger.key, Dir/ledger.pub, Dir/origin). The
 // database's file lock keeps a second process out of the directory.
 //
@@ -31,9 +32,26 @@ const (
 	KeyFile = "ledger.key"
 	// PubFile holds the note verifier key, the string clients pin.
 	PubFile = "ledger.pub"
-	// IndexFile is the bbolt database of the digest index.
+	// IndexFile is the bbolt database of the digest index (engine bbolt).
 	IndexFile = "index.db"
+	// IndexDir is the pebble database of the digest index (engine pebble).
+	IndexDir = "index.pebble"
 )
+
+// Index engines, the values of Config.Engine.
+const (
+	EngineBbolt  = "bbolt"
+	EnginePebble = "pebble"
+)
+
+// EnvIndexEngine names the environment variable that picks the engine of
+// a new data directory when Config.Engine is empty (default EngineBbolt).
+const EnvIndexEngine = "NOTARIZE_LEDGER_INDEX_ENGINE"
+
+// ErrEngineMismatch is returned (wrapped) by New when Config.Engine names
+// another engine than the data directory's: an existing directory keeps
+// its engine until migrated (notarize-ledger migrate-index).
+var ErrEngineMismatch = errors.New("index engine mismatch")
 
 // Other files and directories inside Config.Dir.
 const (
@@ -48,6 +66,11 @@ type Config struct {
 	// Logger receives the driver's logs (an index rebuild). Nil means
 	// slog.Default().
 	Logger *slog.Logger
+	// Engine is the index's storage engine, EngineBbolt or EnginePebble.
+	// A directory that has an index keeps its engine: naming the other is
+	// an error (ErrEngineMismatch). Empty: the directory's, or for a new
+	// directory $NOTARIZE_LEDGER_INDEX_ENGINE, else EngineBbolt.
+	Engine string
 }
 
 // Validate reports whether c can be used.
@@ -55,7 +78,80 @@ func (c Config) Validate() error {
 	if c.Dir == "" {
 		return errors.New("posix storage: Dir is required")
 	}
+	switch c.Engine {
+	case "", EngineBbolt, EnginePebble:
+	default:
+		return fmt.Errorf("posix storage: index engine %q: want %q or %q", c.Engine, EngineBbolt, EnginePebble)
+	}
 	return nil
+}
+
+// indexCloser is an index the storage opened and closes.
+type indexCloser interface {
+	storage.Index
+	close() error
+}
+
+// DirEngine returns the index engine of the data directory dir: bbolt if
+// it holds IndexFile, pebble if it holds IndexDir, "" if neither. Both is
+// an error: a migration (migrate-index) was interrupted after the new
+// index was complete; running it again finishes it.
+func DirEngine(dir string) (string, error) {
+	bolt, err := exists(filepath.Join(dir, IndexFile))
+	if err != nil {
+		return "", err
+	}
+	peb, err := exists(filepath.Join(dir, IndexDir))
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case bolt && peb:
+		return "", fmt.Errorf("%s holds both %s and %s: an index migration was interrupted; run notarize-ledger migrate-index --data %s --to %s again to finish it",
+			dir, IndexFile, IndexDir, dir, EnginePebble)
+	case bolt:
+		return EngineBbolt, nil
+	case peb:
+		return EnginePebble, nil
+	}
+	return "", nil
+}
+
+// exists reports whether path exists.
+func exists(path string) (bool, error) {
+	_, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("posix storage: %w", err)
+	}
+	return true, nil
+}
+
+// engineOf picks the engine New opens in dir.
+func engineOf(cfg Config) (string, error) {
+	have, err := DirEngine(cfg.Dir)
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case have != "" && cfg.Engine != "" && cfg.Engine != have:
+		return "", fmt.Errorf("%w: %s holds a %s index, not %s; stop the ledger and run notarize-ledger migrate-index --data %s --to %s, or omit --index-engine",
+			ErrEngineMismatch, cfg.Dir, have, cfg.Engine, cfg.Dir, cfg.Engine)
+	case have != "":
+		return have, nil
+	case cfg.Engine != "":
+		return cfg.Engine, nil
+	}
+	switch e := os.Getenv(EnvIndexEngine); e {
+	case "":
+		return EngineBbolt, nil
+	case EngineBbolt, EnginePebble:
+		return e, nil
+	default:
+		return "", fmt.Errorf("$%s %q: want %q or %q", EnvIndexEngine, e, EngineBbolt, EnginePebble)
+	}
 }
 
 // Storage is the POSIX driver; it implements storage.Storage.
@@ -63,7 +159,8 @@ type Storage struct {
 	storage.Local
 	dir    string
 	driver tessera.Driver
-	index  *index
+	index  indexCloser
+	engine string
 }
 
 var _ storage.Storage = (*Storage)(nil)
@@ -80,9 +177,18 @@ func New(ctx context.Context, cfg Config) (*Storage, error) {
 	if err := os.MkdirAll(filepath.Join(cfg.Dir, logDirName), 0o700); err != nil {
 		return nil, fmt.Errorf("posix storage: %w", err)
 	}
+	engine, err := engineOf(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("posix storage: %w", err)
+	}
 	// The index database is opened first: its lock keeps a second process
 	// out of the data directory.
-	idx, err := openIndex(filepath.Join(cfg.Dir, IndexFile), cfg.Logger)
+	var idx indexCloser
+	if engine == EnginePebble {
+		idx, err = openPebbleIndex(filepath.Join(cfg.Dir, IndexDir), cfg.Logger)
+	} else {
+		idx, err = openIndex(filepath.Join(cfg.Dir, IndexFile), cfg.Logger)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("posix storage: %w", err)
 	}
@@ -90,8 +196,13 @@ func New(ctx context.Context, cfg Config) (*Storage, error) {
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("posix storage: %w", err), idx.close())
 	}
-	return &Storage{dir: cfg.Dir, driver: driver, index: idx}, nil
+	return &Storage{dir: cfg.Dir, driver: driver, index: idx, engine: engine}, nil
 }
+
+// IndexEngine returns the engine of the open index, EngineBbolt or
+// EnginePebble; the ledger keeps the verifiable map of a new directory in
+// the same engine.
+func (s *Storage) IndexEngine() string { return s.engine }
 
 // Dir returns the data directory, where other parts of the ledger may
 // keep files of their own (each its own file, opened after New).
@@ -104,7 +215,12 @@ func (s *Storage) Driver() tessera.Driver { return s.driver }
 func (s *Storage) Index() storage.Index { return s.index }
 
 // String implements storage.Storage.
-func (s *Storage) String() string { return "index " + filepath.Join(s.dir, IndexFile) }
+func (s *Storage) String() string {
+	if s.engine == EnginePebble {
+		return "index " + filepath.Join(s.dir, IndexDir)
+	}
+	return "index " + filepath.Join(s.dir, IndexFile)
+}
 
 // Close implements storage.Storage.
 func (s *Storage) Close() error { return s.index.close() }

@@ -1,0 +1,303 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
+
+	"github.com/notarize/docker-notarize/ledger/storage"
+)
+
+// mapDirName is the map's pebble directory in the data directory (POSIX
+// storage, engine pebble), beside or instead of mapFileName.
+const mapDirName = "vindex.pebble"
+
+// Map engines: the values of a POSIX storage's IndexEngine (package
+// posix's EngineBbolt and EnginePebble; package ledger does not import
+// its drivers).
+const (
+	engineBbolt  = "bbolt"
+	enginePebble = "pebble"
+)
+
+// pebble layout of the map: the bbolt layout's buckets as key prefixes,
+// nodes under mapPfxNodes by vindex.NodeID.Bytes(), position and root
+// under mapPfxMeta with the same values (mapstore_bolt.go).
+const (
+	mapPfxNodes byte = 'n'
+	mapPfxMeta  byte = 'm'
+)
+
+// pebbleMapStore implements storage.MapStore in a pebble database of its
+// own, for a storage used by one process (POSIX, engine pebble). Its
+// update lock is mu: pebble's LOCK keeps other processes out.
+type pebbleMapStore struct {
+	db *pebble.DB
+	mu sync.Mutex
+}
+
+var _ storage.MapStore = (*pebbleMapStore)(nil)
+
+// openPebbleMapStore opens (creating if needed) the map database at dir.
+func openPebbleMapStore(dir string) (*pebbleMapStore, error) {
+	opts := &pebble.Options{
+		Cache:              pebble.NewCache(64 << 20),
+		FormatMajorVersion: pebble.FormatNewest,
+		MemTableSize:       32 << 20,
+		Logger:             pebbleErrors{},
+	}
+	for i := range opts.Levels {
+		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10) // a fold Gets random node IDs
+	}
+	db, err := pebble.Open(dir, opts)
+	opts.Cache.Unref()
+	if err != nil {
+		return nil, fmt.Errorf("open map %s: %w", dir, err)
+	}
+	return &pebbleMapStore{db: db}, nil
+}
+
+// pebbleErrors is pebble's logger for the map: its chatter (flushes,
+// compactions) dropped, its errors to slog's default logger.
+type pebbleErrors struct{}
+
+func (pebbleErrors) Infof(string, ...any) {}
+func (pebbleErrors) Errorf(format string, args ...any) {
+	slog.Error("pebble map store", slog.String("msg", fmt.Sprintf(format, args...)))
+}
+func (pebbleErrors) Fatalf(format string, args ...any) {
+	panic(fmt.Sprintf("pebble: "+format, args...))
+}
+
+// mapEngineOf returns the engine of the map kept in dir: the one it has
+// (vindex.db: bbolt; vindex.pebble: pebble), else the index's (st's
+// IndexEngine), else bbolt.
+func mapEngineOf(dir string, st Storage) (string, error) {
+	for _, c := range []struct{ name, engine string }{{mapDirName, enginePebble}, {mapFileName, engineBbolt}} {
+		_, err := os.Stat(filepath.Join(dir, c.name))
+		if err == nil {
+			return c.engine, nil
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("open map: %w", err)
+		}
+	}
+	if e, ok := st.(interface{ IndexEngine() string }); ok && e.IndexEngine() == enginePebble {
+		return enginePebble, nil
+	}
+	return engineBbolt, nil
+}
+
+// openLocalMapStore opens the map kept in dir in its engine (mapEngineOf).
+func openLocalMapStore(dir string, st Storage) (storage.MapStore, func() error, error) {
+	engine, err := mapEngineOf(dir, st)
+	if err != nil {
+		return nil, nil, err
+	}
+	if engine == enginePebble {
+		m, err := openPebbleMapStore(filepath.Join(dir, mapDirName))
+		if err != nil {
+			return nil, nil, err
+		}
+		return m, m.close, nil
+	}
+	m, err := openBoltMapStore(filepath.Join(dir, mapFileName))
+	if err != nil {
+		return nil, nil, err
+	}
+	return m, m.close, nil
+}
+
+// pebbleNodes reads map nodes from one snapshot (or an indexed batch).
+type pebbleNodes struct {
+	get func([]byte) ([]byte, bool, error)
+}
+
+// MapNodes implements storage.MapNodeReader.
+func (r pebbleNodes) MapNodes(_ context.Context, ids [][]byte) ([][]byte, error) {
+	out := make([][]byte, len(ids))
+	for i, id := range ids {
+		v, ok, err := r.get(mapNodeKey(id))
+		if err != nil {
+			return nil, fmt.Errorf("read map node: %w", err)
+		}
+		if ok {
+			out[i] = v
+		}
+	}
+	return out, nil
+}
+
+func mapNodeKey(id []byte) []byte { return append([]byte{mapPfxNodes}, id...) }
+func mapMetaKey(k []byte) []byte  { return append([]byte{mapPfxMeta}, k...) }
+
+// snapGet returns a copy of the value at key in s, and whether there is one.
+func snapGet(s *pebble.Snapshot) func([]byte) ([]byte, bool, error) {
+	return func(key []byte) ([]byte, bool, error) {
+		v, closer, err := s.Get(key)
+		if errors.Is(err, pebble.ErrNotFound) {
+			return nil, false, nil
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		out := bytes.Clone(v)
+		if out == nil {
+			out = []byte{}
+		}
+		return out, true, closer.Close()
+	}
+}
+
+func readPebbleMapState(get func([]byte) ([]byte, bool, error)) (storage.MapState, error) {
+	var st storage.MapState
+	v, ok, err := get(mapMetaKey(mapKeyPosition))
+	if err != nil {
+		return st, err
+	}
+	if ok {
+		if len(v) != 8 {
+			return st, fmt.Errorf("map position of %d bytes", len(v))
+		}
+		st.Position = binary.BigEndian.Uint64(v)
+	}
+	v, ok, err = get(mapMetaKey(mapKeyRoot))
+	if err != nil {
+		return st, err
+	}
+	if ok {
+		if len(v) < 8 {
+			return st, fmt.Errorf("map root record of %d bytes", len(v))
+		}
+		st.Root = &storage.MapRoot{Index: binary.BigEndian.Uint64(v), Entry: slices.Clone(v[8:])}
+	}
+	return st, nil
+}
+
+// view calls fn with the state and nodes of one snapshot.
+func (m *pebbleMapStore) view(fn func(storage.MapState, storage.MapNodeReader) error) error {
+	s := m.db.NewSnapshot()
+	get := snapGet(s)
+	st, err := readPebbleMapState(get)
+	if err == nil {
+		err = fn(st, pebbleNodes{get: get})
+	}
+	return errors.Join(err, s.Close())
+}
+
+// MapState implements storage.MapStore.
+func (m *pebbleMapStore) MapState(context.Context) (st storage.MapState, err error) {
+	err = m.view(func(s storage.MapState, _ storage.MapNodeReader) error {
+		st = s
+		return nil
+	})
+	return st, err
+}
+
+// MapView implements storage.MapStore: one pebble snapshot.
+func (m *pebbleMapStore) MapView(_ context.Context, fn func(storage.MapState, storage.MapNodeReader) error) error {
+	return m.view(fn)
+}
+
+// MapUpdate implements storage.MapStore: under the update lock, fn reads a
+// snapshot, and its commit is one batch committed with pebble.Sync.
+func (m *pebbleMapStore) MapUpdate(_ context.Context, fn func(storage.MapState, storage.MapNodeReader) (*storage.MapCommit, error)) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var c *storage.MapCommit
+	var from uint64
+	err := m.view(func(st storage.MapState, r storage.MapNodeReader) (err error) {
+		from = st.Position
+		c, err = fn(st, r)
+		return err
+	})
+	if err != nil || c == nil {
+		return err
+	}
+	if c.From != from || c.Position <= c.From {
+		return fmt.Errorf("%w: commit of [%d, %d), the map is at %d", storage.ErrMapStale, c.From, c.Position, from)
+	}
+	b := m.db.NewBatch()
+	defer b.Close()
+	for _, w := range c.Writes {
+		if w.Delete {
+			err = b.Delete(mapNodeKey(w.ID), nil)
+		} else {
+			err = b.Set(mapNodeKey(w.ID), w.Node, nil)
+		}
+		if err != nil {
+			return fmt.Errorf("map update: %w", err)
+		}
+	}
+	if err := b.Set(mapMetaKey(mapKeyPosition), binary.BigEndian.AppendUint64(nil, c.Position), nil); err != nil {
+		return fmt.Errorf("map update: %w", err)
+	}
+	if c.Root != nil {
+		if err := b.Set(mapMetaKey(mapKeyRoot), append(binary.BigEndian.AppendUint64(nil, c.Root.Index), c.Root.Entry...), nil); err != nil {
+			return fmt.Errorf("map update: %w", err)
+		}
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("map update: %w", err)
+	}
+	return nil
+}
+
+// MapReset implements storage.MapStore: every key deleted in one batch.
+func (m *pebbleMapStore) MapReset(context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b := m.db.NewBatch()
+	defer b.Close()
+	if err := b.DeleteRange([]byte{0}, []byte{0xff}, nil); err != nil {
+		return fmt.Errorf("map reset: %w", err)
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("map reset: %w", err)
+	}
+	return nil
+}
+
+func (m *pebbleMapStore) close() error { return m.db.Close() }
+
+// rebuildPebbleMap removes the pebble map at dir, if any, unless a ledger
+// holds it (ErrMapInUse): pebble's LOCK file is held by the process that
+// opened it.
+func rebuildPebbleMap(dir string) error {
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	m, err := openPebbleMapStore(dir)
+	if err != nil {
+		if strings.Contains(err.Error(), "lock") {
+			return fmt.Errorf("rebuild map %s: %w", dir, ErrMapInUse)
+		}
+		return fmt.Errorf("rebuild map %s: %w", dir, err)
+	}
+	if err := m.close(); err != nil {
+		return fmt.Errorf("rebuild map %s: %w", dir, err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("rebuild map: %w", err)
+	}
+	return nil
+}
+
+// MapMigration describes the POSIX map's move from bbolt to pebble, for
+// notarize-ledger migrate-index (posix.MigrateBolt): the bbolt file and
+// the pebble directory inside a data directory, and the pebble key prefix
+// of each bbolt bucket.
+func MapMigration() (file, dir string, prefixes map[string]byte) {
+	return mapFileName, mapDirName, map[string]byte{string(mapBucketNodes): mapPfxNodes, string(mapBucketMeta): mapPfxMeta}
+}

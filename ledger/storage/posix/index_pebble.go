@@ -1,0 +1,550 @@
+package posix
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
+
+	"github.com/notarize/docker-notarize/ledger/storage"
+)
+
+// pebble layout, format pebbleFormat: the buckets of the bbolt layout
+// (boltFormat 4, index.go), each a one-byte key prefix, with the same keys
+// and values after it. A key prefix sorts the buckets apart, so a bucket's
+// cursor is an iterator bounded by its prefix.
+const (
+	pfxMeta    byte = 'm' // nextKey → next log index; formatKey → pebbleFormat
+	pfxIDs     byte = 'i' // bucketIDs
+	pfxEntries byte = 'e' // bucketEntries
+	pfxByTime  byte = 't' // bucketByTime
+	pfxDigests byte = 'g' // bucketDigests
+	pfxData    byte = 'd' // bucketData
+	pfxKeys    byte = 'k' // bucketKeys
+)
+
+// pebbleFormat is the pebble index layout this binary writes. A store of
+// an older format is emptied and rebuilt from the log, as the bbolt one is;
+// a newer one is an error.
+const pebbleFormat = 1
+
+// pebblePrefixes maps each bucket of the bbolt layout to its pebble key
+// prefix (migration copies bucket by bucket through it).
+var pebblePrefixes = []struct {
+	bucket []byte
+	prefix byte
+}{
+	{bucketMeta, pfxMeta}, {bucketIDs, pfxIDs}, {bucketEntries, pfxEntries}, {bucketByTime, pfxByTime},
+	{bucketDigests, pfxDigests}, {bucketData, pfxData}, {bucketKeys, pfxKeys},
+}
+
+// pebbleIndex implements storage.Index on a pebble database (a directory).
+// pebble's LOCK file keeps other processes out; mu makes Write's position
+// check and its batch one step, as bbolt's single writer does.
+type pebbleIndex struct {
+	db *pebble.DB
+	mu sync.Mutex
+}
+
+var _ storage.Index = (*pebbleIndex)(nil)
+
+// PebbleOptions returns the pebble options of the ledger's stores (the
+// index and the verifiable map): a block cache of cacheBytes, bloom
+// filters on every level (lookups Get random keys: identities, key rows,
+// map nodes), pebble's own logging off except errors, which go to logger.
+func PebbleOptions(cacheBytes int64, logger *slog.Logger) *pebble.Options {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	o := &pebble.Options{
+		Cache:              pebble.NewCache(cacheBytes),
+		FormatMajorVersion: pebble.FormatNewest,
+		MemTableSize:       32 << 20,
+		Logger:             pebbleLogger{logger},
+	}
+	for i := range o.Levels {
+		o.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
+	o.EnsureDefaults()
+	return o
+}
+
+// pebbleLogger passes pebble's errors to slog and drops its chatter
+// (compactions, flushes).
+type pebbleLogger struct{ l *slog.Logger }
+
+func (p pebbleLogger) Infof(string, ...any) {}
+func (p pebbleLogger) Errorf(format string, args ...any) {
+	p.l.Error("pebble", slog.String("msg", fmt.Sprintf(format, args...)))
+}
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	panic(fmt.Sprintf("pebble: "+format, args...))
+}
+
+// openPebble opens (creating if needed) the pebble database at dir and
+// releases the options' cache reference (the database holds its own).
+func openPebble(dir string, logger *slog.Logger) (*pebble.DB, error) {
+	opts := PebbleOptions(64<<20, logger)
+	db, err := pebble.Open(dir, opts)
+	opts.Cache.Unref()
+	if err != nil {
+		if bytes.Contains([]byte(err.Error()), []byte("lock")) {
+			return nil, fmt.Errorf("%s: in use by another process: %w", dir, err)
+		}
+		return nil, err
+	}
+	return db, nil
+}
+
+// openPebbleIndex opens (creating if needed) the pebble index at dir. It
+// fails fast if another process holds it.
+func openPebbleIndex(dir string, logger *slog.Logger) (*pebbleIndex, error) {
+	db, err := openPebble(dir, logger)
+	if err != nil {
+		return nil, fmt.Errorf("open index %s: %w", dir, err)
+	}
+	x := &pebbleIndex{db: db}
+	if err := x.upgrade(dir, logger); err != nil {
+		return nil, errors.Join(fmt.Errorf("open index %s: %w", dir, err), db.Close())
+	}
+	if _, err := x.Position(context.Background()); err != nil {
+		return nil, errors.Join(fmt.Errorf("open index %s: %w", dir, err), db.Close())
+	}
+	return x, nil
+}
+
+// upgrade writes the format key of a new store, and empties a store of an
+// older format so that the follower rebuilds it from the log.
+func (x *pebbleIndex) upgrade(dir string, logger *slog.Logger) error {
+	v, ok, err := pebbleGet(x.db, pkey(pfxMeta, formatKey))
+	if err != nil {
+		return err
+	}
+	if ok && len(v) == 8 && binary.BigEndian.Uint64(v) == pebbleFormat {
+		return nil
+	}
+	b := x.db.NewBatch()
+	defer b.Close()
+	if ok {
+		format := uint64(0)
+		if len(v) == 8 {
+			format = binary.BigEndian.Uint64(v)
+		}
+		if format > pebbleFormat {
+			return fmt.Errorf("index format %d is newer than this notarize-ledger's (%d)", format, pebbleFormat)
+		}
+		logger.Info("rebuilding the digest index from the log", slog.String("path", dir),
+			slog.Uint64("format", format), slog.Int("new_format", pebbleFormat))
+		if err := b.DeleteRange([]byte{0}, []byte{0xff}, nil); err != nil {
+			return err
+		}
+	}
+	if err := b.Set(pkey(pfxMeta, formatKey), be64(pebbleFormat), nil); err != nil {
+		return err
+	}
+	return b.Commit(pebble.Sync)
+}
+
+// pkey returns prefix || parts, a new slice.
+func pkey(prefix byte, parts ...[]byte) []byte {
+	n := 1
+	for _, p := range parts {
+		n += len(p)
+	}
+	k := make([]byte, 1, n)
+	k[0] = prefix
+	for _, p := range parts {
+		k = append(k, p...)
+	}
+	return k
+}
+
+// prefixEnd is the least key greater than every key that starts with p.
+func prefixEnd(p []byte) []byte {
+	end := bytes.Clone(p)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil // p is all 0xff: no bound
+}
+
+// pebbleReader is what reads need of a DB, a Snapshot or an indexed Batch.
+type pebbleReader interface {
+	Get(key []byte) ([]byte, io.Closer, error)
+	NewIter(o *pebble.IterOptions) (*pebble.Iterator, error)
+}
+
+// pebbleGet returns a copy of the value at key, and whether there is one.
+func pebbleGet(r pebbleReader, key []byte) ([]byte, bool, error) {
+	v, closer, err := r.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	out := bytes.Clone(v)
+	if out == nil {
+		out = []byte{}
+	}
+	return out, true, closer.Close()
+}
+
+// prefixIter returns an iterator over the keys that start with p.
+func prefixIter(r pebbleReader, p []byte) (*pebble.Iterator, error) {
+	return r.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+}
+
+// Tuning implements storage.Index: as bbolt's.
+func (x *pebbleIndex) Tuning() storage.FollowTuning {
+	return storage.FollowTuning{
+		Name:       "notarize pebble index",
+		Poll:       followPoll,
+		MaxBackoff: followMaxBackoff,
+		MaxBatch:   followMaxBatch,
+		MaxBytes:   followMaxBytes,
+		ErrLevel:   slog.LevelError,
+	}
+}
+
+// pebblePosition reads the follower position.
+func pebblePosition(r pebbleReader) (uint64, error) {
+	v, ok, err := pebbleGet(r, pkey(pfxMeta, nextKey))
+	if err != nil || !ok {
+		return 0, err
+	}
+	if len(v) != 8 {
+		return 0, fmt.Errorf("corrupt %q value", nextKey)
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+// Position implements storage.Index.
+func (x *pebbleIndex) Position(context.Context) (uint64, error) {
+	next, err := pebblePosition(x.db)
+	if err != nil {
+		return 0, fmt.Errorf("read index position: %w", err)
+	}
+	return next, nil
+}
+
+// view calls fn with a snapshot of the database, which fn's reads share.
+func (x *pebbleIndex) view(fn func(r pebbleReader) error) error {
+	s := x.db.NewSnapshot()
+	err := fn(s)
+	return errors.Join(err, s.Close())
+}
+
+// Page implements storage.Index, as the bbolt one: the digests rows, or a
+// merge of one iterator per key over the entries rows.
+func (x *pebbleIndex) Page(_ context.Context, digest []byte, keyIDs [][]byte, from, below uint64, n int) ([]uint64, error) {
+	var out []uint64
+	err := x.view(func(r pebbleReader) error {
+		if len(keyIDs) == 0 {
+			prefix := pkey(pfxDigests, digest)
+			it, err := prefixIter(r, prefix)
+			if err != nil {
+				return err
+			}
+			for ok := it.SeekGE(cat(prefix, be64(from))); ok && len(out) < n; ok = it.Next() {
+				k := it.Key()
+				if len(k) != 41 {
+					return errors.Join(fmt.Errorf("corrupt digest key %x", k[1:]), it.Close())
+				}
+				i := binary.BigEndian.Uint64(k[33:])
+				if i >= below {
+					break
+				}
+				out = append(out, i)
+			}
+			return it.Close()
+		}
+		heads := make([]*pebbleKeyCursor, 0, len(keyIDs))
+		defer func() {
+			for _, h := range heads {
+				_ = h.it.Close()
+			}
+		}()
+		for _, key := range keyIDs {
+			prefix := pkey(pfxEntries, digest, key)
+			it, err := prefixIter(r, prefix)
+			if err != nil {
+				return err
+			}
+			h := &pebbleKeyCursor{it: it, prefix: prefix, below: below}
+			heads = append(heads, h)
+			if err := h.at(it.SeekGE(cat(prefix, be64(from)))); err != nil {
+				return err
+			}
+		}
+		live := slices.Clone(heads)
+		live = slices.DeleteFunc(live, func(h *pebbleKeyCursor) bool { return !h.ok })
+		for len(out) < n && len(live) > 0 {
+			m := 0
+			for j, h := range live {
+				if h.idx < live[m].idx {
+					m = j
+				}
+			}
+			out = append(out, live[m].idx)
+			if err := live[m].at(live[m].it.Next()); err != nil {
+				return err
+			}
+			if !live[m].ok {
+				live = slices.Delete(live, m, m+1)
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// pebbleKeyCursor walks the entries rows of one (digest, key ID) prefix in
+// index order, up to an index bound.
+type pebbleKeyCursor struct {
+	it     *pebble.Iterator
+	prefix []byte
+	below  uint64
+	idx    uint64
+	ok     bool
+}
+
+// at positions h on the iterator's current key (valid: whether there is one).
+func (h *pebbleKeyCursor) at(valid bool) error {
+	h.ok = false
+	if !valid {
+		return h.it.Error()
+	}
+	k := h.it.Key()
+	if len(k) != len(h.prefix)+8 {
+		return fmt.Errorf("corrupt entry key %x", k[1:])
+	}
+	h.idx = binary.BigEndian.Uint64(k[len(h.prefix):])
+	h.ok = h.idx < h.below
+	return nil
+}
+
+// Current implements storage.Index: the last bytime row of each key below
+// the index bound.
+func (x *pebbleIndex) Current(_ context.Context, digest []byte, keyIDs [][]byte, below uint64) ([]uint64, error) {
+	var out []uint64
+	err := x.view(func(r pebbleReader) error {
+		for _, key := range keyIDs {
+			prefix := pkey(pfxByTime, digest, key)
+			it, err := prefixIter(r, prefix)
+			if err != nil {
+				return err
+			}
+			for ok := it.Last(); ok; ok = it.Prev() {
+				k := it.Key()
+				if len(k) != len(prefix)+len(storage.Stamp{})+8 {
+					return errors.Join(fmt.Errorf("corrupt bytime key %x", k[1:]), it.Close())
+				}
+				if i := binary.BigEndian.Uint64(k[len(k)-8:]); i < below {
+					out = append(out, i)
+					break
+				}
+			}
+			if err := it.Close(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Latest implements storage.Index: the last bytime row of the key, and its
+// entries row for the status.
+func (x *pebbleIndex) Latest(_ context.Context, digest, keyID []byte) (storage.Stamp, byte, bool, error) {
+	var ts storage.Stamp
+	var status byte
+	var found bool
+	err := x.view(func(r pebbleReader) error {
+		prefix := pkey(pfxByTime, digest, keyID)
+		it, err := prefixIter(r, prefix)
+		if err != nil {
+			return err
+		}
+		if !it.Last() {
+			return it.Close()
+		}
+		k := bytes.Clone(it.Key())
+		if err := it.Close(); err != nil {
+			return err
+		}
+		if len(k) != len(prefix)+len(storage.Stamp{})+8 {
+			return fmt.Errorf("corrupt bytime key %x", k[1:])
+		}
+		v, ok, err := pebbleGet(r, pkey(pfxEntries, digest, keyID, k[len(k)-8:]))
+		if err != nil {
+			return err
+		}
+		if !ok || len(v) != len(storage.Stamp{})+1 {
+			return fmt.Errorf("corrupt entry row for bytime key %x", k[1:])
+		}
+		copy(ts[:], v)
+		status, found = v[len(storage.Stamp{})], true
+		return nil
+	})
+	return ts, status, found, err
+}
+
+// IndexOf implements storage.Index.
+func (x *pebbleIndex) IndexOf(_ context.Context, id []byte) (uint64, bool, error) {
+	v, ok, err := pebbleGet(x.db, pkey(pfxIDs, id))
+	if err != nil || !ok {
+		return 0, false, err
+	}
+	if len(v) != 8 {
+		return 0, false, fmt.Errorf("corrupt identity value for %x", id)
+	}
+	return binary.BigEndian.Uint64(v), true, nil
+}
+
+// Entries implements storage.Index: one Get per entry, in one snapshot.
+func (x *pebbleIndex) Entries(_ context.Context, indices []uint64, take func(i uint64, data []byte) bool) error {
+	return x.view(func(r pebbleReader) error {
+		for _, i := range indices {
+			v, ok, err := pebbleGet(r, pkey(pfxData, be64(i)))
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return fmt.Errorf("no bytes stored for entry %d", i)
+			}
+			if !take(i, v) {
+				return nil
+			}
+		}
+		return nil
+	})
+}
+
+// Claim implements storage.Index: pebble's LOCK keeps every other process
+// out, and the ledger joins concurrent submissions of a statement in memory.
+func (x *pebbleIndex) Claim(context.Context, []byte) (bool, error) { return true, nil }
+
+// Release implements storage.Index.
+func (x *pebbleIndex) Release(context.Context, []byte) error { return nil }
+
+// Write implements storage.Index: one indexed batch (its reads see its own
+// writes: an identity or a key row written earlier in the batch), committed
+// with pebble.Sync, so that the batch is durable when Write returns, as a
+// bbolt transaction is. The position is checked under mu, which every
+// Write holds until its batch is committed.
+func (x *pebbleIndex) Write(_ context.Context, next uint64, batch []storage.Row) (bool, error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if cur, err := pebblePosition(x.db); err != nil {
+		return false, err
+	} else if cur != next {
+		return false, fmt.Errorf("index position moved under the follower: %d, want %d", cur, next)
+	}
+	b := x.db.NewIndexedBatch()
+	defer b.Close()
+	for i, e := range batch {
+		idx := be64(next + uint64(i))
+		if _, ok, err := pebbleGet(b, pkey(pfxIDs, e.ID)); err != nil {
+			return false, err
+		} else if !ok {
+			if err := b.Set(pkey(pfxIDs, e.ID), idx, nil); err != nil {
+				return false, err
+			}
+		}
+		if err := b.Set(pkey(pfxData, idx), e.Data, nil); err != nil {
+			return false, err
+		}
+		if e.Digest == nil {
+			continue
+		}
+		if err := b.Set(pkey(pfxEntries, e.Digest, e.KeyID, idx), cat(e.Stamp[:], []byte{e.Status}), nil); err != nil {
+			return false, err
+		}
+		if err := b.Set(pkey(pfxByTime, e.Digest, e.KeyID, e.Stamp[:], idx), nil, nil); err != nil {
+			return false, err
+		}
+		if err := b.Set(pkey(pfxDigests, e.Digest, idx), e.KeyID, nil); err != nil {
+			return false, err
+		}
+		if err := pebbleKeyCurrent(b, e, next+uint64(i)); err != nil {
+			return false, err
+		}
+	}
+	if err := b.Set(pkey(pfxMeta, nextKey), be64(next+uint64(len(batch))), nil); err != nil {
+		return false, err
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return false, fmt.Errorf("commit index batch: %w", err)
+	}
+	return true, nil
+}
+
+// pebbleKeyCurrent makes e, at log index idx, the current statement of its
+// key about its digest unless the current one is newer.
+func pebbleKeyCurrent(b *pebble.Batch, e storage.Row, idx uint64) error {
+	k := pkey(pfxKeys, e.KeyID, e.Digest)
+	v, ok, err := pebbleGet(b, k)
+	if err != nil {
+		return err
+	}
+	if ok {
+		cur, err := keyRowOf(e.Digest, v)
+		if err != nil {
+			return err
+		}
+		if !storage.Newer(e.Stamp, idx, cur.Stamp, cur.Index) {
+			return nil
+		}
+	}
+	return b.Set(k, cat(e.Stamp[:], be64(idx), []byte{e.Status}), nil)
+}
+
+// KeyDigests implements storage.Index: an iterator over the key's prefix of
+// the keys rows, so no other key's row is read.
+func (x *pebbleIndex) KeyDigests(_ context.Context, keyID, after []byte, n int) ([]storage.KeyRow, error) {
+	var out []storage.KeyRow
+	prefix := pkey(pfxKeys, keyID)
+	it, err := prefixIter(x.db, prefix)
+	if err != nil {
+		return nil, err
+	}
+	ok := it.SeekGE(cat(prefix, after))
+	if after != nil && ok && bytes.Equal(it.Key(), cat(prefix, after)) {
+		ok = it.Next()
+	}
+	for ; ok && len(out) < n; ok = it.Next() {
+		k := it.Key()
+		if len(k) != len(prefix)+32 {
+			return nil, errors.Join(fmt.Errorf("corrupt key index key %x", k[1:]), it.Close())
+		}
+		r, err := keyRowOf(k[len(prefix):], it.Value())
+		if err != nil {
+			return nil, errors.Join(err, it.Close())
+		}
+		out = append(out, r)
+	}
+	if err := it.Close(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// close releases the database.
+func (x *pebbleIndex) close() error {
+	if err := x.db.Close(); err != nil {
+		return fmt.Errorf("close index: %w", err)
+	}
+	return nil
+}
