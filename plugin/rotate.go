@@ -358,9 +358,6 @@ func (r *rotation) run(ctx context.Context, out *rotateOutput, prog *progress) e
 			out.Failed++
 		}
 	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("key rotate: %w (what was recorded stays; run it again to resume)", err)
-	}
 	// NEW's re-stated UNTRUSTED and UNSUPPORTED are revocations under a
 	// policy that switches to NEW: wait for them as untrust does (red team
 	// 10: a front hid them for a default verify right after rotate).
@@ -369,6 +366,12 @@ func (r *rotation) run(ctx context.Context, out *rotateOutput, prog *progress) e
 		if d.Action == rotateRestated && d.Status != outputStatus(notarize.StatusTrusted) && d.LogIndex != nil && (last == nil || *d.LogIndex > *last.LogIndex) {
 			last = &out.Digests[i]
 		}
+	}
+	if err := ctx.Err(); err != nil {
+		if last != nil && r.indexWait > 0 && r.indexHold > 0 {
+			out.Indexed = new(false) // interrupted before the wait
+		}
+		return fmt.Errorf("key rotate: %w (what was recorded stays; run it again to resume)", err)
 	}
 	if last != nil {
 		if out.Indexed, err = awaitIndexed(ctx, r.stderr, r.client, notarize.Digest(last.Digest), r.newID, *last.LogIndex, r.indexWait, r.indexHold); err != nil {
@@ -467,11 +470,12 @@ func (r *rotation) one(ctx context.Context, listed notarize.Record) (rotateDiges
 	if err != nil {
 		return fail(fmt.Errorf("sign %s: %w", d, err))
 	}
-	var sub *ledgerclient.SubmitResult
-	err = retry429(ctx, func() error {
-		var err error
-		sub, err = r.client.Submit(ctx, entry)
-		return err
+	sub, err := submitStatement(ctx, r.stderr, r.client, entry, st, r.newID, func() (sub *ledgerclient.SubmitResult, err error) {
+		err = retry429(ctx, func() error {
+			sub, err = r.client.Submit(ctx, entry)
+			return err
+		})
+		return sub, err
 	})
 	if err != nil {
 		return fail(fmt.Errorf("record %s as %s: %w", d, oldCur.Status(), err))

@@ -210,7 +210,7 @@ func recordStatement(ctx context.Context, stderr io.Writer, client *ledgerclient
 	if err != nil {
 		return signOutput{}, fmt.Errorf("sign %s: %w", s.Digest, err)
 	}
-	res, err := client.Submit(ctx, entry)
+	res, err := submitStatement(ctx, stderr, client, entry, st, signer.keyID, func() (*ledgerclient.SubmitResult, error) { return client.Submit(ctx, entry) })
 	if apiErr, ok := errors.AsType[*ledgerclient.APIError](err); ok && apiErr.Code == api.CodeIdentityMismatch {
 		return signOutput{}, fmt.Errorf("record %s as %s: %w (this key signs as %s; give it the identity the ledger enrolled: docker notarize key identity %s --display-name NAME --email EMAIL)",
 			s.Digest, status, err, formatIdentity(signer.identity), signer.name)

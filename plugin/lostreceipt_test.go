@@ -1,0 +1,181 @@
+package plugin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/notarize/docker-notarize/ledger/api"
+	"github.com/notarize/docker-notarize/ledgerclient"
+	"github.com/notarize/docker-notarize/notarize"
+)
+
+// TestOutcomeUnknown: only the ledger's own refusal and a connection never
+// made are known not to have logged a submission.
+func TestOutcomeUnknown(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{&ledgerclient.APIError{StatusCode: http.StatusBadRequest, Code: api.CodeBadRequest}, false},
+		{&ledgerclient.APIError{StatusCode: http.StatusForbidden, Code: api.CodeKeyRevoked}, false},
+		{&ledgerclient.APIError{StatusCode: http.StatusTooManyRequests, Code: api.CodeRateLimited}, false},
+		{fmt.Errorf("submit: %w", &ledgerclient.APIError{StatusCode: http.StatusBadGateway}), true},
+		{&ledgerclient.APIError{StatusCode: http.StatusBadRequest}, true}, // a 4xx without the ledger's code: a front's
+		{&ledgerclient.APIError{StatusCode: http.StatusServiceUnavailable, Code: api.CodeUnavailable}, true},
+		{&ledgerclient.APIError{StatusCode: http.StatusInternalServerError, Code: api.CodeInternal}, true},
+		{&net.OpError{Op: "dial", Err: errors.New("connection refused")}, false},
+		{&net.OpError{Op: "read", Err: errors.New("connection reset by peer")}, true},
+		{fmt.Errorf("submit: %w", ledgerclient.ErrBadProof), true},
+	} {
+		if got := outcomeUnknown(c.err); got != c.want {
+			t.Errorf("outcomeUnknown(%v) = %v, want %v", c.err, got, c.want)
+		}
+	}
+}
+
+// TestLostReceiptNotLogged: a front that answers 502 without forwarding the
+// submission. The look finds the key's current statement, the earlier
+// trust, which is not the untrust: the command must not take it for its
+// own; it fails, saying the statement was not found, and the digest is
+// still TRUSTED.
+func TestLostReceiptNotLogged(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "alice")
+	path, _ := writeFile(t, "asset", "a build that a dropped untrust leaves trusted")
+	h.mustRun(0, "sign", path)
+	var posts atomic.Int64
+	front := interceptFront(t, h.ledger.URL, func(w http.ResponseWriter, r *http.Request, next http.Handler) {
+		if r.Method == http.MethodPost && r.URL.Path == api.PathEntries {
+			posts.Add(1)
+			http.Error(w, "bad gateway", http.StatusBadGateway)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+	out, errOut, code := h.runWithEnv(map[string]string{EnvLedger: front.URL}, "untrust", "-o", "json", path)
+	if code != ExitError || !strings.Contains(out+errOut, "not found in the ledger") || strings.Contains(out, `"logIndex"`) || posts.Load() != 1 {
+		t.Fatalf("untrust through a front that drops it: exit %d (%d submissions), want %d and the statement not found:\n%s%s", code, posts.Load(), ExitError, out, errOut)
+	}
+	if _, _, c := h.run("verify", path); c != VerdictExitCode(notarize.Trusted) {
+		t.Fatalf("verify after the dropped untrust exits %d, want TRUSTED", c)
+	}
+}
+
+// TestLostReceiptRefusalNotLookedUp: the ledger's own refusal (a 4xx with
+// its code) is reported at once, without the look.
+func TestLostReceiptRefusalNotLookedUp(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "alice")
+	path, _ := writeFile(t, "asset", "a build the ledger refuses to untrust")
+	h.mustRun(0, "sign", path)
+	var lookups atomic.Int64
+	front := interceptFront(t, h.ledger.URL, func(w http.ResponseWriter, r *http.Request, next http.Handler) {
+		switch {
+		case r.Method == http.MethodPost && r.URL.Path == api.PathEntries:
+			w.Header().Set("Content-Type", api.MediaTypeJSON)
+			w.WriteHeader(http.StatusBadRequest)
+			_ = json.NewEncoder(w).Encode(api.ErrorResponse{Code: api.CodeBadRequest, Message: "refused"})
+			return
+		case strings.HasPrefix(r.URL.Path, api.PathDigests):
+			lookups.Add(1)
+		}
+		next.ServeHTTP(w, r)
+	})
+	out, errOut, code := h.runWithEnv(map[string]string{EnvLedger: front.URL}, "untrust", path)
+	if code != ExitError || strings.Contains(errOut, "not found in the ledger") || lookups.Load() != 1 {
+		t.Fatalf("untrust refused by the ledger: exit %d after %d lookups (want %d after 1: statementTime's):\n%s%s", code, lookups.Load(), ExitError, out, errOut)
+	}
+}
+
+// TestLostReceiptSignFound: sign whose receipt a front replaces with a 502
+// after the ledger logged it reports the statement it finds, with its log
+// index, and exits 0; run again, the ledger has it once.
+func TestLostReceiptSignFound(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "alice")
+	path, d := writeFile(t, "asset", "a build signed behind a failing gateway")
+	front := interceptFront(t, h.ledger.URL, func(w http.ResponseWriter, r *http.Request, next http.Handler) {
+		if r.Method == http.MethodPost && r.URL.Path == api.PathEntries {
+			next.ServeHTTP(httptest.NewRecorder(), r) // the ledger logs it
+			http.Error(w, "bad gateway", http.StatusBadGateway)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+	out, errOut, code := h.runWithEnv(map[string]string{EnvLedger: front.URL}, "sign", "-o", "json", path)
+	var res signResult
+	if err := json.Unmarshal([]byte(out), &res); err != nil || code != 0 || len(res.Statements) != 1 || !strings.Contains(errOut, "was lost") {
+		t.Fatalf("sign through a front that logs it and answers 502: exit %d (%v), want 0 with the statement found:\n%s%s", code, err, out, errOut)
+	}
+	got := res.Statements[0]
+	if got.Digest != string(d) || got.Status != outputStatus(notarize.StatusTrusted) {
+		t.Fatalf("found statement %+v, want %s TRUSTED", got, d)
+	}
+	if _, _, c := h.run("verify", path); c != VerdictExitCode(notarize.Trusted) {
+		t.Fatalf("verify after the found sign exits %d, want TRUSTED", c)
+	}
+}
+
+// TestLostReceiptRotateFound: a rotation whose re-statement's receipt a
+// front replaces with a 502 after the ledger logged it counts it as
+// re-stated, not failed.
+func TestLostReceiptRotateFound(t *testing.T) {
+	t.Parallel()
+	h := newHarnessWith(t, nil, "alice", "bob")
+	as := rotateAssets(t, h, 2)
+	var lost atomic.Int64
+	front := interceptFront(t, h.ledger.URL, func(w http.ResponseWriter, r *http.Request, next http.Handler) {
+		if r.Method == http.MethodPost && r.URL.Path == api.PathEntries && lost.Add(1) == 1 {
+			next.ServeHTTP(httptest.NewRecorder(), r)
+			http.Error(w, "bad gateway", http.StatusBadGateway)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+	out, errOut, code := h.runWithEnv(map[string]string{EnvLedger: front.URL}, "key", "rotate", "-o", "json", "alice", "bob")
+	o := decodeRotate(t, out)
+	if code != 0 || o.Restated != len(as) || o.Failed != 0 || !strings.Contains(errOut, "was lost") {
+		t.Fatalf("rotate with one lost receipt: exit %d %+v, want every digest re-stated\n%s", code, o, errOut)
+	}
+}
+
+// TestKeyRotateInterruptedReportsNotIndexed: a rotation interrupted after
+// it re-stated a revocation says, with its JSON output, that it did not
+// wait for the ledger's index ("indexed": false), as untrust does.
+func TestKeyRotateInterruptedReportsNotIndexed(t *testing.T) {
+	t.Parallel()
+	h := newHarnessWith(t, nil, "alice", "bob")
+	rotateAssets(t, h, 9)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var submits atomic.Int64
+	front := interceptFront(t, h.ledger.URL, func(w http.ResponseWriter, r *http.Request, next http.Handler) {
+		next.ServeHTTP(w, r)
+		if r.Method == http.MethodPost && r.URL.Path == api.PathEntries && submits.Add(1) == 6 {
+			cancel()
+		}
+	})
+	h.indexHold = defaultIndexHold // as in production
+	out, errOut, code := h.runContext(ctx, map[string]string{EnvLedger: front.URL}, "key", "rotate", "--jobs", "1", "-o", "json", "alice", "bob")
+	o := decodeRotate(t, out)
+	revocations := 0
+	for _, d := range o.Digests {
+		if d.Action == rotateRestated && d.Status != outputStatus(notarize.StatusTrusted) {
+			revocations++
+		}
+	}
+	if code != ExitInterrupted || revocations == 0 {
+		t.Fatalf("rotate interrupted after 6 re-statements: exit %d with %d re-stated revocations, want %d with some\n%s%s", code, revocations, ExitInterrupted, out, errOut)
+	}
+	if o.Indexed == nil || *o.Indexed {
+		t.Fatalf("interrupted before its wait, want \"indexed\": false, got %v\n%s%s", o.Indexed, out, errOut)
+	}
+}
