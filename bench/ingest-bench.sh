@@ -17,8 +17,12 @@
 # digests) signed before the clock starts, HTTP/1.1 spoken directly so its own
 # CPU stays small; it prints the server's CPU per statement (/proc) and its own.
 # Rows alternate for ROUNDS rounds, so the machine's load falls on each alike.
+# ENGINE=pebble (or ENGINES="bbolt pebble") runs the ledger rows with that
+# index engine (--index-engine): rows ledger-pebble, ledger-big-pebble; the
+# copy of BIG (a bbolt ledger) is migrated first (notarize-ledger
+# migrate-index, its time printed) and its old bbolt files removed.
 #
-# Usage: bench/ingest-bench.sh          (C="256 1024" N=30000 ROUNDS=2 BIG=DIR to tune)
+# Usage: bench/ingest-bench.sh          (C="256 1024" N=30000 ROUNDS=2 BIG=DIR ENGINES="bbolt pebble" to tune)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,6 +32,7 @@ C=${C:-256 1024}
 N=${N:-30000}
 ROUNDS=${ROUNDS:-2}
 BIG=${BIG:-}
+ENGINES=${ENGINES:-${ENGINE:-bbolt}}
 export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
 PIDS=()
 mkdir -p "$BIN" "$WORK/logs"
@@ -55,14 +60,15 @@ serve() {
   PIDS+=("$SPID")
   wait_http "http://127.0.0.1:$port/checkpoint"
 }
-ledger() { # ledger NAME DATA: notarize-ledger on DATA
+ledger() { # ledger NAME DATA [ENGINE]: notarize-ledger on DATA
   local port; port=$(free_port)
   serve "$1" "$port" "$BIN/notarize-ledger" --data "$2" --addr "127.0.0.1:$port" \
-    --rate-key 0 --rate-client 0 --rate-key-digest 0
+    --rate-key 0 --rate-client 0 --rate-key-digest 0 ${3:+--index-engine "$3"}
   URL_OF[$1]="http://127.0.0.1:$port/api/v1/entries"
   PID_OF[$1]=$SPID
 }
 declare -A URL_OF=() PID_OF=()
+engine_of() { [[ $1 == *-pebble ]] && echo pebble || echo bbolt; }
 
 # fresh NAME: starts the row NAME on an empty data directory (tessera,
 # ledger) or, once, on the copy of BIG (ledger-big), and sets URL_OF/PID_OF.
@@ -74,21 +80,31 @@ fresh() {
     rm -rf "$WORK/tessera"
     serve tessera "$port" "$BIN/tesserapeer" -dir "$WORK/tessera" -addr "127.0.0.1:$port"
     URL_OF[tessera]="http://127.0.0.1:$port/add" PID_OF[tessera]=$SPID ;;
-  ledger)
-    if [[ -n ${PID_OF[ledger]:-} ]]; then kill -TERM "${PID_OF[ledger]}"; wait "${PID_OF[ledger]}" 2>/dev/null || true; fi
-    rm -rf "$WORK/ledger"
-    ledger ledger "$WORK/ledger" ;;
-  ledger-big)
-    [[ -n ${PID_OF[ledger-big]:-} ]] && return 0
+  ledger | ledger-pebble)
+    if [[ -n ${PID_OF[$1]:-} ]]; then kill -TERM "${PID_OF[$1]}"; wait "${PID_OF[$1]}" 2>/dev/null || true; fi
+    rm -rf "$WORK/$1"
+    ledger "$1" "$WORK/$1" "$(engine_of "$1")" ;;
+  ledger-big | ledger-big-pebble)
+    [[ -n ${PID_OF[$1]:-} ]] && return 0
     echo "   copying $BIG ($(du -sh "$BIG" | cut -f1))"
-    cp -r "$BIG" "$WORK/big"
-    ledger ledger-big "$WORK/big" ;;
+    cp -r "$BIG" "$WORK/$1"
+    if [[ $1 == *-pebble ]]; then
+      local t0; t0=$(date +%s.%N)
+      "$BIN/notarize-ledger" migrate-index --data "$WORK/$1" --to pebble | sed 's/^/   /'
+      echo "   migration to pebble: $(echo "$(date +%s.%N) - $t0" | bc) s; $(du -sh "$WORK/$1/index.pebble" | cut -f1) index, $(du -sh "$WORK/$1/vindex.pebble" | cut -f1) map (bbolt: $(du -sh "$WORK/$1/index.db.bbolt-old" | cut -f1), $(du -sh "$WORK/$1/vindex.db.bbolt-old" | cut -f1))"
+      rm -f "$WORK/$1"/*.bbolt-old
+    fi
+    ledger "$1" "$WORK/$1" "$(engine_of "$1")" ;;
   esac
 }
 
 echo "== servers"
-ROWS=(tessera ledger)
-[[ -n $BIG ]] && ROWS+=(ledger-big)
+ROWS=(tessera)
+for e in $ENGINES; do
+  sfx=; [[ $e == pebble ]] && sfx=-pebble
+  ROWS+=("ledger$sfx")
+  [[ -n $BIG ]] && ROWS+=("ledger-big$sfx")
+done
 for row in "${ROWS[@]}"; do fresh "$row"; done
 
 echo "== ingest: $N statements per row and round, $ROUNDS rounds, load $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -187,8 +187,10 @@ func TestRestartKeepsEverything(t *testing.T) {
 	})
 	t.Run("index rebuilt from the log", func(t *testing.T) {
 		tl.close(t)
-		if err := os.Remove(filepath.Join(tl.dir, posix.IndexFile)); err != nil {
-			t.Fatal(err)
+		for _, name := range []string{posix.IndexFile, posix.IndexDir} { // the engine's (bbolt, pebble)
+			if err := os.RemoveAll(filepath.Join(tl.dir, name)); err != nil {
+				t.Fatal(err)
+			}
 		}
 		tl.open(t)
 		check(t)

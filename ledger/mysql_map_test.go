@@ -30,9 +30,14 @@ func mapStores(t *testing.T) map[string]storage.MapStore {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = bm.close() })
+	pm, err := openPebbleMapStore(filepath.Join(t.TempDir(), mapDirName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pm.close() })
 	st := mysqlAt(mysqlEnv.database(t))(t)
 	t.Cleanup(func() { _ = st.Close() })
-	return map[string]storage.MapStore{"bbolt": bm, "mysql": st.Map()}
+	return map[string]storage.MapStore{"bbolt": bm, "pebble": pm, "mysql": st.Map()}
 }
 
 // commitOf returns an update that stores c, whatever the state it is given.

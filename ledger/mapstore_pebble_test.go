@@ -1,0 +1,208 @@
+package ledger
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/notarize/docker-notarize/ledger/api"
+	"github.com/notarize/docker-notarize/ledger/storage"
+	"github.com/notarize/docker-notarize/ledger/storage/posix"
+	"github.com/notarize/docker-notarize/notarize"
+)
+
+// pebbleSuite is the part of this package's tests that runs again with
+// every new POSIX ledger on the pebble engine (TestLedgerSuiteOnPebble):
+// submissions, duplicates and replays, restarts, lookups by digest and
+// key, pages, revocations, the follower, the verifiable map and its
+// rebuild.
+const pebbleSuite = `^(TestSubmitAndLookup|TestDuplicates|TestRestartKeepsEverything|TestConcurrentSubmissions|` +
+	`TestLookupByKeyID|TestPaginationWalksEveryEntryOnce|TestCurrentStatement|TestIndexFollowerResumes|TestIndexAheadOfLog|` +
+	`TestKeyLookup.*|TestMapRootsRecomputedFromLog|TestMapStoreRefusesStaleCommits|TestReceiptCheckpoint|` +
+	`TestResignedReplayIsDuplicate|TestConcurrentReplaysAppendOnce|TestSelfRevoked.*|TestRevokedByAnotherKeyAdmitted|` +
+	`TestFoldFromRowsMatchesRebuild|TestFoldAheadMatchesLog|TestRedteam5FoldSpellingsPOSIX|TestPagesShowSelfRevocation|` +
+	`TestFollowerIndexesVerifiedEntriesOnly|TestInlineTailServed|TestEngineFromEnvironment)$`
+
+// TestLedgerSuiteOnPebble runs pebbleSuite in a child test process whose
+// new data directories get the pebble engine ($NOTARIZE_LEDGER_INDEX_ENGINE),
+// so that the ledger's behaviour tests cover both engines without a copy.
+// TestEngineFromEnvironment, in the suite, fails if the child's ledgers
+// are not on pebble.
+func TestLedgerSuiteOnPebble(t *testing.T) {
+	if os.Getenv(posix.EnvIndexEngine) != "" {
+		t.Skipf("$%s is set: this process is the suite's run on one engine", posix.EnvIndexEngine)
+	}
+	if testing.Short() {
+		t.Skip("-short: the suite on pebble runs in full test runs")
+	}
+	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run", pebbleSuite, "-test.count=1")
+	cmd.Env = append(os.Environ(), posix.EnvIndexEngine+"="+posix.EnginePebble)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the ledger suite on pebble: %v\n%s", err, out)
+	}
+	if !bytes.Contains(out, []byte("PASS")) {
+		t.Fatalf("the ledger suite on pebble ran nothing:\n%s", out)
+	}
+}
+
+// TestEngineFromEnvironment: a new POSIX ledger keeps its index and map in
+// the engine $NOTARIZE_LEDGER_INDEX_ENGINE names (bbolt when unset).
+func TestEngineFromEnvironment(t *testing.T) {
+	want := os.Getenv(posix.EnvIndexEngine)
+	tl := startLedger(t, Config{MapCommitInterval: 30 * time.Millisecond})
+	s := newTestSigner(t)
+	tl.submit(t, s.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now()), http.StatusCreated)
+	waitMapCovers(t, tl, tl.store.Processed())
+	index, vmap := posix.IndexFile, mapFileName
+	if want == posix.EnginePebble {
+		index, vmap = posix.IndexDir, mapDirName
+	}
+	for _, name := range []string{index, vmap} {
+		if _, err := os.Stat(filepath.Join(tl.dir, name)); err != nil {
+			t.Fatalf("engine %q: %v", want, err)
+		}
+	}
+}
+
+// TestPebbleMapStoreSnapshotAndReopen: a MapView reads one snapshot while
+// a MapUpdate commits; a commit is there after a reopen; a stale commit
+// and MapReset behave as the bbolt store's (TestMapStoreRefusesStaleCommits
+// runs both when MariaDB is here).
+func TestPebbleMapStoreSnapshotAndReopen(t *testing.T) {
+	ctx := t.Context()
+	dir := filepath.Join(t.TempDir(), mapDirName)
+	m, err := openPebbleMapStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := func(i uint64) *storage.MapRoot { return &storage.MapRoot{Index: i, Entry: []byte{byte(i)}} }
+	id := []byte{0, 1, 0x80}
+	if err := m.MapUpdate(ctx, commitOf(storage.MapCommit{From: 0, Position: 3, Root: root(3), Writes: []storage.MapNodeWrite{{ID: id, Node: []byte("a")}}})); err != nil {
+		t.Fatal(err)
+	}
+	err = m.MapView(ctx, func(st storage.MapState, r storage.MapNodeReader) error {
+		// Another commit lands while the view runs...
+		if err := m.MapUpdate(ctx, commitOf(storage.MapCommit{From: 3, Position: 5, Root: root(5), Writes: []storage.MapNodeWrite{{ID: id, Delete: true}}})); err != nil {
+			return err
+		}
+		// ...and the view still reads its snapshot.
+		got, err := r.MapNodes(ctx, [][]byte{id, {9}})
+		if err != nil {
+			return err
+		}
+		if st.Position != 3 || !bytes.Equal(got[0], []byte("a")) || got[1] != nil {
+			t.Errorf("view at %d read %q, want position 3 and node a", st.Position, got)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.MapUpdate(ctx, commitOf(storage.MapCommit{From: 3, Position: 6})); !errors.Is(err, storage.ErrMapStale) {
+		t.Fatalf("a stale commit: %v", err)
+	}
+	if err := m.close(); err != nil {
+		t.Fatal(err)
+	}
+	if m, err = openPebbleMapStore(dir); err != nil {
+		t.Fatal(err)
+	}
+	defer m.close()
+	st, err := m.MapState(ctx)
+	if err != nil || st.Position != 5 || st.Root == nil || st.Root.Index != 5 {
+		t.Fatalf("after reopening: %+v %v", st, err)
+	}
+	if got := readNode(t, m, id); got != nil {
+		t.Fatalf("a deleted node after reopening: %q", got)
+	}
+	if err := m.MapReset(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := m.MapState(ctx); err != nil || st.Position != 0 || st.Root != nil {
+		t.Fatalf("after reset: %+v %v", st, err)
+	}
+}
+
+// TestMigrateLedgerToPebble: a bbolt ledger with statements, revocations
+// and a committed map root, migrated to pebble (what notarize-ledger
+// migrate-index does), serves the same lookups, the same receipts for
+// resubmissions and the same map root, and keeps accepting statements.
+func TestMigrateLedgerToPebble(t *testing.T) {
+	t.Setenv(posix.EnvIndexEngine, posix.EngineBbolt)
+	dir := t.TempDir()
+	tl := startLedgerIn(t, dir, Config{MapCommitInterval: 30 * time.Millisecond})
+	alice, bob := newTestSigner(t), newTestSigner(t)
+	d1, d2 := randomDigest(t), randomDigest(t)
+	t0 := time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
+	entries := []*notarize.Entry{
+		alice.sign(t, d1, notarize.StatusTrusted, t0),
+		bob.sign(t, d1, notarize.StatusTrusted, t0.Add(time.Minute)),
+		alice.sign(t, d1, notarize.StatusUntrusted, t0.Add(2*time.Minute)), // alice revokes d1
+		alice.sign(t, d2, notarize.StatusTrusted, t0),
+		bob.sign(t, d2, notarize.StatusUnsupported, t0.Add(time.Minute)),
+	}
+	var receipts []api.Receipt
+	for _, e := range entries {
+		receipts = append(receipts, tl.submit(t, e, http.StatusCreated))
+	}
+	waitMapCovers(t, tl, tl.store.Processed())
+	lookups := func() string {
+		var b strings.Builder
+		for _, d := range []notarize.Digest{d1, d2} {
+			resp := tl.lookup(t, d)
+			resp.Checkpoint = ""
+			j, err := json.Marshal(resp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.Write(j)
+		}
+		return b.String()
+	}
+	want := lookups()
+	wantRoot, err := tl.vmap.m.MapState(t.Context())
+	if err != nil || wantRoot.Root == nil {
+		t.Fatalf("no map root before the migration: %+v %v", wantRoot, err)
+	}
+	tl.close(t)
+
+	file, mdir, prefixes := MapMigration()
+	if _, err := posix.MigrateBolt(t.Context(), filepath.Join(dir, file), filepath.Join(dir, mdir), prefixes, nil, nil, testLogger(t)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := posix.MigrateIndex(t.Context(), dir, testLogger(t)); err != nil {
+		t.Fatal(err)
+	}
+	if e, err := posix.DirEngine(dir); e != posix.EnginePebble || err != nil {
+		t.Fatalf("engine after the migration: %q %v", e, err)
+	}
+	tl.open(t)
+	if _, ok := tl.vmap.m.(*pebbleMapStore); !ok {
+		t.Fatalf("the migrated ledger's map is a %T", tl.vmap.m)
+	}
+	if got := lookups(); got != want {
+		t.Fatalf("lookups after the migration:\n%s\nwant\n%s", got, want)
+	}
+	st, err := tl.vmap.m.MapState(t.Context())
+	if err != nil || st.Root == nil || st.Root.Index != wantRoot.Root.Index || !bytes.Equal(st.Root.Entry, wantRoot.Root.Entry) || st.Position != wantRoot.Position {
+		t.Fatalf("map state after the migration: %+v %v, want %+v", st, err, wantRoot)
+	}
+	for i, e := range entries {
+		if rec := tl.submit(t, e, http.StatusOK); rec.Index != receipts[i].Index {
+			t.Fatalf("resubmission %d: index %d, want %d", i, rec.Index, receipts[i].Index)
+		}
+	}
+	rec := tl.submit(t, bob.sign(t, d1, notarize.StatusUntrusted, t0.Add(3*time.Minute)), http.StatusCreated)
+	waitMapCovers(t, tl, tl.store.Processed())
+	if got := tl.checkLookup(t, tl.lookup(t, d1)); len(got) == 0 || got[len(got)-1] != rec.Index {
+		t.Fatalf("a statement after the migration: lookup %v, want it to end with %d", got, rec.Index)
+	}
+}
