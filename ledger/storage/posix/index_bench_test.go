@@ -4,9 +4,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
-	"io"
-	"log/slog"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -24,9 +21,18 @@ import (
 // the pages the index's buckets take, per row.
 //
 //	go test -run '^$' -bench IndexWrite -benchmem ./ledger/storage/posix/
+//
+// It runs on each engine (sub-benchmarks bbolt and pebble); for pebble,
+// pages-B/row is the bytes of its files on disk after a flush, per row.
 func BenchmarkIndexWrite(b *testing.B) {
+	for _, e := range engines {
+		b.Run(e.name, func(b *testing.B) { benchmarkIndexWrite(b, e.open) })
+	}
+}
+
+func benchmarkIndexWrite(b *testing.B, open func(string) (indexCloser, error)) {
 	const batch, prefill = 32, 20000
-	ix, err := openIndex(filepath.Join(b.TempDir(), "index.db"), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ix, err := open(b.TempDir())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -82,7 +88,14 @@ func processCPU(b *testing.B) time.Duration {
 
 // pagesOf is the bytes of the pages (branch, leaf and overflow) of all the
 // index's buckets.
-func pagesOf(b *testing.B, ix *index) int {
+func pagesOf(b *testing.B, x indexCloser) int {
+	if p, ok := x.(*pebbleIndex); ok {
+		if err := p.db.Flush(); err != nil {
+			b.Fatal(err)
+		}
+		return int(p.db.Metrics().DiskSpaceUsage())
+	}
+	ix := x.(*index)
 	n := 0
 	err := ix.db.View(func(tx *bolt.Tx) error {
 		for _, name := range boltBuckets {
