@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -280,7 +281,7 @@ func rebuildPebbleMap(dir string) error {
 	}
 	m, err := openPebbleMapStore(dir)
 	if err != nil {
-		if strings.Contains(err.Error(), "lock") {
+		if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EACCES) || strings.Contains(err.Error(), "lock held") {
 			return fmt.Errorf("rebuild map %s: %w", dir, ErrMapInUse)
 		}
 		return fmt.Errorf("rebuild map %s: %w", dir, err)

@@ -9,7 +9,9 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -89,6 +91,12 @@ func (p pebbleLogger) Fatalf(format string, args ...any) {
 	panic(fmt.Sprintf("pebble: "+format, args...))
 }
 
+// PebbleLocked reports whether err, from pebble.Open, means that another
+// process (fcntl lock: EAGAIN or EACCES) or this one holds the database.
+func PebbleLocked(err error) bool {
+	return errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EACCES) || strings.Contains(err.Error(), "lock held by current process")
+}
+
 // openPebble opens (creating if needed) the pebble database at dir and
 // releases the options' cache reference (the database holds its own).
 func openPebble(dir string, logger *slog.Logger) (*pebble.DB, error) {
@@ -96,7 +104,7 @@ func openPebble(dir string, logger *slog.Logger) (*pebble.DB, error) {
 	db, err := pebble.Open(dir, opts)
 	opts.Cache.Unref()
 	if err != nil {
-		if bytes.Contains([]byte(err.Error()), []byte("lock")) {
+		if PebbleLocked(err) {
 			return nil, fmt.Errorf("%s: in use by another process: %w", dir, err)
 		}
 		return nil, err
