@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net/http/httptrace"
+	"sync/atomic"
 
 	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/notarize"
@@ -22,15 +25,39 @@ type SubmitResult struct {
 	Record notarize.Record
 }
 
+// ErrNotSent is matched (errors.Is) by a Submit error when no request
+// carrying the entry was written to any connection (the ledger could not be
+// reached, or e was refused here): the ledger cannot have logged it. Any
+// other failure may come after the ledger logged the entry (a front that
+// forwards it and answers 502, a connection dropped during the answer, a
+// redirect to an address that refuses the connection).
+var ErrNotSent = errors.New("nothing was sent to the ledger")
+
+// notSentError is a Submit failure before any request was written.
+type notSentError struct{ err error }
+
+func (e *notSentError) Error() string { return e.err.Error() }
+func (e *notSentError) Unwrap() []error {
+	return []error{e.err, ErrNotSent}
+}
+
 // Submit checks e's signature, sends it to the ledger and returns only once
 // the receipt checks out: its checkpoint verifies and is consistent with the stored one, its
 // inclusion proof leads to the checkpoint's root, its entry is e and its
-// envelope verifies. A refusal by the ledger is an *APIError.
+// envelope verifies. A refusal by the ledger is an *APIError; a failure
+// before any request was written matches ErrNotSent.
 func (c *Client) Submit(ctx context.Context, e *notarize.Entry) (*SubmitResult, error) {
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
+	// Every request of the submission (a redirect's too) carries the
+	// trace: headers written on any of them make the outcome unknown.
+	var wrote atomic.Bool
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteHeaders: func() { wrote.Store(true) }})
 	res, err := c.submit(ctx, e)
 	if err != nil {
+		if !wrote.Load() {
+			err = &notSentError{err}
+		}
 		return nil, fmt.Errorf("submit to ledger: %w", err)
 	}
 	return res, nil

@@ -162,7 +162,7 @@ func (o *auditOptions) signSubject(ctx context.Context, stderr io.Writer, resolv
 	if err != nil {
 		return signOutput{}, err
 	}
-	return recordStatement(ctx, stderr, client, signer, *subj, notarize.StatusTrusted, nil, o.root.env.now().UTC())
+	return recordStatement(ctx, stderr, client, signer, *subj, notarize.StatusTrusted, nil, o.root.env.now().UTC(), lostReceiptWait)
 }
 
 // auditSignSubject is what a statement about s says: from the registry

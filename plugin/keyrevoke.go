@@ -147,7 +147,7 @@ func runKeyRevoke(ctx context.Context, dockerCli command.Cli, opts keyRevokeOpti
 	if err != nil {
 		return err
 	}
-	out, err := recordRevocation(ctx, dockerCli.Err(), client, signer, target, opts.reason, opts.root.env.now())
+	out, err := recordRevocation(ctx, dockerCli.Err(), client, signer, target, opts.reason, opts.root.env.now(), lookBound(true, opts.indexWait, opts.root.env.indexHold))
 	if err != nil {
 		return err
 	}
@@ -194,7 +194,7 @@ func confirmRevoke(dockerCli command.Cli, opts keyRevokeOptions, target Key) err
 // recordRevocation appends the revocation of target signed by signer,
 // unless the ledger (proven complete) holds one by signer already, and
 // returns what counts.
-func recordRevocation(ctx context.Context, stderr io.Writer, client *ledgerclient.Client, signer *signingKey, target Key, reason string, now time.Time) (keyRevokeOutput, error) {
+func recordRevocation(ctx context.Context, stderr io.Writer, client *ledgerclient.Client, signer *signingKey, target Key, reason string, now time.Time, look time.Duration) (keyRevokeOutput, error) {
 	out := keyRevokeOutput{SchemaVersion: schemaVersion, Key: target.Name, KeyID: target.KeyID,
 		RevokedBy: signer.name, RevokerKeyID: signer.keyID, Reason: reason}
 	kd, err := notarize.KeyRevocationDigest(target.KeyID)
@@ -224,7 +224,7 @@ func recordRevocation(ctx context.Context, stderr io.Writer, client *ledgerclien
 	if err != nil {
 		return out, fmt.Errorf("revoke key %s: %w", target.Name, err)
 	}
-	res, err := submitStatement(ctx, stderr, client, entry, st, signer.keyID, func() (*ledgerclient.SubmitResult, error) { return client.Submit(ctx, entry) })
+	res, err := submitStatement(ctx, stderr, client, st, signer.keyID, look, func() (*ledgerclient.SubmitResult, error) { return client.Submit(ctx, entry) })
 	if err != nil {
 		return out, fmt.Errorf("revoke key %s: %w", target.Name, err)
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"net"
 	"net/http"
 	"time"
 
@@ -25,12 +24,11 @@ import (
 // statement up (proven, as every lookup is) and, found, go on as with its
 // receipt.
 
-// lostReceiptWait bounds the look for a submission of unknown outcome. A
-// ledger answers a submission only once a checkpoint it published covers
-// the entry, so a statement logged before the failure is in the ledger's
-// lookups within its publication interval (well under a second) and the
-// look ends there; this bound is how long a failed submission that was not
-// logged delays the error.
+// lostReceiptWait bounds the look for a submission of unknown outcome
+// that is not a revocation waited for (lookBound). A ledger answers a
+// submission only once a checkpoint it published covers the entry, so a
+// statement logged before the failure is in the ledger's lookups within
+// its publication interval (well under a second) and the look ends there.
 const lostReceiptWait = 5 * time.Second
 
 // lostReceiptPoll is the first pause between the looks, doubled up to
@@ -40,39 +38,70 @@ const (
 	lostReceiptPollMax = time.Second
 )
 
+// lostReceiptClockSkew is the margin by which a map root's time (the
+// ledger's clock) must follow the failure (this machine's clock) for an
+// answer under it to show everything logged before the failure.
+const lostReceiptClockSkew = time.Second
+
+// lookBound is how long a command looks for a submission of unknown
+// outcome: for a revocation it waits for (--index-wait and the hold both
+// set), the whole --index-wait. A look that ends without an answer from
+// after the failure cannot tell whether the revocation was logged; one
+// that ran --index-wait has outlasted every map root the ledger dated
+// before it indexed a revocation logged before the failure, plus verify's
+// --max-index-lag (the ledger indexes within seconds), so that no front
+// can show a verifier a recent root without it any more (red team 13).
+func lookBound(revocation bool, wait, hold time.Duration) time.Duration {
+	if revocation && wait > 0 && hold > 0 {
+		return max(wait, lostReceiptWait)
+	}
+	return lostReceiptWait
+}
+
 // outcomeUnknown reports whether a failed submission may have been logged:
 // everything but the ledger's own refusal (a 4xx with a ledger error code,
-// which the ledger answers before it logs anything) and a connection never
-// made. A front that forges a refusal after forwarding is not looked
-// behind; the command then fails, which promises nothing.
+// which the ledger answers before it logs anything) and a submission that
+// wrote nothing to any connection (ledgerclient.ErrNotSent). A front that
+// forges a refusal after forwarding is not looked behind; the command then
+// fails, which promises nothing.
 func outcomeUnknown(err error) bool {
+	if errors.Is(err, ledgerclient.ErrNotSent) {
+		return false
+	}
 	if apiErr, ok := errors.AsType[*ledgerclient.APIError](err); ok {
 		return apiErr.Code == "" || apiErr.StatusCode >= http.StatusInternalServerError || apiErr.StatusCode < http.StatusBadRequest
-	}
-	if opErr, ok := errors.AsType[*net.OpError](err); ok && opErr.Op == "dial" {
-		return false
 	}
 	return true
 }
 
-// findLost asks find until it reports the submission found, the parent
-// context ends, or lostReceiptWait passes. A failed ask is asked again: a
-// front that fails lookups too only costs the wait. It returns whether the
-// submission was found and the last ask's error.
-func findLost(ctx context.Context, find func(context.Context) (bool, error)) (bool, error) {
-	ctx, cancel := context.WithTimeout(ctx, lostReceiptWait)
+// lookOutcome is what one look found.
+type lookOutcome int
+
+const (
+	lookInconclusive lookOutcome = iota // no answer from after the failure yet
+	lookFound                           // the statement, proven in the ledger
+	lookAbsent                          // proven absent from a log read after the failure
+)
+
+// findLost asks find until it reports the submission found or proven
+// absent, the parent context ends, or bound passes. A failed ask, or an
+// answer from before the failure, is asked again: a front that fails or
+// replays lookups only costs the wait. It returns the last outcome and the
+// last ask's error.
+func findLost(ctx context.Context, bound time.Duration, find func(context.Context) (lookOutcome, error)) (lookOutcome, error) {
+	ctx, cancel := context.WithTimeout(ctx, bound)
 	defer cancel()
 	pause := lostReceiptPoll
 	for {
-		found, err := find(ctx)
-		if found {
-			return true, nil
+		got, err := find(ctx)
+		if got != lookInconclusive {
+			return got, nil
 		}
 		t := time.NewTimer(pause)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return false, err
+			return lookInconclusive, err
 		case <-t.C:
 		}
 		pause = min(2*pause, lostReceiptPollMax)
@@ -80,42 +109,89 @@ func findLost(ctx context.Context, find func(context.Context) (bool, error)) (bo
 }
 
 // lostSubmission is the error of a submission of unknown outcome that the
-// look did not find: the statement may be logged still, or later.
-func lostSubmission(err, lookErr error) error {
-	msg := fmt.Sprintf("the statement was not found in the ledger within %s; it may still be logged: run the command again (a repeat is recorded once) or check with docker notarize verify", lostReceiptWait)
-	if lookErr != nil {
-		return fmt.Errorf("%w (%s; the last lookup failed: %v)", err, msg, lookErr)
+// look did not find.
+func lostSubmission(err error, got lookOutcome, bound time.Duration, lookErr error, failed time.Time) error {
+	if got == lookAbsent {
+		return fmt.Errorf("%w (the ledger's answers from after the failure do not hold the statement: it was not logged; run the command again)", err)
 	}
-	return fmt.Errorf("%w (%s)", err, msg)
+	msg := fmt.Sprintf("no answer from after the failure came within %s, so whether the ledger logged the statement is unknown: run the command again (a repeat is recorded once) or check with docker notarize verify", bound.Round(time.Second))
+	if lookErr != nil {
+		msg += fmt.Sprintf("; the last lookup failed: %v", lookErr)
+	}
+	return &UnknownOutcomeError{Err: fmt.Errorf("%w (%s)", err, msg), Failed: failed}
+}
+
+// UnknownOutcomeError is a submission that failed in a way that may have
+// come after the ledger logged it, and that no answer from after the
+// failure showed either way. Failed is when the submission failed.
+type UnknownOutcomeError struct {
+	Err    error
+	Failed time.Time
+}
+
+func (e *UnknownOutcomeError) Error() string { return e.Err.Error() }
+func (e *UnknownOutcomeError) Unwrap() error { return e.Err }
+
+// waitOut waits, unless ctx ends first, until bound has passed from the
+// failure of the earliest of errs that is an UnknownOutcomeError: a command
+// that looked for several revocations for less than lookBound each (key
+// rotate, lostReceiptWait per digest) returns no sooner than one that
+// looked for one.
+func waitOut(ctx context.Context, bound time.Duration, errs []error) {
+	var first time.Time
+	for _, err := range errs {
+		if u, ok := errors.AsType[*UnknownOutcomeError](err); ok && (first.IsZero() || u.Failed.Before(first)) {
+			first = u.Failed
+		}
+	}
+	if first.IsZero() {
+		return
+	}
+	if wait := time.Until(first.Add(bound)); wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+	}
 }
 
 // submitStatement submits entry, which states st by keyID, and returns its
 // verified receipt; after a failure of unknown outcome it looks for st
-// among keyID's current statements (Current, proven complete) and, found
-// there, returns it as the receipt, with a warning on stderr. A receipt
-// found so has its lookup's checkpoint; it is not a Duplicate, as far as
-// anyone can tell: this submission (or a repeat of it) logged it.
-func submitStatement(ctx context.Context, stderr io.Writer, client *ledgerclient.Client, entry *notarize.Entry, st *notarize.Statement, keyID string, submit func() (*ledgerclient.SubmitResult, error)) (*ledgerclient.SubmitResult, error) {
+// among keyID's current statements (Current, proven complete up to its
+// checkpoint) for up to bound (lookBound) and, found there, returns it as
+// the receipt, with a warning on stderr. The statement is taken as absent
+// only from an answer whose map root the ledger dated after the failure:
+// its log holds everything logged before the failure, whereas an older
+// answer, which a front can replay, proves nothing (red team 13). A
+// receipt found so has its lookup's checkpoint; it is not a Duplicate, as
+// far as anyone can tell: this submission (or a repeat of it) logged it.
+func submitStatement(ctx context.Context, stderr io.Writer, client *ledgerclient.Client, st *notarize.Statement, keyID string, bound time.Duration, submit func() (*ledgerclient.SubmitResult, error)) (*ledgerclient.SubmitResult, error) {
 	res, err := submit()
 	if err == nil || ctx.Err() != nil || !outcomeUnknown(err) {
 		return res, err
 	}
+	failed := time.Now()
 	d := st.Digest()
 	var got *ledgerclient.SubmitResult
-	found, lookErr := findLost(ctx, func(ctx context.Context) (bool, error) {
+	outcome, lookErr := findLost(ctx, bound, func(ctx context.Context) (lookOutcome, error) {
 		cur, err := client.Current(ctx, d, keyID)
 		if err != nil {
-			return false, err
+			return lookInconclusive, err
 		}
 		r, ok := notarize.Current(cur.Records, d, keyID)
-		if !ok || !sameStatement(r.Statement, st) {
-			return false, nil
+		if ok && sameStatement(r.Statement, st) {
+			got = &ledgerclient.SubmitResult{Index: r.Index, Checkpoint: cur.Checkpoint, Record: r}
+			return lookFound, nil
 		}
-		got = &ledgerclient.SubmitResult{Index: r.Index, Checkpoint: cur.Checkpoint, Record: r}
-		return true, nil
+		if c := cur.Complete; c.AnchoredAt.IsZero() && !c.RootTime.IsZero() && c.RootTime.After(failed.Add(lostReceiptClockSkew)) {
+			return lookAbsent, nil
+		}
+		return lookInconclusive, nil
 	})
-	if !found {
-		return nil, lostSubmission(err, lookErr)
+	if outcome != lookFound {
+		return nil, lostSubmission(err, outcome, bound, lookErr, failed)
 	}
 	fmt.Fprintf(stderr, "warning: the ledger's answer to the submission of %s was lost (%v); the statement is in the ledger at log index %d\n", d, err, got.Index)
 	return got, nil

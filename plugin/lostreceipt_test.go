@@ -11,14 +11,17 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/notarize/docker-notarize/ledger"
 	"github.com/notarize/docker-notarize/ledger/api"
+	"github.com/notarize/docker-notarize/ledger/ledgertest"
 	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/notarize/docker-notarize/notarize"
 )
 
-// TestOutcomeUnknown: only the ledger's own refusal and a connection never
-// made are known not to have logged a submission.
+// TestOutcomeUnknown: only the ledger's own refusal and a submission that
+// wrote nothing (ledgerclient.ErrNotSent) are known not to have logged it.
 func TestOutcomeUnknown(t *testing.T) {
 	for _, c := range []struct {
 		err  error
@@ -31,7 +34,8 @@ func TestOutcomeUnknown(t *testing.T) {
 		{&ledgerclient.APIError{StatusCode: http.StatusBadRequest}, true}, // a 4xx without the ledger's code: a front's
 		{&ledgerclient.APIError{StatusCode: http.StatusServiceUnavailable, Code: api.CodeUnavailable}, true},
 		{&ledgerclient.APIError{StatusCode: http.StatusInternalServerError, Code: api.CodeInternal}, true},
-		{&net.OpError{Op: "dial", Err: errors.New("connection refused")}, false},
+		{fmt.Errorf("submit: %w", errors.Join(&net.OpError{Op: "dial", Err: errors.New("connection refused")}, ledgerclient.ErrNotSent)), false},
+		{&net.OpError{Op: "dial", Err: errors.New("connection refused")}, true}, // a redirect's, after the first request was written (red team 13 F-B)
 		{&net.OpError{Op: "read", Err: errors.New("connection reset by peer")}, true},
 		{fmt.Errorf("submit: %w", ledgerclient.ErrBadProof), true},
 	} {
@@ -44,8 +48,9 @@ func TestOutcomeUnknown(t *testing.T) {
 // TestLostReceiptNotLogged: a front that answers 502 without forwarding the
 // submission. The look finds the key's current statement, the earlier
 // trust, which is not the untrust: the command must not take it for its
-// own; it fails, saying the statement was not found, and the digest is
-// still TRUSTED.
+// own. The ledger, idle, commits no map root after the failure, so no
+// answer shows whether it logged the untrust: the command fails saying
+// the outcome is unknown, and the digest is still TRUSTED.
 func TestLostReceiptNotLogged(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, "alice")
@@ -61,8 +66,8 @@ func TestLostReceiptNotLogged(t *testing.T) {
 		next.ServeHTTP(w, r)
 	})
 	out, errOut, code := h.runWithEnv(map[string]string{EnvLedger: front.URL}, "untrust", "-o", "json", path)
-	if code != ExitError || !strings.Contains(out+errOut, "not found in the ledger") || strings.Contains(out, `"logIndex"`) || posts.Load() != 1 {
-		t.Fatalf("untrust through a front that drops it: exit %d (%d submissions), want %d and the statement not found:\n%s%s", code, posts.Load(), ExitError, out, errOut)
+	if code != ExitError || !strings.Contains(out+errOut, "whether the ledger logged the statement is unknown") || strings.Contains(out, `"logIndex"`) || posts.Load() != 1 {
+		t.Fatalf("untrust through a front that drops it, the ledger idle: exit %d (%d submissions), want %d and the outcome unknown:\n%s%s", code, posts.Load(), ExitError, out, errOut)
 	}
 	if _, _, c := h.run("verify", path); c != VerdictExitCode(notarize.Trusted) {
 		t.Fatalf("verify after the dropped untrust exits %d, want TRUSTED", c)
@@ -177,5 +182,44 @@ func TestKeyRotateInterruptedReportsNotIndexed(t *testing.T) {
 	}
 	if o.Indexed == nil || *o.Indexed {
 		t.Fatalf("interrupted before its wait, want \"indexed\": false, got %v\n%s%s", o.Indexed, out, errOut)
+	}
+}
+
+// TestLostReceiptProvenAbsent: as TestLostReceiptNotLogged, but another
+// key's statement is logged after the failure, so the ledger commits a map
+// root dated after it: an answer under that root shows the untrust absent,
+// and the command says it was not logged without waiting out its bound.
+func TestLostReceiptProvenAbsent(t *testing.T) {
+	t.Parallel()
+	h := newHarnessWith(t, []ledgertest.Option{ledgertest.WithConfig(func(c *ledger.Config) {
+		c.MapCommitInterval = 200 * time.Millisecond
+	})}, "alice", "bob")
+	path, _ := writeFile(t, "asset", "a build that a dropped untrust leaves trusted")
+	h.mustRun(0, "sign", "--key", "alice", path)
+	dropped := make(chan struct{}, 1)
+	front := interceptFront(t, h.ledger.URL, func(w http.ResponseWriter, r *http.Request, next http.Handler) {
+		if r.Method == http.MethodPost && r.URL.Path == api.PathEntries {
+			http.Error(w, "bad gateway", http.StatusBadGateway)
+			dropped <- struct{}{}
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+	type run struct {
+		out, errOut string
+		code        int
+	}
+	done := make(chan run, 1)
+	go func() {
+		out, errOut, code := h.runWithEnv(map[string]string{EnvLedger: front.URL}, "untrust", "--key", "alice", path)
+		done <- run{out, errOut, code}
+	}()
+	<-dropped
+	time.Sleep(1500 * time.Millisecond) // past the failure and the clock margin
+	_, otherD := writeFile(t, "other", "another key's statement, logged after the failure")
+	newThief(t, h, "bob").state(otherD, notarize.StatusTrusted, notarize.KindFile, time.Now())
+	got := <-done
+	if got.code != ExitError || !strings.Contains(got.errOut, "it was not logged") {
+		t.Fatalf("untrust dropped by a front, a map root committed after it: exit %d, want %d and the untrust proven absent:\n%s%s", got.code, ExitError, got.out, got.errOut)
 	}
 }

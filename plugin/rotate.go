@@ -378,6 +378,16 @@ func (r *rotation) run(ctx context.Context, out *rotateOutput, prog *progress) e
 			return fmt.Errorf("key rotate: %w", err)
 		}
 	}
+	// A re-stated revocation whose outcome stayed unknown may be in the
+	// log: return no sooner than untrust would have (lookBound), once for
+	// them all.
+	var lost []error
+	for i, res := range results {
+		if res.Action == rotateFailed && res.Status != outputStatus(notarize.StatusTrusted) {
+			lost = append(lost, errs[i])
+		}
+	}
+	waitOut(ctx, lookBound(true, r.indexWait, r.indexHold), lost)
 	if out.Failed > 0 {
 		return fmt.Errorf("key rotate: %w", ErrRotateFailed)
 	}
@@ -470,7 +480,7 @@ func (r *rotation) one(ctx context.Context, listed notarize.Record) (rotateDiges
 	if err != nil {
 		return fail(fmt.Errorf("sign %s: %w", d, err))
 	}
-	sub, err := submitStatement(ctx, r.stderr, r.client, entry, st, r.newID, func() (sub *ledgerclient.SubmitResult, err error) {
+	sub, err := submitStatement(ctx, r.stderr, r.client, st, r.newID, lostReceiptWait, func() (sub *ledgerclient.SubmitResult, err error) {
 		err = retry429(ctx, func() error {
 			sub, err = r.client.Submit(ctx, entry)
 			return err

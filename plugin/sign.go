@@ -152,7 +152,7 @@ func runSign(ctx context.Context, dockerCli command.Cli, opts signOptions) error
 		return err
 	}
 	for _, s := range subjects {
-		o, err := recordStatement(ctx, dockerCli.Err(), client, signer, s, opts.status, attrs, opts.root.env.now().UTC())
+		o, err := recordStatement(ctx, dockerCli.Err(), client, signer, s, opts.status, attrs, opts.root.env.now().UTC(), lookBound(opts.status != notarize.StatusTrusted, opts.indexWait, opts.root.env.indexHold))
 		if err != nil {
 			if werr := awaitRecorded(); werr != nil {
 				err = errors.Join(err, werr)
@@ -189,9 +189,10 @@ func signFailed(w io.Writer, format string, res signResult, err error) error {
 
 // recordStatement records in the ledger that s has status, by signer: the
 // statement is dated by statementTime, signed and submitted, and the
-// verified receipt must be for this key and digest. sign, untrust, unsupport
-// and audit --sign record through it.
-func recordStatement(ctx context.Context, stderr io.Writer, client *ledgerclient.Client, signer *signingKey, s Subject, status notarize.Status, attrs map[string]string, now time.Time) (signOutput, error) {
+// verified receipt must be for this key and digest; a submission of unknown
+// outcome is looked for up to look (submitStatement). sign, untrust,
+// unsupport and audit --sign record through it.
+func recordStatement(ctx context.Context, stderr io.Writer, client *ledgerclient.Client, signer *signingKey, s Subject, status notarize.Status, attrs map[string]string, now time.Time, look time.Duration) (signOutput, error) {
 	at, err := statementTime(ctx, stderr, client, s.Digest, signer.keyID, now)
 	if err != nil {
 		return signOutput{}, fmt.Errorf("record %s as %s: %w", s.Digest, status, err)
@@ -210,7 +211,7 @@ func recordStatement(ctx context.Context, stderr io.Writer, client *ledgerclient
 	if err != nil {
 		return signOutput{}, fmt.Errorf("sign %s: %w", s.Digest, err)
 	}
-	res, err := submitStatement(ctx, stderr, client, entry, st, signer.keyID, func() (*ledgerclient.SubmitResult, error) { return client.Submit(ctx, entry) })
+	res, err := submitStatement(ctx, stderr, client, st, signer.keyID, look, func() (*ledgerclient.SubmitResult, error) { return client.Submit(ctx, entry) })
 	if apiErr, ok := errors.AsType[*ledgerclient.APIError](err); ok && apiErr.Code == api.CodeIdentityMismatch {
 		return signOutput{}, fmt.Errorf("record %s as %s: %w (this key signs as %s; give it the identity the ledger enrolled: docker notarize key identity %s --display-name NAME --email EMAIL)",
 			s.Digest, status, err, formatIdentity(signer.identity), signer.name)
