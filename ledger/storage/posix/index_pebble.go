@@ -100,7 +100,7 @@ func PebbleLocked(err error) bool {
 // openPebble opens (creating if needed) the pebble database at dir and
 // releases the options' cache reference (the database holds its own).
 func openPebble(dir string, logger *slog.Logger) (*pebble.DB, error) {
-	opts := PebbleOptions(64<<20, logger)
+	opts := PebbleOptions(128<<20, logger)
 	db, err := pebble.Open(dir, opts)
 	opts.Cache.Unref()
 	if err != nil {
