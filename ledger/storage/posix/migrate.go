@@ -199,6 +199,11 @@ func copyBolt(ctx context.Context, db *bolt.DB, dir string, prefixes map[string]
 		err = pdb.Flush()
 	}
 	if err == nil {
+		// Settle the store (L0 into the lower levels) now rather than in
+		// the ledger's first minutes of service.
+		err = pdb.Compact(ctx, []byte{0}, []byte{0xff}, true)
+	}
+	if err == nil {
 		err = verifyCounts(pdb, counts)
 	}
 	if cerr := pdb.Close(); err == nil && cerr != nil {
