@@ -112,7 +112,7 @@ func findLost(ctx context.Context, bound time.Duration, find func(context.Contex
 // look did not find.
 func lostSubmission(err error, got lookOutcome, bound time.Duration, lookErr error, failed time.Time) error {
 	if got == lookAbsent {
-		return fmt.Errorf("%w (the ledger's answers from after the failure do not hold the statement: it was not logged; run the command again)", err)
+		return fmt.Errorf("%w (it is not this key's current statement in the ledger as of a map root dated after the failure: not logged then, or already superseded; a front that still holds the submission could forward it later. Run the command again: a new statement is recorded and waited for)", err)
 	}
 	msg := fmt.Sprintf("no answer from after the failure came within %s, so whether the ledger logged the statement is unknown: run the command again (a repeat is recorded once) or check with docker notarize verify", bound.Round(time.Second))
 	if lookErr != nil {

@@ -188,7 +188,8 @@ func TestKeyRotateInterruptedReportsNotIndexed(t *testing.T) {
 // TestLostReceiptProvenAbsent: as TestLostReceiptNotLogged, but another
 // key's statement is logged after the failure, so the ledger commits a map
 // root dated after it: an answer under that root shows the untrust absent,
-// and the command says it was not logged without waiting out its bound.
+// and the command says the untrust was not in the ledger then, without
+// waiting out its bound.
 func TestLostReceiptProvenAbsent(t *testing.T) {
 	t.Parallel()
 	h := newHarnessWith(t, []ledgertest.Option{ledgertest.WithConfig(func(c *ledger.Config) {
@@ -219,7 +220,7 @@ func TestLostReceiptProvenAbsent(t *testing.T) {
 	_, otherD := writeFile(t, "other", "another key's statement, logged after the failure")
 	newThief(t, h, "bob").state(otherD, notarize.StatusTrusted, notarize.KindFile, time.Now())
 	got := <-done
-	if got.code != ExitError || !strings.Contains(got.errOut, "it was not logged") {
+	if got.code != ExitError || !strings.Contains(got.errOut, "not logged then") {
 		t.Fatalf("untrust dropped by a front, a map root committed after it: exit %d, want %d and the untrust proven absent:\n%s%s", got.code, ExitError, got.out, got.errOut)
 	}
 }
