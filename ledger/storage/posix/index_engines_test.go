@@ -354,4 +354,20 @@ func TestMigrateIndex(t *testing.T) {
 	if res, err := MigrateIndex(ctx, dir, quiet()); err != nil || res.Done {
 		t.Fatalf("a second migration: %+v %v", res, err)
 	}
+
+	// Stopped between its two renames: the complete pebble store beside
+	// the bbolt file. The ledger refuses the directory; the next run
+	// only moves the bbolt file aside.
+	if err := os.Rename(filepath.Join(dir, IndexFile+OldSuffix), filepath.Join(dir, IndexFile)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(ctx, Config{Dir: dir, Logger: quiet()}); err == nil || !strings.Contains(err.Error(), "interrupted") {
+		t.Fatalf("both stores: %v", err)
+	}
+	if res, err := MigrateIndex(ctx, dir, quiet()); err != nil || !res.Done || res.Rows != 0 {
+		t.Fatalf("finishing an interrupted migration: %+v %v", res, err)
+	}
+	if e, err := DirEngine(dir); e != EnginePebble || err != nil {
+		t.Fatalf("after finishing: %q %v", e, err)
+	}
 }
