@@ -3,8 +3,11 @@ package plugin
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -185,5 +188,49 @@ func TestRedteam13LostLookHungFrontBounded(t *testing.T) {
 	case <-time.After(50 * time.Second): // lostReceiptWait is 5 s; the client's own timeout 1 min
 		cancel()
 		t.Fatalf("DoS: untrust whose lost receipt's look hangs on a front did not return within 50 s (lostReceiptWait %s)", lostReceiptWait)
+	}
+}
+
+// TestRedteam13NotSentFailsWithoutLook: the ledger's front goes away
+// between untrust's lookup and its submission (a connection refused: the
+// submission wrote nothing anywhere). That failure is known, not lost: the
+// command fails at once with the dial error, without a look (which on a
+// quiet ledger would run the whole --index-wait) and without claiming or
+// doubting anything about the log.
+func TestRedteam13NotSentFailsWithoutLook(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "alice")
+	path, _ := writeFile(t, "asset", "a build whose untrust finds the front gone")
+	h.mustRun(0, "sign", path)
+	up, err := url.Parse(h.ledger.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(up)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lookups, posts atomic.Int64
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			posts.Add(1)
+		}
+		if strings.HasSuffix(r.URL.Path, api.PathCurrentSuffix) && lookups.Add(1) == 1 {
+			// statementTime's lookup: answered, then the front goes away.
+			w.Header().Set("Connection", "close")
+			proxy.ServeHTTP(w, r)
+			_ = ln.Close()
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	h.indexHold = defaultIndexHold // a look would run the whole --index-wait
+	out, errOut, code := h.runWithEnv(map[string]string{EnvLedger: "http://" + ln.Addr().String()}, "untrust", path)
+	if code != ExitError || posts.Load() != 0 || !strings.Contains(errOut, "connection refused") ||
+		strings.Contains(errOut, "after the failure") || strings.Contains(errOut, "was lost") || lookups.Load() != 1 {
+		t.Fatalf("DoS: untrust whose submission could not connect: exit %d, %d submissions, %d lookups; want %d, 0, 1, the dial error and no look:\n%s%s", code, posts.Load(), lookups.Load(), ExitError, out, errOut)
 	}
 }
