@@ -47,7 +47,15 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 free_port() { local p; while :; do p=$((20000 + RANDOM % 20000)); (echo >/dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo $p; return; }; done; }
-wait_http() { for _ in $(seq 1 600); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "$1 not up" >&2; exit 1; }
+# wait_http URL [PID]: waits until URL answers; fails (1) if PID exits first.
+wait_http() {
+  for _ in $(seq 1 600); do
+    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+    [[ -z ${2:-} ]] || kill -0 "$2" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  echo "$1 not up" >&2; exit 1
+}
 
 echo "== build"
 (cd "$ROOT" && go build -o "$BIN/" ./cmd/notarize-ledger ./bench/tesserapeer ./bench/ingestgen)
@@ -58,12 +66,17 @@ serve() {
   "$@" >"$WORK/logs/$name.log" 2>&1 &
   SPID=$!
   PIDS+=("$SPID")
-  wait_http "http://127.0.0.1:$port/checkpoint"
+  wait_http "http://127.0.0.1:$port/checkpoint" "$SPID"
 }
 ledger() { # ledger NAME DATA [ENGINE]: notarize-ledger on DATA
-  local port; port=$(free_port)
-  serve "$1" "$port" "$BIN/notarize-ledger" --data "$2" --addr "127.0.0.1:$port" \
-    --rate-key 0 --rate-client 0 --rate-key-digest 0 ${3:+--index-engine "$3"}
+  local port try
+  for try in 1 2 3; do # another process may take the free port first
+    port=$(free_port)
+    serve "$1" "$port" "$BIN/notarize-ledger" --data "$2" --addr "127.0.0.1:$port" \
+      --rate-key 0 --rate-client 0 --rate-key-digest 0 ${3:+--index-engine "$3"} && break
+    echo "   $1 did not start on port $port (try $try): $(tail -1 "$WORK/logs/$1.log")"
+    [[ $try == 3 ]] && exit 1
+  done
   URL_OF[$1]="http://127.0.0.1:$port/api/v1/entries"
   PID_OF[$1]=$SPID
 }
