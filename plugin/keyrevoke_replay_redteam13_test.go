@@ -1,9 +1,8 @@
-//go:build redteam13
-
 package plugin
 
 import (
 	"bytes"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -103,5 +102,23 @@ func TestRedteam13KeyRevokeLostReceiptLookReplayed(t *testing.T) {
 	}
 	if vcode != ExitCouldNotVerify && vcode != 2 {
 		t.Fatalf("verify of the thief's statement through the replaying front: exit %d, want %d or 2\n%s%s", vcode, ExitCouldNotVerify, vout, verr)
+	}
+}
+
+// rt13RootWithout waits until the ledger's paged lookup of d by keyID has a
+// map root and no records (nothing by keyID about d yet) and returns it.
+func rt13RootWithout(t *testing.T, ledgerURL, d, keyID string) api.LookupResponse {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var lr api.LookupResponse
+		b := rt9Get(t, ledgerURL+api.PathDigests+d+"?"+api.QueryKeyID+"="+keyID)
+		if err := json.Unmarshal(b, &lr); err == nil && lr.Map != nil && lr.Map.RootIndex != nil && len(lr.Entries) == 0 {
+			return lr
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no map root before the revocation")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -133,21 +133,22 @@ func (e *UnknownOutcomeError) Error() string { return e.Err.Error() }
 func (e *UnknownOutcomeError) Unwrap() error { return e.Err }
 
 // waitOut waits, unless ctx ends first, until bound has passed from the
-// failure of the earliest of errs that is an UnknownOutcomeError: a command
+// failure of the latest of errs that is an UnknownOutcomeError: a command
 // that looked for several revocations for less than lookBound each (key
-// rotate, lostReceiptWait per digest) returns no sooner than one that
-// looked for one.
+// rotate, lostReceiptWait per digest) returns no sooner after each failure
+// than one that looked for one (red team 13 F-F: counted from the earliest,
+// the last of seven lost re-statements was hidden right after rotate).
 func waitOut(ctx context.Context, bound time.Duration, errs []error) {
-	var first time.Time
+	var last time.Time
 	for _, err := range errs {
-		if u, ok := errors.AsType[*UnknownOutcomeError](err); ok && (first.IsZero() || u.Failed.Before(first)) {
-			first = u.Failed
+		if u, ok := errors.AsType[*UnknownOutcomeError](err); ok && u.Failed.After(last) {
+			last = u.Failed
 		}
 	}
-	if first.IsZero() {
+	if last.IsZero() {
 		return
 	}
-	if wait := time.Until(first.Add(bound)); wait > 0 {
+	if wait := time.Until(last.Add(bound)); wait > 0 {
 		t := time.NewTimer(wait)
 		defer t.Stop()
 		select {
