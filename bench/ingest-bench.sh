@@ -27,6 +27,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/notarize-ingest.XXXXXX")
+. "$ROOT/bench/lib.sh"
 BIN=$WORK/bin
 C=${C:-256 1024}
 N=${N:-30000}
@@ -46,16 +47,6 @@ cleanup() {
   exit $rc
 }
 trap cleanup EXIT INT TERM
-free_port() { local p; while :; do p=$((20000 + RANDOM % 20000)); (echo >/dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo $p; return; }; done; }
-# wait_http URL [PID]: waits until URL answers; fails (1) if PID exits first.
-wait_http() {
-  for _ in $(seq 1 600); do
-    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
-    [[ -z ${2:-} ]] || kill -0 "$2" 2>/dev/null || return 1
-    sleep 0.1
-  done
-  echo "$1 not up" >&2; exit 1
-}
 
 echo "== build"
 (cd "$ROOT" && go build -o "$BIN/" ./cmd/notarize-ledger ./bench/tesserapeer ./bench/ingestgen)

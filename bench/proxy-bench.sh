@@ -28,6 +28,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/notarize-bench.XXXXXX")
+. "$ROOT/bench/lib.sh"
 CACHE=${NOTARIZE_BENCH_CACHE:-$HOME/.cache/notarize-bench}
 BIN=$WORK/bin
 C=${C:-16}
@@ -50,10 +51,6 @@ cleanup() {
 trap cleanup EXIT INT TERM
 declare -A PID_OF=()
 start() { local n=$1; shift; "$@" >"$WORK/logs/$n.log" 2>&1 & PIDS+=($!); PID_OF[$n]=$!; }
-# cpu_ns PID: CPU time of a process's threads so far, in nanoseconds (schedstat).
-cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{n += $1} END {printf "%d\n", n}'; }
-free_port() { local p; while :; do p=$((20000 + RANDOM % 20000)); (echo >/dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo $p; return; }; done; }
-wait_http() { for _ in $(seq 1 300); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "$1 not up" >&2; exit 1; }
 
 echo "== build"
 (cd "$ROOT" && go build -o "$BIN/" ./cmd/notarize-ledger ./cmd/notarize-proxy ./cmd/docker-notarize \

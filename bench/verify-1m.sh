@@ -60,6 +60,7 @@ CACHE=${NOTARIZE_BENCH_1M:-$HOME/.cache/notarize/bench-1m}
 TOOLS=${NOTARIZE_BENCH_CACHE:-$HOME/.cache/notarize-bench}/bin
 export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/notarize-v1m.XXXXXX")
+. "$ROOT/bench/lib.sh"
 BIN=$WORK/bin
 PIDS=()
 mkdir -p "$BIN/map" "$BIN/nomap" "$CACHE" "$TOOLS" "$WORK/logs" "$WORK/rows"
@@ -75,8 +76,6 @@ cleanup() {
   exit $rc
 }
 trap cleanup EXIT INT TERM
-free_port() { local p; while :; do p=$((20000 + RANDOM % 20000)); (echo >/dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo $p; return; }; done; }
-wait_http() { for _ in $(seq 1 600); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "$1 not up" >&2; return 1; }
 
 # patch_nomap turns the verifiable index off in a source tree: the ledger
 # starts no map follower (its answers carry no map proof, as before the

@@ -46,6 +46,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/notarize-vbench.XXXXXX")
+. "$ROOT/bench/lib.sh"
 CACHE=${NOTARIZE_BENCH_CACHE:-$HOME/.cache/notarize-bench}
 BIN=$WORK/bin
 RUNS=${RUNS:-40}
@@ -64,8 +65,6 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 start() { local n=$1; shift; "$@" >"$WORK/logs/$n.log" 2>&1 & PIDS+=($!); }
-free_port() { local p; while :; do p=$((20000 + RANDOM % 20000)); (echo >/dev/tcp/127.0.0.1/$p) 2>/dev/null || { echo $p; return; }; done; }
-wait_http() { for _ in $(seq 1 300); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "$1 not up" >&2; exit 1; }
 
 echo "== build"
 # The plugin and, since issue 14, its KMS helper (cmd/notarize-kms), which

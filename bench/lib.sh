@@ -1,0 +1,36 @@
+# bench/lib.sh: the helpers every bench script shares. Source it once WORK
+# (the script's scratch directory) is set:
+#   . "$ROOT/bench/lib.sh"
+
+# free_port: a loopback port nothing listens on, never one this run handed
+# out before (they are recorded in $WORK/.ports): two ports picked before
+# either is bound are never the same.
+free_port() {
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 20000))
+    grep -qx "$p" "$WORK/.ports" 2>/dev/null && continue
+    (echo >/dev/tcp/127.0.0.1/$p) 2>/dev/null && continue
+    echo "$p" >>"$WORK/.ports"
+    echo "$p"
+    return
+  done
+}
+
+# wait_http URL [PID]: wait until URL answers 2xx, polling every 0.1 s for
+# at most a minute; fails saying which URL, or at once (quietly) if PID is
+# given and that process exits first.
+wait_http() {
+  local _
+  for _ in $(seq 1 600); do
+    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+    [[ -z ${2:-} ]] || kill -0 "$2" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  echo "$1 not up" >&2
+  return 1
+}
+
+# cpu_ns PID: CPU time of a process's threads so far, in nanoseconds
+# (schedstat).
+cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{n += $1} END {printf "%d\n", n}'; }
