@@ -1,5 +1,3 @@
-//go:build redteam13
-
 package plugin
 
 import (

@@ -168,10 +168,25 @@ func waitOut(ctx context.Context, bound time.Duration, errs []error) {
 // answer, which a front can replay, proves nothing (red team 13). A
 // receipt found so has its lookup's checkpoint; it is not a Duplicate, as
 // far as anyone can tell: this submission (or a repeat of it) logged it.
+//
+// A revocation (untrusted or unsupported, a key revocation) that the
+// ledger refuses with its own 4xx is looked for too, for lostReceiptWait:
+// a front that forwards it and then forges the refusal is caught when the
+// statement shows up in the ledger's answers (red team 13 F-C); not found,
+// the refusal stands as it came. A trust refused is not looked for: had a
+// front forged that refusal, nothing would be hidden.
 func submitStatement(ctx context.Context, stderr io.Writer, client *ledgerclient.Client, st *notarize.Statement, keyID string, bound time.Duration, submit func() (*ledgerclient.SubmitResult, error)) (*ledgerclient.SubmitResult, error) {
 	res, err := submit()
-	if err == nil || ctx.Err() != nil || !outcomeUnknown(err) {
+	if err == nil || ctx.Err() != nil {
 		return res, err
+	}
+	unknown := outcomeUnknown(err)
+	refused := !unknown && st.Predicate.Status != notarize.StatusTrusted && !errors.Is(err, ledgerclient.ErrNotSent)
+	if !unknown && !refused {
+		return res, err
+	}
+	if refused {
+		bound = lostReceiptWait
 	}
 	failed := time.Now()
 	d := st.Digest()
@@ -191,10 +206,16 @@ func submitStatement(ctx context.Context, stderr io.Writer, client *ledgerclient
 		}
 		return lookInconclusive, nil
 	})
-	if outcome != lookFound {
+	switch {
+	case outcome != lookFound && refused:
+		return nil, err // the refusal, as it came
+	case outcome != lookFound:
 		return nil, lostSubmission(err, outcome, bound, lookErr, failed)
+	case refused:
+		fmt.Fprintf(stderr, "warning: the submission of %s was answered with a refusal (%v), but the statement is in the ledger at log index %d: something between this machine and the ledger forged the refusal\n", d, err, got.Index)
+	default:
+		fmt.Fprintf(stderr, "warning: the ledger's answer to the submission of %s was lost (%v); the statement is in the ledger at log index %d\n", d, err, got.Index)
 	}
-	fmt.Fprintf(stderr, "warning: the ledger's answer to the submission of %s was lost (%v); the statement is in the ledger at log index %d\n", d, err, got.Index)
 	return got, nil
 }
 

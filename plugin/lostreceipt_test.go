@@ -75,7 +75,9 @@ func TestLostReceiptNotLogged(t *testing.T) {
 }
 
 // TestLostReceiptRefusalNotLookedUp: the ledger's own refusal (a 4xx with
-// its code) is reported at once, without the look.
+// its code) of a trust is reported at once, without the look; of an
+// untrust, the look (for a forged refusal) finds nothing and the refusal is
+// reported as it came, not as an unknown outcome.
 func TestLostReceiptRefusalNotLookedUp(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, "alice")
@@ -94,9 +96,14 @@ func TestLostReceiptRefusalNotLookedUp(t *testing.T) {
 		}
 		next.ServeHTTP(w, r)
 	})
-	out, errOut, code := h.runWithEnv(map[string]string{EnvLedger: front.URL}, "untrust", path)
-	if code != ExitError || strings.Contains(errOut, "not found in the ledger") || lookups.Load() != 1 {
-		t.Fatalf("untrust refused by the ledger: exit %d after %d lookups (want %d after 1: statementTime's):\n%s%s", code, lookups.Load(), ExitError, out, errOut)
+	other, _ := writeFile(t, "other", "a build the ledger refuses to trust")
+	out, errOut, code := h.runWithEnv(map[string]string{EnvLedger: front.URL}, "sign", other)
+	if code != ExitError || !strings.Contains(errOut, "ledger refused") || lookups.Load() != 1 {
+		t.Fatalf("sign refused by the ledger: exit %d after %d lookups (want %d after 1: statementTime's):\n%s%s", code, lookups.Load(), ExitError, out, errOut)
+	}
+	out, errOut, code = h.runWithEnv(map[string]string{EnvLedger: front.URL}, "untrust", path)
+	if code != ExitError || !strings.Contains(errOut, "ledger refused") || strings.Contains(errOut, "unknown") || strings.Contains(errOut, "is in the ledger") {
+		t.Fatalf("untrust refused by the ledger: exit %d, want %d and the refusal as it came:\n%s%s", code, ExitError, out, errOut)
 	}
 }
 
