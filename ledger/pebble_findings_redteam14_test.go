@@ -43,10 +43,7 @@ func rt14DropMarker(t *testing.T, dir string) {
 //     the WAL) but has lost A: A's resubmission is appended again (201, a
 //     second log entry) instead of getting its receipt, and A's lookup
 //     omits it;
-//   - (vindex.pebble, not asserted here: the same damage to the map
-//     opens it at a position near the log's size with the first run's
-//     nodes gone; the roots I checked still recomputed, because the
-//     lost leaves were rewritten.)
+//   - vindex.pebble: see TestRedteam14PebbleMapMarkerDeletedForks.
 //
 // Fix: open an existing store with pebble.Options.ErrorIfNotExists (the
 // directory exists: it must hold a store), so the damage is an error at
@@ -92,4 +89,49 @@ func TestRedteam14PebbleMarkerDeletedLedger(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRedteam14PebbleMapMarkerDeletedForks: LOSS (a fork of the signed
+// map). The map's store (vindex.pebble) with its MANIFEST marker removed,
+// after a first run's nodes were flushed to sstables: the restarted
+// ledger opens it without an error at the position of its WAL (58 of 59),
+// with the first run's nodes gone, and folds the next statements onto
+// that hollow tree (a missing node reads as an empty subtree): the map
+// root it then commits and signs into the log is not the root of the map
+// recomputed from the log (3 runs of 3). Clients check completeness
+// proofs against those roots: a statement of the first run is then
+// provably "absent", or every proof fails. Fix: ErrorIfNotExists on an
+// existing vindex.pebble (then map-rebuild), and a check at open that
+// the stored root is the root of the stored nodes (vindex.Apply of
+// nothing) before folding onto it.
+func TestRedteam14PebbleMapMarkerDeletedForks(t *testing.T) {
+	t.Setenv(posix.EnvIndexEngine, posix.EnginePebble)
+	dir := t.TempDir()
+	tl := startLedgerIn(t, dir, Config{MapCommitInterval: 30 * time.Millisecond})
+	alice, bob := newTestSigner(t), newTestSigner(t)
+	t0 := time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
+	for range 32 {
+		tl.submit(t, alice.sign(t, randomDigest(t), notarize.StatusTrusted, t0), http.StatusCreated)
+	}
+	waitMapCovers(t, tl, tl.store.Processed())
+	tl.restart(t)
+	for range 3 {
+		tl.submit(t, bob.sign(t, randomDigest(t), notarize.StatusTrusted, t0), http.StatusCreated)
+	}
+	waitMapCovers(t, tl, tl.store.Processed())
+	tl.close(t)
+	rt14DropMarker(t, filepath.Join(dir, mapDirName))
+	tl.open(t)
+	st, err := tl.vmap.m.MapState(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("map after the damage: position %d of %d", st.Position, tl.store.Processed())
+	for range 16 {
+		tl.submit(t, bob.sign(t, randomDigest(t), notarize.StatusTrusted, t0), http.StatusCreated)
+	}
+	waitMapCovers(t, tl, tl.store.Processed())
+	time.Sleep(200 * time.Millisecond)
+	t.Log("a failure below is a LOSS: a signed map root that the log does not recompute (a fork)")
+	t.Logf("%d roots recomputed", recomputeRoots(t, tl))
 }
