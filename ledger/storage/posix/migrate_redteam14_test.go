@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // TestRedteam14PebbleOpenedTwiceInOneProcess: a second storage on a
@@ -72,5 +74,49 @@ func TestRedteam14MigrateInterruptedBeforeCopy(t *testing.T) {
 	defer st.Close()
 	if got := observe(t, st.Index()); st.IndexEngine() != EnginePebble || got != want {
 		t.Fatalf("after migrating over a half-written .tmp (%s):\n%s\nwant\n%s", st.IndexEngine(), got, want)
+	}
+}
+
+// TestRedteam14MigrateRefusesOddIndexes: a bbolt index with a bucket this
+// binary does not know (written by another version), or of an older
+// format, is not migrated: the error names the problem, index.db stays in
+// use and nothing is left beside it.
+func TestRedteam14MigrateRefusesOddIndexes(t *testing.T) {
+	ctx := t.Context()
+	for _, c := range []struct {
+		name, want string
+		hurt       func(tx *bolt.Tx) error
+	}{
+		{"unknown bucket", "unknown bucket", func(tx *bolt.Tx) error { _, err := tx.CreateBucket([]byte("future")); return err }},
+		{"older format", "not of format", func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(formatKey, be64(boltFormat-1)) }},
+		{"no format", "not of format", func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Delete(formatKey) }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			bx, err := openIndex(filepath.Join(dir, IndexFile), quiet())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok, err := bx.Write(ctx, 0, rt14Batch(0, 8, h("d"), h("k"))); !ok || err != nil {
+				t.Fatal(ok, err)
+			}
+			if err := bx.db.Update(c.hurt); err != nil {
+				t.Fatal(err)
+			}
+			if err := bx.close(); err != nil {
+				t.Fatal(err)
+			}
+			if res, err := MigrateIndex(ctx, dir, quiet()); err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("BYPASS: migration of an index with %s: %+v %v", c.name, res, err)
+			}
+			if e, err := DirEngine(dir); e != EngineBbolt || err != nil {
+				t.Fatalf("after the refused migration: %q %v", e, err)
+			}
+			for _, left := range []string{IndexDir, IndexFile + OldSuffix} {
+				if _, err := os.Stat(filepath.Join(dir, left)); err == nil {
+					t.Fatalf("a refused migration left %s", left)
+				}
+			}
+		})
 	}
 }
