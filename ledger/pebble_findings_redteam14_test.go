@@ -47,6 +47,10 @@ func rt14DropMarker(t *testing.T, dir string) {
 //     the WAL) but has lost A: A's resubmission is appended again (201, a
 //     second log entry) instead of getting its receipt, and A's lookup
 //     omits it;
+//   - a verifying client's lookup by key (proven complete against the
+//     intact map) refuses the answer: "not proven complete" (fail closed,
+//     a DoS of that digest until the index is rebuilt by hand); its
+//     lookup of every signer, not proven complete, accepts 0 of 5;
 //   - vindex.pebble: see TestRedteam14PebbleMapMarkerDeletedForks.
 //
 // Fix: open an existing store with pebble.Options.ErrorIfNotExists (the
@@ -78,6 +82,17 @@ func TestRedteam14PebbleMarkerDeletedLedger(t *testing.T) {
 			rt14DropMarker(t, filepath.Join(dir, store))
 			tl.open(t)
 
+			// What a verifying client sees first (the map is intact).
+			c := newLedgerClient(t, tl.url, tl.VerifierKey(), t.TempDir())
+			res, err := c.Lookup(t.Context(), dA, alice.keyID)
+			if err == nil {
+				t.Errorf("BYPASS: a verifying client's lookup by key of A's digest passed with %d records, complete %v", len(res.Records), res.Complete)
+			} else {
+				t.Logf("the client's lookup by key refused the damaged index's answer: %v", err)
+			}
+			if res, err := c.Lookup(t.Context(), dA); err == nil {
+				t.Logf("the client's lookup of every signer (not proven complete) accepted %d of %d records", len(res.Records), len(recs))
+			}
 			{
 				for i, e := range as {
 					if _, rec, err := post(t.Context(), http.DefaultClient, tl.url, mustMarshal(t, e)); err != nil || rec.Index != recs[i].Index {
