@@ -47,6 +47,8 @@ func rt14DropMarker(t *testing.T, dir string) {
 //     the WAL) but has lost A: A's resubmission is appended again (201, a
 //     second log entry) instead of getting its receipt, and A's lookup
 //     omits it;
+//   - a key that revoked itself in the first run is no longer refused:
+//     its new statement is logged (201, not 403 KEY_REVOKED);
 //   - a verifying client's lookup by key (proven complete against the
 //     intact map) refuses the answer: "not proven complete" (fail closed,
 //     a DoS of that digest until the index is rebuilt by hand); its
@@ -72,6 +74,8 @@ func TestRedteam14PebbleMarkerDeletedLedger(t *testing.T) {
 				as = append(as, e)
 				recs = append(recs, tl.submit(t, e, http.StatusCreated))
 			}
+			k := newTestSigner(t)
+			rev := tl.submit(t, k.revoke(t, k.keyID, "laptop stolen", t0), http.StatusCreated)
 			waitMapCovers(t, tl, tl.store.Processed())
 			tl.restart(t) // the second run's open flushes the first run's WAL to sstables
 			for range 3 {
@@ -82,7 +86,12 @@ func TestRedteam14PebbleMarkerDeletedLedger(t *testing.T) {
 			rt14DropMarker(t, filepath.Join(dir, store))
 			tl.open(t)
 
-			// What a verifying client sees first (the map is intact).
+			// The thief of k, which revoked itself in the first run.
+			status, _, b := do(t, http.MethodPost, tl.url+api.PathEntries, mustMarshal(t, k.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now())))
+			if status != http.StatusForbidden {
+				t.Errorf("BYPASS: a statement by key %s, self-revoked at %d, got %d instead of 403 KEY_REVOKED: %.120s", k.keyID[:12], rev.Index, status, b)
+			}
+			// What a verifying client sees (the map is intact).
 			c := newLedgerClient(t, tl.url, tl.VerifierKey(), t.TempDir())
 			res, err := c.Lookup(t.Context(), dA, alice.keyID)
 			if err == nil {
