@@ -58,14 +58,16 @@ func lookBound(revocation bool, wait, hold time.Duration) time.Duration {
 	return lostReceiptWait
 }
 
-// outcomeUnknown reports whether a failed submission may have been logged:
-// everything but the ledger's own refusal (a 4xx with a ledger error code,
-// which the ledger answers before it logs anything) and a submission that
-// wrote nothing to any connection (ledgerclient.ErrNotSent). A front that
-// forges a refusal after forwarding is not looked behind; the command then
-// fails, which promises nothing.
+// outcomeUnknown reports whether a failed submission may have been logged
+// and is worth looking for: everything but the ledger's own refusal (a 4xx
+// with a ledger error code, which the ledger answers before it logs
+// anything; submitStatement looks behind it for a revocation), a
+// submission that wrote nothing to any connection (ledgerclient.ErrNotSent),
+// and proof that the ledger (or whatever answers for it) shows another
+// history or key (a fork, a key mismatch): every lookup through it would
+// be refused the same way, so the command reports that at once.
 func outcomeUnknown(err error) bool {
-	if errors.Is(err, ledgerclient.ErrNotSent) {
+	if _, fork := errors.AsType[*ledgerclient.ForkError](err); fork || errors.Is(err, ledgerclient.ErrNotSent) || errors.Is(err, ledgerclient.ErrKeyMismatch) {
 		return false
 	}
 	if apiErr, ok := errors.AsType[*ledgerclient.APIError](err); ok {
@@ -129,7 +131,11 @@ type UnknownOutcomeError struct {
 	Failed time.Time
 }
 
+// Error returns the submission's error and what the look found.
 func (e *UnknownOutcomeError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the submission's error (an *ledgerclient.APIError, a
+// transport error), so that exit codes and Retry-After still read it.
 func (e *UnknownOutcomeError) Unwrap() error { return e.Err }
 
 // waitOut waits, unless ctx ends first, until bound has passed from the
@@ -159,7 +165,9 @@ func waitOut(ctx context.Context, bound time.Duration, errs []error) {
 }
 
 // submitStatement submits entry, which states st by keyID, and returns its
-// verified receipt; after a failure of unknown outcome it looks for st
+// verified receipt; after a failure of unknown outcome it sends it once
+// more (the ledger answers a repeat with the receipt of the statement as
+// logged, and charges no rate limit for it), and if that fails too looks for st
 // among keyID's current statements (Current, proven complete up to its
 // checkpoint) for up to bound (lookBound) and, found there, returns it as
 // the receipt, with a warning on stderr. The statement is taken as absent
@@ -185,11 +193,16 @@ func submitStatement(ctx context.Context, stderr io.Writer, client *ledgerclient
 	if !unknown && !refused {
 		return res, err
 	}
+	d := st.Digest()
 	if refused {
 		bound = lostReceiptWait
+	} else if again, aerr := submit(); aerr == nil {
+		// Sent again: the ledger logs a statement once, so this is the
+		// receipt of the first submission if it was logged, or of this one.
+		fmt.Fprintf(stderr, "warning: the ledger's answer to the submission of %s was lost (%v); sent again, the statement is in the ledger at log index %d\n", d, err, again.Index)
+		return again, nil
 	}
 	failed := time.Now()
-	d := st.Digest()
 	var got *ledgerclient.SubmitResult
 	outcome, lookErr := findLost(ctx, bound, func(ctx context.Context) (lookOutcome, error) {
 		cur, err := client.Current(ctx, d, keyID)

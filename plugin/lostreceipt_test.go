@@ -37,7 +37,9 @@ func TestOutcomeUnknown(t *testing.T) {
 		{fmt.Errorf("submit: %w", errors.Join(&net.OpError{Op: "dial", Err: errors.New("connection refused")}, ledgerclient.ErrNotSent)), false},
 		{&net.OpError{Op: "dial", Err: errors.New("connection refused")}, true}, // a redirect's, after the first request was written (red team 13 F-B)
 		{&net.OpError{Op: "read", Err: errors.New("connection reset by peer")}, true},
-		{fmt.Errorf("submit: %w", ledgerclient.ErrBadProof), true},
+		{fmt.Errorf("submit: %w", ledgerclient.ErrBadProof), true}, // a front's forged receipt after forwarding
+		{fmt.Errorf("submit: %w", &ledgerclient.ForkError{}), false},
+		{fmt.Errorf("submit: %w", ledgerclient.ErrKeyMismatch), false},
 	} {
 		if got := outcomeUnknown(c.err); got != c.want {
 			t.Errorf("outcomeUnknown(%v) = %v, want %v", c.err, got, c.want)
@@ -66,7 +68,7 @@ func TestLostReceiptNotLogged(t *testing.T) {
 		next.ServeHTTP(w, r)
 	})
 	out, errOut, code := h.runWithEnv(map[string]string{EnvLedger: front.URL}, "untrust", "-o", "json", path)
-	if code != ExitError || !strings.Contains(out+errOut, "whether the ledger logged the statement is unknown") || strings.Contains(out, `"logIndex"`) || posts.Load() != 1 {
+	if code != ExitError || !strings.Contains(out+errOut, "whether the ledger logged the statement is unknown") || strings.Contains(out, `"logIndex"`) || posts.Load() != 2 {
 		t.Fatalf("untrust through a front that drops it, the ledger idle: exit %d (%d submissions), want %d and the outcome unknown:\n%s%s", code, posts.Load(), ExitError, out, errOut)
 	}
 	if _, _, c := h.run("verify", path); c != VerdictExitCode(notarize.Trusted) {
@@ -229,5 +231,31 @@ func TestLostReceiptProvenAbsent(t *testing.T) {
 	got := <-done
 	if got.code != ExitError || !strings.Contains(got.errOut, "not logged then") {
 		t.Fatalf("untrust dropped by a front, a map root committed after it: exit %d, want %d and the untrust proven absent:\n%s%s", got.code, ExitError, got.out, got.errOut)
+	}
+}
+
+// TestLostReceiptResent: a front drops only the first submission (502,
+// never forwarded) on an idle ledger, where no answer could show the
+// outcome: the command sends the statement once more and records it.
+func TestLostReceiptResent(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, "alice")
+	path, d := writeFile(t, "asset", "a build untrusted behind a flaky gateway")
+	h.mustRun(0, "sign", path)
+	var posts atomic.Int64
+	front := interceptFront(t, h.ledger.URL, func(w http.ResponseWriter, r *http.Request, next http.Handler) {
+		if r.Method == http.MethodPost && r.URL.Path == api.PathEntries && posts.Add(1) == 1 {
+			http.Error(w, "bad gateway", http.StatusBadGateway)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+	out, errOut, code := h.runWithEnv(map[string]string{EnvLedger: front.URL}, "untrust", "-o", "json", path)
+	var res signResult
+	if err := json.Unmarshal([]byte(out), &res); err != nil || code != 0 || len(res.Statements) != 1 || res.Statements[0].Digest != string(d) || posts.Load() != 2 || !strings.Contains(errOut, "sent again") {
+		t.Fatalf("untrust whose first submission a front dropped: exit %d after %d submissions, want 0 after 2 with the untrust recorded:\n%s%s", code, posts.Load(), out, errOut)
+	}
+	if _, _, c := h.run("verify", path); c != VerdictExitCode(notarize.Untrusted) {
+		t.Fatalf("verify after the resent untrust exits %d, want UNTRUSTED", c)
 	}
 }
