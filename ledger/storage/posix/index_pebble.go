@@ -50,9 +50,11 @@ var pebblePrefixes = []struct {
 
 // pebbleIndex implements storage.Index on a pebble database (a directory).
 // pebble's LOCK file keeps other processes out; mu makes Write's position
-// check and its batch one step, as bbolt's single writer does.
+// check and its batch one step, as bbolt's single writer does. h records a
+// corruption pebble reported: every read and write fails after it.
 type pebbleIndex struct {
 	db *pebble.DB
+	h  *PebbleHealth
 	mu sync.Mutex
 }
 
@@ -61,7 +63,8 @@ var _ storage.Index = (*pebbleIndex)(nil)
 // PebbleOptions returns the pebble options of the ledger's stores (the
 // index and the verifiable map): a block cache of cacheBytes, bloom
 // filters on every level (lookups Get random keys: identities, key rows,
-// map nodes), pebble's own logging off except errors, which go to logger.
+// map nodes), pebble's own logging off except errors, which go to logger
+// (OpenPebbleStore replaces the logger with one naming the store).
 func PebbleOptions(cacheBytes int64, logger *slog.Logger) *pebble.Options {
 	if logger == nil {
 		logger = slog.Default()
@@ -70,7 +73,7 @@ func PebbleOptions(cacheBytes int64, logger *slog.Logger) *pebble.Options {
 		Cache:              pebble.NewCache(cacheBytes),
 		FormatMajorVersion: pebble.FormatNewest,
 		MemTableSize:       32 << 20,
-		Logger:             pebbleLogger{logger},
+		Logger:             fatalLogger{l: logger, what: "store"},
 	}
 	for i := range o.Levels {
 		o.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
@@ -79,47 +82,35 @@ func PebbleOptions(cacheBytes int64, logger *slog.Logger) *pebble.Options {
 	return o
 }
 
-// pebbleLogger passes pebble's errors to slog and drops its chatter
-// (compactions, flushes).
-type pebbleLogger struct{ l *slog.Logger }
-
-func (p pebbleLogger) Infof(string, ...any) {}
-func (p pebbleLogger) Errorf(format string, args ...any) {
-	p.l.Error("pebble", slog.String("msg", fmt.Sprintf(format, args...)))
-}
-func (p pebbleLogger) Fatalf(format string, args ...any) {
-	panic(fmt.Sprintf("pebble: "+format, args...))
-}
-
 // PebbleLocked reports whether err, from pebble.Open, means that another
 // process (fcntl lock: EAGAIN or EACCES) or this one holds the database.
 func PebbleLocked(err error) bool {
 	return errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EACCES) || strings.Contains(err.Error(), "lock held by current process")
 }
 
-// openPebble opens (creating if needed) the pebble database at dir and
-// releases the options' cache reference (the database holds its own).
+// openPebble opens (creating if needed) the pebble index database at dir
+// (OpenPebbleStore: a store that lost its MANIFEST marker is refused).
 func openPebble(dir string, logger *slog.Logger) (*pebble.DB, error) {
-	opts := PebbleOptions(128<<20, logger)
-	db, err := pebble.Open(dir, opts)
-	opts.Cache.Unref()
-	if err != nil {
-		if PebbleLocked(err) {
-			return nil, fmt.Errorf("%s: in use by another process: %w", dir, err)
-		}
-		return nil, err
-	}
-	return db, nil
+	db, _, err := openPebbleHealth(dir, logger)
+	return db, err
+}
+
+// openPebbleHealth is openPebble, with the store's health.
+func openPebbleHealth(dir string, logger *slog.Logger) (*pebble.DB, *PebbleHealth, error) {
+	return OpenPebbleStore(dir, "index", PebbleOptions(128<<20, logger), logger)
 }
 
 // openPebbleIndex opens (creating if needed) the pebble index at dir. It
 // fails fast if another process holds it.
 func openPebbleIndex(dir string, logger *slog.Logger) (*pebbleIndex, error) {
-	db, err := openPebble(dir, logger)
+	if logger == nil {
+		logger = slog.Default()
+	}
+	db, h, err := openPebbleHealth(dir, logger)
 	if err != nil {
 		return nil, fmt.Errorf("open index %s: %w", dir, err)
 	}
-	x := &pebbleIndex{db: db}
+	x := &pebbleIndex{db: db, h: h}
 	if err := x.upgrade(dir, logger); err != nil {
 		return nil, errors.Join(fmt.Errorf("open index %s: %w", dir, err), db.Close())
 	}
@@ -130,7 +121,11 @@ func openPebbleIndex(dir string, logger *slog.Logger) (*pebbleIndex, error) {
 }
 
 // upgrade writes the format key of a new store, and empties a store of an
-// older format so that the follower rebuilds it from the log.
+// older format so that the follower rebuilds it from the log. A store
+// with rows but no format key lost the rows of its first batches (pebble
+// replayed the WAL files left into a new store): it is refused
+// (ErrPebbleDamaged), not rebuilt in place, as the loss means the
+// directory is damaged; its position would claim rows it lacks.
 func (x *pebbleIndex) upgrade(dir string, logger *slog.Logger) error {
 	v, ok, err := pebbleGet(x.db, pkey(pfxMeta, formatKey))
 	if err != nil {
@@ -138,6 +133,20 @@ func (x *pebbleIndex) upgrade(dir string, logger *slog.Logger) error {
 	}
 	if ok && len(v) == 8 && binary.BigEndian.Uint64(v) == pebbleFormat {
 		return nil
+	}
+	if !ok {
+		it, err := x.db.NewIter(nil)
+		if err != nil {
+			return err
+		}
+		hasRows := it.First()
+		if err := it.Close(); err != nil {
+			return err
+		}
+		if hasRows {
+			return fmt.Errorf("%w: index %s holds rows but no format key: its first rows are lost and its position cannot be trusted; stop the ledger and delete %s: it is rebuilt from the log",
+				ErrPebbleDamaged, dir, dir)
+		}
 	}
 	b := x.db.NewBatch()
 	defer b.Close()
@@ -240,6 +249,9 @@ func pebblePosition(r pebbleReader) (uint64, error) {
 
 // Position implements storage.Index.
 func (x *pebbleIndex) Position(context.Context) (uint64, error) {
+	if err := x.h.Err(); err != nil {
+		return 0, err
+	}
 	next, err := pebblePosition(x.db)
 	if err != nil {
 		return 0, fmt.Errorf("read index position: %w", err)
@@ -248,9 +260,17 @@ func (x *pebbleIndex) Position(context.Context) (uint64, error) {
 }
 
 // view calls fn with a snapshot of the database, which fn's reads share.
+// A store that reported a corruption (before or during fn) answers its
+// error, never fn's result.
 func (x *pebbleIndex) view(fn func(r pebbleReader) error) error {
+	if err := x.h.Err(); err != nil {
+		return err
+	}
 	s := x.db.NewSnapshot()
 	err := fn(s)
+	if herr := x.h.Err(); herr != nil {
+		err = herr
+	}
 	return errors.Join(err, s.Close())
 }
 
@@ -411,7 +431,13 @@ func (x *pebbleIndex) Latest(_ context.Context, digest, keyID []byte) (storage.S
 
 // IndexOf implements storage.Index.
 func (x *pebbleIndex) IndexOf(_ context.Context, id []byte) (uint64, bool, error) {
+	if err := x.h.Err(); err != nil {
+		return 0, false, err
+	}
 	v, ok, err := pebbleGet(x.db, pkey(pfxIDs, id))
+	if herr := x.h.Err(); herr != nil {
+		return 0, false, herr
+	}
 	if err != nil || !ok {
 		return 0, false, err
 	}
@@ -455,6 +481,9 @@ func (x *pebbleIndex) Release(context.Context, []byte) error { return nil }
 func (x *pebbleIndex) Write(_ context.Context, next uint64, batch []storage.Row) (bool, error) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	if err := x.h.Err(); err != nil {
+		return false, err
+	}
 	if cur, err := pebblePosition(x.db); err != nil {
 		return false, err
 	} else if cur != next {
@@ -493,6 +522,9 @@ func (x *pebbleIndex) Write(_ context.Context, next uint64, batch []storage.Row)
 	if err := b.Set(pkey(pfxMeta, nextKey), be64(next+uint64(len(batch))), nil); err != nil {
 		return false, err
 	}
+	if err := x.h.Err(); err != nil {
+		return false, err
+	}
 	if err := b.Commit(pebble.Sync); err != nil {
 		return false, fmt.Errorf("commit index batch: %w", err)
 	}
@@ -522,6 +554,9 @@ func pebbleKeyCurrent(b *pebble.Batch, e storage.Row, idx uint64) error {
 // KeyDigests implements storage.Index: an iterator over the key's prefix of
 // the keys rows, so no other key's row is read.
 func (x *pebbleIndex) KeyDigests(_ context.Context, keyID, after []byte, n int) ([]storage.KeyRow, error) {
+	if err := x.h.Err(); err != nil {
+		return nil, err
+	}
 	var out []storage.KeyRow
 	prefix := pkey(pfxKeys, keyID)
 	it, err := prefixIter(x.db, prefix)
@@ -544,6 +579,9 @@ func (x *pebbleIndex) KeyDigests(_ context.Context, keyID, after []byte, n int) 
 		out = append(out, r)
 	}
 	if err := it.Close(); err != nil {
+		return nil, err
+	}
+	if err := x.h.Err(); err != nil {
 		return nil, err
 	}
 	return out, nil

@@ -64,8 +64,12 @@ func MigrateIndex(ctx context.Context, dir string, logger *slog.Logger) (Migrate
 // (prefixes: bucket name → prefix; a bucket not named is an error). check,
 // if set, vets src first; fixup, if set, adds rows after the copy.
 //
-// It holds src's bbolt lock throughout, so a ledger cannot start on it
-// meanwhile, and fails at once if a ledger holds it. It writes into dst+".tmp"
+// It holds src's bbolt lock throughout, exclusively (src is opened
+// read-write, though only read), so that neither a ledger nor a second
+// migration can start on it meanwhile (two migrations would share
+// dst+".tmp"), and fails at once if either holds it. It refuses if
+// src+OldSuffix exists (an earlier migration's way back, which the rename
+// would replace). It writes into dst+".tmp"
 // (removed first: an interrupted migration starts over), in batches of
 // migrateBatchBytes, then flushes and syncs it, checks that each prefix
 // holds as many rows as its bucket, renames it to dst, and only then
@@ -73,6 +77,12 @@ func MigrateIndex(ctx context.Context, dir string, logger *slog.Logger) (Migrate
 // migration interrupted between its two renames), it only renames src
 // aside. src missing: nothing to do.
 func MigrateBolt(ctx context.Context, src, dst string, prefixes map[string]byte, check func(*bolt.Tx) error, fixup func(*pebble.Batch) error, logger *slog.Logger) (MigrateResult, error) {
+	return MigrateBoltWith(ctx, src, dst, prefixes, check, fixup, nil, logger)
+}
+
+// MigrateBoltWith is MigrateBolt writing dst with the pebble options opts
+// (the store's own: the map's are not the index's; nil: PebbleOptions).
+func MigrateBoltWith(ctx context.Context, src, dst string, prefixes map[string]byte, check func(*bolt.Tx) error, fixup func(*pebble.Batch) error, opts *pebble.Options, logger *slog.Logger) (MigrateResult, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
@@ -81,10 +91,13 @@ func MigrateBolt(ctx context.Context, src, dst string, prefixes map[string]byte,
 	if ok, err := exists(src); err != nil || !ok {
 		return res, err
 	}
-	db, err := bolt.Open(src, 0o600, &bolt.Options{Timeout: time.Second, ReadOnly: true})
+	if err := oldFree(src); err != nil {
+		return res, err
+	}
+	db, err := bolt.Open(src, 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
-			return res, fmt.Errorf("migrate %s: in use by a running ledger; stop it first", src)
+			return res, fmt.Errorf("migrate %s: %w (a running ledger or another migration); stop it first", src, ErrInUse)
 		}
 		return res, fmt.Errorf("migrate %s: %w", src, err)
 	}
@@ -99,7 +112,10 @@ func MigrateBolt(ctx context.Context, src, dst string, prefixes map[string]byte,
 	if err := os.RemoveAll(tmp); err != nil {
 		return res, fmt.Errorf("migrate %s: %w", src, err)
 	}
-	rows, err := copyBolt(ctx, db, tmp, prefixes, check, fixup, logger)
+	if opts == nil {
+		opts = PebbleOptions(64<<20, logger)
+	}
+	rows, err := copyBolt(ctx, db, tmp, prefixes, check, fixup, opts, logger)
 	if err != nil {
 		return res, fmt.Errorf("migrate %s: %w (%s left as it was; the next migration starts over)", src, err, src)
 	}
@@ -110,10 +126,33 @@ func MigrateBolt(ctx context.Context, src, dst string, prefixes map[string]byte,
 	return finishMigration(src, dst, res, start)
 }
 
-// finishMigration syncs dst's directory entry, then renames src aside.
+// ErrInUse is the error of a migration whose bbolt file a running ledger
+// or another migration holds.
+var ErrInUse = errors.New("in use")
+
+// ErrOldExists is the error of a migration that would replace the bbolt
+// file an earlier migration moved aside (src+OldSuffix).
+var ErrOldExists = errors.New("an earlier migration's bbolt file is in the way")
+
+// oldFree returns ErrOldExists if src+OldSuffix exists.
+func oldFree(src string) error {
+	old := src + OldSuffix
+	if ok, err := exists(old); err != nil {
+		return fmt.Errorf("migrate %s: %w", src, err)
+	} else if ok {
+		return fmt.Errorf("migrate %s: %w: %s exists (kept by an earlier migration); move or delete it, then run the migration again", src, ErrOldExists, old)
+	}
+	return nil
+}
+
+// finishMigration syncs dst's directory entry, then renames src aside
+// (never over an existing src+OldSuffix).
 func finishMigration(src, dst string, res MigrateResult, start time.Time) (MigrateResult, error) {
 	if err := syncDir(filepath.Dir(dst)); err != nil {
 		return res, fmt.Errorf("migrate %s: %w", src, err)
+	}
+	if err := oldFree(src); err != nil {
+		return res, err
 	}
 	if err := os.Rename(src, src+OldSuffix); err != nil {
 		return res, fmt.Errorf("migrate %s: %w", src, err)
@@ -136,11 +175,9 @@ func syncDir(dir string) error {
 
 // copyBolt copies db's rows into a new pebble database at dir, synced and
 // closed, and returns how many rows it copied.
-func copyBolt(ctx context.Context, db *bolt.DB, dir string, prefixes map[string]byte, check func(*bolt.Tx) error, fixup func(*pebble.Batch) error, logger *slog.Logger) (int, error) {
-	opts := PebbleOptions(64<<20, logger)
+func copyBolt(ctx context.Context, db *bolt.DB, dir string, prefixes map[string]byte, check func(*bolt.Tx) error, fixup func(*pebble.Batch) error, opts *pebble.Options, logger *slog.Logger) (int, error) {
 	opts.DisableWAL = true // the copy is flushed and synced as a whole, or started over
-	pdb, err := pebble.Open(dir, opts)
-	opts.Cache.Unref()
+	pdb, _, err := OpenPebbleStore(dir, "migration copy", opts, logger)
 	if err != nil {
 		return 0, err
 	}
