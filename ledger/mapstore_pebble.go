@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -46,6 +47,7 @@ const (
 // update lock is mu: pebble's LOCK keeps other processes out.
 type pebbleMapStore struct {
 	db *pebble.DB
+	h  *mapHealth // a corruption pebble reported: every read and write fails after it
 	mu sync.Mutex
 }
 
@@ -56,51 +58,160 @@ var _ storage.MapStore = (*pebbleMapStore)(nil)
 // takes ~240 MB.
 const mapCacheBytes = 256 << 20
 
-// openPebbleMapStore opens (creating if needed) the map database at dir.
-func openPebbleMapStore(dir string) (*pebbleMapStore, error) {
+// MapPebbleOptions returns the pebble options of the map: its block cache,
+// bloom filters (a fold Gets random node IDs) and no compression (nodes
+// are hashes: compressing them costs CPU and saves nothing). A migration
+// writes the map with them too.
+func MapPebbleOptions() *pebble.Options {
 	opts := &pebble.Options{
 		Cache:              pebble.NewCache(mapCacheBytes),
 		FormatMajorVersion: pebble.FormatNewest,
 		MemTableSize:       32 << 20,
-		Logger:             pebbleErrors{},
 	}
 	for i := range opts.Levels {
-		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10) // a fold Gets random node IDs
-		// Nodes are hashes: compressing them costs CPU and saves nothing.
+		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 		opts.Levels[i].Compression = func() *sstable.CompressionProfile { return sstable.NoCompression }
 	}
-	db, err := pebble.Open(dir, opts)
-	opts.Cache.Unref()
+	return opts
+}
+
+// openPebbleMapStore opens (creating if needed) the map database at dir
+// (posix.OpenPebbleStore: a store that lost its MANIFEST marker is
+// refused, a corruption fails its reads, a fatal pebble error stops the
+// process with a logged reason).
+func openPebbleMapStore(dir string) (*pebbleMapStore, error) {
+	db, h, err := openPebbleMapDB(dir, MapPebbleOptions(), slog.Default())
 	if err != nil {
 		return nil, fmt.Errorf("open map %s: %w", dir, err)
 	}
-	return &pebbleMapStore{db: db}, nil
+	return &pebbleMapStore{db: db, h: h}, nil
 }
 
-// pebbleErrors is pebble's logger for the map: its chatter (flushes,
-// compactions) dropped, its errors to slog's default logger.
-type pebbleErrors struct{}
+// ErrMapDamaged is the error of a pebble map that is damaged: it holds
+// data files but no current MANIFEST marker (it would open as a new,
+// partial map), or pebble reported a corruption in one of its files. The
+// operator deletes it; the ledger rebuilds it from the log. (The map's
+// copy of package posix's OpenPebbleStore: package ledger does not import
+// its drivers.)
+var ErrMapDamaged = errors.New("pebble map damaged")
 
-func (pebbleErrors) Infof(string, ...any) {}
-func (pebbleErrors) Errorf(format string, args ...any) {
-	slog.Error("pebble map store", slog.String("msg", fmt.Sprintf(format, args...)))
+// mapHealth records a corruption pebble reported in the map.
+type mapHealth struct {
+	dir     string
+	corrupt atomic.Pointer[string]
 }
-func (pebbleErrors) Fatalf(format string, args ...any) {
-	panic(fmt.Sprintf("pebble: "+format, args...))
+
+// Err returns nil while the map is sound, else an ErrMapDamaged error.
+func (h *mapHealth) Err() error {
+	if h == nil {
+		return nil
+	}
+	if c := h.corrupt.Load(); c != nil {
+		return fmt.Errorf("%w: %s: %s; stop the ledger and delete %s: it is rebuilt from the log", ErrMapDamaged, h.dir, *c, h.dir)
+	}
+	return nil
+}
+
+// mapPebbleExit ends the process after pebble's Logger.Fatalf (tests replace it).
+var mapPebbleExit = os.Exit
+
+// mapPebbleLogger is the map's pebble logger: chatter dropped, errors to
+// slog, Fatalf (pebble cannot go on: a failed WAL write on a full disk)
+// an slog error naming the map and what to do, then exit status 1 (a
+// panic would leave references held and kill the process with a trace).
+type mapPebbleLogger struct {
+	l   *slog.Logger
+	dir string
+}
+
+func (p mapPebbleLogger) Infof(string, ...any) {}
+func (p mapPebbleLogger) Errorf(format string, args ...any) {
+	p.l.Error("pebble map store", slog.String("path", p.dir), slog.String("msg", fmt.Sprintf(format, args...)))
+}
+func (p mapPebbleLogger) Fatalf(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	p.l.Error("pebble map store failed: the ledger stops", slog.String("path", p.dir), slog.String("error", msg),
+		slog.String("todo", "free disk space if it is full and start the ledger again; if the map is damaged, delete "+p.dir+": it is rebuilt from the log"))
+	mapPebbleExit(1)
+	panic("pebble: " + msg)
+}
+
+// openPebbleMapDB opens the map database at dir with opts: a directory
+// that holds a store's files is opened with ErrorIfNotExists (a lost
+// MANIFEST marker would open a new, partial map at the WAL's position:
+// refused, ErrMapDamaged); a corruption pebble reports is logged and fails
+// the map's reads and writes (mapHealth). It releases opts.Cache's reference.
+func openPebbleMapDB(dir string, opts *pebble.Options, logger *slog.Logger) (*pebble.DB, *mapHealth, error) {
+	if opts.Cache != nil {
+		defer opts.Cache.Unref()
+	}
+	h := &mapHealth{dir: dir}
+	opts.Logger = mapPebbleLogger{l: logger, dir: dir}
+	opts.EventListener = &pebble.EventListener{DataCorruption: func(info pebble.DataCorruptionInfo) {
+		msg := fmt.Sprintf("on-disk corruption in %s: %v", info.Path, info.Details)
+		h.corrupt.CompareAndSwap(nil, &msg)
+		logger.Error("pebble map store corrupt: its reads fail from now on", slog.String("path", dir), slog.String("error", msg),
+			slog.String("todo", "stop the ledger and delete "+dir+": it is rebuilt from the log"))
+	}}
+	had, err := hasPebbleFiles(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	opts.ErrorIfNotExists = had
+	db, err := pebble.Open(dir, opts)
+	if errors.Is(err, pebble.ErrDBDoesNotExist) {
+		return nil, nil, fmt.Errorf("%w: %s holds pebble files but no current MANIFEST (its marker file is lost): it would open as a new, partial map; stop the ledger and delete %s: it is rebuilt from the log",
+			ErrMapDamaged, dir, dir)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return db, h, nil
+}
+
+// hasPebbleFiles reports whether dir holds a pebble store's files (a
+// MANIFEST, its marker, a WAL, a table, a blob file).
+func hasPebbleFiles(dir string) (bool, error) {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	for _, e := range ents {
+		n := e.Name()
+		if strings.HasPrefix(n, "MANIFEST-") || strings.HasPrefix(n, "marker.") ||
+			strings.HasSuffix(n, ".sst") || strings.HasSuffix(n, ".log") || strings.HasSuffix(n, ".blob") {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // mapEngineOf returns the engine of the map kept in dir: the one it has
 // (vindex.db: bbolt; vindex.pebble: pebble), else the index's (st's
-// IndexEngine), else bbolt.
+// IndexEngine), else bbolt. Both is an error, as for the index
+// (posix.DirEngine): a migration was interrupted, and which one is
+// complete is for the migration to say.
 func mapEngineOf(dir string, st Storage) (string, error) {
+	var have []string
 	for _, c := range []struct{ name, engine string }{{mapDirName, enginePebble}, {mapFileName, engineBbolt}} {
 		_, err := os.Stat(filepath.Join(dir, c.name))
 		if err == nil {
-			return c.engine, nil
+			have = append(have, c.engine)
+			continue
 		}
 		if !errors.Is(err, os.ErrNotExist) {
 			return "", fmt.Errorf("open map: %w", err)
 		}
+	}
+	switch len(have) {
+	case 2:
+		return "", fmt.Errorf("open map: %s holds both %s and %s: a migration was interrupted; run notarize-ledger migrate-index --data DIR (with --map-dir %s if the map has its own) --to pebble again to finish it",
+			dir, mapFileName, mapDirName, dir)
+	case 1:
+		return have[0], nil
 	}
 	if e, ok := st.(interface{ IndexEngine() string }); ok && e.IndexEngine() == enginePebble {
 		return enginePebble, nil
@@ -196,11 +307,17 @@ func readPebbleMapState(get func([]byte) ([]byte, bool, error)) (storage.MapStat
 
 // view calls fn with the state and nodes of one snapshot.
 func (m *pebbleMapStore) view(fn func(storage.MapState, storage.MapNodeReader) error) error {
+	if err := m.h.Err(); err != nil {
+		return err
+	}
 	s := m.db.NewSnapshot()
 	get := snapGet(s)
 	st, err := readPebbleMapState(get)
 	if err == nil {
 		err = fn(st, pebbleNodes{get: get})
+	}
+	if herr := m.h.Err(); herr != nil {
+		err = herr
 	}
 	return errors.Join(err, s.Close())
 }
@@ -257,6 +374,9 @@ func (m *pebbleMapStore) MapUpdate(_ context.Context, fn func(storage.MapState, 
 			return fmt.Errorf("map update: %w", err)
 		}
 	}
+	if err := m.h.Err(); err != nil {
+		return err
+	}
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("map update: %w", err)
 	}
@@ -288,6 +408,14 @@ func rebuildPebbleMap(dir string) error {
 		return nil
 	}
 	m, err := openPebbleMapStore(dir)
+	if errors.Is(err, ErrMapDamaged) {
+		// Not held (pebble takes its LOCK before it looks for the
+		// MANIFEST), and to be rebuilt anyway.
+		if err := os.RemoveAll(dir); err != nil {
+			return fmt.Errorf("rebuild map: %w", err)
+		}
+		return nil
+	}
 	if err != nil {
 		if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EACCES) || strings.Contains(err.Error(), "lock held") {
 			return fmt.Errorf("rebuild map %s: %w", dir, ErrMapInUse)
