@@ -25,8 +25,10 @@ func runMigrateIndex(ctx context.Context, args []string, stdout, stderr io.Write
 		fmt.Fprintf(fs.Output(), "Usage: notarize-ledger migrate-index --data DIR --to pebble\n\n"+
 			"Moves a stopped ledger's digest index (index.db) and verifiable index (vindex.db)\n"+
 			"from bbolt to pebble (index.pebble, vindex.pebble), which keeps ingest fast on a\n"+
-			"large ledger. Run it with the ledger stopped: it refuses while a ledger holds the\n"+
-			"files, and a ledger cannot start while it runs. It copies every row into a new\n"+
+			"large ledger. Run it with the ledger stopped: it refuses while a ledger or another\n"+
+			"migration holds the files, and a ledger cannot start while it runs. It refuses\n"+
+			"if an earlier migration's *.bbolt-old file is still there (move it first).\n"+
+			"It copies every row into a new\n"+
 			"store, syncs it, checks the row counts, and only then renames the old file aside\n"+
 			"(index.db.bbolt-old, vindex.db.bbolt-old; delete them once the ledger serves).\n"+
 			"Interrupted, it leaves the bbolt files in use; run it again and it starts over.\n"+
@@ -56,7 +58,8 @@ func runMigrateIndex(ctx context.Context, args []string, stdout, stderr io.Write
 	file, dir, prefixes := ledger.MapMigration()
 	// The map first: a ledger whose index is bbolt and whose map is
 	// pebble serves (each store's engine is the one it has).
-	res, err := posix.MigrateBolt(ctx, filepath.Join(mdir, file), filepath.Join(mdir, dir), prefixes, nil, nil, logger)
+	// The map keeps its own pebble options (no compression, its cache).
+	res, err := posix.MigrateBoltWith(ctx, filepath.Join(mdir, file), filepath.Join(mdir, dir), prefixes, nil, nil, ledger.MapPebbleOptions(), logger)
 	if err != nil {
 		return err
 	}
