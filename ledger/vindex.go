@@ -183,12 +183,67 @@ func (l *Ledger) startMap(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		if err := l.checkMapOfLog(ctx, m, filepath.Dir(path)); err != nil {
+			return errors.Join(err, closeMap())
+		}
 		f.m, f.close = m, closeMap
 	}
 	f.loadRoot(ctx)
 	ctx, f.cancel = context.WithCancel(ctx)
 	l.vmap = f
 	go f.run(ctx)
+	return nil
+}
+
+// ErrMapNotOfLog is the error of a ledger whose map (kept in a directory
+// of its own) is not the map of its log: ahead of it (the data directory
+// restored from an older backup, the map not), or another ledger's (a
+// --map-dir copied from another host). Folding onto it would sign map
+// roots the log does not recompute (a fork).
+var ErrMapNotOfLog = errors.New("the verifiable index is not the map of this ledger's log")
+
+// checkMapOfLog refuses a map kept in dir whose stored state its log does
+// not back: a position beyond the log's published size, or a committed
+// root entry that is not the log's entry at its index (read from the
+// digest index's entry bytes; a root at an index the digest index has not
+// reached yet is checked by position only).
+func (l *Ledger) checkMapOfLog(ctx context.Context, m storage.MapStore, dir string) error {
+	st, err := m.MapState(ctx)
+	if err != nil {
+		return fmt.Errorf("open map: %w", err)
+	}
+	if st.Position == 0 && st.Root == nil {
+		return nil
+	}
+	todo := fmt.Sprintf("if %s is this ledger's, delete it (notarize-ledger map-rebuild or rm: it is rebuilt from the log); if it is another ledger's, give this one its own --map-dir", dir)
+	var size uint64
+	if raw, err := l.reader.ReadCheckpoint(ctx); err == nil {
+		if size, err = parseCheckpointSize(raw); err != nil {
+			return fmt.Errorf("open map: %w", err)
+		}
+	}
+	if st.Position > size {
+		return fmt.Errorf("%w: the map in %s covers %d entries, the log holds %d; %s", ErrMapNotOfLog, dir, st.Position, size, todo)
+	}
+	if st.Root == nil {
+		return nil
+	}
+	if st.Root.Index >= size {
+		return fmt.Errorf("%w: the map's root entry in %s is at %d, the log holds %d; %s", ErrMapNotOfLog, dir, st.Root.Index, size, todo)
+	}
+	if st.Root.Index >= l.store.Processed() {
+		return nil
+	}
+	var logged []byte
+	if err := l.store.entries(ctx, []uint64{st.Root.Index}, func(_ uint64, data []byte) bool {
+		logged = bytes.Clone(data)
+		return false
+	}); err != nil {
+		return fmt.Errorf("open map: %w", err)
+	}
+	if !bytes.Equal(logged, st.Root.Entry) {
+		return fmt.Errorf("%w: the map's root entry in %s is not the log's entry %d; %s", ErrMapNotOfLog, dir, st.Root.Index, todo)
+	}
 	return nil
 }
 
