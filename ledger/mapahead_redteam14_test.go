@@ -1,5 +1,3 @@
-//go:build redteam14
-
 package ledger
 
 import (

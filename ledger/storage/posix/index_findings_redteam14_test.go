@@ -1,5 +1,3 @@
-//go:build redteam14
-
 package posix
 
 import (
