@@ -33,15 +33,8 @@ func runMapRebuild(ctx context.Context, args []string, getenv func(string) strin
 			"proof (clients read the whole log as its tail, and refuse a long one).\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
-	}
-	if fs.NArg() > 0 {
-		fs.Usage()
-		return errUsage
+	if err := parseFlagsOnly(fs, args); err != nil {
+		return err
 	}
 	switch *kind {
 	case storagePOSIX:
@@ -71,4 +64,21 @@ func runMapRebuild(ctx context.Context, args []string, getenv func(string) strin
 		return nil
 	}
 	return fmt.Errorf("%w: --storage %q: want %q or %q", errUsage, *kind, storagePOSIX, storageMySQL)
+}
+
+// parseFlagsOnly parses a subcommand's args, which take flags only:
+// -h is flag.ErrHelp, a bad flag or a positional argument errUsage (after
+// the usage), as for map-rebuild and migrate-index.
+func parseFlagsOnly(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return errUsage
+	}
+	return nil
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -36,15 +35,8 @@ func runMigrateIndex(ctx context.Context, args []string, stdout, stderr io.Write
 			"--index-engine pebble also rebuilds them, slowly (every entry is read again).\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
-	}
-	if fs.NArg() > 0 {
-		fs.Usage()
-		return errUsage
+	if err := parseFlagsOnly(fs, args); err != nil {
+		return err
 	}
 	if *to != posix.EnginePebble {
 		fmt.Fprintf(stderr, "notarize-ledger migrate-index: --to %q: want %q (the only direction)\n", *to, posix.EnginePebble)
