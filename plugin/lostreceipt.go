@@ -164,9 +164,9 @@ func waitOut(ctx context.Context, bound time.Duration, errs []error) {
 	}
 }
 
-// submitStatement submits entry, which states st by keyID, and returns its
-// verified receipt; after a failure of unknown outcome it sends it once
-// more (the ledger answers a repeat with the receipt of the statement as
+// submitStatement calls submit, which sends the entry stating st by keyID,
+// and returns its verified receipt; after a failure of unknown outcome it
+// sends it once more (the ledger answers a repeat with the receipt of the statement as
 // logged, and charges no rate limit for it), and if that fails too looks for st
 // among keyID's current statements (Current, proven complete up to its
 // checkpoint) for up to bound (lookBound) and, found there, returns it as
