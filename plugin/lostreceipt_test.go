@@ -219,9 +219,14 @@ func TestLostReceiptProvenAbsent(t *testing.T) {
 		out, errOut string
 		code        int
 	}
+	// A revocation waited for looks for the whole --index-wait (lookBound):
+	// 20 s rather than lostReceiptWait's 5, so that a loaded machine, slow
+	// to commit and date a root past the failure, still gets one in time
+	// (the look ends as soon as it does).
+	h.indexHold = time.Millisecond
 	done := make(chan run, 1)
 	go func() {
-		out, errOut, code := h.runWithEnv(map[string]string{EnvLedger: front.URL}, "untrust", "--key", "alice", path)
+		out, errOut, code := h.runWithEnv(map[string]string{EnvLedger: front.URL}, "untrust", "--index-wait", "20s", "--key", "alice", path)
 		done <- run{out, errOut, code}
 	}()
 	<-dropped
