@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/notarize/docker-notarize/internal/pebblestore"
 	"github.com/notarize/docker-notarize/ledger/storage"
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/transparency-dev/tessera"
@@ -47,6 +48,7 @@ type index struct {
 	advanced chan struct{} // closed and replaced whenever processed grows, or the follower meets an outage
 	outages  uint64        // follower steps failed with storage.ErrUnavailable (under mu)
 	outage   error         // the last of them (under mu)
+	damaged  error         // a follower step failed on a damaged store (pebblestore.ErrDamaged), which lasts (under mu)
 	wake     chan struct{} // WaitProcessed wakes an idle follower (capacity 1)
 	idleMax  time.Duration // the follower's longest wait while the log does not grow (followIdlePoll)
 
@@ -232,19 +234,22 @@ func (s *index) waitIndexed(ctx context.Context, n uint64) error {
 	return s.wait(ctx, n, true)
 }
 
-// wait waits until the index has processed n entries, or ctx ends; with
-// failOnOutage, also until the follower fails on a storage outage after
-// the wait began.
+// wait waits until the index has processed n entries, or ctx ends, or the
+// follower failed on a damaged store; with failOnOutage, also until the
+// follower fails on a storage outage after the wait began.
 func (s *index) wait(ctx context.Context, n uint64, failOnOutage bool) error {
 	s.mu.Lock()
 	start := s.outages
 	s.mu.Unlock()
 	for {
 		s.mu.Lock()
-		ch, outages, outage := s.advanced, s.outages, s.outage
+		ch, outages, outage, damaged := s.advanced, s.outages, s.outage, s.damaged
 		s.mu.Unlock()
 		if s.processed.Load() >= n {
 			return nil
+		}
+		if damaged != nil { // no wait ends otherwise: every waiter is told at once
+			return fmt.Errorf("wait for index to reach %d (at %d): %w", n, s.processed.Load(), damaged)
 		}
 		if failOnOutage && outages > start {
 			return fmt.Errorf("wait for index to reach %d (at %d): %w", n, s.processed.Load(), outage)
@@ -262,11 +267,15 @@ func (s *index) wait(ctx context.Context, n uint64, failOnOutage bool) error {
 }
 
 // failed records a follower step that failed on an outage of the storage
-// and wakes the waiters (waitIndexed gives up on it).
+// or a damaged store, and wakes the waiters (waitIndexed gives up on it;
+// on a damaged store, every later wait fails at once).
 func (s *index) failed(err error) {
 	s.mu.Lock()
 	s.outages++
 	s.outage = err
+	if errors.Is(err, pebblestore.ErrDamaged) {
+		s.damaged = err
+	}
 	close(s.advanced)
 	s.advanced = make(chan struct{})
 	s.mu.Unlock()
@@ -376,7 +385,10 @@ func (f *indexFollower) Follow(ctx context.Context, lr tessera.LogReader) {
 		wait := tune.Poll
 		if err != nil {
 			f.s.log.Log(ctx, tune.ErrLevel, "index follower", slog.Any("error", err), slog.Duration("retry_in", backoff))
-			if errors.Is(err, storage.ErrUnavailable) {
+			if errors.Is(err, storage.ErrUnavailable) || errors.Is(err, pebblestore.ErrDamaged) {
+				// An outage, or a damaged store that no retry mends:
+				// the submissions waiting for the index are answered
+				// at once rather than at their receipt timeout.
 				f.s.failed(err)
 			}
 			wait, backoff = backoff, min(2*backoff, tune.MaxBackoff)

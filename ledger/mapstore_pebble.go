@@ -10,15 +10,13 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
-	"sync/atomic"
-	"syscall"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/sstable"
 
+	"github.com/notarize/docker-notarize/internal/pebblestore"
 	"github.com/notarize/docker-notarize/ledger/storage"
 )
 
@@ -46,8 +44,7 @@ const (
 // own, for a storage used by one process (POSIX, engine pebble). Its
 // update lock is mu: pebble's LOCK keeps other processes out.
 type pebbleMapStore struct {
-	db *pebble.DB
-	h  *mapHealth // a corruption pebble reported: every read and write fails after it
+	s  *pebblestore.Store // every operation acquires it: a corruption pebble reported fails it, close waits for it
 	mu sync.Mutex
 }
 
@@ -76,118 +73,23 @@ func MapPebbleOptions() *pebble.Options {
 }
 
 // openPebbleMapStore opens (creating if needed) the map database at dir
-// (posix.OpenPebbleStore: a store that lost its MANIFEST marker is
-// refused, a corruption fails its reads, a fatal pebble error stops the
-// process with a logged reason).
+// (pebblestore.Open: a store that lost its MANIFEST marker is refused, a
+// corruption fails its reads, a fatal pebble error stops the process with
+// a logged reason).
 func openPebbleMapStore(dir string) (*pebbleMapStore, error) {
-	db, h, err := openPebbleMapDB(dir, MapPebbleOptions(), slog.Default())
+	s, err := pebblestore.Open(dir, "map", MapPebbleOptions(), slog.Default())
 	if err != nil {
 		return nil, fmt.Errorf("open map %s: %w", dir, err)
 	}
-	return &pebbleMapStore{db: db, h: h}, nil
+	return &pebbleMapStore{s: s}, nil
 }
 
-// ErrMapDamaged is the error of a pebble map that is damaged: it holds
-// data files but no current MANIFEST marker (it would open as a new,
-// partial map), or pebble reported a corruption in one of its files. The
-// operator deletes it; the ledger rebuilds it from the log. (The map's
-// copy of package posix's OpenPebbleStore: package ledger does not import
-// its drivers.)
-var ErrMapDamaged = errors.New("pebble map damaged")
-
-// mapHealth records a corruption pebble reported in the map.
-type mapHealth struct {
-	dir     string
-	corrupt atomic.Pointer[string]
-}
-
-// Err returns nil while the map is sound, else an ErrMapDamaged error.
-func (h *mapHealth) Err() error {
-	if h == nil {
-		return nil
-	}
-	if c := h.corrupt.Load(); c != nil {
-		return fmt.Errorf("%w: %s: %s; stop the ledger and delete %s: it is rebuilt from the log", ErrMapDamaged, h.dir, *c, h.dir)
-	}
-	return nil
-}
-
-// mapPebbleExit ends the process after pebble's Logger.Fatalf (tests replace it).
-var mapPebbleExit = os.Exit
-
-// mapPebbleLogger is the map's pebble logger: chatter dropped, errors to
-// slog, Fatalf (pebble cannot go on: a failed WAL write on a full disk)
-// an slog error naming the map and what to do, then exit status 1 (a
-// panic would leave references held and kill the process with a trace).
-type mapPebbleLogger struct {
-	l   *slog.Logger
-	dir string
-}
-
-func (p mapPebbleLogger) Infof(string, ...any) {}
-func (p mapPebbleLogger) Errorf(format string, args ...any) {
-	p.l.Error("pebble map store", slog.String("path", p.dir), slog.String("msg", fmt.Sprintf(format, args...)))
-}
-func (p mapPebbleLogger) Fatalf(format string, args ...any) {
-	msg := fmt.Sprintf(format, args...)
-	p.l.Error("pebble map store failed: the ledger stops", slog.String("path", p.dir), slog.String("error", msg),
-		slog.String("todo", "free disk space if it is full and start the ledger again; if the map is damaged, delete "+p.dir+": it is rebuilt from the log"))
-	mapPebbleExit(1)
-	panic("pebble: " + msg)
-}
-
-// openPebbleMapDB opens the map database at dir with opts: a directory
-// that holds a store's files is opened with ErrorIfNotExists (a lost
-// MANIFEST marker would open a new, partial map at the WAL's position:
-// refused, ErrMapDamaged); a corruption pebble reports is logged and fails
-// the map's reads and writes (mapHealth). It releases opts.Cache's reference.
-func openPebbleMapDB(dir string, opts *pebble.Options, logger *slog.Logger) (*pebble.DB, *mapHealth, error) {
-	if opts.Cache != nil {
-		defer opts.Cache.Unref()
-	}
-	h := &mapHealth{dir: dir}
-	opts.Logger = mapPebbleLogger{l: logger, dir: dir}
-	opts.EventListener = &pebble.EventListener{DataCorruption: func(info pebble.DataCorruptionInfo) {
-		msg := fmt.Sprintf("on-disk corruption in %s: %v", info.Path, info.Details)
-		h.corrupt.CompareAndSwap(nil, &msg)
-		logger.Error("pebble map store corrupt: its reads fail from now on", slog.String("path", dir), slog.String("error", msg),
-			slog.String("todo", "stop the ledger and delete "+dir+": it is rebuilt from the log"))
-	}}
-	had, err := hasPebbleFiles(dir)
-	if err != nil {
-		return nil, nil, err
-	}
-	opts.ErrorIfNotExists = had
-	db, err := pebble.Open(dir, opts)
-	if errors.Is(err, pebble.ErrDBDoesNotExist) {
-		return nil, nil, fmt.Errorf("%w: %s holds pebble files but no current MANIFEST (its marker file is lost): it would open as a new, partial map; stop the ledger and delete %s: it is rebuilt from the log",
-			ErrMapDamaged, dir, dir)
-	}
-	if err != nil {
-		return nil, nil, err
-	}
-	return db, h, nil
-}
-
-// hasPebbleFiles reports whether dir holds a pebble store's files (a
-// MANIFEST, its marker, a WAL, a table, a blob file).
-func hasPebbleFiles(dir string) (bool, error) {
-	ents, err := os.ReadDir(dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	for _, e := range ents {
-		n := e.Name()
-		if strings.HasPrefix(n, "MANIFEST-") || strings.HasPrefix(n, "marker.") ||
-			strings.HasSuffix(n, ".sst") || strings.HasSuffix(n, ".log") || strings.HasSuffix(n, ".blob") {
-			return true, nil
-		}
-	}
-	return false, nil
-}
+// ErrMapDamaged is the error of a damaged pebble map
+// (pebblestore.ErrDamaged): it holds data files but no current MANIFEST
+// marker (it would open as a new, partial map), or pebble reported a
+// corruption in one of its files. The operator deletes it; the ledger
+// rebuilds it from the log.
+var ErrMapDamaged = pebblestore.ErrDamaged
 
 // mapEngineOf returns the engine of the map kept in dir: the one it has
 // (vindex.db: bbolt; vindex.pebble: pebble), else the index's (st's
@@ -307,16 +209,23 @@ func readPebbleMapState(get func([]byte) ([]byte, bool, error)) (storage.MapStat
 
 // view calls fn with the state and nodes of one snapshot.
 func (m *pebbleMapStore) view(fn func(storage.MapState, storage.MapNodeReader) error) error {
-	if err := m.h.Err(); err != nil {
+	db, release, err := m.s.Acquire()
+	if err != nil {
 		return err
 	}
-	s := m.db.NewSnapshot()
+	defer release()
+	return m.viewOf(db, fn)
+}
+
+// viewOf is view, in an operation that acquired db.
+func (m *pebbleMapStore) viewOf(db *pebble.DB, fn func(storage.MapState, storage.MapNodeReader) error) error {
+	s := db.NewSnapshot()
 	get := snapGet(s)
 	st, err := readPebbleMapState(get)
 	if err == nil {
 		err = fn(st, pebbleNodes{get: get})
 	}
-	if herr := m.h.Err(); herr != nil {
+	if herr := m.s.Err(); herr != nil {
 		err = herr
 	}
 	return errors.Join(err, s.Close())
@@ -339,11 +248,16 @@ func (m *pebbleMapStore) MapView(_ context.Context, fn func(storage.MapState, st
 // MapUpdate implements storage.MapStore: under the update lock, fn reads a
 // snapshot, and its commit is one batch committed with pebble.Sync.
 func (m *pebbleMapStore) MapUpdate(_ context.Context, fn func(storage.MapState, storage.MapNodeReader) (*storage.MapCommit, error)) error {
+	db, release, err := m.s.Acquire()
+	if err != nil {
+		return err
+	}
+	defer release()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var c *storage.MapCommit
 	var from uint64
-	err := m.view(func(st storage.MapState, r storage.MapNodeReader) (err error) {
+	err = m.viewOf(db, func(st storage.MapState, r storage.MapNodeReader) (err error) {
 		from = st.Position
 		c, err = fn(st, r)
 		return err
@@ -354,7 +268,7 @@ func (m *pebbleMapStore) MapUpdate(_ context.Context, fn func(storage.MapState, 
 	if c.From != from || c.Position <= c.From {
 		return fmt.Errorf("%w: commit of [%d, %d), the map is at %d", storage.ErrMapStale, c.From, c.Position, from)
 	}
-	b := m.db.NewBatch()
+	b := db.NewBatch()
 	defer b.Close()
 	for _, w := range c.Writes {
 		if w.Delete {
@@ -374,7 +288,7 @@ func (m *pebbleMapStore) MapUpdate(_ context.Context, fn func(storage.MapState, 
 			return fmt.Errorf("map update: %w", err)
 		}
 	}
-	if err := m.h.Err(); err != nil {
+	if err := m.s.Err(); err != nil {
 		return err
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
@@ -385,9 +299,14 @@ func (m *pebbleMapStore) MapUpdate(_ context.Context, fn func(storage.MapState, 
 
 // MapReset implements storage.MapStore: every key deleted in one batch.
 func (m *pebbleMapStore) MapReset(context.Context) error {
+	db, release, err := m.s.Acquire()
+	if err != nil {
+		return err
+	}
+	defer release()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	b := m.db.NewBatch()
+	b := db.NewBatch()
 	defer b.Close()
 	if err := b.DeleteRange([]byte{0}, []byte{0xff}, nil); err != nil {
 		return fmt.Errorf("map reset: %w", err)
@@ -398,7 +317,9 @@ func (m *pebbleMapStore) MapReset(context.Context) error {
 	return nil
 }
 
-func (m *pebbleMapStore) close() error { return m.db.Close() }
+// close waits for the map's operations in flight and releases the
+// database; later operations fail (pebblestore.ErrClosed).
+func (m *pebbleMapStore) close() error { return m.s.Close() }
 
 // rebuildPebbleMap removes the pebble map at dir, if any, unless a ledger
 // holds it (ErrMapInUse): pebble's LOCK file is held by the process that
@@ -417,7 +338,7 @@ func rebuildPebbleMap(dir string) error {
 		return nil
 	}
 	if err != nil {
-		if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EACCES) || strings.Contains(err.Error(), "lock held") {
+		if pebblestore.Locked(err) {
 			return fmt.Errorf("rebuild map %s: %w", dir, ErrMapInUse)
 		}
 		return fmt.Errorf("rebuild map %s: %w", dir, err)

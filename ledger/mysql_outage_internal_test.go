@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/notarize/docker-notarize/internal/pebblestore"
 	"github.com/notarize/docker-notarize/notarize"
 )
 
@@ -79,5 +80,55 @@ func TestWaitIndexedFailsOnOutage(t *testing.T) {
 		}
 		// A retry that met the follower's last failed step: try again,
 		// as a client told 503 does.
+	}
+}
+
+// damagedLog is a log behind which the index store is damaged: the
+// follower's steps fail with pebblestore.ErrDamaged, which no retry mends.
+type damagedLog struct {
+	fakeLog
+	damaged atomic.Bool
+}
+
+func (d *damagedLog) IntegratedSize(context.Context) (uint64, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.damaged.Load() {
+		return 0, fmt.Errorf("index entries: %w: index /data/index.pebble: on-disk corruption in 000012.sst", pebblestore.ErrDamaged)
+	}
+	return uint64(len(d.entries)), nil
+}
+
+// TestWaitIndexedFailsOnDamagedStore: a submission waiting for the index
+// while the follower fails on a damaged store is answered at the
+// follower's next failure, not at its receipt timeout (a pebble ledger
+// with a damaged block held each submission for the whole timeout, and
+// Close behind them: red team 14's corrupt-block child took minutes).
+func TestWaitIndexedFailsOnDamagedStore(t *testing.T) {
+	s := newTestSigner(t)
+	lg := &damagedLog{}
+	lg.append(mustMarshal(t, s.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now())))
+	st, err := openTestIndex(t, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := follow(t, st, lg)
+	defer stop()
+	waitProcessed(t, st, 1)
+	lg.damaged.Store(true)
+	lg.append(mustMarshal(t, s.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now())))
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second) // the receipt timeout's role
+	defer cancel()
+	err = st.waitIndexed(ctx, 2)
+	if !errors.Is(err, pebblestore.ErrDamaged) || ctx.Err() != nil {
+		t.Fatalf("wait for a damaged index: %v (context: %v), want the damage before the receipt timeout", err, ctx.Err())
+	}
+	// The damage lasts: a later wait fails at once, not at the follower's
+	// next failure (its backoff has grown past this wait's 100 ms).
+	time.Sleep(1500 * time.Millisecond)
+	ctx2, cancel2 := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel2()
+	if err := st.waitIndexed(ctx2, 2); !errors.Is(err, pebblestore.ErrDamaged) {
+		t.Fatalf("a later wait for a damaged index: %v, want the damage at once", err)
 	}
 }

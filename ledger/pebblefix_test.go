@@ -97,7 +97,7 @@ func pfMapStore(t *testing.T, dir string, n int) {
 	if err := m.MapUpdate(t.Context(), func(storage.MapState, storage.MapNodeReader) (*storage.MapCommit, error) { return c, nil }); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.db.Flush(); err != nil {
+	if err := m.s.DB().Flush(); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.close(); err != nil {
@@ -161,27 +161,5 @@ func TestPebbleFixMapCorruptionFailsReads(t *testing.T) {
 	})
 	if !errors.Is(err, ErrMapDamaged) {
 		t.Fatalf("an update after the corruption was reported: %v, want ErrMapDamaged", err)
-	}
-}
-
-// TestPebbleFixMapFatalExits: the map's pebble Logger.Fatalf (a fatal
-// commit error on a full disk) logs the map and what to do, then exits 1.
-func TestPebbleFixMapFatalExits(t *testing.T) {
-	var logs bytes.Buffer
-	code := -1
-	defer func(f func(int)) { mapPebbleExit = f }(mapPebbleExit)
-	mapPebbleExit = func(c int) { code = c }
-	l := mapPebbleLogger{l: slog.New(slog.NewTextHandler(&logs, nil)), dir: "/data/vindex.pebble"}
-	func() {
-		defer func() { _ = recover() }() // only because the exit above returned
-		l.Fatalf("pebble: fatal commit error: %v", "no space left on device")
-	}()
-	if code != 1 {
-		t.Fatalf("exit code %d, want 1", code)
-	}
-	for _, want := range []string{"/data/vindex.pebble", "no space left on device", "free disk space"} {
-		if !strings.Contains(logs.String(), want) {
-			t.Fatalf("the fatal log lacks %q: %s", want, logs.String())
-		}
 	}
 }

@@ -90,10 +90,10 @@ func processCPU(b *testing.B) time.Duration {
 // index's buckets.
 func pagesOf(b *testing.B, x indexCloser) int {
 	if p, ok := x.(*pebbleIndex); ok {
-		if err := p.db.Flush(); err != nil {
+		if err := p.s.DB().Flush(); err != nil {
 			b.Fatal(err)
 		}
-		return int(p.db.Metrics().DiskSpaceUsage())
+		return int(p.s.DB().Metrics().DiskSpaceUsage())
 	}
 	ix := x.(*index)
 	n := 0

@@ -178,7 +178,7 @@ func TestIndexEnginesFormat(t *testing.T) {
 		t.Fatal(ok, err)
 	}
 	setFormat := func(f uint64) {
-		if err := ix.db.Set(pkey(pfxMeta, formatKey), be64(f), nil); err != nil {
+		if err := ix.s.DB().Set(pkey(pfxMeta, formatKey), be64(f), nil); err != nil {
 			t.Fatal(err)
 		}
 		if err := ix.close(); err != nil {

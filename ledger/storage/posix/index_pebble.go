@@ -9,13 +9,12 @@ import (
 	"io"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
-	"syscall"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
 
+	"github.com/notarize/docker-notarize/internal/pebblestore"
 	"github.com/notarize/docker-notarize/ledger/storage"
 )
 
@@ -50,11 +49,11 @@ var pebblePrefixes = []struct {
 
 // pebbleIndex implements storage.Index on a pebble database (a directory).
 // pebble's LOCK file keeps other processes out; mu makes Write's position
-// check and its batch one step, as bbolt's single writer does. h records a
-// corruption pebble reported: every read and write fails after it.
+// check and its batch one step, as bbolt's single writer does. Every
+// operation acquires s: a corruption pebble reported fails it, and close
+// waits for it.
 type pebbleIndex struct {
-	db *pebble.DB
-	h  *PebbleHealth
+	s  *pebblestore.Store
 	mu sync.Mutex
 }
 
@@ -64,16 +63,12 @@ var _ storage.Index = (*pebbleIndex)(nil)
 // index and the verifiable map): a block cache of cacheBytes, bloom
 // filters on every level (lookups Get random keys: identities, key rows,
 // map nodes), pebble's own logging off except errors, which go to logger
-// (OpenPebbleStore replaces the logger with one naming the store).
-func PebbleOptions(cacheBytes int64, logger *slog.Logger) *pebble.Options {
-	if logger == nil {
-		logger = slog.Default()
-	}
+// (pebblestore.Open sets the logger, one naming the store).
+func PebbleOptions(cacheBytes int64) *pebble.Options {
 	o := &pebble.Options{
 		Cache:              pebble.NewCache(cacheBytes),
 		FormatMajorVersion: pebble.FormatNewest,
 		MemTableSize:       32 << 20,
-		Logger:             fatalLogger{l: logger, what: "store"},
 	}
 	for i := range o.Levels {
 		o.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
@@ -82,22 +77,24 @@ func PebbleOptions(cacheBytes int64, logger *slog.Logger) *pebble.Options {
 	return o
 }
 
-// PebbleLocked reports whether err, from pebble.Open, means that another
-// process (fcntl lock: EAGAIN or EACCES) or this one holds the database.
-func PebbleLocked(err error) bool {
-	return errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EACCES) || strings.Contains(err.Error(), "lock held by current process")
+// ErrPebbleDamaged is the error of a damaged pebble store (the index or
+// the map): pebblestore.ErrDamaged.
+var ErrPebbleDamaged = pebblestore.ErrDamaged
+
+// openPebbleStore opens (creating if needed) the pebble index database at
+// dir (pebblestore.Open: a store that lost its MANIFEST marker is refused).
+func openPebbleStore(dir string, logger *slog.Logger) (*pebblestore.Store, error) {
+	return pebblestore.Open(dir, "index", PebbleOptions(128<<20), logger)
 }
 
-// openPebble opens (creating if needed) the pebble index database at dir
-// (OpenPebbleStore: a store that lost its MANIFEST marker is refused).
+// openPebble is openPebbleStore's database alone, for tests that write a
+// store's rows by hand.
 func openPebble(dir string, logger *slog.Logger) (*pebble.DB, error) {
-	db, _, err := openPebbleHealth(dir, logger)
-	return db, err
-}
-
-// openPebbleHealth is openPebble, with the store's health.
-func openPebbleHealth(dir string, logger *slog.Logger) (*pebble.DB, *PebbleHealth, error) {
-	return OpenPebbleStore(dir, "index", PebbleOptions(128<<20, logger), logger)
+	s, err := openPebbleStore(dir, logger)
+	if err != nil {
+		return nil, err
+	}
+	return s.DB(), nil
 }
 
 // openPebbleIndex opens (creating if needed) the pebble index at dir. It
@@ -106,16 +103,16 @@ func openPebbleIndex(dir string, logger *slog.Logger) (*pebbleIndex, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	db, h, err := openPebbleHealth(dir, logger)
+	s, err := openPebbleStore(dir, logger)
 	if err != nil {
 		return nil, fmt.Errorf("open index %s: %w", dir, err)
 	}
-	x := &pebbleIndex{db: db, h: h}
+	x := &pebbleIndex{s: s}
 	if err := x.upgrade(dir, logger); err != nil {
-		return nil, errors.Join(fmt.Errorf("open index %s: %w", dir, err), db.Close())
+		return nil, errors.Join(fmt.Errorf("open index %s: %w", dir, err), s.Close())
 	}
 	if _, err := x.Position(context.Background()); err != nil {
-		return nil, errors.Join(fmt.Errorf("open index %s: %w", dir, err), db.Close())
+		return nil, errors.Join(fmt.Errorf("open index %s: %w", dir, err), s.Close())
 	}
 	return x, nil
 }
@@ -127,7 +124,8 @@ func openPebbleIndex(dir string, logger *slog.Logger) (*pebbleIndex, error) {
 // (ErrPebbleDamaged), not rebuilt in place, as the loss means the
 // directory is damaged; its position would claim rows it lacks.
 func (x *pebbleIndex) upgrade(dir string, logger *slog.Logger) error {
-	v, ok, err := pebbleGet(x.db, pkey(pfxMeta, formatKey))
+	db := x.s.DB() // before the index is shared
+	v, ok, err := pebbleGet(db, pkey(pfxMeta, formatKey))
 	if err != nil {
 		return err
 	}
@@ -135,7 +133,7 @@ func (x *pebbleIndex) upgrade(dir string, logger *slog.Logger) error {
 		return nil
 	}
 	if !ok {
-		it, err := x.db.NewIter(nil)
+		it, err := db.NewIter(nil)
 		if err != nil {
 			return err
 		}
@@ -148,7 +146,7 @@ func (x *pebbleIndex) upgrade(dir string, logger *slog.Logger) error {
 				ErrPebbleDamaged, dir, dir)
 		}
 	}
-	b := x.db.NewBatch()
+	b := db.NewBatch()
 	defer b.Close()
 	if ok {
 		format := uint64(0)
@@ -249,10 +247,12 @@ func pebblePosition(r pebbleReader) (uint64, error) {
 
 // Position implements storage.Index.
 func (x *pebbleIndex) Position(context.Context) (uint64, error) {
-	if err := x.h.Err(); err != nil {
+	db, release, err := x.s.Acquire()
+	if err != nil {
 		return 0, err
 	}
-	next, err := pebblePosition(x.db)
+	defer release()
+	next, err := pebblePosition(db)
 	if err != nil {
 		return 0, fmt.Errorf("read index position: %w", err)
 	}
@@ -263,12 +263,14 @@ func (x *pebbleIndex) Position(context.Context) (uint64, error) {
 // A store that reported a corruption (before or during fn) answers its
 // error, never fn's result.
 func (x *pebbleIndex) view(fn func(r pebbleReader) error) error {
-	if err := x.h.Err(); err != nil {
+	db, release, err := x.s.Acquire()
+	if err != nil {
 		return err
 	}
-	s := x.db.NewSnapshot()
-	err := fn(s)
-	if herr := x.h.Err(); herr != nil {
+	defer release()
+	s := db.NewSnapshot()
+	err = fn(s)
+	if herr := x.s.Err(); herr != nil {
 		err = herr
 	}
 	return errors.Join(err, s.Close())
@@ -431,11 +433,13 @@ func (x *pebbleIndex) Latest(_ context.Context, digest, keyID []byte) (storage.S
 
 // IndexOf implements storage.Index.
 func (x *pebbleIndex) IndexOf(_ context.Context, id []byte) (uint64, bool, error) {
-	if err := x.h.Err(); err != nil {
+	db, release, err := x.s.Acquire()
+	if err != nil {
 		return 0, false, err
 	}
-	v, ok, err := pebbleGet(x.db, pkey(pfxIDs, id))
-	if herr := x.h.Err(); herr != nil {
+	defer release()
+	v, ok, err := pebbleGet(db, pkey(pfxIDs, id))
+	if herr := x.s.Err(); herr != nil {
 		return 0, false, herr
 	}
 	if err != nil || !ok {
@@ -479,17 +483,19 @@ func (x *pebbleIndex) Release(context.Context, []byte) error { return nil }
 // bbolt transaction is. The position is checked under mu, which every
 // Write holds until its batch is committed.
 func (x *pebbleIndex) Write(_ context.Context, next uint64, batch []storage.Row) (bool, error) {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if err := x.h.Err(); err != nil {
+	db, release, err := x.s.Acquire()
+	if err != nil {
 		return false, err
 	}
-	if cur, err := pebblePosition(x.db); err != nil {
+	defer release()
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if cur, err := pebblePosition(db); err != nil {
 		return false, err
 	} else if cur != next {
 		return false, fmt.Errorf("index position moved under the follower: %d, want %d", cur, next)
 	}
-	b := x.db.NewIndexedBatch()
+	b := db.NewIndexedBatch()
 	defer b.Close()
 	for i, e := range batch {
 		idx := be64(next + uint64(i))
@@ -522,7 +528,7 @@ func (x *pebbleIndex) Write(_ context.Context, next uint64, batch []storage.Row)
 	if err := b.Set(pkey(pfxMeta, nextKey), be64(next+uint64(len(batch))), nil); err != nil {
 		return false, err
 	}
-	if err := x.h.Err(); err != nil {
+	if err := x.s.Err(); err != nil {
 		return false, err
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
@@ -554,12 +560,14 @@ func pebbleKeyCurrent(b *pebble.Batch, e storage.Row, idx uint64) error {
 // KeyDigests implements storage.Index: an iterator over the key's prefix of
 // the keys rows, so no other key's row is read.
 func (x *pebbleIndex) KeyDigests(_ context.Context, keyID, after []byte, n int) ([]storage.KeyRow, error) {
-	if err := x.h.Err(); err != nil {
+	db, release, err := x.s.Acquire()
+	if err != nil {
 		return nil, err
 	}
+	defer release()
 	var out []storage.KeyRow
 	prefix := pkey(pfxKeys, keyID)
-	it, err := prefixIter(x.db, prefix)
+	it, err := prefixIter(db, prefix)
 	if err != nil {
 		return nil, err
 	}
@@ -581,16 +589,12 @@ func (x *pebbleIndex) KeyDigests(_ context.Context, keyID, after []byte, n int) 
 	if err := it.Close(); err != nil {
 		return nil, err
 	}
-	if err := x.h.Err(); err != nil {
+	if err := x.s.Err(); err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
-// close releases the database.
-func (x *pebbleIndex) close() error {
-	if err := x.db.Close(); err != nil {
-		return fmt.Errorf("close index: %w", err)
-	}
-	return nil
-}
+// close waits for the index's operations in flight and releases the
+// database; later operations fail (pebblestore.ErrClosed).
+func (x *pebbleIndex) close() error { return x.s.Close() }

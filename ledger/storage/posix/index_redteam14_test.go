@@ -153,16 +153,16 @@ func rt14FilledPebble(t *testing.T, dir string, batches int, compact bool) {
 			t.Fatal(ok, err)
 		}
 		if b%(batches/4+1) == 0 {
-			if err := ix.db.Flush(); err != nil {
+			if err := ix.s.DB().Flush(); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
-	if err := ix.db.Flush(); err != nil {
+	if err := ix.s.DB().Flush(); err != nil {
 		t.Fatal(err)
 	}
 	if compact {
-		if err := ix.db.Compact(t.Context(), []byte{0}, []byte{0xff}, true); err != nil {
+		if err := ix.s.DB().Compact(t.Context(), []byte{0}, []byte{0xff}, true); err != nil {
 			t.Fatal(err)
 		}
 	}

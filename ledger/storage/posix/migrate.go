@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/notarize/docker-notarize/internal/pebblestore"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -113,7 +114,7 @@ func MigrateBoltWith(ctx context.Context, src, dst string, prefixes map[string]b
 		return res, fmt.Errorf("migrate %s: %w", src, err)
 	}
 	if opts == nil {
-		opts = PebbleOptions(64<<20, logger)
+		opts = PebbleOptions(64 << 20)
 	}
 	rows, err := copyBolt(ctx, db, tmp, prefixes, check, fixup, opts, logger)
 	if err != nil {
@@ -177,10 +178,11 @@ func syncDir(dir string) error {
 // closed, and returns how many rows it copied.
 func copyBolt(ctx context.Context, db *bolt.DB, dir string, prefixes map[string]byte, check func(*bolt.Tx) error, fixup func(*pebble.Batch) error, opts *pebble.Options, logger *slog.Logger) (int, error) {
 	opts.DisableWAL = true // the copy is flushed and synced as a whole, or started over
-	pdb, _, err := OpenPebbleStore(dir, "migration copy", opts, logger)
+	ps, err := pebblestore.Open(dir, "migration copy", opts, logger)
 	if err != nil {
 		return 0, err
 	}
+	pdb := ps.DB() // this copy's alone until it is renamed into place
 	counts := map[byte]int{}
 	rows := 0
 	err = db.View(func(tx *bolt.Tx) error {
@@ -243,7 +245,7 @@ func copyBolt(ctx context.Context, db *bolt.DB, dir string, prefixes map[string]
 	if err == nil {
 		err = verifyCounts(pdb, counts)
 	}
-	if cerr := pdb.Close(); err == nil && cerr != nil {
+	if cerr := ps.Close(); err == nil && cerr != nil {
 		err = cerr
 	}
 	return rows, err

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
+	"github.com/notarize/docker-notarize/internal/pebblestore"
 	"github.com/notarize/docker-notarize/ledger/storage"
 )
 
@@ -43,7 +44,7 @@ func pfFill(t *testing.T, dir string, batches int) uint64 {
 			next += 8
 		}
 		if run == 0 {
-			if err := ix.db.Flush(); err != nil {
+			if err := ix.s.DB().Flush(); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -114,7 +115,7 @@ func TestPebbleFixFirstOpenCrashOpens(t *testing.T) {
 // (ErrPebbleDamaged) rather than trusting its position.
 func TestPebbleFixRowsWithoutFormatRefused(t *testing.T) {
 	p := filepath.Join(t.TempDir(), IndexDir)
-	opts := PebbleOptions(1<<20, quiet())
+	opts := PebbleOptions(1 << 20)
 	db, err := pebble.Open(p, opts)
 	opts.Cache.Unref()
 	if err != nil {
@@ -191,29 +192,6 @@ func TestPebbleFixCorruptionFailsReads(t *testing.T) {
 	}
 	if ok, err := ix.Write(t.Context(), 320, pfRows(99, 1)); ok || !errors.Is(err, ErrPebbleDamaged) {
 		t.Fatalf("a write after the corruption was reported: %v %v, want ErrPebbleDamaged", ok, err)
-	}
-}
-
-// TestPebbleFixFatalExits: pebble's Logger.Fatalf (a fatal commit error on
-// a full disk) logs the store, the error and what to do, then exits with
-// status 1, instead of panicking.
-func TestPebbleFixFatalExits(t *testing.T) {
-	var logs bytes.Buffer
-	code := -1
-	defer func(f func(int)) { pebbleExit = f }(pebbleExit)
-	pebbleExit = func(c int) { code = c }
-	l := fatalLogger{l: slog.New(slog.NewTextHandler(&logs, nil)), dir: "/data/index.pebble", what: "index"}
-	func() {
-		defer func() { _ = recover() }() // only because the exit above returned
-		l.Fatalf("pebble: fatal commit error: %v", "write 000006.log: no space left on device")
-	}()
-	if code != 1 {
-		t.Fatalf("exit code %d, want 1", code)
-	}
-	for _, want := range []string{"/data/index.pebble", "no space left on device", "free disk space"} {
-		if !strings.Contains(logs.String(), want) {
-			t.Fatalf("the fatal log lacks %q: %s", want, logs.String())
-		}
 	}
 }
 
@@ -303,5 +281,27 @@ func TestPebbleFixMigrationKeepsOldBackup(t *testing.T) {
 	}
 	if res, err := MigrateIndex(ctx, dir, quiet()); err != nil || !res.Done {
 		t.Fatalf("migration once the old file is moved: %+v %v", res, err)
+	}
+}
+
+// TestPebbleFixReadAfterClose: a read that reaches the index after it was
+// closed (a request the HTTP server's shutdown gave up waiting for) fails
+// with pebblestore.ErrClosed; pebble itself panics on a closed database.
+func TestPebbleFixReadAfterClose(t *testing.T) {
+	ix, err := openPebbleIndex(filepath.Join(t.TempDir(), IndexDir), quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := ix.Write(t.Context(), 0, pfRows(0, 8)); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	if err := ix.close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ix.IndexOf(t.Context(), h("pf-0-0")); !errors.Is(err, pebblestore.ErrClosed) {
+		t.Fatalf("IndexOf after close: %v, want ErrClosed", err)
+	}
+	if _, err := ix.Page(t.Context(), h("pf-digest"), nil, 0, 1<<62, 10); !errors.Is(err, pebblestore.ErrClosed) {
+		t.Fatalf("Page after close: %v, want ErrClosed", err)
 	}
 }
