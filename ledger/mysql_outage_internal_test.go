@@ -12,24 +12,44 @@ import (
 	"github.com/notarize/docker-notarize/notarize"
 )
 
-// downLog is a log whose storage can be taken down: its size reads then
-// fail as a MySQL driver's do while the database restarts.
-type downLog struct {
+// failingLog is a log whose size reads can be made to fail with an error
+// of the test's: a MySQL driver's while the database restarts
+// (ErrUnavailable), or a damaged index store's (pebblestore.ErrDamaged).
+type failingLog struct {
 	fakeLog
-	down atomic.Bool
+	fail atomic.Pointer[error]
 }
 
-// IntegratedSize checks down and reads the size under the log's lock, so
-// that an entry appended after down is set is never read as integrated (a
+// IntegratedSize checks fail and reads the size under the log's lock, so
+// that an entry appended after fail is set is never read as integrated (a
 // follower that saw the log up and read the size after the test's append
 // indexed it during the "outage": the wait returned nil, once in CI).
-func (d *downLog) IntegratedSize(context.Context) (uint64, error) {
+func (d *failingLog) IntegratedSize(context.Context) (uint64, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.down.Load() {
-		return 0, fmt.Errorf("%w: database: dial tcp 127.0.0.1:3306: connect: connection refused", ErrUnavailable)
+	if err := d.fail.Load(); err != nil {
+		return 0, *err
 	}
 	return uint64(len(d.entries)), nil
+}
+
+// followFailing indexes one entry of a failingLog, then makes its size
+// reads fail with err and logs a second entry, which the follower cannot
+// index: the state of a submission that waits for the index (waitIndexed
+// of 2) while the storage fails.
+func followFailing(t *testing.T, err error) (*testIndex, *failingLog) {
+	s := newTestSigner(t)
+	lg := &failingLog{}
+	lg.append(mustMarshal(t, s.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now())))
+	st, oerr := openTestIndex(t, t.TempDir())
+	if oerr != nil {
+		t.Fatal(oerr)
+	}
+	t.Cleanup(follow(t, st, lg))
+	waitProcessed(t, st, 1)
+	lg.fail.Store(&err)
+	lg.append(mustMarshal(t, s.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now())))
+	return st, lg
 }
 
 // TestWaitIndexedFailsOnOutage: a submission whose entry is logged waits
@@ -40,23 +60,11 @@ func (d *downLog) IntegratedSize(context.Context) (uint64, error) {
 // the wait succeeds. (TestMySQLDatabaseRestart saw eight writers wait out
 // a restart here with no 503, about one run in ten under load.)
 func TestWaitIndexedFailsOnOutage(t *testing.T) {
-	s := newTestSigner(t)
-	lg := &downLog{}
-	lg.append(mustMarshal(t, s.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now())))
-	st, err := openTestIndex(t, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop := follow(t, st, lg)
-	defer stop()
-	waitProcessed(t, st, 1)
-
-	lg.down.Store(true)
-	lg.append(mustMarshal(t, s.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now())))
+	st, lg := followFailing(t, fmt.Errorf("%w: database: dial tcp 127.0.0.1:3306: connect: connection refused", ErrUnavailable))
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second) // the receipt timeout's role
 	defer cancel()
 	start := time.Now()
-	err = st.waitIndexed(ctx, 2)
+	err := st.waitIndexed(ctx, 2)
 	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("wait for the index during an outage: %v after %v, want ErrUnavailable", err, time.Since(start).Round(time.Millisecond))
 	}
@@ -67,7 +75,7 @@ func TestWaitIndexedFailsOnOutage(t *testing.T) {
 		t.Fatalf("the wait ended with its context: %v", err)
 	}
 
-	lg.down.Store(false)
+	lg.fail.Store(nil)
 	ctx2, cancel2 := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel2()
 	for {
@@ -83,43 +91,16 @@ func TestWaitIndexedFailsOnOutage(t *testing.T) {
 	}
 }
 
-// damagedLog is a log behind which the index store is damaged: the
-// follower's steps fail with pebblestore.ErrDamaged, which no retry mends.
-type damagedLog struct {
-	fakeLog
-	damaged atomic.Bool
-}
-
-func (d *damagedLog) IntegratedSize(context.Context) (uint64, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.damaged.Load() {
-		return 0, fmt.Errorf("index entries: %w: index /data/index.pebble: on-disk corruption in 000012.sst", pebblestore.ErrDamaged)
-	}
-	return uint64(len(d.entries)), nil
-}
-
 // TestWaitIndexedFailsOnDamagedStore: a submission waiting for the index
 // while the follower fails on a damaged store is answered at the
 // follower's next failure, not at its receipt timeout (a pebble ledger
 // with a damaged block held each submission for the whole timeout, and
 // Close behind them: red team 14's corrupt-block child took minutes).
 func TestWaitIndexedFailsOnDamagedStore(t *testing.T) {
-	s := newTestSigner(t)
-	lg := &damagedLog{}
-	lg.append(mustMarshal(t, s.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now())))
-	st, err := openTestIndex(t, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop := follow(t, st, lg)
-	defer stop()
-	waitProcessed(t, st, 1)
-	lg.damaged.Store(true)
-	lg.append(mustMarshal(t, s.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now())))
+	st, _ := followFailing(t, fmt.Errorf("index entries: %w: index /data/index.pebble: on-disk corruption in 000012.sst", pebblestore.ErrDamaged))
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second) // the receipt timeout's role
 	defer cancel()
-	err = st.waitIndexed(ctx, 2)
+	err := st.waitIndexed(ctx, 2)
 	if !errors.Is(err, pebblestore.ErrDamaged) || ctx.Err() != nil {
 		t.Fatalf("wait for a damaged index: %v (context: %v), want the damage before the receipt timeout", err, ctx.Err())
 	}
