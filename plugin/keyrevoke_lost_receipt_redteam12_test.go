@@ -1,14 +1,10 @@
 package plugin
 
 import (
-	"encoding/json"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/notarize/docker-notarize/ledger"
-	"github.com/notarize/docker-notarize/ledger/api"
-	"github.com/notarize/docker-notarize/ledger/ledgertest"
 	"github.com/notarize/docker-notarize/notarize"
 )
 
@@ -23,29 +19,8 @@ import (
 // the 502, found, reported and waited for.
 func TestRedteam12KeyRevokeReceiptLost(t *testing.T) {
 	t.Parallel()
-	h := newHarnessWith(t, []ledgertest.Option{ledgertest.WithConfig(func(c *ledger.Config) {
-		c.MapCommitInterval = 200 * time.Millisecond
-	})}, "alice")
-	warm, _ := writeFile(t, "warm", "a statement, so that the ledger commits a map root")
-	h.mustRun(0, "sign", "--key", "alice", warm)
-	ka := newHarnessKeyID(t, "alice")
-	kd, err := notarize.KeyRevocationDigest(ka)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var before api.LookupResponse
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		before = api.LookupResponse{}
-		b := rt9Get(t, h.ledger.URL+api.PathDigests+string(kd)+"?"+api.QueryKeyID+"="+ka)
-		if err := json.Unmarshal(b, &before); err == nil && before.Map != nil && before.Map.RootIndex != nil && len(before.Entries) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no map root before the revocation")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	ra := newRevokeAttack(t)
+	h, kd, before := ra.h, ra.digest, ra.before
 
 	lying := rt12ForwardThenFail(t, h.ledger.URL)
 	h.indexHold = defaultIndexHold // as in production

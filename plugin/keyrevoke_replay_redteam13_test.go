@@ -2,7 +2,6 @@ package plugin
 
 import (
 	"bytes"
-	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -11,9 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/notarize/docker-notarize/ledger"
 	"github.com/notarize/docker-notarize/ledger/api"
-	"github.com/notarize/docker-notarize/ledger/ledgertest"
 	"github.com/notarize/docker-notarize/notarize"
 )
 
@@ -33,17 +30,8 @@ import (
 // from an answer older than the submission); same fix.
 func TestRedteam13KeyRevokeLostReceiptLookReplayed(t *testing.T) {
 	t.Parallel()
-	h := newHarnessWith(t, []ledgertest.Option{ledgertest.WithConfig(func(c *ledger.Config) {
-		c.MapCommitInterval = 200 * time.Millisecond
-	})}, "alice")
-	warm, _ := writeFile(t, "warm", "a statement, so that the ledger commits a map root")
-	h.mustRun(0, "sign", "--key", "alice", warm)
-	ka := newHarnessKeyID(t, "alice")
-	kd, err := notarize.KeyRevocationDigest(ka)
-	if err != nil {
-		t.Fatal(err)
-	}
-	before := rt13RootWithout(t, h.ledger.URL, string(kd), ka)
+	ra := newRevokeAttack(t)
+	h, kd, before := ra.h, ra.digest, ra.before
 
 	var mu sync.Mutex
 	var kept []byte
@@ -102,23 +90,5 @@ func TestRedteam13KeyRevokeLostReceiptLookReplayed(t *testing.T) {
 	}
 	if vcode != ExitCouldNotVerify && vcode != 2 {
 		t.Fatalf("verify of the thief's statement through the replaying front: exit %d, want %d or 2\n%s%s", vcode, ExitCouldNotVerify, vout, verr)
-	}
-}
-
-// rt13RootWithout waits until the ledger's paged lookup of d by keyID has a
-// map root and no records (nothing by keyID about d yet) and returns it.
-func rt13RootWithout(t *testing.T, ledgerURL, d, keyID string) api.LookupResponse {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		var lr api.LookupResponse
-		b := rt9Get(t, ledgerURL+api.PathDigests+d+"?"+api.QueryKeyID+"="+keyID)
-		if err := json.Unmarshal(b, &lr); err == nil && lr.Map != nil && lr.Map.RootIndex != nil && len(lr.Entries) == 0 {
-			return lr
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no map root before the revocation")
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -1,7 +1,6 @@
 package plugin
 
 import (
-	"encoding/json"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -12,9 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/notarize/docker-notarize/ledger"
 	"github.com/notarize/docker-notarize/ledger/api"
-	"github.com/notarize/docker-notarize/ledger/ledgertest"
 )
 
 // rt13ForwardThenRedirectDead is a front before the ledger that forwards
@@ -71,16 +68,8 @@ func rt13ForwardThenRedirectDead(t *testing.T, ledgerURL string) (string, *atomi
 // request was written (httptrace.WroteRequest never fired).
 func TestRedteam13UntrustLostReceiptDialAfterForward(t *testing.T) {
 	t.Parallel()
-	h := newHarnessWith(t, []ledgertest.Option{ledgertest.WithConfig(func(c *ledger.Config) {
-		c.MapCommitInterval = 200 * time.Millisecond
-	})}, "alice")
-	multi := h.reg.host + "/multi:v1"
-	var s signResult
-	if err := json.Unmarshal([]byte(h.mustRun(0, "sign", "-o", "json", multi)), &s); err != nil || len(s.Statements) != 1 {
-		t.Fatalf("sign: %v %+v", err, s)
-	}
-	index := s.Statements[0]
-	before := rt10CoveredTrust(t, h.ledger.URL, index.Digest, index.KeyID)
+	ua := newUntrustAttack(t)
+	h, multi, index, before := ua.h, ua.ref, ua.index, ua.before
 
 	lying, posts := rt13ForwardThenRedirectDead(t, h.ledger.URL)
 	h.indexHold = defaultIndexHold // as in production

@@ -2,7 +2,6 @@ package plugin
 
 import (
 	"bytes"
-	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -11,9 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/notarize/docker-notarize/ledger"
 	"github.com/notarize/docker-notarize/ledger/api"
-	"github.com/notarize/docker-notarize/ledger/ledgertest"
 )
 
 // rt13ForwardThenReplay is a front before the ledger that remembers its
@@ -78,16 +75,8 @@ func rt13ForwardThenReplay(t *testing.T, ledgerURL, d string, posts *atomic.Int6
 // so that every root from before the submission is too old for verify.
 func TestRedteam13UntrustLostReceiptLookReplayed(t *testing.T) {
 	t.Parallel()
-	h := newHarnessWith(t, []ledgertest.Option{ledgertest.WithConfig(func(c *ledger.Config) {
-		c.MapCommitInterval = 200 * time.Millisecond
-	})}, "alice")
-	multi := h.reg.host + "/multi:v1"
-	var s signResult
-	if err := json.Unmarshal([]byte(h.mustRun(0, "sign", "-o", "json", multi)), &s); err != nil || len(s.Statements) != 1 {
-		t.Fatalf("sign: %v %+v", err, s)
-	}
-	index := s.Statements[0]
-	before := rt10CoveredTrust(t, h.ledger.URL, index.Digest, index.KeyID)
+	ua := newUntrustAttack(t)
+	h, multi, index, before := ua.h, ua.ref, ua.index, ua.before
 
 	var posts atomic.Int64
 	lying := rt13ForwardThenReplay(t, h.ledger.URL, index.Digest, &posts)

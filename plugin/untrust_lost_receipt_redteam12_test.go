@@ -2,7 +2,6 @@ package plugin
 
 import (
 	"bytes"
-	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -11,9 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/notarize/docker-notarize/ledger"
 	"github.com/notarize/docker-notarize/ledger/api"
-	"github.com/notarize/docker-notarize/ledger/ledgertest"
 )
 
 // rt12ForwardThenFail is a front that passes everything to the ledger, and
@@ -51,16 +48,8 @@ func rt12ForwardThenFail(t *testing.T, ledgerURL string) *httptest.Server {
 // is found, reported with its log index and a warning, and waited for.
 func TestRedteam12UntrustReceiptLost(t *testing.T) {
 	t.Parallel()
-	h := newHarnessWith(t, []ledgertest.Option{ledgertest.WithConfig(func(c *ledger.Config) {
-		c.MapCommitInterval = 200 * time.Millisecond
-	})}, "alice")
-	multi := h.reg.host + "/multi:v1"
-	var s signResult
-	if err := json.Unmarshal([]byte(h.mustRun(0, "sign", "-o", "json", multi)), &s); err != nil || len(s.Statements) != 1 {
-		t.Fatalf("sign: %v %+v", err, s)
-	}
-	index := s.Statements[0]
-	before := rt10CoveredTrust(t, h.ledger.URL, index.Digest, index.KeyID)
+	ua := newUntrustAttack(t)
+	h, multi, index, before := ua.h, ua.ref, ua.index, ua.before
 
 	lying := rt12ForwardThenFail(t, h.ledger.URL)
 	h.indexHold = defaultIndexHold // as in production

@@ -7,9 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/notarize/docker-notarize/ledger"
 	"github.com/notarize/docker-notarize/ledger/api"
-	"github.com/notarize/docker-notarize/ledger/ledgertest"
 )
 
 // TestRedteam12UntrustWaitCutByOneError: a whole (not partial) untrust
@@ -40,16 +38,8 @@ func TestRedteam12UntrustWaitCutByOne500(t *testing.T) {
 // rt12WaitCut runs the attack with one failed wait lookup answered
 // failCode.
 func rt12WaitCut(t *testing.T, failCode int) {
-	h := newHarnessWith(t, []ledgertest.Option{ledgertest.WithConfig(func(c *ledger.Config) {
-		c.MapCommitInterval = 200 * time.Millisecond
-	})}, "alice")
-	multi := h.reg.host + "/multi:v1"
-	var s signResult
-	if err := json.Unmarshal([]byte(h.mustRun(0, "sign", "-o", "json", multi)), &s); err != nil || len(s.Statements) != 1 {
-		t.Fatalf("sign: %v %+v", err, s)
-	}
-	index := s.Statements[0]
-	before := rt10CoveredTrust(t, h.ledger.URL, index.Digest, index.KeyID)
+	ua := newUntrustAttack(t)
+	h, multi, index, before := ua.h, ua.ref, ua.index, ua.before
 
 	var posted atomic.Bool
 	var failed atomic.Int32

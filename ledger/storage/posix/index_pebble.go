@@ -59,11 +59,10 @@ type pebbleIndex struct {
 
 var _ storage.Index = (*pebbleIndex)(nil)
 
-// PebbleOptions returns the pebble options of the ledger's stores (the
-// index and the verifiable map): a block cache of cacheBytes, bloom
-// filters on every level (lookups Get random keys: identities, key rows,
-// map nodes), pebble's own logging off except errors, which go to logger
-// (pebblestore.Open sets the logger, one naming the store).
+// PebbleOptions returns the pebble options of the index (and of a
+// migration's copy): a block cache of cacheBytes and bloom filters on
+// every level (lookups Get random keys: identities, key rows).
+// pebblestore.Open sets the logger, one naming the store.
 func PebbleOptions(cacheBytes int64) *pebble.Options {
 	o := &pebble.Options{
 		Cache:              pebble.NewCache(cacheBytes),
