@@ -22,10 +22,12 @@ import (
 // every new POSIX ledger on the pebble engine (TestLedgerSuiteOnPebble):
 // submissions, duplicates and replays, restarts, lookups by digest and
 // key, pages, revocations, the follower, the verifiable map and its
-// rebuild.
+// rebuild. Not the key lookups over 10,000 digests and the answer bound
+// (46 s under -race): the engines' key pages, cursor and all, are held
+// equal row for row by posix's TestIndexEnginesAgree.
 const pebbleSuite = `^(TestSubmitAndLookup|TestDuplicates|TestRestartKeepsEverything|TestConcurrentSubmissions|` +
 	`TestLookupByKeyID|TestPaginationWalksEveryEntryOnce|TestCurrentStatement|TestIndexFollowerResumes|TestIndexAheadOfLog|` +
-	`TestKeyLookup.*|TestMapRootsRecomputedFromLog|TestMapStoreRefusesStaleCommits|TestReceiptCheckpoint|` +
+	`TestKeyLookup(ProofChecked|StatusFilters|ReadsOnlyTheKeysRows|CurrentBelowCheckpoint|BadInput)|TestMapRootsRecomputedFromLog|TestMapStoreRefusesStaleCommits|TestReceiptCheckpoint|` +
 	`TestResignedReplayIsDuplicate|TestConcurrentReplaysAppendOnce|TestSelfRevoked.*|TestRevokedByAnotherKeyAdmitted|` +
 	`TestFoldFromRowsMatchesRebuild|TestFoldAheadMatchesLog|TestRedteam5FoldSpellingsPOSIX|TestPagesShowSelfRevocation|` +
 	`TestFollowerIndexesVerifiedEntriesOnly|TestInlineTailServed|TestEngineFromEnvironment)$`
