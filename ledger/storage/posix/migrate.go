@@ -90,6 +90,9 @@ func MigrateBoltWith(ctx context.Context, src, dst string, prefixes map[string]b
 	start := time.Now()
 	res := MigrateResult{From: src, To: dst}
 	if ok, err := exists(src); err != nil || !ok {
+		if err != nil {
+			err = fmt.Errorf("migrate %s: %w", src, err)
+		}
 		return res, err
 	}
 	if err := oldFree(src); err != nil {
@@ -104,7 +107,7 @@ func MigrateBoltWith(ctx context.Context, src, dst string, prefixes map[string]b
 	}
 	defer db.Close()
 	if done, err := exists(dst); err != nil {
-		return res, err
+		return res, fmt.Errorf("migrate %s: %w", src, err)
 	} else if done {
 		logger.Info("the migration to pebble was complete; moving the bbolt file aside", slog.String("path", dst))
 		return finishMigration(src, dst, res, start)

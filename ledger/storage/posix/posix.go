@@ -117,14 +117,15 @@ func DirEngine(dir string) (string, error) {
 	return "", nil
 }
 
-// exists reports whether path exists.
+// exists reports whether path exists. Its error is os.Stat's, which
+// names the operation and the path; callers add their own context.
 func exists(path string) (bool, error) {
 	_, err := os.Stat(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("posix storage: %w", err)
+		return false, err
 	}
 	return true, nil
 }
