@@ -98,6 +98,7 @@ func (h *harness) mustRunEnv(vars map[string]string, want int, args ...string) s
 // device or a directory is refused at once, never opened for a read that
 // blocks (a FIFO without a writer blocks open(2) forever, past Ctrl-C).
 func TestFileNotRegularRefusedWithoutBlocking(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, "alice")
 	dir := t.TempDir()
 	fifo := filepath.Join(dir, "fifo")
@@ -214,6 +215,7 @@ func floodStatements(t *testing.T, url string, d notarize.Digest, n int) {
 // untrust, sign, verify and inspect still work and read only the owner's
 // statements; inspect --all still reads every one, page by page.
 func TestStrangerCannotBlockRevocation(t *testing.T) {
+	t.Parallel() // 70 s under -race, mostly the flood: beside the tests that wait
 	h := newHarness(t, "alice")
 	app := h.reg.host + "/app:v1"
 	h.mustRun(0, "sign", app)

@@ -136,6 +136,7 @@ func TestInspectShowsLocalNameOverClaim(t *testing.T) {
 // alice's key as "alice", a statement by that key claiming "bob" is
 // refused with the ledger's reason, and one claiming alice is recorded.
 func TestSignIdentityLedgerRefusesImpersonation(t *testing.T) {
+	t.Parallel()
 	aliceID := "4296131516ca6e70a30a4b613434ddea71746f3fd2910b9fc52c4582408c7760"
 	h := newHarnessWith(t, []ledgertest.Option{ledgertest.WithConfig(func(c *ledger.Config) {
 		c.Identities = map[string]notarize.Identity{aliceID: {Name: "alice", Email: "alice@example.com"}}

@@ -115,6 +115,7 @@ func (h *harness) mustFailChangedKey(url string, want int, args ...string) {
 // out; `ledger trust URL --key NEW --force` is that way, and the old
 // ledger's checkpoint does not get in the way.
 func TestLedgerReset(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, "alice")
 	app := h.reg.host + "/app:v1"
 	fr := newFront(t, h.ledger.URL)
@@ -184,6 +185,7 @@ func TestTwoLedgersOneHost(t *testing.T) {
 // same origin (--origin). The client refuses until the user trusts the new
 // key; then the old key's state does not get in the way.
 func TestLedgerKeyChange(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, "alice")
 	const origin = "example.test/team-ledger"
 	old := ledgertest.Start(t, ledgertest.WithOrigin(origin))
