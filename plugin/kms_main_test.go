@@ -1,11 +1,14 @@
 package plugin
 
 import (
+	"crypto"
+	"crypto/sha256"
 	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"testing"
 
 	"github.com/notarize/docker-notarize/plugin/kmshelper"
@@ -23,6 +26,7 @@ func TestMain(m *testing.M) {
 	}
 	flag.Parse()
 	waitBoundParallel()
+	decryptPrivateKey = rememberDecrypted(decryptPrivateKey)
 	link, err := linkTestKMSHelper()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "installing the test KMS helper:", err)
@@ -58,5 +62,41 @@ func waitBoundParallel() {
 	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })
 	if !given && runtime.GOMAXPROCS(0) < 4 {
 		_ = flag.Set("test.parallel", "4")
+	}
+}
+
+// rememberDecrypted wraps decrypt so that each (key file, password) pair is
+// decrypted once per test binary: the commands under test run in this
+// process, hundreds of them with the same fixture keys, and scrypt costs
+// ~1.8 s of CPU a key under the race detector (0.26 s without), 64 MiB
+// allocated and freed each time. Failures are not remembered, so a wrong
+// password or a corrupt key still fails as the real decryption does; the
+// cryptography itself is what TestLoadSigner and the keystore tests check.
+func rememberDecrypted(decrypt func(pemBytes, password []byte) (crypto.PrivateKey, error)) func(pemBytes, password []byte) (crypto.PrivateKey, error) {
+	var (
+		mu   sync.Mutex
+		keys = map[[sha256.Size]byte]crypto.PrivateKey{}
+	)
+	return func(pemBytes, password []byte) (crypto.PrivateKey, error) {
+		h := sha256.New()
+		h.Write(pemBytes)
+		h.Write([]byte{0})
+		h.Write(password)
+		var id [sha256.Size]byte
+		h.Sum(id[:0])
+		mu.Lock()
+		k, ok := keys[id]
+		mu.Unlock()
+		if ok {
+			return k, nil
+		}
+		k, err := decrypt(pemBytes, password)
+		if err != nil {
+			return nil, err
+		}
+		mu.Lock()
+		keys[id] = k
+		mu.Unlock()
+		return k, nil
 	}
 }
