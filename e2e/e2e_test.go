@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/notarize/docker-notarize/ledger/api"
 	"io"
 	"io/fs"
 	"log"
@@ -31,8 +30,10 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/ledger/ledgertest"
 	"github.com/notarize/docker-notarize/notarize"
+	"github.com/notarize/docker-notarize/proxy/blobcache/seaweedtest"
 	"golang.org/x/mod/sumdb/note"
 )
 
@@ -53,7 +54,7 @@ func TestMain(m *testing.M) {
 		_ = os.RemoveAll(dir)
 		os.Exit(1)
 	}
-	code := m.Run()
+	code := seaweedtest.Main(m)
 	_ = os.RemoveAll(dir)
 	os.Exit(code)
 }

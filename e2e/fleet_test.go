@@ -42,7 +42,7 @@ import (
 // process started on the bucket afterwards pulls the image without one
 // blob GET to the upstream.
 func TestFleetProcesses(t *testing.T) {
-	s3 := seaweedtest.Start(t)
+	s3 := seaweedtest.Shared(t)
 	bucket := s3.Bucket(t)
 	var blobGETs atomic.Int64
 	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))

@@ -55,7 +55,7 @@ func fleetStorage(srv *seaweedtest.Server, bucket string, redirect bool) configu
 // second redirects when redirectB), each on its own replica of one ledger.
 func newFleet(t *testing.T, redirectB bool, extra ...envOption) *fleet {
 	t.Helper()
-	srv := seaweedtest.Start(t)
+	srv := seaweedtest.Shared(t)
 	bucket := srv.Bucket(t)
 	f := &fleet{up: &recorder{h: registry.New(registry.Logger(log.New(io.Discard, "", 0)))}, srv: srv, bucketName: bucket}
 	hs := httptest.NewServer(f.up)

@@ -91,7 +91,7 @@ start_server() {
     exit 1
   fi
   "$BINDIR/weed" server -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
-    -master.port=$((port + 1)) -master.volumeSizeLimitMB=256 -volume.port=$((port + 2)) -volume.max=1000 \
+    -master.port=$((port + 1)) -master.volumeSizeLimitMB=256 -volume.port=$((port + 2)) -volume.max=1000 -volume.preStopSeconds=0 \
     -filer -filer.port=$((port + 3)) -s3 -s3.port="$port" \
     >>"$dir/weed.log" 2>&1 &
   echo $! >"$dir/pid"
@@ -116,12 +116,16 @@ make_bucket() {
   exit 1
 }
 
+# stop_server DIR: TERM, then KILL after a second. "weed server" stops its
+# volume server on TERM (at once: -volume.preStopSeconds=0) but its master
+# and filer keep running, so a longer grace only made every stop take its
+# whole length (10 s, measured); the data of these servers is throwaway.
 stop_server() {
   local dir=$1 pid
   [ -f "$dir/pid" ] || return 0
   pid=$(cat "$dir/pid")
   if kill -TERM "$pid" 2>/dev/null; then
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 1 10); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
   fi
   rm -f "$dir/pid"

@@ -20,7 +20,7 @@ import (
 // store (SeaweedFS on loopback) through distribution's s3 driver: one
 // server, a bucket per case.
 func TestS3(t *testing.T) {
-	srv := seaweedtest.Start(t)
+	srv := seaweedtest.Shared(t)
 	driver := func(t *testing.T) storagedriver.StorageDriver {
 		d, err := factory.Create(t.Context(), "s3", srv.Params(srv.Bucket(t)))
 		if err != nil {

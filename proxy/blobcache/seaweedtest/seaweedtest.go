@@ -36,29 +36,72 @@ type Server struct {
 	buckets  int
 }
 
-// Start starts a server for t, stopped at t's end. When SeaweedFS cannot be
-// built or found here it skips t loudly, unless $CI is set: then it fails.
-func Start(t testing.TB) *Server {
+// shared is the test binary's one server (Shared), started at the first
+// call and stopped by Main.
+var shared struct {
+	mu   sync.Mutex
+	main bool // Main is running the tests
+	srv  *Server
+	err  error // the start's failure, given to every later caller
+	dir  string
+}
+
+// Main runs m's tests and then stops the shared server if one was started;
+// it returns m.Run's code. A package whose tests call Shared calls it from
+// its TestMain: os.Exit(seaweedtest.Main(m)).
+func Main(m *testing.M) int {
+	shared.mu.Lock()
+	shared.main = true
+	shared.mu.Unlock()
+	code := m.Run()
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if shared.srv != nil {
+		shared.srv.Stop()
+	}
+	if shared.dir != "" {
+		_ = os.RemoveAll(shared.dir)
+	}
+	return code
+}
+
+// Shared returns the test binary's server, started at the first call, each
+// caller keeping its data in buckets of its own (Bucket). One server per
+// binary, not per test: a new SeaweedFS defers its first volume for ~5 s
+// after its master's election, so a first write waited ~9 s (measured),
+// and a stop ~1 s, where a new bucket on a running server costs ~0.2 s.
+// When SeaweedFS cannot be built or found here it skips t loudly, unless
+// $CI is set: then it fails. It fails t when the package's TestMain does
+// not run the tests through Main, which stops the server.
+func Shared(t testing.TB) *Server {
 	t.Helper()
-	s, err := start(t.TempDir())
-	if errors.Is(err, errUnavailable) {
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if !shared.main {
+		t.Fatal("seaweedtest.Shared: the package's TestMain must run the tests with seaweedtest.Main, which stops the server")
+	}
+	if shared.srv == nil && shared.err == nil {
+		if shared.dir, shared.err = os.MkdirTemp("", "seaweedtest-"); shared.err == nil {
+			shared.srv, shared.err = start(shared.dir)
+		}
+	}
+	if errors.Is(shared.err, errUnavailable) {
 		if os.Getenv("CI") != "" {
-			t.Fatalf("SeaweedFS is required under CI: %v", err)
+			t.Fatalf("SeaweedFS is required under CI: %v", shared.err)
 		}
 		bar := strings.Repeat("#", 78)
-		t.Skipf("\n%s\n## SKIPPED: no SeaweedFS for the S3 tests: %v\n## Run scripts/seaweedfs.sh install (go build, about 8 min once).\n%s", bar, err, bar)
+		t.Skipf("\n%s\n## SKIPPED: no SeaweedFS for the S3 tests: %v\n## Run scripts/seaweedfs.sh install (go build, about 8 min once).\n%s", bar, shared.err, bar)
 	}
-	if err != nil {
-		t.Fatal(err)
+	if shared.err != nil {
+		t.Fatal(shared.err)
 	}
-	t.Cleanup(s.Stop)
-	return s
+	return shared.srv
 }
 
 var errUnavailable = errors.New("SeaweedFS unavailable")
 
-// StartDir starts a server keeping its data in dir, for benchmarks and
-// TestMain; stop it with Stop. The error wraps an "unavailable" condition
+// StartDir starts a server keeping its data in dir, for benchmarks; stop
+// it with Stop. The error wraps an "unavailable" condition
 // when SeaweedFS cannot be had here (see Available).
 func StartDir(dir string) (*Server, error) { return start(dir) }
 

@@ -1,0 +1,12 @@
+package proxy_test
+
+import (
+	"os"
+	"testing"
+
+	"github.com/notarize/docker-notarize/proxy/blobcache/seaweedtest"
+)
+
+// TestMain runs the tests with one SeaweedFS for the fleet tests, each in
+// buckets of its own, stopped after the last (seaweedtest.Shared).
+func TestMain(m *testing.M) { os.Exit(seaweedtest.Main(m)) }
