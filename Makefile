@@ -63,15 +63,20 @@ stop: ## Stop what `make run`, `run-mysql` or `run-witnessed` of this checkout s
 	@DATA=$(DATA) scripts/stop-stack.sh
 
 .PHONY: test
+# The longest test packages, started first: go test runs packages in the
+# order given, -p (one per core) at a time, and one of them started last
+# was the whole suite's tail (ledger, 400-500 s, at the end of a 16-minute
+# run whose cores were idle for its last minutes).
+SLOW_TESTS := ledger proxy e2e ledgerclient proxy/blobcache
 # The plugin's tests mostly wait (the docker CLI and the KMS helper as
-# processes, index holds, lost-receipt looks: ~600 s of a 2-core CI run at
-# little CPU), so they run beside the other packages, which take the cores,
-# rather than after them; their output follows the others'.
+# processes, index holds, lost-receipt looks), so they run beside the other
+# packages rather than after them; their output follows the others'.
 test: ## Run the whole test suite (race detector on).
 	$(GO) vet ./...
 	@plugin_log=$$(mktemp); \
 	$(GO) test $(TEST_FLAGS) ./plugin/... >"$$plugin_log" 2>&1 & plugin_pid=$$!; \
-	$(GO) test $(TEST_FLAGS) $$($(GO) list ./... | grep -v '^$(MODULE)/plugin'); rest=$$?; \
+	$(GO) test $(TEST_FLAGS) $(addprefix $(MODULE)/,$(SLOW_TESTS)) \
+		$$($(GO) list ./... | grep -vx -e '$(MODULE)/plugin.*' $(foreach p,$(SLOW_TESTS),-e '$(MODULE)/$(p)')); rest=$$?; \
 	wait $$plugin_pid; plugin=$$?; cat "$$plugin_log"; rm -f "$$plugin_log"; \
 	[ $$rest = 0 ] && [ $$plugin = 0 ]
 

@@ -266,6 +266,7 @@ func TestMySQLFoldFromRowsTwoInstances(t *testing.T) {
 // (recomputeRoots); and the newest root is the root of the same entries
 // folded from scratch.
 func TestFoldAheadMatchesLog(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name     string
 		cfg      Config

@@ -40,6 +40,7 @@ func submitMany(t *testing.T, l *Ledger, n int) {
 // read at one size, complete ones at another, tile levels 0 and 1), with
 // one proofNodes for all of them.
 func TestProofNodesMatchTessera(t *testing.T) {
+	t.Parallel()
 	tl := startLedger(t, Config{})
 	var sizes []uint64 // sizes the log had a checkpoint at: their partial tiles were written
 	for _, n := range []int{1, 2, 200, 60, 300, 150} {

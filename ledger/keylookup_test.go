@@ -162,11 +162,13 @@ func appendAll(t testing.TB, tl *testLedger, entries []*notarize.Entry) {
 // at most the limit; a stranger's statements about the same digests are
 // never listed.
 func TestKeyLookupPagesTenThousandDigests(t *testing.T) {
+	t.Parallel()
 	keyLookupPages(t, startLedger(t, Config{}), 10000)
 }
 
 // TestMySQLKeyLookupPages: the same on MySQL storage (notarize_key_current).
 func TestMySQLKeyLookupPages(t *testing.T) {
+	t.Parallel()
 	keyLookupPages(t, startLedgerAt(t, mysqlAt(mysqlEnv.database(t)), mysqlConfig(t, noteKey(t, "mysql.example/keys"))), 2500)
 }
 
@@ -222,6 +224,7 @@ func keyLookupPages(t *testing.T, tl *testLedger, n int) {
 // over several pages, each under api.MaxAnswerSize, even at the largest
 // limit: without the bound one page would be about 9 MiB.
 func TestKeyLookupAnswerBounded(t *testing.T) {
+	t.Parallel()
 	tl := startLedger(t, Config{})
 	owner := newTestSigner(t)
 	now := time.Now().Add(-time.Hour)

@@ -204,6 +204,7 @@ func TestRestartKeepsEverything(t *testing.T) {
 }
 
 func TestConcurrentSubmissions(t *testing.T) {
+	t.Parallel()
 	const n, workers = 1000, 100
 	tl := startLedger(t, Config{})
 	s := newTestSigner(t)

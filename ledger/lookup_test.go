@@ -216,6 +216,7 @@ func indices(resp api.LookupResponse) []uint64 {
 }
 
 func TestLookupFloodByStranger(t *testing.T) {
+	t.Parallel()
 	floodLookups(t, startLedger(t, Config{}), 150)
 }
 

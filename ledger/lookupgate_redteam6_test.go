@@ -22,6 +22,7 @@ import (
 // honest current lookup is refused while one anonymous client floods
 // page views of a digest.
 func TestRedteam6LookupGateStarvedByOneClient(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("floods the ledger for a few seconds")
 	}

@@ -38,6 +38,7 @@ const pebbleSuite = `^(TestSubmitAndLookup|TestDuplicates|TestRestartKeepsEveryt
 // TestEngineFromEnvironment, in the suite, fails if the child's ledgers
 // are not on pebble.
 func TestLedgerSuiteOnPebble(t *testing.T) {
+	t.Parallel()
 	if os.Getenv(posix.EnvIndexEngine) != "" {
 		t.Skipf("$%s is set: this process is the suite's run on one engine", posix.EnvIndexEngine)
 	}

@@ -33,6 +33,11 @@ type mysqlTestEnv struct {
 	binErr  error
 }
 
+// TestMain runs the package's tests. The long ones that mostly wait (a
+// child process, MariaDB, floods of lookups) call t.Parallel, so that they
+// overlap after the others; a test stays sequential when it sets the
+// environment (the index engine of new data directories), restarts the
+// shared MariaDB (TestMySQLDatabaseRestart) or measures the process's heap.
 func TestMain(m *testing.M) {
 	// Tessera logs through klog; the ledger's own logs go to each test's output.
 	klog.SetSlogLogger(slog.New(slog.DiscardHandler))

@@ -17,6 +17,7 @@ import (
 // storage, and the migration of a schema version 1 database.
 
 func TestMySQLLookupFloodByStranger(t *testing.T) {
+	t.Parallel()
 	tl := startLedgerAt(t, mysqlAt(mysqlEnv.database(t)), mysqlConfig(t, noteKey(t, "mysql.example/flood")))
 	floodLookups(t, tl, 60)
 }

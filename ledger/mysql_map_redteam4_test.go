@@ -24,6 +24,7 @@ import (
 // which every proxy's map audit reports as a lying ledger
 // (WrongMapRootError).
 func TestRedteam4MapRootInFlightWhenLockLost(t *testing.T) {
+	t.Parallel()
 	dsn := mysqlEnv.database(t)
 	cfg := mysqlConfig(t, noteKey(t, "map.example/inflight"))
 	a := startLedgerAt(t, mysqlAt(dsn), cfg)

@@ -231,6 +231,7 @@ func TestMySQLIdentity(t *testing.T) {
 // checkpoints, every tile and entry bundle, and what a verifying client
 // gets are byte for byte the same.
 func TestMySQLSameAsPOSIX(t *testing.T) {
+	t.Parallel()
 	skey := noteKey(t, "same.example/ledger")
 	px := startLedger(t, Config{NoteSignerKey: skey})
 	my := startLedgerAt(t, mysqlAt(mysqlEnv.database(t)), mysqlConfig(t, skey))
@@ -483,6 +484,7 @@ func (p *ledgerProcess) kill(t testing.TB) {
 // to it, and starts it again: every acknowledged entry is there, at its
 // index, and a client that verified checkpoints before sees a consistent log.
 func TestMySQLKill9(t *testing.T) {
+	t.Parallel()
 	dsn := mysqlEnv.database(t)
 	keyFile := filepath.Join(t.TempDir(), "ledger.key")
 	if err := os.WriteFile(keyFile, []byte(noteKey(t, "mysql.example/kill9")+"\n"), 0o600); err != nil {
@@ -728,6 +730,7 @@ func TestMySQLDatabaseRestart(t *testing.T) {
 // TestMySQLEnrolledSigners checks that the enrolled signers live in the
 // database: every instance enforces the set the last --signers stored.
 func TestMySQLEnrolledSigners(t *testing.T) {
+	t.Parallel()
 	dsn := mysqlEnv.database(t)
 	skey := noteKey(t, "mysql.example/signers")
 	s1, s2 := newTestSigner(t), newTestSigner(t)

@@ -115,6 +115,7 @@ func TestPagesRevocationScanBound(t *testing.T) {
 // ones looked up: a flood of strangers after the signer cannot push the
 // signer's revocation off the page.
 func TestPagesRevocationKeysBound(t *testing.T) {
+	t.Parallel()
 	tl := startLedger(t, Config{})
 	d := randomDigest(t)
 	now := time.Now().Add(-time.Hour)

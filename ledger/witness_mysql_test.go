@@ -16,6 +16,7 @@ import (
 // submission is a 503 within the receipt timeout, and once it is back the
 // statement is published.
 func TestMySQLWitnessed(t *testing.T) {
+	t.Parallel()
 	dsn := mysqlEnv.database(t)
 	const origin = "example.com/witnessed-mysql"
 	skey, vkey, err := NewSignerKey(origin)

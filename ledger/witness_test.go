@@ -77,6 +77,7 @@ func (tl *testLedger) publishedCheckpoint(t testing.TB) []byte {
 // nothing acknowledged is lost; and checkpoints are re-witnessed without
 // new entries (freshness).
 func TestWitnessQuorum(t *testing.T) {
+	t.Parallel()
 	cfg, vkey := witnessedConfig(t, "example.com/witnessed-ledger")
 	ws := witnesstest.StartN(t, 3, cfg.Origin, vkey)
 	cfg.WitnessPolicy = witnesstest.Policy(2, ws...)
@@ -187,6 +188,7 @@ func TestWitnessQuorum(t *testing.T) {
 // publishes nothing new and answers its submissions 503, while the honest
 // ledger keeps getting cosigned checkpoints from the same witness.
 func TestWitnessRefusesFork(t *testing.T) {
+	t.Parallel()
 	cfg, vkey := witnessedConfig(t, "example.com/forked-ledger")
 	w := witnesstest.StartN(t, 1, cfg.Origin, vkey)[0]
 	ws := []*witnesstest.Witness{w}

@@ -34,6 +34,7 @@ import (
 // it is the newest: if it takes the answer, the untrust is hidden after
 // AwaitIndexed returned.
 func TestRedteam9RootReplayAfterAwaitIndexed(t *testing.T) {
+	t.Parallel()
 	srv := ledgertest.Start(t, ledgertest.WithConfig(func(c *ledger.Config) { c.MapCommitInterval = 200 * time.Millisecond }))
 	direct := newClient(t, srv.URL, t.TempDir(), srv.VerifierKey)
 	alice := notarizetest.NewSigner(t)
@@ -83,6 +84,7 @@ func TestRedteam9RootReplayAfterAwaitIndexed(t *testing.T) {
 // as "a ledger without a map": if AwaitIndexed returns nil, untrust reports
 // "indexed": true while the untrust is still after the newest root.
 func TestRedteam9AwaitIndexedStrippedMap(t *testing.T) {
+	t.Parallel()
 	slow := ledgertest.Start(t) // a root every 1,024 entries or hour
 	c := newClient(t, slow.URL, t.TempDir(), slow.VerifierKey)
 	alice := notarizetest.NewSigner(t)
@@ -151,6 +153,7 @@ func http404Current(t *testing.T, upstream string) string {
 // lookup with the map root before the revocation (re-proven under the
 // newest checkpoint, no records), counts for an anchored verifier.
 func TestRedteam9KeyRevokeReplayedRoot(t *testing.T) {
+	t.Parallel()
 	srv := ledgertest.Start(t, ledgertest.WithConfig(func(c *ledger.Config) { c.MapCommitInterval = 200 * time.Millisecond }))
 	direct := newClient(t, srv.URL, t.TempDir(), srv.VerifierKey)
 	k := notarizetest.NewSigner(t)

@@ -41,6 +41,7 @@ func noTail(_ *http.Request, lr *api.LookupResponse) {
 // from the tail; it says so (Completeness.AnchoredAt). A client that takes
 // none reads the tail for the same answers.
 func TestAnchoredLookupReadsNoTail(t *testing.T) {
+	t.Parallel()
 	fx := newInlineFix(t)
 	fx.front.set(noTail)
 	c := anchoredClient(t, fx, time.Hour)
@@ -80,6 +81,7 @@ func TestAnchoredLookupReadsNoTail(t *testing.T) {
 // the tail itself and the hidden untrust is ErrIncomplete; so it is for a
 // root dated ahead of the client's clock by more than the bound.
 func TestAnchoredBoundedByLag(t *testing.T) {
+	t.Parallel()
 	fx := newInlineFix(t)
 	hide := func(r *http.Request, lr *api.LookupResponse) {
 		noTail(r, lr)
@@ -187,6 +189,7 @@ func TestAnchoredChecksBeforeTheRoot(t *testing.T) {
 // passed or the ledger commits no root in time, ErrNotIndexed when its
 // context ends.
 func TestAwaitIndexed(t *testing.T) {
+	t.Parallel()
 	srv := ledgertest.Start(t, ledgertest.WithConfig(func(c *ledger.Config) { c.MapCommitInterval = 200 * time.Millisecond }))
 	c := newClient(t, srv.URL, t.TempDir(), srv.VerifierKey)
 	alice := notarizetest.NewSigner(t)

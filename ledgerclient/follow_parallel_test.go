@@ -18,6 +18,7 @@ import (
 // one is kept at its own, whichever worker checked it and however many
 // there are.
 func TestFollowParallelCheckRefusesAtTheIndex(t *testing.T) {
+	t.Parallel()
 	const n = 2100 // several bundles and batches, a partial last bundle
 	victim, other, thief := newEntrySigner(t), newEntrySigner(t), newEntrySigner(t)
 	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)

@@ -18,6 +18,7 @@ import (
 // entry of it is returned, the state stays where the last honest batch
 // left it, and the honest batches before it are kept, whichever batch size.
 func TestRedteam4FollowLiesAtBundleBoundaries(t *testing.T) {
+	t.Parallel()
 	const w = layout.EntryBundleWidth
 	const n = 5*w + 40 // five full bundles and a partial one
 	leaves := makeLeaves(t, 0, n)

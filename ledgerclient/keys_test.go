@@ -200,6 +200,7 @@ func TestKeyDigestsWalksPages(t *testing.T) {
 // TestKeyDigestsRefusesLies: one lie per case on the first or a later page;
 // each is refused as a bad proof (or a fork), with no page.
 func TestKeyDigestsRefusesLies(t *testing.T) {
+	t.Parallel()
 	later := func(q KeyQuery) bool { return q.Cursor != "" }
 	for _, tc := range []struct {
 		name   string

@@ -18,6 +18,7 @@ import (
 // and current statement read only the owner's entries, and an unfiltered
 // walk reads every entry over several pages, each verified.
 func TestLookupAgainstFloodedLedger(t *testing.T) {
+	t.Parallel()
 	srv := ledgertest.Start(t)
 	c := newClient(t, srv.URL, t.TempDir(), "")
 	d := digest("flooded")

@@ -107,6 +107,7 @@ func TestLookupWalksPages(t *testing.T) {
 // TestLookupPageLies: a ledger that lies in any page fails the lookup, and
 // one that never stops announcing pages is cut off.
 func TestLookupPageLies(t *testing.T) {
+	t.Parallel()
 	second := func(q lookupQuery) bool { return q.after != nil }
 	for _, tc := range []struct {
 		name string
@@ -208,6 +209,7 @@ func TestLookupPageLies(t *testing.T) {
 // TestLookupEndlessPages: a ledger that answers every page with one entry
 // and announces another is cut off after MaxLookupPages requests.
 func TestLookupEndlessPages(t *testing.T) {
+	t.Parallel()
 	f, c, _ := pinnedClient(t, 1)
 	appendStatements(t, f, newEntrySigner(t), digestA, notarize.StatusTrusted, t0, MaxLookupPages+5)
 	f.pageHook = func(q lookupQuery, r *api.LookupResponse) {

@@ -119,6 +119,7 @@ func TestReadRetriedWhenBusy(t *testing.T) {
 // client's timeout, is not waited for;
 // a submission refused is never sent again.
 func TestRetryBounded(t *testing.T) {
+	t.Parallel()
 	srv := ledgertest.Start(t)
 	f := newBusyFront(t, srv.URL)
 	s := notarizetest.NewSigner(t)

@@ -118,6 +118,7 @@ func TestRedteam3KeyIDSpellings(t *testing.T) {
 // answer holding it was read in a log that holds the revocation before
 // it, and the revocation lookups must have seen that log.
 func TestRedteam3RevocationRace(t *testing.T) {
+	t.Parallel()
 	srv := ledgertest.Start(t, ledgertest.WithConfig(fastMap))
 	direct := newClient(t, srv.URL, t.TempDir(), srv.VerifierKey)
 	const rounds = 6

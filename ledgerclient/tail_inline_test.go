@@ -233,6 +233,7 @@ func joinBundle(entries [][]byte) []byte {
 // answer carried the tail. Without the inline tail the same lookups read
 // the tail's bundles and tiles.
 func TestInlineTailNoTileRequests(t *testing.T) {
+	t.Parallel()
 	fx := newInlineFix(t)
 	fx.front.set(nil)
 	res, err := fx.client(t).Current(t.Context(), fx.d, fx.ka)
@@ -270,6 +271,7 @@ func TestInlineTailNoTileRequests(t *testing.T) {
 // the bounds (too many items, too many bytes, an item twice) is refused
 // with an error naming the bound.
 func TestInlineTailLies(t *testing.T) {
+	t.Parallel()
 	fx := newInlineFix(t)
 	flip := func(b []byte) []byte { b = bytes.Clone(b); b[len(b)-1] ^= 1; return b }
 	flipFirst := func(b []byte) []byte { b = bytes.Clone(b); b[0] ^= 1; return b }
@@ -429,6 +431,7 @@ func TestInlineTailLies(t *testing.T) {
 // width the log reaches later) leaves nothing for the lookup that needs
 // that width once the log grew.
 func TestInlineTailScoped(t *testing.T) {
+	t.Parallel()
 	fx := newInlineFix(t)
 	poisonD := func(r *http.Request, lr *api.LookupResponse) {
 		if lr.Map == nil || lr.Map.Tail == nil {

@@ -25,6 +25,7 @@ import (
 // its checkpoint cosigned again, and the client refuses it once the
 // quorum is older than its bound.
 func TestWitnessedLedgerEndToEnd(t *testing.T) {
+	t.Parallel()
 	const origin = "example.com/witnessed-e2e"
 	skey, vkey, err := note.GenerateKey(rand.Reader, origin)
 	if err != nil {
