@@ -456,8 +456,8 @@ func LoadSigner(pemBytes, password []byte) (signature.Signer, error) {
 // decryptPrivateKey decrypts an encrypted private key PEM. It is a variable
 // only so that the package's tests can remember the keys they decrypted
 // (TestMain): the scrypt that makes each password guess slow costs about
-// 2 s of CPU a key under the race detector, a fifth of the package's test
-// time when every command paid it.
+// 2 s of CPU a key under the race detector, and the package's tests took
+// 690 s instead of 261 s when every command paid it.
 var decryptPrivateKey = func(pemBytes, password []byte) (crypto.PrivateKey, error) {
 	return cryptoutils.UnmarshalPEMToPrivateKey(pemBytes, cryptoutils.StaticPasswordFunc(password))
 }
