@@ -71,7 +71,8 @@ func waitBoundParallel() {
 // ~1.8 s of CPU a key under the race detector (0.26 s without), 64 MiB
 // allocated and freed each time. Failures are not remembered, so a wrong
 // password or a corrupt key still fails as the real decryption does; the
-// cryptography itself is what TestLoadSigner and the keystore tests check.
+// keystore tests (TestKeyStoreGenerateListSign and others) decrypt keys they
+// generate, so each of them runs the real scrypt.
 func rememberDecrypted(decrypt func(pemBytes, password []byte) (crypto.PrivateKey, error)) func(pemBytes, password []byte) (crypto.PrivateKey, error) {
 	var (
 		mu   sync.Mutex

@@ -119,7 +119,8 @@ make_bucket() {
 # stop_server DIR: TERM, then KILL after a second. "weed server" stops its
 # volume server on TERM (at once: -volume.preStopSeconds=0) but its master
 # and filer keep running, so a longer grace only made every stop take its
-# whole length (10 s, measured); the data of these servers is throwaway.
+# whole length (10 s, measured). Their data is a test's, or a blob cache
+# (scripts/run-fleet.sh) whose blobs are hashed again when read.
 stop_server() {
   local dir=$1 pid
   [ -f "$dir/pid" ] || return 0
