@@ -2,7 +2,6 @@ package plugin
 
 import (
 	"crypto"
-	"crypto/sha256"
 	"flag"
 	"fmt"
 	"os"
@@ -76,15 +75,10 @@ func waitBoundParallel() {
 func rememberDecrypted(decrypt func(pemBytes, password []byte) (crypto.PrivateKey, error)) func(pemBytes, password []byte) (crypto.PrivateKey, error) {
 	var (
 		mu   sync.Mutex
-		keys = map[[sha256.Size]byte]crypto.PrivateKey{}
+		keys = map[string]crypto.PrivateKey{} // by PEM, NUL, password: PEM holds no NUL
 	)
 	return func(pemBytes, password []byte) (crypto.PrivateKey, error) {
-		h := sha256.New()
-		h.Write(pemBytes)
-		h.Write([]byte{0})
-		h.Write(password)
-		var id [sha256.Size]byte
-		h.Sum(id[:0])
+		id := string(pemBytes) + "\x00" + string(password)
 		mu.Lock()
 		k, ok := keys[id]
 		mu.Unlock()

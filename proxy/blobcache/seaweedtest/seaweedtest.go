@@ -100,15 +100,6 @@ func Shared(t testing.TB) *Server {
 
 var errUnavailable = errors.New("SeaweedFS unavailable")
 
-// StartDir starts a server keeping its data in dir, for benchmarks; stop
-// it with Stop. The error wraps an "unavailable" condition
-// when SeaweedFS cannot be had here (see Available).
-func StartDir(dir string) (*Server, error) { return start(dir) }
-
-// Available reports whether err from StartDir means SeaweedFS cannot be had
-// here (rather than a failure to start it).
-func Available(err error) bool { return !errors.Is(err, errUnavailable) }
-
 func start(dir string) (*Server, error) {
 	script, err := testutil.Script("seaweedfs.sh")
 	if err != nil {
