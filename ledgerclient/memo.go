@@ -1,0 +1,107 @@
+package ledgerclient
+
+import (
+	"encoding/binary"
+	"sync"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/notarize/docker-notarize/internal/boundedfile"
+)
+
+// maxRememberedSigs bounds the signatures the process remembers: past it
+// the memory starts over. A client sees a handful of distinct notes at a
+// time (the stored checkpoint, the ledger's latest, a map root or two).
+const maxRememberedSigs = 64
+
+// accepted holds the (verifier key, message, signature) triples that a
+// ledger verifier of this process accepted.
+var accepted struct {
+	mu   sync.Mutex
+	sigs map[string]struct{}
+}
+
+// memoVerifier is the ledger's note.Verifier, remembering the signatures it
+// accepted. A verify checks the same notes several times: the stored
+// checkpoint before each lookup and again under the state lock, the same
+// checkpoint in the statement lookup's answer and in the revocation
+// lookup's, the same map root in both (issue 14: a verify made eight
+// Ed25519 checks of two distinct notes, ~80 µs each here, and the first in a
+// process also builds the curve's tables, ~1 ms). Ed25519 verification is a
+// pure function of the key, the message and the signature, and all three
+// are in what is remembered, so a remembered acceptance is exactly what
+// checking again would answer. A refusal is not remembered: it is checked
+// again, and refused again.
+type memoVerifier struct {
+	note.Verifier
+	// vkey is the verifier key text v was made from.
+	vkey string
+}
+
+// newMemoVerifier wraps v, made from the verifier key vkey.
+func newMemoVerifier(v note.Verifier, vkey string) *memoVerifier {
+	return &memoVerifier{Verifier: v, vkey: vkey}
+}
+
+// Verify reports whether sig is the key's signature of msg.
+func (m *memoVerifier) Verify(msg, sig []byte) bool {
+	// Each part but the last after its length: no two triples share a key.
+	k := make([]byte, 0, 2*binary.MaxVarintLen64+len(m.vkey)+len(sig)+len(msg))
+	k = binary.AppendUvarint(k, uint64(len(m.vkey)))
+	k = append(k, m.vkey...)
+	k = binary.AppendUvarint(k, uint64(len(sig)))
+	k = append(append(k, sig...), msg...)
+	accepted.mu.Lock()
+	_, seen := accepted.sigs[string(k)]
+	accepted.mu.Unlock()
+	if seen {
+		return true
+	}
+	if !m.Verifier.Verify(msg, sig) {
+		return false
+	}
+	accepted.mu.Lock()
+	if accepted.sigs == nil || len(accepted.sigs) >= maxRememberedSigs {
+		accepted.sigs = make(map[string]struct{})
+	}
+	accepted.sigs[string(k)] = struct{}{}
+	accepted.mu.Unlock()
+	return true
+}
+
+// WarmState checks the stored checkpoint of cfg's ledger now, when a key
+// for it is configured or pinned, so that the lookups of a client made
+// later in this process do not check its signature again. It makes no
+// request, writes nothing and reports nothing: every lookup reads and checks the state
+// again, and reports what is wrong with it. docker notarize verify calls
+// it while the registry resolves the image (issue 14): the first Ed25519
+// check in a process costs ~1 ms.
+func WarmState(cfg Config) {
+	if cfg.Validate() != nil {
+		return
+	}
+	cfg = cfg.withDefaults()
+	u, err := parseLedgerURL(cfg.URL)
+	if err != nil {
+		return
+	}
+	s := newStore(cfg.Home)
+	key := cfg.VerifierKey
+	if key == "" {
+		pinned, ok, err := s.pin(u.String())
+		if err != nil || !ok {
+			return
+		}
+		key = pinned
+	}
+	v, err := note.NewVerifier(key)
+	if err != nil {
+		return
+	}
+	// Read only: a legacy state is taken over by the lookups (migrate).
+	raw, err := boundedfile.Read(s.checkpointPath(key), MaxCheckpointSize)
+	if err != nil {
+		return
+	}
+	_, _ = verifyCheckpoint(raw, v.Name(), newMemoVerifier(v, key))
+}

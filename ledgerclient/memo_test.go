@@ -1,0 +1,137 @@
+package ledgerclient
+
+import (
+	"bytes"
+	"crypto/rand"
+	"fmt"
+	"testing"
+
+	"golang.org/x/mod/sumdb/note"
+)
+
+// countingVerifier counts the checks that reach the real verifier.
+type countingVerifier struct {
+	note.Verifier
+	calls int
+}
+
+func (c *countingVerifier) Verify(msg, sig []byte) bool {
+	c.calls++
+	return c.Verifier.Verify(msg, sig)
+}
+
+func newSignedNote(t *testing.T, s note.Signer, text string) []byte {
+	t.Helper()
+	b, err := note.Sign(&note.Note{Text: text}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestMemoVerifierRemembersOnlyAcceptances: a note checked again is not
+// verified again; a forged signature is refused every time, also on the
+// text of a note it remembers, and the same signature on another text is
+// checked again.
+func TestMemoVerifierRemembersOnlyAcceptances(t *testing.T) {
+	skey, vkey, err := note.GenerateKey(rand.Reader, "example.com/memo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := note.NewSigner(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	real := &countingVerifier{Verifier: mustVerifier(t, vkey)}
+	m := newMemoVerifier(real, vkey)
+	good := newSignedNote(t, s, "example.com/memo\n1\nAAAA\n")
+	for i := range 3 {
+		if _, err := note.Open(good, note.VerifierList(m)); err != nil {
+			t.Fatalf("open %d: %v", i, err)
+		}
+	}
+	if real.calls != 1 {
+		t.Fatalf("the same note was verified %d times, want once", real.calls)
+	}
+
+	// The remembered note's text with a byte of its signature changed
+	// (a base64 character well inside it, not the padding's spare bits).
+	forged := bytes.Clone(good)
+	i := len(forged) - 20
+	if forged[i] == 'A' {
+		forged[i] = 'B'
+	} else {
+		forged[i] = 'A'
+	}
+	for i := range 2 {
+		if _, err := note.Open(forged, note.VerifierList(m)); err == nil {
+			t.Fatalf("a forged signature was accepted (attempt %d)", i)
+		}
+	}
+	// Another text under the remembered signature.
+	other := bytes.Replace(good, []byte("\n1\n"), []byte("\n2\n"), 1)
+	if _, err := note.Open(other, note.VerifierList(m)); err == nil {
+		t.Fatal("a remembered signature was accepted on another text")
+	}
+	if real.calls != 4 {
+		t.Fatalf("the refusals reached the real verifier %d times, want 3 (after 1)", real.calls-1)
+	}
+}
+
+// acceptOnly accepts exactly one (msg, sig) pair.
+type acceptOnly struct {
+	note.Verifier
+	msg, sig []byte
+}
+
+func (a acceptOnly) Verify(msg, sig []byte) bool {
+	return bytes.Equal(msg, a.msg) && bytes.Equal(sig, a.sig)
+}
+
+// TestMemoVerifierKeysAreUnambiguous: a remembered (msg, sig) must not
+// answer for another pair whose bytes run together the same way.
+func TestMemoVerifierKeysAreUnambiguous(t *testing.T) {
+	m := newMemoVerifier(acceptOnly{msg: []byte("BCD"), sig: []byte("A")}, "unambiguous")
+	if !m.Verify([]byte("BCD"), []byte("A")) {
+		t.Fatal("the accepted pair was refused")
+	}
+	if m.Verify([]byte("CD"), []byte("AB")) {
+		t.Fatal(`("CD", "AB") was accepted as the remembered ("BCD", "A")`)
+	}
+	// What one key accepted is not what another key accepts: the memory is
+	// the process's, shared by every client.
+	other := newMemoVerifier(acceptOnly{}, "another key")
+	if other.Verify([]byte("BCD"), []byte("A")) {
+		t.Fatal("a pair remembered for one key was accepted for another")
+	}
+	prefix := newMemoVerifier(acceptOnly{}, "unambiguou")
+	if prefix.Verify([]byte("BCD"), []byte("sA")) {
+		t.Fatal("a pair remembered for one key was accepted for a key that is its prefix")
+	}
+}
+
+// TestMemoVerifierIsBounded: however many notes a long-lived client sees,
+// it remembers at most maxRememberedSigs of them.
+func TestMemoVerifierIsBounded(t *testing.T) {
+	skey, vkey, err := note.GenerateKey(rand.Reader, "example.com/memo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := note.NewSigner(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMemoVerifier(mustVerifier(t, vkey), vkey)
+	for i := range 3 * maxRememberedSigs {
+		n := newSignedNote(t, s, fmt.Sprintf("example.com/memo\n%d\nAAAA\n", i))
+		if _, err := note.Open(n, note.VerifierList(m)); err != nil {
+			t.Fatal(err)
+		}
+		accepted.mu.Lock()
+		held := len(accepted.sigs)
+		accepted.mu.Unlock()
+		if held > maxRememberedSigs {
+			t.Fatalf("%d signatures remembered, at most %d", held, maxRememberedSigs)
+		}
+	}
+}
