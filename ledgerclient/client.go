@@ -90,7 +90,7 @@ func newClient(ctx context.Context, cfg Config, url string, o ops) (*Client, err
 	if err != nil {
 		return nil, fmt.Errorf("ledger verifier key %q: %w", clip(key, 200), err)
 	}
-	c.verifier, c.vkey = newMemoVerifier(v, key), key
+	c.verifier, c.vkey = newMemoVerifier(v, noteVerifier+key), key
 	return c, nil
 }
 
@@ -114,7 +114,7 @@ func (c *Client) trustOnFirstUse(ctx context.Context) error {
 	if info.Origin != v.Name() {
 		return fmt.Errorf("ledger info: origin %q is not the name of its verifier key %q", clip(info.Origin, 200), v.Name())
 	}
-	c.verifier, c.vkey = newMemoVerifier(v, info.VerifierKey), info.VerifierKey
+	c.verifier, c.vkey = newMemoVerifier(v, noteVerifier+info.VerifierKey), info.VerifierKey
 	// The state stored before the checkpoint is fetched: one stored
 	// meanwhile by a concurrent client is not a rollback (see advance).
 	before, err := c.stored()

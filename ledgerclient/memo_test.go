@@ -3,11 +3,24 @@ package ledgerclient
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"fmt"
+	"slices"
 	"testing"
+	"time"
 
+	"github.com/transparency-dev/tessera"
 	"golang.org/x/mod/sumdb/note"
+
+	"github.com/notarize/docker-notarize/internal/witnesstest"
 )
+
+// forgetAccepted empties the process's memory of accepted signatures.
+func forgetAccepted() {
+	accepted.mu.Lock()
+	accepted.sigs = nil
+	accepted.mu.Unlock()
+}
 
 // countingVerifier counts the checks that reach the real verifier.
 type countingVerifier struct {
@@ -133,5 +146,56 @@ func TestMemoVerifierIsBounded(t *testing.T) {
 		if held > maxRememberedSigs {
 			t.Fatalf("%d signatures remembered, at most %d", held, maxRememberedSigs)
 		}
+	}
+}
+
+// TestWitnessMemoRemembersOnlyAcceptances: every cosignature check of a
+// policy, Tessera's quorum included, goes through the memory, and a
+// witness's cosignature remembered for one checkpoint does not count for
+// another: a quorum of two with one cosignature moved from an earlier
+// checkpoint is refused, with the moved one named as forged.
+func TestWitnessMemoRemembersOnlyAcceptances(t *testing.T) {
+	w1, w2, w3 := witnesstest.Three(t)
+	p, err := ParseWitnessPolicy(witnesstest.Policy(2, w1, w2, w3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range p.group.Components {
+		w, ok := c.(tessera.Witness)
+		if !ok {
+			t.Fatalf("component %T, want a witness", c)
+		}
+		if _, ok := w.Key.(*memoVerifier); !ok {
+			t.Errorf("Tessera's quorum checks %s without the memory", w.Key.Name())
+		}
+	}
+	for _, w := range p.witnesses {
+		if _, ok := w.key.(*memoVerifier); !ok {
+			t.Errorf("the client checks %s without the memory", w.name())
+		}
+	}
+
+	s, vkey := newNoteKey(t, testOrigin)
+	l := newFakeLog(s, vkey)
+	l.add([]byte("leaf 0"))
+	now := time.Now()
+	first := w2.Cosign(w1.Cosign(l.checkpointAt(t, 1), now), now)
+	for range 2 {
+		if _, err := p.Witnessed(Checkpoint{Raw: first}); err != nil {
+			t.Fatalf("the quorum of the first checkpoint: %v", err)
+		}
+	}
+	l.add([]byte("leaf 1"))
+	second := w1.Cosign(l.checkpointAt(t, 2), now)
+	i := bytes.Index(first, []byte("— witness2.test "))
+	j := bytes.IndexByte(first[i:], '\n')
+	moved := append(bytes.Clone(second), first[i:i+j+1]...)
+	_, err = p.Witnessed(Checkpoint{Raw: moved})
+	qe, ok := errors.AsType[*WitnessQuorumError](err)
+	if !ok {
+		t.Fatalf("a quorum with w2's cosignature of another checkpoint: %v, want a WitnessQuorumError", err)
+	}
+	if !slices.Equal(qe.Forged, []string{"w2 (witness2.test)"}) {
+		t.Fatalf("forged %q, want w2", qe.Forged)
 	}
 }

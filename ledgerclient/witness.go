@@ -87,7 +87,7 @@ func ParseWitnessPolicy(b []byte) (*WitnessPolicy, error) {
 	if g.N == 0 {
 		return nil, errors.New(`witness policy: the quorum requires no witness ("none" or a threshold of 0); leave the policy out instead`)
 	}
-	labels, err := witnessLabels(b)
+	lines, err := witnessLines(b)
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +103,7 @@ func ParseWitnessPolicy(b []byte) (*WitnessPolicy, error) {
 		case tessera.Witness:
 			if id := idOf(c.Key); !seen[id] {
 				seen[id] = true
-				p.witnesses = append(p.witnesses, policyWitness{label: labels[id], key: c.Key})
+				p.witnesses = append(p.witnesses, policyWitness{label: lines[id].label, key: c.Key})
 			}
 			return nil
 		case tessera.WitnessGroup:
@@ -111,8 +111,16 @@ func ParseWitnessPolicy(b []byte) (*WitnessPolicy, error) {
 				return errors.New("witness policy: a group of threshold 0 is satisfied by no witness at all")
 			}
 			members := map[keyID]bool{}
-			for _, m := range c.Components {
+			for i, m := range c.Components {
 				if w, ok := m.(tessera.Witness); ok {
+					// Every check of this witness's cosignatures, ours and
+					// Tessera's quorum, through the process's memory of
+					// accepted signatures (memo.go): a verify checks the same
+					// checkpoint's cosignatures in each lookup's answer.
+					if l, ok := lines[idOf(w.Key)]; ok {
+						w.Key = newMemoVerifier(w.Key, cosignatureV1+l.vkey)
+						c.Components[i], m = w, w
+					}
 					if members[idOf(w.Key)] {
 						return fmt.Errorf("witness policy: a group names witness %q twice, so one cosignature would count twice", w.Key.Name())
 					}
@@ -133,11 +141,21 @@ func ParseWitnessPolicy(b []byte) (*WitnessPolicy, error) {
 	return p, nil
 }
 
-// witnessLabels maps each witness key of a policy Tessera has parsed to its
-// NAME in the policy file, for messages, and refuses one key under two names
-// (which would let one witness count as two).
-func witnessLabels(b []byte) (map[keyID]string, error) {
-	labels := map[keyID]string{}
+// witnessLine is a witness line of a policy file: the witness's NAME there
+// and its verifier key.
+type witnessLine struct {
+	label, vkey string
+}
+
+// cosignatureV1 qualifies a witness key in the process's memory of accepted
+// signatures: a cosignature/v1 verifier of the key, not a note verifier.
+const cosignatureV1 = "cosignature/v1 "
+
+// witnessLines maps each witness key of a policy Tessera has parsed to its
+// line in the policy file (its NAME, for messages, and its key), and refuses
+// one key under two names (which would let one witness count as two).
+func witnessLines(b []byte) (map[keyID]witnessLine, error) {
+	labels := map[keyID]witnessLine{}
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
 		line, _, _ := strings.Cut(sc.Text(), "#")
@@ -150,9 +168,9 @@ func witnessLabels(b []byte) (map[keyID]string, error) {
 			return nil, fmt.Errorf("witness policy: witness %q: %w", f[1], err)
 		}
 		if prev, ok := labels[idOf(v)]; ok {
-			return nil, fmt.Errorf("witness policy: witnesses %q and %q have the same key, so one witness would count twice", prev, f[1])
+			return nil, fmt.Errorf("witness policy: witnesses %q and %q have the same key, so one witness would count twice", prev.label, f[1])
 		}
-		labels[idOf(v)] = f[1]
+		labels[idOf(v)] = witnessLine{label: f[1], vkey: f[2]}
 	}
 	return labels, sc.Err()
 }
