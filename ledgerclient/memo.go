@@ -85,6 +85,10 @@ func (m *memoVerifier) Verify(msg, sig []byte) bool {
 // it while the registry resolves the image (issue 14): the first Ed25519
 // check in a process costs ~1 ms.
 func WarmState(cfg Config) {
+	// A panic here, in a goroutine of the caller's, would end the process
+	// with Go's exit code 2 (a verdict's code for scripts): it is left for
+	// the lookups, which read and check the same bytes again.
+	defer func() { _ = recover() }()
 	if cfg.Validate() != nil {
 		return
 	}

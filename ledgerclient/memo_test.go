@@ -2,7 +2,6 @@ package ledgerclient
 
 import (
 	"bytes"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"slices"
@@ -47,16 +46,9 @@ func newSignedNote(t *testing.T, s note.Signer, text string) []byte {
 // text of a note it remembers, and the same signature on another text is
 // checked again.
 func TestMemoVerifierRemembersOnlyAcceptances(t *testing.T) {
-	skey, vkey, err := note.GenerateKey(rand.Reader, "example.com/memo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := note.NewSigner(skey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, vkey := newNoteKey(t, "example.com/memo")
 	real := &countingVerifier{Verifier: mustVerifier(t, vkey)}
-	m := newMemoVerifier(real, vkey)
+	m := newMemoVerifier(real, noteVerifier+vkey)
 	good := newSignedNote(t, s, "example.com/memo\n1\nAAAA\n")
 	for i := range 3 {
 		if _, err := note.Open(good, note.VerifierList(m)); err != nil {
@@ -126,15 +118,8 @@ func TestMemoVerifierKeysAreUnambiguous(t *testing.T) {
 // TestMemoVerifierIsBounded: however many notes a long-lived client sees,
 // it remembers at most maxRememberedSigs of them.
 func TestMemoVerifierIsBounded(t *testing.T) {
-	skey, vkey, err := note.GenerateKey(rand.Reader, "example.com/memo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := note.NewSigner(skey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := newMemoVerifier(mustVerifier(t, vkey), vkey)
+	s, vkey := newNoteKey(t, "example.com/memo")
+	m := newMemoVerifier(mustVerifier(t, vkey), noteVerifier+vkey)
 	for i := range 3 * maxRememberedSigs {
 		n := newSignedNote(t, s, fmt.Sprintf("example.com/memo\n%d\nAAAA\n", i))
 		if _, err := note.Open(n, note.VerifierList(m)); err != nil {
@@ -198,4 +183,36 @@ func TestWitnessMemoRemembersOnlyAcceptances(t *testing.T) {
 	if !slices.Equal(qe.Forged, []string{"w2 (witness2.test)"}) {
 		t.Fatalf("forged %q, want w2", qe.Forged)
 	}
+}
+
+// TestWitnessMemoWrapsOnce: a group reached along two paths shares its
+// members with Tessera's copy of it; each witness is wrapped once.
+func TestWitnessMemoWrapsOnce(t *testing.T) {
+	w1, w2, w3 := witnesstest.Three(t)
+	var policy bytes.Buffer
+	for _, w := range []*witnesstest.Witness{w1, w2, w3} {
+		fmt.Fprintf(&policy, "witness %s %s https://%s.test/\n", w.Label, w.VKey, w.Label)
+	}
+	policy.WriteString("group g1 1 w1 w2\ngroup g2 1 w3 g1\ngroup q 2 g1 g2\nquorum q\n")
+	p, err := ParseWitnessPolicy(policy.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var walk func(c any)
+	walk = func(c any) {
+		switch c := c.(type) {
+		case tessera.Witness:
+			m, ok := c.Key.(*memoVerifier)
+			if !ok {
+				t.Errorf("%s is not wrapped", c.Key.Name())
+			} else if _, twice := m.Verifier.(*memoVerifier); twice {
+				t.Errorf("%s is wrapped twice", c.Key.Name())
+			}
+		case tessera.WitnessGroup:
+			for _, m := range c.Components {
+				walk(m)
+			}
+		}
+	}
+	walk(p.group)
 }

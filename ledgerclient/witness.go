@@ -117,9 +117,18 @@ func ParseWitnessPolicy(b []byte) (*WitnessPolicy, error) {
 					// Tessera's quorum, through the process's memory of
 					// accepted signatures (memo.go): a verify checks the same
 					// checkpoint's cosignatures in each lookup's answer.
-					if l, ok := lines[idOf(w.Key)]; ok {
-						w.Key = newMemoVerifier(w.Key, cosignatureV1+l.vkey)
-						c.Components[i], m = w, w
+					// The verifier is made again from the line's text, so
+					// that the memory's name for it is its key by
+					// construction. A group reached twice is wrapped once.
+					if _, done := w.Key.(*memoVerifier); !done {
+						if l, ok := lines[idOf(w.Key)]; ok {
+							v, err := fnote.NewVerifierForCosignatureV1(l.vkey)
+							if err != nil || idOf(v) != idOf(w.Key) {
+								return fmt.Errorf("witness policy: witness %q: its key reads differently here and in Tessera's parser", l.label)
+							}
+							w.Key = newMemoVerifier(v, cosignatureV1+l.vkey)
+							c.Components[i], m = w, w
+						}
 					}
 					if members[idOf(w.Key)] {
 						return fmt.Errorf("witness policy: a group names witness %q twice, so one cosignature would count twice", w.Key.Name())
@@ -153,9 +162,16 @@ const cosignatureV1 = "cosignature/v1 "
 
 // witnessLines maps each witness key of a policy Tessera has parsed to its
 // line in the policy file (its NAME, for messages, and its key), and refuses
-// one key under two names (which would let one witness count as two).
+// one key twice: under two policy names, or under two key names (an Ed25519
+// cosignature/v1 signature does not cover the key's name, so one line of
+// it can be shown under either), or typed as a note key (0x01) and as a
+// cosignature/v1 key (0x04), which Tessera takes for the same. Either would
+// let one witness count as two. The process's memory of accepted
+// signatures relies on this refusal too: it knows a witness's verifier by
+// its line's key text, looked up by key name and key hash.
 func witnessLines(b []byte) (map[keyID]witnessLine, error) {
 	labels := map[keyID]witnessLine{}
+	byKey := map[string]string{}
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
 		line, _, _ := strings.Cut(sc.Text(), "#")
@@ -167,13 +183,42 @@ func witnessLines(b []byte) (map[keyID]witnessLine, error) {
 		if err != nil {
 			return nil, fmt.Errorf("witness policy: witness %q: %w", f[1], err)
 		}
-		if prev, ok := labels[idOf(v)]; ok {
+		prev, ok := labels[idOf(v)]
+		if !ok {
+			prev.label, ok = byKey[witnessPublicKey(f[2])]
+		}
+		if ok {
 			return nil, fmt.Errorf("witness policy: witnesses %q and %q have the same key, so one witness would count twice", prev.label, f[1])
 		}
 		labels[idOf(v)] = witnessLine{label: f[1], vkey: f[2]}
+		byKey[witnessPublicKey(f[2])] = f[1]
 	}
 	return labels, sc.Err()
 }
+
+// witnessPublicKey returns the public key of vkey, a verifier key that
+// fnote.NewVerifierForCosignatureV1 accepted, without its key name and
+// hash: its algorithm byte, an Ed25519 note key's (0x01) read as the
+// cosignature/v1 key (0x04) it stands for there, then the key.
+func witnessPublicKey(vkey string) string {
+	_, rest, _ := strings.Cut(vkey, "+")
+	_, b64, _ := strings.Cut(rest, "+")
+	k, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil || len(k) == 0 {
+		return vkey // not reached: the verifier was made from it
+	}
+	if k[0] == algEd25519 {
+		k[0] = algEd25519CosignatureV1
+	}
+	return string(k)
+}
+
+// The key types of C2SP signed-note verifier keys that a witness key may
+// have (fnote.NewVerifierForCosignatureV1).
+const (
+	algEd25519              = 0x01
+	algEd25519CosignatureV1 = 0x04
+)
 
 // Witnesses returns the names of the policy's witnesses ("NAME (key name)").
 func (p *WitnessPolicy) Witnesses() []string {

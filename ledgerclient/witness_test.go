@@ -1,12 +1,15 @@
 package ledgerclient
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	fnote "github.com/transparency-dev/formats/note"
 
 	"github.com/notarize/docker-notarize/internal/witnesstest"
 	"github.com/notarize/docker-notarize/notarize"
@@ -60,6 +63,29 @@ func at(w *witnesstest.Witness, t time.Time) func([]byte) []byte {
 	return func(b []byte) []byte { return w.Cosign(b, t) }
 }
 
+// sameKeyAs returns a verifier key for w's public key under the key name
+// name, typed alg (0x01 an Ed25519 note key, 0x04 a cosignature/v1 key).
+func sameKeyAs(t *testing.T, w *witnesstest.Witness, name string, alg byte) string {
+	t.Helper()
+	_, rest, _ := strings.Cut(w.VKey, "+")
+	_, b64, _ := strings.Cut(rest, "+")
+	k, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := base64.StdEncoding.EncodeToString(append([]byte{alg}, k[1:]...))
+	v, err := fnote.NewVerifierForCosignatureV1(fmt.Sprintf("%s+%08x+%s", name, 0, key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("%s+%08x+%s", name, v.KeyHash(), key)
+}
+
+// vkeyLine is a policy's witness line for vkey labelled label.
+func vkeyLine(label, vkey string) string {
+	return fmt.Sprintf("witness %s %s https://%s.test/\n", label, vkey, label)
+}
+
 func TestParseWitnessPolicy(t *testing.T) {
 	w1 := witnesstest.New(t, "w1", "witness1.test")
 	w2 := witnesstest.New(t, "w2", "witness2.test")
@@ -76,6 +102,10 @@ func TestParseWitnessPolicy(t *testing.T) {
 		{"no quorum", line(w1, "w1"), "must define a quorum"},
 		{"threshold zero", line(w1, "w1") + line(w2, "w2") + "group z 0 w1\ngroup g 1 z w2\nquorum g\n", "threshold 0"},
 		{"one key two names", line(w1, "w1") + line(w1, "w1bis") + "group g 2 w1 w1bis\nquorum g\n", "same key"},
+		// An Ed25519 cosignature does not cover the key's name: w1's line
+		// shown under another key name, with that name's key hash, verifies.
+		{"one key two key names", line(w1, "w1") + vkeyLine("w1bis", sameKeyAs(t, w1, "witness1b.test", 0x04)) + "group g 2 w1 w1bis\nquorum g\n", "same key"},
+		{"one key as a note key too", line(w1, "w1") + vkeyLine("w1bis", sameKeyAs(t, w1, "witness1b.test", 0x01)) + "group g 2 w1 w1bis\nquorum g\n", "same key"},
 		{"witness twice in a group", line(w1, "w1") + line(w2, "w2") + "group g 2 w1 w1 w2\nquorum g\n", "twice"},
 		{"bad key", "witness w1 nokey https://w1.test/\nquorum w1\n", "invalid witness config"},
 		{"unknown keyword", "quorate w1\n", "unknown keyword"},
