@@ -38,6 +38,8 @@ import (
 	f_note "github.com/transparency-dev/formats/note"
 	"github.com/transparency-dev/tessera"
 	"golang.org/x/mod/sumdb/note"
+
+	"github.com/notarize/docker-notarize/internal/witnesspolicy"
 )
 
 // MaxWitnessPolicySize bounds a witness policy file.
@@ -58,6 +60,12 @@ func (c *Config) witnessGroup() (g tessera.WitnessGroup, ok bool, err error) {
 	g, err = tessera.NewWitnessGroupFromPolicy(c.WitnessPolicy)
 	if err != nil {
 		return tessera.WitnessGroup{}, false, fmt.Errorf("witness policy: %w", err)
+	}
+	// One witness key named twice would count twice towards the quorum,
+	// which Tessera's parser allows; the ledger's clients refuse such a
+	// policy too (ledgerclient.ParseWitnessPolicy).
+	if _, err := witnesspolicy.Lines(c.WitnessPolicy); err != nil {
+		return tessera.WitnessGroup{}, false, err
 	}
 	return g, true, nil
 }

@@ -260,6 +260,17 @@ func TestWitnessRefusesFork(t *testing.T) {
 // witnessing durations that cannot work, are refused before anything starts.
 func TestWitnessConfigValidate(t *testing.T) {
 	const wkey = "localhost/w1+7b9b0a8d+BPzuzLDrHJ9PS0vmzE6wD54VIJjdsAJSrXuE4zYmXLYv"
+	// wkey's public key under another key name, with that name's key hash:
+	// an Ed25519 cosignature does not cover the name, so this "second
+	// witness" is the first one again.
+	renamed := func() string {
+		const key = "BPzuzLDrHJ9PS0vmzE6wD54VIJjdsAJSrXuE4zYmXLYv"
+		v, err := f_note.NewVerifierForCosignatureV1("localhost/w1bis+00000000+" + key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("localhost/w1bis+%08x+%s", v.KeyHash(), key)
+	}()
 	for _, tc := range []struct {
 		name string
 		mod  func(*Config)
@@ -274,6 +285,9 @@ func TestWitnessConfigValidate(t *testing.T) {
 			c.WitnessPolicy = []byte("witness w1 localhost/w1+zz+!! http://127.0.0.1:1\nquorum w1\n")
 		}, "witness"},
 		{"policy too large", func(c *Config) { c.WitnessPolicy = make([]byte, MaxWitnessPolicySize+1) }, "at most"},
+		{"one witness key under two key names", func(c *Config) {
+			c.WitnessPolicy = []byte("witness w1 " + wkey + " http://127.0.0.1:1\nwitness w2 " + renamed + " http://127.0.0.1:2\ngroup g 2 w1 w2\nquorum g\n")
+		}, "same key"},
 		{"negative witness timeout", func(c *Config) { c.WitnessTimeout = -time.Second }, "WitnessTimeout"},
 		{"republish below the checkpoint interval", func(c *Config) { c.CheckpointRepublishInterval = 50 * time.Millisecond }, "CheckpointRepublishInterval"},
 		{"receipt timeout above the claim lifetime", func(c *Config) { c.ReceiptTimeout = time.Hour }, "ReceiptTimeout"},

@@ -1,8 +1,6 @@
 package ledgerclient
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -11,10 +9,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/notarize/docker-notarize/internal/boundedfile"
 	fnote "github.com/transparency-dev/formats/note"
 	"github.com/transparency-dev/tessera"
 	"golang.org/x/mod/sumdb/note"
+
+	"github.com/notarize/docker-notarize/internal/boundedfile"
+	"github.com/notarize/docker-notarize/internal/witnesspolicy"
 )
 
 // MaxWitnessPolicySize bounds a witness policy file.
@@ -65,12 +65,10 @@ func (w policyWitness) name() string {
 	return w.label + " (" + w.key.Name() + ")"
 }
 
-type keyID struct {
-	name string
-	hash uint32
-}
+// keyID is how a signed note names a key: its key name and key hash.
+type keyID = witnesspolicy.KeyID
 
-func idOf(v note.Verifier) keyID { return keyID{v.Name(), v.KeyHash()} }
+func idOf(v note.Verifier) keyID { return witnesspolicy.IDOf(v) }
 
 // ParseWitnessPolicy parses a witness policy file with Tessera's parser and
 // refuses what would make a quorum mean less than it says: a quorum of
@@ -87,7 +85,7 @@ func ParseWitnessPolicy(b []byte) (*WitnessPolicy, error) {
 	if g.N == 0 {
 		return nil, errors.New(`witness policy: the quorum requires no witness ("none" or a threshold of 0); leave the policy out instead`)
 	}
-	lines, err := witnessLines(b)
+	lines, err := witnesspolicy.Lines(b)
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +101,7 @@ func ParseWitnessPolicy(b []byte) (*WitnessPolicy, error) {
 		case tessera.Witness:
 			if id := idOf(c.Key); !seen[id] {
 				seen[id] = true
-				p.witnesses = append(p.witnesses, policyWitness{label: lines[id].label, key: c.Key})
+				p.witnesses = append(p.witnesses, policyWitness{label: lines[id].Label, key: c.Key})
 			}
 			return nil
 		case tessera.WitnessGroup:
@@ -119,14 +117,16 @@ func ParseWitnessPolicy(b []byte) (*WitnessPolicy, error) {
 					// checkpoint's cosignatures in each lookup's answer.
 					// The verifier is made again from the line's text, so
 					// that the memory's name for it is its key by
-					// construction. A group reached twice is wrapped once.
+					// construction (witnesspolicy.Lines refuses one key ID
+					// for two keys, so the line found is this witness's). A
+					// group reached twice is wrapped once.
 					if _, done := w.Key.(*memoVerifier); !done {
 						if l, ok := lines[idOf(w.Key)]; ok {
-							v, err := fnote.NewVerifierForCosignatureV1(l.vkey)
+							v, err := fnote.NewVerifierForCosignatureV1(l.VKey)
 							if err != nil || idOf(v) != idOf(w.Key) {
-								return fmt.Errorf("witness policy: witness %q: its key reads differently here and in Tessera's parser", l.label)
+								return fmt.Errorf("witness policy: witness %q: its key reads differently here and in Tessera's parser", l.Label)
 							}
-							w.Key = newMemoVerifier(v, cosignatureV1+l.vkey)
+							w.Key = newMemoVerifier(v, cosignatureV1+l.VKey)
 							c.Components[i], m = w, w
 						}
 					}
@@ -150,75 +150,9 @@ func ParseWitnessPolicy(b []byte) (*WitnessPolicy, error) {
 	return p, nil
 }
 
-// witnessLine is a witness line of a policy file: the witness's NAME there
-// and its verifier key.
-type witnessLine struct {
-	label, vkey string
-}
-
 // cosignatureV1 qualifies a witness key in the process's memory of accepted
 // signatures: a cosignature/v1 verifier of the key, not a note verifier.
 const cosignatureV1 = "cosignature/v1 "
-
-// witnessLines maps each witness key of a policy Tessera has parsed to its
-// line in the policy file (its NAME, for messages, and its key), and refuses
-// one key twice: under two policy names, or under two key names (an Ed25519
-// cosignature/v1 signature does not cover the key's name, so one line of
-// it can be shown under either), or typed as a note key (0x01) and as a
-// cosignature/v1 key (0x04), which Tessera takes for the same. Either would
-// let one witness count as two. The process's memory of accepted
-// signatures relies on this refusal too: it knows a witness's verifier by
-// its line's key text, looked up by key name and key hash.
-func witnessLines(b []byte) (map[keyID]witnessLine, error) {
-	labels := map[keyID]witnessLine{}
-	byKey := map[string]string{}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		line, _, _ := strings.Cut(sc.Text(), "#")
-		f := strings.Fields(line)
-		if len(f) != 4 || f[0] != "witness" {
-			continue
-		}
-		v, err := fnote.NewVerifierForCosignatureV1(f[2])
-		if err != nil {
-			return nil, fmt.Errorf("witness policy: witness %q: %w", f[1], err)
-		}
-		prev, ok := labels[idOf(v)]
-		if !ok {
-			prev.label, ok = byKey[witnessPublicKey(f[2])]
-		}
-		if ok {
-			return nil, fmt.Errorf("witness policy: witnesses %q and %q have the same key, so one witness would count twice", prev.label, f[1])
-		}
-		labels[idOf(v)] = witnessLine{label: f[1], vkey: f[2]}
-		byKey[witnessPublicKey(f[2])] = f[1]
-	}
-	return labels, sc.Err()
-}
-
-// witnessPublicKey returns the public key of vkey, a verifier key that
-// fnote.NewVerifierForCosignatureV1 accepted, without its key name and
-// hash: its algorithm byte, an Ed25519 note key's (0x01) read as the
-// cosignature/v1 key (0x04) it stands for there, then the key.
-func witnessPublicKey(vkey string) string {
-	_, rest, _ := strings.Cut(vkey, "+")
-	_, b64, _ := strings.Cut(rest, "+")
-	k, err := base64.StdEncoding.DecodeString(b64)
-	if err != nil || len(k) == 0 {
-		return vkey // not reached: the verifier was made from it
-	}
-	if k[0] == algEd25519 {
-		k[0] = algEd25519CosignatureV1
-	}
-	return string(k)
-}
-
-// The key types of C2SP signed-note verifier keys that a witness key may
-// have (fnote.NewVerifierForCosignatureV1).
-const (
-	algEd25519              = 0x01
-	algEd25519CosignatureV1 = 0x04
-)
 
 // Witnesses returns the names of the policy's witnesses ("NAME (key name)").
 func (p *WitnessPolicy) Witnesses() []string {

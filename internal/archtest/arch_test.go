@@ -16,20 +16,21 @@ const module = "github.com/notarize/docker-notarize"
 // (non-test code). Sub-packages inherit the row of their nearest listed
 // ancestor; a listed package also stands for its sub-packages.
 var allowed = map[string][]string{
-	"notarize":             {},
-	"ledger/api":           {"notarize"}, // the wire contract: a leaf both sides import
-	"vindex":               {"notarize"}, // the verifiable index's tree (pure, like the core)
-	"ledgerclient":         {"notarize", "ledger/api", "vindex", "internal/boundedfile", "internal/atomicfile"},
-	"ledger":               {"notarize", "vindex", "internal/atomicfile", "internal/boundedfile", "internal/ratelimit", "internal/pebblestore"},
-	"ledger/storage":       {"notarize", "internal/atomicfile", "internal/pebblestore"}, // drivers and their contract: below package ledger, never importing it
-	"proxy":                {"notarize", "ledgerclient", "ledger/api", "vindex", "internal/boundedfile", "internal/ratelimit"},
-	"plugin":               {"notarize", "ledgerclient", "ledger/api", "internal/atomicfile", "internal/boundedfile"},
-	"internal":             {"notarize", "ledgerclient"},
-	"internal/boundedfile": {}, // leaves, so that every package may use them
-	"internal/atomicfile":  {},
-	"internal/ratelimit":   {},
-	"internal/pebblestore": {}, // the pebble stores' guards, shared by the POSIX index and the map
-	"internal/testutil":    {}, // imported from tests and the test-support packages below only
+	"notarize":               {},
+	"ledger/api":             {"notarize"}, // the wire contract: a leaf both sides import
+	"vindex":                 {"notarize"}, // the verifiable index's tree (pure, like the core)
+	"ledgerclient":           {"notarize", "ledger/api", "vindex", "internal/boundedfile", "internal/atomicfile", "internal/witnesspolicy"},
+	"ledger":                 {"notarize", "vindex", "internal/atomicfile", "internal/boundedfile", "internal/ratelimit", "internal/pebblestore", "internal/witnesspolicy"},
+	"ledger/storage":         {"notarize", "internal/atomicfile", "internal/pebblestore"}, // drivers and their contract: below package ledger, never importing it
+	"proxy":                  {"notarize", "ledgerclient", "ledger/api", "vindex", "internal/boundedfile", "internal/ratelimit"},
+	"plugin":                 {"notarize", "ledgerclient", "ledger/api", "internal/atomicfile", "internal/boundedfile"},
+	"internal":               {"notarize", "ledgerclient"},
+	"internal/boundedfile":   {}, // leaves, so that every package may use them
+	"internal/atomicfile":    {},
+	"internal/ratelimit":     {},
+	"internal/pebblestore":   {}, // the pebble stores' guards, shared by the POSIX index and the map
+	"internal/witnesspolicy": {}, // a witness policy's keys, read alike by the ledger and its clients
+	"internal/testutil":      {}, // imported from tests and the test-support packages below only
 	// Test support: start what tests need through the project's scripts.
 	"ledger/witnesstest":          {"internal/testutil"},
 	"ledger/internal/mariadbtest": {"internal/testutil"},

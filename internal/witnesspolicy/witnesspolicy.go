@@ -1,0 +1,94 @@
+// Package witnesspolicy reads what Tessera's witness policy parser
+// (tessera.NewWitnessGroupFromPolicy) leaves open about a policy file's
+// witnesses: the line of each witness key, and the refusal of one key named
+// twice, which would let one witness count as two. The ledger (its own
+// publishing quorum) and the ledger client (the quorum it believes) read a
+// policy file alike through it.
+package witnesspolicy
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/base64"
+	"fmt"
+	"strings"
+
+	fnote "github.com/transparency-dev/formats/note"
+	"golang.org/x/mod/sumdb/note"
+)
+
+// KeyID is how a signed note names a key: its key name and key hash.
+type KeyID struct {
+	Name string
+	Hash uint32
+}
+
+// IDOf returns v's KeyID.
+func IDOf(v note.Verifier) KeyID { return KeyID{v.Name(), v.KeyHash()} }
+
+// Line is a witness line of a policy file: the witness's NAME there and its
+// verifier key.
+type Line struct {
+	Label, VKey string
+}
+
+// Lines maps each witness key of a policy file, as Tessera's parser reads
+// it (the same comments, fields and cosignature/v1 verifier), to its line,
+// and refuses one key twice: under two policy names, under two key names
+// (an Ed25519 cosignature/v1 signature does not cover the key's name, so
+// one cosignature line can be shown under either), or typed as a note key
+// (0x01) and as a cosignature/v1 key (0x04), which Tessera takes for the
+// same. A key is one witness however it is named.
+func Lines(b []byte) (map[KeyID]Line, error) {
+	lines := map[KeyID]Line{}
+	byKey := map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		line, _, _ := strings.Cut(sc.Text(), "#")
+		f := strings.Fields(line)
+		if len(f) != 4 || f[0] != "witness" {
+			continue
+		}
+		v, err := fnote.NewVerifierForCosignatureV1(f[2])
+		if err != nil {
+			return nil, fmt.Errorf("witness policy: witness %q: %w", f[1], err)
+		}
+		prev, ok := lines[IDOf(v)]
+		if !ok {
+			prev.Label, ok = byKey[publicKey(f[2])]
+		}
+		if ok {
+			return nil, fmt.Errorf("witness policy: witnesses %q and %q have the same key, so one witness would count twice", prev.Label, f[1])
+		}
+		lines[IDOf(v)] = Line{Label: f[1], VKey: f[2]}
+		byKey[publicKey(f[2])] = f[1]
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("witness policy: %w", err)
+	}
+	return lines, nil
+}
+
+// publicKey returns the public key of vkey, a verifier key that
+// fnote.NewVerifierForCosignatureV1 accepted, without its key name and
+// hash: its algorithm byte, an Ed25519 note key's (0x01) read as the
+// cosignature/v1 key (0x04) it stands for there, then the key.
+func publicKey(vkey string) string {
+	_, rest, _ := strings.Cut(vkey, "+")
+	_, b64, _ := strings.Cut(rest, "+")
+	k, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil || len(k) == 0 {
+		return vkey // not reached: the verifier was made from it
+	}
+	if k[0] == algEd25519 {
+		k[0] = algEd25519CosignatureV1
+	}
+	return string(k)
+}
+
+// The key types of C2SP signed-note verifier keys that a witness key may
+// have (fnote.NewVerifierForCosignatureV1).
+const (
+	algEd25519              = 0x01
+	algEd25519CosignatureV1 = 0x04
+)

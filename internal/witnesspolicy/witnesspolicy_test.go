@@ -1,0 +1,77 @@
+package witnesspolicy
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"strings"
+	"testing"
+
+	fnote "github.com/transparency-dev/formats/note"
+)
+
+// vkey returns the verifier key of pub named name, typed alg (0x01 an
+// Ed25519 note key, 0x04 a cosignature/v1 key), with its key hash.
+func vkey(t *testing.T, name string, alg byte, pub ed25519.PublicKey) string {
+	t.Helper()
+	k := base64.StdEncoding.EncodeToString(append([]byte{alg}, pub...))
+	v, err := fnote.NewVerifierForCosignatureV1(fmt.Sprintf("%s+%08x+%s", name, 0, k))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("%s+%08x+%s", name, v.KeyHash(), k)
+}
+
+func newKey(t *testing.T) ed25519.PublicKey {
+	t.Helper()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pub
+}
+
+// TestLines: every witness line is read as Tessera reads it, and one key
+// is refused however it is named twice.
+func TestLines(t *testing.T) {
+	k1, k2 := newKey(t), newKey(t)
+	line := func(label, vkey string) string {
+		return fmt.Sprintf("witness %s %s https://%s.test/\n", label, vkey, label)
+	}
+	w1 := vkey(t, "witness1.test", 0x04, k1)
+	w2 := vkey(t, "witness2.test", 0x04, k2)
+	for _, tc := range []struct {
+		name, policy, wantErr string
+		want                  int
+	}{
+		{"two keys", line("w1", w1) + line("w2", w2) + "# witness w3 " + w1 + " https://w3.test/\n", "", 2},
+		{"one key two policy names", line("w1", w1) + line("w1bis", w1), "same key", 0},
+		{"one key two key names", line("w1", w1) + line("w1bis", vkey(t, "witness1b.test", 0x04, k1)), "same key", 0},
+		{"one key as a note key, another name", line("w1", w1) + line("w1bis", vkey(t, "witness1b.test", 0x01, k1)), "same key", 0},
+		{"one key as a note key, the same name", line("w1", w1) + line("w1bis", vkey(t, "witness1.test", 0x01, k1)), "same key", 0},
+		{"a bad key", "witness w1 nokey https://w1.test/\n", "witness \"w1\"", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := Lines([]byte(tc.policy + "quorum w1\n"))
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != tc.want {
+				t.Fatalf("%d lines, want %d: %v", len(got), tc.want, got)
+			}
+			for id, l := range got {
+				v, err := fnote.NewVerifierForCosignatureV1(l.VKey)
+				if err != nil || IDOf(v) != id {
+					t.Fatalf("line %q under %v: %v", l.VKey, id, err)
+				}
+			}
+		})
+	}
+}
