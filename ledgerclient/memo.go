@@ -80,10 +80,10 @@ func (m *memoVerifier) Verify(msg, sig []byte) bool {
 // WarmState checks the stored checkpoint of cfg's ledger now, when a key
 // for it is configured or pinned, so that the lookups of a client made
 // later in this process do not check its signature again. It makes no
-// request, writes nothing and reports nothing: every lookup reads and checks the state
-// again, and reports what is wrong with it. docker notarize verify calls
-// it while the registry resolves the image (issue 14): the first Ed25519
-// check in a process costs ~1 ms.
+// request, writes nothing and reports nothing: every lookup reads and
+// checks the state again, and reports what is wrong with it. docker
+// notarize verify calls it while the registry resolves the image (issue
+// 14): the first Ed25519 check in a process costs ~1 ms.
 func WarmState(cfg Config) {
 	// A panic here, in a goroutine of the caller's, would end the process
 	// with Go's exit code 2 (a verdict's code for scripts): it is left for
