@@ -23,6 +23,19 @@ func vkey(t *testing.T, name string, alg byte, pub ed25519.PublicKey) string {
 	return fmt.Sprintf("%s+%08x+%s", name, v.KeyHash(), k)
 }
 
+// renamed returns vkey's key under the key name name, with that name's
+// key hash.
+func renamed(t *testing.T, vkey, name string) string {
+	t.Helper()
+	_, rest, _ := strings.Cut(vkey, "+")
+	_, b64, _ := strings.Cut(rest, "+")
+	v, err := fnote.NewVerifierForCosignatureV1(fmt.Sprintf("%s+%08x+%s", name, 0, b64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("%s+%08x+%s", name, v.KeyHash(), b64)
+}
+
 func newKey(t *testing.T) ed25519.PublicKey {
 	t.Helper()
 	pub, _, err := ed25519.GenerateKey(rand.Reader)
@@ -41,16 +54,24 @@ func TestLines(t *testing.T) {
 	}
 	w1 := vkey(t, "witness1.test", 0x04, k1)
 	w2 := vkey(t, "witness2.test", 0x04, k2)
+	// An ML-DSA-44 cosignature covers the key's name, but whoever holds the
+	// key can sign under either name: still one witness.
+	_, m1, err := fnote.GenerateMLDSAKey("mldsa1.test")
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name, policy, wantErr string
 		want                  int
 	}{
 		{"two keys", line("w1", w1) + line("w2", w2) + "# witness w3 " + w1 + " https://w3.test/\n", "", 2},
 		{"one key two policy names", line("w1", w1) + line("w1bis", w1), "same key", 0},
-		{"one key two key names", line("w1", w1) + line("w1bis", vkey(t, "witness1b.test", 0x04, k1)), "same key", 0},
+		{"one key two key names", line("w1", w1) + line("w1bis", renamed(t, w1, "witness1b.test")), "same key", 0},
 		{"one key as a note key, another name", line("w1", w1) + line("w1bis", vkey(t, "witness1b.test", 0x01, k1)), "same key", 0},
 		{"one key as a note key, the same name", line("w1", w1) + line("w1bis", vkey(t, "witness1.test", 0x01, k1)), "same key", 0},
 		{"a bad key", "witness w1 nokey https://w1.test/\n", "witness \"w1\"", 0},
+		{"an ML-DSA key beside Ed25519 ones", line("w1", w1) + line("w2", w2) + line("m1", m1), "", 3},
+		{"one ML-DSA key two key names", line("w1", m1) + line("w1bis", renamed(t, m1, "mldsa1b.test")), "same key", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := Lines([]byte(tc.policy + "quorum w1\n"))
