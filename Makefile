@@ -68,9 +68,10 @@ stop: ## Stop what `make run`, `run-mysql` or `run-witnessed` of this checkout s
 # was the whole suite's tail (ledger, 400-500 s, at the end of a 16-minute
 # run whose cores were idle for its last minutes).
 SLOW_TESTS := ledger proxy e2e ledgerclient proxy/blobcache
-# The plugin's tests mostly wait (the docker CLI and the KMS helper as
-# processes, index holds, lost-receipt looks), so they run beside the other
-# packages rather than after them; their output follows the others'.
+# The plugin's tests (the docker CLI and the KMS helper as processes, index
+# holds, lost-receipt looks; their fixture keys decrypted once, see
+# plugin/kms_main_test.go) run beside the other packages rather than after
+# them; their output follows the others'.
 test: ## Run the whole test suite (race detector on).
 	$(GO) vet ./...
 	@plugin_log=$$(mktemp); \

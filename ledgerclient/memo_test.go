@@ -47,16 +47,16 @@ func newSignedNote(t *testing.T, s note.Signer, text string) []byte {
 // checked again.
 func TestMemoVerifierRemembersOnlyAcceptances(t *testing.T) {
 	s, vkey := newNoteKey(t, "example.com/memo")
-	real := &countingVerifier{Verifier: mustVerifier(t, vkey)}
-	m := newMemoVerifier(real, noteVerifier+vkey)
+	inner := &countingVerifier{Verifier: mustVerifier(t, vkey)}
+	m := newMemoVerifier(inner, noteVerifier+vkey)
 	good := newSignedNote(t, s, "example.com/memo\n1\nAAAA\n")
 	for i := range 3 {
 		if _, err := note.Open(good, note.VerifierList(m)); err != nil {
 			t.Fatalf("open %d: %v", i, err)
 		}
 	}
-	if real.calls != 1 {
-		t.Fatalf("the same note was verified %d times, want once", real.calls)
+	if inner.calls != 1 {
+		t.Fatalf("the same note was verified %d times, want once", inner.calls)
 	}
 
 	// The remembered note's text with a byte of its signature changed
@@ -78,8 +78,8 @@ func TestMemoVerifierRemembersOnlyAcceptances(t *testing.T) {
 	if _, err := note.Open(other, note.VerifierList(m)); err == nil {
 		t.Fatal("a remembered signature was accepted on another text")
 	}
-	if real.calls != 4 {
-		t.Fatalf("the refusals reached the real verifier %d times, want 3 (after 1)", real.calls-1)
+	if inner.calls != 4 {
+		t.Fatalf("the refusals reached the real verifier %d times, want 3 (after 1)", inner.calls-1)
 	}
 }
 
