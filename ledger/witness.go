@@ -61,10 +61,13 @@ func (c *Config) witnessGroup() (g tessera.WitnessGroup, ok bool, err error) {
 	if err != nil {
 		return tessera.WitnessGroup{}, false, fmt.Errorf("witness policy: %w", err)
 	}
-	// One witness key named twice would count twice towards the quorum,
-	// which Tessera's parser allows; the ledger's clients refuse such a
-	// policy too (ledgerclient.ParseWitnessPolicy).
+	// One witness key named twice, or reached twice within a group, would
+	// count twice towards the quorum, which Tessera's parser allows; the
+	// ledger's clients refuse such a policy too (ledgerclient.ParseWitnessPolicy).
 	if _, err := witnesspolicy.Lines(c.WitnessPolicy); err != nil {
+		return tessera.WitnessGroup{}, false, err
+	}
+	if err := witnesspolicy.Groups(g); err != nil {
 		return tessera.WitnessGroup{}, false, err
 	}
 	return g, true, nil

@@ -285,6 +285,12 @@ func TestWitnessConfigValidate(t *testing.T) {
 			c.WitnessPolicy = []byte("witness w1 localhost/w1+zz+!! http://127.0.0.1:1\nquorum w1\n")
 		}, "witness"},
 		{"policy too large", func(c *Config) { c.WitnessPolicy = make([]byte, MaxWitnessPolicySize+1) }, "at most"},
+		{"a group named twice in the quorum", func(c *Config) {
+			c.WitnessPolicy = []byte("witness w1 " + wkey + " http://127.0.0.1:1\ngroup g any w1\ngroup q 2 g g\nquorum q\n")
+		}, "through two of its members"},
+		{"a nested group of threshold 0", func(c *Config) {
+			c.WitnessPolicy = []byte("witness w1 " + wkey + " http://127.0.0.1:1\ngroup z 0 w1\ngroup q 1 z\nquorum q\n")
+		}, "threshold 0"},
 		{"one witness key under two key names", func(c *Config) {
 			c.WitnessPolicy = []byte("witness w1 " + wkey + " http://127.0.0.1:1\nwitness w2 " + renamed + " http://127.0.0.1:2\ngroup g 2 w1 w2\nquorum g\n")
 		}, "same key"},

@@ -185,19 +185,22 @@ func TestWitnessMemoRemembersOnlyAcceptances(t *testing.T) {
 	}
 }
 
-// TestWitnessMemoWrapsOnce: a group reached along two paths shares its
-// members with Tessera's copy of it; each witness is wrapped once.
+// TestWitnessMemoWrapsOnce: every witness of a nested quorum, at every
+// depth, is checked through the memory, and wrapped once. (A group reached
+// along two paths, which Tessera's copies share, is refused now:
+// TestParseWitnessPolicy.)
 func TestWitnessMemoWrapsOnce(t *testing.T) {
 	w1, w2, w3 := witnesstest.Three(t)
 	var policy bytes.Buffer
 	for _, w := range []*witnesstest.Witness{w1, w2, w3} {
 		fmt.Fprintf(&policy, "witness %s %s https://%s.test/\n", w.Label, w.VKey, w.Label)
 	}
-	policy.WriteString("group g1 1 w1 w2\ngroup g2 1 w3 g1\ngroup q 2 g1 g2\nquorum q\n")
+	policy.WriteString("group g1 1 w1 w2\ngroup q 2 g1 w3\nquorum q\n")
 	p, err := ParseWitnessPolicy(policy.Bytes())
 	if err != nil {
 		t.Fatal(err)
 	}
+	wrapped := 0
 	var walk func(c any)
 	walk = func(c any) {
 		switch c := c.(type) {
@@ -208,6 +211,7 @@ func TestWitnessMemoWrapsOnce(t *testing.T) {
 			} else if _, twice := m.Verifier.(*memoVerifier); twice {
 				t.Errorf("%s is wrapped twice", c.Key.Name())
 			}
+			wrapped++
 		case tessera.WitnessGroup:
 			for _, m := range c.Components {
 				walk(m)
@@ -215,4 +219,7 @@ func TestWitnessMemoWrapsOnce(t *testing.T) {
 		}
 	}
 	walk(p.group)
+	if wrapped != 3 {
+		t.Errorf("%d witnesses in the quorum, want 3", wrapped)
+	}
 }

@@ -20,11 +20,6 @@ import (
 // MaxWitnessPolicySize bounds a witness policy file.
 const MaxWitnessPolicySize = 64 << 10
 
-// maxPolicyNodes bounds the witnesses and groups a policy's quorum reaches,
-// counted along every path (a group may name another group more than once),
-// so that checking a checkpoint against it stays cheap.
-const maxPolicyNodes = 1000
-
 // MaxWitnessClockSkew is how far in the future the cosignatures completing
 // a witness quorum may be dated (witness clocks slightly ahead); a quorum
 // dated later is refused, since it would keep a frozen view fresh.
@@ -72,8 +67,9 @@ func idOf(v note.Verifier) keyID { return witnesspolicy.IDOf(v) }
 
 // ParseWitnessPolicy parses a witness policy file with Tessera's parser and
 // refuses what would make a quorum mean less than it says: a quorum of
-// "none" or a group of threshold 0, two policy names for the same witness
-// key, a group naming the same witness twice, and a policy too large.
+// "none" or a group of threshold 0, one witness key named twice
+// (witnesspolicy.Lines), a group reaching one witness through two of its
+// members (witnesspolicy.Groups), and a policy too large.
 func ParseWitnessPolicy(b []byte) (*WitnessPolicy, error) {
 	if len(b) > MaxWitnessPolicySize {
 		return nil, fmt.Errorf("witness policy of %d bytes, at most %d", len(b), MaxWitnessPolicySize)
@@ -89,14 +85,13 @@ func ParseWitnessPolicy(b []byte) (*WitnessPolicy, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := witnesspolicy.Groups(g); err != nil {
+		return nil, err
+	}
 	p := &WitnessPolicy{group: g}
 	seen := map[keyID]bool{}
-	nodes := 0
 	var walk func(c any) error
 	walk = func(c any) error {
-		if nodes++; nodes > maxPolicyNodes {
-			return fmt.Errorf("witness policy: the quorum reaches more than %d witnesses and groups", maxPolicyNodes)
-		}
 		switch c := c.(type) {
 		case tessera.Witness:
 			if id := idOf(c.Key); !seen[id] {
@@ -105,10 +100,6 @@ func ParseWitnessPolicy(b []byte) (*WitnessPolicy, error) {
 			}
 			return nil
 		case tessera.WitnessGroup:
-			if c.N <= 0 {
-				return errors.New("witness policy: a group of threshold 0 is satisfied by no witness at all")
-			}
-			members := map[keyID]bool{}
 			for i, m := range c.Components {
 				if w, ok := m.(tessera.Witness); ok {
 					// Every check of this witness's cosignatures, ours and
@@ -118,22 +109,17 @@ func ParseWitnessPolicy(b []byte) (*WitnessPolicy, error) {
 					// The verifier is made again from the line's text, so
 					// that the memory's name for it is its key by
 					// construction (witnesspolicy.Lines refuses one key ID
-					// for two keys, so the line found is this witness's). A
-					// group reached twice is wrapped once.
-					if _, done := w.Key.(*memoVerifier); !done {
-						if l, ok := lines[idOf(w.Key)]; ok {
-							v, err := fnote.NewVerifierForCosignatureV1(l.VKey)
-							if err != nil || idOf(v) != idOf(w.Key) {
-								return fmt.Errorf("witness policy: witness %q: its key reads differently here and in Tessera's parser", l.Label)
-							}
-							w.Key = newMemoVerifier(v, cosignatureV1+l.VKey)
-							c.Components[i], m = w, w
+					// for two keys, so the line found is this witness's).
+					// Groups refused any component reached twice, so each
+					// is wrapped once.
+					if l, ok := lines[idOf(w.Key)]; ok {
+						v, err := fnote.NewVerifierForCosignatureV1(l.VKey)
+						if err != nil || idOf(v) != idOf(w.Key) {
+							return fmt.Errorf("witness policy: witness %q: its key reads differently here and in Tessera's parser", l.Label)
 						}
+						w.Key = newMemoVerifier(v, cosignatureV1+l.VKey)
+						c.Components[i], m = w, w
 					}
-					if members[idOf(w.Key)] {
-						return fmt.Errorf("witness policy: a group names witness %q twice, so one cosignature would count twice", w.Key.Name())
-					}
-					members[idOf(w.Key)] = true
 				}
 				if err := walk(m); err != nil {
 					return err

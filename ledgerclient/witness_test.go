@@ -107,6 +107,11 @@ func TestParseWitnessPolicy(t *testing.T) {
 		{"one key two key names", line(w1, "w1") + vkeyLine("w1bis", sameKeyAs(t, w1, "witness1b.test", 0x04)) + "group g 2 w1 w1bis\nquorum g\n", "same key"},
 		{"one key as a note key too", line(w1, "w1") + vkeyLine("w1bis", sameKeyAs(t, w1, "witness1b.test", 0x01)) + "group g 2 w1 w1bis\nquorum g\n", "same key"},
 		{"witness twice in a group", line(w1, "w1") + line(w2, "w2") + "group g 2 w1 w1 w2\nquorum g\n", "twice"},
+		// One cosignature by w1 satisfied each of these quorums (review).
+		{"a group named twice", line(w1, "w1") + line(w2, "w2") + "group g any w1 w2\ngroup q 2 g g\nquorum q\n", "twice"},
+		{"a witness beside its group", line(w1, "w1") + line(w2, "w2") + "group g any w1 w2\ngroup q 2 w1 g\nquorum q\n", "twice"},
+		{"two groups sharing a witness", line(w1, "w1") + line(w2, "w2") + "group a any w1 w2\ngroup b any w1 w2\ngroup q all a b\nquorum q\n", "twice"},
+		{"nested groups, each witness once", line(w1, "w1") + line(w2, "w2") + "group a 1 w1\ngroup b 1 w2\ngroup q all a b\nquorum q\n", ""},
 		{"bad key", "witness w1 nokey https://w1.test/\nquorum w1\n", "invalid witness config"},
 		{"unknown keyword", "quorate w1\n", "unknown keyword"},
 		{"too large", strings.Repeat("#", MaxWitnessPolicySize+1), "at most"},

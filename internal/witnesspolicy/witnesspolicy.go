@@ -1,7 +1,7 @@
-// Package witnesspolicy reads what Tessera's witness policy parser
-// (tessera.NewWitnessGroupFromPolicy) leaves open about a policy file's
-// witnesses: the line of each witness key, and the refusal of one key named
-// twice, which would let one witness count as two. The ledger (its own
+// Package witnesspolicy checks what Tessera's witness policy parser
+// (tessera.NewWitnessGroupFromPolicy) leaves open about a policy file: the
+// line of each witness key, and the refusal of one witness counted twice
+// (one key named twice, or reached twice within a group). The ledger (its own
 // publishing quorum) and the ledger client (the quorum it believes) read a
 // policy file alike through it.
 package witnesspolicy
@@ -10,10 +10,12 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"strings"
 
 	fnote "github.com/transparency-dev/formats/note"
+	"github.com/transparency-dev/tessera"
 	"golang.org/x/mod/sumdb/note"
 )
 
@@ -67,6 +69,55 @@ func Lines(b []byte) (map[KeyID]Line, error) {
 		return nil, fmt.Errorf("witness policy: %w", err)
 	}
 	return lines, nil
+}
+
+// MaxNodes bounds the witnesses and groups a policy's quorum reaches,
+// counted along every path, so that checking a checkpoint against it stays
+// cheap.
+const MaxNodes = 1000
+
+// Groups checks the quorum g that Tessera parsed from a policy file for
+// what would let one witness count twice, or none count at all: a group
+// two of whose members reach the same witness key (a witness or a group
+// named twice, a witness beside a group that holds it, two groups sharing
+// a witness: Tessera counts each member once it is satisfied, so one
+// cosignature would satisfy both), and a group of threshold 0 below the
+// quorum (satisfied by no witness). It walks at most MaxNodes witnesses and
+// groups. Keys are told apart by KeyID: Lines refuses one key under two.
+func Groups(g tessera.WitnessGroup) error {
+	nodes := 0
+	var reach func(c any, quorum bool) (map[KeyID]bool, error)
+	reach = func(c any, quorum bool) (map[KeyID]bool, error) {
+		if nodes++; nodes > MaxNodes {
+			return nil, fmt.Errorf("witness policy: the quorum reaches more than %d witnesses and groups", MaxNodes)
+		}
+		switch c := c.(type) {
+		case tessera.Witness:
+			return map[KeyID]bool{IDOf(c.Key): true}, nil
+		case tessera.WitnessGroup:
+			if c.N <= 0 && !quorum {
+				return nil, errors.New("witness policy: a group of threshold 0 is satisfied by no witness at all")
+			}
+			all := map[KeyID]bool{}
+			for _, m := range c.Components {
+				keys, err := reach(m, false)
+				if err != nil {
+					return nil, err
+				}
+				for k := range keys {
+					if all[k] {
+						return nil, fmt.Errorf("witness policy: a group reaches witness %q through two of its members, so one cosignature would count twice", k.Name)
+					}
+					all[k] = true
+				}
+			}
+			return all, nil
+		default:
+			return nil, fmt.Errorf("witness policy: unknown component %T", c)
+		}
+	}
+	_, err := reach(g, true)
+	return err
 }
 
 // publicKey returns the public key of vkey, a verifier key that

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	fnote "github.com/transparency-dev/formats/note"
+	"github.com/transparency-dev/tessera"
 )
 
 // vkey returns the verifier key of pub named name, typed alg (0x01 an
@@ -92,6 +93,43 @@ func TestLines(t *testing.T) {
 				if err != nil || IDOf(v) != id {
 					t.Fatalf("line %q under %v: %v", l.VKey, id, err)
 				}
+			}
+		})
+	}
+}
+
+// TestGroups: a quorum in which one witness can count twice, or a group
+// counts with no witness, is refused; a tree of groups, each witness in
+// one place, is not.
+func TestGroups(t *testing.T) {
+	var lines strings.Builder
+	for _, n := range []string{"w1", "w2", "w3"} {
+		fmt.Fprintf(&lines, "witness %s %s https://%s.test/\n", n, vkey(t, n+".test", 0x04, newKey(t)), n)
+	}
+	for _, tc := range []struct{ name, groups, wantErr string }{
+		{"a tree", "group a 1 w1 w2\ngroup q 2 a w3\nquorum q\n", ""},
+		{"quorum none", "quorum none\n", ""},
+		{"a witness twice", "group q 2 w1 w1 w2\nquorum q\n", "twice"},
+		{"a group twice", "group g any w1 w2\ngroup q 2 g g\nquorum q\n", "twice"},
+		{"a witness beside its group", "group g any w1 w2\ngroup q 2 w1 g\nquorum q\n", "twice"},
+		{"two groups sharing a witness", "group a any w1 w2\ngroup b any w1 w3\ngroup q all a b\nquorum q\n", "twice"},
+		{"a group shared deeper", "group a 1 w1\ngroup b 1 a w2\ngroup q 2 a b\nquorum q\n", "twice"},
+		{"a nested group of threshold 0", "group z 0 w1\ngroup q 1 z w2\nquorum q\n", "threshold 0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g, err := tessera.NewWitnessGroupFromPolicy([]byte(lines.String() + tc.groups))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = Groups(g)
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("err = %v, want %q", err, tc.wantErr)
 			}
 		})
 	}
