@@ -5,8 +5,6 @@ import (
 	"sync"
 
 	"golang.org/x/mod/sumdb/note"
-
-	"github.com/notarize/docker-notarize/internal/boundedfile"
 )
 
 // maxRememberedSigs bounds the signatures the process remembers: past it
@@ -75,45 +73,4 @@ func (m *memoVerifier) Verify(msg, sig []byte) bool {
 	accepted.sigs[string(k)] = struct{}{}
 	accepted.mu.Unlock()
 	return true
-}
-
-// WarmState checks the stored checkpoint of cfg's ledger now, when a key
-// for it is configured or pinned, so that the lookups of a client made
-// later in this process do not check its signature again. It makes no
-// request, writes nothing and reports nothing: every lookup reads and
-// checks the state again, and reports what is wrong with it. docker
-// notarize verify calls it while the registry resolves the image (issue
-// 14): the first Ed25519 check in a process costs ~1 ms.
-func WarmState(cfg Config) {
-	// A panic here, in a goroutine of the caller's, would end the process
-	// with Go's exit code 2 (a verdict's code for scripts): it is left for
-	// the lookups, which read and check the same bytes again.
-	defer func() { _ = recover() }()
-	if cfg.Validate() != nil {
-		return
-	}
-	cfg = cfg.withDefaults()
-	u, err := parseLedgerURL(cfg.URL)
-	if err != nil {
-		return
-	}
-	s := newStore(cfg.Home)
-	key := cfg.VerifierKey
-	if key == "" {
-		pinned, ok, err := s.pin(u.String())
-		if err != nil || !ok {
-			return
-		}
-		key = pinned
-	}
-	v, err := note.NewVerifier(key)
-	if err != nil {
-		return
-	}
-	// Read only: a legacy state is taken over by the lookups (migrate).
-	raw, err := boundedfile.Read(s.checkpointPath(key), MaxCheckpointSize)
-	if err != nil {
-		return
-	}
-	_, _ = verifyCheckpoint(raw, v.Name(), newMemoVerifier(v, noteVerifier+key))
 }

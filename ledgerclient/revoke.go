@@ -3,10 +3,12 @@ package ledgerclient
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/notarize"
@@ -148,11 +150,67 @@ func (c *Client) CurrentRevoked(ctx context.Context, d notarize.Digest, keyIDs [
 // a verifier whose keys are not revoked waits for one round trip more at
 // most.
 func (c *Client) CurrentWithRevocations(ctx context.Context, d notarize.Digest, keyIDs []string, revokers map[string][]string) (*LookupResult, notarize.Revocations, error) {
+	return c.StartRevocations(ctx, keyIDs, revokers).Current(ctx, d)
+}
+
+// PendingRevocations are revocation lookups started before the digest
+// they go with is known (StartRevocations): a verifier starts them while
+// the registry resolves the image (issue 14), so that by the time it asks
+// about the digest they are done, and the connection to the ledger is
+// open. Current takes their answer; Stop drops it.
+type PendingRevocations struct {
+	c        *Client
+	keyIDs   []string
+	revokers map[string][]string
+	cancel   context.CancelFunc
+	done     chan struct{}
+	used     atomic.Bool
+
+	// Set before done is closed.
+	revs     notarize.Revocations
+	size     uint64
+	complete Completeness
+	err      error
+}
+
+// StartRevocations starts the revocation lookups of keyIDs, with
+// revokers (Revocations), and returns at once. Their answer counts only
+// through Current, which checks it against the statement lookup's log as
+// CurrentWithRevocations does. ctx bounds the lookups. Call Current once,
+// or Stop.
+func (c *Client) StartRevocations(ctx context.Context, keyIDs []string, revokers map[string][]string) *PendingRevocations {
+	ctx, cancel := context.WithCancel(ctx)
+	p := &PendingRevocations{c: c, keyIDs: slices.Clone(keyIDs), revokers: maps.Clone(revokers), cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		p.revs, p.size, p.complete, p.err = c.revocations(ctx, p.keyIDs, revokers)
+	}()
+	return p
+}
+
+// Stop cancels the lookups and waits for them to end.
+func (p *PendingRevocations) Stop() {
+	p.cancel()
+	<-p.done
+}
+
+// Current finds the records that decide d under the pending revocations:
+// CurrentWithRevocations with the lookups StartRevocations began. The
+// first failure, of either, cancels the other and is the one reported. A
+// revocation logged after the revocation lookups' checkpoint and before
+// the statement lookup's is never missed: the lookups are asked again
+// when they were proven in a smaller log than the statements. A second
+// call fails.
+func (p *PendingRevocations) Current(ctx context.Context, d notarize.Digest) (*LookupResult, notarize.Revocations, error) {
+	defer p.cancel()
+	if p.used.Swap(true) {
+		return nil, nil, errors.New("ledger client: pending revocations taken twice")
+	}
+	c, keyIDs, revokers := p.c, p.keyIDs, p.revokers
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	// The first failure cancels the other lookup and is the one reported:
-	// the other's error is then only the cancellation (tessera's fetch
-	// errors do not always wrap context.Canceled).
+	// tessera's fetch errors do not always wrap context.Canceled, so the
+	// error kept is the first one, never the cancellation it caused.
 	var (
 		mu    sync.Mutex
 		first error
@@ -163,27 +221,34 @@ func (c *Client) CurrentWithRevocations(ctx context.Context, d notarize.Digest, 
 			}
 			mu.Unlock()
 			cancel()
+			p.cancel()
 		}
-		revs    notarize.Revocations
-		revSize uint64
-		revDone Completeness
-		done    = make(chan struct{})
+		stop, watched = make(chan struct{}), make(chan struct{})
 	)
 	go func() {
-		defer close(done)
-		var err error
-		if revs, revSize, revDone, err = c.revocations(ctx, keyIDs, revokers); err != nil {
-			fail(err)
+		defer close(watched)
+		select {
+		case <-p.done:
+			if p.err != nil {
+				fail(p.err)
+			}
+		case <-stop:
 		}
 	}()
 	res, err := c.Current(ctx, d, keyIDs...)
 	if err != nil {
 		fail(err)
 	}
-	<-done
+	<-p.done
+	close(stop)
+	<-watched
+	if p.err != nil {
+		fail(p.err) // no-op when the watcher saw it first
+	}
 	if first != nil {
 		return nil, nil, first
 	}
+	revs, revSize, revDone := p.revs, p.size, p.complete
 	if revSize < res.Checkpoint.Size {
 		// The revocations were proven in a smaller log than the
 		// statements: a revocation in between (before a thief's

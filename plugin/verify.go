@@ -157,39 +157,56 @@ func runVerify(ctx context.Context, dockerCli command.Cli, opts verifyOptions) e
 	if err != nil {
 		return fail(err)
 	}
-	// The stored checkpoint's signature is checked while the registry
-	// answers: the first Ed25519 check in a process builds the curve's
-	// tables (~1 ms), and the lookups below find it done (issue 14).
-	warmed := make(chan struct{})
+	ids := make([]string, 0, len(accepted))
+	for id := range accepted {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	// The ledger is asked about the accepted signers' revocations while
+	// the registry resolves the image (issue 14): they do not depend on
+	// the digest. The stored checkpoint is checked, and the connection to
+	// the ledger opened, during the registry's round trips. Only the
+	// accepted signers' current statements can change the verdict: asking
+	// for just those keeps the answer to one statement per signer,
+	// whatever others wrote and however long the digest's history. Their
+	// revocations are asked for by the keys and their revokers
+	// (keyrevoke.go): a revoked key's statements are read whole and only
+	// those before it count.
+	type ledgerStart struct {
+		revs *ledgerclient.PendingRevocations
+		err  error
+	}
+	lctx, stopLedger := context.WithCancel(ctx)
+	defer stopLedger()
+	started := make(chan ledgerStart, 1)
 	go func() {
-		defer close(warmed)
-		ledgerclient.WarmState(cfg)
+		client, err := ledgerclient.New(lctx, cfg)
+		if err != nil {
+			started <- ledgerStart{err: err}
+			return
+		}
+		started <- ledgerStart{revs: client.StartRevocations(lctx, ids, revokerMap(ids, revokers))}
 	}()
 	// A digest reference needs no registry: the verdict is about that digest.
 	subject, ok := DigestOnly(opts.image)
 	if !ok {
 		subject, err = resolver.Resolve(ctx, opts.image, false)
 	}
-	<-warmed
 	if err != nil {
+		// The registry's error is the one reported, whatever the ledger
+		// answers.
+		stopLedger()
+		if s := <-started; s.revs != nil {
+			s.revs.Stop()
+		}
 		return fail(err)
 	}
 	out.Digest = string(subject.Digest)
-	client, err := ledgerclient.New(ctx, cfg)
-	if err != nil {
-		return fail(err)
+	s := <-started
+	if s.err != nil {
+		return fail(s.err)
 	}
-	ids := make([]string, 0, len(accepted))
-	for id := range accepted {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	// Only the accepted signers' current statements can change the verdict:
-	// asking for just those keeps the answer to one statement per signer,
-	// whatever others wrote and however long the digest's history. Their
-	// revocations are asked for alongside (keyrevoke.go): a revoked key's
-	// statements are read whole and only those before it count.
-	res, revs, err := client.CurrentWithRevocations(ctx, subject.Digest, ids, revokerMap(ids, revokers))
+	res, revs, err := s.revs.Current(ctx, subject.Digest)
 	if err != nil {
 		return fail(err)
 	}
