@@ -259,7 +259,7 @@ func TestWitnessRefusesFork(t *testing.T) {
 // TestWitnessConfigValidate: a witness policy Tessera cannot read, or
 // witnessing durations that cannot work, are refused before anything starts.
 func TestWitnessConfigValidate(t *testing.T) {
-	const wkey = "localhost/w1+7b9b0a8d+BPzuzLDrHJ9PS0vmzE6wD54VIJjdsAJSrXuE4zYmXLYv"
+	const wkey = "localhost/w1+1f9a3bdc+BPzuzLDrHJ9PS0vmzE6wD54VIJjdsAJSrXuE4zYmXLYv"
 	// wkey's public key under another key name, with that name's key hash:
 	// an Ed25519 cosignature does not cover the name, so this "second
 	// witness" is the first one again.

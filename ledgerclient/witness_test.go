@@ -1,15 +1,15 @@
 package ledgerclient
 
 import (
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
-
-	fnote "github.com/transparency-dev/formats/note"
 
 	"github.com/notarize/docker-notarize/internal/witnesstest"
 	"github.com/notarize/docker-notarize/notarize"
@@ -73,12 +73,9 @@ func sameKeyAs(t *testing.T, w *witnesstest.Witness, name string, alg byte) stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := base64.StdEncoding.EncodeToString(append([]byte{alg}, k[1:]...))
-	v, err := fnote.NewVerifierForCosignatureV1(fmt.Sprintf("%s+%08x+%s", name, 0, key))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf("%s+%08x+%s", name, v.KeyHash(), key)
+	key := append([]byte{alg}, k[1:]...)
+	sum := sha256.Sum256(append([]byte(name+"\n"), key...)) // the signed-note key hash
+	return fmt.Sprintf("%s+%08x+%s", name, binary.BigEndian.Uint32(sum[:]), base64.StdEncoding.EncodeToString(key))
 }
 
 // vkeyLine is a policy's witness line for vkey labelled label.

@@ -9,10 +9,15 @@ package witnesspolicy
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
+
+	"filippo.io/edwards25519"
 
 	fnote "github.com/transparency-dev/formats/note"
 	"github.com/transparency-dev/tessera"
@@ -40,7 +45,10 @@ type Line struct {
 // (an Ed25519 cosignature/v1 signature does not cover the key's name, so
 // one cosignature line can be shown under either), or typed as a note key
 // (0x01) and as a cosignature/v1 key (0x04), which Tessera takes for the
-// same. A key is one witness however it is named.
+// same. A key is one witness however it is named. It also refuses what
+// Tessera's parser lets through: a key hash that is not the key's (a
+// mistyped or altered line), and an Ed25519 key of small order, under
+// which anyone can forge the witness's cosignatures.
 func Lines(b []byte) (map[KeyID]Line, error) {
 	lines := map[KeyID]Line{}
 	byKey := map[string]string{}
@@ -52,6 +60,9 @@ func Lines(b []byte) (map[KeyID]Line, error) {
 			continue
 		}
 		v, err := fnote.NewVerifierForCosignatureV1(f[2])
+		if err == nil {
+			err = checkKey(f[2])
+		}
 		if err != nil {
 			return nil, fmt.Errorf("witness policy: witness %q: %w", f[1], err)
 		}
@@ -118,6 +129,39 @@ func Groups(g tessera.WitnessGroup) error {
 	}
 	_, err := reach(g, true)
 	return err
+}
+
+// checkKey checks what fnote.NewVerifierForCosignatureV1 leaves open
+// about vkey, a verifier key it accepted: that the key hash it states is
+// the key's (the signed-note rule, SHA-256 of name, newline, algorithm
+// byte and key), as sumdb's note.NewVerifier checks for a ledger's key;
+// and that an Ed25519 key is a point of the curve that is not of small
+// order. Ed25519 verification does not refuse such a key, and one
+// signature, the identity point and a zero scalar, verifies any message
+// under it.
+func checkKey(vkey string) error {
+	name, rest, _ := strings.Cut(vkey, "+")
+	hash16, b64, _ := strings.Cut(rest, "+")
+	k, err := base64.StdEncoding.DecodeString(b64)
+	stated, herr := strconv.ParseUint(hash16, 16, 32)
+	if err != nil || herr != nil || len(k) == 0 {
+		return errors.New("malformed verifier key")
+	}
+	sum := sha256.Sum256(append([]byte(name+"\n"), k...))
+	if want := binary.BigEndian.Uint32(sum[:]); uint32(stated) != want {
+		return fmt.Errorf("verifier key hash %s is not its key's (%08x): the line was mistyped or altered", hash16, want)
+	}
+	if k[0] != algEd25519 && k[0] != algEd25519CosignatureV1 {
+		return nil
+	}
+	p, err := new(edwards25519.Point).SetBytes(k[1:])
+	if err != nil {
+		return errors.New("the Ed25519 key is not a point of the curve")
+	}
+	if new(edwards25519.Point).MultByCofactor(p).Equal(edwards25519.NewIdentityPoint()) == 1 {
+		return errors.New("the Ed25519 key is of small order: anyone could forge its cosignatures")
+	}
+	return nil
 }
 
 // publicKey returns the public key of vkey, a verifier key that

@@ -3,11 +3,15 @@ package witnesspolicy
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"strings"
 	"testing"
 
+	"filippo.io/edwards25519"
 	fnote "github.com/transparency-dev/formats/note"
 	"github.com/transparency-dev/tessera"
 )
@@ -16,12 +20,9 @@ import (
 // Ed25519 note key, 0x04 a cosignature/v1 key), with its key hash.
 func vkey(t *testing.T, name string, alg byte, pub ed25519.PublicKey) string {
 	t.Helper()
-	k := base64.StdEncoding.EncodeToString(append([]byte{alg}, pub...))
-	v, err := fnote.NewVerifierForCosignatureV1(fmt.Sprintf("%s+%08x+%s", name, 0, k))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf("%s+%08x+%s", name, v.KeyHash(), k)
+	k := append([]byte{alg}, pub...)
+	sum := sha256.Sum256(append([]byte(name+"\n"), k...))
+	return fmt.Sprintf("%s+%08x+%s", name, binary.BigEndian.Uint32(sum[:]), base64.StdEncoding.EncodeToString(k))
 }
 
 // renamed returns vkey's key under the key name name, with that name's
@@ -96,6 +97,74 @@ func TestLines(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestLinesRefusesWeakAndMistypedKeys: a witness line whose key hash is
+// not its key's, and an Ed25519 key that is no point of the curve or is of
+// small order, are refused. Under a small-order key anyone forges the
+// witness's cosignatures: the test first shows Go's Ed25519 accepting a
+// forged signature under the identity key.
+func TestLinesRefusesWeakAndMistypedKeys(t *testing.T) {
+	identity := make([]byte, 32)
+	identity[0] = 1
+	forged := make([]byte, 64)
+	copy(forged, identity) // R = the identity point, S = 0
+	if !ed25519.Verify(identity, []byte("any checkpoint"), forged) {
+		t.Fatal("the premise: Ed25519 accepts a forged signature under a small-order key")
+	}
+	hexKey := func(s string) ed25519.PublicKey {
+		b, err := hex.DecodeString(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	notPoint := make([]byte, 32)
+	for i := range 256 {
+		notPoint[0] = byte(i)
+		if _, err := new(edwards25519.Point).SetBytes(notPoint); err != nil {
+			break
+		}
+	}
+	good := vkey(t, "witness1.test", 0x04, newKey(t))
+	name, rest, _ := strings.Cut(good, "+")
+	hash, key, _ := strings.Cut(rest, "+")
+	wrongHash := fmt.Sprintf("%s+%08x+%s", name, mustParseHex(t, hash)^1, key)
+	// The hash of the key typed 0x01, stated on the key typed 0x04.
+	k1 := newKey(t)
+	noteHash, _, _ := strings.Cut(strings.SplitN(vkey(t, "witness2.test", 0x01, k1), "+", 2)[1], "+")
+	crossed := "witness2.test+" + noteHash + "+" + base64.StdEncoding.EncodeToString(append([]byte{0x04}, k1...))
+	for _, tc := range []struct {
+		name, vkey, wantErr string
+	}{
+		{"a mistyped key hash", wrongHash, "is not its key's"},
+		{"a note key's hash on a cosignature/v1 key", crossed, "is not its key's"},
+		{"the identity point", vkey(t, "weak.test", 0x04, identity), "small order"},
+		{"the identity point as a note key", vkey(t, "weak.test", 0x01, identity), "small order"},
+		{"the point of order 2", vkey(t, "weak.test", 0x04, hexKey("ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f")), "small order"},
+		{"a point of order 4", vkey(t, "weak.test", 0x04, make([]byte, 32)), "small order"},
+		{"a point of order 8", vkey(t, "weak.test", 0x04, hexKey("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05")), "small order"},
+		{"no point of the curve", vkey(t, "weak.test", 0x04, notPoint), "not a point"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			policy := fmt.Sprintf("witness w1 %s https://w1.test/\nquorum w1\n", tc.vkey)
+			if _, err := Lines([]byte(policy)); err == nil || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), `witness "w1"`) {
+				t.Fatalf("err = %v, want %q naming the witness", err, tc.wantErr)
+			}
+		})
+	}
+	if _, err := Lines([]byte("witness w1 " + good + " https://w1.test/\nquorum w1\n")); err != nil {
+		t.Fatalf("a good key refused: %v", err)
+	}
+}
+
+func mustParseHex(t *testing.T, s string) uint32 {
+	t.Helper()
+	var v uint32
+	if _, err := fmt.Sscanf(s, "%08x", &v); err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
 
 // TestGroups: a quorum in which one witness can count twice, or a group
