@@ -19,6 +19,10 @@
 #        BASELINE=REF bench/verify-bench.sh   also times the plugin built from
 #        git REF (e.g. HEAD~3), through the docker CLI and standalone, in the
 #        same run: before/after figures for a change.
+#        DELAY=5ms bench/verify-bench.sh   times every command against the
+#        registry and the ledger as if they were remote: each behind
+#        bench/delayproxy, which adds DELAY each way (a 10 ms round trip, a
+#        round trip more per new connection). Signing is done directly.
 #        STARTUP=1 bench/verify-bench.sh   also times where a verify's start-up
 #        goes (issue 14), with probes built from HEAD in a scratch worktree:
 #          startup-allinits  the plugin, exiting from package main's init
@@ -70,7 +74,7 @@ echo "== build"
 # The plugin and, since issue 14, its KMS helper (cmd/notarize-kms), which
 # is installed next to it as `make install` does.
 plugin_pkgs() { local d=$1; echo ./cmd/docker-notarize; [[ -d $d/cmd/notarize-kms ]] && echo ./cmd/notarize-kms || true; }
-(cd "$ROOT" && go build -trimpath -ldflags '-s -w' -o "$BIN/" ./cmd/notarize-ledger ./bench/roundrobin $(plugin_pkgs "$ROOT"))
+(cd "$ROOT" && go build -trimpath -ldflags '-s -w' -o "$BIN/" ./cmd/notarize-ledger ./bench/roundrobin ./bench/delayproxy $(plugin_pkgs "$ROOT"))
 if [[ -n ${BASELINE:-} ]]; then
   echo "   baseline plugin from $BASELINE"
   git -C "$ROOT" worktree add --detach "$WORK/baseline" "$BASELINE" >/dev/null
@@ -176,6 +180,18 @@ export COSIGN_PASSWORD=bench COSIGN_YES=true TUF_ROOT=$WORK/tuf SIGSTORE_NO_CACH
 (cd "$WORK" && cosign generate-key-pair >/dev/null 2>&1)
 cosign sign --key "$WORK/cosign.key" --tlog-upload=false --allow-insecure-registry "${IMAGE%:*}@$DIGEST" >"$WORK/logs/cosign-sign.log" 2>&1
 
+if [[ -n ${DELAY:-} ]]; then
+  # Every timed command reaches the registry and the ledger through a
+  # delay proxy: the image's name carries the proxy's address.
+  RP=$(free_port); LP=$(free_port)
+  start delay-registry delayproxy -listen "127.0.0.1:$RP" -to "127.0.0.1:$REG_PORT" -delay "$DELAY"
+  start delay-ledger delayproxy -listen "127.0.0.1:$LP" -to "127.0.0.1:$LEDGER_PORT" -delay "$DELAY"
+  wait_http "http://127.0.0.1:$RP/v2/"
+  wait_http "http://127.0.0.1:$LP/api/v1/info"
+  IMAGE=127.0.0.1:$RP/bench/app:v1
+  export NOTARIZE_LEDGER=http://127.0.0.1:$LP
+  echo "   every command below reaches the registry and the ledger $DELAY away (each way)"
+fi
 COSIGN=(cosign verify --key "$WORK/cosign.pub" --insecure-ignore-tlog=true --allow-insecure-registry --output text "$IMAGE")
 declare -A CMD=(
   [docker-notarize-cli]="docker notarize verify $IMAGE"
