@@ -62,6 +62,27 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	return c, nil
 }
 
+// Known reports whether New makes a client for cfg's ledger without
+// trusting on first use: a verifier key is configured, or one is pinned
+// for the ledger's URL under cfg.Home. It makes no request. A caller that
+// should not pin a key before it knows it needs the ledger (docker
+// notarize verify, before the registry has answered) asks it first.
+func Known(cfg Config) bool {
+	if cfg.Validate() != nil {
+		return false
+	}
+	if cfg.VerifierKey != "" {
+		return true
+	}
+	cfg = cfg.withDefaults()
+	u, err := parseLedgerURL(cfg.URL)
+	if err != nil {
+		return false
+	}
+	_, ok, err := newStore(cfg.Home).pin(u.String())
+	return err == nil && ok
+}
+
 // newClient resolves the verifier key (configured, pinned or first use) for
 // the ledger known as url, reached through o. cfg has its defaults.
 func newClient(ctx context.Context, cfg Config, url string, o ops) (*Client, error) {

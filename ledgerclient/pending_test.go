@@ -6,6 +6,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -94,4 +95,135 @@ func TestPendingRevocationsFailureReported(t *testing.T) {
 	}
 	// Stop after a start ends the lookups.
 	c.StartRevocations(t.Context(), []string{kid}, nil).Stop()
+}
+
+// heldFront passes everything to the ledger except: requests about
+// revD (the revocation lookups) and about d (the statement lookup), each
+// of which it fails with 503 or holds until the client gives up, as set.
+type heldFront struct {
+	*httptest.Server
+	revFail, revHold, stmtFail, stmtHold atomic.Bool
+	revHeld, revCancelled                atomic.Int32
+	stmtCancelled                        atomic.Int32
+}
+
+func newHeldFront(t *testing.T, ledgerURL string, revD, d notarize.Digest) *heldFront {
+	up, _ := url.Parse(ledgerURL)
+	rp := httputil.NewSingleHostReverseProxy(up)
+	f := &heldFront{}
+	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasPrefix(r.URL.Path, api.PathDigests+string(revD)):
+			if f.revFail.Load() {
+				http.Error(w, "no revocations today", http.StatusServiceUnavailable)
+				return
+			}
+			if f.revHold.Load() {
+				f.revHeld.Add(1)
+				<-r.Context().Done()
+				f.revCancelled.Add(1)
+				return
+			}
+		case strings.HasPrefix(r.URL.Path, api.PathDigests+string(d)):
+			if f.stmtFail.Load() {
+				http.Error(w, "no statements today", http.StatusServiceUnavailable)
+				return
+			}
+			if f.stmtHold.Load() {
+				<-r.Context().Done()
+				f.stmtCancelled.Add(1)
+				return
+			}
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(f.Close)
+	return f
+}
+
+func heldFrontSetup(t *testing.T) (*heldFront, *ledgerclient.Client, string, notarize.Digest) {
+	srv := ledgertest.Start(t, ledgertest.WithConfig(fastMap))
+	direct := newClient(t, srv.URL, t.TempDir(), srv.VerifierKey)
+	k := notarizetest.NewSigner(t)
+	kid := notarizetest.KeyID(t, k)
+	d := digest("signed")
+	submit(t, direct, notarizetest.Entry(t, k, d, notarize.StatusTrusted, t0))
+	revD, _ := notarize.KeyRevocationDigest(kid)
+	f := newHeldFront(t, srv.URL, revD, d)
+	c, err := ledgerclient.New(t.Context(), ledgerclient.Config{URL: f.URL, Home: t.TempDir(), VerifierKey: srv.VerifierKey, Timeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, c, kid, d
+}
+
+// TestPendingRevocationsFailFirst: the revocation lookups fail (early,
+// while the registry answers) and the front holds the statement lookup:
+// Current ends at once with the revocations' error, never waiting out
+// the client's timeout.
+func TestPendingRevocationsFailFirst(t *testing.T) {
+	f, c, kid, d := heldFrontSetup(t)
+	f.revFail.Store(true)
+	f.stmtHold.Store(true)
+	p := c.StartRevocations(t.Context(), []string{kid}, nil)
+	ledgerclient.WaitStarted(p)
+	start := time.Now()
+	_, _, err := p.Current(t.Context(), d)
+	if err == nil || !strings.Contains(err.Error(), "revocations of key") {
+		t.Fatalf("err = %v, want the revocation lookup's", err)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Fatalf("Current waited %v for a held statement lookup after the revocations failed", el)
+	}
+}
+
+// TestPendingStatementLookupFailsFirst: the statement lookup fails while
+// the front holds the revocation lookups: the statement's error is
+// reported at once, and the held lookups are cancelled before Current
+// returns (none outlives it).
+func TestPendingStatementLookupFailsFirst(t *testing.T) {
+	f, c, kid, d := heldFrontSetup(t)
+	f.revHold.Store(true)
+	f.stmtFail.Store(true)
+	p := c.StartRevocations(t.Context(), []string{kid}, nil)
+	for f.revHeld.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	start := time.Now()
+	_, _, err := p.Current(t.Context(), d)
+	if err == nil || !strings.Contains(err.Error(), "current statements about") {
+		t.Fatalf("err = %v, want the statement lookup's", err)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Fatalf("Current took %v", el)
+	}
+	if !ledgerclient.StartedDone(p) {
+		t.Fatal("the revocation lookups outlive Current")
+	}
+}
+
+// TestPendingRevocationsTakenTwice: a second call of Current is refused
+// and leaves the first alone (it once cancelled the first call's
+// revocation lookups, which then failed as cancelled).
+func TestPendingRevocationsTakenTwice(t *testing.T) {
+	f, c, kid, d := heldFrontSetup(t) // pending_review_test.go: a front before a real ledger
+	f.revHold.Store(true)             // hold the revocation lookups
+	p := c.StartRevocations(t.Context(), []string{kid}, nil)
+	for f.revHeld.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	first := make(chan error, 1)
+	go func() { _, _, err := p.Current(t.Context(), d); first <- err }()
+	time.Sleep(200 * time.Millisecond)
+	if _, _, err := p.Current(t.Context(), d); err == nil {
+		t.Fatal("taken twice")
+	}
+	f.revHold.Store(false)
+	select {
+	case err := <-first:
+		if err != nil {
+			t.Fatalf("the second, refused call broke the first one: %v", err)
+		}
+	case <-time.After(2 * time.Second): // still waiting: left alone
+	}
 }

@@ -183,7 +183,7 @@ func (c *Client) StartRevocations(ctx context.Context, keyIDs []string, revokers
 	p := &PendingRevocations{c: c, keyIDs: slices.Clone(keyIDs), revokers: maps.Clone(revokers), cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(p.done)
-		p.revs, p.size, p.complete, p.err = c.revocations(ctx, p.keyIDs, revokers)
+		p.revs, p.size, p.complete, p.err = c.revocations(ctx, p.keyIDs, p.revokers)
 	}()
 	return p
 }
@@ -202,9 +202,16 @@ func (p *PendingRevocations) Stop() {
 // when they were proven in a smaller log than the statements. A second
 // call fails.
 func (p *PendingRevocations) Current(ctx context.Context, d notarize.Digest) (*LookupResult, notarize.Revocations, error) {
-	defer p.cancel()
 	if p.used.Swap(true) {
 		return nil, nil, errors.New("ledger client: pending revocations taken twice")
+	}
+	defer p.cancel()
+	select {
+	case <-p.done:
+		if p.err != nil {
+			return nil, nil, p.err // failed while the digest was found: no statement lookup
+		}
+	default:
 	}
 	c, keyIDs, revokers := p.c, p.keyIDs, p.revokers
 	ctx, cancel := context.WithCancel(ctx)

@@ -165,7 +165,8 @@ func runVerify(ctx context.Context, dockerCli command.Cli, opts verifyOptions) e
 	// The ledger is asked about the accepted signers' revocations while
 	// the registry resolves the image (issue 14): they do not depend on
 	// the digest. The stored checkpoint is checked, and the connection to
-	// the ledger opened, during the registry's round trips. Only the
+	// the ledger opened, during the registry's round trips (for a ledger
+	// whose key is known; a first use waits for the registry). Only the
 	// accepted signers' current statements can change the verdict: asking
 	// for just those keeps the answer to one statement per signer,
 	// whatever others wrote and however long the digest's history. Their
@@ -179,14 +180,30 @@ func runVerify(ctx context.Context, dockerCli command.Cli, opts verifyOptions) e
 	lctx, stopLedger := context.WithCancel(ctx)
 	defer stopLedger()
 	started := make(chan ledgerStart, 1)
-	go func() {
-		client, err := ledgerclient.New(lctx, cfg)
-		if err != nil {
-			started <- ledgerStart{err: err}
-			return
-		}
-		started <- ledgerStart{revs: client.StartRevocations(lctx, ids, revokerMap(ids, revokers))}
-	}()
+	startLedger := func() {
+		go func() {
+			// Go ends a process whose goroutine panics with exit code 2,
+			// a verdict's for scripts: a panic here is exit 4, as on the
+			// command's own goroutine.
+			defer func() {
+				if r := recover(); r != nil {
+					started <- ledgerStart{err: fmt.Errorf("internal error: %v", r)}
+				}
+			}()
+			client, err := ledgerclient.New(lctx, cfg)
+			if err != nil {
+				started <- ledgerStart{err: err}
+				return
+			}
+			started <- ledgerStart{revs: client.StartRevocations(lctx, ids, revokerMap(ids, revokers))}
+		}()
+	}
+	// The first use of a ledger pins its key: only once the registry has
+	// answered, so that a verify failing there leaves no pin behind.
+	early := ledgerclient.Known(cfg)
+	if early {
+		startLedger()
+	}
 	// A digest reference needs no registry: the verdict is about that digest.
 	subject, ok := DigestOnly(opts.image)
 	if !ok {
@@ -195,13 +212,18 @@ func runVerify(ctx context.Context, dockerCli command.Cli, opts verifyOptions) e
 	if err != nil {
 		// The registry's error is the one reported, whatever the ledger
 		// answers.
-		stopLedger()
-		if s := <-started; s.revs != nil {
-			s.revs.Stop()
+		if early {
+			stopLedger()
+			if s := <-started; s.revs != nil {
+				s.revs.Stop()
+			}
 		}
 		return fail(err)
 	}
 	out.Digest = string(subject.Digest)
+	if !early {
+		startLedger()
+	}
 	s := <-started
 	if s.err != nil {
 		return fail(s.err)
