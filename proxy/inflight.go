@@ -8,10 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
-
-	"golang.org/x/sync/semaphore"
 
 	"github.com/notarize/docker-notarize/proxy/upstream"
 )
@@ -60,25 +57,20 @@ func asBusy(err error) (*busyError, bool) {
 	return b, ok
 }
 
-// byteBudget is a weighted semaphore of bytes in memory
-// (golang.org/x/sync/semaphore): acquire waits up to budgetWait for room,
-// then refuses with a *busyError. Waiters are served first come, first
-// served, so a stream of small requests cannot starve a large one: a
-// request that cannot fit holds back those that came after it. A single
-// weight over the whole budget takes all of it (it waits for the budget to
-// be empty). It is safe for concurrent use.
+// byteBudget is a weighted semaphore of bytes in memory: acquire waits up to
+// budgetWait for room, then refuses with a *busyError. A single weight over
+// the whole budget takes all of it (it waits for the budget to be empty).
+// It is safe for concurrent use.
 type byteBudget struct {
 	what string
-	wait time.Duration // budgetWait
-	used atomic.Int64  // bytes held, for the refusal's message
-
-	mu  sync.Mutex
-	max int64
-	sem *semaphore.Weighted // replaced by setMax
+	mu   sync.Mutex
+	max  int64
+	used int64
+	wake chan struct{} // closed and replaced by every release
 }
 
 func newByteBudget(what string, max int64) *byteBudget {
-	return &byteBudget{what: what, wait: budgetWait, max: max, sem: semaphore.NewWeighted(max)}
+	return &byteBudget{what: what, max: max, wake: make(chan struct{})}
 }
 
 // acquire takes n bytes of the budget and returns the function that gives
@@ -86,33 +78,51 @@ func newByteBudget(what string, max int64) *byteBudget {
 // with ctx's cause.
 func (b *byteBudget) acquire(ctx context.Context, n int64) (func(), error) {
 	b.mu.Lock()
-	sem, limit := b.sem, b.max
+	n = min(max(n, 1), b.max)
 	b.mu.Unlock()
-	n = min(max(n, 1), limit)
-	wctx, cancel := context.WithTimeout(ctx, b.wait)
-	defer cancel()
-	if err := sem.Acquire(wctx, n); err != nil {
-		if ctx.Err() != nil {
+	timer := time.NewTimer(budgetWait)
+	defer timer.Stop()
+	for {
+		b.mu.Lock()
+		if b.used+n <= b.max {
+			b.used += n
+			b.mu.Unlock()
+			var once sync.Once
+			return func() { once.Do(func() { b.release(n) }) }, nil
+		}
+		wake := b.wake
+		b.mu.Unlock()
+		select {
+		case <-wake:
+		case <-timer.C:
+			return nil, &busyError{what: fmt.Sprintf("%s: %d bytes in flight, at most %d", b.what, b.inUse(), b.max)}
+		case <-ctx.Done():
 			return nil, context.Cause(ctx)
 		}
-		return nil, &busyError{what: fmt.Sprintf("%s: %d bytes in flight, at most %d", b.what, b.used.Load(), limit)}
 	}
-	b.used.Add(n)
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			b.used.Add(-n)
-			sem.Release(n)
-		})
-	}, nil
 }
 
-// setMax changes the budget (tests): later requests share a new budget of
-// n bytes; requests holding bytes of the old one give them back to it.
+// setMax changes the budget (tests); requests already holding bytes keep them.
 func (b *byteBudget) setMax(n int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.max, b.sem = n, semaphore.NewWeighted(n)
+	b.max = n
+	close(b.wake)
+	b.wake = make(chan struct{})
+}
+
+func (b *byteBudget) release(n int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.used -= n
+	close(b.wake)
+	b.wake = make(chan struct{})
+}
+
+func (b *byteBudget) inUse() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used
 }
 
 // slots is a counting semaphore whose take waits up to budgetWait, then
