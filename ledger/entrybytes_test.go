@@ -71,7 +71,7 @@ func checkEntryBytes(t *testing.T, tl *testLedger, owner *testSigner, d notarize
 // TestBoltIndexFormat2IsRebuilt: a format 2 index (no data bucket) is
 // rebuilt, so lookups find every entry's bytes.
 func TestBoltIndexFormat2IsRebuilt(t *testing.T) {
-	t.Setenv(posix.EnvIndexEngine, posix.EngineBbolt) // a bbolt file of an old format
+	t.Setenv(envTestEngine, posix.EngineBbolt) // a bbolt file of an old format
 	dir := t.TempDir()
 	tl := startLedgerIn(t, dir, Config{})
 	owner, d, idx, logged := entryBytesLedger(t, tl)

@@ -359,6 +359,16 @@ func decodeError(t testing.TB, b []byte) api.ErrorResponse {
 	return er
 }
 
+// envTestEngine is the environment variable that picks the index engine of
+// the new POSIX directories the ledger's tests open (testNewEngine):
+// TestLedgerSuiteOnPebble sets it for its child process, and a test with
+// t.Setenv. The ledger and its storage read no environment; it is
+// notarize-ledger's default of --index-engine too.
+const envTestEngine = "NOTARIZE_LEDGER_INDEX_ENGINE"
+
+// testNewEngine is posix.Config.NewEngine for the ledger's tests.
+func testNewEngine() string { return os.Getenv(envTestEngine) }
+
 // testIndex is an index on the database of a POSIX driver in a directory.
 type testIndex struct {
 	*index
@@ -368,7 +378,7 @@ type testIndex struct {
 // openTestIndex opens the POSIX storage in dir and the index on it.
 func openTestIndex(t testing.TB, dir string) (*testIndex, error) {
 	t.Helper()
-	st, err := posix.New(t.Context(), posix.Config{Dir: dir, Logger: testLogger(t)})
+	st, err := posix.New(t.Context(), posix.Config{Dir: dir, Logger: testLogger(t), NewEngine: testNewEngine()})
 	if err != nil {
 		return nil, err
 	}
@@ -392,7 +402,7 @@ type storageAt func(t testing.TB) Storage
 func posixAt(dir string) storageAt {
 	return func(t testing.TB) Storage {
 		t.Helper()
-		st, err := posix.New(t.Context(), posix.Config{Dir: dir, Logger: testLogger(t)})
+		st, err := posix.New(t.Context(), posix.Config{Dir: dir, Logger: testLogger(t), NewEngine: testNewEngine()})
 		if err != nil {
 			t.Fatalf("posix storage: %v", err)
 		}
@@ -415,7 +425,7 @@ func mysqlAt(dsn string) storageAt {
 // openPOSIX opens a ledger on the POSIX storage in dir, returning New's error.
 func openPOSIX(t testing.TB, dir string, cfg Config) (*Ledger, error) {
 	t.Helper()
-	st, err := posix.New(t.Context(), posix.Config{Dir: dir, Logger: testLogger(t)})
+	st, err := posix.New(t.Context(), posix.Config{Dir: dir, Logger: testLogger(t), NewEngine: testNewEngine()})
 	if err != nil {
 		return nil, err
 	}

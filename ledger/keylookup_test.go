@@ -560,7 +560,7 @@ func keyLookupUpgradeLedger(t *testing.T, tl *testLedger) (*testSigner, []keyLis
 // bucket) is rebuilt on start, so the key lookup lists the statements
 // logged before the upgrade.
 func TestBoltIndexFormat3GetsKeyIndex(t *testing.T) {
-	t.Setenv(posix.EnvIndexEngine, posix.EngineBbolt) // a bbolt file of an old format
+	t.Setenv(envTestEngine, posix.EngineBbolt) // a bbolt file of an old format
 	dir := t.TempDir()
 	tl := startLedgerIn(t, dir, Config{})
 	owner, want := keyLookupUpgradeLedger(t, tl)

@@ -32,7 +32,7 @@ import (
 // Root.Index must be Root.Entry and Position <= the log's size), else
 // refuse naming notarize-ledger map-rebuild.
 func TestRedteam14MapAheadOfRestoredLog(t *testing.T) {
-	t.Setenv(posix.EnvIndexEngine, posix.EnginePebble)
+	t.Setenv(envTestEngine, posix.EnginePebble)
 	base := t.TempDir()
 	dir, backup, mapDir := filepath.Join(base, "data"), filepath.Join(base, "backup"), filepath.Join(base, "map")
 	if err := os.Mkdir(mapDir, 0o700); err != nil {
@@ -82,7 +82,7 @@ func TestRedteam14MapAheadOfRestoredLog(t *testing.T) {
 // the next) takes that ledger's map as its own: it folds its log onto it
 // and commits roots that its log does not recompute. Fix as above.
 func TestRedteam14MapOfAnotherLedger(t *testing.T) {
-	t.Setenv(posix.EnvIndexEngine, posix.EnginePebble)
+	t.Setenv(envTestEngine, posix.EnginePebble)
 	base := t.TempDir()
 	mapDir := filepath.Join(base, "map")
 	if err := os.Mkdir(mapDir, 0o700); err != nil {

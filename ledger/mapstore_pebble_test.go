@@ -39,14 +39,14 @@ const pebbleSuite = `^(TestSubmitAndLookup|TestDuplicates|TestRestartKeepsEveryt
 // are not on pebble.
 func TestLedgerSuiteOnPebble(t *testing.T) {
 	t.Parallel()
-	if os.Getenv(posix.EnvIndexEngine) != "" {
-		t.Skipf("$%s is set: this process is the suite's run on one engine", posix.EnvIndexEngine)
+	if os.Getenv(envTestEngine) != "" {
+		t.Skipf("$%s is set: this process is the suite's run on one engine", envTestEngine)
 	}
 	if testing.Short() {
 		t.Skip("-short: the suite on pebble runs in full test runs")
 	}
 	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run", pebbleSuite, "-test.count=1")
-	cmd.Env = append(os.Environ(), posix.EnvIndexEngine+"="+posix.EnginePebble)
+	cmd.Env = append(os.Environ(), envTestEngine+"="+posix.EnginePebble)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("the ledger suite on pebble: %v\n%s", err, out)
@@ -59,7 +59,7 @@ func TestLedgerSuiteOnPebble(t *testing.T) {
 // TestEngineFromEnvironment: a new POSIX ledger keeps its index and map in
 // the engine $NOTARIZE_LEDGER_INDEX_ENGINE names (bbolt when unset).
 func TestEngineFromEnvironment(t *testing.T) {
-	want := os.Getenv(posix.EnvIndexEngine)
+	want := os.Getenv(envTestEngine)
 	tl := startLedger(t, Config{MapCommitInterval: 30 * time.Millisecond})
 	s := newTestSigner(t)
 	tl.submit(t, s.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now()), http.StatusCreated)
@@ -139,7 +139,7 @@ func TestPebbleMapStoreSnapshotAndReopen(t *testing.T) {
 // migrate-index does), serves the same lookups, the same receipts for
 // resubmissions and the same map root, and keeps accepting statements.
 func TestMigrateLedgerToPebble(t *testing.T) {
-	t.Setenv(posix.EnvIndexEngine, posix.EngineBbolt)
+	t.Setenv(envTestEngine, posix.EngineBbolt)
 	dir := t.TempDir()
 	tl := startLedgerIn(t, dir, Config{MapCommitInterval: 30 * time.Millisecond})
 	alice, bob := newTestSigner(t), newTestSigner(t)

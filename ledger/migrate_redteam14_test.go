@@ -33,7 +33,7 @@ func rt14Migrate(t *testing.T, dir string) {
 // the revocation's index.
 func rt14SelfRevokedLedger(t *testing.T, dir string) (*testLedger, *testSigner, *notarize.Entry, uint64, uint64) {
 	t.Helper()
-	t.Setenv(posix.EnvIndexEngine, posix.EngineBbolt)
+	t.Setenv(envTestEngine, posix.EngineBbolt)
 	tl := startLedgerIn(t, dir, Config{MapCommitInterval: 30 * time.Millisecond})
 	k := newTestSigner(t)
 	now := time.Now().Add(-time.Hour)

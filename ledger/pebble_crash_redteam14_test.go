@@ -68,7 +68,7 @@ func TestRedteam14PebbleKilledMidIngest(t *testing.T) {
 	if os.Getenv(envRT14Crash) != "" {
 		t.Skip("in the child")
 	}
-	t.Setenv(posix.EnvIndexEngine, posix.EnginePebble)
+	t.Setenv(envTestEngine, posix.EnginePebble)
 	for round := range 2 {
 		t.Run(fmt.Sprint("kill", round), func(t *testing.T) {
 			dir := t.TempDir()
@@ -154,7 +154,7 @@ func TestRedteam14PebbleKilledMidIngest(t *testing.T) {
 // receipted statement still gets its receipt, the lookups are complete
 // and every map root recomputes.
 func TestRedteam14PebbleWALsLost(t *testing.T) {
-	t.Setenv(posix.EnvIndexEngine, posix.EnginePebble)
+	t.Setenv(envTestEngine, posix.EnginePebble)
 	dir := t.TempDir()
 	tl := startLedgerIn(t, dir, Config{MapCommitInterval: 30 * time.Millisecond})
 	s := newTestSigner(t)

@@ -61,7 +61,7 @@ func rt14DropMarker(t *testing.T, dir string) {
 func TestRedteam14PebbleMarkerDeletedLedger(t *testing.T) {
 	for _, store := range []string{posix.IndexDir} {
 		t.Run(store, func(t *testing.T) {
-			t.Setenv(posix.EnvIndexEngine, posix.EnginePebble)
+			t.Setenv(envTestEngine, posix.EnginePebble)
 			dir := t.TempDir()
 			tl := startLedgerIn(t, dir, Config{MapCommitInterval: 30 * time.Millisecond})
 			alice := newTestSigner(t)
@@ -98,7 +98,7 @@ func TestRedteam14PebbleMarkerDeletedLedger(t *testing.T) {
 // ErrorIfNotExists on an existing vindex.pebble (then map-rebuild); the
 // test now asserts that the restart is refused (LOSS if it opens).
 func TestRedteam14PebbleMapMarkerDeletedForks(t *testing.T) {
-	t.Setenv(posix.EnvIndexEngine, posix.EnginePebble)
+	t.Setenv(envTestEngine, posix.EnginePebble)
 	dir := t.TempDir()
 	tl := startLedgerIn(t, dir, Config{MapCommitInterval: 30 * time.Millisecond})
 	alice, bob := newTestSigner(t), newTestSigner(t)
@@ -173,7 +173,7 @@ func TestRedteam14PebbleCorruptBlockKillsLedger(t *testing.T) {
 	if os.Getenv(envRT14Corrupt) != "" {
 		t.Skip("in the child")
 	}
-	t.Setenv(posix.EnvIndexEngine, posix.EnginePebble)
+	t.Setenv(envTestEngine, posix.EnginePebble)
 	dir := t.TempDir()
 	tl := startLedgerIn(t, dir, Config{MapCommitInterval: 30 * time.Millisecond})
 	s := newTestSigner(t)
@@ -239,7 +239,7 @@ func grepLines(s string, subs ...string) string {
 // hollow map.
 func rt14OpenRefused(t *testing.T, dir string, cfg Config) {
 	t.Helper()
-	st, err := posix.New(t.Context(), posix.Config{Dir: dir, Logger: cfg.Logger})
+	st, err := posix.New(t.Context(), posix.Config{Dir: dir, Logger: cfg.Logger, NewEngine: testNewEngine()})
 	if err != nil {
 		if !errors.Is(err, posix.ErrPebbleDamaged) {
 			t.Fatalf("open of the damaged index: %v, want ErrPebbleDamaged", err)

@@ -25,7 +25,7 @@ import (
 // what to do); once the map is deleted, it rebuilds it from the log and
 // every root it signs recomputes.
 func TestPebbleFixMapMarkerLostRefused(t *testing.T) {
-	t.Setenv(posix.EnvIndexEngine, posix.EnginePebble)
+	t.Setenv(envTestEngine, posix.EnginePebble)
 	dir := t.TempDir()
 	tl := startLedgerIn(t, dir, Config{MapCommitInterval: 30 * time.Millisecond})
 	alice := newTestSigner(t)

@@ -23,7 +23,7 @@ import (
 // key, current statements and duplicate detection by statement identity
 // work on the log's old entries.
 func TestBoltIndexOfOldFormatIsRebuilt(t *testing.T) {
-	t.Setenv(posix.EnvIndexEngine, posix.EngineBbolt) // a bbolt file of an old format
+	t.Setenv(envTestEngine, posix.EngineBbolt) // a bbolt file of an old format
 	dir := t.TempDir()
 	tl := startLedgerIn(t, dir, Config{})
 	owner, other := newTestSigner(t), newTestSigner(t)

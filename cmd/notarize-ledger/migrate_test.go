@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/notarize/docker-notarize/ledger"
 	"github.com/notarize/docker-notarize/ledger/storage/posix"
 )
 
@@ -18,7 +19,6 @@ import (
 // the bbolt files aside, and the ledger then starts on pebble; it refuses
 // a missing or unknown --to, stray arguments, and --index-engine with mysql.
 func TestMigrateIndexCommand(t *testing.T) {
-	t.Setenv(posix.EnvIndexEngine, "")
 	ctx := t.Context()
 	dir := t.TempDir()
 	st, err := posix.New(ctx, posix.Config{Dir: dir, Engine: posix.EngineBbolt})
@@ -61,5 +61,48 @@ func TestMigrateIndexCommand(t *testing.T) {
 	}
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestIndexEngineFromEnvironment: $NOTARIZE_LEDGER_INDEX_ENGINE, read by
+// the command (the storage driver reads no environment), picks the engine
+// of a new --data directory and never changes an existing one's; an
+// unknown value is refused naming the variable, before anything is opened.
+func TestIndexEngineFromEnvironment(t *testing.T) {
+	ctx := t.Context()
+	open := func(dir, env string) (string, error) {
+		getenv := func(k string) string {
+			if k == envIndexEngine {
+				return env
+			}
+			return ""
+		}
+		sf, err := storageOf(&options{storage: storagePOSIX, data: dir}, getenv, ledger.Config{}, nil)
+		if err != nil {
+			return "", err
+		}
+		st, err := sf.open(ctx)
+		if err != nil {
+			return "", err
+		}
+		defer st.Close()
+		return st.(*posix.Storage).IndexEngine(), nil
+	}
+	dir := t.TempDir()
+	if e, err := open(dir, posix.EnginePebble); err != nil || e != posix.EnginePebble {
+		t.Fatalf("a new directory with $%s=pebble: %q, %v", envIndexEngine, e, err)
+	}
+	if e, err := open(dir, posix.EngineBbolt); err != nil || e != posix.EnginePebble {
+		t.Fatalf("an existing pebble directory with $%s=bbolt: %q, %v (it keeps its engine)", envIndexEngine, e, err)
+	}
+	if e, err := open(t.TempDir(), ""); err != nil || e != posix.EngineBbolt {
+		t.Fatalf("a new directory, no environment: %q, %v", e, err)
+	}
+	empty := t.TempDir()
+	if _, err := open(empty, "rocksdb"); err == nil || !strings.Contains(err.Error(), "$"+envIndexEngine) {
+		t.Fatalf("an unknown engine in $%s: %v", envIndexEngine, err)
+	}
+	if e, _ := posix.DirEngine(empty); e != "" {
+		t.Fatalf("a refused engine left a %s index behind", e)
 	}
 }

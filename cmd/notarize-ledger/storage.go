@@ -19,7 +19,11 @@ const (
 
 // indexEngineHelp is --index-engine's usage.
 const indexEngineHelp = "storage engine of the digest index and verifiable index of a NEW --data directory: bbolt or pebble (an LSM: faster ingest on a large ledger); " +
-	"default $" + posix.EnvIndexEngine + ", else bbolt. A directory keeps the engine it has; move one with notarize-ledger migrate-index --data DIR --to pebble"
+	"default $" + envIndexEngine + ", else bbolt. A directory keeps the engine it has; move one with notarize-ledger migrate-index --data DIR --to pebble"
+
+// envIndexEngine is the default of --index-engine: the engine of a new
+// --data directory (posix.Config.NewEngine).
+const envIndexEngine = "NOTARIZE_LEDGER_INDEX_ENGINE"
 
 // storageFlags is the storage driver the flags name, checked before
 // anything is opened.
@@ -35,9 +39,12 @@ func storageOf(o *options, getenv func(string) string, cfg ledger.Config, logger
 	sf := storageFlags{kind: o.storage}
 	switch o.storage {
 	case storagePOSIX:
-		sf.posix = posix.Config{Dir: o.data, Logger: logger, Engine: o.indexEngine}
-		if err := sf.posix.Validate(); err != nil {
+		sf.posix = posix.Config{Dir: o.data, Logger: logger, Engine: o.indexEngine, NewEngine: getenv(envIndexEngine)}
+		if err := (posix.Config{Dir: o.data, Engine: o.indexEngine}).Validate(); err != nil {
 			return sf, fmt.Errorf("--index-engine: %w", err)
+		}
+		if err := sf.posix.Validate(); err != nil {
+			return sf, fmt.Errorf("$%s: %w", envIndexEngine, err)
 		}
 		return sf, nil
 	case storageMySQL:

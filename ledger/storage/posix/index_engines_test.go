@@ -217,42 +217,39 @@ func TestIndexEnginesFormat(t *testing.T) {
 }
 
 // TestEngineSelection: a new directory gets the configured engine (else
-// $NOTARIZE_LEDGER_INDEX_ENGINE, else bbolt); an existing one keeps its
+// NewEngine, else bbolt); an existing one keeps its
 // engine, and asking for the other is ErrEngineMismatch naming the
 // migration command; a directory holding both is refused.
 func TestEngineSelection(t *testing.T) {
 	ctx := t.Context()
-	open := func(dir, engine string) (*Storage, error) {
-		return New(ctx, Config{Dir: dir, Engine: engine, Logger: quiet()})
+	open := func(dir, engine, newEngine string) (*Storage, error) {
+		return New(ctx, Config{Dir: dir, Engine: engine, NewEngine: newEngine, Logger: quiet()})
 	}
-	t.Setenv(EnvIndexEngine, "")
-	for _, c := range []struct{ engine, env, want string }{
+	for _, c := range []struct{ engine, newEngine, want string }{
 		{"", "", EngineBbolt}, {EnginePebble, "", EnginePebble}, {"", EnginePebble, EnginePebble}, {EngineBbolt, EnginePebble, EngineBbolt},
 	} {
-		t.Setenv(EnvIndexEngine, c.env)
 		dir := t.TempDir()
-		st, err := open(dir, c.engine)
+		st, err := open(dir, c.engine, c.newEngine)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if st.IndexEngine() != c.want {
-			t.Fatalf("engine %q env %q: %s, want %s", c.engine, c.env, st.IndexEngine(), c.want)
+			t.Fatalf("engine %q, new engine %q: %s, want %s", c.engine, c.newEngine, st.IndexEngine(), c.want)
 		}
 		if err := st.Close(); err != nil {
 			t.Fatal(err)
 		}
 		other := map[string]string{EngineBbolt: EnginePebble, EnginePebble: EngineBbolt}[c.want]
-		t.Setenv(EnvIndexEngine, other) // the environment picks only for a new directory
-		if st, err = open(dir, ""); err != nil || st.IndexEngine() != c.want {
+		// NewEngine picks only for a new directory.
+		if st, err = open(dir, "", other); err != nil || st.IndexEngine() != c.want {
 			t.Fatalf("reopen: %v", err)
 		}
 		_ = st.Close()
-		_, err = open(dir, other)
+		_, err = open(dir, other, "")
 		if !errors.Is(err, ErrEngineMismatch) || !strings.Contains(err.Error(), "migrate-index --data "+dir) {
 			t.Fatalf("the other engine on a %s directory: %v", c.want, err)
 		}
 	}
-	t.Setenv(EnvIndexEngine, "")
 	if err := (Config{Dir: "x", Engine: "rocksdb"}).Validate(); err == nil {
 		t.Fatal("an unknown engine was valid")
 	}
@@ -263,7 +260,7 @@ func TestEngineSelection(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(dir, IndexDir), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := open(dir, ""); err == nil || !strings.Contains(err.Error(), "interrupted") {
+	if _, err := open(dir, "", ""); err == nil || !strings.Contains(err.Error(), "interrupted") {
 		t.Fatalf("both stores: %v", err)
 	}
 }

@@ -294,11 +294,9 @@ func TestRedteam14PebbleFormatGarbage(t *testing.T) {
 
 // TestRedteam14EngineConfusion: a data directory whose index.pebble is a
 // regular file, or whose index.db is a directory, is refused with an
-// error; an unknown engine in the environment is refused for a new
-// directory.
+// error; an unknown engine for a new directory is refused.
 func TestRedteam14EngineConfusion(t *testing.T) {
 	ctx := t.Context()
-	t.Setenv(EnvIndexEngine, "")
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, IndexDir), []byte("not a store"), 0o600); err != nil {
 		t.Fatal(err)
@@ -315,12 +313,11 @@ func TestRedteam14EngineConfusion(t *testing.T) {
 		_ = st.Close()
 		t.Fatal("BYPASS: an index.db that is a directory opened")
 	}
-	t.Setenv(EnvIndexEngine, "Pebble")
-	if st, err := New(ctx, Config{Dir: t.TempDir(), Logger: quiet()}); err == nil || !strings.Contains(err.Error(), EnvIndexEngine) {
+	if st, err := New(ctx, Config{Dir: t.TempDir(), NewEngine: "Pebble", Logger: quiet()}); err == nil || !strings.Contains(err.Error(), `new directory "Pebble"`) {
 		if st != nil {
 			_ = st.Close()
 		}
-		t.Fatalf("an unknown engine in $%s: %v", EnvIndexEngine, err)
+		t.Fatalf("an unknown engine for a new directory: %v", err)
 	}
 }
 

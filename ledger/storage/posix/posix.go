@@ -44,10 +44,6 @@ const (
 	EnginePebble = "pebble"
 )
 
-// EnvIndexEngine names the environment variable that picks the engine of
-// a new data directory when Config.Engine is empty (default EngineBbolt).
-const EnvIndexEngine = "NOTARIZE_LEDGER_INDEX_ENGINE"
-
 // ErrEngineMismatch is returned (wrapped) by New when Config.Engine names
 // another engine than the data directory's: an existing directory keeps
 // its engine until migrated (notarize-ledger migrate-index).
@@ -69,8 +65,12 @@ type Config struct {
 	// Engine is the index's storage engine, EngineBbolt or EnginePebble.
 	// A directory that has an index keeps its engine: naming the other is
 	// an error (ErrEngineMismatch). Empty: the directory's, or for a new
-	// directory $NOTARIZE_LEDGER_INDEX_ENGINE, else EngineBbolt.
+	// directory NewEngine.
 	Engine string
+	// NewEngine is the engine of a new directory when Engine is empty
+	// (notarize-ledger fills it from $NOTARIZE_LEDGER_INDEX_ENGINE); it
+	// never changes an existing directory's. Empty: EngineBbolt.
+	NewEngine string
 }
 
 // Validate reports whether c can be used.
@@ -82,6 +82,11 @@ func (c Config) Validate() error {
 	case "", EngineBbolt, EnginePebble:
 	default:
 		return fmt.Errorf("posix storage: index engine %q: want %q or %q", c.Engine, EngineBbolt, EnginePebble)
+	}
+	switch c.NewEngine {
+	case "", EngineBbolt, EnginePebble:
+	default:
+		return fmt.Errorf("posix storage: engine of a new directory %q: want %q or %q", c.NewEngine, EngineBbolt, EnginePebble)
 	}
 	return nil
 }
@@ -145,14 +150,10 @@ func engineOf(cfg Config) (string, error) {
 	case cfg.Engine != "":
 		return cfg.Engine, nil
 	}
-	switch e := os.Getenv(EnvIndexEngine); e {
-	case "":
-		return EngineBbolt, nil
-	case EngineBbolt, EnginePebble:
-		return e, nil
-	default:
-		return "", fmt.Errorf("$%s %q: want %q or %q", EnvIndexEngine, e, EngineBbolt, EnginePebble)
+	if cfg.NewEngine != "" {
+		return cfg.NewEngine, nil // checked by Validate
 	}
+	return EngineBbolt, nil
 }
 
 // Storage is the POSIX driver; it implements storage.Storage.
