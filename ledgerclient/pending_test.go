@@ -65,25 +65,8 @@ func TestPendingRevocationsLoggedMeanwhile(t *testing.T) {
 // succeeds, and the call still fails, naming the revocations: a verifier
 // never reads "not revoked" from a lookup that did not answer.
 func TestPendingRevocationsFailureReported(t *testing.T) {
-	srv := ledgertest.Start(t, ledgertest.WithConfig(fastMap))
-	direct := newClient(t, srv.URL, t.TempDir(), srv.VerifierKey)
-	k := notarizetest.NewSigner(t)
-	kid := notarizetest.KeyID(t, k)
-	d := digest("signed")
-	submit(t, direct, notarizetest.Entry(t, k, d, notarize.StatusTrusted, t0))
-	kd, _ := notarize.KeyRevocationDigest(kid)
-	up, _ := url.Parse(srv.URL)
-	rp := httputil.NewSingleHostReverseProxy(up)
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, api.PathDigests+string(kd)) {
-			http.Error(w, "no", http.StatusServiceUnavailable)
-			return
-		}
-		rp.ServeHTTP(w, r)
-	}))
-	t.Cleanup(front.Close)
-
-	c := newClient(t, front.URL, t.TempDir(), srv.VerifierKey)
+	f, c, kid, d := heldFrontSetup(t)
+	f.revFail.Store(true)
 	p := c.StartRevocations(t.Context(), []string{kid}, nil)
 	ledgerclient.WaitStarted(p)
 	res, revs, err := p.Current(t.Context(), d)
@@ -141,6 +124,9 @@ func newHeldFront(t *testing.T, ledgerURL string, revD, d notarize.Digest) *held
 	return f
 }
 
+// heldFrontSetup starts a ledger holding one statement by a new key
+// about a digest, and a heldFront before it; it returns the front, a
+// client of it, the key ID and the digest.
 func heldFrontSetup(t *testing.T) (*heldFront, *ledgerclient.Client, string, notarize.Digest) {
 	srv := ledgertest.Start(t, ledgertest.WithConfig(fastMap))
 	direct := newClient(t, srv.URL, t.TempDir(), srv.VerifierKey)
