@@ -23,6 +23,8 @@
 #        registry and the ledger as if they were remote: each behind
 #        bench/delayproxy, which adds DELAY each way (a 10 ms round trip, a
 #        round trip more per new connection). Signing is done directly.
+#        LEDGER_TLS=1 bench/verify-bench.sh   the ledger serves HTTPS (a
+#        certificate made for the run, trusted through NOTARIZE_LEDGER_CA).
 #        STARTUP=1 bench/verify-bench.sh   also times where a verify's start-up
 #        goes (issue 14), with probes built from HEAD in a scratch worktree:
 #          startup-allinits  the plugin, exiting from package main's init
@@ -147,10 +149,19 @@ done
 export PATH=$BIN:$CACHE/bin:$PATH
 
 REG_PORT=$(free_port); LEDGER_PORT=$(free_port)
+LEDGER_SCHEME=http LEDGER_TLS_ARGS=()
+if [[ -n ${LEDGER_TLS:-} ]]; then
+  # The ledger serves HTTPS with a certificate for 127.0.0.1 that every
+  # client trusts through NOTARIZE_LEDGER_CA (curl through CURL_CA_BUNDLE).
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=127.0.0.1 \
+    -addext subjectAltName=IP:127.0.0.1 -keyout "$WORK/ledger-tls.key" -out "$WORK/ledger-tls.crt" 2>/dev/null
+  LEDGER_SCHEME=https LEDGER_TLS_ARGS=(--tls-cert "$WORK/ledger-tls.crt" --tls-key "$WORK/ledger-tls.key")
+  export NOTARIZE_LEDGER_CA=$WORK/ledger-tls.crt CURL_CA_BUNDLE=$WORK/ledger-tls.crt
+fi
 start registry crane registry serve --address "127.0.0.1:$REG_PORT"
-start ledger notarize-ledger --addr "127.0.0.1:$LEDGER_PORT" --data "$WORK/ledger"
+start ledger notarize-ledger --addr "127.0.0.1:$LEDGER_PORT" --data "$WORK/ledger" "${LEDGER_TLS_ARGS[@]}"
 wait_http "http://127.0.0.1:$REG_PORT/v2/"
-wait_http "http://127.0.0.1:$LEDGER_PORT/api/v1/info"
+wait_http "$LEDGER_SCHEME://127.0.0.1:$LEDGER_PORT/api/v1/info"
 
 echo "== image, signed by docker notarize and by cosign"
 IMAGE=127.0.0.1:$REG_PORT/bench/app:v1
@@ -160,7 +171,7 @@ crane append --insecure -f "$WORK/layer.tar" -t "$IMAGE" >/dev/null
 DIGEST=$(crane digest --insecure "$IMAGE")
 
 export DOCKER_CONFIG=$WORK/docker DOCKER_CLI_HINTS=false
-export NOTARIZE_HOME=$WORK/home NOTARIZE_PASSWORD=bench NOTARIZE_LEDGER=http://127.0.0.1:$LEDGER_PORT
+export NOTARIZE_HOME=$WORK/home NOTARIZE_PASSWORD=bench NOTARIZE_LEDGER=$LEDGER_SCHEME://127.0.0.1:$LEDGER_PORT
 export NOTARIZE_LEDGER_KEY="$(cat "$WORK/ledger/ledger.pub")"
 install_plugin() { # DIR BINDIR: the plugin and its helper, as make install does
   mkdir -p "$1"
@@ -187,9 +198,9 @@ if [[ -n ${DELAY:-} ]]; then
   start delay-registry delayproxy -listen "127.0.0.1:$RP" -to "127.0.0.1:$REG_PORT" -delay "$DELAY"
   start delay-ledger delayproxy -listen "127.0.0.1:$LP" -to "127.0.0.1:$LEDGER_PORT" -delay "$DELAY"
   wait_http "http://127.0.0.1:$RP/v2/"
-  wait_http "http://127.0.0.1:$LP/api/v1/info"
+  wait_http "$LEDGER_SCHEME://127.0.0.1:$LP/api/v1/info"
   IMAGE=127.0.0.1:$RP/bench/app:v1
-  export NOTARIZE_LEDGER=http://127.0.0.1:$LP
+  export NOTARIZE_LEDGER=$LEDGER_SCHEME://127.0.0.1:$LP
   echo "   every command below reaches the registry and the ledger $DELAY away (each way)"
 fi
 COSIGN=(cosign verify --key "$WORK/cosign.pub" --insecure-ignore-tlog=true --allow-insecure-registry --output text "$IMAGE")
