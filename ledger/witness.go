@@ -57,17 +57,11 @@ func (c *Config) witnessGroup() (g tessera.WitnessGroup, ok bool, err error) {
 	if len(c.WitnessPolicy) > MaxWitnessPolicySize {
 		return tessera.WitnessGroup{}, false, fmt.Errorf("witness policy: %d bytes, at most %d", len(c.WitnessPolicy), MaxWitnessPolicySize)
 	}
-	g, err = tessera.NewWitnessGroupFromPolicy(c.WitnessPolicy)
-	if err != nil {
-		return tessera.WitnessGroup{}, false, fmt.Errorf("witness policy: %w", err)
-	}
 	// One witness key named twice, or reached twice within a group, would
 	// count twice towards the quorum, which Tessera's parser allows; the
-	// ledger's clients refuse such a policy too (ledgerclient.ParseWitnessPolicy).
-	if _, err := witnesspolicy.Lines(c.WitnessPolicy); err != nil {
-		return tessera.WitnessGroup{}, false, err
-	}
-	if err := witnesspolicy.Groups(g); err != nil {
+	// ledger's clients read the policy alike (ledgerclient.ParseWitnessPolicy).
+	g, _, err = witnesspolicy.Parse(c.WitnessPolicy)
+	if err != nil {
 		return tessera.WitnessGroup{}, false, err
 	}
 	return g, true, nil

@@ -74,19 +74,12 @@ func ParseWitnessPolicy(b []byte) (*WitnessPolicy, error) {
 	if len(b) > MaxWitnessPolicySize {
 		return nil, fmt.Errorf("witness policy of %d bytes, at most %d", len(b), MaxWitnessPolicySize)
 	}
-	g, err := tessera.NewWitnessGroupFromPolicy(b)
+	g, lines, err := witnesspolicy.Parse(b)
 	if err != nil {
-		return nil, fmt.Errorf("witness policy: %w", err)
+		return nil, err
 	}
 	if g.N == 0 {
 		return nil, errors.New(`witness policy: the quorum requires no witness ("none" or a threshold of 0); leave the policy out instead`)
-	}
-	lines, err := witnesspolicy.Lines(b)
-	if err != nil {
-		return nil, err
-	}
-	if err := witnesspolicy.Groups(g); err != nil {
-		return nil, err
 	}
 	p := &WitnessPolicy{group: g}
 	seen := map[keyID]bool{}

@@ -24,6 +24,25 @@ import (
 	"golang.org/x/mod/sumdb/note"
 )
 
+// Parse reads a policy file as the ledger and its clients both do:
+// Tessera's parser (tessera.NewWitnessGroupFromPolicy) for the quorum, then
+// Lines and Groups for what that parser leaves open. It returns the quorum
+// and the line of each witness key.
+func Parse(b []byte) (tessera.WitnessGroup, map[KeyID]Line, error) {
+	g, err := tessera.NewWitnessGroupFromPolicy(b)
+	if err != nil {
+		return tessera.WitnessGroup{}, nil, fmt.Errorf("witness policy: %w", err)
+	}
+	lines, err := Lines(b)
+	if err != nil {
+		return tessera.WitnessGroup{}, nil, err
+	}
+	if err := Groups(g); err != nil {
+		return tessera.WitnessGroup{}, nil, err
+	}
+	return g, lines, nil
+}
+
 // KeyID is how a signed note names a key: its key name and key hash.
 type KeyID struct {
 	Name string
