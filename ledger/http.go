@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -137,6 +138,16 @@ func (l *Ledger) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	writeJSON(w, status, api.ErrorResponse{Code: code, Message: msg})
 }
 
+// writeJSONHeld answers 200 with v as JSON (a final newline, as
+// writeJSON), held by the answer budget until written (writeHeld).
+func (l *Ledger) writeJSONHeld(w http.ResponseWriter, r *http.Request, v any) error {
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(v); err != nil { // Encode adds the newline
+		return fmt.Errorf("encode response: %w", err)
+	}
+	return l.writeHeld(w, r, http.StatusOK, func(h http.Header) { h.Set("Content-Type", api.MediaTypeJSON) }, buf.Bytes(), 0)
+}
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -243,13 +254,15 @@ func (l *Ledger) serveLookupKind(w http.ResponseWriter, r *http.Request, kind st
 	ctx, release := l.holdTails(r.Context())
 	defer release()
 	resp, err := lookup(ctx)
+	if err == nil {
+		err = l.writeLookup(w, r.WithContext(ctx), resp)
+	}
 	if err != nil {
 		_, code := classify(err)
 		l.metrics.lookups.WithLabelValues(kind, code).Inc()
 		return err
 	}
 	l.metrics.lookups.WithLabelValues(kind, "ok").Inc()
-	l.writeLookup(w, resp)
 	return nil
 }
 
@@ -334,13 +347,15 @@ func parseDecimal(s string, most uint64) (uint64, error) {
 // a key lookup.
 func (l *Ledger) serveKeyDigests(w http.ResponseWriter, r *http.Request) error {
 	resp, err := l.keyDigestsRequest(r)
+	if err == nil {
+		err = l.writeJSONHeld(w, r, resp)
+	}
 	if err != nil {
 		_, code := classify(err)
 		l.metrics.lookups.WithLabelValues("key", code).Inc()
 		return err
 	}
 	l.metrics.lookups.WithLabelValues("key", "ok").Inc()
-	writeJSON(w, http.StatusOK, resp)
 	return nil
 }
 
@@ -383,8 +398,7 @@ func (l *Ledger) serveInfo(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, info)
-	return nil
+	return l.writeJSONHeld(w, r, info)
 }
 
 // serveCheckpoint handles GET /checkpoint.
@@ -396,8 +410,7 @@ func (l *Ledger) serveCheckpoint(w http.ResponseWriter, r *http.Request) error {
 		}
 		return fmt.Errorf("read checkpoint: %w", err)
 	}
-	writeStatic(w, "text/plain; charset=utf-8", cacheCheckpoint, raw)
-	return nil
+	return l.writeStatic(w, r, "text/plain; charset=utf-8", cacheCheckpoint, raw)
 }
 
 // serveTile handles GET /tile/{L}/{N}[.p/{W}].
@@ -410,8 +423,7 @@ func (l *Ledger) serveTile(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return resourceError(r, err)
 	}
-	writeStatic(w, "application/octet-stream", cacheFor(p), raw)
-	return nil
+	return l.writeStatic(w, r, "application/octet-stream", cacheFor(p), raw)
 }
 
 // serveEntryBundle handles GET /tile/entries/{N}[.p/{W}].
@@ -424,8 +436,7 @@ func (l *Ledger) serveEntryBundle(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return resourceError(r, err)
 	}
-	writeStatic(w, "application/octet-stream", cacheFor(p), raw)
-	return nil
+	return l.writeStatic(w, r, "application/octet-stream", cacheFor(p), raw)
 }
 
 func resourceError(r *http.Request, err error) error {
@@ -442,11 +453,14 @@ func cacheFor(partial uint8) string {
 	return cacheImmutable
 }
 
-func writeStatic(w http.ResponseWriter, contentType, cacheControl string, body []byte) {
-	w.Header().Set("Content-Type", contentType)
-	w.Header().Set("Cache-Control", cacheControl)
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(body)
+// writeStatic answers 200 with a log resource read into memory (a tile,
+// an entry bundle, the checkpoint), held by the answer budget until
+// written (writeHeld).
+func (l *Ledger) writeStatic(w http.ResponseWriter, r *http.Request, contentType, cacheControl string, body []byte) error {
+	return l.writeHeld(w, r, http.StatusOK, func(h http.Header) {
+		h.Set("Content-Type", contentType)
+		h.Set("Cache-Control", cacheControl)
+	}, body, 0)
 }
 
 // recoverAndLog logs each request at debug level and turns a panic into a

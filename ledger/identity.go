@@ -131,8 +131,7 @@ func (l *Ledger) serveKeyIdentity(w http.ResponseWriter, r *http.Request) error 
 	if !ok {
 		return fmt.Errorf("%w: key %s has no enrolled identity", errNotFound, keyID)
 	}
-	writeJSON(w, http.StatusOK, api.KeyIdentity{KeyID: keyID, Name: id.Name, Email: id.Email})
-	return nil
+	return l.writeJSONHeld(w, r, api.KeyIdentity{KeyID: keyID, Name: id.Name, Email: id.Email})
 }
 
 // EnrolledIdentity returns the identity keyID is enrolled with

@@ -72,7 +72,8 @@ type Ledger struct {
 
 	inflight  chan struct{} // semaphore bounding concurrent appends
 	lookups   lookupGate    // bounds concurrent lookups (lookup.go)
-	tails     tailBudget    // bounds inline tails built and not yet written (lookup_tail.go)
+	tails     heldBudget    // bounds inline tails built and not yet written (held_budget.go)
+	answers   heldBudget    // bounds the other answers built and not yet written (held_budget.go)
 	closing   atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
@@ -142,6 +143,8 @@ func New(ctx context.Context, st Storage, cfg Config) (*Ledger, error) {
 		limits:   newWriteLimits(cfg.RateLimits, cfg.TrustedProxies, time.Now),
 		pending:  map[[32]byte]*submission{},
 		closed:   make(chan struct{}),
+		tails:    heldBudget{total: maxHeldTailBytes, client: clientHeldTailBytes},
+		answers:  heldBudget{total: maxHeldAnswerBytes, client: clientHeldAnswerBytes},
 	}
 	l.closedCtx, l.closeCtx = context.WithCancel(context.Background())
 	if err := l.open(ctx, bg); err != nil {

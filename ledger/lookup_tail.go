@@ -204,15 +204,15 @@ func answerEstimate(resp *api.LookupResponse, mp *api.MapProof) int {
 
 // writeLookup writes resp as api.MarshalLookupAnswer encodes it: framed
 // when its map proof carries an inline tail, else as JSON (with a final
-// newline, as writeJSON). The answer must be written by its deadline
-// (setWriteDeadline). The tail is dropped from resp once framed, so that
-// a slow reader keeps one copy of its bytes, not two.
-func (l *Ledger) writeLookup(w http.ResponseWriter, resp *api.LookupResponse) {
+// newline, as writeJSON), held by the answer budget until written past
+// the inline tail that the tail budget holds (writeHeld). The tail is
+// dropped from resp once framed, so that a slow reader keeps one copy of
+// its bytes, not two.
+func (l *Ledger) writeLookup(w http.ResponseWriter, r *http.Request, resp *api.LookupResponse) error {
 	framed := resp.Map != nil && resp.Map.Tail != nil
 	b, err := api.MarshalLookupAnswer(resp)
 	if err != nil {
-		writeJSON(w, http.StatusInternalServerError, api.ErrorResponse{Code: api.CodeInternal, Message: "encode response"})
-		return
+		return fmt.Errorf("encode lookup answer: %w", err)
 	}
 	contentType := api.MediaTypeJSON
 	if framed {
@@ -221,8 +221,9 @@ func (l *Ledger) writeLookup(w http.ResponseWriter, resp *api.LookupResponse) {
 	} else {
 		b = append(b, '\n')
 	}
-	l.setWriteDeadline(w, len(b))
-	w.Header().Set("Content-Type", contentType)
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(b)
+	tail := 0
+	if h := tailHoldOf(r.Context()); h != nil {
+		tail = int(h.n)
+	}
+	return l.writeHeld(w, r, http.StatusOK, func(h http.Header) { h.Set("Content-Type", contentType) }, b, tail)
 }

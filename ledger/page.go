@@ -95,7 +95,7 @@ func (l *Ledger) servePage(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return
 	}
-	writePage(w, r, status, buf.Bytes())
+	l.writePage(w, r, status, buf.Bytes())
 }
 
 // pageErrorMessage is what the page says for a failed lookup; the error
@@ -302,19 +302,22 @@ func (l *Ledger) serveKeyPage(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return
 	}
-	writePage(w, r, status, buf.Bytes())
+	l.writePage(w, r, status, buf.Bytes())
 }
 
-// writePage sends a rendered page with status.
-func writePage(w http.ResponseWriter, r *http.Request, status int, body []byte) {
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
-	if status == http.StatusServiceUnavailable {
+// writePage sends a rendered page with status, held by the answer budget
+// until written (writeHeld); past the budget, a short 503 instead.
+func (l *Ledger) writePage(w http.ResponseWriter, r *http.Request, status int, body []byte) {
+	err := l.writeHeld(w, r, status, func(h http.Header) {
+		h.Set("Content-Type", "text/html; charset=utf-8")
+		h.Set("Cache-Control", "no-store")
+		if status == http.StatusServiceUnavailable {
+			h.Set("Retry-After", "1")
+		}
+	}, body, 0)
+	if err != nil {
 		w.Header().Set("Retry-After", "1")
-	}
-	w.WriteHeader(status)
-	if r.Method != http.MethodHead {
-		_, _ = w.Write(body)
+		http.Error(w, "The ledger is busy: too many answers not yet read by their clients. Retry in a second.", http.StatusServiceUnavailable)
 	}
 }
 

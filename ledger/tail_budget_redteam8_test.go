@@ -20,7 +20,7 @@ func rt8ClientName(t *testing.T, addr string) string {
 // budget: the memory pinned by stalled readers stays bounded however many
 // /64s ask. The test fails ("DoS:") if the total bound is not applied.
 func TestRedteam8TailBudgetManySlash64sBounded(t *testing.T) {
-	var b tailBudget
+	b := &heldBudget{total: maxHeldTailBytes, client: clientHeldTailBytes}
 	var taken int64
 	for i := range 4096 {
 		name := rt8ClientName(t, fmt.Sprintf("2001:db8:77:%x::1", i))
@@ -42,7 +42,7 @@ func TestRedteam8TailBudgetManySlash64sBounded(t *testing.T) {
 // too, as the lookup gate charges them, so another client still gets a
 // tail.
 func TestRedteam8TailBudgetOneSlash48DeniesOthers(t *testing.T) {
-	var b tailBudget
+	b := &heldBudget{total: maxHeldTailBytes, client: clientHeldTailBytes}
 	for i := range 16 {
 		shares := tailSharesOf(clientCtx(t, fmt.Sprintf("2001:db8:77:%x::1", i)).Value(lookupClientKey{}).(lookupClient))
 		for b.takeShares(shares, api.MaxInlineTailBytes) {

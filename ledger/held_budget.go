@@ -2,18 +2,21 @@ package ledger
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"sync"
 	"time"
 )
 
-// The inline tails (api.QueryTail) built and not yet written are bounded
-// in bytes and in time (red team 7, F1). A lookup asking for the tail
-// takes the bytes it may read from a budget before it reads them, and
-// gives them back once its answer is written: the lookup gate's places
-// are given back before the answer is written, so without it every
-// client that does not read would keep up to api.MaxInlineTailBytes in
-// the ledger's memory.
+// The ledger bounds, in bytes and in time, what it holds in memory for
+// answers built and not yet written: the lookup gate's places are given
+// back before an answer is written, and a client that does not read would
+// otherwise keep its answer in the ledger's heap for as long as it keeps
+// the connection open.
+//
+// Inline tails (api.QueryTail, red team 7, F1). A lookup asking for the
+// tail takes the bytes it may read from the tail budget before it reads
+// them, and gives them back once its answer is written:
 //
 //   - At most maxHeldTailBytes of inline tails are held at once, and one
 //     client (the lookup gate's client: an IPv4 address or an IPv6 /64)
@@ -25,10 +28,21 @@ import (
 //     answered without the inline tail rather than refused: its client
 //     fetches the tail's tiles (GET /tile/…, cacheable) as it does when
 //     it did not ask, and checks them the same way.
-//   - Every lookup answer is written within lookupWriteTimeout plus its
-//     size at lookupWriteRate; past it the connection is closed and the
-//     answer dropped. The tiles endpoints stream files for as long as
-//     they take, so the deadline is per answer, not the server's.
+//
+// Every other answer written from memory (red team 15: 48 key lookups
+// whose client did not read held 455 MiB, with no deadline): lookup
+// pages and current answers past their inline tail, key lookups, tiles,
+// entry bundles, the checkpoint, info and identity answers and the
+// public pages take their bytes from the answer budget, shared the same
+// way (maxHeldAnswerBytes, clientHeldAnswerBytes per client), from just
+// before they are written until the write ends. An answer that does not
+// fit is not written: the request is ErrUnavailable (503, Retry-After),
+// and an honest client retries once the stalled answers' deadlines pass.
+//
+// Every answer written from memory is written within lookupWriteTimeout
+// plus its size at lookupWriteRate; past it the connection is closed and
+// the answer dropped. The deadline is per answer, not the server's: net/http
+// lifts it once the answer is written.
 const (
 	// maxHeldTailBytes bounds the inline tails' bytes held by answers
 	// built and not yet written.
@@ -36,18 +50,24 @@ const (
 	// clientHeldTailBytes bounds those one client holds: four answers
 	// with a full tail.
 	clientHeldTailBytes = 16 << 20
-	// lookupWriteTimeout is the time any lookup answer has to be written.
+	// maxHeldAnswerBytes bounds the bytes of all other answers built and
+	// not yet written.
+	maxHeldAnswerBytes = 256 << 20
+	// clientHeldAnswerBytes bounds those one client holds: five of the
+	// largest lookup pages (¾ of api.MaxAnswerSize).
+	clientHeldAnswerBytes = 32 << 20
+	// lookupWriteTimeout is the time any answer has to be written.
 	lookupWriteTimeout = 30 * time.Second
 	// lookupWriteRate is the slowest reader a large answer waits for past
 	// lookupWriteTimeout, in bytes a second: 4 MiB get another 64 s.
 	lookupWriteRate = 64 << 10
 )
 
-// tailBudget hands out the bytes of inline tails built and not yet
-// written (see maxHeldTailBytes). Its zero value is ready to use, with the
-// default bounds; tests set smaller ones before first use.
-type tailBudget struct {
-	total, client int64         // zero: maxHeldTailBytes, clientHeldTailBytes
+// heldBudget hands out the bytes of answers built and not yet written,
+// in all and by client: the tail budget and the answer budget (above).
+// Tests set smaller bounds before first use.
+type heldBudget struct {
+	total, client int64         // at most held in all, and by one client's share
 	writeTimeout  time.Duration // zero: lookupWriteTimeout
 	writeRate     int           // zero: lookupWriteRate
 
@@ -56,7 +76,7 @@ type tailBudget struct {
 	clients map[string]int64
 }
 
-// tailShare is one share of the tail budget a hold is charged to: its
+// tailShare is one share of a heldBudget a hold is charged to: its
 // client's, or the IPv6 /56 or /48 holding it, which may hold scale
 // clients' shares.
 type tailShare struct {
@@ -77,20 +97,14 @@ func tailSharesOf(lc lookupClient) []tailShare {
 }
 
 // take takes n bytes for client alone, or reports that they do not fit.
-func (b *tailBudget) take(client string, n int64) bool {
+func (b *heldBudget) take(client string, n int64) bool {
 	return b.takeShares([]tailShare{{client, 1}}, n)
 }
 
 // takeShares takes n bytes charged to each of shares, or reports that
 // they do not fit.
-func (b *tailBudget) takeShares(shares []tailShare, n int64) bool {
+func (b *heldBudget) takeShares(shares []tailShare, n int64) bool {
 	total, share := b.total, b.client
-	if total <= 0 {
-		total = maxHeldTailBytes
-	}
-	if share <= 0 {
-		share = clientHeldTailBytes
-	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if n < 0 || b.held+n > total {
@@ -112,12 +126,12 @@ func (b *tailBudget) takeShares(shares []tailShare, n int64) bool {
 }
 
 // give gives back n bytes that client alone took.
-func (b *tailBudget) give(client string, n int64) {
+func (b *heldBudget) give(client string, n int64) {
 	b.giveShares([]tailShare{{client, 1}}, n)
 }
 
 // giveShares gives back n bytes charged to each of shares.
-func (b *tailBudget) giveShares(shares []tailShare, n int64) {
+func (b *heldBudget) giveShares(shares []tailShare, n int64) {
 	if n <= 0 {
 		return
 	}
@@ -132,14 +146,14 @@ func (b *tailBudget) giveShares(shares []tailShare, n int64) {
 }
 
 // inUse returns the bytes held, in all and by client.
-func (b *tailBudget) inUse(client string) (held, byClient int64) {
+func (b *heldBudget) inUse(client string) (held, byClient int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.held, b.clients[client]
 }
 
 // writeDeadline is when an answer of n bytes started now must be written.
-func (b *tailBudget) writeDeadline(now time.Time, n int) time.Time {
+func (b *heldBudget) writeDeadline(now time.Time, n int) time.Time {
 	d := b.writeTimeout
 	if d <= 0 {
 		d = lookupWriteTimeout
@@ -158,7 +172,7 @@ type tailHoldKey struct{}
 // its inline tail is read until it is written. Only one goroutine (the
 // request's) uses it.
 type tailHold struct {
-	budget *tailBudget
+	budget *heldBudget
 	shares []tailShare
 	n      int64
 }
@@ -195,9 +209,32 @@ func (h *tailHold) keep(n int) {
 	}
 }
 
-// setWriteDeadline bounds the writing of an answer of n bytes on w (see
-// lookupWriteTimeout), where the connection supports it; net/http lifts it
-// once the answer is written.
-func (l *Ledger) setWriteDeadline(w http.ResponseWriter, n int) {
-	_ = http.NewResponseController(w).SetWriteDeadline(l.tails.writeDeadline(time.Now(), n))
+// writeHeld answers r with status, the headers set by header and body, an
+// answer held in memory until it is written. Its bytes, less tail (those
+// of its inline tail, which the tail budget holds already), are taken
+// from the answer budget for r's client until the write ends, and it is
+// written by its deadline (lookupWriteTimeout). An answer that does not
+// fit is not written: the error is ErrUnavailable, for the caller to
+// answer (a HEAD request writes no body and takes nothing).
+func (l *Ledger) writeHeld(w http.ResponseWriter, r *http.Request, status int, header func(http.Header), body []byte, tail int) error {
+	n := int64(max(len(body)-tail, 0))
+	if r.Method == http.MethodHead {
+		n = 0
+	}
+	if n > 0 {
+		lc, _ := r.Context().Value(lookupClientKey{}).(lookupClient)
+		shares := tailSharesOf(lc)
+		if !l.answers.takeShares(shares, n) {
+			held, byClient := l.answers.inUse(lc.name)
+			return fmt.Errorf("%w: %d bytes of answers not yet read by their clients (%d by this client); this answer is %d", ErrUnavailable, held, byClient, n)
+		}
+		defer l.answers.giveShares(shares, n)
+	}
+	_ = http.NewResponseController(w).SetWriteDeadline(l.answers.writeDeadline(time.Now(), len(body)))
+	header(w.Header())
+	w.WriteHeader(status)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(body)
+	}
+	return nil
 }

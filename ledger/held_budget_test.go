@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"github.com/transparency-dev/tessera/api/layout"
 
 	"github.com/notarize/docker-notarize/ledger/api"
+	"github.com/notarize/docker-notarize/notarize"
 )
 
 // stallLookup asks tl for path from the local address from (127.0.0.x)
@@ -115,7 +117,7 @@ func fullTailLedger(t *testing.T) (*testLedger, string, int64) {
 func TestInlineTailHeldBudget(t *testing.T) {
 	tl, path, size := fullTailLedger(t)
 	tl.tails.client = size + api.MaxInlineTailBytes/2 // one full tail per client
-	tl.tails.writeTimeout = time.Hour
+	tl.answers.writeTimeout = time.Hour
 
 	stalled := stallLookup(t, tl, "127.0.0.1", path)
 	waitHeld(t, tl, "127.0.0.1", size)
@@ -142,7 +144,7 @@ func TestInlineTailHeldBudget(t *testing.T) {
 // open (red team 7, F1: with no deadline, it was held for as long).
 func TestLookupWriteDeadline(t *testing.T) {
 	tl, path, size := fullTailLedger(t)
-	tl.tails.writeTimeout, tl.tails.writeRate = 300*time.Millisecond, 1<<40
+	tl.answers.writeTimeout, tl.answers.writeRate = 300*time.Millisecond, 1<<40
 
 	stalled := stallLookup(t, tl, "127.0.0.1", path)
 	deadline := time.Now().Add(20 * time.Second)
@@ -164,5 +166,142 @@ func TestLookupWriteDeadline(t *testing.T) {
 	}
 	if n >= size {
 		t.Fatalf("the stalled client read %d bytes, the whole answer (tail %d): the write deadline did not end it", n, size)
+	}
+}
+
+// keyPageLedger returns a ledger whose key lookup for one key answers one
+// page of about 6 MiB, and that lookup's path.
+func keyPageLedger(t *testing.T) (*testLedger, string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds 6 MiB answers")
+	}
+	tl := startLedger(t, Config{})
+	owner := newTestSigner(t)
+	now := time.Now().Add(-time.Hour)
+	var entries []*notarize.Entry
+	for range 160 {
+		entries = append(entries, owner.signLarge(t, randomDigest(t), notarize.StatusTrusted, now))
+	}
+	appendAll(t, tl, entries)
+	q := url.Values{api.QueryLimit: {fmt.Sprint(api.MaxLookupLimit)}}
+	return tl, api.PathKeys + owner.keyID + api.PathKeyDigestsSuffix + "?" + q.Encode()
+}
+
+// getFrom GETs path from the local address from and returns the status,
+// the Retry-After header and the body's length.
+func getFrom(t *testing.T, tl *testLedger, from, path string) (int, string, int) {
+	t.Helper()
+	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+	client := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}}
+	defer client.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, tl.url+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, resp.Header.Get("Retry-After"), len(b)
+}
+
+// waitAnswersHeld waits until client holds a share of the answer budget
+// (want true) or none (want false).
+func waitAnswersHeld(t *testing.T, tl *testLedger, client string, want bool) int64 {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, byClient := tl.answers.inUse(client)
+		if (byClient > 0) == want {
+			return byClient
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s holds %d bytes of the answer budget, want held: %v", client, byClient, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestAnswerHeldBudget: the answers built and not yet written are bounded
+// per client (red team 15): a client whose share is held by a large answer
+// it does not read is refused its next large answer (503, Retry-After)
+// while its small ones still fit, another client is served, and the share
+// comes back once the stalled answer ends.
+func TestAnswerHeldBudget(t *testing.T) {
+	tl, path := keyPageLedger(t)
+	_, _, size := getFrom(t, tl, "127.0.0.1", path)
+	if size < 4<<20 {
+		t.Fatalf("the key lookup answers %d bytes, want a page of several MiB", size)
+	}
+	tl.answers.client = int64(size) + int64(size)/2 // one page per client
+	tl.answers.writeTimeout = time.Hour
+
+	stalled := stallLookup(t, tl, "127.0.0.1", path)
+	if held := waitAnswersHeld(t, tl, "127.0.0.1", true); held != int64(size) {
+		t.Fatalf("the stalled answer holds %d bytes, want %d", held, size)
+	}
+	if status, retry, _ := getFrom(t, tl, "127.0.0.1", path); status != http.StatusServiceUnavailable || retry != "1" {
+		t.Fatalf("past its share, a client's next page: %d, Retry-After %q; want 503 with Retry-After 1", status, retry)
+	}
+	if status, _, _ := getFrom(t, tl, "127.0.0.1", "/"+layout.CheckpointPath); status != http.StatusOK {
+		t.Fatalf("a small answer within what is left of the client's share: %d", status)
+	}
+	if status, _, n := getFrom(t, tl, "127.0.0.2", path); status != http.StatusOK || n != size {
+		t.Fatalf("another client: %d, %d bytes; want 200 and the whole page", status, n)
+	}
+	waitAnswersHeld(t, tl, "127.0.0.2", false) // written: given back
+	_ = stalled.Close()                        // the stalled write fails: the share comes back
+	waitAnswersHeld(t, tl, "127.0.0.1", false)
+	if held, _ := tl.answers.inUse(""); held != 0 {
+		t.Fatalf("%d bytes of answers still held with every answer ended", held)
+	}
+	if status, _, n := getFrom(t, tl, "127.0.0.1", path); status != http.StatusOK || n != size {
+		t.Fatalf("the client's page did not come back with its share: %d, %d bytes", status, n)
+	}
+}
+
+// TestAnswerWriteDeadlines: a key lookup answer, an entry bundle and a
+// public page whose client does not read are given up at their write
+// deadline (red team 15: the key lookup and the log's resources had none,
+// and were held for as long as the connection stayed open).
+func TestAnswerWriteDeadlines(t *testing.T) {
+	tl, keyPath := keyPageLedger(t)
+	tl.answers.writeTimeout, tl.answers.writeRate = 300*time.Millisecond, 1<<40
+	raw, err := tl.reader.ReadCheckpoint(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	size, err := strconv.ParseUint(strings.Split(string(raw), "\n")[1], 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle := "/" + layout.EntriesPath(0, uint8(min(size, layout.EntryBundleWidth)%layout.EntryBundleWidth))
+	if status, _, n := getFrom(t, tl, "127.0.0.1", bundle); status != http.StatusOK || n < 4<<20 {
+		t.Fatalf("GET %s: %d, %d bytes; want a bundle of several MiB", bundle, status, n)
+	}
+	for _, path := range []string{keyPath, bundle} {
+		t.Run(strings.TrimPrefix(path, "/")[:10], func(t *testing.T) {
+			start := time.Now()
+			stalled := stallLookup(t, tl, "127.0.0.3", path)
+			waitAnswersHeld(t, tl, "127.0.0.3", true)
+			waitAnswersHeld(t, tl, "127.0.0.3", false) // given up at the deadline
+			if err := stalled.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			n, err := io.Copy(io.Discard, stalled)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("the ledger kept the stalled connection open past the answer's write deadline (%d bytes read)", n)
+			}
+			if n >= 4<<20 {
+				t.Fatalf("the stalled client read %d bytes, the whole answer: the write deadline did not end it", n)
+			}
+			t.Logf("given up after %v", time.Since(start).Round(time.Millisecond))
+		})
 	}
 }
