@@ -256,13 +256,19 @@ func (p *PendingRevocations) Current(ctx context.Context, d notarize.Digest) (*L
 		return nil, nil, first
 	}
 	revs, revSize, revDone := p.revs, p.size, p.complete
-	if revSize < res.Checkpoint.Size {
+	if revSize < res.Checkpoint.Size || !c.stillRecent(revDone) {
 		// The revocations were proven in a smaller log than the
 		// statements: a revocation in between (before a thief's
 		// statement in the answer) would be missed, by chance or by a
 		// front that answers the revocation lookups from an older
-		// checkpoint. Ask again: the stored checkpoint is now at least
-		// the answer's, and an older answer is a rollback.
+		// checkpoint. Or they were proven complete by a map root that
+		// was recent when they were answered and is no longer
+		// (Config.MaxIndexLag): the registry took long enough, as a
+		// thief serving the image, or on its path, can make it, for a
+		// revocation indexed meanwhile to be hidden by a front that
+		// answered the early lookups from the root before it (red team
+		// 15). Ask again: the stored checkpoint is now at least the
+		// answer's, and an older answer is a rollback.
 		if revs, revSize, revDone, err = c.revocations(ctx, keyIDs, revokers); err != nil {
 			return nil, nil, err
 		}
@@ -278,6 +284,16 @@ func (p *PendingRevocations) Current(ctx context.Context, d notarize.Digest) (*L
 		return nil, nil, err
 	}
 	return res, revs, nil
+}
+
+// stillRecent reports whether an answer proven complete as done says may
+// still be taken now: it was read up to its checkpoint (no anchor), or
+// its map root is still within Config.MaxIndexLag.
+func (c *Client) stillRecent(done Completeness) bool {
+	if done.AnchoredAt.IsZero() {
+		return true
+	}
+	return (&notarize.MapRoot{Time: done.AnchoredAt}).RecentAt(c.now(), c.maxLag)
 }
 
 // beforeRevocations replaces in res, Current's answer about d, the records
