@@ -131,10 +131,13 @@ func (s *Server) headBlob(w http.ResponseWriter, r *http.Request, t target, d no
 }
 
 // fillBlob serves a blob not in the cache while it is downloaded into it
-// (one download shared by concurrent requests), checked against d. A
-// request that joins another's download, or whose download reads the
-// fleet's shared store, waits until it started and, unless that download
-// came from its own repository's upstream, asks that upstream first.
+// (one download shared by the concurrent requests for it from the same
+// upstream and repository: a repository that does not hold the blob, or an
+// upstream that stalls, fails no request for another's), checked against
+// d. A request whose download reads the fleet's shared store, or that
+// joins one started before its repository's upstream answered, waits
+// until it started and, unless its repository's upstream answered for
+// it, asks that upstream first.
 func (s *Server) fillBlob(w http.ResponseWriter, r *http.Request, t target, d notarize.Digest, upstreamHas bool) {
 	fetch := func(ctx context.Context) (io.ReadCloser, int64, error) {
 		resp, err := t.up.GetBlob(ctx, http.MethodGet, t.repo, d)
@@ -148,7 +151,7 @@ func (s *Server) fillBlob(w http.ResponseWriter, r *http.Request, t target, d no
 		s.upstreamAnswered(ctx, t, d)
 		return resp.Body, resp.ContentLength, nil
 	}
-	fill, joined := s.blobs.Fill(r.Context(), d, fetch)
+	fill, joined := s.blobs.FillFrom(r.Context(), d, t.up.Name()+"\x00"+t.repo, fetch)
 	defer fill.Release()
 	if joined {
 		s.metrics.cache.WithLabelValues("blob", "joined").Inc()

@@ -125,7 +125,7 @@ type Cache struct {
 	cfg Config
 
 	mu      sync.Mutex
-	fills   map[notarize.Digest]*Fill  // downloads in progress
+	fills   map[fillKey]*Fill          // downloads in progress
 	passing map[notarize.Digest]*Fill  // verified, not cached, still referenced
 	blobs   map[notarize.Digest]*entry // committed blobs
 	lru     list.List                  // of *entry, most recently used first
@@ -188,7 +188,7 @@ func New(cfg Config) (*Cache, error) {
 	if err := os.MkdirAll(tmp, 0o700); err != nil {
 		return nil, fmt.Errorf("blobcache: %w", err)
 	}
-	c := &Cache{cfg: cfg, fills: map[notarize.Digest]*Fill{}, passing: map[notarize.Digest]*Fill{}, blobs: map[notarize.Digest]*entry{}}
+	c := &Cache{cfg: cfg, fills: map[fillKey]*Fill{}, passing: map[notarize.Digest]*Fill{}, blobs: map[notarize.Digest]*entry{}}
 	c.quit, c.stop = context.WithCancel(context.Background())
 	c.stats.MaxBytes = cfg.MaxBytes
 	c.mem.max = cfg.FillMemoryBytes
@@ -458,17 +458,38 @@ func (c *Cache) Stats() Stats {
 // when unknown). It runs detached from any one request.
 type Fetch func(ctx context.Context) (body io.ReadCloser, size int64, err error)
 
-// Fill starts a download of d with fetch, or joins the one in progress; joined
-// reports the latter. Call Release when done with the Fill.
+// fillKey names a download in progress: the blob, and where it is fetched
+// from (FillFrom).
+type fillKey struct {
+	d      notarize.Digest
+	source string
+}
+
+// Fill is FillFrom with no source: it joins only the downloads of d
+// started by Fill.
 func (c *Cache) Fill(ctx context.Context, d notarize.Digest, fetch Fetch) (f *Fill, joined bool) {
+	return c.FillFrom(ctx, d, "", fetch)
+}
+
+// FillFrom starts a download of d with fetch, or joins the one in
+// progress from the same source; joined reports the latter. source names
+// where fetch reads (the proxy: an upstream and a repository): a download
+// is shared only by requests for the same blob from the same source, so
+// that a source that fails or stalls (a repository that does not hold the
+// blob, a slow or lying upstream) never fails or slows a request that
+// would fetch it elsewhere (red team 15). Downloads of d from different
+// sources each check the digest; the first verified is committed.
+// Call Release when done with the Fill.
+func (c *Cache) FillFrom(ctx context.Context, d notarize.Digest, source string, fetch Fetch) (f *Fill, joined bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if f, ok := c.fills[d]; ok {
+	k := fillKey{d, source}
+	if f, ok := c.fills[k]; ok {
 		f.refs++
 		return f, true
 	}
-	f = &Fill{c: c, d: d, size: -1, started: make(chan struct{}), done: make(chan struct{}), notify: make(chan struct{}), refs: 2}
-	c.fills[d] = f
+	f = &Fill{c: c, d: d, key: k, size: -1, started: make(chan struct{}), done: make(chan struct{}), notify: make(chan struct{}), refs: 2}
+	c.fills[k] = f
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.FillTimeout)
 	unhook := context.AfterFunc(c.quit, cancel)
 	c.running.Go(func() {
@@ -512,8 +533,9 @@ func (c *Cache) Close(ctx context.Context) error {
 
 // Fill is one download of a blob into the cache.
 type Fill struct {
-	c *Cache
-	d notarize.Digest
+	c   *Cache
+	d   notarize.Digest
+	key fillKey // in c.fills while it runs
 
 	started chan struct{} // closed once size is known or the fill failed
 	done    chan struct{} // closed when the fill ended
@@ -614,7 +636,7 @@ func (f *Fill) FromShared() bool {
 func (f *Fill) run(ctx context.Context, fetch Fetch) {
 	err := f.download(ctx, f.c.source(f, fetch))
 	f.c.mu.Lock()
-	delete(f.c.fills, f.d)
+	delete(f.c.fills, f.key)
 	f.c.mu.Unlock()
 	f.mu.Lock()
 	f.err = err
