@@ -206,6 +206,9 @@ func TestReadDuringEviction(t *testing.T) {
 		t.Fatalf("uncached blob: %d bytes, %v", len(got), err)
 	}
 	rC.Close()
+	if err := fC.Wait(t.Context()); err != nil { // the reader's last byte comes before the fill ends
+		t.Fatal(err)
+	}
 	fC.Release()
 	if !c.Has(dA) || !c.Has(dB) || c.Has(dC) {
 		t.Fatalf("cached A %v, B %v, C %v; want A and B", c.Has(dA), c.Has(dB), c.Has(dC))

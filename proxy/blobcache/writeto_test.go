@@ -153,6 +153,7 @@ func TestWriteToChunkNotRecycledUnderWriter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = c.Close(context.Background()) }) // the fills' commits end before the directory goes
 	blob := blobOf(21, 12<<20)
 	d := notarize.DigestOf(blob)
 	pr, pw := io.Pipe()
@@ -195,6 +196,9 @@ func TestWriteToChunkNotRecycledUnderWriter(t *testing.T) {
 			t.Fatal(err)
 		}
 		r2.Close()
+		if err := f2.Wait(t.Context()); err != nil {
+			t.Fatal(err)
+		}
 		f2.Release()
 	}
 	close(w.let)
