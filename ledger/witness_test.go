@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/notarize/docker-notarize/ledger/api"
+	"github.com/notarize/docker-notarize/ledger/storage/posix"
 	"github.com/notarize/docker-notarize/ledger/witnesstest"
 	"github.com/notarize/docker-notarize/notarize"
 	f_note "github.com/transparency-dev/formats/note"
@@ -405,4 +406,49 @@ func TestWitnessForgedCosignature(t *testing.T) {
 		t.Error("the ledger flushed an entry the quorum never cosigned")
 	}
 	tl.Ledger = nil
+}
+
+// TestWitnessPolicyLogLine: a policy's "log" line names the key its
+// clients take for the ledger (red team 15); a ledger started with a
+// policy naming another key refuses to start, since its clients would
+// refuse it, and one naming its own starts. A log line it cannot read is
+// refused too.
+func TestWitnessPolicyLogLine(t *testing.T) {
+	skey, vkey, err := NewSignerKey("ledger.test/log-line")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, other, err := NewSignerKey("ledger.test/log-line")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, policy, wantErr string
+	}{
+		{"own key", "log " + vkey + " http://127.0.0.1/\nquorum none\n", ""},
+		{"another key", "log " + other + "\nquorum none\n", "clients holding the policy would refuse it"},
+		{"own and another", "log " + other + "\nlog " + vkey + "\nquorum none\n", ""},
+		{"unreadable", "log " + strings.Repeat("ab", 32) + "\nquorum none\n", "log key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, err := posix.New(t.Context(), posix.Config{Dir: t.TempDir(), Logger: testLogger(t), NewEngine: testNewEngine()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			l, err := New(t.Context(), st, Config{NoteSignerKey: skey, WitnessPolicy: []byte(tc.policy), Logger: testLogger(t), noMap: true})
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				_ = l.Close(t.Context())
+				return
+			}
+			if err == nil {
+				_ = l.Close(t.Context())
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("New: %v, want an error about %q", err, tc.wantErr)
+			}
+		})
+	}
 }

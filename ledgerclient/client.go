@@ -95,11 +95,17 @@ func newClient(ctx context.Context, cfg Config, url string, o ops) (*Client, err
 	key := cfg.VerifierKey
 	switch {
 	case key != "":
+		if err := c.witnesses.checkLogKey(url, key, "configured"); err != nil {
+			return nil, err
+		}
 		if ok && pinned != key {
 			c.log.WarnContext(ctx, "configured ledger key differs from the key pinned for this ledger; using the configured one",
 				"ledger", url, "configured", key, "pinned", pinned)
 		}
 	case ok:
+		if err := c.witnesses.checkLogKey(url, pinned, "pinned"); err != nil {
+			return nil, fmt.Errorf("%w. %s", err, changedKeyAdvice(url))
+		}
 		key = pinned
 	default:
 		if err := c.trustOnFirstUse(ctx); err != nil {
@@ -134,6 +140,12 @@ func (c *Client) trustOnFirstUse(ctx context.Context) error {
 	}
 	if info.Origin != v.Name() {
 		return fmt.Errorf("ledger info: origin %q is not the name of its verifier key %q", clip(info.Origin, 200), v.Name())
+	}
+	// A witness policy that names the ledger's key ties the key to the
+	// log the witnesses cosign; without one, the quorum vouches for the
+	// checkpoint's text, not for who signed it.
+	if err := c.witnesses.checkLogKey(c.url, info.VerifierKey, "announced"); err != nil {
+		return err
 	}
 	c.verifier, c.vkey = newMemoVerifier(v, noteVerifier+info.VerifierKey), info.VerifierKey
 	// The state stored before the checkpoint is fetched: one stored

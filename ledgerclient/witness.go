@@ -35,14 +35,32 @@ var ErrStaleCheckpoint = errors.New("witnessed checkpoint too old")
 // client believes it: a C2SP tlog-cosignature (cosignature/v1) quorum, read
 // from a policy file in the format of Tessera's NewWitnessGroupFromPolicy
 // (Sigsum's policy format: "witness NAME VKEY URL", "group NAME N|any|all
-// MEMBER...", "quorum NAME"; a "log" line is ignored, the ledger's key is
-// pinned separately). Witnesses see every checkpoint the ledger publishes and
+// MEMBER...", "quorum NAME"; "log VKEY [URL]" names the key of a log the
+// policy is for: when the policy names any, the client takes no other key
+// for its ledger, configured, pinned or announced at first use). Witnesses see every checkpoint the ledger publishes and
 // cosign only one that extends the ones they cosigned before, so a quorum of
 // cosignatures means that history is the one every client sees, and the
 // newest cosignature timestamp completing the quorum says how fresh it is.
 type WitnessPolicy struct {
 	group     tessera.WitnessGroup
 	witnesses []policyWitness // every witness the quorum reaches, once
+	logs      []string        // the log keys the policy names (witnesspolicy.LogKeys)
+}
+
+// LogKeys returns the verifier keys of the logs the policy names ("log"
+// lines), nil when it names none.
+func (p *WitnessPolicy) LogKeys() []string { return slices.Clone(p.logs) }
+
+// checkLogKey refuses key for the ledger at url when p names logs and key
+// is not one of them: a witness cosignature covers a checkpoint's text, not
+// the ledger's signature, so a front re-signing witnessed checkpoints with
+// its own key, announced at first use, would pass the quorum.
+func (p *WitnessPolicy) checkLogKey(url, key, what string) error {
+	if p == nil || len(p.logs) == 0 || slices.Contains(p.logs, key) {
+		return nil
+	}
+	return fmt.Errorf("%w: the %s key %q of the ledger at %s is not a log key the witness policy names (%s)",
+		ErrKeyMismatch, what, clip(key, 200), url, strings.Join(p.logs, ", "))
 }
 
 // policyWitness is one witness of a policy: its label in the policy file and
@@ -78,10 +96,14 @@ func ParseWitnessPolicy(b []byte) (*WitnessPolicy, error) {
 	if err != nil {
 		return nil, err
 	}
+	logs, err := witnesspolicy.LogKeys(b)
+	if err != nil {
+		return nil, err
+	}
 	if g.N == 0 {
 		return nil, errors.New(`witness policy: the quorum requires no witness ("none" or a threshold of 0); leave the policy out instead`)
 	}
-	p := &WitnessPolicy{group: g}
+	p := &WitnessPolicy{group: g, logs: logs}
 	seen := map[keyID]bool{}
 	var walk func(c any) error
 	walk = func(c any) error {

@@ -1,15 +1,19 @@
 package ledgerclient
 
 import (
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/notarize/docker-notarize/internal/witnesstest"
 	"github.com/notarize/docker-notarize/notarize"
@@ -89,12 +93,25 @@ func TestParseWitnessPolicy(t *testing.T) {
 	line := func(w *witnesstest.Witness, label string) string {
 		return fmt.Sprintf("witness %s %s https://%s.test/\n", label, w.VKey, label)
 	}
+	_, logKey, err := note.GenerateKey(rand.Reader, "ledger.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, rest, _ := strings.Cut(logKey, "+")
+	hash, b64, _ := strings.Cut(rest, "+")
+	mistyped := name + "+" + fmt.Sprintf("%08x", ^mustParseHex(t, hash)) + "+" + b64
 	for _, tc := range []struct {
 		name, policy, wantErr string
 	}{
 		{"two of two", line(w1, "w1") + line(w2, "w2") + "group g all w1 w2\nquorum g\n", ""},
 		{"single witness", line(w1, "w1") + "quorum w1\n", ""},
-		{"log line ignored", "log " + w1.VKey + "\n" + line(w1, "w1") + "quorum w1\n", ""},
+		{"log line", "log " + logKey + " https://ledger.test/\n" + line(w1, "w1") + "quorum w1\n", ""},
+		{"log line twice", "log " + logKey + "\nlog " + logKey + "\n" + line(w1, "w1") + "quorum w1\n", ""},
+		{"log line with a cosignature key", "log " + w1.VKey + "\n" + line(w1, "w1") + "quorum w1\n", "log key"},
+		{"log line with a raw key (Sigsum's form)", "log " + strings.Repeat("ab", 32) + "\n" + line(w1, "w1") + "quorum w1\n", "log key"},
+		{"log key hash mistyped", "log " + mistyped + "\n" + line(w1, "w1") + "quorum w1\n", "invalid verifier hash"},
+		{"log line without a key", "log\n" + line(w1, "w1") + "quorum w1\n", "want log VKEY"},
+		{"log line with too many fields", "log " + logKey + " https://ledger.test/ extra\n" + line(w1, "w1") + "quorum w1\n", "want log VKEY"},
 		{"quorum none", line(w1, "w1") + "quorum none\n", "requires no witness"},
 		{"no quorum", line(w1, "w1"), "must define a quorum"},
 		{"threshold zero", line(w1, "w1") + line(w2, "w2") + "group z 0 w1\ngroup g 1 z w2\nquorum g\n", "threshold 0"},
@@ -121,6 +138,9 @@ func TestParseWitnessPolicy(t *testing.T) {
 				}
 				if len(p.Witnesses()) == 0 {
 					t.Fatal("no witnesses")
+				}
+				if logs := p.LogKeys(); strings.Contains(tc.policy, "log ") != (len(logs) == 1 && logs[0] == logKey) {
+					t.Fatalf("log keys %q", logs)
 				}
 				return
 			}
@@ -302,4 +322,13 @@ func TestWitnessConfig(t *testing.T) {
 			t.Errorf("%+v: valid", cfg)
 		}
 	}
+}
+
+func mustParseHex(t *testing.T, s string) uint32 {
+	t.Helper()
+	n, err := strconv.ParseUint(s, 16, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uint32(n)
 }

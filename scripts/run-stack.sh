@@ -189,6 +189,9 @@ if ((WITNESSES > 0)); then
   quorum=$((WITNESSES / 2 + 1))
   {
     echo "# Written by scripts/run-stack.sh: $quorum of $WITNESSES local witnesses."
+    # The ledger's key: clients holding this policy take no other (a front
+    # re-signing witnessed checkpoints with its own key is refused).
+    echo "log $vkey http://$LEDGER_ADDR"
     wnames=()
     for i in $(seq 1 "$WITNESSES"); do
       d=$DATA/witnesses/w$i

@@ -14,6 +14,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -99,6 +100,50 @@ func Lines(b []byte) (map[KeyID]Line, error) {
 		return nil, fmt.Errorf("witness policy: %w", err)
 	}
 	return lines, nil
+}
+
+// LogKeys returns the verifier keys of a policy file's "log" lines ("log
+// VKEY [URL]", which Tessera's parser skips): the keys of the logs the
+// policy is for, each once, in the order given. A client holding the
+// policy takes no other key for its ledger. A log key must be a signed-note
+// verifier key (name+hash+base64) whose hash is its key's and, for
+// Ed25519, not of small order: a line the client cannot read is an error,
+// never ignored.
+func LogKeys(b []byte) ([]string, error) {
+	var keys []string
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		line, _, _ := strings.Cut(sc.Text(), "#")
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "log" {
+			continue
+		}
+		if len(f) < 2 || len(f) > 3 {
+			return nil, fmt.Errorf("witness policy: log line %q: want log VKEY [URL]", clip(strings.TrimSpace(line), 200))
+		}
+		_, err := note.NewVerifier(f[1])
+		if err == nil {
+			err = checkKey(f[1])
+		}
+		if err != nil {
+			return nil, fmt.Errorf("witness policy: log key %q: %w (want the ledger's verifier key, as in its ledger.pub)", clip(f[1], 200), err)
+		}
+		if !slices.Contains(keys, f[1]) {
+			keys = append(keys, f[1])
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("witness policy: %w", err)
+	}
+	return keys, nil
+}
+
+// clip returns s cut to n bytes, for errors.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 // MaxNodes bounds the witnesses and groups a policy's quorum reaches,

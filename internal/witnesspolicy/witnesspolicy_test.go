@@ -203,3 +203,50 @@ func TestGroups(t *testing.T) {
 		})
 	}
 }
+
+// TestLogKeys: a policy's "log" lines are the ledger keys its clients take
+// (red team 15), each once and in order; one the client cannot read, or
+// under which anyone could sign checkpoints, is refused rather than
+// skipped as Tessera's parser skips it.
+func TestLogKeys(t *testing.T) {
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub2, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := vkey(t, "ledger.test/a", 0x01, pub), vkey(t, "ledger.test/b", 0x01, pub2)
+	identity := make([]byte, 32)
+	identity[0] = 1
+	witness := "witness w1 " + vkey(t, "w1.test", 0x04, pub2) + " http://w1.test/\nquorum w1\n"
+	keys, err := LogKeys([]byte("# logs\nlog " + a + " https://a.test/\nlog " + b + "   # the second\nlog " + a + "\n" + witness))
+	if err != nil || len(keys) != 2 || keys[0] != a || keys[1] != b {
+		t.Fatalf("LogKeys = %q, %v; want [a b]", keys, err)
+	}
+	if keys, err := LogKeys([]byte(witness)); err != nil || keys != nil {
+		t.Fatalf("no log line: %q, %v", keys, err)
+	}
+	for _, tc := range []struct{ name, line, want string }{
+		{"a raw key (Sigsum's form)", "log " + hex.EncodeToString(pub), "log key"},
+		{"a cosignature/v1 key", "log " + vkey(t, "ledger.test/a", 0x04, pub), "log key"},
+		{"a key hash that is not its key's", "log " + renamedHash(a), "log key"},
+		{"the identity point", "log " + vkey(t, "ledger.test/weak", 0x01, identity), "small order"},
+		{"no key", "log", "want log VKEY"},
+		{"too many fields", "log " + a + " https://a.test/ more", "want log VKEY"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := LogKeys([]byte(tc.line + "\n" + witness)); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("LogKeys: %v, want an error about %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// renamedHash returns vkey with its key hash changed.
+func renamedHash(vkey string) string {
+	name, rest, _ := strings.Cut(vkey, "+")
+	_, b64, _ := strings.Cut(rest, "+")
+	return name + "+00000000+" + b64
+}
