@@ -38,6 +38,12 @@ import (
 // before they are written until the write ends. An answer that does not
 // fit is not written: the request is ErrUnavailable (503, Retry-After),
 // and an honest client retries once the stalled answers' deadlines pass.
+// Tiles and entry bundles take the most they can be (maxBundleBytes)
+// before they are read, and what they are once read: past the budget they
+// wait for room, up to answerWait, holding nothing meanwhile, so that a
+// follower's parallel reads past its share queue behind its own (at most
+// maxAnswerWaiters wait, clientAnswerWaiters per client; past those, or
+// the wait, 503).
 //
 // Every answer written from memory is written within lookupWriteTimeout
 // plus its size at lookupWriteRate; past it the connection is closed and
@@ -56,6 +62,15 @@ const (
 	// clientHeldAnswerBytes bounds those one client holds: five of the
 	// largest lookup pages (¾ of api.MaxAnswerSize).
 	clientHeldAnswerBytes = 32 << 20
+	// answerWait bounds how long a read of the log's resources (tiles,
+	// entry bundles) waits for room in the answer budget before it is
+	// answered 503: a client's parallel reads past its share queue.
+	answerWait = 10 * time.Second
+	// maxAnswerWaiters bounds the reads waiting for room at once, and
+	// clientAnswerWaiters those of one client (a follower reads 8
+	// bundles at once).
+	maxAnswerWaiters    = 64
+	clientAnswerWaiters = 8
 	// lookupWriteTimeout is the time any answer has to be written.
 	lookupWriteTimeout = 30 * time.Second
 	// lookupWriteRate is the slowest reader a large answer waits for past
@@ -70,10 +85,14 @@ type heldBudget struct {
 	total, client int64         // at most held in all, and by one client's share
 	writeTimeout  time.Duration // zero: lookupWriteTimeout
 	writeRate     int           // zero: lookupWriteRate
+	wait          time.Duration // zero: answerWait
 
 	mu      sync.Mutex
 	held    int64
 	clients map[string]int64
+	wake    chan struct{}  // closed by the next give, for waitShares (nil: none made)
+	waiting map[string]int // waitShares calls waiting, by their client's share
+	nWait   int            // all of them
 }
 
 // tailShare is one share of a heldBudget a hold is charged to: its
@@ -104,9 +123,13 @@ func (b *heldBudget) take(client string, n int64) bool {
 // takeShares takes n bytes charged to each of shares, or reports that
 // they do not fit.
 func (b *heldBudget) takeShares(shares []tailShare, n int64) bool {
-	total, share := b.total, b.client
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	return b.takeLocked(shares, n)
+}
+
+func (b *heldBudget) takeLocked(shares []tailShare, n int64) bool {
+	total, share := b.total, b.client
 	if n < 0 || b.held+n > total {
 		return false
 	}
@@ -123,6 +146,69 @@ func (b *heldBudget) takeShares(shares []tailShare, n int64) bool {
 		b.clients[s.name] += n
 	}
 	return true
+}
+
+// waitShares is takeShares that waits, up to wait, for n bytes to fit, as
+// the holds of others (or of the client's own answers being read) are
+// given back: a client's parallel reads past its share queue instead of
+// being refused, and what waits holds nothing yet. At most
+// maxAnswerWaiters calls wait at once, and clientAnswerWaiters for one
+// client (its /64; its /56 and /48 lookupPrefixScale times as many).
+// It reports whether the bytes were taken.
+func (b *heldBudget) waitShares(ctx context.Context, shares []tailShare, n int64, wait time.Duration) bool {
+	b.mu.Lock()
+	if b.takeLocked(shares, n) {
+		b.mu.Unlock()
+		return true
+	}
+	if wait <= 0 || b.nWait >= maxAnswerWaiters {
+		b.mu.Unlock()
+		return false
+	}
+	for _, s := range shares {
+		if b.waiting[s.name] >= clientAnswerWaiters*int(s.scale) {
+			b.mu.Unlock()
+			return false
+		}
+	}
+	if b.waiting == nil {
+		b.waiting = map[string]int{}
+	}
+	b.nWait++
+	for _, s := range shares {
+		b.waiting[s.name]++
+	}
+	defer func() {
+		b.nWait--
+		for _, s := range shares {
+			if b.waiting[s.name]--; b.waiting[s.name] <= 0 {
+				delete(b.waiting, s.name)
+			}
+		}
+		b.mu.Unlock()
+	}()
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		if b.wake == nil {
+			b.wake = make(chan struct{})
+		}
+		wake := b.wake
+		b.mu.Unlock()
+		select {
+		case <-wake:
+		case <-timer.C:
+			b.mu.Lock()
+			return false
+		case <-ctx.Done():
+			b.mu.Lock()
+			return false
+		}
+		b.mu.Lock()
+		if b.takeLocked(shares, n) {
+			return true
+		}
+	}
 }
 
 // give gives back n bytes that client alone took.
@@ -143,6 +229,10 @@ func (b *heldBudget) giveShares(shares []tailShare, n int64) {
 			delete(b.clients, s.name)
 		}
 	}
+	if b.wake != nil {
+		close(b.wake)
+		b.wake = nil
+	}
 }
 
 // inUse returns the bytes held, in all and by client.
@@ -150,6 +240,14 @@ func (b *heldBudget) inUse(client string) (held, byClient int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.held, b.clients[client]
+}
+
+// resourceWait is how long a read of a log resource waits for room.
+func (b *heldBudget) resourceWait() time.Duration {
+	if b.wait > 0 {
+		return b.wait
+	}
+	return answerWait
 }
 
 // writeDeadline is when an answer of n bytes started now must be written.
@@ -209,32 +307,68 @@ func (h *tailHold) keep(n int) {
 	}
 }
 
+// answerHold is the part of the answer budget one answer holds, from
+// before it is read or built until it is written. Only the request's
+// goroutine uses it.
+type answerHold struct {
+	budget *heldBudget
+	shares []tailShare
+	n      int64
+}
+
+// holdAnswer takes n bytes of the answer budget for r's client, waiting
+// up to wait for them to fit (waitShares); past it, or with more waiting
+// than allowed, the error is ErrUnavailable (503, Retry-After). A HEAD
+// request, which writes no body, takes nothing.
+func (l *Ledger) holdAnswer(r *http.Request, n int64, wait time.Duration) (*answerHold, error) {
+	lc, _ := r.Context().Value(lookupClientKey{}).(lookupClient)
+	h := &answerHold{budget: &l.answers, shares: tailSharesOf(lc)}
+	if r.Method == http.MethodHead || n <= 0 {
+		return h, nil
+	}
+	if !l.answers.waitShares(r.Context(), h.shares, n, wait) {
+		held, byClient := l.answers.inUse(lc.name)
+		return nil, fmt.Errorf("%w: %d bytes of answers not yet read by their clients (%d by this client); this answer needs %d", ErrUnavailable, held, byClient, n)
+	}
+	h.n = n
+	return h, nil
+}
+
+// keep gives back what the hold has past n bytes.
+func (h *answerHold) keep(n int64) {
+	if extra := h.n - max(n, 0); extra > 0 {
+		h.budget.giveShares(h.shares, extra)
+		h.n -= extra
+	}
+}
+
+// release gives back all the hold has.
+func (h *answerHold) release() { h.keep(0) }
+
 // writeHeld answers r with status, the headers set by header and body, an
 // answer held in memory until it is written. Its bytes, less tail (those
 // of its inline tail, which the tail budget holds already), are taken
-// from the answer budget for r's client until the write ends, and it is
-// written by its deadline (lookupWriteTimeout). An answer that does not
-// fit is not written: the error is ErrUnavailable, for the caller to
-// answer (a HEAD request writes no body and takes nothing).
+// from the answer budget for r's client until the write ends
+// (writeWithin). An answer that does not fit is not written: the error is
+// ErrUnavailable, for the caller to answer. Answers built before they are
+// charged do not wait for room, since waiting would hold them uncounted.
 func (l *Ledger) writeHeld(w http.ResponseWriter, r *http.Request, status int, header func(http.Header), body []byte, tail int) error {
-	n := int64(max(len(body)-tail, 0))
-	if r.Method == http.MethodHead {
-		n = 0
+	h, err := l.holdAnswer(r, int64(len(body)-tail), 0)
+	if err != nil {
+		return err
 	}
-	if n > 0 {
-		lc, _ := r.Context().Value(lookupClientKey{}).(lookupClient)
-		shares := tailSharesOf(lc)
-		if !l.answers.takeShares(shares, n) {
-			held, byClient := l.answers.inUse(lc.name)
-			return fmt.Errorf("%w: %d bytes of answers not yet read by their clients (%d by this client); this answer is %d", ErrUnavailable, held, byClient, n)
-		}
-		defer l.answers.giveShares(shares, n)
-	}
+	defer h.release()
+	l.writeWithin(w, r, status, header, body)
+	return nil
+}
+
+// writeWithin writes the answer by its deadline (lookupWriteTimeout plus
+// its size at lookupWriteRate; net/http lifts it once written).
+func (l *Ledger) writeWithin(w http.ResponseWriter, r *http.Request, status int, header func(http.Header), body []byte) {
 	_ = http.NewResponseController(w).SetWriteDeadline(l.answers.writeDeadline(time.Now(), len(body)))
 	header(w.Header())
 	w.WriteHeader(status)
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(body)
 	}
-	return nil
 }

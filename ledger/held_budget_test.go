@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -273,15 +274,7 @@ func TestAnswerHeldBudget(t *testing.T) {
 func TestAnswerWriteDeadlines(t *testing.T) {
 	tl, keyPath := keyPageLedger(t)
 	tl.answers.writeTimeout, tl.answers.writeRate = 300*time.Millisecond, 1<<40
-	raw, err := tl.reader.ReadCheckpoint(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	size, err := strconv.ParseUint(strings.Split(string(raw), "\n")[1], 10, 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bundle := "/" + layout.EntriesPath(0, uint8(min(size, layout.EntryBundleWidth)%layout.EntryBundleWidth))
+	bundle := bundlePath(t, tl)
 	if status, _, n := getFrom(t, tl, "127.0.0.1", bundle); status != http.StatusOK || n < 4<<20 {
 		t.Fatalf("GET %s: %d, %d bytes; want a bundle of several MiB", bundle, status, n)
 	}
@@ -304,4 +297,71 @@ func TestAnswerWriteDeadlines(t *testing.T) {
 			t.Logf("given up after %v", time.Since(start).Round(time.Millisecond))
 		})
 	}
+}
+
+// bundlePath returns the path of the (partial) entry bundle 0 of tl.
+func bundlePath(t *testing.T, tl *testLedger) string {
+	t.Helper()
+	raw, err := tl.reader.ReadCheckpoint(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	size, err := strconv.ParseUint(strings.Split(string(raw), "\n")[1], 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return "/" + layout.EntriesPath(0, uint8(min(size, layout.EntryBundleWidth)%layout.EntryBundleWidth))
+}
+
+// TestAnswerBudgetQueuesParallelReads: a follower reads 8 entry bundles
+// at once; past its share of the answer budget its reads wait for its own
+// earlier ones to be written, they are not refused (a replica on a slow
+// link would otherwise never catch up on a log of large entries).
+func TestAnswerBudgetQueuesParallelReads(t *testing.T) {
+	tl, _ := keyPageLedger(t)
+	bundle := bundlePath(t, tl)
+	tl.answers.client = maxBundleBytes + 1<<20 // one bundle read at a time
+	var wg sync.WaitGroup
+	codes := make([]int, 8)
+	sizes := make([]int, 8)
+	for i := range 8 {
+		wg.Go(func() { codes[i], _, sizes[i] = getFrom(t, tl, "127.0.0.6", bundle) })
+	}
+	wg.Wait()
+	for i := range 8 {
+		if codes[i] != http.StatusOK || sizes[i] < 4<<20 {
+			t.Fatalf("parallel bundle read %d: %d, %d bytes; want 200 and the bundle (codes %v)", i, codes[i], sizes[i], codes)
+		}
+	}
+	if held, _ := tl.answers.inUse(""); held != 0 {
+		t.Fatalf("%d bytes still held after every read was written", held)
+	}
+}
+
+// TestAnswerBudgetWaitBounded: a client whose stalled answer leaves no
+// room in its share for another bundle waits for it at most the budget's
+// wait, then gets 503 with Retry-After, holding nothing; another client
+// reads the bundle at once.
+func TestAnswerBudgetWaitBounded(t *testing.T) {
+	tl, _ := keyPageLedger(t)
+	bundle := bundlePath(t, tl)
+	tl.answers.client = maxBundleBytes + 1<<20
+	tl.answers.writeTimeout, tl.answers.wait = time.Hour, 300*time.Millisecond
+	stalled := stallLookup(t, tl, "127.0.0.7", bundle)
+	held := waitAnswersHeld(t, tl, "127.0.0.7", true)
+	start := time.Now()
+	if status, retry, _ := getFrom(t, tl, "127.0.0.7", bundle); status != http.StatusServiceUnavailable || retry != "1" {
+		t.Fatalf("a bundle past the client's share: %d, Retry-After %q; want 503 after the wait", status, retry)
+	}
+	if waited := time.Since(start); waited < 250*time.Millisecond {
+		t.Fatalf("refused after %v, before the budget's wait", waited)
+	}
+	if _, byClient := tl.answers.inUse("127.0.0.7"); byClient != held {
+		t.Fatalf("the refused read left %d bytes held, want the stalled answer's %d", byClient, held)
+	}
+	if status, _, n := getFrom(t, tl, "127.0.0.8", bundle); status != http.StatusOK || n < 4<<20 {
+		t.Fatalf("another client: %d, %d bytes", status, n)
+	}
+	_ = stalled.Close()
+	waitAnswersHeld(t, tl, "127.0.0.7", false)
 }

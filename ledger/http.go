@@ -419,11 +419,7 @@ func (l *Ledger) serveTile(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return fmt.Errorf("%w: %s is not a tile path: %v", errBadRequest, truncate(r.URL.Path, 100), err)
 	}
-	raw, err := l.tileBytes(r.Context(), level, index, p)
-	if err != nil {
-		return resourceError(r, err)
-	}
-	return l.writeStatic(w, r, "application/octet-stream", cacheFor(p), raw)
+	return l.serveResource(w, r, maxTileBytes, p, func() ([]byte, error) { return l.tileBytes(r.Context(), level, index, p) })
 }
 
 // serveEntryBundle handles GET /tile/entries/{N}[.p/{W}].
@@ -432,11 +428,36 @@ func (l *Ledger) serveEntryBundle(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return fmt.Errorf("%w: %s is not an entry bundle path: %v", errBadRequest, truncate(r.URL.Path, 100), err)
 	}
-	raw, err := l.bundleBytes(r.Context(), index, p)
+	return l.serveResource(w, r, maxBundleBytes, p, func() ([]byte, error) { return l.bundleBytes(r.Context(), index, p) })
+}
+
+// The most a tile and an entry bundle read into memory can take: a full
+// one is read even for a partial one (bundleBytes).
+const (
+	maxTileBytes   = layout.TileWidth * 32
+	maxBundleBytes = layout.EntryBundleWidth * (2 + MaxLeafSize)
+)
+
+// serveResource answers 200 with the log resource read (a tile or an entry
+// bundle of width p): the most it can take, most, is held from the answer
+// budget before it is read, waiting for room as a client's parallel reads
+// do (answerWait), then what it took until it is written.
+func (l *Ledger) serveResource(w http.ResponseWriter, r *http.Request, most int64, p uint8, read func() ([]byte, error)) error {
+	h, err := l.holdAnswer(r, most, l.answers.resourceWait())
+	if err != nil {
+		return err
+	}
+	defer h.release()
+	raw, err := read()
 	if err != nil {
 		return resourceError(r, err)
 	}
-	return l.writeStatic(w, r, "application/octet-stream", cacheFor(p), raw)
+	h.keep(int64(len(raw)))
+	l.writeWithin(w, r, http.StatusOK, func(hd http.Header) {
+		hd.Set("Content-Type", "application/octet-stream")
+		hd.Set("Cache-Control", cacheFor(p))
+	}, raw)
+	return nil
 }
 
 func resourceError(r *http.Request, err error) error {
