@@ -211,7 +211,8 @@ func Unpin(ctx context.Context, home, ledgerURL string, purge bool) (removed Led
 // verifier key, and its latest checkpoint verified under cfg.VerifierKey
 // (when set) or else under the announced key. It pins nothing and stores
 // nothing; an error wrapping ErrKeyMismatch means the ledger does not sign
-// with cfg.VerifierKey.
+// with cfg.VerifierKey, or that cfg.WitnessPolicy names logs and the key
+// (given, or else announced) is not one of them.
 func Announced(ctx context.Context, cfg Config) (key string, cp Checkpoint, err error) {
 	if err := cfg.Validate(); err != nil {
 		return "", Checkpoint{}, fmt.Errorf("ledger client: %w", err)
@@ -224,6 +225,13 @@ func Announced(ctx context.Context, cfg Config) (key string, cp Checkpoint, err 
 	}
 	c := &Client{url: u.String(), ops: o, store: newStore(cfg.Home), timeout: cfg.Timeout, log: cfg.Logger,
 		witnesses: cfg.WitnessPolicy, maxAge: cfg.MaxWitnessAge, now: time.Now}
+	if cfg.VerifierKey != "" {
+		// Before any request: a key the witness policy rules out is
+		// refused whatever the ledger (or a front) answers.
+		if err := c.witnesses.checkLogKey(c.url, cfg.VerifierKey, "given"); err != nil {
+			return "", Checkpoint{}, err
+		}
+	}
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
 	b, err := o.Info(ctx)
@@ -240,6 +248,9 @@ func Announced(ctx context.Context, cfg Config) (key string, cp Checkpoint, err 
 	}
 	if info.Origin != v.Name() {
 		return "", Checkpoint{}, fmt.Errorf("ledger info from %s: origin %q is not the name of its verifier key %q", u.Redacted(), clip(info.Origin, 200), v.Name())
+	}
+	if err := c.witnesses.checkLogKey(c.url, info.VerifierKey, "announced"); err != nil {
+		return info.VerifierKey, Checkpoint{}, err
 	}
 	c.verifier, c.vkey = v, info.VerifierKey
 	if cfg.VerifierKey != "" {

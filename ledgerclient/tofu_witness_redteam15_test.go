@@ -118,6 +118,16 @@ func TestRedteam15WitnessPolicyTOFUPinsAttackerKey(t *testing.T) {
 		t.Fatalf("pins after the refused first use: %+v %v", pins, err)
 	}
 
+	// docker notarize ledger trust asks Announced: the front's key is
+	// refused there too (review), and a key given with --key that the
+	// policy does not name is refused before any request.
+	if key, _, err := ledgerclient.Announced(t.Context(), ledgerclient.Config{URL: front.URL, Home: t.TempDir(), WitnessPolicy: policy}); !errors.Is(err, ledgerclient.ErrKeyMismatch) {
+		t.Fatalf("Announced through the front: key %q, %v; want ErrKeyMismatch", key, err)
+	}
+	if _, _, err := ledgerclient.Announced(t.Context(), ledgerclient.Config{URL: "http://127.0.0.1:1", Home: t.TempDir(), VerifierKey: vkey, WitnessPolicy: policy}); !errors.Is(err, ledgerclient.ErrKeyMismatch) {
+		t.Fatalf("Announced with a given key the policy does not name: %v; want ErrKeyMismatch before any request", err)
+	}
+
 	// The attacker leaves: the genuine ledger is pinned.
 	attacking.Store(false)
 	c, err := ledgerclient.New(t.Context(), ledgerclient.Config{URL: front.URL, Home: home, WitnessPolicy: policy})
@@ -129,6 +139,9 @@ func TestRedteam15WitnessPolicyTOFUPinsAttackerKey(t *testing.T) {
 	}
 	if c.VerifierKey() != srv.VerifierKey {
 		t.Fatalf("pinned %q, want the ledger's %q", c.VerifierKey(), srv.VerifierKey)
+	}
+	if key, _, err := ledgerclient.Announced(t.Context(), ledgerclient.Config{URL: front.URL, Home: t.TempDir(), WitnessPolicy: policy}); err != nil || key != srv.VerifierKey {
+		t.Fatalf("Announced of the genuine ledger: %q, %v", key, err)
 	}
 
 	// A configured key, or one pinned earlier, that the policy does not

@@ -49,7 +49,12 @@ type WitnessPolicy struct {
 
 // LogKeys returns the verifier keys of the logs the policy names ("log"
 // lines), nil when it names none.
-func (p *WitnessPolicy) LogKeys() []string { return slices.Clone(p.logs) }
+func (p *WitnessPolicy) LogKeys() []string {
+	if p == nil {
+		return nil
+	}
+	return slices.Clone(p.logs)
+}
 
 // checkLogKey refuses key for the ledger at url when p names logs and key
 // is not one of them: a witness cosignature covers a checkpoint's text, not

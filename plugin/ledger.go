@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -73,6 +74,9 @@ Without --key, the key the ledger announces is shown; it is pinned after a
 confirmation on a terminal, or with --yes. Whoever answers at URL chooses
 that key: compare it with the ledger's ledger.pub first.
 
+With --witness-policy (or NOTARIZE_WITNESS_POLICY) whose log lines name the
+ledger's keys, no other key is pinned, given or announced.
+
 A key pinned already is replaced only with --force. Checkpoints stored under
 the old key stay as evidence (see "ledger forget --purge").`,
 		Example: `  docker notarize ledger trust http://127.0.0.1:7070 --key .notarize/ledger/ledger.pub
@@ -88,6 +92,7 @@ the old key stay as evidence (see "ledger forget --purge").`,
 	flags.BoolVarP(&opts.yes, "yes", "y", false, "Pin the announced key without asking (without --key)")
 	flags.BoolVar(&opts.force, "force", false, "Replace the key pinned for this ledger")
 	addLedgerCAFlag(cmd, root)
+	addWitnessPolicyFlag(cmd, root)
 	_ = cmd.MarkFlagFilename("key", "pub")
 	return cmd
 }
@@ -175,7 +180,12 @@ func (o *rootOptions) ledgerConfig(url, key string) (ledgerclient.Config, error)
 	if err != nil {
 		return ledgerclient.Config{}, err
 	}
-	return ledgerclient.Config{URL: url, VerifierKey: key, Home: o.home(), HTTPClient: hc}, nil
+	cfg := ledgerclient.Config{URL: url, VerifierKey: key, Home: o.home(), HTTPClient: hc}
+	// The witness policy's log lines bound the keys a user may trust too.
+	if err := o.witnesses(&cfg); err != nil {
+		return ledgerclient.Config{}, usageError(fmt.Errorf("--witness-policy: %w", err))
+	}
+	return cfg, nil
 }
 
 // checkLedgerSigns refuses key when the ledger at url answers with a
@@ -186,10 +196,15 @@ func checkLedgerSigns(ctx context.Context, stderr io.Writer, root *rootOptions, 
 	if err != nil {
 		return err
 	}
+	if logs := cfg.WitnessPolicy.LogKeys(); len(logs) > 0 && !slices.Contains(logs, key) {
+		return fmt.Errorf("trust ledger: the witness policy names the ledger keys\n  %s\nnot\n  %s\nnot pinned: %w", strings.Join(logs, "\n  "), key, ledgerclient.ErrKeyMismatch)
+	}
 	announced, _, err := ledgerclient.Announced(ctx, cfg)
 	switch {
 	case err == nil:
 		return nil
+	case errors.Is(err, ledgerclient.ErrWitnessQuorum) || errors.Is(err, ledgerclient.ErrStaleCheckpoint):
+		return fmt.Errorf("trust ledger: the ledger at %s signs with this key, but its checkpoint does not meet the witness policy: not pinned: %w", url, err)
 	case errors.Is(err, ledgerclient.ErrBadCheckpoint) || errors.Is(err, ledgerclient.ErrKeyMismatch):
 		return fmt.Errorf("trust ledger: the ledger at %s does not sign with\n  %s\n(it announces %q): not pinned: %w", url, key, announced, err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/docker/cli/cli/command"
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/notarize/docker-notarize/internal/witnesstest"
 	"github.com/notarize/docker-notarize/ledger/ledgertest"
 	"github.com/notarize/docker-notarize/ledger/storage/posix"
 	"github.com/notarize/docker-notarize/ledgerclient"
@@ -346,5 +347,43 @@ func TestLedgerKeyFlagAfterReset(t *testing.T) {
 	h.mustRun(0, "--ledger", fr.URL, "--ledger-key", renewed.VerifierKey, "verify", app)
 	if pins := h.ledgers(); len(pins) != 1 || pins[0].VerifierKey != old.VerifierKey {
 		t.Fatalf("pins %+v", pins)
+	}
+}
+
+// TestLedgerTrustHonoursPolicyLogLine: `ledger trust` takes no key that the
+// witness policy's log line rules out (red team 15, review): not one given
+// with --key, and not one a front announces for --yes; the key the policy
+// names is trusted.
+func TestLedgerTrustHonoursPolicyLogLine(t *testing.T) {
+	h := newHarness(t, "alice")
+	fr := newFront(t, h.ledger.URL)
+	w1 := witnesstest.New(t, "w1", "witness1.test")
+	policy := filepath.Join(t.TempDir(), "policy")
+	if err := os.WriteFile(policy, []byte("log "+h.ledger.VerifierKey+"\nwitness w1 "+w1.VKey+" http://127.0.0.1:1/\nquorum w1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	forged := ledgertest.Start(t, ledgertest.WithOrigin(h.ledger.Origin))
+	h.mustRun(0, "--ledger", fr.URL, "sign", h.reg.host+"/app:v1")
+	before := h.snapshot()
+	if _, errOut, code := h.run("ledger", "trust", fr.URL, "--key", forged.VerifierKey, "--witness-policy", policy); code != ExitError || !strings.Contains(errOut, "witness policy names") {
+		t.Fatalf("trusting a key the policy does not name: exit %d, %s", code, errOut)
+	}
+	fr.switchTo(t, forged.URL)
+	if _, errOut, code := h.run("ledger", "trust", fr.URL, "--yes", "--force", "--witness-policy", policy); code != ExitError || !strings.Contains(errOut, "not a log key the witness policy names") {
+		t.Fatalf("trusting the key a front announces, which the policy does not name: exit %d, %s", code, errOut)
+	}
+	if !sameFiles(before, h.snapshot()) {
+		t.Fatal("a refused trust changed the client state")
+	}
+	// Unwitnessed, it is refused for what it is.
+	fr.switchTo(t, h.ledger.URL)
+	if _, errOut, code := h.run("ledger", "trust", fr.URL, "--key", h.ledger.VerifierKey, "--force", "--witness-policy", policy); code != ExitError || !strings.Contains(errOut, "does not meet the witness policy") {
+		t.Fatalf("trusting the named key of an unwitnessed ledger: exit %d, %s", code, errOut)
+	}
+	// The ledger's key, the policy names: trusted (the ledger as its users
+	// reach it, cosigned by the policy's witness).
+	wf := witnesstest.NewFront(t, h.ledger.URL, w1)
+	if out, errOut, code := h.run("ledger", "trust", wf.URL, "--key", h.ledger.VerifierKey, "--witness-policy", policy); code != 0 {
+		t.Fatalf("trusting the key the policy names: exit %d\n%s%s", code, out, errOut)
 	}
 }

@@ -231,9 +231,14 @@ func addLedgerFlags(cmd *cobra.Command, o *rootOptions) {
 	flags.StringVar(&o.ledgerURL, "ledger", o.getenv(EnvLedger, DefaultLedgerURL), "Ledger URL (env "+EnvLedger+")")
 	flags.StringVar(&o.ledgerKey, "ledger-key", o.getenv(EnvLedgerKey, ""), "Ledger verifier key to pin, or a file holding it (the ledger's ledger.pub; env "+EnvLedgerKey+"; default: the key pinned on first use)")
 	addLedgerCAFlag(cmd, o)
-	flags.StringVar(&o.witnessPolicy, "witness-policy", o.getenv(EnvWitnessPolicy, ""), "Witness policy file: a ledger checkpoint counts only when a quorum of its witnesses cosigned it (env "+EnvWitnessPolicy+")")
-	_ = cmd.MarkFlagFilename("witness-policy")
+	addWitnessPolicyFlag(cmd, o)
 	_ = cmd.MarkFlagFilename("ledger-key", "pub")
+}
+
+// addWitnessPolicyFlag gives cmd the --witness-policy flag, bound to o.
+func addWitnessPolicyFlag(cmd *cobra.Command, o *rootOptions) {
+	cmd.Flags().StringVar(&o.witnessPolicy, "witness-policy", o.getenv(EnvWitnessPolicy, ""), "Witness policy file: a ledger checkpoint counts only when a quorum of its witnesses cosigned it, and its log lines name the ledger keys to take (env "+EnvWitnessPolicy+")")
+	_ = cmd.MarkFlagFilename("witness-policy")
 }
 
 // addLedgerCAFlag gives cmd the --ledger-ca flag, bound to o.
