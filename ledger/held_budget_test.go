@@ -170,6 +170,14 @@ func TestLookupWriteDeadline(t *testing.T) {
 	}
 }
 
+// keyPageTemplate is a POSIX ledger directory seeded once with one key's
+// 160 large statements (16 s under the race detector), which
+// keyPageLedger copies for each test; TestMain removes it.
+var keyPageTemplate struct {
+	once       sync.Once
+	dir, keyID string
+}
+
 // keyPageLedger returns a ledger whose key lookup for one key answers one
 // page of about 6 MiB, and that lookup's path.
 func keyPageLedger(t *testing.T) (*testLedger, string) {
@@ -177,16 +185,33 @@ func keyPageLedger(t *testing.T) (*testLedger, string) {
 	if testing.Short() {
 		t.Skip("builds 6 MiB answers")
 	}
-	tl := startLedger(t, Config{})
-	owner := newTestSigner(t)
-	now := time.Now().Add(-time.Hour)
-	var entries []*notarize.Entry
-	for range 160 {
-		entries = append(entries, owner.signLarge(t, randomDigest(t), notarize.StatusTrusted, now))
+	keyPageTemplate.once.Do(func() {
+		dir, err := os.MkdirTemp("", "ledger-keypage-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		keyPageTemplate.dir = dir
+		tl := startLedgerIn(t, dir, Config{})
+		owner := newTestSigner(t)
+		now := time.Now().Add(-time.Hour)
+		var entries []*notarize.Entry
+		for range 160 {
+			entries = append(entries, owner.signLarge(t, randomDigest(t), notarize.StatusTrusted, now))
+		}
+		appendAll(t, tl, entries)
+		tl.close(t)
+		keyPageTemplate.keyID = owner.keyID
+	})
+	if keyPageTemplate.keyID == "" {
+		t.Fatal("the key page ledger was not seeded (see the first test that asked for it)")
 	}
-	appendAll(t, tl, entries)
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, os.DirFS(keyPageTemplate.dir)); err != nil {
+		t.Fatal(err)
+	}
+	tl := startLedgerIn(t, dir, Config{})
 	q := url.Values{api.QueryLimit: {fmt.Sprint(api.MaxLookupLimit)}}
-	return tl, api.PathKeys + owner.keyID + api.PathKeyDigestsSuffix + "?" + q.Encode()
+	return tl, api.PathKeys + keyPageTemplate.keyID + api.PathKeyDigestsSuffix + "?" + q.Encode()
 }
 
 // getFrom GETs path from the local address from and returns the status,
@@ -235,6 +260,7 @@ func waitAnswersHeld(t *testing.T, tl *testLedger, client string, want bool) int
 // while its small ones still fit, another client is served, and the share
 // comes back once the stalled answer ends.
 func TestAnswerHeldBudget(t *testing.T) {
+	t.Parallel()
 	tl, path := keyPageLedger(t)
 	_, _, size := getFrom(t, tl, "127.0.0.1", path)
 	if size < 4<<20 {
@@ -272,6 +298,7 @@ func TestAnswerHeldBudget(t *testing.T) {
 // deadline (red team 15: the key lookup and the log's resources had none,
 // and were held for as long as the connection stayed open).
 func TestAnswerWriteDeadlines(t *testing.T) {
+	t.Parallel()
 	tl, keyPath := keyPageLedger(t)
 	tl.answers.writeTimeout, tl.answers.writeRate = 300*time.Millisecond, 1<<40
 	bundle := bundlePath(t, tl)
@@ -318,6 +345,7 @@ func bundlePath(t *testing.T, tl *testLedger) string {
 // earlier ones to be written, they are not refused (a replica on a slow
 // link would otherwise never catch up on a log of large entries).
 func TestAnswerBudgetQueuesParallelReads(t *testing.T) {
+	t.Parallel()
 	tl, _ := keyPageLedger(t)
 	bundle := bundlePath(t, tl)
 	tl.answers.client = maxBundleBytes + 1<<20 // one bundle read at a time
@@ -343,12 +371,23 @@ func TestAnswerBudgetQueuesParallelReads(t *testing.T) {
 // wait, then gets 503 with Retry-After, holding nothing; another client
 // reads the bundle at once.
 func TestAnswerBudgetWaitBounded(t *testing.T) {
+	t.Parallel()
 	tl, _ := keyPageLedger(t)
 	bundle := bundlePath(t, tl)
 	tl.answers.client = maxBundleBytes + 1<<20
 	tl.answers.writeTimeout, tl.answers.wait = time.Hour, 300*time.Millisecond
 	stalled := stallLookup(t, tl, "127.0.0.7", bundle)
-	held := waitAnswersHeld(t, tl, "127.0.0.7", true)
+	var held int64
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		// Read: the bundle's reservation (its largest size) has shrunk
+		// to what it holds.
+		if _, held = tl.answers.inUse("127.0.0.7"); held > 0 && held < maxBundleBytes {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the stalled bundle holds %d bytes", held)
+		}
+	}
 	start := time.Now()
 	if status, retry, _ := getFrom(t, tl, "127.0.0.7", bundle); status != http.StatusServiceUnavailable || retry != "1" {
 		t.Fatalf("a bundle past the client's share: %d, Retry-After %q; want 503 after the wait", status, retry)
@@ -364,4 +403,94 @@ func TestAnswerBudgetWaitBounded(t *testing.T) {
 	}
 	_ = stalled.Close()
 	waitAnswersHeld(t, tl, "127.0.0.7", false)
+}
+
+// TestAnswerBudgetEvictsTheBiggestHolders: eight addresses whose five
+// stalled pages each filled the whole answer budget (its bounds scaled to
+// the test's page as the real ones are to the largest page: a share is
+// five pages, the total eight shares) kept every other client out, even
+// of the checkpoint (review of red team 15). A client holding less now
+// ends the writes of the clients holding the most: it gets the checkpoint
+// and a whole page, the budget stays within its total, and the ended
+// writes' connections are closed.
+func TestAnswerBudgetEvictsTheBiggestHolders(t *testing.T) {
+	t.Parallel()
+	tl, path := keyPageLedger(t)
+	_, _, size := getFrom(t, tl, "127.0.0.1", path)
+	tl.answers.client = 5 * int64(size)
+	tl.answers.total = maxHeldAnswerBytes / clientHeldAnswerBytes * tl.answers.client
+	tl.answers.writeTimeout = time.Hour
+	var stalled []net.Conn
+	for a := range maxHeldAnswerBytes / clientHeldAnswerBytes {
+		from := fmt.Sprintf("127.0.0.%d", 10+a)
+		for range 5 {
+			stalled = append(stalled, stallLookup(t, tl, from, path))
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if h, _ := tl.answers.inUse(""); h == tl.answers.total {
+			break
+		}
+		if time.Now().After(deadline) {
+			h, _ := tl.answers.inUse("")
+			t.Fatalf("held %d of %d", h, tl.answers.total)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if status, retry, _ := getFrom(t, tl, "127.0.0.200", "/"+layout.CheckpointPath); status != http.StatusOK {
+		t.Fatalf("DoS: 8 addresses that do not read hold the whole answer budget; a client holding nothing is refused the checkpoint: %d Retry-After %q", status, retry)
+	}
+	if status, _, n := getFrom(t, tl, "127.0.0.201", path); status != http.StatusOK || n != size {
+		t.Fatalf("a client holding nothing, a whole page: %d, %d bytes", status, n)
+	}
+	if held, _ := tl.answers.inUse(""); held > tl.answers.total {
+		t.Fatalf("%d bytes held, over the total %d", held, tl.answers.total)
+	}
+	// The ended writes gave their bytes back.
+	var ended int
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		tl.answers.mu.Lock()
+		evicting, active := tl.answers.evicting, len(tl.answers.active)
+		tl.answers.mu.Unlock()
+		if ended = len(stalled) - active; ended > 0 && evicting == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d writes ended, %d bytes still being ended", ended, evicting)
+		}
+	}
+	t.Logf("%d of %d stalled writes ended for two newcomers", ended, len(stalled))
+}
+
+// TestAnswerBudgetNoEvictionAmongEquals: a client never ends the writes of
+// clients holding no more than it would: one holding a page does not take
+// another's place when both ask for a page.
+func TestAnswerBudgetNoEvictionAmongEquals(t *testing.T) {
+	t.Parallel()
+	tl, path := keyPageLedger(t)
+	_, _, size := getFrom(t, tl, "127.0.0.1", path)
+	tl.answers.client = 2 * int64(size)
+	tl.answers.total = 2 * int64(size)
+	tl.answers.writeTimeout = time.Hour
+	stallLookup(t, tl, "127.0.0.30", path)
+	stallLookup(t, tl, "127.0.0.31", path)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if h, _ := tl.answers.inUse(""); h == tl.answers.total {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the stalled pages are not held")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if status, _, _ := getFrom(t, tl, "127.0.0.32", path); status != http.StatusServiceUnavailable {
+		t.Fatalf("a page asked while two clients each hold one page, the total: %d, want 503 (no eviction among equals)", status)
+	}
+	for _, c := range []string{"127.0.0.30", "127.0.0.31"} {
+		if _, byClient := tl.answers.inUse(c); byClient != int64(size) {
+			t.Fatalf("%s holds %d, want its page %d: its write was ended", c, byClient, size)
+		}
+	}
 }

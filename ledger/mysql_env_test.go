@@ -42,6 +42,9 @@ func TestMain(m *testing.M) {
 	// Tessera logs through klog; the ledger's own logs go to each test's output.
 	klog.SetSlogLogger(slog.New(slog.DiscardHandler))
 	code := m.Run()
+	if keyPageTemplate.dir != "" {
+		_ = os.RemoveAll(keyPageTemplate.dir)
+	}
 	if err := mysqlEnv.release(); err != nil {
 		fmt.Fprintln(os.Stderr, "ledger tests: release MariaDB:", err)
 		if code == 0 {
