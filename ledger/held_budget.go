@@ -295,6 +295,10 @@ func (b *heldBudget) giveShares(shares []tailShare, n int64) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.giveLocked(shares, n)
+}
+
+func (b *heldBudget) giveLocked(shares []tailShare, n int64) {
 	b.held -= n
 	for _, s := range shares {
 		if b.clients[s.name] -= n; b.clients[s.name] <= 0 {
@@ -421,17 +425,16 @@ func (l *Ledger) holdAnswer(r *http.Request, n int64, wait time.Duration, queue 
 func (h *answerHold) keep(n int64) {
 	b := h.budget
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	extra := h.n - max(n, 0)
 	if extra <= 0 {
-		b.mu.Unlock()
 		return
 	}
 	h.n -= extra
 	if h.ended {
 		b.evicting -= extra
 	}
-	b.mu.Unlock()
-	b.giveShares(h.shares, extra)
+	b.giveLocked(h.shares, extra) // with evicting: a waiter never sees one without the other
 }
 
 // writing makes the hold active while w is written: an eviction may then
