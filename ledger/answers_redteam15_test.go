@@ -1,11 +1,6 @@
 package ledger
 
 import (
-	"fmt"
-	"net"
-	"runtime"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -30,42 +25,9 @@ func TestRedteam15KeyLookupSlowReaders(t *testing.T) {
 	)
 	tl, path := keyPageLedger(t)
 
-	host := strings.TrimPrefix(tl.url, "http://")
-	heap := func() uint64 {
-		// Twice: encoding/json keeps the buffers of the refused answers'
-		// encodings in a sync.Pool until a second collection; that is
-		// garbage, not what stalled readers hold.
-		runtime.GC()
-		runtime.GC()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return ms.HeapInuse
-	}
-	before := heap()
-	dialer := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		if err := c.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
-		}); err != nil {
-			return err
-		}
-		return serr
-	}}
-	var conns []net.Conn
-	t.Cleanup(func() {
-		for _, c := range conns {
-			_ = c.Close()
-		}
-	})
+	before := liveHeap()
 	for range stalledReaders {
-		c, err := dialer.DialContext(t.Context(), "tcp", host)
-		if err != nil {
-			t.Fatal(err)
-		}
-		conns = append(conns, c)
-		if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, host); err != nil {
-			t.Fatal(err)
-		}
+		stallLookup(t, tl, "127.0.0.1", path)
 	}
 	// Every lookup is answered: stuck in its write, or refused (by the
 	// lookup gate or the answer budget). What is built and being built
@@ -85,7 +47,7 @@ func TestRedteam15KeyLookupSlowReaders(t *testing.T) {
 	var held uint64
 	for range 8 {
 		time.Sleep(250 * time.Millisecond)
-		held = max(held, heap()-min(before, heap()))
+		held = max(held, liveHeap()-min(before, liveHeap()))
 	}
 	t.Logf("%d key lookups whose client does not read: %d MiB of heap held (before %d MiB)", stalledReaders, held>>20, before>>20)
 	if held > heldBound {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -50,8 +51,34 @@ func stallLookup(t *testing.T, tl *testLedger, from, path string) net.Conn {
 	return c
 }
 
+// liveHeap returns the heap in use after two collections: encoding/json
+// keeps the buffers of recent encodings in a sync.Pool until a second
+// one, which is garbage, not what stalled readers hold.
+func liveHeap() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapInuse
+}
+
 // lookupFrom GETs a lookup answer at path from the local address from.
 func lookupFrom(t *testing.T, tl *testLedger, from, path string) *api.LookupResponse {
+	t.Helper()
+	status, _, b := fetchFrom(t, tl, from, path)
+	if status != http.StatusOK {
+		t.Fatalf("GET %s from %s: %d %s", path, from, status, b[:min(len(b), 200)])
+	}
+	lr, err := api.UnmarshalLookupAnswer(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lr
+}
+
+// fetchFrom GETs path from the local address from and returns the status,
+// the Retry-After header and the body.
+func fetchFrom(t *testing.T, tl *testLedger, from, path string) (int, string, []byte) {
 	t.Helper()
 	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
 	client := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}}
@@ -66,14 +93,10 @@ func lookupFrom(t *testing.T, tl *testLedger, from, path string) *api.LookupResp
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s from %s: %d %v %s", path, from, resp.StatusCode, err, b[:min(len(b), 200)])
-	}
-	lr, err := api.UnmarshalLookupAnswer(b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return lr
+	return resp.StatusCode, resp.Header.Get("Retry-After"), b
 }
 
 // waitHeld waits until client holds want bytes of the tail budget.
@@ -214,27 +237,11 @@ func keyPageLedger(t *testing.T) (*testLedger, string) {
 	return tl, api.PathKeys + keyPageTemplate.keyID + api.PathKeyDigestsSuffix + "?" + q.Encode()
 }
 
-// getFrom GETs path from the local address from and returns the status,
-// the Retry-After header and the body's length.
+// getFrom is fetchFrom with the body's length.
 func getFrom(t *testing.T, tl *testLedger, from, path string) (int, string, int) {
 	t.Helper()
-	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
-	client := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}}
-	defer client.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, tl.url+path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, resp.Header.Get("Retry-After"), len(b)
+	status, retry, b := fetchFrom(t, tl, from, path)
+	return status, retry, len(b)
 }
 
 // waitAnswersHeld waits until client holds a share of the answer budget

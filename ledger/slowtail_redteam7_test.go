@@ -1,12 +1,7 @@
 package ledger
 
 import (
-	"fmt"
-	"net"
 	"net/url"
-	"runtime"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -44,43 +39,14 @@ func TestRedteam7InlineTailSlowReaders(t *testing.T) {
 		}
 		t.Logf("one answer carries %d inline bundles, %d bytes", len(lr.Map.Tail.Bundles), n)
 	}
-	host := strings.TrimPrefix(tl.url, "http://")
-	heap := func() uint64 {
-		runtime.GC()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return ms.HeapInuse
-	}
-	before := heap()
-	dialer := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		if err := c.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
-		}); err != nil {
-			return err
-		}
-		return serr
-	}}
-	var conns []net.Conn
-	t.Cleanup(func() {
-		for _, c := range conns {
-			_ = c.Close()
-		}
-	})
+	before := liveHeap()
 	for range stalledReaders {
-		c, err := dialer.DialContext(t.Context(), "tcp", host)
-		if err != nil {
-			t.Fatal(err)
-		}
-		conns = append(conns, c)
-		if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, host); err != nil {
-			t.Fatal(err)
-		}
+		stallLookup(t, tl, "127.0.0.1", path)
 	}
 	var held uint64
 	for range 20 { // the answers are built and stuck in their writes
 		time.Sleep(250 * time.Millisecond)
-		held = max(held, heap()-min(before, heap()))
+		held = max(held, liveHeap()-min(before, liveHeap()))
 	}
 	t.Logf("%d readers that do not read: %d MiB of heap held (before %d MiB)", stalledReaders, held>>20, before>>20)
 	if held > heldBound {
