@@ -1,11 +1,9 @@
 package ledger
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"net/http"
-	"slices"
 	"sync"
 	"time"
 )
@@ -45,11 +43,15 @@ import (
 // wait for room, up to answerWait, holding nothing meanwhile, so that a
 // follower's parallel reads past its share queue behind its own (at most
 // maxAnswerWaiters wait, clientAnswerWaiters per client; past those, or
-// the wait, 503). When the total is full, a request whose client's share
-// has room ends the writes of clients holding more than it would, the
-// biggest holders first, and takes what they give back (waitShares,
-// evictLocked): a few addresses whose answers are not read cannot keep
-// the budget from clients holding less.
+// the wait, 503). Small answers (at most smallAnswerBytes: the checkpoint,
+// a tile, a verify's lookups) of clients holding little (at most
+// smallClientBytes) may also use a reserve beyond the total
+// (smallAnswerReserve): a few addresses whose large answers are not read,
+// filling the total, keep the large answers of others refused while they
+// hold it, but not the small ones (review of red team 15: eight addresses
+// locked everyone out, even of the checkpoint). Ending other clients'
+// writes to make room was tried and dropped: a stalled reader and an
+// honest slow one look alike by their size, and an attacker chooses its.
 //
 // Every answer written from memory is written within lookupWriteTimeout
 // plus its size at lookupWriteRate; past it the connection is closed and
@@ -72,14 +74,18 @@ const (
 	// entry bundles) waits for room in the answer budget before it is
 	// answered 503: a client's parallel reads past its share queue.
 	answerWait = 10 * time.Second
-	// evictWait bounds how long an answer built already waits for the
-	// writes it ended (waitShares) to give their bytes back.
-	evictWait = 2 * time.Second
 	// maxAnswerWaiters bounds the reads waiting for room at once, and
 	// clientAnswerWaiters those of one client (a follower reads 8
-	// bundles at once).
-	maxAnswerWaiters    = 64
+	// bundles at once). What waits holds nothing but its connection, so
+	// the first is large: a few addresses cannot take every place.
+	maxAnswerWaiters    = 1024
 	clientAnswerWaiters = 8
+	// smallAnswerBytes, smallClientBytes and smallAnswerReserve: an
+	// answer of at most smallAnswerBytes whose client then holds at most
+	// smallClientBytes may use smallAnswerReserve bytes past the total.
+	smallAnswerBytes   = 64 << 10
+	smallClientBytes   = 1 << 20
+	smallAnswerReserve = 32 << 20
 	// lookupWriteTimeout is the time any answer has to be written.
 	lookupWriteTimeout = 30 * time.Second
 	// lookupWriteRate is the slowest reader a large answer waits for past
@@ -103,8 +109,9 @@ type heldBudget struct {
 	waiting map[string]int // waitShares calls waiting, by their client's share
 	nWait   int            // all of them
 
-	active   map[*answerHold]struct{} // holds being written, which a newcomer may end (evictLocked)
-	evicting int64                    // bytes of ended holds not yet given back
+	// reserve bytes past total are for answers of at most small bytes
+	// whose client then holds at most smallClient (zero: no reserve).
+	reserve, small, smallClient int64
 }
 
 // tailShare is one share of a heldBudget a hold is charged to: its
@@ -142,6 +149,9 @@ func (b *heldBudget) takeShares(shares []tailShare, n int64) bool {
 
 func (b *heldBudget) takeLocked(shares []tailShare, n int64) bool {
 	total, share := b.total, b.client
+	if n <= b.small && b.holdsLittleLocked(shares, n) {
+		total += b.reserve
+	}
 	if n < 0 || b.held+n > total {
 		return false
 	}
@@ -160,25 +170,25 @@ func (b *heldBudget) takeLocked(shares []tailShare, n int64) bool {
 	return true
 }
 
-// waitShares takes n bytes charged to each of shares, or reports that it
-// could not.
-//
-// When only the total is short (the client's shares have room), it ends
-// the writes of clients holding more than this one would (evictLocked)
-// and waits for them to give their bytes back: a few addresses whose
-// answers are not read cannot keep the budget from clients holding less
-// (review of red team 15: eight addresses locked everyone out).
-//
-// With queue, it also waits for room however it is short, up to wait, as
+// holdsLittleLocked reports whether each of shares would hold at most
+// smallClient (times its scale) with n more bytes: who may use the reserve.
+func (b *heldBudget) holdsLittleLocked(shares []tailShare, n int64) bool {
+	for _, s := range shares {
+		if b.clients[s.name]+n > b.smallClient*s.scale {
+			return false
+		}
+	}
+	return true
+}
+
+// waitShares is takeShares that waits, up to wait, for n bytes to fit, as
 // the holds of others (or of the client's own answers being read) are
 // given back: a client's parallel reads past its share queue instead of
-// being refused; what waits holds nothing yet. Without queue it waits
-// only for the writes it ended (the caller's answer is built already, and
-// held uncounted while it waits).
-//
-// At most maxAnswerWaiters calls wait at once, and clientAnswerWaiters for
-// one client (its /64; its /56 and /48 lookupPrefixScale times as many).
-func (b *heldBudget) waitShares(ctx context.Context, shares []tailShare, n int64, wait time.Duration, queue bool) bool {
+// being refused, and what waits holds nothing yet. At most
+// maxAnswerWaiters calls wait at once, and clientAnswerWaiters for one
+// client (its /64; its /56 and /48 lookupPrefixScale times as many).
+// It reports whether the bytes were taken.
+func (b *heldBudget) waitShares(ctx context.Context, shares []tailShare, n int64, wait time.Duration) bool {
 	b.mu.Lock()
 	if b.takeLocked(shares, n) {
 		b.mu.Unlock()
@@ -213,10 +223,6 @@ func (b *heldBudget) waitShares(ctx context.Context, shares []tailShare, n int64
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {
-		ending := b.sharesFitLocked(shares, n) && b.evictLocked(shares[0].name, n)
-		if !ending && !queue {
-			return false
-		}
 		if b.wake == nil {
 			b.wake = make(chan struct{})
 		}
@@ -236,51 +242,6 @@ func (b *heldBudget) waitShares(ctx context.Context, shares []tailShare, n int64
 			return true
 		}
 	}
-}
-
-// sharesFitLocked reports whether n more bytes fit in each of shares
-// (the total aside).
-func (b *heldBudget) sharesFitLocked(shares []tailShare, n int64) bool {
-	for _, s := range shares {
-		if b.clients[s.name]+n > b.client*s.scale {
-			return false
-		}
-	}
-	return true
-}
-
-// evictLocked ends the writes of holds whose client holds more than
-// client would with n more bytes, the clients holding the most first and
-// their oldest writes first, until the writes ended and not yet given
-// back free what the total lacks for n. It reports whether they do.
-func (b *heldBudget) evictLocked(client string, n int64) bool {
-	short := b.held + n - b.total - b.evicting
-	if short <= 0 {
-		return true
-	}
-	mine := b.clients[client] + n
-	var victims []*answerHold
-	for h := range b.active {
-		if !h.ended && b.clients[h.client] > mine {
-			victims = append(victims, h)
-		}
-	}
-	slices.SortFunc(victims, func(x, y *answerHold) int {
-		if c := cmp.Compare(b.clients[y.client], b.clients[x.client]); c != 0 {
-			return c
-		}
-		return x.since.Compare(y.since)
-	})
-	for _, h := range victims {
-		if short <= 0 {
-			break
-		}
-		h.ended = true
-		b.evicting += h.n
-		short -= h.n
-		h.abort()
-	}
-	return short <= 0
 }
 
 // give gives back n bytes that client alone took.
@@ -385,35 +346,24 @@ func (h *tailHold) keep(n int) {
 
 // answerHold is the part of the answer budget one answer holds, from
 // before it is read or built until it is written. Only the request's
-// goroutine uses it, but for abort, which another request's eviction may
-// call while it is written.
+// goroutine uses it.
 type answerHold struct {
 	budget *heldBudget
 	shares []tailShare
-	client string // shares[0]'s name
-	n      int64  // guarded by budget.mu once the hold is active
-
-	// Guarded by budget.mu.
-	since time.Time // when its write started
-	ended bool      // its write was ended by an eviction
-
-	mu       sync.Mutex          // guards w against the handler's return
-	w        http.ResponseWriter // being written; nil once written
-	finished bool
+	n      int64
 }
 
-// holdAnswer takes n bytes of the answer budget for r's client
-// (waitShares: with queue, waiting up to wait for room); past it the
-// error is ErrUnavailable (503, Retry-After). A HEAD request, which
-// writes no body, takes nothing.
-func (l *Ledger) holdAnswer(r *http.Request, n int64, wait time.Duration, queue bool) (*answerHold, error) {
+// holdAnswer takes n bytes of the answer budget for r's client, waiting
+// up to wait for them to fit (waitShares); past it, or with more waiting
+// than allowed, the error is ErrUnavailable (503, Retry-After). A HEAD
+// request, which writes no body, takes nothing.
+func (l *Ledger) holdAnswer(r *http.Request, n int64, wait time.Duration) (*answerHold, error) {
 	lc, _ := r.Context().Value(lookupClientKey{}).(lookupClient)
-	shares := tailSharesOf(lc)
-	h := &answerHold{budget: &l.answers, shares: shares, client: shares[0].name}
+	h := &answerHold{budget: &l.answers, shares: tailSharesOf(lc)}
 	if r.Method == http.MethodHead || n <= 0 {
 		return h, nil
 	}
-	if !l.answers.waitShares(r.Context(), h.shares, n, wait, queue) {
+	if !l.answers.waitShares(r.Context(), h.shares, n, wait) {
 		held, byClient := l.answers.inUse(lc.name)
 		return nil, fmt.Errorf("%w: %d bytes of answers not yet read by their clients (%d by this client); this answer needs %d", ErrUnavailable, held, byClient, n)
 	}
@@ -423,62 +373,14 @@ func (l *Ledger) holdAnswer(r *http.Request, n int64, wait time.Duration, queue 
 
 // keep gives back what the hold has past n bytes.
 func (h *answerHold) keep(n int64) {
-	b := h.budget
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	extra := h.n - max(n, 0)
-	if extra <= 0 {
-		return
-	}
-	h.n -= extra
-	if h.ended {
-		b.evicting -= extra
-	}
-	b.giveLocked(h.shares, extra) // with evicting: a waiter never sees one without the other
-}
-
-// writing makes the hold active while w is written: an eviction may then
-// end the write (abort).
-func (h *answerHold) writing(w http.ResponseWriter) {
-	if h.n <= 0 {
-		return
-	}
-	h.mu.Lock()
-	h.w = w
-	h.mu.Unlock()
-	b := h.budget
-	b.mu.Lock()
-	if b.active == nil {
-		b.active = map[*answerHold]struct{}{}
-	}
-	h.since = time.Now()
-	b.active[h] = struct{}{}
-	b.mu.Unlock()
-}
-
-// abort ends the write in progress: its deadline passes, the write fails,
-// and the handler gives the bytes back. It does nothing once the handler
-// is done with w.
-func (h *answerHold) abort() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.w != nil && !h.finished {
-		_ = http.NewResponseController(h.w).SetWriteDeadline(time.Unix(1, 0))
+	if extra := h.n - max(n, 0); extra > 0 {
+		h.budget.giveShares(h.shares, extra)
+		h.n -= extra
 	}
 }
 
-// release gives back all the hold has; the handler calls it before it
-// returns.
-func (h *answerHold) release() {
-	h.mu.Lock()
-	h.finished, h.w = true, nil
-	h.mu.Unlock()
-	b := h.budget
-	b.mu.Lock()
-	delete(b.active, h)
-	b.mu.Unlock()
-	h.keep(0)
-}
+// release gives back all the hold has.
+func (h *answerHold) release() { h.keep(0) }
 
 // writeHeld answers r with status, the headers set by header and body, an
 // answer held in memory until it is written. Its bytes, less tail (those
@@ -488,21 +390,19 @@ func (h *answerHold) release() {
 // ErrUnavailable, for the caller to answer. Answers built before they are
 // charged do not wait for room, since waiting would hold them uncounted.
 func (l *Ledger) writeHeld(w http.ResponseWriter, r *http.Request, status int, header func(http.Header), body []byte, tail int) error {
-	h, err := l.holdAnswer(r, int64(len(body)-tail), evictWait, false)
+	h, err := l.holdAnswer(r, int64(len(body)-tail), 0)
 	if err != nil {
 		return err
 	}
 	defer h.release()
-	l.writeWithin(w, r, h, status, header, body)
+	l.writeWithin(w, r, status, header, body)
 	return nil
 }
 
-// writeWithin writes the answer held by h by its deadline
-// (lookupWriteTimeout plus its size at lookupWriteRate; net/http lifts it
-// once written), or until an eviction ends it.
-func (l *Ledger) writeWithin(w http.ResponseWriter, r *http.Request, h *answerHold, status int, header func(http.Header), body []byte) {
+// writeWithin writes the answer by its deadline (lookupWriteTimeout plus
+// its size at lookupWriteRate; net/http lifts it once written).
+func (l *Ledger) writeWithin(w http.ResponseWriter, r *http.Request, status int, header func(http.Header), body []byte) {
 	_ = http.NewResponseController(w).SetWriteDeadline(l.answers.writeDeadline(time.Now(), len(body)))
-	h.writing(w)
 	header(w.Header())
 	w.WriteHeader(status)
 	if r.Method != http.MethodHead {

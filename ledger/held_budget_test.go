@@ -336,6 +336,19 @@ func TestAnswerWriteDeadlines(t *testing.T) {
 // bundlePath returns the path of the (partial) entry bundle 0 of tl.
 func bundlePath(t *testing.T, tl *testLedger) string {
 	t.Helper()
+	return "/" + layout.EntriesPath(0, firstWidth(t, tl))
+}
+
+// tilePath returns the path of the (partial) level-0 tile 0 of tl.
+func tilePath(t *testing.T, tl *testLedger) string {
+	t.Helper()
+	return "/" + layout.TilePath(0, 0, firstWidth(t, tl))
+}
+
+// firstWidth returns the partial width of tl's first bundle and tile (0:
+// full).
+func firstWidth(t *testing.T, tl *testLedger) uint8 {
+	t.Helper()
 	raw, err := tl.reader.ReadCheckpoint(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -344,7 +357,7 @@ func bundlePath(t *testing.T, tl *testLedger) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return "/" + layout.EntriesPath(0, uint8(min(size, layout.EntryBundleWidth)%layout.EntryBundleWidth))
+	return uint8(min(size, layout.EntryBundleWidth) % layout.EntryBundleWidth)
 }
 
 // TestAnswerBudgetQueuesParallelReads: a follower reads 8 entry bundles
@@ -412,26 +425,25 @@ func TestAnswerBudgetWaitBounded(t *testing.T) {
 	waitAnswersHeld(t, tl, "127.0.0.7", false)
 }
 
-// TestAnswerBudgetEvictsTheBiggestHolders: eight addresses whose five
-// stalled pages each filled the whole answer budget (its bounds scaled to
-// the test's page as the real ones are to the largest page: a share is
-// five pages, the total eight shares) kept every other client out, even
-// of the checkpoint (review of red team 15). A client holding less now
-// ends the writes of the clients holding the most: it gets the checkpoint
-// and a whole page, the budget stays within its total, and the ended
-// writes' connections are closed.
-func TestAnswerBudgetEvictsTheBiggestHolders(t *testing.T) {
+// TestAnswerBudgetSmallAnswersReserve: eight addresses whose five stalled
+// pages each fill the answer budget's total (its bounds scaled to the
+// test's page as the real ones are to the largest page: a share is five
+// pages, the total eight shares) kept every other client out, even of the
+// checkpoint (review of red team 15). Small answers of clients holding
+// little now have a reserve past the total: the checkpoint and a tile are
+// served, while a whole page is still refused (503) until the stalled
+// answers end; the reserve itself is bounded per client.
+func TestAnswerBudgetSmallAnswersReserve(t *testing.T) {
 	t.Parallel()
 	tl, path := keyPageLedger(t)
 	_, _, size := getFrom(t, tl, "127.0.0.1", path)
 	tl.answers.client = 5 * int64(size)
 	tl.answers.total = maxHeldAnswerBytes / clientHeldAnswerBytes * tl.answers.client
 	tl.answers.writeTimeout = time.Hour
-	var stalled []net.Conn
 	for a := range maxHeldAnswerBytes / clientHeldAnswerBytes {
 		from := fmt.Sprintf("127.0.0.%d", 10+a)
 		for range 5 {
-			stalled = append(stalled, stallLookup(t, tl, from, path))
+			stallLookup(t, tl, from, path)
 		}
 	}
 	deadline := time.Now().Add(30 * time.Second)
@@ -445,59 +457,76 @@ func TestAnswerBudgetEvictsTheBiggestHolders(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if status, retry, _ := getFrom(t, tl, "127.0.0.200", "/"+layout.CheckpointPath); status != http.StatusOK {
-		t.Fatalf("DoS: 8 addresses that do not read hold the whole answer budget; a client holding nothing is refused the checkpoint: %d Retry-After %q", status, retry)
-	}
-	if status, _, n := getFrom(t, tl, "127.0.0.201", path); status != http.StatusOK || n != size {
-		t.Fatalf("a client holding nothing, a whole page: %d, %d bytes", status, n)
-	}
-	if held, _ := tl.answers.inUse(""); held > tl.answers.total {
-		t.Fatalf("%d bytes held, over the total %d", held, tl.answers.total)
-	}
-	// The ended writes gave their bytes back.
-	var ended int
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		tl.answers.mu.Lock()
-		evicting, active := tl.answers.evicting, len(tl.answers.active)
-		tl.answers.mu.Unlock()
-		if ended = len(stalled) - active; ended > 0 && evicting == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d writes ended, %d bytes still being ended", ended, evicting)
+	for _, p := range []string{"/" + layout.CheckpointPath, tilePath(t, tl)} {
+		if status, retry, _ := getFrom(t, tl, "127.0.0.200", p); status != http.StatusOK {
+			t.Fatalf("DoS: 8 addresses that do not read hold the whole answer budget; a client holding nothing is refused %s: %d Retry-After %q", p, status, retry)
 		}
 	}
-	t.Logf("%d of %d stalled writes ended for two newcomers", ended, len(stalled))
+	if status, retry, _ := getFrom(t, tl, "127.0.0.201", path); status != http.StatusServiceUnavailable || retry != "1" {
+		t.Fatalf("a whole page past the full total: %d Retry-After %q; want 503 (the reserve is for small answers)", status, retry)
+	}
+	if held, _ := tl.answers.inUse(""); held > tl.answers.total+tl.answers.reserve {
+		t.Fatalf("%d bytes held, over the total and the reserve %d", held, tl.answers.total+tl.answers.reserve)
+	}
 }
 
-// TestAnswerBudgetNoEvictionAmongEquals: a client never ends the writes of
-// clients holding no more than it would: one holding a page does not take
-// another's place when both ask for a page.
-func TestAnswerBudgetNoEvictionAmongEquals(t *testing.T) {
-	t.Parallel()
-	tl, path := keyPageLedger(t)
-	_, _, size := getFrom(t, tl, "127.0.0.1", path)
-	tl.answers.client = 2 * int64(size)
-	tl.answers.total = 2 * int64(size)
-	tl.answers.writeTimeout = time.Hour
-	stallLookup(t, tl, "127.0.0.30", path)
-	stallLookup(t, tl, "127.0.0.31", path)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if h, _ := tl.answers.inUse(""); h == tl.answers.total {
+// TestHeldBudgetReserveBounds: the reserve past the total takes only small
+// answers of clients holding little, and is bounded in all.
+func TestHeldBudgetReserveBounds(t *testing.T) {
+	b := &heldBudget{total: 100, client: 1000, reserve: 10, small: 4, smallClient: 6}
+	one := func(name string) []tailShare { return []tailShare{{name, 1}} }
+	if !b.takeShares(one("big"), 100) {
+		t.Fatal("the total")
+	}
+	if b.takeShares(one("x"), 5) {
+		t.Fatal("an answer over small took the reserve")
+	}
+	if !b.takeShares(one("x"), 4) || b.takeShares(one("x"), 4) {
+		t.Fatal("a client holding little: one small answer, not two past smallClient")
+	}
+	if !b.takeShares(one("y"), 4) || b.takeShares(one("z"), 4) {
+		t.Fatal("the reserve: 10 bytes in all")
+	}
+	if held, _ := b.inUse(""); held != 108 {
+		t.Fatalf("held %d, want 108", held)
+	}
+}
+
+// TestHeldBudgetWaitersNotExhaustedByFew: eight clients with eight reads
+// each waiting for room that will not come leave places for another
+// client's read to wait (review of red team 15: 64 waiting places were
+// filled by eight addresses, and every other read was refused at once).
+func TestHeldBudgetWaitersNotExhaustedByFew(t *testing.T) {
+	b := &heldBudget{total: 10, client: 10}
+	if !b.takeShares([]tailShare{{"holder", 1}}, 10) {
+		t.Fatal("fill")
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var wg sync.WaitGroup
+	for c := range 8 {
+		for range 8 {
+			wg.Go(func() { b.waitShares(ctx, []tailShare{{fmt.Sprint("attacker", c), 1}}, 5, time.Minute) })
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		b.mu.Lock()
+		n := b.nWait
+		b.mu.Unlock()
+		if n == 64 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the stalled pages are not held")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if status, _, _ := getFrom(t, tl, "127.0.0.32", path); status != http.StatusServiceUnavailable {
-		t.Fatalf("a page asked while two clients each hold one page, the total: %d, want 503 (no eviction among equals)", status)
-	}
-	for _, c := range []string{"127.0.0.30", "127.0.0.31"} {
-		if _, byClient := tl.answers.inUse(c); byClient != int64(size) {
-			t.Fatalf("%s holds %d, want its page %d: its write was ended", c, byClient, size)
+			t.Fatalf("%d waiting, want 64", n)
 		}
 	}
+	start := time.Now()
+	if b.waitShares(t.Context(), []tailShare{{"honest", 1}}, 5, 200*time.Millisecond) {
+		t.Fatal("took room that is not there")
+	}
+	if waited := time.Since(start); waited < 150*time.Millisecond {
+		t.Fatalf("refused after %v: no place to wait left by 8 clients", waited)
+	}
+	cancel()
+	wg.Wait()
 }

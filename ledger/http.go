@@ -443,7 +443,7 @@ const (
 // budget before it is read, waiting for room as a client's parallel reads
 // do (answerWait), then what it took until it is written.
 func (l *Ledger) serveResource(w http.ResponseWriter, r *http.Request, most int64, p uint8, read func() ([]byte, error)) error {
-	h, err := l.holdAnswer(r, most, l.answers.resourceWait(), true)
+	h, err := l.holdAnswer(r, most, l.answers.resourceWait())
 	if err != nil {
 		return err
 	}
@@ -453,7 +453,7 @@ func (l *Ledger) serveResource(w http.ResponseWriter, r *http.Request, most int6
 		return resourceError(r, err)
 	}
 	h.keep(int64(len(raw)))
-	l.writeWithin(w, r, h, http.StatusOK, func(hd http.Header) {
+	l.writeWithin(w, r, http.StatusOK, func(hd http.Header) {
 		hd.Set("Content-Type", "application/octet-stream")
 		hd.Set("Cache-Control", cacheFor(p))
 	}, raw)

@@ -147,7 +147,8 @@ func New(ctx context.Context, st Storage, cfg Config) (*Ledger, error) {
 		pending:  map[[32]byte]*submission{},
 		closed:   make(chan struct{}),
 		tails:    heldBudget{total: maxHeldTailBytes, client: clientHeldTailBytes},
-		answers:  heldBudget{total: maxHeldAnswerBytes, client: clientHeldAnswerBytes},
+		answers: heldBudget{total: maxHeldAnswerBytes, client: clientHeldAnswerBytes,
+			reserve: smallAnswerReserve, small: smallAnswerBytes, smallClient: smallClientBytes},
 	}
 	l.closedCtx, l.closeCtx = context.WithCancel(context.Background())
 	if err := l.open(ctx, bg); err != nil {
