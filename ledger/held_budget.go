@@ -38,7 +38,9 @@ import (
 // before they are written until the write ends. An answer that does not
 // fit is not written: the request is ErrUnavailable (503, Retry-After),
 // and an honest client retries once the stalled answers' deadlines pass.
-// Tiles and entry bundles take the most they can be (maxBundleBytes)
+// Entry bundles on POSIX storage are streamed from their files
+// (bundleOpener) and take none of it. Tiles, and entry bundles on storage
+// without files (MySQL), take the most they can be (maxBundleBytes)
 // before they are read, and what they are once read: past the budget they
 // wait for room, up to answerWait, holding nothing meanwhile, so that a
 // follower's parallel reads past its share queue behind its own (at most
@@ -86,6 +88,9 @@ const (
 	smallAnswerBytes   = 64 << 10
 	smallClientBytes   = 1 << 20
 	smallAnswerReserve = 32 << 20
+	// clientBundleStreams bounds the entry bundles one client streams
+	// from their files at once (a follower reads 8 at a time).
+	clientBundleStreams = 16
 	// lookupWriteTimeout is the time any answer has to be written.
 	lookupWriteTimeout = 30 * time.Second
 	// lookupWriteRate is the slowest reader a large answer waits for past

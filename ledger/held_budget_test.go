@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -300,9 +302,9 @@ func TestAnswerHeldBudget(t *testing.T) {
 	}
 }
 
-// TestAnswerWriteDeadlines: a key lookup answer, an entry bundle and a
-// public page whose client does not read are given up at their write
-// deadline (red team 15: the key lookup and the log's resources had none,
+// TestAnswerWriteDeadlines: a key lookup answer and an entry bundle
+// (streamed from its file) whose client does not read are given up at
+// their write deadline (red team 15: the key lookup and the log's resources had none,
 // and were held for as long as the connection stayed open).
 func TestAnswerWriteDeadlines(t *testing.T) {
 	t.Parallel()
@@ -316,8 +318,12 @@ func TestAnswerWriteDeadlines(t *testing.T) {
 		t.Run(strings.TrimPrefix(path, "/")[:10], func(t *testing.T) {
 			start := time.Now()
 			stalled := stallLookup(t, tl, "127.0.0.3", path)
-			waitAnswersHeld(t, tl, "127.0.0.3", true)
-			waitAnswersHeld(t, tl, "127.0.0.3", false) // given up at the deadline
+			if path == keyPath {
+				waitAnswersHeld(t, tl, "127.0.0.3", true)
+				waitAnswersHeld(t, tl, "127.0.0.3", false) // given up at the deadline
+			} else {
+				time.Sleep(time.Second) // a bundle is streamed from its file: it holds no budget
+			}
 			if err := stalled.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
 				t.Fatal(err)
 			}
@@ -360,25 +366,33 @@ func firstWidth(t *testing.T, tl *testLedger) uint8 {
 	return uint8(min(size, layout.EntryBundleWidth) % layout.EntryBundleWidth)
 }
 
-// TestAnswerBudgetQueuesParallelReads: a follower reads 8 entry bundles
-// at once; past its share of the answer budget its reads wait for its own
-// earlier ones to be written, they are not refused (a replica on a slow
-// link would otherwise never catch up on a log of large entries).
+// TestAnswerBudgetQueuesParallelReads: a follower reads tiles (and, on
+// storage without files, entry bundles) several at once; past its share
+// of the answer budget its reads wait for its own earlier ones to be
+// written, they are not refused (a replica would otherwise never catch
+// up). The share here holds one tile's reservation at a time.
 func TestAnswerBudgetQueuesParallelReads(t *testing.T) {
 	t.Parallel()
 	tl, _ := keyPageLedger(t)
-	bundle := bundlePath(t, tl)
-	tl.answers.client = maxBundleBytes + 1<<20 // one bundle read at a time
+	tile := tilePath(t, tl)
+	tl.answers.client = maxTileBytes // one tile read at a time
+	tl.answers.small = 0             // and no reserve
+	// The client's share is held (its earlier reads being written) when
+	// its next reads arrive; it is given back a moment later.
+	earlier := []tailShare{{"127.0.0.6", 1}}
+	if !tl.answers.takeShares(earlier, maxTileBytes) {
+		t.Fatal("hold the share")
+	}
+	time.AfterFunc(200*time.Millisecond, func() { tl.answers.giveShares(earlier, maxTileBytes) })
 	var wg sync.WaitGroup
 	codes := make([]int, 8)
-	sizes := make([]int, 8)
 	for i := range 8 {
-		wg.Go(func() { codes[i], _, sizes[i] = getFrom(t, tl, "127.0.0.6", bundle) })
+		wg.Go(func() { codes[i], _, _ = getFrom(t, tl, "127.0.0.6", tile) })
 	}
 	wg.Wait()
 	for i := range 8 {
-		if codes[i] != http.StatusOK || sizes[i] < 4<<20 {
-			t.Fatalf("parallel bundle read %d: %d, %d bytes; want 200 and the bundle (codes %v)", i, codes[i], sizes[i], codes)
+		if codes[i] != http.StatusOK {
+			t.Fatalf("parallel tile read %d: %d; want 200 (codes %v)", i, codes[i], codes)
 		}
 	}
 	if held, _ := tl.answers.inUse(""); held != 0 {
@@ -386,43 +400,32 @@ func TestAnswerBudgetQueuesParallelReads(t *testing.T) {
 	}
 }
 
-// TestAnswerBudgetWaitBounded: a client whose stalled answer leaves no
-// room in its share for another bundle waits for it at most the budget's
-// wait, then gets 503 with Retry-After, holding nothing; another client
-// reads the bundle at once.
+// TestAnswerBudgetWaitBounded: a client whose share is held (by answers
+// it does not read) waits for room for a tile at most the budget's wait,
+// then gets 503 with Retry-After, holding nothing more; another client
+// reads the tile at once.
 func TestAnswerBudgetWaitBounded(t *testing.T) {
 	t.Parallel()
 	tl, _ := keyPageLedger(t)
-	bundle := bundlePath(t, tl)
-	tl.answers.client = maxBundleBytes + 1<<20
-	tl.answers.writeTimeout, tl.answers.wait = time.Hour, 300*time.Millisecond
-	stalled := stallLookup(t, tl, "127.0.0.7", bundle)
-	var held int64
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		// Read: the bundle's reservation (its largest size) has shrunk
-		// to what it holds.
-		if _, held = tl.answers.inUse("127.0.0.7"); held > 0 && held < maxBundleBytes {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the stalled bundle holds %d bytes", held)
-		}
+	tile := tilePath(t, tl)
+	tl.answers.small = 0 // no reserve
+	tl.answers.wait = 300 * time.Millisecond
+	if !tl.answers.takeShares([]tailShare{{"127.0.0.7", 1}}, tl.answers.client) {
+		t.Fatal("hold the client's share")
 	}
 	start := time.Now()
-	if status, retry, _ := getFrom(t, tl, "127.0.0.7", bundle); status != http.StatusServiceUnavailable || retry != "1" {
-		t.Fatalf("a bundle past the client's share: %d, Retry-After %q; want 503 after the wait", status, retry)
+	if status, retry, _ := getFrom(t, tl, "127.0.0.7", tile); status != http.StatusServiceUnavailable || retry != "1" {
+		t.Fatalf("a tile past the client's share: %d, Retry-After %q; want 503 after the wait", status, retry)
 	}
 	if waited := time.Since(start); waited < 250*time.Millisecond {
 		t.Fatalf("refused after %v, before the budget's wait", waited)
 	}
-	if _, byClient := tl.answers.inUse("127.0.0.7"); byClient != held {
-		t.Fatalf("the refused read left %d bytes held, want the stalled answer's %d", byClient, held)
+	if _, byClient := tl.answers.inUse("127.0.0.7"); byClient != tl.answers.client {
+		t.Fatalf("the refused read left %d bytes held, want the share %d", byClient, tl.answers.client)
 	}
-	if status, _, n := getFrom(t, tl, "127.0.0.8", bundle); status != http.StatusOK || n < 4<<20 {
-		t.Fatalf("another client: %d, %d bytes", status, n)
+	if status, _, _ := getFrom(t, tl, "127.0.0.8", tile); status != http.StatusOK {
+		t.Fatalf("another client: %d", status)
 	}
-	_ = stalled.Close()
-	waitAnswersHeld(t, tl, "127.0.0.7", false)
 }
 
 // TestAnswerBudgetSmallAnswersReserve: eight addresses whose five stalled
@@ -529,4 +532,114 @@ func TestHeldBudgetWaitersNotExhaustedByFew(t *testing.T) {
 	}
 	cancel()
 	wg.Wait()
+}
+
+// TestEntryBundlesStreamed: on POSIX storage, entry bundles are streamed
+// from their files, byte for byte what bundleBytes reads (a full bundle,
+// a partial one from its own file or cut from the full bundle's), and
+// hold none of the answer budget: a reader that stalls on one holds no
+// budget, and with the budget's total taken by others, a client holding
+// nothing still gets a whole bundle.
+func TestEntryBundlesStreamed(t *testing.T) {
+	t.Parallel()
+	tl := startLedger(t, Config{})
+	s := newTestSigner(t)
+	now := time.Now().Add(-time.Hour)
+	var entries []*notarize.Entry
+	for range 300 {
+		entries = append(entries, s.sign(t, randomDigest(t), notarize.StatusTrusted, now))
+	}
+	appendAll(t, tl, entries)
+	for _, c := range []struct {
+		index uint64
+		p     uint8
+	}{{0, 0}, {0, 10}, {0, 100}, {0, 255}, {1, 44}} {
+		want, err := tl.bundleBytes(t.Context(), c.index, c.p)
+		if err != nil {
+			t.Fatalf("bundleBytes(%d, %d): %v", c.index, c.p, err)
+		}
+		status, _, got := fetchFrom(t, tl, "127.0.0.1", "/"+layout.EntriesPath(c.index, c.p))
+		if status != http.StatusOK || !bytes.Equal(got, want) {
+			t.Fatalf("GET bundle %d.p/%d: %d, %d bytes; want 200 and bundleBytes' %d", c.index, c.p, status, len(got), len(want))
+		}
+	}
+	for _, p := range []string{"/" + layout.EntriesPath(1, 100), "/" + layout.EntriesPath(1, 10), "/" + layout.EntriesPath(2, 0)} {
+		if status, _, _ := fetchFrom(t, tl, "127.0.0.1", p); status != http.StatusNotFound {
+			t.Fatalf("GET %s (beyond the log): %d, want 404", p, status)
+		}
+	}
+
+	// A partial file that does not hold exactly its entries (which Tessera
+	// never writes) is cut, or refused, as bundleBytes does (review).
+	part := filepath.Join(tl.dir, "log", layout.EntriesPath(1, 44))
+	raw, err := os.ReadFile(part)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range map[string][]byte{
+		"a trailing entry": append(bytes.Clone(raw), 0, 3, 'x', 'y', 'z'),
+		"a trailing byte":  append(bytes.Clone(raw), 0),
+		"truncated":        raw[:len(raw)-1],
+	} {
+		if err := os.WriteFile(part, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		want, werr := tl.bundleBytes(t.Context(), 1, 44)
+		status, _, got := fetchFrom(t, tl, "127.0.0.1", "/"+layout.EntriesPath(1, 44))
+		switch {
+		case werr != nil && status != http.StatusNotFound:
+			t.Fatalf("partial file with %s: %d, want 404 as bundleBytes (%v)", name, status, werr)
+		case werr == nil && (status != http.StatusOK || !bytes.Equal(got, want)):
+			t.Fatalf("partial file with %s: %d, %d bytes; want 200 and bundleBytes' %d", name, status, len(got), len(want))
+		}
+	}
+	if err := os.WriteFile(part, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	big, _ := keyPageLedger(t)
+	bundle := bundlePath(t, big)
+	big.answers.total = 1 // taken by anything
+	big.answers.writeTimeout = time.Hour
+	stalled := stallLookup(t, big, "127.0.0.40", bundle)
+	defer stalled.Close()
+	time.Sleep(200 * time.Millisecond)
+	if held, _ := big.answers.inUse(""); held != 0 {
+		t.Fatalf("a stalled bundle reader holds %d bytes of the answer budget", held)
+	}
+	if !big.answers.takeShares([]tailShare{{"other", 1}}, 1) {
+		t.Fatal("fill the total")
+	}
+	if status, _, n := getFrom(t, big, "127.0.0.41", bundle); status != http.StatusOK || n < 4<<20 {
+		t.Fatalf("a bundle with the budget's total taken: %d, %d bytes; want 200 and the bundle", status, n)
+	}
+}
+
+// TestBundleStreamsBoundedPerClient: streamed bundles hold no budget, but
+// one client streams at most clientBundleStreams at once (review: 300
+// stalled streams from one address held 300 files and 600 goroutines);
+// another client is not affected.
+func TestBundleStreamsBoundedPerClient(t *testing.T) {
+	t.Parallel()
+	tl, _ := keyPageLedger(t)
+	bundle := bundlePath(t, tl)
+	tl.answers.writeTimeout = time.Hour
+	for range clientBundleStreams + 4 {
+		stallLookup(t, tl, "127.0.0.50", bundle)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, n := tl.streams.inUse("127.0.0.50"); n == clientBundleStreams {
+			break
+		}
+		if time.Now().After(deadline) {
+			_, n := tl.streams.inUse("127.0.0.50")
+			t.Fatalf("%d streams held by the stalling client, want %d", n, clientBundleStreams)
+		}
+	}
+	if status, retry, _ := getFrom(t, tl, "127.0.0.50", bundle); status != http.StatusServiceUnavailable || retry != "1" {
+		t.Fatalf("a bundle past the client's streams: %d Retry-After %q; want 503", status, retry)
+	}
+	if status, _, n := getFrom(t, tl, "127.0.0.51", bundle); status != http.StatusOK || n < 4<<20 {
+		t.Fatalf("another client: %d, %d bytes", status, n)
+	}
 }

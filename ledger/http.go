@@ -428,7 +428,48 @@ func (l *Ledger) serveEntryBundle(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return fmt.Errorf("%w: %s is not an entry bundle path: %v", errBadRequest, truncate(r.URL.Path, 100), err)
 	}
+	if o, ok := l.st.(bundleOpener); ok {
+		return l.streamBundle(w, r, o, index, p)
+	}
 	return l.serveResource(w, r, maxBundleBytes, p, func() ([]byte, error) { return l.bundleBytes(r.Context(), index, p) })
+}
+
+// bundleOpener is a storage whose entry bundles are files (POSIX): they
+// are streamed to the client, not read into memory, so they hold none of
+// the answer budget (held_budget.go); a reader that stalls holds a file,
+// a copy buffer and two goroutines until its write deadline, and a client
+// streams at most clientBundleStreams bundles at once (its IPv6 /56 and
+// /48 lookupPrefixScale times as many; 503 past it), with no total, so a
+// few addresses cannot keep others' followers out.
+type bundleOpener interface {
+	OpenEntryBundle(index uint64, p uint8) (io.ReadCloser, int64, error)
+}
+
+// streamBundle answers 200 with entry bundle index of width p from o, by
+// its write deadline (lookupWriteTimeout plus its size at lookupWriteRate).
+func (l *Ledger) streamBundle(w http.ResponseWriter, r *http.Request, o bundleOpener, index uint64, p uint8) error {
+	lc, _ := r.Context().Value(lookupClientKey{}).(lookupClient)
+	shares := tailSharesOf(lc)
+	if !l.streams.takeShares(shares, 1) {
+		_, mine := l.streams.inUse(lc.name)
+		return fmt.Errorf("%w: this client has %d entry bundles being written, at most %d", ErrUnavailable, mine, clientBundleStreams)
+	}
+	defer l.streams.giveShares(shares, 1)
+	rc, n, err := o.OpenEntryBundle(index, p)
+	if err != nil {
+		return resourceError(r, err)
+	}
+	defer rc.Close()
+	_ = http.NewResponseController(w).SetWriteDeadline(l.answers.writeDeadline(time.Now(), int(n)))
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Cache-Control", cacheFor(p))
+	h.Set("Content-Length", strconv.FormatInt(n, 10))
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		_, _ = io.Copy(w, rc)
+	}
+	return nil
 }
 
 // The most a tile and an entry bundle read into memory can take: a full

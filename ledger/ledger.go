@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"os"
 	"slices"
@@ -77,6 +78,7 @@ type Ledger struct {
 	lookups   lookupGate    // bounds concurrent lookups (lookup.go)
 	tails     heldBudget    // bounds inline tails built and not yet written (held_budget.go)
 	answers   heldBudget    // bounds the other answers built and not yet written (held_budget.go)
+	streams   heldBudget    // bounds the entry bundles each client streams from files (http.go)
 	closing   atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
@@ -149,6 +151,7 @@ func New(ctx context.Context, st Storage, cfg Config) (*Ledger, error) {
 		tails:    heldBudget{total: maxHeldTailBytes, client: clientHeldTailBytes},
 		answers: heldBudget{total: maxHeldAnswerBytes, client: clientHeldAnswerBytes,
 			reserve: smallAnswerReserve, small: smallAnswerBytes, smallClient: smallClientBytes},
+		streams: heldBudget{total: math.MaxInt64 / 2, client: clientBundleStreams},
 	}
 	l.closedCtx, l.closeCtx = context.WithCancel(context.Background())
 	if err := l.open(ctx, bg); err != nil {
