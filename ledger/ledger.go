@@ -15,7 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/notarize/docker-notarize/internal/witnesspolicy"
 	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/ledger/storage"
 	"github.com/transparency-dev/formats/log"
@@ -176,10 +175,10 @@ func (l *Ledger) open(ctx, bg context.Context) error {
 	l.id = id
 	// A policy naming logs is also the clients' (they take no other key):
 	// one that does not name this ledger's would have them refuse it.
-	if logs, err := witnesspolicy.LogKeys(l.cfg.WitnessPolicy); err != nil {
+	if p, _, err := l.cfg.witnessPolicy(); err != nil {
 		return err
-	} else if len(logs) > 0 && !slices.Contains(logs, id.VerifierKey) {
-		return fmt.Errorf("witness policy: its log lines name %s, not this ledger's key %s: clients holding the policy would refuse it", strings.Join(logs, ", "), id.VerifierKey)
+	} else if len(p.Logs) > 0 && !slices.Contains(p.Logs, id.VerifierKey) {
+		return fmt.Errorf("witness policy: its log lines name %s, not this ledger's key %s: clients holding the policy would refuse it", strings.Join(p.Logs, ", "), id.VerifierKey)
 	}
 	if len(l.cfg.Signers) > 0 {
 		if err := l.st.EnrollSigners(ctx, l.cfg.Signers); err != nil {

@@ -49,28 +49,28 @@ const MaxWitnessPolicySize = 64 << 10
 // policy is configured and its quorum names at least one witness.
 func (l *Ledger) Witnessed() bool { return l.witnessed }
 
-// witnessGroup parses c.WitnessPolicy. ok is false when there is none.
-func (c *Config) witnessGroup() (g tessera.WitnessGroup, ok bool, err error) {
+// witnessPolicy parses c.WitnessPolicy. ok is false when there is none.
+func (c *Config) witnessPolicy() (p witnesspolicy.Policy, ok bool, err error) {
 	if len(c.WitnessPolicy) == 0 {
-		return tessera.WitnessGroup{}, false, nil
+		return witnesspolicy.Policy{}, false, nil
 	}
 	if len(c.WitnessPolicy) > MaxWitnessPolicySize {
-		return tessera.WitnessGroup{}, false, fmt.Errorf("witness policy: %d bytes, at most %d", len(c.WitnessPolicy), MaxWitnessPolicySize)
+		return witnesspolicy.Policy{}, false, fmt.Errorf("witness policy: %d bytes, at most %d", len(c.WitnessPolicy), MaxWitnessPolicySize)
 	}
 	// One witness key named twice, or reached twice within a group, would
 	// count twice towards the quorum, which Tessera's parser allows; the
 	// ledger's clients read the policy alike (ledgerclient.ParseWitnessPolicy).
-	g, _, err = witnesspolicy.Parse(c.WitnessPolicy)
+	p, err = witnesspolicy.Parse(c.WitnessPolicy)
 	if err != nil {
-		return tessera.WitnessGroup{}, false, err
+		return witnesspolicy.Policy{}, false, err
 	}
-	return g, true, nil
+	return p, true, nil
 }
 
 // validateWitnessing reports witnessing and freshness fields that cannot be used.
 func (c *Config) validateWitnessing() []error {
 	var errs []error
-	if _, _, err := c.witnessGroup(); err != nil {
+	if _, _, err := c.witnessPolicy(); err != nil {
 		errs = append(errs, err)
 	}
 	for name, d := range map[string]time.Duration{
@@ -100,10 +100,11 @@ func (c *Config) validateWitnessing() []error {
 // policy's witnesses (none without a policy).
 func (c *Config) withWitnesses(opts *tessera.AppendOptions) ([]note.Verifier, error) {
 	opts.WithCheckpointRepublishInterval(c.CheckpointRepublishInterval)
-	g, ok, err := c.witnessGroup()
+	p, ok, err := c.witnessPolicy()
 	if err != nil || !ok {
 		return nil, err
 	}
+	g := p.Group
 	opts.WithWitnesses(g, &tessera.WitnessOptions{Timeout: c.WitnessTimeout})
 	var vs []note.Verifier
 	for _, v := range g.Endpoints() {

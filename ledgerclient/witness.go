@@ -97,18 +97,15 @@ func ParseWitnessPolicy(b []byte) (*WitnessPolicy, error) {
 	if len(b) > MaxWitnessPolicySize {
 		return nil, fmt.Errorf("witness policy of %d bytes, at most %d", len(b), MaxWitnessPolicySize)
 	}
-	g, lines, err := witnesspolicy.Parse(b)
+	wp, err := witnesspolicy.Parse(b)
 	if err != nil {
 		return nil, err
 	}
-	logs, err := witnesspolicy.LogKeys(b)
-	if err != nil {
-		return nil, err
-	}
+	g, lines := wp.Group, wp.Lines
 	if g.N == 0 {
 		return nil, errors.New(`witness policy: the quorum requires no witness ("none" or a threshold of 0); leave the policy out instead`)
 	}
-	p := &WitnessPolicy{group: g, logs: logs}
+	p := &WitnessPolicy{group: g, logs: wp.Logs}
 	seen := map[keyID]bool{}
 	var walk func(c any) error
 	walk = func(c any) error {

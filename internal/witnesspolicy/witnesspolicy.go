@@ -25,23 +25,33 @@ import (
 	"golang.org/x/mod/sumdb/note"
 )
 
+// Policy is a witness policy file as the ledger and its clients read it.
+type Policy struct {
+	Group tessera.WitnessGroup // the quorum, as Tessera's parser reads it
+	Lines map[KeyID]Line       // the line of each witness key
+	Logs  []string             // the keys of its "log" lines (LogKeys)
+}
+
 // Parse reads a policy file as the ledger and its clients both do:
 // Tessera's parser (tessera.NewWitnessGroupFromPolicy) for the quorum, then
-// Lines and Groups for what that parser leaves open. It returns the quorum
-// and the line of each witness key.
-func Parse(b []byte) (tessera.WitnessGroup, map[KeyID]Line, error) {
+// Lines, Groups and LogKeys for what that parser leaves open.
+func Parse(b []byte) (Policy, error) {
 	g, err := tessera.NewWitnessGroupFromPolicy(b)
 	if err != nil {
-		return tessera.WitnessGroup{}, nil, fmt.Errorf("witness policy: %w", err)
+		return Policy{}, fmt.Errorf("witness policy: %w", err)
 	}
 	lines, err := Lines(b)
 	if err != nil {
-		return tessera.WitnessGroup{}, nil, err
+		return Policy{}, err
 	}
 	if err := Groups(g); err != nil {
-		return tessera.WitnessGroup{}, nil, err
+		return Policy{}, err
 	}
-	return g, lines, nil
+	logs, err := LogKeys(b)
+	if err != nil {
+		return Policy{}, err
+	}
+	return Policy{Group: g, Lines: lines, Logs: logs}, nil
 }
 
 // KeyID is how a signed note names a key: its key name and key hash.
