@@ -119,40 +119,40 @@ type heldBudget struct {
 	reserve, small, smallClient int64
 }
 
-// tailShare is one share of a heldBudget a hold is charged to: its
+// heldShare is one share of a heldBudget a hold is charged to: its
 // client's, or the IPv6 /56 or /48 holding it, which may hold scale
 // clients' shares.
-type tailShare struct {
+type heldShare struct {
 	name  string
 	scale int64
 }
 
-// tailSharesOf returns the shares a lookup by lc is charged to, the
+// sharesOf returns the shares of a heldBudget a request by lc is charged to, the
 // client's own first.
-func tailSharesOf(lc lookupClient) []tailShare {
-	shares := []tailShare{{lc.name, 1}}
+func sharesOf(lc lookupClient) []heldShare {
+	shares := []heldShare{{lc.name, 1}}
 	if lc.addr.Is6() {
 		p56, _ := lc.addr.Prefix(56)
 		p48, _ := lc.addr.Prefix(48)
-		shares = append(shares, tailShare{p56.String(), lookupPrefixScale}, tailShare{p48.String(), lookupPrefixScale})
+		shares = append(shares, heldShare{p56.String(), lookupPrefixScale}, heldShare{p48.String(), lookupPrefixScale})
 	}
 	return shares
 }
 
 // take takes n bytes for client alone, or reports that they do not fit.
 func (b *heldBudget) take(client string, n int64) bool {
-	return b.takeShares([]tailShare{{client, 1}}, n)
+	return b.takeShares([]heldShare{{client, 1}}, n)
 }
 
 // takeShares takes n bytes charged to each of shares, or reports that
 // they do not fit.
-func (b *heldBudget) takeShares(shares []tailShare, n int64) bool {
+func (b *heldBudget) takeShares(shares []heldShare, n int64) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.takeLocked(shares, n)
 }
 
-func (b *heldBudget) takeLocked(shares []tailShare, n int64) bool {
+func (b *heldBudget) takeLocked(shares []heldShare, n int64) bool {
 	total, share := b.total, b.client
 	if n <= b.small && b.holdsLittleLocked(shares, n) {
 		total += b.reserve
@@ -177,7 +177,7 @@ func (b *heldBudget) takeLocked(shares []tailShare, n int64) bool {
 
 // holdsLittleLocked reports whether each of shares would hold at most
 // smallClient (times its scale) with n more bytes: who may use the reserve.
-func (b *heldBudget) holdsLittleLocked(shares []tailShare, n int64) bool {
+func (b *heldBudget) holdsLittleLocked(shares []heldShare, n int64) bool {
 	for _, s := range shares {
 		if b.clients[s.name]+n > b.smallClient*s.scale {
 			return false
@@ -193,7 +193,7 @@ func (b *heldBudget) holdsLittleLocked(shares []tailShare, n int64) bool {
 // maxAnswerWaiters calls wait at once, and clientAnswerWaiters for one
 // client (its /64; its /56 and /48 lookupPrefixScale times as many).
 // It reports whether the bytes were taken.
-func (b *heldBudget) waitShares(ctx context.Context, shares []tailShare, n int64, wait time.Duration) bool {
+func (b *heldBudget) waitShares(ctx context.Context, shares []heldShare, n int64, wait time.Duration) bool {
 	b.mu.Lock()
 	if b.takeLocked(shares, n) {
 		b.mu.Unlock()
@@ -251,11 +251,11 @@ func (b *heldBudget) waitShares(ctx context.Context, shares []tailShare, n int64
 
 // give gives back n bytes that client alone took.
 func (b *heldBudget) give(client string, n int64) {
-	b.giveShares([]tailShare{{client, 1}}, n)
+	b.giveShares([]heldShare{{client, 1}}, n)
 }
 
 // giveShares gives back n bytes charged to each of shares.
-func (b *heldBudget) giveShares(shares []tailShare, n int64) {
+func (b *heldBudget) giveShares(shares []heldShare, n int64) {
 	if n <= 0 {
 		return
 	}
@@ -264,7 +264,7 @@ func (b *heldBudget) giveShares(shares []tailShare, n int64) {
 	b.giveLocked(shares, n)
 }
 
-func (b *heldBudget) giveLocked(shares []tailShare, n int64) {
+func (b *heldBudget) giveLocked(shares []heldShare, n int64) {
 	b.held -= n
 	for _, s := range shares {
 		if b.clients[s.name] -= n; b.clients[s.name] <= 0 {
@@ -313,7 +313,7 @@ type tailHoldKey struct{}
 // request's) uses it.
 type tailHold struct {
 	budget *heldBudget
-	shares []tailShare
+	shares []heldShare
 	n      int64
 }
 
@@ -321,7 +321,7 @@ type tailHold struct {
 // the function giving back whatever the answer still holds.
 func (l *Ledger) holdTails(ctx context.Context) (context.Context, func()) {
 	lc, _ := ctx.Value(lookupClientKey{}).(lookupClient)
-	h := &tailHold{budget: &l.tails, shares: tailSharesOf(lc)}
+	h := &tailHold{budget: &l.tails, shares: sharesOf(lc)}
 	return context.WithValue(ctx, tailHoldKey{}, h), func() { h.keep(0) }
 }
 
@@ -354,7 +354,7 @@ func (h *tailHold) keep(n int) {
 // goroutine uses it.
 type answerHold struct {
 	budget *heldBudget
-	shares []tailShare
+	shares []heldShare
 	n      int64
 }
 
@@ -364,7 +364,7 @@ type answerHold struct {
 // request, which writes no body, takes nothing.
 func (l *Ledger) holdAnswer(r *http.Request, n int64, wait time.Duration) (*answerHold, error) {
 	lc, _ := r.Context().Value(lookupClientKey{}).(lookupClient)
-	h := &answerHold{budget: &l.answers, shares: tailSharesOf(lc)}
+	h := &answerHold{budget: &l.answers, shares: sharesOf(lc)}
 	if r.Method == http.MethodHead || n <= 0 {
 		return h, nil
 	}

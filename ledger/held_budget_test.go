@@ -379,7 +379,7 @@ func TestAnswerBudgetQueuesParallelReads(t *testing.T) {
 	tl.answers.small = 0             // and no reserve
 	// The client's share is held (its earlier reads being written) when
 	// its next reads arrive; it is given back a moment later.
-	earlier := []tailShare{{"127.0.0.6", 1}}
+	earlier := []heldShare{{"127.0.0.6", 1}}
 	if !tl.answers.takeShares(earlier, maxTileBytes) {
 		t.Fatal("hold the share")
 	}
@@ -410,7 +410,7 @@ func TestAnswerBudgetWaitBounded(t *testing.T) {
 	tile := tilePath(t, tl)
 	tl.answers.small = 0 // no reserve
 	tl.answers.wait = 300 * time.Millisecond
-	if !tl.answers.takeShares([]tailShare{{"127.0.0.7", 1}}, tl.answers.client) {
+	if !tl.answers.takeShares([]heldShare{{"127.0.0.7", 1}}, tl.answers.client) {
 		t.Fatal("hold the client's share")
 	}
 	start := time.Now()
@@ -477,7 +477,7 @@ func TestAnswerBudgetSmallAnswersReserve(t *testing.T) {
 // answers of clients holding little, and is bounded in all.
 func TestHeldBudgetReserveBounds(t *testing.T) {
 	b := &heldBudget{total: 100, client: 1000, reserve: 10, small: 4, smallClient: 6}
-	one := func(name string) []tailShare { return []tailShare{{name, 1}} }
+	one := func(name string) []heldShare { return []heldShare{{name, 1}} }
 	if !b.takeShares(one("big"), 100) {
 		t.Fatal("the total")
 	}
@@ -501,7 +501,7 @@ func TestHeldBudgetReserveBounds(t *testing.T) {
 // filled by eight addresses, and every other read was refused at once).
 func TestHeldBudgetWaitersNotExhaustedByFew(t *testing.T) {
 	b := &heldBudget{total: 10, client: 10}
-	if !b.takeShares([]tailShare{{"holder", 1}}, 10) {
+	if !b.takeShares([]heldShare{{"holder", 1}}, 10) {
 		t.Fatal("fill")
 	}
 	ctx, cancel := context.WithCancel(t.Context())
@@ -509,7 +509,7 @@ func TestHeldBudgetWaitersNotExhaustedByFew(t *testing.T) {
 	var wg sync.WaitGroup
 	for c := range 8 {
 		for range 8 {
-			wg.Go(func() { b.waitShares(ctx, []tailShare{{fmt.Sprint("attacker", c), 1}}, 5, time.Minute) })
+			wg.Go(func() { b.waitShares(ctx, []heldShare{{fmt.Sprint("attacker", c), 1}}, 5, time.Minute) })
 		}
 	}
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
@@ -524,7 +524,7 @@ func TestHeldBudgetWaitersNotExhaustedByFew(t *testing.T) {
 		}
 	}
 	start := time.Now()
-	if b.waitShares(t.Context(), []tailShare{{"honest", 1}}, 5, 200*time.Millisecond) {
+	if b.waitShares(t.Context(), []heldShare{{"honest", 1}}, 5, 200*time.Millisecond) {
 		t.Fatal("took room that is not there")
 	}
 	if waited := time.Since(start); waited < 150*time.Millisecond {
@@ -607,7 +607,7 @@ func TestEntryBundlesStreamed(t *testing.T) {
 	if held, _ := big.answers.inUse(""); held != 0 {
 		t.Fatalf("a stalled bundle reader holds %d bytes of the answer budget", held)
 	}
-	if !big.answers.takeShares([]tailShare{{"other", 1}}, 1) {
+	if !big.answers.takeShares([]heldShare{{"other", 1}}, 1) {
 		t.Fatal("fill the total")
 	}
 	if status, _, n := getFrom(t, big, "127.0.0.41", bundle); status != http.StatusOK || n < 4<<20 {

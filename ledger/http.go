@@ -449,7 +449,7 @@ type bundleOpener interface {
 // its write deadline (lookupWriteTimeout plus its size at lookupWriteRate).
 func (l *Ledger) streamBundle(w http.ResponseWriter, r *http.Request, o bundleOpener, index uint64, p uint8) error {
 	lc, _ := r.Context().Value(lookupClientKey{}).(lookupClient)
-	shares := tailSharesOf(lc)
+	shares := sharesOf(lc)
 	if !l.streams.takeShares(shares, 1) {
 		_, mine := l.streams.inUse(lc.name)
 		return fmt.Errorf("%w: this client has %d entry bundles being written, at most %d", ErrUnavailable, mine, clientBundleStreams)

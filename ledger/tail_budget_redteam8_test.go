@@ -44,7 +44,7 @@ func TestRedteam8TailBudgetManySlash64sBounded(t *testing.T) {
 func TestRedteam8TailBudgetOneSlash48DeniesOthers(t *testing.T) {
 	b := &heldBudget{total: maxHeldTailBytes, client: clientHeldTailBytes}
 	for i := range 16 {
-		shares := tailSharesOf(clientCtx(t, fmt.Sprintf("2001:db8:77:%x::1", i)).Value(lookupClientKey{}).(lookupClient))
+		shares := sharesOf(clientCtx(t, fmt.Sprintf("2001:db8:77:%x::1", i)).Value(lookupClientKey{}).(lookupClient))
 		for b.takeShares(shares, api.MaxInlineTailBytes) {
 		}
 	}
