@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -196,13 +195,13 @@ func checkLedgerSigns(ctx context.Context, stderr io.Writer, root *rootOptions, 
 	if err != nil {
 		return err
 	}
-	if logs := cfg.WitnessPolicy.LogKeys(); len(logs) > 0 && !slices.Contains(logs, key) {
-		return fmt.Errorf("trust ledger: the witness policy names the ledger keys\n  %s\nnot\n  %s\nnot pinned: %w", strings.Join(logs, "\n  "), key, ledgerclient.ErrKeyMismatch)
-	}
 	announced, _, err := ledgerclient.Announced(ctx, cfg)
 	switch {
 	case err == nil:
 		return nil
+	case errors.Is(err, ledgerclient.ErrKeyMismatch) && announced == "":
+		// Refused before any request: the witness policy names other keys.
+		return fmt.Errorf("trust ledger: not pinned: %w", err)
 	case errors.Is(err, ledgerclient.ErrWitnessQuorum) || errors.Is(err, ledgerclient.ErrStaleCheckpoint):
 		return fmt.Errorf("trust ledger: the ledger at %s signs with this key, but its checkpoint does not meet the witness policy: not pinned: %w", url, err)
 	case errors.Is(err, ledgerclient.ErrBadCheckpoint) || errors.Is(err, ledgerclient.ErrKeyMismatch):
