@@ -249,11 +249,6 @@ func (b *heldBudget) waitShares(ctx context.Context, shares []heldShare, n int64
 	}
 }
 
-// give gives back n bytes that client alone took.
-func (b *heldBudget) give(client string, n int64) {
-	b.giveShares([]heldShare{{client, 1}}, n)
-}
-
 // giveShares gives back n bytes charged to each of shares.
 func (b *heldBudget) giveShares(shares []heldShare, n int64) {
 	if n <= 0 {
@@ -261,10 +256,6 @@ func (b *heldBudget) giveShares(shares []heldShare, n int64) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.giveLocked(shares, n)
-}
-
-func (b *heldBudget) giveLocked(shares []heldShare, n int64) {
 	b.held -= n
 	for _, s := range shares {
 		if b.clients[s.name] -= n; b.clients[s.name] <= 0 {
