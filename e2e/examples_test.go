@@ -60,11 +60,15 @@ func copyExamples(t *testing.T, addr string) string {
 	return dst
 }
 
-// buildBinary builds ./cmd/NAME into a temporary directory.
+// buildBinary returns ./cmd/NAME built: TestMain's build when NAME is
+// among builtCommands, else one built now into a temporary directory.
 func buildBinary(t *testing.T, name string) string {
 	t.Helper()
+	if slices.Contains(builtCommands, name) {
+		return filepath.Join(binDir, name)
+	}
 	out := filepath.Join(t.TempDir(), name)
-	cmd := exec.Command("go", "build", "-o", out, "./cmd/"+name)
+	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "./cmd/"+name)
 	cmd.Dir = repoRoot(t)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build ./cmd/%s: %v\n%s", name, err, b)

@@ -37,12 +37,13 @@ func TestFastMetadataIsTheDockerCLIs(t *testing.T) {
 	}
 }
 
-// buildPlugin builds this command as `make build` does, with the version
-// set by the linker in package main.
+// buildPlugin builds this command as `make build` does (-trimpath, which
+// also lets the build share its cache with the end-to-end tests'), with the
+// version set by the linker in package main.
 func buildPlugin(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "docker-notarize")
-	out, err := exec.Command("go", "build", "-ldflags", "-X main.version="+testVersion, "-o", bin, ".").CombinedOutput()
+	out, err := exec.Command("go", "build", "-trimpath", "-ldflags", "-X main.version="+testVersion, "-o", bin, ".").CombinedOutput()
 	if err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
