@@ -44,12 +44,13 @@ var binDir, pluginBin string
 // builtCommands are the commands TestMain builds into binDir.
 var builtCommands = []string{"docker-notarize", "notarize-proxy"}
 
-// TestMain builds the commands the tests run before the tests' clock
-// starts, in one go build and with -trimpath, as `make build` does: the
-// quickstart's and the examples' `make run` in their fresh clones then
-// find every package compiled (-trimpath makes the clone's path not
-// matter), where a build with other flags would compile the ~350 packages
-// again (about four minutes on a fresh 2-core machine, each).
+// TestMain builds the commands the tests run, before testing's -timeout
+// clock starts (go test's own, a minute longer, counts it), in one go
+// build and with -trimpath, as `make build` does: the quickstart's and
+// the examples' `make run` in their fresh clones then find every package
+// compiled (-trimpath makes the clone's path not matter), where a build
+// with other flags would compile the ~350 packages again (about four
+// minutes on a fresh 2-core machine, each).
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "notarize-e2e-")
 	if err != nil {
