@@ -127,8 +127,8 @@ type heldShare struct {
 	scale int64
 }
 
-// sharesOf returns the shares of a heldBudget a request by lc is charged to, the
-// client's own first.
+// sharesOf returns the shares a request by lc is charged to, the client's
+// own first: by the held budgets, the bundle streams and the lookup gate.
 func sharesOf(lc lookupClient) []heldShare {
 	shares := []heldShare{{lc.name, 1}}
 	if lc.addr.Is6() {

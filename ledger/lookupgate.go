@@ -189,13 +189,9 @@ func (g *lookupGate) claim(ctx context.Context, class lookupClass) lookupClaim {
 	if class == lookupPage {
 		one = b.clientPagePlaces
 	}
-	c.keys = append(c.keys, shareKey{class, lc.name})
-	c.caps = append(c.caps, one)
-	if lc.addr.Is6() {
-		p56, _ := lc.addr.Prefix(56)
-		p48, _ := lc.addr.Prefix(48)
-		c.keys = append(c.keys, shareKey{class, p56.String()}, shareKey{class, p48.String()})
-		c.caps = append(c.caps, one*lookupPrefixScale, one*lookupPrefixScale)
+	for _, s := range sharesOf(lc) {
+		c.keys = append(c.keys, shareKey{class, s.name})
+		c.caps = append(c.caps, one*int(s.scale))
 	}
 	return c
 }
