@@ -292,7 +292,14 @@ func (e *Entry) verify(lowS bool, keys *KeyCache) (*Verified, error) {
 			return nil, err
 		}
 	}
-	if err := k.verifier.VerifySignature(bytes.NewReader(sig), bytes.NewReader(ssldsse.PAE(PayloadType, payload))); err != nil {
+	if t := keys.p256Table(k); t != nil {
+		// What k.verifier does for a P-256 key (SHA-256 of the PAE, then
+		// crypto/ecdsa.VerifyASN1), with the key's table.
+		digest := sha256.Sum256(ssldsse.PAE(PayloadType, payload))
+		if !t.VerifyASN1(digest[:], sig) {
+			return nil, fmt.Errorf("%w: envelope does not verify under its public key %s: invalid signature when validating ASN.1 encoded signature", ErrBadSignature, keyID)
+		}
+	} else if err := k.verifier.VerifySignature(bytes.NewReader(sig), bytes.NewReader(ssldsse.PAE(PayloadType, payload))); err != nil {
 		return nil, fmt.Errorf("%w: envelope does not verify under its public key %s: %v", ErrBadSignature, keyID, err)
 	}
 	st, err := ParseStatement(payload)

@@ -1,14 +1,18 @@
 package notarize_test
 
 import (
+	"crypto/elliptic"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math/big"
 	"sync"
 	"testing"
 
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/notarize/docker-notarize/notarize/notarizetest"
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
 // verifyLoggedWith parses b and verifies it as a logged entry with keys.
@@ -57,22 +61,46 @@ func TestKeyCacheStillChecksEverySignature(t *testing.T) {
 	thiefUnderVictim.Envelope.Signatures = append(forged.Envelope.Signatures[:0:0], forged.Envelope.Signatures...)
 	thiefUnderVictim.Envelope.Signatures[0].KeyID = honest.Envelope.Signatures[0].KeyID
 
-	for name, e := range map[string]*notarize.Entry{
-		"another key's signature under the cached key":      &thiefUnderVictim,
-		"the cached key's signature with a bit flipped":     withSig(honest, flipped),
-		"the cached key's signature of the other statement": withSig(honest, sig(other)),
-	} {
-		t.Run(name, func(t *testing.T) {
-			b := marshal(t, e)
-			_, cold := verifyLoggedWith(b, nil)
-			_, warm := verifyLoggedWith(b, keys)
-			if warm == nil || !errors.Is(warm, notarize.ErrBadSignature) {
-				t.Fatalf("with the key cached: %v, want ErrBadSignature", warm)
+	highS := func(e *notarize.Entry) *notarize.Entry { // the other S form: as valid, for a logged entry
+		r, s := parseSig(t, sig(e))
+		return withSig(e, derSig(r, new(big.Int).Sub(elliptic.P256().Params().N, s)))
+	}
+	// First with the key cached, then once it has signed enough entries
+	// to have a table of its multiples (verified with the table, not
+	// crypto/ecdsa): both refuse alike, and as without the cache.
+	for _, phase := range []string{"cached", "with its table"} {
+		if phase != "cached" {
+			for range 64 {
+				if _, err := verifyLoggedWith(marshal(t, honest), keys); err != nil {
+					t.Fatal(err)
+				}
 			}
-			if cold == nil || cold.Error() != warm.Error() {
-				t.Fatalf("refused differently with and without the cache:\n%v\n%v", cold, warm)
+			if keys.Tables() != 1 {
+				t.Fatalf("a key that signed 65 entries has no table (%d tables)", keys.Tables())
 			}
-		})
+		}
+		for name, e := range map[string]*notarize.Entry{
+			"another key's signature under the cached key":      &thiefUnderVictim,
+			"the cached key's signature with a bit flipped":     withSig(honest, flipped),
+			"the cached key's signature of the other statement": withSig(honest, sig(other)),
+		} {
+			t.Run(phase+"/"+name, func(t *testing.T) {
+				b := marshal(t, e)
+				_, cold := verifyLoggedWith(b, nil)
+				_, warm := verifyLoggedWith(b, keys)
+				if warm == nil || !errors.Is(warm, notarize.ErrBadSignature) {
+					t.Fatalf("with the key cached: %v, want ErrBadSignature", warm)
+				}
+				if cold == nil || cold.Error() != warm.Error() {
+					t.Fatalf("refused differently with and without the cache:\n%v\n%v", cold, warm)
+				}
+			})
+		}
+		for name, e := range map[string]*notarize.Entry{"honest": honest, "the other S form": highS(honest), "the other statement": other} {
+			if _, err := verifyLoggedWith(marshal(t, e), keys); err != nil {
+				t.Fatalf("%s, %s: %v", phase, name, err)
+			}
+		}
 	}
 	// The keyid must still name the cached key.
 	e := *honest
@@ -138,6 +166,37 @@ func TestKeyCacheBounded(t *testing.T) {
 	}
 }
 
+// TestKeyCacheTablesBounded: at most 64 keys of a cache hold a table, a
+// key dropped from the cache gives its place back, and keys past the bound
+// are verified as before.
+func TestKeyCacheTablesBounded(t *testing.T) {
+	keys := notarize.NewKeyCache(66)
+	var entries [][]byte
+	for range 66 {
+		entries = append(entries, marshal(t, notarizetest.Entry(t, notarizetest.NewSigner(t), digestA, notarize.StatusTrusted, t0)))
+	}
+	for _, b := range entries {
+		for range 65 {
+			if _, err := verifyLoggedWith(b, keys); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if got := keys.Tables(); got != 64 {
+		t.Fatalf("66 keys that signed 65 entries each: %d tables, want 64", got)
+	}
+	// A 67th key pushes out the least recently used, which held a table.
+	b := marshal(t, notarizetest.Entry(t, notarizetest.NewSigner(t), digestA, notarize.StatusTrusted, t0))
+	for range 65 {
+		if _, err := verifyLoggedWith(b, keys); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := keys.Tables(); got != 64 {
+		t.Fatalf("after a key with a table was dropped and another used 65 times: %d tables, want 64", got)
+	}
+}
+
 // TestKeyCacheConcurrent verifies entries of a few keys from many
 // goroutines with one cache (run with -race).
 func TestKeyCacheConcurrent(t *testing.T) {
@@ -166,6 +225,27 @@ func TestKeyCacheConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// parseSig returns an ECDSA signature's numbers.
+func parseSig(t testing.TB, sig []byte) (r, s *big.Int) {
+	t.Helper()
+	r, s = new(big.Int), new(big.Int)
+	in, seq := cryptobyte.String(sig), cryptobyte.String(nil)
+	if !in.ReadASN1(&seq, cbasn1.SEQUENCE) || !seq.ReadASN1Integer(r) || !seq.ReadASN1Integer(s) {
+		t.Fatalf("not an ASN.1 ECDSA signature: %x", sig)
+	}
+	return r, s
+}
+
+// derSig encodes an ECDSA signature's numbers in ASN.1 DER.
+func derSig(r, s *big.Int) []byte {
+	var b cryptobyte.Builder
+	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		b.AddASN1BigInt(r)
+		b.AddASN1BigInt(s)
+	})
+	return b.BytesOrPanic()
 }
 
 func marshal(t testing.TB, e *notarize.Entry) []byte {

@@ -1,0 +1,278 @@
+package p256
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/sha512"
+	"math/big"
+	"testing"
+
+	"filippo.io/nistec"
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
+)
+
+func newKey(t testing.TB) (*ecdsa.PrivateKey, *Key) {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := NewKey(&priv.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return priv, k
+}
+
+// derSig encodes r and s as crypto/ecdsa does.
+func derSig(r, s *big.Int) []byte {
+	var b cryptobyte.Builder
+	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		b.AddASN1BigInt(r)
+		b.AddASN1BigInt(s)
+	})
+	return b.BytesOrPanic()
+}
+
+// same fails unless Key.VerifyASN1 and crypto/ecdsa.VerifyASN1 agree, and
+// returns what they said.
+func same(t *testing.T, pub *ecdsa.PublicKey, k *Key, digest, sig []byte) bool {
+	t.Helper()
+	want := ecdsa.VerifyASN1(pub, digest, sig)
+	if got := k.VerifyASN1(digest, sig); got != want {
+		t.Fatalf("VerifyASN1(%x, %x) = %v, crypto/ecdsa says %v", digest, sig, got, want)
+	}
+	return want
+}
+
+func TestMultMatchesScalarMult(t *testing.T) {
+	priv, k := newKey(t)
+	q, err := nistec.NewP256Point().SetBytes(elliptic.Marshal(elliptic.P256(), priv.X, priv.Y)) //nolint:staticcheck // the test's reference encoding
+	if err != nil {
+		t.Fatal(err)
+	}
+	scalars := [][scalarN]byte{{31: 1}, {31: 2}, {31: 63}, {31: 64}, {0: 0x80}}
+	var last [scalarN]byte
+	new(big.Int).Sub(n, big.NewInt(1)).FillBytes(last[:]) // n-1: -Q
+	scalars = append(scalars, last)
+	for range 200 {
+		var u [scalarN]byte
+		v, _ := rand.Int(rand.Reader, n)
+		v.FillBytes(u[:])
+		scalars = append(scalars, u)
+	}
+	for _, u := range scalars {
+		want, err := nistec.NewP256Point().ScalarMult(q, u[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := k.mult(&u); !bytes.Equal(got.Bytes(), want.Bytes()) {
+			t.Fatalf("mult(%x) differs from ScalarMult", u)
+		}
+	}
+}
+
+func TestVerifyMatchesStdlib(t *testing.T) {
+	priv, k := newKey(t)
+	pub := &priv.PublicKey
+	for i := range 12 {
+		msg := []byte{byte(i), 'm'}
+		d256 := sha256.Sum256(msg)
+		d512 := sha512.Sum512(msg)
+		for _, digest := range [][]byte{d256[:], d512[:], d256[:20], nil} {
+			sig, err := ecdsa.SignASN1(rand.Reader, priv, digest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !same(t, pub, k, digest, sig) {
+				t.Fatalf("a valid signature did not verify")
+			}
+			// Its other S form is as valid.
+			r, s := parse(t, sig)
+			other := new(big.Int).Sub(n, s)
+			if !same(t, pub, k, digest, derSig(r, other)) {
+				t.Fatal("the signature's other S form did not verify")
+			}
+			// Any flipped bit of the signature is judged as crypto/ecdsa
+			// judges it (refused, but for the form's few spare bits), and
+			// a flipped bit of the digest's first 256 is refused.
+			for bit := range len(sig) * 8 {
+				bad := bytes.Clone(sig)
+				bad[bit/8] ^= 1 << (bit % 8)
+				same(t, pub, k, digest, bad)
+			}
+			if len(digest) > 0 {
+				bad := bytes.Clone(digest)
+				bad[i%min(len(bad), scalarN)] ^= 1 // past n's 256 bits a digest is cut
+				if same(t, pub, k, bad, sig) {
+					t.Fatal("a signature verified for another digest")
+				}
+			}
+			// Trailing bytes, and the same numbers as P1363 (r‖s).
+			if same(t, pub, k, digest, append(bytes.Clone(sig), 0)) {
+				t.Fatal("a signature with a trailing byte verified")
+			}
+			p1363 := append(r.FillBytes(make([]byte, 32)), s.FillBytes(make([]byte, 32))...)
+			if same(t, pub, k, digest, p1363) {
+				t.Fatal("a P1363 signature verified")
+			}
+		}
+	}
+}
+
+func parse(t *testing.T, sig []byte) (r, s *big.Int) {
+	t.Helper()
+	r, s = new(big.Int), new(big.Int)
+	in, seq := cryptobyte.String(sig), cryptobyte.String(nil)
+	if !in.ReadASN1(&seq, cbasn1.SEQUENCE) || !seq.ReadASN1Integer(r) || !seq.ReadASN1Integer(s) {
+		t.Fatalf("parse %x", sig)
+	}
+	return r, s
+}
+
+// TestVerifyEdgeCases builds signatures that reach the rare branches: out
+// of range numbers, a sum at infinity, and the two halves of the sum equal
+// (the addition must double).
+func TestVerifyEdgeCases(t *testing.T) {
+	priv, k := newKey(t)
+	pub := &priv.PublicKey
+	d := priv.D
+	mod := func(x *big.Int) *big.Int { return x.Mod(x, n) }
+	digest := sha256.Sum256([]byte("edge"))
+	sig, err := ecdsa.SignASN1(rand.Reader, priv, digest[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, s := parse(t, sig)
+	one := big.NewInt(1)
+	for name, rs := range map[string][2]*big.Int{
+		"r zero":     {new(big.Int), s},
+		"s zero":     {r, new(big.Int)},
+		"r negative": {new(big.Int).Neg(r), s},
+		"s negative": {r, new(big.Int).Neg(s)},
+		"r is n":     {n, s},
+		"s is n":     {r, n},
+		"r plus n":   {new(big.Int).Add(r, n), s},
+		"s plus n":   {r, new(big.Int).Add(s, n)},
+		"r is n+1":   {new(big.Int).Add(n, one), s},
+		"huge":       {new(big.Int).Lsh(one, 300), s},
+	} {
+		if same(t, pub, k, digest[:], derSig(rs[0], rs[1])) {
+			t.Errorf("%s: verified", name)
+		}
+	}
+
+	// A digest e = -r·d makes (e/s)·G + (r/s)·Q the point at infinity.
+	e := mod(new(big.Int).Neg(new(big.Int).Mul(r, d)))
+	var inf [32]byte
+	e.FillBytes(inf[:])
+	if same(t, pub, k, inf[:], derSig(r, s)) {
+		t.Error("a sum at infinity verified")
+	}
+
+	// A digest e = r·d with s = 2·r·d/k makes both halves k/2·G: the sum
+	// doubles, and the signature is valid.
+	for range 20 {
+		kk, err := rand.Int(rand.Reader, n)
+		if err != nil || kk.Sign() == 0 {
+			continue
+		}
+		var kb [32]byte
+		kk.FillBytes(kb[:])
+		R, err := nistec.NewP256Point().ScalarBaseMult(kb[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		x, err := R.BytesX()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := mod(new(big.Int).SetBytes(x))
+		e := mod(new(big.Int).Mul(r, d))
+		s := mod(new(big.Int).Mul(new(big.Int).Mul(big.NewInt(2), e), new(big.Int).ModInverse(kk, n)))
+		var eb [32]byte
+		e.FillBytes(eb[:])
+		if !same(t, pub, k, eb[:], derSig(r, s)) {
+			t.Fatal("a valid signature whose halves are equal did not verify")
+		}
+	}
+}
+
+func TestNewKeyRefusesOtherCurves(t *testing.T) {
+	priv, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewKey(&priv.PublicKey); err != ErrNotP256 {
+		t.Fatalf("NewKey(P-384) = %v, want ErrNotP256", err)
+	}
+	off := &ecdsa.PublicKey{Curve: elliptic.P256(), X: big.NewInt(1), Y: big.NewInt(1)}
+	if _, err := NewKey(off); err != ErrNotP256 {
+		t.Fatalf("NewKey(off the curve) = %v, want ErrNotP256", err)
+	}
+	if _, err := NewKey(nil); err != ErrNotP256 {
+		t.Fatalf("NewKey(nil) = %v", err)
+	}
+}
+
+// FuzzVerifyMatchesStdlib: whatever the signature and digest, the key's
+// verification says what crypto/ecdsa says.
+func FuzzVerifyMatchesStdlib(f *testing.F) {
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		f.Fatal(err)
+	}
+	k, err := NewKey(&priv.PublicKey)
+	if err != nil {
+		f.Fatal(err)
+	}
+	for i := range 8 {
+		digest := sha256.Sum256([]byte{byte(i)})
+		sig, err := ecdsa.SignASN1(rand.Reader, priv, digest[:])
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(digest[:], sig)
+	}
+	f.Add([]byte{}, []byte{0x30, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x01})
+	f.Fuzz(func(t *testing.T, digest, sig []byte) {
+		want := ecdsa.VerifyASN1(&priv.PublicKey, digest, sig)
+		if got := k.VerifyASN1(digest, sig); got != want {
+			t.Fatalf("VerifyASN1(%x, %x) = %v, crypto/ecdsa says %v", digest, sig, got, want)
+		}
+	})
+}
+
+func BenchmarkVerify(b *testing.B) {
+	priv, k := newKey(b)
+	digest := sha256.Sum256([]byte("bench"))
+	sig, err := ecdsa.SignASN1(rand.Reader, priv, digest[:])
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("crypto-ecdsa", func(b *testing.B) {
+		for b.Loop() {
+			if !ecdsa.VerifyASN1(&priv.PublicKey, digest[:], sig) {
+				b.Fatal("did not verify")
+			}
+		}
+	})
+	b.Run("table", func(b *testing.B) {
+		for b.Loop() {
+			if !k.VerifyASN1(digest[:], sig) {
+				b.Fatal("did not verify")
+			}
+		}
+	})
+	b.Run("build", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := NewKey(&priv.PublicKey); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
