@@ -16,7 +16,7 @@ import (
 // size 0 remembers: far more than the signers of a team's ledger.
 const DefaultKeyCacheSize = 1024
 
-// A P-256 key a KeyCache has given for tableAfter signatures gets a table
+// A P-256 key under which tableAfter signatures verified gets a table
 // of its multiples (package p256: ~260 KiB, built in ~2 ms), which halves
 // the cost of each later verification under it; at most maxTables keys of
 // one cache hold one, the rest verify as before. A signer's thousands of
@@ -55,7 +55,7 @@ type cachedKey struct {
 	keyID    string
 	verifier signature.Verifier
 
-	uses   atomic.Uint32            // signatures checked under it (P-256 keys only), up to tableAfter
+	uses   atomic.Uint32            // signatures that verified under it (P-256 keys only), up to tableAfter
 	table  atomic.Pointer[p256.Key] // its table, once built
 	tabled bool                     // it took one of maxTables places (KeyCache.mu)
 }
@@ -116,22 +116,26 @@ func (c *KeyCache) add(k *cachedKey) {
 	}
 }
 
-// p256Table returns k's table of multiples when k is a P-256 key c gave
-// for tableAfter signatures, building it at that use when c has a place
-// for it; nil otherwise (c may be nil: no cache, no table).
+// p256Table returns k's table of multiples, once built (c may be nil: no
+// cache, no table).
 func (c *KeyCache) p256Table(k *cachedKey) *p256.Key {
 	if c == nil {
 		return nil
 	}
-	if t := k.table.Load(); t != nil {
-		return t
+	return k.table.Load()
+}
+
+// verified counts a signature that verified under k and, at the
+// tableAfter-th of a P-256 key, builds its table when c has a place for
+// it. Only signatures that verified count, so a key cannot earn a table
+// with garbage (c may be nil: no cache, nothing counted).
+func (c *KeyCache) verified(k *cachedKey) {
+	if c == nil || k.table.Load() != nil || k.uses.Load() >= tableAfter {
+		return // no cache, a table already, or one built or refused before
 	}
 	pub, ok := k.pub.(*ecdsa.PublicKey)
-	if !ok || pub.Curve != elliptic.P256() || k.uses.Load() >= tableAfter {
-		return nil // not P-256, or a table was built or refused already
-	}
-	if k.uses.Add(1) != tableAfter {
-		return nil
+	if !ok || pub.Curve != elliptic.P256() || k.uses.Add(1) != tableAfter {
+		return
 	}
 	c.mu.Lock()
 	el, held := c.byPEM[k.pem]
@@ -142,14 +146,11 @@ func (c *KeyCache) p256Table(k *cachedKey) *p256.Key {
 	}
 	c.mu.Unlock()
 	if !take {
-		return nil
+		return
 	}
-	t, err := p256.NewKey(pub)
-	if err != nil {
-		return nil // cannot happen for a parsed P-256 key; verify as before
+	if t, err := p256.NewKey(pub); err == nil { // cannot fail for a parsed P-256 key
+		k.table.Store(t)
 	}
-	k.table.Store(t)
-	return t
 }
 
 // parseSignerKey parses pemText, which must be one canonical PEM public key

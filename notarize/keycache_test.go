@@ -197,6 +197,38 @@ func TestKeyCacheTablesBounded(t *testing.T) {
 	}
 }
 
+// TestKeyCacheTableEarnedBySignatures: only signatures that verified
+// count towards a key's table, so entries a stranger forged under a key
+// never build one.
+func TestKeyCacheTableEarnedBySignatures(t *testing.T) {
+	honest := notarizetest.Entry(t, notarizetest.NewSigner(t), digestA, notarize.StatusTrusted, t0)
+	sig, err := base64.StdEncoding.DecodeString(honest.Envelope.Signatures[0].Sig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, s := parseSig(t, sig)
+	forged := *honest
+	forged.Envelope.Signatures = append(honest.Envelope.Signatures[:0:0], honest.Envelope.Signatures...)
+	forged.Envelope.Signatures[0].Sig = base64.StdEncoding.EncodeToString(derSig(r, new(big.Int).Add(s, big.NewInt(1))))
+	keys := notarize.NewKeyCache(0)
+	for range 200 {
+		if _, err := verifyLoggedWith(marshal(t, &forged), keys); !errors.Is(err, notarize.ErrBadSignature) {
+			t.Fatalf("forged: %v, want ErrBadSignature", err)
+		}
+	}
+	if keys.Tables() != 0 {
+		t.Fatal("200 signatures that did not verify built a table")
+	}
+	for range 64 {
+		if _, err := verifyLoggedWith(marshal(t, honest), keys); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if keys.Tables() != 1 {
+		t.Fatal("64 signatures that verified built no table")
+	}
+}
+
 // TestKeyCacheConcurrent verifies entries of a few keys from many
 // goroutines with one cache (run with -race).
 func TestKeyCacheConcurrent(t *testing.T) {
