@@ -217,7 +217,10 @@ func indices(resp api.LookupResponse) []uint64 {
 
 func TestLookupFloodByStranger(t *testing.T) {
 	t.Parallel()
-	floodLookups(t, startLedger(t, Config{}), 150)
+	// 150 entries of 40 KB rewrite Tessera's partial entry bundle (up to
+	// 6 MB) at each batch: seconds of work, but minutes under the race
+	// detector on a loaded machine, past the default 30 s receipt wait.
+	floodLookups(t, startLedger(t, Config{ReceiptTimeout: 5 * time.Minute}), 150)
 }
 
 func TestPaginationWalksEveryEntryOnce(t *testing.T) {
