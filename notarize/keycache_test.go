@@ -70,13 +70,13 @@ func TestKeyCacheStillChecksEverySignature(t *testing.T) {
 	// crypto/ecdsa): both refuse alike, and as without the cache.
 	for _, phase := range []string{"cached", "with its table"} {
 		if phase != "cached" {
-			for range 64 {
+			for range 16 {
 				if _, err := verifyLoggedWith(marshal(t, honest), keys); err != nil {
 					t.Fatal(err)
 				}
 			}
 			if keys.Tables() != 1 {
-				t.Fatalf("a key that signed 65 entries has no table (%d tables)", keys.Tables())
+				t.Fatalf("a key that signed 17 entries has no table (%d tables)", keys.Tables())
 			}
 		}
 		for name, e := range map[string]*notarize.Entry{
@@ -176,24 +176,24 @@ func TestKeyCacheTablesBounded(t *testing.T) {
 		entries = append(entries, marshal(t, notarizetest.Entry(t, notarizetest.NewSigner(t), digestA, notarize.StatusTrusted, t0)))
 	}
 	for _, b := range entries {
-		for range 65 {
+		for range 17 {
 			if _, err := verifyLoggedWith(b, keys); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
 	if got := keys.Tables(); got != 64 {
-		t.Fatalf("66 keys that signed 65 entries each: %d tables, want 64", got)
+		t.Fatalf("66 keys that signed 17 entries each: %d tables, want 64", got)
 	}
 	// A 67th key pushes out the least recently used, which held a table.
 	b := marshal(t, notarizetest.Entry(t, notarizetest.NewSigner(t), digestA, notarize.StatusTrusted, t0))
-	for range 65 {
+	for range 17 {
 		if _, err := verifyLoggedWith(b, keys); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if got := keys.Tables(); got != 64 {
-		t.Fatalf("after a key with a table was dropped and another used 65 times: %d tables, want 64", got)
+		t.Fatalf("after a key with a table was dropped and another used 17 times: %d tables, want 64", got)
 	}
 }
 
@@ -219,13 +219,13 @@ func TestKeyCacheTableEarnedBySignatures(t *testing.T) {
 	if keys.Tables() != 0 {
 		t.Fatal("200 signatures that did not verify built a table")
 	}
-	for range 64 {
+	for range 16 {
 		if _, err := verifyLoggedWith(marshal(t, honest), keys); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if keys.Tables() != 1 {
-		t.Fatal("64 signatures that verified built no table")
+		t.Fatal("16 signatures that verified built no table")
 	}
 }
 
