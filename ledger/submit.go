@@ -78,6 +78,9 @@ func (l *Ledger) submit(ctx context.Context, e *notarize.Entry, raw []byte) (*ap
 	if sub.err != nil {
 		return nil, fmt.Errorf("submit: %w", sub.err)
 	}
+	if owner && !sub.dup {
+		l.store.keys.Admitted(e) // a new entry of its key's: towards the key's table (notarize.KeyCache)
+	}
 	cp, cpRaw, err := l.receiptCheckpoint(sub.checkpoint, sub.index)
 	if err != nil {
 		return nil, fmt.Errorf("submit: %w", err)

@@ -302,10 +302,12 @@ func (e *Entry) verify(lowS bool, keys *KeyCache) (*Verified, error) {
 	} else if err := k.verifier.VerifySignature(bytes.NewReader(sig), bytes.NewReader(ssldsse.PAE(PayloadType, payload))); err != nil {
 		return nil, fmt.Errorf("%w: envelope does not verify under its public key %s: %v", ErrBadSignature, keyID, err)
 	}
-	keys.verified(k)
 	st, err := ParseStatement(payload)
 	if err != nil {
 		return nil, err
+	}
+	if !lowS { // a logged entry (VerifyLoggedWith); submissions count once admitted (KeyCache.Admitted)
+		keys.verified(k)
 	}
 	return &Verified{Statement: st, KeyID: keyID, PublicKey: pub, Payload: payload}, nil
 }

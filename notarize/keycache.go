@@ -16,13 +16,14 @@ import (
 // size 0 remembers: far more than the signers of a team's ledger.
 const DefaultKeyCacheSize = 1024
 
-// A P-256 key under which tableAfter signatures verified gets a table of
-// its multiples (package p256: ~260 KiB, built in ~1 ms, the cost of about
-// 35 verifications it then saves), which makes each later verification
-// under it about 2.5 times cheaper; at most maxTables keys of one cache
-// hold one, the rest verify as before. A signer's thousands of log
-// entries pay for the table many times over; a key seen a few times never
-// builds one.
+// A P-256 key with tableAfter accepted entries (logged, or admitted by a
+// ledger: KeyCache.Admitted) gets a table of its multiples (package p256:
+// ~260 KiB, built in ~1 ms, the cost of about 35 verifications it then
+// saves), which makes each later verification under it about 2.5 times
+// cheaper; at most maxTables keys of one cache hold one, the rest verify as
+// before and try again tableAfter entries later. A signer's thousands of
+// log entries pay for the table many times over; a key seen a few times
+// never builds one.
 const (
 	tableAfter = 16
 	maxTables  = 64
@@ -56,7 +57,7 @@ type cachedKey struct {
 	keyID    string
 	verifier signature.Verifier
 
-	uses   atomic.Uint32            // signatures that verified under it (P-256 keys only), up to tableAfter
+	uses   atomic.Uint32            // accepted entries under it (P-256 keys only; see verified), up to tableAfter
 	table  atomic.Pointer[p256.Key] // its table, once built
 	tabled bool                     // it took one of maxTables places (KeyCache.mu)
 }
@@ -126,10 +127,26 @@ func (c *KeyCache) p256Table(k *cachedKey) *p256.Key {
 	return k.table.Load()
 }
 
-// verified counts a signature that verified under k and, at the
-// tableAfter-th of a P-256 key, builds its table when c has a place for
-// it. Only signatures that verified count, so a key cannot earn a table
-// with garbage (c may be nil: no cache, nothing counted).
+// Admitted counts e, which VerifyWith accepted and its caller then
+// admitted (a ledger: appended it to its log, not as a replay), towards
+// its key's table. VerifyWith counts nothing, so that entries a ledger
+// refuses for reasons of its own (enrolment, timestamps, replays) earn no
+// key a table; VerifyLoggedWith counts the entries it accepts, which a log
+// holds already. Nothing happens when c does not hold e's key (c may be
+// nil).
+func (c *KeyCache) Admitted(e *Entry) {
+	if c == nil {
+		return
+	}
+	if k := c.get(e.PublicKey); k != nil {
+		c.verified(k)
+	}
+}
+
+// verified counts an accepted entry of k's and, at the tableAfter-th of a
+// P-256 key, builds its table when c has a place for it; with no place,
+// the count starts again, so the key tries again tableAfter entries later
+// (c may be nil: no cache, nothing counted).
 func (c *KeyCache) verified(k *cachedKey) {
 	if c == nil || k.table.Load() != nil || k.uses.Load() >= tableAfter {
 		return // no cache, a table already, or one built or refused before
@@ -147,6 +164,7 @@ func (c *KeyCache) verified(k *cachedKey) {
 	}
 	c.mu.Unlock()
 	if !take {
+		k.uses.Store(0)
 		return
 	}
 	if t, err := p256.NewKey(pub); err == nil { // cannot fail for a parsed P-256 key

@@ -229,6 +229,94 @@ func TestKeyCacheTableEarnedBySignatures(t *testing.T) {
 	}
 }
 
+// TestKeyCacheEvictionGivesPlaceBack: a key dropped from the cache gives
+// its table's place back at once, and a key earns a table with its 16th
+// accepted entry, not before.
+func TestKeyCacheEvictionGivesPlaceBack(t *testing.T) {
+	keys := notarize.NewKeyCache(64)
+	use := func(b []byte, times int) {
+		for range times {
+			if _, err := verifyLoggedWith(b, keys); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i := range 64 {
+		b := marshal(t, notarizetest.Entry(t, notarizetest.NewSigner(t), digestA, notarize.StatusTrusted, t0))
+		use(b, 15)
+		if got := keys.Tables(); got != i {
+			t.Fatalf("after 15 signatures of key %d: %d tables, want %d", i, got, i)
+		}
+		use(b, 1)
+		if got := keys.Tables(); got != i+1 {
+			t.Fatalf("after 16 signatures of key %d: %d tables, want %d", i, got, i+1)
+		}
+	}
+	b := marshal(t, notarizetest.Entry(t, notarizetest.NewSigner(t), digestA, notarize.StatusTrusted, t0))
+	use(b, 1) // the 65th key pushes out the first, which held a table
+	if got := keys.Tables(); got != 63 {
+		t.Fatalf("a key with a table was dropped: %d tables, want 63", got)
+	}
+	use(b, 15)
+	if got := keys.Tables(); got != 64 {
+		t.Fatalf("the new key's 16th signature: %d tables, want 64", got)
+	}
+}
+
+// TestKeyCacheNoTableForRefusedEntries: an entry whose signature verifies
+// but whose payload is no statement is refused, and counts for nothing
+// (review: 16 of them built a table).
+func TestKeyCacheNoTableForRefusedEntries(t *testing.T) {
+	e := notarizetest.Envelope(t, notarizetest.NewSigner(t), notarize.PayloadType, []byte(`{}`))
+	b := marshal(t, e)
+	keys := notarize.NewKeyCache(0)
+	for range 16 {
+		if _, err := verifyLoggedWith(b, keys); err == nil {
+			t.Fatal("an entry whose payload is no statement was accepted")
+		}
+	}
+	if got := keys.Tables(); got != 0 {
+		t.Errorf("16 refused entries built %d table(s)", got)
+	}
+}
+
+// TestKeyCacheTableTriedAgain: a key whose 16th entry came while every
+// place was taken tries again 16 entries later, and gets one once places
+// are free (review: it never did while it stayed in the cache).
+func TestKeyCacheTableTriedAgain(t *testing.T) {
+	keys := notarize.NewKeyCache(65)
+	use := func(b []byte, times int) {
+		for range times {
+			if _, err := verifyLoggedWith(b, keys); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	newEntry := func() []byte {
+		return marshal(t, notarizetest.Entry(t, notarizetest.NewSigner(t), digestA, notarize.StatusTrusted, t0))
+	}
+	for range 64 {
+		use(newEntry(), 16)
+	}
+	honest := newEntry()
+	use(honest, 16) // no place: refused
+	if got := keys.Tables(); got != 64 {
+		t.Fatalf("%d tables, want 64", got)
+	}
+	use(newEntry(), 1) // pushes out the least recently used key, which held one
+	if got := keys.Tables(); got != 63 {
+		t.Fatalf("%d tables, want 63", got)
+	}
+	use(honest, 15)
+	if got := keys.Tables(); got != 63 {
+		t.Fatalf("the refused key took a place before 16 more entries: %d tables", got)
+	}
+	use(honest, 1)
+	if got := keys.Tables(); got != 64 {
+		t.Fatalf("the refused key's 16th entry since, with a place free: %d tables, want 64", got)
+	}
+}
+
 // TestKeyCacheConcurrent verifies entries of a few keys from many
 // goroutines with one cache (run with -race).
 func TestKeyCacheConcurrent(t *testing.T) {

@@ -276,3 +276,132 @@ func BenchmarkVerify(b *testing.B) {
 		}
 	})
 }
+
+var pP = elliptic.P256().Params().P
+
+// pointWithBigX returns a point R of P-256 whose x coordinate is in [n, p).
+func pointWithBigX(t *testing.T) (*nistec.P256Point, *big.Int) {
+	t.Helper()
+	b := elliptic.P256().Params().B
+	for off := int64(0); ; off++ {
+		x := new(big.Int).Add(n, big.NewInt(off))
+		if x.Cmp(pP) >= 0 {
+			t.Fatal("no point")
+		}
+		rhs := new(big.Int).Exp(x, big.NewInt(3), pP)
+		rhs.Sub(rhs, new(big.Int).Mul(big.NewInt(3), x))
+		rhs.Add(rhs, b)
+		rhs.Mod(rhs, pP)
+		y := new(big.Int).ModSqrt(rhs, pP)
+		if y == nil {
+			continue
+		}
+		enc := append([]byte{4}, append(x.FillBytes(make([]byte, 32)), y.FillBytes(make([]byte, 32))...)...)
+		R, err := nistec.NewP256Point().SetBytes(enc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return R, x
+	}
+}
+
+func scalar(v *big.Int) []byte { return new(big.Int).Mod(v, n).FillBytes(make([]byte, 32)) }
+
+// keyFor returns a public key Q under which (r, s) is a valid signature of
+// digest with R = u1·G + u2·Q: Q = (R - u1·G)/u2.
+func keyFor(t *testing.T, R *nistec.P256Point, digest []byte, r, s *big.Int) *ecdsa.PublicKey {
+	t.Helper()
+	d := digest
+	if len(d) > 32 {
+		d = d[:32]
+	}
+	e := new(big.Int).SetBytes(d)
+	w := new(big.Int).ModInverse(s, n)
+	u1 := new(big.Int).Mod(new(big.Int).Mul(e, w), n)
+	u2 := new(big.Int).Mod(new(big.Int).Mul(r, w), n)
+	negU1G, err := nistec.NewP256Point().ScalarBaseMult(scalar(new(big.Int).Sub(n, u1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	diff := nistec.NewP256Point().Add(R, negU1G)
+	Q, err := nistec.NewP256Point().ScalarMult(diff, scalar(new(big.Int).ModInverse(u2, n)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), Q.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pub
+}
+
+// TestVerifyRxAtLeastN: a signature whose R has x ≥ n (r = R.x - n) is
+// valid for crypto/ecdsa (honest signers make one with probability ~2⁻¹²⁸,
+// so it is built: a key chosen for R); the table accepts it too, and
+// refuses r = R.x. (Review: without the final reduction modulo n, every
+// other test passed.)
+func TestVerifyRxAtLeastN(t *testing.T) {
+	R, x := pointWithBigX(t)
+	r := new(big.Int).Sub(x, n)
+	d := sha256.Sum256([]byte("big x"))
+	for _, digest := range [][]byte{d[:], nil, n.Bytes()} {
+		for range 4 {
+			s, _ := rand.Int(rand.Reader, n)
+			if s.Sign() == 0 {
+				continue
+			}
+			pub := keyFor(t, R, digest, r, s)
+			k, err := NewKey(pub)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !same(t, pub, k, digest, derSig(r, s)) {
+				t.Fatal("crypto/ecdsa refused a signature with R.x >= n")
+			}
+			if same(t, pub, k, digest, derSig(x, s)) {
+				t.Fatal("r = R.x >= n verified")
+			}
+			if !same(t, pub, k, digest, derSig(r, new(big.Int).Sub(n, s))) {
+				t.Fatal("other S form refused")
+			}
+		}
+	}
+}
+
+// TestVerifyNearTheBounds: valid signatures with r and s moved to values
+// near 0 and n, plus or minus n, negated, and digests of every length from
+// 0 to 70 bytes, n itself and values above it, all judged as crypto/ecdsa
+// judges them. (Review: r = 0 allowed together with the point at infinity
+// let (0, s) verify under any key, and only this test saw it.)
+func TestVerifyNearTheBounds(t *testing.T) {
+	priv, k := newKey(t)
+	pub := &priv.PublicKey
+	one := big.NewInt(1)
+	two256 := new(big.Int).Lsh(one, 256)
+	for i := range 6 {
+		h := sha256.Sum256([]byte{byte(i)})
+		digests := [][]byte{h[:], nil, {}, n.Bytes(), new(big.Int).Add(n, one).Bytes(), new(big.Int).Sub(two256, one).Bytes(), new(big.Int).Sub(n, one).Bytes(), make([]byte, 32)}
+		for l := 0; l <= 70; l++ {
+			b := make([]byte, l)
+			rand.Read(b)
+			digests = append(digests, b)
+		}
+		for _, digest := range digests {
+			sig, err := ecdsa.SignASN1(rand.Reader, priv, digest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, s := parse(t, sig)
+			vals := func(v *big.Int) []*big.Int {
+				return []*big.Int{v, new(big.Int).Add(v, n), new(big.Int).Sub(v, n), new(big.Int).Neg(v), new(big.Int).Sub(n, v),
+					new(big.Int).Add(v, one), new(big.Int).Sub(v, one), new(big.Int).Add(v, two256), new(big.Int).Lsh(v, 8),
+					big.NewInt(0), one, new(big.Int).Sub(n, one), n, new(big.Int).Add(n, one), new(big.Int).Sub(two256, one), new(big.Int).Neg(n)}
+			}
+			for _, rr := range vals(r) {
+				for _, ss := range vals(s) {
+					same(t, pub, k, digest, derSig(rr, ss))
+				}
+			}
+		}
+	}
+}
