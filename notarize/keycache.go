@@ -110,9 +110,9 @@ func (c *KeyCache) add(k *cachedKey) {
 	for c.lru.Len() > c.max {
 		old := c.lru.Back()
 		c.lru.Remove(old)
-		ok := old.Value.(*cachedKey)
-		delete(c.byPEM, ok.pem)
-		if ok.tabled {
+		gone := old.Value.(*cachedKey)
+		delete(c.byPEM, gone.pem)
+		if gone.tabled {
 			c.tables--
 		}
 	}
@@ -149,7 +149,7 @@ func (c *KeyCache) Admitted(e *Entry) {
 // (c may be nil: no cache, nothing counted).
 func (c *KeyCache) verified(k *cachedKey) {
 	if c == nil || k.table.Load() != nil || k.uses.Load() >= tableAfter {
-		return // no cache, a table already, or one built or refused before
+		return // no cache, a table already, or one being built
 	}
 	pub, ok := k.pub.(*ecdsa.PublicKey)
 	if !ok || pub.Curve != elliptic.P256() || k.uses.Add(1) != tableAfter {
@@ -167,9 +167,17 @@ func (c *KeyCache) verified(k *cachedKey) {
 		k.uses.Store(0)
 		return
 	}
-	if t, err := p256.NewKey(pub); err == nil { // cannot fail for a parsed P-256 key
-		k.table.Store(t)
+	t, err := p256.NewKey(pub)
+	if err != nil { // not for a key that parsed as P-256; give the place back all the same
+		c.mu.Lock()
+		if k.tabled {
+			k.tabled = false
+			c.tables--
+		}
+		c.mu.Unlock()
+		return
 	}
+	k.table.Store(t)
 }
 
 // parseSignerKey parses pemText, which must be one canonical PEM public key
