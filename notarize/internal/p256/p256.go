@@ -33,9 +33,6 @@ const (
 	scalarN = 32
 )
 
-// TableBytes is about the memory one Key holds.
-const TableBytes = rows * perRow * 96
-
 // n is the order of P-256's group.
 var n = elliptic.P256().Params().N
 
