@@ -3,6 +3,7 @@ package ledger
 import (
 	"crypto"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -44,5 +45,60 @@ func TestStrangersEarnNoKeyTables(t *testing.T) {
 	}
 	if got := tl.store.keys.Tables(); got != 1 {
 		t.Fatalf("the enrolled signer's 20 entries: %d tables, want 1", got)
+	}
+}
+
+// TestConcurrentReplaysEarnNoKeyTable: one new entry posted 32 times at
+// once is appended once, and counts once towards its key's table: the
+// submissions that joined the first, and the replays after it, count for
+// nothing.
+func TestConcurrentReplaysEarnNoKeyTable(t *testing.T) {
+	tl := startLedger(t, Config{})
+	k := newTestSigner(t)
+	for range 4 {
+		body := mustMarshal(t, k.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now()))
+		var wg sync.WaitGroup
+		for range 32 {
+			wg.Go(func() {
+				if status, _, b := do(t, http.MethodPost, tl.url+api.PathEntries, body); status != http.StatusCreated && status != http.StatusOK {
+					t.Errorf("got %d %s", status, b)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	if got := tl.store.keys.Tables(); got != 0 {
+		t.Fatalf("4 entries, each posted 32 times at once: %d tables, want 0", got)
+	}
+}
+
+// TestKeyTableAfterSixteenEntries: a key's table comes with its 16th new
+// entry, whether submitted over HTTP or through Submit (review: entries
+// submitted through Submit counted twice, once when admitted and once when
+// the index follower checked them again, and the table came at the 8th).
+func TestKeyTableAfterSixteenEntries(t *testing.T) {
+	for _, via := range []string{"HTTP", "Submit"} {
+		t.Run(via, func(t *testing.T) {
+			tl := startLedger(t, Config{})
+			k := newTestSigner(t)
+			submit := func() {
+				e := k.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now())
+				if via == "HTTP" {
+					tl.submit(t, e, http.StatusCreated)
+				} else if _, err := tl.Submit(t.Context(), e); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for range 15 {
+				submit()
+			}
+			if got := tl.store.keys.Tables(); got != 0 {
+				t.Fatalf("15 entries: %d tables, want 0", got)
+			}
+			submit()
+			if got := tl.store.keys.Tables(); got != 1 {
+				t.Fatalf("16 entries: %d tables, want 1", got)
+			}
+		})
 	}
 }

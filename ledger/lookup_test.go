@@ -220,8 +220,8 @@ func TestLookupFloodByStranger(t *testing.T) {
 	// 150 entries of 40 KB: Tessera writes the partial entry bundle again
 	// (up to 6 MB) at each batch, which under the race detector on a loaded
 	// machine took past the 30 s receipt wait with batches of 50 ms (42 s
-	// to post, against 16 s with batches of up to a second).
-	floodLookups(t, startLedger(t, Config{BatchMaxAge: time.Second}), 150)
+	// to post); batches of up to 200 ms write it a few times less.
+	floodLookups(t, startLedger(t, Config{BatchMaxAge: 200 * time.Millisecond}), 150)
 }
 
 func TestPaginationWalksEveryEntryOnce(t *testing.T) {

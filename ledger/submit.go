@@ -68,7 +68,7 @@ func (l *Ledger) submit(ctx context.Context, e *notarize.Entry, raw []byte) (*ap
 				row = &r
 			}
 		}
-		l.append(ctx, sub, id, v, data, row)
+		l.append(ctx, sub, id, e, v, data, row)
 	}
 	select {
 	case <-sub.done:
@@ -77,9 +77,6 @@ func (l *Ledger) submit(ctx context.Context, e *notarize.Entry, raw []byte) (*ap
 	}
 	if sub.err != nil {
 		return nil, fmt.Errorf("submit: %w", sub.err)
-	}
-	if owner && !sub.dup {
-		l.store.keys.Admitted(e) // a new entry of its key's: towards the key's table (notarize.KeyCache)
 	}
 	cp, cpRaw, err := l.receiptCheckpoint(sub.checkpoint, sub.index)
 	if err != nil {
@@ -205,8 +202,9 @@ func (l *Ledger) finish(id [32]byte, sub *submission, cancel context.CancelFunc)
 // row, when not nil, is the index row of data's exact bytes, verified: the
 // follower is handed it while the submission runs (verifiedRows), and it is
 // forgotten when the submission finishes, before its slot in l.pending is
-// given up.
-func (l *Ledger) append(ctx context.Context, sub *submission, id [32]byte, v *notarize.Verified, data []byte, row *storage.Row) {
+// given up; e, the entry, then counts towards its key's table when it was
+// appended anew (KeyCache.Admitted).
+func (l *Ledger) append(ctx context.Context, sub *submission, id [32]byte, e *notarize.Entry, v *notarize.Verified, data []byte, row *storage.Row) {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.ReceiptTimeout)
 	stop := context.AfterFunc(l.closedCtx, cancel) // Close ends the work (no goroutine per submission)
 	go func() {
@@ -215,6 +213,12 @@ func (l *Ledger) append(ctx context.Context, sub *submission, id [32]byte, v *no
 		sub.err = l.logOnce(wctx, sub, id, v, data)
 		if remembered {
 			l.store.verified.forget(data)
+			if sub.err == nil && !sub.dup {
+				// A new entry, which the index follower took without
+				// checking it again (it counts those it checks): towards
+				// its key's table (notarize.KeyCache).
+				l.store.keys.Admitted(e)
+			}
 		}
 		l.finish(id, sub, cancel)
 	}()

@@ -76,7 +76,7 @@ func TestKeyCacheStillChecksEverySignature(t *testing.T) {
 				}
 			}
 			if keys.Tables() != 1 {
-				t.Fatalf("a key that signed 17 entries has no table (%d tables)", keys.Tables())
+				t.Fatalf("a key with 16 more logged entries has no table (%d tables)", keys.Tables())
 			}
 		}
 		for name, e := range map[string]*notarize.Entry{
@@ -187,7 +187,13 @@ func TestKeyCacheTablesBounded(t *testing.T) {
 	}
 	// A 67th key pushes out the least recently used, which held a table.
 	b := marshal(t, notarizetest.Entry(t, notarizetest.NewSigner(t), digestA, notarize.StatusTrusted, t0))
-	for range 17 {
+	if _, err := verifyLoggedWith(b, keys); err != nil {
+		t.Fatal(err)
+	}
+	if got := keys.Tables(); got != 63 {
+		t.Fatalf("a key with a table was dropped: %d tables, want 63", got)
+	}
+	for range 16 {
 		if _, err := verifyLoggedWith(b, keys); err != nil {
 			t.Fatal(err)
 		}
