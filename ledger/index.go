@@ -54,6 +54,32 @@ type index struct {
 
 	followStarted chan struct{} // closed when Follow starts
 	followDone    chan struct{} // closed when Follow returns
+
+	// phase is what the follower is doing and since when, which a wait
+	// that times out reports (a wait of 30 s for the next entry, with no
+	// follower error, was seen under load and is not explained: this
+	// tells a stalled step from a log that did not grow).
+	phase atomic.Pointer[followPhase]
+}
+
+// followPhase is one step of the index follower's work.
+type followPhase struct {
+	what  string
+	since time.Time
+}
+
+// setPhase records what the follower does from now.
+func (s *index) setPhase(format string, args ...any) {
+	s.phase.Store(&followPhase{what: fmt.Sprintf(format, args...), since: time.Now()})
+}
+
+// phaseText describes what the follower is doing, for a wait's error.
+func (s *index) phaseText() string {
+	p := s.phase.Load()
+	if p == nil {
+		return "follower not started"
+	}
+	return fmt.Sprintf("follower %s for %v", p.what, time.Since(p.since).Round(time.Millisecond))
 }
 
 var _ tessera.Antispam = (*index)(nil)
@@ -260,7 +286,7 @@ func (s *index) wait(ctx context.Context, n uint64, failOnOutage bool) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("wait for index to reach %d (at %d): %w", n, s.processed.Load(), ctx.Err())
+			return fmt.Errorf("wait for index to reach %d (at %d; %s): %w", n, s.processed.Load(), s.phaseText(), ctx.Err())
 		case <-ch:
 		}
 	}
@@ -481,6 +507,7 @@ func rowOf(v *notarize.Verified) (storage.Row, error) {
 // the index has caught up with the integrated tree. Losing the race to
 // another instance sharing the database is not an error.
 func (f *indexFollower) step(ctx context.Context, lr tessera.LogReader) (bool, error) {
+	f.s.setPhase("reading the log's integrated size")
 	size, err := lr.IntegratedSize(ctx)
 	if errors.Is(err, os.ErrNotExist) {
 		return true, nil
@@ -488,6 +515,7 @@ func (f *indexFollower) step(ctx context.Context, lr tessera.LogReader) (bool, e
 	if err != nil {
 		return false, fmt.Errorf("integrated size: %w", err)
 	}
+	f.s.setPhase("reading the index's position (log size %d)", size)
 	next, err := f.s.db.Position(ctx)
 	if err != nil {
 		return false, err
@@ -498,15 +526,18 @@ func (f *indexFollower) step(ctx context.Context, lr tessera.LogReader) (bool, e
 	}
 	if next == size {
 		f.s.pushback.Store(false)
+		f.s.setPhase("caught up with the log's %d integrated entries", size)
 		return true, nil
 	}
 	f.s.pushback.Store(size-next > antispamPushbackAt)
 	n := min(size-next, f.s.tune.MaxBatch)
+	f.s.setPhase("reading entries [%d, %d) of %d", next, next+n, size)
 	batch, err := readIndexEntries(ctx, lr, f.s.log, next, n, size, f.s.tune.MaxBytes, f.s.verified, f.s.keys)
 	if err != nil {
 		return false, err
 	}
 	n = uint64(len(batch))
+	f.s.setPhase("writing entries [%d, %d)", next, next+n)
 	won, err := f.s.db.Write(ctx, next, batch)
 	if err != nil {
 		return false, fmt.Errorf("index entries [%d, %d): %w", next, next+n, err)
