@@ -53,6 +53,22 @@ func stallLookup(t *testing.T, tl *testLedger, from, path string) net.Conn {
 	return c
 }
 
+// waitTotalHeld waits until the answer budget holds at least n bytes.
+func waitTotalHeld(t *testing.T, tl *testLedger, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		h, _ := tl.answers.inUse("")
+		if h >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the answer budget holds %d bytes, want %d", h, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // liveHeap returns the heap in use after two collections: encoding/json
 // keeps the buffers of recent encodings in a sync.Pool until a second
 // one, which is garbage, not what stalled readers hold.
@@ -448,6 +464,10 @@ func TestAnswerBudgetSmallAnswersReserve(t *testing.T) {
 		for range 5 {
 			stallLookup(t, tl, from, path)
 		}
+		// One address's pages at a time: 40 built at once, under the race
+		// detector on a loaded machine, kept the 33rd waiting past the
+		// lookup gate's 2 s (ci75), and it was refused.
+		waitTotalHeld(t, tl, int64(a+1)*5*int64(size))
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
