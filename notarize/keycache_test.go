@@ -176,11 +176,7 @@ func TestKeyCacheTablesBounded(t *testing.T) {
 		entries = append(entries, marshal(t, notarizetest.Entry(t, notarizetest.NewSigner(t), digestA, notarize.StatusTrusted, t0)))
 	}
 	for _, b := range entries {
-		for range 17 {
-			if _, err := verifyLoggedWith(b, keys); err != nil {
-				t.Fatal(err)
-			}
-		}
+		verifyTimes(t, keys, b, 17)
 	}
 	if got := keys.Tables(); got != 64 {
 		t.Fatalf("66 keys that signed 17 entries each: %d tables, want 64", got)
@@ -193,11 +189,7 @@ func TestKeyCacheTablesBounded(t *testing.T) {
 	if got := keys.Tables(); got != 63 {
 		t.Fatalf("a key with a table was dropped: %d tables, want 63", got)
 	}
-	for range 16 {
-		if _, err := verifyLoggedWith(b, keys); err != nil {
-			t.Fatal(err)
-		}
-	}
+	verifyTimes(t, keys, b, 16)
 	if got := keys.Tables(); got != 64 {
 		t.Fatalf("after a key with a table was dropped and another used 17 times: %d tables, want 64", got)
 	}
@@ -240,13 +232,7 @@ func TestKeyCacheTableEarnedBySignatures(t *testing.T) {
 // accepted entry, not before.
 func TestKeyCacheEvictionGivesPlaceBack(t *testing.T) {
 	keys := notarize.NewKeyCache(64)
-	use := func(b []byte, times int) {
-		for range times {
-			if _, err := verifyLoggedWith(b, keys); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	use := func(b []byte, times int) { verifyTimes(t, keys, b, times) }
 	for i := range 64 {
 		b := marshal(t, notarizetest.Entry(t, notarizetest.NewSigner(t), digestA, notarize.StatusTrusted, t0))
 		use(b, 15)
@@ -291,13 +277,7 @@ func TestKeyCacheNoTableForRefusedEntries(t *testing.T) {
 // are free (review: it never did while it stayed in the cache).
 func TestKeyCacheTableTriedAgain(t *testing.T) {
 	keys := notarize.NewKeyCache(65)
-	use := func(b []byte, times int) {
-		for range times {
-			if _, err := verifyLoggedWith(b, keys); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	use := func(b []byte, times int) { verifyTimes(t, keys, b, times) }
 	newEntry := func() []byte {
 		return marshal(t, notarizetest.Entry(t, notarizetest.NewSigner(t), digestA, notarize.StatusTrusted, t0))
 	}
@@ -351,6 +331,17 @@ func TestKeyCacheConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// verifyTimes verifies the logged entry b n times with keys, failing t on
+// any error.
+func verifyTimes(t testing.TB, keys *notarize.KeyCache, b []byte, n int) {
+	t.Helper()
+	for range n {
+		if _, err := verifyLoggedWith(b, keys); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // parseSig returns an ECDSA signature's numbers.
