@@ -44,13 +44,23 @@ var binDir, pluginBin string
 // builtCommands are the commands TestMain builds into binDir.
 var builtCommands = []string{"docker-notarize", "notarize-proxy"}
 
+// buildEnv is the environment `make build` builds the command name in:
+// without cgo (the Makefile's NOCGO_CMDS), but for the plugin, which keeps
+// cgo for PKCS#11 modules.
+func buildEnv(name string) []string {
+	if name == "docker-notarize" {
+		return os.Environ()
+	}
+	return append(os.Environ(), "CGO_ENABLED=0")
+}
+
 // TestMain builds the commands the tests run, before testing's -timeout
-// clock starts (go test's own, a minute longer, counts it), in one go
-// build and with -trimpath, as `make build` does: the quickstart's and
-// the examples' `make run` in their fresh clones then find every package
-// compiled (-trimpath makes the clone's path not matter), where a build
-// with other flags would compile the ~350 packages again (about four
-// minutes on a fresh 2-core machine, each).
+// clock starts (go test's own, a minute longer, counts it), with
+// -trimpath and cgo or not as `make build` does (buildEnv): the
+// quickstart's and the examples' `make run` in their fresh clones then
+// find every package compiled (-trimpath makes the clone's path not
+// matter), where a build with other flags would compile the ~350 packages
+// again (about four minutes on a fresh 2-core machine, each).
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "notarize-e2e-")
 	if err != nil {
@@ -58,16 +68,15 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir, pluginBin = dir, filepath.Join(dir, "docker-notarize")
-	args := []string{"build", "-trimpath", "-o", dir + "/"}
 	for _, name := range builtCommands {
-		args = append(args, "github.com/notarize/docker-notarize/cmd/"+name)
-	}
-	build := exec.Command("go", args...)
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e: building the commands:", err)
-		_ = os.RemoveAll(dir)
-		os.Exit(1)
+		build := exec.Command("go", "build", "-trimpath", "-o", dir+"/", "github.com/notarize/docker-notarize/cmd/"+name)
+		build.Env = buildEnv(name)
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: building %s: %v\n", name, err)
+			_ = os.RemoveAll(dir)
+			os.Exit(1)
+		}
 	}
 	code := seaweedtest.Main(m)
 	_ = os.RemoveAll(dir)

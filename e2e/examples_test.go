@@ -70,6 +70,7 @@ func buildBinary(t *testing.T, name string) string {
 	out := filepath.Join(t.TempDir(), name)
 	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "./cmd/"+name)
 	cmd.Dir = repoRoot(t)
+	cmd.Env = buildEnv(name)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build ./cmd/%s: %v\n%s", name, err, b)
 	}

@@ -65,7 +65,7 @@ install_bin() {
     loud "local-kms $LOCALKMS_VERSION: the loopback patch no longer applies. KMS tests will be SKIPPED."
     exit "$EXIT_UNAVAILABLE"
   fi
-  if ! (cd "$work" && GOTOOLCHAIN=${GOTOOLCHAIN:-local} GOFLAGS=-mod=mod go build -buildvcs=false -o "$BINDIR/local-kms" .) >&2; then
+  if ! (cd "$work" && GOTOOLCHAIN=${GOTOOLCHAIN:-local} GOFLAGS=-mod=mod go build -buildvcs=false -trimpath -o "$BINDIR/local-kms" .) >&2; then
     loud "go build of $LOCALKMS_MODULE@$LOCALKMS_VERSION failed. KMS tests will be SKIPPED."
     exit "$EXIT_UNAVAILABLE"
   fi

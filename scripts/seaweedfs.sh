@@ -62,7 +62,10 @@ install_bin() {
   trap 'rm -rf "${work:-}"' EXIT
   cp -r "$src/." "$work/"
   chmod -R u+w "$work"
-  if ! (cd "$work" && GOTOOLCHAIN=${GOTOOLCHAIN:-local} GOFLAGS=-buildvcs=false go build -o "$BINDIR/weed.new" ./weed >&2); then
+  # -trimpath as `make build`: the standard library and the packages of the
+  # module versions both use compile once on a fresh machine. -s -w: no
+  # symbol table or DWARF, a shorter link of a large binary.
+  if ! (cd "$work" && GOTOOLCHAIN=${GOTOOLCHAIN:-local} GOFLAGS=-buildvcs=false go build -trimpath -ldflags="-s -w" -o "$BINDIR/weed.new" ./weed >&2); then
     loud "go build of SeaweedFS failed. S3 tests will be SKIPPED."
     exit "$EXIT_UNAVAILABLE"
   fi

@@ -55,7 +55,7 @@ install_bins() {
   fi
   mkdir -p "$BINDIR"
   echo "installing omniwitness and generate_keys $WITNESS_VERSION into $BINDIR (about 2-3 min the first time)" >&2
-  if ! GOTOOLCHAIN=${GOTOOLCHAIN:-local} GOBIN=$BINDIR GOFLAGS=-buildvcs=false go install \
+  if ! GOTOOLCHAIN=${GOTOOLCHAIN:-local} GOBIN=$BINDIR GOFLAGS=-buildvcs=false go install -trimpath \
     "$WITNESS_MODULE/cmd/omniwitness@$WITNESS_VERSION" \
     "$WITNESS_MODULE/cmd/generate_keys@$WITNESS_VERSION" >&2; then
     loud "go install $WITNESS_MODULE@$WITNESS_VERSION failed. Witness tests will be SKIPPED."

@@ -11,12 +11,14 @@ import (
 	"github.com/notarize/docker-notarize/plugin/kmswire"
 )
 
-// buildHelper builds this command into dir, with -trimpath as `make build`
-// and the end-to-end tests build, so that their builds share one cache.
+// buildHelper builds this command into dir as `make build` does (-trimpath,
+// no cgo), so that their builds share one cache.
 func buildHelper(t *testing.T, dir string) string {
 	t.Helper()
 	bin := filepath.Join(dir, kmswire.HelperName)
-	if out, err := exec.Command("go", "build", "-trimpath", "-o", bin, ".").CombinedOutput(); err != nil {
+	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, ".")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	return bin
