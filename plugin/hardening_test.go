@@ -188,20 +188,25 @@ func floodStatements(t *testing.T, url string, d notarize.Digest, n int) {
 		attrs[fmt.Sprintf("pad%02d", i)] = strings.Repeat("x", 1000)
 	}
 	at := time.Now().UTC().Add(-time.Minute)
+	statement := func(i int) (*notarize.Entry, error) {
+		return notarize.Sign(t.Context(), mallory, notarize.NewStatement(d, "stranger", notarize.Predicate{
+			Status: notarize.StatusTrusted, Kind: notarize.KindImage, Name: "mallory",
+			Attributes: attrs, Timestamp: at.Add(time.Duration(i) * time.Millisecond),
+		}))
+	}
+	// The statements differ only in their timestamps: one's size is theirs.
+	if e, err := statement(0); err != nil {
+		t.Fatal(err)
+	} else if b, err := json.Marshal(e); err != nil || len(b) <= strangerStatementBytes {
+		t.Fatalf("a stranger's statement of %d bytes (%v), not more than %d", len(b), err, strangerStatementBytes)
+	}
 	work := make(chan int)
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for range 8 {
 		wg.Go(func() {
 			for i := range work {
-				st := notarize.NewStatement(d, "stranger", notarize.Predicate{
-					Status: notarize.StatusTrusted, Kind: notarize.KindImage, Name: "mallory",
-					Attributes: attrs, Timestamp: at.Add(time.Duration(i) * time.Millisecond),
-				})
-				e, err := notarize.Sign(t.Context(), mallory, st)
-				if b, merr := json.Marshal(e); err == nil && (merr != nil || len(b) <= strangerStatementBytes) {
-					err = fmt.Errorf("a stranger's statement of %d bytes, not more than %d (%v)", len(b), strangerStatementBytes, merr)
-				}
+				e, err := statement(i)
 				if err == nil {
 					_, err = c.Submit(t.Context(), e)
 				}
