@@ -30,9 +30,10 @@ help: ## Show this help.
 
 .PHONY: build
 # The ledger, the proxy and the KMS helper need no cgo: they are built
-# without it, static, as examples/Dockerfile builds the image. Built alike,
-# they share their compiled packages with the image's build (a fresh 2-core
-# machine compiled ~570 packages a second time, ~2.5 min). The plugin keeps
+# without it, static, as examples/Dockerfile builds the ledger and the proxy.
+# Built alike, they share their compiled packages with the image's build (a
+# fresh 2-core machine compiled ~570 packages a second time, ~2.5 min); the
+# KMS helper shares most of theirs. The plugin keeps
 # cgo, for PKCS#11 modules (--key pkcs11:…). The tests that build commands
 # (e2e, cmd/notarize-kms) build them the same way.
 NOCGO_CMDS  := notarize-ledger notarize-proxy notarize-kms
