@@ -63,7 +63,7 @@ run-witnessed: build ## `make run` with WITNESSES (default 3) local omniwitness 
 	@BIN=$(BIN) DATA=$(DATA) LEDGER_ADDR=$(LEDGER_ADDR) PROXY_ADDR=$(PROXY_ADDR) PROXY_FLAGS='$(PROXY_FLAGS)' WITNESSES=$(or $(WITNESSES),3) scripts/run-stack.sh
 
 .PHONY: run-fleet
-run-fleet: build ## `make run` plus a second proxy (127.0.0.1:5001), both caching blobs in one S3 bucket on a local SeaweedFS (127.0.0.1:8333); REDIRECT=1: the second redirects to presigned URLs.
+run-fleet: build ## `make run` plus a second proxy (127.0.0.1:5001), both caching blobs in one S3 bucket on a local S3 server, versitygw (127.0.0.1:8333); REDIRECT=1: the second redirects to presigned URLs.
 	@BIN=$(BIN) DATA=$(DATA) LEDGER_ADDR=$(LEDGER_ADDR) PROXY_ADDR=$(PROXY_ADDR) PROXY_FLAGS='$(PROXY_FLAGS)' REDIRECT=$(or $(REDIRECT),0) scripts/run-fleet.sh
 
 .PHONY: mariadb

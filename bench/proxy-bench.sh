@@ -9,7 +9,7 @@
 # the replica (decision cost with 1,000,000 statements, catch-up speed).
 #
 # The fleet rows (issue 15; FLEET=0 skips them) put the blob caches in S3
-# buckets on one local SeaweedFS (scripts/seaweedfs.sh; built once):
+# buckets on one local S3 server, versitygw (scripts/versitygw.sh; built once):
 #   notarize-s3       notarize-proxy A with storage: s3 (streams)
 #   notarize-s3-b     notarize-proxy B on A's bucket: its cold pull is its first
 #                     pull of a blob A cached, read from the bucket (re-hashed);
@@ -114,14 +114,15 @@ declare -A BASE=([direct]="http://$UP/v2/bench/app" [notarize]="http://127.0.0.1
 ORDER=(direct notarize dist-proxy)
 FLEET_ORDER=()
 if [[ ${FLEET:-1} != 0 ]]; then
-  echo "== fleet: SeaweedFS, three notarize-proxies on one bucket, distribution's pull-through cache on another"
-  "$ROOT/scripts/seaweedfs.sh" install >/dev/null
+  echo "== fleet: versitygw (S3), three notarize-proxies on one bucket, distribution's pull-through cache on another"
+  export S3_ACCESS_KEY=bench S3_SECRET_KEY=bench-local-only
+  "$ROOT/scripts/versitygw.sh" install >/dev/null
   S3_PORT=$(free_port)
-  S3=$("$ROOT/scripts/seaweedfs.sh" start "$WORK/weed" "$S3_PORT")
-  PIDS+=("$(cat "$WORK/weed/pid")")
-  "$ROOT/scripts/seaweedfs.sh" bucket "$S3" notarize-fleet
-  "$ROOT/scripts/seaweedfs.sh" bucket "$S3" dist-fleet
-  s3params() { echo "{region: us-east-1, bucket: $1, regionendpoint: \"$S3\", forcepathstyle: true, secure: false, accesskey: bench, secretkey: bench}"; }
+  S3=$("$ROOT/scripts/versitygw.sh" start "$WORK/s3" "$S3_PORT")
+  PIDS+=("$(cat "$WORK/s3/pid")")
+  "$ROOT/scripts/versitygw.sh" bucket "$S3" notarize-fleet
+  "$ROOT/scripts/versitygw.sh" bucket "$S3" dist-fleet
+  s3params() { echo "{region: us-east-1, bucket: $1, regionendpoint: \"$S3\", forcepathstyle: true, secure: false, accesskey: $S3_ACCESS_KEY, secretkey: $S3_SECRET_KEY}"; }
   printf 'storage:\n  s3: %s\n' "$(s3params notarize-fleet)" >"$WORK/np-s3.yaml"
   printf 'storage:\n  s3: %s\n  redirect: {disable: false}\n' "$(s3params notarize-fleet)" >"$WORK/np-s3-redir.yaml"
   for n in notarize-s3:np-s3 notarize-s3-b:np-s3 notarize-s3-redir:np-s3-redir; do
@@ -156,7 +157,11 @@ echo "== blob of $BLOB_MB MiB"
 for t in direct notarize dist-proxy "${FLEET_ORDER[@]}"; do
   if [[ $t == notarize-s3-b ]]; then # B's first pull of what A cached: wait for A's put into the bucket
     key=notarize/v1/blobs/sha256/${BLOB:7:2}/${BLOB#sha256:}
-    for _ in $(seq 1 600); do curl -fsS -o /dev/null -I "$S3/notarize-fleet/$key" 2>/dev/null && break; sleep 0.1; done
+    for _ in $(seq 1 600); do
+      curl -fsS -o /dev/null -I --aws-sigv4 aws:amz:us-east-1:s3 --user "$S3_ACCESS_KEY:$S3_SECRET_KEY" \
+        -H "x-amz-content-sha256: $(printf '' | sha256sum | cut -d' ' -f1)" "$S3/notarize-fleet/$key" 2>/dev/null && break
+      sleep 0.1
+    done
   fi
   # CPU seconds per GB of the serving process and of the upstream during the
   # pull (load slows a run down but adds little CPU to it: compare these

@@ -33,7 +33,7 @@ import (
 	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/ledger/ledgertest"
 	"github.com/notarize/docker-notarize/notarize"
-	"github.com/notarize/docker-notarize/proxy/blobcache/seaweedtest"
+	"github.com/notarize/docker-notarize/proxy/blobcache/s3test"
 	"golang.org/x/mod/sumdb/note"
 )
 
@@ -78,7 +78,7 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 	}
-	code := seaweedtest.Main(m)
+	code := s3test.Main(m)
 	_ = os.RemoveAll(dir)
 	os.Exit(code)
 }

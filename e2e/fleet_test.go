@@ -30,19 +30,19 @@ import (
 	"github.com/notarize/docker-notarize/ledger/ledgertest"
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/notarize/docker-notarize/proxy/blobcache"
-	"github.com/notarize/docker-notarize/proxy/blobcache/seaweedtest"
+	"github.com/notarize/docker-notarize/proxy/blobcache/s3test"
 )
 
 // TestFleetProcesses (issue 15): two notarize-proxy processes, each with its
 // own data directory and ledger replica, cache blobs in one S3 bucket on a
-// real SeaweedFS. Both pull the same signed image at once: both clients get
+// real S3 server (versitygw). Both pull the same signed image at once: both clients get
 // every blob (go-containerregistry checks each digest); once both have
 // stopped gracefully (which waits for their puts into the bucket), the
 // bucket holds one copy of each blob and no temporary upload. A third
 // process started on the bucket afterwards pulls the image without one
 // blob GET to the upstream.
 func TestFleetProcesses(t *testing.T) {
-	s3 := seaweedtest.Shared(t)
+	s3 := s3test.Shared(t)
 	bucket := s3.Bucket(t)
 	var blobGETs atomic.Int64
 	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
@@ -84,7 +84,7 @@ func TestFleetProcesses(t *testing.T) {
 	write("release.pub", pub)
 	policy := write("policy.yaml", "signers:\n  release: {keys: [release.pub]}\nrules:\n  - match: \"**\"\n    require: [release]\n")
 	conf := write("fleet.yaml", "storage:\n  s3: {region: us-east-1, bucket: "+bucket+", regionendpoint: \""+s3.Endpoint+
-		"\", forcepathstyle: true, secure: false, accesskey: e2e, secretkey: e2e}\n")
+		"\", forcepathstyle: true, secure: false, accesskey: "+s3test.AccessKey+", secretkey: "+s3test.SecretKey+"}\n")
 	proxyBin := buildBinary(t, "notarize-proxy")
 	startProxy := func() (string, func() error) {
 		addr := freeAddr(t)

@@ -26,12 +26,12 @@ import (
 
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/notarize/docker-notarize/proxy/blobcache"
-	"github.com/notarize/docker-notarize/proxy/blobcache/seaweedtest"
+	"github.com/notarize/docker-notarize/proxy/blobcache/s3test"
 	"github.com/notarize/docker-notarize/proxy/upstream"
 )
 
 // A fleet: two proxies, each with its own ledger replica and local cache,
-// sharing one blob store (an S3 bucket on a real SeaweedFS) through
+// sharing one blob store (an S3 bucket on a real S3 server, versitygw) through
 // distribution's s3 driver (issue 15).
 
 type fleet struct {
@@ -39,11 +39,11 @@ type fleet struct {
 	up         *recorder // the upstream "fleet" both proxies reach
 	upURL      string
 	bucket     storagedriver.StorageDriver
-	srv        *seaweedtest.Server
+	srv        *s3test.Server
 	bucketName string
 }
 
-func fleetStorage(srv *seaweedtest.Server, bucket string, redirect bool) configuration.Storage {
+func fleetStorage(srv *s3test.Server, bucket string, redirect bool) configuration.Storage {
 	st := configuration.Storage{"s3": configuration.Parameters(srv.Params(bucket))}
 	if redirect {
 		st["redirect"] = configuration.Parameters{"disable": false}
@@ -55,7 +55,7 @@ func fleetStorage(srv *seaweedtest.Server, bucket string, redirect bool) configu
 // second redirects when redirectB), each on its own replica of one ledger.
 func newFleet(t *testing.T, redirectB bool, extra ...envOption) *fleet {
 	t.Helper()
-	srv := seaweedtest.Shared(t)
+	srv := s3test.Shared(t)
 	bucket := srv.Bucket(t)
 	f := &fleet{up: &recorder{h: registry.New(registry.Logger(log.New(io.Discard, "", 0)))}, srv: srv, bucketName: bucket}
 	hs := httptest.NewServer(f.up)

@@ -4,9 +4,9 @@ import (
 	"os"
 	"testing"
 
-	"github.com/notarize/docker-notarize/proxy/blobcache/seaweedtest"
+	"github.com/notarize/docker-notarize/proxy/blobcache/s3test"
 )
 
-// TestMain runs the tests with one SeaweedFS for the fleet tests, each in
-// buckets of its own, stopped after the last (seaweedtest.Shared).
-func TestMain(m *testing.M) { os.Exit(seaweedtest.Main(m)) }
+// TestMain runs the tests with one S3 server (versitygw) for the fleet tests,
+// each in buckets of its own, stopped after the last (s3test.Shared).
+func TestMain(m *testing.M) { os.Exit(s3test.Main(m)) }

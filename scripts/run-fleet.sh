@@ -2,16 +2,18 @@
 # Runs a fleet for a person to try (`make run-fleet`): the stack of `make run`
 # (scripts/run-stack.sh: a ledger and proxy A on PROXY_ADDR) plus proxy B on
 # PROXY_B_ADDR, each with its own data directory and ledger replica, both
-# caching blobs in one S3 bucket on a local SeaweedFS (scripts/seaweedfs.sh;
-# S3 on 127.0.0.1:S3_PORT, data in DATA/fleet/weed). Pull an image through A,
+# caching blobs in one S3 bucket on a local S3 server, versitygw
+# (scripts/versitygw.sh; S3 on 127.0.0.1:S3_PORT, data in DATA/fleet/s3,
+# the account S3_ACCESS_KEY / S3_SECRET_KEY, by default fleet /
+# fleet-local-only). Pull an image through A,
 # then through B: B's first pull of those layers comes from the bucket, not
 # from the upstream (see notarize_proxy_blob_bytes_total{source="shared"} on
 # B's /metrics). REDIRECT=1 makes B redirect clients to presigned URLs.
 #
 #   BIN=./bin DATA=./.notarize PROXY_B_ADDR=127.0.0.1:5001 S3_PORT=8333 scripts/run-fleet.sh
 #
-# Ctrl-C stops everything it started. The first run builds SeaweedFS (about
-# 8 minutes on 2 cores; cached in ~/.cache/notarize/bin).
+# Ctrl-C stops everything it started. The first run builds versitygw (about
+# 2 minutes on 2 cores; cached in ~/.cache/notarize/bin).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,20 +26,22 @@ S3_PORT=${S3_PORT:-8333}
 BUCKET=${BUCKET:-notarize-fleet}
 POLICY=${POLICY:-$DATA/policy.yaml}
 FLEET=$DATA/fleet
-export BIN DATA LEDGER_ADDR PROXY_ADDR POLICY
+S3_ACCESS_KEY=${S3_ACCESS_KEY:-fleet}
+S3_SECRET_KEY=${S3_SECRET_KEY:-fleet-local-only}
+export BIN DATA LEDGER_ADDR PROXY_ADDR POLICY S3_ACCESS_KEY S3_SECRET_KEY
 
 die() { echo "run-fleet: $*" >&2; exit 1; }
 [[ -x $BIN/notarize-proxy ]] || die "$BIN/notarize-proxy missing: run 'make build'"
 mkdir -p "$FLEET"
 
-"$ROOT/scripts/seaweedfs.sh" install >/dev/null
-endpoint=$("$ROOT/scripts/seaweedfs.sh" start "$FLEET/weed" "$S3_PORT")
-"$ROOT/scripts/seaweedfs.sh" bucket "$endpoint" "$BUCKET"
+"$ROOT/scripts/versitygw.sh" install >/dev/null
+endpoint=$("$ROOT/scripts/versitygw.sh" start "$FLEET/s3" "$S3_PORT")
+"$ROOT/scripts/versitygw.sh" bucket "$endpoint" "$BUCKET"
 write_storage() { # write_storage FILE REDIRECT
   {
     echo "# Written by scripts/run-fleet.sh: the blob cache both proxies share."
     echo "storage:"
-    echo "  s3: {region: us-east-1, bucket: $BUCKET, regionendpoint: \"$endpoint\", forcepathstyle: true, secure: false, accesskey: fleet, secretkey: fleet-local-only}"
+    echo "  s3: {region: us-east-1, bucket: $BUCKET, regionendpoint: \"$endpoint\", forcepathstyle: true, secure: false, accesskey: \"$S3_ACCESS_KEY\", secretkey: \"$S3_SECRET_KEY\"}"
     [[ $2 == 1 ]] && echo "  redirect: {disable: false}"
     return 0
   } >"$1"
@@ -50,7 +54,7 @@ cleanup() {
   set +e
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
-  "$ROOT/scripts/seaweedfs.sh" stop "$FLEET/weed"
+  "$ROOT/scripts/versitygw.sh" stop "$FLEET/s3"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -76,7 +80,7 @@ curl -fsS -o /dev/null "http://$PROXY_B_ADDR/healthz" || die "proxy B did not co
 cat <<MSG
 
 Fleet: proxy A http://$PROXY_ADDR and proxy B http://$PROXY_B_ADDR$([[ ${REDIRECT:-0} == 1 ]] && echo " (redirects)"), one blob cache in
-  s3://$BUCKET at $endpoint (SeaweedFS, data in $FLEET/weed); each proxy keeps its own ledger replica.
+  s3://$BUCKET at $endpoint (versitygw, data in $FLEET/s3); each proxy keeps its own ledger replica.
 Try: pull an image through A, then through B; B's /metrics shows notarize_proxy_blob_bytes_total{source="shared"}.
 Stop: Ctrl-C.
 

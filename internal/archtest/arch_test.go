@@ -34,7 +34,7 @@ var allowed = map[string][]string{
 	// Test support: start what tests need through the project's scripts.
 	"ledger/witnesstest":          {"internal/testutil"},
 	"ledger/internal/mariadbtest": {"internal/testutil"},
-	"proxy/blobcache/seaweedtest": {"internal/testutil"},
+	"proxy/blobcache/s3test":      {"internal/testutil"},
 	"internal/browsertest":        {"internal/testutil"}, // imported from tests only
 	"cmd":                         {"notarize", "ledgerclient", "ledger", "proxy", "plugin", "internal"},
 	"e2e":                         {"notarize", "ledgerclient", "ledger", "proxy", "plugin", "internal"},

@@ -27,7 +27,7 @@ func ModuleRoot() (string, error) {
 }
 
 // Script returns the path of the project's scripts/NAME, the script that
-// installs or starts what a test needs (MariaDB, omniwitness, SeaweedFS).
+// installs or starts what a test needs (MariaDB, omniwitness, versitygw).
 func Script(name string) (string, error) {
 	root, err := ModuleRoot()
 	if err != nil {

@@ -22,7 +22,7 @@ import (
 // Tests that no temporary upload outlives a put into the shared store,
 // whoever wins and however the put ends (the e2e TestFleetProcesses flake:
 // "temporary uploads left in the bucket"). They run on the inmemory driver
-// here and on S3 (SeaweedFS) in s3_test.go, through faultDriver: the real
+// here and on S3 (versitygw) in s3_test.go, through faultDriver: the real
 // driver with faults injected at chosen points of an upload.
 
 // faultDriver wraps a real storage driver and injects faults into uploads.

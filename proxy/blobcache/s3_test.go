@@ -13,14 +13,14 @@ import (
 
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/notarize/docker-notarize/proxy/blobcache"
-	"github.com/notarize/docker-notarize/proxy/blobcache/seaweedtest"
+	"github.com/notarize/docker-notarize/proxy/blobcache/s3test"
 )
 
 // TestS3 runs the shared tier's guarantees against a real S3-compatible
-// store (SeaweedFS on loopback) through distribution's s3 driver: one
+// store (versitygw on loopback) through distribution's s3 driver: one
 // server, a bucket per case.
 func TestS3(t *testing.T) {
-	srv := seaweedtest.Shared(t)
+	srv := s3test.Shared(t)
 	driver := func(t *testing.T) storagedriver.StorageDriver {
 		d, err := factory.Create(t.Context(), "s3", srv.Params(srv.Bucket(t)))
 		if err != nil {

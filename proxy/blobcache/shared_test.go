@@ -20,7 +20,7 @@ import (
 )
 
 // Tests of the shared (fleet) tier on distribution's inmemory driver; the
-// same behaviour on S3 (SeaweedFS) is in s3_test.go, through the same
+// same behaviour on S3 (versitygw) is in s3_test.go, through the same
 // helpers.
 
 // instance is one proxy's blob cache: its own directory, the shared driver.

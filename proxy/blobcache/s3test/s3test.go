@@ -1,9 +1,10 @@
-// Package seaweedtest starts a real S3-compatible object store for tests
-// and benchmarks: SeaweedFS (Apache-2.0), built and started on loopback by
-// scripts/seaweedfs.sh, with one bucket per caller. It is what the fleet
-// tests of the shared blob cache (issue 15) run against; the parameters it
-// returns are those of distribution's s3 driver.
-package seaweedtest
+// Package s3test starts a real S3-compatible object store for tests and
+// benchmarks: the Versity S3 Gateway (versitygw, Apache-2.0) on its POSIX
+// backend, built and started on loopback by scripts/versitygw.sh, with one
+// bucket per caller. It checks every request's AWS signature. It is what
+// the fleet tests of the shared blob cache (issue 15) run against; the
+// parameters it returns are those of distribution's s3 driver.
+package s3test
 
 import (
 	"bytes"
@@ -18,15 +19,22 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/notarize/docker-notarize/internal/testutil"
 )
 
-// exitUnavailable is scripts/seaweedfs.sh's exit code for "cannot be had here".
+// AccessKey and SecretKey are the server's one account: every request
+// must be signed with them (AWS Signature Version 4), as on a real S3.
+const (
+	AccessKey = "notarize"
+	SecretKey = "notarize-test-only"
+)
+
+// exitUnavailable is scripts/versitygw.sh's exit code for "cannot be had here".
 const exitUnavailable = 77
 
-// Server is a SeaweedFS server on 127.0.0.1 with anonymous S3.
+// Server is a versitygw server on 127.0.0.1, its one account AccessKey and
+// SecretKey.
 type Server struct {
 	// Endpoint is the S3 endpoint, http://127.0.0.1:PORT.
 	Endpoint string
@@ -48,7 +56,7 @@ var shared struct {
 
 // Main runs m's tests and then stops the shared server if one was started;
 // it returns m.Run's code. A package whose tests call Shared calls it from
-// its TestMain: os.Exit(seaweedtest.Main(m)).
+// its TestMain: os.Exit(s3test.Main(m)).
 func Main(m *testing.M) int {
 	shared.mu.Lock()
 	shared.main = true
@@ -67,30 +75,28 @@ func Main(m *testing.M) int {
 
 // Shared returns the test binary's server, started at the first call, each
 // caller keeping its data in buckets of its own (Bucket). One server per
-// binary, not per test: a new SeaweedFS defers its first volume for ~5 s
-// after its master's election, so a first write waited ~9 s (measured),
-// and a stop ~1 s, where a new bucket on a running server costs ~0.2 s.
-// When SeaweedFS cannot be built or found here it skips t loudly, unless
-// $CI is set: then it fails. It fails t when the package's TestMain does
+// binary, not per test: a start and a stop cost ~1 s together, a new
+// bucket on a running server a few milliseconds. When versitygw cannot be
+// built or found here it skips t loudly, unless $CI is set: then it fails. It fails t when the package's TestMain does
 // not run the tests through Main, which stops the server.
 func Shared(t testing.TB) *Server {
 	t.Helper()
 	shared.mu.Lock()
 	defer shared.mu.Unlock()
 	if !shared.main {
-		t.Fatal("seaweedtest.Shared: the package's TestMain must run the tests with seaweedtest.Main, which stops the server")
+		t.Fatal("s3test.Shared: the package's TestMain must run the tests with s3test.Main, which stops the server")
 	}
 	if shared.srv == nil && shared.err == nil {
-		if shared.dir, shared.err = os.MkdirTemp("", "seaweedtest-"); shared.err == nil {
+		if shared.dir, shared.err = os.MkdirTemp("", "s3test-"); shared.err == nil {
 			shared.srv, shared.err = start(shared.dir)
 		}
 	}
 	if errors.Is(shared.err, errUnavailable) {
 		if os.Getenv("CI") != "" {
-			t.Fatalf("SeaweedFS is required under CI: %v", shared.err)
+			t.Fatalf("versitygw (S3) is required under CI: %v", shared.err)
 		}
 		bar := strings.Repeat("#", 78)
-		t.Skipf("\n%s\n## SKIPPED: no SeaweedFS for the S3 tests: %v\n## Run scripts/seaweedfs.sh install (go build, about 8 min once).\n%s", bar, shared.err, bar)
+		t.Skipf("\n%s\n## SKIPPED: no versitygw for the S3 tests: %v\n## Run scripts/versitygw.sh install (go install, about 2 min once).\n%s", bar, shared.err, bar)
 	}
 	if shared.err != nil {
 		t.Fatal(shared.err)
@@ -98,15 +104,15 @@ func Shared(t testing.TB) *Server {
 	return shared.srv
 }
 
-var errUnavailable = errors.New("SeaweedFS unavailable")
+var errUnavailable = errors.New("versitygw unavailable")
 
 func start(dir string) (*Server, error) {
-	script, err := testutil.Script("seaweedfs.sh")
+	script, err := testutil.Script("versitygw.sh")
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errUnavailable, err)
 	}
 	// Outside CI, a missing binary skips (building it takes minutes on a
-	// shared machine: run scripts/seaweedfs.sh install); under CI it is built.
+	// shared machine: run scripts/versitygw.sh install); under CI it is built.
 	cmd := "installed"
 	if os.Getenv("CI") != "" {
 		cmd = "install"
@@ -116,32 +122,26 @@ func start(dir string) (*Server, error) {
 		if errors.As(err, &ee) && ee.ExitCode() == exitUnavailable {
 			return nil, fmt.Errorf("%w: %s", errUnavailable, lastLines(out))
 		}
-		return nil, fmt.Errorf("seaweedfs install: %v: %s", err, lastLines(out))
+		return nil, fmt.Errorf("versitygw install: %v: %s", err, lastLines(out))
 	}
-	// Another process may take one of the ports between the check and the
-	// start: try again on others.
+	// Another process may take the port between the check and the start:
+	// try again on another.
 	for attempt := 1; ; attempt++ {
-		port, err := freeBase()
+		port, err := freePort()
 		if err != nil {
 			return nil, err
 		}
 		var stderr bytes.Buffer
 		cmd := exec.Command(script, "start", dir, fmt.Sprint(port))
+		cmd.Env = append(os.Environ(), "S3_ACCESS_KEY="+AccessKey, "S3_SECRET_KEY="+SecretKey)
 		cmd.Stderr = &stderr
 		out, err := cmd.Output()
 		if err == nil {
-			// S3 listening is not S3 ready: the filer behind it may still
-			// fail (a port of the master or volume server taken meanwhile).
-			// A first bucket proves it; else start again on other ports.
-			s := &Server{Endpoint: strings.TrimSpace(string(out)), script: script, dir: dir}
-			if _, err = s.NewBucket(); err == nil {
-				return s, nil
-			}
-			stderr.WriteString(err.Error())
+			return &Server{Endpoint: strings.TrimSpace(string(out)), script: script, dir: dir}, nil
 		}
 		_ = exec.Command(script, "stop", dir).Run()
 		if attempt == 3 {
-			return nil, fmt.Errorf("seaweedfs start: %v: %s", err, lastLines(stderr.Bytes()))
+			return nil, fmt.Errorf("versitygw start: %v: %s", err, lastLines(stderr.Bytes()))
 		}
 	}
 }
@@ -165,9 +165,11 @@ func (s *Server) NewBucket() (string, error) {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	name := fmt.Sprintf("b%d-%s", n, hex.EncodeToString(b))
-	if out, err := exec.Command(s.script, "bucket", s.Endpoint, name).CombinedOutput(); err != nil {
-		log, _ := os.ReadFile(filepath.Join(s.dir, "weed.log"))
-		return "", fmt.Errorf("seaweedfs bucket: %v: %s\nweed.log (last lines):\n%s", err, lastLines(out), lastLines(log))
+	cmd := exec.Command(s.script, "bucket", s.Endpoint, name)
+	cmd.Env = append(os.Environ(), "S3_ACCESS_KEY="+AccessKey, "S3_SECRET_KEY="+SecretKey)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		log, _ := os.ReadFile(filepath.Join(s.dir, "versitygw.log"))
+		return "", fmt.Errorf("versitygw bucket: %v: %s\nversitygw.log (last lines):\n%s", err, lastLines(out), lastLines(log))
 	}
 	return name, nil
 }
@@ -176,7 +178,7 @@ func (s *Server) NewBucket() (string, error) {
 func (s *Server) Params(bucket string) map[string]any {
 	return map[string]any{
 		"region": "us-east-1", "bucket": bucket, "regionendpoint": s.Endpoint,
-		"forcepathstyle": true, "secure": false, "accesskey": "notarize", "secretkey": "notarize-test-only",
+		"forcepathstyle": true, "secure": false, "accesskey": AccessKey, "secretkey": SecretKey,
 	}
 }
 
@@ -185,29 +187,15 @@ func (s *Server) Stop() {
 	_ = exec.Command(s.script, "stop", s.dir).Run()
 }
 
-// freeBase finds a port p with p+1..p+3 and the gRPC ports of all four
-// (+10000) free (a race with other processes is possible, and fails loudly).
-func freeBase() (int, error) {
-	for range 50 {
-		b := make([]byte, 2)
-		_, _ = rand.Read(b)
-		p := 20000 + int(b[0])<<8%20000 + int(b[1])
-		p -= p % 4
-		ok := true
-		for _, q := range []int{p, p + 1, p + 2, p + 3, p + 10000, p + 10001, p + 10002, p + 10003} {
-			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", q))
-			if err != nil {
-				ok = false
-				break
-			}
-			l.Close()
-		}
-		if ok {
-			return p, nil
-		}
-		time.Sleep(time.Millisecond)
+// freePort finds a free port on 127.0.0.1 (another process may take it
+// before the server does: start tries again).
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("s3test: a free port: %w", err)
 	}
-	return 0, errors.New("seaweedtest: no free ports")
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func lastLines(b []byte) string {
