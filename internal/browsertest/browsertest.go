@@ -69,6 +69,10 @@ func Start(t *testing.T, width, height int) context.Context {
 		chromedp.Flag("hide-scrollbars", true),
 		chromedp.UserDataDir(profile),
 		chromedp.WindowSize(width, height),
+		// Chromium's singleton socket directory (org.chromium.Chromium.*)
+		// goes to $TMPDIR and stays there when the browser is killed, as
+		// at a test's end: inside the profile, the cleanup removes it.
+		chromedp.Env("TMPDIR="+profile),
 	)
 	ctx, cancel := chromedp.NewContext(actx)
 	t.Cleanup(func() { cancel(); cancelAlloc() })
