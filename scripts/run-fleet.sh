@@ -34,9 +34,6 @@ die() { echo "run-fleet: $*" >&2; exit 1; }
 [[ -x $BIN/notarize-proxy ]] || die "$BIN/notarize-proxy missing: run 'make build'"
 mkdir -p "$FLEET"
 
-"$ROOT/scripts/versitygw.sh" install >/dev/null
-endpoint=$("$ROOT/scripts/versitygw.sh" start "$FLEET/s3" "$S3_PORT")
-"$ROOT/scripts/versitygw.sh" bucket "$endpoint" "$BUCKET"
 write_storage() { # write_storage FILE REDIRECT
   {
     echo "# Written by scripts/run-fleet.sh: the blob cache both proxies share."
@@ -46,9 +43,6 @@ write_storage() { # write_storage FILE REDIRECT
     return 0
   } >"$1"
 }
-write_storage "$FLEET/a.yaml" 0
-write_storage "$FLEET/b.yaml" "${REDIRECT:-0}"
-
 pids=()
 cleanup() {
   set +e
@@ -58,6 +52,12 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+"$ROOT/scripts/versitygw.sh" install >/dev/null
+endpoint=$("$ROOT/scripts/versitygw.sh" start "$FLEET/s3" "$S3_PORT")
+"$ROOT/scripts/versitygw.sh" bucket "$endpoint" "$BUCKET"
+write_storage "$FLEET/a.yaml" 0
+write_storage "$FLEET/b.yaml" "${REDIRECT:-0}"
 
 PROXY_FLAGS="--config $FLEET/a.yaml ${PROXY_FLAGS:-}" "$ROOT/scripts/run-stack.sh" &
 pids+=($!)

@@ -14,11 +14,13 @@
 # ${NOTARIZE_CACHE:-~/.cache/notarize}/bin (about 2 min cold on 2 cores, a
 # ~45 MB binary; SeaweedFS, used before, took ~8); a second run is instant.
 #
-# start keeps everything of one server in DIR (objects under DIR/data, the
-# log, the pid). It binds 127.0.0.1 only and checks every request's AWS
-# signature: the one account is S3_ACCESS_KEY / S3_SECRET_KEY (defaults
-# notarize / notarize-test-only), which bucket uses too and the callers
-# give distribution's s3 driver. For tests and trials on loopback only.
+# start keeps everything of one server in DIR (objects under DIR/data, their
+# metadata under DIR/meta, so the file system needs no extended attributes;
+# the log, the pid). It refuses a port already in use, binds 127.0.0.1 only
+# and checks every request's AWS signature: the one account is
+# S3_ACCESS_KEY / S3_SECRET_KEY (defaults notarize / notarize-test-only),
+# which bucket uses too and the callers give distribution's s3 driver. For
+# tests and trials on loopback only.
 set -euo pipefail
 
 readonly VGW_PACKAGE=github.com/versity/versitygw/cmd/versitygw
@@ -68,8 +70,12 @@ install_bin() {
     exit "$EXIT_UNAVAILABLE"
   fi
   echo "$VGW_VERSION" >"$BINDIR/.versitygw-version"
+  # SeaweedFS, the S3 server before versitygw, left a ~230 MB binary here.
+  rm -f "$BINDIR/weed" "$BINDIR/.weed-version"
   echo "$BINDIR"
 }
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 wait_healthy() { # wait_healthy PORT PID SECONDS
   local i
@@ -84,18 +90,26 @@ wait_healthy() { # wait_healthy PORT PID SECONDS
 start_server() {
   local dir=$1 port=$2
   install_bin >/dev/null
-  mkdir -p "$dir/data"
+  mkdir -p "$dir/data" "$dir/meta"
   dir=$(cd "$dir" && pwd)
   if [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
     echo "versitygw in $dir already running (pid $(cat "$dir/pid"))" >&2
     exit 1
   fi
-  # The credentials go through the environment, not argv (ps shows argv).
-  ROOT_ACCESS_KEY=$S3_ACCESS_KEY ROOT_SECRET_KEY=$S3_SECRET_KEY \
+  # Another server on the port would answer the health check in its place.
+  if port_in_use "$port"; then
+    echo "127.0.0.1:$port is already in use: versitygw not started" >&2
+    exit 1
+  fi
+  # The credentials go through the environment, not argv (ps shows argv),
+  # under the names versitygw reads first (ROOT_ACCESS_KEY_ID before
+  # ROOT_ACCESS_KEY), the others unset.
+  env -u ROOT_ACCESS_KEY -u ROOT_SECRET_KEY ROOT_ACCESS_KEY_ID="$S3_ACCESS_KEY" ROOT_SECRET_ACCESS_KEY="$S3_SECRET_KEY" \
     "$BINDIR/versitygw" --port "127.0.0.1:$port" --quiet --health /health \
-    posix "$dir/data" >>"$dir/versitygw.log" 2>&1 &
-  echo $! >"$dir/pid"
-  if ! wait_healthy "$port" "$(cat "$dir/pid")" 30; then
+    posix --sidecar "$dir/meta" "$dir/data" >>"$dir/versitygw.log" 2>&1 &
+  local pid=$!
+  echo "$pid" >"$dir/pid"
+  if ! wait_healthy "$port" "$pid" 30 || ! kill -0 "$pid" 2>/dev/null; then
     tail -n 30 "$dir/versitygw.log" >&2
     echo "versitygw did not start S3 on 127.0.0.1:$port (log: $dir/versitygw.log)" >&2
     exit 1
@@ -108,15 +122,16 @@ start_server() {
 make_bucket() {
   local endpoint=$1 name=$2 code out
   out=$(mktemp)
-  trap 'rm -f "$out"' RETURN
-  code=$(curl -s -o "$out" -w '%{http_code}' -X PUT \
-    --aws-sigv4 "aws:amz:us-east-1:s3" --user "$S3_ACCESS_KEY:$S3_SECRET_KEY" \
-    -H "x-amz-content-sha256: $EMPTY_SHA256" "$endpoint/$name" || true)
+  # The credentials reach curl on stdin, not in argv.
+  code=$(printf 'user = "%s:%s"\n' "$S3_ACCESS_KEY" "$S3_SECRET_KEY" |
+    curl -s -K - -o "$out" -w '%{http_code}' -X PUT --aws-sigv4 "aws:amz:us-east-1:s3" \
+      -H "x-amz-content-sha256: $EMPTY_SHA256" "$endpoint/$name" || true)
   case $code in
-  200) return 0 ;;
-  409) grep -q BucketAlreadyOwnedByYou "$out" && return 0 ;;
+  200) rm -f "$out"; return 0 ;;
+  409) if grep -q BucketAlreadyOwnedByYou "$out"; then rm -f "$out"; return 0; fi ;;
   esac
   echo "cannot create bucket $name at $endpoint (HTTP $code): $(head -c 500 "$out")" >&2
+  rm -f "$out"
   exit 1
 }
 

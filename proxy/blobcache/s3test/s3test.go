@@ -75,10 +75,11 @@ func Main(m *testing.M) int {
 
 // Shared returns the test binary's server, started at the first call, each
 // caller keeping its data in buckets of its own (Bucket). One server per
-// binary, not per test: a start and a stop cost ~1 s together, a new
-// bucket on a running server a few milliseconds. When versitygw cannot be
-// built or found here it skips t loudly, unless $CI is set: then it fails. It fails t when the package's TestMain does
-// not run the tests through Main, which stops the server.
+// binary, not per test: a stop waits up to a second for the server's
+// graceful exit, where a new bucket on a running server takes a few
+// milliseconds. When versitygw cannot be built or found here it skips t
+// loudly, unless $CI is set: then it fails. It fails t when the package's
+// TestMain does not run the tests through Main, which stops the server.
 func Shared(t testing.TB) *Server {
 	t.Helper()
 	shared.mu.Lock()
