@@ -30,6 +30,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/notarize/docker-notarize/ledger"
 	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/ledger/ledgertest"
 	"github.com/notarize/docker-notarize/notarize"
@@ -251,6 +252,7 @@ type signJSON struct {
 type signResultJSON struct {
 	SchemaVersion int        `json:"schemaVersion"`
 	Statements    []signJSON `json:"statements"`
+	Indexed       *bool      `json:"indexed"`
 }
 
 type inspectJSON struct {
@@ -280,7 +282,10 @@ func TestPluginLifecycle(t *testing.T) {
 	if _, err := exec.LookPath("docker"); err != nil {
 		t.Skip("the docker CLI is not installed; the CI installs it (.ci/run)")
 	}
-	led := ledgertest.Start(t)
+	// The ledger commits map roots as `make run`'s does (every
+	// DefaultMapCommitInterval), so untrust and unsupport wait for theirs
+	// as they do for a user (--index-wait) and say so.
+	led := ledgertest.Start(t, ledgertest.WithConfig(func(c *ledger.Config) { c.MapCommitInterval = ledger.DefaultMapCommitInterval }))
 	reg := startRegistry(t)
 	c := newCLI(t, led.URL)
 	app, other, multi := reg.host+"/app:v1", reg.host+"/other:v1", reg.host+"/multi:v1"
@@ -360,7 +365,9 @@ func TestPluginLifecycle(t *testing.T) {
 		other.notarize(2, "verify", app) // mallory's store does not hold alice
 	})
 
-	c.notarize(0, "untrust", app)
+	if res := decode[signResultJSON](t, c.notarize(0, "untrust", "-o", "json", app).stdout); res.Indexed == nil || !*res.Indexed {
+		t.Fatalf("untrust: the revocation is not reported indexed: %+v", res)
+	}
 	t.Run("untrusted", func(t *testing.T) {
 		r := c.notarize(1, "verify", app)
 		if !strings.HasPrefix(r.stdout, "UNTRUSTED ") || r.stderr != "" {
@@ -401,7 +408,9 @@ func TestPluginLifecycle(t *testing.T) {
 		}
 	})
 
-	c.notarize(0, "unsupport", app)
+	if res := decode[signResultJSON](t, c.notarize(0, "unsupport", "-o", "json", app).stdout); res.Indexed == nil || !*res.Indexed {
+		t.Fatalf("unsupport: not reported indexed: %+v", res)
+	}
 	c.notarize(3, "verify", app)
 
 	t.Run("ledger restart keeps everything", func(t *testing.T) {
