@@ -15,6 +15,7 @@
 # endpoint in the key URI (awskms://127.0.0.1:PORT/alias/NAME) and any
 # static credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_REGION).
 set -euo pipefail
+. "$(dirname "$0")/lib/server.sh" # stop_server
 
 readonly LOCALKMS_MODULE=github.com/nsmithuk/local-kms
 readonly LOCALKMS_VERSION=v0.0.0-20260228092603-2a5e92d09ab6
@@ -112,20 +113,9 @@ start_kms() {
   echo "http://127.0.0.1:$port"
 }
 
-stop_kms() {
-  local dir=$1 pid
-  [ -f "$dir/pid" ] || return 0
-  pid=$(cat "$dir/pid")
-  if kill -TERM "$pid" 2>/dev/null; then
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$dir/pid"
-}
-
 case ${1:-} in
 install) install_bin ;;
 start) [ $# -eq 3 ] || usage; start_kms "$2" "$3" ;;
-stop) [ $# -eq 2 ] || usage; stop_kms "$2" ;;
+stop) [ $# -eq 2 ] || usage; stop_server "$2" ;;
 *) usage ;;
 esac

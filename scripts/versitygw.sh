@@ -22,6 +22,7 @@
 # which bucket uses too and the callers give distribution's s3 driver. For
 # tests and trials on loopback only.
 set -euo pipefail
+. "$(dirname "$0")/lib/server.sh" # stop_server
 
 readonly VGW_PACKAGE=github.com/versity/versitygw/cmd/versitygw
 readonly VGW_VERSION=v1.8.0
@@ -133,19 +134,6 @@ make_bucket() {
   echo "cannot create bucket $name at $endpoint (HTTP $code): $(head -c 500 "$out")" >&2
   rm -f "$out"
   exit 1
-}
-
-# stop_server DIR: TERM, then KILL after 5 s. Its data is a test's, or a
-# blob cache (scripts/run-fleet.sh) whose blobs are hashed again when read.
-stop_server() {
-  local dir=$1 pid
-  [ -f "$dir/pid" ] || return 0
-  pid=$(cat "$dir/pid")
-  if kill -TERM "$pid" 2>/dev/null; then
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$dir/pid"
 }
 
 case ${1:-} in

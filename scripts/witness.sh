@@ -23,6 +23,7 @@
 # outbound call: no bastion, no distributor, no public witness-network
 # config; the ledger pushes its checkpoints to it (POST /add-checkpoint).
 set -euo pipefail
+. "$(dirname "$0")/lib/server.sh" # stop_server
 
 readonly WITNESS_MODULE=github.com/transparency-dev/witness
 readonly WITNESS_VERSION=v0.0.0-20260720115447-2e1c6971d19e
@@ -110,20 +111,9 @@ EOF
   echo "witness ${name//[^A-Za-z0-9_.-]/_} $pub http://127.0.0.1:$port"
 }
 
-stop_witness() {
-  local dir=$1 pid
-  [ -f "$dir/pid" ] || return 0
-  pid=$(cat "$dir/pid")
-  if kill -TERM "$pid" 2>/dev/null; then
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$dir/pid"
-}
-
 case ${1:-} in
 install) install_bins ;;
 start) [ $# -ge 5 ] || usage; start_witness "$2" "$3" "$4" "$5" "${6:-}" ;;
-stop) [ $# -eq 2 ] || usage; stop_witness "$2" ;;
+stop) [ $# -eq 2 ] || usage; stop_server "$2" ;;
 *) usage ;;
 esac

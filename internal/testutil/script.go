@@ -3,6 +3,7 @@ package testutil
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 )
@@ -38,4 +39,16 @@ func Script(name string) (string, error) {
 		return "", fmt.Errorf("scripts/%s: %w", name, err)
 	}
 	return p, nil
+}
+
+// FreePort returns a port on 127.0.0.1 that was free a moment ago, for a
+// server a script starts. Another process may take it first: the caller
+// tries again on another when the start fails.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }

@@ -16,7 +16,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -69,7 +68,7 @@ func Start(ctx context.Context) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start mariadb: %w", err)
 	}
-	port, err := freePort()
+	port, err := testutil.FreePort()
 	if err != nil {
 		return nil, errors.Join(err, os.RemoveAll(dir))
 	}
@@ -175,13 +174,4 @@ func Skip(t testing.TB, err error) {
 	t.Helper()
 	bar := strings.Repeat("#", 78)
 	t.Skipf("\n%s\n## SKIPPED: no MariaDB server for the MySQL tests: %v\n## Set $%s or let scripts/mariadb.sh install mariadb-server (root + apt).\n%s", bar, err, EnvDSN, bar)
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("free port: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }

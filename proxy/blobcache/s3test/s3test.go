@@ -12,7 +12,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -128,7 +127,7 @@ func start(dir string) (*Server, error) {
 	// Another process may take the port between the check and the start:
 	// try again on another.
 	for attempt := 1; ; attempt++ {
-		port, err := freePort()
+		port, err := testutil.FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -186,17 +185,6 @@ func (s *Server) Params(bucket string) map[string]any {
 // Stop stops the server.
 func (s *Server) Stop() {
 	_ = exec.Command(s.script, "stop", s.dir).Run()
-}
-
-// freePort finds a free port on 127.0.0.1 (another process may take it
-// before the server does: start tries again).
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("s3test: a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func lastLines(b []byte) string {
