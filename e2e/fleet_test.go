@@ -35,8 +35,8 @@ import (
 
 // TestFleetProcesses (issue 15): two notarize-proxy processes, each with its
 // own data directory and ledger replica, cache blobs in one S3 bucket on a
-// real S3 server (versitygw). Both pull the same signed image at once: both clients get
-// every blob (go-containerregistry checks each digest); once both have
+// real S3 server (versitygw). Both pull the same signed image at once: both
+// clients get every blob (go-containerregistry checks each digest); once both have
 // stopped gracefully (which waits for their puts into the bucket), the
 // bucket holds one copy of each blob and no temporary upload. A third
 // process started on the bucket afterwards pulls the image without one

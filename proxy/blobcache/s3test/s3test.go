@@ -74,8 +74,8 @@ func Main(m *testing.M) int {
 
 // Shared returns the test binary's server, started at the first call, each
 // caller keeping its data in buckets of its own (Bucket). One server per
-// binary, not per test: a stop waits up to a second for the server's
-// graceful exit, where a new bucket on a running server takes a few
+// binary, not per test: a stop waits for the server's graceful exit
+// (about a second), where a new bucket on a running server takes a few
 // milliseconds. When versitygw cannot be built or found here it skips t
 // loudly, unless $CI is set: then it fails. It fails t when the package's
 // TestMain does not run the tests through Main, which stops the server.
