@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/registry"
+
+	"github.com/notarize/docker-notarize/internal/testutil"
 )
 
 // TestQuickstartFreshClone follows README.md's quickstart on a fresh clone
@@ -355,12 +357,11 @@ func portFree(addr string) bool {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := testutil.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return fmt.Sprintf("127.0.0.1:%d", port)
 }
 
 func (sh *quickShell) command(line string) *exec.Cmd {
