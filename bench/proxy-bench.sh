@@ -157,13 +157,7 @@ echo "== blob of $BLOB_MB MiB"
 for t in direct notarize dist-proxy "${FLEET_ORDER[@]}"; do
   if [[ $t == notarize-s3-b ]]; then # B's first pull of what A cached: wait for A's put into the bucket
     key=notarize/v1/blobs/sha256/${BLOB:7:2}/${BLOB#sha256:}
-    empty_sha256=e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855 # a signed request covers its body's hash
-    for _ in $(seq 1 600); do
-      printf 'user = "%s:%s"\n' "$S3_ACCESS_KEY" "$S3_SECRET_KEY" |
-        curl -fsS -K - -o /dev/null -I --aws-sigv4 aws:amz:us-east-1:s3 \
-          -H "x-amz-content-sha256: $empty_sha256" "$S3/notarize-fleet/$key" 2>/dev/null && break
-      sleep 0.1
-    done
+    for _ in $(seq 1 600); do "$ROOT/scripts/versitygw.sh" exists "$S3" "notarize-fleet/$key" && break; sleep 0.1; done
   fi
   # CPU seconds per GB of the serving process and of the upstream during the
   # pull (load slows a run down but adds little CPU to it: compare these

@@ -8,6 +8,7 @@
 #   scripts/versitygw.sh installed           # exit 0 when built, 77 when not (no build)
 #   scripts/versitygw.sh start DIR PORT      # start on 127.0.0.1:PORT; prints the S3 endpoint URL
 #   scripts/versitygw.sh bucket ENDPOINT NAME  # create bucket NAME (idempotent)
+#   scripts/versitygw.sh exists ENDPOINT BUCKET/KEY  # exit 0 when the object is there
 #   scripts/versitygw.sh stop DIR
 #
 # install runs `go install` of the module at a pinned release into
@@ -35,7 +36,7 @@ S3_SECRET_KEY=${S3_SECRET_KEY:-notarize-test-only}
 readonly EMPTY_SHA256=e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
 
 usage() {
-  echo "usage: $0 install | installed | start DIR PORT | bucket ENDPOINT NAME | stop DIR" >&2
+  echo "usage: $0 install | installed | start DIR PORT | bucket ENDPOINT NAME | exists ENDPOINT BUCKET/KEY | stop DIR" >&2
   exit 2
 }
 
@@ -118,15 +119,19 @@ start_server() {
   echo "http://127.0.0.1:$port"
 }
 
+# signed_curl ARGS...: curl with the account's SigV4 signature; the
+# credentials reach curl on stdin, not in argv.
+signed_curl() {
+  printf 'user = "%s:%s"\n' "$S3_ACCESS_KEY" "$S3_SECRET_KEY" |
+    curl -K - --aws-sigv4 "aws:amz:us-east-1:s3" -H "x-amz-content-sha256: $EMPTY_SHA256" "$@"
+}
+
 # make_bucket ENDPOINT NAME: a signed PUT /NAME. 200 (created) and 409
 # (exists: BucketAlreadyOwnedByYou) are success.
 make_bucket() {
   local endpoint=$1 name=$2 code out
   out=$(mktemp)
-  # The credentials reach curl on stdin, not in argv.
-  code=$(printf 'user = "%s:%s"\n' "$S3_ACCESS_KEY" "$S3_SECRET_KEY" |
-    curl -s -K - -o "$out" -w '%{http_code}' -X PUT --aws-sigv4 "aws:amz:us-east-1:s3" \
-      -H "x-amz-content-sha256: $EMPTY_SHA256" "$endpoint/$name" || true)
+  code=$(signed_curl -s -o "$out" -w '%{http_code}' -X PUT "$endpoint/$name" || true)
   case $code in
   200) rm -f "$out"; return 0 ;;
   409) if grep -q BucketAlreadyOwnedByYou "$out"; then rm -f "$out"; return 0; fi ;;
@@ -148,6 +153,7 @@ installed)
   ;;
 start) [ $# -eq 3 ] || usage; start_server "$2" "$3" ;;
 bucket) [ $# -eq 3 ] || usage; make_bucket "$2" "$3" ;;
+exists) [ $# -eq 3 ] || usage; signed_curl -fsS -o /dev/null -I "$2/$3" 2>/dev/null ;;
 stop) [ $# -eq 2 ] || usage; stop_server "$2" ;;
 *) usage ;;
 esac
