@@ -148,6 +148,9 @@ func testNeverStoresUnverified(t *testing.T, drv storagedriver.StorageDriver) {
 	if _, err := sh.Put(t.Context(), d, bytes.NewReader(bad), int64(len(bad))); !errors.Is(err, blobcache.ErrDigestMismatch) {
 		t.Fatalf("Put of bytes that do not match = %v, want ErrDigestMismatch", err)
 	}
+	if files := storedFiles(t, drv, "/notarize"); len(files) != 0 {
+		t.Fatalf("the shared store holds %v after a Put of bytes that do not match", files)
+	}
 	if _, err := sh.Put(t.Context(), d, bytes.NewReader(blob[:10]), int64(len(blob))); !errors.Is(err, blobcache.ErrSizeMismatch) {
 		t.Fatalf("Put of a short body = %v, want ErrSizeMismatch", err)
 	}
