@@ -22,14 +22,17 @@ import (
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
-// window is the width in bits of the scalar's digits: each of the rows
-// rows holds the multiples 1..2^window-1 of Q·2^(window·row), so (r/s)·Q is
-// at most rows point additions and no doublings. Six bits: 43 rows of 63
-// points, 254 KiB, built in about 1 ms.
+// window is the width in bits of the scalar's signed digits: (r/s)·Q is
+// the sum of rows terms d·2^(window·row)·Q with each digit d in
+// [-2^(window-1), 2^(window-1)], so each row of the table holds the
+// multiples 1..2^(window-1) of Q·2^(window·row) (a negative digit adds the
+// negation of its multiple) and the product is at most rows point
+// additions, no doublings. Seven bits: 37 rows of 64 points (the last row
+// takes the carry out of bit 255), 222 KiB, built in under 1 ms.
 const (
-	window  = 6
-	rows    = (256 + window - 1) / window
-	perRow  = 1<<window - 1
+	window  = 7
+	rows    = (256 + window) / window // enough rows for 256 bits and the last digit's carry
+	perRow  = 1 << (window - 1)
 	scalarN = 32
 )
 
@@ -64,12 +67,14 @@ func NewKey(pub *ecdsa.PublicKey) (*Key, error) {
 	for row := range rows {
 		t := k.table[row*perRow : (row+1)*perRow]
 		t[0].Set(base)
-		for d := 1; d < perRow; d++ {
-			t[d].Add(&t[d-1], base)
+		for m := 2; m <= perRow; m++ { // t[m-1] = m·base
+			if m%2 == 0 {
+				t[m-1].Double(&t[m/2-1]) // a doubling costs about a third of an addition
+			} else {
+				t[m-1].Add(&t[m-2], base)
+			}
 		}
-		for range window {
-			base.Double(base)
-		}
+		base.Double(&t[perRow-1]) // 2^window·base
 	}
 	return k, nil
 }
@@ -77,10 +82,23 @@ func NewKey(pub *ecdsa.PublicKey) (*Key, error) {
 // mult returns u·Q for u, 32 bytes big-endian, less than n.
 func (k *Key) mult(u *[scalarN]byte) *nistec.P256Point {
 	acc := nistec.NewP256Point() // the point at infinity
+	var neg nistec.P256Point
+	carry := 0
 	for row := range rows {
-		d := digit(u, row*window)
-		if d != 0 {
+		// Recode the digit into [-2^(window-1), 2^(window-1)]: a digit
+		// above half the window's range becomes d - 2^window and carries
+		// one into the next row's digit.
+		d := digit(u, row*window) + carry
+		carry = 0
+		if d > perRow {
+			d -= 1 << window
+			carry = 1
+		}
+		switch {
+		case d > 0:
 			acc.Add(acc, &k.table[row*perRow+d-1])
+		case d < 0:
+			acc.Add(acc, neg.Negate(&k.table[row*perRow-d-1]))
 		}
 	}
 	return acc

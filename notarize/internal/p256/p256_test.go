@@ -59,6 +59,20 @@ func TestMultMatchesScalarMult(t *testing.T) {
 	var last [scalarN]byte
 	new(big.Int).Sub(n, big.NewInt(1)).FillBytes(last[:]) // n-1: -Q
 	scalars = append(scalars, last)
+	// Every digit at the signed recoding's edges: perRow (added as is),
+	// perRow+1 (negative, carrying), 2^window-1 (a carry into every
+	// row), and runs of them, below n.
+	for _, d := range []int64{perRow - 1, perRow, perRow + 1, 1<<window - 1} {
+		v := new(big.Int)
+		for row := range rows {
+			v.Or(v, new(big.Int).Lsh(big.NewInt(d), uint(row*window)))
+		}
+		for _, w := range []*big.Int{v, new(big.Int).Rsh(v, 1), new(big.Int).Rsh(v, window)} {
+			var u [scalarN]byte
+			new(big.Int).Mod(w, n).FillBytes(u[:])
+			scalars = append(scalars, u)
+		}
+	}
 	for range 200 {
 		var u [scalarN]byte
 		v, _ := rand.Int(rand.Reader, n)
