@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"math/big"
+	"sync"
 	"testing"
 
 	"filippo.io/nistec"
@@ -282,6 +283,31 @@ func BenchmarkVerify(b *testing.B) {
 			}
 		}
 	})
+	// Verifications that take turns among 64 keys, as a replica's
+	// catch-up does: the tables (64 × 222 KiB) do not stay in the caches.
+	b.Run("table-64-keys", func(b *testing.B) {
+		type signed struct {
+			k   *Key
+			sig []byte
+		}
+		var all []signed
+		for range 64 {
+			priv, k := newKey(b)
+			sig, err := ecdsa.SignASN1(rand.Reader, priv, digest[:])
+			if err != nil {
+				b.Fatal(err)
+			}
+			all = append(all, signed{k, sig})
+		}
+		i := 0
+		for b.Loop() {
+			s := all[i%len(all)]
+			if !s.k.VerifyASN1(digest[:], s.sig) {
+				b.Fatal("did not verify")
+			}
+			i++
+		}
+	})
 	b.Run("build", func(b *testing.B) {
 		for b.Loop() {
 			if _, err := NewKey(&priv.PublicKey); err != nil {
@@ -418,4 +444,224 @@ func TestVerifyNearTheBounds(t *testing.T) {
 			}
 		}
 	}
+}
+
+// refPoint returns the public key as a nistec point.
+func refPoint(t testing.TB, pub *ecdsa.PublicKey) *nistec.P256Point {
+	t.Helper()
+	enc, err := pub.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := nistec.NewP256Point().SetBytes(enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
+}
+
+// checkMult fails unless k.mult(u) is nistec's ScalarMult(q, u).
+func checkMult(t testing.TB, k *Key, q *nistec.P256Point, u [scalarN]byte) {
+	t.Helper()
+	want, err := nistec.NewP256Point().ScalarMult(q, u[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := k.mult(&u); !bytes.Equal(got.Bytes(), want.Bytes()) {
+		t.Fatalf("mult(%x) differs from ScalarMult", u)
+	}
+}
+
+func toScalar(v *big.Int) (u [scalarN]byte) {
+	new(big.Int).Mod(v, n).FillBytes(u[:])
+	return u
+}
+
+// TestTableEntries: every entry of the table is d·2^(window·row)·Q.
+func TestTableEntries(t *testing.T) {
+	priv, k := newKey(t)
+	q := refPoint(t, &priv.PublicKey)
+	if len(k.table) != rows*perRow {
+		t.Fatalf("table has %d points, want %d", len(k.table), rows*perRow)
+	}
+	for row := range rows {
+		for d := 1; d <= perRow; d++ {
+			u := toScalar(new(big.Int).Lsh(big.NewInt(int64(d)), uint(window*row)))
+			want, err := nistec.NewP256Point().ScalarMult(q, u[:])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(k.table[row*perRow+d-1].Bytes(), want.Bytes()) {
+				t.Fatalf("table[%d][%d] is not %d·2^%d·Q", row, d, d, window*row)
+			}
+		}
+	}
+}
+
+// TestMultSmallScalars: u = 0..N, and n-1..n-N, against a running sum.
+func TestMultSmallScalars(t *testing.T) {
+	priv, k := newKey(t)
+	q := refPoint(t, &priv.PublicKey)
+	const N = 3000
+	acc := nistec.NewP256Point()
+	for i := range N {
+		u := toScalar(big.NewInt(int64(i)))
+		if got := k.mult(&u); !bytes.Equal(got.Bytes(), acc.Bytes()) {
+			t.Fatalf("mult(%d) is not %d·Q", i, i)
+		}
+		acc.Add(acc, q)
+	}
+	negQ := nistec.NewP256Point().Negate(q)
+	acc = nistec.NewP256Point().Set(negQ)
+	for i := 1; i <= N; i++ { // n-i: -i·Q
+		u := toScalar(new(big.Int).Sub(n, big.NewInt(int64(i))))
+		if got := k.mult(&u); !bytes.Equal(got.Bytes(), acc.Bytes()) {
+			t.Fatalf("mult(n-%d) is not -%d·Q", i, i)
+		}
+		acc.Add(acc, negQ)
+	}
+}
+
+// TestMultDigits: every digit value 0..2^window-1 at every row, alone, in
+// every row at once, above a run of all-ones digits (carries), and the
+// same below n; powers of two and their neighbours; scalars at and past n.
+func TestMultDigits(t *testing.T) {
+	priv, k := newKey(t)
+	q := refPoint(t, &priv.PublicKey)
+	one := big.NewInt(1)
+	var vs []*big.Int
+	for d := int64(0); d < 1<<window; d++ {
+		all := new(big.Int)
+		for row := range rows {
+			sh := uint(window * row)
+			vs = append(vs, new(big.Int).Lsh(big.NewInt(d), sh))
+			// d at row, every lower digit 2^window-1: a carry chain into it.
+			vs = append(vs, new(big.Int).Add(new(big.Int).Lsh(big.NewInt(d), sh), new(big.Int).Sub(new(big.Int).Lsh(one, sh), one)))
+			all.Or(all, new(big.Int).Lsh(big.NewInt(d), sh))
+		}
+		vs = append(vs, all, new(big.Int).Sub(n, all), new(big.Int).Rsh(all, 3))
+	}
+	for i := range 256 {
+		p := new(big.Int).Lsh(one, uint(i))
+		vs = append(vs, p, new(big.Int).Sub(p, one), new(big.Int).Add(p, one), new(big.Int).Sub(n, p))
+	}
+	for _, v := range vs {
+		checkMult(t, k, q, toScalar(v))
+	}
+	// Scalars outside mult's contract (u >= n): still u·Q, as Q has order n.
+	two256 := new(big.Int).Lsh(one, 256)
+	for _, v := range []*big.Int{n, new(big.Int).Add(n, one), new(big.Int).Sub(two256, one), new(big.Int).Sub(two256, big.NewInt(2))} {
+		var u [scalarN]byte
+		v.FillBytes(u[:])
+		checkMult(t, k, q, u)
+	}
+}
+
+// TestVerifyEdgeScalars: signatures whose u2 = r/s is an edge scalar of the
+// recoding (a key is chosen for each), valid and one off, judged as
+// crypto/ecdsa judges them.
+func TestVerifyEdgeScalars(t *testing.T) {
+	one := big.NewInt(1)
+	var u2s []*big.Int
+	for _, d := range []int64{1, perRow - 1, perRow, perRow + 1, 1<<window - 1} {
+		all := new(big.Int)
+		for row := range rows {
+			all.Or(all, new(big.Int).Lsh(big.NewInt(d), uint(window*row)))
+		}
+		u2s = append(u2s, new(big.Int).Mod(all, n), new(big.Int).Lsh(big.NewInt(d), 252))
+	}
+	u2s = append(u2s, one, big.NewInt(2), new(big.Int).Sub(n, one), new(big.Int).Sub(n, big.NewInt(2)), new(big.Int).Lsh(one, 255))
+	digest := sha256.Sum256([]byte("edge scalars"))
+	for _, u2 := range u2s {
+		kk, _ := rand.Int(rand.Reader, new(big.Int).Sub(n, one)) // kk+1 in [1, n-1]
+		kk.Add(kk, one)
+		R, err := nistec.NewP256Point().ScalarBaseMult(scalar(kk))
+		if err != nil {
+			t.Fatal(err)
+		}
+		x, _ := R.BytesX()
+		r := new(big.Int).Mod(new(big.Int).SetBytes(x), n)
+		s := new(big.Int).Mod(new(big.Int).Mul(r, new(big.Int).ModInverse(u2, n)), n) // u2 = r/s
+		pub := keyFor(t, R, digest[:], r, s)
+		k, err := NewKey(pub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !same(t, pub, k, digest[:], derSig(r, s)) {
+			t.Fatalf("u2=%x: valid signature refused", u2)
+		}
+		for _, rr := range []*big.Int{new(big.Int).Add(r, one), new(big.Int).Sub(r, one)} {
+			same(t, pub, k, digest[:], derSig(rr, s))
+		}
+		same(t, pub, k, digest[:], derSig(r, new(big.Int).Add(s, one)))
+		bad := digest
+		bad[31] ^= 1
+		same(t, pub, k, bad[:], derSig(r, s))
+	}
+}
+
+// TestConcurrentVerify: goroutines verifying under one Key agree with
+// crypto/ecdsa, and the table is unchanged afterwards (run with -race).
+func TestConcurrentVerify(t *testing.T) {
+	priv, k := newKey(t)
+	before := make([][]byte, len(k.table))
+	for i := range k.table {
+		before[i] = k.table[i].Bytes()
+	}
+	var wg sync.WaitGroup
+	errs := make(chan string, 8)
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 25 {
+				digest := sha256.Sum256([]byte{byte(g), byte(i)})
+				sig, err := ecdsa.SignASN1(rand.Reader, priv, digest[:])
+				if err != nil {
+					errs <- err.Error()
+					return
+				}
+				if !k.VerifyASN1(digest[:], sig) {
+					errs <- "valid signature refused"
+					return
+				}
+				digest[0] ^= 1
+				if k.VerifyASN1(digest[:], sig) {
+					errs <- "signature verified for another digest"
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Fatal(e)
+	}
+	for i := range k.table {
+		if !bytes.Equal(before[i], k.table[i].Bytes()) {
+			t.Fatalf("table[%d] changed", i)
+		}
+	}
+}
+
+// FuzzMultMatchesScalarMult: mult(u) is nistec's ScalarMult(Q, u) for
+// any 32-byte u (the fuzzer also tries u >= n).
+func FuzzMultMatchesScalarMult(f *testing.F) {
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		f.Fatal(err)
+	}
+	k, err := NewKey(&priv.PublicKey)
+	if err != nil {
+		f.Fatal(err)
+	}
+	q := refPoint(f, &priv.PublicKey)
+	f.Add(make([]byte, 32))
+	f.Add(bytes.Repeat([]byte{0xff}, 32))
+	f.Add(new(big.Int).Sub(n, big.NewInt(1)).FillBytes(make([]byte, 32)))
+	f.Add(bytes.Repeat([]byte{0x81, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40}, 5)[:32])
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var u [scalarN]byte
+		copy(u[:], b)
+		checkMult(t, k, q, u)
+	})
 }
