@@ -237,14 +237,7 @@ func TestNewKeyRefusesOtherCurves(t *testing.T) {
 // FuzzVerifyMatchesStdlib: whatever the signature and digest, the key's
 // verification says what crypto/ecdsa says.
 func FuzzVerifyMatchesStdlib(f *testing.F) {
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		f.Fatal(err)
-	}
-	k, err := NewKey(&priv.PublicKey)
-	if err != nil {
-		f.Fatal(err)
-	}
+	priv, k := newKey(f)
 	for i := range 8 {
 		digest := sha256.Sum256([]byte{byte(i)})
 		sig, err := ecdsa.SignASN1(rand.Reader, priv, digest[:])
@@ -646,14 +639,7 @@ func TestConcurrentVerify(t *testing.T) {
 // FuzzMultMatchesScalarMult: mult(u) is nistec's ScalarMult(Q, u) for
 // any 32-byte u (the fuzzer also tries u >= n).
 func FuzzMultMatchesScalarMult(f *testing.F) {
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		f.Fatal(err)
-	}
-	k, err := NewKey(&priv.PublicKey)
-	if err != nil {
-		f.Fatal(err)
-	}
+	priv, k := newKey(f)
 	q := refPoint(f, &priv.PublicKey)
 	f.Add(make([]byte, 32))
 	f.Add(bytes.Repeat([]byte{0xff}, 32))
