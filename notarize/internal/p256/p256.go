@@ -116,9 +116,11 @@ func (k *Key) mult(u *[scalarN]byte) *nistec.P256Point {
 // about to add, so that their cache misses overlap instead of stalling
 // each addition in turn: a replica's catch-up takes turns among many
 // keys, whose tables do not stay in the CPU's caches (BenchmarkVerify's
-// table-64-keys). The words read are discarded. (Where nistec's
-// P256Point holds pointers to its coordinates, its pure-Go build, the
-// reads touch only the point itself: harmless, and no help.)
+// table-64-keys). The words read are discarded. In nistec v0.0.4 both
+// the assembly and the pure-Go builds keep the coordinates inline (96
+// bytes); a layout that held them behind pointers would make the reads
+// touch only the point itself: harmless, and no help. A point smaller than
+// 8 bytes does not compile (last would overflow).
 func (k *Key) touch(digits *[rows]int) {
 	const last = unsafe.Sizeof(nistec.P256Point{}) - 8
 	var sink uint64

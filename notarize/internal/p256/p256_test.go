@@ -633,3 +633,66 @@ func FuzzMultMatchesScalarMult(f *testing.F) {
 		checkMult(t, k, q, u)
 	})
 }
+
+// TestVerifySequenceContents: a valid (r, s) with anything after s inside
+// the SEQUENCE, with s missing, or with an integer padded to a
+// non-minimal encoding is judged as crypto/ecdsa judges it (refused).
+// (Review: without the !seq.Empty() check every other test passed, and
+// FuzzVerifyMatchesStdlib ran 60 s without finding it.)
+func TestVerifySequenceContents(t *testing.T) {
+	priv, k := newKey(t)
+	pub := &priv.PublicKey
+	digest := sha256.Sum256([]byte("sequence"))
+	sig, err := ecdsa.SignASN1(rand.Reader, priv, digest[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, s := parse(t, sig)
+	seq := func(add func(b *cryptobyte.Builder)) []byte {
+		var b cryptobyte.Builder
+		b.AddASN1(cbasn1.SEQUENCE, add)
+		return b.BytesOrPanic()
+	}
+	padded := func(v *big.Int) []byte { // INTEGER with a redundant leading zero byte
+		body := append([]byte{0}, v.Bytes()...)
+		if v.Bytes()[0]&0x80 != 0 {
+			body = append([]byte{0}, body...)
+		}
+		return append([]byte{0x02, byte(len(body))}, body...)
+	}
+	for name, bad := range map[string][]byte{
+		"extra integer": seq(func(b *cryptobyte.Builder) { b.AddASN1BigInt(r); b.AddASN1BigInt(s); b.AddASN1BigInt(big.NewInt(0)) }),
+		"extra null": seq(func(b *cryptobyte.Builder) {
+			b.AddASN1BigInt(r)
+			b.AddASN1BigInt(s)
+			b.AddASN1(cbasn1.NULL, func(*cryptobyte.Builder) {})
+		}),
+		"extra byte":  seq(func(b *cryptobyte.Builder) { b.AddASN1BigInt(r); b.AddASN1BigInt(s); b.AddUint8(0) }),
+		"s missing":   seq(func(b *cryptobyte.Builder) { b.AddASN1BigInt(r) }),
+		"r padded":    seq(func(b *cryptobyte.Builder) { b.AddBytes(padded(r)); b.AddASN1BigInt(s) }),
+		"s padded":    seq(func(b *cryptobyte.Builder) { b.AddASN1BigInt(r); b.AddBytes(padded(s)) }),
+		"s as octets": seq(func(b *cryptobyte.Builder) { b.AddASN1BigInt(r); b.AddASN1OctetString(s.Bytes()) }),
+	} {
+		if same(t, pub, k, digest[:], bad) {
+			t.Errorf("%s: verified", name)
+		}
+	}
+	if !same(t, pub, k, digest[:], derSig(r, s)) {
+		t.Fatal("the re-encoded signature did not verify")
+	}
+}
+
+// TestTouchStaysInRow: touch reads only within the entry of |d| in its
+// row, for every |d| up to perRow at every row, the last included (an
+// index one too far panics there; elsewhere it would read the next row,
+// which no other test can see).
+func TestTouchStaysInRow(t *testing.T) {
+	_, k := newKey(t)
+	for _, d := range []int{1, -1, perRow - 1, -(perRow - 1), perRow, -perRow} {
+		var digits [rows]int
+		for row := range digits {
+			digits[row] = d
+		}
+		k.touch(&digits)
+	}
+}
