@@ -26,7 +26,7 @@ import (
 
 // window is the width in bits of the scalar's signed digits: (r/s)·Q is
 // the sum of rows terms d·2^(window·row)·Q with each digit d in
-// [-2^(window-1), 2^(window-1)], so each row of the table holds the
+// [1-2^(window-1), 2^(window-1)], so each row of the table holds the
 // multiples 1..2^(window-1) of Q·2^(window·row) (a negative digit adds the
 // negation of its multiple) and the product is at most rows point
 // additions, no doublings. Seven bits: 37 rows of 64 points (the last row,
@@ -84,7 +84,7 @@ func NewKey(pub *ecdsa.PublicKey) (*Key, error) {
 
 // mult returns u·Q for u, 32 bytes big-endian (any value: Q's order is n).
 func (k *Key) mult(u *[scalarN]byte) *nistec.P256Point {
-	// Recode u into signed digits in [-2^(window-1), 2^(window-1)]: a
+	// Recode u into signed digits in [1-2^(window-1), 2^(window-1)]: a
 	// digit above half the window's range becomes d - 2^window and
 	// carries one into the next row's digit.
 	var digits [rows]int
