@@ -40,22 +40,30 @@ help: ## Show this help.
 # without it, static, as examples/Dockerfile builds the ledger and the proxy.
 # Built alike, they share their compiled packages with the image's build (a
 # fresh 2-core machine compiled ~570 packages a second time, ~2.5 min); the
-# KMS helper shares most of theirs. The plugin keeps
+# KMS helper shares most of theirs. The full CLI (notarize-cli) keeps
 # cgo, for PKCS#11 modules (--key pkcs11:…). The tests that build commands
 # (e2e, cmd/notarize-kms) build them the same way.
 NOCGO_CMDS  := notarize-ledger notarize-proxy notarize-kms
 
-build: ## Build docker-notarize, notarize-kms, notarize-ledger and notarize-proxy into ./bin.
+# The plugin is two builds of ./cmd/docker-notarize (issue 14):
+# docker-notarize, the verify-only build (tag notarize_verifyonly, no cgo),
+# which answers the docker CLI and runs verify itself; and notarize-cli, the
+# full CLI (cgo, for PKCS#11 modules), which it executes for every other
+# command. `go install ./cmd/docker-notarize` gives the full CLI alone,
+# which works as the plugin too.
+build: ## Build docker-notarize (and notarize-cli, the full CLI behind it), notarize-kms, notarize-ledger and notarize-proxy into ./bin.
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(NOCGO_CMDS))
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/docker-notarize
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -tags notarize_verifyonly -o $(BIN)/docker-notarize ./cmd/docker-notarize
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/notarize-cli ./cmd/docker-notarize
 
 .PHONY: install
-install: build ## Install the plugin and its KMS helper into DOCKER_CONFIG/cli-plugins (default ~/.docker; then: docker notarize --help).
+install: build ## Install the plugin, the full CLI behind it and the KMS helper into DOCKER_CONFIG/cli-plugins (default ~/.docker; then: docker notarize --help).
 	@mkdir -p $(PLUGIN_DIR)
-	install -m 0755 $(BIN)/docker-notarize $(PLUGIN_DIR)/docker-notarize
+	install -m 0755 $(BIN)/notarize-cli $(PLUGIN_DIR)/notarize-cli
 	install -m 0755 $(BIN)/notarize-kms $(PLUGIN_DIR)/notarize-kms
-	@echo "installed $(PLUGIN_DIR)/docker-notarize and its KMS helper $(PLUGIN_DIR)/notarize-kms"
+	install -m 0755 $(BIN)/docker-notarize $(PLUGIN_DIR)/docker-notarize
+	@echo "installed $(PLUGIN_DIR)/docker-notarize, the full CLI $(PLUGIN_DIR)/notarize-cli behind it, and the KMS helper $(PLUGIN_DIR)/notarize-kms"
 
 .PHONY: man
 man: ## Generate the man pages of docker-notarize (docker-notarize(1), docker-notarize-sign(1), …) into ./man (MANDIR).

@@ -427,16 +427,7 @@ func BenchmarkAuditRealDaemon200Images(b *testing.B) {
 		pushRunnable(b, fmt.Sprintf("%s:%s-%d", repo, prefix, i))
 	}
 	dc := b.TempDir()
-	if err := os.MkdirAll(filepath.Join(dc, "cli-plugins"), 0o755); err != nil {
-		b.Fatal(err)
-	}
-	bin, err := os.ReadFile(pluginBin)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dc, "cli-plugins", "docker-notarize"), bin, 0o755); err != nil {
-		b.Fatal(err)
-	}
+	installPlugin(b, filepath.Join(dc, "cli-plugins"))
 	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + b.TempDir(), "DOCKER_CONFIG=" + dc, "DOCKER_CLI_HINTS=false",
 		"DOCKER_HOST=unix://" + sock, "NOTARIZE_PASSWORD=" + password, "NOTARIZE_LEDGER=" + led.URL}
 	run := func(want int, args ...string) string {

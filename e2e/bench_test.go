@@ -50,17 +50,8 @@ func BenchmarkVerifyWholeProcess(b *testing.B) {
 	fill(b, l, n)
 
 	dc := b.TempDir()
-	if err := os.MkdirAll(filepath.Join(dc, "cli-plugins"), 0o755); err != nil {
-		b.Fatal(err)
-	}
+	installPlugin(b, filepath.Join(dc, "cli-plugins"))
 	bin := filepath.Join(dc, "cli-plugins", "docker-notarize")
-	src, err := os.ReadFile(pluginBin)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := os.WriteFile(bin, src, 0o755); err != nil {
-		b.Fatal(err)
-	}
 	file := filepath.Join(b.TempDir(), "artifact.tar")
 	if err := os.WriteFile(file, bytes.Repeat([]byte("x"), 1<<20), 0o644); err != nil {
 		b.Fatal(err)

@@ -34,25 +34,56 @@ import (
 	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/ledger/ledgertest"
 	"github.com/notarize/docker-notarize/notarize"
+	"github.com/notarize/docker-notarize/plugin"
 	"github.com/notarize/docker-notarize/proxy/blobcache/s3test"
 	"golang.org/x/mod/sumdb/note"
 )
 
 // binDir holds the commands TestMain builds once (builtCommands), and
-// pluginBin the docker-notarize binary among them.
+// pluginBin the docker-notarize binary among them: the verify-only build,
+// which runs the full CLI, notarize-cli, installed next to it
+// (installPlugin) for every command but verify.
 var binDir, pluginBin string
 
 // builtCommands are the commands TestMain builds into binDir.
-var builtCommands = []string{"docker-notarize", "notarize-proxy"}
+var builtCommands = []string{"docker-notarize", plugin.FullCLIName, "notarize-proxy"}
 
-// buildEnv is the environment `make build` builds the command name in:
-// without cgo (the Makefile's NOCGO_CMDS), but for the plugin, which keeps
-// cgo for PKCS#11 modules.
-func buildEnv(name string) []string {
-	if name == "docker-notarize" {
-		return os.Environ()
+// buildCmd is `go build` of the command name into out as `make build`
+// builds it: without cgo (the Makefile's NOCGO_CMDS), but for the full CLI,
+// which keeps cgo for PKCS#11 modules; docker-notarize is the verify-only
+// build of ./cmd/docker-notarize, notarize-cli its full build.
+func buildCmd(name, out string) *exec.Cmd {
+	args := []string{"build", "-trimpath", "-o", out}
+	env := append(os.Environ(), "CGO_ENABLED=0")
+	switch name {
+	case "docker-notarize":
+		args = append(args, "-tags", "notarize_verifyonly", "./cmd/docker-notarize")
+	case plugin.FullCLIName:
+		args, env = append(args, "./cmd/docker-notarize"), os.Environ()
+	default:
+		args = append(args, "./cmd/"+name)
 	}
-	return append(os.Environ(), "CGO_ENABLED=0")
+	cmd := exec.Command("go", args...)
+	cmd.Env = env
+	return cmd
+}
+
+// installPlugin installs the plugin in dir as `make install` does: the
+// verify-only docker-notarize and the full CLI beside it.
+func installPlugin(tb testing.TB, dir string) {
+	tb.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	for _, name := range []string{"docker-notarize", plugin.FullCLIName} {
+		b, err := os.ReadFile(filepath.Join(binDir, name))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o755); err != nil {
+			tb.Fatal(err)
+		}
+	}
 }
 
 // TestMain builds the commands the tests run, before testing's -timeout
@@ -70,8 +101,8 @@ func TestMain(m *testing.M) {
 	}
 	binDir, pluginBin = dir, filepath.Join(dir, "docker-notarize")
 	for _, name := range builtCommands {
-		build := exec.Command("go", "build", "-trimpath", "-o", dir+"/", "github.com/notarize/docker-notarize/cmd/"+name)
-		build.Env = buildEnv(name)
+		build := buildCmd(name, filepath.Join(dir, name))
+		build.Dir = ".." // the module's root: go test runs in the package's directory
 		build.Stdout, build.Stderr = os.Stderr, os.Stderr
 		if err := build.Run(); err != nil {
 			fmt.Fprintf(os.Stderr, "e2e: building %s: %v\n", name, err)
@@ -98,16 +129,7 @@ type cli struct {
 func newCLI(t *testing.T, ledgerURL string) *cli {
 	t.Helper()
 	dc := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(dc, "cli-plugins"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(pluginBin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dc, "cli-plugins", "docker-notarize"), b, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	installPlugin(t, filepath.Join(dc, "cli-plugins"))
 	return &cli{t: t, dockerConfig: dc, env: map[string]string{
 		"HOME":              t.TempDir(),
 		"PATH":              os.Getenv("PATH"),

@@ -68,9 +68,8 @@ func buildBinary(t *testing.T, name string) string {
 		return filepath.Join(binDir, name)
 	}
 	out := filepath.Join(t.TempDir(), name)
-	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "./cmd/"+name)
+	cmd := buildCmd(name, out)
 	cmd.Dir = repoRoot(t)
-	cmd.Env = buildEnv(name)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build ./cmd/%s: %v\n%s", name, err, b)
 	}

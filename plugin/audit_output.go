@@ -1,3 +1,5 @@
+//go:build !notarize_verifyonly
+
 package plugin
 
 import (
@@ -9,7 +11,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/docker/cli/cli"
 	"github.com/notarize/docker-notarize/notarize"
 )
 
@@ -60,7 +61,7 @@ func newAuditOutput(repo string) *auditOutput {
 // as a verdict.
 func (o *auditOutput) fail(w io.Writer, format string, err error) error {
 	code := ExitCouldNotVerify
-	if st, ok := errors.AsType[cli.StatusError](err); ok && st.StatusCode != 0 {
+	if st, ok := errors.AsType[codedError](err); ok && st.StatusCode != 0 {
 		code = st.StatusCode
 	}
 	err = fmt.Errorf("could not audit: %w", err)

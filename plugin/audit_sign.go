@@ -1,3 +1,5 @@
+//go:build !notarize_verifyonly
+
 package plugin
 
 import (
@@ -8,7 +10,6 @@ import (
 	"io"
 	"strings"
 
-	"github.com/docker/cli/cli/command"
 	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/notarize/docker-notarize/notarize"
 )
@@ -20,7 +21,7 @@ var ErrSignDeclined = errors.New("not confirmed")
 const maxConfirmLine = 1024
 
 // stdinIsTerminal reports whether the command's stdin is a terminal.
-func (e env) stdinIsTerminal(dockerCli command.Cli) bool {
+func (e env) stdinIsTerminal(dockerCli stdio) bool {
 	return e.isTerminal != nil && e.isTerminal(int(dockerCli.In().FD()))
 }
 
@@ -32,7 +33,7 @@ func (e env) stdinIsTerminal(dockerCli command.Cli) bool {
 // first, so only content the registry still serves under that digest is
 // signed. It returns the statements recorded; a digest that could not be
 // signed keeps its verdict and is reported on stderr.
-func (o *auditOptions) signUnknown(ctx context.Context, dockerCli command.Cli, resolver *Resolver, out *auditOutput, j *judge, prog *progress) ([]signOutput, error) {
+func (o *auditOptions) signUnknown(ctx context.Context, dockerCli stdio, resolver *Resolver, out *auditOutput, j *judge, prog *progress) ([]signOutput, error) {
 	digests, bySubject := unknownDigests(out.Subjects)
 	stderr := dockerCli.Err()
 	if len(digests) == 0 {

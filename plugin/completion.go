@@ -3,7 +3,6 @@ package plugin
 import (
 	"strings"
 
-	"github.com/docker/cli/cli/command"
 	"github.com/spf13/cobra"
 )
 
@@ -11,7 +10,7 @@ import (
 // result in the --output format bound to format: the ledger flags
 // (addLedgerFlags), errors as JSON in JSON mode (jsonErrors), and shell
 // completion of key names for its --signer and --key flags.
-func ledgerCommand(cmd *cobra.Command, dockerCli command.Cli, root *rootOptions, format *string) {
+func ledgerCommand(cmd *cobra.Command, dockerCli stdio, root *rootOptions, format *string) {
 	addLedgerFlags(cmd, root)
 	jsonErrors(cmd, dockerCli, format)
 	completeKeyFlags(cmd, root)
@@ -73,7 +72,7 @@ func completeKeyNameArg(cmd *cobra.Command, root *rootOptions) {
 // outputCommand wires cmd, a command that prints a result in the --output
 // format bound to format but does not talk to a ledger: errors as JSON in
 // JSON mode and completion of --output.
-func outputCommand(cmd *cobra.Command, dockerCli command.Cli, format *string) {
+func outputCommand(cmd *cobra.Command, dockerCli stdio, format *string) {
 	jsonErrors(cmd, dockerCli, format)
 	completeOutputFlag(cmd)
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/docker/cli/cli"
 	"github.com/notarize/docker-notarize/notarize"
 )
 
@@ -41,22 +40,22 @@ func VerdictExitCode(v notarize.Verdict) int {
 	return ExitCouldNotVerify
 }
 
-// withExitCode returns err as a cli.StatusError carrying code, the error type
+// withExitCode returns err as a codedError carrying code, the error type
 // docker/cli's plugin machinery and this module's main both understand. A nil
 // err gives a silent exit with code (a verdict already printed on stdout).
 func withExitCode(code int, err error) error {
-	return cli.StatusError{StatusCode: code, Cause: err}
+	return codedError{StatusCode: code, Cause: err}
 }
 
 // Exit maps the error a command returned to the process exit code and the
-// message to print on stderr ("" for none). nil is success. A cli.StatusError
+// message to print on stderr ("" for none). nil is success. A codedError
 // carries its own code (never 0: an error always fails); an interrupted
 // command exits 130; any other error exits 1.
 func Exit(err error) (code int, message string) {
 	if err == nil {
 		return 0, ""
 	}
-	var st cli.StatusError
+	var st codedError
 	if errors.As(err, &st) {
 		code = st.StatusCode
 		if code == 0 {

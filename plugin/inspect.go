@@ -10,7 +10,6 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/docker/cli/cli/command"
 	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/spf13/cobra"
@@ -26,7 +25,7 @@ type inspectOptions struct {
 	format   string
 }
 
-func newInspectCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
+func newInspectCmd(dockerCli stdio, root *rootOptions) *cobra.Command {
 	opts := inspectOptions{root: root}
 	cmd := &cobra.Command{
 		Use:   "inspect [OPTIONS] IMAGE",
@@ -65,7 +64,7 @@ command fails.`, ledgerclient.PageLimit, ledgerclient.MaxLookupPages),
 	return cmd
 }
 
-func runInspect(ctx context.Context, dockerCli command.Cli, opts inspectOptions) error {
+func runInspect(ctx context.Context, dockerCli stdio, opts inspectOptions) error {
 	if err := validateFormat(opts.format); err != nil {
 		return usageError(err)
 	}

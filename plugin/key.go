@@ -1,3 +1,5 @@
+//go:build !notarize_verifyonly
+
 package plugin
 
 import (
@@ -6,13 +8,12 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/docker/cli/cli/command"
 	"github.com/spf13/cobra"
 
 	"github.com/notarize/docker-notarize/notarize"
 )
 
-func newKeyCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
+func newKeyCmd(dockerCli stdio, root *rootOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "key",
 		Short: "Manage signing keys (in NOTARIZE_HOME/keys)",
@@ -43,7 +44,7 @@ type keyGenerateOptions struct {
 	identity identityFlags
 }
 
-func newKeyGenerateCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
+func newKeyGenerateCmd(dockerCli stdio, root *rootOptions) *cobra.Command {
 	opts := keyGenerateOptions{root: root}
 	cmd := &cobra.Command{
 		Use:   "generate --name NAME",
@@ -85,7 +86,7 @@ statements claiming another identity than the key's.`,
 	return cmd
 }
 
-func runKeyGenerate(ctx context.Context, dockerCli command.Cli, opts keyGenerateOptions) error {
+func runKeyGenerate(ctx context.Context, dockerCli stdio, opts keyGenerateOptions) error {
 	if err := ValidateKeyName(opts.name); err != nil {
 		return usageError(err)
 	}
@@ -136,7 +137,7 @@ type keyListOptions struct {
 	format string
 }
 
-func newKeyListCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
+func newKeyListCmd(dockerCli stdio, root *rootOptions) *cobra.Command {
 	opts := keyListOptions{root: root}
 	cmd := &cobra.Command{
 		Use:     "list",
@@ -154,7 +155,7 @@ func newKeyListCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
 	return cmd
 }
 
-func runKeyList(_ context.Context, dockerCli command.Cli, opts keyListOptions) error {
+func runKeyList(_ context.Context, dockerCli stdio, opts keyListOptions) error {
 	if err := validateFormat(opts.format); err != nil {
 		return usageError(err)
 	}
@@ -178,7 +179,7 @@ type keyExportOptions struct {
 	name string
 }
 
-func newKeyExportCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
+func newKeyExportCmd(dockerCli stdio, root *rootOptions) *cobra.Command {
 	opts := keyExportOptions{root: root}
 	cmd := &cobra.Command{
 		Use:   "export NAME",
@@ -195,7 +196,7 @@ func newKeyExportCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
 	return cmd
 }
 
-func runKeyExport(_ context.Context, dockerCli command.Cli, opts keyExportOptions) error {
+func runKeyExport(_ context.Context, dockerCli stdio, opts keyExportOptions) error {
 	k, err := opts.root.keyStore().Public(opts.name)
 	if errors.Is(err, ErrBadKeyName) {
 		return usageError(err)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/docker/cli/cli/command"
 	"github.com/spf13/cobra"
 )
 
@@ -18,7 +17,7 @@ type keyIdentityOptions struct {
 	nameSet, emailSet bool
 }
 
-func newKeyIdentityCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
+func newKeyIdentityCmd(dockerCli stdio, root *rootOptions) *cobra.Command {
 	opts := keyIdentityOptions{root: root}
 	cmd := &cobra.Command{
 		Use:   "identity NAME",
@@ -47,7 +46,7 @@ ledger keep the identity they were signed with.`,
 	return cmd
 }
 
-func runKeyIdentity(_ context.Context, dockerCli command.Cli, opts keyIdentityOptions) error {
+func runKeyIdentity(_ context.Context, dockerCli stdio, opts keyIdentityOptions) error {
 	if err := ValidateKeyName(opts.name); err != nil {
 		return usageError(err)
 	}

@@ -1,3 +1,5 @@
+//go:build !notarize_verifyonly
+
 package plugin
 
 import (
@@ -9,7 +11,6 @@ import (
 	"io"
 	"strings"
 
-	"github.com/docker/cli/cli/command"
 	"github.com/spf13/cobra"
 
 	"github.com/notarize/docker-notarize/notarize"
@@ -27,7 +28,7 @@ type keyImportOptions struct {
 	identity identityFlags
 }
 
-func newKeyImportCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
+func newKeyImportCmd(dockerCli stdio, root *rootOptions) *cobra.Command {
 	opts := keyImportOptions{root: root}
 	cmd := &cobra.Command{
 		Use:   "import NAME FILE",
@@ -53,7 +54,7 @@ statements claim.`,
 	return cmd
 }
 
-func runKeyImport(_ context.Context, dockerCli command.Cli, opts keyImportOptions) error {
+func runKeyImport(_ context.Context, dockerCli stdio, opts keyImportOptions) error {
 	if err := ValidateKeyName(opts.name); err != nil {
 		return usageError(fmt.Errorf("import key: %w", err))
 	}

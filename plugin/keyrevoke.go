@@ -11,7 +11,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/docker/cli/cli/command"
 	"github.com/spf13/cobra"
 
 	"github.com/notarize/docker-notarize/ledger/api"
@@ -55,7 +54,7 @@ type keyRevokeOptions struct {
 	indexWait time.Duration
 }
 
-func newKeyRevokeCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
+func newKeyRevokeCmd(dockerCli stdio, root *rootOptions) *cobra.Command {
 	opts := keyRevokeOptions{root: root}
 	cmd := &cobra.Command{
 		Use:   "revoke [OPTIONS] NAME",
@@ -104,7 +103,7 @@ and nothing is appended.`,
 // call (usage and configuration errors exit 125), asks for confirmation,
 // then signs and records the revocation, unless the ledger holds one by the
 // same signer already.
-func runKeyRevoke(ctx context.Context, dockerCli command.Cli, opts keyRevokeOptions) error {
+func runKeyRevoke(ctx context.Context, dockerCli stdio, opts keyRevokeOptions) error {
 	if err := validateFormat(opts.format); err != nil {
 		return usageError(err)
 	}
@@ -166,7 +165,7 @@ func runKeyRevoke(ctx context.Context, dockerCli command.Cli, opts keyRevokeOpti
 // confirmRevoke says what is about to happen on stderr and asks for a yes
 // on a terminal; --yes skips the question. Without a terminal and --yes it
 // is a usage error: an irreversible step is never taken by default.
-func confirmRevoke(dockerCli command.Cli, opts keyRevokeOptions, target Key) error {
+func confirmRevoke(dockerCli stdio, opts keyRevokeOptions, target Key) error {
 	stderr := dockerCli.Err()
 	by := "the key itself"
 	if opts.revoker != "" {

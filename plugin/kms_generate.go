@@ -1,11 +1,11 @@
+//go:build !notarize_verifyonly
+
 package plugin
 
 import (
 	"context"
 	"crypto"
 	"fmt"
-
-	"github.com/docker/cli/cli/command"
 )
 
 // externalKeyFlags are key generate's flags for a key held outside the store.
@@ -19,7 +19,7 @@ func (f externalKeyFlags) set() bool { return f.kms != "" || f.pkcs11 != "" }
 // runKeyGenerateExternal creates, or adopts, the key --kms or --pkcs11 names
 // in its provider, proves it can sign, and records its public key and URI
 // (never a secret) in the store under --name.
-func runKeyGenerateExternal(ctx context.Context, dockerCli command.Cli, opts keyGenerateOptions) error {
+func runKeyGenerateExternal(ctx context.Context, dockerCli stdio, opts keyGenerateOptions) error {
 	uri, flag := opts.external.kms, "--kms"
 	if opts.external.pkcs11 != "" {
 		uri, flag = opts.external.pkcs11, "--pkcs11"

@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"time"
 
@@ -46,59 +44,7 @@ func kmsHelperPath() (string, error) {
 // helperNextTo returns the KMS helper in the directory of exe's target, if
 // it is there and may be run (checkHelper).
 func helperNextTo(exe string) (string, error) {
-	target, err := filepath.EvalSymlinks(exe)
-	if err != nil {
-		return "", fmt.Errorf("locating %s: %w", kmswire.HelperName, err)
-	}
-	target, err = filepath.Abs(target)
-	if err != nil {
-		return "", fmt.Errorf("locating %s: %w", kmswire.HelperName, err)
-	}
-	name := kmswire.HelperName
-	if runtime.GOOS == "windows" {
-		name += ".exe"
-	}
-	p := filepath.Join(filepath.Dir(target), name)
-	if err := checkHelper(p); err != nil {
-		return "", err
-	}
-	return p, nil
-}
-
-// checkHelper refuses a helper that is missing, not a regular executable
-// file, or that anyone could have replaced: a world-writable file, or one in
-// a world-writable directory without the sticky bit.
-func checkHelper(p string) error {
-	fi, err := os.Stat(p)
-	if errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("%w: no %s", ErrKMSHelperMissing, p)
-	}
-	if err != nil {
-		return fmt.Errorf("KMS helper: %w", err)
-	}
-	if runtime.GOOS == "windows" { // no permission bits to check: the directory's ACL decides
-		if !fi.Mode().IsRegular() {
-			return fmt.Errorf("KMS helper %s: not a regular file (%s)", p, fi.Mode())
-		}
-		return nil
-	}
-	switch mode := fi.Mode(); {
-	case !mode.IsRegular():
-		return fmt.Errorf("KMS helper %s: not a regular file (%s)", p, mode)
-	case mode.Perm()&0o111 == 0:
-		return fmt.Errorf("KMS helper %s: not executable (%s)", p, mode)
-	case mode.Perm()&0o002 != 0:
-		return fmt.Errorf("KMS helper %s: refused, anyone may write it (%s): chmod o-w it", p, mode)
-	}
-	dir := filepath.Dir(p)
-	di, err := os.Stat(dir)
-	if err != nil {
-		return fmt.Errorf("KMS helper: %w", err)
-	}
-	if di.Mode().Perm()&0o002 != 0 && di.Mode()&os.ModeSticky == 0 {
-		return fmt.Errorf("KMS helper %s: refused, anyone may replace it: its directory is world-writable (%s)", p, di.Mode())
-	}
-	return checkHelperTrust(p) // kms_helper_trust_unix.go: owners, ancestors, symlink target
+	return executableNextTo(exe, kmswire.HelperName, "KMS helper", ErrKMSHelperMissing)
 }
 
 // helperEnv is the helper's environment: this process's, without the

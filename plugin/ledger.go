@@ -12,7 +12,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/docker/cli/cli/command"
 	"github.com/notarize/docker-notarize/internal/boundedfile"
 	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/spf13/cobra"
@@ -24,7 +23,7 @@ const maxLedgerKeyFile = 4 << 10
 
 // newLedgerCmd is `ledger`: the ledger keys this client pins, by URL, and
 // the state it keeps of each.
-func newLedgerCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
+func newLedgerCmd(dockerCli stdio, root *rootOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "ledger",
 		Short: "Manage the pinned ledger keys (in NOTARIZE_HOME/ledgers)",
@@ -58,7 +57,7 @@ type ledgerTrustOptions struct {
 	force bool
 }
 
-func newLedgerTrustCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
+func newLedgerTrustCmd(dockerCli stdio, root *rootOptions) *cobra.Command {
 	opts := ledgerTrustOptions{root: root}
 	cmd := &cobra.Command{
 		Use:   "trust URL [--key KEY]",
@@ -96,7 +95,7 @@ the old key stay as evidence (see "ledger forget --purge").`,
 	return cmd
 }
 
-func runLedgerTrust(ctx context.Context, dockerCli command.Cli, opts ledgerTrustOptions) error {
+func runLedgerTrust(ctx context.Context, dockerCli stdio, opts ledgerTrustOptions) error {
 	url, err := ledgerclient.NormalizeURL(opts.url)
 	if err != nil {
 		return usageError(err)
@@ -214,7 +213,7 @@ func checkLedgerSigns(ctx context.Context, stderr io.Writer, root *rootOptions, 
 // confirmAnnouncedKey fetches the key the ledger at url announces, checks
 // its checkpoint under it, shows it and asks for a confirmation (or takes
 // --yes).
-func confirmAnnouncedKey(ctx context.Context, dockerCli command.Cli, opts ledgerTrustOptions, url string) (string, error) {
+func confirmAnnouncedKey(ctx context.Context, dockerCli stdio, opts ledgerTrustOptions, url string) (string, error) {
 	cfg, err := opts.root.ledgerConfig(url, "")
 	if err != nil {
 		return "", err
@@ -256,7 +255,7 @@ type ledgerForgetOptions struct {
 	purge bool
 }
 
-func newLedgerForgetCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
+func newLedgerForgetCmd(dockerCli stdio, root *rootOptions) *cobra.Command {
 	opts := ledgerForgetOptions{root: root}
 	cmd := &cobra.Command{
 		Use:   "forget URL",
@@ -275,7 +274,7 @@ same log under another key: those stay as evidence, unless --purge.`,
 	return cmd
 }
 
-func runLedgerForget(ctx context.Context, dockerCli command.Cli, opts ledgerForgetOptions) error {
+func runLedgerForget(ctx context.Context, dockerCli stdio, opts ledgerForgetOptions) error {
 	if _, err := ledgerclient.NormalizeURL(opts.url); err != nil {
 		return usageError(err)
 	}
@@ -301,7 +300,7 @@ type ledgerListOptions struct {
 	format string
 }
 
-func newLedgerListCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
+func newLedgerListCmd(dockerCli stdio, root *rootOptions) *cobra.Command {
 	opts := ledgerListOptions{root: root}
 	cmd := &cobra.Command{
 		Use:     "list",
@@ -326,7 +325,7 @@ type ledgerListOutput struct {
 	Ledgers       []ledgerclient.LedgerPin `json:"ledgers"`
 }
 
-func runLedgerList(_ context.Context, dockerCli command.Cli, opts ledgerListOptions) error {
+func runLedgerList(_ context.Context, dockerCli stdio, opts ledgerListOptions) error {
 	if err := validateFormat(opts.format); err != nil {
 		return usageError(err)
 	}

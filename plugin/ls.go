@@ -1,3 +1,5 @@
+//go:build !notarize_verifyonly
+
 package plugin
 
 import (
@@ -13,8 +15,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/docker/cli/cli"
-	"github.com/docker/cli/cli/command"
 	"github.com/spf13/cobra"
 
 	"github.com/notarize/docker-notarize/internal/boundedfile"
@@ -45,7 +45,7 @@ type lsOptions struct {
 	maxRevokedLookups int
 }
 
-func newLsCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
+func newLsCmd(dockerCli stdio, root *rootOptions) *cobra.Command {
 	opts := lsOptions{root: root}
 	cmd := &cobra.Command{
 		Use:     "ls [OPTIONS]",
@@ -212,7 +212,7 @@ func (o *lsOptions) validate() error {
 
 // runLs resolves the signers (a usage error when they cannot be: exit
 // 125), walks each key's verified pages and prints the assets and tallies.
-func runLs(ctx context.Context, dockerCli command.Cli, opts lsOptions) error {
+func runLs(ctx context.Context, dockerCli stdio, opts lsOptions) error {
 	out := lsOutput{SchemaVersion: lsSchemaVersion, Signers: []lsSigner{}}
 	fail := func(code int, err error) error {
 		if opts.format == formatJSON {
@@ -232,7 +232,7 @@ func runLs(ctx context.Context, dockerCli command.Cli, opts lsOptions) error {
 	}
 	client, err := opts.root.ledger(ctx, dockerCli.Err())
 	if err != nil {
-		if st, ok := errors.AsType[cli.StatusError](err); ok && st.StatusCode == ExitUsage {
+		if st, ok := errors.AsType[codedError](err); ok && st.StatusCode == ExitUsage {
 			return fail(ExitUsage, err) // a bad --ledger-ca or witness policy file
 		}
 		return fail(ExitCouldNotVerify, fmt.Errorf("could not list: %w", err))

@@ -12,13 +12,22 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/docker/cli/cli"
-	"github.com/docker/cli/cli/command"
+	"github.com/docker/cli/cli/streams"
 	"github.com/spf13/cobra"
 
 	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/notarize/docker-notarize/notarize"
 )
+
+// stdio is what a command reads and prints through: the docker CLI object
+// (command.Cli) in the full CLI, the process's streams in the verify-only
+// build (cmd/docker-notarize, tag notarize_verifyonly). Only audit, which
+// talks to the docker daemon, takes the whole command.Cli.
+type stdio interface {
+	In() *streams.In
+	Out() *streams.Out
+	Err() *streams.Out
+}
 
 // Output formats of --output.
 const (
@@ -204,6 +213,14 @@ type statementOutput struct {
 	Attributes map[string]string `json:"attributes,omitempty"`
 }
 
+// subjectName is a statement's informational subject name.
+func subjectName(st *notarize.Statement) string {
+	if len(st.Subject) == 0 {
+		return ""
+	}
+	return st.Subject[0].Name
+}
+
 // writeJSON writes v as indented JSON followed by a newline.
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
@@ -359,7 +376,7 @@ func writeJSONError(w io.Writer, err error) {
 	if err == nil || errors.As(err, new(reportedError)) {
 		return
 	}
-	if st, ok := errors.AsType[cli.StatusError](err); ok && st.Cause == nil && st.Status == "" {
+	if st, ok := errors.AsType[codedError](err); ok && st.Cause == nil && st.Status == "" {
 		return
 	}
 	code, msg := Exit(err)
@@ -371,7 +388,7 @@ func writeJSONError(w io.Writer, err error) {
 // message on stderr and the exit code: errors of its arguments and flag
 // values as well as of its run. The arguments are checked in its RunE, so
 // that the output format is known by then.
-func jsonErrors(cmd *cobra.Command, dockerCli command.Cli, format *string) {
+func jsonErrors(cmd *cobra.Command, dockerCli stdio, format *string) {
 	args, run := cmd.Args, cmd.RunE
 	cmd.Args = cobra.ArbitraryArgs
 	cmd.RunE = func(c *cobra.Command, a []string) error {
@@ -388,7 +405,7 @@ func jsonErrors(cmd *cobra.Command, dockerCli command.Cli, format *string) {
 		return err
 	}
 	cmd.SetFlagErrorFunc(func(c *cobra.Command, ferr error) error {
-		err := cli.FlagErrorFunc(c, ferr)
+		err := flagError(c, ferr)
 		if *format == formatJSON {
 			writeJSONError(dockerCli.Out(), err)
 		}

@@ -11,10 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/docker/cli/cli"
-	"github.com/docker/cli/cli-plugins/metadata"
-	dockerplugin "github.com/docker/cli/cli-plugins/plugin"
-	"github.com/docker/cli/cli/command"
 	"github.com/docker/cli/cli/config"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/notarize/docker-notarize/ledgerclient"
@@ -45,17 +41,6 @@ const DefaultLedgerURL = "http://127.0.0.1:7070"
 
 // PluginName is the name of the command under docker: `docker notarize`.
 const PluginName = "notarize"
-
-// Metadata is the plugin metadata docker reads from the binary.
-func Metadata(version string) metadata.Metadata {
-	return metadata.Metadata{
-		SchemaVersion:    "0.1.0",
-		Vendor:           "docker notarize",
-		Version:          version,
-		ShortDescription: "Sign and verify image digests against a tamper-evident ledger",
-		URL:              "https://github.com/notarize/docker-notarize",
-	}
-}
 
 // env is what commands take from the process and the world. Tests replace
 // parts of it (clock, transports, terminal).
@@ -105,15 +90,15 @@ type rootOptions struct {
 	env         env
 }
 
-// NewRootCmd returns the command tree of docker notarize. name is the command
-// name: PluginName when run by docker (isPlugin), else the executable's base
-// name.
-func NewRootCmd(name string, isPlugin bool, dockerCli command.Cli) *cobra.Command {
-	return newRootCmd(name, isPlugin, dockerCli, defaultEnv())
-}
-
-func newRootCmd(name string, isPlugin bool, dockerCli command.Cli, e env) *cobra.Command {
-	opts := &rootOptions{env: e}
+// newRootBase returns the root command of docker notarize with subcommands
+// cmds, which take their global options from opts: its help, its hidden
+// ledger flags, the usage-error checks before every command. name is the
+// command name: PluginName when run by docker (isPlugin), else the
+// executable's base name. pluginPreRun, for a plugin, is docker/cli's plugin
+// hook, run before every command (it connects the plugin socket and
+// initialises the docker CLI object). The full CLI (root_cmd.go) and the
+// verify-only build (verifyonly.go) both build their root here.
+func newRootBase(name string, isPlugin bool, opts *rootOptions, pluginPreRun func(*cobra.Command, []string) error, cmds ...*cobra.Command) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   name,
 		Short: "Sign and verify image digests against a tamper-evident ledger",
@@ -151,8 +136,8 @@ docs/schema/docker-notarize.schema.json.`,
 			if err := cmd.ValidateFlagGroups(); err != nil {
 				return usageError(fmt.Errorf("%w\nSee '%s --help'.", err, cmd.CommandPath()))
 			}
-			if isPlugin {
-				return dockerplugin.PersistentPreRunE(cmd, args)
+			if pluginPreRun != nil {
+				return pluginPreRun(cmd, args)
 			}
 			return nil
 		},
@@ -160,12 +145,12 @@ docs/schema/docker-notarize.schema.json.`,
 			if len(args) == 0 {
 				return cmd.Help()
 			}
-			return cli.StatusError{StatusCode: ExitUsage, Status: fmt.Sprintf("unknown command %q for %q\nRun '%s --help' for usage.", args[0], cmd.CommandPath(), cmd.CommandPath())}
+			return codedError{StatusCode: ExitUsage, Status: fmt.Sprintf("unknown command %q for %q\nRun '%s --help' for usage.", args[0], cmd.CommandPath(), cmd.CommandPath())}
 		},
 	}
 	if !isPlugin {
 		// Match docker/cli's plugin root (cli-plugins/plugin.newPluginCommand).
-		cmd.SetFlagErrorFunc(cli.FlagErrorFunc)
+		cmd.SetFlagErrorFunc(flagError)
 		defer visitAll(cmd, func(c *cobra.Command) { c.DisableFlagsInUseLine = true })
 		cmd.Version = Version // --version; docker has its own as a plugin
 	}
@@ -175,18 +160,7 @@ docs/schema/docker-notarize.schema.json.`,
 	addLedgerFlags(cmd, opts)
 	cmd.Flags().VisitAll(func(f *pflag.Flag) { f.Hidden = true })
 
-	cmd.AddCommand(
-		newKeyCmd(dockerCli, opts),
-		newSignCmd(dockerCli, opts, signTrusted),
-		newSignCmd(dockerCli, opts, signUntrusted),
-		newSignCmd(dockerCli, opts, signUnsupported),
-		newVerifyCmd(dockerCli, opts),
-		newAuditCmd(dockerCli, opts),
-		newLsCmd(dockerCli, opts),
-		newInspectCmd(dockerCli, opts),
-		newLedgerCmd(dockerCli, opts),
-		newVersionCmd(dockerCli),
-	)
+	cmd.AddCommand(cmds...)
 	return cmd
 }
 
@@ -212,7 +186,9 @@ func (o *rootOptions) resolver(insecure []string) (*Resolver, error) {
 	return NewResolver(o.env.keychain, o.env.registryTransport, insecure)
 }
 
-func (o *rootOptions) passwords(dockerCli command.Cli) passwordPrompt {
+// passwords prompts for key passwords on dockerCli's terminal, unless
+// NOTARIZE_PASSWORD is set.
+func (o *rootOptions) passwords(dockerCli stdio) passwordPrompt {
 	return passwordPrompt{
 		lookupEnv:    o.env.lookupEnv,
 		stdinFD:      int(dockerCli.In().FD()),
@@ -339,7 +315,7 @@ func exactArgs(n int) cobra.PositionalArgs {
 		if n == 1 {
 			plural = ""
 		}
-		return cli.StatusError{
+		return codedError{
 			StatusCode: ExitUsage,
 			Status: fmt.Sprintf("%q requires exactly %d argument%s.\nSee '%s --help'.\n\nUsage:  %s\n\n%s",
 				cmd.CommandPath(), n, plural, cmd.CommandPath(), cmd.UseLine(), strings.TrimSpace(cmd.Short)),

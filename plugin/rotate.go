@@ -1,3 +1,5 @@
+//go:build !notarize_verifyonly
+
 package plugin
 
 import (
@@ -12,7 +14,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/docker/cli/cli/command"
 	"github.com/spf13/cobra"
 
 	"github.com/notarize/docker-notarize/ledger/api"
@@ -67,7 +68,7 @@ type keyRotateOptions struct {
 	indexWait time.Duration
 }
 
-func newKeyRotateCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
+func newKeyRotateCmd(dockerCli stdio, root *rootOptions) *cobra.Command {
 	opts := keyRotateOptions{root: root}
 	cmd := &cobra.Command{
 		Use:   "rotate [OPTIONS] OLD NEW",
@@ -241,7 +242,7 @@ func (r *rotation) revocationsCovering(ctx context.Context, size uint64) (notari
 	return r.revs, r.revSize, nil
 }
 
-func runKeyRotate(ctx context.Context, dockerCli command.Cli, opts keyRotateOptions) error {
+func runKeyRotate(ctx context.Context, dockerCli stdio, opts keyRotateOptions) error {
 	if err := validateFormat(opts.format); err != nil {
 		return usageError(err)
 	}
@@ -519,14 +520,6 @@ func restatement(old notarize.Record, signer notarize.Identity, at time.Time) (*
 		return nil, fmt.Errorf("re-state %s: %w", old.Statement.Digest(), err)
 	}
 	return st, nil
-}
-
-// subjectName is a statement's informational subject name.
-func subjectName(st *notarize.Statement) string {
-	if len(st.Subject) == 0 {
-		return ""
-	}
-	return st.Subject[0].Name
 }
 
 // retry429 calls fn until it does not fail with the ledger's HTTP 429 (a

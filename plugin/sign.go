@@ -9,7 +9,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/docker/cli/cli/command"
 	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/notarize/docker-notarize/notarize"
@@ -52,7 +51,7 @@ type signOptions struct {
 	indexWait time.Duration
 }
 
-func newSignCmd(dockerCli command.Cli, root *rootOptions, sc signCommand) *cobra.Command {
+func newSignCmd(dockerCli stdio, root *rootOptions, sc signCommand) *cobra.Command {
 	opts := signOptions{root: root, status: sc.status}
 	cmd := &cobra.Command{
 		Use:   sc.use + " [OPTIONS] IMAGE",
@@ -104,7 +103,7 @@ func addOutputFlag(cmd *cobra.Command, format *string) {
 // records a statement for it (and with --recursive for each manifest of an
 // index) and prints what was recorded, including, when a later statement
 // failed, the ones recorded before it.
-func runSign(ctx context.Context, dockerCli command.Cli, opts signOptions) error {
+func runSign(ctx context.Context, dockerCli stdio, opts signOptions) error {
 	if err := validateFormat(opts.format); err != nil {
 		return usageError(err)
 	}
@@ -277,7 +276,7 @@ type signingKey struct {
 // loadSigningKey finds the key named by ref (store name or path; "" means the
 // only signing key in the store) and opens it: an encrypted key is decrypted
 // with its password, a KMS or HSM key is opened through its provider.
-func loadSigningKey(ctx context.Context, dockerCli command.Cli, root *rootOptions, ref string) (*signingKey, error) {
+func loadSigningKey(ctx context.Context, dockerCli stdio, root *rootOptions, ref string) (*signingKey, error) {
 	ks := root.keyStore()
 	if ref == "" {
 		keys, err := ks.SigningKeys()

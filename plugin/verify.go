@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/docker/cli/cli"
-	"github.com/docker/cli/cli/command"
 	"github.com/spf13/cobra"
 
 	"github.com/notarize/docker-notarize/ledgerclient"
@@ -28,7 +26,7 @@ type verifyOptions struct {
 	maxIndexLag time.Duration
 }
 
-func newVerifyCmd(dockerCli command.Cli, root *rootOptions) *cobra.Command {
+func newVerifyCmd(dockerCli stdio, root *rootOptions) *cobra.Command {
 	opts := verifyOptions{root: root}
 	cmd := &cobra.Command{
 		Use:   "verify [OPTIONS] IMAGE",
@@ -91,7 +89,7 @@ or a front that hides a revocation makes verify exit 4.`,
 // anything failed. Usage and configuration errors (flags, --signer keys, an
 // empty key store, the ledger flags) are found before any network call and
 // exit 125.
-func runVerify(ctx context.Context, dockerCli command.Cli, opts verifyOptions) error {
+func runVerify(ctx context.Context, dockerCli stdio, opts verifyOptions) error {
 	out := verifyOutput{SchemaVersion: schemaVersion}
 	// A verdict that cannot be printed is no verdict: exit 4, never a code
 	// that a script would read as UNTRUSTED (1).
@@ -113,7 +111,7 @@ func runVerify(ctx context.Context, dockerCli command.Cli, opts verifyOptions) e
 	// fail reports err: in JSON as status ERROR with the exit code. A usage
 	// or configuration error keeps its 125; anything else is exit 4.
 	fail := func(err error) error {
-		if st, ok := errors.AsType[cli.StatusError](err); !ok || st.StatusCode != ExitUsage {
+		if st, ok := errors.AsType[codedError](err); !ok || st.StatusCode != ExitUsage {
 			err = withExitCode(ExitCouldNotVerify, fmt.Errorf("could not verify: %w", err))
 		}
 		if opts.format != formatJSON {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"runtime"
 
-	"github.com/docker/cli/cli/command"
 	"github.com/spf13/cobra"
 )
 
@@ -25,7 +24,7 @@ type versionOutput struct {
 	Arch          string `json:"arch"`
 }
 
-func newVersionCmd(dockerCli command.Cli) *cobra.Command {
+func newVersionCmd(dockerCli stdio) *cobra.Command {
 	var format string
 	cmd := &cobra.Command{
 		Use:   "version [OPTIONS]",

@@ -2,6 +2,7 @@ package main
 
 import (
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -31,6 +32,44 @@ func TestPluginLinksNoStartUpWeight(t *testing.T) {
 		for _, bad := range notInPlugin {
 			if p == strings.TrimSuffix(bad, "/") || strings.HasPrefix(p, strings.TrimSuffix(bad, "/")+"/") {
 				t.Errorf("the plugin links %s", p)
+			}
+		}
+	}
+}
+
+// notInVerifyOnly are packages the verify-only build (tag
+// notarize_verifyonly, as `make build` builds docker-notarize) must not
+// link besides notInPlugin: the docker CLI's command package and what comes
+// with it (its daemon client, gRPC, distribution/reference's regular
+// expressions), whose package initialisation was most of a verify's
+// start-up, and the PKCS#11 library (cgo).
+var notInVerifyOnly = []string{
+	"github.com/docker/cli/cli/command/",
+	"github.com/docker/cli/cli-plugins/plugin",
+	"github.com/distribution/reference",
+	"github.com/moby/moby/client",
+	"google.golang.org/grpc/",
+	"github.com/ThalesGroup/crypto11",
+}
+
+func TestVerifyOnlyBuildLinksNoDockerCLICommand(t *testing.T) {
+	cmd := exec.Command("go", "list", "-deps", "-tags", "notarize_verifyonly", ".")
+	cmd.Env = append(cmd.Environ(), "CGO_ENABLED=0")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	deps := strings.Fields(string(out))
+	if !slices.Contains(deps, "github.com/notarize/docker-notarize/plugin") {
+		t.Fatalf("the verify-only build does not link package plugin: %q", deps)
+	}
+	for _, p := range deps {
+		if p == "github.com/docker/cli/cli" {
+			t.Errorf("the verify-only build links %s", p)
+		}
+		for _, bad := range append(notInVerifyOnly, notInPlugin...) {
+			if p == strings.TrimSuffix(bad, "/") || strings.HasPrefix(p, strings.TrimSuffix(bad, "/")+"/") {
+				t.Errorf("the verify-only build links %s", p)
 			}
 		}
 	}
