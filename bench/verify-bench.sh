@@ -75,13 +75,23 @@ start() { local n=$1; shift; "$@" >"$WORK/logs/$n.log" 2>&1 & PIDS+=($!); }
 echo "== build"
 # The plugin and, since issue 14, its KMS helper (cmd/notarize-kms), which
 # is installed next to it as `make install` does.
-plugin_pkgs() { local d=$1; echo ./cmd/docker-notarize; [[ -d $d/cmd/notarize-kms ]] && echo ./cmd/notarize-kms || true; }
-(cd "$ROOT" && go build -trimpath -ldflags '-s -w' -o "$BIN/" ./cmd/notarize-ledger ./bench/roundrobin ./bench/delayproxy $(plugin_pkgs "$ROOT"))
+# Since issue 14's verify-only build, the plugin as `make build` builds it:
+# docker-notarize (tag notarize_verifyonly, no cgo) and the full CLI,
+# notarize-cli, beside it; a tree from before, its one binary.
+build_plugin() { # SRC OUT
+  (cd "$1" && go build -trimpath -ldflags '-s -w' -o "$2/" ./cmd/docker-notarize $([[ -d cmd/notarize-kms ]] && echo ./cmd/notarize-kms)
+    if [[ -f cmd/docker-notarize/main_verifyonly.go ]]; then
+      mv "$2/docker-notarize" "$2/notarize-cli"
+      CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -tags notarize_verifyonly -o "$2/docker-notarize" ./cmd/docker-notarize
+    fi)
+}
+(cd "$ROOT" && go build -trimpath -ldflags '-s -w' -o "$BIN/" ./cmd/notarize-ledger ./bench/roundrobin ./bench/delayproxy)
+build_plugin "$ROOT" "$BIN"
 if [[ -n ${BASELINE:-} ]]; then
   echo "   baseline plugin from $BASELINE"
   git -C "$ROOT" worktree add --detach "$WORK/baseline" "$BASELINE" >/dev/null
   mkdir -p "$BIN/baseline"
-  (cd "$WORK/baseline" && go build -trimpath -ldflags '-s -w' -o "$BIN/baseline/" $(plugin_pkgs "$WORK/baseline"))
+  build_plugin "$WORK/baseline" "$BIN/baseline"
   git -C "$ROOT" worktree remove --force "$WORK/baseline"
 fi
 if [[ -n ${STARTUP:-} ]]; then
@@ -173,9 +183,9 @@ DIGEST=$(crane digest --insecure "$IMAGE")
 export DOCKER_CONFIG=$WORK/docker DOCKER_CLI_HINTS=false
 export NOTARIZE_HOME=$WORK/home NOTARIZE_PASSWORD=bench NOTARIZE_LEDGER=$LEDGER_SCHEME://127.0.0.1:$LEDGER_PORT
 export NOTARIZE_LEDGER_KEY="$(cat "$WORK/ledger/ledger.pub")"
-install_plugin() { # DIR BINDIR: the plugin and its helper, as make install does
+install_plugin() { # DIR BINDIR: the plugin, the full CLI and the KMS helper, as make install does
   mkdir -p "$1"
-  for b in docker-notarize notarize-kms; do
+  for b in docker-notarize notarize-cli notarize-kms; do
     [[ -x $2/$b ]] && install -m 0755 "$2/$b" "$1/$b"
   done
   return 0
@@ -213,6 +223,12 @@ declare -A CMD=(
   [metadata]="docker-notarize docker-cli-plugin-metadata"
 )
 ORDER=(docker-notarize-cli standalone cosign crane-digest docker-version metadata)
+if [[ -x $BIN/notarize-cli ]]; then
+  # The full CLI alone (what `go install ./cmd/docker-notarize` installs),
+  # run standalone: the verify-only build's gain in the same run.
+  CMD[full-standalone]="$BIN/notarize-cli verify $IMAGE"
+  ORDER+=(full-standalone)
+fi
 if [[ -n ${BASELINE:-} ]]; then
   CMD[baseline-cli]="env DOCKER_CONFIG=$WORK/docker-baseline docker notarize verify $IMAGE"
   CMD[baseline-standalone]="$BIN/baseline/docker-notarize verify $IMAGE"
@@ -223,7 +239,7 @@ if [[ -n ${STARTUP:-} ]]; then
   CMD[startup-allinits]="$BIN/startup/docker-notarize zz-startup-main"
   CMD[startup-early]="$BIN/startup/docker-notarize zz-startup-early"
   CMD[startup-slim]="$BIN/startup/slim zz-startup-early"
-  CMD[startup-version]="docker-notarize --version"
+  CMD[startup-version]="$BIN/startup/docker-notarize --version"
   ORDER+=(startup-allinits startup-early startup-slim startup-version)
 fi
 for k in "${ORDER[@]}"; do # every command must succeed before it is timed
@@ -275,6 +291,9 @@ ratios() { # COLUMN LABEL
       # metadata, then the command.
       printf "   docker notarize verify - docker --version - metadata - standalone = %.1f ms (the docker CLI'"'"'s plugin handling)\n",
         m["docker-notarize-cli"] - m["docker-version"] - m["metadata"] - m["standalone"]
+      if ("full-standalone" in m)
+        printf "   the full CLI alone (go install), standalone: / cosign %5.2fx, / floor %5.2fx; the verify-only build / it %5.2fx\n",
+          m["full-standalone"] / m["cosign"], m["full-standalone"] / m["crane-digest"], m["standalone"] / m["full-standalone"]
       if ("baseline-cli" in m) {
         printf "   baseline: docker notarize verify / cosign %5.2fx, standalone / cosign %5.2fx, standalone / floor %5.2fx\n",
           m["baseline-cli"] / m["cosign"], m["baseline-standalone"] / m["cosign"], m["baseline-standalone"] / m["crane-digest"]
