@@ -46,15 +46,15 @@ help: ## Show this help.
 NOCGO_CMDS  := notarize-ledger notarize-proxy notarize-kms
 
 # The plugin is two builds of ./cmd/docker-notarize (issue 14):
-# docker-notarize, the verify-only build (tag notarize_verifyonly, no cgo),
-# which answers the docker CLI and runs verify itself; and notarize-cli, the
-# full CLI (cgo, for PKCS#11 modules), which it executes for every other
-# command. `go install ./cmd/docker-notarize` gives the full CLI alone,
+# docker-notarize, the verify-only build (tag notarize_verifyonly), which
+# answers the docker CLI and runs verify itself; and notarize-cli, the full
+# CLI (PKCS#11 modules too), which it executes for every other command. Both
+# keep cgo: names resolve through the system's resolver (NSS), as docker's. `go install ./cmd/docker-notarize` gives the full CLI alone,
 # which works as the plugin too.
 build: ## Build docker-notarize (and notarize-cli, the full CLI behind it), notarize-kms, notarize-ledger and notarize-proxy into ./bin.
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(NOCGO_CMDS))
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -tags notarize_verifyonly -o $(BIN)/docker-notarize ./cmd/docker-notarize
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -tags notarize_verifyonly -o $(BIN)/docker-notarize ./cmd/docker-notarize
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/notarize-cli ./cmd/docker-notarize
 
 .PHONY: install
@@ -102,11 +102,14 @@ SLOW_TESTS := ledger proxy e2e ledgerclient proxy/blobcache
 # The plugin's tests (the docker CLI and the KMS helper as processes, index
 # holds, lost-receipt looks; their fixture keys decrypted once, see
 # plugin/kms_main_test.go) run beside the other packages rather than after
-# them; their output follows the others'.
+# them; their output follows the others'. So do the tests of the plugin's
+# verify-only build (VERIFYONLY: its main, with the tag make build gives it).
+VERIFYONLY  := -tags notarize_verifyonly ./cmd/docker-notarize
 test: ## Run the whole test suite (race detector on).
 	$(GO) vet $(VET_FLAGS) ./...
+	$(GO) vet $(VET_FLAGS) $(VERIFYONLY)
 	@plugin_log=$$(mktemp); \
-	$(GO) test $(TEST_FLAGS) ./plugin/... >"$$plugin_log" 2>&1 & plugin_pid=$$!; \
+	{ $(GO) test $(TEST_FLAGS) ./plugin/... && $(GO) test $(TEST_FLAGS) $(VERIFYONLY); } >"$$plugin_log" 2>&1 & plugin_pid=$$!; \
 	$(GO) test $(TEST_FLAGS) $(addprefix $(MODULE)/,$(SLOW_TESTS)) \
 		$$($(GO) list ./... | grep -vx -e '$(MODULE)/plugin.*' $(foreach p,$(SLOW_TESTS),-e '$(MODULE)/$(p)')); rest=$$?; \
 	wait $$plugin_pid; plugin=$$?; cat "$$plugin_log"; rm -f "$$plugin_log"; \
@@ -141,6 +144,7 @@ bench-proxy: ## Proxy vs direct vs distribution's pull-through cache; replica de
 lint: ## gofmt and go vet.
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(VET_FLAGS) ./...
+	$(GO) vet $(VET_FLAGS) $(VERIFYONLY)
 
 .PHONY: clean
 clean: ## Remove ./bin (keeps ./.notarize, the ledger's data and keys).

@@ -49,15 +49,15 @@ var binDir, pluginBin string
 var builtCommands = []string{"docker-notarize", plugin.FullCLIName, "notarize-proxy"}
 
 // buildCmd is `go build` of the command name into out as `make build`
-// builds it: without cgo (the Makefile's NOCGO_CMDS), but for the full CLI,
-// which keeps cgo for PKCS#11 modules; docker-notarize is the verify-only
-// build of ./cmd/docker-notarize, notarize-cli its full build.
+// builds it: without cgo (the Makefile's NOCGO_CMDS), but for the plugin's
+// two builds of ./cmd/docker-notarize, which keep it: docker-notarize, the
+// verify-only build, and notarize-cli, the full CLI.
 func buildCmd(name, out string) *exec.Cmd {
 	args := []string{"build", "-trimpath", "-o", out}
 	env := append(os.Environ(), "CGO_ENABLED=0")
 	switch name {
 	case "docker-notarize":
-		args = append(args, "-tags", "notarize_verifyonly", "./cmd/docker-notarize")
+		args, env = append(args, "-tags", "notarize_verifyonly", "./cmd/docker-notarize"), os.Environ()
 	case plugin.FullCLIName:
 		args, env = append(args, "./cmd/docker-notarize"), os.Environ()
 	default:

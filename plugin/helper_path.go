@@ -30,45 +30,56 @@ func executableNextTo(exe, name, what string, missing error) (string, error) {
 		name += ".exe"
 	}
 	p := filepath.Join(filepath.Dir(target), name)
-	if err := checkHelper(p, what, missing); err != nil {
+	// What is run is what was checked: the helper's path with every
+	// symlink resolved, in directories only this user or root may change.
+	real, err := checkHelper(p, what, missing)
+	if err != nil {
 		return "", err
 	}
-	return p, nil
+	// A helper that is this program (a symlink to it, or one build
+	// installed under both names) would run itself forever.
+	if self, err := os.Stat(target); err == nil {
+		if fi, err := os.Stat(real); err == nil && os.SameFile(self, fi) {
+			return "", fmt.Errorf("%s %s: refused, it is this program itself (%s)", what, p, target)
+		}
+	}
+	return real, nil
 }
 
 // checkHelper refuses a helper program that is missing (missing, wrapped),
 // not a regular executable file, or that anyone could have replaced: a
 // world-writable file, or one in a world-writable directory without the
-// sticky bit. what names it in errors.
-func checkHelper(p, what string, missing error) error {
+// sticky bit, and more on Unix (checkHelperTrust). what names it in errors.
+// It returns the path it checked, symlinks resolved: the one to run.
+func checkHelper(p, what string, missing error) (string, error) {
 	fi, err := os.Stat(p)
 	if errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("%w: no %s", missing, p)
+		return "", fmt.Errorf("%w: no %s", missing, p)
 	}
 	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
+		return "", fmt.Errorf("%s: %w", what, err)
 	}
 	if runtime.GOOS == "windows" { // no permission bits to check: the directory's ACL decides
 		if !fi.Mode().IsRegular() {
-			return fmt.Errorf("%s %s: not a regular file (%s)", what, p, fi.Mode())
+			return "", fmt.Errorf("%s %s: not a regular file (%s)", what, p, fi.Mode())
 		}
-		return nil
+		return checkHelperTrust(p, what)
 	}
 	switch mode := fi.Mode(); {
 	case !mode.IsRegular():
-		return fmt.Errorf("%s %s: not a regular file (%s)", what, p, mode)
+		return "", fmt.Errorf("%s %s: not a regular file (%s)", what, p, mode)
 	case mode.Perm()&0o111 == 0:
-		return fmt.Errorf("%s %s: not executable (%s)", what, p, mode)
+		return "", fmt.Errorf("%s %s: not executable (%s)", what, p, mode)
 	case mode.Perm()&0o002 != 0:
-		return fmt.Errorf("%s %s: refused, anyone may write it (%s): chmod o-w it", what, p, mode)
+		return "", fmt.Errorf("%s %s: refused, anyone may write it (%s): chmod o-w it", what, p, mode)
 	}
 	dir := filepath.Dir(p)
 	di, err := os.Stat(dir)
 	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
+		return "", fmt.Errorf("%s: %w", what, err)
 	}
 	if di.Mode().Perm()&0o002 != 0 && di.Mode()&os.ModeSticky == 0 {
-		return fmt.Errorf("%s %s: refused, anyone may replace it: its directory is world-writable (%s)", what, p, di.Mode())
+		return "", fmt.Errorf("%s %s: refused, anyone may replace it: its directory is world-writable (%s)", what, p, di.Mode())
 	}
 	return checkHelperTrust(p, what) // helper_trust_unix.go: owners, ancestors, symlink target
 }

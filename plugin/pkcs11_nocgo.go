@@ -1,4 +1,4 @@
-//go:build !cgo
+//go:build !cgo || notarize_verifyonly
 
 package plugin
 
@@ -12,7 +12,8 @@ import (
 )
 
 // pkcs11Supported reports whether this binary can use PKCS#11 modules: not
-// without cgo.
+// without cgo, and not in the verify-only build, which signs nothing (the
+// full CLI behind it signs).
 const pkcs11Supported = false
 
 // errNoPKCS11 is every PKCS#11 operation's error in a build without cgo.

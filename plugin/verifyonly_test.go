@@ -68,6 +68,15 @@ func TestVerifyOnlyRuns(t *testing.T) {
 		{[]string{"ledger", "info"}, false},
 		{[]string{"reg.example/app:1", "verify"}, false},
 		{[]string{"verifyx", "reg.example/app:1"}, false},
+		// Flags after the image: pflag parses interspersed arguments, so
+		// these fail to parse with the image already read (review).
+		{[]string{"verify", "reg.example/app:1", "--help"}, false},
+		{[]string{"verify", "reg.example/app:1", "-h"}, false},
+		{[]string{"verify", "reg.example/app:1", "--bogus"}, false},
+		{[]string{"verify", "reg.example/app:1", "--max-age", "soon"}, false},
+		{[]string{"verify", "reg.example/app:1", "--signer"}, false},
+		{[]string{"verify", "reg.example/app:1", "-o"}, false},
+		{[]string{"verify", "reg.example/app:1", "--version"}, false},
 	} {
 		for _, isPlugin := range []bool{false, true} {
 			name := "docker-notarize"
@@ -146,23 +155,15 @@ func flagSummary(fs *pflag.FlagSet) string {
 func TestFullCLINextTo(t *testing.T) {
 	install := func(t *testing.T, dir string, mode os.FileMode) string {
 		t.Helper()
-		front := filepath.Join(dir, "docker-notarize")
-		if err := os.WriteFile(front, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		front, full := installPair(t, dir, 0o755)
+		if mode == 0 {
+			if err := os.Remove(full); err != nil {
+				t.Fatal(err)
+			}
+		} else if err := os.Chmod(full, mode); err != nil {
 			t.Fatal(err)
 		}
-		if mode != 0 {
-			p := filepath.Join(dir, FullCLIName)
-			if err := os.WriteFile(p, []byte("#!/bin/sh\n"), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Chmod(p, mode); err != nil {
-				t.Fatal(err)
-			}
-		}
 		return front
-	}
-	fullNextTo := func(exe string) (string, error) {
-		return executableNextTo(exe, FullCLIName, "full CLI", ErrFullCLIMissing)
 	}
 	t.Run("found", func(t *testing.T) {
 		dir := t.TempDir()
@@ -195,4 +196,219 @@ func TestFullCLINextTo(t *testing.T) {
 			t.Fatalf("= %q, %v; want the target's directory %s", got, err, want)
 		}
 	})
+}
+
+// FullCLIPath never takes notarize-cli from PATH (as TestKMSHelperLocation
+// checks for the KMS helper): the test binary has no full CLI next to it.
+func TestFullCLIPathNeverFromPATH(t *testing.T) {
+	onPath := t.TempDir()
+	if err := os.WriteFile(filepath.Join(onPath, FullCLIName), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", onPath+string(os.PathListSeparator)+os.Getenv("PATH"))
+	p, err := FullCLIPath()
+	if !errors.Is(err, ErrFullCLIMissing) {
+		t.Fatalf("FullCLIPath() = %q, %v; want ErrFullCLIMissing (never from PATH)", p, err)
+	}
+}
+
+// installPair writes a front and a full CLI of mode into dir.
+func installPair(t *testing.T, dir string, mode os.FileMode) (front, full string) {
+	t.Helper()
+	front, full = filepath.Join(dir, "docker-notarize"), filepath.Join(dir, FullCLIName)
+	for _, p := range []string{front, full} {
+		if err := os.WriteFile(p, []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(full, mode); err != nil {
+		t.Fatal(err)
+	}
+	return front, full
+}
+
+func fullNextTo(exe string) (string, error) {
+	return executableNextTo(exe, FullCLIName, "full CLI", ErrFullCLIMissing)
+}
+
+// checkHelperTrust's walk up the directories, and its check of a symlink's
+// target (a review found no test of either: disabling checkHelperTrust
+// passed every test of both helpers).
+func TestHelperTrustAncestorsAndTarget(t *testing.T) {
+	t.Run("world-writable ancestor", func(t *testing.T) {
+		ww := t.TempDir()
+		if err := os.Chmod(ww, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		sub := filepath.Join(ww, "sub")
+		if err := os.Mkdir(sub, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		front, _ := installPair(t, sub, 0o755)
+		if _, err := fullNextTo(front); err == nil || !strings.Contains(err.Error(), "world-writable") {
+			t.Fatalf("full CLI under a world-writable ancestor: %v, want a refusal", err)
+		}
+	})
+	t.Run("symlink into a world-writable directory", func(t *testing.T) {
+		dir, ww := t.TempDir(), t.TempDir()
+		if err := os.Chmod(ww, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		front, full := installPair(t, dir, 0o755)
+		target := filepath.Join(ww, "cli")
+		if err := os.Rename(full, target); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(target, full); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := fullNextTo(front); err == nil || !strings.Contains(err.Error(), "world-writable") {
+			t.Fatalf("full CLI symlinked into a world-writable directory: %v, want a refusal", err)
+		}
+	})
+}
+
+// The owner checks need a file of another user: root can make one.
+func TestHelperTrustOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to chown")
+	}
+	const other = 4242
+	t.Run("file", func(t *testing.T) {
+		front, full := installPair(t, t.TempDir(), 0o755)
+		if err := os.Chown(full, other, other); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := fullNextTo(front); err == nil || !strings.Contains(err.Error(), "owned by uid 4242") {
+			t.Fatalf("full CLI of another user: %v, want a refusal", err)
+		}
+	})
+	t.Run("ancestor", func(t *testing.T) {
+		top := t.TempDir()
+		sub := filepath.Join(top, "sub")
+		if err := os.Mkdir(sub, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		front, _ := installPair(t, sub, 0o755)
+		if err := os.Chown(top, other, other); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := fullNextTo(front); err == nil || !strings.Contains(err.Error(), "owned by uid 4242") {
+			t.Fatalf("full CLI under a directory of another user: %v, want a refusal", err)
+		}
+	})
+}
+
+// A group-writable full CLI, or directory above it, is one another user
+// may replace, unless its group's only member is its owner (a user private
+// group, as Debian's OpenSSH accepts).
+func TestHelperGroupWritable(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to chgrp")
+	}
+	dir := t.TempDir()
+	accounts := func(passwd, group string) {
+		t.Helper()
+		pf, gf := filepath.Join(dir, "passwd"), filepath.Join(dir, "group")
+		if err := os.WriteFile(pf, []byte(passwd), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(gf, []byte(group), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		oldP, oldG := passwdFile, groupFile
+		passwdFile, groupFile = pf, gf
+		t.Cleanup(func() { passwdFile, groupFile = oldP, oldG })
+	}
+	const gid = 4300
+	front, full := installPair(t, t.TempDir(), 0o775)
+	if err := os.Chown(full, 0, gid); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, passwd, group string
+		ok                  bool
+	}{
+		{"a group with another member", "root:x:0:0::/root:/bin/sh\nmallory:x:4301:4301::/home/m:/bin/sh\n", "shared:x:4300:root,mallory\n", false},
+		{"another user's primary group", "root:x:0:0::/root:/bin/sh\nmallory:x:4301:4300::/home/m:/bin/sh\n", "shared:x:4300:\n", false},
+		{"a group not in the group file", "root:x:0:0::/root:/bin/sh\n", "other:x:4399:\n", false},
+		{"a group without members", "root:x:0:0::/root:/bin/sh\n", "empty:x:4300:\n", false},
+		{"the owner's private group", "root:x:0:0::/root:/bin/sh\nrootpriv:x:0:4300::/root:/bin/sh\n", "rootpriv:x:4300:\n", true},
+		{"the owner alone, as a listed member", "root:x:0:0::/root:/bin/sh\n", "solo:x:4300:root\n", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			accounts(tc.passwd, tc.group)
+			_, err := fullNextTo(front)
+			if tc.ok && err != nil {
+				t.Fatalf("refused: %v", err)
+			}
+			if !tc.ok && (err == nil || !strings.Contains(err.Error(), "writable by its group")) {
+				t.Fatalf("err = %v, want a refusal naming the group", err)
+			}
+		})
+	}
+}
+
+// A symlink another user planted beside the front (in a sticky directory,
+// where it could not replace the front's own files) is refused, whatever
+// trusted program it points to.
+func TestHelperPlantedSymlink(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to chown a symlink")
+	}
+	dir := t.TempDir()
+	front, full := installPair(t, dir, 0o755)
+	if err := os.Remove(full); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/bin/echo", full); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Lchown(full, 4242, 4242); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fullNextTo(front); err == nil || !strings.Contains(err.Error(), "another user planted it") {
+		t.Fatalf("err = %v, want the planted symlink refused", err)
+	}
+}
+
+// The path returned, and executed, has no symlink left in it, so that a
+// symlink changed between the check and exec(2) cannot redirect the exec to
+// a program the check never saw (a review raced one: 35 of 400 runs as root
+// ran the other program before this).
+func TestHelperPathResolved(t *testing.T) {
+	dir, elsewhere := t.TempDir(), t.TempDir()
+	front, full := installPair(t, dir, 0o755)
+	target := filepath.Join(elsewhere, FullCLIName)
+	if err := os.Rename(full, target); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, full); err != nil {
+		t.Fatal(err)
+	}
+	got, err := fullNextTo(front)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := filepath.EvalSymlinks(target)
+	if got != want {
+		t.Fatalf("fullNextTo = %q, want the resolved %q: the exec must run what was checked", got, want)
+	}
+}
+
+// A full CLI that is the front itself (a symlink to it) is refused instead
+// of executing itself forever; a copy of the front is refused by the front
+// (e2e TestVerifyOnlyFront).
+func TestFullCLINotTheFront(t *testing.T) {
+	dir := t.TempDir()
+	front, full := installPair(t, dir, 0o755)
+	if err := os.Remove(full); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("docker-notarize", full); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fullNextTo(front); err == nil {
+		t.Fatal("a full CLI that is the front itself was accepted: the front would exec itself forever")
+	}
 }

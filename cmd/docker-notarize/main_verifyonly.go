@@ -7,12 +7,15 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime/debug"
 
 	"github.com/docker/cli/cli-plugins/metadata"
 	"github.com/docker/cli/cli-plugins/socket"
+	"github.com/docker/cli/cli/config"
+	"github.com/docker/cli/cli/context/store"
 	"github.com/docker/cli/cli/streams"
 
 	// Answers `docker-cli-plugin-metadata` from its package initialisation,
@@ -38,7 +41,7 @@ func main() {
 	// the docker CLI's global flags first, which only the full CLI reads.
 	isPlugin := os.Getenv(metadata.ReexecEnvvar) != ""
 	if isPlugin {
-		if len(args) == 0 || args[0] != plugin.PluginName {
+		if len(args) == 0 || args[0] != plugin.PluginName || contextSetsGoDebug() {
 			runFullCLI()
 		}
 		name, args = plugin.PluginName, args[1:]
@@ -75,14 +78,58 @@ func (stdio) In() *streams.In   { return streams.NewIn(os.Stdin) }
 func (stdio) Out() *streams.Out { return streams.NewOut(os.Stdout) }
 func (stdio) Err() *streams.Out { return streams.NewOut(os.Stderr) }
 
+// envExecuted marks the full CLI's environment: a verify-only build that
+// finds it set was run by one, so what is installed as the full CLI is a
+// copy of this build, which would execute itself forever.
+const envExecuted = "NOTARIZE_VERIFYONLY_EXECUTED"
+
 // runFullCLI runs the full CLI in place of this process, with the same
-// arguments, environment and standard streams (exec.go), or exits 125 when
-// it is missing or refused: nothing has run yet.
+// arguments, environment (plus envExecuted) and standard streams
+// (exec_unix.go), or exits 125 when it is missing or refused: nothing has
+// run yet.
 func runFullCLI() {
 	path, err := plugin.FullCLIPath()
+	if err == nil && os.Getenv(envExecuted) != "" {
+		err = fmt.Errorf("full CLI %s: refused, it is a verify-only build too (it ran this one): install notarize-cli from `make build`", path)
+	}
+	if err == nil {
+		err = os.Setenv(envExecuted, "1")
+	}
 	if err == nil {
 		err = execFullCLI(path)
 	}
 	fmt.Fprintln(os.Stderr, err)
 	os.Exit(plugin.ExitUsage)
+}
+
+// contextSetsGoDebug reports whether the docker context a plugin command
+// runs in sets GODEBUG, which docker/cli's plugin set-up copies into the
+// environment (when GODEBUG is not set) and which can change how TLS,
+// certificates and names are handled: such a command is the full CLI's to
+// run. The context is found as docker/cli's ResolveContextName finds it
+// for a command line without the docker CLI's global flags (the others
+// go to the full CLI already): DOCKER_HOST means the default context, then
+// DOCKER_CONTEXT, then the config file's currentContext. A context that
+// cannot be read is the full CLI's too, which reports it.
+func contextSetsGoDebug() bool {
+	if os.Getenv("GODEBUG") != "" || os.Getenv("DOCKER_HOST") != "" {
+		return false
+	}
+	name := os.Getenv("DOCKER_CONTEXT")
+	if name == "" {
+		name = config.LoadDefaultConfigFile(io.Discard).CurrentContext
+	}
+	if name == "" || name == "default" {
+		return false
+	}
+	meta, err := store.New(config.ContextStoreDir(), store.NewConfig(nil)).GetMetadata(name)
+	if err != nil {
+		return true
+	}
+	fields, ok := meta.Metadata.(map[string]any)
+	if !ok {
+		return meta.Metadata != nil
+	}
+	_, set := fields["GODEBUG"]
+	return set
 }

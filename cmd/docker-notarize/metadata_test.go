@@ -1,3 +1,5 @@
+//go:build !notarize_verifyonly
+
 package main
 
 import (

@@ -1,0 +1,191 @@
+package e2e
+
+// The verify-only front's interrupts, and the command lines it leaves to
+// the full CLI because of the docker CLI (a review of issue 14's change:
+// without these tests, dropping the front's plugin socket, its SIGINT
+// handling, its "args start with notarize" check in plugin mode or its
+// docker context check passed every test).
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/notarize/docker-notarize/ledger/ledgertest"
+	"github.com/notarize/docker-notarize/plugin"
+)
+
+// hangingLedgerURL accepts connections and never answers; accepted is
+// closed at the first one.
+func hangingLedgerURL(t *testing.T) (string, <-chan struct{}) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan struct{})
+	var once sync.Once
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			once.Do(func() { close(ch) })
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return "http://" + ln.Addr().String(), ch
+}
+
+func TestVerifyOnlyFrontDockerCLI(t *testing.T) {
+	if _, err := exec.LookPath("docker"); err != nil {
+		t.Skip("the docker CLI is not installed; the CI installs it (.ci/run)")
+	}
+	led := ledgertest.Start(t)
+	reg := startRegistry(t)
+	c := newCLI(t, led.URL)
+	app := reg.host + "/app:v1"
+	c.notarize(0, "key", "generate", "--name", "alice")
+	c.notarize(0, "sign", app)
+	front := filepath.Join(c.dockerConfig, "cli-plugins", "docker-notarize")
+
+	// A verify waiting on a ledger that never answers ends with exit 4 at
+	// an interrupt: sent to the docker CLI alone (which relays it by
+	// closing the plugin socket: the front must connect it), and to the
+	// front run standalone (its own SIGINT handling).
+	t.Run("interrupt", func(t *testing.T) {
+		for _, tc := range []struct {
+			name string
+			bin  string
+			args []string
+		}{
+			{"docker CLI only", "docker", []string{"notarize", "verify", app}},
+			{"standalone", front, []string{"verify", app}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				url, accepted := hangingLedgerURL(t)
+				cmd := exec.Command(tc.bin, tc.args...)
+				for k, v := range c.env {
+					cmd.Env = append(cmd.Env, k+"="+v)
+				}
+				cmd.Env = append(cmd.Env, "NOTARIZE_LEDGER="+url)
+				var errOut bytes.Buffer
+				cmd.Stderr = &errOut
+				// Its own process group, so that a stuck plugin child is
+				// killed with it, and Wait does not wait for its stderr.
+				cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+				cmd.WaitDelay = time.Second
+				kill := func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				select {
+				case <-accepted:
+				case <-time.After(time.Minute):
+					kill()
+					t.Fatal("never called the ledger")
+				}
+				if err := cmd.Process.Signal(os.Interrupt); err != nil {
+					t.Fatal(err)
+				}
+				done := make(chan error, 1)
+				go func() { done <- cmd.Wait() }()
+				select {
+				case err := <-done:
+					var ee *exec.ExitError
+					if !errors.As(err, &ee) || ee.ExitCode() != plugin.ExitCouldNotVerify {
+						t.Fatalf("%v after SIGINT, want exit %d; stderr %s", err, plugin.ExitCouldNotVerify, errOut.String())
+					}
+				case <-time.After(15 * time.Second):
+					kill()
+					<-done
+					t.Fatalf("still running 15 s after SIGINT; stderr %s", errOut.String())
+				}
+			})
+		}
+	})
+
+	// Every command line the front does not run as the full CLI would,
+	// docker's global flags first included, goes to the full CLI unchanged.
+	t.Run("docker global flags go to the full CLI", func(t *testing.T) {
+		full := filepath.Join(c.dockerConfig, "cli-plugins", plugin.FullCLIName)
+		orig, err := os.ReadFile(full)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = os.WriteFile(full, orig, 0o755) })
+		marker := filepath.Join(t.TempDir(), "ran")
+		fake := "#!/bin/sh\nprintf '%s\\n' \"$@\" >" + marker + "\nexit 99\n"
+		if err := os.WriteFile(full, []byte(fake), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		ran := func() string {
+			b, _ := os.ReadFile(marker)
+			_ = os.Remove(marker)
+			return string(b)
+		}
+		for _, args := range [][]string{
+			{"-D", "notarize", "verify", app},
+			{"--config", c.dockerConfig, "notarize", "verify", app},
+			{"-l", "debug", "notarize", "verify", app},
+		} {
+			r := c.docker(args...)
+			if got, want := ran(), strings.Join(args, "\n")+"\n"; r.code != 99 || got != want {
+				t.Errorf("docker %q: exit %d, full CLI ran with %q, want %q", args, r.code, got, want)
+			}
+		}
+		// A docker context that sets GODEBUG, which docker/cli's plugin
+		// set-up applies: the full CLI's. One that does not: the front's.
+		for name, meta := range map[string]string{"gd": `{"GODEBUG":"x509negativeserial=1"}`, "plain": `{"Description":"no GODEBUG"}`} {
+			dir := filepath.Join(c.dockerConfig, "contexts", "meta", fmt.Sprintf("%x", sha256.Sum256([]byte(name))))
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			doc := `{"Name":"` + name + `","Metadata":` + meta + `,"Endpoints":{"docker":{"Host":"unix:///nonexistent.sock","SkipTLSVerify":false}}}`
+			if err := os.WriteFile(filepath.Join(dir, "meta.json"), []byte(doc), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c.env["DOCKER_CONTEXT"] = "gd"
+		r := c.docker("notarize", "verify", app)
+		if got := ran(); r.code != 99 || got != "notarize\nverify\n"+app+"\n" {
+			t.Errorf("docker notarize verify in a context with GODEBUG: exit %d, full CLI ran with %q", r.code, got)
+		}
+		c.env["DOCKER_CONTEXT"] = "plain"
+		if r := c.docker("notarize", "verify", app); r.code != 0 || ran() != "" {
+			t.Errorf("docker notarize verify in a context without GODEBUG: exit %d (want 0, run by the front)\n%s", r.code, r.stderr)
+		}
+		delete(c.env, "DOCKER_CONTEXT")
+
+		// The docker CLI never runs a plugin so, but the front must not
+		// strip an argument that is not its name: plugin mode, `-D verify
+		// IMAGE` is the full CLI's (docker/cli's root parses -D).
+		r = c.exec("env", "DOCKER_CLI_PLUGIN_ORIGINAL_CLI_COMMAND=docker", front, "-D", "verify", app)
+		if got := ran(); r.code != 99 || got != "-D\nverify\n"+app+"\n" {
+			t.Errorf("plugin mode -D verify IMAGE: exit %d, full CLI ran with %q; stdout %s", r.code, got, r.stdout)
+		}
+	})
+}
