@@ -30,7 +30,26 @@ func FullCLIPath() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("locating %s: %w", FullCLIName, err)
 	}
-	return executableNextTo(exe, FullCLIName, "full CLI", ErrFullCLIMissing)
+	return fullCLINextTo(exe)
+}
+
+// fullCLINextTo is FullCLIPath for the executable exe. A full CLI that is
+// exe itself (a symlink to it, or the same file under both names) is
+// refused: the verify-only build would execute itself forever.
+func fullCLINextTo(exe string) (string, error) {
+	p, err := executableNextTo(exe, FullCLIName, "full CLI", ErrFullCLIMissing)
+	if err != nil {
+		return "", err
+	}
+	self, err1 := os.Stat(exe)
+	fi, err2 := os.Stat(p)
+	if err1 != nil || err2 != nil {
+		return "", fmt.Errorf("full CLI %s: %w", p, errors.Join(err1, err2))
+	}
+	if os.SameFile(self, fi) {
+		return "", fmt.Errorf("full CLI %s: refused, it is this program itself (%s): install notarize-cli from `make build`", p, exe)
+	}
+	return p, nil
 }
 
 // VerifyOnlyRuns reports whether the verify-only tree (NewVerifyOnlyCmd

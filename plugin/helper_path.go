@@ -32,18 +32,7 @@ func executableNextTo(exe, name, what string, missing error) (string, error) {
 	p := filepath.Join(filepath.Dir(target), name)
 	// What is run is what was checked: the helper's path with every
 	// symlink resolved, in directories only this user or root may change.
-	real, err := checkHelper(p, what, missing)
-	if err != nil {
-		return "", err
-	}
-	// A helper that is this program (a symlink to it, or one build
-	// installed under both names) would run itself forever.
-	if self, err := os.Stat(target); err == nil {
-		if fi, err := os.Stat(real); err == nil && os.SameFile(self, fi) {
-			return "", fmt.Errorf("%s %s: refused, it is this program itself (%s)", what, p, target)
-		}
-	}
-	return real, nil
+	return checkHelper(p, what, missing)
 }
 
 // checkHelper refuses a helper program that is missing (missing, wrapped),

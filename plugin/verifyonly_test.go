@@ -227,9 +227,7 @@ func installPair(t *testing.T, dir string, mode os.FileMode) (front, full string
 	return front, full
 }
 
-func fullNextTo(exe string) (string, error) {
-	return executableNextTo(exe, FullCLIName, "full CLI", ErrFullCLIMissing)
-}
+func fullNextTo(exe string) (string, error) { return fullCLINextTo(exe) }
 
 // checkHelperTrust's walk up the directories, and its check of a symlink's
 // target (a review found no test of either: disabling checkHelperTrust

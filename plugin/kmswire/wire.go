@@ -153,6 +153,9 @@ func Call(ctx context.Context, path string, req Request, env []string) (*Respons
 	var stderr limitedBuffer
 	stderr.max = maxStderr
 	cmd := exec.CommandContext(ctx, path)
+	// Its name, whatever path it was found by (the plugin runs it by its
+	// path with symlinks resolved).
+	cmd.Args[0] = HelperName
 	cmd.Env = env
 	cmd.Stdin = bytes.NewReader(in)
 	cmd.Stdout = &stdout
