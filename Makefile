@@ -46,15 +46,17 @@ help: ## Show this help.
 NOCGO_CMDS  := notarize-ledger notarize-proxy notarize-kms
 
 # The plugin is two builds of ./cmd/docker-notarize (issue 14):
-# docker-notarize, the verify-only build (tag notarize_verifyonly), which
-# answers the docker CLI and runs verify itself; and notarize-cli, the full
-# CLI (PKCS#11 modules too), which it executes for every other command. Both
-# keep cgo: names resolve through the system's resolver (NSS), as docker's. `go install ./cmd/docker-notarize` gives the full CLI alone,
+# docker-notarize, the verify-only build (tag notarize_verifyonly, static: a
+# binary that loads the C library starts ~2 ms later), which answers the
+# docker CLI and runs verify itself; and notarize-cli, the full CLI (cgo:
+# PKCS#11 modules, the system's resolver), which it executes for every other
+# command, and for a verify on a system whose name service switch needs the
+# C library (cmd/docker-notarize: needsSystemResolver). `go install ./cmd/docker-notarize` gives the full CLI alone,
 # which works as the plugin too.
 build: ## Build docker-notarize (and notarize-cli, the full CLI behind it), notarize-kms, notarize-ledger and notarize-proxy into ./bin.
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(NOCGO_CMDS))
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -tags notarize_verifyonly -o $(BIN)/docker-notarize ./cmd/docker-notarize
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -tags notarize_verifyonly -o $(BIN)/docker-notarize ./cmd/docker-notarize
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/notarize-cli ./cmd/docker-notarize
 
 .PHONY: install

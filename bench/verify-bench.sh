@@ -76,13 +76,13 @@ echo "== build"
 # The plugin and, since issue 14, its KMS helper (cmd/notarize-kms), which
 # is installed next to it as `make install` does.
 # Since issue 14's verify-only build, the plugin as `make build` builds it:
-# docker-notarize (tag notarize_verifyonly) and the full CLI,
+# docker-notarize (tag notarize_verifyonly, no cgo) and the full CLI,
 # notarize-cli, beside it; a tree from before, its one binary.
 build_plugin() { # SRC OUT
   (cd "$1" && go build -trimpath -ldflags '-s -w' -o "$2/" ./cmd/docker-notarize $([[ -d cmd/notarize-kms ]] && echo ./cmd/notarize-kms)
     if [[ -f cmd/docker-notarize/main_verifyonly.go ]]; then
       mv "$2/docker-notarize" "$2/notarize-cli"
-      go build -trimpath -ldflags '-s -w' -tags notarize_verifyonly -o "$2/docker-notarize" ./cmd/docker-notarize
+      CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -tags notarize_verifyonly -o "$2/docker-notarize" ./cmd/docker-notarize
     fi)
 }
 (cd "$ROOT" && go build -trimpath -ldflags '-s -w' -o "$BIN/" ./cmd/notarize-ledger ./bench/roundrobin ./bench/delayproxy)

@@ -49,15 +49,15 @@ var binDir, pluginBin string
 var builtCommands = []string{"docker-notarize", plugin.FullCLIName, "notarize-proxy"}
 
 // buildCmd is `go build` of the command name into out as `make build`
-// builds it: without cgo (the Makefile's NOCGO_CMDS), but for the plugin's
-// two builds of ./cmd/docker-notarize, which keep it: docker-notarize, the
-// verify-only build, and notarize-cli, the full CLI.
+// builds it: without cgo (the Makefile's NOCGO_CMDS), but for the full CLI,
+// which keeps it; docker-notarize is the verify-only build of
+// ./cmd/docker-notarize, notarize-cli its full build.
 func buildCmd(name, out string) *exec.Cmd {
 	args := []string{"build", "-trimpath", "-o", out}
 	env := append(os.Environ(), "CGO_ENABLED=0")
 	switch name {
 	case "docker-notarize":
-		args, env = append(args, "-tags", "notarize_verifyonly", "./cmd/docker-notarize"), os.Environ()
+		args = append(args, "-tags", "notarize_verifyonly", "./cmd/docker-notarize")
 	case plugin.FullCLIName:
 		args, env = append(args, "./cmd/docker-notarize"), os.Environ()
 	default:

@@ -79,6 +79,14 @@ func TestVerifyOnlyFront(t *testing.T) {
 				t.Errorf("docker notarize %q ran the full CLI with\n%s\nwant\n%s\n(stderr %s)", args, got, want, r.stderr)
 			}
 		}
+		// A verify the front cannot resolve names for as the full CLI
+		// would (main_verifyonly.go: needsSystemResolver).
+		c.env["GODEBUG"] = "netdns=cgo"
+		c.notarize(99, "verify", app)
+		if got := ran(t); got != "notarize\nverify\n"+app+"\nplugin=docker\n" {
+			t.Errorf("verify with GODEBUG=netdns=cgo ran the full CLI with\n%s", got)
+		}
+		delete(c.env, "GODEBUG")
 		c.standalone(99, "key", "list")
 		if got := ran(t); got != "key\nlist\nplugin=\n" {
 			t.Errorf("docker-notarize key list ran the full CLI with\n%s", got)

@@ -4,7 +4,7 @@
 //
 // It builds two ways. Without tags (main.go, `go install`) it is the full
 // CLI, every command in one binary. With the tag notarize_verifyonly
-// (main_verifyonly.go) it is the verify-only build that
+// (main_verifyonly.go, CGO_ENABLED=0) it is the verify-only build that
 // `make build` installs as docker-notarize: it answers the docker CLI's
 // metadata query and runs `verify` itself, from the same code in package
 // plugin, without linking the docker CLI's command package, and it executes

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 
 	"github.com/docker/cli/cli-plugins/metadata"
 	"github.com/docker/cli/cli-plugins/socket"
@@ -46,7 +47,7 @@ func main() {
 		}
 		name, args = plugin.PluginName, args[1:]
 	}
-	if !plugin.VerifyOnlyRuns(name, isPlugin, args) {
+	if !plugin.VerifyOnlyRuns(name, isPlugin, args) || needsSystemResolver() {
 		runFullCLI()
 	}
 	plugin.Version = version
@@ -100,6 +101,46 @@ func runFullCLI() {
 	}
 	fmt.Fprintln(os.Stderr, err)
 	os.Exit(plugin.ExitUsage)
+}
+
+// nsswitchConf is the name service switch's configuration; tests replace it.
+var nsswitchConf = "/etc/nsswitch.conf"
+
+// needsSystemResolver reports whether this system may resolve names or
+// users in a way this build cannot: it is built without cgo (a static
+// binary starts ~2 ms sooner than one that loads the C library), so it
+// resolves host names with Go's own resolver (/etc/hosts, then DNS) and
+// reads users from /etc/passwd. The full CLI, built with cgo, asks the C
+// library when the name service switch lists other sources (mDNS, sssd,
+// LDAP, systemd-resolved, ...) or GODEBUG says netdns=cgo, and may find a
+// name this build would not. Such a system's verify is the full CLI's, as
+// is one without HOME (the home directory would come from the user
+// database). A switch file that cannot be read leaves Go's default, as in
+// the full CLI.
+func needsSystemResolver() bool {
+	if os.Getenv("HOME") == "" || strings.Contains(os.Getenv("GODEBUG"), "netdns") {
+		return true
+	}
+	b, err := os.ReadFile(nsswitchConf)
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		line, _, _ = strings.Cut(line, "#")
+		db, sources, ok := strings.Cut(line, ":")
+		if !ok || strings.TrimSpace(db) != "hosts" {
+			continue
+		}
+		for _, src := range strings.Fields(sources) {
+			if strings.HasPrefix(src, "[") { // an action, such as [NOTFOUND=return]
+				continue
+			}
+			if src != "files" && src != "dns" {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // contextSetsGoDebug reports whether the docker context a plugin command
