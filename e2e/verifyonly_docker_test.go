@@ -169,10 +169,20 @@ func TestVerifyOnlyFrontDockerCLI(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		// From docker CLI v29 the docker CLI sets the context's GODEBUG
+		// itself before it runs a plugin; the front then runs the verify
+		// (cmd/docker-notarize TestContextSetsGoDebug holds the check).
 		c.env["DOCKER_CONTEXT"] = "gd"
 		r := c.docker("notarize", "verify", app)
-		if got := ran(); r.code != 99 || got != "notarize\nverify\n"+app+"\n" {
-			t.Errorf("docker notarize verify in a context with GODEBUG: exit %d, full CLI ran with %q", r.code, got)
+		got := ran()
+		v := c.docker("--version").stdout
+		var major int
+		_, _ = fmt.Sscanf(v, "Docker version %d.", &major)
+		switch {
+		case r.code == 99 && got == "notarize\nverify\n"+app+"\n":
+		case r.code == 0 && got == "" && major >= 29:
+		default:
+			t.Errorf("docker notarize verify in a context with GODEBUG (%s): exit %d, full CLI ran with %q", strings.TrimSpace(v), r.code, got)
 		}
 		c.env["DOCKER_CONTEXT"] = "plain"
 		if r := c.docker("notarize", "verify", app); r.code != 0 || ran() != "" {

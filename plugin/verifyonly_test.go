@@ -314,9 +314,7 @@ func TestHelperGroupWritable(t *testing.T) {
 		if err := os.WriteFile(gf, []byte(group), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		oldP, oldG := passwdFile, groupFile
-		passwdFile, groupFile = pf, gf
-		t.Cleanup(func() { passwdFile, groupFile = oldP, oldG })
+		useAccounts(t, pf, gf, "passwd: files\ngroup: files\n")
 	}
 	const gid = 4300
 	front, full := installPair(t, t.TempDir(), 0o775)

@@ -1,0 +1,42 @@
+package plugin
+
+import (
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+)
+
+// A group-writable full CLI whose group is private, but with an ACL that
+// lets another user write it: its group bits are the ACL's mask.
+func TestHelperGroupWritableByACL(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to set an ACL")
+	}
+	front, full := installPair(t, t.TempDir(), 0o755)
+	// user::rwx user:4242:rwx group::r-x mask::rwx other::r-x
+	acl := []byte{2, 0, 0, 0}
+	for _, e := range [][3]uint32{{0x01, 7, ^uint32(0)}, {0x02, 7, 4242}, {0x04, 5, ^uint32(0)}, {0x10, 7, ^uint32(0)}, {0x20, 5, ^uint32(0)}} {
+		acl = binary.LittleEndian.AppendUint16(acl, uint16(e[0]))
+		acl = binary.LittleEndian.AppendUint16(acl, uint16(e[1]))
+		acl = binary.LittleEndian.AppendUint32(acl, e[2])
+	}
+	if err := syscall.Setxattr(full, "system.posix_acl_access", acl, 0); err != nil {
+		t.Skipf("no POSIX ACLs here: %v", err)
+	}
+	dir := t.TempDir()
+	pf, gf := filepath.Join(dir, "passwd"), filepath.Join(dir, "group")
+	if err := os.WriteFile(pf, []byte("root:x:0:0::/root:/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(gf, []byte("root:x:0:\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	useAccounts(t, pf, gf, "passwd: files\ngroup: files\n")
+	if got, err := fullNextTo(front); err == nil {
+		t.Fatalf("fullNextTo = %q: uid 4242 may write it (ACL)", got)
+	} else {
+		t.Log(err)
+	}
+}
