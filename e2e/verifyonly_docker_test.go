@@ -11,65 +11,20 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/notarize/docker-notarize/ledger/ledgertest"
+	"github.com/notarize/docker-notarize/internal/testutil"
 	"github.com/notarize/docker-notarize/plugin"
 )
 
-// hangingLedgerURL accepts connections and never answers; accepted is
-// closed at the first one.
-func hangingLedgerURL(t *testing.T) (string, <-chan struct{}) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ch := make(chan struct{})
-	var once sync.Once
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			once.Do(func() { close(ch) })
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return "http://" + ln.Addr().String(), ch
-}
-
 func TestVerifyOnlyFrontDockerCLI(t *testing.T) {
-	if _, err := exec.LookPath("docker"); err != nil {
-		t.Skip("the docker CLI is not installed; the CI installs it (.ci/run)")
-	}
-	led := ledgertest.Start(t)
-	reg := startRegistry(t)
-	c := newCLI(t, led.URL)
-	app := reg.host + "/app:v1"
-	c.notarize(0, "key", "generate", "--name", "alice")
-	c.notarize(0, "sign", app)
+	c, _, _, app := signedForFront(t)
 	front := filepath.Join(c.dockerConfig, "cli-plugins", "docker-notarize")
 
 	// A verify waiting on a ledger that never answers ends with exit 4 at
@@ -86,7 +41,7 @@ func TestVerifyOnlyFrontDockerCLI(t *testing.T) {
 			{"standalone", front, []string{"verify", app}},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				url, accepted := hangingLedgerURL(t)
+				url, accepted := testutil.HangingServer(t)
 				cmd := exec.Command(tc.bin, tc.args...)
 				for k, v := range c.env {
 					cmd.Env = append(cmd.Env, k+"="+v)

@@ -17,15 +17,7 @@ import (
 // place, with its arguments and environment; a missing or replaceable full
 // CLI is refused before anything runs.
 func TestVerifyOnlyFront(t *testing.T) {
-	if _, err := exec.LookPath("docker"); err != nil {
-		t.Skip("the docker CLI is not installed; the CI installs it (.ci/run)")
-	}
-	led := ledgertest.Start(t)
-	reg := startRegistry(t)
-	c := newCLI(t, led.URL)
-	app := reg.host + "/app:v1"
-	c.notarize(0, "key", "generate", "--name", "alice")
-	c.notarize(0, "sign", app)
+	c, led, reg, app := signedForFront(t)
 
 	// The real full CLI keeps the front's name (its argv[0]) in what it prints.
 	if h := c.standalone(0, "--help").stdout; !strings.Contains(h, "docker-notarize [command]") || strings.Contains(h, plugin.FullCLIName) {
@@ -114,4 +106,21 @@ func TestVerifyOnlyFront(t *testing.T) {
 		}
 		c.notarize(0, "verify", app) // verify needs only the front
 	})
+}
+
+// signedForFront is the verify-only front's tests' set-up: a ledger, a
+// registry, the installed pair, a key and a signed image (app). It skips
+// the test without the docker CLI.
+func signedForFront(t *testing.T) (c *cli, led *ledgertest.Server, reg *registryFixture, app string) {
+	t.Helper()
+	if _, err := exec.LookPath("docker"); err != nil {
+		t.Skip("the docker CLI is not installed; the CI installs it (.ci/run)")
+	}
+	led = ledgertest.Start(t)
+	reg = startRegistry(t)
+	c = newCLI(t, led.URL)
+	app = reg.host + "/app:v1"
+	c.notarize(0, "key", "generate", "--name", "alice")
+	c.notarize(0, "sign", app)
+	return c, led, reg, app
 }

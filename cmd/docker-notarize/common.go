@@ -6,11 +6,14 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/term"
+
+	"github.com/notarize/docker-notarize/plugin"
 )
 
 // startGCPercent is the plugin's garbage collection target unless GOGC
@@ -21,6 +24,16 @@ const startGCPercent = 400
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
+
+// exitOnPanic, deferred by main, makes whatever goes wrong before a
+// verdict exit 4 ("could not verify"), never a code a script would read as
+// a verdict (Go's panic exits 2, which is UNKNOWN).
+func exitOnPanic() {
+	if r := recover(); r != nil {
+		fmt.Fprintf(os.Stderr, "internal error: %v\n%s", r, debug.Stack())
+		os.Exit(plugin.ExitCouldNotVerify)
+	}
+}
 
 // forceExitAfter is how long the command may take to end after the first
 // Ctrl-C before the process exits anyway.

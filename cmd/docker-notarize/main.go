@@ -26,15 +26,7 @@ func main() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(startGCPercent)
 	}
-	// Whatever goes wrong before a verdict exits 4 ("could not verify"),
-	// never a code a script would read as a verdict (Go's panic exits 2,
-	// which is UNKNOWN).
-	defer func() {
-		if r := recover(); r != nil {
-			fmt.Fprintf(os.Stderr, "internal error: %v\n%s", r, debug.Stack())
-			os.Exit(plugin.ExitCouldNotVerify)
-		}
-	}()
+	defer exitOnPanic()
 	dockerCli, err := command.NewDockerCli()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

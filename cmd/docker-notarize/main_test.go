@@ -4,16 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/notarize/docker-notarize/internal/testutil"
 	"github.com/notarize/docker-notarize/plugin"
 )
 
@@ -35,41 +34,6 @@ func TestMain(m *testing.M) {
 		select {}
 	}
 	os.Exit(m.Run())
-}
-
-// hangingLedger accepts connections and never answers; accepted is closed
-// at the first connection.
-func hangingLedger(t *testing.T) (url string, accepted <-chan struct{}) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ch := make(chan struct{})
-	var once sync.Once
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			once.Do(func() { close(ch) })
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return "http://" + ln.Addr().String(), ch
 }
 
 // cli starts this test binary in role with args and extra environment. Its
@@ -140,7 +104,7 @@ func TestInterruptEndsNetworkCall(t *testing.T) {
 		{"plugin", []string{"DOCKER_CLI_PLUGIN_ORIGINAL_CLI_COMMAND=docker"}, []string{"notarize", "verify", digest}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			url, accepted := hangingLedger(t)
+			url, accepted := testutil.HangingServer(t)
 			cmd, _, errOut := cli(t, "main", append(tc.env, plugin.EnvLedger+"="+url), tc.args...)
 			select {
 			case <-accepted:

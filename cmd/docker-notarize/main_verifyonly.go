@@ -29,13 +29,7 @@ func main() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(startGCPercent)
 	}
-	// As in the full CLI: whatever goes wrong before a verdict exits 4.
-	defer func() {
-		if r := recover(); r != nil {
-			fmt.Fprintf(os.Stderr, "internal error: %v\n%s", r, debug.Stack())
-			os.Exit(plugin.ExitCouldNotVerify)
-		}
-	}()
+	defer exitOnPanic()
 	name, args := filepath.Base(os.Args[0]), os.Args[1:]
 	// The docker CLI runs a plugin with this variable set and with its own
 	// command line after the program's name: `notarize verify IMAGE`, or
