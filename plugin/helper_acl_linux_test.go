@@ -40,3 +40,15 @@ func TestHelperGroupWritableByACL(t *testing.T) {
 		t.Log(err)
 	}
 }
+
+// hasAccessACL fails closed: an error other than "no such attribute" or
+// "not supported" (here ENOENT) counts as an ACL (a review: reading only
+// err == nil passed every test).
+func TestHasAccessACLFailsClosed(t *testing.T) {
+	if !hasAccessACL(filepath.Join(t.TempDir(), "missing")) {
+		t.Error("hasAccessACL(missing) = false: an unreadable ACL read as none")
+	}
+	if hasAccessACL(t.TempDir()) {
+		t.Error("hasAccessACL(a fresh directory) = true")
+	}
+}

@@ -393,8 +393,8 @@ func TestHelperPathResolved(t *testing.T) {
 }
 
 // A full CLI that is the front itself (a symlink to it) is refused instead
-// of executing itself forever; a copy of the front is refused by the front
-// (e2e TestVerifyOnlyFront).
+// of executing itself forever; a copy of the front, run, refuses to go on
+// (cmd/docker-notarize TestVerifyOnlyFrontsInACycle).
 func TestFullCLINotTheFront(t *testing.T) {
 	dir := t.TempDir()
 	front, full := installPair(t, dir, 0o755)
