@@ -760,12 +760,17 @@ func (r *fillReader) next(max int) (segment, error) {
 			f.mu.Unlock()
 			return segment{c: c, mem: src[:min(len(src), max)]}, nil
 		}
-		if r.off >= avail && !verified && !finished {
+		// Bytes not in memory are read from the file, but only those the
+		// writer has put there: a reader behind the window must not read
+		// on into the chunks still in memory, whose bytes the file does not
+		// have yet (it would read zeros from a preallocated file).
+		inFile := min(avail, f.fileOff)
+		if r.off >= inFile && !verified && !finished {
 			f.waiters++
 		}
 		f.mu.Unlock()
-		if r.off < avail {
-			return segment{file: file, n: min(avail-r.off, int64(max))}, nil
+		if r.off < inFile {
+			return segment{file: file, n: min(inFile-r.off, int64(max))}, nil
 		}
 		if verified {
 			return segment{}, io.EOF

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"testing"
 	"time"
@@ -169,3 +170,85 @@ var errUpstream = fmt.Errorf("upstream reset")
 type iotestErrReader struct{}
 
 func (iotestErrReader) Read([]byte) (int, error) { return 0, errUpstream }
+
+// TestReaderReadsOnlyWhatTheFileHas puts a reader behind the memory window
+// while the writer lags: the chunks from fileOff on are in memory only, and
+// the temporary file holds other bytes there (as a preallocated file, or one
+// extended by anyone else, would: zeros, here 0xff). The reader must take
+// the file's bytes only up to fileOff and the rest from memory. Before the
+// fix it read a whole chunk's worth from the file and served the wrong
+// bytes (found with fallocate(2), in the cold-blob benchmark).
+func TestReaderReadsOnlyWhatTheFileHas(t *testing.T) {
+	c, err := New(Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 4 * memChunkSize
+	blob := make([]byte, size)
+	for i := range blob {
+		blob[i] = byte(i * 7 >> 4)
+	}
+	file, err := os.CreateTemp(t.TempDir(), "fill-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	written := int64(2 * memChunkSize) // the writer's progress: chunks 0 and 1
+	if _, err := file.Write(blob[:written]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := file.Write(bytes.Repeat([]byte{0xff}, size-int(written))); err != nil {
+		t.Fatal(err)
+	}
+	f := &Fill{c: c, d: notarize.DigestOf(blob), started: make(chan struct{}), done: make(chan struct{}), notify: make(chan struct{}),
+		file: file, size: size, written: size, fileOff: written, hashed: size}
+	for off := written; off < size; off += memChunkSize {
+		buf := make([]byte, memChunkSize)
+		copy(buf, blob[off:])
+		f.mem = append(f.mem, &memChunk{off: off, b: buf, buf: &buf})
+	}
+	rd := &fillReader{f: f, ctx: t.Context(), off: written - memChunkSize/2}
+	seg, err := rd.next(memChunkSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seg.c != nil || seg.n != memChunkSize/2 {
+		t.Fatalf("the reader's next segment: in memory %v, %d bytes from the file; want the %d the file has", seg.c != nil, seg.n, memChunkSize/2)
+	}
+	// Read all but the held-back last byte, through Read and WriteTo.
+	for _, how := range []string{"Read", "WriteTo"} {
+		rd := &fillReader{f: f, ctx: t.Context(), off: written - memChunkSize/2}
+		var got bytes.Buffer
+		switch how {
+		case "Read":
+			buf := make([]byte, memChunkSize)
+			for rd.off < size-1 { // the last byte is held back: not verified
+				n, err := rd.Read(buf)
+				if err != nil {
+					t.Fatal(how, err)
+				}
+				got.Write(buf[:n])
+			}
+		case "WriteTo":
+			f.mu.Lock()
+			f.verified = true // so that WriteTo returns at the end
+			f.mu.Unlock()
+			if _, err := rd.WriteTo(&got); err != nil {
+				t.Fatal(how, err)
+			}
+		}
+		want := blob[written-memChunkSize/2:][:got.Len()]
+		if i := firstDifference(got.Bytes(), want); i >= 0 {
+			t.Fatalf("%s: byte %d of the blob is %#x, want %#x", how, int(written)-memChunkSize/2+i, got.Bytes()[i], want[i])
+		}
+	}
+}
+
+func firstDifference(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return -1
+}
