@@ -764,13 +764,17 @@ func (r *fillReader) next(max int) (segment, error) {
 		// writer has put there: a reader behind the window must not read
 		// on into the chunks still in memory, whose bytes the file does not
 		// have yet (it would read zeros from a preallocated file).
-		inFile := min(avail, f.fileOff)
-		if r.off >= inFile && !verified && !finished {
+		inFile, written := min(avail, f.fileOff), f.fileOff
+		if r.off >= avail && !verified && !finished {
 			f.waiters++
 		}
 		f.mu.Unlock()
 		if r.off < inFile {
 			return segment{file: file, n: min(inFile-r.off, int64(max))}, nil
+		}
+		if r.off < avail {
+			// Cannot happen: a chunk leaves memory only once the file has it.
+			return segment{}, fmt.Errorf("blobcache: %s at %d: in neither memory nor the file (%d bytes in it)", f.d, r.off, written)
 		}
 		if verified {
 			return segment{}, io.EOF

@@ -182,7 +182,6 @@ func (f *Fill) startStages(tmp *os.File) *stages {
 			f.fileOff = sp.off + int64(len(sp.b))
 			f.dropLocked()
 			s.progress.Broadcast()
-			f.wakeLocked() // a reader may wait for the file (fillReader.next)
 			f.mu.Unlock()
 		}
 	})

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -241,6 +242,32 @@ func TestReaderReadsOnlyWhatTheFileHas(t *testing.T) {
 		if i := firstDifference(got.Bytes(), want); i >= 0 {
 			t.Fatalf("%s: byte %d of the blob is %#x, want %#x", how, int(written)-memChunkSize/2+i, got.Bytes()[i], want[i])
 		}
+	}
+}
+
+// TestReaderFailsOnBytesNowhere: were a chunk ever to leave memory before
+// the file had it, a reader there gets an error, not the file's bytes and
+// not a wait that nothing would end.
+func TestReaderFailsOnBytesNowhere(t *testing.T) {
+	c, err := New(Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	file, err := os.CreateTemp(t.TempDir(), "fill-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	if _, err := file.Write(make([]byte, 4*memChunkSize)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, memChunkSize)
+	f := &Fill{c: c, d: notarize.DigestOf(nil), started: make(chan struct{}), done: make(chan struct{}), notify: make(chan struct{}),
+		file: file, size: 4 * memChunkSize, written: 4 * memChunkSize, fileOff: 2 * memChunkSize, hashed: 4 * memChunkSize,
+		mem: []*memChunk{{off: 3 * memChunkSize, b: buf, buf: &buf}}}
+	rd := &fillReader{f: f, ctx: t.Context(), off: 2*memChunkSize + 1}
+	if seg, err := rd.next(memChunkSize); err == nil || !strings.Contains(err.Error(), "in neither memory nor the file") {
+		t.Fatalf("next: %+v, %v; want the error", seg, err)
 	}
 }
 
