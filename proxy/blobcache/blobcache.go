@@ -704,6 +704,16 @@ func (f *Fill) download(ctx context.Context, fetch Fetch) (err error) {
 	close(f.notify)
 	f.notify = make(chan struct{})
 	f.mu.Unlock()
+	// Only the bytes verified are kept: a file that is longer (extended
+	// by anything but the writer, such as preallocation) is not cached,
+	// since a cache hit serves the file to its end.
+	if fi, err := tmp.Stat(); err != nil {
+		return fmt.Errorf("blobcache: stat: %w", err)
+	} else if fi.Size() != f.written {
+		// Not ErrSizeMismatch: the source's bytes were right (a shared
+		// store's copy must not be dropped for this).
+		return fmt.Errorf("blobcache: %s not cached: its temporary file holds %d bytes, %d were verified", f.d, fi.Size(), f.written)
+	}
 	if err := tmp.Sync(); err != nil {
 		return fmt.Errorf("blobcache: sync: %w", err)
 	}
