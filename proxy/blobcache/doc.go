@@ -18,7 +18,10 @@
 // through a pool, not left to the garbage collector; a chunk a reader is
 // still writing from is pinned until it is done. Readers write to the
 // client straight from the chunks (WriteTo, which io.Copy uses). The last
-// byte is held back until the hasher has checked every byte.
+// byte is held back until the hasher has checked every byte. A reader reads
+// the file only up to what the writer has put there, never on into bytes
+// still only in memory, and a file that holds more than the bytes verified
+// is not cached (TestFillReadersStress).
 //
 // What all fills hold at once is bounded too (red team 6, F6: 64 slow
 // fills held 347 MiB, and a manifest may list 4,096 layers): every 1 MiB
