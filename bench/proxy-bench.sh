@@ -231,9 +231,8 @@ for t in direct notarize dist-proxy "${FLEET_ORDER[@]}"; do
   # pull (load slows a run down but adds little CPU to it: compare these
   # across runs); PERF=DIR records the serving process with perf(1) there.
   case $t in direct) srv=${PID_OF[upstream]} ;; notarize) srv=${PID_OF[notarize-proxy]} ;; *) srv=${PID_OF[$t]} ;; esac
-  # Write back what the uploads and the last pull left dirty first: it
-  # would otherwise be written during this pull, on the same two cores and
-  # disk (with 3 GB of uploads it halved every cache's cold pull).
+  # Write back what the uploads and the last pull left dirty first, so that
+  # it is not written during this pull, on the same two cores and disk.
   sync
   prefault
   s0=$(cpu_ns "$srv") u0=$(cpu_ns "${PID_OF[upstream]}") perf_pid=
