@@ -25,15 +25,7 @@ func TestHelperGroupWritableByACL(t *testing.T) {
 	if err := syscall.Setxattr(full, "system.posix_acl_access", acl, 0); err != nil {
 		t.Skipf("no POSIX ACLs here: %v", err)
 	}
-	dir := t.TempDir()
-	pf, gf := filepath.Join(dir, "passwd"), filepath.Join(dir, "group")
-	if err := os.WriteFile(pf, []byte("root:x:0:0::/root:/bin/sh\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(gf, []byte("root:x:0:\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	useAccounts(t, pf, gf, "passwd: files\ngroup: files\n")
+	useAccounts(t, "root:x:0:0::/root:/bin/sh\n", "root:x:0:\n", "passwd: files\ngroup: files\n")
 	if got, err := fullNextTo(front); err == nil {
 		t.Fatalf("fullNextTo = %q: uid 4242 may write it (ACL)", got)
 	} else {

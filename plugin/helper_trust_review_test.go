@@ -34,15 +34,7 @@ func TestGroupOnlyOwnerFailsClosed(t *testing.T) {
 		{"a short line", basePasswd + "mallory:x:1001\n", baseGroup, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			pf, gf := filepath.Join(dir, "passwd"), filepath.Join(dir, "group")
-			if err := os.WriteFile(pf, []byte(tc.passwd), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(gf, []byte(tc.group), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			useAccounts(t, pf, gf, "passwd: files systemd\ngroup: files systemd\n")
+			useAccounts(t, tc.passwd, tc.group, "passwd: files systemd\ngroup: files systemd\n")
 			if got := groupOnlyOwner(gid, alice); got != tc.want {
 				t.Errorf("groupOnlyOwner = %v, want %v", got, tc.want)
 			}
@@ -50,30 +42,25 @@ func TestGroupOnlyOwnerFailsClosed(t *testing.T) {
 	}
 }
 
-// useAccounts makes groupOnlyOwner read passwd, group and an nsswitch.conf
-// of content nss.
+// useAccounts makes groupOnlyOwner read a passwd, a group and an
+// nsswitch.conf file of these contents.
 func useAccounts(t *testing.T, passwd, group, nss string) {
 	t.Helper()
-	nf := filepath.Join(t.TempDir(), "nsswitch.conf")
-	if err := os.WriteFile(nf, []byte(nss), 0o644); err != nil {
-		t.Fatal(err)
+	dir := t.TempDir()
+	pf, gf, nf := filepath.Join(dir, "passwd"), filepath.Join(dir, "group"), filepath.Join(dir, "nsswitch.conf")
+	for f, content := range map[string]string{pf: passwd, gf: group, nf: nss} {
+		if err := os.WriteFile(f, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	oldP, oldG, oldN := passwdFile, groupFile, nsswitchFile
-	passwdFile, groupFile, nsswitchFile = passwd, group, nf
+	passwdFile, groupFile, nsswitchFile = pf, gf, nf
 	t.Cleanup(func() { passwdFile, groupFile, nsswitchFile = oldP, oldG, oldN })
 }
 
 // Users and groups from a directory service are not in the files: a group
 // that looks private there may not be.
 func TestGroupOnlyOwnerDirectoryService(t *testing.T) {
-	dir := t.TempDir()
-	pf, gf := filepath.Join(dir, "passwd"), filepath.Join(dir, "group")
-	if err := os.WriteFile(pf, []byte("alice:x:1000:1000::/home/alice:/bin/sh\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(gf, []byte("alice:x:1000:\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	for nss, want := range map[string]bool{
 		"passwd: files systemd\ngroup: files systemd\n":                  true,
 		"passwd: compat\ngroup: compat\n":                                true,
@@ -83,7 +70,7 @@ func TestGroupOnlyOwnerDirectoryService(t *testing.T) {
 		"passwd:files winbind\ngroup:files\n":                            false,
 		"hosts: files dns\npasswd: files\ngroup: files nis\nshadow: x\n": false,
 	} {
-		useAccounts(t, pf, gf, nss)
+		useAccounts(t, "alice:x:1000:1000::/home/alice:/bin/sh\n", "alice:x:1000:\n", nss)
 		if got := groupOnlyOwner(1000, 1000); got != want {
 			t.Errorf("nsswitch.conf %q: groupOnlyOwner = %v, want %v", nss, got, want)
 		}
@@ -139,15 +126,7 @@ func TestHelperGroupWritableDirectory(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to chgrp")
 	}
-	dir := t.TempDir()
-	pf, gf := filepath.Join(dir, "passwd"), filepath.Join(dir, "group")
-	if err := os.WriteFile(pf, []byte("root:x:0:0::/root:/bin/sh\nmallory:x:4301:4301::/:/bin/sh\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(gf, []byte("shared:x:4300:root,mallory\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	useAccounts(t, pf, gf, "passwd: files\ngroup: files\n")
+	useAccounts(t, "root:x:0:0::/root:/bin/sh\nmallory:x:4301:4301::/:/bin/sh\n", "shared:x:4300:root,mallory\n", "passwd: files\ngroup: files\n")
 	sub := filepath.Join(t.TempDir(), "sub")
 	if err := os.Mkdir(sub, 0o755); err != nil {
 		t.Fatal(err)

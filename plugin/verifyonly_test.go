@@ -304,18 +304,6 @@ func TestHelperGroupWritable(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to chgrp")
 	}
-	dir := t.TempDir()
-	accounts := func(passwd, group string) {
-		t.Helper()
-		pf, gf := filepath.Join(dir, "passwd"), filepath.Join(dir, "group")
-		if err := os.WriteFile(pf, []byte(passwd), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(gf, []byte(group), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		useAccounts(t, pf, gf, "passwd: files\ngroup: files\n")
-	}
 	const gid = 4300
 	front, full := installPair(t, t.TempDir(), 0o775)
 	if err := os.Chown(full, 0, gid); err != nil {
@@ -333,7 +321,7 @@ func TestHelperGroupWritable(t *testing.T) {
 		{"the owner alone, as a listed member", "root:x:0:0::/root:/bin/sh\n", "solo:x:4300:root\n", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			accounts(tc.passwd, tc.group)
+			useAccounts(t, tc.passwd, tc.group, "passwd: files\ngroup: files\n")
 			_, err := fullNextTo(front)
 			if tc.ok && err != nil {
 				t.Fatalf("refused: %v", err)
