@@ -276,21 +276,11 @@ func accountsInFilesOnly() bool {
 	if err != nil {
 		return false
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		line, _, _ = strings.Cut(line, "#")
-		db, srcs, ok := strings.Cut(strings.TrimSpace(line), ":")
-		if !ok || (db != "passwd" && db != "group") {
-			continue
-		}
-		for _, src := range strings.Fields(srcs) {
-			if strings.HasPrefix(src, "[") || strings.HasSuffix(src, "]") || strings.Contains(src, "=") {
-				continue // an action, [NOTFOUND=return]
-			}
-			switch src {
-			case "files", "compat", "systemd":
-			default:
-				return false
-			}
+	for _, src := range append(NSSwitchSources(string(b), "passwd"), NSSwitchSources(string(b), "group")...) {
+		switch src {
+		case "files", "compat", "systemd":
+		default:
+			return false
 		}
 	}
 	return true

@@ -119,19 +119,9 @@ func needsSystemResolver() bool {
 	if err != nil {
 		return false
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		line, _, _ = strings.Cut(line, "#")
-		db, sources, ok := strings.Cut(line, ":")
-		if !ok || strings.TrimSpace(db) != "hosts" {
-			continue
-		}
-		for _, src := range strings.Fields(sources) {
-			if strings.HasPrefix(src, "[") { // an action, such as [NOTFOUND=return]
-				continue
-			}
-			if src != "files" && src != "dns" {
-				return true
-			}
+	for _, src := range plugin.NSSwitchSources(string(b), "hosts") {
+		if src != "files" && src != "dns" {
+			return true
 		}
 	}
 	return false

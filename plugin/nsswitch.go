@@ -1,0 +1,32 @@
+package plugin
+
+import "strings"
+
+// NSSwitchSources returns the sources the name service switch
+// configuration conf (the contents of /etc/nsswitch.conf) lists for the
+// database db ("hosts", "passwd", "group"), in order, without its actions
+// ([NOTFOUND=return], written as one word or several). Comments are
+// ignored; a database listed twice has the sources of both lines.
+func NSSwitchSources(conf, db string) []string {
+	var sources []string
+	for _, line := range strings.Split(conf, "\n") {
+		line, _, _ = strings.Cut(line, "#")
+		name, srcs, ok := strings.Cut(line, ":")
+		if !ok || strings.TrimSpace(name) != db {
+			continue
+		}
+		inAction := false
+		for _, src := range strings.Fields(srcs) {
+			if strings.HasPrefix(src, "[") {
+				inAction = true
+			}
+			if !inAction {
+				sources = append(sources, src)
+			}
+			if strings.HasSuffix(src, "]") {
+				inAction = false
+			}
+		}
+	}
+	return sources
+}
