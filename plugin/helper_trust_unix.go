@@ -276,7 +276,12 @@ func accountsInFilesOnly() bool {
 	if err != nil {
 		return false
 	}
-	for _, src := range append(NSSwitchSources(string(b), "passwd"), NSSwitchSources(string(b), "group")...) {
+	users, ok1 := NSSwitchSources(string(b), "passwd")
+	groups, ok2 := NSSwitchSources(string(b), "group")
+	if !ok1 || !ok2 {
+		return false
+	}
+	for _, src := range append(users, groups...) {
 		switch src {
 		case "files", "compat", "systemd":
 		default:

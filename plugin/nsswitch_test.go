@@ -19,8 +19,12 @@ group: winbind
 		"hosts":    {"files", "mdns4_minimal", "dns"},
 		"netgroup": nil,
 	} {
-		if got := NSSwitchSources(conf, db); !slices.Equal(got, want) {
-			t.Errorf("%s: %q, want %q", db, got, want)
+		if got, ok := NSSwitchSources(conf, db); !ok || !slices.Equal(got, want) {
+			t.Errorf("%s: %q, %v, want %q", db, got, ok, want)
 		}
+	}
+	// An action left open hides what follows it: not read at all.
+	if got, ok := NSSwitchSources("group: files [NOTFOUND=return ldap\n", "group"); ok {
+		t.Errorf("an unclosed action: %q, ok; want not ok", got)
 	}
 }

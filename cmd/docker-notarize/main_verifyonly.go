@@ -119,7 +119,11 @@ func needsSystemResolver() bool {
 	if err != nil {
 		return false
 	}
-	for _, src := range plugin.NSSwitchSources(string(b), "hosts") {
+	sources, ok := plugin.NSSwitchSources(string(b), "hosts")
+	if !ok {
+		return true
+	}
+	for _, src := range sources {
 		if src != "files" && src != "dns" {
 			return true
 		}
