@@ -32,6 +32,7 @@ func TestGroupOnlyOwnerFailsClosed(t *testing.T) {
 		{"a long line (a big group) is read", basePasswd, baseGroup + "big:x:5000:" + strings.Repeat("u,", 40000) + "\n", true},
 		{"an unreadably long line", basePasswd, baseGroup + "big:x:5000:" + strings.Repeat("u,", 600000) + "\n", false},
 		{"a short line", basePasswd + "mallory:x:1001\n", baseGroup, false},
+		{"the owner's primary gid in no group line (systemd's userdb may list members)", basePasswd, "root:x:0:\n", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			useAccounts(t, tc.passwd, tc.group, "passwd: files systemd\ngroup: files systemd\n")
@@ -69,11 +70,18 @@ func TestGroupOnlyOwnerDirectoryService(t *testing.T) {
 		"passwd: files\ngroup: files ldap # comment\n":                   false,
 		"passwd:files winbind\ngroup:files\n":                            false,
 		"hosts: files dns\npasswd: files\ngroup: files nis\nshadow: x\n": false,
+		"passwd: files [NOTFOUND=return sss\ngroup: files\n":             false, // an action left open
 	} {
 		useAccounts(t, "alice:x:1000:1000::/home/alice:/bin/sh\n", "alice:x:1000:\n", nss)
 		if got := groupOnlyOwner(1000, 1000); got != want {
 			t.Errorf("nsswitch.conf %q: groupOnlyOwner = %v, want %v", nss, got, want)
 		}
+	}
+	// An nsswitch.conf that cannot be read (here: a directory) fails closed.
+	useAccounts(t, "alice:x:1000:1000::/home/alice:/bin/sh\n", "alice:x:1000:\n", "")
+	nsswitchFile = t.TempDir()
+	if groupOnlyOwner(1000, 1000) {
+		t.Error("an unreadable nsswitch.conf: groupOnlyOwner = true")
 	}
 }
 

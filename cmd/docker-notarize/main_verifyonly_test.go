@@ -16,9 +16,13 @@ func TestNeedsSystemResolver(t *testing.T) {
 	t.Setenv("HOME", t.TempDir())
 	t.Setenv("GODEBUG", "")
 	conf := filepath.Join(t.TempDir(), "nsswitch.conf")
-	old := nsswitchConf
-	nsswitchConf = conf
-	t.Cleanup(func() { nsswitchConf = old })
+	resolv := filepath.Join(t.TempDir(), "resolv.conf")
+	if err := os.WriteFile(resolv, []byte("nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch .\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	old, oldR := nsswitchConf, resolvConf
+	nsswitchConf, resolvConf = conf, resolv
+	t.Cleanup(func() { nsswitchConf, resolvConf = old, oldR })
 	for _, tc := range []struct {
 		conf string
 		want bool
@@ -31,6 +35,7 @@ func TestNeedsSystemResolver(t *testing.T) {
 		{"hosts: sss files dns\n", true},
 		{"hosts: files ldap\n", true},
 		{"", false},
+		{"hosts: files [NOTFOUND=return dns\n", true}, // an action left open
 	} {
 		if err := os.WriteFile(conf, []byte(tc.conf), 0o644); err != nil {
 			t.Fatal(err)
@@ -47,6 +52,36 @@ func TestNeedsSystemResolver(t *testing.T) {
 		t.Error("GODEBUG=netdns=cgo: the front would resolve with Go's resolver")
 	}
 	t.Setenv("GODEBUG", "")
+	// Go's net package prefers the C library when these are set (net/conf.go):
+	// the full CLI would honour them, Go's resolver does not.
+	for _, v := range []string{"LOCALDOMAIN", "RES_OPTIONS", "HOSTALIASES"} {
+		t.Setenv(v, "x")
+		if !needsSystemResolver() {
+			t.Errorf("%s set: the front would resolve with Go's resolver, the full CLI with the C library", v)
+		}
+		os.Unsetenv(v)
+	}
+	t.Setenv("LOCALDOMAIN", "") // set but empty counts too
+	if !needsSystemResolver() {
+		t.Error("LOCALDOMAIN set empty: the front would resolve with Go's resolver")
+	}
+	os.Unsetenv("LOCALDOMAIN")
+	// resolv.conf lines Go's resolver does not read: net/conf.go asks the C
+	// library (a review of issue 14's change).
+	for rc, want := range map[string]bool{
+		"options ndots:2 timeout:1 attempts:3 rotate\n": false,
+		"# options inet6\nnameserver ::1\n":             false,
+		"options inet6\n":                               true,
+		"options ndots:1 no-aaaa\n":                     true,
+		"lookup file bind\n":                            true,
+	} {
+		if err := os.WriteFile(resolv, []byte(rc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if got := needsSystemResolver(); got != want {
+			t.Errorf("resolv.conf %q: needsSystemResolver() = %v, want %v", rc, got, want)
+		}
+	}
 	t.Setenv("HOME", "")
 	if !needsSystemResolver() {
 		t.Error("no HOME: the front would read the user database without the C library")
