@@ -51,7 +51,7 @@ NOCGO_CMDS  := notarize-ledger notarize-proxy notarize-kms
 # docker CLI and runs verify itself; and notarize-cli, the full CLI (cgo:
 # PKCS#11 modules, the system's resolver), which it executes for every other
 # command, and for a verify on a system whose name service switch needs the
-# C library (cmd/docker-notarize: needsSystemResolver). `go install ./cmd/docker-notarize` gives the full CLI alone,
+# C library (plugin.NeedsSystemResolver). `go install ./cmd/docker-notarize` gives the full CLI alone,
 # which works as the plugin too.
 build: ## Build docker-notarize (and notarize-cli, the full CLI behind it), notarize-kms, notarize-ledger and notarize-proxy into ./bin.
 	@mkdir -p $(BIN)

@@ -8,7 +8,7 @@ import (
 
 // `make build` builds the plugin twice: the verify-only front static, with
 // its tag (it sends a verify whose names the C library may resolve
-// otherwise to the full CLI: needsSystemResolver), and the full CLI with
+// otherwise to the full CLI: plugin.NeedsSystemResolver), and the full CLI with
 // cgo (PKCS#11, the system's resolver). The e2e tests build as buildCmd
 // says, not as the Makefile does: this holds the Makefile to it (review).
 func TestMakeBuildsThePluginTwice(t *testing.T) {

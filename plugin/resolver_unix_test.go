@@ -1,6 +1,6 @@
-//go:build notarize_verifyonly
+//go:build unix
 
-package main
+package plugin
 
 import (
 	"os"
@@ -20,9 +20,9 @@ func TestNeedsSystemResolver(t *testing.T) {
 	if err := os.WriteFile(resolv, []byte("nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch .\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	old, oldR := nsswitchConf, resolvConf
-	nsswitchConf, resolvConf = conf, resolv
-	t.Cleanup(func() { nsswitchConf, resolvConf = old, oldR })
+	old, oldR := nsswitchFile, resolvConf
+	nsswitchFile, resolvConf = conf, resolv
+	t.Cleanup(func() { nsswitchFile, resolvConf = old, oldR })
 	for _, tc := range []struct {
 		conf string
 		want bool
@@ -40,15 +40,15 @@ func TestNeedsSystemResolver(t *testing.T) {
 		if err := os.WriteFile(conf, []byte(tc.conf), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if got := needsSystemResolver(); got != tc.want {
-			t.Errorf("%q: needsSystemResolver() = %v, want %v", tc.conf, got, tc.want)
+		if got := NeedsSystemResolver(); got != tc.want {
+			t.Errorf("%q: NeedsSystemResolver() = %v, want %v", tc.conf, got, tc.want)
 		}
 	}
 	if err := os.WriteFile(conf, []byte("hosts: files dns\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("GODEBUG", "netdns=cgo")
-	if !needsSystemResolver() {
+	if !NeedsSystemResolver() {
 		t.Error("GODEBUG=netdns=cgo: the front would resolve with Go's resolver")
 	}
 	t.Setenv("GODEBUG", "")
@@ -56,13 +56,13 @@ func TestNeedsSystemResolver(t *testing.T) {
 	// the full CLI would honour them, Go's resolver does not.
 	for _, v := range []string{"LOCALDOMAIN", "RES_OPTIONS", "HOSTALIASES"} {
 		t.Setenv(v, "x")
-		if !needsSystemResolver() {
+		if !NeedsSystemResolver() {
 			t.Errorf("%s set: the front would resolve with Go's resolver, the full CLI with the C library", v)
 		}
 		os.Unsetenv(v)
 	}
 	t.Setenv("LOCALDOMAIN", "") // set but empty counts too
-	if !needsSystemResolver() {
+	if !NeedsSystemResolver() {
 		t.Error("LOCALDOMAIN set empty: the front would resolve with Go's resolver")
 	}
 	os.Unsetenv("LOCALDOMAIN")
@@ -78,12 +78,12 @@ func TestNeedsSystemResolver(t *testing.T) {
 		if err := os.WriteFile(resolv, []byte(rc), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if got := needsSystemResolver(); got != want {
-			t.Errorf("resolv.conf %q: needsSystemResolver() = %v, want %v", rc, got, want)
+		if got := NeedsSystemResolver(); got != want {
+			t.Errorf("resolv.conf %q: NeedsSystemResolver() = %v, want %v", rc, got, want)
 		}
 	}
 	t.Setenv("HOME", "")
-	if !needsSystemResolver() {
+	if !NeedsSystemResolver() {
 		t.Error("no HOME: the front would read the user database without the C library")
 	}
 }
