@@ -33,4 +33,5 @@ wait_http() {
 
 # cpu_ns PID: CPU time of a process's threads so far, in nanoseconds
 # (schedstat).
-cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{n += $1} END {printf "%d\n", n}'; }
+# %.0f, not %d: mawk (Debian's awk) clamps %d to 2^31-1, 2.1 s of CPU.
+cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{n += $1} END {printf "%.0f\n", n}'; }
