@@ -89,7 +89,7 @@ func (r *Resolver) tagSubject(ctx context.Context, tr http.RoundTripper, repo na
 		s.Verdict, s.Reason = statusError, fmt.Sprintf("the registry lists a tag that is not a valid tag: %v", err)
 		return s
 	}
-	m, err := r.fetchManifest(ctx, tr, repo, tag)
+	m, err := r.fetchManifest(ctx, tr, repo.Scheme(), repo, tag)
 	if err != nil {
 		s.Verdict, s.Reason = statusError, fmt.Sprintf("could not verify: resolve %s: %v", s.References[0], err)
 		return s

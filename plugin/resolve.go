@@ -69,6 +69,9 @@ type Resolver struct {
 	keychain authn.Keychain
 	guard    *plainHTTPGuard
 	timeout  time.Duration // per registry exchange
+	// plainFallback is how long an https attempt runs alone before an
+	// http one starts beside it (plainFallbackDelay; anonymousGet).
+	plainFallback time.Duration
 }
 
 // NewResolver returns a Resolver that authenticates with keychain (use
@@ -83,7 +86,7 @@ func NewResolver(keychain authn.Keychain, base http.RoundTripper, insecure []str
 	if err != nil {
 		return nil, err
 	}
-	return &Resolver{keychain: keychain, guard: guard, timeout: DefaultRegistryTimeout}, nil
+	return &Resolver{keychain: keychain, guard: guard, timeout: DefaultRegistryTimeout, plainFallback: plainFallbackDelay}, nil
 }
 
 // Resolve resolves arg (file:PATH, NAME[:TAG] or NAME@sha256:…) to its subject.
@@ -169,11 +172,7 @@ func (r *Resolver) resolveImage(ctx context.Context, arg string, recursive bool)
 		return nil, err
 	}
 	repo := ref.Context()
-	tr, err := r.transport(ctx, repo)
-	if err != nil {
-		return nil, err
-	}
-	m, err := r.fetchManifest(ctx, tr, repo, ref.Identifier())
+	m, tr, scheme, err := r.firstManifest(ctx, repo, ref.Identifier())
 	if err != nil {
 		return nil, err
 	}
@@ -185,7 +184,7 @@ func (r *Resolver) resolveImage(ctx context.Context, arg string, recursive bool)
 		return s, nil
 	}
 	for _, child := range m.Manifests {
-		cm, err := r.fetchManifest(ctx, tr, repo, child.Digest)
+		cm, err := r.fetchManifest(ctx, tr, scheme, repo, child.Digest)
 		if err != nil {
 			return nil, fmt.Errorf("manifest %s of the index: %w", child.Digest, err)
 		}
@@ -209,20 +208,39 @@ func (r *Resolver) resolveImage(ctx context.Context, arg string, recursive bool)
 // transport authenticates to repo's registry (credentials, ping, token)
 // within the registry timeout and returns a transport for pulls from repo.
 func (r *Resolver) transport(ctx context.Context, repo name.Repository) (http.RoundTripper, error) {
+	auth, err := r.credentials(ctx, repo)
+	if err != nil {
+		return nil, err
+	}
+	return r.transportFor(ctx, repo, auth)
+}
+
+// credentials returns the keychain's credentials for repo (authn.Anonymous
+// when it has none), within the registry timeout (a credential helper).
+func (r *Resolver) credentials(ctx context.Context, repo name.Repository) (authn.Authenticator, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	auth, err := authn.Resolve(ctx, r.keychain, repo)
 	if err != nil {
 		return nil, fmt.Errorf("credentials for %s: %w", repo.RegistryStr(), err)
 	}
+	return auth, nil
+}
+
+// transportFor pings repo's registry and fetches a token with auth as the
+// ping's challenge asks, within the registry timeout, and returns a
+// transport for pulls from repo.
+func (r *Resolver) transportFor(ctx context.Context, repo name.Repository, auth authn.Authenticator) (http.RoundTripper, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
 	return transport.NewWithContext(ctx, repo.Registry, auth, r.guard, []string{repo.Scope(transport.PullScope)})
 }
 
 // fetchManifest is fetchManifest within the registry timeout.
-func (r *Resolver) fetchManifest(ctx context.Context, tr http.RoundTripper, repo name.Repository, identifier string) (*manifest, error) {
+func (r *Resolver) fetchManifest(ctx context.Context, tr http.RoundTripper, scheme string, repo name.Repository, identifier string) (*manifest, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	return fetchManifest(ctx, tr, repo, identifier)
+	return fetchManifest(ctx, tr, scheme, repo, identifier)
 }
 
 // manifest is a manifest as fetched, hashed and classified here
@@ -243,15 +261,21 @@ type descriptor struct {
 	Size      int64
 }
 
-// fetchManifest GETs /v2/REPO/manifests/IDENTIFIER, hashes the body itself and
-// refuses it when it disagrees with the registry's Docker-Content-Digest. The
-// body is classified once with the Content-Type it came with: a document
-// notarize.ClassifyManifest refuses (ambiguous, a mediaType that disagrees
-// with the Content-Type, schema 1, unknown) is an error wrapping
-// notarize.ErrBadManifest, so it is never signed.
-func fetchManifest(ctx context.Context, tr http.RoundTripper, repo name.Repository, identifier string) (*manifest, error) {
+// fetchManifest GETs SCHEME://REGISTRY/v2/REPO/manifests/IDENTIFIER and
+// reads it (readManifest).
+func fetchManifest(ctx context.Context, tr http.RoundTripper, scheme string, repo name.Repository, identifier string) (*manifest, error) {
+	resp, err := sendManifestRequest(ctx, tr, scheme, repo, identifier)
+	if err != nil {
+		return nil, err
+	}
+	return readManifest(resp)
+}
+
+// sendManifestRequest sends the GET of a manifest, asking for every media
+// type understood, and returns the response, whatever its status.
+func sendManifestRequest(ctx context.Context, tr http.RoundTripper, scheme string, repo name.Repository, identifier string) (*http.Response, error) {
 	u := url.URL{
-		Scheme: repo.Scheme(),
+		Scheme: scheme,
 		Host:   repo.RegistryStr(),
 		Path:   fmt.Sprintf("/v2/%s/manifests/%s", repo.RepositoryStr(), identifier),
 	}
@@ -260,10 +284,17 @@ func fetchManifest(ctx context.Context, tr http.RoundTripper, repo name.Reposito
 		return nil, err
 	}
 	req.Header.Set("Accept", strings.Join([]string{mediaTypeOCIManifest, mediaTypeOCIIndex, mediaTypeDockerManifest, mediaTypeDockerList}, ","))
-	resp, err := (&http.Client{Transport: tr}).Do(req)
-	if err != nil {
-		return nil, err
-	}
+	return (&http.Client{Transport: tr}).Do(req)
+}
+
+// readManifest reads and closes a manifest response: anything but 200 is
+// the registry's error. It hashes the body itself and refuses it when it
+// disagrees with the registry's Docker-Content-Digest. The body is
+// classified once with the Content-Type it came with: a document
+// notarize.ClassifyManifest refuses (ambiguous, a mediaType that disagrees
+// with the Content-Type, schema 1, unknown) is an error wrapping
+// notarize.ErrBadManifest, so it is never signed.
+func readManifest(resp *http.Response) (*manifest, error) {
 	defer resp.Body.Close()
 	if err := transport.CheckError(resp, http.StatusOK); err != nil {
 		return nil, err

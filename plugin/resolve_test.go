@@ -30,20 +30,33 @@ import (
 // testRegistry is an in-process registry on loopback holding one image
 // (app:v1) and one index of two images (multi:v1).
 type testRegistry struct {
-	host  string
-	image v1.Image
-	index v1.ImageIndex
+	host   string
+	client http.RoundTripper // trusts the registry's certificate, if it has one
+	image  v1.Image
+	index  v1.ImageIndex
 }
 
 func newTestRegistry(t *testing.T, wrap func(http.Handler) http.Handler) *testRegistry {
+	t.Helper()
+	return newTestRegistryOn(t, wrap, false)
+}
+
+// newTestRegistryOn is newTestRegistry, serving https with httptest's
+// certificate when tls is set (client: a transport that trusts it).
+func newTestRegistryOn(t *testing.T, wrap func(http.Handler) http.Handler, tls bool) *testRegistry {
 	t.Helper()
 	h := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
 	if wrap != nil {
 		h = wrap(h)
 	}
-	srv := httptest.NewServer(h)
+	srv := httptest.NewUnstartedServer(h)
+	if tls {
+		srv.StartTLS()
+	} else {
+		srv.Start()
+	}
 	t.Cleanup(srv.Close)
-	r := &testRegistry{host: strings.TrimPrefix(srv.URL, "http://")}
+	r := &testRegistry{host: srv.Listener.Addr().String(), client: srv.Client().Transport}
 	src := rand.NewSource(1)
 	var err error
 	if r.image, err = random.Image(512, 1, random.WithSource(src)); err != nil {
@@ -52,10 +65,10 @@ func newTestRegistry(t *testing.T, wrap func(http.Handler) http.Handler) *testRe
 	if r.index, err = random.Index(256, 1, 2, random.WithSource(src)); err != nil {
 		t.Fatal(err)
 	}
-	if err := remote.Write(mustRef(t, r.host+"/app:v1"), r.image, remote.WithContext(t.Context())); err != nil {
+	if err := remote.Write(mustRef(t, r.host+"/app:v1"), r.image, remote.WithContext(t.Context()), remote.WithTransport(r.client)); err != nil {
 		t.Fatal(err)
 	}
-	if err := remote.WriteIndex(mustRef(t, r.host+"/multi:v1"), r.index, remote.WithContext(t.Context())); err != nil {
+	if err := remote.WriteIndex(mustRef(t, r.host+"/multi:v1"), r.index, remote.WithContext(t.Context()), remote.WithTransport(r.client)); err != nil {
 		t.Fatal(err)
 	}
 	return r
@@ -398,6 +411,9 @@ func TestResolveTimesOut(t *testing.T) {
 			})
 			stalling.Store(true)
 			res := newTestResolver(t, nil)
+			if tc.name == "ping" { // only a resolver with credentials pings (firstManifest)
+				res.keychain = staticKeychain{&authn.Basic{Username: "u", Password: "p"}}
+			}
 			res.timeout = 200 * time.Millisecond
 			start := time.Now()
 			_, err := res.Resolve(t.Context(), reg.host+"/multi:v1", true)

@@ -57,11 +57,11 @@ func BenchmarkAuthCost(b *testing.B) {
 	}
 	issuer := newTokenIssuer(b, "bench-issuer")
 	bundle := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(bundle, issuer.caPEM, 0o600); err != nil {
+	if err := os.WriteFile(bundle, issuer.CAPEM, 0o600); err != nil {
 		b.Fatal(err)
 	}
 	now := time.Now()
-	token := issuer.sign(b, tokenClaims{Issuer: "bench-issuer", Subject: "alice", Audience: "proxy",
+	token := issuer.Sign(b, tokenClaims{Issuer: "bench-issuer", Subject: "alice", Audience: "proxy",
 		Expiration: now.Add(time.Hour).Unix(), NotBefore: now.Add(-time.Minute).Unix(), IssuedAt: now.Unix()})
 	htpasswd := func(cost int) proxy.AuthConfig {
 		h, err := bcrypt.GenerateFromPassword([]byte("pw"), cost)

@@ -2,18 +2,11 @@ package proxy_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"io"
 	"log"
 	"log/slog"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -24,7 +17,6 @@ import (
 
 	"github.com/notarize/docker-notarize/internal/testutil"
 
-	"github.com/go-jose/go-jose/v4"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
@@ -308,79 +300,22 @@ func TestNewRefusesBadAuth(t *testing.T) {
 	}
 }
 
-// tokenIssuer is a test token server's signing side: a CA the proxy
-// trusts (rootcertbundle) and a leaf certificate it signs tokens with.
-type tokenIssuer struct {
-	caPEM []byte
-	key   *ecdsa.PrivateKey
-	leaf  *x509.Certificate
-}
+// The token issuer and its claims are internal/testutil's, shared with
+// the plugin's resolver tests.
+type (
+	tokenIssuer  = testutil.TokenIssuer
+	tokenClaims  = testutil.TokenClaims
+	accessClaims = testutil.AccessClaims
+)
 
-func newTokenIssuer(t testing.TB, cn string) *tokenIssuer {
-	t.Helper()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn + " CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	leafTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature}
-	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, _ := x509.ParseCertificate(leafDER)
-	return &tokenIssuer{caPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), key: key, leaf: leaf}
-}
-
-type tokenClaims struct {
-	Issuer     string         `json:"iss"`
-	Subject    string         `json:"sub"`
-	Audience   string         `json:"aud"`
-	Expiration int64          `json:"exp"`
-	NotBefore  int64          `json:"nbf"`
-	IssuedAt   int64          `json:"iat"`
-	JWTID      string         `json:"jti"`
-	Access     []accessClaims `json:"access"`
-}
-
-type accessClaims struct {
-	Type    string   `json:"type"`
-	Name    string   `json:"name"`
-	Actions []string `json:"actions"`
-}
-
-// sign returns a JWS of claims with the issuer's leaf certificate in x5c.
-func (ti *tokenIssuer) sign(t testing.TB, c tokenClaims) string {
-	t.Helper()
-	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: ti.key},
-		(&jose.SignerOptions{}).WithType("JWT").WithHeader("x5c", []string{base64.StdEncoding.EncodeToString(ti.leaf.Raw)}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	payload, _ := json.Marshal(c)
-	jws, err := sig.Sign(payload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := jws.CompactSerialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
+func newTokenIssuer(t testing.TB, cn string) *tokenIssuer { return testutil.NewTokenIssuer(t, cn) }
 
 func TestAuthToken(t *testing.T) {
 	issuer := newTokenIssuer(t, "test-issuer")
 	var bundle string
 	a := newAuthEnv(t, accessPolicy, func(dir string) proxy.AuthConfig {
 		bundle = filepath.Join(dir, "token-ca.pem")
-		if err := os.WriteFile(bundle, issuer.caPEM, 0o600); err != nil {
+		if err := os.WriteFile(bundle, issuer.CAPEM, 0o600); err != nil {
 			t.Fatal(err)
 		}
 		return proxy.AuthConfig{Token: &proxy.TokenAuth{Realm: "https://auth.example/token", Service: "notarize-proxy", Issuer: "test-issuer", RootCertBundle: bundle}}
@@ -395,7 +330,7 @@ func TestAuthToken(t *testing.T) {
 		}
 		return c
 	}
-	bearer := func(ti *tokenIssuer, c tokenClaims) string { return "Bearer " + ti.sign(t, c) }
+	bearer := func(ti *tokenIssuer, c tokenClaims) string { return "Bearer " + ti.Sign(t, c) }
 
 	t.Run("valid token", func(t *testing.T) {
 		if st, _, body := a.get(t, "/v2/team/app/manifests/v1", bearer(issuer, claims("alice", "team/app"))); st != http.StatusOK {
@@ -424,7 +359,7 @@ func TestAuthToken(t *testing.T) {
 	wrongIss.Issuer = "someone-else"
 	push := claims("alice")
 	push.Access = []accessClaims{{Type: "repository", Name: "team/app", Actions: []string{"push"}}}
-	tampered := issuer.sign(t, claims("alice", "team/other"))
+	tampered := issuer.Sign(t, claims("alice", "team/other"))
 	parts := strings.Split(tampered, ".")
 	body, _ := json.Marshal(claims("alice", "team/app"))
 	parts[1] = base64.RawURLEncoding.EncodeToString(body)
@@ -479,11 +414,11 @@ func TestAuthTokenFlow(t *testing.T) {
 			}
 		}
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]any{"token": issuer.sign(t, c), "expires_in": 60})
+		_ = json.NewEncoder(w).Encode(map[string]any{"token": issuer.Sign(t, c), "expires_in": 60})
 	})
 	a := newAuthEnv(t, accessPolicy, func(dir string) proxy.AuthConfig {
 		bundle := filepath.Join(dir, "token-ca.pem")
-		if err := os.WriteFile(bundle, issuer.caPEM, 0o600); err != nil {
+		if err := os.WriteFile(bundle, issuer.CAPEM, 0o600); err != nil {
 			t.Fatal(err)
 		}
 		return proxy.AuthConfig{Token: &proxy.TokenAuth{Realm: realm, Service: "notarize-proxy", Issuer: "test-issuer", RootCertBundle: bundle}}

@@ -74,11 +74,11 @@ func BenchmarkPullAuth(b *testing.B) {
 
 	issuer := newTokenIssuer(b, "bench-issuer")
 	bundle := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(bundle, issuer.caPEM, 0o600); err != nil {
+	if err := os.WriteFile(bundle, issuer.CAPEM, 0o600); err != nil {
 		b.Fatal(err)
 	}
 	now := time.Now()
-	token := issuer.sign(b, tokenClaims{Issuer: "bench-issuer", Subject: "alice", Audience: "proxy",
+	token := issuer.Sign(b, tokenClaims{Issuer: "bench-issuer", Subject: "alice", Audience: "proxy",
 		Expiration: now.Add(time.Hour).Unix(), NotBefore: now.Add(-time.Minute).Unix(), IssuedAt: now.Unix(),
 		Access: []accessClaims{{Type: "repository", Name: "local/app", Actions: []string{"pull"}}}})
 	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.DefaultCost)

@@ -32,7 +32,7 @@ rules:
 	issuer := newTokenIssuer(t, "test-issuer")
 	a := newAuthEnv(t, tokenOnlyPolicy, func(dir string) proxy.AuthConfig {
 		bundle := filepath.Join(dir, "token-ca.pem")
-		if err := os.WriteFile(bundle, issuer.caPEM, 0o600); err != nil {
+		if err := os.WriteFile(bundle, issuer.CAPEM, 0o600); err != nil {
 			t.Fatal(err)
 		}
 		return proxy.AuthConfig{Token: &proxy.TokenAuth{Realm: "https://auth.example/token", Service: "notarize-proxy", Issuer: "test-issuer", RootCertBundle: bundle}}
@@ -43,7 +43,7 @@ rules:
 	c := tokenClaims{Issuer: "test-issuer", Subject: "bob", Audience: "notarize-proxy", Expiration: now.Add(5 * time.Minute).Unix(),
 		NotBefore: now.Add(-time.Minute).Unix(), IssuedAt: now.Unix(), JWTID: "j1",
 		Access: []accessClaims{{Type: "repository", Name: "team/app", Actions: []string{"pull"}}}}
-	bearer := "Bearer " + issuer.sign(t, c)
+	bearer := "Bearer " + issuer.Sign(t, c)
 
 	if st, _, body := a.get(t, "/v2/team/app/manifests/v1", bearer); st != http.StatusOK {
 		t.Fatalf("the granted repository: HTTP %d %s", st, body)
@@ -82,7 +82,7 @@ rules:
 	issuer := newTokenIssuer(t, "test-issuer")
 	a := newAuthEnv(t, tokenOnlyPolicy, func(dir string) proxy.AuthConfig {
 		bundle := filepath.Join(dir, "token-ca.pem")
-		if err := os.WriteFile(bundle, issuer.caPEM, 0o600); err != nil {
+		if err := os.WriteFile(bundle, issuer.CAPEM, 0o600); err != nil {
 			t.Fatal(err)
 		}
 		return proxy.AuthConfig{Token: &proxy.TokenAuth{Realm: "https://auth.example/token", Service: "notarize-proxy", Issuer: "test-issuer", RootCertBundle: bundle}}
@@ -97,7 +97,7 @@ rules:
 		for _, n := range names {
 			c.Access = append(c.Access, accessClaims{Type: "repository", Name: n, Actions: []string{"pull"}})
 		}
-		return "Bearer " + issuer.sign(t, c)
+		return "Bearer " + issuer.Sign(t, c)
 	}
 	for _, tc := range []struct {
 		path, scope string // scope: what the challenge names
