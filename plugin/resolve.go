@@ -212,7 +212,7 @@ func (r *Resolver) transport(ctx context.Context, repo name.Repository) (http.Ro
 	if err != nil {
 		return nil, err
 	}
-	return r.transportFor(ctx, repo, auth)
+	return r.transportFor(ctx, repo, auth, r.guard)
 }
 
 // credentials returns the keychain's credentials for repo (authn.Anonymous
@@ -227,13 +227,13 @@ func (r *Resolver) credentials(ctx context.Context, repo name.Repository) (authn
 	return auth, nil
 }
 
-// transportFor pings repo's registry and fetches a token with auth as the
-// ping's challenge asks, within the registry timeout, and returns a
-// transport for pulls from repo.
-func (r *Resolver) transportFor(ctx context.Context, repo name.Repository, auth authn.Authenticator) (http.RoundTripper, error) {
+// transportFor pings repo's registry over base (the guard, or a pingReplay
+// over it) and fetches a token with auth as the ping's challenge asks,
+// within the registry timeout, and returns a transport for pulls from repo.
+func (r *Resolver) transportFor(ctx context.Context, repo name.Repository, auth authn.Authenticator, base http.RoundTripper) (http.RoundTripper, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	return transport.NewWithContext(ctx, repo.Registry, auth, r.guard, []string{repo.Scope(transport.PullScope)})
+	return transport.NewWithContext(ctx, repo.Registry, auth, base, []string{repo.Scope(transport.PullScope)})
 }
 
 // fetchManifest is fetchManifest within the registry timeout.

@@ -2,14 +2,12 @@ package plugin
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
+	"sync/atomic"
 	"time"
 
-	"github.com/docker/distribution/registry/client/auth/challenge"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
@@ -27,21 +25,21 @@ const plainFallbackDelay = 300 * time.Millisecond
 // Without credentials for the registry (issue 14), the manifest is asked
 // for at once, as containerd's resolver asks for it: a registry that serves
 // it to anyone answers in one round trip, without go-containerregistry's
-// ping (GET /v2/) before it. A registry that wants a token says so in its
-// 401, with a Bearer challenge as the ping's 401 would have carried it; the
-// token is fetched from it with go-containerregistry's transport.Exchange,
-// which validates the realm as the ping's path does, and the manifest is
-// asked for again with it: the same three round trips as ping, token,
-// manifest. Anything else takes the ping's path from the start
-// (r.transport) and ends as it always did: credentials, which are sent
-// only after a ping said where; a 401 without a Bearer challenge; any
-// other status (a 404 among them, which may be how a registry hides a
+// ping (GET /v2/) before it. A registry that wants a token answers 401 with
+// the challenge its ping would have carried; that answer is handed to
+// go-containerregistry as its ping's answer (pingReplay), and its transport
+// does the rest exactly as after a ping of its own (the realm's checks, the
+// token for the pull scope, its refresh), then the manifest is asked for
+// again: the same three round trips as ping, token, manifest. Anything else
+// takes the ping's path from the start (r.transportFor) and ends as it
+// always did: credentials, which are sent only after a ping said where;
+// any other status (a 404 among them, which may be how a registry hides a
 // private repository from anonymous clients). An error reaching the
 // registry is returned as it is: the ping's path would only wait for it
 // again.
 //
 // Where go-containerregistry would also try plain http, https is tried
-// first and http beside it once https failed or plainFallbackDelay passed,
+// first and http beside it once https failed or r.plainFallback passed,
 // as its ping does; the first to answer sets the scheme. The guard
 // (plainHTTPGuard) still refuses http to any host it does not allow.
 func (r *Resolver) firstManifest(ctx context.Context, repo name.Repository, identifier string) (*manifest, http.RoundTripper, string, error) {
@@ -49,8 +47,8 @@ func (r *Resolver) firstManifest(ctx context.Context, repo name.Repository, iden
 	if err != nil {
 		return nil, nil, "", err
 	}
-	pingFirst := func() (*manifest, http.RoundTripper, string, error) {
-		tr, err := r.transportFor(ctx, repo, auth)
+	viaPing := func(base http.RoundTripper) (*manifest, http.RoundTripper, string, error) {
+		tr, err := r.transportFor(ctx, repo, auth, base)
 		if err != nil {
 			return nil, nil, "", err
 		}
@@ -58,7 +56,7 @@ func (r *Resolver) firstManifest(ctx context.Context, repo name.Repository, iden
 		return m, tr, repo.Scheme(), err
 	}
 	if auth != authn.Anonymous {
-		return pingFirst()
+		return viaPing(r.guard)
 	}
 	base := transport.NewUserAgent(r.guard, "")
 	resp, scheme, err := r.anonymousGet(ctx, base, repo, identifier)
@@ -73,22 +71,43 @@ func (r *Resolver) firstManifest(ctx context.Context, repo name.Repository, iden
 		}
 		return m, base, scheme, nil
 	case http.StatusUnauthorized:
-		ch, ok := bearerChallenge(resp)
+		replay := &pingReplay{next: r.guard, host: repo.RegistryStr(), scheme: scheme, header: resp.Header.Clone()}
 		drainClose(resp)
-		if !ok {
-			return pingFirst()
-		}
-		ch.Insecure = scheme == "http"
-		tr, err := r.tokenTransport(ctx, repo, base, ch)
-		if err != nil {
-			return nil, nil, "", err
-		}
-		m, err := r.fetchManifest(ctx, tr, scheme, repo, identifier)
-		return m, tr, scheme, err
+		return viaPing(replay)
 	default:
 		drainClose(resp)
-		return pingFirst()
+		return viaPing(r.guard)
 	}
+}
+
+// pingReplay answers go-containerregistry's ping of host with the 401 the
+// registry gave the manifest request (its WWW-Authenticate challenges), as
+// if the registry had answered the ping over the scheme that answered then:
+// a ping over the other scheme fails, as it would have. It answers one
+// ping; every other request goes to next (the guard).
+type pingReplay struct {
+	next   http.RoundTripper
+	host   string
+	scheme string
+	header http.Header
+	used   atomic.Bool
+}
+
+// RoundTrip implements http.RoundTripper.
+func (p *pingReplay) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Method == http.MethodGet && req.URL.Path == "/v2/" && req.URL.Host == p.host && !p.used.Load() {
+		if req.URL.Scheme != p.scheme {
+			return nil, fmt.Errorf("%s: the registry answered over %s", req.URL.Scheme, p.scheme)
+		}
+		if p.used.CompareAndSwap(false, true) {
+			return &http.Response{
+				Status: "401 Unauthorized", StatusCode: http.StatusUnauthorized,
+				Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+				Header: p.header, Body: http.NoBody, ContentLength: 0, Request: req,
+			}, nil
+		}
+	}
+	return p.next.RoundTrip(req)
 }
 
 // anonymousGet asks for the manifest without credentials, within the
@@ -169,7 +188,9 @@ func (r *Resolver) anonymousGet(ctx context.Context, base http.RoundTripper, rep
 				for _, c := range cancels {
 					c()
 				}
-				return nil, "", errors.Join(errs...)
+				// On one line, as go-containerregistry's ping joins them;
+				// errors.Is sees both (ErrPlainHTTP).
+				return nil, "", fmt.Errorf("%w; %w", errs[0], errs[1])
 			}
 			if fallback != nil { // https failed first: http at once
 				fallback = nil
@@ -192,39 +213,12 @@ func (c cancelOnClose) Close() error {
 	return err
 }
 
-// bearerChallenge returns the Bearer challenge of a 401, as
-// go-containerregistry's ping reads one (the same parser, from
-// docker/distribution, which the docker CLI uses too).
-func bearerChallenge(resp *http.Response) (*transport.Challenge, bool) {
-	for _, c := range challenge.ResponseChallenges(resp) {
-		if strings.EqualFold(c.Scheme, "bearer") {
-			return &transport.Challenge{Scheme: c.Scheme, Parameters: c.Parameters}, true
-		}
-	}
-	return nil, false
-}
-
-// tokenTransport fetches an anonymous pull token for repo as ch asks
-// (transport.Exchange validates its realm) within the registry timeout, and
-// returns a transport that sends it to the registry and refreshes it on a
-// 401, as the ping's path would have.
-func (r *Resolver) tokenTransport(ctx context.Context, repo name.Repository, base http.RoundTripper, ch *transport.Challenge) (http.RoundTripper, error) {
-	ctx, cancel := context.WithTimeout(ctx, r.timeout)
-	defer cancel()
-	scopes := []string{repo.Scope(transport.PullScope)}
-	tok, err := transport.Exchange(ctx, repo.Registry, authn.Anonymous, base, scopes, ch)
-	if err != nil {
-		return nil, fmt.Errorf("token for %s: %w", repo.RegistryStr(), err)
-	}
-	if tok.Token == "" { // an OAuth2 server's access_token, which the ping's path takes too (Exchange refuses neither)
-		tok.Token = tok.AccessToken
-	}
-	return transport.FromToken(repo.Registry, authn.Anonymous, base, ch, tok)
-}
-
-// drainClose reads a little of an unused body, so that its connection can
-// be reused, and closes it.
+// drainClose reads an unused body that says it is small, so that its
+// connection can be reused (the token's retry of a 401 goes over it), and
+// closes it; a longer or unsized body is closed unread.
 func drainClose(resp *http.Response) {
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.ContentLength >= 0 && resp.ContentLength <= 64<<10 {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	}
 	_ = resp.Body.Close()
 }

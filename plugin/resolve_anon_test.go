@@ -218,6 +218,42 @@ func TestResolveAnonymousTokenRegistry(t *testing.T) {
 		if _, err := newTestResolver(t, nil).Resolve(t.Context(), reg.host+"/app:v1", false); err != nil {
 			t.Fatal(err)
 		}
+		if got := reg.log.take(); len(got) != 3 {
+			t.Fatalf("requests %v; want the manifest's 401, the token, the manifest", got)
+		}
+	})
+	t.Run("a Basic challenge", func(t *testing.T) {
+		// As a private ECR repository answers: without credentials the
+		// 401 stands, as it did after a ping; with them the ping's path
+		// sends them.
+		var log requestLog
+		reg := newTestRegistry(t, func(h http.Handler) http.Handler {
+			return log.wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if u, p, ok := r.BasicAuth(); r.Method == http.MethodGet && !(ok && u == "u" && p == "p") {
+					w.Header().Set("WWW-Authenticate", `Basic realm="registry"`)
+					http.Error(w, `{"errors":[{"code":"UNAUTHORIZED"}]}`, http.StatusUnauthorized)
+					return
+				}
+				h.ServeHTTP(w, r)
+			}))
+		})
+		log.take()
+		_, err := newTestResolver(t, nil).Resolve(t.Context(), reg.host+"/app:v1", false)
+		if err == nil || !strings.Contains(err.Error(), "UNAUTHORIZED") {
+			t.Fatalf("Resolve = %v, want the registry's 401", err)
+		}
+		for _, r := range log.take() {
+			if r == "GET /v2/" {
+				t.Fatal("the 401's challenge was asked for again with a ping")
+			}
+		}
+		withCreds, err := NewResolver(staticKeychain{&authn.Basic{Username: "u", Password: "p"}}, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := withCreds.Resolve(t.Context(), reg.host+"/app:v1", false); err != nil {
+			t.Fatal(err)
+		}
 	})
 	t.Run("a token server without a token", func(t *testing.T) {
 		reg := newTokenRegistry(t, false, sameHostRealm)
