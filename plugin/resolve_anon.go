@@ -71,6 +71,12 @@ func (r *Resolver) firstManifest(ctx context.Context, repo name.Repository, iden
 		}
 		return m, base, scheme, nil
 	case http.StatusUnauthorized:
+		if u := resp.Request.URL; u.Host != repo.RegistryStr() || u.Scheme != scheme {
+			// Redirected elsewhere: that host's challenge is not the
+			// registry's; its own ping says what the registry wants.
+			drainClose(resp)
+			return viaPing(r.guard)
+		}
 		replay := &pingReplay{next: r.guard, host: repo.RegistryStr(), scheme: scheme, header: resp.Header.Clone()}
 		drainClose(resp)
 		return viaPing(replay)

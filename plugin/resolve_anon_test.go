@@ -4,10 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -413,4 +415,39 @@ func TestResolveAnonymousSchemes(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	})
+}
+
+// TestResolveAnonymousRedirected401: a 401 from the host a manifest
+// request was redirected to is not the registry's challenge: the registry
+// is pinged, as before, and its own challenge is followed.
+func TestResolveAnonymousRedirected401(t *testing.T) {
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="http://`+r.Host+`/token",service="elsewhere"`)
+		w.WriteHeader(http.StatusUnauthorized)
+	}))
+	t.Cleanup(other.Close)
+	var redirect atomic.Bool
+	var log requestLog
+	reg := newTestRegistry(t, func(h http.Handler) http.Handler {
+		return log.wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if redirect.Load() && strings.Contains(r.URL.Path, "/manifests/") {
+				redirect.Store(false)
+				http.Redirect(w, r, other.URL+r.URL.Path, http.StatusTemporaryRedirect)
+				return
+			}
+			h.ServeHTTP(w, r)
+		}))
+	})
+	log.take()
+	redirect.Store(true)
+	s, err := newTestResolver(t, nil).Resolve(t.Context(), reg.host+"/app:v1", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Digest != digestOf(t, reg.image) {
+		t.Fatalf("digest %s", s.Digest)
+	}
+	if got := log.take(); len(got) != 3 || got[1] != "GET /v2/" {
+		t.Fatalf("requests %v; want the redirected manifest, the ping, the manifest", got)
+	}
 }
