@@ -42,17 +42,16 @@ func resolvUnknownToGo(conf string) bool {
 // NeedsSystemResolver reports whether this system may resolve names or
 // users in a way the verify-only build (cmd/docker-notarize) cannot: it is
 // built without cgo (a static binary starts ~2 ms sooner than one that
-// loads the C library), so it
-// resolves host names with Go's own resolver (/etc/hosts, then DNS) and
-// reads users from /etc/passwd. The full CLI, built with cgo, asks the C
-// library when the name service switch lists other sources (mDNS, sssd,
-// LDAP, systemd-resolved, ...), GODEBUG says netdns=cgo, LOCALDOMAIN,
-// RES_OPTIONS or HOSTALIASES is set, or resolv.conf has a line Go's
-// resolver does not read (net/conf.go), and may find a
-// name the front would not. Such a system's verify is the full CLI's, as
-// is one without HOME (the home directory would come from the user
-// database). A switch file that cannot be read leaves Go's default, as in
-// the full CLI.
+// loads the C library), so it resolves host names with Go's own resolver
+// (/etc/hosts, then DNS) and reads users from /etc/passwd. The full CLI,
+// built with cgo, asks the C library when the name service switch lists
+// other sources (mDNS, sssd, LDAP, systemd-resolved, ...), GODEBUG says
+// netdns=cgo, LOCALDOMAIN, RES_OPTIONS or HOSTALIASES is set, or
+// resolv.conf has a line Go's resolver does not read (net/conf.go), and
+// may find a name the front would not. Such a system's verify is the full
+// CLI's, as is one without HOME (the home directory would come from the
+// user database). A switch file that cannot be read leaves Go's default,
+// as in the full CLI.
 func NeedsSystemResolver() bool {
 	if os.Getenv("HOME") == "" || strings.Contains(os.Getenv("GODEBUG"), "netdns") {
 		return true
