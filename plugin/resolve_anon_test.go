@@ -274,13 +274,20 @@ func TestResolveAnonymousTokenRegistry(t *testing.T) {
 	})
 	t.Run("a realm at the cloud metadata address", func(t *testing.T) {
 		reg := newTokenRegistry(t, false, func(string) string { return "http://169.254.169.254/latest/token" })
-		others := &recordOthers{host: reg.host}
-		_, err := newTestResolver(t, others).Resolve(t.Context(), reg.host+"/app:v1", false)
+		var others atomic.Int32 // requests for any host but the registry, not sent
+		net := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			if req.URL.Host == reg.host {
+				return http.DefaultTransport.RoundTrip(req)
+			}
+			others.Add(1)
+			return nil, errors.New("not sent: " + req.URL.Host)
+		})
+		_, err := newTestResolver(t, net).Resolve(t.Context(), reg.host+"/app:v1", false)
 		if err == nil || !strings.Contains(err.Error(), "realm") {
 			t.Fatalf("Resolve = %v, want the realm refused", err)
 		}
-		if len(others.hosts) != 0 {
-			t.Fatalf("requests beyond the registry: %v", others.hosts)
+		if n := others.Load(); n != 0 {
+			t.Fatalf("%d requests beyond the registry", n)
 		}
 	})
 	t.Run("an https registry's challenge with a plain http realm", func(t *testing.T) {
@@ -324,24 +331,6 @@ func TestResolveAnonymousTokenRegistry(t *testing.T) {
 			t.Fatalf("requests %v; want the manifest's 404, then the ping", got)
 		}
 	})
-}
-
-// recordOthers sends requests for host to the network and records, without
-// sending, those for any other host.
-type recordOthers struct {
-	host  string
-	mu    sync.Mutex
-	hosts []string
-}
-
-func (o *recordOthers) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Host == o.host {
-		return http.DefaultTransport.RoundTrip(req)
-	}
-	o.mu.Lock()
-	o.hosts = append(o.hosts, req.URL.Host)
-	o.mu.Unlock()
-	return nil, errors.New("recordOthers: not sent")
 }
 
 // schemeNet serves plain http from the network and holds every https
