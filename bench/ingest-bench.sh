@@ -124,7 +124,11 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 echo "== medians over $ROUNDS rounds (load $(cut -d' ' -f1-3 /proc/loadavg))"
 sort -t$'\t' -k1,1 "$RESULTS" | awk -F'\t' '
-  function med(s,   a, n) { n = split(s, a, " "); asort(a); return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2 }
+  function med(s,   a, n, i, j, x) { # insertion sort: asort is gawk'\''s, and Debian'\''s awk is mawk
+    n = split(s, a, " ")
+    for (i = 2; i <= n; i++) { x = a[i] + 0; for (j = i - 1; j >= 1 && a[j] + 0 > x; j--) a[j+1] = a[j]; a[j+1] = x }
+    return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
+  }
   { k = $1; rate[k] = rate[k] " " $2; p50[k] = p50[k] " " $3; p99[k] = p99[k] " " $4; cpu[k] = cpu[k] " " $6; gen[k] = gen[k] " " $7; errs[k] += $5 }
   END {
     printf "| %-20s | %10s | %8s | %8s | %14s | %11s | %6s |\n", "row", "stmts/s", "p50 ms", "p99 ms", "server µs/stmt", "gen µs/stmt", "errors"
