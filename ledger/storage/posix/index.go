@@ -257,36 +257,25 @@ func (b *index) Current(_ context.Context, digest []byte, keyIDs [][]byte, below
 	return out, err
 }
 
-// Latest implements storage.Index: the last bytime row of the key, and its
-// entries row for the status.
+// Latest implements storage.Index: the key's row about the digest in the
+// keys bucket, which Write keeps at the current statement (storage.Newer,
+// the order of the bytime bucket) in the same transaction as the rows it
+// summarises: one Get, where a cursor over the bytime bucket read the
+// pages around the key's place in it even when it made no statement.
 func (b *index) Latest(_ context.Context, digest, keyID []byte) (storage.Stamp, byte, bool, error) {
-	var ts storage.Stamp
-	var status byte
+	var r storage.KeyRow
 	var ok bool
 	err := b.db.View(func(tx *bolt.Tx) error {
-		prefix := cat(digest, keyID)
-		c := tx.Bucket(bucketByTime).Cursor()
-		k, _ := c.Seek(cat(prefix, bytes.Repeat([]byte{0xff}, len(storage.Stamp{})+8)))
-		if k == nil {
-			k, _ = c.Last()
-		} else {
-			k, _ = c.Prev()
-		}
-		if k == nil || !bytes.HasPrefix(k, prefix) {
+		v := tx.Bucket(bucketKeys).Get(cat(keyID, digest))
+		if v == nil {
 			return nil
 		}
-		if len(k) != len(prefix)+len(storage.Stamp{})+8 {
-			return fmt.Errorf("corrupt bytime key %x", k)
-		}
-		v := tx.Bucket(bucketEntries).Get(cat(prefix, k[len(k)-8:]))
-		if len(v) != len(storage.Stamp{})+1 {
-			return fmt.Errorf("corrupt entry row for bytime key %x", k)
-		}
-		copy(ts[:], v)
-		status, ok = v[len(storage.Stamp{})], true
-		return nil
+		var err error
+		r, err = keyRowOf(digest, v)
+		ok = err == nil
+		return err
 	})
-	return ts, status, ok, err
+	return r.Stamp, r.Status, ok, err
 }
 
 // IndexOf implements storage.Index.

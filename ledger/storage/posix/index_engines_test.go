@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -94,6 +95,75 @@ func observe(t *testing.T, ix storage.Index) string {
 	})
 	fmt.Fprintf(&b, "entries %v %v\n", got, err)
 	return b.String()
+}
+
+// TestLatestIsTheNewestStatement: Latest, which reads the key's row of the
+// keys index, answers for every (digest, key) the statement a scan of all
+// the rows would pick (storage.Newer: the latest signed timestamp, ties
+// broken by the greater index), over writes in several batches whose
+// timestamps repeat and run backwards, and answers nothing for a pair
+// without a statement (another key's digest, an unverified entry).
+func TestLatestIsTheNewestStatement(t *testing.T) {
+	ctx := t.Context()
+	digests := [][]byte{h("d0"), h("d1"), h("d2")}
+	keys := [][]byte{h("k0"), h("k1"), h("k2")}
+	rnd := rand.New(rand.NewPCG(1, 2))
+	var rows []storage.Row
+	for i := range 300 {
+		if i%37 == 0 {
+			rows = append(rows, storage.Row{ID: h(fmt.Sprint("bad", i)), Data: []byte("not a statement")})
+			continue
+		}
+		d, k := rnd.IntN(len(digests)), rnd.IntN(len(keys)-1) // k2 never signs
+		rows = append(rows, storage.Row{
+			ID: h(fmt.Sprint("s", i)), Digest: digests[d], KeyID: keys[k],
+			Stamp: stampAt(1000 + int64(rnd.IntN(20))), Status: byte(1 + rnd.IntN(3)),
+			Data: fmt.Appendf(nil, "e%d", i),
+		})
+	}
+	type want struct {
+		stamp  storage.Stamp
+		idx    uint64
+		status byte
+	}
+	model := map[[2]string]want{}
+	for i, r := range rows {
+		if r.Digest == nil {
+			continue
+		}
+		pk := [2]string{string(r.Digest), string(r.KeyID)}
+		if cur, ok := model[pk]; !ok || storage.Newer(r.Stamp, uint64(i), cur.stamp, cur.idx) {
+			model[pk] = want{r.Stamp, uint64(i), r.Status}
+		}
+	}
+	for _, e := range engines {
+		t.Run(e.name, func(t *testing.T) {
+			ix, err := e.open(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ix.close()
+			for next := 0; next < len(rows); next += 41 {
+				end := min(next+41, len(rows))
+				if ok, err := ix.Write(ctx, uint64(next), rows[next:end]); !ok || err != nil {
+					t.Fatalf("write at %d: %v %v", next, ok, err)
+				}
+			}
+			for _, d := range append(digests, h("none")) {
+				for _, k := range keys {
+					s, st, ok, err := ix.Latest(ctx, d, k)
+					if err != nil {
+						t.Fatal(err)
+					}
+					w, wok := model[[2]string{string(d), string(k)}]
+					if ok != wok || s != w.stamp || st != w.status {
+						t.Fatalf("latest %x %x: %d %d %v, want %d %d %v (index %d)",
+							d[:2], k[:2], s.Seconds(), st, ok, w.stamp.Seconds(), w.status, wok, w.idx)
+					}
+				}
+			}
+		})
+	}
 }
 
 // TestIndexEnginesAgree: the pebble index answers every lookup exactly as

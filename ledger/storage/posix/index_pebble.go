@@ -394,40 +394,31 @@ func (x *pebbleIndex) Current(_ context.Context, digest []byte, keyIDs [][]byte,
 	return out, err
 }
 
-// Latest implements storage.Index: the last bytime row of the key, and its
-// entries row for the status.
+// Latest implements storage.Index: the key's keys row about the digest,
+// which Write keeps at the current statement (storage.Newer, the order of
+// the bytime rows) in the same batch as the rows it summarises. One Get,
+// which the bloom filters answer without reading a data block when the
+// key made no statement about the digest (a new statement's usual case);
+// a bounded iterator over the bytime rows read a data block of every
+// level it overlapped.
 func (x *pebbleIndex) Latest(_ context.Context, digest, keyID []byte) (storage.Stamp, byte, bool, error) {
-	var ts storage.Stamp
-	var status byte
-	var found bool
-	err := x.view(func(r pebbleReader) error {
-		prefix := pkey(pfxByTime, digest, keyID)
-		it, err := prefixIter(r, prefix)
-		if err != nil {
-			return err
-		}
-		if !it.Last() {
-			return it.Close()
-		}
-		k := bytes.Clone(it.Key())
-		if err := it.Close(); err != nil {
-			return err
-		}
-		if len(k) != len(prefix)+len(storage.Stamp{})+8 {
-			return fmt.Errorf("corrupt bytime key %x", k[1:])
-		}
-		v, ok, err := pebbleGet(r, pkey(pfxEntries, digest, keyID, k[len(k)-8:]))
-		if err != nil {
-			return err
-		}
-		if !ok || len(v) != len(storage.Stamp{})+1 {
-			return fmt.Errorf("corrupt entry row for bytime key %x", k[1:])
-		}
-		copy(ts[:], v)
-		status, found = v[len(storage.Stamp{})], true
-		return nil
-	})
-	return ts, status, found, err
+	db, release, err := x.s.Acquire()
+	if err != nil {
+		return storage.Stamp{}, 0, false, err
+	}
+	defer release()
+	v, ok, err := pebbleGet(db, pkey(pfxKeys, keyID, digest))
+	if herr := x.s.Err(); herr != nil {
+		return storage.Stamp{}, 0, false, herr
+	}
+	if err != nil || !ok {
+		return storage.Stamp{}, 0, false, err
+	}
+	r, err := keyRowOf(digest, v)
+	if err != nil {
+		return storage.Stamp{}, 0, false, err
+	}
+	return r.Stamp, r.Status, true, nil
 }
 
 // IndexOf implements storage.Index.
