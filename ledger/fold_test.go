@@ -1,6 +1,10 @@
 package ledger
 
 import (
+	"bytes"
+	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -359,5 +363,45 @@ func TestTakeAheadOnlyFromItsPosition(t *testing.T) {
 		if f.ahead != nil {
 			t.Fatalf("%s: the fold ahead is kept after it was taken", tc.name)
 		}
+	}
+}
+
+// TestTapKeepsAMapCycleOfRows: the tap keeps the rows of a backlog of
+// several build chunks, the entries that arrive while a root is folded
+// and published under 1,024 clients (~8,000 in a cycle on two cores), so
+// that the fold reads none of them again; past its bound it keeps none
+// and the fold reads those entries itself; and once folded they go.
+func TestTapKeepsAMapCycleOfRows(t *testing.T) {
+	tap := &rowTap{rows: make(map[uint64]keptRow)}
+	row := func(i int) storage.Row {
+		return storage.Row{
+			ID: bytes.Repeat([]byte{byte(i)}, 32), Digest: bytes.Repeat([]byte{1}, 32), KeyID: bytes.Repeat([]byte{2}, 32),
+			Stamp: storage.StampOf(time.Unix(int64(1000+i), 0)), Data: fmt.Appendf(nil, "entry %d", i),
+		}
+	}
+	backlog := 3*mapBuildChunk + 100
+	for next := 0; next < backlog+2*mapBuildChunk; next += 1000 {
+		batch := make([]storage.Row, 1000)
+		for i := range batch {
+			batch[i] = row(next + i)
+		}
+		tap.keep(uint64(next), batch)
+	}
+	rows, ok := tap.take(0, uint64(backlog))
+	for i := range backlog {
+		if !ok[i] || !rows[i].stmt {
+			t.Fatalf("row %d of a backlog of %d not kept", i, backlog)
+		}
+	}
+	if s := rows[7].statement(7); s.index != 7 || s.keyID != strings.Repeat("02", 32) || s.ts.Unix() != 1007 ||
+		s.d != notarize.Digest("sha256:"+strings.Repeat("01", 32)) || s.leaf != vindex.EntryLeafHash([]byte("entry 7")) {
+		t.Fatalf("row 7 folds as %+v", s)
+	}
+	if _, ok := tap.take(uint64(foldRowsMax), uint64(foldRowsMax)+1); ok[0] {
+		t.Fatal("a row past the tap's bound was kept")
+	}
+	tap.forget(uint64(backlog))
+	if _, ok := tap.take(0, uint64(backlog)); slices.Contains(ok, true) {
+		t.Fatal("folded rows still kept")
 	}
 }
