@@ -114,7 +114,8 @@ fresh() {
     ledger "$1" "$WORK/$1" "$(engine_of "$1")"
     if [[ $WARM -gt 0 ]]; then
       echo "   warming $1: $WARM statements, untimed"
-      "$BIN/ingestgen" -name warm -url "${URL_OF[$1]}" -c 1024 -n "$WARM" >/dev/null
+      "$BIN/ingestgen" -name warm -url "${URL_OF[$1]}" -c "$((WARM < 1024 ? WARM : 1024))" -n "$WARM" |
+        awk -F'\t' '{printf "   warm-up: %s stmts/s, errors %s\n", $2, $5}' # ingestgen needs N >= its clients
     fi ;;
   esac
 }

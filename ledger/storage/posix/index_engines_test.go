@@ -1,7 +1,9 @@
 package posix
 
 import (
+	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -99,10 +101,12 @@ func observe(t *testing.T, ix storage.Index) string {
 
 // TestLatestIsTheNewestStatement: Latest, which reads the key's row of the
 // keys index, answers for every (digest, key) the statement a scan of all
-// the rows would pick (storage.Newer: the latest signed timestamp, ties
-// broken by the greater index), over writes in several batches whose
-// timestamps repeat and run backwards, and answers nothing for a pair
-// without a statement (another key's digest, an unverified entry).
+// the rows would pick (the greatest signed timestamp, to the nanosecond,
+// ties broken by the greater index: the bytime rows' byte order, computed
+// here without storage.Newer), over writes in several batches whose
+// timestamps repeat and run backwards, with replayed identities, after a
+// reopen too, and answers nothing for a pair without a statement (another
+// key's digest, an unverified entry).
 func TestLatestIsTheNewestStatement(t *testing.T) {
 	ctx := t.Context()
 	digests := [][]byte{h("d0"), h("d1"), h("d2")}
@@ -110,20 +114,27 @@ func TestLatestIsTheNewestStatement(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(1, 2))
 	var rows []storage.Row
 	for i := range 300 {
-		if i%37 == 0 {
+		switch {
+		case i%37 == 0:
 			rows = append(rows, storage.Row{ID: h(fmt.Sprint("bad", i)), Data: []byte("not a statement")})
+			continue
+		case i%23 == 0 && i > 0 && rows[i-1].Digest != nil: // a replay: the same identity, logged again
+			r := rows[i-1]
+			r.Data = fmt.Appendf(nil, "e%d again", i)
+			rows = append(rows, r)
 			continue
 		}
 		d, k := rnd.IntN(len(digests)), rnd.IntN(len(keys)-1) // k2 never signs
 		rows = append(rows, storage.Row{
 			ID: h(fmt.Sprint("s", i)), Digest: digests[d], KeyID: keys[k],
-			Stamp: stampAt(1000 + int64(rnd.IntN(20))), Status: byte(1 + rnd.IntN(3)),
-			Data: fmt.Appendf(nil, "e%d", i),
+			Stamp:  storage.StampOf(time.Unix(1000+int64(rnd.IntN(4)), int64(rnd.IntN(2))*1e8)), // 8 stamps: many ties at the top
+			Status: byte(1 + rnd.IntN(3)), Data: fmt.Appendf(nil, "e%d", i),
 		})
 	}
+	order := func(s storage.Stamp, idx uint64) []byte { return binary.BigEndian.AppendUint64(bytes.Clone(s[:]), idx) }
 	type want struct {
+		order  []byte
 		stamp  storage.Stamp
-		idx    uint64
 		status byte
 	}
 	model := map[[2]string]want{}
@@ -132,36 +143,48 @@ func TestLatestIsTheNewestStatement(t *testing.T) {
 			continue
 		}
 		pk := [2]string{string(r.Digest), string(r.KeyID)}
-		if cur, ok := model[pk]; !ok || storage.Newer(r.Stamp, uint64(i), cur.stamp, cur.idx) {
-			model[pk] = want{r.Stamp, uint64(i), r.Status}
+		if cur, ok := model[pk]; !ok || bytes.Compare(order(r.Stamp, uint64(i)), cur.order) > 0 {
+			model[pk] = want{order(r.Stamp, uint64(i)), r.Stamp, r.Status}
 		}
 	}
 	for _, e := range engines {
 		t.Run(e.name, func(t *testing.T) {
-			ix, err := e.open(t.TempDir())
+			dir := t.TempDir()
+			ix, err := e.open(dir)
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer ix.close()
+			check := func(when string) {
+				t.Helper()
+				for _, d := range append(digests, h("none")) {
+					for _, k := range keys {
+						s, st, ok, err := ix.Latest(ctx, d, k)
+						if err != nil {
+							t.Fatal(err)
+						}
+						w, wok := model[[2]string{string(d), string(k)}]
+						if ok != wok || s != w.stamp || st != w.status {
+							t.Fatalf("%s: latest %x %x: %v %d %v, want %v %d %v (order %x)",
+								when, d[:2], k[:2], s.Time(), st, ok, w.stamp.Time(), w.status, wok, w.order)
+						}
+					}
+				}
+			}
 			for next := 0; next < len(rows); next += 41 {
 				end := min(next+41, len(rows))
 				if ok, err := ix.Write(ctx, uint64(next), rows[next:end]); !ok || err != nil {
 					t.Fatalf("write at %d: %v %v", next, ok, err)
 				}
 			}
-			for _, d := range append(digests, h("none")) {
-				for _, k := range keys {
-					s, st, ok, err := ix.Latest(ctx, d, k)
-					if err != nil {
-						t.Fatal(err)
-					}
-					w, wok := model[[2]string{string(d), string(k)}]
-					if ok != wok || s != w.stamp || st != w.status {
-						t.Fatalf("latest %x %x: %d %d %v, want %d %d %v (index %d)",
-							d[:2], k[:2], s.Seconds(), st, ok, w.stamp.Seconds(), w.status, wok, w.idx)
-					}
-				}
+			check("written")
+			if err := ix.close(); err != nil {
+				t.Fatal(err)
 			}
+			if ix, err = e.open(dir); err != nil {
+				t.Fatal(err)
+			}
+			defer ix.close()
+			check("reopened")
 		})
 	}
 }
