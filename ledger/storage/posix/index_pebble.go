@@ -394,6 +394,22 @@ func (x *pebbleIndex) Current(_ context.Context, digest []byte, keyIDs [][]byte,
 	return out, err
 }
 
+// get returns a copy of the value at key in the database, and whether
+// there is one. A store that reported a corruption (before or during the
+// read) answers its error, never the value.
+func (x *pebbleIndex) get(key []byte) ([]byte, bool, error) {
+	db, release, err := x.s.Acquire()
+	if err != nil {
+		return nil, false, err
+	}
+	defer release()
+	v, ok, err := pebbleGet(db, key)
+	if herr := x.s.Err(); herr != nil {
+		return nil, false, herr
+	}
+	return v, ok, err
+}
+
 // Latest implements storage.Index: the key's keys row about the digest,
 // which Write keeps at the current statement (storage.Newer, the order of
 // the bytime rows) in the same batch as the rows it summarises. One Get,
@@ -402,15 +418,7 @@ func (x *pebbleIndex) Current(_ context.Context, digest []byte, keyIDs [][]byte,
 // a bounded iterator over the bytime rows read a data block of every
 // level it overlapped.
 func (x *pebbleIndex) Latest(_ context.Context, digest, keyID []byte) (storage.Stamp, byte, bool, error) {
-	db, release, err := x.s.Acquire()
-	if err != nil {
-		return storage.Stamp{}, 0, false, err
-	}
-	defer release()
-	v, ok, err := pebbleGet(db, pkey(pfxKeys, keyID, digest))
-	if herr := x.s.Err(); herr != nil {
-		return storage.Stamp{}, 0, false, herr
-	}
+	v, ok, err := x.get(pkey(pfxKeys, keyID, digest))
 	if err != nil || !ok {
 		return storage.Stamp{}, 0, false, err
 	}
@@ -423,15 +431,7 @@ func (x *pebbleIndex) Latest(_ context.Context, digest, keyID []byte) (storage.S
 
 // IndexOf implements storage.Index.
 func (x *pebbleIndex) IndexOf(_ context.Context, id []byte) (uint64, bool, error) {
-	db, release, err := x.s.Acquire()
-	if err != nil {
-		return 0, false, err
-	}
-	defer release()
-	v, ok, err := pebbleGet(db, pkey(pfxIDs, id))
-	if herr := x.s.Err(); herr != nil {
-		return 0, false, herr
-	}
+	v, ok, err := x.get(pkey(pfxIDs, id))
 	if err != nil || !ok {
 		return 0, false, err
 	}
