@@ -91,12 +91,14 @@ func openPebbleMapStore(dir string) (*pebbleMapStore, error) {
 // rebuilds it from the log.
 var ErrMapDamaged = pebblestore.ErrDamaged
 
-// mapEngineOf returns the engine of the map kept in dir: the one it has
-// (vindex.db: bbolt; vindex.pebble: pebble), else the index's (st's
-// IndexEngine), else bbolt. Both is an error, as for the index
-// (posix.DirEngine): a migration was interrupted, and which one is
-// complete is for the migration to say.
-func mapEngineOf(dir string, st Storage) (string, error) {
+// MapEngine returns the engine of the verifiable index a POSIX ledger
+// keeps in dir (its --data directory, or its --map-dir): bbolt if dir
+// holds vindex.db, pebble if it holds vindex.pebble, "" if neither. Both
+// is an error, as for the index (posix.DirEngine): a migration was
+// interrupted, and which one is complete is for the migration to say.
+// notarize-ledger gives an index rebuilt beside an existing map the map's
+// engine.
+func MapEngine(dir string) (string, error) {
 	var have []string
 	for _, c := range []struct{ name, engine string }{{mapDirName, enginePebble}, {mapFileName, engineBbolt}} {
 		_, err := os.Stat(filepath.Join(dir, c.name))
@@ -114,6 +116,16 @@ func mapEngineOf(dir string, st Storage) (string, error) {
 			dir, mapFileName, mapDirName, dir)
 	case 1:
 		return have[0], nil
+	}
+	return "", nil
+}
+
+// mapEngineOf returns the engine of the map kept in dir: the one it has
+// (MapEngine), else the index's (st's IndexEngine), else bbolt.
+func mapEngineOf(dir string, st Storage) (string, error) {
+	have, err := MapEngine(dir)
+	if err != nil || have != "" {
+		return have, err
 	}
 	if e, ok := st.(interface{ IndexEngine() string }); ok && e.IndexEngine() == enginePebble {
 		return enginePebble, nil
@@ -141,13 +153,30 @@ func openLocalMapStore(dir string, st Storage) (storage.MapStore, func() error, 
 	return m, m.close, nil
 }
 
-// pebbleNodes reads map nodes from one snapshot (or an indexed batch).
+// pebbleNodes reads map nodes from one snapshot.
 type pebbleNodes struct {
-	get func([]byte) ([]byte, bool, error)
+	s   *pebble.Snapshot
+	get func([]byte) ([]byte, bool, error) // snapGet(s)
 }
+
+// seekNodes is the fewest nodes MapNodes reads with one iterator rather
+// than a Get each. Each Get builds its iterators over every level anew;
+// one iterator, prefix-seeked in key order (bloom filters still skip the
+// files without the key), reuses them: a proof's 63 node IDs on a
+// 1,000,000-statement map take 44 µs instead of 96 (BENCHMARKS, round
+// seventeen; BenchmarkPebbleMapNodes).
+const seekNodes = 4
 
 // MapNodes implements storage.MapNodeReader.
 func (r pebbleNodes) MapNodes(_ context.Context, ids [][]byte) ([][]byte, error) {
+	if len(ids) < seekNodes {
+		return r.getEach(ids)
+	}
+	return r.seekEach(ids)
+}
+
+// getEach reads ids with a Get each.
+func (r pebbleNodes) getEach(ids [][]byte) ([][]byte, error) {
 	out := make([][]byte, len(ids))
 	for i, id := range ids {
 		v, ok, err := r.get(mapNodeKey(id))
@@ -157,6 +186,37 @@ func (r pebbleNodes) MapNodes(_ context.Context, ids [][]byte) ([][]byte, error)
 		if ok {
 			out[i] = v
 		}
+	}
+	return out, nil
+}
+
+// seekEach reads ids with one iterator, prefix-seeked in key order.
+func (r pebbleNodes) seekEach(ids [][]byte) ([][]byte, error) {
+	out := make([][]byte, len(ids))
+	keys, order := make([][]byte, len(ids)), make([]int, len(ids))
+	for i, id := range ids {
+		keys[i], order[i] = mapNodeKey(id), i
+	}
+	slices.SortFunc(order, func(a, b int) int { return bytes.Compare(keys[a], keys[b]) })
+	it, err := r.s.NewIter(&pebble.IterOptions{LowerBound: []byte{mapPfxNodes}, UpperBound: []byte{mapPfxNodes + 1}})
+	if err != nil {
+		return nil, fmt.Errorf("read map nodes: %w", err)
+	}
+	for _, i := range order {
+		if !it.SeekPrefixGE(keys[i]) || !bytes.Equal(it.Key(), keys[i]) {
+			if err := it.Error(); err != nil { // a seek clears it: not absent, unread
+				return nil, errors.Join(fmt.Errorf("read map node: %w", err), it.Close())
+			}
+			continue
+		}
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("read map node: %w", err), it.Close())
+		}
+		out[i] = append([]byte{}, v...) // a copy: v is valid until the next seek; not nil: an empty node is stored
+	}
+	if err := it.Close(); err != nil {
+		return nil, fmt.Errorf("read map nodes: %w", err)
 	}
 	return out, nil
 }
@@ -223,7 +283,7 @@ func (m *pebbleMapStore) viewOf(db *pebble.DB, fn func(storage.MapState, storage
 	get := snapGet(s)
 	st, err := readPebbleMapState(get)
 	if err == nil {
-		err = fn(st, pebbleNodes{get: get})
+		err = fn(st, pebbleNodes{s: s, get: get})
 	}
 	if herr := m.s.Err(); herr != nil {
 		err = herr
