@@ -46,7 +46,7 @@ N=${N:-30000}
 ROUNDS=${ROUNDS:-2}
 BIG=${BIG:-}
 WARM=${WARM:-$((3 * N))}
-ENGINES=${ENGINES:-${ENGINE:-bbolt}}
+ENGINES=${ENGINES:-${ENGINE:-pebble}}
 export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
 PIDS=()
 mkdir -p "$BIN" "$WORK/logs"

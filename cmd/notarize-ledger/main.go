@@ -282,7 +282,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if tlsCfg != nil {
 		scheme = "https"
 	}
-	storage, pubNote := sf.describe()
+	storage, pubNote := sf.describe(st)
 	logger.InfoContext(ctx, "ledger started",
 		slog.String("version", versionString()),
 		slog.String("url", scheme+"://"+ln.Addr().String()),

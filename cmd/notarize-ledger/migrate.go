@@ -31,8 +31,9 @@ func runMigrateIndex(ctx context.Context, args []string, stdout, stderr io.Write
 			"store, syncs it, checks the row counts, and only then renames the old file aside\n"+
 			"(index.db.bbolt-old, vindex.db.bbolt-old; delete them once the ledger serves).\n"+
 			"Interrupted, it leaves the bbolt files in use; run it again and it starts over.\n"+
-			"Both stores are derived from the log: deleting them and starting the ledger with\n"+
-			"--index-engine pebble also rebuilds them, slowly (every entry is read again).\n\nFlags:\n")
+			"Both stores are derived from the log: deleting both and starting the ledger\n"+
+			"rebuilds them in pebble, slowly (every entry is read again). A new data directory\n"+
+			"is pebble already.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := parseFlagsOnly(fs, args); err != nil {

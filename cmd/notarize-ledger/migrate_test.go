@@ -2,12 +2,16 @@ package main
 
 import (
 	"bytes"
+	"crypto/rand"
 	"errors"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/notarize/docker-notarize/ledger"
 	"github.com/notarize/docker-notarize/ledger/storage/posix"
@@ -66,8 +70,9 @@ func TestMigrateIndexCommand(t *testing.T) {
 
 // TestIndexEngineFromEnvironment: $NOTARIZE_LEDGER_INDEX_ENGINE, read by
 // the command (the storage driver reads no environment), picks the engine
-// of a new --data directory and never changes an existing one's; an
-// unknown value is refused naming the variable, before anything is opened.
+// of a new --data directory (pebble when unset) and never changes an
+// existing one's; an unknown value is refused naming the variable, before
+// anything is opened.
 func TestIndexEngineFromEnvironment(t *testing.T) {
 	ctx := t.Context()
 	open := func(dir, env string) (string, error) {
@@ -95,8 +100,11 @@ func TestIndexEngineFromEnvironment(t *testing.T) {
 	if e, err := open(dir, posix.EngineBbolt); err != nil || e != posix.EnginePebble {
 		t.Fatalf("an existing pebble directory with $%s=bbolt: %q, %v (it keeps its engine)", envIndexEngine, e, err)
 	}
-	if e, err := open(t.TempDir(), ""); err != nil || e != posix.EngineBbolt {
-		t.Fatalf("a new directory, no environment: %q, %v", e, err)
+	if e, err := open(t.TempDir(), ""); err != nil || e != posix.EnginePebble {
+		t.Fatalf("a new directory, no environment: %q, %v (want the default, %s)", e, err, defaultIndexEngine)
+	}
+	if e, err := open(t.TempDir(), posix.EngineBbolt); err != nil || e != posix.EngineBbolt {
+		t.Fatalf("a new directory with $%s=bbolt: %q, %v", envIndexEngine, e, err)
 	}
 	empty := t.TempDir()
 	if _, err := open(empty, "rocksdb"); err == nil || !strings.Contains(err.Error(), "$"+envIndexEngine) {
@@ -105,4 +113,93 @@ func TestIndexEngineFromEnvironment(t *testing.T) {
 	if e, _ := posix.DirEngine(empty); e != "" {
 		t.Fatalf("a refused engine left a %s index behind", e)
 	}
+}
+
+// TestRebuiltIndexKeepsTheMapEngine: the default engine of a new directory
+// is pebble, but a directory that lost only its index is not new. An
+// operator deletes a bbolt ledger's index.db to have it rebuilt
+// (DEPLOYMENT.md): it comes back as bbolt beside the bbolt vindex.db, with
+// no flag and whatever $NOTARIZE_LEDGER_INDEX_ENGINE says, in --data or
+// in a --map-dir; it does not turn the directory into one of two engines.
+// --index-engine still chooses (migrate-index completes such a directory).
+// The banner names the engine. Each ledger is the real command, serving.
+func TestRebuiltIndexKeepsTheMapEngine(t *testing.T) {
+	skey, _, err := note.GenerateKey(rand.Reader, "cmd.example/engine")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve := func(t *testing.T, args ...string) string {
+		var banner string
+		t.Run("serve", func(t *testing.T) { // its cleanup stops the ledger
+			_, stdout := startRun(t, skey, append([]string{"--addr", "127.0.0.1:0"}, args...)...)
+			banner = stdout.String()
+		})
+		return banner
+	}
+	files := func(dir string, want ...string) {
+		t.Helper()
+		for _, name := range []string{posix.IndexFile, posix.IndexDir, "vindex.db", "vindex.pebble"} {
+			_, err := os.Stat(filepath.Join(dir, name))
+			if has := err == nil; has != slices.Contains(want, name) {
+				t.Errorf("%s: %s present %v, want only %v", dir, name, has, want)
+			}
+		}
+	}
+
+	fresh := t.TempDir()
+	if b := serve(t, "--data", fresh); !strings.Contains(b, "posix "+fresh+" (index engine pebble)") {
+		t.Errorf("a new directory's banner:\n%s", b)
+	}
+	files(fresh, posix.IndexDir, "vindex.pebble")
+
+	data := t.TempDir()
+	serve(t, "--data", data, "--index-engine", "bbolt")
+	files(data, posix.IndexFile, "vindex.db")
+	if err := os.Remove(filepath.Join(data, posix.IndexFile)); err != nil {
+		t.Fatal(err)
+	}
+	if b := serve(t, "--data", data); !strings.Contains(b, "(index engine bbolt)") {
+		t.Errorf("the rebuilt index's banner:\n%s", b)
+	}
+	files(data, posix.IndexFile, "vindex.db")
+
+	data, mapDir := t.TempDir(), t.TempDir()
+	serve(t, "--data", data, "--map-dir", mapDir, "--index-engine", "bbolt")
+	files(data, posix.IndexFile)
+	files(mapDir, "vindex.db")
+	if err := os.Remove(filepath.Join(data, posix.IndexFile)); err != nil {
+		t.Fatal(err)
+	}
+	getenv := func(k string) string {
+		if k == envIndexEngine {
+			return posix.EnginePebble
+		}
+		return ""
+	}
+	if e, err := newIndexEngine(&options{data: data, mapDir: mapDir}, getenv); err != nil || e != posix.EngineBbolt {
+		t.Fatalf("an index deleted beside a bbolt map in --map-dir, $%s=pebble: %q, %v", envIndexEngine, e, err)
+	}
+	serve(t, "--data", data, "--map-dir", mapDir)
+	files(data, posix.IndexFile)
+	files(mapDir, "vindex.db")
+
+	if err := os.Remove(filepath.Join(data, posix.IndexFile)); err != nil {
+		t.Fatal(err)
+	}
+	if b := serve(t, "--data", data, "--map-dir", mapDir, "--index-engine", "pebble"); !strings.Contains(b, "(index engine pebble)") {
+		t.Errorf("--index-engine pebble beside a bbolt map:\n%s", b)
+	}
+	files(data, posix.IndexDir)
+	files(mapDir, "vindex.db")
+
+	both := t.TempDir()
+	for _, name := range []string{"vindex.db", "vindex.pebble"} {
+		if err := os.Mkdir(filepath.Join(both, name), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := storageOf(&options{storage: storagePOSIX, data: both}, noEnv, ledger.Config{}, nil); err == nil || !strings.Contains(err.Error(), "migrate-index") {
+		t.Fatalf("a map in both engines: %v", err)
+	}
+	files(both, "vindex.db", "vindex.pebble")
 }

@@ -67,9 +67,11 @@ type Config struct {
 	// an error (ErrEngineMismatch). Empty: the directory's, or for a new
 	// directory NewEngine.
 	Engine string
-	// NewEngine is the engine of a new directory when Engine is empty
-	// (notarize-ledger fills it from $NOTARIZE_LEDGER_INDEX_ENGINE); it
-	// never changes an existing directory's. Empty: EngineBbolt.
+	// NewEngine is the engine of a directory with no index when Engine is
+	// empty; it never changes an existing index's. notarize-ledger fills
+	// it with the engine of the verifiable index beside it if there is one,
+	// else $NOTARIZE_LEDGER_INDEX_ENGINE, else EnginePebble. Empty:
+	// EngineBbolt, the driver's own default.
 	NewEngine string
 }
 
