@@ -117,8 +117,10 @@ for r in $(seq 1 "$ROUNDS"); do
     [[ -z $BIG ]] && continue
     start "big-$e" "$WORK/big-$e" "$e"
     up=$UP rss0=$(rss_mb "$LPID")
-    res=$(lookups "big-$e hit" "$SUBJECT") && read -r hit hitcpu <<<"$res"
-    res=$(lookups "big-$e miss" "$MISS") && read -r miss misscpu <<<"$res"
+    res=$(lookups "big-$e hit" "$SUBJECT") # not `res=$(…) && read`: set -e must see a failure
+    read -r hit hitcpu <<<"$res"
+    res=$(lookups "big-$e miss" "$MISS")
+    read -r miss misscpu <<<"$res"
     printf 'big\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$e" "$up" "$rss0" "$hit" "$hitcpu" "$miss" "$misscpu" "$(rss_mb "$LPID")" | tee -a "$RESULTS" |
       awk -F'\t' -v r="$r" '{printf "   round %s  big   %-6s  start-up %.3f s  RSS %s MB  hit %s ms (%s µs ledger CPU)  miss %s ms (%s µs)  RSS after %s MB\n", r, $2, $3, $4, $5, $6, $7, $8, $9}'
     stop

@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	mrand "math/rand/v2"
@@ -295,5 +296,92 @@ func TestPebbleMapReadsAgree(t *testing.T) {
 	})
 	if err != nil || v[0] != nil {
 		t.Fatalf("a node deleted, read after: %x, %v", v, err)
+	}
+}
+
+// TestPebbleMapSeekedValuesAreCopies: the nodes a seeked batch returns are
+// its own: an iterator's value is valid only until it moves, so a batch
+// that kept pebble's buffers would hand the fold other keys' bytes once
+// their blocks are evicted and the memory reused. Batches over a reopened
+// (cold) store, each spanning many blocks, are held while a compaction
+// evicts their blocks and new blocks are read, then checked byte for byte.
+// (It catches a kept buffer where pebble's cache is C memory, freed and
+// reused: a cgo build, as go test's and -race's are.)
+func TestPebbleMapSeekedValuesAreCopies(t *testing.T) {
+	dir := t.TempDir()
+	m, err := openPebbleMapStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 20000
+	value := func(id uint64, gen byte) []byte {
+		v := make([]byte, 64)
+		for i := range v {
+			v[i] = byte(id>>(8*(i%4))) ^ gen
+		}
+		return v
+	}
+	commit := func(from uint64, gen byte) {
+		c := &storage.MapCommit{From: from, Position: from + 1}
+		for i := range uint64(n) {
+			c.Writes = append(c.Writes, storage.MapNodeWrite{ID: binary.BigEndian.AppendUint64(nil, i*7919), Node: value(i, gen)})
+		}
+		if err := m.MapUpdate(t.Context(), func(storage.MapState, storage.MapNodeReader) (*storage.MapCommit, error) { return c, nil }); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.s.DB().Compact(t.Context(), []byte{mapPfxNodes}, []byte{mapPfxNodes + 1}, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	commit(0, 0)
+	if err := m.close(); err != nil {
+		t.Fatal(err)
+	}
+	if m, err = openPebbleMapStore(dir); err != nil {
+		t.Fatal(err)
+	}
+	defer m.close()
+	rng := mrand.New(mrand.NewPCG(3, 4))
+	type held struct {
+		ids  []uint64
+		vals [][]byte
+	}
+	var kept []held
+	for range 50 {
+		var h held
+		ids := make([][]byte, 200)
+		for i := range ids {
+			h.ids = append(h.ids, uint64(rng.IntN(n)))
+			ids[i] = binary.BigEndian.AppendUint64(nil, h.ids[i]*7919)
+		}
+		if err := m.MapView(t.Context(), func(_ storage.MapState, r storage.MapNodeReader) (err error) {
+			h.vals, err = r.MapNodes(t.Context(), ids)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		kept = append(kept, h)
+	}
+	// The blocks read above are evicted with their sstable, and new ones
+	// read into the cache.
+	commit(1, 0x5a)
+	for i := 0; i < n; i += 500 {
+		ids := make([][]byte, 500)
+		for j := range ids {
+			ids[j] = binary.BigEndian.AppendUint64(nil, uint64(i+j)*7919)
+		}
+		if err := m.MapView(t.Context(), func(_ storage.MapState, r storage.MapNodeReader) error {
+			_, err := r.MapNodes(t.Context(), ids)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, h := range kept {
+		for i, id := range h.ids {
+			if want := value(id, 0); !bytes.Equal(h.vals[i], want) {
+				t.Fatalf("node %d, held: %x, want %x", id, h.vals[i], want)
+			}
+		}
 	}
 }

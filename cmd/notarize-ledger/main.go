@@ -100,7 +100,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:7070", "listen `address`")
 	fs.StringVar(&o.data, "data", filepath.Join(".notarize", "ledger"), "data `directory`: log, index, keys (posix storage)")
-	fs.StringVar(&o.mapDir, "map-dir", "", "`directory` for the verifiable index's file instead of --data (posix); deprecated and ignored with --storage mysql, which keeps one map in the database for every instance")
+	fs.StringVar(&o.mapDir, "map-dir", "", "`directory` for the verifiable index (vindex.pebble or vindex.db) instead of --data (posix); deprecated and ignored with --storage mysql, which keeps one map in the database for every instance")
 	fs.StringVar(&o.indexEngine, "index-engine", "", indexEngineHelp)
 	fs.StringVar(&o.storage, "storage", storagePOSIX, "where the log lives: posix (--data) or mysql (--mysql-dsn, shared by several instances)")
 	fs.StringVar(&o.mysqlDSN, "mysql-dsn", "", "MySQL/MariaDB `DSN` user:pass@tcp(host:3306)/dbname for --storage mysql; also $"+envMySQLDSN)

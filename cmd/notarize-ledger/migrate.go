@@ -32,8 +32,8 @@ func runMigrateIndex(ctx context.Context, args []string, stdout, stderr io.Write
 			"(index.db.bbolt-old, vindex.db.bbolt-old; delete them once the ledger serves).\n"+
 			"Interrupted, it leaves the bbolt files in use; run it again and it starts over.\n"+
 			"Both stores are derived from the log: deleting both and starting the ledger\n"+
-			"rebuilds them in pebble, slowly (every entry is read again). A new data directory\n"+
-			"is pebble already.\n\nFlags:\n")
+			"rebuilds them, slowly (every entry is read again), in the engine of a new data\n"+
+			"directory: pebble, unless --index-engine or $NOTARIZE_LEDGER_INDEX_ENGINE names bbolt.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := parseFlagsOnly(fs, args); err != nil {
