@@ -105,13 +105,10 @@ func pfMapStore(t *testing.T, dir string, n int) {
 	}
 }
 
-// TestPebbleFixMapCorruptionFailsReads: DoS fixed for the map. A damaged
-// block in the map's sstable makes the read return an error (no panic),
-// and from then on the map's views and updates fail (ErrMapDamaged):
-// no proof is served and no root folded from a corrupt map.
-func TestPebbleFixMapCorruptionFailsReads(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), mapDirName)
-	const n = 4000
+// pfCorruptMap fills a pebble map at dir with n nodes (pfMapStore) and
+// damages the middle of its first sstable, which opening it does not read.
+func pfCorruptMap(t *testing.T, dir string, n int) {
+	t.Helper()
 	pfMapStore(t, dir, n)
 	ssts, _ := filepath.Glob(filepath.Join(dir, "*.sst"))
 	if len(ssts) == 0 {
@@ -127,6 +124,16 @@ func TestPebbleFixMapCorruptionFailsReads(t *testing.T) {
 	if err := os.WriteFile(ssts[0], b, 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestPebbleFixMapCorruptionFailsReads: DoS fixed for the map. A damaged
+// block in the map's sstable makes the read return an error (no panic),
+// and from then on the map's views and updates fail (ErrMapDamaged):
+// no proof is served and no root folded from a corrupt map.
+func TestPebbleFixMapCorruptionFailsReads(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), mapDirName)
+	const n = 4000
+	pfCorruptMap(t, dir, n)
 	var logs bytes.Buffer
 	defer func(l *slog.Logger) { slog.SetDefault(l) }(slog.Default())
 	slog.SetDefault(slog.New(slog.NewTextHandler(&logs, nil)))
@@ -173,21 +180,7 @@ func TestPebbleFixMapCorruptionFailsReads(t *testing.T) {
 func TestPebbleMapSeekedReadsNeverMissAStoredNode(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), mapDirName)
 	const n = 4000
-	pfMapStore(t, dir, n)
-	ssts, _ := filepath.Glob(filepath.Join(dir, "*.sst"))
-	if len(ssts) == 0 {
-		t.Fatal("no sstable")
-	}
-	b, err := os.ReadFile(ssts[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := len(b) / 4; i < len(b)/2; i += 97 {
-		b[i] ^= 0x5a
-	}
-	if err := os.WriteFile(ssts[0], b, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	pfCorruptMap(t, dir, n)
 	defer func(l *slog.Logger) { slog.SetDefault(l) }(slog.Default())
 	slog.SetDefault(slog.New(slog.DiscardHandler))
 	m, err := openPebbleMapStore(dir)
