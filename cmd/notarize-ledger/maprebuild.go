@@ -22,9 +22,10 @@ func runMapRebuild(ctx context.Context, args []string, getenv func(string) strin
 	fs.SetOutput(stderr)
 	kind := fs.String("storage", storagePOSIX, "where the log lives: posix (--data) or mysql (--mysql-dsn)")
 	data := fs.String("data", filepath.Join(".notarize", "ledger"), "the stopped ledger's data `directory` (posix storage)")
+	mapDir := fs.String("map-dir", "", "the ledger's --map-dir, if it has one (the verifiable index's `directory`; posix storage)")
 	dsn := fs.String("mysql-dsn", "", "MySQL/MariaDB `DSN` user:pass@tcp(host:3306)/dbname for --storage mysql; also $"+envMySQLDSN)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: notarize-ledger map-rebuild [--data DIR | --storage mysql --mysql-dsn DSN]\n\n"+
+		fmt.Fprintf(fs.Output(), "Usage: notarize-ledger map-rebuild [--data DIR [--map-dir DIR] | --storage mysql --mysql-dsn DSN]\n\n"+
 			"Rebuilds the verifiable index from the log.\n"+
 			"posix: run it with the ledger stopped; the ledger recomputes the map from\n"+
 			"every entry when it starts, and commits a new root.\n"+
@@ -38,10 +39,16 @@ func runMapRebuild(ctx context.Context, args []string, getenv func(string) strin
 	}
 	switch *kind {
 	case storagePOSIX:
-		if err := ledger.RebuildMap(*data); err != nil {
+		dir := firstNonEmpty(*mapDir, *data)
+		// Both engines' files (an interrupted migration) are dropped alike.
+		if engine, err := ledger.MapEngine(dir); err == nil && engine == "" { // say so, rather than claim a rebuild
+			fmt.Fprintf(stdout, "%s holds no verifiable index (a ledger run with --map-dir keeps it there: pass the same --map-dir); the ledger builds one from the log when it starts\n", dir)
+			return nil
+		}
+		if err := ledger.RebuildMap(dir); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "the verifiable index of %s will be rebuilt from the log when the ledger starts\n", *data)
+		fmt.Fprintf(stdout, "the verifiable index in %s will be rebuilt from the log when the ledger starts\n", dir)
 		return nil
 	case storageMySQL:
 		cfg := mysql.Config{DSN: firstNonEmpty(*dsn, getenv(envMySQLDSN)),

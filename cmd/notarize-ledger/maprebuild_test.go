@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/rand"
 	"errors"
 	"io"
 	"os"
@@ -9,12 +10,16 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/mod/sumdb/note"
+
 	"github.com/notarize/docker-notarize/ledger"
 )
 
-// TestMapRebuild: `notarize-ledger map-rebuild --data DIR` drops the
-// map's file of a stopped ledger (it is folded again from the log at the
-// next start), succeeds when there is none, and refuses stray arguments.
+// TestMapRebuild: `notarize-ledger map-rebuild --data DIR [--map-dir DIR]`
+// drops the map of a stopped ledger (it is folded again from the log at
+// the next start), kept in --map-dir if the ledger has one; where there is
+// none it succeeds saying so (naming --map-dir), not claiming a rebuild;
+// it refuses stray arguments.
 func TestMapRebuild(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "vindex.db")
@@ -32,8 +37,33 @@ func TestMapRebuild(t *testing.T) {
 	if err := run(t.Context(), []string{"map-rebuild", "--data", dir}, noEnv, &stdout, io.Discard, nil); err != nil {
 		t.Fatalf("without a map: %v", err)
 	}
+	if !strings.Contains(stdout.String(), "holds no verifiable index") || !strings.Contains(stdout.String(), "--map-dir") {
+		t.Fatalf("without a map, output %q: it must not claim a rebuild, and must name --map-dir", stdout.String())
+	}
+	// A map kept in --map-dir, by a ledger that ran with it, is dropped
+	// when map-rebuild is given the same --map-dir.
+	data, mapDir := t.TempDir(), t.TempDir()
+	skey, _, err := note.GenerateKey(rand.Reader, "cmd.example/map-rebuild")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("serve", func(t *testing.T) { startRun(t, skey, "--addr", "127.0.0.1:0", "--data", data, "--map-dir", mapDir) })
+	if e, err := ledger.MapEngine(mapDir); err != nil || e == "" {
+		t.Fatalf("the ledger kept no map in --map-dir: %q, %v", e, err)
+	}
+	stdout.Reset()
+	if err := run(t.Context(), []string{"map-rebuild", "--data", data}, noEnv, &stdout, io.Discard, nil); err != nil || !strings.Contains(stdout.String(), "holds no verifiable index") {
+		t.Fatalf("without the ledger's --map-dir: %v, output %q", err, stdout.String())
+	}
+	stdout.Reset()
+	if err := run(t.Context(), []string{"map-rebuild", "--data", data, "--map-dir", mapDir}, noEnv, &stdout, io.Discard, nil); err != nil {
+		t.Fatalf("--map-dir: %v", err)
+	}
 	if !strings.Contains(stdout.String(), "rebuilt from the log") {
 		t.Fatalf("output %q", stdout.String())
+	}
+	if e, err := ledger.MapEngine(mapDir); err != nil || e != "" {
+		t.Fatalf("after map-rebuild --map-dir: a %q map is left, %v", e, err)
 	}
 	if err := run(t.Context(), []string{"map-rebuild", "extra"}, noEnv, io.Discard, io.Discard, nil); !errors.Is(err, errUsage) {
 		t.Fatalf("stray argument: %v", err)
