@@ -583,7 +583,10 @@ func TestEntryBundlesStreamed(t *testing.T) {
 			t.Fatalf("GET bundle %d.p/%d: %d, %d bytes; want 200 and bundleBytes' %d", c.index, c.p, status, len(got), len(want))
 		}
 	}
-	for _, p := range []string{"/" + layout.EntriesPath(1, 100), "/" + layout.EntriesPath(1, 10), "/" + layout.EntriesPath(2, 0)} {
+	// Beyond the log's 300 entries. Not 1.p/10: Tessera writes it when a
+	// batch ends at entry 266, which a loaded machine's batch age may cut
+	// (ci110), and then it is served, as it should be.
+	for _, p := range []string{"/" + layout.EntriesPath(1, 100), "/" + layout.EntriesPath(1, 45), "/" + layout.EntriesPath(2, 0)} {
 		if status, _, _ := fetchFrom(t, tl, "127.0.0.1", p); status != http.StatusNotFound {
 			t.Fatalf("GET %s (beyond the log): %d, want 404", p, status)
 		}
