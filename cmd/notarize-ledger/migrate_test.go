@@ -116,7 +116,8 @@ func TestIndexEngineFromEnvironment(t *testing.T) {
 }
 
 // TestRebuiltIndexKeepsTheMapEngine: the default engine of a new directory
-// is pebble, but a directory that lost only its index is not new. An
+// is pebble; an existing bbolt directory, started with no flag, stays
+// bbolt; and a directory that lost only its index is not new. An
 // operator deletes a bbolt ledger's index.db to have it rebuilt
 // (DEPLOYMENT.md): it comes back as bbolt beside the bbolt vindex.db, with
 // no flag and whatever $NOTARIZE_LEDGER_INDEX_ENGINE says, in --data or
@@ -154,6 +155,11 @@ func TestRebuiltIndexKeepsTheMapEngine(t *testing.T) {
 
 	data := t.TempDir()
 	serve(t, "--data", data, "--index-engine", "bbolt")
+	files(data, posix.IndexFile, "vindex.db")
+	// An upgrade: a bbolt directory started with no flag stays bbolt.
+	if b := serve(t, "--data", data); !strings.Contains(b, "(index engine bbolt)") {
+		t.Errorf("an existing bbolt directory's banner:\n%s", b)
+	}
 	files(data, posix.IndexFile, "vindex.db")
 	if err := os.Remove(filepath.Join(data, posix.IndexFile)); err != nil {
 		t.Fatal(err)
