@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 
 	"github.com/notarize/docker-notarize/ledger"
@@ -40,6 +41,9 @@ func runMapRebuild(ctx context.Context, args []string, getenv func(string) strin
 	switch *kind {
 	case storagePOSIX:
 		dir := firstNonEmpty(*mapDir, *data)
+		if _, err := os.Stat(dir); err != nil { // a mistyped path is not "nothing to drop"
+			return fmt.Errorf("map-rebuild: %w", err)
+		}
 		// Both engines' files (an interrupted migration) are dropped alike.
 		if engine, err := ledger.MapEngine(dir); err == nil && engine == "" { // say so, rather than claim a rebuild
 			fmt.Fprintf(stdout, "%s holds no verifiable index (a ledger run with --map-dir keeps it there: pass the same --map-dir); the ledger builds one from the log when it starts\n", dir)

@@ -19,7 +19,7 @@ import (
 // drops the map of a stopped ledger (it is folded again from the log at
 // the next start), kept in --map-dir if the ledger has one; where there is
 // none it succeeds saying so (naming --map-dir), not claiming a rebuild;
-// it refuses stray arguments.
+// it refuses a directory that does not exist, and stray arguments.
 func TestMapRebuild(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "vindex.db")
@@ -64,6 +64,11 @@ func TestMapRebuild(t *testing.T) {
 	}
 	if e, err := ledger.MapEngine(mapDir); err != nil || e != "" {
 		t.Fatalf("after map-rebuild --map-dir: a %q map is left, %v", e, err)
+	}
+	for _, args := range [][]string{{"--data", filepath.Join(dir, "typo")}, {"--data", data, "--map-dir", filepath.Join(mapDir, "typo")}} {
+		if err := run(t.Context(), append([]string{"map-rebuild"}, args...), noEnv, io.Discard, io.Discard, nil); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("map-rebuild %q, a directory that does not exist: %v", args, err)
+		}
 	}
 	if err := run(t.Context(), []string{"map-rebuild", "extra"}, noEnv, io.Discard, io.Discard, nil); !errors.Is(err, errUsage) {
 		t.Fatalf("stray argument: %v", err)
