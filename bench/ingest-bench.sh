@@ -26,10 +26,12 @@
 # digests) signed before the clock starts, HTTP/1.1 spoken directly so its own
 # CPU stays small; it prints the server's CPU per statement (/proc) and its own.
 # Rows alternate for ROUNDS rounds, so the machine's load falls on each alike.
-# ENGINE=pebble (or ENGINES="bbolt pebble") runs the ledger rows with that
-# index engine (--index-engine): rows ledger-pebble, ledger-big-pebble; the
-# copy of BIG (a bbolt ledger) is migrated first (notarize-ledger
-# migrate-index, its time printed) and its old bbolt files removed.
+# ENGINES (default pebble, the engine of a new data directory; "bbolt pebble"
+# for both, ENGINE=bbolt for bbolt alone) runs the ledger rows with each
+# index engine (--index-engine): rows ledger and ledger-big (bbolt),
+# ledger-pebble and ledger-big-pebble; the copy of BIG (a bbolt ledger) for
+# a pebble row is migrated first (notarize-ledger migrate-index, its time
+# printed) and its old bbolt files removed.
 #
 # The binaries are built as the Makefile ships them: CGO_ENABLED=0, static
 # (earlier rounds of this script measured a cgo build).
