@@ -15,6 +15,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/sstable"
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/notarize/docker-notarize/internal/pebblestore"
 	"github.com/notarize/docker-notarize/ledger/storage"
@@ -389,31 +390,26 @@ func (m *pebbleMapStore) MapReset(context.Context) error {
 func (m *pebbleMapStore) close() error { return m.s.Close() }
 
 // rebuildPebbleMap removes the pebble map at dir, if any, unless a ledger
-// holds it (ErrMapInUse): pebble's LOCK file is held by the process that
-// opened it.
+// holds it (ErrMapInUse). It takes pebble's own LOCK on the directory (the
+// lock a ledger's open holds, in this process or another) rather than
+// opening the store: a map too damaged to open (a malformed MANIFEST, a
+// missing sstable) is removed all the same, as the operator asked.
 func rebuildPebbleMap(dir string) error {
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	m, err := openPebbleMapStore(dir)
-	if errors.Is(err, ErrMapDamaged) {
-		// Not held (pebble takes its LOCK before it looks for the
-		// MANIFEST), and to be rebuilt anyway.
-		if err := os.RemoveAll(dir); err != nil {
-			return fmt.Errorf("rebuild map: %w", err)
-		}
-		return nil
-	}
+	lock, err := vfs.Default.Lock(filepath.Join(dir, "LOCK"))
 	if err != nil {
 		if pebblestore.Locked(err) {
 			return fmt.Errorf("rebuild map %s: %w", dir, ErrMapInUse)
 		}
 		return fmt.Errorf("rebuild map %s: %w", dir, err)
 	}
-	if err := m.close(); err != nil {
-		return fmt.Errorf("rebuild map %s: %w", dir, err)
+	err = os.RemoveAll(dir)
+	if cerr := lock.Close(); err == nil && cerr != nil {
+		err = cerr
 	}
-	if err := os.RemoveAll(dir); err != nil {
+	if err != nil {
 		return fmt.Errorf("rebuild map: %w", err)
 	}
 	return nil

@@ -217,3 +217,47 @@ func TestPebbleMapSeekedReadsNeverMissAStoredNode(t *testing.T) {
 		t.Fatal("no batch read the corrupt block")
 	}
 }
+
+// TestRebuildMapRemovesAMapTooDamagedToOpen: map-rebuild (RebuildMap) is
+// how an operator replaces a damaged map, so it removes one that pebble
+// cannot open at all (a malformed MANIFEST, a missing sstable) as it does
+// one that lost its marker, and the map is rebuilt from the log at the
+// next start; one a ledger holds is still refused (vindex_test.go).
+func TestRebuildMapRemovesAMapTooDamagedToOpen(t *testing.T) {
+	for name, damage := range map[string]func(t *testing.T, dir string){
+		"malformed MANIFEST": func(t *testing.T, dir string) {
+			ms, _ := filepath.Glob(filepath.Join(dir, "MANIFEST-*"))
+			if len(ms) == 0 {
+				t.Fatal("no MANIFEST")
+			}
+			if err := os.WriteFile(ms[len(ms)-1], bytes.Repeat([]byte("not a manifest"), 50), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"missing sstable": func(t *testing.T, dir string) {
+			ssts, _ := filepath.Glob(filepath.Join(dir, "*.sst"))
+			if len(ssts) == 0 {
+				t.Fatal("no sstable")
+			}
+			if err := os.Remove(ssts[0]); err != nil {
+				t.Fatal(err)
+			}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			data := t.TempDir()
+			dir := filepath.Join(data, mapDirName)
+			pfMapStore(t, dir, 1000)
+			damage(t, dir)
+			if _, err := openPebbleMapStore(dir); err == nil {
+				t.Fatal("the damaged map opened: the test damages nothing")
+			}
+			if err := RebuildMap(data); err != nil {
+				t.Fatalf("RebuildMap: %v", err)
+			}
+			if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("the damaged map is still there: %v", err)
+			}
+		})
+	}
+}

@@ -46,7 +46,7 @@ func runMapRebuild(ctx context.Context, args []string, getenv func(string) strin
 		}
 		// Both engines' files (an interrupted migration) are dropped alike.
 		if engine, err := ledger.MapEngine(dir); err == nil && engine == "" { // say so, rather than claim a rebuild
-			fmt.Fprintf(stdout, "%s holds no verifiable index (a ledger run with --map-dir keeps it there: pass the same --map-dir); the ledger builds one from the log when it starts\n", dir)
+			fmt.Fprintf(stderr, "notarize-ledger map-rebuild: %s holds no verifiable index (a ledger run with --map-dir keeps it there: pass the same --map-dir); the ledger builds one from the log when it starts\n", dir)
 			return nil
 		}
 		if err := ledger.RebuildMap(dir); err != nil {

@@ -34,11 +34,12 @@ func TestMapRebuild(t *testing.T) {
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
-	if err := run(t.Context(), []string{"map-rebuild", "--data", dir}, noEnv, &stdout, io.Discard, nil); err != nil {
+	var stderr bytes.Buffer
+	if err := run(t.Context(), []string{"map-rebuild", "--data", dir}, noEnv, &stdout, &stderr, nil); err != nil {
 		t.Fatalf("without a map: %v", err)
 	}
-	if !strings.Contains(stdout.String(), "holds no verifiable index") || !strings.Contains(stdout.String(), "--map-dir") {
-		t.Fatalf("without a map, output %q: it must not claim a rebuild, and must name --map-dir", stdout.String())
+	if stdout.Len() != 0 || !strings.Contains(stderr.String(), "holds no verifiable index") || !strings.Contains(stderr.String(), "--map-dir") {
+		t.Fatalf("without a map, output %q, warning %q: it must not claim a rebuild, and must name --map-dir", stdout.String(), stderr.String())
 	}
 	// A map kept in --map-dir, by a ledger that ran with it, is dropped
 	// when map-rebuild is given the same --map-dir.
@@ -51,9 +52,9 @@ func TestMapRebuild(t *testing.T) {
 	if e, err := ledger.MapEngine(mapDir); err != nil || e == "" {
 		t.Fatalf("the ledger kept no map in --map-dir: %q, %v", e, err)
 	}
-	stdout.Reset()
-	if err := run(t.Context(), []string{"map-rebuild", "--data", data}, noEnv, &stdout, io.Discard, nil); err != nil || !strings.Contains(stdout.String(), "holds no verifiable index") {
-		t.Fatalf("without the ledger's --map-dir: %v, output %q", err, stdout.String())
+	stderr.Reset()
+	if err := run(t.Context(), []string{"map-rebuild", "--data", data}, noEnv, io.Discard, &stderr, nil); err != nil || !strings.Contains(stderr.String(), "holds no verifiable index") {
+		t.Fatalf("without the ledger's --map-dir: %v, warning %q", err, stderr.String())
 	}
 	stdout.Reset()
 	if err := run(t.Context(), []string{"map-rebuild", "--data", data, "--map-dir", mapDir}, noEnv, &stdout, io.Discard, nil); err != nil {

@@ -156,9 +156,18 @@ func TestRebuiltIndexKeepsTheMapEngine(t *testing.T) {
 	data := t.TempDir()
 	serve(t, "--data", data, "--index-engine", "bbolt")
 	files(data, posix.IndexFile, "vindex.db")
-	// An upgrade: a bbolt directory started with no flag stays bbolt.
+	// An upgrade: a bbolt directory started with no flag stays bbolt, and
+	// so does its map, rebuilt beside its index (map-rebuild).
 	if b := serve(t, "--data", data); !strings.Contains(b, "(index engine bbolt)") {
 		t.Errorf("an existing bbolt directory's banner:\n%s", b)
+	}
+	files(data, posix.IndexFile, "vindex.db")
+	if err := run(t.Context(), []string{"map-rebuild", "--data", data}, noEnv, io.Discard, io.Discard, nil); err != nil {
+		t.Fatal(err)
+	}
+	files(data, posix.IndexFile)
+	if b := serve(t, "--data", data); !strings.Contains(b, "(index engine bbolt)") {
+		t.Errorf("a bbolt directory without its map, banner:\n%s", b)
 	}
 	files(data, posix.IndexFile, "vindex.db")
 	if err := os.Remove(filepath.Join(data, posix.IndexFile)); err != nil {
