@@ -55,6 +55,10 @@ func runMapRebuild(ctx context.Context, args []string, getenv func(string) strin
 		fmt.Fprintf(stdout, "the verifiable index in %s will be rebuilt from the log when the ledger starts\n", dir)
 		return nil
 	case storageMySQL:
+		if *mapDir != "" {
+			fmt.Fprintf(stderr, "notarize-ledger map-rebuild: --map-dir %q: only for --storage posix (mysql keeps the map in the database)\n", *mapDir)
+			return errUsage
+		}
 		cfg := mysql.Config{DSN: firstNonEmpty(*dsn, getenv(envMySQLDSN)),
 			Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 		if err := cfg.Validate(); err != nil {
@@ -74,7 +78,8 @@ func runMapRebuild(ctx context.Context, args []string, getenv func(string) strin
 		fmt.Fprintf(stdout, "the verifiable index in %s was dropped: the running instances rebuild it from the log\n", mysql.RedactDSN(cfg.DSN))
 		return nil
 	}
-	return fmt.Errorf("%w: --storage %q: want %q or %q", errUsage, *kind, storagePOSIX, storageMySQL)
+	fmt.Fprintf(stderr, "notarize-ledger map-rebuild: --storage %q: want %q or %q\n", *kind, storagePOSIX, storageMySQL) // errUsage is not printed
+	return errUsage
 }
 
 // parseFlagsOnly parses a subcommand's args, which take flags only:

@@ -77,7 +77,8 @@ func TestMapRebuild(t *testing.T) {
 }
 
 // TestMapRebuildMySQL: `notarize-ledger map-rebuild --storage mysql` needs
-// a DSN (flag or environment), refuses an unknown storage, and reports a
+// a DSN (flag or environment), refuses --map-dir (the map is in the
+// database) and an unknown storage, and reports a
 // database it cannot reach as unavailable without repeating the password.
 // The rebuild itself, with instances running, is ledger's
 // TestMapMySQLRebuild.
@@ -85,8 +86,17 @@ func TestMapRebuildMySQL(t *testing.T) {
 	if err := run(t.Context(), []string{"map-rebuild", "--storage", "mysql"}, noEnv, io.Discard, io.Discard, nil); err == nil || !strings.Contains(err.Error(), "--mysql-dsn") {
 		t.Fatalf("without a DSN: %v", err)
 	}
-	if err := run(t.Context(), []string{"map-rebuild", "--storage", "s3"}, noEnv, io.Discard, io.Discard, nil); !errors.Is(err, errUsage) {
-		t.Fatalf("unknown storage: %v", err)
+	for _, tc := range []struct {
+		args []string
+		why  string
+	}{
+		{[]string{"--storage", "mysql", "--mysql-dsn", "u:p@tcp(127.0.0.1:1)/x", "--map-dir", t.TempDir()}, "only for --storage posix"},
+		{[]string{"--storage", "s3"}, `--storage "s3"`},
+	} {
+		var stderr bytes.Buffer // main exits 2 on errUsage without printing it
+		if err := run(t.Context(), append([]string{"map-rebuild"}, tc.args...), noEnv, io.Discard, &stderr, nil); !errors.Is(err, errUsage) || !strings.Contains(stderr.String(), tc.why) {
+			t.Fatalf("%q: %v, stderr %q", tc.args, err, stderr.String())
+		}
 	}
 	env := func(k string) string {
 		if k == envMySQLDSN {
