@@ -35,3 +35,17 @@ wait_http() {
 # (schedstat).
 # %.0f, not %d: mawk (Debian's awk) clamps %d to 2^31-1, 2.1 s of CPU.
 cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{n += $1} END {printf "%.0f\n", n}'; }
+
+# cleanup: the EXIT/INT/TERM trap of a script that keeps the PIDs of the
+# servers it started in PIDS: stops them (TERM, then waits for each),
+# removes WORK if the script succeeded and otherwise keeps its logs, and
+# exits with the script's status. A script with more to undo defines its
+# own after sourcing this file (bench/verify-1m.sh).
+cleanup() {
+  local rc=$?
+  set +e
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
+  [[ $rc -eq 0 ]] && rm -rf "$WORK" || echo "logs kept in $WORK/logs"
+  exit $rc
+}

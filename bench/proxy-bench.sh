@@ -42,15 +42,7 @@ PIDS=()
 declare -A METRICS=()
 mkdir -p "$BIN" "$CACHE/bin" "$WORK/logs"
 
-cleanup() {
-  local rc=$?
-  set +e
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
-  [[ $rc -eq 0 ]] && rm -rf "$WORK" || echo "logs kept in $WORK/logs"
-  exit $rc
-}
-trap cleanup EXIT INT TERM
+trap cleanup EXIT INT TERM # bench/lib.sh
 declare -A PID_OF=()
 start() { local n=$1; shift; "$@" >"$WORK/logs/$n.log" 2>&1 & PIDS+=($!); PID_OF[$n]=$!; }
 

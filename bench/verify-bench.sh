@@ -61,15 +61,7 @@ export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
 PIDS=()
 mkdir -p "$BIN" "$CACHE/bin" "$WORK/logs"
 
-cleanup() {
-  local rc=$?
-  set +e
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
-  [[ $rc -eq 0 ]] && rm -rf "$WORK" || echo "logs kept in $WORK/logs"
-  exit $rc
-}
-trap cleanup EXIT INT TERM
+trap cleanup EXIT INT TERM # bench/lib.sh
 start() { local n=$1; shift; "$@" >"$WORK/logs/$n.log" 2>&1 & PIDS+=($!); }
 
 echo "== build"
