@@ -154,11 +154,9 @@ func openLocalMapStore(dir string, st Storage) (storage.MapStore, func() error, 
 	return m, m.close, nil
 }
 
-// pebbleNodes reads map nodes from one snapshot: s, and get = snapGet(s)
-// (a reader with get alone reads by Get).
+// pebbleNodes reads map nodes from one snapshot.
 type pebbleNodes struct {
-	s   *pebble.Snapshot
-	get func([]byte) ([]byte, bool, error)
+	s *pebble.Snapshot
 }
 
 // seekNodes is the fewest nodes MapNodes reads with one iterator rather
@@ -171,7 +169,7 @@ const seekNodes = 4
 
 // MapNodes implements storage.MapNodeReader.
 func (r pebbleNodes) MapNodes(_ context.Context, ids [][]byte) ([][]byte, error) {
-	if len(ids) < seekNodes || r.s == nil {
+	if len(ids) < seekNodes {
 		return r.getEach(ids)
 	}
 	return r.seekEach(ids)
@@ -179,9 +177,9 @@ func (r pebbleNodes) MapNodes(_ context.Context, ids [][]byte) ([][]byte, error)
 
 // getEach reads ids with a Get each.
 func (r pebbleNodes) getEach(ids [][]byte) ([][]byte, error) {
-	out := make([][]byte, len(ids))
+	out, get := make([][]byte, len(ids)), snapGet(r.s)
 	for i, id := range ids {
-		v, ok, err := r.get(mapNodeKey(id))
+		v, ok, err := get(mapNodeKey(id))
 		if err != nil {
 			return nil, fmt.Errorf("read map node: %w", err)
 		}
@@ -291,7 +289,7 @@ func (m *pebbleMapStore) viewOf(db *pebble.DB, fn func(storage.MapState, storage
 	get := snapGet(s)
 	st, err := readPebbleMapState(get)
 	if err == nil {
-		err = fn(st, pebbleNodes{s: s, get: get})
+		err = fn(st, pebbleNodes{s: s})
 	}
 	if herr := m.s.Err(); herr != nil {
 		err = herr

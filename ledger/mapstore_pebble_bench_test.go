@@ -73,7 +73,7 @@ func BenchmarkPebbleMapNodes(b *testing.B) {
 			found, i := 0, 0
 			for b.Loop() {
 				s := db.NewSnapshot()
-				vals, err := way.read(pebbleNodes{s: s, get: snapGet(s)}, batches[i%len(batches)])
+				vals, err := way.read(pebbleNodes{s: s}, batches[i%len(batches)])
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -252,7 +252,7 @@ func TestPebbleMapReadsAgree(t *testing.T) {
 	if err := m.MapUpdate(t.Context(), func(storage.MapState, storage.MapNodeReader) (*storage.MapCommit, error) { return later, nil }); err != nil {
 		t.Fatal(err)
 	}
-	r := pebbleNodes{s: s, get: snapGet(s)}
+	r := pebbleNodes{s: s}
 	for range 300 {
 		ids := make([][]byte, seekNodes+rng.IntN(60))
 		for i := range ids {

@@ -603,8 +603,9 @@ var ErrNoMapDir = errors.New("this storage keeps no verifiable index and has no 
 var ErrMapInUse = errors.New("the verifiable index is in use by a running ledger; stop it first")
 
 // RebuildMap drops the verifiable index kept in dir (a POSIX ledger's
-// data directory, or its --map-dir), both engines' files, so that the ledger folds it again from the whole log
-// when it next starts, and commits a new root (the map is derived data:
+// data directory, or its --map-dir), both engines' files, so that the
+// ledger folds it again from the whole log when it next starts, and
+// commits a new root (the map is derived data:
 // every committed root can be recomputed from the log, by the ledger or by
 // anyone following it). It refuses while a ledger holds the map.
 func RebuildMap(dir string) error {
