@@ -17,9 +17,12 @@
 #          current statement and the key's revocations proven complete
 #          against the map); median wall per lookup, the ledger's CPU per
 #          lookup (/proc), and its RSS after.
+# With BASELINE=REF each engine also runs notarize-ledger built from REF
+# (rows ENGINE@base, on the same copies, alternated with this tree's):
+# before and after a change, in one run.
 # The binaries are built as the Makefile ships them (CGO_ENABLED=0).
 #
-# Usage: bench/engine-bench.sh      (BIG=DIR ROUNDS=3 R=200 to tune)
+# Usage: bench/engine-bench.sh      (BIG=DIR ROUNDS=3 R=200 BASELINE=REF ENGINES=pebble to tune)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,7 +32,7 @@ BIN=$WORK/bin
 ROUNDS=${ROUNDS:-3}
 R=${R:-200}
 BIG=${BIG:-}
-ENGINES="bbolt pebble"
+ENGINES=${ENGINES:-bbolt pebble}
 export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
 PIDS=()
 mkdir -p "$BIN" "$WORK/logs"
@@ -46,17 +49,29 @@ fi
 
 echo "== build"
 (cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -o "$BIN/" ./cmd/notarize-ledger ./bench/currentprof)
+VARIANTS=$ENGINES
+if [[ -n ${BASELINE:-} ]]; then
+  echo "   notarize-ledger from $BASELINE ($(git -C "$ROOT" rev-parse --short "$BASELINE"))"
+  git -C "$ROOT" worktree add --detach "$WORK/baseline" "$BASELINE" >/dev/null
+  mkdir -p "$BIN/base"
+  (cd "$WORK/baseline" && CGO_ENABLED=0 go build -trimpath -o "$BIN/base/" ./cmd/notarize-ledger)
+  git -C "$ROOT" worktree remove --force "$WORK/baseline"
+  VARIANTS=$(for e in $ENGINES; do echo "$e@base $e"; done)
+fi
+engine() { echo "${1%@base}"; }                                            # engine VARIANT
+ledger_bin() { [[ $1 == *@base ]] && echo "$BIN/base/notarize-ledger" || echo "$BIN/notarize-ledger"; } # ledger_bin VARIANT
 
 rss_mb() { awk '/^VmRSS/ {printf "%.1f", $2 / 1024}' /proc/"$1"/status; }
 
-# start NAME DATA ENGINE: starts notarize-ledger, sets URL, LPID and UP
+# start NAME DATA VARIANT: starts notarize-ledger (VARIANT: an engine, or
+# ENGINE@base for the BASELINE build), sets URL, LPID and UP
 # (seconds from exec to the first /checkpoint answer).
 start() {
   local port try t0 _
   for try in 1 2 3; do # another process may take the free port first
     port=$(free_port)
     t0=$(date +%s.%N)
-    "$BIN/notarize-ledger" --data "$2" --addr "127.0.0.1:$port" --index-engine "$3" --log-level warn >"$WORK/logs/$1.log" 2>&1 &
+    "$(ledger_bin "$3")" --data "$2" --addr "127.0.0.1:$port" --index-engine "$(engine "$3")" --log-level warn >"$WORK/logs/$1.log" 2>&1 &
     LPID=$!
     PIDS+=("$LPID")
     for _ in $(seq 1 6000); do # every 10 ms (wait_http's 100 ms would be the resolution)
@@ -100,14 +115,14 @@ fi
 RESULTS=$WORK/results.tsv
 echo "== $ROUNDS rounds, load $(cut -d' ' -f1-3 /proc/loadavg)"
 for r in $(seq 1 "$ROUNDS"); do
-  for e in $ENGINES; do
+  for e in $VARIANTS; do
     rm -rf "$WORK/empty-$e"
     start "empty-$e" "$WORK/empty-$e" "$e"
     printf 'empty\t%s\t%s\t%s\n' "$e" "$UP" "$(rss_mb "$LPID")" | tee -a "$RESULTS" |
       awk -F'\t' -v r="$r" '{printf "   round %s  empty %-6s  start-up %.3f s  RSS %s MB\n", r, $2, $3, $4}'
     stop
     [[ -z $BIG ]] && continue
-    start "big-$e" "$WORK/big-$e" "$e"
+    start "big-$e" "$WORK/big-$(engine "$e")" "$e"
     up=$UP rss0=$(rss_mb "$LPID")
     res=$(lookups "big-$e hit" "$SUBJECT") # not `res=$(…) && read`: set -e must see a failure
     read -r hit hitcpu <<<"$res"
@@ -123,11 +138,11 @@ echo "== medians of $ROUNDS rounds"
 median() { sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 col() { awk -F'\t' -v k="$1" -v e="$2" -v c="$3" '$1 == k && $2 == e {print $c}' "$RESULTS" | median; }
 printf '| row | engine | start-up s | RSS MB | hit ms | hit ledger µs | miss ms | miss ledger µs | RSS after MB |\n|---|---|---|---|---|---|---|---|---|\n'
-for e in $ENGINES; do
+for e in $VARIANTS; do
   printf '| empty | %s | %s | %s | | | | | |\n' "$e" "$(col empty "$e" 3)" "$(col empty "$e" 4)"
 done
 if [[ -n $BIG ]]; then
-  for e in $ENGINES; do
+  for e in $VARIANTS; do
     printf '| big | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$e" "$(col big "$e" 3)" "$(col big "$e" 4)" "$(col big "$e" 5)" \
       "$(col big "$e" 6)" "$(col big "$e" 7)" "$(col big "$e" 8)" "$(col big "$e" 9)"
   done

@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"fmt"
+	"math/bits"
 
 	"github.com/notarize/docker-notarize/ledger/storage"
 	"github.com/notarize/docker-notarize/vindex"
@@ -25,6 +26,14 @@ type nodeCache struct {
 	r     storage.MapNodeReader
 	nodes map[vindex.NodeID]cachedNode
 	reads int // batched reads from r, for tests and benchmarks
+	ids   int // node IDs read from r, for tests and benchmarks
+
+	// expect is the depth by which most paths end in the map read (a
+	// proof's: pathsEnd of the map's position), or 0 when unknown (a
+	// fold). prefetch reads a few keys' paths down to it in one read, and
+	// past it a few levels at a time, rather than 32 levels (63 node IDs)
+	// of which a map of a million keys holds about 21.
+	expect int
 }
 
 type cachedNode struct {
@@ -34,6 +43,22 @@ type cachedNode struct {
 
 func newNodeCache(ctx context.Context, r storage.MapNodeReader) *nodeCache {
 	return &nodeCache{ctx: ctx, r: r, nodes: make(map[vindex.NodeID]cachedNode)}
+}
+
+// newProofCache returns a nodeCache for the proofs of nkeys keys in a map
+// folded from the log's first position entries: it expects their paths to
+// end by pathsEnd(position), and holds their nodes without growing.
+func newProofCache(ctx context.Context, r storage.MapNodeReader, position uint64, nkeys int) *nodeCache {
+	expect := pathsEnd(position)
+	return &nodeCache{ctx: ctx, r: r, expect: expect, nodes: make(map[vindex.NodeID]cachedNode, 2*nkeys*(expect+pastExpect))}
+}
+
+// pathsEnd returns the depth by which the path of a key ends, in all but
+// about one case in 16, in a map folded from n log entries: a path ends
+// above depth d unless another of the map's leaves (at most n) shares the
+// key's first d bits, which happens with probability about leaves/2^d.
+func pathsEnd(n uint64) int {
+	return min(bits.Len64(n)+4, vindex.KeyBits+1)
 }
 
 // pathID returns the ID of the node at depth on key's path.
@@ -91,6 +116,7 @@ func (c *nodeCache) fetch(ids []vindex.NodeID) error {
 		return fmt.Errorf("read map nodes: %w", err)
 	}
 	c.reads++
+	c.ids += len(ids)
 	if len(vals) != len(ids) {
 		return fmt.Errorf("read map nodes: %d answers for %d nodes", len(vals), len(ids))
 	}
@@ -114,17 +140,39 @@ func (c *nodeCache) fetch(ids []vindex.NodeID) error {
 // a time.
 const prefetchIDs = 64
 
+// expectIDs bounds the first read of a cache that knows where paths end
+// (nodeCache.expect): up to it, the few keys of a lookup are read to that
+// depth at once, however many levels it is.
+const expectIDs = 4 * prefetchIDs
+
+// pastExpect is how many levels prefetch reads first past the depth where
+// paths are expected to end (few paths go on, and not far), twice as many
+// each read after (up to 32), so that a path made deep on purpose costs a
+// few reads more, not one per four levels.
+const pastExpect = 4
+
 // prefetch reads, from the root down, the nodes on the paths of keys and
 // their siblings, down to where each path ends (an empty subtree or a
 // leaf): what vindex.Get, vindex.Apply and vindex.Prove read for them. A
-// read covers as many levels as keep it near prefetchIDs node IDs.
+// read covers as many levels as keep it near prefetchIDs node IDs, or,
+// when c knows where paths end (expect), the levels down to there, then
+// pastExpect levels, twice as many each read after. What it does not read,
+// ReadNode reads when
+// asked: the levels a read covers change how many reads there are, never
+// what is read.
 func (c *nodeCache) prefetch(keys []vindex.Key) error {
-	frontier := keys
+	frontier, past := keys, pastExpect
 	for d := 0; len(frontier) > 0 && d <= vindex.KeyBits; {
 		levels := max(1, min(32, prefetchIDs/(2*len(frontier))))
+		switch {
+		case c.expect > d && 2*len(frontier)*(c.expect-d) <= expectIDs:
+			levels = c.expect - d
+		case c.expect > 0 && d >= c.expect:
+			levels, past = min(levels, past), min(2*past, 32)
+		}
 		end := min(d+levels, vindex.KeyBits+1)
-		var ids []vindex.NodeID
-		seen := make(map[vindex.NodeID]bool)
+		ids := make([]vindex.NodeID, 0, 2*len(frontier)*(end-d))
+		seen := make(map[vindex.NodeID]bool, 2*len(frontier)*(end-d))
 		want := func(id vindex.NodeID) {
 			if _, cached := c.nodes[id]; !cached && !seen[id] {
 				seen[id] = true

@@ -1,8 +1,10 @@
 package ledger
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"reflect"
 	"testing"
 
 	"github.com/notarize/docker-notarize/vindex"
@@ -106,5 +108,79 @@ func TestNodeCacheAgreesAndBatches(t *testing.T) {
 		if cache.reads > 2 {
 			t.Fatalf("a proof in a map of 4,500 keys took %d reads, want at most 2", cache.reads)
 		}
+	}
+}
+
+// TestProofCacheReadsWherePathsEnd: a lookup's proofs read their keys'
+// paths down to where a map of its size has them end (pathsEnd), not 32
+// levels of which most are below every leaf: on a map of 20,000 keys
+// about 35 node IDs a proof where a read of 32 levels asks for 63. Paths
+// that go deeper, present keys and absent ones, keys made to share long
+// prefixes with a stored key among them, give the proofs the map gives,
+// in a few more reads however deep.
+func TestProofCacheReadsWherePathsEnd(t *testing.T) {
+	ctx := t.Context()
+	const n = 20_000
+	mem, store := vindex.NewMemStore(), &byteNodes{nodes: map[string][]byte{}}
+	updates := randomUpdates(t, n)
+	// Keys sharing their first 40, 64 and 200 bits with a stored key: the
+	// deepest paths an attacker grinding keys could make, and deeper.
+	for i, bits := range []int{40, 64, 200} {
+		k := updates[i].Key
+		k[bits/8] ^= 0x80 >> (bits % 8)
+		updates = append(updates, vindex.Update{Key: k, Value: []byte("deep")})
+	}
+	_, writes, err := vindex.Apply(mem, updates)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem.Write(writes)
+	store.write(writes)
+
+	var keys []vindex.Key
+	for i := range 3 {
+		keys = append(keys, updates[i].Key, updates[n+i].Key) // the deep pairs
+	}
+	for _, u := range updates[3:203] {
+		keys = append(keys, u.Key) // present
+	}
+	for _, u := range randomUpdates(t, 200) {
+		keys = append(keys, u.Key) // absent
+	}
+	ids, reads, deepReads := 0, 0, 0
+	for i, key := range keys {
+		want, wantValue, err := vindex.Prove(mem, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cache := newProofCache(ctx, store, n, 1)
+		if err := cache.prefetch([]vindex.Key{key}); err != nil {
+			t.Fatal(err)
+		}
+		prefetched := cache.reads
+		got, value, err := vindex.Prove(cache, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, want) || !bytes.Equal(value, wantValue) {
+			t.Fatalf("key %d: the proof read through the cache differs from the map's", i)
+		}
+		if cache.reads != prefetched {
+			t.Fatalf("key %d (depth %d): %d reads after the prefetch", i, want.Depth, cache.reads-prefetched)
+		}
+		if i < 6 {
+			deepReads = max(deepReads, cache.reads)
+			continue
+		}
+		ids += cache.ids
+		reads += cache.reads
+	}
+	perProof := float64(ids) / float64(len(keys)-6)
+	t.Logf("pathsEnd(%d) = %d: %.1f node IDs and %.2f reads a proof; the deepest paths %d reads", n, pathsEnd(n), perProof, float64(reads)/float64(len(keys)-6), deepReads)
+	if perProof > 40 {
+		t.Errorf("%.1f node IDs read a proof, want about 2×%d", perProof, pathsEnd(n))
+	}
+	if deepReads > 9 { // 32 levels a read took 7
+		t.Errorf("a path 200 levels deep took %d reads, want at most 9", deepReads)
 	}
 }

@@ -78,7 +78,7 @@ func proofs(ctx context.Context, m storage.MapStore, d notarize.Digest, keyIDs [
 			return nil
 		}
 		root = st.Root
-		nodes := newNodeCache(ctx, r)
+		nodes := newProofCache(ctx, r, st.Position, len(keyIDs))
 		keys := make([]vindex.Key, len(keyIDs))
 		for i, k := range keyIDs {
 			keys[i] = vindex.MapKey(d, k)
