@@ -11,8 +11,10 @@
 #          summary.json beside it names the subject, key and verifier):
 #          copied once per engine (the pebble copy migrated with
 #          notarize-ledger migrate-index), then per round: start-up, RSS,
-#          and R lookups each of a signed digest (hit) and of a digest no
-#          one signed (miss) by bench/currentprof -verify, the call
+#          and R lookups each of a signed digest (hit), of a digest no
+#          one signed (miss) and of a new unsigned digest each time (vary:
+#          many images, whose proofs take different paths in the map) by
+#          bench/currentprof -verify, the call
 #          `docker notarize verify` makes (a fresh client per lookup, the
 #          current statement and the key's revocations proven complete
 #          against the map); median wall per lookup, the ledger's CPU per
@@ -128,8 +130,10 @@ for r in $(seq 1 "$ROUNDS"); do
     read -r hit hitcpu <<<"$res"
     res=$(lookups "big-$e miss" "$MISS")
     read -r miss misscpu <<<"$res"
-    printf 'big\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$e" "$up" "$rss0" "$hit" "$hitcpu" "$miss" "$misscpu" "$(rss_mb "$LPID")" | tee -a "$RESULTS" |
-      awk -F'\t' -v r="$r" '{printf "   round %s  big   %-6s  start-up %.3f s  RSS %s MB  hit %s ms (%s µs ledger CPU)  miss %s ms (%s µs)  RSS after %s MB\n", r, $2, $3, $4, $5, $6, $7, $8, $9}'
+    res=$(lookups "big-$e vary" random)
+    read -r vary varycpu <<<"$res"
+    printf 'big\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$e" "$up" "$rss0" "$hit" "$hitcpu" "$miss" "$misscpu" "$(rss_mb "$LPID")" "$vary" "$varycpu" | tee -a "$RESULTS" |
+      awk -F'\t' -v r="$r" '{printf "   round %s  big   %-6s  start-up %.3f s  RSS %s MB  hit %s ms (%s µs ledger CPU)  miss %s ms (%s µs)  vary %s ms (%s µs)  RSS after %s MB\n", r, $2, $3, $4, $5, $6, $7, $8, $10, $11, $9}'
     stop
   done
 done
@@ -137,14 +141,14 @@ done
 echo "== medians of $ROUNDS rounds"
 median() { sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 col() { awk -F'\t' -v k="$1" -v e="$2" -v c="$3" '$1 == k && $2 == e {print $c}' "$RESULTS" | median; }
-printf '| row | engine | start-up s | RSS MB | hit ms | hit ledger µs | miss ms | miss ledger µs | RSS after MB |\n|---|---|---|---|---|---|---|---|---|\n'
+printf '| row | engine | start-up s | RSS MB | hit ms | hit ledger µs | miss ms | miss ledger µs | vary ms | vary ledger µs | RSS after MB |\n|---|---|---|---|---|---|---|---|---|---|---|\n'
 for e in $VARIANTS; do
-  printf '| empty | %s | %s | %s | | | | | |\n' "$e" "$(col empty "$e" 3)" "$(col empty "$e" 4)"
+  printf '| empty | %s | %s | %s | | | | | | | |\n' "$e" "$(col empty "$e" 3)" "$(col empty "$e" 4)"
 done
 if [[ -n $BIG ]]; then
   for e in $VARIANTS; do
-    printf '| big | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$e" "$(col big "$e" 3)" "$(col big "$e" 4)" "$(col big "$e" 5)" \
-      "$(col big "$e" 6)" "$(col big "$e" 7)" "$(col big "$e" 8)" "$(col big "$e" 9)"
+    printf '| big | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$e" "$(col big "$e" 3)" "$(col big "$e" 4)" "$(col big "$e" 5)" \
+      "$(col big "$e" 6)" "$(col big "$e" 7)" "$(col big "$e" 8)" "$(col big "$e" 10)" "$(col big "$e" 11)" "$(col big "$e" 9)"
   done
 fi
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -15,11 +15,16 @@
 // CurrentWithRevocations: the current lookup and, at once, the lookup of
 // the key's revocations, both proven complete.
 //
-//	currentprof -url http://127.0.0.1:PORT -key VERIFIER -digest sha256:… -keyid HEX [-r 50] [-verify] [-cpuprofile F]
+// With -digest random each lookup is of a new digest no one signed: the
+// lookups of many images, whose proofs take different paths in the map.
+//
+//	currentprof -url http://127.0.0.1:PORT -key VERIFIER -digest sha256:…|random -keyid HEX [-r 50] [-verify] [-cpuprofile F]
 package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -40,7 +45,7 @@ import (
 func main() {
 	url := flag.String("url", "", "the ledger's base `URL`")
 	key := flag.String("key", "", "the ledger's verifier key")
-	digest := flag.String("digest", "", "the `digest` to look up")
+	digest := flag.String("digest", "", "the `digest` to look up; \"random\": a new one, which no one signed, for each lookup")
 	keyID := flag.String("keyid", "", "the signer key ID to ask about")
 	runs := flag.Int("r", 50, "lookups")
 	profile := flag.String("cpuprofile", "", "write a CPU profile of the lookups to this `file`")
@@ -125,8 +130,10 @@ func (b *timedBody) Close() error {
 var maxIndexLag time.Duration
 
 func run(url, key, digest, keyID string, runs int, profile string, verify bool) error {
-	d, err := notarize.ParseDigest(digest)
-	if err != nil {
+	next := func() notarize.Digest { return notarize.Digest(digest) }
+	if digest == "random" {
+		next = func() notarize.Digest { return notarize.Digest("sha256:" + hex.EncodeToString(randomBytes(32))) }
+	} else if _, err := notarize.ParseDigest(digest); err != nil {
 		return fmt.Errorf("-digest: %w", err)
 	}
 	if url == "" || key == "" || keyID == "" || runs < 1 {
@@ -155,6 +162,7 @@ func run(url, key, digest, keyID string, runs int, profile string, verify bool) 
 	}
 	defer os.RemoveAll(home)
 	for range runs {
+		d := next()
 		start := time.Now()
 		c, err := ledgerclient.New(ctx, ledgerclient.Config{URL: url, VerifierKey: key, Home: home, HTTPClient: hc, MaxIndexLag: maxIndexLag})
 		if err == nil {
@@ -239,3 +247,10 @@ func probeTail(ctx context.Context, url string, d notarize.Digest, keyID string)
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// randomBytes returns n random bytes.
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b) // never fails (crypto/rand)
+	return b
+}
