@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -65,6 +66,10 @@ func TestRedteam14MapAheadOfRestoredLog(t *testing.T) {
 	l, err := openPOSIX(t, dir, cfg)
 	if err != nil {
 		t.Logf("the ledger refused a map ahead of its log: %v", err)
+		// The command it names finds the map where the ledger keeps it.
+		if want := "notarize-ledger map-rebuild --data " + dir + " --map-dir " + mapDir; !strings.Contains(err.Error(), want) {
+			t.Fatalf("the refusal does not name %q", want)
+		}
 		return
 	}
 	if err := l.Close(t.Context()); err != nil {

@@ -160,6 +160,21 @@ func (l *Ledger) mapPath() string {
 	return ""
 }
 
+// mapRebuildCommand returns the command that drops the map of this
+// ledger's own (mapPath) while it is stopped, for the messages that ask
+// an operator to: map-rebuild finds the map where the ledger does, in
+// --map-dir when it has one.
+func (l *Ledger) mapRebuildCommand() string {
+	cmd := "notarize-ledger map-rebuild --data DIR"
+	if d, ok := l.st.(interface{ Dir() string }); ok {
+		cmd = "notarize-ledger map-rebuild --data " + d.Dir()
+	}
+	if l.cfg.MapDir != "" {
+		cmd += " --map-dir " + l.cfg.MapDir
+	}
+	return cmd
+}
+
 // startMap opens the map, the storage's (shared) or a bbolt file or pebble
 // directory of the ledger's own (openLocalMapStore), and starts its follower; it stops when ctx is done, and
 // closeMap waits for it.
@@ -215,7 +230,7 @@ func (l *Ledger) checkMapOfLog(ctx context.Context, m storage.MapStore, dir stri
 	if st.Position == 0 && st.Root == nil {
 		return nil
 	}
-	todo := fmt.Sprintf("if %s is this ledger's, delete it (notarize-ledger map-rebuild or rm: it is rebuilt from the log); if it is another ledger's, give this one its own --map-dir", dir)
+	todo := fmt.Sprintf("if %s is this ledger's, delete it (%s, or rm: it is rebuilt from the log); if it is another ledger's, give this one its own --map-dir", dir, l.mapRebuildCommand())
 	var size uint64
 	if raw, err := l.reader.ReadCheckpoint(ctx); err == nil {
 		if size, err = parseCheckpointSize(raw); err != nil {
