@@ -20,8 +20,9 @@
 #          against the map); median wall per lookup, the ledger's CPU per
 #          lookup (/proc), and its RSS after.
 # With BASELINE=REF each engine also runs notarize-ledger built from REF
-# (rows ENGINE@base, on the same copies, alternated with this tree's):
-# before and after a change, in one run.
+# (rows ENGINE@base, on the same copies, alternated with this tree's, the
+# order reversed every other round): before and after a change, in one
+# run. "RSS after" is the ledger's after all of a round's lookups.
 # The binaries are built as the Makefile ships them (CGO_ENABLED=0).
 #
 # Usage: bench/engine-bench.sh      (BIG=DIR ROUNDS=3 R=200 BASELINE=REF ENGINES=pebble to tune)
@@ -56,7 +57,8 @@ if [[ -n ${BASELINE:-} ]]; then
   echo "   notarize-ledger from $BASELINE ($(git -C "$ROOT" rev-parse --short "$BASELINE"))"
   git -C "$ROOT" worktree add --detach "$WORK/baseline" "$BASELINE" >/dev/null
   mkdir -p "$BIN/base"
-  (cd "$WORK/baseline" && CGO_ENABLED=0 go build -trimpath -o "$BIN/base/" ./cmd/notarize-ledger)
+  (cd "$WORK/baseline" && CGO_ENABLED=0 go build -trimpath -o "$BIN/base/" ./cmd/notarize-ledger) ||
+    { git -C "$ROOT" worktree remove --force "$WORK/baseline"; exit 1; }
   git -C "$ROOT" worktree remove --force "$WORK/baseline"
   VARIANTS=$(for e in $ENGINES; do echo "$e@base $e"; done)
 fi
@@ -117,7 +119,9 @@ fi
 RESULTS=$WORK/results.tsv
 echo "== $ROUNDS rounds, load $(cut -d' ' -f1-3 /proc/loadavg)"
 for r in $(seq 1 "$ROUNDS"); do
-  for e in $VARIANTS; do
+  order=$VARIANTS
+  ((r % 2)) || order=$(tac <<<"$(tr ' ' '\n' <<<"$VARIANTS")") # every other round in reverse: neither runs first always
+  for e in $order; do
     rm -rf "$WORK/empty-$e"
     start "empty-$e" "$WORK/empty-$e" "$e"
     printf 'empty\t%s\t%s\t%s\n' "$e" "$UP" "$(rss_mb "$LPID")" | tee -a "$RESULTS" |

@@ -1,15 +1,20 @@
 package ledger
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/notarize/docker-notarize/ledger/storage"
 	"github.com/notarize/docker-notarize/ledger/storage/posix"
 	"github.com/notarize/docker-notarize/notarize"
+	"github.com/transparency-dev/tessera"
 )
 
 // Red team 14: the map (pebble or bbolt) is not tied to its log. Fails:
@@ -123,4 +128,54 @@ func TestRedteam14MapOfAnotherLedger(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	t.Log("a failure below is a LOSS: a committed map root that this ledger's log does not recompute (a fork)")
 	recomputeRoots(t, b)
+}
+
+// failingCheckpoints is a log reader whose checkpoint cannot be read.
+type failingCheckpoints struct {
+	tessera.LogReader
+	err error
+}
+
+func (f failingCheckpoints) ReadCheckpoint(context.Context) ([]byte, error) { return nil, f.err }
+
+// storedMap is a map store whose state is st.
+type storedMap struct {
+	storage.MapStore
+	st storage.MapState
+}
+
+func (m storedMap) MapState(context.Context) (storage.MapState, error) { return m.st, nil }
+
+// TestMapCheckWithAnUnreadableCheckpoint: at start, a checkpoint that
+// cannot be read (an I/O error, not its absence) is reported as such. It
+// was taken for an empty log, so the ledger refused its own map as "ahead
+// of the log" and told the operator to delete it. A log with no checkpoint
+// yet is an empty one: a map with entries is ahead of it.
+func TestMapCheckWithAnUnreadableCheckpoint(t *testing.T) {
+	m := storedMap{st: storage.MapState{Position: 5}}
+	l := &Ledger{reader: failingCheckpoints{err: syscall.EIO}}
+	err := l.checkMapOfLog(t.Context(), m, "/var/lib/map")
+	if err == nil || errors.Is(err, ErrMapNotOfLog) || !errors.Is(err, syscall.EIO) {
+		t.Fatalf("an unreadable checkpoint: %v; want the read's error, not ErrMapNotOfLog", err)
+	}
+	l.reader = failingCheckpoints{err: os.ErrNotExist}
+	if err := l.checkMapOfLog(t.Context(), m, "/var/lib/map"); !errors.Is(err, ErrMapNotOfLog) {
+		t.Fatalf("no checkpoint yet, a map of 5 entries: %v, want ErrMapNotOfLog", err)
+	}
+}
+
+// TestMapRebuildCommandQuotesPaths: the command a refusal names can be
+// pasted into a shell whatever the directories' names.
+func TestMapRebuildCommandQuotesPaths(t *testing.T) {
+	for _, c := range []struct{ dir, want string }{
+		{"/var/lib/notarize-map", "notarize-ledger map-rebuild --data DIR --map-dir /var/lib/notarize-map"},
+		{"/srv/my map", "notarize-ledger map-rebuild --data DIR --map-dir '/srv/my map'"},
+		{"/srv/it's; rm -rf ~", `notarize-ledger map-rebuild --data DIR --map-dir '/srv/it'\''s; rm -rf ~'`},
+		{"$HOME/map", "notarize-ledger map-rebuild --data DIR --map-dir '$HOME/map'"},
+	} {
+		l := &Ledger{cfg: Config{MapDir: c.dir}}
+		if got := l.mapRebuildCommand(); got != c.want {
+			t.Errorf("--map-dir %q: %s, want %s", c.dir, got, c.want)
+		}
+	}
 }

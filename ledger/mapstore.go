@@ -30,9 +30,9 @@ type nodeCache struct {
 
 	// expect is the depth by which most paths end in the map read (a
 	// proof's: pathsEnd of the map's position), or 0 when unknown (a
-	// fold). prefetch reads a few keys' paths down to it in one read, and
-	// past it a few levels at a time, rather than 32 levels (63 node IDs)
-	// of which a map of a million keys holds about 21.
+	// fold). prefetch reads a few keys' paths down to it in one read,
+	// rather than 32 levels (63 node IDs) of which a map of a million keys
+	// holds about 21; past it, as it would without it.
 	expect int
 }
 
@@ -47,10 +47,12 @@ func newNodeCache(ctx context.Context, r storage.MapNodeReader) *nodeCache {
 
 // newProofCache returns a nodeCache for the proofs of nkeys keys in a map
 // folded from the log's first position entries: it expects their paths to
-// end by pathsEnd(position), and holds their nodes without growing.
+// end by pathsEnd(position), and holds the nodes of a lookup of a few keys
+// without growing (the paths of many share their top levels: not sized for
+// all of them).
 func newProofCache(ctx context.Context, r storage.MapNodeReader, position uint64, nkeys int) *nodeCache {
 	expect := pathsEnd(position)
-	return &nodeCache{ctx: ctx, r: r, expect: expect, nodes: make(map[vindex.NodeID]cachedNode, 2*nkeys*(expect+pastExpect))}
+	return &nodeCache{ctx: ctx, r: r, expect: expect, nodes: make(map[vindex.NodeID]cachedNode, 2*min(nkeys, 4)*expect)}
 }
 
 // pathsEnd returns the depth by which the path of a key ends, in all but
@@ -145,34 +147,29 @@ const prefetchIDs = 64
 // depth at once, however many levels it is.
 const expectIDs = 4 * prefetchIDs
 
-// pastExpect is how many levels prefetch reads first past the depth where
-// paths are expected to end (few paths go on, and not far), twice as many
-// each read after (up to 32), so that a path made deep on purpose costs a
-// few reads more, not one per four levels.
-const pastExpect = 4
-
 // prefetch reads, from the root down, the nodes on the paths of keys and
 // their siblings, down to where each path ends (an empty subtree or a
 // leaf): what vindex.Get, vindex.Apply and vindex.Prove read for them. A
 // read covers as many levels as keep it near prefetchIDs node IDs, or,
-// when c knows where paths end (expect), the levels down to there, then
-// pastExpect levels, twice as many each read after. What it does not read,
-// ReadNode reads when
-// asked: the levels a read covers change how many reads there are, never
-// what is read.
+// when c knows where paths end (expect), the first read covers the levels
+// down to there and the reads after it as many as without it (a path made
+// deep on purpose, by grinding keys, costs at most one read more). What it
+// does not read, ReadNode reads when asked: the levels a read covers change
+// how many reads there are, never what is read.
 func (c *nodeCache) prefetch(keys []vindex.Key) error {
-	frontier, past := keys, pastExpect
+	frontier := keys
 	for d := 0; len(frontier) > 0 && d <= vindex.KeyBits; {
 		levels := max(1, min(32, prefetchIDs/(2*len(frontier))))
-		switch {
-		case c.expect > d && 2*len(frontier)*(c.expect-d) <= expectIDs:
-			levels = c.expect - d
-		case c.expect > 0 && d >= c.expect:
-			levels, past = min(levels, past), min(2*past, 32)
+		var ids []vindex.NodeID
+		var seen map[vindex.NodeID]bool
+		if c.expect > d && 2*len(frontier)*(c.expect-d) <= expectIDs {
+			levels = c.expect - d // a lookup's few keys: about 2×levels IDs each
+			ids = make([]vindex.NodeID, 0, 2*len(frontier)*levels)
+			seen = make(map[vindex.NodeID]bool, cap(ids))
+		} else {
+			seen = make(map[vindex.NodeID]bool) // a fold's many keys share most of theirs
 		}
 		end := min(d+levels, vindex.KeyBits+1)
-		ids := make([]vindex.NodeID, 0, 2*len(frontier)*(end-d))
-		seen := make(map[vindex.NodeID]bool, 2*len(frontier)*(end-d))
 		want := func(id vindex.NodeID) {
 			if _, cached := c.nodes[id]; !cached && !seen[id] {
 				seen[id] = true

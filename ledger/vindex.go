@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -167,12 +168,21 @@ func (l *Ledger) mapPath() string {
 func (l *Ledger) mapRebuildCommand() string {
 	cmd := "notarize-ledger map-rebuild --data DIR"
 	if d, ok := l.st.(interface{ Dir() string }); ok {
-		cmd = "notarize-ledger map-rebuild --data " + d.Dir()
+		cmd = "notarize-ledger map-rebuild --data " + shellQuote(d.Dir())
 	}
 	if l.cfg.MapDir != "" {
-		cmd += " --map-dir " + l.cfg.MapDir
+		cmd += " --map-dir " + shellQuote(l.cfg.MapDir)
 	}
 	return cmd
+}
+
+// shellQuote returns s as one word of a POSIX shell command: as it is when
+// it holds nothing a shell would read, else in single quotes.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_@%+=:,./-") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // startMap opens the map, the storage's (shared) or a bbolt file or pebble
@@ -231,11 +241,14 @@ func (l *Ledger) checkMapOfLog(ctx context.Context, m storage.MapStore, dir stri
 		return nil
 	}
 	todo := fmt.Sprintf("if %s is this ledger's, delete it (%s, or rm: it is rebuilt from the log); if it is another ledger's, give this one its own --map-dir", dir, l.mapRebuildCommand())
-	var size uint64
-	if raw, err := l.reader.ReadCheckpoint(ctx); err == nil {
+	var size uint64 // no checkpoint yet: an empty log
+	switch raw, err := l.reader.ReadCheckpoint(ctx); {
+	case err == nil:
 		if size, err = parseCheckpointSize(raw); err != nil {
 			return fmt.Errorf("open map: %w", err)
 		}
+	case !errors.Is(err, os.ErrNotExist): // not a map to delete: a log that cannot be read
+		return fmt.Errorf("open map: read checkpoint: %w", err)
 	}
 	if st.Position > size {
 		return fmt.Errorf("%w: the map in %s covers %d entries, the log holds %d; %s", ErrMapNotOfLog, dir, st.Position, size, todo)

@@ -8,7 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/transparency-dev/tessera/api/layout"
 )
@@ -36,6 +38,36 @@ func TestReadFileAgreesWithOS(t *testing.T) {
 	_, osErr := os.ReadFile(dir)
 	if err == nil || osErr == nil {
 		t.Fatalf("a directory: %v (os.ReadFile: %v), want an error", err, osErr)
+	}
+}
+
+// TestReadFileNeverWaitsOnAFIFO: a FIFO planted where the checkpoint is,
+// held open by a writer that writes nothing, fails the read at once: a
+// read that waited would hold an OS thread per request (readFile is not on
+// the runtime's poller) until the process ran out of them.
+func TestReadFileNeverWaitsOnAFIFO(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "checkpoint")
+	if err := syscall.Mkfifo(p, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w, err := os.OpenFile(p, os.O_RDWR, 0) // a writer (and reader) that never writes
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	done := make(chan error, 1)
+	go func() {
+		_, err := readFile(p)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("a FIFO with nothing in it read as a file")
+		}
+		t.Logf("refused: %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("readFile waits on a FIFO")
 	}
 }
 
