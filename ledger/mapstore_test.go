@@ -114,7 +114,7 @@ func TestNodeCacheAgreesAndBatches(t *testing.T) {
 // TestProofCacheReadsWherePathsEnd: a lookup's proofs read their keys'
 // paths down to where a map of its size has them end (pathsEnd), not 32
 // levels of which most are below every leaf: on a map of 20,000 keys
-// about 35 node IDs a proof where a read of 32 levels asks for 63. Paths
+// about 40 node IDs a proof where a read of 32 levels asks for 63. Paths
 // that go deeper, present keys and absent ones, keys made to share long
 // prefixes with a stored key among them, give the proofs the map gives,
 // in at most one read more than 32 levels a read took, however deep.

@@ -130,11 +130,15 @@ func (b *timedBody) Close() error {
 var maxIndexLag time.Duration
 
 func run(url, key, digest, keyID string, runs int, profile string, verify bool) error {
-	next := func() notarize.Digest { return notarize.Digest(digest) }
+	var next func() notarize.Digest
 	if digest == "random" {
 		next = func() notarize.Digest { return notarize.Digest("sha256:" + hex.EncodeToString(randomBytes(32))) }
-	} else if _, err := notarize.ParseDigest(digest); err != nil {
-		return fmt.Errorf("-digest: %w", err)
+	} else {
+		d, err := notarize.ParseDigest(digest)
+		if err != nil {
+			return fmt.Errorf("-digest: %w", err)
+		}
+		next = func() notarize.Digest { return d }
 	}
 	if url == "" || key == "" || keyID == "" || runs < 1 {
 		return fmt.Errorf("need -url, -key, -keyid and -r >= 1")
