@@ -53,6 +53,34 @@ func BenchmarkEntryCheck(b *testing.B) {
 			}
 		}
 	})
+	// A signer's new key after the cache's 64 table places went to keys
+	// that signed earlier and then retired (a rotation): the new key's
+	// entries earn one of their places once those keys have gone unused
+	// for a while, and verify with its table from then on.
+	b.Run("parse+verify/key-cached/after-rotation", func(b *testing.B) {
+		keys := notarize.NewKeyCache(0)
+		for range 64 {
+			old := entryUnderNewKey(b)
+			for range 16 {
+				if _, err := old.VerifyLoggedWith(keys); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		if keys.Tables() != 64 {
+			b.Fatalf("%d tables after warm-up, want 64", keys.Tables())
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			e, err := notarize.ParseEntry(raw)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := e.VerifyLoggedWith(keys); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("parse", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
@@ -85,4 +113,18 @@ func BenchmarkEntryCheck(b *testing.B) {
 			}
 		}
 	})
+}
+
+// entryUnderNewKey returns an entry signed by a new P-256 key.
+func entryUnderNewKey(b *testing.B) *notarize.Entry {
+	b.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := signature.LoadECDSASignerVerifier(k, notarize.HashFor(k.Public()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return sign(b, s, statement(digestA, notarize.StatusTrusted, t0))
 }

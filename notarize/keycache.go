@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -24,9 +25,18 @@ const DefaultKeyCacheSize = 1024
 // before and try again tableAfter entries later. A signer's thousands of
 // log entries pay for the table many times over; a key seen a few times
 // never builds one.
+//
+// When every place is taken, a key that earned its table within
+// tableIdle entries (counted over all of the cache's keys) takes the place
+// of a key that has used its table for none of the last tableIdle: after
+// a rotation, the new keys get the tables the retired ones held (without
+// this they never did while the old keys stayed in the cache). A key used
+// less often than that takes no one's place, so keys that all stay in use
+// never trade tables back and forth, each trade a table built for nothing.
 const (
 	tableAfter = 16
 	maxTables  = 64
+	tableIdle  = 4096
 )
 
 // KeyCache remembers signer keys that entries carried, by their exact PEM
@@ -47,7 +57,9 @@ type KeyCache struct {
 	max    int
 	byPEM  map[string]*list.Element // PEM text → element of lru holding a *cachedKey
 	lru    list.List                // front: most recently used
-	tables int                      // keys held that took a table's place (cachedKey.tabled)
+	tabled []*cachedKey             // keys held that took a table's place (cachedKey.tabled), at most maxTables
+
+	clock atomic.Uint64 // accepted entries under any key (verified): the time tableIdle counts in
 }
 
 // cachedKey is what parsing one PEM text gave.
@@ -57,9 +69,11 @@ type cachedKey struct {
 	keyID    string
 	verifier signature.Verifier
 
-	uses   atomic.Uint32            // accepted entries under it (P-256 keys only; see verified), up to tableAfter
-	table  atomic.Pointer[p256.Key] // its table, once built
-	tabled bool                     // it took one of maxTables places (KeyCache.mu)
+	uses    atomic.Uint32            // accepted entries under it (P-256 keys only; see verified), up to tableAfter
+	counted atomic.Uint64            // the cache's clock at the first of them
+	used    atomic.Uint64            // the cache's clock when its table was last used (at most tableIdle/16 behind)
+	table   atomic.Pointer[p256.Key] // its table, once built
+	tabled  bool                     // it took one of maxTables places (KeyCache.mu)
 }
 
 // NewKeyCache returns a cache of at most size keys (DefaultKeyCacheSize
@@ -83,7 +97,7 @@ func (c *KeyCache) Len() int {
 func (c *KeyCache) Tables() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.tables
+	return len(c.tabled)
 }
 
 // get returns the key parsed from pemText before, or nil.
@@ -112,10 +126,7 @@ func (c *KeyCache) add(k *cachedKey) {
 		c.lru.Remove(old)
 		gone := old.Value.(*cachedKey)
 		delete(c.byPEM, gone.pem)
-		if gone.tabled {
-			gone.tabled = false
-			c.tables--
-		}
+		c.untable(gone)
 	}
 }
 
@@ -145,23 +156,43 @@ func (c *KeyCache) Admitted(e *Entry) {
 }
 
 // verified counts an accepted entry of k's and, at the tableAfter-th of a
-// P-256 key, builds its table when c has a place for it; with no place,
-// the count starts again, so the key tries again tableAfter entries later
-// (c may be nil: no cache, nothing counted).
+// P-256 key, builds its table when c has a place for it, or can free one
+// (reclaim); with no place, the count starts again, so the key tries again
+// tableAfter entries later (c may be nil: no cache, nothing counted).
 func (c *KeyCache) verified(k *cachedKey) {
-	if c == nil || k.table.Load() != nil || k.uses.Load() >= tableAfter {
-		return // no cache, a table already, or one being built
-	}
-	pub, ok := k.pub.(*ecdsa.PublicKey)
-	if !ok || pub.Curve != elliptic.P256() || k.uses.Add(1) != tableAfter {
+	if c == nil {
 		return
 	}
+	now := c.clock.Add(1)
+	if k.table.Load() != nil {
+		if now-k.used.Load() > tableIdle/16 { // mostly a read: many goroutines verify under one key
+			k.used.Store(now)
+		}
+		return
+	}
+	if k.uses.Load() >= tableAfter {
+		return // a table being built
+	}
+	pub, ok := k.pub.(*ecdsa.PublicKey)
+	if !ok || pub.Curve != elliptic.P256() {
+		return
+	}
+	switch k.uses.Add(1) {
+	case 1:
+		k.counted.Store(now)
+		return
+	case tableAfter:
+	default:
+		return
+	}
+	busy := now-k.counted.Load() <= tableIdle // earned within tableIdle: may take an idle key's place
 	c.mu.Lock()
 	el, held := c.byPEM[k.pem]
-	take := held && el.Value.(*cachedKey) == k && c.tables < maxTables
+	take := held && el.Value.(*cachedKey) == k && (len(c.tabled) < maxTables || busy && c.reclaim(now))
 	if take {
-		c.tables++
 		k.tabled = true
+		k.used.Store(now)
+		c.tabled = append(c.tabled, k)
 	}
 	c.mu.Unlock()
 	if !take {
@@ -171,14 +202,37 @@ func (c *KeyCache) verified(k *cachedKey) {
 	t, err := p256.NewKey(pub)
 	if err != nil { // not for a key that parsed as P-256; give the place back all the same
 		c.mu.Lock()
-		if k.tabled {
-			k.tabled = false
-			c.tables--
-		}
+		c.untable(k)
 		c.mu.Unlock()
 		return
 	}
 	k.table.Store(t)
+}
+
+// reclaim frees the place of a key whose table has not been used for
+// tableIdle entries, if there is one (c.mu held): it verifies as before
+// and may earn a table again.
+func (c *KeyCache) reclaim(now uint64) bool {
+	for _, k := range c.tabled {
+		if k.table.Load() != nil && now-k.used.Load() > tableIdle {
+			c.untable(k)
+			k.table.Store(nil)
+			k.uses.Store(0)
+			return true
+		}
+	}
+	return false
+}
+
+// untable gives k's place back, if it holds one (c.mu held).
+func (c *KeyCache) untable(k *cachedKey) {
+	if !k.tabled {
+		return
+	}
+	k.tabled = false
+	if i := slices.Index(c.tabled, k); i >= 0 {
+		c.tabled = slices.Delete(c.tabled, i, i+1)
+	}
 }
 
 // parseSignerKey parses pemText, which must be one canonical PEM public key

@@ -24,20 +24,60 @@ func newPEM(t *testing.T) string {
 	return string(b)
 }
 
-// checkTables: c.tables is the number of held keys that took a place.
+// checkTables: c.tabled holds exactly the held keys that took a place,
+// each once, and no more than maxTables of them.
 func checkTables(t *testing.T, c *KeyCache) {
 	t.Helper()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	held := 0
 	for el := c.lru.Front(); el != nil; el = el.Next() {
-		if el.Value.(*cachedKey).tabled {
+		k := el.Value.(*cachedKey)
+		if k.tabled {
 			held++
+			if n := countOf(c.tabled, k); n != 1 {
+				t.Fatalf("a held key with a place is in c.tabled %d times", n)
+			}
 		}
 	}
-	if c.tables != held || c.tables < 0 || c.tables > maxTables {
-		t.Fatalf("tables = %d, held keys with a place = %d (max %d)", c.tables, held, maxTables)
+	if len(c.tabled) != held || len(c.tabled) > maxTables {
+		t.Fatalf("tables = %d, held keys with a place = %d (max %d)", len(c.tabled), held, maxTables)
 	}
+}
+
+func countOf(ks []*cachedKey, k *cachedKey) int {
+	n := 0
+	for _, x := range ks {
+		if x == k {
+			n++
+		}
+	}
+	return n
+}
+
+// heldKeys returns n new P-256 keys that c holds.
+func heldKeys(t *testing.T, c *KeyCache, n int) []*cachedKey {
+	t.Helper()
+	ks := make([]*cachedKey, n)
+	for i := range ks {
+		k, err := c.signerKey(newPEM(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ks[i] = k
+	}
+	return ks
+}
+
+// withTables counts the keys of ks that have a table.
+func withTables(ks []*cachedKey) int {
+	n := 0
+	for _, k := range ks {
+		if k.table.Load() != nil {
+			n++
+		}
+	}
+	return n
 }
 
 // TestKeyCacheUnheldKeyTakesNoPlace: a key the cache does not (or no
@@ -100,5 +140,94 @@ func TestKeyCacheTablesCountUnderChurn(t *testing.T) {
 		wg.Wait()
 		checkTables(t, c)
 		t.Logf("size %d: %d keys, %d tables", size, c.Len(), c.Tables())
+	}
+}
+
+// TestKeyCacheIdleTablesGoToBusyKeys: after a rotation, a new key that is
+// in use takes the place of a retired key whose table went unused for
+// tableIdle entries, and not before; the retired key loses its table.
+func TestKeyCacheIdleTablesGoToBusyKeys(t *testing.T) {
+	c := NewKeyCache(2 * maxTables)
+	old := heldKeys(t, c, maxTables)
+	for _, k := range old {
+		for range tableAfter {
+			c.verified(k)
+		}
+	}
+	if got := withTables(old); got != maxTables {
+		t.Fatalf("%d of %d keys have a table", got, maxTables)
+	}
+	rotated := heldKeys(t, c, 1)[0]
+	for range tableAfter {
+		c.verified(rotated)
+	}
+	if rotated.table.Load() != nil {
+		t.Fatal("a new key took the place of a key whose table is in use")
+	}
+	c.clock.Add(tableIdle + 1) // the old keys stay unused for tableIdle entries
+	for range tableAfter {
+		c.verified(rotated)
+	}
+	if rotated.table.Load() == nil {
+		t.Fatal("a busy new key has no table while an old key's table went unused")
+	}
+	if got := withTables(old); got != maxTables-1 || c.Tables() != maxTables {
+		t.Fatalf("old keys with a table: %d, tables %d; want %d, %d", got, c.Tables(), maxTables-1, maxTables)
+	}
+	checkTables(t, c)
+}
+
+// TestKeyCacheRareKeyTakesNoPlace: a key used fewer than tableAfter times
+// in tableIdle entries takes no one's place, idle or not.
+func TestKeyCacheRareKeyTakesNoPlace(t *testing.T) {
+	c := NewKeyCache(2 * maxTables)
+	for _, k := range heldKeys(t, c, maxTables) {
+		for range tableAfter {
+			c.verified(k)
+		}
+	}
+	c.clock.Add(tableIdle + 1)
+	rare := heldKeys(t, c, 1)[0]
+	for range 4 * tableAfter {
+		c.verified(rare)
+		c.clock.Add(tableIdle / 8) // tableAfter uses span 2×tableIdle
+	}
+	if rare.table.Load() != nil {
+		t.Fatal("a rarely used key took an idle key's place")
+	}
+	checkTables(t, c)
+}
+
+// TestKeyCacheKeysInUseKeepTheirTables: keys that all stay in use, more
+// of them than there are places, never trade tables (each trade a table
+// built for nothing): whether they earn one within tableIdle entries (65
+// keys) or not (300 keys), the tables after warm-up are the same ones
+// many rounds later.
+func TestKeyCacheKeysInUseKeepTheirTables(t *testing.T) {
+	for _, n := range []int{maxTables + 1, 300} {
+		c := NewKeyCache(n)
+		ks := heldKeys(t, c, n)
+		round := func(times int) {
+			for range times {
+				for _, k := range ks {
+					c.verified(k)
+				}
+			}
+		}
+		round(2 * tableAfter)
+		before := make([]any, n)
+		for i, k := range ks {
+			before[i] = k.table.Load()
+		}
+		if got := withTables(ks); got != maxTables {
+			t.Fatalf("%d keys: %d have a table after warm-up, want %d", n, got, maxTables)
+		}
+		round(4 * tableIdle / tableAfter)
+		for i, k := range ks {
+			if any(k.table.Load()) != before[i] {
+				t.Fatalf("%d keys in round robin: key %d's table changed (traded)", n, i)
+			}
+		}
+		checkTables(t, c)
 	}
 }
