@@ -28,15 +28,23 @@ const DefaultKeyCacheSize = 1024
 //
 // When every place is taken, a key that earned its table within
 // tableIdle entries (counted over all of the cache's keys) takes the place
-// of a key that has used its table for none of the last tableIdle: after
-// a rotation, the new keys get the tables the retired ones held (without
-// this they never did while the old keys stayed in the cache). A key used
-// less often than that takes no one's place, so keys that all stay in use
-// never trade tables back and forth, each trade a table built for nothing.
+// of the key whose table has gone unused longest, if that is tableIdle
+// entries or more: after a rotation, the new keys get the tables the
+// retired ones held (without this they never did while the old keys stayed
+// in the cache). A key used less often than that takes no one's place, so
+// keys that all stay in use never trade tables back and forth, each trade
+// a table built for nothing. And one place at most is taken so every
+// reclaimEvery entries: keys that sign in bursts and idle in between (a
+// hostile signer's many keys, say) would otherwise each build a table at
+// every burst, never to use it; this bounds what they waste to one build
+// (~0.6 ms) per reclaimEvery entries (~75 ms of checks), and the tables
+// they can push out to one per reclaimEvery. A rotation's new keys get
+// their tables within maxTables·reclaimEvery entries.
 const (
-	tableAfter = 16
-	maxTables  = 64
-	tableIdle  = 4096
+	tableAfter   = 16
+	maxTables    = 64
+	tableIdle    = 4096
+	reclaimEvery = tableIdle / 4
 )
 
 // KeyCache remembers signer keys that entries carried, by their exact PEM
@@ -58,6 +66,8 @@ type KeyCache struct {
 	byPEM  map[string]*list.Element // PEM text → element of lru holding a *cachedKey
 	lru    list.List                // front: most recently used
 	tabled []*cachedKey             // keys held that took a table's place (cachedKey.tabled), at most maxTables
+	// nextReclaim is the clock's value from which reclaim may free a place again.
+	nextReclaim uint64
 
 	clock atomic.Uint64 // accepted entries under any key (verified): the time tableIdle counts in
 }
@@ -71,7 +81,7 @@ type cachedKey struct {
 
 	uses    atomic.Uint32            // accepted entries under it (P-256 keys only; see verified), up to tableAfter
 	counted atomic.Uint64            // the cache's clock at the first of them
-	used    atomic.Uint64            // the cache's clock when its table was last used (at most tableIdle/16 behind)
+	used    atomic.Uint64            // the cache's clock when it took its place or last used its table (at most tableIdle/16 behind)
 	table   atomic.Pointer[p256.Key] // its table, once built
 	tabled  bool                     // it took one of maxTables places (KeyCache.mu)
 }
@@ -165,7 +175,9 @@ func (c *KeyCache) verified(k *cachedKey) {
 	}
 	now := c.clock.Add(1)
 	if k.table.Load() != nil {
-		if now-k.used.Load() > tableIdle/16 { // mostly a read: many goroutines verify under one key
+		// Mostly a read: many goroutines verify under one key. Signed: a
+		// now taken before another goroutine's store never moves used back.
+		if int64(now-k.used.Load()) > tableIdle/16 {
 			k.used.Store(now)
 		}
 		return
@@ -185,13 +197,13 @@ func (c *KeyCache) verified(k *cachedKey) {
 	default:
 		return
 	}
-	busy := now-k.counted.Load() <= tableIdle // earned within tableIdle: may take an idle key's place
+	busy := int64(now-k.counted.Load()) <= tableIdle // earned within tableIdle: may take an idle key's place
 	c.mu.Lock()
 	el, held := c.byPEM[k.pem]
-	take := held && el.Value.(*cachedKey) == k && (len(c.tabled) < maxTables || busy && c.reclaim(now))
+	take := held && el.Value.(*cachedKey) == k && (len(c.tabled) < maxTables || busy && c.reclaim())
 	if take {
 		k.tabled = true
-		k.used.Store(now)
+		k.used.Store(c.clock.Load())
 		c.tabled = append(c.tabled, k)
 	}
 	c.mu.Unlock()
@@ -209,19 +221,31 @@ func (c *KeyCache) verified(k *cachedKey) {
 	k.table.Store(t)
 }
 
-// reclaim frees the place of a key whose table has not been used for
-// tableIdle entries, if there is one (c.mu held): it verifies as before
-// and may earn a table again.
-func (c *KeyCache) reclaim(now uint64) bool {
+// reclaim frees the place of the key whose table has gone unused longest,
+// if that is more than tableIdle entries and no place was freed in the last
+// reclaimEvery (c.mu held); that key verifies as before and may earn a
+// table again. A key whose table is being built keeps its place.
+func (c *KeyCache) reclaim() bool {
+	// The clock now, not the caller's reading: while it waited for c.mu,
+	// keys in use may have stored later ones in used.
+	now := c.clock.Load()
+	if now < c.nextReclaim {
+		return false
+	}
+	var idlest *cachedKey
 	for _, k := range c.tabled {
-		if k.table.Load() != nil && now-k.used.Load() > tableIdle {
-			c.untable(k)
-			k.table.Store(nil)
-			k.uses.Store(0)
-			return true
+		if k.table.Load() != nil && int64(now-k.used.Load()) > tableIdle && (idlest == nil || k.used.Load() < idlest.used.Load()) {
+			idlest = k
 		}
 	}
-	return false
+	if idlest == nil {
+		return false
+	}
+	c.untable(idlest)
+	idlest.table.Store(nil)
+	idlest.uses.Store(0)
+	c.nextReclaim = now + reclaimEvery
+	return true
 }
 
 // untable gives k's place back, if it holds one (c.mu held).

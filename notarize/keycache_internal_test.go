@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 )
@@ -25,7 +26,8 @@ func newPEM(t *testing.T) string {
 }
 
 // checkTables: c.tabled holds exactly the held keys that took a place,
-// each once, and no more than maxTables of them.
+// each once, and no more than maxTables of them; a held key with a table
+// holds a place.
 func checkTables(t *testing.T, c *KeyCache) {
 	t.Helper()
 	c.mu.Lock()
@@ -33,6 +35,9 @@ func checkTables(t *testing.T, c *KeyCache) {
 	held := 0
 	for el := c.lru.Front(); el != nil; el = el.Next() {
 		k := el.Value.(*cachedKey)
+		if k.table.Load() != nil && !k.tabled {
+			t.Fatal("a held key has a table and no place")
+		}
 		if k.tabled {
 			held++
 			if n := countOf(c.tabled, k); n != 1 {
@@ -230,4 +235,164 @@ func TestKeyCacheKeysInUseKeepTheirTables(t *testing.T) {
 		}
 		checkTables(t, c)
 	}
+}
+
+// tabledKeys returns maxTables new keys of c's that each earned a table.
+func tabledKeys(t *testing.T, c *KeyCache) []*cachedKey {
+	t.Helper()
+	ks := heldKeys(t, c, maxTables)
+	for _, k := range ks {
+		for range tableAfter {
+			c.verified(k)
+		}
+	}
+	if got := withTables(ks); got != maxTables {
+		t.Fatalf("%d of %d keys have a table", got, maxTables)
+	}
+	return ks
+}
+
+// earn counts tableAfter accepted entries of k's, one after another.
+func earn(c *KeyCache, k *cachedKey) {
+	for range tableAfter {
+		c.verified(k)
+	}
+}
+
+// TestKeyCacheReclaimsTheIdlest: the place freed is that of the key whose
+// table has gone unused longest, and a key that just took its place is
+// not idle (review: a place taken without recording when would be freed
+// first).
+func TestKeyCacheReclaimsTheIdlest(t *testing.T) {
+	c := NewKeyCache(4 * maxTables)
+	old := tabledKeys(t, c)
+	c.clock.Add(tableIdle / 2)
+	idlest := old[len(old)-1] // the last to take its place, the first of c.tabled not
+	for _, k := range old[:len(old)-1] {
+		c.verified(k) // used later
+	}
+	c.clock.Add(tableIdle + 1) // all idle now, idlest the longest
+	first := heldKeys(t, c, 1)[0]
+	earn(c, first)
+	if first.table.Load() == nil || idlest.table.Load() != nil {
+		t.Fatalf("the idlest key kept its table (new key's table: %v)", first.table.Load() != nil)
+	}
+	c.clock.Add(reclaimEvery)
+	second := heldKeys(t, c, 1)[0]
+	earn(c, second)
+	if second.table.Load() == nil || first.table.Load() == nil {
+		t.Fatalf("second new key's table %v, the first's %v: the first, just built, was taken for idle",
+			second.table.Load() != nil, first.table.Load() != nil)
+	}
+	checkTables(t, c)
+}
+
+// TestKeyCacheRetiredKeyEarnsAgain: a key that lost its place verifies
+// as before and, busy again, earns a table again (review: a retired key
+// left counted as "being built" never would).
+func TestKeyCacheRetiredKeyEarnsAgain(t *testing.T) {
+	c := NewKeyCache(2 * maxTables)
+	old := tabledKeys(t, c)
+	c.clock.Add(tableIdle + 1)
+	earn(c, heldKeys(t, c, 1)[0])
+	var retired *cachedKey
+	for _, k := range old {
+		if k.table.Load() == nil {
+			retired = k
+		}
+	}
+	if retired == nil {
+		t.Fatal("no key was reclaimed")
+	}
+	c.clock.Add(tableIdle + 1) // the others idle again
+	earn(c, retired)
+	if retired.table.Load() == nil {
+		t.Fatal("a retired key in use again never earns a table")
+	}
+	checkTables(t, c)
+}
+
+// TestKeyCacheBuildingKeyKeepsItsPlace: a key whose table is being built
+// (it took a place; its table is not stored yet) is not reclaimed, however
+// long ago it took the place: freeing it would let it store its table
+// with no place held, one table over maxTables.
+func TestKeyCacheBuildingKeyKeepsItsPlace(t *testing.T) {
+	c := NewKeyCache(2 * maxTables)
+	old := tabledKeys(t, c)
+	building := old[0]
+	building.table.Store(nil) // as between taking the place and storing the table
+	building.used.Store(0)
+	c.clock.Add(tableIdle + 1)
+	earn(c, heldKeys(t, c, 1)[0])
+	if !building.tabled {
+		t.Fatal("a key whose table is being built lost its place")
+	}
+	if withTables(old) != maxTables-2 {
+		t.Fatalf("%d old keys have a table, want %d", withTables(old), maxTables-2)
+	}
+	checkTables(t, c)
+}
+
+// TestKeyCacheBurstyKeysBuildBoundedTables: keys that sign in bursts of
+// tableAfter entries and idle for more than tableIdle in between (a
+// hostile signer's, say) are each busy at every burst; they build at
+// most one table per reclaimEvery entries once the places are taken, not
+// one per burst (review: 320 builds for 18,432 entries without the bound).
+func TestKeyCacheBurstyKeysBuildBoundedTables(t *testing.T) {
+	const n = 2*maxTables + tableIdle/tableAfter // enough keys that each idles > tableIdle
+	c := NewKeyCache(n)
+	ks := heldKeys(t, c, n)
+	builds, entries := 0, 0
+	for range 3 {
+		for _, k := range ks {
+			was := k.table.Load()
+			earn(c, k)
+			entries += tableAfter
+			if now := k.table.Load(); now != nil && now != was {
+				builds++ // built at this burst's last entry
+			}
+		}
+	}
+	if most := maxTables + entries/reclaimEvery + 1; builds > most {
+		t.Fatalf("%d tables built for %d entries in bursts, want at most %d", builds, entries, most)
+	}
+	t.Logf("%d tables built for %d entries", builds, entries)
+	checkTables(t, c)
+}
+
+// TestKeyCacheStaleClockNeverReclaimsAKeyInUse: a goroutine reads the
+// clock, then waits for c.mu while a key in constant use stores a later
+// clock reading as its last use; the stale reading must not make that key
+// look idle (review: unsigned now-used wrapped to ~2^64 and freed the
+// busiest key's place, and the trading the rules exist to prevent began).
+func TestKeyCacheStaleClockNeverReclaimsAKeyInUse(t *testing.T) {
+	c := NewKeyCache(2 * maxTables)
+	ks := tabledKeys(t, c)
+	hot := ks[0]
+	for _, k := range ks[1:] {
+		k.used.Store(c.clock.Load()) // the rest are in use too, only less
+	}
+	newKey := heldKeys(t, c, 1)[0]
+	for range tableAfter - 1 {
+		c.verified(newKey)
+	}
+	hotTable := hot.table.Load()
+
+	c.mu.Lock() // others hold c.mu (get, add)
+	before := c.clock.Load()
+	done := make(chan struct{})
+	go func() { c.verified(newKey); close(done) }() // 16th use: reads the clock, waits for c.mu
+	for c.clock.Load() == before {
+		time.Sleep(time.Millisecond)
+	}
+	for range tableIdle / 16 * 2 { // the hot key verifies on (no lock on its path)
+		c.verified(hot)
+	}
+	c.mu.Unlock()
+	<-done
+	if hot.table.Load() != hotTable {
+		t.Fatalf("the key used in %d of the last %d entries lost its table to a stale clock reading",
+			tableIdle/16*2, tableIdle/16*2+1)
+	}
+	checkTables(t, c)
 }
