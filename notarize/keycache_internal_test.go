@@ -153,26 +153,14 @@ func TestKeyCacheTablesCountUnderChurn(t *testing.T) {
 // tableIdle entries, and not before; the retired key loses its table.
 func TestKeyCacheIdleTablesGoToBusyKeys(t *testing.T) {
 	c := NewKeyCache(2 * maxTables)
-	old := heldKeys(t, c, maxTables)
-	for _, k := range old {
-		for range tableAfter {
-			c.verified(k)
-		}
-	}
-	if got := withTables(old); got != maxTables {
-		t.Fatalf("%d of %d keys have a table", got, maxTables)
-	}
+	old := tabledKeys(t, c)
 	rotated := heldKeys(t, c, 1)[0]
-	for range tableAfter {
-		c.verified(rotated)
-	}
+	earn(c, rotated)
 	if rotated.table.Load() != nil {
 		t.Fatal("a new key took the place of a key whose table is in use")
 	}
 	c.clock.Add(tableIdle + 1) // the old keys stay unused for tableIdle entries
-	for range tableAfter {
-		c.verified(rotated)
-	}
+	earn(c, rotated)
 	if rotated.table.Load() == nil {
 		t.Fatal("a busy new key has no table while an old key's table went unused")
 	}
@@ -186,11 +174,7 @@ func TestKeyCacheIdleTablesGoToBusyKeys(t *testing.T) {
 // in tableIdle entries takes no one's place, idle or not.
 func TestKeyCacheRareKeyTakesNoPlace(t *testing.T) {
 	c := NewKeyCache(2 * maxTables)
-	for _, k := range heldKeys(t, c, maxTables) {
-		for range tableAfter {
-			c.verified(k)
-		}
-	}
+	tabledKeys(t, c)
 	c.clock.Add(tableIdle + 1)
 	rare := heldKeys(t, c, 1)[0]
 	for range 4 * tableAfter {
@@ -242,9 +226,7 @@ func tabledKeys(t *testing.T, c *KeyCache) []*cachedKey {
 	t.Helper()
 	ks := heldKeys(t, c, maxTables)
 	for _, k := range ks {
-		for range tableAfter {
-			c.verified(k)
-		}
+		earn(c, k)
 	}
 	if got := withTables(ks); got != maxTables {
 		t.Fatalf("%d of %d keys have a table", got, maxTables)
