@@ -33,13 +33,17 @@ const DefaultKeyCacheSize = 1024
 // retired ones held (without this they never did while the old keys stayed
 // in the cache). A key used less often than that takes no one's place, so
 // keys that all stay in use never trade tables back and forth, each trade
-// a table built for nothing. And one place at most is taken so every
-// reclaimEvery entries: keys that sign in bursts and idle in between (a
-// hostile signer's many keys, say) would otherwise each build a table at
-// every burst, never to use it; this bounds what they waste to one build
+// a table built for nothing.
+//
+// And however a place comes free (a key idle, or dropped from the cache),
+// a cache builds at most maxTables tables plus one per reclaimEvery
+// entries (KeyCache.spend): keys that sign in bursts and idle in between,
+// or more keys than the cache holds, one after another (a hostile signer's
+// many keys, say), would otherwise each build a table at every burst or
+// return, never to use it. This bounds what they waste to one build
 // (~0.6 ms) per reclaimEvery entries (~75 ms of checks), and the tables
-// they can push out to one per reclaimEvery. A rotation's new keys get
-// their tables within maxTables·reclaimEvery entries.
+// they can push out to as many. A rotation's new keys get their tables
+// within maxTables·reclaimEvery entries.
 const (
 	tableAfter   = 16
 	maxTables    = 64
@@ -66,8 +70,9 @@ type KeyCache struct {
 	byPEM  map[string]*list.Element // PEM text → element of lru holding a *cachedKey
 	lru    list.List                // front: most recently used
 	tabled []*cachedKey             // keys held that took a table's place (cachedKey.tabled), at most maxTables
-	// nextReclaim is the clock's value from which reclaim may free a place again.
-	nextReclaim uint64
+	// built is when the tables built so far would all be paid for, at one
+	// per reclaimEvery entries of the clock (spend).
+	built uint64
 
 	clock atomic.Uint64 // accepted entries under any key (verified): the time tableIdle counts in
 }
@@ -175,12 +180,15 @@ func (c *KeyCache) verified(k *cachedKey) {
 	}
 	now := c.clock.Add(1)
 	if k.table.Load() != nil {
-		// Mostly a read: many goroutines verify under one key. Signed: a
-		// now taken before another goroutine's store never moves used back.
-		if int64(now-k.used.Load()) > tableIdle/16 {
-			k.used.Store(now)
+		// Mostly a read: many goroutines verify under one key. Signed, and
+		// swapped only for what was read: a now taken before another
+		// goroutine's store never moves used back.
+		for {
+			u := k.used.Load()
+			if int64(now-u) <= tableIdle/16 || k.used.CompareAndSwap(u, now) {
+				return
+			}
 		}
-		return
 	}
 	if k.uses.Load() >= tableAfter {
 		return // a table being built
@@ -199,11 +207,15 @@ func (c *KeyCache) verified(k *cachedKey) {
 	}
 	busy := int64(now-k.counted.Load()) <= tableIdle // earned within tableIdle: may take an idle key's place
 	c.mu.Lock()
+	// The clock now, not the reading above: while this waited for c.mu,
+	// keys in use may have stored later ones in used.
+	now = c.clock.Load()
 	el, held := c.byPEM[k.pem]
-	take := held && el.Value.(*cachedKey) == k && (len(c.tabled) < maxTables || busy && c.reclaim())
+	take := held && el.Value.(*cachedKey) == k && c.canBuild(now) && (len(c.tabled) < maxTables || busy && c.reclaim(now))
 	if take {
+		c.spend(now)
 		k.tabled = true
-		k.used.Store(c.clock.Load())
+		k.used.Store(now)
 		c.tabled = append(c.tabled, k)
 	}
 	c.mu.Unlock()
@@ -221,17 +233,22 @@ func (c *KeyCache) verified(k *cachedKey) {
 	k.table.Store(t)
 }
 
+// canBuild reports whether a table may be built at now (c.mu held): at
+// most maxTables of them ahead of one per reclaimEvery entries.
+func (c *KeyCache) canBuild(now uint64) bool {
+	return max(c.built, now)+reclaimEvery-now <= maxTables*reclaimEvery
+}
+
+// spend counts a table built at now (c.mu held; canBuild said yes).
+func (c *KeyCache) spend(now uint64) {
+	c.built = max(c.built, now) + reclaimEvery
+}
+
 // reclaim frees the place of the key whose table has gone unused longest,
-// if that is more than tableIdle entries and no place was freed in the last
-// reclaimEvery (c.mu held); that key verifies as before and may earn a
-// table again. A key whose table is being built keeps its place.
-func (c *KeyCache) reclaim() bool {
-	// The clock now, not the caller's reading: while it waited for c.mu,
-	// keys in use may have stored later ones in used.
-	now := c.clock.Load()
-	if now < c.nextReclaim {
-		return false
-	}
+// if that is more than tableIdle entries at now (c.mu held); that key
+// verifies as before and may earn a table again. A key whose table is
+// being built keeps its place.
+func (c *KeyCache) reclaim(now uint64) bool {
 	var idlest *cachedKey
 	for _, k := range c.tabled {
 		if k.table.Load() != nil && int64(now-k.used.Load()) > tableIdle && (idlest == nil || k.used.Load() < idlest.used.Load()) {
@@ -244,7 +261,6 @@ func (c *KeyCache) reclaim() bool {
 	c.untable(idlest)
 	idlest.table.Store(nil)
 	idlest.uses.Store(0)
-	c.nextReclaim = now + reclaimEvery
 	return true
 }
 

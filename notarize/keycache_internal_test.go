@@ -378,3 +378,37 @@ func TestKeyCacheStaleClockNeverReclaimsAKeyInUse(t *testing.T) {
 	}
 	checkTables(t, c)
 }
+
+// TestKeyCacheKeysPastItsSizeBuildBoundedTables: more keys than the cache
+// holds, signing in bursts one after another, free places by being
+// dropped from it, not by going idle; they build no more tables for that
+// (helper-100: 262 builds for 53,952 entries while the bound held only
+// for places freed by reclaim).
+func TestKeyCacheKeysPastItsSizeBuildBoundedTables(t *testing.T) {
+	const size, n = 1024, 1124
+	c := NewKeyCache(size)
+	pems := make([]string, n)
+	for i := range pems {
+		pems[i] = newPEM(t)
+	}
+	builds, entries := 0, 0
+	for range 3 {
+		for _, p := range pems {
+			k, err := c.signerKey(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			was := k.table.Load()
+			earn(c, k)
+			entries += tableAfter
+			if now := k.table.Load(); now != nil && now != was {
+				builds++
+			}
+		}
+	}
+	if most := maxTables + entries/reclaimEvery + 1; builds > most {
+		t.Fatalf("%d tables built for %d entries, want at most %d", builds, entries, most)
+	}
+	t.Logf("%d tables built for %d entries", builds, entries)
+	checkTables(t, c)
+}
