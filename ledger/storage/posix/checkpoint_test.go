@@ -71,6 +71,66 @@ func TestReadFileNeverWaitsOnAFIFO(t *testing.T) {
 	}
 }
 
+// TestReadFileBounded: what is planted where the checkpoint is cannot make
+// a read fill the memory (helper-100: a link to /dev/zero read on until it
+// did); a file of exactly maxFile bytes still reads.
+func TestReadFileBounded(t *testing.T) {
+	dir := t.TempDir()
+	zero := filepath.Join(dir, "checkpoint")
+	if err := os.Symlink("/dev/zero", zero); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := readFile(zero); !errors.Is(err, errTooLarge) {
+		t.Fatalf("a link to /dev/zero: %d bytes, %v; want errTooLarge", len(b), err)
+	}
+	full := filepath.Join(dir, "full")
+	if err := os.WriteFile(full, bytes.Repeat([]byte{'x'}, maxFile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := readFile(full); err != nil || len(b) != maxFile {
+		t.Fatalf("a file of maxFile bytes: %d bytes, %v", len(b), err)
+	}
+}
+
+// TestReadFileClosesWhatItOpened: a read that fails (a FIFO with nothing
+// in it, a file past maxFile) closes its descriptor, as one that succeeds
+// does: a planted FIFO read on every request must not run the process out
+// of descriptors.
+func TestReadFileClosesWhatItOpened(t *testing.T) {
+	dir := t.TempDir()
+	fifo, zero := filepath.Join(dir, "fifo"), filepath.Join(dir, "zero")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w, err := os.OpenFile(fifo, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := os.Symlink("/dev/zero", zero); err != nil {
+		t.Fatal(err)
+	}
+	fds := func() int {
+		es, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(es)
+	}
+	before := fds()
+	for range 100 {
+		if _, err := readFile(fifo); err == nil {
+			t.Fatal("an empty FIFO read as a file")
+		}
+		if _, err := readFile(zero); err == nil {
+			t.Fatal("/dev/zero read as a file")
+		}
+	}
+	if after := fds(); after > before+5 { // slack for the runtime's own
+		t.Fatalf("%d descriptors open after 200 failed reads, %d before", after, before)
+	}
+}
+
 // TestCheckpointReaderReadsTheFileEveryTime: the wrapped reader answers
 // with the checkpoint on disk at the time of each call, never a copy: a
 // checkpoint replaced (as Tessera publishes one, by a rename) is the next

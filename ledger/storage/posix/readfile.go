@@ -10,6 +10,14 @@ import (
 // hundred bytes.
 const smallFile = 4096
 
+// maxFile is the most readFile reads: a checkpoint with many witnesses'
+// cosignatures is a few KiB. Something else planted at its path (a link to
+// /dev/zero) fails at this size rather than fill the memory.
+const maxFile = 1 << 20
+
+// errTooLarge is readFile's error for a file past maxFile.
+var errTooLarge = errors.New("larger than a checkpoint can be (1 MiB)")
+
 // readFile returns the contents of the file at path, as os.ReadFile does,
 // in four system calls (open, read, read to EOF, close) where os.ReadFile
 // makes ten: it neither tries to register the file with the runtime's
@@ -17,7 +25,8 @@ const smallFile = 4096
 // that fails) nor stats it for its size. It opens the file non-blocking,
 // which a regular file ignores: something else planted at path (a FIFO)
 // fails the read at once rather than hold a thread in read(2) for each
-// caller, as it would not being on the poller.
+// caller, as it would not being on the poller. It reads at most maxFile
+// bytes.
 func readFile(path string) ([]byte, error) {
 	var fd int
 	err := eintr(func() (err error) {
@@ -45,6 +54,10 @@ func readFile(path string) ([]byte, error) {
 			break
 		}
 		b = b[:len(b)+n]
+		if len(b) > maxFile {
+			_ = syscall.Close(fd)
+			return nil, &fs.PathError{Op: "read", Path: path, Err: errTooLarge}
+		}
 	}
 	_ = syscall.Close(fd) // read only: nothing to lose, as os.ReadFile
 	return b, nil
