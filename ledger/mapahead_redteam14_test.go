@@ -178,4 +178,17 @@ func TestMapRebuildCommandQuotesPaths(t *testing.T) {
 			t.Errorf("--map-dir %q: %s, want %s", c.dir, got, c.want)
 		}
 	}
+	// --data, from the storage's directory (helper-100: no test quoted it).
+	l := &Ledger{st: dirStorage{dir: "/srv/it's; rm -rf ~"}}
+	if got, want := l.mapRebuildCommand(), `notarize-ledger map-rebuild --data '/srv/it'\''s; rm -rf ~'`; got != want {
+		t.Errorf("--data: %s, want %s", got, want)
+	}
 }
+
+// dirStorage is a Storage whose directory is dir.
+type dirStorage struct {
+	Storage
+	dir string
+}
+
+func (s dirStorage) Dir() string { return s.dir }

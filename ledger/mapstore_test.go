@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"fmt"
 	"reflect"
 	"testing"
 
+	"github.com/notarize/docker-notarize/ledger/storage"
+	"github.com/notarize/docker-notarize/notarize"
 	"github.com/notarize/docker-notarize/vindex"
 )
 
@@ -186,5 +189,56 @@ func TestProofCacheReadsWherePathsEnd(t *testing.T) {
 	t.Logf("pathsEnd(%d) = %d: %.1f node IDs and %.2f reads a proof", n, pathsEnd(n), perProof, float64(reads)/float64(len(keys)-6))
 	if perProof > 45 {
 		t.Errorf("%.1f node IDs read a proof, want about 2×%d", perProof, pathsEnd(n))
+	}
+}
+
+// viewOnly is a MapStore that only answers MapView: st, and its nodes from
+// r, counting the node IDs read.
+type viewOnly struct {
+	storage.MapStore
+	st  storage.MapState
+	r   storage.MapNodeReader
+	ids *int
+}
+
+func (v viewOnly) MapView(_ context.Context, fn func(storage.MapState, storage.MapNodeReader) error) error {
+	return fn(v.st, countIDs{v.r, v.ids})
+}
+
+type countIDs struct {
+	r   storage.MapNodeReader
+	ids *int
+}
+
+func (c countIDs) MapNodes(ctx context.Context, ids [][]byte) ([][]byte, error) {
+	*c.ids += len(ids)
+	return c.r.MapNodes(ctx, ids)
+}
+
+// TestProofsReadWherePathsEnd: a verify's lookup (proofs) reads its keys'
+// paths to where a map of the stored state's size has them end, as
+// TestProofCacheReadsWherePathsEnd has the cache do (helper-100: lookups
+// built as before, or told the map is empty, passed every test).
+func TestProofsReadWherePathsEnd(t *testing.T) {
+	const n = 20_000
+	store := &byteNodes{nodes: map[string][]byte{}}
+	_, writes, err := vindex.Apply(vindex.NewMemStore(), randomUpdates(t, n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.write(writes)
+	ids := 0
+	m := viewOnly{st: storage.MapState{Position: n, Root: &storage.MapRoot{Index: n}}, r: store, ids: &ids}
+	const lookups = 100
+	for i := range lookups {
+		d := notarize.Digest(fmt.Sprintf("sha256:%064x", i))
+		if _, got, err := proofs(t.Context(), m, d, []string{"k1"}); err != nil || len(got) != 1 {
+			t.Fatalf("proofs: %d, %v", len(got), err)
+		}
+	}
+	perProof := float64(ids) / lookups
+	t.Logf("%.1f node IDs a lookup (pathsEnd(%d) = %d)", perProof, n, pathsEnd(n))
+	if perProof > 45 {
+		t.Errorf("%.1f node IDs read a lookup, want about 2×%d", perProof, pathsEnd(n))
 	}
 }
