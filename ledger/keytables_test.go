@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"crypto"
+	"errors"
 	"net/http"
 	"sync"
 	"testing"
@@ -101,4 +102,46 @@ func TestKeyTableAfterSixteenEntries(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestStrangersTakeNoKeyCachePlaces: submissions refused before they are
+// appended (a stranger's, not enrolled; a fresh key under a signature it
+// did not make), each with a fresh key, more of them than the key cache
+// holds, leave the enrolled signer's key and its table in the cache (red
+// team: each refused key was parsed into the cache before the enrolment
+// check, and 1,024 of them pushed every signer's key, table included, out
+// of it).
+func TestStrangersTakeNoKeyCachePlaces(t *testing.T) {
+	enrolled := newTestSigner(t)
+	tl := startLedger(t, Config{Signers: []crypto.PublicKey{enrolled.pub}})
+	for range 16 {
+		tl.submit(t, enrolled.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now()), http.StatusCreated)
+	}
+	if n, tables := tl.store.keys.Len(), tl.store.keys.Tables(); n != 1 || tables != 1 {
+		t.Fatalf("after the enrolled signer's 16 entries: %d keys, %d tables; want 1, 1", n, tables)
+	}
+	for i := range notarize.DefaultKeyCacheSize + 64 {
+		e := newTestSigner(t).sign(t, randomDigest(t), notarize.StatusTrusted, time.Now())
+		switch i % 64 {
+		case 0: // over HTTP
+			status, _, b := do(t, http.MethodPost, tl.url+api.PathEntries, mustMarshal(t, e))
+			if er := decodeError(t, b); status != http.StatusForbidden || er.Code != api.CodeNotEnrolled {
+				t.Fatalf("got %d %+v, want 403 NOT_ENROLLED", status, er)
+			}
+		case 1: // the enrolled signer's signature under a fresh key
+			e.Envelope.Signatures[0].Sig = enrolled.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now()).Envelope.Signatures[0].Sig
+			if _, err := tl.Submit(t.Context(), e); !errors.Is(err, notarize.ErrBadSignature) {
+				t.Fatalf("forged: %v, want ErrBadSignature", err)
+			}
+		default:
+			if _, err := tl.Submit(t.Context(), e); !errors.Is(err, ErrNotEnrolled) {
+				t.Fatalf("stranger: %v, want ErrNotEnrolled", err)
+			}
+		}
+	}
+	if n, tables := tl.store.keys.Len(), tl.store.keys.Tables(); n != 1 || tables != 1 {
+		t.Fatalf("after %d refused submissions with fresh keys: %d keys, %d tables; want the enrolled signer's 1, 1",
+			notarize.DefaultKeyCacheSize+64, n, tables)
+	}
+	tl.submit(t, enrolled.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now()), http.StatusCreated)
 }

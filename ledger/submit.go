@@ -164,6 +164,10 @@ func (l *Ledger) admit(e *notarize.Entry, raw []byte) (*notarize.Verified, []byt
 	if len(data) > MaxLeafSize {
 		return nil, nil, fmt.Errorf("%w: canonical entry is %d bytes, at most %d", ErrTooLarge, len(data), MaxLeafSize)
 	}
+	// Past every check: its key may take a place in the cache. Keys of
+	// submissions refused above (strangers' fresh keys, say) never do, so
+	// they cannot push the enrolled signers' keys, and their tables, out.
+	l.store.keys.Remember(v)
 	return v, data, nil
 }
 

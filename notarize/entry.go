@@ -50,6 +50,11 @@ type Verified struct {
 	PublicKey crypto.PublicKey
 	// Payload is the exact statement bytes that were signed.
 	Payload []byte
+
+	// The signer's key when VerifyWith parsed it (cache did not hold it),
+	// for KeyCache.Remember.
+	parsed *cachedKey
+	cache  *KeyCache
 }
 
 // identityDomain separates statement identities from other SHA-256 uses.
@@ -255,13 +260,17 @@ func (e *Entry) VerifyLogged() (*Verified, error) {
 
 // VerifyWith is Verify with the signer's key taken from keys when it
 // parsed the same PEM text before (see KeyCache); every check still runs.
+// A key keys does not hold is parsed and not remembered: its caller
+// remembers it (KeyCache.Remember) once it has admitted the entry too, so
+// that submissions it refuses (a ledger's strangers, say) do not take
+// the places of its signers' keys.
 func (e *Entry) VerifyWith(keys *KeyCache) (*Verified, error) {
 	return e.verify(true, keys)
 }
 
 // VerifyLoggedWith is VerifyLogged with the signer's key taken from keys
 // when it parsed the same PEM text before (see KeyCache); every check
-// still runs. A replica checking a whole log pays the key's parse once per
+// still runs, and the key is remembered once the entry verified. A replica checking a whole log pays the key's parse once per
 // key instead of once per entry.
 func (e *Entry) VerifyLoggedWith(keys *KeyCache) (*Verified, error) {
 	return e.verify(false, keys)
@@ -282,7 +291,7 @@ func (e *Entry) verify(lowS bool, keys *KeyCache) (*Verified, error) {
 	if err != nil {
 		return nil, err
 	}
-	k, err := e.signerKey(keys)
+	k, held, err := e.signerKey(keys)
 	if err != nil {
 		return nil, err
 	}
@@ -306,27 +315,35 @@ func (e *Entry) verify(lowS bool, keys *KeyCache) (*Verified, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !lowS { // a logged entry (VerifyLoggedWith); submissions count once admitted (KeyCache.Admitted)
+	v := &Verified{Statement: st, KeyID: keyID, PublicKey: pub, Payload: payload}
+	switch {
+	case keys == nil:
+	case !lowS: // a logged entry (VerifyLoggedWith), accepted: its key is remembered and counts
+		if !held {
+			keys.add(k)
+		}
 		keys.verified(k)
+	case !held: // a submission: remembered once admitted (KeyCache.Remember), counts once appended (KeyCache.Admitted)
+		v.parsed, v.cache = k, keys
 	}
-	return &Verified{Statement: st, KeyID: keyID, PublicKey: pub, Payload: payload}, nil
+	return v, nil
 }
 
 // signerKey parses the entry's public key, which must be canonical PEM (or
 // takes it from keys, which may be nil, when it parsed the same text
-// before), and checks the signature's keyid names it.
-func (e *Entry) signerKey(keys *KeyCache) (*cachedKey, error) {
-	k, err := keys.signerKey(e.PublicKey)
+// before: held), and checks the signature's keyid names it.
+func (e *Entry) signerKey(keys *KeyCache) (*cachedKey, bool, error) {
+	k, held, err := keys.lookup(e.PublicKey)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	switch id := e.Envelope.Signatures[0].KeyID; {
 	case id == "":
-		return nil, notCanonical(ErrBadSignature, "signature keyid is missing; it must be the key ID %s", k.keyID)
+		return nil, false, notCanonical(ErrBadSignature, "signature keyid is missing; it must be the key ID %s", k.keyID)
 	case id != k.keyID:
-		return nil, fmt.Errorf("%w: signature keyid %q does not match the public key (%s)", ErrBadSignature, truncate(id, 80), k.keyID)
+		return nil, false, fmt.Errorf("%w: signature keyid %q does not match the public key (%s)", ErrBadSignature, truncate(id, 80), k.keyID)
 	}
-	return k, nil
+	return k, held, nil
 }
 
 // errBadVerifier is the error of a key no signature verifier takes.

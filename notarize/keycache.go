@@ -58,12 +58,13 @@ const (
 // thousands of entries per key. A cached key is only what parsing that same
 // text gave before, so what it saves is the parse, never a check: every
 // entry's keyid, signature form and signature are still checked
-// (Entry.VerifyWith, Entry.VerifyLoggedWith). Only keys that parsed and are
-// acceptable are kept; text that failed is parsed (and refused) again each
-// time. A P-256 key used often gets a table that makes its verifications
-// cheaper (tableAfter, maxTables); the table's verification accepts exactly
-// what crypto/ecdsa accepts. It is bounded (least recently used keys are
-// dropped) and safe for concurrent use.
+// (Entry.VerifyWith, Entry.VerifyLoggedWith). Only the keys of entries
+// accepted are kept (a logged entry that verified, a submission its caller
+// admitted: Remember); text that failed, and keys of entries refused, are
+// parsed again each time. A P-256 key used often gets a table that makes
+// its verifications cheaper (tableAfter, maxTables); the table's
+// verification accepts exactly what crypto/ecdsa accepts. It is bounded
+// (least recently used keys are dropped) and safe for concurrent use.
 type KeyCache struct {
 	mu     sync.Mutex
 	max    int
@@ -296,20 +297,31 @@ func parseSignerKey(pemText string) (*cachedKey, error) {
 	return &cachedKey{pem: pemText, pub: pub, keyID: keyID, verifier: v}, nil
 }
 
-// signerKey returns the parsed key of pemText, from c when it holds it
-// (c may be nil: no cache).
-func (c *KeyCache) signerKey(pemText string) (*cachedKey, error) {
+// lookup returns the parsed key of pemText: from c when it holds it (held
+// is true), parsed otherwise and not remembered (c may be nil: no cache).
+// A key is remembered only once an entry of it was accepted: logged and
+// verified (Entry.VerifyLoggedWith), or admitted by the caller
+// (KeyCache.Remember). Entries refused, for a bad signature or by a
+// ledger's enrolment, then never push the keys of entries accepted out of
+// the cache, whatever number of fresh keys they carry.
+func (c *KeyCache) lookup(pemText string) (k *cachedKey, held bool, err error) {
 	if c != nil {
 		if k := c.get(pemText); k != nil {
-			return k, nil
+			return k, true, nil
 		}
 	}
-	k, err := parseSignerKey(pemText)
-	if err != nil {
-		return nil, err
+	k, err = parseSignerKey(pemText)
+	return k, false, err
+}
+
+// Remember keeps the signer's key of v, which VerifyWith(c) accepted, once
+// its caller has admitted the entry too (a ledger: past its enrolment
+// check), so that later entries of that key skip its parse. VerifyWith
+// remembers no key itself. Nothing happens when c is nil, or when v was not
+// verified with c.
+func (c *KeyCache) Remember(v *Verified) {
+	if c == nil || v == nil || v.parsed == nil || v.cache != c {
+		return
 	}
-	if c != nil {
-		c.add(k)
-	}
-	return k, nil
+	c.add(v.parsed)
 }

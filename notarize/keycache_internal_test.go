@@ -25,6 +25,16 @@ func newPEM(t *testing.T) string {
 	return string(b)
 }
 
+// signerKey returns the key of pemText held by c, or parses and remembers
+// it: what checking a logged entry of it that verified does.
+func (c *KeyCache) signerKey(pemText string) (*cachedKey, error) {
+	k, held, err := c.lookup(pemText)
+	if err == nil && !held {
+		c.add(k)
+	}
+	return k, err
+}
+
 // checkTables: c.tabled holds exactly the held keys that took a place,
 // each once, and no more than maxTables of them; a held key with a table
 // holds a place.

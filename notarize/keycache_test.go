@@ -166,6 +166,89 @@ func TestKeyCacheBounded(t *testing.T) {
 	}
 }
 
+// TestKeyCacheRemembersOnlyAcceptedKeys: a key enters the cache only with
+// an entry accepted: a logged entry that verified, or a submission its
+// caller admitted (Remember). Entries refused (a bad signature, a stranger
+// a ledger's enrolment turns away, never Remembered) each carrying a fresh
+// key, as many as the cache holds, leave the keys it holds in place
+// (red team: they were parsed into the cache before any check, and pushed
+// every signer's key out).
+func TestKeyCacheRemembersOnlyAcceptedKeys(t *testing.T) {
+	const size = 8
+	keys := notarize.NewKeyCache(size)
+	signer := notarizetest.NewSigner(t)
+	first := notarizetest.Entry(t, signer, digestA, notarize.StatusTrusted, t0)
+	e, err := notarize.ParseEntry(marshal(t, first))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := e.VerifyWith(keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keys.Len() != 0 {
+		t.Fatalf("a submission's check remembered its key before its caller admitted it (%d keys)", keys.Len())
+	}
+	notarize.NewKeyCache(size).Remember(v) // verified with another cache: not this one's to hold
+	(*notarize.KeyCache)(nil).Remember(v)
+	keys.Remember(nil)
+	if keys.Len() != 0 {
+		t.Fatalf("%d keys", keys.Len())
+	}
+	keys.Remember(v)
+	if keys.Len() != 1 {
+		t.Fatalf("an admitted submission's key: %d keys held, want 1", keys.Len())
+	}
+
+	for i := range 3 * size {
+		stranger := notarizetest.Entry(t, notarizetest.NewSigner(t), digestB, notarize.StatusTrusted, t0)
+		if i%2 == 0 { // refused by the caller: verified, never remembered
+			e, err := notarize.ParseEntry(marshal(t, stranger))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.VerifyWith(keys); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		forged := *stranger // a fresh key whose signature does not verify
+		forged.Envelope.Signatures = append(stranger.Envelope.Signatures[:0:0], stranger.Envelope.Signatures...)
+		forged.Envelope.Signatures[0].Sig = first.Envelope.Signatures[0].Sig
+		for _, submitted := range []bool{true, false} {
+			e, err := notarize.ParseEntry(marshal(t, &forged))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if submitted {
+				_, err = e.VerifyWith(keys)
+			} else {
+				_, err = e.VerifyLoggedWith(keys)
+			}
+			if !errors.Is(err, notarize.ErrBadSignature) {
+				t.Fatalf("forged signature: %v, want ErrBadSignature", err)
+			}
+		}
+	}
+	if keys.Len() != 1 {
+		t.Fatalf("%d refused entries with fresh keys: %d keys held, want the admitted one only", 3*size, keys.Len())
+	}
+	// The admitted key is held: a later entry of it needs no Remember.
+	e, err = notarize.ParseEntry(marshal(t, notarizetest.Entry(t, signer, digestB, notarize.StatusTrusted, t0)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.VerifyWith(keys); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := verifyLoggedWith(marshal(t, first), keys); err != nil {
+		t.Fatal(err)
+	}
+	if keys.Len() != 1 {
+		t.Fatalf("%d keys held, want 1", keys.Len())
+	}
+}
+
 // TestKeyCacheTablesBounded: at most 64 keys of a cache hold a table, a
 // key dropped from the cache gives its place back, and keys past the bound
 // are verified as before.
