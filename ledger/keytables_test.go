@@ -104,44 +104,81 @@ func TestKeyTableAfterSixteenEntries(t *testing.T) {
 	}
 }
 
-// TestStrangersTakeNoKeyCachePlaces: submissions refused before they are
-// appended (a stranger's, not enrolled; a fresh key under a signature it
-// did not make), each with a fresh key, more of them than the key cache
-// holds, leave the enrolled signer's key and its table in the cache (red
-// team: each refused key was parsed into the cache before the enrolment
-// check, and 1,024 of them pushed every signer's key, table included, out
-// of it).
+// TestStrangersTakeNoKeyCachePlaces: submissions refused on their way to
+// the log (a stranger's, not enrolled or with no enrolled identity; a
+// fresh key under a signature it did not make), each with a fresh key,
+// more of them than the key cache holds, leave the signer's key and its
+// table in the cache (red team: each refused key was parsed into the cache
+// before the enrolment check, and 1,024 of them pushed every signer's key,
+// table included, out of it).
 func TestStrangersTakeNoKeyCachePlaces(t *testing.T) {
-	enrolled := newTestSigner(t)
-	tl := startLedger(t, Config{Signers: []crypto.PublicKey{enrolled.pub}})
-	for range 16 {
-		tl.submit(t, enrolled.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now()), http.StatusCreated)
-	}
-	if n, tables := tl.store.keys.Len(), tl.store.keys.Tables(); n != 1 || tables != 1 {
-		t.Fatalf("after the enrolled signer's 16 entries: %d keys, %d tables; want 1, 1", n, tables)
-	}
-	for i := range notarize.DefaultKeyCacheSize + 64 {
-		e := newTestSigner(t).sign(t, randomDigest(t), notarize.StatusTrusted, time.Now())
-		switch i % 64 {
-		case 0: // over HTTP
-			status, _, b := do(t, http.MethodPost, tl.url+api.PathEntries, mustMarshal(t, e))
-			if er := decodeError(t, b); status != http.StatusForbidden || er.Code != api.CodeNotEnrolled {
-				t.Fatalf("got %d %+v, want 403 NOT_ENROLLED", status, er)
+	signer := newTestSigner(t)
+	for _, c := range []struct {
+		name    string
+		cfg     Config
+		refused error
+	}{
+		{"enrolled signers", Config{Signers: []crypto.PublicKey{signer.pub}}, ErrNotEnrolled},
+		{"identities alone", Config{Identities: map[string]notarize.Identity{signer.keyID: {Name: "test signer"}}}, ErrNotEnrolled},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tl := startLedger(t, c.cfg)
+			for range 16 {
+				tl.submit(t, signer.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now()), http.StatusCreated)
 			}
-		case 1: // the enrolled signer's signature under a fresh key
-			e.Envelope.Signatures[0].Sig = enrolled.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now()).Envelope.Signatures[0].Sig
-			if _, err := tl.Submit(t.Context(), e); !errors.Is(err, notarize.ErrBadSignature) {
-				t.Fatalf("forged: %v, want ErrBadSignature", err)
+			if n, tables := tl.store.keys.Len(), tl.store.keys.Tables(); n != 1 || tables != 1 {
+				t.Fatalf("after the signer's 16 entries: %d keys, %d tables; want 1, 1", n, tables)
 			}
+			for i := range notarize.DefaultKeyCacheSize + 64 {
+				e := newTestSigner(t).sign(t, randomDigest(t), notarize.StatusTrusted, time.Now())
+				switch i % 64 {
+				case 0: // over HTTP
+					status, _, b := do(t, http.MethodPost, tl.url+api.PathEntries, mustMarshal(t, e))
+					if status != http.StatusForbidden {
+						t.Fatalf("stranger over HTTP: %d %s, want 403", status, b)
+					}
+				case 1: // the signer's signature under a fresh key
+					e.Envelope.Signatures[0].Sig = signer.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now()).Envelope.Signatures[0].Sig
+					if _, err := tl.Submit(t.Context(), e); !errors.Is(err, notarize.ErrBadSignature) {
+						t.Fatalf("forged: %v, want ErrBadSignature", err)
+					}
+				default:
+					if _, err := tl.Submit(t.Context(), e); !errors.Is(err, c.refused) {
+						t.Fatalf("stranger: %v, want %v", err, c.refused)
+					}
+				}
+			}
+			if n, tables := tl.store.keys.Len(), tl.store.keys.Tables(); n != 1 || tables != 1 {
+				t.Fatalf("after %d refused submissions with fresh keys: %d keys, %d tables; want the signer's 1, 1",
+					notarize.DefaultKeyCacheSize+64, n, tables)
+			}
+			tl.submit(t, signer.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now()), http.StatusCreated)
+		})
+	}
+}
+
+// TestRateLimitedKeysTakeNoKeyCachePlaces: on a ledger open to any key,
+// a submission refused by the keys' rate limit leaves no key in the cache;
+// only the keys of statements logged are held (review: the key was
+// remembered once the ledger's own checks passed, before the rate limit).
+func TestRateLimitedKeysTakeNoKeyCachePlaces(t *testing.T) {
+	tl := startLedger(t, Config{RateLimits: RateLimits{KeyPerSecond: 1e-6, KeyBurst: 1, Tracked: 1}})
+	logged, limited := 0, 0
+	for range 100 {
+		_, err := tl.Submit(t.Context(), newTestSigner(t).sign(t, randomDigest(t), notarize.StatusTrusted, time.Now()))
+		switch {
+		case err == nil:
+			logged++
+		case errors.Is(err, ErrRateLimited):
+			limited++
 		default:
-			if _, err := tl.Submit(t.Context(), e); !errors.Is(err, ErrNotEnrolled) {
-				t.Fatalf("stranger: %v, want ErrNotEnrolled", err)
-			}
+			t.Fatal(err)
 		}
 	}
-	if n, tables := tl.store.keys.Len(), tl.store.keys.Tables(); n != 1 || tables != 1 {
-		t.Fatalf("after %d refused submissions with fresh keys: %d keys, %d tables; want the enrolled signer's 1, 1",
-			notarize.DefaultKeyCacheSize+64, n, tables)
+	if limited == 0 {
+		t.Fatalf("no submission was rate limited (%d logged): the test tests nothing", logged)
 	}
-	tl.submit(t, enrolled.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now()), http.StatusCreated)
+	if n := tl.store.keys.Len(); n != logged {
+		t.Fatalf("%d statements logged, %d rate limited: %d keys held, want %d", logged, limited, n, logged)
+	}
 }

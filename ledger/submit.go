@@ -164,10 +164,6 @@ func (l *Ledger) admit(e *notarize.Entry, raw []byte) (*notarize.Verified, []byt
 	if len(data) > MaxLeafSize {
 		return nil, nil, fmt.Errorf("%w: canonical entry is %d bytes, at most %d", ErrTooLarge, len(data), MaxLeafSize)
 	}
-	// Past every check: its key may take a place in the cache. Keys of
-	// submissions refused above (strangers' fresh keys, say) never do, so
-	// they cannot push the enrolled signers' keys, and their tables, out.
-	l.store.keys.Remember(v)
 	return v, data, nil
 }
 
@@ -207,7 +203,8 @@ func (l *Ledger) finish(id [32]byte, sub *submission, cancel context.CancelFunc)
 // follower is handed it while the submission runs (verifiedRows), and it is
 // forgotten when the submission finishes, before its slot in l.pending is
 // given up; e, the entry, then counts towards its key's table when it was
-// appended anew (KeyCache.Admitted).
+// appended anew (KeyCache.Admitted). The key is remembered
+// (KeyCache.Remember) only once the statement is logged.
 func (l *Ledger) append(ctx context.Context, sub *submission, id [32]byte, e *notarize.Entry, v *notarize.Verified, data []byte, row *storage.Row) {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.ReceiptTimeout)
 	stop := context.AfterFunc(l.closedCtx, cancel) // Close ends the work (no goroutine per submission)
@@ -215,6 +212,14 @@ func (l *Ledger) append(ctx context.Context, sub *submission, id [32]byte, e *no
 		defer stop()
 		remembered := row != nil && l.store.verified.remember(data, *row)
 		sub.err = l.logOnce(wctx, sub, id, v, data)
+		if sub.err == nil {
+			// Logged, or a replay of a statement logged: its key may take
+			// a place in the key cache. Keys of submissions refused on the
+			// way (not enrolled, rate limited, …) never do, so strangers'
+			// fresh keys cannot push the signers' keys, and their
+			// tables, out.
+			l.store.keys.Remember(v)
+		}
 		if remembered {
 			l.store.verified.forget(data)
 			if sub.err == nil && !sub.dup {

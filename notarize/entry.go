@@ -261,9 +261,9 @@ func (e *Entry) VerifyLogged() (*Verified, error) {
 // VerifyWith is Verify with the signer's key taken from keys when it
 // parsed the same PEM text before (see KeyCache); every check still runs.
 // A key keys does not hold is parsed and not remembered: its caller
-// remembers it (KeyCache.Remember) once it has admitted the entry too, so
-// that submissions it refuses (a ledger's strangers, say) do not take
-// the places of its signers' keys.
+// remembers it (KeyCache.Remember) once it has accepted the entry too (a
+// ledger: logged it), so that submissions it refuses (a ledger's
+// strangers, say) do not take the places of its signers' keys.
 func (e *Entry) VerifyWith(keys *KeyCache) (*Verified, error) {
 	return e.verify(true, keys)
 }
@@ -323,7 +323,10 @@ func (e *Entry) verify(lowS bool, keys *KeyCache) (*Verified, error) {
 			keys.add(k)
 		}
 		keys.verified(k)
-	case !held: // a submission: remembered once admitted (KeyCache.Remember), counts once appended (KeyCache.Admitted)
+	case !held:
+		// A submission: its key is remembered once its caller accepts
+		// the entry (KeyCache.Remember), and counts once appended
+		// (KeyCache.Admitted).
 		v.parsed, v.cache = k, keys
 	}
 	return v, nil

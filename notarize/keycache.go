@@ -60,7 +60,7 @@ const (
 // entry's keyid, signature form and signature are still checked
 // (Entry.VerifyWith, Entry.VerifyLoggedWith). Only the keys of entries
 // accepted are kept (a logged entry that verified, a submission its caller
-// admitted: Remember); text that failed, and keys of entries refused, are
+// accepted: Remember); text that failed, and keys of entries refused, are
 // parsed again each time. A P-256 key used often gets a table that makes
 // its verifications cheaper (tableAfter, maxTables); the table's
 // verification accepts exactly what crypto/ecdsa accepts. It is bounded
@@ -315,13 +315,16 @@ func (c *KeyCache) lookup(pemText string) (k *cachedKey, held bool, err error) {
 }
 
 // Remember keeps the signer's key of v, which VerifyWith(c) accepted, once
-// its caller has admitted the entry too (a ledger: past its enrolment
-// check), so that later entries of that key skip its parse. VerifyWith
-// remembers no key itself. Nothing happens when c is nil, or when v was not
-// verified with c.
+// its caller has accepted the entry too (a ledger: once it is logged), so
+// that later entries of that key skip its parse. VerifyWith remembers no
+// key itself. Nothing happens when c is nil, or when v was not verified
+// with c. The key is held as parsed, with no count and no table, whatever
+// became of an earlier copy (v may be remembered again after its key left
+// the cache).
 func (c *KeyCache) Remember(v *Verified) {
 	if c == nil || v == nil || v.parsed == nil || v.cache != c {
 		return
 	}
-	c.add(v.parsed)
+	k := v.parsed
+	c.add(&cachedKey{pem: k.pem, pub: k.pub, keyID: k.keyID, verifier: k.verifier})
 }

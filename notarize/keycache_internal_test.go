@@ -422,3 +422,39 @@ func TestKeyCacheKeysPastItsSizeBuildBoundedTables(t *testing.T) {
 	t.Logf("%d tables built for %d entries", builds, entries)
 	checkTables(t, c)
 }
+
+// TestKeyCacheRememberedAgainHoldsNoStaleTable: a Verified remembered, its
+// key given a table, dropped from the cache and remembered again puts back
+// a key with no table and no place: never one with a table and no place,
+// which reclaim (it walks only c.tabled) could not free (review: Remember
+// put back the very key it had held, table and all).
+func TestKeyCacheRememberedAgainHoldsNoStaleTable(t *testing.T) {
+	c := NewKeyCache(4)
+	pem := newPEM(t)
+	k, err := parseSignerKey(pem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := &Verified{parsed: k, cache: c}
+	c.Remember(v)
+	held := c.get(pem)
+	if held == nil {
+		t.Fatal("not remembered")
+	}
+	for range tableAfter {
+		c.verified(held)
+	}
+	if held.table.Load() == nil || c.Tables() != 1 {
+		t.Fatalf("no table after %d entries", tableAfter)
+	}
+	heldKeys(t, c, 4) // pushes pem's key out
+	if c.get(pem) != nil || c.Tables() != 0 {
+		t.Fatalf("still held (%d tables)", c.Tables())
+	}
+	c.Remember(v)
+	checkTables(t, c)
+	again := c.get(pem)
+	if again == nil || again.table.Load() != nil || again.tabled || again.uses.Load() != 0 {
+		t.Fatal("remembered again with the state of the copy it held before")
+	}
+}

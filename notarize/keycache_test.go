@@ -189,7 +189,11 @@ func TestKeyCacheRemembersOnlyAcceptedKeys(t *testing.T) {
 	if keys.Len() != 0 {
 		t.Fatalf("a submission's check remembered its key before its caller admitted it (%d keys)", keys.Len())
 	}
-	notarize.NewKeyCache(size).Remember(v) // verified with another cache: not this one's to hold
+	other := notarize.NewKeyCache(size)
+	other.Remember(v) // verified with another cache: not this one's to hold
+	if other.Len() != 0 {
+		t.Fatalf("a cache remembered a key another cache parsed (%d keys)", other.Len())
+	}
 	(*notarize.KeyCache)(nil).Remember(v)
 	keys.Remember(nil)
 	if keys.Len() != 0 {
