@@ -29,9 +29,9 @@
 # ENGINES (default pebble, the engine of a new data directory; "bbolt pebble"
 # for both, ENGINE=bbolt for bbolt alone) runs the ledger rows with each
 # index engine (--index-engine): rows ledger and ledger-big (bbolt),
-# ledger-pebble and ledger-big-pebble; the copy of BIG (a bbolt ledger) for
-# a pebble row is migrated first (notarize-ledger migrate-index, its time
-# printed) and its old bbolt files removed.
+# ledger-pebble and ledger-big-pebble; the copy of BIG (a bbolt ledger, as
+# bench/fill1m builds) for a pebble row is migrated first (notarize-ledger
+# migrate-index, its time printed) and its old bbolt files removed.
 #
 # The binaries are built as the Makefile ships them: CGO_ENABLED=0, static
 # (earlier rounds of this script measured a cgo build).
@@ -99,7 +99,7 @@ fresh() {
     [[ -n ${PID_OF[$1]:-} ]] && return 0
     echo "   copying $BIG ($(du -sh "$BIG" | cut -f1))"
     cp -r "$BIG" "$WORK/$1"
-    if [[ $1 == *-pebble ]]; then
+    if [[ $1 == *-pebble && -e $WORK/$1/index.db ]]; then # a pebble BIG is used as it is
       local t0; t0=$(date +%s.%N)
       "$BIN/notarize-ledger" migrate-index --data "$WORK/$1" --to pebble | sed 's/^/   /'
       echo "   migration to pebble: $(echo "$(date +%s.%N) - $t0" | bc) s; $(du -sh "$WORK/$1/index.pebble" | cut -f1) index, $(du -sh "$WORK/$1/vindex.pebble" | cut -f1) map (bbolt: $(du -sh "$WORK/$1/index.db.bbolt-old" | cut -f1), $(du -sh "$WORK/$1/vindex.db.bbolt-old" | cut -f1))"

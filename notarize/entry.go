@@ -270,8 +270,9 @@ func (e *Entry) VerifyWith(keys *KeyCache) (*Verified, error) {
 
 // VerifyLoggedWith is VerifyLogged with the signer's key taken from keys
 // when it parsed the same PEM text before (see KeyCache); every check
-// still runs, and the key is remembered once the entry verified. A replica checking a whole log pays the key's parse once per
-// key instead of once per entry.
+// still runs, and the key is remembered once the entry verified. A
+// replica checking a whole log pays the key's parse once per key instead
+// of once per entry.
 func (e *Entry) VerifyLoggedWith(keys *KeyCache) (*Verified, error) {
 	return e.verify(false, keys)
 }

@@ -300,7 +300,7 @@ func parseSignerKey(pemText string) (*cachedKey, error) {
 // lookup returns the parsed key of pemText: from c when it holds it (held
 // is true), parsed otherwise and not remembered (c may be nil: no cache).
 // A key is remembered only once an entry of it was accepted: logged and
-// verified (Entry.VerifyLoggedWith), or admitted by the caller
+// verified (Entry.VerifyLoggedWith), or accepted by the caller
 // (KeyCache.Remember). Entries refused, for a bad signature or by a
 // ledger's enrolment, then never push the keys of entries accepted out of
 // the cache, whatever number of fresh keys they carry.
