@@ -36,7 +36,12 @@
 # The binaries are built as the Makefile ships them: CGO_ENABLED=0, static
 # (earlier rounds of this script measured a cgo build).
 #
-# Usage: bench/ingest-bench.sh          (C="256 1024" N=30000 ROUNDS=2 BIG=DIR ENGINES="bbolt pebble" WARM=N to tune)
+# With BASELINE=REF every ledger row also runs notarize-ledger built from
+# REF (row@base, on a copy of its own, run beside the row in each round,
+# before it in odd rounds and after it in even ones), so a change is
+# measured against the code before it in one run.
+#
+# Usage: bench/ingest-bench.sh          (C="256 1024" N=30000 ROUNDS=2 BIG=DIR ENGINES="bbolt pebble" WARM=N BASELINE=REF to tune)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -57,6 +62,14 @@ trap cleanup EXIT INT TERM # bench/lib.sh
 
 echo "== build"
 (cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -o "$BIN/" ./cmd/notarize-ledger ./bench/tesserapeer ./bench/ingestgen)
+if [[ -n ${BASELINE:-} ]]; then
+  echo "   notarize-ledger from $BASELINE ($(git -C "$ROOT" rev-parse --short "$BASELINE"))"
+  git -C "$ROOT" worktree add --detach "$WORK/baseline" "$BASELINE" >/dev/null
+  mkdir -p "$BIN/base"
+  (cd "$WORK/baseline" && CGO_ENABLED=0 go build -trimpath -o "$BIN/base/" ./cmd/notarize-ledger) ||
+    { git -C "$ROOT" worktree remove --force "$WORK/baseline"; exit 1; }
+  git -C "$ROOT" worktree remove --force "$WORK/baseline"
+fi
 
 # serve NAME PORT CMD...: starts a server, waits until it answers, sets SPID.
 serve() {
@@ -70,7 +83,7 @@ ledger() { # ledger NAME DATA [ENGINE]: notarize-ledger on DATA
   local port try
   for try in 1 2 3; do # another process may take the free port first
     port=$(free_port)
-    serve "$1" "$port" "$BIN/notarize-ledger" --data "$2" --addr "127.0.0.1:$port" \
+    serve "$1" "$port" "$(ledger_bin "$1")" --data "$2" --addr "127.0.0.1:$port" \
       --rate-key 0 --rate-client 0 --rate-key-digest 0 ${3:+--index-engine "$3"} && break
     echo "   $1 did not start on port $port (try $try): $(tail -1 "$WORK/logs/$1.log")"
     [[ $try == 3 ]] && exit 1
@@ -79,7 +92,8 @@ ledger() { # ledger NAME DATA [ENGINE]: notarize-ledger on DATA
   PID_OF[$1]=$SPID
 }
 declare -A URL_OF=() PID_OF=()
-engine_of() { [[ $1 == *-pebble ]] && echo pebble || echo bbolt; }
+engine_of() { [[ ${1%@base} == *-pebble ]] && echo pebble || echo bbolt; }
+ledger_bin() { [[ $1 == *@base ]] && echo "$BIN/base/notarize-ledger" || echo "$BIN/notarize-ledger"; }
 
 # fresh NAME: starts the row NAME on an empty data directory (tessera,
 # ledger) or, once, on the copy of BIG (ledger-big), and sets URL_OF/PID_OF.
@@ -91,15 +105,15 @@ fresh() {
     rm -rf "$WORK/tessera"
     serve tessera "$port" "$BIN/tesserapeer" -dir "$WORK/tessera" -addr "127.0.0.1:$port"
     URL_OF[tessera]="http://127.0.0.1:$port/add" PID_OF[tessera]=$SPID ;;
-  ledger | ledger-pebble)
+  ledger | ledger-pebble | ledger@base | ledger-pebble@base)
     if [[ -n ${PID_OF[$1]:-} ]]; then kill -TERM "${PID_OF[$1]}"; wait "${PID_OF[$1]}" 2>/dev/null || true; fi
     rm -rf "$WORK/$1"
     ledger "$1" "$WORK/$1" "$(engine_of "$1")" ;;
-  ledger-big | ledger-big-pebble)
+  ledger-big | ledger-big-pebble | ledger-big@base | ledger-big-pebble@base)
     [[ -n ${PID_OF[$1]:-} ]] && return 0
     echo "   copying $BIG ($(du -sh "$BIG" | cut -f1))"
     cp -r "$BIG" "$WORK/$1"
-    if [[ $1 == *-pebble && -e $WORK/$1/index.db ]]; then # a pebble BIG is used as it is
+    if [[ ${1%@base} == *-pebble && -e $WORK/$1/index.db ]]; then # a pebble BIG is used as it is
       local t0; t0=$(date +%s.%N)
       "$BIN/notarize-ledger" migrate-index --data "$WORK/$1" --to pebble | sed 's/^/   /'
       echo "   migration to pebble: $(echo "$(date +%s.%N) - $t0" | bc) s; $(du -sh "$WORK/$1/index.pebble" | cut -f1) index, $(du -sh "$WORK/$1/vindex.pebble" | cut -f1) map (bbolt: $(du -sh "$WORK/$1/index.db.bbolt-old" | cut -f1), $(du -sh "$WORK/$1/vindex.db.bbolt-old" | cut -f1))"
@@ -118,19 +132,27 @@ echo "== servers"
 ROWS=(tessera)
 for e in $ENGINES; do
   sfx=; [[ $e == pebble ]] && sfx=-pebble
-  ROWS+=("ledger$sfx")
-  [[ -n $BIG ]] && ROWS+=("ledger-big$sfx")
+  for row in "ledger$sfx" ${BIG:+"ledger-big$sfx"}; do
+    [[ -n ${BASELINE:-} ]] && ROWS+=("$row@base")
+    ROWS+=("$row")
+  done
 done
 for row in "${ROWS[@]}"; do fresh "$row"; done
 
 echo "== ingest: $N statements per row and round, $ROUNDS rounds, load $(cut -d' ' -f1-3 /proc/loadavg)"
 RESULTS=$WORK/results.tsv
 for r in $(seq 1 "$ROUNDS"); do
+  ORDER=("${ROWS[@]}")
+  if ((r % 2 == 0)); then # a row and its @base twin swap places every other round
+    for i in "${!ORDER[@]}"; do
+      if [[ ${ROWS[i]} == *@base ]]; then ORDER[i]=${ROWS[i + 1]} ORDER[i + 1]=${ROWS[i]}; fi
+    done
+  fi
   for c in $C; do
-    for row in "${ROWS[@]}"; do
+    for row in "${ORDER[@]}"; do
       fresh "$row" # tessera and ledger start empty at every step; ledger-big keeps growing by N (small beside BIG)
       "$BIN/ingestgen" -name "$row c=$c" -url "${URL_OF[$row]}" -c "$c" -n "$N" -pid "${PID_OF[$row]}" | tee -a "$RESULTS" |
-        awk -F'\t' -v r="$r" '{printf "   round %s  %-20s %6s stmts/s  p50 %7s ms  p99 %7s ms  errors %s  server %5s µs/stmt  generator %3s µs/stmt\n", r, $1, $2, $3, $4, $5, $6, $7}'
+        awk -F'\t' -v r="$r" '{printf "   round %s  %-26s %6s stmts/s  p50 %7s ms  p99 %7s ms  errors %s  server %5s µs/stmt  generator %3s µs/stmt\n", r, $1, $2, $3, $4, $5, $6, $7}'
     done
   done
 done
@@ -143,6 +165,6 @@ sort -t$'\t' -k1,1 "$RESULTS" | awk -F'\t' '
   }
   { k = $1; rate[k] = rate[k] " " $2; p50[k] = p50[k] " " $3; p99[k] = p99[k] " " $4; cpu[k] = cpu[k] " " $6; gen[k] = gen[k] " " $7; errs[k] += $5 }
   END {
-    printf "| %-20s | %10s | %8s | %8s | %14s | %11s | %6s |\n", "row", "stmts/s", "p50 ms", "p99 ms", "server µs/stmt", "gen µs/stmt", "errors"
-    for (k in rate) printf "| %-20s | %10.0f | %8.1f | %8.1f | %14.0f | %11.0f | %6d |\n", k, med(rate[k]), med(p50[k]), med(p99[k]), med(cpu[k]), med(gen[k]), errs[k]
+    printf "| %-26s | %10s | %8s | %8s | %14s | %11s | %6s |\n", "row", "stmts/s", "p50 ms", "p99 ms", "server µs/stmt", "gen µs/stmt", "errors"
+    for (k in rate) printf "| %-26s | %10.0f | %8.1f | %8.1f | %14.0f | %11.0f | %6d |\n", k, med(rate[k]), med(p50[k]), med(p99[k]), med(cpu[k]), med(gen[k]), errs[k]
   }'
