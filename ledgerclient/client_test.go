@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/notarize/docker-notarize/ledger/api"
-	"github.com/sigstore/sigstore/pkg/signature"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -16,7 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/notarize"
+	"github.com/sigstore/sigstore/pkg/signature"
 )
 
 var t0 = time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)

@@ -3,7 +3,6 @@ package ledgerclient
 import (
 	"errors"
 	"fmt"
-	"github.com/notarize/docker-notarize/ledger/api"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -12,6 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/notarize"
 )
 

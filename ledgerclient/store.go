@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/notarize/docker-notarize/internal/atomicfile"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/sys/unix"
 
+	"github.com/notarize/docker-notarize/internal/atomicfile"
 	"github.com/notarize/docker-notarize/internal/boundedfile"
 )
 

@@ -7,7 +7,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"errors"
-	"github.com/notarize/docker-notarize/proxy/replica"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/notarize/docker-notarize/notarize"
+	"github.com/notarize/docker-notarize/proxy/replica"
 	"github.com/notarize/docker-notarize/proxy/upstream"
 )
 

@@ -7,12 +7,12 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
-	"github.com/notarize/docker-notarize/ledger/api"
 	"io"
 	"net/http"
 	"testing"
 	"time"
 
+	"github.com/notarize/docker-notarize/ledger/api"
 	"github.com/notarize/docker-notarize/ledger/ledgertest"
 	"github.com/notarize/docker-notarize/notarize"
 	"github.com/sigstore/sigstore/pkg/signature"

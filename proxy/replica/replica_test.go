@@ -3,7 +3,6 @@ package replica_test
 import (
 	"context"
 	"errors"
-	"github.com/notarize/docker-notarize/notarize/notarizetest"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -20,6 +19,7 @@ import (
 	"github.com/notarize/docker-notarize/ledger/ledgertest"
 	"github.com/notarize/docker-notarize/ledgerclient"
 	"github.com/notarize/docker-notarize/notarize"
+	"github.com/notarize/docker-notarize/notarize/notarizetest"
 	"github.com/notarize/docker-notarize/proxy/replica"
 )
 
