@@ -54,16 +54,10 @@ echo "== build"
 (cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -o "$BIN/" ./cmd/notarize-ledger ./bench/currentprof)
 VARIANTS=$ENGINES
 if [[ -n ${BASELINE:-} ]]; then
-  echo "   notarize-ledger from $BASELINE ($(git -C "$ROOT" rev-parse --short "$BASELINE"))"
-  git -C "$ROOT" worktree add --detach "$WORK/baseline" "$BASELINE" >/dev/null
-  mkdir -p "$BIN/base"
-  (cd "$WORK/baseline" && CGO_ENABLED=0 go build -trimpath -o "$BIN/base/" ./cmd/notarize-ledger) ||
-    { git -C "$ROOT" worktree remove --force "$WORK/baseline"; exit 1; }
-  git -C "$ROOT" worktree remove --force "$WORK/baseline"
+  build_baseline "$BASELINE"
   VARIANTS=$(for e in $ENGINES; do echo "$e@base $e"; done)
 fi
 engine() { echo "${1%@base}"; }                                            # engine VARIANT
-ledger_bin() { [[ $1 == *@base ]] && echo "$BIN/base/notarize-ledger" || echo "$BIN/notarize-ledger"; } # ledger_bin VARIANT
 
 rss_mb() { awk '/^VmRSS/ {printf "%.1f", $2 / 1024}' /proc/"$1"/status; }
 

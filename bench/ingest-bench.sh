@@ -63,12 +63,7 @@ trap cleanup EXIT INT TERM # bench/lib.sh
 echo "== build"
 (cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -o "$BIN/" ./cmd/notarize-ledger ./bench/tesserapeer ./bench/ingestgen)
 if [[ -n ${BASELINE:-} ]]; then
-  echo "   notarize-ledger from $BASELINE ($(git -C "$ROOT" rev-parse --short "$BASELINE"))"
-  git -C "$ROOT" worktree add --detach "$WORK/baseline" "$BASELINE" >/dev/null
-  mkdir -p "$BIN/base"
-  (cd "$WORK/baseline" && CGO_ENABLED=0 go build -trimpath -o "$BIN/base/" ./cmd/notarize-ledger) ||
-    { git -C "$ROOT" worktree remove --force "$WORK/baseline"; exit 1; }
-  git -C "$ROOT" worktree remove --force "$WORK/baseline"
+  build_baseline "$BASELINE"
 fi
 
 # serve NAME PORT CMD...: starts a server, waits until it answers, sets SPID.
@@ -93,7 +88,6 @@ ledger() { # ledger NAME DATA [ENGINE]: notarize-ledger on DATA
 }
 declare -A URL_OF=() PID_OF=()
 engine_of() { [[ ${1%@base} == *-pebble ]] && echo pebble || echo bbolt; }
-ledger_bin() { [[ $1 == *@base ]] && echo "$BIN/base/notarize-ledger" || echo "$BIN/notarize-ledger"; }
 
 # fresh NAME: starts the row NAME on an empty data directory (tessera,
 # ledger) or, once, on the copy of BIG (ledger-big), and sets URL_OF/PID_OF.

@@ -49,3 +49,19 @@ cleanup() {
   [[ $rc -eq 0 ]] && rm -rf "$WORK" || echo "logs kept in $WORK/logs"
   exit $rc
 }
+
+# build_baseline REF: builds notarize-ledger from the commit REF into
+# $BIN/base/ (a git worktree of $ROOT in $WORK/baseline, removed after),
+# for the scripts' row@base variants; exits when the build fails.
+build_baseline() {
+  echo "   notarize-ledger from $1 ($(git -C "$ROOT" rev-parse --short "$1"))"
+  git -C "$ROOT" worktree add --detach "$WORK/baseline" "$1" >/dev/null
+  mkdir -p "$BIN/base"
+  (cd "$WORK/baseline" && CGO_ENABLED=0 go build -trimpath -o "$BIN/base/" ./cmd/notarize-ledger) ||
+    { git -C "$ROOT" worktree remove --force "$WORK/baseline"; exit 1; }
+  git -C "$ROOT" worktree remove --force "$WORK/baseline"
+}
+
+# ledger_bin ROW: the notarize-ledger a row runs: REF's (build_baseline)
+# for ROW@base, this tree's otherwise.
+ledger_bin() { [[ $1 == *@base ]] && echo "$BIN/base/notarize-ledger" || echo "$BIN/notarize-ledger"; }
