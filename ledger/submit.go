@@ -204,7 +204,8 @@ func (l *Ledger) finish(id [32]byte, sub *submission, cancel context.CancelFunc)
 // forgotten when the submission finishes, before its slot in l.pending is
 // given up; e, the entry, then counts towards its key's table when it was
 // appended anew (KeyCache.Admitted). The key is remembered
-// (KeyCache.Remember) only once the statement is logged.
+// (KeyCache.Remember) only once the statement is logged, or answered as a
+// replay of one logged.
 func (l *Ledger) append(ctx context.Context, sub *submission, id [32]byte, e *notarize.Entry, v *notarize.Verified, data []byte, row *storage.Row) {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.ReceiptTimeout)
 	stop := context.AfterFunc(l.closedCtx, cancel) // Close ends the work (no goroutine per submission)

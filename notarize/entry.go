@@ -326,8 +326,9 @@ func (e *Entry) verify(lowS bool, keys *KeyCache) (*Verified, error) {
 		keys.verified(k)
 	case !held:
 		// A submission: its key is remembered once its caller accepts
-		// the entry (KeyCache.Remember), and counts once appended
-		// (KeyCache.Admitted).
+		// the entry (KeyCache.Remember), and the entry counts once
+		// appended (KeyCache.Admitted), or when a log's follower checks
+		// it (VerifyLoggedWith).
 		v.parsed, v.cache = k, keys
 	}
 	return v, nil

@@ -315,12 +315,14 @@ func (c *KeyCache) lookup(pemText string) (k *cachedKey, held bool, err error) {
 }
 
 // Remember keeps the signer's key of v, which VerifyWith(c) accepted, once
-// its caller has accepted the entry too (a ledger: once it is logged), so
-// that later entries of that key skip its parse. VerifyWith remembers no
-// key itself. Nothing happens when c is nil, or when v was not verified
-// with c. The key is held as parsed, with no count and no table, whatever
-// became of an earlier copy (v may be remembered again after its key left
-// the cache).
+// its caller has accepted the entry too (a ledger: once it is logged, or
+// answered as a replay of a statement logged), so that later entries of
+// that key skip its parse. VerifyWith remembers no key itself. Nothing
+// happens when c is nil, or when v was not verified with c. If c holds the
+// key already, that copy stays, with its count and table (moved to the
+// front); otherwise a fresh copy is held, with no count and no table,
+// whatever became of an earlier one (v may be remembered again after its
+// key left the cache).
 func (c *KeyCache) Remember(v *Verified) {
 	if c == nil || v == nil || v.parsed == nil || v.cache != c {
 		return
