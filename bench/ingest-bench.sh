@@ -93,17 +93,17 @@ engine_of() { [[ ${1%@base} == *-pebble ]] && echo pebble || echo bbolt; }
 # ledger) or, once, on the copy of BIG (ledger-big), and sets URL_OF/PID_OF.
 fresh() {
   local port; port=$(free_port)
-  case $1 in
+  case ${1%@base} in # a row@base starts as its row does, with REF's binary (ledger_bin)
   tessera)
     if [[ -n ${PID_OF[tessera]:-} ]]; then kill -TERM "${PID_OF[tessera]}"; wait "${PID_OF[tessera]}" 2>/dev/null || true; fi
     rm -rf "$WORK/tessera"
     serve tessera "$port" "$BIN/tesserapeer" -dir "$WORK/tessera" -addr "127.0.0.1:$port"
     URL_OF[tessera]="http://127.0.0.1:$port/add" PID_OF[tessera]=$SPID ;;
-  ledger | ledger-pebble | ledger@base | ledger-pebble@base)
+  ledger | ledger-pebble)
     if [[ -n ${PID_OF[$1]:-} ]]; then kill -TERM "${PID_OF[$1]}"; wait "${PID_OF[$1]}" 2>/dev/null || true; fi
     rm -rf "$WORK/$1"
     ledger "$1" "$WORK/$1" "$(engine_of "$1")" ;;
-  ledger-big | ledger-big-pebble | ledger-big@base | ledger-big-pebble@base)
+  ledger-big | ledger-big-pebble)
     [[ -n ${PID_OF[$1]:-} ]] && return 0
     echo "   copying $BIG ($(du -sh "$BIG" | cut -f1))"
     cp -r "$BIG" "$WORK/$1"
