@@ -55,6 +55,19 @@ func newProofCache(ctx context.Context, r storage.MapNodeReader, position uint64
 	return &nodeCache{ctx: ctx, r: r, expect: expect, nodes: make(map[vindex.NodeID]cachedNode, 2*min(nkeys, 4)*expect)}
 }
 
+// reserve sizes an empty cache for the fold of nkeys keys into a map
+// folded from position log entries, so that its table is not rebuilt
+// as it fills: about two node IDs (a path's node and its sibling) per key
+// and level below the levels the keys share, where paths end
+// (pathsEnd), and the shared levels' nodes once.
+func (c *nodeCache) reserve(position uint64, nkeys int) {
+	if len(c.nodes) > 0 || nkeys == 0 {
+		return
+	}
+	below := max(1, pathsEnd(position)-bits.Len(uint(nkeys)))
+	c.nodes = make(map[vindex.NodeID]cachedNode, min(2*nkeys*(below+1), 1<<22))
+}
+
 // pathsEnd returns the depth by which the path of a key ends, in all but
 // about one case in 16, in a map folded from n log entries: a path ends
 // above depth d unless another of the map's leaves (at most n) shares the
@@ -167,7 +180,7 @@ func (c *nodeCache) prefetch(keys []vindex.Key) error {
 			ids = make([]vindex.NodeID, 0, 2*len(frontier)*levels)
 			seen = make(map[vindex.NodeID]bool, cap(ids))
 		} else {
-			seen = make(map[vindex.NodeID]bool) // a fold's many keys share most of theirs
+			seen = make(map[vindex.NodeID]bool, 2*len(frontier)*levels) // at most; a fold's many keys share their top levels
 		}
 		end := min(d+levels, vindex.KeyBits+1)
 		want := func(id vindex.NodeID) {

@@ -491,6 +491,7 @@ func (f *mapFollower) fold(ctx context.Context, nodes *nodeCache, from, to uint6
 	for i, s := range found {
 		keys[i] = vindex.MapKey(s.d, s.keyID)
 	}
+	nodes.reserve(from, len(keys))
 	if err := nodes.prefetch(keys); err != nil {
 		return root, nil, 0, err
 	}

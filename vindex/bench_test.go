@@ -2,6 +2,7 @@ package vindex
 
 import (
 	"encoding/binary"
+	"fmt"
 	"testing"
 	"time"
 
@@ -74,22 +75,36 @@ func BenchmarkProof1M(b *testing.B) {
 }
 
 // BenchmarkApply: folding batches of 1,024 new keys into a map of 20,000
-// (what the ledger does per committed root), per key.
+// and of 1,000,000 keys (what the ledger does per committed root), per
+// key; "insertion" is the reference Apply before it walked subtrees
+// (apply_test.go), in the same run.
+//
+//	go test -run '^$' -bench Apply -benchtime 100000x ./vindex/
 func BenchmarkApply(b *testing.B) {
-	m := bigTree(b, 20_000)
 	v := Value{}.Add(1, time.Unix(1e9, 0), Hash{}).Marshal()
-	next := uint64(1 << 40)
-	b.ResetTimer()
-	for i := 0; i < b.N; i += 1024 {
-		ups := make([]Update, 0, 1024)
-		for range min(1024, b.N-i) {
-			ups = append(ups, Update{Key: keyOf(next), Value: v})
-			next++
+	for _, size := range []int{20_000, 1_000_000} {
+		m := bigTree(b, size)
+		for _, way := range []struct {
+			name  string
+			apply func(NodeReader, []Update) (Hash, []NodeWrite, error)
+		}{{"walk", Apply}, {"insertion", refApply}} {
+			b.Run(fmt.Sprintf("%dk/%s", size/1000, way.name), func(b *testing.B) {
+				next := uint64(1 << 40)
+				for i := 0; i < b.N; i += 1024 {
+					ups := make([]Update, 0, 1024)
+					for range min(1024, b.N-i) {
+						ups = append(ups, Update{Key: keyOf(next), Value: v})
+						next++
+					}
+					_, w, err := way.apply(m, ups)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if i == 0 {
+						b.ReportMetric(float64(len(w))/float64(len(ups)), "writes/key")
+					}
+				}
+			})
 		}
-		_, w, err := Apply(m, ups)
-		if err != nil {
-			b.Fatal(err)
-		}
-		m.Write(w)
 	}
 }

@@ -196,27 +196,20 @@ func Root(r NodeReader) (Hash, error) {
 	return n.Hash, nil
 }
 
-// overlay is a NodeReader with pending writes over a stored tree.
-type overlay struct {
-	base    NodeReader
-	pending map[NodeID]*NodeWrite
-}
+// stored reads the nodes of a stored tree, wrapping read errors with the
+// node's ID.
+type stored struct{ base NodeReader }
 
-func (o *overlay) read(id NodeID) (Node, bool, error) {
-	if w, ok := o.pending[id]; ok {
-		return w.Node, !w.Delete, nil
-	}
-	n, ok, err := o.base.ReadNode(id)
+func (s stored) read(id NodeID) (Node, bool, error) {
+	n, ok, err := s.base.ReadNode(id)
 	if err != nil {
 		return Node{}, false, fmt.Errorf("read map node %d/%x: %w", id.Depth, id.Prefix[:(id.Depth+7)/8], err)
 	}
 	return n, ok, nil
 }
 
-func (o *overlay) put(id NodeID, n Node) { o.pending[id] = &NodeWrite{ID: id, Node: n} }
-
-func (o *overlay) hashOf(id NodeID) (Hash, error) {
-	n, ok, err := o.read(id)
+func (s stored) hashOf(id NodeID) (Hash, error) {
+	n, ok, err := s.read(id)
 	if err != nil || !ok {
 		return Empty, err
 	}
@@ -225,87 +218,140 @@ func (o *overlay) hashOf(id NodeID) (Hash, error) {
 
 // Apply computes the tree that r's tree becomes with updates applied (a key
 // given twice takes its last value) and returns its root and the writes
-// that store it over r's nodes; r is not changed. Keys are never removed.
+// that store it over r's nodes, in the order of their IDs' Bytes; r is not
+// changed. Keys are never removed.
+//
+// It walks the changed subtrees once, from the root down, with the keys
+// in key order: a subtree's keys share its prefix, so the next bit splits
+// them between its two children, and the children's hashes, the one not
+// updated read from r, give its own. Every node on an updated key's path
+// is rewritten, the leaves of the keys updated, and a stored leaf that a
+// new key shares a subtree with moves down to where their paths part.
 func Apply(r NodeReader, updates []Update) (Hash, []NodeWrite, error) {
-	o := &overlay{base: r, pending: make(map[NodeID]*NodeWrite)}
-	last := make(map[Key][]byte, len(updates))
 	for _, u := range updates {
 		if len(u.Value) > MaxValueSize {
 			return Empty, nil, fmt.Errorf("map update: value of %d bytes, at most %d", len(u.Value), MaxValueSize)
 		}
-		last[u.Key] = u.Value
 	}
-	keys := make([]Key, 0, len(last))
-	for k := range last {
-		keys = append(keys, k)
-	}
-	slices.SortFunc(keys, func(a, b Key) int { return bytes.Compare(a[:], b[:]) })
-	dirty := make(map[NodeID]bool)
-	for _, k := range keys {
-		if err := o.insert(k, last[k], dirty); err != nil {
-			return Empty, nil, err
+	sorted := slices.Clone(updates)
+	slices.SortStableFunc(sorted, func(a, b Update) int { return bytes.Compare(a.Key[:], b.Key[:]) })
+	items := make([]item, 0, len(sorted))
+	for i, u := range sorted {
+		if i+1 < len(sorted) && sorted[i+1].Key == u.Key {
+			continue // a later update of the same key wins
 		}
+		items = append(items, item{key: u.Key, value: u.Value})
 	}
-	// Rehash the inner nodes on the changed paths, deepest first.
-	ids := make([]NodeID, 0, len(dirty))
-	for id := range dirty {
-		ids = append(ids, id)
+	a := &applier{stored: stored{base: r}}
+	var root Hash
+	var err error
+	if len(items) == 0 {
+		root, err = a.hashOf(NodeID{})
+	} else {
+		root, err = a.update(NodeID{}, items)
 	}
-	slices.SortFunc(ids, func(a, b NodeID) int { return b.Depth - a.Depth })
-	for _, id := range ids {
-		l, err := o.hashOf(id.child(0))
-		if err != nil {
-			return Empty, nil, err
-		}
-		rh, err := o.hashOf(id.child(1))
-		if err != nil {
-			return Empty, nil, err
-		}
-		o.put(id, Node{Hash: HashInner(l, rh)})
-	}
-	root, err := o.hashOf(NodeID{})
 	if err != nil {
 		return Empty, nil, err
 	}
-	writes := make([]NodeWrite, 0, len(o.pending))
-	for _, w := range o.pending {
-		writes = append(writes, *w)
+	writes := make([]NodeWrite, 0, a.writes)
+	for _, level := range a.levels {
+		writes = append(writes, level...)
 	}
-	slices.SortFunc(writes, func(a, b NodeWrite) int { return compareIDs(a.ID, b.ID) })
 	return root, writes, nil
 }
 
-// insert places key's leaf in the overlay and marks the inner nodes above
-// it dirty.
-func (o *overlay) insert(key Key, value []byte, dirty map[NodeID]bool) error {
-	leaf := Node{Leaf: true, Key: key, Value: bytes.Clone(value)}
-	leaf.Hash = HashLeaf(key, HashValue(value))
-	for d := 0; d <= KeyBits; d++ {
-		id := nodeIDOf(key, d)
-		n, ok, err := o.read(id)
-		if err != nil {
-			return err
-		}
-		switch {
-		case !ok || n.Leaf && n.Key == key:
-			o.put(id, leaf)
-			return nil
-		case n.Leaf:
-			// Another key's leaf: push both down to where their paths part.
-			c := commonPrefix(key, n.Key)
-			for i := d; i < c; i++ {
-				dirty[nodeIDOf(key, i)] = true
-				o.put(nodeIDOf(key, i), Node{}) // rehashed below
-			}
-			dirty[nodeIDOf(key, c)] = true
-			o.put(nodeIDOf(key, c), Node{})
-			o.put(nodeIDOf(n.Key, c+1), n)
-			o.put(nodeIDOf(key, c+1), leaf)
-			return nil
-		}
-		dirty[id] = true
+// item is what a subtree being rewritten holds below a node: a key's new
+// value, or a stored leaf moved down unchanged (moved).
+type item struct {
+	key   Key
+	value []byte
+	moved *Node
+}
+
+// applier computes an Apply's writes. levels[d] holds the writes at depth
+// d; the walk visits a depth's nodes left to right, so each is in prefix
+// order.
+type applier struct {
+	stored
+	levels [][]NodeWrite
+	writes int
+}
+
+func (a *applier) write(id NodeID, n Node) {
+	for len(a.levels) <= id.Depth {
+		a.levels = append(a.levels, nil)
 	}
-	return fmt.Errorf("map update: no place for key %x", key[:])
+	a.levels[id.Depth] = append(a.levels[id.Depth], NodeWrite{ID: id, Node: n})
+	a.writes++
+}
+
+// update rewrites the stored subtree at id with items (at least one, in
+// key order, all on id's path) and returns its new hash.
+func (a *applier) update(id NodeID, items []item) (Hash, error) {
+	n, ok, err := a.read(id)
+	switch {
+	case err != nil:
+		return Empty, err
+	case !ok:
+		return a.build(id, items)
+	case n.Leaf:
+		i, found := slices.BinarySearchFunc(items, n.Key, func(it item, k Key) int { return bytes.Compare(it.key[:], k[:]) })
+		if !found { // the stored leaf moves down beside the new keys
+			items = slices.Insert(slices.Clip(items), i, item{key: n.Key, moved: &n})
+		}
+		return a.build(id, items)
+	case id.Depth == KeyBits:
+		return Empty, fmt.Errorf("map update: no place for key %x", items[0].key[:])
+	}
+	return a.split(id, items, true)
+}
+
+// build writes the subtree at id, where nothing is stored, holding items
+// (at least one, distinct, in key order, all on id's path) and returns its
+// hash: a leaf for one item, an inner node above them for more.
+func (a *applier) build(id NodeID, items []item) (Hash, error) {
+	if len(items) == 1 {
+		it := items[0]
+		var n Node
+		if it.moved != nil {
+			n = *it.moved
+		} else {
+			n = Node{Leaf: true, Key: it.key, Value: bytes.Clone(it.value), Hash: HashLeaf(it.key, HashValue(it.value))}
+		}
+		a.write(id, n)
+		return n.Hash, nil
+	}
+	if id.Depth == KeyBits {
+		return Empty, fmt.Errorf("map update: no place for key %x", items[0].key[:])
+	}
+	return a.split(id, items, false)
+}
+
+// split writes the inner node at id over items (in key order, all on id's
+// path), divided between its children by the key bit at id's depth; a
+// child no item goes to keeps its stored hash (isStored) or is empty.
+func (a *applier) split(id NodeID, items []item, isStored bool) (Hash, error) {
+	d := id.Depth
+	i, _ := slices.BinarySearchFunc(items, byte(1), func(it item, b byte) int { return int(it.key.bit(d)) - int(b) })
+	var h [2]Hash
+	for b, part := range [2][]item{items[:i], items[i:]} {
+		c := id.child(byte(b))
+		var err error
+		switch {
+		case len(part) > 0 && isStored:
+			h[b], err = a.update(c, part)
+		case len(part) > 0:
+			h[b], err = a.build(c, part)
+		case isStored:
+			h[b], err = a.hashOf(c)
+		}
+		if err != nil {
+			return Empty, err
+		}
+	}
+	hash := HashInner(h[0], h[1])
+	a.write(id, Node{Hash: hash})
+	return hash, nil
 }
 
 // Proof proves what the tree holds for one key: the siblings of the nodes
@@ -330,7 +376,7 @@ type Proof struct {
 // Prove returns the proof for key in the tree stored in r, and the key's
 // value (nil when the key is absent).
 func Prove(r NodeReader, key Key) (*Proof, []byte, error) {
-	o := &overlay{base: r}
+	o := stored{base: r}
 	p := &Proof{}
 	var sibs []Hash
 	var bitmap []byte
