@@ -55,18 +55,23 @@ func newProofCache(ctx context.Context, r storage.MapNodeReader, position uint64
 	return &nodeCache{ctx: ctx, r: r, expect: expect, nodes: make(map[vindex.NodeID]cachedNode, 2*min(nkeys, 4)*expect)}
 }
 
-// reserve sizes an empty cache for the fold of nkeys keys into a map
-// folded from position log entries, so that its table is not rebuilt
+// reserve sizes an empty cache for the fold of nkeys distinct keys into a
+// map folded from position log entries, so that its table is not rebuilt
 // as it fills: about two node IDs (a path's node and its sibling) per key
 // and level below the levels the keys share, where paths end
-// (pathsEnd), and the shared levels' nodes once.
+// (pathsEnd), and the shared levels' nodes once. The hint is allocated at
+// once, so it is capped (maxReserve); a larger fold grows the table.
 func (c *nodeCache) reserve(position uint64, nkeys int) {
 	if len(c.nodes) > 0 || nkeys == 0 {
 		return
 	}
 	below := max(1, pathsEnd(position)-bits.Len(uint(nkeys)))
-	c.nodes = make(map[vindex.NodeID]cachedNode, min(2*nkeys*(below+1), 1<<22))
+	c.nodes = make(map[vindex.NodeID]cachedNode, min(2*nkeys*(below+1), maxReserve))
 }
+
+// maxReserve caps reserve's hint: 2^18 nodes, ~40 MiB, what a fold of
+// 8,192 keys into a map of 1,000,000 reads (~180,000).
+const maxReserve = 1 << 18
 
 // pathsEnd returns the depth by which the path of a key ends, in all but
 // about one case in 16, in a map folded from n log entries: a path ends
@@ -179,10 +184,11 @@ func (c *nodeCache) prefetch(keys []vindex.Key) error {
 			levels = c.expect - d // a lookup's few keys: about 2×levels IDs each
 			ids = make([]vindex.NodeID, 0, 2*len(frontier)*levels)
 			seen = make(map[vindex.NodeID]bool, cap(ids))
-		} else {
-			seen = make(map[vindex.NodeID]bool, 2*len(frontier)*levels) // at most; a fold's many keys share their top levels
 		}
 		end := min(d+levels, vindex.KeyBits+1)
+		if seen == nil { // a fold's many keys: at most two IDs a key and level, and 2^(d+1) at depth d
+			seen = make(map[vindex.NodeID]bool, min(2*len(frontier)*levels, 2<<min(end, 20)))
+		}
 		want := func(id vindex.NodeID) {
 			if _, cached := c.nodes[id]; !cached && !seen[id] {
 				seen[id] = true

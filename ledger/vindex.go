@@ -491,6 +491,8 @@ func (f *mapFollower) fold(ctx context.Context, nodes *nodeCache, from, to uint6
 	for i, s := range found {
 		keys[i] = vindex.MapKey(s.d, s.keyID)
 	}
+	slices.SortFunc(keys, func(a, b vindex.Key) int { return bytes.Compare(a[:], b[:]) })
+	keys = slices.Compact(keys) // one signer's statements about one digest share a key
 	nodes.reserve(from, len(keys))
 	if err := nodes.prefetch(keys); err != nil {
 		return root, nil, 0, err

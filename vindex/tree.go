@@ -223,8 +223,9 @@ func (s stored) hashOf(id NodeID) (Hash, error) {
 //
 // It walks the changed subtrees once, from the root down, with the keys
 // in key order: a subtree's keys share its prefix, so the next bit splits
-// them between its two children, and the children's hashes, the one not
-// updated read from r, give its own. Every node on an updated key's path
+// them between its two children, and the children's hashes give its own
+// (a child no key goes to is read from r, or is empty below where r held
+// a leaf or nothing). Every node on an updated key's path
 // is rewritten, the leaves of the keys updated, and a stored leaf that a
 // new key shares a subtree with moves down to where their paths part.
 func Apply(r NodeReader, updates []Update) (Hash, []NodeWrite, error) {
@@ -294,6 +295,10 @@ func (a *applier) update(id NodeID, items []item) (Hash, error) {
 		return Empty, err
 	case !ok:
 		return a.build(id, items)
+	case n.Leaf && commonPrefix(n.Key, id.Prefix) < id.Depth:
+		// A leaf off its key's path: placing the items around it would put
+		// them off theirs, and the root would prove them absent.
+		return Empty, fmt.Errorf("%w: the leaf of key %x stored at %d/%x, off its path", ErrBadNode, n.Key[:], id.Depth, id.Prefix[:(id.Depth+7)/8])
 	case n.Leaf:
 		i, found := slices.BinarySearchFunc(items, n.Key, func(it item, k Key) int { return bytes.Compare(it.key[:], k[:]) })
 		if !found { // the stored leaf moves down beside the new keys
@@ -306,9 +311,10 @@ func (a *applier) update(id NodeID, items []item) (Hash, error) {
 	return a.split(id, items, true)
 }
 
-// build writes the subtree at id, where nothing is stored, holding items
-// (at least one, distinct, in key order, all on id's path) and returns its
-// hash: a leaf for one item, an inner node above them for more.
+// build writes the subtree at id, where nothing is stored but at most the
+// leaf that is among items, holding items (at least one, distinct, in key
+// order, all on id's path) and returns its hash: a leaf for one item, an
+// inner node above them for more.
 func (a *applier) build(id NodeID, items []item) (Hash, error) {
 	if len(items) == 1 {
 		it := items[0]
