@@ -225,7 +225,7 @@ func (f *mapFollower) preFold(ctx context.Context, st storage.MapState, size uin
 		if vst.Position != fd.from || vst.Root == nil {
 			return errMapMoved
 		}
-		return f.foldTo(ctx, fd, nil, r, size)
+		return f.foldTo(ctx, fd, nil, f.top.over(r, vst.Position), size)
 	})
 	if err == nil {
 		f.ahead = fd

@@ -1,11 +1,14 @@
 package ledger
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
 	mrand "math/rand/v2"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -101,17 +104,11 @@ func BenchmarkPebbleMapNodes(b *testing.B) {
 	}
 }
 
-// BenchmarkFoldMap is the map's share of a fold, per statement: batches
-// of 1,024 new keys folded into a pebble map of FOLD_KEYS keys (200,000
-// unless set) as mapFollower.fold does it (the keys' paths prefetched,
-// the batch's values read, vindex.Apply), read from one snapshot,
-// nothing committed. FOLD_MAP names a directory to keep the map in
-// between runs (built there when empty); otherwise it is built in a
-// temporary one. The block cache is warmed first, as a running ledger's
-// is.
-//
-//	FOLD_KEYS=1000000 FOLD_MAP=/tmp/foldmap go test -run '^$' -bench FoldMap -benchtime 20480x ./ledger/
-func BenchmarkFoldMap(b *testing.B) {
+// foldMapDir returns a pebble map of FOLD_KEYS random keys (200,000
+// unless set), built in FOLD_MAP when that is set and empty (kept there
+// between runs), in a temporary directory otherwise; flushed and
+// compacted.
+func foldMapDir(b *testing.B) string {
 	ctx := b.Context()
 	keys := 200_000
 	if s := os.Getenv("FOLD_KEYS"); s != "" {
@@ -135,46 +132,77 @@ func BenchmarkFoldMap(b *testing.B) {
 		b.Fatal(err)
 	}
 	rng := mrand.New(mrand.NewPCG(1, 2))
-	randKey := func() vindex.Key {
-		var k vindex.Key
-		for i := 0; i < len(k); i += 8 {
-			binary.BigEndian.PutUint64(k[i:], rng.Uint64())
-		}
-		return k
-	}
-	value := vindex.Value{}.Add(1, time.Unix(1e9, 0), vindex.Hash{}).Marshal()
 	for pos := st.Position; pos < uint64(keys); pos += 10_000 {
-		ups := make([]vindex.Update, 0, 10_000)
-		for range min(10_000, uint64(keys)-pos) {
-			ups = append(ups, vindex.Update{Key: randKey(), Value: value})
-		}
-		if err := m.MapUpdate(ctx, func(st storage.MapState, r storage.MapNodeReader) (*storage.MapCommit, error) {
-			nodes := newNodeCache(ctx, r)
-			ks := make([]vindex.Key, len(ups))
-			for i, u := range ups {
-				ks[i] = u.Key
-			}
-			if err := nodes.prefetch(ks); err != nil {
-				return nil, err
-			}
-			_, writes, err := vindex.Apply(nodes, ups)
-			if err != nil {
-				return nil, err
-			}
-			c := &storage.MapCommit{From: st.Position, Position: st.Position + uint64(len(ups))}
-			for _, w := range writes {
-				c.Writes = append(c.Writes, storage.MapNodeWrite{ID: w.ID.Bytes(), Node: w.Node.Marshal()})
-			}
-			return c, nil
-		}); err != nil {
+		if err := m.MapUpdate(ctx, foldCommit(ctx, randomKeys(rng, int(min(10_000, uint64(keys)-pos))), nil, nil)); err != nil {
 			b.Fatal(err)
 		}
 	}
-	db := m.s.DB()
-	if err := db.Compact(ctx, []byte{mapPfxNodes}, []byte{mapPfxNodes + 1}, true); err != nil {
+	if err := m.s.DB().Compact(ctx, []byte{mapPfxNodes}, []byte{mapPfxNodes + 1}, true); err != nil {
 		b.Fatal(err)
 	}
-	// Warm the block cache (a running ledger's is: the map fits in it).
+	return dir
+}
+
+// randomKeys returns n keys drawn from rng.
+func randomKeys(rng *mrand.Rand, n int) []vindex.Key {
+	out := make([]vindex.Key, n)
+	for i := range out {
+		for j := 0; j < len(out[i]); j += 8 {
+			binary.BigEndian.PutUint64(out[i][j:], rng.Uint64())
+		}
+	}
+	return out
+}
+
+// foldCommit returns a MapUpdate function that folds keys (one statement
+// each, as mapFollower.fold does: paths prefetched, values read,
+// vindex.Apply) over the stored map, read through top, and commits the
+// writes; done receives the commit.
+func foldCommit(ctx context.Context, keys []vindex.Key, top *topNodes, done **storage.MapCommit) func(storage.MapState, storage.MapNodeReader) (*storage.MapCommit, error) {
+	return func(st storage.MapState, r storage.MapNodeReader) (*storage.MapCommit, error) {
+		nodes := newNodeCache(ctx, top.over(r, st.Position))
+		_, writes, err := foldKeys(nodes, st.Position, keys)
+		if err != nil {
+			return nil, err
+		}
+		c := &storage.MapCommit{From: st.Position, Position: st.Position + uint64(len(keys))}
+		for _, w := range writes {
+			c.Writes = append(c.Writes, storage.MapNodeWrite{ID: w.ID.Bytes(), Node: w.Node.Marshal(), Delete: w.Delete})
+		}
+		if done != nil {
+			*done = c
+		}
+		return c, nil
+	}
+}
+
+// foldKeys folds one statement for each of keys (as its key ID, about one
+// digest: keys spread as digests do) into the map nodes reads, at
+// position, as mapFollower.fold does.
+func foldKeys(nodes *nodeCache, position uint64, keys []vindex.Key) (vindex.Hash, []vindex.NodeWrite, error) {
+	d := notarize.DigestOf([]byte("fold"))
+	keyIDs := make([]string, len(keys))
+	mapKeys := make([]vindex.Key, len(keys))
+	for i, k := range keys {
+		keyIDs[i] = fmt.Sprintf("%x", k[:])
+		mapKeys[i] = vindex.MapKey(d, keyIDs[i])
+	}
+	nodes.reserve(position, len(keys))
+	if err := nodes.prefetch(mapKeys); err != nil {
+		return vindex.Hash{}, nil, err
+	}
+	batch := vindex.NewBatch(nodes)
+	for i := range keys {
+		if err := batch.AddStatement(position+uint64(i), d, keyIDs[i], time.Unix(1e9, 0), vindex.Hash{}); err != nil {
+			return vindex.Hash{}, nil, err
+		}
+	}
+	return vindex.Apply(nodes, batch.Updates())
+}
+
+// warmMap reads every node of the map in db once, as a running ledger's
+// block cache holds them (the map fits in it).
+func warmMap(b *testing.B, db *pebble.DB) {
 	it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte{mapPfxNodes}, UpperBound: []byte{mapPfxNodes + 1}})
 	if err != nil {
 		b.Fatal(err)
@@ -184,31 +212,30 @@ func BenchmarkFoldMap(b *testing.B) {
 	if err := it.Close(); err != nil {
 		b.Fatal(err)
 	}
-	b.ResetTimer()
-	d := notarize.DigestOf([]byte("fold"))
+}
+
+// BenchmarkFoldMap is the map's share of a fold, per statement: batches
+// of 1,024 new keys folded into a pebble map (foldMapDir: FOLD_KEYS keys,
+// kept in FOLD_MAP) as mapFollower.fold does it (the keys' paths
+// prefetched, the batch's values read, vindex.Apply), read from one
+// snapshot, warm, nothing committed.
+//
+//	FOLD_KEYS=1000000 FOLD_MAP=/tmp/foldmap go test -run '^$' -bench FoldMap -benchtime 40960x ./ledger/
+func BenchmarkFoldMap(b *testing.B) {
+	ctx := b.Context()
+	m, err := openPebbleMapStore(foldMapDir(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.close()
+	warmMap(b, m.s.DB())
+	rng := mrand.New(mrand.NewPCG(3, 4))
 	writes := 0
+	b.ResetTimer()
 	for i := 0; i < b.N; i += 1024 {
-		n := min(1024, b.N-i)
-		if err := m.MapView(ctx, func(_ storage.MapState, r storage.MapNodeReader) error {
-			nodes := newNodeCache(ctx, r)
-			keyIDs := make([]string, n) // one digest, n signers: keys spread as digests do
-			found := make([]vindex.Key, n)
-			for j := range found {
-				k := randKey()
-				keyIDs[j] = fmt.Sprintf("%x", k[:])
-				found[j] = vindex.MapKey(d, keyIDs[j])
-			}
-			nodes.reserve(uint64(keys), n)
-			if err := nodes.prefetch(found); err != nil {
-				return err
-			}
-			batch := vindex.NewBatch(nodes)
-			for j := range found {
-				if err := batch.AddStatement(uint64(i+j), d, keyIDs[j], time.Unix(1e9, 0), vindex.Hash{}); err != nil {
-					return err
-				}
-			}
-			_, w, err := vindex.Apply(nodes, batch.Updates())
+		keys := randomKeys(rng, min(1024, b.N-i))
+		if err := m.MapView(ctx, func(st storage.MapState, r storage.MapNodeReader) error {
+			_, w, err := foldKeys(newNodeCache(ctx, r), st.Position, keys)
 			writes += len(w)
 			return err
 		}); err != nil {
@@ -216,4 +243,47 @@ func BenchmarkFoldMap(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(writes)/float64(b.N), "writes/op")
+}
+
+// BenchmarkFoldCommit is a fold's map work under ingest, per statement:
+// batches of 1,024 new keys folded into a copy of the map foldMapDir
+// builds and committed (pebble.Sync), as the follower's updates do, with
+// the map's top levels read from the store ("store") or kept in memory
+// ("top", topNodes), in the same run. It reports the process's CPU time
+// per statement (cpu-us/op: the fold, the commit, pebble's flushes and
+// compactions meanwhile), which is what ingest pays for it.
+//
+//	FOLD_KEYS=1000000 FOLD_MAP=/tmp/foldmap go test -run '^$' -bench FoldCommit -benchtime 307200x -count 2 ./ledger/
+func BenchmarkFoldCommit(b *testing.B) {
+	src := foldMapDir(b)
+	for _, way := range []string{"store", "top"} {
+		b.Run(way, func(b *testing.B) {
+			ctx := b.Context()
+			dir := filepath.Join(b.TempDir(), "map")
+			if out, err := exec.Command("cp", "-a", src, dir).CombinedOutput(); err != nil {
+				b.Fatalf("copy the map: %v: %s", err, out)
+			}
+			m, err := openPebbleMapStore(dir)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer m.close()
+			warmMap(b, m.s.DB())
+			var top *topNodes
+			if way == "top" {
+				top = &topNodes{}
+			}
+			rng := mrand.New(mrand.NewPCG(5, 6))
+			b.ResetTimer()
+			cpu0 := processCPU(b)
+			for i := 0; i < b.N; i += 1024 {
+				var done *storage.MapCommit
+				if err := m.MapUpdate(ctx, foldCommit(ctx, randomKeys(rng, min(1024, b.N-i)), top, &done)); err != nil {
+					b.Fatal(err)
+				}
+				top.committed(done)
+			}
+			b.ReportMetric(float64((processCPU(b)-cpu0).Microseconds())/float64(b.N), "cpu-us/op")
+		})
+	}
 }

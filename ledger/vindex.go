@@ -121,6 +121,7 @@ type mapFollower struct {
 	close   func() error     // closes m, when the ledger opened it
 	tap     *rowTap          // the index's rows not yet folded (fold_rows.go); nil: none
 	shared  bool             // m is the storage's, shared by several instances
+	top     *topNodes        // the map's top levels in memory (mapstore_top.go); nil for a shared map
 	now     func() time.Time // the ledger's clock (clock); nil: time.Now
 	entries int
 	every   time.Duration
@@ -211,7 +212,7 @@ func (l *Ledger) startMap(ctx context.Context) error {
 		if err := l.checkMapOfLog(ctx, m, filepath.Dir(path)); err != nil {
 			return errors.Join(err, closeMap())
 		}
-		f.m, f.close = m, closeMap
+		f.m, f.close, f.top = m, closeMap, &topNodes{}
 	}
 	f.loadRoot(ctx)
 	ctx, f.cancel = context.WithCancel(ctx)
@@ -366,11 +367,15 @@ func (f *mapFollower) step(ctx context.Context, pendingSince time.Time) (time.Ti
 	start := time.Now()
 	f.nextAhead = nil
 	err = f.m.MapUpdate(ctx, func(st storage.MapState, r storage.MapNodeReader) (*storage.MapCommit, error) {
-		c, err := f.advance(ctx, st, r)
+		c, err := f.advance(ctx, st, f.top.over(r, st.Position))
 		done = c
 		return c, err
 	})
-	if err == nil && done != nil {
+	switch {
+	case err != nil:
+		f.top.reset() // the update may or may not be stored
+	case done != nil:
+		f.top.committed(done)
 		f.ahead = f.nextAhead // continued by the next update if the map is still at done.Position
 	}
 	f.nextAhead = nil
