@@ -133,7 +133,7 @@ func foldMapDir(b *testing.B) string {
 	}
 	rng := mrand.New(mrand.NewPCG(1, 2))
 	for pos := st.Position; pos < uint64(keys); pos += 10_000 {
-		if err := m.MapUpdate(ctx, foldCommit(ctx, randomKeys(rng, int(min(10_000, uint64(keys)-pos))), nil, nil)); err != nil {
+		if err := m.MapUpdate(ctx, foldCommit(ctx, randomKeys(rng, int(min(10_000, uint64(keys)-pos))), nil, nil, nil)); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -154,12 +154,27 @@ func randomKeys(rng *mrand.Rand, n int) []vindex.Key {
 	return out
 }
 
+// storeIDs counts the node IDs read from the store.
+type storeIDs struct {
+	r storage.MapNodeReader
+	n *int
+}
+
+func (s storeIDs) MapNodes(ctx context.Context, ids [][]byte) ([][]byte, error) {
+	*s.n += len(ids)
+	return s.r.MapNodes(ctx, ids)
+}
+
 // foldCommit returns a MapUpdate function that folds keys (one statement
 // each, as mapFollower.fold does: paths prefetched, values read,
 // vindex.Apply) over the stored map, read through top, and commits the
-// writes; done receives the commit.
-func foldCommit(ctx context.Context, keys []vindex.Key, top *topNodes, done **storage.MapCommit) func(storage.MapState, storage.MapNodeReader) (*storage.MapCommit, error) {
+// writes; done receives the commit, and read counts the node IDs read
+// from the store.
+func foldCommit(ctx context.Context, keys []vindex.Key, top *topNodes, done **storage.MapCommit, read *int) func(storage.MapState, storage.MapNodeReader) (*storage.MapCommit, error) {
 	return func(st storage.MapState, r storage.MapNodeReader) (*storage.MapCommit, error) {
+		if read != nil {
+			r = storeIDs{r: r, n: read}
+		}
 		nodes := newNodeCache(ctx, top.over(r, st.Position))
 		_, writes, err := foldKeys(nodes, st.Position, keys)
 		if err != nil {
@@ -251,7 +266,8 @@ func BenchmarkFoldMap(b *testing.B) {
 // the map's top levels read from the store ("store") or kept in memory
 // ("top", topNodes), in the same run. It reports the process's CPU time
 // per statement (cpu-us/op: the fold, the commit, pebble's flushes and
-// compactions meanwhile), which is what ingest pays for it.
+// compactions meanwhile), which is what ingest pays for it, and the node
+// IDs read from the store per statement (store-ids/op).
 //
 //	FOLD_KEYS=1000000 FOLD_MAP=/tmp/foldmap go test -run '^$' -bench FoldCommit -benchtime 307200x -count 2 ./ledger/
 func BenchmarkFoldCommit(b *testing.B) {
@@ -274,16 +290,18 @@ func BenchmarkFoldCommit(b *testing.B) {
 				top = &topNodes{}
 			}
 			rng := mrand.New(mrand.NewPCG(5, 6))
+			read := 0
 			b.ResetTimer()
 			cpu0 := processCPU(b)
 			for i := 0; i < b.N; i += 1024 {
 				var done *storage.MapCommit
-				if err := m.MapUpdate(ctx, foldCommit(ctx, randomKeys(rng, min(1024, b.N-i)), top, &done)); err != nil {
+				if err := m.MapUpdate(ctx, foldCommit(ctx, randomKeys(rng, min(1024, b.N-i)), top, &done, &read)); err != nil {
 					b.Fatal(err)
 				}
 				top.committed(done)
 			}
 			b.ReportMetric(float64((processCPU(b)-cpu0).Microseconds())/float64(b.N), "cpu-us/op")
+			b.ReportMetric(float64(read)/float64(b.N), "store-ids/op")
 		})
 	}
 }

@@ -14,10 +14,11 @@ import (
 // topNodes keeps the top levels of a map that this process alone updates
 // (a local map: pebble's LOCK or bbolt's file lock keeps other processes
 // out), as stored at one position, so that a fold reads them from memory
-// rather than from the store. A fold of 1,024 keys into a map of
-// 1,000,000 reads about 22 nodes a key (a path's node and its sibling a
-// level, down to depth ~21), all from the store's snapshot; with the top
-// 16 levels kept here, about 8 (BENCHMARKS, round twenty-one).
+// rather than from the store. Folds of 1,024 keys into a map of
+// 1,000,000 read about 20 node IDs a statement from the store's snapshot
+// (a path's node and its sibling a level, the top levels shared by the
+// batch); with the top 16 levels kept here, about 9 (BenchmarkFoldCommit,
+// store-ids/op).
 //
 // It holds exactly what the store holds at pos, for the IDs it holds:
 // nodes enter it only from a snapshot read at pos (over, with the
