@@ -28,17 +28,20 @@ import (
 // and checked as before (mapStatement): both paths fold the same
 // statements (TestFoldFromRowsMatchesRebuild).
 
-// foldRowsMax bounds the rows the tap keeps: four build chunks of
-// entries, ~4 MB (a keptRow is ~120 bytes and holds no pointer). The map
+// foldRowsMax bounds the rows the tap keeps: sixteen build chunks of
+// entries, ~20 MB (a keptRow is ~120 bytes and holds no pointer). The map
 // folds once a root is due (MapCommitEntries entries, or
 // MapCommitInterval) and its previous root published, and the tap then
 // forgets what it folded: under 1,024 clients on two cores a cycle took
-// ~2.5 s and ~8,000 entries, and at one build chunk the tap dropped 40 %
-// of the rows, whose entries the fold then parsed and verified again,
-// which slowed the map further. Rows beyond the bound (the map stalled,
-// or far behind the index) are not kept, and the fold reads those
-// entries itself.
-const foldRowsMax = 4 * mapBuildChunk
+// ~2.5 s and ~8,000 entries on an empty ledger, and at one build chunk
+// the tap dropped 40 % of the rows, whose entries the fold then parsed
+// and verified again, which slowed the map further. On a ledger of
+// 1,000,000 entries a cycle took ~8 s and the map fell 25,000-30,000
+// entries behind the index: at four build chunks (32,768 rows) the
+// re-verification was 10.5 % of the ledger's CPU (BENCHMARKS, round
+// twenty-one). Rows beyond the bound (the map stalled, or far behind the
+// index) are not kept, and the fold reads those entries itself.
+const foldRowsMax = 16 * mapBuildChunk
 
 // rowTap is a storage.Index that keeps the rows the index follower writes,
 // by log index, for the map follower (foldRows).
@@ -210,7 +213,7 @@ func (l *Ledger) foldStatements(ctx context.Context, tap *rowTap, from, to uint6
 	}
 	read := make(map[uint64]foldStatement)
 	if err := l.store.entries(ctx, missing, func(i uint64, data []byte) bool {
-		if v, ok := mapStatement(data); ok {
+		if v, ok := mapStatementWith(data, l.store.keys); ok {
 			read[i] = foldStatement{index: i, d: v.Statement.Digest(), keyID: v.KeyID, ts: v.Statement.Predicate.Timestamp, leaf: vindex.EntryLeafHash(data)}
 		}
 		return true

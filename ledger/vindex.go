@@ -471,6 +471,13 @@ func (f *mapFollower) target(ctx context.Context) (uint64, time.Time, error) {
 // as vindex.Batch.Add decides: one that parses and verifies as logged;
 // false for any other entry, a map root among them.
 func mapStatement(data []byte) (*notarize.Verified, bool) {
+	return mapStatementWith(data, nil)
+}
+
+// mapStatementWith is mapStatement with signer keys from keys (nil: each
+// parsed), the index follower's cache: the same check, with a key parsed
+// once and, for a busy key, its table of multiples.
+func mapStatementWith(data []byte, keys *notarize.KeyCache) (*notarize.Verified, bool) {
 	if notarize.IsMapRoot(data) {
 		return nil, false
 	}
@@ -478,7 +485,7 @@ func mapStatement(data []byte) (*notarize.Verified, bool) {
 	if err != nil {
 		return nil, false
 	}
-	v, err := e.VerifyLogged()
+	v, err := e.VerifyLoggedWith(keys)
 	return v, err == nil
 }
 
