@@ -102,10 +102,20 @@ ids:
 		}
 		rest, at = append(rest, id), append(at, i)
 	}
-	if len(rest) == 0 {
-		return out, nil
+	if _, err := readRest(ctx, l.base, out, rest, at); err != nil {
+		return nil, err
 	}
-	got, err := l.base.MapNodes(ctx, rest)
+	return out, nil
+}
+
+// readRest reads the nodes rest from r into out, the one of rest[j] at
+// out[at[j]], and returns what r answered; an answer of another length
+// than rest is an error.
+func readRest(ctx context.Context, r storage.MapNodeReader, out, rest [][]byte, at []int) ([][]byte, error) {
+	if len(rest) == 0 {
+		return nil, nil
+	}
+	got, err := r.MapNodes(ctx, rest)
 	if err != nil {
 		return nil, err
 	}
@@ -115,7 +125,7 @@ ids:
 	for j, i := range at {
 		out[i] = got[j]
 	}
-	return out, nil
+	return got, nil
 }
 
 // foldTo folds the entries [fd.to, to) into fd, reading the map's nodes

@@ -28,8 +28,9 @@ import (
 // and checked as before (mapStatement): both paths fold the same
 // statements (TestFoldFromRowsMatchesRebuild).
 
-// foldRowsMax bounds the rows the tap keeps: sixteen build chunks of
-// entries, ~20 MB (a keptRow is ~120 bytes and holds no pointer). The map
+// foldRowsMax bounds the rows the tap keeps: eight build chunks of
+// entries, ~16 MiB once full (a keptRow is 109 bytes and holds no pointer;
+// a full map ~256 bytes a row, and a Go map does not shrink). The map
 // folds once a root is due (MapCommitEntries entries, or
 // MapCommitInterval) and its previous root published, and the tap then
 // forgets what it folded: under 1,024 clients on two cores a cycle took
@@ -39,9 +40,10 @@ import (
 // 1,000,000 entries a cycle took ~8 s and the map fell 25,000-30,000
 // entries behind the index: at four build chunks (32,768 rows) the
 // re-verification was 10.5 % of the ledger's CPU (BENCHMARKS, round
-// twenty-one). Rows beyond the bound (the map stalled, or far behind the
-// index) are not kept, and the fold reads those entries itself.
-const foldRowsMax = 16 * mapBuildChunk
+// twenty-one; the lag peaked at 33,400 entries). Rows beyond the bound
+// (the map stalled, or far behind the index) are not kept, and the fold
+// reads those entries itself.
+const foldRowsMax = 8 * mapBuildChunk
 
 // rowTap is a storage.Index that keeps the rows the index follower writes,
 // by log index, for the map follower (foldRows).

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"fmt"
 	"math/bits"
 	"sync"
 
@@ -143,21 +142,17 @@ func (tr *topReader) MapNodes(ctx context.Context, ids [][]byte) ([][]byte, erro
 		rest, at = append(rest, id), append(at, i)
 	}
 	t.mu.Unlock()
-	if len(rest) == 0 {
-		return out, nil
-	}
-	got, err := tr.r.MapNodes(ctx, rest)
+	got, err := readRest(ctx, tr.r, out, rest, at)
 	if err != nil {
 		return nil, err
 	}
-	if len(got) != len(rest) {
-		return nil, fmt.Errorf("read map nodes: %d answers for %d nodes", len(got), len(rest))
+	if len(got) == 0 {
+		return out, nil
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	live = t.gen == tr.gen
-	for j, i := range at {
-		out[i] = got[j]
+	for j := range rest {
 		if d, ok := idDepth(rest[j]); live && ok && d <= t.depth {
 			t.nodes[string(rest[j])] = bytes.Clone(got[j])
 			t.misses++
