@@ -21,16 +21,16 @@ func TestTopNodesFoldsRecomputeFromLog(t *testing.T) {
 	for _, engine := range []string{posix.EnginePebble, posix.EngineBbolt} {
 		t.Run(engine, func(t *testing.T) {
 			t.Setenv(envTestEngine, engine)
-			tl := startLedger(t, Config{MapCommitEntries: 150, MapCommitInterval: 20 * time.Millisecond})
+			tl := startLedger(t, Config{MapCommitEntries: 100, MapCommitInterval: 20 * time.Millisecond})
 			if tl.vmap.top == nil {
 				t.Fatal("a ledger with a map of its own keeps no top levels in memory")
 			}
 			alice, bob := newTestSigner(t), newTestSigner(t)
 			t0 := time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
 			var digests []notarize.Digest
-			for round := range 8 {
+			for round := range 6 {
 				var entries [][]byte
-				for i := range 150 {
+				for i := range 100 {
 					d := randomDigest(t)
 					if len(digests) > 0 && i%3 == 0 {
 						d = digests[(round*31+i)%len(digests)] // a key updated again
@@ -40,14 +40,14 @@ func TestTopNodesFoldsRecomputeFromLog(t *testing.T) {
 					if i%2 == 1 {
 						s = bob
 					}
-					entries = append(entries, mustMarshal(t, s.signAt(t, d, notarize.StatusTrusted, t0.Add(time.Duration(round*150+i)*time.Second))))
+					entries = append(entries, mustMarshal(t, s.signAt(t, d, notarize.StatusTrusted, t0.Add(time.Duration(round*100+i)*time.Second))))
 				}
 				appendRaw(t, tl, entries)
 				waitMapCovers(t, tl, tl.store.Processed())
 			}
 			waitRootIndexed(t, tl)
-			if n := recomputeRoots(t, tl); n < 8 {
-				t.Fatalf("%d roots checked, want at least 8", n)
+			if n := recomputeRoots(t, tl); n < 6 {
+				t.Fatalf("%d roots checked, want at least 6", n)
 			}
 			top := tl.vmap.top
 			top.mu.Lock()

@@ -71,7 +71,7 @@ func TestRedteam21TopAgreesWithStoreUnderFoldAhead(t *testing.T) {
 				t0 := time.Now().Add(-time.Hour).UTC()
 				compared, checks := 0, 0
 				deadline := time.Now().Add(60 * time.Second)
-				for round := 0; round < 16 || tl.vmap.aheadUsed.Load()+tl.vmap.preFolds.Load() < 3; round++ {
+				for round := 0; round < 10 || tl.vmap.aheadUsed.Load()+tl.vmap.preFolds.Load() < 3; round++ {
 					if time.Now().After(deadline) {
 						t.Fatalf("after %d rounds: %d continued folds ahead, %d preFolds", round, tl.vmap.aheadUsed.Load(), tl.vmap.preFolds.Load())
 					}
