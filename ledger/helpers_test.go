@@ -33,6 +33,7 @@ import (
 
 // testSigner is a statement signer with an ECDSA P-256 key.
 type testSigner struct {
+	priv  *ecdsa.PrivateKey // for tests that craft signatures by hand
 	sv    signature.SignerVerifier
 	pub   crypto.PublicKey
 	keyID string
@@ -52,7 +53,7 @@ func newTestSigner(t testing.TB) *testSigner {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &testSigner{sv: sv, pub: priv.Public(), keyID: kid}
+	return &testSigner{priv: priv, sv: sv, pub: priv.Public(), keyID: kid}
 }
 
 // sign returns an entry saying d has status st at time ts.

@@ -31,25 +31,9 @@ import (
 // the two to the same verdict on crafted entries, with the key cached and
 // tabled, cached without a table, and not cached.
 
-type rt21Signer struct {
-	priv *ecdsa.PrivateKey
-	sv   signature.SignerVerifier
-}
-
-func newRT21Signer(t testing.TB) *rt21Signer {
-	t.Helper()
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sv, err := signature.LoadSignerVerifier(priv, crypto.SHA256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &rt21Signer{priv: priv, sv: sv}
-}
-
-func (s *rt21Signer) entry(t testing.TB) *notarize.Entry {
+// entry returns a statement by s about a fresh digest, as
+// notarizetest.Entry builds it.
+func (s *testSigner) entry(t testing.TB) *notarize.Entry {
 	t.Helper()
 	return notarizetest.Entry(t, s.sv, randomDigest(t), notarize.StatusTrusted, time.Now())
 }
@@ -80,7 +64,7 @@ func rt21RS(t testing.TB, e *notarize.Entry) (r, s *big.Int) {
 }
 
 // variants returns crafted spellings and forgeries of a fresh entry of s.
-func (s *rt21Signer) variants(t testing.TB, other *rt21Signer) map[string][]byte {
+func (s *testSigner) variants(t testing.TB, other *testSigner) map[string][]byte {
 	t.Helper()
 	n := elliptic.P256().Params().N
 	e := s.entry(t)
@@ -146,7 +130,7 @@ func rt21Verdict(data []byte, keys *notarize.KeyCache) string {
 // the cache, one held without a table and one not held, and for keys of
 // other kinds, mapStatementWith folds exactly what mapStatement folds.
 func TestRedteam21CachedCheckMatchesUncached(t *testing.T) {
-	tabled, other := newRT21Signer(t), newRT21Signer(t)
+	tabled, other := newTestSigner(t), newTestSigner(t)
 	keys := notarize.NewKeyCache(0)
 	for range 20 {
 		if _, ok := mapStatementWith(mustMarshal(t, tabled.entry(t)), keys); !ok {
@@ -156,11 +140,11 @@ func TestRedteam21CachedCheckMatchesUncached(t *testing.T) {
 	if keys.Tables() != 1 {
 		t.Fatalf("%d tables, want the key's", keys.Tables())
 	}
-	held := newRT21Signer(t)
+	held := newTestSigner(t)
 	if _, ok := mapStatementWith(mustMarshal(t, held.entry(t)), keys); !ok {
 		t.Fatal("a valid entry refused")
 	}
-	for name, s := range map[string]*rt21Signer{"tabled": tabled, "held": held, "not held": newRT21Signer(t)} {
+	for name, s := range map[string]*testSigner{"tabled": tabled, "held": held, "not held": newTestSigner(t)} {
 		for v, data := range s.variants(t, other) {
 			want := rt21Verdict(data, nil)
 			for c, kc := range map[string]*notarize.KeyCache{"index cache": keys, "fresh cache": notarize.NewKeyCache(0)} {
@@ -203,7 +187,7 @@ func TestRedteam21CachedCheckMatchesUncached(t *testing.T) {
 // follower's check does already).
 func TestRedteam21RefusedEntriesTakeNoPlace(t *testing.T) {
 	keys := notarize.NewKeyCache(0)
-	s, other := newRT21Signer(t), newRT21Signer(t)
+	s, other := newTestSigner(t), newTestSigner(t)
 	for v, data := range s.variants(t, other) {
 		if rt21Valid(v) {
 			continue
@@ -224,8 +208,8 @@ func TestRedteam21RefusedEntriesTakeNoPlace(t *testing.T) {
 // the uncached one while the key earns and uses its table.
 func TestRedteam21SharedCacheConcurrent(t *testing.T) {
 	keys := notarize.NewKeyCache(0)
-	signers := []*rt21Signer{newRT21Signer(t), newRT21Signer(t), newRT21Signer(t)}
-	other := newRT21Signer(t)
+	signers := []*testSigner{newTestSigner(t), newTestSigner(t), newTestSigner(t)}
+	other := newTestSigner(t)
 	var entries [][]byte
 	var want []string
 	for _, s := range signers {
