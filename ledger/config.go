@@ -41,6 +41,9 @@ const (
 	// DefaultReceiptTimeout is how long a submission waits for a published
 	// checkpoint covering its entry before it is answered ErrUnavailable.
 	DefaultReceiptTimeout = 30 * time.Second
+	// DefaultKeyTables is how many signer keys may hold a table of their
+	// multiples (Config.KeyTables): 256, at most ~56 MiB.
+	DefaultKeyTables = 256
 )
 
 // MinCheckpointInterval is the smallest CheckpointInterval the ledger accepts.
@@ -136,6 +139,13 @@ type Config struct {
 	// which must apply the positional rule to what a ledger admitted in the
 	// window before a revocation is indexed, or before this check existed.
 	AdmitSelfRevoked bool
+	// KeyTables bounds the signer keys that hold a table of their
+	// multiples: a P-256 key that signed 16 accepted entries gets one, and
+	// each of its verifications then costs about half as much
+	// (notarize.KeyCache). Each table is notarize.KeyTableBytes (222 KiB).
+	// Zero means DefaultKeyTables; a ledger whose active signers are more
+	// than that verifies the rest without one.
+	KeyTables int
 
 	// noMap turns the verifiable index off (benchmarks comparing its cost).
 	noMap bool
@@ -271,6 +281,9 @@ func (c *Config) Validate() error {
 	if c.BatchMaxAge < 0 {
 		errs = append(errs, fmt.Errorf("BatchMaxAge %v is negative", c.BatchMaxAge))
 	}
+	if c.KeyTables < 0 || c.KeyTables > notarize.DefaultKeyCacheSize {
+		errs = append(errs, fmt.Errorf("KeyTables %d: must be between 0 (the default, %d) and %d, the keys the ledger's cache holds", c.KeyTables, DefaultKeyTables, notarize.DefaultKeyCacheSize))
+	}
 	if c.CheckpointInterval != 0 && c.CheckpointInterval < MinCheckpointInterval {
 		errs = append(errs, fmt.Errorf("CheckpointInterval %v is below the minimum %v", c.CheckpointInterval, MinCheckpointInterval))
 	}
@@ -306,6 +319,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ReceiptTimeout == 0 {
 		c.ReceiptTimeout = DefaultReceiptTimeout
+	}
+	if c.KeyTables == 0 {
+		c.KeyTables = DefaultKeyTables
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

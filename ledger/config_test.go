@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/notarize/docker-notarize/ledger/storage/posix"
+	"github.com/notarize/docker-notarize/notarize"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"golang.org/x/mod/sumdb/note"
 )
@@ -37,6 +38,8 @@ func TestConfigValidate(t *testing.T) {
 		{"bad note key", Config{NoteSignerKey: "PRIVATE+KEY+nope"}, "note signer key"},
 		{"negative skew", Config{MaxFutureSkew: -time.Second}, "MaxFutureSkew"},
 		{"negative batch age", Config{BatchMaxAge: -time.Second}, "BatchMaxAge"},
+		{"negative key tables", Config{KeyTables: -1}, "KeyTables"},
+		{"more key tables than keys held", Config{KeyTables: notarize.DefaultKeyCacheSize + 1}, "KeyTables"},
 		{"checkpoint too often", Config{CheckpointInterval: 10 * time.Millisecond}, "CheckpointInterval"},
 		{"unusable signer key", Config{Signers: []crypto.PublicKey{"not a key"}}, "signer 0"},
 	} {

@@ -383,7 +383,7 @@ func openTestIndex(t testing.TB, dir string) (*testIndex, error) {
 	if err != nil {
 		return nil, err
 	}
-	idx, err := newIndex(t.Context(), st.Index(), testLogger(t))
+	idx, err := newIndex(t.Context(), st.Index(), testLogger(t), DefaultKeyTables)
 	if err != nil {
 		return nil, errors.Join(err, st.Close())
 	}

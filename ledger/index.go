@@ -84,8 +84,9 @@ func (s *index) phaseText() string {
 
 var _ tessera.Antispam = (*index)(nil)
 
-// newIndex returns the index on db, reading its position.
-func newIndex(ctx context.Context, db storage.Index, logger *slog.Logger) (*index, error) {
+// newIndex returns the index on db, reading its position; its key cache
+// keeps at most tables keys' tables (Config.KeyTables).
+func newIndex(ctx context.Context, db storage.Index, logger *slog.Logger, tables int) (*index, error) {
 	processed, err := db.Position(ctx)
 	if err != nil {
 		return nil, err
@@ -95,7 +96,7 @@ func newIndex(ctx context.Context, db storage.Index, logger *slog.Logger) (*inde
 		log:           logger,
 		tune:          db.Tuning(),
 		verified:      newVerifiedRows(),
-		keys:          notarize.NewKeyCache(0),
+		keys:          notarize.NewKeyCacheTables(0, tables),
 		advanced:      make(chan struct{}),
 		wake:          make(chan struct{}, 1),
 		idleMax:       followIdlePoll,

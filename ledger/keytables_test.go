@@ -182,3 +182,32 @@ func TestRateLimitedKeysTakeNoKeyCachePlaces(t *testing.T) {
 		t.Fatalf("%d statements logged, %d rate limited: %d keys held, want %d", logged, limited, n, logged)
 	}
 }
+
+// TestKeyTablesConfigured: the ledger's key cache keeps as many tables as
+// Config.KeyTables says, DefaultKeyTables when it is zero; signers past
+// the bound are admitted as before, without one.
+func TestKeyTablesConfigured(t *testing.T) {
+	if got := startLedger(t, Config{}).store.keys.TablesBound(); got != DefaultKeyTables {
+		t.Fatalf("a default ledger's key cache holds %d tables, want %d", got, DefaultKeyTables)
+	}
+	tl := startLedger(t, Config{KeyTables: 2})
+	var bodies [][]byte
+	for range 3 {
+		k := newTestSigner(t)
+		for range 17 {
+			bodies = append(bodies, mustMarshal(t, k.sign(t, randomDigest(t), notarize.StatusTrusted, time.Now())))
+		}
+	}
+	var wg sync.WaitGroup
+	for _, body := range bodies { // at once: a receipt waits for a checkpoint
+		wg.Go(func() {
+			if status, _, b := do(t, http.MethodPost, tl.url+api.PathEntries, body); status != http.StatusCreated {
+				t.Errorf("got %d %s, want 201", status, b)
+			}
+		})
+	}
+	wg.Wait()
+	if got := tl.store.keys.Tables(); got != 2 {
+		t.Fatalf("3 signers of 17 entries each, KeyTables 2: %d tables", got)
+	}
+}

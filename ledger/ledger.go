@@ -190,7 +190,7 @@ func (l *Ledger) open(ctx, bg context.Context) error {
 		return err
 	}
 	l.enrolled.Store(&set)
-	if l.store, err = newIndex(ctx, l.tapRows(l.st.Index()), l.log); err != nil {
+	if l.store, err = newIndex(ctx, l.tapRows(l.st.Index()), l.log, l.cfg.KeyTables); err != nil {
 		return fmt.Errorf("%s: %w", l.st, err)
 	}
 	if err := l.start(ctx, bg); err != nil {

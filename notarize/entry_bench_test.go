@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"fmt"
 	"testing"
 
 	"github.com/sigstore/sigstore/pkg/signature"
@@ -111,4 +112,60 @@ func parseVerifyLoop(b *testing.B, raw []byte, keys *notarize.KeyCache) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkManySigners: entries of K signers, in turn, parsed and checked
+// with one cache (a ledger's ingest under many keys), when the cache's
+// tables bound is DefaultKeyTables and when it covers every signer. Each
+// key signed 32 entries before the clock starts, so that every key that
+// can have a table has it. What is measured is per entry.
+func BenchmarkManySigners(b *testing.B) {
+	for _, signers := range []int{64, 256, 1024} {
+		raws := make([][]byte, signers)
+		for i := range raws {
+			raws[i] = marshalEntry(b, notarizetest.Entry(b, notarizetest.NewSigner(b), digestA, notarize.StatusTrusted, t0))
+		}
+		for _, tables := range []int{notarize.DefaultKeyTables, signers} {
+			if signers == notarize.DefaultKeyTables && tables != signers {
+				continue
+			}
+			b.Run(fmt.Sprintf("signers=%d/tables=%d", signers, tables), func(b *testing.B) {
+				keys := notarize.NewKeyCacheTables(0, tables)
+				for range 32 {
+					for _, raw := range raws {
+						parseVerify(b, raw, keys)
+					}
+				}
+				if want := min(signers, tables); keys.Tables() != want {
+					b.Fatalf("%d tables after warm-up, want %d", keys.Tables(), want)
+				}
+				b.ReportAllocs()
+				i := 0
+				for b.Loop() {
+					parseVerify(b, raws[i%signers], keys)
+					i++
+				}
+			})
+		}
+	}
+}
+
+// parseVerify parses raw and checks it with keys.
+func parseVerify(b *testing.B, raw []byte, keys *notarize.KeyCache) {
+	e, err := notarize.ParseEntry(raw)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := e.VerifyLoggedWith(keys); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// marshalEntry returns e's bytes.
+func marshalEntry(b *testing.B, e *notarize.Entry) []byte {
+	raw, err := e.Marshal()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return raw
 }

@@ -21,8 +21,9 @@ const DefaultKeyCacheSize = 1024
 // ledger: KeyCache.Admitted) gets a table of its multiples (package p256:
 // ~222 KiB, built in ~0.6 ms, the cost of about 20 verifications it then
 // saves), which makes each later verification under it about 2.1 times
-// cheaper; at most maxTables keys of one cache hold one, the rest verify as
-// before and try again tableAfter entries later. A signer's thousands of
+// cheaper; at most DefaultKeyTables keys of one cache hold one (its
+// tables bound: NewKeyCacheTables), the rest verify as before and try
+// again tableAfter entries later. A signer's thousands of
 // log entries pay for the table many times over; a key seen a few times
 // never builds one.
 //
@@ -36,20 +37,27 @@ const DefaultKeyCacheSize = 1024
 // a table built for nothing.
 //
 // And however a place comes free (a key idle, or dropped from the cache),
-// a cache builds at most maxTables tables plus one per reclaimEvery
+// a cache builds at most its tables bound plus one per reclaimEvery
 // entries (KeyCache.spend): keys that sign in bursts and idle in between,
 // or more keys than the cache holds, one after another (a hostile signer's
 // many keys, say), would otherwise each build a table at every burst or
 // return, never to use it. This bounds what they waste to one build
 // (~0.6 ms) per reclaimEvery entries (~75 ms of checks), and the tables
 // they can push out to as many. A rotation's new keys get their tables
-// within maxTables·reclaimEvery entries.
+// within bound·reclaimEvery entries.
 const (
 	tableAfter   = 16
-	maxTables    = 64
 	tableIdle    = 4096
 	reclaimEvery = tableIdle / 4
 )
+
+// DefaultKeyTables bounds the keys of a cache that hold a table of their
+// multiples, when NewKeyCache made it: 64 tables, ~14 MiB.
+const DefaultKeyTables = 64
+
+// KeyTableBytes is what one key's table of multiples takes in memory
+// (p256.TableBytes): a cache's tables take at most its bound times this.
+const KeyTableBytes = p256.TableBytes
 
 // KeyCache remembers signer keys that entries carried, by their exact PEM
 // text: the parsed key, its key ID and the signature verifier built for
@@ -62,15 +70,16 @@ const (
 // accepted are kept (a logged entry that verified, a submission its caller
 // accepted: Remember); text that failed, and keys of entries refused, are
 // parsed again each time. A P-256 key used often gets a table that makes
-// its verifications cheaper (tableAfter, maxTables); the table's
+// its verifications cheaper (tableAfter, NewKeyCacheTables); the table's
 // verification accepts exactly what crypto/ecdsa accepts. It is bounded
 // (least recently used keys are dropped) and safe for concurrent use.
 type KeyCache struct {
 	mu     sync.Mutex
 	max    int
+	tables int                      // at most this many keys hold a table
 	byPEM  map[string]*list.Element // PEM text → element of lru holding a *cachedKey
 	lru    list.List                // front: most recently used
-	tabled []*cachedKey             // keys held that took a table's place (cachedKey.tabled), at most maxTables
+	tabled []*cachedKey             // keys held that took a table's place (cachedKey.tabled), at most tables
 	// built is when the tables built so far would all be paid for, at one
 	// per reclaimEvery entries of the clock (spend).
 	built uint64
@@ -89,16 +98,29 @@ type cachedKey struct {
 	counted atomic.Uint64            // the cache's clock at the first of them
 	used    atomic.Uint64            // the cache's clock when it took its place or last used its table (at most tableIdle/16 behind)
 	table   atomic.Pointer[p256.Key] // its table, once built
-	tabled  bool                     // it took one of maxTables places (KeyCache.mu)
+	tabled  bool                     // it took one of the cache's table places (KeyCache.mu)
 }
 
 // NewKeyCache returns a cache of at most size keys (DefaultKeyCacheSize
-// when size <= 0).
+// when size <= 0), of which at most DefaultKeyTables hold a table.
 func NewKeyCache(size int) *KeyCache {
+	return NewKeyCacheTables(size, DefaultKeyTables)
+}
+
+// NewKeyCacheTables returns a cache of at most size keys (DefaultKeyCacheSize
+// when size <= 0), of which at most tables (DefaultKeyTables when tables
+// <= 0, and never more than size) hold a table of their multiples, each
+// KeyTableBytes. A ledger whose signers are many more than
+// DefaultKeyTables saves about half of each of their verifications with
+// a bound that covers them all.
+func NewKeyCacheTables(size, tables int) *KeyCache {
 	if size <= 0 {
 		size = DefaultKeyCacheSize
 	}
-	return &KeyCache{max: size, byPEM: make(map[string]*list.Element)}
+	if tables <= 0 {
+		tables = DefaultKeyTables
+	}
+	return &KeyCache{max: size, tables: min(tables, size), byPEM: make(map[string]*list.Element)}
 }
 
 // Len returns the number of keys held.
@@ -109,12 +131,15 @@ func (c *KeyCache) Len() int {
 }
 
 // Tables returns the number of keys held that took a place for a table of
-// their multiples (at most 64).
+// their multiples (at most the cache's bound: TablesBound).
 func (c *KeyCache) Tables() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.tabled)
 }
+
+// TablesBound returns how many of the cache's keys may hold a table.
+func (c *KeyCache) TablesBound() int { return c.tables }
 
 // get returns the key parsed from pemText before, or nil.
 func (c *KeyCache) get(pemText string) *cachedKey {
@@ -212,7 +237,7 @@ func (c *KeyCache) verified(k *cachedKey) {
 	// keys in use may have stored later ones in used.
 	now = c.clock.Load()
 	el, held := c.byPEM[k.pem]
-	take := held && el.Value.(*cachedKey) == k && c.canBuild(now) && (len(c.tabled) < maxTables || busy && c.reclaim(now))
+	take := held && el.Value.(*cachedKey) == k && c.canBuild(now) && (len(c.tabled) < c.tables || busy && c.reclaim(now))
 	if take {
 		c.spend(now)
 		k.tabled = true
@@ -235,9 +260,9 @@ func (c *KeyCache) verified(k *cachedKey) {
 }
 
 // canBuild reports whether a table may be built at now (c.mu held): at
-// most maxTables of them ahead of one per reclaimEvery entries.
+// most c.tables of them ahead of one per reclaimEvery entries.
 func (c *KeyCache) canBuild(now uint64) bool {
-	return max(c.built, now)+reclaimEvery-now <= maxTables*reclaimEvery
+	return max(c.built, now)+reclaimEvery-now <= uint64(c.tables)*reclaimEvery
 }
 
 // spend counts a table built at now (c.mu held; canBuild said yes).

@@ -35,8 +35,11 @@ func (c *KeyCache) signerKey(pemText string) (*cachedKey, error) {
 	return k, err
 }
 
+// maxTables is the tables bound of a cache NewKeyCache made.
+const maxTables = DefaultKeyTables
+
 // checkTables: c.tabled holds exactly the held keys that took a place,
-// each once, and no more than maxTables of them; a held key with a table
+// each once, and no more than c's bound of them; a held key with a table
 // holds a place.
 func checkTables(t *testing.T, c *KeyCache) {
 	t.Helper()
@@ -55,8 +58,8 @@ func checkTables(t *testing.T, c *KeyCache) {
 			}
 		}
 	}
-	if len(c.tabled) != held || len(c.tabled) > maxTables {
-		t.Fatalf("tables = %d, held keys with a place = %d (max %d)", len(c.tabled), held, maxTables)
+	if len(c.tabled) != held || len(c.tabled) > c.tables {
+		t.Fatalf("tables = %d, held keys with a place = %d (max %d)", len(c.tabled), held, c.tables)
 	}
 }
 

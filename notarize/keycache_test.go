@@ -282,6 +282,34 @@ func TestKeyCacheTablesBounded(t *testing.T) {
 	}
 }
 
+// TestKeyCacheTablesBoundSet: a cache made with NewKeyCacheTables holds
+// as many tables as its bound, above DefaultKeyTables or below it, never
+// more than it holds keys, and verifies the keys past the bound as before.
+func TestKeyCacheTablesBoundSet(t *testing.T) {
+	var entries [][]byte
+	for range notarize.DefaultKeyTables + 8 {
+		entries = append(entries, marshal(t, notarizetest.Entry(t, notarizetest.NewSigner(t), digestA, notarize.StatusTrusted, t0)))
+	}
+	for _, c := range []struct{ size, tables, want int }{
+		{size: 200, tables: notarize.DefaultKeyTables + 4, want: notarize.DefaultKeyTables + 4},
+		{size: 200, tables: 3, want: 3},
+		{size: 5, tables: 64, want: 5}, // the bound is at most the keys held
+		{size: 200, tables: 0, want: notarize.DefaultKeyTables},
+	} {
+		keys := notarize.NewKeyCacheTables(c.size, c.tables)
+		if keys.TablesBound() != c.want {
+			t.Fatalf("NewKeyCacheTables(%d, %d): bound %d, want %d", c.size, c.tables, keys.TablesBound(), c.want)
+		}
+		signers := entries[:min(len(entries), c.size)] // all held
+		for _, b := range signers {
+			verifyTimes(t, keys, b, 17)
+		}
+		if got := keys.Tables(); got != c.want {
+			t.Fatalf("NewKeyCacheTables(%d, %d), %d keys that signed 17 entries each: %d tables, want %d", c.size, c.tables, len(signers), got, c.want)
+		}
+	}
+}
+
 // TestKeyCacheTableEarnedBySignatures: only signatures that verified
 // count towards a key's table, so entries a stranger forged under a key
 // never build one.

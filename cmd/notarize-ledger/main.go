@@ -39,6 +39,7 @@ import (
 
 	"github.com/notarize/docker-notarize/ledger"
 	"github.com/notarize/docker-notarize/ledger/storage/posix"
+	"github.com/notarize/docker-notarize/notarize"
 	"k8s.io/klog/v2"
 )
 
@@ -91,6 +92,7 @@ type options struct {
 	witnessPolicy               string
 	witnessTimeout, republishIv time.Duration
 	receiptTimeout              time.Duration
+	keyTables                   int
 	tlsCert, tlsKey             string
 }
 
@@ -129,6 +131,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.witnessTimeout, "witness-timeout", ledger.DefaultWitnessTimeout, "longest one attempt to gather the witness quorum's cosignatures may take")
 	fs.DurationVar(&o.republishIv, "checkpoint-republish-interval", ledger.DefaultCheckpointRepublishInterval, "publish (and witness) the checkpoint again after this long without new entries, so its cosignatures show it is fresh")
 	fs.DurationVar(&o.receiptTimeout, "receipt-timeout", ledger.DefaultReceiptTimeout, "longest a submission waits for a published checkpoint (then 503; the entry is published later)")
+	fs.IntVar(&o.keyTables, "key-tables", ledger.DefaultKeyTables, fmt.Sprintf("signer keys that may hold a table of their multiples (%d KiB each; a key gets one after 16 statements, and each of its signature checks then costs about half); up to %d", notarize.KeyTableBytes>>10, notarize.DefaultKeyCacheSize))
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate chain `file`: serve HTTPS (with --tls-key)")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "PEM private key `file` of --tls-cert")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: json or text")
@@ -181,6 +184,7 @@ func config(o *options, getenv func(string) string, logger *slog.Logger) (ledger
 		WitnessTimeout:              o.witnessTimeout,
 		CheckpointRepublishInterval: o.republishIv,
 		ReceiptTimeout:              o.receiptTimeout,
+		KeyTables:                   o.keyTables,
 		MapDir:                      o.mapDir,
 	}
 	var err error

@@ -39,6 +39,9 @@ const (
 	scalarN = 32
 )
 
+// TableBytes is the memory one Key's table takes (222 KiB).
+const TableBytes = rows * perRow * int(unsafe.Sizeof(nistec.P256Point{}))
+
 // n is the order of P-256's group.
 var n = elliptic.P256().Params().N
 
