@@ -40,6 +40,9 @@ type index struct {
 	// does verify.
 	verified *verifiedRows
 	keys     *notarize.KeyCache
+	// selfDigest holds the keys whose rows about their own revocation
+	// digest the follower wrote (selfrevoked.go).
+	selfDigest selfDigestKeys
 
 	processed atomic.Uint64 // the position, as last read or written by this process
 	pushback  atomic.Bool   // the index is too far behind the log
@@ -538,6 +541,7 @@ func (f *indexFollower) step(ctx context.Context, lr tessera.LogReader) (bool, e
 		return false, err
 	}
 	n = uint64(len(batch))
+	f.s.selfDigest.add(batch) // before the write: selfrevoked.go
 	f.s.setPhase("writing entries [%d, %d)", next, next+n)
 	won, err := f.s.db.Write(ctx, next, batch)
 	if err != nil {

@@ -1,12 +1,15 @@
 package ledger
 
 import (
+	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
 	"sync"
 
+	"github.com/notarize/docker-notarize/ledger/storage"
 	"github.com/notarize/docker-notarize/notarize"
 )
 
@@ -41,12 +44,23 @@ import (
 // its statements about that digest read, in log order, at most
 // selfRevokedScan per submission from where the last one stopped, until
 // its revocation is found. A revocation is final, so that answer is kept
-// (bounded by selfRevokedKeys; an evicted key is read again); a negative
-// answer is never kept, only how far the index was read without finding
-// one (every row below is in the index for good).
+// (bounded by selfRevokedKeys; an evicted key is read again); for a key
+// that wrote about its digest, a negative answer is never kept, only how
+// far the index was read without finding one (every row below is in the
+// index for good).
+//
+// The point read's "never wrote about its revocation digest" is kept, on
+// an index the process is the sole writer of (storage.FollowTuning's
+// SoleWriter: the POSIX engines) and only there: the index follower adds
+// the key of every row about its own revocation digest to
+// index.selfDigest before it writes the row, and a kept answer counts only
+// while its key is not there. So a kept answer is used only while no such
+// row of the key has been written since the read that gave it, which is
+// what the point read would say. A ledger restarted reads again.
 //
 // On storage shared by several instances (MySQL) the check reads the
-// shared index, so a revocation indexed by any instance holds on all.
+// shared index every time, so a revocation indexed by any instance holds
+// on all.
 
 // ErrSelfRevoked is what a SelfRevokedError is (errors.Is): the signer's
 // key revoked itself and the statement is new to the log.
@@ -87,8 +101,71 @@ const (
 // without finding one.
 type selfRevokedCache struct {
 	mu      sync.Mutex
-	revoked map[string]uint64 // key ID -> log index of its self-revocation
-	scanned map[string]uint64 // key ID -> its rows below this index hold no self-revocation
+	revoked map[string]uint64   // key ID -> log index of its self-revocation
+	scanned map[string]uint64   // key ID -> its rows below this index hold no self-revocation
+	never   map[string]struct{} // key IDs a point read found no row of about their revocation digest (sole writer only)
+}
+
+// neverWrote reports whether a point read found that keyID wrote nothing
+// about its revocation digest (selfDigestKeys says whether that still
+// holds).
+func (c *selfRevokedCache) neverWrote(keyID string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.never[keyID]
+	return ok
+}
+
+// setNeverWrote records that a point read found no row of keyID's about
+// its revocation digest.
+func (c *selfRevokedCache) setNeverWrote(keyID string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.never == nil || len(c.never) >= selfRevokedKeys {
+		c.never = make(map[string]struct{})
+	}
+	c.never[keyID] = struct{}{}
+}
+
+// selfDigestKeys are the keys of the rows about their own revocation
+// digest (sha256:<key ID>, by that key) that this process's index follower
+// wrote or is writing: it adds them before the write. Past selfRevokedKeys
+// of them it stops counting and every key may have written one, so that
+// selfRevokedCache.never is no longer used.
+type selfDigestKeys struct {
+	mu   sync.Mutex
+	keys map[string]struct{} // hex key IDs
+	all  bool                // too many to keep: every key counts as one
+}
+
+// add records the keys of the rows of batch that are about their own
+// revocation digest; call it before batch is written.
+func (w *selfDigestKeys) add(batch []storage.Row) {
+	for _, r := range batch {
+		if r.KeyID == nil || !bytes.Equal(r.Digest, r.KeyID) { // the revocation digest of K is sha256:<K>
+			continue
+		}
+		w.mu.Lock()
+		if w.keys == nil {
+			w.keys = make(map[string]struct{})
+		}
+		if len(w.keys) >= selfRevokedKeys {
+			w.all = true
+		} else {
+			w.keys[hex.EncodeToString(r.KeyID)] = struct{}{}
+		}
+		w.mu.Unlock()
+	}
+}
+
+// may reports whether a row of keyID's about its own revocation digest was
+// written, or is being written, since the process started (or whether
+// that is no longer known).
+func (w *selfDigestKeys) may(keyID string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, ok := w.keys[keyID]
+	return ok || w.all
 }
 
 // revokedAt returns keyID's self-revocation index, if it is known.
@@ -153,12 +230,26 @@ func (l *Ledger) selfRevokedAt(ctx context.Context, keyID string) (uint64, bool,
 	if r, ok := l.selfRevoked.revokedAt(keyID); ok {
 		return r, true, nil
 	}
+	// The point read's answer, kept: good while the follower wrote no row
+	// of the key's about its digest since (the order matters: a row is in
+	// selfDigest before it is written).
+	sole := l.store.tune.SoleWriter
+	if sole && l.selfRevoked.neverWrote(keyID) && !l.store.selfDigest.may(keyID) {
+		return 0, false, nil
+	}
 	d, err := notarize.KeyRevocationDigest(keyID)
 	if err != nil {
 		return 0, false, err
 	}
-	if _, _, wrote, err := l.store.latest(ctx, d, keyID); err != nil || !wrote {
+	_, _, wrote, err := l.store.latest(ctx, d, keyID)
+	if err != nil {
 		return 0, false, err
+	}
+	if !wrote {
+		if sole {
+			l.selfRevoked.setNeverWrote(keyID)
+		}
+		return 0, false, nil
 	}
 	from := l.selfRevoked.scannedTo(keyID)
 	for read := 0; read < selfRevokedScan; {

@@ -12,21 +12,27 @@ import (
 )
 
 // TestMySQLSelfRevokedAcrossInstances: two instances share one database; a
-// key revokes itself through one, and the other, which never saw the key,
-// refuses its new statements (it reads the shared index) while it still
-// answers a replay of the key's statement from before with its receipt.
+// key revokes itself through one, and the other refuses its new statements
+// (it reads the shared index), whether it never saw the key or admitted
+// one of its statements before (and found then that the key had written
+// nothing about its revocation digest: an answer it must not keep, since
+// the other instance writes the index too), while it still answers a
+// replay of the key's statement from before with its receipt.
 func TestMySQLSelfRevokedAcrossInstances(t *testing.T) {
 	dsn := mysqlEnv.database(t)
 	skey := noteKey(t, "mysql.example/selfrevoked")
 	a := startLedgerAt(t, mysqlAt(dsn), mysqlConfig(t, skey))
 	b := startLedgerAt(t, mysqlAt(dsn), mysqlConfig(t, skey))
-	k := newTestSigner(t)
+	k, seen := newTestSigner(t), newTestSigner(t)
 	now := time.Now().Add(-time.Hour)
 	before := k.sign(t, randomDigest(t), notarize.StatusTrusted, now)
 	first := a.submit(t, before, http.StatusCreated)
+	b.submit(t, seen.sign(t, randomDigest(t), notarize.StatusTrusted, now), http.StatusCreated)
 	rev := a.submit(t, k.revoke(t, k.keyID, "stolen", now.Add(time.Minute)), http.StatusCreated)
+	seenRev := a.submit(t, seen.revoke(t, seen.keyID, "stolen", now.Add(time.Minute)), http.StatusCreated)
 
 	b.submitRefused(t, k.sign(t, randomDigest(t), notarize.StatusTrusted, now.Add(2*time.Minute)), k.keyID, rev.Index)
+	b.submitRefused(t, seen.sign(t, randomDigest(t), notarize.StatusTrusted, now.Add(2*time.Minute)), seen.keyID, seenRev.Index)
 	if replay := b.submit(t, before, http.StatusOK); replay.Index != first.Index {
 		t.Fatalf("replay through the other instance at %d, want %d", replay.Index, first.Index)
 	}

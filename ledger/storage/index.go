@@ -121,6 +121,11 @@ type FollowTuning struct {
 	MaxBatch   uint64        // entries per Write
 	MaxBytes   int           // entry bytes per Write (at least one entry)
 	ErrLevel   slog.Level    // level of the log record of a failed step
+	// SoleWriter says that the follower of the process that opened the
+	// index is its only writer (a file lock keeps every other process
+	// out), so what the process knows it wrote is all that was written
+	// since it read a row. False for an index several instances share.
+	SoleWriter bool
 }
 
 // Stamp is a signed timestamp as index bytes that sort as the times do:

@@ -88,6 +88,7 @@ func (b *index) Tuning() storage.FollowTuning {
 		MaxBatch:   followMaxBatch,
 		MaxBytes:   followMaxBytes,
 		ErrLevel:   slog.LevelError,
+		SoleWriter: true, // the file lock
 	}
 }
 

@@ -229,6 +229,7 @@ func (x *pebbleIndex) Tuning() storage.FollowTuning {
 		MaxBatch:   followMaxBatch,
 		MaxBytes:   followMaxBytes,
 		ErrLevel:   slog.LevelError,
+		SoleWriter: true, // the file lock
 	}
 }
 
