@@ -219,6 +219,9 @@ var keyPageTemplate struct {
 	dir, keyID string
 }
 
+// keyPageStatements is how many statements keyPageTemplate's key made.
+const keyPageStatements = 160
+
 // keyPageLedger returns a ledger whose key lookup for one key answers one
 // page of about 6 MiB, and that lookup's path.
 func keyPageLedger(t *testing.T) (*testLedger, string) {
@@ -236,7 +239,7 @@ func keyPageLedger(t *testing.T) (*testLedger, string) {
 		owner := newTestSigner(t)
 		now := time.Now().Add(-time.Hour)
 		var entries []*notarize.Entry
-		for range 160 {
+		for range keyPageStatements {
 			entries = append(entries, owner.signLarge(t, randomDigest(t), notarize.StatusTrusted, now))
 		}
 		appendAll(t, tl, entries)

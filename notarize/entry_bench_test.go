@@ -5,6 +5,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/sigstore/sigstore/pkg/signature"
@@ -125,10 +126,7 @@ func BenchmarkManySigners(b *testing.B) {
 		for i := range raws {
 			raws[i] = marshalEntry(b, notarizetest.Entry(b, notarizetest.NewSigner(b), digestA, notarize.StatusTrusted, t0))
 		}
-		for _, tables := range []int{notarize.DefaultKeyTables, signers} {
-			if signers == notarize.DefaultKeyTables && tables != signers {
-				continue
-			}
+		for _, tables := range slices.Compact([]int{notarize.DefaultKeyTables, signers}) {
 			b.Run(fmt.Sprintf("signers=%d/tables=%d", signers, tables), func(b *testing.B) {
 				keys := notarize.NewKeyCacheTables(0, tables)
 				for range 32 {
