@@ -1,6 +1,9 @@
 package ledger
 
 import (
+	"bytes"
+	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -10,6 +13,7 @@ import (
 	"time"
 
 	"github.com/notarize/docker-notarize/ledger/api"
+	"github.com/notarize/docker-notarize/ledger/storage"
 	"github.com/notarize/docker-notarize/ledger/storage/posix"
 	"github.com/notarize/docker-notarize/notarize"
 )
@@ -192,4 +196,88 @@ func TestRedteam22NeverBounded(t *testing.T) {
 	if !c.neverWrote(fmt.Sprintf("%064x", selfRevokedKeys+9)) {
 		t.Fatal("the answer kept last is gone")
 	}
+}
+
+// redteam22ProbeIndex asks the ledger, right after each write of a row by
+// a key about its own revocation digest commits and before the follower
+// goes on (no receipt given yet), whether the key revoked itself.
+type redteam22ProbeIndex struct {
+	storage.Index
+	l      atomic.Pointer[Ledger]
+	mu     sync.Mutex
+	probes []string // what each probe found, for a failure
+	bad    []string
+}
+
+func (p *redteam22ProbeIndex) Write(ctx context.Context, next uint64, batch []storage.Row) (bool, error) {
+	won, err := p.Index.Write(ctx, next, batch)
+	l := p.l.Load()
+	if err != nil || !won || l == nil {
+		return won, err
+	}
+	for i, r := range batch {
+		if r.KeyID == nil || !bytes.Equal(r.Digest, r.KeyID) {
+			continue
+		}
+		keyID := hex.EncodeToString(r.KeyID)
+		kept := l.selfRevoked.neverWrote(keyID)
+		at, revoked, err := l.selfRevokedAt(ctx, keyID)
+		p.mu.Lock()
+		p.probes = append(p.probes, fmt.Sprintf("key %s row %d: kept %v, revoked %v at %d, err %v", keyID, next+uint64(i), kept, revoked, at, err))
+		if err != nil || !revoked || at != next+uint64(i) {
+			p.bad = append(p.bad, p.probes[len(p.probes)-1])
+		}
+		p.mu.Unlock()
+	}
+	return won, err
+}
+
+type redteam22ProbeStorage struct {
+	Storage
+	idx *redteam22ProbeIndex
+}
+
+func (s *redteam22ProbeStorage) Index() storage.Index { return s.idx }
+
+// TestRedteam22KeptAnswerNotUsedOnceRowWritten: the claim itself, checked
+// at the worst moment: once the follower's write of a key's revocation
+// commits, and before the index position moves (so before any receipt),
+// the check of that key, whose "never wrote" answer is kept, finds the
+// revocation, on both engines, whether the follower took the row verified
+// at submission (HTTP) or verified the entry itself (Submit).
+//
+// Mutants checked: selfDigest.add moved after db.Write, or after
+// f.s.advance (a receipt could then be given before the key is recorded):
+// both fail here every time, where the receipt-based tests above pass.
+func TestRedteam22KeptAnswerNotUsedOnceRowWritten(t *testing.T) {
+	redteam22Engines(t, func(t *testing.T) {
+		dir := t.TempDir()
+		var idx *redteam22ProbeIndex
+		tl := startLedgerAt(t, func(t testing.TB) Storage {
+			st := posixAt(dir)(t)
+			idx = &redteam22ProbeIndex{Index: st.Index()}
+			return &redteam22ProbeStorage{Storage: st, idx: idx}
+		}, Config{})
+		idx.l.Store(tl.Ledger)
+		now := time.Now().Add(-time.Hour)
+		for _, via := range []string{"http", "submit"} {
+			k := newTestSigner(t)
+			tl.submit(t, k.sign(t, randomDigest(t), notarize.StatusTrusted, now), http.StatusCreated)
+			redteam22Kept(t, tl, k.keyID)
+			revocation := k.revoke(t, k.keyID, "stolen", now.Add(time.Minute))
+			if via == "http" {
+				tl.submit(t, revocation, http.StatusCreated)
+			} else if _, err := tl.Submit(t.Context(), revocation); err != nil {
+				t.Fatal(err)
+			}
+		}
+		idx.mu.Lock()
+		defer idx.mu.Unlock()
+		if len(idx.probes) != 2 {
+			t.Fatalf("%d probes, want 2: %q", len(idx.probes), idx.probes)
+		}
+		if len(idx.bad) > 0 {
+			t.Fatalf("BYPASS: the kept answer outlived the write of the key's revocation: %q", idx.bad)
+		}
+	})
 }

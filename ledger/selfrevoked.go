@@ -146,12 +146,14 @@ func (w *selfDigestKeys) add(batch []storage.Row) {
 			continue
 		}
 		w.mu.Lock()
-		if w.keys == nil {
-			w.keys = make(map[string]struct{})
-		}
-		if len(w.keys) >= selfRevokedKeys {
-			w.all = true
-		} else {
+		switch {
+		case w.all:
+		case len(w.keys) >= selfRevokedKeys:
+			w.all, w.keys = true, nil // never read again
+		default:
+			if w.keys == nil {
+				w.keys = make(map[string]struct{})
+			}
 			w.keys[hex.EncodeToString(r.KeyID)] = struct{}{}
 		}
 		w.mu.Unlock()

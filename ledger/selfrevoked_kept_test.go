@@ -13,7 +13,7 @@ import (
 // about their own revocation digest names exactly those keys (rows about
 // another digest, or by another key, are not counted), and past
 // selfRevokedKeys of them says every key may have, so that no kept
-// "never wrote" answer is used once it cannot tell.
+// "never wrote" answer is used once it cannot tell (and drops the keys).
 func TestSelfDigestKeysBounded(t *testing.T) {
 	var w selfDigestKeys
 	k, other := make([]byte, 32), make([]byte, 32)
@@ -36,5 +36,8 @@ func TestSelfDigestKeysBounded(t *testing.T) {
 	w.add(batch)
 	if !w.may(hex.EncodeToString(other)) {
 		t.Fatalf("%d keys wrote about their revocation digest: a key not recorded is still said to have written none", selfRevokedKeys+1)
+	}
+	if w.keys != nil { // helper-106: the full map was kept, never read again
+		t.Fatalf("past the bound, the record still holds %d keys", len(w.keys))
 	}
 }

@@ -117,7 +117,7 @@ func parseVerifyLoop(b *testing.B, raw []byte, keys *notarize.KeyCache) {
 
 // BenchmarkManySigners: entries of K signers, in turn, parsed and checked
 // with one cache (a ledger's ingest under many keys), when the cache's
-// tables bound is DefaultKeyTables and when it covers every signer. Each
+// tables bound is DefaultKeyCacheTables and when it covers every signer. Each
 // key signed 32 entries before the clock starts, so that every key that
 // can have a table has it. What is measured is per entry.
 func BenchmarkManySigners(b *testing.B) {
@@ -126,7 +126,7 @@ func BenchmarkManySigners(b *testing.B) {
 		for i := range raws {
 			raws[i] = marshalEntry(b, notarizetest.Entry(b, notarizetest.NewSigner(b), digestA, notarize.StatusTrusted, t0))
 		}
-		for _, tables := range slices.Compact([]int{notarize.DefaultKeyTables, signers}) {
+		for _, tables := range slices.Compact([]int{notarize.DefaultKeyCacheTables, signers}) {
 			b.Run(fmt.Sprintf("signers=%d/tables=%d", signers, tables), func(b *testing.B) {
 				keys := notarize.NewKeyCacheTables(0, tables)
 				for range 32 {

@@ -21,7 +21,7 @@ const DefaultKeyCacheSize = 1024
 // ledger: KeyCache.Admitted) gets a table of its multiples (package p256:
 // ~222 KiB, built in ~0.6 ms, the cost of about 20 verifications it then
 // saves), which makes each later verification under it about 2.1 times
-// cheaper; at most DefaultKeyTables keys of one cache hold one (its
+// cheaper; at most DefaultKeyCacheTables keys of one cache hold one (its
 // tables bound: NewKeyCacheTables), the rest verify as before and try
 // again tableAfter entries later. A signer's thousands of
 // log entries pay for the table many times over; a key seen a few times
@@ -51,9 +51,9 @@ const (
 	reclaimEvery = tableIdle / 4
 )
 
-// DefaultKeyTables bounds the keys of a cache that hold a table of their
+// DefaultKeyCacheTables bounds the keys of a cache that hold a table of their
 // multiples, when NewKeyCache made it: 64 tables, ~14 MiB.
-const DefaultKeyTables = 64
+const DefaultKeyCacheTables = 64
 
 // KeyTableBytes is what one key's table of multiples takes in memory
 // (p256.TableBytes): a cache's tables take at most its bound times this.
@@ -102,23 +102,23 @@ type cachedKey struct {
 }
 
 // NewKeyCache returns a cache of at most size keys (DefaultKeyCacheSize
-// when size <= 0), of which at most DefaultKeyTables hold a table.
+// when size <= 0), of which at most DefaultKeyCacheTables hold a table.
 func NewKeyCache(size int) *KeyCache {
-	return NewKeyCacheTables(size, DefaultKeyTables)
+	return NewKeyCacheTables(size, DefaultKeyCacheTables)
 }
 
 // NewKeyCacheTables returns a cache of at most size keys (DefaultKeyCacheSize
-// when size <= 0), of which at most tables (DefaultKeyTables when tables
+// when size <= 0), of which at most tables (DefaultKeyCacheTables when tables
 // <= 0, and never more than size) hold a table of their multiples, each
 // KeyTableBytes. A ledger whose signers are many more than
-// DefaultKeyTables saves about half of each of their verifications with
+// DefaultKeyCacheTables saves about half of each of their verifications with
 // a bound that covers them all.
 func NewKeyCacheTables(size, tables int) *KeyCache {
 	if size <= 0 {
 		size = DefaultKeyCacheSize
 	}
 	if tables <= 0 {
-		tables = DefaultKeyTables
+		tables = DefaultKeyCacheTables
 	}
 	return &KeyCache{max: size, tables: min(tables, size), byPEM: make(map[string]*list.Element)}
 }

@@ -36,7 +36,7 @@ func (c *KeyCache) signerKey(pemText string) (*cachedKey, error) {
 }
 
 // maxTables is the tables bound of a cache NewKeyCache made.
-const maxTables = DefaultKeyTables
+const maxTables = DefaultKeyCacheTables
 
 // checkTables: c.tabled holds exactly the held keys that took a place,
 // each once, and no more than c's bound of them; a held key with a table

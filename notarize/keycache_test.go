@@ -283,18 +283,18 @@ func TestKeyCacheTablesBounded(t *testing.T) {
 }
 
 // TestKeyCacheTablesBoundSet: a cache made with NewKeyCacheTables holds
-// as many tables as its bound, above DefaultKeyTables or below it, never
+// as many tables as its bound, above DefaultKeyCacheTables or below it, never
 // more than it holds keys, and verifies the keys past the bound as before.
 func TestKeyCacheTablesBoundSet(t *testing.T) {
 	var entries [][]byte
-	for range notarize.DefaultKeyTables + 8 {
+	for range notarize.DefaultKeyCacheTables + 8 {
 		entries = append(entries, marshal(t, notarizetest.Entry(t, notarizetest.NewSigner(t), digestA, notarize.StatusTrusted, t0)))
 	}
 	for _, c := range []struct{ size, tables, want int }{
-		{size: 200, tables: notarize.DefaultKeyTables + 4, want: notarize.DefaultKeyTables + 4},
+		{size: 200, tables: notarize.DefaultKeyCacheTables + 4, want: notarize.DefaultKeyCacheTables + 4},
 		{size: 200, tables: 3, want: 3},
 		{size: 5, tables: 64, want: 5}, // the bound is at most the keys held
-		{size: 200, tables: 0, want: notarize.DefaultKeyTables},
+		{size: 200, tables: 0, want: notarize.DefaultKeyCacheTables},
 	} {
 		keys := notarize.NewKeyCacheTables(c.size, c.tables)
 		if keys.TablesBound() != c.want {

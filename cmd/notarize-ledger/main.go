@@ -131,7 +131,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.witnessTimeout, "witness-timeout", ledger.DefaultWitnessTimeout, "longest one attempt to gather the witness quorum's cosignatures may take")
 	fs.DurationVar(&o.republishIv, "checkpoint-republish-interval", ledger.DefaultCheckpointRepublishInterval, "publish (and witness) the checkpoint again after this long without new entries, so its cosignatures show it is fresh")
 	fs.DurationVar(&o.receiptTimeout, "receipt-timeout", ledger.DefaultReceiptTimeout, "longest a submission waits for a published checkpoint (then 503; the entry is published later)")
-	fs.IntVar(&o.keyTables, "key-tables", ledger.DefaultKeyTables, fmt.Sprintf("signer keys that may hold a table of their multiples (%d KiB each; a key gets one after 16 statements, and each of its signature checks then costs about half); up to %d", notarize.KeyTableBytes>>10, notarize.DefaultKeyCacheSize))
+	fs.IntVar(&o.keyTables, "key-tables", ledger.DefaultKeyTables, fmt.Sprintf("signer keys that may hold a table of their multiples (%d KiB each; a key gets one after 16 statements, and each of its signature checks then costs about 0.6×); 1 to %d (%d MiB), 0 for the default", notarize.KeyTableBytes>>10, notarize.DefaultKeyCacheSize, notarize.DefaultKeyCacheSize*notarize.KeyTableBytes>>20))
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate chain `file`: serve HTTPS (with --tls-key)")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "PEM private key `file` of --tls-cert")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: json or text")
