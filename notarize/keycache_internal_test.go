@@ -332,27 +332,36 @@ func TestKeyCacheBuildingKeyKeepsItsPlace(t *testing.T) {
 // tableAfter entries and idle for more than tableIdle in between (a
 // hostile signer's, say) are each busy at every burst; they build at
 // most one table per reclaimEvery entries once the places are taken, not
-// one per burst (review: 320 builds for 18,432 entries without the bound).
+// one per burst (review: 320 builds for 18,432 entries without the bound),
+// and never hold more tables than the cache's bound: the default's, and a
+// bound set lower (NewKeyCacheTables; helper-106: canBuild bounded by
+// max(c.tables, DefaultKeyCacheTables) built 78 tables where the lower
+// bound allows 48, and passed every other test).
 func TestKeyCacheBurstyKeysBuildBoundedTables(t *testing.T) {
-	const n = 2*maxTables + tableIdle/tableAfter // enough keys that each idles > tableIdle
-	c := NewKeyCache(n)
-	ks := heldKeys(t, c, n)
-	builds, entries := 0, 0
-	for range 3 {
-		for _, k := range ks {
-			was := k.table.Load()
-			earn(c, k)
-			entries += tableAfter
-			if now := k.table.Load(); now != nil && now != was {
-				builds++ // built at this burst's last entry
+	for _, bound := range []int{maxTables, maxTables / 2} {
+		n := 2*bound + tableIdle/tableAfter // enough keys that each idles > tableIdle
+		c := NewKeyCacheTables(n, bound)
+		ks := heldKeys(t, c, n)
+		builds, entries := 0, 0
+		for range 3 {
+			for _, k := range ks {
+				was := k.table.Load()
+				earn(c, k)
+				entries += tableAfter
+				if now := k.table.Load(); now != nil && now != was {
+					builds++ // built at this burst's last entry
+				}
+				if got := withTables(ks); got > bound {
+					t.Fatalf("bound %d: %d keys hold a table", bound, got)
+				}
 			}
 		}
+		if most := bound + entries/reclaimEvery + 1; builds > most {
+			t.Fatalf("bound %d: %d tables built for %d entries in bursts, want at most %d", bound, builds, entries, most)
+		}
+		t.Logf("bound %d: %d tables built for %d entries", bound, builds, entries)
+		checkTables(t, c)
 	}
-	if most := maxTables + entries/reclaimEvery + 1; builds > most {
-		t.Fatalf("%d tables built for %d entries in bursts, want at most %d", builds, entries, most)
-	}
-	t.Logf("%d tables built for %d entries", builds, entries)
-	checkTables(t, c)
 }
 
 // TestKeyCacheStaleClockNeverReclaimsAKeyInUse: a goroutine reads the
