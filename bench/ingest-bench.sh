@@ -41,7 +41,13 @@
 # before it in odd rounds and after it in even ones), so a change is
 # measured against the code before it in one run.
 #
-# Usage: bench/ingest-bench.sh          (C="256 1024" N=30000 ROUNDS=2 BIG=DIR ENGINES="bbolt pebble" WARM=N BASELINE=REF to tune)
+# ingestgen signs every run (the warm-up and each row's round) with 256 new
+# keys, so that for the ledger each run is a rotation to keys it has not
+# seen; KEY_SEED=S derives them from S instead (ingestgen -key-seed), the
+# same keys in every run: signers that keep their keys, whose tables of
+# multiples (notarize.KeyCache) the warm-up built.
+#
+# Usage: bench/ingest-bench.sh          (C="256 1024" N=30000 ROUNDS=2 BIG=DIR ENGINES="bbolt pebble" WARM=N BASELINE=REF KEY_SEED=S to tune)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -54,6 +60,8 @@ ROUNDS=${ROUNDS:-2}
 BIG=${BIG:-}
 WARM=${WARM:-$((3 * N))}
 ENGINES=${ENGINES:-${ENGINE:-pebble}}
+KEYGEN=()
+[[ -n ${KEY_SEED:-} ]] && KEYGEN=(-key-seed "$KEY_SEED")
 export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
 PIDS=()
 mkdir -p "$BIN" "$WORK/logs"
@@ -116,7 +124,7 @@ fresh() {
     ledger "$1" "$WORK/$1" "$(engine_of "$1")"
     if [[ $WARM -gt 0 ]]; then
       echo "   warming $1: $WARM statements, untimed"
-      "$BIN/ingestgen" -name warm -url "${URL_OF[$1]}" -c "$((WARM < 1024 ? WARM : 1024))" -n "$WARM" |
+      "$BIN/ingestgen" "${KEYGEN[@]}" -name warm -url "${URL_OF[$1]}" -c "$((WARM < 1024 ? WARM : 1024))" -n "$WARM" |
         awk -F'\t' '{printf "   warm-up: %s stmts/s, errors %s\n", $2, $5}' # ingestgen needs N >= its clients
     fi ;;
   esac
@@ -145,7 +153,7 @@ for r in $(seq 1 "$ROUNDS"); do
   for c in $C; do
     for row in "${ORDER[@]}"; do
       fresh "$row" # tessera and ledger start empty at every step; ledger-big keeps growing by N (small beside BIG)
-      "$BIN/ingestgen" -name "$row c=$c" -url "${URL_OF[$row]}" -c "$c" -n "$N" -pid "${PID_OF[$row]}" | tee -a "$RESULTS" |
+      "$BIN/ingestgen" "${KEYGEN[@]}" -name "$row c=$c" -url "${URL_OF[$row]}" -c "$c" -n "$N" -pid "${PID_OF[$row]}" | tee -a "$RESULTS" |
         awk -F'\t' -v r="$r" '{printf "   round %s  %-26s %6s stmts/s  p50 %7s ms  p99 %7s ms  errors %s  server %5s µs/stmt  generator %3s µs/stmt\n", r, $1, $2, $3, $4, $5, $6, $7}'
     done
   done

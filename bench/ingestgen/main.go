@@ -17,6 +17,11 @@
 // shares the machine's cores with the server, stays a small part of the
 // run; it reports that part. An answer other than the status -want counts
 // as an error; the first is printed on stderr.
+//
+// The K keys are new for every run, so that each run is, for the ledger, a
+// rotation to K keys it has not seen; with -key-seed S they are derived
+// from S (key i's scalar from SHA-256(S, i)), the same in every run with
+// that seed: signers that keep their keys, as a ledger in service has.
 package main
 
 import (
@@ -26,6 +31,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -58,23 +64,24 @@ func main() {
 	keys := flag.Int("keys", 256, "signer keys (ECDSA P-256) the statements are spread over")
 	pid := flag.Int("pid", 0, "the server's process ID, to report its CPU per statement")
 	want := flag.Int("want", 201, "the status a successful answer has")
+	keySeed := flag.String("key-seed", "", "derive the keys from this `seed` (the same keys in every run with it) instead of new ones")
 	flag.Parse()
 	if *target == "" || *clients < 1 || *n < *clients || *keys < 1 {
 		fmt.Fprintln(os.Stderr, "usage: ingestgen -url URL [-c CLIENTS] [-n STATEMENTS >= CLIENTS] [-keys K] [-pid PID]")
 		os.Exit(2)
 	}
-	if err := run(*name, *target, *clients, *n, *keys, *pid, *want); err != nil {
+	if err := run(*name, *target, *clients, *n, *keys, *pid, *want, *keySeed); err != nil {
 		fmt.Fprintln(os.Stderr, "ingestgen:", err)
 		os.Exit(1)
 	}
 }
 
-func run(name, target string, clients, n, keys, pid, want int) error {
+func run(name, target string, clients, n, keys, pid, want int, keySeed string) error {
 	u, err := url.Parse(target)
 	if err != nil || u.Scheme != "http" || u.Host == "" {
 		return fmt.Errorf("url %q: want http://HOST:PORT/PATH", target)
 	}
-	reqs, err := requests(u, n, keys)
+	reqs, err := requests(u, n, keys, keySeed)
 	if err != nil {
 		return err
 	}
@@ -139,13 +146,14 @@ func run(name, target string, clients, n, keys, pid, want int) error {
 }
 
 // requests signs n statements, each about a fresh random digest, over
-// keys P-256 keys, and returns each as the bytes of an HTTP/1.1 POST.
-func requests(u *url.URL, n, keys int) ([][]byte, error) {
+// keys P-256 keys (new ones, or derived from keySeed when it is not
+// empty), and returns each as the bytes of an HTTP/1.1 POST.
+func requests(u *url.URL, n, keys int, keySeed string) ([][]byte, error) {
 	signers := make([]signature.SignerVerifier, keys)
 	for i := range signers {
-		priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		priv, err := signerKey(keySeed, i)
 		if err != nil {
-			return nil, fmt.Errorf("generate key: %w", err)
+			return nil, err
 		}
 		if signers[i], err = signature.LoadSignerVerifier(priv, notarize.HashFor(priv.Public())); err != nil {
 			return nil, fmt.Errorf("load key: %w", err)
@@ -270,6 +278,27 @@ func selfCPU() time.Duration {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// signerKey returns a new P-256 key, or with a seed the i-th key derived
+// from it: its scalar is SHA-256(seed, i), tried again with a counter in
+// the (about 2^-32) case that is not a valid scalar.
+func signerKey(seed string, i int) (*ecdsa.PrivateKey, error) {
+	if seed == "" {
+		priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, fmt.Errorf("generate key: %w", err)
+		}
+		return priv, nil
+	}
+	for try := 0; ; try++ {
+		d := sha256.Sum256(fmt.Appendf(nil, "%s\x00%d\x00%d", seed, i, try))
+		if priv, err := ecdsa.ParseRawPrivateKey(elliptic.P256(), d[:]); err == nil {
+			return priv, nil
+		} else if try == 9 {
+			return nil, fmt.Errorf("derive key %d: %w", i, err)
+		}
+	}
+}
 
 func cmpOr(a, b error) error {
 	if a != nil {
