@@ -141,7 +141,7 @@ type Config struct {
 	AdmitSelfRevoked bool
 	// KeyTables bounds the signer keys that hold a table of their
 	// multiples: a P-256 key that signed 16 accepted entries gets one, and
-	// each of its verifications then costs about half as much
+	// each of its verifications then costs about 0.6× as much
 	// (notarize.KeyCache). Each table is notarize.KeyTableBytes (222 KiB).
 	// Zero means DefaultKeyTables; a ledger whose active signers are more
 	// than that verifies the rest without one.
