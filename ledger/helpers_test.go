@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/notarize/docker-notarize/ledger/api"
+	"github.com/notarize/docker-notarize/ledger/storage"
 	"github.com/notarize/docker-notarize/ledger/storage/mysql"
 	"github.com/notarize/docker-notarize/ledger/storage/posix"
 
@@ -398,6 +399,16 @@ func (ti *testIndex) Close() error {
 
 // storageAt opens a ledger's storage for a test.
 type storageAt func(t testing.TB) Storage
+
+// indexedStorage is a storage whose index is idx: a test's wrapper of the
+// storage's own, which records, gates or probes what the ledger does.
+type indexedStorage struct {
+	Storage
+	idx storage.Index
+}
+
+// Index returns the wrapped index.
+func (s indexedStorage) Index() storage.Index { return s.idx }
 
 // posixAt is the POSIX storage in dir.
 func posixAt(dir string) storageAt {

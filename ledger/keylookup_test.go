@@ -360,14 +360,6 @@ func (r *recordingIndex) reset() {
 	r.keys, r.entries, r.pages = nil, nil, 0
 }
 
-// recordingStorage is a storage whose index records what is read.
-type recordingStorage struct {
-	Storage
-	idx *recordingIndex
-}
-
-func (r *recordingStorage) Index() storage.Index { return r.idx }
-
 // TestKeyLookupReadsOnlyTheKeysRows: a stranger with many statements about
 // the owner's digests, and about others: the owner's key lookup reads the
 // key index of the owner's key alone, and only the owner's entries.
@@ -377,7 +369,7 @@ func TestKeyLookupReadsOnlyTheKeysRows(t *testing.T) {
 	tl := startLedgerAt(t, func(t testing.TB) Storage {
 		st := posixAt(dir)(t)
 		rec = &recordingIndex{Index: st.Index()}
-		return &recordingStorage{Storage: st, idx: rec}
+		return indexedStorage{Storage: st, idx: rec}
 	}, Config{})
 	owner, stranger := newTestSigner(t), newTestSigner(t)
 	now := time.Now().Add(-time.Hour)

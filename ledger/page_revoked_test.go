@@ -270,14 +270,6 @@ func (g *gatedIndex) Page(ctx context.Context, digest []byte, keyIDs [][]byte, f
 	return g.Index.Page(ctx, digest, keyIDs, from, below, n)
 }
 
-// gatedStorage is a storage whose index is a gatedIndex.
-type gatedStorage struct {
-	Storage
-	idx *gatedIndex
-}
-
-func (g *gatedStorage) Index() storage.Index { return g.idx }
-
 // TestPagesRevocationWorkersBound: the digest page looks the keys'
 // self-revocations up pageRevocationWorkers at a time, never more. The
 // index holds each of those reads until more are in flight than the bound
@@ -290,7 +282,7 @@ func TestPagesRevocationWorkersBound(t *testing.T) {
 	tl := startLedgerAt(t, func(t testing.TB) Storage {
 		st := posixAt(dir)(t)
 		idx = &gatedIndex{Index: st.Index()}
-		return &gatedStorage{Storage: st, idx: idx}
+		return indexedStorage{Storage: st, idx: idx}
 	}, Config{})
 	d := randomDigest(t)
 	now := time.Now().Add(-time.Hour)

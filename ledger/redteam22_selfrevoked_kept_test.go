@@ -232,13 +232,6 @@ func (p *redteam22ProbeIndex) Write(ctx context.Context, next uint64, batch []st
 	return won, err
 }
 
-type redteam22ProbeStorage struct {
-	Storage
-	idx *redteam22ProbeIndex
-}
-
-func (s *redteam22ProbeStorage) Index() storage.Index { return s.idx }
-
 // TestRedteam22KeptAnswerNotUsedOnceRowWritten: the claim itself, checked
 // at the worst moment: once the follower's write of a key's revocation
 // commits, and before the index position moves (so before any receipt),
@@ -256,7 +249,7 @@ func TestRedteam22KeptAnswerNotUsedOnceRowWritten(t *testing.T) {
 		tl := startLedgerAt(t, func(t testing.TB) Storage {
 			st := posixAt(dir)(t)
 			idx = &redteam22ProbeIndex{Index: st.Index()}
-			return &redteam22ProbeStorage{Storage: st, idx: idx}
+			return indexedStorage{Storage: st, idx: idx}
 		}, Config{})
 		idx.l.Store(tl.Ledger)
 		now := time.Now().Add(-time.Hour)

@@ -28,6 +28,12 @@ func TestMySQLSelfRevokedAcrossInstances(t *testing.T) {
 	before := k.sign(t, randomDigest(t), notarize.StatusTrusted, now)
 	first := a.submit(t, before, http.StatusCreated)
 	b.submit(t, seen.sign(t, randomDigest(t), notarize.StatusTrusted, now), http.StatusCreated)
+	// helper-106: the refusals below catch an instance that kept the
+	// answer only when its own follower happened not to read the
+	// revocation's row; this catches it every time.
+	if b.store.tune.SoleWriter || b.selfRevoked.neverWrote(seen.keyID) {
+		t.Fatalf("BYPASS (latent): a MySQL instance kept a point read's answer (SoleWriter %v): another instance's write of the key's revocation would not end it", b.store.tune.SoleWriter)
+	}
 	rev := a.submit(t, k.revoke(t, k.keyID, "stolen", now.Add(time.Minute)), http.StatusCreated)
 	seenRev := a.submit(t, seen.revoke(t, seen.keyID, "stolen", now.Add(time.Minute)), http.StatusCreated)
 
