@@ -308,7 +308,10 @@ func (l *Ledger) future(ctx context.Context, id [32]byte, v *notarize.Verified, 
 		release()
 		return nil, nil, fmt.Errorf("%w: %d submissions in flight", ErrUnavailable, maxInFlight)
 	}
-	future := l.add(withIdentity(ctx, id), tessera.NewEntry(data))
+	// The look-up at the top of the loop ran after join took the
+	// identity's slot: on a sole writer's index nothing indexed it since
+	// (addIdentity).
+	future := l.add(withIdentity(ctx, id, l.store.tune.SoleWriter), tessera.NewEntry(data))
 	return future, func() { <-l.inflight; release() }, nil
 }
 
