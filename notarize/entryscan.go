@@ -1,8 +1,6 @@
 package notarize
 
 import (
-	"bytes"
-
 	ssldsse "github.com/secure-systems-lab/go-securesystemslib/dsse"
 )
 
@@ -55,11 +53,9 @@ type entryScanner struct {
 
 // lit consumes lit, or marks the scan bad.
 func (s *entryScanner) lit(lit string) {
-	if s.bad || !bytes.HasPrefix(s.b, []byte(lit)) {
+	if !s.has(lit) {
 		s.bad = true
-		return
 	}
-	s.b = s.b[len(lit):]
 }
 
 // next consumes c if it comes next.

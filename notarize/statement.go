@@ -197,6 +197,11 @@ func ParseStatement(b []byte) (*Statement, error) {
 	if !utf8.Valid(b) {
 		return nil, fmt.Errorf("%w: statement is not valid UTF-8", ErrBadStatement)
 	}
+	if s, ok := scanCanonicalStatement(b); ok && s.Validate() == nil {
+		if canon, err := json.Marshal(&s); err == nil && bytes.Equal(canon, b) {
+			return &s, nil
+		}
+	}
 	// The canonical comparison accepts only bytes that json.Marshal
 	// writes, which never repeat a member, miscase one or nest deeper than
 	// the type: so the member walk (memberWalk) runs only to explain a
