@@ -51,6 +51,15 @@ type entryScanner struct {
 	bad bool
 }
 
+// has consumes lit if it comes next, and reports whether it did.
+func (s *entryScanner) has(lit string) bool {
+	if s.bad || len(s.b) < len(lit) || string(s.b[:len(lit)]) != lit {
+		return false
+	}
+	s.b = s.b[len(lit):]
+	return true
+}
+
 // lit consumes lit, or marks the scan bad.
 func (s *entryScanner) lit(lit string) {
 	if !s.has(lit) {

@@ -79,15 +79,6 @@ func scanCanonicalStatement(b []byte) (st Statement, ok bool) {
 	return st, true
 }
 
-// has consumes lit if it comes next, and reports whether it did.
-func (s *entryScanner) has(lit string) bool {
-	if s.bad || len(s.b) < len(lit) || string(s.b[:len(lit)]) != lit {
-		return false
-	}
-	s.b = s.b[len(lit):]
-	return true
-}
-
 // positive consumes a positive decimal integer without leading zeros that
 // fits an int64, or marks the scan bad.
 func (s *entryScanner) positive() int64 {
