@@ -343,8 +343,12 @@ type addIdentity struct {
 	// the identity's slot in Ledger.pending, and found nothing. Nothing can
 	// have indexed it since: the follower indexes what Tessera appended,
 	// and every other submission of the identity in this process waits on
-	// that slot, which is given up only once the entry is indexed (or
-	// failed). Decorator then skips its own point read, which would
+	// that slot, which is given up only once the entry is indexed, or,
+	// when the submission failed after its append, once the append is
+	// recorded as unresolved (Ledger.unresolved, which join consults as
+	// it gives a submission the slot) until the index covers it (red team 23: without
+	// that record a timed-out append indexed between the two reads was
+	// appended again). Decorator then skips its own point read, which would
 	// repeat the one Submit made (1.8 % of the ledger's CPU under 1,024
 	// clients). With MySQL another instance may append the statement
 	// between the two reads, so Decorator reads again there, after the

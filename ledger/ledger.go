@@ -85,10 +85,14 @@ type Ledger struct {
 	limits    *writeLimits
 	pendingMu sync.Mutex
 	pending   map[[32]byte]*submission // appends in flight, by statement identity
-	appends   sync.WaitGroup           // append goroutines (see Submit)
-	closed    chan struct{}            // closed by Close once the log is flushed
-	closedCtx context.Context          // cancelled when closed is closed
-	closeCtx  context.CancelFunc
+	// unresolved holds, under pendingMu, the appends whose submissions
+	// failed before learning their outcome, until the index covers them
+	// (unresolved.go).
+	unresolved map[[32]byte]*unresolvedAppend
+	appends    sync.WaitGroup  // append goroutines (see Submit)
+	closed     chan struct{}   // closed by Close once the log is flushed
+	closedCtx  context.Context // cancelled when closed is closed
+	closeCtx   context.CancelFunc
 
 	lastCP atomic.Pointer[parsedCheckpoint] // the last checkpoint opened, to skip re-verifying it
 	proofs *proofNodes                      // builds inclusion proofs (ingest_proof.go)
@@ -139,15 +143,16 @@ func New(ctx context.Context, st Storage, cfg Config) (*Ledger, error) {
 	cfg = cfg.withDefaults()
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	l := &Ledger{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		st:       st,
-		cancel:   cancel,
-		inflight: make(chan struct{}, maxInFlight),
-		limits:   newWriteLimits(cfg.RateLimits, cfg.TrustedProxies, time.Now),
-		pending:  map[[32]byte]*submission{},
-		closed:   make(chan struct{}),
-		tails:    heldBudget{total: maxHeldTailBytes, client: clientHeldTailBytes},
+		cfg:        cfg,
+		log:        cfg.Logger,
+		st:         st,
+		cancel:     cancel,
+		inflight:   make(chan struct{}, maxInFlight),
+		limits:     newWriteLimits(cfg.RateLimits, cfg.TrustedProxies, time.Now),
+		pending:    map[[32]byte]*submission{},
+		unresolved: map[[32]byte]*unresolvedAppend{},
+		closed:     make(chan struct{}),
+		tails:      heldBudget{total: maxHeldTailBytes, client: clientHeldTailBytes},
 		answers: heldBudget{total: maxHeldAnswerBytes, client: clientHeldAnswerBytes,
 			reserve: smallAnswerReserve, small: smallAnswerBytes, smallClient: smallClientBytes},
 		streams: heldBudget{total: math.MaxInt64 / 2, client: clientBundleStreams},

@@ -30,6 +30,11 @@ type submission struct {
 	// dup is true when the statement was in the log before this submission.
 	dup bool
 	err error
+	// earlier, when not nil, answers with the index of an append of the
+	// statement whose submission failed before learning its outcome
+	// (unresolved.go), as a duplicate: join sets it, under the lock that
+	// gives the submission its slot.
+	earlier tessera.IndexFuture
 }
 
 // Submit verifies e and appends it to the log unless the same statement
@@ -178,7 +183,7 @@ func (l *Ledger) join(id [32]byte) (sub *submission, owner bool, err error) {
 	if sub, ok := l.pending[id]; ok {
 		return sub, false, nil
 	}
-	sub = &submission{done: make(chan struct{})}
+	sub = &submission{done: make(chan struct{}), earlier: l.unresolvedOf(id)}
 	l.pending[id] = sub
 	l.appends.Add(1) // under pendingMu with closing false: before Close waits
 	return sub, true, nil
@@ -237,12 +242,19 @@ func (l *Ledger) append(ctx context.Context, sub *submission, id [32]byte, e *no
 // logOnce answers a statement already logged with its index, and appends a
 // new one, charged to its key's rate limits, then fills in sub.
 func (l *Ledger) logOnce(ctx context.Context, sub *submission, id [32]byte, v *notarize.Verified, data []byte) error {
-	future, done, err := l.future(ctx, id, v, data)
+	future, added, done, err := l.future(ctx, sub, id, v, data)
 	if err != nil {
 		return err
 	}
 	defer done()
-	return l.await(ctx, sub, future, data)
+	err = l.await(ctx, sub, future, data)
+	if err != nil && added {
+		// Handed to Tessera, outcome unknown (a receipt wait that timed
+		// out, a shutdown): the entry may be in the log and not yet
+		// indexed once the pending slot is given up (unresolved.go).
+		l.keepUnresolved(id, future)
+	}
+	return err
 }
 
 // claimPoll is how often an instance waiting for another one's append of
@@ -252,24 +264,29 @@ const claimPoll = 20 * time.Millisecond
 // releaseTimeout bounds giving up a claim; one not given up expires.
 const releaseTimeout = 2 * time.Second
 
-// future returns the index future of the statement id: its logged index,
-// or, once this instance holds the claim on its append and its key may
-// append (it did not revoke itself: refuseSelfRevoked; its rate limits),
-// that of a new entry. done releases what the append holds, once
-// the entry is indexed or failed.
-func (l *Ledger) future(ctx context.Context, id [32]byte, v *notarize.Verified, data []byte) (tessera.IndexFuture, func(), error) {
+// future returns the index future of the statement id, which sub is the
+// submission of: that of an earlier append of it whose outcome its
+// submission did not learn (sub.earlier),
+// its logged index, or, once this instance holds the claim on its append
+// and its key may append (it did not revoke itself: refuseSelfRevoked; its
+// rate limits), that of a new entry, and then added is true. done releases
+// what the append holds, once the entry is indexed or failed.
+func (l *Ledger) future(ctx context.Context, sub *submission, id [32]byte, v *notarize.Verified, data []byte) (future tessera.IndexFuture, added bool, done func(), err error) {
+	if sub.earlier != nil {
+		return sub.earlier, false, func() {}, nil
+	}
 	for {
 		idx, found, err := l.store.indexOf(ctx, id)
 		if err != nil {
-			return nil, nil, err
+			return nil, false, nil, err
 		}
 		if found {
 			dup := func() (tessera.Index, error) { return tessera.Index{Index: idx, IsDup: true}, nil }
-			return dup, func() {}, nil
+			return dup, false, func() {}, nil
 		}
 		won, err := l.store.claim(ctx, id)
 		if err != nil {
-			return nil, nil, err
+			return nil, false, nil, err
 		}
 		if won {
 			break
@@ -277,7 +294,7 @@ func (l *Ledger) future(ctx context.Context, id [32]byte, v *notarize.Verified, 
 		// Another instance sharing the storage is appending it.
 		select {
 		case <-ctx.Done():
-			return nil, nil, fmt.Errorf("%w: waiting for another instance to log the same statement: %v", ErrUnavailable, ctx.Err())
+			return nil, false, nil, fmt.Errorf("%w: waiting for another instance to log the same statement: %v", ErrUnavailable, ctx.Err())
 		case <-time.After(claimPoll):
 		}
 	}
@@ -290,29 +307,29 @@ func (l *Ledger) future(ctx context.Context, id [32]byte, v *notarize.Verified, 
 	}
 	if err := l.refuseSelfRevoked(ctx, v); err != nil {
 		release()
-		return nil, nil, err
+		return nil, false, nil, err
 	}
 	changes, err := l.changesCurrent(ctx, v)
 	if err != nil {
 		release()
-		return nil, nil, err
+		return nil, false, nil, err
 	}
 	if err := l.limits.allowAppend(v.KeyID, string(v.Statement.Digest()), changes); err != nil {
 		release()
 		l.countRateLimited(err)
-		return nil, nil, err
+		return nil, false, nil, err
 	}
 	select {
 	case l.inflight <- struct{}{}:
 	default:
 		release()
-		return nil, nil, fmt.Errorf("%w: %d submissions in flight", ErrUnavailable, maxInFlight)
+		return nil, false, nil, fmt.Errorf("%w: %d submissions in flight", ErrUnavailable, maxInFlight)
 	}
 	// The look-up at the top of the loop ran after join took the
 	// identity's slot: on a sole writer's index nothing indexed it since
 	// (addIdentity).
-	future := l.add(withIdentity(ctx, id, l.store.tune.SoleWriter), tessera.NewEntry(data))
-	return future, func() { <-l.inflight; release() }, nil
+	future = l.add(withIdentity(ctx, id, l.store.tune.SoleWriter), tessera.NewEntry(data))
+	return future, true, func() { <-l.inflight; release() }, nil
 }
 
 // changesCurrent reports whether v would change its key's current status

@@ -202,6 +202,14 @@ func ParseStatement(b []byte) (*Statement, error) {
 			return &s, nil
 		}
 	}
+	return parseStatementGeneral(b)
+}
+
+// parseStatementGeneral is ParseStatement of b (of valid size and UTF-8)
+// by encoding/json, with the member walk explaining a refusal: every
+// statement's path before the scanner (scanCanonicalStatement), and the
+// one for any spelling the scanner does not read.
+func parseStatementGeneral(b []byte) (*Statement, error) {
 	// The canonical comparison accepts only bytes that json.Marshal
 	// writes, which never repeat a member, miscase one or nest deeper than
 	// the type: so the member walk (memberWalk) runs only to explain a
