@@ -266,11 +266,11 @@ const releaseTimeout = 2 * time.Second
 
 // future returns the index future of the statement id, which sub is the
 // submission of: that of an earlier append of it whose outcome its
-// submission did not learn (sub.earlier),
-// its logged index, or, once this instance holds the claim on its append
-// and its key may append (it did not revoke itself: refuseSelfRevoked; its
-// rate limits), that of a new entry, and then added is true. done releases
-// what the append holds, once the entry is indexed or failed.
+// submission did not learn (sub.earlier), its logged index, or, once this
+// instance holds the claim on its append and its key may append (it did
+// not revoke itself: refuseSelfRevoked; its rate limits), that of a new
+// entry, and then added is true. done releases what the append holds, once
+// the entry is indexed or failed.
 func (l *Ledger) future(ctx context.Context, sub *submission, id [32]byte, v *notarize.Verified, data []byte) (future tessera.IndexFuture, added bool, done func(), err error) {
 	if sub.earlier != nil {
 		return sub.earlier, false, func() {}, nil
