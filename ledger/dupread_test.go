@@ -45,15 +45,14 @@ func (r *identityReads) of(id [32]byte) int {
 
 // TestDuplicateCheckReadsOncePerSubmission: a new statement's identity is
 // read from the index once on an index the process alone writes (Submit's
-// look-up answers for the append's antispam decorator too: addIdentity),
+// look-up answers for the append's antispam decorator too: index.Decorator),
 // and twice on one another process may write (the decorator reads again
 // after the claim, where another instance may have appended it). A
 // replay, with another signature, is one read that finds it, answered as
 // a duplicate at the first one's index, on both.
 //
-// Mutants checked: Submit telling the decorator it looked whatever the
-// index's writers (notSole reads once), and the decorator never
-// skipping its read (sole reads twice).
+// Mutants checked: the decorator skipping its read whatever the index's
+// writers (notSole reads once), and never skipping it (sole reads twice).
 func TestDuplicateCheckReadsOncePerSubmission(t *testing.T) {
 	for _, c := range []struct {
 		name    string

@@ -330,55 +330,44 @@ func (s *index) advance(n uint64) {
 }
 
 // identityKey is the context key under which Submit hands the statement
-// identity of the entry it adds to Decorator (an addIdentity).
+// identity of the entry it adds to Decorator.
 type identityKey struct{}
 
-// addIdentity is what Submit tells Decorator about the entry it adds: its
-// statement identity, and whether Submit's own look-up of that identity
-// (Ledger.future) already answers the question Decorator would ask.
-type addIdentity struct {
-	id [32]byte
-	// looked is true when Submit looked the identity up in an index this
-	// process alone writes (storage.FollowTuning.SoleWriter), after taking
-	// the identity's slot in Ledger.pending, and found nothing. Nothing can
-	// have indexed it since: the follower indexes what Tessera appended,
-	// and every other submission of the identity in this process waits on
-	// that slot, which is given up only once the entry is indexed, or,
-	// when the submission failed after its append, once the append is
-	// recorded as unresolved (Ledger.unresolved, which join consults as
-	// it gives a submission the slot) until the index covers it (red team 23: without
-	// that record a timed-out append indexed between the two reads was
-	// appended again). Decorator then skips its own point read, which would
-	// repeat the one Submit made (1.8 % of the ledger's CPU under 1,024
-	// clients). With MySQL another instance may append the statement
-	// between the two reads, so Decorator reads again there, after the
-	// claim (the check that follows the lock).
-	looked bool
-}
-
 // withIdentity returns ctx carrying the statement identity of the entry
-// about to be added; looked as addIdentity says.
-func withIdentity(ctx context.Context, id [32]byte, looked bool) context.Context {
-	return context.WithValue(ctx, identityKey{}, addIdentity{id: id, looked: looked})
+// about to be added. Ledger.future alone calls it, right after it looked
+// the identity up in the index and found nothing.
+func withIdentity(ctx context.Context, id [32]byte) context.Context {
+	return context.WithValue(ctx, identityKey{}, id)
 }
 
 // Decorator implements tessera.Antispam: an entry whose statement identity
 // (notarize.Verified.Identity: key ID and signed payload, not the entry's
 // bytes) is already in the log resolves to its existing index (IsDup)
-// without being added. The identity comes from Submit through the context
-// (addIdentity, which may say Submit's look-up already answered); an entry
-// added without one is parsed and verified here.
+// without being added. The identity comes from Submit through the context;
+// an entry added without one is parsed and verified here.
+//
+// On an index this process alone writes (storage.FollowTuning.SoleWriter)
+// an entry Submit hands over is not looked up again: Submit looked after
+// taking the identity's slot in Ledger.pending, and nothing can have
+// indexed it since. The follower indexes what Tessera appended, and every
+// other submission of the identity waits on that slot, which is given up
+// once the entry is indexed or, when the submission failed after its
+// append, once the append is recorded until the index covers it
+// (Ledger.unresolved, which join hands the next submission; red team 23).
+// The second read was 1.8 % of the ledger's CPU under 1,024 clients. With
+// MySQL another instance may append the statement between the two reads,
+// so it is read again there, after the claim (the check that follows the
+// lock).
 func (s *index) Decorator() func(tessera.AddFn) tessera.AddFn {
 	return func(next tessera.AddFn) tessera.AddFn {
 		return func(ctx context.Context, e *tessera.Entry) tessera.IndexFuture {
 			if s.pushback.Load() {
 				return func() (tessera.Index, error) { return tessera.Index{}, tessera.ErrPushbackAntispam }
 			}
-			add, ok := ctx.Value(identityKey{}).(addIdentity)
-			if ok && add.looked {
+			id, ok := ctx.Value(identityKey{}).([32]byte)
+			if ok && s.tune.SoleWriter {
 				return next(ctx, e)
 			}
-			id := add.id
 			if !ok {
 				id = [32]byte(indexEntry(e.Data()).ID)
 			}

@@ -13,7 +13,7 @@ import (
 )
 
 // Red team 23: the append's antispam decorator takes Submit's look-up of a
-// statement identity on a sole writer's index (addIdentity.looked) instead
+// statement identity on a sole writer's index (index.Decorator) instead
 // of reading it again. Its claim: nothing indexes the identity between the
 // two reads, because every other submission of it waits on the pending
 // slot, "given up only once the entry is indexed (or failed)". The "(or
@@ -88,7 +88,7 @@ func redteam23TimedOut(t *testing.T) (*testLedger, *redteam23GateIndex, *notariz
 		return indexedStorage{Storage: st, idx: g}
 	}, Config{ReceiptTimeout: 2 * time.Second})
 	if !tl.store.tune.SoleWriter {
-		t.Fatal("a POSIX index is not SoleWriter: addIdentity.looked is not exercised")
+		t.Fatal("a POSIX index is not SoleWriter: the decorator's skipped read is not exercised")
 	}
 	s := newTestSigner(t)
 	d := randomDigest(t)

@@ -327,8 +327,8 @@ func (l *Ledger) future(ctx context.Context, sub *submission, id [32]byte, v *no
 	}
 	// The look-up at the top of the loop ran after join took the
 	// identity's slot: on a sole writer's index nothing indexed it since
-	// (addIdentity).
-	future = l.add(withIdentity(ctx, id, l.store.tune.SoleWriter), tessera.NewEntry(data))
+	// (index.Decorator).
+	future = l.add(withIdentity(ctx, id), tessera.NewEntry(data))
 	return future, true, func() { <-l.inflight; release() }, nil
 }
 
