@@ -14,21 +14,26 @@ func FuzzScanCanonicalEntry(f *testing.F) {
 	f.Add([]byte(`{"envelope":{"payloadType":"a","payload":"b","signatures":[{"keyid":"k","sig":"c"},{"keyid":"","sig":"d"}]},"publicKey":"-----BEGIN\nx\n"}`))
 	f.Add([]byte(`{"envelope":{"payloadType":"a","payload":"b","signatures":[{"keyid":"k","sig":"c"}]},"publicKey":"p\u003c\t\\"}`))
 	f.Add([]byte(`{"envelope":{"payloadType":"a","payload":"é\u2028","signatures":[]},"publicKey":"p"}`))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		if !utf8.Valid(b) {
-			return // ParseEntry refuses it before either path
-		}
-		e, ok := scanCanonicalEntry(b)
-		if ok {
-			var d Entry
-			if err := decodeOne(b, &d); err != nil {
-				t.Fatalf("fast path read %q, encoding/json refuses it: %v", b, err)
-			}
-			if !reflect.DeepEqual(e, d) {
-				t.Fatalf("fast path read %q as %+v, encoding/json as %+v", b, e, d)
-			}
-		}
-	})
+	f.Fuzz(func(t *testing.T, b []byte) { scanAgrees(t, b, scanCanonicalEntry) })
+}
+
+// scanAgrees fails t when a parser's fast path (scan) reads b, valid
+// UTF-8, otherwise than encoding/json (the general path's decoder).
+func scanAgrees[T any](t *testing.T, b []byte, scan func([]byte) (T, bool)) {
+	if !utf8.Valid(b) {
+		return // the parsers refuse it before either path
+	}
+	got, ok := scan(b)
+	if !ok {
+		return
+	}
+	var want T
+	if err := decodeOne(b, &want); err != nil {
+		t.Fatalf("fast path read %q, encoding/json refuses it: %v", b, err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("fast path read %q as %+v, encoding/json as %+v", b, got, want)
+	}
 }
 
 // TestScanCanonicalEntry: the fast path reads real entries, with their PEM
