@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -55,6 +56,14 @@ var pebblePrefixes = []struct {
 type pebbleIndex struct {
 	s  *pebblestore.Store
 	mu sync.Mutex
+
+	// absent holds every identity and keys row key the store holds (and
+	// some it does not), so that the reads of keys it lacks skip pebble
+	// (absent.go); scanAbsent fills it when the index opens.
+	absent   *absentSet
+	scanStop chan struct{} // closed by close (once, stopScan): the scan stops
+	stopScan sync.Once
+	scanDone chan struct{} // closed when the scan has returned
 }
 
 var _ storage.Index = (*pebbleIndex)(nil)
@@ -106,14 +115,76 @@ func openPebbleIndex(dir string, logger *slog.Logger) (*pebbleIndex, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open index %s: %w", dir, err)
 	}
-	x := &pebbleIndex{s: s}
+	x := &pebbleIndex{s: s, scanStop: make(chan struct{}), scanDone: make(chan struct{})}
 	if err := x.upgrade(dir, logger); err != nil {
 		return nil, errors.Join(fmt.Errorf("open index %s: %w", dir, err), s.Close())
 	}
-	if _, err := x.Position(context.Background()); err != nil {
+	pos, err := x.Position(context.Background())
+	if err != nil {
 		return nil, errors.Join(fmt.Errorf("open index %s: %w", dir, err), s.Close())
 	}
+	// About two keys an entry (its identity, its key's row about its
+	// digest), and room for a million more before the set grows.
+	x.absent = newAbsentSet(uint(min(2*pos+1<<20, 1<<40)))
+	go x.scanAbsent(logger)
 	return x, nil
+}
+
+// scanAbsentHook, when set (tests), is called by scanAbsent once its
+// snapshot is taken, before it reads a key.
+var scanAbsentHook func()
+
+// scanAbsent adds the key of every identity and keys row to x.absent and
+// makes it ready. It reads a snapshot: a row committed after it was taken
+// was added by its Write, which adds before it commits. It gives up,
+// leaving the set unready (every read goes to pebble), on close or on an
+// error, which it logs: nothing waits for it to return one.
+func (x *pebbleIndex) scanAbsent(logger *slog.Logger) {
+	defer close(x.scanDone)
+	start := time.Now()
+	db, release, err := x.s.Acquire()
+	if err != nil {
+		return // closed already
+	}
+	snap := db.NewSnapshot()
+	release() // close waits on scanDone, not on the store: it stops the scan first
+	defer snap.Close()
+	if scanAbsentHook != nil {
+		scanAbsentHook()
+	}
+	n := 0
+	for _, p := range []byte{pfxIDs, pfxKeys} {
+		it, err := prefixIter(snap, []byte{p})
+		if err != nil {
+			logger.Warn("index: the scan of its rows for the absent-key set failed; lookups of new statements read the index", slog.Any("error", err))
+			return
+		}
+		keys := make([][]byte, 0, 1024)
+		for ok := it.First(); ok; ok = it.Next() {
+			keys = append(keys, bytes.Clone(it.Key()))
+			if len(keys) == cap(keys) {
+				x.absent.add(keys...)
+				n += len(keys)
+				keys = keys[:0]
+				select {
+				case <-x.scanStop:
+					_ = it.Close()
+					return
+				default:
+				}
+			}
+		}
+		x.absent.add(keys...)
+		n += len(keys)
+		if err := errors.Join(it.Error(), it.Close(), x.s.Err()); err != nil {
+			logger.Warn("index: the scan of its rows for the absent-key set failed; lookups of new statements read the index", slog.Any("error", err))
+			return
+		}
+	}
+	x.absent.setReady()
+	parts, size := x.absent.size()
+	logger.Debug("index: absent-key set ready", slog.Int("keys", n), slog.Int("parts", parts),
+		slog.Uint64("bytes", uint64(size)), slog.Duration("took", time.Since(start)))
 }
 
 // upgrade writes the format key of a new store, and empties a store of an
@@ -419,7 +490,11 @@ func (x *pebbleIndex) get(key []byte) ([]byte, bool, error) {
 // a bounded iterator over the bytime rows read a data block of every
 // level it overlapped.
 func (x *pebbleIndex) Latest(_ context.Context, digest, keyID []byte) (storage.Stamp, byte, bool, error) {
-	v, ok, err := x.get(pkey(pfxKeys, keyID, digest))
+	k := pkey(pfxKeys, keyID, digest)
+	if x.absent.absent(k) {
+		return storage.Stamp{}, 0, false, nil
+	}
+	v, ok, err := x.get(k)
 	if err != nil || !ok {
 		return storage.Stamp{}, 0, false, err
 	}
@@ -432,7 +507,11 @@ func (x *pebbleIndex) Latest(_ context.Context, digest, keyID []byte) (storage.S
 
 // IndexOf implements storage.Index.
 func (x *pebbleIndex) IndexOf(_ context.Context, id []byte) (uint64, bool, error) {
-	v, ok, err := x.get(pkey(pfxIDs, id))
+	k := pkey(pfxIDs, id)
+	if x.absent.absent(k) {
+		return 0, false, nil
+	}
+	v, ok, err := x.get(k)
 	if err != nil || !ok {
 		return 0, false, err
 	}
@@ -490,10 +569,16 @@ func (x *pebbleIndex) Write(_ context.Context, next uint64, batch []storage.Row)
 	defer b.Close()
 	for i, e := range batch {
 		idx := be64(next + uint64(i))
-		if _, ok, err := pebbleGet(b, pkey(pfxIDs, e.ID)); err != nil {
+		if k := pkey(pfxIDs, e.ID); x.absent.absent(k) {
+			x.absent.add(k) // before the row: a read that can see it, or a later row of the batch, must not skip it
+			if err := b.Set(k, idx, nil); err != nil {
+				return false, err
+			}
+		} else if _, ok, err := pebbleGet(b, k); err != nil {
 			return false, err
 		} else if !ok {
-			if err := b.Set(pkey(pfxIDs, e.ID), idx, nil); err != nil {
+			x.absent.add(k)
+			if err := b.Set(k, idx, nil); err != nil {
 				return false, err
 			}
 		}
@@ -512,7 +597,7 @@ func (x *pebbleIndex) Write(_ context.Context, next uint64, batch []storage.Row)
 		if err := b.Set(pkey(pfxDigests, e.Digest, idx), e.KeyID, nil); err != nil {
 			return false, err
 		}
-		if err := pebbleKeyCurrent(b, e, next+uint64(i)); err != nil {
+		if err := x.keyCurrent(b, e, next+uint64(i)); err != nil {
 			return false, err
 		}
 	}
@@ -528,14 +613,20 @@ func (x *pebbleIndex) Write(_ context.Context, next uint64, batch []storage.Row)
 	return true, nil
 }
 
-// pebbleKeyCurrent makes e, at log index idx, the current statement of its
-// key about its digest unless the current one is newer.
-func pebbleKeyCurrent(b *pebble.Batch, e storage.Row, idx uint64) error {
+// keyCurrent makes e, at log index idx, the current statement of its key
+// about its digest unless the current one is newer. A key the absent set
+// lacks has no current statement to compare with.
+func (x *pebbleIndex) keyCurrent(b *pebble.Batch, e storage.Row, idx uint64) error {
 	k := pkey(pfxKeys, e.KeyID, e.Digest)
-	v, ok, err := pebbleGet(b, k)
-	if err != nil {
-		return err
+	var v []byte
+	ok := false
+	if !x.absent.absent(k) {
+		var err error
+		if v, ok, err = pebbleGet(b, k); err != nil {
+			return err
+		}
 	}
+	x.absent.add(k) // before the row, as for the identity
 	if ok {
 		cur, err := keyRowOf(e.Digest, v)
 		if err != nil {
@@ -588,4 +679,8 @@ func (x *pebbleIndex) KeyDigests(_ context.Context, keyID, after []byte, n int) 
 
 // close waits for the index's operations in flight and releases the
 // database; later operations fail (pebblestore.ErrClosed).
-func (x *pebbleIndex) close() error { return x.s.Close() }
+func (x *pebbleIndex) close() error {
+	x.stopScan.Do(func() { close(x.scanStop) })
+	<-x.scanDone
+	return x.s.Close()
+}
