@@ -183,7 +183,7 @@ func (x *pebbleIndex) scanAbsent(logger *slog.Logger) {
 	}
 	x.absent.setReady()
 	parts, size := x.absent.size()
-	logger.Debug("index: absent-key set ready", slog.Int("keys", n), slog.Int("parts", parts),
+	logger.Info("index: absent-key set ready", slog.Int("keys", n), slog.Int("parts", parts),
 		slog.Uint64("bytes", uint64(size)), slog.Duration("took", time.Since(start)))
 }
 
