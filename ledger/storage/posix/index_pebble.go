@@ -124,8 +124,10 @@ func openPebbleIndex(dir string, logger *slog.Logger) (*pebbleIndex, error) {
 		return nil, errors.Join(fmt.Errorf("open index %s: %w", dir, err), s.Close())
 	}
 	// About two keys an entry (its identity, its key's row about its
-	// digest), and room for a million more before the set grows.
-	x.absent = newAbsentSet(uint(min(2*pos+1<<20, 1<<40)))
+	// digest), and room for a million more before the set grows; past
+	// 2^27 keys (a position the log will refuse, or a very large index)
+	// the set grows as keys come rather than all at once.
+	x.absent = newAbsentSet(uint(min(2*pos, 1<<27) + 1<<20))
 	go x.scanAbsent(logger)
 	return x, nil
 }
@@ -466,15 +468,20 @@ func (x *pebbleIndex) Current(_ context.Context, digest []byte, keyIDs [][]byte,
 	return out, err
 }
 
-// get returns a copy of the value at key in the database, and whether
-// there is one. A store that reported a corruption (before or during the
-// read) answers its error, never the value.
-func (x *pebbleIndex) get(key []byte) ([]byte, bool, error) {
+// lookup returns a copy of the value at key in the database, and whether
+// there is one; a key the absent-key set lacks has none. The store is
+// acquired first, so a closed store, or one that reported a corruption
+// (before or during the read), answers its error, never a value and never
+// "none", whether or not the set holds the key.
+func (x *pebbleIndex) lookup(key []byte) ([]byte, bool, error) {
 	db, release, err := x.s.Acquire()
 	if err != nil {
 		return nil, false, err
 	}
 	defer release()
+	if x.absent.absent(key) {
+		return nil, false, nil
+	}
 	v, ok, err := pebbleGet(db, key)
 	if herr := x.s.Err(); herr != nil {
 		return nil, false, herr
@@ -490,11 +497,7 @@ func (x *pebbleIndex) get(key []byte) ([]byte, bool, error) {
 // a bounded iterator over the bytime rows read a data block of every
 // level it overlapped.
 func (x *pebbleIndex) Latest(_ context.Context, digest, keyID []byte) (storage.Stamp, byte, bool, error) {
-	k := pkey(pfxKeys, keyID, digest)
-	if x.absent.absent(k) {
-		return storage.Stamp{}, 0, false, nil
-	}
-	v, ok, err := x.get(k)
+	v, ok, err := x.lookup(pkey(pfxKeys, keyID, digest))
 	if err != nil || !ok {
 		return storage.Stamp{}, 0, false, err
 	}
@@ -507,11 +510,7 @@ func (x *pebbleIndex) Latest(_ context.Context, digest, keyID []byte) (storage.S
 
 // IndexOf implements storage.Index.
 func (x *pebbleIndex) IndexOf(_ context.Context, id []byte) (uint64, bool, error) {
-	k := pkey(pfxIDs, id)
-	if x.absent.absent(k) {
-		return 0, false, nil
-	}
-	v, ok, err := x.get(k)
+	v, ok, err := x.lookup(pkey(pfxIDs, id))
 	if err != nil || !ok {
 		return 0, false, err
 	}
@@ -626,7 +625,9 @@ func (x *pebbleIndex) keyCurrent(b *pebble.Batch, e storage.Row, idx uint64) err
 			return err
 		}
 	}
-	x.absent.add(k) // before the row, as for the identity
+	if !ok {
+		x.absent.add(k) // before the row, as for the identity (a row found is in the set already)
+	}
 	if ok {
 		cur, err := keyRowOf(e.Digest, v)
 		if err != nil {
