@@ -132,7 +132,7 @@ func rtWait(t *testing.T, x *pebbleIndex) {
 	}
 }
 
-// The scan of a store of 40,000 keys races a writer that logs new
+// The scan of a store of 16,000 keys races a writer that logs new
 // statements, replays (of rows before the open, of rows written during the
 // scan, twice in one batch), older statements about pairs with a newer
 // revocation, and readers that look up every identity and pair whose
@@ -143,7 +143,7 @@ func TestRedteam24AbsentScanRacesWritersAndReaders(t *testing.T) {
 	dir := t.TempDir()
 	m := newRTModel()
 	x := absentOpen(t, dir)
-	for c := range 20 {
+	for c := range 8 {
 		m.write(t, x, rtBase(c*1000, 1000)...)
 	}
 	if err := x.close(); err != nil {

@@ -12,10 +12,10 @@ import (
 )
 
 func TestAbsentSetHasNoFalseNegatives(t *testing.T) {
-	s := newAbsentSet(0) // absentMinKeys: 300,000 keys make it grow twice
+	s := newAbsentSet(0) // absentMinKeys: 200,000 keys make it grow twice
 	s.setReady()
 	key := func(p string, i int) []byte { return h(fmt.Sprint(p, i)) }
-	const n = 300_000
+	const n = 200_000
 	for i := range n {
 		s.add(key("in", i))
 	}
