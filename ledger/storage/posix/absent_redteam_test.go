@@ -277,16 +277,7 @@ func TestRedteam24AbsentWritesWhileScanHeld(t *testing.T) {
 	if err := x.close(); err != nil {
 		t.Fatal(err)
 	}
-	held, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	scanAbsentHook = func() { once.Do(func() { close(held); <-release }) }
-	t.Cleanup(func() { scanAbsentHook = nil })
-	y, err := openPebbleIndex(filepath.Join(dir, IndexDir), quiet())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = y.close() })
-	<-held
+	y, release := openHeldScan(t, dir)
 	d, k := h("held-d"), h("held-k")
 	m.write(t, y, storage.Row{ID: h("held-sign"), Digest: d, KeyID: k, Stamp: stampAt(1000), Status: 1, Data: []byte("t")})
 	m.write(t, y, storage.Row{ID: h("held-revoke"), Digest: d, KeyID: k, Stamp: stampAt(2000), Status: 2, Data: []byte("u")},
@@ -295,7 +286,7 @@ func TestRedteam24AbsentWritesWhileScanHeld(t *testing.T) {
 		rtBase(3, 1)[0], // a replay of a row from before the open
 		storage.Row{ID: h("held-old"), Digest: h("rd3"), KeyID: h("rk3"), Stamp: stampAt(1), Status: 1, Data: []byte("older")})
 	m.verify(t, y, "while the scan is held")
-	close(release)
+	release()
 	rtWait(t, y)
 	m.write(t, y, storage.Row{ID: h("held-revoke"), Digest: d, KeyID: k, Stamp: stampAt(2000), Status: 2, Data: []byte("u thrice")},
 		storage.Row{ID: h("held-old2"), Digest: d, KeyID: k, Stamp: stampAt(1500), Status: 1, Data: []byte("older")})

@@ -129,6 +129,25 @@ func TestRedteam24AbsentSetSeesEarlierRowsOfTheBatch(t *testing.T) {
 	absentCheck(t, x, "one batch", h("revoke"), 0, d, k, 2000, 2)
 }
 
+// openHeldScan opens the pebble index in dir with its absent-key scan held
+// once its snapshot is taken; release lets the scan go on.
+func openHeldScan(t *testing.T, dir string) (x *pebbleIndex, release func()) {
+	t.Helper()
+	held, resume := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	scanAbsentHook = func() { once.Do(func() { close(held); <-resume }) }
+	t.Cleanup(func() { scanAbsentHook = nil }) // after x's close: cleanups run last first
+	x, err := openPebbleIndex(filepath.Join(dir, IndexDir), quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var released sync.Once
+	release = func() { released.Do(func() { close(resume) }) }
+	t.Cleanup(func() { release(); _ = x.close() })
+	<-held
+	return x, release
+}
+
 // The scan reads a snapshot: rows written while it runs are not in it.
 // Write must add them itself, ready or not, or the set, once ready, would
 // call them absent.
@@ -141,21 +160,11 @@ func TestRedteam24AbsentSetTakesWritesDuringItsScan(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	held, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	scanAbsentHook = func() { once.Do(func() { close(held); <-release }) }
-	t.Cleanup(func() { scanAbsentHook = nil })
-	y, err := openPebbleIndex(filepath.Join(dir, IndexDir), quiet())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = y.close() })
-	<-held // the snapshot is taken
-
+	y, release := openHeldScan(t, dir)
 	// Reads while the scan is held go to pebble: the set is not ready.
 	absentCheck(t, y, "while the scan runs", h("sign"), 0, d, k, 1000, 1)
 	absentWrite(t, y, storage.Row{ID: h("revoke"), Digest: d, KeyID: k, Stamp: stampAt(2000), Status: 2, Data: []byte("untrusted")})
-	close(release)
+	release()
 	<-y.scanDone
 	if !y.absent.ready.Load() {
 		t.Fatal("the scan ended without making the set ready")
