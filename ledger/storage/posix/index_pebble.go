@@ -625,9 +625,6 @@ func (x *pebbleIndex) keyCurrent(b *pebble.Batch, e storage.Row, idx uint64) err
 			return err
 		}
 	}
-	if !ok {
-		x.absent.add(k) // before the row, as for the identity (a row found is in the set already)
-	}
 	if ok {
 		cur, err := keyRowOf(e.Digest, v)
 		if err != nil {
@@ -636,6 +633,8 @@ func (x *pebbleIndex) keyCurrent(b *pebble.Batch, e storage.Row, idx uint64) err
 		if !storage.Newer(e.Stamp, idx, cur.Stamp, cur.Index) {
 			return nil
 		}
+	} else {
+		x.absent.add(k) // before the row, as for the identity (a row found is in the set already)
 	}
 	return b.Set(k, cat(e.Stamp[:], be64(idx), []byte{e.Status}), nil)
 }
