@@ -2,8 +2,8 @@ package posix
 
 // Red team 24 (helper-108): attacks on the pebble index's absent-key set
 // (absent.go). Every test here waits for the scans it starts (close, or
-// absentOpen), so that no scan goroutine outlives its test and reads
-// scanAbsentHook while another test sets it.
+// absentOpen), so that no scan goroutine outlives its test and runs
+// another test's scanAbsentHook.
 //
 // TestRedteam24AbsentAnswersAfterClose and
 // TestRedteam24AbsentAnswersDamagedStore failed on the set's first commit
@@ -152,8 +152,9 @@ func TestRedteam24AbsentScanRacesWritersAndReaders(t *testing.T) {
 
 	// Let writes land between the snapshot and the first key read.
 	var once sync.Once
-	scanAbsentHook = func() { once.Do(func() { time.Sleep(300 * time.Millisecond) }) }
-	t.Cleanup(func() { scanAbsentHook = nil }) // after y's close (cleanups run last first)
+	hook := func() { once.Do(func() { time.Sleep(300 * time.Millisecond) }) }
+	scanAbsentHook.Store(&hook)
+	t.Cleanup(func() { scanAbsentHook.Store(nil) }) // after y's close (cleanups run last first)
 	y, err := openPebbleIndex(filepath.Join(dir, IndexDir), quiet())
 	if err != nil {
 		t.Fatal(err)
@@ -260,7 +261,7 @@ func TestRedteam24AbsentScanRacesWritersAndReaders(t *testing.T) {
 	if err := y.close(); err != nil {
 		t.Fatal(err)
 	}
-	scanAbsentHook = nil
+	scanAbsentHook.Store(nil)
 	z := absentOpen(t, dir)
 	m.verify(t, z, "reopened")
 }

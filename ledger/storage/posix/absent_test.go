@@ -135,8 +135,9 @@ func openHeldScan(t *testing.T, dir string) (x *pebbleIndex, release func()) {
 	t.Helper()
 	held, resume := make(chan struct{}), make(chan struct{})
 	var once sync.Once
-	scanAbsentHook = func() { once.Do(func() { close(held); <-resume }) }
-	t.Cleanup(func() { scanAbsentHook = nil }) // after x's close: cleanups run last first
+	hook := func() { once.Do(func() { close(held); <-resume }) }
+	scanAbsentHook.Store(&hook)
+	t.Cleanup(func() { scanAbsentHook.Store(nil) }) // after x's close: cleanups run last first
 	x, err := openPebbleIndex(filepath.Join(dir, IndexDir), quiet())
 	if err != nil {
 		t.Fatal(err)

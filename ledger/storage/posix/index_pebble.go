@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -133,8 +134,9 @@ func openPebbleIndex(dir string, logger *slog.Logger) (*pebbleIndex, error) {
 }
 
 // scanAbsentHook, when set (tests), is called by scanAbsent once its
-// snapshot is taken, before it reads a key.
-var scanAbsentHook func()
+// snapshot is taken, before it reads a key. Atomic: a scan of one test's
+// index may start while another test sets it.
+var scanAbsentHook atomic.Pointer[func()]
 
 // scanAbsent adds the key of every identity and keys row to x.absent and
 // makes it ready. It reads a snapshot: a row committed after it was taken
@@ -151,8 +153,8 @@ func (x *pebbleIndex) scanAbsent(logger *slog.Logger) {
 	snap := db.NewSnapshot()
 	release() // close waits on scanDone, not on the store: it stops the scan first
 	defer snap.Close()
-	if scanAbsentHook != nil {
-		scanAbsentHook()
+	if hook := scanAbsentHook.Load(); hook != nil {
+		(*hook)()
 	}
 	n := 0
 	for _, p := range []byte{pfxIDs, pfxKeys} {
