@@ -119,19 +119,6 @@ func rtBase(from, n int) []storage.Row {
 	return rows
 }
 
-// rtWait waits for x's scan to end and requires the set ready.
-func rtWait(t *testing.T, x *pebbleIndex) {
-	t.Helper()
-	select {
-	case <-x.scanDone:
-	case <-time.After(time.Minute):
-		t.Fatal("the absent-key scan did not end")
-	}
-	if !x.absent.ready.Load() {
-		t.Fatal("the scan ended without making the set ready")
-	}
-}
-
 // The scan of a store of 16,000 keys races a writer that logs new
 // statements, replays (of rows before the open, of rows written during the
 // scan, twice in one batch), older statements about pairs with a newer
@@ -252,7 +239,7 @@ func TestRedteam24AbsentScanRacesWritersAndReaders(t *testing.T) {
 	if s := readErr.Load(); s != nil {
 		t.Fatalf("a concurrent read missed a row that was written: %s", *s)
 	}
-	rtWait(t, y)
+	absentWait(t, y)
 	t.Logf("%d reads, %d entries, %d batches written before the scan ended", reads.Load(), m.next, before)
 	if before == 0 {
 		t.Error("no batch was written while the scan ran: the test raced nothing")
@@ -288,7 +275,7 @@ func TestRedteam24AbsentWritesWhileScanHeld(t *testing.T) {
 		storage.Row{ID: h("held-old"), Digest: h("rd3"), KeyID: h("rk3"), Stamp: stampAt(1), Status: 1, Data: []byte("older")})
 	m.verify(t, y, "while the scan is held")
 	release()
-	rtWait(t, y)
+	absentWait(t, y)
 	m.write(t, y, storage.Row{ID: h("held-revoke"), Digest: d, KeyID: k, Stamp: stampAt(2000), Status: 2, Data: []byte("u thrice")},
 		storage.Row{ID: h("held-old2"), Digest: d, KeyID: k, Stamp: stampAt(1500), Status: 1, Data: []byte("older")})
 	m.verify(t, y, "after the scan")

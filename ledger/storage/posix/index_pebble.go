@@ -570,15 +570,15 @@ func (x *pebbleIndex) Write(_ context.Context, next uint64, batch []storage.Row)
 	defer b.Close()
 	for i, e := range batch {
 		idx := be64(next + uint64(i))
-		if k := pkey(pfxIDs, e.ID); x.absent.absent(k) {
-			x.absent.add(k) // before the row: a read that can see it, or a later row of the batch, must not skip it
-			if err := b.Set(k, idx, nil); err != nil {
+		k := pkey(pfxIDs, e.ID)
+		found := false
+		if !x.absent.absent(k) {
+			if _, found, err = pebbleGet(b, k); err != nil {
 				return false, err
 			}
-		} else if _, ok, err := pebbleGet(b, k); err != nil {
-			return false, err
-		} else if !ok {
-			x.absent.add(k)
+		}
+		if !found { // the identity's first entry
+			x.absent.add(k) // before the row: a read that can see it, or a later row of the batch, must not skip it
 			if err := b.Set(k, idx, nil); err != nil {
 				return false, err
 			}
